@@ -1,0 +1,37 @@
+"""symnn: derive a network's gradients symbolically and emit standalone kernels.
+
+Public surface: :class:`Network`, :class:`Dense`, :class:`Activation`, :class:`Loss`,
+:func:`derive`, :func:`compile`, :func:`emit`, :func:`gradcheck`.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .declare import Activation, Dense, Loss, Network, activation
+from .derivation import Derivation, derive
+from .driver import compile, emit, emit_source
+from .errors import *  # noqa: F403 - the exception hierarchy is public
+from .expressions import NonSmoothWarning
+from .gradcheck import GradcheckReport, gradcheck
+from .registry import register_activation, register_loss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "Dense",
+    "Derivation",
+    "GradcheckReport",
+    "Loss",
+    "Network",
+    "NonSmoothWarning",
+    "activation",
+    "compile",
+    "derive",
+    "emit",
+    "emit_source",
+    "errors",
+    "gradcheck",
+    "register_activation",
+    "register_loss",
+]

@@ -1,0 +1,1 @@
+"""NumPy backend: one standalone ``.py`` module that needs only NumPy."""

@@ -1,0 +1,120 @@
+"""NumPy backend: turn a :class:`~symnn.lower.KernelPlan` into lines of Python.
+
+Only strings leave this module; ``templates/numpy/module.py.jinja`` lays them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ... import naming
+from ...lower import KernelPlan, Stmt, dims
+from ..base import BackendConfig
+from .printer import SymnnNumPyPrinter
+
+
+@dataclass(frozen=True)
+class NumPyConfig(BackendConfig):
+    """NumPy backend settings (see :class:`~symnn.backends.base.BackendConfig`)."""
+
+    name: str = "numpy"
+    template_dir: str = "numpy"
+
+    def printer(self) -> SymnnNumPyPrinter:
+        return SymnnNumPyPrinter()
+
+
+def _shape_code(shape) -> str:
+    d = dims(shape)
+    return "(" + ", ".join(d) + ("," if len(d) == 1 else "") + ")"
+
+
+def _broadcast(shapes) -> tuple:
+    out: list = []
+    for s in shapes:
+        s = tuple(s)
+        if len(s) > len(out):
+            out = [*([1] * (len(s) - len(out))), *out]
+        pad = [1] * (len(out) - len(s)) + list(s)
+        out = [b if a == 1 else a for a, b in zip(out, pad)]
+    return tuple(out)
+
+
+class _KernelPrinter:
+    """Prints the statements of one kernel, sharing softmax row statistics between ops."""
+
+    def __init__(self, printer: SymnnNumPyPrinter) -> None:
+        self.p = printer
+        self.stats: dict[str, tuple[str, str, str]] = {}
+        self.lines: list[str] = []
+
+    def _row_stats(self, z: str) -> tuple[str, str, str]:
+        if z not in self.stats:
+            m, e, s = f"{z}_max", f"{z}_exp", f"{z}_sum"
+            # subtract the row max before exp: softmax/logsumexp never overflow
+            self.lines += [
+                f"{m} = {z}.max(axis=1, keepdims=True)",
+                f"{e} = {z} - {m}",
+                f"np.exp({e}, out={e})",
+                f"{s} = {e}.sum(axis=1, keepdims=True)",
+            ]
+            self.stats[z] = (m, e, s)
+        return self.stats[z]
+
+    def stmt(self, st: Stmt) -> None:
+        t, o = st.target, st.operands
+        if st.kind == "matmul":
+            ta, tb = st.payload
+            a = f"{o[0]}.T" if ta else o[0]
+            b = f"{o[1]}.T" if tb else o[1]
+            self.lines.append(f"{t} = {a} @ {b}")
+        elif st.kind == "add_bias":
+            self.lines.append(f"{t} += {o[1]}" if st.inplace else f"{t} = {o[0]} + {o[1]}")
+        elif st.kind == "sum_rows":
+            self.lines.append(f"{t} = {o[0]}.sum(axis=0)")
+        elif st.kind == "rowsum":
+            self.lines.append(f"{t} = {o[0]}.sum(axis=1, keepdims=True)")
+        elif st.kind == "sum":
+            self.lines.append(f"{t} = {o[0]}.sum()")
+        elif st.kind == "softmax":
+            _, e, s = self._row_stats(o[0])
+            self.lines.append(f"{t} = {e} / {s}")
+        elif st.kind == "logsumexp":
+            m, _, s = self._row_stats(o[0])
+            self.lines.append(f"{t} = {m} + np.log({s})")
+        elif st.kind == "softmax_ce":
+            # log-softmax form: -sum_k y_k (z_k - lse) = lse - y.z for rows with sum(y) = 1
+            m, _, s = self._row_stats(o[0])
+            self.lines.append(
+                f"{t} = {m} + np.log({s}) - ({o[1]} * {o[0]}).sum(axis=1, keepdims=True)"
+            )
+        elif st.kind == "map":
+            self._map(st)
+        else:  # pragma: no cover - lower.py emits only the kinds above
+            raise ValueError(f"unknown statement kind {st.kind}")
+
+    def _map(self, st: Stmt) -> None:
+        expr: sp.Expr = st.payload
+        temps = sp.numbered_symbols(f"{st.target}_", real=True)
+        repl, (reduced,) = sp.cse([expr], symbols=temps, order="canonical")
+        for sym, sub in repl:
+            self.lines.append(f"{sym} = {self.p.doprint_expr(sub)}")
+        code = self.p.doprint_expr(reduced)
+        if _broadcast(st.src_shapes) != tuple(st.shape):
+            code = f"np.broadcast_to({code}, {_shape_code(st.shape)}).astype(_f)"
+        self.lines.append(f"{st.target} = {code}")
+
+
+def kernel_body(plan: KernelPlan, printer: SymnnNumPyPrinter) -> list[str]:
+    kp = _KernelPrinter(printer)
+    for st in plan.stmts:
+        kp.stmt(st)
+    return kp.lines
+
+
+def uses_batch_size(lines: list[str]) -> bool:
+    import re
+
+    return any(re.search(rf"\b{naming.N}\b", line) for line in lines)

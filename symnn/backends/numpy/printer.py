@@ -1,0 +1,140 @@
+"""Strict NumPy printer for element-wise expressions.
+
+Customisations versus SymPy's ``NumPyPrinter``:
+
+* strict: an unsupported function raises :class:`~symnn.errors.UnsupportedFunctionError`
+  naming it, never partial code;
+* numbers print as plain Python literals with 17 significant digits (``repr(float)``), never
+  ``numpy.float64(...)`` or ``numpy.sqrt(2)``: NumPy scalars would upcast float32 arrays, Python
+  scalars do not (NEP 50);
+* ``Max(x, 0)`` prints ``np.maximum`` (NaN-propagating, unlike ``fmax``);
+* ``Heaviside(u, 0)`` prints ``np.where(u > 0, ...)``: the step is 0 at 0 (ReLU'(0) = 0) and a
+  product ``c * Heaviside(u, 0)`` becomes ``np.where(u > 0, c, 0)`` (one pass, no 0 * inf);
+* ``Piecewise`` prints nested ``np.where`` (not ``np.select``), constant branches as ``_f(v)``
+  so the result keeps the kernel's dtype;
+* ``Sigmoid``/``Softplus`` print as the module's stable helpers, ``erf`` as SciPy's ``erf``.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+
+from ...errors import UnsupportedFunctionError
+from ...functions import Sigmoid, Softplus
+
+try:  # SymPy >= 1.13
+    from sympy.printing.codeprinter import PrintMethodNotImplementedError
+except ImportError:  # pragma: no cover
+    PrintMethodNotImplementedError = NotImplementedError  # type: ignore[misc,assignment]
+
+
+class SymnnNumPyPrinter(NumPyPrinter):
+    """Prints one scalar expression over array names as a NumPy expression string."""
+
+    def __init__(self) -> None:
+        super().__init__({"strict": True, "fully_qualified_modules": True})
+        self.helpers: set[str] = set()
+
+    def doprint_expr(self, expr: sp.Expr) -> str:
+        # fold every constant into one 17-digit literal (exponents stay integers)
+        expr = sp.nfloat(expr, 17, exponent=False)
+        try:
+            text = self.doprint(expr)
+        except PrintMethodNotImplementedError as exc:
+            raise UnsupportedFunctionError(
+                f"the NumPy backend cannot print {expr}: {exc}"
+            ) from exc
+        return text.replace("numpy.", "np.")
+
+    # -- numbers -----------------------------------------------------------------------
+    def _print_Float(self, expr: sp.Float) -> str:
+        return repr(float(expr))
+
+    def _print_Rational(self, expr: sp.Rational) -> str:
+        return repr(float(expr)) if expr.q != 1 else str(expr.p)
+
+    def _print_Half(self, expr: sp.Expr) -> str:
+        return "0.5"
+
+    def _print_Integer(self, expr: sp.Integer) -> str:
+        return str(int(expr))
+
+    def _print_NumberSymbol(self, expr: sp.Expr) -> str:
+        return repr(float(expr))
+
+    _print_Pi = _print_NumberSymbol
+    _print_Exp1 = _print_NumberSymbol
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        base, e = expr.args
+        if base.is_number and not e.is_number or (base.is_number and e.is_number):
+            if expr.is_number:
+                return repr(float(expr))
+        if e == sp.S.Half:
+            return f"np.sqrt({self._print(base)})"
+        if e == -1:
+            return f"1/{self.parenthesize(base, 60)}"
+        if e.is_Integer and e < 0:
+            return f"1/{self.parenthesize(base, 60)}**{-int(e)}"
+        return f"{self.parenthesize(base, 60)}**{self.parenthesize(e, 60)}"
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        if expr.is_number:
+            return repr(float(expr))
+        steps = [a for a in expr.args if isinstance(a, sp.Heaviside)]
+        if steps:
+            step = steps[0]
+            rest = sp.Mul(*[a for a in expr.args if a is not step])
+            return f"np.where({self._print(step.args[0])} > 0, {self._print(rest)}, 0)"
+        return super()._print_Mul(expr)
+
+    # -- kinks ---------------------------------------------------------------------------
+    def _print_Heaviside(self, expr: sp.Heaviside) -> str:
+        if len(expr.args) < 2 or expr.args[1] != 0:
+            raise UnsupportedFunctionError(
+                f"{expr}: Heaviside without the value 0 at 0 reached code generation"
+            )
+        return f"np.where({self._print(expr.args[0])} > 0, _f(1), _f(0))"
+
+    def _print_Max(self, expr: sp.Max) -> str:
+        args = [self._print(a) for a in sorted(expr.args, key=lambda a: a.is_number)]
+        out = args[0]
+        for a in args[1:]:
+            out = f"np.maximum({out}, {a})"
+        return out
+
+    def _print_Min(self, expr: sp.Min) -> str:
+        args = [self._print(a) for a in sorted(expr.args, key=lambda a: a.is_number)]
+        out = args[0]
+        for a in args[1:]:
+            out = f"np.minimum({out}, {a})"
+        return out
+
+    def _branch(self, value: sp.Expr) -> str:
+        return f"_f({self._print(value)})" if value.is_number else self._print(value)
+
+    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
+        *pairs, (last, cond) = expr.args
+        if cond != sp.true:
+            raise UnsupportedFunctionError(f"{expr}: Piecewise needs a final True branch")
+        out = self._branch(last)
+        for value, c in reversed(pairs):
+            out = f"np.where({self._print(c)}, {self._branch(value)}, {out})"
+        return out
+
+    def _print_sign(self, expr: sp.sign) -> str:
+        return f"np.sign({self._print(expr.args[0])})"
+
+    # -- stable helpers and functions NumPy lacks -----------------------------------------
+    def _print_Sigmoid(self, expr: Sigmoid) -> str:
+        self.helpers.add("sigmoid")
+        return f"_sigmoid({self._print(expr.args[0])})"
+
+    def _print_Softplus(self, expr: Softplus) -> str:
+        self.helpers.add("softplus")
+        return f"_softplus({self._print(expr.args[0])})"
+
+    def _print_erf(self, expr: sp.Expr) -> str:
+        self.helpers.add("erf")
+        return f"_erf({self._print(expr.args[0])})"

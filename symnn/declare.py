@@ -1,0 +1,372 @@
+"""The user-facing network description: ``Network``, ``Dense``, ``Activation``, ``Loss``.
+
+Everything here is validated eagerly, before any symbolic work, so a mistake is reported
+where it was made and names the layer concerned (RELIABILITY.md S1-S14).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import sympy as sp
+
+from . import registry
+from .errors import (
+    ConfigError,
+    InvalidExpressionError,
+    LayerSizeMismatchError,
+    SpecError,
+    SpecTypeError,
+)
+from .expressions import check_elementwise, require_scalar_expr, require_symbols
+
+_MAX_WIDTH = 2**31 - 1
+Width = int | sp.Symbol
+
+
+def _width(value: object, what: str) -> Width:
+    """Validate a layer width: a positive int (NumPy ints too) or a SymPy symbol."""
+    if isinstance(value, (bool, np.bool_)):
+        raise SpecTypeError(f"{what}: width must be an integer, got bool {value!r}")
+    if isinstance(value, sp.Symbol):
+        if value.is_positive is False or value.is_integer is False:
+            raise SpecError(f"{what}: symbolic width {value} must be a positive integer symbol")
+        return value
+    if isinstance(value, sp.Integer):
+        value = int(value)
+    if not isinstance(value, numbers.Integral):
+        raise SpecTypeError(
+            f"{what}: width must be an integer, got {type(value).__name__} {value!r}"
+        )
+    value = int(value)
+    if value < 1:
+        raise SpecError(f"{what}: width must be >= 1, got {value}")
+    if value > _MAX_WIDTH:
+        raise SpecError(f"{what}: width must be <= {_MAX_WIDTH}, got a {len(str(value))}-digit number")
+    return value
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation function: one SymPy expression of one variable, or row-wise softmax.
+
+    Example:
+        >>> import sympy as sp, symnn as sn
+        >>> z = sp.Symbol("z")
+        >>> swish = sn.Activation("swish", z / (1 + sp.exp(-z)), var=z)
+        >>> swish.expr
+        x/(1 + exp(-x))
+    """
+
+    name: str
+    expr: sp.Expr | None = None  # in registry.X; None for row-wise
+    var: sp.Symbol | None = None
+    kind: str = "elementwise"
+    init: str = "xavier"
+    user: bool = True
+    latex_name: str | None = None
+
+    def __init__(
+        self,
+        name: str,
+        expr: object = None,
+        var: sp.Symbol | None = None,
+        *,
+        init: str = "xavier",
+        latex: str | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise SpecError(f"activation name must be an identifier, got {name!r}")
+        if var is None:
+            raise InvalidExpressionError(f"activation {name!r}: pass var=<the SymPy symbol of expr>")
+        if not isinstance(var, sp.Symbol):
+            raise InvalidExpressionError(f"activation {name!r}: var must be a SymPy Symbol")
+        if init not in _SCHEMES:
+            raise ConfigError(f"activation {name!r}: init must be one of {sorted(_SCHEMES)}")
+        expr = check_elementwise(expr, var, f"activation {name!r}")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "expr", expr.subs(var, registry.X))
+        object.__setattr__(self, "var", registry.X)
+        object.__setattr__(self, "kind", "elementwise")
+        object.__setattr__(self, "init", init)
+        object.__setattr__(self, "user", True)
+        object.__setattr__(self, "latex_name", latex)
+
+    @classmethod
+    def builtin(cls, name: str, **params: float) -> "Activation":
+        """A registry activation, optionally with parameters (``builtin("leaky_relu", alpha=0.2)``)."""
+        entry = registry.activation(name)
+        unknown = set(params) - set(entry.params)
+        if unknown:
+            raise ConfigError(
+                f"activation {name!r} has parameters {sorted(entry.params) or 'none'}, "
+                f"got {sorted(unknown)}"
+            )
+        self = object.__new__(cls)
+        expr = entry.expr
+        if expr is not None:
+            values = {**entry.params, **params}
+            subs = {}
+            for pname, val in values.items():
+                if not isinstance(val, numbers.Real) or isinstance(val, bool) or not np.isfinite(val):
+                    raise ConfigError(f"activation {name!r}: {pname} must be a finite real, got {val!r}")
+                subs[sp.Symbol(pname, positive=True)] = sp.nsimplify(val, rational=True) if float(
+                    val
+                ) == round(float(val), 12) else sp.Float(val, 17)
+            expr = expr.subs(subs)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "expr", expr)
+        object.__setattr__(self, "var", registry.X if expr is not None else None)
+        object.__setattr__(self, "kind", entry.kind)
+        object.__setattr__(self, "init", entry.init)
+        object.__setattr__(self, "user", False)
+        object.__setattr__(self, "latex_name", entry.latex)
+        return self
+
+    @property
+    def is_rowwise(self) -> bool:
+        return self.kind == "rowwise"
+
+
+def activation(name: str, **params: float) -> Activation:
+    """Registry activation by name, e.g. ``sn.activation("leaky_relu", alpha=0.2)``."""
+    return Activation.builtin(name, **params)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss: one element-wise SymPy expression of a prediction and a target symbol.
+
+    ``reduction="mean"`` averages over all output elements (PyTorch's MSE/BCE default);
+    ``"batch"`` sums over the output columns and averages over the rows.
+
+    Example (Huber, delta = 1):
+        >>> import sympy as sp, symnn as sn
+        >>> p, y = sp.symbols("p y")
+        >>> e = p - y
+        >>> huber = sn.Loss("huber", sp.Piecewise((e**2 / 2, sp.Abs(e) <= 1),
+        ...                                       (sp.Abs(e) - sp.Rational(1, 2), True)),
+        ...                 pred=p, target=y)
+    """
+
+    name: str
+    expr: sp.Expr
+    reduction: str = "mean"
+    requires: str | None = None
+    user: bool = True
+    latex_name: str | None = None
+
+    def __init__(
+        self,
+        name: str,
+        expr: object,
+        pred: sp.Symbol | None = None,
+        target: sp.Symbol | None = None,
+        *,
+        reduction: str = "mean",
+        latex: str | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise SpecError(f"loss name must be an identifier, got {name!r}")
+        if not isinstance(pred, sp.Symbol) or not isinstance(target, sp.Symbol) or pred == target:
+            raise InvalidExpressionError(
+                f"loss {name!r}: pass pred=<prediction Symbol> and target=<target Symbol> "
+                "(two different SymPy symbols)"
+            )
+        if reduction not in ("mean", "batch"):
+            raise ConfigError(f"loss {name!r}: reduction must be 'mean' or 'batch', got {reduction!r}")
+        what = f"loss {name!r}"
+        expr = require_scalar_expr(expr, what)
+        require_symbols(expr, {pred, target}, what)
+        if pred not in expr.free_symbols:
+            raise InvalidExpressionError(f"{what} {expr} does not depend on the prediction {pred}")
+        if target not in expr.free_symbols:
+            raise InvalidExpressionError(f"{what} {expr} does not use the target symbol {target}")
+        canonical = expr.subs({pred: registry.P, target: registry.T}, simultaneous=True)
+        # the prediction-derivative must exist and be real (the target is data, not differentiated)
+        check_elementwise(canonical.subs(registry.T, sp.Rational(1, 3)), registry.P, what, user=True)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "expr", canonical)
+        object.__setattr__(self, "reduction", reduction)
+        object.__setattr__(self, "requires", None)
+        object.__setattr__(self, "user", True)
+        object.__setattr__(self, "latex_name", latex)
+
+    @classmethod
+    def builtin(cls, name: str) -> "Loss":
+        entry = registry.loss(name)
+        self = object.__new__(cls)
+        for k, v in (
+            ("name", name),
+            ("expr", entry.expr),
+            ("reduction", entry.reduction),
+            ("requires", entry.requires),
+            ("user", False),
+            ("latex_name", entry.latex),
+        ):
+            object.__setattr__(self, k, v)
+        return self
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A dense layer ``a = f(X @ W.T + b)`` with ``W`` of shape (out, in), like ``nn.Linear``."""
+
+    in_features: Width
+    out_features: Width
+    activation: Activation = field(default=None)  # type: ignore[assignment]
+
+    def __init__(self, in_features: object, out_features: object, activation: object = "identity"):
+        object.__setattr__(self, "in_features", _width(in_features, "Dense input"))
+        object.__setattr__(self, "out_features", _width(out_features, "Dense output"))
+        if isinstance(activation, str):
+            activation = Activation.builtin(activation)
+        elif not isinstance(activation, Activation):
+            raise SpecTypeError(
+                "Dense activation must be a registry name or an sn.Activation, got "
+                f"{type(activation).__name__}"
+            )
+        object.__setattr__(self, "activation", activation)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A stack of dense layers and a loss, optionally with L1/L2 weight penalties.
+
+    The loss is ``mean(loss terms) + l2/2 * sum(W**2) + l1 * sum(|W|)`` over weight matrices
+    (biases are not regularised).
+    """
+
+    layers: tuple[Dense, ...]
+    loss: Loss
+    l1: float = 0.0
+    l2: float = 0.0
+    name: str = "mlp"
+
+    def __init__(
+        self,
+        layers: Sequence[Dense],
+        loss: str | Loss = "mse",
+        *,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        name: str = "mlp",
+    ) -> None:
+        if isinstance(layers, Dense):
+            layers = [layers]
+        if not isinstance(layers, (list, tuple)):
+            raise SpecTypeError(f"layers must be a list of sn.Dense, got {type(layers).__name__}")
+        if not layers:
+            raise SpecError("network has no layers: give at least one sn.Dense")
+        for i, layer in enumerate(layers, 1):
+            if not isinstance(layer, Dense):
+                raise SpecTypeError(f"layer {i}: expected sn.Dense, got {type(layer).__name__}")
+        for i, (a, b) in enumerate(zip(layers, layers[1:]), 1):
+            if sp.sympify(a.out_features) != sp.sympify(b.in_features):
+                raise LayerSizeMismatchError(
+                    f"layer {i} outputs {a.out_features} features but layer {i + 1} "
+                    f"expects {b.in_features}"
+                )
+        for i, layer in enumerate(layers[:-1], 1):
+            if layer.activation.is_rowwise:
+                raise SpecError(f"layer {i}: softmax is only supported on the output layer")
+        if isinstance(loss, str):
+            loss = Loss.builtin(loss)
+        elif not isinstance(loss, Loss):
+            raise SpecTypeError(f"loss must be a registry name or an sn.Loss, got {type(loss).__name__}")
+        for key, lam in (("l1", l1), ("l2", l2)):
+            if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not np.isfinite(lam) or lam < 0:
+                raise ConfigError(f"{key} must be a finite real >= 0, got {lam!r}")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise SpecError(f"network name must be a C/Python identifier, got {name!r}")
+        last = layers[-1]
+        out = last.out_features
+        if loss.requires == "softmax" and not last.activation.is_rowwise:
+            raise SpecError(
+                f"loss {loss.name!r} needs a softmax output layer, but layer {len(layers)} uses "
+                f"{last.activation.name!r}"
+            )
+        if last.activation.is_rowwise and loss.name != "cross_entropy" and not loss.user:
+            pass  # softmax + mse/bce is unusual but well defined
+        if loss.name == "cross_entropy" and not loss.user and out == 1:
+            raise SpecError("cross_entropy needs an output width >= 2 (use bce for one output)")
+        if loss.name == "bce" and not loss.user and last.activation.is_rowwise:
+            raise SpecError("bce on a softmax output is not a valid combination; use cross_entropy")
+        if last.activation.is_rowwise and out == 1:
+            raise SpecError(f"layer {len(layers)}: softmax over a single output is constant 1")
+        object.__setattr__(self, "layers", tuple(layers))
+        object.__setattr__(self, "loss", loss)
+        object.__setattr__(self, "l1", float(l1))
+        object.__setattr__(self, "l2", float(l2))
+        object.__setattr__(self, "name", name)
+
+    # -- facts derived from the declaration -----------------------------------------------
+    @property
+    def n_in(self) -> Width:
+        return self.layers[0].in_features
+
+    @property
+    def n_out(self) -> Width:
+        return self.layers[-1].out_features
+
+    @property
+    def is_concrete(self) -> bool:
+        return all(
+            isinstance(w, int) for layer in self.layers for w in (layer.in_features, layer.out_features)
+        )
+
+    def param_shapes(self) -> dict[str, tuple[Width, ...]]:
+        """``{"W1": (out, in), "b1": (out,), ...}`` in declaration order."""
+        shapes: dict[str, tuple[Width, ...]] = {}
+        for i, layer in enumerate(self.layers, 1):
+            shapes[f"W{i}"] = (layer.out_features, layer.in_features)
+            shapes[f"b{i}"] = (layer.out_features,)
+        return shapes
+
+    def init_params(
+        self, seed: int | None = 0, scheme: str | None = None, dtype: str = "float64"
+    ) -> dict[str, np.ndarray]:
+        """Initial parameters: Xavier/Glorot-uniform or He-normal weights, zero biases.
+
+        Args:
+            seed: seed of a ``numpy.random.default_rng``.
+            scheme: ``"xavier"``/``"glorot"``, ``"he"``/``"kaiming"``, or None to choose per
+                layer from its activation (He for the ReLU family and GELU, Xavier otherwise).
+            dtype: ``"float64"`` or ``"float32"``.
+        """
+        if not self.is_concrete:
+            raise SpecError("init_params needs integer layer widths, not SymPy symbols")
+        if scheme is not None and scheme not in _SCHEMES:
+            raise ConfigError(f"scheme must be one of {sorted(_SCHEMES)}, got {scheme!r}")
+        np_dtype = _np_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        params: dict[str, np.ndarray] = {}
+        for i, layer in enumerate(self.layers, 1):
+            fan_in, fan_out = int(layer.in_features), int(layer.out_features)
+            s = _SCHEMES[scheme or layer.activation.init]
+            if s == "he":
+                w = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_out, fan_in))
+            else:
+                a = np.sqrt(6.0 / (fan_in + fan_out))
+                w = rng.uniform(-a, a, size=(fan_out, fan_in))
+            params[f"W{i}"] = w.astype(np_dtype)
+            params[f"b{i}"] = np.zeros(fan_out, dtype=np_dtype)
+        return params
+
+
+_SCHEMES = {"xavier": "xavier", "glorot": "xavier", "he": "he", "kaiming": "he"}
+
+
+def _np_dtype(dtype: object) -> np.dtype:
+    from .errors import DTypeError
+
+    try:
+        d = np.dtype(dtype)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise DTypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from exc
+    if d not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise DTypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return d

@@ -1,0 +1,1 @@
+"""Reverse-mode chain rule over the tensor IR (see :mod:`.chain`, :mod:`.vjp`)."""

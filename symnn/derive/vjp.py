@@ -1,0 +1,122 @@
+"""Pullback (vector-Jacobian product) rules: one per primitive op, in one table.
+
+A rule receives the node and its cotangent ``ct`` (the gradient of the loss with respect to
+the node's value, same shape as the node) and returns one cotangent per operand, or ``None``
+when no gradient flows to that operand (integer targets, the input ``X``...). Rules build IR
+nodes; they never evaluate anything. Each rule has its own numeric test
+(``tests/unit/test_vjp_rules.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import sympy as sp
+
+from .. import ir
+from .elementwise import make_map, partial
+
+Pullback = Callable[[ir.Node, ir.Node], tuple[ir.Node | None, ...]]
+
+_c = sp.Symbol("c", real=True)
+_p = sp.Symbol("p", real=True)
+_y = sp.Symbol("y", real=True)
+_r = sp.Symbol("r", real=True)
+
+
+def broadcast(ct: ir.Node, shape: ir.Shape) -> ir.Node:
+    """``ct`` (a scalar or a row/column vector) broadcast to ``shape``."""
+    return make_map("broadcast", _c, [(_c, ct)], shape)
+
+
+def unbroadcast(g: ir.Node, shape: ir.Shape) -> ir.Node:
+    """Sum ``g`` over the axes along which an operand of ``shape`` was broadcast."""
+    if tuple(g.shape) == tuple(shape):
+        return g
+    if shape == ():
+        return ir.sum_(g)
+    if len(shape) == 1:
+        return ir.sum_rows(g)
+    if len(shape) == 2 and shape[1] == 1:
+        return ir.rowsum(g)
+    raise ValueError(f"cannot unbroadcast {g.shape} to {shape}")
+
+
+def _matmul(node: ir.Node, ct: ir.Node) -> tuple[ir.Node, ir.Node]:
+    # C = op(A) op(B):  dA = ct op(B)^T (transposed back if A was),  dB = op(A)^T ct (likewise)
+    a, b = node.src
+    ta, tb = node.arg
+    da = ir.matmul(b, ct, tb, True) if ta else ir.matmul(ct, b, False, not tb)
+    db = ir.matmul(ct, a, True, ta) if tb else ir.matmul(a, ct, not ta, False)
+    return da, db
+
+
+def _add_bias(node: ir.Node, ct: ir.Node) -> tuple[ir.Node, ir.Node]:
+    # Z + 1 b^T:  dZ = ct,  db = 1^T ct
+    return ct, ir.sum_rows(ct)
+
+
+def _sum_rows(node: ir.Node, ct: ir.Node) -> tuple[ir.Node]:
+    # s_j = sum_n A_nj:  dA_nj = ct_j
+    return (broadcast(ct, node.src[0].shape),)
+
+
+def _map(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
+    # y = f(x_1, ..., x_k) element-wise:  dx_i = ct * df/dx_i  (summed where x_i was broadcast)
+    fn: ir.Elementwise = node.arg
+    out: list[ir.Node | None] = []
+    for i, src in enumerate(node.src):
+        if src.op is ir.Op.INPUT:
+            out.append(None)
+            continue
+        d = partial(fn, i)
+        if d == 0:
+            out.append(None)
+            continue
+        operands = [(_c, ct)] + list(zip(fn.args, node.src))
+        g = make_map(f"d{fn.name}", _c * d, operands, node.shape)
+        out.append(unbroadcast(g, src.shape))
+    return tuple(out)
+
+
+def _softmax(node: ir.Node, ct: ir.Node) -> tuple[ir.Node]:
+    # p = softmax(z) row-wise:  dz = p * (ct - rowsum(ct * p))   (Jacobian diag(p) - p p^T)
+    q = make_map("ct_p", _c * _p, [(_c, ct), (_p, node)], node.shape)
+    r = ir.rowsum(q)
+    return (make_map("dsoftmax", _p * (_c - _r), [(_p, node), (_c, ct), (_r, r)], node.shape),)
+
+
+def _logsumexp(node: ir.Node, ct: ir.Node) -> tuple[ir.Node]:
+    # l = log sum_k exp(z_k):  dz = ct * softmax(z)
+    z = node.src[0]
+    return (make_map("dlogsumexp", _c * _p, [(_c, ct), (_p, ir.softmax(z))], z.shape),)
+
+
+def _rowsum(node: ir.Node, ct: ir.Node) -> tuple[ir.Node]:
+    # r_n = sum_k A_nk:  dA_nk = ct_n
+    return (broadcast(ct, node.src[0].shape),)
+
+
+def _softmax_ce(node: ir.Node, ct: ir.Node) -> tuple[ir.Node, None]:
+    # l_n = logsumexp(z_n) - y_n . z_n with sum_k y_nk = 1:  dz = ct * (softmax(z) - y)
+    z, y = node.src
+    g = make_map("dsoftmax_ce", _c * (_p - _y), [(_c, ct), (_p, ir.softmax(z)), (_y, y)], z.shape)
+    return g, None
+
+
+def _sum(node: ir.Node, ct: ir.Node) -> tuple[ir.Node]:
+    # s = sum of all elements:  dA = ct everywhere
+    return (broadcast(ct, node.src[0].shape),)
+
+
+PULLBACKS: dict[ir.Op, Pullback] = {
+    ir.Op.MATMUL: _matmul,
+    ir.Op.ADD_BIAS: _add_bias,
+    ir.Op.SUM_ROWS: _sum_rows,
+    ir.Op.MAP: _map,
+    ir.Op.SOFTMAX: _softmax,
+    ir.Op.LOGSUMEXP: _logsumexp,
+    ir.Op.ROWSUM: _rowsum,
+    ir.Op.SOFTMAX_CE: _softmax_ce,
+    ir.Op.SUM: _sum,
+}

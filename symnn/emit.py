@@ -1,0 +1,147 @@
+"""Plan -> printed strings -> templates -> files.
+
+``emit_source`` returns the text of the emitted module; :func:`emit` writes it atomically
+(temporary file, then rename), so an interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import sympy as sp
+
+from . import naming
+from .declare import Network, _np_dtype
+from .errors import ConfigError, SpecError
+from .lower import KERNELS, KernelPlan, dims, plan_kernel
+from .program import Program
+from .render import CODEGEN_VERSION, render
+
+BACKENDS = ("numpy",)
+
+
+def spec_hash(net: Network, dtype: str) -> str:
+    """Hash of the canonical network description (SymPy ``srepr``), dtype and codegen version."""
+    parts = [CODEGEN_VERSION, dtype, net.name, repr(net.l1), repr(net.l2), net.loss.name,
+             sp.srepr(net.loss.expr), net.loss.reduction]
+    for layer in net.layers:
+        act = layer.activation
+        parts += [str(layer.in_features), str(layer.out_features), act.name,
+                  sp.srepr(act.expr) if act.expr is not None else act.kind]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def describe(net: Network) -> list[str]:
+    lines = []
+    for i, layer in enumerate(net.layers, 1):
+        lines.append(f"layer {i}: Dense({layer.in_features} -> {layer.out_features}), {layer.activation.name}")
+    reg = "".join(f", {k}={v!r}" for k, v in (("l1", net.l1), ("l2", net.l2)) if v)
+    lines.append(f"loss: {net.loss.name} ({net.loss.reduction}-reduced){reg}")
+    return lines
+
+
+@dataclass(frozen=True)
+class EmitResult:
+    source: str
+    plans: dict[str, KernelPlan]
+
+
+def check_backend(backend: str, dtype: str) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    _np_dtype(dtype)
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+
+
+def emit_numpy(net: Network, prog: Program, dtype: str) -> EmitResult:
+    from .backends.numpy.config import NumPyConfig, kernel_body, uses_batch_size
+
+    printer = NumPyConfig(dtype=dtype).printer()
+    labels = net.loss.name == "cross_entropy" and not net.loss.user
+    kernels, plans = [], {}
+    for kname in KERNELS:
+        plan = plan_kernel(prog, kname)
+        plans[kname] = plan
+        body = kernel_body(plan, printer)
+        used = {w for line in body for w in _words(line)}
+        prologue = [f'{p} = params["{p}"]' for p in net.param_shapes() if p in used]
+        if uses_batch_size(body) or (labels and "Y" in plan.inputs):
+            prologue.append("N = X.shape[0]")
+        if labels and "Y" in plan.inputs:
+            prologue += ["if Y.ndim == 1:", "    Y = _onehot(Y, N)"]
+        has_y = "Y" in plan.inputs or kname != "forward"
+        sig = "params, X, Y" if has_y else "params, X"
+        if kname == "forward":
+            returns, doc = plan.outputs["yhat"], f"Network output, shape (N, {net.n_out})."
+        elif kname == "loss":
+            returns, doc = f"float({plan.outputs['loss']})", "Mean loss (plus penalties) as a float."
+        else:
+            grads = ", ".join(f'"{p}": {plan.outputs[naming.grad(p)]}' for p in net.param_shapes())
+            returns = f"float({plan.outputs['loss']}), {{{grads}}}"
+            doc = "(loss, {name: dL/dname}) with gradients shaped like the parameters."
+        kernels.append(
+            {
+                "name": kname,
+                "signature": sig,
+                "check_args": sig,
+                "doc": doc,
+                "op_line": f"ops: {plan.n_tensor_ops} tensor, {plan.n_scalar_ops} scalar",
+                "prologue": prologue,
+                "body": body,
+                "returns": returns,
+            }
+        )
+    param_shapes = [
+        (k, "(" + ", ".join(dims(v)) + ("," if len(v) == 1 else "") + ")")
+        for k, v in net.param_shapes().items()
+    ]
+    op_summary = [
+        f"{k['name']}: {k['op_line']}" for k in kernels
+    ]
+    source = render(
+        "numpy/module.py.jinja",
+        spec_hash=spec_hash(net, dtype),
+        op_summary=op_summary,
+        title=f"symnn kernels for {net.name!r}.",
+        network_lines=describe(net),
+        dtype=dtype,
+        needs_scipy="erf" in printer.helpers,
+        helpers=sorted(printer.helpers),
+        n_in=net.n_in,
+        n_out=net.n_out,
+        labels=labels,
+        param_names=list(net.param_shapes()),
+        param_shapes=param_shapes,
+        kernels=kernels,
+    )
+    return EmitResult(source, plans)
+
+
+def _words(line: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", line))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def require_concrete(net: Network) -> None:
+    if not net.is_concrete:
+        raise SpecError("compiling needs integer layer widths; this network has symbolic widths")

@@ -1,0 +1,92 @@
+"""symnn's exception hierarchy.
+
+Every error symnn raises on bad input derives from :class:`SymnnError` *and* from the builtin
+that a generic handler would expect (``ValueError`` for bad values, ``TypeError`` for bad
+types), so ``except ValueError`` keeps working for callers that do not know symnn.
+The tree follows ``shared/RELIABILITY.md`` (b).
+"""
+
+from __future__ import annotations
+
+
+class SymnnError(Exception):
+    """Root of every exception symnn raises on purpose."""
+
+
+# -- specification (declaration-time) errors -----------------------------------------------
+class SpecError(SymnnError, ValueError):
+    """The network description is invalid; raised before any symbolic work."""
+
+
+class LayerSizeMismatchError(SpecError):
+    """Layer i's output width differs from layer i+1's input width."""
+
+
+class UnknownActivationError(SpecError):
+    """An activation or loss name is not in the registry."""
+
+
+class InvalidExpressionError(SpecError):
+    """A user SymPy expression has the wrong symbols, type or domain."""
+
+
+class NonDifferentiableError(SpecError):
+    """SymPy could not produce a usable derivative (undefined function, NaN at a point...)."""
+
+
+class ConfigError(SpecError):
+    """A hyper-parameter or option has an invalid value."""
+
+
+class SpecTypeError(SymnnError, TypeError):
+    """A declaration argument has the wrong Python type (e.g. a bool or str width)."""
+
+
+# -- data errors ------------------------------------------------------------------------------
+class DataError(SymnnError, ValueError):
+    """Arrays passed to a kernel are unusable."""
+
+
+class ShapeError(DataError):
+    """An array has the wrong number of dimensions or the wrong size."""
+
+
+class NonFiniteInputError(DataError):
+    """An input array holds NaN or infinity."""
+
+
+class LabelRangeError(DataError):
+    """A class label is out of range, negative or not an integer."""
+
+
+class EmptyBatchError(DataError):
+    """A batch has no rows where a mean over rows is needed."""
+
+
+class DTypeError(SymnnError, TypeError):
+    """An array has a dtype symnn will not convert (object, str, complex, bool)."""
+
+
+# -- numerics, code generation, build ---------------------------------------------------------
+class NumericalError(SymnnError, ArithmeticError):
+    """A computation produced a non-finite value where a finite one was required."""
+
+
+class NonFiniteError(NumericalError):
+    """A loss or gradient became NaN or infinite."""
+
+
+class CodegenError(SymnnError, ValueError):
+    """An expression cannot be printed for the chosen backend."""
+
+
+class UnsupportedFunctionError(CodegenError):
+    """A SymPy function has no implementation in the target backend."""
+
+
+class BuildError(SymnnError, RuntimeError):
+    """Building or loading emitted code failed."""
+
+
+class GradientCheckError(NumericalError):
+    """``gradcheck(..., raise_on_fail=True)`` found a gradient that disagrees."""

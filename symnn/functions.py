@@ -1,0 +1,44 @@
+"""Numerically stable scalar functions the simplifier introduces and the printers know.
+
+They never appear in user input and are never differentiated: the simplifier rewrites
+already-derived expressions into them (``1/(1+exp(-x))`` -> ``Sigmoid(x)``) after checking
+the rewrite, and each printer gives them a stable implementation (``exp(-|x|)`` forms,
+``log1p``). ``rewrite(sp.exp)`` turns them back into the plain formula for checks.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+
+class Sigmoid(sp.Function):
+    """Logistic function 1/(1+exp(-x)), printed in the ``exp(-|x|)`` form."""
+
+    nargs = 1
+    is_real = True
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return 1 / (1 + sp.exp(-x))
+
+    def _latex(self, printer, exp=None):
+        s = r"\sigma\left(%s\right)" % printer._print(self.args[0])
+        return s if exp is None else r"%s^{%s}" % (s, exp)
+
+
+class Softplus(sp.Function):
+    """log(1+exp(x)), printed as ``max(x,0) + log1p(exp(-|x|))``."""
+
+    nargs = 1
+    is_real = True
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return sp.log(1 + sp.exp(x))
+
+    def _latex(self, printer, exp=None):
+        s = r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+        return s if exp is None else r"%s^{%s}" % (s, exp)
+
+
+def plain(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with every stable function written back as its defining formula."""
+    return expr.replace(lambda e: isinstance(e, (Sigmoid, Softplus)), lambda e: e.rewrite(sp.exp))

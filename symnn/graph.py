@@ -1,0 +1,83 @@
+"""declare -> IR: build the forward tensor graph of a :class:`~symnn.declare.Network`.
+
+The graph is built at *symbolic* batch size ``N``; widths are the declared ints (or SymPy
+symbols when the network is only derived and printed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from . import ir, naming, registry
+from .declare import Network
+
+
+@dataclass(frozen=True)
+class ForwardGraph:
+    """The forward graph and its named nodes."""
+
+    network: Network
+    X: ir.Node
+    Y: ir.Node
+    params: dict[str, ir.Node]
+    z: tuple[ir.Node, ...]  # pre-activations z1..zL
+    a: tuple[ir.Node, ...]  # activations a1..aL
+    data_loss: ir.Node  # scalar: reduced loss terms
+    loss: ir.Node  # scalar: data loss + penalties
+
+    @property
+    def output(self) -> ir.Node:
+        return self.a[-1]
+
+
+def activation_fn(name: str, expr: sp.Expr) -> ir.Elementwise:
+    return ir.Elementwise(name, (registry.X,), expr)
+
+
+def apply_activation(act, z: ir.Node) -> ir.Node:
+    if act.is_rowwise:
+        return ir.softmax(z)
+    return ir.map_(activation_fn(act.name, act.expr), z)
+
+
+def scalar_map(name: str, expr: sp.Expr, operands: list[tuple[sp.Symbol, ir.Node]]) -> ir.Node:
+    args = tuple(s for s, _ in operands)
+    return ir.map_(ir.Elementwise(name, args, expr), *(n for _, n in operands), shape=())
+
+
+def build_forward(net: Network) -> ForwardGraph:
+    """Lower the declaration into IR nodes (dense = matmul + bias-add + map)."""
+    N = naming.N
+    X = ir.input_("X", (N, net.n_in))
+    Y = ir.input_("Y", (N, net.n_out))
+    params: dict[str, ir.Node] = {}
+    zs, acts = [], []
+    a = X
+    for i, layer in enumerate(net.layers, 1):
+        W = params[naming.weight(i)] = ir.param(naming.weight(i), (layer.out_features, layer.in_features))
+        b = params[naming.bias(i)] = ir.param(naming.bias(i), (layer.out_features,))
+        z = ir.add_bias(ir.matmul(a, W, trans_b=True), b)
+        a = apply_activation(layer.activation, z)
+        zs.append(z)
+        acts.append(a)
+    term = ir.map_(ir.Elementwise(net.loss.name, (registry.P, registry.T), net.loss.expr), a, Y)
+    s = sp.Symbol("s")
+    count = N * net.n_out if net.loss.reduction == "mean" else N
+    data_loss = scalar_map("mean", s / count, [(s, ir.sum_(term))])
+    loss = data_loss
+    terms: list[tuple[sp.Symbol, ir.Node]] = [(sp.Symbol("l"), data_loss)]
+    w = sp.Symbol("w", real=True)
+    expr = terms[0][0]
+    for lam, penalty, tag in ((net.l2, w**2 / 2, "l2"), (net.l1, sp.Abs(w), "l1")):
+        if lam == 0:
+            continue
+        for i in range(1, len(net.layers) + 1):
+            Wn = params[naming.weight(i)]
+            r = sp.Symbol(f"r_{tag}_{i}")
+            terms.append((r, ir.sum_(ir.map_(ir.Elementwise(tag, (w,), penalty), Wn))))
+            expr = expr + sp.Float(lam, 17) * r if lam != int(lam) else expr + int(lam) * r
+    if len(terms) > 1:
+        loss = scalar_map("loss", expr, terms)
+    return ForwardGraph(net, X, Y, params, tuple(zs), tuple(acts), data_loss, loss)

@@ -1,0 +1,139 @@
+"""A compiled kernel: the emitted module loaded in-process behind input validation.
+
+Validation (RELIABILITY.md D1-D13) happens here, before any work, so the emitted code can
+stay lean. Inputs are converted to the kernel's dtype by value (``astype``), never
+reinterpreted; non-contiguous, read-only or big-endian arrays get one normalising copy.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Mapping
+
+import numpy as np
+
+from .declare import Network
+from .errors import (
+    DataError,
+    DTypeError,
+    EmptyBatchError,
+    LabelRangeError,
+    NonFiniteInputError,
+    ShapeError,
+)
+
+
+def _as_float_array(value: object, what: str, dtype: np.dtype) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:  # ragged nested lists
+        raise ShapeError(f"{what} is ragged (rows of different lengths): {exc}") from exc
+    kind = arr.dtype.kind
+    if kind in "OSUVcbMm":
+        raise DTypeError(f"{what} has dtype {arr.dtype}; expected a real numeric array")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _require_finite(arr: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise NonFiniteInputError(
+            f"{what} has {int(bad.sum())} non-finite value(s); first at index {first} "
+            f"({arr[first]}); pass check_finite=False to allow them"
+        )
+
+
+class Kernel:
+    """Forward, loss and loss-and-gradient kernels of one network, one backend, one dtype."""
+
+    def __init__(self, net: Network, module: types.ModuleType, backend: str, dtype: str,
+                 source: str, check_finite: bool = True) -> None:
+        self.network = net
+        self.module = module
+        self.backend = backend
+        self.dtype = np.dtype(dtype)
+        self.source = source
+        self.check_finite = check_finite
+        self.param_shapes = {k: tuple(int(d) for d in v) for k, v in net.param_shapes().items()}
+        self._labels = net.loss.name == "cross_entropy" and not net.loss.user
+
+    def __repr__(self) -> str:
+        return f"<symnn.Kernel {self.network.name} backend={self.backend} dtype={self.dtype}>"
+
+    # -- validation ------------------------------------------------------------------------
+    def params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if not isinstance(params, Mapping):
+            raise DTypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+        missing = [k for k in self.param_shapes if k not in params]
+        extra = [k for k in params if k not in self.param_shapes]
+        if missing or extra:
+            raise ShapeError(f"params keys: missing {missing}, unexpected {extra}; "
+                             f"expected {list(self.param_shapes)}")
+        out = {}
+        for k, shape in self.param_shapes.items():
+            arr = _as_float_array(params[k], f"parameter {k}", self.dtype)
+            if arr.shape != shape:
+                raise ShapeError(f"expected {k} of shape {shape}, got {arr.shape}")
+            if self.check_finite:
+                _require_finite(arr, f"parameter {k}")
+            out[k] = arr
+        return out
+
+    def inputs(self, X: object) -> np.ndarray:
+        arr = _as_float_array(X, "X", self.dtype)
+        n_in = self.param_shapes["W1"][1]
+        if arr.ndim != 2:
+            raise ShapeError(f"expected X of shape (n, {n_in}), got {arr.shape}")
+        if arr.shape[1] != n_in:
+            raise ShapeError(f"X has {arr.shape[1]} features, the network expects {n_in}")
+        if self.check_finite:
+            _require_finite(arr, "X")
+        return arr
+
+    def targets(self, Y: object, n: int) -> np.ndarray:
+        n_out = self.param_shapes[f"W{len(self.network.layers)}"][0]
+        try:
+            raw = np.asarray(Y)
+        except ValueError as exc:
+            raise ShapeError(f"Y is ragged: {exc}") from exc
+        if raw.dtype.kind in "OSUVcbMm":
+            raise DTypeError(f"Y has dtype {raw.dtype}; expected a real numeric array")
+        if n == 0:
+            raise EmptyBatchError("the batch is empty (N = 0): the mean loss is undefined")
+        if self._labels and raw.ndim == 1:
+            if raw.shape[0] != n:
+                raise ShapeError(f"Y has {raw.shape[0]} labels for {n} rows of X")
+            labels = raw.astype(np.float64)
+            for row, v in enumerate(labels):
+                if not np.isfinite(v) or v != np.floor(v) or not 0 <= v < n_out:
+                    raise LabelRangeError(f"label {raw[row]} at row {row} out of range [0, {n_out})")
+            return np.ascontiguousarray(raw, dtype=np.intp)
+        arr = _as_float_array(raw, "Y", self.dtype)
+        if arr.shape != (n, n_out):
+            hint = " or integer labels (N,)" if self._labels else ""
+            raise ShapeError(f"expected Y of shape ({n}, {n_out}){hint}, got {arr.shape}")
+        if self.check_finite:
+            _require_finite(arr, "Y")
+        if self._labels:
+            if (arr < 0).any() or (arr > 1).any() or not np.allclose(arr.sum(axis=1), 1.0, atol=1e-6):
+                raise DataError("cross-entropy targets must be one-hot or probability rows summing to 1")
+        elif self.network.loss.name == "bce" and not self.network.loss.user:
+            if (arr < 0).any() or (arr > 1).any():
+                raise DataError("bce targets must lie in [0, 1]")
+        return arr
+
+    # -- kernels -----------------------------------------------------------------------------
+    def forward(self, params: Mapping[str, Any], X: object) -> np.ndarray:
+        """Network output for a batch ``X`` of shape (N, n_in)."""
+        return self.module.forward(self.params(params), self.inputs(X))
+
+    def loss(self, params: Mapping[str, Any], X: object, Y: object) -> float:
+        """Mean loss plus penalties."""
+        p, x = self.params(params), self.inputs(X)
+        return self.module.loss(p, x, self.targets(Y, x.shape[0]))
+
+    def loss_and_grad(self, params: Mapping[str, Any], X: object, Y: object) -> tuple[float, dict[str, np.ndarray]]:
+        """``(loss, grads)`` with ``grads`` keyed and shaped like ``params``."""
+        p, x = self.params(params), self.inputs(X)
+        return self.module.loss_and_grad(p, x, self.targets(Y, x.shape[0]))

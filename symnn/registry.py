@@ -1,0 +1,160 @@
+"""Name -> SymPy expression tables for the built-in activations and losses.
+
+Contract: an element-wise activation is *one* SymPy expression in the canonical variable
+:data:`X` (plus named, defaulted parameters such as leaky ReLU's slope); a loss is one
+element-wise SymPy expression in the prediction :data:`P` and target :data:`T` plus a
+reduction. Nothing else: derivatives come from ``sympy.diff`` and stable forms from the
+simplifier, so adding an entry here (or calling :func:`register_activation` /
+:func:`register_loss` from user code) needs no other code.
+
+Row-wise activations (softmax) are not element-wise; they are registered with
+``kind="rowwise"`` and their Jacobian rule lives in :mod:`symnn.derive.rowwise`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+import sympy as sp
+
+from .errors import UnknownActivationError
+
+#: Canonical scalar variable of element-wise activations (real, so ``diff(Abs(x))`` is ``sign``).
+X = sp.Symbol("x", real=True)
+#: Canonical prediction and target symbols of element-wise losses.
+P = sp.Symbol("p", real=True)
+T = sp.Symbol("y", real=True)
+
+
+@dataclass(frozen=True)
+class ActivationEntry:
+    """A registered activation: expression in :data:`X`, parameter defaults, init hint."""
+
+    name: str
+    expr: sp.Expr | None  # None for row-wise entries
+    kind: str = "elementwise"  # or "rowwise"
+    params: Mapping[str, float] = field(default_factory=dict)
+    init: str = "xavier"  # default initialisation scheme for layers using it
+    latex: str | None = None
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """A registered loss: element-wise term in (:data:`P`, :data:`T`) and its reduction.
+
+    ``reduction="mean"`` averages the term over every element of the output (PyTorch's
+    default for MSE/BCE); ``"batch"`` sums over classes then averages over rows (cross-entropy).
+    """
+
+    name: str
+    expr: sp.Expr
+    reduction: str = "mean"
+    requires: str | None = None  # output activation the loss is defined on (e.g. softmax)
+    latex: str | None = None
+
+
+_ACTIVATIONS: dict[str, ActivationEntry] = {}
+_LOSSES: dict[str, LossEntry] = {}
+
+
+def register_activation(
+    name: str,
+    expr: sp.Expr | None,
+    *,
+    kind: str = "elementwise",
+    params: Mapping[str, float] | None = None,
+    init: str = "xavier",
+    latex: str | None = None,
+) -> ActivationEntry:
+    """Add an activation to the registry (an existing name is replaced)."""
+    entry = ActivationEntry(name, expr, kind, MappingProxyType(dict(params or {})), init, latex)
+    _ACTIVATIONS[name] = entry
+    return entry
+
+
+def register_loss(
+    name: str,
+    expr: sp.Expr,
+    *,
+    reduction: str = "mean",
+    requires: str | None = None,
+    latex: str | None = None,
+) -> LossEntry:
+    """Add a loss to the registry (an existing name is replaced)."""
+    entry = LossEntry(name, expr, reduction, requires, latex)
+    _LOSSES[name] = entry
+    return entry
+
+
+def _unknown(kind: str, name: str, names: list[str]) -> UnknownActivationError:
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UnknownActivationError(
+        f"unknown {kind} {name!r}{hint}; valid names: {', '.join(sorted(names))}"
+    )
+
+
+def activation(name: str) -> ActivationEntry:
+    """Look up an activation by name, suggesting the closest valid name on a typo."""
+    if not isinstance(name, str) or name not in _ACTIVATIONS:
+        raise _unknown("activation", str(name), list(_ACTIVATIONS))
+    return _ACTIVATIONS[name]
+
+
+def loss(name: str) -> LossEntry:
+    """Look up a loss by name, suggesting the closest valid name on a typo."""
+    if not isinstance(name, str) or name not in _LOSSES:
+        raise _unknown("loss", str(name), list(_LOSSES))
+    return _LOSSES[name]
+
+
+def activation_names() -> list[str]:
+    return sorted(_ACTIVATIONS)
+
+
+def loss_names() -> list[str]:
+    return sorted(_LOSSES)
+
+
+# -- built-in activations: one SymPy expression each -----------------------------------------
+_alpha = sp.Symbol("alpha", positive=True)
+register_activation("identity", X, latex=r"\operatorname{id}")
+register_activation("sigmoid", 1 / (1 + sp.exp(-X)), latex=r"\sigma")
+register_activation("tanh", sp.tanh(X), latex=r"\tanh")
+register_activation("relu", sp.Max(X, 0), init="he", latex=r"\operatorname{ReLU}")
+register_activation(
+    "leaky_relu",
+    sp.Piecewise((X, X > 0), (_alpha * X, True)),
+    params={"alpha": 0.01},
+    init="he",
+    latex=r"\operatorname{LeakyReLU}",
+)
+register_activation(
+    "elu",
+    sp.Piecewise((X, X > 0), (_alpha * (sp.exp(X) - 1), True)),
+    params={"alpha": 1.0},
+    init="he",
+    latex=r"\operatorname{ELU}",
+)
+register_activation("softplus", sp.log(1 + sp.exp(X)), latex=r"\operatorname{softplus}")
+register_activation("swish", X / (1 + sp.exp(-X)), latex=r"\operatorname{swish}")
+register_activation("silu", X / (1 + sp.exp(-X)), latex=r"\operatorname{SiLU}")
+register_activation(
+    "gelu", X / 2 * (1 + sp.erf(X / sp.sqrt(2))), init="he", latex=r"\operatorname{GELU}"
+)
+register_activation("softsign", X / (1 + sp.Abs(X)), latex=r"\operatorname{softsign}")
+register_activation("softmax", None, kind="rowwise", latex=r"\operatorname{softmax}")
+
+# -- built-in losses ---------------------------------------------------------------------------
+register_loss("mse", (P - T) ** 2, latex=r"\operatorname{MSE}")
+register_loss("bce", -(T * sp.log(P) + (1 - T) * sp.log(1 - P)), latex=r"\operatorname{BCE}")
+register_loss(
+    "cross_entropy",
+    -T * sp.log(P),
+    reduction="batch",
+    requires="softmax",
+    latex=r"\operatorname{CE}",
+)
