@@ -94,15 +94,15 @@ def express_in_output(expr: sp.Expr, f: sp.Expr, z: sp.Symbol) -> tuple[sp.Expr,
     """Rewrite ``expr`` so that ``z`` appears only through ``a = f(z)``; None if impossible."""
     done: list[tuple[sp.Expr, sp.Expr, str]] = []
 
-    def walk(e: sp.Expr) -> sp.Expr | None:
+    def walk(e: sp.Basic) -> sp.Basic | None:
         if z not in e.free_symbols:
             return e
-        if e.free_symbols == {z} and e != z:
+        if isinstance(e, sp.Expr) and e.free_symbols == {z} and e != z:
             r = _rewrite_piece(e, f, z)
             if r is not None:
                 done.append((e, r[0], r[1]))
                 return r[0]
-        if isinstance(e, sp.Mul):
+        if isinstance(e, sp.Mul):  # the product of the factors in z alone is one piece
             only_z = [t for t in e.args if t.free_symbols == {z}]
             rest = [t for t in e.args if t.free_symbols != {z}]
             if len(only_z) > 1:
