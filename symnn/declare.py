@@ -45,7 +45,7 @@ def _width(value: object, what: str) -> Width:
     if value < 1:
         raise SpecError(f"{what}: width must be >= 1, got {value}")
     if value > _MAX_WIDTH:
-        raise SpecError(f"{what}: width must be <= {_MAX_WIDTH}, got a {len(str(value))}-digit number")
+        raise SpecError(f"{what}: width must be <= {_MAX_WIDTH}, got a {value.bit_length()}-bit number")
     return value
 
 
@@ -88,7 +88,7 @@ class Activation:
             raise ConfigError(f"activation {name!r}: init must be one of {sorted(_SCHEMES)}")
         expr = check_elementwise(expr, var, f"activation {name!r}")
         object.__setattr__(self, "name", name)
-        object.__setattr__(self, "expr", expr.subs(var, registry.X))
+        object.__setattr__(self, "expr", expr.xreplace({sp.Symbol(var.name, real=True): registry.X}))
         object.__setattr__(self, "var", registry.X)
         object.__setattr__(self, "kind", "elementwise")
         object.__setattr__(self, "init", init)

@@ -59,11 +59,17 @@ def normalise_derivative(d: sp.Expr) -> sp.Expr:
 
     ``Heaviside(x)`` gets the explicit value 0 at 0 (``Heaviside(x, 0)``): SymPy's default
     ``Heaviside(0) = 1/2`` would make ReLU'(0) = 1/2, unlike PyTorch, JAX and TensorFlow.
-    ``sign`` is kept (sign(0) = 0 is already the L1 subgradient convention).
+    ``sign`` is kept (sign(0) = 0 is already the L1 subgradient convention). The derivative
+    of ``floor``/``ceiling`` (which SymPy leaves unevaluated) is 0.
     """
-    return d.replace(
+    d = d.replace(
         lambda e: isinstance(e, sp.Heaviside) and (len(e.args) == 1 or e.args[1] != 0),
         lambda e: sp.Heaviside(e.args[0], 0),
+    )
+    # floor/ceiling are piecewise constant: derivative 0 almost everywhere (and at the jumps)
+    return d.replace(
+        lambda e: isinstance(e, sp.Derivative) and isinstance(e.expr, (sp.floor, sp.ceiling)),
+        lambda e: sp.Integer(0),
     )
 
 
@@ -93,9 +99,16 @@ def _is_bad_number(v: sp.Expr) -> bool:
 
 
 def check_elementwise(expr: object, var: sp.Symbol, what: str, *, user: bool = True) -> sp.Expr:
-    """Run S5-S11 on a one-variable element-wise expression; return it as ``sp.Expr``."""
+    """Run S5-S11 on a one-variable element-wise expression.
+
+    Returns the expression in a *real* symbol named like ``var`` (``var`` itself when it is
+    already real).
+    """
     expr = require_scalar_expr(expr, what)
     require_symbols(expr, {var}, what)
+    if not var.is_real:  # check on the real line: SymPy then gives d|x|/dx = sign(x)
+        real = sp.Symbol(var.name, real=True)
+        expr, var = expr.xreplace({var: real}), real
     if var not in expr.free_symbols:
         raise SpecError(f"{what} {expr} does not depend on {var}: its derivative is identically 0")
     if user:

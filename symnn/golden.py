@@ -1,0 +1,59 @@
+"""The checked-in examples under ``generated/`` and how to (re)generate them.
+
+``generated/MANIFEST.toml`` lists each example (a network builder defined here, backends and
+dtypes); output goes to ``generated/<example>/<backend>/<example>_<dtype>.py``.
+``tests/golden/test_generated_in_sync.py`` regenerates into a temporary directory and fails
+with a diff when the checked-in files drift; ``symnn regen`` (or
+``pytest --update-generated``) rewrites them and deletes stale files.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Callable
+
+from .declare import Dense, Network
+from .demo import digits_network
+from .driver import emit_source
+from .emit import write_atomic
+
+
+def xor_network() -> Network:
+    return Network([Dense(2, 4, activation="tanh"), Dense(4, 1, activation="sigmoid")],
+                   loss="bce", name="xor_mlp")
+
+
+BUILDERS: dict[str, Callable[[], Network]] = {"xor": xor_network, "digits": digits_network}
+
+
+def manifest(root: str | Path) -> list[dict]:
+    with open(Path(root) / "MANIFEST.toml", "rb") as fh:
+        return tomllib.load(fh)["example"]
+
+
+def expected_files(root: str | Path) -> dict[Path, str]:
+    """Relative path -> text of every file the manifest asks for."""
+    out: dict[Path, str] = {}
+    for entry in manifest(root):
+        net = BUILDERS[entry["builder"]]()
+        for backend in entry["backends"]:
+            for dtype in entry["dtypes"]:
+                rel = Path(net.name) / backend / f"{net.name}_{dtype}.py"
+                out[rel] = emit_source(net, backend=backend, dtype=dtype)
+    return out
+
+
+def regenerate(root: str | Path) -> list[Path]:
+    """Rewrite every expected file under ``root`` and delete stale generated files."""
+    root = Path(root)
+    files = expected_files(root)
+    for rel, text in sorted(files.items()):
+        path = root / rel
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            write_atomic(path, text)
+    for entry in manifest(root):
+        for stale in (root / BUILDERS[entry["builder"]]().name).rglob("*.py"):
+            if stale.relative_to(root) not in files:
+                stale.unlink()
+    return [root / rel for rel in sorted(files)]

@@ -1,0 +1,48 @@
+"""Named small networks covering every built-in activation and loss (tangent functions.py style)."""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+import symnn as sn
+
+_z = sp.Symbol("z")
+_p, _y = sp.symbols("p y")
+_e = _p - _y
+HUBER = sn.Loss("huber", sp.Piecewise((_e**2 / 2, sp.Abs(_e) <= 1), (sp.Abs(_e) - sp.Rational(1, 2), True)),
+                pred=_p, target=_y)
+SWISH = sn.Activation("myswish", _z / (1 + sp.exp(-_z)), var=_z)
+
+
+def _net(hidden, out_act, loss, k, **kw) -> sn.Network:
+    layers = [sn.Dense(3, 5, hidden), sn.Dense(5, 4, "tanh"), sn.Dense(4, k, out_act)]
+    return sn.Network(layers, loss=loss, **kw)
+
+
+CATALOGUE: dict[str, sn.Network] = {
+    "xor": sn.Network([sn.Dense(2, 4, "tanh"), sn.Dense(4, 1, "sigmoid")], loss="bce"),
+    "softmax_ce_relu": _net("relu", "softmax", "cross_entropy", 3),
+    "softmax_ce_gelu_l2": _net("gelu", "softmax", "cross_entropy", 3, l2=0.05),
+    "sigmoid_bce_elu": _net("elu", "sigmoid", "bce", 2),
+    "mse_sigmoid": _net("sigmoid", "identity", "mse", 2),
+    "mse_softplus_out": _net("softsign", "softplus", "mse", 2, l1=0.01),
+    "mse_swish_leaky": _net("swish", "leaky_relu", "mse", 2),
+    "mse_silu_tanh": _net("silu", "tanh", "mse", 2),
+    "user_activation_huber": sn.Network([sn.Dense(3, 5, SWISH), sn.Dense(5, 2, "identity")], loss=HUBER),
+    "bce_on_tanh_hidden_sigmoid_user": _net("tanh", "sigmoid", "mse", 1),
+    "softmax_mse": _net("tanh", "softmax", "mse", 3),
+}
+
+
+def data(net: sn.Network, n: int = 6, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    k = int(net.n_out)
+    X = rng.normal(size=(n, int(net.n_in)))
+    if net.loss.name == "cross_entropy":
+        Y = np.arange(n) % k
+    elif net.loss.name == "bce":
+        Y = rng.uniform(0, 1, (n, k))
+    else:
+        Y = rng.normal(size=(n, k))
+    return X, Y
