@@ -35,7 +35,7 @@ from .interpret import evaluate
 
 _KINKS = (sp.Abs, sp.sign, sp.Max, sp.Min, sp.Heaviside, sp.Piecewise, sp.floor, sp.ceiling)
 #: (tolerance, floor_rel) per method
-_TOL = {"complex_step": (1e-9, 1e-10), "central": (1e-7, 1e-6), "float64_reference": (1e-5, 1e-3)}
+_TOL = {"complex_step": (1e-9, 1e-10), "central": (1e-7, 1e-5), "float64_reference": (1e-5, 1e-3)}
 
 
 @dataclass
