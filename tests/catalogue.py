@@ -35,10 +35,27 @@ CATALOGUE: dict[str, sn.Network] = {
 }
 
 
-def data(net: sn.Network, n: int = 6, seed: int = 0):
+def _min_kink_distance(net: sn.Network, X: np.ndarray, params) -> float:
+    from symnn.graph import build_forward
+    from symnn.interpret import evaluate
+
+    fwd = build_forward(net)
+    kinked = [z for z, layer in zip(fwd.z, net.layers)
+              if layer.activation.expr is not None and layer.activation.expr.has(sp.Max, sp.Piecewise, sp.Abs)]
+    if not kinked:
+        return np.inf
+    vals = evaluate({str(i): z for i, z in enumerate(kinked)}, {**params, "X": X})
+    return min(float(np.abs(v).min()) for v in vals.values())
+
+
+def data(net: sn.Network, n: int = 6, seed: int = 0, params=None):
+    """Inputs and targets; with ``params``, X is redrawn until every pre-activation of a
+    kinked activation is at least 0.05 from its kink (central differences must not straddle)."""
     rng = np.random.default_rng(seed)
     k = int(net.n_out)
     X = rng.normal(size=(n, int(net.n_in)))
+    while params is not None and _min_kink_distance(net, X, params) < 0.05:
+        X = rng.normal(size=(n, int(net.n_in)))
     if net.loss.name == "cross_entropy":
         Y = np.arange(n) % k
     elif net.loss.name == "bce":

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import symnn as sn
+from tests.catalogue import data
 from symnn.golden import BUILDERS, expected_files, manifest, regenerate
 
 ROOT = Path(__file__).resolve().parents[2] / "generated"
@@ -43,10 +44,10 @@ def test_generated_modules_are_correct() -> None:
             mod = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(mod)
             k = sn.compile(net, dtype=dtype)
-            rng = np.random.default_rng(0)
-            X = rng.normal(size=(7, int(net.n_in))).astype(dtype)
-            Y = (np.arange(7) % int(net.n_out)) if net.loss.name == "cross_entropy" else rng.uniform(size=(7, 1)).astype(dtype)
             p = net.init_params(seed=0, dtype=dtype)
+            X, Y = data(net, n=7, params=net.init_params(seed=0))
+            X = X.astype(dtype)
+            Y = Y if Y.ndim == 1 else np.clip(Y, 0, 1).astype(dtype)
             loss, grads = mod.loss_and_grad(p, X, Y)
             ref = k.loss_and_grad(p, X, Y)
             assert loss == ref[0]

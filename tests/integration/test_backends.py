@@ -19,8 +19,8 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 def test_catalogue_gradcheck(name: str, dtype: str) -> None:
     net = CATALOGUE[name]
     k = sn.compile(net, dtype=dtype)
-    X, Y = data(net)
     params = net.init_params(seed=3, dtype=dtype)
+    X, Y = data(net, params=net.init_params(seed=3))
     report = sn.gradcheck(k, params, X, Y)
     assert report.passed, str(report)
     if dtype == "float64":
@@ -59,7 +59,7 @@ def test_gradcheck_catches_one_wrong_entry(method: str) -> None:
     scale = max(float(np.abs(g).max()) for g in grads.values())
     for name, g in grads.items():
         for idx in np.ndindex(g.shape):
-            if method == "central" and abs(g[idx]) < 2e-6 * scale:
+            if method == "central" and abs(g[idx]) < 1e-6 * scale:
                 continue  # below the central-difference floor (documented)
 
             def wrong(params, X_, Y_, name=name, idx=idx):
