@@ -110,7 +110,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str) -> EmitResult:
         title=f"symnn kernels for {net.name!r}.",
         network_lines=describe(net),
         dtype=dtype,
-        needs_scipy="erf" in printer.helpers,
+        needs_erf="erf" in printer.helpers,
         helpers=sorted(printer.helpers),
         n_in=net.n_in,
         n_out=net.n_out,

@@ -38,8 +38,12 @@ def _maximum(*args):
 
 
 def _erf(x):
-    from scipy.special import erf
+    try:
+        from scipy.special import erf
+    except ImportError:  # real arguments only without SciPy (gradcheck then uses central differences)
+        import math
 
+        return np.vectorize(math.erf, otypes=[np.float64])(x)
     return erf(x)
 
 

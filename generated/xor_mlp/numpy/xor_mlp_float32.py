@@ -30,6 +30,7 @@ PARAM_SHAPES = {
     "W2": (1, 4),
     "b2": (1,),
 }
+_SHAPES = tuple(PARAM_SHAPES.values())
 
 
 def _sigmoid(x):
@@ -44,11 +45,13 @@ def _softplus(x):
 
 
 def _check(params, X, Y=None):
+    # one tuple comparison on the hot path; the loop below only runs to build the message
     if X.ndim != 2 or X.shape[1] != N_IN:
         raise ValueError(f"expected X of shape (N, {N_IN}), got {X.shape}")
-    for name, shape in PARAM_SHAPES.items():
-        if params[name].shape != shape:
-            raise ValueError(f"expected {name} of shape {shape}, got {params[name].shape}")
+    if tuple(params[name].shape for name in PARAM_SHAPES) != _SHAPES:
+        for name, shape in PARAM_SHAPES.items():
+            if params[name].shape != shape:
+                raise ValueError(f"expected {name} of shape {shape}, got {params[name].shape}")
     if Y is not None:
         if Y.shape != (X.shape[0], N_OUT):
             raise ValueError(f"expected Y of shape ({X.shape[0]}, {N_OUT}), got {Y.shape}")

@@ -49,6 +49,9 @@ class _KernelPrinter:
         self.p = printer
         self.stats: dict[str, tuple[str, str, str]] = {}
         self.lines: list[str] = []
+        # softmax-CE rows whose only use may be a total: printed lazily, so that
+        # sum(lse - rowsum(y*z)) becomes sum(lse) - sum(y*z) without (N, 1) temporaries
+        self.deferred: dict[str, str] = {}
 
     def _row_stats(self, z: str) -> tuple[str, str, str]:
         if z not in self.stats:
@@ -65,6 +68,14 @@ class _KernelPrinter:
 
     def stmt(self, st: Stmt) -> None:
         t, o = st.target, st.operands
+        if st.kind == "sum" and o[0] in self.deferred:
+            m_log_s, yz = self.deferred.pop(o[0])
+            self.lines.append(f"{t} = ({m_log_s}).sum() - ({yz}).sum()")
+            return
+        for name in o:
+            if name in self.deferred:
+                m_log_s, yz = self.deferred.pop(name)
+                self.lines.append(f"{name} = {m_log_s} - ({yz}).sum(axis=1, keepdims=True)")
         if st.kind == "matmul":
             ta, tb = st.payload
             a = f"{o[0]}.T" if ta else o[0]
@@ -87,9 +98,7 @@ class _KernelPrinter:
         elif st.kind == "softmax_ce":
             # log-softmax form: -sum_k y_k (z_k - lse) = lse - y.z for rows with sum(y) = 1
             m, _, s = self._row_stats(o[0])
-            self.lines.append(
-                f"{t} = {m} + np.log({s}) - ({o[1]} * {o[0]}).sum(axis=1, keepdims=True)"
-            )
+            self.deferred[t] = (f"{m} + np.log({s})", f"{o[1]} * {o[0]}")
         elif st.kind == "map":
             self._map(st)
         else:  # pragma: no cover - lower.py emits only the kinds above
@@ -111,6 +120,8 @@ def kernel_body(plan: KernelPlan, printer: SymnnNumPyPrinter) -> list[str]:
     kp = _KernelPrinter(printer)
     for st in plan.stmts:
         kp.stmt(st)
+    for name, (m_log_s, yz) in kp.deferred.items():  # an output nobody summed
+        kp.lines.append(f"{name} = {m_log_s} - ({yz}).sum(axis=1, keepdims=True)")
     return kp.lines
 
 

@@ -1,0 +1,113 @@
+"""Benchmarks for the core compiler (issue 2). Prints a markdown table; run from the repo root:
+
+    python benchmarks/run.py            # about a minute
+
+1. NumPy kernel (the emitted module's ``loss_and_grad``) vs hand-written NumPy backprop, same
+   data, same process, one BLAS thread, systems interleaved in rounds, median of samples of
+   >= 20 ms each. Ratio = symnn / hand-written (<= 1.0 means symnn is no slower).
+2. Derive + simplify + emit time of 784-4096-4096-10 vs 4-4-2 (cold: SymPy caches cleared).
+"""
+
+from __future__ import annotations
+
+import os
+
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = "1"
+
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import symnn as sn  # noqa: E402
+
+
+def hand_written(act: str):
+    """Textbook NumPy backprop for Dense-act-Dense-softmax + CE with one-hot targets."""
+
+    def f(p, X, Y):
+        N = X.shape[0]
+        z1 = X @ p["W1"].T
+        z1 += p["b1"]
+        a1 = np.maximum(z1, 0) if act == "relu" else np.tanh(z1)
+        z2 = a1 @ p["W2"].T
+        z2 += p["b2"]
+        m = z2.max(axis=1, keepdims=True)
+        e = np.exp(z2 - m)
+        s = e.sum(axis=1, keepdims=True)
+        loss = float((m + np.log(s)).sum() - (Y * z2).sum()) / N
+        d2 = (e / s - Y) / N
+        da1 = d2 @ p["W2"]
+        dz1 = da1 * (z1 > 0) if act == "relu" else da1 * (1 - a1 * a1)
+        return loss, {"W1": dz1.T @ X, "b1": dz1.sum(axis=0), "W2": d2.T @ a1, "b2": d2.sum(axis=0)}
+
+    return f
+
+
+def _sample(fn, args, min_time=0.02) -> float:
+    n = 1
+    while True:
+        t = time.perf_counter()
+        for _ in range(n):
+            fn(*args)
+        dt = time.perf_counter() - t
+        if dt >= min_time:
+            return dt / n
+        n *= 2
+
+
+def bench_kernels(rounds: int = 15) -> list[str]:
+    rows = ["| network | N | act | symnn NumPy (µs) | hand-written (µs) | ratio |", "|---|---|---|---|---|---|"]
+    for (n_in, hid, out, N, act) in [(64, 32, 10, 32, "tanh"), (64, 32, 10, 32, "relu"),
+                                      (64, 128, 10, 64, "relu"), (784, 128, 10, 256, "relu")]:
+        net = sn.Network([sn.Dense(n_in, hid, act), sn.Dense(hid, out, "softmax")], loss="cross_entropy")
+        k = sn.compile(net)
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(N, n_in))
+        Y = np.eye(out)[rng.integers(0, out, N)]
+        p = net.init_params(seed=0)
+        ours, hand = k.module.loss_and_grad, hand_written(act)
+        l1, g1 = ours(p, X, Y)
+        l2, g2 = hand(p, X, Y)
+        assert abs(l1 - l2) < 1e-12 and all(np.allclose(g1[n], g2[n], rtol=1e-12, atol=1e-14) for n in g1)
+        a, b = [], []
+        for _ in range(rounds):  # interleaved
+            a.append(_sample(ours, (p, X, Y)))
+            b.append(_sample(hand, (p, X, Y)))
+        ma, mb = statistics.median(a) * 1e6, statistics.median(b) * 1e6
+        rows.append(f"| {n_in}-{hid}-{out} | {N} | {act} | {ma:.1f} | {mb:.1f} | {ma / mb:.2f} |")
+    return rows
+
+
+def bench_derive() -> list[str]:
+    import sympy as sp
+
+    from symnn.driver import emit_source
+
+    rows = ["| network | derive + simplify + emit (s) |", "|---|---|"]
+    times = {}
+    for label, sizes in [("4-4-2", (4, 4, 2)), ("784-4096-4096-10", (784, 4096, 4096, 10))]:
+        acts = ["tanh"] * (len(sizes) - 2) + ["softmax"]
+        net = sn.Network([sn.Dense(a, b, act) for a, b, act in zip(sizes, sizes[1:], acts)],
+                         loss="cross_entropy")
+        sp.core.cache.clear_cache()
+        from symnn.simplify import fuse
+
+        fuse.prove_softmax_ce.cache_clear()
+        t = time.perf_counter()
+        emit_source(net)
+        times[label] = time.perf_counter() - t
+        rows.append(f"| {label} | {times[label]:.3f} |")
+    rows.append(f"| ratio large / small | {times['784-4096-4096-10'] / times['4-4-2']:.2f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    print("## NumPy kernel vs hand-written NumPy backprop (one thread, float64, one-hot targets)\n")
+    print("\n".join(bench_kernels()))
+    print("\n## Derivation + emission time\n")
+    print("\n".join(bench_derive()))
