@@ -2,7 +2,8 @@
 
     python benchmarks/run.py            # about a minute
 
-1. NumPy kernel (the emitted module's ``loss_and_grad``) vs hand-written NumPy backprop, same
+1. NumPy kernel (the emitted module's ``_loss_and_grad``, which ``sn.compile`` kernels call after
+   their own validation; ``loss_and_grad`` adds shape checks) vs hand-written NumPy backprop, same
    data, same process, one BLAS thread, systems interleaved in rounds, median of samples of
    >= 20 ms each. Ratio = symnn / hand-written (<= 1.0 means symnn is no slower).
 2. Derive + simplify + emit time of 784-4096-4096-10 vs 4-4-2 (cold: SymPy caches cleared).
@@ -61,7 +62,8 @@ def _sample(fn, args, min_time=0.02) -> float:
 
 
 def bench_kernels(rounds: int = 15) -> list[str]:
-    rows = ["| network | N | act | symnn NumPy (µs) | hand-written (µs) | ratio |", "|---|---|---|---|---|---|"]
+    rows = ["| network | N | act | symnn kernel (µs) | hand-written (µs) | ratio | symnn with shape checks (µs) | ratio |",
+            "|---|---|---|---|---|---|---|---|"]
     for (n_in, hid, out, N, act) in [(64, 32, 10, 32, "tanh"), (64, 32, 10, 32, "relu"),
                                       (64, 128, 10, 64, "relu"), (784, 128, 10, 256, "relu")]:
         net = sn.Network([sn.Dense(n_in, hid, act), sn.Dense(hid, out, "softmax")], loss="cross_entropy")
@@ -70,16 +72,18 @@ def bench_kernels(rounds: int = 15) -> list[str]:
         X = rng.normal(size=(N, n_in))
         Y = np.eye(out)[rng.integers(0, out, N)]
         p = net.init_params(seed=0)
-        ours, hand = k.module.loss_and_grad, hand_written(act)
+        ours, hand, checked = k.module._loss_and_grad, hand_written(act), k.module.loss_and_grad
         l1, g1 = ours(p, X, Y)
         l2, g2 = hand(p, X, Y)
         assert abs(l1 - l2) < 1e-12 and all(np.allclose(g1[n], g2[n], rtol=1e-12, atol=1e-14) for n in g1)
-        a, b = [], []
+        a, b, c = [], [], []
         for _ in range(rounds):  # interleaved
             a.append(_sample(ours, (p, X, Y)))
             b.append(_sample(hand, (p, X, Y)))
-        ma, mb = statistics.median(a) * 1e6, statistics.median(b) * 1e6
-        rows.append(f"| {n_in}-{hid}-{out} | {N} | {act} | {ma:.1f} | {mb:.1f} | {ma / mb:.2f} |")
+            c.append(_sample(checked, (p, X, Y)))
+        ma, mb, mc = (statistics.median(v) * 1e6 for v in (a, b, c))
+        rows.append(f"| {n_in}-{hid}-{out} | {N} | {act} | {ma:.1f} | {mb:.1f} | {ma / mb:.2f} "
+                    f"| {mc:.1f} | {mc / mb:.2f} |")
     return rows
 
 

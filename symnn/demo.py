@@ -50,7 +50,7 @@ def run(epochs: int = 40, batch_size: int = 32, lr: float = 0.05, momentum: floa
         order = rng.permutation(len(Xtr))
         for start in range(0, len(Xtr), batch_size):
             idx = order[start:start + batch_size]
-            loss, grads = module.loss_and_grad(params, Xtr[idx], ytr[idx])
+            loss, grads = module._loss_and_grad(params, Xtr[idx], ytr[idx])
             for k in params:
                 velocity[k] = momentum * velocity[k] - lr * grads[k]
                 params[k] = params[k] + velocity[k]

@@ -174,7 +174,7 @@ def gradcheck(
     def loss_at(theta: Mapping[str, np.ndarray]) -> complex | float:
         if method == "complex_step":
             return complex(evaluate({"L": fwd.loss}, {**theta, "X": x, "Y": y_dense})["L"])
-        return kernel.module.loss(theta, x, y)
+        return kernel.module._loss(theta, x, y)
 
     def directional(u: Mapping[str, np.ndarray]) -> float:
         if method == "complex_step":

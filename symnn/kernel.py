@@ -126,14 +126,14 @@ class Kernel:
     # -- kernels -----------------------------------------------------------------------------
     def forward(self, params: Mapping[str, Any], X: object) -> np.ndarray:
         """Network output for a batch ``X`` of shape (N, n_in)."""
-        return self.module.forward(self.params(params), self.inputs(X))
+        return self.module._forward(self.params(params), self.inputs(X))
 
     def loss(self, params: Mapping[str, Any], X: object, Y: object) -> float:
         """Mean loss plus penalties."""
         p, x = self.params(params), self.inputs(X)
-        return self.module.loss(p, x, self.targets(Y, x.shape[0]))
+        return self.module._loss(p, x, self.targets(Y, x.shape[0]))
 
     def loss_and_grad(self, params: Mapping[str, Any], X: object, Y: object) -> tuple[float, dict[str, np.ndarray]]:
         """``(loss, grads)`` with ``grads`` keyed and shaped like ``params``."""
         p, x = self.params(params), self.inputs(X)
-        return self.module.loss_and_grad(p, x, self.targets(Y, x.shape[0]))
+        return self.module._loss_and_grad(p, x, self.targets(Y, x.shape[0]))

@@ -54,7 +54,7 @@ def test_gradcheck_catches_one_wrong_entry(method: str) -> None:
     X, Y = data(net)
     p = net.init_params(seed=2)
     assert sn.gradcheck(k, p, X, Y, method=method).passed
-    original = k.module.loss_and_grad
+    original = k.module._loss_and_grad
     _, grads = original(p, X, Y)
     scale = max(float(np.abs(g).max()) for g in grads.values())
     for name, g in grads.items():
@@ -68,11 +68,11 @@ def test_gradcheck_catches_one_wrong_entry(method: str) -> None:
                 gr[name][idx] *= 1 + 1e-6
                 return loss, gr
 
-            k.module.loss_and_grad = wrong
+            k.module._loss_and_grad = wrong
             try:
                 report = sn.gradcheck(k, p, X, Y, method=method)
             finally:
-                k.module.loss_and_grad = original
+                k.module._loss_and_grad = original
             assert not report.passed, (name, idx, str(report))
             assert report.worst_param == name and report.worst_index == idx
 

