@@ -87,8 +87,8 @@ class Derivation:
 
 
 def _fname(act, layer: int) -> str:
-    base = act.latex_name or r"\operatorname{%s}" % act.name.replace("_", r"\_")
-    return base if act.latex_name else base
+    """LaTeX name of a layer's activation (registry name, else the user's name upright)."""
+    return act.latex_name or r"\operatorname{%s}" % act.name.replace("_", r"\_")
 
 
 def derive(net: Network) -> Derivation:
@@ -229,13 +229,6 @@ def derive(net: Network) -> Derivation:
                 sp.Eq(dprev[n, j], sp.Sum(di[n, k] * wi[k, j], (k, 1, widths[l]))
                       * sp.Function("f'")(sp.IndexedBase(f"z^{{({l - 1})}}")[n, j])),
                 "chain rule back through layer %d" % l))
-    d.passes = simplify(build_forward(net)).reports if net.is_concrete else _symbolic_passes(net)
+    # op counts per pass (the graph, hence the counts, is the same at any width, symbolic too)
+    d.passes = simplify(build_forward(net)).reports
     return d
-
-
-def _symbolic_passes(net: Network) -> list[PassReport]:
-    """Op counts for a symbolic-width network (the graph is the same at any width)."""
-    from .graph import build_forward
-    from .simplify.pipeline import simplify
-
-    return simplify(build_forward(net)).reports

@@ -12,9 +12,9 @@ return new nodes. :func:`validate` is the separate structural checker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum, auto
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import sympy as sp
 
@@ -83,10 +83,6 @@ class Node(metaclass=_Interned):
     src: tuple["Node", ...]
     arg: Any
     shape: Shape
-    _order: int = field(default=0, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_order", next(_COUNTER))
 
     def __repr__(self) -> str:
         arg = self.arg.name if isinstance(self.arg, Elementwise) else self.arg
@@ -95,16 +91,6 @@ class Node(metaclass=_Interned):
     @property
     def is_leaf(self) -> bool:
         return self.op in (Op.INPUT, Op.PARAM, Op.CONST)
-
-
-def _counter() -> Iterator[int]:
-    i = 0
-    while True:
-        i += 1
-        yield i
-
-
-_COUNTER = _counter()
 
 
 # -- constructors with shape inference ----------------------------------------------------------
