@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import sympy as sp
@@ -289,8 +289,6 @@ class Network:
                 f"loss {loss.name!r} needs a softmax output layer, but layer {len(layers)} uses "
                 f"{last.activation.name!r}"
             )
-        if last.activation.is_rowwise and loss.name != "cross_entropy" and not loss.user:
-            pass  # softmax + mse/bce is unusual but well defined
         if loss.name == "cross_entropy" and not loss.user and out == 1:
             raise SpecError("cross_entropy needs an output width >= 2 (use bce for one output)")
         if loss.name == "bce" and not loss.user and last.activation.is_rowwise:

@@ -86,7 +86,7 @@ class Derivation:
         return derivation_latex(self, document=document)
 
 
-def _fname(act, layer: int) -> str:
+def _fname(act) -> str:
     """LaTeX name of a layer's activation (registry name, else the user's name upright)."""
     return act.latex_name or r"\operatorname{%s}" % act.name.replace("_", r"\_")
 
@@ -132,7 +132,7 @@ def derive(net: Network) -> Derivation:
             sp.Eq(zi[n, j], sp.Sum(wi[j, i] * ai[n, i], (i, 1, widths[l - 1])) + bi[j]),
             f"layer {l}: weighted sum plus bias",
         ))
-        fsym = sp.Symbol(_fname(act, l))
+        fsym = sp.Symbol(_fname(act))
         d.forward.append(Step(f"a{l}", sp.Eq(A[l], Apply(fsym, Z[l])), None,
                               f"layer {l}: {act.name}, element-wise" if not act.is_rowwise
                               else f"layer {l}: softmax over each row"))
@@ -221,7 +221,7 @@ def derive(net: Network) -> Derivation:
             "bias gradient: delta averaged over the batch"))
         if l > 1:
             prev = net.layers[l - 2].activation
-            fp = Apply(sp.Symbol(_fname(prev, l - 1) + "'"), Z[l - 1])
+            fp = Apply(sp.Symbol(_fname(prev) + "'"), Z[l - 1])
             wi = sp.IndexedBase(f"w^{{({l})}}")
             dprev = sp.IndexedBase(rf"\delta^{{({l - 1})}}")
             d.backward.append(Step(

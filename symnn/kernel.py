@@ -105,9 +105,11 @@ class Kernel:
             if raw.shape[0] != n:
                 raise ShapeError(f"Y has {raw.shape[0]} labels for {n} rows of X")
             labels = raw.astype(np.float64)
-            for row, v in enumerate(labels):
-                if not np.isfinite(v) or v != np.floor(v) or not 0 <= v < n_out:
-                    raise LabelRangeError(f"label {raw[row]} at row {row} out of range [0, {n_out})")
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isfinite(labels) | (labels != np.floor(labels)) | (labels < 0) | (labels >= n_out)
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise LabelRangeError(f"label {raw[row]} at row {row} out of range [0, {n_out})")
             return np.ascontiguousarray(raw, dtype=np.intp)
         arr = _as_float_array(raw, "Y", self.dtype)
         if arr.shape != (n, n_out):

@@ -107,11 +107,9 @@ def plan_kernel(prog: Program, kernel: str) -> KernelPlan:
     plan.outputs = {k: names[id(v)] for k, v in outs.items()}
     # an in-place bias add renames its matmul's target to the bias add's target
     stmts: list[Stmt] = []
-    rename: dict[str, str] = {}
-    for i, st in enumerate(plan.stmts):
+    for st in plan.stmts:
         if st.kind == "add_bias" and st.inplace:
             prev = stmts.pop()
-            rename[prev.target] = st.target
             stmts.append(
                 Stmt(prev.kind, st.target, prev.operands, prev.shape, prev.payload, False, prev.src_shapes)
             )

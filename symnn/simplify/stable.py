@@ -17,7 +17,6 @@ from __future__ import annotations
 import sympy as sp
 
 from .. import ir
-from ..derive.elementwise import make_map
 from ..functions import Sigmoid, Softplus, plain
 from ..program import Program
 
