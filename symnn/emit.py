@@ -21,7 +21,7 @@ from .lower import KERNELS, KernelPlan, dims, plan_kernel
 from .program import Program
 from .render import CODEGEN_VERSION, render
 
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "c")
 
 
 def spec_hash(net: Network, dtype: str) -> str:
@@ -50,9 +50,10 @@ class EmitResult:
     plans: dict[str, KernelPlan]
 
 
-def check_backend(backend: str, dtype: str) -> None:
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+def check_backend(backend: str, dtype: str, allow_auto: bool = False) -> None:
+    choices = BACKENDS + (("auto",) if allow_auto else ())
+    if not isinstance(backend, str) or backend not in choices:
+        raise ConfigError(f"unknown backend {backend!r}; available: {', '.join(choices)}")
     _np_dtype(dtype)
     if dtype not in ("float32", "float64"):
         raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")

@@ -88,5 +88,21 @@ class BuildError(SymnnError, RuntimeError):
     """Building or loading emitted code failed."""
 
 
+class CompilerNotFoundError(BuildError):
+    """No usable C compiler; the message says how to install one or to use NumPy."""
+
+
+class CompileError(BuildError):
+    """The C compiler rejected emitted code; the message has the command and its output."""
+
+
+class CacheError(BuildError):
+    """The compiled-module cache directory cannot be used (names the path and SYMNN_CACHE_DIR)."""
+
+
+class KernelStatusError(SymnnError, RuntimeError):
+    """An emitted C kernel returned an error status the Python checks should have prevented."""
+
+
 class GradientCheckError(NumericalError):
     """``gradcheck(..., raise_on_fail=True)`` found a gradient that disagrees."""

@@ -125,6 +125,27 @@ class Kernel:
                 raise DataError("bce targets must lie in [0, 1]")
         return arr
 
+    # -- flat parameter layout (the C API's) -----------------------------------------------------
+    def pack(self, params: Mapping[str, Any]) -> np.ndarray:
+        """All parameters as one flat vector: W1, b1, W2, ... each row-major, the layout of the
+        C API's ``params``/``grad`` (``<model>_param_offset``). ``pack(p).tofile(path)`` writes
+        the file the emitted ``main.c`` reads."""
+        p = self.params(params)
+        return np.concatenate([p[k].reshape(-1) for k in self.param_shapes]).astype(self.dtype, copy=False)
+
+    def unpack(self, flat: object) -> dict[str, np.ndarray]:
+        """The inverse of :meth:`pack` (views into ``flat``, no copy)."""
+        arr = _as_float_array(flat, "flat parameters", self.dtype)
+        total = sum(int(np.prod(s)) for s in self.param_shapes.values())
+        if arr.shape != (total,):
+            raise ShapeError(f"expected a flat vector of {total} parameters, got shape {arr.shape}")
+        out, off = {}, 0
+        for k, shape in self.param_shapes.items():
+            size = int(np.prod(shape))
+            out[k] = arr[off:off + size].reshape(shape)
+            off += size
+        return out
+
     # -- kernels -----------------------------------------------------------------------------
     def forward(self, params: Mapping[str, Any], X: object) -> np.ndarray:
         """Network output for a batch ``X`` of shape (N, n_in)."""

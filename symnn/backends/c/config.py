@@ -1,0 +1,360 @@
+"""C backend: turn a :class:`~symnn.lower.KernelPlan` into plain statement contexts.
+
+Only strings and ints leave this module; ``templates/c/_macros.jinja`` lays out one loop nest
+per statement kind. Decisions made here, once, for every kernel:
+
+* storage: parameters are views into one flat ``params`` vector (the layout of
+  ``<model>_param_offset``), gradients views into ``grad``; tensors of shape () are C locals;
+  every other temporary gets a slot of the caller's work buffer;
+* slots are reused once a temporary is dead (greedy, by liveness), so the work size is the
+  peak, not the sum; each slot's size is ``a*n + b`` reals, ``n`` the run-time batch size;
+* loops keep the innermost index contiguous in every array they touch: ``A @ B`` as row
+  updates (axpy), ``A @ B.T`` as dot products with eight explicit partial sums (vectorisable
+  without reassociation, and deterministic), ``A.T @ B`` as rank-1 updates of the output;
+* softmax row statistics (max, sum of exponentials) are computed once per row and shared by
+  every row-wise op on the same logits.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from ... import naming
+from ...errors import ConfigError
+from ...lower import KernelPlan, Stmt
+from ..base import BackendConfig
+from .printer import SymnnCPrinter, c_literal
+
+_C_KEYWORDS = frozenset(
+    "auto break case char const continue default do double else enum extern float for goto if "
+    "inline int long register restrict return short signed sizeof static struct switch typedef "
+    "union unsigned void volatile while _Bool _Complex _Imaginary".split()
+)
+
+
+def check_prefix(prefix: str) -> str:
+    """A network name usable as a C symbol prefix (ASCII identifier, not reserved)."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", prefix) or prefix in _C_KEYWORDS or keyword.iskeyword(prefix):
+        raise ConfigError(
+            f"network name {prefix!r} cannot prefix C symbols: use ASCII letters, digits and '_', "
+            "starting with a letter, and not a C keyword"
+        )
+    return prefix
+
+
+@dataclass(frozen=True)
+class CConfig(BackendConfig):
+    """C backend settings (see :class:`~symnn.backends.base.BackendConfig`).
+
+    Attributes:
+        prefix: C symbol prefix (the network name).
+    """
+
+    name: str = "c"
+    template_dir: str = "c"
+    prefix: str = "model"
+
+    def printer(self) -> SymnnCPrinter:
+        return SymnnCPrinter(self.dtype, self.prefix)
+
+
+@dataclass
+class Var:
+    """A tensor in a kernel: ``rows`` x ``cols`` (``rows`` may be the batch), or a scalar."""
+
+    name: str
+    storage: str  # "param" | "input" | "output" | "work" | "scalar"
+    rows: sp.Expr | int
+    cols: int
+    ndim: int
+    slot: int | None = None
+
+    @property
+    def batch(self) -> bool:
+        return self.rows == naming.N
+
+    def size(self) -> tuple[int, int]:
+        """(a, b): the tensor holds a*n + b reals."""
+        return (self.cols, 0) if self.batch else (0, int(self.rows) * self.cols)
+
+
+def _var_from_shape(name: str, shape, storage: str) -> Var:
+    shape = tuple(shape)
+    if len(shape) == 0:
+        return Var(name, storage, 1, 1, 0)
+    if len(shape) == 1:
+        return Var(name, storage, 1, int(shape[0]), 1)
+    rows = shape[0] if shape[0] == naming.N else int(shape[0])
+    return Var(name, storage, rows, int(shape[1]), 2)
+
+
+def rows_code(v: Var) -> str:
+    return "n" if v.batch else str(int(v.rows))
+
+
+def size_code(a: int, b: int) -> str:
+    if a == 0:
+        return str(b)
+    term = "n" if a == 1 else f"{a}*n"
+    return term if b == 0 else f"{term} + {b}"
+
+
+@dataclass
+class KernelLayout:
+    """Statement contexts plus the storage they need."""
+
+    stmts: list[dict] = field(default_factory=list)
+    pointers: list[dict] = field(default_factory=list)  # work/param/output views to declare
+    scalars: list[str] = field(default_factory=list)
+    work: tuple[int, int] = (0, 0)
+    uses_nr: bool = False
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+class _SlotAllocator:
+    """Greedy reuse of dead work slots; each slot is (a, b) reals (a per batch row)."""
+
+    def __init__(self) -> None:
+        self.slots: list[tuple[int, int]] = []
+        self.free: list[int] = []
+
+    def take(self, a: int, b: int) -> int:
+        fits = [s for s in self.free if self.slots[s][0] >= a and self.slots[s][1] >= b]
+        if fits:
+            best = min(fits, key=lambda s: (self.slots[s], s))
+            self.free.remove(best)
+            return best
+        self.slots.append((a, b))
+        return len(self.slots) - 1
+
+    def release(self, slot: int) -> None:
+        self.free.append(slot)
+
+    def offsets(self) -> list[tuple[int, int]]:
+        out, a, b = [], 0, 0
+        for sa, sb in self.slots:
+            out.append((a, b))
+            a, b = a + sa, b + sb
+        return out
+
+    def total(self) -> tuple[int, int]:
+        return (sum(s[0] for s in self.slots), sum(s[1] for s in self.slots))
+
+
+class _KernelLowering:
+    """Lowers one plan; ``outputs`` maps output names to the C buffers that receive them."""
+
+    def __init__(self, plan: KernelPlan, printer: SymnnCPrinter, param_shapes: dict,
+                 input_shapes: dict, outputs: dict[str, str]) -> None:
+        self.plan = plan
+        self.p = printer
+        self.vars: dict[str, Var] = {}
+        for name, shape in param_shapes.items():
+            self.vars[name] = _var_from_shape(name, shape, "param")
+        for name, shape in input_shapes.items():
+            self.vars[name] = _var_from_shape(name, shape, "input")
+        self.out_buffer = outputs  # output name -> C expression of its buffer ("grad + 8")
+        self.layout = KernelLayout()
+        self.alloc = _SlotAllocator()
+
+    # -- storage ---------------------------------------------------------------------------
+    def _declare_targets(self) -> None:
+        output_of = {v: k for k, v in self.plan.outputs.items()}
+        seen_output_vars: set[str] = set()
+        for st in self.plan.stmts:
+            if st.target in self.vars:
+                continue
+            var = _var_from_shape(st.target, st.shape, "work")
+            if st.target in output_of:
+                var.storage = "output" if var.ndim else "scalar"
+                seen_output_vars.add(st.target)
+            elif var.ndim == 0:
+                var.storage = "scalar"
+            self.vars[st.target] = var
+
+    def _last_uses(self) -> dict[str, int]:
+        last: dict[str, int] = {}
+        for i, st in enumerate(self.plan.stmts):
+            for o in st.operands:
+                last[o] = i
+            last.setdefault(st.target, i)
+        return last
+
+    def _row_ops(self) -> dict[str, list[int]]:
+        users: dict[str, list[int]] = {}
+        for i, st in enumerate(self.plan.stmts):
+            if st.kind in ("softmax", "logsumexp", "softmax_ce"):
+                users.setdefault(st.operands[0], []).append(i)
+        return users
+
+    # -- lowering ----------------------------------------------------------------------------
+    def lower(self) -> KernelLayout:
+        self._declare_targets()
+        last = self._last_uses()
+        shared_stats = {z: idx for z, idx in self._row_ops().items() if len(idx) > 1}
+        stats_of: dict[str, tuple[str, str]] = {}
+        stats_slots: dict[str, tuple[int, int]] = {}
+        stats_last = {z: idx[-1] for z, idx in shared_stats.items()}
+        for i, st in enumerate(self.plan.stmts):
+            z = st.operands[0] if st.operands else None
+            if z in shared_stats and z not in stats_of and st.kind in ("softmax", "logsumexp", "softmax_ce"):
+                zv = self.vars[z]
+                m, s = f"{z}_max", f"{z}_sum"
+                sm, ss = self.alloc.take(1, 0), self.alloc.take(1, 0)
+                stats_of[z] = (m, s)
+                stats_slots[z] = (sm, ss)
+                self.layout.pointers += [
+                    {"name": m, "slot": sm, "const": False},
+                    {"name": s, "slot": ss, "const": False},
+                ]
+                self.layout.stmts.append({"kind": "rowstats", "z": z, "m": m, "s": s,
+                                          "rows": rows_code(zv), "cols": zv.cols})
+            target = self.vars[st.target]
+            if target.storage == "work" and target.slot is None:
+                target.slot = self.alloc.take(*target.size())
+                self.layout.pointers.append({"name": target.name, "slot": target.slot, "const": False})
+            elif target.storage == "scalar" and target.name not in self.layout.scalars:
+                self.layout.scalars.append(target.name)
+            self.layout.stmts.append(self._stmt(st, stats_of.get(z) if z else None))
+            for name in sorted(set(st.operands) | {st.target}):
+                dead = self.vars.get(name)
+                if dead is not None and dead.storage == "work" and dead.slot is not None \
+                        and last.get(name) == i:
+                    self.alloc.release(dead.slot)
+            for zz, li in stats_last.items():
+                if li == i:
+                    for sl in stats_slots[zz]:
+                        self.alloc.release(sl)
+        self._outputs()
+        offsets = self.alloc.offsets()
+        for ptr in self.layout.pointers:
+            if "slot" in ptr:
+                a, b = offsets[ptr["slot"]]
+                ptr["init"] = "work" if (a, b) == (0, 0) else f"work + {size_code(a, b)}"
+        self.layout.work = self.alloc.total()
+        self.layout.uses_nr = any("Nr" in _text(s) for s in self.layout.stmts)
+        return self.layout
+
+    def _outputs(self) -> None:
+        """Output views (into yhat/grad) and copies for outputs no statement computed."""
+        produced = {st.target for st in self.plan.stmts}
+        bound: set[str] = set()
+        for out, var_name in self.plan.outputs.items():
+            buf = self.out_buffer[out]
+            v = self.vars[var_name]
+            if v.ndim == 0:
+                self.layout.outputs[out] = var_name
+                continue
+            if var_name in produced and v.storage == "output" and var_name not in bound:
+                self.layout.pointers.append({"name": var_name, "init": buf, "const": False})
+                bound.add(var_name)
+                continue
+            # an output equal to an input, a parameter or another output: copy it
+            rows, cols = rows_code(v), v.cols
+            self.layout.stmts.append({"kind": "copy", "dst": buf, "src": var_name,
+                                      "size": f"{rows}*{cols}" if rows == "n" else str(int(v.rows) * cols)})
+
+    # -- statements ---------------------------------------------------------------------------
+    def _stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        v = self.vars
+        t = v[st.target]
+        if st.kind == "matmul":
+            ta, tb = st.payload
+            a, b = v[st.operands[0]], v[st.operands[1]]
+            # op(A) is (M, K), op(B) is (K, Nc)
+            m = rows_code(t)
+            k = rows_code(a) if ta else str(a.cols)
+            nc = t.cols
+            kind = "matmul_" + ("t" if ta else "n") + ("t" if tb else "n")
+            return {"kind": kind, "c": t.name, "a": a.name, "b": b.name, "M": m, "K": k,
+                    "Nc": nc, "lda": a.cols, "ldb": b.cols}
+        if st.kind == "add_bias":
+            return {"kind": "add_bias", "c": t.name, "a": st.operands[0], "b": st.operands[1],
+                    "rows": rows_code(t), "cols": t.cols, "inplace": st.inplace}
+        if st.kind == "sum_rows":
+            a = v[st.operands[0]]
+            return {"kind": "sum_rows", "c": t.name, "a": a.name, "rows": rows_code(a), "cols": a.cols}
+        if st.kind == "rowsum":
+            a = v[st.operands[0]]
+            return {"kind": "rowsum", "c": t.name, "a": a.name, "rows": rows_code(a), "cols": a.cols}
+        if st.kind == "sum":
+            a = v[st.operands[0]]
+            if a.ndim == 0:
+                return {"kind": "assign", "c": t.name, "value": a.name}
+            rows = rows_code(a)
+            size = f"n*{a.cols}" if rows == "n" else str(int(a.rows) * a.cols)
+            return {"kind": "sum", "c": t.name, "a": a.name, "size": size}
+        if st.kind in ("softmax", "logsumexp", "softmax_ce"):
+            z = v[st.operands[0]]
+            ctx = {"kind": st.kind, "c": t.name, "z": z.name, "rows": rows_code(z), "cols": z.cols,
+                   "m": stats[0] if stats else None, "s": stats[1] if stats else None}
+            if st.kind == "softmax_ce":
+                ctx["y"] = st.operands[1]
+            return ctx
+        if st.kind == "map":
+            return self._map(st)
+        raise ConfigError(f"the C backend cannot lower statement kind {st.kind!r}")  # pragma: no cover
+
+    def _access(self, name: str, target: Var, flat: bool) -> str:
+        o = self.vars[name]
+        if o.ndim == 0:
+            return name
+        if flat:
+            return f"{name}[e]"
+        if target.ndim == 1 or (o.ndim == 1) or (o.ndim == 2 and not o.batch and int(o.rows) == 1
+                                                 and target.batch):
+            return f"{name}[j]"
+        if o.cols == 1 and target.cols != 1:
+            return f"{name}[i]"
+        return f"{name}[i*{o.cols} + j]"
+
+    def _map(self, st: Stmt) -> dict:
+        t = self.vars[st.target]
+        operands = [o for o in dict.fromkeys(st.operands) if o in self.vars]
+        arrays = [self.vars[o] for o in operands if self.vars[o].ndim]
+        flat = all((o.ndim, o.rows, o.cols) == (t.ndim, t.rows, t.cols) for o in arrays)
+        if t.ndim == 0:
+            loop = "scalar"
+        elif flat:
+            loop = "flat"
+        else:
+            loop = "grid"
+        self.p.accessors = {o: self._access(o, t, flat) for o in operands}
+        temps = sp.numbered_symbols(f"{st.target}_", real=True)
+        repl, (reduced,) = sp.cse([st.payload], symbols=temps, order="canonical")
+        cse = []
+        for sym, sub in repl:
+            cse.append((str(sym), self.p.doprint_expr(sub)))
+            self.p.accessors[str(sym)] = str(sym)
+        value = self.p.doprint_expr(reduced)
+        if loop == "scalar":
+            dest = t.name
+        elif loop == "flat":
+            dest = f"{t.name}[e]"
+        else:
+            dest = f"{t.name}[i*{t.cols} + j]" if t.ndim == 2 else f"{t.name}[j]"
+        size = (f"n*{t.cols}" if t.batch else str(int(t.rows) * t.cols)) if t.ndim else "1"
+        return {"kind": "map", "loop": loop, "dest": dest, "cse": cse, "value": value,
+                "size": size, "rows": rows_code(t), "cols": t.cols}
+
+
+def _text(ctx: dict) -> str:
+    parts = []
+    for v in ctx.values():
+        if isinstance(v, list):
+            parts += [str(x) for x in v]
+        else:
+            parts.append(str(v))
+    return " ".join(parts)
+
+
+def lower_kernel(plan: KernelPlan, printer: SymnnCPrinter, param_shapes: dict,
+                 input_shapes: dict, outputs: dict[str, str]) -> KernelLayout:
+    return _KernelLowering(plan, printer, param_shapes, input_shapes, outputs).lower()
+
+
+__all__ = ["CConfig", "KernelLayout", "c_literal", "check_prefix", "lower_kernel", "size_code"]

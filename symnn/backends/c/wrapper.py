@@ -1,0 +1,128 @@
+"""Python face of a built C module: the ``_forward/_loss/_loss_and_grad`` that
+:class:`~symnn.kernel.Kernel` calls after its own validation.
+
+cffi's ``from_buffer`` reinterprets whatever bytes it is given (float32, int64 and
+big-endian arrays all pass as ``double[]``), so every array is checked here for the exact
+native dtype, C order and alignment before its address reaches C; a failing array is copied,
+never reinterpreted (RELIABILITY.md C6/C7). Every call allocates its own outputs and work
+buffer and cffi releases the GIL during the call, so threads can share one kernel (K4).
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Mapping
+
+import numpy as np
+
+from ...errors import EmptyBatchError, KernelStatusError, LabelRangeError, ShapeError
+
+_STATUS_ERRORS = {2: ShapeError, 3: EmptyBatchError, 4: LabelRangeError}
+
+
+class CKernelModule:
+    """Calls one compiled model's C API with NumPy arrays."""
+
+    def __init__(self, module: types.ModuleType, prefix: str, dtype: str,
+                 param_shapes: Mapping[str, tuple[int, ...]], labels: bool) -> None:
+        self.ffi, self.lib = module.ffi, module.lib
+        self.prefix = prefix
+        self.dtype = np.dtype(dtype)
+        self.ctype = f"{prefix}_real"
+        self.param_shapes = dict(param_shapes)
+        self.labels = labels
+        self.n_params = int(getattr(self.lib, f"{prefix.upper()}_N_PARAMS"))
+        self.n_out = int(getattr(self.lib, f"{prefix.upper()}_N_OUT"))
+        self._per_row = int(getattr(self.lib, f"{prefix.upper()}_WORK_PER_ROW"))
+        self._fixed = int(getattr(self.lib, f"{prefix.upper()}_WORK_FIXED"))
+        self._fn = {name: getattr(self.lib, f"{prefix}_{name}")
+                    for name in ("forward", "loss", "loss_and_grad")}
+        if labels:
+            self._fn["loss_labels"] = getattr(self.lib, f"{prefix}_loss_labels")
+            self._fn["loss_and_grad_labels"] = getattr(self.lib, f"{prefix}_loss_and_grad_labels")
+        self._offsets, off = {}, 0
+        for name, shape in self.param_shapes.items():
+            size = int(np.prod(shape))
+            self._offsets[name] = (off, off + size, shape)
+            off += size
+
+    # -- buffers -------------------------------------------------------------------------------
+    def _ready(self, arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """``arr`` as native ``dtype``, C-contiguous and aligned; copied only if it is not."""
+        if arr.dtype != dtype or not arr.dtype.isnative or not arr.flags.c_contiguous \
+                or not arr.flags.aligned:
+            arr = np.require(arr.astype(dtype.newbyteorder("="), copy=False), requirements="CA")
+        return arr
+
+    def _ptr(self, arr: np.ndarray, ctype: str):
+        return self.ffi.from_buffer(f"{ctype}[]", arr)
+
+    def pack(self, params: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Parameters as one flat vector in the C layout (``<model>_param_offset``)."""
+        flat = np.empty(self.n_params, dtype=self.dtype)
+        for name, (lo, hi, _) in self._offsets.items():
+            flat[lo:hi] = np.asarray(params[name], dtype=self.dtype).reshape(-1)
+        return flat
+
+    def unpack(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Views of a flat vector as named parameter arrays (no copy)."""
+        return {name: flat[lo:hi].reshape(shape) for name, (lo, hi, shape) in self._offsets.items()}
+
+    def _work(self, n: int) -> np.ndarray:
+        return np.empty(max(self._per_row * n + self._fixed, 1), dtype=self.dtype)
+
+    def _check(self, status: int, kernel: str, bad_row=None) -> None:
+        if status == 0:
+            return
+        text = self.ffi.string(getattr(self.lib, f"{self.prefix}_status_string")(status)).decode()
+        if status == 4 and bad_row is not None:
+            text += f" (row {bad_row[0]})"
+        raise _STATUS_ERRORS.get(status, KernelStatusError)(f"{self.prefix}_{kernel}: {text}")
+
+    # -- kernels (inputs already validated by Kernel) --------------------------------------------
+    def _forward(self, params: Mapping[str, np.ndarray], X: np.ndarray) -> np.ndarray:
+        p = self.pack(params)
+        x = self._ready(X, self.dtype)
+        n = x.shape[0]
+        out = np.empty((n, self.n_out), dtype=self.dtype)
+        work = self._work(n)
+        c = self.ctype
+        status = self._fn["forward"](self._ptr(p, c), self._ptr(x, c), n, self._ptr(out, c),
+                                     self._ptr(work, c), work.size)
+        self._check(status, "forward")
+        return out
+
+    def _targets(self, Y: np.ndarray):
+        if self.labels and Y.ndim == 1:
+            return self._ready(Y, np.dtype(np.int32)), "int32_t", "_labels"
+        return self._ready(Y, self.dtype), self.ctype, ""
+
+    def _loss(self, params: Mapping[str, np.ndarray], X: np.ndarray, Y: np.ndarray) -> float:
+        return self._call_loss(params, X, Y, with_grad=False)[0]
+
+    def _loss_and_grad(self, params: Mapping[str, np.ndarray], X: np.ndarray,
+                       Y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        loss, grad = self._call_loss(params, X, Y, with_grad=True)
+        return loss, self.unpack(grad)
+
+    def _call_loss(self, params, X, Y, with_grad: bool):
+        p = self.pack(params)
+        x = self._ready(X, self.dtype)
+        y, y_ctype, suffix = self._targets(Y)
+        n = x.shape[0]
+        c = self.ctype
+        loss = np.empty(1, dtype=self.dtype)
+        work = self._work(n)
+        args = [self._ptr(p, c), self._ptr(x, c), self._ptr(y, y_ctype), n, self._ptr(loss, c)]
+        grad = None
+        if with_grad:
+            grad = np.empty(self.n_params, dtype=self.dtype)
+            args.append(self._ptr(grad, c))
+        bad_row = None
+        if suffix:
+            bad_row = self.ffi.new("ptrdiff_t *")
+            args.append(bad_row)
+        args += [self._ptr(work, c), work.size]
+        name = ("loss_and_grad" if with_grad else "loss") + suffix
+        self._check(self._fn[name](*args), name, bad_row)
+        return float(loss[0]), grad

@@ -1,0 +1,326 @@
+"""Plan -> C statement contexts -> ``templates/c`` -> ``NAME.h``, ``NAME.c`` (and examples).
+
+The C API (see the header template for the caller's view):
+
+* ``NAME_forward(params, X, n, yhat, work, work_len)``
+* ``NAME_loss(params, X, Y, n, loss, work, work_len)``
+* ``NAME_loss_and_grad(params, X, Y, n, loss, grad, work, work_len)``
+* for networks with the built-in cross-entropy, ``NAME_loss_labels`` and
+  ``NAME_loss_and_grad_labels`` taking ``int32_t`` labels instead of one-hot ``Y``;
+* ``NAME_work_size``, ``NAME_check_finite`` and parameter metadata.
+
+Every kernel checks its arguments (NULL, batch size, work size, aliasing, labels) before it
+writes anything, then calls an unchecked static implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import naming
+from .backends.c.config import CConfig, KernelLayout, check_prefix, lower_kernel, size_code
+from .backends.c.printer import c_literal
+from .declare import Network
+from .emit import describe, spec_hash
+from .lower import KERNELS, plan_kernel
+from .program import Program
+from .render import render
+
+#: Emitted C API format; bump when a signature or the parameter layout changes.
+FORMAT_VERSION = 1
+
+STATUSES = (
+    ("SYMNN_OK", 0, "ok"),
+    ("SYMNN_ERR_NULL", 1, "a required pointer is NULL"),
+    ("SYMNN_ERR_SIZE", 2, "batch size is negative or too large"),
+    ("SYMNN_ERR_EMPTY", 3, "empty batch: the mean loss is undefined"),
+    ("SYMNN_ERR_LABEL", 4, "class label out of range"),
+    ("SYMNN_ERR_ALIAS", 5, "an output buffer overlaps another buffer"),
+    ("SYMNN_ERR_WORK", 6, "work buffer too small"),
+    ("SYMNN_ERR_NONFINITE", 7, "non-finite value (NaN or infinity)"),
+    ("SYMNN_ERR_INDEX", 8, "index out of range"),
+)
+
+
+@dataclass(frozen=True)
+class CEmitResult:
+    """Emitted files by name, the cffi declarations, and per-kernel work sizes."""
+
+    files: dict[str, str]
+    cdef: str
+    prefix: str
+    labels: bool
+    work: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return self.files[f"{self.prefix}.c"]
+
+    @property
+    def header(self) -> str:
+        return self.files[f"{self.prefix}.h"]
+
+
+def _params_table(net: Network) -> list[dict]:
+    out, off = [], 0
+    for name, shape in net.param_shapes().items():
+        rows, cols = (int(shape[0]), int(shape[1])) if len(shape) == 2 else (int(shape[0]), 1)
+        out.append({"name": name, "rows": rows, "cols": cols, "offset": off})
+        off += rows * cols
+    return out
+
+
+def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
+    prefix = check_prefix(net.name)
+    cfg = CConfig(dtype=dtype, prefix=prefix)
+    printer = cfg.printer()
+    real = f"{prefix}_real"
+    labels = net.loss.name == "cross_entropy" and not net.loss.user
+    params = _params_table(net)
+    n_params = sum(p["rows"] * p["cols"] for p in params)
+    offsets = {p["name"]: p["offset"] for p in params}
+    n_in, n_out = int(net.n_in), int(net.n_out)
+    shapes = net.param_shapes()
+    sz = f"sizeof({real})"
+
+    layouts: dict[str, KernelLayout] = {}
+    plans = {}
+    for kname in KERNELS:
+        plan = plan_kernel(prog, kname)
+        plans[kname] = plan
+        inputs = {"X": (naming.N, n_in)}
+        if kname != "forward":
+            inputs["Y"] = (naming.N, n_out)
+        if kname == "forward":
+            outputs = {"yhat": "out_yhat"}
+        elif kname == "loss":
+            outputs = {"loss": "out_loss"}
+        else:
+            outputs = {"loss": "out_loss"}
+            outputs.update({naming.grad(p): f"out_grad + {offsets[p]}" if offsets[p] else "out_grad"
+                            for p in shapes})
+        layouts[kname] = lower_kernel(plan, printer, shapes, inputs, outputs)
+
+    kernels = []
+    for kname, lay in layouts.items():
+        used = set()
+        for ptr in lay.pointers:
+            used.add(ptr["name"])
+        text = repr(lay.stmts)
+        param_ptrs = [{"name": p, "init": f"params + {offsets[p]}" if offsets[p] else "params", "const": True}
+                      for p in shapes if _mentions(text, p)]
+        args = [f"const {real} *restrict params", f"const {real} *restrict X"]
+        if kname != "forward":
+            args.append(f"const {real} *restrict Y")
+        args.append("ptrdiff_t n")
+        if kname == "forward":
+            args.append(f"{real} *restrict out_yhat")
+        else:
+            args.append(f"{real} *restrict out_loss")
+        if kname == "loss_and_grad":
+            args.append(f"{real} *restrict out_grad")
+        args.append(f"{real} *restrict work")
+        plan = plans[kname]
+        kernels.append({
+            "name": kname,
+            "impl_args": ", ".join(args),
+            "arg_names": [a for a in (x.rsplit(" ", 1)[-1].lstrip("*") for x in args)
+                          if not _mentions(text + repr(param_ptrs + lay.pointers)
+                                           + " ".join(f"out_{o}" for o in lay.outputs)
+                                           + (" n" if lay.uses_nr else ""), a)],
+            "op_line": f"ops: {plan.n_tensor_ops} tensor, {plan.n_scalar_ops} scalar",
+            "work_code": size_code(*lay.work),
+            "pointers": param_ptrs + lay.pointers,
+            "scalars": lay.scalars,
+            "uses_nr": lay.uses_nr,
+            "stmts": lay.stmts,
+            "scalar_outputs": [(f"out_{o}", v) for o, v in lay.outputs.items()],
+        })
+
+    # -- public, checked entry points -------------------------------------------------------
+    def need_code(a: int, b: int) -> str:
+        if a == 0:
+            return f"(size_t){b}"
+        return f"(size_t)n*{a}" + (f" + {b}" if b else "")
+
+    def bytes_n(width: int) -> str:
+        return f"(size_t)n*{width}*{sz}"
+
+    rp = f"const {real} *"
+    x_rng = ("X", bytes_n(n_in))
+    p_rng = ("params", f"(size_t){n_params}*{sz}")
+    y_rng = ("Y", bytes_n(n_out))
+    lab_rng = ("labels", "(size_t)n*sizeof(int32_t)")
+    work_rng = ("work", f"need*{sz}")
+    publics, protos = [], []
+    one_hot = (n_out, 0)
+    work_need = {k: lay.work for k, lay in layouts.items()}
+    variants = [("forward", False), ("loss", False), ("loss_and_grad", False)]
+    if labels:
+        variants += [("loss", True), ("loss_and_grad", True)]
+    for kname, with_labels in variants:
+        a, b = work_need[kname]
+        if with_labels:
+            a, b = a + one_hot[0], b + one_hot[1]
+        fname = f"{prefix}_{kname}" + ("_labels" if with_labels else "")
+        sig = [f"{rp}params", f"{rp}X"]
+        nulls = ["params == NULL", "X == NULL"]
+        ins = [p_rng, x_rng]
+        outs: list[tuple[str, str]] = []
+        if kname != "forward":
+            if with_labels:
+                sig.append("const int32_t *labels")
+                nulls.append("labels == NULL")
+                ins.append(lab_rng)
+            else:
+                sig.append(f"{rp}Y")
+                nulls.append("Y == NULL")
+                ins.append(y_rng)
+        sig.append("ptrdiff_t n")
+        if kname == "forward":
+            sig.append(f"{real} *yhat")
+            nulls.append("yhat == NULL")
+            outs.append(("yhat", bytes_n(n_out)))
+        else:
+            sig.append(f"{real} *loss")
+            nulls.append("loss == NULL")
+            outs.append(("loss", sz))
+        if kname == "loss_and_grad":
+            sig.append(f"{real} *grad")
+            nulls.append("grad == NULL")
+            outs.append(("grad", f"(size_t){n_params}*{sz}"))
+        if with_labels:
+            sig.append("ptrdiff_t *bad_row")
+        sig += [f"{real} *work", "size_t work_len"]
+        outs.append(work_rng)
+        pairs = []
+        for i, o in enumerate(outs):
+            for other in ins + outs[i + 1:]:
+                pairs.append((o, other))
+        y_arg = "onehot" if with_labels else "Y"
+        call_args = ["params", "X"] + ([y_arg] if kname != "forward" else []) + ["n"]
+        call_args += ["yhat"] if kname == "forward" else ["loss"]
+        call_args += ["grad"] if kname == "loss_and_grad" else []
+        call_args.append("work")
+        decl = f"int {fname}({', '.join(sig)})"
+        publics.append({
+            "doc_line": f"/* {_doc(kname, with_labels, n_out)} */",
+            "decl": decl,
+            "nulls": nulls,
+            "empty_is_error": kname != "forward",
+            "empty_ok": kname == "forward",
+            "need": need_code(a, b),
+            "dense_need": size_code(*work_need[kname]),
+            "alias_pairs": pairs,
+            "labels": with_labels,
+            "call": f"{prefix}__{kname}({', '.join(call_args)})",
+        })
+        protos.append({"doc": _proto_doc(kname, with_labels, n_out), "decl": decl})
+
+    per_row = max([w[0] + (one_hot[0] if labels and k != "forward" else 0) for k, w in work_need.items()])
+    fixed = max(w[1] for w in work_need.values())
+    max_row = max(per_row, n_in, n_out, 1)
+    protos += [
+        {"doc": ["Number of reals the work buffer needs for a batch of n (an upper bound for every kernel)."],
+         "decl": f"int {prefix}_work_size(ptrdiff_t n, size_t *work_len)"},
+        {"doc": ["SYMNN_ERR_NONFINITE (and the first bad index) if data[0..count) holds NaN or infinity."],
+         "decl": f"int {prefix}_check_finite(const {real} *data, ptrdiff_t count, ptrdiff_t *first_bad)"},
+        {"doc": ["Total number of parameters (the length of params and grad)."],
+         "decl": f"ptrdiff_t {prefix}_n_params(void)"},
+        {"doc": ["Number of parameter tensors (W1, b1, W2, ...)."],
+         "decl": f"int {prefix}_n_param_tensors(void)"},
+        {"doc": ["Name of parameter tensor i, or NULL if i is out of range."],
+         "decl": f"const char *{prefix}_param_name(int i)"},
+        {"doc": ["Shape of parameter tensor i (a bias is rows x 1)."],
+         "decl": f"int {prefix}_param_shape(int i, ptrdiff_t *rows, ptrdiff_t *cols)"},
+        {"doc": ["Offset of parameter tensor i in params and grad, or -1 if i is out of range."],
+         "decl": f"ptrdiff_t {prefix}_param_offset(int i)"},
+        {"doc": ["A short English description of a status code."],
+         "decl": f"const char *{prefix}_status_string(int status)"},
+    ]
+    common = {
+        "spec_hash": spec_hash(net, dtype),
+        "op_summary": [f"{k['name']}: {k['op_line']}" for k in kernels],
+        "title": f"symnn {dtype} kernels for {net.name!r}.",
+        "network_lines": describe(net),
+        "prefix": prefix,
+        "real": real,
+        "ctype": "float" if dtype == "float32" else "double",
+        "dtype": dtype,
+        "fsuf": "f" if dtype == "float32" else "",
+        "lit0": c_literal(0.0, dtype),
+        "lit1": c_literal(1.0, dtype),
+        "labels": labels,
+        "n_in": n_in,
+        "n_out": n_out,
+        "n_params": n_params,
+        "n_tensors": len(params),
+        "params": params,
+        "statuses": STATUSES,
+        "format_version": FORMAT_VERSION,
+        "work_per_row": per_row,
+        "work_fixed": fixed,
+        "work_max": need_code(per_row, fixed),
+        "max_row": max_row,
+        "guard": f"{prefix.upper()}_SYMNN_H",
+        "prototypes": protos,
+    }
+    header = render("c/model.h.jinja", **common)
+    source = render("c/model.c.jinja", kernels=kernels, publics=publics,
+                    helpers=sorted(printer.helpers), **common)
+    cdef = _cdef(common, protos, real)
+    files = {f"{prefix}.h": header, f"{prefix}.c": source}
+    return CEmitResult(files, cdef, prefix, labels, {**work_need, "per_row": (per_row, fixed)})
+
+
+def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, str]:
+    """``main.c`` (evaluates the network with no Python) and its ``Makefile``."""
+    common = {
+        "spec_hash": spec_hash(net, dtype),
+        "op_summary": [],
+        "prefix": result.prefix,
+        "real": f"{result.prefix}_real",
+        "labels": result.labels,
+        "n_in": int(net.n_in),
+        "n_out": int(net.n_out),
+        "fmt": "%.9g" if dtype == "float32" else "%.17g",
+    }
+    return {"main.c": render("c/main.c.jinja", **common), "Makefile": render("c/Makefile.jinja", **common)}
+
+
+def _mentions(text: str, name: str) -> bool:
+    import re
+
+    return re.search(rf"\b{re.escape(name)}\b", text) is not None
+
+
+def _doc(kname: str, labels: bool, n_out: int) -> str:
+    return {
+        "forward": "network output yhat (n x N_OUT)",
+        "loss": "mean loss plus penalties",
+        "loss_and_grad": "loss and its gradient with respect to every parameter",
+    }[kname] + (f"; int32_t labels in [0, {n_out})" if labels else "")
+
+
+def _proto_doc(kname: str, labels: bool, n_out: int) -> list[str]:
+    if kname == "forward":
+        return ["yhat[n x N_OUT] = network(X[n x N_IN]). n = 0 is valid and writes nothing."]
+    lines = ["*loss = mean loss plus penalties"
+             + (", grad[N_PARAMS] = its gradient, laid out like params." if kname == "loss_and_grad" else ".")]
+    if labels:
+        lines.append(f"Targets are int32_t class labels in [0, {n_out}); a bad one returns SYMNN_ERR_LABEL "
+                     "with its row in *bad_row (if bad_row is not NULL).")
+    lines.append("n = 0 returns SYMNN_ERR_EMPTY.")
+    return lines
+
+
+def _cdef(common: dict, protos: list[dict], real: str) -> str:
+    """Declarations for cffi's ``cdef``: the typedef, integer macros and prototypes."""
+    lines = [f"typedef {common['ctype']} {real};"]
+    p = common["prefix"].upper()
+    for name, code, _ in STATUSES:
+        lines.append(f"#define {name} {code}")
+    for key in ("n_in", "n_out", "n_params", "work_per_row", "work_fixed"):
+        lines.append(f"#define {p}_{key.upper()} {common[key]}")
+    lines += [f"{proto['decl']};" for proto in protos]
+    return "\n".join(lines) + "\n"
