@@ -288,6 +288,21 @@ def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, s
     return {"main.c": render("c/main.c.jinja", **common), "Makefile": render("c/Makefile.jinja", **common)}
 
 
+def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
+    """``test_main.c``: gradient check by central differences in C, and the bad-argument cases."""
+    loss = net.loss.name if not net.loss.user else "user"
+    return render(
+        "c/test_main.c.jinja",
+        spec_hash=spec_hash(net, dtype),
+        op_summary=[],
+        prefix=result.prefix,
+        real=f"{result.prefix}_real",
+        labels=result.labels,
+        target_kind={"cross_entropy": "onehot", "bce": "unit"}.get(loss, "real"),
+        fd_step="1e-3" if dtype == "float32" else "1e-6",
+    )
+
+
 def _mentions(text: str, name: str) -> bool:
     import re
 

@@ -12,13 +12,15 @@ import symnn as sn
 from tests.catalogue import CATALOGUE, data
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+BACKENDS = ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", sorted(CATALOGUE))
-def test_catalogue_gradcheck(name: str, dtype: str) -> None:
+def test_catalogue_gradcheck(name: str, dtype: str, backend: str) -> None:
     net = CATALOGUE[name]
-    k = sn.compile(net, dtype=dtype)
+    k = sn.compile(net, backend=backend, dtype=dtype)
     params = net.init_params(seed=3, dtype=dtype)
     X, Y = data(net, params=net.init_params(seed=3))
     report = sn.gradcheck(k, params, X, Y)
@@ -29,13 +31,40 @@ def test_catalogue_gradcheck(name: str, dtype: str) -> None:
         assert report.max_rel_error <= 1e-5 and report.reference.max_rel_error <= 1e-7
 
 
+@pytest.mark.needs_cc
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", sorted(CATALOGUE))
-def test_forward_and_loss_agree_with_interpreter(name: str) -> None:
+def test_c_agrees_with_numpy(name: str, dtype: str) -> None:
+    """Same derivation, two backends: float64 to 1e-14 relative norm, float32 to 1e-6."""
+    net = CATALOGUE[name]
+    kc, kn = sn.compile(net, backend="c", dtype=dtype), sn.compile(net, dtype=dtype)
+    p = net.init_params(seed=4, dtype=dtype)
+    X, Y = data(net, n=9, seed=4)
+    tol = 1e-14 if dtype == "float64" else 1e-6
+
+    def rel(a, b) -> float:
+        return float(np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(b), 1e-300))
+
+    assert rel(kc.forward(p, X), kn.forward(p, X)) <= tol
+    lc, gc = kc.loss_and_grad(p, X, Y)
+    ln, gn = kn.loss_and_grad(p, X, Y)
+    assert rel(lc, ln) <= tol and rel(kc.loss(p, X, Y), ln) <= tol
+    for key in gn:
+        assert gc[key].dtype == np.dtype(dtype) and gc[key].shape == gn[key].shape
+        assert rel(gc[key], gn[key]) <= tol, key
+    if Y.ndim == 1:  # labels and their one-hot rows take different C entry points
+        onehot = np.eye(int(net.n_out))[Y]
+        assert kc.loss_and_grad(p, X, onehot)[0] == lc
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_forward_and_loss_agree_with_interpreter(name: str, backend: str) -> None:
     from symnn.graph import build_forward
     from symnn.interpret import evaluate
 
     net = CATALOGUE[name]
-    k = sn.compile(net)
+    k = sn.compile(net, backend=backend)
     X, Y = data(net)
     p = net.init_params(seed=1)
     fwd = build_forward(net)
@@ -88,11 +117,12 @@ def test_gradcheck_projection_for_large_nets() -> None:
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch oracle not installed")
 @pytest.mark.parametrize("name", ["xor", "softmax_ce_relu", "mse_sigmoid", "sigmoid_bce_elu",
                                   "mse_silu_tanh", "softmax_ce_gelu_l2"])
-def test_against_torch_autograd(name: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_against_torch_autograd(name: str, backend: str) -> None:
     import torch
 
     net = CATALOGUE[name]
-    k = sn.compile(net)
+    k = sn.compile(net, backend=backend)
     X, Y = data(net)
     p = net.init_params(seed=5)
     loss, grads = k.loss_and_grad(p, X, Y)
@@ -122,15 +152,16 @@ def test_against_torch_autograd(name: str) -> None:
 
 
 # -- numerical stability (RELIABILITY.md N cases) ------------------------------------------------
-def _one_layer(act: str, loss: str, k: int, dtype: str = "float64"):
+def _one_layer(act: str, loss: str, k: int, dtype: str = "float64", backend: str = "numpy", **kw):
     net = sn.Network([sn.Dense(k, k, act)], loss=loss)
     eye = {"W1": np.eye(k, dtype=dtype), "b1": np.zeros(k, dtype=dtype)}
-    return sn.compile(net, dtype=dtype), eye
+    return sn.compile(net, backend=backend, dtype=dtype, **kw), eye
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("label,loss,grad", [(0, 0.0, [0.0, 0.0, 0.0]), (1, 1000.0, [1.0, -1.0, 0.0])])
-def test_N1_softmax_ce_extreme_logits(label, loss, grad) -> None:
-    k, p = _one_layer("softmax", "cross_entropy", 3)
+def test_N1_softmax_ce_extreme_logits(label, loss, grad, backend) -> None:
+    k, p = _one_layer("softmax", "cross_entropy", 3, backend=backend)
     X = np.array([[1000.0, 0.0, 0.0]])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         lv, g = k.loss_and_grad(p, X, np.array([label]))
@@ -138,21 +169,23 @@ def test_N1_softmax_ce_extreme_logits(label, loss, grad) -> None:
     np.testing.assert_array_equal(g["b1"], grad)
 
 
-def test_N2_equal_large_logits() -> None:
-    k, p = _one_layer("softmax", "cross_entropy", 3)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_N2_equal_large_logits(backend: str) -> None:
+    k, p = _one_layer("softmax", "cross_entropy", 3, backend=backend)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         lv, g = k.loss_and_grad(p, np.full((1, 3), 800.0), np.array([0]))
     assert lv == pytest.approx(1.0986122886681098, rel=1e-15)
     np.testing.assert_allclose(g["b1"], np.array([1 / 3, 1 / 3, 1 / 3]) - [1, 0, 0], rtol=1e-15)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_N4_sigmoid_and_derivative_extremes(dtype: str) -> None:
+def test_N4_sigmoid_and_derivative_extremes(dtype: str, backend: str) -> None:
     import mpmath
 
     xs = np.array([-1000, -710, -89, 0, 30, 89, 1000], dtype=dtype)
     net = sn.Network([sn.Dense(1, 1, "sigmoid")], loss="mse")
-    k = sn.compile(net, dtype=dtype)
+    k = sn.compile(net, backend=backend, dtype=dtype)
     p = {"W1": np.ones((1, 1), dtype), "b1": np.zeros(1, dtype)}
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         s = k.forward(p, xs[:, None])[:, 0]
@@ -171,34 +204,38 @@ def test_N4_sigmoid_and_derivative_extremes(dtype: str) -> None:
 
 @pytest.mark.parametrize("x,y,dtype,expected", [(40.0, 0.0, "float64", 40.0), (17.0, 0.0, "float32", 17.0),
                                                 (-800.0, 1.0, "float64", 800.0)])
-def test_N5_bce_from_logits(x, y, dtype, expected) -> None:
-    k, p = _one_layer("sigmoid", "bce", 1, dtype)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_N5_bce_from_logits(x, y, dtype, expected, backend) -> None:
+    k, p = _one_layer("sigmoid", "bce", 1, dtype, backend)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         lv, g = k.loss_and_grad(p, np.array([[x]], dtype), np.array([[y]], dtype))
     assert lv == pytest.approx(expected, rel=1e-6)
     assert np.isfinite(g["b1"]).all()
 
 
-def test_N7_tanh_saturates_exactly() -> None:
-    k, p = _one_layer("tanh", "mse", 1)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_N7_tanh_saturates_exactly(backend: str) -> None:
+    k, p = _one_layer("tanh", "mse", 1, backend=backend)
     X = np.array([[20.0], [44.0], [1000.0], [-20.0], [-44.0], [-1000.0]])
     out = k.forward(p, X)[:, 0]
     np.testing.assert_array_equal(np.abs(out[1:3]), 1.0)
     np.testing.assert_array_equal(out[3:], -out[:3])
 
 
-def test_N8_relu_derivative_at_zero_and_N9_nan() -> None:
-    k, p = _one_layer("relu", "mse", 1)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_N8_relu_derivative_at_zero_and_N9_nan(backend: str) -> None:
+    k, p = _one_layer("relu", "mse", 1, backend=backend, check_finite=False)
     X = np.array([[0.0], [5e-324], [-0.0], [-1.0]])
-    _, g = k.module.loss_and_grad(p, X, np.full((4, 1), -1.0))
-    # dL/dW = mean over rows of 2 (relu(x) + 1) relu'(x) x; check relu' per row
-    per_row = [k.module.loss_and_grad(p, X[i:i + 1], np.full((1, 1), -1.0))[1]["b1"][0] for i in range(4)]
+    # dL/db = mean over rows of 2 (relu(x) + 1) relu'(x); check relu' per row
+    per_row = [k.loss_and_grad(p, X[i:i + 1], np.full((1, 1), -1.0))[1]["b1"][0] for i in range(4)]
     assert per_row == [0.0, 2.0, 0.0, 0.0]
-    assert np.isnan(k.forward.__self__.module.forward(p, np.array([[np.nan]]))[0, 0])
+    assert np.isnan(k.forward(p, np.array([[np.nan]]))[0, 0])
 
 
-def test_N10_subnormals_survive() -> None:
-    k, p = _one_layer("identity", "mse", 1)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_N10_subnormals_survive(backend: str) -> None:
+    """Also C14: loading a compiled module leaves the FP environment (no FTZ/DAZ) alone."""
+    k, p = _one_layer("identity", "mse", 1, backend=backend)
     out = k.forward(p, np.array([[1e-310]]))
     assert out[0, 0] == 1e-310
     assert 0.25 * 2.0**-1022 != 0.0
