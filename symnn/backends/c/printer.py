@@ -48,7 +48,8 @@ _LIBM_NAME = {"ceiling": "ceil", "loggamma": "lgamma"}
 def c_literal(value: float, dtype: str) -> str:
     """A C literal that parses back to exactly ``value`` rounded to ``dtype``."""
     if dtype == "float32":
-        v32 = np.float32(value)
+        with np.errstate(over="ignore"):  # beyond float32's range: the literal is infinite
+            v32 = np.float32(value)
         if not np.isfinite(v32):
             return ("-" if v32 < 0 else "") + "INFINITY" if np.isinf(v32) else "NAN"
         text = str(v32)

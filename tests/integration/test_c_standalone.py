@@ -1,0 +1,210 @@
+"""Emitted C on its own, with no Python in the loop: warnings, sanitizers, valgrind, symbol
+hygiene, the example program and Makefile, large layers on a small stack (RELIABILITY.md C1-C16)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import symnn as sn
+from symnn.demo import digits_network
+from symnn.driver import derive_program
+from symnn.emit_c import emit_c, emit_c_example, emit_c_test_harness
+from tests.catalogue import CATALOGUE
+
+pytestmark = pytest.mark.needs_cc
+
+CC = shutil.which("gcc") or shutil.which("cc") or "cc"
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow", "-Wvla",
+          "-Wdouble-promotion", "-Wconversion"]
+SANITIZE = ["-fsanitize=address,undefined,float-cast-overflow,float-divide-by-zero",
+            "-fno-sanitize-recover=all"]
+NETS = {**CATALOGUE, "digits": None}
+
+
+def _net(name: str) -> sn.Network:
+    return digits_network() if name == "digits" else NETS[name]
+
+
+def _emit(tmp: Path, name: str, dtype: str, harness: bool = False, example: bool = False):
+    net = _net(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = emit_c(net, derive_program(net).program, dtype)
+    files = dict(result.files)
+    if harness:
+        files["test_main.c"] = emit_c_test_harness(net, result, dtype)
+    if example:
+        files.update(emit_c_example(net, result, dtype))
+    tmp.mkdir(parents=True, exist_ok=True)
+    for fname, text in files.items():
+        (tmp / fname).write_text(text)
+    return result
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_C12_compiles_clean_at_O0_and_O3(tmp_path: Path, name: str, dtype: str) -> None:
+    r = _emit(tmp_path, name, dtype, example=True)
+    compilers = [CC] + ([shutil.which("clang")] if shutil.which("clang") else [])
+    for cc in compilers:
+        for opt in ("-O0", "-O3"):
+            for src in (f"{r.prefix}.c", "main.c"):
+                out = _run([cc, *STRICT, opt, "-c", str(tmp_path / src), "-o", str(tmp_path / "x.o")])
+                assert out.returncode == 0, f"{cc} {opt} {src}:\n{out.stderr}"
+
+
+def test_C11_header_compiles_as_cpp(tmp_path: Path) -> None:
+    if not shutil.which("g++"):
+        pytest.skip("no C++ compiler")
+    r = _emit(tmp_path, "digits", "float32")
+    (tmp_path / "t.cpp").write_text(f'#include "{r.prefix}.h"\nint main() {{ size_t w = 0; '
+                                    f"return {r.prefix}_work_size(1, &w) == SYMNN_OK ? 0 : 1; }}\n")
+    out = _run(["g++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only",
+                str(tmp_path / "t.cpp")])
+    assert out.returncode == 0, out.stderr
+
+
+def test_C13_fast_math_is_refused(tmp_path: Path) -> None:
+    r = _emit(tmp_path, "xor", "float64")
+    out = _run([CC, "-O2", "-ffast-math", "-c", str(tmp_path / f"{r.prefix}.c"), "-o", str(tmp_path / "x.o")])
+    assert out.returncode != 0 and "ffast-math" in out.stderr
+
+
+def _harness(tmp: Path, name: str, dtype: str, flags: list[str], runner: list[str] = ()) -> dict:
+    r = _emit(tmp, name, dtype, harness=True)
+    exe = tmp / "harness"
+    build = _run([CC, *STRICT, *flags, "-o", str(exe), str(tmp / "test_main.c"), str(tmp / f"{r.prefix}.c"), "-lm"])
+    assert build.returncode == 0, build.stderr
+    out = _run([*runner, str(exe)])
+    assert out.returncode == 0, f"rc={out.returncode}\n{out.stdout}\n{out.stderr[-3000:]}"
+    assert "FAIL" not in out.stdout
+    values = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert values["failures"] == "0"
+    return values
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_harness_under_asan_ubsan(tmp_path: Path, name: str, dtype: str) -> None:
+    """Gradient by central differences in C, and C1-C4/C9/C16 with outputs untouched: 0 reports."""
+    values = _harness(tmp_path, name, dtype, ["-O1", "-g", *SANITIZE])
+    tol = 1e-6 if dtype == "float64" else 1e-2  # float32 differences are only ~3 digits good
+    assert float(values["gradcheck_rel"]) <= tol
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed (.ci/run installs it)")
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_harness_under_valgrind(tmp_path: Path, name: str) -> None:
+    values = _harness(tmp_path, name, "float64", ["-O0", "-g"],
+                      ["valgrind", "-q", "--leak-check=full", "--errors-for-leak-kinds=all", "--error-exitcode=42"])
+    assert float(values["gradcheck_rel"]) <= 1e-6
+
+
+def _symbols(obj: Path) -> list[tuple[str, str, str]]:
+    """(section, binding, name) of every symbol objdump lists."""
+    out = _run(["objdump", "-t", str(obj)]).stdout
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r"^[0-9a-f]+ (.{7}) (\S+)\s+[0-9a-f]+\s+(\S+)$", line)
+        if m:
+            flags, section, name = m.groups()
+            rows.append((section, "g" if "g" in flags[:2] else "l", name))
+    return rows
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump not installed")
+@pytest.mark.parametrize("pic", [False, True])
+def test_C10_C11_no_mutable_state_and_prefixed_symbols(tmp_path: Path, pic: bool) -> None:
+    r = _emit(tmp_path, "digits", "float64")
+    obj = tmp_path / "m.o"
+    flags = ["-fPIC"] if pic else []
+    assert _run([CC, "-std=c99", "-O2", *flags, "-c", str(tmp_path / f"{r.prefix}.c"), "-o", str(obj)]).returncode == 0
+    syms = _symbols(obj)
+    exported = [n for sec, bind, n in syms if bind == "g" and sec != "*UND*"]
+    assert exported and all(n.startswith(r.prefix + "_") for n in exported), exported
+    writable = [(sec, n) for sec, _, n in syms if sec in (".data", ".bss") and not n.startswith(".")]
+    assert writable == [], writable
+
+
+def test_C11_two_models_link_into_one_program(tmp_path: Path) -> None:
+    a = _emit(tmp_path, "xor", "float64")
+    net_b = sn.Network([sn.Dense(3, 2, "relu"), sn.Dense(2, 2, "softmax")], loss="cross_entropy", name="other")
+    b = emit_c(net_b, derive_program(net_b).program, "float32")
+    for fname, text in b.files.items():
+        (tmp_path / fname).write_text(text)
+    (tmp_path / "both.c").write_text(
+        f'#include "{a.prefix}.h"\n#include "other.h"\n'
+        "int main(void) { size_t wa = 0, wb = 0;\n"
+        f"  return {a.prefix}_work_size(4, &wa) + other_work_size(4, &wb) + (wa > 0 && wb > 0 ? 0 : 1); }}\n")
+    exe = tmp_path / "both"
+    out = _run([CC, *STRICT, "-o", str(exe), str(tmp_path / "both.c"), str(tmp_path / f"{a.prefix}.c"),
+                str(tmp_path / "other.c"), "-lm"])
+    assert out.returncode == 0, out.stderr
+    assert _run([str(exe)]).returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_example_program_matches_python(tmp_path: Path, dtype: str) -> None:
+    """sn.emit(backend="c") ships main.c + Makefile; the program reproduces Kernel.forward."""
+    net = digits_network()
+    paths = sn.emit(net, tmp_path / "ship", backend="c", dtype=dtype)
+    assert sorted(p.name for p in paths) == sorted(["Makefile", "main.c", f"{net.name}.c", f"{net.name}.h"])
+    built = _run(["make", "-C", str(tmp_path / "ship")])
+    assert built.returncode == 0, built.stdout + built.stderr
+    k = sn.compile(net, dtype=dtype)
+    p = net.init_params(seed=7, dtype=dtype)
+    k.pack(p).tofile(tmp_path / "params.bin")
+    X = np.random.default_rng(7).uniform(0, 16, size=(70, 64)).astype(dtype)  # 70 rows: two batches
+    text = "\n".join(" ".join(repr(float(v)) for v in row) for row in X) + "\n"
+    out = _run([str(tmp_path / "ship" / f"{net.name}_demo"), str(tmp_path / "params.bin")], input=text)
+    assert out.returncode == 0, out.stderr
+    got = np.array([[float(v) for v in line.split()] for line in out.stdout.splitlines()])
+    ref = k.forward(p, X).astype(np.float64)
+    tol = 1e-14 if dtype == "float64" else 1e-6
+    assert got.shape == ref.shape and np.abs(got - ref).max() <= tol * np.abs(ref).max()
+
+
+def test_C15_large_layers_run_on_a_1MiB_stack(tmp_path: Path) -> None:
+    net = sn.Network([sn.Dense(4096, 4096, "relu"), sn.Dense(4096, 10, "softmax")],
+                     loss="cross_entropy", name="wide")
+    r = emit_c(net, derive_program(net).program, "float64")
+    for fname, text in r.files.items():
+        (tmp_path / fname).write_text(text)
+    (tmp_path / "big.c").write_text("""#include <stdio.h>
+#include <stdlib.h>
+#include "wide.h"
+int main(void) {
+    const ptrdiff_t n = 3;
+    size_t wl = 0;
+    wide_real *p = calloc(WIDE_N_PARAMS, sizeof *p), *g = malloc(WIDE_N_PARAMS*sizeof *g);
+    wide_real *x = calloc((size_t)n*WIDE_N_IN, sizeof *x), loss = 0, *w;
+    int32_t y[3] = {1, 2, 3};
+    if (wide_work_size(n, &wl) != SYMNN_OK) return 3;
+    w = malloc(wl*sizeof *w);
+    if (!p || !g || !x || !w) return 4;
+    for (ptrdiff_t e = 0; e < WIDE_N_PARAMS; e += 7) p[e] = 0.001;
+    for (ptrdiff_t e = 0; e < n*WIDE_N_IN; ++e) x[e] = 1.0;
+    if (wide_loss_and_grad_labels(p, x, y, n, &loss, g, NULL, w, wl) != SYMNN_OK) return 5;
+    printf("%.17g\\n", loss);
+    free(p); free(g); free(x); free(w);
+    return loss > 0 ? 0 : 6;
+}
+""")
+    exe = tmp_path / "big"
+    out = _run([CC, "-std=c99", "-O2", "-o", str(exe), str(tmp_path / "big.c"), str(tmp_path / "wide.c"), "-lm"])
+    assert out.returncode == 0, out.stderr
+    ran = _run(["bash", "-c", f"ulimit -s 1024 && {exe}"])
+    assert ran.returncode == 0, (ran.returncode, ran.stderr)
+    assert len(r.source) < 60_000  # the source does not grow with the width: no unrolling
