@@ -58,6 +58,11 @@ class Kernel:
         self.param_shapes = {k: tuple(int(d) for d in v) for k, v in net.param_shapes().items()}
         self._labels = net.loss.name == "cross_entropy" and not net.loss.user
 
+    def __reduce__(self):
+        """Pickled as its recipe: unpickling recompiles (a cache hit for the C backend), so
+        kernels can be sent to ``multiprocessing`` workers started with spawn."""
+        return (_recompile, (self.network, self.backend, str(self.dtype), self.check_finite))
+
     def __repr__(self) -> str:
         return f"<symnn.Kernel {self.network.name} backend={self.backend} dtype={self.dtype}>"
 
@@ -160,3 +165,9 @@ class Kernel:
         """``(loss, grads)`` with ``grads`` keyed and shaped like ``params``."""
         p, x = self.params(params), self.inputs(X)
         return self.module._loss_and_grad(p, x, self.targets(Y, x.shape[0]))
+
+
+def _recompile(net: Network, backend: str, dtype: str, check_finite: bool) -> "Kernel":
+    from .driver import compile as compile_kernel
+
+    return compile_kernel(net, backend=backend, dtype=dtype, check_finite=check_finite)
