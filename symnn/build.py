@@ -224,6 +224,12 @@ def _log(root: Path, message: str) -> None:
 def _compile(root: Path, modname: str, key: str, files: dict[str, str], cdef: str,
              compiler: Compiler, flags: tuple[str, ...]) -> Path:
     """Compile into a private temp dir, then rename it to ``root/modname``."""
+    include = sysconfig.get_paths()["include"]
+    if not (Path(include) / "Python.h").is_file():
+        raise CompilerNotFoundError(
+            f"Python's C headers (Python.h) are not in {include}: install them (Debian/Ubuntu: "
+            "apt install python3-dev) or use backend='numpy'"
+        )
     tmp = Path(tempfile.mkdtemp(prefix=f".{modname}.", dir=root))
     try:
         for name, text in files.items():
@@ -235,7 +241,6 @@ def _compile(root: Path, modname: str, key: str, files: dict[str, str], cdef: st
         recompiler.make_c_source(ffi, modname, f'#include "{c_file}"\n', str(wrapper), verbose=False)
         ext = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
         so = tmp / f"{modname}{ext}"
-        include = sysconfig.get_paths()["include"]
         cmd = [*compiler.argv, *flags, f"-I{include}", f"-I{tmp}", str(wrapper), "-o", str(so), "-lm"]
         _log(root, f"compile {modname}")
         try:

@@ -1,7 +1,9 @@
 """The checked-in examples under ``generated/`` and how to (re)generate them.
 
 ``generated/MANIFEST.toml`` lists each example (a network builder defined here, backends and
-dtypes); output goes to ``generated/<example>/<backend>/<example>_<dtype>.py``.
+dtypes); NumPy output goes to ``generated/<example>/numpy/<example>_<dtype>.py``, C output
+(``NAME.h``, ``NAME.c``, an example ``main.c`` and its ``Makefile``) to
+``generated/<example>/c/<dtype>/``.
 ``tests/golden/test_generated_in_sync.py`` regenerates into a temporary directory and fails
 with a diff when the checked-in files drift; ``symnn regen`` (or
 ``pytest --update-generated``) rewrites them and deletes stale files.
@@ -15,7 +17,7 @@ from typing import Callable
 
 from .declare import Dense, Network
 from .demo import digits_network
-from .driver import emit_source
+from .driver import emit_files
 from .emit import write_atomic
 
 
@@ -39,9 +41,24 @@ def expected_files(root: str | Path) -> dict[Path, str]:
         net = BUILDERS[entry["builder"]]()
         for backend in entry["backends"]:
             for dtype in entry["dtypes"]:
-                rel = Path(net.name) / backend / f"{net.name}_{dtype}.py"
-                out[rel] = emit_source(net, backend=backend, dtype=dtype)
+                files = emit_files(net, backend=backend, dtype=dtype, example=backend == "c")
+                if backend == "numpy":
+                    (text,) = files.values()
+                    out[Path(net.name) / backend / f"{net.name}_{dtype}.py"] = text
+                else:
+                    for name, text in files.items():
+                        out[Path(net.name) / backend / dtype / name] = text
     return out
+
+
+def files_on_disk(root: str | Path) -> set[Path]:
+    """Every file under the manifest's example directories (relative to ``root``)."""
+    root = Path(root)
+    found: set[Path] = set()
+    for entry in manifest(root):
+        base = root / BUILDERS[entry["builder"]]().name
+        found |= {p.relative_to(root) for p in base.rglob("*") if p.is_file()}
+    return found
 
 
 def regenerate(root: str | Path) -> list[Path]:
@@ -52,8 +69,6 @@ def regenerate(root: str | Path) -> list[Path]:
         path = root / rel
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             write_atomic(path, text)
-    for entry in manifest(root):
-        for stale in (root / BUILDERS[entry["builder"]]().name).rglob("*.py"):
-            if stale.relative_to(root) not in files:
-                stale.unlink()
+    for stale in files_on_disk(root) - set(files):
+        (root / stale).unlink()
     return [root / rel for rel in sorted(files)]

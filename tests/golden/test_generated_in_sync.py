@@ -7,10 +7,11 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import symnn as sn
 from tests.catalogue import data
-from symnn.golden import BUILDERS, expected_files, manifest, regenerate
+from symnn.golden import BUILDERS, expected_files, files_on_disk, manifest, regenerate
 
 ROOT = Path(__file__).resolve().parents[2] / "generated"
 
@@ -29,7 +30,7 @@ def test_generated_in_sync(update_generated: bool) -> None:
         if current != text:
             problems.append("".join(difflib.unified_diff(
                 current.splitlines(True), text.splitlines(True), f"generated/{rel}", f"emitted/{rel}")))
-    on_disk = {p.relative_to(ROOT) for p in ROOT.rglob("*.py")}
+    on_disk = files_on_disk(ROOT)
     problems += [f"stale {p}" for p in sorted(on_disk - set(expected))]
     assert not problems, ("generated/ drifted; run `symnn regen` or "
                           "`pytest tests/golden --update-generated`\n" + "\n".join(problems))
@@ -38,6 +39,8 @@ def test_generated_in_sync(update_generated: bool) -> None:
 def test_generated_modules_are_correct() -> None:
     for entry in manifest(ROOT):
         net = BUILDERS[entry["builder"]]()
+        if "numpy" not in entry["backends"]:
+            continue
         for dtype in entry["dtypes"]:
             path = ROOT / net.name / "numpy" / f"{net.name}_{dtype}.py"
             spec = importlib.util.spec_from_file_location(f"gen_{net.name}_{dtype}", path)
@@ -54,3 +57,31 @@ def test_generated_modules_are_correct() -> None:
             assert all(np.array_equal(grads[n], ref[1][n]) for n in grads)
             k.module = mod  # gradcheck the checked-in file itself
             assert sn.gradcheck(k, p, X, Y).passed
+
+
+@pytest.mark.needs_cc
+def test_generated_c_is_correct() -> None:
+    """Build the checked-in .h/.c themselves and gradcheck them through the Python wrapper."""
+    from symnn.backends.c.wrapper import CKernelModule
+    from symnn.build import build
+    from symnn.driver import derive_program
+    from symnn.emit_c import emit_c
+
+    for entry in manifest(ROOT):
+        net = BUILDERS[entry["builder"]]()
+        if "c" not in entry["backends"]:
+            continue
+        for dtype in entry["dtypes"]:
+            folder = ROOT / net.name / "c" / dtype
+            files = {f"{net.name}.{ext}": (folder / f"{net.name}.{ext}").read_text(encoding="utf-8")
+                     for ext in ("h", "c")}
+            cdef = emit_c(net, derive_program(net).program, dtype).cdef
+            k = sn.compile(net, dtype=dtype)
+            k.module = CKernelModule(build(net.name, files, cdef), net.name, dtype, net.param_shapes(),
+                                     net.loss.name == "cross_entropy")
+            p = net.init_params(seed=0, dtype=dtype)
+            X, Y = data(net, n=7, params=net.init_params(seed=0))
+            X = X.astype(dtype)
+            Y = Y if Y.ndim == 1 else np.clip(Y, 0, 1).astype(dtype)
+            report = sn.gradcheck(k, p, X, Y)
+            assert report.passed, str(report)
