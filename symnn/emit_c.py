@@ -250,6 +250,8 @@ def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
         "fsuf": "f" if dtype == "float32" else "",
         "lit0": c_literal(0.0, dtype),
         "lit1": c_literal(1.0, dtype),
+        # columns per register tile of the matmul loops: 128 bytes of output row
+        "jb": 32 if dtype == "float32" else 16,
         "labels": labels,
         "n_in": n_in,
         "n_out": n_out,

@@ -270,8 +270,11 @@ class _KernelLowering:
             k = rows_code(a) if ta else str(a.cols)
             nc = t.cols
             kind = "matmul_" + ("t" if ta else "n") + ("t" if tb else "n")
-            return {"kind": kind, "c": t.name, "a": a.name, "b": b.name, "M": m, "K": k,
-                    "Nc": nc, "lda": a.cols, "ldb": b.cols}
+            ctx = {"kind": kind, "c": t.name, "a": a.name, "b": b.name, "M": m, "K": k,
+                   "Nc": nc, "lda": a.cols, "ldb": b.cols, "ldb_eff": b.cols}
+            if kind == "matmul_nt":
+                ctx["scratch"], ctx["ldb_eff"] = self._scratch(f"{t.name}_bt", b), nc
+            return ctx
         if st.kind == "add_bias":
             return {"kind": "add_bias", "c": t.name, "a": st.operands[0], "b": st.operands[1],
                     "rows": rows_code(t), "cols": t.cols, "inplace": st.inplace}
@@ -298,6 +301,13 @@ class _KernelLowering:
         if st.kind == "map":
             return self._map(st)
         raise ConfigError(f"the C backend cannot lower statement kind {st.kind!r}")  # pragma: no cover
+
+    def _scratch(self, name: str, like: Var) -> str:
+        """A work slot the size of ``like``, live for the current statement only."""
+        slot = self.alloc.take(*like.size())
+        self.layout.pointers.append({"name": name, "slot": slot, "const": False})
+        self.alloc.release(slot)  # freed once this statement is done (taken before its target)
+        return name
 
     def _access(self, name: str, target: Var, flat: bool) -> str:
         o = self.vars[name]

@@ -62,7 +62,7 @@ static inline digits_mlp_real digits_mlp__max(digits_mlp_real a, digits_mlp_real
     return (a < b || b != b) ? b : a;
 }
 
-/* forward: ops: 6 tensor, 1 scalar; work: 64*n reals. Arguments already checked. */
+/* forward: ops: 6 tensor, 1 scalar; work: 64*n + 2048 reals. Arguments already checked. */
 static void digits_mlp__forward(const digits_mlp_real *restrict params, const digits_mlp_real *restrict X, ptrdiff_t n, digits_mlp_real *restrict out_yhat, digits_mlp_real *restrict work)
 {
     const digits_mlp_real *W1 = params;
@@ -70,26 +70,51 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
     const digits_mlp_real *W2 = params + 2080;
     const digits_mlp_real *b2 = params + 2400;
     digits_mlp_real *z1 = work;
-    digits_mlp_real *a1 = work + 32*n;
+    digits_mlp_real *z1_bt = work + 32*n;
+    digits_mlp_real *a1 = work + 32*n + 2048;
     digits_mlp_real *z2 = work;
+    digits_mlp_real *z2_bt = work + 32*n;
     digits_mlp_real *a2 = out_yhat;
     { /* z1 = X @ W1.T */
         const digits_mlp_real *restrict A = X;
-        const digits_mlp_real *restrict B = W1;
+        digits_mlp_real *restrict Bt = z1_bt;
         digits_mlp_real *restrict C = z1;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const digits_mlp_real *ai = A + i*64;
-            for (ptrdiff_t j = 0; j < 32; ++j) {
-                const digits_mlp_real *bj = B + j*64;
-                digits_mlp_real acc[8] = {0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F};
-                ptrdiff_t k = 0;
-                for (; k + 8 <= 64; k += 8)
-                    for (int l = 0; l < 8; ++l) acc[l] += ai[k + l]*bj[k + l];
-                digits_mlp_real dot = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-                for (; k < 64; ++k) dot += ai[k]*bj[k];
-                C[i*32 + j] = dot;
+        for (ptrdiff_t j = 0; j < 32; ++j)
+            for (ptrdiff_t k = 0; k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
+        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 32) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 32 - j0 < 32 ? 32 - j0 : 32;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                digits_mlp_real c[4][32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 64; ++k) {
+                    const digits_mlp_real *bk = Bt + k*32 + j0;
+                    const digits_mlp_real u0 = A[i0*64 + k], u1 = A[(i0 + 1)*64 + k];
+                    const digits_mlp_real u2 = A[(i0 + 2)*64 + k], u3 = A[(i0 + 3)*64 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*32 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                digits_mlp_real c[32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 64; ++k) {
+                    const digits_mlp_real *bk = Bt + k*32 + j0;
+                    const digits_mlp_real u0 = A[i0*64 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*32 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z1 += b1 */
         digits_mlp_real *restrict C = z1;
@@ -102,21 +127,44 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
     }
     { /* z2 = a1 @ W2.T */
         const digits_mlp_real *restrict A = a1;
-        const digits_mlp_real *restrict B = W2;
+        digits_mlp_real *restrict Bt = z2_bt;
         digits_mlp_real *restrict C = z2;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const digits_mlp_real *ai = A + i*32;
-            for (ptrdiff_t j = 0; j < 10; ++j) {
-                const digits_mlp_real *bj = B + j*32;
-                digits_mlp_real acc[8] = {0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F};
-                ptrdiff_t k = 0;
-                for (; k + 8 <= 32; k += 8)
-                    for (int l = 0; l < 8; ++l) acc[l] += ai[k + l]*bj[k + l];
-                digits_mlp_real dot = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-                for (; k < 32; ++k) dot += ai[k]*bj[k];
-                C[i*10 + j] = dot;
+        for (ptrdiff_t j = 0; j < 10; ++j)
+            for (ptrdiff_t k = 0; k < 32; ++k) Bt[k*10 + j] = W2[j*32 + k];
+        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 32) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 10 - j0 < 32 ? 10 - j0 : 32;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                digits_mlp_real c[4][32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 32; ++k) {
+                    const digits_mlp_real *bk = Bt + k*10 + j0;
+                    const digits_mlp_real u0 = A[i0*32 + k], u1 = A[(i0 + 1)*32 + k];
+                    const digits_mlp_real u2 = A[(i0 + 2)*32 + k], u3 = A[(i0 + 3)*32 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*10 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                digits_mlp_real c[32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 32; ++k) {
+                    const digits_mlp_real *bk = Bt + k*10 + j0;
+                    const digits_mlp_real u0 = A[i0*32 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*10 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
@@ -145,11 +193,13 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     const digits_mlp_real *W2 = params + 2080;
     const digits_mlp_real *b2 = params + 2400;
     digits_mlp_real *z1 = work;
-    digits_mlp_real *a1 = work + 32*n;
+    digits_mlp_real *z1_bt = work + 32*n;
+    digits_mlp_real *a1 = work + 32*n + 2048;
     digits_mlp_real *z2 = work;
-    digits_mlp_real *t2 = work + 32*n;
-    digits_mlp_real *t4 = work + 64*n;
-    digits_mlp_real *t6 = work + 64*n;
+    digits_mlp_real *z2_bt = work + 32*n;
+    digits_mlp_real *t2 = work + 32*n + 2048;
+    digits_mlp_real *t4 = work + 32*n;
+    digits_mlp_real *t6 = work + 32*n;
     digits_mlp_real t3;
     digits_mlp_real t5;
     digits_mlp_real t7;
@@ -157,21 +207,44 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     const digits_mlp_real Nr = (digits_mlp_real)n;
     { /* z1 = X @ W1.T */
         const digits_mlp_real *restrict A = X;
-        const digits_mlp_real *restrict B = W1;
+        digits_mlp_real *restrict Bt = z1_bt;
         digits_mlp_real *restrict C = z1;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const digits_mlp_real *ai = A + i*64;
-            for (ptrdiff_t j = 0; j < 32; ++j) {
-                const digits_mlp_real *bj = B + j*64;
-                digits_mlp_real acc[8] = {0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F};
-                ptrdiff_t k = 0;
-                for (; k + 8 <= 64; k += 8)
-                    for (int l = 0; l < 8; ++l) acc[l] += ai[k + l]*bj[k + l];
-                digits_mlp_real dot = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-                for (; k < 64; ++k) dot += ai[k]*bj[k];
-                C[i*32 + j] = dot;
+        for (ptrdiff_t j = 0; j < 32; ++j)
+            for (ptrdiff_t k = 0; k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
+        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 32) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 32 - j0 < 32 ? 32 - j0 : 32;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                digits_mlp_real c[4][32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 64; ++k) {
+                    const digits_mlp_real *bk = Bt + k*32 + j0;
+                    const digits_mlp_real u0 = A[i0*64 + k], u1 = A[(i0 + 1)*64 + k];
+                    const digits_mlp_real u2 = A[(i0 + 2)*64 + k], u3 = A[(i0 + 3)*64 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*32 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                digits_mlp_real c[32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 64; ++k) {
+                    const digits_mlp_real *bk = Bt + k*32 + j0;
+                    const digits_mlp_real u0 = A[i0*64 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*32 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z1 += b1 */
         digits_mlp_real *restrict C = z1;
@@ -184,21 +257,44 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     }
     { /* z2 = a1 @ W2.T */
         const digits_mlp_real *restrict A = a1;
-        const digits_mlp_real *restrict B = W2;
+        digits_mlp_real *restrict Bt = z2_bt;
         digits_mlp_real *restrict C = z2;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const digits_mlp_real *ai = A + i*32;
-            for (ptrdiff_t j = 0; j < 10; ++j) {
-                const digits_mlp_real *bj = B + j*32;
-                digits_mlp_real acc[8] = {0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F};
-                ptrdiff_t k = 0;
-                for (; k + 8 <= 32; k += 8)
-                    for (int l = 0; l < 8; ++l) acc[l] += ai[k + l]*bj[k + l];
-                digits_mlp_real dot = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-                for (; k < 32; ++k) dot += ai[k]*bj[k];
-                C[i*10 + j] = dot;
+        for (ptrdiff_t j = 0; j < 10; ++j)
+            for (ptrdiff_t k = 0; k < 32; ++k) Bt[k*10 + j] = W2[j*32 + k];
+        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 32) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 10 - j0 < 32 ? 10 - j0 : 32;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                digits_mlp_real c[4][32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 32; ++k) {
+                    const digits_mlp_real *bk = Bt + k*10 + j0;
+                    const digits_mlp_real u0 = A[i0*32 + k], u1 = A[(i0 + 1)*32 + k];
+                    const digits_mlp_real u2 = A[(i0 + 2)*32 + k], u3 = A[(i0 + 3)*32 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*10 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                digits_mlp_real c[32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 32; ++k) {
+                    const digits_mlp_real *bk = Bt + k*10 + j0;
+                    const digits_mlp_real u0 = A[i0*32 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*10 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
@@ -242,19 +338,21 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     const digits_mlp_real *W2 = params + 2080;
     const digits_mlp_real *b2 = params + 2400;
     digits_mlp_real *z1 = work;
-    digits_mlp_real *a1 = work + 32*n;
+    digits_mlp_real *z1_bt = work + 32*n;
+    digits_mlp_real *a1 = work + 32*n + 2048;
     digits_mlp_real *z2 = work;
-    digits_mlp_real *z2_max = work + 64*n;
-    digits_mlp_real *z2_sum = work + 65*n;
-    digits_mlp_real *t2 = work + 66*n;
-    digits_mlp_real *t4 = work + 67*n;
-    digits_mlp_real *t6 = work + 67*n;
+    digits_mlp_real *z2_bt = work + 32*n;
+    digits_mlp_real *z2_max = work + 64*n + 2048;
+    digits_mlp_real *z2_sum = work + 65*n + 2048;
+    digits_mlp_real *t2 = work + 66*n + 2048;
+    digits_mlp_real *t4 = work + 32*n;
+    digits_mlp_real *t6 = work + 32*n;
     digits_mlp_real *a2 = work + 67*n + 2048;
     digits_mlp_real *t8 = work;
     digits_mlp_real *t9 = work + 77*n + 2048;
     digits_mlp_real *t10 = work + 109*n + 2048;
-    digits_mlp_real *t11 = work + 67*n;
-    digits_mlp_real *t12 = work + 67*n;
+    digits_mlp_real *t11 = work + 32*n;
+    digits_mlp_real *t12 = work + 32*n;
     digits_mlp_real *dL_dW1 = out_grad;
     digits_mlp_real *dL_db1 = out_grad + 2048;
     digits_mlp_real *dL_dW2 = out_grad + 2080;
@@ -266,21 +364,44 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     const digits_mlp_real Nr = (digits_mlp_real)n;
     { /* z1 = X @ W1.T */
         const digits_mlp_real *restrict A = X;
-        const digits_mlp_real *restrict B = W1;
+        digits_mlp_real *restrict Bt = z1_bt;
         digits_mlp_real *restrict C = z1;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const digits_mlp_real *ai = A + i*64;
-            for (ptrdiff_t j = 0; j < 32; ++j) {
-                const digits_mlp_real *bj = B + j*64;
-                digits_mlp_real acc[8] = {0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F};
-                ptrdiff_t k = 0;
-                for (; k + 8 <= 64; k += 8)
-                    for (int l = 0; l < 8; ++l) acc[l] += ai[k + l]*bj[k + l];
-                digits_mlp_real dot = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-                for (; k < 64; ++k) dot += ai[k]*bj[k];
-                C[i*32 + j] = dot;
+        for (ptrdiff_t j = 0; j < 32; ++j)
+            for (ptrdiff_t k = 0; k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
+        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 32) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 32 - j0 < 32 ? 32 - j0 : 32;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                digits_mlp_real c[4][32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 64; ++k) {
+                    const digits_mlp_real *bk = Bt + k*32 + j0;
+                    const digits_mlp_real u0 = A[i0*64 + k], u1 = A[(i0 + 1)*64 + k];
+                    const digits_mlp_real u2 = A[(i0 + 2)*64 + k], u3 = A[(i0 + 3)*64 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*32 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                digits_mlp_real c[32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 64; ++k) {
+                    const digits_mlp_real *bk = Bt + k*32 + j0;
+                    const digits_mlp_real u0 = A[i0*64 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*32 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z1 += b1 */
         digits_mlp_real *restrict C = z1;
@@ -293,21 +414,44 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     }
     { /* z2 = a1 @ W2.T */
         const digits_mlp_real *restrict A = a1;
-        const digits_mlp_real *restrict B = W2;
+        digits_mlp_real *restrict Bt = z2_bt;
         digits_mlp_real *restrict C = z2;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const digits_mlp_real *ai = A + i*32;
-            for (ptrdiff_t j = 0; j < 10; ++j) {
-                const digits_mlp_real *bj = B + j*32;
-                digits_mlp_real acc[8] = {0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F, 0.0F};
-                ptrdiff_t k = 0;
-                for (; k + 8 <= 32; k += 8)
-                    for (int l = 0; l < 8; ++l) acc[l] += ai[k + l]*bj[k + l];
-                digits_mlp_real dot = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-                for (; k < 32; ++k) dot += ai[k]*bj[k];
-                C[i*10 + j] = dot;
+        for (ptrdiff_t j = 0; j < 10; ++j)
+            for (ptrdiff_t k = 0; k < 32; ++k) Bt[k*10 + j] = W2[j*32 + k];
+        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 32) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 10 - j0 < 32 ? 10 - j0 : 32;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                digits_mlp_real c[4][32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 32; ++k) {
+                    const digits_mlp_real *bk = Bt + k*10 + j0;
+                    const digits_mlp_real u0 = A[i0*32 + k], u1 = A[(i0 + 1)*32 + k];
+                    const digits_mlp_real u2 = A[(i0 + 2)*32 + k], u3 = A[(i0 + 3)*32 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*10 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                digits_mlp_real c[32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 32; ++k) {
+                    const digits_mlp_real *bk = Bt + k*10 + j0;
+                    const digits_mlp_real u0 = A[i0*32 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*10 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
@@ -365,15 +509,40 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
         const digits_mlp_real *restrict A = t8;
         const digits_mlp_real *restrict B = W2;
         digits_mlp_real *restrict C = t9;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            digits_mlp_real *ci = C + i*32;
-            for (ptrdiff_t j = 0; j < 32; ++j) ci[j] = 0.0F;
-            for (ptrdiff_t k = 0; k < 10; ++k) {
-                const digits_mlp_real aik = A[i*10 + k];
-                const digits_mlp_real *bk = B + k*32;
-                for (ptrdiff_t j = 0; j < 32; ++j) ci[j] += aik*bk[j];
+        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 32) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 32 - j0 < 32 ? 32 - j0 : 32;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                digits_mlp_real c[4][32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 10; ++k) {
+                    const digits_mlp_real *bk = B + k*32 + j0;
+                    const digits_mlp_real u0 = A[i0*10 + k], u1 = A[(i0 + 1)*10 + k];
+                    const digits_mlp_real u2 = A[(i0 + 2)*10 + k], u3 = A[(i0 + 3)*10 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*32 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                digits_mlp_real c[32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
+                for (ptrdiff_t k = 0; k < 10; ++k) {
+                    const digits_mlp_real *bk = B + k*32 + j0;
+                    const digits_mlp_real u0 = A[i0*10 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*32 + j0 + l] = c[l];
             }
         }
+
     }
     for (ptrdiff_t e = 0; e < n*32; ++e) {
         t10[e] = (a1[e] > 0 ? t9[e] : 0.0F);
@@ -382,16 +551,40 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
         const digits_mlp_real *restrict A = t10;
         const digits_mlp_real *restrict B = X;
         digits_mlp_real *restrict C = t11;
-        for (ptrdiff_t e = 0; e < 32*64; ++e) C[e] = 0.0F;
-        for (ptrdiff_t k = 0; k < n; ++k) {
-            const digits_mlp_real *ak = A + k*32;
-            const digits_mlp_real *bk = B + k*64;
-            for (ptrdiff_t i = 0; i < 32; ++i) {
-                const digits_mlp_real aki = ak[i];
-                digits_mlp_real *ci = C + i*64;
-                for (ptrdiff_t j = 0; j < 64; ++j) ci[j] += aki*bk[j];
+        for (ptrdiff_t j0 = 0; j0 < 64; j0 += 32) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 64 - j0 < 32 ? 64 - j0 : 32;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= 32; i0 += 4) {
+                digits_mlp_real c[4][32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
+                for (ptrdiff_t k = 0; k < n; ++k) {
+                    const digits_mlp_real *bk = B + k*64 + j0;
+                    const digits_mlp_real *ak = A + k*32 + i0;
+                    const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*64 + j0 + l] = c[r][l];
+            }
+            for (; i0 < 32; ++i0) {
+                digits_mlp_real c[32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
+                for (ptrdiff_t k = 0; k < n; ++k) {
+                    const digits_mlp_real *bk = B + k*64 + j0;
+                    const digits_mlp_real u0 = A[k*32 + i0];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*64 + j0 + l] = c[l];
             }
         }
+
     }
     for (ptrdiff_t e = 0; e < 2048; ++e) {
         dL_dW1[e] = 1e-04F*W1[e] + t11[e];
@@ -407,16 +600,40 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
         const digits_mlp_real *restrict A = t8;
         const digits_mlp_real *restrict B = a1;
         digits_mlp_real *restrict C = t12;
-        for (ptrdiff_t e = 0; e < 10*32; ++e) C[e] = 0.0F;
-        for (ptrdiff_t k = 0; k < n; ++k) {
-            const digits_mlp_real *ak = A + k*10;
-            const digits_mlp_real *bk = B + k*32;
-            for (ptrdiff_t i = 0; i < 10; ++i) {
-                const digits_mlp_real aki = ak[i];
-                digits_mlp_real *ci = C + i*32;
-                for (ptrdiff_t j = 0; j < 32; ++j) ci[j] += aki*bk[j];
+        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 32) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 32 - j0 < 32 ? 32 - j0 : 32;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= 10; i0 += 4) {
+                digits_mlp_real c[4][32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
+                for (ptrdiff_t k = 0; k < n; ++k) {
+                    const digits_mlp_real *bk = B + k*32 + j0;
+                    const digits_mlp_real *ak = A + k*10 + i0;
+                    const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*32 + j0 + l] = c[r][l];
+            }
+            for (; i0 < 10; ++i0) {
+                digits_mlp_real c[32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
+                for (ptrdiff_t k = 0; k < n; ++k) {
+                    const digits_mlp_real *bk = B + k*32 + j0;
+                    const digits_mlp_real u0 = A[k*10 + i0];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*32 + j0 + l] = c[l];
             }
         }
+
     }
     for (ptrdiff_t e = 0; e < 320; ++e) {
         dL_dW2[e] = 1e-04F*W2[e] + t12[e];
@@ -437,7 +654,7 @@ int digits_mlp_forward(const digits_mlp_real *params, const digits_mlp_real *X, 
     size_t need;
     if (params == NULL || X == NULL || yhat == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
-    need = (size_t)n*64;
+    need = (size_t)n*64 + 2048;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(yhat, (size_t)n*10*sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;

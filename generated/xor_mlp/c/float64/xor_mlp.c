@@ -22,7 +22,7 @@ static const ptrdiff_t xor_mlp__offset[4] = { 0, 8, 12, 16 };
 /* Largest batch whose every index and byte count fits in ptrdiff_t. */
 static ptrdiff_t xor_mlp__max_n(void)
 {
-    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 17) / 17;
+    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 25) / 17;
 }
 
 /* Do the byte ranges [a, a + na) and [b, b + nb) overlap? (Empty ranges never do.) */
@@ -69,7 +69,7 @@ static inline xor_mlp_real xor_mlp__softplus(xor_mlp_real x)
     return (x > 0.0 ? x : 0.0) + log1p(exp(-fabs(x)));
 }
 
-/* forward: ops: 6 tensor, 2 scalar; work: 8*n reals. Arguments already checked. */
+/* forward: ops: 6 tensor, 2 scalar; work: 8*n + 8 reals. Arguments already checked. */
 static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, ptrdiff_t n, xor_mlp_real *restrict out_yhat, xor_mlp_real *restrict work)
 {
     const xor_mlp_real *W1 = params;
@@ -77,22 +77,51 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
     const xor_mlp_real *W2 = params + 12;
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
-    xor_mlp_real *a1 = work + 4*n;
+    xor_mlp_real *z1_bt = work + 4*n;
+    xor_mlp_real *a1 = work + 4*n + 8;
     xor_mlp_real *z2 = work;
+    xor_mlp_real *z2_bt = work + 4*n;
     xor_mlp_real *a2 = out_yhat;
     { /* z1 = X @ W1.T */
         const xor_mlp_real *restrict A = X;
-        const xor_mlp_real *restrict B = W1;
+        xor_mlp_real *restrict Bt = z1_bt;
         xor_mlp_real *restrict C = z1;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const xor_mlp_real *ai = A + i*2;
-            for (ptrdiff_t j = 0; j < 4; ++j) {
-                const xor_mlp_real *bj = B + j*2;
-                xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 2; ++k) dot += ai[k]*bj[k];
-                C[i*4 + j] = dot;
+        for (ptrdiff_t j = 0; j < 4; ++j)
+            for (ptrdiff_t k = 0; k < 2; ++k) Bt[k*4 + j] = W1[j*2 + k];
+        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 16) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 4 - j0 < 16 ? 4 - j0 : 16;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                xor_mlp_real c[4][16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0;
+                for (ptrdiff_t k = 0; k < 2; ++k) {
+                    const xor_mlp_real *bk = Bt + k*4 + j0;
+                    const xor_mlp_real u0 = A[i0*2 + k], u1 = A[(i0 + 1)*2 + k];
+                    const xor_mlp_real u2 = A[(i0 + 2)*2 + k], u3 = A[(i0 + 3)*2 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*4 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                xor_mlp_real c[16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0;
+                for (ptrdiff_t k = 0; k < 2; ++k) {
+                    const xor_mlp_real *bk = Bt + k*4 + j0;
+                    const xor_mlp_real u0 = A[i0*2 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*4 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z1 += b1 */
         xor_mlp_real *restrict C = z1;
@@ -105,17 +134,44 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
     }
     { /* z2 = a1 @ W2.T */
         const xor_mlp_real *restrict A = a1;
-        const xor_mlp_real *restrict B = W2;
+        xor_mlp_real *restrict Bt = z2_bt;
         xor_mlp_real *restrict C = z2;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const xor_mlp_real *ai = A + i*4;
-            for (ptrdiff_t j = 0; j < 1; ++j) {
-                const xor_mlp_real *bj = B + j*4;
-                xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 4; ++k) dot += ai[k]*bj[k];
-                C[i*1 + j] = dot;
+        for (ptrdiff_t j = 0; j < 1; ++j)
+            for (ptrdiff_t k = 0; k < 4; ++k) Bt[k*1 + j] = W2[j*4 + k];
+        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 16) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 1 - j0 < 16 ? 1 - j0 : 16;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                xor_mlp_real c[4][16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0;
+                for (ptrdiff_t k = 0; k < 4; ++k) {
+                    const xor_mlp_real *bk = Bt + k*1 + j0;
+                    const xor_mlp_real u0 = A[i0*4 + k], u1 = A[(i0 + 1)*4 + k];
+                    const xor_mlp_real u2 = A[(i0 + 2)*4 + k], u3 = A[(i0 + 3)*4 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*1 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                xor_mlp_real c[16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0;
+                for (ptrdiff_t k = 0; k < 4; ++k) {
+                    const xor_mlp_real *bk = Bt + k*1 + j0;
+                    const xor_mlp_real u0 = A[i0*4 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*1 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z2 += b2 */
         xor_mlp_real *restrict C = z2;
@@ -128,7 +184,7 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
     }
 }
 
-/* loss: ops: 8 tensor, 5 scalar; work: 8*n reals. Arguments already checked. */
+/* loss: ops: 8 tensor, 5 scalar; work: 8*n + 8 reals. Arguments already checked. */
 static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, const xor_mlp_real *restrict Y, ptrdiff_t n, xor_mlp_real *restrict out_loss, xor_mlp_real *restrict work)
 {
     const xor_mlp_real *W1 = params;
@@ -136,25 +192,54 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
     const xor_mlp_real *W2 = params + 12;
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
-    xor_mlp_real *a1 = work + 4*n;
+    xor_mlp_real *z1_bt = work + 4*n;
+    xor_mlp_real *a1 = work + 4*n + 8;
     xor_mlp_real *z2 = work;
-    xor_mlp_real *t2 = work + 4*n;
+    xor_mlp_real *z2_bt = work + 4*n;
+    xor_mlp_real *t2 = work + 4*n + 8;
     xor_mlp_real t3;
     xor_mlp_real loss;
     const xor_mlp_real Nr = (xor_mlp_real)n;
     { /* z1 = X @ W1.T */
         const xor_mlp_real *restrict A = X;
-        const xor_mlp_real *restrict B = W1;
+        xor_mlp_real *restrict Bt = z1_bt;
         xor_mlp_real *restrict C = z1;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const xor_mlp_real *ai = A + i*2;
-            for (ptrdiff_t j = 0; j < 4; ++j) {
-                const xor_mlp_real *bj = B + j*2;
-                xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 2; ++k) dot += ai[k]*bj[k];
-                C[i*4 + j] = dot;
+        for (ptrdiff_t j = 0; j < 4; ++j)
+            for (ptrdiff_t k = 0; k < 2; ++k) Bt[k*4 + j] = W1[j*2 + k];
+        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 16) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 4 - j0 < 16 ? 4 - j0 : 16;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                xor_mlp_real c[4][16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0;
+                for (ptrdiff_t k = 0; k < 2; ++k) {
+                    const xor_mlp_real *bk = Bt + k*4 + j0;
+                    const xor_mlp_real u0 = A[i0*2 + k], u1 = A[(i0 + 1)*2 + k];
+                    const xor_mlp_real u2 = A[(i0 + 2)*2 + k], u3 = A[(i0 + 3)*2 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*4 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                xor_mlp_real c[16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0;
+                for (ptrdiff_t k = 0; k < 2; ++k) {
+                    const xor_mlp_real *bk = Bt + k*4 + j0;
+                    const xor_mlp_real u0 = A[i0*2 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*4 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z1 += b1 */
         xor_mlp_real *restrict C = z1;
@@ -167,17 +252,44 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
     }
     { /* z2 = a1 @ W2.T */
         const xor_mlp_real *restrict A = a1;
-        const xor_mlp_real *restrict B = W2;
+        xor_mlp_real *restrict Bt = z2_bt;
         xor_mlp_real *restrict C = z2;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const xor_mlp_real *ai = A + i*4;
-            for (ptrdiff_t j = 0; j < 1; ++j) {
-                const xor_mlp_real *bj = B + j*4;
-                xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 4; ++k) dot += ai[k]*bj[k];
-                C[i*1 + j] = dot;
+        for (ptrdiff_t j = 0; j < 1; ++j)
+            for (ptrdiff_t k = 0; k < 4; ++k) Bt[k*1 + j] = W2[j*4 + k];
+        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 16) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 1 - j0 < 16 ? 1 - j0 : 16;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                xor_mlp_real c[4][16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0;
+                for (ptrdiff_t k = 0; k < 4; ++k) {
+                    const xor_mlp_real *bk = Bt + k*1 + j0;
+                    const xor_mlp_real u0 = A[i0*4 + k], u1 = A[(i0 + 1)*4 + k];
+                    const xor_mlp_real u2 = A[(i0 + 2)*4 + k], u3 = A[(i0 + 3)*4 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*1 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                xor_mlp_real c[16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0;
+                for (ptrdiff_t k = 0; k < 4; ++k) {
+                    const xor_mlp_real *bk = Bt + k*1 + j0;
+                    const xor_mlp_real u0 = A[i0*4 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*1 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z2 += b2 */
         xor_mlp_real *restrict C = z2;
@@ -195,7 +307,7 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
     *out_loss = loss;
 }
 
-/* loss_and_grad: ops: 16 tensor, 11 scalar; work: 17*n reals. Arguments already checked. */
+/* loss_and_grad: ops: 16 tensor, 11 scalar; work: 17*n + 8 reals. Arguments already checked. */
 static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, const xor_mlp_real *restrict Y, ptrdiff_t n, xor_mlp_real *restrict out_loss, xor_mlp_real *restrict out_grad, xor_mlp_real *restrict work)
 {
     const xor_mlp_real *W1 = params;
@@ -203,13 +315,15 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
     const xor_mlp_real *W2 = params + 12;
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
-    xor_mlp_real *a1 = work + 4*n;
+    xor_mlp_real *z1_bt = work + 4*n;
+    xor_mlp_real *a1 = work + 4*n + 8;
     xor_mlp_real *z2 = work;
-    xor_mlp_real *t2 = work + 8*n;
-    xor_mlp_real *a2 = work + 8*n;
+    xor_mlp_real *z2_bt = work + 4*n;
+    xor_mlp_real *t2 = work + 8*n + 8;
+    xor_mlp_real *a2 = work + 8*n + 8;
     xor_mlp_real *t4 = work;
-    xor_mlp_real *t5 = work + 9*n;
-    xor_mlp_real *t6 = work + 13*n;
+    xor_mlp_real *t5 = work + 9*n + 8;
+    xor_mlp_real *t6 = work + 13*n + 8;
     xor_mlp_real *dL_dW1 = out_grad;
     xor_mlp_real *dL_db1 = out_grad + 8;
     xor_mlp_real *dL_dW2 = out_grad + 12;
@@ -219,17 +333,44 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
     const xor_mlp_real Nr = (xor_mlp_real)n;
     { /* z1 = X @ W1.T */
         const xor_mlp_real *restrict A = X;
-        const xor_mlp_real *restrict B = W1;
+        xor_mlp_real *restrict Bt = z1_bt;
         xor_mlp_real *restrict C = z1;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const xor_mlp_real *ai = A + i*2;
-            for (ptrdiff_t j = 0; j < 4; ++j) {
-                const xor_mlp_real *bj = B + j*2;
-                xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 2; ++k) dot += ai[k]*bj[k];
-                C[i*4 + j] = dot;
+        for (ptrdiff_t j = 0; j < 4; ++j)
+            for (ptrdiff_t k = 0; k < 2; ++k) Bt[k*4 + j] = W1[j*2 + k];
+        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 16) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 4 - j0 < 16 ? 4 - j0 : 16;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                xor_mlp_real c[4][16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0;
+                for (ptrdiff_t k = 0; k < 2; ++k) {
+                    const xor_mlp_real *bk = Bt + k*4 + j0;
+                    const xor_mlp_real u0 = A[i0*2 + k], u1 = A[(i0 + 1)*2 + k];
+                    const xor_mlp_real u2 = A[(i0 + 2)*2 + k], u3 = A[(i0 + 3)*2 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*4 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                xor_mlp_real c[16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0;
+                for (ptrdiff_t k = 0; k < 2; ++k) {
+                    const xor_mlp_real *bk = Bt + k*4 + j0;
+                    const xor_mlp_real u0 = A[i0*2 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*4 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z1 += b1 */
         xor_mlp_real *restrict C = z1;
@@ -242,17 +383,44 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
     }
     { /* z2 = a1 @ W2.T */
         const xor_mlp_real *restrict A = a1;
-        const xor_mlp_real *restrict B = W2;
+        xor_mlp_real *restrict Bt = z2_bt;
         xor_mlp_real *restrict C = z2;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            const xor_mlp_real *ai = A + i*4;
-            for (ptrdiff_t j = 0; j < 1; ++j) {
-                const xor_mlp_real *bj = B + j*4;
-                xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 4; ++k) dot += ai[k]*bj[k];
-                C[i*1 + j] = dot;
+        for (ptrdiff_t j = 0; j < 1; ++j)
+            for (ptrdiff_t k = 0; k < 4; ++k) Bt[k*1 + j] = W2[j*4 + k];
+        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 16) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 1 - j0 < 16 ? 1 - j0 : 16;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                xor_mlp_real c[4][16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0;
+                for (ptrdiff_t k = 0; k < 4; ++k) {
+                    const xor_mlp_real *bk = Bt + k*1 + j0;
+                    const xor_mlp_real u0 = A[i0*4 + k], u1 = A[(i0 + 1)*4 + k];
+                    const xor_mlp_real u2 = A[(i0 + 2)*4 + k], u3 = A[(i0 + 3)*4 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*1 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                xor_mlp_real c[16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0;
+                for (ptrdiff_t k = 0; k < 4; ++k) {
+                    const xor_mlp_real *bk = Bt + k*1 + j0;
+                    const xor_mlp_real u0 = A[i0*4 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*1 + j0 + l] = c[l];
             }
         }
+
     }
     { /* z2 += b2 */
         xor_mlp_real *restrict C = z2;
@@ -277,15 +445,40 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
         const xor_mlp_real *restrict A = t4;
         const xor_mlp_real *restrict B = W2;
         xor_mlp_real *restrict C = t5;
-        for (ptrdiff_t i = 0; i < n; ++i) {
-            xor_mlp_real *ci = C + i*4;
-            for (ptrdiff_t j = 0; j < 4; ++j) ci[j] = 0.0;
-            for (ptrdiff_t k = 0; k < 1; ++k) {
-                const xor_mlp_real aik = A[i*1 + k];
-                const xor_mlp_real *bk = B + k*4;
-                for (ptrdiff_t j = 0; j < 4; ++j) ci[j] += aik*bk[j];
+        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 16) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 4 - j0 < 16 ? 4 - j0 : 16;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= n; i0 += 4) {
+                xor_mlp_real c[4][16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0;
+                for (ptrdiff_t k = 0; k < 1; ++k) {
+                    const xor_mlp_real *bk = B + k*4 + j0;
+                    const xor_mlp_real u0 = A[i0*1 + k], u1 = A[(i0 + 1)*1 + k];
+                    const xor_mlp_real u2 = A[(i0 + 2)*1 + k], u3 = A[(i0 + 3)*1 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*4 + j0 + l] = c[r][l];
+            }
+            for (; i0 < n; ++i0) {
+                xor_mlp_real c[16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0;
+                for (ptrdiff_t k = 0; k < 1; ++k) {
+                    const xor_mlp_real *bk = B + k*4 + j0;
+                    const xor_mlp_real u0 = A[i0*1 + k];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*4 + j0 + l] = c[l];
             }
         }
+
     }
     for (ptrdiff_t e = 0; e < n*4; ++e) {
         t6[e] = t5[e]*(1.0 - (a1[e]*a1[e]));
@@ -294,16 +487,40 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
         const xor_mlp_real *restrict A = t6;
         const xor_mlp_real *restrict B = X;
         xor_mlp_real *restrict C = dL_dW1;
-        for (ptrdiff_t e = 0; e < 4*2; ++e) C[e] = 0.0;
-        for (ptrdiff_t k = 0; k < n; ++k) {
-            const xor_mlp_real *ak = A + k*4;
-            const xor_mlp_real *bk = B + k*2;
-            for (ptrdiff_t i = 0; i < 4; ++i) {
-                const xor_mlp_real aki = ak[i];
-                xor_mlp_real *ci = C + i*2;
-                for (ptrdiff_t j = 0; j < 2; ++j) ci[j] += aki*bk[j];
+        for (ptrdiff_t j0 = 0; j0 < 2; j0 += 16) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 2 - j0 < 16 ? 2 - j0 : 16;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= 4; i0 += 4) {
+                xor_mlp_real c[4][16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0;
+                for (ptrdiff_t k = 0; k < n; ++k) {
+                    const xor_mlp_real *bk = B + k*2 + j0;
+                    const xor_mlp_real *ak = A + k*4 + i0;
+                    const xor_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*2 + j0 + l] = c[r][l];
+            }
+            for (; i0 < 4; ++i0) {
+                xor_mlp_real c[16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0;
+                for (ptrdiff_t k = 0; k < n; ++k) {
+                    const xor_mlp_real *bk = B + k*2 + j0;
+                    const xor_mlp_real u0 = A[k*4 + i0];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*2 + j0 + l] = c[l];
             }
         }
+
     }
     { /* dL_db1 = t6.sum(axis=0) */
         xor_mlp_real *restrict c = dL_db1;
@@ -316,16 +533,40 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
         const xor_mlp_real *restrict A = t4;
         const xor_mlp_real *restrict B = a1;
         xor_mlp_real *restrict C = dL_dW2;
-        for (ptrdiff_t e = 0; e < 1*4; ++e) C[e] = 0.0;
-        for (ptrdiff_t k = 0; k < n; ++k) {
-            const xor_mlp_real *ak = A + k*1;
-            const xor_mlp_real *bk = B + k*4;
-            for (ptrdiff_t i = 0; i < 1; ++i) {
-                const xor_mlp_real aki = ak[i];
-                xor_mlp_real *ci = C + i*4;
-                for (ptrdiff_t j = 0; j < 4; ++j) ci[j] += aki*bk[j];
+        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 16) {
+            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
+               tile's inner loop and then vectorises along k with gathers, five times slower */
+            const ptrdiff_t jw = 4 - j0 < 16 ? 4 - j0 : 16;
+            ptrdiff_t i0 = 0;
+            for (; i0 + 4 <= 1; i0 += 4) {
+                xor_mlp_real c[4][16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0;
+                for (ptrdiff_t k = 0; k < n; ++k) {
+                    const xor_mlp_real *bk = B + k*4 + j0;
+                    const xor_mlp_real *ak = A + k*1 + i0;
+                    const xor_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                    for (ptrdiff_t l = 0; l < jw; ++l) {
+                        c[0][l] += u0*bk[l];
+                        c[1][l] += u1*bk[l];
+                        c[2][l] += u2*bk[l];
+                        c[3][l] += u3*bk[l];
+                    }
+                }
+                for (int r = 0; r < 4; ++r)
+                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*4 + j0 + l] = c[r][l];
+            }
+            for (; i0 < 1; ++i0) {
+                xor_mlp_real c[16];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0;
+                for (ptrdiff_t k = 0; k < n; ++k) {
+                    const xor_mlp_real *bk = B + k*4 + j0;
+                    const xor_mlp_real u0 = A[k*1 + i0];
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*4 + j0 + l] = c[l];
             }
         }
+
     }
     { /* dL_db2 = t4.sum(axis=0) */
         xor_mlp_real *restrict c = dL_db2;
@@ -343,7 +584,7 @@ int xor_mlp_forward(const xor_mlp_real *params, const xor_mlp_real *X, ptrdiff_t
     size_t need;
     if (params == NULL || X == NULL || yhat == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
-    need = (size_t)n*8;
+    need = (size_t)n*8 + 8;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(yhat, (size_t)n*1*sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -363,7 +604,7 @@ int xor_mlp_loss(const xor_mlp_real *params, const xor_mlp_real *X, const xor_ml
     if (params == NULL || X == NULL || Y == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*8;
+    need = (size_t)n*8 + 8;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -384,7 +625,7 @@ int xor_mlp_loss_and_grad(const xor_mlp_real *params, const xor_mlp_real *X, con
     if (params == NULL || X == NULL || Y == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*17;
+    need = (size_t)n*17 + 8;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -407,7 +648,7 @@ int xor_mlp_work_size(ptrdiff_t n, size_t *work_len)
 {
     if (work_len == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
-    *work_len = (size_t)n*17;
+    *work_len = (size_t)n*17 + 8;
     return SYMNN_OK;
 }
 
