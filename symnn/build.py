@@ -314,7 +314,7 @@ def build(prefix: str, files: dict[str, str], cdef: str) -> types.ModuleType:
         try:
             module = _import(entry, modname)
             break
-        except ImportError as exc:
+        except (ImportError, OSError, ValueError, KeyError) as exc:  # corrupt, or cleared meanwhile
             if attempt:
                 raise BuildError(f"cannot load the freshly built {entry}: {exc}") from exc
             warnings.warn(f"symnn cache entry {entry} does not load ({exc}); rebuilding",
@@ -323,3 +323,34 @@ def build(prefix: str, files: dict[str, str], cdef: str) -> types.ModuleType:
                 (entry / "manifest.json").unlink(missing_ok=True)
     with _loaded_lock:
         return _loaded.setdefault(modname, module)
+
+
+def list_cache() -> list[tuple[str, int]]:
+    """(module name, bytes on disk) of every finished entry in the cache."""
+    root = cache_root()
+    if not root.is_dir():
+        return []
+    out = []
+    for entry in sorted(root.glob("_symnn_*")):
+        if entry.is_dir():
+            out.append((entry.name, sum(p.stat().st_size for p in entry.iterdir() if p.is_file())))
+    return out
+
+
+def clear_cache() -> int:
+    """Delete every finished entry, each under its build lock, so a build in progress (which
+    holds the lock) is waited for, never torn down (K3). Processes that already loaded a
+    module keep using it: the file stays mapped. Returns the number of entries removed."""
+    root = cache_root()
+    removed = 0
+    for name, _ in list_cache():
+        with _FileLock(root / f"{name}.lock"):
+            entry = root / name
+            if entry.is_dir():
+                trash = Path(tempfile.mkdtemp(prefix=f".trash-{name}.", dir=root))
+                os.replace(entry, trash / "old")
+                shutil.rmtree(trash, ignore_errors=True)
+                removed += 1
+    with _loaded_lock:
+        _loaded.clear()
+    return removed
