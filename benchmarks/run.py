@@ -7,6 +7,12 @@
    data, same process, one BLAS thread, systems interleaved in rounds, median of samples of
    >= 20 ms each. Ratio = symnn / hand-written (<= 1.0 means symnn is no slower).
 2. Derive + simplify + emit time of 784-4096-4096-10 vs 4-4-2 (cold: SymPy caches cleared).
+3. C backend (issue 3): the compiled kernel called three ways -- ``raw`` (the C function through
+   cffi with preallocated buffers: what an application embedding the C pays), ``wrapper`` (the
+   Python wrapper's ``_loss_and_grad``: packs the parameter dict, allocates outputs and work) --
+   against the NumPy kernel's ``_loss_and_grad``, same data, interleaved. Ratio = C / NumPy.
+4. C build: cold compile time (empty cache) of the digits network and 784-128-10, emitted source
+   size, and that the source is the same whatever the batch size (it is a run-time argument).
 """
 
 from __future__ import annotations
@@ -110,8 +116,75 @@ def bench_derive() -> list[str]:
     return rows
 
 
+def _c_raw(k, p, X, Y):
+    """A zero-argument call of the C ``loss_and_grad`` with buffers prepared once."""
+    m = k.module
+    flat, grad, loss, work = m.pack(p), np.empty(m.n_params), np.empty(1), m._work(X.shape[0])
+    ptr = lambda a: m.ffi.from_buffer(f"{m.ctype}[]", a)  # noqa: E731
+    args = (ptr(flat), ptr(X), ptr(Y), X.shape[0], ptr(loss), ptr(grad), ptr(work), work.size)
+    fn = getattr(m.lib, f"{m.prefix}_loss_and_grad")
+    return lambda: fn(*args), (flat, grad, loss, work, X, Y)
+
+
+def bench_c(rounds: int = 9) -> list[str]:
+    rows = ["| network | N | act | NumPy kernel (µs) | C raw (µs) | ratio | C via wrapper (µs) | ratio |",
+            "|---|---|---|---|---|---|---|---|"]
+    for (n_in, hid, out, N, act) in [(64, 32, 10, 32, "relu"), (64, 32, 10, 256, "relu"),
+                                      (64, 128, 10, 64, "relu"), (784, 128, 10, 256, "relu"),
+                                      (784, 512, 10, 256, "tanh")]:
+        net = sn.Network([sn.Dense(n_in, hid, act), sn.Dense(hid, out, "softmax")], loss="cross_entropy",
+                         name="bench")
+        kn, kc = sn.compile(net), sn.compile(net, backend="c")
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(N, n_in))
+        Y = np.eye(out)[rng.integers(0, out, N)]
+        p = net.init_params(seed=0)
+        raw, keep = _c_raw(kc, p, X, Y)
+        raw()
+        ln, gn = kn.module._loss_and_grad(p, X, Y)
+        assert abs(keep[2][0] - ln) <= 1e-14 * abs(ln)
+        a, b, c = [], [], []
+        for _ in range(rounds):
+            a.append(_sample(kn.module._loss_and_grad, (p, X, Y)))
+            b.append(_sample(raw, ()))
+            c.append(_sample(kc.module._loss_and_grad, (p, X, Y)))
+        ma, mb, mc = (statistics.median(v) * 1e6 for v in (a, b, c))
+        rows.append(f"| {n_in}-{hid}-{out} | {N} | {act} | {ma:.1f} | {mb:.1f} | {mb / ma:.2f} "
+                    f"| {mc:.1f} | {mc / ma:.2f} |")
+    return rows
+
+
+def bench_c_build() -> list[str]:
+    import tempfile
+
+    from symnn import build
+    from symnn.demo import digits_network
+    from symnn.driver import emit_files
+
+    rows = ["| network | emitted .c (bytes) | same source for any N | cold compile (s) |", "|---|---|---|---|"]
+    nets = [("64-32-10 (digits)", digits_network()),
+            ("784-128-10", sn.Network([sn.Dense(784, 128, "relu"), sn.Dense(128, 10, "softmax")],
+                                      loss="cross_entropy", name="mnist_mlp"))]
+    for label, net in nets:
+        files = emit_files(net, backend="c")
+        src = files[f"{net.name}.c"]
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["SYMNN_CACHE_DIR"] = tmp
+            build._loaded.clear()
+            t = time.perf_counter()
+            sn.compile(net, backend="c")
+            dt = time.perf_counter() - t
+        os.environ.pop("SYMNN_CACHE_DIR")
+        rows.append(f"| {label} | {len(src.encode())} | {'n' in src and 'ptrdiff_t n' in src} | {dt:.2f} |")
+    return rows
+
+
 if __name__ == "__main__":
     print("## NumPy kernel vs hand-written NumPy backprop (one thread, float64, one-hot targets)\n")
     print("\n".join(bench_kernels()))
     print("\n## Derivation + emission time\n")
     print("\n".join(bench_derive()))
+    print("\n## C kernel vs NumPy kernel (one thread, float64, loss and gradient)\n")
+    print("\n".join(bench_c()))
+    print("\n## C build\n")
+    print("\n".join(bench_c_build()))

@@ -252,6 +252,7 @@ def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
         "lit1": c_literal(1.0, dtype),
         # columns per register tile of the matmul loops: 128 bytes of output row
         "jb": 32 if dtype == "float32" else 16,
+        "kc": 256,  # k per chunk: a 4 x kc panel of A is 8 KiB (float64)
         "labels": labels,
         "n_in": n_in,
         "n_out": n_out,
@@ -268,7 +269,9 @@ def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
         "prototypes": protos,
     }
     header = render("c/model.h.jinja", **common)
-    source = render("c/model.c.jinja", kernels=kernels, publics=publics,
+    kinds = {st["kind"] for k in kernels for st in k["stmts"]}
+    gemms = [False] * bool(kinds & {"matmul_nn", "matmul_nt"}) + [True] * ("matmul_tn" in kinds)
+    source = render("c/model.c.jinja", kernels=kernels, publics=publics, gemms=gemms,
                     helpers=sorted(printer.helpers), **common)
     cdef = _cdef(common, protos, real)
     files = {f"{prefix}.h": header, f"{prefix}.c": source}

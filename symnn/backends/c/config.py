@@ -273,7 +273,12 @@ class _KernelLowering:
             ctx = {"kind": kind, "c": t.name, "a": a.name, "b": b.name, "M": m, "K": k,
                    "Nc": nc, "lda": a.cols, "ldb": b.cols, "ldb_eff": b.cols}
             if kind == "matmul_nt":
-                ctx["scratch"], ctx["ldb_eff"] = self._scratch(f"{t.name}_bt", b), nc
+                # B.T is K x Nc; pad its rows off multiples of 512 bytes (cache-set aliasing)
+                ldt = -(-nc // 8) * 8
+                ldt += 8 if ldt % 64 == 0 else 0
+                k_rows = int(b.cols)
+                ctx["ldt"] = ldt
+                ctx["scratch"] = self._scratch(f"{t.name}_bt", Var("bt", "work", k_rows, ldt, 2))
             return ctx
         if st.kind == "add_bias":
             return {"kind": "add_bias", "c": t.name, "a": st.operands[0], "b": st.operands[1],

@@ -56,6 +56,101 @@ static digits_mlp_real digits_mlp__sum(const digits_mlp_real *x, ptrdiff_t count
     return digits_mlp__sum(x, half) + digits_mlp__sum(x + half, count - half);
 }
 
+/* The matmul helpers take their sizes at run time and are kept from being cloned with constant
+ * sizes: given constant sizes, GCC -O3 vectorises the tile along k with gathers, about five
+ * times slower [measured, GCC 12]. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define DIGITS_MLP__RUNTIME_SIZES __attribute__((noipa))
+#elif defined(__clang__)
+#define DIGITS_MLP__RUNTIME_SIZES __attribute__((noinline))
+#else
+#define DIGITS_MLP__RUNTIME_SIZES
+#endif
+
+/* C (M x Nc) = A @ B, A (M x K), B (K x Nc); row-major with leading
+ * dimensions lda, ldb. A register tile of 4 rows x 32 columns accumulates over k, in chunks of
+ * 256 so a panel of A stays in cache; every element sums over k in order (tile and edges alike). */
+static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
+    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C)
+{
+    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += 256) {
+        const ptrdiff_t k1 = K - k0 < 256 ? K : k0 + 256;
+        for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
+            const ptrdiff_t jw = Nc - j0 < 32 ? Nc - j0 : 32;
+            ptrdiff_t i0 = 0;
+            if (jw == 32) {
+                for (; i0 + 4 <= M; i0 += 4) {
+                    digits_mlp_real c[4][32];
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        for (int l = 0; l < 32; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 32; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
+            }
+            for (; i0 < M; ++i0)
+                for (ptrdiff_t j = j0; j < j0 + jw; ++j) {
+                    digits_mlp_real acc = k0 == 0 ? 0.0F : C[i0*Nc + j];
+                    for (ptrdiff_t k = k0; k < k1; ++k) acc += A[i0*lda + k]*B[k*ldb + j];
+                    C[i0*Nc + j] = acc;
+                }
+        }
+        if (K == 0) break;
+    }
+}
+
+/* C (M x Nc) = A.T @ B, A (K x M), B (K x Nc); row-major with leading
+ * dimensions lda, ldb. A register tile of 4 rows x 32 columns accumulates over k, in chunks of
+ * 256 so a panel of A stays in cache; every element sums over k in order (tile and edges alike). */
+static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
+    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C)
+{
+    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += 256) {
+        const ptrdiff_t k1 = K - k0 < 256 ? K : k0 + 256;
+        for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
+            const ptrdiff_t jw = Nc - j0 < 32 ? Nc - j0 : 32;
+            ptrdiff_t i0 = 0;
+            if (jw == 32) {
+                for (; i0 + 4 <= M; i0 += 4) {
+                    digits_mlp_real c[4][32];
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real *ak = A + k*lda + i0;
+                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                        for (int l = 0; l < 32; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 32; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
+            }
+            for (; i0 < M; ++i0)
+                for (ptrdiff_t j = j0; j < j0 + jw; ++j) {
+                    digits_mlp_real acc = k0 == 0 ? 0.0F : C[i0*Nc + j];
+                    for (ptrdiff_t k = k0; k < k1; ++k) acc += A[k*lda + i0]*B[k*ldb + j];
+                    C[i0*Nc + j] = acc;
+                }
+        }
+        if (K == 0) break;
+    }
+}
+
 /* max that propagates NaN from either argument (fmax would drop it). */
 static inline digits_mlp_real digits_mlp__max(digits_mlp_real a, digits_mlp_real b)
 {
@@ -76,45 +171,13 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
     digits_mlp_real *z2_bt = work + 32*n;
     digits_mlp_real *a2 = out_yhat;
     { /* z1 = X @ W1.T */
-        const digits_mlp_real *restrict A = X;
         digits_mlp_real *restrict Bt = z1_bt;
-        digits_mlp_real *restrict C = z1;
-        for (ptrdiff_t j = 0; j < 32; ++j)
-            for (ptrdiff_t k = 0; k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
-        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 32 - j0 < 32 ? 32 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                digits_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 64; ++k) {
-                    const digits_mlp_real *bk = Bt + k*32 + j0;
-                    const digits_mlp_real u0 = A[i0*64 + k], u1 = A[(i0 + 1)*64 + k];
-                    const digits_mlp_real u2 = A[(i0 + 2)*64 + k], u3 = A[(i0 + 3)*64 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*32 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                digits_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 64; ++k) {
-                    const digits_mlp_real *bk = Bt + k*32 + j0;
-                    const digits_mlp_real u0 = A[i0*64 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*32 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
+        digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
     }
     { /* z1 += b1 */
         digits_mlp_real *restrict C = z1;
@@ -126,45 +189,13 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
         a1[e] = digits_mlp__max(z1[e], 0.0F);
     }
     { /* z2 = a1 @ W2.T */
-        const digits_mlp_real *restrict A = a1;
         digits_mlp_real *restrict Bt = z2_bt;
-        digits_mlp_real *restrict C = z2;
-        for (ptrdiff_t j = 0; j < 10; ++j)
-            for (ptrdiff_t k = 0; k < 32; ++k) Bt[k*10 + j] = W2[j*32 + k];
-        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 10 - j0 < 32 ? 10 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                digits_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 32; ++k) {
-                    const digits_mlp_real *bk = Bt + k*10 + j0;
-                    const digits_mlp_real u0 = A[i0*32 + k], u1 = A[(i0 + 1)*32 + k];
-                    const digits_mlp_real u2 = A[(i0 + 2)*32 + k], u3 = A[(i0 + 3)*32 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*10 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                digits_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 32; ++k) {
-                    const digits_mlp_real *bk = Bt + k*10 + j0;
-                    const digits_mlp_real u0 = A[i0*32 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*10 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
+        digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
     }
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
@@ -206,45 +237,13 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
     { /* z1 = X @ W1.T */
-        const digits_mlp_real *restrict A = X;
         digits_mlp_real *restrict Bt = z1_bt;
-        digits_mlp_real *restrict C = z1;
-        for (ptrdiff_t j = 0; j < 32; ++j)
-            for (ptrdiff_t k = 0; k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
-        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 32 - j0 < 32 ? 32 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                digits_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 64; ++k) {
-                    const digits_mlp_real *bk = Bt + k*32 + j0;
-                    const digits_mlp_real u0 = A[i0*64 + k], u1 = A[(i0 + 1)*64 + k];
-                    const digits_mlp_real u2 = A[(i0 + 2)*64 + k], u3 = A[(i0 + 3)*64 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*32 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                digits_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 64; ++k) {
-                    const digits_mlp_real *bk = Bt + k*32 + j0;
-                    const digits_mlp_real u0 = A[i0*64 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*32 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
+        digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
     }
     { /* z1 += b1 */
         digits_mlp_real *restrict C = z1;
@@ -256,45 +255,13 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
         a1[e] = digits_mlp__max(z1[e], 0.0F);
     }
     { /* z2 = a1 @ W2.T */
-        const digits_mlp_real *restrict A = a1;
         digits_mlp_real *restrict Bt = z2_bt;
-        digits_mlp_real *restrict C = z2;
-        for (ptrdiff_t j = 0; j < 10; ++j)
-            for (ptrdiff_t k = 0; k < 32; ++k) Bt[k*10 + j] = W2[j*32 + k];
-        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 10 - j0 < 32 ? 10 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                digits_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 32; ++k) {
-                    const digits_mlp_real *bk = Bt + k*10 + j0;
-                    const digits_mlp_real u0 = A[i0*32 + k], u1 = A[(i0 + 1)*32 + k];
-                    const digits_mlp_real u2 = A[(i0 + 2)*32 + k], u3 = A[(i0 + 3)*32 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*10 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                digits_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 32; ++k) {
-                    const digits_mlp_real *bk = Bt + k*10 + j0;
-                    const digits_mlp_real u0 = A[i0*32 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*10 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
+        digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
     }
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
@@ -363,45 +330,13 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
     { /* z1 = X @ W1.T */
-        const digits_mlp_real *restrict A = X;
         digits_mlp_real *restrict Bt = z1_bt;
-        digits_mlp_real *restrict C = z1;
-        for (ptrdiff_t j = 0; j < 32; ++j)
-            for (ptrdiff_t k = 0; k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
-        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 32 - j0 < 32 ? 32 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                digits_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 64; ++k) {
-                    const digits_mlp_real *bk = Bt + k*32 + j0;
-                    const digits_mlp_real u0 = A[i0*64 + k], u1 = A[(i0 + 1)*64 + k];
-                    const digits_mlp_real u2 = A[(i0 + 2)*64 + k], u3 = A[(i0 + 3)*64 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*32 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                digits_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 64; ++k) {
-                    const digits_mlp_real *bk = Bt + k*32 + j0;
-                    const digits_mlp_real u0 = A[i0*64 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*32 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
+        digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
     }
     { /* z1 += b1 */
         digits_mlp_real *restrict C = z1;
@@ -413,45 +348,13 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
         a1[e] = digits_mlp__max(z1[e], 0.0F);
     }
     { /* z2 = a1 @ W2.T */
-        const digits_mlp_real *restrict A = a1;
         digits_mlp_real *restrict Bt = z2_bt;
-        digits_mlp_real *restrict C = z2;
-        for (ptrdiff_t j = 0; j < 10; ++j)
-            for (ptrdiff_t k = 0; k < 32; ++k) Bt[k*10 + j] = W2[j*32 + k];
-        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 10 - j0 < 32 ? 10 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                digits_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 32; ++k) {
-                    const digits_mlp_real *bk = Bt + k*10 + j0;
-                    const digits_mlp_real u0 = A[i0*32 + k], u1 = A[(i0 + 1)*32 + k];
-                    const digits_mlp_real u2 = A[(i0 + 2)*32 + k], u3 = A[(i0 + 3)*32 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*10 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                digits_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 32; ++k) {
-                    const digits_mlp_real *bk = Bt + k*10 + j0;
-                    const digits_mlp_real u0 = A[i0*32 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*10 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
+        digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
     }
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
@@ -505,87 +408,11 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     for (ptrdiff_t e = 0; e < n*10; ++e) {
         t8[e] = (-Y[e] + a2[e])/Nr;
     }
-    { /* t9 = t8 @ W2 */
-        const digits_mlp_real *restrict A = t8;
-        const digits_mlp_real *restrict B = W2;
-        digits_mlp_real *restrict C = t9;
-        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 32 - j0 < 32 ? 32 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                digits_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 10; ++k) {
-                    const digits_mlp_real *bk = B + k*32 + j0;
-                    const digits_mlp_real u0 = A[i0*10 + k], u1 = A[(i0 + 1)*10 + k];
-                    const digits_mlp_real u2 = A[(i0 + 2)*10 + k], u3 = A[(i0 + 3)*10 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*32 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                digits_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 10; ++k) {
-                    const digits_mlp_real *bk = B + k*32 + j0;
-                    const digits_mlp_real u0 = A[i0*10 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*32 + j0 + l] = c[l];
-            }
-        }
-
-    }
+    digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9); /* t9 = t8 @ W2 */
     for (ptrdiff_t e = 0; e < n*32; ++e) {
         t10[e] = (a1[e] > 0 ? t9[e] : 0.0F);
     }
-    { /* t11 = t10.T @ X */
-        const digits_mlp_real *restrict A = t10;
-        const digits_mlp_real *restrict B = X;
-        digits_mlp_real *restrict C = t11;
-        for (ptrdiff_t j0 = 0; j0 < 64; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 64 - j0 < 32 ? 64 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= 32; i0 += 4) {
-                digits_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < n; ++k) {
-                    const digits_mlp_real *bk = B + k*64 + j0;
-                    const digits_mlp_real *ak = A + k*32 + i0;
-                    const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*64 + j0 + l] = c[r][l];
-            }
-            for (; i0 < 32; ++i0) {
-                digits_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < n; ++k) {
-                    const digits_mlp_real *bk = B + k*64 + j0;
-                    const digits_mlp_real u0 = A[k*32 + i0];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*64 + j0 + l] = c[l];
-            }
-        }
-
-    }
+    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11); /* t11 = t10.T @ X */
     for (ptrdiff_t e = 0; e < 2048; ++e) {
         dL_dW1[e] = 1e-04F*W1[e] + t11[e];
     }
@@ -596,45 +423,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) c[j] += A[i*32 + j];
     }
-    { /* t12 = t8.T @ a1 */
-        const digits_mlp_real *restrict A = t8;
-        const digits_mlp_real *restrict B = a1;
-        digits_mlp_real *restrict C = t12;
-        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 32 - j0 < 32 ? 32 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= 10; i0 += 4) {
-                digits_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < n; ++k) {
-                    const digits_mlp_real *bk = B + k*32 + j0;
-                    const digits_mlp_real *ak = A + k*10 + i0;
-                    const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*32 + j0 + l] = c[r][l];
-            }
-            for (; i0 < 10; ++i0) {
-                digits_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < n; ++k) {
-                    const digits_mlp_real *bk = B + k*32 + j0;
-                    const digits_mlp_real u0 = A[k*10 + i0];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*32 + j0 + l] = c[l];
-            }
-        }
-
-    }
+    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12); /* t12 = t8.T @ a1 */
     for (ptrdiff_t e = 0; e < 320; ++e) {
         dL_dW2[e] = 1e-04F*W2[e] + t12[e];
     }

@@ -22,7 +22,7 @@ static const ptrdiff_t xor_mlp__offset[4] = { 0, 8, 12, 16 };
 /* Largest batch whose every index and byte count fits in ptrdiff_t. */
 static ptrdiff_t xor_mlp__max_n(void)
 {
-    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 25) / 17;
+    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 65) / 17;
 }
 
 /* Do the byte ranges [a, a + na) and [b, b + nb) overlap? (Empty ranges never do.) */
@@ -56,6 +56,101 @@ static xor_mlp_real xor_mlp__sum(const xor_mlp_real *x, ptrdiff_t count)
     return xor_mlp__sum(x, half) + xor_mlp__sum(x + half, count - half);
 }
 
+/* The matmul helpers take their sizes at run time and are kept from being cloned with constant
+ * sizes: given constant sizes, GCC -O3 vectorises the tile along k with gathers, about five
+ * times slower [measured, GCC 12]. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define XOR_MLP__RUNTIME_SIZES __attribute__((noipa))
+#elif defined(__clang__)
+#define XOR_MLP__RUNTIME_SIZES __attribute__((noinline))
+#else
+#define XOR_MLP__RUNTIME_SIZES
+#endif
+
+/* C (M x Nc) = A @ B, A (M x K), B (K x Nc); row-major with leading
+ * dimensions lda, ldb. A register tile of 4 rows x 32 columns accumulates over k, in chunks of
+ * 256 so a panel of A stays in cache; every element sums over k in order (tile and edges alike). */
+static XOR_MLP__RUNTIME_SIZES void xor_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
+    const xor_mlp_real *restrict A, ptrdiff_t lda, const xor_mlp_real *restrict B, ptrdiff_t ldb, xor_mlp_real *restrict C)
+{
+    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += 256) {
+        const ptrdiff_t k1 = K - k0 < 256 ? K : k0 + 256;
+        for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
+            const ptrdiff_t jw = Nc - j0 < 32 ? Nc - j0 : 32;
+            ptrdiff_t i0 = 0;
+            if (jw == 32) {
+                for (; i0 + 4 <= M; i0 += 4) {
+                    xor_mlp_real c[4][32];
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const xor_mlp_real *bk = B + k*ldb + j0;
+                        const xor_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
+                        const xor_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        for (int l = 0; l < 32; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 32; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
+            }
+            for (; i0 < M; ++i0)
+                for (ptrdiff_t j = j0; j < j0 + jw; ++j) {
+                    xor_mlp_real acc = k0 == 0 ? 0.0F : C[i0*Nc + j];
+                    for (ptrdiff_t k = k0; k < k1; ++k) acc += A[i0*lda + k]*B[k*ldb + j];
+                    C[i0*Nc + j] = acc;
+                }
+        }
+        if (K == 0) break;
+    }
+}
+
+/* C (M x Nc) = A.T @ B, A (K x M), B (K x Nc); row-major with leading
+ * dimensions lda, ldb. A register tile of 4 rows x 32 columns accumulates over k, in chunks of
+ * 256 so a panel of A stays in cache; every element sums over k in order (tile and edges alike). */
+static XOR_MLP__RUNTIME_SIZES void xor_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
+    const xor_mlp_real *restrict A, ptrdiff_t lda, const xor_mlp_real *restrict B, ptrdiff_t ldb, xor_mlp_real *restrict C)
+{
+    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += 256) {
+        const ptrdiff_t k1 = K - k0 < 256 ? K : k0 + 256;
+        for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
+            const ptrdiff_t jw = Nc - j0 < 32 ? Nc - j0 : 32;
+            ptrdiff_t i0 = 0;
+            if (jw == 32) {
+                for (; i0 + 4 <= M; i0 += 4) {
+                    xor_mlp_real c[4][32];
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const xor_mlp_real *bk = B + k*ldb + j0;
+                        const xor_mlp_real *ak = A + k*lda + i0;
+                        const xor_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                        for (int l = 0; l < 32; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 32; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
+            }
+            for (; i0 < M; ++i0)
+                for (ptrdiff_t j = j0; j < j0 + jw; ++j) {
+                    xor_mlp_real acc = k0 == 0 ? 0.0F : C[i0*Nc + j];
+                    for (ptrdiff_t k = k0; k < k1; ++k) acc += A[k*lda + i0]*B[k*ldb + j];
+                    C[i0*Nc + j] = acc;
+                }
+        }
+        if (K == 0) break;
+    }
+}
+
 /* 1/(1 + exp(-x)) in the exp(-|x|) form: no overflow, exact saturation, NaN in -> NaN out. */
 static inline xor_mlp_real xor_mlp__sigmoid(xor_mlp_real x)
 {
@@ -69,7 +164,7 @@ static inline xor_mlp_real xor_mlp__softplus(xor_mlp_real x)
     return (x > 0.0F ? x : 0.0F) + log1pf(expf(-fabsf(x)));
 }
 
-/* forward: ops: 6 tensor, 2 scalar; work: 8*n + 8 reals. Arguments already checked. */
+/* forward: ops: 6 tensor, 2 scalar; work: 8*n + 48 reals. Arguments already checked. */
 static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, ptrdiff_t n, xor_mlp_real *restrict out_yhat, xor_mlp_real *restrict work)
 {
     const xor_mlp_real *W1 = params;
@@ -78,50 +173,18 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
     xor_mlp_real *z1_bt = work + 4*n;
-    xor_mlp_real *a1 = work + 4*n + 8;
+    xor_mlp_real *a1 = work + 4*n + 16;
     xor_mlp_real *z2 = work;
-    xor_mlp_real *z2_bt = work + 4*n;
+    xor_mlp_real *z2_bt = work + 8*n + 16;
     xor_mlp_real *a2 = out_yhat;
     { /* z1 = X @ W1.T */
-        const xor_mlp_real *restrict A = X;
         xor_mlp_real *restrict Bt = z1_bt;
-        xor_mlp_real *restrict C = z1;
-        for (ptrdiff_t j = 0; j < 4; ++j)
-            for (ptrdiff_t k = 0; k < 2; ++k) Bt[k*4 + j] = W1[j*2 + k];
-        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 4 - j0 < 32 ? 4 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                xor_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 2; ++k) {
-                    const xor_mlp_real *bk = Bt + k*4 + j0;
-                    const xor_mlp_real u0 = A[i0*2 + k], u1 = A[(i0 + 1)*2 + k];
-                    const xor_mlp_real u2 = A[(i0 + 2)*2 + k], u3 = A[(i0 + 3)*2 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*4 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                xor_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 2; ++k) {
-                    const xor_mlp_real *bk = Bt + k*4 + j0;
-                    const xor_mlp_real u0 = A[i0*2 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*4 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 2; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 4; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 2; ++k) Bt[k*8 + j] = W1[j*2 + k];
+        xor_mlp__gemm_nn(n, 2, 4, X, 2, Bt, 8, z1);
     }
     { /* z1 += b1 */
         xor_mlp_real *restrict C = z1;
@@ -133,45 +196,13 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
         a1[e] = tanhf(z1[e]);
     }
     { /* z2 = a1 @ W2.T */
-        const xor_mlp_real *restrict A = a1;
         xor_mlp_real *restrict Bt = z2_bt;
-        xor_mlp_real *restrict C = z2;
-        for (ptrdiff_t j = 0; j < 1; ++j)
-            for (ptrdiff_t k = 0; k < 4; ++k) Bt[k*1 + j] = W2[j*4 + k];
-        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 1 - j0 < 32 ? 1 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                xor_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 4; ++k) {
-                    const xor_mlp_real *bk = Bt + k*1 + j0;
-                    const xor_mlp_real u0 = A[i0*4 + k], u1 = A[(i0 + 1)*4 + k];
-                    const xor_mlp_real u2 = A[(i0 + 2)*4 + k], u3 = A[(i0 + 3)*4 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*1 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                xor_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 4; ++k) {
-                    const xor_mlp_real *bk = Bt + k*1 + j0;
-                    const xor_mlp_real u0 = A[i0*4 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*1 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 4; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 1; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 4; ++k) Bt[k*8 + j] = W2[j*4 + k];
+        xor_mlp__gemm_nn(n, 4, 1, a1, 4, Bt, 8, z2);
     }
     { /* z2 += b2 */
         xor_mlp_real *restrict C = z2;
@@ -184,7 +215,7 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
     }
 }
 
-/* loss: ops: 8 tensor, 5 scalar; work: 8*n + 8 reals. Arguments already checked. */
+/* loss: ops: 8 tensor, 5 scalar; work: 8*n + 48 reals. Arguments already checked. */
 static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, const xor_mlp_real *restrict Y, ptrdiff_t n, xor_mlp_real *restrict out_loss, xor_mlp_real *restrict work)
 {
     const xor_mlp_real *W1 = params;
@@ -193,53 +224,21 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
     xor_mlp_real *z1_bt = work + 4*n;
-    xor_mlp_real *a1 = work + 4*n + 8;
+    xor_mlp_real *a1 = work + 4*n + 16;
     xor_mlp_real *z2 = work;
-    xor_mlp_real *z2_bt = work + 4*n;
-    xor_mlp_real *t2 = work + 4*n + 8;
+    xor_mlp_real *z2_bt = work + 8*n + 16;
+    xor_mlp_real *t2 = work + 4*n + 16;
     xor_mlp_real t3;
     xor_mlp_real loss;
     const xor_mlp_real Nr = (xor_mlp_real)n;
     { /* z1 = X @ W1.T */
-        const xor_mlp_real *restrict A = X;
         xor_mlp_real *restrict Bt = z1_bt;
-        xor_mlp_real *restrict C = z1;
-        for (ptrdiff_t j = 0; j < 4; ++j)
-            for (ptrdiff_t k = 0; k < 2; ++k) Bt[k*4 + j] = W1[j*2 + k];
-        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 4 - j0 < 32 ? 4 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                xor_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 2; ++k) {
-                    const xor_mlp_real *bk = Bt + k*4 + j0;
-                    const xor_mlp_real u0 = A[i0*2 + k], u1 = A[(i0 + 1)*2 + k];
-                    const xor_mlp_real u2 = A[(i0 + 2)*2 + k], u3 = A[(i0 + 3)*2 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*4 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                xor_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 2; ++k) {
-                    const xor_mlp_real *bk = Bt + k*4 + j0;
-                    const xor_mlp_real u0 = A[i0*2 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*4 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 2; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 4; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 2; ++k) Bt[k*8 + j] = W1[j*2 + k];
+        xor_mlp__gemm_nn(n, 2, 4, X, 2, Bt, 8, z1);
     }
     { /* z1 += b1 */
         xor_mlp_real *restrict C = z1;
@@ -251,45 +250,13 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
         a1[e] = tanhf(z1[e]);
     }
     { /* z2 = a1 @ W2.T */
-        const xor_mlp_real *restrict A = a1;
         xor_mlp_real *restrict Bt = z2_bt;
-        xor_mlp_real *restrict C = z2;
-        for (ptrdiff_t j = 0; j < 1; ++j)
-            for (ptrdiff_t k = 0; k < 4; ++k) Bt[k*1 + j] = W2[j*4 + k];
-        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 1 - j0 < 32 ? 1 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                xor_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 4; ++k) {
-                    const xor_mlp_real *bk = Bt + k*1 + j0;
-                    const xor_mlp_real u0 = A[i0*4 + k], u1 = A[(i0 + 1)*4 + k];
-                    const xor_mlp_real u2 = A[(i0 + 2)*4 + k], u3 = A[(i0 + 3)*4 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*1 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                xor_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 4; ++k) {
-                    const xor_mlp_real *bk = Bt + k*1 + j0;
-                    const xor_mlp_real u0 = A[i0*4 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*1 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 4; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 1; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 4; ++k) Bt[k*8 + j] = W2[j*4 + k];
+        xor_mlp__gemm_nn(n, 4, 1, a1, 4, Bt, 8, z2);
     }
     { /* z2 += b2 */
         xor_mlp_real *restrict C = z2;
@@ -307,7 +274,7 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
     *out_loss = loss;
 }
 
-/* loss_and_grad: ops: 16 tensor, 11 scalar; work: 17*n + 8 reals. Arguments already checked. */
+/* loss_and_grad: ops: 16 tensor, 11 scalar; work: 17*n + 48 reals. Arguments already checked. */
 static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, const xor_mlp_real *restrict Y, ptrdiff_t n, xor_mlp_real *restrict out_loss, xor_mlp_real *restrict out_grad, xor_mlp_real *restrict work)
 {
     const xor_mlp_real *W1 = params;
@@ -316,14 +283,14 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
     xor_mlp_real *z1_bt = work + 4*n;
-    xor_mlp_real *a1 = work + 4*n + 8;
+    xor_mlp_real *a1 = work + 4*n + 16;
     xor_mlp_real *z2 = work;
-    xor_mlp_real *z2_bt = work + 4*n;
-    xor_mlp_real *t2 = work + 8*n + 8;
-    xor_mlp_real *a2 = work + 8*n + 8;
+    xor_mlp_real *z2_bt = work + 8*n + 16;
+    xor_mlp_real *t2 = work + 8*n + 48;
+    xor_mlp_real *a2 = work + 8*n + 48;
     xor_mlp_real *t4 = work;
-    xor_mlp_real *t5 = work + 9*n + 8;
-    xor_mlp_real *t6 = work + 13*n + 8;
+    xor_mlp_real *t5 = work + 9*n + 48;
+    xor_mlp_real *t6 = work + 13*n + 48;
     xor_mlp_real *dL_dW1 = out_grad;
     xor_mlp_real *dL_db1 = out_grad + 8;
     xor_mlp_real *dL_dW2 = out_grad + 12;
@@ -332,45 +299,13 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
     xor_mlp_real loss;
     const xor_mlp_real Nr = (xor_mlp_real)n;
     { /* z1 = X @ W1.T */
-        const xor_mlp_real *restrict A = X;
         xor_mlp_real *restrict Bt = z1_bt;
-        xor_mlp_real *restrict C = z1;
-        for (ptrdiff_t j = 0; j < 4; ++j)
-            for (ptrdiff_t k = 0; k < 2; ++k) Bt[k*4 + j] = W1[j*2 + k];
-        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 4 - j0 < 32 ? 4 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                xor_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 2; ++k) {
-                    const xor_mlp_real *bk = Bt + k*4 + j0;
-                    const xor_mlp_real u0 = A[i0*2 + k], u1 = A[(i0 + 1)*2 + k];
-                    const xor_mlp_real u2 = A[(i0 + 2)*2 + k], u3 = A[(i0 + 3)*2 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*4 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                xor_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 2; ++k) {
-                    const xor_mlp_real *bk = Bt + k*4 + j0;
-                    const xor_mlp_real u0 = A[i0*2 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*4 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 2; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 4; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 2; ++k) Bt[k*8 + j] = W1[j*2 + k];
+        xor_mlp__gemm_nn(n, 2, 4, X, 2, Bt, 8, z1);
     }
     { /* z1 += b1 */
         xor_mlp_real *restrict C = z1;
@@ -382,45 +317,13 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
         a1[e] = tanhf(z1[e]);
     }
     { /* z2 = a1 @ W2.T */
-        const xor_mlp_real *restrict A = a1;
         xor_mlp_real *restrict Bt = z2_bt;
-        xor_mlp_real *restrict C = z2;
-        for (ptrdiff_t j = 0; j < 1; ++j)
-            for (ptrdiff_t k = 0; k < 4; ++k) Bt[k*1 + j] = W2[j*4 + k];
-        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 1 - j0 < 32 ? 1 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                xor_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 4; ++k) {
-                    const xor_mlp_real *bk = Bt + k*1 + j0;
-                    const xor_mlp_real u0 = A[i0*4 + k], u1 = A[(i0 + 1)*4 + k];
-                    const xor_mlp_real u2 = A[(i0 + 2)*4 + k], u3 = A[(i0 + 3)*4 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*1 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                xor_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 4; ++k) {
-                    const xor_mlp_real *bk = Bt + k*1 + j0;
-                    const xor_mlp_real u0 = A[i0*4 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*1 + j0 + l] = c[l];
-            }
-        }
-
+        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 8)
+            for (ptrdiff_t k0 = 0; k0 < 4; k0 += 8)
+                for (ptrdiff_t j = j0; j < j0 + 8 && j < 1; ++j)
+                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 4; ++k) Bt[k*8 + j] = W2[j*4 + k];
+        xor_mlp__gemm_nn(n, 4, 1, a1, 4, Bt, 8, z2);
     }
     { /* z2 += b2 */
         xor_mlp_real *restrict C = z2;
@@ -441,87 +344,11 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
     for (ptrdiff_t e = 0; e < n*1; ++e) {
         t4[e] = (-Y[e] + a2[e])/Nr;
     }
-    { /* t5 = t4 @ W2 */
-        const xor_mlp_real *restrict A = t4;
-        const xor_mlp_real *restrict B = W2;
-        xor_mlp_real *restrict C = t5;
-        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 4 - j0 < 32 ? 4 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= n; i0 += 4) {
-                xor_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 1; ++k) {
-                    const xor_mlp_real *bk = B + k*4 + j0;
-                    const xor_mlp_real u0 = A[i0*1 + k], u1 = A[(i0 + 1)*1 + k];
-                    const xor_mlp_real u2 = A[(i0 + 2)*1 + k], u3 = A[(i0 + 3)*1 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*4 + j0 + l] = c[r][l];
-            }
-            for (; i0 < n; ++i0) {
-                xor_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < 1; ++k) {
-                    const xor_mlp_real *bk = B + k*4 + j0;
-                    const xor_mlp_real u0 = A[i0*1 + k];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*4 + j0 + l] = c[l];
-            }
-        }
-
-    }
+    xor_mlp__gemm_nn(n, 1, 4, t4, 1, W2, 4, t5); /* t5 = t4 @ W2 */
     for (ptrdiff_t e = 0; e < n*4; ++e) {
         t6[e] = t5[e]*(1.0F - (a1[e]*a1[e]));
     }
-    { /* dL_dW1 = t6.T @ X */
-        const xor_mlp_real *restrict A = t6;
-        const xor_mlp_real *restrict B = X;
-        xor_mlp_real *restrict C = dL_dW1;
-        for (ptrdiff_t j0 = 0; j0 < 2; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 2 - j0 < 32 ? 2 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= 4; i0 += 4) {
-                xor_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < n; ++k) {
-                    const xor_mlp_real *bk = B + k*2 + j0;
-                    const xor_mlp_real *ak = A + k*4 + i0;
-                    const xor_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*2 + j0 + l] = c[r][l];
-            }
-            for (; i0 < 4; ++i0) {
-                xor_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < n; ++k) {
-                    const xor_mlp_real *bk = B + k*2 + j0;
-                    const xor_mlp_real u0 = A[k*4 + i0];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*2 + j0 + l] = c[l];
-            }
-        }
-
-    }
+    xor_mlp__gemm_tn(4, n, 2, t6, 4, X, 2, dL_dW1); /* dL_dW1 = t6.T @ X */
     { /* dL_db1 = t6.sum(axis=0) */
         xor_mlp_real *restrict c = dL_db1;
         const xor_mlp_real *restrict A = t6;
@@ -529,45 +356,7 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) c[j] += A[i*4 + j];
     }
-    { /* dL_dW2 = t4.T @ a1 */
-        const xor_mlp_real *restrict A = t4;
-        const xor_mlp_real *restrict B = a1;
-        xor_mlp_real *restrict C = dL_dW2;
-        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 32) {
-            /* jw is a run-time trip count on purpose: with a constant one, GCC -O3 unrolls the
-               tile's inner loop and then vectorises along k with gathers, five times slower */
-            const ptrdiff_t jw = 4 - j0 < 32 ? 4 - j0 : 32;
-            ptrdiff_t i0 = 0;
-            for (; i0 + 4 <= 1; i0 += 4) {
-                xor_mlp_real c[4][32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[0][l] = c[1][l] = c[2][l] = c[3][l] = 0.0F;
-                for (ptrdiff_t k = 0; k < n; ++k) {
-                    const xor_mlp_real *bk = B + k*4 + j0;
-                    const xor_mlp_real *ak = A + k*1 + i0;
-                    const xor_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
-                    for (ptrdiff_t l = 0; l < jw; ++l) {
-                        c[0][l] += u0*bk[l];
-                        c[1][l] += u1*bk[l];
-                        c[2][l] += u2*bk[l];
-                        c[3][l] += u3*bk[l];
-                    }
-                }
-                for (int r = 0; r < 4; ++r)
-                    for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*4 + j0 + l] = c[r][l];
-            }
-            for (; i0 < 1; ++i0) {
-                xor_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = 0.0F;
-                for (ptrdiff_t k = 0; k < n; ++k) {
-                    const xor_mlp_real *bk = B + k*4 + j0;
-                    const xor_mlp_real u0 = A[k*1 + i0];
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*4 + j0 + l] = c[l];
-            }
-        }
-
-    }
+    xor_mlp__gemm_tn(1, n, 4, t4, 1, a1, 4, dL_dW2); /* dL_dW2 = t4.T @ a1 */
     { /* dL_db2 = t4.sum(axis=0) */
         xor_mlp_real *restrict c = dL_db2;
         const xor_mlp_real *restrict A = t4;
@@ -584,7 +373,7 @@ int xor_mlp_forward(const xor_mlp_real *params, const xor_mlp_real *X, ptrdiff_t
     size_t need;
     if (params == NULL || X == NULL || yhat == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
-    need = (size_t)n*8 + 8;
+    need = (size_t)n*8 + 48;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(yhat, (size_t)n*1*sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -604,7 +393,7 @@ int xor_mlp_loss(const xor_mlp_real *params, const xor_mlp_real *X, const xor_ml
     if (params == NULL || X == NULL || Y == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*8 + 8;
+    need = (size_t)n*8 + 48;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -625,7 +414,7 @@ int xor_mlp_loss_and_grad(const xor_mlp_real *params, const xor_mlp_real *X, con
     if (params == NULL || X == NULL || Y == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*17 + 8;
+    need = (size_t)n*17 + 48;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -648,7 +437,7 @@ int xor_mlp_work_size(ptrdiff_t n, size_t *work_len)
 {
     if (work_len == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
-    *work_len = (size_t)n*17 + 8;
+    *work_len = (size_t)n*17 + 48;
     return SYMNN_OK;
 }
 

@@ -56,7 +56,7 @@ extern "C" {
 #define XOR_MLP_N_PARAMS 17
 #define XOR_MLP_N_PARAM_TENSORS 4
 #define XOR_MLP_WORK_PER_ROW 17
-#define XOR_MLP_WORK_FIXED 8
+#define XOR_MLP_WORK_FIXED 48
 
 /* The scalar type of every real array (float32). */
 typedef float xor_mlp_real;
