@@ -78,7 +78,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
         for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
             const ptrdiff_t jw = Nc - j0 < 32 ? Nc - j0 : 32;
             ptrdiff_t i0 = 0;
-            if (jw == 32) {
+            if (jw == 32) {  /* full tiles: constant width, accumulators stay in registers */
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
                     for (int r = 0; r < 4; ++r)
@@ -97,13 +97,36 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                     for (int r = 0; r < 4; ++r)
                         for (int l = 0; l < 32; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
                 }
-            }
-            for (; i0 < M; ++i0)
-                for (ptrdiff_t j = j0; j < j0 + jw; ++j) {
-                    digits_mlp_real acc = k0 == 0 ? 0.0F : C[i0*Nc + j];
-                    for (ptrdiff_t k = k0; k < k1; ++k) acc += A[i0*lda + k]*B[k*ldb + j];
-                    C[i0*Nc + j] = acc;
+            } else {  /* the last, narrower column block */
+                for (; i0 + 4 <= M; i0 += 4) {
+                    digits_mlp_real c[4][32];
+                    for (int r = 0; r < 4; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        for (ptrdiff_t l = 0; l < jw; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 4; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
                 }
+            }
+            for (; i0 < M; ++i0) {  /* the last rows, one at a time */
+                digits_mlp_real c[32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = k0 == 0 ? 0.0F : C[i0*Nc + j0 + l];
+                for (ptrdiff_t k = k0; k < k1; ++k) {
+                    const digits_mlp_real u0 = A[i0*lda + k];
+                    const digits_mlp_real *bk = B + k*ldb + j0;
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*Nc + j0 + l] = c[l];
+            }
         }
         if (K == 0) break;
     }
@@ -120,7 +143,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
         for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
             const ptrdiff_t jw = Nc - j0 < 32 ? Nc - j0 : 32;
             ptrdiff_t i0 = 0;
-            if (jw == 32) {
+            if (jw == 32) {  /* full tiles: constant width, accumulators stay in registers */
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
                     for (int r = 0; r < 4; ++r)
@@ -139,13 +162,36 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
                     for (int r = 0; r < 4; ++r)
                         for (int l = 0; l < 32; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
                 }
-            }
-            for (; i0 < M; ++i0)
-                for (ptrdiff_t j = j0; j < j0 + jw; ++j) {
-                    digits_mlp_real acc = k0 == 0 ? 0.0F : C[i0*Nc + j];
-                    for (ptrdiff_t k = k0; k < k1; ++k) acc += A[k*lda + i0]*B[k*ldb + j];
-                    C[i0*Nc + j] = acc;
+            } else {  /* the last, narrower column block */
+                for (; i0 + 4 <= M; i0 += 4) {
+                    digits_mlp_real c[4][32];
+                    for (int r = 0; r < 4; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real *ak = A + k*lda + i0;
+                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                        for (ptrdiff_t l = 0; l < jw; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 4; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
                 }
+            }
+            for (; i0 < M; ++i0) {  /* the last rows, one at a time */
+                digits_mlp_real c[32];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = k0 == 0 ? 0.0F : C[i0*Nc + j0 + l];
+                for (ptrdiff_t k = k0; k < k1; ++k) {
+                    const digits_mlp_real u0 = A[k*lda + i0];
+                    const digits_mlp_real *bk = B + k*ldb + j0;
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*Nc + j0 + l] = c[l];
+            }
         }
         if (K == 0) break;
     }
