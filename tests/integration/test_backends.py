@@ -35,12 +35,14 @@ def test_catalogue_gradcheck(name: str, dtype: str, backend: str) -> None:
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", sorted(CATALOGUE))
 def test_c_agrees_with_numpy(name: str, dtype: str) -> None:
-    """Same derivation, two backends: float64 to 1e-14 relative norm, float32 to 1e-6."""
+    """Same derivation, two backends: float64 to 1e-14 relative norm; float32 to 2e-6 (each
+    float32 backend alone is ~5e-7 off the float64 gradient, so their difference is up to about
+    twice that; the worst measured is 9.7e-7)."""
     net = CATALOGUE[name]
     kc, kn = sn.compile(net, backend="c", dtype=dtype), sn.compile(net, dtype=dtype)
     p = net.init_params(seed=4, dtype=dtype)
     X, Y = data(net, n=9, seed=4)
-    tol = 1e-14 if dtype == "float64" else 1e-6
+    tol = 1e-14 if dtype == "float64" else 2e-6
 
     def rel(a, b) -> float:
         return float(np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(b), 1e-300))
