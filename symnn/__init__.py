@@ -1,7 +1,7 @@
 """symnn: derive a network's gradients symbolically and emit standalone kernels.
 
 Public surface: :class:`Network`, :class:`Dense`, :class:`Activation`, :class:`Loss`,
-:func:`derive`, :func:`compile`, :func:`emit`, :func:`gradcheck`.
+:func:`derive`, :func:`compile`, :func:`emit`, :func:`gradcheck`; optimisers (:func:`Adam`...).
 """
 
 from __future__ import annotations
@@ -13,11 +13,25 @@ from .driver import compile, emit, emit_source
 from .errors import *  # noqa: F403 - the exception hierarchy is public
 from .expressions import NonSmoothWarning
 from .gradcheck import GradcheckReport, gradcheck
+from .train import History, TrainResult, train
+from .optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop, optimizer
 from .registry import register_activation, register_loss
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "AdamW",
+    "Momentum",
+    "Nesterov",
+    "Optimizer",
+    "RMSprop",
+    "optimizer",
+    "History",
+    "TrainResult",
+    "train",
     "Activation",
     "Dense",
     "Derivation",

@@ -14,8 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="train the bundled digits network and print test accuracy")
     demo.add_argument("--epochs", type=int, default=40)
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--backend", choices=["numpy", "c", "auto"], default="numpy",
-                      help="kernel backend (c: compiled through cffi into the module cache)")
+    demo.add_argument("--backend", choices=["numpy", "c", "auto"], default="auto",
+                      help="kernel backend (default auto: C through cffi, NumPy without a compiler)")
     regen = sub.add_parser("regen", help="rewrite generated/ from generated/MANIFEST.toml")
     regen.add_argument("--root", default="generated")
     cache = sub.add_parser("cache", help="show (or --clear) the compiled-module cache")

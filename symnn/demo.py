@@ -1,8 +1,8 @@
 """``symnn demo``: derive, emit and train the 64-32-10 digits network on the bundled data.
 
-Training here is plain mini-batch gradient descent with momentum written over the compiled
-kernel's ``loss_and_grad``; the full training subsystem (optimisers emitted as code, early
-stopping, ...) is a separate capability.
+Training is mini-batch SGD with momentum (PyTorch's formulation), emitted into the kernel's
+``train_step`` and driven by :func:`symnn.train`; ``backend="auto"`` compiles the C backend
+and falls back to NumPy without a C compiler.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from . import datasets
 from .declare import Dense, Network
 from .derivation import derive
 from .driver import compile as compile_kernel
+from .optim import Momentum
+from .train import train
 
 
 def digits_network() -> Network:
@@ -27,7 +29,7 @@ def digits_network() -> Network:
 
 
 def run(epochs: int = 40, batch_size: int = 32, lr: float = 0.05, momentum: float = 0.9,
-        seed: int = 0, backend: str = "numpy", verbose: bool = True) -> float:
+        seed: int = 0, backend: str = "auto", verbose: bool = True) -> float:
     """Train on 75 % of the digits, return (and print) accuracy on the held-out 25 %."""
     t0 = time.perf_counter()
     X, y = datasets.load_digits()
@@ -40,23 +42,17 @@ def run(epochs: int = 40, batch_size: int = 32, lr: float = 0.05, momentum: floa
         print("symnn demo: 64-32-10 ReLU/softmax network on the UCI digits (1,797 images)")
         for step in d.backward[:3]:
             print(f"  {step.label}: {step.matrix}")
-    kernel = compile_kernel(net, backend=backend, dtype="float64")
-    params = net.init_params(seed=seed)
-    velocity = {k: np.zeros_like(v) for k, v in params.items()}
-    rng = np.random.default_rng(seed)
-    module = kernel.module  # inputs are validated once below; the loop calls the raw kernel
-    kernel.params(params), kernel.inputs(Xtr), kernel.targets(ytr, len(Xtr))
-    for epoch in range(epochs):
-        order = rng.permutation(len(Xtr))
-        for start in range(0, len(Xtr), batch_size):
-            idx = order[start:start + batch_size]
-            loss, grads = module._loss_and_grad(params, Xtr[idx], ytr[idx])
-            for k in params:
-                velocity[k] = momentum * velocity[k] - lr * grads[k]
-                params[k] = params[k] + velocity[k]
-        if verbose and (epoch + 1) % 20 == 0:
-            print(f"  epoch {epoch + 1:3d}: train loss {kernel.loss(params, Xtr, ytr):.4f}")
-    accuracy = float((kernel.forward(params, Xte).argmax(axis=1) == yte).mean())
+    opt = Momentum(lr=lr, momentum=momentum)
+    kernel = compile_kernel(net, backend=backend, dtype="float64", optimizer=opt)
+    if verbose:
+        where = kernel.source_path or "in memory"
+        print(f"  backend: {kernel.backend}, optimiser {opt.describe()} emitted into train_step; source: {where}")
+    result = train(net, Xtr, ytr, kernel=kernel, epochs=epochs, batch_size=batch_size, seed=seed)
+    if verbose:
+        for epoch in (20, 40):
+            if epoch <= len(result.history.train_loss):
+                print(f"  epoch {epoch:3d}: train loss {result.history.train_loss[epoch - 1]:.4f}")
+    accuracy = result.accuracy(Xte, yte)
     if verbose:
         print(f"  time: {time.perf_counter() - t0:.2f} s")
         print(f"test accuracy: {accuracy:.4f}")

@@ -12,6 +12,8 @@ from .emit import check_backend, emit_numpy, require_concrete, write_atomic
 from .errors import CompilerNotFoundError, SpecTypeError
 from .graph import build_forward
 from .kernel import Kernel
+from .optim import Optimizer
+from .optim import optimizer as optimizer_by_name
 from .simplify.pipeline import Simplified, simplify
 
 
@@ -26,8 +28,17 @@ def derive_program(net: Network) -> Simplified:
     return simplify(build_forward(_require_network(net)))
 
 
+def _optimizer(opt: object) -> Optimizer | None:
+    if opt is None or isinstance(opt, Optimizer):
+        return opt
+    if isinstance(opt, str):
+        return optimizer_by_name(opt)
+    raise SpecTypeError(f"optimizer must be an sn.Optimizer (e.g. sn.Adam(lr=1e-3)), a name or None, "
+                        f"got {type(opt).__name__}")
+
+
 def emit_files(net: Network, backend: str = "numpy", dtype: str = "float64",
-               example: bool = False) -> dict[str, str]:
+               example: bool = False, optimizer: Optimizer | str | None = None) -> dict[str, str]:
     """File name -> text of everything ``emit`` would write (nothing is written).
 
     NumPy: ``NAME.py``. C: ``NAME.h`` and ``NAME.c``, plus ``main.c`` and a ``Makefile``
@@ -35,51 +46,56 @@ def emit_files(net: Network, backend: str = "numpy", dtype: str = "float64",
     """
     check_backend(backend, dtype)
     require_concrete(_require_network(net))
+    opt = _optimizer(optimizer)
     program = derive_program(net).program
     if backend == "numpy":
-        return {f"{net.name}.py": emit_numpy(net, program, dtype).source}
+        return {f"{net.name}.py": emit_numpy(net, program, dtype, opt).source}
     from .emit_c import emit_c, emit_c_example
 
-    result = emit_c(net, program, dtype)
+    result = emit_c(net, program, dtype, opt)
     files = dict(result.files)
     if example:
         files.update(emit_c_example(net, result, dtype))
     return files
 
 
-def emit_source(net: Network, backend: str = "numpy", dtype: str = "float64") -> str:
+def emit_source(net: Network, backend: str = "numpy", dtype: str = "float64",
+                optimizer: Optimizer | str | None = None) -> str:
     """The text of the emitted module: the ``.py`` for NumPy, the ``.c`` for C."""
-    files = emit_files(net, backend, dtype)
+    files = emit_files(net, backend, dtype, optimizer=optimizer)
     suffix = ".py" if backend == "numpy" else ".c"
     return next(text for name, text in files.items() if name.endswith(suffix))
 
 
-def _load_numpy(net: Network, dtype: str, check_finite: bool) -> Kernel:
-    source = emit_source(net, "numpy", dtype)
+def _load_numpy(net: Network, dtype: str, check_finite: bool, opt: Optimizer | None) -> Kernel:
+    source = emit_source(net, "numpy", dtype, opt)
     module = types.ModuleType(f"symnn_kernel_{net.name}")
     module.__file__ = f"<symnn {net.name} numpy {dtype}>"
     exec(builtins.compile(source, module.__file__, "exec"), module.__dict__)
-    return Kernel(net, module, "numpy", dtype, source, check_finite=check_finite)
+    return Kernel(net, module, "numpy", dtype, source, check_finite=check_finite, optimizer=opt)
 
 
-def _load_c(net: Network, dtype: str, check_finite: bool) -> Kernel:
+def _load_c(net: Network, dtype: str, check_finite: bool, opt: Optimizer | None) -> Kernel:
     from .backends.c.wrapper import CKernelModule
     from .build import build
     from .emit_c import emit_c
 
-    result = emit_c(net, derive_program(net).program, dtype)
+    result = emit_c(net, derive_program(net).program, dtype, opt)
     ext = build(result.prefix, result.files, result.cdef)
-    module = CKernelModule(ext, result.prefix, dtype, net.param_shapes(), result.labels)
-    return Kernel(net, module, "c", dtype, result.source, check_finite=check_finite)
+    module = CKernelModule(ext, result.prefix, dtype, net.param_shapes(), result.labels,
+                           n_state=len(opt.state) if opt is not None else None)
+    return Kernel(net, module, "c", dtype, result.source, check_finite=check_finite, optimizer=opt)
 
 
 def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
-            check_finite: bool = True) -> Kernel:  # noqa: A001 - public API name
+            check_finite: bool = True, optimizer: Optimizer | str | None = None) -> Kernel:  # noqa: A001
     """Derive, simplify, emit and load the kernels of ``net``.
 
     ``backend="c"`` compiles the emitted C through cffi into the module cache (see
     :mod:`symnn.build`); ``backend="auto"`` does the same but falls back to NumPy, with a
-    warning, when no C compiler is installed.
+    warning, when no C compiler is installed. With ``optimizer`` (``sn.Adam(...)``, or a name
+    for the defaults) the kernel also has ``train_step``, the optimiser's formulas emitted as
+    code.
 
     Example:
         >>> import numpy as np, symnn as sn
@@ -90,18 +106,20 @@ def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
     """
     check_backend(backend, dtype, allow_auto=True)
     require_concrete(_require_network(net))
+    opt = _optimizer(optimizer)
     if backend == "numpy":
-        return _load_numpy(net, dtype, check_finite)
+        return _load_numpy(net, dtype, check_finite, opt)
     if backend == "auto":
         try:
-            return _load_c(net, dtype, check_finite)
+            return _load_c(net, dtype, check_finite, opt)
         except CompilerNotFoundError as exc:
             warnings.warn(f"backend='auto': {exc}; using the NumPy backend", RuntimeWarning, stacklevel=2)
-            return _load_numpy(net, dtype, check_finite)
-    return _load_c(net, dtype, check_finite)
+            return _load_numpy(net, dtype, check_finite, opt)
+    return _load_c(net, dtype, check_finite, opt)
 
 
-def emit(net: Network, path: str | Path, backend: str = "numpy", dtype: str = "float64") -> list[Path]:
+def emit(net: Network, path: str | Path, backend: str = "numpy", dtype: str = "float64",
+         optimizer: Optimizer | str | None = None) -> list[Path]:
     """Write the standalone kernels of ``net`` under ``path``; return the written paths.
 
     NumPy: ``path`` ending in ``.py`` names the file; otherwise it is a directory that
@@ -109,7 +127,7 @@ def emit(net: Network, path: str | Path, backend: str = "numpy", dtype: str = "f
     ``NAME.c``, an example ``main.c`` and a ``Makefile`` (``make`` builds ``NAME_demo``).
     Files are written atomically.
     """
-    files = emit_files(net, backend, dtype, example=True)
+    files = emit_files(net, backend, dtype, example=True, optimizer=optimizer)
     target = Path(path)
     if backend == "numpy" and target.suffix == ".py":
         (text,) = files.values()

@@ -18,16 +18,20 @@ from . import naming
 from .declare import Network, _np_dtype
 from .errors import ConfigError, SpecError
 from .lower import KERNELS, KernelPlan, dims, plan_kernel
+from .optim import Optimizer, split_invariant, update_program
 from .program import Program
 from .render import CODEGEN_VERSION, render
 
 BACKENDS = ("numpy", "c")
 
 
-def spec_hash(net: Network, dtype: str) -> str:
-    """Hash of the canonical network description (SymPy ``srepr``), dtype and codegen version."""
+def spec_hash(net: Network, dtype: str, optimizer: "Optimizer | None" = None) -> str:
+    """Hash of the canonical network description (SymPy ``srepr``), dtype, optimiser and
+    codegen version."""
     parts = [CODEGEN_VERSION, dtype, net.name, repr(net.l1), repr(net.l2), net.loss.name,
              sp.srepr(net.loss.expr), net.loss.reduction]
+    if optimizer is not None:
+        parts += [optimizer.name, repr(sorted(optimizer.hyper.items()))]
     for layer in net.layers:
         act = layer.activation
         parts += [str(layer.in_features), str(layer.out_features), act.name,
@@ -59,7 +63,25 @@ def check_backend(backend: str, dtype: str, allow_auto: bool = False) -> None:
         raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
 
 
-def emit_numpy(net: Network, prog: Program, dtype: str) -> EmitResult:
+def train_context(optimizer: Optimizer, printer) -> dict:
+    """Printed pieces of a train step: loop-invariant scalars, per-element temporaries, the
+    assignments and which buffer each new value goes to. ``printer.doprint_expr`` prints."""
+    steps, new = update_program(optimizer)
+    hoisted, per_element, reduced = split_invariant(steps)
+    return {
+        "describe": optimizer.describe(),
+        "state": list(optimizer.state),
+        "hoisted": [(str(sym), printer.doprint_expr(e)) for sym, e in hoisted],
+        "temps": [(str(sym), printer.doprint_expr(e)) for sym, e in per_element],
+        "assign": [(str(sym), printer.doprint_expr(e)) for sym, e in reduced],
+        "writes": [(name, str(new[name])) for name in optimizer.state],
+        "p_new": str(new["p"]),
+        "names": sorted({str(x) for x in [*(s for s, _ in hoisted), *(s for s, _ in per_element),
+                                          *(s for s, _ in reduced)]}),
+    }
+
+
+def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None = None) -> EmitResult:
     from .backends.numpy.config import NumPyConfig, kernel_body, uses_batch_size
 
     printer = NumPyConfig(dtype=dtype).printer()
@@ -104,9 +126,19 @@ def emit_numpy(net: Network, prog: Program, dtype: str) -> EmitResult:
     op_summary = [
         f"{k['name']}: {k['op_line']}" for k in kernels
     ]
+    offsets, off = [], 0
+    for k, v in net.param_shapes().items():
+        size = 1
+        for d in v:
+            size *= int(d)
+        offsets.append((k, off, off + size, "(" + ", ".join(dims(v)) + ("," if len(v) == 1 else "") + ")"))
+        off += size
     source = render(
         "numpy/module.py.jinja",
-        spec_hash=spec_hash(net, dtype),
+        spec_hash=spec_hash(net, dtype, optimizer),
+        train=train_context(optimizer, printer) if optimizer is not None else None,
+        param_slices=offsets,
+        n_params=off,
         op_summary=op_summary,
         title=f"symnn kernels for {net.name!r}.",
         network_lines=describe(net),

@@ -21,7 +21,8 @@ from . import naming
 from .backends.c.config import CConfig, KernelLayout, check_prefix, lower_kernel, size_code
 from .backends.c.printer import c_literal
 from .declare import Network
-from .emit import describe, spec_hash
+from .emit import describe, spec_hash, train_context
+from .optim import Optimizer
 from .lower import KERNELS, plan_kernel
 from .program import Program
 from .render import render
@@ -39,6 +40,7 @@ STATUSES = (
     ("SYMNN_ERR_WORK", 6, "work buffer too small"),
     ("SYMNN_ERR_NONFINITE", 7, "non-finite value (NaN or infinity)"),
     ("SYMNN_ERR_INDEX", 8, "index out of range"),
+    ("SYMNN_ERR_ARG", 9, "invalid argument (a step count below 1)"),
 )
 
 
@@ -70,7 +72,7 @@ def _params_table(net: Network) -> list[dict]:
     return out
 
 
-def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
+def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None = None) -> CEmitResult:
     prefix = check_prefix(net.name)
     cfg = CConfig(dtype=dtype, prefix=prefix)
     printer = cfg.printer()
@@ -158,15 +160,31 @@ def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
     variants = [("forward", False), ("loss", False), ("loss_and_grad", False)]
     if labels:
         variants += [("loss", True), ("loss_and_grad", True)]
+    train = None
+    n_state = 0
+    if optimizer is not None:
+        n_state = len(optimizer.state)
+        lg = work_need["loss_and_grad"]
+        work_need["train_step"] = (lg[0], lg[1] + n_params)  # the gradient lives in work
+        variants += [("train_step", False)] + ([("train_step", True)] if labels else [])
+        train = _train_context(optimizer, printer, real, n_params)
     for kname, with_labels in variants:
         a, b = work_need[kname]
         if with_labels:
             a, b = a + one_hot[0], b + one_hot[1]
         fname = f"{prefix}_{kname}" + ("_labels" if with_labels else "")
-        sig = [f"{rp}params", f"{rp}X"]
-        nulls = ["params == NULL", "X == NULL"]
-        ins = [p_rng, x_rng]
-        outs: list[tuple[str, str]] = []
+        is_train = kname == "train_step"
+        sig = [f"{real} *params"] if is_train else [f"{rp}params"]
+        nulls = ["params == NULL"]
+        ins = [] if is_train else [p_rng]
+        outs: list[tuple[str, str]] = [p_rng] if is_train else []
+        if is_train and n_state:
+            sig.append(f"{real} *state")
+            nulls.append("state == NULL")
+            outs.append(("state", f"(size_t){n_state * n_params}*{sz}"))
+        sig.append(f"{rp}X")
+        nulls.append("X == NULL")
+        ins.append(x_rng)
         if kname != "forward":
             if with_labels:
                 sig.append("const int32_t *labels")
@@ -177,6 +195,8 @@ def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
                 nulls.append("Y == NULL")
                 ins.append(y_rng)
         sig.append("ptrdiff_t n")
+        if is_train:
+            sig.append("int64_t step")
         if kname == "forward":
             sig.append(f"{real} *yhat")
             nulls.append("yhat == NULL")
@@ -198,7 +218,9 @@ def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
             for other in ins + outs[i + 1:]:
                 pairs.append((o, other))
         y_arg = "onehot" if with_labels else "Y"
-        call_args = ["params", "X"] + ([y_arg] if kname != "forward" else []) + ["n"]
+        call_args = ["params"] + (["state" if n_state else "NULL"] if is_train else [])
+        call_args += ["X"] + ([y_arg] if kname != "forward" else []) + ["n"]
+        call_args += ["step"] if is_train else []
         call_args += ["yhat"] if kname == "forward" else ["loss"]
         call_args += ["grad"] if kname == "loss_and_grad" else []
         call_args.append("work")
@@ -213,11 +235,13 @@ def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
             "dense_need": size_code(*work_need[kname]),
             "alias_pairs": pairs,
             "labels": with_labels,
+            "step_check": is_train,
             "call": f"{prefix}__{kname}({', '.join(call_args)})",
         })
         protos.append({"doc": _proto_doc(kname, with_labels, n_out), "decl": decl})
 
     per_row = max([w[0] + (one_hot[0] if labels and k != "forward" else 0) for k, w in work_need.items()])
+    kernels_extra = {"train": train}
     fixed = max(w[1] for w in work_need.values())
     max_row = max(per_row, n_in, n_out, 1)
     protos += [
@@ -239,7 +263,7 @@ def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
          "decl": f"const char *{prefix}_status_string(int status)"},
     ]
     common = {
-        "spec_hash": spec_hash(net, dtype),
+        "spec_hash": spec_hash(net, dtype, optimizer),
         "op_summary": [f"{k['name']}: {k['op_line']}" for k in kernels],
         "title": f"symnn {dtype} kernels for {net.name!r}.",
         "network_lines": describe(net),
@@ -257,6 +281,8 @@ def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
         "n_in": n_in,
         "n_out": n_out,
         "n_params": n_params,
+        "n_state": n_state,
+        "optimizer": optimizer.describe() if optimizer is not None else None,
         "n_tensors": len(params),
         "params": params,
         "statuses": STATUSES,
@@ -272,7 +298,7 @@ def emit_c(net: Network, prog: Program, dtype: str) -> CEmitResult:
     kinds = {st["kind"] for k in kernels for st in k["stmts"]}
     gemms = [False] * bool(kinds & {"matmul_nn", "matmul_nt"}) + [True] * ("matmul_tn" in kinds)
     source = render("c/model.c.jinja", kernels=kernels, publics=publics, gemms=gemms,
-                    helpers=sorted(printer.helpers), **common)
+                    helpers=sorted(printer.helpers), **kernels_extra, **common)
     cdef = _cdef(common, protos, real)
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     return CEmitResult(files, cdef, prefix, labels, {**work_need, "per_row": (per_row, fixed)})
@@ -308,6 +334,19 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
     )
 
 
+def _train_context(optimizer: Optimizer, printer, real: str, n_params: int) -> dict:
+    """The optimiser's formulas printed for one element of the flat parameter vector."""
+    from .optim import split_invariant, update_program
+
+    steps, _ = update_program(optimizer)
+    hoisted, temps, reduced = split_invariant(steps)
+    names = {"p", "g", "t", *optimizer.state} | {str(x) for x, _ in [*hoisted, *temps, *reduced]}
+    printer.accessors = {name: name for name in names}
+    ctx = train_context(optimizer, printer)
+    ctx["uses_t"] = any(_mentions(code, "t") for _, code in [*ctx["hoisted"], *ctx["temps"], *ctx["assign"]])
+    return ctx
+
+
 def _mentions(text: str, name: str) -> bool:
     import re
 
@@ -319,10 +358,18 @@ def _doc(kname: str, labels: bool, n_out: int) -> str:
         "forward": "network output yhat (n x N_OUT)",
         "loss": "mean loss plus penalties",
         "loss_and_grad": "loss and its gradient with respect to every parameter",
+        "train_step": "one optimiser step in place on params and state; returns the loss before it",
     }[kname] + (f"; int32_t labels in [0, {n_out})" if labels else "")
 
 
 def _proto_doc(kname: str, labels: bool, n_out: int) -> list[str]:
+    if kname == "train_step":
+        lines = ["One optimiser step in place: params[N_PARAMS] and state[N_STATE x N_PARAMS] are updated",
+                 "(state starts at zero); step counts from 1 (step < 1 returns SYMNN_ERR_ARG).",
+                 "*loss is the loss before the update."]
+        if labels:
+            lines.append(f"Targets are int32_t class labels in [0, {n_out}).")
+        return lines
     if kname == "forward":
         return ["yhat[n x N_OUT] = network(X[n x N_IN]). n = 0 is valid and writes nothing."]
     lines = ["*loss = mean loss plus penalties"
@@ -340,7 +387,7 @@ def _cdef(common: dict, protos: list[dict], real: str) -> str:
     p = common["prefix"].upper()
     for name, code, _ in STATUSES:
         lines.append(f"#define {name} {code}")
-    for key in ("n_in", "n_out", "n_params", "work_per_row", "work_fixed"):
+    for key in ("n_in", "n_out", "n_params", "n_state", "work_per_row", "work_fixed"):
         lines.append(f"#define {p}_{key.upper()} {common[key]}")
     lines += [f"{proto['decl']};" for proto in protos]
     return "\n".join(lines) + "\n"

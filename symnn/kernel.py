@@ -13,7 +13,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from .declare import Network
+from .optim import Optimizer
 from .errors import (
+    ConfigError,
     DataError,
     DTypeError,
     EmptyBatchError,
@@ -48,7 +50,7 @@ class Kernel:
     """Forward, loss and loss-and-gradient kernels of one network, one backend, one dtype."""
 
     def __init__(self, net: Network, module: types.ModuleType, backend: str, dtype: str,
-                 source: str, check_finite: bool = True) -> None:
+                 source: str, check_finite: bool = True, optimizer: "Optimizer | None" = None) -> None:
         self.network = net
         self.module = module
         self.backend = backend
@@ -57,11 +59,15 @@ class Kernel:
         self.check_finite = check_finite
         self.param_shapes = {k: tuple(int(d) for d in v) for k, v in net.param_shapes().items()}
         self._labels = net.loss.name == "cross_entropy" and not net.loss.user
+        self.optimizer = optimizer
+        #: the emitted source on disk (C: kept beside the built module in the cache), else None
+        self.source_path: str | None = getattr(module, "source_path", None)
+        self.n_params = sum(int(np.prod(s)) for s in self.param_shapes.values())
 
     def __reduce__(self):
         """Pickled as its recipe: unpickling recompiles (a cache hit for the C backend), so
         kernels can be sent to ``multiprocessing`` workers started with spawn."""
-        return (_recompile, (self.network, self.backend, str(self.dtype), self.check_finite))
+        return (_recompile, (self.network, self.backend, str(self.dtype), self.check_finite, self.optimizer))
 
     def __repr__(self) -> str:
         return f"<symnn.Kernel {self.network.name} backend={self.backend} dtype={self.dtype}>"
@@ -151,6 +157,42 @@ class Kernel:
             off += size
         return out
 
+    # -- training ------------------------------------------------------------------------------
+    def init_state(self) -> np.ndarray:
+        """Zeroed optimiser state: one row of ``n_params`` per state buffer (Adam: m, v)."""
+        opt = self._require_optimizer()
+        return np.zeros((len(opt.state), self.n_params), dtype=self.dtype)
+
+    def _require_optimizer(self) -> "Optimizer":
+        if self.optimizer is None:
+            raise ConfigError("this kernel has no train_step: compile with optimizer=sn.Adam(...) "
+                              "or another optimiser")
+        return self.optimizer
+
+    def _in_place(self, arr: object, what: str, shape: tuple[int, ...]) -> np.ndarray:
+        if not isinstance(arr, np.ndarray):
+            raise DTypeError(f"{what} must be a NumPy array (it is updated in place), got {type(arr).__name__}")
+        if arr.dtype != self.dtype or not arr.dtype.isnative:
+            raise DTypeError(f"{what} must have dtype {self.dtype} (it is updated in place), got {arr.dtype}")
+        if arr.shape != shape:
+            raise ShapeError(f"expected {what} of shape {shape}, got {arr.shape}")
+        if not (arr.flags.c_contiguous and arr.flags.aligned and arr.flags.writeable):
+            raise DTypeError(f"{what} must be C-contiguous, aligned and writeable (it is updated in place)")
+        return arr
+
+    def train_step(self, theta: np.ndarray, state: np.ndarray, X: object, Y: object, step: int) -> float:
+        """One optimiser step, in place on the flat parameters ``theta`` (see :meth:`pack`) and
+        ``state`` (see :meth:`init_state`); ``step`` counts from 1. Returns the loss before it."""
+        opt = self._require_optimizer()
+        theta = self._in_place(theta, "theta", (self.n_params,))
+        state = self._in_place(state, "state", (len(opt.state), self.n_params))
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+            raise ConfigError(f"step must be an integer >= 1 (it counts from 1), got {step!r}")
+        if self.check_finite:
+            _require_finite(theta, "theta")
+        x = self.inputs(X)
+        return float(self.module._train_step(theta, state, x, self.targets(Y, x.shape[0]), int(step)))
+
     # -- kernels -----------------------------------------------------------------------------
     def forward(self, params: Mapping[str, Any], X: object) -> np.ndarray:
         """Network output for a batch ``X`` of shape (N, n_in)."""
@@ -167,7 +209,7 @@ class Kernel:
         return self.module._loss_and_grad(p, x, self.targets(Y, x.shape[0]))
 
 
-def _recompile(net: Network, backend: str, dtype: str, check_finite: bool) -> "Kernel":
+def _recompile(net: Network, backend: str, dtype: str, check_finite: bool, optimizer=None) -> "Kernel":
     from .driver import compile as compile_kernel
 
-    return compile_kernel(net, backend=backend, dtype=dtype, check_finite=check_finite)
+    return compile_kernel(net, backend=backend, dtype=dtype, check_finite=check_finite, optimizer=optimizer)

@@ -208,3 +208,14 @@ int main(void) {
     ran = _run(["bash", "-c", f"ulimit -s 1024 && {exe}"])
     assert ran.returncode == 0, (ran.returncode, ran.stderr)
     assert len(r.source) < 60_000  # the source does not grow with the width: no unrolling
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"])
+def test_C12_train_step_compiles_clean(tmp_path: Path, opt: str, dtype: str) -> None:
+    net = _net("softmax_ce_relu")
+    files = sn.driver.emit_files(net, backend="c", dtype=dtype, optimizer=opt)
+    for fname, text in files.items():
+        (tmp_path / fname).write_text(text)
+    out = _run([CC, *STRICT, "-O3", "-c", str(tmp_path / f"{net.name}.c"), "-o", str(tmp_path / "x.o")])
+    assert out.returncode == 0, out.stderr

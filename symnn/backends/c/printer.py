@@ -130,8 +130,10 @@ class SymnnCPrinter(C99CodePrinter):
         base, e = expr.args
         if expr.is_number:
             return self.lit(float(expr))
-        if e == sp.S.Half:
+        if e.is_Number and float(e) == 0.5:  # 1/2 or, after nfloat, 0.5
             return f"sqrt{self.suffix}({self._print(base)})"
+        if e.is_Number and float(e) == -0.5:
+            return f"({self.lit(1.0)}/sqrt{self.suffix}({self._print(base)}))"
         if e.is_Integer and 1 <= abs(int(e)) <= 4:
             b = self.parenthesize(base, 70)
             prod = "*".join([b] * abs(int(e)))

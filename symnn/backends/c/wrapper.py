@@ -24,8 +24,11 @@ class CKernelModule:
     """Calls one compiled model's C API with NumPy arrays."""
 
     def __init__(self, module: types.ModuleType, prefix: str, dtype: str,
-                 param_shapes: Mapping[str, tuple[int, ...]], labels: bool) -> None:
+                 param_shapes: Mapping[str, tuple[int, ...]], labels: bool,
+                 n_state: int | None = None) -> None:
         self.ffi, self.lib = module.ffi, module.lib
+        origin = getattr(module, "__file__", None)
+        self.source_path = str(__import__("pathlib").Path(origin).with_name(f"{prefix}.c")) if origin else None
         self.prefix = prefix
         self.dtype = np.dtype(dtype)
         self.ctype = f"{prefix}_real"
@@ -40,6 +43,11 @@ class CKernelModule:
         if labels:
             self._fn["loss_labels"] = getattr(self.lib, f"{prefix}_loss_labels")
             self._fn["loss_and_grad_labels"] = getattr(self.lib, f"{prefix}_loss_and_grad_labels")
+        self.n_state = n_state
+        if n_state is not None:
+            self._fn["train_step"] = getattr(self.lib, f"{prefix}_train_step")
+            if labels:
+                self._fn["train_step_labels"] = getattr(self.lib, f"{prefix}_train_step_labels")
         self._offsets, off = {}, 0
         for name, shape in self.param_shapes.items():
             size = int(np.prod(shape))
@@ -126,3 +134,23 @@ class CKernelModule:
         name = ("loss_and_grad" if with_grad else "loss") + suffix
         self._check(self._fn[name](*args), name, bad_row)
         return float(loss[0]), grad
+
+    def _train_step(self, theta: np.ndarray, state: np.ndarray, X: np.ndarray, Y: np.ndarray,
+                    step: int) -> float:
+        """In place on ``theta``/``state`` (exact dtype, C order: checked by Kernel.train_step)."""
+        x = self._ready(X, self.dtype)
+        y, y_ctype, suffix = self._targets(Y)
+        n = x.shape[0]
+        c = self.ctype
+        loss = np.empty(1, dtype=self.dtype)
+        work = self._work(n)
+        args = [self._ptr(theta, c)] + ([self._ptr(state, c)] if self.n_state else [])
+        args += [self._ptr(x, c), self._ptr(y, y_ctype), n, step, self._ptr(loss, c)]
+        bad_row = None
+        if suffix:
+            bad_row = self.ffi.new("ptrdiff_t *")
+            args.append(bad_row)
+        args += [self._ptr(work, c), work.size]
+        name = "train_step" + suffix
+        self._check(self._fn[name](*args), name, bad_row)
+        return float(loss[0])

@@ -72,8 +72,10 @@ class SymnnNumPyPrinter(NumPyPrinter):
         if base.is_number and not e.is_number or (base.is_number and e.is_number):
             if expr.is_number:
                 return repr(float(expr))
-        if e == sp.S.Half:
+        if e.is_Number and float(e) == 0.5:  # 1/2 or, after nfloat, 0.5
             return f"np.sqrt({self._print(base)})"
+        if e.is_Number and float(e) == -0.5:
+            return f"1/np.sqrt({self._print(base)})"
         if e == -1:
             return f"1/{self.parenthesize(base, 60)}"
         if e.is_Integer and e < 0:

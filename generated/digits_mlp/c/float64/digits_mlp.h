@@ -49,6 +49,7 @@ extern "C" {
 #define SYMNN_ERR_WORK 6
 #define SYMNN_ERR_NONFINITE 7
 #define SYMNN_ERR_INDEX 8
+#define SYMNN_ERR_ARG 9
 #endif
 
 #define DIGITS_MLP_FORMAT_VERSION 1
@@ -56,6 +57,7 @@ extern "C" {
 #define DIGITS_MLP_N_OUT 10
 #define DIGITS_MLP_N_PARAMS 2410
 #define DIGITS_MLP_N_PARAM_TENSORS 4
+#define DIGITS_MLP_N_STATE 0
 #define DIGITS_MLP_WORK_PER_ROW 151
 #define DIGITS_MLP_WORK_FIXED 2048
 

@@ -48,6 +48,7 @@ extern "C" {
 #define SYMNN_ERR_WORK 6
 #define SYMNN_ERR_NONFINITE 7
 #define SYMNN_ERR_INDEX 8
+#define SYMNN_ERR_ARG 9
 #endif
 
 #define XOR_MLP_FORMAT_VERSION 1
@@ -55,6 +56,7 @@ extern "C" {
 #define XOR_MLP_N_OUT 1
 #define XOR_MLP_N_PARAMS 17
 #define XOR_MLP_N_PARAM_TENSORS 4
+#define XOR_MLP_N_STATE 0
 #define XOR_MLP_WORK_PER_ROW 17
 #define XOR_MLP_WORK_FIXED 48
 

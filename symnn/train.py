@@ -1,0 +1,191 @@
+"""Mini-batch training over an emitted ``train_step`` kernel.
+
+The loop is deliberately thin: the optimiser is emitted code (see :mod:`symnn.optim`), the data
+are validated once up front, and each step calls the kernel's unchecked ``_train_step`` on the
+flat parameter vector. What stays in Python: seeded shuffling, the validation split, early
+stopping (restoring the best weights), the history, and the non-finite guard.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from .declare import Network
+from .errors import ConfigError, NonFiniteError, ShapeError
+from .kernel import Kernel
+from .optim import Optimizer
+
+
+@dataclass
+class History:
+    """Per-epoch metrics (``val_*`` are NaN without validation data)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    """Trained parameters (the best epoch's, with early stopping), history and kernel."""
+
+    params: dict[str, np.ndarray]
+    history: History
+    kernel: Kernel
+    best_epoch: int
+    steps: int
+
+    def accuracy(self, X: object, y: object) -> float:
+        """Fraction of rows whose arg-max output is the label (or > 0.5 for one output)."""
+        out = self.kernel.forward(self.params, X)
+        return _accuracy(out, np.asarray(y))
+
+
+def _accuracy(out: np.ndarray, y: np.ndarray) -> float:
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)
+    if out.shape[1] == 1:
+        return float(((out[:, 0] > 0.5) == (y.reshape(-1) > 0.5)).mean())
+    return float((out.argmax(axis=1) == y.reshape(-1)).mean())
+
+
+def _positive_int(value: object, what: str, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def train(
+    net: Network,
+    X: object,
+    Y: object,
+    *,
+    optimizer: Optimizer | str = "adam",
+    epochs: int = 20,
+    batch_size: int = 32,
+    backend: str = "numpy",
+    dtype: str = "float64",
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
+    validation: tuple[object, object] | None = None,
+    validation_split: float = 0.0,
+    patience: int | None = None,
+    classification: bool | None = None,
+    kernel: Kernel | None = None,
+    verbose: bool = False,
+) -> TrainResult:
+    """Train ``net`` on (X, Y) with an emitted optimiser step.
+
+    Args:
+        net: the network.
+        X, Y: training data (Y: targets, or integer labels for the built-in cross-entropy).
+        optimizer: an :class:`~symnn.optim.Optimizer` (``sn.Adam(lr=1e-3)``) or a name.
+        epochs, batch_size: passes over the data and rows per step (the last batch is smaller).
+        backend, dtype: as in :func:`symnn.compile`.
+        seed: seeds the initial parameters (unless ``params`` is given) and the shuffling; the
+            same seed gives bitwise-identical weights on the same backend and machine.
+        validation: held-out (X, Y), or ``validation_split`` in [0, 1): that fraction of the
+            rows, chosen by the seed, held out.
+        patience: stop after this many epochs without a better validation loss and restore the
+            best weights (a NaN validation loss never counts as better).
+        classification: report validation accuracy (default: for cross-entropy and BCE).
+        kernel: a kernel compiled with an optimiser to reuse (skips compiling).
+        verbose: print one line per epoch.
+
+    Raises:
+        ConfigError: bad settings, before any work.
+        NonFiniteError: a non-finite loss or parameter, naming the epoch, step and tensor.
+    """
+    from .driver import compile as compile_kernel
+
+    epochs = _positive_int(epochs, "epochs")
+    batch_size = _positive_int(batch_size, "batch_size")
+    patience = _positive_int(patience, "patience", allow_none=True)
+    if not isinstance(validation_split, numbers.Real) or not 0.0 <= float(validation_split) < 1.0:
+        raise ConfigError(f"validation_split must be in [0, 1), got {validation_split!r}")
+    if validation is not None and validation_split:
+        raise ConfigError("pass validation=(X, Y) or validation_split, not both")
+    if patience is not None and validation is None and not validation_split:
+        raise ConfigError("early stopping (patience) needs validation data or a validation_split")
+    if kernel is None:
+        kernel = compile_kernel(net, backend=backend, dtype=dtype, optimizer=optimizer)
+    elif kernel.optimizer is None:
+        raise ConfigError("kernel= must be compiled with an optimizer")
+    x_all = kernel.inputs(X)
+    y_all = kernel.targets(Y, x_all.shape[0])
+    rng = np.random.default_rng(seed)
+    if validation_split:
+        order = rng.permutation(x_all.shape[0])
+        n_val = int(round(float(validation_split) * x_all.shape[0]))
+        if n_val < 1 or n_val >= x_all.shape[0]:
+            raise ShapeError(f"validation_split={validation_split} leaves {n_val} validation rows "
+                             f"of {x_all.shape[0]}")
+        val_idx, tr_idx = order[:n_val], order[n_val:]
+        x_val, y_val = x_all[val_idx], y_all[val_idx]
+        x_tr, y_tr = x_all[tr_idx], y_all[tr_idx]
+    else:
+        x_tr, y_tr = x_all, y_all
+        x_val = y_val = None
+        if validation is not None:
+            x_val = kernel.inputs(validation[0])
+            y_val = kernel.targets(validation[1], x_val.shape[0])
+    if classification is None:
+        classification = net.loss.name in ("cross_entropy", "bce") and not net.loss.user
+    if y_tr.dtype.kind == "i" and kernel.backend == "c":
+        y_tr = y_tr.astype(np.int32)  # the C labels kernels take int32: convert once
+    theta = kernel.pack(params if params is not None else net.init_params(seed=seed, dtype=dtype))
+    state = kernel.init_state()
+    history = History()
+    best = (math.inf, theta.copy(), 0)
+    step, n = 0, x_tr.shape[0]
+    stale = 0
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(n)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            step += 1
+            loss = kernel.module._train_step(theta, state, x_tr[idx], y_tr[idx], step)
+            if not math.isfinite(loss) or not np.isfinite(theta).all():
+                raise NonFiniteError(_non_finite(kernel, theta, loss, epoch, step))
+            total += loss * len(idx)
+        history.train_loss.append(total / n)
+        val_loss = val_acc = math.nan
+        if x_val is not None:
+            current = kernel.unpack(theta)
+            val_loss = kernel.module._loss(current, x_val, y_val)
+            if classification:
+                val_acc = _accuracy(kernel.module._forward(current, x_val), y_val)
+        history.val_loss.append(val_loss)
+        history.val_accuracy.append(val_acc)
+        if verbose:
+            extra = f", val loss {val_loss:.4f}" if x_val is not None else ""
+            extra += f", val accuracy {val_acc:.4f}" if classification and x_val is not None else ""
+            print(f"  epoch {epoch:3d}: train loss {total / n:.4f}{extra}")
+        if x_val is not None:
+            if val_loss < best[0]:  # False for NaN: never an improvement
+                best, stale = (val_loss, theta.copy(), epoch), 0
+            else:
+                stale += 1
+                if patience is not None and stale >= patience:
+                    break
+    if x_val is not None and best[2] > 0:
+        theta, best_epoch = best[1], best[2]
+    else:
+        best_epoch = len(history.train_loss)
+    final = {k: v.copy() for k, v in kernel.unpack(theta).items()}
+    return TrainResult(final, history, kernel, best_epoch, step)
+
+
+def _non_finite(kernel: Kernel, theta: np.ndarray, loss: float, epoch: int, step: int) -> str:
+    bad = [name for name, arr in kernel.unpack(theta).items() if not np.isfinite(arr).all()]
+    where = f"parameter {bad[0]} (layer {bad[0][1:]})" if bad else "the loss"
+    return (f"non-finite value at epoch {epoch}, step {step}: {where} (loss {loss!r}); lower the "
+            "learning rate, standardise the inputs, or clip gradients")

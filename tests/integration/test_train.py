@@ -1,0 +1,70 @@
+"""sn.train: determinism, validation and early stopping, non-finite guard, settings checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import symnn as sn
+from symnn.errors import ConfigError, NonFiniteError
+
+BACKENDS = ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)]
+
+
+def _data(n: int = 120, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    y = (X[:, 0] + X[:, 1] ** 2 > 0.5).astype(int) + (X[:, 2] > 1).astype(int)
+    return X, y
+
+
+def _net() -> sn.Network:
+    return sn.Network([sn.Dense(4, 16, "tanh"), sn.Dense(16, 3, "softmax")], loss="cross_entropy",
+                      name="train_net")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_weights_and_it_learns(backend: str) -> None:
+    X, y = _data()
+    runs = [sn.train(_net(), X, y, optimizer=sn.Adam(lr=0.02), epochs=30, batch_size=16, seed=3,
+                     backend=backend) for _ in range(2)]
+    for k in runs[0].params:
+        assert np.array_equal(runs[0].params[k], runs[1].params[k])
+    h = runs[0].history.train_loss
+    assert len(h) == 30 and h[-1] < 0.5 * h[0]
+    assert runs[0].accuracy(X, y) > 0.9
+    assert runs[0].steps == 30 * 8
+
+
+def test_early_stopping_restores_the_best_epoch() -> None:
+    X, y = _data(200)
+    res = sn.train(_net(), X, y, optimizer=sn.Adam(lr=0.2), epochs=60, batch_size=8, seed=0,
+                   validation_split=0.3, patience=3)
+    h = res.history
+    assert len(h.val_loss) < 60  # stopped early
+    best = int(np.nanargmin(h.val_loss)) + 1
+    assert res.best_epoch == best and len(h.val_loss) == best + 3
+    # the returned weights are the best epoch's: recompute its validation loss
+    rng = np.random.default_rng(0)
+    val = rng.permutation(200)[:60]
+    assert res.kernel.loss(res.params, X[val], y[val]) == pytest.approx(h.val_loss[best - 1], rel=1e-12)
+    assert all(0 <= a <= 1 for a in h.val_accuracy)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_finite_training_names_epoch_step_and_tensor(backend: str) -> None:
+    X, _ = _data()
+    net = sn.Network([sn.Dense(4, 1, "identity")], loss="mse", name="diverge")
+    with pytest.raises(NonFiniteError, match=r"epoch \d+, step \d+: (parameter (W|b)1|the loss)"):
+        sn.train(net, X * 100, X[:, :1], optimizer=sn.SGD(lr=10.0), epochs=50, backend=backend)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(epochs=0), "epochs"), (dict(batch_size=-1), "batch_size"), (dict(epochs=True), "epochs"),
+    (dict(validation_split=1.0), "validation_split"), (dict(patience=2), "patience"),
+    (dict(validation_split=0.2, validation=(np.zeros((2, 4)), np.zeros(2, int))), "not both"),
+])
+def test_bad_settings_fail_before_any_work(kwargs: dict, match: str) -> None:
+    X, y = _data()
+    with pytest.raises(ConfigError, match=match):
+        sn.train(_net(), X, y, **kwargs)
