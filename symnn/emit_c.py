@@ -53,6 +53,8 @@ class CEmitResult:
     prefix: str
     labels: bool
     work: dict[str, tuple[int, int]] = field(default_factory=dict)
+    optimizer: str | None = None  # description of the emitted train_step's optimiser
+    n_state: int = 0
 
     @property
     def source(self) -> str:
@@ -301,11 +303,13 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
                     helpers=sorted(printer.helpers), **kernels_extra, **common)
     cdef = _cdef(common, protos, real)
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
-    return CEmitResult(files, cdef, prefix, labels, {**work_need, "per_row": (per_row, fixed)})
+    return CEmitResult(files, cdef, prefix, labels, {**work_need, "per_row": (per_row, fixed)},
+                       optimizer.describe() if optimizer is not None else None, n_state)
 
 
 def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, str]:
-    """``main.c`` (evaluates the network with no Python) and its ``Makefile``."""
+    """``main.c`` (evaluates the network with no Python), with a train step also
+    ``train_main.c`` (trains it with no Python), and their ``Makefile``."""
     common = {
         "spec_hash": spec_hash(net, dtype),
         "op_summary": [],
@@ -315,8 +319,14 @@ def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, s
         "n_in": int(net.n_in),
         "n_out": int(net.n_out),
         "fmt": "%.9g" if dtype == "float32" else "%.17g",
+        "optimizer": result.optimizer,
+        "n_state": result.n_state,
+        "batch": 32,
     }
-    return {"main.c": render("c/main.c.jinja", **common), "Makefile": render("c/Makefile.jinja", **common)}
+    files = {"main.c": render("c/main.c.jinja", **common), "Makefile": render("c/Makefile.jinja", **common)}
+    if result.optimizer is not None:
+        files["train_main.c"] = render("c/train_main.c.jinja", **common)
+    return files
 
 
 def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:

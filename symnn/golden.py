@@ -2,7 +2,8 @@
 
 ``generated/MANIFEST.toml`` lists each example (a network builder defined here, backends and
 dtypes); NumPy output goes to ``generated/<example>/numpy/<example>_<dtype>.py``, C output
-(``NAME.h``, ``NAME.c``, an example ``main.c`` and its ``Makefile``) to
+(``NAME.h``, ``NAME.c``, an example ``main.c`` and its ``Makefile``; with an ``optimizer`` the
+train step and ``train_main.c``, and with ``data`` a training file) to
 ``generated/<example>/c/<dtype>/``.
 ``tests/golden/test_generated_in_sync.py`` regenerates into a temporary directory and fails
 with a diff when the checked-in files drift; ``symnn regen`` (or
@@ -19,6 +20,7 @@ from .declare import Dense, Network
 from .demo import digits_network
 from .driver import emit_files
 from .emit import write_atomic
+from .optim import optimizer
 
 
 def xor_network() -> Network:
@@ -27,6 +29,9 @@ def xor_network() -> Network:
 
 
 BUILDERS: dict[str, Callable[[], Network]] = {"xor": xor_network, "digits": digits_network}
+
+#: training data shipped beside an example's C train program (one example per line)
+DATA: dict[str, str] = {"xor": "0 0 0\n0 1 1\n1 0 1\n1 1 0\n"}
 
 
 def manifest(root: str | Path) -> list[dict]:
@@ -39,9 +44,14 @@ def expected_files(root: str | Path) -> dict[Path, str]:
     out: dict[Path, str] = {}
     for entry in manifest(root):
         net = BUILDERS[entry["builder"]]()
+        opt = entry.get("optimizer")
+        opt = optimizer(**opt) if opt else None
         for backend in entry["backends"]:
             for dtype in entry["dtypes"]:
-                files = emit_files(net, backend=backend, dtype=dtype, example=backend == "c")
+                files = emit_files(net, backend=backend, dtype=dtype, example=backend == "c",
+                                   optimizer=opt if backend == "c" else None)
+                if backend == "c" and entry.get("data"):
+                    files[f"{entry['data']}.txt"] = DATA[entry["data"]]
                 if backend == "numpy":
                     (text,) = files.values()
                     out[Path(net.name) / backend / f"{net.name}_{dtype}.py"] = text

@@ -51,6 +51,7 @@ def test_early_stopping_restores_the_best_epoch() -> None:
     assert all(0 <= a <= 1 for a in h.val_accuracy)
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_non_finite_training_names_epoch_step_and_tensor(backend: str) -> None:
     X, _ = _data()
