@@ -13,6 +13,7 @@ from .driver import compile, emit, emit_source
 from .errors import *  # noqa: F403 - the exception hierarchy is public
 from .expressions import NonSmoothWarning
 from .gradcheck import GradcheckReport, gradcheck
+from .persist import Model, Standardizer, export_c_params, load, save
 from .train import History, TrainResult, train
 from .optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop, optimizer
 from .registry import register_activation, register_loss
@@ -30,6 +31,11 @@ __all__ = [
     "RMSprop",
     "optimizer",
     "History",
+    "Model",
+    "Standardizer",
+    "export_c_params",
+    "load",
+    "save",
     "TrainResult",
     "train",
     "Activation",

@@ -34,8 +34,6 @@ def run(epochs: int = 40, batch_size: int = 32, lr: float = 0.05, momentum: floa
     t0 = time.perf_counter()
     X, y = datasets.load_digits()
     Xtr, Xte, ytr, yte = datasets.train_test_split(X, y, 0.25, seed)
-    mean, std = Xtr.mean(axis=0), Xtr.std(axis=0) + 1e-8  # input scaling fitted on train only
-    Xtr, Xte = (Xtr - mean) / std, (Xte - mean) / std
     net = digits_network()
     d = derive(net)
     if verbose:
@@ -47,7 +45,9 @@ def run(epochs: int = 40, batch_size: int = 32, lr: float = 0.05, momentum: floa
     if verbose:
         where = kernel.source_path or "in memory"
         print(f"  backend: {kernel.backend}, optimiser {opt.describe()} emitted into train_step; source: {where}")
-    result = train(net, Xtr, ytr, kernel=kernel, epochs=epochs, batch_size=batch_size, seed=seed)
+    # inputs standardised with statistics of the training split only
+    result = train(net, Xtr, ytr, kernel=kernel, epochs=epochs, batch_size=batch_size, seed=seed,
+                   standardize=True)
     if verbose:
         for epoch in (20, 40):
             if epoch <= len(result.history.train_loss):

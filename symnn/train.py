@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,6 +20,7 @@ from .declare import Network
 from .errors import ConfigError, NonFiniteError, ShapeError
 from .kernel import Kernel
 from .optim import Optimizer
+from .persist import Standardizer
 
 
 @dataclass
@@ -39,11 +41,25 @@ class TrainResult:
     kernel: Kernel
     best_epoch: int
     steps: int
+    standardizer: Standardizer | None = None
+
+    def predict(self, X: object) -> np.ndarray:
+        """Network output for raw inputs (standardised as in training)."""
+        x = self.standardizer.transform(X) if self.standardizer is not None else X
+        return self.kernel.forward(self.params, x)
 
     def accuracy(self, X: object, y: object) -> float:
         """Fraction of rows whose arg-max output is the label (or > 0.5 for one output)."""
-        out = self.kernel.forward(self.params, X)
-        return _accuracy(out, np.asarray(y))
+        return _accuracy(self.predict(X), np.asarray(y))
+
+    def save(self, path) -> "Path":
+        """Network, trained parameters and standardisation in one file (see :func:`symnn.save`)."""
+        from .persist import save
+
+        opt = self.kernel.optimizer
+        return save(path, self.kernel.network, self.params, standardizer=self.standardizer,
+                    info={"optimizer": opt.describe() if opt else None, "best_epoch": self.best_epoch,
+                          "steps": self.steps})
 
 
 def _accuracy(out: np.ndarray, y: np.ndarray) -> float:
@@ -79,6 +95,7 @@ def train(
     patience: int | None = None,
     classification: bool | None = None,
     kernel: Kernel | None = None,
+    standardize: bool = False,
     verbose: bool = False,
 ) -> TrainResult:
     """Train ``net`` on (X, Y) with an emitted optimiser step.
@@ -97,6 +114,9 @@ def train(
             best weights (a NaN validation loss never counts as better).
         classification: report validation accuracy (default: for cross-entropy and BCE).
         kernel: a kernel compiled with an optimiser to reuse (skips compiling).
+        standardize: fit a :class:`~symnn.persist.Standardizer` on the training rows (after
+            the validation split) and train on standardised inputs; the result applies it in
+            ``predict`` and saves it.
         verbose: print one line per epoch.
 
     Raises:
@@ -136,6 +156,12 @@ def train(
         if validation is not None:
             x_val = kernel.inputs(validation[0])
             y_val = kernel.targets(validation[1], x_val.shape[0])
+    standardizer = None
+    if standardize:
+        standardizer = Standardizer.fit(x_tr)
+        x_tr = kernel.inputs(standardizer.transform(x_tr))
+        if x_val is not None:
+            x_val = kernel.inputs(standardizer.transform(x_val))
     if classification is None:
         classification = net.loss.name in ("cross_entropy", "bce") and not net.loss.user
     if y_tr.dtype.kind == "i" and kernel.backend == "c":
@@ -181,7 +207,7 @@ def train(
     else:
         best_epoch = len(history.train_loss)
     final = {k: v.copy() for k, v in kernel.unpack(theta).items()}
-    return TrainResult(final, history, kernel, best_epoch, step)
+    return TrainResult(final, history, kernel, best_epoch, step, standardizer)
 
 
 def _non_finite(kernel: Kernel, theta: np.ndarray, loss: float, epoch: int, step: int) -> str:
