@@ -31,7 +31,7 @@ def spec_hash(net: Network, dtype: str, optimizer: "Optimizer | None" = None) ->
     parts = [CODEGEN_VERSION, dtype, net.name, repr(net.l1), repr(net.l2), net.loss.name,
              sp.srepr(net.loss.expr), net.loss.reduction]
     if optimizer is not None:
-        parts += [optimizer.name, repr(sorted(optimizer.hyper.items()))]
+        parts += [optimizer.describe()]
     for layer in net.layers:
         act = layer.activation
         parts += [str(layer.in_features), str(layer.out_features), act.name,
@@ -76,6 +76,8 @@ def train_context(optimizer: Optimizer, printer) -> dict:
         "assign": [(str(sym), printer.doprint_expr(e)) for sym, e in reduced],
         "writes": [(name, str(new[name])) for name in optimizer.state],
         "p_new": str(new["p"]),
+        "clip_value": optimizer.clip_value,
+        "clip_norm": optimizer.clip_norm,
         "names": sorted({str(x) for x in [*(s for s, _ in hoisted), *(s for s, _ in per_element),
                                           *(s for s, _ in reduced)]}),
     }

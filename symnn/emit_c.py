@@ -353,6 +353,10 @@ def _train_context(optimizer: Optimizer, printer, real: str, n_params: int) -> d
     names = {"p", "g", "t", *optimizer.state} | {str(x) for x, _ in [*hoisted, *temps, *reduced]}
     printer.accessors = {name: name for name in names}
     ctx = train_context(optimizer, printer)
+    dtype = printer.dtype
+    ctx["clip_value_c"] = c_literal(optimizer.clip_value, dtype) if optimizer.clip_value else None
+    ctx["clip_norm_c"] = c_literal(optimizer.clip_norm, dtype) if optimizer.clip_norm else None
+    ctx["eps_c"] = c_literal(1e-6, dtype)
     ctx["uses_t"] = any(_mentions(code, "t") for _, code in [*ctx["hoisted"], *ctx["temps"], *ctx["assign"]])
     return ctx
 

@@ -20,6 +20,7 @@ from .errors import (
     DTypeError,
     EmptyBatchError,
     LabelRangeError,
+    NonFiniteError,
     NonFiniteInputError,
     ShapeError,
 )
@@ -191,7 +192,11 @@ class Kernel:
         if self.check_finite:
             _require_finite(theta, "theta")
         x = self.inputs(X)
-        return float(self.module._train_step(theta, state, x, self.targets(Y, x.shape[0]), int(step)))
+        y = self.targets(Y, x.shape[0])
+        try:
+            return float(self.module._train_step(theta, state, x, y, int(step)))
+        except FloatingPointError as exc:  # the NumPy module's refusal; C returns a status
+            raise NonFiniteError(str(exc)) from exc
 
     # -- kernels -----------------------------------------------------------------------------
     def forward(self, params: Mapping[str, Any], X: object) -> np.ndarray:

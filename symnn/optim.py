@@ -112,12 +112,17 @@ class Optimizer:
         hyper: hyperparameters, defaults filled in.
         state: names of the per-parameter state buffers, in layout order.
         assignments: ``[(target, SymPy expression)]`` in evaluation order; ``"p"`` is last.
+        clip_value: clamp every gradient entry to [-c, c] first (``clip_grad_value_``).
+        clip_norm: then scale the whole gradient by ``min(1, c / (norm + 1e-6))``, PyTorch's
+            ``clip_grad_norm_`` (no 0/0 at a zero gradient).
     """
 
     name: str
     hyper: dict[str, float]
     state: tuple[str, ...]
     assignments: tuple[tuple[str, sp.Expr], ...]
+    clip_value: float | None = None
+    clip_norm: float | None = None
 
     @property
     def symbols(self) -> dict[str, sp.Symbol]:
@@ -125,11 +130,13 @@ class Optimizer:
         return {"p": p, "g": g, "t": t, **{s: sp.Symbol(s, real=True) for s in self.state}}
 
     def describe(self) -> str:
-        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.hyper.items())})"
+        extra = {k: v for k, v in (("clip_value", self.clip_value), ("clip_norm", self.clip_norm)) if v}
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in {**self.hyper, **extra}.items())})"
 
 
-def optimizer(name: str, **hyper: float) -> Optimizer:
-    """Build a registered optimiser, e.g. ``optimizer("adam", lr=1e-3)``.
+def optimizer(name: str, *, clip_value: float | None = None, clip_norm: float | None = None,
+              **hyper: float) -> Optimizer:
+    """Build a registered optimiser, e.g. ``optimizer("adam", lr=1e-3, clip_norm=1.0)``.
 
     Raises:
         ConfigError: unknown name or hyperparameter, or a value out of range (lr <= 0,
@@ -154,37 +161,46 @@ def optimizer(name: str, **hyper: float) -> Optimizer:
             rng = f"{'[' if closed_lo else '('}{lo}, {hi}{']' if closed_hi else ')'}"
             raise ConfigError(f"optimizer {name!r}: {key} must be finite and in {rng}, got {val!r}")
         values[key] = fval
+    clips = {}
+    for key, val in (("clip_value", clip_value), ("clip_norm", clip_norm)):
+        if val is None:
+            continue
+        if isinstance(val, bool) or not isinstance(val, numbers.Real):
+            raise SpecTypeError(f"optimizer {name!r}: {key} must be a real number, got {val!r}")
+        if not (math.isfinite(float(val)) and float(val) > 0):
+            raise ConfigError(f"optimizer {name!r}: {key} must be finite and > 0, got {val!r}")
+        clips[key] = float(val)
     assignments = tuple((target, sp.sympify(expr)) for target, expr in rule.build(values))
-    return Optimizer(name, values, rule.state, assignments)
+    return Optimizer(name, values, rule.state, assignments, **clips)
 
 
-def SGD(lr: float = 0.01, weight_decay: float = 0.0) -> Optimizer:  # noqa: N802 - torch-like name
-    return optimizer("sgd", lr=lr, weight_decay=weight_decay)
+def SGD(lr: float = 0.01, weight_decay: float = 0.0, **clip: float | None) -> Optimizer:  # noqa: N802 - torch-like name
+    return optimizer("sgd", lr=lr, weight_decay=weight_decay, **clip)
 
 
-def Momentum(lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0) -> Optimizer:  # noqa: N802
-    return optimizer("momentum", lr=lr, momentum=momentum, weight_decay=weight_decay)
+def Momentum(lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, **clip: float | None) -> Optimizer:  # noqa: N802
+    return optimizer("momentum", lr=lr, momentum=momentum, weight_decay=weight_decay, **clip)
 
 
-def Nesterov(lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0) -> Optimizer:  # noqa: N802
-    return optimizer("nesterov", lr=lr, momentum=momentum, weight_decay=weight_decay)
+def Nesterov(lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0, **clip: float | None) -> Optimizer:  # noqa: N802
+    return optimizer("nesterov", lr=lr, momentum=momentum, weight_decay=weight_decay, **clip)
 
 
-def AdaGrad(lr: float = 0.01, eps: float = 1e-10) -> Optimizer:  # noqa: N802
-    return optimizer("adagrad", lr=lr, eps=eps)
+def AdaGrad(lr: float = 0.01, eps: float = 1e-10, **clip: float | None) -> Optimizer:  # noqa: N802
+    return optimizer("adagrad", lr=lr, eps=eps, **clip)
 
 
-def RMSprop(lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8) -> Optimizer:  # noqa: N802
-    return optimizer("rmsprop", lr=lr, alpha=alpha, eps=eps)
+def RMSprop(lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, **clip: float | None) -> Optimizer:  # noqa: N802
+    return optimizer("rmsprop", lr=lr, alpha=alpha, eps=eps, **clip)
 
 
-def Adam(lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> Optimizer:  # noqa: N802
-    return optimizer("adam", lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+def Adam(lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, **clip: float | None) -> Optimizer:  # noqa: N802
+    return optimizer("adam", lr=lr, beta1=beta1, beta2=beta2, eps=eps, **clip)
 
 
 def AdamW(lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,  # noqa: N802
-          weight_decay: float = 0.01) -> Optimizer:
-    return optimizer("adamw", lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)
+          weight_decay: float = 0.01, **clip: float | None) -> Optimizer:
+    return optimizer("adamw", lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, **clip)
 
 
 def update_program(opt: Optimizer) -> tuple[list[tuple[sp.Symbol, sp.Expr]], dict[str, sp.Symbol]]:

@@ -178,9 +178,12 @@ def train(
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             step += 1
-            loss = kernel.module._train_step(theta, state, x_tr[idx], y_tr[idx], step)
-            if not math.isfinite(loss) or not np.isfinite(theta).all():
-                raise NonFiniteError(_non_finite(kernel, theta, loss, epoch, step))
+            try:
+                loss = kernel.module._train_step(theta, state, x_tr[idx], y_tr[idx], step)
+            except (FloatingPointError, NonFiniteError):  # refused: nothing was updated
+                raise NonFiniteError(_non_finite(kernel, theta, x_tr[idx], y_tr[idx], epoch, step)) from None
+            if not np.isfinite(theta).all():  # a finite gradient can still overflow an update
+                raise NonFiniteError(_non_finite(kernel, theta, x_tr[idx], y_tr[idx], epoch, step))
             total += loss * len(idx)
         history.train_loss.append(total / n)
         val_loss = val_acc = math.nan
@@ -210,8 +213,16 @@ def train(
     return TrainResult(final, history, kernel, best_epoch, step, standardizer)
 
 
-def _non_finite(kernel: Kernel, theta: np.ndarray, loss: float, epoch: int, step: int) -> str:
-    bad = [name for name, arr in kernel.unpack(theta).items() if not np.isfinite(arr).all()]
-    where = f"parameter {bad[0]} (layer {bad[0][1:]})" if bad else "the loss"
-    return (f"non-finite value at epoch {epoch}, step {step}: {where} (loss {loss!r}); lower the "
-            "learning rate, standardise the inputs, or clip gradients")
+def _non_finite(kernel: Kernel, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epoch: int, step: int) -> str:
+    """Name the first parameter (or gradient) tensor holding a non-finite value."""
+    params = kernel.unpack(theta)
+    bad = [f"parameter {k}" for k, v in params.items() if not np.isfinite(v).all()]
+    if not bad:
+        with np.errstate(all="ignore"):
+            loss, grads = kernel.module._loss_and_grad(params, X, Y)
+        bad = [f"gradient of {k}" for k, v in grads.items() if not np.isfinite(v).all()]
+        bad = bad or [f"the loss ({loss!r})"]
+    name = bad[0]
+    layer = f" (layer {name.rstrip(')').split()[-1][1:]})" if "parameter" in name or "gradient" in name else ""
+    return (f"non-finite value at epoch {epoch}, step {step}: {name}{layer}; lower the learning rate, "
+            "standardise the inputs, or clip gradients (clip_norm=...)")

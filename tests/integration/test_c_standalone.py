@@ -211,10 +211,11 @@ int main(void) {
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"])
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "clipped"])
 def test_C12_train_step_compiles_clean(tmp_path: Path, opt: str, dtype: str) -> None:
     net = _net("softmax_ce_relu")
-    files = sn.driver.emit_files(net, backend="c", dtype=dtype, optimizer=opt)
+    optimizer = sn.Adam(clip_value=0.5, clip_norm=1.0) if opt == "clipped" else opt
+    files = sn.driver.emit_files(net, backend="c", dtype=dtype, optimizer=optimizer)
     for fname, text in files.items():
         (tmp_path / fname).write_text(text)
     out = _run([CC, *STRICT, "-O3", "-c", str(tmp_path / f"{net.name}.c"), "-o", str(tmp_path / "x.o")])

@@ -60,6 +60,46 @@ def test_100_steps_match_torch_optim(name: str, backend: str) -> None:
     assert np.linalg.norm(theta - ref) / np.linalg.norm(ref) <= 1e-10
 
 
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch oracle not installed")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("clip", [dict(clip_norm=0.05), dict(clip_value=0.01), dict(clip_value=0.02, clip_norm=0.03)])
+def test_clipping_matches_torch(clip: dict, backend: str) -> None:
+    import torch
+
+    net = _net()
+    k = sn.compile(net, backend=backend, optimizer=sn.Adam(lr=0.01, **clip))
+    params = net.init_params(seed=1)
+    theta, state = k.pack(params), k.init_state()
+    tp = {key: torch.tensor(val, requires_grad=True) for key, val in params.items()}
+    topt = torch.optim.Adam(list(tp.values()), lr=0.01)
+    for step, (X, y) in enumerate(_batches(50), 1):
+        k.train_step(theta, state, X, y, step)
+        topt.zero_grad()
+        z2 = torch.tanh(torch.tensor(X) @ tp["W1"].T + tp["b1"]) @ tp["W2"].T + tp["b2"]
+        tl = torch.nn.functional.cross_entropy(z2, torch.tensor(y)) + net.l2 / 2 * (
+            (tp["W1"] ** 2).sum() + (tp["W2"] ** 2).sum())
+        tl.backward()
+        if "clip_value" in clip:
+            torch.nn.utils.clip_grad_value_(list(tp.values()), clip["clip_value"])
+        if "clip_norm" in clip:
+            torch.nn.utils.clip_grad_norm_(list(tp.values()), clip["clip_norm"])
+        topt.step()
+    ref = np.concatenate([tp[key].detach().numpy().ravel() for key in params])
+    assert np.linalg.norm(theta - ref) / np.linalg.norm(ref) <= 1e-10
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_finite_gradient_updates_nothing(backend: str) -> None:
+    net = sn.Network([sn.Dense(2, 1, "identity")], loss="mse", name="nf")
+    k = sn.compile(net, backend=backend, optimizer=sn.SGD(lr=1.0), check_finite=False)
+    theta, state = k.pack(net.init_params(seed=0)), k.init_state()
+    X, Y = np.array([[1e300, 1e300]]), np.array([[0.0]])
+    before = theta.copy()
+    with pytest.raises(sn.NonFiniteError):
+        k.train_step(theta, state, X, Y, 1)
+    assert np.array_equal(theta, before)
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_backends_agree_and_are_deterministic(name: str) -> None:
     pytest.importorskip("cffi")
@@ -82,6 +122,7 @@ def test_backends_agree_and_are_deterministic(name: str) -> None:
     (dict(name="adam", eps=0.0), "eps"), (dict(name="momentum", momentum=1.5), "momentum"),
     (dict(name="rmsprop", alpha=1.0), "alpha"), (dict(name="adamw", weight_decay=-1e-3), "weight_decay"),
     (dict(name="adam", momentum=0.9), "no hyperparameter"), (dict(name="lbfgs"), "unknown optimizer"),
+    (dict(name="adam", clip_norm=0.0), "clip_norm"), (dict(name="sgd", clip_value=float("inf")), "clip_value"),
 ])
 def test_S16_hyperparameters_are_validated(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

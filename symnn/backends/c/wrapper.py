@@ -15,9 +15,9 @@ from typing import Mapping
 
 import numpy as np
 
-from ...errors import EmptyBatchError, KernelStatusError, LabelRangeError, ShapeError
+from ...errors import EmptyBatchError, KernelStatusError, LabelRangeError, NonFiniteError, ShapeError
 
-_STATUS_ERRORS = {2: ShapeError, 3: EmptyBatchError, 4: LabelRangeError}
+_STATUS_ERRORS = {2: ShapeError, 3: EmptyBatchError, 4: LabelRangeError, 7: NonFiniteError}
 
 
 class CKernelModule:
