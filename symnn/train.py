@@ -31,6 +31,47 @@ class History:
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
 
+    def plot(self, path: str | Path) -> Path:
+        """Save the loss curves (and validation accuracy) as a PNG, atomically.
+
+        Needs matplotlib (``pip install "symnn[plot]"``).
+        """
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ConfigError('History.plot needs matplotlib: pip install "symnn[plot]"') from exc
+        import os
+        import tempfile
+
+        epochs = np.arange(1, len(self.train_loss) + 1)
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        ax.plot(epochs, self.train_loss, label="train loss")
+        if not all(math.isnan(v) for v in self.val_loss):
+            ax.plot(epochs, self.val_loss, label="validation loss")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        if not all(math.isnan(v) for v in self.val_accuracy):
+            acc = ax.twinx()
+            acc.plot(epochs, self.val_accuracy, color="tab:green", label="validation accuracy")
+            acc.set_ylabel("accuracy")
+        ax.legend(loc="upper right")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png")
+            os.replace(tmp, target)
+        finally:
+            plt.close(fig)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return target
+
 
 @dataclass
 class TrainResult:
@@ -96,6 +137,7 @@ def train(
     classification: bool | None = None,
     kernel: Kernel | None = None,
     standardize: bool = False,
+    progress: bool = False,
     verbose: bool = False,
 ) -> TrainResult:
     """Train ``net`` on (X, Y) with an emitted optimiser step.
@@ -117,6 +159,8 @@ def train(
         standardize: fit a :class:`~symnn.persist.Standardizer` on the training rows (after
             the validation split) and train on standardised inputs; the result applies it in
             ``predict`` and saves it.
+        progress: show a tqdm progress bar over the epochs (``pip install "symnn[progress]"``;
+            without tqdm a warning says so and training goes on without a bar).
         verbose: print one line per epoch.
 
     Raises:
@@ -172,6 +216,7 @@ def train(
     best = (math.inf, theta.copy(), 0)
     step, n = 0, x_tr.shape[0]
     stale = 0
+    bar = _progress_bar(epochs) if progress else None
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n)
         total = 0.0
@@ -194,6 +239,9 @@ def train(
                 val_acc = _accuracy(kernel.module._forward(current, x_val), y_val)
         history.val_loss.append(val_loss)
         history.val_accuracy.append(val_acc)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / n:.4f}", **({"val": f"{val_loss:.4f}"} if x_val is not None else {}))
         if verbose:
             extra = f", val loss {val_loss:.4f}" if x_val is not None else ""
             extra += f", val accuracy {val_acc:.4f}" if classification and x_val is not None else ""
@@ -205,12 +253,26 @@ def train(
                 stale += 1
                 if patience is not None and stale >= patience:
                     break
+    if bar is not None:
+        bar.close()
     if x_val is not None and best[2] > 0:
         theta, best_epoch = best[1], best[2]
     else:
         best_epoch = len(history.train_loss)
     final = {k: v.copy() for k, v in kernel.unpack(theta).items()}
     return TrainResult(final, history, kernel, best_epoch, step, standardizer)
+
+
+def _progress_bar(epochs: int):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        import warnings
+
+        warnings.warn('progress=True needs tqdm (pip install "symnn[progress]"); training without a bar',
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return tqdm(total=epochs, unit="epoch", desc="symnn train")
 
 
 def _non_finite(kernel: Kernel, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epoch: int, step: int) -> str:

@@ -69,3 +69,14 @@ def test_bad_settings_fail_before_any_work(kwargs: dict, match: str) -> None:
     X, y = _data()
     with pytest.raises(ConfigError, match=match):
         sn.train(_net(), X, y, **kwargs)
+
+
+def test_progress_bar_and_training_curve(tmp_path, capsys) -> None:
+    pytest.importorskip("tqdm")
+    pytest.importorskip("matplotlib")
+    X, y = _data()
+    res = sn.train(_net(), X, y, epochs=3, validation_split=0.25, progress=True)
+    assert "symnn train" in capsys.readouterr().err
+    png = res.history.plot(tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
