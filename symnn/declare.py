@@ -6,6 +6,7 @@ where it was made and names the layer concerned (RELIABILITY.md S1-S14).
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -218,10 +219,17 @@ class Dense:
     in_features: Width
     out_features: Width
     activation: Activation = field(default=None)  # type: ignore[assignment]
+    dropout: float = 0.0
 
-    def __init__(self, in_features: object, out_features: object, activation: object = "identity"):
+    def __init__(self, in_features: object, out_features: object, activation: object = "identity",
+                 *, dropout: float = 0.0):
         object.__setattr__(self, "in_features", _width(in_features, "Dense input"))
         object.__setattr__(self, "out_features", _width(out_features, "Dense output"))
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise SpecTypeError(f"Dense dropout must be a real number in [0, 1), got {dropout!r}")
+        if not (math.isfinite(float(dropout)) and 0.0 <= float(dropout) < 1.0):
+            raise ConfigError(f"Dense dropout must be in [0, 1), got {dropout!r}")
+        object.__setattr__(self, "dropout", float(dropout))
         if isinstance(activation, str):
             activation = Activation.builtin(activation)
         elif not isinstance(activation, Activation):
@@ -295,6 +303,8 @@ class Network:
             raise SpecError("bce on a softmax output is not a valid combination; use cross_entropy")
         if last.activation.is_rowwise and out == 1:
             raise SpecError(f"layer {len(layers)}: softmax over a single output is constant 1")
+        if last.dropout:
+            raise SpecError(f"layer {len(layers)} is the output layer: dropout applies to hidden layers only")
         object.__setattr__(self, "layers", tuple(layers))
         object.__setattr__(self, "loss", loss)
         object.__setattr__(self, "l1", float(l1))
@@ -309,6 +319,10 @@ class Network:
     @property
     def n_out(self) -> Width:
         return self.layers[-1].out_features
+
+    @property
+    def has_dropout(self) -> bool:
+        return any(layer.dropout for layer in self.layers)
 
     @property
     def is_concrete(self) -> bool:

@@ -23,9 +23,9 @@ def _require_network(net: object) -> Network:
     return net
 
 
-def derive_program(net: Network) -> Simplified:
-    """Forward graph, chain rule and every simplification pass."""
-    return simplify(build_forward(_require_network(net)))
+def derive_program(net: Network, training: bool = False) -> Simplified:
+    """Forward graph, chain rule and every simplification pass (``training``: with dropout)."""
+    return simplify(build_forward(_require_network(net), training=training))
 
 
 def _optimizer(opt: object) -> Optimizer | None:
@@ -35,6 +35,11 @@ def _optimizer(opt: object) -> Optimizer | None:
         return optimizer_by_name(opt)
     raise SpecTypeError(f"optimizer must be an sn.Optimizer (e.g. sn.Adam(lr=1e-3)), a name or None, "
                         f"got {type(opt).__name__}")
+
+
+def _train_program(net: Network, opt: Optimizer | None):
+    """The training program (dropout masks as inputs) when a train step needs one."""
+    return derive_program(net, training=True).program if opt is not None and net.has_dropout else None
 
 
 def emit_files(net: Network, backend: str = "numpy", dtype: str = "float64",
@@ -48,11 +53,12 @@ def emit_files(net: Network, backend: str = "numpy", dtype: str = "float64",
     require_concrete(_require_network(net))
     opt = _optimizer(optimizer)
     program = derive_program(net).program
+    train_prog = _train_program(net, opt)
     if backend == "numpy":
-        return {f"{net.name}.py": emit_numpy(net, program, dtype, opt).source}
+        return {f"{net.name}.py": emit_numpy(net, program, dtype, opt, train_prog).source}
     from .emit_c import emit_c, emit_c_example
 
-    result = emit_c(net, program, dtype, opt)
+    result = emit_c(net, program, dtype, opt, train_prog)
     files = dict(result.files)
     if example:
         files.update(emit_c_example(net, result, dtype))
@@ -80,10 +86,10 @@ def _load_c(net: Network, dtype: str, check_finite: bool, opt: Optimizer | None)
     from .build import build
     from .emit_c import emit_c
 
-    result = emit_c(net, derive_program(net).program, dtype, opt)
+    result = emit_c(net, derive_program(net).program, dtype, opt, _train_program(net, opt))
     ext = build(result.prefix, result.files, result.cdef)
     module = CKernelModule(ext, result.prefix, dtype, net.param_shapes(), result.labels,
-                           n_state=len(opt.state) if opt is not None else None)
+                           n_state=len(opt.state) if opt is not None else None, dropout=net.has_dropout)
     return Kernel(net, module, "c", dtype, result.source, check_finite=check_finite, optimizer=opt)
 
 

@@ -36,13 +36,16 @@ def spec_hash(net: Network, dtype: str, optimizer: "Optimizer | None" = None) ->
         act = layer.activation
         parts += [str(layer.in_features), str(layer.out_features), act.name,
                   sp.srepr(act.expr) if act.expr is not None else act.kind]
+        if layer.dropout:
+            parts.append(f"dropout={layer.dropout!r}")
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
 def describe(net: Network) -> list[str]:
     lines = []
     for i, layer in enumerate(net.layers, 1):
-        lines.append(f"layer {i}: Dense({layer.in_features} -> {layer.out_features}), {layer.activation.name}")
+        drop = f", dropout {layer.dropout:g} in training" if layer.dropout else ""
+        lines.append(f"layer {i}: Dense({layer.in_features} -> {layer.out_features}), {layer.activation.name}{drop}")
     reg = "".join(f", {k}={v!r}" for k, v in (("l1", net.l1), ("l2", net.l2)) if v)
     lines.append(f"loss: {net.loss.name} ({net.loss.reduction}-reduced){reg}")
     return lines
@@ -83,24 +86,37 @@ def train_context(optimizer: Optimizer, printer) -> dict:
     }
 
 
-def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None = None) -> EmitResult:
+def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None = None,
+               train_prog: Program | None = None) -> EmitResult:
     from .backends.numpy.config import NumPyConfig, kernel_body, uses_batch_size
 
     printer = NumPyConfig(dtype=dtype).printer()
     labels = net.loss.name == "cross_entropy" and not net.loss.user
     kernels, plans = [], {}
-    for kname in KERNELS:
-        plan = plan_kernel(prog, kname)
+    from .graph import mask_name
+
+    masks = [(mask_name(i), layer.dropout) for i, layer in enumerate(net.layers, 1) if layer.dropout]
+    masks = masks if optimizer is not None else []
+    jobs = [(k, plan_kernel(prog, k)) for k in KERNELS]
+    if masks:
+        if train_prog is None:
+            raise ValueError("a network with dropout needs its training program to emit train_step")
+        jobs.append(("loss_and_grad_train", plan_kernel(train_prog, "loss_and_grad")))
+    for kname, plan in jobs:
         plans[kname] = plan
         body = kernel_body(plan, printer)
         used = {w for line in body for w in _words(line)}
         prologue = [f'{p} = params["{p}"]' for p in net.param_shapes() if p in used]
+        if kname == "loss_and_grad_train":
+            prologue += [f"{name} = masks[{i}]" for i, (name, _) in enumerate(masks) if name in used]
         if uses_batch_size(body) or (labels and "Y" in plan.inputs):
             prologue.append("N = X.shape[0]")
         if labels and "Y" in plan.inputs:
             prologue += ["if Y.ndim == 1:", "    Y = _onehot(Y, N)"]
         has_y = "Y" in plan.inputs or kname != "forward"
         sig = "params, X, Y" if has_y else "params, X"
+        if kname == "loss_and_grad_train":
+            sig += ", masks"
         if kname == "forward":
             returns, doc = plan.outputs["yhat"], f"Network output, shape (N, {net.n_out})."
         elif kname == "loss":
@@ -119,15 +135,14 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
                 "prologue": prologue,
                 "body": body,
                 "returns": returns,
+                "public": kname in KERNELS,
             }
         )
     param_shapes = [
         (k, "(" + ", ".join(dims(v)) + ("," if len(v) == 1 else "") + ")")
         for k, v in net.param_shapes().items()
     ]
-    op_summary = [
-        f"{k['name']}: {k['op_line']}" for k in kernels
-    ]
+    op_summary = [f"{k['name']}: {k['op_line']}" for k in kernels]
     offsets, off = [], 0
     for k, v in net.param_shapes().items():
         size = 1
@@ -139,6 +154,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         "numpy/module.py.jinja",
         spec_hash=spec_hash(net, dtype, optimizer),
         train=train_context(optimizer, printer) if optimizer is not None else None,
+        masks=[(name, repr(p), int(net.layers[int(name[1:]) - 1].out_features)) for name, p in masks],
         param_slices=offsets,
         n_params=off,
         op_summary=op_summary,

@@ -55,6 +55,7 @@ class CEmitResult:
     work: dict[str, tuple[int, int]] = field(default_factory=dict)
     optimizer: str | None = None  # description of the emitted train_step's optimiser
     n_state: int = 0
+    dropout: bool = False  # the train step takes a seed for its dropout masks
 
     @property
     def source(self) -> str:
@@ -74,7 +75,10 @@ def _params_table(net: Network) -> list[dict]:
     return out
 
 
-def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None = None) -> CEmitResult:
+def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None = None,
+           train_prog: Program | None = None) -> CEmitResult:
+    """``train_prog``: the training program (dropout masks as inputs ``M1``...), needed when the
+    network has dropout and an optimiser is given."""
     prefix = check_prefix(net.name)
     cfg = CConfig(dtype=dtype, prefix=prefix)
     printer = cfg.printer()
@@ -89,12 +93,18 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
 
     layouts: dict[str, KernelLayout] = {}
     plans = {}
-    for kname in KERNELS:
-        plan = plan_kernel(prog, kname)
+    masks = _masks(net) if optimizer is not None else []
+    if masks and train_prog is None:
+        raise ValueError("a network with dropout needs its training program to emit train_step")
+    kernel_names = list(KERNELS) + (["loss_and_grad_train"] if masks else [])
+    for kname in kernel_names:
+        plan = plan_kernel(train_prog, "loss_and_grad") if kname == "loss_and_grad_train" else plan_kernel(prog, kname)
         plans[kname] = plan
         inputs = {"X": (naming.N, n_in)}
         if kname != "forward":
             inputs["Y"] = (naming.N, n_out)
+        if kname == "loss_and_grad_train":
+            inputs.update({m["name"]: (naming.N, m["width"]) for m in masks})
         if kname == "forward":
             outputs = {"yhat": "out_yhat"}
         elif kname == "loss":
@@ -116,12 +126,14 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         args = [f"const {real} *restrict params", f"const {real} *restrict X"]
         if kname != "forward":
             args.append(f"const {real} *restrict Y")
+        if kname == "loss_and_grad_train":
+            args += [f"const {real} *restrict {m['name']}" for m in masks]
         args.append("ptrdiff_t n")
         if kname == "forward":
             args.append(f"{real} *restrict out_yhat")
         else:
             args.append(f"{real} *restrict out_loss")
-        if kname == "loss_and_grad":
+        if kname.startswith("loss_and_grad"):
             args.append(f"{real} *restrict out_grad")
         args.append(f"{real} *restrict work")
         plan = plans[kname]
@@ -166,10 +178,19 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     n_state = 0
     if optimizer is not None:
         n_state = len(optimizer.state)
-        lg = work_need["loss_and_grad"]
-        work_need["train_step"] = (lg[0], lg[1] + n_params)  # the gradient lives in work
+        lg = work_need["loss_and_grad_train" if masks else "loss_and_grad"]
+        mask_rows = sum(m["width"] for m in masks)
+        # work: the gradient, the dropout masks, then the loss-and-gradient kernel's own work
+        work_need["train_step"] = (lg[0] + mask_rows, lg[1] + n_params)
         variants += [("train_step", False)] + ([("train_step", True)] if labels else [])
         train = _train_context(optimizer, printer, real, n_params)
+        train["masks"] = masks
+        offset_a, offset_b = 0, n_params
+        for m in masks:  # each mask is n x width reals after the gradient
+            m["init"] = f"work + {size_code(offset_a, offset_b)}"
+            offset_a += m["width"]
+        train["lg_work"] = f"work + {size_code(offset_a, offset_b)}"
+        train["lg_call"] = "loss_and_grad_train" if masks else "loss_and_grad"
     for kname, with_labels in variants:
         a, b = work_need[kname]
         if with_labels:
@@ -199,6 +220,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         sig.append("ptrdiff_t n")
         if is_train:
             sig.append("int64_t step")
+            if masks:
+                sig.append("uint64_t seed")
         if kname == "forward":
             sig.append(f"{real} *yhat")
             nulls.append("yhat == NULL")
@@ -222,7 +245,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         y_arg = "onehot" if with_labels else "Y"
         call_args = ["params"] + (["state" if n_state else "NULL"] if is_train else [])
         call_args += ["X"] + ([y_arg] if kname != "forward" else []) + ["n"]
-        call_args += ["step"] if is_train else []
+        call_args += (["step"] + (["seed"] if masks else [])) if is_train else []
         call_args += ["yhat"] if kname == "forward" else ["loss"]
         call_args += ["grad"] if kname == "loss_and_grad" else []
         call_args.append("work")
@@ -304,7 +327,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     cdef = _cdef(common, protos, real)
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     return CEmitResult(files, cdef, prefix, labels, {**work_need, "per_row": (per_row, fixed)},
-                       optimizer.describe() if optimizer is not None else None, n_state)
+                       optimizer.describe() if optimizer is not None else None, n_state, bool(masks))
 
 
 def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, str]:
@@ -340,8 +363,19 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         real=f"{result.prefix}_real",
         labels=result.labels,
         target_kind={"cross_entropy": "onehot", "bce": "unit"}.get(loss, "real"),
+        optimizer=result.optimizer,
+        n_state=result.n_state,
+        dropout=result.dropout,
         fd_step="1e-3" if dtype == "float32" else "1e-6",
     )
+
+
+def _masks(net: Network) -> list[dict]:
+    """Dropout masks of a training graph: name, layer, width, drop probability (C literal)."""
+    from .graph import mask_name
+
+    return [{"name": mask_name(i), "layer": i, "width": int(layer.out_features), "p": repr(layer.dropout)}
+            for i, layer in enumerate(net.layers, 1) if layer.dropout]
 
 
 def _train_context(optimizer: Optimizer, printer, real: str, n_params: int) -> dict:
@@ -373,6 +407,7 @@ def _doc(kname: str, labels: bool, n_out: int) -> str:
         "loss": "mean loss plus penalties",
         "loss_and_grad": "loss and its gradient with respect to every parameter",
         "train_step": "one optimiser step in place on params and state; returns the loss before it",
+        "loss_and_grad_train": "loss and gradient with dropout masks",
     }[kname] + (f"; int32_t labels in [0, {n_out})" if labels else "")
 
 

@@ -47,8 +47,18 @@ def scalar_map(name: str, expr: sp.Expr, operands: list[tuple[sp.Symbol, ir.Node
     return ir.map_(ir.Elementwise(name, args, expr), *(n for _, n in operands), shape=())
 
 
-def build_forward(net: Network) -> ForwardGraph:
-    """Lower the declaration into IR nodes (dense = matmul + bias-add + map)."""
+def mask_name(layer: int) -> str:
+    """The input holding layer ``layer``'s dropout mask (1 keep, 0 drop) in a training graph."""
+    return f"M{layer}"
+
+
+def build_forward(net: Network, training: bool = False) -> ForwardGraph:
+    """Lower the declaration into IR nodes (dense = matmul + bias-add + map).
+
+    With ``training``, a hidden layer with dropout ``p`` passes on ``a * M / (1 - p)``
+    (inverted dropout) with its mask ``M`` an input of the graph, so the chain rule carries the
+    mask into the gradient like any element-wise factor.
+    """
     N = naming.N
     X = ir.input_("X", (N, net.n_in))
     Y = ir.input_("Y", (N, net.n_out))
@@ -62,6 +72,11 @@ def build_forward(net: Network) -> ForwardGraph:
         a = apply_activation(layer.activation, z)
         zs.append(z)
         acts.append(a)
+        if training and layer.dropout:
+            mask = ir.input_(mask_name(i), (N, layer.out_features))
+            u, k = sp.Symbol("u", real=True), sp.Symbol("k", real=True)
+            keep = sp.Float(1 / (1 - layer.dropout), 17)
+            a = ir.map_(ir.Elementwise("dropout", (u, k), u * k * keep), a, mask)
     term = ir.map_(ir.Elementwise(net.loss.name, (registry.P, registry.T), net.loss.expr), a, Y)
     s = sp.Symbol("s")
     count = N * net.n_out if net.loss.reduction == "mean" else N

@@ -181,9 +181,11 @@ class Kernel:
             raise DTypeError(f"{what} must be C-contiguous, aligned and writeable (it is updated in place)")
         return arr
 
-    def train_step(self, theta: np.ndarray, state: np.ndarray, X: object, Y: object, step: int) -> float:
+    def train_step(self, theta: np.ndarray, state: np.ndarray, X: object, Y: object, step: int,
+                   seed: int = 0) -> float:
         """One optimiser step, in place on the flat parameters ``theta`` (see :meth:`pack`) and
-        ``state`` (see :meth:`init_state`); ``step`` counts from 1. Returns the loss before it."""
+        ``state`` (see :meth:`init_state`); ``step`` counts from 1. With dropout, ``seed`` and
+        ``step`` key the masks (the same bits on both backends). Returns the loss before it."""
         opt = self._require_optimizer()
         theta = self._in_place(theta, "theta", (self.n_params,))
         state = self._in_place(state, "state", (len(opt.state), self.n_params))
@@ -191,10 +193,13 @@ class Kernel:
             raise ConfigError(f"step must be an integer >= 1 (it counts from 1), got {step!r}")
         if self.check_finite:
             _require_finite(theta, "theta")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+            raise ConfigError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         x = self.inputs(X)
         y = self.targets(Y, x.shape[0])
+        extra = (int(seed),) if self.network.has_dropout else ()
         try:
-            return float(self.module._train_step(theta, state, x, y, int(step)))
+            return float(self.module._train_step(theta, state, x, y, int(step), *extra))
         except FloatingPointError as exc:  # the NumPy module's refusal; C returns a status
             raise NonFiniteError(str(exc)) from exc
 

@@ -100,14 +100,14 @@ def network_to_dict(net: Network) -> dict[str, Any]:
     return {
         "name": net.name, "l1": net.l1, "l2": net.l2,
         "loss": _fields(net.loss),
-        "layers": [{"in": int(layer.in_features), "out": int(layer.out_features),
+        "layers": [{"in": int(layer.in_features), "out": int(layer.out_features), "dropout": layer.dropout,
                     "activation": _fields(layer.activation)} for layer in net.layers],
     }
 
 
 def network_from_dict(spec: Mapping[str, Any]) -> Network:
-    layers = [Dense(item["in"], item["out"], activation=_restore(Activation, item["activation"]))
-              for item in spec["layers"]]
+    layers = [Dense(item["in"], item["out"], activation=_restore(Activation, item["activation"]),
+                    dropout=item.get("dropout", 0.0)) for item in spec["layers"]]
     return Network(layers, loss=_restore(Loss, spec["loss"]), l1=spec["l1"], l2=spec["l2"], name=spec["name"])
 
 

@@ -217,6 +217,7 @@ def train(
     step, n = 0, x_tr.shape[0]
     stale = 0
     bar = _progress_bar(epochs) if progress else None
+    dropout_seed = (seed % 2**64,) if net.has_dropout else ()  # masks keyed by (seed, step)
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n)
         total = 0.0
@@ -224,7 +225,7 @@ def train(
             idx = order[start:start + batch_size]
             step += 1
             try:
-                loss = kernel.module._train_step(theta, state, x_tr[idx], y_tr[idx], step)
+                loss = kernel.module._train_step(theta, state, x_tr[idx], y_tr[idx], step, *dropout_seed)
             except (FloatingPointError, NonFiniteError):  # refused: nothing was updated
                 raise NonFiniteError(_non_finite(kernel, theta, x_tr[idx], y_tr[idx], epoch, step)) from None
             if not np.isfinite(theta).all():  # a finite gradient can still overflow an update

@@ -25,7 +25,9 @@ STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow", "-
           "-Wdouble-promotion", "-Wconversion"]
 SANITIZE = ["-fsanitize=address,undefined,float-cast-overflow,float-divide-by-zero",
             "-fno-sanitize-recover=all"]
-NETS = {**CATALOGUE, "digits": None}
+NETS = {**CATALOGUE, "digits": None,
+        "dropout": sn.Network([sn.Dense(3, 6, "relu", dropout=0.25), sn.Dense(6, 4, "tanh", dropout=0.5),
+                               sn.Dense(4, 3, "softmax")], loss="cross_entropy", name="dropnet")}
 
 
 def _net(name: str) -> sn.Network:
@@ -36,7 +38,9 @@ def _emit(tmp: Path, name: str, dtype: str, harness: bool = False, example: bool
     net = _net(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = emit_c(net, derive_program(net).program, dtype)
+        opt = sn.Adam(lr=1e-2) if harness else None  # the harness also exercises train_step
+        train = derive_program(net, training=True).program if opt is not None and net.has_dropout else None
+        result = emit_c(net, derive_program(net).program, dtype, opt, train)
     files = dict(result.files)
     if harness:
         files["test_main.c"] = emit_c_test_harness(net, result, dtype)
@@ -211,10 +215,13 @@ int main(void) {
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "clipped"])
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "clipped",
+                                 "dropout"])
 def test_C12_train_step_compiles_clean(tmp_path: Path, opt: str, dtype: str) -> None:
     net = _net("softmax_ce_relu")
-    optimizer = sn.Adam(clip_value=0.5, clip_norm=1.0) if opt == "clipped" else opt
+    if opt == "dropout":
+        net = sn.Network([sn.Dense(3, 5, "relu", dropout=0.2), sn.Dense(5, 3, "softmax")], loss="cross_entropy")
+    optimizer = sn.Adam(clip_value=0.5, clip_norm=1.0) if opt == "clipped" else "adam" if opt == "dropout" else opt
     files = sn.driver.emit_files(net, backend="c", dtype=dtype, optimizer=optimizer)
     for fname, text in files.items():
         (tmp_path / fname).write_text(text)

@@ -25,7 +25,7 @@ class CKernelModule:
 
     def __init__(self, module: types.ModuleType, prefix: str, dtype: str,
                  param_shapes: Mapping[str, tuple[int, ...]], labels: bool,
-                 n_state: int | None = None) -> None:
+                 n_state: int | None = None, dropout: bool = False) -> None:
         self.ffi, self.lib = module.ffi, module.lib
         origin = getattr(module, "__file__", None)
         self.source_path = str(__import__("pathlib").Path(origin).with_name(f"{prefix}.c")) if origin else None
@@ -44,6 +44,7 @@ class CKernelModule:
             self._fn["loss_labels"] = getattr(self.lib, f"{prefix}_loss_labels")
             self._fn["loss_and_grad_labels"] = getattr(self.lib, f"{prefix}_loss_and_grad_labels")
         self.n_state = n_state
+        self.dropout = dropout
         if n_state is not None:
             self._fn["train_step"] = getattr(self.lib, f"{prefix}_train_step")
             if labels:
@@ -136,7 +137,7 @@ class CKernelModule:
         return float(loss[0]), grad
 
     def _train_step(self, theta: np.ndarray, state: np.ndarray, X: np.ndarray, Y: np.ndarray,
-                    step: int) -> float:
+                    step: int, seed: int = 0) -> float:
         """In place on ``theta``/``state`` (exact dtype, C order: checked by Kernel.train_step)."""
         x = self._ready(X, self.dtype)
         y, y_ctype, suffix = self._targets(Y)
@@ -145,7 +146,8 @@ class CKernelModule:
         loss = np.empty(1, dtype=self.dtype)
         work = self._work(n)
         args = [self._ptr(theta, c)] + ([self._ptr(state, c)] if self.n_state else [])
-        args += [self._ptr(x, c), self._ptr(y, y_ctype), n, step, self._ptr(loss, c)]
+        args += [self._ptr(x, c), self._ptr(y, y_ctype), n, step] + ([seed] if self.dropout else [])
+        args.append(self._ptr(loss, c))
         bad_row = None
         if suffix:
             bad_row = self.ffi.new("ptrdiff_t *")
