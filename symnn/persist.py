@@ -3,12 +3,14 @@
 A model file is a NumPy ``.npz`` (written atomically) holding the parameters, the input
 standardisation, and a JSON description of the network in which every SymPy expression is
 stored as its ``srepr``. Loading rebuilds the network through the normal constructors, so the
-same validation runs. Expressions are parsed by SymPy, which evaluates them: like a pickle,
-load only model files you trust.
+same validation runs. Expressions are read back by a whitelist parser over Python's ``ast``
+(only calls of SymPy classes with literal arguments), never by ``eval``/``sympify``, so a
+crafted file cannot run code (RELIABILITY.md S18), and arrays load with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
@@ -80,8 +82,53 @@ def _encode(value: Any) -> Any:
 
 def _decode(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {"srepr"}:
-        return sp.sympify(value["srepr"])
+        return parse_srepr(value["srepr"])
     return value
+
+
+def _constructor(name: str) -> Any:
+    from . import functions
+
+    from sympy.functions.elementary import piecewise
+    from sympy.logic import boolalg
+
+    obj = next((getattr(m, name) for m in (functions, sp, piecewise, boolalg) if hasattr(m, name)), None)
+    ok = isinstance(obj, type) and issubclass(obj, sp.Basic)
+    if not ok and name in ("true", "false"):
+        return getattr(sp, name)
+    if not ok:
+        raise ConfigError(f"model file: {name!r} is not a SymPy class")
+    return obj
+
+
+def parse_srepr(text: str) -> sp.Basic:
+    """Rebuild a SymPy object from its ``srepr`` without ``eval``: only calls of SymPy classes
+    (and symnn's Sigmoid/Softplus) with literal or nested-call arguments are accepted."""
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError as exc:
+        raise ConfigError(f"model file: unreadable expression {text[:80]!r}") from exc
+
+    def build(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool)):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+            return -build(node.operand)
+        if isinstance(node, ast.Tuple):
+            return tuple(build(e) for e in node.elts)
+        if isinstance(node, ast.Name) and node.id in ("true", "false", "nan", "oo", "zoo", "pi", "E"):
+            return getattr(sp, node.id if node.id not in ("nan", "oo", "zoo") else node.id)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            cls = _constructor(node.func.id)
+            kwargs = {}
+            for kw in node.keywords:
+                if kw.arg is None or not isinstance(kw.value, ast.Constant):
+                    raise ConfigError("model file: only literal keyword arguments are allowed")
+                kwargs[kw.arg] = kw.value.value
+            return cls(*[build(a) for a in node.args], **kwargs)
+        raise ConfigError(f"model file: disallowed syntax {ast.dump(node)[:80]}")
+
+    return build(tree)
 
 
 def _fields(obj: Any) -> dict[str, Any]:
@@ -147,7 +194,7 @@ def save(path: str | Path, net: Network, params: Mapping[str, Any], *,
 
 
 def load(path: str | Path) -> Model:
-    """Read a file written by :func:`save` (only from a source you trust: see the module doc)."""
+    """Read a file written by :func:`save` (no code in the file is ever executed)."""
     with np.load(Path(path), allow_pickle=False) as data:
         try:
             meta = json.loads(str(data["meta"]))

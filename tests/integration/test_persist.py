@@ -98,3 +98,22 @@ int main(void) {{
     got = np.array([float(v) for v in out.split()]).reshape(4, 2)
     ref = sn.compile(net, dtype=dtype).forward(p, std.transform(X).astype(dtype))
     np.testing.assert_allclose(got, ref, rtol=1e-12 if dtype == "float64" else 1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("text", ["__import__('os').system('true')", "Symbol('x').__class__",
+                                  "Add(Symbol('x'), (lambda: 1)())", "open('f')", "Symbol(x)"])
+def test_S18_crafted_expressions_are_refused_not_run(text: str) -> None:
+    from symnn.persist import parse_srepr
+
+    with pytest.raises(ConfigError):
+        parse_srepr(text)
+
+
+def test_srepr_round_trip_without_eval() -> None:
+    from symnn.functions import Sigmoid
+    from symnn.persist import parse_srepr
+
+    x = sp.Symbol("x", real=True)
+    for e in [sp.Piecewise((x, x > 0), (sp.exp(x) - 1, True)), sp.Max(0, x), Sigmoid(x) * sp.Rational(1, 3),
+              sp.erf(sp.sqrt(2) * x / 2) + sp.Float("0.1", 17), sp.Abs(x - sp.Rational(1, 3)) <= 1, sp.pi * x]:
+        assert parse_srepr(sp.srepr(e)) == e

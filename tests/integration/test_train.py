@@ -80,3 +80,17 @@ def test_progress_bar_and_training_curve(tmp_path, capsys) -> None:
     png = res.history.plot(tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
     assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]
+
+
+def test_nan_validation_loss_is_never_an_improvement() -> None:
+    X, y = _data()
+    k = sn.compile(_net(), optimizer=sn.Adam(lr=0.01))
+    real_loss, calls = k.module._loss, []
+
+    def flaky(*args):  # finite at the first epoch's validation, NaN afterwards
+        calls.append(1)
+        return real_loss(*args) if len(calls) == 1 else float("nan")
+
+    k.module._loss = flaky
+    res = sn.train(_net(), X, y, kernel=k, epochs=10, validation_split=0.25, patience=2)
+    assert res.best_epoch == 1 and len(res.history.val_loss) == 3
