@@ -114,45 +114,34 @@ class CKernelModule:
         loss, grad = self._call_loss(params, X, Y, with_grad=True)
         return loss, self.unpack(grad)
 
-    def _call_loss(self, params, X, Y, with_grad: bool):
-        p = self.pack(params)
-        x = self._ready(X, self.dtype)
+    def _run(self, kernel: str, head: list, x: np.ndarray, Y: np.ndarray, middle: list,
+             grad: np.ndarray | None = None) -> float:
+        """Call ``kernel`` (or its ``_labels`` twin) as ``head, X, Y, n, middle, loss, [grad],
+        [bad_row], work, work_len``; return the loss."""
         y, y_ctype, suffix = self._targets(Y)
-        n = x.shape[0]
-        c = self.ctype
+        n, c = x.shape[0], self.ctype
         loss = np.empty(1, dtype=self.dtype)
         work = self._work(n)
-        args = [self._ptr(p, c), self._ptr(x, c), self._ptr(y, y_ctype), n, self._ptr(loss, c)]
-        grad = None
-        if with_grad:
-            grad = np.empty(self.n_params, dtype=self.dtype)
+        args = [*head, self._ptr(x, c), self._ptr(y, y_ctype), n, *middle, self._ptr(loss, c)]
+        if grad is not None:
             args.append(self._ptr(grad, c))
-        bad_row = None
-        if suffix:
-            bad_row = self.ffi.new("ptrdiff_t *")
+        bad_row = self.ffi.new("ptrdiff_t *") if suffix else None
+        if bad_row is not None:
             args.append(bad_row)
         args += [self._ptr(work, c), work.size]
-        name = ("loss_and_grad" if with_grad else "loss") + suffix
-        self._check(self._fn[name](*args), name, bad_row)
-        return float(loss[0]), grad
+        self._check(self._fn[kernel + suffix](*args), kernel + suffix, bad_row)
+        return float(loss[0])
+
+    def _call_loss(self, params, X, Y, with_grad: bool):
+        grad = np.empty(self.n_params, dtype=self.dtype) if with_grad else None
+        head = [self._ptr(self.pack(params), self.ctype)]
+        loss = self._run("loss_and_grad" if with_grad else "loss", head, self._ready(X, self.dtype), Y, [], grad)
+        return loss, grad
 
     def _train_step(self, theta: np.ndarray, state: np.ndarray, X: np.ndarray, Y: np.ndarray,
                     step: int, seed: int = 0) -> float:
         """In place on ``theta``/``state`` (exact dtype, C order: checked by Kernel.train_step)."""
-        x = self._ready(X, self.dtype)
-        y, y_ctype, suffix = self._targets(Y)
-        n = x.shape[0]
         c = self.ctype
-        loss = np.empty(1, dtype=self.dtype)
-        work = self._work(n)
-        args = [self._ptr(theta, c)] + ([self._ptr(state, c)] if self.n_state else [])
-        args += [self._ptr(x, c), self._ptr(y, y_ctype), n, step] + ([seed] if self.dropout else [])
-        args.append(self._ptr(loss, c))
-        bad_row = None
-        if suffix:
-            bad_row = self.ffi.new("ptrdiff_t *")
-            args.append(bad_row)
-        args += [self._ptr(work, c), work.size]
-        name = "train_step" + suffix
-        self._check(self._fn[name](*args), name, bad_row)
-        return float(loss[0])
+        head = [self._ptr(theta, c)] + ([self._ptr(state, c)] if self.n_state else [])
+        middle = [step] + ([seed] if self.dropout else [])
+        return self._run("train_step", head, self._ready(X, self.dtype), Y, middle)
