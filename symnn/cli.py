@@ -1,16 +1,50 @@
-"""The ``symnn`` command: ``demo``, ``regen`` and ``cache`` (more arrive with the CLI issue)."""
+"""The ``symnn`` command.
+
+``latex SPEC``, ``emit SPEC``, ``check SPEC`` and ``train SPEC --data CSV`` work on TOML spec
+files (:mod:`symnn.spec_toml`, examples in ``examples/``); ``demo``, ``regen`` and ``cache``
+need none. A user mistake prints one line ``symnn: error: ...`` and exits with status 2;
+a failed gradient check exits with status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import SymnnError
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="symnn", description="Symbolic NN compiler")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="symnn", description="Symbolic derivation and code generation "
+                                     "for neural networks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    latex = sub.add_parser("latex", help="print the derivation of a spec as LaTeX")
+    latex.add_argument("spec", help="TOML network spec")
+    latex.add_argument("--fragment", action="store_true", help="only the align blocks, no document")
+
+    emit = sub.add_parser("emit", help="write the standalone kernels of a spec")
+    emit.add_argument("spec", help="TOML network spec")
+    emit.add_argument("--backend", choices=["numpy", "c"], default="numpy")
+    emit.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    emit.add_argument("--out", required=True, help="output directory")
+    emit.add_argument("--with-train-step", action="store_true",
+                      help="also emit train_step with the spec's [train] optimizer (default adam)")
+
+    check = sub.add_parser("check", help="gradient check of a spec on both backends and dtypes")
+    check.add_argument("spec", help="TOML network spec")
+    check.add_argument("--backend", choices=["numpy", "c", "both"], default="both")
+    check.add_argument("--seed", type=int, default=0)
+
+    train = sub.add_parser("train", help="train a spec on a CSV file")
+    train.add_argument("spec", help="TOML network spec (its [train] table gives the settings)")
+    train.add_argument("--data", required=True, help="CSV: inputs, then targets (or one integer label)")
+    train.add_argument("--out", help="save the trained model (.npz) here")
+    train.add_argument("--backend", choices=["numpy", "c", "auto"], help="overrides [train] backend")
+    train.add_argument("--epochs", type=int, help="overrides [train] epochs")
+    train.add_argument("--progress", action="store_true", help="show a progress bar (needs tqdm)")
+
     demo = sub.add_parser("demo", help="train the bundled digits network and print test accuracy")
     demo.add_argument("--epochs", type=int, default=40)
     demo.add_argument("--seed", type=int, default=0)
@@ -20,31 +54,159 @@ def main(argv: list[str] | None = None) -> int:
     regen.add_argument("--root", default="generated")
     cache = sub.add_parser("cache", help="show (or --clear) the compiled-module cache")
     cache.add_argument("--clear", action="store_true", help="delete every cached module")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from .demo import run
-
-            run(epochs=args.epochs, seed=args.seed, backend=args.backend)
-        elif args.command == "regen":
-            from .golden import regenerate
-
-            for path in regenerate(args.root):
-                print(path)
-        elif args.command == "cache":
-            from .build import cache_root, clear_cache, list_cache
-
-            if args.clear:
-                print(f"removed {clear_cache()} cached module(s) from {cache_root()}")
-            else:
-                entries = list_cache()
-                print(f"{cache_root()}: {len(entries)} module(s)")
-                for name, size in entries:
-                    print(f"  {name}  {size / 1024:.0f} KiB")
+        return _COMMANDS[args.command](args)
     except SymnnError as exc:
         print(f"symnn: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an unreadable data file, an unwritable output directory
+        print(f"symnn: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _latex(args: argparse.Namespace) -> int:
+    from .derivation import derive
+    from .spec_toml import load_spec
+
+    print(derive(load_spec(args.spec).network).latex(document=not args.fragment))
     return 0
+
+
+def _emit(args: argparse.Namespace) -> int:
+    from .driver import emit
+    from .optim import optimizer
+    from .spec_toml import load_spec
+
+    spec = load_spec(args.spec)
+    opt = None
+    if args.with_train_step:
+        opt = optimizer(**_optimizer_table(spec.train))
+    for path in emit(spec.network, args.out, backend=args.backend, dtype=args.dtype, optimizer=opt):
+        print(path)
+    return 0
+
+
+def _optimizer_table(train: dict) -> dict:
+    table = train.get("optimizer", "adam")
+    return {"name": table} if isinstance(table, str) else dict(table)
+
+
+def _check(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .driver import compile as compile_kernel
+    from .gradcheck import gradcheck, sample_point
+    from .spec_toml import load_spec
+
+    net = load_spec(args.spec).network
+    params, X, Y = sample_point(net, seed=args.seed)
+    backends = ["numpy", "c"] if args.backend == "both" else [args.backend]
+    failed = False
+    for backend in backends:
+        for dtype in ("float64", "float32"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                k = compile_kernel(net, backend=backend, dtype=dtype)
+            # entry by entry up to 20,000 parameters: a random projection moves every weight at
+            # once and so can cross a ReLU or |w| kink that single-entry steps stay clear of
+            report = gradcheck(k, {n: v.astype(dtype) for n, v in params.items()}, X, Y, max_entries=20_000)
+            ok = report.passed or _norm_ok(report)
+            print(f"{backend:5s} {dtype}: {report.method}, max relative error {report.max_rel_error:.2e} "
+                  f"(tolerance {report.tolerance:.0e}), norm error {_norm(report):.2e} {'ok' if ok else 'FAILED'}")
+            failed |= not ok
+    return 1 if failed else 0
+
+
+def _norm(report) -> float:
+    return (report.reference or report).norm_rel_error if report.method == "float64_reference" else report.norm_rel_error
+
+
+def _norm_ok(report) -> bool:
+    """Central differences on a wide network: the smallest entries carry the differences'
+    round-off, so pass on RELIABILITY.md's norm target (1e-7) with entries within 1e-5."""
+    ref = report.reference if report.method == "float64_reference" else report
+    own = report.method != "float64_reference" or report.max_rel_error <= report.tolerance
+    return bool(own and ref.method.endswith("central") and ref.norm_rel_error <= 1e-7
+                and ref.max_rel_error <= 1e-5)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .errors import DataError
+    from .optim import optimizer
+    from .spec_toml import load_spec
+    from .train import train
+
+    spec = load_spec(args.spec)
+    net, settings = spec.network, dict(spec.train)
+    try:
+        data = np.loadtxt(args.data, delimiter=",", ndmin=2)
+    except ValueError as exc:
+        raise DataError(f"{args.data} is not a numeric CSV file: {exc}") from exc
+    n_in, n_out = int(net.n_in), int(net.n_out)
+    labels = net.loss.name == "cross_entropy" and not net.loss.user
+    width = n_in + (1 if labels else n_out)
+    if data.shape[1] != width:
+        raise DataError(f"{args.data}: expected {width} columns ({n_in} inputs, "
+                        f"{'1 label' if labels else f'{n_out} targets'}), got {data.shape[1]}")
+    X = data[:, :n_in]
+    Y = data[:, n_in].astype(np.int64) if labels else data[:, n_in:]
+    opt = optimizer(**_optimizer_table(settings))
+    kw = {k: settings[k] for k in ("epochs", "batch_size", "seed", "validation_split", "patience",
+                                     "standardize", "backend", "dtype") if k in settings}
+    if args.backend:
+        kw["backend"] = args.backend
+    if args.epochs:
+        kw["epochs"] = args.epochs
+    kw.setdefault("backend", "auto")
+    result = train(net, X, Y, optimizer=opt, progress=args.progress, **kw)
+    h = result.history
+    print(f"trained {len(h.train_loss)} epochs ({result.steps} steps) on {len(X)} rows with "
+          f"{opt.describe()}, backend {result.kernel.backend}")
+    print(f"final train loss {h.train_loss[-1]:.6f}; best epoch {result.best_epoch}")
+    if net.loss.name in ("cross_entropy", "bce") and not net.loss.user:
+        print(f"training accuracy: {result.accuracy(X, Y):.4f}")
+    if args.out:
+        print(f"saved {result.save(Path(args.out))}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    run(epochs=args.epochs, seed=args.seed, backend=args.backend)
+    return 0
+
+
+def _regen(args: argparse.Namespace) -> int:
+    from .golden import regenerate
+
+    for path in regenerate(args.root):
+        print(path)
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from .build import cache_root, clear_cache, list_cache
+
+    if args.clear:
+        print(f"removed {clear_cache()} cached module(s) from {cache_root()}")
+        return 0
+    entries = list_cache()
+    print(f"{cache_root()}: {len(entries)} module(s)")
+    for name, size in entries:
+        print(f"  {name}  {size / 1024:.0f} KiB")
+    return 0
+
+
+_COMMANDS = {"latex": _latex, "emit": _emit, "check": _check, "train": _train, "demo": _demo,
+             "regen": _regen, "cache": _cache}
 
 
 if __name__ == "__main__":  # pragma: no cover

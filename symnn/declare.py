@@ -69,6 +69,7 @@ class Activation:
     init: str = "xavier"
     user: bool = True
     latex_name: str | None = None
+    params: tuple[tuple[str, float], ...] = ()  # a built-in's parameters, e.g. (("alpha", 0.2),)
 
     def __init__(
         self,
@@ -95,6 +96,7 @@ class Activation:
         object.__setattr__(self, "init", init)
         object.__setattr__(self, "user", True)
         object.__setattr__(self, "latex_name", latex)
+        object.__setattr__(self, "params", ())
 
     @classmethod
     def builtin(cls, name: str, **params: float) -> "Activation":
@@ -108,8 +110,8 @@ class Activation:
             )
         self = object.__new__(cls)
         expr = entry.expr
+        values = {**entry.params, **params}
         if expr is not None:
-            values = {**entry.params, **params}
             subs = {}
             for pname, val in values.items():
                 if not isinstance(val, numbers.Real) or isinstance(val, bool) or not np.isfinite(val):
@@ -125,6 +127,7 @@ class Activation:
         object.__setattr__(self, "init", entry.init)
         object.__setattr__(self, "user", False)
         object.__setattr__(self, "latex_name", entry.latex)
+        object.__setattr__(self, "params", tuple(sorted((k, float(v)) for k, v in values.items())))
         return self
 
     @property

@@ -38,6 +38,10 @@ class ConfigError(SpecError):
     """A hyper-parameter or option has an invalid value."""
 
 
+class SpecParseError(SpecError):
+    """A spec file (TOML) or an expression string in it is malformed; names line or key."""
+
+
 class SpecTypeError(SymnnError, TypeError):
     """A declaration argument has the wrong Python type (e.g. a bool or str width)."""
 

@@ -139,6 +139,8 @@ def _restore(cls: type, fields: Mapping[str, Any]) -> Any:
     """Rebuild a frozen declaration object field by field (its constructor validated it once)."""
     obj = object.__new__(cls)
     for name, value in fields.items():
+        if name == "params":  # JSON turned the tuple of pairs into lists
+            value = tuple((str(k), float(v)) for k, v in value)
         object.__setattr__(obj, name, _decode(value))
     return obj
 

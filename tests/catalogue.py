@@ -36,16 +36,9 @@ CATALOGUE: dict[str, sn.Network] = {
 
 
 def _min_kink_distance(net: sn.Network, X: np.ndarray, params) -> float:
-    from symnn.graph import build_forward
-    from symnn.interpret import evaluate
+    from symnn.gradcheck import min_kink_distance
 
-    fwd = build_forward(net)
-    kinked = [z for z, layer in zip(fwd.z, net.layers)
-              if layer.activation.expr is not None and layer.activation.expr.has(sp.Max, sp.Piecewise, sp.Abs)]
-    if not kinked:
-        return np.inf
-    vals = evaluate({str(i): z for i, z in enumerate(kinked)}, {**params, "X": X})
-    return min(float(np.abs(v).min()) for v in vals.values())
+    return min_kink_distance(net, X, params)
 
 
 def data(net: sn.Network, n: int = 6, seed: int = 0, params=None):

@@ -50,3 +50,73 @@ def test_cache_list_and_clear(tmp_path: Path, monkeypatch, capsys: pytest.Captur
     assert k.forward(p, [[1.0, 2.0]]).shape == (1, 2)  # the loaded module keeps working
     sn.compile(net, backend="c")  # and the next compile rebuilds
     assert len([d for d in tmp_path.glob("_symnn_tiny_*") if d.is_dir()]) == 1
+
+
+EXAMPLES = ROOT / "examples"
+
+
+def test_latex_of_a_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["latex", str(EXAMPLES / "xor.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "\\documentclass" in out and "\\begin{align*}" in out and "\\delta^{(2)}" in out
+    assert main(["latex", str(EXAMPLES / "xor.toml"), "--fragment"]) == 0
+    assert "\\documentclass" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)])
+def test_emit_a_spec(tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["emit", str(EXAMPLES / "digits.toml"), "--backend", backend, "--dtype", "float32",
+            "--out", str(tmp_path)]
+    assert main(args + (["--with-train-step"] if backend == "c" else [])) == 0
+    written = sorted(Path(p).name for p in capsys.readouterr().out.split())
+    expected = ["digits_mlp.py"] if backend == "numpy" else ["Makefile", "digits_mlp.c", "digits_mlp.h",
+                                                             "main.c", "train_main.c"]
+    assert written == expected
+    assert all((tmp_path / name).is_file() for name in written)
+
+
+@pytest.mark.needs_cc
+def test_check_a_spec_on_both_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(EXAMPLES / "custom_activation.toml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(line.endswith(" ok") for line in lines)
+
+
+def test_check_fails_with_status_1_on_a_wrong_gradient(monkeypatch, capsys) -> None:
+    import sys
+
+    gc = sys.modules["symnn.gradcheck"]
+
+    real = gc._compare
+
+    def broken(analytic, numeric, method):
+        analytic = {k: v * 1.001 for k, v in analytic.items()}
+        return real(analytic, numeric, method)
+
+    monkeypatch.setattr(gc, "_compare", broken)
+    assert main(["check", str(EXAMPLES / "xor.toml"), "--backend", "numpy"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_train_a_spec_on_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "xor_model.npz"
+    assert main(["train", str(EXAMPLES / "xor.toml"), "--data", str(EXAMPLES / "xor.csv"),
+                 "--backend", "numpy", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "training accuracy: 1.0000" in text and out.is_file()
+    import symnn as sn
+
+    model = sn.load(out)
+    assert list((model.predict([[0, 0], [0, 1], [1, 0], [1, 1]])[:, 0] > 0.5)) == [False, True, True, False]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["latex", "no/such/spec.toml"], "cannot read spec"),
+    (["emit", "README.md", "--out", "x"], "invalid TOML"),
+    (["train", "examples/xor.toml", "--data", "examples/digits.toml"], "error"),
+])
+def test_user_mistakes_are_one_line_and_status_2(argv, match, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("symnn: error:") and match in err[0]

@@ -1,0 +1,284 @@
+"""TOML network specs: read (``load_spec``), write (``dumps_spec``), round-trip exact.
+
+Format (see ``docs/spec_format.md`` and ``examples/``)::
+
+    [network]
+    name = "xor_mlp"
+    loss = "bce"                  # a built-in, or a table for a custom loss (below)
+    l2 = 0.0                      # optional; l1 too
+
+    [[layer]]
+    in = 2
+    out = 4
+    activation = "tanh"           # a built-in name, { name = "leaky_relu", alpha = 0.2 },
+                                  # or { name = "swish", expr = "z/(1 + exp(-z))", var = "z" }
+    dropout = 0.0                 # optional, hidden layers only
+
+    [loss]                        # a custom loss instead of network.loss
+    name = "huber"
+    expr = "Piecewise(((p - y)**2/2, Abs(p - y) <= 1), (Abs(p - y) - 1/2, True))"
+    pred = "p"
+    target = "y"
+
+    [train]                       # optional: settings for ``symnn train``
+    optimizer = { name = "adam", lr = 0.01 }
+    epochs = 40
+
+Expression strings are read by a whitelist parser over Python's ``ast``: numbers, the
+declared variables, ``+ - * / **``, comparisons and a fixed list of functions. Nothing is
+ever passed to ``eval``/``sympify`` (RELIABILITY.md S18). Every problem raises
+:class:`~symnn.errors.SpecParseError` naming the line (TOML syntax) or the key.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import sympy as sp
+
+from . import registry
+from .declare import Activation, Dense, Loss, Network
+from .errors import SpecParseError, SymnnError
+
+#: functions an expression string may call, by name
+FUNCTIONS: dict[str, Any] = {
+    "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "tanh": sp.tanh, "sinh": sp.sinh, "cosh": sp.cosh,
+    "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "atan": sp.atan, "erf": sp.erf, "Abs": sp.Abs,
+    "abs": sp.Abs, "Max": sp.Max, "max": sp.Max, "Min": sp.Min, "min": sp.Min, "sign": sp.sign,
+    "Piecewise": sp.Piecewise, "log1p": lambda x: sp.log(1 + x),
+}
+CONSTANTS = {"pi": sp.pi, "E": sp.E, "True": sp.true, "False": sp.false}
+_MAX_NODES = 2000
+_TOP_KEYS = {"network", "layer", "loss", "train"}
+
+
+@dataclass
+class Spec:
+    """A parsed spec: the network and the (optional) training settings."""
+
+    network: Network
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_expression(text: object, variables: Mapping[str, sp.Symbol], where: str) -> sp.Expr:
+    """Parse ``text`` into SymPy using only whitelisted syntax (no ``eval``)."""
+    if not isinstance(text, str):
+        raise SpecParseError(f"{where}: expected an expression string, got {type(text).__name__}")
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise SpecParseError(f"{where}: cannot parse {text!r}: {exc.msg} (column {exc.offset})") from exc
+    if sum(1 for _ in ast.walk(tree)) > _MAX_NODES:
+        raise SpecParseError(f"{where}: expression too large (over {_MAX_NODES} syntax nodes)")
+    binops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+              ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a**b}
+    compares = {ast.Lt: sp.Lt, ast.LtE: sp.Le, ast.Gt: sp.Gt, ast.GtE: sp.Ge}
+
+    def build(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, bool):
+            return sp.true if node.value else sp.false
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            if isinstance(node.value, float) and not math.isfinite(node.value):
+                raise SpecParseError(f"{where}: non-finite number in {text!r}")
+            return sp.Integer(node.value) if isinstance(node.value, int) else sp.Float(repr(node.value), 17)
+        if isinstance(node, ast.Name):
+            if node.id in variables:
+                return variables[node.id]
+            if node.id in CONSTANTS:
+                return CONSTANTS[node.id]
+            raise SpecParseError(f"{where}: unknown name {node.id!r} in {text!r} "
+                                 f"(variables: {', '.join(variables)}; functions: {', '.join(sorted(FUNCTIONS))})")
+        if isinstance(node, ast.BinOp) and type(node.op) in binops:
+            return binops[type(node.op)](build(node.left), build(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            value = build(node.operand)
+            return -value if isinstance(node.op, ast.USub) else value
+        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in compares:
+            return compares[type(node.ops[0])](build(node.left), build(node.comparators[0]))
+        if isinstance(node, ast.Tuple):
+            return tuple(build(e) for e in node.elts)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+            if node.func.id not in FUNCTIONS:
+                raise SpecParseError(f"{where}: unknown function {node.func.id!r} in {text!r}")
+            args = [build(a) for a in node.args]
+            try:
+                return FUNCTIONS[node.func.id](*args)
+            except (TypeError, ValueError) as exc:
+                raise SpecParseError(f"{where}: bad call of {node.func.id} in {text!r}: {exc}") from exc
+        raise SpecParseError(f"{where}: syntax not allowed in {text!r}: {type(node).__name__}")
+
+    try:
+        return build(tree)
+    except RecursionError as exc:
+        raise SpecParseError(f"{where}: expression nested too deeply") from exc
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def _require(table: Mapping[str, Any], key: str, kind: type | tuple, where: str) -> Any:
+    if key not in table:
+        raise SpecParseError(f"{where}: missing key {key!r}")
+    value = table[key]
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise SpecParseError(f"{where}.{key}: expected {name}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise SpecParseError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _activation(value: Any, where: str) -> Activation:
+    if isinstance(value, str):
+        return Activation.builtin(value)
+    if not isinstance(value, dict):
+        raise SpecParseError(f"{where}: expected a name or a table, got {type(value).__name__}")
+    name = _require(value, "name", str, where)
+    if "expr" in value:
+        _check_keys(value, {"name", "expr", "var", "latex", "init"}, where)
+        var = sp.Symbol(_require(value, "var", str, where))
+        expr = parse_expression(value["expr"], {var.name: var}, f"{where}.expr")
+        kw = {k: value[k] for k in ("latex", "init") if k in value}
+        return Activation(name, expr, var=var, **kw)
+    params = {k: v for k, v in value.items() if k != "name"}
+    return Activation.builtin(name, **params)
+
+
+def _loss(value: Any, where: str) -> Loss:
+    if isinstance(value, str):
+        return Loss.builtin(value)
+    if not isinstance(value, dict):
+        raise SpecParseError(f"{where}: expected a name or a table, got {type(value).__name__}")
+    _check_keys(value, {"name", "expr", "pred", "target", "reduction", "latex"}, where)
+    name = _require(value, "name", str, where)
+    pred = sp.Symbol(_require(value, "pred", str, where))
+    target = sp.Symbol(_require(value, "target", str, where))
+    expr = parse_expression(_require(value, "expr", str, where), {pred.name: pred, target.name: target},
+                            f"{where}.expr")
+    kw = {k: value[k] for k in ("reduction", "latex") if k in value}
+    return Loss(name, expr, pred=pred, target=target, **kw)
+
+
+def loads_spec(text: str, source: str = "<spec>") -> Spec:
+    """Parse TOML text into a :class:`Spec`."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecParseError(f"{source}: invalid TOML: {exc}") from exc
+    try:
+        return _build(doc, source)
+    except SpecParseError:
+        raise
+    except SymnnError as exc:  # the declaration's own validation, located in the file
+        raise SpecParseError(f"{source}: {exc}") from exc
+    except RecursionError as exc:
+        raise SpecParseError(f"{source}: nested too deeply") from exc
+
+
+def _build(doc: Mapping[str, Any], source: str) -> Spec:
+    _check_keys(doc, _TOP_KEYS, source)
+    net_table = _require(doc, "network", dict, source)
+    _check_keys(net_table, {"name", "loss", "l1", "l2"}, f"{source}: [network]")
+    layers_raw = _require(doc, "layer", list, source)
+    if not layers_raw:
+        raise SpecParseError(f"{source}: at least one [[layer]] is needed")
+    layers = []
+    for i, item in enumerate(layers_raw, 1):
+        where = f"{source}: layer {i}"
+        if not isinstance(item, dict):
+            raise SpecParseError(f"{where}: expected a table")
+        _check_keys(item, {"in", "out", "activation", "dropout"}, where)
+        dropout = item.get("dropout", 0.0)
+        layers.append(Dense(_require(item, "in", int, where), _require(item, "out", int, where),
+                            _activation(item.get("activation", "identity"), f"{where}.activation"),
+                            dropout=dropout))
+    if "loss" in doc and "loss" in net_table:
+        raise SpecParseError(f"{source}: give the loss in [network] or as a [loss] table, not both")
+    loss = _loss(doc["loss"] if "loss" in doc else _require(net_table, "loss", (str, dict), f"{source}: [network]"),
+                 f"{source}: loss")
+    kw = {k: net_table[k] for k in ("l1", "l2", "name") if k in net_table}
+    train = doc.get("train", {})
+    if not isinstance(train, dict):
+        raise SpecParseError(f"{source}: [train] must be a table")
+    _check_keys(train, {"optimizer", "epochs", "batch_size", "seed", "validation_split", "patience",
+                        "standardize", "backend", "dtype"}, f"{source}: [train]")
+    return Spec(Network(layers, loss=loss, **kw), dict(train))
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read a TOML spec file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecParseError(f"cannot read spec {path}: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecParseError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    return loads_spec(text, str(path))
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _expr_text(expr: sp.Expr, names: Mapping[sp.Symbol, str]) -> str:
+    renamed = expr.xreplace({s: sp.Symbol(n) for s, n in names.items()})
+    return sp.sstr(renamed, full_prec=True)
+
+
+def dumps_spec(net: Network, train: Mapping[str, Any] | None = None) -> str:
+    """The TOML text of ``net`` (and training settings); :func:`loads_spec` reads it back equal."""
+    lines = ["[network]", f"name = {_toml_value(net.name)}"]
+    loss = net.loss
+    if not loss.user:
+        lines.append(f"loss = {_toml_value(loss.name)}")
+    for key in ("l1", "l2"):
+        if getattr(net, key):
+            lines.append(f"{key} = {_toml_value(getattr(net, key))}")
+    for layer in net.layers:
+        act = layer.activation
+        lines += ["", "[[layer]]", f"in = {int(layer.in_features)}", f"out = {int(layer.out_features)}"]
+        if not act.user:
+            builtin = Activation.builtin(act.name)
+            extra = dict(act.params) if act.params != builtin.params else {}
+            lines.append(f"activation = {_toml_value({'name': act.name, **extra} if extra else act.name)}")
+        else:
+            table = {"name": act.name, "expr": _expr_text(act.expr, {registry.X: "z"}), "var": "z"}
+            if act.latex_name:
+                table["latex"] = act.latex_name
+            if act.init != "xavier":
+                table["init"] = act.init
+            lines.append(f"activation = {_toml_value(table)}")
+        if layer.dropout:
+            lines.append(f"dropout = {_toml_value(layer.dropout)}")
+    if loss.user:
+        lines += ["", "[loss]", f"name = {_toml_value(loss.name)}",
+                  f"expr = {_toml_value(_expr_text(loss.expr, {registry.P: 'p', registry.T: 'y'}))}",
+                  'pred = "p"', 'target = "y"']
+        if loss.reduction != "mean":
+            lines.append(f"reduction = {_toml_value(loss.reduction)}")
+        if loss.latex_name:
+            lines.append(f"latex = {_toml_value(loss.latex_name)}")
+    if train:
+        lines += ["", "[train]"] + [f"{k} = {_toml_value(v)}" for k, v in train.items()]
+    return "\n".join(lines) + "\n"
