@@ -45,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="overrides [train] epochs")
     train.add_argument("--progress", action="store_true", help="show a progress bar (needs tqdm)")
 
+    port = sub.add_parser("from-torch", help="ship a saved PyTorch nn.Sequential as standalone C")
+    port.add_argument("model", help="a file written by torch.save(model) (a whole nn.Sequential; "
+                      "unpickling runs code: only files you trust)")
+    port.add_argument("--out", required=True, help="output directory")
+    port.add_argument("--name", default="torch_mlp", help="C symbol prefix")
+    port.add_argument("--loss", help="loss for the spec (default from the last activation)")
+    port.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+
     demo = sub.add_parser("demo", help="train the bundled digits network and print test accuracy")
     demo.add_argument("--epochs", type=int, default=40)
     demo.add_argument("--seed", type=int, default=0)
@@ -177,6 +185,30 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_torch(args: argparse.Namespace) -> int:
+    from .driver import emit
+    from .errors import SpecTypeError
+    from .interop import from_torch
+    from .persist import export_c_params
+    from .spec_toml import dumps_spec
+    from .emit import write_atomic
+
+    try:
+        import torch
+    except ImportError as exc:
+        raise SpecTypeError('from-torch needs PyTorch: pip install "symnn[oracle]"') from exc
+    model = torch.load(args.model, map_location="cpu", weights_only=False)
+    net, params = from_torch(model, loss=args.loss, name=args.name, dtype=args.dtype)
+    out = Path(args.out)
+    paths = emit(net, out, backend="c", dtype=args.dtype)
+    paths.append(export_c_params(out, net, params, dtype=args.dtype))
+    write_atomic(out / f"{net.name}.toml", dumps_spec(net))
+    paths.append(out / f"{net.name}.toml")
+    for path in paths:
+        print(path)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run
 
@@ -205,7 +237,8 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"latex": _latex, "emit": _emit, "check": _check, "train": _train, "demo": _demo,
+_COMMANDS = {"latex": _latex, "emit": _emit, "check": _check, "train": _train, "from-torch": _from_torch,
+             "demo": _demo,
              "regen": _regen, "cache": _cache}
 
 
