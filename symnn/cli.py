@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="overrides [train] epochs")
     train.add_argument("--progress", action="store_true", help="show a progress bar (needs tqdm)")
 
+    report = sub.add_parser("report", help="a PDF of the derivation beside the emitted code")
+    report.add_argument("spec", help="TOML network spec")
+    report.add_argument("--out", required=True, help="report.pdf (built with pdflatex) or report.tex")
+    report.add_argument("--train", metavar="CSV", help="train with the spec's settings first and "
+                        "include the training curve (needs matplotlib)")
+    report.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+
     port = sub.add_parser("from-torch", help="ship a saved PyTorch nn.Sequential as standalone C")
     port.add_argument("model", help="a file written by torch.save(model) (a whole nn.Sequential; "
                       "unpickling runs code: only files you trust)")
@@ -143,45 +150,73 @@ def _norm_ok(report) -> bool:
                 and ref.max_rel_error <= 1e-5)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train_from_csv(spec, data_path: str, progress: bool, backend: str | None = None,
+                    epochs: int | None = None):
     import numpy as np
 
     from .errors import DataError
     from .optim import optimizer
-    from .spec_toml import load_spec
     from .train import train
 
-    spec = load_spec(args.spec)
     net, settings = spec.network, dict(spec.train)
     try:
-        data = np.loadtxt(args.data, delimiter=",", ndmin=2)
+        data = np.loadtxt(data_path, delimiter=",", ndmin=2)
     except ValueError as exc:
-        raise DataError(f"{args.data} is not a numeric CSV file: {exc}") from exc
+        raise DataError(f"{data_path} is not a numeric CSV file: {exc}") from exc
     n_in, n_out = int(net.n_in), int(net.n_out)
     labels = net.loss.name == "cross_entropy" and not net.loss.user
     width = n_in + (1 if labels else n_out)
     if data.shape[1] != width:
-        raise DataError(f"{args.data}: expected {width} columns ({n_in} inputs, "
+        raise DataError(f"{data_path}: expected {width} columns ({n_in} inputs, "
                         f"{'1 label' if labels else f'{n_out} targets'}), got {data.shape[1]}")
     X = data[:, :n_in]
     Y = data[:, n_in].astype(np.int64) if labels else data[:, n_in:]
-    opt = optimizer(**_optimizer_table(settings))
     kw = {k: settings[k] for k in ("epochs", "batch_size", "seed", "validation_split", "patience",
                                      "standardize", "backend", "dtype") if k in settings}
-    if args.backend:
-        kw["backend"] = args.backend
-    if args.epochs:
-        kw["epochs"] = args.epochs
+    if backend:
+        kw["backend"] = backend
+    if epochs:
+        kw["epochs"] = epochs
     kw.setdefault("backend", "auto")
-    result = train(net, X, Y, optimizer=opt, progress=args.progress, **kw)
+    result = train(net, X, Y, optimizer=optimizer(**_optimizer_table(settings)), progress=progress, **kw)
+    result.data = (X, Y)
+    return result
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .spec_toml import load_spec
+
+    spec = load_spec(args.spec)
+    net = spec.network
+    result = _train_from_csv(spec, args.data, args.progress, args.backend, args.epochs)
+    X, Y = result.data
     h = result.history
     print(f"trained {len(h.train_loss)} epochs ({result.steps} steps) on {len(X)} rows with "
-          f"{opt.describe()}, backend {result.kernel.backend}")
+          f"{result.kernel.optimizer.describe()}, backend {result.kernel.backend}")
     print(f"final train loss {h.train_loss[-1]:.6f}; best epoch {result.best_epoch}")
     if net.loss.name in ("cross_entropy", "bce") and not net.loss.user:
         print(f"training accuracy: {result.accuracy(X, Y):.4f}")
     if args.out:
         print(f"saved {result.save(Path(args.out))}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .report_doc import build_report
+    from .spec_toml import load_spec
+
+    spec = load_spec(args.spec)
+    with tempfile.TemporaryDirectory(prefix="symnn-curve-") as tmp:
+        curve, note = None, ""
+        if args.train:
+            result = _train_from_csv(spec, args.train, progress=False)
+            curve = result.history.plot(Path(tmp) / "curve.png")
+            h = result.history
+            note = (f"Trained {len(h.train_loss)} epochs on {args.train} with "
+                    f"{result.kernel.optimizer.describe()}: final train loss {h.train_loss[-1]:.4g}.")
+        print(build_report(spec.network, args.out, dtype=args.dtype, curve=curve, training_text=note))
     return 0
 
 
@@ -237,7 +272,8 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"latex": _latex, "emit": _emit, "check": _check, "train": _train, "from-torch": _from_torch,
+_COMMANDS = {"latex": _latex, "emit": _emit, "check": _check, "train": _train, "report": _report,
+             "from-torch": _from_torch,
              "demo": _demo,
              "regen": _regen, "cache": _cache}
 

@@ -120,3 +120,30 @@ def test_user_mistakes_are_one_line_and_status_2(argv, match, capsys, monkeypatc
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("symnn: error:") and match in err[0]
+
+
+@pytest.mark.latex
+def test_report_pdf_renders_with_code_and_curve(tmp_path: Path, capsys) -> None:
+    """Seen the way a person sees it: the PDF rasterised to PNG pages (pdftoppm)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "xor.pdf"
+    assert main(["report", str(EXAMPLES / "xor.toml"), "--out", str(out), "--train", str(EXAMPLES / "xor.csv")]) == 0
+    assert out.read_bytes()[:5] == b"%PDF-"
+    tex = tmp_path / "xor.tex"
+    assert main(["report", str(EXAMPLES / "xor.toml"), "--out", str(tex)]) == 0
+    text = tex.read_text()
+    assert "dL_dW1 = t" in text and "xor_mlp__gemm_tn" in text and "\\delta^{(1)}" in text
+    if shutil.which("pdftoppm"):
+        subprocess.run(["pdftoppm", "-r", "40", "-png", str(out), str(tmp_path / "page")], check=True)
+        pages = sorted(tmp_path.glob("page-*.png"))
+        assert len(pages) >= 3
+        import numpy as np
+        from matplotlib.image import imread
+
+        ink = [float((imread(p)[..., :3] < 0.5).mean()) for p in pages]
+        assert all(0.002 < v < 0.5 for v in ink), ink  # every page has text, none is blank or black

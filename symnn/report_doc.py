@@ -1,0 +1,126 @@
+"""The derivation report: one PDF a person would rather look at than raw LaTeX.
+
+It holds the derivation (forward equations, each backward step in matrix and index form,
+the proved simplifications, op counts per pass), then each equation beside the emitted NumPy
+lines and C statements that compute it, then the training curve when a run is given. It is
+built with ``pdflatex`` from ``templates/report/report.tex.jinja``, so it renders with no
+network access. ``symnn report SPEC --out report.pdf`` is the command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .declare import Network
+from .derivation import derive
+from .errors import BuildError, CodegenError, ConfigError
+from .render import render
+from .report import _eq, text
+
+
+def _numpy_lines(source: str) -> dict[str, list[str]]:
+    """target -> the lines of the NumPy ``_loss_and_grad`` that assign it."""
+    body = source.split("def _loss_and_grad(", 1)[1]
+    out: dict[str, list[str]] = {}
+    for line in body.splitlines()[1:]:
+        m = re.match(r"    (\w+) (\+?=) ", line)
+        if m:
+            out.setdefault(m.group(1), []).append(line.strip())
+        elif line and not line.startswith(" "):
+            break
+    return out
+
+
+def _c_lines(source: str, prefix: str) -> dict[str, list[str]]:
+    """target -> the C statements (their one-line headers) of the loss-and-gradient kernel."""
+    body = source.split(f"static void {prefix}__loss_and_grad(", 1)[1].split("\n}\n", 1)[0]
+    out: dict[str, list[str]] = {}
+    for line in body.splitlines():
+        stripped = line.strip()
+        m = re.search(r"/\* (\w+) (\+?=) .*\*/", stripped) or re.match(r"(\w+)\[?\w*\]? = ", stripped)
+        if m:
+            stripped = stripped.removeprefix("{ ")
+            out.setdefault(m.group(1), []).append(stripped if len(stripped) < 110 else stripped[:107] + "...")
+    return out
+
+
+def _delta_name(numpy: dict[str, list[str]], layer: int) -> str | None:
+    """The temporary holding delta^(layer): what dL_db<layer> sums over rows."""
+    for line in numpy.get(f"dL_db{layer}", []):
+        m = re.search(r"= (\w+)\.sum\(axis=0\)", line)
+        if m:
+            return m.group(1)
+    return None
+
+
+def report_tex(net: Network, dtype: str = "float64", curve: str | None = None, training_text: str = "") -> str:
+    """The report's LaTeX source (``curve``: a PNG path to include)."""
+    from .driver import emit_files
+    from .emit import spec_hash
+
+    d = derive(net)
+    numpy_src = emit_files(net, "numpy", dtype)[f"{net.name}.py"]
+    numpy = _numpy_lines(numpy_src)
+    try:
+        c = _c_lines(emit_files(net, "c", dtype)[f"{net.name}.c"], net.name)
+    except (CodegenError, ConfigError):  # a name or function the C backend refuses: NumPy only
+        c = {}
+    pairs = []
+    for step in d.forward + d.backward:
+        if step.label.startswith("delta"):
+            target = _delta_name(numpy, int(step.label[5:]))
+        elif step.label.startswith(("dW", "db")):
+            target = f"dL_d{step.label[1:]}"
+        else:
+            target = step.label
+        if target is None or target not in numpy:
+            continue
+        lhs, rhs = _eq(step.matrix)
+        pairs.append({"label": text(f"{step.label}: {step.note}"), "lhs": lhs, "rhs": rhs,
+                      "numpy": numpy[target], "c": c.get(target, [])})
+    layers = [f"{layer.in_features} \\to {layer.out_features}" for layer in net.layers]
+    return render("report/report.tex.jinja", title=text(f"symnn report: {net.name}"), summary=", ".join(layers),
+                  loss_name=text(net.loss.name), dtype=dtype, spec_hash=spec_hash(net, dtype),
+                  derivation=d.latex(document=False), pairs=pairs, curve=curve, training_text=text(training_text))
+
+
+def build_report(net: Network, out: str | Path, dtype: str = "float64", curve: str | Path | None = None,
+                 training_text: str = "") -> Path:
+    """Write the report: ``.tex`` as is, ``.pdf`` through ``pdflatex`` (atomic)."""
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="symnn-report-") as tmp:
+        tmpdir = Path(tmp)
+        curve_name = None
+        if curve is not None:
+            shutil.copy(curve, tmpdir / "curve.png")
+            curve_name = "curve.png"
+        tex = report_tex(net, dtype, curve_name, training_text)
+        if out.suffix == ".tex":
+            from .emit import write_atomic
+
+            write_atomic(out, tex)
+            return out
+        if out.suffix != ".pdf":
+            raise BuildError(f"report output must end in .pdf or .tex, got {out.name!r}")
+        engine = shutil.which("pdflatex")
+        if engine is None:
+            raise BuildError("pdflatex not found: install it (Debian: apt install texlive-latex-base) "
+                             "or write the .tex with --out report.tex")
+        (tmpdir / "report.tex").write_text(tex, encoding="utf-8")
+        for _ in range(2):  # twice, for stable layout
+            proc = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+                                  cwd=tmpdir, capture_output=True, text=True, timeout=300)
+            if proc.returncode != 0:
+                tail = "\n".join(proc.stdout.splitlines()[-30:])
+                raise BuildError(f"pdflatex failed on the report:\n{tail}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, staged = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        shutil.copy(tmpdir / "report.pdf", staged)
+        os.replace(staged, out)
+    return out
