@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
                         "include the training curve (needs matplotlib)")
     report.add_argument("--dtype", choices=["float64", "float32"], default="float64")
 
+    bench = sub.add_parser("bench", help="time loss-and-gradient of a spec on each backend")
+    bench.add_argument("spec", help="TOML network spec")
+    bench.add_argument("--batch", type=int, default=64)
+    bench.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    bench.add_argument("--backend", choices=["numpy", "c", "both"], default="both")
+
     port = sub.add_parser("from-torch", help="ship a saved PyTorch nn.Sequential as standalone C")
     port.add_argument("model", help="a file written by torch.save(model) (a whole nn.Sequential; "
                       "unpickling runs code: only files you trust)")
@@ -220,6 +226,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import os
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # only effective before NumPy's BLAS starts threads
+    from .bench import bench
+    from .errors import ConfigError
+    from .spec_toml import load_spec
+
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
+    backends = ("numpy", "c") if args.backend == "both" else (args.backend,)
+    times = bench(load_spec(args.spec).network, args.batch, args.dtype, backends=backends)
+    base = times.get("symnn numpy") or next(iter(times.values()))
+    print(f"loss and gradient, batch {args.batch}, {args.dtype}, median of 5 rounds:")
+    for name, sec in times.items():
+        print(f"  {name:20s} {sec * 1e6:10.1f} us   {sec / base:5.2f} x NumPy")
+    return 0
+
+
 def _from_torch(args: argparse.Namespace) -> int:
     from .driver import emit
     from .errors import SpecTypeError
@@ -273,7 +299,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"latex": _latex, "emit": _emit, "check": _check, "train": _train, "report": _report,
-             "from-torch": _from_torch,
+             "bench": _bench, "from-torch": _from_torch,
              "demo": _demo,
              "regen": _regen, "cache": _cache}
 

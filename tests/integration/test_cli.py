@@ -147,3 +147,13 @@ def test_report_pdf_renders_with_code_and_curve(tmp_path: Path, capsys) -> None:
 
         ink = [float((imread(p)[..., :3] < 0.5).mean()) for p in pages]
         assert all(0.002 < v < 0.5 for v in ink), ink  # every page has text, none is blank or black
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("both", marks=pytest.mark.needs_cc)])
+def test_bench_a_spec(backend: str, capsys) -> None:
+    assert main(["bench", str(EXAMPLES / "xor.toml"), "--batch", "8", "--backend", backend]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("loss and gradient, batch 8")
+    rows = [line.split() for line in lines[1:]]
+    assert len(rows) == (1 if backend == "numpy" else 3)
+    assert all(float(r[-4]) > 0 for r in rows)  # microseconds

@@ -1,0 +1,59 @@
+"""``symnn bench SPEC``: time one loss-and-gradient call of a spec's network on each backend.
+
+Same data and parameters for every system, one BLAS thread, systems interleaved in rounds,
+median of samples of at least 20 ms each; C is timed through cffi with buffers prepared once
+(what an application embedding the C pays) and through the Python wrapper. The full
+comparison with PyTorch, JAX and the others lives in ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+
+from .declare import Network
+
+
+def _sample(fn: Callable[[], object], min_time: float = 0.02) -> float:
+    n = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / n
+        n *= 2
+
+
+def bench(net: Network, batch: int = 64, dtype: str = "float64", rounds: int = 5,
+          backends: tuple[str, ...] = ("numpy", "c")) -> dict[str, float]:
+    """Median seconds per loss-and-gradient call, by system."""
+    from .driver import compile as compile_kernel
+    from .gradcheck import sample_point
+
+    params, X, Y = sample_point(net, n=batch, margin=0.0)
+    params = {k: v.astype(dtype) for k, v in params.items()}
+    X = X.astype(dtype)
+    systems: dict[str, Callable[[], object]] = {}
+    for backend in backends:
+        k = compile_kernel(net, backend=backend, dtype=dtype)
+        p, x, y = k.params(params), k.inputs(X), k.targets(Y, batch)
+        systems[f"symnn {backend}"] = (lambda k=k, p=p, x=x, y=y: k.module._loss_and_grad(p, x, y))
+        if backend == "c":
+            m = k.module
+            flat, grad, loss, work = m.pack(p), np.empty(m.n_params, dtype), np.empty(1, dtype), m._work(batch)
+            yc, yt, suffix = m._targets(y)
+            fn = getattr(m.lib, f"{m.prefix}_loss_and_grad{suffix}")
+            ptr = lambda a, t=m.ctype: m.ffi.from_buffer(f"{t}[]", a)  # noqa: E731
+            args = [ptr(flat), ptr(x), m.ffi.from_buffer(f"{yt}[]", yc), batch, ptr(loss), ptr(grad)]
+            args += ([m.ffi.NULL] if suffix else []) + [ptr(work), work.size]
+            systems["symnn c (raw call)"] = (lambda fn=fn, args=args, keep=(flat, grad, loss, work, yc): fn(*args))
+    samples: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(rounds):
+        for name, fn in systems.items():
+            samples[name].append(_sample(fn))
+    return {name: statistics.median(v) for name, v in samples.items()}
