@@ -201,7 +201,8 @@ def derive(net: Network) -> Derivation:
             f"fuse {fused.name} (proved by SymPy)", fused.plain_grad, fused.fused_grad, "fused loss"))
         d.simplifications.insert(1, Simplification(
             f"stable loss for {fused.name}", fused.plain_loss, fused.fused_loss, "log-sum-exp / softplus"))
-    d.backward.append(Step(f"delta{L}", sp.Eq(delta[L], dl), dl_index, "output layer error (per sample)"))
+    d.backward.append(Step(f"delta{L}", sp.Eq(delta[L], dl, evaluate=False), dl_index,
+                           "output layer error (per sample)"))
     for l in range(L, 0, -1):
         gW = sp.MatrixSymbol(rf"\frac{{\partial L}}{{\partial W^{{({l})}}}}", widths[l], widths[l - 1])
         gb = sp.MatrixSymbol(rf"\frac{{\partial L}}{{\partial b^{{({l})}}}}", widths[l], 1)

@@ -32,3 +32,10 @@ def test_emit_writes_atomically(tmp_path) -> None:
     paths = sn.emit(net, tmp_path / "out", backend="numpy")
     assert [p.name for p in paths] == ["tiny.py"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tiny.py"]
+
+
+def test_output_error_of_a_plain_loss_is_an_equation_not_false() -> None:
+    import symnn as sn
+
+    d = sn.derive(sn.Network([sn.Dense(3, 2, "sigmoid")], loss="mse"))
+    assert d.backward[0].matrix is not sn.registry.sp.false and "False" not in d.latex()
