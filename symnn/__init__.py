@@ -13,7 +13,7 @@ from .driver import compile, emit, emit_source
 from .errors import *  # noqa: F403 - the exception hierarchy is public
 from .expressions import NonSmoothWarning
 from .gradcheck import GradcheckReport, gradcheck
-from .interop import from_torch, to_state_dict
+from .interop import from_onnx, from_torch, to_state_dict
 from .persist import Model, Standardizer, export_c_params, load, save
 from .train import History, TrainResult, train
 from .optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop, optimizer
@@ -32,6 +32,7 @@ __all__ = [
     "RMSprop",
     "optimizer",
     "History",
+    "from_onnx",
     "from_torch",
     "to_state_dict",
     "Model",

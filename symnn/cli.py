@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     port.add_argument("--loss", help="loss for the spec (default from the last activation)")
     port.add_argument("--dtype", choices=["float64", "float32"], default="float64")
 
+    onnx = sub.add_parser("from-onnx", help="ship an ONNX MLP as standalone C")
+    onnx.add_argument("model", help="an .onnx file: Gemm or MatMul+Add layers with activations")
+    onnx.add_argument("--out", required=True, help="output directory")
+    onnx.add_argument("--name", default="onnx_mlp", help="C symbol prefix")
+    onnx.add_argument("--loss", help="loss for the spec (default from the last activation)")
+    onnx.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+
     demo = sub.add_parser("demo", help="train the bundled digits network and print test accuracy")
     demo.add_argument("--epochs", type=int, default=40)
     demo.add_argument("--seed", type=int, default=0)
@@ -246,20 +253,13 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _from_torch(args: argparse.Namespace) -> int:
+def _ship(net, params, args: argparse.Namespace) -> int:
+    """Emit C for an imported network, with its weights as NAME_params.h and its spec."""
     from .driver import emit
-    from .errors import SpecTypeError
-    from .interop import from_torch
+    from .emit import write_atomic
     from .persist import export_c_params
     from .spec_toml import dumps_spec
-    from .emit import write_atomic
 
-    try:
-        import torch
-    except ImportError as exc:
-        raise SpecTypeError('from-torch needs PyTorch: pip install "symnn[oracle]"') from exc
-    model = torch.load(args.model, map_location="cpu", weights_only=False)
-    net, params = from_torch(model, loss=args.loss, name=args.name, dtype=args.dtype)
     out = Path(args.out)
     paths = emit(net, out, backend="c", dtype=args.dtype)
     paths.append(export_c_params(out, net, params, dtype=args.dtype))
@@ -268,6 +268,24 @@ def _from_torch(args: argparse.Namespace) -> int:
     for path in paths:
         print(path)
     return 0
+
+
+def _from_torch(args: argparse.Namespace) -> int:
+    from .errors import SpecTypeError
+    from .interop import from_torch
+
+    try:
+        import torch
+    except ImportError as exc:
+        raise SpecTypeError('from-torch needs PyTorch: pip install "symnn[oracle]"') from exc
+    model = torch.load(args.model, map_location="cpu", weights_only=False)
+    return _ship(*from_torch(model, loss=args.loss, name=args.name, dtype=args.dtype), args)
+
+
+def _from_onnx(args: argparse.Namespace) -> int:
+    from .interop import from_onnx
+
+    return _ship(*from_onnx(args.model, loss=args.loss, name=args.name, dtype=args.dtype), args)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -299,7 +317,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"latex": _latex, "emit": _emit, "check": _check, "train": _train, "report": _report,
-             "bench": _bench, "from-torch": _from_torch,
+             "bench": _bench, "from-torch": _from_torch, "from-onnx": _from_onnx,
              "demo": _demo,
              "regen": _regen, "cache": _cache}
 

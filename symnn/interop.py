@@ -91,3 +91,79 @@ def to_state_dict(net: Network, params: Mapping[str, Any]) -> dict[str, Any]:
         out[f"{idx}.bias"] = torch.tensor(np.asarray(params[f"b{i}"]))
         idx += 1 if layer.activation.name == "identity" else 2
     return out
+
+
+#: ONNX activation op -> (symnn activation, attribute -> parameter, ONNX default)
+_ONNX_ACTIVATIONS = {
+    "Relu": ("relu", {}), "Sigmoid": ("sigmoid", {}), "Tanh": ("tanh", {}), "Softmax": ("softmax", {}),
+    "LeakyRelu": ("leaky_relu", {"alpha": ("alpha", 0.01)}), "Elu": ("elu", {"alpha": ("alpha", 1.0)}),
+    "Softplus": ("softplus", {}), "Softsign": ("softsign", {}), "Identity": ("identity", {}),
+}
+
+
+def from_onnx(model: Any, *, loss: object = None, name: str = "onnx_mlp",
+              dtype: str = "float64") -> tuple[Network, dict[str, np.ndarray]]:
+    """``(network, params)`` from an ONNX MLP: a chain of ``Gemm`` (or ``MatMul`` + ``Add``)
+    with weights in initializers, each optionally followed by one activation (Relu, Sigmoid,
+    Tanh, Softmax on the last axis, LeakyRelu, Elu, Softplus, Softsign). ``model`` is an
+    ``onnx.ModelProto`` or a path. Needs the optional ``onnx`` package (``symnn[onnx]``).
+
+    Raises:
+        SpecTypeError: an op or attribute outside that subset, naming the node.
+        SpecError: a graph that is not one straight chain.
+    """
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as exc:  # pragma: no cover - only without the extra
+        raise SpecTypeError('from_onnx needs onnx: pip install "symnn[onnx]"') from exc
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
+    graph = model.graph
+    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    if len(graph.input) - sum(i.name in init for i in graph.input) != 1:
+        raise SpecError("the ONNX graph must have exactly one data input")
+    current = next(i.name for i in graph.input if i.name not in init)
+    layers: list[list[Any]] = []  # [W (out, in), b, activation]
+    for node in graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        where = f"node {node.name or node.op_type} ({node.op_type})"
+        if node.input and node.input[0] != current:
+            raise SpecError(f"{where}: the graph is not a single chain (its input is {node.input[0]!r})")
+        if node.op_type == "Gemm":
+            if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+                raise SpecTypeError(f"{where}: only Gemm with transA=0, alpha=1, beta=1 is supported")
+            w = init[node.input[1]]
+            w = w if attrs.get("transB", 0) else w.T  # symnn stores W as (out, in)
+            b = init[node.input[2]] if len(node.input) > 2 else np.zeros(w.shape[0])
+            layers.append([w, np.broadcast_to(b, (w.shape[0],)), None])
+        elif node.op_type == "MatMul":
+            layers.append([init[node.input[1]].T, np.zeros(init[node.input[1]].shape[1]), None])
+        elif node.op_type == "Add":
+            if not layers or layers[-1][2] is not None or node.input[1] not in init:
+                raise SpecError(f"{where}: Add must follow MatMul, with the bias as an initializer")
+            layers[-1][1] = layers[-1][1] + init[node.input[1]].reshape(-1)
+        elif node.op_type in _ONNX_ACTIVATIONS:
+            if not layers or layers[-1][2] is not None:
+                raise SpecError(f"{where}: an activation must follow Gemm or MatMul(+Add)")
+            act_name, params = _ONNX_ACTIVATIONS[node.op_type]
+            if node.op_type == "Softmax" and attrs.get("axis", -1) not in (-1, 1):
+                raise SpecTypeError(f"{where}: Softmax must act on the last axis")
+            values = {ours: float(attrs.get(attr, default)) for ours, (attr, default) in params.items()}
+            layers[-1][2] = Activation.builtin(act_name, **values)
+        else:
+            raise SpecTypeError(f"{where} is not supported; from_onnx reads Gemm, MatMul, Add and "
+                                f"{', '.join(sorted(_ONNX_ACTIVATIONS))}")
+        current = node.output[0]
+    if not layers:
+        raise SpecError("the ONNX graph has no Gemm or MatMul")
+    dense, values = [], {}
+    for i, (w, b, act) in enumerate(layers, 1):
+        dense.append(Dense(w.shape[1], w.shape[0], act or "identity"))
+        values[f"W{i}"] = np.ascontiguousarray(w, dtype=dtype)
+        values[f"b{i}"] = np.ascontiguousarray(b, dtype=dtype)
+    if loss is None:
+        last = dense[-1].activation
+        loss = ("cross_entropy" if last.is_rowwise else
+                "bce" if last.name == "sigmoid" and dense[-1].out_features == 1 else "mse")
+    return Network(dense, loss=loss, name=name), values

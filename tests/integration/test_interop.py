@@ -10,7 +10,7 @@ import pytest
 import symnn as sn
 from symnn.errors import SpecError, SpecTypeError
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch not installed")
+NEEDS_TORCH = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch not installed")
 BACKENDS = ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)]
 
 
@@ -27,6 +27,7 @@ def _model(kind: str):
     return nn.Sequential(nn.Linear(3, 5), nn.GELU(), nn.Linear(5, 2)).double()
 
 
+@NEEDS_TORCH
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["classifier", "binary", "regression"])
 def test_from_torch_reproduces_forward_and_gradients(kind: str, backend: str) -> None:
@@ -59,6 +60,7 @@ def test_from_torch_reproduces_forward_and_gradients(kind: str, backend: str) ->
         np.testing.assert_allclose(grads[f"W{i}"], lin.weight.grad.numpy(), rtol=1e-10, atol=1e-13)
 
 
+@NEEDS_TORCH
 def test_state_dict_round_trip() -> None:
     model = _model("classifier")
     net, params = sn.from_torch(model)
@@ -67,6 +69,7 @@ def test_state_dict_round_trip() -> None:
     assert net2 == net and all(np.array_equal(params2[k], params[k] * 2) for k in params)
 
 
+@NEEDS_TORCH
 def test_unsupported_layers_are_named() -> None:
     import torch
 
@@ -81,6 +84,7 @@ def test_unsupported_layers_are_named() -> None:
         sn.from_torch(nn.Linear(2, 2))
 
 
+@NEEDS_TORCH
 @pytest.mark.needs_cc
 def test_cli_ships_a_torch_model_as_c(tmp_path) -> None:
     import shutil
@@ -117,3 +121,62 @@ int main(void) {{
     got = np.array([float(v) for v in subprocess.run([str(tmp_path / "run")], capture_output=True, text=True,
                                                       check=True).stdout.split()]).reshape(3, 3)
     np.testing.assert_allclose(got, model(torch.tensor(X)).detach().numpy(), rtol=1e-13, atol=1e-15)
+
+
+def _onnx_mlp(kind: str):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1, b1 = rng.normal(size=(5, 8)), rng.normal(size=8)      # MatMul weights are (in, out)
+    w2, b2 = rng.normal(size=(3, 8)), rng.normal(size=3)      # Gemm transB=1: (out, in)
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))]
+    act = helper.make_node("LeakyRelu", ["h"], ["a"], alpha=0.2) if kind == "leaky" else helper.make_node("Tanh", ["h"], ["a"])
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m"]), helper.make_node("Add", ["m", "b1"], ["h"]), act,
+             helper.make_node("Gemm", ["a", "w2", "b2"], ["z"], transB=1),
+             helper.make_node("Softmax", ["z"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [None, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [None, 3])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["tanh", "leaky"])
+def test_from_onnx_matches_the_onnx_reference(tmp_path, kind: str, backend: str) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    model = _onnx_mlp(kind)
+    onnx.save(model, tmp_path / "m.onnx")
+    net, params = sn.from_onnx(tmp_path / "m.onnx", name=f"o_{kind}")
+    assert net.loss.name == "cross_entropy" and [layer.out_features for layer in net.layers] == [8, 3]
+    X = np.random.default_rng(1).normal(size=(6, 5))
+    ref = ReferenceEvaluator(model).run(None, {"x": X})[0]
+    np.testing.assert_allclose(sn.compile(net, backend=backend).forward(params, X), ref, rtol=1e-12, atol=1e-15)
+
+
+def test_from_onnx_refuses_what_it_cannot_represent() -> None:
+    pytest.importorskip("onnx")
+    from onnx import helper
+
+    model = _onnx_mlp("tanh")
+    model.graph.node[2].op_type = "HardSigmoid"
+    with pytest.raises(SpecTypeError, match="HardSigmoid"):
+        sn.from_onnx(model)
+    model = _onnx_mlp("tanh")
+    model.graph.node[3].attribute.append(helper.make_attribute("alpha", 2.0))
+    with pytest.raises(SpecTypeError, match="alpha=1"):
+        sn.from_onnx(model)
+
+
+def test_cli_from_onnx_writes_c_weights_and_spec(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from symnn.cli import main
+    from symnn.spec_toml import load_spec
+
+    onnx.save(_onnx_mlp("leaky"), tmp_path / "m.onnx")
+    assert main(["from-onnx", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "c"), "--name", "om"]) == 0
+    names = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert names == ["Makefile", "main.c", "om.c", "om.h", "om.toml", "om_params.h"]
+    net = load_spec(tmp_path / "c" / "om.toml").network
+    assert net == sn.from_onnx(tmp_path / "m.onnx", name="om")[0]
