@@ -1,7 +1,8 @@
-"""PyTorch interop: ``from_torch`` turns an ``nn.Sequential`` of Linear and activation layers into
-a :class:`~symnn.declare.Network` and its parameters; ``to_state_dict`` goes back.
+"""Interop: ``from_torch`` turns an ``nn.Sequential`` of Linear and activation layers, and
+``from_onnx`` an ONNX MLP, into a :class:`~symnn.declare.Network` and its parameters;
+``to_state_dict`` goes back to PyTorch.
 
-PyTorch is imported only inside these functions: it stays an optional dependency.
+PyTorch and onnx are imported only inside these functions: they stay optional dependencies.
 """
 
 from __future__ import annotations
@@ -58,12 +59,22 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp",
         layers[-1] = (layers[-1][0], Activation.builtin(act_name, **params))
     if not layers:
         raise SpecError("the Sequential has no Linear layer")
+    triples = []
+    for linear, act in layers:
+        w = linear.weight.detach().cpu().numpy()
+        b = linear.bias.detach().cpu().numpy() if linear.bias is not None else np.zeros(linear.out_features)
+        triples.append((w, b, act))
+    return _assemble(triples, loss, name, dtype)
+
+
+def _assemble(layers: list, loss: object, name: str, dtype: str) -> tuple[Network, dict[str, np.ndarray]]:
+    """Network and parameters from ``[(W (out, in), b, activation or None)]``; the default loss
+    follows the last activation (softmax: cross-entropy, one sigmoid output: BCE, else MSE)."""
     dense, values = [], {}
-    for i, (linear, act) in enumerate(layers, 1):
-        dense.append(Dense(linear.in_features, linear.out_features, act or "identity"))
-        values[f"W{i}"] = linear.weight.detach().cpu().numpy().astype(dtype)
-        bias = linear.bias.detach().cpu().numpy() if linear.bias is not None else np.zeros(linear.out_features)
-        values[f"b{i}"] = bias.astype(dtype)
+    for i, (w, b, act) in enumerate(layers, 1):
+        dense.append(Dense(int(w.shape[1]), int(w.shape[0]), act or "identity"))
+        values[f"W{i}"] = np.ascontiguousarray(w, dtype=dtype)
+        values[f"b{i}"] = np.ascontiguousarray(b, dtype=dtype)
     if loss is None:
         last = dense[-1].activation
         loss = ("cross_entropy" if last.is_rowwise else
@@ -157,13 +168,4 @@ def from_onnx(model: Any, *, loss: object = None, name: str = "onnx_mlp",
         current = node.output[0]
     if not layers:
         raise SpecError("the ONNX graph has no Gemm or MatMul")
-    dense, values = [], {}
-    for i, (w, b, act) in enumerate(layers, 1):
-        dense.append(Dense(w.shape[1], w.shape[0], act or "identity"))
-        values[f"W{i}"] = np.ascontiguousarray(w, dtype=dtype)
-        values[f"b{i}"] = np.ascontiguousarray(b, dtype=dtype)
-    if loss is None:
-        last = dense[-1].activation
-        loss = ("cross_entropy" if last.is_rowwise else
-                "bce" if last.name == "sigmoid" and dense[-1].out_features == 1 else "mse")
-    return Network(dense, loss=loss, name=name), values
+    return _assemble(layers, loss, name, dtype)
