@@ -73,8 +73,8 @@ def _assemble(layers: list, loss: object, name: str, dtype: str) -> tuple[Networ
     dense, values = [], {}
     for i, (w, b, act) in enumerate(layers, 1):
         dense.append(Dense(int(w.shape[1]), int(w.shape[0]), act or "identity"))
-        values[f"W{i}"] = np.ascontiguousarray(w, dtype=dtype)
-        values[f"b{i}"] = np.ascontiguousarray(b, dtype=dtype)
+        values[f"W{i}"] = np.array(w, dtype=dtype, order="C", copy=True)  # never share the source's memory
+        values[f"b{i}"] = np.array(b, dtype=dtype, order="C", copy=True)
     if loss is None:
         last = dense[-1].activation
         loss = ("cross_entropy" if last.is_rowwise else
