@@ -142,7 +142,6 @@ def test_report_pdf_renders_with_code_and_curve(tmp_path: Path, capsys) -> None:
         subprocess.run(["pdftoppm", "-r", "40", "-png", str(out), str(tmp_path / "page")], check=True)
         pages = sorted(tmp_path.glob("page-*.png"))
         assert len(pages) >= 3
-        import numpy as np
         from matplotlib.image import imread
 
         ink = [float((imread(p)[..., :3] < 0.5).mean()) for p in pages]

@@ -124,7 +124,6 @@ int main(void) {{
 
 
 def _onnx_mlp(kind: str):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
