@@ -117,9 +117,6 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
 
     kernels = []
     for kname, lay in layouts.items():
-        used = set()
-        for ptr in lay.pointers:
-            used.add(ptr["name"])
         text = repr(lay.stmts)
         param_ptrs = [{"name": p, "init": f"params + {offsets[p]}" if offsets[p] else "params", "const": True}
                       for p in shapes if _mentions(text, p)]
@@ -266,7 +263,6 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         protos.append({"doc": _proto_doc(kname, with_labels, n_out), "decl": decl})
 
     per_row = max([w[0] + (one_hot[0] if labels and k != "forward" else 0) for k, w in work_need.items()])
-    kernels_extra = {"train": train}
     fixed = max(w[1] for w in work_need.values())
     max_row = max(per_row, n_in, n_out, 1)
     protos += [
@@ -323,7 +319,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     kinds = {st["kind"] for k in kernels for st in k["stmts"]}
     gemms = [False] * bool(kinds & {"matmul_nn", "matmul_nt"}) + [True] * ("matmul_tn" in kinds)
     source = render("c/model.c.jinja", kernels=kernels, publics=publics, gemms=gemms,
-                    helpers=sorted(printer.helpers), **kernels_extra, **common)
+                    helpers=sorted(printer.helpers), train=train, **common)
     cdef = _cdef(common, protos, real)
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     return CEmitResult(files, cdef, prefix, labels, {**work_need, "per_row": (per_row, fixed)},

@@ -164,14 +164,12 @@ class _KernelLowering:
     # -- storage ---------------------------------------------------------------------------
     def _declare_targets(self) -> None:
         output_of = {v: k for k, v in self.plan.outputs.items()}
-        seen_output_vars: set[str] = set()
         for st in self.plan.stmts:
             if st.target in self.vars:
                 continue
             var = _var_from_shape(st.target, st.shape, "work")
             if st.target in output_of:
                 var.storage = "output" if var.ndim else "scalar"
-                seen_output_vars.add(st.target)
             elif var.ndim == 0:
                 var.storage = "scalar"
             self.vars[st.target] = var
