@@ -69,10 +69,14 @@ def parse_expression(text: object, variables: Mapping[str, sp.Symbol], where: st
     """Parse ``text`` into SymPy using only whitelisted syntax (no ``eval``)."""
     if not isinstance(text, str):
         raise SpecParseError(f"{where}: expected an expression string, got {type(text).__name__}")
+    if len(text) > 20_000:
+        raise SpecParseError(f"{where}: expression longer than 20,000 characters")
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
         raise SpecParseError(f"{where}: cannot parse {text!r}: {exc.msg} (column {exc.offset})") from exc
+    except (ValueError, MemoryError, RecursionError) as exc:  # e.g. an integer literal of 5,000 digits
+        raise SpecParseError(f"{where}: cannot parse the expression: {exc}") from exc
     if sum(1 for _ in ast.walk(tree)) > _MAX_NODES:
         raise SpecParseError(f"{where}: expression too large (over {_MAX_NODES} syntax nodes)")
     binops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
@@ -94,7 +98,15 @@ def parse_expression(text: object, variables: Mapping[str, sp.Symbol], where: st
             raise SpecParseError(f"{where}: unknown name {node.id!r} in {text!r} "
                                  f"(variables: {', '.join(variables)}; functions: {', '.join(sorted(FUNCTIONS))})")
         if isinstance(node, ast.BinOp) and type(node.op) in binops:
-            return binops[type(node.op)](build(node.left), build(node.right))
+            left, right = build(node.left), build(node.right)
+            if isinstance(node.op, ast.Pow) and getattr(right, "is_number", False):
+                # 9**9**9 would have SymPy compute a 370-million-digit integer
+                bits = float(right) * math.log2(abs(int(left))) if getattr(left, "is_Integer", False) and abs(int(left)) > 1 else 0.0
+                if abs(float(right)) > 64 or bits > 4096:
+                    raise SpecParseError(f"{where}: power {left}**{right} too large in {text!r}")
+            if isinstance(node.op, ast.Div) and right == 0:
+                raise SpecParseError(f"{where}: division by zero in {text!r}")
+            return binops[type(node.op)](left, right)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             value = build(node.operand)
             return -value if isinstance(node.op, ast.USub) else value
@@ -114,8 +126,12 @@ def parse_expression(text: object, variables: Mapping[str, sp.Symbol], where: st
 
     try:
         return build(tree)
+    except SpecParseError:
+        raise
     except RecursionError as exc:
         raise SpecParseError(f"{where}: expression nested too deeply") from exc
+    except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:  # e.g. "-True", "True*z"
+        raise SpecParseError(f"{where}: invalid expression {text!r}: {exc}") from exc
 
 
 # -- reading ---------------------------------------------------------------------------------------
