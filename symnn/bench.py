@@ -12,12 +12,11 @@ import statistics
 import time
 from typing import Callable
 
-import numpy as np
-
 from .declare import Network
 
 
-def _sample(fn: Callable[[], object], min_time: float = 0.02) -> float:
+def sample(fn: Callable[[], object], min_time: float = 0.02) -> float:
+    """Seconds per call of ``fn``, from a run of at least ``min_time`` (calls doubled until then)."""
     n = 1
     while True:
         start = time.perf_counter()
@@ -44,16 +43,9 @@ def bench(net: Network, batch: int = 64, dtype: str = "float64", rounds: int = 5
         p, x, y = k.params(params), k.inputs(X), k.targets(Y, batch)
         systems[f"symnn {backend}"] = (lambda k=k, p=p, x=x, y=y: k.module._loss_and_grad(p, x, y))
         if backend == "c":
-            m = k.module
-            flat, grad, loss, work = m.pack(p), np.empty(m.n_params, dtype), np.empty(1, dtype), m._work(batch)
-            yc, yt, suffix = m._targets(y)
-            fn = getattr(m.lib, f"{m.prefix}_loss_and_grad{suffix}")
-            ptr = lambda a, t=m.ctype: m.ffi.from_buffer(f"{t}[]", a)  # noqa: E731
-            args = [ptr(flat), ptr(x), m.ffi.from_buffer(f"{yt}[]", yc), batch, ptr(loss), ptr(grad)]
-            args += ([m.ffi.NULL] if suffix else []) + [ptr(work), work.size]
-            systems["symnn c (raw call)"] = (lambda fn=fn, args=args, keep=(flat, grad, loss, work, yc): fn(*args))
+            systems["symnn c (raw call)"] = k.module.raw_loss_and_grad(p, x, y)
     samples: dict[str, list[float]] = {name: [] for name in systems}
     for _ in range(rounds):
         for name, fn in systems.items():
-            samples[name].append(_sample(fn))
+            samples[name].append(sample(fn))
     return {name: statistics.median(v) for name, v in samples.items()}

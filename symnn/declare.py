@@ -341,6 +341,20 @@ class Network:
             shapes[f"b{i}"] = (layer.out_features,)
         return shapes
 
+    def param_layout(self) -> list[tuple[str, int, int, tuple[int, ...]]]:
+        """``[(name, start, stop, shape)]``: where each parameter sits in the flat vector W1, b1,
+        W2, ... (each row-major) that the C API's ``params``/``grad``, ``Kernel.pack`` and the
+        optimiser state use. Needs integer widths."""
+        if not self.is_concrete:
+            raise SpecError("the flat parameter layout needs integer layer widths")
+        out, off = [], 0
+        for name, shape in self.param_shapes().items():
+            dims = tuple(int(d) for d in shape)
+            size = int(np.prod(dims))
+            out.append((name, off, off + size, dims))
+            off += size
+        return out
+
     def init_params(
         self, seed: int | None = 0, scheme: str | None = None, dtype: str = "float64"
     ) -> dict[str, np.ndarray]:

@@ -88,7 +88,7 @@ def _load_c(net: Network, dtype: str, check_finite: bool, opt: Optimizer | None)
 
     result = emit_c(net, derive_program(net).program, dtype, opt, _train_program(net, opt))
     ext = build(result.prefix, result.files, result.cdef)
-    module = CKernelModule(ext, result.prefix, dtype, net.param_shapes(), result.labels,
+    module = CKernelModule(ext, result.prefix, dtype, net.param_layout(), result.labels,
                            n_state=len(opt.state) if opt is not None else None, dropout=net.has_dropout)
     return Kernel(net, module, "c", dtype, result.source, check_finite=check_finite, optimizer=opt)
 

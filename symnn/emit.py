@@ -17,7 +17,7 @@ import sympy as sp
 from . import naming
 from .declare import Network, _np_dtype
 from .errors import ConfigError, SpecError
-from .lower import KERNELS, KernelPlan, dims, plan_kernel
+from .lower import KERNELS, dims, plan_kernel
 from .optim import Optimizer, split_invariant, update_program
 from .program import Program
 from .render import CODEGEN_VERSION, render
@@ -54,7 +54,6 @@ def describe(net: Network) -> list[str]:
 @dataclass(frozen=True)
 class EmitResult:
     source: str
-    plans: dict[str, KernelPlan]
 
 
 def check_backend(backend: str, dtype: str, allow_auto: bool = False) -> None:
@@ -92,23 +91,21 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
 
     printer = NumPyConfig(dtype=dtype).printer()
     labels = net.loss.name == "cross_entropy" and not net.loss.user
-    kernels, plans = [], {}
-    from .graph import mask_name
+    kernels = []
+    from .graph import dropout_masks
 
-    masks = [(mask_name(i), layer.dropout) for i, layer in enumerate(net.layers, 1) if layer.dropout]
-    masks = masks if optimizer is not None else []
+    masks = dropout_masks(net) if optimizer is not None else []
     jobs = [(k, plan_kernel(prog, k)) for k in KERNELS]
     if masks:
         if train_prog is None:
             raise ValueError("a network with dropout needs its training program to emit train_step")
         jobs.append(("loss_and_grad_train", plan_kernel(train_prog, "loss_and_grad")))
     for kname, plan in jobs:
-        plans[kname] = plan
         body = kernel_body(plan, printer)
         used = {w for line in body for w in _words(line)}
         prologue = [f'{p} = params["{p}"]' for p in net.param_shapes() if p in used]
         if kname == "loss_and_grad_train":
-            prologue += [f"{name} = masks[{i}]" for i, (name, _) in enumerate(masks) if name in used]
+            prologue += [f"{m[0]} = masks[{i}]" for i, m in enumerate(masks) if m[0] in used]
         if uses_batch_size(body) or (labels and "Y" in plan.inputs):
             prologue.append("N = X.shape[0]")
         if labels and "Y" in plan.inputs:
@@ -143,20 +140,15 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         for k, v in net.param_shapes().items()
     ]
     op_summary = [f"{k['name']}: {k['op_line']}" for k in kernels]
-    offsets, off = [], 0
-    for k, v in net.param_shapes().items():
-        size = 1
-        for d in v:
-            size *= int(d)
-        offsets.append((k, off, off + size, "(" + ", ".join(dims(v)) + ("," if len(v) == 1 else "") + ")"))
-        off += size
+    layout = net.param_layout()
+    offsets = [(k, lo, hi, str(shape)) for k, lo, hi, shape in layout]
     source = render(
         "numpy/module.py.jinja",
         spec_hash=spec_hash(net, dtype, optimizer),
         train=train_context(optimizer, printer) if optimizer is not None else None,
-        masks=[(name, repr(p), int(net.layers[int(name[1:]) - 1].out_features)) for name, p in masks],
+        masks=[(name, repr(p), width) for name, _, width, p in masks],
         param_slices=offsets,
-        n_params=off,
+        n_params=layout[-1][2],
         op_summary=op_summary,
         title=f"symnn kernels for {net.name!r}.",
         network_lines=describe(net),
@@ -170,7 +162,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         param_shapes=param_shapes,
         kernels=kernels,
     )
-    return EmitResult(source, plans)
+    return EmitResult(source)
 
 
 def _words(line: str) -> set[str]:

@@ -15,13 +15,14 @@ writes anything, then calls an unchecked static implementation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import naming
 from .backends.c.config import CConfig, KernelLayout, check_prefix, lower_kernel, size_code
 from .backends.c.printer import c_literal
 from .declare import Network
 from .emit import describe, spec_hash, train_context
+from .graph import dropout_masks
 from .optim import Optimizer
 from .lower import KERNELS, plan_kernel
 from .program import Program
@@ -46,13 +47,12 @@ STATUSES = (
 
 @dataclass(frozen=True)
 class CEmitResult:
-    """Emitted files by name, the cffi declarations, and per-kernel work sizes."""
+    """Emitted files by name, the cffi declarations, and what the wrappers need to know."""
 
     files: dict[str, str]
     cdef: str
     prefix: str
     labels: bool
-    work: dict[str, tuple[int, int]] = field(default_factory=dict)
     optimizer: str | None = None  # description of the emitted train_step's optimiser
     n_state: int = 0
     dropout: bool = False  # the train step takes a seed for its dropout masks
@@ -67,12 +67,9 @@ class CEmitResult:
 
 
 def _params_table(net: Network) -> list[dict]:
-    out, off = [], 0
-    for name, shape in net.param_shapes().items():
-        rows, cols = (int(shape[0]), int(shape[1])) if len(shape) == 2 else (int(shape[0]), 1)
-        out.append({"name": name, "rows": rows, "cols": cols, "offset": off})
-        off += rows * cols
-    return out
+    """The parameter table of the C file: name, rows, cols (a bias is rows x 1), offset."""
+    return [{"name": name, "rows": shape[0], "cols": shape[1] if len(shape) == 2 else 1, "offset": lo}
+            for name, lo, _, shape in net.param_layout()]
 
 
 def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None = None,
@@ -93,7 +90,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
 
     layouts: dict[str, KernelLayout] = {}
     plans = {}
-    masks = _masks(net) if optimizer is not None else []
+    masks = [{"name": name, "layer": layer, "width": width, "p": repr(p)}
+             for name, layer, width, p in dropout_masks(net)] if optimizer is not None else []
     if masks and train_prog is None:
         raise ValueError("a network with dropout needs its training program to emit train_step")
     kernel_names = list(KERNELS) + (["loss_and_grad_train"] if masks else [])
@@ -322,8 +320,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
                     helpers=sorted(printer.helpers), train=train, **common)
     cdef = _cdef(common, protos, real)
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
-    return CEmitResult(files, cdef, prefix, labels, {**work_need, "per_row": (per_row, fixed)},
-                       optimizer.describe() if optimizer is not None else None, n_state, bool(masks))
+    return CEmitResult(files, cdef, prefix, labels, optimizer.describe() if optimizer is not None else None,
+                       n_state, bool(masks))
 
 
 def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, str]:
@@ -364,14 +362,6 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         dropout=result.dropout,
         fd_step="1e-3" if dtype == "float32" else "1e-6",
     )
-
-
-def _masks(net: Network) -> list[dict]:
-    """Dropout masks of a training graph: name, layer, width, drop probability (C literal)."""
-    from .graph import mask_name
-
-    return [{"name": mask_name(i), "layer": i, "width": int(layer.out_features), "p": repr(layer.dropout)}
-            for i, layer in enumerate(net.layers, 1) if layer.dropout]
 
 
 def _train_context(optimizer: Optimizer, printer, real: str, n_params: int) -> dict:

@@ -52,6 +52,12 @@ def mask_name(layer: int) -> str:
     return f"M{layer}"
 
 
+def dropout_masks(net: Network) -> list[tuple[str, int, int, float]]:
+    """``[(mask name, layer, width, drop probability)]`` for the layers with dropout."""
+    return [(mask_name(i), i, int(layer.out_features), layer.dropout)
+            for i, layer in enumerate(net.layers, 1) if layer.dropout]
+
+
 def build_forward(net: Network, training: bool = False) -> ForwardGraph:
     """Lower the declaration into IR nodes (dense = matmul + bias-add + map).
 

@@ -63,7 +63,8 @@ class Kernel:
         self.optimizer = optimizer
         #: the emitted source on disk (C: kept beside the built module in the cache), else None
         self.source_path: str | None = getattr(module, "source_path", None)
-        self.n_params = sum(int(np.prod(s)) for s in self.param_shapes.values())
+        self.layout = net.param_layout()
+        self.n_params = self.layout[-1][2]
 
     def __reduce__(self):
         """Pickled as its recipe: unpickling recompiles (a cache hit for the C backend), so
@@ -148,15 +149,9 @@ class Kernel:
     def unpack(self, flat: object) -> dict[str, np.ndarray]:
         """The inverse of :meth:`pack` (views into ``flat``, no copy)."""
         arr = _as_float_array(flat, "flat parameters", self.dtype)
-        total = sum(int(np.prod(s)) for s in self.param_shapes.values())
-        if arr.shape != (total,):
-            raise ShapeError(f"expected a flat vector of {total} parameters, got shape {arr.shape}")
-        out, off = {}, 0
-        for k, shape in self.param_shapes.items():
-            size = int(np.prod(shape))
-            out[k] = arr[off:off + size].reshape(shape)
-            off += size
-        return out
+        if arr.shape != (self.n_params,):
+            raise ShapeError(f"expected a flat vector of {self.n_params} parameters, got shape {arr.shape}")
+        return {name: arr[lo:hi].reshape(shape) for name, lo, hi, shape in self.layout}
 
     # -- training ------------------------------------------------------------------------------
     def init_state(self) -> np.ndarray:

@@ -60,14 +60,15 @@ def _delta_name(numpy: dict[str, list[str]], layer: int) -> str | None:
 
 def report_tex(net: Network, dtype: str = "float64", curve: str | None = None, training_text: str = "") -> str:
     """The report's LaTeX source (``curve``: a PNG path to include)."""
-    from .driver import emit_files
-    from .emit import spec_hash
+    from .driver import derive_program
+    from .emit import emit_numpy, spec_hash
+    from .emit_c import emit_c
 
     d = derive(net)
-    numpy_src = emit_files(net, "numpy", dtype)[f"{net.name}.py"]
-    numpy = _numpy_lines(numpy_src)
+    program = derive_program(net).program  # derived once for both backends
+    numpy = _numpy_lines(emit_numpy(net, program, dtype).source)
     try:
-        c = _c_lines(emit_files(net, "c", dtype)[f"{net.name}.c"], net.name)
+        c = _c_lines(emit_c(net, program, dtype).source, net.name)
     except (CodegenError, ConfigError):  # a name or function the C backend refuses: NumPy only
         c = {}
     pairs = []

@@ -78,7 +78,7 @@ def test_generated_c_is_correct() -> None:
             opt = sn.optimizer(**entry["optimizer"]) if entry.get("optimizer") else None
             cdef = emit_c(net, derive_program(net).program, dtype, opt).cdef
             k = sn.compile(net, dtype=dtype)
-            k.module = CKernelModule(build(net.name, files, cdef), net.name, dtype, net.param_shapes(),
+            k.module = CKernelModule(build(net.name, files, cdef), net.name, dtype, net.param_layout(),
                                      net.loss.name == "cross_entropy")
             p = net.init_params(seed=0, dtype=dtype)
             X, Y = data(net, n=7, params=net.init_params(seed=0))

@@ -247,3 +247,12 @@ def test_user_huber_is_not_smooth_warning_free_for_builtins() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sn.compile(CATALOGUE["softmax_ce_relu"])
+
+
+def test_norm_criterion_is_separate_from_the_per_entry_one() -> None:
+    from symnn.gradcheck import GradcheckReport
+
+    wide = GradcheckReport(2e-7, "W2", (6, 43), -2.5e-6, -2.5e-6, "central", 1e-7, norm_rel_error=4e-10)
+    assert not wide.passed and wide.passed_norm
+    assert not GradcheckReport(2e-5, "W1", (0, 0), 1.0, 1.0, "central", 1e-7, norm_rel_error=4e-10).passed_norm
+    assert not GradcheckReport(2e-7, "W1", (0, 0), 1.0, 1.0, "complex_step", 1e-9, norm_rel_error=1e-12).passed_norm

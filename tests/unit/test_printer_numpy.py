@@ -40,3 +40,11 @@ def test_constants_round_trip() -> None:
 def test_strict_unsupported_function() -> None:
     with pytest.raises(UnsupportedFunctionError, match="besselj"):
         SymnnNumPyPrinter().doprint_expr(sp.besselj(0, x))
+
+
+def test_step_with_a_float_zero_is_the_same_step() -> None:
+    # nfloat turns Heaviside(x, 0) into Heaviside(x, 0.0): still the 0-at-0 step (both printers
+    # check the convention through symnn.backends.kinks)
+    assert SymnnNumPyPrinter().doprint_expr(sp.Heaviside(x, sp.Float(0.0))) == "np.where(x > 0, _f(1), _f(0))"
+    with pytest.raises(UnsupportedFunctionError, match="Heaviside"):
+        SymnnNumPyPrinter().doprint_expr(c * sp.Heaviside(x))

@@ -30,6 +30,7 @@ from sympy.printing.c import C99CodePrinter
 from ... import naming
 from ...errors import UnsupportedFunctionError
 from ...functions import Sigmoid, Softplus
+from ..kinks import minmax_args, piecewise_parts, require_step, split_step
 
 try:  # SymPy >= 1.13
     from sympy.printing.codeprinter import PrintMethodNotImplementedError
@@ -146,29 +147,19 @@ class SymnnCPrinter(C99CodePrinter):
     def _print_Mul(self, expr: sp.Mul) -> str:
         if expr.is_number:
             return self.lit(float(expr))
-        steps = [a for a in expr.args if isinstance(a, sp.Heaviside)]
-        if steps:
-            step = steps[0]
-            self._check_step(step)
-            rest = sp.Mul(*[a for a in expr.args if a is not step])
-            return f"({self._print(step.args[0])} > 0 ? {self._print(rest)} : {self.lit(0.0)})"
+        step = split_step(expr)
+        if step is not None:
+            u, rest = step
+            return f"({self._print(u)} > 0 ? {self._print(rest)} : {self.lit(0.0)})"
         return super()._print_Mul(expr)
 
-    # -- kinks ------------------------------------------------------------------------------
-    @staticmethod
-    def _check_step(expr: sp.Heaviside) -> None:
-        if len(expr.args) < 2 or not expr.args[1].is_zero:
-            raise UnsupportedFunctionError(
-                f"{expr}: Heaviside without the value 0 at 0 reached code generation"
-            )
-
+    # -- kinks (conventions checked in backends/kinks.py) ----------------------------------
     def _print_Heaviside(self, expr: sp.Heaviside) -> str:
-        self._check_step(expr)
-        return f"({self._print(expr.args[0])} > 0 ? {self.lit(1.0)} : {self.lit(0.0)})"
+        return f"({self._print(require_step(expr))} > 0 ? {self.lit(1.0)} : {self.lit(0.0)})"
 
     def _minmax(self, expr: sp.Expr, helper: str) -> str:
         self.helpers.add(helper)
-        args = [self._print(a) for a in sorted(expr.args, key=lambda a: a.is_number)]
+        args = [self._print(a) for a in minmax_args(expr)]
         out = args[0]
         for a in args[1:]:
             out = f"{self.prefix}__{helper}({out}, {a})"
@@ -181,9 +172,7 @@ class SymnnCPrinter(C99CodePrinter):
         return self._minmax(expr, "min")
 
     def _print_Piecewise(self, expr: sp.Piecewise) -> str:
-        *pairs, (last, cond) = expr.args
-        if cond != sp.true:
-            raise UnsupportedFunctionError(f"{expr}: Piecewise needs a final True branch")
+        pairs, last = piecewise_parts(expr)
         out = self._print(last)
         for value, c in reversed(pairs):
             out = f"({self._print(c)} ? {self._print(value)} : {out})"

@@ -24,7 +24,7 @@ class CKernelModule:
     """Calls one compiled model's C API with NumPy arrays."""
 
     def __init__(self, module: types.ModuleType, prefix: str, dtype: str,
-                 param_shapes: Mapping[str, tuple[int, ...]], labels: bool,
+                 layout: list[tuple[str, int, int, tuple[int, ...]]], labels: bool,
                  n_state: int | None = None, dropout: bool = False) -> None:
         self.ffi, self.lib = module.ffi, module.lib
         origin = getattr(module, "__file__", None)
@@ -32,7 +32,6 @@ class CKernelModule:
         self.prefix = prefix
         self.dtype = np.dtype(dtype)
         self.ctype = f"{prefix}_real"
-        self.param_shapes = dict(param_shapes)
         self.labels = labels
         self.n_params = int(getattr(self.lib, f"{prefix.upper()}_N_PARAMS"))
         self.n_out = int(getattr(self.lib, f"{prefix.upper()}_N_OUT"))
@@ -49,11 +48,7 @@ class CKernelModule:
             self._fn["train_step"] = getattr(self.lib, f"{prefix}_train_step")
             if labels:
                 self._fn["train_step_labels"] = getattr(self.lib, f"{prefix}_train_step_labels")
-        self._offsets, off = {}, 0
-        for name, shape in self.param_shapes.items():
-            size = int(np.prod(shape))
-            self._offsets[name] = (off, off + size, shape)
-            off += size
+        self._layout = layout
 
     # -- buffers -------------------------------------------------------------------------------
     def _ready(self, arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -69,13 +64,13 @@ class CKernelModule:
     def pack(self, params: Mapping[str, np.ndarray]) -> np.ndarray:
         """Parameters as one flat vector in the C layout (``<model>_param_offset``)."""
         flat = np.empty(self.n_params, dtype=self.dtype)
-        for name, (lo, hi, _) in self._offsets.items():
+        for name, lo, hi, _ in self._layout:
             flat[lo:hi] = np.asarray(params[name], dtype=self.dtype).reshape(-1)
         return flat
 
     def unpack(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Views of a flat vector as named parameter arrays (no copy)."""
-        return {name: flat[lo:hi].reshape(shape) for name, (lo, hi, shape) in self._offsets.items()}
+        return {name: flat[lo:hi].reshape(shape) for name, lo, hi, shape in self._layout}
 
     def _work(self, n: int) -> np.ndarray:
         return np.empty(max(self._per_row * n + self._fixed, 1), dtype=self.dtype)
@@ -113,6 +108,21 @@ class CKernelModule:
                        Y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         loss, grad = self._call_loss(params, X, Y, with_grad=True)
         return loss, self.unpack(grad)
+
+    def raw_loss_and_grad(self, params: Mapping[str, np.ndarray], X: np.ndarray, Y: np.ndarray):
+        """A zero-argument callable running the C loss-and-gradient on buffers prepared once
+        (what an application embedding the C pays per call; for benchmarks). The cffi buffer
+        objects keep the arrays alive; inputs must already be validated (``Kernel.params``/
+        ``inputs``/``targets``)."""
+        x = self._ready(X, self.dtype)
+        y, y_ctype, suffix = self._targets(Y)
+        flat, grad = self.pack(params), np.empty(self.n_params, dtype=self.dtype)
+        loss, work = np.empty(1, dtype=self.dtype), self._work(x.shape[0])
+        c = self.ctype
+        args = [self._ptr(flat, c), self._ptr(x, c), self._ptr(y, y_ctype), x.shape[0], self._ptr(loss, c),
+                self._ptr(grad, c)] + ([self.ffi.NULL] if suffix else []) + [self._ptr(work, c), work.size]
+        fn = self._fn["loss_and_grad" + suffix]
+        return lambda: fn(*args)
 
     def _run(self, kernel: str, head: list, x: np.ndarray, Y: np.ndarray, middle: list,
              grad: np.ndarray | None = None) -> float:

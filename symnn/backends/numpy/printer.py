@@ -23,6 +23,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from ...errors import UnsupportedFunctionError
 from ...functions import Sigmoid, Softplus
+from ..kinks import minmax_args, piecewise_parts, require_step, split_step
 
 try:  # SymPy >= 1.13
     from sympy.printing.codeprinter import PrintMethodNotImplementedError
@@ -85,30 +86,25 @@ class SymnnNumPyPrinter(NumPyPrinter):
     def _print_Mul(self, expr: sp.Mul) -> str:
         if expr.is_number:
             return repr(float(expr))
-        steps = [a for a in expr.args if isinstance(a, sp.Heaviside)]
-        if steps:
-            step = steps[0]
-            rest = sp.Mul(*[a for a in expr.args if a is not step])
-            return f"{self.parenthesize(rest, 50)}*({self._print(step.args[0])} > 0)"
+        step = split_step(expr)
+        if step is not None:
+            u, rest = step
+            return f"{self.parenthesize(rest, 50)}*({self._print(u)} > 0)"
         return super()._print_Mul(expr)
 
     # -- kinks ---------------------------------------------------------------------------
     def _print_Heaviside(self, expr: sp.Heaviside) -> str:
-        if len(expr.args) < 2 or expr.args[1] != 0:
-            raise UnsupportedFunctionError(
-                f"{expr}: Heaviside without the value 0 at 0 reached code generation"
-            )
-        return f"np.where({self._print(expr.args[0])} > 0, _f(1), _f(0))"
+        return f"np.where({self._print(require_step(expr))} > 0, _f(1), _f(0))"
 
     def _print_Max(self, expr: sp.Max) -> str:
-        args = [self._print(a) for a in sorted(expr.args, key=lambda a: a.is_number)]
+        args = [self._print(a) for a in minmax_args(expr)]
         out = args[0]
         for a in args[1:]:
             out = f"np.maximum({out}, {a})"
         return out
 
     def _print_Min(self, expr: sp.Min) -> str:
-        args = [self._print(a) for a in sorted(expr.args, key=lambda a: a.is_number)]
+        args = [self._print(a) for a in minmax_args(expr)]
         out = args[0]
         for a in args[1:]:
             out = f"np.minimum({out}, {a})"
@@ -118,9 +114,7 @@ class SymnnNumPyPrinter(NumPyPrinter):
         return f"_f({self._print(value)})" if value.is_number else self._print(value)
 
     def _print_Piecewise(self, expr: sp.Piecewise) -> str:
-        *pairs, (last, cond) = expr.args
-        if cond != sp.true:
-            raise UnsupportedFunctionError(f"{expr}: Piecewise needs a final True branch")
+        pairs, last = piecewise_parts(expr)
         out = self._branch(last)
         for value, c in reversed(pairs):
             out = f"np.where({self._print(c)}, {self._branch(value)}, {out})"
