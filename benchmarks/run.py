@@ -27,7 +27,6 @@ import os
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -36,7 +35,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import symnn as sn  # noqa: E402
-from symnn.bench import sample  # noqa: E402
+from symnn.bench import interleaved  # noqa: E402
 
 
 def hand_written(act: str):
@@ -61,10 +60,6 @@ def hand_written(act: str):
     return f
 
 
-def _sample(fn, args) -> float:
-    return sample(lambda: fn(*args))
-
-
 def bench_kernels(rounds: int = 15) -> list[str]:
     rows = ["| network | N | act | symnn kernel (µs) | hand-written (µs) | ratio | symnn with shape checks (µs) | ratio |",
             "|---|---|---|---|---|---|---|---|"]
@@ -80,12 +75,9 @@ def bench_kernels(rounds: int = 15) -> list[str]:
         l1, g1 = ours(p, X, Y)
         l2, g2 = hand(p, X, Y)
         assert abs(l1 - l2) < 1e-12 and all(np.allclose(g1[n], g2[n], rtol=1e-12, atol=1e-14) for n in g1)
-        a, b, c = [], [], []
-        for _ in range(rounds):  # interleaved
-            a.append(_sample(ours, (p, X, Y)))
-            b.append(_sample(hand, (p, X, Y)))
-            c.append(_sample(checked, (p, X, Y)))
-        ma, mb, mc = (statistics.median(v) * 1e6 for v in (a, b, c))
+        t = interleaved({"ours": lambda: ours(p, X, Y), "hand": lambda: hand(p, X, Y),
+                         "checked": lambda: checked(p, X, Y)}, rounds)
+        ma, mb, mc = (t[k] * 1e6 for k in ("ours", "hand", "checked"))
         rows.append(f"| {n_in}-{hid}-{out} | {N} | {act} | {ma:.1f} | {mb:.1f} | {ma / mb:.2f} "
                     f"| {mc:.1f} | {mc / mb:.2f} |")
     return rows
@@ -131,12 +123,9 @@ def bench_c(rounds: int = 9) -> list[str]:
         raw()
         ln, gn = kn.module._loss_and_grad(p, X, Y)
         assert abs(kc.module._loss(p, X, Y) - ln) <= 1e-14 * abs(ln)
-        a, b, c = [], [], []
-        for _ in range(rounds):
-            a.append(_sample(kn.module._loss_and_grad, (p, X, Y)))
-            b.append(_sample(raw, ()))
-            c.append(_sample(kc.module._loss_and_grad, (p, X, Y)))
-        ma, mb, mc = (statistics.median(v) * 1e6 for v in (a, b, c))
+        t = interleaved({"numpy": lambda: kn.module._loss_and_grad(p, X, Y), "raw": raw,
+                         "wrapper": lambda: kc.module._loss_and_grad(p, X, Y)}, rounds)
+        ma, mb, mc = (t[k] * 1e6 for k in ("numpy", "raw", "wrapper"))
         rows.append(f"| {n_in}-{hid}-{out} | {N} | {act} | {ma:.1f} | {mb:.1f} | {mb / ma:.2f} "
                     f"| {mc:.1f} | {mc / ma:.2f} |")
     return rows

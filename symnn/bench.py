@@ -28,6 +28,16 @@ def sample(fn: Callable[[], object], min_time: float = 0.02) -> float:
         n *= 2
 
 
+def interleaved(systems: dict[str, Callable[[], object]], rounds: int = 5) -> dict[str, float]:
+    """Median seconds per call of each system, the systems timed in turn in every round (so
+    a slow phase of a shared machine hits them all alike)."""
+    samples: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(rounds):
+        for name, fn in systems.items():
+            samples[name].append(sample(fn))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
 def bench(net: Network, batch: int = 64, dtype: str = "float64", rounds: int = 5,
           backends: tuple[str, ...] = ("numpy", "c")) -> dict[str, float]:
     """Median seconds per loss-and-gradient call, by system."""
@@ -44,8 +54,4 @@ def bench(net: Network, batch: int = 64, dtype: str = "float64", rounds: int = 5
         systems[f"symnn {backend}"] = (lambda k=k, p=p, x=x, y=y: k.module._loss_and_grad(p, x, y))
         if backend == "c":
             systems["symnn c (raw call)"] = k.module.raw_loss_and_grad(p, x, y)
-    samples: dict[str, list[float]] = {name: [] for name in systems}
-    for _ in range(rounds):
-        for name, fn in systems.items():
-            samples[name].append(sample(fn))
-    return {name: statistics.median(v) for name, v in samples.items()}
+    return interleaved(systems, rounds)
