@@ -39,6 +39,35 @@ class Softplus(sp.Function):
         return s if exp is None else r"%s^{%s}" % (s, exp)
 
 
+class Clamp(sp.Function):
+    """``Clamp(x, lo, hi)``: x limited to [lo, hi] with NaN propagated, where an activation has
+    already saturated to its limit (see :mod:`symnn.saturate`); derivative 1."""
+
+    nargs = 3
+    is_real = True
+
+    @classmethod
+    def eval(cls, x, lo, hi):
+        if x.is_Number and lo.is_Number and hi.is_Number:
+            if x is sp.nan:
+                return sp.nan
+            return lo if x < lo else hi if x > hi else x
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        if argindex == 1:
+            return sp.S.One
+        return sp.S.Zero
+
+    def _eval_rewrite_as_exp(self, x, lo, hi, **kwargs):
+        return x
+
+    def _latex(self, printer, exp=None):
+        s = printer._print(self.args[0])
+        return s if exp is None else r"\left(%s\right)^{%s}" % (s, exp)
+
+
 def plain(expr: sp.Expr) -> sp.Expr:
-    """``expr`` with every stable function written back as its defining formula."""
-    return expr.replace(lambda e: isinstance(e, (Sigmoid, Softplus)), lambda e: e.rewrite(sp.exp))
+    """``expr`` with every stable function written back as its defining formula (a
+    :class:`Clamp` becomes its argument)."""
+    return expr.replace(lambda e: isinstance(e, (Sigmoid, Softplus, Clamp)), lambda e: e.rewrite(sp.exp))

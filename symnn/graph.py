@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from . import ir, naming, registry
+from . import ir, naming, registry, saturate
 from .declare import Network
+from .expressions import derivative
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,16 @@ class ForwardGraph:
 
 
 def activation_fn(name: str, expr: sp.Expr) -> ir.Elementwise:
-    return ir.Elementwise(name, (registry.X,), expr)
+    """The element-wise map of an activation; where its formula (or its derivative's) is NaN
+    at huge or infinite inputs, the input is clamped where the function has already
+    saturated (:mod:`symnn.saturate`) and the derivative is passed as a proven partial."""
+    x = registry.X
+    value = saturate.clamp(expr, x)
+    d = derivative(expr, x, f"activation {name}")
+    grad = saturate.clamp(d, x)
+    if value == expr and grad == d:
+        return ir.Elementwise(name, (x,), expr)
+    return ir.Elementwise(name, (x,), value, grads=(grad,))
 
 
 def apply_activation(act, z: ir.Node) -> ir.Node:

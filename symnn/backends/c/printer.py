@@ -29,7 +29,7 @@ from sympy.printing.c import C99CodePrinter
 
 from ... import naming
 from ...errors import UnsupportedFunctionError
-from ...functions import Sigmoid, Softplus
+from ...functions import Clamp, Sigmoid, Softplus
 from ..kinks import minmax_args, piecewise_parts, require_step, split_step
 
 try:  # SymPy >= 1.13
@@ -203,6 +203,14 @@ class SymnnCPrinter(C99CodePrinter):
     def _print_Softplus(self, expr: Softplus) -> str:
         self.helpers.add("softplus")
         return f"{self.prefix}__softplus({self._print(expr.args[0])})"
+
+    def _print_Clamp(self, expr: Clamp) -> str:
+        self.helpers.add("clamp")
+        x, lo, hi = expr.args
+        big = float(np.finfo(self.dtype).max)  # a float64 bound past float32's range
+        bounds = [self.lit(max(float(lo), -big) if lo.is_finite else float(lo)),
+                  self.lit(min(float(hi), big) if hi.is_finite else float(hi))]
+        return f"{self.prefix}__clamp({self._print(x)}, {bounds[0]}, {bounds[1]})"
 
 
 for _name in _LIBM:

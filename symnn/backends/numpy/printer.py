@@ -22,7 +22,7 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
 from ...errors import UnsupportedFunctionError
-from ...functions import Sigmoid, Softplus
+from ...functions import Clamp, Sigmoid, Softplus
 from ..kinks import minmax_args, piecewise_parts, require_step, split_step
 
 try:  # SymPy >= 1.13
@@ -131,6 +131,12 @@ class SymnnNumPyPrinter(NumPyPrinter):
     def _print_Softplus(self, expr: Softplus) -> str:
         self.helpers.add("softplus")
         return f"_softplus({self._print(expr.args[0])})"
+
+    def _print_Clamp(self, expr: Clamp) -> str:
+        self.helpers.add("clamp")
+        x, lo, hi = expr.args
+        bounds = [repr(float(b)) if b.is_finite else ("-" if b < 0 else "") + "np.inf" for b in (lo, hi)]
+        return f"_clamp({self._print(x)}, {bounds[0]}, {bounds[1]})"
 
     def _print_erf(self, expr: sp.Expr) -> str:
         self.helpers.add("erf")

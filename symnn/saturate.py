@@ -1,0 +1,129 @@
+"""Saturation guards: keep an activation (and its derivative) off NaN at huge and infinite inputs.
+
+Some textbook formulas are NaN at the ends of the floating-point line although the function
+has a limit there: ``x*sigmoid(x)`` is ``-inf*0`` at ``x = -inf``, ``x/(1+|x|)`` is ``inf/inf``,
+and GELU's derivative ``sqrt(2)*x*exp(-x**2/2)`` overflows to ``inf*0`` at ``x = 1.3e308``.
+PyTorch returns NaN there; symnn returns the limit.
+
+How: for each side, if the (stabilised) formula gives NaN at large inputs in float arithmetic
+and SymPy finds a finite limit ``L`` at that infinity, the input is clamped at the smallest
+power of two ``T`` from which the float64 formula already gives exactly ``L`` (or NaN) at
+every power of two up to the largest double. So the clamp changes none of the formula's
+float64 values: it only replaces the NaN that its evaluation order produced by the value the
+formula had already converged to. The derivative gets its own clamp, and is passed to the chain rule
+as the activation's proven partial derivative.
+
+:class:`~symnn.functions.Clamp` is invisible to the mathematics: :func:`symnn.functions.plain` removes it (the
+complex-step oracle sees the plain formula) and LaTeX prints only its argument.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import sympy as sp
+
+from .functions import Clamp
+
+_PROBES = (math.inf, 1.7976931348623157e308, 1.3e308, 1e300, 1e200, 1.4e154, 1e100, 1e20)
+
+
+def _np_sigmoid(v: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(v))
+    return np.where(v >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _np_softplus(v: np.ndarray) -> np.ndarray:
+    return np.maximum(v, 0) + np.log1p(np.exp(-np.abs(v)))
+
+
+_NP_MODULES = [{"Sigmoid": _np_sigmoid, "Softplus": _np_softplus, "erf": np.vectorize(math.erf, otypes=[float])},
+               "numpy"]
+
+
+def _float_formula(expr: sp.Expr, x: sp.Symbol):
+    """``expr`` as a float64 NumPy function, in the stable form the printers emit."""
+    from .simplify.stable import stabilise_expr
+
+    return sp.lambdify(x, stabilise_expr(expr), modules=_NP_MODULES)
+
+
+def _nan_side(f, sign: int) -> bool:
+    """Does the float64 formula give NaN at some large input of this sign?"""
+    with np.errstate(all="ignore"):
+        try:
+            vals = np.asarray(f(np.array([sign * p for p in _PROBES])), dtype=float)
+        except (NameError, TypeError, AttributeError):  # a function NumPy lacks: the printers name it
+            return False
+    return bool(np.isnan(vals).any())
+
+
+def _finite_limit(expr: sp.Expr, x: sp.Symbol, sign: int) -> float | None:
+    try:
+        lim = sp.limit(expr, x, sign * sp.oo)
+    except (NotImplementedError, ValueError, TypeError, sp.PoleError):
+        return None
+    if not (lim.is_number and lim.is_real and lim.is_finite):
+        return None
+    return float(lim)
+
+
+def _threshold(f, sign: int, limit: float) -> float | None:
+    """Where to clamp: the smallest power of two 2**k from which the float64 formula gives
+    exactly ``limit`` (or NaN) at every power of two up to the largest double; for a formula
+    that converges too slowly to reach ``limit`` in range (``1/(1+|x|)``), the largest probe
+    where it is not NaN, if it is already within 1e-12 of ``limit`` there."""
+    ts = np.array([2.0**k for k in range(1024)] + [1.7976931348623157e308])
+    with np.errstate(all="ignore"):
+        vals = np.asarray(f(sign * ts), dtype=float)
+    nan = np.isnan(vals)
+    ok = (vals == limit) | nan
+    if ok[-1]:
+        bad = np.flatnonzero(~ok)
+        start = int(bad[-1]) + 1 if bad.size else 0
+        while start < ts.size and nan[start]:
+            start += 1
+        if start < ts.size:
+            return float(ts[start])
+    finite = np.flatnonzero(~nan)
+    if finite.size and abs(vals[finite[-1]] - limit) <= 1e-12 * max(1.0, abs(limit)):
+        return float(ts[finite[-1]])
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def bounds(expr: sp.Expr, x: sp.Symbol) -> tuple[float, float] | None:
+    """``(lo, hi)`` to clamp ``x`` to, or None when the formula needs no guard."""
+    lo, hi = -math.inf, math.inf
+    f = _float_formula(expr, x)
+    for sign in (-1, 1):
+        if not _nan_side(f, sign):
+            continue
+        limit = _finite_limit(expr, x, sign)
+        if limit is None:
+            continue
+        t = _threshold(f, sign, limit)
+        if t is None:
+            continue
+        if sign < 0:
+            lo = -t
+        else:
+            hi = t
+    return None if (lo, hi) == (-math.inf, math.inf) else (lo, hi)
+
+
+def clamp(expr: sp.Expr, x: sp.Symbol) -> sp.Expr:
+    """``expr`` with ``x`` clamped where the formula would otherwise be NaN (see module)."""
+    b = bounds(expr, x)
+    if b is None:
+        return expr
+    lo, hi = (sp.Float(v, 17) if math.isfinite(v) else (sp.oo if v > 0 else -sp.oo) for v in b)
+    return expr.xreplace({x: Clamp(x, lo, hi)})
+
+
+def is_guarded(expr: sp.Expr) -> bool:
+    return expr.has(Clamp)
+
+
