@@ -54,6 +54,15 @@ def require_symbols(expr: sp.Expr, allowed: Iterable[sp.Symbol], what: str) -> N
         )
 
 
+def _sign_times_arg(e: sp.Mul) -> sp.Expr:
+    sgn = next(f for f in e.args if isinstance(f, sp.sign) and f.args[0] in e.args)
+    u = sgn.args[0]
+    rest = list(e.args)
+    rest.remove(sgn)
+    rest.remove(u)
+    return sp.Mul(*rest) * sp.Abs(u)
+
+
 def normalise_derivative(d: sp.Expr) -> sp.Expr:
     """Apply symnn's kink conventions to a derivative SymPy produced.
 
@@ -65,6 +74,12 @@ def normalise_derivative(d: sp.Expr) -> sp.Expr:
     d = d.replace(
         lambda e: isinstance(e, sp.Heaviside) and (len(e.args) == 1 or e.args[1] != 0),
         lambda e: sp.Heaviside(e.args[0], 0),
+    )
+    # u*sign(u) = |u| for every real u (0 included): lets 1/(1+|x|) - x sign(x)/(1+|x|)**2
+    # cancel to 1/(1+|x|)**2, with no cancellation error at large |x|
+    d = d.replace(
+        lambda e: e.is_Mul and any(isinstance(f, sp.sign) and f.args[0] in e.args for f in e.args),
+        _sign_times_arg,
     )
     # floor/ceiling are piecewise constant: derivative 0 almost everywhere (and at the jumps)
     return d.replace(

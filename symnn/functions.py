@@ -9,6 +9,7 @@ the rewrite, and each printer gives them a stable implementation (``exp(-|x|)`` 
 from __future__ import annotations
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 
 
 class Sigmoid(sp.Function):
@@ -67,7 +68,23 @@ class Clamp(sp.Function):
         return s if exp is None else r"\left(%s\right)^{%s}" % (s, exp)
 
 
+class OnePlusErf(sp.Function):
+    """1 + erf(x), printed as ``erfc(-x)``: no cancellation at negative x (GELU).
+
+    Its own class because SymPy rewrites ``erfc(-x)`` to ``2 - erfc(x)`` on construction."""
+
+    nargs = 1
+    is_real = True
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return 1 + sp.erf(x)
+
+    def _latex(self, printer, exp=None):
+        s = r"\left(1 + \operatorname{erf}\left(%s\right)\right)" % printer._print(self.args[0])
+        return s if exp is None else r"%s^{%s}" % (s, exp)
+
+
 def plain(expr: sp.Expr) -> sp.Expr:
     """``expr`` with every stable function written back as its defining formula (a
     :class:`Clamp` becomes its argument)."""
-    return expr.replace(lambda e: isinstance(e, (Sigmoid, Softplus, Clamp)), lambda e: e.rewrite(sp.exp))
+    return expr.replace(lambda e: isinstance(e, (Sigmoid, Softplus, Clamp, OnePlusErf, expm1)), lambda e: e.rewrite(sp.exp))

@@ -39,8 +39,9 @@ def _np_softplus(v: np.ndarray) -> np.ndarray:
     return np.maximum(v, 0) + np.log1p(np.exp(-np.abs(v)))
 
 
-_NP_MODULES = [{"Sigmoid": _np_sigmoid, "Softplus": _np_softplus, "erf": np.vectorize(math.erf, otypes=[float])},
-               "numpy"]
+_ERFC = np.vectorize(math.erfc, otypes=[float])
+_NP_MODULES = [{"Sigmoid": _np_sigmoid, "Softplus": _np_softplus, "erf": np.vectorize(math.erf, otypes=[float]),
+                "erfc": _ERFC, "OnePlusErf": lambda v: _ERFC(-v), "expm1": np.expm1}, "numpy"]
 
 
 def _float_formula(expr: sp.Expr, x: sp.Symbol):

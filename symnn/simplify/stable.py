@@ -2,6 +2,8 @@
 
 * ``log(1 + exp(v))`` -> ``Softplus(v)`` (printed ``max(v,0) + log1p(exp(-|v|))``), so BCE from
   logits is finite at v = 40 (float64) / 17 (float32) and at v = -800.
+* ``exp(v) - 1`` -> ``expm1(v)`` (ELU at small negative inputs), ``1 + erf(v)`` ->
+  ``OnePlusErf(v)``, printed ``erfc(-v)`` (GELU at negative inputs).
 * every ``exp(v)`` that appears in a ``1 + exp(v)`` denominator -> written with ``Sigmoid``
   (printed in the ``exp(-|x|)`` form): SymPy's own sigmoid derivative
   ``exp(-x)/(1+exp(-x))**2`` is NaN for x <= -710, its rewrite ``Sigmoid(x)*(1-Sigmoid(x))``
@@ -15,9 +17,10 @@ points before it is accepted; a rewrite that fails the check is not applied.
 from __future__ import annotations
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 
 from .. import ir
-from ..functions import Sigmoid, Softplus, plain
+from ..functions import OnePlusErf, Sigmoid, Softplus, plain
 from ..program import Program
 
 
@@ -46,8 +49,37 @@ def _one_plus_exp_arg(e: sp.Expr) -> sp.Expr | None:
     return None
 
 
+def _exp_minus_one(e: sp.Expr) -> sp.Expr | None:
+    """``e`` (an Add holding the terms c*exp(v) and -c) with that pair as ``c*expm1(v)``."""
+    if not isinstance(e, sp.Add):
+        return None
+    for t in e.args:
+        c, f = t.as_coeff_Mul()
+        if isinstance(f, sp.exp) and -c in e.args:
+            rest = [u for u in e.args if u is not t and u != -c]
+            return sp.Add(*rest, c * expm1(f.args[0]))
+    return None
+
+
+def _one_plus_erf(e: sp.Expr) -> sp.Expr | None:
+    """``e`` (an Add holding the terms c and c*erf(v)) with that pair as ``c*OnePlusErf(v)``."""
+    if not isinstance(e, sp.Add):
+        return None
+    for t in e.args:
+        c, f = t.as_coeff_Mul()
+        if isinstance(f, sp.erf) and c in e.args:
+            rest = [u for u in e.args if u is not t and u != c]
+            return sp.Add(*rest, c * OnePlusErf(f.args[0]))
+    return None
+
+
 def stabilise_expr(expr: sp.Expr) -> sp.Expr:
     """The stable form of one scalar expression (unchanged when no rule applies)."""
+    expr0 = expr
+    # exp(v) - 1 -> expm1(v): ELU's alpha*(exp(x) - 1) keeps full precision at small |x|
+    expr = expr.replace(lambda e: _exp_minus_one(e) is not None, _exp_minus_one)
+    # 1 + erf(v) -> erfc(-v): GELU at negative inputs, where 1 + erf cancels
+    expr = expr.replace(lambda e: _one_plus_erf(e) is not None, _one_plus_erf)
     out = expr.replace(
         lambda e: isinstance(e, sp.log) and _one_plus_exp_arg(e.args[0]) is not None,
         lambda e: Softplus(_one_plus_exp_arg(e.args[0])),
@@ -66,9 +98,17 @@ def stabilise_expr(expr: sp.Expr) -> sp.Expr:
             and any(isinstance(-t, Sigmoid) for t in e.args),
             lambda e: Sigmoid(-[-t for t in e.args if isinstance(-t, Sigmoid)][0].args[0]),
         )
+        # sigmoid(u) - 1 = -sigmoid(-u): no cancellation where sigmoid(u) is near 1
+        cand = cand.replace(
+            lambda e: isinstance(e, sp.Add) and len(e.args) == 2 and sp.S.NegativeOne in e.args
+            and any(isinstance(t, Sigmoid) for t in e.args),
+            lambda e: -Sigmoid(-[t for t in e.args if isinstance(t, Sigmoid)][0].args[0]),
+        )
         if _agrees(cand, out):
             out = cand
-    return out if _agrees(out, expr) else expr
+    if _agrees(out, expr0):
+        return out
+    return expr if _agrees(expr, expr0) else expr0
 
 
 def stabilise(prog: Program) -> Program:

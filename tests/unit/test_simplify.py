@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 
 import symnn as sn
 from symnn import registry
-from symnn.functions import Sigmoid, Softplus, plain
+from symnn.functions import OnePlusErf, Sigmoid, Softplus, plain
 from symnn.graph import build_forward
 from symnn.simplify.fuse import prove_sigmoid_bce, prove_softmax_ce
 from symnn.simplify.pipeline import simplify
@@ -48,7 +49,10 @@ def test_fusions_are_proved() -> None:
     (1 / (1 + sp.exp(-z)), Sigmoid(z)),
     (sp.log(1 + sp.exp(z)), Softplus(z)),
     (sp.exp(z) / (1 + sp.exp(z)), Sigmoid(z)),
-    (sp.exp(-z) / (1 + sp.exp(-z)) ** 2, Sigmoid(z) * (1 - Sigmoid(z))),
+    (sp.exp(-z) / (1 + sp.exp(-z)) ** 2, Sigmoid(z) * Sigmoid(-z)),  # no 1 - sigmoid cancellation
+    (2 * (sp.exp(z) - 1), 2 * expm1(z)),
+    (z * (1 + sp.erf(z / 2)), z * OnePlusErf(z / 2)),
+    (sp.Rational(1, 2) + sp.erf(z) / 2, OnePlusErf(z) / 2),
 ])
 def test_stabilise(expr: sp.Expr, expected: sp.Expr) -> None:
     out = stabilise_expr(expr)

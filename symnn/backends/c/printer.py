@@ -204,6 +204,9 @@ class SymnnCPrinter(C99CodePrinter):
         self.helpers.add("softplus")
         return f"{self.prefix}__softplus({self._print(expr.args[0])})"
 
+    def _print_OnePlusErf(self, expr: sp.Expr) -> str:
+        return f"erfc{self.suffix}({self._print(-expr.args[0])})"
+
     def _print_Clamp(self, expr: Clamp) -> str:
         self.helpers.add("clamp")
         x, lo, hi = expr.args

@@ -141,3 +141,10 @@ class SymnnNumPyPrinter(NumPyPrinter):
     def _print_erf(self, expr: sp.Expr) -> str:
         self.helpers.add("erf")
         return f"_erf({self._print(expr.args[0])})"
+
+    def _print_erfc(self, expr: sp.Expr) -> str:
+        self.helpers.add("erf")
+        return f"_erfc({self._print(expr.args[0])})"
+
+    def _print_OnePlusErf(self, expr: sp.Expr) -> str:
+        return self._print(sp.erfc(-expr.args[0], evaluate=False))
