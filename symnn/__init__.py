@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import errors
 from .declare import Activation, Dense, Loss, Network, activation
 from .derivation import Derivation, derive
-from .driver import compile, emit, emit_source
+from .driver import compile, compile_many, emit, emit_source
 from .errors import *  # noqa: F403 - the exception hierarchy is public
 from .expressions import NonSmoothWarning
 from .gradcheck import GradcheckReport, gradcheck
@@ -51,6 +51,7 @@ __all__ = [
     "NonSmoothWarning",
     "activation",
     "compile",
+    "compile_many",
     "derive",
     "emit",
     "emit_source",

@@ -234,11 +234,11 @@ def _compile(root: Path, modname: str, key: str, files: dict[str, str], cdef: st
     try:
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
-        c_file = next(n for n in files if n.endswith(".c"))
+        includes = "".join(f'#include "{n}"\n' for n in files if n.endswith(".c"))  # one or a group
         ffi = cffi.FFI()
         ffi.cdef(cdef)
         wrapper = tmp / f"{modname}.c"
-        recompiler.make_c_source(ffi, modname, f'#include "{c_file}"\n', str(wrapper), verbose=False)
+        recompiler.make_c_source(ffi, modname, includes, str(wrapper), verbose=False)
         ext = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
         so = tmp / f"{modname}{ext}"
         cmd = [*compiler.argv, *flags, f"-I{include}", f"-I{tmp}", str(wrapper), "-o", str(so), "-lm"]

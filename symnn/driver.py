@@ -6,10 +6,11 @@ import builtins
 import types
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 from .declare import Network
 from .emit import check_backend, emit_numpy, require_concrete, write_atomic
-from .errors import CompilerNotFoundError, SpecTypeError
+from .errors import CompilerNotFoundError, ConfigError, SpecTypeError
 from .graph import build_forward
 from .kernel import Kernel
 from .optim import Optimizer
@@ -91,6 +92,38 @@ def _load_c(net: Network, dtype: str, check_finite: bool, opt: Optimizer | None)
     module = CKernelModule(ext, result.prefix, dtype, net.param_layout(), result.labels,
                            n_state=len(opt.state) if opt is not None else None, dropout=net.has_dropout)
     return Kernel(net, module, "c", dtype, result.source, check_finite=check_finite, optimizer=opt)
+
+
+def compile_many(nets: Sequence[Network], backend: str = "c", dtype: str = "float64", *,
+                 check_finite: bool = True) -> list[Kernel]:
+    """Kernels for several networks; with ``backend="c"`` they share one compiled module (one
+    compiler run instead of one per network, for test suites and model zoos). The networks
+    need distinct names: every C symbol is prefixed with its network's name."""
+    check_backend(backend, dtype)
+    nets = [_require_network(n) for n in nets]
+    for n in nets:
+        require_concrete(n)
+    if not nets:
+        raise ConfigError("compile_many needs at least one network")
+    names = [n.name for n in nets]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"compile_many needs distinct network names; repeated: {', '.join(dupes)}")
+    if backend == "numpy":
+        return [_load_numpy(n, dtype, check_finite, None) for n in nets]
+    from .backends.c.wrapper import CKernelModule
+    from .build import build
+    from .emit_c import emit_c
+
+    results = [emit_c(n, derive_program(n).program, dtype) for n in nets]
+    files: dict[str, str] = {}
+    cdef: list[str] = []
+    for r in results:
+        files.update(r.files)
+        cdef += [line for line in r.cdef.splitlines() if line not in cdef]
+    ext = build("group_" + "_".join(r.prefix for r in results)[:40], files, "\n".join(cdef) + "\n")
+    return [Kernel(n, CKernelModule(ext, r.prefix, dtype, n.param_layout(), r.labels), "c", dtype, r.source,
+                   check_finite=check_finite) for n, r in zip(nets, results)]
 
 
 def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,

@@ -361,6 +361,7 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         n_state=result.n_state,
         dropout=result.dropout,
         fd_step="1e-3" if dtype == "float32" else "1e-6",
+        n_in=int(net.n_in),
     )
 
 

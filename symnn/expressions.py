@@ -106,7 +106,10 @@ def derivative(expr: sp.Expr, var: sp.Symbol, what: str = "expression") -> sp.Ex
 
 
 def _probe_value(expr: sp.Expr, var: sp.Symbol, at: sp.Rational) -> sp.Expr:
-    return sp.N(expr.subs(var, at), 30)
+    try:
+        return sp.N(expr.subs(var, at), 30)
+    except (ValueError, TypeError):  # Max/Min or a comparison of a non-real value: not real there
+        return sp.I
 
 
 def _is_bad_number(v: sp.Expr) -> bool:

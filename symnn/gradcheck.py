@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 import sympy as sp
 
-from . import ir
+from . import ir, registry
 from .errors import DataError, GradientCheckError, SpecTypeError
 from .graph import build_forward
 from .interpret import evaluate
@@ -230,37 +230,72 @@ def gradcheck(
     return _finish(_compare(analytic, numeric, method), raise_on_fail)
 
 
-def min_kink_distance(net, X: np.ndarray, params: Mapping[str, np.ndarray]) -> float:
-    """Smallest |pre-activation| over the layers whose activation has a kink (inf if none)."""
+def _kink_arguments(expr: sp.Expr) -> list[sp.Expr]:
+    """The expressions whose zeros are the kinks of ``expr``: ``u`` of Abs/sign/Heaviside(u),
+    ``a - b`` of Max/Min(a, b), ``lhs - rhs`` of each Piecewise condition, floor/ceiling's
+    argument minus its nearest integer is not covered (piecewise constant: zero gradient)."""
+    out: list[sp.Expr] = []
+    for e in sp.preorder_traversal(expr):
+        if isinstance(e, (sp.Abs, sp.sign, sp.Heaviside)):
+            out.append(e.args[0])
+        elif isinstance(e, (sp.Max, sp.Min)):
+            out += [a - b for i, a in enumerate(e.args) for b in e.args[i + 1:]]
+        elif isinstance(e, sp.Piecewise):
+            for _, cond in e.args:
+                out += [r.lhs - r.rhs for r in sp.preorder_traversal(cond) if isinstance(r, sp.core.relational.Relational)]
+    return out
+
+
+def kink_distances(net, X: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per row of ``X``: the smallest |g(z)| over every pre-activation z of a kinked activation
+    and every kink argument g of it (:func:`_kink_arguments`); inf for a row with none."""
     fwd = build_forward(net)
-    kinked = [z for z, layer in zip(fwd.z, net.layers)
-              if layer.activation.expr is not None and layer.activation.expr.has(sp.Max, sp.Piecewise, sp.Abs)]
+    dist = np.full(X.shape[0], np.inf)
+    kinked = [(z, _kink_arguments(layer.activation.expr)) for z, layer in zip(fwd.z, net.layers)
+              if layer.activation.expr is not None]
+    kinked = [(z, g) for z, g in kinked if g]
     if not kinked:
-        return np.inf
-    vals = evaluate({str(i): z for i, z in enumerate(kinked)}, {**params, "X": X})
-    return min(float(np.abs(v).min()) for v in vals.values())
+        return dist
+    vals = evaluate({str(i): z for i, (z, _) in enumerate(kinked)}, {**params, "X": X})
+    for i, (_, gs) in enumerate(kinked):
+        z = np.real(vals[str(i)])
+        for g in gs:
+            f = sp.lambdify(registry.X, g, modules="numpy")
+            with np.errstate(all="ignore"):
+                d = np.abs(np.broadcast_to(np.asarray(f(z), dtype=float), z.shape))
+            dist = np.minimum(dist, np.where(np.isnan(d), np.inf, d).min(axis=1))
+    return dist
+
+
+def min_kink_distance(net, X: np.ndarray, params: Mapping[str, np.ndarray]) -> float:
+    """Smallest distance of any row of ``X`` from a kink (see :func:`kink_distances`)."""
+    return float(kink_distances(net, X, params).min()) if X.shape[0] else np.inf
 
 
 def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: int = 500):
-    """``(params, X, Y)`` for a gradient check: seeded parameters, standard-normal inputs redrawn
-    until every kinked pre-activation is at least ``margin`` from its kink (differences must
-    not straddle one: single-entry steps of 1e-3 move a pre-activation by a few 1e-3), and
-    targets that suit the loss (labels, [0, 1] or normal). Raises ``ValueError`` if no such
-    inputs turn up in ``tries`` draws (a very wide kinked layer: use fewer rows)."""
+    """``(params, X, Y)`` for a gradient check: seeded parameters, standard-normal input rows,
+    each redrawn until every kink argument of every kinked pre-activation is at least ``margin``
+    from zero (differences must not straddle a kink: single-entry steps of 1e-3 move a
+    pre-activation by a few 1e-3), and targets that suit the loss (labels, [0, 1] or normal).
+    Raises ``DataError`` if ``tries`` blocks of candidate rows give fewer than ``n`` good rows."""
     rng = np.random.default_rng(seed)
-    params = net.init_params(seed=seed)
-    if net.l1:  # |w| has a kink at 0: keep every weight at least `margin`/5 away from it
-        for name, w in params.items():
-            if name.startswith("W"):
-                params[name] = np.where(np.abs(w) < margin / 5, np.where(w < 0, -margin / 5, margin / 5), w)
-    X = rng.normal(size=(n, int(net.n_in)))
-    for _ in range(tries):
-        if min_kink_distance(net, X, params) >= margin:
+    rows: list[np.ndarray] = []
+    for attempt in range(tries):
+        if attempt % 25 == 0:  # tiny first-layer weights can keep every row near a kink: new weights
+            rows = []
+            params = net.init_params(seed=seed + 7919 * (attempt // 25))
+            if net.l1:  # |w| has a kink at 0: keep every weight `margin` away (steps reach 2e-3)
+                for name, w in params.items():
+                    if name.startswith("W"):
+                        params[name] = np.where(np.abs(w) < margin, np.where(w < 0, -margin, margin), w)
+        cand = rng.normal(size=(max(n, 8), int(net.n_in)))
+        rows += list(cand[kink_distances(net, cand, params) >= margin])
+        if len(rows) >= n:
             break
-        X = rng.normal(size=(n, int(net.n_in)))
     else:
         raise DataError(f"no inputs keep every kinked pre-activation {margin} from its kink "
                         f"after {tries} draws; try fewer rows")
+    X = np.array(rows[:n]).reshape(n, int(net.n_in))
     k = int(net.n_out)
     if net.loss.name == "cross_entropy" and not net.loss.user:
         Y = np.arange(n) % k
@@ -268,6 +303,20 @@ def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: in
         Y = rng.uniform(0, 1, (n, k))
     else:
         Y = rng.normal(size=(n, k))
+        kinks = _kink_arguments(net.loss.expr) if net.loss.user else []
+        if kinks:  # a kinked user loss (Huber): targets away from the kinks in p - y too
+            out = np.real(evaluate({"a": build_forward(net).output}, {**params, "X": X})["a"])
+            fns = [sp.lambdify((registry.P, registry.T), g, modules="numpy") for g in kinks]
+            for _ in range(tries):
+                with np.errstate(all="ignore"):
+                    d = np.min([np.abs(np.broadcast_to(np.asarray(f(out, Y), dtype=float), Y.shape))
+                                for f in fns], axis=0)
+                bad = ~(d >= margin)
+                if not bad.any():
+                    break
+                Y = np.where(bad, rng.normal(size=(n, k)), Y)
+            else:
+                raise DataError(f"no targets keep the loss {margin} from its kinks after {tries} draws")
     return params, X, Y
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 
 import numpy as np
@@ -10,8 +9,7 @@ import pytest
 
 import symnn as sn
 from tests.catalogue import CATALOGUE, data
-
-HAS_TORCH = importlib.util.find_spec("torch") is not None
+from tests.oracles import HAS_TORCH, torch_loss_and_grad
 BACKENDS = ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)]
 
 
@@ -121,34 +119,15 @@ def test_gradcheck_projection_for_large_nets() -> None:
                                   "mse_silu_tanh", "softmax_ce_gelu_l2"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_against_torch_autograd(name: str, backend: str) -> None:
-    import torch
-
     net = CATALOGUE[name]
     k = sn.compile(net, backend=backend)
     X, Y = data(net)
     p = net.init_params(seed=5)
     loss, grads = k.loss_and_grad(p, X, Y)
-    acts = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "identity": lambda t: t,
-            "elu": torch.nn.functional.elu, "silu": torch.nn.functional.silu,
-            "gelu": torch.nn.functional.gelu, "softmax": lambda t: torch.softmax(t, dim=1)}
-    tp = {kk: torch.tensor(v, requires_grad=True) for kk, v in p.items()}
-    a = torch.tensor(X)
-    for i, layer in enumerate(net.layers, 1):
-        zz = a @ tp[f"W{i}"].T + tp[f"b{i}"]
-        if i == len(net.layers) and net.loss.name == "cross_entropy":
-            tl = torch.nn.functional.cross_entropy(zz, torch.tensor(Y))
-            break
-        a = acts[layer.activation.name](zz)
-    else:
-        ty = torch.tensor(Y)
-        tl = (torch.nn.functional.binary_cross_entropy(a, ty) if net.loss.name == "bce"
-              else torch.nn.functional.mse_loss(a, ty))
-    if net.l2:
-        tl = tl + net.l2 / 2 * sum((tp[f"W{i}"] ** 2).sum() for i in range(1, len(net.layers) + 1))
-    tl.backward()
-    assert abs(loss - tl.item()) <= 1e-12 * abs(tl.item())
+    tl, tg = torch_loss_and_grad(net, p, X, Y)
+    assert abs(loss - tl) <= 1e-12 * abs(tl)
     for kk in p:
-        ref = tp[kk].grad.numpy()
+        ref = tg[kk]
         err = np.linalg.norm(grads[kk] - ref) / max(np.linalg.norm(ref), 1e-300)
         assert err <= 1e-10, (kk, err)
 

@@ -17,6 +17,7 @@ from symnn.demo import digits_network
 from symnn.driver import derive_program
 from symnn.emit_c import emit_c, emit_c_example, emit_c_test_harness
 from tests.catalogue import CATALOGUE
+from tests.strategies import random_network
 
 pytestmark = pytest.mark.needs_cc
 
@@ -30,8 +31,12 @@ NETS = {**CATALOGUE, "digits": None,
                                sn.Dense(4, 3, "softmax")], loss="cross_entropy", name="dropnet")}
 
 
+#: RELIABILITY.md: the sanitizers run on the catalogue plus 20 random architectures
+RANDOM = {f"random{i}": random_network(1000 + i, f"random{i}") for i in range(20)}
+
+
 def _net(name: str) -> sn.Network:
-    return digits_network() if name == "digits" else NETS[name]
+    return digits_network() if name == "digits" else NETS[name] if name in NETS else RANDOM[name]
 
 
 def _emit(tmp: Path, name: str, dtype: str, harness: bool = False, example: bool = False):
@@ -107,8 +112,15 @@ def test_harness_under_asan_ubsan(tmp_path: Path, name: str, dtype: str) -> None
     assert float(values["gradcheck_rel"]) <= tol
 
 
+@pytest.mark.parametrize("name", sorted(RANDOM))
+def test_random_architectures_under_asan_ubsan(tmp_path: Path, name: str) -> None:
+    dtype = "float64" if int(name[6:]) % 2 == 0 else "float32"
+    values = _harness(tmp_path, name, dtype, ["-O1", "-g", *SANITIZE])
+    assert float(values["gradcheck_rel"]) <= (1e-6 if dtype == "float64" else 1e-2)
+
+
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed (.ci/run installs it)")
-@pytest.mark.parametrize("name", sorted(NETS))
+@pytest.mark.parametrize("name", sorted(NETS) + sorted(RANDOM))
 def test_harness_under_valgrind(tmp_path: Path, name: str) -> None:
     values = _harness(tmp_path, name, "float64", ["-O0", "-g"],
                       ["valgrind", "-q", "--leak-check=full", "--errors-for-leak-kinds=all", "--error-exitcode=42"])
