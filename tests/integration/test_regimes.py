@@ -4,6 +4,7 @@ both backends, against mpmath at 500 digits and SymPy's limits at +-inf."""
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import mpmath
@@ -33,12 +34,24 @@ def _inputs(dtype: str) -> np.ndarray:
     return np.array(vals, dtype=np.float64).astype(dtype)
 
 
+@functools.lru_cache(maxsize=None)
+def _probe_kernels(backend: str, dtype: str) -> dict:
+    """One 1x1 probe network per activation; the C ones share one compiled module."""
+    nets = [sn.Network([sn.Dense(1, 1, n)], loss=_PROBE_LOSS, name=f"probe_{n}") for n in ELEMENTWISE]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sn.NonSmoothWarning)
+        kernels = sn.compile_many(nets, backend=backend, dtype=dtype, check_finite=False)
+    return dict(zip(ELEMENTWISE, kernels))
+
+
+@functools.lru_cache(maxsize=None)
 def _formulas(name: str) -> tuple[sp.Expr, sp.Expr]:
     entry = registry.activation(name)
     expr = entry.expr.subs({s: entry.params[s.name] for s in entry.expr.free_symbols if s.name in entry.params})
     return expr, derivative(expr, registry.X, name)
 
 
+@functools.lru_cache(maxsize=None)
 def _reference(expr: sp.Expr, x: float, dtype: str) -> float:
     """The exact value rounded to ``dtype``; at +-inf, the value at +-1e1000 (the limit, for
     these functions, to far below a float's resolution)."""
@@ -67,10 +80,7 @@ def _ok(got: float, ref: float, dtype: str) -> bool:
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_activation_and_derivative_in_every_regime(name: str, dtype: str, backend: str) -> None:
     expr, dexpr = _formulas(name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sn.NonSmoothWarning)
-        k = sn.compile(sn.Network([sn.Dense(1, 1, name)], loss=_PROBE_LOSS), backend=backend, dtype=dtype,
-                       check_finite=False)
+    k = _probe_kernels(backend, dtype)[name]
     p = {"W1": np.ones((1, 1), dtype), "b1": np.zeros(1, dtype)}
     bad = []
     for x in _inputs(dtype):
