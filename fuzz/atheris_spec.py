@@ -1,10 +1,12 @@
+#!/usr/bin/env python3
 """Coverage-guided fuzzing (atheris, libFuzzer) of the TOML spec reader and the expression
 parser (RELIABILITY.md S17/S18): only ``SpecParseError`` may escape.
 
     pip install atheris
     python fuzz/atheris_spec.py fuzz/corpus examples -runs=1000000   # or -max_total_time=600
 
-The first directory collects the new corpus units; examples/ seeds the TOML side.
+The first directory collects the new corpus units; examples/ seeds the TOML side. Minimise
+before committing: ``python fuzz/atheris_spec.py -merge=1 NEW_DIR fuzz/corpus``.
 
 An input that starts with ``[``, ``#`` or a newline, or has an even length and holds ``=``,
 goes to ``loads_spec``; every other one to ``parse_expression``. A crash (any other exception) is written by
