@@ -49,27 +49,16 @@ def _one_plus_exp_arg(e: sp.Expr) -> sp.Expr | None:
     return None
 
 
-def _exp_minus_one(e: sp.Expr) -> sp.Expr | None:
-    """``e`` (an Add holding the terms c*exp(v) and -c) with that pair as ``c*expm1(v)``."""
+def _pair(e: sp.Expr, func: type, sign: int, stable: type) -> sp.Expr | None:
+    """``e`` (an Add holding the terms c*func(v) and sign*c) with that pair as
+    ``c*stable(v)``: exp(v) - 1 -> expm1(v) (sign -1), 1 + erf(v) -> OnePlusErf(v) (sign +1)."""
     if not isinstance(e, sp.Add):
         return None
     for t in e.args:
         c, f = t.as_coeff_Mul()
-        if isinstance(f, sp.exp) and -c in e.args:
-            rest = [u for u in e.args if u is not t and u != -c]
-            return sp.Add(*rest, c * expm1(f.args[0]))
-    return None
-
-
-def _one_plus_erf(e: sp.Expr) -> sp.Expr | None:
-    """``e`` (an Add holding the terms c and c*erf(v)) with that pair as ``c*OnePlusErf(v)``."""
-    if not isinstance(e, sp.Add):
-        return None
-    for t in e.args:
-        c, f = t.as_coeff_Mul()
-        if isinstance(f, sp.erf) and c in e.args:
-            rest = [u for u in e.args if u is not t and u != c]
-            return sp.Add(*rest, c * OnePlusErf(f.args[0]))
+        if isinstance(f, func) and sign * c in e.args:
+            rest = [u for u in e.args if u is not t and u != sign * c]
+            return sp.Add(*rest, c * stable(f.args[0]))
     return None
 
 
@@ -77,9 +66,10 @@ def stabilise_expr(expr: sp.Expr) -> sp.Expr:
     """The stable form of one scalar expression (unchanged when no rule applies)."""
     expr0 = expr
     # exp(v) - 1 -> expm1(v): ELU's alpha*(exp(x) - 1) keeps full precision at small |x|
-    expr = expr.replace(lambda e: _exp_minus_one(e) is not None, _exp_minus_one)
+    expr = expr.replace(lambda e: _pair(e, sp.exp, -1, expm1) is not None, lambda e: _pair(e, sp.exp, -1, expm1))
     # 1 + erf(v) -> erfc(-v): GELU at negative inputs, where 1 + erf cancels
-    expr = expr.replace(lambda e: _one_plus_erf(e) is not None, _one_plus_erf)
+    expr = expr.replace(lambda e: _pair(e, sp.erf, 1, OnePlusErf) is not None,
+                        lambda e: _pair(e, sp.erf, 1, OnePlusErf))
     out = expr.replace(
         lambda e: isinstance(e, sp.log) and _one_plus_exp_arg(e.args[0]) is not None,
         lambda e: Softplus(_one_plus_exp_arg(e.args[0])),
