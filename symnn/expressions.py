@@ -106,6 +106,14 @@ def derivative(expr: sp.Expr, var: sp.Symbol, what: str = "expression") -> sp.Ex
 
 
 def _probe_value(expr: sp.Expr, var: sp.Symbol, at: sp.Rational) -> sp.Expr:
+    # a float pass first: exp(exp(exp(exp(x)))) at x = 3 would make SymPy build a number with
+    # billions of digits (it ran this machine out of memory); beyond a double it counts as inf
+    try:
+        sp.lambdify(var, expr, modules="math")(float(at))
+    except OverflowError:
+        return sp.oo
+    except (ValueError, TypeError, ZeroDivisionError, NameError, AttributeError):
+        pass  # complex, a pole or a function math lacks: SymPy decides below
     try:
         return sp.N(expr.subs(var, at), 30)
     except (ValueError, TypeError):  # Max/Min or a comparison of a non-real value: not real there

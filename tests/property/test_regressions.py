@@ -58,3 +58,20 @@ def test_max_with_a_complex_branch_is_an_invalid_expression() -> None:
     # Max(x, log(x)) at x = -3 made SymPy raise ValueError ("not comparable") out of the probe
     with pytest.raises(sn.InvalidExpressionError, match="not real"):
         sn.Activation("rand", sp.Max(X, sp.log(X)), var=X)
+
+
+def test_towering_exponentials_are_refused_without_exhausting_memory() -> None:
+    # exp(exp(exp(exp(x)))) at the probe x = 3 made SymPy build a number of ~1e8 digits (OOM)
+    with pytest.raises(sn.NonDifferentiableError, match="undefined"):
+        sn.Activation("rand", sp.exp(sp.exp(sp.exp(sp.exp(X)))), var=X)
+
+
+def test_adaptive_difference_step_for_weights_fed_by_large_activations() -> None:
+    # x*exp(x) feeds GELU activations of ~200: a 1e-3 Richardson step was truncation-bound
+    net = sn.Network([sn.Dense(9, 7, sn.Activation("user18", X * sp.exp(X), var=X)), sn.Dense(7, 16, "gelu"),
+                      sn.Dense(16, 14, "identity")], loss="mse")
+    k = sn.compile(net)
+    for seed in range(3):
+        p, Xd, Y = sample_point(net, n=8, seed=seed)
+        report = sn.gradcheck(k, p, Xd, Y, method="central")
+        assert report.passed or report.passed_norm, str(report)
