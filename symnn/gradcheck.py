@@ -224,11 +224,12 @@ def gradcheck(
                 s = max(1.0, abs(float(v[idx])))
                 e[k][idx] = s
                 g[idx] = directional(e) / s
-                # adaptive step: if an 8x smaller step moves the estimate, the first one was
-                # truncation-dominated (a weight fed by large activations): keep the smaller
-                # one. The choice never looks at the analytic gradient.
+                # adaptive step: if an 8x smaller step moves the estimate by more than
+                # round-off can (1e-6 relative), the first one was truncation-dominated (a
+                # weight fed by large activations): keep the smaller one. The choice never
+                # looks at the analytic gradient.
                 fine = directional(e, 8.0) / s
-                if abs(fine - g[idx]) > 1e-9 * max(abs(fine), abs(g[idx])):
+                if abs(fine - g[idx]) > 1e-6 * max(abs(fine), abs(g[idx])):
                     g[idx] = fine
             else:
                 g[idx] = directional(e)
