@@ -82,16 +82,24 @@ def _load_numpy(net: Network, dtype: str, check_finite: bool, opt: Optimizer | N
     return Kernel(net, module, "numpy", dtype, source, check_finite=check_finite, optimizer=opt)
 
 
-def _load_c(net: Network, dtype: str, check_finite: bool, opt: Optimizer | None) -> Kernel:
+def _load_c(nets: Sequence[Network], dtype: str, check_finite: bool, opt: Optimizer | None) -> list[Kernel]:
+    """Emit every network's C and build them into one extension (one compiler run)."""
     from .backends.c.wrapper import CKernelModule
     from .build import build
     from .emit_c import emit_c
 
-    result = emit_c(net, derive_program(net).program, dtype, opt, _train_program(net, opt))
-    ext = build(result.prefix, result.files, result.cdef)
-    module = CKernelModule(ext, result.prefix, dtype, net.param_layout(), result.labels,
-                           n_state=len(opt.state) if opt is not None else None, dropout=net.has_dropout)
-    return Kernel(net, module, "c", dtype, result.source, check_finite=check_finite, optimizer=opt)
+    results = [emit_c(n, derive_program(n).program, dtype, opt, _train_program(n, opt)) for n in nets]
+    files: dict[str, str] = {}
+    cdef: list[str] = []
+    for r in results:
+        files.update(r.files)
+        cdef += [line for line in r.cdef.splitlines() if line not in cdef]  # shared status codes once
+    prefix = results[0].prefix if len(results) == 1 else "group_" + "_".join(r.prefix for r in results)[:40]
+    ext = build(prefix, files, "\n".join(cdef) + "\n")
+    n_state = len(opt.state) if opt is not None else None
+    return [Kernel(n, CKernelModule(ext, r.prefix, dtype, n.param_layout(), r.labels, n_state=n_state,
+                                    dropout=n.has_dropout),
+                   "c", dtype, r.source, check_finite=check_finite, optimizer=opt) for n, r in zip(nets, results)]
 
 
 def compile_many(nets: Sequence[Network], backend: str = "c", dtype: str = "float64", *,
@@ -111,19 +119,7 @@ def compile_many(nets: Sequence[Network], backend: str = "c", dtype: str = "floa
         raise ConfigError(f"compile_many needs distinct network names; repeated: {', '.join(dupes)}")
     if backend == "numpy":
         return [_load_numpy(n, dtype, check_finite, None) for n in nets]
-    from .backends.c.wrapper import CKernelModule
-    from .build import build
-    from .emit_c import emit_c
-
-    results = [emit_c(n, derive_program(n).program, dtype) for n in nets]
-    files: dict[str, str] = {}
-    cdef: list[str] = []
-    for r in results:
-        files.update(r.files)
-        cdef += [line for line in r.cdef.splitlines() if line not in cdef]
-    ext = build("group_" + "_".join(r.prefix for r in results)[:40], files, "\n".join(cdef) + "\n")
-    return [Kernel(n, CKernelModule(ext, r.prefix, dtype, n.param_layout(), r.labels), "c", dtype, r.source,
-                   check_finite=check_finite) for n, r in zip(nets, results)]
+    return _load_c(nets, dtype, check_finite, None)
 
 
 def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
@@ -150,11 +146,11 @@ def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
         return _load_numpy(net, dtype, check_finite, opt)
     if backend == "auto":
         try:
-            return _load_c(net, dtype, check_finite, opt)
+            return _load_c([net], dtype, check_finite, opt)[0]
         except CompilerNotFoundError as exc:
             warnings.warn(f"backend='auto': {exc}; using the NumPy backend", RuntimeWarning, stacklevel=2)
             return _load_numpy(net, dtype, check_finite, opt)
-    return _load_c(net, dtype, check_finite, opt)
+    return _load_c([net], dtype, check_finite, opt)[0]
 
 
 def emit(net: Network, path: str | Path, backend: str = "numpy", dtype: str = "float64",

@@ -105,19 +105,27 @@ def derivative(expr: sp.Expr, var: sp.Symbol, what: str = "expression") -> sp.Ex
     return d
 
 
-def _probe_value(expr: sp.Expr, var: sp.Symbol, at: sp.Rational) -> sp.Expr:
-    # a float pass first: exp(exp(exp(exp(x)))) at x = 3 would make SymPy build a number with
-    # billions of digits (it ran this machine out of memory); beyond a double it counts as inf
-    try:
-        sp.lambdify(var, expr, modules="math")(float(at))
-    except OverflowError:
-        return sp.oo
-    except (ValueError, TypeError, ZeroDivisionError, NameError, AttributeError):
-        pass  # complex, a pole or a function math lacks: SymPy decides below
-    try:
-        return sp.N(expr.subs(var, at), 30)
-    except (ValueError, TypeError):  # Max/Min or a comparison of a non-real value: not real there
-        return sp.I
+def _probe_values(expr: sp.Expr, var: sp.Symbol) -> dict[sp.Rational, sp.Expr]:
+    """``expr`` at every probe point, to 30 digits.
+
+    A float pass comes first: exp(exp(exp(exp(x)))) at x = 3 would make SymPy build a number
+    with billions of digits (it ran a machine out of memory); beyond a double it counts as inf.
+    """
+    as_float = sp.lambdify(var, expr, modules="math")
+    out: dict[sp.Rational, sp.Expr] = {}
+    for at in PROBES:
+        try:
+            as_float(float(at))
+        except OverflowError:
+            out[at] = sp.oo
+            continue
+        except (ValueError, TypeError, ZeroDivisionError, NameError, AttributeError):
+            pass  # complex, a pole or a function math lacks: SymPy decides below
+        try:
+            out[at] = sp.N(expr.subs(var, at), 30)
+        except (ValueError, TypeError):  # Max/Min or a comparison of a non-real value: not real there
+            out[at] = sp.I
+    return out
 
 
 def _is_bad_number(v: sp.Expr) -> bool:
@@ -151,16 +159,16 @@ def check_elementwise(expr: object, var: sp.Symbol, what: str, *, user: bool = T
                 stacklevel=3,
             )
     d = derivative(expr, var, what)
-    for at in PROBES:
-        v = _probe_value(expr, var, at)
+    values = _probe_values(expr, var)
+    for at, v in values.items():
         if v.is_number and not _is_bad_number(v) and sp.im(v) != 0:
             raise InvalidExpressionError(
                 f"{what} {expr} is not real at {var} = {at} (value {v}); "
                 "activations must be real on the whole real line"
             )
+    slopes = _probe_values(d, var)
     for at in PROBES:
-        v, dv = _probe_value(expr, var, at), _probe_value(d, var, at)
-        for label, val in (("value", v), ("derivative", dv)):
+        for label, val in (("value", values[at]), ("derivative", slopes[at])):
             if _is_bad_number(val) or sp.im(val) != 0:
                 raise NonDifferentiableError(
                     f"{what} {expr}: the {label} is undefined at {var} = {at} "

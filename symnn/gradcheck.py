@@ -253,25 +253,46 @@ def _kink_arguments(expr: sp.Expr) -> list[sp.Expr]:
     return out
 
 
+class _Kinks:
+    """The kinks of a network, found once: its forward graph, and per kinked layer the
+    pre-activation node with its kink arguments as NumPy functions; the user loss's too."""
+
+    def __init__(self, net) -> None:
+        self.fwd = build_forward(net)
+        self.layers = []
+        for z, layer in zip(self.fwd.z, net.layers):
+            if layer.activation.expr is not None:
+                fns = [sp.lambdify(registry.X, g, modules="numpy") for g in _kink_arguments(layer.activation.expr)]
+                if fns:
+                    self.layers.append((z, fns))
+        loss_kinks = _kink_arguments(net.loss.expr) if net.loss.user else []
+        self.loss = [sp.lambdify((registry.P, registry.T), g, modules="numpy") for g in loss_kinks]
+
+    def rows(self, X: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Per row of ``X``: the smallest |g(z)| over every kinked pre-activation z and kink
+        argument g (inf for a row with none)."""
+        dist = np.full(X.shape[0], np.inf)
+        if not self.layers:
+            return dist
+        vals = evaluate({str(i): z for i, (z, _) in enumerate(self.layers)}, {**params, "X": X})
+        for i, (_, fns) in enumerate(self.layers):
+            z = np.real(vals[str(i)])
+            dist = np.minimum(dist, _distance(fns, z).min(axis=1))
+        return dist
+
+
+def _distance(fns: list, *args: np.ndarray) -> np.ndarray:
+    """Element-wise min over ``fns`` of |f(*args)|; NaN counts as far (inf)."""
+    shape = args[-1].shape
+    with np.errstate(all="ignore"):
+        d = np.min([np.abs(np.broadcast_to(np.asarray(f(*args), dtype=float), shape)) for f in fns], axis=0)
+    return np.where(np.isnan(d), np.inf, d)
+
+
 def kink_distances(net, X: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
     """Per row of ``X``: the smallest |g(z)| over every pre-activation z of a kinked activation
     and every kink argument g of it (:func:`_kink_arguments`); inf for a row with none."""
-    fwd = build_forward(net)
-    dist = np.full(X.shape[0], np.inf)
-    kinked = [(z, _kink_arguments(layer.activation.expr)) for z, layer in zip(fwd.z, net.layers)
-              if layer.activation.expr is not None]
-    kinked = [(z, g) for z, g in kinked if g]
-    if not kinked:
-        return dist
-    vals = evaluate({str(i): z for i, (z, _) in enumerate(kinked)}, {**params, "X": X})
-    for i, (_, gs) in enumerate(kinked):
-        z = np.real(vals[str(i)])
-        for g in gs:
-            f = sp.lambdify(registry.X, g, modules="numpy")
-            with np.errstate(all="ignore"):
-                d = np.abs(np.broadcast_to(np.asarray(f(z), dtype=float), z.shape))
-            dist = np.minimum(dist, np.where(np.isnan(d), np.inf, d).min(axis=1))
-    return dist
+    return _Kinks(net).rows(X, params)
 
 
 def min_kink_distance(net, X: np.ndarray, params: Mapping[str, np.ndarray]) -> float:
@@ -286,6 +307,7 @@ def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: in
     pre-activation by a few 1e-3), and targets that suit the loss (labels, [0, 1] or normal).
     Raises ``DataError`` if ``tries`` blocks of candidate rows give fewer than ``n`` good rows."""
     rng = np.random.default_rng(seed)
+    kinks = _Kinks(net)
     rows: list[np.ndarray] = []
     for attempt in range(tries):
         if attempt % 25 == 0:  # tiny first-layer weights can keep every row near a kink: new weights
@@ -296,7 +318,7 @@ def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: in
                     if name.startswith("W"):
                         params[name] = np.where(np.abs(w) < margin, np.where(w < 0, -margin, margin), w)
         cand = rng.normal(size=(max(n, 8), int(net.n_in)))
-        rows += list(cand[kink_distances(net, cand, params) >= margin])
+        rows += list(cand[kinks.rows(cand, params) >= margin])
         if len(rows) >= n:
             break
     else:
@@ -310,15 +332,10 @@ def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: in
         Y = rng.uniform(0, 1, (n, k))
     else:
         Y = rng.normal(size=(n, k))
-        kinks = _kink_arguments(net.loss.expr) if net.loss.user else []
-        if kinks:  # a kinked user loss (Huber): targets away from the kinks in p - y too
-            out = np.real(evaluate({"a": build_forward(net).output}, {**params, "X": X})["a"])
-            fns = [sp.lambdify((registry.P, registry.T), g, modules="numpy") for g in kinks]
+        if kinks.loss:  # a kinked user loss (Huber): targets away from the kinks in p - y too
+            out = np.real(evaluate({"a": kinks.fwd.output}, {**params, "X": X})["a"])
             for _ in range(tries):
-                with np.errstate(all="ignore"):
-                    d = np.min([np.abs(np.broadcast_to(np.asarray(f(out, Y), dtype=float), Y.shape))
-                                for f in fns], axis=0)
-                bad = ~(d >= margin)
+                bad = _distance(kinks.loss, out, Y) < margin
                 if not bad.any():
                     break
                 Y = np.where(bad, rng.normal(size=(n, k)), Y)

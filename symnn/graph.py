@@ -6,6 +6,7 @@ symbols when the network is only derived and printed).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import sympy as sp
@@ -33,10 +34,12 @@ class ForwardGraph:
         return self.a[-1]
 
 
+@functools.lru_cache(maxsize=512)
 def activation_fn(name: str, expr: sp.Expr) -> ir.Elementwise:
     """The element-wise map of an activation; where its formula (or its derivative's) is NaN
     at huge or infinite inputs, the input is clamped where the function has already
-    saturated (:mod:`symnn.saturate`) and the derivative is passed as a proven partial."""
+    saturated (:mod:`symnn.saturate`) and the derivative is passed as a proven partial.
+    Cached: graphs are rebuilt often (gradcheck, sampling) and this derives and probes."""
     x = registry.X
     value = saturate.clamp(expr, x)
     d = derivative(expr, x, f"activation {name}")

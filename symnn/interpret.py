@@ -47,10 +47,10 @@ def _erf(x):
     return erf(x)
 
 
-_MODULES = [
-    {"Abs": _cs_abs, "sign": _cs_sign, "Heaviside": _heaviside0, "Max": _maximum, "erf": _erf},
-    "numpy",
-]
+#: NumPy implementations of what ``lambdify`` maps badly (kinks by the real part, so complex
+#: step works; Heaviside(x, 0); erf); :mod:`symnn.saturate` evaluates with them too
+FUNCTIONS = {"Abs": _cs_abs, "sign": _cs_sign, "Heaviside": _heaviside0, "Max": _maximum, "erf": _erf}
+_MODULES = [FUNCTIONS, "numpy"]
 
 
 @lru_cache(maxsize=4096)

@@ -26,6 +26,7 @@ import numpy as np
 import sympy as sp
 
 from .functions import Clamp
+from .interpret import FUNCTIONS
 
 _PROBES = (math.inf, 1.7976931348623157e308, 1.3e308, 1e300, 1e200, 1.4e154, 1e100, 1e20)
 
@@ -39,9 +40,14 @@ def _np_softplus(v: np.ndarray) -> np.ndarray:
     return np.maximum(v, 0) + np.log1p(np.exp(-np.abs(v)))
 
 
-_ERFC = np.vectorize(math.erfc, otypes=[float])
-_NP_MODULES = [{"Sigmoid": _np_sigmoid, "Softplus": _np_softplus, "erf": np.vectorize(math.erf, otypes=[float]),
-                "erfc": _ERFC, "OnePlusErf": lambda v: _ERFC(-v), "expm1": np.expm1}, "numpy"]
+def _np_erfc(v: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erfc, otypes=[float])(v)
+
+
+#: the interpreter's functions (erf, Heaviside(x, 0), Max, Abs...) plus the stable ones
+#: the simplifier introduces, so the probe evaluates what the printers emit
+_NP_MODULES = [{**FUNCTIONS, "Sigmoid": _np_sigmoid, "Softplus": _np_softplus, "erfc": _np_erfc,
+                "OnePlusErf": lambda v: _np_erfc(-v), "expm1": np.expm1}, "numpy"]
 
 
 def _float_formula(expr: sp.Expr, x: sp.Symbol):
@@ -122,9 +128,3 @@ def clamp(expr: sp.Expr, x: sp.Symbol) -> sp.Expr:
         return expr
     lo, hi = (sp.Float(v, 17) if math.isfinite(v) else (sp.oo if v > 0 else -sp.oo) for v in b)
     return expr.xreplace({x: Clamp(x, lo, hi)})
-
-
-def is_guarded(expr: sp.Expr) -> bool:
-    return expr.has(Clamp)
-
-
