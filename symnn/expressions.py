@@ -16,6 +16,7 @@ from typing import Iterable
 import sympy as sp
 
 from .errors import InvalidExpressionError, NonDifferentiableError, SpecError
+from .simplify.cost import cheapest
 
 
 class NonSmoothWarning(UserWarning):
@@ -145,6 +146,10 @@ def check_elementwise(expr: object, var: sp.Symbol, what: str, *, user: bool = T
         expr, var = expr.xreplace({var: real}), real
     if var not in expr.free_symbols:
         raise SpecError(f"{what} {expr} does not depend on {var}: its derivative is identically 0")
+    reduced = cheapest(expr)
+    if var not in reduced.free_symbols:  # (x-2)/(2-x): the emitted code would be the constant
+        raise SpecError(f"{what} {expr} is the constant {reduced} wherever it is defined: "
+                        "its derivative is identically 0")
     if user:
         if expr.has(*_PIECEWISE_CONSTANT):
             warnings.warn(
@@ -159,6 +164,8 @@ def check_elementwise(expr: object, var: sp.Symbol, what: str, *, user: bool = T
                 stacklevel=3,
             )
     d = derivative(expr, var, what)
+    if cheapest(d) == 0:  # sin(x)**2 + cos(x)**2: constant although no rewrite shows it
+        raise SpecError(f"{what} {expr} is constant: its derivative is identically 0")
     values = _probe_values(expr, var)
     for at, v in values.items():
         if v.is_number and not _is_bad_number(v) and sp.im(v) != 0:

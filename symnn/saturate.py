@@ -6,12 +6,20 @@ and GELU's derivative ``sqrt(2)*x*exp(-x**2/2)`` overflows to ``inf*0`` at ``x =
 PyTorch returns NaN there; symnn returns the limit.
 
 How: for each side, if the (stabilised) formula gives NaN at large inputs in float arithmetic
-and SymPy finds a finite limit ``L`` at that infinity, the input is clamped at the smallest
+and the function has a finite limit ``L`` at that infinity, the input is clamped at the smallest
 power of two ``T`` from which the float64 formula already gives exactly ``L`` (or NaN) at
 every power of two up to the largest double. So the clamp changes none of the formula's
 float64 values: it only replaces the NaN that its evaluation order produced by the value the
-formula had already converged to. The derivative gets its own clamp, and is passed to the chain rule
-as the activation's proven partial derivative.
+formula had already converged to.
+
+``L`` is read off the function, not proved: the stable form evaluated by mpmath at 50
+digits (its exponent range is unbounded, so there is no ``inf*0``) at ``2**200``,
+``2**400`` and ``2**500`` must round to the same double. ``sympy.limit`` was the first
+choice and was dropped: its Gruntz algorithm ran for hours on the derivative of
+``(x-2)/(2-x)``, whose terms cancel exactly, and a compiler must not hang on a user's
+expression. The threshold test below then requires the float formula itself to equal ``L``
+over a whole range of inputs. The derivative gets its own clamp, and is passed to the chain
+rule as the activation's proven partial derivative.
 
 :class:`~symnn.functions.Clamp` is invisible to the mathematics: :func:`symnn.functions.plain` removes it (the
 complex-step oracle sees the plain formula) and LaTeX prints only its argument.
@@ -22,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 
+import mpmath
 import numpy as np
 import sympy as sp
 
@@ -67,14 +76,38 @@ def _nan_side(f, sign: int) -> bool:
     return bool(np.isnan(vals).any())
 
 
+def _mp_softplus(v):
+    return mpmath.log1p(mpmath.exp(v)) if v < 0 else v + mpmath.log1p(mpmath.exp(-v))
+
+
+#: the stable functions in mpmath; the rest is SymPy's own mpmath printing
+_MP_MODULES = [{"Sigmoid": lambda v: 1 / (1 + mpmath.exp(-v)), "Softplus": _mp_softplus,
+                "OnePlusErf": lambda v: mpmath.erfc(-v), "erfc": mpmath.erfc, "expm1": mpmath.expm1,
+                "Heaviside": lambda v, h0=0: mpmath.mpf(1 if v > 0 else (h0 if v == 0 else 0)),
+                "sign": mpmath.sign, "Max": max, "Min": min}, "mpmath"]
+
+#: where the limit is read: far out, yet inside the double range, so that these are inputs
+#: at which the float formula, once converged, must give exactly the limit
+_FAR = (2.0**200, 2.0**400, 2.0**500)
+
+
 def _finite_limit(expr: sp.Expr, x: sp.Symbol, sign: int) -> float | None:
-    try:
-        lim = sp.limit(expr, x, sign * sp.oo)
-    except (NotImplementedError, ValueError, TypeError, sp.PoleError):
-        return None
-    if not (lim.is_number and lim.is_real and lim.is_finite):
-        return None
-    return float(lim)
+    """The double that ``expr`` settles to as ``x`` goes to ``sign * inf``, or None when it
+    does not settle to one finite double (see the module docstring)."""
+    from .simplify.stable import stabilise_expr
+
+    f = sp.lambdify(x, stabilise_expr(expr), modules=_MP_MODULES)
+    seen = set()
+    with mpmath.workdps(50):
+        for far in _FAR:
+            try:
+                v = f(mpmath.mpf(sign * far))
+            except (ValueError, TypeError, OverflowError, ZeroDivisionError, NameError):
+                return None  # exp(exp(x)) overflows even mpmath; a pole; a function mpmath lacks
+            if not (isinstance(v, (mpmath.mpf, int, float)) and mpmath.isfinite(v)):
+                return None
+            seen.add(float(v))
+    return seen.pop() if len(seen) == 1 else None
 
 
 def _threshold(f, sign: int, limit: float) -> float | None:

@@ -75,3 +75,21 @@ def test_adaptive_difference_step_for_weights_fed_by_large_activations() -> None
         p, Xd, Y = sample_point(net, n=8, seed=seed)
         report = sn.gradcheck(k, p, Xd, Y, method="central")
         assert report.passed or report.passed_norm, str(report)
+
+
+@pytest.mark.parametrize("expr", [(X - 2) / (2 - X), (-X - 2) / (X + 2), sp.sin(X) ** 2 + sp.cos(X) ** 2])
+def test_constant_wherever_defined_is_refused(expr: sp.Expr) -> None:
+    # (1/2 - x)/(x - 1/2) passed S6 (x is free) and the simplifier emitted `a1 = -1.0`, a scalar
+    # that broke the next matmul
+    with pytest.raises(sn.SpecError, match="constant"):
+        sn.Activation("rand", expr, var=X)
+
+
+def test_saturation_limit_does_not_hang_on_exact_cancellation() -> None:
+    # sympy.limit (Gruntz) ran for hours on the derivative of (x-2)/(2-x) (hypothesis 6.170's
+    # shrinker reached it and CI timed out); the limit is now read off mpmath at 2**200..2**500
+    act = sn.Activation("rand", X + (X - 2) / (2 - X), var=X)
+    net = sn.Network([sn.Dense(2, 3, act), sn.Dense(3, 2, "identity")], loss="mse")
+    k = sn.compile(net)
+    p, Xd, Y = sample_point(net, n=4, seed=0)
+    assert sn.gradcheck(k, p, Xd, Y).passed
