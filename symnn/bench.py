@@ -39,8 +39,9 @@ def interleaved(systems: dict[str, Callable[[], object]], rounds: int = 5) -> di
 
 
 def bench(net: Network, batch: int = 64, dtype: str = "float64", rounds: int = 5,
-          backends: tuple[str, ...] = ("numpy", "c")) -> dict[str, float]:
-    """Median seconds per loss-and-gradient call, by system."""
+          backends: tuple[str, ...] = ("numpy", "c"), blas: bool = False) -> dict[str, float]:
+    """Median seconds per loss-and-gradient call, by system (``blas``: also the C built with
+    ``blas=True``)."""
     from .driver import compile as compile_kernel
     from .gradcheck import sample_point
 
@@ -54,4 +55,7 @@ def bench(net: Network, batch: int = 64, dtype: str = "float64", rounds: int = 5
         systems[f"symnn {backend}"] = (lambda k=k, p=p, x=x, y=y: k.module._loss_and_grad(p, x, y))
         if backend == "c":
             systems["symnn c (raw call)"] = k.module.raw_loss_and_grad(p, x, y)
+            if blas:
+                kb = compile_kernel(net, backend="c", dtype=dtype, blas=True)
+                systems["symnn c+blas (raw)"] = kb.module.raw_loss_and_grad(p, x, y)
     return interleaved(systems, rounds)

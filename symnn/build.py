@@ -50,7 +50,7 @@ from pathlib import Path
 import cffi
 from cffi import recompiler
 
-from .errors import BuildError, CacheError, CompileError, CompilerNotFoundError
+from .errors import BuildError, CacheError, CompileError, CompilerNotFoundError, ConfigError
 from .render import CODEGEN_VERSION
 
 #: Flags for the in-process build. Emitted files for shipping use portable flags (the
@@ -157,6 +157,26 @@ def build_flags() -> tuple[str, ...]:
     return NATIVE_FLAGS + BASE_FLAGS + extra
 
 
+def numpy_blas_flags() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(compile flags, link flags) that route the emitted C's large products to the OpenBLAS
+    NumPy's wheels bundle (``scipy_cblas_dgemm64_``, 64-bit integers): the library NumPy
+    itself multiplies with, already loaded in this process, so its thread setting
+    (threadpoolctl, OPENBLAS_NUM_THREADS) governs both."""
+    import numpy
+
+    libs = Path(numpy.__file__).resolve().parent.parent / "numpy.libs"
+    found = sorted(libs.glob("libscipy_openblas64_*.so*")) if libs.is_dir() else []
+    if not found:
+        raise ConfigError(
+            "blas=True links the OpenBLAS bundled with NumPy's wheels (numpy.libs/libscipy_openblas64_*.so), "
+            f"which is not in {libs}; use blas=False"
+        )
+    lib = found[0]
+    cflags = ("-DSYMNN_BLAS", "-DSYMNN_BLAS_INT=long long", "-DSYMNN_CBLAS_DGEMM=scipy_cblas_dgemm64_",
+              "-DSYMNN_CBLAS_SGEMM=scipy_cblas_sgemm64_")
+    return cflags, (f"-L{lib.parent}", f"-l:{lib.name}", f"-Wl,-rpath,{lib.parent}")
+
+
 def _abi_tag() -> str:
     return f"{sys.implementation.cache_tag} {sysconfig.get_config_var('EXT_SUFFIX')}"
 
@@ -222,7 +242,7 @@ def _log(root: Path, message: str) -> None:
 
 
 def _compile(root: Path, modname: str, key: str, files: dict[str, str], cdef: str,
-             compiler: Compiler, flags: tuple[str, ...]) -> Path:
+             compiler: Compiler, flags: tuple[str, ...], link: tuple[str, ...] = ()) -> Path:
     """Compile into a private temp dir, then rename it to ``root/modname``."""
     include = sysconfig.get_paths()["include"]
     if not (Path(include) / "Python.h").is_file():
@@ -241,7 +261,7 @@ def _compile(root: Path, modname: str, key: str, files: dict[str, str], cdef: st
         recompiler.make_c_source(ffi, modname, includes, str(wrapper), verbose=False)
         ext = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
         so = tmp / f"{modname}{ext}"
-        cmd = [*compiler.argv, *flags, f"-I{include}", f"-I{tmp}", str(wrapper), "-o", str(so), "-lm"]
+        cmd = [*compiler.argv, *flags, f"-I{include}", f"-I{tmp}", str(wrapper), "-o", str(so), *link, "-lm"]
         _log(root, f"compile {modname}")
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -292,11 +312,16 @@ def _import(entry: Path, modname: str) -> types.ModuleType:
     return module
 
 
-def build(prefix: str, files: dict[str, str], cdef: str) -> types.ModuleType:
-    """The cffi extension module for ``files`` (``NAME.h``/``NAME.c``), built at most once."""
+def build(prefix: str, files: dict[str, str], cdef: str, *, blas: bool = False) -> types.ModuleType:
+    """The cffi extension module for ``files`` (``NAME.h``/``NAME.c``), built at most once;
+    ``blas`` links NumPy's OpenBLAS for the large products (:func:`numpy_blas_flags`)."""
     compiler = find_compiler()
     flags = build_flags()
-    key = cache_key(files, cdef, compiler, flags)
+    link: tuple[str, ...] = ()
+    if blas:
+        extra, link = numpy_blas_flags()
+        flags += extra
+    key = cache_key(files, cdef, compiler, flags + link)
     modname = f"_symnn_{prefix}_{key[:20]}"
     with _loaded_lock:
         if modname in _loaded:
@@ -310,7 +335,7 @@ def build(prefix: str, files: dict[str, str], cdef: str) -> types.ModuleType:
                     if entry.exists():
                         warnings.warn(f"symnn cache entry {entry} is corrupt or incomplete; rebuilding",
                                       RuntimeWarning, stacklevel=3)
-                    _compile(root, modname, key, files, cdef, compiler, flags)
+                    _compile(root, modname, key, files, cdef, compiler, flags, link)
         try:
             module = _import(entry, modname)
             break

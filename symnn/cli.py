@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", type=int, default=64)
     bench.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     bench.add_argument("--backend", choices=["numpy", "c", "both"], default="both")
+    bench.add_argument("--blas", action="store_true",
+                       help="also time the C built with blas=True (large products through NumPy's OpenBLAS)")
 
     port = sub.add_parser("from-torch", help="ship a saved PyTorch nn.Sequential as standalone C")
     port.add_argument("model", help="a file written by torch.save(model) (a whole nn.Sequential; "
@@ -233,7 +235,8 @@ def _bench(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     backends = ("numpy", "c") if args.backend == "both" else (args.backend,)
-    times = bench(load_spec(args.spec).network, args.batch, args.dtype, backends=backends)
+    times = bench(load_spec(args.spec).network, args.batch, args.dtype, backends=backends,
+                  blas=args.blas and "c" in backends)
     base = times.get("symnn numpy") or next(iter(times.values()))
     print(f"loss and gradient, batch {args.batch}, {args.dtype}, median of 5 rounds:")
     for name, sec in times.items():

@@ -156,3 +156,10 @@ def test_bench_a_spec(backend: str, capsys) -> None:
     rows = [line.split() for line in lines[1:]]
     assert len(rows) == (1 if backend == "numpy" else 3)
     assert all(float(r[r.index("us") - 1]) > 0 for r in rows)  # microseconds
+
+
+@pytest.mark.needs_cc
+def test_bench_with_blas_adds_the_blas_build(capsys) -> None:
+    assert main(["bench", str(EXAMPLES / "digits.toml"), "--batch", "64", "--backend", "c", "--blas"]) == 0
+    out = capsys.readouterr().out
+    assert "symnn c+blas (raw)" in out and "symnn c (raw call)" in out

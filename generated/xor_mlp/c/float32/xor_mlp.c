@@ -67,12 +67,36 @@ static xor_mlp_real xor_mlp__sum(const xor_mlp_real *x, ptrdiff_t count)
 #define XOR_MLP__RUNTIME_SIZES
 #endif
 
+/* Optional, off by default: with -DSYMNN_BLAS the products of at least SYMNN_BLAS_MIN
+ * multiply-adds go to a CBLAS gemm (row-major), e.g. the OpenBLAS NumPy ships, which
+ * sn.compile(..., blas=True) links. Without it this file needs nothing but libm. */
+#ifdef SYMNN_BLAS
+#ifndef SYMNN_BLAS_INT
+#define SYMNN_BLAS_INT int
+#endif
+#ifndef SYMNN_CBLAS_SGEMM
+#define SYMNN_CBLAS_SGEMM cblas_sgemm
+#endif
+#ifndef SYMNN_BLAS_MIN
+#define SYMNN_BLAS_MIN 32768
+#endif
+void SYMNN_CBLAS_SGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SYMNN_BLAS_INT n,
+    SYMNN_BLAS_INT k, xor_mlp_real alpha, const xor_mlp_real *a, SYMNN_BLAS_INT lda, const xor_mlp_real *b,
+    SYMNN_BLAS_INT ldb, xor_mlp_real beta, xor_mlp_real *c, SYMNN_BLAS_INT ldc);
+#endif
+
 /* C (M x Nc) = A @ B, A (M x K), B (K x Nc); row-major with leading
  * dimensions lda, ldb. A register tile of 4 rows x 32 columns accumulates over k, in chunks of
  * 256 so a panel of A stays in cache; every element sums over k in order (tile and edges alike). */
 static XOR_MLP__RUNTIME_SIZES void xor_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     const xor_mlp_real *restrict A, ptrdiff_t lda, const xor_mlp_real *restrict B, ptrdiff_t ldb, xor_mlp_real *restrict C)
 {
+#ifdef SYMNN_BLAS
+    if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
+        SYMNN_CBLAS_SGEMM(101, 111, 111, M, Nc, K, 1.0F, A, lda, B, ldb, 0.0F, C, Nc);
+        return;
+    }
+#endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += 256) {
         const ptrdiff_t k1 = K - k0 < 256 ? K : k0 + 256;
         for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
@@ -138,6 +162,12 @@ static XOR_MLP__RUNTIME_SIZES void xor_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, pt
 static XOR_MLP__RUNTIME_SIZES void xor_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     const xor_mlp_real *restrict A, ptrdiff_t lda, const xor_mlp_real *restrict B, ptrdiff_t ldb, xor_mlp_real *restrict C)
 {
+#ifdef SYMNN_BLAS
+    if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
+        SYMNN_CBLAS_SGEMM(101, 112, 111, M, Nc, K, 1.0F, A, lda, B, ldb, 0.0F, C, Nc);
+        return;
+    }
+#endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += 256) {
         const ptrdiff_t k1 = K - k0 < 256 ? K : k0 + 256;
         for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {

@@ -1,0 +1,426 @@
+"""Loss-and-gradient speed of symnn against its peers (issue 4). From the repo root:
+
+    pip install -e ".[bench]"
+    python benchmarks/peers.py [--rounds 7] [--out docs/benchmarks.md] [--quick]
+
+One call = forward, loss and the gradient of every parameter (no optimiser update) of a
+dense MLP. Every system gets the same parameters and data, and its loss and gradients are
+checked against symnn's NumPy kernel before anything is timed (float64: 1e-9 relative,
+float32: 1e-3). One thread everywhere (threadpoolctl for BLAS, ``torch.set_num_threads(1)``,
+XLA's single-threaded Eigen), systems interleaved in rounds in one process, median of
+samples of >= 20 ms each; one-time costs (compile, trace, jit) are reported apart. The
+machine's peak is a 2048x2048 matmul through NumPy's BLAS on one thread, measured in the
+same run, so "% of peak" is GFLOP/s of useful work (6 N in out per layer, 4 for the first)
+over that.
+
+Systems (a missing optional one is left out of the table, with a line saying so):
+symnn C (the emitted standalone C through cffi with buffers prepared once: what an embedding
+application pays), symnn C+BLAS (the same C built with ``blas=True``: products of >= 32,768
+multiply-adds go to the OpenBLAS NumPy bundles), symnn NumPy (the emitted module), hand-written NumPy backprop, PyTorch
+eager, JAX ``jit(value_and_grad)``, PyTensor (its default mode), CasADi SX and MX
+functions (CasADi's own virtual machine, called in process).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import symnn as sn  # noqa: E402
+from symnn.bench import interleaved  # noqa: E402
+
+Grad = Callable[[], object]
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    sizes: tuple[int, ...]
+    hidden: str
+    output: str
+    loss: str
+    batch: int
+
+    @property
+    def layers(self) -> list[tuple[int, int, str]]:
+        acts = [self.hidden] * (len(self.sizes) - 2) + [self.output]
+        return list(zip(self.sizes, self.sizes[1:], acts))
+
+    def flops(self) -> float:
+        """Multiply-adds x 2 of the three products per layer (no dX for the first)."""
+        return sum((4 if i == 0 else 6) * self.batch * a * b for i, (a, b, _) in enumerate(self.layers))
+
+
+CONFIGS = [
+    Config("xor", (2, 4, 1), "tanh", "sigmoid", "bce", 4),
+    Config("small", (64, 32, 10), "tanh", "softmax", "cross_entropy", 32),
+    Config("digits", (64, 128, 10), "relu", "softmax", "cross_entropy", 64),
+    Config("mnist64", (784, 128, 10), "relu", "softmax", "cross_entropy", 64),
+    Config("mnist256", (784, 128, 10), "relu", "softmax", "cross_entropy", 256),
+    Config("deep", (256, 256, 256, 256, 256, 10), "relu", "softmax", "cross_entropy", 128),
+    Config("regression", (8, 64, 64, 1), "sigmoid", "identity", "mse", 128),
+]
+
+
+def problem(cfg: Config, dtype: str):
+    """The network, its parameters and the data (the same arrays go to every system)."""
+    net = sn.Network([sn.Dense(a, b, act) for a, b, act in cfg.layers], loss=cfg.loss, name=f"b_{cfg.name}")
+    rng = np.random.default_rng(0)
+    params = {k: v.astype(dtype) for k, v in net.init_params(seed=0).items()}
+    X = rng.normal(size=(cfg.batch, cfg.sizes[0])).astype(dtype)
+    out = cfg.sizes[-1]
+    if cfg.loss == "cross_entropy":
+        Y = np.eye(out, dtype=dtype)[rng.integers(0, out, cfg.batch)]
+    elif cfg.loss == "bce":
+        Y = rng.integers(0, 2, (cfg.batch, out)).astype(dtype)
+    else:
+        Y = rng.normal(size=(cfg.batch, out)).astype(dtype)
+    return net, params, X, Y
+
+
+# --- hand-written NumPy backprop ----------------------------------------------------------
+
+def _act(name: str, z: np.ndarray) -> np.ndarray:
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "sigmoid":
+        return 1 / (1 + np.exp(-z))
+    return z
+
+
+def _act_grad(name: str, z: np.ndarray, a: np.ndarray) -> np.ndarray | float:
+    if name == "tanh":
+        return 1 - a * a
+    if name == "relu":
+        return z > 0
+    if name == "sigmoid":
+        return a * (1 - a)
+    return 1.0
+
+
+def hand_written(cfg: Config):
+    """Textbook backprop, written the way a NumPy user would: fused softmax + CE and
+    sigmoid + BCE output errors, in-place bias adds."""
+    L = len(cfg.layers)
+
+    def f(p, X, Y):
+        N = X.shape[0]
+        zs, hs = [], [X]
+        for i, (_, _, act) in enumerate(cfg.layers, 1):
+            z = hs[-1] @ p[f"W{i}"].T
+            z += p[f"b{i}"]
+            zs.append(z)
+            if i < L:
+                hs.append(_act(act, z))
+        z = zs[-1]
+        if cfg.loss == "cross_entropy":
+            m = z.max(axis=1, keepdims=True)
+            e = np.exp(z - m)
+            s = e.sum(axis=1, keepdims=True)
+            loss = ((m + np.log(s)).sum() - (Y * z).sum()) / N
+            d = (e / s - Y) / N
+        elif cfg.loss == "bce":
+            loss = (np.maximum(z, 0) - z * Y + np.log1p(np.exp(-np.abs(z)))).mean()
+            d = (_act("sigmoid", z) - Y) / z.size
+        else:
+            r = z - Y
+            loss = (r * r).mean()
+            d = r * (2 / r.size)
+        grads = {}
+        for i in range(L, 0, -1):
+            grads[f"W{i}"] = d.T @ hs[i - 1]
+            grads[f"b{i}"] = d.sum(axis=0)
+            if i > 1:
+                a = hs[i - 1]
+                d = (d @ p[f"W{i}"]) * _act_grad(cfg.layers[i - 2][2], zs[i - 2], a)
+        return loss, grads
+
+    return f
+
+
+# --- peers ----------------------------------------------------------------------------------
+
+def torch_system(cfg: Config, params, X, Y):
+    import torch
+
+    torch.set_num_threads(1)
+    names = [f"{k}{i}" for i in range(1, len(cfg.layers) + 1) for k in ("W", "b")]
+    tp = {k: torch.tensor(params[k], requires_grad=True) for k in names}
+    tx, ty = torch.from_numpy(X), torch.from_numpy(Y)
+    F = torch.nn.functional
+    acts = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
+
+    def run():
+        h = tx
+        for i, (_, _, act) in enumerate(cfg.layers, 1):
+            h = F.linear(h, tp[f"W{i}"], tp[f"b{i}"])
+            if i < len(cfg.layers):
+                h = acts[act](h)
+        if cfg.loss == "cross_entropy":
+            loss = F.cross_entropy(h, ty)
+        elif cfg.loss == "bce":
+            loss = F.binary_cross_entropy_with_logits(h, ty)
+        else:
+            loss = F.mse_loss(h, ty)
+        g = torch.autograd.grad(loss, [tp[k] for k in names])
+        return float(loss.detach()), {k: v.numpy() for k, v in zip(names, g)}
+
+    return run
+
+
+def _jax_loss(cfg: Config, jnp, jax):
+    def loss_fn(p, X, Y):
+        h = X
+        for i, (_, _, act) in enumerate(cfg.layers, 1):
+            h = h @ p[f"W{i}"].T + p[f"b{i}"]
+            if i < len(cfg.layers):
+                h = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid}[act](h)
+        if cfg.loss == "cross_entropy":
+            return -(Y * jax.nn.log_softmax(h)).sum() / X.shape[0]
+        if cfg.loss == "bce":
+            return (jnp.maximum(h, 0) - h * Y + jnp.log1p(jnp.exp(-jnp.abs(h)))).mean()
+        return ((h - Y) ** 2).mean()
+
+    return loss_fn
+
+
+def jax_system(cfg: Config, params, X, Y):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    f = jax.jit(jax.value_and_grad(_jax_loss(cfg, jnp, jax)))
+    jp = {k: jax.device_put(v) for k, v in params.items()}
+    jx, jy = jax.device_put(X), jax.device_put(Y)
+
+    def run():
+        loss, g = f(jp, jx, jy)
+        loss.block_until_ready()
+        return float(loss), {k: np.asarray(v) for k, v in g.items()}
+
+    return run
+
+
+def pytensor_system(cfg: Config, params, X, Y):
+    import pytensor
+    import pytensor.tensor as pt
+
+    dtype = X.dtype.name
+    shared = {k: pytensor.shared(v, name=k) for k, v in params.items()}
+    x, y = pt.matrix("X", dtype=dtype), pt.matrix("Y", dtype=dtype)
+    h = x
+    for i, (_, _, act) in enumerate(cfg.layers, 1):
+        h = h @ shared[f"W{i}"].T + shared[f"b{i}"]
+        if i < len(cfg.layers):
+            h = {"tanh": pt.tanh, "relu": lambda v: pt.maximum(v, 0), "sigmoid": pt.sigmoid}[act](h)
+    if cfg.loss == "cross_entropy":
+        m = h.max(axis=1, keepdims=True)
+        loss = ((m + pt.log(pt.exp(h - m).sum(axis=1, keepdims=True))).sum() - (y * h).sum()) / x.shape[0]
+    elif cfg.loss == "bce":
+        loss = (pt.maximum(h, 0) - h * y + pt.log1p(pt.exp(-abs(h)))).mean()
+    else:
+        loss = ((h - y) ** 2).mean()
+    names = list(params)
+    fn = pytensor.function([x, y], [loss, *pt.grad(loss, [shared[k] for k in names])])
+    fn.trust_input = True
+
+    def run():
+        out = fn(X, Y)
+        return float(out[0]), dict(zip(names, out[1:]))
+
+    return run
+
+
+def casadi_system(cfg: Config, params, X, Y, kind: str):
+    import casadi as ca
+
+    if X.dtype != np.float64:
+        raise TypeError("CasADi computes in double only")
+    sym = ca.SX if kind == "SX" else ca.MX
+    names = list(params)
+    ps = {k: sym.sym(k, *v.shape) if v.ndim == 2 else sym.sym(k, v.size) for k, v in params.items()}
+    xs, ys = sym.sym("X", *X.shape), sym.sym("Y", *Y.shape)
+    N = X.shape[0]
+    h = xs
+    for i, (_, _, act) in enumerate(cfg.layers, 1):
+        h = ca.mtimes(h, ps[f"W{i}"].T) + ca.repmat(ps[f"b{i}"].T, N, 1)
+        if i < len(cfg.layers):
+            h = {"tanh": ca.tanh, "relu": lambda v: ca.fmax(v, 0), "sigmoid": lambda v: 1 / (1 + ca.exp(-v))}[act](h)
+    if cfg.loss == "cross_entropy":
+        m = ca.mmax(h)  # one shift for the whole batch keeps the graph small; the data are tame
+        lse = ca.log(ca.sum2(ca.exp(h - m))) + m
+        loss = (ca.sum1(lse) - ca.sum1(ca.sum2(ys * h))) / N
+    elif cfg.loss == "bce":
+        loss = ca.sum1(ca.sum2(ca.fmax(h, 0) - h * ys + ca.log1p(ca.exp(-ca.fabs(h))))) / h.numel()
+    else:
+        loss = ca.sumsqr(h - ys) / h.numel()
+    grads = ca.gradient(loss, ca.vertcat(*[ca.vec(ps[k]) for k in names]))
+    fn = ca.Function("f", [xs, ys, *[ps[k] for k in names]], [loss, grads])
+    args = [X, Y, *[params[k] for k in names]]
+    sizes = np.cumsum([0] + [params[k].size for k in names])
+
+    def run():
+        loss, g = fn(*args)
+        flat = np.asarray(g).ravel()
+        # CasADi vectorises column-major: W (out x in) comes back transposed
+        out = {k: flat[a:b].reshape(params[k].shape[::-1]).T if params[k].ndim == 2 else flat[a:b]
+               for k, a, b in zip(names, sizes, sizes[1:])}
+        return float(loss), out
+
+    return run
+
+
+def symnn_systems(net, params, X, Y, dtype: str) -> tuple[dict[str, Grad], dict[str, float], Grad]:
+    systems, setup = {}, {}
+    t = time.perf_counter()
+    kn = sn.compile(net, backend="numpy", dtype=dtype)
+    setup["symnn NumPy"] = time.perf_counter() - t
+    systems["symnn NumPy"] = lambda: kn.module._loss_and_grad(params, X, Y)
+    t = time.perf_counter()
+    kc = sn.compile(net, backend="c", dtype=dtype)
+    setup["symnn C"] = time.perf_counter() - t
+    t = time.perf_counter()
+    kb = sn.compile(net, backend="c", dtype=dtype, blas=True)
+    setup["symnn C+BLAS"] = time.perf_counter() - t
+    p, x, y = kc.params(params), kc.inputs(X), kc.targets(Y, X.shape[0])
+    systems["symnn C"] = kc.module.raw_loss_and_grad(p, x, y)
+    systems["symnn C+BLAS"] = kb.module.raw_loss_and_grad(p, x, y)
+    checked = {"symnn C": lambda: kc.module._loss_and_grad(p, x, y),
+               "symnn C+BLAS": lambda: kb.module._loss_and_grad(p, x, y)}
+    return systems, setup, checked
+
+
+def _agree(ref, got, dtype: str) -> float:
+    """Largest relative error (loss and each gradient, by norm) of ``got`` against ``ref``."""
+    (l0, g0), (l1, g1) = ref, got
+    errs = [abs(l1 - l0) / max(abs(l0), 1e-30)]
+    for k, v in g0.items():
+        errs.append(float(np.linalg.norm(np.asarray(g1[k], dtype=float) - v) / max(np.linalg.norm(v), 1e-30)))
+    return max(errs)
+
+
+def measure_peak(dtype: str) -> float:
+    """GFLOP/s of a 2048x2048 matmul through NumPy's BLAS on one thread."""
+    from symnn.bench import sample
+
+    a = np.random.default_rng(1).normal(size=(2048, 2048)).astype(dtype)
+    return 2 * 2048**3 / sample(lambda: a @ a, 0.5) / 1e9
+
+
+PEERS = {"hand-written NumPy": None, "PyTorch": torch_system, "JAX": jax_system,
+         "PyTensor": pytensor_system, "CasADi SX": lambda *a: casadi_system(*a, kind="SX"),
+         "CasADi MX": lambda *a: casadi_system(*a, kind="MX")}
+
+
+def run_config(cfg: Config, dtype: str, rounds: int, skip: set[str]) -> dict:
+    net, params, X, Y = problem(cfg, dtype)
+    systems, setup, checked = symnn_systems(net, params, X, Y, dtype)
+    ref = systems["symnn NumPy"]()
+    tol = 1e-9 if dtype == "float64" else 1e-3
+    checks = {name: _agree(ref, fn(), dtype) for name, fn in checked.items()}
+    notes = []
+    for name, make in PEERS.items():
+        if name in skip or (name.startswith("CasADi SX") and cfg.flops() > 5e6):
+            continue
+        t = time.perf_counter()
+        try:
+            if make is None:
+                fn = (lambda f=hand_written(cfg): f(params, X, Y))
+            else:
+                fn = make(cfg, params, X, Y)
+            got = fn()  # the first call traces / jit-compiles
+        except (ImportError, TypeError) as exc:
+            notes.append(f"{name}: {exc}")
+            continue
+        setup[name] = time.perf_counter() - t
+        checks[name] = _agree(ref, got, dtype)
+        systems[name] = fn
+    bad = {k: v for k, v in checks.items() if not v <= tol}
+    if bad:
+        raise AssertionError(f"{cfg.name} {dtype}: disagree with symnn NumPy: {bad}")
+    times = interleaved(systems, rounds)
+    return {"times": times, "setup": setup, "checks": checks, "notes": notes}
+
+
+def thread_scaling(rounds: int, names: tuple[str, ...] = ("mnist256", "deep")) -> dict[str, dict[int, dict[str, float]]]:
+    """Median seconds per call on 1 and 2 threads: symnn C+BLAS and NumPy (OpenBLAS threads,
+    set by threadpoolctl), PyTorch (``torch.set_num_threads``). symnn's standalone C is
+    single-threaded: it appears once, as the baseline."""
+    from threadpoolctl import threadpool_limits
+
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for cfg in (c for c in CONFIGS if c.name in names):
+        net, params, X, Y = problem(cfg, "float64")
+        systems, _, _ = symnn_systems(net, params, X, Y, "float64")
+        systems["hand-written NumPy"] = (lambda f=hand_written(cfg): f(params, X, Y))
+        try:
+            import torch
+
+            tsys = torch_system(cfg, params, X, Y)
+        except ImportError:
+            tsys = None
+        out[cfg.name] = {}
+        for threads in (1, 2):
+            run = dict(systems)
+            if tsys is not None:
+                torch.set_num_threads(threads)
+                run["PyTorch"] = tsys
+            with threadpool_limits(limits=threads):
+                out[cfg.name][threads] = interleaved(run, rounds)
+        if tsys is not None:
+            torch.set_num_threads(1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--chart", default=str(ROOT / "docs" / "benchmarks.png"))
+    ap.add_argument("--quick", action="store_true", help="float64 only, 3 rounds")
+    ap.add_argument("--configs", default=",".join(c.name for c in CONFIGS))
+    ap.add_argument("--skip", default="", help="comma-separated peers to leave out")
+    args = ap.parse_args(argv)
+    from threadpoolctl import threadpool_limits
+
+    start = time.perf_counter()
+    dtypes = ["float64"] if args.quick else ["float64", "float32"]
+    rounds = 3 if args.quick else args.rounds
+    wanted = set(args.configs.split(","))
+    skip = set(filter(None, args.skip.split(",")))
+    results: dict[tuple[str, str], dict] = {}
+    with threadpool_limits(limits=1):
+        peaks = {dt: measure_peak(dt) for dt in dtypes}
+        for dtype in dtypes:
+            for cfg in CONFIGS:
+                if cfg.name in wanted:
+                    results[cfg.name, dtype] = run_config(cfg, dtype, rounds, skip)
+                    r = results[cfg.name, dtype]["times"]
+                    print(cfg.name, dtype, {k: f"{v * 1e6:.1f}" for k, v in r.items()}, flush=True)
+    scaling = {} if args.quick else thread_scaling(rounds)
+    from benchmarks.report import write_report
+
+    write_report(results, peaks, CONFIGS, Path(args.out), Path(args.chart), scaling,
+                 command="python benchmarks/peers.py " + " ".join(argv or sys.argv[1:]),
+                 wall=time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
