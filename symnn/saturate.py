@@ -80,8 +80,24 @@ def _mp_softplus(v):
     return mpmath.log1p(mpmath.exp(v)) if v < 0 else v + mpmath.log1p(mpmath.exp(-v))
 
 
+def _periodic(fn):
+    """``fn`` (sin, cos, tan) refusing arguments past 2**1100: mpmath reduces them modulo pi
+    to full precision, and sin(exp(2**200)) would need pi to 2**200 bits (it never returned)."""
+
+    def guarded(v):
+        if abs(v) > _HUGE:
+            raise OverflowError(f"{fn.__name__} of a number near 2**{int(mpmath.log(abs(v), 2))}")
+        return fn(v)
+
+    return guarded
+
+
+_HUGE = mpmath.mpf(2) ** 1100
+
 #: the stable functions in mpmath; the rest is SymPy's own mpmath printing
-_MP_MODULES = [{"Sigmoid": lambda v: 1 / (1 + mpmath.exp(-v)), "Softplus": _mp_softplus,
+_MP_MODULES = [{"sin": _periodic(mpmath.sin), "cos": _periodic(mpmath.cos), "tan": _periodic(mpmath.tan),
+                "cot": _periodic(mpmath.cot), "sec": _periodic(mpmath.sec), "csc": _periodic(mpmath.csc),
+                "Sigmoid": lambda v: 1 / (1 + mpmath.exp(-v)), "Softplus": _mp_softplus,
                 "OnePlusErf": lambda v: mpmath.erfc(-v), "erfc": mpmath.erfc, "expm1": mpmath.expm1,
                 "Heaviside": lambda v, h0=0: mpmath.mpf(1 if v > 0 else (h0 if v == 0 else 0)),
                 "sign": mpmath.sign, "Max": max, "Min": min}, "mpmath"]
