@@ -26,6 +26,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -98,6 +99,7 @@ def chart(results, configs, path: Path) -> bool:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
     os.close(fd)
     fig.savefig(tmp, dpi=110, metadata={"Software": None})
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return True
 
@@ -130,7 +132,9 @@ def scaling_table(scaling) -> list[str]:
         return []
     lines = ["## Two threads (float64)", "",
              "symnn's standalone C is single-threaded by design (no OpenMP in the shipped files); "
-             "with `blas=True` its large products use OpenBLAS's threads, like NumPy's.", "",
+             "with `blas=True` its large products use OpenBLAS's threads, like NumPy's. On a machine "
+             "whose two logical CPUs may share one core, and which other jobs share, these figures "
+             "are the least stable of the page.", "",
              "| config | system | 1 thread (µs) | 2 threads (µs) | speed-up |", "|---|---|---|---|---|"]
     for name, by in scaling.items():
         for system in by[1]:
