@@ -59,11 +59,9 @@ _NP_MODULES = [{**FUNCTIONS, "Sigmoid": _np_sigmoid, "Softplus": _np_softplus, "
                 "OnePlusErf": lambda v: _np_erfc(-v), "expm1": np.expm1}, "numpy"]
 
 
-def _float_formula(expr: sp.Expr, x: sp.Symbol):
-    """``expr`` as a float64 NumPy function, in the stable form the printers emit."""
-    from .simplify.stable import stabilise_expr
-
-    return sp.lambdify(x, stabilise_expr(expr), modules=_NP_MODULES)
+def _float_formula(stable: sp.Expr, x: sp.Symbol):
+    """The stable form (what the printers emit) as a float64 NumPy function."""
+    return sp.lambdify(x, stable, modules=_NP_MODULES)
 
 
 def _nan_side(f, sign: int) -> bool:
@@ -107,12 +105,11 @@ _MP_MODULES = [{"sin": _periodic(mpmath.sin), "cos": _periodic(mpmath.cos), "tan
 _FAR = (2.0**200, 2.0**400, 2.0**500)
 
 
-def _finite_limit(expr: sp.Expr, x: sp.Symbol, sign: int) -> float | None:
-    """The double that ``expr`` settles to as ``x`` goes to ``sign * inf``, or None when it
-    does not settle to one finite double (see the module docstring)."""
-    from .simplify.stable import stabilise_expr
-
-    f = sp.lambdify(x, stabilise_expr(expr), modules=_MP_MODULES)
+def _finite_limit(stable: sp.Expr, x: sp.Symbol, sign: int) -> float | None:
+    """The double that ``stable`` (the function in its stable form) settles to as ``x`` goes
+    to ``sign * inf``, or None when it does not settle to one finite double (see the module
+    docstring)."""
+    f = sp.lambdify(x, stable, modules=_MP_MODULES)
     seen = set()
     with mpmath.workdps(50):
         for far in _FAR:
@@ -153,11 +150,14 @@ def _threshold(f, sign: int, limit: float) -> float | None:
 def bounds(expr: sp.Expr, x: sp.Symbol) -> tuple[float, float] | None:
     """``(lo, hi)`` to clamp ``x`` to, or None when the formula needs no guard."""
     lo, hi = -math.inf, math.inf
-    f = _float_formula(expr, x)
+    from .simplify.stable import stabilise_expr
+
+    stable = stabilise_expr(expr)
+    f = _float_formula(stable, x)
     for sign in (-1, 1):
         if not _nan_side(f, sign):
             continue
-        limit = _finite_limit(expr, x, sign)
+        limit = _finite_limit(stable, x, sign)
         if limit is None:
             continue
         t = _threshold(f, sign, limit)
