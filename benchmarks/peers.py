@@ -307,7 +307,7 @@ def symnn_systems(net, params, X, Y, dtype: str) -> tuple[dict[str, Grad], dict[
     return systems, setup, checked
 
 
-def _agree(ref, got, dtype: str) -> float:
+def _agree(ref, got) -> float:
     """Largest relative error (loss and each gradient, by norm) of ``got`` against ``ref``."""
     (l0, g0), (l1, g1) = ref, got
     errs = [abs(l1 - l0) / max(abs(l0), 1e-30)]
@@ -334,7 +334,7 @@ def run_config(cfg: Config, dtype: str, rounds: int, skip: set[str]) -> dict:
     systems, setup, checked = symnn_systems(net, params, X, Y, dtype)
     ref = systems["symnn NumPy"]()
     tol = 1e-9 if dtype == "float64" else 1e-3
-    checks = {name: _agree(ref, fn(), dtype) for name, fn in checked.items()}
+    checks = {name: _agree(ref, fn()) for name, fn in checked.items()}
     notes = []
     for name, make in PEERS.items():
         if name in skip or (name.startswith("CasADi SX") and cfg.flops() > 5e6):
@@ -350,7 +350,7 @@ def run_config(cfg: Config, dtype: str, rounds: int, skip: set[str]) -> dict:
             notes.append(f"{name}: {exc}")
             continue
         setup[name] = time.perf_counter() - t
-        checks[name] = _agree(ref, got, dtype)
+        checks[name] = _agree(ref, got)
         systems[name] = fn
     bad = {k: v for k, v in checks.items() if not v <= tol}
     if bad:
