@@ -17,8 +17,9 @@ Systems (a missing optional one is left out of the table, with a line saying so)
 symnn C (the emitted standalone C through cffi with buffers prepared once: what an embedding
 application pays), symnn C+BLAS (the same C built with ``blas=True``: products of >= 32,768
 multiply-adds go to the OpenBLAS NumPy bundles), symnn NumPy (the emitted module), hand-written NumPy backprop, PyTorch
-eager, JAX ``jit(value_and_grad)``, PyTensor (its default mode), CasADi SX and MX
-functions (CasADi's own virtual machine, called in process).
+eager, JAX ``jit(value_and_grad)``, PyTensor (its default mode), CasADi-generated C for its
+SX (up to 1e6 flops) and MX functions (built -O3 -march=native and called through cffi like
+symnn C), and the same SX / MX functions in CasADi's own virtual machine.
 """
 
 from __future__ import annotations
@@ -248,7 +249,8 @@ def pytensor_system(cfg: Config, params, X, Y):
     return run
 
 
-def casadi_system(cfg: Config, params, X, Y, kind: str):
+def _casadi_function(cfg: Config, params, X, Y, kind: str):
+    """The loss and the gradient as one CasADi Function of (X, Y, params...), in SX or MX."""
     import casadi as ca
 
     if X.dtype != np.float64:
@@ -273,18 +275,72 @@ def casadi_system(cfg: Config, params, X, Y, kind: str):
         loss = ca.sumsqr(h - ys) / h.numel()
     grads = ca.gradient(loss, ca.vertcat(*[ca.vec(ps[k]) for k in names]))
     fn = ca.Function("f", [xs, ys, *[ps[k] for k in names]], [loss, grads])
-    args = [X, Y, *[params[k] for k in names]]
+    return fn, names, [X, Y, *[params[k] for k in names]]
+
+
+def _casadi_unpack(params, names, flat: np.ndarray) -> dict[str, np.ndarray]:
+    """CasADi vectorises column-major: W (out x in) comes back transposed."""
     sizes = np.cumsum([0] + [params[k].size for k in names])
+    return {k: flat[a:b].reshape(params[k].shape[::-1]).T if params[k].ndim == 2 else flat[a:b]
+            for k, a, b in zip(names, sizes, sizes[1:])}
+
+
+def casadi_system(cfg: Config, params, X, Y, kind: str):
+    """CasADi's own virtual machine, called in process."""
+    fn, names, args = _casadi_function(cfg, params, X, Y, kind)
 
     def run():
         loss, g = fn(*args)
-        flat = np.asarray(g).ravel()
-        # CasADi vectorises column-major: W (out x in) comes back transposed
-        out = {k: flat[a:b].reshape(params[k].shape[::-1]).T if params[k].ndim == 2 else flat[a:b]
-               for k, a, b in zip(names, sizes, sizes[1:])}
-        return float(loss), out
+        return float(loss), _casadi_unpack(params, names, np.asarray(g).ravel())
 
     return run
+
+
+def casadi_c_system(cfg: Config, params, X, Y, kind: str):
+    """CasADi's generated C (``Function.generate``), built like symnn's (cffi API mode, -O3
+    -march=native) and called the way symnn C is: argument and work buffers made once, one
+    C call per gradient. Inputs are handed over column-major, as CasADi expects."""
+    import importlib
+    import tempfile
+
+    import casadi as ca
+    import cffi
+
+    fn, names, args = _casadi_function(cfg, params, X, Y, kind)
+    tmp = Path(tempfile.mkdtemp(prefix="casadi_c_"))
+    gen = ca.CodeGenerator("f.c", {"with_header": False, "casadi_int": "long long int"})
+    gen.add(fn)
+    source = gen.dump()
+    mod = f"casadi_{kind.lower()}_{cfg.name}_{os.getpid()}"
+    ffi = cffi.FFI()
+    ffi.cdef("int f(const double** arg, double** res, long long* iw, double* w, int mem);"
+             "int f_work(long long* sz_arg, long long* sz_res, long long* sz_iw, long long* sz_w);")
+    ffi.set_source(mod, source, extra_compile_args=["-O3", "-march=native", "-w"])
+    ffi.compile(tmpdir=str(tmp))
+    sys.path.insert(0, str(tmp))
+    try:
+        lib = importlib.import_module(mod).lib
+    finally:
+        sys.path.remove(str(tmp))
+    sz = [ffi.new("long long*") for _ in range(4)]
+    lib.f_work(*sz)
+    cols = [np.ascontiguousarray(a.T).ravel() if a.ndim == 2 else np.ascontiguousarray(a) for a in args]
+    c_args = ffi.new("const double*[]", [ffi.from_buffer("double[]", a) for a in cols] + [ffi.NULL] * max(0, sz[0][0] - len(cols)))
+    loss, grad = np.zeros(1), np.zeros(sum(params[k].size for k in names))
+    c_res = ffi.new("double*[]", [ffi.from_buffer("double[]", loss), ffi.from_buffer("double[]", grad)] + [ffi.NULL] * max(0, sz[1][0] - 2))
+    iw, w = ffi.new("long long[]", max(1, sz[2][0])), ffi.new("double[]", max(1, sz[3][0]))
+    keep = (cols, loss, grad, c_args, c_res, iw, w)  # the C call reads and writes these
+    f = lib.f
+
+    def run():
+        f(c_args, c_res, iw, w, 0)
+        return keep
+
+    def checked():
+        run()
+        return float(loss[0]), _casadi_unpack(params, names, grad.copy())
+
+    return run, checked
 
 
 def symnn_systems(net, params, X, Y, dtype: str) -> tuple[dict[str, Grad], dict[str, float], Grad]:
@@ -325,8 +381,11 @@ def measure_peak(dtype: str) -> float:
 
 
 PEERS = {"hand-written NumPy": None, "PyTorch": torch_system, "JAX": jax_system,
-         "PyTensor": pytensor_system, "CasADi SX": lambda *a: casadi_system(*a, kind="SX"),
-         "CasADi MX": lambda *a: casadi_system(*a, kind="MX")}
+         "PyTensor": pytensor_system, "CasADi SX C": lambda *a: casadi_c_system(*a, kind="SX"),
+         "CasADi MX C": lambda *a: casadi_c_system(*a, kind="MX"),
+         "CasADi SX": lambda *a: casadi_system(*a, kind="SX"), "CasADi MX": lambda *a: casadi_system(*a, kind="MX")}
+#: SX expands every scalar operation: past these multiply-adds x 2 its graph (and C) is too big
+SX_MAX_FLOPS = {"CasADi SX": 5e6, "CasADi SX C": 1e6}
 
 
 def run_config(cfg: Config, dtype: str, rounds: int, skip: set[str]) -> dict:
@@ -337,7 +396,7 @@ def run_config(cfg: Config, dtype: str, rounds: int, skip: set[str]) -> dict:
     checks = {name: _agree(ref, fn()) for name, fn in checked.items()}
     notes = []
     for name, make in PEERS.items():
-        if name in skip or (name.startswith("CasADi SX") and cfg.flops() > 5e6):
+        if name in skip or cfg.flops() > SX_MAX_FLOPS.get(name, np.inf):
             continue
         t = time.perf_counter()
         try:
@@ -345,7 +404,8 @@ def run_config(cfg: Config, dtype: str, rounds: int, skip: set[str]) -> dict:
                 fn = (lambda f=hand_written(cfg): f(params, X, Y))
             else:
                 fn = make(cfg, params, X, Y)
-            got = fn()  # the first call traces / jit-compiles
+            fn, check = fn if isinstance(fn, tuple) else (fn, fn)  # (timed call, call that returns arrays)
+            got = check()  # the first call traces / jit-compiles
         except (ImportError, TypeError) as exc:
             notes.append(f"{name}: {exc}")
             continue
@@ -360,15 +420,17 @@ def run_config(cfg: Config, dtype: str, rounds: int, skip: set[str]) -> dict:
 
 
 def thread_scaling(rounds: int, names: tuple[str, ...] = ("mnist256", "deep")) -> dict[str, dict[int, dict[str, float]]]:
-    """Median seconds per call on 1 and 2 threads: symnn C+BLAS and NumPy (OpenBLAS threads,
-    set by threadpoolctl), PyTorch (``torch.set_num_threads``). symnn's standalone C is
-    single-threaded: it appears once, as the baseline."""
+    """Median seconds per call on 1 and 2 threads: symnn C+OpenMP (``openmp=True``: OpenMP
+    threads), symnn C+BLAS and NumPy (OpenBLAS threads), all set by threadpoolctl; PyTorch
+    (``torch.set_num_threads``). The default symnn C build is single-threaded (the baseline)."""
     from threadpoolctl import threadpool_limits
 
     out: dict[str, dict[int, dict[str, float]]] = {}
     for cfg in (c for c in CONFIGS if c.name in names):
         net, params, X, Y = problem(cfg, "float64")
         systems, _, _ = symnn_systems(net, params, X, Y, "float64")
+        ko = sn.compile(net, backend="c", openmp=True)
+        systems["symnn C+OpenMP"] = ko.module.raw_loss_and_grad(ko.params(params), ko.inputs(X), ko.targets(Y, len(X)))
         systems["hand-written NumPy"] = (lambda f=hand_written(cfg): f(params, X, Y))
         try:
             import torch

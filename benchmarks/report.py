@@ -131,8 +131,11 @@ def scaling_table(scaling) -> list[str]:
     if not scaling:
         return []
     lines = ["## Two threads (float64)", "",
-             "symnn's standalone C is single-threaded by design (no OpenMP in the shipped files); "
-             "with `blas=True` its large products use OpenBLAS's threads, like NumPy's. On a machine "
+             "symnn's C is single-threaded by default. Built with `openmp=True` (`-fopenmp`), its "
+             "products of at least 262,144 multiply-adds split their rows over the OpenMP threads, "
+             "with results bitwise independent of the thread count; the shipped files keep the "
+             "pragma under `#ifdef _OPENMP`. With `blas=True` the large products use OpenBLAS's "
+             "threads, like NumPy's. On a machine "
              "whose two logical CPUs may share one core, and which other jobs share, these figures "
              "are the least stable of the page.", "",
              "| config | system | 1 thread (µs) | 2 threads (µs) | speed-up |", "|---|---|---|---|---|"]

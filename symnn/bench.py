@@ -39,9 +39,10 @@ def interleaved(systems: dict[str, Callable[[], object]], rounds: int = 5) -> di
 
 
 def bench(net: Network, batch: int = 64, dtype: str = "float64", rounds: int = 5,
-          backends: tuple[str, ...] = ("numpy", "c"), blas: bool = False) -> dict[str, float]:
-    """Median seconds per loss-and-gradient call, by system (``blas``: also the C built with
-    ``blas=True``)."""
+          backends: tuple[str, ...] = ("numpy", "c"), blas: bool = False,
+          openmp: bool = False) -> dict[str, float]:
+    """Median seconds per loss-and-gradient call, by system (``blas`` / ``openmp``: also the
+    C built with ``blas=True`` / ``openmp=True``)."""
     from .driver import compile as compile_kernel
     from .gradcheck import sample_point
 
@@ -58,4 +59,7 @@ def bench(net: Network, batch: int = 64, dtype: str = "float64", rounds: int = 5
             if blas:
                 kb = compile_kernel(net, backend="c", dtype=dtype, blas=True)
                 systems["symnn c+blas (raw)"] = kb.module.raw_loss_and_grad(p, x, y)
+            if openmp:
+                ko = compile_kernel(net, backend="c", dtype=dtype, openmp=True)
+                systems["symnn c+openmp (raw)"] = ko.module.raw_loss_and_grad(p, x, y)
     return interleaved(systems, rounds)

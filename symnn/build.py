@@ -312,15 +312,20 @@ def _import(entry: Path, modname: str) -> types.ModuleType:
     return module
 
 
-def build(prefix: str, files: dict[str, str], cdef: str, *, blas: bool = False) -> types.ModuleType:
+def build(prefix: str, files: dict[str, str], cdef: str, *, blas: bool = False,
+          openmp: bool = False) -> types.ModuleType:
     """The cffi extension module for ``files`` (``NAME.h``/``NAME.c``), built at most once;
-    ``blas`` links NumPy's OpenBLAS for the large products (:func:`numpy_blas_flags`)."""
+    ``blas`` links NumPy's OpenBLAS for the large products (:func:`numpy_blas_flags`),
+    ``openmp`` builds with ``-fopenmp`` (the large products split over OpenMP threads)."""
     compiler = find_compiler()
     flags = build_flags()
     link: tuple[str, ...] = ()
     if blas:
         extra, link = numpy_blas_flags()
         flags += extra
+    if openmp:
+        flags += ("-fopenmp",)
+        link += ("-fopenmp",)
     key = cache_key(files, cdef, compiler, flags + link)
     modname = f"_symnn_{prefix}_{key[:20]}"
     with _loaded_lock:

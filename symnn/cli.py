@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", choices=["numpy", "c", "both"], default="both")
     bench.add_argument("--blas", action="store_true",
                        help="also time the C built with blas=True (large products through NumPy's OpenBLAS)")
+    bench.add_argument("--openmp", type=int, metavar="THREADS", default=0,
+                       help="also time the C built with openmp=True, on THREADS OpenMP threads")
 
     port = sub.add_parser("from-torch", help="ship a saved PyTorch nn.Sequential as standalone C")
     port.add_argument("model", help="a file written by torch.save(model) (a whole nn.Sequential; "
@@ -226,17 +228,21 @@ def _report(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import os
 
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")  # only effective before NumPy's BLAS starts threads
     from .bench import bench
     from .errors import ConfigError
     from .spec_toml import load_spec
 
     if args.batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {args.batch}")
+    if args.openmp < 0:
+        raise ConfigError(f"--openmp must be a number of threads >= 1, got {args.openmp}")
+    if args.openmp:
+        os.environ["OMP_NUM_THREADS"] = str(args.openmp)  # read when libgomp loads, with the module
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # only effective before NumPy's BLAS starts threads
     backends = ("numpy", "c") if args.backend == "both" else (args.backend,)
     times = bench(load_spec(args.spec).network, args.batch, args.dtype, backends=backends,
-                  blas=args.blas and "c" in backends)
+                  blas=args.blas and "c" in backends, openmp=bool(args.openmp) and "c" in backends)
     base = times.get("symnn numpy") or next(iter(times.values()))
     print(f"loss and gradient, batch {args.batch}, {args.dtype}, median of 5 rounds:")
     for name, sec in times.items():

@@ -83,7 +83,7 @@ def _load_numpy(net: Network, dtype: str, check_finite: bool, opt: Optimizer | N
 
 
 def _load_c(nets: Sequence[Network], dtype: str, check_finite: bool, opt: Optimizer | None,
-            blas: bool = False) -> list[Kernel]:
+            blas: bool = False, openmp: bool = False) -> list[Kernel]:
     """Emit every network's C and build them into one extension (one compiler run)."""
     from .backends.c.wrapper import CKernelModule
     from .build import build
@@ -96,15 +96,16 @@ def _load_c(nets: Sequence[Network], dtype: str, check_finite: bool, opt: Optimi
         files.update(r.files)
         cdef += [line for line in r.cdef.splitlines() if line not in cdef]  # shared status codes once
     prefix = results[0].prefix if len(results) == 1 else "group_" + "_".join(r.prefix for r in results)[:40]
-    ext = build(prefix, files, "\n".join(cdef) + "\n", blas=blas)
+    ext = build(prefix, files, "\n".join(cdef) + "\n", blas=blas, openmp=openmp)
     n_state = len(opt.state) if opt is not None else None
     return [Kernel(n, CKernelModule(ext, r.prefix, dtype, n.param_layout(), r.labels, n_state=n_state,
                                     dropout=n.has_dropout),
-                   "c", dtype, r.source, check_finite=check_finite, optimizer=opt) for n, r in zip(nets, results)]
+                   "c", dtype, r.source, check_finite=check_finite, optimizer=opt,
+                   build={"blas": blas, "openmp": openmp}) for n, r in zip(nets, results)]
 
 
 def compile_many(nets: Sequence[Network], backend: str = "c", dtype: str = "float64", *,
-                 check_finite: bool = True, blas: bool = False) -> list[Kernel]:
+                 check_finite: bool = True, blas: bool = False, openmp: bool = False) -> list[Kernel]:
     """Kernels for several networks; with ``backend="c"`` they share one compiled module (one
     compiler run instead of one per network, for test suites and model zoos). The networks
     need distinct names: every C symbol is prefixed with its network's name."""
@@ -120,18 +121,22 @@ def compile_many(nets: Sequence[Network], backend: str = "c", dtype: str = "floa
         raise ConfigError(f"compile_many needs distinct network names; repeated: {', '.join(dupes)}")
     if backend == "numpy":
         return [_load_numpy(n, dtype, check_finite, None) for n in nets]
-    return _load_c(nets, dtype, check_finite, None, _blas(blas))
+    return _load_c(nets, dtype, check_finite, None, *_threading(blas, openmp))
 
 
-def _blas(blas: object) -> bool:
-    if not isinstance(blas, bool):
-        raise ConfigError(f"blas must be True or False, not {blas!r}")
-    return blas
+def _threading(blas: object, openmp: object) -> tuple[bool, bool]:
+    for name, value in (("blas", blas), ("openmp", openmp)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, not {value!r}")
+    if blas and openmp:
+        raise ConfigError("blas=True and openmp=True exclude each other: with blas the large products "
+                          "go to OpenBLAS, which has its own threads; choose one")
+    return blas, openmp
 
 
 def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
             check_finite: bool = True, optimizer: Optimizer | str | None = None,
-            blas: bool = False) -> Kernel:  # noqa: A001
+            blas: bool = False, openmp: bool = False) -> Kernel:  # noqa: A001
     """Derive, simplify, emit and load the kernels of ``net``.
 
     ``backend="c"`` compiles the emitted C through cffi into the module cache (see
@@ -140,7 +145,10 @@ def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
     for the defaults) the kernel also has ``train_step``, the optimiser's formulas emitted as
     code. ``blas=True`` (C only) sends the products of at least 32,768 multiply-adds to the
     OpenBLAS that NumPy's wheels bundle, in this process only; emitted files stay standalone
-    C99 unless built with ``-DSYMNN_BLAS`` (see docs/benchmarks.md).
+    C99 unless built with ``-DSYMNN_BLAS`` (see docs/c_backend.md). ``openmp=True`` (C only)
+    builds with ``-fopenmp``: products of at least 262,144 multiply-adds split their rows over
+    the OpenMP threads (``OMP_NUM_THREADS``, or threadpoolctl), with results that do not depend
+    on the thread count.
 
     Example:
         >>> import numpy as np, symnn as sn
@@ -152,16 +160,16 @@ def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
     check_backend(backend, dtype, allow_auto=True)
     require_concrete(_require_network(net))
     opt = _optimizer(optimizer)
-    blas = _blas(blas)
+    blas, openmp = _threading(blas, openmp)
     if backend == "numpy":
         return _load_numpy(net, dtype, check_finite, opt)
     if backend == "auto":
         try:
-            return _load_c([net], dtype, check_finite, opt, blas)[0]
+            return _load_c([net], dtype, check_finite, opt, blas, openmp)[0]
         except CompilerNotFoundError as exc:
             warnings.warn(f"backend='auto': {exc}; using the NumPy backend", RuntimeWarning, stacklevel=2)
             return _load_numpy(net, dtype, check_finite, opt)
-    return _load_c([net], dtype, check_finite, opt, blas)[0]
+    return _load_c([net], dtype, check_finite, opt, blas, openmp)[0]
 
 
 def emit(net: Network, path: str | Path, backend: str = "numpy", dtype: str = "float64",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from . import naming
 from .backends.c.config import CConfig, KernelLayout, check_prefix, lower_kernel, size_code
-from .backends.c.printer import c_literal
+from .backends.c.printer import VMATH, c_literal
 from .declare import Network
 from .emit import describe, spec_hash, train_context
 from .graph import dropout_masks
@@ -316,8 +316,11 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     header = render("c/model.h.jinja", **common)
     kinds = {st["kind"] for k in kernels for st in k["stmts"]}
     gemms = [False] * bool(kinds & {"matmul_nn", "matmul_nt"}) + [True] * ("matmul_tn" in kinds)
+    helpers = set(printer.helpers)
+    if kinds & {"rowstats", "softmax", "logsumexp", "softmax_ce"} or helpers & {"sigmoid", "softplus"}:
+        helpers.add("exp")
     source = render("c/model.c.jinja", kernels=kernels, publics=publics, gemms=gemms,
-                    helpers=sorted(printer.helpers), train=train, **common)
+                    helpers=sorted(helpers), vmath=[f for f in VMATH if f in helpers], train=train, **common)
     cdef = _cdef(common, protos, real)
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     return CEmitResult(files, cdef, prefix, labels, optimizer.describe() if optimizer is not None else None,

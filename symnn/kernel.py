@@ -51,8 +51,11 @@ class Kernel:
     """Forward, loss and loss-and-gradient kernels of one network, one backend, one dtype."""
 
     def __init__(self, net: Network, module: types.ModuleType, backend: str, dtype: str,
-                 source: str, check_finite: bool = True, optimizer: "Optimizer | None" = None) -> None:
+                 source: str, check_finite: bool = True, optimizer: "Optimizer | None" = None,
+                 build: Mapping[str, bool] | None = None) -> None:
         self.network = net
+        #: how the C was built (``blas``, ``openmp``), kept so that a pickled kernel rebuilds alike
+        self.build = dict(build or {})
         self.module = module
         self.backend = backend
         self.dtype = np.dtype(dtype)
@@ -69,7 +72,8 @@ class Kernel:
     def __reduce__(self):
         """Pickled as its recipe: unpickling recompiles (a cache hit for the C backend), so
         kernels can be sent to ``multiprocessing`` workers started with spawn."""
-        return (_recompile, (self.network, self.backend, str(self.dtype), self.check_finite, self.optimizer))
+        return (_recompile, (self.network, self.backend, str(self.dtype), self.check_finite, self.optimizer,
+                             self.build))
 
     def __repr__(self) -> str:
         return f"<symnn.Kernel {self.network.name} backend={self.backend} dtype={self.dtype}>"
@@ -214,7 +218,9 @@ class Kernel:
         return self.module._loss_and_grad(p, x, self.targets(Y, x.shape[0]))
 
 
-def _recompile(net: Network, backend: str, dtype: str, check_finite: bool, optimizer=None) -> "Kernel":
+def _recompile(net: Network, backend: str, dtype: str, check_finite: bool, optimizer=None,
+               build: Mapping[str, bool] | None = None) -> "Kernel":
     from .driver import compile as compile_kernel
 
-    return compile_kernel(net, backend=backend, dtype=dtype, check_finite=check_finite, optimizer=optimizer)
+    return compile_kernel(net, backend=backend, dtype=dtype, check_finite=check_finite, optimizer=optimizer,
+                          **(build or {}))

@@ -163,3 +163,12 @@ def test_bench_with_blas_adds_the_blas_build(capsys) -> None:
     assert main(["bench", str(EXAMPLES / "digits.toml"), "--batch", "64", "--backend", "c", "--blas"]) == 0
     out = capsys.readouterr().out
     assert "symnn c+blas (raw)" in out and "symnn c (raw call)" in out
+
+
+@pytest.mark.needs_cc
+def test_bench_with_openmp_adds_the_openmp_build(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # restored after the test: main() sets it to 2
+    assert main(["bench", str(EXAMPLES / "digits.toml"), "--batch", "64", "--backend", "c", "--openmp", "2"]) == 0
+    assert "symnn c+openmp (raw)" in capsys.readouterr().out
+    assert main(["bench", str(EXAMPLES / "digits.toml"), "--openmp", "-1"]) == 2
+    assert "--openmp must be a number of threads" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
+from sympy.codegen.cfunctions import expm1
 
 import symnn as sn
 from symnn.backends.c.printer import SymnnCPrinter, c_literal
@@ -22,7 +23,8 @@ CASES = [
      "(x[e] > 0.0 ? x[e] : 0.01*x[e])", "(x[e] > 0.0F ? x[e] : 0.01F*x[e])"),
     (Sigmoid(x), "m__sigmoid(x[e])", "m__sigmoid(x[e])"),
     (Softplus(x) - x * c, "-c*x[e] + m__softplus(x[e])", "-c*x[e] + m__softplus(x[e])"),
-    (sp.tanh(x), "tanh(x[e])", "tanhf(x[e])"),
+    (sp.tanh(x), "m__tanh(x[e])", "m__tanh(x[e])"),
+    (expm1(x), "m__expm1(x[e])", "m__expm1(x[e])"),
     (sp.sqrt(2) * x, "1.4142135623730951*x[e]", "1.4142135F*x[e]"),
     (x / 3, "0.3333333333333333*x[e]", "0.33333334F*x[e]"),
     (sp.erf(x), "erf(x[e])", "erff(x[e])"),
@@ -31,7 +33,7 @@ CASES = [
     (x**-2, "(1.0/(x[e]*x[e]))", "(1.0F/(x[e]*x[e]))"),
     (x / c**2, "x[e]/(c*c)", "x[e]/(c*c)"),
     (x**5, "pow(x[e], 5.0)", "powf(x[e], 5.0F)"),
-    (sp.exp(-x**2 / 2), "exp(-0.5*(x[e]*x[e]))", "expf(-0.5F*(x[e]*x[e]))"),
+    (sp.exp(-x**2 / 2), "m__exp(-0.5*(x[e]*x[e]))", "m__exp(-0.5F*(x[e]*x[e]))"),
     (sp.Abs(x), "fabs(x[e])", "fabsf(x[e])"),
     (sp.sign(x), "m__sign(x[e])", "m__sign(x[e])"),
     (sp.Min(x, c), "m__min(c, x[e])", "m__min(c, x[e])"),

@@ -92,6 +92,10 @@ def _var_from_shape(name: str, shape, storage: str) -> Var:
     return Var(name, storage, rows, int(shape[1]), 2)
 
 
+#: products whose two fixed sizes multiply to at most this are laid out in place (matmul_small)
+SMALL_PRODUCT = 64
+
+
 def rows_code(v: Var) -> str:
     return "n" if v.batch else str(int(v.rows))
 
@@ -270,6 +274,13 @@ class _KernelLowering:
             kind = "matmul_" + ("t" if ta else "n") + ("t" if tb else "n")
             ctx = {"kind": kind, "c": t.name, "a": a.name, "b": b.name, "M": m, "K": k,
                    "Nc": nc, "lda": a.cols, "ldb": b.cols, "ldb_eff": b.cols}
+            fixed = [int(d) for d in (m, k) if d != "n"] + [int(nc)]
+            if len(fixed) == 2 and fixed[0] * fixed[1] <= SMALL_PRODUCT:
+                # a product with a tiny fixed part (xor's 2x4 weights): constant-size loops in
+                # place, which the compiler unrolls; a gemm call costs more than the arithmetic
+                ctx.update(kind="matmul_small", a_at=f"k*{a.cols} + i" if ta else f"i*{a.cols} + k",
+                           b_at=f"j*{b.cols} + k" if tb else f"k*{b.cols} + j")
+                return ctx
             if kind == "matmul_nt":
                 # B.T is K x Nc; pad its rows off multiples of 512 bytes (cache-set aliasing)
                 ldt = -(-nc // 8) * 8

@@ -17,7 +17,9 @@ Customisations versus SymPy's ``C99CodePrinter``:
   product ``c * Heaviside(u, 0)`` prints ``(u > 0 ? c : 0)``, which is 0 even for an infinite
   ``c`` (PyTorch's ``threshold_backward`` convention);
 * ``Piecewise`` prints nested ternaries, ``sign`` a NaN-propagating helper;
-* ``Sigmoid``/``Softplus`` print as the file's stable ``exp(-|x|)`` helpers.
+* ``Sigmoid``/``Softplus`` print as the file's stable ``exp(-|x|)`` helpers;
+* ``exp``, ``expm1`` and ``tanh`` print as the file's own branch-free versions
+  (templates/c/_vmath.jinja), which gcc vectorises where a libm call per element is not.
 """
 
 from __future__ import annotations
@@ -216,5 +218,16 @@ class SymnnCPrinter(C99CodePrinter):
         return f"{self.prefix}__clamp({self._print(x)}, {bounds[0]}, {bounds[1]})"
 
 
+    def _print_vmath(self, expr: sp.Expr) -> str:
+        name = type(expr).__name__
+        self.helpers.add(name)
+        return f"{self.prefix}__{name}({self._print(expr.args[0])})"
+
+
+#: functions printed as the file's vectorisable helpers rather than libm calls
+VMATH = ("exp", "expm1", "tanh")
+
 for _name in _LIBM:
     setattr(SymnnCPrinter, f"_print_{_name}", SymnnCPrinter._print_Function)
+for _name in VMATH:
+    setattr(SymnnCPrinter, f"_print_{_name}", SymnnCPrinter._print_vmath)

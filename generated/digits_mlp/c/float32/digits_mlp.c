@@ -85,6 +85,18 @@ void SYMNN_CBLAS_SGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
     SYMNN_BLAS_INT ldb, digits_mlp_real beta, digits_mlp_real *c, SYMNN_BLAS_INT ldc);
 #endif
 
+/* Optional, off by default: built with -fopenmp (sn.compile(..., openmp=True)) and without
+ * SYMNN_BLAS, the products of at least SYMNN_OMP_MIN multiply-adds split their rows of C over
+ * the OpenMP threads, in blocks of 4 rows, each block computed exactly as on one thread (the
+ * results do not depend on the thread count). */
+#if defined(_OPENMP) && !defined(SYMNN_BLAS)
+#include <omp.h>
+#define DIGITS_MLP__OMP 1
+#ifndef SYMNN_OMP_MIN
+#define SYMNN_OMP_MIN 262144
+#endif
+#endif
+
 /* C (M x Nc) = A @ B, A (M x K), B (K x Nc); row-major with leading
  * dimensions lda, ldb. A register tile of 4 rows x 32 columns accumulates over k, in chunks of
  * 256 so a panel of A stays in cache; every element sums over k in order (tile and edges alike). */
@@ -94,6 +106,17 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
         SYMNN_CBLAS_SGEMM(101, 111, 111, M, Nc, K, 1.0F, A, lda, B, ldb, 0.0F, C, Nc);
+        return;
+    }
+#endif
+#ifdef DIGITS_MLP__OMP
+    if (M >= 8 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {  /* thread t of T takes rows [lo, hi); inside the region (level 1) the call runs serially */
+            const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
+            const ptrdiff_t lo = M/4*t/T*4, hi = t == T - 1 ? M : M/4*(t + 1)/T*4;
+            if (hi > lo) digits_mlp__gemm_nn(hi - lo, K, Nc, A + lo*lda, lda, B, ldb, C + lo*Nc);
+        }
         return;
     }
 #endif
@@ -168,6 +191,17 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
         return;
     }
 #endif
+#ifdef DIGITS_MLP__OMP
+    if (M >= 8 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {  /* thread t of T takes rows [lo, hi); inside the region (level 1) the call runs serially */
+            const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
+            const ptrdiff_t lo = M/4*t/T*4, hi = t == T - 1 ? M : M/4*(t + 1)/T*4;
+            if (hi > lo) digits_mlp__gemm_tn(hi - lo, K, Nc, A + lo, lda, B, ldb, C + lo*Nc);
+        }
+        return;
+    }
+#endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += 256) {
         const ptrdiff_t k1 = K - k0 < 256 ? K : k0 + 256;
         for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
@@ -225,6 +259,46 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
         }
         if (K == 0) break;
     }
+}
+
+/* 2**k for an integral k with a normal result: adding 1.5 * 2**23 leaves k in the low bits
+ * (two's complement), so k + 127 is the biased exponent. */
+static inline digits_mlp_real digits_mlp__pow2(digits_mlp_real k)
+{
+    union { digits_mlp_real f; uint32_t u; } v;
+    v.f = k + 12582912.0F;
+    v.u = (v.u + 127u) << 23;
+    return v.f;
+}
+
+/* x = k ln2 + r, k = round(x / ln2) returned in *k, |r| <= ln2/2; k*ln2_hi is exact. NaN stays NaN. */
+static inline digits_mlp_real digits_mlp__reduce(digits_mlp_real x, digits_mlp_real *k)
+{
+    const digits_mlp_real kd = (x*1.44269502F + 12582912.0F) - 12582912.0F;
+    *k = kd;
+    return (x - kd*0.693145752F) - kd*1.42860677e-06F;
+}
+
+/* exp(r) - 1 for |r| <= ln2/2: Taylor to r**7, its truncation below the dtype's rounding. */
+static inline digits_mlp_real digits_mlp__expm1_poly(digits_mlp_real r)
+{
+    digits_mlp_real c = 1.0F/5040.0F;
+    c = c*r + 1.0F/720.0F;
+    c = c*r + 1.0F/120.0F;
+    c = c*r + 1.0F/24.0F;
+    c = c*r + 1.0F/6.0F;
+    c = c*r + 0.5F;
+    return r + r*r*c;
+}
+
+/* exp(x) = 2**k (1 + expm1(r)), the power applied in two halves. */
+static inline digits_mlp_real digits_mlp__exp(digits_mlp_real x)
+{
+    digits_mlp_real k;
+    const digits_mlp_real xc = x < -104.0F ? -104.0F : (x > 89.0F ? 89.0F : x);  /* 0 / inf past these */
+    const digits_mlp_real r = digits_mlp__reduce(xc, &k);
+    const digits_mlp_real k1 = (k*0.5F + 12582912.0F) - 12582912.0F;
+    return ((1.0F + digits_mlp__expm1_poly(r))*digits_mlp__pow2(k1))*digits_mlp__pow2(k - k1);
 }
 
 /* max that propagates NaN from either argument (fmax would drop it). */
@@ -286,8 +360,8 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
             digits_mlp_real mi = zi[0];
             for (ptrdiff_t j = 1; j < 10; ++j) if (zi[j] > mi) mi = zi[j];
             digits_mlp_real si = 0.0F;
-            for (ptrdiff_t j = 0; j < 10; ++j) si += expf(zi[j] - mi);
-            for (ptrdiff_t j = 0; j < 10; ++j) pi[j] = expf(zi[j] - mi)/si;
+            for (ptrdiff_t j = 0; j < 10; ++j) si += digits_mlp__exp(zi[j] - mi);
+            for (ptrdiff_t j = 0; j < 10; ++j) pi[j] = digits_mlp__exp(zi[j] - mi)/si;
         }
     }
 }
@@ -352,7 +426,7 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
             digits_mlp_real mi = zi[0];
             for (ptrdiff_t j = 1; j < 10; ++j) if (zi[j] > mi) mi = zi[j];
             digits_mlp_real si = 0.0F;
-            for (ptrdiff_t j = 0; j < 10; ++j) si += expf(zi[j] - mi);
+            for (ptrdiff_t j = 0; j < 10; ++j) si += digits_mlp__exp(zi[j] - mi);
             digits_mlp_real yz = 0.0F;
             for (ptrdiff_t j = 0; j < 10; ++j) yz += yi[j]*zi[j];
             t2[i] = (mi + logf(si)) - yz;
@@ -444,7 +518,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
             digits_mlp_real mi = zi[0];
             for (ptrdiff_t j = 1; j < 10; ++j) if (zi[j] > mi) mi = zi[j];
             digits_mlp_real si = 0.0F;
-            for (ptrdiff_t j = 0; j < 10; ++j) si += expf(zi[j] - mi);
+            for (ptrdiff_t j = 0; j < 10; ++j) si += digits_mlp__exp(zi[j] - mi);
             z2_max[i] = mi;
             z2_sum[i] = si;
         }
@@ -478,7 +552,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
             digits_mlp_real *pi = a2 + i*10;
             const digits_mlp_real mi = z2_max[i];
             const digits_mlp_real si = z2_sum[i];
-            for (ptrdiff_t j = 0; j < 10; ++j) pi[j] = expf(zi[j] - mi)/si;
+            for (ptrdiff_t j = 0; j < 10; ++j) pi[j] = digits_mlp__exp(zi[j] - mi)/si;
         }
     }
     for (ptrdiff_t e = 0; e < n*10; ++e) {

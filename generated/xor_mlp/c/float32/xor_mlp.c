@@ -22,7 +22,7 @@ static const ptrdiff_t xor_mlp__offset[4] = { 0, 8, 12, 16 };
 /* Largest batch whose every index and byte count fits in ptrdiff_t. */
 static ptrdiff_t xor_mlp__max_n(void)
 {
-    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 82) / 17;
+    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 34) / 17;
 }
 
 /* Do the byte ranges [a, a + na) and [b, b + nb) overlap? (Empty ranges never do.) */
@@ -67,180 +67,81 @@ static xor_mlp_real xor_mlp__sum(const xor_mlp_real *x, ptrdiff_t count)
 #define XOR_MLP__RUNTIME_SIZES
 #endif
 
-/* Optional, off by default: with -DSYMNN_BLAS the products of at least SYMNN_BLAS_MIN
- * multiply-adds go to a CBLAS gemm (row-major), e.g. the OpenBLAS NumPy ships, which
- * sn.compile(..., blas=True) links. Without it this file needs nothing but libm. */
-#ifdef SYMNN_BLAS
-#ifndef SYMNN_BLAS_INT
-#define SYMNN_BLAS_INT int
-#endif
-#ifndef SYMNN_CBLAS_SGEMM
-#define SYMNN_CBLAS_SGEMM cblas_sgemm
-#endif
-#ifndef SYMNN_BLAS_MIN
-#define SYMNN_BLAS_MIN 32768
-#endif
-void SYMNN_CBLAS_SGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SYMNN_BLAS_INT n,
-    SYMNN_BLAS_INT k, xor_mlp_real alpha, const xor_mlp_real *a, SYMNN_BLAS_INT lda, const xor_mlp_real *b,
-    SYMNN_BLAS_INT ldb, xor_mlp_real beta, xor_mlp_real *c, SYMNN_BLAS_INT ldc);
-#endif
-
-/* C (M x Nc) = A @ B, A (M x K), B (K x Nc); row-major with leading
- * dimensions lda, ldb. A register tile of 4 rows x 32 columns accumulates over k, in chunks of
- * 256 so a panel of A stays in cache; every element sums over k in order (tile and edges alike). */
-static XOR_MLP__RUNTIME_SIZES void xor_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
-    const xor_mlp_real *restrict A, ptrdiff_t lda, const xor_mlp_real *restrict B, ptrdiff_t ldb, xor_mlp_real *restrict C)
+/* 2**k for an integral k with a normal result: adding 1.5 * 2**23 leaves k in the low bits
+ * (two's complement), so k + 127 is the biased exponent. */
+static inline xor_mlp_real xor_mlp__pow2(xor_mlp_real k)
 {
-#ifdef SYMNN_BLAS
-    if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
-        SYMNN_CBLAS_SGEMM(101, 111, 111, M, Nc, K, 1.0F, A, lda, B, ldb, 0.0F, C, Nc);
-        return;
-    }
-#endif
-    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += 256) {
-        const ptrdiff_t k1 = K - k0 < 256 ? K : k0 + 256;
-        for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
-            const ptrdiff_t jw = Nc - j0 < 32 ? Nc - j0 : 32;
-            ptrdiff_t i0 = 0;
-            if (jw == 32) {  /* full tiles: constant width, accumulators stay in registers */
-                for (; i0 + 4 <= M; i0 += 4) {
-                    xor_mlp_real c[4][32];
-                    for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*Nc + j0 + l];
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const xor_mlp_real *bk = B + k*ldb + j0;
-                        const xor_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const xor_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
-                        for (int l = 0; l < 32; ++l) {
-                            c[0][l] += u0*bk[l];
-                            c[1][l] += u1*bk[l];
-                            c[2][l] += u2*bk[l];
-                            c[3][l] += u3*bk[l];
-                        }
-                    }
-                    for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
-                }
-            } else {  /* the last, narrower column block */
-                for (; i0 + 4 <= M; i0 += 4) {
-                    xor_mlp_real c[4][32];
-                    for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*Nc + j0 + l];
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const xor_mlp_real *bk = B + k*ldb + j0;
-                        const xor_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const xor_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
-                        for (ptrdiff_t l = 0; l < jw; ++l) {
-                            c[0][l] += u0*bk[l];
-                            c[1][l] += u1*bk[l];
-                            c[2][l] += u2*bk[l];
-                            c[3][l] += u3*bk[l];
-                        }
-                    }
-                    for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
-                }
-            }
-            for (; i0 < M; ++i0) {  /* the last rows, one at a time */
-                xor_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = k0 == 0 ? 0.0F : C[i0*Nc + j0 + l];
-                for (ptrdiff_t k = k0; k < k1; ++k) {
-                    const xor_mlp_real u0 = A[i0*lda + k];
-                    const xor_mlp_real *bk = B + k*ldb + j0;
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*Nc + j0 + l] = c[l];
-            }
-        }
-        if (K == 0) break;
-    }
+    union { xor_mlp_real f; uint32_t u; } v;
+    v.f = k + 12582912.0F;
+    v.u = (v.u + 127u) << 23;
+    return v.f;
 }
 
-/* C (M x Nc) = A.T @ B, A (K x M), B (K x Nc); row-major with leading
- * dimensions lda, ldb. A register tile of 4 rows x 32 columns accumulates over k, in chunks of
- * 256 so a panel of A stays in cache; every element sums over k in order (tile and edges alike). */
-static XOR_MLP__RUNTIME_SIZES void xor_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
-    const xor_mlp_real *restrict A, ptrdiff_t lda, const xor_mlp_real *restrict B, ptrdiff_t ldb, xor_mlp_real *restrict C)
+/* x = k ln2 + r, k = round(x / ln2) returned in *k, |r| <= ln2/2; k*ln2_hi is exact. NaN stays NaN. */
+static inline xor_mlp_real xor_mlp__reduce(xor_mlp_real x, xor_mlp_real *k)
 {
-#ifdef SYMNN_BLAS
-    if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
-        SYMNN_CBLAS_SGEMM(101, 112, 111, M, Nc, K, 1.0F, A, lda, B, ldb, 0.0F, C, Nc);
-        return;
-    }
-#endif
-    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += 256) {
-        const ptrdiff_t k1 = K - k0 < 256 ? K : k0 + 256;
-        for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
-            const ptrdiff_t jw = Nc - j0 < 32 ? Nc - j0 : 32;
-            ptrdiff_t i0 = 0;
-            if (jw == 32) {  /* full tiles: constant width, accumulators stay in registers */
-                for (; i0 + 4 <= M; i0 += 4) {
-                    xor_mlp_real c[4][32];
-                    for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*Nc + j0 + l];
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const xor_mlp_real *bk = B + k*ldb + j0;
-                        const xor_mlp_real *ak = A + k*lda + i0;
-                        const xor_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
-                        for (int l = 0; l < 32; ++l) {
-                            c[0][l] += u0*bk[l];
-                            c[1][l] += u1*bk[l];
-                            c[2][l] += u2*bk[l];
-                            c[3][l] += u3*bk[l];
-                        }
-                    }
-                    for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
-                }
-            } else {  /* the last, narrower column block */
-                for (; i0 + 4 <= M; i0 += 4) {
-                    xor_mlp_real c[4][32];
-                    for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*Nc + j0 + l];
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const xor_mlp_real *bk = B + k*ldb + j0;
-                        const xor_mlp_real *ak = A + k*lda + i0;
-                        const xor_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
-                        for (ptrdiff_t l = 0; l < jw; ++l) {
-                            c[0][l] += u0*bk[l];
-                            c[1][l] += u1*bk[l];
-                            c[2][l] += u2*bk[l];
-                            c[3][l] += u3*bk[l];
-                        }
-                    }
-                    for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
-                }
-            }
-            for (; i0 < M; ++i0) {  /* the last rows, one at a time */
-                xor_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = k0 == 0 ? 0.0F : C[i0*Nc + j0 + l];
-                for (ptrdiff_t k = k0; k < k1; ++k) {
-                    const xor_mlp_real u0 = A[k*lda + i0];
-                    const xor_mlp_real *bk = B + k*ldb + j0;
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
-                }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*Nc + j0 + l] = c[l];
-            }
-        }
-        if (K == 0) break;
-    }
+    const xor_mlp_real kd = (x*1.44269502F + 12582912.0F) - 12582912.0F;
+    *k = kd;
+    return (x - kd*0.693145752F) - kd*1.42860677e-06F;
+}
+
+/* exp(r) - 1 for |r| <= ln2/2: Taylor to r**7, its truncation below the dtype's rounding. */
+static inline xor_mlp_real xor_mlp__expm1_poly(xor_mlp_real r)
+{
+    xor_mlp_real c = 1.0F/5040.0F;
+    c = c*r + 1.0F/720.0F;
+    c = c*r + 1.0F/120.0F;
+    c = c*r + 1.0F/24.0F;
+    c = c*r + 1.0F/6.0F;
+    c = c*r + 0.5F;
+    return r + r*r*c;
+}
+
+/* exp(x) = 2**k (1 + expm1(r)), the power applied in two halves. */
+static inline xor_mlp_real xor_mlp__exp(xor_mlp_real x)
+{
+    xor_mlp_real k;
+    const xor_mlp_real xc = x < -104.0F ? -104.0F : (x > 89.0F ? 89.0F : x);  /* 0 / inf past these */
+    const xor_mlp_real r = xor_mlp__reduce(xc, &k);
+    const xor_mlp_real k1 = (k*0.5F + 12582912.0F) - 12582912.0F;
+    return ((1.0F + xor_mlp__expm1_poly(r))*xor_mlp__pow2(k1))*xor_mlp__pow2(k - k1);
+}
+
+/* expm1(x) = 2**k expm1(r) + (2**k - 1): no cancellation near 0, where k = 0. From k > 25
+ * on the -1 no longer counts, and exp's form is used. expm1(-0) is -0. */
+static inline xor_mlp_real xor_mlp__expm1(xor_mlp_real x)
+{
+    xor_mlp_real k;
+    const xor_mlp_real xc = x < -20.0F ? -20.0F : (x > 89.0F ? 89.0F : x);  /* expm1 is -1 below */
+    const xor_mlp_real r = xor_mlp__reduce(xc, &k);
+    const xor_mlp_real q = xor_mlp__expm1_poly(r);
+    const xor_mlp_real k1 = (k*0.5F + 12582912.0F) - 12582912.0F;
+    const xor_mlp_real big = ((1.0F + q)*xor_mlp__pow2(k1))*xor_mlp__pow2(k - k1) - 1.0F;
+    const xor_mlp_real t = xor_mlp__pow2(k > 25.0F ? 0.0F : k);
+    return k > 25.0F ? big : (x == 0.0F ? x : t*q + (t - 1.0F));
+}
+
+/* tanh(x) = -t/(t + 2), t = expm1(-2|x|) in [-1, 0], signed like x: one form for every x. */
+static inline xor_mlp_real xor_mlp__tanh(xor_mlp_real x)
+{
+    const xor_mlp_real t = xor_mlp__expm1(-2.0F*fabsf(x));
+    return copysignf(-t/(t + 2.0F), x);
 }
 
 /* 1/(1 + exp(-x)) in the exp(-|x|) form: no overflow, exact saturation, NaN in -> NaN out. */
 static inline xor_mlp_real xor_mlp__sigmoid(xor_mlp_real x)
 {
-    const xor_mlp_real e = expf(-fabsf(x));
+    const xor_mlp_real e = xor_mlp__exp(-fabsf(x));
     return x >= 0.0F ? 1.0F/(1.0F + e) : e/(1.0F + e);
 }
 
 /* log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): finite for every finite x. */
 static inline xor_mlp_real xor_mlp__softplus(xor_mlp_real x)
 {
-    return (x > 0.0F ? x : 0.0F) + log1pf(expf(-fabsf(x)));
+    return (x > 0.0F ? x : 0.0F) + log1pf(xor_mlp__exp(-fabsf(x)));
 }
 
-/* forward: ops: 6 tensor, 2 scalar; work: 8*n + 48 reals. Arguments already checked. */
+/* forward: ops: 6 tensor, 2 scalar; work: 8*n reals. Arguments already checked. */
 static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, ptrdiff_t n, xor_mlp_real *restrict out_yhat, xor_mlp_real *restrict work)
 {
     const xor_mlp_real *W1 = params;
@@ -248,19 +149,19 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
     const xor_mlp_real *W2 = params + 12;
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
-    xor_mlp_real *z1_bt = work + 4*n;
-    xor_mlp_real *a1 = work + 4*n + 16;
+    xor_mlp_real *a1 = work + 4*n;
     xor_mlp_real *z2 = work;
-    xor_mlp_real *z2_bt = work + 8*n + 16;
     xor_mlp_real *a2 = out_yhat;
-    { /* z1 = X @ W1.T */
-        xor_mlp_real *restrict Bt = z1_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 2; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 4; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 2; ++k) Bt[k*8 + j] = W1[j*2 + k];
-        xor_mlp__gemm_nn(n, 2, 4, X, 2, Bt, 8, z1);
+    { /* z1 = X @ W1.T, in place */
+        const xor_mlp_real *restrict A = X;
+        const xor_mlp_real *restrict B = W1;
+        xor_mlp_real *restrict C = z1;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                xor_mlp_real dot = 0.0F;
+                for (ptrdiff_t k = 0; k < 2; ++k) dot += A[i*2 + k]*B[j*2 + k];
+                C[i*4 + j] = dot;
+            }
     }
     { /* z1 += b1 */
         xor_mlp_real *restrict C = z1;
@@ -269,16 +170,18 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
             for (ptrdiff_t j = 0; j < 4; ++j) C[i*4 + j] += b[j];
     }
     for (ptrdiff_t e = 0; e < n*4; ++e) {
-        a1[e] = tanhf(z1[e]);
+        a1[e] = xor_mlp__tanh(z1[e]);
     }
-    { /* z2 = a1 @ W2.T */
-        xor_mlp_real *restrict Bt = z2_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 4; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 1; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 4; ++k) Bt[k*8 + j] = W2[j*4 + k];
-        xor_mlp__gemm_nn(n, 4, 1, a1, 4, Bt, 8, z2);
+    { /* z2 = a1 @ W2.T, in place */
+        const xor_mlp_real *restrict A = a1;
+        const xor_mlp_real *restrict B = W2;
+        xor_mlp_real *restrict C = z2;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 1; ++j) {
+                xor_mlp_real dot = 0.0F;
+                for (ptrdiff_t k = 0; k < 4; ++k) dot += A[i*4 + k]*B[j*4 + k];
+                C[i*1 + j] = dot;
+            }
     }
     { /* z2 += b2 */
         xor_mlp_real *restrict C = z2;
@@ -291,7 +194,7 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
     }
 }
 
-/* loss: ops: 8 tensor, 5 scalar; work: 8*n + 48 reals. Arguments already checked. */
+/* loss: ops: 8 tensor, 5 scalar; work: 8*n reals. Arguments already checked. */
 static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, const xor_mlp_real *restrict Y, ptrdiff_t n, xor_mlp_real *restrict out_loss, xor_mlp_real *restrict work)
 {
     const xor_mlp_real *W1 = params;
@@ -299,22 +202,22 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
     const xor_mlp_real *W2 = params + 12;
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
-    xor_mlp_real *z1_bt = work + 4*n;
-    xor_mlp_real *a1 = work + 4*n + 16;
+    xor_mlp_real *a1 = work + 4*n;
     xor_mlp_real *z2 = work;
-    xor_mlp_real *z2_bt = work + 8*n + 16;
-    xor_mlp_real *t2 = work + 4*n + 16;
+    xor_mlp_real *t2 = work + 4*n;
     xor_mlp_real t3;
     xor_mlp_real loss;
     const xor_mlp_real Nr = (xor_mlp_real)n;
-    { /* z1 = X @ W1.T */
-        xor_mlp_real *restrict Bt = z1_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 2; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 4; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 2; ++k) Bt[k*8 + j] = W1[j*2 + k];
-        xor_mlp__gemm_nn(n, 2, 4, X, 2, Bt, 8, z1);
+    { /* z1 = X @ W1.T, in place */
+        const xor_mlp_real *restrict A = X;
+        const xor_mlp_real *restrict B = W1;
+        xor_mlp_real *restrict C = z1;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                xor_mlp_real dot = 0.0F;
+                for (ptrdiff_t k = 0; k < 2; ++k) dot += A[i*2 + k]*B[j*2 + k];
+                C[i*4 + j] = dot;
+            }
     }
     { /* z1 += b1 */
         xor_mlp_real *restrict C = z1;
@@ -323,16 +226,18 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
             for (ptrdiff_t j = 0; j < 4; ++j) C[i*4 + j] += b[j];
     }
     for (ptrdiff_t e = 0; e < n*4; ++e) {
-        a1[e] = tanhf(z1[e]);
+        a1[e] = xor_mlp__tanh(z1[e]);
     }
-    { /* z2 = a1 @ W2.T */
-        xor_mlp_real *restrict Bt = z2_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 4; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 1; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 4; ++k) Bt[k*8 + j] = W2[j*4 + k];
-        xor_mlp__gemm_nn(n, 4, 1, a1, 4, Bt, 8, z2);
+    { /* z2 = a1 @ W2.T, in place */
+        const xor_mlp_real *restrict A = a1;
+        const xor_mlp_real *restrict B = W2;
+        xor_mlp_real *restrict C = z2;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 1; ++j) {
+                xor_mlp_real dot = 0.0F;
+                for (ptrdiff_t k = 0; k < 4; ++k) dot += A[i*4 + k]*B[j*4 + k];
+                C[i*1 + j] = dot;
+            }
     }
     { /* z2 += b2 */
         xor_mlp_real *restrict C = z2;
@@ -350,7 +255,7 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
     *out_loss = loss;
 }
 
-/* loss_and_grad: ops: 16 tensor, 11 scalar; work: 17*n + 48 reals. Arguments already checked. */
+/* loss_and_grad: ops: 16 tensor, 11 scalar; work: 17*n reals. Arguments already checked. */
 static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, const xor_mlp_real *restrict Y, ptrdiff_t n, xor_mlp_real *restrict out_loss, xor_mlp_real *restrict out_grad, xor_mlp_real *restrict work)
 {
     const xor_mlp_real *W1 = params;
@@ -358,15 +263,13 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
     const xor_mlp_real *W2 = params + 12;
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
-    xor_mlp_real *z1_bt = work + 4*n;
-    xor_mlp_real *a1 = work + 4*n + 16;
+    xor_mlp_real *a1 = work + 4*n;
     xor_mlp_real *z2 = work;
-    xor_mlp_real *z2_bt = work + 8*n + 16;
-    xor_mlp_real *t2 = work + 8*n + 48;
-    xor_mlp_real *a2 = work + 8*n + 48;
+    xor_mlp_real *t2 = work + 8*n;
+    xor_mlp_real *a2 = work + 8*n;
     xor_mlp_real *t4 = work;
-    xor_mlp_real *t5 = work + 9*n + 48;
-    xor_mlp_real *t6 = work + 13*n + 48;
+    xor_mlp_real *t5 = work + 9*n;
+    xor_mlp_real *t6 = work + 13*n;
     xor_mlp_real *dL_dW1 = out_grad;
     xor_mlp_real *dL_db1 = out_grad + 8;
     xor_mlp_real *dL_dW2 = out_grad + 12;
@@ -374,14 +277,16 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
     xor_mlp_real t3;
     xor_mlp_real loss;
     const xor_mlp_real Nr = (xor_mlp_real)n;
-    { /* z1 = X @ W1.T */
-        xor_mlp_real *restrict Bt = z1_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 4; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 2; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 4; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 2; ++k) Bt[k*8 + j] = W1[j*2 + k];
-        xor_mlp__gemm_nn(n, 2, 4, X, 2, Bt, 8, z1);
+    { /* z1 = X @ W1.T, in place */
+        const xor_mlp_real *restrict A = X;
+        const xor_mlp_real *restrict B = W1;
+        xor_mlp_real *restrict C = z1;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                xor_mlp_real dot = 0.0F;
+                for (ptrdiff_t k = 0; k < 2; ++k) dot += A[i*2 + k]*B[j*2 + k];
+                C[i*4 + j] = dot;
+            }
     }
     { /* z1 += b1 */
         xor_mlp_real *restrict C = z1;
@@ -390,16 +295,18 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
             for (ptrdiff_t j = 0; j < 4; ++j) C[i*4 + j] += b[j];
     }
     for (ptrdiff_t e = 0; e < n*4; ++e) {
-        a1[e] = tanhf(z1[e]);
+        a1[e] = xor_mlp__tanh(z1[e]);
     }
-    { /* z2 = a1 @ W2.T */
-        xor_mlp_real *restrict Bt = z2_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 1; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 4; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 1; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 4; ++k) Bt[k*8 + j] = W2[j*4 + k];
-        xor_mlp__gemm_nn(n, 4, 1, a1, 4, Bt, 8, z2);
+    { /* z2 = a1 @ W2.T, in place */
+        const xor_mlp_real *restrict A = a1;
+        const xor_mlp_real *restrict B = W2;
+        xor_mlp_real *restrict C = z2;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 1; ++j) {
+                xor_mlp_real dot = 0.0F;
+                for (ptrdiff_t k = 0; k < 4; ++k) dot += A[i*4 + k]*B[j*4 + k];
+                C[i*1 + j] = dot;
+            }
     }
     { /* z2 += b2 */
         xor_mlp_real *restrict C = z2;
@@ -420,11 +327,31 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
     for (ptrdiff_t e = 0; e < n*1; ++e) {
         t4[e] = (-Y[e] + a2[e])/Nr;
     }
-    xor_mlp__gemm_nn(n, 1, 4, t4, 1, W2, 4, t5); /* t5 = t4 @ W2 */
+    { /* t5 = t4 @ W2, in place */
+        const xor_mlp_real *restrict A = t4;
+        const xor_mlp_real *restrict B = W2;
+        xor_mlp_real *restrict C = t5;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                xor_mlp_real dot = 0.0F;
+                for (ptrdiff_t k = 0; k < 1; ++k) dot += A[i*1 + k]*B[k*4 + j];
+                C[i*4 + j] = dot;
+            }
+    }
     for (ptrdiff_t e = 0; e < n*4; ++e) {
         t6[e] = t5[e]*(1.0F - (a1[e]*a1[e]));
     }
-    xor_mlp__gemm_tn(4, n, 2, t6, 4, X, 2, dL_dW1); /* dL_dW1 = t6.T @ X */
+    { /* dL_dW1 = t6.T @ X, in place */
+        const xor_mlp_real *restrict A = t6;
+        const xor_mlp_real *restrict B = X;
+        xor_mlp_real *restrict C = dL_dW1;
+        for (ptrdiff_t i = 0; i < 4; ++i)
+            for (ptrdiff_t j = 0; j < 2; ++j) {
+                xor_mlp_real dot = 0.0F;
+                for (ptrdiff_t k = 0; k < n; ++k) dot += A[k*4 + i]*B[k*2 + j];
+                C[i*2 + j] = dot;
+            }
+    }
     { /* dL_db1 = t6.sum(axis=0) */
         xor_mlp_real *restrict c = dL_db1;
         const xor_mlp_real *restrict A = t6;
@@ -432,7 +359,17 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) c[j] += A[i*4 + j];
     }
-    xor_mlp__gemm_tn(1, n, 4, t4, 1, a1, 4, dL_dW2); /* dL_dW2 = t4.T @ a1 */
+    { /* dL_dW2 = t4.T @ a1, in place */
+        const xor_mlp_real *restrict A = t4;
+        const xor_mlp_real *restrict B = a1;
+        xor_mlp_real *restrict C = dL_dW2;
+        for (ptrdiff_t i = 0; i < 1; ++i)
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                xor_mlp_real dot = 0.0F;
+                for (ptrdiff_t k = 0; k < n; ++k) dot += A[k*1 + i]*B[k*4 + j];
+                C[i*4 + j] = dot;
+            }
+    }
     { /* dL_db2 = t4.sum(axis=0) */
         xor_mlp_real *restrict c = dL_db2;
         const xor_mlp_real *restrict A = t4;
@@ -479,7 +416,7 @@ int xor_mlp_forward(const xor_mlp_real *params, const xor_mlp_real *X, ptrdiff_t
     size_t need;
     if (params == NULL || X == NULL || yhat == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
-    need = (size_t)n*8 + 48;
+    need = (size_t)n*8;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(yhat, (size_t)n*1*sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -499,7 +436,7 @@ int xor_mlp_loss(const xor_mlp_real *params, const xor_mlp_real *X, const xor_ml
     if (params == NULL || X == NULL || Y == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*8 + 48;
+    need = (size_t)n*8;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -520,7 +457,7 @@ int xor_mlp_loss_and_grad(const xor_mlp_real *params, const xor_mlp_real *X, con
     if (params == NULL || X == NULL || Y == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*17 + 48;
+    need = (size_t)n*17;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -547,7 +484,7 @@ int xor_mlp_train_step(xor_mlp_real *params, xor_mlp_real *state, const xor_mlp_
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
     if (step < 1) return SYMNN_ERR_ARG;
-    need = (size_t)n*17 + 65;
+    need = (size_t)n*17 + 17;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(params, (size_t)17*sizeof(xor_mlp_real), X, (size_t)n*2*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -572,7 +509,7 @@ int xor_mlp_work_size(ptrdiff_t n, size_t *work_len)
 {
     if (work_len == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
-    *work_len = (size_t)n*17 + 65;
+    *work_len = (size_t)n*17 + 17;
     return SYMNN_OK;
 }
 
