@@ -73,6 +73,15 @@ def test_C12_compiles_clean_at_O0_and_O3(tmp_path: Path, name: str, dtype: str) 
                 assert out.returncode == 0, f"{cc} {opt} {src}:\n{out.stderr}"
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("option", [["-fopenmp"], ["-DSYMNN_BLAS"], ["-DSYMNN_BLAS", "-DSYMNN_BLAS_INT=long long"]])
+def test_C12_optional_paths_compile_clean(tmp_path: Path, option: list[str], dtype: str) -> None:
+    # the OpenMP and BLAS paths exist only under their macros: strict-clean when switched on too
+    r = _emit(tmp_path, "digits", dtype)
+    out = _run([CC, *STRICT, "-O2", *option, "-c", str(tmp_path / f"{r.prefix}.c"), "-o", str(tmp_path / "x.o")])
+    assert out.returncode == 0, f"{option}:\n{out.stderr}"
+
+
 def test_C11_header_compiles_as_cpp(tmp_path: Path) -> None:
     if not shutil.which("g++"):
         pytest.skip("no C++ compiler")

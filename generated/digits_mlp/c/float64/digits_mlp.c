@@ -105,7 +105,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
-        SYMNN_CBLAS_DGEMM(101, 111, 111, M, Nc, K, 1.0, A, lda, B, ldb, 0.0, C, Nc);
+        SYMNN_CBLAS_DGEMM(101, 111, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
+            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
@@ -187,7 +188,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
-        SYMNN_CBLAS_DGEMM(101, 112, 111, M, Nc, K, 1.0, A, lda, B, ldb, 0.0, C, Nc);
+        SYMNN_CBLAS_DGEMM(101, 112, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
+            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
@@ -327,13 +329,21 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
     digits_mlp_real *z2_bt = work + 32*n;
     digits_mlp_real *a2 = out_yhat;
     { /* z1 = X @ W1.T */
-        digits_mlp_real *restrict Bt = z1_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
-        digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
+    #ifdef SYMNN_BLAS
+        if (n*64*32 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
+            SYMNN_CBLAS_DGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 32, 64, 1.0,
+                X, 64, W1, 64, 0.0, z1, 32);
+        } else
+    #endif
+        {
+            digits_mlp_real *restrict Bt = z1_bt;
+            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+            for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
+                for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                    for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
+            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
+        }
     }
     { /* z1 += b1 */
         digits_mlp_real *restrict C = z1;
@@ -345,13 +355,21 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
         a1[e] = digits_mlp__max(z1[e], 0.0);
     }
     { /* z2 = a1 @ W2.T */
-        digits_mlp_real *restrict Bt = z2_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
-        digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
+    #ifdef SYMNN_BLAS
+        if (n*32*10 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
+            SYMNN_CBLAS_DGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 10, 32, 1.0,
+                a1, 32, W2, 32, 0.0, z2, 10);
+        } else
+    #endif
+        {
+            digits_mlp_real *restrict Bt = z2_bt;
+            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+            for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
+                for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                    for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
+            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
+        }
     }
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
@@ -366,7 +384,12 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
             digits_mlp_real mi = zi[0];
             for (ptrdiff_t j = 1; j < 10; ++j) if (zi[j] > mi) mi = zi[j];
             digits_mlp_real si = 0.0;
-            for (ptrdiff_t j = 0; j < 10; ++j) si += digits_mlp__exp(zi[j] - mi);
+            for (ptrdiff_t j0 = 0; j0 < 10; j0 += 16) {  /* exp in a vectorised loop, then summed in order */
+                digits_mlp_real ev[16];
+                const ptrdiff_t jn = 10 - j0 < 16 ? 10 - j0 : 16;
+                for (ptrdiff_t j = 0; j < jn; ++j) ev[j] = digits_mlp__exp(zi[j0 + j] - mi);
+                for (ptrdiff_t j = 0; j < jn; ++j) si += ev[j];
+            }
             for (ptrdiff_t j = 0; j < 10; ++j) pi[j] = digits_mlp__exp(zi[j] - mi)/si;
         }
     }
@@ -393,13 +416,21 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
     { /* z1 = X @ W1.T */
-        digits_mlp_real *restrict Bt = z1_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
-        digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
+    #ifdef SYMNN_BLAS
+        if (n*64*32 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
+            SYMNN_CBLAS_DGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 32, 64, 1.0,
+                X, 64, W1, 64, 0.0, z1, 32);
+        } else
+    #endif
+        {
+            digits_mlp_real *restrict Bt = z1_bt;
+            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+            for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
+                for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                    for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
+            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
+        }
     }
     { /* z1 += b1 */
         digits_mlp_real *restrict C = z1;
@@ -411,13 +442,21 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
         a1[e] = digits_mlp__max(z1[e], 0.0);
     }
     { /* z2 = a1 @ W2.T */
-        digits_mlp_real *restrict Bt = z2_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
-        digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
+    #ifdef SYMNN_BLAS
+        if (n*32*10 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
+            SYMNN_CBLAS_DGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 10, 32, 1.0,
+                a1, 32, W2, 32, 0.0, z2, 10);
+        } else
+    #endif
+        {
+            digits_mlp_real *restrict Bt = z2_bt;
+            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+            for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
+                for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                    for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
+            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
+        }
     }
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
@@ -432,7 +471,12 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
             digits_mlp_real mi = zi[0];
             for (ptrdiff_t j = 1; j < 10; ++j) if (zi[j] > mi) mi = zi[j];
             digits_mlp_real si = 0.0;
-            for (ptrdiff_t j = 0; j < 10; ++j) si += digits_mlp__exp(zi[j] - mi);
+            for (ptrdiff_t j0 = 0; j0 < 10; j0 += 16) {  /* exp in a vectorised loop, then summed in order */
+                digits_mlp_real ev[16];
+                const ptrdiff_t jn = 10 - j0 < 16 ? 10 - j0 : 16;
+                for (ptrdiff_t j = 0; j < jn; ++j) ev[j] = digits_mlp__exp(zi[j0 + j] - mi);
+                for (ptrdiff_t j = 0; j < jn; ++j) si += ev[j];
+            }
             digits_mlp_real yz = 0.0;
             for (ptrdiff_t j = 0; j < 10; ++j) yz += yi[j]*zi[j];
             t2[i] = (mi + log(si)) - yz;
@@ -486,13 +530,21 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
     { /* z1 = X @ W1.T */
-        digits_mlp_real *restrict Bt = z1_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
-        digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
+    #ifdef SYMNN_BLAS
+        if (n*64*32 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
+            SYMNN_CBLAS_DGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 32, 64, 1.0,
+                X, 64, W1, 64, 0.0, z1, 32);
+        } else
+    #endif
+        {
+            digits_mlp_real *restrict Bt = z1_bt;
+            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+            for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
+                for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                    for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
+            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
+        }
     }
     { /* z1 += b1 */
         digits_mlp_real *restrict C = z1;
@@ -504,13 +556,21 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
         a1[e] = digits_mlp__max(z1[e], 0.0);
     }
     { /* z2 = a1 @ W2.T */
-        digits_mlp_real *restrict Bt = z2_bt;
-        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
-        for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
-            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
-        digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
+    #ifdef SYMNN_BLAS
+        if (n*32*10 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
+            SYMNN_CBLAS_DGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 10, 32, 1.0,
+                a1, 32, W2, 32, 0.0, z2, 10);
+        } else
+    #endif
+        {
+            digits_mlp_real *restrict Bt = z2_bt;
+            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines */
+            for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
+                for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                    for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
+            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
+        }
     }
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
@@ -524,7 +584,12 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
             digits_mlp_real mi = zi[0];
             for (ptrdiff_t j = 1; j < 10; ++j) if (zi[j] > mi) mi = zi[j];
             digits_mlp_real si = 0.0;
-            for (ptrdiff_t j = 0; j < 10; ++j) si += digits_mlp__exp(zi[j] - mi);
+            for (ptrdiff_t j0 = 0; j0 < 10; j0 += 16) {  /* exp in a vectorised loop, then summed in order */
+                digits_mlp_real ev[16];
+                const ptrdiff_t jn = 10 - j0 < 16 ? 10 - j0 : 16;
+                for (ptrdiff_t j = 0; j < jn; ++j) ev[j] = digits_mlp__exp(zi[j0 + j] - mi);
+                for (ptrdiff_t j = 0; j < jn; ++j) si += ev[j];
+            }
             z2_max[i] = mi;
             z2_sum[i] = si;
         }
