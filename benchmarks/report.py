@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import platform
-import tempfile
 from pathlib import Path
+
+from symnn.emit import write_atomic
 
 SYMNN = ("symnn C", "symnn C+BLAS", "symnn NumPy")
 
@@ -20,14 +22,9 @@ def _cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file then rename: never a half-written page."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+def best_symnn_c(times: dict[str, float]) -> float:
+    """The faster of symnn's two C builds (plain, and blas=True where it ran)."""
+    return min(times["symnn C"], times.get("symnn C+BLAS", times["symnn C"]))
 
 
 def fastest_peer(times: dict[str, float]) -> tuple[str, float]:
@@ -50,7 +47,7 @@ def tables(results, peaks, configs) -> list[str]:
         for c in cfgs:
             t = results[c.name, dtype]["times"]
             peer, pt = fastest_peer(t)
-            best = min(t["symnn C"], t.get("symnn C+BLAS", t["symnn C"]))
+            best = best_symnn_c(t)
             gf = c.flops() / best / 1e9
             blas = f"**{t['symnn C+BLAS'] / pt:.2f}**" if "symnn C+BLAS" in t else "—"
             cells = [f"{t[s] * 1e6:.1f}" if s in t else "—" for s in systems]
@@ -96,11 +93,9 @@ def chart(results, configs, path: Path) -> bool:
     ax.legend()
     ax.set_title("Loss and gradient, one thread")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110, metadata={"Software": None})
+    write_atomic(path, png.getvalue())
     return True
 
 
@@ -114,13 +109,14 @@ def gpu_paragraph(results) -> list[str]:
     if not rows:
         return []
     lines = ["## One CPU core against a data-centre GPU", "",
-             "PyTorch on an NVIDIA H200 with CUDA-graph replay takes 33 µs (xor), 41 µs (small) and "
-             "44 µs (digits) per float64 gradient call (figures from issue 4; no GPU was measured "
-             "in this run). One core of this CPU running symnn's C:", "",
+             "PyTorch on an NVIDIA H200 with CUDA-graph replay takes "
+             + ", ".join(f"{us:.0f} µs ({n})" for n, us in H200_US.items())
+             + " per float64 gradient call (figures from issue 4; no GPU was measured in this run). "
+             "One core of this CPU running symnn's C:", "",
              "| config | symnn C (µs) | symnn C+BLAS (µs) | H200 PyTorch (µs) | H200 / best symnn C |",
              "|---|---|---|---|---|"]
     for n, t in rows:
-        best = min(t["symnn C"], t.get("symnn C+BLAS", t["symnn C"]))
+        best = best_symnn_c(t)
         lines.append(f"| {n} | {t['symnn C'] * 1e6:.1f} | "
                      + (f"{t['symnn C+BLAS'] * 1e6:.1f}" if "symnn C+BLAS" in t else "—")
                      + f" | {H200_US[n]:.0f} | {H200_US[n] / (best * 1e6):.1f}x |")
@@ -161,4 +157,4 @@ def write_report(results, peaks, configs, out: Path, png: Path, scaling, command
     lines += ["The core compiler's own figures (derivation time, build, training throughput, the C "
               "against the NumPy kernel): [benchmarks_core.md](benchmarks_core.md), from "
               "`python benchmarks/run.py`.", ""]
-    _atomic_write(out, "\n".join(lines).encode())
+    write_atomic(out, "\n".join(lines))

@@ -56,10 +56,8 @@ def bench(net: Network, batch: int = 64, dtype: str = "float64", rounds: int = 5
         systems[f"symnn {backend}"] = (lambda k=k, p=p, x=x, y=y: k.module._loss_and_grad(p, x, y))
         if backend == "c":
             systems["symnn c (raw call)"] = k.module.raw_loss_and_grad(p, x, y)
-            if blas:
-                kb = compile_kernel(net, backend="c", dtype=dtype, blas=True)
-                systems["symnn c+blas (raw)"] = kb.module.raw_loss_and_grad(p, x, y)
-            if openmp:
-                ko = compile_kernel(net, backend="c", dtype=dtype, openmp=True)
-                systems["symnn c+openmp (raw)"] = ko.module.raw_loss_and_grad(p, x, y)
+            for option, wanted in (("blas", blas), ("openmp", openmp)):
+                if wanted:
+                    kv = compile_kernel(net, backend="c", dtype=dtype, **{option: True})
+                    systems[f"symnn c+{option} (raw)"] = kv.module.raw_loss_and_grad(p, x, y)
     return interleaved(systems, rounds)
