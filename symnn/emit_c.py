@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import naming
-from .backends.c.config import CConfig, KernelLayout, check_prefix, lower_kernel, size_code
+from .backends.c.config import CConfig, KernelLayout, check_prefix, lower_kernel, size_code, tile_cols
 from .backends.c.printer import VMATH, c_literal
 from .declare import Network
 from .emit import describe, spec_hash, train_context
@@ -293,9 +293,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "fsuf": "f" if dtype == "float32" else "",
         "lit0": c_literal(0.0, dtype),
         "lit1": c_literal(1.0, dtype),
-        # columns per register tile of the matmul loops: 128 bytes of output row
-        "jb": 32 if dtype == "float32" else 16,
-        "kc": 256,  # k per chunk: a 4 x kc panel of A is 8 KiB (float64)
+        "jb": tile_cols(dtype),
+        "kc": 256,  # k per chunk: a 6 x kc panel of A is 12 KiB (float64)
         "labels": labels,
         "n_in": n_in,
         "n_out": n_out,

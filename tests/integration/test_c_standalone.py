@@ -3,6 +3,7 @@ hygiene, the example program and Makefile, large layers on a small stack (RELIAB
 
 from __future__ import annotations
 
+import platform
 import re
 import shutil
 import subprocess
@@ -74,9 +75,13 @@ def test_C12_compiles_clean_at_O0_and_O3(tmp_path: Path, name: str, dtype: str) 
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("option", [["-fopenmp"], ["-DSYMNN_BLAS"], ["-DSYMNN_BLAS", "-DSYMNN_BLAS_INT=long long"]])
+@pytest.mark.parametrize("option", [
+    ["-fopenmp"], ["-DSYMNN_BLAS"], ["-DSYMNN_BLAS", "-DSYMNN_BLAS_INT=long long"],
+    pytest.param(["-mavx512f"], marks=pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                                                          reason="the 6-row tiles are for x86 AVX-512"))])
 def test_C12_optional_paths_compile_clean(tmp_path: Path, option: list[str], dtype: str) -> None:
-    # the OpenMP and BLAS paths exist only under their macros: strict-clean when switched on too
+    # the OpenMP, BLAS and AVX-512 (6-row tile) paths exist only under their macros:
+    # strict-clean when switched on too
     r = _emit(tmp_path, "digits", dtype)
     out = _run([CC, *STRICT, "-O2", *option, "-c", str(tmp_path / f"{r.prefix}.c"), "-o", str(tmp_path / "x.o")])
     assert out.returncode == 0, f"{option}:\n{out.stderr}"

@@ -96,6 +96,11 @@ def _var_from_shape(name: str, shape, storage: str) -> Var:
 SMALL_PRODUCT = 64
 
 
+def tile_cols(dtype: str) -> int:
+    """Columns per register tile of the gemm helpers: 128 bytes of an output row."""
+    return 32 if dtype == "float32" else 16
+
+
 def rows_code(v: Var) -> str:
     return "n" if v.batch else str(int(v.rows))
 
@@ -282,11 +287,14 @@ class _KernelLowering:
                            b_at=f"j*{b.cols} + k" if tb else f"k*{b.cols} + j")
                 return ctx
             if kind == "matmul_nt":
-                # B.T is K x Nc; pad its rows off multiples of 512 bytes (cache-set aliasing)
-                ldt = -(-nc // 8) * 8
-                ldt += 8 if ldt % 64 == 0 else 0
+                # B.T is K x Nc, its rows zero-padded to whole register tiles (the gemm helper
+                # then runs full-width tiles over a narrow last block), and their length kept off
+                # multiples of 512 bytes (cache-set aliasing)
+                padded = -(-nc // tile_cols(self.p.dtype)) * tile_cols(self.p.dtype)
+                ldt = padded + (8 if padded % 64 == 0 else 0)
                 k_rows = int(b.cols)
                 ctx["ldt"] = ldt
+                ctx["padded"] = padded
                 ctx["scratch"] = self._scratch(f"{t.name}_bt", Var("bt", "work", k_rows, ldt, 2))
             return ctx
         if st.kind == "add_bias":

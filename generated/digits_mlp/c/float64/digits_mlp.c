@@ -58,9 +58,10 @@ static digits_mlp_real digits_mlp__sum(const digits_mlp_real *x, ptrdiff_t count
 
 /* The matmul helpers take their sizes at run time and are kept from being cloned with constant
  * sizes: given constant sizes, GCC -O3 vectorises the tile along k with gathers, about five
- * times slower [measured, GCC 12]. */
+ * times slower [measured, GCC 12]. GCC's -O3 unroll-and-jam also doubles the k loop of a tile,
+ * which then spills its accumulators (A.T @ B: 48 -> 39 GFLOP/s float64), so it is off here. */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
-#define DIGITS_MLP__RUNTIME_SIZES __attribute__((noipa))
+#define DIGITS_MLP__RUNTIME_SIZES __attribute__((noipa, optimize("no-loop-unroll-and-jam")))
 #elif defined(__clang__)
 #define DIGITS_MLP__RUNTIME_SIZES __attribute__((noinline))
 #else
@@ -97,11 +98,22 @@ void SYMNN_CBLAS_DGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
 #endif
 #endif
 
+/* With AVX-512's 32 vector registers a 6-row tile keeps twice the accumulators busy (GCC 12,
+ * -O3 -march=native: 32 -> 50 GFLOP/s float64 on 64x64x128); with 16 registers (AVX2, SSE2) it
+ * spills, and 4-row tiles stay. Either way each element's sum is the same. */
+#if defined(__AVX512F__) && !defined(SYMNN_GEMM_ROWS4)
+#define DIGITS_MLP__ROWS6 1
+#endif
+
 /* C (M x Nc) = A @ B, A (M x K), B (K x Nc); row-major with leading
- * dimensions lda, ldb. A register tile of 4 rows x 16 columns accumulates over k, in chunks of
- * 256 so a panel of A stays in cache; every element sums over k in order (tile and edges alike). */
+ * dimensions lda, ldb. Register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows x
+ * 16 columns accumulate over k, in chunks of 256 so a panel of A stays in cache; every
+ * element sums over k in order, whatever tile computes it, so the tile never changes a result.
+ * b_padded: every row of B is readable, and zero, from column Nc up to a multiple of 16 (a
+ * transposed copy), so a last block narrower than 16 (an output layer's 10 classes) still
+ * runs full-width tiles, and only its Nc columns are stored. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
-    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C)
+    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, int b_padded)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
@@ -116,7 +128,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
         {  /* thread t of T takes rows [lo, hi); inside the region (level 1) the call runs serially */
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t lo = M/4*t/T*4, hi = t == T - 1 ? M : M/4*(t + 1)/T*4;
-            if (hi > lo) digits_mlp__gemm_nn(hi - lo, K, Nc, A + lo*lda, lda, B, ldb, C + lo*Nc);
+            if (hi > lo) digits_mlp__gemm_nn(hi - lo, K, Nc, A + lo*lda, lda, B, ldb, C + lo*Nc, b_padded);
         }
         return;
     }
@@ -127,6 +139,29 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
             const ptrdiff_t jw = Nc - j0 < 16 ? Nc - j0 : 16;
             ptrdiff_t i0 = 0;
             if (jw == 16) {  /* full tiles: constant width, accumulators stay in registers */
+#ifdef DIGITS_MLP__ROWS6
+                for (; i0 + 6 <= M; i0 += 6) {
+                    digits_mlp_real c[6][16];
+                    for (int r = 0; r < 6; ++r)
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
+                        for (int l = 0; l < 16; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                            c[4][l] += u4*bk[l];
+                            c[5][l] += u5*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 6; ++r)
+                        for (int l = 0; l < 16; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
+#endif
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
                     for (int r = 0; r < 4; ++r)
@@ -145,7 +180,72 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                     for (int r = 0; r < 4; ++r)
                         for (int l = 0; l < 16; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
                 }
+            } else if (b_padded) {  /* the last, narrower block, over B's zero columns: full-width tiles */
+#ifdef DIGITS_MLP__ROWS6
+                for (; i0 + 6 <= M; i0 += 6) {
+                    digits_mlp_real c[6][16];
+                    for (int r = 0; r < 6; ++r)
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
+                        for (int l = 0; l < 16; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                            c[4][l] += u4*bk[l];
+                            c[5][l] += u5*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 6; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
+#endif
+                for (; i0 + 4 <= M; i0 += 4) {
+                    digits_mlp_real c[4][16];
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        for (int l = 0; l < 16; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 4; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
             } else {  /* the last, narrower column block */
+#ifdef DIGITS_MLP__ROWS6
+                for (; i0 + 6 <= M; i0 += 6) {
+                    digits_mlp_real c[6][16];
+                    for (int r = 0; r < 6; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
+                        for (ptrdiff_t l = 0; l < jw; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                            c[4][l] += u4*bk[l];
+                            c[5][l] += u5*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 6; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
+#endif
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
                     for (int r = 0; r < 4; ++r)
@@ -181,10 +281,14 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
 }
 
 /* C (M x Nc) = A.T @ B, A (K x M), B (K x Nc); row-major with leading
- * dimensions lda, ldb. A register tile of 4 rows x 16 columns accumulates over k, in chunks of
- * 256 so a panel of A stays in cache; every element sums over k in order (tile and edges alike). */
+ * dimensions lda, ldb. Register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows x
+ * 16 columns accumulate over k, in chunks of 256 so a panel of A stays in cache; every
+ * element sums over k in order, whatever tile computes it, so the tile never changes a result.
+ * b_padded: every row of B is readable, and zero, from column Nc up to a multiple of 16 (a
+ * transposed copy), so a last block narrower than 16 (an output layer's 10 classes) still
+ * runs full-width tiles, and only its Nc columns are stored. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
-    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C)
+    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, int b_padded)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
@@ -199,7 +303,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
         {  /* thread t of T takes rows [lo, hi); inside the region (level 1) the call runs serially */
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t lo = M/4*t/T*4, hi = t == T - 1 ? M : M/4*(t + 1)/T*4;
-            if (hi > lo) digits_mlp__gemm_tn(hi - lo, K, Nc, A + lo, lda, B, ldb, C + lo*Nc);
+            if (hi > lo) digits_mlp__gemm_tn(hi - lo, K, Nc, A + lo, lda, B, ldb, C + lo*Nc, b_padded);
         }
         return;
     }
@@ -210,6 +314,28 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
             const ptrdiff_t jw = Nc - j0 < 16 ? Nc - j0 : 16;
             ptrdiff_t i0 = 0;
             if (jw == 16) {  /* full tiles: constant width, accumulators stay in registers */
+#ifdef DIGITS_MLP__ROWS6
+                for (; i0 + 6 <= M; i0 += 6) {
+                    digits_mlp_real c[6][16];
+                    for (int r = 0; r < 6; ++r)
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real *ak = A + k*lda + i0;
+                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3], u4 = ak[4], u5 = ak[5];
+                        for (int l = 0; l < 16; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                            c[4][l] += u4*bk[l];
+                            c[5][l] += u5*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 6; ++r)
+                        for (int l = 0; l < 16; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
+#endif
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
                     for (int r = 0; r < 4; ++r)
@@ -228,7 +354,70 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
                     for (int r = 0; r < 4; ++r)
                         for (int l = 0; l < 16; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
                 }
+            } else if (b_padded) {  /* the last, narrower block, over B's zero columns: full-width tiles */
+#ifdef DIGITS_MLP__ROWS6
+                for (; i0 + 6 <= M; i0 += 6) {
+                    digits_mlp_real c[6][16];
+                    for (int r = 0; r < 6; ++r)
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real *ak = A + k*lda + i0;
+                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3], u4 = ak[4], u5 = ak[5];
+                        for (int l = 0; l < 16; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                            c[4][l] += u4*bk[l];
+                            c[5][l] += u5*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 6; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
+#endif
+                for (; i0 + 4 <= M; i0 += 4) {
+                    digits_mlp_real c[4][16];
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real *ak = A + k*lda + i0;
+                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                        for (int l = 0; l < 16; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 4; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
             } else {  /* the last, narrower column block */
+#ifdef DIGITS_MLP__ROWS6
+                for (; i0 + 6 <= M; i0 += 6) {
+                    digits_mlp_real c[6][16];
+                    for (int r = 0; r < 6; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real *ak = A + k*lda + i0;
+                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3], u4 = ak[4], u5 = ak[5];
+                        for (ptrdiff_t l = 0; l < jw; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                            c[4][l] += u4*bk[l];
+                            c[5][l] += u5*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 6; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                }
+#endif
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
                     for (int r = 0; r < 4; ++r)
@@ -342,7 +531,7 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
                 for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
                     for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
                         for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
-            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
+            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 1);
         }
     }
     { /* z1 += b1 */
@@ -368,7 +557,9 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
                 for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
                     for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
                         for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
-            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
+            for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
+                for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
+            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2, 1);
         }
     }
     { /* z2 += b2 */
@@ -429,7 +620,7 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
                 for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
                     for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
                         for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
-            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
+            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 1);
         }
     }
     { /* z1 += b1 */
@@ -455,7 +646,9 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
                 for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
                     for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
                         for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
-            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
+            for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
+                for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
+            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2, 1);
         }
     }
     { /* z2 += b2 */
@@ -543,7 +736,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
                 for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
                     for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j)
                         for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k) Bt[k*32 + j] = W1[j*64 + k];
-            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1);
+            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 1);
         }
     }
     { /* z1 += b1 */
@@ -569,7 +762,9 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
                 for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
                     for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j)
                         for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k) Bt[k*16 + j] = W2[j*32 + k];
-            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2);
+            for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
+                for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
+            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2, 1);
         }
     }
     { /* z2 += b2 */
@@ -629,11 +824,11 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     for (ptrdiff_t e = 0; e < n*10; ++e) {
         t8[e] = (-Y[e] + a2[e])/Nr;
     }
-    digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9); /* t9 = t8 @ W2 */
+    digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9, 0); /* t9 = t8 @ W2 */
     for (ptrdiff_t e = 0; e < n*32; ++e) {
         t10[e] = (a1[e] > 0 ? t9[e] : 0.0);
     }
-    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11); /* t11 = t10.T @ X */
+    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11, 0); /* t11 = t10.T @ X */
     for (ptrdiff_t e = 0; e < 2048; ++e) {
         dL_dW1[e] = 0.0001*W1[e] + t11[e];
     }
@@ -644,7 +839,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) c[j] += A[i*32 + j];
     }
-    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12); /* t12 = t8.T @ a1 */
+    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12, 0); /* t12 = t8.T @ a1 */
     for (ptrdiff_t e = 0; e < 320; ++e) {
         dL_dW2[e] = 0.0001*W2[e] + t12[e];
     }

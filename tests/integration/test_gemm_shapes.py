@@ -1,0 +1,113 @@
+"""The emitted C's matmul helpers at the edges of their tiling (issue 4).
+
+The helpers tile C in 6-row (AVX-512) or 4-row blocks of 16 (float64) / 32 (float32) columns,
+then single rows; k runs in chunks of 256; a transposed copy of B is zero-padded to whole tiles.
+One network reaches every edge: 300 inputs (two k chunks), 37 hidden units (two full column
+blocks of 16 and an unpadded narrow one in A.T @ B, 6*6 + 1 rows), 10 classes (a padded narrow
+block), and batches that leave each possible remainder of 6 and 4 rows.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import symnn as sn
+from symnn.driver import derive_program
+from symnn.emit_c import emit_c
+
+pytestmark = pytest.mark.needs_cc
+
+CC = shutil.which("gcc") or shutil.which("cc") or "cc"
+BATCHES = [1, 2, 3, 5, 6, 7, 10, 11, 13, 64, 300]
+
+
+def _net() -> sn.Network:
+    return sn.Network([sn.Dense(300, 37, "tanh"), sn.Dense(37, 10, "softmax")], loss="cross_entropy",
+                      name="edges")
+
+
+def _data(n: int, dtype: str, seed: int = 0):
+    rng = np.random.default_rng(seed + n)
+    X = rng.normal(size=(n, 300)).astype(dtype)
+    Y = np.eye(10, dtype=dtype)[rng.integers(0, 10, n)]
+    return X, Y
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-13), ("float32", 2e-6)])
+def test_every_tile_edge_agrees_with_numpy(dtype: str, rtol: float) -> None:
+    net = _net()
+    kc = sn.compile(net, backend="c", dtype=dtype)
+    kn = sn.compile(net, backend="numpy", dtype=dtype)
+    p = {k: v.astype(dtype) for k, v in net.init_params(seed=1).items()}
+    for n in BATCHES:
+        X, Y = _data(n, dtype)
+        lc, gc = kc.loss_and_grad(p, X, Y)
+        ln, gn = kn.loss_and_grad(p, X, Y)
+        assert abs(lc - ln) <= rtol * abs(ln), n
+        for name in gn:
+            err = np.linalg.norm(gc[name] - gn[name]) / np.linalg.norm(gn[name])
+            assert err <= rtol, (n, name, err)
+        np.testing.assert_allclose(kc.forward(p, X), kn.forward(p, X), rtol=rtol * 10, atol=rtol)
+
+
+_MAIN = r"""#include <stdio.h>
+#include <stdlib.h>
+#include "edges.h"
+int main(void) {
+    static const ptrdiff_t batches[] = {1, 5, 7, 13, 300};
+    for (int b = 0; b < 5; ++b) {
+        const ptrdiff_t n = batches[b];
+        size_t wl = 0;
+        edges_real *p = malloc(EDGES_N_PARAMS*sizeof *p), *g = malloc(EDGES_N_PARAMS*sizeof *g);
+        edges_real *x = malloc((size_t)n*EDGES_N_IN*sizeof *x), *y = calloc((size_t)n*10, sizeof *y), loss = 0, *w;
+        if (edges_work_size(n, &wl) != SYMNN_OK) return 3;
+        w = malloc(wl*sizeof *w);
+        if (!p || !g || !x || !y || !w) return 4;
+        for (ptrdiff_t e = 0; e < EDGES_N_PARAMS; ++e) p[e] = (edges_real)((e*7919 % 1000) - 500)/5000;
+        for (ptrdiff_t e = 0; e < n*EDGES_N_IN; ++e) x[e] = (edges_real)((e*104729 % 2001) - 1000)/1000;
+        for (ptrdiff_t i = 0; i < n; ++i) y[i*10 + i % 10] = 1;
+        if (edges_loss_and_grad(p, x, y, n, &loss, g, w, wl) != SYMNN_OK) return 5;
+        printf("%a\n", (double)loss);
+        for (ptrdiff_t e = 0; e < EDGES_N_PARAMS; ++e) printf("%a\n", (double)g[e]);
+        free(p); free(g); free(x); free(y); free(w);
+    }
+    return 0;
+}
+"""
+
+
+def _cpu_has_avx512f() -> bool:
+    try:
+        return " avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_six_and_four_row_tiles_give_identical_bits(tmp_path: Path, dtype: str) -> None:
+    """Each element sums over k in order whatever tile computes it: the tile never shows."""
+    r = emit_c(_net(), derive_program(_net()).program, dtype)
+    for fname, text in r.files.items():
+        (tmp_path / fname).write_text(text)
+    (tmp_path / "main.c").write_text(_MAIN)
+    outputs = []
+    for extra in ([], ["-DSYMNN_GEMM_ROWS4"]):
+        exe = tmp_path / f"edges{len(extra)}"
+        build = subprocess.run([CC, "-std=c99", "-O3", "-mavx512f", "-mfma", *extra, "-o", str(exe),
+                                str(tmp_path / "main.c"), str(tmp_path / "edges.c"), "-lm"],
+                               capture_output=True, text=True, timeout=300)
+        assert build.returncode == 0, build.stderr
+        if not _cpu_has_avx512f():
+            pytest.skip("built, but this CPU has no AVX-512 to run the 6-row tiles")
+        ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0, ran.stderr
+        outputs.append(ran.stdout)
+    six, four = (out.splitlines() for out in outputs)
+    assert len(six) == len(four) == 5 * (1 + 300 * 37 + 37 + 37 * 10 + 10)
+    differ = [i for i, (a, b) in enumerate(zip(six, four)) if a != b]  # (no diff of 57,590 lines)
+    assert not differ, f"{len(differ)} values differ, first at line {differ[0]}: {six[differ[0]]} vs {four[differ[0]]}"
