@@ -7,9 +7,9 @@ One call = forward, loss and the gradient of every parameter (no optimiser updat
 dense MLP. Every system gets the same parameters and data, and its loss and gradients are
 checked against symnn's NumPy kernel before anything is timed (float64: 1e-9 relative,
 float32: 1e-3). One thread everywhere (threadpoolctl for BLAS, ``torch.set_num_threads(1)``,
-XLA's single-threaded Eigen), systems interleaved in rounds in one process, median of
-samples of >= 20 ms each; one-time costs (compile, trace, jit) are reported apart. The
-machine's peak is a 2048x2048 matmul through NumPy's BLAS on one thread, measured in the
+and the process pinned to one CPU, since JAX ignores XLA's thread flags), systems interleaved
+in rounds in one process, median of samples of >= 20 ms each; one-time costs (compile, trace,
+jit) are reported apart. The machine's peak is a 2048x2048 matmul through NumPy's BLAS on one thread, measured in the
 same run, so "% of peak" is GFLOP/s of useful work (6 N in out per layer, 4 for the first)
 over that.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = "1"
 
@@ -421,6 +421,21 @@ def run_config(cfg: Config, dtype: str, rounds: int, skip: set[str]) -> dict:
     return {"times": times, "setup": setup, "checks": checks, "notes": notes}
 
 
+def pin_to_one_cpu() -> set[int] | None:
+    """Pin this thread, and every thread started from it afterwards, to one CPU; returns the
+    CPUs it had (None where the OS has no affinity call).
+
+    The thread knobs are not enough: JAX 0.10 ignores XLA's thread flags and ran its products
+    on both CPUs here (CPU time / wall time 1.6 on mnist256), which a one-thread table must not
+    count. Pinned, every system gets one core whatever its own threads do.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    return cpus
+
+
 def thread_scaling(rounds: int, names: tuple[str, ...] = ("mnist256", "deep")) -> dict[str, dict[int, dict[str, float]]]:
     """Median seconds per call on 1 and 2 threads: symnn C+OpenMP (``openmp=True``: OpenMP
     threads), symnn C+BLAS and NumPy (OpenBLAS threads), all set by threadpoolctl; PyTorch
@@ -470,6 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     wanted = set(args.configs.split(","))
     skip = set(filter(None, args.skip.split(",")))
     results: dict[tuple[str, str], dict] = {}
+    cpus = pin_to_one_cpu()
     with threadpool_limits(limits=1):
         peaks = {dt: measure_peak(dt) for dt in dtypes}
         for dtype in dtypes:
@@ -478,6 +494,8 @@ def main(argv: list[str] | None = None) -> None:
                     results[cfg.name, dtype] = run_config(cfg, dtype, rounds, skip)
                     r = results[cfg.name, dtype]["times"]
                     print(cfg.name, dtype, {k: f"{v * 1e6:.1f}" for k, v in r.items()}, flush=True)
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)  # threads started from here on (OpenMP, OpenBLAS) may use them all
     scaling = {} if args.quick else thread_scaling(rounds)
     from benchmarks.report import write_report
 
