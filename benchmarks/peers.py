@@ -9,9 +9,9 @@ checked against symnn's NumPy kernel before anything is timed (float64: 1e-9 rel
 float32: 1e-3). One thread everywhere (threadpoolctl for BLAS, ``torch.set_num_threads(1)``,
 and the process pinned to one CPU, since JAX ignores XLA's thread flags), systems interleaved
 in rounds in one process, median of samples of >= 20 ms each; one-time costs (compile, trace,
-jit) are reported apart. The machine's peak is a 2048x2048 matmul through NumPy's BLAS on one thread, measured in the
-same run, so "% of peak" is GFLOP/s of useful work (6 N in out per layer, 4 for the first)
-over that.
+jit) are reported apart. The machine's peak is a 2048x2048 matmul through NumPy's BLAS on
+one thread, measured in the same run, so "% of peak" is GFLOP/s of useful work (6 N in out
+per layer, 4 for the first) over that.
 
 Systems (a missing optional one is left out of the table, with a line saying so):
 symnn C (the emitted standalone C through cffi with buffers prepared once: what an embedding
