@@ -462,7 +462,11 @@ def thread_scaling(rounds: int, names: tuple[str, ...] = ("mnist256", "deep")) -
                 torch.set_num_threads(threads)
                 run["PyTorch"] = tsys
             with threadpool_limits(limits=threads):
-                out[cfg.name][threads] = interleaved(run, rounds)
+                # one system at a time, not interleaved: after its call each runtime's idle
+                # workers spin (OpenBLAS by default for 2^28 cycles), and on two CPUs they took the second
+                # CPU from the next system's threads (C+OpenMP measured 0.88x interleaved,
+                # 1.69x alone)
+                out[cfg.name][threads] = {name: interleaved({name: fn}, rounds)[name] for name, fn in run.items()}
         if tsys is not None:
             torch.set_num_threads(1)
     return out
