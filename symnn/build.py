@@ -138,18 +138,21 @@ def find_compiler() -> Compiler:
     )
 
 
-def _cpu_ident() -> str:
-    """What -march=native depends on: the machine and, on Linux, the CPU's feature flags."""
-    flags = ""
+def cpu_flags() -> str:
+    """The CPU's feature flags as /proc/cpuinfo lists them ("" where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 if line.startswith(("flags", "Features")):
-                    flags = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{platform.machine()} {hashlib.sha256(flags.encode()).hexdigest()[:16]}"
+    return ""
+
+
+def _cpu_ident() -> str:
+    """What -march=native depends on: the machine and, on Linux, the CPU's feature flags."""
+    return f"{platform.machine()} {hashlib.sha256(cpu_flags().encode()).hexdigest()[:16]}"
 
 
 def build_flags() -> tuple[str, ...]:

@@ -290,7 +290,8 @@ class _KernelLowering:
                 # B.T is K x Nc, its rows zero-padded to whole register tiles (the gemm helper
                 # then runs full-width tiles over a narrow last block), and their length kept off
                 # multiples of 512 bytes (cache-set aliasing)
-                padded = -(-nc // tile_cols(self.p.dtype)) * tile_cols(self.p.dtype)
+                jb = tile_cols(self.p.dtype)
+                padded = -(-nc // jb) * jb
                 ldt = padded + (8 if padded % 64 == 0 else 0)
                 k_rows = int(b.cols)
                 ctx["ldt"] = ldt

@@ -108,8 +108,7 @@ void SYMNN_CBLAS_DGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
 /* C (M x Nc) = A @ B, A (M x K), B (K x Nc); row-major with leading
  * dimensions lda, ldb. Register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows x
  * 16 columns accumulate over k, in chunks of 256 so a panel of A stays in cache; every
- * element sums over k in order, whatever tile computes it, so the tile never changes a result.
- * b_padded: every row of B is readable, and zero, from column Nc up to a multiple of 16 (a
+ * element sums over k in order, whatever tile computes it, so the tile never changes a result. * b_padded: every row of B is readable, and zero, from column Nc up to a multiple of 16 (a
  * transposed copy), so a last block narrower than 16 (an output layer's 10 classes) still
  * runs full-width tiles, and only its Nc columns are stored. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
@@ -288,12 +287,9 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
 /* C (M x Nc) = A.T @ B, A (K x M), B (K x Nc); row-major with leading
  * dimensions lda, ldb. Register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows x
  * 16 columns accumulate over k, in chunks of 256 so a panel of A stays in cache; every
- * element sums over k in order, whatever tile computes it, so the tile never changes a result.
- * b_padded: every row of B is readable, and zero, from column Nc up to a multiple of 16 (a
- * transposed copy), so a last block narrower than 16 (an output layer's 10 classes) still
- * runs full-width tiles, and only its Nc columns are stored. */
+ * element sums over k in order, whatever tile computes it, so the tile never changes a result. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
-    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, int b_padded)
+    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
@@ -308,7 +304,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
         {  /* thread t of T takes rows [lo, hi); inside the region (level 1) the call runs serially */
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t lo = M/4*t/T*4, hi = t == T - 1 ? M : M/4*(t + 1)/T*4;
-            if (hi > lo) digits_mlp__gemm_tn(hi - lo, K, Nc, A + lo, lda, B, ldb, C + lo*Nc, b_padded);
+            if (hi > lo) digits_mlp__gemm_tn(hi - lo, K, Nc, A + lo, lda, B, ldb, C + lo*Nc);
         }
         return;
     }
@@ -363,47 +359,6 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
                     }
                     for (int r = 0; r < 4; ++r)
                         for (int l = 0; l < 16; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
-                }
-            } else if (b_padded) {  /* the last, narrower block, over B's zero columns: full-width tiles */
-#ifdef DIGITS_MLP__ROWS6
-                for (; i0 + 6 <= m6; i0 += 6) {
-                    digits_mlp_real c[6][16];
-                    for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*Nc + j0 + l];
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
-                        const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3], u4 = ak[4], u5 = ak[5];
-                        for (int l = 0; l < 16; ++l) {
-                            c[0][l] += u0*bk[l];
-                            c[1][l] += u1*bk[l];
-                            c[2][l] += u2*bk[l];
-                            c[3][l] += u3*bk[l];
-                            c[4][l] += u4*bk[l];
-                            c[5][l] += u5*bk[l];
-                        }
-                    }
-                    for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
-                }
-#endif
-                for (; i0 + 4 <= M; i0 += 4) {
-                    digits_mlp_real c[4][16];
-                    for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*Nc + j0 + l];
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
-                        const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
-                        for (int l = 0; l < 16; ++l) {
-                            c[0][l] += u0*bk[l];
-                            c[1][l] += u1*bk[l];
-                            c[2][l] += u2*bk[l];
-                            c[3][l] += u3*bk[l];
-                        }
-                    }
-                    for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
                 }
             } else {  /* the last, narrower column block */
 #ifdef DIGITS_MLP__ROWS6
@@ -844,7 +799,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     for (ptrdiff_t e = 0; e < n*32; ++e) {
         t10[e] = (a1[e] > 0 ? t9[e] : 0.0);
     }
-    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11, 0); /* t11 = t10.T @ X */
+    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11); /* t11 = t10.T @ X */
     for (ptrdiff_t e = 0; e < 2048; ++e) {
         dL_dW1[e] = 0.0001*W1[e] + t11[e];
     }
@@ -855,7 +810,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) c[j] += A[i*32 + j];
     }
-    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12, 0); /* t12 = t8.T @ a1 */
+    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12); /* t12 = t8.T @ a1 */
     for (ptrdiff_t e = 0; e < 320; ++e) {
         dL_dW2[e] = 0.0001*W2[e] + t12[e];
     }
