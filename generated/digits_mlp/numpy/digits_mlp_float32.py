@@ -79,7 +79,7 @@ def _forward(params, X):
     b2 = params["b2"]
     z1 = X @ W1.T
     z1 += b1
-    a1 = np.maximum(z1, 0)
+    a1 = np.maximum(z1, 0, out=z1)
     z2 = a1 @ W2.T
     z2 += b2
     z2_max = z2.max(axis=1, keepdims=True)
@@ -101,7 +101,7 @@ def _loss(params, X, Y):
         Y = _onehot(Y, N)
     z1 = X @ W1.T
     z1 += b1
-    a1 = np.maximum(z1, 0)
+    a1 = np.maximum(z1, 0, out=z1)
     z2 = a1 @ W2.T
     z2 += b2
     z2_max = z2.max(axis=1, keepdims=True)
@@ -128,7 +128,7 @@ def _loss_and_grad(params, X, Y):
         Y = _onehot(Y, N)
     z1 = X @ W1.T
     z1 += b1
-    a1 = np.maximum(z1, 0)
+    a1 = np.maximum(z1, 0, out=z1)
     z2 = a1 @ W2.T
     z2 += b2
     z2_max = z2.max(axis=1, keepdims=True)
@@ -144,7 +144,7 @@ def _loss_and_grad(params, X, Y):
     a2 = z2_exp / z2_sum
     t8 = (-Y + a2)/N
     t9 = t8 @ W2
-    t10 = t9*(a1 > 0)
+    t10 = np.multiply(t9, a1 > 0, out=t9)
     t11 = t10.T @ X
     dL_dW1 = 0.0001*W1 + t11
     dL_db1 = t10.sum(axis=0)

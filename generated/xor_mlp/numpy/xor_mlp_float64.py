@@ -87,7 +87,7 @@ def _forward(params, X):
     b2 = params["b2"]
     z1 = X @ W1.T
     z1 += b1
-    a1 = np.tanh(z1)
+    a1 = np.tanh(z1, out=z1)
     z2 = a1 @ W2.T
     z2 += b2
     a2 = _sigmoid(z2)
@@ -103,7 +103,7 @@ def _loss(params, X, Y):
     N = X.shape[0]
     z1 = X @ W1.T
     z1 += b1
-    a1 = np.tanh(z1)
+    a1 = np.tanh(z1, out=z1)
     z2 = a1 @ W2.T
     z2 += b2
     t2 = -Y*z2 + _softplus(z2)
@@ -121,7 +121,7 @@ def _loss_and_grad(params, X, Y):
     N = X.shape[0]
     z1 = X @ W1.T
     z1 += b1
-    a1 = np.tanh(z1)
+    a1 = np.tanh(z1, out=z1)
     z2 = a1 @ W2.T
     z2 += b2
     t2 = -Y*z2 + _softplus(z2)
@@ -130,7 +130,7 @@ def _loss_and_grad(params, X, Y):
     a2 = _sigmoid(z2)
     t4 = (-Y + a2)/N
     t5 = t4 @ W2
-    t6 = t5*(1.0 - a1**2)
+    t6 = np.multiply(t5, 1.0 - a1**2, out=t5)
     dL_dW1 = t6.T @ X
     dL_db1 = t6.sum(axis=0)
     dL_dW2 = t4.T @ a1

@@ -5,6 +5,7 @@ Only strings leave this module; ``templates/numpy/module.py.jinja`` lays them ou
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import sympy as sp
@@ -12,6 +13,7 @@ import sympy as sp
 from ... import naming
 from ...lower import KernelPlan, Stmt, dims
 from ..base import BackendConfig
+from ..kinks import minmax_args, split_step
 from .printer import SymnnNumPyPrinter
 
 
@@ -45,10 +47,20 @@ def _broadcast(shapes) -> tuple:
 class _KernelPrinter:
     """Prints the statements of one kernel, sharing softmax row statistics between ops."""
 
-    def __init__(self, printer: SymnnNumPyPrinter) -> None:
+    def __init__(self, printer: SymnnNumPyPrinter, plan: KernelPlan | None = None) -> None:
         self.p = printer
         self.stats: dict[str, tuple[str, str, str]] = {}
         self.lines: list[str] = []
+        # for in-place maps: where each name is last read, and the arrays a statement made
+        # (a product or a bias add: fresh, owned by this kernel, never an input, parameter,
+        # output or view of another array)
+        self.last: dict[str, int] = {}
+        self.owned: set[str] = set()
+        self.outputs = set(plan.outputs.values()) if plan is not None else set()
+        for i, st in enumerate(plan.stmts if plan is not None else ()):
+            for o in st.operands:
+                self.last[o] = i
+        self.index = -1
         # softmax-CE rows whose only use may be a total: printed lazily, so that
         # sum(lse - rowsum(y*z)) becomes sum(lse) - sum(y*z) without (N, 1) temporaries
         self.deferred: dict[str, str] = {}
@@ -67,7 +79,10 @@ class _KernelPrinter:
         return self.stats[z]
 
     def stmt(self, st: Stmt) -> None:
+        self.index += 1
         t, o = st.target, st.operands
+        if st.kind == "matmul" or (st.kind == "add_bias" and not st.inplace):
+            self.owned.add(t)
         if st.kind == "sum" and o[0] in self.deferred:
             m_log_s, yz = self.deferred.pop(o[0])
             self.lines.append(f"{t} = ({m_log_s}).sum() - ({yz}).sum()")
@@ -110,14 +125,57 @@ class _KernelPrinter:
         repl, (reduced,) = sp.cse([expr], symbols=temps, order="canonical")
         for sym, sub in repl:
             self.lines.append(f"{sym} = {self.p.doprint_expr(sub)}")
-        code = self.p.doprint_expr(reduced)
+        code = self._in_place(st, reduced) if not repl else None
+        if code is not None:
+            self.owned.add(st.target)
+        else:
+            code = self.p.doprint_expr(reduced)
         if _broadcast(st.src_shapes) != tuple(st.shape):
             code = f"np.broadcast_to({code}, {_shape_code(st.shape)}).astype(_f)"
         self.lines.append(f"{st.target} = {code}")
 
+    def _reusable(self, u: sp.Expr, st: Stmt) -> str | None:
+        """``u``'s name if its array can take this map's result: made here, of the target's shape,
+        read for the last time by this statement, and not an output."""
+        name = str(u)
+        if not isinstance(u, sp.Symbol) or name not in self.owned or name in self.outputs \
+                or self.last.get(name) != self.index:
+            return None
+        if any(re.search(rf"\b{name}\b", code) for pair in self.deferred.values() for code in pair):
+            return None  # a softmax-CE row printed later still reads it
+        shapes = dict(zip(st.operands, st.src_shapes))
+        return name if tuple(shapes.get(name, ())) == tuple(st.shape) else None
+
+    def _in_place(self, st: Stmt, expr: sp.Expr) -> str | None:
+        """The map written into a dying operand's array (``out=``) where its top operation is one
+        ufunc: ReLU ``max(z, 0)``, a backward mask ``d*(z > 0)``, a two-factor product
+        ``d*g(a)``, a unary ``np.f(z)``. The same values, without allocating and touching a new
+        batch-sized array per layer (what hand-written NumPy does)."""
+        if isinstance(expr, sp.Max) and len(expr.args) == 2:
+            u, c = minmax_args(expr)
+            name = self._reusable(u, st)
+            if name is not None and c == 0:
+                return f"np.maximum({name}, 0, out={name})"
+        if isinstance(expr, sp.Mul):
+            step = split_step(expr)
+            name = self._reusable(step[1], st) if step is not None else None
+            if name is not None:
+                return f"np.multiply({name}, {self.p.doprint_expr(step[0])} > 0, out={name})"
+            if step is None and len(expr.args) == 2:  # d * g(a): two factors, so the same product
+                for u, rest in (expr.args, expr.args[::-1]):
+                    name = self._reusable(u, st)
+                    if name is not None and not rest.is_number and not (rest.is_Pow and rest.exp.is_negative):
+                        return f"np.multiply({name}, {self.p.doprint_expr(rest)}, out={name})"
+        if isinstance(expr, sp.Function) and len(expr.args) == 1:  # tanh(z), exp(z), ...
+            name = self._reusable(expr.args[0], st)
+            code = self.p.doprint_expr(expr)
+            if name is not None and re.fullmatch(rf"np\.\w+\({name}\)", code):
+                return f"{code[:-1]}, out={name})"
+        return None
+
 
 def kernel_body(plan: KernelPlan, printer: SymnnNumPyPrinter) -> list[str]:
-    kp = _KernelPrinter(printer)
+    kp = _KernelPrinter(printer, plan)
     for st in plan.stmts:
         kp.stmt(st)
     for name, (m_log_s, yz) in kp.deferred.items():  # an output nobody summed
@@ -126,6 +184,4 @@ def kernel_body(plan: KernelPlan, printer: SymnnNumPyPrinter) -> list[str]:
 
 
 def uses_batch_size(lines: list[str]) -> bool:
-    import re
-
     return any(re.search(rf"\b{naming.N}\b", line) for line in lines)

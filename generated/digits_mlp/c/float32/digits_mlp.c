@@ -494,14 +494,12 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
             digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 1);
         }
     }
-    { /* z1 += b1 */
-        digits_mlp_real *restrict C = z1;
-        const digits_mlp_real *restrict b = b1;
+    { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 32; ++j) C[i*32 + j] += b[j];
-    }
-    for (ptrdiff_t e = 0; e < n*32; ++e) {
-        a1[e] = digits_mlp__max(z1[e], 0.0F);
+            for (ptrdiff_t j = 0; j < 32; ++j) {
+                const digits_mlp_real biased = z1[i*32 + j] + b1[j];
+                a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
+            }
     }
     { /* z2 = a1 @ W2.T */
     #ifdef SYMNN_BLAS
@@ -536,13 +534,9 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
             digits_mlp_real mi = zi[0];
             for (ptrdiff_t j = 1; j < 10; ++j) if (zi[j] > mi) mi = zi[j];
             digits_mlp_real si = 0.0F;
-            for (ptrdiff_t j0 = 0; j0 < 10; j0 += 16) {  /* exp in a vectorised loop, then summed in order */
-                digits_mlp_real ev[16];
-                const ptrdiff_t jn = 10 - j0 < 16 ? 10 - j0 : 16;
-                for (ptrdiff_t j = 0; j < jn; ++j) ev[j] = digits_mlp__exp(zi[j0 + j] - mi);
-                for (ptrdiff_t j = 0; j < jn; ++j) si += ev[j];
-            }
-            for (ptrdiff_t j = 0; j < 10; ++j) pi[j] = digits_mlp__exp(zi[j] - mi)/si;
+            for (ptrdiff_t j = 0; j < 10; ++j) pi[j] = digits_mlp__exp(zi[j] - mi);
+            for (ptrdiff_t j = 0; j < 10; ++j) si += pi[j];  /* in order */
+            for (ptrdiff_t j = 0; j < 10; ++j) pi[j] /= si;  /* pi holds exp(z - max) */
         }
     }
 }
@@ -585,14 +579,12 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
             digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 1);
         }
     }
-    { /* z1 += b1 */
-        digits_mlp_real *restrict C = z1;
-        const digits_mlp_real *restrict b = b1;
+    { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 32; ++j) C[i*32 + j] += b[j];
-    }
-    for (ptrdiff_t e = 0; e < n*32; ++e) {
-        a1[e] = digits_mlp__max(z1[e], 0.0F);
+            for (ptrdiff_t j = 0; j < 32; ++j) {
+                const digits_mlp_real biased = z1[i*32 + j] + b1[j];
+                a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
+            }
     }
     { /* z2 = a1 @ W2.T */
     #ifdef SYMNN_BLAS
@@ -667,10 +659,10 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     digits_mlp_real *z2_bt = work + 32*n;
     digits_mlp_real *z2_max = work + 64*n + 2048;
     digits_mlp_real *z2_sum = work + 65*n + 2048;
-    digits_mlp_real *t2 = work + 66*n + 2048;
+    digits_mlp_real *a2 = work + 66*n + 2048;
+    digits_mlp_real *t2 = work + 76*n + 2048;
     digits_mlp_real *t4 = work + 32*n;
     digits_mlp_real *t6 = work + 32*n;
-    digits_mlp_real *a2 = work + 67*n + 2048;
     digits_mlp_real *t8 = work;
     digits_mlp_real *t9 = work + 77*n + 2048;
     digits_mlp_real *t10 = work + 109*n + 2048;
@@ -703,14 +695,12 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
             digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 1);
         }
     }
-    { /* z1 += b1 */
-        digits_mlp_real *restrict C = z1;
-        const digits_mlp_real *restrict b = b1;
+    { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 32; ++j) C[i*32 + j] += b[j];
-    }
-    for (ptrdiff_t e = 0; e < n*32; ++e) {
-        a1[e] = digits_mlp__max(z1[e], 0.0F);
+            for (ptrdiff_t j = 0; j < 32; ++j) {
+                const digits_mlp_real biased = z1[i*32 + j] + b1[j];
+                a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
+            }
     }
     { /* z2 = a1 @ W2.T */
     #ifdef SYMNN_BLAS
@@ -738,18 +728,15 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 10; ++j) C[i*10 + j] += b[j];
     }
-    { /* row statistics of z2 */
+    { /* row statistics of z2, exp(z2 - max) kept in a2 */
         for (ptrdiff_t i = 0; i < n; ++i) {
             const digits_mlp_real *zi = z2 + i*10;
+            digits_mlp_real *ei = a2 + i*10;
             digits_mlp_real mi = zi[0];
             for (ptrdiff_t j = 1; j < 10; ++j) if (zi[j] > mi) mi = zi[j];
             digits_mlp_real si = 0.0F;
-            for (ptrdiff_t j0 = 0; j0 < 10; j0 += 16) {  /* exp in a vectorised loop, then summed in order */
-                digits_mlp_real ev[16];
-                const ptrdiff_t jn = 10 - j0 < 16 ? 10 - j0 : 16;
-                for (ptrdiff_t j = 0; j < jn; ++j) ev[j] = digits_mlp__exp(zi[j0 + j] - mi);
-                for (ptrdiff_t j = 0; j < jn; ++j) si += ev[j];
-            }
+            for (ptrdiff_t j = 0; j < 10; ++j) ei[j] = digits_mlp__exp(zi[j] - mi);
+            for (ptrdiff_t j = 0; j < 10; ++j) si += ei[j];  /* in order */
             z2_max[i] = mi;
             z2_sum[i] = si;
         }
@@ -779,41 +766,43 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     }
     { /* a2 = softmax(z2), max-shifted */
         for (ptrdiff_t i = 0; i < n; ++i) {
-            const digits_mlp_real *zi = z2 + i*10;
             digits_mlp_real *pi = a2 + i*10;
-            const digits_mlp_real mi = z2_max[i];
             const digits_mlp_real si = z2_sum[i];
-            for (ptrdiff_t j = 0; j < 10; ++j) pi[j] = digits_mlp__exp(zi[j] - mi)/si;
+            for (ptrdiff_t j = 0; j < 10; ++j) pi[j] /= si;  /* pi holds exp(z - max) */
         }
     }
-    for (ptrdiff_t e = 0; e < n*10; ++e) {
-        t8[e] = (-Y[e] + a2[e])/Nr;
+    { /* t8 = element-wise map, one pass with its column sums */
+        /* dL_db2 = t8.sum(axis=0) */
+        for (ptrdiff_t j = 0; j < 10; ++j) dL_db2[j] = 0.0F;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 10; ++j) {
+                const digits_mlp_real a2_e = a2[i*10 + j];
+                const digits_mlp_real Y_e = Y[i*10 + j];
+                const digits_mlp_real value = (-Y_e + a2_e)/Nr;
+                t8[i*10 + j] = value;
+                dL_db2[j] += value;
+            }
     }
     digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9, 0); /* t9 = t8 @ W2 */
-    for (ptrdiff_t e = 0; e < n*32; ++e) {
-        t10[e] = (a1[e] > 0 ? t9[e] : 0.0F);
+    { /* t10 = element-wise map, one pass with its column sums */
+        /* dL_db1 = t10.sum(axis=0) */
+        for (ptrdiff_t j = 0; j < 32; ++j) dL_db1[j] = 0.0F;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 32; ++j) {
+                const digits_mlp_real t9_e = t9[i*32 + j];
+                const digits_mlp_real a1_e = a1[i*32 + j];
+                const digits_mlp_real value = (a1_e > 0 ? t9_e : 0.0F);
+                t10[i*32 + j] = value;
+                dL_db1[j] += value;
+            }
     }
     digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11); /* t11 = t10.T @ X */
     for (ptrdiff_t e = 0; e < 2048; ++e) {
         dL_dW1[e] = 1e-04F*W1[e] + t11[e];
     }
-    { /* dL_db1 = t10.sum(axis=0) */
-        digits_mlp_real *restrict c = dL_db1;
-        const digits_mlp_real *restrict A = t10;
-        for (ptrdiff_t j = 0; j < 32; ++j) c[j] = 0.0F;
-        for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 32; ++j) c[j] += A[i*32 + j];
-    }
     digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12); /* t12 = t8.T @ a1 */
     for (ptrdiff_t e = 0; e < 320; ++e) {
         dL_dW2[e] = 1e-04F*W2[e] + t12[e];
-    }
-    { /* dL_db2 = t8.sum(axis=0) */
-        digits_mlp_real *restrict c = dL_db2;
-        const digits_mlp_real *restrict A = t8;
-        for (ptrdiff_t j = 0; j < 10; ++j) c[j] = 0.0F;
-        for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 10; ++j) c[j] += A[i*10 + j];
     }
     *out_loss = loss;
 }

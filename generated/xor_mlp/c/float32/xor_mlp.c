@@ -164,14 +164,12 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
                 C[i*4 + j] = dot;
             }
     }
-    { /* z1 += b1 */
-        xor_mlp_real *restrict C = z1;
-        const xor_mlp_real *restrict b = b1;
+    { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 4; ++j) C[i*4 + j] += b[j];
-    }
-    for (ptrdiff_t e = 0; e < n*4; ++e) {
-        a1[e] = xor_mlp__tanh(z1[e]);
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                const xor_mlp_real biased = z1[i*4 + j] + b1[j];
+                a1[i*4 + j] = xor_mlp__tanh(biased);
+            }
     }
     { /* z2 = a1 @ W2.T, in place */
         const xor_mlp_real *restrict A = a1;
@@ -184,14 +182,12 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
                 C[i*1 + j] = dot;
             }
     }
-    { /* z2 += b2 */
-        xor_mlp_real *restrict C = z2;
-        const xor_mlp_real *restrict b = b2;
+    { /* a2 = f(z2) with z2 = z2 + b2: one pass, z2 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 1; ++j) C[i*1 + j] += b[j];
-    }
-    for (ptrdiff_t e = 0; e < n*1; ++e) {
-        a2[e] = xor_mlp__sigmoid(z2[e]);
+            for (ptrdiff_t j = 0; j < 1; ++j) {
+                const xor_mlp_real biased = z2[i*1 + j] + b2[j];
+                a2[i*1 + j] = xor_mlp__sigmoid(biased);
+            }
     }
 }
 
@@ -220,14 +216,12 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
                 C[i*4 + j] = dot;
             }
     }
-    { /* z1 += b1 */
-        xor_mlp_real *restrict C = z1;
-        const xor_mlp_real *restrict b = b1;
+    { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 4; ++j) C[i*4 + j] += b[j];
-    }
-    for (ptrdiff_t e = 0; e < n*4; ++e) {
-        a1[e] = xor_mlp__tanh(z1[e]);
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                const xor_mlp_real biased = z1[i*4 + j] + b1[j];
+                a1[i*4 + j] = xor_mlp__tanh(biased);
+            }
     }
     { /* z2 = a1 @ W2.T, in place */
         const xor_mlp_real *restrict A = a1;
@@ -240,14 +234,13 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
                 C[i*1 + j] = dot;
             }
     }
-    { /* z2 += b2 */
-        xor_mlp_real *restrict C = z2;
-        const xor_mlp_real *restrict b = b2;
+    { /* t2 = f(z2) with z2 = z2 + b2: one pass, z2 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 1; ++j) C[i*1 + j] += b[j];
-    }
-    for (ptrdiff_t e = 0; e < n*1; ++e) {
-        t2[e] = -Y[e]*z2[e] + xor_mlp__softplus(z2[e]);
+            for (ptrdiff_t j = 0; j < 1; ++j) {
+                const xor_mlp_real biased = z2[i*1 + j] + b2[j];
+                const xor_mlp_real Y_e = Y[i*1 + j];
+                t2[i*1 + j] = -Y_e*biased + xor_mlp__softplus(biased);
+            }
     }
     t3 = xor_mlp__sum(t2, n*1);
     {
@@ -289,14 +282,12 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
                 C[i*4 + j] = dot;
             }
     }
-    { /* z1 += b1 */
-        xor_mlp_real *restrict C = z1;
-        const xor_mlp_real *restrict b = b1;
+    { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 4; ++j) C[i*4 + j] += b[j];
-    }
-    for (ptrdiff_t e = 0; e < n*4; ++e) {
-        a1[e] = xor_mlp__tanh(z1[e]);
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                const xor_mlp_real biased = z1[i*4 + j] + b1[j];
+                a1[i*4 + j] = xor_mlp__tanh(biased);
+            }
     }
     { /* z2 = a1 @ W2.T, in place */
         const xor_mlp_real *restrict A = a1;
@@ -309,14 +300,14 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
                 C[i*1 + j] = dot;
             }
     }
-    { /* z2 += b2 */
-        xor_mlp_real *restrict C = z2;
-        const xor_mlp_real *restrict b = b2;
+    { /* t2 = f(z2) with z2 = z2 + b2: one pass */
         for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 1; ++j) C[i*1 + j] += b[j];
-    }
-    for (ptrdiff_t e = 0; e < n*1; ++e) {
-        t2[e] = -Y[e]*z2[e] + xor_mlp__softplus(z2[e]);
+            for (ptrdiff_t j = 0; j < 1; ++j) {
+                const xor_mlp_real biased = z2[i*1 + j] + b2[j];
+                z2[i*1 + j] = biased;
+                const xor_mlp_real Y_e = Y[i*1 + j];
+                t2[i*1 + j] = -Y_e*biased + xor_mlp__softplus(biased);
+            }
     }
     t3 = xor_mlp__sum(t2, n*1);
     {
@@ -325,8 +316,17 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
     for (ptrdiff_t e = 0; e < n*1; ++e) {
         a2[e] = xor_mlp__sigmoid(z2[e]);
     }
-    for (ptrdiff_t e = 0; e < n*1; ++e) {
-        t4[e] = (-Y[e] + a2[e])/Nr;
+    { /* t4 = element-wise map, one pass with its column sums */
+        /* dL_db2 = t4.sum(axis=0) */
+        for (ptrdiff_t j = 0; j < 1; ++j) dL_db2[j] = 0.0F;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 1; ++j) {
+                const xor_mlp_real a2_e = a2[i*1 + j];
+                const xor_mlp_real Y_e = Y[i*1 + j];
+                const xor_mlp_real value = (-Y_e + a2_e)/Nr;
+                t4[i*1 + j] = value;
+                dL_db2[j] += value;
+            }
     }
     { /* t5 = t4 @ W2, in place */
         const xor_mlp_real *restrict A = t4;
@@ -339,8 +339,17 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
                 C[i*4 + j] = dot;
             }
     }
-    for (ptrdiff_t e = 0; e < n*4; ++e) {
-        t6[e] = t5[e]*(1.0F - (a1[e]*a1[e]));
+    { /* t6 = element-wise map, one pass with its column sums */
+        /* dL_db1 = t6.sum(axis=0) */
+        for (ptrdiff_t j = 0; j < 4; ++j) dL_db1[j] = 0.0F;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                const xor_mlp_real t5_e = t5[i*4 + j];
+                const xor_mlp_real a1_e = a1[i*4 + j];
+                const xor_mlp_real value = t5_e*(1.0F - (a1_e*a1_e));
+                t6[i*4 + j] = value;
+                dL_db1[j] += value;
+            }
     }
     { /* dL_dW1 = t6.T @ X, in place */
         const xor_mlp_real *restrict A = t6;
@@ -353,13 +362,6 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
                 C[i*2 + j] = dot;
             }
     }
-    { /* dL_db1 = t6.sum(axis=0) */
-        xor_mlp_real *restrict c = dL_db1;
-        const xor_mlp_real *restrict A = t6;
-        for (ptrdiff_t j = 0; j < 4; ++j) c[j] = 0.0F;
-        for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 4; ++j) c[j] += A[i*4 + j];
-    }
     { /* dL_dW2 = t4.T @ a1, in place */
         const xor_mlp_real *restrict A = t4;
         const xor_mlp_real *restrict B = a1;
@@ -370,13 +372,6 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
                 for (ptrdiff_t k = 0; k < n; ++k) dot += A[k*1 + i]*B[k*4 + j];
                 C[i*4 + j] = dot;
             }
-    }
-    { /* dL_db2 = t4.sum(axis=0) */
-        xor_mlp_real *restrict c = dL_db2;
-        const xor_mlp_real *restrict A = t4;
-        for (ptrdiff_t j = 0; j < 1; ++j) c[j] = 0.0F;
-        for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 1; ++j) c[j] += A[i*1 + j];
     }
     *out_loss = loss;
 }
