@@ -436,6 +436,13 @@ def pin_to_one_cpu() -> set[int] | None:
     return cpus
 
 
+def _settled(fn: Grad, rounds: int, pause: float = 0.3) -> float:
+    """Median seconds per call of ``fn`` alone, after ``pause`` seconds idle and one call."""
+    time.sleep(pause)
+    fn()
+    return interleaved({"fn": fn}, rounds)["fn"]
+
+
 def thread_scaling(rounds: int, names: tuple[str, ...] = ("mnist256", "deep")) -> dict[str, dict[int, dict[str, float]]]:
     """Median seconds per call on 1 and 2 threads: symnn C+OpenMP (``openmp=True``: OpenMP
     threads), symnn C+BLAS and NumPy (OpenBLAS threads), all set by threadpoolctl; PyTorch
@@ -465,8 +472,9 @@ def thread_scaling(rounds: int, names: tuple[str, ...] = ("mnist256", "deep")) -
                 # one system at a time, not interleaved: after its call each runtime's idle
                 # workers spin (OpenBLAS by default for 2^28 cycles), and on two CPUs they took the second
                 # CPU from the next system's threads (C+OpenMP measured 0.88x interleaved,
-                # 1.69x alone)
-                out[cfg.name][threads] = {name: interleaved({name: fn}, rounds)[name] for name, fn in run.items()}
+                # 1.69x alone); so each system also starts after a pause that lets the previous
+                # one's workers go to sleep, and a call that wakes its own
+                out[cfg.name][threads] = {name: _settled(fn, rounds) for name, fn in run.items()}
         if tsys is not None:
             torch.set_num_threads(1)
     return out

@@ -106,18 +106,18 @@ void SYMNN_CBLAS_DGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
 #endif
 
 /* C (M x Nc) = A @ B, A (M x K), B (K x Nc); row-major with leading
- * dimensions lda, ldb. Register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows x
+ * dimensions lda, ldb, ldc. Register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows x
  * 16 columns accumulate over k, in chunks of 256 so a panel of A stays in cache; every
  * element sums over k in order, whatever tile computes it, so the tile never changes a result. * b_padded: every row of B is readable, and zero, from column Nc up to a multiple of 16 (a
  * transposed copy), so a last block narrower than 16 (an output layer's 10 classes) still
  * runs full-width tiles, and only its Nc columns are stored. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
-    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, int b_padded)
+    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, ptrdiff_t ldc, int b_padded)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
         SYMNN_CBLAS_DGEMM(101, 111, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0, C, (SYMNN_BLAS_INT)Nc);
+            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0, C, (SYMNN_BLAS_INT)ldc);
         return;
     }
 #endif
@@ -127,7 +127,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
         {  /* thread t of T takes rows [lo, hi); inside the region (level 1) the call runs serially */
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t lo = M/4*t/T*4, hi = t == T - 1 ? M : M/4*(t + 1)/T*4;
-            if (hi > lo) digits_mlp__gemm_nn(hi - lo, K, Nc, A + lo*lda, lda, B, ldb, C + lo*Nc, b_padded);
+            if (hi > lo) digits_mlp__gemm_nn(hi - lo, K, Nc, A + lo*lda, lda, B, ldb, C + lo*ldc, ldc, b_padded);
         }
         return;
     }
@@ -147,7 +147,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][16];
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = B + k*ldb + j0;
                         const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
@@ -163,13 +163,13 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                         }
                     }
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 16; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                        for (int l = 0; l < 16; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
 #endif
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = B + k*ldb + j0;
                         const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
@@ -182,14 +182,14 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                         }
                     }
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 16; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                        for (int l = 0; l < 16; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
             } else if (b_padded) {  /* the last, narrower block, over B's zero columns: full-width tiles */
 #ifdef DIGITS_MLP__ROWS6
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][16];
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = B + k*ldb + j0;
                         const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
@@ -205,13 +205,13 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                         }
                     }
                     for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
 #endif
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = B + k*ldb + j0;
                         const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
@@ -224,14 +224,14 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                         }
                     }
                     for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
             } else {  /* the last, narrower column block */
 #ifdef DIGITS_MLP__ROWS6
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][16];
                     for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = B + k*ldb + j0;
                         const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
@@ -247,13 +247,13 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                         }
                     }
                     for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
 #endif
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
                     for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = B + k*ldb + j0;
                         const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
@@ -266,18 +266,18 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                         }
                     }
                     for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
             }
             for (; i0 < M; ++i0) {  /* the last rows, one at a time */
                 digits_mlp_real c[16];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = k0 == 0 ? 0.0 : C[i0*Nc + j0 + l];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = k0 == 0 ? 0.0 : C[i0*ldc + j0 + l];
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real u0 = A[i0*lda + k];
                     const digits_mlp_real *bk = B + k*ldb + j0;
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
                 }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*Nc + j0 + l] = c[l];
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = c[l];
             }
         }
         if (K == 0) break;
@@ -291,10 +291,11 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C)
 {
+    const ptrdiff_t ldc = Nc;
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
         SYMNN_CBLAS_DGEMM(101, 112, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0, C, (SYMNN_BLAS_INT)Nc);
+            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0, C, (SYMNN_BLAS_INT)ldc);
         return;
     }
 #endif
@@ -304,7 +305,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
         {  /* thread t of T takes rows [lo, hi); inside the region (level 1) the call runs serially */
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t lo = M/4*t/T*4, hi = t == T - 1 ? M : M/4*(t + 1)/T*4;
-            if (hi > lo) digits_mlp__gemm_tn(hi - lo, K, Nc, A + lo, lda, B, ldb, C + lo*Nc);
+            if (hi > lo) digits_mlp__gemm_tn(hi - lo, K, Nc, A + lo, lda, B, ldb, C + lo*ldc);
         }
         return;
     }
@@ -324,7 +325,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][16];
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = B + k*ldb + j0;
                         const digits_mlp_real *ak = A + k*lda + i0;
@@ -339,13 +340,13 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
                         }
                     }
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 16; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                        for (int l = 0; l < 16; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
 #endif
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                        for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = B + k*ldb + j0;
                         const digits_mlp_real *ak = A + k*lda + i0;
@@ -358,14 +359,14 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
                         }
                     }
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 16; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                        for (int l = 0; l < 16; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
             } else {  /* the last, narrower column block */
 #ifdef DIGITS_MLP__ROWS6
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][16];
                     for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = B + k*ldb + j0;
                         const digits_mlp_real *ak = A + k*lda + i0;
@@ -380,13 +381,13 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
                         }
                     }
                     for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
 #endif
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
                     for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*Nc + j0 + l];
+                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = B + k*ldb + j0;
                         const digits_mlp_real *ak = A + k*lda + i0;
@@ -399,18 +400,18 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
                         }
                     }
                     for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*Nc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
             }
             for (; i0 < M; ++i0) {  /* the last rows, one at a time */
                 digits_mlp_real c[16];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = k0 == 0 ? 0.0 : C[i0*Nc + j0 + l];
+                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = k0 == 0 ? 0.0 : C[i0*ldc + j0 + l];
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real u0 = A[k*lda + i0];
                     const digits_mlp_real *bk = B + k*ldb + j0;
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
                 }
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*Nc + j0 + l] = c[l];
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = c[l];
             }
         }
         if (K == 0) break;
@@ -491,13 +492,37 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
     #endif
         {
             digits_mlp_real *restrict Bt = z1_bt;
-            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-               each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-            for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
-                for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
-                        for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j) Bt[k*32 + j] = W1[j*64 + k];
-            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 1);
+    #ifdef DIGITS_MLP__OMP
+            const ptrdiff_t tiles = (32 + 15)/16;
+            if (n*64*32 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
+                    && tiles >= omp_get_max_threads()) {
+    #pragma omp parallel
+                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
+                      copy it reads is the one it wrote (one copy written by one thread and read by
+                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
+                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
+                    const ptrdiff_t c0 = tiles*t/T*16, c1 = t == T - 1 ? 32 : tiles*(t + 1)/T*16;
+                    if (c1 > c0) {
+                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
+                            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
+                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*32 + j] = W1[j*64 + k];
+                        digits_mlp__gemm_nn(n, 64, c1 - c0, X, 64, Bt + c0, 32, z1 + c0, 32, 1);
+                    }
+                }
+            } else
+    #endif
+            {
+                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
+                    for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
+                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j) Bt[k*32 + j] = W1[j*64 + k];
+                digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 32, 1);
+            }
         }
     }
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
@@ -516,15 +541,42 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
     #endif
         {
             digits_mlp_real *restrict Bt = z2_bt;
-            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-               each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-            for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
-                for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
-                        for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j) Bt[k*16 + j] = W2[j*32 + k];
-            for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
-                for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
-            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2, 1);
+    #ifdef DIGITS_MLP__OMP
+            const ptrdiff_t tiles = (10 + 15)/16;
+            if (n*32*10 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
+                    && tiles >= omp_get_max_threads()) {
+    #pragma omp parallel
+                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
+                      copy it reads is the one it wrote (one copy written by one thread and read by
+                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
+                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
+                    const ptrdiff_t c0 = tiles*t/T*16, c1 = t == T - 1 ? 10 : tiles*(t + 1)/T*16;
+                    if (c1 > c0) {
+                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
+                            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
+                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*16 + j] = W2[j*32 + k];
+                        if (c1 == 10)
+                        for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
+                            for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
+                        digits_mlp__gemm_nn(n, 32, c1 - c0, a1, 32, Bt + c0, 16, z2 + c0, 10, 1);
+                    }
+                }
+            } else
+    #endif
+            {
+                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
+                    for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
+                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j) Bt[k*16 + j] = W2[j*32 + k];
+                for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
+                    for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
+                digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2, 10, 1);
+            }
         }
     }
     { /* z2 += b2 */
@@ -576,13 +628,37 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     #endif
         {
             digits_mlp_real *restrict Bt = z1_bt;
-            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-               each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-            for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
-                for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
-                        for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j) Bt[k*32 + j] = W1[j*64 + k];
-            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 1);
+    #ifdef DIGITS_MLP__OMP
+            const ptrdiff_t tiles = (32 + 15)/16;
+            if (n*64*32 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
+                    && tiles >= omp_get_max_threads()) {
+    #pragma omp parallel
+                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
+                      copy it reads is the one it wrote (one copy written by one thread and read by
+                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
+                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
+                    const ptrdiff_t c0 = tiles*t/T*16, c1 = t == T - 1 ? 32 : tiles*(t + 1)/T*16;
+                    if (c1 > c0) {
+                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
+                            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
+                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*32 + j] = W1[j*64 + k];
+                        digits_mlp__gemm_nn(n, 64, c1 - c0, X, 64, Bt + c0, 32, z1 + c0, 32, 1);
+                    }
+                }
+            } else
+    #endif
+            {
+                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
+                    for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
+                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j) Bt[k*32 + j] = W1[j*64 + k];
+                digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 32, 1);
+            }
         }
     }
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
@@ -601,15 +677,42 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     #endif
         {
             digits_mlp_real *restrict Bt = z2_bt;
-            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-               each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-            for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
-                for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
-                        for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j) Bt[k*16 + j] = W2[j*32 + k];
-            for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
-                for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
-            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2, 1);
+    #ifdef DIGITS_MLP__OMP
+            const ptrdiff_t tiles = (10 + 15)/16;
+            if (n*32*10 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
+                    && tiles >= omp_get_max_threads()) {
+    #pragma omp parallel
+                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
+                      copy it reads is the one it wrote (one copy written by one thread and read by
+                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
+                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
+                    const ptrdiff_t c0 = tiles*t/T*16, c1 = t == T - 1 ? 10 : tiles*(t + 1)/T*16;
+                    if (c1 > c0) {
+                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
+                            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
+                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*16 + j] = W2[j*32 + k];
+                        if (c1 == 10)
+                        for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
+                            for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
+                        digits_mlp__gemm_nn(n, 32, c1 - c0, a1, 32, Bt + c0, 16, z2 + c0, 10, 1);
+                    }
+                }
+            } else
+    #endif
+            {
+                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
+                    for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
+                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j) Bt[k*16 + j] = W2[j*32 + k];
+                for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
+                    for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
+                digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2, 10, 1);
+            }
         }
     }
     { /* z2 += b2 */
@@ -692,13 +795,37 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     #endif
         {
             digits_mlp_real *restrict Bt = z1_bt;
-            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-               each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-            for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
-                for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
-                        for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j) Bt[k*32 + j] = W1[j*64 + k];
-            digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 1);
+    #ifdef DIGITS_MLP__OMP
+            const ptrdiff_t tiles = (32 + 15)/16;
+            if (n*64*32 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
+                    && tiles >= omp_get_max_threads()) {
+    #pragma omp parallel
+                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
+                      copy it reads is the one it wrote (one copy written by one thread and read by
+                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
+                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
+                    const ptrdiff_t c0 = tiles*t/T*16, c1 = t == T - 1 ? 32 : tiles*(t + 1)/T*16;
+                    if (c1 > c0) {
+                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
+                            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
+                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*32 + j] = W1[j*64 + k];
+                        digits_mlp__gemm_nn(n, 64, c1 - c0, X, 64, Bt + c0, 32, z1 + c0, 32, 1);
+                    }
+                }
+            } else
+    #endif
+            {
+                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
+                    for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
+                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j) Bt[k*32 + j] = W1[j*64 + k];
+                digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 32, 1);
+            }
         }
     }
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
@@ -717,15 +844,42 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     #endif
         {
             digits_mlp_real *restrict Bt = z2_bt;
-            /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-               each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-            for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
-                for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                    for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
-                        for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j) Bt[k*16 + j] = W2[j*32 + k];
-            for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
-                for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
-            digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2, 1);
+    #ifdef DIGITS_MLP__OMP
+            const ptrdiff_t tiles = (10 + 15)/16;
+            if (n*32*10 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
+                    && tiles >= omp_get_max_threads()) {
+    #pragma omp parallel
+                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
+                      copy it reads is the one it wrote (one copy written by one thread and read by
+                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
+                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
+                    const ptrdiff_t c0 = tiles*t/T*16, c1 = t == T - 1 ? 10 : tiles*(t + 1)/T*16;
+                    if (c1 > c0) {
+                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
+                            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
+                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*16 + j] = W2[j*32 + k];
+                        if (c1 == 10)
+                        for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
+                            for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
+                        digits_mlp__gemm_nn(n, 32, c1 - c0, a1, 32, Bt + c0, 16, z2 + c0, 10, 1);
+                    }
+                }
+            } else
+    #endif
+            {
+                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
+                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
+                for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
+                    for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
+                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
+                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j) Bt[k*16 + j] = W2[j*32 + k];
+                for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
+                    for (ptrdiff_t j = 10; j < 16; ++j) Bt[k*16 + j] = 0.0;
+                digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 16, z2, 10, 1);
+            }
         }
     }
     { /* z2 += b2 */
@@ -789,7 +943,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
                 dL_db2[j] += value;
             }
     }
-    digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9, 0); /* t9 = t8 @ W2 */
+    digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9, 32, 0); /* t9 = t8 @ W2 */
     { /* t10 = element-wise map, one pass with its column sums */
         /* dL_db1 = t10.sum(axis=0) */
         for (ptrdiff_t j = 0; j < 32; ++j) dL_db1[j] = 0.0;
