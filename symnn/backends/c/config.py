@@ -169,6 +169,7 @@ class _KernelLowering:
         self.out_buffer = outputs  # output name -> C expression of its buffer ("grad + 8")
         self.layout = KernelLayout()
         self.alloc = _SlotAllocator()
+        self.stored: set[str] = set()  # softmax outputs that their row statistics filled with exp(z - max)
 
     # -- storage ---------------------------------------------------------------------------
     def _declare_targets(self) -> None:
@@ -206,10 +207,8 @@ class _KernelLowering:
         stats_of: dict[str, tuple[str, str]] = {}
         stats_slots: dict[str, tuple[int, int]] = {}
         stats_last = {z: idx[-1] for z, idx in shared_stats.items()}
-        stored: set[str] = set()
-        colsum = self._column_sums()  # map index -> the output its rows are summed into
-        summed_away = {j for j, _ in colsum.values()}
-        colsum = {i: c for i, (_, c) in colsum.items()}
+        sums = self._column_sums()  # map index -> (index of the sum it does, the output summed into)
+        summed_away = {j for j, _ in sums.values()}
         for i, st in enumerate(self.plan.stmts):
             z = st.operands[0] if st.operands else None
             if z in shared_stats and z not in stats_of and st.kind in ("softmax", "logsumexp", "softmax_ce"):
@@ -225,7 +224,7 @@ class _KernelLowering:
                 store = self._softmax_of(z, shared_stats[z])
                 if store is not None:  # its exponentials go straight into the softmax's output
                     self._allocate(self.vars[store])
-                    stored.add(store)
+                    self.stored.add(store)
                 self.layout.stmts.append({"kind": "rowstats", "z": z, "m": m, "s": s, "store": store,
                                           "rows": rows_code(zv), "cols": zv.cols})
             target = self.vars[st.target]
@@ -235,14 +234,12 @@ class _KernelLowering:
             elif self._fuses_bias(i):
                 biased = self.plan.stmts[i - 1].target
                 keep = last[biased] > i or self.vars[biased].storage == "output"
-                self.layout.stmts[-1] = self._map(st, bias=self.layout.stmts[-1], keep=keep, colsum=colsum.get(i))
-            elif st.kind == "map" and i in colsum:
-                self.layout.stmts.append(self._map(st, colsum=colsum[i]))
+                self.layout.stmts[-1] = self._map(st, bias=self.layout.stmts[-1], keep=keep,
+                                                  colsum=sums.get(i, (0, None))[1])
+            elif st.kind == "map" and i in sums:
+                self.layout.stmts.append(self._map(st, colsum=sums[i][1]))
             else:
-                ctx = self._stmt(st, stats_of.get(z) if z else None)
-                if st.kind == "softmax" and st.target in stored:
-                    ctx["stored"] = True
-                self.layout.stmts.append(ctx)
+                self.layout.stmts.append(self._stmt(st, stats_of.get(z) if z else None))
             for name in sorted(set(st.operands) | {st.target}):
                 dead = self.vars.get(name)
                 if dead is not None and dead.storage == "work" and dead.slot is not None \
@@ -293,10 +290,9 @@ class _KernelLowering:
         if i == 0 or self.plan.stmts[i].kind != "map" or self.plan.stmts[i - 1].kind != "add_bias":
             return False
         st, prev = self.plan.stmts[i], self.plan.stmts[i - 1]
-        z, t = self.vars.get(prev.target), self.vars[st.target]
+        z, t = self.vars[prev.target], self.vars[st.target]
         return (prev.target in st.operands and st.target != prev.target and self._grid_shaped(st.target)
-                and z is not None and (z.rows, z.cols) == (t.rows, t.cols)
-                and bool(self.layout.stmts) and self.layout.stmts[-1].get("kind") == "add_bias")
+                and (z.rows, z.cols) == (t.rows, t.cols))
 
     def _column_sums(self) -> dict[int, tuple[int, str]]:
         """map index -> (index of a later ``c = A.sum(axis=0)`` of its output, c): the bias
@@ -385,7 +381,8 @@ class _KernelLowering:
         if st.kind in ("softmax", "logsumexp", "softmax_ce"):
             z = v[st.operands[0]]
             ctx = {"kind": st.kind, "c": t.name, "z": z.name, "rows": rows_code(z), "cols": z.cols,
-                   "m": stats[0] if stats else None, "s": stats[1] if stats else None, "stored": False}
+                   "m": stats[0] if stats else None, "s": stats[1] if stats else None,
+                   "stored": st.target in self.stored}  # its row statistics left exp(z - max) in it
             if st.kind == "softmax_ce":
                 ctx["y"] = st.operands[1]
             return ctx

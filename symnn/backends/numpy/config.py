@@ -47,7 +47,7 @@ def _broadcast(shapes) -> tuple:
 class _KernelPrinter:
     """Prints the statements of one kernel, sharing softmax row statistics between ops."""
 
-    def __init__(self, printer: SymnnNumPyPrinter, plan: KernelPlan | None = None) -> None:
+    def __init__(self, printer: SymnnNumPyPrinter, plan: KernelPlan) -> None:
         self.p = printer
         self.stats: dict[str, tuple[str, str, str]] = {}
         self.lines: list[str] = []
@@ -56,8 +56,8 @@ class _KernelPrinter:
         # output or view of another array)
         self.last: dict[str, int] = {}
         self.owned: set[str] = set()
-        self.outputs = set(plan.outputs.values()) if plan is not None else set()
-        for i, st in enumerate(plan.stmts if plan is not None else ()):
+        self.outputs = set(plan.outputs.values())
+        for i, st in enumerate(plan.stmts):
             for o in st.operands:
                 self.last[o] = i
         self.index = -1
@@ -168,8 +168,8 @@ class _KernelPrinter:
                         return f"np.multiply({name}, {self.p.doprint_expr(rest)}, out={name})"
         if isinstance(expr, sp.Function) and len(expr.args) == 1:  # tanh(z), exp(z), ...
             name = self._reusable(expr.args[0], st)
-            code = self.p.doprint_expr(expr)
-            if name is not None and re.fullmatch(rf"np\.\w+\({name}\)", code):
+            code = self.p.doprint_expr(expr) if name is not None else ""
+            if re.fullmatch(rf"np\.\w+\({name}\)", code):
                 return f"{code[:-1]}, out={name})"
         return None
 
