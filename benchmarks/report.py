@@ -128,9 +128,9 @@ def scaling_table(scaling) -> list[str]:
         return []
     lines = ["## Two threads (float64)", "",
              "symnn's C is single-threaded by default. Built with `openmp=True` (`-fopenmp`), its "
-             "products of at least 262,144 multiply-adds split their rows over the OpenMP threads "
-             "(`A @ B.T` its columns, each thread multiplying by the part of B's transposed copy "
-             "that it wrote itself), with results bitwise independent of the thread count; the "
+             "products of at least 262,144 multiply-adds split their columns over the OpenMP threads "
+             "in whole register tiles, each thread packing its own panels of B, with results "
+             "bitwise independent of the thread count; the "
              "shipped files keep the pragma under `#ifdef _OPENMP`. With `blas=True` the large "
              "products use OpenBLAS's threads, like NumPy's. Here each system is timed on its own "
              "rather than interleaved, after a 0.3 s pause and one call: a runtime's idle workers "

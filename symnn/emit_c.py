@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import naming
-from .backends.c.config import CConfig, KernelLayout, check_prefix, lower_kernel, size_code, tile_cols
+from .backends.c.config import CConfig, KernelLayout, check_prefix, GEMM_KC, lower_kernel, size_code, tile_cols
 from .backends.c.printer import VMATH, c_literal
 from .declare import Network
 from .emit import describe, spec_hash, train_context
@@ -294,7 +294,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "lit0": c_literal(0.0, dtype),
         "lit1": c_literal(1.0, dtype),
         "jb": tile_cols(dtype),
-        "kc": 256,  # k per chunk: a 6 x kc panel of A is 12 KiB (float64)
+        "kc": GEMM_KC,
         "labels": labels,
         "n_in": n_in,
         "n_out": n_out,
@@ -314,7 +314,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     }
     header = render("c/model.h.jinja", **common)
     kinds = {st["kind"] for k in kernels for st in k["stmts"]}
-    gemms = [False] * bool(kinds & {"matmul_nn", "matmul_nt"}) + [True] * ("matmul_tn" in kinds)
+    gemms = [g for g in ("nn", "nt", "tn") if f"matmul_{g}" in kinds]
     helpers = set(printer.helpers)
     if kinds & {"rowstats", "softmax", "logsumexp", "softmax_ce"} or helpers & {"sigmoid", "softplus"}:
         helpers.add("exp")

@@ -1,10 +1,11 @@
 """The emitted C's matmul helpers at the edges of their tiling (issue 4).
 
 The helpers tile C in 6-row (AVX-512) or 4-row blocks of 16 (float64) / 32 (float32) columns,
-then single rows; k runs in chunks of 256; a transposed copy of B is zero-padded to whole tiles.
-One network reaches every edge: 300 inputs (two k chunks), 37 hidden units (two full column
-blocks of 16 and an unpadded narrow one in A.T @ B, 6*6 + 1 rows), 10 classes (a padded narrow
-block), and batches that leave each possible remainder of 6 and 4 rows.
+then single rows; k runs in equal chunks of at most 512; each chunk of B is packed, one tile of
+columns at a time, into a panel zero-padded to the full tile width. One network reaches every
+edge: 600 inputs (two chunks of k in X @ W1.T), 37 hidden units (two full column blocks of 16
+and a narrow one of 5 in A.T @ B, 6*6 + 1 rows), 10 classes (a narrow block), and batches that
+leave each possible remainder of 6 and 4 rows, up to 600 (two chunks of k in A.T @ B).
 """
 
 from __future__ import annotations
@@ -25,17 +26,17 @@ pytestmark = pytest.mark.needs_cc
 
 CC = shutil.which("gcc") or shutil.which("cc") or "cc"
 #: 8, 14 and 32 leave 2 rows after 6-row tiles, which then stop early for two 4-row ones
-BATCHES = [1, 2, 3, 5, 6, 7, 8, 10, 11, 13, 14, 32, 64, 300]
+BATCHES = [1, 2, 3, 5, 6, 7, 8, 10, 11, 13, 14, 32, 64, 600]
 
 
 def _net() -> sn.Network:
-    return sn.Network([sn.Dense(300, 37, "tanh"), sn.Dense(37, 10, "softmax")], loss="cross_entropy",
+    return sn.Network([sn.Dense(600, 37, "tanh"), sn.Dense(37, 10, "softmax")], loss="cross_entropy",
                       name="edges")
 
 
 def _data(n: int, dtype: str, seed: int = 0):
     rng = np.random.default_rng(seed + n)
-    X = rng.normal(size=(n, 300)).astype(dtype)
+    X = rng.normal(size=(n, 600)).astype(dtype)
     Y = np.eye(10, dtype=dtype)[rng.integers(0, 10, n)]
     return X, Y
 
@@ -61,7 +62,7 @@ _MAIN = r"""#include <stdio.h>
 #include <stdlib.h>
 #include "edges.h"
 int main(void) {
-    static const ptrdiff_t batches[] = {1, 5, 7, 13, 300};
+    static const ptrdiff_t batches[] = {1, 5, 7, 13, 600};
     for (int b = 0; b < 5; ++b) {
         const ptrdiff_t n = batches[b];
         size_t wl = 0;
@@ -103,6 +104,6 @@ def test_six_and_four_row_tiles_give_identical_bits(tmp_path: Path, dtype: str) 
         assert ran.returncode == 0, ran.stderr
         outputs.append(ran.stdout)
     six, four = (out.splitlines() for out in outputs)
-    assert len(six) == len(four) == 5 * (1 + 300 * 37 + 37 + 37 * 10 + 10)
-    differ = [i for i, (a, b) in enumerate(zip(six, four)) if a != b]  # (no diff of 57,590 lines)
+    assert len(six) == len(four) == 5 * (1 + 600 * 37 + 37 + 37 * 10 + 10)
+    differ = [i for i, (a, b) in enumerate(zip(six, four)) if a != b]  # (no diff of 113,090 lines)
     assert not differ, f"{len(differ)} values differ, first at line {differ[0]}: {six[differ[0]]} vs {four[differ[0]]}"

@@ -96,6 +96,19 @@ def _var_from_shape(name: str, shape, storage: str) -> Var:
 SMALL_PRODUCT = 64
 
 
+#: k per chunk of the gemm helpers (chunks of equal length): a packed panel of B is at most
+#: GEMM_KC x 128 bytes (64 KiB); 64x784x128 float64 A @ B.T took 280, 270, 264 us with chunks of
+#: 128, 256 and 392 (two chunks) [measured, Zen 4, GCC 12]
+GEMM_KC = 512
+
+
+def panel_rows(k: str) -> int:
+    """Rows of k in the gemm helpers' longest chunk, for a fixed K: K split into equal chunks of
+    at most GEMM_KC (model.c.jinja)."""
+    chunks = max(1, -(-int(k) // GEMM_KC))
+    return -(-int(k) // chunks)
+
+
 def tile_cols(dtype: str) -> int:
     """Columns per register tile of the gemm helpers: 128 bytes of an output row."""
     return 32 if dtype == "float32" else 16
@@ -342,7 +355,7 @@ class _KernelLowering:
             nc = t.cols
             kind = "matmul_" + ("t" if ta else "n") + ("t" if tb else "n")
             ctx = {"kind": kind, "c": t.name, "a": a.name, "b": b.name, "M": m, "K": k,
-                   "Nc": nc, "lda": a.cols, "ldb": b.cols, "ldb_eff": b.cols}
+                   "Nc": nc, "lda": a.cols, "ldb": b.cols}
             fixed = [int(d) for d in (m, k) if d != "n"] + [int(nc)]
             if len(fixed) == 2 and fixed[0] * fixed[1] <= SMALL_PRODUCT:
                 # a product with a tiny fixed part (xor's 2x4 weights): constant-size loops in
@@ -350,17 +363,12 @@ class _KernelLowering:
                 ctx.update(kind="matmul_small", a_at=f"k*{a.cols} + i" if ta else f"i*{a.cols} + k",
                            b_at=f"j*{b.cols} + k" if tb else f"k*{b.cols} + j")
                 return ctx
-            if kind == "matmul_nt":
-                # B.T is K x Nc, its rows zero-padded to whole register tiles (the gemm helper
-                # then runs full-width tiles over a narrow last block), and their length kept off
-                # multiples of 512 bytes (cache-set aliasing)
-                jb = tile_cols(self.p.dtype)
-                padded = -(-nc // jb) * jb
-                ldt = padded + (8 if padded % 64 == 0 else 0)
-                k_rows = int(b.cols)
-                ctx["ldt"] = ldt
-                ctx["padded"] = padded
-                ctx["scratch"] = self._scratch(f"{t.name}_bt", Var("bt", "work", k_rows, ldt, 2))
+            # the gemm helper packs B's panels (a chunk of k by one register tile) into work
+            # space, with a row spare to put it on a 64-byte boundary; where k is the batch
+            # (A.T @ B), n + 1 rows, which a small batch on a small device can afford
+            jb = tile_cols(self.p.dtype)
+            size = (jb, jb) if k == "n" else (0, (panel_rows(k) + 1) * jb)
+            ctx["scratch"] = self._scratch(f"{t.name}_bp", size)
             return ctx
         if st.kind == "add_bias":
             return {"kind": "add_bias", "c": t.name, "a": st.operands[0], "b": st.operands[1],
@@ -390,9 +398,9 @@ class _KernelLowering:
             return self._map(st)
         raise ConfigError(f"the C backend cannot lower statement kind {st.kind!r}")  # pragma: no cover
 
-    def _scratch(self, name: str, like: Var) -> str:
-        """A work slot the size of ``like``, live for the current statement only."""
-        slot = self.alloc.take(*like.size())
+    def _scratch(self, name: str, size: tuple[int, int]) -> str:
+        """A work slot of ``size`` (a, b): a*n + b reals, live for the current statement only."""
+        slot = self.alloc.take(*size)
         self.layout.pointers.append({"name": name, "slot": slot, "const": False})
         self.alloc.release(slot)  # freed once this statement is done (taken before its target)
         return name

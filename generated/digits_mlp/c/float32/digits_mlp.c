@@ -22,7 +22,7 @@ static const ptrdiff_t digits_mlp__offset[4] = { 0, 2048, 2080, 2400 };
 /* Largest batch whose every index and byte count fits in ptrdiff_t. */
 static ptrdiff_t digits_mlp__max_n(void)
 {
-    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(digits_mlp_real) - 4458) / 151;
+    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(digits_mlp_real) - 4522) / 183;
 }
 
 /* Do the byte ranges [a, a + na) and [b, b + nb) overlap? (Empty ranges never do.) */
@@ -87,9 +87,9 @@ void SYMNN_CBLAS_SGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
 #endif
 
 /* Optional, off by default: built with -fopenmp (sn.compile(..., openmp=True)) and without
- * SYMNN_BLAS, the products of at least SYMNN_OMP_MIN multiply-adds split their rows of C over
- * the OpenMP threads, in blocks of 4 rows, each block computed exactly as on one thread (the
- * results do not depend on the thread count). */
+ * SYMNN_BLAS, the products of at least SYMNN_OMP_MIN multiply-adds split their columns of C over
+ * the OpenMP threads, in whole register tiles, each thread packing its own panels of B; every
+ * element is computed exactly as on one thread (the results do not depend on the thread count). */
 #if defined(_OPENMP) && !defined(SYMNN_BLAS)
 #include <omp.h>
 #define DIGITS_MLP__OMP 1
@@ -105,51 +105,58 @@ void SYMNN_CBLAS_SGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
 #define DIGITS_MLP__ROWS6 1
 #endif
 
-/* C (M x Nc) = A @ B, A (M x K), B (K x Nc); row-major with leading
- * dimensions lda, ldb, ldc. Register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows x
- * 32 columns accumulate over k, in chunks of 256 so a panel of A stays in cache; every
- * element sums over k in order, whatever tile computes it, so the tile never changes a result. * b_padded: every row of B is readable, and zero, from column Nc up to a multiple of 32 (a
- * transposed copy), so a last block narrower than 32 (an output layer's 10 classes) still
- * runs full-width tiles, and only its Nc columns are stored. */
-static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
-    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, ptrdiff_t ldc, int b_padded)
+/* The first 64-byte boundary in p: a packed panel there never splits a row of it over two cache
+ * lines (mnist 784-128-10, 64 rows, float64: 686 us a call with a work pointer 16 bytes off, 594
+ * aligned). Kept out of the _cols helpers' sight: knowing the alignment, GCC 12 made them 2x
+ * slower. */
+static digits_mlp_real *digits_mlp__align64(digits_mlp_real *p)
 {
-#ifdef SYMNN_BLAS
-    if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
-        SYMNN_CBLAS_SGEMM(101, 111, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0F, C, (SYMNN_BLAS_INT)ldc);
-        return;
-    }
-#endif
-#ifdef DIGITS_MLP__OMP
-    if (M >= 8 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
-#pragma omp parallel
-        {  /* thread t of T takes rows [lo, hi); inside the region (level 1) the call runs serially */
-            const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
-            const ptrdiff_t lo = M/4*t/T*4, hi = t == T - 1 ? M : M/4*(t + 1)/T*4;
-            if (hi > lo) digits_mlp__gemm_nn(hi - lo, K, Nc, A + lo*lda, lda, B, ldb, C + lo*ldc, ldc, b_padded);
-        }
-        return;
-    }
-#endif
+    return (digits_mlp_real *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+/* C (M x Nc, leading dimension Nc) = A @ B; A is M x K, B K x Nc, row-major
+ * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
+ * and each 32 columns, B's part is first packed into bp, contiguous and zero-padded to the
+ * full width (its rows then share a few pages: 128x256x784 A.T @ B float64, 1,117 ->
+ * 1,045 us); register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows
+ * then accumulate over the panel, always full width, storing only the columns C has. Every
+ * element sums over k in order, whatever tile or thread computes it, so neither changes a
+ * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. */
+static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
+    ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B,
+    ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict bp)
+{
+    const ptrdiff_t ldc = Nc;
+    const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
+    const ptrdiff_t kc = (K + chunks - 1)/chunks;
 #ifdef DIGITS_MLP__ROWS6
     /* rows in 6-row tiles, the rest in 4-row ones: 128 = 20*6 + 2*4, not 21*6 plus two single
        rows, which cost 10 % of a 128x64x784 product */
     const ptrdiff_t m6 = M/6*6 - ((M % 6 == 2 && M >= 8) ? 6 : 0);
 #endif
-    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += 256) {
-        const ptrdiff_t k1 = K - k0 < 256 ? K : k0 + 256;
-        for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
-            const ptrdiff_t jw = Nc - j0 < 32 ? Nc - j0 : 32;
+    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
+        const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc;
+        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
+            const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
+            /* the panel: B's rows k0..k1, columns j0.., one after another */
+            if (jw == 32) {
+                for (ptrdiff_t k = k0; k < k1; ++k)
+                    for (int l = 0; l < 32; ++l) bp[(k - k0)*32 + l] = B[k*ldb + j0 + l];
+            } else {
+                for (ptrdiff_t k = k0; k < k1; ++k) {
+                    for (ptrdiff_t l = 0; l < jw; ++l) bp[(k - k0)*32 + l] = B[k*ldb + j0 + l];
+                    for (ptrdiff_t l = jw; l < 32; ++l) bp[(k - k0)*32 + l] = 0.0F;
+                }
+            }
             ptrdiff_t i0 = 0;
-            if (jw == 32) {  /* full tiles: constant width, accumulators stay in registers */
+            if (jw == 32) {  /* constant width: the stores vectorise */
 #ifdef DIGITS_MLP__ROWS6
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
                     for (int r = 0; r < 6; ++r)
                         for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
                         const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
                         const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
                         const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
@@ -171,7 +178,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                     for (int r = 0; r < 4; ++r)
                         for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
                         const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
                         const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
                         for (int l = 0; l < 32; ++l) {
@@ -184,14 +191,15 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                     for (int r = 0; r < 4; ++r)
                         for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
-            } else if (b_padded) {  /* the last, narrower block, over B's zero columns: full-width tiles */
+            } else {  /* the last, narrower block (an output layer's 10 classes): full-width tiles
+                         over the panel's zero columns, only jw columns stored */
 #ifdef DIGITS_MLP__ROWS6
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
                     for (int r = 0; r < 6; ++r)
                         for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
                         const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
                         const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
                         const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
@@ -213,52 +221,10 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
                     for (int r = 0; r < 4; ++r)
                         for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
                         const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
                         const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
                         for (int l = 0; l < 32; ++l) {
-                            c[0][l] += u0*bk[l];
-                            c[1][l] += u1*bk[l];
-                            c[2][l] += u2*bk[l];
-                            c[3][l] += u3*bk[l];
-                        }
-                    }
-                    for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
-                }
-            } else {  /* the last, narrower column block */
-#ifdef DIGITS_MLP__ROWS6
-                for (; i0 + 6 <= m6; i0 += 6) {
-                    digits_mlp_real c[6][32];
-                    for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
-                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
-                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
-                        for (ptrdiff_t l = 0; l < jw; ++l) {
-                            c[0][l] += u0*bk[l];
-                            c[1][l] += u1*bk[l];
-                            c[2][l] += u2*bk[l];
-                            c[3][l] += u3*bk[l];
-                            c[4][l] += u4*bk[l];
-                            c[5][l] += u5*bk[l];
-                        }
-                    }
-                    for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
-                }
-#endif
-                for (; i0 + 4 <= M; i0 += 4) {
-                    digits_mlp_real c[4][32];
-                    for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
-                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
-                        for (ptrdiff_t l = 0; l < jw; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
                             c[2][l] += u2*bk[l];
@@ -271,11 +237,13 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
             }
             for (; i0 < M; ++i0) {  /* the last rows, one at a time */
                 digits_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = k0 == 0 ? 0.0F : C[i0*ldc + j0 + l];
+                for (int l = 0; l < 32; ++l) c[l] = 0.0F;
+                if (k0 > 0)
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real u0 = A[i0*lda + k];
-                    const digits_mlp_real *bk = B + k*ldb + j0;
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                    const digits_mlp_real *bk = bp + (k - k0)*32;
+                    for (int l = 0; l < 32; ++l) c[l] += u0*bk[l];
                 }
                 for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = c[l];
             }
@@ -284,52 +252,82 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t
     }
 }
 
-/* C (M x Nc) = A.T @ B, A (K x M), B (K x Nc); row-major with leading
- * dimensions lda, ldb. Register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows x
- * 32 columns accumulate over k, in chunks of 256 so a panel of A stays in cache; every
- * element sums over k in order, whatever tile computes it, so the tile never changes a result. */
-static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
-    const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C)
+/* digits_mlp__gemm_nn_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
+ * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
+ * work: one panel, (min(K, 512) + 1) x 32 reals (a row spare to align it). */
+static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *restrict A, ptrdiff_t lda,
+    const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict work)
 {
-    const ptrdiff_t ldc = Nc;
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
-        SYMNN_CBLAS_SGEMM(101, 112, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0F, C, (SYMNN_BLAS_INT)ldc);
+        SYMNN_CBLAS_SGEMM(101, 111, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
+            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0F, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
 #ifdef DIGITS_MLP__OMP
-    if (M >= 8 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
+    const ptrdiff_t tiles = (Nc + 31)/32;
+    if (tiles >= 2 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
 #pragma omp parallel
-        {  /* thread t of T takes rows [lo, hi); inside the region (level 1) the call runs serially */
+        {  /* thread t of T takes whole tiles of columns [c0, c1) and packs them into a panel on
+              its own stack: one transposed copy of B written by one thread and read by two took
+              2 threads from 1,024 to 1,034 us at 256x784x128 A @ B.T; split by column, 640 */
+            digits_mlp_real own[16416];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
-            const ptrdiff_t lo = M/4*t/T*4, hi = t == T - 1 ? M : M/4*(t + 1)/T*4;
-            if (hi > lo) digits_mlp__gemm_tn(hi - lo, K, Nc, A + lo, lda, B, ldb, C + lo*ldc);
+            const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;
+            if (c1 > c0) digits_mlp__gemm_nn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own));
         }
         return;
     }
 #endif
+    digits_mlp__gemm_nn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work));
+}
+
+/* C (M x Nc, leading dimension Nc) = A @ B.T; A is M x K, B Nc x K, row-major
+ * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
+ * and each 32 columns, B's part is first packed into bp, contiguous and zero-padded to the
+ * full width (a transpose, so A @ B.T needs no transposed copy of B: 64x784x128 float64, 311 ->
+ * 264 us); register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows
+ * then accumulate over the panel, always full width, storing only the columns C has. Every
+ * element sums over k in order, whatever tile or thread computes it, so neither changes a
+ * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. */
+static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
+    ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B,
+    ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict bp)
+{
+    const ptrdiff_t ldc = Nc;
+    const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
+    const ptrdiff_t kc = (K + chunks - 1)/chunks;
 #ifdef DIGITS_MLP__ROWS6
     /* rows in 6-row tiles, the rest in 4-row ones: 128 = 20*6 + 2*4, not 21*6 plus two single
        rows, which cost 10 % of a 128x64x784 product */
     const ptrdiff_t m6 = M/6*6 - ((M % 6 == 2 && M >= 8) ? 6 : 0);
 #endif
-    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += 256) {
-        const ptrdiff_t k1 = K - k0 < 256 ? K : k0 + 256;
-        for (ptrdiff_t j0 = 0; j0 < Nc; j0 += 32) {
-            const ptrdiff_t jw = Nc - j0 < 32 ? Nc - j0 : 32;
+    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
+        const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc;
+        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
+            const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
+            /* the panel: B's rows j0.. transposed, 8 k at a time, so each read stays in a few
+               lines of B and each write in a few rows of the panel */
+            for (ptrdiff_t kb = k0; kb < k1; kb += 8) {
+                const ptrdiff_t ke = k1 - kb < 8 ? k1 : kb + 8;
+                for (ptrdiff_t l = 0; l < jw; ++l)
+                    for (ptrdiff_t k = kb; k < ke; ++k) bp[(k - k0)*32 + l] = B[(j0 + l)*ldb + k];
+                for (ptrdiff_t l = jw; l < 32; ++l)
+                    for (ptrdiff_t k = kb; k < ke; ++k) bp[(k - k0)*32 + l] = 0.0F;
+            }
             ptrdiff_t i0 = 0;
-            if (jw == 32) {  /* full tiles: constant width, accumulators stay in registers */
+            if (jw == 32) {  /* constant width: the stores vectorise */
 #ifdef DIGITS_MLP__ROWS6
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
                     for (int r = 0; r < 6; ++r)
                         for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
-                        const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3], u4 = ak[4], u5 = ak[5];
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
+                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
                         for (int l = 0; l < 32; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -348,9 +346,9 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
                     for (int r = 0; r < 4; ++r)
                         for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
-                        const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
+                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
                         for (int l = 0; l < 32; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -361,17 +359,19 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
                     for (int r = 0; r < 4; ++r)
                         for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
                 }
-            } else {  /* the last, narrower column block */
+            } else {  /* the last, narrower block (an output layer's 10 classes): full-width tiles
+                         over the panel's zero columns, only jw columns stored */
 #ifdef DIGITS_MLP__ROWS6
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
                     for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
-                        const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3], u4 = ak[4], u5 = ak[5];
-                        for (ptrdiff_t l = 0; l < jw; ++l) {
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
+                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
+                        for (int l = 0; l < 32; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
                             c[2][l] += u2*bk[l];
@@ -387,12 +387,12 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
                     for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *bk = B + k*ldb + j0;
-                        const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
-                        for (ptrdiff_t l = 0; l < jw; ++l) {
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
+                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        for (int l = 0; l < 32; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
                             c[2][l] += u2*bk[l];
@@ -405,17 +405,217 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t
             }
             for (; i0 < M; ++i0) {  /* the last rows, one at a time */
                 digits_mlp_real c[32];
-                for (ptrdiff_t l = 0; l < jw; ++l) c[l] = k0 == 0 ? 0.0F : C[i0*ldc + j0 + l];
+                for (int l = 0; l < 32; ++l) c[l] = 0.0F;
+                if (k0 > 0)
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
                 for (ptrdiff_t k = k0; k < k1; ++k) {
-                    const digits_mlp_real u0 = A[k*lda + i0];
-                    const digits_mlp_real *bk = B + k*ldb + j0;
-                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] += u0*bk[l];
+                    const digits_mlp_real u0 = A[i0*lda + k];
+                    const digits_mlp_real *bk = bp + (k - k0)*32;
+                    for (int l = 0; l < 32; ++l) c[l] += u0*bk[l];
                 }
                 for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = c[l];
             }
         }
         if (K == 0) break;
     }
+}
+
+/* digits_mlp__gemm_nt_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
+ * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
+ * work: one panel, (min(K, 512) + 1) x 32 reals (a row spare to align it). */
+static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *restrict A, ptrdiff_t lda,
+    const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict work)
+{
+#ifdef SYMNN_BLAS
+    if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
+        SYMNN_CBLAS_SGEMM(101, 111, 112, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
+            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0F, C, (SYMNN_BLAS_INT)Nc);
+        return;
+    }
+#endif
+#ifdef DIGITS_MLP__OMP
+    const ptrdiff_t tiles = (Nc + 31)/32;
+    if (tiles >= 2 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {  /* thread t of T takes whole tiles of columns [c0, c1) and packs them into a panel on
+              its own stack: one transposed copy of B written by one thread and read by two took
+              2 threads from 1,024 to 1,034 us at 256x784x128 A @ B.T; split by column, 640 */
+            digits_mlp_real own[16416];
+            const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
+            const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;
+            if (c1 > c0) digits_mlp__gemm_nt_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own));
+        }
+        return;
+    }
+#endif
+    digits_mlp__gemm_nt_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work));
+}
+
+/* C (M x Nc, leading dimension Nc) = A.T @ B; A is K x M, B K x Nc, row-major
+ * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
+ * and each 32 columns, B's part is first packed into bp, contiguous and zero-padded to the
+ * full width (its rows then share a few pages: 128x256x784 A.T @ B float64, 1,117 ->
+ * 1,045 us); register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows
+ * then accumulate over the panel, always full width, storing only the columns C has. Every
+ * element sums over k in order, whatever tile or thread computes it, so neither changes a
+ * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. */
+static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
+    ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B,
+    ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict bp)
+{
+    const ptrdiff_t ldc = Nc;
+    const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
+    const ptrdiff_t kc = (K + chunks - 1)/chunks;
+#ifdef DIGITS_MLP__ROWS6
+    /* rows in 6-row tiles, the rest in 4-row ones: 128 = 20*6 + 2*4, not 21*6 plus two single
+       rows, which cost 10 % of a 128x64x784 product */
+    const ptrdiff_t m6 = M/6*6 - ((M % 6 == 2 && M >= 8) ? 6 : 0);
+#endif
+    for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
+        const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc;
+        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
+            const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
+            /* the panel: B's rows k0..k1, columns j0.., one after another */
+            if (jw == 32) {
+                for (ptrdiff_t k = k0; k < k1; ++k)
+                    for (int l = 0; l < 32; ++l) bp[(k - k0)*32 + l] = B[k*ldb + j0 + l];
+            } else {
+                for (ptrdiff_t k = k0; k < k1; ++k) {
+                    for (ptrdiff_t l = 0; l < jw; ++l) bp[(k - k0)*32 + l] = B[k*ldb + j0 + l];
+                    for (ptrdiff_t l = jw; l < 32; ++l) bp[(k - k0)*32 + l] = 0.0F;
+                }
+            }
+            ptrdiff_t i0 = 0;
+            if (jw == 32) {  /* constant width: the stores vectorise */
+#ifdef DIGITS_MLP__ROWS6
+                for (; i0 + 6 <= m6; i0 += 6) {
+                    digits_mlp_real c[6][32];
+                    for (int r = 0; r < 6; ++r)
+                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
+                        const digits_mlp_real *ak = A + k*lda + i0;
+                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3], u4 = ak[4], u5 = ak[5];
+                        for (int l = 0; l < 32; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                            c[4][l] += u4*bk[l];
+                            c[5][l] += u5*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 6; ++r)
+                        for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                }
+#endif
+                for (; i0 + 4 <= M; i0 += 4) {
+                    digits_mlp_real c[4][32];
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
+                        const digits_mlp_real *ak = A + k*lda + i0;
+                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                        for (int l = 0; l < 32; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                }
+            } else {  /* the last, narrower block (an output layer's 10 classes): full-width tiles
+                         over the panel's zero columns, only jw columns stored */
+#ifdef DIGITS_MLP__ROWS6
+                for (; i0 + 6 <= m6; i0 += 6) {
+                    digits_mlp_real c[6][32];
+                    for (int r = 0; r < 6; ++r)
+                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
+                        const digits_mlp_real *ak = A + k*lda + i0;
+                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3], u4 = ak[4], u5 = ak[5];
+                        for (int l = 0; l < 32; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                            c[4][l] += u4*bk[l];
+                            c[5][l] += u5*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 6; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                }
+#endif
+                for (; i0 + 4 <= M; i0 += 4) {
+                    digits_mlp_real c[4][32];
+                    for (int r = 0; r < 4; ++r)
+                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *bk = bp + (k - k0)*32;
+                        const digits_mlp_real *ak = A + k*lda + i0;
+                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                        for (int l = 0; l < 32; ++l) {
+                            c[0][l] += u0*bk[l];
+                            c[1][l] += u1*bk[l];
+                            c[2][l] += u2*bk[l];
+                            c[3][l] += u3*bk[l];
+                        }
+                    }
+                    for (int r = 0; r < 4; ++r)
+                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                }
+            }
+            for (; i0 < M; ++i0) {  /* the last rows, one at a time */
+                digits_mlp_real c[32];
+                for (int l = 0; l < 32; ++l) c[l] = 0.0F;
+                if (k0 > 0)
+                    for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
+                for (ptrdiff_t k = k0; k < k1; ++k) {
+                    const digits_mlp_real u0 = A[k*lda + i0];
+                    const digits_mlp_real *bk = bp + (k - k0)*32;
+                    for (int l = 0; l < 32; ++l) c[l] += u0*bk[l];
+                }
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = c[l];
+            }
+        }
+        if (K == 0) break;
+    }
+}
+
+/* digits_mlp__gemm_tn_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
+ * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
+ * work: one panel, (min(K, 512) + 1) x 32 reals (a row spare to align it). */
+static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *restrict A, ptrdiff_t lda,
+    const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict work)
+{
+#ifdef SYMNN_BLAS
+    if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
+        SYMNN_CBLAS_SGEMM(101, 112, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
+            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0F, C, (SYMNN_BLAS_INT)Nc);
+        return;
+    }
+#endif
+#ifdef DIGITS_MLP__OMP
+    const ptrdiff_t tiles = (Nc + 31)/32;
+    if (tiles >= 2 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        {  /* thread t of T takes whole tiles of columns [c0, c1) and packs them into a panel on
+              its own stack: one transposed copy of B written by one thread and read by two took
+              2 threads from 1,024 to 1,034 us at 256x784x128 A @ B.T; split by column, 640 */
+            digits_mlp_real own[16416];
+            const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
+            const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;
+            if (c1 > c0) digits_mlp__gemm_tn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own));
+        }
+        return;
+    }
+#endif
+    digits_mlp__gemm_tn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work));
 }
 
 /* 2**k for an integral k with a normal result: adding 1.5 * 2**23 leaves k in the low bits
@@ -464,7 +664,7 @@ static inline digits_mlp_real digits_mlp__max(digits_mlp_real a, digits_mlp_real
     return (a < b || b != b) ? b : a;
 }
 
-/* forward: ops: 6 tensor, 1 scalar; work: 64*n + 2048 reals. Arguments already checked. */
+/* forward: ops: 6 tensor, 1 scalar; work: 64*n + 2080 reals. Arguments already checked. */
 static void digits_mlp__forward(const digits_mlp_real *restrict params, const digits_mlp_real *restrict X, ptrdiff_t n, digits_mlp_real *restrict out_yhat, digits_mlp_real *restrict work)
 {
     const digits_mlp_real *W1 = params;
@@ -472,53 +672,12 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
     const digits_mlp_real *W2 = params + 2080;
     const digits_mlp_real *b2 = params + 2400;
     digits_mlp_real *z1 = work;
-    digits_mlp_real *z1_bt = work + 32*n;
-    digits_mlp_real *a1 = work + 32*n + 2048;
+    digits_mlp_real *z1_bp = work + 32*n;
+    digits_mlp_real *a1 = work + 32*n + 2080;
     digits_mlp_real *z2 = work;
-    digits_mlp_real *z2_bt = work + 32*n;
+    digits_mlp_real *z2_bp = work + 32*n;
     digits_mlp_real *a2 = out_yhat;
-    { /* z1 = X @ W1.T */
-    #ifdef SYMNN_BLAS
-        if (n*64*32 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
-            SYMNN_CBLAS_SGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 32, 64, 1.0F,
-                X, 64, W1, 64, 0.0F, z1, 32);
-        } else
-    #endif
-        {
-            digits_mlp_real *restrict Bt = z1_bt;
-    #ifdef DIGITS_MLP__OMP
-            const ptrdiff_t tiles = (32 + 31)/32;
-            if (n*64*32 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
-                    && tiles >= omp_get_max_threads()) {
-    #pragma omp parallel
-                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
-                      copy it reads is the one it wrote (one copy written by one thread and read by
-                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
-                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
-                    const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? 32 : tiles*(t + 1)/T*32;
-                    if (c1 > c0) {
-                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
-                            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
-                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*32 + j] = W1[j*64 + k];
-                        digits_mlp__gemm_nn(n, 64, c1 - c0, X, 64, Bt + c0, 32, z1 + c0, 32, 1);
-                    }
-                }
-            } else
-    #endif
-            {
-                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
-                    for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
-                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j) Bt[k*32 + j] = W1[j*64 + k];
-                digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 32, 1);
-            }
-        }
-    }
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -526,53 +685,7 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
             }
     }
-    { /* z2 = a1 @ W2.T */
-    #ifdef SYMNN_BLAS
-        if (n*32*10 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
-            SYMNN_CBLAS_SGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 10, 32, 1.0F,
-                a1, 32, W2, 32, 0.0F, z2, 10);
-        } else
-    #endif
-        {
-            digits_mlp_real *restrict Bt = z2_bt;
-    #ifdef DIGITS_MLP__OMP
-            const ptrdiff_t tiles = (10 + 31)/32;
-            if (n*32*10 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
-                    && tiles >= omp_get_max_threads()) {
-    #pragma omp parallel
-                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
-                      copy it reads is the one it wrote (one copy written by one thread and read by
-                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
-                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
-                    const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? 10 : tiles*(t + 1)/T*32;
-                    if (c1 > c0) {
-                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
-                            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
-                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*32 + j] = W2[j*32 + k];
-                        if (c1 == 10)
-                        for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
-                            for (ptrdiff_t j = 10; j < 32; ++j) Bt[k*32 + j] = 0.0F;
-                        digits_mlp__gemm_nn(n, 32, c1 - c0, a1, 32, Bt + c0, 32, z2 + c0, 10, 1);
-                    }
-                }
-            } else
-    #endif
-            {
-                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
-                    for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
-                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j) Bt[k*32 + j] = W2[j*32 + k];
-                for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
-                    for (ptrdiff_t j = 10; j < 32; ++j) Bt[k*32 + j] = 0.0F;
-                digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 32, z2, 10, 1);
-            }
-        }
-    }
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
         const digits_mlp_real *restrict b = b2;
@@ -593,7 +706,7 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
     }
 }
 
-/* loss: ops: 12 tensor, 10 scalar; work: 64*n + 2048 reals. Arguments already checked. */
+/* loss: ops: 12 tensor, 10 scalar; work: 64*n + 2080 reals. Arguments already checked. */
 static void digits_mlp__loss(const digits_mlp_real *restrict params, const digits_mlp_real *restrict X, const digits_mlp_real *restrict Y, ptrdiff_t n, digits_mlp_real *restrict out_loss, digits_mlp_real *restrict work)
 {
     const digits_mlp_real *W1 = params;
@@ -601,11 +714,11 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     const digits_mlp_real *W2 = params + 2080;
     const digits_mlp_real *b2 = params + 2400;
     digits_mlp_real *z1 = work;
-    digits_mlp_real *z1_bt = work + 32*n;
-    digits_mlp_real *a1 = work + 32*n + 2048;
+    digits_mlp_real *z1_bp = work + 32*n;
+    digits_mlp_real *a1 = work + 32*n + 2080;
     digits_mlp_real *z2 = work;
-    digits_mlp_real *z2_bt = work + 32*n;
-    digits_mlp_real *t2 = work + 32*n + 2048;
+    digits_mlp_real *z2_bp = work + 32*n;
+    digits_mlp_real *t2 = work + 32*n + 2080;
     digits_mlp_real *t4 = work + 32*n;
     digits_mlp_real *t6 = work + 32*n;
     digits_mlp_real t3;
@@ -613,48 +726,7 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     digits_mlp_real t7;
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
-    { /* z1 = X @ W1.T */
-    #ifdef SYMNN_BLAS
-        if (n*64*32 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
-            SYMNN_CBLAS_SGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 32, 64, 1.0F,
-                X, 64, W1, 64, 0.0F, z1, 32);
-        } else
-    #endif
-        {
-            digits_mlp_real *restrict Bt = z1_bt;
-    #ifdef DIGITS_MLP__OMP
-            const ptrdiff_t tiles = (32 + 31)/32;
-            if (n*64*32 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
-                    && tiles >= omp_get_max_threads()) {
-    #pragma omp parallel
-                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
-                      copy it reads is the one it wrote (one copy written by one thread and read by
-                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
-                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
-                    const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? 32 : tiles*(t + 1)/T*32;
-                    if (c1 > c0) {
-                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
-                            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
-                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*32 + j] = W1[j*64 + k];
-                        digits_mlp__gemm_nn(n, 64, c1 - c0, X, 64, Bt + c0, 32, z1 + c0, 32, 1);
-                    }
-                }
-            } else
-    #endif
-            {
-                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
-                    for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
-                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j) Bt[k*32 + j] = W1[j*64 + k];
-                digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 32, 1);
-            }
-        }
-    }
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -662,53 +734,7 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
             }
     }
-    { /* z2 = a1 @ W2.T */
-    #ifdef SYMNN_BLAS
-        if (n*32*10 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
-            SYMNN_CBLAS_SGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 10, 32, 1.0F,
-                a1, 32, W2, 32, 0.0F, z2, 10);
-        } else
-    #endif
-        {
-            digits_mlp_real *restrict Bt = z2_bt;
-    #ifdef DIGITS_MLP__OMP
-            const ptrdiff_t tiles = (10 + 31)/32;
-            if (n*32*10 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
-                    && tiles >= omp_get_max_threads()) {
-    #pragma omp parallel
-                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
-                      copy it reads is the one it wrote (one copy written by one thread and read by
-                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
-                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
-                    const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? 10 : tiles*(t + 1)/T*32;
-                    if (c1 > c0) {
-                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
-                            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
-                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*32 + j] = W2[j*32 + k];
-                        if (c1 == 10)
-                        for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
-                            for (ptrdiff_t j = 10; j < 32; ++j) Bt[k*32 + j] = 0.0F;
-                        digits_mlp__gemm_nn(n, 32, c1 - c0, a1, 32, Bt + c0, 32, z2 + c0, 10, 1);
-                    }
-                }
-            } else
-    #endif
-            {
-                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
-                    for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
-                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j) Bt[k*32 + j] = W2[j*32 + k];
-                for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
-                    for (ptrdiff_t j = 10; j < 32; ++j) Bt[k*32 + j] = 0.0F;
-                digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 32, z2, 10, 1);
-            }
-        }
-    }
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
         const digits_mlp_real *restrict b = b2;
@@ -748,7 +774,7 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     *out_loss = loss;
 }
 
-/* loss_and_grad: ops: 22 tensor, 18 scalar; work: 141*n + 2048 reals. Arguments already checked. */
+/* loss_and_grad: ops: 22 tensor, 18 scalar; work: 173*n + 2112 reals. Arguments already checked. */
 static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, const digits_mlp_real *restrict X, const digits_mlp_real *restrict Y, ptrdiff_t n, digits_mlp_real *restrict out_loss, digits_mlp_real *restrict out_grad, digits_mlp_real *restrict work)
 {
     const digits_mlp_real *W1 = params;
@@ -756,21 +782,24 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     const digits_mlp_real *W2 = params + 2080;
     const digits_mlp_real *b2 = params + 2400;
     digits_mlp_real *z1 = work;
-    digits_mlp_real *z1_bt = work + 32*n;
-    digits_mlp_real *a1 = work + 32*n + 2048;
+    digits_mlp_real *z1_bp = work + 32*n;
+    digits_mlp_real *a1 = work + 32*n + 2080;
     digits_mlp_real *z2 = work;
-    digits_mlp_real *z2_bt = work + 32*n;
-    digits_mlp_real *z2_max = work + 64*n + 2048;
-    digits_mlp_real *z2_sum = work + 65*n + 2048;
-    digits_mlp_real *a2 = work + 66*n + 2048;
-    digits_mlp_real *t2 = work + 76*n + 2048;
+    digits_mlp_real *z2_bp = work + 32*n;
+    digits_mlp_real *z2_max = work + 64*n + 2080;
+    digits_mlp_real *z2_sum = work + 65*n + 2080;
+    digits_mlp_real *a2 = work + 66*n + 2080;
+    digits_mlp_real *t2 = work + 76*n + 2080;
     digits_mlp_real *t4 = work + 32*n;
     digits_mlp_real *t6 = work + 32*n;
     digits_mlp_real *t8 = work;
-    digits_mlp_real *t9 = work + 77*n + 2048;
-    digits_mlp_real *t10 = work + 109*n + 2048;
+    digits_mlp_real *t9 = work + 77*n + 2080;
+    digits_mlp_real *t9_bp = work + 32*n;
+    digits_mlp_real *t10 = work + 109*n + 2080;
     digits_mlp_real *t11 = work + 32*n;
+    digits_mlp_real *t11_bp = work + 141*n + 2080;
     digits_mlp_real *t12 = work + 32*n;
+    digits_mlp_real *t12_bp = work + 141*n + 2080;
     digits_mlp_real *dL_dW1 = out_grad;
     digits_mlp_real *dL_db1 = out_grad + 2048;
     digits_mlp_real *dL_dW2 = out_grad + 2080;
@@ -780,48 +809,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     digits_mlp_real t7;
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
-    { /* z1 = X @ W1.T */
-    #ifdef SYMNN_BLAS
-        if (n*64*32 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
-            SYMNN_CBLAS_SGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 32, 64, 1.0F,
-                X, 64, W1, 64, 0.0F, z1, 32);
-        } else
-    #endif
-        {
-            digits_mlp_real *restrict Bt = z1_bt;
-    #ifdef DIGITS_MLP__OMP
-            const ptrdiff_t tiles = (32 + 31)/32;
-            if (n*64*32 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
-                    && tiles >= omp_get_max_threads()) {
-    #pragma omp parallel
-                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
-                      copy it reads is the one it wrote (one copy written by one thread and read by
-                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
-                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
-                    const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? 32 : tiles*(t + 1)/T*32;
-                    if (c1 > c0) {
-                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
-                            for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
-                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*32 + j] = W1[j*64 + k];
-                        digits_mlp__gemm_nn(n, 64, c1 - c0, X, 64, Bt + c0, 32, z1 + c0, 32, 1);
-                    }
-                }
-            } else
-    #endif
-            {
-                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                for (ptrdiff_t j0 = 0; j0 < 32; j0 += 8)
-                    for (ptrdiff_t k0 = 0; k0 < 64; k0 += 8)
-                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 64; ++k)
-                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 32; ++j) Bt[k*32 + j] = W1[j*64 + k];
-                digits_mlp__gemm_nn(n, 64, 32, X, 64, Bt, 32, z1, 32, 1);
-            }
-        }
-    }
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -829,53 +817,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
             }
     }
-    { /* z2 = a1 @ W2.T */
-    #ifdef SYMNN_BLAS
-        if (n*32*10 >= SYMNN_BLAS_MIN) {  /* BLAS reads B transposed: no copy */
-            SYMNN_CBLAS_SGEMM(101, 111, 112, (SYMNN_BLAS_INT)(n), 10, 32, 1.0F,
-                a1, 32, W2, 32, 0.0F, z2, 10);
-        } else
-    #endif
-        {
-            digits_mlp_real *restrict Bt = z2_bt;
-    #ifdef DIGITS_MLP__OMP
-            const ptrdiff_t tiles = (10 + 31)/32;
-            if (n*32*10 >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1
-                    && tiles >= omp_get_max_threads()) {
-    #pragma omp parallel
-                {  /* thread t copies, then multiplies by, its own whole tiles of columns [c0, c1): the
-                      copy it reads is the one it wrote (one copy written by one thread and read by
-                      two took 2 threads from 1,024 to 1,034 us at 256x784x128; by column, 640) */
-                    const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
-                    const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? 10 : tiles*(t + 1)/T*32;
-                    if (c1 > c0) {
-                        /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                           each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                        for (ptrdiff_t j0 = c0; j0 < c1; j0 += 8)
-                            for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                                for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
-                                    for (ptrdiff_t j = j0; j < j0 + 8 && j < c1; ++j) Bt[k*32 + j] = W2[j*32 + k];
-                        if (c1 == 10)
-                        for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
-                            for (ptrdiff_t j = 10; j < 32; ++j) Bt[k*32 + j] = 0.0F;
-                        digits_mlp__gemm_nn(n, 32, c1 - c0, a1, 32, Bt + c0, 32, z2 + c0, 10, 1);
-                    }
-                }
-            } else
-    #endif
-            {
-                /* transposed in 8 x 8 blocks, so reads and writes both stay within a few cache lines;
-                   each row of a block written in one go (128x784 doubles: 30 -> 24 us) */
-                for (ptrdiff_t j0 = 0; j0 < 10; j0 += 8)
-                    for (ptrdiff_t k0 = 0; k0 < 32; k0 += 8)
-                        for (ptrdiff_t k = k0; k < k0 + 8 && k < 32; ++k)
-                            for (ptrdiff_t j = j0; j < j0 + 8 && j < 10; ++j) Bt[k*32 + j] = W2[j*32 + k];
-                for (ptrdiff_t k = 0; k < 32; ++k)  /* zero columns up to a whole register tile */
-                    for (ptrdiff_t j = 10; j < 32; ++j) Bt[k*32 + j] = 0.0F;
-                digits_mlp__gemm_nn(n, 32, 10, a1, 32, Bt, 32, z2, 10, 1);
-            }
-        }
-    }
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
         const digits_mlp_real *restrict b = b2;
@@ -937,7 +879,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
                 dL_db2[j] += value;
             }
     }
-    digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9, 32, 0); /* t9 = t8 @ W2 */
+    digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9, t9_bp); /* t9 = t8 @ W2 */
     { /* t10 = element-wise map, one pass with its column sums */
         /* dL_db1 = t10.sum(axis=0) */
         for (ptrdiff_t j = 0; j < 32; ++j) dL_db1[j] = 0.0F;
@@ -950,11 +892,11 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
                 dL_db1[j] += value;
             }
     }
-    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11); /* t11 = t10.T @ X */
+    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11, t11_bp); /* t11 = t10.T @ X */
     for (ptrdiff_t e = 0; e < 2048; ++e) {
         dL_dW1[e] = 1e-04F*W1[e] + t11[e];
     }
-    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12); /* t12 = t8.T @ a1 */
+    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12, t12_bp); /* t12 = t8.T @ a1 */
     for (ptrdiff_t e = 0; e < 320; ++e) {
         dL_dW2[e] = 1e-04F*W2[e] + t12[e];
     }
@@ -967,7 +909,7 @@ int digits_mlp_forward(const digits_mlp_real *params, const digits_mlp_real *X, 
     size_t need;
     if (params == NULL || X == NULL || yhat == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
-    need = (size_t)n*64 + 2048;
+    need = (size_t)n*64 + 2080;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(yhat, (size_t)n*10*sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -987,7 +929,7 @@ int digits_mlp_loss(const digits_mlp_real *params, const digits_mlp_real *X, con
     if (params == NULL || X == NULL || Y == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*64 + 2048;
+    need = (size_t)n*64 + 2080;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1008,7 +950,7 @@ int digits_mlp_loss_and_grad(const digits_mlp_real *params, const digits_mlp_rea
     if (params == NULL || X == NULL || Y == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*141 + 2048;
+    need = (size_t)n*173 + 2112;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1034,7 +976,7 @@ int digits_mlp_loss_labels(const digits_mlp_real *params, const digits_mlp_real 
     if (params == NULL || X == NULL || labels == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*74 + 2048;
+    need = (size_t)n*74 + 2080;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1051,7 +993,7 @@ int digits_mlp_loss_labels(const digits_mlp_real *params, const digits_mlp_real 
         }
     {
         /* one-hot targets after the dense kernel's work */
-        digits_mlp_real *onehot = work + (64*n + 2048);
+        digits_mlp_real *onehot = work + (64*n + 2080);
         for (ptrdiff_t e = 0; e < n*10; ++e) onehot[e] = 0.0F;
         for (ptrdiff_t i = 0; i < n; ++i) onehot[i*10 + labels[i]] = 1.0F;
         digits_mlp__loss(params, X, onehot, n, loss, work);
@@ -1066,7 +1008,7 @@ int digits_mlp_loss_and_grad_labels(const digits_mlp_real *params, const digits_
     if (params == NULL || X == NULL || labels == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*151 + 2048;
+    need = (size_t)n*183 + 2112;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1088,7 +1030,7 @@ int digits_mlp_loss_and_grad_labels(const digits_mlp_real *params, const digits_
         }
     {
         /* one-hot targets after the dense kernel's work */
-        digits_mlp_real *onehot = work + (141*n + 2048);
+        digits_mlp_real *onehot = work + (173*n + 2112);
         for (ptrdiff_t e = 0; e < n*10; ++e) onehot[e] = 0.0F;
         for (ptrdiff_t i = 0; i < n; ++i) onehot[i*10 + labels[i]] = 1.0F;
         digits_mlp__loss_and_grad(params, X, onehot, n, loss, grad, work);
@@ -1100,7 +1042,7 @@ int digits_mlp_work_size(ptrdiff_t n, size_t *work_len)
 {
     if (work_len == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
-    *work_len = (size_t)n*151 + 2048;
+    *work_len = (size_t)n*183 + 2112;
     return SYMNN_OK;
 }
 

@@ -58,8 +58,8 @@ extern "C" {
 #define DIGITS_MLP_N_PARAMS 2410
 #define DIGITS_MLP_N_PARAM_TENSORS 4
 #define DIGITS_MLP_N_STATE 0
-#define DIGITS_MLP_WORK_PER_ROW 151
-#define DIGITS_MLP_WORK_FIXED 2048
+#define DIGITS_MLP_WORK_PER_ROW 183
+#define DIGITS_MLP_WORK_FIXED 2112
 
 /* The scalar type of every real array (float32). */
 typedef float digits_mlp_real;
