@@ -112,6 +112,7 @@ void SYMNN_CBLAS_SGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
 #if defined(DIGITS_MLP__ROWS6) && defined(__GNUC__) && !defined(__clang__)
 #define DIGITS_MLP__VEC 1
 typedef digits_mlp_real digits_mlp__vec __attribute__((vector_size(64), aligned(4)));
+typedef int32_t digits_mlp__vmask __attribute__((vector_size(64)));
 #endif
 
 /* The first 64-byte boundary in p: a packed panel there never splits a row of it over two cache
@@ -424,9 +425,180 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
         const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc;
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
             const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
-            /* the panel: B's rows j0.. transposed, 8 k at a time, so each read stays in a few
-               lines of B and each write in a few rows of the panel */
-            for (ptrdiff_t kb = k0; kb < k1; kb += 8) {
+            /* the panel: B's rows j0.. transposed */
+            ptrdiff_t kb = k0;
+#ifdef DIGITS_MLP__VEC
+            if (jw == 32)  /* square blocks of vectors, transposed in registers */
+                for (; kb + 16 <= k1; kb += 16) {
+                    { /* rows j0 + 0.. of B */
+                        digits_mlp__vec r0 = *(const digits_mlp__vec *)&B[j0*ldb + kb];
+                        digits_mlp__vec r1 = *(const digits_mlp__vec *)&B[(j0 + 1)*ldb + kb];
+                        digits_mlp__vec r2 = *(const digits_mlp__vec *)&B[(j0 + 2)*ldb + kb];
+                        digits_mlp__vec r3 = *(const digits_mlp__vec *)&B[(j0 + 3)*ldb + kb];
+                        digits_mlp__vec r4 = *(const digits_mlp__vec *)&B[(j0 + 4)*ldb + kb];
+                        digits_mlp__vec r5 = *(const digits_mlp__vec *)&B[(j0 + 5)*ldb + kb];
+                        digits_mlp__vec r6 = *(const digits_mlp__vec *)&B[(j0 + 6)*ldb + kb];
+                        digits_mlp__vec r7 = *(const digits_mlp__vec *)&B[(j0 + 7)*ldb + kb];
+                        digits_mlp__vec r8 = *(const digits_mlp__vec *)&B[(j0 + 8)*ldb + kb];
+                        digits_mlp__vec r9 = *(const digits_mlp__vec *)&B[(j0 + 9)*ldb + kb];
+                        digits_mlp__vec r10 = *(const digits_mlp__vec *)&B[(j0 + 10)*ldb + kb];
+                        digits_mlp__vec r11 = *(const digits_mlp__vec *)&B[(j0 + 11)*ldb + kb];
+                        digits_mlp__vec r12 = *(const digits_mlp__vec *)&B[(j0 + 12)*ldb + kb];
+                        digits_mlp__vec r13 = *(const digits_mlp__vec *)&B[(j0 + 13)*ldb + kb];
+                        digits_mlp__vec r14 = *(const digits_mlp__vec *)&B[(j0 + 14)*ldb + kb];
+                        digits_mlp__vec r15 = *(const digits_mlp__vec *)&B[(j0 + 15)*ldb + kb];
+                        {
+                            const digits_mlp__vmask lo = { 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 }, hi = { 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r1, lo), s1 = __builtin_shuffle(r0, r1, hi);
+                            const digits_mlp__vec s2 = __builtin_shuffle(r2, r3, lo), s3 = __builtin_shuffle(r2, r3, hi);
+                            const digits_mlp__vec s4 = __builtin_shuffle(r4, r5, lo), s5 = __builtin_shuffle(r4, r5, hi);
+                            const digits_mlp__vec s6 = __builtin_shuffle(r6, r7, lo), s7 = __builtin_shuffle(r6, r7, hi);
+                            const digits_mlp__vec s8 = __builtin_shuffle(r8, r9, lo), s9 = __builtin_shuffle(r8, r9, hi);
+                            const digits_mlp__vec s10 = __builtin_shuffle(r10, r11, lo), s11 = __builtin_shuffle(r10, r11, hi);
+                            const digits_mlp__vec s12 = __builtin_shuffle(r12, r13, lo), s13 = __builtin_shuffle(r12, r13, hi);
+                            const digits_mlp__vec s14 = __builtin_shuffle(r14, r15, lo), s15 = __builtin_shuffle(r14, r15, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7; r8 = s8; r9 = s9; r10 = s10; r11 = s11; r12 = s12; r13 = s13; r14 = s14; r15 = s15;
+                        }
+                        {
+                            const digits_mlp__vmask lo = { 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29 }, hi = { 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r2, lo), s2 = __builtin_shuffle(r0, r2, hi);
+                            const digits_mlp__vec s1 = __builtin_shuffle(r1, r3, lo), s3 = __builtin_shuffle(r1, r3, hi);
+                            const digits_mlp__vec s4 = __builtin_shuffle(r4, r6, lo), s6 = __builtin_shuffle(r4, r6, hi);
+                            const digits_mlp__vec s5 = __builtin_shuffle(r5, r7, lo), s7 = __builtin_shuffle(r5, r7, hi);
+                            const digits_mlp__vec s8 = __builtin_shuffle(r8, r10, lo), s10 = __builtin_shuffle(r8, r10, hi);
+                            const digits_mlp__vec s9 = __builtin_shuffle(r9, r11, lo), s11 = __builtin_shuffle(r9, r11, hi);
+                            const digits_mlp__vec s12 = __builtin_shuffle(r12, r14, lo), s14 = __builtin_shuffle(r12, r14, hi);
+                            const digits_mlp__vec s13 = __builtin_shuffle(r13, r15, lo), s15 = __builtin_shuffle(r13, r15, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7; r8 = s8; r9 = s9; r10 = s10; r11 = s11; r12 = s12; r13 = s13; r14 = s14; r15 = s15;
+                        }
+                        {
+                            const digits_mlp__vmask lo = { 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27 }, hi = { 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r4, lo), s4 = __builtin_shuffle(r0, r4, hi);
+                            const digits_mlp__vec s1 = __builtin_shuffle(r1, r5, lo), s5 = __builtin_shuffle(r1, r5, hi);
+                            const digits_mlp__vec s2 = __builtin_shuffle(r2, r6, lo), s6 = __builtin_shuffle(r2, r6, hi);
+                            const digits_mlp__vec s3 = __builtin_shuffle(r3, r7, lo), s7 = __builtin_shuffle(r3, r7, hi);
+                            const digits_mlp__vec s8 = __builtin_shuffle(r8, r12, lo), s12 = __builtin_shuffle(r8, r12, hi);
+                            const digits_mlp__vec s9 = __builtin_shuffle(r9, r13, lo), s13 = __builtin_shuffle(r9, r13, hi);
+                            const digits_mlp__vec s10 = __builtin_shuffle(r10, r14, lo), s14 = __builtin_shuffle(r10, r14, hi);
+                            const digits_mlp__vec s11 = __builtin_shuffle(r11, r15, lo), s15 = __builtin_shuffle(r11, r15, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7; r8 = s8; r9 = s9; r10 = s10; r11 = s11; r12 = s12; r13 = s13; r14 = s14; r15 = s15;
+                        }
+                        {
+                            const digits_mlp__vmask lo = { 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 }, hi = { 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r8, lo), s8 = __builtin_shuffle(r0, r8, hi);
+                            const digits_mlp__vec s1 = __builtin_shuffle(r1, r9, lo), s9 = __builtin_shuffle(r1, r9, hi);
+                            const digits_mlp__vec s2 = __builtin_shuffle(r2, r10, lo), s10 = __builtin_shuffle(r2, r10, hi);
+                            const digits_mlp__vec s3 = __builtin_shuffle(r3, r11, lo), s11 = __builtin_shuffle(r3, r11, hi);
+                            const digits_mlp__vec s4 = __builtin_shuffle(r4, r12, lo), s12 = __builtin_shuffle(r4, r12, hi);
+                            const digits_mlp__vec s5 = __builtin_shuffle(r5, r13, lo), s13 = __builtin_shuffle(r5, r13, hi);
+                            const digits_mlp__vec s6 = __builtin_shuffle(r6, r14, lo), s14 = __builtin_shuffle(r6, r14, hi);
+                            const digits_mlp__vec s7 = __builtin_shuffle(r7, r15, lo), s15 = __builtin_shuffle(r7, r15, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7; r8 = s8; r9 = s9; r10 = s10; r11 = s11; r12 = s12; r13 = s13; r14 = s14; r15 = s15;
+                        }
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 0)*32] = r0;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 1)*32] = r1;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 2)*32] = r2;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 3)*32] = r3;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 4)*32] = r4;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 5)*32] = r5;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 6)*32] = r6;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 7)*32] = r7;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 8)*32] = r8;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 9)*32] = r9;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 10)*32] = r10;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 11)*32] = r11;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 12)*32] = r12;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 13)*32] = r13;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 14)*32] = r14;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 15)*32] = r15;
+                    }
+                    { /* rows j0 + 16.. of B */
+                        digits_mlp__vec r0 = *(const digits_mlp__vec *)&B[(j0 + 16)*ldb + kb];
+                        digits_mlp__vec r1 = *(const digits_mlp__vec *)&B[(j0 + 17)*ldb + kb];
+                        digits_mlp__vec r2 = *(const digits_mlp__vec *)&B[(j0 + 18)*ldb + kb];
+                        digits_mlp__vec r3 = *(const digits_mlp__vec *)&B[(j0 + 19)*ldb + kb];
+                        digits_mlp__vec r4 = *(const digits_mlp__vec *)&B[(j0 + 20)*ldb + kb];
+                        digits_mlp__vec r5 = *(const digits_mlp__vec *)&B[(j0 + 21)*ldb + kb];
+                        digits_mlp__vec r6 = *(const digits_mlp__vec *)&B[(j0 + 22)*ldb + kb];
+                        digits_mlp__vec r7 = *(const digits_mlp__vec *)&B[(j0 + 23)*ldb + kb];
+                        digits_mlp__vec r8 = *(const digits_mlp__vec *)&B[(j0 + 24)*ldb + kb];
+                        digits_mlp__vec r9 = *(const digits_mlp__vec *)&B[(j0 + 25)*ldb + kb];
+                        digits_mlp__vec r10 = *(const digits_mlp__vec *)&B[(j0 + 26)*ldb + kb];
+                        digits_mlp__vec r11 = *(const digits_mlp__vec *)&B[(j0 + 27)*ldb + kb];
+                        digits_mlp__vec r12 = *(const digits_mlp__vec *)&B[(j0 + 28)*ldb + kb];
+                        digits_mlp__vec r13 = *(const digits_mlp__vec *)&B[(j0 + 29)*ldb + kb];
+                        digits_mlp__vec r14 = *(const digits_mlp__vec *)&B[(j0 + 30)*ldb + kb];
+                        digits_mlp__vec r15 = *(const digits_mlp__vec *)&B[(j0 + 31)*ldb + kb];
+                        {
+                            const digits_mlp__vmask lo = { 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 }, hi = { 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r1, lo), s1 = __builtin_shuffle(r0, r1, hi);
+                            const digits_mlp__vec s2 = __builtin_shuffle(r2, r3, lo), s3 = __builtin_shuffle(r2, r3, hi);
+                            const digits_mlp__vec s4 = __builtin_shuffle(r4, r5, lo), s5 = __builtin_shuffle(r4, r5, hi);
+                            const digits_mlp__vec s6 = __builtin_shuffle(r6, r7, lo), s7 = __builtin_shuffle(r6, r7, hi);
+                            const digits_mlp__vec s8 = __builtin_shuffle(r8, r9, lo), s9 = __builtin_shuffle(r8, r9, hi);
+                            const digits_mlp__vec s10 = __builtin_shuffle(r10, r11, lo), s11 = __builtin_shuffle(r10, r11, hi);
+                            const digits_mlp__vec s12 = __builtin_shuffle(r12, r13, lo), s13 = __builtin_shuffle(r12, r13, hi);
+                            const digits_mlp__vec s14 = __builtin_shuffle(r14, r15, lo), s15 = __builtin_shuffle(r14, r15, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7; r8 = s8; r9 = s9; r10 = s10; r11 = s11; r12 = s12; r13 = s13; r14 = s14; r15 = s15;
+                        }
+                        {
+                            const digits_mlp__vmask lo = { 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29 }, hi = { 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r2, lo), s2 = __builtin_shuffle(r0, r2, hi);
+                            const digits_mlp__vec s1 = __builtin_shuffle(r1, r3, lo), s3 = __builtin_shuffle(r1, r3, hi);
+                            const digits_mlp__vec s4 = __builtin_shuffle(r4, r6, lo), s6 = __builtin_shuffle(r4, r6, hi);
+                            const digits_mlp__vec s5 = __builtin_shuffle(r5, r7, lo), s7 = __builtin_shuffle(r5, r7, hi);
+                            const digits_mlp__vec s8 = __builtin_shuffle(r8, r10, lo), s10 = __builtin_shuffle(r8, r10, hi);
+                            const digits_mlp__vec s9 = __builtin_shuffle(r9, r11, lo), s11 = __builtin_shuffle(r9, r11, hi);
+                            const digits_mlp__vec s12 = __builtin_shuffle(r12, r14, lo), s14 = __builtin_shuffle(r12, r14, hi);
+                            const digits_mlp__vec s13 = __builtin_shuffle(r13, r15, lo), s15 = __builtin_shuffle(r13, r15, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7; r8 = s8; r9 = s9; r10 = s10; r11 = s11; r12 = s12; r13 = s13; r14 = s14; r15 = s15;
+                        }
+                        {
+                            const digits_mlp__vmask lo = { 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27 }, hi = { 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r4, lo), s4 = __builtin_shuffle(r0, r4, hi);
+                            const digits_mlp__vec s1 = __builtin_shuffle(r1, r5, lo), s5 = __builtin_shuffle(r1, r5, hi);
+                            const digits_mlp__vec s2 = __builtin_shuffle(r2, r6, lo), s6 = __builtin_shuffle(r2, r6, hi);
+                            const digits_mlp__vec s3 = __builtin_shuffle(r3, r7, lo), s7 = __builtin_shuffle(r3, r7, hi);
+                            const digits_mlp__vec s8 = __builtin_shuffle(r8, r12, lo), s12 = __builtin_shuffle(r8, r12, hi);
+                            const digits_mlp__vec s9 = __builtin_shuffle(r9, r13, lo), s13 = __builtin_shuffle(r9, r13, hi);
+                            const digits_mlp__vec s10 = __builtin_shuffle(r10, r14, lo), s14 = __builtin_shuffle(r10, r14, hi);
+                            const digits_mlp__vec s11 = __builtin_shuffle(r11, r15, lo), s15 = __builtin_shuffle(r11, r15, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7; r8 = s8; r9 = s9; r10 = s10; r11 = s11; r12 = s12; r13 = s13; r14 = s14; r15 = s15;
+                        }
+                        {
+                            const digits_mlp__vmask lo = { 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 }, hi = { 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r8, lo), s8 = __builtin_shuffle(r0, r8, hi);
+                            const digits_mlp__vec s1 = __builtin_shuffle(r1, r9, lo), s9 = __builtin_shuffle(r1, r9, hi);
+                            const digits_mlp__vec s2 = __builtin_shuffle(r2, r10, lo), s10 = __builtin_shuffle(r2, r10, hi);
+                            const digits_mlp__vec s3 = __builtin_shuffle(r3, r11, lo), s11 = __builtin_shuffle(r3, r11, hi);
+                            const digits_mlp__vec s4 = __builtin_shuffle(r4, r12, lo), s12 = __builtin_shuffle(r4, r12, hi);
+                            const digits_mlp__vec s5 = __builtin_shuffle(r5, r13, lo), s13 = __builtin_shuffle(r5, r13, hi);
+                            const digits_mlp__vec s6 = __builtin_shuffle(r6, r14, lo), s14 = __builtin_shuffle(r6, r14, hi);
+                            const digits_mlp__vec s7 = __builtin_shuffle(r7, r15, lo), s15 = __builtin_shuffle(r7, r15, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7; r8 = s8; r9 = s9; r10 = s10; r11 = s11; r12 = s12; r13 = s13; r14 = s14; r15 = s15;
+                        }
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 0)*32 + 16] = r0;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 1)*32 + 16] = r1;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 2)*32 + 16] = r2;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 3)*32 + 16] = r3;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 4)*32 + 16] = r4;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 5)*32 + 16] = r5;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 6)*32 + 16] = r6;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 7)*32 + 16] = r7;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 8)*32 + 16] = r8;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 9)*32 + 16] = r9;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 10)*32 + 16] = r10;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 11)*32 + 16] = r11;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 12)*32 + 16] = r12;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 13)*32 + 16] = r13;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 14)*32 + 16] = r14;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 15)*32 + 16] = r15;
+                    }
+                }
+#endif
+            /* the rest 8 k at a time, so each read stays in a few lines of B and each write in
+               a few rows of the panel */
+            for (; kb < k1; kb += 8) {
                 const ptrdiff_t ke = k1 - kb < 8 ? k1 : kb + 8;
                 for (ptrdiff_t l = 0; l < jw; ++l)
                     for (ptrdiff_t k = kb; k < ke; ++k) bp[(k - k0)*32 + l] = B[(j0 + l)*ldb + k];

@@ -112,6 +112,7 @@ void SYMNN_CBLAS_DGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
 #if defined(DIGITS_MLP__ROWS6) && defined(__GNUC__) && !defined(__clang__)
 #define DIGITS_MLP__VEC 1
 typedef digits_mlp_real digits_mlp__vec __attribute__((vector_size(64), aligned(8)));
+typedef int64_t digits_mlp__vmask __attribute__((vector_size(64)));
 #endif
 
 /* The first 64-byte boundary in p: a packed panel there never splits a row of it over two cache
@@ -424,9 +425,100 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
         const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc;
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 16) {
             const ptrdiff_t jw = c1 - j0 < 16 ? c1 - j0 : 16;
-            /* the panel: B's rows j0.. transposed, 8 k at a time, so each read stays in a few
-               lines of B and each write in a few rows of the panel */
-            for (ptrdiff_t kb = k0; kb < k1; kb += 8) {
+            /* the panel: B's rows j0.. transposed */
+            ptrdiff_t kb = k0;
+#ifdef DIGITS_MLP__VEC
+            if (jw == 16)  /* square blocks of vectors, transposed in registers */
+                for (; kb + 8 <= k1; kb += 8) {
+                    { /* rows j0 + 0.. of B */
+                        digits_mlp__vec r0 = *(const digits_mlp__vec *)&B[j0*ldb + kb];
+                        digits_mlp__vec r1 = *(const digits_mlp__vec *)&B[(j0 + 1)*ldb + kb];
+                        digits_mlp__vec r2 = *(const digits_mlp__vec *)&B[(j0 + 2)*ldb + kb];
+                        digits_mlp__vec r3 = *(const digits_mlp__vec *)&B[(j0 + 3)*ldb + kb];
+                        digits_mlp__vec r4 = *(const digits_mlp__vec *)&B[(j0 + 4)*ldb + kb];
+                        digits_mlp__vec r5 = *(const digits_mlp__vec *)&B[(j0 + 5)*ldb + kb];
+                        digits_mlp__vec r6 = *(const digits_mlp__vec *)&B[(j0 + 6)*ldb + kb];
+                        digits_mlp__vec r7 = *(const digits_mlp__vec *)&B[(j0 + 7)*ldb + kb];
+                        {
+                            const digits_mlp__vmask lo = { 0, 8, 2, 10, 4, 12, 6, 14 }, hi = { 1, 9, 3, 11, 5, 13, 7, 15 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r1, lo), s1 = __builtin_shuffle(r0, r1, hi);
+                            const digits_mlp__vec s2 = __builtin_shuffle(r2, r3, lo), s3 = __builtin_shuffle(r2, r3, hi);
+                            const digits_mlp__vec s4 = __builtin_shuffle(r4, r5, lo), s5 = __builtin_shuffle(r4, r5, hi);
+                            const digits_mlp__vec s6 = __builtin_shuffle(r6, r7, lo), s7 = __builtin_shuffle(r6, r7, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7;
+                        }
+                        {
+                            const digits_mlp__vmask lo = { 0, 1, 8, 9, 4, 5, 12, 13 }, hi = { 2, 3, 10, 11, 6, 7, 14, 15 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r2, lo), s2 = __builtin_shuffle(r0, r2, hi);
+                            const digits_mlp__vec s1 = __builtin_shuffle(r1, r3, lo), s3 = __builtin_shuffle(r1, r3, hi);
+                            const digits_mlp__vec s4 = __builtin_shuffle(r4, r6, lo), s6 = __builtin_shuffle(r4, r6, hi);
+                            const digits_mlp__vec s5 = __builtin_shuffle(r5, r7, lo), s7 = __builtin_shuffle(r5, r7, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7;
+                        }
+                        {
+                            const digits_mlp__vmask lo = { 0, 1, 2, 3, 8, 9, 10, 11 }, hi = { 4, 5, 6, 7, 12, 13, 14, 15 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r4, lo), s4 = __builtin_shuffle(r0, r4, hi);
+                            const digits_mlp__vec s1 = __builtin_shuffle(r1, r5, lo), s5 = __builtin_shuffle(r1, r5, hi);
+                            const digits_mlp__vec s2 = __builtin_shuffle(r2, r6, lo), s6 = __builtin_shuffle(r2, r6, hi);
+                            const digits_mlp__vec s3 = __builtin_shuffle(r3, r7, lo), s7 = __builtin_shuffle(r3, r7, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7;
+                        }
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 0)*16] = r0;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 1)*16] = r1;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 2)*16] = r2;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 3)*16] = r3;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 4)*16] = r4;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 5)*16] = r5;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 6)*16] = r6;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 7)*16] = r7;
+                    }
+                    { /* rows j0 + 8.. of B */
+                        digits_mlp__vec r0 = *(const digits_mlp__vec *)&B[(j0 + 8)*ldb + kb];
+                        digits_mlp__vec r1 = *(const digits_mlp__vec *)&B[(j0 + 9)*ldb + kb];
+                        digits_mlp__vec r2 = *(const digits_mlp__vec *)&B[(j0 + 10)*ldb + kb];
+                        digits_mlp__vec r3 = *(const digits_mlp__vec *)&B[(j0 + 11)*ldb + kb];
+                        digits_mlp__vec r4 = *(const digits_mlp__vec *)&B[(j0 + 12)*ldb + kb];
+                        digits_mlp__vec r5 = *(const digits_mlp__vec *)&B[(j0 + 13)*ldb + kb];
+                        digits_mlp__vec r6 = *(const digits_mlp__vec *)&B[(j0 + 14)*ldb + kb];
+                        digits_mlp__vec r7 = *(const digits_mlp__vec *)&B[(j0 + 15)*ldb + kb];
+                        {
+                            const digits_mlp__vmask lo = { 0, 8, 2, 10, 4, 12, 6, 14 }, hi = { 1, 9, 3, 11, 5, 13, 7, 15 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r1, lo), s1 = __builtin_shuffle(r0, r1, hi);
+                            const digits_mlp__vec s2 = __builtin_shuffle(r2, r3, lo), s3 = __builtin_shuffle(r2, r3, hi);
+                            const digits_mlp__vec s4 = __builtin_shuffle(r4, r5, lo), s5 = __builtin_shuffle(r4, r5, hi);
+                            const digits_mlp__vec s6 = __builtin_shuffle(r6, r7, lo), s7 = __builtin_shuffle(r6, r7, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7;
+                        }
+                        {
+                            const digits_mlp__vmask lo = { 0, 1, 8, 9, 4, 5, 12, 13 }, hi = { 2, 3, 10, 11, 6, 7, 14, 15 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r2, lo), s2 = __builtin_shuffle(r0, r2, hi);
+                            const digits_mlp__vec s1 = __builtin_shuffle(r1, r3, lo), s3 = __builtin_shuffle(r1, r3, hi);
+                            const digits_mlp__vec s4 = __builtin_shuffle(r4, r6, lo), s6 = __builtin_shuffle(r4, r6, hi);
+                            const digits_mlp__vec s5 = __builtin_shuffle(r5, r7, lo), s7 = __builtin_shuffle(r5, r7, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7;
+                        }
+                        {
+                            const digits_mlp__vmask lo = { 0, 1, 2, 3, 8, 9, 10, 11 }, hi = { 4, 5, 6, 7, 12, 13, 14, 15 };
+                            const digits_mlp__vec s0 = __builtin_shuffle(r0, r4, lo), s4 = __builtin_shuffle(r0, r4, hi);
+                            const digits_mlp__vec s1 = __builtin_shuffle(r1, r5, lo), s5 = __builtin_shuffle(r1, r5, hi);
+                            const digits_mlp__vec s2 = __builtin_shuffle(r2, r6, lo), s6 = __builtin_shuffle(r2, r6, hi);
+                            const digits_mlp__vec s3 = __builtin_shuffle(r3, r7, lo), s7 = __builtin_shuffle(r3, r7, hi);
+                            r0 = s0; r1 = s1; r2 = s2; r3 = s3; r4 = s4; r5 = s5; r6 = s6; r7 = s7;
+                        }
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 0)*16 + 8] = r0;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 1)*16 + 8] = r1;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 2)*16 + 8] = r2;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 3)*16 + 8] = r3;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 4)*16 + 8] = r4;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 5)*16 + 8] = r5;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 6)*16 + 8] = r6;
+                        *(digits_mlp__vec *)&bp[(kb - k0 + 7)*16 + 8] = r7;
+                    }
+                }
+#endif
+            /* the rest 8 k at a time, so each read stays in a few lines of B and each write in
+               a few rows of the panel */
+            for (; kb < k1; kb += 8) {
                 const ptrdiff_t ke = k1 - kb < 8 ? k1 : kb + 8;
                 for (ptrdiff_t l = 0; l < jw; ++l)
                     for (ptrdiff_t k = kb; k < ke; ++k) bp[(k - k0)*16 + l] = B[(j0 + l)*ldb + k];
