@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import naming
-from .backends.c.config import CConfig, KernelLayout, check_prefix, GEMM_KC, lower_kernel, size_code, tile_cols
+from .backends.c.config import GEMM_KC, CConfig, KernelLayout, check_prefix, lower_kernel, size_code, tile_cols
 from .backends.c.printer import VMATH, c_literal
 from .declare import Network
 from .emit import describe, spec_hash, train_context

@@ -102,11 +102,11 @@ SMALL_PRODUCT = 64
 GEMM_KC = 512
 
 
-def panel_rows(k: str) -> int:
+def panel_rows(k: int) -> int:
     """Rows of k in the gemm helpers' longest chunk, for a fixed K: K split into equal chunks of
     at most GEMM_KC (model.c.jinja)."""
-    chunks = max(1, -(-int(k) // GEMM_KC))
-    return -(-int(k) // chunks)
+    chunks = max(1, -(-k // GEMM_KC))
+    return -(-k // chunks)
 
 
 def tile_cols(dtype: str) -> int:
@@ -363,12 +363,13 @@ class _KernelLowering:
                 ctx.update(kind="matmul_small", a_at=f"k*{a.cols} + i" if ta else f"i*{a.cols} + k",
                            b_at=f"j*{b.cols} + k" if tb else f"k*{b.cols} + j")
                 return ctx
-            # the gemm helper packs B's panels (a chunk of k by one register tile) into work
-            # space, with a row spare to put it on a 64-byte boundary; where k is the batch
-            # (A.T @ B), n + 1 rows, which a small batch on a small device can afford
-            jb = tile_cols(self.p.dtype)
-            size = (jb, jb) if k == "n" else (0, (panel_rows(k) + 1) * jb)
-            ctx["scratch"] = self._scratch(f"{t.name}_bp", size)
+            if kind != "matmul_tt":
+                # the gemm helper packs B's panels (a chunk of k by one register tile) into work
+                # space, with a row spare to put it on a 64-byte boundary; where k is the batch
+                # (A.T @ B), n + 1 rows, which a small batch on a small device can afford
+                jb = tile_cols(self.p.dtype)
+                size = (jb, jb) if k == "n" else (0, (panel_rows(int(k)) + 1) * jb)
+                ctx["scratch"] = self._scratch(f"{t.name}_bp", size)
             return ctx
         if st.kind == "add_bias":
             return {"kind": "add_bias", "c": t.name, "a": st.operands[0], "b": st.operands[1],

@@ -127,8 +127,9 @@ static digits_mlp_real *digits_mlp__align64(digits_mlp_real *p)
 /* C (M x Nc, leading dimension Nc) = A @ B; A is M x K, B K x Nc, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
  * and each 16 columns, B's part is first packed into bp, contiguous and zero-padded to the
- * full width (its rows then share a few pages: 128x256x784 A.T @ B float64, 1,117 ->
- * 1,045 us); register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows
+ * full width (its rows then share a few pages: 128x256x784 A.T @ B float64, 1,117 -> 1,045
+ * us; with fewer than 18 rows, a full-width block of B is read in place); register tiles of 6
+ * rows (with AVX-512's 32 vector registers) or 4 rows
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
  * result. bp: a panel of at least min(K, 512) x 16 reals, 64-byte aligned. */
@@ -410,8 +411,8 @@ static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
 /* C (M x Nc, leading dimension Nc) = A @ B.T; A is M x K, B Nc x K, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
  * and each 16 columns, B's part is first packed into bp, contiguous and zero-padded to the
- * full width (a transpose, so A @ B.T needs no transposed copy of B: 64x784x128 float64, 311 ->
- * 264 us); register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows
+ * full width (a transpose, so A @ B.T needs no transposed copy of B: 64x784x128 float64,
+ * 311 -> 264 us); register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
  * result. bp: a panel of at least min(K, 512) x 16 reals, 64-byte aligned. */
@@ -779,8 +780,9 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
 /* C (M x Nc, leading dimension Nc) = A.T @ B; A is K x M, B K x Nc, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
  * and each 16 columns, B's part is first packed into bp, contiguous and zero-padded to the
- * full width (its rows then share a few pages: 128x256x784 A.T @ B float64, 1,117 ->
- * 1,045 us); register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows
+ * full width (its rows then share a few pages: 128x256x784 A.T @ B float64, 1,117 -> 1,045
+ * us; with fewer than 18 rows, a full-width block of B is read in place); register tiles of 6
+ * rows (with AVX-512's 32 vector registers) or 4 rows
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
  * result. bp: a panel of at least min(K, 512) x 16 reals, 64-byte aligned. */
