@@ -135,6 +135,8 @@ def scaling_table(scaling) -> list[str]:
              "products use OpenBLAS's threads, like NumPy's. Here each system is timed on its own "
              "rather than interleaved, after a 0.3 s pause and one call: a runtime's idle workers "
              "keep spinning after its call, and on two CPUs they slow the next system's threads. "
+             "Each system's 1- and 2-thread runs alternate three times (medians), so that a "
+             "slower phase of the machine hits both alike. "
              "On a machine which other jobs share, these figures are the least stable of the page.", "",
              "| config | system | 1 thread (µs) | 2 threads (µs) | speed-up |", "|---|---|---|---|---|"]
     for name, by in scaling.items():
