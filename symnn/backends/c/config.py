@@ -96,17 +96,11 @@ def _var_from_shape(name: str, shape, storage: str) -> Var:
 SMALL_PRODUCT = 64
 
 
-#: k per chunk of the gemm helpers (chunks of equal length): a packed panel of B is at most
-#: GEMM_KC x 128 bytes (64 KiB); 64x784x128 float64 A @ B.T took 280, 270, 264 us with chunks of
-#: 128, 256 and 392 (two chunks) [measured, Zen 4, GCC 12]
+#: k per chunk of the gemm helpers (chunks of equal length, so no chunk is longer than this or
+#: than K): a packed panel of B is at most GEMM_KC x 128 bytes (64 KiB); 64x784x128 float64
+#: A @ B.T took 280, 270, 264 us with chunks of 128, 256 and 392 (two chunks) [measured, Zen 4,
+#: GCC 12]
 GEMM_KC = 512
-
-
-def panel_rows(k: int) -> int:
-    """Rows of k in the gemm helpers' longest chunk, for a fixed K: K split into equal chunks of
-    at most GEMM_KC (model.c.jinja)."""
-    chunks = max(1, -(-k // GEMM_KC))
-    return -(-k // chunks)
 
 
 def tile_cols(dtype: str) -> int:
@@ -364,11 +358,12 @@ class _KernelLowering:
                            b_at=f"j*{b.cols} + k" if tb else f"k*{b.cols} + j")
                 return ctx
             if kind != "matmul_tt":
-                # the gemm helper packs B's panels (a chunk of k by one register tile) into work
-                # space, with a row spare to put it on a 64-byte boundary; where k is the batch
-                # (A.T @ B), n + 1 rows, which a small batch on a small device can afford
+                # the gemm helper packs B's panels (a chunk of k, at most min(K, GEMM_KC) rows, by
+                # one register tile) into work space, with a row spare to put it on a 64-byte
+                # boundary; where k is the batch (A.T @ B), n + 1 rows, which a small batch on a
+                # small device can afford
                 jb = tile_cols(self.p.dtype)
-                size = (jb, jb) if k == "n" else (0, (panel_rows(int(k)) + 1) * jb)
+                size = (jb, jb) if k == "n" else (0, (min(int(k), GEMM_KC) + 1) * jb)
                 ctx["scratch"] = self._scratch(f"{t.name}_bp", size)
             return ctx
         if st.kind == "add_bias":

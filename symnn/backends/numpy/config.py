@@ -168,9 +168,10 @@ class _KernelPrinter:
                         return f"np.multiply({name}, {self.p.doprint_expr(rest)}, out={name})"
         if isinstance(expr, sp.Function) and len(expr.args) == 1:  # tanh(z), exp(z), ...
             name = self._reusable(expr.args[0], st)
-            code = self.p.doprint_expr(expr) if name is not None else ""
-            if re.fullmatch(rf"np\.\w+\({name}\)", code):
-                return f"{code[:-1]}, out={name})"
+            if name is not None:
+                code = self.p.doprint_expr(expr)
+                if re.fullmatch(rf"np\.\w+\({name}\)", code):
+                    return f"{code[:-1]}, out={name})"
         return None
 
 

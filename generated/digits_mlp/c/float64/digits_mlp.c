@@ -233,9 +233,12 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                         for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
-                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
-                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
+                        const digits_mlp_real u0 = A[i0*lda + k];
+                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
+                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k];
+                        const digits_mlp_real u5 = A[(i0 + 5)*lda + k];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -300,8 +303,10 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                         for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
-                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u0 = A[i0*lda + k];
+                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
+                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -323,9 +328,12 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                         for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
-                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
-                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
+                        const digits_mlp_real u0 = A[i0*lda + k];
+                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
+                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k];
+                        const digits_mlp_real u5 = A[(i0 + 5)*lda + k];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -346,8 +354,10 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                         for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
-                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u0 = A[i0*lda + k];
+                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
+                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -602,9 +612,12 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                         for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
-                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
-                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
+                        const digits_mlp_real u0 = A[i0*lda + k];
+                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
+                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k];
+                        const digits_mlp_real u5 = A[(i0 + 5)*lda + k];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -669,8 +682,10 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                         for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
-                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u0 = A[i0*lda + k];
+                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
+                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -692,9 +707,12 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                         for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
-                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
-                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k], u5 = A[(i0 + 5)*lda + k];
+                        const digits_mlp_real u0 = A[i0*lda + k];
+                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
+                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k];
+                        const digits_mlp_real u5 = A[(i0 + 5)*lda + k];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -715,8 +733,10 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                         for (int l = 0; l < 16; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0 : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
-                        const digits_mlp_real u0 = A[i0*lda + k], u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k], u3 = A[(i0 + 3)*lda + k];
+                        const digits_mlp_real u0 = A[i0*lda + k];
+                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
+                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
+                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -888,7 +908,12 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3], u4 = ak[4], u5 = ak[5];
+                        const digits_mlp_real u0 = ak[0];
+                        const digits_mlp_real u1 = ak[1];
+                        const digits_mlp_real u2 = ak[2];
+                        const digits_mlp_real u3 = ak[3];
+                        const digits_mlp_real u4 = ak[4];
+                        const digits_mlp_real u5 = ak[5];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -955,7 +980,10 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                        const digits_mlp_real u0 = ak[0];
+                        const digits_mlp_real u1 = ak[1];
+                        const digits_mlp_real u2 = ak[2];
+                        const digits_mlp_real u3 = ak[3];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -978,7 +1006,12 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3], u4 = ak[4], u5 = ak[5];
+                        const digits_mlp_real u0 = ak[0];
+                        const digits_mlp_real u1 = ak[1];
+                        const digits_mlp_real u2 = ak[2];
+                        const digits_mlp_real u3 = ak[3];
+                        const digits_mlp_real u4 = ak[4];
+                        const digits_mlp_real u5 = ak[5];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -1000,7 +1033,10 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0], u1 = ak[1], u2 = ak[2], u3 = ak[3];
+                        const digits_mlp_real u0 = ak[0];
+                        const digits_mlp_real u1 = ak[1];
+                        const digits_mlp_real u2 = ak[2];
+                        const digits_mlp_real u3 = ak[3];
                         for (int l = 0; l < 16; ++l) {
                             c[0][l] += u0*bk[l];
                             c[1][l] += u1*bk[l];
@@ -1019,7 +1055,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                 if (k0 > 0)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
                 for (ptrdiff_t k = k0; k < k1; ++k) {
-                    const digits_mlp_real u0 = A[k*lda + i0];
+                    const digits_mlp_real *ak = A + k*lda + i0;
+                    const digits_mlp_real u0 = ak[0];
                     const digits_mlp_real *bk = pb + (k - k0)*ps;
                     for (int l = 0; l < 16; ++l) c[l] += u0*bk[l];
                 }
