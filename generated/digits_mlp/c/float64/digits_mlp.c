@@ -123,6 +123,242 @@ static digits_mlp_real *digits_mlp__align64(digits_mlp_real *p)
 {
     return (digits_mlp_real *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
 }
+#ifdef DIGITS_MLP__VEC
+
+/* One 6-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
+ * full width; a: op(A)'s first value, k next to each other and the tile's rows lda apart.
+ * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
+ * allocates its registers alone: inlined into the helpers, whose other counters left float32's
+ * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
+ * 405k -> 190k cycles). */
+__attribute__((noinline)) static void digits_mlp__tile6n(const digits_mlp_real *restrict a, ptrdiff_t lda,
+    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+{
+    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b;
+    if (!load) {
+        c0a = c0b = (digits_mlp__vec){ 0.0 };
+        c1a = c1b = (digits_mlp__vec){ 0.0 };
+        c2a = c2b = (digits_mlp__vec){ 0.0 };
+        c3a = c3b = (digits_mlp__vec){ 0.0 };
+        c4a = c4b = (digits_mlp__vec){ 0.0 };
+        c5a = c5b = (digits_mlp__vec){ 0.0 };
+    } else {
+        c0a = *(const digits_mlp__vec *)&c[0*ldc];
+        c0b = *(const digits_mlp__vec *)&c[0*ldc + 8];
+        c1a = *(const digits_mlp__vec *)&c[1*ldc];
+        c1b = *(const digits_mlp__vec *)&c[1*ldc + 8];
+        c2a = *(const digits_mlp__vec *)&c[2*ldc];
+        c2b = *(const digits_mlp__vec *)&c[2*ldc + 8];
+        c3a = *(const digits_mlp__vec *)&c[3*ldc];
+        c3b = *(const digits_mlp__vec *)&c[3*ldc + 8];
+        c4a = *(const digits_mlp__vec *)&c[4*ldc];
+        c4b = *(const digits_mlp__vec *)&c[4*ldc + 8];
+        c5a = *(const digits_mlp__vec *)&c[5*ldc];
+        c5b = *(const digits_mlp__vec *)&c[5*ldc + 8];
+    }
+    for (ptrdiff_t k = 0; k < nk; ++k) {
+        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + k*ps), bb = *(const digits_mlp__vec *)(pb + k*ps + 8);
+        const digits_mlp_real u0 = a[k];
+        const digits_mlp_real u1 = a[1*lda + k];
+        const digits_mlp_real u2 = a[2*lda + k];
+        const digits_mlp_real u3 = a[3*lda + k];
+        const digits_mlp_real u4 = a[4*lda + k];
+        const digits_mlp_real u5 = a[5*lda + k];
+        c0a += u0*ba;
+        c0b += u0*bb;
+        c1a += u1*ba;
+        c1b += u1*bb;
+        c2a += u2*ba;
+        c2b += u2*bb;
+        c3a += u3*ba;
+        c3b += u3*bb;
+        c4a += u4*ba;
+        c4b += u4*bb;
+        c5a += u5*ba;
+        c5b += u5*bb;
+    }
+    *(digits_mlp__vec *)&c[0*ldc] = c0a;
+    *(digits_mlp__vec *)&c[0*ldc + 8] = c0b;
+    *(digits_mlp__vec *)&c[1*ldc] = c1a;
+    *(digits_mlp__vec *)&c[1*ldc + 8] = c1b;
+    *(digits_mlp__vec *)&c[2*ldc] = c2a;
+    *(digits_mlp__vec *)&c[2*ldc + 8] = c2b;
+    *(digits_mlp__vec *)&c[3*ldc] = c3a;
+    *(digits_mlp__vec *)&c[3*ldc + 8] = c3b;
+    *(digits_mlp__vec *)&c[4*ldc] = c4a;
+    *(digits_mlp__vec *)&c[4*ldc + 8] = c4b;
+    *(digits_mlp__vec *)&c[5*ldc] = c5a;
+    *(digits_mlp__vec *)&c[5*ldc + 8] = c5b;
+}
+
+/* One 4-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
+ * full width; a: op(A)'s first value, k next to each other and the tile's rows lda apart.
+ * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
+ * allocates its registers alone: inlined into the helpers, whose other counters left float32's
+ * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
+ * 405k -> 190k cycles). */
+__attribute__((noinline)) static void digits_mlp__tile4n(const digits_mlp_real *restrict a, ptrdiff_t lda,
+    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+{
+    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b;
+    if (!load) {
+        c0a = c0b = (digits_mlp__vec){ 0.0 };
+        c1a = c1b = (digits_mlp__vec){ 0.0 };
+        c2a = c2b = (digits_mlp__vec){ 0.0 };
+        c3a = c3b = (digits_mlp__vec){ 0.0 };
+    } else {
+        c0a = *(const digits_mlp__vec *)&c[0*ldc];
+        c0b = *(const digits_mlp__vec *)&c[0*ldc + 8];
+        c1a = *(const digits_mlp__vec *)&c[1*ldc];
+        c1b = *(const digits_mlp__vec *)&c[1*ldc + 8];
+        c2a = *(const digits_mlp__vec *)&c[2*ldc];
+        c2b = *(const digits_mlp__vec *)&c[2*ldc + 8];
+        c3a = *(const digits_mlp__vec *)&c[3*ldc];
+        c3b = *(const digits_mlp__vec *)&c[3*ldc + 8];
+    }
+    for (ptrdiff_t k = 0; k < nk; ++k) {
+        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + k*ps), bb = *(const digits_mlp__vec *)(pb + k*ps + 8);
+        const digits_mlp_real u0 = a[k];
+        const digits_mlp_real u1 = a[1*lda + k];
+        const digits_mlp_real u2 = a[2*lda + k];
+        const digits_mlp_real u3 = a[3*lda + k];
+        c0a += u0*ba;
+        c0b += u0*bb;
+        c1a += u1*ba;
+        c1b += u1*bb;
+        c2a += u2*ba;
+        c2b += u2*bb;
+        c3a += u3*ba;
+        c3b += u3*bb;
+    }
+    *(digits_mlp__vec *)&c[0*ldc] = c0a;
+    *(digits_mlp__vec *)&c[0*ldc + 8] = c0b;
+    *(digits_mlp__vec *)&c[1*ldc] = c1a;
+    *(digits_mlp__vec *)&c[1*ldc + 8] = c1b;
+    *(digits_mlp__vec *)&c[2*ldc] = c2a;
+    *(digits_mlp__vec *)&c[2*ldc + 8] = c2b;
+    *(digits_mlp__vec *)&c[3*ldc] = c3a;
+    *(digits_mlp__vec *)&c[3*ldc + 8] = c3b;
+}
+
+/* One 6-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
+ * full width; a: op(A)'s first value, the tile's rows next to each other and k lda apart.
+ * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
+ * allocates its registers alone: inlined into the helpers, whose other counters left float32's
+ * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
+ * 405k -> 190k cycles). */
+__attribute__((noinline)) static void digits_mlp__tile6t(const digits_mlp_real *restrict a, ptrdiff_t lda,
+    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+{
+    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b;
+    if (!load) {
+        c0a = c0b = (digits_mlp__vec){ 0.0 };
+        c1a = c1b = (digits_mlp__vec){ 0.0 };
+        c2a = c2b = (digits_mlp__vec){ 0.0 };
+        c3a = c3b = (digits_mlp__vec){ 0.0 };
+        c4a = c4b = (digits_mlp__vec){ 0.0 };
+        c5a = c5b = (digits_mlp__vec){ 0.0 };
+    } else {
+        c0a = *(const digits_mlp__vec *)&c[0*ldc];
+        c0b = *(const digits_mlp__vec *)&c[0*ldc + 8];
+        c1a = *(const digits_mlp__vec *)&c[1*ldc];
+        c1b = *(const digits_mlp__vec *)&c[1*ldc + 8];
+        c2a = *(const digits_mlp__vec *)&c[2*ldc];
+        c2b = *(const digits_mlp__vec *)&c[2*ldc + 8];
+        c3a = *(const digits_mlp__vec *)&c[3*ldc];
+        c3b = *(const digits_mlp__vec *)&c[3*ldc + 8];
+        c4a = *(const digits_mlp__vec *)&c[4*ldc];
+        c4b = *(const digits_mlp__vec *)&c[4*ldc + 8];
+        c5a = *(const digits_mlp__vec *)&c[5*ldc];
+        c5b = *(const digits_mlp__vec *)&c[5*ldc + 8];
+    }
+    for (ptrdiff_t k = 0; k < nk; ++k) {
+        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + k*ps), bb = *(const digits_mlp__vec *)(pb + k*ps + 8);
+        const digits_mlp_real *ak = a + k*lda;
+        const digits_mlp_real u0 = ak[0];
+        const digits_mlp_real u1 = ak[1];
+        const digits_mlp_real u2 = ak[2];
+        const digits_mlp_real u3 = ak[3];
+        const digits_mlp_real u4 = ak[4];
+        const digits_mlp_real u5 = ak[5];
+        c0a += u0*ba;
+        c0b += u0*bb;
+        c1a += u1*ba;
+        c1b += u1*bb;
+        c2a += u2*ba;
+        c2b += u2*bb;
+        c3a += u3*ba;
+        c3b += u3*bb;
+        c4a += u4*ba;
+        c4b += u4*bb;
+        c5a += u5*ba;
+        c5b += u5*bb;
+    }
+    *(digits_mlp__vec *)&c[0*ldc] = c0a;
+    *(digits_mlp__vec *)&c[0*ldc + 8] = c0b;
+    *(digits_mlp__vec *)&c[1*ldc] = c1a;
+    *(digits_mlp__vec *)&c[1*ldc + 8] = c1b;
+    *(digits_mlp__vec *)&c[2*ldc] = c2a;
+    *(digits_mlp__vec *)&c[2*ldc + 8] = c2b;
+    *(digits_mlp__vec *)&c[3*ldc] = c3a;
+    *(digits_mlp__vec *)&c[3*ldc + 8] = c3b;
+    *(digits_mlp__vec *)&c[4*ldc] = c4a;
+    *(digits_mlp__vec *)&c[4*ldc + 8] = c4b;
+    *(digits_mlp__vec *)&c[5*ldc] = c5a;
+    *(digits_mlp__vec *)&c[5*ldc + 8] = c5b;
+}
+
+/* One 4-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
+ * full width; a: op(A)'s first value, the tile's rows next to each other and k lda apart.
+ * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
+ * allocates its registers alone: inlined into the helpers, whose other counters left float32's
+ * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
+ * 405k -> 190k cycles). */
+__attribute__((noinline)) static void digits_mlp__tile4t(const digits_mlp_real *restrict a, ptrdiff_t lda,
+    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+{
+    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b;
+    if (!load) {
+        c0a = c0b = (digits_mlp__vec){ 0.0 };
+        c1a = c1b = (digits_mlp__vec){ 0.0 };
+        c2a = c2b = (digits_mlp__vec){ 0.0 };
+        c3a = c3b = (digits_mlp__vec){ 0.0 };
+    } else {
+        c0a = *(const digits_mlp__vec *)&c[0*ldc];
+        c0b = *(const digits_mlp__vec *)&c[0*ldc + 8];
+        c1a = *(const digits_mlp__vec *)&c[1*ldc];
+        c1b = *(const digits_mlp__vec *)&c[1*ldc + 8];
+        c2a = *(const digits_mlp__vec *)&c[2*ldc];
+        c2b = *(const digits_mlp__vec *)&c[2*ldc + 8];
+        c3a = *(const digits_mlp__vec *)&c[3*ldc];
+        c3b = *(const digits_mlp__vec *)&c[3*ldc + 8];
+    }
+    for (ptrdiff_t k = 0; k < nk; ++k) {
+        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + k*ps), bb = *(const digits_mlp__vec *)(pb + k*ps + 8);
+        const digits_mlp_real *ak = a + k*lda;
+        const digits_mlp_real u0 = ak[0];
+        const digits_mlp_real u1 = ak[1];
+        const digits_mlp_real u2 = ak[2];
+        const digits_mlp_real u3 = ak[3];
+        c0a += u0*ba;
+        c0b += u0*bb;
+        c1a += u1*ba;
+        c1b += u1*bb;
+        c2a += u2*ba;
+        c2b += u2*bb;
+        c3a += u3*ba;
+        c3b += u3*bb;
+    }
+    *(digits_mlp__vec *)&c[0*ldc] = c0a;
+    *(digits_mlp__vec *)&c[0*ldc + 8] = c0b;
+    *(digits_mlp__vec *)&c[1*ldc] = c1a;
+    *(digits_mlp__vec *)&c[1*ldc + 8] = c1b;
+    *(digits_mlp__vec *)&c[2*ldc] = c2a;
+    *(digits_mlp__vec *)&c[2*ldc + 8] = c2b;
+    *(digits_mlp__vec *)&c[3*ldc] = c3a;
+    *(digits_mlp__vec *)&c[3*ldc + 8] = c3b;
+}
+#endif
 
 /* C (M x Nc, leading dimension Nc) = A @ B; A is M x K, B K x Nc, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
@@ -169,63 +405,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
             if (jw == 16) {  /* constant width: the stores vectorise */
 #ifdef DIGITS_MLP__ROWS6
                 #ifdef DIGITS_MLP__VEC
-                for (; i0 + 6 <= m6; i0 += 6) {
-                    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b;
-                    if (k0 == 0) {
-                        c0a = c0b = (digits_mlp__vec){ 0.0 };
-                        c1a = c1b = (digits_mlp__vec){ 0.0 };
-                        c2a = c2b = (digits_mlp__vec){ 0.0 };
-                        c3a = c3b = (digits_mlp__vec){ 0.0 };
-                        c4a = c4b = (digits_mlp__vec){ 0.0 };
-                        c5a = c5b = (digits_mlp__vec){ 0.0 };
-                    } else {
-                        c0a = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0];
-                        c0b = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8];
-                        c1a = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0];
-                        c1b = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8];
-                        c2a = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0];
-                        c2b = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8];
-                        c3a = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0];
-                        c3b = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8];
-                        c4a = *(const digits_mlp__vec *)&C[(i0 + 4)*ldc + j0];
-                        c4b = *(const digits_mlp__vec *)&C[(i0 + 4)*ldc + j0 + 8];
-                        c5a = *(const digits_mlp__vec *)&C[(i0 + 5)*ldc + j0];
-                        c5b = *(const digits_mlp__vec *)&C[(i0 + 5)*ldc + j0 + 8];
-                    }
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + (k - k0)*ps), bb = *(const digits_mlp__vec *)(pb + (k - k0)*ps + 8);
-                        const digits_mlp_real u0 = A[i0*lda + k];
-                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
-                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
-                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k];
-                        const digits_mlp_real u5 = A[(i0 + 5)*lda + k];
-                        c0a += u0*ba;
-                        c0b += u0*bb;
-                        c1a += u1*ba;
-                        c1b += u1*bb;
-                        c2a += u2*ba;
-                        c2b += u2*bb;
-                        c3a += u3*ba;
-                        c3b += u3*bb;
-                        c4a += u4*ba;
-                        c4b += u4*bb;
-                        c5a += u5*ba;
-                        c5b += u5*bb;
-                    }
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0] = c0a;
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8] = c0b;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0] = c1a;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8] = c1b;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0] = c2a;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8] = c2b;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0] = c3a;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8] = c3b;
-                    *(digits_mlp__vec *)&C[(i0 + 4)*ldc + j0] = c4a;
-                    *(digits_mlp__vec *)&C[(i0 + 4)*ldc + j0 + 8] = c4b;
-                    *(digits_mlp__vec *)&C[(i0 + 5)*ldc + j0] = c5a;
-                    *(digits_mlp__vec *)&C[(i0 + 5)*ldc + j0 + 8] = c5b;
-                }
+                for (; i0 + 6 <= m6; i0 += 6)
+                    digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
                 #else
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][16];
@@ -255,47 +436,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
 
 #endif
                 #ifdef DIGITS_MLP__VEC
-                for (; i0 + 4 <= M; i0 += 4) {
-                    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b;
-                    if (k0 == 0) {
-                        c0a = c0b = (digits_mlp__vec){ 0.0 };
-                        c1a = c1b = (digits_mlp__vec){ 0.0 };
-                        c2a = c2b = (digits_mlp__vec){ 0.0 };
-                        c3a = c3b = (digits_mlp__vec){ 0.0 };
-                    } else {
-                        c0a = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0];
-                        c0b = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8];
-                        c1a = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0];
-                        c1b = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8];
-                        c2a = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0];
-                        c2b = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8];
-                        c3a = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0];
-                        c3b = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8];
-                    }
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + (k - k0)*ps), bb = *(const digits_mlp__vec *)(pb + (k - k0)*ps + 8);
-                        const digits_mlp_real u0 = A[i0*lda + k];
-                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
-                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
-                        c0a += u0*ba;
-                        c0b += u0*bb;
-                        c1a += u1*ba;
-                        c1b += u1*bb;
-                        c2a += u2*ba;
-                        c2b += u2*bb;
-                        c3a += u3*ba;
-                        c3b += u3*bb;
-                    }
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0] = c0a;
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8] = c0b;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0] = c1a;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8] = c1b;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0] = c2a;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8] = c2b;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0] = c3a;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8] = c3b;
-                }
+                for (; i0 + 4 <= M; i0 += 4)
+                    digits_mlp__tile4n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
                 #else
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
@@ -548,63 +690,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
             if (jw == 16) {  /* constant width: the stores vectorise */
 #ifdef DIGITS_MLP__ROWS6
                 #ifdef DIGITS_MLP__VEC
-                for (; i0 + 6 <= m6; i0 += 6) {
-                    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b;
-                    if (k0 == 0) {
-                        c0a = c0b = (digits_mlp__vec){ 0.0 };
-                        c1a = c1b = (digits_mlp__vec){ 0.0 };
-                        c2a = c2b = (digits_mlp__vec){ 0.0 };
-                        c3a = c3b = (digits_mlp__vec){ 0.0 };
-                        c4a = c4b = (digits_mlp__vec){ 0.0 };
-                        c5a = c5b = (digits_mlp__vec){ 0.0 };
-                    } else {
-                        c0a = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0];
-                        c0b = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8];
-                        c1a = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0];
-                        c1b = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8];
-                        c2a = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0];
-                        c2b = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8];
-                        c3a = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0];
-                        c3b = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8];
-                        c4a = *(const digits_mlp__vec *)&C[(i0 + 4)*ldc + j0];
-                        c4b = *(const digits_mlp__vec *)&C[(i0 + 4)*ldc + j0 + 8];
-                        c5a = *(const digits_mlp__vec *)&C[(i0 + 5)*ldc + j0];
-                        c5b = *(const digits_mlp__vec *)&C[(i0 + 5)*ldc + j0 + 8];
-                    }
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + (k - k0)*ps), bb = *(const digits_mlp__vec *)(pb + (k - k0)*ps + 8);
-                        const digits_mlp_real u0 = A[i0*lda + k];
-                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
-                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
-                        const digits_mlp_real u4 = A[(i0 + 4)*lda + k];
-                        const digits_mlp_real u5 = A[(i0 + 5)*lda + k];
-                        c0a += u0*ba;
-                        c0b += u0*bb;
-                        c1a += u1*ba;
-                        c1b += u1*bb;
-                        c2a += u2*ba;
-                        c2b += u2*bb;
-                        c3a += u3*ba;
-                        c3b += u3*bb;
-                        c4a += u4*ba;
-                        c4b += u4*bb;
-                        c5a += u5*ba;
-                        c5b += u5*bb;
-                    }
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0] = c0a;
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8] = c0b;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0] = c1a;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8] = c1b;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0] = c2a;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8] = c2b;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0] = c3a;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8] = c3b;
-                    *(digits_mlp__vec *)&C[(i0 + 4)*ldc + j0] = c4a;
-                    *(digits_mlp__vec *)&C[(i0 + 4)*ldc + j0 + 8] = c4b;
-                    *(digits_mlp__vec *)&C[(i0 + 5)*ldc + j0] = c5a;
-                    *(digits_mlp__vec *)&C[(i0 + 5)*ldc + j0 + 8] = c5b;
-                }
+                for (; i0 + 6 <= m6; i0 += 6)
+                    digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
                 #else
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][16];
@@ -634,47 +721,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
 
 #endif
                 #ifdef DIGITS_MLP__VEC
-                for (; i0 + 4 <= M; i0 += 4) {
-                    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b;
-                    if (k0 == 0) {
-                        c0a = c0b = (digits_mlp__vec){ 0.0 };
-                        c1a = c1b = (digits_mlp__vec){ 0.0 };
-                        c2a = c2b = (digits_mlp__vec){ 0.0 };
-                        c3a = c3b = (digits_mlp__vec){ 0.0 };
-                    } else {
-                        c0a = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0];
-                        c0b = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8];
-                        c1a = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0];
-                        c1b = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8];
-                        c2a = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0];
-                        c2b = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8];
-                        c3a = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0];
-                        c3b = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8];
-                    }
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + (k - k0)*ps), bb = *(const digits_mlp__vec *)(pb + (k - k0)*ps + 8);
-                        const digits_mlp_real u0 = A[i0*lda + k];
-                        const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
-                        const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
-                        const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
-                        c0a += u0*ba;
-                        c0b += u0*bb;
-                        c1a += u1*ba;
-                        c1b += u1*bb;
-                        c2a += u2*ba;
-                        c2b += u2*bb;
-                        c3a += u3*ba;
-                        c3b += u3*bb;
-                    }
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0] = c0a;
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8] = c0b;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0] = c1a;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8] = c1b;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0] = c2a;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8] = c2b;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0] = c3a;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8] = c3b;
-                }
+                for (; i0 + 4 <= M; i0 += 4)
+                    digits_mlp__tile4n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
                 #else
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
@@ -842,64 +890,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
             if (jw == 16) {  /* constant width: the stores vectorise */
 #ifdef DIGITS_MLP__ROWS6
                 #ifdef DIGITS_MLP__VEC
-                for (; i0 + 6 <= m6; i0 += 6) {
-                    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b;
-                    if (k0 == 0) {
-                        c0a = c0b = (digits_mlp__vec){ 0.0 };
-                        c1a = c1b = (digits_mlp__vec){ 0.0 };
-                        c2a = c2b = (digits_mlp__vec){ 0.0 };
-                        c3a = c3b = (digits_mlp__vec){ 0.0 };
-                        c4a = c4b = (digits_mlp__vec){ 0.0 };
-                        c5a = c5b = (digits_mlp__vec){ 0.0 };
-                    } else {
-                        c0a = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0];
-                        c0b = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8];
-                        c1a = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0];
-                        c1b = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8];
-                        c2a = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0];
-                        c2b = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8];
-                        c3a = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0];
-                        c3b = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8];
-                        c4a = *(const digits_mlp__vec *)&C[(i0 + 4)*ldc + j0];
-                        c4b = *(const digits_mlp__vec *)&C[(i0 + 4)*ldc + j0 + 8];
-                        c5a = *(const digits_mlp__vec *)&C[(i0 + 5)*ldc + j0];
-                        c5b = *(const digits_mlp__vec *)&C[(i0 + 5)*ldc + j0 + 8];
-                    }
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + (k - k0)*ps), bb = *(const digits_mlp__vec *)(pb + (k - k0)*ps + 8);
-                        const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0];
-                        const digits_mlp_real u1 = ak[1];
-                        const digits_mlp_real u2 = ak[2];
-                        const digits_mlp_real u3 = ak[3];
-                        const digits_mlp_real u4 = ak[4];
-                        const digits_mlp_real u5 = ak[5];
-                        c0a += u0*ba;
-                        c0b += u0*bb;
-                        c1a += u1*ba;
-                        c1b += u1*bb;
-                        c2a += u2*ba;
-                        c2b += u2*bb;
-                        c3a += u3*ba;
-                        c3b += u3*bb;
-                        c4a += u4*ba;
-                        c4b += u4*bb;
-                        c5a += u5*ba;
-                        c5b += u5*bb;
-                    }
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0] = c0a;
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8] = c0b;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0] = c1a;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8] = c1b;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0] = c2a;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8] = c2b;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0] = c3a;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8] = c3b;
-                    *(digits_mlp__vec *)&C[(i0 + 4)*ldc + j0] = c4a;
-                    *(digits_mlp__vec *)&C[(i0 + 4)*ldc + j0 + 8] = c4b;
-                    *(digits_mlp__vec *)&C[(i0 + 5)*ldc + j0] = c5a;
-                    *(digits_mlp__vec *)&C[(i0 + 5)*ldc + j0 + 8] = c5b;
-                }
+                for (; i0 + 6 <= m6; i0 += 6)
+                    digits_mlp__tile6t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
                 #else
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][16];
@@ -930,48 +922,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
 
 #endif
                 #ifdef DIGITS_MLP__VEC
-                for (; i0 + 4 <= M; i0 += 4) {
-                    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b;
-                    if (k0 == 0) {
-                        c0a = c0b = (digits_mlp__vec){ 0.0 };
-                        c1a = c1b = (digits_mlp__vec){ 0.0 };
-                        c2a = c2b = (digits_mlp__vec){ 0.0 };
-                        c3a = c3b = (digits_mlp__vec){ 0.0 };
-                    } else {
-                        c0a = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0];
-                        c0b = *(const digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8];
-                        c1a = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0];
-                        c1b = *(const digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8];
-                        c2a = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0];
-                        c2b = *(const digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8];
-                        c3a = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0];
-                        c3b = *(const digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8];
-                    }
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + (k - k0)*ps), bb = *(const digits_mlp__vec *)(pb + (k - k0)*ps + 8);
-                        const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0];
-                        const digits_mlp_real u1 = ak[1];
-                        const digits_mlp_real u2 = ak[2];
-                        const digits_mlp_real u3 = ak[3];
-                        c0a += u0*ba;
-                        c0b += u0*bb;
-                        c1a += u1*ba;
-                        c1b += u1*bb;
-                        c2a += u2*ba;
-                        c2b += u2*bb;
-                        c3a += u3*ba;
-                        c3b += u3*bb;
-                    }
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0] = c0a;
-                    *(digits_mlp__vec *)&C[(i0 + 0)*ldc + j0 + 8] = c0b;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0] = c1a;
-                    *(digits_mlp__vec *)&C[(i0 + 1)*ldc + j0 + 8] = c1b;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0] = c2a;
-                    *(digits_mlp__vec *)&C[(i0 + 2)*ldc + j0 + 8] = c2b;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0] = c3a;
-                    *(digits_mlp__vec *)&C[(i0 + 3)*ldc + j0 + 8] = c3b;
-                }
+                for (; i0 + 4 <= M; i0 += 4)
+                    digits_mlp__tile4t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
                 #else
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][16];
