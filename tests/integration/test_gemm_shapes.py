@@ -107,3 +107,27 @@ def test_six_and_four_row_tiles_give_identical_bits(tmp_path: Path, dtype: str) 
     assert len(six) == len(four) == 5 * (1 + 600 * 37 + 37 + 37 * 10 + 10)
     differ = [i for i, (a, b) in enumerate(zip(six, four)) if a != b]  # (no diff of 113,090 lines)
     assert not differ, f"{len(differ)} values differ, first at line {differ[0]}: {six[differ[0]]} vs {four[differ[0]]}"
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-13), ("float32", 2e-6)])
+def test_narrow_products_through_their_transpose(dtype: str, rtol: float) -> None:
+    """C with fewer columns than a tile (5 classes; float32's 20 hidden units; dW1's 7 inputs)
+    is computed as C.T once the batch fills a tile of rows: the same sums in the same order,
+    so a row of the forward pass has the same bits at any batch, on either side of the switch."""
+    net = sn.Network([sn.Dense(7, 20, "tanh"), sn.Dense(20, 5, "softmax")], loss="cross_entropy", name="narrow")
+    kc = sn.compile(net, backend="c", dtype=dtype)
+    kn = sn.compile(net, backend="numpy", dtype=dtype)
+    p = {k: v.astype(dtype) for k, v in net.init_params(seed=2).items()}
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(70, 7)).astype(dtype)
+    Y = np.eye(5, dtype=dtype)[rng.integers(0, 5, 70)]
+    full = kc.forward(p, X)  # 70 rows: C.T, in full tiles and a narrow one
+    for n in (1, 5, 15, 31, 33):  # below and above a tile of 16 (float64) or 32 (float32) rows
+        assert np.array_equal(kc.forward(p, X[:n]), full[:n]), n
+    for n in (15, 16, 17, 33, 70):
+        lc, gc = kc.loss_and_grad(p, X[:n], Y[:n])
+        ln, gn = kn.loss_and_grad(p, X[:n], Y[:n])
+        assert abs(lc - ln) <= rtol * abs(ln), n
+        for name in gn:
+            err = np.linalg.norm(gc[name] - gn[name]) / np.linalg.norm(gn[name])
+            assert err <= rtol, (n, name, err)

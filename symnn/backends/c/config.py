@@ -349,7 +349,7 @@ class _KernelLowering:
             nc = t.cols
             kind = "matmul_" + ("t" if ta else "n") + ("t" if tb else "n")
             ctx = {"kind": kind, "c": t.name, "a": a.name, "b": b.name, "M": m, "K": k,
-                   "Nc": nc, "lda": a.cols, "ldb": b.cols}
+                   "Nc": nc, "lda": a.cols, "ldb": b.cols, "ct": None}
             fixed = [int(d) for d in (m, k) if d != "n"] + [int(nc)]
             if len(fixed) == 2 and fixed[0] * fixed[1] <= SMALL_PRODUCT:
                 # a product with a tiny fixed part (xor's 2x4 weights): constant-size loops in
@@ -365,6 +365,10 @@ class _KernelLowering:
                 jb = tile_cols(self.p.dtype)
                 size = (jb, jb) if k == "n" else (0, (min(int(k), GEMM_KC) + 1) * jb)
                 ctx["scratch"] = self._scratch(f"{t.name}_bp", size)
+                if kind != "matmul_nn" and nc != "n" and int(nc) < jb:
+                    # fewer columns than a tile (an output layer's classes): the helper computes
+                    # C.T = op(B).T @ op(A).T, whose tiles are full, into this Nc x M slot
+                    ctx["ct"] = self._scratch(f"{t.name}_ct", (int(nc), 0) if m == "n" else (0, int(nc) * int(m)))
             return ctx
         if st.kind == "add_bias":
             return {"kind": "add_bias", "c": t.name, "a": st.operands[0], "b": st.operands[1],

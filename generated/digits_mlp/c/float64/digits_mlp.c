@@ -22,7 +22,7 @@ static const ptrdiff_t digits_mlp__offset[4] = { 0, 2048, 2080, 2400 };
 /* Largest batch whose every index and byte count fits in ptrdiff_t. */
 static ptrdiff_t digits_mlp__max_n(void)
 {
-    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(digits_mlp_real) - 5514) / 167;
+    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(digits_mlp_real) - 5514) / 144;
 }
 
 /* Do the byte ranges [a, a + na) and [b, b + nb) overlap? (Empty ranges never do.) */
@@ -109,10 +109,13 @@ void SYMNN_CBLAS_DGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
  * variables, 64 bytes each: as arrays they went through the stack between the tile's loops (zero
  * or load, accumulate, store), about 70 cycles a tile (128x64x784 A.T @ B float64: 266-272 ->
  * 243-254 us). The same multiply-adds in the same order: the results are bitwise unchanged. */
-#if defined(DIGITS_MLP__ROWS6) && defined(__GNUC__) && !defined(__clang__)
-#define DIGITS_MLP__VEC 1
+#if defined(__GNUC__) && !defined(__clang__)
+#define DIGITS_MLP__GVEC 1
 typedef digits_mlp_real digits_mlp__vec __attribute__((vector_size(64), aligned(8)));
+#ifdef DIGITS_MLP__ROWS6
+#define DIGITS_MLP__VEC 1
 typedef int64_t digits_mlp__vmask __attribute__((vector_size(64)));
+#endif
 #endif
 
 /* The first 64-byte boundary in p: a packed panel there never splits a row of it over two cache
@@ -517,11 +520,27 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                 for (int l = 0; l < 16; ++l) c[l] = 0.0;
                 if (k0 > 0)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
+#ifdef DIGITS_MLP__GVEC
+                {  /* in vector variables: on c[], GCC 12 vectorised the loop over k as in-order
+                      sums, multiplying and adding apart where the tiles fuse the two (FMA), so a
+                      row's last bits depended on the batch that left it over */
+                    digits_mlp__vec ca = *(digits_mlp__vec *)c, cb = *(digits_mlp__vec *)(c + 8);
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real u0 = A[i0*lda + k];
+                        const digits_mlp_real *bk = pb + (k - k0)*ps;
+                        ca += u0*(*(const digits_mlp__vec *)bk);
+                        cb += u0*(*(const digits_mlp__vec *)(bk + 8));
+                    }
+                    *(digits_mlp__vec *)c = ca;
+                    *(digits_mlp__vec *)(c + 8) = cb;
+                }
+#else
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real u0 = A[i0*lda + k];
                     const digits_mlp_real *bk = pb + (k - k0)*ps;
                     for (int l = 0; l < 16; ++l) c[l] += u0*bk[l];
                 }
+#endif
                 for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = c[l];
             }
         }
@@ -802,11 +821,27 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                 for (int l = 0; l < 16; ++l) c[l] = 0.0;
                 if (k0 > 0)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
+#ifdef DIGITS_MLP__GVEC
+                {  /* in vector variables: on c[], GCC 12 vectorised the loop over k as in-order
+                      sums, multiplying and adding apart where the tiles fuse the two (FMA), so a
+                      row's last bits depended on the batch that left it over */
+                    digits_mlp__vec ca = *(digits_mlp__vec *)c, cb = *(digits_mlp__vec *)(c + 8);
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real u0 = A[i0*lda + k];
+                        const digits_mlp_real *bk = pb + (k - k0)*ps;
+                        ca += u0*(*(const digits_mlp__vec *)bk);
+                        cb += u0*(*(const digits_mlp__vec *)(bk + 8));
+                    }
+                    *(digits_mlp__vec *)c = ca;
+                    *(digits_mlp__vec *)(c + 8) = cb;
+                }
+#else
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real u0 = A[i0*lda + k];
                     const digits_mlp_real *bk = pb + (k - k0)*ps;
                     for (int l = 0; l < 16; ++l) c[l] += u0*bk[l];
                 }
+#endif
                 for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = c[l];
             }
         }
@@ -816,9 +851,13 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
 
 /* digits_mlp__gemm_nt_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
  * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
- * work: one panel, (min(K, 512) + 1) x 16 reals (a row spare to align it). */
+ * work: one panel, (min(K, 512) + 1) x 16 reals (a row spare to align it).
+ * ct: NULL, or Nc x M reals where C has fewer columns than a tile: with at least a tile of
+ * rows, C.T = B @ A.T is computed there, full-width tiles over the rows of C
+ * instead of 10 columns of 16 (an output layer's classes), and copied into C. The same
+ * products of the same values, summed over k in the same order: bitwise the same C. */
 static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *restrict A, ptrdiff_t lda,
-    const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict work)
+    const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict work, digits_mlp_real *restrict ct)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
@@ -827,6 +866,12 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
         return;
     }
 #endif
+    if (ct != NULL && Nc < 16 && M >= 16) {
+        digits_mlp__gemm_nt(Nc, K, M, B, ldb, A, lda, ct, work, NULL);
+        for (ptrdiff_t i = 0; i < M; ++i)
+            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = ct[j*M + i];
+        return;
+    }
 #ifdef DIGITS_MLP__OMP
     const ptrdiff_t tiles = (Nc + 15)/16;
     if (tiles >= 2 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
@@ -1006,12 +1051,29 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                 for (int l = 0; l < 16; ++l) c[l] = 0.0;
                 if (k0 > 0)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
+#ifdef DIGITS_MLP__GVEC
+                {  /* in vector variables: on c[], GCC 12 vectorised the loop over k as in-order
+                      sums, multiplying and adding apart where the tiles fuse the two (FMA), so a
+                      row's last bits depended on the batch that left it over */
+                    digits_mlp__vec ca = *(digits_mlp__vec *)c, cb = *(digits_mlp__vec *)(c + 8);
+                    for (ptrdiff_t k = k0; k < k1; ++k) {
+                        const digits_mlp_real *ak = A + k*lda + i0;
+                        const digits_mlp_real u0 = ak[0];
+                        const digits_mlp_real *bk = pb + (k - k0)*ps;
+                        ca += u0*(*(const digits_mlp__vec *)bk);
+                        cb += u0*(*(const digits_mlp__vec *)(bk + 8));
+                    }
+                    *(digits_mlp__vec *)c = ca;
+                    *(digits_mlp__vec *)(c + 8) = cb;
+                }
+#else
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real *ak = A + k*lda + i0;
                     const digits_mlp_real u0 = ak[0];
                     const digits_mlp_real *bk = pb + (k - k0)*ps;
                     for (int l = 0; l < 16; ++l) c[l] += u0*bk[l];
                 }
+#endif
                 for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = c[l];
             }
         }
@@ -1021,9 +1083,13 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
 
 /* digits_mlp__gemm_tn_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
  * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
- * work: one panel, (min(K, 512) + 1) x 16 reals (a row spare to align it). */
+ * work: one panel, (min(K, 512) + 1) x 16 reals (a row spare to align it).
+ * ct: NULL, or Nc x M reals where C has fewer columns than a tile: with at least a tile of
+ * rows, C.T = B.T @ A is computed there, full-width tiles over the rows of C
+ * instead of 10 columns of 16 (an output layer's classes), and copied into C. The same
+ * products of the same values, summed over k in the same order: bitwise the same C. */
 static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *restrict A, ptrdiff_t lda,
-    const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict work)
+    const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict work, digits_mlp_real *restrict ct)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
@@ -1032,6 +1098,12 @@ static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
         return;
     }
 #endif
+    if (ct != NULL && Nc < 16 && M >= 16) {
+        digits_mlp__gemm_tn(Nc, K, M, B, ldb, A, lda, ct, work, NULL);
+        for (ptrdiff_t i = 0; i < M; ++i)
+            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = ct[j*M + i];
+        return;
+    }
 #ifdef DIGITS_MLP__OMP
     const ptrdiff_t tiles = (Nc + 15)/16;
     if (tiles >= 2 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
@@ -1102,7 +1174,7 @@ static inline digits_mlp_real digits_mlp__max(digits_mlp_real a, digits_mlp_real
     return (a < b || b != b) ? b : a;
 }
 
-/* forward: ops: 6 tensor, 1 scalar; work: 64*n + 1040 reals. Arguments already checked. */
+/* forward: ops: 6 tensor, 1 scalar; work: 74*n + 1040 reals. Arguments already checked. */
 static void digits_mlp__forward(const digits_mlp_real *restrict params, const digits_mlp_real *restrict X, ptrdiff_t n, digits_mlp_real *restrict out_yhat, digits_mlp_real *restrict work)
 {
     const digits_mlp_real *W1 = params;
@@ -1114,8 +1186,9 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
     digits_mlp_real *a1 = work + 32*n + 1040;
     digits_mlp_real *z2 = work;
     digits_mlp_real *z2_bp = work + 32*n;
+    digits_mlp_real *z2_ct = work + 64*n + 1040;
     digits_mlp_real *a2 = out_yhat;
-    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp); /* z1 = X @ W1.T */
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -1123,7 +1196,7 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0);
             }
     }
-    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp); /* z2 = a1 @ W2.T */
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
         const digits_mlp_real *restrict b = b2;
@@ -1144,7 +1217,7 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
     }
 }
 
-/* loss: ops: 12 tensor, 10 scalar; work: 64*n + 3088 reals. Arguments already checked. */
+/* loss: ops: 12 tensor, 10 scalar; work: 74*n + 3088 reals. Arguments already checked. */
 static void digits_mlp__loss(const digits_mlp_real *restrict params, const digits_mlp_real *restrict X, const digits_mlp_real *restrict Y, ptrdiff_t n, digits_mlp_real *restrict out_loss, digits_mlp_real *restrict work)
 {
     const digits_mlp_real *W1 = params;
@@ -1156,15 +1229,16 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     digits_mlp_real *a1 = work + 32*n + 1040;
     digits_mlp_real *z2 = work;
     digits_mlp_real *z2_bp = work + 32*n;
-    digits_mlp_real *t2 = work + 32*n + 1040;
-    digits_mlp_real *t4 = work + 64*n + 1040;
+    digits_mlp_real *z2_ct = work + 64*n + 1040;
+    digits_mlp_real *t2 = work + 64*n + 1040;
+    digits_mlp_real *t4 = work + 74*n + 1040;
     digits_mlp_real *t6 = work + 32*n;
     digits_mlp_real t3;
     digits_mlp_real t5;
     digits_mlp_real t7;
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
-    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp); /* z1 = X @ W1.T */
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -1172,7 +1246,7 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0);
             }
     }
-    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp); /* z2 = a1 @ W2.T */
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
         const digits_mlp_real *restrict b = b2;
@@ -1212,7 +1286,7 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     *out_loss = loss;
 }
 
-/* loss_and_grad: ops: 22 tensor, 18 scalar; work: 157*n + 3104 reals. Arguments already checked. */
+/* loss_and_grad: ops: 22 tensor, 18 scalar; work: 134*n + 3104 reals. Arguments already checked. */
 static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, const digits_mlp_real *restrict X, const digits_mlp_real *restrict Y, ptrdiff_t n, digits_mlp_real *restrict out_loss, digits_mlp_real *restrict out_grad, digits_mlp_real *restrict work)
 {
     const digits_mlp_real *W1 = params;
@@ -1224,20 +1298,21 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     digits_mlp_real *a1 = work + 32*n + 1040;
     digits_mlp_real *z2 = work;
     digits_mlp_real *z2_bp = work + 32*n;
+    digits_mlp_real *z2_ct = work + 64*n + 1040;
     digits_mlp_real *z2_max = work + 64*n + 1040;
-    digits_mlp_real *z2_sum = work + 65*n + 1040;
-    digits_mlp_real *a2 = work + 66*n + 1040;
-    digits_mlp_real *t2 = work + 76*n + 1040;
-    digits_mlp_real *t4 = work + 77*n + 1040;
+    digits_mlp_real *z2_sum = work + 74*n + 1040;
+    digits_mlp_real *a2 = work + 75*n + 1040;
+    digits_mlp_real *t2 = work + 85*n + 1040;
+    digits_mlp_real *t4 = work + 86*n + 1040;
     digits_mlp_real *t6 = work + 32*n;
-    digits_mlp_real *t8 = work;
-    digits_mlp_real *t9 = work + 77*n + 3088;
+    digits_mlp_real *t8 = work + 64*n + 1040;
+    digits_mlp_real *t9 = work;
     digits_mlp_real *t9_bp = work + 32*n;
-    digits_mlp_real *t10 = work + 109*n + 3088;
-    digits_mlp_real *t11 = work + 77*n + 1040;
-    digits_mlp_real *t11_bp = work + 141*n + 3088;
+    digits_mlp_real *t10 = work + 86*n + 3088;
+    digits_mlp_real *t11 = work + 86*n + 1040;
+    digits_mlp_real *t11_bp = work + 118*n + 3088;
     digits_mlp_real *t12 = work + 32*n;
-    digits_mlp_real *t12_bp = work + 141*n + 3088;
+    digits_mlp_real *t12_bp = work + 118*n + 3088;
     digits_mlp_real *dL_dW1 = out_grad;
     digits_mlp_real *dL_db1 = out_grad + 2048;
     digits_mlp_real *dL_dW2 = out_grad + 2080;
@@ -1247,7 +1322,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     digits_mlp_real t7;
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
-    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp); /* z1 = X @ W1.T */
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -1255,7 +1330,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0);
             }
     }
-    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp); /* z2 = a1 @ W2.T */
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
         digits_mlp_real *restrict C = z2;
         const digits_mlp_real *restrict b = b2;
@@ -1330,11 +1405,11 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
                 dL_db1[j] += value;
             }
     }
-    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11, t11_bp); /* t11 = t10.T @ X */
+    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11, t11_bp, NULL); /* t11 = t10.T @ X */
     for (ptrdiff_t e = 0; e < 2048; ++e) {
         dL_dW1[e] = 0.0001*W1[e] + t11[e];
     }
-    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12, t12_bp); /* t12 = t8.T @ a1 */
+    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12, t12_bp, NULL); /* t12 = t8.T @ a1 */
     for (ptrdiff_t e = 0; e < 320; ++e) {
         dL_dW2[e] = 0.0001*W2[e] + t12[e];
     }
@@ -1347,7 +1422,7 @@ int digits_mlp_forward(const digits_mlp_real *params, const digits_mlp_real *X, 
     size_t need;
     if (params == NULL || X == NULL || yhat == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
-    need = (size_t)n*64 + 1040;
+    need = (size_t)n*74 + 1040;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(yhat, (size_t)n*10*sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1367,7 +1442,7 @@ int digits_mlp_loss(const digits_mlp_real *params, const digits_mlp_real *X, con
     if (params == NULL || X == NULL || Y == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*64 + 3088;
+    need = (size_t)n*74 + 3088;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1388,7 +1463,7 @@ int digits_mlp_loss_and_grad(const digits_mlp_real *params, const digits_mlp_rea
     if (params == NULL || X == NULL || Y == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*157 + 3104;
+    need = (size_t)n*134 + 3104;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1414,7 +1489,7 @@ int digits_mlp_loss_labels(const digits_mlp_real *params, const digits_mlp_real 
     if (params == NULL || X == NULL || labels == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*74 + 3088;
+    need = (size_t)n*84 + 3088;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1431,7 +1506,7 @@ int digits_mlp_loss_labels(const digits_mlp_real *params, const digits_mlp_real 
         }
     {
         /* one-hot targets after the dense kernel's work */
-        digits_mlp_real *onehot = work + (64*n + 3088);
+        digits_mlp_real *onehot = work + (74*n + 3088);
         for (ptrdiff_t e = 0; e < n*10; ++e) onehot[e] = 0.0;
         for (ptrdiff_t i = 0; i < n; ++i) onehot[i*10 + labels[i]] = 1.0;
         digits_mlp__loss(params, X, onehot, n, loss, work);
@@ -1446,7 +1521,7 @@ int digits_mlp_loss_and_grad_labels(const digits_mlp_real *params, const digits_
     if (params == NULL || X == NULL || labels == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*167 + 3104;
+    need = (size_t)n*144 + 3104;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1468,7 +1543,7 @@ int digits_mlp_loss_and_grad_labels(const digits_mlp_real *params, const digits_
         }
     {
         /* one-hot targets after the dense kernel's work */
-        digits_mlp_real *onehot = work + (157*n + 3104);
+        digits_mlp_real *onehot = work + (134*n + 3104);
         for (ptrdiff_t e = 0; e < n*10; ++e) onehot[e] = 0.0;
         for (ptrdiff_t i = 0; i < n; ++i) onehot[i*10 + labels[i]] = 1.0;
         digits_mlp__loss_and_grad(params, X, onehot, n, loss, grad, work);
@@ -1480,7 +1555,7 @@ int digits_mlp_work_size(ptrdiff_t n, size_t *work_len)
 {
     if (work_len == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
-    *work_len = (size_t)n*167 + 3104;
+    *work_len = (size_t)n*144 + 3104;
     return SYMNN_OK;
 }
 
