@@ -36,16 +36,40 @@ def _numpy_lines(source: str) -> dict[str, list[str]]:
     return out
 
 
-def _c_lines(source: str, prefix: str) -> dict[str, list[str]]:
-    """target -> the C statements (their one-line headers) of the loss-and-gradient kernel."""
-    body = source.split(f"static void {prefix}__loss_and_grad(", 1)[1].split("\n}\n", 1)[0]
+def _c_lines(source: str, prefix: str, limit: int = 8) -> dict[str, list[str]]:
+    """target -> the C lines of the loss-and-gradient kernel that compute it.
+
+    A one-line statement is shown as it is. A block (a fused loop) is shown by its comment and
+    the statements inside it: those writing another target the comment names (a bias
+    gradient's column sums) go to that target, the rest (locals, the value stored) to the
+    first, at most ``limit`` lines each; a comment alone told the reader nothing of the loop.
+    """
+    kernel = source.split(f"static void {prefix}__loss_and_grad(", 1)[1]
+    body = kernel.split("\n{\n", 1)[1].split("\n}\n", 1)[0]  # inside the function's braces
     out: dict[str, list[str]] = {}
+
+    def add(target: str, line: str) -> None:
+        lines = out.setdefault(target, [])
+        if len(lines) < limit:
+            lines.append(line if len(line) < 110 else line[:107] + "...")
+
+    depth, named = 0, []  # the targets the current top-level block's comments name
     for line in body.splitlines():
         stripped = line.strip()
-        m = re.search(r"/\* (\w+) (\+?=) .*\*/", stripped) or re.match(r"(\w+)\[?\w*\]? = ", stripped)
-        if m:
-            stripped = stripped.removeprefix("{ ")
-            out.setdefault(m.group(1), []).append(stripped if len(stripped) < 110 else stripped[:107] + "...")
+        if depth == 0:
+            named = []
+        comment = re.search(r"/\* (\w+) (\+?=) .*\*/", stripped)
+        written = re.match(r"(\w+)(\[[^\]]*\])? (\+?=|/=) ", stripped)
+        if comment:
+            add(comment.group(1), stripped.removeprefix("{ "))
+            if stripped.startswith("{") or depth > 0:
+                named.append(comment.group(1))
+        elif named and re.sub(r"\s*/\*.*\*/$", "", stripped).endswith(";"):  # not a bare loop header
+            owners = [m.group(1) for m in re.finditer(r"\b(\w+)(\[[^\]]*\])? (\+?=|/=) ", stripped)]
+            add(next((o for o in owners if o in named), named[0]), stripped)
+        elif written:
+            add(written.group(1), stripped)
+        depth += stripped.count("{") - stripped.count("}")
     return out
 
 
