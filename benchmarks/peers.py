@@ -11,7 +11,8 @@ and the process pinned to one CPU, since JAX ignores XLA's thread flags), system
 in rounds in one process, median of samples of >= 20 ms each; one-time costs (compile, trace,
 jit) are reported apart. The machine's peak is the fastest 2048x2048 matmul on one thread
 among NumPy's BLAS, PyTorch and JAX, measured in the same run, so "% of peak" is GFLOP/s of
-useful work (6 N in out per layer, 4 for the first) over that. The two-thread table comes
+useful work (6 N in out per layer, 4 for the first) over that; "% of FMA bound" divides by
+what the core's multiply-add units allow (:func:`fma_bound`). The two-thread table comes
 from a fresh process (see :func:`scaling_in_fresh_process`).
 
 Systems (a missing optional one is left out of the table, with a line saying so):
@@ -410,6 +411,62 @@ def measure_peak(dtype: str, skip: set[str] = frozenset()) -> dict[str, float]:
     return {name: 2 * 2048**3 / sample(fn, 0.5) / 1e9 for name, fn in products.items()}
 
 
+_FMA_SOURCE = """
+typedef {real} vec __attribute__((vector_size(64)));
+double fma_chains(long n)
+{{
+    const vec zero = {{0}}, x = zero + ({real})0.999999, y = zero + ({real})1e-7;
+    vec {decl};
+    for (long k = 0; k < n; ++k) {{
+        {body}
+    }}
+    vec s = {total};
+    double out = 0;
+    for (int l = 0; l < (int)(64/sizeof({real})); ++l) out += s[l];
+    return out;
+}}
+"""
+
+
+def fma_bound(dtype: str) -> float:
+    """GFLOP/s of 12 independent chains of 64-byte multiply-adds (GCC vector extensions,
+    -O3 -march=native, one thread): what one core's FMA units allow, with no memory traffic.
+    Above what the libraries' matmuls reach on a CPU they do not tune for (Zen 5's full-width
+    AVX-512 under OpenBLAS's Haswell kernels), so the page gives both."""
+    import importlib
+    import shutil
+    import tempfile
+
+    import cffi
+
+    real = "double" if dtype == "float64" else "float"
+    chains = range(12)
+    source = _FMA_SOURCE.format(real=real, decl=", ".join(f"a{i} = zero + {i}" for i in chains),
+                                body=" ".join(f"a{i} = a{i}*x + y;" for i in chains),
+                                total=" + ".join(f"a{i}" for i in chains))
+    tmp = Path(tempfile.mkdtemp(prefix="fma_bound_"))
+    mod = f"fma_bound_{dtype}_{os.getpid()}"
+    ffi = cffi.FFI()
+    ffi.cdef("double fma_chains(long n);")
+    ffi.set_source(mod, source, extra_compile_args=["-O3", "-march=native"])
+    ffi.compile(tmpdir=str(tmp))
+    sys.path.insert(0, str(tmp))
+    try:
+        lib = importlib.import_module(mod).lib
+    finally:
+        sys.path.remove(str(tmp))
+        shutil.rmtree(tmp)  # the loaded module stays mapped
+    n = 2_000_000
+    best = min(_timed(lambda: lib.fma_chains(n)) for _ in range(5))
+    return 12 * n * (64 // np.dtype(dtype).itemsize) * 2 / best / 1e9
+
+
+def _timed(fn: Grad) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 PEERS = {"hand-written NumPy": None, "PyTorch": torch_system, "JAX": jax_system,
          "PyTensor": pytensor_system, "CasADi SX C": lambda *a: casadi_c_system(*a, kind="SX"),
          "CasADi MX C": lambda *a: casadi_c_system(*a, kind="MX"),
@@ -553,6 +610,7 @@ def main(argv: list[str] | None = None) -> None:
     cpus = pin_to_one_cpu()
     with threadpool_limits(limits=1):
         peaks = {dt: measure_peak(dt, skip) for dt in dtypes}
+        bounds = {dt: fma_bound(dt) for dt in dtypes}
         for dtype in dtypes:
             for cfg in CONFIGS:
                 if cfg.name in wanted:
@@ -564,7 +622,7 @@ def main(argv: list[str] | None = None) -> None:
     scaling = {} if args.quick else scaling_in_fresh_process(rounds)
     from benchmarks.report import write_report
 
-    write_report(results, peaks, CONFIGS, Path(args.out), Path(args.chart), scaling,
+    write_report(results, peaks, bounds, CONFIGS, Path(args.out), Path(args.chart), scaling,
                  command="python benchmarks/peers.py " + " ".join(argv or sys.argv[1:]),
                  wall=time.perf_counter() - start)
 

@@ -42,7 +42,7 @@ def peak_line(dtype: str, by_library: dict[str, float]) -> str:
             "matmul on this CPU.")
 
 
-def tables(results, peaks, configs) -> list[str]:
+def tables(results, peaks, bounds, configs) -> list[str]:
     lines = []
     for dtype in sorted({d for _, d in results}, key=lambda d: d != "float64"):
         cfgs = [c for c in configs if (c.name, dtype) in results]
@@ -51,8 +51,9 @@ def tables(results, peaks, configs) -> list[str]:
             systems += [s for s in results[c.name, dtype]["times"] if s not in systems]
         lines += [f"### {dtype}: median µs per loss-and-gradient call (one thread)", "",
                   "| config | " + " | ".join(systems) + " | fastest peer | symnn C / fastest peer "
-                  "| symnn C+BLAS / fastest peer | symnn NumPy / hand-written | best symnn C GFLOP/s | % of peak |",
-                  "|" + "---|" * (len(systems) + 7)]
+                  "| symnn C+BLAS / fastest peer | symnn NumPy / hand-written | best symnn C GFLOP/s | % of peak "
+                  "| % of FMA bound |",
+                  "|" + "---|" * (len(systems) + 8)]
         peak = max(peaks[dtype].values())
         for c in cfgs:
             t = results[c.name, dtype]["times"]
@@ -64,8 +65,11 @@ def tables(results, peaks, configs) -> list[str]:
             hand = t.get("hand-written NumPy")
             lines.append(f"| {c.name} | " + " | ".join(cells) + f" | {peer} | **{t['symnn C'] / pt:.2f}** | {blas} | "
                          + (f"{t['symnn NumPy'] / hand:.2f}" if hand else "—")
-                         + f" | {gf:.2f} | {100 * gf / peak:.0f} % |")
-        lines += ["", peak_line(dtype, peaks[dtype]), ""]
+                         + f" | {gf:.2f} | {100 * gf / peak:.0f} % | {100 * gf / bounds[dtype]:.0f} % |")
+        lines += ["", peak_line(dtype, peaks[dtype]), "",
+                  f"FMA bound ({dtype}): {bounds[dtype]:.1f} GFLOP/s, 12 independent chains of 64-byte multiply-adds "
+                  "in registers on one thread (`fma_bound` in benchmarks/peers.py): what the core's FMA units "
+                  "allow, with no memory traffic.", ""]
         lines += [f"One-time costs ({dtype}, seconds: compile / trace / jit, first call included):", "",
                   "| config | " + " | ".join(systems) + " |", "|" + "---|" * (len(systems) + 1)]
         for c in cfgs:
@@ -160,14 +164,14 @@ def scaling_table(scaling) -> list[str]:
     return lines + [""]
 
 
-def write_report(results, peaks, configs, out: Path, png: Path, scaling, command: str, wall: float) -> None:
+def write_report(results, peaks, bounds, configs, out: Path, png: Path, scaling, command: str, wall: float) -> None:
     lines = ["# Benchmarks: loss and gradient against PyTorch, JAX, PyTensor, CasADi and NumPy", "",
              "Made by `" + command.strip() + f"` in {wall:.0f} s on {_cpu()}, "
              f"{os.cpu_count()} logical CPUs, Python {platform.python_version()}.", "",
              "Method, systems and what each one computes: the docstring of `benchmarks/peers.py`. "
              "Ratios within one run are what count; absolute figures move by ±20 % between runs "
              "on shared machines.", ""]
-    lines += tables(results, peaks, configs)
+    lines += tables(results, peaks, bounds, configs)
     lines += scaling_table(scaling)
     lines += gpu_paragraph(results)
     if chart(results, configs, png):
