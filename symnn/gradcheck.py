@@ -78,9 +78,17 @@ class GradcheckReport:
         """RELIABILITY.md's norm criterion for central differences: ``norm_rel_error <= 1e-7``
         with no entry worse than 1e-5. On a wide network the smallest entries sit at the
         differences' round-off, which the per-entry test (``passed``) counts against them;
-        ``passed`` stays the stricter default (it catches a single entry off by 1e-6)."""
-        if self.reference is not None:
-            return bool(self.max_rel_error <= self.tolerance and self.reference.passed_norm)
+        ``passed`` stays the stricter default (it catches a single entry off by 1e-6).
+
+        For a float32 kernel: the norm over every entry within 1e-5 of the float64 gradient
+        (RELIABILITY.md's float32 target), no parameter worse than 1e-3 in its own norm, and
+        the float64 reference passing. ``passed`` holds every parameter to 1e-5 in its own
+        norm, which a small sum with cancellation misses in float32: a 2-class softmax's bias
+        gradient, [s, -s] with s = 5.4e-4, came out 1.7e-5 off while the whole gradient was
+        1.4e-7 off."""
+        if self.reference is not None:  # float32 against the float64 gradient
+            return bool(self.norm_rel_error <= self.tolerance and self.max_rel_error <= 1e-3
+                        and self.reference.passed_norm)
         return bool(self.method.endswith("central") and self.norm_rel_error <= 1e-7
                     and self.max_rel_error <= 1e-5)
 
