@@ -108,7 +108,8 @@ void SYMNN_CBLAS_DGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
 /* Where GCC targets AVX-512, the full-width tiles keep their accumulators in GCC vector-extension
  * variables, 64 bytes each: as arrays they went through the stack between the tile's loops (zero
  * or load, accumulate, store), about 70 cycles a tile (128x64x784 A.T @ B float64: 266-272 ->
- * 243-254 us). The same multiply-adds in the same order: the results are bitwise unchanged. */
+ * 243-254 us). The same multiply-adds in the same order: the results are bitwise unchanged.
+ * On any GCC target the rows left over after the tiles use the vector type too (__GVEC). */
 #if defined(__GNUC__) && !defined(__clang__)
 #define DIGITS_MLP__GVEC 1
 typedef digits_mlp_real digits_mlp__vec __attribute__((vector_size(64), aligned(8)));
