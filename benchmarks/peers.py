@@ -301,27 +301,20 @@ def casadi_system(cfg: Config, params, X, Y, kind: str):
     return run
 
 
-def casadi_c_system(cfg: Config, params, X, Y, kind: str):
-    """CasADi's generated C (``Function.generate``), built like symnn's (cffi API mode, -O3
-    -march=native) and called the way symnn C is: argument and work buffers made once, one
-    C call per gradient. Inputs are handed over column-major, as CasADi expects."""
+def _cffi_module(name: str, cdef: str, source: str, extra_flags: list[str] = ()):
+    """(ffi, lib) of ``source`` built -O3 -march=native through cffi's API mode in a temporary
+    folder, as symnn builds its own C; the folder goes once the module is loaded."""
     import importlib
     import shutil
     import tempfile
 
-    import casadi as ca
     import cffi
 
-    fn, names, args = _casadi_function(cfg, params, X, Y, kind)
-    tmp = Path(tempfile.mkdtemp(prefix="casadi_c_"))
-    gen = ca.CodeGenerator("f.c", {"with_header": False, "casadi_int": "long long int"})
-    gen.add(fn)
-    source = gen.dump()
-    mod = f"casadi_{kind.lower()}_{cfg.name}_{os.getpid()}"
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name}_"))
+    mod = f"{name}_{os.getpid()}"
     ffi = cffi.FFI()
-    ffi.cdef("int f(const double** arg, double** res, long long* iw, double* w, int mem);"
-             "int f_work(long long* sz_arg, long long* sz_res, long long* sz_iw, long long* sz_w);")
-    ffi.set_source(mod, source, extra_compile_args=["-O3", "-march=native", "-w"])
+    ffi.cdef(cdef)
+    ffi.set_source(mod, source, extra_compile_args=["-O3", "-march=native", *extra_flags])
     ffi.compile(tmpdir=str(tmp))
     sys.path.insert(0, str(tmp))
     try:
@@ -329,6 +322,22 @@ def casadi_c_system(cfg: Config, params, X, Y, kind: str):
     finally:
         sys.path.remove(str(tmp))
         shutil.rmtree(tmp)  # the loaded module stays mapped
+    return ffi, lib
+
+
+def casadi_c_system(cfg: Config, params, X, Y, kind: str):
+    """CasADi's generated C (``Function.generate``), built like symnn's (cffi API mode, -O3
+    -march=native) and called the way symnn C is: argument and work buffers made once, one
+    C call per gradient. Inputs are handed over column-major, as CasADi expects."""
+    import casadi as ca
+
+    fn, names, args = _casadi_function(cfg, params, X, Y, kind)
+    gen = ca.CodeGenerator("f.c", {"with_header": False, "casadi_int": "long long int"})
+    gen.add(fn)
+    ffi, lib = _cffi_module(f"casadi_{kind.lower()}_{cfg.name}",
+                            "int f(const double** arg, double** res, long long* iw, double* w, int mem);"
+                            "int f_work(long long* sz_arg, long long* sz_res, long long* sz_iw, long long* sz_w);",
+                            gen.dump(), ["-w"])
     sz = [ffi.new("long long*") for _ in range(4)]
     lib.f_work(*sz)
     cols = [np.ascontiguousarray(a.T).ravel() if a.ndim == 2 else np.ascontiguousarray(a) for a in args]
@@ -433,38 +442,17 @@ def fma_bound(dtype: str) -> float:
     -O3 -march=native, one thread): what one core's FMA units allow, with no memory traffic.
     Above what the libraries' matmuls reach on a CPU they do not tune for (Zen 5's full-width
     AVX-512 under OpenBLAS's Haswell kernels), so the page gives both."""
-    import importlib
-    import shutil
-    import tempfile
-
-    import cffi
+    from symnn.bench import sample
 
     real = "double" if dtype == "float64" else "float"
     chains = range(12)
     source = _FMA_SOURCE.format(real=real, decl=", ".join(f"a{i} = zero + {i}" for i in chains),
                                 body=" ".join(f"a{i} = a{i}*x + y;" for i in chains),
                                 total=" + ".join(f"a{i}" for i in chains))
-    tmp = Path(tempfile.mkdtemp(prefix="fma_bound_"))
-    mod = f"fma_bound_{dtype}_{os.getpid()}"
-    ffi = cffi.FFI()
-    ffi.cdef("double fma_chains(long n);")
-    ffi.set_source(mod, source, extra_compile_args=["-O3", "-march=native"])
-    ffi.compile(tmpdir=str(tmp))
-    sys.path.insert(0, str(tmp))
-    try:
-        lib = importlib.import_module(mod).lib
-    finally:
-        sys.path.remove(str(tmp))
-        shutil.rmtree(tmp)  # the loaded module stays mapped
-    n = 2_000_000
-    best = min(_timed(lambda: lib.fma_chains(n)) for _ in range(5))
+    _, lib = _cffi_module(f"fma_bound_{dtype}", "double fma_chains(long n);", source)
+    n = 200_000
+    best = min(sample(lambda: lib.fma_chains(n), 0.05) for _ in range(5))
     return 12 * n * (64 // np.dtype(dtype).itemsize) * 2 / best / 1e9
-
-
-def _timed(fn: Grad) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 PEERS = {"hand-written NumPy": None, "PyTorch": torch_system, "JAX": jax_system,

@@ -36,6 +36,10 @@ def _numpy_lines(source: str) -> dict[str, list[str]]:
     return out
 
 
+#: an assignment to a name or an element of it: ``t8[i*10 + j] = ``, ``dL_db2[j] += ``, ``pi[j] /= ``
+_WRITE = re.compile(r"\b(\w+)(\[[^\]]*\])? (\+?=|/=) ")
+
+
 def _c_lines(source: str, prefix: str, limit: int = 8) -> dict[str, list[str]]:
     """target -> the C lines of the loss-and-gradient kernel that compute it.
 
@@ -59,13 +63,13 @@ def _c_lines(source: str, prefix: str, limit: int = 8) -> dict[str, list[str]]:
         if depth == 0:
             named = []
         comment = re.search(r"/\* (\w+) (\+?=) .*\*/", stripped)
-        written = re.match(r"(\w+)(\[[^\]]*\])? (\+?=|/=) ", stripped)
+        written = _WRITE.match(stripped)
         if comment:
             add(comment.group(1), stripped.removeprefix("{ "))
             if stripped.startswith("{") or depth > 0:
                 named.append(comment.group(1))
         elif named and re.sub(r"\s*/\*.*\*/$", "", stripped).endswith(";"):  # not a bare loop header
-            owners = [m.group(1) for m in re.finditer(r"\b(\w+)(\[[^\]]*\])? (\+?=|/=) ", stripped)]
+            owners = [m.group(1) for m in _WRITE.finditer(stripped)]
             add(next((o for o in owners if o in named), named[0]), stripped)
         elif written:
             add(written.group(1), stripped)

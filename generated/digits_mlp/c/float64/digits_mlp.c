@@ -127,6 +127,7 @@ static digits_mlp_real *digits_mlp__align64(digits_mlp_real *p)
 {
     return (digits_mlp_real *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
 }
+#ifdef DIGITS_MLP__GVEC
 #ifdef DIGITS_MLP__VEC
 
 /* One 6-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
@@ -134,7 +135,9 @@ static digits_mlp_real *digits_mlp__align64(digits_mlp_real *p)
  * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
  * allocates its registers alone: inlined into the helpers, whose other counters left float32's
  * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
- * 405k -> 190k cycles). */
+ * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
+ * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile6n(const digits_mlp_real *restrict a, ptrdiff_t lda,
     const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
 {
@@ -194,13 +197,17 @@ __attribute__((noinline)) static void digits_mlp__tile6n(const digits_mlp_real *
     *(digits_mlp__vec *)&c[5*ldc] = c5a;
     *(digits_mlp__vec *)&c[5*ldc + 8] = c5b;
 }
+#endif
+#ifdef DIGITS_MLP__VEC
 
 /* One 4-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
  * full width; a: op(A)'s first value, k next to each other and the tile's rows lda apart.
  * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
  * allocates its registers alone: inlined into the helpers, whose other counters left float32's
  * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
- * 405k -> 190k cycles). */
+ * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
+ * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile4n(const digits_mlp_real *restrict a, ptrdiff_t lda,
     const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
 {
@@ -244,13 +251,46 @@ __attribute__((noinline)) static void digits_mlp__tile4n(const digits_mlp_real *
     *(digits_mlp__vec *)&c[3*ldc] = c3a;
     *(digits_mlp__vec *)&c[3*ldc + 8] = c3b;
 }
+#endif
+
+/* One 1-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
+ * full width; a: op(A)'s first value, k next to each other and the tile's rows lda apart.
+ * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
+ * allocates its registers alone: inlined into the helpers, whose other counters left float32's
+ * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
+ * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
+ * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
+__attribute__((noinline)) static void digits_mlp__tile1n(const digits_mlp_real *restrict a, ptrdiff_t lda,
+    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+{
+    (void)lda;  /* one row of A: its k lie next to each other */
+    digits_mlp__vec c0a, c0b;
+    if (!load) {
+        c0a = c0b = (digits_mlp__vec){ 0.0 };
+    } else {
+        c0a = *(const digits_mlp__vec *)&c[0*ldc];
+        c0b = *(const digits_mlp__vec *)&c[0*ldc + 8];
+    }
+    for (ptrdiff_t k = 0; k < nk; ++k) {
+        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + k*ps), bb = *(const digits_mlp__vec *)(pb + k*ps + 8);
+        const digits_mlp_real u0 = a[k];
+        c0a += u0*ba;
+        c0b += u0*bb;
+    }
+    *(digits_mlp__vec *)&c[0*ldc] = c0a;
+    *(digits_mlp__vec *)&c[0*ldc + 8] = c0b;
+}
+#ifdef DIGITS_MLP__VEC
 
 /* One 6-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
  * full width; a: op(A)'s first value, the tile's rows next to each other and k lda apart.
  * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
  * allocates its registers alone: inlined into the helpers, whose other counters left float32's
  * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
- * 405k -> 190k cycles). */
+ * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
+ * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile6t(const digits_mlp_real *restrict a, ptrdiff_t lda,
     const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
 {
@@ -311,13 +351,17 @@ __attribute__((noinline)) static void digits_mlp__tile6t(const digits_mlp_real *
     *(digits_mlp__vec *)&c[5*ldc] = c5a;
     *(digits_mlp__vec *)&c[5*ldc + 8] = c5b;
 }
+#endif
+#ifdef DIGITS_MLP__VEC
 
 /* One 4-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
  * full width; a: op(A)'s first value, the tile's rows next to each other and k lda apart.
  * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
  * allocates its registers alone: inlined into the helpers, whose other counters left float32's
  * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
- * 405k -> 190k cycles). */
+ * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
+ * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile4t(const digits_mlp_real *restrict a, ptrdiff_t lda,
     const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
 {
@@ -361,6 +405,36 @@ __attribute__((noinline)) static void digits_mlp__tile4t(const digits_mlp_real *
     *(digits_mlp__vec *)&c[2*ldc + 8] = c2b;
     *(digits_mlp__vec *)&c[3*ldc] = c3a;
     *(digits_mlp__vec *)&c[3*ldc + 8] = c3b;
+}
+#endif
+
+/* One 1-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
+ * full width; a: op(A)'s first value, the tile's rows next to each other and k lda apart.
+ * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
+ * allocates its registers alone: inlined into the helpers, whose other counters left float32's
+ * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
+ * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
+ * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
+__attribute__((noinline)) static void digits_mlp__tile1t(const digits_mlp_real *restrict a, ptrdiff_t lda,
+    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+{
+    digits_mlp__vec c0a, c0b;
+    if (!load) {
+        c0a = c0b = (digits_mlp__vec){ 0.0 };
+    } else {
+        c0a = *(const digits_mlp__vec *)&c[0*ldc];
+        c0b = *(const digits_mlp__vec *)&c[0*ldc + 8];
+    }
+    for (ptrdiff_t k = 0; k < nk; ++k) {
+        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + k*ps), bb = *(const digits_mlp__vec *)(pb + k*ps + 8);
+        const digits_mlp_real *ak = a + k*lda;
+        const digits_mlp_real u0 = ak[0];
+        c0a += u0*ba;
+        c0b += u0*bb;
+    }
+    *(digits_mlp__vec *)&c[0*ldc] = c0a;
+    *(digits_mlp__vec *)&c[0*ldc + 8] = c0b;
 }
 #endif
 
@@ -522,19 +596,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                 if (k0 > 0)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
 #ifdef DIGITS_MLP__GVEC
-                {  /* in vector variables: on c[], GCC 12 vectorised the loop over k as in-order
-                      sums, multiplying and adding apart where the tiles fuse the two (FMA), so a
-                      row's last bits depended on the batch that left it over */
-                    digits_mlp__vec ca = *(digits_mlp__vec *)c, cb = *(digits_mlp__vec *)(c + 8);
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real u0 = A[i0*lda + k];
-                        const digits_mlp_real *bk = pb + (k - k0)*ps;
-                        ca += u0*(*(const digits_mlp__vec *)bk);
-                        cb += u0*(*(const digits_mlp__vec *)(bk + 8));
-                    }
-                    *(digits_mlp__vec *)c = ca;
-                    *(digits_mlp__vec *)(c + 8) = cb;
-                }
+                digits_mlp__tile1n(A + i0*lda + k0, lda, pb, ps, k1 - k0, c, 16, 1);
 #else
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real u0 = A[i0*lda + k];
@@ -823,19 +885,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                 if (k0 > 0)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
 #ifdef DIGITS_MLP__GVEC
-                {  /* in vector variables: on c[], GCC 12 vectorised the loop over k as in-order
-                      sums, multiplying and adding apart where the tiles fuse the two (FMA), so a
-                      row's last bits depended on the batch that left it over */
-                    digits_mlp__vec ca = *(digits_mlp__vec *)c, cb = *(digits_mlp__vec *)(c + 8);
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real u0 = A[i0*lda + k];
-                        const digits_mlp_real *bk = pb + (k - k0)*ps;
-                        ca += u0*(*(const digits_mlp__vec *)bk);
-                        cb += u0*(*(const digits_mlp__vec *)(bk + 8));
-                    }
-                    *(digits_mlp__vec *)c = ca;
-                    *(digits_mlp__vec *)(c + 8) = cb;
-                }
+                digits_mlp__tile1n(A + i0*lda + k0, lda, pb, ps, k1 - k0, c, 16, 1);
 #else
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real u0 = A[i0*lda + k];
@@ -867,7 +917,7 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
         return;
     }
 #endif
-    if (ct != NULL && Nc < 16 && M >= 16) {
+    if (ct != NULL && M >= 16) {  /* (the caller gives ct only where Nc < 16) */
         digits_mlp__gemm_nt(Nc, K, M, B, ldb, A, lda, ct, work, NULL);
         for (ptrdiff_t i = 0; i < M; ++i)
             for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = ct[j*M + i];
@@ -1053,20 +1103,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                 if (k0 > 0)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
 #ifdef DIGITS_MLP__GVEC
-                {  /* in vector variables: on c[], GCC 12 vectorised the loop over k as in-order
-                      sums, multiplying and adding apart where the tiles fuse the two (FMA), so a
-                      row's last bits depended on the batch that left it over */
-                    digits_mlp__vec ca = *(digits_mlp__vec *)c, cb = *(digits_mlp__vec *)(c + 8);
-                    for (ptrdiff_t k = k0; k < k1; ++k) {
-                        const digits_mlp_real *ak = A + k*lda + i0;
-                        const digits_mlp_real u0 = ak[0];
-                        const digits_mlp_real *bk = pb + (k - k0)*ps;
-                        ca += u0*(*(const digits_mlp__vec *)bk);
-                        cb += u0*(*(const digits_mlp__vec *)(bk + 8));
-                    }
-                    *(digits_mlp__vec *)c = ca;
-                    *(digits_mlp__vec *)(c + 8) = cb;
-                }
+                digits_mlp__tile1t(A + k0*lda + i0, lda, pb, ps, k1 - k0, c, 16, 1);
 #else
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real *ak = A + k*lda + i0;
@@ -1099,7 +1136,7 @@ static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
         return;
     }
 #endif
-    if (ct != NULL && Nc < 16 && M >= 16) {
+    if (ct != NULL && M >= 16) {  /* (the caller gives ct only where Nc < 16) */
         digits_mlp__gemm_tn(Nc, K, M, B, ldb, A, lda, ct, work, NULL);
         for (ptrdiff_t i = 0; i < M; ++i)
             for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = ct[j*M + i];

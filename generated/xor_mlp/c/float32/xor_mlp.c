@@ -67,7 +67,7 @@ static xor_mlp_real xor_mlp__sum(const xor_mlp_real *x, ptrdiff_t count)
 #else
 #define XOR_MLP__RUNTIME_SIZES
 #endif
-#ifdef XOR_MLP__VEC
+#ifdef XOR_MLP__GVEC
 #endif
 
 /* 2**k for an integral k with a normal result: adding 1.5 * 2**23 leaves k in the low bits
