@@ -18,6 +18,8 @@ from .persist import Model, Standardizer, export_c_params, load, save
 from .train import History, TrainResult, train
 from .optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop, optimizer
 from .registry import register_activation, register_loss
+from . import spec_toml
+from .spec_toml import dumps_spec, load_spec, loads_spec
 
 __version__ = "0.1.0"
 
@@ -59,4 +61,8 @@ __all__ = [
     "gradcheck",
     "register_activation",
     "register_loss",
+    "spec_toml",
+    "dumps_spec",
+    "load_spec",
+    "loads_spec",
 ]

@@ -22,7 +22,16 @@ from .errors import (
     SpecError,
     SpecTypeError,
 )
-from .expressions import check_elementwise, require_scalar_expr, require_symbols
+from .expressions import (
+    Domain,
+    check_elementwise,
+    domain_text,
+    outside_values,
+    require_domain,
+    require_scalar_expr,
+    require_symbols,
+    warn_non_smooth,
+)
 
 _MAX_WIDTH = 2**31 - 1
 Width = int | sp.Symbol
@@ -54,6 +63,11 @@ def _width(value: object, what: str) -> Width:
 class Activation:
     """An activation function: one SymPy expression of one variable, or row-wise softmax.
 
+    ``domain=(lo, hi)`` declares an expression defined only on that open interval
+    (``log(z)``: ``domain=(0, math.inf)``): it is checked there only, and the emitted code
+    keeps the input inside it (:class:`symnn.functions.Guard`; an input at or beyond an end is
+    evaluated a few ulps inside it).
+
     Example:
         >>> import sympy as sp, symnn as sn
         >>> z = sp.Symbol("z")
@@ -70,6 +84,7 @@ class Activation:
     user: bool = True
     latex_name: str | None = None
     params: tuple[tuple[str, float], ...] = ()  # a built-in's parameters, e.g. (("alpha", 0.2),)
+    domain: Domain | None = None  # the open interval the expression is defined on; None: all reals
 
     def __init__(
         self,
@@ -79,6 +94,7 @@ class Activation:
         *,
         init: str = "xavier",
         latex: str | None = None,
+        domain: object = None,
     ) -> None:
         if not isinstance(name, str) or not name.isidentifier():
             raise SpecError(f"activation name must be an identifier, got {name!r}")
@@ -88,7 +104,8 @@ class Activation:
             raise InvalidExpressionError(f"activation {name!r}: var must be a SymPy Symbol")
         if init not in _SCHEMES:
             raise ConfigError(f"activation {name!r}: init must be one of {sorted(_SCHEMES)}")
-        expr = check_elementwise(expr, var, f"activation {name!r}")
+        domain = require_domain(domain, f"activation {name!r}")
+        expr = check_elementwise(expr, var, f"activation {name!r}", domain=domain)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "expr", expr.xreplace({sp.Symbol(var.name, real=True): registry.X}))
         object.__setattr__(self, "var", registry.X)
@@ -97,6 +114,7 @@ class Activation:
         object.__setattr__(self, "user", True)
         object.__setattr__(self, "latex_name", latex)
         object.__setattr__(self, "params", ())
+        object.__setattr__(self, "domain", domain)
 
     @classmethod
     def builtin(cls, name: str, **params: float) -> "Activation":
@@ -128,6 +146,7 @@ class Activation:
         object.__setattr__(self, "user", False)
         object.__setattr__(self, "latex_name", entry.latex)
         object.__setattr__(self, "params", tuple(sorted((k, float(v)) for k, v in values.items())))
+        object.__setattr__(self, "domain", entry.domain)
         return self
 
     @property
@@ -147,6 +166,13 @@ class Loss:
     ``reduction="mean"`` averages over all output elements (PyTorch's MSE/BCE default);
     ``"batch"`` sums over the output columns and averages over the rows.
 
+    ``domain=(lo, hi)`` declares the open interval of predictions the loss is defined on
+    (``domain=(0, 1)`` for a loss with ``log(p)`` and ``log(1 - p)``): the expression is checked
+    there only (with the target at 1/3), the network's output activation must take its values in
+    ``[lo, hi]``, and the emitted code clips the prediction a few ulps inside the ends
+    (:func:`symnn.functions.guard_bounds`), so a sigmoid saturated to exactly 0 or 1 gives a
+    finite loss and gradient. The target is data: it is not guarded.
+
     Example (Huber, delta = 1):
         >>> import sympy as sp, symnn as sn
         >>> p, y = sp.symbols("p y")
@@ -162,6 +188,7 @@ class Loss:
     requires: str | None = None
     user: bool = True
     latex_name: str | None = None
+    domain: Domain | None = None  # the predictions the loss is defined on; None: all reals
 
     def __init__(
         self,
@@ -172,6 +199,7 @@ class Loss:
         *,
         reduction: str = "mean",
         latex: str | None = None,
+        domain: object = None,
     ) -> None:
         if not isinstance(name, str) or not name.isidentifier():
             raise SpecError(f"loss name must be an identifier, got {name!r}")
@@ -189,15 +217,21 @@ class Loss:
             raise InvalidExpressionError(f"{what} {expr} does not depend on the prediction {pred}")
         if target not in expr.free_symbols:
             raise InvalidExpressionError(f"{what} {expr} does not use the target symbol {target}")
+        domain = require_domain(domain, what)
         canonical = expr.subs({pred: registry.P, target: registry.T}, simultaneous=True)
-        # the prediction-derivative must exist and be real (the target is data, not differentiated)
-        check_elementwise(canonical.subs(registry.T, sp.Rational(1, 3)), registry.P, what, user=True)
+        # the prediction-derivative must exist and be real (the target is data, not
+        # differentiated, so it is fixed at a probe value); messages and the kink warning
+        # print the expression as written, in the user's symbols
+        probe = expr.subs(target, sp.Rational(1, 3))
+        warn_non_smooth(probe, what, shown=expr, stacklevel=2)
+        check_elementwise(probe, pred, what, user=False, domain=domain, shown=expr)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "expr", canonical)
         object.__setattr__(self, "reduction", reduction)
         object.__setattr__(self, "requires", None)
         object.__setattr__(self, "user", True)
         object.__setattr__(self, "latex_name", latex)
+        object.__setattr__(self, "domain", domain)
 
     @classmethod
     def builtin(cls, name: str) -> "Loss":
@@ -210,6 +244,7 @@ class Loss:
             ("requires", entry.requires),
             ("user", False),
             ("latex_name", entry.latex),
+            ("domain", entry.domain),
         ):
             object.__setattr__(self, k, v)
         return self
@@ -308,6 +343,8 @@ class Network:
             raise SpecError(f"layer {len(layers)}: softmax over a single output is constant 1")
         if last.dropout:
             raise SpecError(f"layer {len(layers)} is the output layer: dropout applies to hidden layers only")
+        if loss.domain is not None:
+            _require_output_in_domain(last.activation, loss, len(layers))
         object.__setattr__(self, "layers", tuple(layers))
         object.__setattr__(self, "loss", loss)
         object.__setattr__(self, "l1", float(l1))
@@ -387,6 +424,32 @@ class Network:
 
 
 _SCHEMES = {"xavier": "xavier", "glorot": "xavier", "he": "he", "kaiming": "he"}
+
+
+def _require_output_in_domain(act: Activation, loss: Loss, layer: int) -> None:
+    """Refuse an output activation that can leave the loss's domain (identity before a loss in
+    (0, 1)): the guard would clip such predictions and train on the clipped loss, silently.
+    The check is numeric (the activation at points across the line), so it can only miss a
+    violation, never invent one; an activation whose values the registry states (softmax)
+    is checked on those."""
+    lo, hi = loss.domain  # type: ignore[misc]
+    if act.is_rowwise:
+        stated = registry.activation(act.name).value_range
+        if stated is None:  # nothing to check against
+            return
+        rlo, rhi = stated
+        bad = [] if lo <= rlo and rhi <= hi else [(None, rlo if rlo < lo else rhi)]
+    else:
+        bad = outside_values(act.expr, act.var, loss.domain, act.domain)  # type: ignore[arg-type]
+    if bad:
+        at, value = bad[0]
+        where = "" if at is None else f" at z = {at:g}"
+        hint = " (sigmoid and softmax give values in [0, 1])" if lo <= 0 and hi >= 1 else ""
+        raise SpecError(
+            f"loss {loss.name!r} is defined for predictions in {domain_text(loss.domain)}, but layer "
+            f"{layer}'s activation {act.name!r} gives {value:g}{where}: use an output activation "
+            f"whose values lie in [{lo:g}, {hi:g}]{hint}"
+        )
 
 
 def _np_dtype(dtype: object) -> np.dtype:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 
-
 from . import datasets
 from .declare import Dense, Network
 from .derivation import derive
 from .driver import compile as compile_kernel
 from .optim import Momentum
+from .report import plain
 from .train import train
 
 
@@ -38,7 +38,7 @@ def run(epochs: int = 40, batch_size: int = 32, lr: float = 0.05, momentum: floa
     if verbose:
         print("symnn demo: 64-32-10 ReLU/softmax network on the UCI digits (1,797 images)")
         for step in d.backward[:3]:
-            print(f"  {step.label}: {step.matrix}")
+            print(f"  {plain(step.matrix)}")
     opt = Momentum(lr=lr, momentum=momentum)
     kernel = compile_kernel(net, backend=backend, dtype="float64", optimizer=opt)
     if verbose:

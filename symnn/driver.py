@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import types
 import warnings
 from pathlib import Path
@@ -25,8 +26,17 @@ def _require_network(net: object) -> Network:
 
 
 def derive_program(net: Network, training: bool = False) -> Simplified:
-    """Forward graph, chain rule and every simplification pass (``training``: with dropout)."""
-    return simplify(build_forward(_require_network(net), training=training))
+    """Forward graph, chain rule and every simplification pass (``training``: with dropout).
+
+    A network is an immutable value, so its program is remembered: compiling the same network
+    for the other backend or dtype (gradcheck's float64 reference of a float32 kernel, a test
+    comparing backends) derives and simplifies it once."""
+    return _derive(_require_network(net), training)
+
+
+@functools.lru_cache(maxsize=64)
+def _derive(net: Network, training: bool) -> Simplified:
+    return simplify(build_forward(net, training=training))
 
 
 def _optimizer(opt: object) -> Optimizer | None:

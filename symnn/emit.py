@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import sympy as sp
 from . import naming
 from .declare import Network, _np_dtype
 from .errors import ConfigError, SpecError
+from .fileio import write_atomic  # noqa: F401  (re-exported: the writers import it from here)
 from .lower import KERNELS, dims, plan_kernel
 from .optim import Optimizer, split_invariant, update_program
 from .program import Program
@@ -30,6 +29,8 @@ def spec_hash(net: Network, dtype: str, optimizer: "Optimizer | None" = None) ->
     codegen version."""
     parts = [CODEGEN_VERSION, dtype, net.name, repr(net.l1), repr(net.l2), net.loss.name,
              sp.srepr(net.loss.expr), net.loss.reduction]
+    if net.loss.domain is not None:  # only then: hashes of networks without one are unchanged
+        parts.append(f"domain={net.loss.domain!r}")
     if optimizer is not None:
         parts += [optimizer.describe()]
     for layer in net.layers:
@@ -38,6 +39,8 @@ def spec_hash(net: Network, dtype: str, optimizer: "Optimizer | None" = None) ->
                   sp.srepr(act.expr) if act.expr is not None else act.kind]
         if layer.dropout:
             parts.append(f"dropout={layer.dropout!r}")
+        if act.domain is not None:
+            parts.append(f"domain={act.domain!r}")
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
@@ -169,21 +172,6 @@ def _words(line: str) -> set[str]:
     import re
 
     return set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", line))
-
-
-def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write ``text`` (UTF-8, LF) or raw bytes to ``path`` through a temporary file in the same
-    directory + rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text if isinstance(text, bytes) else text.encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def require_concrete(net: Network) -> None:

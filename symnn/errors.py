@@ -3,7 +3,7 @@
 Every error symnn raises on bad input derives from :class:`SymnnError` *and* from the builtin
 that a generic handler would expect (``ValueError`` for bad values, ``TypeError`` for bad
 types), so ``except ValueError`` keeps working for callers that do not know symnn.
-The tree follows ``shared/RELIABILITY.md`` (b).
+The tree follows ``docs/design/RELIABILITY.md`` (b).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ import sympy as sp
 
 from . import ir, naming, registry, saturate
 from .declare import Network
-from .expressions import derivative
+from .expressions import Domain, derivative, exact_bound
+from .functions import Guard
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,25 @@ class ForwardGraph:
         return self.a[-1]
 
 
+def guarded(expr: sp.Expr, var: sp.Symbol, domain: Domain | None) -> sp.Expr:
+    """``expr`` with ``var`` kept inside its declared open ``domain`` (:class:`Guard`), so
+    the emitted code never evaluates it at or beyond an end (``log(0)``)."""
+    if domain is None:
+        return expr
+    return expr.xreplace({var: Guard(var, *(exact_bound(v) for v in domain))})
+
+
 @functools.lru_cache(maxsize=512)
-def activation_fn(name: str, expr: sp.Expr) -> ir.Elementwise:
+def activation_fn(name: str, expr: sp.Expr, domain: Domain | None = None) -> ir.Elementwise:
     """The element-wise map of an activation; where its formula (or its derivative's) is NaN
     at huge or infinite inputs, the input is clamped where the function has already
-    saturated (:mod:`symnn.saturate`) and the derivative is passed as a proven partial.
+    saturated (:mod:`symnn.saturate`) and the derivative is passed as a proven partial; with a
+    declared domain the input is also guarded into it (value and derivative alike).
     Cached: graphs are rebuilt often (gradcheck, sampling) and this derives and probes."""
     x = registry.X
-    value = saturate.clamp(expr, x)
+    value = guarded(saturate.clamp(expr, x), x, domain)
     d = derivative(expr, x, f"activation {name}")
-    grad = saturate.clamp(d, x)
+    grad = guarded(saturate.clamp(d, x), x, domain)
     if value == expr and grad == d:
         return ir.Elementwise(name, (x,), expr)
     return ir.Elementwise(name, (x,), value, grads=(grad,))
@@ -52,7 +62,7 @@ def activation_fn(name: str, expr: sp.Expr) -> ir.Elementwise:
 def apply_activation(act, z: ir.Node) -> ir.Node:
     if act.is_rowwise:
         return ir.softmax(z)
-    return ir.map_(activation_fn(act.name, act.expr), z)
+    return ir.map_(activation_fn(act.name, act.expr, act.domain), z)
 
 
 def scalar_map(name: str, expr: sp.Expr, operands: list[tuple[sp.Symbol, ir.Node]]) -> ir.Node:
@@ -96,7 +106,8 @@ def build_forward(net: Network, training: bool = False) -> ForwardGraph:
             u, k = sp.Symbol("u", real=True), sp.Symbol("k", real=True)
             keep = sp.Float(1 / (1 - layer.dropout), 17)
             a = ir.map_(ir.Elementwise("dropout", (u, k), u * k * keep), a, mask)
-    term = ir.map_(ir.Elementwise(net.loss.name, (registry.P, registry.T), net.loss.expr), a, Y)
+    term_expr = guarded(net.loss.expr, registry.P, net.loss.domain)
+    term = ir.map_(ir.Elementwise(net.loss.name, (registry.P, registry.T), term_expr), a, Y)
     s = sp.Symbol("s")
     count = N * net.n_out if net.loss.reduction == "mean" else N
     data_loss = scalar_map("mean", s / count, [(s, ir.sum_(term))])

@@ -13,8 +13,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,6 +22,7 @@ import sympy as sp
 
 from .declare import Activation, Dense, Loss, Network
 from .errors import ConfigError, DataError, ShapeError
+from .fileio import staged
 
 FORMAT = "symnn-model/1"
 
@@ -64,13 +63,21 @@ class Model:
     standardizer: Standardizer | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def predict(self, X: object, backend: str = "numpy") -> np.ndarray:
-        """Network output for raw (unstandardised) inputs."""
+    def predict_proba(self, X: object, backend: str = "numpy") -> np.ndarray:
+        """Network output for raw (unstandardised) inputs: class probabilities for a
+        classifier (softmax rows, or one sigmoid per output)."""
         from .driver import compile as compile_kernel
 
         x = self.standardizer.transform(X) if self.standardizer is not None else X
         dtype = str(next(iter(self.params.values())).dtype)
         return compile_kernel(self.network, backend=backend, dtype=dtype).forward(self.params, x)
+
+    def predict(self, X: object, backend: str = "numpy") -> np.ndarray:
+        """Predictions for raw inputs, as scikit-learn's ``predict``: class labels (N,) for
+        cross-entropy, 0/1 (N, K) for binary cross-entropy, the output for a regression."""
+        from .decision import labels
+
+        return labels(self.network, self.predict_proba(X, backend))
 
 
 # -- network <-> JSON -------------------------------------------------------------------------------
@@ -141,6 +148,8 @@ def _restore(cls: type, fields: Mapping[str, Any]) -> Any:
     for name, value in fields.items():
         if name == "params":  # JSON turned the tuple of pairs into lists
             value = tuple((str(k), float(v)) for k, v in value)
+        if name == "domain" and value is not None:  # (lo, hi), JSON's list; inf as Infinity
+            value = (float(value[0]), float(value[1]))
         object.__setattr__(obj, name, _decode(value))
     return obj
 
@@ -182,16 +191,8 @@ def save(path: str | Path, net: Network, params: Mapping[str, Any], *,
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with staged(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
     return path
 
 
@@ -222,6 +223,12 @@ def export_c_params(path: str | Path, net: Network, params: Mapping[str, Any], *
     from .render import render
 
     prefix = check_prefix(net.name)
+    for name, shape in net.param_shapes().items():  # a transposed W has the right count, wrong layout
+        want = tuple(int(d) for d in shape)
+        if name not in params:
+            raise ShapeError(f"params lack {name}")
+        if np.shape(params[name]) != want:
+            raise ShapeError(f"expected {name} of shape {want}, got {np.shape(params[name])}")
     flat = np.concatenate([np.asarray(params[k], dtype=np.float64).reshape(-1) for k in net.param_shapes()])
     if not np.isfinite(flat).all():
         raise DataError("the parameters hold NaN or infinity")
@@ -230,6 +237,7 @@ def export_c_params(path: str | Path, net: Network, params: Mapping[str, Any], *
         return [c_literal(float(v), dtype) for v in values]
 
     text = render("c/params.h.jinja", prefix=prefix, real=f"{prefix}_real", values=lits(flat),
+                  n_in=int(net.n_in), n_out=int(net.n_out),
                   mean=lits(standardizer.mean) if standardizer is not None else None,
                   std=lits(standardizer.std) if standardizer is not None else None,
                   spec_hash=spec_hash(net, dtype), op_summary=[])

@@ -39,6 +39,10 @@ class ActivationEntry:
     params: Mapping[str, float] = field(default_factory=dict)
     init: str = "xavier"  # default initialisation scheme for layers using it
     latex: str | None = None
+    domain: tuple[float, float] | None = None  # open interval the expression is defined on
+    #: closed interval holding every value, stated for row-wise entries that have no expression
+    #: to sample (softmax: [0, 1]); element-wise ones are sampled instead
+    value_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class LossEntry:
     reduction: str = "mean"
     requires: str | None = None  # output activation the loss is defined on (e.g. softmax)
     latex: str | None = None
+    domain: tuple[float, float] | None = None  # open interval of predictions it is defined on
 
 
 _ACTIVATIONS: dict[str, ActivationEntry] = {}
@@ -68,9 +73,15 @@ def register_activation(
     params: Mapping[str, float] | None = None,
     init: str = "xavier",
     latex: str | None = None,
+    domain: tuple[float, float] | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> ActivationEntry:
-    """Add an activation to the registry (an existing name is replaced)."""
-    entry = ActivationEntry(name, expr, kind, MappingProxyType(dict(params or {})), init, latex)
+    """Add an activation to the registry (an existing name is replaced); ``domain`` as for
+    :class:`symnn.declare.Activation`."""
+    from .expressions import require_domain  # late: expressions imports the simplifier
+
+    entry = ActivationEntry(name, expr, kind, MappingProxyType(dict(params or {})), init, latex,
+                            require_domain(domain, f"activation {name!r}"), value_range)
     _ACTIVATIONS[name] = entry
     return entry
 
@@ -82,16 +93,32 @@ def register_loss(
     reduction: str = "mean",
     requires: str | None = None,
     latex: str | None = None,
+    domain: tuple[float, float] | None = None,
 ) -> LossEntry:
-    """Add a loss to the registry (an existing name is replaced)."""
-    entry = LossEntry(name, expr, reduction, requires, latex)
+    """Add a loss to the registry (an existing name is replaced); ``domain`` as for
+    :class:`symnn.declare.Loss`."""
+    from .expressions import require_domain  # late: expressions imports the simplifier
+
+    entry = LossEntry(name, expr, reduction, requires, latex, require_domain(domain, f"loss {name!r}"))
     _LOSSES[name] = entry
     return entry
 
 
+def closest_name(name: str, names: list[str]) -> str | None:
+    """The valid name a typo most likely meant, ignoring case: an exact case-insensitive match
+    first (``'Relu'`` -> ``'relu'``, where plain difflib prefers ``'elu'``), else difflib on
+    the lower-cased names (``'LeakyReLU'`` -> ``'leaky_relu'``)."""
+    lowered = {n.lower(): n for n in sorted(names)}
+    key = name.lower()
+    if key in lowered:
+        return lowered[key]
+    close = difflib.get_close_matches(key, list(lowered), n=1)
+    return lowered[close[0]] if close else None
+
+
 def _unknown(kind: str, name: str, names: list[str]) -> UnknownActivationError:
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest_name(name, names)
+    hint = f" (did you mean {close!r}?)" if close else ""
     return UnknownActivationError(
         f"unknown {kind} {name!r}{hint}; valid names: {', '.join(sorted(names))}"
     )
@@ -146,7 +173,7 @@ register_activation(
     "gelu", X / 2 * (1 + sp.erf(X / sp.sqrt(2))), init="he", latex=r"\operatorname{GELU}"
 )
 register_activation("softsign", X / (1 + sp.Abs(X)), latex=r"\operatorname{softsign}")
-register_activation("softmax", None, kind="rowwise", latex=r"\operatorname{softmax}")
+register_activation("softmax", None, kind="rowwise", latex=r"\operatorname{softmax}", value_range=(0.0, 1.0))
 
 # -- built-in losses ---------------------------------------------------------------------------
 register_loss("mse", (P - T) ** 2, latex=r"\operatorname{MSE}")

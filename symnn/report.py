@@ -5,8 +5,12 @@ The math is printed here; ``templates/latex/derivation.tex.jinja`` lays out the 
 
 from __future__ import annotations
 
+import re
+
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import precedence
+from sympy.printing.str import StrPrinter
 
 from .derivation import Derivation
 from .render import render
@@ -45,6 +49,64 @@ def text(s: str) -> str:
 
 def tex(expr: sp.Basic) -> str:
     return SymnnLatexPrinter().doprint(expr)
+
+
+#: LaTeX spellings in the derivation's symbol names -> plain text, applied in order
+_PLAIN_NAMES = (
+    (re.compile(r"\\frac\{\\partial (.+?)\}\{\\partial (.+)\}"), r"∂\1/∂\2"),
+    (re.compile(r"\^\{\((\d+)\)\}"), r"\1"),
+    (re.compile(r"_\{(\w+)\}"), r"_\1"),
+    (re.compile(r"\\delta"), "δ"),
+    (re.compile(r"\\operatorname\{(\w+)\}"), r"\1"),
+    (re.compile(r"\\(\w+)"), r"\1"),
+)
+
+
+def plain_name(name: str) -> str:
+    """A derivation symbol's LaTeX name as plain text: ``\\delta^{(2)}`` -> ``δ2``."""
+    for pattern, repl in _PLAIN_NAMES:
+        name = pattern.sub(repl, name)
+    return name
+
+
+class PlainPrinter(StrPrinter):
+    """SymPy's str printer for a terminal: derivation names without LaTeX markup, ``@`` for
+    matrix products, ``∘`` for element-wise ones, ``=`` for an equation."""
+
+    def _print_Symbol(self, expr) -> str:
+        return plain_name(expr.name)
+
+    _print_MatrixSymbol = _print_Symbol
+
+    def _print_OneMatrix(self, expr) -> str:
+        return "1"
+
+    def _print_MatMul(self, expr) -> str:
+        coeff = sp.Mul(*[f for f in expr.args if not f.is_Matrix])
+        factors = [f for f in expr.args if f.is_Matrix]
+        body = " @ ".join(self.parenthesize(f, precedence(expr)) for f in factors)
+        if coeff == 1:
+            return body
+        if coeff == -1:
+            return f"-{body}"
+        return f"{self.parenthesize(coeff, precedence(expr))} * {body}"
+
+    def _print_HadamardProduct(self, expr) -> str:
+        return " ∘ ".join(self.parenthesize(f, precedence(expr)) for f in expr.args)
+
+    def _print_Function(self, expr) -> str:
+        return f"{plain_name(expr.func.__name__)}({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Equality(self, expr) -> str:
+        return f"{self._print(expr.lhs)} = {self._print(expr.rhs)}"
+
+
+def plain(expr: sp.Basic) -> str:
+    """A derivation formula as one line of plain text (the demo and ``str`` views)."""
+    text_ = PlainPrinter().doprint(expr)
+    for pattern, repl in _PLAIN_NAMES[-2:]:  # names inside classes printed by their own __str__
+        text_ = pattern.sub(repl, text_)
+    return text_
 
 
 def _eq(expr: sp.Basic) -> tuple[str, str]:

@@ -9,7 +9,6 @@ network access. ``symnn report SPEC --out report.pdf`` is the command.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 from .declare import Network
 from .derivation import derive
 from .errors import BuildError, CodegenError, ConfigError
+from .fileio import staged
 from .render import render
 from .report import _eq, text
 
@@ -147,9 +147,6 @@ def build_report(net: Network, out: str | Path, dtype: str = "float64", curve: s
             if proc.returncode != 0:
                 tail = "\n".join(proc.stdout.splitlines()[-30:])
                 raise BuildError(f"pdflatex failed on the report:\n{tail}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, staged = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-        shutil.copy(tmpdir / "report.pdf", staged)
-        os.replace(staged, out)
+        with staged(out) as tmp:
+            shutil.copyfile(tmpdir / "report.pdf", tmp)
     return out

@@ -19,6 +19,7 @@ Format (see ``docs/spec_format.md`` and ``examples/``)::
     expr = "Piecewise(((p - y)**2/2, Abs(p - y) <= 1), (Abs(p - y) - 1/2, True))"
     pred = "p"
     target = "y"
+    # domain = [0, 1]             # optional: the predictions it is defined on (log(p) needs one)
 
     [train]                       # optional: settings for ``symnn train``
     optimizer = { name = "adam", lr = 0.01 }
@@ -158,10 +159,10 @@ def _activation(value: Any, where: str) -> Activation:
         raise SpecParseError(f"{where}: expected a name or a table, got {type(value).__name__}")
     name = _require(value, "name", str, where)
     if "expr" in value:
-        _check_keys(value, {"name", "expr", "var", "latex", "init"}, where)
+        _check_keys(value, {"name", "expr", "var", "latex", "init", "domain"}, where)
         var = sp.Symbol(_require(value, "var", str, where))
         expr = parse_expression(value["expr"], {var.name: var}, f"{where}.expr")
-        kw = {k: value[k] for k in ("latex", "init") if k in value}
+        kw = {k: value[k] for k in ("latex", "init", "domain") if k in value}
         return Activation(name, expr, var=var, **kw)
     params = {k: v for k, v in value.items() if k != "name"}
     return Activation.builtin(name, **params)
@@ -172,13 +173,13 @@ def _loss(value: Any, where: str) -> Loss:
         return Loss.builtin(value)
     if not isinstance(value, dict):
         raise SpecParseError(f"{where}: expected a name or a table, got {type(value).__name__}")
-    _check_keys(value, {"name", "expr", "pred", "target", "reduction", "latex"}, where)
+    _check_keys(value, {"name", "expr", "pred", "target", "reduction", "latex", "domain"}, where)
     name = _require(value, "name", str, where)
     pred = sp.Symbol(_require(value, "pred", str, where))
     target = sp.Symbol(_require(value, "target", str, where))
     expr = parse_expression(_require(value, "expr", str, where), {pred.name: pred, target.name: target},
                             f"{where}.expr")
-    kw = {k: value[k] for k in ("reduction", "latex") if k in value}
+    kw = {k: value[k] for k in ("reduction", "latex", "domain") if k in value}
     return Loss(name, expr, pred=pred, target=target, **kw)
 
 
@@ -254,6 +255,8 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
@@ -284,6 +287,8 @@ def dumps_spec(net: Network, train: Mapping[str, Any] | None = None) -> str:
                 table["latex"] = act.latex_name
             if act.init != "xavier":
                 table["init"] = act.init
+            if act.domain is not None:
+                table["domain"] = list(act.domain)
             lines.append(f"activation = {_toml_value(table)}")
         if layer.dropout:
             lines.append(f"dropout = {_toml_value(layer.dropout)}")
@@ -295,6 +300,8 @@ def dumps_spec(net: Network, train: Mapping[str, Any] | None = None) -> str:
             lines.append(f"reduction = {_toml_value(loss.reduction)}")
         if loss.latex_name:
             lines.append(f"latex = {_toml_value(loss.latex_name)}")
+        if loss.domain is not None:
+            lines.append(f"domain = {_toml_value(list(loss.domain))}")
     if train:
         lines += ["", "[train]"] + [f"{k} = {_toml_value(v)}" for k, v in train.items()]
     return "\n".join(lines) + "\n"

@@ -43,8 +43,7 @@ class History:
             import matplotlib.pyplot as plt
         except ImportError as exc:
             raise ConfigError('History.plot needs matplotlib: pip install "symnn[plot]"') from exc
-        import os
-        import tempfile
+        from .fileio import staged
 
         epochs = np.arange(1, len(self.train_loss) + 1)
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
@@ -54,22 +53,20 @@ class History:
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         ax.set_yscale("log")
+        lines = list(ax.get_lines())
         if not all(math.isnan(v) for v in self.val_accuracy):
             acc = ax.twinx()
-            acc.plot(epochs, self.val_accuracy, color="tab:green", label="validation accuracy")
+            lines += acc.plot(epochs, self.val_accuracy, color="tab:green", label="validation accuracy")
             acc.set_ylabel("accuracy")
-        ax.legend(loc="upper right")
+        # one legend for both axes: a twin axis's lines are not in ax.legend()'s default handles
+        ax.legend(handles=lines, labels=[line.get_label() for line in lines], loc="upper right")
+        fig.tight_layout()  # makes room for the right axis's label, which the default layout clips
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-        os.close(fd)
         try:
-            fig.savefig(tmp, format="png")
-            os.replace(tmp, target)
+            with staged(target, suffix=".png") as tmp:
+                fig.savefig(tmp, format="png", bbox_inches="tight")
         finally:
             plt.close(fig)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return target
 
 
@@ -84,14 +81,22 @@ class TrainResult:
     steps: int
     standardizer: Standardizer | None = None
 
-    def predict(self, X: object) -> np.ndarray:
-        """Network output for raw inputs (standardised as in training)."""
+    def predict_proba(self, X: object) -> np.ndarray:
+        """Network output for raw inputs (standardised as in training): class probabilities
+        for a classifier (softmax rows, or one sigmoid per output)."""
         x = self.standardizer.transform(X) if self.standardizer is not None else X
         return self.kernel.forward(self.params, x)
 
+    def predict(self, X: object) -> np.ndarray:
+        """Predictions for raw inputs, as scikit-learn's ``predict``: class labels (N,) for
+        cross-entropy, 0/1 (N, K) for binary cross-entropy, the output for a regression."""
+        from .decision import labels
+
+        return labels(self.kernel.network, self.predict_proba(X))
+
     def accuracy(self, X: object, y: object) -> float:
         """Fraction of rows whose arg-max output is the label (or > 0.5 for one output)."""
-        return _accuracy(self.predict(X), np.asarray(y))
+        return _accuracy(self.predict_proba(X), np.asarray(y))
 
     def save(self, path) -> "Path":
         """Network, trained parameters and standardisation in one file (see :func:`symnn.save`)."""

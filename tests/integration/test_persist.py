@@ -36,7 +36,10 @@ def test_round_trip_is_exact(tmp_path: Path, net: sn.Network) -> None:
         assert np.array_equal(m.params[k], p[k])
     np.testing.assert_array_equal(m.standardizer.mean, std.mean)
     assert m.info == {"note": "x"}
-    np.testing.assert_array_equal(m.predict(X), sn.compile(net).forward(p, std.transform(X)))
+    out = sn.compile(net).forward(p, std.transform(X))
+    np.testing.assert_array_equal(m.predict_proba(X), out)
+    # predict as scikit-learn's: labels for a classifier, the output for a regression
+    np.testing.assert_array_equal(m.predict(X), out.argmax(axis=1) if net.loss.name == "cross_entropy" else out)
 
 
 def test_train_result_saves_and_predicts_the_same(tmp_path: Path) -> None:
@@ -45,8 +48,21 @@ def test_train_result_saves_and_predicts_the_same(tmp_path: Path) -> None:
     y = (X[:, 0] > 5).astype(int)
     res = sn.train(_net(), X, y, optimizer="adam", epochs=5, standardize=True, seed=1)
     m = sn.load(res.save(tmp_path / "trained.npz"))
-    np.testing.assert_array_equal(m.predict(X), res.predict(X))
+    np.testing.assert_array_equal(m.predict_proba(X), res.predict_proba(X))
+    labels = res.predict(X)
+    assert labels.shape == (len(X),) and labels.dtype.kind == "i"
+    np.testing.assert_array_equal(m.predict(X), labels)
+    assert res.accuracy(X, y) == np.mean(labels == y)
     assert m.info["optimizer"].startswith("adam(")
+
+
+def test_predict_gives_bce_classes_as_zero_one(tmp_path: Path) -> None:
+    net = sn.Network([sn.Dense(2, 3, "tanh"), sn.Dense(3, 2, "sigmoid")], loss="bce", name="two")
+    p = net.init_params(seed=3)
+    X = np.random.default_rng(0).normal(size=(7, 2))
+    m = sn.load(sn.save(tmp_path / "bce", net, p))
+    proba = m.predict_proba(X)
+    np.testing.assert_array_equal(m.predict(X), (proba > 0.5).astype(int))
 
 
 def test_not_a_model_file(tmp_path: Path) -> None:

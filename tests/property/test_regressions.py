@@ -109,5 +109,9 @@ def test_float32_bias_gradient_with_cancellation_passes_in_norm() -> None:
         k = sn.compile(net, dtype="float32")
     p, Xd, Y = _point(net, 19, 19, "float32")
     report = sn.gradcheck(k, p, Xd, Y, seed=19)
-    assert not report.passed and report.passed_norm, f"{report}\n{report.reference}"
+    # the property: the check passes in norm with the whole gradient far inside float32's 1e-5
+    # target. Whether the bias entry alone also meets 1e-5 in its own norm depends on how the
+    # CPU's BLAS rounds the cancelling sum (1.7e-5 on one Zen 5 core, 5.9e-6 on a Zen 4 one), so
+    # `passed` is not asserted either way.
+    assert report.passed_norm, f"{report}\n{report.reference}"
     assert report.norm_rel_error <= 1e-6

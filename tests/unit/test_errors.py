@@ -104,6 +104,28 @@ def test_S10_non_smooth_user_activation_warns() -> None:
         sn.Activation("fl", sp.floor(z) + z, var=z)
 
 
+@pytest.mark.parametrize("name,meant", [("Relu", "relu"), ("SIGMOID", "sigmoid"), ("LeakyReLU", "leaky_relu"),
+                                        ("Gelu", "gelu"), ("tanhh", "tanh")])
+def test_unknown_activation_suggestion_ignores_case(name: str, meant: str) -> None:
+    # plain difflib on 'Relu' prefers 'elu' (3 of 4 letters match case-sensitively)
+    with pytest.raises(E.UnknownActivationError, match=rf"unknown activation '{name}' \(did you mean '{meant}'\?\)"):
+        sn.Dense(2, 3, name)
+
+
+def test_unknown_loss_suggestion_ignores_case() -> None:
+    with pytest.raises(E.UnknownActivationError, match=r"unknown loss 'BCE' \(did you mean 'bce'\?\)"):
+        sn.Network([sn.Dense(2, 1, "sigmoid")], loss="BCE")
+
+
+def test_S10_non_smooth_loss_warning_shows_the_users_expression() -> None:
+    q, t = sp.symbols("q t")
+    with pytest.warns(sn.NonSmoothWarning) as caught:
+        sn.Loss("l1", sp.Abs(q - t), pred=q, target=t)
+    (warning,) = caught
+    assert str(warning.message) == "loss 'l1' Abs(q - t) is not smooth; its derivative at a kink is taken as 0"
+    assert warning.filename == __file__  # reported at the user's line, not inside symnn
+
+
 @pytest.fixture(scope="module")
 def kernels():
     ce = sn.Network([sn.Dense(4, 3, "tanh"), sn.Dense(3, 3, "softmax")], loss="cross_entropy")

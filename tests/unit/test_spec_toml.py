@@ -33,6 +33,38 @@ def test_round_trip_with_parameters_dropout_and_training_settings() -> None:
     assert spec.network == net and spec.train == train
 
 
+DOMAIN_SPEC = """[network]
+name = "dom"
+
+[[layer]]
+in = 2
+out = 3
+activation = { name = "root", expr = "sqrt(z)", var = "z", domain = [0, inf] }
+
+[[layer]]
+in = 3
+out = 1
+activation = "sigmoid"
+
+[loss]
+name = "wbce"
+expr = "-(3*y*log(p) + (1 - y)*log(1 - p))"
+pred = "p"
+target = "y"
+domain = [0, 1]
+"""
+
+
+def test_custom_loss_and_activation_declare_domains() -> None:
+    net = loads_spec(DOMAIN_SPEC).network
+    assert net.loss.domain == (0.0, 1.0) and net.layers[0].activation.domain == (0.0, float("inf"))
+    assert loads_spec(dumps_spec(net)).network == net
+    with pytest.raises(SpecParseError, match=r"loss 'wbce': domain \(lo, hi\) needs lo < hi"):
+        loads_spec(DOMAIN_SPEC.replace("domain = [0, 1]", "domain = [1, 0]"))
+    with pytest.raises(SpecParseError, match=r"not real at p = -3 .*domain=\(lo, hi\)"):
+        loads_spec(DOMAIN_SPEC.replace("domain = [0, 1]\n", ""))
+
+
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
 def test_examples_load_and_round_trip(path: Path) -> None:
     with warnings.catch_warnings():

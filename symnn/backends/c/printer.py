@@ -19,7 +19,9 @@ Customisations versus SymPy's ``C99CodePrinter``:
 * ``Piecewise`` prints nested ternaries, ``sign`` a NaN-propagating helper;
 * ``Sigmoid``/``Softplus`` print as the file's stable ``exp(-|x|)`` helpers;
 * ``exp``, ``expm1`` and ``tanh`` print as the file's own branch-free versions
-  (templates/c/_vmath.jinja), which gcc vectorises where a libm call per element is not.
+  (templates/c/_vmath.jinja), which gcc vectorises where a libm call per element is not;
+* ``Guard`` (a declared domain) prints as the clamp helper to
+  :func:`~symnn.functions.guard_bounds` of the dtype, the same bounds the NumPy printer uses.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sympy.printing.c import C99CodePrinter
 
 from ... import naming
 from ...errors import UnsupportedFunctionError
-from ...functions import Clamp, Sigmoid, Softplus
+from ...functions import Clamp, Guard, Sigmoid, Softplus, guard_bounds
 from ..kinks import minmax_args, piecewise_parts, require_step, split_step
 
 try:  # SymPy >= 1.13
@@ -215,6 +217,12 @@ class SymnnCPrinter(C99CodePrinter):
         big = float(np.finfo(self.dtype).max)  # a float64 bound past float32's range
         bounds = [self.lit(max(float(lo), -big) if lo.is_finite else float(lo)),
                   self.lit(min(float(hi), big) if hi.is_finite else float(hi))]
+        return f"{self.prefix}__clamp({self._print(x)}, {bounds[0]}, {bounds[1]})"
+
+    def _print_Guard(self, expr: Guard) -> str:
+        self.helpers.add("clamp")
+        x, lo, hi = expr.args
+        bounds = [self.lit(b) for b in guard_bounds(lo, hi, self.dtype)]
         return f"{self.prefix}__clamp({self._print(x)}, {bounds[0]}, {bounds[1]})"
 
 

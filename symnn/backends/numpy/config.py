@@ -25,7 +25,7 @@ class NumPyConfig(BackendConfig):
     template_dir: str = "numpy"
 
     def printer(self) -> SymnnNumPyPrinter:
-        return SymnnNumPyPrinter()
+        return SymnnNumPyPrinter(self.dtype)
 
 
 def _shape_code(shape) -> str:

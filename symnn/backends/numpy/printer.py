@@ -13,16 +13,19 @@ Customisations versus SymPy's ``NumPyPrinter``:
   arrays; identical for finite ``c``, NaN rather than 0 where ``c`` is already infinite);
 * ``Piecewise`` prints nested ``np.where`` (not ``np.select``), constant branches as ``_f(v)``
   so the result keeps the kernel's dtype;
-* ``Sigmoid``/``Softplus`` print as the module's stable helpers, ``erf`` as SciPy's ``erf``.
+* ``Sigmoid``/``Softplus`` print as the module's stable helpers, ``erf`` as SciPy's ``erf``;
+* ``Guard`` (a declared domain) prints as ``_clamp`` to :func:`~symnn.functions.guard_bounds`
+  of the printer's dtype, the same bounds the C printer uses.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
 from ...errors import UnsupportedFunctionError
-from ...functions import Clamp, Sigmoid, Softplus
+from ...functions import Clamp, Guard, Sigmoid, Softplus, guard_bounds
 from ..kinks import minmax_args, piecewise_parts, require_step, split_step
 
 try:  # SymPy >= 1.13
@@ -34,9 +37,10 @@ except ImportError:  # pragma: no cover
 class SymnnNumPyPrinter(NumPyPrinter):
     """Prints one scalar expression over array names as a NumPy expression string."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: str = "float64") -> None:
         super().__init__({"strict": True, "fully_qualified_modules": True})
         self.helpers: set[str] = set()
+        self.dtype = dtype  # only a domain Guard's bounds depend on it
 
     def doprint_expr(self, expr: sp.Expr) -> str:
         # fold every constant into one 17-digit literal (exponents stay integers)
@@ -136,6 +140,13 @@ class SymnnNumPyPrinter(NumPyPrinter):
         self.helpers.add("clamp")
         x, lo, hi = expr.args
         bounds = [repr(float(b)) if b.is_finite else ("-" if b < 0 else "") + "np.inf" for b in (lo, hi)]
+        return f"_clamp({self._print(x)}, {bounds[0]}, {bounds[1]})"
+
+    def _print_Guard(self, expr: Guard) -> str:
+        self.helpers.add("clamp")
+        x, lo, hi = expr.args
+        bounds = [repr(b) if np.isfinite(b) else ("-" if b < 0 else "") + "np.inf"
+                  for b in guard_bounds(lo, hi, self.dtype)]
         return f"_clamp({self._print(x)}, {bounds[0]}, {bounds[1]})"
 
     def _print_erf(self, expr: sp.Expr) -> str:
