@@ -31,6 +31,10 @@ from .render import render
 #: Emitted C API format; bump when a signature or the parameter layout changes.
 FORMAT_VERSION = 1
 
+#: How the emitted ``.c`` spells C99's ``restrict``: a macro that model.c.jinja defines as
+#: ``restrict`` in C and as the compiler's ``__restrict`` in C++, so the file also builds as C++.
+RESTRICT = "SYMNN_RESTRICT"
+
 STATUSES = (
     ("SYMNN_OK", 0, "ok"),
     ("SYMNN_ERR_NULL", 1, "a required pointer is NULL"),
@@ -118,19 +122,19 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         text = repr(lay.stmts)
         param_ptrs = [{"name": p, "init": f"params + {offsets[p]}" if offsets[p] else "params", "const": True}
                       for p in shapes if _mentions(text, p)]
-        args = [f"const {real} *restrict params", f"const {real} *restrict X"]
+        args = [f"const {real} *{RESTRICT} params", f"const {real} *{RESTRICT} X"]
         if kname != "forward":
-            args.append(f"const {real} *restrict Y")
+            args.append(f"const {real} *{RESTRICT} Y")
         if kname == "loss_and_grad_train":
-            args += [f"const {real} *restrict {m['name']}" for m in masks]
+            args += [f"const {real} *{RESTRICT} {m['name']}" for m in masks]
         args.append("ptrdiff_t n")
         if kname == "forward":
-            args.append(f"{real} *restrict out_yhat")
+            args.append(f"{real} *{RESTRICT} out_yhat")
         else:
-            args.append(f"{real} *restrict out_loss")
+            args.append(f"{real} *{RESTRICT} out_loss")
         if kname.startswith("loss_and_grad"):
-            args.append(f"{real} *restrict out_grad")
-        args.append(f"{real} *restrict work")
+            args.append(f"{real} *{RESTRICT} out_grad")
+        args.append(f"{real} *{RESTRICT} work")
         plan = plans[kname]
         kernels.append({
             "name": kname,
@@ -341,6 +345,8 @@ def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, s
         "optimizer": result.optimizer,
         "n_state": result.n_state,
         "batch": 32,
+        "statuses": STATUSES,
+        "dropout": result.dropout,
     }
     files = {"main.c": render("c/main.c.jinja", **common), "Makefile": render("c/Makefile.jinja", **common)}
     if result.optimizer is not None:

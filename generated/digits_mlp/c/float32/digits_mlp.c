@@ -6,13 +6,26 @@
  * loss_and_grad: ops: 22 tensor, 18 scalar
  *
  * symnn float32 kernels for 'digits_mlp'. See digits_mlp.h for the API.
- * Build: cc -std=c99 -O3 -c digits_mlp.c (never -ffast-math); link with -lm.
+ * Build: cc -std=c99 -O3 -c digits_mlp.c (never -ffast-math), or as C++: c++ -x c++ -O3 -c digits_mlp.c;
+ * link with -lm.
  */
 #include "digits_mlp.h"
 
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* restrict is C99, not C++: C++ compilers spell it __restrict, and many embedded toolchains
+ * build every file as C++. In C the compiler sees restrict itself. */
+#ifndef SYMNN_RESTRICT
+#if !defined(__cplusplus)
+#define SYMNN_RESTRICT restrict
+#elif defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define SYMNN_RESTRICT __restrict
+#else
+#define SYMNN_RESTRICT
+#endif
+#endif
 
 /* Parameter table: name, rows, cols, offset into params/grad. */
 static const char *const digits_mlp__names[4] = { "W1", "b1", "W2", "b2" };
@@ -81,6 +94,9 @@ static digits_mlp_real digits_mlp__sum(const digits_mlp_real *x, ptrdiff_t count
 #ifndef SYMNN_BLAS_MIN
 #define SYMNN_BLAS_MIN 32768
 #endif
+#ifdef __cplusplus
+extern "C"  /* CBLAS is a C library */
+#endif
 void SYMNN_CBLAS_SGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SYMNN_BLAS_INT n,
     SYMNN_BLAS_INT k, digits_mlp_real alpha, const digits_mlp_real *a, SYMNN_BLAS_INT lda, const digits_mlp_real *b,
     SYMNN_BLAS_INT ldb, digits_mlp_real beta, digits_mlp_real *c, SYMNN_BLAS_INT ldc);
@@ -113,6 +129,11 @@ void SYMNN_CBLAS_SGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
 #if defined(__GNUC__) && !defined(__clang__)
 #define DIGITS_MLP__GVEC 1
 typedef digits_mlp_real digits_mlp__vec __attribute__((vector_size(64), aligned(4)));
+#ifdef __cplusplus  /* C++ has no compound literals; a value-initialised vector is zero */
+#define DIGITS_MLP__VZERO digits_mlp__vec{}
+#else
+#define DIGITS_MLP__VZERO (digits_mlp__vec){ 0.0F }
+#endif
 #ifdef DIGITS_MLP__ROWS6
 #define DIGITS_MLP__VEC 1
 typedef int32_t digits_mlp__vmask __attribute__((vector_size(64)));
@@ -138,17 +159,17 @@ static digits_mlp_real *digits_mlp__align64(digits_mlp_real *p)
  * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
  * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
-__attribute__((noinline)) static void digits_mlp__tile6n(const digits_mlp_real *restrict a, ptrdiff_t lda,
-    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+__attribute__((noinline)) static void digits_mlp__tile6n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
 {
     digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b;
     if (!load) {
-        c0a = c0b = (digits_mlp__vec){ 0.0F };
-        c1a = c1b = (digits_mlp__vec){ 0.0F };
-        c2a = c2b = (digits_mlp__vec){ 0.0F };
-        c3a = c3b = (digits_mlp__vec){ 0.0F };
-        c4a = c4b = (digits_mlp__vec){ 0.0F };
-        c5a = c5b = (digits_mlp__vec){ 0.0F };
+        c0a = c0b = DIGITS_MLP__VZERO;
+        c1a = c1b = DIGITS_MLP__VZERO;
+        c2a = c2b = DIGITS_MLP__VZERO;
+        c3a = c3b = DIGITS_MLP__VZERO;
+        c4a = c4b = DIGITS_MLP__VZERO;
+        c5a = c5b = DIGITS_MLP__VZERO;
     } else {
         c0a = *(const digits_mlp__vec *)&c[0*ldc];
         c0b = *(const digits_mlp__vec *)&c[0*ldc + 16];
@@ -208,15 +229,15 @@ __attribute__((noinline)) static void digits_mlp__tile6n(const digits_mlp_real *
  * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
  * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
-__attribute__((noinline)) static void digits_mlp__tile4n(const digits_mlp_real *restrict a, ptrdiff_t lda,
-    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+__attribute__((noinline)) static void digits_mlp__tile4n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
 {
     digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b;
     if (!load) {
-        c0a = c0b = (digits_mlp__vec){ 0.0F };
-        c1a = c1b = (digits_mlp__vec){ 0.0F };
-        c2a = c2b = (digits_mlp__vec){ 0.0F };
-        c3a = c3b = (digits_mlp__vec){ 0.0F };
+        c0a = c0b = DIGITS_MLP__VZERO;
+        c1a = c1b = DIGITS_MLP__VZERO;
+        c2a = c2b = DIGITS_MLP__VZERO;
+        c3a = c3b = DIGITS_MLP__VZERO;
     } else {
         c0a = *(const digits_mlp__vec *)&c[0*ldc];
         c0b = *(const digits_mlp__vec *)&c[0*ldc + 16];
@@ -261,13 +282,13 @@ __attribute__((noinline)) static void digits_mlp__tile4n(const digits_mlp_real *
  * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
  * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
-__attribute__((noinline)) static void digits_mlp__tile1n(const digits_mlp_real *restrict a, ptrdiff_t lda,
-    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+__attribute__((noinline)) static void digits_mlp__tile1n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
 {
     (void)lda;  /* one row of A: its k lie next to each other */
     digits_mlp__vec c0a, c0b;
     if (!load) {
-        c0a = c0b = (digits_mlp__vec){ 0.0F };
+        c0a = c0b = DIGITS_MLP__VZERO;
     } else {
         c0a = *(const digits_mlp__vec *)&c[0*ldc];
         c0b = *(const digits_mlp__vec *)&c[0*ldc + 16];
@@ -291,17 +312,17 @@ __attribute__((noinline)) static void digits_mlp__tile1n(const digits_mlp_real *
  * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
  * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
-__attribute__((noinline)) static void digits_mlp__tile6t(const digits_mlp_real *restrict a, ptrdiff_t lda,
-    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+__attribute__((noinline)) static void digits_mlp__tile6t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
 {
     digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b;
     if (!load) {
-        c0a = c0b = (digits_mlp__vec){ 0.0F };
-        c1a = c1b = (digits_mlp__vec){ 0.0F };
-        c2a = c2b = (digits_mlp__vec){ 0.0F };
-        c3a = c3b = (digits_mlp__vec){ 0.0F };
-        c4a = c4b = (digits_mlp__vec){ 0.0F };
-        c5a = c5b = (digits_mlp__vec){ 0.0F };
+        c0a = c0b = DIGITS_MLP__VZERO;
+        c1a = c1b = DIGITS_MLP__VZERO;
+        c2a = c2b = DIGITS_MLP__VZERO;
+        c3a = c3b = DIGITS_MLP__VZERO;
+        c4a = c4b = DIGITS_MLP__VZERO;
+        c5a = c5b = DIGITS_MLP__VZERO;
     } else {
         c0a = *(const digits_mlp__vec *)&c[0*ldc];
         c0b = *(const digits_mlp__vec *)&c[0*ldc + 16];
@@ -362,15 +383,15 @@ __attribute__((noinline)) static void digits_mlp__tile6t(const digits_mlp_real *
  * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
  * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
-__attribute__((noinline)) static void digits_mlp__tile4t(const digits_mlp_real *restrict a, ptrdiff_t lda,
-    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+__attribute__((noinline)) static void digits_mlp__tile4t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
 {
     digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b;
     if (!load) {
-        c0a = c0b = (digits_mlp__vec){ 0.0F };
-        c1a = c1b = (digits_mlp__vec){ 0.0F };
-        c2a = c2b = (digits_mlp__vec){ 0.0F };
-        c3a = c3b = (digits_mlp__vec){ 0.0F };
+        c0a = c0b = DIGITS_MLP__VZERO;
+        c1a = c1b = DIGITS_MLP__VZERO;
+        c2a = c2b = DIGITS_MLP__VZERO;
+        c3a = c3b = DIGITS_MLP__VZERO;
     } else {
         c0a = *(const digits_mlp__vec *)&c[0*ldc];
         c0b = *(const digits_mlp__vec *)&c[0*ldc + 16];
@@ -416,12 +437,12 @@ __attribute__((noinline)) static void digits_mlp__tile4t(const digits_mlp_real *
  * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
  * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
-__attribute__((noinline)) static void digits_mlp__tile1t(const digits_mlp_real *restrict a, ptrdiff_t lda,
-    const digits_mlp_real *restrict pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *restrict c, ptrdiff_t ldc, int load)
+__attribute__((noinline)) static void digits_mlp__tile1t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
 {
     digits_mlp__vec c0a, c0b;
     if (!load) {
-        c0a = c0b = (digits_mlp__vec){ 0.0F };
+        c0a = c0b = DIGITS_MLP__VZERO;
     } else {
         c0a = *(const digits_mlp__vec *)&c[0*ldc];
         c0b = *(const digits_mlp__vec *)&c[0*ldc + 16];
@@ -448,8 +469,8 @@ __attribute__((noinline)) static void digits_mlp__tile1t(const digits_mlp_real *
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
  * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
-    ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B,
-    ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict bp)
+    ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
+    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp)
 {
     const ptrdiff_t ldc = Nc;
     const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
@@ -614,8 +635,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
 /* digits_mlp__gemm_nn_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
  * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
  * work: one panel, (min(K, 512) + 1) x 32 reals (a row spare to align it). */
-static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *restrict A, ptrdiff_t lda,
-    const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict work)
+static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
@@ -651,8 +672,8 @@ static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
  * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
-    ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B,
-    ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict bp)
+    ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
+    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp)
 {
     const ptrdiff_t ldc = Nc;
     const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
@@ -987,8 +1008,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
  * rows, C.T = B @ A.T is computed there, full-width tiles over the rows of C
  * instead of 10 columns of 16 (an output layer's classes), and copied into C. The same
  * products of the same values, summed over k in the same order: bitwise the same C. */
-static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *restrict A, ptrdiff_t lda,
-    const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict work, digits_mlp_real *restrict ct)
+static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, digits_mlp_real *SYMNN_RESTRICT ct)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
@@ -1031,8 +1052,8 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
  * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
-    ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *restrict A, ptrdiff_t lda, const digits_mlp_real *restrict B,
-    ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict bp)
+    ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
+    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp)
 {
     const ptrdiff_t ldc = Nc;
     const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
@@ -1206,8 +1227,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
  * rows, C.T = B.T @ A is computed there, full-width tiles over the rows of C
  * instead of 10 columns of 16 (an output layer's classes), and copied into C. The same
  * products of the same values, summed over k in the same order: bitwise the same C. */
-static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *restrict A, ptrdiff_t lda,
-    const digits_mlp_real *restrict B, ptrdiff_t ldb, digits_mlp_real *restrict C, digits_mlp_real *restrict work, digits_mlp_real *restrict ct)
+static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, digits_mlp_real *SYMNN_RESTRICT ct)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
@@ -1287,7 +1308,7 @@ static inline digits_mlp_real digits_mlp__max(digits_mlp_real a, digits_mlp_real
 }
 
 /* forward: ops: 6 tensor, 1 scalar; work: 74*n + 2080 reals. Arguments already checked. */
-static void digits_mlp__forward(const digits_mlp_real *restrict params, const digits_mlp_real *restrict X, ptrdiff_t n, digits_mlp_real *restrict out_yhat, digits_mlp_real *restrict work)
+static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_yhat, digits_mlp_real *SYMNN_RESTRICT work)
 {
     const digits_mlp_real *W1 = params;
     const digits_mlp_real *b1 = params + 2048;
@@ -1310,8 +1331,8 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
     }
     digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
-        digits_mlp_real *restrict C = z2;
-        const digits_mlp_real *restrict b = b2;
+        digits_mlp_real *SYMNN_RESTRICT C = z2;
+        const digits_mlp_real *SYMNN_RESTRICT b = b2;
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 10; ++j) C[i*10 + j] += b[j];
     }
@@ -1330,7 +1351,7 @@ static void digits_mlp__forward(const digits_mlp_real *restrict params, const di
 }
 
 /* loss: ops: 12 tensor, 10 scalar; work: 74*n + 2080 reals. Arguments already checked. */
-static void digits_mlp__loss(const digits_mlp_real *restrict params, const digits_mlp_real *restrict X, const digits_mlp_real *restrict Y, ptrdiff_t n, digits_mlp_real *restrict out_loss, digits_mlp_real *restrict work)
+static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, const digits_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_loss, digits_mlp_real *SYMNN_RESTRICT work)
 {
     const digits_mlp_real *W1 = params;
     const digits_mlp_real *b1 = params + 2048;
@@ -1360,8 +1381,8 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
     }
     digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
-        digits_mlp_real *restrict C = z2;
-        const digits_mlp_real *restrict b = b2;
+        digits_mlp_real *SYMNN_RESTRICT C = z2;
+        const digits_mlp_real *SYMNN_RESTRICT b = b2;
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 10; ++j) C[i*10 + j] += b[j];
     }
@@ -1399,7 +1420,7 @@ static void digits_mlp__loss(const digits_mlp_real *restrict params, const digit
 }
 
 /* loss_and_grad: ops: 22 tensor, 18 scalar; work: 150*n + 2112 reals. Arguments already checked. */
-static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, const digits_mlp_real *restrict X, const digits_mlp_real *restrict Y, ptrdiff_t n, digits_mlp_real *restrict out_loss, digits_mlp_real *restrict out_grad, digits_mlp_real *restrict work)
+static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, const digits_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_loss, digits_mlp_real *SYMNN_RESTRICT out_grad, digits_mlp_real *SYMNN_RESTRICT work)
 {
     const digits_mlp_real *W1 = params;
     const digits_mlp_real *b1 = params + 2048;
@@ -1444,8 +1465,8 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *restrict params, co
     }
     digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
-        digits_mlp_real *restrict C = z2;
-        const digits_mlp_real *restrict b = b2;
+        digits_mlp_real *SYMNN_RESTRICT C = z2;
+        const digits_mlp_real *SYMNN_RESTRICT b = b2;
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 10; ++j) C[i*10 + j] += b[j];
     }

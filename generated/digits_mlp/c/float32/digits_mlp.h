@@ -22,7 +22,7 @@
  *           (DIGITS_MLP_WORK_PER_ROW * n + DIGITS_MLP_WORK_FIXED is an upper bound)
  * Outputs must not overlap inputs, each other or the used part of work (SYMNN_ERR_ALIAS).
  * NaN and infinity in inputs propagate; digits_mlp_check_finite() detects them first.
- * Only the C standard library is needed; link with -lm.
+ * Only the C standard library is needed; link with -lm. Both files also compile as C++.
  */
 #ifndef DIGITS_MLP_SYMNN_H
 #define DIGITS_MLP_SYMNN_H

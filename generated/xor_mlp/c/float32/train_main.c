@@ -5,26 +5,149 @@
  * Example: train xor_mlp with no Python, using the emitted xor_mlp_train_step
  * (adam(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-08)).
  *
- *   make && ./xor_mlp_train DATA.txt [EPOCHS] [PARAMS_OUT.bin]
+ *   make && ./xor_mlp_train DATA.csv [EPOCHS] [PARAMS_OUT.bin]
  *
- * DATA.txt holds one example per line: 2 inputs, then 1 target values. Parameters start from a fixed LCG
+ * DATA.csv holds one example per line: 2 inputs, then 1 target values: the CSV `symnn train --data` reads (separated by commas,
+ * or blanks; a first line of column names, blank lines and # comments are skipped; a row with
+ * more or fewer numbers stops the program with its line number). Parameters start from a fixed LCG
  * (uniform in +-1/sqrt(fan_in)); mini-batches of up to 32 rows are drawn in a fixed shuffled
  * order, so a run is reproducible. Prints the loss now and then, and the final accuracy.
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "xor_mlp.h"
 
 #define NP XOR_MLP_N_PARAMS
 #define NI XOR_MLP_N_IN
 #define NO XOR_MLP_N_OUT
+#define NT NO  /* numbers in a row's target */
 #define BATCH 32
-#define MAX_ROWS 100000
+#define PROGRAM "xor_mlp_train"  /* in messages */
 
 typedef xor_mlp_real real_t;
+typedef real_t target_t;
+
+/* The name of a status code, for messages (xor_mlp_status_string() describes it). */
+static const char *status_name(int status)
+{
+    switch (status) {
+    case SYMNN_OK: return "SYMNN_OK";
+    case SYMNN_ERR_NULL: return "SYMNN_ERR_NULL";
+    case SYMNN_ERR_SIZE: return "SYMNN_ERR_SIZE";
+    case SYMNN_ERR_EMPTY: return "SYMNN_ERR_EMPTY";
+    case SYMNN_ERR_LABEL: return "SYMNN_ERR_LABEL";
+    case SYMNN_ERR_ALIAS: return "SYMNN_ERR_ALIAS";
+    case SYMNN_ERR_WORK: return "SYMNN_ERR_WORK";
+    case SYMNN_ERR_NONFINITE: return "SYMNN_ERR_NONFINITE";
+    case SYMNN_ERR_INDEX: return "SYMNN_ERR_INDEX";
+    case SYMNN_ERR_ARG: return "SYMNN_ERR_ARG";
+    default: return "unknown status";
+    }
+}
+
+/* Rows of numbers, one a line: the CSV that `symnn train --data` reads. Fields are separated by
+ * commas (or, on a line without one, by blanks), a line may end in CRLF, text after # is a
+ * comment, blank lines are skipped, and a first line in which no field is a number holds column
+ * names and is skipped. */
+typedef struct {
+    FILE *fh;
+    const char *name;  /* for messages */
+    char *text;        /* the current line, grown as needed */
+    size_t cap;
+    long line;         /* its number, from 1 */
+    int started;       /* a line with fields has been read (so no more column names) */
+} row_reader;
+
+/* The next line into r->text, without its newline (and CR); 0 at the end of the file, -1 out of
+ * memory. */
+static int read_line(row_reader *r)
+{
+    size_t len = 0;
+    int c;
+    while ((c = getc(r->fh)) != EOF && c != '\n') {
+        if (len + 2 > r->cap) {
+            const size_t grown = r->cap > 0 ? 2*r->cap : 256;
+            char *bigger = (char *)realloc(r->text, grown);
+            if (bigger == NULL) return -1;
+            r->text = bigger;
+            r->cap = grown;
+        }
+        r->text[len++] = (char)c;
+    }
+    if (c == EOF && len == 0) return 0;
+    if (r->text == NULL) {  /* an empty first line */
+        r->text = (char *)malloc(256);
+        if (r->text == NULL) return -1;
+        r->cap = 256;
+    }
+    if (len > 0 && r->text[len - 1] == '\r') --len;
+    r->text[len] = '\0';
+    ++r->line;
+    return 1;
+}
+
+/* The number of fields of text; the first max go to values, and *not_numbers counts the fields
+ * that are not a number (blanks around one are allowed). */
+static int parse_fields(char *text, double *values, int max, int *not_numbers)
+{
+    char *hash = strchr(text, '#'), *p = text;
+    const char *seps;
+    int count = 0;
+    if (hash != NULL) *hash = '\0';
+    seps = strchr(text, ',') != NULL ? "," : " \t\v\f";
+    *not_numbers = 0;
+    for (;;) {
+        char *end, *stop;
+        double v;
+        if (seps[0] != ',') {  /* blank-separated: skip to the next field */
+            while (isspace((unsigned char)*p)) ++p;
+            if (*p == '\0') return count;
+        }
+        stop = p + strcspn(p, seps);
+        v = strtod(p, &end);
+        while (end < stop && isspace((unsigned char)*end)) ++end;
+        if (end == p || end != stop)
+            ++*not_numbers;
+        else if (count < max)
+            values[count] = v;
+        ++count;
+        if (*stop == '\0') return count;
+        p = stop + 1;
+    }
+}
+
+/* The next row's numbers (at most max stored): how many the line holds, 0 at the end of the
+ * file, or -1 after printing why it cannot be read (a field that is not a number, with the line
+ * number). */
+static int next_row(row_reader *r, double *values, int max)
+{
+    for (;;) {
+        int count, not_numbers = 0;
+        const int got = read_line(r);
+        if (got <= 0) {
+            if (got < 0) fprintf(stderr, PROGRAM ": %s: out of memory at line %ld\n", r->name, r->line + 1);
+            return got;
+        }
+        count = parse_fields(r->text, values, max, &not_numbers);
+        if (count == 0) continue;  /* blank or a comment */
+        if (not_numbers == count && !r->started) {  /* column names */
+            r->started = 1;
+            continue;
+        }
+        r->started = 1;
+        if (not_numbers > 0) {
+            fprintf(stderr, PROGRAM ": %s: line %ld: %d of its %d fields are not numbers\n", r->name, r->line,
+                    not_numbers, count);
+            return -1;
+        }
+        return count;
+    }
+}
 
 static unsigned long lcg_state = 12345UL;
 
@@ -36,16 +159,58 @@ static double urand(void) /* uniform in [-1, 1) */
 
 static int fail(const char *what, int status)
 {
-    fprintf(stderr, "xor_mlp_train: %s: %s\n", what, xor_mlp_status_string(status));
+    fprintf(stderr, PROGRAM ": %s: %s (%s)\n", what, status_name(status), xor_mlp_status_string(status));
     return 1;
+}
+
+/* Every row of the file `path` into *X (rows x NI) and *Y (rows x NT), grown as needed: the number
+ * of rows, or -1 after saying why not (an incomplete row is never dropped). */
+static ptrdiff_t read_data(const char *path, real_t **X, target_t **Y)
+{
+    row_reader r = { NULL, path, NULL, 0, 0, 0 };
+    double v[NI + NT];
+    ptrdiff_t rows = 0, cap = 0;
+    int count = 0;
+    r.fh = fopen(path, "r");
+    if (r.fh == NULL) {
+        fprintf(stderr, PROGRAM ": cannot open %s\n", path);
+        return -1;
+    }
+    while ((count = next_row(&r, v, NI + NT)) == NI + NT) {
+        if (rows == cap) {
+            real_t *x;
+            target_t *y;
+            cap = cap > 0 ? 2*cap : 256;
+            x = (real_t *)realloc(*X, sizeof *x*(size_t)cap*NI);
+            if (x != NULL) *X = x;
+            y = (target_t *)realloc(*Y, sizeof *y*(size_t)cap*NT);
+            if (y != NULL) *Y = y;
+            if (x == NULL || y == NULL) {
+                count = -1;
+                fprintf(stderr, PROGRAM ": %s: out of memory at line %ld\n", path, r.line);
+                break;
+            }
+        }
+        for (int j = 0; j < NI; ++j) (*X)[rows*NI + j] = (real_t)v[j];
+        for (int j = 0; j < NO; ++j) (*Y)[rows*NO + j] = (real_t)v[NI + j];
+        ++rows;
+    }
+    if (count > 0)
+        fprintf(stderr, PROGRAM ": %s: line %ld: %d numbers, expected %d (%d inputs, %s)\n", path, r.line,
+                count, NI + NT, NI, "1 targets");
+    else if (count == 0 && rows == 0)
+        fprintf(stderr, PROGRAM ": %s: no rows\n", path);
+    fclose(r.fh);
+    free(r.text);
+    return count != 0 || rows == 0 ? -1 : rows;
 }
 
 int main(int argc, char **argv)
 {
-    static real_t params[NP], state[XOR_MLP_N_STATE*NP + 1];
-    real_t *X, *xb, *yhat, *work, loss = 0;
-    real_t *Y, *yb;
-    ptrdiff_t rows = 0, *order;
+    static real_t params[NP], state[XOR_MLP_N_STATE*NP];  /* the optimiser's state starts at zero */
+    real_t *X = NULL, *xb, *yhat, *work, loss = 0;
+    target_t *Y = NULL, *yb;
+    ptrdiff_t rows, *order;
     size_t work_len = 0;
     long epochs = argc > 2 ? strtol(argv[2], NULL, 10) : 1000;
     int64_t step = 0;
@@ -53,34 +218,20 @@ int main(int argc, char **argv)
     FILE *fh;
 
     if (argc < 2) {
-        fprintf(stderr, "usage: %s DATA.txt [EPOCHS] [PARAMS_OUT.bin]\n", argv[0]);
+        fprintf(stderr, "usage: %s DATA.csv [EPOCHS] [PARAMS_OUT.bin]\n", argv[0]);
         return 2;
     }
-    X = malloc(sizeof *X*NI*MAX_ROWS);
-    Y = malloc(sizeof *Y*NO*MAX_ROWS);
-    xb = malloc(sizeof *xb*NI*BATCH);
-    yb = malloc(sizeof *yb*NO*BATCH);
-    yhat = malloc(sizeof *yhat*NO*MAX_ROWS);
-    order = malloc(sizeof *order*MAX_ROWS);
-    if (!X || !Y || !xb || !yb || !yhat || !order) return 3;
-    fh = fopen(argv[1], "r");
-    if (fh == NULL) { fprintf(stderr, "cannot open %s\n", argv[1]); return 2; }
-    for (;;) {
-        double v;
-        int j, ok = 1;
-        for (j = 0; j < NI && ok; ++j) {
-            ok = fscanf(fh, "%lf", &v) == 1;
-            X[rows*NI + j] = (real_t)v;
-        }
-        for (j = 0; j < NO && ok; ++j) {
-            ok = fscanf(fh, "%lf", &v) == 1;
-            Y[rows*NO + j] = (real_t)v;
-        }
-        if (!ok) break;
-        if (++rows == MAX_ROWS) break;
+    rows = read_data(argv[1], &X, &Y);
+    if (rows < 0) {
+        free(X);
+        free(Y);
+        return 2;
     }
-    fclose(fh);
-    if (rows == 0) { fprintf(stderr, "no complete rows in %s\n", argv[1]); return 2; }
+    xb = (real_t *)malloc(sizeof *xb*NI*BATCH);
+    yb = (target_t *)malloc(sizeof *yb*NT*BATCH);
+    yhat = (real_t *)malloc(sizeof *yhat*NO*(size_t)rows);
+    order = (ptrdiff_t *)malloc(sizeof *order*(size_t)rows);
+    if (!xb || !yb || !yhat || !order) return 3;
 
     for (int t = 0; t < xor_mlp_n_param_tensors(); ++t) {
         ptrdiff_t r = 0, c = 0;
@@ -91,7 +242,7 @@ int main(int argc, char **argv)
     }
     status = xor_mlp_work_size(rows > BATCH ? rows : BATCH, &work_len);
     if (status != SYMNN_OK) return fail("work size", status);
-    work = malloc(sizeof *work*(work_len > 0 ? work_len : 1));
+    work = (real_t *)malloc(sizeof *work*(work_len > 0 ? work_len : 1));
     if (work == NULL) return 3;
     for (ptrdiff_t i = 0; i < rows; ++i) order[i] = i;
 
@@ -128,7 +279,7 @@ int main(int argc, char **argv)
     }
     if (argc > 3) {
         fh = fopen(argv[3], "wb");
-        if (fh == NULL || fwrite(params, sizeof params[0], NP, fh) != NP) { fprintf(stderr, "cannot write %s\n", argv[3]); return 2; }
+        if (fh == NULL || fwrite(params, sizeof params[0], NP, fh) != NP) { fprintf(stderr, PROGRAM ": cannot write %s\n", argv[3]); return 2; }
         fclose(fh);
     }
     free(X); free(Y); free(xb); free(yb); free(yhat); free(order); free(work);

@@ -6,13 +6,26 @@
  * loss_and_grad: ops: 16 tensor, 11 scalar
  *
  * symnn float64 kernels for 'xor_mlp'. See xor_mlp.h for the API.
- * Build: cc -std=c99 -O3 -c xor_mlp.c (never -ffast-math); link with -lm.
+ * Build: cc -std=c99 -O3 -c xor_mlp.c (never -ffast-math), or as C++: c++ -x c++ -O3 -c xor_mlp.c;
+ * link with -lm.
  */
 #include "xor_mlp.h"
 
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* restrict is C99, not C++: C++ compilers spell it __restrict, and many embedded toolchains
+ * build every file as C++. In C the compiler sees restrict itself. */
+#ifndef SYMNN_RESTRICT
+#if !defined(__cplusplus)
+#define SYMNN_RESTRICT restrict
+#elif defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define SYMNN_RESTRICT __restrict
+#else
+#define SYMNN_RESTRICT
+#endif
+#endif
 
 /* Parameter table: name, rows, cols, offset into params/grad. */
 static const char *const xor_mlp__names[4] = { "W1", "b1", "W2", "b2" };
@@ -151,7 +164,7 @@ static inline xor_mlp_real xor_mlp__softplus(xor_mlp_real x)
 }
 
 /* forward: ops: 6 tensor, 2 scalar; work: 8*n reals. Arguments already checked. */
-static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, ptrdiff_t n, xor_mlp_real *restrict out_yhat, xor_mlp_real *restrict work)
+static void xor_mlp__forward(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X, ptrdiff_t n, xor_mlp_real *SYMNN_RESTRICT out_yhat, xor_mlp_real *SYMNN_RESTRICT work)
 {
     const xor_mlp_real *W1 = params;
     const xor_mlp_real *b1 = params + 8;
@@ -162,9 +175,9 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
     xor_mlp_real *z2 = work;
     xor_mlp_real *a2 = out_yhat;
     { /* z1 = X @ W1.T, in place */
-        const xor_mlp_real *restrict A = X;
-        const xor_mlp_real *restrict B = W1;
-        xor_mlp_real *restrict C = z1;
+        const xor_mlp_real *SYMNN_RESTRICT A = X;
+        const xor_mlp_real *SYMNN_RESTRICT B = W1;
+        xor_mlp_real *SYMNN_RESTRICT C = z1;
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) {
                 xor_mlp_real dot = 0.0;
@@ -180,9 +193,9 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
             }
     }
     { /* z2 = a1 @ W2.T, in place */
-        const xor_mlp_real *restrict A = a1;
-        const xor_mlp_real *restrict B = W2;
-        xor_mlp_real *restrict C = z2;
+        const xor_mlp_real *SYMNN_RESTRICT A = a1;
+        const xor_mlp_real *SYMNN_RESTRICT B = W2;
+        xor_mlp_real *SYMNN_RESTRICT C = z2;
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 1; ++j) {
                 xor_mlp_real dot = 0.0;
@@ -200,7 +213,7 @@ static void xor_mlp__forward(const xor_mlp_real *restrict params, const xor_mlp_
 }
 
 /* loss: ops: 8 tensor, 5 scalar; work: 8*n reals. Arguments already checked. */
-static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, const xor_mlp_real *restrict Y, ptrdiff_t n, xor_mlp_real *restrict out_loss, xor_mlp_real *restrict work)
+static void xor_mlp__loss(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X, const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT work)
 {
     const xor_mlp_real *W1 = params;
     const xor_mlp_real *b1 = params + 8;
@@ -214,9 +227,9 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
     xor_mlp_real loss;
     const xor_mlp_real Nr = (xor_mlp_real)n;
     { /* z1 = X @ W1.T, in place */
-        const xor_mlp_real *restrict A = X;
-        const xor_mlp_real *restrict B = W1;
-        xor_mlp_real *restrict C = z1;
+        const xor_mlp_real *SYMNN_RESTRICT A = X;
+        const xor_mlp_real *SYMNN_RESTRICT B = W1;
+        xor_mlp_real *SYMNN_RESTRICT C = z1;
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) {
                 xor_mlp_real dot = 0.0;
@@ -232,9 +245,9 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
             }
     }
     { /* z2 = a1 @ W2.T, in place */
-        const xor_mlp_real *restrict A = a1;
-        const xor_mlp_real *restrict B = W2;
-        xor_mlp_real *restrict C = z2;
+        const xor_mlp_real *SYMNN_RESTRICT A = a1;
+        const xor_mlp_real *SYMNN_RESTRICT B = W2;
+        xor_mlp_real *SYMNN_RESTRICT C = z2;
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 1; ++j) {
                 xor_mlp_real dot = 0.0;
@@ -258,7 +271,7 @@ static void xor_mlp__loss(const xor_mlp_real *restrict params, const xor_mlp_rea
 }
 
 /* loss_and_grad: ops: 16 tensor, 11 scalar; work: 17*n reals. Arguments already checked. */
-static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xor_mlp_real *restrict X, const xor_mlp_real *restrict Y, ptrdiff_t n, xor_mlp_real *restrict out_loss, xor_mlp_real *restrict out_grad, xor_mlp_real *restrict work)
+static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X, const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT out_grad, xor_mlp_real *SYMNN_RESTRICT work)
 {
     const xor_mlp_real *W1 = params;
     const xor_mlp_real *b1 = params + 8;
@@ -280,9 +293,9 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
     xor_mlp_real loss;
     const xor_mlp_real Nr = (xor_mlp_real)n;
     { /* z1 = X @ W1.T, in place */
-        const xor_mlp_real *restrict A = X;
-        const xor_mlp_real *restrict B = W1;
-        xor_mlp_real *restrict C = z1;
+        const xor_mlp_real *SYMNN_RESTRICT A = X;
+        const xor_mlp_real *SYMNN_RESTRICT B = W1;
+        xor_mlp_real *SYMNN_RESTRICT C = z1;
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) {
                 xor_mlp_real dot = 0.0;
@@ -298,9 +311,9 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
             }
     }
     { /* z2 = a1 @ W2.T, in place */
-        const xor_mlp_real *restrict A = a1;
-        const xor_mlp_real *restrict B = W2;
-        xor_mlp_real *restrict C = z2;
+        const xor_mlp_real *SYMNN_RESTRICT A = a1;
+        const xor_mlp_real *SYMNN_RESTRICT B = W2;
+        xor_mlp_real *SYMNN_RESTRICT C = z2;
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 1; ++j) {
                 xor_mlp_real dot = 0.0;
@@ -337,9 +350,9 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
             }
     }
     { /* t5 = t4 @ W2, in place */
-        const xor_mlp_real *restrict A = t4;
-        const xor_mlp_real *restrict B = W2;
-        xor_mlp_real *restrict C = t5;
+        const xor_mlp_real *SYMNN_RESTRICT A = t4;
+        const xor_mlp_real *SYMNN_RESTRICT B = W2;
+        xor_mlp_real *SYMNN_RESTRICT C = t5;
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) {
                 xor_mlp_real dot = 0.0;
@@ -360,9 +373,9 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
             }
     }
     { /* dL_dW1 = t6.T @ X, in place */
-        const xor_mlp_real *restrict A = t6;
-        const xor_mlp_real *restrict B = X;
-        xor_mlp_real *restrict C = dL_dW1;
+        const xor_mlp_real *SYMNN_RESTRICT A = t6;
+        const xor_mlp_real *SYMNN_RESTRICT B = X;
+        xor_mlp_real *SYMNN_RESTRICT C = dL_dW1;
         for (ptrdiff_t i = 0; i < 4; ++i)
             for (ptrdiff_t j = 0; j < 2; ++j) {
                 xor_mlp_real dot = 0.0;
@@ -371,9 +384,9 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
             }
     }
     { /* dL_dW2 = t4.T @ a1, in place */
-        const xor_mlp_real *restrict A = t4;
-        const xor_mlp_real *restrict B = a1;
-        xor_mlp_real *restrict C = dL_dW2;
+        const xor_mlp_real *SYMNN_RESTRICT A = t4;
+        const xor_mlp_real *SYMNN_RESTRICT B = a1;
+        xor_mlp_real *SYMNN_RESTRICT C = dL_dW2;
         for (ptrdiff_t i = 0; i < 1; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) {
                 xor_mlp_real dot = 0.0;
@@ -385,10 +398,10 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *restrict params, const xo
 }
 
 /* train_step: adam(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-08), formulas printed from symnn.optim. Arguments already checked. */
-static int xor_mlp__train_step(xor_mlp_real *restrict params, xor_mlp_real *restrict state, const xor_mlp_real *restrict X,
-    const xor_mlp_real *restrict Y, ptrdiff_t n, int64_t step, xor_mlp_real *restrict out_loss, xor_mlp_real *restrict work)
+static int xor_mlp__train_step(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real *SYMNN_RESTRICT state, const xor_mlp_real *SYMNN_RESTRICT X,
+    const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, int64_t step, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT work)
 {
-    xor_mlp_real *restrict grad = work;
+    xor_mlp_real *SYMNN_RESTRICT grad = work;
     xor_mlp__loss_and_grad(params, X, Y, n, out_loss, grad, work + 17);
     /* a non-finite loss or gradient updates nothing */
     if (!isfinite(*out_loss)) return SYMNN_ERR_NONFINITE;

@@ -21,7 +21,7 @@
  *           (XOR_MLP_WORK_PER_ROW * n + XOR_MLP_WORK_FIXED is an upper bound)
  * Outputs must not overlap inputs, each other or the used part of work (SYMNN_ERR_ALIAS).
  * NaN and infinity in inputs propagate; xor_mlp_check_finite() detects them first.
- * Only the C standard library is needed; link with -lm.
+ * Only the C standard library is needed; link with -lm. Both files also compile as C++.
  */
 #ifndef XOR_MLP_SYMNN_H
 #define XOR_MLP_SYMNN_H
