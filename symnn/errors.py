@@ -110,3 +110,15 @@ class KernelStatusError(SymnnError, RuntimeError):
 
 class GradientCheckError(NumericalError):
     """``gradcheck(..., raise_on_fail=True)`` found a gradient that disagrees."""
+
+
+class ModelFormatError(DataError):
+    """A file from elsewhere (a saved model, an imported PyTorch or ONNX model) is malformed,
+    from an unknown format version, or holds something symnn refuses to evaluate; the message
+    names the place inside the file."""
+
+
+class UntrustedInputError(SpecError):
+    """A string or number from a file would reach emitted code, a path, a LaTeX document or a
+    process in a form symnn does not accept (a name that is not a plain identifier, a LaTeX
+    command outside the math whitelist, an expression over the size budget)."""
