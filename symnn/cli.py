@@ -9,6 +9,7 @@ a failed gradient check exits with status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -39,7 +40,10 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a spec on a CSV file")
     train.add_argument("spec", help="TOML network spec (its [train] table gives the settings)")
-    train.add_argument("--data", required=True, help="CSV: inputs, then targets (or one integer label)")
+    train.add_argument("--data", required=True, help="CSV: inputs, then targets (or one integer label); "
+                       "a first line that is not numbers is taken for column names")
+    train.add_argument("--header", action="store_true",
+                       help="skip the first line of the CSV whatever it holds (default: only if not numbers)")
     train.add_argument("--out", help="save the trained model (.npz) here")
     train.add_argument("--backend", choices=["numpy", "c", "auto"], help="overrides [train] backend")
     train.add_argument("--epochs", type=int, help="overrides [train] epochs")
@@ -89,10 +93,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit status of a command whose reader went away (``symnn latex spec | head``): what a C tool
+#: killed by SIGPIPE reports to the shell (128 + 13)
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
+    except BrokenPipeError:
+        # the reader closed the pipe: nothing is wrong and nothing more can be said. stdout is
+        # pointed at /dev/null so that the interpreter's final flush does not raise again
+        # (Python's documented recipe, "Note on SIGPIPE" in the signal module)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except SymnnError as exc:
         print(f"symnn: error: {exc}", file=sys.stderr)
         return 2
@@ -147,16 +164,42 @@ def _check(args: argparse.Namespace) -> int:
             # entry by entry up to 20,000 parameters: a random projection moves every weight at
             # once and so can cross a ReLU or |w| kink that single-entry steps stay clear of
             report = gradcheck(k, {n: v.astype(dtype) for n, v in params.items()}, X, Y, max_entries=20_000)
-            ok = report.passed or report.passed_norm
-            norm = (report.reference or report).norm_rel_error
-            print(f"{backend:5s} {dtype}: {report.method}, max relative error {report.max_rel_error:.2e} "
-                  f"(tolerance {report.tolerance:.0e}), norm error {norm:.2e} {'ok' if ok else 'FAILED'}")
-            failed |= not ok
+            # the report's own verdict, so this line and str(report) never disagree: it names
+            # the criterion that decided (per entry, or the norm criterion) with its thresholds
+            word = _CHECK_WORDS[report.status]
+            print(f"{backend:5s} {dtype}: {report.method}: {word}: {report.verdict()}")
+            failed |= not report.ok
     return 1 if failed else 0
 
 
+#: how `symnn check` words a report's status
+_CHECK_WORDS = {"PASS": "ok", "FAIL": "FAILED", "NOT CHECKED": "NOT CHECKED"}
+
+
+def _header_lines(data_path: str, header: bool) -> int:
+    """How many lines to skip before the numbers: through the first line with content (not blank,
+    not only a # comment) if ``header`` is set or none of that line's fields is a number (column
+    names), else none. A first line mixing names and numbers is not taken for a header: it fails
+    in numpy.loadtxt, like any later non-numeric field, rather than a data row being dropped."""
+    with open(data_path, encoding="utf-8-sig", errors="replace") as fh:
+        for index, line in enumerate(fh):
+            fields = line.split("#", 1)[0].strip()
+            if not fields:
+                continue
+            return index + 1 if header or not any(map(_is_number, fields.split(","))) else 0
+    return 0
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
 def _train_from_csv(spec, data_path: str, progress: bool, backend: str | None = None,
-                    epochs: int | None = None):
+                    epochs: int | None = None, header: bool = False):
     import numpy as np
 
     from .errors import DataError
@@ -165,9 +208,11 @@ def _train_from_csv(spec, data_path: str, progress: bool, backend: str | None = 
 
     net, settings = spec.network, dict(spec.train)
     try:
-        data = np.loadtxt(data_path, delimiter=",", ndmin=2)
+        data = np.loadtxt(data_path, delimiter=",", ndmin=2, skiprows=_header_lines(data_path, header),
+                          encoding="utf-8-sig")
     except ValueError as exc:
-        raise DataError(f"{data_path} is not a numeric CSV file: {exc}") from exc
+        raise DataError(f"{data_path} is not a numeric CSV file (only a first line of column names may "
+                        f"hold text; --header skips the first line whatever it holds): {exc}") from exc
     n_in, n_out = int(net.n_in), int(net.n_out)
     labels = net.loss.name == "cross_entropy" and not net.loss.user
     width = n_in + (1 if labels else n_out)
@@ -193,7 +238,7 @@ def _train(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     net = spec.network
-    result = _train_from_csv(spec, args.data, args.progress, args.backend, args.epochs)
+    result = _train_from_csv(spec, args.data, args.progress, args.backend, args.epochs, args.header)
     X, Y = result.data
     h = result.history
     print(f"trained {len(h.train_loss)} epochs ({result.steps} steps) on {len(X)} rows with "
@@ -251,7 +296,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _ship(net, params, args: argparse.Namespace) -> int:
-    """Emit C for an imported network, with its weights as NAME_params.h and its spec."""
+    """Emit C for an imported network, with its weights as NAME_params.h and its spec; the
+    emitted main.c finds NAME_params.h beside it, so ``make`` builds a program of this model."""
     from .driver import emit
     from .emit import write_atomic
     from .persist import export_c_params
