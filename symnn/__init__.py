@@ -13,7 +13,7 @@ from .driver import compile, compile_many, emit, emit_source
 from .errors import *  # noqa: F403 - the exception hierarchy is public
 from .expressions import NonSmoothWarning
 from .gradcheck import GradcheckReport, gradcheck
-from .interop import from_onnx, from_torch, to_state_dict
+from .interop import from_onnx, from_torch, from_torch_state_dict, load_torch, to_state_dict
 from .persist import Model, Standardizer, export_c_params, load, save
 from .train import History, TrainResult, train
 from .optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop, optimizer
@@ -36,6 +36,8 @@ __all__ = [
     "History",
     "from_onnx",
     "from_torch",
+    "from_torch_state_dict",
+    "load_torch",
     "to_state_dict",
     "Model",
     "Standardizer",

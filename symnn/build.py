@@ -23,6 +23,20 @@ Why it is safe (RELIABILITY.md B1-B10, K1-K3):
   and a mismatch is rebuilt with a warning (B5);
 * the compiler runs as a subprocess with its output captured, so a failure raises
   :class:`~symnn.errors.CompileError` with the command and the compiler's last 40 lines (B2).
+
+Why it is safe on a machine shared with other users (issue 18, RELIABILITY.md U-cases): every
+``.so`` in the cache is code this process will load, so nothing in it may be another user's.
+
+* the root must be owned by you and not writable by others (unless sticky); the fallback in
+  the shared temp dir must be exactly yours and ``0700`` and not a symlink. This is checked on
+  every use, not only when symnn creates it, because another user can create it first;
+* nothing inside the cache is followed through a symlink: ``build.log`` and the lock files
+  are opened with ``O_NOFOLLOW``, and an entry's directory, manifest and extension must be a
+  real directory / regular file owned by you before the extension is hashed or loaded;
+* a build killed mid-compile leaves its private temp dir; the next build of that key sweeps it
+  under the key's lock (no live builder can own it then), and :func:`clear_cache` sweeps all;
+* the compiler runs in its own session; on a time-out or an interruption its whole process
+  group is killed and reaped, so no ``cc1`` outlives symnn.
 """
 
 from __future__ import annotations
@@ -31,10 +45,14 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import json
+import math
 import os
 import platform
+import re
 import shlex
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -50,7 +68,8 @@ from pathlib import Path
 import cffi
 from cffi import recompiler
 
-from .errors import BuildError, CacheError, CompileError, CompilerNotFoundError, ConfigError
+from .errors import (BuildError, CacheError, CompileError, CompilerNotFoundError, ConfigError,
+                     UntrustedInputError)
 from .render import CODEGEN_VERSION
 
 #: Flags for the in-process build. Emitted files for shipping use portable flags (the
@@ -72,47 +91,254 @@ class Compiler:
 def cache_root() -> Path:
     """``$SYMNN_CACHE_DIR``, else the platform's per-user cache directory + ``/symnn``."""
     env = os.environ.get("SYMNN_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
+    if env:  # absolute, so no path under it reaches the compiler's argv looking like an option
+        return Path(env).expanduser().absolute()
     if sys.platform == "darwin":
         base = Path.home() / "Library" / "Caches"
     elif os.name == "nt":
         base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "symnn"
+    return (base / "symnn").absolute()
 
 
 def _usable_root() -> Path:
-    """The cache root, created if missing; a read-only one falls back to a temp dir (B3/B4)."""
+    """The cache root, created ``0700`` if missing and checked on every use (:func:`_check_root`);
+    a read-only one falls back to a per-user temp dir (B3/B4), checked the same way, stricter."""
     root = cache_root()
     if root.exists() and not root.is_dir():
         raise CacheError(f"symnn cache path {root} exists and is not a directory; "
                          "point SYMNN_CACHE_DIR at a directory")
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
         probe = tempfile.NamedTemporaryFile(dir=root, prefix=".probe-", delete=True)
         probe.close()
-        return root
     except OSError as exc:
-        uid = os.getuid() if hasattr(os, "getuid") else os.getlogin()
-        fallback = Path(tempfile.gettempdir()) / f"symnn-cache-{uid}"
-        warnings.warn(f"symnn cache {root} is not writable ({exc.strerror}); using {fallback} "
-                      "instead (set SYMNN_CACHE_DIR to choose)", RuntimeWarning, stacklevel=4)
+        return _fallback_root(root, exc)
+    _check_root(root, fallback=False)
+    return root
+
+
+def _fallback_root(root: Path, exc: OSError) -> Path:
+    """``$TMPDIR/symnn-cache-<uid>``. Its name is predictable and ``/tmp`` is shared, so another
+    user may have created it first: it is used only if it passes the strict check."""
+    uid = os.getuid() if hasattr(os, "getuid") else os.getlogin()
+    fallback = Path(tempfile.gettempdir()) / f"symnn-cache-{uid}"
+    warnings.warn(f"symnn cache {root} is not writable ({exc.strerror}); using {fallback} "
+                  "instead (set SYMNN_CACHE_DIR to choose)", RuntimeWarning, stacklevel=5)
+    try:
+        os.mkdir(fallback, 0o700)
+    except FileExistsError:
+        pass  # whoever made it, the check below decides
+    except OSError as exc2:
+        raise CacheError(f"no writable symnn cache: {root} ({exc.strerror}) and {fallback} "
+                         f"({exc2.strerror}); set SYMNN_CACHE_DIR") from exc2
+    _check_root(fallback, fallback=True)
+    return fallback
+
+
+def _euid() -> int | None:
+    """The uid that owns what this process creates (None where the OS has no uids)."""
+    return os.geteuid() if hasattr(os, "geteuid") else None
+
+
+def _found(st: os.stat_result) -> str:
+    return f"owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}"
+
+
+def _root_problem(st: os.stat_result, *, fallback: bool) -> str | None:
+    """Why a cache root with this ``stat`` must not be used, or None. Another user who can
+    write into it can plant an extension that this process would load."""
+    uid = _euid()
+    mode = stat.S_IMODE(st.st_mode)
+    if uid is not None and st.st_uid != uid:
+        return f"it belongs to another user (you are uid {uid})"
+    if fallback and mode & 0o077:
+        return "the fallback cache must be private (0700): others could read your sources or plant code"
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        return "other users can write into it (group/world-writable without the sticky bit)"
+    return None
+
+
+def _check_root(root: Path, *, fallback: bool) -> None:
+    """Refuse a cache root another user controls; see :func:`_root_problem`. The configured
+    root may be a symlink of yours (a cache on another disk); the fallback may not, since
+    another user may re-point a link in a shared temp dir at any time."""
+    try:
+        st = os.lstat(root)
+        if stat.S_ISLNK(st.st_mode):
+            uid = _euid()
+            if fallback or (uid is not None and st.st_uid not in (uid, 0)):
+                raise CacheError(f"symnn will not use the cache {root}: it is a symbolic link "
+                                 f"owned by uid {st.st_uid}, which anyone who owns it can re-point. "
+                                 f"{_ROOT_REMEDY[fallback]}")
+            st = os.stat(root)
+    except FileNotFoundError as exc:
+        raise CacheError(f"symnn cache {root} vanished while in use; set SYMNN_CACHE_DIR") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheError(f"symnn cache path {root} is not a directory; point SYMNN_CACHE_DIR at a directory")
+    problem = _root_problem(st, fallback=fallback)
+    if problem is not None:
+        raise CacheError(f"symnn will not use the cache {root} ({_found(st)}): {problem}; "
+                         f"a compiled module placed there would be loaded into your process. "
+                         f"{_ROOT_REMEDY[fallback]}")
+
+
+_ROOT_REMEDY = {
+    True: "If it is not yours, remove it (or ask an administrator to); if it is, `chmod 700` it. "
+          "Or set SYMNN_CACHE_DIR to a directory you own.",
+    False: "Use a directory you own that others cannot write (`chmod go-w`, or 0700), "
+           "or point SYMNN_CACHE_DIR at one.",
+}
+
+
+# -- entries, logs and locks: never through a symlink, never another user's ---------------------
+_OPEN_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _check_private(path: Path, *, is_dir: bool) -> bool:
+    """True if ``path`` exists as a real directory / regular file of this user that nobody
+    else can write; False if it is missing or merely too open (ours: rebuilt). A symlink,
+    another file type or another user's entry raises :class:`CacheError`: it was planted, and
+    symnn neither follows nor removes it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    kind = "directory" if is_dir else "regular file"
+    if stat.S_ISLNK(st.st_mode):
+        raise CacheError(f"{path} is a symbolic link; symnn never follows links inside its cache "
+                         "(another user may have planted it). Remove it.")
+    if not (stat.S_ISDIR(st.st_mode) if is_dir else stat.S_ISREG(st.st_mode)):
+        raise CacheError(f"{path} in the symnn cache is not a {kind}; remove it.")
+    uid = _euid()
+    if uid is not None and st.st_uid != uid:
+        raise CacheError(f"{path} in the symnn cache is {_found(st)}, not yours (uid {uid}): "
+                         "symnn will not load another user's module. Remove it.")
+    return not stat.S_IMODE(st.st_mode) & 0o022
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """``os.open`` of a file symnn keeps in the cache (log, lock), never through a symlink
+    (``O_NOFOLLOW``), never blocking on a planted FIFO (``O_NONBLOCK``), and only if the file
+    is a regular file of this user."""
+    try:
+        fd = os.open(path, flags | _OPEN_FLAGS, 0o600)
+    except OSError as exc:
+        if path.is_symlink():
+            raise CacheError(f"{path} is a symbolic link; symnn never follows links inside its "
+                             "cache (another user may have planted it). Remove it.") from exc
+        raise CacheError(f"cannot open {path} in the symnn cache: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    uid = _euid()
+    problem = ("is not a regular file" if not stat.S_ISREG(st.st_mode) else
+               f"is {_found(st)}, not yours (uid {uid})" if uid is not None and st.st_uid != uid else None)
+    if problem is not None:
+        os.close(fd)
+        raise CacheError(f"{path} in the symnn cache {problem}; remove it.")
+    return fd
+
+
+def _remove_private_dir(path: Path) -> bool:
+    """Remove ``path`` if it is a real directory of this user (a dead builder's temp dir);
+    leave anything else alone, never following a link. True if removed."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    uid = _euid()
+    if not stat.S_ISDIR(st.st_mode) or (uid is not None and st.st_uid != uid):
+        return False
+    shutil.rmtree(path, ignore_errors=True)  # fd-based on Linux: no symlink inside is followed
+    return not os.path.lexists(path)
+
+
+def _temp_dir_key(name: str) -> str | None:
+    """The module a temp dir (``.<module>.<random>`` or ``.trash-<module>.<random>``) belongs
+    to, or None for any other name."""
+    if not name.startswith(".") or name.count(".") < 2:
+        return None
+    inner = name[1:].rsplit(".", 1)[0]
+    inner = inner[len("trash-"):] if inner.startswith("trash-") else inner
+    return inner if inner.startswith("_symnn_") and "." not in inner else None
+
+
+def _sweep_stale(root: Path, modname: str) -> int:
+    """Remove ``modname``'s temp dirs. The caller holds ``modname``'s lock, and only a lock
+    holder makes them, so every one found is left by a builder that died (B8)."""
+    removed = 0
+    with os.scandir(root) as it:
+        names = [e.name for e in it]
+    for name in names:
+        if _temp_dir_key(name) == modname:
+            removed += _remove_private_dir(root / name)
+    return removed
+
+
+# -- the compiler's processes -----------------------------------------------------------------
+#: Seconds one compiler run may take before its whole process group is killed; the
+#: environment variable ``SYMNN_CC_TIMEOUT`` overrides it (a big network can take minutes).
+CC_TIMEOUT_S = 900.0
+#: ``cc --version`` answers at once; a compiler that does not is unusable.
+VERSION_TIMEOUT_S = 60.0
+
+
+def cc_timeout() -> float:
+    """``$SYMNN_CC_TIMEOUT`` in seconds (positive, finite), else :data:`CC_TIMEOUT_S`."""
+    raw = os.environ.get("SYMNN_CC_TIMEOUT", "").strip()
+    if not raw:
+        return CC_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"SYMNN_CC_TIMEOUT={raw!r} is not a positive number of seconds")
+    return value
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc``'s process group (the compiler driver and the cc1/as/ld it started), reap
+    the leader and close the pipes, which an escaped grandchild could otherwise hold open."""
+    if hasattr(os, "killpg"):  # POSIX; elsewhere only the compiler itself is killed
         try:
-            fallback.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc2:
-            raise CacheError(f"no writable symnn cache: {root} ({exc.strerror}) and {fallback} "
-                             f"({exc2.strerror}); set SYMNN_CACHE_DIR") from exc2
-        return fallback
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the whole group has exited already
+    proc.kill()  # the leader, in case the group could not be signalled; a no-op once it is reaped
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def _run_group(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in a session of its own with its output captured. On a time-out
+    (``subprocess.TimeoutExpired``) or an interruption (Ctrl-C no longer reaches a process in
+    another session) the whole group is killed and reaped before the exception goes on."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, errors="replace", start_new_session=True)
+    finished = False
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        finished = True
+    finally:  # TimeoutExpired, KeyboardInterrupt, SystemExit: kill the group, let the error go on
+        if not finished:
+            _kill_group(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @lru_cache(maxsize=8)
-def _compiler_ident(argv: tuple[str, ...]) -> str:
+def _compiler_ident(argv: tuple[str, ...], timeout: float) -> str:
     try:
-        out = subprocess.run([*argv, "--version"], capture_output=True, text=True, timeout=60)
+        out = _run_group([*argv, "--version"], timeout)
     except OSError as exc:
         raise CompilerNotFoundError(f"C compiler {argv[0]!r} cannot run: {exc}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CompilerNotFoundError(
+            f"C compiler {argv[0]!r} did not finish within {timeout:g} s answering --version "
+            "(SYMNN_CC_TIMEOUT); it and the processes it started were killed. Point CC at a "
+            "working compiler or use backend='numpy'") from exc
     lines = (out.stdout or out.stderr).splitlines()
     return lines[0].strip() if lines else argv[0]
 
@@ -129,7 +355,7 @@ def find_compiler() -> Compiler:
         candidates += [["cc"], ["gcc"], ["clang"]]
     for argv in candidates:
         if argv and shutil.which(argv[0]):
-            return Compiler(tuple(argv), _compiler_ident(tuple(argv)))
+            return Compiler(tuple(argv), _compiler_ident(tuple(argv), min(cc_timeout(), VERSION_TIMEOUT_S)))
     tried = ", ".join(repr(c[0]) for c in candidates if c)
     raise CompilerNotFoundError(
         f"no C compiler found (tried {tried}). Install one (Debian/Ubuntu: apt install gcc; "
@@ -203,14 +429,31 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _extension_path(entry: Path) -> Path | None:
+    """The extension ``entry``'s manifest names, if the entry, its manifest and the extension
+    are this user's own, private, regular and plainly named (else None: rebuilt). A planted
+    symlink or another user's file raises :class:`CacheError` (:func:`_check_private`)."""
+    if not (_check_private(entry, is_dir=True) and _check_private(entry / "manifest.json", is_dir=False)):
+        return None
+    try:
+        name = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))["extension"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        return None
+    return entry / name if _check_private(entry / name, is_dir=False) else None
+
+
 def _entry_ok(entry: Path, key: str) -> bool:
-    """Is ``entry`` a complete build of ``key`` for this Python (B5)?"""
+    """Is ``entry`` a complete build of ``key`` for this Python (B5), and safe to load?"""
+    so = _extension_path(entry)
+    if so is None:
+        return False
     try:
         manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
-        so = entry / manifest["extension"]
         return (manifest.get("key") == key and manifest.get("abi") == _abi_tag()
-                and so.is_file() and _sha256_file(so) == manifest.get("sha256"))
-    except (OSError, ValueError, KeyError, TypeError):
+                and _sha256_file(so) == manifest.get("sha256"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
@@ -224,7 +467,7 @@ class _FileLock:
     def __enter__(self) -> "_FileLock":
         import fcntl
 
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = _open_private(self.path, os.O_RDWR | os.O_CREAT)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
@@ -237,7 +480,7 @@ class _FileLock:
 
 def _log(root: Path, message: str) -> None:
     line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()} {message}\n"
-    fd = os.open(root / "build.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = _open_private(root / "build.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         os.write(fd, line.encode())
     finally:
@@ -245,7 +488,8 @@ def _log(root: Path, message: str) -> None:
 
 
 def _compile(root: Path, modname: str, key: str, files: dict[str, str], cdef: str,
-             compiler: Compiler, flags: tuple[str, ...], link: tuple[str, ...] = ()) -> Path:
+             compiler: Compiler, flags: tuple[str, ...], link: tuple[str, ...] = (),
+             timeout: float = CC_TIMEOUT_S) -> Path:
     """Compile into a private temp dir, then rename it to ``root/modname``."""
     include = sysconfig.get_paths()["include"]
     if not (Path(include) / "Python.h").is_file():
@@ -267,9 +511,15 @@ def _compile(root: Path, modname: str, key: str, files: dict[str, str], cdef: st
         cmd = [*compiler.argv, *flags, f"-I{include}", f"-I{tmp}", str(wrapper), "-o", str(so), *link, "-lm"]
         _log(root, f"compile {modname}")
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            proc = _run_group(cmd, timeout)
         except OSError as exc:
             raise CompilerNotFoundError(f"cannot run the C compiler {compiler.argv[0]!r}: {exc}") from exc
+        except subprocess.TimeoutExpired as exc:
+            kept = _keep_failed(root, modname, tmp)
+            raise CompileError(
+                f"compiling {modname} did not finish within {timeout:g} s (SYMNN_CC_TIMEOUT sets the "
+                f"limit); the compiler and every process it started were killed.\ncommand: "
+                f"{shlex.join(cmd)}\nsources kept in {kept}") from exc
         if proc.returncode != 0:
             kept = _keep_failed(root, modname, tmp)
             tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-40:])
@@ -280,6 +530,7 @@ def _compile(root: Path, modname: str, key: str, files: dict[str, str], cdef: st
         manifest = {"key": key, "module": modname, "extension": so.name, "sha256": _sha256_file(so),
                     "abi": _abi_tag(), "compiler": compiler.ident, "flags": list(flags)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+        _drop_write_for_others(tmp)
         final = root / modname
         if final.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".trash-{modname}.", dir=root))
@@ -294,18 +545,33 @@ def _compile(root: Path, modname: str, key: str, files: dict[str, str], cdef: st
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _drop_write_for_others(tmp: Path) -> None:
+    """Under a umask of 002 (or 0) the compiler's output is group/world-writable, which
+    :func:`_check_private` refuses to load: an entry is made private to its owner here."""
+    for path in tmp.iterdir():
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if mode & 0o022:
+            os.chmod(path, mode & ~0o022)
+
+
 def _keep_failed(root: Path, modname: str, tmp: Path) -> Path:
-    dest = root / "failed" / modname
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
-        shutil.rmtree(dest, ignore_errors=True)
+    failed = root / "failed"
+    try:
+        os.mkdir(failed, 0o700)
+    except FileExistsError:
+        pass
+    _check_private(failed, is_dir=True)
+    dest = failed / modname
+    _check_private(dest, is_dir=True)  # refuses a planted link or another user's dir
+    shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(tmp, dest)
     return dest
 
 
 def _import(entry: Path, modname: str) -> types.ModuleType:
-    manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
-    path = entry / manifest["extension"]
+    path = _extension_path(entry)  # checked again right before loading: never through a link
+    if path is None:
+        raise ImportError(f"{entry} has no usable manifest or extension")
     loader = importlib.machinery.ExtensionFileLoader(modname, str(path))
     spec = importlib.util.spec_from_file_location(modname, str(path), loader=loader)
     if spec is None:  # pragma: no cover - only for a path importlib cannot handle
@@ -315,11 +581,29 @@ def _import(entry: Path, modname: str) -> types.ModuleType:
     return module
 
 
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_build_names(prefix: str, files: dict[str, str]) -> None:
+    """The names that become cache paths, compiler arguments and the module's ``PyInit_``
+    symbol. They come from a network's name, which :func:`symnn.naming.identifier` checked where
+    it entered; this refuses, at the sink, one that reached the build some other way (a
+    ``..``, a ``/`` or a leading ``-`` would leave the cache or read as a compiler option)."""
+    if not _PLAIN.fullmatch(prefix):
+        raise UntrustedInputError(f"module prefix {prefix!a} is not a plain name; nothing was built")
+    for name in files:
+        stem, dot, ext = name.rpartition(".")
+        if not (dot and ext in ("c", "h") and _PLAIN.fullmatch(stem)):
+            raise UntrustedInputError(f"emitted file name {name!a} is not NAME.c or NAME.h; nothing was built")
+
+
 def build(prefix: str, files: dict[str, str], cdef: str, *, blas: bool = False,
           openmp: bool = False) -> types.ModuleType:
     """The cffi extension module for ``files`` (``NAME.h``/``NAME.c``), built at most once;
     ``blas`` links NumPy's OpenBLAS for the large products (:func:`numpy_blas_flags`),
     ``openmp`` builds with ``-fopenmp`` (the large products split over OpenMP threads)."""
+    _check_build_names(prefix, files)
+    timeout = cc_timeout()
     compiler = find_compiler()
     flags = build_flags()
     link: tuple[str, ...] = ()
@@ -340,10 +624,11 @@ def build(prefix: str, files: dict[str, str], cdef: str, *, blas: bool = False,
         if not _entry_ok(entry, key):
             with _FileLock(root / f"{modname}.lock"):
                 if not _entry_ok(entry, key):
+                    _sweep_stale(root, modname)
                     if entry.exists():
                         warnings.warn(f"symnn cache entry {entry} is corrupt or incomplete; rebuilding",
                                       RuntimeWarning, stacklevel=3)
-                    _compile(root, modname, key, files, cdef, compiler, flags, link)
+                    _compile(root, modname, key, files, cdef, compiler, flags, link, timeout)
         try:
             module = _import(entry, modname)
             break
@@ -358,32 +643,48 @@ def build(prefix: str, files: dict[str, str], cdef: str, *, blas: bool = False,
         return _loaded.setdefault(modname, module)
 
 
-def list_cache() -> list[tuple[str, int]]:
-    """(module name, bytes on disk) of every finished entry in the cache."""
+def _checked_cache_root() -> Path | None:
+    """The configured cache root if it exists, after the same check a build makes."""
     root = cache_root()
-    if not root.is_dir():
+    if not os.path.lexists(root):
+        return None
+    _check_root(root, fallback=False)
+    return root
+
+
+def list_cache() -> list[tuple[str, int]]:
+    """(module name, bytes on disk) of every finished entry in the cache (symlinks skipped)."""
+    root = _checked_cache_root()
+    if root is None:
         return []
     out = []
     for entry in sorted(root.glob("_symnn_*")):
-        if entry.is_dir():
-            out.append((entry.name, sum(p.stat().st_size for p in entry.iterdir() if p.is_file())))
+        if not entry.is_symlink() and entry.is_dir():
+            out.append((entry.name, sum(p.lstat().st_size for p in entry.iterdir() if not p.is_symlink())))
     return out
 
 
-def clear_cache() -> int:
-    """Delete every finished entry, each under its build lock, so a build in progress (which
-    holds the lock) is waited for, never torn down (K3). Processes that already loaded a
-    module keep using it: the file stays mapped. Returns the number of entries removed."""
-    root = cache_root()
+def clear_cache() -> tuple[int, int]:
+    """Delete every finished entry and every temporary build dir a killed build left, each
+    under its module's build lock, so a build in progress (which holds the lock) is waited
+    for, never torn down (K3). Processes that already loaded a module keep using it: the file
+    stays mapped. Returns (entries removed, stale temporary dirs removed)."""
+    root = _checked_cache_root()
+    if root is None:
+        return 0, 0
     removed = 0
     for name, _ in list_cache():
         with _FileLock(root / f"{name}.lock"):
             entry = root / name
-            if entry.is_dir():
+            if not entry.is_symlink() and entry.is_dir():
                 trash = Path(tempfile.mkdtemp(prefix=f".trash-{name}.", dir=root))
                 os.replace(entry, trash / "old")
                 shutil.rmtree(trash, ignore_errors=True)
                 removed += 1
+    swept = 0
+    for module in sorted({m for m in map(_temp_dir_key, os.listdir(root)) if m is not None}):
+        with _FileLock(root / f"{module}.lock"):
+            swept += _sweep_stale(root, module)
     with _loaded_lock:
         _loaded.clear()
-    return removed
+    return removed, swept

@@ -66,12 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--openmp", type=int, metavar="THREADS", default=0,
                        help="also time the C built with openmp=True, on THREADS OpenMP threads")
 
-    port = sub.add_parser("from-torch", help="ship a saved PyTorch nn.Sequential as standalone C")
-    port.add_argument("model", help="a file written by torch.save(model) (a whole nn.Sequential; "
-                      "unpickling runs code: only files you trust)")
+    port = sub.add_parser("from-torch", help="ship saved PyTorch weights (a state_dict and a spec) as "
+                          "standalone C")
+    port.add_argument("model", help="a state_dict file, torch.save(model.state_dict(), path), read with "
+                      "torch.load(weights_only=True): it runs no code")
+    port.add_argument("--spec", help="TOML spec of the network the weights belong to (needed for a state_dict)")
+    port.add_argument("--trust-pickle", action="store_true",
+                      help="read MODEL with torch.load(weights_only=False) to accept a whole pickled "
+                      "nn.Sequential (torch.save(model, path)): unpickling RUNS ANY CODE IN THE FILE, as "
+                      "you; only for a file you made or whose author you trust")
     port.add_argument("--out", required=True, help="output directory")
-    port.add_argument("--name", default="torch_mlp", help="C symbol prefix")
-    port.add_argument("--loss", help="loss for the spec (default from the last activation)")
+    port.add_argument("--name", help="C symbol prefix (default: the spec's network name, or torch_mlp)")
+    port.add_argument("--loss", help="loss of a whole module (default from the last activation); a "
+                      "spec gives its own")
     port.add_argument("--dtype", choices=["float64", "float32"], default="float64")
 
     onnx = sub.add_parser("from-onnx", help="ship an ONNX MLP as standalone C")
@@ -89,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     regen = sub.add_parser("regen", help="rewrite generated/ from generated/MANIFEST.toml")
     regen.add_argument("--root", default="generated")
     cache = sub.add_parser("cache", help="show (or --clear) the compiled-module cache")
-    cache.add_argument("--clear", action="store_true", help="delete every cached module")
+    cache.add_argument("--clear", action="store_true",
+                       help="delete every cached module and the temporary build dirs of killed builds")
     return parser
 
 
@@ -198,6 +206,35 @@ def _is_number(field: str) -> bool:
     return True
 
 
+def _csv_labels(column, n_classes: int, data_path: str, skip: int):
+    """The label column as integers, once every entry passes the kernels' own label rule
+    (:func:`symnn.kernel.first_bad_label`): a cast alone would truncate 2.9 to 2 and -0.9 to 0
+    and train on it. A bad label is named by its line in the file, as the C trainer names it."""
+    import numpy as np
+
+    from .errors import LabelRangeError
+    from .kernel import first_bad_label
+
+    row = first_bad_label(column, n_classes)
+    if row is not None:
+        raise LabelRangeError(f"{data_path}: line {_data_line(data_path, skip, row)}: label {column[row]} "
+                              f"out of range [0, {n_classes}) (a class label is an integer)")
+    return column.astype(np.int64)
+
+
+def _data_line(data_path: str, skip: int, row: int) -> int:
+    """The line number (from 1) of data row ``row`` (from 0) of the CSV that ``numpy.loadtxt``
+    read after ``skip`` lines: it skips lines that are empty or only a # comment, as here."""
+    with open(data_path, encoding="utf-8-sig", errors="replace") as fh:
+        seen = -1
+        for index, line in enumerate(fh):
+            if index >= skip and line.split("#", 1)[0].strip():
+                seen += 1
+                if seen == row:
+                    return index + 1
+    return skip + row + 1  # not reached for a file loadtxt read; a plain count otherwise
+
+
 def _train_from_csv(spec, data_path: str, progress: bool, backend: str | None = None,
                     epochs: int | None = None, header: bool = False):
     import numpy as np
@@ -207,9 +244,9 @@ def _train_from_csv(spec, data_path: str, progress: bool, backend: str | None = 
     from .train import train
 
     net, settings = spec.network, dict(spec.train)
+    skip = _header_lines(data_path, header)
     try:
-        data = np.loadtxt(data_path, delimiter=",", ndmin=2, skiprows=_header_lines(data_path, header),
-                          encoding="utf-8-sig")
+        data = np.loadtxt(data_path, delimiter=",", ndmin=2, skiprows=skip, encoding="utf-8-sig")
     except ValueError as exc:
         raise DataError(f"{data_path} is not a numeric CSV file (only a first line of column names may "
                         f"hold text; --header skips the first line whatever it holds): {exc}") from exc
@@ -220,7 +257,7 @@ def _train_from_csv(spec, data_path: str, progress: bool, backend: str | None = 
         raise DataError(f"{data_path}: expected {width} columns ({n_in} inputs, "
                         f"{'1 label' if labels else f'{n_out} targets'}), got {data.shape[1]}")
     X = data[:, :n_in]
-    Y = data[:, n_in].astype(np.int64) if labels else data[:, n_in:]
+    Y = _csv_labels(data[:, n_in], n_out, data_path, skip) if labels else data[:, n_in:]
     kw = {k: settings[k] for k in ("epochs", "batch_size", "seed", "validation_split", "patience",
                                      "standardize", "backend", "dtype") if k in settings}
     if backend:
@@ -314,15 +351,12 @@ def _ship(net, params, args: argparse.Namespace) -> int:
 
 
 def _from_torch(args: argparse.Namespace) -> int:
-    from .errors import SpecTypeError
-    from .interop import from_torch
+    from .interop import load_torch
+    from .spec_toml import load_spec
 
-    try:
-        import torch
-    except ImportError as exc:
-        raise SpecTypeError('from-torch needs PyTorch: pip install "symnn[oracle]"') from exc
-    model = torch.load(args.model, map_location="cpu", weights_only=False)
-    return _ship(*from_torch(model, loss=args.loss, name=args.name, dtype=args.dtype), args)
+    net = load_spec(args.spec).network if args.spec else None
+    return _ship(*load_torch(args.model, net, trust_pickle=args.trust_pickle, loss=args.loss, name=args.name,
+                             dtype=args.dtype), args)
 
 
 def _from_onnx(args: argparse.Namespace) -> int:
@@ -350,7 +384,9 @@ def _cache(args: argparse.Namespace) -> int:
     from .build import cache_root, clear_cache, list_cache
 
     if args.clear:
-        print(f"removed {clear_cache()} cached module(s) from {cache_root()}")
+        entries, stale = clear_cache()
+        print(f"removed {entries} cached module(s) and {stale} stale temporary build dir(s) "
+              f"from {cache_root()}")
         return 0
     entries = list_cache()
     print(f"{cache_root()}: {len(entries)} module(s)")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import sympy as sp
 
-from . import registry
+from . import naming, registry
 from .errors import (
     ConfigError,
     InvalidExpressionError,
@@ -59,6 +60,12 @@ def _width(value: object, what: str) -> Width:
     return value
 
 
+#: largest magnitude of a built-in activation's parameter: every network is emitted for float32
+#: too, where a larger one prints as inf (and ELU's alpha=1e308 overflowed the simplifier's
+#: float fit)
+_PARAM_MAX = float(np.finfo(np.float32).max)
+
+
 @dataclass(frozen=True)
 class Activation:
     """An activation function: one SymPy expression of one variable, or row-wise softmax.
@@ -96,8 +103,8 @@ class Activation:
         latex: str | None = None,
         domain: object = None,
     ) -> None:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise SpecError(f"activation name must be an identifier, got {name!r}")
+        naming.identifier(name, "activation name")
+        latex = naming.latex_snippet(latex, f"activation {name!r}: latex")
         if var is None:
             raise InvalidExpressionError(f"activation {name!r}: pass var=<the SymPy symbol of expr>")
         if not isinstance(var, sp.Symbol):
@@ -132,8 +139,10 @@ class Activation:
         if expr is not None:
             subs = {}
             for pname, val in values.items():
-                if not isinstance(val, numbers.Real) or isinstance(val, bool) or not np.isfinite(val):
-                    raise ConfigError(f"activation {name!r}: {pname} must be a finite real, got {val!r}")
+                # "not <=" also refuses NaN; an int of any size compares without overflow
+                if not isinstance(val, numbers.Real) or isinstance(val, bool) or not abs(val) <= _PARAM_MAX:
+                    raise ConfigError(f"activation {name!r}: {pname} must be a finite real of magnitude "
+                                      f"at most {_PARAM_MAX:.4g} (float32's largest), got {val!r}")
                 subs[sp.Symbol(pname, positive=True)] = sp.nsimplify(val, rational=True) if float(
                     val
                 ) == round(float(val), 12) else sp.Float(val, 17)
@@ -201,8 +210,8 @@ class Loss:
         latex: str | None = None,
         domain: object = None,
     ) -> None:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise SpecError(f"loss name must be an identifier, got {name!r}")
+        naming.identifier(name, "loss name")
+        latex = naming.latex_snippet(latex, f"loss {name!r}: latex")
         if not isinstance(pred, sp.Symbol) or not isinstance(target, sp.Symbol) or pred == target:
             raise InvalidExpressionError(
                 f"loss {name!r}: pass pred=<prediction Symbol> and target=<target Symbol> "
@@ -265,7 +274,7 @@ class Dense:
         object.__setattr__(self, "out_features", _width(out_features, "Dense output"))
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
             raise SpecTypeError(f"Dense dropout must be a real number in [0, 1), got {dropout!r}")
-        if not (math.isfinite(float(dropout)) and 0.0 <= float(dropout) < 1.0):
+        if not 0.0 <= dropout < 1.0:  # compares an int of any size, and refuses NaN
             raise ConfigError(f"Dense dropout must be in [0, 1), got {dropout!r}")
         object.__setattr__(self, "dropout", float(dropout))
         if isinstance(activation, str):
@@ -283,7 +292,10 @@ class Network:
     """A stack of dense layers and a loss, optionally with L1/L2 weight penalties.
 
     The loss is ``mean(loss terms) + l2/2 * sum(W**2) + l1 * sum(|W|)`` over weight matrices
-    (biases are not regularised).
+    (biases are not regularised). ``name`` prefixes every emitted C symbol and names the emitted
+    files, so it is checked by :func:`symnn.naming.network_name` (a plain identifier, not
+    ``main``, ``math``...); activation and loss names and their ``latex`` are checked by
+    :func:`symnn.naming.identifier` and :func:`symnn.naming.latex_snippet`.
     """
 
     layers: tuple[Dense, ...]
@@ -324,10 +336,10 @@ class Network:
         elif not isinstance(loss, Loss):
             raise SpecTypeError(f"loss must be a registry name or an sn.Loss, got {type(loss).__name__}")
         for key, lam in (("l1", l1), ("l2", l2)):
-            if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not np.isfinite(lam) or lam < 0:
+            # "not <=" refuses NaN and inf; an int of any size compares without overflow
+            if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not 0 <= lam <= sys.float_info.max:
                 raise ConfigError(f"{key} must be a finite real >= 0, got {lam!r}")
-        if not isinstance(name, str) or not name.isidentifier():
-            raise SpecError(f"network name must be a C/Python identifier, got {name!r}")
+        naming.network_name(name)  # before any name is printed: it names files and C symbols
         last = layers[-1]
         out = last.out_features
         if loss.requires == "softmax" and not last.activation.is_rowwise:

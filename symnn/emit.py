@@ -92,6 +92,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
                train_prog: Program | None = None) -> EmitResult:
     from .backends.numpy.config import NumPyConfig, kernel_body, uses_batch_size
 
+    naming.check_declared_names(net)  # the names are printed into the module's docstring
     printer = NumPyConfig(dtype=dtype).printer()
     labels = net.loss.name == "cross_entropy" and not net.loss.user
     kernels = []

@@ -80,6 +80,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
            train_prog: Program | None = None) -> CEmitResult:
     """``train_prog``: the training program (dropout masks as inputs ``M1``...), needed when the
     network has dropout and an optimiser is given."""
+    naming.check_declared_names(net)  # the name prefixes C symbols; every name is printed in comments
     prefix = check_prefix(net.name)
     cfg = CConfig(dtype=dtype, prefix=prefix)
     printer = cfg.printer()
@@ -179,12 +180,15 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         n_state = len(optimizer.state)
         lg = work_need["loss_and_grad_train" if masks else "loss_and_grad"]
         mask_rows = sum(m["width"] for m in masks)
-        # work: the gradient, the dropout masks, then the loss-and-gradient kernel's own work
-        work_need["train_step"] = (lg[0] + mask_rows, lg[1] + n_params)
+        # work: the gradient (then the new parameters), the new optimiser state, the dropout
+        # masks, then the loss-and-gradient kernel's own work. The update is computed into the
+        # first two and copied out only if every value is finite (all or nothing).
+        fresh = n_params * (1 + n_state)
+        work_need["train_step"] = (lg[0] + mask_rows, lg[1] + fresh)
         variants += [("train_step", False)] + ([("train_step", True)] if labels else [])
         train = _train_context(optimizer, printer, real, n_params)
         train["masks"] = masks
-        offset_a, offset_b = 0, n_params
+        offset_a, offset_b = 0, fresh
         for m in masks:  # each mask is n x width reals after the gradient
             m["init"] = f"work + {size_code(offset_a, offset_b)}"
             offset_a += m["width"]

@@ -14,10 +14,12 @@ code keeps the variable inside it (:class:`symnn.functions.Guard`).
 
 from __future__ import annotations
 
+import enum
 import math
 import numbers
 import warnings
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 import sympy as sp
@@ -46,8 +48,237 @@ _NON_SMOOTH = (sp.Abs, sp.Max, sp.Min, sp.sign, sp.Piecewise, sp.Heaviside)
 _PIECEWISE_CONSTANT = (sp.floor, sp.ceiling, sp.frac)
 
 
+# -- the cost budget ------------------------------------------------------------------------------
+#
+# What SymPy costs is not the size of what it is given: an exponent tower
+# (``(((z**64)**64)**64)**64``) is an integer of millions of digits at the first probe point,
+# ``Pow(9, 99999999999)`` is computed the moment it is built, and a few ``tanh`` nested with
+# constants make SymPy's assumption queries exponential in the depth. Every expression therefore
+# passes one budget, with the same limits whoever reads it: the spec's expression strings and
+# a model file's records are priced on their syntax tree, before any SymPy object exists; an
+# expression built in Python is priced when it reaches a constructor (:func:`require_scalar_expr`).
+# Each reader turns its tree into :class:`Term` nodes and calls :func:`budget_problem`.
+# (Issue 18, item 6; RELIABILITY.md S15.)
+
+#: nodes of an expression: numbers, symbols, operators, calls
+MAX_NODES = 500
+#: function calls nested in one another (``tanh(tanh(z) + 1)`` is 2; a 10-deep ``tanh`` chain
+#: with constants took SymPy 25 s to build, 6 deep 0.1 s)
+MAX_CALL_DEPTH = 6
+#: |exponent| of one power whose exponent is a number
+MAX_EXPONENT = 64
+#: product of the |exponents| of powers nested in one another's bases (``(z**8)**8``: 64). A
+#: power of 3 beyond 646 is past double's range, so the probes refuse such a degree anyway
+MAX_POWER_PRODUCT = 1024
+#: decimal digits of one number (an integer, each part of a fraction, a decimal's mantissa)
+MAX_DIGITS = 100
+#: nodes of the derivative: the checks evaluate it at every probe point and each backend
+#: simplifies and prints it (its size, not the expression's, sets the time: a product of n
+#: factors has a derivative of n**2)
+MAX_DERIVATIVE_NODES = 2000
+
+
+class TermKind(enum.Enum):
+    """What a node is, as far as its cost goes."""
+
+    NUMBER = "number"  # a literal
+    CONSTANT = "constant"  # pi, E, I
+    SYMBOL = "symbol"
+    ADD = "add"
+    MUL = "mul"
+    POW = "pow"  # args: (base, exponent)
+    FUNCTION = "function"  # exp, tanh, Max...: nests towards MAX_CALL_DEPTH
+    OTHER = "other"  # Piecewise, a condition, a tuple, a boolean: structure only
+
+
+@dataclass(frozen=True)
+class Term:
+    """One node of an expression as a reader sees it, before SymPy: enough to price it.
+
+    ``value`` is a NUMBER's or CONSTANT's value as a float (``inf`` past double's range; None
+    for ``I``), ``digits`` a NUMBER's decimal digits, ``text`` how messages show the node.
+    """
+
+    kind: TermKind
+    args: tuple["Term", ...] = ()
+    value: float | None = None
+    digits: int = 0
+    text: str = ""
+
+
+class _OverBudget(Exception):
+    """Internal: carries the first problem :func:`_price` finds out to :func:`budget_problem`."""
+
+
+@dataclass(frozen=True)
+class _Price:
+    constant: float | None  # the node's value when it is a number (None: depends on a symbol)
+    growth: int  # product of the numeric exponents of the powers nested in it
+    depth: int  # function calls nested in it
+
+
+def _walk(term: Term) -> Iterator[Term]:
+    stack = [term]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.args)
+
+
+def budget_problem(term: Term) -> str | None:
+    """What in ``term`` is over the budget (a sentence for an error message), or None.
+
+    Checked: the node count, the nesting of function calls, each numeric exponent, the product
+    of nested exponents, the digits of each number, and that every number and every product,
+    sum or power of numbers is finite in double precision (``1e300*1e300`` is not: issue 18,
+    item 7). Runs in time linear in the size of ``term``, on no SymPy object.
+    """
+    count = 0
+    for _ in _walk(term):
+        count += 1
+        if count > MAX_NODES:
+            return f"is too large: more than {MAX_NODES} nodes"
+    try:
+        _price(term)
+    except _OverBudget as exc:
+        return str(exc)
+    return None
+
+
+def _finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise _OverBudget(f"has a constant {what} that is not finite in double precision")
+    return value
+
+
+def _price(term: Term) -> _Price:
+    kind = term.kind
+    if kind is TermKind.NUMBER:
+        if term.digits > MAX_DIGITS:
+            raise _OverBudget(f"has a number of {term.digits} digits (at most {MAX_DIGITS})")
+        return _Price(_finite(term.value if term.value is not None else math.nan, term.text), 1, 0)
+    if kind is TermKind.CONSTANT:
+        return _Price(term.value, 1, 0)
+    if kind is TermKind.SYMBOL:
+        return _Price(None, 1, 0)
+    parts = [_price(a) for a in term.args]
+    growth = max((p.growth for p in parts), default=1)
+    depth = max((p.depth for p in parts), default=0)
+    if kind is TermKind.POW:
+        return _price_pow(parts[0], parts[1], depth)
+    if kind is TermKind.FUNCTION:
+        if depth + 1 > MAX_CALL_DEPTH:
+            raise _OverBudget(f"nests function calls more than {MAX_CALL_DEPTH} deep ({term.text})")
+        return _Price(None, growth, depth + 1)
+    if kind in (TermKind.ADD, TermKind.MUL):
+        numbers_ = [p.constant for p in parts if p.constant is not None]
+        folded = math.fsum(numbers_) if kind is TermKind.ADD else math.prod(numbers_)
+        what = ("sum" if kind is TermKind.ADD else "product") + " of numbers"
+        _finite(folded, what)  # the number SymPy folds them into
+        constant = folded if len(numbers_) == len(parts) else None
+        return _Price(constant, growth, depth)
+    return _Price(None, growth, depth)
+
+
+def _price_pow(base: _Price, exponent: _Price, depth: int) -> _Price:
+    e = exponent.constant
+    if e is None:  # a symbolic exponent (2**z): its own parts were priced
+        return _Price(None, max(base.growth, exponent.growth), depth)
+    if abs(e) > MAX_EXPONENT:
+        raise _OverBudget(f"has a power with exponent {e:g} (at most {MAX_EXPONENT} in magnitude)")
+    growth = base.growth * max(1, math.ceil(abs(e)))
+    if growth > MAX_POWER_PRODUCT:
+        raise _OverBudget(f"nests powers whose exponents multiply to {growth} (at most {MAX_POWER_PRODUCT})")
+    if base.constant is None:
+        return _Price(None, growth, depth)
+    try:
+        value = base.constant ** e
+    except ZeroDivisionError:
+        raise _OverBudget("divides by zero") from None
+    except OverflowError:
+        raise _OverBudget("has a power of numbers that is not finite in double precision") from None
+    if isinstance(value, complex):  # (-8)**(1/3): not a real constant, the checks decide
+        return _Price(None, growth, depth)
+    return _Price(_finite(value, "power of numbers"), growth, depth)
+
+
+def _digits(n: int) -> int:
+    """Decimal digits of ``n`` from its bit length (``str`` refuses past 4,300 digits)."""
+    return int(abs(n).bit_length() * math.log10(2)) + 1
+
+
+def number_term(value: object, text: str | None = None) -> Term:
+    """The :class:`Term` of a numeric literal: a Python int, Fraction or float, or a SymPy
+    number (``text``, how messages show it, defaults to ``str(value)`` where that is short)."""
+    if isinstance(value, numbers.Integral):  # int, sp.Integer
+        digits = _digits(int(value))
+    elif isinstance(value, numbers.Rational):  # Fraction, sp.Rational
+        digits = _digits(int(value.numerator)) + _digits(int(value.denominator))
+    elif isinstance(value, sp.Float):
+        digits = max(1, int(value._prec * math.log10(2)))
+    else:
+        digits = len(repr(float(value)).lstrip("-").split("e")[0].replace(".", ""))
+    try:
+        as_float = float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an integer or fraction past double's range
+        as_float = math.inf
+    if text is None:
+        text = str(value) if digits <= MAX_DIGITS else f"of {digits} digits"
+    return Term(TermKind.NUMBER, value=as_float, digits=digits, text=text)
+
+
+#: SymPy's named constants, and the values the budget prices them at (I: none, not real)
+_CONSTANTS: dict[type, float | None] = {type(sp.pi): math.pi, type(sp.E): math.e, type(sp.I): None,
+                                        type(sp.EulerGamma): float(sp.EulerGamma),
+                                        type(sp.GoldenRatio): float(sp.GoldenRatio)}
+
+
+def is_call(cls: type) -> bool:
+    """Whether nodes of SymPy class ``cls`` count as a function call towards
+    :data:`MAX_CALL_DEPTH`: functions, Max and Min; not Piecewise, which only selects."""
+    return (issubclass(cls, (sp.Function, sp.Max, sp.Min))) and not issubclass(cls, sp.Piecewise)
+
+
+def term_from_sympy(expr: sp.Basic, limit: int = MAX_NODES) -> Term:
+    """The :class:`Term` tree of a SymPy expression, cut short past ``limit`` nodes (the
+    node count is then over budget anyway). A SymPy infinity or NaN is a non-finite number."""
+    seen = 0
+
+    def convert(e: sp.Basic) -> Term:
+        nonlocal seen
+        seen += 1
+        if seen > limit:
+            return Term(TermKind.OTHER)
+        if isinstance(e, sp.Number):
+            return number_term(e) if e.is_finite else Term(TermKind.NUMBER, value=math.nan, text=str(e))
+        if type(e) in _CONSTANTS:
+            return Term(TermKind.CONSTANT, value=_CONSTANTS[type(e)], text=str(e))
+        if e in (sp.zoo, sp.nan):
+            return Term(TermKind.NUMBER, value=math.nan, text=str(e))
+        if isinstance(e, sp.Symbol):
+            return Term(TermKind.SYMBOL, text=e.name)
+        kind = {sp.Add: TermKind.ADD, sp.Mul: TermKind.MUL, sp.Pow: TermKind.POW}.get(type(e))
+        if kind is None:
+            kind = TermKind.FUNCTION if is_call(type(e)) else TermKind.OTHER
+        return Term(kind, tuple(convert(a) for a in e.args), text=type(e).__name__)
+
+    return convert(expr)
+
+
+def require_budget(expr: sp.Basic, what: str) -> None:
+    """Refuse (InvalidExpressionError) a SymPy expression over the budget, before any check
+    that evaluates or simplifies it."""
+    try:
+        problem = budget_problem(term_from_sympy(expr))
+    except RecursionError:  # built in Python, nested deeper than the interpreter recurses
+        problem = f"nests more than {MAX_NODES} levels"
+    if problem:
+        raise InvalidExpressionError(f"{what} {problem}")
+
+
 def require_scalar_expr(expr: object, what: str) -> sp.Expr:
-    """Return ``expr`` as a SymPy scalar expression or raise S7's error."""
+    """Return ``expr`` as a SymPy scalar expression or raise S7's error; an expression over the
+    cost budget is refused here too, before any symbolic work (:func:`budget_problem`)."""
     if isinstance(expr, (int, float)) and not isinstance(expr, bool):
         expr = sp.sympify(expr)
     if not isinstance(expr, sp.Expr) or isinstance(expr, sp.MatrixBase) or getattr(
@@ -56,7 +287,18 @@ def require_scalar_expr(expr: object, what: str) -> sp.Expr:
         raise InvalidExpressionError(
             f"{what} must be a scalar SymPy expression, got {type(expr).__name__}: {expr!r}"
         )
+    require_budget(expr, what)
     return expr
+
+
+def count_nodes(expr: sp.Basic, limit: int) -> int:
+    """Nodes of ``expr``, counting stops at ``limit + 1``."""
+    count = 0
+    for _ in sp.preorder_traversal(expr):
+        count += 1
+        if count > limit:
+            break
+    return count
 
 
 def require_symbols(expr: sp.Expr, allowed: Iterable[sp.Symbol], what: str) -> None:
@@ -81,7 +323,10 @@ def _real_number(value: object, what: str) -> float:
         return float(value)
     if not isinstance(value, numbers.Real):
         raise SpecTypeError(f"{what} must be a real number, got {type(value).__name__} {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int past double's range: the end is as good as infinite
+        return math.inf if value > 0 else -math.inf
 
 
 def require_domain(value: object, what: str) -> Domain | None:
@@ -263,6 +508,10 @@ def check_elementwise(
     if user:
         warn_non_smooth(expr, what, shown=show, stacklevel=3)
     d = derivative(expr, var, what)
+    if count_nodes(d, MAX_DERIVATIVE_NODES) > MAX_DERIVATIVE_NODES:
+        raise InvalidExpressionError(
+            f"{what} {show}: its derivative has more than {MAX_DERIVATIVE_NODES} nodes, more than "
+            "symnn's budget for one expression (split it, or simplify it first)")
     if cheapest(d) == 0:  # sin(x)**2 + cos(x)**2: constant although no rewrite shows it
         raise SpecError(f"{what} {show} is constant: its derivative is identically 0")
     points = probe_points(domain)

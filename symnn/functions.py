@@ -45,12 +45,30 @@ class Softplus(sp.Function):
         return s if exp is None else r"%s^{%s}" % (s, exp)
 
 
-class Clamp(sp.Function):
-    """``Clamp(x, lo, hi)``: x limited to [lo, hi] with NaN propagated, where an activation has
-    already saturated to its limit (see :mod:`symnn.saturate`); derivative 1."""
+class _PassThrough(sp.Function):
+    """``F(x, lo, hi)`` that keeps x inside bounds for the printed code only: derivative 1 in x
+    (the chain rule passes the formula's own slope), the mathematics rewrites it to x, LaTeX
+    prints x. :class:`Clamp` and :class:`Guard` differ only in what the bounds mean."""
 
     nargs = 3
     is_real = True
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        if argindex == 1:
+            return sp.S.One
+        return sp.S.Zero
+
+    def _eval_rewrite_as_exp(self, x, lo, hi, **kwargs):
+        return x
+
+    def _latex(self, printer, exp=None):
+        s = printer._print(self.args[0])
+        return s if exp is None else r"\left(%s\right)^{%s}" % (s, exp)
+
+
+class Clamp(_PassThrough):
+    """``Clamp(x, lo, hi)``: x limited to [lo, hi] with NaN propagated, where an activation has
+    already saturated to its limit (see :mod:`symnn.saturate`); derivative 1."""
 
     @classmethod
     def eval(cls, x, lo, hi):
@@ -60,20 +78,8 @@ class Clamp(sp.Function):
             return lo if x < lo else hi if x > hi else x
         return None
 
-    def fdiff(self, argindex: int = 1) -> sp.Expr:
-        if argindex == 1:
-            return sp.S.One
-        return sp.S.Zero
 
-    def _eval_rewrite_as_exp(self, x, lo, hi, **kwargs):
-        return x
-
-    def _latex(self, printer, exp=None):
-        s = printer._print(self.args[0])
-        return s if exp is None else r"\left(%s\right)^{%s}" % (s, exp)
-
-
-class Guard(sp.Function):
+class Guard(_PassThrough):
     """``Guard(x, lo, hi)``: x kept inside the open domain ``(lo, hi)`` that a user loss or
     activation declared, where its formula is undefined at the ends (``log(p)`` at p = 0).
 
@@ -83,21 +89,6 @@ class Guard(sp.Function):
     :class:`Clamp`'s, so the chain rule passes the formula's own slope there (finite) rather
     than 0. The mathematics never sees it: :func:`plain` removes it, LaTeX prints its argument.
     """
-
-    nargs = 3
-    is_real = True
-
-    def fdiff(self, argindex: int = 1) -> sp.Expr:
-        if argindex == 1:
-            return sp.S.One
-        return sp.S.Zero
-
-    def _eval_rewrite_as_exp(self, x, lo, hi, **kwargs):
-        return x
-
-    def _latex(self, printer, exp=None):
-        s = printer._print(self.args[0])
-        return s if exp is None else r"\left(%s\right)^{%s}" % (s, exp)
 
 
 def guard_bounds(lo: sp.Expr, hi: sp.Expr, dtype: str) -> tuple[float, float]:

@@ -26,15 +26,37 @@ from .errors import (
 )
 
 
-def _as_float_array(value: object, what: str, dtype: np.dtype) -> np.ndarray:
+#: dtype kinds that are not real numbers: object, bytes, str, void, complex, bool, datetimes
+_NOT_REAL = "OSUVcbMm"
+
+
+def as_real_array(value: object, what: str) -> np.ndarray:
+    """``value`` as a NumPy array of real numbers, in its own dtype: the one gate every array from
+    a caller or a file passes (kernels, ``save``, ``export_c_params``, the standardiser, the
+    PyTorch and ONNX importers). Casting a complex array to float keeps only its real part with
+    nothing but a ``ComplexWarning``, so complex (like bool, str or object) is refused instead."""
     try:
         arr = np.asarray(value)
     except ValueError as exc:  # ragged nested lists
         raise ShapeError(f"{what} is ragged (rows of different lengths): {exc}") from exc
-    kind = arr.dtype.kind
-    if kind in "OSUVcbMm":
+    if arr.dtype.kind in _NOT_REAL:
         raise DTypeError(f"{what} has dtype {arr.dtype}; expected a real numeric array")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return arr
+
+
+def _as_float_array(value: object, what: str, dtype: np.dtype) -> np.ndarray:
+    return np.ascontiguousarray(as_real_array(value, what), dtype=dtype)
+
+
+def first_bad_label(labels: np.ndarray, n_classes: int) -> int | None:
+    """Index of the first entry of ``labels`` that is not an exact integer in ``[0, n_classes)``
+    (a fraction, NaN, infinity or out of range), else None. The one rule for class labels:
+    :meth:`Kernel.targets` and ``symnn train``'s CSV reader both apply it, so the command line
+    cannot truncate 2.9 to 2 where the Python API refuses it."""
+    values = np.asarray(labels).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0) | (values >= n_classes)
+    return int(np.argmax(bad)) if bad.any() else None
 
 
 def _require_finite(arr: np.ndarray, what: str) -> None:
@@ -45,6 +67,21 @@ def _require_finite(arr: np.ndarray, what: str) -> None:
             f"{what} has {int(bad.sum())} non-finite value(s); first at index {first} "
             f"({arr[first]}); pass check_finite=False to allow them"
         )
+
+
+def _refuse_overlap(theta: np.ndarray, state: np.ndarray, X: object, Y: object) -> None:
+    """The C API's aliasing rule (SYMNN_ERR_ALIAS), applied to the caller's arrays for every
+    backend: the buffers ``train_step`` writes, ``theta`` and ``state``, must not overlap each
+    other, ``X`` or ``Y``. NumPy would otherwise compute on inputs that the update is rewriting
+    (or update theta through state), and C would refuse the same call; refused here, neither
+    backend sees it. Byte-range overlap (``np.may_share_memory``), as C checks it."""
+    pairs = (("theta", theta, "state", state), ("theta", theta, "X", X), ("theta", theta, "Y", Y),
+             ("state", state, "X", X), ("state", state, "Y", Y))
+    for a, arr_a, b, arr_b in pairs:
+        if isinstance(arr_b, np.ndarray) and np.may_share_memory(arr_a, arr_b):
+            raise DataError(f"train_step: {a} and {b} overlap in memory; theta and state are updated "
+                            "in place and must not share memory with each other, X or Y "
+                            "(the C API's SYMNN_ERR_ALIAS)")
 
 
 class Kernel:
@@ -110,22 +147,14 @@ class Kernel:
 
     def targets(self, Y: object, n: int) -> np.ndarray:
         n_out = self.param_shapes[f"W{len(self.network.layers)}"][0]
-        try:
-            raw = np.asarray(Y)
-        except ValueError as exc:
-            raise ShapeError(f"Y is ragged: {exc}") from exc
-        if raw.dtype.kind in "OSUVcbMm":
-            raise DTypeError(f"Y has dtype {raw.dtype}; expected a real numeric array")
+        raw = as_real_array(Y, "Y")
         if n == 0:
             raise EmptyBatchError("the batch is empty (N = 0): the mean loss is undefined")
         if self._labels and raw.ndim == 1:
             if raw.shape[0] != n:
                 raise ShapeError(f"Y has {raw.shape[0]} labels for {n} rows of X")
-            labels = raw.astype(np.float64)
-            with np.errstate(invalid="ignore"):
-                bad = ~np.isfinite(labels) | (labels != np.floor(labels)) | (labels < 0) | (labels >= n_out)
-            if bad.any():
-                row = int(np.argmax(bad))
+            row = first_bad_label(raw, n_out)
+            if row is not None:
                 raise LabelRangeError(f"label {raw[row]} at row {row} out of range [0, {n_out})")
             return np.ascontiguousarray(raw, dtype=np.intp)
         arr = _as_float_array(raw, "Y", self.dtype)
@@ -184,12 +213,18 @@ class Kernel:
                    seed: int = 0) -> float:
         """One optimiser step, in place on the flat parameters ``theta`` (see :meth:`pack`) and
         ``state`` (see :meth:`init_state`); ``step`` counts from 1. With dropout, ``seed`` and
-        ``step`` key the masks (the same bits on both backends). Returns the loss before it."""
+        ``step`` key the masks (the same bits on both backends). Returns the loss before it.
+
+        All or nothing: a non-finite loss or gradient, or an update that would make a parameter
+        or state entry non-finite, raises :class:`NonFiniteError` with ``theta`` and ``state``
+        unchanged. ``theta`` and ``state`` must not share memory with each other, ``X`` or ``Y``
+        (:class:`DataError` on both backends, C's ``SYMNN_ERR_ALIAS`` rule)."""
         opt = self._require_optimizer()
         theta = self._in_place(theta, "theta", (self.n_params,))
         state = self._in_place(state, "state", (len(opt.state), self.n_params))
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
             raise ConfigError(f"step must be an integer >= 1 (it counts from 1), got {step!r}")
+        _refuse_overlap(theta, state, X, Y)
         if self.check_finite:
             _require_finite(theta, "theta")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:

@@ -6,7 +6,12 @@ Emitted code and the printed derivation share one scheme: pre-activation ``z1``,
 
 from __future__ import annotations
 
+import keyword
+import re
+
 import sympy as sp
+
+from .errors import SpecTypeError, UntrustedInputError
 
 #: Batch size: the only run-time dimension.
 N = sp.Symbol("N", integer=True, positive=True)
@@ -40,3 +45,210 @@ def width_symbol(layer: int) -> sp.Symbol:
 def temporaries(prefix: str = "t"):
     """The one numbered-symbol generator used for CSE, so output is byte-stable."""
     return sp.numbered_symbols(prefix)
+
+
+# -- names that come from users and files ------------------------------------------------------
+#
+# Every string a user or a file gives symnn as a *name* (a network, an activation, a loss, an
+# expression's variable) passes :func:`identifier` where it enters: the constructors, the
+# registry, the spec reader and, through the constructors, the model loader and the importers.
+# A name is then safe wherever it is printed: as part of a C or Python identifier, in a file
+# name, in a comment or docstring, inside LaTeX's ``\operatorname{}``. The template layer
+# escapes these strings again for each target language (:mod:`symnn.render`), so a name that
+# reached a template some other way still cannot break out of a comment or a string.
+
+#: Longest accepted name: long enough for any real name, short enough for every file system
+#: (``NAME_params.h``) and for C's 63 significant characters of an internal identifier.
+MAX_NAME_LENGTH = 64
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+#: C11 keywords (C99's plus ``_Alignas``...): the emitted files are C99 and also build as C11.
+C_KEYWORDS = frozenset(
+    "auto break case char const continue default do double else enum extern float for goto if "
+    "inline int long register restrict return short signed sizeof static struct switch typedef "
+    "union unsigned void volatile while _Alignas _Alignof _Atomic _Bool _Complex _Generic "
+    "_Imaginary _Noreturn _Static_assert _Thread_local".split()
+)
+#: No name may be one of these: C and Python keywords. (C++'s are not refused: a network name
+#: only ever appears inside longer identifiers, ``NAME_forward``, and ``xor`` is a fine name.)
+RESERVED_WORDS = C_KEYWORDS | frozenset(keyword.kwlist)
+
+#: File stems a network name must not take (compared ignoring case, for case-insensitive file
+#: systems), each with the reason: ``NAME.c``/``NAME.h`` are written beside ``main.c``,
+#: ``train_main.c`` and ``test_main.c`` (a network ``main`` overwrote its own example program,
+#: issue 18 item 8); the build compiles with the emitted folder on the include path, so
+#: ``NAME.h`` must not shadow a header that the emitted code, cffi's wrapper or ``Python.h``
+#: includes (a network ``math`` built a module with no ``isfinite``); ``NAME.py`` must not shadow
+#: a module the emitted Python imports; ``symnn`` is the project's own namespace (``SYMNN_*``
+#: macros, ``_symnn_*`` cache modules, the package).
+RESERVED_FILE_STEMS: dict[str, str] = {
+    **dict.fromkeys(["main", "train_main", "test_main"],
+                    "NAME.c would overwrite the emitted example or test program"),
+    **dict.fromkeys(
+        # C standard headers (C89 to C17), then those cffi's wrapper and Python.h pull in (gcc -H)
+        # and the BLAS/OpenMP builds include
+        "assert complex ctype errno fenv float inttypes iso646 limits locale math setjmp signal "
+        "stdalign stdarg stdatomic stdbool stddef stdint stdio stdlib stdnoreturn string tgmath "
+        "threads time uchar wchar wctype "
+        "alloca endian features malloc pthread sched strings syslimits unistd omp cblas python "
+        "pyconfig".split(),
+        "NAME.h would shadow the C header of that name in the build",
+    ),
+    "numpy": "NAME.py would shadow the Python module the emitted code imports",
+    "symnn": "symnn's own namespace (SYMNN_* macros, the package)",
+}
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``value`` for an error message: ASCII only (no control character, line separator or
+    terminal escape reaches the user's terminal), at most ``limit`` characters of it."""
+    text = ascii(value)
+    return text if len(text) <= limit + 2 else f"{text[:limit]}... ({len(str(value))} characters)"
+
+
+def identifier(value: object, what: str) -> str:
+    """``value`` if it is a plain name, else :class:`~symnn.errors.UntrustedInputError`.
+
+    A plain name is an ASCII identifier ``[A-Za-z_][A-Za-z0-9_]*`` of at most
+    :data:`MAX_NAME_LENGTH` characters that is no C or Python keyword and none of the
+    identifiers C and C++ reserve (a leading underscore and a capital, or a double underscore).
+    ``what`` says whose name it is (``"activation name"``).
+    """
+    if not isinstance(value, str):
+        raise SpecTypeError(f"{what} must be a string, got {type(value).__name__} {shown(value)}")
+    if len(value) > MAX_NAME_LENGTH:
+        raise UntrustedInputError(
+            f"{what} {shown(value)} is longer than {MAX_NAME_LENGTH} characters")
+    if not _IDENTIFIER.fullmatch(value):
+        raise UntrustedInputError(
+            f"{what} {shown(value)} is not a plain name: use ASCII letters, digits and '_', "
+            "not starting with a digit"
+        )
+    if value in RESERVED_WORDS:
+        raise UntrustedInputError(f"{what} {shown(value)} is a C or Python keyword")
+    if "__" in value or re.match(r"_[A-Z]", value):
+        raise UntrustedInputError(
+            f"{what} {shown(value)} is reserved in C and C++ (a double underscore, or '_' then a "
+            "capital letter)"
+        )
+    return value
+
+
+def network_name(value: object) -> str:
+    """A network name: an :func:`identifier` that also prefixes every emitted C symbol and
+    names the emitted files, so it starts with a letter, does not end with ``_`` (``NAME_`` +
+    ``_forward`` would be a double underscore, and ``a_``'s public ``a__forward`` would be
+    network ``a``'s private one) and takes none of :data:`RESERVED_FILE_STEMS`."""
+    name = identifier(value, "network name")
+    if not name[0].isalpha():
+        raise UntrustedInputError(
+            f"network name {shown(name)} must start with a letter: it prefixes C symbols")
+    if name.endswith("_"):
+        raise UntrustedInputError(
+            f"network name {shown(name)} must not end with '_': it prefixes C symbols as "
+            "NAME_forward"
+        )
+    stem = "symnn" if name.lower().startswith("symnn_") else name.lower()
+    if stem in RESERVED_FILE_STEMS:
+        why = RESERVED_FILE_STEMS[stem].replace("NAME", name)
+        raise UntrustedInputError(
+            f"network name {shown(name)} is reserved: {why}; choose another name")
+    return name
+
+
+def check_declared_names(net: object) -> None:
+    """Check every name and LaTeX snippet of a network again, where it is about to be printed
+    (emission, the derivation, the report). The constructors checked them already; this keeps
+    a network assembled around them (``object.__new__``, an old loader) from printing a bad
+    one. ``net`` is duck-typed (``name``, ``layers[].activation``, ``loss``): declare imports this
+    module."""
+    network_name(net.name)  # type: ignore[attr-defined]
+    for i, layer in enumerate(net.layers, 1):  # type: ignore[attr-defined]
+        act = layer.activation
+        identifier(act.name, f"layer {i}: activation name")
+        latex_snippet(act.latex_name, f"layer {i}: activation {act.name!r}: latex")
+    loss = net.loss  # type: ignore[attr-defined]
+    identifier(loss.name, "loss name")
+    latex_snippet(loss.latex_name, f"loss {loss.name!r}: latex")
+
+
+# -- user LaTeX ----------------------------------------------------------------------------------
+#
+# A LaTeX snippet (``sn.Activation(..., latex=...)``, the spec's ``latex`` key) is typeset in the
+# derivation and the PDF report. TeX is a programming language that can read and write files
+# (``\input``, ``\openin``, ``\write18``), change how characters are read (``\catcode``, ``^^``
+# escapes) and define macros, so a snippet is limited to math: a whitelist of characters and of
+# commands, balanced braces, and a bounded length.
+
+#: Longest accepted LaTeX snippet.
+MAX_LATEX_LENGTH = 200
+
+_GREEK = (
+    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi "
+    "pi varpi rho varrho sigma varsigma tau upsilon phi varphi chi psi omega "
+    "Gamma Delta Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega"
+)
+#: Math commands a snippet may use: letters, fonts, fractions, delimiters, operators, accents.
+LATEX_COMMANDS = frozenset(
+    _GREEK.split()
+    + "frac dfrac tfrac sqrt operatorname mathrm mathbf mathit mathsf mathtt mathcal mathbb "
+      "boldsymbol text left right big Big bigg Bigg cdot times circ ast star pm mp div "
+      "log ln exp tanh sinh cosh sin cos tan arctan sec csc cot max min sup inf lim sum prod "
+      "prime ell partial nabla infty leq geq le ge neq approx sim propto cdots ldots dots "
+      "hat bar tilde vec dot ddot overline underline widehat widetilde "
+      "lvert rvert lVert rVert langle rangle lfloor rfloor lceil rceil vert Vert mid "
+      "quad qquad".split()
+)
+#: ``\`` followed by one of these is a math symbol or a space, not a command.
+_LATEX_SYMBOLS = frozenset(",;:! {}|_")
+#: Characters a snippet may hold besides letters, digits and the backslash. Not ``%`` (a
+#: comment hides the rest of the line), ``$`` ``&`` ``#`` ``~`` ``"`` `` ` `` ``@``, control
+#: characters or anything outside ASCII.
+_LATEX_CHARS = frozenset(" {}_^()[]+-*/=<>|',.:;!?")
+
+
+def latex_snippet(value: object, what: str) -> str | None:
+    """``value`` (None passes) if it is LaTeX math made only of :data:`LATEX_COMMANDS` and safe
+    characters, else :class:`~symnn.errors.UntrustedInputError` naming the first offending
+    command or character; the report must never typeset a local file or run a shell command."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SpecTypeError(f"{what} must be a string, got {type(value).__name__} {shown(value)}")
+    if not value.strip():
+        raise UntrustedInputError(f"{what} is empty")
+    if len(value) > MAX_LATEX_LENGTH:
+        raise UntrustedInputError(
+            f"{what} {shown(value)} is longer than {MAX_LATEX_LENGTH} characters")
+    if "^^" in value:
+        raise UntrustedInputError(f"{what} {shown(value)}: '^^' character escapes are not allowed")
+    depth = 0
+    for token in _LATEX_TOKEN.findall(value):
+        problem = _latex_token_problem(token)
+        if problem:
+            raise UntrustedInputError(f"{what} {shown(value)}: {problem}")
+        depth += (token == "{") - (token == "}")
+        if depth < 0:
+            raise UntrustedInputError(f"{what} {shown(value)}: unbalanced '}}'")
+    if depth:
+        raise UntrustedInputError(f"{what} {shown(value)}: unbalanced '{{'")
+    return value
+
+
+#: a command (``\frac``), a control symbol (``\,``, ``\{``), or one character
+_LATEX_TOKEN = re.compile(r"\\[A-Za-z]+|\\.?|.", re.DOTALL)
+
+
+def _latex_token_problem(token: str) -> str | None:
+    """Why ``token`` may not appear in a snippet, or None."""
+    if token[0] == "\\" and token[1:].isalpha() and token[1:].isascii():
+        if token[1:] in LATEX_COMMANDS:
+            return None
+        return (f"command {token} is not allowed (only math commands such as \\frac, "
+                "\\operatorname, \\mathrm and Greek letters)")
+    if token[0] == "\\":
+        return None if token[1:] and token[1] in _LATEX_SYMBOLS else f"{shown(token)} is not allowed"
+    if (token.isascii() and token.isalnum()) or token in _LATEX_CHARS:
+        return None
+    return f"character {shown(token)} is not allowed"

@@ -151,10 +151,8 @@ def optimizer(name: str, *, clip_value: float | None = None, clip_norm: float | 
                           f"it takes {sorted(rule.defaults)}")
     values = {**rule.defaults}
     for key, val in hyper.items():
-        if isinstance(val, bool) or not isinstance(val, numbers.Real):
-            raise SpecTypeError(f"optimizer {name!r}: {key} must be a real number, got {val!r}")
+        fval = _real(name, key, val)
         lo, hi, closed_lo, closed_hi = _RANGES[key]
-        fval = float(val)
         ok = math.isfinite(fval) and (fval >= lo if closed_lo else fval > lo) and (
             fval <= hi if closed_hi else fval < hi)
         if not ok:
@@ -165,13 +163,23 @@ def optimizer(name: str, *, clip_value: float | None = None, clip_norm: float | 
     for key, val in (("clip_value", clip_value), ("clip_norm", clip_norm)):
         if val is None:
             continue
-        if isinstance(val, bool) or not isinstance(val, numbers.Real):
-            raise SpecTypeError(f"optimizer {name!r}: {key} must be a real number, got {val!r}")
-        if not (math.isfinite(float(val)) and float(val) > 0):
+        fval = _real(name, key, val)
+        if not (math.isfinite(fval) and fval > 0):
             raise ConfigError(f"optimizer {name!r}: {key} must be finite and > 0, got {val!r}")
-        clips[key] = float(val)
+        clips[key] = fval
     assignments = tuple((target, sp.sympify(expr)) for target, expr in rule.build(values))
     return Optimizer(name, values, rule.state, assignments, **clips)
+
+
+def _real(name: str, key: str, val: object) -> float:
+    """``val`` as a float, or inf for an integer too large for one (``10**400``), which the
+    range checks then refuse: ``float()`` itself would raise a bare OverflowError."""
+    if isinstance(val, bool) or not isinstance(val, numbers.Real):
+        raise SpecTypeError(f"optimizer {name!r}: {key} must be a real number, got {val!r}")
+    try:
+        return float(val)
+    except OverflowError:
+        return math.inf if val > 0 else -math.inf
 
 
 def SGD(lr: float = 0.01, weight_decay: float = 0.0, **clip: float | None) -> Optimizer:  # noqa: N802 - torch-like name

@@ -20,6 +20,7 @@ from typing import Mapping
 
 import sympy as sp
 
+from . import naming
 from .errors import UnknownActivationError
 
 #: Canonical scalar variable of element-wise activations (real, so ``diff(Abs(x))`` is ``sign``).
@@ -77,9 +78,13 @@ def register_activation(
     value_range: tuple[float, float] | None = None,
 ) -> ActivationEntry:
     """Add an activation to the registry (an existing name is replaced); ``domain`` as for
-    :class:`symnn.declare.Activation`."""
+    :class:`symnn.declare.Activation`. The name and ``latex`` pass the same checks as the
+    constructor's (:func:`symnn.naming.identifier`, :func:`symnn.naming.latex_snippet`): a
+    registry name is printed wherever a constructed one is."""
     from .expressions import require_domain  # late: expressions imports the simplifier
 
+    naming.identifier(name, "activation name")
+    latex = naming.latex_snippet(latex, f"activation {name!r}: latex")
     entry = ActivationEntry(name, expr, kind, MappingProxyType(dict(params or {})), init, latex,
                             require_domain(domain, f"activation {name!r}"), value_range)
     _ACTIVATIONS[name] = entry
@@ -96,9 +101,11 @@ def register_loss(
     domain: tuple[float, float] | None = None,
 ) -> LossEntry:
     """Add a loss to the registry (an existing name is replaced); ``domain`` as for
-    :class:`symnn.declare.Loss`."""
+    :class:`symnn.declare.Loss`. Name and ``latex`` are checked as in :func:`register_activation`."""
     from .expressions import require_domain  # late: expressions imports the simplifier
 
+    naming.identifier(name, "loss name")
+    latex = naming.latex_snippet(latex, f"loss {name!r}: latex")
     entry = LossEntry(name, expr, reduction, requires, latex, require_domain(domain, f"loss {name!r}"))
     _LOSSES[name] = entry
     return entry
@@ -117,10 +124,10 @@ def closest_name(name: str, names: list[str]) -> str | None:
 
 
 def _unknown(kind: str, name: str, names: list[str]) -> UnknownActivationError:
-    close = closest_name(name, names)
+    close = closest_name(name, names) if len(name) <= naming.MAX_NAME_LENGTH else None
     hint = f" (did you mean {close!r}?)" if close else ""
     return UnknownActivationError(
-        f"unknown {kind} {name!r}{hint}; valid names: {', '.join(sorted(names))}"
+        f"unknown {kind} {naming.shown(name)}{hint}; valid names: {', '.join(sorted(names))}"
     )
 
 

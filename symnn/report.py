@@ -12,8 +12,9 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import precedence
 from sympy.printing.str import StrPrinter
 
+from . import naming
 from .derivation import Derivation
-from .render import render
+from .render import render, tex_text
 
 
 class SymnnLatexPrinter(LatexPrinter):
@@ -38,13 +39,10 @@ class SymnnLatexPrinter(LatexPrinter):
         return r"{%s}_{%s}" % (base, idx)
 
 
-_TEXT_ESCAPES = {"\\": r"\textbackslash{}", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#",
-                 "$": r"\$", "{": r"\{", "}": r"\}", "^": r"\^{}", "~": r"\~{}"}
-
-
 def text(s: str) -> str:
-    """Escape plain text for LaTeX text mode."""
-    return "".join(_TEXT_ESCAPES.get(c, c) for c in s)
+    """Escape plain text for LaTeX text mode: the templates' ``tex_text`` filter, for LaTeX
+    built outside a template."""
+    return tex_text(s)
 
 
 def tex(expr: sp.Basic) -> str:
@@ -116,32 +114,37 @@ def _eq(expr: sp.Basic) -> tuple[str, str]:
 
 
 def derivation_latex(d: Derivation, document: bool = True) -> str:
+    """The derivation as LaTeX (a document, or its body). Text reaches the template raw and is
+    escaped there (``tex_text``); the names and LaTeX snippets that become math are checked
+    again first (:func:`symnn.naming.check_declared_names`), so a network built around its
+    constructors still cannot make the document read a file."""
     def rows(steps):
         out = []
         for s in steps:
             lhs, rhs = _eq(s.matrix)
             ilhs, irhs = _eq(s.index) if s.index is not None else ("", "")
-            out.append({"lhs": lhs, "rhs": rhs, "ilhs": ilhs, "irhs": irhs, "note": text(s.note)})
+            out.append({"lhs": lhs, "rhs": rhs, "ilhs": ilhs, "irhs": irhs, "note": s.note})
         return out
 
     net = d.network
+    naming.check_declared_names(net)
     layers = [f"{l.in_features} \\to {l.out_features}" for l in net.layers]
     return render(
         "latex/derivation.tex.jinja",
         document=document,
-        title=text(f"Derivation of the gradient of {net.name}"),
+        title=f"Derivation of the gradient of {net.name}",
         summary=r", ".join(layers),
-        loss_name=text(net.loss.name),
+        loss_name=net.loss.name,
         forward=rows(d.forward),
         activations=rows(d.activations),
         loss=rows(d.loss),
         backward=rows(d.backward),
         simplifications=[
-            {"title": text(s.title), "before": tex(s.before), "after": tex(s.after),
-             "how": text(s.how)} for s in d.simplifications
+            {"title": s.title, "before": tex(s.before), "after": tex(s.after),
+             "how": s.how} for s in d.simplifications
         ],
         passes=[
-            {"name": text(p.name), "before": p.before, "after": p.after}
+            {"name": p.name, "before": p.before, "after": p.after}
             for p in d.passes
         ],
     )

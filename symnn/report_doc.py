@@ -15,12 +15,16 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from . import naming
 from .declare import Network
 from .derivation import derive
-from .errors import BuildError, CodegenError, ConfigError
+from .errors import BuildError, CodegenError, ConfigError, UntrustedInputError
 from .fileio import staged
 from .render import render
-from .report import _eq, text
+from .report import _eq
+
+#: what ``curve`` may be: a file name in the build folder, never a path TeX would go looking in
+_PLAIN_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\.png")
 
 
 def _numpy_lines(source: str) -> dict[str, list[str]]:
@@ -87,11 +91,19 @@ def _delta_name(numpy: dict[str, list[str]], layer: int) -> str | None:
 
 
 def report_tex(net: Network, dtype: str = "float64", curve: str | None = None, training_text: str = "") -> str:
-    """The report's LaTeX source (``curve``: a PNG path to include)."""
+    """The report's LaTeX source (``curve``: the file name of a PNG beside the ``.tex``).
+
+    Text (titles, notes, ``training_text``, which names the user's data file) is escaped by the
+    template; names and LaTeX snippets are checked before any work, and ``curve`` must be a
+    plain file name, since ``\\includegraphics`` reads whatever path it is given."""
     from .driver import derive_program
     from .emit import emit_numpy, spec_hash
     from .emit_c import emit_c
 
+    naming.check_declared_names(net)
+    if curve is not None and not _PLAIN_FILE.fullmatch(str(curve)):
+        raise UntrustedInputError(f"report curve {naming.shown(curve)} must be a plain file name "
+                                  "(letters, digits, '_', '-', '.') ending in .png")
     d = derive(net)
     program = derive_program(net).program  # derived once for both backends
     numpy = _numpy_lines(emit_numpy(net, program, dtype).source)
@@ -110,12 +122,12 @@ def report_tex(net: Network, dtype: str = "float64", curve: str | None = None, t
         if target is None or target not in numpy:
             continue
         lhs, rhs = _eq(step.matrix)
-        pairs.append({"label": text(f"{step.label}: {step.note}"), "lhs": lhs, "rhs": rhs,
+        pairs.append({"label": f"{step.label}: {step.note}", "lhs": lhs, "rhs": rhs,
                       "numpy": numpy[target], "c": c.get(target, [])})
     layers = [f"{layer.in_features} \\to {layer.out_features}" for layer in net.layers]
-    return render("report/report.tex.jinja", title=text(f"symnn report: {net.name}"), summary=", ".join(layers),
-                  loss_name=text(net.loss.name), dtype=dtype, spec_hash=spec_hash(net, dtype),
-                  derivation=d.latex(document=False), pairs=pairs, curve=curve, training_text=text(training_text))
+    return render("report/report.tex.jinja", title=f"symnn report: {net.name}", summary=", ".join(layers),
+                  loss_name=net.loss.name, dtype=dtype, spec_hash=spec_hash(net, dtype),
+                  derivation=d.latex(document=False), pairs=pairs, curve=curve, training_text=training_text)
 
 
 def build_report(net: Network, out: str | Path, dtype: str = "float64", curve: str | Path | None = None,
@@ -141,9 +153,12 @@ def build_report(net: Network, out: str | Path, dtype: str = "float64", curve: s
             raise BuildError("pdflatex not found: install it (Debian: apt install texlive-latex-base) "
                              "or write the .tex with --out report.tex")
         (tmpdir / "report.tex").write_text(tex, encoding="utf-8")
-        for _ in range(2):  # twice, for stable layout
-            proc = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
-                                  cwd=tmpdir, capture_output=True, text=True, timeout=300)
+        # twice, for stable layout; -no-shell-escape: never \write18 (a shell command), whatever
+        # texmf.cnf allows
+        argv = [engine, "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error",
+                "report.tex"]
+        for _ in range(2):
+            proc = subprocess.run(argv, cwd=tmpdir, capture_output=True, text=True, timeout=300)
             if proc.returncode != 0:
                 tail = "\n".join(proc.stdout.splitlines()[-30:])
                 raise BuildError(f"pdflatex failed on the report:\n{tail}")

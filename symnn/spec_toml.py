@@ -42,9 +42,10 @@ from typing import Any, Mapping
 
 import sympy as sp
 
-from . import registry
+from . import naming, registry
 from .declare import Activation, Dense, Loss, Network
 from .errors import SpecParseError, SymnnError
+from .expressions import MAX_NODES, Term, TermKind, budget_problem, number_term
 
 #: functions an expression string may call, by name
 FUNCTIONS: dict[str, Any] = {
@@ -54,7 +55,10 @@ FUNCTIONS: dict[str, Any] = {
     "Piecewise": sp.Piecewise, "log1p": lambda x: sp.log(1 + x),
 }
 CONSTANTS = {"pi": sp.pi, "E": sp.E, "True": sp.true, "False": sp.false}
-_MAX_NODES = 2000
+#: syntax nodes (``ast.walk``, operators and contexts included) an expression string may have
+#: before it is priced at all; the budget proper (:data:`symnn.expressions.MAX_NODES`) counts
+#: numbers, names, operations and calls
+_MAX_SYNTAX_NODES = 4 * MAX_NODES
 _TOP_KEYS = {"network", "layer", "loss", "train"}
 
 
@@ -78,8 +82,14 @@ def parse_expression(text: object, variables: Mapping[str, sp.Symbol], where: st
         raise SpecParseError(f"{where}: cannot parse {text!r}: {exc.msg} (column {exc.offset})") from exc
     except (ValueError, MemoryError, RecursionError) as exc:  # e.g. an integer literal of 5,000 digits
         raise SpecParseError(f"{where}: cannot parse the expression: {exc}") from exc
-    if sum(1 for _ in ast.walk(tree)) > _MAX_NODES:
-        raise SpecParseError(f"{where}: expression too large (over {_MAX_NODES} syntax nodes)")
+    if sum(1 for _ in ast.walk(tree)) > _MAX_SYNTAX_NODES:  # before the recursive passes below
+        raise SpecParseError(f"{where}: expression too large (over {_MAX_SYNTAX_NODES} syntax nodes)")
+    try:
+        problem = budget_problem(_term(tree, variables))
+    except RecursionError as exc:
+        raise SpecParseError(f"{where}: expression nested too deeply") from exc
+    if problem:  # before SymPy builds anything: building alone can take minutes (item 6)
+        raise SpecParseError(f"{where}: the expression {problem}, in {text[:200]!r}")
     binops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
               ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a**b}
     compares = {ast.Lt: sp.Lt, ast.LtE: sp.Le, ast.Gt: sp.Gt, ast.GtE: sp.Ge}
@@ -100,11 +110,6 @@ def parse_expression(text: object, variables: Mapping[str, sp.Symbol], where: st
                                  f"(variables: {', '.join(variables)}; functions: {', '.join(sorted(FUNCTIONS))})")
         if isinstance(node, ast.BinOp) and type(node.op) in binops:
             left, right = build(node.left), build(node.right)
-            if isinstance(node.op, ast.Pow) and getattr(right, "is_number", False):
-                # 9**9**9 would have SymPy compute a 370-million-digit integer
-                bits = float(right) * math.log2(abs(int(left))) if getattr(left, "is_Integer", False) and abs(int(left)) > 1 else 0.0
-                if abs(float(right)) > 64 or bits > 4096:
-                    raise SpecParseError(f"{where}: power {left}**{right} too large in {text!r}")
             if isinstance(node.op, ast.Div) and right == 0:
                 raise SpecParseError(f"{where}: division by zero in {text!r}")
             return binops[type(node.op)](left, right)
@@ -135,6 +140,42 @@ def parse_expression(text: object, variables: Mapping[str, sp.Symbol], where: st
         raise SpecParseError(f"{where}: invalid expression {text!r}: {exc}") from exc
 
 
+def _term(node: ast.AST, variables: Mapping[str, sp.Symbol]) -> Term:
+    """The budget's view of an expression's syntax tree (:func:`symnn.expressions.budget_problem`):
+    the arithmetic as SymPy will build it (``a - b`` is ``a + (-1)*b``, ``a/b`` is ``a*b**-1``);
+    names and calls that the parser refuses are priced as what they look like and refused by
+    ``build`` afterwards."""
+    def sub(child: ast.AST) -> Term:
+        return _term(child, variables)
+
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):  # not bool
+        return number_term(node.value, repr(node.value) if isinstance(node.value, float) else None)
+    if isinstance(node, ast.Name):
+        if node.id in CONSTANTS and node.id not in variables and node.id not in ("True", "False"):
+            return Term(TermKind.CONSTANT, value=float(CONSTANTS[node.id]), text=node.id)
+        return Term(TermKind.SYMBOL, text=node.id)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return Term(TermKind.MUL, (number_term(-1), sub(node.operand)))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd):
+        return sub(node.operand)
+    if isinstance(node, ast.BinOp):
+        left, right = sub(node.left), sub(node.right)
+        if isinstance(node.op, ast.Add):
+            return Term(TermKind.ADD, (left, right))
+        if isinstance(node.op, ast.Sub):
+            return Term(TermKind.ADD, (left, Term(TermKind.MUL, (number_term(-1), right))))
+        if isinstance(node.op, ast.Mult):
+            return Term(TermKind.MUL, (left, right))
+        if isinstance(node.op, ast.Div):
+            return Term(TermKind.MUL, (left, Term(TermKind.POW, (right, number_term(-1)))))
+        if isinstance(node.op, ast.Pow):
+            return Term(TermKind.POW, (left, right))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id != "Piecewise":
+        return Term(TermKind.FUNCTION, tuple(sub(a) for a in node.args), text=node.func.id)
+    children = [c for c in ast.iter_child_nodes(node) if isinstance(c, ast.expr)]
+    return Term(TermKind.OTHER, tuple(sub(c) for c in children))
+
+
 # -- reading ---------------------------------------------------------------------------------------
 def _require(table: Mapping[str, Any], key: str, kind: type | tuple, where: str) -> Any:
     if key not in table:
@@ -160,7 +201,7 @@ def _activation(value: Any, where: str) -> Activation:
     name = _require(value, "name", str, where)
     if "expr" in value:
         _check_keys(value, {"name", "expr", "var", "latex", "init", "domain"}, where)
-        var = sp.Symbol(_require(value, "var", str, where))
+        var = sp.Symbol(naming.identifier(_require(value, "var", str, where), f"{where}.var"))
         expr = parse_expression(value["expr"], {var.name: var}, f"{where}.expr")
         kw = {k: value[k] for k in ("latex", "init", "domain") if k in value}
         return Activation(name, expr, var=var, **kw)
@@ -175,8 +216,8 @@ def _loss(value: Any, where: str) -> Loss:
         raise SpecParseError(f"{where}: expected a name or a table, got {type(value).__name__}")
     _check_keys(value, {"name", "expr", "pred", "target", "reduction", "latex", "domain"}, where)
     name = _require(value, "name", str, where)
-    pred = sp.Symbol(_require(value, "pred", str, where))
-    target = sp.Symbol(_require(value, "target", str, where))
+    pred = sp.Symbol(naming.identifier(_require(value, "pred", str, where), f"{where}.pred"))
+    target = sp.Symbol(naming.identifier(_require(value, "target", str, where), f"{where}.target"))
     expr = parse_expression(_require(value, "expr", str, where), {pred.name: pred, target.name: target},
                             f"{where}.expr")
     kw = {k: value[k] for k in ("reduction", "latex", "domain") if k in value}
@@ -189,6 +230,8 @@ def loads_spec(text: str, source: str = "<spec>") -> Spec:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecParseError(f"{source}: invalid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib parses nested arrays and inline tables recursively
+        raise SpecParseError(f"{source}: invalid TOML: arrays or tables nested too deeply") from exc
     try:
         return _build(doc, source)
     except SpecParseError:
@@ -221,12 +264,79 @@ def _build(doc: Mapping[str, Any], source: str) -> Spec:
     loss = _loss(doc["loss"] if "loss" in doc else _require(net_table, "loss", (str, dict), f"{source}: [network]"),
                  f"{source}: loss")
     kw = {k: net_table[k] for k in ("l1", "l2", "name") if k in net_table}
-    train = doc.get("train", {})
+    return Spec(Network(layers, loss=loss, **kw), _train_table(doc.get("train", {}), source))
+
+
+def _train_table(train: Any, source: str) -> dict[str, Any]:
+    """The [train] table, each value checked for its type and range now, so that a bad setting
+    is one error naming the file and key when the spec is read, not a traceback from the
+    trainer (or from NumPy's seeding) after the kernels are built."""
     if not isinstance(train, dict):
         raise SpecParseError(f"{source}: [train] must be a table")
-    _check_keys(train, {"optimizer", "epochs", "batch_size", "seed", "validation_split", "patience",
-                        "standardize", "backend", "dtype"}, f"{source}: [train]")
-    return Spec(Network(layers, loss=loss, **kw), dict(train))
+    _check_keys(train, set(_TRAIN_CHECKS), f"{source}: [train]")
+    for key, value in train.items():
+        _TRAIN_CHECKS[key](value, f"{source}: [train].{key}")
+    return dict(train)
+
+
+def _train_optimizer(value: Any, where: str) -> None:
+    """A name or a table with a ``name``: built once with :func:`symnn.optim.optimizer`, whose
+    own range checks (lr > 0, betas in [0, 1)...) then speak for the file."""
+    from .optim import optimizer
+
+    if isinstance(value, dict):
+        table = dict(value)
+        name = _require(table, "name", str, where)
+        del table["name"]
+    elif isinstance(value, str):
+        name, table = value, {}
+    else:
+        raise SpecParseError(f"{where}: expected an optimizer name or a table with a name, "
+                             f"got {type(value).__name__} {naming.shown(value)}")
+    try:
+        optimizer(name, **table)
+    except SymnnError as exc:
+        raise SpecParseError(f"{where}: {exc}") from exc
+
+
+def _whole_number(low: int) -> Any:
+    """The check of an integer setting >= ``low``; TOML's true/false are refused, not read as 1/0."""
+    def check(value: Any, where: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise SpecParseError(f"{where}: expected an integer >= {low}, got {naming.shown(value)}")
+    return check
+
+
+def _fraction(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise SpecParseError(f"{where}: expected a number in [0, 1), got {naming.shown(value)}")
+
+
+def _flag(value: Any, where: str) -> None:
+    if not isinstance(value, bool):
+        raise SpecParseError(f"{where}: expected true or false, got {naming.shown(value)}")
+
+
+def _train_backend(value: Any, where: str) -> None:
+    from .emit import check_backend
+
+    try:
+        check_backend(value, "float64", allow_auto=True)
+    except SymnnError as exc:
+        raise SpecParseError(f"{where}: {exc}") from exc
+
+
+def _train_dtype(value: Any, where: str) -> None:
+    if value not in ("float64", "float32"):
+        raise SpecParseError(f"{where}: expected \"float64\" or \"float32\", got {naming.shown(value)}")
+
+
+#: [train] key -> its check (RELIABILITY.md S16/S17): every key ``symnn train`` reads
+_TRAIN_CHECKS = {
+    "optimizer": _train_optimizer, "epochs": _whole_number(1), "batch_size": _whole_number(1),
+    "patience": _whole_number(1), "seed": _whole_number(0), "validation_split": _fraction,
+    "standardize": _flag, "backend": _train_backend, "dtype": _train_dtype,
+}
 
 
 def load_spec(path: str | Path) -> Spec:

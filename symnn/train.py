@@ -177,6 +177,9 @@ def train(
     epochs = _positive_int(epochs, "epochs")
     batch_size = _positive_int(batch_size, "batch_size")
     patience = _positive_int(patience, "patience", allow_none=True)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
+        # NumPy's seeding would refuse it only after the kernels are built, with its own ValueError
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     if not isinstance(validation_split, numbers.Real) or not 0.0 <= float(validation_split) < 1.0:
         raise ConfigError(f"validation_split must be in [0, 1), got {validation_split!r}")
     if validation is not None and validation_split:
@@ -289,7 +292,10 @@ def _non_finite(kernel: Kernel, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,
         with np.errstate(all="ignore"):
             loss, grads = kernel.module._loss_and_grad(params, X, Y)
         bad = [f"gradient of {k}" for k, v in grads.items() if not np.isfinite(v).all()]
-        bad = bad or [f"the loss ({loss!r})"]
+        if not bad:  # a finite loss and gradient: the step refused an update that overflowed
+            bad = [f"the loss ({loss!r})" if not np.isfinite(loss) else
+                   f"the update, which would overflow the weights or the optimiser state (loss {loss!r}; "
+                   "nothing was changed)"]
     name = bad[0]
     layer = f" (layer {name.rstrip(')').split()[-1][1:]})" if "parameter" in name or "gradient" in name else ""
     return (f"non-finite value at epoch {epoch}, step {step}: {name}{layer}; lower the learning rate, "

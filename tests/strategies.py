@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import sympy as sp
@@ -134,3 +135,29 @@ def random_network(seed: int, name: str) -> sn.Network:
         layers = [sn.Dense(dims[i], dims[i + 1], hidden[i]) for i in range(depth - 1)]
         layers.append(sn.Dense(dims[-2], n_out, out_act))
         return sn.Network(layers, loss=loss, l2=0.01 * (seed % 2), name=name)
+
+
+# -- hostile strings (issue 18): every name field must refuse them --------------------------------
+#: pieces that end or escape the places a name is printed in: Python and C string literals and
+#: comments, docstrings, make, TeX, paths; then invisible and look-alike unicode
+HOSTILE_FRAGMENTS = (
+    '"', "'", '"""', "*/", "/*", "//", "\n", "\r", "\r\n", "\x00", "\u2028", "\u2029", "\x85",
+    "\x0b", "\x0c", "\t", "\x1b[2J", "\\", "??/", "#", "%", "$", "&", "{", "}", "^^5c", "~", "`",
+    " ", "-", ".", "/", "../", "@", "\\input{/etc/passwd}", "\\write18{touch pwned}",
+    "\\catcode`\\^=12", "\\csname input\\endcsname", "\\def\\x{}", "é", "\u0131", "\u202e",
+    "\ufeff", "\U0001f600", "\uff21",  # fullwidth A: an identifier to Python (NFKC), not to C
+)
+#: names that are identifiers to Python's str.isidentifier() yet must still be refused
+RESERVED_NAMES = ("int", "const", "static", "lambda", "class", "None", "_Bool", "__init__", "_X",
+                  "a__b", "a" * 65)
+
+
+def hostile_strings() -> st.SearchStrategy[str]:
+    """Strings no name field may accept: a plain prefix, a hostile fragment, then arbitrary
+    text; arbitrary text with a character outside ``[A-Za-z0-9_]``; very long names; keywords
+    and reserved identifiers."""
+    plain = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,8}", fullmatch=True)
+    spliced = st.tuples(plain, st.sampled_from(HOSTILE_FRAGMENTS), st.text(max_size=6)).map("".join)
+    anything = st.text(min_size=1, max_size=40).filter(lambda s: not re.fullmatch(r"[A-Za-z0-9_]*", s))
+    long_names = st.integers(65, 5000).map(lambda n: ("ab_" * n)[:n])
+    return st.one_of(spliced, anything, long_names, st.sampled_from(RESERVED_NAMES))

@@ -73,8 +73,9 @@ def test_from_torch_ships_a_program_that_reproduces_the_model(tmp_path: Path, dt
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3),
                                 torch.nn.Softmax(dim=1)).to(getattr(torch, dtype))
-    torch.save(model, tmp_path / "model.pt")
-    assert main(["from-torch", str(tmp_path / "model.pt"), "--out", str(tmp_path / "c"), "--dtype", dtype]) == 0
+    torch.save(model, tmp_path / "model.pt")  # a whole pickled module: the explicitly trusted path
+    assert main(["from-torch", str(tmp_path / "model.pt"), "--trust-pickle", "--out", str(tmp_path / "c"),
+                 "--dtype", dtype]) == 0
     _make(tmp_path / "c")
     X = np.random.default_rng(5).normal(size=(7, 4)).astype(dtype)
     out = _run([str(tmp_path / "c" / "torch_mlp_demo")], input=_rows(X, sep=", "))

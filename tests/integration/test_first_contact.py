@@ -79,14 +79,17 @@ def test_a_failed_write_leaves_neither_the_file_nor_a_staging_file(tmp_path: Pat
 
 def test_cli_in_a_closed_pipe_exits_quietly() -> None:
     # `symnn latex spec | head` ended with "symnn: error: [Errno 32] Broken pipe"
-    proc = subprocess.Popen([sys.executable, "-m", "symnn.cli", "latex", str(ROOT / "examples" / "xor.toml")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    proc.stdout.readline()
-    proc.stdout.close()  # what `head -1` does after its line
-    err = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == EXIT_BROKEN_PIPE
-    assert err == ""
+    # the reader has gone before symnn writes (what `head` does once it has its lines): a pipe
+    # whose read end is closed, so the first write fails whatever the pipe's buffer size
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "symnn.cli", "latex", str(ROOT / "examples" / "xor.toml")],
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == EXIT_BROKEN_PIPE
+    assert proc.stderr.decode() == ""
 
 
 def test_demo_prints_readable_formulas(capsys: pytest.CaptureFixture[str]) -> None:

@@ -149,8 +149,11 @@ def test_cli_ships_a_torch_model_as_c(tmp_path) -> None:
     from symnn.cli import main
 
     model = _model("classifier")
-    torch.save(model, tmp_path / "model.pt")
-    assert main(["from-torch", str(tmp_path / "model.pt"), "--out", str(tmp_path / "c"), "--name", "clf"]) == 0
+    # the default, code-free path: the weights as a state_dict, the network as a spec
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    (tmp_path / "net.toml").write_text(sn.dumps_spec(sn.from_torch(model, name="clf")[0]))
+    assert main(["from-torch", str(tmp_path / "weights.pt"), "--spec", str(tmp_path / "net.toml"),
+                 "--out", str(tmp_path / "c")]) == 0
     names = sorted(p.name for p in (tmp_path / "c").iterdir())
     assert names == ["Makefile", "clf.c", "clf.h", "clf.toml", "clf_params.h", "main.c"]
     # a C program using the exported weights gives torch's outputs

@@ -11,7 +11,7 @@ import pytest
 import sympy as sp
 
 import symnn as sn
-from symnn.errors import ConfigError
+from symnn.errors import ModelFormatError
 from tests.catalogue import HUBER
 
 z = sp.Symbol("z")
@@ -67,7 +67,7 @@ def test_predict_gives_bce_classes_as_zero_one(tmp_path: Path) -> None:
 
 def test_not_a_model_file(tmp_path: Path) -> None:
     np.savez(tmp_path / "x.npz", a=np.zeros(2))
-    with pytest.raises(ConfigError, match="not a symnn model"):
+    with pytest.raises(ModelFormatError, match="not a symnn model"):
         sn.load(tmp_path / "x.npz")
 
 
@@ -121,7 +121,7 @@ int main(void) {{
 def test_S18_crafted_expressions_are_refused_not_run(text: str) -> None:
     from symnn.persist import parse_srepr
 
-    with pytest.raises(ConfigError):
+    with pytest.raises(ModelFormatError):
         parse_srepr(text)
 
 

@@ -17,8 +17,6 @@ per statement kind. Decisions made here, once, for every kernel:
 
 from __future__ import annotations
 
-import keyword
-import re
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -29,21 +27,10 @@ from ...lower import KernelPlan, Stmt
 from ..base import BackendConfig
 from .printer import SymnnCPrinter, c_literal
 
-_C_KEYWORDS = frozenset(
-    "auto break case char const continue default do double else enum extern float for goto if "
-    "inline int long register restrict return short signed sizeof static struct switch typedef "
-    "union unsigned void volatile while _Bool _Complex _Imaginary".split()
-)
-
-
 def check_prefix(prefix: str) -> str:
-    """A network name usable as a C symbol prefix (ASCII identifier, not reserved)."""
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", prefix) or prefix in _C_KEYWORDS or keyword.iskeyword(prefix):
-        raise ConfigError(
-            f"network name {prefix!r} cannot prefix C symbols: use ASCII letters, digits and '_', "
-            "starting with a letter, and not a C keyword"
-        )
-    return prefix
+    """A network name usable as a C symbol prefix: :func:`symnn.naming.network_name`, the one
+    validator of network names, checked again where the name becomes C."""
+    return naming.network_name(prefix)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from typing import Mapping
 
 import numpy as np
 
-from ...errors import EmptyBatchError, KernelStatusError, LabelRangeError, NonFiniteError, ShapeError
+from ...errors import DataError, EmptyBatchError, KernelStatusError, LabelRangeError, NonFiniteError, ShapeError
 
-_STATUS_ERRORS = {2: ShapeError, 3: EmptyBatchError, 4: LabelRangeError, 7: NonFiniteError}
+#: status -> error; SYMNN_ERR_ALIAS is the DataError that Kernel.train_step raises for both backends
+_STATUS_ERRORS = {2: ShapeError, 3: EmptyBatchError, 4: LabelRangeError, 5: DataError, 7: NonFiniteError}
 
 
 class CKernelModule:
@@ -82,6 +83,9 @@ class CKernelModule:
         text = self.ffi.string(getattr(self.lib, f"{self.prefix}_status_string")(status)).decode()
         if status == 4 and bad_row is not None:
             text += f" (row {bad_row[0]})"
+        if status == 7 and kernel.startswith("train_step"):
+            text += ("; nothing was updated (a non-finite loss or gradient, or an update that would "
+                     "overflow a parameter or the optimiser state)")
         raise _STATUS_ERRORS.get(status, KernelStatusError)(f"{self.prefix}_{kernel}: {text}")
 
     # -- kernels (inputs already validated by Kernel) --------------------------------------------

@@ -6,7 +6,9 @@ Customisations versus SymPy's ``NumPyPrinter``:
   naming it, never partial code;
 * numbers print as plain Python literals with 17 significant digits (``repr(float)``), never
   ``numpy.float64(...)`` or ``numpy.sqrt(2)``: NumPy scalars would upcast float32 arrays, Python
-  scalars do not (NEP 50);
+  scalars do not (NEP 50); a number past double's range prints ``np.inf``/``np.nan``, never the
+  bare ``inf`` that raised NameError on every call (issue 18, item 7; the declaration refuses
+  non-finite constants, so this is the last line);
 * ``Max(x, 0)`` prints ``np.maximum`` (NaN-propagating, unlike ``fmax``);
 * ``Heaviside(u, 0)`` prints ``np.where(u > 0, ...)``: the step is 0 at 0 (ReLU'(0) = 0); a
   product ``c * Heaviside(u, 0)`` prints ``c*(u > 0)`` (a third faster than ``np.where`` on small
@@ -20,6 +22,8 @@ Customisations versus SymPy's ``NumPyPrinter``:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
@@ -32,6 +36,13 @@ try:  # SymPy >= 1.13
     from sympy.printing.codeprinter import PrintMethodNotImplementedError
 except ImportError:  # pragma: no cover
     PrintMethodNotImplementedError = NotImplementedError  # type: ignore[misc,assignment]
+
+
+def py_literal(value: float) -> str:
+    """A Python expression for ``value``: its ``repr``, or ``np.inf``/``-np.inf``/``np.nan``."""
+    if math.isfinite(value):
+        return repr(value)
+    return "np.nan" if math.isnan(value) else ("-" if value < 0 else "") + "np.inf"
 
 
 class SymnnNumPyPrinter(NumPyPrinter):
@@ -55,10 +66,10 @@ class SymnnNumPyPrinter(NumPyPrinter):
 
     # -- numbers -----------------------------------------------------------------------
     def _print_Float(self, expr: sp.Float) -> str:
-        return repr(float(expr))
+        return py_literal(float(expr))
 
     def _print_Rational(self, expr: sp.Rational) -> str:
-        return repr(float(expr)) if expr.q != 1 else str(expr.p)
+        return py_literal(float(expr)) if expr.q != 1 else str(expr.p)
 
     def _print_Half(self, expr: sp.Expr) -> str:
         return "0.5"
@@ -67,7 +78,7 @@ class SymnnNumPyPrinter(NumPyPrinter):
         return str(int(expr))
 
     def _print_NumberSymbol(self, expr: sp.Expr) -> str:
-        return repr(float(expr))
+        return py_literal(float(expr))
 
     _print_Pi = _print_NumberSymbol
     _print_Exp1 = _print_NumberSymbol
@@ -76,7 +87,7 @@ class SymnnNumPyPrinter(NumPyPrinter):
         base, e = expr.args
         if base.is_number and not e.is_number or (base.is_number and e.is_number):
             if expr.is_number:
-                return repr(float(expr))
+                return py_literal(float(expr))
         if e.is_Number and float(e) == 0.5:  # 1/2 or, after nfloat, 0.5
             return f"np.sqrt({self._print(base)})"
         if e.is_Number and float(e) == -0.5:
@@ -89,7 +100,7 @@ class SymnnNumPyPrinter(NumPyPrinter):
 
     def _print_Mul(self, expr: sp.Mul) -> str:
         if expr.is_number:
-            return repr(float(expr))
+            return py_literal(float(expr))
         step = split_step(expr)
         if step is not None:
             u, rest = step

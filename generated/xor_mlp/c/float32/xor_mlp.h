@@ -59,7 +59,7 @@ extern "C" {
 /* train_step: adam(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-08); its state is N_STATE rows of N_PARAMS reals */
 #define XOR_MLP_N_STATE 2
 #define XOR_MLP_WORK_PER_ROW 17
-#define XOR_MLP_WORK_FIXED 17
+#define XOR_MLP_WORK_FIXED 51
 
 /* The scalar type of every real array (float32). */
 typedef float xor_mlp_real;
