@@ -70,9 +70,9 @@ static digits_mlp_real digits_mlp__sum(const digits_mlp_real *x, ptrdiff_t count
 }
 
 /* The matmul helpers take their sizes at run time and are kept from being cloned with constant
- * sizes: given constant sizes, GCC -O3 vectorises the tile along k with gathers, about five
- * times slower [measured, GCC 12]. GCC's -O3 unroll-and-jam also doubles the k loop of a tile,
- * which then spills its accumulators (A.T @ B: 48 -> 39 GFLOP/s float64), so it is off here. */
+ * sizes: given constant sizes, GCC -O3 vectorises the tile along k with gathers, which is much
+ * slower. GCC's -O3 unroll-and-jam also doubles the k loop of a tile, which then spills its
+ * accumulators, so it is off here (figures: docs/c_backend.md). */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
 #define DIGITS_MLP__RUNTIME_SIZES __attribute__((noipa, optimize("no-loop-unroll-and-jam")))
 #elif defined(__clang__)
@@ -114,17 +114,17 @@ void SYMNN_CBLAS_SGEMM(int order, int trans_a, int trans_b, SYMNN_BLAS_INT m, SY
 #endif
 #endif
 
-/* With AVX-512's 32 vector registers a 6-row tile keeps twice the accumulators busy (GCC 12,
- * -O3 -march=native: 32 -> 50 GFLOP/s float64 on 64x64x128); with 16 registers (AVX2, SSE2) it
- * spills, and 4-row tiles stay. Either way each element's sum is the same. */
+/* With AVX-512's 32 vector registers a 6-row tile keeps twice the accumulators busy; with 16
+ * registers (AVX2, SSE2) it spills, and 4-row tiles stay. Either way each element's sum is the
+ * same. */
 #if defined(__AVX512F__) && !defined(SYMNN_GEMM_ROWS4)
 #define DIGITS_MLP__ROWS6 1
 #endif
 
 /* Where GCC targets AVX-512, the full-width tiles keep their accumulators in GCC vector-extension
  * variables, 64 bytes each: as arrays they went through the stack between the tile's loops (zero
- * or load, accumulate, store), about 70 cycles a tile (128x64x784 A.T @ B float64: 266-272 ->
- * 243-254 us). The same multiply-adds in the same order: the results are bitwise unchanged.
+ * or load, accumulate, store). The same multiply-adds in the same order: the results are bitwise
+ * unchanged.
  * On any GCC target the rows left over after the tiles use the vector type too (__GVEC). */
 #if defined(__GNUC__) && !defined(__clang__)
 #define DIGITS_MLP__GVEC 1
@@ -141,9 +141,7 @@ typedef int32_t digits_mlp__vmask __attribute__((vector_size(64)));
 #endif
 
 /* The first 64-byte boundary in p: a packed panel there never splits a row of it over two cache
- * lines (mnist 784-128-10, 64 rows, float64: 686 us a call with a work pointer 16 bytes off, 594
- * aligned). Kept out of the _cols helpers' sight: knowing the alignment, GCC 12 made them 2x
- * slower. */
+ * lines. Kept out of the _cols helpers' sight: knowing the alignment, GCC made them slower. */
 static digits_mlp_real *digits_mlp__align64(digits_mlp_real *p)
 {
     return (digits_mlp_real *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
@@ -155,9 +153,9 @@ static digits_mlp_real *digits_mlp__align64(digits_mlp_real *p)
  * full width; a: op(A)'s first value, k next to each other and the tile's rows lda apart.
  * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
  * allocates its registers alone: inlined into the helpers, whose other counters left float32's
- * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
- * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
- * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * A @ B without general registers, an accumulator lived on the stack. The 1-row tile takes the
+ * rows left over, on any GCC target: on an array, GCC vectorised their loop over k as in-order
+ * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile6n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
     const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
@@ -225,9 +223,9 @@ __attribute__((noinline)) static void digits_mlp__tile6n(const digits_mlp_real *
  * full width; a: op(A)'s first value, k next to each other and the tile's rows lda apart.
  * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
  * allocates its registers alone: inlined into the helpers, whose other counters left float32's
- * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
- * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
- * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * A @ B without general registers, an accumulator lived on the stack. The 1-row tile takes the
+ * rows left over, on any GCC target: on an array, GCC vectorised their loop over k as in-order
+ * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile4n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
     const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
@@ -278,9 +276,9 @@ __attribute__((noinline)) static void digits_mlp__tile4n(const digits_mlp_real *
  * full width; a: op(A)'s first value, k next to each other and the tile's rows lda apart.
  * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
  * allocates its registers alone: inlined into the helpers, whose other counters left float32's
- * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
- * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
- * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * A @ B without general registers, an accumulator lived on the stack. The 1-row tile takes the
+ * rows left over, on any GCC target: on an array, GCC vectorised their loop over k as in-order
+ * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile1n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
     const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
@@ -308,9 +306,9 @@ __attribute__((noinline)) static void digits_mlp__tile1n(const digits_mlp_real *
  * full width; a: op(A)'s first value, the tile's rows next to each other and k lda apart.
  * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
  * allocates its registers alone: inlined into the helpers, whose other counters left float32's
- * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
- * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
- * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * A @ B without general registers, an accumulator lived on the stack. The 1-row tile takes the
+ * rows left over, on any GCC target: on an array, GCC vectorised their loop over k as in-order
+ * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile6t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
     const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
@@ -379,9 +377,9 @@ __attribute__((noinline)) static void digits_mlp__tile6t(const digits_mlp_real *
  * full width; a: op(A)'s first value, the tile's rows next to each other and k lda apart.
  * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
  * allocates its registers alone: inlined into the helpers, whose other counters left float32's
- * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
- * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
- * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * A @ B without general registers, an accumulator lived on the stack. The 1-row tile takes the
+ * rows left over, on any GCC target: on an array, GCC vectorised their loop over k as in-order
+ * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile4t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
     const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
@@ -433,9 +431,9 @@ __attribute__((noinline)) static void digits_mlp__tile4t(const digits_mlp_real *
  * full width; a: op(A)'s first value, the tile's rows next to each other and k lda apart.
  * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
  * allocates its registers alone: inlined into the helpers, whose other counters left float32's
- * A @ B without general registers, an accumulator lived on the stack (deep, 128x256x256 A @ B:
- * 405k -> 190k cycles). The 1-row tile takes the rows left over, on any GCC target: on an
- * array, GCC 12 vectorised their loop over k as in-order sums, multiplying and adding apart
+ * A @ B without general registers, an accumulator lived on the stack. The 1-row tile takes the
+ * rows left over, on any GCC target: on an array, GCC vectorised their loop over k as in-order
+ * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile1t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
     const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
@@ -462,8 +460,8 @@ __attribute__((noinline)) static void digits_mlp__tile1t(const digits_mlp_real *
 /* C (M x Nc, leading dimension Nc) = A @ B; A is M x K, B K x Nc, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
  * and each 32 columns, B's part is first packed into bp, contiguous and zero-padded to the
- * full width (its rows then share a few pages: 128x256x784 A.T @ B float64, 1,117 -> 1,045
- * us; with fewer than 18 rows, a full-width block of B is read in place); register tiles of 6
+ * full width (its rows then share a few pages; with fewer than 18 rows, a full-width block of B
+ * is read in place); register tiles of 6
  * rows (with AVX-512's 32 vector registers) or 4 rows
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
@@ -485,7 +483,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
             const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
             /* the panel: B's rows k0..k1, columns j0.., one after another; with at most 3 tiles
-               of rows to read it, B itself (10x64x128 A.T @ B float64: 5.13 -> 4.63 us) */
+               of rows to read it, B itself */
             const digits_mlp_real *pb = bp;
             ptrdiff_t ps = 32;
             if (jw == 32 && M < 18) {
@@ -650,8 +648,8 @@ static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
     if (tiles >= 2 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
 #pragma omp parallel
         {  /* thread t of T takes whole tiles of columns [c0, c1) and packs them into a panel on
-              its own stack: one transposed copy of B written by one thread and read by two took
-              2 threads from 1,024 to 1,034 us at 256x784x128 A @ B.T; split by column, 640 */
+              its own stack: one transposed copy of B written by one thread and read by two
+              gave 2 threads no speed-up */
             digits_mlp_real own[16416];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;
@@ -666,8 +664,7 @@ static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
 /* C (M x Nc, leading dimension Nc) = A @ B.T; A is M x K, B Nc x K, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
  * and each 32 columns, B's part is first packed into bp, contiguous and zero-padded to the
- * full width (a transpose, so A @ B.T needs no transposed copy of B: 64x784x128 float64,
- * 311 -> 264 us); register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows
+ * full width (a transpose, so A @ B.T needs no transposed copy of B); register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
  * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. */
@@ -1029,8 +1026,8 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
     if (tiles >= 2 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
 #pragma omp parallel
         {  /* thread t of T takes whole tiles of columns [c0, c1) and packs them into a panel on
-              its own stack: one transposed copy of B written by one thread and read by two took
-              2 threads from 1,024 to 1,034 us at 256x784x128 A @ B.T; split by column, 640 */
+              its own stack: one transposed copy of B written by one thread and read by two
+              gave 2 threads no speed-up */
             digits_mlp_real own[16416];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;
@@ -1045,8 +1042,8 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
 /* C (M x Nc, leading dimension Nc) = A.T @ B; A is K x M, B K x Nc, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
  * and each 32 columns, B's part is first packed into bp, contiguous and zero-padded to the
- * full width (its rows then share a few pages: 128x256x784 A.T @ B float64, 1,117 -> 1,045
- * us; with fewer than 18 rows, a full-width block of B is read in place); register tiles of 6
+ * full width (its rows then share a few pages; with fewer than 18 rows, a full-width block of B
+ * is read in place); register tiles of 6
  * rows (with AVX-512's 32 vector registers) or 4 rows
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
@@ -1068,7 +1065,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
             const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
             /* the panel: B's rows k0..k1, columns j0.., one after another; with at most 3 tiles
-               of rows to read it, B itself (10x64x128 A.T @ B float64: 5.13 -> 4.63 us) */
+               of rows to read it, B itself */
             const digits_mlp_real *pb = bp;
             ptrdiff_t ps = 32;
             if (jw == 32 && M < 18) {
@@ -1248,8 +1245,8 @@ static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
     if (tiles >= 2 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
 #pragma omp parallel
         {  /* thread t of T takes whole tiles of columns [c0, c1) and packs them into a panel on
-              its own stack: one transposed copy of B written by one thread and read by two took
-              2 threads from 1,024 to 1,034 us at 256x784x128 A @ B.T; split by column, 640 */
+              its own stack: one transposed copy of B written by one thread and read by two
+              gave 2 threads no speed-up */
             digits_mlp_real own[16416];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;

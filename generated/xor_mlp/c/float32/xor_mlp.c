@@ -70,9 +70,9 @@ static xor_mlp_real xor_mlp__sum(const xor_mlp_real *x, ptrdiff_t count)
 }
 
 /* The matmul helpers take their sizes at run time and are kept from being cloned with constant
- * sizes: given constant sizes, GCC -O3 vectorises the tile along k with gathers, about five
- * times slower [measured, GCC 12]. GCC's -O3 unroll-and-jam also doubles the k loop of a tile,
- * which then spills its accumulators (A.T @ B: 48 -> 39 GFLOP/s float64), so it is off here. */
+ * sizes: given constant sizes, GCC -O3 vectorises the tile along k with gathers, which is much
+ * slower. GCC's -O3 unroll-and-jam also doubles the k loop of a tile, which then spills its
+ * accumulators, so it is off here (figures: docs/c_backend.md). */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
 #define XOR_MLP__RUNTIME_SIZES __attribute__((noipa, optimize("no-loop-unroll-and-jam")))
 #elif defined(__clang__)
