@@ -68,6 +68,18 @@ def by_label(steps: list[Step]) -> dict[str, Step]:
     return {s.label: s for s in steps}
 
 
+TANH = "\\tanh"
+
+
+def derivative_in_output(d: sn.Derivation, name: str) -> str:
+    """``f'(x) = ... = g(a)``: the derivation's line for an activation's derivative, with the
+    forward value the passes rewrote it in."""
+    from symnn.report import function_rows
+
+    row = next(r for r in function_rows(d) if r["lhs"].startswith(name + "'"))
+    return f"{row['lhs']} = {row['rhs']}" + (f" = {row['reused']}" if row["reused"] else "")
+
+
 def layer_norms(net: sn.Network, X, y, seed: int = 0) -> list[float]:
     k = sn.compile(net)
     _, grads = k.loss_and_grad(net.init_params(seed=seed), X, y)
@@ -122,8 +134,8 @@ def section_single_layer() -> list[str]:
         "derives:",
         "",
         f"$$ {tex(back['delta1'].matrix)}, \\qquad {tex(back['delta1'].index)} $$",
-        eq(back["dW1"]),
-        eq(back["db1"]),
+        eq(back["dL_dW1"]),
+        eq(back["dL_db1"]),
         "",
         "Here `δ = ∂L/∂z` is the error at the pre-activation: the loss derivative times the "
         "sigmoid's derivative, which symnn rewrites in terms of the forward value (σ' = a − a²). "
@@ -163,7 +175,7 @@ def softmax_entries(step: Step, width: int) -> tuple[tuple[sp.Symbol, ...], list
     The registry keeps softmax as a row-wise rule (no scalar expression), so the formula
     ``sn.derive`` prints, ``exp(z_nj) / sum_k exp(z_nk)``, is the one to differentiate.
     """
-    rhs = step.matrix.rhs
+    rhs = step.index.rhs
     j = next(s for s in rhs.free_symbols if isinstance(s, sp.Symbol) and s.name == "j")
     z = sp.symbols(f"z_1:{width + 1}", real=True)
 
@@ -175,7 +187,7 @@ def softmax_entries(step: Step, width: int) -> tuple[tuple[sp.Symbol, ...], list
 
 def softmax_jacobian(d: sn.Derivation, width: int) -> list[str]:
     """The K x K softmax Jacobian by sympy.diff, shown to be diag(p) - p p^T."""
-    z, pz = softmax_entries(by_label(d.activations)["softmax"], width)
+    z, pz = softmax_entries(d.forward[-1], width)
     J = sp.Matrix(width, width, lambda a, b: sp.diff(pz[a], z[b]))
     pvec = sp.Matrix(pz)
     zero = sp.simplify(J - (sp.diag(*pz) - pvec * pvec.T))
@@ -258,7 +270,7 @@ def section_softmax() -> list[str]:
         "For classification the last layer's outputs become probabilities that sum to 1:",
         "",
         eq(d.forward[1]),
-        f"$$ {tex(by_label(d.activations)['softmax'].matrix)} $$",
+        f"$$ {tex(d.forward[-1].index)} $$",
         "",
         f"Logits `{x[0][:3].tolist()}` give probabilities `{[g(v) for v in probs]}`.",
         "",
@@ -297,7 +309,7 @@ def shape_rows(net: sn.Network) -> list[str]:
 
 def chain_rule_steps(d: sn.Derivation) -> list[str]:
     """The backward pass of a tanh/softmax 2-layer net, one chain-rule step at a time."""
-    bw, act = by_label(d.backward), by_label(d.activations)
+    bw = by_label(d.backward)
     return [
         "**Step 1: the output error.** L averages the per-example losses, and example n's loss "
         "depends on row n of Z⁽²⁾ only. Section 4 gave ∂ℓ/∂z = p − y for one row, so",
@@ -311,15 +323,15 @@ def chain_rule_steps(d: sn.Derivation) -> list[str]:
         "example n (and in no other entry of Z⁽²⁾), with ∂z⁽²⁾_nj/∂w⁽²⁾_ji = a⁽¹⁾_ni. The chain "
         "rule sums over everything the weight feeds, here the N examples:",
         "",
-        f"$$ {tex(bw['dW2'].index)} $$",
+        f"$$ {tex(bw['dL_dW2'].index)} $$",
         "",
         "The sum runs over n, the row index of both δ⁽²⁾ and A⁽¹⁾. A matrix product sums over the "
         "inner index (columns of the left factor against rows of the right), so δ⁽²⁾ must be "
         "transposed: (3, N) times (N, 5) is (3, 5), the shape of W⁽²⁾. The bias enters with ∂z/∂b "
         "= 1, so its gradient is the same sum without the input:",
         "",
-        eq(bw["dW2"]),
-        eq(bw["db2"]),
+        eq(bw["dL_dW2"]),
+        eq(bw["dL_db2"]),
         "",
         "**Step 3: back into the hidden layer.** a⁽¹⁾_nj feeds every unit k of layer 2, through "
         "w⁽²⁾_kj, so the chain rule now sums over k: ∂L/∂a⁽¹⁾_nj = (1/N) Σ_k δ⁽²⁾_nk w⁽²⁾_kj, "
@@ -332,14 +344,14 @@ def chain_rule_steps(d: sn.Derivation) -> list[str]:
         "per entry: an element-wise product (∘) with tanh', which symnn writes with the forward "
         "value,",
         "",
-        f"$$ {tex(act['tanh'].index)} $$",
+        f"$$ {derivative_in_output(d, TANH)} $$",
         eq_both(bw["delta1"]),
         "",
         "**Step 5: the weights of layer 1.** The argument of step 2 again, with X as the layer's "
         "input: (5, N) times (N, 4) is (5, 4), the shape of W⁽¹⁾.",
         "",
-        eq(bw["dW1"]),
-        eq(bw["db1"]),
+        eq(bw["dL_dW1"]),
+        eq(bw["dL_db1"]),
         "",
         "Every step reuses the one before it (δ⁽¹⁾ is built from δ⁽²⁾), which is why "
         "backpropagation costs about as much as the forward pass, whatever the number of weights.",

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sympy as sp
@@ -19,6 +19,7 @@ from .fileio import write_atomic  # noqa: F401  (re-exported: the writers import
 from .lower import KERNELS, dims, plan_kernel
 from .optim import Optimizer, split_invariant, update_program
 from .program import Program
+from .provenance import CodeLine, locate
 from .render import CODEGEN_VERSION, render
 
 BACKENDS = ("numpy", "c")
@@ -56,7 +57,11 @@ def describe(net: Network) -> list[str]:
 
 @dataclass(frozen=True)
 class EmitResult:
+    """The emitted module, and for each kernel function ("forward", "loss", "loss_and_grad",
+    "loss_and_grad_train") the lines of its body with the derivation step each computes."""
+
     source: str
+    provenance: dict[str, list[CodeLine]] = field(default_factory=dict)
 
 
 def check_backend(backend: str, dtype: str, allow_auto: bool = False) -> None:
@@ -96,6 +101,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
     printer = NumPyConfig(dtype=dtype).printer()
     labels = net.loss.name == "cross_entropy" and not net.loss.user
     kernels = []
+    origins: dict[str, list[tuple[str | None, ...]]] = {}
     from .graph import dropout_masks
 
     masks = dropout_masks(net) if optimizer is not None else []
@@ -105,7 +111,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
             raise ValueError("a network with dropout needs its training program to emit train_step")
         jobs.append(("loss_and_grad_train", plan_kernel(train_prog, "loss_and_grad")))
     for kname, plan in jobs:
-        body = kernel_body(plan, printer)
+        body, origins[kname] = kernel_body(plan, printer)
         used = {w for line in body for w in _words(line)}
         prologue = [f'{p} = params["{p}"]' for p in net.param_shapes() if p in used]
         if kname == "loss_and_grad_train":
@@ -166,7 +172,14 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         param_shapes=param_shapes,
         kernels=kernels,
     )
-    return EmitResult(source)
+    # each body line is printed by the template as 4 spaces + line, after its function's
+    # signature and prologue and before its return
+    provenance = {
+        k["name"]: locate(source, f"def _{k['name']}(", "\n    return ",
+                          zip(("    " + line for line in k["body"]), origins[k["name"]]))
+        for k in kernels
+    }
+    return EmitResult(source, provenance)
 
 
 def _words(line: str) -> set[str]:

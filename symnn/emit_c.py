@@ -15,7 +15,7 @@ writes anything, then calls an unchecked static implementation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import naming
 from .backends.c.config import GEMM_KC, CConfig, KernelLayout, check_prefix, lower_kernel, size_code, tile_cols
@@ -26,7 +26,8 @@ from .graph import dropout_masks
 from .optim import Optimizer
 from .lower import KERNELS, plan_kernel
 from .program import Program
-from .render import render
+from .provenance import CodeLine, locate
+from .render import macros, render, trim_indent
 
 #: Emitted C API format; bump when a signature or the parameter layout changes.
 FORMAT_VERSION = 1
@@ -60,6 +61,8 @@ class CEmitResult:
     optimizer: str | None = None  # description of the emitted train_step's optimiser
     n_state: int = 0
     dropout: bool = False  # the train step takes a seed for its dropout masks
+    #: kernel name -> the lines of its static implementation, with the derivation step each computes
+    provenance: dict[str, list[CodeLine]] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -120,7 +123,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
 
     kernels = []
     for kname, lay in layouts.items():
-        text = repr(lay.stmts)
+        text = repr([{k: v for k, v in s.items() if k != "origins"} for s in lay.stmts])  # the code
         param_ptrs = [{"name": p, "init": f"params + {offsets[p]}" if offsets[p] else "params", "const": True}
                       for p in shapes if _mentions(text, p)]
         args = [f"const {real} *{RESTRICT} params", f"const {real} *{RESTRICT} X"]
@@ -326,12 +329,28 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     helpers = set(printer.helpers)
     if kinds & {"rowstats", "softmax", "logsumexp", "softmax_ce"} or helpers & {"sigmoid", "softplus"}:
         helpers.add("exp")
-    source = render("c/model.c.jinja", kernels=kernels, publics=publics, gemms=gemms,
-                    helpers=sorted(helpers), vmath=[f for f in VMATH if f in helpers], train=train, **common)
+    context = dict(kernels=kernels, publics=publics, gemms=gemms, helpers=sorted(helpers),
+                   vmath=[f for f in VMATH if f in helpers], train=train, **common)
+    source = render("c/model.c.jinja", **context)
     cdef = _cdef(common, protos, real)
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     return CEmitResult(files, cdef, prefix, labels, optimizer.describe() if optimizer is not None else None,
-                       n_state, bool(masks))
+                       n_state, bool(masks), _provenance(source, prefix, kernels, context))
+
+
+def _provenance(source: str, prefix: str, kernels: list[dict],
+                context: dict) -> dict[str, list[CodeLine]]:
+    """Each kernel's statement blocks located in ``source``: every block printed on its own by
+    the macro ``model.c.jinja`` prints it with (``{{ m[s.kind](s) | trim | indent(4) }}``, on a
+    line of its own indented by 4), with the same context, so comments and layout are the
+    template's and nothing is parsed back."""
+    m = macros("c/_macros.jinja", "c/model.c.jinja", **context)
+    return {
+        k["name"]: locate(source, f"static void {prefix}__{k['name']}(", "\n}\n",
+                          (("    " + trim_indent(getattr(m, s["kind"])(s), 4), s["origins"])
+                           for s in k["stmts"]))
+        for k in kernels
+    }
 
 
 def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, str]:

@@ -43,8 +43,15 @@ def guarded(expr: sp.Expr, var: sp.Symbol, domain: Domain | None) -> sp.Expr:
     return expr.xreplace({var: Guard(var, *(exact_bound(v) for v in domain))})
 
 
+def function_tex(name: str, latex_name: str | None) -> str:
+    """The LaTeX name a derivation prints for a declared function: its registered LaTeX, else
+    the (validated identifier) name set upright."""
+    return latex_name or r"\operatorname{%s}" % name.replace("_", r"\_")
+
+
 @functools.lru_cache(maxsize=512)
-def activation_fn(name: str, expr: sp.Expr, domain: Domain | None = None) -> ir.Elementwise:
+def activation_fn(name: str, expr: sp.Expr, domain: Domain | None = None,
+                  tex: str | None = None) -> ir.Elementwise:
     """The element-wise map of an activation; where its formula (or its derivative's) is NaN
     at huge or infinite inputs, the input is clamped where the function has already
     saturated (:mod:`symnn.saturate`) and the derivative is passed as a proven partial; with a
@@ -55,14 +62,14 @@ def activation_fn(name: str, expr: sp.Expr, domain: Domain | None = None) -> ir.
     d = derivative(expr, x, f"activation {name}")
     grad = guarded(saturate.clamp(d, x), x, domain)
     if value == expr and grad == d:
-        return ir.Elementwise(name, (x,), expr)
-    return ir.Elementwise(name, (x,), value, grads=(grad,))
+        return ir.Elementwise(name, (x,), expr, tex=tex)
+    return ir.Elementwise(name, (x,), value, grads=(grad,), tex=tex)
 
 
 def apply_activation(act, z: ir.Node) -> ir.Node:
     if act.is_rowwise:
         return ir.softmax(z)
-    return ir.map_(activation_fn(act.name, act.expr, act.domain), z)
+    return ir.map_(activation_fn(act.name, act.expr, act.domain, function_tex(act.name, act.latex_name)), z)
 
 
 def scalar_map(name: str, expr: sp.Expr, operands: list[tuple[sp.Symbol, ir.Node]]) -> ir.Node:
@@ -107,7 +114,7 @@ def build_forward(net: Network, training: bool = False) -> ForwardGraph:
             keep = sp.Float(1 / (1 - layer.dropout), 17)
             a = ir.map_(ir.Elementwise("dropout", (u, k), u * k * keep), a, mask)
     term_expr = guarded(net.loss.expr, registry.P, net.loss.domain)
-    term = ir.map_(ir.Elementwise(net.loss.name, (registry.P, registry.T), term_expr), a, Y)
+    term = ir.map_(ir.Elementwise(net.loss.name, (registry.P, registry.T), term_expr, tex=r"\ell"), a, Y)
     s = sp.Symbol("s")
     count = N * net.n_out if net.loss.reduction == "mean" else N
     data_loss = scalar_map("mean", s / count, [(s, ir.sum_(term))])

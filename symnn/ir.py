@@ -48,13 +48,17 @@ class Elementwise:
 
     ``grads`` optionally holds proven partial derivatives (one per arg, None = not needed);
     fused rewrites use it to replace SymPy's plain derivative by a cheaper form that
-    :mod:`symnn.simplify.fuse` has checked equal. ``name`` labels the function in LaTeX.
+    :mod:`symnn.simplify.fuse` has checked equal. ``name`` labels the function in code.
+    ``tex``, when set, makes the derivation print the map as a named function (``\\sigma``,
+    ``\\tanh'``, ``\\ell``) defined once in its list of functions, instead of opening its
+    expression where it is used.
     """
 
     name: str
     args: tuple[sp.Symbol, ...]
     expr: sp.Expr
     grads: tuple[sp.Expr | None, ...] | None = None
+    tex: str | None = None
 
     def __post_init__(self) -> None:
         if self.grads is not None and len(self.grads) != len(self.args):

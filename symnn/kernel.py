@@ -84,36 +84,17 @@ def _refuse_overlap(theta: np.ndarray, state: np.ndarray, X: object, Y: object) 
                             "(the C API's SYMNN_ERR_ALIAS)")
 
 
-class Kernel:
-    """Forward, loss and loss-and-gradient kernels of one network, one backend, one dtype."""
+class Arguments:
+    """The checks of a network's call arguments (parameters, inputs, targets), shared by the
+    kernels and by :meth:`symnn.derivation.Derivation.evaluate`, so both refuse the same input
+    with the same error."""
 
-    def __init__(self, net: Network, module: types.ModuleType, backend: str, dtype: str,
-                 source: str, check_finite: bool = True, optimizer: "Optimizer | None" = None,
-                 build: Mapping[str, bool] | None = None) -> None:
+    def __init__(self, net: Network, dtype: str, check_finite: bool = True) -> None:
         self.network = net
-        #: how the C was built (``blas``, ``openmp``), kept so that a pickled kernel rebuilds alike
-        self.build = dict(build or {})
-        self.module = module
-        self.backend = backend
         self.dtype = np.dtype(dtype)
-        self.source = source
         self.check_finite = check_finite
         self.param_shapes = {k: tuple(int(d) for d in v) for k, v in net.param_shapes().items()}
         self._labels = net.loss.name == "cross_entropy" and not net.loss.user
-        self.optimizer = optimizer
-        #: the emitted source on disk (C: kept beside the built module in the cache), else None
-        self.source_path: str | None = getattr(module, "source_path", None)
-        self.layout = net.param_layout()
-        self.n_params = self.layout[-1][2]
-
-    def __reduce__(self):
-        """Pickled as its recipe: unpickling recompiles (a cache hit for the C backend), so
-        kernels can be sent to ``multiprocessing`` workers started with spawn."""
-        return (_recompile, (self.network, self.backend, str(self.dtype), self.check_finite, self.optimizer,
-                             self.build))
-
-    def __repr__(self) -> str:
-        return f"<symnn.Kernel {self.network.name} backend={self.backend} dtype={self.dtype}>"
 
     # -- validation ------------------------------------------------------------------------
     def params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -170,6 +151,34 @@ class Kernel:
             if (arr < 0).any() or (arr > 1).any():
                 raise DataError("bce targets must lie in [0, 1]")
         return arr
+
+
+class Kernel(Arguments):
+    """Forward, loss and loss-and-gradient kernels of one network, one backend, one dtype."""
+
+    def __init__(self, net: Network, module: types.ModuleType, backend: str, dtype: str,
+                 source: str, check_finite: bool = True, optimizer: "Optimizer | None" = None,
+                 build: Mapping[str, bool] | None = None) -> None:
+        super().__init__(net, dtype, check_finite)
+        #: how the C was built (``blas``, ``openmp``), kept so that a pickled kernel rebuilds alike
+        self.build = dict(build or {})
+        self.module = module
+        self.backend = backend
+        self.source = source
+        self.optimizer = optimizer
+        #: the emitted source on disk (C: kept beside the built module in the cache), else None
+        self.source_path: str | None = getattr(module, "source_path", None)
+        self.layout = net.param_layout()
+        self.n_params = self.layout[-1][2]
+
+    def __reduce__(self):
+        """Pickled as its recipe: unpickling recompiles (a cache hit for the C backend), so
+        kernels can be sent to ``multiprocessing`` workers started with spawn."""
+        return (_recompile, (self.network, self.backend, str(self.dtype), self.check_finite, self.optimizer,
+                             self.build))
+
+    def __repr__(self) -> str:
+        return f"<symnn.Kernel {self.network.name} backend={self.backend} dtype={self.dtype}>"
 
     # -- flat parameter layout (the C API's) -----------------------------------------------------
     def pack(self, params: Mapping[str, Any]) -> np.ndarray:

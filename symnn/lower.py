@@ -34,6 +34,10 @@ class Stmt:
     payload: Any = None
     inplace: bool = False
     src_shapes: tuple[ir.Shape, ...] = ()
+    #: the id of the derivation equation this statement computes (``Equation.id``: "z1",
+    #: "delta2", "dL_dW1"...), from the program's provenance; backends pass it on with the
+    #: lines they print, so a report pairs formula and code by id
+    origin: str | None = None
 
 
 @dataclass
@@ -102,7 +106,8 @@ def plan_kernel(prog: Program, kernel: str) -> KernelPlan:
             )
         shapes = tuple(tuple(s.shape) for s in node.src)
         plan.stmts.append(
-            Stmt(node.op.name.lower(), target, ops, tuple(node.shape), payload, inplace, shapes)
+            Stmt(node.op.name.lower(), target, ops, tuple(node.shape), payload, inplace, shapes,
+                 prog.equation_of(node))
         )
     plan.outputs = {k: names[id(v)] for k, v in outs.items()}
     # an in-place bias add renames its matmul's target to the bias add's target
@@ -111,10 +116,12 @@ def plan_kernel(prog: Program, kernel: str) -> KernelPlan:
         if st.kind == "add_bias" and st.inplace:
             prev = stmts.pop()
             stmts.append(
-                Stmt(prev.kind, st.target, prev.operands, prev.shape, prev.payload, False, prev.src_shapes)
+                Stmt(prev.kind, st.target, prev.operands, prev.shape, prev.payload, False, prev.src_shapes,
+                     prev.origin)
             )
             stmts.append(
-                Stmt("add_bias", st.target, (st.target, st.operands[1]), st.shape, None, True, st.src_shapes)
+                Stmt("add_bias", st.target, (st.target, st.operands[1]), st.shape, None, True, st.src_shapes,
+                     st.origin)
             )
         else:
             stmts.append(st)

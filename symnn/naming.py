@@ -37,6 +37,17 @@ def grad(name: str) -> str:
     return f"dL_d{name}"
 
 
+def layer_of(name: str) -> int | None:
+    """The layer number in a parameter or mask name (``W2`` -> 2), None when it has none."""
+    digits = name[len(name.rstrip("0123456789")):]
+    return int(digits) if digits else None
+
+
+def stem_of(name: str) -> str:
+    """The name without its layer number (``W2`` -> ``W``)."""
+    return name.rstrip("0123456789")
+
+
 def width_symbol(layer: int) -> sp.Symbol:
     """Symbolic width n_l of layer l's output (n_0 is the input width)."""
     return sp.Symbol(f"n_{layer}", integer=True, positive=True)

@@ -15,6 +15,22 @@ class Program:
     outputs: dict[str, ir.Node]
     names: dict[int, str] = field(default_factory=dict)  # id(node) -> readable name (z1, a1...)
     name_nodes: tuple[ir.Node, ...] = ()  # keeps the named nodes alive (ids stay valid)
+    #: id(node) -> the node of the derived program (before any elementwise pass) it computes;
+    #: a node absent computes itself. The passes keep it, so each emitted statement can say
+    #: which equation of the derivation it computes (interned nodes are never freed: ids hold)
+    origins: dict[int, ir.Node] = field(default_factory=dict)
+
+    #: id(node of the derived program) -> id of the derivation equation that node belongs to
+    #: (:func:`symnn.derive.display.equation_owners`); set once, after the passes
+    owners: dict[int, str] = field(default_factory=dict)
+
+    def origin(self, node: ir.Node) -> ir.Node:
+        """The node of the derived program that ``node`` computes."""
+        return self.origins.get(id(node), node)
+
+    def equation_of(self, node: ir.Node) -> str | None:
+        """The id of the derivation equation ``node`` computes, if the program knows it."""
+        return self.owners.get(id(self.origin(node)))
 
     def nodes(self) -> list[ir.Node]:
         return ir.toposort(self.outputs.values())
@@ -29,10 +45,12 @@ class Program:
         their node.
         """
         new: dict[int, ir.Node] = {}
+        origins: dict[int, ir.Node] = {}
         for node in self.nodes():
             src = tuple(new[id(s)] for s in node.src)
             rebuilt = node if src == node.src else ir.Node(node.op, src, node.arg, node.shape)
-            new[id(node)] = fn(rebuilt, node)
+            out = new[id(node)] = fn(rebuilt, node)
+            origins.setdefault(id(out), self.origin(node))
         names: dict[int, str] = {}
         keep = []
         for node in self.name_nodes:
@@ -40,7 +58,7 @@ class Program:
                 names[id(new[id(node)])] = self.names[id(node)]
                 keep.append(new[id(node)])
         outputs = {k: new[id(v)] for k, v in self.outputs.items()}
-        return replace(self, outputs=outputs, names=names, name_nodes=tuple(keep))
+        return replace(self, outputs=outputs, names=names, name_nodes=tuple(keep), origins=origins)
 
     def consumers(self) -> dict[int, int]:
         count: dict[int, int] = {}

@@ -22,6 +22,7 @@ import re
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -146,13 +147,36 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def macros(template: str, parent: str, **context: object) -> Any:
+    """The macros of ``template`` as ``parent`` sees them after ``{% import template as m with
+    context %}`` when rendered with ``context``: each callable with its argument, returning the
+    text the parent would place. Lets a caller print one statement's block on its own and find
+    it in the rendered file (:mod:`symnn.provenance`) instead of parsing the file back."""
+    _check_identifiers(context)
+    return environment().get_template(template).make_module(
+        {"template_name": parent, "codegen_version": CODEGEN_VERSION, **context}
+    )
+
+
+def trim_indent(text: str, width: int) -> str:
+    """Jinja's ``text | trim | indent(width)``: how a template places a macro's block (first
+    line where the template puts it, the others indented, empty lines left empty)."""
+    filters = environment().filters
+    return filters["indent"](filters["trim"](text), width)
+
+
 def render(template: str, **context: object) -> str:
     """Render ``template`` (a path under ``templates/``) with ``context``. The identifiers in it
     (:data:`IDENTIFIER_KEYS`) are validated first, so a name that skipped the constructors'
     check still never reaches a C symbol or a file name."""
-    for key in IDENTIFIER_KEYS:
-        if key in context:
-            naming.network_name(context[key])
+    _check_identifiers(context)
     return environment().get_template(template).render(
         template_name=template, codegen_version=CODEGEN_VERSION, **context
     )
+
+
+def _check_identifiers(context: dict[str, object]) -> None:
+    """Validate the identifiers of a template context (:data:`IDENTIFIER_KEYS`)."""
+    for key in IDENTIFIER_KEYS:
+        if key in context:
+            naming.network_name(context[key])

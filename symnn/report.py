@@ -25,10 +25,86 @@ class SymnnLatexPrinter(LatexPrinter):
     """
 
     def __init__(self) -> None:
-        super().__init__({"mul_symbol": None, "long_frac_ratio": 3})
+        super().__init__({"mul_symbol": None, "long_frac_ratio": 3, "full_prec": False})
+        #: symbols printed as given LaTeX (an unnamed function's parameters, as its operands)
+        self._as_tex: dict[sp.Symbol, str] = {}
+
+    def _print_Float(self, expr) -> str:
+        # the shortest decimal that reads back as the same double (0.1, not 0.10000000000000001)
+        text = repr(float(expr))
+        if "e" in text:
+            mantissa, exponent = text.split("e")
+            return r"%s \cdot 10^{%d}" % (mantissa, int(exponent))
+        return text
+
+    def _print_Symbol(self, expr, style="plain") -> str:
+        if expr in self._as_tex:
+            return self._as_tex[expr]
+        return super()._print_Symbol(expr, style=style)
+
+    def _print_MatMul(self, expr) -> str:
+        coeff = sp.Mul(*[a for a in expr.args if not getattr(a, "is_Matrix", False)])
+        mats = [a for a in expr.args if getattr(a, "is_Matrix", False)]
+        body = " ".join(r"\left(%s\right)" % self._print(m)
+                        if isinstance(m, (sp.MatAdd, sp.HadamardProduct)) and (len(mats) > 1 or coeff != 1)
+                        else self._print(m) for m in mats)
+        if coeff == 1:
+            return body
+        if coeff == -1:
+            return "-" + body
+        text = self._print(coeff)
+        if isinstance(coeff, sp.Add):
+            text = r"\left(%s\right)" % text
+        return f"{text} {body}"
+
+    def _print_MatAdd(self, expr) -> str:
+        # summands in the order the derivation built them (data term before penalties'
+        # gradients, logsumexp before the subtracted product), not SymPy's sort order
+        return self._print_Add(expr, order="none")
+
+    def _print_HadamardPower(self, expr) -> str:
+        return r"{%s}^{\circ %s}" % (self.parenthesize(expr.base, precedence(expr), strict=True)
+                                      if not isinstance(expr.base, sp.MatrixSymbol) else self._print(expr.base),
+                                      self._print(expr.exp))
 
     def _print_OneMatrix(self, expr) -> str:
-        return r"\mathbf{1}"
+        return r"\mathbf{1}^{\top}" if expr.shape[0] == 1 and expr.shape[1] != 1 else r"\mathbf{1}"
+
+    def _print_Transpose(self, expr) -> str:
+        arg = expr.arg
+        inner = self._print(arg)
+        if not isinstance(arg, sp.MatrixSymbol):
+            inner = r"\left(%s\right)" % inner
+        elif "^" in arg.name:  # W^{(2)} -> {W^{(2)}}^{\top}
+            inner = "{%s}" % inner
+        return r"%s^{\top}" % inner
+
+    def _print_Apply(self, expr) -> str:
+        args = ", ".join(self._print(o) for o in expr.operands)
+        if expr.name:
+            return r"%s\left(%s\right)" % (expr.name, args)
+        # an unnamed function: its formula, each parameter written as its operand
+        saved = dict(self._as_tex)
+        self._as_tex.update({p: "{%s}" % self._print(o) for p, o in zip(expr.params, expr.operands)})
+        try:
+            return self._print(expr.body)
+        finally:
+            self._as_tex = saved
+
+    def _print_Applied(self, expr) -> str:
+        return r"%s\left(%s\right)" % (expr.name, ", ".join(self._print(a) for a in expr.args[1:]))
+
+    def _print_RowOp(self, expr) -> str:
+        return r"%s\left(%s\right)" % (expr.KINDS[expr.kind], self._print(expr.args[1]))
+
+    def _print_Total(self, expr) -> str:
+        m = expr.args[0]
+        inner = self._print(m)
+        if isinstance(m, (sp.MatAdd, sp.MatMul, sp.HadamardProduct)):
+            inner = r"\left(%s\right)" % inner
+        if m.shape[1] == 1:  # a column: the sum of its entries
+            return r"\mathbf{1}^{\top} %s" % inner
+        return r"\mathbf{1}^{\top} %s \mathbf{1}" % inner
 
     def _print_Heaviside(self, expr) -> str:
         return r"\left[%s > 0\right]" % self._print(expr.args[0])
@@ -51,10 +127,14 @@ def tex(expr: sp.Basic) -> str:
 
 #: LaTeX spellings in the derivation's symbol names -> plain text, applied in order
 _PLAIN_NAMES = (
+    (re.compile(r"\\partial_\{(\w+)\} ?"), r"∂_\1 "),
     (re.compile(r"\\frac\{\\partial (.+?)\}\{\\partial (.+)\}"), r"∂\1/∂\2"),
     (re.compile(r"\^\{\((\d+)\)\}"), r"\1"),
     (re.compile(r"_\{(\w+)\}"), r"_\1"),
     (re.compile(r"\\delta"), "δ"),
+    (re.compile(r"\\sigma"), "σ"),
+    (re.compile(r"\\ell"), "ℓ"),
+
     (re.compile(r"\\operatorname\{(\w+)\}"), r"\1"),
     (re.compile(r"\\(\w+)"), r"\1"),
 )
@@ -71,13 +151,28 @@ class PlainPrinter(StrPrinter):
     """SymPy's str printer for a terminal: derivation names without LaTeX markup, ``@`` for
     matrix products, ``∘`` for element-wise ones, ``=`` for an equation."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._as_text: dict[sp.Symbol, str] = {}
+
     def _print_Symbol(self, expr) -> str:
-        return plain_name(expr.name)
+        return self._as_text.get(expr) or plain_name(expr.name)
 
     _print_MatrixSymbol = _print_Symbol
 
+    def _print_IndexedBase(self, expr) -> str:
+        return plain_name(str(expr.label))
+
+    def _print_Indexed(self, expr) -> str:
+        return f"{self._print(expr.base)}[{', '.join(self._print(i) for i in expr.indices)}]"
+
     def _print_OneMatrix(self, expr) -> str:
-        return "1"
+        return "1ᵀ" if expr.shape[0] == 1 and expr.shape[1] != 1 else "1"
+
+    def _print_Transpose(self, expr) -> str:
+        if isinstance(expr.arg, sp.MatrixSymbol):
+            return f"{self._print(expr.arg)}ᵀ"
+        return f"({self._print(expr.arg)})ᵀ"
 
     def _print_MatMul(self, expr) -> str:
         coeff = sp.Mul(*[f for f in expr.args if not f.is_Matrix])
@@ -91,6 +186,31 @@ class PlainPrinter(StrPrinter):
 
     def _print_HadamardProduct(self, expr) -> str:
         return " ∘ ".join(self.parenthesize(f, precedence(expr)) for f in expr.args)
+
+    def _print_HadamardPower(self, expr) -> str:
+        return f"{self.parenthesize(expr.base, precedence(expr) + 1)}∘{self._print(expr.exp)}"
+
+    def _print_Apply(self, expr) -> str:
+        if expr.name:
+            return f"{plain_name(expr.name)}({', '.join(self._print(o) for o in expr.operands)})"
+        saved = dict(self._as_text)
+        self._as_text.update({p: self.parenthesize(o, 100) for p, o in zip(expr.params, expr.operands)})
+        try:
+            return self._print(expr.body)
+        finally:
+            self._as_text = saved
+
+    def _print_Applied(self, expr) -> str:
+        return f"{plain_name(expr.name)}({', '.join(self._print(a) for a in expr.args[1:])})"
+
+    def _print_RowOp(self, expr) -> str:
+        return f"{expr.kind}({self._print(expr.args[1])})"
+
+    def _print_Total(self, expr) -> str:
+        return f"sum({self._print(expr.args[0])})"
+
+    def _print_Float(self, expr) -> str:
+        return repr(float(expr))
 
     def _print_Function(self, expr) -> str:
         return f"{plain_name(expr.func.__name__)}({', '.join(self._print(a) for a in expr.args)})"
@@ -113,18 +233,67 @@ def _eq(expr: sp.Basic) -> tuple[str, str]:
     return tex(expr), ""
 
 
+#: LaTeX source characters per printed line of a long equation (about a text width at 10pt
+#: for formulas of symbols with superscripts); longer right-hand sides break at a + or -
+LINE_CHARS = 150
+
+
+def broken(expr: sp.Basic) -> list[str]:
+    """The LaTeX of ``expr`` in lines: a sum too long for one line is split between summands,
+    each later line starting with its sign (the loss with penalties, a long user loss)."""
+    whole = tex(expr)
+    if len(whole) <= LINE_CHARS or not isinstance(expr, (sp.Add, sp.MatAdd)):
+        return [whole]
+    lines, current = [], ""
+    for term in expr.args:
+        t = tex(term)
+        piece = t if not current else (f"- {t[1:].lstrip()}" if t.startswith("-") else f"+ {t}")
+        if current and len(current) + len(piece) > LINE_CHARS:
+            lines.append(current)
+            current = piece
+        else:
+            current = f"{current} {piece}".strip()
+    lines.append(current)
+    return lines
+
+
+def equation_rows(equations) -> list[dict]:
+    """Template rows for equations: matrix form (broken into lines), index form, note, id."""
+    rows = []
+    for e in equations:
+        rows.append({"id": e.id, "lhs": tex(e.lhs), "rhs": broken(e.rhs),
+                     "ilhs": tex(e.index.lhs) if e.index is not None else "",
+                     "irhs": broken(e.index.rhs) if e.index is not None else [],
+                     "note": e.note})
+    return rows
+
+
+def function_rows(d: Derivation) -> list[dict]:
+    """``name(params) = body`` for each named function, with the forward value it is
+    rewritten in where the passes proved one (``tanh'(x) = 1 - a^2``)."""
+    reuse = {f"d{r.activation}": r for r in d.reuses}
+    rows = []
+    for f in d.functions:
+        params = ", ".join(tex(p) for p in f.params)
+        r = reuse.get(f.source)
+        rows.append({"lhs": r"%s\left(%s\right)" % (f.name, params), "rhs": tex(f.body),
+                     "reused": tex(r.after) if r is not None else "",
+                     "note": "computed from the activation's output a" if r is not None else ""})
+    return rows
+
+
+def passes_rows(d: Derivation) -> list[dict]:
+    return [{"name": p.name, "before": p.before, "after": p.after,
+             "forward": getattr(p, "forward", None), "backward": getattr(p, "backward", None)}
+            for p in d.passes]
+
+
 def derivation_latex(d: Derivation, document: bool = True) -> str:
     """The derivation as LaTeX (a document, or its body). Text reaches the template raw and is
     escaped there (``tex_text``); the names and LaTeX snippets that become math are checked
     again first (:func:`symnn.naming.check_declared_names`), so a network built around its
     constructors still cannot make the document read a file."""
-    def rows(steps):
-        out = []
-        for s in steps:
-            lhs, rhs = _eq(s.matrix)
-            ilhs, irhs = _eq(s.index) if s.index is not None else ("", "")
-            out.append({"lhs": lhs, "rhs": rhs, "ilhs": ilhs, "irhs": irhs, "note": s.note})
-        return out
+    from .derivation import LEGEND
 
     net = d.network
     naming.check_declared_names(net)
@@ -135,16 +304,39 @@ def derivation_latex(d: Derivation, document: bool = True) -> str:
         title=f"Derivation of the gradient of {net.name}",
         summary=r", ".join(layers),
         loss_name=net.loss.name,
-        forward=rows(d.forward),
-        activations=rows(d.activations),
-        loss=rows(d.loss),
-        backward=rows(d.backward),
+        legend=LEGEND,
+        forward=equation_rows(d.forward),
+        functions=function_rows(d),
+        loss=equation_rows(d.loss),
+        backward=equation_rows(d.backward),
         simplifications=[
             {"title": s.title, "before": tex(s.before), "after": tex(s.after),
              "how": s.how} for s in d.simplifications
         ],
-        passes=[
-            {"name": p.name, "before": p.before, "after": p.after}
-            for p in d.passes
-        ],
+        passes=passes_rows(d),
     )
+
+
+def derivation_display_latex(d: Derivation) -> str:
+    """The equations as one display-math block, for Jupyter's ``_repr_latex_`` (MathJax reads
+    ``aligned`` inside ``$$``; no document preamble, no text-mode notes)."""
+    naming.check_declared_names(d.network)
+    lines = []
+    for e in d.equations:
+        lines.append(r"%s &= %s" % (tex(e.lhs), r" \\ &\quad ".join(broken(e.rhs))))
+    return "$$\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}$$"
+
+
+def derivation_text(d: Derivation) -> str:
+    """The derivation as plain text: one line per equation under its section, the functions,
+    and the legend's key fact (delta = N dL/dZ)."""
+    out = [f"Derivation of the gradient of {d.network.name}"]
+    for title, eqs in (("forward", d.forward), ("loss", d.loss), ("backward", d.backward)):
+        out.append(f"{title}:")
+        out += [f"  {plain(e.lhs)} = {plain(e.rhs)}" for e in eqs]
+    if d.functions:
+        out.append("functions (applied to each entry):")
+        out += [f"  {plain_name(f.name)}({', '.join(map(str, f.params))}) = {plain(f.body)}" for f in d.functions]
+    out.append("δl = N ∂L/∂Zl is the per-sample error of layer l; @ is the matrix product, ∘ the "
+               "element-wise one, 1 a vector of ones.")
+    return "\n".join(out)

@@ -2,7 +2,9 @@
 
 It holds the derivation (forward equations, each backward step in matrix and index form,
 the proved simplifications, op counts per pass), then each equation beside the emitted NumPy
-lines and C statements that compute it, then the training curve when a run is given. It is
+lines and C statements that compute it, paired by the equation's id, which every lowered
+statement carries (no reading of the emitted text), then the training curve when a run is
+given. It is
 built with ``pdflatex`` from ``templates/report/report.tex.jinja``, so it renders with no
 network access. ``symnn report SPEC --out report.pdf`` is the command.
 """
@@ -15,79 +17,78 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from dataclasses import dataclass
+
 from . import naming
 from .declare import Network
-from .derivation import derive
+from .derivation import Derivation, derive
+from .derive.display import Equation, Section
 from .errors import BuildError, CodegenError, ConfigError, UntrustedInputError
 from .fileio import staged
+from .provenance import CodeLine
 from .render import render
-from .report import _eq
+from .report import broken, plain, tex
 
 #: what ``curve`` may be: a file name in the build folder, never a path TeX would go looking in
 _PLAIN_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\.png")
 
 
-def _numpy_lines(source: str) -> dict[str, list[str]]:
-    """target -> the lines of the NumPy ``_loss_and_grad`` that assign it."""
-    body = source.split("def _loss_and_grad(", 1)[1]
-    out: dict[str, list[str]] = {}
-    for line in body.splitlines()[1:]:
-        m = re.match(r"    (\w+) (\+?=) ", line)
-        if m:
-            out.setdefault(m.group(1), []).append(line.strip())
-        elif line and not line.startswith(" "):
-            break
-    return out
+@dataclass(frozen=True)
+class CodePair:
+    """One equation of the derivation and the emitted lines that compute it, paired by the
+    equation's id (each lowered statement carries it: :attr:`symnn.lower.Stmt.origin`), with a
+    note where the code computes a scaled value (the batch mean's 1/N folded into delta)."""
+
+    equation: Equation
+    numpy: list[CodeLine]
+    c: list[CodeLine]
+    note: str
 
 
-#: an assignment to a name or an element of it: ``t8[i*10 + j] = ``, ``dL_db2[j] += ``, ``pi[j] /= ``
-_WRITE = re.compile(r"\b(\w+)(\[[^\]]*\])? (\+?=|/=) ")
+#: the kernels whose lines a pair shows, in the order tried: the loss-and-gradient kernel holds
+#: every forward, loss and backward equation; an output only the forward kernel computes
+#: (softmax probabilities beside a fused loss) comes from there
+_KERNELS = ("loss_and_grad", "forward")
 
 
-def _c_lines(source: str, prefix: str, limit: int = 8) -> dict[str, list[str]]:
-    """target -> the C lines of the loss-and-gradient kernel that compute it.
-
-    A one-line statement is shown as it is. A block (a fused loop) is shown by its comment and
-    the statements inside it: those writing another target the comment names (a bias
-    gradient's column sums) go to that target, the rest (locals, the value stored) to the
-    first, at most ``limit`` lines each; a comment alone told the reader nothing of the loop.
-    """
-    kernel = source.split(f"static void {prefix}__loss_and_grad(", 1)[1]
-    body = kernel.split("\n{\n", 1)[1].split("\n}\n", 1)[0]  # inside the function's braces
-    out: dict[str, list[str]] = {}
-
-    def add(target: str, line: str) -> None:
-        lines = out.setdefault(target, [])
-        if len(lines) < limit:
-            lines.append(line if len(line) < 110 else line[:107] + "...")
-
-    depth, named = 0, []  # the targets the current top-level block's comments name
-    for line in body.splitlines():
-        stripped = line.strip()
-        if depth == 0:
-            named = []
-        comment = re.search(r"/\* (\w+) (\+?=) .*\*/", stripped)
-        written = _WRITE.match(stripped)
-        if comment:
-            add(comment.group(1), stripped.removeprefix("{ "))
-            if stripped.startswith("{") or depth > 0:
-                named.append(comment.group(1))
-        elif named and re.sub(r"\s*/\*.*\*/$", "", stripped).endswith(";"):  # not a bare loop header
-            owners = [m.group(1) for m in _WRITE.finditer(stripped)]
-            add(next((o for o in owners if o in named), named[0]), stripped)
-        elif written:
-            add(written.group(1), stripped)
-        depth += stripped.count("{") - stripped.count("}")
-    return out
+def _lines(provenance: dict[str, list[CodeLine]], eq_id: str) -> list[CodeLine]:
+    for kernel in _KERNELS:
+        found = [line for line in provenance.get(kernel, []) if line.origin == eq_id]
+        if found:
+            return found
+    return []
 
 
-def _delta_name(numpy: dict[str, list[str]], layer: int) -> str | None:
-    """The temporary holding delta^(layer): what dL_db<layer> sums over rows."""
-    for line in numpy.get(f"dL_db{layer}", []):
-        m = re.search(r"= (\w+)\.sum\(axis=0\)", line)
-        if m:
-            return m.group(1)
-    return None
+def scale_note(d: Derivation, eq: Equation) -> str:
+    """Where the printed equation and the code differ by a factor, and why (mechanical: from
+    the equation's scale and the scales of the symbols it reads)."""
+    if eq.scale != 1:
+        return (f"the code computes {plain(eq.lhs)}/{plain(eq.scale)}, the gradient itself: the "
+                f"batch mean's 1/{plain(eq.scale)} is folded in here")
+    scaled = [d.symbols[r] for r in eq.refs if r in d.symbols and d.symbols[r].scale != 1]
+    if scaled and eq.section is Section.BACKWARD:
+        names = ", ".join(sorted({plain(s.symbol) for s in scaled}))
+        return f"no 1/N in the code here: the code's {names} already holds it (see above)"
+    return ""
+
+
+def code_pairs(net: Network, dtype: str = "float64") -> list[CodePair]:
+    """Every equation of ``net``'s derivation beside the NumPy and C lines that compute it.
+
+    The C column is empty for a network the C backend refuses (a function it cannot print)."""
+    from .driver import derive_program
+    from .emit import emit_numpy
+    from .emit_c import emit_c
+
+    naming.check_declared_names(net)
+    d = derive(net)
+    program = derive_program(net).program  # derived once for both backends
+    numpy = emit_numpy(net, program, dtype).provenance
+    try:
+        c = emit_c(net, program, dtype).provenance
+    except (CodegenError, ConfigError):  # a name or function the C backend refuses: NumPy only
+        c = {}
+    return [CodePair(eq, _lines(numpy, eq.id), _lines(c, eq.id), scale_note(d, eq)) for eq in d.equations]
 
 
 def report_tex(net: Network, dtype: str = "float64", curve: str | None = None, training_text: str = "") -> str:
@@ -96,34 +97,22 @@ def report_tex(net: Network, dtype: str = "float64", curve: str | None = None, t
     Text (titles, notes, ``training_text``, which names the user's data file) is escaped by the
     template; names and LaTeX snippets are checked before any work, and ``curve`` must be a
     plain file name, since ``\\includegraphics`` reads whatever path it is given."""
-    from .driver import derive_program
-    from .emit import emit_numpy, spec_hash
-    from .emit_c import emit_c
+    from .emit import spec_hash
 
     naming.check_declared_names(net)
     if curve is not None and not _PLAIN_FILE.fullmatch(str(curve)):
         raise UntrustedInputError(f"report curve {naming.shown(curve)} must be a plain file name "
                                   "(letters, digits, '_', '-', '.') ending in .png")
     d = derive(net)
-    program = derive_program(net).program  # derived once for both backends
-    numpy = _numpy_lines(emit_numpy(net, program, dtype).source)
-    try:
-        c = _c_lines(emit_c(net, program, dtype).source, net.name)
-    except (CodegenError, ConfigError):  # a name or function the C backend refuses: NumPy only
-        c = {}
     pairs = []
-    for step in d.forward + d.backward:
-        if step.label.startswith("delta"):
-            target = _delta_name(numpy, int(step.label[5:]))
-        elif step.label.startswith(("dW", "db")):
-            target = f"dL_d{step.label[1:]}"
-        else:
-            target = step.label
-        if target is None or target not in numpy:
+    for pair in code_pairs(net, dtype):
+        eq = pair.equation
+        if not pair.numpy and not pair.c:
             continue
-        lhs, rhs = _eq(step.matrix)
-        pairs.append({"label": f"{step.label}: {step.note}", "lhs": lhs, "rhs": rhs,
-                      "numpy": numpy[target], "c": c.get(target, [])})
+        pairs.append({"label": f"{eq.id}: {eq.note}" if eq.note else eq.id, "lhs": tex(eq.lhs),
+                      "rhs": r" \\ &\quad ".join(broken(eq.rhs)), "note": pair.note,
+                      "numpy": [f"{line.line:4d}  {line.text}" for line in pair.numpy],
+                      "c": [f"{line.line:4d}  {line.text}" for line in pair.c]})
     layers = [f"{layer.in_features} \\to {layer.out_features}" for layer in net.layers]
     return render("report/report.tex.jinja", title=f"symnn report: {net.name}", summary=", ".join(layers),
                   loss_name=net.loss.name, dtype=dtype, spec_hash=spec_hash(net, dtype),
@@ -147,7 +136,8 @@ def build_report(net: Network, out: str | Path, dtype: str = "float64", curve: s
             write_atomic(out, tex)
             return out
         if out.suffix != ".pdf":
-            raise BuildError(f"report output must end in .pdf or .tex, got {out.name!r}")
+            raise BuildError(f"report output must end in .pdf or .tex (an .html page: "
+                             f"symnn.report_html.build_html_report), got {out.name!r}")
         engine = shutil.which("pdflatex")
         if engine is None:
             raise BuildError("pdflatex not found: install it (Debian: apt install texlive-latex-base) "

@@ -7,6 +7,8 @@ topological order, applies each node's pullback and accumulates cotangents.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sympy as sp
 
 from .. import ir
@@ -16,8 +18,39 @@ from .vjp import PULLBACKS
 _a, _b = sp.symbols("g h", real=True)
 
 
-def gradients(loss: ir.Node, wrt: dict[str, ir.Node]) -> dict[str, ir.Node]:
-    """Backward graph: ``{name: node computing dL/d(param)}`` for every entry of ``wrt``."""
+@dataclass(frozen=True)
+class SweepStep:
+    """One application of a pullback rule, as the sweep made it.
+
+    ``node`` is the forward node pulled back, ``rule`` the op whose rule was applied (the key
+    of :data:`~symnn.derive.vjp.PULLBACKS`), ``ct_in`` the cotangent dL/d(node) it received and
+    ``cts_out`` the cotangent contribution it sent to each operand (None: none flows there).
+    ``accumulated`` names the operands whose cotangent already had a contribution, so the
+    sweep added this one to it; ``totals`` holds each operand's cotangent after the step (the
+    sum, where it accumulated). Every object is an IR node over symbolic shapes; the
+    derivation prints them (:mod:`symnn.derive.display`)."""
+
+    index: int
+    node: ir.Node
+    rule: ir.Op
+    ct_in: ir.Node
+    cts_out: tuple[ir.Node | None, ...]
+    accumulated: tuple[int, ...] = ()
+    totals: tuple[ir.Node | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The reverse sweep's result: the gradient of every requested parameter, the cotangent
+    of every node it reached (``cotangents[id(node)]``) and the steps in the order made."""
+
+    grads: dict[str, ir.Node]
+    cotangents: dict[int, ir.Node]
+    steps: tuple[SweepStep, ...]
+
+
+def sweep(loss: ir.Node, wrt: dict[str, ir.Node]) -> Sweep:
+    """The reverse sweep from ``loss`` to every entry of ``wrt``, with its record."""
     order = ir.toposort([loss])
     # phase 1: which nodes depend on a target
     targets = {id(n) for n in wrt.values()}
@@ -27,6 +60,7 @@ def gradients(loss: ir.Node, wrt: dict[str, ir.Node]) -> dict[str, ir.Node]:
             needed.add(id(node))
     # phase 2: reverse sweep
     cts: dict[int, ir.Node] = {id(loss): ir.const(1)}
+    steps: list[SweepStep] = []
     for node in reversed(order):
         ct = cts.get(id(node))
         if ct is None or node.is_leaf:
@@ -37,15 +71,28 @@ def gradients(loss: ir.Node, wrt: dict[str, ir.Node]) -> dict[str, ir.Node]:
         grads = rule(node, ct)
         if len(grads) != len(node.src):
             raise AssertionError(f"{node.op.name} pullback returned {len(grads)} cotangents")
-        for src, g in zip(node.src, grads):
+        sent: list[ir.Node | None] = []
+        added: list[int] = []
+        for i, (src, g) in enumerate(zip(node.src, grads)):
             if g is None or id(src) not in needed:
+                sent.append(None)
                 continue
+            sent.append(g)
             prev = cts.get(id(src))
+            if prev is not None:
+                added.append(i)
             cts[id(src)] = g if prev is None else make_map(
                 "accumulate", _a + _b, [(_a, prev), (_b, g)], src.shape
             )
+        totals = tuple(cts.get(id(src)) if g is not None else None for src, g in zip(node.src, sent))
+        steps.append(SweepStep(len(steps), node, node.op, ct, tuple(sent), tuple(added), totals))
     out = {}
     for name, p in wrt.items():
         g = cts.get(id(p))
         out[name] = g if g is not None else make_map("zero", sp.Integer(0), [], p.shape)
-    return out
+    return Sweep(out, cts, tuple(steps))
+
+
+def gradients(loss: ir.Node, wrt: dict[str, ir.Node]) -> dict[str, ir.Node]:
+    """Backward graph: ``{name: node computing dL/d(param)}`` for every entry of ``wrt``."""
+    return sweep(loss, wrt).grads

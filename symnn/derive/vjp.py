@@ -14,7 +14,7 @@ from typing import Callable
 import sympy as sp
 
 from .. import ir
-from .elementwise import make_map, partial
+from .elementwise import make_map, partial, partial_tex
 
 Pullback = Callable[[ir.Node, ir.Node], tuple[ir.Node | None, ...]]
 
@@ -22,6 +22,7 @@ _c = sp.Symbol("c", real=True)
 _p = sp.Symbol("p", real=True)
 _y = sp.Symbol("y", real=True)
 _r = sp.Symbol("r", real=True)
+_d = sp.Symbol("d", real=True)
 
 
 def broadcast(ct: ir.Node, shape: ir.Shape) -> ir.Node:
@@ -73,8 +74,14 @@ def _map(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
         if d == 0:
             out.append(None)
             continue
-        operands = [(_c, ct)] + list(zip(fn.args, node.src))
-        g = make_map(f"d{fn.name}", _c * d, operands, node.shape)
+        args = list(zip(fn.args, node.src))
+        if fn.tex is not None and d.free_symbols & set(fn.args):
+            # the partial derivative is a node of its own, named after the function (tanh'), so
+            # the derivation prints ct * tanh'(Z); fuse_elementwise joins the two for emission
+            dmap = make_map(f"d{fn.name}", d, args, node.shape, tex=partial_tex(fn, i))
+            g = make_map(f"d{fn.name}", _c * _d, [(_c, ct), (_d, dmap)], node.shape)
+        else:
+            g = make_map(f"d{fn.name}", _c * d, [(_c, ct)] + args, node.shape)
         out.append(unbroadcast(g, src.shape))
     return tuple(out)
 

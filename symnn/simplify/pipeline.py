@@ -3,17 +3,19 @@
 ``fuse_losses`` runs on the forward graph (it changes which pullback the chain rule uses);
 the others run on the whole program (forward outputs, loss and every gradient together).
 Dead code never reaches the program: the chain rule only follows paths to parameters (no
-gradient for ``X``) and each pass rebuilds only what the outputs reach; the
-``eliminate_dead_code`` row reports what that dropped compared with the plain derivation.
+gradient for ``X``) and each pass rebuilds only what the outputs reach; the first row,
+``eliminate_dead_code``, counts what that saved against a sweep that also differentiated the
+input. Every row starts where the previous one ended.
 Common subexpressions inside each map are eliminated at emission (canonical order).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import ir, naming
-from ..derive.chain import gradients
+from ..derive.chain import Sweep, sweep
+from ..derive.display import equation_owners
 from ..graph import ForwardGraph
 from ..program import Program
 from .fuse import Fusion, fuse_losses
@@ -22,25 +24,60 @@ from .reuse import Reuse, reuse_forward_values
 from .stable import stabilise
 
 
+Counts = tuple[int, int]
+
+
 @dataclass(frozen=True)
 class PassReport:
-    """Op counts of one pass: (tensor ops, scalar ops in element-wise maps)."""
+    """Op counts of one pass: (tensor ops, scalar ops in element-wise maps), for the whole
+    program and for the forward kernel (``yhat``) and the loss-and-gradient kernel apart;
+    each pass's ``before`` is the previous pass's ``after``."""
 
     name: str
-    before: tuple[int, int]
-    after: tuple[int, int]
+    before: Counts
+    after: Counts
+    forward: tuple[Counts, Counts] | None = None  # (before, after)
+    backward: tuple[Counts, Counts] | None = None
+
+
+def _kernel_counts(prog: Program) -> tuple[Counts, Counts]:
+    """(forward kernel, loss-and-gradient kernel) op counts of a program."""
+    fwd = ir.count_ops([prog.outputs["yhat"]])
+    bwd = ir.count_ops([v for k, v in prog.outputs.items() if k != "yhat"])
+    return fwd, bwd
+
+
+def _report(name: str, before: Program, after: Program) -> PassReport:
+    (fb, bb), (fa, ba) = _kernel_counts(before), _kernel_counts(after)
+    return PassReport(name, before.op_counts(), after.op_counts(), (fb, fa), (bb, ba))
 
 
 @dataclass
 class Simplified:
+    """The emitted ``program``; the ``derived`` one it was simplified from (the chain rule's
+    own graph, after the loss fusion), the ``sweep`` that derived it, the forward graph, and
+    each pass's record. The derivation is printed from ``derived`` and ``sweep``; every node
+    of ``program`` knows the node of ``derived`` it computes (``program.origin``)."""
+
     program: Program
     reports: list[PassReport] = field(default_factory=list)
     fusions: list[Fusion] = field(default_factory=list)
     reuses: list[Reuse] = field(default_factory=list)
+    derived: Program | None = None
+    sweep: Sweep | None = None
+    forward: ForwardGraph | None = None
 
 
 def make_program(fwd: ForwardGraph) -> Program:
-    grads = gradients(fwd.loss, fwd.params)
+    return _swept(fwd)[0]
+
+
+def _swept(fwd: ForwardGraph, everything: bool = False) -> tuple[Program, Sweep]:
+    """The chain rule's program; ``everything``: with the gradient of the input too (what
+    a sweep that did not prune to the parameters would build, for the dead-code row)."""
+    wrt = dict(fwd.params, **({"X": fwd.X} if everything else {}))
+    result = sweep(fwd.loss, wrt)
+    grads = result.grads
     outputs = {"yhat": fwd.output, "loss": fwd.loss}
     outputs.update({naming.grad(k): v for k, v in grads.items()})
     names: dict[int, str] = {}
@@ -48,16 +85,20 @@ def make_program(fwd: ForwardGraph) -> Program:
     for i, (z, a) in enumerate(zip(fwd.z, fwd.a), 1):
         names[id(z)], names[id(a)] = naming.preact(i), naming.act(i)
         keep += [z, a]
-    return Program(outputs, names, tuple(keep))
+    return Program(outputs, names, tuple(keep)), result
 
 
 def simplify(fwd: ForwardGraph) -> Simplified:
     """Run every pass; return the final program and the per-pass reports."""
     out = Simplified(make_program(fwd))
     plain = out.program
+    # dead code first: the chain rule only follows paths to parameters; this row counts what
+    # a sweep that also differentiated the input would have built
+    out.reports.append(_report("eliminate_dead_code", _swept(fwd, everything=True)[0], plain))
     fused_fwd = fuse_losses(fwd, out.fusions)
-    prog = make_program(fused_fwd)
-    out.reports.append(PassReport("fuse_losses", plain.op_counts(), prog.op_counts()))
+    prog, out.sweep = _swept(fused_fwd)
+    out.derived, out.forward = prog, fused_fwd
+    out.reports.append(_report("fuse_losses", plain, prog))
     steps = [
         ("fuse_elementwise", fuse_elementwise),
         ("reuse_forward_values", lambda p: reuse_forward_values(p, out.reuses)),
@@ -65,14 +106,13 @@ def simplify(fwd: ForwardGraph) -> Simplified:
         ("stabilise", stabilise),
     ]
     for name, fn in steps:
-        before = prog.op_counts()
+        before = prog
         prog = fn(prog)
-        out.reports.append(PassReport(name, before, prog.op_counts()))
-    everything = ir.toposort(list(plain.outputs.values()) + [fwd.X, fwd.Y])
-    reached = {id(n) for n in prog.nodes()}
-    dropped = sum(1 for n in everything if not n.is_leaf and id(n) not in reached)
-    final = prog.op_counts()
-    out.reports.append(PassReport("eliminate_dead_code", (final[0] + dropped, final[1]), final))
+        out.reports.append(_report(name, before, prog))
     ir.validate(prog.outputs.values())
-    out.program = prog
+    # which equation of the derivation each derived node belongs to: every emitted statement
+    # then names the equation it computes (Stmt.origin), for the report's formula/code pairs
+    owners = equation_owners(fused_fwd, out.derived, out.sweep)
+    out.derived = replace(out.derived, owners=owners)
+    out.program = replace(prog, owners=owners)
     return out

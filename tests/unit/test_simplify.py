@@ -73,10 +73,15 @@ def test_stable_sigmoid_derivative_is_finite_where_sympy_is_nan() -> None:
 def test_pipeline_reports_and_reduces_op_counts(net, fused) -> None:
     s = simplify(build_forward(net))
     names = [r.name for r in s.reports]
-    assert names == ["fuse_losses", "fuse_elementwise", "reuse_forward_values", "fuse_elementwise",
-                     "stabilise", "eliminate_dead_code"]
+    assert names == ["eliminate_dead_code", "fuse_losses", "fuse_elementwise", "reuse_forward_values",
+                     "fuse_elementwise", "stabilise"]
     first, last = s.reports[0].before, s.reports[-1].after
     assert last[0] < first[0] and last[1] < first[1]
+    # each row starts where the previous one ended, for the whole program and per kernel
+    for prev, row in zip(s.reports, s.reports[1:]):
+        assert row.before == prev.after
+        assert row.forward[0] == prev.forward[1] and row.backward[0] == prev.backward[1]
+    assert s.reports[-1].after == s.program.op_counts()
     assert s.fusions and fused in s.fusions[0].name
     assert any(r.activation == "tanh" for r in s.reuses)
 

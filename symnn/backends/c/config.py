@@ -17,6 +17,7 @@ per statement kind. Decisions made here, once, for every kernel:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -220,20 +221,28 @@ class _KernelLowering:
                     self._allocate(self.vars[store])
                     self.stored.add(store)
                 self.layout.stmts.append({"kind": "rowstats", "z": z, "m": m, "s": s, "store": store,
-                                          "rows": rows_code(zv), "cols": zv.cols})
+                                          "rows": rows_code(zv), "cols": zv.cols,
+                                          "origins": self._origins(*shared_stats[z])})
             target = self.vars[st.target]
             self._allocate(target)
+            # each context's "origins": the plan statements it computes (a fused loop several)
+            colsum_of = [sums[i][0]] if i in sums else []
             if i in summed_away:
                 pass  # summed in the loop that computed its operand
             elif self._fuses_bias(i):
                 biased = self.plan.stmts[i - 1].target
                 keep = last[biased] > i or self.vars[biased].storage == "output"
-                self.layout.stmts[-1] = self._map(st, bias=self.layout.stmts[-1], keep=keep,
+                bias = self.layout.stmts[-1]
+                merged = bias.pop("origins")
+                self.layout.stmts[-1] = self._map(st, bias=bias, keep=keep,
                                                   colsum=sums.get(i, (0, None))[1])
+                self.layout.stmts[-1]["origins"] = self._origins(i, *colsum_of, merged=merged)
             elif st.kind == "map" and i in sums:
                 self.layout.stmts.append(self._map(st, colsum=sums[i][1]))
+                self.layout.stmts[-1]["origins"] = self._origins(i, *colsum_of)
             else:
                 self.layout.stmts.append(self._stmt(st, stats_of.get(z) if z else None))
+                self.layout.stmts[-1]["origins"] = self._origins(i)
             for name in sorted(set(st.operands) | {st.target}):
                 dead = self.vars.get(name)
                 if dead is not None and dead.storage == "work" and dead.slot is not None \
@@ -252,6 +261,12 @@ class _KernelLowering:
         self.layout.work = self.alloc.total()
         self.layout.uses_nr = any("Nr" in _text(s) for s in self.layout.stmts)
         return self.layout
+
+    def _origins(self, *indices: int, merged: Sequence[str | None] = ()) -> list[str | None]:
+        """The distinct origins of the plan statements ``indices`` after those ``merged`` from a
+        context this one absorbs (a fused bias add): what a statement context computes, for the
+        emitted file's provenance (:mod:`symnn.provenance`)."""
+        return list(dict.fromkeys([*merged, *(self.plan.stmts[i].origin for i in indices)]))
 
     def _allocate(self, var: Var) -> None:
         if var.storage == "work" and var.slot is None:
@@ -320,8 +335,10 @@ class _KernelLowering:
                 continue
             # an output equal to an input, a parameter or another output: copy it
             rows, cols = rows_code(v), v.cols
+            made = [i for i, st in enumerate(self.plan.stmts) if st.target == var_name]
             self.layout.stmts.append({"kind": "copy", "dst": buf, "src": var_name,
-                                      "size": f"{rows}*{cols}" if rows == "n" else str(int(v.rows) * cols)})
+                                      "size": f"{rows}*{cols}" if rows == "n" else str(int(v.rows) * cols),
+                                      "origins": self._origins(*made[-1:])})
 
     # -- statements ---------------------------------------------------------------------------
     def _stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
@@ -456,8 +473,11 @@ class _KernelLowering:
 
 
 def _text(ctx: dict) -> str:
+    """The code strings of a statement context (its origins are ids for the report, not code)."""
     parts = []
-    for v in ctx.values():
+    for k, v in ctx.items():
+        if k == "origins":
+            continue
         if isinstance(v, list):
             parts += [str(x) for x in v]
         else:

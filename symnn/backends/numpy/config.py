@@ -45,12 +45,18 @@ def _broadcast(shapes) -> tuple:
 
 
 class _KernelPrinter:
-    """Prints the statements of one kernel, sharing softmax row statistics between ops."""
+    """Prints the statements of one kernel, sharing softmax row statistics between ops.
+
+    Each printed line remembers the origins (:attr:`Stmt.origin`) of the statements whose
+    values it computes, so that the emitted module can say which derivation step produced
+    which of its lines (:mod:`symnn.provenance`)."""
 
     def __init__(self, printer: SymnnNumPyPrinter, plan: KernelPlan) -> None:
         self.p = printer
         self.stats: dict[str, tuple[str, str, str]] = {}
         self.lines: list[str] = []
+        self.line_origins: list[tuple[str | None, ...]] = []  # one per line of ``lines``
+        self.origin: str | None = None  # of the statement being printed
         # for in-place maps: where each name is last read, and the arrays a statement made
         # (a product or a bias add: fresh, owned by this kernel, never an input, parameter,
         # output or view of another array)
@@ -63,68 +69,86 @@ class _KernelPrinter:
         self.index = -1
         # softmax-CE rows whose only use may be a total: printed lazily, so that
         # sum(lse - rowsum(y*z)) becomes sum(lse) - sum(y*z) without (N, 1) temporaries
-        self.deferred: dict[str, str] = {}
+        self.deferred: dict[str, tuple[str, str]] = {}
+        # apart from ``deferred``, whose code ``_reusable`` searches for names
+        self.deferred_origin: dict[str, str | None] = {}
+
+    def _put(self, line: str, *also: str | None) -> None:
+        """Print ``line`` for the current statement and for ``also`` (deferred statements whose
+        value it completes)."""
+        self.lines.append(line)
+        self.line_origins.append((self.origin, *also))
 
     def _row_stats(self, z: str) -> tuple[str, str, str]:
         if z not in self.stats:
             m, e, s = f"{z}_max", f"{z}_exp", f"{z}_sum"
             # subtract the row max before exp: softmax/logsumexp never overflow
-            self.lines += [
+            for line in (
                 f"{m} = {z}.max(axis=1, keepdims=True)",
                 f"{e} = {z} - {m}",
                 f"np.exp({e}, out={e})",
                 f"{s} = {e}.sum(axis=1, keepdims=True)",
-            ]
+            ):
+                self._put(line)
             self.stats[z] = (m, e, s)
         return self.stats[z]
 
     def stmt(self, st: Stmt) -> None:
         self.index += 1
+        self.origin = st.origin
         t, o = st.target, st.operands
         if st.kind == "matmul" or (st.kind == "add_bias" and not st.inplace):
             self.owned.add(t)
         if st.kind == "sum" and o[0] in self.deferred:
             m_log_s, yz = self.deferred.pop(o[0])
-            self.lines.append(f"{t} = ({m_log_s}).sum() - ({yz}).sum()")
+            self._put(f"{t} = ({m_log_s}).sum() - ({yz}).sum()", self.deferred_origin.pop(o[0]))
             return
         for name in o:
             if name in self.deferred:
                 m_log_s, yz = self.deferred.pop(name)
-                self.lines.append(f"{name} = {m_log_s} - ({yz}).sum(axis=1, keepdims=True)")
+                self._put(f"{name} = {m_log_s} - ({yz}).sum(axis=1, keepdims=True)",
+                          self.deferred_origin.pop(name))
         if st.kind == "matmul":
             ta, tb = st.payload
             a = f"{o[0]}.T" if ta else o[0]
             b = f"{o[1]}.T" if tb else o[1]
-            self.lines.append(f"{t} = {a} @ {b}")
+            self._put(f"{t} = {a} @ {b}")
         elif st.kind == "add_bias":
-            self.lines.append(f"{t} += {o[1]}" if st.inplace else f"{t} = {o[0]} + {o[1]}")
+            self._put(f"{t} += {o[1]}" if st.inplace else f"{t} = {o[0]} + {o[1]}")
         elif st.kind == "sum_rows":
-            self.lines.append(f"{t} = {o[0]}.sum(axis=0)")
+            self._put(f"{t} = {o[0]}.sum(axis=0)")
         elif st.kind == "rowsum":
-            self.lines.append(f"{t} = {o[0]}.sum(axis=1, keepdims=True)")
+            self._put(f"{t} = {o[0]}.sum(axis=1, keepdims=True)")
         elif st.kind == "sum":
-            self.lines.append(f"{t} = {o[0]}.sum()")
+            self._put(f"{t} = {o[0]}.sum()")
         elif st.kind == "softmax":
             _, e, s = self._row_stats(o[0])
-            self.lines.append(f"{t} = {e} / {s}")
+            self._put(f"{t} = {e} / {s}")
         elif st.kind == "logsumexp":
             m, _, s = self._row_stats(o[0])
-            self.lines.append(f"{t} = {m} + np.log({s})")
+            self._put(f"{t} = {m} + np.log({s})")
         elif st.kind == "softmax_ce":
             # log-softmax form: -sum_k y_k (z_k - lse) = lse - y.z for rows with sum(y) = 1
             m, _, s = self._row_stats(o[0])
             self.deferred[t] = (f"{m} + np.log({s})", f"{o[1]} * {o[0]}")
+            self.deferred_origin[t] = st.origin
         elif st.kind == "map":
             self._map(st)
         else:  # pragma: no cover - lower.py emits only the kinds above
             raise ValueError(f"unknown statement kind {st.kind}")
+
+    def finish(self) -> None:
+        """Print the softmax-CE rows nobody summed (an output), each for its own statement."""
+        for name, (m_log_s, yz) in self.deferred.items():
+            self.origin = self.deferred_origin[name]
+            self._put(f"{name} = {m_log_s} - ({yz}).sum(axis=1, keepdims=True)")
 
     def _map(self, st: Stmt) -> None:
         expr: sp.Expr = st.payload
         temps = sp.numbered_symbols(f"{st.target}_", real=True)
         repl, (reduced,) = sp.cse([expr], symbols=temps, order="canonical")
         for sym, sub in repl:
-            self.lines.append(f"{sym} = {self.p.doprint_expr(sub)}")
+            self._put(f"{sym} = {self.p.doprint_expr(sub)}")
         code = self._in_place(st, reduced) if not repl else None
         if code is not None:
             self.owned.add(st.target)
@@ -132,7 +156,7 @@ class _KernelPrinter:
             code = self.p.doprint_expr(reduced)
         if _broadcast(st.src_shapes) != tuple(st.shape):
             code = f"np.broadcast_to({code}, {_shape_code(st.shape)}).astype(_f)"
-        self.lines.append(f"{st.target} = {code}")
+        self._put(f"{st.target} = {code}")
 
     def _reusable(self, u: sp.Expr, st: Stmt) -> str | None:
         """``u``'s name if its array can take this map's result: made here, of the target's shape,
@@ -175,13 +199,15 @@ class _KernelPrinter:
         return None
 
 
-def kernel_body(plan: KernelPlan, printer: SymnnNumPyPrinter) -> list[str]:
+def kernel_body(plan: KernelPlan,
+                printer: SymnnNumPyPrinter) -> tuple[list[str], list[tuple[str | None, ...]]]:
+    """The kernel's lines of Python, and for each line the origins of the statements it
+    computes (a line completing a deferred softmax-CE row computes two)."""
     kp = _KernelPrinter(printer, plan)
     for st in plan.stmts:
         kp.stmt(st)
-    for name, (m_log_s, yz) in kp.deferred.items():  # an output nobody summed
-        kp.lines.append(f"{name} = {m_log_s} - ({yz}).sum(axis=1, keepdims=True)")
-    return kp.lines
+    kp.finish()
+    return kp.lines, kp.line_origins
 
 
 def uses_batch_size(lines: list[str]) -> bool:

@@ -1,0 +1,290 @@
+"""The SymPy objects a derivation is printed in, and their numeric meaning.
+
+Matrix form uses SymPy's matrix expressions (``MatMul``, ``MatAdd``, ``HadamardProduct``,
+``Transpose``, ``OneMatrix``) plus four classes of our own: :class:`Apply` (a scalar function
+applied element-wise, ``\\tanh'(Z)``), :class:`RowOp` (softmax and log-sum-exp of each row),
+:class:`Total` (the sum of a matrix's entries, a scalar) and, for index form,
+:class:`Applied` (a named scalar function of scalars). :func:`evaluate` gives every one of them
+its NumPy meaning, so the printed formulas can be run as they are printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Mapping
+
+import numpy as np
+import sympy as sp
+
+from ..errors import SpecError
+from ..functions import plain
+
+Shape = tuple  # () for a scalar, (rows, cols) for a matrix (a vector is a column)
+
+
+def _sym(name: str | sp.Symbol) -> sp.Symbol:
+    return name if isinstance(name, sp.Symbol) else sp.Symbol(name or "_")
+
+
+class Apply(sp.MatrixExpr):
+    """``body`` (a scalar expression in ``params``) applied entry by entry to ``operands``
+    (matrices of this expression's shape). ``name`` is the LaTeX name it prints by
+    (``\\sigma``, ``\\tanh'``); an empty name prints ``body`` itself with each parameter
+    replaced by its operand. Build with :meth:`of`."""
+
+    def __new__(cls, name: sp.Symbol, params: sp.Tuple, body: sp.Expr, shape: sp.Tuple,
+                operands: sp.Tuple) -> "Apply":
+        return sp.Basic.__new__(cls, name, params, body, shape, operands)
+
+    @classmethod
+    def of(cls, name: str, params: tuple[sp.Symbol, ...], body: sp.Expr, shape: Shape,
+           operands: tuple[sp.Basic, ...]) -> "Apply":
+        return cls(_sym(name), sp.Tuple(*params), body, sp.Tuple(*shape), sp.Tuple(*operands))
+
+    def doit(self, **hints) -> "Apply":
+        return self
+
+    @property
+    def name(self) -> str:
+        return "" if self.args[0].name == "_" else self.args[0].name
+
+    @property
+    def params(self) -> tuple[sp.Symbol, ...]:
+        return tuple(self.args[1])
+
+    @property
+    def body(self) -> sp.Expr:
+        return self.args[2]
+
+    @property
+    def shape(self):
+        return tuple(self.args[3])
+
+    @property
+    def operands(self) -> tuple[sp.Basic, ...]:
+        return tuple(self.args[4])
+
+
+class RowOp(sp.MatrixExpr):
+    """A row-wise function of a matrix: ``softmax`` (same shape) or ``logsumexp`` (one column)."""
+
+    KINDS = {"softmax": r"\operatorname{softmax}", "logsumexp": r"\operatorname{logsumexp}"}
+
+    def __new__(cls, kind: str | sp.Symbol, arg: sp.MatrixExpr) -> "RowOp":
+        kind = _sym(kind)
+        if kind.name not in cls.KINDS:
+            raise ValueError(f"unknown row-wise function {kind}")
+        return sp.Basic.__new__(cls, kind, arg)
+
+    def doit(self, **hints) -> "RowOp":
+        return self
+
+    @property
+    def kind(self) -> str:
+        return self.args[0].name
+
+    @property
+    def shape(self):
+        rows, cols = self.args[1].shape
+        return (rows, cols) if self.kind == "softmax" else (rows, sp.Integer(1))
+
+
+class Total(sp.Expr):
+    """The sum of every entry of a matrix (a scalar), printed ``1^T M 1``."""
+
+    is_commutative = True
+
+    def __new__(cls, arg: sp.MatrixExpr) -> "Total":
+        return sp.Basic.__new__(cls, arg)
+
+    def doit(self, **hints) -> "Total":
+        return self
+
+
+class Applied(sp.Expr):
+    """A named scalar function applied to scalars (index form): ``\\tanh'(z_{nj})``."""
+
+    is_commutative = True
+
+    def __new__(cls, name: str | sp.Symbol, *args: sp.Expr) -> "Applied":
+        return sp.Basic.__new__(cls, _sym(name), *args)
+
+    def doit(self, **hints) -> "Applied":
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.args[0].name
+
+
+# -- coefficient-tracking construction ----------------------------------------------------------
+@dataclass(frozen=True)
+class Term:
+    """``coeff * mat`` with the scalar factor kept apart, so factors such as ``N * 1/N`` cancel
+    as they are built (SymPy leaves a scalar inside a Hadamard product alone); ``mat`` None: the
+    term is the scalar ``coeff``."""
+
+    coeff: sp.Expr
+    mat: sp.Basic | None
+    shape: Shape
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.mat is None
+
+    def expr(self) -> sp.Basic:
+        if self.mat is None:
+            return self.coeff
+        if self.coeff == 1:
+            return self.mat
+        return sp.MatMul(self.coeff, self.mat)
+
+
+def scalar(value: sp.Expr) -> Term:
+    return Term(sp.sympify(value), None, ())
+
+
+def matrix(mat: sp.Basic, shape: Shape) -> Term:
+    if isinstance(mat, sp.MatMul):
+        coeff = sp.Mul(*[a for a in mat.args if not getattr(a, "is_Matrix", False)])
+        mats = [a for a in mat.args if getattr(a, "is_Matrix", False)]
+        if coeff != 1 and mats:
+            return Term(coeff, mats[0] if len(mats) == 1 else sp.MatMul(*mats), shape)
+    return Term(sp.Integer(1), mat, shape)
+
+
+def ones(shape: Shape) -> sp.Basic:
+    return sp.OneMatrix(*shape)
+
+
+def as_matrix(t: Term, shape: Shape) -> Term:
+    """A scalar term spread over ``shape`` (``c * 1``); a matrix term as it is."""
+    return Term(t.coeff, ones(shape), shape) if t.is_scalar else t
+
+
+def scale(t: Term, factor: sp.Expr) -> Term:
+    return Term(t.coeff * factor, t.mat, t.shape)
+
+
+def add(a: Term, b: Term) -> Term:
+    if a.is_scalar and b.is_scalar:
+        return scalar(a.coeff + b.coeff)
+    shape = a.shape if not a.is_scalar else b.shape
+    a, b = as_matrix(a, shape), as_matrix(b, shape)
+    if a.coeff == b.coeff:
+        return Term(a.coeff, sp.MatAdd(a.mat, b.mat, evaluate=False), shape)
+    if a.coeff == -b.coeff:
+        pos, neg = (b, a) if a.coeff.could_extract_minus_sign() else (a, b)
+        return Term(pos.coeff, sp.MatAdd(pos.mat, sp.MatMul(-1, neg.mat), evaluate=False), shape)
+    return Term(sp.Integer(1), sp.MatAdd(*_summands(a), *_summands(b), evaluate=False), shape)
+
+
+def _summands(t: Term) -> list[sp.Basic]:
+    """A term's summands, so sums of sums print flat."""
+    if isinstance(t.mat, sp.MatAdd):
+        return [a if t.coeff == 1 else sp.MatMul(t.coeff, a) for a in t.mat.args]
+    return [t.expr()]
+
+
+def hadamard(a: Term, b: Term) -> Term:
+    if a.is_scalar or b.is_scalar:
+        m = b if a.is_scalar else a
+        return Term(a.coeff * b.coeff, m.mat, m.shape)
+    if isinstance(a.mat, sp.OneMatrix):
+        return Term(a.coeff * b.coeff, b.mat, b.shape)
+    if isinstance(b.mat, sp.OneMatrix):
+        return Term(a.coeff * b.coeff, a.mat, a.shape)
+    return Term(a.coeff * b.coeff, sp.HadamardProduct(a.mat, b.mat), a.shape)
+
+
+def power(a: Term, n: int) -> Term:
+    if a.is_scalar:
+        return scalar(a.coeff**n)
+    return Term(a.coeff**n, sp.HadamardPower(a.mat, n), a.shape)
+
+
+def matmul(a: Term, b: Term) -> Term:
+    return Term(a.coeff * b.coeff, sp.MatMul(a.mat, b.mat), (a.shape[0], b.shape[1]))
+
+
+def transpose(a: Term) -> Term:
+    return Term(a.coeff, sp.Transpose(a.mat), (a.shape[1], a.shape[0]))
+
+
+def total(a: Term) -> Term:
+    return scalar(a.coeff * Total(a.mat)) if not a.is_scalar else a
+
+
+# -- numeric meaning ----------------------------------------------------------------------------
+@lru_cache(maxsize=1024)
+def _scalar_fn(params: tuple[sp.Symbol, ...], body: sp.Expr) -> Callable:
+    from ..interpret import FUNCTIONS
+
+    return sp.lambdify(params, plain(body), modules=[FUNCTIONS, "numpy"])
+
+
+def _dim(d: sp.Expr, env: Mapping) -> int:
+    value = sp.sympify(d).xreplace({s: sp.Integer(env[s]) for s in sp.sympify(d).free_symbols if s in env})
+    if not value.is_Integer:
+        raise SpecError(f"evaluating a derivation needs concrete sizes; {d} is symbolic")
+    return int(value)
+
+
+def _matmul(e: sp.MatMul, env: Mapping) -> np.ndarray:
+    out: np.ndarray | float = 1.0
+    mats = [a for a in e.args if getattr(a, "is_Matrix", False)]
+    coeff = np.prod([evaluate(a, env) for a in e.args if not getattr(a, "is_Matrix", False)] or [1.0])
+    value = evaluate(mats[0], env)
+    for m in mats[1:]:
+        value = value @ evaluate(m, env)
+    out = coeff * value
+    return out
+
+
+def _apply(e: Apply, env: Mapping) -> np.ndarray:
+    fn = _scalar_fn(e.params, e.body)
+    shape = tuple(_dim(d, env) for d in e.shape)
+    value = fn(*(evaluate(o, env) for o in e.operands))
+    return np.broadcast_to(np.asarray(value, dtype=float), shape)
+
+
+def _rowop(e: RowOp, env: Mapping) -> np.ndarray:
+    z = evaluate(e.args[1], env)
+    m = z.max(axis=1, keepdims=True)
+    ex = np.exp(z - m)
+    s = ex.sum(axis=1, keepdims=True)
+    return ex / s if e.kind == "softmax" else m + np.log(s)
+
+
+_EVAL: dict[type, Callable[[sp.Basic, Mapping], object]] = {
+    sp.MatMul: _matmul,
+    sp.MatAdd: lambda e, env: sum(evaluate(a, env) for a in e.args),
+    sp.HadamardProduct: lambda e, env: np.prod([evaluate(a, env) for a in e.args], axis=0),
+    sp.HadamardPower: lambda e, env: evaluate(e.base, env) ** evaluate(e.exp, env),
+    sp.Transpose: lambda e, env: evaluate(e.arg, env).T,
+    sp.OneMatrix: lambda e, env: np.ones((_dim(e.shape[0], env), _dim(e.shape[1], env))),
+    Apply: _apply,
+    RowOp: _rowop,
+    Total: lambda e, env: float(np.sum(evaluate(e.args[0], env))),
+    sp.Add: lambda e, env: sum(evaluate(a, env) for a in e.args),
+    sp.Mul: lambda e, env: np.prod([evaluate(a, env) for a in e.args]),
+    sp.Pow: lambda e, env: evaluate(e.base, env) ** evaluate(e.exp, env),
+}
+
+
+def evaluate(expr: sp.Basic, env: Mapping) -> np.ndarray | float:
+    """The value of a printed formula, given values for its symbols (``env``: MatrixSymbol or
+    Symbol -> array or number; sizes such as ``N`` as ints)."""
+    if expr in env:
+        return env[expr]
+    if isinstance(expr, sp.Number):
+        return float(expr)
+    for cls in type(expr).__mro__:
+        rule = _EVAL.get(cls)
+        if rule is not None:
+            return rule(expr, env)
+    if isinstance(expr, (sp.Symbol, sp.MatrixSymbol)):
+        raise KeyError(f"no value for {expr} in the derivation's evaluation")
+    # a plain scalar function of evaluated arguments (exp, log of a scalar)
+    return float(sp.lambdify([], expr.xreplace({s: sp.Float(env[s]) for s in expr.free_symbols}))())

@@ -1,0 +1,667 @@
+"""The derivation's equations, read off the derived program and the sweep's records.
+
+Nothing here knows what a dense layer or a loss is: a derivation is the derived program
+(:attr:`symnn.simplify.pipeline.Simplified.derived`, the chain rule's own graph) cut into
+equations at its *named* nodes, and each equation's right-hand side is its nodes printed by
+one matrix-form rule and one index-form rule per op (:data:`MATRIX_FORM`, :data:`INDEX_FORM`,
+as the pullbacks are one rule per op). A new op gets its LaTeX from these two rules and its
+pullback's record; a new layer needs nothing here.
+
+Named nodes: inputs and parameters; the forward graph's pre-activations ``Z`` and
+activations ``A``; the loss; each parameter's gradient; the cotangent of each ``Z`` (printed
+``delta = N dL/dZ``, the per-sample error) and of each ``A`` read twice; any other tensor read
+twice. Everything else is written into the equation that reads it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Callable
+
+import sympy as sp
+
+from .. import ir, naming
+from . import algebra as al
+from .algebra import Term
+from .chain import Sweep
+
+
+class Section(Enum):
+    FORWARD = "forward"
+    LOSS = "loss"
+    BACKWARD = "backward"
+
+
+@dataclass(frozen=True)
+class Named:
+    """How a node is printed: its symbol (matrix or scalar), index-form base, and ``scale``:
+    the symbol stands for ``scale * value`` (N for a per-sample error, else 1)."""
+
+    symbol: sp.Basic
+    base: sp.Basic
+    scale: sp.Expr
+    eq_id: str | None  # None for inputs and parameters (no equation)
+    section: Section | None
+    shape: al.Shape
+
+
+@dataclass(frozen=True)
+class Equation:
+    """One printed equation: ``lhs = rhs`` (matrix form) and ``index`` (index form).
+
+    ``id`` is shared with the emitted statements that compute it (:attr:`symnn.lower.Stmt.origin`);
+    ``steps`` are the sweep steps (:class:`~symnn.derive.chain.SweepStep` indices) whose
+    cotangents it contains; ``scale``: the lhs is ``scale`` times what the code computes."""
+
+    id: str
+    section: Section
+    lhs: sp.Basic
+    rhs: sp.Basic
+    index: sp.Eq | None
+    note: str
+    steps: tuple[int, ...] = ()
+    scale: sp.Expr = sp.Integer(1)
+    refs: tuple[str, ...] = ()  # ids of the equations whose symbols the rhs reads
+
+    @property
+    def matrix(self) -> sp.Eq:
+        return sp.Eq(self.lhs, self.rhs, evaluate=False)
+
+    # the label the old record used ("z1", "delta2", "dW1"), kept for readers of ``d.backward``
+    @property
+    def label(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True)
+class FunctionDef:
+    """A named element-wise function: ``name(params) = body`` (``\\tanh'(x) = 1 - tanh^2 x``)."""
+
+    name: str
+    params: tuple[sp.Symbol, ...]
+    body: sp.Expr
+    source: str = ""  # the map's name in code ("tanh", "dtanh"), to find its simplifications
+
+
+def _shape(shape: ir.Shape) -> al.Shape:
+    shape = tuple(shape)
+    if len(shape) == 1:
+        return (shape[0], sp.Integer(1))
+    return tuple(sp.sympify(d) for d in shape)
+
+
+def _tex_name(letter: str, layer: int | None) -> str:
+    return letter if layer is None else f"{letter}^{{({layer})}}"
+
+
+@dataclass
+class _Cut:
+    """The naming decisions over one derived program (cheap: no printing)."""
+
+    named: dict[int, Named] = field(default_factory=dict)
+    order: list[ir.Node] = field(default_factory=list)  # named non-leaf nodes, equation order
+    owners: dict[int, str] = field(default_factory=dict)
+    made_by: dict[int, int] = field(default_factory=dict)  # id(node) -> sweep step index
+    forward_ids: set[int] = field(default_factory=set)
+
+
+def _symbol(name: str, shape: al.Shape) -> sp.Basic:
+    return sp.Symbol(name) if shape == () else sp.MatrixSymbol(name, *shape)
+
+
+def _base(name: str, shape: al.Shape) -> sp.Basic:
+    return sp.Symbol(name) if shape == () else sp.IndexedBase(name)
+
+
+def cut(fwd, derived, sweep: Sweep) -> _Cut:
+    """Decide which nodes of ``derived`` are named, in which order their equations come, and
+    which equation every node belongs to."""
+    out = _Cut()
+    N = naming.N
+    consumers = derived.consumers()
+
+    def name(node: ir.Node, tex: str, eq_id: str | None, section: Section | None,
+             scale: sp.Expr = sp.Integer(1)) -> None:
+        if id(node) in out.named:
+            return
+        shape = _shape(node.shape)
+        out.named[id(node)] = Named(_symbol(tex, shape), _base(tex, shape), scale, eq_id, section, shape)
+
+    name(fwd.X, "X", None, None)
+    name(fwd.Y, "Y", None, None)
+    for pname, p in fwd.params.items():
+        layer = naming.layer_of(pname)
+        name(p, _tex_name(naming.stem_of(pname), layer), None, None)
+    for node in ir.toposort(derived.outputs.values()):
+        if node.op is ir.Op.INPUT and id(node) not in out.named:  # dropout masks
+            name(node, _tex_name("M", naming.layer_of(node.arg)), None, None)
+    for layer, (z, a) in enumerate(zip(fwd.z, fwd.a), 1):
+        name(z, _tex_name("Z", layer), naming.preact(layer), Section.FORWARD)
+        name(a, _tex_name("A", layer), naming.act(layer), Section.FORWARD)
+    name(fwd.loss, "L", "loss", Section.LOSS)
+    forward_nodes = ir.toposort([fwd.loss, fwd.output])
+    out.forward_ids = {id(n) for n in forward_nodes}
+    for pname in fwd.params:
+        g = derived.outputs[naming.grad(pname)]
+        p = out.named[id(fwd.params[pname])]
+        name(g, r"\frac{\partial L}{\partial %s}" % p.symbol.name, naming.grad(pname), Section.BACKWARD)
+    cts = sweep.cotangents
+    for layer, (z, a) in enumerate(zip(fwd.z, fwd.a), 1):
+        ct = cts.get(id(z))
+        if ct is not None and ct.op is not ir.Op.CONST:
+            name(ct, _tex_name(r"\delta", layer), f"delta{layer}", Section.BACKWARD, _batch_scale(ct))
+        ct = cts.get(id(a))
+        if ct is not None and consumers.get(id(ct), 0) > 1:
+            name(ct, _tex_name(r"\delta_{A}", layer), f"delta_a{layer}", Section.BACKWARD, _batch_scale(ct))
+    shared = itertools.count(1)
+    ct_ids = {id(c) for c in cts.values()}
+    for node in ir.toposort(derived.outputs.values()):
+        if (id(node) not in out.named and not node.is_leaf and node.shape != ()
+                and consumers.get(id(node), 0) > 1):
+            k = next(shared)
+            section = Section.FORWARD if id(node) in out.forward_ids else Section.BACKWARD
+            scale = _batch_scale(node) if id(node) in ct_ids else sp.Integer(1)
+            name(node, f"U_{{{k}}}", f"u{k}", section, scale)
+    # which sweep step made each backward node
+    for step in sweep.steps:
+        for g in step.cts_out + step.totals:
+            if g is None:
+                continue
+            for n in ir.toposort([g]):
+                out.made_by.setdefault(id(n), step.index)
+    # owners: each node belongs to the equation of the nearest named node reading it
+    eq_nodes = [n for n in ir.toposort(derived.outputs.values())
+                if id(n) in out.named and out.named[id(n)].eq_id is not None]
+    for n in eq_nodes:
+        eq = out.named[id(n)].eq_id
+        out.owners[id(n)] = eq
+        stack = list(n.src)
+        while stack:
+            s = stack.pop()
+            if id(s) in out.named or id(s) in out.owners:
+                continue
+            out.owners[id(s)] = eq
+            stack.extend(s.src)
+    out.order = _equation_order(eq_nodes, out, sweep)
+    return out
+
+
+def _batch_scale(node: ir.Node) -> sp.Expr:
+    """N for a batch-shaped cotangent (its entries carry the batch mean's 1/N), else 1."""
+    return naming.N if node.shape and node.shape[0] == naming.N else sp.Integer(1)
+
+
+def _equation_order(nodes: list[ir.Node], cut_: _Cut, sweep: Sweep) -> list[ir.Node]:
+    """Forward equations in graph order, then the backward ones in the order the sweep made
+    them (each after every equation it reads): a stable topological sort keyed by position."""
+    pos: dict[int, float] = {}
+    step_of_ct = {id(s.ct_in): s.index for s in reversed(sweep.steps)}
+    for i, n in enumerate(nodes):
+        if id(n) in cut_.forward_ids:
+            pos[id(n)] = -len(nodes) + i
+        elif id(n) in step_of_ct:
+            pos[id(n)] = step_of_ct[id(n)]
+        else:
+            pos[id(n)] = cut_.made_by.get(id(n), len(sweep.steps)) + 0.5
+    deps: dict[int, set[int]] = {}
+    for n in nodes:
+        reads: set[int] = set()
+        stack = list(n.src)
+        seen: set[int] = set()
+        while stack:
+            s = stack.pop()
+            if id(s) in seen:
+                continue
+            seen.add(id(s))
+            if id(s) in cut_.named:
+                if cut_.named[id(s)].eq_id is not None:
+                    reads.add(id(s))
+                continue
+            stack.extend(s.src)
+        deps[id(n)] = reads
+    by_id = {id(n): n for n in nodes}
+    users: dict[int, list[int]] = {k: [] for k in by_id}
+    for k, rs in deps.items():
+        for r in rs:
+            users[r].append(k)
+    waiting = {k: len(rs) for k, rs in deps.items()}
+    ready = [(pos[k], k) for k, w in waiting.items() if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, k = heapq.heappop(ready)
+        order.append(by_id[k])
+        for u in users[k]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, (pos[u], u))
+    return order
+
+
+# -- matrix form: one rule per op --------------------------------------------------------------
+class _Printer:
+    """Builds each equation's right-hand side from the named nodes (matrix and index form)."""
+
+    def __init__(self, cut_: _Cut, fwd) -> None:
+        self.cut = cut_
+        self.values = _forward_values(fwd, cut_)
+
+    def ref(self, node: ir.Node) -> Term:
+        """A node as an operand: its symbol (over its scale) if named, else its formula."""
+        named = self.cut.named.get(id(node))
+        if named is not None:
+            t = al.scalar(named.symbol) if named.shape == () else al.matrix(named.symbol, named.shape)
+            return al.scale(t, 1 / named.scale) if named.scale != 1 else t
+        return self.formula(node)
+
+    def formula(self, node: ir.Node) -> Term:
+        if node.op is ir.Op.CONST:
+            return al.scalar(node.arg)
+        return MATRIX_FORM[node.op](self, node)
+
+    # index form
+    def iref(self, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+        named = self.cut.named.get(id(node))
+        if named is not None:
+            if named.shape == ():
+                e = named.symbol
+            else:
+                e = named.base[_squeeze(node, idx)]
+            return e / named.scale
+        if node.op is ir.Op.CONST:
+            return node.arg
+        return INDEX_FORM[node.op](self, node, idx, fresh)
+
+
+def _squeeze(node: ir.Node, idx: tuple) -> tuple:
+    """The indices of a named node's entry (every axis indexed, a single column by 1)."""
+    return idx
+
+
+def _spread(t: Term, src: ir.Node, shape: ir.Shape) -> Term:
+    """An operand of a map spread to the map's shape, as the IR broadcasts it."""
+    if t.is_scalar or tuple(src.shape) == tuple(shape):
+        return t
+    target = _shape(shape)
+    if len(src.shape) == 1:  # a vector (d,) over rows: 1 b^T
+        return al.matmul(al.matrix(al.ones((target[0], sp.Integer(1))), (target[0], 1)), al.transpose(t))
+    if len(src.shape) == 2 and src.shape[1] == 1:  # a column (N, 1) over columns: c 1^T
+        return al.matmul(t, al.matrix(al.ones((sp.Integer(1), target[1])), (1, target[1])))
+    raise ValueError(f"cannot print a broadcast of {src.shape} to {shape}")
+
+
+def _forward_values(fwd, cut_: _Cut) -> dict[sp.Expr, ir.Node]:
+    """Scalar expressions, in terms of a node's operands, equal to a named forward activation:
+    a derivative that reads ``sigmoid(z)`` prints ``A`` (the same value, computed once)."""
+    out: dict[sp.Expr, ir.Node] = {}
+    for z, a in zip(fwd.z, fwd.a):
+        if a.op is not ir.Op.MAP or len(a.src) != 1:
+            continue
+        fn: ir.Elementwise = a.arg
+        tag = _tag(a.src[0])
+        out[plain_value(fn.expr.xreplace({fn.args[0]: tag}))] = a
+    return out
+
+
+def plain_value(expr: sp.Expr) -> sp.Expr:
+    from ..functions import plain
+
+    return plain(expr)
+
+
+def _tag(node: ir.Node) -> sp.Symbol:
+    return sp.Symbol(f"_node{id(node)}", real=True)
+
+
+def _map_matrix(p: _Printer, node: ir.Node) -> Term:
+    fn: ir.Elementwise = node.arg
+    shape = _shape(node.shape) if node.shape else ()
+    operands = [_spread(p.ref(s), s, node.shape) for s in node.src]
+    if fn.tex is not None:
+        mats = tuple(o.expr() for o in operands)
+        if node.shape == ():
+            return al.scalar(al.Applied(fn.tex, *mats))
+        return al.matrix(al.Apply.of(fn.tex, fn.args, fn.expr, shape, mats), shape)
+    env = dict(zip(fn.args, operands))
+    tags = {a: _tag(s) for a, s in zip(fn.args, node.src)}
+    return _open(p, fn.expr, env, tags, shape)
+
+
+def _open(p: _Printer, e: sp.Expr, env: dict[sp.Symbol, Term], tags: dict, shape: al.Shape) -> Term:
+    """An element-wise expression over operand terms, written with matrix operations where
+    its structure allows (sums, products, integer powers) and as an applied function elsewhere."""
+    if e in env:
+        return env[e]
+    if not (e.free_symbols & set(env)):
+        return al.scalar(e)
+    if shape == ():
+        return al.scalar(e.xreplace({a: t.expr() for a, t in env.items()}))
+    hit = p.values.get(plain_value(e.xreplace(tags)))
+    if hit is not None:
+        return p.ref(hit)
+    if isinstance(e, sp.Add):
+        terms = [_open(p, a, env, tags, shape) for a in e.args]
+        return _fold(al.add, terms)
+    if isinstance(e, sp.Mul):
+        return _fold(al.hadamard, [_open(p, a, env, tags, shape) for a in e.args])
+    if isinstance(e, sp.Pow) and e.exp.is_Integer and e.exp >= 2:
+        return al.power(_open(p, e.base, env, tags, shape), int(e.exp))
+    used = [a for a in env if a in e.free_symbols]
+    scalars = {a: env[a].coeff for a in used if env[a].is_scalar}
+    params = tuple(a for a in used if a not in scalars)
+    body = e.xreplace(scalars)
+    mats = tuple(env[a].expr() for a in params)
+    return al.matrix(al.Apply.of("", params, body, shape, mats), shape)
+
+
+def _fold(fn: Callable[[Term, Term], Term], terms: list[Term]) -> Term:
+    # scalars first, so a constant term spreads over the matrix ones (1 - A o A)
+    terms = sorted(terms, key=lambda t: not t.is_scalar)
+    out = terms[0]
+    for t in terms[1:]:
+        out = fn(out, t)
+    return out
+
+
+def _matmul_matrix(p: _Printer, node: ir.Node) -> Term:
+    ta, tb = node.arg
+    a, b = (p.ref(s) for s in node.src)
+    return al.matmul(al.transpose(a) if ta else a, al.transpose(b) if tb else b)
+
+
+def _add_bias_matrix(p: _Printer, node: ir.Node) -> Term:
+    z, b = node.src
+    return al.add(p.ref(z), _spread(p.ref(b), b, node.shape))
+
+
+def _sum_rows_matrix(p: _Printer, node: ir.Node) -> Term:
+    a = p.ref(node.src[0])
+    n = a.shape[0]
+    return al.matmul(al.transpose(a), al.matrix(al.ones((n, sp.Integer(1))), (n, 1)))
+
+
+def _rowsum_matrix(p: _Printer, node: ir.Node) -> Term:
+    a = p.ref(node.src[0])
+    k = a.shape[1]
+    return al.matmul(a, al.matrix(al.ones((k, sp.Integer(1))), (k, 1)))
+
+
+def _sum_matrix(p: _Printer, node: ir.Node) -> Term:
+    return al.total(p.ref(node.src[0]))
+
+
+def _softmax_matrix(p: _Printer, node: ir.Node) -> Term:
+    z = p.ref(node.src[0])
+    return al.matrix(al.RowOp("softmax", z.expr()), z.shape)
+
+
+def _logsumexp_matrix(p: _Printer, node: ir.Node) -> Term:
+    z = p.ref(node.src[0])
+    return al.matrix(al.RowOp("logsumexp", z.expr()), (z.shape[0], sp.Integer(1)))
+
+
+def _softmax_ce_matrix(p: _Printer, node: ir.Node) -> Term:
+    # logsumexp(Z) - (Y o Z) 1, the fused row loss
+    zn, yn = node.src
+    z, y = p.ref(zn), p.ref(yn)
+    lse = al.matrix(al.RowOp("logsumexp", z.expr()), (z.shape[0], sp.Integer(1)))
+    k = z.shape[1]
+    yz = al.matmul(al.hadamard(y, z), al.matrix(al.ones((k, sp.Integer(1))), (k, 1)))
+    return al.add(lse, al.scale(yz, -1))
+
+
+MATRIX_FORM: dict[ir.Op, Callable[[_Printer, ir.Node], Term]] = {
+    ir.Op.MATMUL: _matmul_matrix,
+    ir.Op.ADD_BIAS: _add_bias_matrix,
+    ir.Op.SUM_ROWS: _sum_rows_matrix,
+    ir.Op.MAP: _map_matrix,
+    ir.Op.SOFTMAX: _softmax_matrix,
+    ir.Op.LOGSUMEXP: _logsumexp_matrix,
+    ir.Op.ROWSUM: _rowsum_matrix,
+    ir.Op.SOFTMAX_CE: _softmax_ce_matrix,
+    ir.Op.SUM: _sum_matrix,
+}
+
+
+# -- index form: one rule per op ---------------------------------------------------------------
+_INDEX_POOL = ("k", "i", "m", "q", "r", "s", "u", "v")
+
+
+class _Fresh:
+    """Summation indices not already used in an equation."""
+
+    def __init__(self, used: tuple) -> None:
+        self.used = {str(u) for u in used}
+
+    def __call__(self, prefer: str | None = None) -> sp.Symbol:
+        """A new index: ``prefer`` (``n`` for a sum over the batch) when it is still free."""
+        first = (prefer,) if prefer else ()
+        for name in itertools.chain(first, _INDEX_POOL, (f"k_{i}" for i in itertools.count(1))):
+            if name not in self.used:
+                self.used.add(name)
+                return sp.Symbol(name, integer=True)
+        raise AssertionError("unreachable")
+
+
+def _sum(expr: sp.Expr, k: sp.Symbol, upper: sp.Expr) -> sp.Expr:
+    """``sum_k expr`` with the factors that do not depend on ``k`` written outside."""
+    inside, outside = [], []
+    for f in sp.Mul.make_args(expr):
+        (inside if k in f.free_symbols else outside).append(f)
+    return sp.Mul(*outside) * sp.Sum(sp.Mul(*inside), (k, 1, upper))
+
+
+def _operand_index(src: ir.Node, shape: ir.Shape, idx: tuple) -> tuple:
+    if src.shape == ():
+        return ()
+    if tuple(src.shape) == tuple(shape):
+        return idx
+    if len(src.shape) == 1:
+        return idx[-1:]
+    return idx[:1] + (sp.Integer(1),)  # a column (N, 1): its only column
+
+
+def _map_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    fn: ir.Elementwise = node.arg
+    args = [p.iref(s, _operand_index(s, node.shape, idx), fresh) for s in node.src]
+    if fn.tex is not None:
+        return al.Applied(fn.tex, *args)
+    # the forward values it reads, by name (sigmoid(z) -> a), as the matrix form does
+    tags = {a: _tag(s) for a, s in zip(fn.args, node.src)}
+    expr = fn.expr.xreplace(tags)
+    hits = {}
+    for sub in sp.preorder_traversal(expr):
+        node_hit = p.values.get(plain_value(sub)) if sub.free_symbols else None
+        if node_hit is not None:
+            hits[sub] = p.iref(node_hit, _operand_index(node_hit, node.shape, idx), fresh)
+    expr = expr.xreplace(hits)
+    return expr.xreplace({t: arg for t, arg in zip(tags.values(), args)})
+
+
+def _matmul_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    (r, c), (ta, tb) = idx, node.arg
+    a, b = node.src
+    inner = a.shape[0] if ta else a.shape[1]
+    k = fresh("n" if inner == naming.N else None)
+    left = p.iref(a, (k, r) if ta else (r, k), fresh)
+    right = p.iref(b, (c, k) if tb else (k, c), fresh)
+    return _sum(left * right, k, inner)
+
+
+def _add_bias_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    z, b = node.src
+    return p.iref(z, idx, fresh) + p.iref(b, idx[-1:], fresh)
+
+
+def _sum_rows_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    a = node.src[0]
+    n = fresh("n")
+    return _sum(p.iref(a, (n, idx[0]), fresh), n, a.shape[0])
+
+
+def _rowsum_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    a = node.src[0]
+    k = fresh()
+    return _sum(p.iref(a, (idx[0], k), fresh), k, a.shape[1])
+
+
+def _sum_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    a = node.src[0]
+    ks = [fresh("n" if d == naming.N else None) for d in a.shape]
+    e = p.iref(a, tuple(ks), fresh)
+    for k, upper in reversed(list(zip(ks, a.shape))):
+        e = _sum(e, k, upper)
+    return e
+
+
+def _softmax_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    z = node.src[0]
+    k = fresh()
+    return sp.exp(p.iref(z, idx, fresh)) / _sum(sp.exp(p.iref(z, (idx[0], k), fresh)), k, z.shape[1])
+
+
+def _logsumexp_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    z = node.src[0]
+    k = fresh()
+    return sp.log(_sum(sp.exp(p.iref(z, (idx[0], k), fresh)), k, z.shape[1]))
+
+
+def _softmax_ce_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    z, y = node.src
+    k = fresh()
+    lse = sp.log(_sum(sp.exp(p.iref(z, (idx[0], k), fresh)), k, z.shape[1]))
+    return lse - _sum(p.iref(y, (idx[0], k), fresh) * p.iref(z, (idx[0], k), fresh), k, z.shape[1])
+
+
+INDEX_FORM: dict[ir.Op, Callable] = {
+    ir.Op.MATMUL: _matmul_index,
+    ir.Op.ADD_BIAS: _add_bias_index,
+    ir.Op.SUM_ROWS: _sum_rows_index,
+    ir.Op.MAP: _map_index,
+    ir.Op.SOFTMAX: _softmax_index,
+    ir.Op.LOGSUMEXP: _logsumexp_index,
+    ir.Op.ROWSUM: _rowsum_index,
+    ir.Op.SOFTMAX_CE: _softmax_ce_index,
+    ir.Op.SUM: _sum_index,
+}
+
+
+def _out_index(node: ir.Node) -> tuple:
+    shape = tuple(node.shape)
+    n, j, i = (sp.Symbol(s, integer=True) for s in "nji")
+    if shape == ():
+        return ()
+    if len(shape) == 1:
+        return (j,)
+    if shape[0] == naming.N:
+        return (n, j)
+    return (j, i)
+
+
+# -- notes: one phrase per rule ----------------------------------------------------------------
+RULE_NOTE: dict[ir.Op, str] = {
+    ir.Op.MATMUL: "matrix product",
+    ir.Op.ADD_BIAS: "bias added to every row",
+    ir.Op.SUM_ROWS: "sum over the batch",
+    ir.Op.MAP: "element-wise",
+    ir.Op.SOFTMAX: "softmax of each row",
+    ir.Op.LOGSUMEXP: "log-sum-exp of each row",
+    ir.Op.ROWSUM: "sum of each row",
+    ir.Op.SOFTMAX_CE: "softmax cross-entropy of each row",
+    ir.Op.SUM: "sum of every entry",
+}
+
+
+def _plain_tex(tex: str) -> str:
+    from ..report import plain_name
+
+    return plain_name(tex)
+
+
+def _note(eq_node: ir.Node, named: Named, cut_: _Cut, sweep: Sweep) -> tuple[str, tuple[int, ...]]:
+    steps: set[int] = set()
+    for nid, eq in cut_.owners.items():
+        if eq == named.eq_id and nid in cut_.made_by:
+            steps.add(cut_.made_by[nid])
+    if named.section is not Section.BACKWARD:
+        fn = eq_node.arg if eq_node.op is ir.Op.MAP else None
+        what = RULE_NOTE[eq_node.op]
+        if fn is not None and fn.tex is not None:
+            what = f"{_plain_tex(fn.tex)}, element-wise"
+        return what, ()
+    parts = []
+    for s in sorted(steps, key=lambda i: -i):
+        step = sweep.steps[s]
+        through = cut_.named.get(id(step.node))
+        label = _plain_tex(through.symbol.name) if through is not None else None
+        rule = RULE_NOTE[step.rule]
+        if step.rule is ir.Op.MAP:
+            fn = step.node.arg
+            rule = f"{_plain_tex(fn.tex)}'" if fn.tex is not None else f"element-wise {fn.name}"
+        parts.append(f"{rule} ({label})" if label else rule)
+    parts = list(dict.fromkeys(parts))
+    return ("chain rule back through " + ", ".join(parts)) if parts else "", tuple(sorted(steps))
+
+
+@dataclass
+class Equations:
+    equations: list[Equation]
+    functions: list[FunctionDef]
+    symbols: dict[str, Named]  # equation id -> how its lhs is printed
+    inputs: dict[str, sp.Basic]  # "X", "Y", "W1"... -> symbol (vectors as columns)
+
+
+def equations(fwd, derived, sweep: Sweep, cut_: _Cut | None = None) -> Equations:
+    """Every equation of the derivation, in order, with the functions they apply."""
+    cut_ = cut_ or cut(fwd, derived, sweep)
+    printer = _Printer(cut_, fwd)
+    out: list[Equation] = []
+    for node in cut_.order:
+        named = cut_.named[id(node)]
+        rhs = printer.formula(node)
+        rhs = al.scale(rhs, named.scale) if named.scale != 1 else rhs
+        out_idx = _out_index(node)
+        fresh = _Fresh(out_idx)
+        irhs = named.scale * INDEX_FORM[node.op](printer, node, out_idx, fresh)
+        if named.section is Section.BACKWARD:  # (a - y)/3, not a/3 - y/3
+            irhs = sp.factor_terms(irhs)
+        ilhs = named.symbol if named.shape == () else named.base[_squeeze(node, out_idx)]
+        note, steps = _note(node, named, cut_, sweep)
+        refs = sorted({cut_.named[id(n)].eq_id for n in _reads(node, cut_)})
+        out.append(Equation(named.eq_id, named.section, named.symbol, rhs.expr(),
+                            sp.Eq(ilhs, irhs, evaluate=False), note, steps, named.scale, tuple(refs)))
+    functions: dict[str, FunctionDef] = {}
+    for node in ir.toposort(derived.outputs.values()):
+        if node.op is ir.Op.MAP and node.arg.tex is not None and node.arg.tex not in functions:
+            fn = node.arg
+            functions[fn.tex] = FunctionDef(fn.tex, fn.args, plain_value(fn.expr), fn.name)
+    inputs = {}
+    for nid, named in cut_.named.items():
+        if named.eq_id is None:
+            inputs[named.symbol.name] = named.symbol
+    symbols = {n.eq_id: n for n in cut_.named.values() if n.eq_id is not None}
+    return Equations(out, list(functions.values()), symbols, inputs)
+
+
+def _reads(node: ir.Node, cut_: _Cut) -> list[ir.Node]:
+    found, stack, seen = [], list(node.src), set()
+    while stack:
+        s = stack.pop()
+        if id(s) in seen:
+            continue
+        seen.add(id(s))
+        named = cut_.named.get(id(s))
+        if named is not None:
+            if named.eq_id is not None:
+                found.append(s)
+            continue
+        stack.extend(s.src)
+    return found
+
+
+def equation_owners(fwd, derived, sweep: Sweep) -> dict[int, str]:
+    """id(node of ``derived``) -> the id of the equation it belongs to (for provenance)."""
+    return cut(fwd, derived, sweep).owners
