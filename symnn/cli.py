@@ -21,9 +21,13 @@ def _parser() -> argparse.ArgumentParser:
                                      "for neural networks.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    latex = sub.add_parser("latex", help="print the derivation of a spec as LaTeX")
+    latex = sub.add_parser("latex", help="print the derivation of a spec: readable text in a terminal, "
+                                         "LaTeX when piped or with --latex")
     latex.add_argument("spec", help="TOML network spec")
-    latex.add_argument("--fragment", action="store_true", help="only the align blocks, no document")
+    form = latex.add_mutually_exclusive_group()
+    form.add_argument("--latex", action="store_true", help="LaTeX, also in a terminal")
+    form.add_argument("--text", action="store_true", help="plain text, also when piped")
+    latex.add_argument("--fragment", action="store_true", help="LaTeX: only the body, no document")
 
     emit = sub.add_parser("emit", help="write the standalone kernels of a spec")
     emit.add_argument("spec", help="TOML network spec")
@@ -49,11 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="overrides [train] epochs")
     train.add_argument("--progress", action="store_true", help="show a progress bar (needs tqdm)")
 
-    report = sub.add_parser("report", help="a PDF of the derivation beside the emitted code")
+    report = sub.add_parser("report", help="an HTML page or PDF of the derivation beside the emitted code")
     report.add_argument("spec", help="TOML network spec")
-    report.add_argument("--out", required=True, help="report.pdf (built with pdflatex) or report.tex")
+    report.add_argument("--out", required=True, help="report.html (one self-contained page, MathML; "
+                        "needs latex2mathml), report.pdf (built with pdflatex) or report.tex")
     report.add_argument("--train", metavar="CSV", help="train with the spec's settings first and "
-                        "include the training curve (needs matplotlib)")
+                        "include the training curve (the PDF's needs matplotlib)")
     report.add_argument("--dtype", choices=["float64", "float32"], default="float64")
 
     bench = sub.add_parser("bench", help="time loss-and-gradient of a spec on each backend")
@@ -130,7 +135,10 @@ def _latex(args: argparse.Namespace) -> int:
     from .derivation import derive
     from .spec_toml import load_spec
 
-    print(derive(load_spec(args.spec).network).latex(document=not args.fragment))
+    d = derive(load_spec(args.spec).network)
+    # one record, two printers: text for a person at a terminal, LaTeX for a file or a pipe
+    as_text = args.text or (not args.latex and not args.fragment and sys.stdout.isatty())
+    print(d.text() if as_text else d.latex(document=not args.fragment))
     return 0
 
 
@@ -288,22 +296,37 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: what ``symnn report --out`` writes, by suffix: the HTML page, the PDF, its LaTeX source
+_REPORT_SUFFIXES = (".html", ".pdf", ".tex")
+
+
 def _report(args: argparse.Namespace) -> int:
     import tempfile
 
     from .report_doc import build_report
     from .spec_toml import load_spec
 
+    out = Path(args.out)
+    if out.suffix not in _REPORT_SUFFIXES:  # before the spec is read or anything trained
+        from .errors import ConfigError
+
+        raise ConfigError(f"report output must end in {', '.join(_REPORT_SUFFIXES)}, got {out.name!r}")
     spec = load_spec(args.spec)
+    result = _train_from_csv(spec, args.train, progress=False) if args.train else None
+    note = ""
+    if result is not None:
+        h = result.history
+        note = (f"Trained {len(h.train_loss)} epochs on {args.train} with "
+                f"{result.kernel.optimizer.describe()}: final train loss {h.train_loss[-1]:.4g}.")
+    if out.suffix == ".html":  # the curve is drawn in the page (SVG): no matplotlib
+        from .report_html import build_html_report
+
+        print(build_html_report(spec.network, out, dtype=args.dtype,
+                                history=None if result is None else result.history, training_text=note))
+        return 0
     with tempfile.TemporaryDirectory(prefix="symnn-curve-") as tmp:
-        curve, note = None, ""
-        if args.train:
-            result = _train_from_csv(spec, args.train, progress=False)
-            curve = result.history.plot(Path(tmp) / "curve.png")
-            h = result.history
-            note = (f"Trained {len(h.train_loss)} epochs on {args.train} with "
-                    f"{result.kernel.optimizer.describe()}: final train loss {h.train_loss[-1]:.4g}.")
-        print(build_report(spec.network, args.out, dtype=args.dtype, curve=curve, training_text=note))
+        curve = None if result is None else result.history.plot(Path(tmp) / "curve.png")
+        print(build_report(spec.network, out, dtype=args.dtype, curve=curve, training_text=note))
     return 0
 
 

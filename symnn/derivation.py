@@ -23,6 +23,7 @@ import sympy as sp
 
 from . import naming
 from .declare import Network
+from .functions import plain
 from .derive import algebra
 from .derive.display import Equation, FunctionDef, Named, Section, equations
 from .simplify.pipeline import PassReport, Simplified
@@ -165,6 +166,9 @@ def _simplifications(s: Simplified) -> list[Simplification]:
                            "log-sum-exp / softplus, checked equal") for f in s.fusions]
     out += [Simplification(f"reuse the forward value in {r.activation}'", r.before, r.after, r.how)
             for r in s.reuses]
+    out += [Simplification(f"stable form of {r.name}", plain(r.before), r.after,
+                           "finite where the plain formula overflows; checked equal at 30 digits")
+            for r in s.stabilised]
     return out
 
 

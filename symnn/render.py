@@ -102,15 +102,40 @@ _TEX_SPECIALS = {"\\": r"\textbackslash{}", "_": r"\_", "&": r"\&", "%": r"\%", 
                  "$": r"\$", "{": r"\{", "}": r"\}", "^": r"\^{}", "~": r"\~{}"}
 
 
+#: the math characters the derivation's plain-text notes use (``δ2ᵀ @ A1``, ``∂_p ℓ``), as
+#: LaTeX math: pdflatex's text fonts have no glyph for them
+_TEX_MATH_CHARS = {"∘": r"\ensuremath{\circ}", "∂": r"\ensuremath{\partial}", "ᵀ": r"\ensuremath{^{\top}}",
+                   "ℓ": r"\ensuremath{\ell}", "·": r"\ensuremath{\cdot}", "→": r"\ensuremath{\to}",
+                   "≤": r"\ensuremath{\le}", "≥": r"\ensuremath{\ge}", "×": r"\ensuremath{\times}",
+                   "−": "-", "Σ": r"\ensuremath{\Sigma}"}
+
+
+def _greek(c: str) -> str | None:
+    """``δ`` -> ``\\ensuremath{\\delta}`` for a Greek letter, else None."""
+    name = unicodedata.name(c, "")
+    for case in ("GREEK SMALL LETTER ", "GREEK CAPITAL LETTER "):
+        if name.startswith(case):
+            word = name[len(case):].lower()
+            if case.startswith("GREEK CAPITAL"):
+                word = word.capitalize()
+            return r"\ensuremath{\%s}" % word if word.isalpha() else None
+    return None
+
+
 def tex_text(value: object) -> str:
     """Text for LaTeX text mode (also inside ``\\text{}``): the ten special characters escaped
     (so no command, group, math shift, comment or ``^^`` escape can start), and control, format
-    and line/paragraph-separator characters shown as inert ``\\uXXXX`` text. Printable
-    non-ASCII (``δ``, ``é``) stays."""
+    and line/paragraph-separator characters shown as inert ``\\uXXXX`` text. Greek letters and
+    the math signs of the derivation's notes become LaTeX math; other printable non-ASCII
+    (``é``) stays."""
     out = []
     for c in str(value):
         if c in _TEX_SPECIALS:
             out.append(_TEX_SPECIALS[c])
+        elif c in _TEX_MATH_CHARS:
+            out.append(_TEX_MATH_CHARS[c])
+        elif c > "~" and _greek(c) is not None:
+            out.append(_greek(c))
         elif unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp"):
             out.append(r"\textbackslash{}" + _visible(c)[1:])
         else:

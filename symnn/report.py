@@ -334,9 +334,16 @@ def derivation_text(d: Derivation) -> str:
     for title, eqs in (("forward", d.forward), ("loss", d.loss), ("backward", d.backward)):
         out.append(f"{title}:")
         out += [f"  {plain(e.lhs)} = {plain(e.rhs)}" for e in eqs]
-    if d.functions:
-        out.append("functions (applied to each entry):")
-        out += [f"  {plain_name(f.name)}({', '.join(map(str, f.params))}) = {plain(f.body)}" for f in d.functions]
+    reuse = {f"d{r.activation}": r for r in d.reuses}
+    lines = []
+    for f in d.functions:
+        lhs, rhs = f"{plain_name(f.name)}({', '.join(map(str, f.params))})", plain(f.body)
+        if lhs == rhs:  # tanh(x) = tanh(x) says nothing
+            continue
+        r = reuse.get(f.source)
+        lines.append(f"  {lhs} = {rhs}" + (f" = {plain(r.after)} (a: the activation's output)" if r else ""))
+    if lines:
+        out += ["functions (applied to each entry):", *lines]
     out.append("δl = N ∂L/∂Zl is the per-sample error of layer l; @ is the matrix product, ∘ the "
                "element-wise one, 1 a vector of ones.")
     return "\n".join(out)

@@ -27,6 +27,7 @@ from .. import ir, naming
 from . import algebra as al
 from .algebra import Term
 from .chain import Sweep
+from .elementwise import partial_tex
 
 
 class Section(Enum):
@@ -451,6 +452,8 @@ def _sum(expr: sp.Expr, k: sp.Symbol, upper: sp.Expr) -> sp.Expr:
     inside, outside = [], []
     for f in sp.Mul.make_args(expr):
         (inside if k in f.free_symbols else outside).append(f)
+    if not inside:  # a sum of copies (the one column of an (N, 1) total)
+        return sp.Mul(*outside) * upper
     return sp.Mul(*outside) * sp.Sum(sp.Mul(*inside), (k, 1, upper))
 
 
@@ -581,26 +584,46 @@ def _plain_tex(tex: str) -> str:
     return plain_name(tex)
 
 
-def _note(eq_node: ir.Node, named: Named, cut_: _Cut, sweep: Sweep) -> tuple[str, tuple[int, ...]]:
+def _label(step_node: ir.Node, cut_: _Cut, printer: "_Printer") -> str | None:
+    """What a note calls the node a step pulled back through: its name, else its formula when
+    short (``A1 @ W2ᵀ``)."""
+    from ..report import plain
+
+    through = cut_.named.get(id(step_node))
+    if through is not None:
+        return plain(through.symbol)
+    text = plain(printer.formula(step_node).expr())
+    return text if len(text) <= 40 else None
+
+
+def _note(eq_node: ir.Node, named: Named, cut_: _Cut, sweep: Sweep,
+          printer: "_Printer") -> tuple[str, tuple[int, ...]]:
     steps: set[int] = set()
     for nid, eq in cut_.owners.items():
         if eq == named.eq_id and nid in cut_.made_by:
             steps.add(cut_.made_by[nid])
     if named.section is not Section.BACKWARD:
-        fn = eq_node.arg if eq_node.op is ir.Op.MAP else None
-        what = RULE_NOTE[eq_node.op]
-        if fn is not None and fn.tex is not None:
-            what = f"{_plain_tex(fn.tex)}, element-wise"
-        return what, ()
+        # the ops written into this equation, operands first
+        parts = []
+        for n in ir.toposort([eq_node]):
+            if n.is_leaf or cut_.owners.get(id(n)) != named.eq_id:
+                continue
+            what = RULE_NOTE[n.op]
+            if n.op is ir.Op.MAP:
+                fn = n.arg
+                what = (f"{_plain_tex(fn.tex)}, element-wise" if fn.tex is not None
+                        else f"element-wise {fn.name}")
+            parts.append(what)
+        return ", then ".join(dict.fromkeys(parts)), ()
     parts = []
-    for s in sorted(steps, key=lambda i: -i):
+    for s in sorted(steps):  # from the loss back, the order the sweep went
         step = sweep.steps[s]
-        through = cut_.named.get(id(step.node))
-        label = _plain_tex(through.symbol.name) if through is not None else None
+        label = _label(step.node, cut_, printer)
         rule = RULE_NOTE[step.rule]
         if step.rule is ir.Op.MAP:
             fn = step.node.arg
-            rule = f"{_plain_tex(fn.tex)}'" if fn.tex is not None else f"element-wise {fn.name}"
+            rule = (", ".join(_plain_tex(partial_tex(fn, i)) for i, g in enumerate(step.cts_out) if g is not None)
+                    if fn.tex is not None else f"element-wise {fn.name}")
         parts.append(f"{rule} ({label})" if label else rule)
     parts = list(dict.fromkeys(parts))
     return ("chain rule back through " + ", ".join(parts)) if parts else "", tuple(sorted(steps))
@@ -629,7 +652,7 @@ def equations(fwd, derived, sweep: Sweep, cut_: _Cut | None = None) -> Equations
         if named.section is Section.BACKWARD:  # (a - y)/3, not a/3 - y/3
             irhs = sp.factor_terms(irhs)
         ilhs = named.symbol if named.shape == () else named.base[_squeeze(node, out_idx)]
-        note, steps = _note(node, named, cut_, sweep)
+        note, steps = _note(node, named, cut_, sweep, printer)
         refs = sorted({cut_.named[id(n)].eq_id for n in _reads(node, cut_)})
         out.append(Equation(named.eq_id, named.section, named.symbol, rhs.expr(),
                             sp.Eq(ilhs, irhs, evaluate=False), note, steps, named.scale, tuple(refs)))

@@ -55,13 +55,16 @@ def prove_softmax_ce(width: int = 3) -> Fusion:
     fused = sp.log(denom) - sum(yk * zk for yk, zk in zip(y, z))
     if sp.simplify(sp.expand_log(plain.subs(on_simplex) - fused.subs(on_simplex), force=True)) != 0:
         raise SpecError("softmax+cross-entropy fused loss differs from the plain loss")
-    pj, yj = sp.symbols("p_j y_j", real=True)
+    # the record, as SymPy objects over a symbolic width K (printed by the derivation)
+    k, j, K = sp.Symbol("k", integer=True), sp.Symbol("j", integer=True), sp.Symbol("K", integer=True, positive=True)
+    zb, yb, pb = sp.IndexedBase("z"), sp.IndexedBase("y"), sp.IndexedBase("p")
+    plain_loss = -sp.Sum(yb[k] * sp.log(pb[k]), (k, 1, K))
     return Fusion(
         "softmax + cross-entropy",
-        plain_grad=sp.Symbol(r"\sum_k \frac{\partial \ell}{\partial p_k}\frac{\partial p_k}{\partial z_j}"),
-        fused_grad=pj - yj,
-        plain_loss=-sp.Symbol(r"\sum_k y_k \log p_k"),
-        fused_loss=sp.Symbol(r"\log\sum_k e^{z_k} - \sum_k y_k z_k"),
+        plain_grad=sp.Derivative(plain_loss, zb[j], evaluate=False),
+        fused_grad=pb[j] - yb[j],
+        plain_loss=plain_loss,
+        fused_loss=sp.log(sp.Sum(sp.exp(zb[k]), (k, 1, K))) - sp.Sum(yb[k] * zb[k], (k, 1, K)),
     )
 
 

@@ -21,7 +21,7 @@ from ..program import Program
 from .fuse import Fusion, fuse_losses
 from .inline import fuse_elementwise
 from .reuse import Reuse, reuse_forward_values
-from .stable import stabilise
+from .stable import Stabilised, stabilise
 
 
 Counts = tuple[int, int]
@@ -63,6 +63,7 @@ class Simplified:
     reports: list[PassReport] = field(default_factory=list)
     fusions: list[Fusion] = field(default_factory=list)
     reuses: list[Reuse] = field(default_factory=list)
+    stabilised: list[Stabilised] = field(default_factory=list)
     derived: Program | None = None
     sweep: Sweep | None = None
     forward: ForwardGraph | None = None
@@ -103,7 +104,7 @@ def simplify(fwd: ForwardGraph) -> Simplified:
         ("fuse_elementwise", fuse_elementwise),
         ("reuse_forward_values", lambda p: reuse_forward_values(p, out.reuses)),
         ("fuse_elementwise", fuse_elementwise),
-        ("stabilise", stabilise),
+        ("stabilise", lambda p: stabilise(p, out.stabilised)),
     ]
     for name, fn in steps:
         before = prog

@@ -16,6 +16,8 @@ points before it is accepted; a rewrite that fails the check is not applied.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sympy as sp
 from sympy.codegen.cfunctions import expm1
 
@@ -101,7 +103,17 @@ def stabilise_expr(expr: sp.Expr) -> sp.Expr:
     return expr if _agrees(expr, expr0) else expr0
 
 
-def stabilise(prog: Program) -> Program:
+@dataclass(frozen=True)
+class Stabilised:
+    """One accepted rewrite of an element-wise map into a stable form, for the derivation."""
+
+    name: str
+    before: sp.Expr
+    after: sp.Expr
+
+
+def stabilise(prog: Program, log: list[Stabilised] | None = None) -> Program:
+    """Every map rewritten by :func:`stabilise_expr`; each distinct rewrite is logged once."""
     def visit(node: ir.Node, orig: ir.Node) -> ir.Node:
         if node.op is not ir.Op.MAP:
             return node
@@ -109,6 +121,8 @@ def stabilise(prog: Program) -> Program:
         new = stabilise_expr(fn.expr)
         if new == fn.expr:
             return node
+        if log is not None and all((r.before, r.after) != (fn.expr, new) for r in log):
+            log.append(Stabilised(fn.name, fn.expr, new))
         new_fn = ir.Elementwise(fn.name, fn.args, new)
         return ir.map_(new_fn, *node.src, shape=node.shape)
 
