@@ -187,6 +187,20 @@ class PlainPrinter(StrPrinter):
     def _print_HadamardProduct(self, expr) -> str:
         return " ∘ ".join(self.parenthesize(f, precedence(expr)) for f in expr.args)
 
+    def _print_MatAdd(self, expr) -> str:
+        # in the order the derivation built the terms, as the LaTeX printer keeps them
+        out = ""
+        for i, term in enumerate(expr.args):
+            text = self._print(term)
+            if i and text.startswith("-"):
+                out += f" - {text[1:]}"
+            else:
+                out += f" + {text}" if i else text
+        return out
+
+    def _print_Abs(self, expr) -> str:
+        return f"|{self._print(expr.args[0])}|"
+
     def _print_HadamardPower(self, expr) -> str:
         return f"{self.parenthesize(expr.base, precedence(expr) + 1)}∘{self._print(expr.exp)}"
 
@@ -276,9 +290,11 @@ def function_rows(d: Derivation) -> list[dict]:
     for f in d.functions:
         params = ", ".join(tex(p) for p in f.params)
         r = reuse.get(f.source)
+        notes = [f.note] if f.note else []
+        if r is not None:
+            notes.append("computed from the activation's output a")
         rows.append({"lhs": r"%s\left(%s\right)" % (f.name, params), "rhs": tex(f.body),
-                     "reused": tex(r.after) if r is not None else "",
-                     "note": "computed from the activation's output a" if r is not None else ""})
+                     "reused": tex(r.after) if r is not None else "", "note": "; ".join(notes)})
     return rows
 
 
@@ -341,7 +357,8 @@ def derivation_text(d: Derivation) -> str:
         if lhs == rhs:  # tanh(x) = tanh(x) says nothing
             continue
         r = reuse.get(f.source)
-        lines.append(f"  {lhs} = {rhs}" + (f" = {plain(r.after)} (a: the activation's output)" if r else ""))
+        lines.append(f"  {lhs} = {rhs}" + (f" = {plain(r.after)} (a: the activation's output)" if r else "")
+                     + (f" ({f.note})" if f.note else ""))
     if lines:
         out += ["functions (applied to each entry):", *lines]
     out.append("δl = N ∂L/∂Zl is the per-sample error of layer l; @ is the matrix product, ∘ the "

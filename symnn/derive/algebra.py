@@ -10,6 +10,7 @@ its NumPy meaning, so the printed formulas can be run as they are printed.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Mapping
@@ -18,7 +19,6 @@ import numpy as np
 import sympy as sp
 
 from ..errors import SpecError
-from ..functions import plain
 
 Shape = tuple  # () for a scalar, (rows, cols) for a matrix (a vector is a column)
 
@@ -217,11 +217,39 @@ def total(a: Term) -> Term:
 
 
 # -- numeric meaning ----------------------------------------------------------------------------
-@lru_cache(maxsize=1024)
-def _scalar_fn(params: tuple[sp.Symbol, ...], body: sp.Expr) -> Callable:
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _clamp(x, lo, hi):
+    return np.where(np.isnan(x), x, np.clip(x, lo, hi))
+
+
+def _guard(x, lo, hi):
+    from ..functions import guard_bounds
+
+    a, b = guard_bounds(sp.sympify(lo), sp.sympify(hi), "float64")
+    return _clamp(x, a, b)
+
+
+def _functions() -> dict[str, Callable]:
     from ..interpret import FUNCTIONS
 
-    return sp.lambdify(params, plain(body), modules=[FUNCTIONS, "numpy"])
+    return {**FUNCTIONS, "Sigmoid": _sigmoid, "Softplus": lambda x: np.logaddexp(0.0, x),
+            "Clamp": _clamp, "Guard": _guard, "OnePlusErf": lambda x: 1.0 + FUNCTIONS["erf"](x),
+            "expm1": np.expm1}
+
+
+@lru_cache(maxsize=1024)
+def _scalar_fn(params: tuple[sp.Symbol, ...], body: sp.Expr) -> Callable:
+    """The printed scalar function as NumPy. Its formula is first put in the stable form the
+    simplifier would use (:func:`symnn.simplify.stable.stabilise_expr`: the same function,
+    checked equal at 30 digits), so ``sigma'(-800)`` or ``log(1 + e^800)`` evaluate to what they
+    are, not to NaN or inf; a declared domain's guard is kept, as the kernels keep it."""
+    from ..simplify.stable import stabilise_expr
+
+    return sp.lambdify(params, stabilise_expr(body), modules=[_functions(), "numpy"])
 
 
 def _dim(d: sp.Expr, env: Mapping) -> int:
@@ -260,7 +288,7 @@ def _rowop(e: RowOp, env: Mapping) -> np.ndarray:
 _EVAL: dict[type, Callable[[sp.Basic, Mapping], object]] = {
     sp.MatMul: _matmul,
     sp.MatAdd: lambda e, env: sum(evaluate(a, env) for a in e.args),
-    sp.HadamardProduct: lambda e, env: np.prod([evaluate(a, env) for a in e.args], axis=0),
+    sp.HadamardProduct: lambda e, env: functools.reduce(np.multiply, [evaluate(a, env) for a in e.args]),
     sp.HadamardPower: lambda e, env: evaluate(e.base, env) ** evaluate(e.exp, env),
     sp.Transpose: lambda e, env: evaluate(e.arg, env).T,
     sp.OneMatrix: lambda e, env: np.ones((_dim(e.shape[0], env), _dim(e.shape[1], env))),
@@ -268,7 +296,7 @@ _EVAL: dict[type, Callable[[sp.Basic, Mapping], object]] = {
     RowOp: _rowop,
     Total: lambda e, env: float(np.sum(evaluate(e.args[0], env))),
     sp.Add: lambda e, env: sum(evaluate(a, env) for a in e.args),
-    sp.Mul: lambda e, env: np.prod([evaluate(a, env) for a in e.args]),
+    sp.Mul: lambda e, env: functools.reduce(np.multiply, [evaluate(a, env) for a in e.args]),
     sp.Pow: lambda e, env: evaluate(e.base, env) ** evaluate(e.exp, env),
 }
 

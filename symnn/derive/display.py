@@ -85,6 +85,7 @@ class FunctionDef:
     params: tuple[sp.Symbol, ...]
     body: sp.Expr
     source: str = ""  # the map's name in code ("tanh", "dtanh"), to find its simplifications
+    note: str = ""
 
 
 def _shape(shape: ir.Shape) -> al.Shape:
@@ -161,7 +162,7 @@ def cut(fwd, derived, sweep: Sweep) -> _Cut:
     ct_ids = {id(c) for c in cts.values()}
     for node in ir.toposort(derived.outputs.values()):
         if (id(node) not in out.named and not node.is_leaf and node.shape != ()
-                and consumers.get(id(node), 0) > 1):
+                and consumers.get(id(node), 0) > 1 and not _spread_scalar(node)):
             k = next(shared)
             section = Section.FORWARD if id(node) in out.forward_ids else Section.BACKWARD
             scale = _batch_scale(node) if id(node) in ct_ids else sp.Integer(1)
@@ -188,6 +189,11 @@ def cut(fwd, derived, sweep: Sweep) -> _Cut:
             stack.extend(s.src)
     out.order = _equation_order(eq_nodes, out, sweep)
     return out
+
+
+def _spread_scalar(node: ir.Node) -> bool:
+    """A map of scalars over a shape (a penalty's constant spread over W): printed where read."""
+    return node.op is ir.Op.MAP and all(s.shape == () for s in node.src)
 
 
 def _batch_scale(node: ir.Node) -> sp.Expr:
@@ -454,6 +460,8 @@ def _sum(expr: sp.Expr, k: sp.Symbol, upper: sp.Expr) -> sp.Expr:
         (inside if k in f.free_symbols else outside).append(f)
     if not inside:  # a sum of copies (the one column of an (N, 1) total)
         return sp.Mul(*outside) * upper
+    if upper == 1:  # one term: k = 1
+        return expr.xreplace({k: sp.Integer(1)})
     return sp.Mul(*outside) * sp.Sum(sp.Mul(*inside), (k, 1, upper))
 
 
@@ -660,13 +668,22 @@ def equations(fwd, derived, sweep: Sweep, cut_: _Cut | None = None) -> Equations
     for node in ir.toposort(derived.outputs.values()):
         if node.op is ir.Op.MAP and node.arg.tex is not None and node.arg.tex not in functions:
             fn = node.arg
-            functions[fn.tex] = FunctionDef(fn.tex, fn.args, plain_value(fn.expr), fn.name)
+            functions[fn.tex] = FunctionDef(fn.tex, fn.args, plain_value(fn.expr), fn.name, _guard_note(fn.expr))
     inputs = {}
     for nid, named in cut_.named.items():
         if named.eq_id is None:
             inputs[named.symbol.name] = named.symbol
     symbols = {n.eq_id: n for n in cut_.named.values() if n.eq_id is not None}
     return Equations(out, list(functions.values()), symbols, inputs)
+
+
+def _guard_note(expr: sp.Expr) -> str:
+    """Where a declared domain guards an argument, say so: the kernels (and ``evaluate``)
+    compute the formula with that argument kept a machine epsilon inside the domain."""
+    from ..functions import Guard
+
+    guards = sorted({(str(g.args[0]), str(g.args[1]), str(g.args[2])) for g in expr.atoms(Guard)})
+    return "; ".join(f"computed with {x} kept a machine epsilon inside ({lo}, {hi})" for x, lo, hi in guards)
 
 
 def _reads(node: ir.Node, cut_: _Cut) -> list[ir.Node]:
