@@ -97,7 +97,7 @@ def test_demo_prints_readable_formulas(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "Eq(" not in out and "\\" not in out, out
     assert "δ2 = A2 - Y" in out
-    assert "∂L/∂W2 = 0.0001 * W2 + 1/N * δ2.T @ A1" in out
+    assert "∂L/∂W2 = 0.0001 * W2 + 1/N * (δ2ᵀ @ A1)" in out
 
 
 def test_names_the_docs_use_are_public() -> None:
