@@ -259,7 +259,7 @@ def _train_from_csv(spec, data_path: str, progress: bool, backend: str | None = 
         raise DataError(f"{data_path} is not a numeric CSV file (only a first line of column names may "
                         f"hold text; --header skips the first line whatever it holds): {exc}") from exc
     n_in, n_out = int(net.n_in), int(net.n_out)
-    labels = net.loss.name == "cross_entropy" and not net.loss.user
+    labels = net.loss.takes_labels
     width = n_in + (1 if labels else n_out)
     if data.shape[1] != width:
         raise DataError(f"{data_path}: expected {width} columns ({n_in} inputs, "
@@ -289,7 +289,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"trained {len(h.train_loss)} epochs ({result.steps} steps) on {len(X)} rows with "
           f"{result.kernel.optimizer.describe()}, backend {result.kernel.backend}")
     print(f"final train loss {h.train_loss[-1]:.6f}; best epoch {result.best_epoch}")
-    if net.loss.name in ("cross_entropy", "bce") and not net.loss.user:
+    if net.loss.classification:
         print(f"training accuracy: {result.accuracy(X, Y):.4f}")
     if args.out:
         print(f"saved {result.save(Path(args.out))}")

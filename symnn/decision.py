@@ -3,8 +3,9 @@
 A network trained with a classification loss outputs probabilities (softmax rows for
 cross-entropy, one sigmoid per output for binary cross-entropy); ``predict`` returns the labels a
 user scores against, and ``predict_proba`` the probabilities. Any other loss is a regression: its
-output is the prediction. The table is keyed by the built-in loss that fixes the meaning of the
-output; a user loss says nothing about it, so its output is returned as is.
+output is the prediction. What the output means is read from the loss's declared capabilities
+(``classification`` and ``targets``, :mod:`symnn.capabilities`): a user loss that declares
+nothing is a regression, whatever its name.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from .capabilities import Targets
 from .declare import Network
 
 
@@ -24,13 +26,16 @@ def _threshold(out: np.ndarray) -> np.ndarray:
     return (out > 0.5).astype(np.int64)
 
 
-#: built-in classification loss -> probabilities to labels
-_LABELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"cross_entropy": _argmax, "bce": _threshold}
+#: a classification loss's declared targets -> its probabilities to labels
+_LABELS: dict[Targets, Callable[[np.ndarray], np.ndarray]] = {
+    Targets.ONE_HOT_OR_LABELS: _argmax,  # one distribution per row: the likeliest class
+    Targets.PROBABILITY: _threshold,  # one probability per output: each output's 0/1
+}
 
 
 def is_classifier(net: Network) -> bool:
-    """True when ``net``'s output is class probabilities (a built-in classification loss)."""
-    return not net.loss.user and net.loss.name in _LABELS
+    """True when ``net``'s output is class probabilities (its loss declares ``classification``)."""
+    return net.loss.classification
 
 
 def labels(net: Network, out: np.ndarray) -> np.ndarray:
@@ -38,4 +43,4 @@ def labels(net: Network, out: np.ndarray) -> np.ndarray:
     0/1 per output (N, K) for binary cross-entropy, ``out`` itself for a regression."""
     if not is_classifier(net):
         return out
-    return _LABELS[net.loss.name](out)
+    return _LABELS[net.loss.targets](out)

@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import sympy as sp
 
-from . import naming, registry
+from . import capabilities, ir, naming, registry
+from .capabilities import Link, Targets
 from .errors import (
     ConfigError,
     InvalidExpressionError,
@@ -33,6 +34,7 @@ from .expressions import (
     require_symbols,
     warn_non_smooth,
 )
+from .layers import Emitted, Graph, Layer, Tensor, register_layer, trace
 
 _MAX_WIDTH = 2**31 - 1
 Width = int | sp.Symbol
@@ -92,6 +94,7 @@ class Activation:
     latex_name: str | None = None
     params: tuple[tuple[str, float], ...] = ()  # a built-in's parameters, e.g. (("alpha", 0.2),)
     domain: Domain | None = None  # the open interval the expression is defined on; None: all reals
+    link: Link | None = None  # a built-in's output family (sigmoid: logistic), keys the loss fusions
 
     def __init__(
         self,
@@ -122,6 +125,7 @@ class Activation:
         object.__setattr__(self, "latex_name", latex)
         object.__setattr__(self, "params", ())
         object.__setattr__(self, "domain", domain)
+        object.__setattr__(self, "link", None)
 
     @classmethod
     def builtin(cls, name: str, **params: float) -> "Activation":
@@ -156,6 +160,7 @@ class Activation:
         object.__setattr__(self, "latex_name", entry.latex)
         object.__setattr__(self, "params", tuple(sorted((k, float(v)) for k, v in values.items())))
         object.__setattr__(self, "domain", entry.domain)
+        object.__setattr__(self, "link", entry.link)
         return self
 
     @property
@@ -182,6 +187,20 @@ class Loss:
     (:func:`symnn.functions.guard_bounds`), so a sigmoid saturated to exactly 0 or 1 gives a
     finite loss and gradient. The target is data: it is not guarded.
 
+    The keyword-only capabilities say what the loss is, since the code never goes by its name
+    (:mod:`symnn.capabilities`; the defaults declare nothing):
+
+    * ``targets``: ``"real"`` (default), ``"probability"`` (each target in [0, 1]) or
+      ``"one_hot_or_labels"`` (rows summing to 1, or integer labels (N,): the kernels then take
+      labels, the C API gets its ``*_labels`` entry points);
+    * ``classification=True``: outputs are class probabilities (accuracy, ``predict`` labels);
+    * ``min_outputs``: the narrowest output layer it accepts;
+    * ``requires``: the registry activation the output layer must use (``"softmax"``);
+    * ``link``: ``"logistic"`` or ``"softmax"``, the output family the loss is the negative
+      log-likelihood of: on such an output it is fused into a stable form from the logits, once
+      SymPy proves the rewrite for this expression (a loss that is not BCE/cross-entropy fails
+      that proof with a SpecError).
+
     Example (Huber, delta = 1):
         >>> import sympy as sp, symnn as sn
         >>> p, y = sp.symbols("p y")
@@ -198,6 +217,10 @@ class Loss:
     user: bool = True
     latex_name: str | None = None
     domain: Domain | None = None  # the predictions the loss is defined on; None: all reals
+    targets: Targets = Targets.REAL
+    classification: bool = False
+    min_outputs: int = 1
+    link: Link | None = None
 
     def __init__(
         self,
@@ -209,6 +232,11 @@ class Loss:
         reduction: str = "mean",
         latex: str | None = None,
         domain: object = None,
+        targets: Targets | str = Targets.REAL,
+        classification: bool = False,
+        min_outputs: int = 1,
+        requires: str | None = None,
+        link: Link | str | None = None,
     ) -> None:
         naming.identifier(name, "loss name")
         latex = naming.latex_snippet(latex, f"loss {name!r}: latex")
@@ -227,6 +255,7 @@ class Loss:
         if target not in expr.free_symbols:
             raise InvalidExpressionError(f"{what} {expr} does not use the target symbol {target}")
         domain = require_domain(domain, what)
+        caps = _loss_capabilities(targets, classification, min_outputs, requires, link, what)
         canonical = expr.subs({pred: registry.P, target: registry.T}, simultaneous=True)
         # the prediction-derivative must exist and be real (the target is data, not
         # differentiated, so it is fixed at a probe value); messages and the kink warning
@@ -237,10 +266,11 @@ class Loss:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "expr", canonical)
         object.__setattr__(self, "reduction", reduction)
-        object.__setattr__(self, "requires", None)
         object.__setattr__(self, "user", True)
         object.__setattr__(self, "latex_name", latex)
         object.__setattr__(self, "domain", domain)
+        for key, value in caps.items():
+            object.__setattr__(self, key, value)
 
     @classmethod
     def builtin(cls, name: str) -> "Loss":
@@ -254,22 +284,56 @@ class Loss:
             ("user", False),
             ("latex_name", entry.latex),
             ("domain", entry.domain),
+            ("targets", entry.targets),
+            ("classification", entry.classification),
+            ("min_outputs", entry.min_outputs),
+            ("link", entry.link),
         ):
             object.__setattr__(self, k, v)
         return self
 
+    @property
+    def takes_labels(self) -> bool:
+        """Whether the kernels accept integer class labels (N,) for ``Y``."""
+        return self.targets is Targets.ONE_HOT_OR_LABELS
 
+
+def _loss_capabilities(targets: object, classification: object, min_outputs: object, requires: object,
+                       link: object, what: str) -> dict[str, object]:
+    """A user loss's declared capabilities, checked (:mod:`symnn.capabilities`)."""
+    kind = capabilities.declared_targets(targets, what)
+    fuses = capabilities.declared_link(link, what)
+    capabilities.check_link_targets(fuses, kind, what)
+    if requires is not None:
+        if not isinstance(requires, str):
+            raise SpecTypeError(f"{what}: requires must be an activation name, got {type(requires).__name__}")
+        registry.activation(requires)  # an unknown name: UnknownActivationError with a suggestion
+    return {"targets": kind, "classification": capabilities.declared_classification(classification, kind, what),
+            "min_outputs": capabilities.declared_min_outputs(min_outputs, what), "requires": requires,
+            "link": fuses}
+
+
+@register_layer
 @dataclass(frozen=True)
-class Dense:
-    """A dense layer ``a = f(X @ W.T + b)`` with ``W`` of shape (out, in), like ``nn.Linear``."""
+class Dense(Layer):
+    """A dense layer ``a = f(X @ W.T + b)`` with ``W`` of shape (out, in), like ``nn.Linear``.
+
+    In a layer graph (``sn.Dense(64, 32, "relu")(x)``) its parameters are ``<name>.weight`` and
+    ``<name>.bias``; in the Sequential form they are ``W<l>`` and ``b<l>``."""
 
     in_features: Width
     out_features: Width
     activation: Activation = field(default=None)  # type: ignore[assignment]
     dropout: float = 0.0
+    name: str | None = None
+
+    KIND = "dense"
+    PARAM_TEX = {"weight": "W", "bias": "b"}
+    OUTPUT_TEX = "A"
 
     def __init__(self, in_features: object, out_features: object, activation: object = "identity",
-                 *, dropout: float = 0.0):
+                 *, dropout: float = 0.0, name: str | None = None):
+        object.__setattr__(self, "name", None if name is None else naming.layer_name(name))
         object.__setattr__(self, "in_features", _width(in_features, "Dense input"))
         object.__setattr__(self, "out_features", _width(out_features, "Dense output"))
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
@@ -285,6 +349,39 @@ class Dense:
                 f"{type(activation).__name__}"
             )
         object.__setattr__(self, "activation", activation)
+
+    # -- the layer protocol (graph form) ----------------------------------------------------
+    def param_shapes(self) -> dict[str, tuple[Width, ...]]:
+        return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
+
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shapes) != 1:
+            raise SpecError(f"Dense takes one tensor, got {len(shapes)}")
+        if shapes[0] != (self.in_features,):
+            raise LayerSizeMismatchError(f"Dense({self.in_features}, {self.out_features}) applied to a "
+                                         f"tensor of shape {shapes[0]}: it expects ({self.in_features},)")
+        return (self.out_features,)
+
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+        from .graph import apply_activation
+
+        (x,) = inputs
+        z = ir.add_bias(ir.matmul(x, params["weight"], trans_b=True), params["bias"])
+        a = apply_activation(self.activation, z)
+        return Emitted(a, ((z, "Z"),))
+
+    def init(self, rng: np.random.Generator, scheme: str | None) -> dict[str, np.ndarray]:
+        fan_in, fan_out = int(self.in_features), int(self.out_features)
+        if _SCHEMES[scheme or self.activation.init] == "he":
+            w = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_out, fan_in))
+        else:
+            a = np.sqrt(6.0 / (fan_in + fan_out))
+            w = rng.uniform(-a, a, size=(fan_out, fan_in))
+        return {"weight": w, "bias": np.zeros(fan_out)}
+
+    def describe(self) -> str:
+        drop = f", dropout {self.dropout:g} in training" if self.dropout else ""
+        return f"Dense({self.in_features} -> {self.out_features}), {self.activation.name}{drop}"
 
 
 @dataclass(frozen=True)
@@ -303,16 +400,27 @@ class Network:
     l1: float = 0.0
     l2: float = 0.0
     name: str = "mlp"
+    graph: Graph | None = None  # the layer graph, for a network built by calling layers on tensors
 
     def __init__(
         self,
-        layers: Sequence[Dense],
+        layers: Sequence[Dense] | None = None,
         loss: str | Loss = "mse",
         *,
+        inputs: Tensor | Sequence[Tensor] | None = None,
+        outputs: Tensor | Sequence[Tensor] | None = None,
         l1: float = 0.0,
         l2: float = 0.0,
         name: str = "mlp",
     ) -> None:
+        if inputs is not None or outputs is not None:
+            if layers is not None:
+                raise SpecError("give either a list of layers (the Sequential form) or inputs= and "
+                                "outputs= (a layer graph), not both")
+            self._init_graph(inputs, outputs, loss, l1, l2, name)
+            return
+        if layers is None:
+            raise SpecError("a network needs a list of layers, or inputs= and outputs= of a layer graph")
         if isinstance(layers, Dense):
             layers = [layers]
         if not isinstance(layers, (list, tuple)):
@@ -335,22 +443,11 @@ class Network:
             loss = Loss.builtin(loss)
         elif not isinstance(loss, Loss):
             raise SpecTypeError(f"loss must be a registry name or an sn.Loss, got {type(loss).__name__}")
-        for key, lam in (("l1", l1), ("l2", l2)):
-            # "not <=" refuses NaN and inf; an int of any size compares without overflow
-            if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not 0 <= lam <= sys.float_info.max:
-                raise ConfigError(f"{key} must be a finite real >= 0, got {lam!r}")
+        _check_penalties(l1, l2)
         naming.network_name(name)  # before any name is printed: it names files and C symbols
         last = layers[-1]
         out = last.out_features
-        if loss.requires == "softmax" and not last.activation.is_rowwise:
-            raise SpecError(
-                f"loss {loss.name!r} needs a softmax output layer, but layer {len(layers)} uses "
-                f"{last.activation.name!r}"
-            )
-        if loss.name == "cross_entropy" and not loss.user and out == 1:
-            raise SpecError("cross_entropy needs an output width >= 2 (use bce for one output)")
-        if loss.name == "bce" and not loss.user and last.activation.is_rowwise:
-            raise SpecError("bce on a softmax output is not a valid combination; use cross_entropy")
+        capabilities.check_output(last.activation, loss, out, f"layer {len(layers)}")
         if last.activation.is_rowwise and out == 1:
             raise SpecError(f"layer {len(layers)}: softmax over a single output is constant 1")
         if last.dropout:
@@ -363,27 +460,92 @@ class Network:
         object.__setattr__(self, "l2", float(l2))
         object.__setattr__(self, "name", name)
 
+    def _init_graph(self, inputs: object, outputs: object, loss: object, l1: object, l2: object,
+                    name: str) -> None:
+        """The graph form: trace the tensors, then the checks of the Sequential form on the
+        layers and the output."""
+        ins = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        if inputs is None or outputs is None or not ins or not outs:
+            raise SpecError("a layer graph needs inputs= (sn.Input tensors) and outputs= (layer outputs)")
+        if len(outs) != 1 or isinstance(loss, (list, tuple)):
+            raise SpecError("networks with several outputs (and a loss per output) are not supported yet; "
+                            "give one output tensor and one loss")
+        if len(ins) != 1:
+            raise SpecError("networks with several inputs are not supported yet; give one sn.Input")
+        graph = trace(ins, outs)
+        for layer, lname in zip(graph.layers, graph.names):
+            if isinstance(layer, Dense) and layer.dropout:
+                raise SpecError(f"layer {lname}: dropout in a layer graph is not supported yet")
+        out_call = graph.calls[graph.outputs[0] - len(graph.inputs)]
+        out_layer = graph.layers[out_call.layer]
+        last = out_layer.activation if isinstance(out_layer, Dense) else Activation.builtin("identity")
+        for call in graph.calls:
+            layer = graph.layers[call.layer]
+            if isinstance(layer, Dense) and layer.activation.is_rowwise and call is not out_call:
+                raise SpecError(f"layer {graph.names[call.layer]}: softmax is only supported on the output layer")
+        if isinstance(loss, str):
+            loss = Loss.builtin(loss)
+        elif not isinstance(loss, Loss):
+            raise SpecTypeError(f"loss must be a registry name or an sn.Loss, got {type(loss).__name__}")
+        _check_penalties(l1, l2)
+        naming.network_name(name)
+        where = f"output layer {graph.names[out_call.layer]}"
+        out = out_call.shape[0]
+        capabilities.check_output(last, loss, out, f"the {where}")
+        if loss.domain is not None:
+            _require_output_in_domain(last, loss, graph.names[out_call.layer])
+        object.__setattr__(self, "layers", graph.layers)
+        object.__setattr__(self, "loss", loss)
+        object.__setattr__(self, "l1", float(l1))  # type: ignore[arg-type]
+        object.__setattr__(self, "l2", float(l2))  # type: ignore[arg-type]
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "graph", graph)
+
     # -- facts derived from the declaration -----------------------------------------------
     @property
+    def is_graph(self) -> bool:
+        """Built by calling layers on tensors (parameters ``<layer>.<param>``)."""
+        return self.graph is not None
+
+    @property
+    def output_activation(self) -> Activation:
+        """The activation of the layer that makes the output (identity for a layer without one)."""
+        if self.graph is None:
+            return self.layers[-1].activation
+        call = self.graph.calls[self.graph.outputs[0] - len(self.graph.inputs)]
+        layer = self.graph.layers[call.layer]
+        return layer.activation if isinstance(layer, Dense) else Activation.builtin("identity")
+
+    @property
     def n_in(self) -> Width:
+        if self.graph is not None:
+            return self.graph.inputs[0][1][0]
         return self.layers[0].in_features
 
     @property
     def n_out(self) -> Width:
+        if self.graph is not None:
+            return self.graph.value_shape(self.graph.outputs[0])[0]
         return self.layers[-1].out_features
 
     @property
     def has_dropout(self) -> bool:
-        return any(layer.dropout for layer in self.layers)
+        return any(getattr(layer, "dropout", 0.0) for layer in self.layers)
 
     @property
     def is_concrete(self) -> bool:
+        if self.graph is not None:
+            return True  # a graph's sizes are checked integers
         return all(
             isinstance(w, int) for layer in self.layers for w in (layer.in_features, layer.out_features)
         )
 
     def param_shapes(self) -> dict[str, tuple[Width, ...]]:
-        """``{"W1": (out, in), "b1": (out,), ...}`` in declaration order."""
+        """``{"W1": (out, in), "b1": (out,), ...}`` in declaration order (a layer graph:
+        ``{"dense1.weight": (out, in), "dense1.bias": (out,), ...}`` in the order of its layers)."""
+        if self.graph is not None:
+            return self.graph.param_shapes()
         shapes: dict[str, tuple[Width, ...]] = {}
         for i, layer in enumerate(self.layers, 1):
             shapes[f"W{i}"] = (layer.out_features, layer.in_features)
@@ -422,6 +584,11 @@ class Network:
         np_dtype = _np_dtype(dtype)
         rng = np.random.default_rng(seed)
         params: dict[str, np.ndarray] = {}
+        if self.graph is not None:
+            for layer, lname in zip(self.graph.layers, self.graph.names):
+                for p, value in layer.init(rng, scheme).items():
+                    params[f"{lname}.{p}"] = np.asarray(value).astype(np_dtype)
+            return params
         for i, layer in enumerate(self.layers, 1):
             fan_in, fan_out = int(layer.in_features), int(layer.out_features)
             s = _SCHEMES[scheme or layer.activation.init]
@@ -438,7 +605,14 @@ class Network:
 _SCHEMES = {"xavier": "xavier", "glorot": "xavier", "he": "he", "kaiming": "he"}
 
 
-def _require_output_in_domain(act: Activation, loss: Loss, layer: int) -> None:
+def _check_penalties(l1: object, l2: object) -> None:
+    for key, lam in (("l1", l1), ("l2", l2)):
+        # "not <=" refuses NaN and inf; an int of any size compares without overflow
+        if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not 0 <= lam <= sys.float_info.max:
+            raise ConfigError(f"{key} must be a finite real >= 0, got {lam!r}")
+
+
+def _require_output_in_domain(act: Activation, loss: Loss, layer: int | str) -> None:
     """Refuse an output activation that can leave the loss's domain (identity before a loss in
     (0, 1)): the guard would clip such predictions and train on the clipped loss, silently.
     The check is numeric (the activation at points across the line), so it can only miss a

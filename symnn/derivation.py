@@ -2,7 +2,7 @@
 
 ``derive(net)`` runs the same pipeline as :func:`symnn.compile` (forward graph, loss fusion,
 reverse sweep, simplification passes) and prints what it recorded: the derived program cut
-into equations at its named nodes (:mod:`symnn.derive.display`), the element-wise functions
+into equations at its named nodes (:mod:`symnn.autodiff.display`), the element-wise functions
 those equations apply, each simplification before -> after with how it was proved, and the
 op counts of every pass. There is no second derivation here: a dropped term or a missing
 factor in the printed formulas would be one in the kernels too, and
@@ -24,8 +24,8 @@ import sympy as sp
 from . import naming
 from .declare import Network
 from .functions import plain
-from .derive import algebra
-from .derive.display import Equation, FunctionDef, Named, Section, equations
+from .autodiff import algebra
+from .autodiff.display import Equation, FunctionDef, Named, Section, equations
 from .simplify.pipeline import PassReport, Simplified
 
 #: what the old record called an equation; ``d.backward[0]`` and friends are Equations
@@ -120,7 +120,7 @@ class Derivation:
         """``(loss, grads)`` computed from the printed equations themselves, in float64.
 
         Each equation's right-hand side, the SymPy object that is printed, is evaluated in
-        order with NumPy (:func:`symnn.derive.algebra.evaluate`; element-wise functions through
+        order with NumPy (:func:`symnn.autodiff.algebra.evaluate`; element-wise functions through
         ``sympy.lambdify`` of their printed definitions). It does not run the kernel's code, so
         comparing it with ``sn.compile(net).loss_and_grad`` checks that what is printed is what
         is computed. Arguments are checked as the kernels check them.
@@ -137,25 +137,19 @@ class Derivation:
         x = args.inputs(X)
         y = args.targets(Y, x.shape[0])
         if y.ndim == 1:  # integer labels: the one-hot rows the kernels build
-            onehot = np.zeros((x.shape[0], args.param_shapes[naming.weight(len(net.layers))][0]))
+            onehot = np.zeros((x.shape[0], int(net.n_out)))
             onehot[np.arange(x.shape[0]), y] = 1.0
             y = onehot
         env: dict[sp.Basic, Any] = {naming.N: x.shape[0], self.inputs["X"]: x, self.inputs["Y"]: y}
         for name, value in p.items():
-            sym = self.inputs[_param_symbol_name(name)]
+            sym = self.inputs[naming.param_ident(name)]
             env[sym] = value.reshape(-1, 1) if value.ndim == 1 else value
         for eq in self.equations:
             env[eq.lhs] = algebra.evaluate(eq.rhs, env)
         loss = float(env[self.equation("loss").lhs])
-        grads = {name: np.asarray(env[self.equation(naming.grad(name)).lhs], dtype=np.float64)
+        grads = {name: np.asarray(env[self.equation(naming.grad(naming.param_ident(name))).lhs], dtype=np.float64)
                  .reshape(value.shape) for name, value in p.items()}
         return loss, grads
-
-
-def _param_symbol_name(name: str) -> str:
-    layer = naming.layer_of(name)
-    stem = naming.stem_of(name)
-    return stem if layer is None else f"{stem}^{{({layer})}}"
 
 
 def _simplifications(s: Simplified) -> list[Simplification]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import sympy as sp
 
 from . import naming
+from .capabilities import LOSS_CAPABILITIES
 from .declare import Network, _np_dtype
 from .errors import ConfigError, SpecError
 from .fileio import write_atomic  # noqa: F401  (re-exported: the writers import it from here)
@@ -32,8 +33,13 @@ def spec_hash(net: Network, dtype: str, optimizer: "Optimizer | None" = None) ->
              sp.srepr(net.loss.expr), net.loss.reduction]
     if net.loss.domain is not None:  # only then: hashes of networks without one are unchanged
         parts.append(f"domain={net.loss.domain!r}")
+    if net.loss.user:  # a built-in's capabilities follow from its name; a user loss's are declared
+        parts.append("user loss: " + ", ".join(f"{k}={getattr(net.loss, k)!r}" for k in LOSS_CAPABILITIES))
     if optimizer is not None:
         parts += [optimizer.describe()]
+    if net.graph is not None:
+        parts += _graph_parts(net)
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
     for layer in net.layers:
         act = layer.activation
         parts += [str(layer.in_features), str(layer.out_features), act.name,
@@ -45,8 +51,35 @@ def spec_hash(net: Network, dtype: str, optimizer: "Optimizer | None" = None) ->
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
+def _graph_parts(net: Network) -> list[str]:
+    """A layer graph's canonical description: inputs, each layer (name, class, its fields with
+    SymPy objects by ``srepr``), each call's operands, the outputs."""
+    g = net.graph
+    parts = [f"graph inputs={g.inputs!r} outputs={g.outputs!r}"]
+    for layer, name in zip(g.layers, g.names):
+        fields = []
+        for key, value in sorted(vars(layer).items()):
+            if key == "activation":
+                value = (value.name, sp.srepr(value.expr) if value.expr is not None else value.kind, value.domain)
+            fields.append(f"{key}={value!r}")
+        parts.append(f"layer {name} {type(layer).__name__} " + " ".join(fields))
+    parts += [f"call {c.layer} {c.inputs!r} {c.shape!r}" for c in g.calls]
+    return parts
+
+
 def describe(net: Network) -> list[str]:
     lines = []
+    if net.graph is not None:
+        g = net.graph
+        names = [n for n, _ in g.inputs]
+        for k, call in enumerate(g.calls):
+            args = ", ".join(names[i] for i in call.inputs)
+            layer = g.layers[call.layer]
+            names.append(g.names[call.layer])
+            lines.append(f"{g.names[call.layer]}: {layer.describe()} of {args}")
+        reg = "".join(f", {k}={v!r}" for k, v in (("l1", net.l1), ("l2", net.l2)) if v)
+        lines.append(f"loss: {net.loss.name} ({net.loss.reduction}-reduced){reg}")
+        return lines
     for i, layer in enumerate(net.layers, 1):
         drop = f", dropout {layer.dropout:g} in training" if layer.dropout else ""
         lines.append(f"layer {i}: Dense({layer.in_features} -> {layer.out_features}), {layer.activation.name}{drop}")
@@ -99,7 +132,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
 
     naming.check_declared_names(net)  # the names are printed into the module's docstring
     printer = NumPyConfig(dtype=dtype).printer()
-    labels = net.loss.name == "cross_entropy" and not net.loss.user
+    labels = net.loss.takes_labels
     kernels = []
     origins: dict[str, list[tuple[str | None, ...]]] = {}
     from .graph import dropout_masks
@@ -113,7 +146,8 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
     for kname, plan in jobs:
         body, origins[kname] = kernel_body(plan, printer)
         used = {w for line in body for w in _words(line)}
-        prologue = [f'{p} = params["{p}"]' for p in net.param_shapes() if p in used]
+        prologue = [f'{naming.param_ident(p)} = params["{p}"]' for p in net.param_shapes()
+                    if naming.param_ident(p) in used]
         if kname == "loss_and_grad_train":
             prologue += [f"{m[0]} = masks[{i}]" for i, m in enumerate(masks) if m[0] in used]
         if uses_batch_size(body) or (labels and "Y" in plan.inputs):
@@ -129,7 +163,8 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         elif kname == "loss":
             returns, doc = f"float({plan.outputs['loss']})", "Mean loss (plus penalties) as a float."
         else:
-            grads = ", ".join(f'"{p}": {plan.outputs[naming.grad(p)]}' for p in net.param_shapes())
+            grads = ", ".join(f'"{p}": {plan.outputs[naming.grad(naming.param_ident(p))]}'
+                              for p in net.param_shapes())
             returns = f"float({plan.outputs['loss']}), {{{grads}}}"
             doc = "(loss, {name: dL/dname}) with gradients shaped like the parameters."
         kernels.append(

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import naming
-from .backends.c.config import GEMM_KC, CConfig, KernelLayout, check_prefix, lower_kernel, size_code, tile_cols
+from . import naming, status
+from .capabilities import C_TARGET_KIND
+from .backends.c import gemm
+from .backends.c.config import (SHARED_HELPER_STATEMENTS, CConfig, KernelLayout, check_prefix, lower_kernel,
+                                share_helpers, size_code)
 from .backends.c.printer import VMATH, c_literal
 from .declare import Network
 from .emit import describe, spec_hash, train_context
@@ -36,18 +39,8 @@ FORMAT_VERSION = 1
 #: ``restrict`` in C and as the compiler's ``__restrict`` in C++, so the file also builds as C++.
 RESTRICT = "SYMNN_RESTRICT"
 
-STATUSES = (
-    ("SYMNN_OK", 0, "ok"),
-    ("SYMNN_ERR_NULL", 1, "a required pointer is NULL"),
-    ("SYMNN_ERR_SIZE", 2, "batch size is negative or too large"),
-    ("SYMNN_ERR_EMPTY", 3, "empty batch: the mean loss is undefined"),
-    ("SYMNN_ERR_LABEL", 4, "class label out of range"),
-    ("SYMNN_ERR_ALIAS", 5, "an output buffer overlaps another buffer"),
-    ("SYMNN_ERR_WORK", 6, "work buffer too small"),
-    ("SYMNN_ERR_NONFINITE", 7, "non-finite value (NaN or infinity)"),
-    ("SYMNN_ERR_INDEX", 8, "index out of range"),
-    ("SYMNN_ERR_ARG", 9, "invalid argument (a step count below 1)"),
-)
+#: ``(macro, code, text)`` of every status code, from the one enum the wrapper also reads
+STATUSES = status.c_table()
 
 
 @dataclass(frozen=True)
@@ -88,12 +81,14 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     cfg = CConfig(dtype=dtype, prefix=prefix)
     printer = cfg.printer()
     real = f"{prefix}_real"
-    labels = net.loss.name == "cross_entropy" and not net.loss.user
+    labels = net.loss.takes_labels
     params = _params_table(net)
     n_params = sum(p["rows"] * p["cols"] for p in params)
-    offsets = {p["name"]: p["offset"] for p in params}
+    # parameters by their identifier in code (W1; dense1_weight for a graph's dense1.weight);
+    # the table of names the C API returns keeps the public names
+    offsets = {naming.param_ident(p["name"]): p["offset"] for p in params}
     n_in, n_out = int(net.n_in), int(net.n_out)
-    shapes = net.param_shapes()
+    shapes = {naming.param_ident(p): shape for p, shape in net.param_shapes().items()}
     sz = f"sizeof({real})"
 
     layouts: dict[str, KernelLayout] = {}
@@ -104,8 +99,11 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         raise ValueError("a network with dropout needs its training program to emit train_step")
     kernel_names = list(KERNELS) + (["loss_and_grad_train"] if masks else [])
     for kname in kernel_names:
-        plan = plan_kernel(train_prog, "loss_and_grad") if kname == "loss_and_grad_train" else plan_kernel(prog, kname)
-        plans[kname] = plan
+        plans[kname] = (plan_kernel(train_prog, "loss_and_grad") if kname == "loss_and_grad_train"
+                        else plan_kernel(prog, kname))
+    # a network with a long kernel prints its statements as shared helpers, in every kernel
+    shared_helpers = any(len(plan.stmts) > SHARED_HELPER_STATEMENTS for plan in plans.values())
+    for kname, plan in plans.items():
         inputs = {"X": (naming.N, n_in)}
         if kname != "forward":
             inputs["Y"] = (naming.N, n_out)
@@ -119,38 +117,40 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             outputs = {"loss": "out_loss"}
             outputs.update({naming.grad(p): f"out_grad + {offsets[p]}" if offsets[p] else "out_grad"
                             for p in shapes})
-        layouts[kname] = lower_kernel(plan, printer, shapes, inputs, outputs)
+        layouts[kname] = lower_kernel(plan, printer, shapes, inputs, outputs, shared=shared_helpers)
 
     kernels = []
+    shared = share_helpers(list(layouts.values()), prefix)  # long kernels' statements as helpers
     for kname, lay in layouts.items():
-        text = repr([{k: v for k, v in s.items() if k != "origins"} for s in lay.stmts])  # the code
+        # what the body prints, as recorded while it was lowered (backends/c/config.py, Uses)
+        printed = lay.names()
         param_ptrs = [{"name": p, "init": f"params + {offsets[p]}" if offsets[p] else "params", "const": True}
-                      for p in shapes if _mentions(text, p)]
-        args = [f"const {real} *{RESTRICT} params", f"const {real} *{RESTRICT} X"]
+                      for p in shapes if p in printed]
+        args = [(f"const {real} *{RESTRICT} params", "params", bool(param_ptrs)),
+                (f"const {real} *{RESTRICT} X", "X", "X" in printed)]
         if kname != "forward":
-            args.append(f"const {real} *{RESTRICT} Y")
+            args.append((f"const {real} *{RESTRICT} Y", "Y", "Y" in printed))
         if kname == "loss_and_grad_train":
-            args += [f"const {real} *{RESTRICT} {m['name']}" for m in masks]
-        args.append("ptrdiff_t n")
+            args += [(f"const {real} *{RESTRICT} {m['name']}", m["name"], m["name"] in printed) for m in masks]
+        args.append(("ptrdiff_t n", "n", lay.uses_n))
+        # every output is written: through a view, a copy or (a scalar) at the end
         if kname == "forward":
-            args.append(f"{real} *{RESTRICT} out_yhat")
+            args.append((f"{real} *{RESTRICT} out_yhat", "out_yhat", True))
         else:
-            args.append(f"{real} *{RESTRICT} out_loss")
+            args.append((f"{real} *{RESTRICT} out_loss", "out_loss", True))
         if kname.startswith("loss_and_grad"):
-            args.append(f"{real} *{RESTRICT} out_grad")
-        args.append(f"{real} *{RESTRICT} work")
+            args.append((f"{real} *{RESTRICT} out_grad", "out_grad", True))
+        args.append((f"{real} *{RESTRICT} work", "work", lay.uses_work))
         plan = plans[kname]
         kernels.append({
             "name": kname,
-            "impl_args": ", ".join(args),
-            "arg_names": [a for a in (x.rsplit(" ", 1)[-1].lstrip("*") for x in args)
-                          if not _mentions(text + repr(param_ptrs + lay.pointers)
-                                           + " ".join(f"out_{o}" for o in lay.outputs)
-                                           + (" n" if lay.uses_nr else ""), a)],
+            "impl_args": ", ".join(decl for decl, _, _ in args),
+            "arg_names": [name for _, name, used in args if not used],
             "op_line": f"ops: {plan.n_tensor_ops} tensor, {plan.n_scalar_ops} scalar",
             "work_code": size_code(*lay.work),
             "pointers": param_ptrs + lay.pointers,
             "scalars": lay.scalars,
+            "calls": lay.calls,
             "uses_nr": lay.uses_nr,
             "stmts": lay.stmts,
             "scalar_outputs": [(f"out_{o}", v) for o, v in lay.outputs.items()],
@@ -304,8 +304,6 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "fsuf": "f" if dtype == "float32" else "",
         "lit0": c_literal(0.0, dtype),
         "lit1": c_literal(1.0, dtype),
-        "jb": tile_cols(dtype),
-        "kc": GEMM_KC,
         "labels": labels,
         "n_in": n_in,
         "n_out": n_out,
@@ -324,12 +322,12 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "prototypes": protos,
     }
     header = render("c/model.h.jinja", **common)
-    kinds = {st["kind"] for k in kernels for st in k["stmts"]}
-    gemms = [g for g in ("nn", "nt", "tn") if f"matmul_{g}" in kinds]
+    kinds = {st["kind"] for k in kernels for st in k["stmts"]} | {h["ctx"]["kind"] for h in shared}
     helpers = set(printer.helpers)
     if kinds & {"rowstats", "softmax", "logsumexp", "softmax_ce"} or helpers & {"sigmoid", "softplus"}:
         helpers.add("exp")
-    context = dict(kernels=kernels, publics=publics, gemms=gemms, helpers=sorted(helpers),
+    gemm_plan = gemm.plan(dtype, [g for g in gemm.GEMM_KINDS if f"matmul_{g}" in kinds])  # what the file calls
+    context = dict(kernels=kernels, shared=shared, publics=publics, gemm=gemm_plan, helpers=sorted(helpers),
                    vmath=[f for f in VMATH if f in helpers], train=train, **common)
     source = render("c/model.c.jinja", **context)
     cdef = _cdef(common, protos, real)
@@ -379,7 +377,6 @@ def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, s
 
 def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
     """``test_main.c``: gradient check by central differences in C, and the bad-argument cases."""
-    loss = net.loss.name if not net.loss.user else "user"
     return render(
         "c/test_main.c.jinja",
         spec_hash=spec_hash(net, dtype),
@@ -387,7 +384,7 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         prefix=result.prefix,
         real=f"{result.prefix}_real",
         labels=result.labels,
-        target_kind={"cross_entropy": "onehot", "bce": "unit"}.get(loss, "real"),
+        target_kind=C_TARGET_KIND[net.loss.targets],
         optimizer=result.optimizer,
         n_state=result.n_state,
         dropout=result.dropout,
@@ -399,6 +396,7 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
 def _train_context(optimizer: Optimizer, printer, real: str, n_params: int) -> dict:
     """The optimiser's formulas printed for one element of the flat parameter vector."""
     from .optim import split_invariant, update_program
+    from .optim import t as step
 
     steps, _ = update_program(optimizer)
     hoisted, temps, reduced = split_invariant(steps)
@@ -409,14 +407,8 @@ def _train_context(optimizer: Optimizer, printer, real: str, n_params: int) -> d
     ctx["clip_value_c"] = c_literal(optimizer.clip_value, dtype) if optimizer.clip_value else None
     ctx["clip_norm_c"] = c_literal(optimizer.clip_norm, dtype) if optimizer.clip_norm else None
     ctx["eps_c"] = c_literal(1e-6, dtype)
-    ctx["uses_t"] = any(_mentions(code, "t") for _, code in [*ctx["hoisted"], *ctx["temps"], *ctx["assign"]])
+    ctx["uses_t"] = any(step in expr.free_symbols for _, expr in [*hoisted, *temps, *reduced])
     return ctx
-
-
-def _mentions(text: str, name: str) -> bool:
-    import re
-
-    return re.search(rf"\b{re.escape(name)}\b", text) is not None
 
 
 def _doc(kname: str, labels: bool, n_out: int) -> str:

@@ -49,6 +49,7 @@ import numpy as np
 import sympy as sp
 
 from . import ir, naming, registry
+from .capabilities import Targets
 from .errors import DataError, GradientCheckError, SpecTypeError
 from .functions import plain
 from .graph import build_forward
@@ -699,18 +700,21 @@ class _Kinks:
 
     def __init__(self, net) -> None:
         self.fwd = build_forward(net)
-        self.layers: list[tuple[int, list]] = []  # (layer index, kink argument functions)
-        for i, layer in enumerate(net.layers):
-            if layer.activation.expr is not None:
-                args = _kink_arguments(layer.activation.expr)
+        self.layers: list[tuple[int, list]] = []  # (index into fwd.z, kink argument functions)
+        for i, act in enumerate(self.fwd.activations):
+            if act.expr is not None:
+                args = _kink_arguments(act.expr)
                 fns = [sp.lambdify(registry.X, g, modules="numpy") for g in args]
                 if fns:
                     self.layers.append((i, fns))
         loss_kinks = _kink_arguments(net.loss.expr) if net.loss.user else []
         self.loss = [sp.lambdify((registry.P, registry.T), g, modules="numpy") for g in loss_kinks]
-        self.weights = [naming.weight(i) for i in range(1, len(net.layers) + 1)] if net.l1 else []
-        self.chain = [(naming.weight(i), naming.bias(i), _activation(a))
-                      for i, a in enumerate(self.fwd.a, 1)]
+        weights = ([naming.weight(i) for i in range(1, len(net.layers) + 1)] if net.graph is None else
+                   [n for n in net.param_shapes() if n.endswith(".weight") and len(net.param_shapes()[n]) == 2])
+        self.weights = weights if net.l1 else []
+        # a dense chain runs as a plain loop; a layer graph through the interpreter
+        self.chain = ([(naming.weight(i), naming.bias(i), _activation(a)) for i, a in enumerate(self.fwd.a, 1)]
+                      if net.graph is None else None)
 
     @property
     def any(self) -> bool:
@@ -739,6 +743,11 @@ class _Kinks:
         times), each activation being its graph node's map with the interpreter's functions."""
         if not (self.layers or self.loss):
             return []
+        if self.chain is None:  # a layer graph
+            wanted = {str(i): self.fwd.z[i] for i, _ in self.layers}
+            vals = evaluate({**wanted, "out": self.fwd.output}, {**theta, "X": X})
+            groups = [_full(f(vals[str(i)]), vals[str(i)].shape) for i, fns in self.layers for f in fns]
+            return groups + [_full(f(vals["out"], Y), vals["out"].shape) for f in self.loss]
         last = len(self.chain) if self.loss else max(i for i, _ in self.layers) + 1
         a, z = X, {}
         for i, (w, b, act) in enumerate(self.chain[:last]):
@@ -791,6 +800,13 @@ def _full(value: Any, shape: tuple[int, ...]) -> np.ndarray:
     return value if np.shape(value) == shape else np.broadcast_to(np.asarray(value), shape)
 
 
+#: targets drawn for a gradient check, per declared kind (labels are drawn as ``arange(n) % K``)
+_TARGET_DRAWS: dict[Targets, Callable[[np.random.Generator, tuple[int, int]], np.ndarray]] = {
+    Targets.REAL: lambda rng, shape: rng.normal(size=shape),
+    Targets.PROBABILITY: lambda rng, shape: rng.uniform(0, 1, shape),
+}
+
+
 def _distance(fns: list, *args: np.ndarray) -> np.ndarray:
     """Element-wise min over ``fns`` of |f(*args)|; NaN counts as far (inf)."""
     shape = args[-1].shape
@@ -836,19 +852,18 @@ def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: in
                         f"after {tries} draws; try fewer rows")
     X = np.array(rows[:n]).reshape(n, int(net.n_in))
     k = int(net.n_out)
-    if net.loss.name == "cross_entropy" and not net.loss.user:
+    if net.loss.takes_labels:
         Y = np.arange(n) % k
-    elif net.loss.name == "bce" and not net.loss.user:
-        Y = rng.uniform(0, 1, (n, k))
     else:
-        Y = rng.normal(size=(n, k))
+        draw = _TARGET_DRAWS[net.loss.targets]
+        Y = draw(rng, (n, k))
         if kinks.loss:  # a kinked user loss (Huber): targets away from the kinks in p - y too
             out = np.real(evaluate({"a": kinks.fwd.output}, {**params, "X": X})["a"])
             for _ in range(tries):
                 bad = _distance(kinks.loss, out, Y) < margin
                 if not bad.any():
                     break
-                Y = np.where(bad, rng.normal(size=(n, k)), Y)
+                Y = np.where(bad, draw(rng, (n, k)), Y)
             else:
                 raise DataError(f"no targets keep the loss {margin} from its kinks after {tries} draws")
     return params, X, Y

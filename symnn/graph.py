@@ -12,27 +12,72 @@ from dataclasses import dataclass
 import sympy as sp
 
 from . import ir, naming, registry, saturate
-from .declare import Network
+from .declare import Dense, Network
 from .expressions import Domain, derivative, exact_bound
 from .functions import Guard
 
 
 @dataclass(frozen=True)
+class Label:
+    """A forward value the derivation and the emitted code name: ``code`` its variable
+    (``z1``, ``dense1_z``), ``letter`` and ``sup`` its LaTeX (``Z`` and ``^{(1)}``), ``eq_id``
+    its equation's id."""
+
+    node: ir.Node
+    code: str
+    letter: str
+    sup: str
+    eq_id: str
+    #: the id of its cotangent's equation; ``always``: the cotangent is named even when read
+    #: once (delta of a pre-activation), else only where it is shared
+    ct_id: str = ""
+    ct_always: bool = False
+
+    @property
+    def tex(self) -> str:
+        # an accented letter gets an empty group before its superscript: amsmath's accents look
+        # ahead, and {\tilde{X}^{(a)}}_{nk}^{2} is a double superscript to it
+        accent = "{}" if self.letter.startswith("\\") and self.letter.endswith("}") else ""
+        return self.letter + accent + self.sup
+
+    @property
+    def ct_tex(self) -> str:
+        """delta^{(l)} for a pre-activation, delta_{A}^{(l)} for another value."""
+        return (r"\delta" if self.ct_always else r"\delta_{%s}" % self.letter) + self.sup
+
+
+@dataclass(frozen=True)
 class ForwardGraph:
-    """The forward graph and its named nodes."""
+    """The forward graph and its named nodes.
+
+    ``params`` is keyed by the parameters' identifiers in code (``W1``, ``dense1_weight``);
+    ``labels`` names the values the derivation shows; ``out_pre`` is the output layer's
+    pre-activation (the loss fusions rewrite from it), None when the output layer has none."""
 
     network: Network
     X: ir.Node
     Y: ir.Node
     params: dict[str, ir.Node]
-    z: tuple[ir.Node, ...]  # pre-activations z1..zL
-    a: tuple[ir.Node, ...]  # activations a1..aL
+    z: tuple[ir.Node, ...]  # pre-activations z1..zL (Sequential form)
+    a: tuple[ir.Node, ...]  # activations a1..aL (Sequential form)
     data_loss: ir.Node  # scalar: reduced loss terms
     loss: ir.Node  # scalar: data loss + penalties
+    labels: tuple[Label, ...] = ()
+    param_tex: tuple[tuple[str, str], ...] = ()  # (identifier, LaTeX symbol)
+    out: ir.Node | None = None
+    out_pre: ir.Node | None = None
+    #: the activation of each pre-activation in ``z`` (a graph: one per dense call, in order)
+    activations: tuple = ()
 
     @property
     def output(self) -> ir.Node:
-        return self.a[-1]
+        return self.out if self.out is not None else self.a[-1]
+
+    @property
+    def pre_output(self) -> ir.Node | None:
+        if self.out is not None:
+            return self.out_pre
+        return self.z[-1]
 
 
 def guarded(expr: sp.Expr, var: sp.Symbol, domain: Domain | None) -> sp.Expr:
@@ -84,8 +129,99 @@ def mask_name(layer: int) -> str:
 
 def dropout_masks(net: Network) -> list[tuple[str, int, int, float]]:
     """``[(mask name, layer, width, drop probability)]`` for the layers with dropout."""
+    if net.graph is not None:  # refused at construction: no dropout in a layer graph yet
+        return []
     return [(mask_name(i), i, int(layer.out_features), layer.dropout)
             for i, layer in enumerate(net.layers, 1) if layer.dropout]
+
+
+def _loss_terms(net: Network, a: ir.Node, Y: ir.Node, weights: list[ir.Node]) -> tuple[ir.Node, ir.Node]:
+    """(data loss, total loss): the mean of the loss terms plus the L2/L1 penalties on
+    ``weights`` (the weight matrices, in order)."""
+    N = naming.N
+    term_expr = guarded(net.loss.expr, registry.P, net.loss.domain)
+    term = ir.map_(ir.Elementwise(net.loss.name, (registry.P, registry.T), term_expr, tex=r"\ell"), a, Y)
+    s = sp.Symbol("s")
+    count = N * net.n_out if net.loss.reduction == "mean" else N
+    data_loss = scalar_map("mean", s / count, [(s, ir.sum_(term))])
+    loss = data_loss
+    terms: list[tuple[sp.Symbol, ir.Node]] = [(sp.Symbol("l"), data_loss)]
+    w = sp.Symbol("w", real=True)
+    expr = terms[0][0]
+    for lam, penalty, tag in ((net.l2, w**2 / 2, "l2"), (net.l1, sp.Abs(w), "l1")):
+        if lam == 0:
+            continue
+        for i, Wn in enumerate(weights, 1):
+            r = sp.Symbol(f"r_{tag}_{i}")
+            terms.append((r, ir.sum_(ir.map_(ir.Elementwise(tag, (w,), penalty), Wn))))
+            expr = expr + sp.Float(lam, 17) * r if lam != int(lam) else expr + int(lam) * r
+    if len(terms) > 1:
+        loss = scalar_map("loss", expr, terms)
+    return data_loss, loss
+
+
+def _graph_forward(net: Network) -> ForwardGraph:
+    """A layer graph lowered call by call: each layer builds its IR from its inputs' nodes and
+    its parameters; the values it names become labels (``Z^{(dense1)}``)."""
+    g = net.graph
+    N = naming.N
+    X = ir.input_("X", (N, net.n_in))
+    Y = ir.input_("Y", (N, net.n_out))
+    params: dict[str, ir.Node] = {}
+    param_tex: list[tuple[str, str]] = []
+    by_layer: list[dict[str, ir.Node]] = []
+    for layer, lname in zip(g.layers, g.names):
+        mine = {}
+        for p, shape in layer.param_shapes().items():
+            ident = naming.param_ident(f"{lname}.{p}")
+            mine[p] = params[ident] = ir.param(ident, tuple(shape))
+            param_tex.append((ident, f"{layer.PARAM_TEX.get(p, p)}^{{({_tex_name(lname)})}}"))
+        by_layer.append(mine)
+    values: list[ir.Node] = [X]
+    labels: list[Label] = []
+    calls_of: dict[int, int] = {}
+    out_pre = None
+    zs, acts, activations = [], [], []
+    for call in g.calls:
+        layer, lname = g.layers[call.layer], g.names[call.layer]
+        k = calls_of[call.layer] = calls_of.get(call.layer, 0) + 1
+        # a layer called again: its k-th output (layer names hold no "__", so no name is a tag)
+        tag = lname if k == 1 else f"{lname}__{k}"
+        built = layer.build([values[i] for i in call.inputs], by_layer[call.layer])
+        if isinstance(layer, Dense):
+            zs.append(built.named[0][0])
+            acts.append(built.output)
+            activations.append(layer.activation)
+        sup = f"^{{({_tex_name(tag)})}}"
+        for i, (node, letter) in enumerate(built.named):
+            pre = letter == "Z"  # a pre-activation: its cotangent is the layer's delta
+            labels.append(Label(node, f"{tag}__v{i}", letter, sup, f"{tag}.v{i}" if not pre else f"{tag}.z",
+                                f"{tag}.delta" if pre else f"{tag}.v{i}.ct", pre))
+        labels.append(Label(built.output, f"{tag}__out", layer.OUTPUT_TEX, sup, tag, f"{tag}.ct"))
+        values.append(built.output)
+        if len(values) - 1 == g.outputs[0]:
+            out_pre = next((node for node, letter in built.named if letter == "Z"), None)
+    out = values[g.outputs[0]]
+    weights = [params[naming.param_ident(f"{lname}.weight")] for layer, lname in zip(g.layers, g.names)
+               if isinstance(layer, Dense)]
+    data_loss, loss = _loss_terms(net, out, Y, weights)
+    return ForwardGraph(net, X, Y, params, tuple(zs), tuple(acts), data_loss, loss, tuple(_unique(labels)),
+                        tuple(param_tex), out, out_pre, tuple(activations))
+
+
+def _unique(labels: list[Label]) -> list[Label]:
+    """One label per node (an activation-free output is its pre-activation: keep the first)."""
+    seen: set[int] = set()
+    out = []
+    for lab in labels:
+        if id(lab.node) not in seen:
+            seen.add(id(lab.node))
+            out.append(lab)
+    return out
+
+
+def _tex_name(name: str) -> str:
+    return r"\mathrm{%s}" % name.replace("_", r"\_")
 
 
 def build_forward(net: Network, training: bool = False) -> ForwardGraph:
@@ -95,6 +231,8 @@ def build_forward(net: Network, training: bool = False) -> ForwardGraph:
     (inverted dropout) with its mask ``M`` an input of the graph, so the chain rule carries the
     mask into the gradient like any element-wise factor.
     """
+    if net.graph is not None:
+        return _graph_forward(net)
     N = naming.N
     X = ir.input_("X", (N, net.n_in))
     Y = ir.input_("Y", (N, net.n_out))
@@ -113,23 +251,12 @@ def build_forward(net: Network, training: bool = False) -> ForwardGraph:
             u, k = sp.Symbol("u", real=True), sp.Symbol("k", real=True)
             keep = sp.Float(1 / (1 - layer.dropout), 17)
             a = ir.map_(ir.Elementwise("dropout", (u, k), u * k * keep), a, mask)
-    term_expr = guarded(net.loss.expr, registry.P, net.loss.domain)
-    term = ir.map_(ir.Elementwise(net.loss.name, (registry.P, registry.T), term_expr, tex=r"\ell"), a, Y)
-    s = sp.Symbol("s")
-    count = N * net.n_out if net.loss.reduction == "mean" else N
-    data_loss = scalar_map("mean", s / count, [(s, ir.sum_(term))])
-    loss = data_loss
-    terms: list[tuple[sp.Symbol, ir.Node]] = [(sp.Symbol("l"), data_loss)]
-    w = sp.Symbol("w", real=True)
-    expr = terms[0][0]
-    for lam, penalty, tag in ((net.l2, w**2 / 2, "l2"), (net.l1, sp.Abs(w), "l1")):
-        if lam == 0:
-            continue
-        for i in range(1, len(net.layers) + 1):
-            Wn = params[naming.weight(i)]
-            r = sp.Symbol(f"r_{tag}_{i}")
-            terms.append((r, ir.sum_(ir.map_(ir.Elementwise(tag, (w,), penalty), Wn))))
-            expr = expr + sp.Float(lam, 17) * r if lam != int(lam) else expr + int(lam) * r
-    if len(terms) > 1:
-        loss = scalar_map("loss", expr, terms)
-    return ForwardGraph(net, X, Y, params, tuple(zs), tuple(acts), data_loss, loss)
+    weights = [params[naming.weight(i)] for i in range(1, len(net.layers) + 1)]
+    data_loss, loss = _loss_terms(net, a, Y, weights)
+    labels = []
+    for i, (z, act) in enumerate(zip(zs, acts), 1):
+        labels += [Label(z, naming.preact(i), "Z", f"^{{({i})}}", naming.preact(i), f"delta{i}", True),
+                   Label(act, naming.act(i), "A", f"^{{({i})}}", naming.act(i), f"delta_a{i}")]
+    param_tex = [(name, f"{naming.stem_of(name)}^{{({naming.layer_of(name)})}}") for name in params]
+    return ForwardGraph(net, X, Y, params, tuple(zs), tuple(acts), data_loss, loss, tuple(labels),
+                        tuple(param_tex), activations=tuple(layer.activation for layer in net.layers))

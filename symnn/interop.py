@@ -25,8 +25,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .capabilities import Link
 from .declare import Activation, Dense, Network
-from .errors import ConfigError, ModelFormatError, SpecError, SpecTypeError, UntrustedInputError
+from .errors import ConfigError, ModelFormatError, ShapeError, SpecError, SpecTypeError, UntrustedInputError
 from .naming import shown
 
 #: torch module class name -> symnn activation (name, parameter attributes to carry over)
@@ -128,7 +129,7 @@ def _assemble(layers: list, loss: object, name: str, dtype: str) -> tuple[Networ
     if loss is None:
         last = dense[-1].activation
         loss = ("cross_entropy" if last.is_rowwise else
-                "bce" if last.name == "sigmoid" and dense[-1].out_features == 1 else "mse")
+                "bce" if last.link is Link.LOGISTIC and dense[-1].out_features == 1 else "mse")
     return Network(dense, loss=loss, name=name), values
 
 
@@ -161,9 +162,16 @@ def _check_variant(child: Any, kind: str, idx: int) -> None:
 def to_state_dict(net: Network, params: Mapping[str, Any]) -> dict[str, Any]:
     """Parameters as the ``state_dict`` of the ``nn.Sequential`` that ``from_torch`` reads
     (keys ``"0.weight"``, ``"0.bias"``, ``"2.weight"``... with one module per activation and
-    one ``nn.Dropout`` per layer with dropout)."""
+    one ``nn.Dropout`` per layer with dropout). For a layer graph the keys are its parameter
+    names, ``"dense1.weight"``..., those of a module whose attributes are named like the layers.
+    ``params`` may also be gradients (``loss_and_grad``'s), keyed the same."""
     import torch
 
+    if net.graph is not None:
+        missing = [name for name in net.param_shapes() if name not in params]
+        if missing:
+            raise ShapeError(f"params lack {shown(missing, 120)}")
+        return {name: torch.tensor(np.asarray(params[name])) for name in net.param_shapes()}
     out, idx = {}, 0
     for i, layer in enumerate(net.layers, 1):
         out[f"{idx}.weight"] = torch.tensor(np.asarray(params[f"W{i}"]))
@@ -239,7 +247,12 @@ def load_torch(path: str | os.PathLike, net: Network | None = None, *, trust_pic
     if loss is not None:
         raise ConfigError("the spec's network has its loss already; loss= is for a whole module")
     if name is not None and name != net.name:
-        net = Network(list(net.layers), loss=net.loss, l1=net.l1, l2=net.l2, name=name)
+        if net.graph is not None:
+            from .graph_spec import rebuilt
+
+            net = rebuilt(net, name=name)
+        else:
+            net = Network(list(net.layers), loss=net.loss, l1=net.l1, l2=net.l2, name=name)
     return net, from_torch_state_dict(obj, net, dtype=dtype)
 
 
@@ -283,6 +296,11 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], net: Network, *,
     weight must be a floating-point tensor of shape (out, in) of its layer, each bias (out,),
     all finite in ``dtype``; a missing bias is zero (``nn.Linear(bias=False)``).
 
+    For a layer graph the keys must be exactly the network's parameter names
+    (``"dense1.weight"``, ``"layernorm1.bias"``...: the ``state_dict`` of a module whose
+    attributes are named like the layers), each a floating-point tensor of its shape, finite
+    in ``dtype``.
+
     Raises:
         ModelFormatError: a key that is no Linear weight or bias, a layer count, shape or
             element type that does not fit ``net``, non-finite values; names the key.
@@ -291,6 +309,8 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], net: Network, *,
 
     if not isinstance(net, Network):
         raise SpecTypeError(f"net must be a symnn Network, got {type(net).__name__}")
+    if net.graph is not None:
+        return _graph_state_dict(state_dict, net, dtype)
     if not all(isinstance(d, int) for layer in net.layers for d in (layer.in_features, layer.out_features)):
         raise SpecError("the network has symbolic widths; weights need a network of fixed sizes")
     if not isinstance(state_dict, Mapping):
@@ -324,6 +344,32 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], net: Network, *,
     return params
 
 
+def _graph_state_dict(state_dict: Mapping[str, Any], net: Network, dtype: str) -> dict[str, np.ndarray]:
+    """A layer graph's parameters from a state_dict keyed by its parameter names, no more, no
+    fewer; each key named in the error that refuses it."""
+    import torch
+
+    if not isinstance(state_dict, Mapping):
+        raise ModelFormatError("expected a state_dict (a mapping of names to tensors), got "
+                               f"{type(state_dict).__name__}")
+    shapes = net.param_shapes()
+    extra = [key for key in state_dict if key not in shapes]
+    if extra:
+        raise ModelFormatError(f"state_dict entry {shown(extra[0])} is not a parameter of the network; "
+                               f"its parameters are {shown(list(shapes), 200)}")
+    params: dict[str, np.ndarray] = {}
+    for name, shape in shapes.items():
+        if name not in state_dict:
+            raise ModelFormatError(f"state_dict has no {shown(name)}; the network's parameters are "
+                                   f"{shown(list(shapes), 200)}")
+        value = state_dict[name]
+        if not isinstance(value, torch.Tensor):
+            raise ModelFormatError(f"state_dict entry {shown(name)} is a {type(value).__name__}, not a tensor")
+        want = tuple(int(d) for d in shape)
+        params[name] = _weights(_tensor_values(value, name, want, name.rpartition(".")[0]), shown(name), dtype)
+    return params
+
+
 def _check_module_order(prefixes: list[str]) -> None:
     """Sequential indices (``0``, ``2``, ``net.4``) must increase in the state_dict's order: a
     hand-built dict in another order would give the weights to the wrong layers."""
@@ -335,7 +381,7 @@ def _check_module_order(prefixes: list[str]) -> None:
                                    "expected increasing module indices")
 
 
-def _tensor_values(value: Any, key: str, shape: tuple[int, ...], layer: int) -> np.ndarray:
+def _tensor_values(value: Any, key: str, shape: tuple[int, ...], layer: int | str) -> np.ndarray:
     """A CPU float64 copy of one tensor, after its layout, element type and shape are checked."""
     import torch
 

@@ -61,6 +61,8 @@ def _lambdify(fn: ir.Elementwise):
 def evaluate(outputs: Mapping[str, ir.Node], leaves: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Evaluate ``outputs`` given values for INPUT/PARAM leaves (by name)."""
     values: dict[int, np.ndarray] = {}
+    # parameters by their name (``dense1.weight``) or their identifier in the graph (``dense1_weight``)
+    leaves = {naming.param_ident(k): v for k, v in leaves.items()}
     nrows = leaves["X"].shape[0] if "X" in leaves else 1
     for node in ir.toposort(outputs.values()):
         s = [values[id(x)] for x in node.src]

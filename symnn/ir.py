@@ -12,6 +12,7 @@ return new nodes. :func:`validate` is the separate structural checker.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Any, Iterable
@@ -66,12 +67,17 @@ class Elementwise:
 
 
 class _Interned(type):
-    """Metaclass that returns the existing node for identical (op, src, arg, shape)."""
+    """Metaclass that returns the existing node for identical (op, src, arg, shape).
 
-    _cache: dict[tuple[Any, ...], "Node"] = {}
+    The cache holds its nodes weakly (as tinygrad's does): a node no graph, program or
+    caller references any more is freed, with its entry. The key holds the operand nodes
+    themselves (compared by identity), so an operand lives as long as a node built on it and
+    no key can name a freed node's recycled ``id``."""
+
+    _cache: "weakref.WeakValueDictionary[tuple[Any, ...], Node]" = weakref.WeakValueDictionary()
 
     def __call__(cls, op: Op, src: tuple["Node", ...] = (), arg: Any = None, shape: Shape = ()):
-        key = (op, tuple(id(s) for s in src), arg, tuple(shape))
+        key = (op, tuple(src), arg, tuple(shape))
         node = cls._cache.get(key)
         if node is None:
             node = super().__call__(op, tuple(src), arg, tuple(shape))

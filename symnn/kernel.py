@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .capabilities import check_target_values
 from .declare import Network
 from .optim import Optimizer
 from .errors import (
@@ -94,7 +95,7 @@ class Arguments:
         self.dtype = np.dtype(dtype)
         self.check_finite = check_finite
         self.param_shapes = {k: tuple(int(d) for d in v) for k, v in net.param_shapes().items()}
-        self._labels = net.loss.name == "cross_entropy" and not net.loss.user
+        self._labels = net.loss.takes_labels
 
     # -- validation ------------------------------------------------------------------------
     def params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -117,7 +118,7 @@ class Arguments:
 
     def inputs(self, X: object) -> np.ndarray:
         arr = _as_float_array(X, "X", self.dtype)
-        n_in = self.param_shapes["W1"][1]
+        n_in = int(self.network.n_in)
         if arr.ndim != 2:
             raise ShapeError(f"expected X of shape (n, {n_in}), got {arr.shape}")
         if arr.shape[1] != n_in:
@@ -127,7 +128,7 @@ class Arguments:
         return arr
 
     def targets(self, Y: object, n: int) -> np.ndarray:
-        n_out = self.param_shapes[f"W{len(self.network.layers)}"][0]
+        n_out = int(self.network.n_out)
         raw = as_real_array(Y, "Y")
         if n == 0:
             raise EmptyBatchError("the batch is empty (N = 0): the mean loss is undefined")
@@ -144,12 +145,7 @@ class Arguments:
             raise ShapeError(f"expected Y of shape ({n}, {n_out}){hint}, got {arr.shape}")
         if self.check_finite:
             _require_finite(arr, "Y")
-        if self._labels:
-            if (arr < 0).any() or (arr > 1).any() or not np.allclose(arr.sum(axis=1), 1.0, atol=1e-6):
-                raise DataError("cross-entropy targets must be one-hot or probability rows summing to 1")
-        elif self.network.loss.name == "bce" and not self.network.loss.user:
-            if (arr < 0).any() or (arr > 1).any():
-                raise DataError("bce targets must lie in [0, 1]")
+        check_target_values(self.network.loss, arr)
         return arr
 
 

@@ -37,6 +37,12 @@ def grad(name: str) -> str:
     return f"dL_d{name}"
 
 
+def param_ident(name: str) -> str:
+    """The identifier a parameter has in emitted code: ``W1`` stays ``W1``; a layer graph's
+    ``dense1.weight`` becomes ``dense1_weight`` (layer names are identifiers, so the result is)."""
+    return name.replace(".", "_")
+
+
 def layer_of(name: str) -> int | None:
     """The layer number in a parameter or mask name (``W2`` -> 2), None when it has none."""
     digits = name[len(name.rstrip("0123456789")):]
@@ -146,6 +152,17 @@ def identifier(value: object, what: str) -> str:
     return value
 
 
+def layer_name(value: object) -> str:
+    """A layer's name in a graph: a plain name (:func:`identifier`, so no ``__``: the emitted
+    code names a layer's second call and its values ``<name>__2``, ``<name>__out``) that does
+    not start with ``dL_d``, the prefix of gradients in emitted code."""
+    identifier(value, "layer name")
+    if value.startswith("dL_d"):  # type: ignore[union-attr]
+        raise UntrustedInputError(f"layer name {shown(value)} starts with 'dL_d', which names gradients "
+                                  "in the emitted code; choose another name")
+    return value  # type: ignore[return-value]
+
+
 def network_name(value: object) -> str:
     """A network name: an :func:`identifier` that also prefixes every emitted C symbol and
     names the emitted files, so it starts with a letter, does not end with ``_`` (``NAME_`` +
@@ -175,8 +192,16 @@ def check_declared_names(net: object) -> None:
     one. ``net`` is duck-typed (``name``, ``layers[].activation``, ``loss``): declare imports this
     module."""
     network_name(net.name)  # type: ignore[attr-defined]
+    graph = getattr(net, "graph", None)
+    if graph is not None:
+        for name in graph.names:
+            layer_name(name)
+        for name, _ in graph.inputs:
+            identifier(name, "input name")
     for i, layer in enumerate(net.layers, 1):  # type: ignore[attr-defined]
-        act = layer.activation
+        act = getattr(layer, "activation", None)
+        if act is None:  # a layer without an activation (LayerNorm, add)
+            continue
         identifier(act.name, f"layer {i}: activation name")
         latex_snippet(act.latex_name, f"layer {i}: activation {act.name!r}: latex")
     loss = net.loss  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import enum
 import json
 import re
 import tokenize
@@ -32,6 +33,7 @@ import numpy as np
 import sympy as sp
 
 from . import naming, registry
+from .capabilities import Targets
 from .declare import Activation, Dense, Loss, Network
 from .errors import DataError, ModelFormatError, ShapeError, SymnnError
 from .expressions import MAX_DIGITS, NonSmoothWarning, Term, TermKind, budget_problem, is_call, number_term
@@ -102,6 +104,8 @@ class Model:
 def _encode(value: Any) -> Any:
     if isinstance(value, sp.Basic):
         return {"srepr": sp.srepr(value)}
+    if isinstance(value, enum.Enum):  # a declared capability (Targets, Link): its string value
+        return value.value
     return value
 
 
@@ -304,6 +308,11 @@ def _fields(obj: Any) -> dict[str, Any]:
 
 
 def network_to_dict(net: Network) -> dict[str, Any]:
+    if net.graph is not None:  # a layer graph: its layers and calls (symnn.graph_spec)
+        from .graph_spec import graph_record
+
+        return {"name": net.name, "l1": net.l1, "l2": net.l2, "loss": _fields(net.loss),
+                "graph": graph_record(net, {"activation": _fields})}
     return {
         "name": net.name, "l1": net.l1, "l2": net.l2,
         "loss": _fields(net.loss),
@@ -362,16 +371,27 @@ def _loss(record: Any, where: str) -> Loss:
     name = _field(record, "name", str, where)
     if not _field(record, "user", bool, where):
         return _built(where, Loss.builtin, name)
+    # the declared capabilities: JSON types checked here, values by the constructor (a record
+    # written before they existed declares none)
+    caps = {"targets": _field(record, "targets", str, where, Targets.REAL.value),
+            "classification": _field(record, "classification", bool, where, False),
+            "min_outputs": _field(record, "min_outputs", int, where, 1),
+            "requires": _field(record, "requires", (str, type(None)), where, None),
+            "link": _field(record, "link", (str, type(None)), where, None)}
     return _built(where, Loss, name, _expression(record, "expr", where), pred=registry.P, target=registry.T,
                   reduction=_field(record, "reduction", str, where, "mean"),
                   latex=_field(record, "latex_name", (str, type(None)), where, None),
-                  domain=_field(record, "domain", (list, type(None)), where, None))
+                  domain=_field(record, "domain", (list, type(None)), where, None), **caps)
 
 
 def network_from_dict(spec: Any, where: str = "network") -> Network:
     """Rebuild a network from its JSON record through the public constructors (``sn.Activation``,
     ``sn.Loss``, ``sn.Dense``, ``sn.Network``), so every check they make runs on the file's
-    content: names, expressions, domains, widths. Problems raise ModelFormatError at ``where``."""
+    content: names, expressions, domains, widths. Problems raise ModelFormatError at ``where``.
+    A layer graph (a ``graph`` record) is rebuilt by :func:`symnn.graph_spec.build_network`
+    through the same constructors, calling its layers on tensors."""
+    if isinstance(spec, dict) and "graph" in spec:
+        return _graph_network(spec, where)
     layers = []
     for i, item in enumerate(_field(spec, "layers", list, where)):
         at = f"{where}.layers[{i}]"
@@ -381,6 +401,23 @@ def network_from_dict(spec: Any, where: str = "network") -> Network:
     loss = _loss(_field(spec, "loss", dict, where), f"{where}.loss")
     return _built(where, Network, layers, loss=loss, l1=_field(spec, "l1", (int, float), where, 0.0),
                   l2=_field(spec, "l2", (int, float), where, 0.0), name=_field(spec, "name", str, where))
+
+
+def _graph_network(spec: dict, where: str) -> Network:
+    from .graph_spec import build_network
+
+    unknown = sorted(set(spec) - {"name", "l1", "l2", "loss", "graph"})
+    if unknown:
+        raise ModelFormatError(f"{where}: unknown key(s) {naming.shown(unknown)} in a layer graph's record")
+    loss = _loss(_field(spec, "loss", dict, where), f"{where}.loss")
+    settings = {"loss": loss, "l1": _field(spec, "l1", (int, float), where, 0.0),
+                "l2": _field(spec, "l2", (int, float), where, 0.0), "name": _field(spec, "name", str, where)}
+
+    def make(inputs: list, outputs: list) -> Network:
+        return Network(inputs=inputs[0] if len(inputs) == 1 else inputs,
+                       outputs=outputs[0] if len(outputs) == 1 else outputs, **settings)
+
+    return build_network(spec["graph"], make, {"activation": _activation}, f"{where}.graph", ModelFormatError)
 
 
 # -- files -----------------------------------------------------------------------------------------

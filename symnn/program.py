@@ -21,7 +21,7 @@ class Program:
     origins: dict[int, ir.Node] = field(default_factory=dict)
 
     #: id(node of the derived program) -> id of the derivation equation that node belongs to
-    #: (:func:`symnn.derive.display.equation_owners`); set once, after the passes
+    #: (:func:`symnn.autodiff.display.equation_owners`); set once, after the passes
     owners: dict[int, str] = field(default_factory=dict)
 
     def origin(self, node: ir.Node) -> ir.Node:

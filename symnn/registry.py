@@ -8,7 +8,7 @@ simplifier, so adding an entry here (or calling :func:`register_activation` /
 :func:`register_loss` from user code) needs no other code.
 
 Row-wise activations (softmax) are not element-wise; they are registered with
-``kind="rowwise"`` and their Jacobian rule lives in :mod:`symnn.derive.rowwise`.
+``kind="rowwise"`` and their Jacobian rule is the SOFTMAX pullback in :mod:`symnn.autodiff.vjp`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Mapping
 
 import sympy as sp
 
-from . import naming
+from . import capabilities, naming
+from .capabilities import Link, Targets
 from .errors import UnknownActivationError
 
 #: Canonical scalar variable of element-wise activations (real, so ``diff(Abs(x))`` is ``sign``).
@@ -44,6 +45,8 @@ class ActivationEntry:
     #: closed interval holding every value, stated for row-wise entries that have no expression
     #: to sample (softmax: [0, 1]); element-wise ones are sampled instead
     value_range: tuple[float, float] | None = None
+    #: the output family it belongs to: a loss with the same link fuses with it (sigmoid: logistic)
+    link: Link | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class LossEntry:
 
     ``reduction="mean"`` averages the term over every element of the output (PyTorch's
     default for MSE/BCE); ``"batch"`` sums over classes then averages over rows (cross-entropy).
+    ``targets``, ``classification``, ``min_outputs``, ``requires`` and ``link`` are the loss's
+    declared capabilities (:mod:`symnn.capabilities`): the code reads them, never the name.
     """
 
     name: str
@@ -60,6 +65,10 @@ class LossEntry:
     requires: str | None = None  # output activation the loss is defined on (e.g. softmax)
     latex: str | None = None
     domain: tuple[float, float] | None = None  # open interval of predictions it is defined on
+    targets: Targets = Targets.REAL
+    classification: bool = False
+    min_outputs: int = 1
+    link: Link | None = None
 
 
 _ACTIVATIONS: dict[str, ActivationEntry] = {}
@@ -76,6 +85,7 @@ def register_activation(
     latex: str | None = None,
     domain: tuple[float, float] | None = None,
     value_range: tuple[float, float] | None = None,
+    link: Link | str | None = None,
 ) -> ActivationEntry:
     """Add an activation to the registry (an existing name is replaced); ``domain`` as for
     :class:`symnn.declare.Activation`. The name and ``latex`` pass the same checks as the
@@ -86,7 +96,8 @@ def register_activation(
     naming.identifier(name, "activation name")
     latex = naming.latex_snippet(latex, f"activation {name!r}: latex")
     entry = ActivationEntry(name, expr, kind, MappingProxyType(dict(params or {})), init, latex,
-                            require_domain(domain, f"activation {name!r}"), value_range)
+                            require_domain(domain, f"activation {name!r}"), value_range,
+                            capabilities.declared_link(link, f"activation {name!r}"))
     _ACTIVATIONS[name] = entry
     return entry
 
@@ -99,14 +110,27 @@ def register_loss(
     requires: str | None = None,
     latex: str | None = None,
     domain: tuple[float, float] | None = None,
+    targets: Targets | str = Targets.REAL,
+    classification: bool = False,
+    min_outputs: int = 1,
+    link: Link | str | None = None,
 ) -> LossEntry:
-    """Add a loss to the registry (an existing name is replaced); ``domain`` as for
+    """Add a loss to the registry (an existing name is replaced); ``domain`` and the
+    capabilities (``targets``, ``classification``, ``min_outputs``, ``requires``, ``link``) as for
     :class:`symnn.declare.Loss`. Name and ``latex`` are checked as in :func:`register_activation`."""
     from .expressions import require_domain  # late: expressions imports the simplifier
 
     naming.identifier(name, "loss name")
-    latex = naming.latex_snippet(latex, f"loss {name!r}: latex")
-    entry = LossEntry(name, expr, reduction, requires, latex, require_domain(domain, f"loss {name!r}"))
+    what = f"loss {name!r}"
+    latex = naming.latex_snippet(latex, f"{what}: latex")
+    if requires is not None:
+        activation(requires)  # an unknown name is refused here, not when a network is built
+    kind = capabilities.declared_targets(targets, what)
+    fuses = capabilities.declared_link(link, what)
+    capabilities.check_link_targets(fuses, kind, what)
+    entry = LossEntry(name, expr, reduction, requires, latex, require_domain(domain, what), kind,
+                      capabilities.declared_classification(classification, kind, what),
+                      capabilities.declared_min_outputs(min_outputs, what), fuses)
     _LOSSES[name] = entry
     return entry
 
@@ -156,7 +180,7 @@ def loss_names() -> list[str]:
 # -- built-in activations: one SymPy expression each -----------------------------------------
 _alpha = sp.Symbol("alpha", positive=True)
 register_activation("identity", X, latex=r"\operatorname{id}")
-register_activation("sigmoid", 1 / (1 + sp.exp(-X)), latex=r"\sigma")
+register_activation("sigmoid", 1 / (1 + sp.exp(-X)), latex=r"\sigma", link=Link.LOGISTIC)
 register_activation("tanh", sp.tanh(X), latex=r"\tanh")
 register_activation("relu", sp.Max(X, 0), init="he", latex=r"\operatorname{ReLU}")
 register_activation(
@@ -180,15 +204,21 @@ register_activation(
     "gelu", X / 2 * (1 + sp.erf(X / sp.sqrt(2))), init="he", latex=r"\operatorname{GELU}"
 )
 register_activation("softsign", X / (1 + sp.Abs(X)), latex=r"\operatorname{softsign}")
-register_activation("softmax", None, kind="rowwise", latex=r"\operatorname{softmax}", value_range=(0.0, 1.0))
+register_activation("softmax", None, kind="rowwise", latex=r"\operatorname{softmax}", value_range=(0.0, 1.0),
+                    link=Link.SOFTMAX)
 
 # -- built-in losses ---------------------------------------------------------------------------
 register_loss("mse", (P - T) ** 2, latex=r"\operatorname{MSE}")
-register_loss("bce", -(T * sp.log(P) + (1 - T) * sp.log(1 - P)), latex=r"\operatorname{BCE}")
+register_loss("bce", -(T * sp.log(P) + (1 - T) * sp.log(1 - P)), latex=r"\operatorname{BCE}",
+              targets=Targets.PROBABILITY, classification=True, link=Link.LOGISTIC)
 register_loss(
     "cross_entropy",
     -T * sp.log(P),
     reduction="batch",
     requires="softmax",
     latex=r"\operatorname{CE}",
+    targets=Targets.ONE_HOT_OR_LABELS,
+    classification=True,
+    min_outputs=2,  # softmax over one output is constant 1
+    link=Link.SOFTMAX,
 )

@@ -110,6 +110,11 @@ _TEX_MATH_CHARS = {"∘": r"\ensuremath{\circ}", "∂": r"\ensuremath{\partial}"
                    "−": "-", "Σ": r"\ensuremath{\Sigma}"}
 
 
+#: combining accents the derivation's plain names use (X̂, X̃), as LaTeX math accents on the
+#: letter before them; another combining mark after a non-letter is dropped
+_TEX_ACCENTS = {"\u0302": "hat", "\u0303": "tilde"}
+
+
 def _greek(c: str) -> str | None:
     """``δ`` -> ``\\ensuremath{\\delta}`` for a Greek letter, else None."""
     name = unicodedata.name(c, "")
@@ -129,8 +134,13 @@ def tex_text(value: object) -> str:
     the math signs of the derivation's notes become LaTeX math; other printable non-ASCII
     (``é``) stays."""
     out = []
-    for c in str(value):
-        if c in _TEX_SPECIALS:
+    text = str(value)
+    for i, c in enumerate(text):
+        if c in _TEX_ACCENTS:  # written with the letter before it
+            continue
+        if i + 1 < len(text) and text[i + 1] in _TEX_ACCENTS and c.isascii() and c.isalpha():
+            out.append(r"\ensuremath{\%s{%s}}" % (_TEX_ACCENTS[text[i + 1]], c))
+        elif c in _TEX_SPECIALS:
             out.append(_TEX_SPECIALS[c])
         elif c in _TEX_MATH_CHARS:
             out.append(_TEX_MATH_CHARS[c])

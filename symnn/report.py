@@ -63,9 +63,8 @@ class SymnnLatexPrinter(LatexPrinter):
         return self._print_Add(expr, order="none")
 
     def _print_HadamardPower(self, expr) -> str:
-        return r"{%s}^{\circ %s}" % (self.parenthesize(expr.base, precedence(expr), strict=True)
-                                      if not isinstance(expr.base, sp.MatrixSymbol) else self._print(expr.base),
-                                      self._print(expr.exp))
+        # always parenthesised: {\tilde{X}^{(a)}}^{2} is a double superscript to LaTeX
+        return r"\left(%s\right)^{\circ %s}" % (self._print(expr.base), self._print(expr.exp))
 
     def _print_OneMatrix(self, expr) -> str:
         return r"\mathbf{1}^{\top}" if expr.shape[0] == 1 and expr.shape[1] != 1 else r"\mathbf{1}"
@@ -127,9 +126,13 @@ def tex(expr: sp.Basic) -> str:
 
 #: LaTeX spellings in the derivation's symbol names -> plain text, applied in order
 _PLAIN_NAMES = (
+    (re.compile(r"\\mathrm\{((?:[^{}\\]|\\_)*)\}"), lambda m: m.group(1).replace("\\_", "_")),
+    (re.compile(r"\\hat\{(\w)\}(?:\{\})?"), "\\1\u0302"),
+    (re.compile(r"\\tilde\{(\w)\}(?:\{\})?"), "\\1\u0303"),
     (re.compile(r"\\partial_\{(\w+)\} ?"), r"∂_\1 "),
     (re.compile(r"\\frac\{\\partial (.+?)\}\{\\partial (.+)\}"), r"∂\1/∂\2"),
     (re.compile(r"\^\{\((\d+)\)\}"), r"\1"),
+    (re.compile(r"\^\{\((\w+)\)\}"), r"(\1)"),
     (re.compile(r"_\{(\w+)\}"), r"_\1"),
     (re.compile(r"\\delta"), "δ"),
     (re.compile(r"\\sigma"), "σ"),
@@ -304,6 +307,16 @@ def passes_rows(d: Derivation) -> list[dict]:
             for p in d.passes]
 
 
+def summary_math(net) -> str:
+    """The layers for a document's header, as math: ``2 \\to 4, 4 \\to 1`` for a dense stack,
+    each call's description as text for a layer graph."""
+    if net.graph is None:
+        return ", ".join(f"{l.in_features} \\to {l.out_features}" for l in net.layers)
+    from .emit import describe
+
+    return r"\text{%s}" % tex_text("; ".join(describe(net)[:-1]))
+
+
 def derivation_latex(d: Derivation, document: bool = True) -> str:
     """The derivation as LaTeX (a document, or its body). Text reaches the template raw and is
     escaped there (``tex_text``); the names and LaTeX snippets that become math are checked
@@ -313,12 +326,11 @@ def derivation_latex(d: Derivation, document: bool = True) -> str:
 
     net = d.network
     naming.check_declared_names(net)
-    layers = [f"{l.in_features} \\to {l.out_features}" for l in net.layers]
     return render(
         "latex/derivation.tex.jinja",
         document=document,
         title=f"Derivation of the gradient of {net.name}",
-        summary=r", ".join(layers),
+        summary=summary_math(net),
         loss_name=net.loss.name,
         legend=LEGEND,
         forward=equation_rows(d.forward),

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from . import naming
 from .declare import Network
 from .derivation import Derivation, derive
-from .derive.display import Equation, Section
+from .autodiff.display import Equation, Section
 from .errors import BuildError, CodegenError, ConfigError, UntrustedInputError
 from .fileio import staged
 from .provenance import CodeLine
 from .render import render
-from .report import broken, plain, tex
+from .report import broken, plain, summary_math, tex
 
 #: what ``curve`` may be: a file name in the build folder, never a path TeX would go looking in
 _PLAIN_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\.png")
@@ -113,8 +113,7 @@ def report_tex(net: Network, dtype: str = "float64", curve: str | None = None, t
                       "rhs": r" \\ &\quad ".join(broken(eq.rhs)), "note": pair.note,
                       "numpy": [f"{line.line:4d}  {line.text}" for line in pair.numpy],
                       "c": [f"{line.line:4d}  {line.text}" for line in pair.c]})
-    layers = [f"{layer.in_features} \\to {layer.out_features}" for layer in net.layers]
-    return render("report/report.tex.jinja", title=f"symnn report: {net.name}", summary=", ".join(layers),
+    return render("report/report.tex.jinja", title=f"symnn report: {net.name}", summary=summary_math(net),
                   loss_name=net.loss.name, dtype=dtype, spec_hash=spec_hash(net, dtype),
                   derivation=d.latex(document=False), pairs=pairs, curve=curve, training_text=training_text)
 

@@ -181,9 +181,14 @@ def derivation_html(d: Derivation) -> str:
 def _summary_html(net: Network, dtype: str) -> str:
     from .emit import spec_hash
 
-    layers = "; ".join(f"{layer.in_features} → {layer.out_features}, {layer.activation.name}"
-                       + (f", dropout {layer.dropout:g}" if layer.dropout else "")
-                       for layer in net.layers)
+    if net.graph is not None:
+        from .emit import describe
+
+        layers = "; ".join(describe(net)[:-1])
+    else:
+        layers = "; ".join(f"{layer.in_features} → {layer.out_features}, {layer.activation.name}"
+                           + (f", dropout {layer.dropout:g}" if layer.dropout else "")
+                           for layer in net.layers)
     items = [("network", net.name), ("layers", layers), ("loss", net.loss.name),
              ("L1, L2", f"{net.l1:g}, {net.l2:g}"), ("dtype", dtype),
              ("spec hash", spec_hash(net, dtype))]

@@ -20,10 +20,15 @@ Format (see ``docs/spec_format.md`` and ``examples/``)::
     pred = "p"
     target = "y"
     # domain = [0, 1]             # optional: the predictions it is defined on (log(p) needs one)
+    # targets = "probability"     # optional capabilities (docs/spec_format.md): targets,
+                                  # classification, min_outputs, requires, link
 
     [train]                       # optional: settings for ``symnn train``
     optimizer = { name = "adam", lr = 0.01 }
     epochs = 40
+
+A layer graph has ``[[input]]`` and ``[[node]]`` tables (one call of a layer each) instead of
+``[[layer]]``, and ``outputs = [...]`` in ``[network]`` (:mod:`symnn.graph_spec`).
 
 Expression strings are read by a whitelist parser over Python's ``ast``: numbers, the
 declared variables, ``+ - * / **``, comparisons and a fixed list of functions. Nothing is
@@ -34,6 +39,7 @@ ever passed to ``eval``/``sympify`` (RELIABILITY.md S18). Every problem raises
 from __future__ import annotations
 
 import ast
+import enum
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -43,6 +49,7 @@ from typing import Any, Mapping
 import sympy as sp
 
 from . import naming, registry
+from .capabilities import LOSS_CAPABILITIES, LOSS_DEFAULTS
 from .declare import Activation, Dense, Loss, Network
 from .errors import SpecParseError, SymnnError
 from .expressions import MAX_NODES, Term, TermKind, budget_problem, number_term
@@ -59,7 +66,7 @@ CONSTANTS = {"pi": sp.pi, "E": sp.E, "True": sp.true, "False": sp.false}
 #: before it is priced at all; the budget proper (:data:`symnn.expressions.MAX_NODES`) counts
 #: numbers, names, operations and calls
 _MAX_SYNTAX_NODES = 4 * MAX_NODES
-_TOP_KEYS = {"network", "layer", "loss", "train"}
+_TOP_KEYS = {"network", "layer", "input", "node", "loss", "train"}
 
 
 @dataclass
@@ -214,13 +221,13 @@ def _loss(value: Any, where: str) -> Loss:
         return Loss.builtin(value)
     if not isinstance(value, dict):
         raise SpecParseError(f"{where}: expected a name or a table, got {type(value).__name__}")
-    _check_keys(value, {"name", "expr", "pred", "target", "reduction", "latex", "domain"}, where)
+    _check_keys(value, {"name", "expr", "pred", "target", "reduction", "latex", "domain", *LOSS_CAPABILITIES}, where)
     name = _require(value, "name", str, where)
     pred = sp.Symbol(naming.identifier(_require(value, "pred", str, where), f"{where}.pred"))
     target = sp.Symbol(naming.identifier(_require(value, "target", str, where), f"{where}.target"))
     expr = parse_expression(_require(value, "expr", str, where), {pred.name: pred, target.name: target},
                             f"{where}.expr")
-    kw = {k: value[k] for k in ("reduction", "latex", "domain") if k in value}
+    kw = {k: value[k] for k in ("reduction", "latex", "domain", *LOSS_CAPABILITIES) if k in value}
     return Loss(name, expr, pred=pred, target=target, **kw)
 
 
@@ -245,6 +252,8 @@ def loads_spec(text: str, source: str = "<spec>") -> Spec:
 def _build(doc: Mapping[str, Any], source: str) -> Spec:
     _check_keys(doc, _TOP_KEYS, source)
     net_table = _require(doc, "network", dict, source)
+    if "input" in doc or "node" in doc:
+        return _build_graph(doc, net_table, source)
     _check_keys(net_table, {"name", "loss", "l1", "l2"}, f"{source}: [network]")
     layers_raw = _require(doc, "layer", list, source)
     if not layers_raw:
@@ -259,12 +268,38 @@ def _build(doc: Mapping[str, Any], source: str) -> Spec:
         layers.append(Dense(_require(item, "in", int, where), _require(item, "out", int, where),
                             _activation(item.get("activation", "identity"), f"{where}.activation"),
                             dropout=dropout))
+    kw = {k: net_table[k] for k in ("l1", "l2", "name") if k in net_table}
+    return Spec(Network(layers, loss=_network_loss(doc, net_table, source), **kw),
+                _train_table(doc.get("train", {}), source))
+
+
+def _network_loss(doc: Mapping[str, Any], net_table: Mapping[str, Any], source: str) -> Loss:
     if "loss" in doc and "loss" in net_table:
         raise SpecParseError(f"{source}: give the loss in [network] or as a [loss] table, not both")
-    loss = _loss(doc["loss"] if "loss" in doc else _require(net_table, "loss", (str, dict), f"{source}: [network]"),
+    return _loss(doc["loss"] if "loss" in doc else _require(net_table, "loss", (str, dict), f"{source}: [network]"),
                  f"{source}: loss")
+
+
+def _build_graph(doc: Mapping[str, Any], net_table: Mapping[str, Any], source: str) -> Spec:
+    """A layer graph: ``[[input]]`` tables, ``[[node]]`` tables (one call of a layer each) and
+    ``[network] outputs``, read by :func:`symnn.graph_spec.build_network` with its whitelists."""
+    from .graph_spec import build_network
+
+    if "layer" in doc:
+        raise SpecParseError(f"{source}: give [[layer]] tables (a chain of dense layers) or [[input]] and "
+                             "[[node]] tables (a layer graph), not both")
+    _check_keys(net_table, {"name", "loss", "l1", "l2", "outputs"}, f"{source}: [network]")
+    loss = _network_loss(doc, net_table, source)
     kw = {k: net_table[k] for k in ("l1", "l2", "name") if k in net_table}
-    return Spec(Network(layers, loss=loss, **kw), _train_table(doc.get("train", {}), source))
+    record = {"inputs": _require(doc, "input", list, source), "nodes": _require(doc, "node", list, source),
+              "outputs": _require(net_table, "outputs", list, f"{source}: [network]")}
+
+    def make(inputs: list, outputs: list) -> Network:
+        return Network(inputs=inputs[0] if len(inputs) == 1 else inputs,
+                       outputs=outputs[0] if len(outputs) == 1 else outputs, loss=loss, **kw)
+
+    net = build_network(record, make, {"activation": _activation}, source, SpecParseError)
+    return Spec(net, _train_table(doc.get("train", {}), source))
 
 
 def _train_table(train: Any, source: str) -> dict[str, Any]:
@@ -375,6 +410,36 @@ def _expr_text(expr: sp.Expr, names: Mapping[sp.Symbol, str]) -> str:
     return sp.sstr(renamed, full_prec=True)
 
 
+def _activation_value(act: Activation) -> str | dict[str, Any]:
+    """How a spec writes an activation: a built-in's name (a table with its parameters where
+    they are not the defaults), or a table with the expression of a user's."""
+    if not act.user:
+        builtin = Activation.builtin(act.name)
+        extra = dict(act.params) if act.params != builtin.params else {}
+        return {"name": act.name, **extra} if extra else act.name
+    table: dict[str, Any] = {"name": act.name, "expr": _expr_text(act.expr, {registry.X: "z"}), "var": "z"}
+    if act.latex_name:
+        table["latex"] = act.latex_name
+    if act.init != "xavier":
+        table["init"] = act.init
+    if act.domain is not None:
+        table["domain"] = list(act.domain)
+    return table
+
+
+def _graph_lines(net: Network) -> list[str]:
+    """A layer graph's ``outputs`` (the [network] line), ``[[input]]`` and ``[[node]]`` tables."""
+    from .graph_spec import graph_record
+
+    record = graph_record(net, {"activation": _activation_value})
+    lines = [f"outputs = {_toml_value(record['outputs'])}"]
+    for item in record["inputs"]:
+        lines += ["", "[[input]]"] + [f"{k} = {_toml_value(v)}" for k, v in item.items()]
+    for node in record["nodes"]:
+        lines += ["", "[[node]]"] + [f"{k} = {_toml_value(v)}" for k, v in node.items()]
+    return lines
+
+
 def dumps_spec(net: Network, train: Mapping[str, Any] | None = None) -> str:
     """The TOML text of ``net`` (and training settings); :func:`loads_spec` reads it back equal."""
     lines = ["[network]", f"name = {_toml_value(net.name)}"]
@@ -384,22 +449,11 @@ def dumps_spec(net: Network, train: Mapping[str, Any] | None = None) -> str:
     for key in ("l1", "l2"):
         if getattr(net, key):
             lines.append(f"{key} = {_toml_value(getattr(net, key))}")
-    for layer in net.layers:
-        act = layer.activation
-        lines += ["", "[[layer]]", f"in = {int(layer.in_features)}", f"out = {int(layer.out_features)}"]
-        if not act.user:
-            builtin = Activation.builtin(act.name)
-            extra = dict(act.params) if act.params != builtin.params else {}
-            lines.append(f"activation = {_toml_value({'name': act.name, **extra} if extra else act.name)}")
-        else:
-            table = {"name": act.name, "expr": _expr_text(act.expr, {registry.X: "z"}), "var": "z"}
-            if act.latex_name:
-                table["latex"] = act.latex_name
-            if act.init != "xavier":
-                table["init"] = act.init
-            if act.domain is not None:
-                table["domain"] = list(act.domain)
-            lines.append(f"activation = {_toml_value(table)}")
+    if net.graph is not None:
+        lines += _graph_lines(net)
+    for layer in net.layers if net.graph is None else ():
+        lines += ["", "[[layer]]", f"in = {int(layer.in_features)}", f"out = {int(layer.out_features)}",
+                  f"activation = {_toml_value(_activation_value(layer.activation))}"]
         if layer.dropout:
             lines.append(f"dropout = {_toml_value(layer.dropout)}")
     if loss.user:
@@ -412,6 +466,10 @@ def dumps_spec(net: Network, train: Mapping[str, Any] | None = None) -> str:
             lines.append(f"latex = {_toml_value(loss.latex_name)}")
         if loss.domain is not None:
             lines.append(f"domain = {_toml_value(list(loss.domain))}")
+        for key in LOSS_CAPABILITIES:  # what the loss declares beyond the defaults
+            value = getattr(loss, key)
+            if value != LOSS_DEFAULTS[key]:
+                lines.append(f"{key} = {_toml_value(value.value if isinstance(value, enum.Enum) else value)}")
     if train:
         lines += ["", "[train]"] + [f"{k} = {_toml_value(v)}" for k, v in train.items()]
     return "\n".join(lines) + "\n"

@@ -159,7 +159,8 @@ def train(
             rows, chosen by the seed, held out.
         patience: stop after this many epochs without a better validation loss and restore the
             best weights (a NaN validation loss never counts as better).
-        classification: report validation accuracy (default: for cross-entropy and BCE).
+        classification: report validation accuracy (default: when the loss declares
+            ``classification``, as cross-entropy and BCE do).
         kernel: a kernel compiled with an optimiser to reuse (skips compiling).
         standardize: fit a :class:`~symnn.persist.Standardizer` on the training rows (after
             the validation split) and train on standardised inputs; the result applies it in
@@ -215,7 +216,7 @@ def train(
         if x_val is not None:
             x_val = kernel.inputs(standardizer.transform(x_val))
     if classification is None:
-        classification = net.loss.name in ("cross_entropy", "bce") and not net.loss.user
+        classification = net.loss.classification
     if y_tr.dtype.kind == "i" and kernel.backend == "c":
         y_tr = y_tr.astype(np.int32)  # the C labels kernels take int32: convert once
     theta = kernel.pack(params if params is not None else net.init_params(seed=seed, dtype=dtype))

@@ -11,16 +11,24 @@
 
 The pass runs on the forward graph, before the chain rule, so the derivation uses the fused
 pullback; :class:`Fusion` records before/after for the report.
+
+Which rewrite applies is read from the table :data:`FUSION_RULES`, keyed by the declared
+capabilities of the pair (the output activation's ``link`` and the loss's ``link``,
+:class:`symnn.capabilities.Link`), never by names: a user loss is fused only if it declares a
+link, and then only once the proof holds for its own expression.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import sympy as sp
 
 from .. import ir, registry
+from ..capabilities import Link
 from ..errors import SpecError
 from ..graph import ForwardGraph
 
@@ -40,13 +48,16 @@ class Fusion:
 
 
 @lru_cache(maxsize=None)
-def prove_softmax_ce(width: int = 3) -> Fusion:
-    """SymPy proof that d/dz_j [-sum_k y_k log softmax(z)_k] = p_j - y_j when sum_k y_k = 1."""
+def prove_softmax_ce(width: int = 3, loss_expr: sp.Expr | None = None) -> Fusion:
+    """SymPy proof that d/dz_j [sum_k l(softmax(z)_k, y_k)] = p_j - y_j when sum_k y_k = 1, for
+    the loss term ``l = loss_expr`` in (P, T) (default: the registry cross-entropy's
+    ``-y log p``), and that its value is ``logsumexp(z) - y.z``."""
+    term = registry.loss("cross_entropy").expr if loss_expr is None else loss_expr
     z = sp.symbols(f"z0:{width}", real=True)
     y = sp.symbols(f"y0:{width}", real=True)
     denom = sum(sp.exp(t) for t in z)
     p = [sp.exp(t) / denom for t in z]
-    plain = sum(registry.loss("cross_entropy").expr.subs({registry.P: pk, registry.T: yk}) for pk, yk in zip(p, y))
+    plain = sum(term.subs({registry.P: pk, registry.T: yk}) for pk, yk in zip(p, y))
     on_simplex = {y[-1]: 1 - sum(y[:-1])}
     for j in range(width):
         diff = sp.diff(plain, z[j]) - (p[j] - y[j])
@@ -69,10 +80,14 @@ def prove_softmax_ce(width: int = 3) -> Fusion:
 
 
 @lru_cache(maxsize=None)
-def prove_sigmoid_bce() -> Fusion:
-    """SymPy proof that d/dz BCE(sigmoid(z), y) = sigmoid(z) - y and softplus form is equal."""
-    sig = registry.activation("sigmoid").expr.subs(registry.X, _z)
-    plain = registry.loss("bce").expr.subs({registry.P: sig, registry.T: _y})
+def prove_sigmoid_bce(act_expr: sp.Expr | None = None, loss_expr: sp.Expr | None = None) -> Fusion:
+    """SymPy proof that d/dz l(s(z), y) = s(z) - y and that the softplus form equals it, for the
+    activation ``s = act_expr`` in X and the loss term ``l = loss_expr`` in (P, T) (defaults:
+    the registry sigmoid and BCE)."""
+    act = registry.activation("sigmoid").expr if act_expr is None else act_expr
+    term = registry.loss("bce").expr if loss_expr is None else loss_expr
+    sig = act.subs(registry.X, _z)
+    plain = term.subs({registry.P: sig, registry.T: _y})
     plain_grad = sp.diff(plain, _z)
     fused_grad = sig - _y
     if sp.simplify(plain_grad - fused_grad) != 0:
@@ -85,27 +100,47 @@ def prove_sigmoid_bce() -> Fusion:
     return Fusion("sigmoid + binary cross-entropy", plain_grad, fused_grad, plain, fused)
 
 
+@dataclass(frozen=True)
+class FusionRule:
+    """A fused rewrite of an (output activation, loss) pair: ``prove`` runs the SymPy proof on
+    the pair's own expressions (SpecError if it does not hold), ``term`` builds the fused
+    loss term from the logits ``z``, the targets ``Y`` and that proof."""
+
+    prove: Callable[[Any, Any], Fusion]
+    term: Callable[[ir.Node, ir.Node, Fusion], ir.Node]
+
+
+def _softmax_ce_term(z: ir.Node, y: ir.Node, proof: Fusion) -> ir.Node:
+    return ir.softmax_ce(z, y)
+
+
+def _bce_logits_term(z: ir.Node, y: ir.Node, proof: Fusion) -> ir.Node:
+    fn = ir.Elementwise("bce_logits", (_z, _y), proof.fused_loss, grads=(proof.fused_grad, None))
+    return ir.map_(fn, z, y)
+
+
+#: (output activation's link, loss's link) -> the rewrite; a pair not listed is not fused
+FUSION_RULES: Mapping[tuple[Link, Link], FusionRule] = MappingProxyType({
+    (Link.SOFTMAX, Link.SOFTMAX): FusionRule(lambda act, loss: prove_softmax_ce(3, loss.expr), _softmax_ce_term),
+    (Link.LOGISTIC, Link.LOGISTIC): FusionRule(lambda act, loss: prove_sigmoid_bce(act.expr, loss.expr),
+                                               _bce_logits_term),
+})
+
+
 def fuse_losses(fwd: ForwardGraph, log: list[Fusion] | None = None) -> ForwardGraph:
-    """Rewrite the loss of ``fwd`` into a fused, stable form where a rule applies."""
+    """Rewrite the loss of ``fwd`` into a fused, stable form where a rule of
+    :data:`FUSION_RULES` applies to the declared links of its output activation and loss."""
     net = fwd.network
-    last, loss = net.layers[-1].activation, net.loss
-    if loss.user:
+    last, loss = net.output_activation, net.loss
+    rule = FUSION_RULES.get((last.link, loss.link))
+    if rule is None or fwd.pre_output is None:  # no rule, or an output layer without logits
         return fwd
-    z = fwd.z[-1]
-    if last.is_rowwise and loss.name == "cross_entropy":
-        proof = prove_softmax_ce()
-        term = ir.softmax_ce(z, fwd.Y)
-    elif not last.user and last.name == "sigmoid" and loss.name == "bce":
-        proof = prove_sigmoid_bce()
-        fn = ir.Elementwise(
-            "bce_logits",
-            (_z, _y),
-            sp.log(1 + sp.exp(_z)) - _y * _z,
-            grads=(proof.fused_grad, None),
-        )
-        term = ir.map_(fn, z, fwd.Y)
-    else:
-        return fwd
+    try:
+        proof = rule.prove(last, loss)
+    except SpecError as exc:
+        raise SpecError(f"loss {loss.name!r} declares link={loss.link.value!r}, but its fused rewrite on the "
+                        f"{last.name!r} output does not hold: {exc}; declare no link to train it unfused") from exc
+    term = rule.term(fwd.pre_output, fwd.Y, proof)
     if log is not None:
         log.append(proof)
     old_mean: ir.Elementwise = fwd.data_loss.arg
@@ -116,7 +151,7 @@ def fuse_losses(fwd: ForwardGraph, log: list[Fusion] | None = None) -> ForwardGr
         fn = fwd.loss.arg
         src = tuple(data_loss if s is fwd.data_loss else s for s in fwd.loss.src)
         total = ir.map_(fn, *src, shape=())
-    return ForwardGraph(net, fwd.X, fwd.Y, fwd.params, fwd.z, fwd.a, data_loss, total)
+    return replace(fwd, data_loss=data_loss, loss=total)
 
 
-__all__ = ["Fusion", "fuse_losses", "prove_softmax_ce", "prove_sigmoid_bce"]
+__all__ = ["FUSION_RULES", "Fusion", "FusionRule", "fuse_losses", "prove_softmax_ce", "prove_sigmoid_bce"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .. import ir
-from ..derive.elementwise import make_map
+from ..autodiff.elementwise import make_map
 from ..program import Program
 from .cost import cheapest
 

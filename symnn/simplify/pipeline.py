@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .. import ir, naming
-from ..derive.chain import Sweep, sweep
-from ..derive.display import equation_owners
+from ..autodiff.chain import Sweep, sweep
+from ..autodiff.display import equation_owners
 from ..graph import ForwardGraph
 from ..program import Program
 from .fuse import Fusion, fuse_losses
@@ -83,9 +83,9 @@ def _swept(fwd: ForwardGraph, everything: bool = False) -> tuple[Program, Sweep]
     outputs.update({naming.grad(k): v for k, v in grads.items()})
     names: dict[int, str] = {}
     keep = []
-    for i, (z, a) in enumerate(zip(fwd.z, fwd.a), 1):
-        names[id(z)], names[id(a)] = naming.preact(i), naming.act(i)
-        keep += [z, a]
+    for label in fwd.labels:  # z1, a1, ... (Sequential); dense1_z, dense1_out, ... (graph)
+        names[id(label.node)] = label.code
+        keep.append(label.node)
     return Program(outputs, names, tuple(keep)), result
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import sympy as sp
 
 from .. import ir
-from ..derive.elementwise import make_map
+from ..autodiff.elementwise import make_map
 from ..program import Program
 
 _A = sp.Symbol("a", real=True)

@@ -12,7 +12,7 @@ import pytest
 import sympy as sp
 
 import symnn as sn
-from symnn.derive import algebra
+from symnn.autodiff import algebra
 from symnn.report import tex
 from tests import latex_checks
 from tests.catalogue import CATALOGUE

@@ -44,8 +44,8 @@ from hypothesis import strategies as st
 
 import symnn as sn
 from symnn import naming, registry
-from symnn.derive import algebra
-from symnn.derive.display import Section
+from symnn.autodiff import algebra
+from symnn.autodiff.display import Section
 from tests.catalogue import CATALOGUE, data
 
 ROOT = Path(__file__).resolve().parents[2]

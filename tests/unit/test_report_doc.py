@@ -61,7 +61,7 @@ def test_the_paired_numpy_lines_reproduce_the_printed_value() -> None:
     rng = np.random.default_rng(0)
     params, X, Y = net.init_params(seed=0), rng.normal(size=(5, 3)), rng.uniform(size=(5, 3))
     # the printed delta2, evaluated from the printed formulas
-    from symnn.derive import algebra
+    from symnn.autodiff import algebra
 
     env = {sn.naming.N: 5, d.inputs["X"]: X, d.inputs["Y"]: Y}
     for name, value in params.items():

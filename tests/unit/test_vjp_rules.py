@@ -12,8 +12,8 @@ import pytest
 import sympy as sp
 
 from symnn import ir
-from symnn.derive.chain import gradients
-from symnn.derive.vjp import PULLBACKS
+from symnn.autodiff.chain import gradients
+from symnn.autodiff.vjp import PULLBACKS
 from symnn.interpret import evaluate
 
 N = 3

@@ -26,6 +26,7 @@ from ... import naming
 from ...errors import ConfigError
 from ...lower import KernelPlan, Stmt
 from ..base import BackendConfig
+from .gemm import GEMM_KC, tile_cols
 from .printer import SymnnCPrinter, c_literal
 
 def check_prefix(prefix: str) -> str:
@@ -84,18 +85,6 @@ def _var_from_shape(name: str, shape, storage: str) -> Var:
 SMALL_PRODUCT = 64
 
 
-#: k per chunk of the gemm helpers (chunks of equal length, so no chunk is longer than this or
-#: than K): a packed panel of B is at most GEMM_KC x 128 bytes (64 KiB); 64x784x128 float64
-#: A @ B.T took 280, 270, 264 us with chunks of 128, 256 and 392 (two chunks) [measured, Zen 4,
-#: GCC 12]
-GEMM_KC = 512
-
-
-def tile_cols(dtype: str) -> int:
-    """Columns per register tile of the gemm helpers: 128 bytes of an output row."""
-    return 32 if dtype == "float32" else 16
-
-
 def rows_code(v: Var) -> str:
     return "n" if v.batch else str(int(v.rows))
 
@@ -107,9 +96,81 @@ def size_code(a: int, b: int) -> str:
     return term if b == 0 else f"{term} + {b}"
 
 
+#: a network with a kernel of more plan statements than this prints each array statement of
+#: its kernels as a call of a shared helper (:attr:`KernelLayout.helpers`), one per distinct
+#: statement: gcc -O3's time grows faster than linearly with the length of a function and is
+#: paid again for every copy of a layer; as calls, 200 layers compile faster than 20 inline.
+#: Below it (networks of up to 20 or so layers) every kernel is one function, as before.
+SHARED_HELPER_STATEMENTS = 160
+
+
+@dataclass(frozen=True)
+class Uses:
+    """The kernel-level names one statement context prints (parameters, inputs, temporaries,
+    scratch, row statistics, outputs, scalars), recorded by :class:`_Names` as the context is
+    lowered, never read back from its text. Which parameter views and arguments a kernel uses,
+    and what a shared helper takes, follow from these.
+
+    ``reads``/``writes``: the names whose value (a scalar) or elements (an array) the context
+    reads / writes (an in-place update does both); ``order``: every name in the order first
+    printed; ``batch``: it prints the run-time batch size ``n``; ``nr``: it prints ``Nr``."""
+
+    order: tuple[str, ...]
+    reads: frozenset[str]
+    writes: frozenset[str]
+    batch: bool
+    nr: bool
+
+    @property
+    def names(self) -> frozenset[str]:
+        return self.reads | self.writes
+
+
+class _Names:
+    """How one statement context prints kernel-level names, and the record of them.
+
+    Every name a context prints goes through :meth:`read` or :meth:`write`. In a kernel's own
+    body a name prints as itself; in a shared helper (``shared``) the names become the helper's
+    parameters ``p0``, ``p1``, ... in the order first printed, so that the same statement on
+    other arrays (the next layer's) prints the same text and is one helper."""
+
+    def __init__(self, shared: bool) -> None:
+        self.shared = shared
+        self.printed: dict[str, str] = {}
+        self.reads: set[str] = set()
+        self.writes: set[str] = set()
+        self.nr = False
+
+    def _print(self, name: str) -> str:
+        if name not in self.printed:
+            self.printed[name] = f"p{len(self.printed)}" if self.shared else name
+        return self.printed[name]
+
+    def read(self, name: str) -> str:
+        self.reads.add(name)
+        return self._print(name)
+
+    def write(self, name: str) -> str:
+        self.writes.add(name)
+        return self._print(name)
+
+    def label(self, name: str, placeholder: str) -> str:
+        """A name only a comment mentions: itself, or in a shared helper (where it is no
+        parameter) ``placeholder``."""
+        return placeholder if self.shared else name
+
+    def uses(self, batch: bool) -> Uses:
+        return Uses(tuple(self.printed), frozenset(self.reads), frozenset(self.writes), batch, self.nr)
+
+
 @dataclass
 class KernelLayout:
-    """Statement contexts plus the storage they need."""
+    """Statement contexts plus the storage they need.
+
+    ``uses[i]`` records what ``stmts[i]`` prints. ``helpers``: for a long kernel
+    (:data:`SHARED_HELPER_STATEMENTS`), the statement contexts printed as helpers, with names as
+    parameters; the kernel's own statement is then a ``call`` context (``fn`` is filled in by
+    the emitter, which gives equal helpers of all kernels one name)."""
 
     stmts: list[dict] = field(default_factory=list)
     pointers: list[dict] = field(default_factory=list)  # work/param/output views to declare
@@ -117,6 +178,16 @@ class KernelLayout:
     work: tuple[int, int] = (0, 0)
     uses_nr: bool = False
     outputs: dict[str, str] = field(default_factory=dict)
+    uses: list[Uses] = field(default_factory=list)
+    helpers: list[dict] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)  # the shared helpers it calls, by name
+
+    uses_n: bool = False  # the body prints the batch size n: a loop or size, Nr, a work offset
+    uses_work: bool = False  # some view lies in the work buffer
+
+    def names(self) -> set[str]:
+        """Every kernel-level name some statement prints."""
+        return set().union(*(u.names for u in self.uses))
 
 
 class _SlotAllocator:
@@ -153,7 +224,7 @@ class _KernelLowering:
     """Lowers one plan; ``outputs`` maps output names to the C buffers that receive them."""
 
     def __init__(self, plan: KernelPlan, printer: SymnnCPrinter, param_shapes: dict,
-                 input_shapes: dict, outputs: dict[str, str]) -> None:
+                 input_shapes: dict, outputs: dict[str, str], shared: bool) -> None:
         self.plan = plan
         self.p = printer
         self.vars: dict[str, Var] = {}
@@ -165,6 +236,51 @@ class _KernelLowering:
         self.layout = KernelLayout()
         self.alloc = _SlotAllocator()
         self.stored: set[str] = set()  # softmax outputs that their row statistics filled with exp(z - max)
+        self.shared = shared
+        self.nm = _Names(False)  # the names of the context being lowered
+
+    def _begin(self, scalar_target: bool = False) -> _Names:
+        """A fresh record for the next context: its names as helper parameters in a long kernel,
+        except where it assigns a scalar (a C local of the kernel, which stays in its body)."""
+        self.nm = _Names(self.shared and not scalar_target)
+        return self.nm
+
+    def _append(self, ctx: dict, origins: list[str | None]) -> None:
+        """Add a finished context and its record; a shared one becomes a call of its helper."""
+        nm = self.nm
+        # a batch-sized array prints n in its loops or sizes; nothing else does
+        batch = any(x in self.vars and self.vars[x].ndim > 0 and self.vars[x].batch for x in nm.printed)
+        uses = nm.uses(batch)
+        if nm.shared:
+            ctx = self._call(ctx, uses)
+        ctx["origins"] = origins
+        self.layout.stmts.append(ctx)
+        self.layout.uses.append(uses)
+
+    def _call(self, ctx: dict, uses: Uses) -> dict:
+        """The helper of a shared context (its parameters typed from the record) and the call
+        that replaces it in the kernel: the arrays, then ``n`` and ``Nr`` where printed."""
+        real = f"{self.p.prefix}_real"
+        params, args = [], []
+        for name in uses.order:
+            v = self.vars.get(name)
+            printed = self.nm.printed[name]
+            if v is not None and v.ndim == 0:
+                params.append(f"{real} {printed}")
+            elif name in uses.writes:
+                params.append(f"{real} *{printed}")
+            else:
+                params.append(f"const {real} *{printed}")
+            args.append(name)
+        if uses.batch:
+            params.append("ptrdiff_t n")
+            args.append("n")
+        if uses.nr:
+            params.append(f"{real} Nr")
+            args.append("Nr")
+        self.layout.helpers.append({"ctx": ctx, "params": params})
+        return {"kind": "call", "fn": None, "helper": len(self.layout.helpers) - 1,
+                "args": ", ".join(args), "note": ", ".join(sorted(uses.writes))}
 
     # -- storage ---------------------------------------------------------------------------
     def _declare_targets(self) -> None:
@@ -220,29 +336,31 @@ class _KernelLowering:
                 if store is not None:  # its exponentials go straight into the softmax's output
                     self._allocate(self.vars[store])
                     self.stored.add(store)
-                self.layout.stmts.append({"kind": "rowstats", "z": z, "m": m, "s": s, "store": store,
-                                          "rows": rows_code(zv), "cols": zv.cols,
-                                          "origins": self._origins(*shared_stats[z])})
+                nm = self._begin()
+                self._append({"kind": "rowstats", "z": nm.read(z), "m": nm.write(m), "s": nm.write(s),
+                              "store": nm.write(store) if store is not None else None,
+                              "rows": rows_code(zv), "cols": zv.cols}, self._origins(*shared_stats[z]))
             target = self.vars[st.target]
             self._allocate(target)
             # each context's "origins": the plan statements it computes (a fused loop several)
             colsum_of = [sums[i][0]] if i in sums else []
             if i in summed_away:
                 pass  # summed in the loop that computed its operand
+            elif i + 1 < len(self.plan.stmts) and self._fuses_bias(i + 1):
+                pass  # a bias add done in the loop of the map after it
             elif self._fuses_bias(i):
                 biased = self.plan.stmts[i - 1].target
                 keep = last[biased] > i or self.vars[biased].storage == "output"
-                bias = self.layout.stmts[-1]
-                merged = bias.pop("origins")
-                self.layout.stmts[-1] = self._map(st, bias=bias, keep=keep,
-                                                  colsum=sums.get(i, (0, None))[1])
-                self.layout.stmts[-1]["origins"] = self._origins(i, *colsum_of, merged=merged)
+                self._begin()
+                ctx = self._map(st, bias=self.plan.stmts[i - 1], keep=keep,
+                                colsum=sums.get(i, (0, None))[1])
+                self._append(ctx, self._origins(i - 1, i, *colsum_of))
             elif st.kind == "map" and i in sums:
-                self.layout.stmts.append(self._map(st, colsum=sums[i][1]))
-                self.layout.stmts[-1]["origins"] = self._origins(i, *colsum_of)
+                self._begin()
+                self._append(self._map(st, colsum=sums[i][1]), self._origins(i, *colsum_of))
             else:
-                self.layout.stmts.append(self._stmt(st, stats_of.get(z) if z else None))
-                self.layout.stmts[-1]["origins"] = self._origins(i)
+                self._begin(scalar_target=target.ndim == 0)
+                self._append(self._stmt(st, stats_of.get(z) if z else None), self._origins(i))
             for name in sorted(set(st.operands) | {st.target}):
                 dead = self.vars.get(name)
                 if dead is not None and dead.storage == "work" and dead.slot is not None \
@@ -258,8 +376,11 @@ class _KernelLowering:
             if "slot" in ptr:
                 a, b = offsets[ptr["slot"]]
                 ptr["init"] = "work" if (a, b) == (0, 0) else f"work + {size_code(a, b)}"
+                self.layout.uses_work = True
+                self.layout.uses_n |= a > 0
         self.layout.work = self.alloc.total()
-        self.layout.uses_nr = any("Nr" in _text(s) for s in self.layout.stmts)
+        self.layout.uses_nr = any(u.nr for u in self.layout.uses)
+        self.layout.uses_n |= self.layout.uses_nr or any(u.batch for u in self.layout.uses)
         return self.layout
 
     def _origins(self, *indices: int, merged: Sequence[str | None] = ()) -> list[str | None]:
@@ -277,8 +398,8 @@ class _KernelLowering:
 
     # -- fusion: passes over a batch-sized tensor that read what the pass before wrote --------
     # Each fused loop computes every element exactly as the separate loops did, in the same
-    # order, so the results are bitwise unchanged; what goes is a pass over memory (digits,
-    # 64x128 hidden: the bias add and the ReLU took 1.4 + 1.6 us as two passes).
+    # order, so the results are bitwise unchanged; what goes is a pass over memory (figures:
+    # docs/benchmarks_core.md).
 
     def _softmax_of(self, z: str, users: list[int]) -> str | None:
         """The softmax of ``z`` among the row ops sharing its statistics: the row statistics
@@ -334,15 +455,19 @@ class _KernelLowering:
                 bound.add(var_name)
                 continue
             # an output equal to an input, a parameter or another output: copy it
+            # (in the kernel's body: the destination is an argument, not a name of the kernel)
             rows, cols = rows_code(v), v.cols
             made = [i for i, st in enumerate(self.plan.stmts) if st.target == var_name]
-            self.layout.stmts.append({"kind": "copy", "dst": buf, "src": var_name,
-                                      "size": f"{rows}*{cols}" if rows == "n" else str(int(v.rows) * cols),
-                                      "origins": self._origins(*made[-1:])})
+            nm = _Names(False)
+            self.nm = nm
+            self._append({"kind": "copy", "dst": buf, "src": nm.read(var_name),
+                          "size": f"{rows}*{cols}" if rows == "n" else str(int(v.rows) * cols)},
+                         self._origins(*made[-1:]))
 
     # -- statements ---------------------------------------------------------------------------
     def _stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
-        v = self.vars
+        """The context of one plan statement, every name printed through ``self.nm``."""
+        v, nm = self.vars, self.nm
         t = v[st.target]
         if st.kind == "matmul":
             ta, tb = st.payload
@@ -352,8 +477,8 @@ class _KernelLowering:
             k = rows_code(a) if ta else str(a.cols)
             nc = t.cols
             kind = "matmul_" + ("t" if ta else "n") + ("t" if tb else "n")
-            ctx = {"kind": kind, "c": t.name, "a": a.name, "b": b.name, "M": m, "K": k,
-                   "Nc": nc, "lda": a.cols, "ldb": b.cols, "ct": None}
+            ctx = {"kind": kind, "c": nm.write(t.name), "a": nm.read(a.name), "b": nm.read(b.name),
+                   "M": m, "K": k, "Nc": nc, "lda": a.cols, "ldb": b.cols, "ct": None, "ta": ta, "tb": tb}
             fixed = [int(d) for d in (m, k) if d != "n"] + [int(nc)]
             if len(fixed) == 2 and fixed[0] * fixed[1] <= SMALL_PRODUCT:
                 # a product with a tiny fixed part (xor's 2x4 weights): constant-size loops in
@@ -368,35 +493,38 @@ class _KernelLowering:
                 # small device can afford
                 jb = tile_cols(self.p.dtype)
                 size = (jb, jb) if k == "n" else (0, (min(int(k), GEMM_KC) + 1) * jb)
-                ctx["scratch"] = self._scratch(f"{t.name}_bp", size)
+                ctx["scratch"] = nm.write(self._scratch(f"{t.name}_bp", size))
                 if kind != "matmul_nn" and nc != "n" and int(nc) < jb:
                     # fewer columns than a tile (an output layer's classes): the helper computes
                     # C.T = op(B).T @ op(A).T, whose tiles are full, into this Nc x M slot
-                    ctx["ct"] = self._scratch(f"{t.name}_ct", (int(nc), 0) if m == "n" else (0, int(nc) * int(m)))
+                    ctx["ct"] = nm.write(self._scratch(f"{t.name}_ct",
+                                                       (int(nc), 0) if m == "n" else (0, int(nc) * int(m))))
             return ctx
-        if st.kind == "add_bias":
-            return {"kind": "add_bias", "c": t.name, "a": st.operands[0], "b": st.operands[1],
-                    "rows": rows_code(t), "cols": t.cols, "inplace": st.inplace}
-        if st.kind == "sum_rows":
+        if st.kind == "add_bias":  # in place (z += b), a is c
+            return {"kind": "add_bias", "c": nm.write(t.name), "a": nm.read(st.operands[0]),
+                    "b": nm.read(st.operands[1]), "rows": rows_code(t), "cols": t.cols, "inplace": st.inplace}
+        if st.kind in ("sum_rows", "rowsum"):
             a = v[st.operands[0]]
-            return {"kind": "sum_rows", "c": t.name, "a": a.name, "rows": rows_code(a), "cols": a.cols}
-        if st.kind == "rowsum":
-            a = v[st.operands[0]]
-            return {"kind": "rowsum", "c": t.name, "a": a.name, "rows": rows_code(a), "cols": a.cols}
+            return {"kind": st.kind, "c": nm.write(t.name), "a": nm.read(a.name), "rows": rows_code(a),
+                    "cols": a.cols}
         if st.kind == "sum":
             a = v[st.operands[0]]
             if a.ndim == 0:
-                return {"kind": "assign", "c": t.name, "value": a.name}
+                return {"kind": "assign", "c": nm.write(t.name), "value": nm.read(a.name)}
             rows = rows_code(a)
             size = f"n*{a.cols}" if rows == "n" else str(int(a.rows) * a.cols)
-            return {"kind": "sum", "c": t.name, "a": a.name, "size": size}
+            return {"kind": "sum", "c": nm.write(t.name), "a": nm.read(a.name), "size": size}
         if st.kind in ("softmax", "logsumexp", "softmax_ce"):
             z = v[st.operands[0]]
-            ctx = {"kind": st.kind, "c": t.name, "z": z.name, "rows": rows_code(z), "cols": z.cols,
-                   "m": stats[0] if stats else None, "s": stats[1] if stats else None,
-                   "stored": st.target in self.stored}  # its row statistics left exp(z - max) in it
+            stored = st.target in self.stored  # its row statistics left exp(z - max) in it
+            ctx = {"kind": st.kind, "c": nm.write(t.name),
+                   # a stored softmax reads only the exponentials and the sums
+                   "z": nm.label(z.name, "the logits") if stored else nm.read(z.name),
+                   "rows": rows_code(z), "cols": z.cols,
+                   "m": None if stats is None else nm.label(stats[0], "max") if stored else nm.read(stats[0]),
+                   "s": nm.read(stats[1]) if stats else None, "stored": stored}
             if st.kind == "softmax_ce":
-                ctx["y"] = st.operands[1]
+                ctx["y"] = nm.read(st.operands[1])
             return ctx
         if st.kind == "map":
             return self._map(st)
@@ -409,23 +537,26 @@ class _KernelLowering:
         self.alloc.release(slot)  # freed once this statement is done (taken before its target)
         return name
 
-    def _access(self, name: str, target: Var, flat: bool) -> str:
+    def _access(self, name: str, printed: str, target: Var, flat: bool) -> str:
+        """How a map reads operand ``name`` (printed as ``printed``) at its target's element."""
         o = self.vars[name]
         if o.ndim == 0:
-            return name
+            return printed
         if flat:
-            return f"{name}[e]"
+            return f"{printed}[e]"
         if target.ndim == 1 or (o.ndim == 1) or (o.ndim == 2 and not o.batch and int(o.rows) == 1
                                                  and target.batch):
-            return f"{name}[j]"
+            return f"{printed}[j]"
         if o.cols == 1 and target.cols != 1:
-            return f"{name}[i]"
-        return f"{name}[i*{o.cols} + j]"
+            return f"{printed}[i]"
+        return f"{printed}[i*{o.cols} + j]"
 
-    def _map(self, st: Stmt, bias: dict | None = None, keep: bool = True, colsum: str | None = None) -> dict:
-        """``bias``: the context of the ``z = A + b`` before it, done in this loop (z written
+    def _map(self, st: Stmt, bias: Stmt | None = None, keep: bool = True,
+             colsum: str | None = None) -> dict:
+        """``bias``: the ``z = A + b`` (or ``z += b``) before it, done in this loop (z written
         only if ``keep``: read later, or an output); ``colsum``: an output that receives the
         column sums of this map's value (both need a batch-sized 2-D target: a grid loop)."""
+        nm = self.nm
         t = self.vars[st.target]
         operands = [o for o in dict.fromkeys(st.operands) if o in self.vars]
         arrays = [self.vars[o] for o in operands if self.vars[o].ndim]
@@ -437,57 +568,100 @@ class _KernelLowering:
             loop = "flat"
         else:
             loop = "grid"
-        self.p.accessors = {o: self._access(o, t, flat) for o in operands}
+        target = nm.write(t.name)
+        biased = bias.target if bias is not None else None
+        bias_ctx = None
+        if bias is not None:
+            a, b = bias.operands
+            # not kept, z is printed only in the comment, unless it is also a (z += b)
+            c = (nm.write(biased) if keep else nm.read(biased) if a == biased
+                 else nm.label(biased, "biased"))
+            bias_ctx = {"kind": "add_bias", "a": nm.read(a), "b": nm.read(b), "c": c, "keep": keep}
+        # the operands it prints: in a grid loop every array (loaded once per element, below),
+        # else those its formula mentions
+        mentioned = {x.name for x in st.payload.free_symbols}
+        printed = [o for o in operands if o != biased
+                   and (o in mentioned or (loop == "grid" and self.vars[o].ndim))]
+        names = {o: nm.read(o) for o in printed}
+        nm.nr = naming.N.name in mentioned
+        # in a shared helper the formula is over the parameters' names (and the biased value's
+        # local), so that the same map on other arrays prints the same text
+        rename = {x: sp.Symbol(names[x.name], real=True) for x in st.payload.free_symbols
+                  if x.name in names and names[x.name] != x.name}
+        if nm.shared and biased is not None:
+            rename.update({x: sp.Symbol("biased", real=True) for x in st.payload.free_symbols
+                           if x.name == biased})
+        payload = st.payload.xreplace(rename)
+        self.p.accessors = {names[o]: self._access(o, names[o], t, flat) for o in printed}
         loads = []
         if loop == "grid":
             # every array operand read once per element, unconditionally, before the value: a
             # select such as `a > 0 ? d : 0` then needs no masked load, which GCC 12.2 gets wrong
             # in a nested loop at -O3 with AVX2/AVX-512 (it loads the second vector of a
             # 16-wide row under the first one's mask: stale values in columns 8-15)
-            for o in operands:
-                if self.vars[o].ndim and (bias is None or o != bias["c"]):
-                    loads.append((f"{o}_e", self.p.accessors[o]))
-                    self.p.accessors[o] = f"{o}_e"
+            for o in printed:
+                if self.vars[o].ndim:
+                    loads.append((f"{names[o]}_e", self.p.accessors[names[o]]))
+                    self.p.accessors[names[o]] = f"{names[o]}_e"
         if bias is not None:
-            self.p.accessors[bias["c"]] = "biased"
-        temps = sp.numbered_symbols(f"{st.target}_", real=True)
-        repl, (reduced,) = sp.cse([st.payload], symbols=temps, order="canonical")
+            self.p.accessors["biased" if nm.shared else biased] = "biased"
+        temps = sp.numbered_symbols(f"{target}_", real=True)
+        repl, (reduced,) = sp.cse([payload], symbols=temps, order="canonical")
         cse = []
         for sym, sub in repl:
             cse.append((str(sym), self.p.doprint_expr(sub)))
             self.p.accessors[str(sym)] = str(sym)
         value = self.p.doprint_expr(reduced)
         if loop == "scalar":
-            dest = t.name
+            dest = target
         elif loop == "flat":
-            dest = f"{t.name}[e]"
+            dest = f"{target}[e]"
         else:
-            dest = f"{t.name}[i*{t.cols} + j]" if t.ndim == 2 else f"{t.name}[j]"
+            dest = f"{target}[i*{t.cols} + j]" if t.ndim == 2 else f"{target}[j]"
         size = (f"n*{t.cols}" if t.batch else str(int(t.rows) * t.cols)) if t.ndim else "1"
-        ctx = {"kind": "map", "loop": loop, "dest": dest, "cse": cse, "value": value,
-               "size": size, "rows": rows_code(t), "cols": t.cols, "target": t.name, "colsum": colsum, "loads": loads,
-               "bias": None}
-        if bias is not None:
-            ctx["bias"] = dict(bias, keep=keep)
-        return ctx
+        return {"kind": "map", "loop": loop, "dest": dest, "cse": cse, "value": value,
+                "size": size, "rows": rows_code(t), "cols": t.cols, "target": target,
+                "colsum": nm.write(colsum) if colsum is not None else None, "loads": loads,
+                "bias": bias_ctx}
 
 
-def _text(ctx: dict) -> str:
-    """The code strings of a statement context (its origins are ids for the report, not code)."""
-    parts = []
-    for k, v in ctx.items():
-        if k == "origins":
-            continue
-        if isinstance(v, list):
-            parts += [str(x) for x in v]
-        else:
-            parts.append(str(v))
-    return " ".join(parts)
+def _frozen(value: object) -> object:
+    """A context as a hashable value (dicts and lists as sorted tuples), to find equal helpers."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def share_helpers(layouts: Sequence[KernelLayout], prefix: str) -> list[dict]:
+    """The distinct helpers of ``layouts`` (equal contexts with equal parameters are one), in
+    order of first call, each named ``PREFIX__stmtK``; every call context gets its helper's name
+    and every layout the names it calls (:attr:`KernelLayout.calls`)."""
+    found: dict[object, dict] = {}
+    for lay in layouts:
+        for ctx in lay.stmts:
+            if ctx["kind"] != "call":
+                continue
+            helper = lay.helpers[ctx["helper"]]
+            key = (_frozen(helper["params"]), _frozen(helper["ctx"]))
+            if key not in found:
+                found[key] = dict(helper, name=f"{prefix}__stmt{len(found) + 1}")
+            ctx["fn"] = found[key]["name"]
+            if ctx["fn"] not in lay.calls:
+                lay.calls.append(ctx["fn"])
+    return list(found.values())
 
 
 def lower_kernel(plan: KernelPlan, printer: SymnnCPrinter, param_shapes: dict,
-                 input_shapes: dict, outputs: dict[str, str]) -> KernelLayout:
-    return _KernelLowering(plan, printer, param_shapes, input_shapes, outputs).lower()
+                 input_shapes: dict, outputs: dict[str, str], *,
+                 shared: bool | None = None) -> KernelLayout:
+    """``shared``: print the array statements as calls of shared helpers (default: where the
+    plan is longer than :data:`SHARED_HELPER_STATEMENTS`; an emitter decides once per file)."""
+    if shared is None:
+        shared = len(plan.stmts) > SHARED_HELPER_STATEMENTS
+    return _KernelLowering(plan, printer, param_shapes, input_shapes, outputs, shared).lower()
 
 
-__all__ = ["CConfig", "KernelLayout", "c_literal", "check_prefix", "lower_kernel", "size_code"]
+__all__ = ["CConfig", "KernelLayout", "Uses", "c_literal", "check_prefix", "lower_kernel", "share_helpers",
+           "size_code"]

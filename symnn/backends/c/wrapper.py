@@ -17,9 +17,11 @@ from typing import Mapping
 import numpy as np
 
 from ...errors import DataError, EmptyBatchError, KernelStatusError, LabelRangeError, NonFiniteError, ShapeError
+from ...status import Status
 
 #: status -> error; SYMNN_ERR_ALIAS is the DataError that Kernel.train_step raises for both backends
-_STATUS_ERRORS = {2: ShapeError, 3: EmptyBatchError, 4: LabelRangeError, 5: DataError, 7: NonFiniteError}
+_STATUS_ERRORS = {Status.ERR_SIZE: ShapeError, Status.ERR_EMPTY: EmptyBatchError, Status.ERR_LABEL: LabelRangeError,
+                  Status.ERR_ALIAS: DataError, Status.ERR_NONFINITE: NonFiniteError}
 
 
 class CKernelModule:
@@ -78,12 +80,12 @@ class CKernelModule:
         return np.empty(max(self._per_row * n + self._fixed, 1), dtype=self.dtype)
 
     def _check(self, status: int, kernel: str, bad_row=None) -> None:
-        if status == 0:
+        if status == Status.OK:
             return
         text = self.ffi.string(getattr(self.lib, f"{self.prefix}_status_string")(status)).decode()
-        if status == 4 and bad_row is not None:
+        if status == Status.ERR_LABEL and bad_row is not None:
             text += f" (row {bad_row[0]})"
-        if status == 7 and kernel.startswith("train_step"):
+        if status == Status.ERR_NONFINITE and kernel.startswith("train_step"):
             text += ("; nothing was updated (a non-finite loss or gradient, or an update that would "
                      "overflow a parameter or the optimiser state)")
         raise _STATUS_ERRORS.get(status, KernelStatusError)(f"{self.prefix}_{kernel}: {text}")

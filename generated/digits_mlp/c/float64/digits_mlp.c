@@ -72,7 +72,7 @@ static digits_mlp_real digits_mlp__sum(const digits_mlp_real *x, ptrdiff_t count
 /* The matmul helpers take their sizes at run time and are kept from being cloned with constant
  * sizes: given constant sizes, GCC -O3 vectorises the tile along k with gathers, which is much
  * slower. GCC's -O3 unroll-and-jam also doubles the k loop of a tile, which then spills its
- * accumulators, so it is off here (figures: docs/c_backend.md). */
+ * accumulators, so it is off here (figures: docs/benchmarks_core.md). */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
 #define DIGITS_MLP__RUNTIME_SIZES __attribute__((noipa, optimize("no-loop-unroll-and-jam")))
 #elif defined(__clang__)
@@ -475,7 +475,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
     const ptrdiff_t kc = (K + chunks - 1)/chunks;
 #ifdef DIGITS_MLP__ROWS6
     /* rows in 6-row tiles, the rest in 4-row ones: 128 = 20*6 + 2*4, not 21*6 plus two single
-       rows, which cost 10 % of a 128x64x784 product */
+       rows, which are slower */
     const ptrdiff_t m6 = M/6*6 - ((M % 6 == 2 && M >= 8) ? 6 : 0);
 #endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
@@ -648,8 +648,8 @@ static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
     if (tiles >= 2 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
 #pragma omp parallel
         {  /* thread t of T takes whole tiles of columns [c0, c1) and packs them into a panel on
-              its own stack: one transposed copy of B written by one thread and read by two
-              gave 2 threads no speed-up */
+              its own stack: with one transposed copy of B written by one thread and read by
+              two, two threads were no faster than one */
             digits_mlp_real own[8208];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*16, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*16;
@@ -677,7 +677,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
     const ptrdiff_t kc = (K + chunks - 1)/chunks;
 #ifdef DIGITS_MLP__ROWS6
     /* rows in 6-row tiles, the rest in 4-row ones: 128 = 20*6 + 2*4, not 21*6 plus two single
-       rows, which cost 10 % of a 128x64x784 product */
+       rows, which are slower */
     const ptrdiff_t m6 = M/6*6 - ((M % 6 == 2 && M >= 8) ? 6 : 0);
 #endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
@@ -946,8 +946,8 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
     if (tiles >= 2 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
 #pragma omp parallel
         {  /* thread t of T takes whole tiles of columns [c0, c1) and packs them into a panel on
-              its own stack: one transposed copy of B written by one thread and read by two
-              gave 2 threads no speed-up */
+              its own stack: with one transposed copy of B written by one thread and read by
+              two, two threads were no faster than one */
             digits_mlp_real own[8208];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*16, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*16;
@@ -977,7 +977,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
     const ptrdiff_t kc = (K + chunks - 1)/chunks;
 #ifdef DIGITS_MLP__ROWS6
     /* rows in 6-row tiles, the rest in 4-row ones: 128 = 20*6 + 2*4, not 21*6 plus two single
-       rows, which cost 10 % of a 128x64x784 product */
+       rows, which are slower */
     const ptrdiff_t m6 = M/6*6 - ((M % 6 == 2 && M >= 8) ? 6 : 0);
 #endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
@@ -1165,8 +1165,8 @@ static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
     if (tiles >= 2 && M*K*Nc >= SYMNN_OMP_MIN && omp_get_level() == 0 && omp_get_max_threads() > 1) {
 #pragma omp parallel
         {  /* thread t of T takes whole tiles of columns [c0, c1) and packs them into a panel on
-              its own stack: one transposed copy of B written by one thread and read by two
-              gave 2 threads no speed-up */
+              its own stack: with one transposed copy of B written by one thread and read by
+              two, two threads were no faster than one */
             digits_mlp_real own[8208];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*16, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*16;

@@ -72,7 +72,7 @@ static xor_mlp_real xor_mlp__sum(const xor_mlp_real *x, ptrdiff_t count)
 /* The matmul helpers take their sizes at run time and are kept from being cloned with constant
  * sizes: given constant sizes, GCC -O3 vectorises the tile along k with gathers, which is much
  * slower. GCC's -O3 unroll-and-jam also doubles the k loop of a tile, which then spills its
- * accumulators, so it is off here (figures: docs/c_backend.md). */
+ * accumulators, so it is off here (figures: docs/benchmarks_core.md). */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
 #define XOR_MLP__RUNTIME_SIZES __attribute__((noipa, optimize("no-loop-unroll-and-jam")))
 #elif defined(__clang__)
@@ -419,8 +419,8 @@ static int xor_mlp__train_step(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real
            parameters over the gradient, the old state after it, all through grad, one restrict
            pointer); if any new value is not finite, the old ones go back before returning. The
            check is a separate OR loop (it vectorises): inside the update loop, which libm's
-           sqrt keeps scalar, it cost Adam up to 20 % of a step; computing into work and copying
-           on success cost float64 momentum 20 % at batch 1 (digits net). */
+           sqrt keeps scalar, it slowed Adam's step down, and so did computing into work and
+           copying on success. */
         int bad = 0;
         for (ptrdiff_t e = 0; e < 17; ++e) {
             const xor_mlp_real p = params[e];

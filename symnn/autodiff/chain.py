@@ -23,12 +23,12 @@ class SweepStep:
     """One application of a pullback rule, as the sweep made it.
 
     ``node`` is the forward node pulled back, ``rule`` the op whose rule was applied (the key
-    of :data:`~symnn.derive.vjp.PULLBACKS`), ``ct_in`` the cotangent dL/d(node) it received and
+    of :data:`~symnn.autodiff.vjp.PULLBACKS`), ``ct_in`` the cotangent dL/d(node) it received and
     ``cts_out`` the cotangent contribution it sent to each operand (None: none flows there).
     ``accumulated`` names the operands whose cotangent already had a contribution, so the
     sweep added this one to it; ``totals`` holds each operand's cotangent after the step (the
     sum, where it accumulated). Every object is an IR node over symbolic shapes; the
-    derivation prints them (:mod:`symnn.derive.display`)."""
+    derivation prints them (:mod:`symnn.autodiff.display`)."""
 
     index: int
     node: ir.Node

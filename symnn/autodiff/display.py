@@ -54,7 +54,7 @@ class Equation:
     """One printed equation: ``lhs = rhs`` (matrix form) and ``index`` (index form).
 
     ``id`` is shared with the emitted statements that compute it (:attr:`symnn.lower.Stmt.origin`);
-    ``steps`` are the sweep steps (:class:`~symnn.derive.chain.SweepStep` indices) whose
+    ``steps`` are the sweep steps (:class:`~symnn.autodiff.chain.SweepStep` indices) whose
     cotangents it contains; ``scale``: the lhs is ``scale`` times what the code computes."""
 
     id: str
@@ -134,30 +134,28 @@ def cut(fwd, derived, sweep: Sweep) -> _Cut:
 
     name(fwd.X, "X", None, None)
     name(fwd.Y, "Y", None, None)
-    for pname, p in fwd.params.items():
-        layer = naming.layer_of(pname)
-        name(p, _tex_name(naming.stem_of(pname), layer), None, None)
+    param_tex = dict(fwd.param_tex)
+    for ident, p in fwd.params.items():
+        name(p, param_tex[ident], None, None)
     for node in ir.toposort(derived.outputs.values()):
         if node.op is ir.Op.INPUT and id(node) not in out.named:  # dropout masks
             name(node, _tex_name("M", naming.layer_of(node.arg)), None, None)
-    for layer, (z, a) in enumerate(zip(fwd.z, fwd.a), 1):
-        name(z, _tex_name("Z", layer), naming.preact(layer), Section.FORWARD)
-        name(a, _tex_name("A", layer), naming.act(layer), Section.FORWARD)
+    for label in fwd.labels:
+        name(label.node, label.tex, label.eq_id, Section.FORWARD)
     name(fwd.loss, "L", "loss", Section.LOSS)
     forward_nodes = ir.toposort([fwd.loss, fwd.output])
     out.forward_ids = {id(n) for n in forward_nodes}
-    for pname in fwd.params:
-        g = derived.outputs[naming.grad(pname)]
-        p = out.named[id(fwd.params[pname])]
-        name(g, r"\frac{\partial L}{\partial %s}" % p.symbol.name, naming.grad(pname), Section.BACKWARD)
+    for ident in fwd.params:
+        g = derived.outputs[naming.grad(ident)]
+        p = out.named[id(fwd.params[ident])]
+        name(g, r"\frac{\partial L}{\partial %s}" % p.symbol.name, naming.grad(ident), Section.BACKWARD)
     cts = sweep.cotangents
-    for layer, (z, a) in enumerate(zip(fwd.z, fwd.a), 1):
-        ct = cts.get(id(z))
-        if ct is not None and ct.op is not ir.Op.CONST:
-            name(ct, _tex_name(r"\delta", layer), f"delta{layer}", Section.BACKWARD, _batch_scale(ct))
-        ct = cts.get(id(a))
-        if ct is not None and consumers.get(id(ct), 0) > 1:
-            name(ct, _tex_name(r"\delta_{A}", layer), f"delta_a{layer}", Section.BACKWARD, _batch_scale(ct))
+    for label in fwd.labels:
+        ct = cts.get(id(label.node))
+        if ct is None or ct.op is ir.Op.CONST:
+            continue
+        if label.ct_always or consumers.get(id(ct), 0) > 1:
+            name(ct, label.ct_tex, label.ct_id, Section.BACKWARD, _batch_scale(ct))
     shared = itertools.count(1)
     ct_ids = {id(c) for c in cts.values()}
     for node in ir.toposort(derived.outputs.values()):
@@ -168,12 +166,16 @@ def cut(fwd, derived, sweep: Sweep) -> _Cut:
             scale = _batch_scale(node) if id(node) in ct_ids else sp.Integer(1)
             name(node, f"U_{{{k}}}", f"u{k}", section, scale)
     # which sweep step made each backward node
+    # (a walk that stops at what an earlier step made and at the forward graph: linear in the
+    # size of the backward graph, not one sort of the whole graph per step)
     for step in sweep.steps:
-        for g in step.cts_out + step.totals:
-            if g is None:
+        stack = [g for g in step.cts_out + step.totals if g is not None]
+        while stack:
+            n = stack.pop()
+            if id(n) in out.made_by or id(n) in out.forward_ids or n.is_leaf:
                 continue
-            for n in ir.toposort([g]):
-                out.made_by.setdefault(id(n), step.index)
+            out.made_by[id(n)] = step.index
+            stack.extend(n.src)
     # owners: each node belongs to the equation of the nearest named node reading it
     eq_nodes = [n for n in ir.toposort(derived.outputs.values())
                 if id(n) in out.named and out.named[id(n)].eq_id is not None]
@@ -304,8 +306,9 @@ def _forward_values(fwd, cut_: _Cut) -> dict[sp.Expr, ir.Node]:
     """Scalar expressions, in terms of a node's operands, equal to a named forward activation:
     a derivative that reads ``sigmoid(z)`` prints ``A`` (the same value, computed once)."""
     out: dict[sp.Expr, ir.Node] = {}
-    for z, a in zip(fwd.z, fwd.a):
-        if a.op is not ir.Op.MAP or len(a.src) != 1:
+    for label in fwd.labels:
+        a = label.node
+        if a.op is not ir.Op.MAP or len(a.src) != 1 or a.arg.tex is None:  # activations only
             continue
         fn: ir.Elementwise = a.arg
         tag = _tag(a.src[0])
@@ -592,6 +595,25 @@ def _plain_tex(tex: str) -> str:
     return plain_name(tex)
 
 
+def _owned(eq_node: ir.Node, eq_id: str, cut_: _Cut) -> list[ir.Node]:
+    """The nodes written into one equation, operands first (a walk that stops where another
+    equation's nodes begin)."""
+    order: list[ir.Node] = []
+    seen: set[int] = set()
+    stack = [(eq_node, False)]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            order.append(n)
+            continue
+        if id(n) in seen or cut_.owners.get(id(n)) != eq_id:
+            continue
+        seen.add(id(n))
+        stack.append((n, True))
+        stack.extend((s, False) for s in reversed(n.src))
+    return order
+
+
 def _label(step_node: ir.Node, cut_: _Cut, printer: "_Printer") -> str | None:
     """What a note calls the node a step pulled back through: its name, else its formula when
     short (``A1 @ W2ᵀ``)."""
@@ -606,15 +628,13 @@ def _label(step_node: ir.Node, cut_: _Cut, printer: "_Printer") -> str | None:
 
 def _note(eq_node: ir.Node, named: Named, cut_: _Cut, sweep: Sweep,
           printer: "_Printer") -> tuple[str, tuple[int, ...]]:
-    steps: set[int] = set()
-    for nid, eq in cut_.owners.items():
-        if eq == named.eq_id and nid in cut_.made_by:
-            steps.add(cut_.made_by[nid])
+    owned = _owned(eq_node, named.eq_id, cut_)
+    steps = {cut_.made_by[id(n)] for n in owned if id(n) in cut_.made_by}
     if named.section is not Section.BACKWARD:
         # the ops written into this equation, operands first
         parts = []
-        for n in ir.toposort([eq_node]):
-            if n.is_leaf or cut_.owners.get(id(n)) != named.eq_id:
+        for n in owned:
+            if n.is_leaf:
                 continue
             what = RULE_NOTE[n.op]
             if n.op is ir.Op.MAP:
@@ -642,7 +662,7 @@ class Equations:
     equations: list[Equation]
     functions: list[FunctionDef]
     symbols: dict[str, Named]  # equation id -> how its lhs is printed
-    inputs: dict[str, sp.Basic]  # "X", "Y", "W1"... -> symbol (vectors as columns)
+    inputs: dict[str, sp.Basic]  # "X", "Y", "W1", "dense1_weight"... -> symbol (vectors as columns)
 
 
 def equations(fwd, derived, sweep: Sweep, cut_: _Cut | None = None) -> Equations:
@@ -673,6 +693,9 @@ def equations(fwd, derived, sweep: Sweep, cut_: _Cut | None = None) -> Equations
     for nid, named in cut_.named.items():
         if named.eq_id is None:
             inputs[named.symbol.name] = named.symbol
+    for ident, node in fwd.params.items():  # and by the parameter's identifier in code
+        inputs[ident] = cut_.named[id(node)].symbol
+    inputs["X"], inputs["Y"] = cut_.named[id(fwd.X)].symbol, cut_.named[id(fwd.Y)].symbol
     symbols = {n.eq_id: n for n in cut_.named.values() if n.eq_id is not None}
     return Equations(out, list(functions.values()), symbols, inputs)
 

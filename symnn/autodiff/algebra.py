@@ -177,14 +177,26 @@ def add(a: Term, b: Term) -> Term:
     if a.coeff == -b.coeff:
         pos, neg = (b, a) if a.coeff.could_extract_minus_sign() else (a, b)
         return Term(pos.coeff, sp.MatAdd(pos.mat, sp.MatMul(-1, neg.mat), evaluate=False), shape)
-    return Term(sp.Integer(1), sp.MatAdd(*_summands(a), *_summands(b), evaluate=False), shape)
+    parts = _summands(a) + _summands(b)
+    common = _common_factor([c for c, _ in parts])
+    return Term(common, sp.MatAdd(*[m if c / common == 1 else sp.MatMul(c / common, m) for c, m in parts],
+                                  evaluate=False), shape)
 
 
-def _summands(t: Term) -> list[sp.Basic]:
-    """A term's summands, so sums of sums print flat."""
+def _summands(t: Term) -> list[tuple[sp.Expr, sp.Basic]]:
+    """A term's summands as (coefficient, matrix), so sums of sums print flat."""
     if isinstance(t.mat, sp.MatAdd):
-        return [a if t.coeff == 1 else sp.MatMul(t.coeff, a) for a in t.mat.args]
-    return [t.expr()]
+        return [(t.coeff * matrix(a, t.shape).coeff, matrix(a, t.shape).mat) for a in t.mat.args]
+    return [(t.coeff, t.mat)]
+
+
+def _common_factor(coeffs: list[sp.Expr]) -> sp.Expr:
+    """The scalar factor every coefficient shares (``1/N`` of ``1/N``, ``-1/(16 N)``), taken
+    out of a sum so a later ``N *`` cancels it."""
+    dummies = [sp.Dummy() for _ in coeffs]
+    factored = sp.factor_terms(sp.Add(*[c * d for c, d in zip(coeffs, dummies)]))
+    common = sp.Mul(*[f for f in sp.Mul.make_args(factored) if not f.free_symbols & set(dummies)])
+    return common if common != 0 else sp.Integer(1)
 
 
 def hadamard(a: Term, b: Term) -> Term:

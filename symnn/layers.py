@@ -1,0 +1,363 @@
+"""The layer graph front end: symbolic tensors, layers called on them, and the layer protocol.
+
+A network that is not a chain of dense layers is built by calling layers on tensors::
+
+    x = sn.Input(64)
+    h = sn.Dense(64, 64, activation="relu")(x)
+    h = h + sn.Dense(64, 64, activation="relu")(sn.LayerNorm(64)(h))    # a residual block
+    y = sn.Dense(64, 10, activation="softmax")(h)
+    net = sn.Network(inputs=x, outputs=y, loss="cross_entropy")
+
+Every layer follows one protocol (:class:`Layer`): the parameters it owns with their shapes and
+PyTorch layouts, its forward pass as IR ops, how the derivation names what it computes, and how
+its parameters start. A new layer is one class with those four answers and its registration in
+:data:`LAYERS`; the chain rule, the simplifier, the printers and both backends work on the IR
+it builds and need nothing else.
+"""
+
+from __future__ import annotations
+
+import itertools
+import numbers
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+import sympy as sp
+
+from . import ir, naming
+from .errors import LayerSizeMismatchError, SpecError, SpecTypeError
+
+Shape = tuple[int, ...]
+
+
+class Tensor:
+    """A symbolic tensor of a layer graph: one sample's shape (the batch axis N is implicit and
+    first), the layer call that produces it (None for an input) and that call's inputs.
+
+    Tensors are values of a graph being declared; they hold no data. ``a + b`` adds two tensors
+    of one shape (a residual connection)."""
+
+    __slots__ = ("shape", "layer", "inputs", "name", "_id")
+
+    def __init__(self, shape: Shape, layer: "Layer | None", inputs: tuple["Tensor", ...],
+                 name: str | None = None) -> None:
+        self.shape = tuple(shape)
+        self.layer = layer
+        self.inputs = tuple(inputs)
+        self.name = name
+        self._id = next(_TENSOR_IDS)
+
+    def __repr__(self) -> str:
+        what = f"input {self.name!r}" if self.layer is None else type(self.layer).__name__
+        return f"<symnn.Tensor {what} shape={self.shape}>"
+
+    def __add__(self, other: object) -> "Tensor":
+        if not isinstance(other, Tensor):
+            return NotImplemented
+        return Add()(self, other)
+
+    def __radd__(self, other: object) -> "Tensor":
+        if not isinstance(other, Tensor):
+            return NotImplemented
+        return Add()(other, self)
+
+
+_TENSOR_IDS = itertools.count()
+
+
+def Input(*shape: int, name: str | None = None) -> Tensor:  # noqa: N802 - a constructor, as in Keras
+    """An input of a layer graph: ``shape`` is one sample's shape (``sn.Input(64)`` for 64
+    features); ``name`` keys the input where a kernel takes several (default ``X``)."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    if not shape:
+        raise SpecError("sn.Input needs the shape of one sample, e.g. sn.Input(64)")
+    dims = tuple(_dim(d, "sn.Input") for d in shape)
+    if len(dims) != 1:
+        raise SpecError(f"sn.Input{dims}: inputs of rank {len(dims)} need the convolution layers "
+                        "(not available yet); give the number of features, e.g. sn.Input(64)")
+    if name is not None:
+        naming.identifier(name, "input name")
+    return Tensor(dims, None, (), name)
+
+
+def _dim(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise SpecTypeError(f"{what}: a size must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """What a layer's forward pass built: its output node, and the intermediate values the
+    derivation should name (``(node, letter)``: ``Z`` for a dense pre-activation)."""
+
+    output: ir.Node
+    named: tuple[tuple[ir.Node, str], ...] = ()
+
+
+class Layer:
+    """The layer protocol. Subclasses are frozen dataclasses (so networks stay values) and
+    answer: :meth:`param_shapes` (PyTorch names and layouts), :meth:`output_shape`,
+    :meth:`build` (the forward pass as IR ops), :meth:`init` (initial values) and
+    :attr:`PARAM_TEX` / :attr:`KIND` (how the derivation and default names call them)."""
+
+    #: the default name's stem: ``dense`` -> ``dense1``, ``dense2`` ...
+    KIND: ClassVar[str] = "layer"
+    #: LaTeX letter of each parameter in the derivation
+    PARAM_TEX: ClassVar[dict[str, str]] = {}
+    #: LaTeX letter of the layer's output
+    OUTPUT_TEX: ClassVar[str] = "H"
+
+    def param_shapes(self) -> dict[str, Shape]:
+        return {}
+
+    def output_shape(self, *shapes: Shape) -> Shape:
+        raise NotImplementedError
+
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+        raise NotImplementedError
+
+    def init(self, rng: np.random.Generator, scheme: str | None) -> dict[str, np.ndarray]:
+        return {}
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    @property
+    def layer_name(self) -> str | None:
+        return getattr(self, "name", None)
+
+    def __call__(self, *tensors: Tensor) -> Tensor:
+        for t in tensors:
+            if not isinstance(t, Tensor):
+                raise SpecTypeError(f"{type(self).__name__} is called on sn.Input(...) or a layer's "
+                                    f"output, got {type(t).__name__}")
+        shape = self.output_shape(*(t.shape for t in tensors))
+        return Tensor(shape, self, tensors)
+
+
+def _check_name(name: object) -> str | None:
+    if name is None:
+        return None
+    return naming.layer_name(name)
+
+
+@dataclass(frozen=True)
+class Add(Layer):
+    """Element-wise sum of two tensors of one shape (``a + b``): a residual connection. It has
+    no parameters, so every ``Add`` equals every other (a graph keeps each call's own entry:
+    :func:`trace` tells layers apart by identity)."""
+
+    KIND: ClassVar[str] = "add"
+
+    def output_shape(self, *shapes: Shape) -> Shape:
+        if len(shapes) != 2:
+            raise SpecError(f"add takes two tensors, got {len(shapes)}")
+        if shapes[0] != shapes[1]:
+            raise LayerSizeMismatchError(f"cannot add tensors of shapes {shapes[0]} and {shapes[1]}")
+        return shapes[0]
+
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+        u, v = sp.symbols("u v", real=True)
+        return Emitted(ir.map_(ir.Elementwise("add", (u, v), u + v), *inputs))
+
+
+
+@dataclass(frozen=True)
+class LayerNorm(Layer):
+    """Layer normalisation over the features, as ``torch.nn.LayerNorm(d, eps)``:
+    ``(x - mean) / sqrt(var + eps) * weight + bias`` with the biased variance, ``weight`` (d,)
+    starting at 1 and ``bias`` (d,) at 0. Built from ROWSUM and element-wise maps, so it needs no
+    op or pullback of its own."""
+
+    normalized_shape: int
+    eps: float = 1e-5
+    elementwise_affine: bool = True
+    name: str | None = None
+
+    KIND: ClassVar[str] = "layernorm"
+    PARAM_TEX: ClassVar[dict[str, str]] = {"weight": r"\gamma", "bias": r"\beta"}
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-5, elementwise_affine: bool = True,
+                 *, name: str | None = None) -> None:
+        object.__setattr__(self, "normalized_shape", _dim(normalized_shape, "LayerNorm size"))
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < 1:
+            raise SpecTypeError(f"LayerNorm eps must be a real in (0, 1), got {eps!r}")
+        object.__setattr__(self, "eps", float(eps))
+        if not isinstance(elementwise_affine, bool):
+            raise SpecTypeError(f"LayerNorm elementwise_affine must be True or False, got {elementwise_affine!r}")
+        object.__setattr__(self, "elementwise_affine", elementwise_affine)
+        object.__setattr__(self, "name", _check_name(name))
+
+    def param_shapes(self) -> dict[str, Shape]:
+        d = self.normalized_shape
+        return {"weight": (d,), "bias": (d,)} if self.elementwise_affine else {}
+
+    def output_shape(self, *shapes: Shape) -> Shape:
+        if len(shapes) != 1:
+            raise SpecError(f"LayerNorm takes one tensor, got {len(shapes)}")
+        if shapes[0] != (self.normalized_shape,):
+            raise LayerSizeMismatchError(f"LayerNorm({self.normalized_shape}) applied to a tensor of shape {shapes[0]}")
+        return shapes[0]
+
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+        (x,) = inputs
+        d = self.normalized_shape
+        u, m, v = sp.symbols("u m v", real=True)
+        mean = ir.map_(ir.Elementwise("mean_row", (u,), u / d), ir.rowsum(x), shape=(x.shape[0], 1))
+        centred = ir.map_(ir.Elementwise("centre", (u, m), u - m), x, mean, shape=x.shape)
+        var = ir.map_(ir.Elementwise("var_row", (u,), u / d), ir.rowsum(
+            ir.map_(ir.Elementwise("square", (u,), u**2), centred)), shape=(x.shape[0], 1))
+        eps = sp.Float(self.eps, 17)
+        normed = ir.map_(ir.Elementwise("normalise", (u, v), u / sp.sqrt(v + eps)), centred, var, shape=x.shape)
+        named = ((mean, r"\mu"), (centred, r"\tilde{X}"), (var, "V"), (normed, r"\hat{X}"))
+        if not self.elementwise_affine:
+            return Emitted(normed, named[:-1])
+        g, b = sp.symbols("g b", real=True)
+        out = ir.map_(ir.Elementwise("affine", (u, g, b), u * g + b), normed, params["weight"], params["bias"],
+                      shape=x.shape)
+        return Emitted(out, named)
+
+    def init(self, rng: np.random.Generator, scheme: str | None) -> dict[str, np.ndarray]:
+        d = self.normalized_shape
+        return {"weight": np.ones(d), "bias": np.zeros(d)} if self.elementwise_affine else {}
+
+    def describe(self) -> str:
+        return f"LayerNorm({self.normalized_shape}, eps={self.eps:g})"
+
+
+#: every layer class a graph may hold (the spec reader and the importers look layers up here)
+LAYERS: dict[str, type[Layer]] = {"add": Add, "layernorm": LayerNorm}
+
+
+def register_layer(cls: type[Layer]) -> type[Layer]:
+    """Add a layer class to :data:`LAYERS` (its ``KIND`` names it)."""
+    LAYERS[cls.KIND] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class Call:
+    """One application of a layer in a graph: ``layers[layer](values[inputs...])``."""
+
+    layer: int
+    inputs: tuple[int, ...]
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A layer graph as a value: its distinct layers (a layer called twice shares its
+    parameters), their names, the calls in an order where operands come first (values 0.. are
+    the inputs, call k makes value len(inputs) + k), and which values are the outputs."""
+
+    inputs: tuple[tuple[str, Shape], ...]
+    layers: tuple[Layer, ...]
+    names: tuple[str, ...]
+    calls: tuple[Call, ...]
+    outputs: tuple[int, ...]
+
+    def value_shape(self, v: int) -> Shape:
+        if v < len(self.inputs):
+            return self.inputs[v][1]
+        return self.calls[v - len(self.inputs)].shape
+
+    def param_shapes(self) -> dict[str, Shape]:
+        """``{"dense1.weight": (out, in), ...}``: each layer's parameters under its name."""
+        out: dict[str, Shape] = {}
+        for layer, name in zip(self.layers, self.names):
+            for p, shape in layer.param_shapes().items():
+                out[f"{name}.{p}"] = tuple(shape)
+        return out
+
+
+def trace(inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> Graph:
+    """The graph between ``inputs`` and ``outputs``: every tensor an output depends on must come
+    from the inputs; layers get their default names (``<kind><k>``, counted per kind in the
+    order of the calls) unless named, and names must be unique."""
+    seen_inputs = {id(t): i for i, t in enumerate(inputs)}
+    for t in inputs:
+        if not isinstance(t, Tensor) or t.layer is not None:
+            raise SpecTypeError("inputs must be tensors made by sn.Input(...)")
+    if len(seen_inputs) != len(inputs):
+        raise SpecError("an input is listed twice")
+    order: list[Tensor] = []
+    state: dict[int, int] = {}  # 1 visiting, 2 done
+
+    def visit(t: Tensor) -> None:
+        stack = [(t, False)]
+        while stack:
+            node, done = stack.pop()
+            if done:
+                state[id(node)] = 2
+                order.append(node)
+                continue
+            if state.get(id(node)) == 2:
+                continue
+            if node.layer is None:
+                if id(node) not in seen_inputs:
+                    raise SpecError(f"the outputs depend on an input that is not in inputs= "
+                                    f"({node!r}); list every sn.Input the network reads")
+                state[id(node)] = 2
+                continue
+            state[id(node)] = 1
+            stack.append((node, True))
+            for s in reversed(node.inputs):
+                if state.get(id(s)) != 2:
+                    stack.append((s, False))
+
+    for t in outputs:
+        if not isinstance(t, Tensor):
+            raise SpecTypeError(f"outputs must be tensors (a layer's output), got {type(t).__name__}")
+        if t.layer is None:
+            raise SpecError("an output is an input itself; an output must be computed by a layer")
+        visit(t)
+    value_of = dict(seen_inputs)
+    layer_index: dict[int, int] = {}
+    layers: list[Layer] = []
+    calls: list[Call] = []
+    for t in order:
+        if id(t) in value_of:
+            continue
+        if id(t.layer) not in layer_index:
+            layer_index[id(t.layer)] = len(layers)
+            layers.append(t.layer)
+        calls.append(Call(layer_index[id(t.layer)], tuple(value_of[id(s)] for s in t.inputs), t.shape))
+        value_of[id(t)] = len(inputs) + len(calls) - 1
+    names = _names(layers)
+    input_names = [t.name for t in inputs]
+    if len(inputs) == 1 and input_names[0] is None:
+        input_names = ["X"]
+    elif any(n is None for n in input_names):
+        raise SpecError("a network with several inputs needs each sn.Input(..., name=...) named")
+    if len(set(input_names)) != len(input_names):
+        raise SpecError(f"input names repeat: {input_names}")
+    return Graph(tuple((n, t.shape) for n, t in zip(input_names, inputs)), tuple(layers), tuple(names),
+                 tuple(calls), tuple(value_of[id(t)] for t in outputs))
+
+
+def _names(layers: Sequence[Layer]) -> list[str]:
+    taken = {layer.layer_name for layer in layers if layer.layer_name is not None}
+    counters: dict[str, int] = {}
+    names = []
+    for layer in layers:
+        if layer.layer_name is not None:
+            names.append(layer.layer_name)
+            continue
+        while True:
+            counters[layer.KIND] = counters.get(layer.KIND, 0) + 1
+            candidate = f"{layer.KIND}{counters[layer.KIND]}"
+            if candidate not in taken:
+                break
+        taken.add(candidate)
+        names.append(candidate)
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise SpecError(f"layer names must be unique; repeated: {', '.join(dupes)}")
+    return names
+
+
+__all__ = ["Add", "Call", "Emitted", "Graph", "Input", "LAYERS", "Layer", "LayerNorm", "Tensor",
+           "register_layer", "trace"]
