@@ -8,7 +8,7 @@ times, in one process, each depth once and cold (a fresh ``SYMNN_CACHE_DIR``, no
 network derived before):
 
 * derive: forward graph, chain rule and simplification (``symnn.driver.derive_program``);
-* emit: the C files (``symnn.emit_c.emit_c``), alone;
+* emit: the C files (``symnn.backends.c.emit.emit_c``), alone;
 * compile call: ``sn.compile(net, backend="c")`` after that (the derivation cached, so this is
   emission, the cffi wrapper, ``gcc -O3`` and loading);
 * total: derive + compile call, what a user's first ``sn.compile`` costs.
@@ -34,7 +34,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import symnn as sn  # noqa: E402
 from symnn.driver import derive_program  # noqa: E402
-from symnn.emit_c import emit_c  # noqa: E402
+from symnn.backends.c.emit import emit_c  # noqa: E402
 
 DEPTHS = (25, 50, 100, 200)
 

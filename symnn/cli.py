@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from .backends import registry as backends
 from .errors import SymnnError
 
 
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
     emit = sub.add_parser("emit", help="write the standalone kernels of a spec")
     emit.add_argument("spec", help="TOML network spec")
-    emit.add_argument("--backend", choices=["numpy", "c"], default="numpy")
+    emit.add_argument("--backend", choices=backends.names(), default="numpy")
     emit.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     emit.add_argument("--out", required=True, help="output directory")
     emit.add_argument("--with-train-step", action="store_true",
@@ -39,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="gradient check of a spec on both backends and dtypes")
     check.add_argument("spec", help="TOML network spec")
-    check.add_argument("--backend", choices=["numpy", "c", "both"], default="both")
+    check.add_argument("--backend", choices=[*backends.names(), "both"], default="both",
+                       help="one backend, or both (every backend)")
     check.add_argument("--seed", type=int, default=0)
 
     train = sub.add_parser("train", help="train a spec on a CSV file")
@@ -49,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--header", action="store_true",
                        help="skip the first line of the CSV whatever it holds (default: only if not numbers)")
     train.add_argument("--out", help="save the trained model (.npz) here")
-    train.add_argument("--backend", choices=["numpy", "c", "auto"], help="overrides [train] backend")
+    train.add_argument("--backend", choices=[*backends.names(), "auto"], help="overrides [train] backend")
     train.add_argument("--epochs", type=int, help="overrides [train] epochs")
     train.add_argument("--progress", action="store_true", help="show a progress bar (needs tqdm)")
 
@@ -65,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("spec", help="TOML network spec")
     bench.add_argument("--batch", type=int, default=64)
     bench.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    bench.add_argument("--backend", choices=["numpy", "c", "both"], default="both")
+    bench.add_argument("--backend", choices=[*backends.names(), "both"], default="both")
     bench.add_argument("--blas", action="store_true",
                        help="also time the C built with blas=True (large products through NumPy's OpenBLAS)")
     bench.add_argument("--openmp", type=int, metavar="THREADS", default=0,
@@ -96,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train the bundled digits network and print test accuracy")
     demo.add_argument("--epochs", type=int, default=40)
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--backend", choices=["numpy", "c", "auto"], default="auto",
+    demo.add_argument("--backend", choices=[*backends.names(), "auto"], default="auto",
                       help="kernel backend (default auto: C through cffi, NumPy without a compiler)")
     regen = sub.add_parser("regen", help="rewrite generated/ from generated/MANIFEST.toml")
     regen.add_argument("--root", default="generated")
@@ -170,9 +172,9 @@ def _check(args: argparse.Namespace) -> int:
 
     net = load_spec(args.spec).network
     params, X, Y = sample_point(net, seed=args.seed)
-    backends = ["numpy", "c"] if args.backend == "both" else [args.backend]
+    chosen = list(backends.names()) if args.backend == "both" else [args.backend]
     failed = False
-    for backend in backends:
+    for backend in chosen:
         for dtype in ("float64", "float32"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -345,9 +347,9 @@ def _bench(args: argparse.Namespace) -> int:
         os.environ["OMP_NUM_THREADS"] = str(args.openmp)  # read when libgomp loads, with the module
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # only effective before NumPy's BLAS starts threads
-    backends = ("numpy", "c") if args.backend == "both" else (args.backend,)
-    times = bench(load_spec(args.spec).network, args.batch, args.dtype, backends=backends,
-                  blas=args.blas and "c" in backends, openmp=bool(args.openmp) and "c" in backends)
+    chosen = tuple(backends.names()) if args.backend == "both" else (args.backend,)
+    times = bench(load_spec(args.spec).network, args.batch, args.dtype, backends=chosen,
+                  blas=args.blas and "c" in chosen, openmp=bool(args.openmp) and "c" in chosen)
     base = times.get("symnn numpy") or next(iter(times.values()))
     print(f"loss and gradient, batch {args.batch}, {args.dtype}, median of 5 rounds:")
     for name, sec in times.items():

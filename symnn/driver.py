@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import builtins
 import functools
-import types
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 from .declare import Network
-from .emit import check_backend, emit_numpy, require_concrete, write_atomic
+from .backends import registry
+from .emit import check_backend, require_concrete, write_atomic
 from .errors import CompilerNotFoundError, ConfigError, SpecTypeError
 from .graph import build_forward
 from .kernel import Kernel
@@ -63,55 +62,23 @@ def emit_files(net: Network, backend: str = "numpy", dtype: str = "float64",
     check_backend(backend, dtype)
     require_concrete(_require_network(net))
     opt = _optimizer(optimizer)
-    program = derive_program(net).program
-    train_prog = _train_program(net, opt)
-    if backend == "numpy":
-        return {f"{net.name}.py": emit_numpy(net, program, dtype, opt, train_prog).source}
-    from .emit_c import emit_c, emit_c_example
-
-    result = emit_c(net, program, dtype, opt, train_prog)
-    files = dict(result.files)
-    if example:
-        files.update(emit_c_example(net, result, dtype))
-    return files
+    return registry.get(backend).files(net, derive_program(net).program, dtype, opt,
+                                       _train_program(net, opt), example)
 
 
 def emit_source(net: Network, backend: str = "numpy", dtype: str = "float64",
                 optimizer: Optimizer | str | None = None) -> str:
     """The text of the emitted module: the ``.py`` for NumPy, the ``.c`` for C."""
     files = emit_files(net, backend, dtype, optimizer=optimizer)
-    suffix = ".py" if backend == "numpy" else ".c"
+    suffix = registry.get(backend).source_suffix
     return next(text for name, text in files.items() if name.endswith(suffix))
 
 
-def _load_numpy(net: Network, dtype: str, check_finite: bool, opt: Optimizer | None) -> Kernel:
-    source = emit_source(net, "numpy", dtype, opt)
-    module = types.ModuleType(f"symnn_kernel_{net.name}")
-    module.__file__ = f"<symnn {net.name} numpy {dtype}>"
-    exec(builtins.compile(source, module.__file__, "exec"), module.__dict__)
-    return Kernel(net, module, "numpy", dtype, source, check_finite=check_finite, optimizer=opt)
-
-
-def _load_c(nets: Sequence[Network], dtype: str, check_finite: bool, opt: Optimizer | None,
-            blas: bool = False, openmp: bool = False) -> list[Kernel]:
-    """Emit every network's C and build them into one extension (one compiler run)."""
-    from .backends.c.wrapper import CKernelModule
-    from .build import build
-    from .emit_c import emit_c
-
-    results = [emit_c(n, derive_program(n).program, dtype, opt, _train_program(n, opt)) for n in nets]
-    files: dict[str, str] = {}
-    cdef: list[str] = []
-    for r in results:
-        files.update(r.files)
-        cdef += [line for line in r.cdef.splitlines() if line not in cdef]  # shared status codes once
-    prefix = results[0].prefix if len(results) == 1 else "group_" + "_".join(r.prefix for r in results)[:40]
-    ext = build(prefix, files, "\n".join(cdef) + "\n", blas=blas, openmp=openmp)
-    n_state = len(opt.state) if opt is not None else None
-    return [Kernel(n, CKernelModule(ext, r.prefix, dtype, n.param_layout(), r.labels, n_state=n_state,
-                                    dropout=n.has_dropout),
-                   "c", dtype, r.source, check_finite=check_finite, optimizer=opt,
-                   build={"blas": blas, "openmp": openmp}) for n, r in zip(nets, results)]
+def _load(backend: str, nets: Sequence[Network], dtype: str, check_finite: bool, opt: Optimizer | None,
+          blas: bool = False, openmp: bool = False) -> list[Kernel]:
+    """Kernels of ``nets`` from one backend (the C backend builds them in one compiler run)."""
+    programs = [(derive_program(n).program, _train_program(n, opt)) for n in nets]
+    return registry.get(backend).load(nets, programs, dtype, check_finite, opt, blas, openmp)
 
 
 def compile_many(nets: Sequence[Network], backend: str = "c", dtype: str = "float64", *,
@@ -129,9 +96,7 @@ def compile_many(nets: Sequence[Network], backend: str = "c", dtype: str = "floa
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"compile_many needs distinct network names; repeated: {', '.join(dupes)}")
-    if backend == "numpy":
-        return [_load_numpy(n, dtype, check_finite, None) for n in nets]
-    return _load_c(nets, dtype, check_finite, None, *_threading(blas, openmp))
+    return _load(backend, nets, dtype, check_finite, None, *_threading(blas, openmp))
 
 
 def _threading(blas: object, openmp: object) -> tuple[bool, bool]:
@@ -171,15 +136,14 @@ def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
     require_concrete(_require_network(net))
     opt = _optimizer(optimizer)
     blas, openmp = _threading(blas, openmp)
-    if backend == "numpy":
-        return _load_numpy(net, dtype, check_finite, opt)
-    if backend == "auto":
-        try:
-            return _load_c([net], dtype, check_finite, opt, blas, openmp)[0]
-        except CompilerNotFoundError as exc:
-            warnings.warn(f"backend='auto': {exc}; using the NumPy backend", RuntimeWarning, stacklevel=2)
-            return _load_numpy(net, dtype, check_finite, opt)
-    return _load_c([net], dtype, check_finite, opt, blas, openmp)[0]
+    if backend != "auto":
+        return _load(backend, [net], dtype, check_finite, opt, blas, openmp)[0]
+    first, *rest = registry.AUTO_ORDER
+    try:
+        return _load(first, [net], dtype, check_finite, opt, blas, openmp)[0]
+    except CompilerNotFoundError as exc:
+        warnings.warn(f"backend='auto': {exc}; using the {rest[0]} backend", RuntimeWarning, stacklevel=2)
+        return _load(rest[0], [net], dtype, check_finite, opt)[0]
 
 
 def emit(net: Network, path: str | Path, backend: str = "numpy", dtype: str = "float64",
@@ -193,7 +157,7 @@ def emit(net: Network, path: str | Path, backend: str = "numpy", dtype: str = "f
     """
     files = emit_files(net, backend, dtype, example=True, optimizer=optimizer)
     target = Path(path)
-    if backend == "numpy" and target.suffix == ".py":
+    if len(files) == 1 and target.suffix == registry.get(backend).source_suffix:  # a file name
         (text,) = files.values()
         write_atomic(target, text)
         return [target]

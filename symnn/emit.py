@@ -1,29 +1,23 @@
-"""Plan -> printed strings -> templates -> files.
+"""What every backend's emission shares: the spec hash, the network's description, the
+printed pieces of a train step, and the checks of a backend name and a network's sizes.
 
-``emit_source`` returns the text of the emitted module; :func:`emit` writes it atomically
-(temporary file, then rename), so an interrupted run never leaves a half-written file.
+The backends themselves live in ``symnn/backends/<name>/`` (printer, lowering, emission,
+loading) and are listed in :mod:`symnn.backends.registry`; files are written atomically
+(:mod:`symnn.fileio`), so an interrupted run never leaves a half-written file.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import sympy as sp
 
-from . import naming
 from .capabilities import LOSS_CAPABILITIES
 from .declare import Network, _np_dtype
 from .errors import ConfigError, SpecError
 from .fileio import write_atomic  # noqa: F401  (re-exported: the writers import it from here)
-from .lower import KERNELS, dims, plan_kernel
 from .optim import Optimizer, split_invariant, update_program
-from .program import Program
-from .provenance import CodeLine, locate
-from .render import CODEGEN_VERSION, render
-
-BACKENDS = ("numpy", "c")
+from .render import CODEGEN_VERSION
 
 
 def spec_hash(net: Network, dtype: str, optimizer: "Optimizer | None" = None) -> str:
@@ -88,17 +82,10 @@ def describe(net: Network) -> list[str]:
     return lines
 
 
-@dataclass(frozen=True)
-class EmitResult:
-    """The emitted module, and for each kernel function ("forward", "loss", "loss_and_grad",
-    "loss_and_grad_train") the lines of its body with the derivation step each computes."""
-
-    source: str
-    provenance: dict[str, list[CodeLine]] = field(default_factory=dict)
-
-
 def check_backend(backend: str, dtype: str, allow_auto: bool = False) -> None:
-    choices = BACKENDS + (("auto",) if allow_auto else ())
+    from .backends.registry import names
+
+    choices = names() + (("auto",) if allow_auto else ())
     if not isinstance(backend, str) or backend not in choices:
         raise ConfigError(f"unknown backend {backend!r}; available: {', '.join(choices)}")
     _np_dtype(dtype)
@@ -124,103 +111,6 @@ def train_context(optimizer: Optimizer, printer) -> dict:
         "names": sorted({str(x) for x in [*(s for s, _ in hoisted), *(s for s, _ in per_element),
                                           *(s for s, _ in reduced)]}),
     }
-
-
-def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None = None,
-               train_prog: Program | None = None) -> EmitResult:
-    from .backends.numpy.config import NumPyConfig, kernel_body, uses_batch_size
-
-    naming.check_declared_names(net)  # the names are printed into the module's docstring
-    printer = NumPyConfig(dtype=dtype).printer()
-    labels = net.loss.takes_labels
-    kernels = []
-    origins: dict[str, list[tuple[str | None, ...]]] = {}
-    from .graph import dropout_masks
-
-    masks = dropout_masks(net) if optimizer is not None else []
-    jobs = [(k, plan_kernel(prog, k)) for k in KERNELS]
-    if masks:
-        if train_prog is None:
-            raise ValueError("a network with dropout needs its training program to emit train_step")
-        jobs.append(("loss_and_grad_train", plan_kernel(train_prog, "loss_and_grad")))
-    for kname, plan in jobs:
-        body, origins[kname] = kernel_body(plan, printer)
-        used = {w for line in body for w in _words(line)}
-        prologue = [f'{naming.param_ident(p)} = params["{p}"]' for p in net.param_shapes()
-                    if naming.param_ident(p) in used]
-        if kname == "loss_and_grad_train":
-            prologue += [f"{m[0]} = masks[{i}]" for i, m in enumerate(masks) if m[0] in used]
-        if uses_batch_size(body) or (labels and "Y" in plan.inputs):
-            prologue.append("N = X.shape[0]")
-        if labels and "Y" in plan.inputs:
-            prologue += ["if Y.ndim == 1:", "    Y = _onehot(Y, N)"]
-        has_y = "Y" in plan.inputs or kname != "forward"
-        sig = "params, X, Y" if has_y else "params, X"
-        if kname == "loss_and_grad_train":
-            sig += ", masks"
-        if kname == "forward":
-            returns, doc = plan.outputs["yhat"], f"Network output, shape (N, {net.n_out})."
-        elif kname == "loss":
-            returns, doc = f"float({plan.outputs['loss']})", "Mean loss (plus penalties) as a float."
-        else:
-            grads = ", ".join(f'"{p}": {plan.outputs[naming.grad(naming.param_ident(p))]}'
-                              for p in net.param_shapes())
-            returns = f"float({plan.outputs['loss']}), {{{grads}}}"
-            doc = "(loss, {name: dL/dname}) with gradients shaped like the parameters."
-        kernels.append(
-            {
-                "name": kname,
-                "signature": sig,
-                "check_args": sig,
-                "doc": doc,
-                "op_line": f"ops: {plan.n_tensor_ops} tensor, {plan.n_scalar_ops} scalar",
-                "prologue": prologue,
-                "body": body,
-                "returns": returns,
-                "public": kname in KERNELS,
-            }
-        )
-    param_shapes = [
-        (k, "(" + ", ".join(dims(v)) + ("," if len(v) == 1 else "") + ")")
-        for k, v in net.param_shapes().items()
-    ]
-    op_summary = [f"{k['name']}: {k['op_line']}" for k in kernels]
-    layout = net.param_layout()
-    offsets = [(k, lo, hi, str(shape)) for k, lo, hi, shape in layout]
-    source = render(
-        "numpy/module.py.jinja",
-        spec_hash=spec_hash(net, dtype, optimizer),
-        train=train_context(optimizer, printer) if optimizer is not None else None,
-        masks=[(name, repr(p), width) for name, _, width, p in masks],
-        param_slices=offsets,
-        n_params=layout[-1][2],
-        op_summary=op_summary,
-        title=f"symnn kernels for {net.name!r}.",
-        network_lines=describe(net),
-        dtype=dtype,
-        needs_erf="erf" in printer.helpers,
-        helpers=sorted(printer.helpers),
-        n_in=net.n_in,
-        n_out=net.n_out,
-        labels=labels,
-        param_names=list(net.param_shapes()),
-        param_shapes=param_shapes,
-        kernels=kernels,
-    )
-    # each body line is printed by the template as 4 spaces + line, after its function's
-    # signature and prologue and before its return
-    provenance = {
-        k["name"]: locate(source, f"def _{k['name']}(", "\n    return ",
-                          zip(("    " + line for line in k["body"]), origins[k["name"]]))
-        for k in kernels
-    }
-    return EmitResult(source, provenance)
-
-
-def _words(line: str) -> set[str]:
-    import re
-
-    return set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", line))
 
 
 def require_concrete(net: Network) -> None:

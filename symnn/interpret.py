@@ -7,8 +7,9 @@ pullback tests. It is deliberately simple and slow; emitted kernels are the fast
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping
 
 import numpy as np
 import sympy as sp
@@ -58,45 +59,100 @@ def _lambdify(fn: ir.Elementwise):
     return sp.lambdify(fn.args + (naming.N,), plain(fn.expr), modules=_MODULES)
 
 
+@dataclass(frozen=True)
+class _Env:
+    """What a rule needs beyond its node and operand values: the leaves' values by name and the
+    batch size (a map's ``N``, and its broadcast shape)."""
+
+    leaves: Mapping[str, np.ndarray]
+    nrows: int
+
+
+Rule = Callable[[ir.Node, list[np.ndarray], _Env], np.ndarray]
+
+
+# -- one rule per op (:data:`RULES`): the value of ``node`` from its operands' values ``s`` -----
+def _leaf(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return env.leaves[node.arg]
+
+
+def _const(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return np.asarray(float(node.arg))
+
+
+def _matmul(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    a = s[0].T if node.arg[0] else s[0]
+    b = s[1].T if node.arg[1] else s[1]
+    return a @ b
+
+
+def _add_bias(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return s[0] + s[1]
+
+
+def _sum_rows(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return s[0].sum(axis=0)
+
+
+def _map(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    shape = tuple(env.nrows if d == naming.N else int(d) for d in node.shape)
+    return np.broadcast_to(_lambdify(node.arg)(*s, env.nrows), shape)
+
+
+def _logsumexp_of(z: np.ndarray) -> np.ndarray:
+    m = np.real(z).max(axis=1, keepdims=True)
+    return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
+
+def _softmax(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    e = np.exp(s[0] - np.real(s[0]).max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _logsumexp(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return _logsumexp_of(s[0])
+
+
+def _rowsum(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return s[0].sum(axis=1, keepdims=True)
+
+
+def _softmax_ce(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return _logsumexp_of(s[0]) - (s[1] * s[0]).sum(axis=1, keepdims=True)
+
+
+def _sum(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return s[0].sum()
+
+
+#: the semantics of every op, leaves included (``tests/unit/test_dispatch_tables.py`` checks
+#: that none is missing)
+RULES: dict[ir.Op, Rule] = {
+    ir.Op.INPUT: _leaf,
+    ir.Op.PARAM: _leaf,
+    ir.Op.CONST: _const,
+    ir.Op.MATMUL: _matmul,
+    ir.Op.ADD_BIAS: _add_bias,
+    ir.Op.SUM_ROWS: _sum_rows,
+    ir.Op.MAP: _map,
+    ir.Op.SOFTMAX: _softmax,
+    ir.Op.LOGSUMEXP: _logsumexp,
+    ir.Op.ROWSUM: _rowsum,
+    ir.Op.SOFTMAX_CE: _softmax_ce,
+    ir.Op.SUM: _sum,
+}
+
+
 def evaluate(outputs: Mapping[str, ir.Node], leaves: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Evaluate ``outputs`` given values for INPUT/PARAM leaves (by name)."""
     values: dict[int, np.ndarray] = {}
     # parameters by their name (``dense1.weight``) or their identifier in the graph (``dense1_weight``)
     leaves = {naming.param_ident(k): v for k, v in leaves.items()}
-    nrows = leaves["X"].shape[0] if "X" in leaves else 1
+    env = _Env(leaves, leaves["X"].shape[0] if "X" in leaves else 1)
     for node in ir.toposort(outputs.values()):
-        s = [values[id(x)] for x in node.src]
-        op = node.op
-        if op in (ir.Op.INPUT, ir.Op.PARAM):
-            v = leaves[node.arg]
-        elif op is ir.Op.CONST:
-            v = np.asarray(float(node.arg))
-        elif op is ir.Op.MATMUL:
-            a = s[0].T if node.arg[0] else s[0]
-            b = s[1].T if node.arg[1] else s[1]
-            v = a @ b
-        elif op is ir.Op.ADD_BIAS:
-            v = s[0] + s[1]
-        elif op is ir.Op.SUM_ROWS:
-            v = s[0].sum(axis=0)
-        elif op is ir.Op.MAP:
-            shape = tuple(nrows if d == naming.N else int(d) for d in node.shape)
-            v = np.broadcast_to(_lambdify(node.arg)(*s, nrows), shape)
-        elif op is ir.Op.SOFTMAX:
-            e = np.exp(s[0] - np.real(s[0]).max(axis=1, keepdims=True))
-            v = e / e.sum(axis=1, keepdims=True)
-        elif op is ir.Op.LOGSUMEXP:
-            m = np.real(s[0]).max(axis=1, keepdims=True)
-            v = m + np.log(np.exp(s[0] - m).sum(axis=1, keepdims=True))
-        elif op is ir.Op.ROWSUM:
-            v = s[0].sum(axis=1, keepdims=True)
-        elif op is ir.Op.SOFTMAX_CE:
-            m = np.real(s[0]).max(axis=1, keepdims=True)
-            lse = m + np.log(np.exp(s[0] - m).sum(axis=1, keepdims=True))
-            v = lse - (s[1] * s[0]).sum(axis=1, keepdims=True)
-        elif op is ir.Op.SUM:
-            v = s[0].sum()
-        else:  # pragma: no cover
-            raise NotImplementedError(op)
-        values[id(node)] = np.asarray(v)
+        rule = RULES.get(node.op)
+        if rule is None:
+            raise NotImplementedError(f"internal error: the IR interpreter has no rule for op "
+                                      f"{node.op!r}")
+        values[id(node)] = np.asarray(rule(node, [values[id(x)] for x in node.src], env))
     return {k: values[id(n)] for k, n in outputs.items()}

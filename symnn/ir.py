@@ -43,6 +43,12 @@ class Op(Enum):
     SUM = auto()  # all elements -> ()
 
 
+#: the ops of leaves: data, parameters, constants, which plans name and never compute (every
+#: other op has a rule in each backend, the interpreter, the pullbacks and the derivation's
+#: printers: ``tests/unit/test_dispatch_tables.py``)
+LEAF_OPS: frozenset[Op] = frozenset({Op.INPUT, Op.PARAM, Op.CONST})
+
+
 @dataclass(frozen=True)
 class Elementwise:
     """A scalar function applied element-wise: ``expr`` in ``args`` (one symbol per operand).
@@ -100,7 +106,7 @@ class Node(metaclass=_Interned):
 
     @property
     def is_leaf(self) -> bool:
-        return self.op in (Op.INPUT, Op.PARAM, Op.CONST)
+        return self.op in LEAF_OPS
 
 
 # -- constructors with shape inference ----------------------------------------------------------

@@ -25,9 +25,12 @@ KERNELS = {
 
 @dataclass(frozen=True)
 class Stmt:
-    """``target = <kind>(operands, payload)``; ``shape`` is the target's symbolic shape."""
+    """``target = <kind>(operands, payload)``; ``shape`` is the target's symbolic shape.
 
-    kind: str
+    ``kind`` is the IR op the statement computes (never a leaf: leaves are names); backends
+    dispatch on it through tables keyed by :class:`~symnn.ir.Op`."""
+
+    kind: ir.Op
     target: str
     operands: tuple[str, ...]
     shape: ir.Shape
@@ -106,21 +109,21 @@ def plan_kernel(prog: Program, kernel: str) -> KernelPlan:
             )
         shapes = tuple(tuple(s.shape) for s in node.src)
         plan.stmts.append(
-            Stmt(node.op.name.lower(), target, ops, tuple(node.shape), payload, inplace, shapes,
+            Stmt(node.op, target, ops, tuple(node.shape), payload, inplace, shapes,
                  prog.equation_of(node))
         )
     plan.outputs = {k: names[id(v)] for k, v in outs.items()}
     # an in-place bias add renames its matmul's target to the bias add's target
     stmts: list[Stmt] = []
     for st in plan.stmts:
-        if st.kind == "add_bias" and st.inplace:
+        if st.kind is ir.Op.ADD_BIAS and st.inplace:
             prev = stmts.pop()
             stmts.append(
                 Stmt(prev.kind, st.target, prev.operands, prev.shape, prev.payload, False, prev.src_shapes,
                      prev.origin)
             )
             stmts.append(
-                Stmt("add_bias", st.target, (st.target, st.operands[1]), st.shape, None, True, st.src_shapes,
+                Stmt(ir.Op.ADD_BIAS, st.target, (st.target, st.operands[1]), st.shape, None, True, st.src_shapes,
                      st.origin)
             )
         else:

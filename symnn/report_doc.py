@@ -77,8 +77,8 @@ def code_pairs(net: Network, dtype: str = "float64") -> list[CodePair]:
 
     The C column is empty for a network the C backend refuses (a function it cannot print)."""
     from .driver import derive_program
-    from .emit import emit_numpy
-    from .emit_c import emit_c
+    from .backends.numpy.emit import emit_numpy
+    from .backends.c.emit import emit_c
 
     naming.check_declared_names(net)
     d = derive(net)

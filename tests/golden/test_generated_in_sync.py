@@ -65,7 +65,7 @@ def test_generated_c_is_correct() -> None:
     from symnn.backends.c.wrapper import CKernelModule
     from symnn.build import build
     from symnn.driver import derive_program
-    from symnn.emit_c import emit_c
+    from symnn.backends.c.emit import emit_c
 
     for entry in manifest(ROOT):
         net = BUILDERS[entry["builder"]]()

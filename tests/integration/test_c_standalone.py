@@ -16,7 +16,7 @@ import pytest
 import symnn as sn
 from symnn.demo import digits_network
 from symnn.driver import derive_program
-from symnn.emit_c import emit_c, emit_c_example, emit_c_test_harness
+from symnn.backends.c.emit import emit_c, emit_c_example, emit_c_test_harness
 from tests.catalogue import CATALOGUE
 from tests.strategies import random_network
 

@@ -20,7 +20,7 @@ import pytest
 import symnn as sn
 from symnn.build import cpu_flags
 from symnn.driver import derive_program
-from symnn.emit_c import emit_c
+from symnn.backends.c.emit import emit_c
 
 pytestmark = pytest.mark.needs_cc
 

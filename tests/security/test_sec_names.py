@@ -370,7 +370,7 @@ def test_hostile_free_text_leaves_the_emitted_code_unchanged(tmp_path_factory: p
     ordinary = emit_files(_SHIP, backend="c", example=True, optimizer="adam")
     ordinary_py = sn.emit_source(_SHIP, "numpy", optimizer="adam")
     with pytest.MonkeyPatch.context() as mp:
-        for module in (importlib.import_module("symnn.emit"), importlib.import_module("symnn.emit_c")):
+        for module in (importlib.import_module("symnn.backends.numpy.emit"), importlib.import_module("symnn.backends.c.emit")):
             mp.setattr(module, "render", _hostile_render(module.render, "".join(texts), texts, "".join(texts[::-1])))
         hostile = emit_files(_SHIP, backend="c", example=True, optimizer="adam")
         hostile_py = sn.emit_source(_SHIP, "numpy", optimizer="adam")

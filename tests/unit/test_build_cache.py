@@ -74,7 +74,7 @@ def test_B6_key_covers_every_input() -> None:
 
 
 def test_B6_key_is_independent_of_hash_seed() -> None:
-    code = ("import symnn as sn; from symnn.driver import derive_program; from symnn.emit_c import emit_c; "
+    code = ("import symnn as sn; from symnn.driver import derive_program; from symnn.backends.c.emit import emit_c; "
             "from symnn import build as b; net = sn.Network([sn.Dense(2, 3, 'relu'), sn.Dense(3, 2, 'softmax')], "
             "loss='cross_entropy'); r = emit_c(net, derive_program(net).program, 'float64'); "
             "print(b.cache_key(r.files, r.cdef, b.Compiler(('gcc',), 'id'), ('-O3',)))")

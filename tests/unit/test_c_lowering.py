@@ -13,6 +13,7 @@ import pytest
 import symnn as sn
 from symnn import naming
 from symnn.backends.c.config import CConfig, KernelLayout, lower_kernel, share_helpers
+from symnn.backends.c.kinds import CKind
 from symnn.driver import derive_program
 from symnn.lower import KERNELS, plan_kernel
 from symnn.render import macros
@@ -80,9 +81,9 @@ def test_shared_helpers_take_exactly_what_their_statements_print() -> None:
     calls = 0
     for lay in layouts.values():
         for ctx, uses in zip(lay.stmts, lay.uses):
-            if ctx["kind"] != "call":
+            if ctx["kind"] is not CKind.CALL:
                 # a statement that assigns a scalar local stays in the kernel's body
-                assert uses.writes & set(lay.scalars) or ctx["kind"] == "copy", ctx
+                assert uses.writes & set(lay.scalars) or ctx["kind"] is CKind.COPY, ctx
                 continue
             calls += 1
             helper = by_name[ctx["fn"]]

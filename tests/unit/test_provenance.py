@@ -14,10 +14,10 @@ import pytest
 import sympy as sp
 
 import symnn as sn
-from symnn import naming, render
+from symnn import ir, naming, render
 from symnn.driver import derive_program
-from symnn.emit import emit_numpy
-from symnn.emit_c import emit_c
+from symnn.backends.numpy.emit import emit_numpy
+from symnn.backends.c.emit import emit_c
 from symnn.lower import KernelPlan
 from symnn.program import Program
 from symnn.provenance import CodeLine, locate
@@ -104,7 +104,7 @@ def test_every_statement_is_represented_and_origins_never_reach_the_code(
         key: str, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     plain, _ = _emit(key, backend)
     plans: list[KernelPlan] = []
-    module = importlib.import_module("symnn.emit" if backend == "numpy" else "symnn.emit_c")
+    module = importlib.import_module("symnn.backends.numpy.emit" if backend == "numpy" else "symnn.backends.c.emit")
     monkeypatch.setattr(module, "plan_kernel", _tagging(plans, module.plan_kernel))
     source, provenance = _emit(key, backend)
     assert source == plain  # an origin is a label for the report, never code
@@ -120,13 +120,13 @@ def test_a_line_finishing_a_deferred_statement_is_listed_for_both(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # NumPy prints the softmax-CE rows lazily, inside the loss total: that line computes both
     plans: list[KernelPlan] = []
-    module = importlib.import_module("symnn.emit")
+    module = importlib.import_module("symnn.backends.numpy.emit")
     monkeypatch.setattr(module, "plan_kernel", _tagging(plans, module.plan_kernel))
     _, provenance = _emit("cls", "numpy")
     plan, cls = plans[1], provenance["loss"]
-    ce = next(i for i, st in enumerate(plan.stmts) if st.kind == "softmax_ce")
+    ce = next(i for i, st in enumerate(plan.stmts) if st.kind is ir.Op.SOFTMAX_CE)
     total = next(i for i, st in enumerate(plan.stmts)
-                 if st.kind == "sum" and st.operands[0] == plan.stmts[ce].target)
+                 if st.kind is ir.Op.SUM and st.operands[0] == plan.stmts[ce].target)
     line = next(c.line for c in cls if c.origin == f"s{total}")
     assert {c.origin for c in cls if c.line == line} == {f"s{ce}", f"s{total}"}
 

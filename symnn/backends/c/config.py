@@ -17,16 +17,17 @@ per statement kind. Decisions made here, once, for every kernel:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import sympy as sp
 
-from ... import naming
-from ...errors import ConfigError
+from ... import ir, naming
+from ...errors import CodegenError
 from ...lower import KernelPlan, Stmt
 from ..base import BackendConfig
 from .gemm import GEMM_KC, tile_cols
+from .kinds import MATMUL_KINDS, CKind
 from .printer import SymnnCPrinter, c_literal
 
 def check_prefix(prefix: str) -> str:
@@ -80,6 +81,9 @@ def _var_from_shape(name: str, shape, storage: str) -> Var:
     rows = shape[0] if shape[0] == naming.N else int(shape[0])
     return Var(name, storage, rows, int(shape[1]), 2)
 
+
+#: the plan's row-wise ops on logits z, which share z's row statistics (max, sum of exponentials)
+ROW_OPS: frozenset[ir.Op] = frozenset({ir.Op.SOFTMAX, ir.Op.LOGSUMEXP, ir.Op.SOFTMAX_CE})
 
 #: products whose two fixed sizes multiply to at most this are laid out in place (matmul_small)
 SMALL_PRODUCT = 64
@@ -279,7 +283,7 @@ class _KernelLowering:
             params.append(f"{real} Nr")
             args.append("Nr")
         self.layout.helpers.append({"ctx": ctx, "params": params})
-        return {"kind": "call", "fn": None, "helper": len(self.layout.helpers) - 1,
+        return {"kind": CKind.CALL, "fn": None, "helper": len(self.layout.helpers) - 1,
                 "args": ", ".join(args), "note": ", ".join(sorted(uses.writes))}
 
     # -- storage ---------------------------------------------------------------------------
@@ -306,7 +310,7 @@ class _KernelLowering:
     def _row_ops(self) -> dict[str, list[int]]:
         users: dict[str, list[int]] = {}
         for i, st in enumerate(self.plan.stmts):
-            if st.kind in ("softmax", "logsumexp", "softmax_ce"):
+            if st.kind in ROW_OPS:
                 users.setdefault(st.operands[0], []).append(i)
         return users
 
@@ -322,7 +326,7 @@ class _KernelLowering:
         summed_away = {j for j, _ in sums.values()}
         for i, st in enumerate(self.plan.stmts):
             z = st.operands[0] if st.operands else None
-            if z in shared_stats and z not in stats_of and st.kind in ("softmax", "logsumexp", "softmax_ce"):
+            if z in shared_stats and z not in stats_of and st.kind in ROW_OPS:
                 zv = self.vars[z]
                 m, s = f"{z}_max", f"{z}_sum"
                 sm, ss = self.alloc.take(1, 0), self.alloc.take(1, 0)
@@ -337,7 +341,7 @@ class _KernelLowering:
                     self._allocate(self.vars[store])
                     self.stored.add(store)
                 nm = self._begin()
-                self._append({"kind": "rowstats", "z": nm.read(z), "m": nm.write(m), "s": nm.write(s),
+                self._append({"kind": CKind.ROWSTATS, "z": nm.read(z), "m": nm.write(m), "s": nm.write(s),
                               "store": nm.write(store) if store is not None else None,
                               "rows": rows_code(zv), "cols": zv.cols}, self._origins(*shared_stats[z]))
             target = self.vars[st.target]
@@ -355,7 +359,7 @@ class _KernelLowering:
                 ctx = self._map(st, bias=self.plan.stmts[i - 1], keep=keep,
                                 colsum=sums.get(i, (0, None))[1])
                 self._append(ctx, self._origins(i - 1, i, *colsum_of))
-            elif st.kind == "map" and i in sums:
+            elif st.kind is ir.Op.MAP and i in sums:
                 self._begin()
                 self._append(self._map(st, colsum=sums[i][1]), self._origins(i, *colsum_of))
             else:
@@ -406,7 +410,7 @@ class _KernelLowering:
         then store exp(z - max) in its output, and the softmax only divides by the sum."""
         for i in users:
             st = self.plan.stmts[i]
-            if st.kind == "softmax" and st.operands[0] == z:
+            if st.kind is ir.Op.SOFTMAX and st.operands[0] == z:
                 return st.target
         return None
 
@@ -417,7 +421,8 @@ class _KernelLowering:
     def _fuses_bias(self, i: int) -> bool:
         """Statement ``i`` is an element-wise map right after ``z = A + b`` (or ``z += b``), reading
         z, with z's shape: one loop adds the bias and evaluates the map."""
-        if i == 0 or self.plan.stmts[i].kind != "map" or self.plan.stmts[i - 1].kind != "add_bias":
+        if i == 0 or self.plan.stmts[i].kind is not ir.Op.MAP \
+                or self.plan.stmts[i - 1].kind is not ir.Op.ADD_BIAS:
             return False
         st, prev = self.plan.stmts[i], self.plan.stmts[i - 1]
         z, t = self.vars[prev.target], self.vars[st.target]
@@ -431,10 +436,11 @@ class _KernelLowering:
         made = {st.target: i for i, st in enumerate(self.plan.stmts)}
         out: dict[int, tuple[int, str]] = {}
         for j, st in enumerate(self.plan.stmts):
-            if st.kind != "sum_rows":
+            if st.kind is not ir.Op.SUM_ROWS:
                 continue
             i = made.get(st.operands[0])
-            if i is None or i in out or self.plan.stmts[i].kind != "map" or not self._grid_shaped(st.operands[0]):
+            if i is None or i in out or self.plan.stmts[i].kind is not ir.Op.MAP \
+                    or not self._grid_shaped(st.operands[0]):
                 continue
             if self.vars[st.target].storage == "output":
                 out[i] = (j, st.target)
@@ -460,75 +466,103 @@ class _KernelLowering:
             made = [i for i, st in enumerate(self.plan.stmts) if st.target == var_name]
             nm = _Names(False)
             self.nm = nm
-            self._append({"kind": "copy", "dst": buf, "src": nm.read(var_name),
+            self._append({"kind": CKind.COPY, "dst": buf, "src": nm.read(var_name),
                           "size": f"{rows}*{cols}" if rows == "n" else str(int(v.rows) * cols)},
                          self._origins(*made[-1:]))
 
     # -- statements ---------------------------------------------------------------------------
     def _stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
-        """The context of one plan statement, every name printed through ``self.nm``."""
+        """The context of one plan statement, every name printed through ``self.nm``; ``stats``:
+        the shared row statistics of its logits, if any."""
+        rule = STATEMENTS.get(st.kind)
+        if rule is None:
+            raise CodegenError(f"internal error: the C backend has no rule for statement kind "
+                               f"{st.kind!r} (target {st.target!r})")
+        return rule(self, st, stats)
+
+    # -- one rule per statement kind (:data:`STATEMENTS`) -------------------------------------
+    def _matmul(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         v, nm = self.vars, self.nm
         t = v[st.target]
-        if st.kind == "matmul":
-            ta, tb = st.payload
-            a, b = v[st.operands[0]], v[st.operands[1]]
-            # op(A) is (M, K), op(B) is (K, Nc)
-            m = rows_code(t)
-            k = rows_code(a) if ta else str(a.cols)
-            nc = t.cols
-            kind = "matmul_" + ("t" if ta else "n") + ("t" if tb else "n")
-            ctx = {"kind": kind, "c": nm.write(t.name), "a": nm.read(a.name), "b": nm.read(b.name),
-                   "M": m, "K": k, "Nc": nc, "lda": a.cols, "ldb": b.cols, "ct": None, "ta": ta, "tb": tb}
-            fixed = [int(d) for d in (m, k) if d != "n"] + [int(nc)]
-            if len(fixed) == 2 and fixed[0] * fixed[1] <= SMALL_PRODUCT:
-                # a product with a tiny fixed part (xor's 2x4 weights): constant-size loops in
-                # place, which the compiler unrolls; a gemm call costs more than the arithmetic
-                ctx.update(kind="matmul_small", a_at=f"k*{a.cols} + i" if ta else f"i*{a.cols} + k",
-                           b_at=f"j*{b.cols} + k" if tb else f"k*{b.cols} + j")
-                return ctx
-            if kind != "matmul_tt":
-                # the gemm helper packs B's panels (a chunk of k, at most min(K, GEMM_KC) rows, by
-                # one register tile) into work space, with a row spare to put it on a 64-byte
-                # boundary; where k is the batch (A.T @ B), n + 1 rows, which a small batch on a
-                # small device can afford
-                jb = tile_cols(self.p.dtype)
-                size = (jb, jb) if k == "n" else (0, (min(int(k), GEMM_KC) + 1) * jb)
-                ctx["scratch"] = nm.write(self._scratch(f"{t.name}_bp", size))
-                if kind != "matmul_nn" and nc != "n" and int(nc) < jb:
-                    # fewer columns than a tile (an output layer's classes): the helper computes
-                    # C.T = op(B).T @ op(A).T, whose tiles are full, into this Nc x M slot
-                    ctx["ct"] = nm.write(self._scratch(f"{t.name}_ct",
-                                                       (int(nc), 0) if m == "n" else (0, int(nc) * int(m))))
+        ta, tb = st.payload
+        a, b = v[st.operands[0]], v[st.operands[1]]
+        # op(A) is (M, K), op(B) is (K, Nc)
+        m = rows_code(t)
+        k = rows_code(a) if ta else str(a.cols)
+        nc = t.cols
+        kind = MATMUL_KINDS[ta, tb]
+        ctx = {"kind": kind, "c": nm.write(t.name), "a": nm.read(a.name), "b": nm.read(b.name),
+               "M": m, "K": k, "Nc": nc, "lda": a.cols, "ldb": b.cols, "ct": None, "ta": ta, "tb": tb}
+        fixed = [int(d) for d in (m, k) if d != "n"] + [int(nc)]
+        if len(fixed) == 2 and fixed[0] * fixed[1] <= SMALL_PRODUCT:
+            # a product with a tiny fixed part (xor's 2x4 weights): constant-size loops in
+            # place, which the compiler unrolls; a gemm call costs more than the arithmetic
+            ctx.update(kind=CKind.MATMUL_SMALL, a_at=f"k*{a.cols} + i" if ta else f"i*{a.cols} + k",
+                       b_at=f"j*{b.cols} + k" if tb else f"k*{b.cols} + j")
             return ctx
-        if st.kind == "add_bias":  # in place (z += b), a is c
-            return {"kind": "add_bias", "c": nm.write(t.name), "a": nm.read(st.operands[0]),
-                    "b": nm.read(st.operands[1]), "rows": rows_code(t), "cols": t.cols, "inplace": st.inplace}
-        if st.kind in ("sum_rows", "rowsum"):
-            a = v[st.operands[0]]
-            return {"kind": st.kind, "c": nm.write(t.name), "a": nm.read(a.name), "rows": rows_code(a),
-                    "cols": a.cols}
-        if st.kind == "sum":
-            a = v[st.operands[0]]
-            if a.ndim == 0:
-                return {"kind": "assign", "c": nm.write(t.name), "value": nm.read(a.name)}
-            rows = rows_code(a)
-            size = f"n*{a.cols}" if rows == "n" else str(int(a.rows) * a.cols)
-            return {"kind": "sum", "c": nm.write(t.name), "a": nm.read(a.name), "size": size}
-        if st.kind in ("softmax", "logsumexp", "softmax_ce"):
-            z = v[st.operands[0]]
-            stored = st.target in self.stored  # its row statistics left exp(z - max) in it
-            ctx = {"kind": st.kind, "c": nm.write(t.name),
-                   # a stored softmax reads only the exponentials and the sums
-                   "z": nm.label(z.name, "the logits") if stored else nm.read(z.name),
-                   "rows": rows_code(z), "cols": z.cols,
-                   "m": None if stats is None else nm.label(stats[0], "max") if stored else nm.read(stats[0]),
-                   "s": nm.read(stats[1]) if stats else None, "stored": stored}
-            if st.kind == "softmax_ce":
-                ctx["y"] = nm.read(st.operands[1])
-            return ctx
-        if st.kind == "map":
-            return self._map(st)
-        raise ConfigError(f"the C backend cannot lower statement kind {st.kind!r}")  # pragma: no cover
+        if kind is not CKind.MATMUL_TT:
+            # the gemm helper packs B's panels (a chunk of k, at most min(K, GEMM_KC) rows, by
+            # one register tile) into work space, with a row spare to put it on a 64-byte
+            # boundary; where k is the batch (A.T @ B), n + 1 rows, which a small batch on a
+            # small device can afford
+            jb = tile_cols(self.p.dtype)
+            size = (jb, jb) if k == "n" else (0, (min(int(k), GEMM_KC) + 1) * jb)
+            ctx["scratch"] = nm.write(self._scratch(f"{t.name}_bp", size))
+            if kind is not CKind.MATMUL_NN and nc != "n" and int(nc) < jb:
+                # fewer columns than a tile (an output layer's classes): the helper computes
+                # C.T = op(B).T @ op(A).T, whose tiles are full, into this Nc x M slot
+                ctx["ct"] = nm.write(self._scratch(f"{t.name}_ct",
+                                                   (int(nc), 0) if m == "n" else (0, int(nc) * int(m))))
+        return ctx
+
+    def _add_bias(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        # in place (z += b), a is c
+        nm, t = self.nm, self.vars[st.target]
+        return {"kind": CKind.ADD_BIAS, "c": nm.write(t.name), "a": nm.read(st.operands[0]),
+                "b": nm.read(st.operands[1]), "rows": rows_code(t), "cols": t.cols, "inplace": st.inplace}
+
+    def _row_reduction(self, st: Stmt, kind: CKind) -> dict:
+        nm, a = self.nm, self.vars[st.operands[0]]
+        return {"kind": kind, "c": nm.write(st.target), "a": nm.read(a.name), "rows": rows_code(a),
+                "cols": a.cols}
+
+    def _sum_rows(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        return self._row_reduction(st, CKind.SUM_ROWS)
+
+    def _rowsum(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        return self._row_reduction(st, CKind.ROWSUM)
+
+    def _sum(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        nm, a = self.nm, self.vars[st.operands[0]]
+        if a.ndim == 0:
+            return {"kind": CKind.ASSIGN, "c": nm.write(st.target), "value": nm.read(a.name)}
+        rows = rows_code(a)
+        size = f"n*{a.cols}" if rows == "n" else str(int(a.rows) * a.cols)
+        return {"kind": CKind.SUM, "c": nm.write(st.target), "a": nm.read(a.name), "size": size}
+
+    def _row_op(self, st: Stmt, stats: tuple[str, str] | None, kind: CKind) -> dict:
+        nm, z = self.nm, self.vars[st.operands[0]]
+        stored = st.target in self.stored  # its row statistics left exp(z - max) in it
+        return {"kind": kind, "c": nm.write(st.target),
+                # a stored softmax reads only the exponentials and the sums
+                "z": nm.label(z.name, "the logits") if stored else nm.read(z.name),
+                "rows": rows_code(z), "cols": z.cols,
+                "m": None if stats is None else nm.label(stats[0], "max") if stored else nm.read(stats[0]),
+                "s": nm.read(stats[1]) if stats else None, "stored": stored}
+
+    def _softmax(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        return self._row_op(st, stats, CKind.SOFTMAX)
+
+    def _logsumexp(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        return self._row_op(st, stats, CKind.LOGSUMEXP)
+
+    def _softmax_ce(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        ctx = self._row_op(st, stats, CKind.SOFTMAX_CE)
+        ctx["y"] = self.nm.read(st.operands[1])
+        return ctx
+
+    def _map_stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        return self._map(st)
 
     def _scratch(self, name: str, size: tuple[int, int]) -> str:
         """A work slot of ``size`` (a, b): a*n + b reals, live for the current statement only."""
@@ -576,7 +610,7 @@ class _KernelLowering:
             # not kept, z is printed only in the comment, unless it is also a (z += b)
             c = (nm.write(biased) if keep else nm.read(biased) if a == biased
                  else nm.label(biased, "biased"))
-            bias_ctx = {"kind": "add_bias", "a": nm.read(a), "b": nm.read(b), "c": c, "keep": keep}
+            bias_ctx = {"kind": CKind.ADD_BIAS, "a": nm.read(a), "b": nm.read(b), "c": c, "keep": keep}
         # the operands it prints: in a grid loop every array (loaded once per element, below),
         # else those its formula mentions
         mentioned = {x.name for x in st.payload.free_symbols}
@@ -619,10 +653,25 @@ class _KernelLowering:
         else:
             dest = f"{target}[i*{t.cols} + j]" if t.ndim == 2 else f"{target}[j]"
         size = (f"n*{t.cols}" if t.batch else str(int(t.rows) * t.cols)) if t.ndim else "1"
-        return {"kind": "map", "loop": loop, "dest": dest, "cse": cse, "value": value,
+        return {"kind": CKind.MAP, "loop": loop, "dest": dest, "cse": cse, "value": value,
                 "size": size, "rows": rows_code(t), "cols": t.cols, "target": target,
                 "colsum": nm.write(colsum) if colsum is not None else None, "loads": loads,
                 "bias": bias_ctx}
+
+
+#: how the C backend lowers each statement kind to a context: one rule per op that reaches a
+#: plan (``tests/unit/test_dispatch_tables.py`` checks that none is missing)
+STATEMENTS: dict[ir.Op, Callable[[_KernelLowering, Stmt, tuple[str, str] | None], dict]] = {
+    ir.Op.MATMUL: _KernelLowering._matmul,
+    ir.Op.ADD_BIAS: _KernelLowering._add_bias,
+    ir.Op.SUM_ROWS: _KernelLowering._sum_rows,
+    ir.Op.MAP: _KernelLowering._map_stmt,
+    ir.Op.SOFTMAX: _KernelLowering._softmax,
+    ir.Op.LOGSUMEXP: _KernelLowering._logsumexp,
+    ir.Op.ROWSUM: _KernelLowering._rowsum,
+    ir.Op.SOFTMAX_CE: _KernelLowering._softmax_ce,
+    ir.Op.SUM: _KernelLowering._sum,
+}
 
 
 def _frozen(value: object) -> object:
@@ -641,7 +690,7 @@ def share_helpers(layouts: Sequence[KernelLayout], prefix: str) -> list[dict]:
     found: dict[object, dict] = {}
     for lay in layouts:
         for ctx in lay.stmts:
-            if ctx["kind"] != "call":
+            if ctx["kind"] is not CKind.CALL:
                 continue
             helper = lay.helpers[ctx["helper"]]
             key = (_frozen(helper["params"]), _frozen(helper["ctx"]))
@@ -663,5 +712,6 @@ def lower_kernel(plan: KernelPlan, printer: SymnnCPrinter, param_shapes: dict,
     return _KernelLowering(plan, printer, param_shapes, input_shapes, outputs, shared).lower()
 
 
-__all__ = ["CConfig", "KernelLayout", "Uses", "c_literal", "check_prefix", "lower_kernel", "share_helpers",
+__all__ = ["CConfig", "CKind", "KernelLayout", "STATEMENTS", "Uses", "c_literal", "check_prefix",
+           "lower_kernel", "share_helpers",
            "size_code"]

@@ -6,11 +6,13 @@ Only strings leave this module; ``templates/numpy/module.py.jinja`` lays them ou
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
 
-from ... import naming
+from ... import ir, naming
+from ...errors import CodegenError
 from ...lower import KernelPlan, Stmt, dims
 from ..base import BackendConfig
 from ..kinks import minmax_args, split_step
@@ -94,48 +96,61 @@ class _KernelPrinter:
         return self.stats[z]
 
     def stmt(self, st: Stmt) -> None:
+        rule = STATEMENTS.get(st.kind)
+        if rule is None:
+            raise CodegenError(f"internal error: the NumPy backend has no rule for statement kind "
+                               f"{st.kind!r} (target {st.target!r})")
         self.index += 1
         self.origin = st.origin
-        t, o = st.target, st.operands
-        if st.kind == "matmul" or (st.kind == "add_bias" and not st.inplace):
-            self.owned.add(t)
-        if st.kind == "sum" and o[0] in self.deferred:
+        o = st.operands
+        if st.kind is ir.Op.SUM and o[0] in self.deferred:
             m_log_s, yz = self.deferred.pop(o[0])
-            self._put(f"{t} = ({m_log_s}).sum() - ({yz}).sum()", self.deferred_origin.pop(o[0]))
+            self._put(f"{st.target} = ({m_log_s}).sum() - ({yz}).sum()", self.deferred_origin.pop(o[0]))
             return
         for name in o:
             if name in self.deferred:
                 m_log_s, yz = self.deferred.pop(name)
                 self._put(f"{name} = {m_log_s} - ({yz}).sum(axis=1, keepdims=True)",
                           self.deferred_origin.pop(name))
-        if st.kind == "matmul":
-            ta, tb = st.payload
-            a = f"{o[0]}.T" if ta else o[0]
-            b = f"{o[1]}.T" if tb else o[1]
-            self._put(f"{t} = {a} @ {b}")
-        elif st.kind == "add_bias":
-            self._put(f"{t} += {o[1]}" if st.inplace else f"{t} = {o[0]} + {o[1]}")
-        elif st.kind == "sum_rows":
-            self._put(f"{t} = {o[0]}.sum(axis=0)")
-        elif st.kind == "rowsum":
-            self._put(f"{t} = {o[0]}.sum(axis=1, keepdims=True)")
-        elif st.kind == "sum":
-            self._put(f"{t} = {o[0]}.sum()")
-        elif st.kind == "softmax":
-            _, e, s = self._row_stats(o[0])
-            self._put(f"{t} = {e} / {s}")
-        elif st.kind == "logsumexp":
-            m, _, s = self._row_stats(o[0])
-            self._put(f"{t} = {m} + np.log({s})")
-        elif st.kind == "softmax_ce":
-            # log-softmax form: -sum_k y_k (z_k - lse) = lse - y.z for rows with sum(y) = 1
-            m, _, s = self._row_stats(o[0])
-            self.deferred[t] = (f"{m} + np.log({s})", f"{o[1]} * {o[0]}")
-            self.deferred_origin[t] = st.origin
-        elif st.kind == "map":
-            self._map(st)
-        else:  # pragma: no cover - lower.py emits only the kinds above
-            raise ValueError(f"unknown statement kind {st.kind}")
+        rule(self, st)
+
+    # -- one rule per statement kind (:data:`STATEMENTS`) -------------------------------------
+    def _matmul(self, st: Stmt) -> None:
+        ta, tb = st.payload
+        a = f"{st.operands[0]}.T" if ta else st.operands[0]
+        b = f"{st.operands[1]}.T" if tb else st.operands[1]
+        self.owned.add(st.target)
+        self._put(f"{st.target} = {a} @ {b}")
+
+    def _add_bias(self, st: Stmt) -> None:
+        t, o = st.target, st.operands
+        if not st.inplace:
+            self.owned.add(t)
+        self._put(f"{t} += {o[1]}" if st.inplace else f"{t} = {o[0]} + {o[1]}")
+
+    def _sum_rows(self, st: Stmt) -> None:
+        self._put(f"{st.target} = {st.operands[0]}.sum(axis=0)")
+
+    def _rowsum(self, st: Stmt) -> None:
+        self._put(f"{st.target} = {st.operands[0]}.sum(axis=1, keepdims=True)")
+
+    def _sum(self, st: Stmt) -> None:
+        self._put(f"{st.target} = {st.operands[0]}.sum()")
+
+    def _softmax(self, st: Stmt) -> None:
+        _, e, s = self._row_stats(st.operands[0])
+        self._put(f"{st.target} = {e} / {s}")
+
+    def _logsumexp(self, st: Stmt) -> None:
+        m, _, s = self._row_stats(st.operands[0])
+        self._put(f"{st.target} = {m} + np.log({s})")
+
+    def _softmax_ce(self, st: Stmt) -> None:
+        # log-softmax form: -sum_k y_k (z_k - lse) = lse - y.z for rows with sum(y) = 1
+        z, y = st.operands
+        m, _, s = self._row_stats(z)
+        self.deferred[st.target] = (f"{m} + np.log({s})", f"{y} * {z}")
+        self.deferred_origin[st.target] = st.origin
 
     def finish(self) -> None:
         """Print the softmax-CE rows nobody summed (an output), each for its own statement."""
@@ -197,6 +212,21 @@ class _KernelPrinter:
                 if re.fullmatch(rf"np\.\w+\({name}\)", code):
                     return f"{code[:-1]}, out={name})"
         return None
+
+
+#: how the NumPy backend prints each statement kind: one rule per op that reaches a plan
+#: (``tests/unit/test_dispatch_tables.py`` checks that none is missing)
+STATEMENTS: dict[ir.Op, Callable[[_KernelPrinter, Stmt], None]] = {
+    ir.Op.MATMUL: _KernelPrinter._matmul,
+    ir.Op.ADD_BIAS: _KernelPrinter._add_bias,
+    ir.Op.SUM_ROWS: _KernelPrinter._sum_rows,
+    ir.Op.MAP: _KernelPrinter._map,
+    ir.Op.SOFTMAX: _KernelPrinter._softmax,
+    ir.Op.LOGSUMEXP: _KernelPrinter._logsumexp,
+    ir.Op.ROWSUM: _KernelPrinter._rowsum,
+    ir.Op.SOFTMAX_CE: _KernelPrinter._softmax_ce,
+    ir.Op.SUM: _KernelPrinter._sum,
+}
 
 
 def kernel_body(plan: KernelPlan,

@@ -17,20 +17,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import naming, status
-from .capabilities import C_TARGET_KIND
-from .backends.c import gemm
-from .backends.c.config import (SHARED_HELPER_STATEMENTS, CConfig, KernelLayout, check_prefix, lower_kernel,
+from ... import naming, status
+from ...capabilities import C_TARGET_KIND
+from . import gemm
+from .config import (SHARED_HELPER_STATEMENTS, CConfig, KernelLayout, check_prefix, lower_kernel,
                                 share_helpers, size_code)
-from .backends.c.printer import VMATH, c_literal
-from .declare import Network
-from .emit import describe, spec_hash, train_context
-from .graph import dropout_masks
-from .optim import Optimizer
-from .lower import KERNELS, plan_kernel
-from .program import Program
-from .provenance import CodeLine, locate
-from .render import macros, render, trim_indent
+from .kinds import GEMM_CALLS, ROW_STAT_KINDS
+from .printer import VMATH, c_literal
+from ...declare import Network
+from ...emit import describe, spec_hash, train_context
+from ...graph import dropout_masks
+from ...optim import Optimizer
+from ...lower import KERNELS, plan_kernel
+from ...program import Program
+from ...provenance import CodeLine, locate
+from ...render import macros, render, trim_indent
 
 #: Emitted C API format; bump when a signature or the parameter layout changes.
 FORMAT_VERSION = 1
@@ -324,9 +325,9 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     header = render("c/model.h.jinja", **common)
     kinds = {st["kind"] for k in kernels for st in k["stmts"]} | {h["ctx"]["kind"] for h in shared}
     helpers = set(printer.helpers)
-    if kinds & {"rowstats", "softmax", "logsumexp", "softmax_ce"} or helpers & {"sigmoid", "softplus"}:
+    if kinds & ROW_STAT_KINDS or helpers & {"sigmoid", "softplus"}:
         helpers.add("exp")
-    gemm_plan = gemm.plan(dtype, [g for g in gemm.GEMM_KINDS if f"matmul_{g}" in kinds])  # what the file calls
+    gemm_plan = gemm.plan(dtype, [GEMM_CALLS[k] for k in kinds if k in GEMM_CALLS])  # what the file calls
     context = dict(kernels=kernels, shared=shared, publics=publics, gemm=gemm_plan, helpers=sorted(helpers),
                    vmath=[f for f in VMATH if f in helpers], train=train, **common)
     source = render("c/model.c.jinja", **context)
@@ -395,8 +396,8 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
 
 def _train_context(optimizer: Optimizer, printer, real: str, n_params: int) -> dict:
     """The optimiser's formulas printed for one element of the flat parameter vector."""
-    from .optim import split_invariant, update_program
-    from .optim import t as step
+    from ...optim import split_invariant, update_program
+    from ...optim import t as step
 
     steps, _ = update_program(optimizer)
     hoisted, temps, reduced = split_invariant(steps)

@@ -1,0 +1,54 @@
+"""The C backend's statement-context kinds: the lowered forms of plan statements.
+
+A plan statement's kind is the IR's :class:`~symnn.ir.Op`; the C lowering turns it into one or
+more contexts whose kind is a :class:`CKind`: a product in one of its loop orders, a fused loop,
+a copy of an output, the shared row statistics of softmax ops, a call of a shared helper.
+
+Each member's value is the name of the ``templates/c/_macros.jinja`` macro that lays the
+context out (``{{ m[s.kind](s) }}``): this enum is the one table from kind to macro. It is a
+:class:`~enum.StrEnum` so that the templates look the macro up by that name and emitted code
+does not change; Python code compares members, never the names.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CKind(StrEnum):
+    """A statement context's kind; the value is its macro in ``templates/c/_macros.jinja``."""
+
+    MATMUL_NN = "matmul_nn"  # A @ B: row updates, a gemm call
+    MATMUL_NT = "matmul_nt"  # A @ B.T: dot products, a gemm call
+    MATMUL_TN = "matmul_tn"  # A.T @ B: rank-1 updates, a gemm call
+    MATMUL_TT = "matmul_tt"  # A.T @ B.T: plain loops (no gemm)
+    MATMUL_SMALL = "matmul_small"  # a product with a tiny fixed part: constant-size loops in place
+    ADD_BIAS = "add_bias"
+    SUM_ROWS = "sum_rows"
+    ROWSUM = "rowsum"
+    SUM = "sum"
+    ASSIGN = "assign"  # the sum of a scalar: a copy of it
+    ROWSTATS = "rowstats"  # row max and sum of exponentials shared by the row ops on one z
+    SOFTMAX = "softmax"
+    LOGSUMEXP = "logsumexp"
+    SOFTMAX_CE = "softmax_ce"
+    MAP = "map"  # an element-wise loop, with a fused bias add and column sum where planned
+    COPY = "copy"  # an output no statement computed into its buffer
+    CALL = "call"  # a call of a shared statement helper
+
+
+#: the product of each (trans_a, trans_b): which loop order computes op(A) @ op(B)
+MATMUL_KINDS: dict[tuple[bool, bool], CKind] = {
+    (False, False): CKind.MATMUL_NN,
+    (False, True): CKind.MATMUL_NT,
+    (True, False): CKind.MATMUL_TN,
+    (True, True): CKind.MATMUL_TT,
+}
+
+#: the kinds whose macro calls a gemm routine of the file, by that routine's kind
+#: (:data:`symnn.backends.c.gemm.GEMM_KINDS`): the file defines the routines its contexts call
+GEMM_CALLS: dict[CKind, str] = {CKind.MATMUL_NN: "nn", CKind.MATMUL_NT: "nt", CKind.MATMUL_TN: "tn"}
+
+#: the kinds whose macros use the row-statistics helpers (max-shifted exponentials)
+ROW_STAT_KINDS: frozenset[CKind] = frozenset({CKind.ROWSTATS, CKind.SOFTMAX, CKind.LOGSUMEXP,
+                                              CKind.SOFTMAX_CE})

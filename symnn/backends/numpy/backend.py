@@ -1,0 +1,35 @@
+"""The NumPy backend's entry in :mod:`symnn.backends.registry`: emit ``NAME.py``, load it by
+executing the emitted source in a fresh module (no file, no compiler)."""
+
+from __future__ import annotations
+
+import builtins
+import types
+from typing import Sequence
+
+from ...declare import Network
+from ...kernel import Kernel
+from ...optim import Optimizer
+from ...program import Program
+from ..registry import Backend
+from .emit import emit_numpy
+
+
+def files(net: Network, program: Program, dtype: str, optimizer: Optimizer | None,
+          train_prog: Program | None, example: bool) -> dict[str, str]:
+    return {f"{net.name}.py": emit_numpy(net, program, dtype, optimizer, train_prog).source}
+
+
+def load(nets: Sequence[Network], programs: Sequence[tuple[Program, Program | None]], dtype: str,
+         check_finite: bool, optimizer: Optimizer | None, blas: bool, openmp: bool) -> list[Kernel]:
+    kernels = []
+    for net, (program, train_prog) in zip(nets, programs):
+        source = emit_numpy(net, program, dtype, optimizer, train_prog).source
+        module = types.ModuleType(f"symnn_kernel_{net.name}")
+        module.__file__ = f"<symnn {net.name} numpy {dtype}>"
+        exec(builtins.compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our emitted code
+        kernels.append(Kernel(net, module, "numpy", dtype, source, check_finite=check_finite, optimizer=optimizer))
+    return kernels
+
+
+NUMPY = Backend("numpy", ".py", files, load)

@@ -1,0 +1,163 @@
+"""Statement kinds are the IR's ops, dispatched through tables (issue 20, item 4).
+
+Every op that can reach a plan (any op but a leaf) has a rule in each backend's table, in the
+interpreter's, in the pullbacks and in the derivation's two printers; a kind without a rule is
+a clear internal error, never a silent fallthrough. The C lowering's own forms are
+:class:`~symnn.backends.c.kinds.CKind` members, each with its macro. As
+``test_vjp_rules.py::test_every_op_has_a_case`` does for pullbacks, the per-op cases below
+also run each rule: every op printed by the NumPy backend computes what the interpreter does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from symnn import interpret, ir, naming
+from symnn.autodiff.display import INDEX_FORM, MATRIX_FORM
+from symnn.autodiff.vjp import PULLBACKS
+from symnn.backends import registry
+from symnn.backends.c import config as c_config
+from symnn.backends.c.gemm import GEMM_KINDS
+from symnn.backends.c.kinds import GEMM_CALLS, MATMUL_KINDS, CKind
+from symnn.backends.numpy import config as numpy_config
+from symnn.errors import CodegenError
+from symnn.lower import KernelPlan, Stmt, plan_kernel
+from symnn.program import Program
+from symnn.render import macros
+
+N = naming.N
+PLAN_OPS = frozenset(ir.Op) - ir.LEAF_OPS
+K, O = 12, 8  # a width and an output width: K*O is past the C lowering's in-place small product
+
+#: each backend's statement table, by its name in the registry
+BACKEND_TABLES = {"numpy": numpy_config.STATEMENTS, "c": c_config.STATEMENTS}
+
+u, v = sp.symbols("u v", real=True)
+
+
+def _cases() -> dict[str, ir.Node]:
+    """One small graph per plan op (each matmul orientation, a broadcasting map), with the
+    batch axis first as the backends store it."""
+    A = ir.param("A", (N, K))
+    B = ir.param("B", (K, O))
+    Bt = ir.param("Bt", (O, K))
+    D = ir.param("D", (N, O))
+    P = ir.param("P", (K, 3))
+    b = ir.param("b", (K,))
+    Y = ir.input_("Y", (N, K))
+    return {
+        "MATMUL": ir.matmul(A, B),
+        "MATMUL_SMALL": ir.matmul(A, ir.param("E", (K, 2))),
+        "MATMUL_TB": ir.matmul(A, Bt, trans_b=True),
+        "MATMUL_TA": ir.matmul(A, D, trans_a=True),
+        "MATMUL_TATB": ir.matmul(P, Bt, trans_a=True, trans_b=True),
+        "ADD_BIAS": ir.add_bias(ir.matmul(A, ir.param("S", (K, K))), b),
+        "SUM_ROWS": ir.sum_rows(A),
+        "MAP": ir.map_(ir.Elementwise("g", (u, v), sp.tanh(u) * v + sp.exp(v)), A, b),
+        "SOFTMAX": ir.softmax(A),
+        "LOGSUMEXP": ir.logsumexp(A),
+        "ROWSUM": ir.rowsum(A),
+        "SOFTMAX_CE": ir.sum_(ir.softmax_ce(A, Y)),
+        "SUM": ir.sum_(A),
+    }
+
+
+def _plan(out: ir.Node) -> KernelPlan:
+    return plan_kernel(Program({"yhat": out}), "forward")
+
+
+def _values(n: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y = np.zeros((n, K))
+    y[np.arange(n), [0, 2, 3]] = 1.0
+    leaves = [x for out in _cases().values() for x in ir.toposort([out]) if x.op is ir.Op.PARAM]
+    values = {x.arg: rng.normal(size=tuple(n if d == N else int(d) for d in x.shape)) for x in leaves}
+    return values | {"Y": y, "X": np.zeros((n, 1))}  # the interpreter reads the batch size from X
+
+
+def test_every_plan_op_has_a_rule_in_every_table() -> None:
+    assert set(BACKEND_TABLES) == set(registry.BUILTIN), "a built-in backend without its table here"
+    for name, table in BACKEND_TABLES.items():
+        assert set(table) == PLAN_OPS, name
+    assert set(interpret.RULES) == set(ir.Op)  # the interpreter evaluates leaves too
+    assert set(PULLBACKS) == PLAN_OPS
+    assert set(MATRIX_FORM) == PLAN_OPS
+    assert set(INDEX_FORM) == PLAN_OPS
+
+
+def test_the_cases_plan_every_op_as_its_kind() -> None:
+    kinds = {st.kind for out in _cases().values() for st in _plan(out).stmts}
+    assert kinds == PLAN_OPS
+    assert all(isinstance(k, ir.Op) for k in kinds)
+
+
+@pytest.mark.parametrize("name", sorted(_cases()))
+def test_numpy_rule_computes_what_the_interpreter_does(name: str) -> None:
+    out = _cases()[name]
+    plan = _plan(out)
+    lines, _ = numpy_config.kernel_body(plan, numpy_config.NumPyConfig().printer())
+    values = _values()
+    scope: dict[str, object] = {"np": np, "_f": np.float64, "N": 3, **values}
+    exec("\n".join(lines), scope)  # noqa: S102 - the backend's own lines on test arrays
+    want = interpret.evaluate({"yhat": out}, values)["yhat"]
+    # the same float64 operations, at most regrouped (a deferred softmax-CE total): a few
+    # roundings of values of order 10
+    got = np.asarray(scope[plan.outputs["yhat"]])
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", sorted(_cases()))
+def test_c_contexts_are_ckinds_with_their_macro(name: str) -> None:
+    printer = c_config.CConfig(prefix="m").printer()
+    out = _cases()[name]
+    plan = _plan(out)
+    params = {n.arg: n.shape for n in ir.toposort([out]) if n.op is ir.Op.PARAM}
+    lay = c_config.lower_kernel(plan, printer, params, {"Y": (N, K)}, {"yhat": "out_yhat"})
+    m = macros("c/_macros.jinja", "c/model.c.jinja", prefix="m", real="m_real", lit0="0.0",
+               lit1="1.0", fsuf="")
+    for ctx in lay.stmts:
+        assert isinstance(ctx["kind"], CKind), ctx
+        # the macro named by the kind prints it
+        assert str(getattr(m, ctx["kind"])(ctx)).strip(), ctx
+
+
+def test_the_cases_lower_to_every_product_form() -> None:
+    printer = c_config.CConfig(prefix="m").printer()
+    kinds = set()
+    for out in _cases().values():
+        params = {n.arg: n.shape for n in ir.toposort([out]) if n.op is ir.Op.PARAM}
+        lay = c_config.lower_kernel(_plan(out), printer, params, {"Y": (N, K)}, {"yhat": "out_yhat"})
+        kinds |= {ctx["kind"] for ctx in lay.stmts}
+    assert set(MATMUL_KINDS.values()) | {CKind.MATMUL_SMALL} <= kinds
+
+
+def test_every_ckind_names_a_macro() -> None:
+    m = macros("c/_macros.jinja", "c/model.c.jinja", prefix="m", real="m_real", lit0="0.0",
+               lit1="1.0", fsuf="")
+    assert all(callable(getattr(m, kind.value, None)) for kind in CKind)
+    assert set(MATMUL_KINDS.values()) == {CKind.MATMUL_NN, CKind.MATMUL_NT, CKind.MATMUL_TN,
+                                          CKind.MATMUL_TT}
+    assert sorted(GEMM_CALLS.values()) == sorted(GEMM_KINDS)
+
+
+def _bad_plan() -> KernelPlan:
+    """A plan with a statement of a kind no backend lowers (a leaf)."""
+    st = Stmt(ir.Op.PARAM, "yhat", ("X",), (N, 2), src_shapes=((N, 2),))
+    return KernelPlan("forward", ("X",), [st], {"yhat": "yhat"})
+
+
+def test_an_unknown_kind_is_an_internal_error_in_each_backend() -> None:
+    with pytest.raises(CodegenError, match=r"NumPy backend has no rule for statement kind .*PARAM"):
+        numpy_config.kernel_body(_bad_plan(), numpy_config.NumPyConfig().printer())
+    with pytest.raises(CodegenError, match=r"C backend has no rule for statement kind .*PARAM"):
+        c_config.lower_kernel(_bad_plan(), c_config.CConfig(prefix="m").printer(), {},
+                              {"X": (N, 2)}, {"yhat": "out_yhat"})
+
+
+def test_an_op_without_a_rule_is_an_internal_error_in_the_interpreter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(interpret.RULES, ir.Op.SUM)
+    with pytest.raises(NotImplementedError, match=r"interpreter has no rule for op .*SUM"):
+        interpret.evaluate({"s": _cases()["SUM"]}, _values())
