@@ -439,10 +439,7 @@ class Network:
         for i, layer in enumerate(layers[:-1], 1):
             if layer.activation.is_rowwise:
                 raise SpecError(f"layer {i}: softmax is only supported on the output layer")
-        if isinstance(loss, str):
-            loss = Loss.builtin(loss)
-        elif not isinstance(loss, Loss):
-            raise SpecTypeError(f"loss must be a registry name or an sn.Loss, got {type(loss).__name__}")
+        loss = _as_loss(loss)
         _check_penalties(l1, l2)
         naming.network_name(name)  # before any name is printed: it names files and C symbols
         last = layers[-1]
@@ -484,10 +481,7 @@ class Network:
             layer = graph.layers[call.layer]
             if isinstance(layer, Dense) and layer.activation.is_rowwise and call is not out_call:
                 raise SpecError(f"layer {graph.names[call.layer]}: softmax is only supported on the output layer")
-        if isinstance(loss, str):
-            loss = Loss.builtin(loss)
-        elif not isinstance(loss, Loss):
-            raise SpecTypeError(f"loss must be a registry name or an sn.Loss, got {type(loss).__name__}")
+        loss = _as_loss(loss)
         _check_penalties(l1, l2)
         naming.network_name(name)
         where = f"output layer {graph.names[out_call.layer]}"
@@ -603,6 +597,15 @@ class Network:
 
 
 _SCHEMES = {"xavier": "xavier", "glorot": "xavier", "he": "he", "kaiming": "he"}
+
+
+def _as_loss(loss: object) -> "Loss":
+    """A registry name or an ``sn.Loss`` as a Loss; SpecTypeError otherwise."""
+    if isinstance(loss, str):
+        return Loss.builtin(loss)
+    if not isinstance(loss, Loss):
+        raise SpecTypeError(f"loss must be a registry name or an sn.Loss, got {type(loss).__name__}")
+    return loss
 
 
 def _check_penalties(l1: object, l2: object) -> None:
