@@ -17,7 +17,6 @@ it builds and need nothing else.
 
 from __future__ import annotations
 
-import itertools
 import numbers
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
@@ -38,7 +37,7 @@ class Tensor:
     Tensors are values of a graph being declared; they hold no data. ``a + b`` adds two tensors
     of one shape (a residual connection)."""
 
-    __slots__ = ("shape", "layer", "inputs", "name", "_id")
+    __slots__ = ("shape", "layer", "inputs", "name")
 
     def __init__(self, shape: Shape, layer: "Layer | None", inputs: tuple["Tensor", ...],
                  name: str | None = None) -> None:
@@ -46,24 +45,24 @@ class Tensor:
         self.layer = layer
         self.inputs = tuple(inputs)
         self.name = name
-        self._id = next(_TENSOR_IDS)
 
     def __repr__(self) -> str:
         what = f"input {self.name!r}" if self.layer is None else type(self.layer).__name__
         return f"<symnn.Tensor {what} shape={self.shape}>"
 
     def __add__(self, other: object) -> "Tensor":
-        if not isinstance(other, Tensor):
-            return NotImplemented
-        return Add()(self, other)
+        return Add()(self, _tensor(other))
 
     def __radd__(self, other: object) -> "Tensor":
-        if not isinstance(other, Tensor):
-            return NotImplemented
-        return Add()(other, self)
+        return Add()(_tensor(other), self)
 
 
-_TENSOR_IDS = itertools.count()
+def _tensor(value: object) -> "Tensor":
+    """``value`` if it is a tensor: a graph adds tensors only (a constant offset is a layer's bias)."""
+    if not isinstance(value, Tensor):
+        raise SpecTypeError(f"a tensor is added only to another tensor of its shape, not to "
+                            f"{type(value).__name__} {naming.shown(value)}")
+    return value
 
 
 def Input(*shape: int, name: str | None = None) -> Tensor:  # noqa: N802 - a constructor, as in Keras

@@ -381,3 +381,13 @@ def test_layer_names_cannot_collide_with_generated_names(what: str, backend: str
     assert L == Lr
     for a, b in zip(g, gr):
         np.testing.assert_array_equal(g[a], gr[b])
+
+
+def test_a_tensor_is_added_only_to_a_tensor() -> None:
+    """``x + 1.0`` is a symnn error, not Python's bare TypeError (a constant offset is a bias)."""
+    x = sn.Input(3)
+    for other in (1.0, 2, None):
+        with pytest.raises(sn.SpecTypeError, match="added only to another tensor"):
+            x + other
+        with pytest.raises(sn.SpecTypeError, match="added only to another tensor"):
+            other + x
