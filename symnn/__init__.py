@@ -13,7 +13,7 @@ from .driver import compile, compile_many, emit, emit_source
 from .errors import *  # noqa: F403 - the exception hierarchy is public
 from .expressions import NonSmoothWarning
 from .gradcheck import GradcheckReport, gradcheck
-from .layers import Input, Layer, LayerNorm, Tensor, register_layer
+from .layers import Concat, Input, Layer, LayerNorm, Tensor, concat, register_layer
 from .interop import from_onnx, from_torch, from_torch_state_dict, load_torch, to_state_dict
 from .persist import Model, Standardizer, export_c_params, load, save
 from .train import History, TrainResult, train
@@ -48,6 +48,7 @@ __all__ = [
     "TrainResult",
     "train",
     "Activation",
+    "Concat",
     "Dense",
     "Input",
     "Layer",
@@ -62,6 +63,7 @@ __all__ = [
     "activation",
     "compile",
     "compile_many",
+    "concat",
     "derive",
     "emit",
     "emit_source",

@@ -125,6 +125,15 @@ def _sum(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
     return s[0].sum()
 
 
+def _concat(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return np.concatenate(s, axis=1)
+
+
+def _slice(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    lo, hi = node.arg
+    return s[0][:, lo:hi]
+
+
 #: the semantics of every op, leaves included (``tests/unit/test_dispatch_tables.py`` checks
 #: that none is missing)
 RULES: dict[ir.Op, Rule] = {
@@ -140,6 +149,8 @@ RULES: dict[ir.Op, Rule] = {
     ir.Op.ROWSUM: _rowsum,
     ir.Op.SOFTMAX_CE: _softmax_ce,
     ir.Op.SUM: _sum,
+    ir.Op.CONCAT: _concat,
+    ir.Op.SLICE: _slice,
 }
 
 

@@ -41,6 +41,9 @@ class Op(Enum):
     SOFTMAX_CE = auto()  # fused (z, Y) -> (N, 1): logsumexp(z) - sum_k y_k z_k
     # reductions
     SUM = auto()  # all elements -> ()
+    # column blocks
+    CONCAT = auto()  # src (A_1, ..., A_k), each (N, d_i) -> (N, sum d_i): side by side
+    SLICE = auto()  # arg: (lo, hi); (N, D) -> (N, hi - lo): columns lo..hi-1
 
 
 #: the ops of leaves: data, parameters, constants, which plans name and never compute (every
@@ -166,6 +169,22 @@ def sum_(a: Node) -> Node:
     return Node(Op.SUM, (a,), None, ())
 
 
+def concat(*src: Node) -> Node:
+    """The matrices ``src`` (one row count) side by side: ``[A_1 A_2 ...]``."""
+    if len(src) < 2:
+        raise ValueError(f"concat joins at least two operands, got {len(src)}")
+    if any(len(s.shape) != 2 for s in src) or len({s.shape[0] for s in src}) != 1:
+        raise ValueError(f"concat needs matrices of one row count: {[s.shape for s in src]}")
+    return Node(Op.CONCAT, tuple(src), None, (src[0].shape[0], sum(int(s.shape[1]) for s in src)))
+
+
+def slice_(a: Node, lo: int, hi: int) -> Node:
+    """Columns ``lo`` to ``hi - 1`` of the matrix ``a`` (NumPy's ``a[:, lo:hi]``)."""
+    if len(a.shape) != 2 or not 0 <= lo < hi <= int(a.shape[1]):
+        raise ValueError(f"slice [:, {lo}:{hi}] of a tensor of shape {a.shape}")
+    return Node(Op.SLICE, (a,), (int(lo), int(hi)), (a.shape[0], int(hi) - int(lo)))
+
+
 # -- traversal and validation -------------------------------------------------------------------
 def toposort(outputs: Iterable[Node]) -> list[Node]:
     """Nodes reachable from ``outputs``, operands before users, in a deterministic order."""
@@ -207,6 +226,7 @@ def count_ops(outputs: Iterable[Node]) -> tuple[int, int]:
 _ARITY = {
     Op.INPUT: 0, Op.PARAM: 0, Op.CONST: 0, Op.MATMUL: 2, Op.ADD_BIAS: 2, Op.SUM_ROWS: 1,
     Op.SOFTMAX: 1, Op.LOGSUMEXP: 1, Op.ROWSUM: 1, Op.SOFTMAX_CE: 2, Op.SUM: 1,
+    Op.SLICE: 1,
 }  # fmt: skip
 
 
@@ -222,9 +242,13 @@ def validate(outputs: Iterable[Node]) -> None:
             for s in n.src:
                 if not _broadcasts(s.shape, n.shape):
                     raise ValueError(f"{n}: operand shape {s.shape} does not broadcast to {n.shape}")
+        elif n.op is Op.CONCAT:
+            if len(n.src) < 2 or len({s.shape[0] for s in n.src}) != 1 \
+                    or sum(int(s.shape[1]) for s in n.src) != n.shape[1]:
+                raise ValueError(f"{n}: CONCAT needs two or more matrices of one row count")
         elif len(n.src) != _ARITY[n.op]:
             raise ValueError(f"{n}: {n.op.name} takes {_ARITY[n.op]} operands, got {len(n.src)}")
-        if n.op in (Op.MATMUL, Op.SOFTMAX, Op.LOGSUMEXP, Op.ROWSUM, Op.SUM_ROWS):
+        if n.op in (Op.MATMUL, Op.SOFTMAX, Op.LOGSUMEXP, Op.ROWSUM, Op.SUM_ROWS, Op.CONCAT, Op.SLICE):
             if any(len(s.shape) != 2 for s in n.src):
                 raise ValueError(f"{n}: operands must be matrices")
 

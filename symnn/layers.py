@@ -227,8 +227,45 @@ class LayerNorm(Layer):
         return f"LayerNorm({self.normalized_shape}, eps={self.eps:g})"
 
 
+@dataclass(frozen=True)
+class Concat(Layer):
+    """Tensors of shapes (d1,), (d2,), ... joined along the features into one of shape
+    (d1 + d2 + ...,), as ``torch.cat(dim=1)`` on batch-first inputs. No parameters; its
+    forward pass is the IR's ``CONCAT`` and its pullback hands each operand its columns."""
+
+    name: str | None = None
+
+    KIND: ClassVar[str] = "concat"
+
+    def __init__(self, *, name: str | None = None) -> None:
+        object.__setattr__(self, "name", _check_name(name))
+
+    def output_shape(self, *shapes: Shape) -> Shape:
+        if len(shapes) < 2:
+            raise SpecError(f"concat joins two or more tensors, got {len(shapes)}")
+        if any(len(s) != 1 for s in shapes):
+            raise LayerSizeMismatchError(f"concat joins tensors of rank 1 (features) along their one "
+                                         f"axis; got shapes {', '.join(map(str, shapes))}")
+        return (sum(s[0] for s in shapes),)
+
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+        return Emitted(ir.concat(*inputs))
+
+    def describe(self) -> str:
+        return "Concat"
+
+
+def concat(tensors: Sequence[Tensor], *, name: str | None = None) -> Tensor:
+    """``tensors`` joined along the features (``torch.cat(tensors, dim=1)``): shapes (d1,),
+    (d2,), ... give (d1 + d2 + ...,)."""
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise SpecTypeError(f"sn.concat takes a list of tensors, e.g. sn.concat([a, b]); got "
+                            f"{type(tensors).__name__}")
+    return Concat(name=name)(*tensors)
+
+
 #: every layer class a graph may hold (the spec reader and the importers look layers up here)
-LAYERS: dict[str, type[Layer]] = {"add": Add, "layernorm": LayerNorm}
+LAYERS: dict[str, type[Layer]] = {"add": Add, "layernorm": LayerNorm, "concat": Concat}
 
 
 def register_layer(cls: type[Layer]) -> type[Layer]:
@@ -358,5 +395,5 @@ def _names(layers: Sequence[Layer]) -> list[str]:
     return names
 
 
-__all__ = ["Add", "Call", "Emitted", "Graph", "Input", "LAYERS", "Layer", "LayerNorm", "Tensor",
-           "register_layer", "trace"]
+__all__ = ["Add", "Call", "Concat", "Emitted", "Graph", "Input", "LAYERS", "Layer", "LayerNorm", "Tensor",
+           "concat", "register_layer", "trace"]

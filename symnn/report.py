@@ -96,6 +96,16 @@ class SymnnLatexPrinter(LatexPrinter):
     def _print_RowOp(self, expr) -> str:
         return r"%s\left(%s\right)" % (expr.KINDS[expr.kind], self._print(expr.args[1]))
 
+    def _print_BlockRow(self, expr) -> str:
+        return r"\left[%s\right]" % r" \;\; ".join(self._print(b) for b in expr.args)
+
+    def _print_ColSlice(self, expr) -> str:
+        arg = expr.args[0]
+        inner = self._print(arg)
+        inner = "{%s}" % inner if isinstance(arg, sp.MatrixSymbol) else r"\left(%s\right)" % inner
+        lo, hi = expr.bounds
+        return r"%s_{:, %d:%d}" % (inner, lo, hi)
+
     def _print_Total(self, expr) -> str:
         m = expr.args[0]
         inner = self._print(m)
@@ -222,6 +232,13 @@ class PlainPrinter(StrPrinter):
 
     def _print_RowOp(self, expr) -> str:
         return f"{expr.kind}({self._print(expr.args[1])})"
+
+    def _print_BlockRow(self, expr) -> str:
+        return f"[{', '.join(self._print(b) for b in expr.args)}]"
+
+    def _print_ColSlice(self, expr) -> str:
+        lo, hi = expr.bounds
+        return f"{self.parenthesize(expr.args[0], 100)}[:, {lo}:{hi}]"
 
     def _print_Total(self, expr) -> str:
         return f"sum({self._print(expr.args[0])})"

@@ -1,8 +1,9 @@
 """The SymPy objects a derivation is printed in, and their numeric meaning.
 
 Matrix form uses SymPy's matrix expressions (``MatMul``, ``MatAdd``, ``HadamardProduct``,
-``Transpose``, ``OneMatrix``) plus four classes of our own: :class:`Apply` (a scalar function
+``Transpose``, ``OneMatrix``) plus six classes of our own: :class:`Apply` (a scalar function
 applied element-wise, ``\\tanh'(Z)``), :class:`RowOp` (softmax and log-sum-exp of each row),
+:class:`BlockRow` and :class:`ColSlice` (matrices side by side, and a block of columns),
 :class:`Total` (the sum of a matrix's entries, a scalar) and, for index form,
 :class:`Applied` (a named scalar function of scalars). :func:`evaluate` gives every one of them
 its NumPy meaning, so the printed formulas can be run as they are printed.
@@ -88,6 +89,39 @@ class RowOp(sp.MatrixExpr):
     def shape(self):
         rows, cols = self.args[1].shape
         return (rows, cols) if self.kind == "softmax" else (rows, sp.Integer(1))
+
+
+class BlockRow(sp.MatrixExpr):
+    """Matrices of one row count side by side, ``[A \\; B]`` (a concatenation of features)."""
+
+    def __new__(cls, *blocks: sp.MatrixExpr) -> "BlockRow":
+        return sp.Basic.__new__(cls, *blocks)
+
+    def doit(self, **hints) -> "BlockRow":
+        return self
+
+    @property
+    def shape(self):
+        return (self.args[0].shape[0], sp.Add(*(b.shape[1] for b in self.args)))
+
+
+class ColSlice(sp.MatrixExpr):
+    """Columns ``lo`` to ``hi - 1`` (counted from 0, as NumPy's ``A[:, lo:hi]``) of a matrix."""
+
+    def __new__(cls, arg: sp.MatrixExpr, lo: int, hi: int) -> "ColSlice":
+        return sp.Basic.__new__(cls, arg, sp.Integer(lo), sp.Integer(hi))
+
+    def doit(self, **hints) -> "ColSlice":
+        return self
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        return int(self.args[1]), int(self.args[2])
+
+    @property
+    def shape(self):
+        lo, hi = self.bounds
+        return (self.args[0].shape[0], sp.Integer(hi - lo))
 
 
 class Total(sp.Expr):
@@ -304,9 +338,12 @@ _EVAL: dict[type, Callable[[sp.Basic, Mapping], object]] = {
     sp.HadamardPower: lambda e, env: evaluate(e.base, env) ** evaluate(e.exp, env),
     sp.Transpose: lambda e, env: evaluate(e.arg, env).T,
     sp.OneMatrix: lambda e, env: np.ones((_dim(e.shape[0], env), _dim(e.shape[1], env))),
+    sp.ZeroMatrix: lambda e, env: np.zeros((_dim(e.shape[0], env), _dim(e.shape[1], env))),
     Apply: _apply,
     RowOp: _rowop,
     Total: lambda e, env: float(np.sum(evaluate(e.args[0], env))),
+    BlockRow: lambda e, env: np.concatenate([np.asarray(evaluate(b, env), dtype=float) for b in e.args], axis=1),
+    ColSlice: lambda e, env: evaluate(e.args[0], env)[:, e.bounds[0]:e.bounds[1]],
     sp.Add: lambda e, env: sum(evaluate(a, env) for a in e.args),
     sp.Mul: lambda e, env: functools.reduce(np.multiply, [evaluate(a, env) for a in e.args]),
     sp.Pow: lambda e, env: evaluate(e.base, env) ** evaluate(e.exp, env),

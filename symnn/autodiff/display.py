@@ -423,6 +423,26 @@ def _softmax_ce_matrix(p: _Printer, node: ir.Node) -> Term:
     return al.add(lse, al.scale(yz, -1))
 
 
+def _block(p: _Printer, node: ir.Node) -> sp.Basic:
+    """An operand of a column block as a matrix: a scalar spread over its shape (the zeros a
+    slice's cotangent is padded with print as 0)."""
+    t = p.ref(node)
+    if not t.is_scalar:
+        return t.expr()
+    shape = _shape(node.shape)
+    return sp.ZeroMatrix(*shape) if t.coeff == 0 else al.as_matrix(t, shape).expr()
+
+
+def _concat_matrix(p: _Printer, node: ir.Node) -> Term:
+    return al.matrix(al.BlockRow(*(_block(p, s) for s in node.src)), _shape(node.shape))
+
+
+def _slice_matrix(p: _Printer, node: ir.Node) -> Term:
+    (a,) = node.src
+    t = al.as_matrix(p.ref(a), _shape(a.shape))
+    return Term(t.coeff, al.ColSlice(t.mat, *node.arg), _shape(node.shape))
+
+
 MATRIX_FORM: dict[ir.Op, Callable[[_Printer, ir.Node], Term]] = {
     ir.Op.MATMUL: _matmul_matrix,
     ir.Op.ADD_BIAS: _add_bias_matrix,
@@ -433,6 +453,8 @@ MATRIX_FORM: dict[ir.Op, Callable[[_Printer, ir.Node], Term]] = {
     ir.Op.ROWSUM: _rowsum_matrix,
     ir.Op.SOFTMAX_CE: _softmax_ce_matrix,
     ir.Op.SUM: _sum_matrix,
+    ir.Op.CONCAT: _concat_matrix,
+    ir.Op.SLICE: _slice_matrix,
 }
 
 
@@ -550,6 +572,23 @@ def _softmax_ce_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
     return lse - _sum(p.iref(y, (idx[0], k), fresh) * p.iref(z, (idx[0], k), fresh), k, z.shape[1])
 
 
+def _concat_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    # column j of [A_1 A_2 ...] is column j - (d_1 + ... + d_{i-1}) of the block it falls in
+    n, j = idx
+    pieces, lo = [], 0
+    for k, s in enumerate(node.src):
+        hi = lo + int(s.shape[1])
+        cond = sp.true if k == len(node.src) - 1 else sp.Le(j, hi)
+        pieces.append((p.iref(s, (n, j - lo), fresh), cond))
+        lo = hi
+    return sp.Piecewise(*pieces, evaluate=False)
+
+
+def _slice_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    n, j = idx
+    return p.iref(node.src[0], (n, j + node.arg[0]), fresh)
+
+
 INDEX_FORM: dict[ir.Op, Callable] = {
     ir.Op.MATMUL: _matmul_index,
     ir.Op.ADD_BIAS: _add_bias_index,
@@ -560,6 +599,8 @@ INDEX_FORM: dict[ir.Op, Callable] = {
     ir.Op.ROWSUM: _rowsum_index,
     ir.Op.SOFTMAX_CE: _softmax_ce_index,
     ir.Op.SUM: _sum_index,
+    ir.Op.CONCAT: _concat_index,
+    ir.Op.SLICE: _slice_index,
 }
 
 
@@ -586,6 +627,8 @@ RULE_NOTE: dict[ir.Op, str] = {
     ir.Op.ROWSUM: "sum of each row",
     ir.Op.SOFTMAX_CE: "softmax cross-entropy of each row",
     ir.Op.SUM: "sum of every entry",
+    ir.Op.CONCAT: "blocks of columns side by side",
+    ir.Op.SLICE: "a block of columns",
 }
 
 

@@ -116,6 +116,29 @@ def _sum(node: ir.Node, ct: ir.Node) -> tuple[ir.Node]:
     return (broadcast(ct, node.src[0].shape),)
 
 
+def _concat(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
+    # C = [A_1 A_2 ...]:  dA_i = the columns of ct where A_i sits
+    out: list[ir.Node | None] = []
+    lo = 0
+    for src in node.src:
+        hi = lo + int(src.shape[1])
+        out.append(None if src.op is ir.Op.INPUT else ir.slice_(ct, lo, hi))
+        lo = hi
+    return tuple(out)
+
+
+def _slice(node: ir.Node, ct: ir.Node) -> tuple[ir.Node]:
+    # S = A[:, lo:hi]:  dA = [0 ct 0], ct in columns lo..hi-1 and zeros on either side
+    (a,) = node.src
+    lo, hi = node.arg
+    rows, width = a.shape[0], int(a.shape[1])
+    blocks = [make_map("zero", sp.Integer(0), [], (rows, lo))] if lo > 0 else []
+    blocks.append(ct)
+    if hi < width:
+        blocks.append(make_map("zero", sp.Integer(0), [], (rows, width - hi)))
+    return (blocks[0] if len(blocks) == 1 else ir.concat(*blocks),)
+
+
 PULLBACKS: dict[ir.Op, Pullback] = {
     ir.Op.MATMUL: _matmul,
     ir.Op.ADD_BIAS: _add_bias,
@@ -126,4 +149,6 @@ PULLBACKS: dict[ir.Op, Pullback] = {
     ir.Op.ROWSUM: _rowsum,
     ir.Op.SOFTMAX_CE: _softmax_ce,
     ir.Op.SUM: _sum,
+    ir.Op.CONCAT: _concat,
+    ir.Op.SLICE: _slice,
 }

@@ -61,6 +61,8 @@ def _cases() -> dict[str, ir.Node]:
         "ROWSUM": ir.rowsum(A),
         "SOFTMAX_CE": ir.sum_(ir.softmax_ce(A, Y)),
         "SUM": ir.sum_(A),
+        "CONCAT": ir.concat(A, D, A),
+        "SLICE": ir.slice_(A, 3, 7),
     }
 
 

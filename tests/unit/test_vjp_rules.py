@@ -48,6 +48,10 @@ def _cases():
         "ROWSUM": ir.rowsum(A),
         "SOFTMAX_CE": ir.softmax_ce(A, Yl),
         "SUM": ir.sum_(A),
+        "CONCAT": ir.concat(A, ir.param("C", (N, 2)), A),
+        "SLICE": ir.slice_(A, 1, 3),  # zeros on both sides of the cotangent
+        "SLICE_left": ir.slice_(A, 0, 2),
+        "SLICE_right": ir.slice_(A, 2, 4),
     }
 
 

@@ -561,6 +561,21 @@ class _KernelLowering:
         ctx["y"] = self.nm.read(st.operands[1])
         return ctx
 
+    def _concat(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        nm, t = self.nm, self.vars[st.target]
+        parts, offset = [], 0
+        for name in st.operands:
+            cols = self.vars[name].cols
+            parts.append({"a": nm.read(name), "cols": cols, "offset": offset})
+            offset += cols
+        return {"kind": CKind.CONCAT, "c": nm.write(t.name), "parts": parts, "rows": rows_code(t),
+                "cols": t.cols}
+
+    def _slice(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        nm, t, a = self.nm, self.vars[st.target], self.vars[st.operands[0]]
+        return {"kind": CKind.SLICE, "c": nm.write(t.name), "a": nm.read(a.name), "rows": rows_code(t),
+                "cols": t.cols, "lda": a.cols, "lo": st.payload[0]}
+
     def _map_stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         return self._map(st)
 
@@ -671,6 +686,8 @@ STATEMENTS: dict[ir.Op, Callable[[_KernelLowering, Stmt, tuple[str, str] | None]
     ir.Op.ROWSUM: _KernelLowering._rowsum,
     ir.Op.SOFTMAX_CE: _KernelLowering._softmax_ce,
     ir.Op.SUM: _KernelLowering._sum,
+    ir.Op.CONCAT: _KernelLowering._concat,
+    ir.Op.SLICE: _KernelLowering._slice,
 }
 
 

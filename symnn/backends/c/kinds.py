@@ -35,6 +35,8 @@ class CKind(StrEnum):
     MAP = "map"  # an element-wise loop, with a fused bias add and column sum where planned
     COPY = "copy"  # an output no statement computed into its buffer
     CALL = "call"  # a call of a shared statement helper
+    CONCAT = "concat"  # blocks of columns copied side by side
+    SLICE = "slice"  # a block of columns copied out
 
 
 #: the product of each (trans_a, trans_b): which loop order computes op(A) @ op(B)

@@ -152,6 +152,17 @@ class _KernelPrinter:
         self.deferred[st.target] = (f"{m} + np.log({s})", f"{y} * {z}")
         self.deferred_origin[st.target] = st.origin
 
+    def _concat(self, st: Stmt) -> None:
+        self.owned.add(st.target)
+        self._put(f"{st.target} = np.concatenate(({', '.join(st.operands)},), axis=1)")
+
+    def _slice(self, st: Stmt) -> None:
+        # a copy, not a view: the operand's array may be overwritten in place (a map's out=)
+        # while the slice is still read
+        lo, hi = st.payload
+        self.owned.add(st.target)
+        self._put(f"{st.target} = {st.operands[0]}[:, {lo}:{hi}].copy()")
+
     def finish(self) -> None:
         """Print the softmax-CE rows nobody summed (an output), each for its own statement."""
         for name, (m_log_s, yz) in self.deferred.items():
@@ -226,6 +237,8 @@ STATEMENTS: dict[ir.Op, Callable[[_KernelPrinter, Stmt], None]] = {
     ir.Op.ROWSUM: _KernelPrinter._rowsum,
     ir.Op.SOFTMAX_CE: _KernelPrinter._softmax_ce,
     ir.Op.SUM: _KernelPrinter._sum,
+    ir.Op.CONCAT: _KernelPrinter._concat,
+    ir.Op.SLICE: _KernelPrinter._slice,
 }
 
 
