@@ -122,7 +122,6 @@ def cut(fwd, derived, sweep: Sweep) -> _Cut:
     """Decide which nodes of ``derived`` are named, in which order their equations come, and
     which equation every node belongs to."""
     out = _Cut()
-    N = naming.N
     consumers = derived.consumers()
 
     def name(node: ir.Node, tex: str, eq_id: str | None, section: Section | None,
