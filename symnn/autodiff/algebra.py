@@ -175,8 +175,13 @@ class Term:
         return sp.MatMul(self.coeff, self.mat)
 
 
-def scalar(value: sp.Expr) -> Term:
-    return Term(sp.sympify(value), None, ())
+def scalar(value: sp.Expr | int) -> Term:
+    """A scalar term: a SymPy expression of the derived program, or a Python int (a size)."""
+    if isinstance(value, int):
+        value = sp.Integer(value)
+    if not isinstance(value, sp.Basic):
+        raise TypeError(f"a derivation scalar is a SymPy expression, got {type(value).__name__}")
+    return Term(value, None, ())
 
 
 def matrix(mat: sp.Basic, shape: Shape) -> Term:
