@@ -277,10 +277,12 @@ def _clamp(x, lo, hi):
     return np.where(np.isnan(x), x, np.clip(x, lo, hi))
 
 
-def _guard(x, lo, hi):
+def _guard(x, lo: float, hi: float):
+    """``Guard(x, lo, hi)`` as the kernels compute it: the bounds arrive as numbers (the
+    guard's own constants, printed by lambdify), and ``guard_bounds`` reads them as floats."""
     from ..functions import guard_bounds
 
-    a, b = guard_bounds(sp.sympify(lo), sp.sympify(hi), "float64")
+    a, b = guard_bounds(lo, hi, "float64")
     return _clamp(x, a, b)
 
 
