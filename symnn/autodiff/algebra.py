@@ -305,8 +305,11 @@ def _scalar_fn(params: tuple[sp.Symbol, ...], body: sp.Expr) -> Callable:
     return sp.lambdify(params, stabilise_expr(body), modules=[_functions(), "numpy"])
 
 
-def _dim(d: sp.Expr, env: Mapping) -> int:
-    value = sp.sympify(d).xreplace({s: sp.Integer(env[s]) for s in sp.sympify(d).free_symbols if s in env})
+def _dim(d: sp.Expr | int, env: Mapping) -> int:
+    """A size of the printed formula (an int, or an expression in ``N``) at the batch given."""
+    if isinstance(d, int):
+        return d
+    value = d.xreplace({s: sp.Integer(env[s]) for s in d.free_symbols if s in env})
     if not value.is_Integer:
         raise SpecError(f"evaluating a derivation needs concrete sizes; {d} is symbolic")
     return int(value)
