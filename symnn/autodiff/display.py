@@ -92,7 +92,7 @@ def _shape(shape: ir.Shape) -> al.Shape:
     shape = tuple(shape)
     if len(shape) == 1:
         return (shape[0], sp.Integer(1))
-    return tuple(sp.sympify(d) for d in shape)
+    return tuple(sp.Integer(d) if isinstance(d, int) else d for d in shape)  # ints or IR expressions
 
 
 def _tex_name(letter: str, layer: int | None) -> str:
