@@ -12,7 +12,7 @@ from .derivation import Derivation, derive
 from .driver import compile, compile_many, emit, emit_source
 from .errors import *  # noqa: F403 - the exception hierarchy is public
 from .expressions import NonSmoothWarning
-from .gradcheck import GradcheckReport, gradcheck
+from .gradcheck import GradcheckReport, gradcheck, sample_point
 from .layers import Concat, Input, Layer, LayerNorm, Tensor, concat, register_layer
 from .interop import from_onnx, from_torch, from_torch_state_dict, load_torch, to_state_dict
 from .persist import Model, Standardizer, export_c_params, load, save
@@ -69,6 +69,7 @@ __all__ = [
     "emit_source",
     "errors",
     "gradcheck",
+    "sample_point",
     "register_activation",
     "register_loss",
     "spec_toml",

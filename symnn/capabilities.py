@@ -173,9 +173,10 @@ TARGET_CHECKS: dict[Targets, Callable[[str, np.ndarray], None]] = {
 }
 
 
-def check_target_values(loss: Any, arr: np.ndarray) -> None:
-    """Refuse (N, K) targets outside what ``loss`` declares, with a DataError naming it."""
-    TARGET_CHECKS[loss.targets](loss.name, arr)
+def check_target_values(loss: Any, arr: np.ndarray, where: str | None = None) -> None:
+    """Refuse (N, K) targets outside what ``loss`` declares, with a DataError naming it (and
+    ``where`` they are: one output's targets of several)."""
+    TARGET_CHECKS[loss.targets](loss.name if where is None else f"{where}: {loss.name}", arr)
 
 
 __all__ = ["C_TARGET_KIND", "LINK_TARGETS", "LOSS_CAPABILITIES", "LOSS_DEFAULTS", "Link", "TARGET_CHECKS", "Targets", "check_link_targets",

@@ -216,6 +216,28 @@ def _is_number(field: str) -> bool:
     return True
 
 
+def _csv_columns(net, data, data_path: str, skip: int):
+    """``(X, Y)`` from the CSV's columns: the inputs, then the targets (one integer label
+    column where the loss takes class labels). With several inputs or outputs the columns are
+    the packed layout the kernels take: the inputs side by side in the order of the spec's
+    inputs, then every output's targets side by side (class targets as one-hot rows)."""
+    from .errors import DataError
+
+    n_in, n_out = int(net.n_in), int(net.n_out)
+    labels = net.takes_labels
+    width = n_in + (1 if labels else n_out)
+    if data.shape[1] != width:
+        what = "1 label" if labels else f"{n_out} targets"
+        if net.several_outputs:
+            what += " (" + ", ".join(f"{name}: {int(w)}" for name, w in zip(net.output_names, net.output_widths)) + ")"
+        raise DataError(f"{data_path}: expected {width} columns ({n_in} inputs, {what}), got {data.shape[1]}")
+    X = data[:, :n_in]
+    Y = _csv_labels(data[:, n_in], n_out, data_path, skip) if labels else data[:, n_in:]
+    if net.several_inputs:
+        X = {name: X[:, lo:hi] for name, (lo, hi) in zip(net.input_names, net.column_blocks(net.input_widths))}
+    return X, Y
+
+
 def _csv_labels(column, n_classes: int, data_path: str, skip: int):
     """The label column as integers, once every entry passes the kernels' own label rule
     (:func:`symnn.kernel.first_bad_label`): a cast alone would truncate 2.9 to 2 and -0.9 to 0
@@ -260,14 +282,7 @@ def _train_from_csv(spec, data_path: str, progress: bool, backend: str | None = 
     except ValueError as exc:
         raise DataError(f"{data_path} is not a numeric CSV file (only a first line of column names may "
                         f"hold text; --header skips the first line whatever it holds): {exc}") from exc
-    n_in, n_out = int(net.n_in), int(net.n_out)
-    labels = net.loss.takes_labels
-    width = n_in + (1 if labels else n_out)
-    if data.shape[1] != width:
-        raise DataError(f"{data_path}: expected {width} columns ({n_in} inputs, "
-                        f"{'1 label' if labels else f'{n_out} targets'}), got {data.shape[1]}")
-    X = data[:, :n_in]
-    Y = _csv_labels(data[:, n_in], n_out, data_path, skip) if labels else data[:, n_in:]
+    X, Y = _csv_columns(net, data, data_path, skip)
     kw = {k: settings[k] for k in ("epochs", "batch_size", "seed", "validation_split", "patience",
                                      "standardize", "backend", "dtype") if k in settings}
     if backend:
@@ -286,12 +301,15 @@ def _train(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     net = spec.network
     result = _train_from_csv(spec, args.data, args.progress, args.backend, args.epochs, args.header)
+    from .decision import is_classifier
+
     X, Y = result.data
     h = result.history
-    print(f"trained {len(h.train_loss)} epochs ({result.steps} steps) on {len(X)} rows with "
+    rows = len(next(iter(X.values()))) if isinstance(X, dict) else len(X)
+    print(f"trained {len(h.train_loss)} epochs ({result.steps} steps) on {rows} rows with "
           f"{result.kernel.optimizer.describe()}, backend {result.kernel.backend}")
     print(f"final train loss {h.train_loss[-1]:.6f}; best epoch {result.best_epoch}")
-    if net.loss.classification:
+    if is_classifier(net):
         print(f"training accuracy: {result.accuracy(X, Y):.4f}")
     if args.out:
         print(f"saved {result.save(Path(args.out))}")

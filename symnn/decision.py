@@ -34,13 +34,18 @@ _LABELS: dict[Targets, Callable[[np.ndarray], np.ndarray]] = {
 
 
 def is_classifier(net: Network) -> bool:
-    """True when ``net``'s output is class probabilities (its loss declares ``classification``)."""
-    return net.loss.classification
+    """True when ``net``'s one output is class probabilities (its loss declares
+    ``classification``); a network with several outputs has no single accuracy."""
+    return not net.several_outputs and net.loss.classification
 
 
-def labels(net: Network, out: np.ndarray) -> np.ndarray:
+def labels(net: Network, out: "np.ndarray | dict[str, np.ndarray]") -> "np.ndarray | dict[str, np.ndarray]":
     """``predict``'s answer for the output ``out``: class indices (N,) for cross-entropy,
-    0/1 per output (N, K) for binary cross-entropy, ``out`` itself for a regression."""
+    0/1 per output (N, K) for binary cross-entropy, ``out`` itself for a regression; with
+    several outputs (a dict keyed by their names), each output's answer by its own loss."""
+    if isinstance(out, dict):
+        return {name: _LABELS[loss.targets](out[name]) if loss.classification else out[name]
+                for name, loss in zip(net.output_names, net.losses)}
     if not is_classifier(net):
         return out
     return _LABELS[net.loss.targets](out)

@@ -401,14 +401,19 @@ class Network:
     l2: float = 0.0
     name: str = "mlp"
     graph: Graph | None = None  # the layer graph, for a network built by calling layers on tensors
+    #: one loss per output, in the order of ``outputs=`` (``(loss,)`` for one output)
+    losses: tuple[Loss, ...] = ()
+    #: the weight of each output's loss in the total (all 1.0 unless ``loss_weights=`` says)
+    loss_weights: tuple[float, ...] = ()
 
     def __init__(
         self,
         layers: Sequence[Dense] | None = None,
-        loss: str | Loss = "mse",
+        loss: "str | Loss | Sequence[str | Loss]" = "mse",
         *,
         inputs: Tensor | Sequence[Tensor] | None = None,
         outputs: Tensor | Sequence[Tensor] | None = None,
+        loss_weights: Sequence[float] | None = None,
         l1: float = 0.0,
         l2: float = 0.0,
         name: str = "mlp",
@@ -417,8 +422,11 @@ class Network:
             if layers is not None:
                 raise SpecError("give either a list of layers (the Sequential form) or inputs= and "
                                 "outputs= (a layer graph), not both")
-            self._init_graph(inputs, outputs, loss, l1, l2, name)
+            self._init_graph(inputs, outputs, loss, loss_weights, l1, l2, name)
             return
+        if loss_weights is not None:
+            raise SpecError("loss_weights= weighs the losses of a layer graph's several outputs; a "
+                            "Sequential network has one output and one loss")
         if layers is None:
             raise SpecError("a network needs a list of layers, or inputs= and outputs= of a layer graph")
         if isinstance(layers, Dense):
@@ -456,45 +464,45 @@ class Network:
         object.__setattr__(self, "l1", float(l1))
         object.__setattr__(self, "l2", float(l2))
         object.__setattr__(self, "name", name)
+        object.__setattr__(self, "losses", (loss,))
+        object.__setattr__(self, "loss_weights", (1.0,))
 
-    def _init_graph(self, inputs: object, outputs: object, loss: object, l1: object, l2: object,
-                    name: str) -> None:
+    def _init_graph(self, inputs: object, outputs: object, loss: object, loss_weights: object,
+                    l1: object, l2: object, name: str) -> None:
         """The graph form: trace the tensors, then the checks of the Sequential form on the
-        layers and the output."""
+        layers and on each output with its own loss."""
         ins = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
         if inputs is None or outputs is None or not ins or not outs:
             raise SpecError("a layer graph needs inputs= (sn.Input tensors) and outputs= (layer outputs)")
-        if len(outs) != 1 or isinstance(loss, (list, tuple)):
-            raise SpecError("networks with several outputs (and a loss per output) are not supported yet; "
-                            "give one output tensor and one loss")
-        if len(ins) != 1:
-            raise SpecError("networks with several inputs are not supported yet; give one sn.Input")
+        losses = _per_output_losses(loss, len(outs))
+        weights = _loss_weights(loss_weights, len(outs))
         graph = trace(ins, outs)
         for layer, lname in zip(graph.layers, graph.names):
             if isinstance(layer, Dense) and layer.dropout:
                 raise SpecError(f"layer {lname}: dropout in a layer graph is not supported yet")
-        out_call = graph.calls[graph.outputs[0] - len(graph.inputs)]
-        out_layer = graph.layers[out_call.layer]
-        last = out_layer.activation if isinstance(out_layer, Dense) else Activation.builtin("identity")
+        out_calls = [graph.calls[v - len(graph.inputs)] for v in graph.outputs]
         for call in graph.calls:
             layer = graph.layers[call.layer]
-            if isinstance(layer, Dense) and layer.activation.is_rowwise and call is not out_call:
-                raise SpecError(f"layer {graph.names[call.layer]}: softmax is only supported on the output layer")
-        loss = _as_loss(loss)
+            if isinstance(layer, Dense) and layer.activation.is_rowwise and call not in out_calls:
+                raise SpecError(f"layer {graph.names[call.layer]}: softmax is only supported on an output layer")
         _check_penalties(l1, l2)
         naming.network_name(name)
-        where = f"output layer {graph.names[out_call.layer]}"
-        out = out_call.shape[0]
-        capabilities.check_output(last, loss, out, f"the {where}")
-        if loss.domain is not None:
-            _require_output_in_domain(last, loss, graph.names[out_call.layer])
+        for call, out_name, head_loss in zip(out_calls, graph.output_names, losses):
+            out_layer = graph.layers[call.layer]
+            last = out_layer.activation if isinstance(out_layer, Dense) else Activation.builtin("identity")
+            where = f"output {out_name}" if len(outs) > 1 else f"output layer {out_name}"
+            capabilities.check_output(last, head_loss, call.shape[0], f"the {where}")
+            if head_loss.domain is not None:
+                _require_output_in_domain(last, head_loss, out_name)
         object.__setattr__(self, "layers", graph.layers)
-        object.__setattr__(self, "loss", loss)
+        object.__setattr__(self, "loss", losses[0])
         object.__setattr__(self, "l1", float(l1))  # type: ignore[arg-type]
         object.__setattr__(self, "l2", float(l2))  # type: ignore[arg-type]
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "graph", graph)
+        object.__setattr__(self, "losses", losses)
+        object.__setattr__(self, "loss_weights", weights)
 
     # -- facts derived from the declaration -----------------------------------------------
     @property
@@ -504,24 +512,79 @@ class Network:
 
     @property
     def output_activation(self) -> Activation:
-        """The activation of the layer that makes the output (identity for a layer without one)."""
+        """The activation of the layer that makes the (first) output (identity for a layer
+        without one)."""
+        return self.output_activations[0]
+
+    @property
+    def output_activations(self) -> tuple[Activation, ...]:
+        """The activation that makes each output, in the order of ``outputs=``."""
         if self.graph is None:
-            return self.layers[-1].activation
-        call = self.graph.calls[self.graph.outputs[0] - len(self.graph.inputs)]
-        layer = self.graph.layers[call.layer]
-        return layer.activation if isinstance(layer, Dense) else Activation.builtin("identity")
+            return (self.layers[-1].activation,)
+        acts = []
+        for v in self.graph.outputs:
+            layer = self.graph.layers[self.graph.calls[v - len(self.graph.inputs)].layer]
+            acts.append(layer.activation if isinstance(layer, Dense) else Activation.builtin("identity"))
+        return tuple(acts)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The names that key the inputs where a kernel takes a dict (``("X",)`` for one unnamed)."""
+        return ("X",) if self.graph is None else tuple(n for n, _ in self.graph.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The names that key the outputs and their targets: each output's layer name (``Y``
+        for a Sequential network)."""
+        return ("Y",) if self.graph is None else self.graph.output_names
+
+    @property
+    def input_widths(self) -> tuple[Width, ...]:
+        if self.graph is None:
+            return (self.layers[0].in_features,)
+        return tuple(shape[0] for _, shape in self.graph.inputs)
+
+    @property
+    def output_widths(self) -> tuple[Width, ...]:
+        if self.graph is None:
+            return (self.layers[-1].out_features,)
+        return tuple(self.graph.value_shape(v)[0] for v in self.graph.outputs)
+
+    @property
+    def several_inputs(self) -> bool:
+        return len(self.input_widths) > 1
+
+    @property
+    def several_outputs(self) -> bool:
+        return len(self.losses) > 1
+
+    @property
+    def takes_labels(self) -> bool:
+        """The kernels take integer class labels (N,) as ``Y``: one output whose loss takes them.
+        With several outputs the kernels take the targets packed side by side, and a label
+        array in a dict is turned into one-hot rows before the call."""
+        return not self.several_outputs and self.loss.takes_labels
 
     @property
     def n_in(self) -> Width:
-        if self.graph is not None:
-            return self.graph.inputs[0][1][0]
-        return self.layers[0].in_features
+        """Input features; with several inputs, their sum (the kernels' packed ``X``)."""
+        widths = self.input_widths
+        return widths[0] if len(widths) == 1 else sum(int(w) for w in widths)
 
     @property
     def n_out(self) -> Width:
-        if self.graph is not None:
-            return self.graph.value_shape(self.graph.outputs[0])[0]
-        return self.layers[-1].out_features
+        """Output features; with several outputs, their sum (the kernels' packed output)."""
+        widths = self.output_widths
+        return widths[0] if len(widths) == 1 else sum(int(w) for w in widths)
+
+    def column_blocks(self, widths: Sequence[Width]) -> list[tuple[int, int]]:
+        """``[(lo, hi)]``: where each of ``widths`` sits in the packed array (inputs side by side
+        in the order of ``inputs=``, outputs in the order of ``outputs=``)."""
+        out, lo = [], 0
+        for w in widths:
+            out.append((lo, lo + int(w)))
+            lo += int(w)
+        return out
 
     @property
     def has_dropout(self) -> bool:
@@ -597,6 +660,34 @@ class Network:
 
 
 _SCHEMES = {"xavier": "xavier", "glorot": "xavier", "he": "he", "kaiming": "he"}
+
+
+def _per_output_losses(loss: object, n_outputs: int) -> tuple["Loss", ...]:
+    """One loss per output: ``loss`` itself for one output, a list as long as ``outputs=`` for several."""
+    if isinstance(loss, (list, tuple)):
+        if len(loss) != n_outputs:
+            raise SpecError(f"loss= gives {len(loss)} losses for {n_outputs} output(s): give one per output, "
+                            "in the order of outputs=")
+        return tuple(_as_loss(x) for x in loss)
+    if n_outputs != 1:
+        raise SpecError(f"a network with {n_outputs} outputs needs loss=[...] with one loss per output")
+    return (_as_loss(loss),)
+
+
+def _loss_weights(weights: object, n_outputs: int) -> tuple[float, ...]:
+    """The declared ``loss_weights=``: finite reals >= 0, not all zero, one per output."""
+    if weights is None:
+        return (1.0,) * n_outputs
+    if not isinstance(weights, (list, tuple)):
+        raise SpecTypeError(f"loss_weights must be a list of numbers, one per output, got {type(weights).__name__}")
+    if len(weights) != n_outputs:
+        raise SpecError(f"loss_weights gives {len(weights)} weights for {n_outputs} output(s)")
+    for w in weights:
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not 0 <= w <= sys.float_info.max:
+            raise ConfigError(f"loss_weights must be finite reals >= 0, got {w!r}")
+    if not any(weights):
+        raise ConfigError("loss_weights are all zero: the loss would be constant")
+    return tuple(float(w) for w in weights)
 
 
 def _as_loss(loss: object) -> "Loss":

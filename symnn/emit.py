@@ -23,12 +23,13 @@ from .render import CODEGEN_VERSION
 def spec_hash(net: Network, dtype: str, optimizer: "Optimizer | None" = None) -> str:
     """Hash of the canonical network description (SymPy ``srepr``), dtype, optimiser and
     codegen version."""
-    parts = [CODEGEN_VERSION, dtype, net.name, repr(net.l1), repr(net.l2), net.loss.name,
-             sp.srepr(net.loss.expr), net.loss.reduction]
-    if net.loss.domain is not None:  # only then: hashes of networks without one are unchanged
-        parts.append(f"domain={net.loss.domain!r}")
-    if net.loss.user:  # a built-in's capabilities follow from its name; a user loss's are declared
-        parts.append("user loss: " + ", ".join(f"{k}={getattr(net.loss, k)!r}" for k in LOSS_CAPABILITIES))
+    parts = [CODEGEN_VERSION, dtype, net.name, repr(net.l1), repr(net.l2)]
+    for k, loss in enumerate(net.losses or (net.loss,)):
+        if k:  # the second output on: its own loss and every weight (one output: hashes unchanged)
+            parts.append(f"output {k} loss" if k > 1 else f"loss weights={net.loss_weights!r}; output 1 loss")
+        parts += _loss_parts(loss)
+    if len(net.losses) == 1 and net.loss_weights not in ((1.0,), ()):
+        parts.append(f"loss weights={net.loss_weights!r}")
     if optimizer is not None:
         parts += [optimizer.describe()]
     if net.graph is not None:
@@ -43,6 +44,38 @@ def spec_hash(net: Network, dtype: str, optimizer: "Optimizer | None" = None) ->
         if act.domain is not None:
             parts.append(f"domain={act.domain!r}")
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def _loss_parts(loss) -> list[str]:
+    parts = [loss.name, sp.srepr(loss.expr), loss.reduction]
+    if loss.domain is not None:  # only then: hashes of networks without one are unchanged
+        parts.append(f"domain={loss.domain!r}")
+    if loss.user:  # a built-in's capabilities follow from its name; a user loss's are declared
+        parts.append("user loss: " + ", ".join(f"{k}={getattr(loss, k)!r}" for k in LOSS_CAPABILITIES))
+    return parts
+
+
+def loss_summary(net: Network) -> str:
+    """``cross_entropy (mean-reduced)``; with several outputs each output's loss and weight."""
+    if not net.several_outputs:
+        return f"{net.loss.name} ({net.loss.reduction}-reduced)"
+    return " + ".join(f"{w:g} * {loss.name} on {name} ({loss.reduction}-reduced)"
+                      for name, loss, w in zip(net.output_names, net.losses, net.loss_weights))
+
+
+def packing(net: Network) -> list[str]:
+    """Where each input and output sits in the packed X, output and Y the kernels take (a
+    network with several inputs or outputs; none for one of each)."""
+    lines = []
+    if net.several_inputs:
+        lines.append("X packs the inputs side by side: " + ", ".join(
+            f"{name} in columns {lo}..{hi - 1}"
+            for name, (lo, hi) in zip(net.input_names, net.column_blocks(net.input_widths))))
+    if net.several_outputs:
+        lines.append("the output and Y pack the outputs side by side: " + ", ".join(
+            f"{name} in columns {lo}..{hi - 1}" + (" (targets one-hot)" if loss.takes_labels else "")
+            for name, loss, (lo, hi) in zip(net.output_names, net.losses, net.column_blocks(net.output_widths))))
+    return lines
 
 
 def _graph_parts(net: Network) -> list[str]:
@@ -72,8 +105,8 @@ def describe(net: Network) -> list[str]:
             names.append(g.names[call.layer])
             lines.append(f"{g.names[call.layer]}: {layer.describe()} of {args}")
         reg = "".join(f", {k}={v!r}" for k, v in (("l1", net.l1), ("l2", net.l2)) if v)
-        lines.append(f"loss: {net.loss.name} ({net.loss.reduction}-reduced){reg}")
-        return lines
+        lines.append(f"loss: {loss_summary(net)}{reg}")
+        return lines + packing(net)
     for i, layer in enumerate(net.layers, 1):
         drop = f", dropout {layer.dropout:g} in training" if layer.dropout else ""
         lines.append(f"layer {i}: Dense({layer.in_features} -> {layer.out_features}), {layer.activation.name}{drop}")

@@ -707,8 +707,11 @@ class _Kinks:
                 fns = [sp.lambdify(registry.X, g, modules="numpy") for g in args]
                 if fns:
                     self.layers.append((i, fns))
-        loss_kinks = _kink_arguments(net.loss.expr) if net.loss.user else []
-        self.loss = [sp.lambdify((registry.P, registry.T), g, modules="numpy") for g in loss_kinks]
+        #: (lo, hi, kink argument): the user losses' kinks, each on its output's columns
+        self.loss: list[tuple[int, int, Callable]] = [
+            (lo, hi, sp.lambdify((registry.P, registry.T), g, modules="numpy"))
+            for loss, (lo, hi) in zip(net.losses, net.column_blocks(net.output_widths)) if loss.user
+            for g in _kink_arguments(loss.expr)]
         weights = ([naming.weight(i) for i in range(1, len(net.layers) + 1)] if net.graph is None else
                    [n for n in net.param_shapes() if n.endswith(".weight") and len(net.param_shapes()[n]) == 2])
         self.weights = weights if net.l1 else []
@@ -747,14 +750,24 @@ class _Kinks:
             wanted = {str(i): self.fwd.z[i] for i, _ in self.layers}
             vals = evaluate({**wanted, "out": self.fwd.output}, {**theta, "X": X})
             groups = [_full(f(vals[str(i)]), vals[str(i)].shape) for i, fns in self.layers for f in fns]
-            return groups + [_full(f(vals["out"], Y), vals["out"].shape) for f in self.loss]
-        last = len(self.chain) if self.loss else max(i for i, _ in self.layers) + 1
-        a, z = X, {}
-        for i, (w, b, act) in enumerate(self.chain[:last]):
-            z[i] = a @ theta[w].T + theta[b]
-            a = act(z[i])
-        groups = [_full(f(z[i]), z[i].shape) for i, fns in self.layers for f in fns]
-        return groups + [_full(f(a, Y), a.shape) for f in self.loss]
+            out = vals["out"]
+        else:
+            last = len(self.chain) if self.loss else max(i for i, _ in self.layers) + 1
+            a, z = X, {}
+            for i, (w, b, act) in enumerate(self.chain[:last]):
+                z[i] = a @ theta[w].T + theta[b]
+                a = act(z[i])
+            groups = [_full(f(z[i]), z[i].shape) for i, fns in self.layers for f in fns]
+            out = a
+        return groups + [_full(f(out[:, lo:hi], Y[:, lo:hi]), out[:, lo:hi].shape) for lo, hi, f in self.loss]
+
+    def loss_distance(self, out: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """Element-wise: how far each (output, target) entry is from a kink of its loss (inf
+        where its output's loss has none)."""
+        dist = np.full(Y.shape, np.inf)
+        for lo, hi, f in self.loss:
+            dist[:, lo:hi] = np.minimum(dist[:, lo:hi], _distance([f], out[:, lo:hi], Y[:, lo:hi]))
+        return dist
 
     def arguments(self, theta: Mapping[str, np.ndarray], X: np.ndarray,
                   Y: np.ndarray) -> np.ndarray:
@@ -841,7 +854,7 @@ def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: in
             params = net.init_params(seed=seed + 7919 * (attempt // 25))
             if net.l1:  # |w| has a kink at 0: keep every weight `margin` away (steps reach 2e-3)
                 for name, w in params.items():
-                    if name.startswith("W"):
+                    if name.startswith("W") or name.endswith(".weight"):
                         params[name] = np.where(np.abs(w) < margin, np.where(w < 0, -margin, margin), w)
         cand = rng.normal(size=(max(n, 8), int(net.n_in)))
         rows += list(cand[kinks.rows(cand, params) >= margin])
@@ -851,22 +864,33 @@ def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: in
         raise DataError(f"no inputs keep every kinked pre-activation {margin} from its kink "
                         f"after {tries} draws; try fewer rows")
     X = np.array(rows[:n]).reshape(n, int(net.n_in))
-    k = int(net.n_out)
-    if net.loss.takes_labels:
-        Y = np.arange(n) % k
+    if net.takes_labels:
+        Y = np.arange(n) % int(net.n_out)
     else:
-        draw = _TARGET_DRAWS[net.loss.targets]
-        Y = draw(rng, (n, k))
+        Y = _draw_targets(net, rng, n)
         if kinks.loss:  # a kinked user loss (Huber): targets away from the kinks in p - y too
             out = np.real(evaluate({"a": kinks.fwd.output}, {**params, "X": X})["a"])
             for _ in range(tries):
-                bad = _distance(kinks.loss, out, Y) < margin
+                bad = kinks.loss_distance(out, Y) < margin
                 if not bad.any():
                     break
-                Y = np.where(bad, draw(rng, (n, k)), Y)
+                Y = np.where(bad, _draw_targets(net, rng, n), Y)
             else:
                 raise DataError(f"no targets keep the loss {margin} from its kinks after {tries} draws")
     return params, X, Y
+
+
+def _draw_targets(net, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Targets for every output, side by side: class rows one-hot (cycling through the
+    classes), others drawn from what the output's loss declares."""
+    blocks = []
+    for loss, width in zip(net.losses, net.output_widths):
+        k = int(width)
+        if loss.takes_labels:
+            blocks.append(np.eye(k)[np.arange(n) % k])
+        else:
+            blocks.append(_TARGET_DRAWS[loss.targets](rng, (n, k)))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
 
 
 def _finish(report: GradcheckReport, raise_on_fail: bool) -> GradcheckReport:

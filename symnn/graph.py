@@ -47,6 +47,21 @@ class Label:
 
 
 @dataclass(frozen=True)
+class Head:
+    """One output with its loss: ``out`` the output's node, ``pre`` its pre-activation (the
+    logits a loss fusion rewrites from; None where its layer has none), ``Y`` its targets (the
+    packed targets' columns), ``data`` its mean loss, ``weight`` its weight in the total."""
+
+    name: str
+    out: ir.Node
+    pre: ir.Node | None
+    Y: ir.Node
+    loss: object  # declare.Loss
+    weight: float
+    data: ir.Node
+
+
+@dataclass(frozen=True)
 class ForwardGraph:
     """The forward graph and its named nodes.
 
@@ -68,6 +83,8 @@ class ForwardGraph:
     out_pre: ir.Node | None = None
     #: the activation of each pre-activation in ``z`` (a graph: one per dense call, in order)
     activations: tuple = ()
+    #: each output with its loss (one for a Sequential network)
+    heads: tuple[Head, ...] = ()
 
     @property
     def output(self) -> ir.Node:
@@ -135,16 +152,33 @@ def dropout_masks(net: Network) -> list[tuple[str, int, int, float]]:
             for i, layer in enumerate(net.layers, 1) if layer.dropout]
 
 
-def _loss_terms(net: Network, a: ir.Node, Y: ir.Node, weights: list[ir.Node]) -> tuple[ir.Node, ir.Node]:
-    """(data loss, total loss): the mean of the loss terms plus the L2/L1 penalties on
-    ``weights`` (the weight matrices, in order)."""
-    N = naming.N
-    term_expr = guarded(net.loss.expr, registry.P, net.loss.domain)
-    term = ir.map_(ir.Elementwise(net.loss.name, (registry.P, registry.T), term_expr, tex=r"\ell"), a, Y)
+def _head_loss(loss, width: object, a: ir.Node, Y: ir.Node) -> ir.Node:
+    """The mean of one output's loss terms (over N, or N times its width for a loss reduced
+    by the mean over every entry)."""
+    term_expr = guarded(loss.expr, registry.P, loss.domain)
+    term = ir.map_(ir.Elementwise(loss.name, (registry.P, registry.T), term_expr, tex=r"\ell"), a, Y)
     s = sp.Symbol("s")
-    count = N * net.n_out if net.loss.reduction == "mean" else N
-    data_loss = scalar_map("mean", s / count, [(s, ir.sum_(term))])
-    loss = data_loss
+    count = naming.N * width if loss.reduction == "mean" else naming.N
+    return scalar_map("mean", s / count, [(s, ir.sum_(term))])
+
+
+def _coefficient(value: float) -> sp.Expr:
+    return sp.Integer(int(value)) if value == int(value) else sp.Float(value, 17)
+
+
+def weighted_total(datas: list[ir.Node], weights: tuple[float, ...]) -> ir.Node:
+    """The data loss of several outputs: the weighted sum of their mean losses (one output of
+    weight 1: its mean loss itself)."""
+    if len(datas) == 1 and weights[0] == 1.0:
+        return datas[0]
+    syms = [sp.Symbol(f"l_{k}") for k in range(1, len(datas) + 1)]
+    expr = sp.Add(*(_coefficient(w) * l for w, l in zip(weights, syms)))
+    return scalar_map("data_loss", expr, list(zip(syms, datas)))
+
+
+def _with_penalties(net: Network, data_loss: ir.Node, weights: list[ir.Node]) -> ir.Node:
+    """The total loss: ``data_loss`` plus the L2/L1 penalties on ``weights`` (the weight
+    matrices, in order)."""
     terms: list[tuple[sp.Symbol, ir.Node]] = [(sp.Symbol("l"), data_loss)]
     w = sp.Symbol("w", real=True)
     expr = terms[0][0]
@@ -156,8 +190,14 @@ def _loss_terms(net: Network, a: ir.Node, Y: ir.Node, weights: list[ir.Node]) ->
             terms.append((r, ir.sum_(ir.map_(ir.Elementwise(tag, (w,), penalty), Wn))))
             expr = expr + sp.Float(lam, 17) * r if lam != int(lam) else expr + int(lam) * r
     if len(terms) > 1:
-        loss = scalar_map("loss", expr, terms)
-    return data_loss, loss
+        return scalar_map("loss", expr, terms)
+    return data_loss
+
+
+def _loss_terms(net: Network, a: ir.Node, Y: ir.Node, weights: list[ir.Node]) -> tuple[ir.Node, ir.Node]:
+    """(data loss, total loss) of a one-output network."""
+    data_loss = _head_loss(net.loss, net.n_out, a, Y)
+    return data_loss, _with_penalties(net, data_loss, weights)
 
 
 def _graph_forward(net: Network) -> ForwardGraph:
@@ -177,16 +217,19 @@ def _graph_forward(net: Network) -> ForwardGraph:
             mine[p] = params[ident] = ir.param(ident, tuple(shape))
             param_tex.append((ident, f"{layer.PARAM_TEX.get(p, p)}^{{({_tex_name(lname)})}}"))
         by_layer.append(mine)
-    values: list[ir.Node] = [X]
     labels: list[Label] = []
-    calls_of: dict[int, int] = {}
-    out_pre = None
+    values: list[ir.Node] = []
+    if net.several_inputs:  # the kernels take the inputs packed side by side: each is its columns
+        for (iname, _), (lo, hi) in zip(g.inputs, net.column_blocks(net.input_widths)):
+            xs = ir.slice_(X, lo, hi)
+            labels.append(Label(xs, f"{iname}__x", "X", f"^{{({_tex_name(iname)})}}", f"{iname}.x", f"{iname}.x.ct"))
+            values.append(xs)
+    else:
+        values.append(X)
     zs, acts, activations = [], [], []
-    for call in g.calls:
-        layer, lname = g.layers[call.layer], g.names[call.layer]
-        k = calls_of[call.layer] = calls_of.get(call.layer, 0) + 1
-        # a layer called again: its k-th output (layer names hold no "__", so no name is a tag)
-        tag = lname if k == 1 else f"{lname}__{k}"
+    pre_of: dict[int, ir.Node | None] = {}
+    for call, tag in zip(g.calls, g.call_tags):
+        layer = g.layers[call.layer]
         built = layer.build([values[i] for i in call.inputs], by_layer[call.layer])
         if isinstance(layer, Dense):
             zs.append(built.named[0][0])
@@ -198,15 +241,27 @@ def _graph_forward(net: Network) -> ForwardGraph:
             labels.append(Label(node, f"{tag}__v{i}", letter, sup, f"{tag}.v{i}" if not pre else f"{tag}.z",
                                 f"{tag}.delta" if pre else f"{tag}.v{i}.ct", pre))
         labels.append(Label(built.output, f"{tag}__out", layer.OUTPUT_TEX, sup, tag, f"{tag}.ct"))
+        pre_of[len(values)] = next((node for node, letter in built.named if letter == "Z"), None)
         values.append(built.output)
-        if len(values) - 1 == g.outputs[0]:
-            out_pre = next((node for node, letter in built.named if letter == "Z"), None)
-    out = values[g.outputs[0]]
     weights = [params[naming.param_ident(f"{lname}.weight")] for layer, lname in zip(g.layers, g.names)
                if isinstance(layer, Dense)]
-    data_loss, loss = _loss_terms(net, out, Y, weights)
+    heads = []
+    several = net.several_outputs
+    for v, oname, loss, w, width, (lo, hi) in zip(g.outputs, net.output_names, net.losses, net.loss_weights,
+                                                   net.output_widths, net.column_blocks(net.output_widths)):
+        y = ir.slice_(Y, lo, hi) if several else Y
+        data = _head_loss(loss, width, values[v], y)
+        heads.append(Head(oname, values[v], pre_of[v], y, loss, w, data))
+        if several:
+            sup = f"^{{({_tex_name(oname)})}}"
+            labels.append(Label(y, f"{oname}__y", "Y", sup, f"{oname}.y", f"{oname}.y.ct"))
+            labels.append(Label(data, f"{oname}__loss", "L", sup, f"{oname}.loss", f"{oname}.loss.ct"))
+    data_loss = weighted_total([h.data for h in heads], net.loss_weights)
+    loss = _with_penalties(net, data_loss, weights)
+    out = heads[0].out if not several else ir.concat(*(h.out for h in heads))
     return ForwardGraph(net, X, Y, params, tuple(zs), tuple(acts), data_loss, loss, tuple(_unique(labels)),
-                        tuple(param_tex), out, out_pre, tuple(activations))
+                        tuple(param_tex), out, heads[0].pre if not several else None, tuple(activations),
+                        tuple(heads))
 
 
 def _unique(labels: list[Label]) -> list[Label]:
@@ -253,10 +308,12 @@ def build_forward(net: Network, training: bool = False) -> ForwardGraph:
             a = ir.map_(ir.Elementwise("dropout", (u, k), u * k * keep), a, mask)
     weights = [params[naming.weight(i)] for i in range(1, len(net.layers) + 1)]
     data_loss, loss = _loss_terms(net, a, Y, weights)
+    heads = (Head("Y", a, zs[-1], Y, net.loss, 1.0, data_loss),)
     labels = []
     for i, (z, act) in enumerate(zip(zs, acts), 1):
         labels += [Label(z, naming.preact(i), "Z", f"^{{({i})}}", naming.preact(i), f"delta{i}", True),
                    Label(act, naming.act(i), "A", f"^{{({i})}}", naming.act(i), f"delta_a{i}")]
     param_tex = [(name, f"{naming.stem_of(name)}^{{({naming.layer_of(name)})}}") for name in params]
     return ForwardGraph(net, X, Y, params, tuple(zs), tuple(acts), data_loss, loss, tuple(labels),
-                        tuple(param_tex), activations=tuple(layer.activation for layer in net.layers))
+                        tuple(param_tex), activations=tuple(layer.activation for layer in net.layers),
+                        heads=heads)

@@ -239,7 +239,8 @@ def rebuilt(net: Any, **changes: Any) -> Any:
     the Sequential form's ``Network(list(net.layers), ...)`` for a graph."""
     from .declare import Network
 
-    settings = {"loss": net.loss, "l1": net.l1, "l2": net.l2, "name": net.name, **changes}
+    settings = {"loss": list(net.losses) if net.several_outputs else net.loss,
+                "loss_weights": list(net.loss_weights), "l1": net.l1, "l2": net.l2, "name": net.name, **changes}
 
     def make(inputs: list[Tensor], outputs: list[Tensor]) -> Any:
         return Network(inputs=inputs[0] if len(inputs) == 1 else inputs,

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from . import naming
 from .capabilities import check_target_values
 from .declare import Network
 from .optim import Optimizer
@@ -76,8 +77,15 @@ def _refuse_overlap(theta: np.ndarray, state: np.ndarray, X: object, Y: object) 
     other, ``X`` or ``Y``. NumPy would otherwise compute on inputs that the update is rewriting
     (or update theta through state), and C would refuse the same call; refused here, neither
     backend sees it. Byte-range overlap (``np.may_share_memory``), as C checks it."""
-    pairs = (("theta", theta, "state", state), ("theta", theta, "X", X), ("theta", theta, "Y", Y),
-             ("state", state, "X", X), ("state", state, "Y", Y))
+    data: list[tuple[str, object]] = []
+    for what, arg in (("X", X), ("Y", Y)):  # an array, or each entry of a dict keyed by names
+        if isinstance(arg, Mapping):
+            data += [(f"{what}[{naming.shown(k)}]", v) for k, v in arg.items()]
+        else:
+            data.append((what, arg))
+    pairs = [("theta", theta, "state", state)] + [(a, arr_a, b, arr_b) for a, arr_a in (("theta", theta),
+                                                                                       ("state", state))
+                                                  for b, arr_b in data]
     for a, arr_a, b, arr_b in pairs:
         if isinstance(arr_b, np.ndarray) and np.may_share_memory(arr_a, arr_b):
             raise DataError(f"train_step: {a} and {b} overlap in memory; theta and state are updated "
@@ -95,7 +103,7 @@ class Arguments:
         self.dtype = np.dtype(dtype)
         self.check_finite = check_finite
         self.param_shapes = {k: tuple(int(d) for d in v) for k, v in net.param_shapes().items()}
-        self._labels = net.loss.takes_labels
+        self._labels = net.takes_labels
 
     # -- validation ------------------------------------------------------------------------
     def params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -117,36 +125,99 @@ class Arguments:
         return out
 
     def inputs(self, X: object) -> np.ndarray:
-        arr = _as_float_array(X, "X", self.dtype)
-        n_in = int(self.network.n_in)
+        """``X`` checked and in the kernel's dtype: an array (N, n_in), or a dict keyed by the
+        inputs' names (``sn.Input(..., name=)``), packed side by side in the order of
+        ``inputs=`` (the layout the emitted code takes)."""
+        net = self.network
+        if isinstance(X, Mapping):
+            blocks = [self._input_block(a, f"X[{name!r}]", w)
+                      for name, w, a in zip(net.input_names, net.input_widths,
+                                            _entries(X, net.input_names, "X", "inputs"))]
+            _same_rows(blocks, "X")
+            return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+        if net.several_inputs and not isinstance(X, np.ndarray):
+            raise DTypeError(f"this network has several inputs: give X as a dict keyed by "
+                             f"{list(net.input_names)}, got {type(X).__name__}")
+        return self._input_block(X, "X", net.n_in)
+
+    def _input_block(self, value: object, what: str, width: object) -> np.ndarray:
+        arr = _as_float_array(value, what, self.dtype)
+        n_in = int(width)  # type: ignore[call-overload]
         if arr.ndim != 2:
-            raise ShapeError(f"expected X of shape (n, {n_in}), got {arr.shape}")
+            raise ShapeError(f"expected {what} of shape (n, {n_in}), got {arr.shape}")
         if arr.shape[1] != n_in:
-            raise ShapeError(f"X has {arr.shape[1]} features, the network expects {n_in}")
+            raise ShapeError(f"{what} has {arr.shape[1]} features, the network expects {n_in}")
         if self.check_finite:
-            _require_finite(arr, "X")
+            _require_finite(arr, what)
         return arr
 
     def targets(self, Y: object, n: int) -> np.ndarray:
-        n_out = int(self.network.n_out)
-        raw = as_real_array(Y, "Y")
+        """``Y`` checked against each output's loss: an array, or a dict keyed by the outputs'
+        names; several outputs' targets are packed side by side (class labels (N,) of an
+        output whose loss takes them become one-hot rows there)."""
+        net = self.network
         if n == 0:
             raise EmptyBatchError("the batch is empty (N = 0): the mean loss is undefined")
-        if self._labels and raw.ndim == 1:
-            if raw.shape[0] != n:
-                raise ShapeError(f"Y has {raw.shape[0]} labels for {n} rows of X")
-            row = first_bad_label(raw, n_out)
-            if row is not None:
-                raise LabelRangeError(f"label {raw[row]} at row {row} out of range [0, {n_out})")
-            return np.ascontiguousarray(raw, dtype=np.intp)
-        arr = _as_float_array(raw, "Y", self.dtype)
-        if arr.shape != (n, n_out):
-            hint = " or integer labels (N,)" if self._labels else ""
-            raise ShapeError(f"expected Y of shape ({n}, {n_out}){hint}, got {arr.shape}")
-        if self.check_finite:
-            _require_finite(arr, "Y")
-        check_target_values(self.network.loss, arr)
+        if isinstance(Y, Mapping):
+            entries = _entries(Y, net.output_names, "Y", "outputs")
+            if not net.several_outputs:
+                return self._target_block(entries[0], f"Y[{net.output_names[0]!r}]", n, net.loss, net.n_out,
+                                          self._labels)
+            blocks = [self._target_block(a, f"Y[{name!r}]", n, loss, w, labels_ok=True, one_hot=True)
+                      for a, name, loss, w in zip(entries, net.output_names, net.losses, net.output_widths)]
+            return np.concatenate(blocks, axis=1)
+        if not net.several_outputs:
+            return self._target_block(Y, "Y", n, net.loss, net.n_out, self._labels)
+        if not isinstance(Y, np.ndarray):
+            raise DTypeError(f"this network has several outputs: give Y as a dict keyed by "
+                             f"{list(net.output_names)}, got {type(Y).__name__}")
+        arr = self._target_block(Y, "Y", n, None, net.n_out, False)
+        for (lo, hi), loss, name in zip(net.column_blocks(net.output_widths), net.losses, net.output_names):
+            check_target_values(loss, arr[:, lo:hi], f"Y[:, {lo}:{hi}] (output {name!r})")
         return arr
+
+    def _target_block(self, value: object, what: str, n: int, loss, width: object, labels_ok: bool,
+                      one_hot: bool = False) -> np.ndarray:
+        k = int(width)  # type: ignore[call-overload]
+        raw = as_real_array(value, what)
+        if labels_ok and loss is not None and loss.takes_labels and raw.ndim == 1:
+            if raw.shape[0] != n:
+                raise ShapeError(f"{what} has {raw.shape[0]} labels for {n} rows of X")
+            row = first_bad_label(raw, k)
+            if row is not None:
+                raise LabelRangeError(f"{what}: label {raw[row]} at row {row} out of range [0, {k})")
+            labels = np.asarray(raw, dtype=np.intp)
+            if not one_hot:
+                return np.ascontiguousarray(labels)
+            rows = np.zeros((n, k), dtype=self.dtype)
+            rows[np.arange(n), labels] = 1
+            return rows
+        arr = _as_float_array(raw, what, self.dtype)
+        if arr.shape != (n, k):
+            hint = " or integer labels (N,)" if labels_ok and loss is not None and loss.takes_labels else ""
+            raise ShapeError(f"expected {what} of shape ({n}, {k}){hint}, got {arr.shape}")
+        if self.check_finite:
+            _require_finite(arr, what)
+        if loss is not None:
+            check_target_values(loss, arr, None if what == "Y" else what)
+        return arr
+
+
+def _entries(values: Mapping[Any, Any], names: tuple[str, ...], what: str, kind: str) -> list[Any]:
+    """The values of a dict keyed by ``names``, in their order; ShapeError on a missing or an
+    unexpected key."""
+    missing = [k for k in names if k not in values]
+    extra = [k for k in values if k not in names]
+    if missing or extra:
+        raise ShapeError(f"{what} keys: missing {missing}, unexpected {[naming.shown(k) for k in extra]}; "
+                         f"expected the network's {kind} {list(names)}")
+    return [values[k] for k in names]
+
+
+def _same_rows(blocks: list[np.ndarray], what: str) -> None:
+    rows = {b.shape[0] for b in blocks}
+    if len(rows) > 1:
+        raise ShapeError(f"the arrays of {what} have different numbers of rows: {sorted(rows)}")
 
 
 class Kernel(Arguments):
@@ -243,9 +314,14 @@ class Kernel(Arguments):
             raise NonFiniteError(str(exc)) from exc
 
     # -- kernels -----------------------------------------------------------------------------
-    def forward(self, params: Mapping[str, Any], X: object) -> np.ndarray:
-        """Network output for a batch ``X`` of shape (N, n_in)."""
-        return self.module._forward(self.params(params), self.inputs(X))
+    def forward(self, params: Mapping[str, Any], X: object) -> "np.ndarray | dict[str, np.ndarray]":
+        """Network output for a batch ``X`` of shape (N, n_in); with several outputs, a dict
+        keyed by the outputs' names (each output's columns of the packed output)."""
+        out = self.module._forward(self.params(params), self.inputs(X))
+        net = self.network
+        if not net.several_outputs:
+            return out
+        return {name: out[:, lo:hi] for name, (lo, hi) in zip(net.output_names, net.column_blocks(net.output_widths))}
 
     def loss(self, params: Mapping[str, Any], X: object, Y: object) -> float:
         """Mean loss plus penalties."""

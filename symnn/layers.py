@@ -300,6 +300,25 @@ class Graph:
             return self.inputs[v][1]
         return self.calls[v - len(self.inputs)].shape
 
+    @property
+    def call_tags(self) -> tuple[str, ...]:
+        """What each call's output is called: its layer's name, and ``<name>__<k>`` for the
+        k-th call of a layer called again (layer names hold no ``__``, so no tag is a name)."""
+        count: dict[int, int] = {}
+        tags = []
+        for call in self.calls:
+            k = count[call.layer] = count.get(call.layer, 0) + 1
+            name = self.names[call.layer]
+            tags.append(name if k == 1 else f"{name}__{k}")
+        return tuple(tags)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The names of the outputs (the tags of the calls that make them): they key a kernel's
+        outputs and targets."""
+        tags = self.call_tags
+        return tuple(tags[v - len(self.inputs)] for v in self.outputs)
+
     def param_shapes(self) -> dict[str, Shape]:
         """``{"dense1.weight": (out, in), ...}``: each layer's parameters under its name."""
         out: dict[str, Shape] = {}
@@ -344,12 +363,18 @@ def trace(inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> Graph:
                 if state.get(id(s)) != 2:
                     stack.append((s, False))
 
+    if len({id(t) for t in outputs}) != len(outputs):
+        raise SpecError("an output is listed twice")
     for t in outputs:
         if not isinstance(t, Tensor):
             raise SpecTypeError(f"outputs must be tensors (a layer's output), got {type(t).__name__}")
         if t.layer is None:
             raise SpecError("an output is an input itself; an output must be computed by a layer")
         visit(t)
+    unread = [t for t in inputs if state.get(id(t)) != 2]
+    if unread:
+        raise SpecError(f"no output reads the input {unread[0].name or 'X'!r}: list only the inputs the "
+                        "outputs depend on (a kernel would demand data it never uses)")
     value_of = dict(seen_inputs)
     layer_index: dict[int, int] = {}
     layers: list[Layer] = []

@@ -204,9 +204,9 @@ def check_declared_names(net: object) -> None:
             continue
         identifier(act.name, f"layer {i}: activation name")
         latex_snippet(act.latex_name, f"layer {i}: activation {act.name!r}: latex")
-    loss = net.loss  # type: ignore[attr-defined]
-    identifier(loss.name, "loss name")
-    latex_snippet(loss.latex_name, f"loss {loss.name!r}: latex")
+    for loss in getattr(net, "losses", ()) or (net.loss,):  # type: ignore[attr-defined]
+        identifier(loss.name, "loss name")
+        latex_snippet(loss.latex_name, f"loss {loss.name!r}: latex")
 
 
 # -- user LaTeX ----------------------------------------------------------------------------------

@@ -311,8 +311,12 @@ def network_to_dict(net: Network) -> dict[str, Any]:
     if net.graph is not None:  # a layer graph: its layers and calls (symnn.graph_spec)
         from .graph_spec import graph_record
 
-        return {"name": net.name, "l1": net.l1, "l2": net.l2, "loss": _fields(net.loss),
-                "graph": graph_record(net, {"activation": _fields})}
+        record = {"name": net.name, "l1": net.l1, "l2": net.l2,
+                  "loss": [_fields(x) for x in net.losses] if net.several_outputs else _fields(net.loss),
+                  "graph": graph_record(net, {"activation": _fields})}
+        if net.loss_weights != (1.0,) * len(net.losses):
+            record["loss_weights"] = list(net.loss_weights)
+        return record
     return {
         "name": net.name, "l1": net.l1, "l2": net.l2,
         "loss": _fields(net.loss),
@@ -406,11 +410,14 @@ def network_from_dict(spec: Any, where: str = "network") -> Network:
 def _graph_network(spec: dict, where: str) -> Network:
     from .graph_spec import build_network
 
-    unknown = sorted(set(spec) - {"name", "l1", "l2", "loss", "graph"})
+    unknown = sorted(set(spec) - {"name", "l1", "l2", "loss", "loss_weights", "graph"})
     if unknown:
         raise ModelFormatError(f"{where}: unknown key(s) {naming.shown(unknown)} in a layer graph's record")
-    loss = _loss(_field(spec, "loss", dict, where), f"{where}.loss")
-    settings = {"loss": loss, "l1": _field(spec, "l1", (int, float), where, 0.0),
+    losses = _field(spec, "loss", (dict, list), where)
+    loss: Any = ([_loss(x, f"{where}.loss[{i}]") for i, x in enumerate(losses)] if isinstance(losses, list)
+                 else _loss(losses, f"{where}.loss"))
+    weights = _field(spec, "loss_weights", (list, type(None)), where, None)
+    settings = {"loss": loss, "loss_weights": weights, "l1": _field(spec, "l1", (int, float), where, 0.0),
                 "l2": _field(spec, "l2", (int, float), where, 0.0), "name": _field(spec, "name", str, where)}
 
     def make(inputs: list, outputs: list) -> Network:

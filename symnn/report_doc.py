@@ -114,7 +114,7 @@ def report_tex(net: Network, dtype: str = "float64", curve: str | None = None, t
                       "numpy": [f"{line.line:4d}  {line.text}" for line in pair.numpy],
                       "c": [f"{line.line:4d}  {line.text}" for line in pair.c]})
     return render("report/report.tex.jinja", title=f"symnn report: {net.name}", summary=summary_math(net),
-                  loss_name=net.loss.name, dtype=dtype, spec_hash=spec_hash(net, dtype),
+                  loss_name=", ".join(loss.name for loss in net.losses), dtype=dtype, spec_hash=spec_hash(net, dtype),
                   derivation=d.latex(document=False), pairs=pairs, curve=curve, training_text=training_text)
 
 

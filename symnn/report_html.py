@@ -189,7 +189,7 @@ def _summary_html(net: Network, dtype: str) -> str:
         layers = "; ".join(f"{layer.in_features} → {layer.out_features}, {layer.activation.name}"
                            + (f", dropout {layer.dropout:g}" if layer.dropout else "")
                            for layer in net.layers)
-    items = [("network", net.name), ("layers", layers), ("loss", net.loss.name),
+    items = [("network", net.name), ("layers", layers), ("loss", ", ".join(loss.name for loss in net.losses)),
              ("L1, L2", f"{net.l1:g}, {net.l2:g}"), ("dtype", dtype),
              ("spec hash", spec_hash(net, dtype))]
     rows = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in items)

@@ -273,9 +273,13 @@ def _build(doc: Mapping[str, Any], source: str) -> Spec:
                 _train_table(doc.get("train", {}), source))
 
 
-def _network_loss(doc: Mapping[str, Any], net_table: Mapping[str, Any], source: str) -> Loss:
+def _network_loss(doc: Mapping[str, Any], net_table: Mapping[str, Any], source: str) -> Loss | list[Loss]:
+    """The network's loss: ``[network] loss`` (a name or an inline table), a ``[loss]`` table,
+    or, for a layer graph with several outputs, a list of them (one per output)."""
     if "loss" in doc and "loss" in net_table:
         raise SpecParseError(f"{source}: give the loss in [network] or as a [loss] table, not both")
+    if isinstance(net_table.get("loss"), list):
+        return [_loss(x, f"{source}: loss[{i}]") for i, x in enumerate(net_table["loss"])]
     return _loss(doc["loss"] if "loss" in doc else _require(net_table, "loss", (str, dict), f"{source}: [network]"),
                  f"{source}: loss")
 
@@ -288,9 +292,9 @@ def _build_graph(doc: Mapping[str, Any], net_table: Mapping[str, Any], source: s
     if "layer" in doc:
         raise SpecParseError(f"{source}: give [[layer]] tables (a chain of dense layers) or [[input]] and "
                              "[[node]] tables (a layer graph), not both")
-    _check_keys(net_table, {"name", "loss", "l1", "l2", "outputs"}, f"{source}: [network]")
+    _check_keys(net_table, {"name", "loss", "loss_weights", "l1", "l2", "outputs"}, f"{source}: [network]")
     loss = _network_loss(doc, net_table, source)
-    kw = {k: net_table[k] for k in ("l1", "l2", "name") if k in net_table}
+    kw = {k: net_table[k] for k in ("l1", "l2", "name", "loss_weights") if k in net_table}
     record = {"inputs": _require(doc, "input", list, source), "nodes": _require(doc, "node", list, source),
               "outputs": _require(net_table, "outputs", list, f"{source}: [network]")}
 
@@ -405,6 +409,27 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
+def _loss_value(loss: Loss) -> Any:
+    """How a spec writes a loss: a built-in's name, or the table of a user's (its expression
+    in ``p`` and ``y``, and what it declares beyond the defaults)."""
+    if not loss.user:
+        return loss.name
+    table: dict[str, Any] = {"name": loss.name,
+                             "expr": _expr_text(loss.expr, {registry.P: "p", registry.T: "y"}),
+                             "pred": "p", "target": "y"}
+    if loss.reduction != "mean":
+        table["reduction"] = loss.reduction
+    if loss.latex_name:
+        table["latex"] = loss.latex_name
+    if loss.domain is not None:
+        table["domain"] = list(loss.domain)
+    for key in LOSS_CAPABILITIES:  # what the loss declares beyond the defaults
+        value = getattr(loss, key)
+        if value != LOSS_DEFAULTS[key]:
+            table[key] = value.value if isinstance(value, enum.Enum) else value
+    return table
+
+
 def _expr_text(expr: sp.Expr, names: Mapping[sp.Symbol, str]) -> str:
     renamed = expr.xreplace({s: sp.Symbol(n) for s, n in names.items()})
     return sp.sstr(renamed, full_prec=True)
@@ -444,8 +469,12 @@ def dumps_spec(net: Network, train: Mapping[str, Any] | None = None) -> str:
     """The TOML text of ``net`` (and training settings); :func:`loads_spec` reads it back equal."""
     lines = ["[network]", f"name = {_toml_value(net.name)}"]
     loss = net.loss
-    if not loss.user:
+    if net.several_outputs:  # one loss per output: names, or inline tables for a user's
+        lines.append(f"loss = {_toml_value([_loss_value(x) for x in net.losses])}")
+    elif not loss.user:
         lines.append(f"loss = {_toml_value(loss.name)}")
+    if net.graph is not None and net.loss_weights != (1.0,) * len(net.losses):
+        lines.append(f"loss_weights = {_toml_value(list(net.loss_weights))}")
     for key in ("l1", "l2"):
         if getattr(net, key):
             lines.append(f"{key} = {_toml_value(getattr(net, key))}")
@@ -456,20 +485,8 @@ def dumps_spec(net: Network, train: Mapping[str, Any] | None = None) -> str:
                   f"activation = {_toml_value(_activation_value(layer.activation))}"]
         if layer.dropout:
             lines.append(f"dropout = {_toml_value(layer.dropout)}")
-    if loss.user:
-        lines += ["", "[loss]", f"name = {_toml_value(loss.name)}",
-                  f"expr = {_toml_value(_expr_text(loss.expr, {registry.P: 'p', registry.T: 'y'}))}",
-                  'pred = "p"', 'target = "y"']
-        if loss.reduction != "mean":
-            lines.append(f"reduction = {_toml_value(loss.reduction)}")
-        if loss.latex_name:
-            lines.append(f"latex = {_toml_value(loss.latex_name)}")
-        if loss.domain is not None:
-            lines.append(f"domain = {_toml_value(list(loss.domain))}")
-        for key in LOSS_CAPABILITIES:  # what the loss declares beyond the defaults
-            value = getattr(loss, key)
-            if value != LOSS_DEFAULTS[key]:
-                lines.append(f"{key} = {_toml_value(value.value if isinstance(value, enum.Enum) else value)}")
+    if loss.user and not net.several_outputs:
+        lines += ["", "[loss]"] + [f"{k} = {_toml_value(v)}" for k, v in _loss_value(loss).items()]
     if train:
         lines += ["", "[train]"] + [f"{k} = {_toml_value(v)}" for k, v in train.items()]
     return "\n".join(lines) + "\n"

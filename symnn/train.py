@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .decision import is_classifier
 from .declare import Network
 from .errors import ConfigError, NonFiniteError, ShapeError
 from .kernel import Kernel
@@ -96,6 +97,9 @@ class TrainResult:
 
     def accuracy(self, X: object, y: object) -> float:
         """Fraction of rows whose arg-max output is the label (or > 0.5 for one output)."""
+        if self.kernel.network.several_outputs:
+            raise ConfigError("accuracy compares one output with labels; this network has several "
+                              "(predict gives each output's labels)")
         return _accuracy(self.predict_proba(X), np.asarray(y))
 
     def save(self, path) -> "Path":
@@ -216,7 +220,10 @@ def train(
         if x_val is not None:
             x_val = kernel.inputs(standardizer.transform(x_val))
     if classification is None:
-        classification = net.loss.classification
+        classification = is_classifier(net)
+    elif classification and net.several_outputs:
+        raise ConfigError("classification=True reports one accuracy; this network has several outputs "
+                          "(use predict for each output's labels)")
     if y_tr.dtype.kind == "i" and kernel.backend == "c":
         y_tr = y_tr.astype(np.int32)  # the C labels kernels take int32: convert once
     theta = kernel.pack(params if params is not None else net.init_params(seed=seed, dtype=dtype))

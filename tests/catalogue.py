@@ -49,10 +49,16 @@ def data(net: sn.Network, n: int = 6, seed: int = 0, params=None):
     X = rng.normal(size=(n, int(net.n_in)))
     while params is not None and _min_kink_distance(net, X, params) < 0.05:
         X = rng.normal(size=(n, int(net.n_in)))
-    if net.loss.name == "cross_entropy":
-        Y = np.arange(n) % k
-    elif net.loss.name == "bce":
-        Y = rng.uniform(0, 1, (n, k))
-    else:
-        Y = rng.normal(size=(n, k))
-    return X, Y
+    if net.several_outputs:  # the packed targets: class rows one-hot, each output by its loss
+        blocks = [_targets(loss, int(w), n, rng) for loss, w in zip(net.losses, net.output_widths)]
+        return X, np.concatenate([b if b.ndim == 2 else np.eye(int(w))[b]
+                                  for b, w in zip(blocks, net.output_widths)], axis=1)
+    return X, _targets(net.loss, k, n, rng)
+
+
+def _targets(loss: sn.Loss, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    if loss.name == "cross_entropy":
+        return np.arange(n) % k
+    if loss.name == "bce":
+        return rng.uniform(0, 1, (n, k))
+    return rng.normal(size=(n, k))

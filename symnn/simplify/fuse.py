@@ -128,30 +128,47 @@ FUSION_RULES: Mapping[tuple[Link, Link], FusionRule] = MappingProxyType({
 
 
 def fuse_losses(fwd: ForwardGraph, log: list[Fusion] | None = None) -> ForwardGraph:
-    """Rewrite the loss of ``fwd`` into a fused, stable form where a rule of
-    :data:`FUSION_RULES` applies to the declared links of its output activation and loss."""
+    """Rewrite the loss of each output of ``fwd`` into a fused, stable form where a rule of
+    :data:`FUSION_RULES` applies to the declared links of its activation and loss."""
     net = fwd.network
-    last, loss = net.output_activation, net.loss
-    rule = FUSION_RULES.get((last.link, loss.link))
-    if rule is None or fwd.pre_output is None:  # no rule, or an output layer without logits
+    fused: dict[int, ir.Node] = {}
+    heads = []
+    for head, last in zip(fwd.heads, net.output_activations):
+        loss = head.loss
+        rule = FUSION_RULES.get((last.link, loss.link))
+        if rule is None or head.pre is None:  # no rule, or an output layer without logits
+            heads.append(head)
+            continue
+        try:
+            proof = rule.prove(last, loss)
+        except SpecError as exc:
+            raise SpecError(f"loss {loss.name!r} declares link={loss.link.value!r}, but its fused rewrite on the "
+                            f"{last.name!r} output does not hold: {exc}; declare no link to train it unfused") from exc
+        term = rule.term(head.pre, head.Y, proof)
+        if log is not None:
+            log.append(proof)
+        old_mean: ir.Elementwise = head.data.arg
+        data = fused[id(head.data)] = ir.map_(old_mean, ir.sum_(term), shape=())
+        heads.append(replace(head, data=data))
+    if not fused:
         return fwd
-    try:
-        proof = rule.prove(last, loss)
-    except SpecError as exc:
-        raise SpecError(f"loss {loss.name!r} declares link={loss.link.value!r}, but its fused rewrite on the "
-                        f"{last.name!r} output does not hold: {exc}; declare no link to train it unfused") from exc
-    term = rule.term(fwd.pre_output, fwd.Y, proof)
-    if log is not None:
-        log.append(proof)
-    old_mean: ir.Elementwise = fwd.data_loss.arg
-    data_loss = ir.map_(old_mean, ir.sum_(term), shape=())
-    if fwd.loss is fwd.data_loss:
-        total = data_loss
-    else:
-        fn = fwd.loss.arg
-        src = tuple(data_loss if s is fwd.data_loss else s for s in fwd.loss.src)
-        total = ir.map_(fn, *src, shape=())
-    return replace(fwd, data_loss=data_loss, loss=total)
+    data_loss = _rebuilt(fwd.data_loss, fused)
+    total = _rebuilt(fwd.loss, fused)
+    labels = tuple(replace(lab, node=fused[id(lab.node)]) if id(lab.node) in fused else lab for lab in fwd.labels)
+    return replace(fwd, data_loss=data_loss, loss=total, heads=tuple(heads), labels=labels)
+
+
+def _rebuilt(node: ir.Node, new: dict[int, ir.Node]) -> ir.Node:
+    """``node`` with the nodes keyed in ``new`` replaced: the scalar sums over the outputs' mean
+    losses and the penalties, rebuilt above what changed (``new`` is memoised into)."""
+    if id(node) in new:
+        return new[id(node)]
+    if node.shape != () or node.op is not ir.Op.MAP:
+        return node
+    src = tuple(_rebuilt(s, new) for s in node.src)
+    out = node if all(a is b for a, b in zip(src, node.src)) else ir.map_(node.arg, *src, shape=())
+    new[id(node)] = out
+    return out
 
 
 __all__ = ["FUSION_RULES", "Fusion", "FusionRule", "fuse_losses", "prove_softmax_ce", "prove_sigmoid_bce"]

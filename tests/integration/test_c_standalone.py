@@ -29,7 +29,9 @@ SANITIZE = ["-fsanitize=address,undefined,float-cast-overflow,float-divide-by-ze
             "-fno-sanitize-recover=all"]
 NETS = {**CATALOGUE, "digits": None,
         "dropout": sn.Network([sn.Dense(3, 6, "relu", dropout=0.25), sn.Dense(6, 4, "tanh", dropout=0.5),
-                               sn.Dense(4, 3, "softmax")], loss="cross_entropy", name="dropnet")}
+                               sn.Dense(4, 3, "softmax")], loss="cross_entropy", name="dropnet"),
+        # two inputs and two outputs (packed X and Y), LayerNorm, concat and a residual add
+        "two_heads": sn.load_spec(Path(__file__).resolve().parents[2] / "examples" / "two_heads.toml").network}
 
 
 #: RELIABILITY.md: the sanitizers run on the catalogue plus 20 random architectures

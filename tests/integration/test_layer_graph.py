@@ -278,15 +278,20 @@ def test_sequential_form_keeps_its_names_and_emits_the_checked_in_code() -> None
 
 
 # -- bad graphs: a clear symnn error before any work ------------------------------------------------
-def _two_inputs():
-    a, b = sn.Input(3, name="a"), sn.Input(3, name="b")
+def _two_unnamed_inputs():
+    a, b = sn.Input(3), sn.Input(3)
     return sn.Network(inputs=[a, b], outputs=sn.Dense(3, 2)(a + b), loss="mse")
 
 
-def _two_outputs():
+def _two_outputs_one_loss():
     x = sn.Input(3)
     h = sn.Dense(3, 3, "tanh")(x)
-    return sn.Network(inputs=x, outputs=[sn.Dense(3, 2)(h), sn.Dense(3, 1)(h)], loss=["mse", "mse"])
+    return sn.Network(inputs=x, outputs=[sn.Dense(3, 2)(h), sn.Dense(3, 1)(h)], loss="mse")
+
+
+def _unused_input():
+    a, b = sn.Input(3, name="a"), sn.Input(2, name="b")
+    return sn.Network(inputs=[a, b], outputs=sn.Dense(3, 2)(a), loss="mse")
 
 
 def _unlisted_input():
@@ -314,8 +319,9 @@ BAD = {
     "a dotted layer name": (lambda: sn.Dense(3, 2, name="a.b"), UntrustedInputError, "not a plain name"),
     "a keyword as layer name": (lambda: sn.LayerNorm(3, name="for"), UntrustedInputError, "keyword"),
     "a reserved layer name": (lambda: sn.Dense(3, 2, name="__x"), UntrustedInputError, "reserved"),
-    "several inputs": (_two_inputs, SpecError, "not supported yet"),
-    "several outputs": (_two_outputs, SpecError, "not supported yet"),
+    "several unnamed inputs": (_two_unnamed_inputs, SpecError, "named"),
+    "several outputs, one loss": (_two_outputs_one_loss, SpecError, "one loss per output"),
+    "an input no output reads": (_unused_input, SpecError, "no output reads"),
     "dropout in a graph": (_dropout, SpecError, "dropout in a layer graph"),
     "a layer called on an array": (lambda: sn.Dense(3, 2)(np.zeros((4, 3))), SpecTypeError, "ndarray"),
     "a layer called on a number": (lambda: sn.LayerNorm(3)(1.0), SpecTypeError, "float"),

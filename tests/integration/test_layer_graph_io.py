@@ -285,7 +285,8 @@ BAD_SPECS = {
     "an unknown kind": (HAND_WRITTEN.replace('layer = "add"', 'layer = "conv9d"'), "node 3"),
     "a bad width": (HAND_WRITTEN.replace("normalized_shape = 6", "normalized_shape = 5"), "node 2"),
     "an undefined operand": (HAND_WRITTEN.replace('inputs = ["h", "n"]', 'inputs = ["h", "m"]'), "node 3"),
-    "two outputs": (HAND_WRITTEN.replace('outputs = ["head"]', 'outputs = ["head", "h"]'), "not supported yet"),
+    "two outputs, one loss": (HAND_WRITTEN.replace('outputs = ["head"]', 'outputs = ["head", "h"]'), "one loss per output"),
+    "two losses, one output": (HAND_WRITTEN.replace('loss = "cross_entropy"', 'loss = ["cross_entropy", "mse"]'), "2 losses for 1 output"),
     "dropout": (HAND_WRITTEN.replace('id = "h"\n', 'id = "h"\ndropout = 0.5\n'), "dropout in a layer graph"),
     "a Sequential key in a graph": (HAND_WRITTEN.replace('normalized_shape = 6', 'in = 6'), "node 2"),
 }

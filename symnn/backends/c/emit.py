@@ -82,7 +82,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     cfg = CConfig(dtype=dtype, prefix=prefix)
     printer = cfg.printer()
     real = f"{prefix}_real"
-    labels = net.loss.takes_labels
+    labels = net.takes_labels
     params = _params_table(net)
     n_params = sum(p["rows"] * p["cols"] for p in params)
     # parameters by their identifier in code (W1; dense1_weight for a graph's dense1.weight);
@@ -363,6 +363,7 @@ def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, s
         "labels": result.labels,
         "n_in": int(net.n_in),
         "n_out": int(net.n_out),
+        "several_outputs": net.several_outputs,  # no one accuracy to print
         "fmt": "%.9g" if dtype == "float32" else "%.17g",
         "optimizer": result.optimizer,
         "n_state": result.n_state,
@@ -386,6 +387,10 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         real=f"{result.prefix}_real",
         labels=result.labels,
         target_kind=C_TARGET_KIND[net.loss.targets],
+        # several outputs: each output's columns filled as its own loss declares
+        target_blocks=[(lo, hi, C_TARGET_KIND[loss.targets])
+                       for loss, (lo, hi) in zip(net.losses, net.column_blocks(net.output_widths))]
+        if net.several_outputs else [],
         optimizer=result.optimizer,
         n_state=result.n_state,
         dropout=result.dropout,

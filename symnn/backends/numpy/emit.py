@@ -30,7 +30,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
 
     naming.check_declared_names(net)  # the names are printed into the module's docstring
     printer = NumPyConfig(dtype=dtype).printer()
-    labels = net.loss.takes_labels
+    labels = net.takes_labels
     kernels = []
     origins: dict[str, list[tuple[str | None, ...]]] = {}
     from ...graph import dropout_masks
