@@ -12,6 +12,7 @@ from .derivation import Derivation, derive
 from .driver import compile, compile_many, emit, emit_source
 from .errors import *  # noqa: F403 - the exception hierarchy is public
 from .expressions import NonSmoothWarning
+from .flat import FlatParams
 from .gradcheck import GradcheckReport, gradcheck, sample_point
 from .layers import Concat, Input, Layer, LayerNorm, Tensor, concat, register_layer
 from .interop import from_onnx, from_torch, from_torch_state_dict, load_torch, to_state_dict
@@ -25,6 +26,7 @@ from .spec_toml import dumps_spec, load_spec, loads_spec
 __version__ = "0.1.0"
 
 __all__ = [
+    "FlatParams",
     "SGD",
     "AdaGrad",
     "Adam",

@@ -1,13 +1,16 @@
 """``symnn bench SPEC``: time one loss-and-gradient call of a spec's network on each backend.
 
 Same data and parameters for every system, one BLAS thread, systems interleaved in rounds,
-median of samples of at least 20 ms each; C is timed through cffi with buffers prepared once
-(what an application embedding the C pays) and through the Python wrapper. The full
+median of samples of at least 20 ms each. Each backend is timed through the public call,
+``k.loss_and_grad(params, X, Y, out=grads)`` with ``params`` and ``grads`` from ``k.new_params``
+(every check included), and the C also as a raw cffi call on buffers prepared once (what an
+application embedding the C pays), so the two C lines show what the Python API costs. The full
 comparison with PyTorch, JAX and the others lives in ``benchmarks/``.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from typing import Callable
@@ -53,7 +56,8 @@ def bench(net: Network, batch: int = 64, dtype: str = "float64", rounds: int = 5
     for backend in backends:
         k = compile_kernel(net, backend=backend, dtype=dtype)
         p, x, y = k.params(params), k.inputs(X), k.targets(Y, batch)
-        systems[f"symnn {backend}"] = (lambda k=k, p=p, x=x, y=y: k.module._loss_and_grad(p, x, y))
+        systems[f"symnn {backend}"] = functools.partial(k.loss_and_grad, k.new_params(params), X, Y,
+                                                        out=k.new_params())
         if backend == "c":
             systems["symnn c (raw call)"] = k.module.raw_loss_and_grad(p, x, y)
             for option, wanted in (("blas", blas), ("openmp", openmp)):

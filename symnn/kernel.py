@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import naming
-from .capabilities import check_target_values
+from .capabilities import Targets, check_target_values
+from .flat import FlatParams, layout_of
 from .declare import Network
 from .optim import Optimizer
 from .errors import (
@@ -62,6 +63,8 @@ def first_bad_label(labels: np.ndarray, n_classes: int) -> int | None:
 
 
 def _require_finite(arr: np.ndarray, what: str) -> None:
+    if np.isfinite(arr).all():  # the common case, in one pass and no index arithmetic
+        return
     bad = ~np.isfinite(arr)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -69,6 +72,22 @@ def _require_finite(arr: np.ndarray, what: str) -> None:
             f"{what} has {int(bad.sum())} non-finite value(s); first at index {first} "
             f"({arr[first]}); pass check_finite=False to allow them"
         )
+
+
+def _finite_targets(Y: np.ndarray, check_finite: bool) -> bool:
+    return not check_finite or bool(np.isfinite(Y).all())
+
+
+def _unit_targets(Y: np.ndarray, check_finite: bool) -> bool:
+    # NaN and infinity fail one comparison or the other: finite and in [0, 1] in one pass
+    return bool(((Y >= 0) & (Y <= 1)).all())
+
+
+#: per declared kind of targets, a quick test that dense targets pass every check (finite and
+#: in range); False sends them to the full checks, which decide and name what is wrong. Class
+#: rows (their sums) always take the full checks.
+_QUICK_TARGET_CHECKS = {Targets.REAL: _finite_targets, Targets.PROBABILITY: _unit_targets,
+                        Targets.ONE_HOT_OR_LABELS: None}
 
 
 def _refuse_overlap(theta: np.ndarray, state: np.ndarray, X: object, Y: object) -> None:
@@ -104,21 +123,34 @@ class Arguments:
         self.check_finite = check_finite
         self.param_shapes = {k: tuple(int(d) for d in v) for k, v in net.param_shapes().items()}
         self._labels = net.takes_labels
+        self._n_in, self._n_out = int(net.n_in), int(net.n_out)
+        #: a one-pass check that dense targets are fine (None: the full checks always run)
+        self._quick_target_check = (_QUICK_TARGET_CHECKS[net.loss.targets]
+                                    if not net.several_outputs and net.is_concrete else None)
 
     # -- validation ------------------------------------------------------------------------
     def params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if not isinstance(params, Mapping):
             raise DTypeError(f"params must be a dict of arrays, got {type(params).__name__}")
-        missing = [k for k in self.param_shapes if k not in params]
-        extra = [k for k in params if k not in self.param_shapes]
-        if missing or extra:
+        if type(params) is FlatParams and params.layout is self.flat_layout:
+            # its views have the layout's shapes and dtype by construction: one scan of its buffer
+            if self.check_finite and not np.isfinite(params._flat).all():
+                for k, v in params.items():
+                    _require_finite(v, f"parameter {k}")
+            return params
+        if len(params) != len(self.param_shapes) or not all(k in params for k in self.param_shapes):
+            missing = [k for k in self.param_shapes if k not in params]
+            extra = [k for k in params if k not in self.param_shapes]
             raise ShapeError(f"params keys: missing {missing}, unexpected {extra}; "
                              f"expected {list(self.param_shapes)}")
         out = {}
+        dtype = self.dtype
         for k, shape in self.param_shapes.items():
-            arr = _as_float_array(params[k], f"parameter {k}", self.dtype)
-            if arr.shape != shape:
-                raise ShapeError(f"expected {k} of shape {shape}, got {arr.shape}")
+            arr = params[k]
+            if not (type(arr) is np.ndarray and arr.dtype is dtype and arr.shape == shape and arr.flags.c_contiguous):
+                arr = _as_float_array(arr, f"parameter {k}", dtype)
+                if arr.shape != shape:
+                    raise ShapeError(f"expected {k} of shape {shape}, got {arr.shape}")
             if self.check_finite:
                 _require_finite(arr, f"parameter {k}")
             out[k] = arr
@@ -128,6 +160,9 @@ class Arguments:
         """``X`` checked and in the kernel's dtype: an array (N, n_in), or a dict keyed by the
         inputs' names (``sn.Input(..., name=)``), packed side by side in the order of
         ``inputs=`` (the layout the emitted code takes)."""
+        if (type(X) is np.ndarray and X.dtype is self.dtype and X.ndim == 2 and X.shape[1] == self._n_in
+                and X.flags.c_contiguous and (not self.check_finite or np.isfinite(X).all())):
+            return X  # ready as it is: nothing to convert, every entry finite
         net = self.network
         if isinstance(X, Mapping):
             blocks = [self._input_block(a, f"X[{name!r}]", w)
@@ -158,6 +193,10 @@ class Arguments:
         net = self.network
         if n == 0:
             raise EmptyBatchError("the batch is empty (N = 0): the mean loss is undefined")
+        if (type(Y) is np.ndarray and Y.dtype is self.dtype and Y.shape == (n, self._n_out)
+                and Y.flags.c_contiguous and self._quick_target_check is not None
+                and self._quick_target_check(Y, self.check_finite)):
+            return Y  # ready as it is, and its values clearly what the loss declares
         if isinstance(Y, Mapping):
             entries = _entries(Y, net.output_names, "Y", "outputs")
             if not net.several_outputs:
@@ -237,6 +276,10 @@ class Kernel(Arguments):
         self.source_path: str | None = getattr(module, "source_path", None)
         self.layout = net.param_layout()
         self.n_params = self.layout[-1][2]
+        #: the layout's one object: a FlatParams of it goes to the emitted code as it is
+        self.flat_layout = layout_of(tuple(self.layout), str(self.dtype))
+        #: the backend module's calls on ready buffers (C), or None (every call is checked in Python)
+        self._fast = module if getattr(module, "fast", False) else None
 
     def __reduce__(self):
         """Pickled as its recipe: unpickling recompiles (a cache hit for the C backend), so
@@ -255,12 +298,26 @@ class Kernel(Arguments):
         p = self.params(params)
         return np.concatenate([p[k].reshape(-1) for k in self.param_shapes]).astype(self.dtype, copy=False)
 
-    def unpack(self, flat: object) -> dict[str, np.ndarray]:
-        """The inverse of :meth:`pack` (views into ``flat``, no copy)."""
+    def unpack(self, flat: object) -> FlatParams:
+        """The inverse of :meth:`pack`: a :class:`~symnn.flat.FlatParams`, a dict of views into
+        ``flat`` (no copy where ``flat`` is a C-contiguous vector of the kernel's dtype). Given
+        to a kernel call, it reaches the emitted code with no copy; ``train_step`` updating
+        ``flat`` in place updates the views."""
         arr = _as_float_array(flat, "flat parameters", self.dtype)
         if arr.shape != (self.n_params,):
             raise ShapeError(f"expected a flat vector of {self.n_params} parameters, got shape {arr.shape}")
-        return {name: arr[lo:hi].reshape(shape) for name, lo, hi, shape in self.layout}
+        return FlatParams(arr, self.flat_layout)
+
+    def new_params(self, values: Mapping[str, Any] | None = None, seed: int | None = 0) -> FlatParams:
+        """Parameters in one new flat buffer (:meth:`unpack` of it): ``values`` copied in
+        (checked as every call checks them), or the network's initial parameters for ``seed``.
+        Also the buffer to pass as ``out=`` for gradients."""
+        src = self.params(values) if values is not None else self.network.init_params(seed=seed, dtype=str(self.dtype))
+        flat = np.empty(self.n_params, dtype=self.dtype)
+        for name, lo, hi, _ in self.layout:
+            flat[lo:hi] = src[name].reshape(-1)
+        return FlatParams(flat, self.flat_layout)
+
 
     # -- training ------------------------------------------------------------------------------
     def init_state(self) -> np.ndarray:
@@ -296,6 +353,11 @@ class Kernel(Arguments):
         unchanged. ``theta`` and ``state`` must not share memory with each other, ``X`` or ``Y``
         (:class:`DataError` on both backends, C's ``SYMNN_ERR_ALIAS`` rule)."""
         opt = self._require_optimizer()
+        fast = self._fast
+        if (fast is not None and type(step) is int and step >= 1 and type(seed) is int and 0 <= seed < 2**64):
+            loss = fast.fast_train_step(theta, state, X, Y, step, seed, self.check_finite)
+            if loss is not None:
+                return loss
         theta = self._in_place(theta, "theta", (self.n_params,))
         state = self._in_place(state, "state", (len(opt.state), self.n_params))
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
@@ -317,7 +379,11 @@ class Kernel(Arguments):
     def forward(self, params: Mapping[str, Any], X: object) -> "np.ndarray | dict[str, np.ndarray]":
         """Network output for a batch ``X`` of shape (N, n_in); with several outputs, a dict
         keyed by the outputs' names (each output's columns of the packed output)."""
-        out = self.module._forward(self.params(params), self.inputs(X))
+        out = None
+        if self._fast is not None:
+            out = self._fast.fast_forward(params, X, self.check_finite, self.flat_layout)
+        if out is None:
+            out = self.module._forward(self.params(params), self.inputs(X))
         net = self.network
         if not net.several_outputs:
             return out
@@ -325,13 +391,45 @@ class Kernel(Arguments):
 
     def loss(self, params: Mapping[str, Any], X: object, Y: object) -> float:
         """Mean loss plus penalties."""
+        if self._fast is not None:
+            loss = self._fast.fast_loss(params, X, Y, None, self.check_finite, self.flat_layout)
+            if loss is not None:
+                return loss
         p, x = self.params(params), self.inputs(X)
         return self.module._loss(p, x, self.targets(Y, x.shape[0]))
 
-    def loss_and_grad(self, params: Mapping[str, Any], X: object, Y: object) -> tuple[float, dict[str, np.ndarray]]:
-        """``(loss, grads)`` with ``grads`` keyed and shaped like ``params``."""
+    def loss_and_grad(self, params: Mapping[str, Any], X: object, Y: object, *,
+                      out: Mapping[str, np.ndarray] | None = None) -> tuple[float, Mapping[str, np.ndarray]]:
+        """``(loss, grads)`` with ``grads`` keyed and shaped like ``params``.
+
+        ``out``: where to write the gradients (a dict of arrays of the parameters' shapes, best
+        :meth:`new_params`), returned as ``grads``. With ``params`` and ``out`` from
+        :meth:`unpack` or :meth:`new_params`, a call copies nothing and, on the C backend,
+        allocates nothing in steady state; every check still runs (in C where it reads data)."""
+        if self._fast is not None and (out is None or (type(out) is FlatParams and out.layout is self.flat_layout)):
+            grads = out if out is not None else FlatParams(np.empty(self.n_params, dtype=self.dtype),
+                                                           self.flat_layout)
+            loss = self._fast.fast_loss(params, X, Y, grads, self.check_finite, self.flat_layout)
+            if loss is not None:
+                return loss, grads
         p, x = self.params(params), self.inputs(X)
-        return self.module._loss_and_grad(p, x, self.targets(Y, x.shape[0]))
+        loss, grads = self.module._loss_and_grad(p, x, self.targets(Y, x.shape[0]))
+        if out is None:
+            return loss, grads
+        return loss, self._written(out, grads)
+
+    def _written(self, out: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """``grads`` copied into the caller's ``out`` (checked: every parameter, its shape, a
+        writeable array of the kernel's dtype)."""
+        if not isinstance(out, Mapping) or set(out) != set(grads):
+            raise ShapeError(f"out must be a dict with the parameters' names {list(grads)}")
+        for name, g in grads.items():
+            dest = out[name]
+            if not isinstance(dest, np.ndarray) or dest.shape != g.shape or dest.dtype != self.dtype \
+                    or not dest.flags.writeable:
+                raise DTypeError(f"out[{name!r}] must be a writeable {self.dtype} array of shape {g.shape}")
+            dest[...] = g
+        return out
 
 
 def _recompile(net: Network, backend: str, dtype: str, check_finite: bool, optimizer=None,

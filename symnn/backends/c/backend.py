@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ...capabilities import Targets
 from ...declare import Network
 from ...kernel import Kernel
 from ...optim import Optimizer
@@ -32,9 +33,13 @@ def load(nets: Sequence[Network], programs: Sequence[tuple[Program, Program | No
     results = [emit_c(n, program, dtype, optimizer, train_prog) for n, (program, train_prog) in zip(nets, programs)]
     sources: dict[str, str] = {}
     cdef: list[str] = []
+    net_of = {r.prefix: n for n, r in zip(nets, results)}
     for r in results:
         sources.update(r.files)
+        # the Python API's checks in C, built into the extension only (not the emitted files)
+        sources[f"{r.prefix}__pycheck.c"], decls = _pycheck(net_of[r.prefix], r, dtype, optimizer)
         cdef += [line for line in r.cdef.splitlines() if line not in cdef]  # shared status codes once
+        cdef += decls
     prefix = results[0].prefix if len(results) == 1 else "group_" + "_".join(r.prefix for r in results)[:40]
     ext = build(prefix, sources, "\n".join(cdef) + "\n", blas=blas, openmp=openmp)
     n_state = len(optimizer.state) if optimizer is not None else None
@@ -42,6 +47,32 @@ def load(nets: Sequence[Network], programs: Sequence[tuple[Program, Program | No
                                     dropout=n.has_dropout),
                    "c", dtype, r.source, check_finite=check_finite, optimizer=optimizer,
                    build={"blas": blas, "openmp": openmp}) for n, r in zip(nets, results)]
+
+
+#: what the extension's C checks of a loss's targets (templates/c/_pycheck.c.jinja) take as kind
+_TARGET_CHECK_KIND = {Targets.REAL: 0, Targets.PROBABILITY: 1, Targets.ONE_HOT_OR_LABELS: 2}
+
+
+def _pycheck(net: Network, result, dtype: str, optimizer: Optimizer | None) -> tuple[str, list[str]]:
+    """The extension-only C entries that check a call's arguments and run its kernel
+    (templates/c/_pycheck.c.jinja), and their cffi declarations."""
+    from ...render import render
+
+    prefix, real = result.prefix, f"{result.prefix}_real"
+    blocks = [(lo, hi, _TARGET_CHECK_KIND[loss.targets])
+              for loss, (lo, hi) in zip(net.losses or (net.loss,), net.column_blocks(net.output_widths))]
+    real_bits = 64 if dtype == "float64" else 32
+    source = render("c/_pycheck.c.jinja", prefix=prefix, real=real, real_bits=real_bits, blocks=blocks,
+                    labels=result.labels,
+                    n_in=int(net.n_in), n_out=int(net.n_out), n_params=net.param_layout()[-1][2],
+                    train=optimizer is not None, n_state=bool(optimizer is not None and optimizer.state),
+                    dropout=net.has_dropout)
+    decls = [f"int {prefix}__py_run(int, int, const {real} *, const {real} *, const void *, int, int32_t *, "
+             f"ptrdiff_t, {real} *, {real} *, {real} *, size_t);"]
+    if optimizer is not None:
+        decls.append(f"int {prefix}__py_train_step(int, {real} *, {real} *, const {real} *, const void *, int, "
+                     f"int32_t *, ptrdiff_t, int64_t, uint64_t, {real} *, {real} *, size_t);")
+    return source, decls
 
 
 C = Backend("c", ".c", files, load)

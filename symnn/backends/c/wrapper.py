@@ -11,17 +11,23 @@ buffer and cffi releases the GIL during the call, so threads can share one kerne
 from __future__ import annotations
 
 import functools
+import threading
 import types
 from typing import Mapping
 
 import numpy as np
 
 from ...errors import DataError, EmptyBatchError, KernelStatusError, LabelRangeError, NonFiniteError, ShapeError
+from ...flat import FlatParams
 from ...status import Status
 
 #: status -> error; SYMNN_ERR_ALIAS is the DataError that Kernel.train_step raises for both backends
 _STATUS_ERRORS = {Status.ERR_SIZE: ShapeError, Status.ERR_EMPTY: EmptyBatchError, Status.ERR_LABEL: LabelRangeError,
                   Status.ERR_ALIAS: DataError, Status.ERR_NONFINITE: NonFiniteError}
+
+
+#: integer labels the checking entries take: int32 as they are, int64 range-checked into int32
+_LABEL_CODES = {np.dtype(np.int32): 1, np.dtype(np.int64): 2}
 
 
 class CKernelModule:
@@ -53,6 +59,15 @@ class CKernelModule:
             if labels:
                 self._fn["train_step_labels"] = getattr(self.lib, f"{prefix}_train_step_labels")
         self._layout = layout
+        self.n_in = int(getattr(self.lib, f"{prefix.upper()}_N_IN"))
+        # the checking entries (absent from a build of the emitted files alone: then every call
+        # takes the checked path)
+        self._py_run = getattr(self.lib, f"{prefix}__py_run", None)
+        self._py_train = getattr(self.lib, f"{prefix}__py_train_step", None)
+        self.fast = self._py_run is not None
+        self._array_type = f"{self.ctype}[]"
+        self._tls = threading.local()
+        self._key = id(self)
 
     # -- buffers -------------------------------------------------------------------------------
     def _ready(self, arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -115,6 +130,135 @@ class CKernelModule:
                        Y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         loss, grad = self._call_loss(params, X, Y, with_grad=True)
         return loss, self.unpack(grad)
+
+    # -- the fast path: buffers already in the kernel's layout (issue 21) -------------------------
+    # Every check the Python API makes still runs: the ones that read data (finiteness, target
+    # values, label ranges, alignment) in C, in the same call as the kernel
+    # (templates/c/_pycheck.c.jinja); the ones on an array's type, dtype and shape as attribute
+    # tests here; C order by the buffer protocol (cffi refuses a non-contiguous array). A call
+    # that does not clearly pass (the entries answer -1, "unsure", or a kernel's error status)
+    # answers None, and Kernel takes the checked path, which raises the precise error (or
+    # computes, where the C check was only unsure).
+    def _scratch(self, n: int) -> tuple:
+        """This thread's (loss pointer, work pointer, work length, rows, int32 labels): grown,
+        never shrunk, so a loop at one batch size allocates nothing; one per thread keeps
+        kernels shareable."""
+        s = getattr(self._tls, "s", None)
+        if s is None or s[3] < n:
+            rows = max(n, 2 * s[3]) if s is not None else n
+            work = self._work(rows)
+            s = self._tls.s = (self.ffi.new(f"{self.ctype} *"), self.ffi.from_buffer(self._array_type, work),
+                               work.size, rows, self.ffi.new("int32_t[]", max(rows, 1)))
+        return s
+
+    def _buffers(self, X: object, Y: object) -> tuple | None:
+        """``(n, X pointer, Y pointer, labels)`` for an (n, n_in) X of the kernel's dtype and
+        targets of that dtype (n, n_out) or int32 labels (n,) of a labels kernel; else None."""
+        if type(X) is not np.ndarray or X.dtype is not self.dtype:
+            return None
+        shape = X.shape
+        if len(shape) != 2 or shape[1] != self.n_in:
+            return None
+        n = shape[0]
+        labels = 0
+        if Y is not None:
+            if type(Y) is not np.ndarray:
+                return None
+            if Y.dtype is self.dtype:
+                if Y.shape != (n, self.n_out):
+                    return None
+            elif self.labels and Y.shape == (n,) and Y.dtype in _LABEL_CODES:
+                labels = _LABEL_CODES[Y.dtype]
+            else:
+                return None
+        try:  # the buffer protocol refuses an array that is not C-contiguous (ValueError)
+            px = self.ffi.from_buffer(self._array_type, X)
+            py = self.ffi.NULL if Y is None else self.ffi.from_buffer("char[]", Y)
+        except (BufferError, ValueError):
+            return None
+        return n, px, py, labels
+
+    def _flat_ptr(self, params: FlatParams):
+        found = params._handles.get(self._key)  # the buffer's pointer, made once per object
+        return found if found is not None else params.handle(self._key, self._from_flat)
+
+    def _params_ptr(self, params: object, layout):
+        """A pointer to the parameters in the flat layout: a FlatParams of it as it is, a dict
+        whose arrays all have the kernel's dtype and their shapes packed into a new buffer
+        (values are not read here: the C check reads them); None for anything else."""
+        if type(params) is FlatParams and params.layout is layout:
+            return self._flat_ptr(params)
+        if not isinstance(params, dict) or len(params) != len(self._layout):
+            return None
+        flat = np.empty(self.n_params, dtype=self.dtype)
+        for name, lo, hi, shape in self._layout:
+            arr = params.get(name)
+            if type(arr) is not np.ndarray or arr.dtype is not self.dtype or arr.shape != shape:
+                return None
+            flat[lo:hi] = arr.reshape(-1)
+        return self.ffi.from_buffer(self._array_type, flat)
+
+    def _from_flat(self, flat: np.ndarray):
+        return self.ffi.from_buffer(self._array_type, flat)
+
+    def fast_loss(self, params: object, X: object, Y: object, grad: FlatParams | None, check: bool,
+                  layout) -> float | None:
+        """Loss (and, with ``grad``, its gradient written into ``grad``'s buffer) on buffers in
+        the kernel's layout, or None where they are not (see above)."""
+        ready = self._buffers(X, Y)
+        if ready is None:
+            return None
+        pp = self._params_ptr(params, layout)
+        if pp is None:
+            return None
+        n, px, py, labels = ready
+        loss, work, work_len, _, lab32 = self._scratch(n)
+        kernel = 1 if grad is None else 2
+        pg = self.ffi.NULL if grad is None else self._flat_ptr(grad)
+        status = self._py_run(kernel, check, pp, px, py, labels, lab32, n, loss, pg, work, work_len)
+        # anything else: the checked path decides, and names what is wrong (a kernel that
+        # refused wrote nothing, so running the call again there is safe)
+        return loss[0] if status == Status.OK else None
+
+    def fast_forward(self, params: object, X: object, check: bool, layout) -> np.ndarray | None:
+        ready = self._buffers(X, None)
+        if ready is None:
+            return None
+        pp = self._params_ptr(params, layout)
+        if pp is None:
+            return None
+        n, px, _, _ = ready
+        out = np.empty((n, self.n_out), dtype=self.dtype)
+        loss, work, work_len, _, _ = self._scratch(n)
+        status = self._py_run(0, check, pp, px, self.ffi.NULL, 0, self.ffi.NULL, n, loss,
+                              self.ffi.from_buffer(self._array_type, out), work, work_len)
+        return out if status == Status.OK else None
+
+    def fast_train_step(self, theta: object, state: object, X: object, Y: object, step: int, seed: int,
+                        check: bool) -> float | None:
+        """``train_step`` on ready buffers; the C kernel refuses overlapping buffers itself
+        (SYMNN_ERR_ALIAS, raised as the DataError the checked path raises)."""
+        size = self.n_params
+        if self._py_train is None:
+            return None
+        if type(theta) is not np.ndarray or theta.dtype is not self.dtype or theta.shape != (size,):
+            return None
+        if type(state) is not np.ndarray or state.dtype is not self.dtype or state.shape != (self.n_state or 0, size):
+            return None
+        if not (theta.flags.writeable and state.flags.writeable):
+            return None
+        ready = self._buffers(X, Y)
+        if ready is None:
+            return None
+        n, px, py, labels = ready
+        try:
+            pt = self.ffi.from_buffer(self._array_type, theta)
+            ps = self.ffi.from_buffer(self._array_type, state) if state.size else self.ffi.NULL
+        except (BufferError, ValueError):
+            return None
+        loss, work, work_len, _, lab32 = self._scratch(n)
+        status = self._py_train(check, pt, ps, px, py, labels, lab32, n, step, seed, loss, work, work_len)
+        return loss[0] if status == Status.OK else None
 
     def raw_loss_and_grad(self, params: Mapping[str, np.ndarray], X: np.ndarray, Y: np.ndarray):
         """A zero-argument callable running the C loss-and-gradient on buffers prepared once
