@@ -16,13 +16,22 @@ SYMNN = ("symnn C", "symnn C+BLAS", "symnn NumPy", RAW)
 
 
 def _cpu() -> str:
+    """The CPU's model name with its family and model numbers (``AMD EPYC ... (family 25, model
+    17)``): a figure is only comparable with one from the same core, and the names alone do not
+    tell Zen 4 (family 25) from Zen 5 (family 26)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break  # the first processor's block is enough
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def best_symnn_c(times: dict[str, float]) -> float:

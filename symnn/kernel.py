@@ -74,6 +74,9 @@ def _require_finite(arr: np.ndarray, what: str) -> None:
         )
 
 
+_SEEDS = 2**64  # dropout seeds are uint64
+
+
 def _finite_targets(Y: np.ndarray, check_finite: bool) -> bool:
     return not check_finite or bool(np.isfinite(Y).all())
 
@@ -306,6 +309,8 @@ class Kernel(Arguments):
         arr = _as_float_array(flat, "flat parameters", self.dtype)
         if arr.shape != (self.n_params,):
             raise ShapeError(f"expected a flat vector of {self.n_params} parameters, got shape {arr.shape}")
+        if not (arr.flags.aligned and arr.dtype.isnative):
+            arr = np.require(arr.astype(self.dtype), requirements="CA")  # a copy: no view can be aligned
         return FlatParams(arr, self.flat_layout)
 
     def new_params(self, values: Mapping[str, Any] | None = None, seed: int | None = 0) -> FlatParams:
@@ -352,12 +357,12 @@ class Kernel(Arguments):
         or state entry non-finite, raises :class:`NonFiniteError` with ``theta`` and ``state``
         unchanged. ``theta`` and ``state`` must not share memory with each other, ``X`` or ``Y``
         (:class:`DataError` on both backends, C's ``SYMNN_ERR_ALIAS`` rule)."""
-        opt = self._require_optimizer()
         fast = self._fast
-        if (fast is not None and type(step) is int and step >= 1 and type(seed) is int and 0 <= seed < 2**64):
+        if fast is not None and type(step) is int and type(seed) is int and step >= 1 and 0 <= seed < _SEEDS:
             loss = fast.fast_train_step(theta, state, X, Y, step, seed, self.check_finite)
             if loss is not None:
                 return loss
+        opt = self._require_optimizer()
         theta = self._in_place(theta, "theta", (self.n_params,))
         state = self._in_place(state, "state", (len(opt.state), self.n_params))
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
@@ -423,12 +428,13 @@ class Kernel(Arguments):
         writeable array of the kernel's dtype)."""
         if not isinstance(out, Mapping) or set(out) != set(grads):
             raise ShapeError(f"out must be a dict with the parameters' names {list(grads)}")
-        for name, g in grads.items():
+        for name, g in grads.items():  # every entry checked before any is written
             dest = out[name]
             if not isinstance(dest, np.ndarray) or dest.shape != g.shape or dest.dtype != self.dtype \
                     or not dest.flags.writeable:
                 raise DTypeError(f"out[{name!r}] must be a writeable {self.dtype} array of shape {g.shape}")
-            dest[...] = g
+        for name, g in grads.items():
+            out[name][...] = g
         return out
 
 

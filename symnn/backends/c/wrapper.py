@@ -65,9 +65,12 @@ class CKernelModule:
         self._py_run = getattr(self.lib, f"{prefix}__py_run", None)
         self._py_train = getattr(self.lib, f"{prefix}__py_train_step", None)
         self.fast = self._py_run is not None
+        self._theta_shape = (self.n_params,)
+        self._state_shape = (n_state or 0, self.n_params)
         self._array_type = f"{self.ctype}[]"
         self._tls = threading.local()
         self._key = id(self)
+        self._from_buffer = self.ffi.from_buffer
 
     # -- buffers -------------------------------------------------------------------------------
     def _ready(self, arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -153,30 +156,28 @@ class CKernelModule:
 
     def _buffers(self, X: object, Y: object) -> tuple | None:
         """``(n, X pointer, Y pointer, labels)`` for an (n, n_in) X of the kernel's dtype and
-        targets of that dtype (n, n_out) or int32 labels (n,) of a labels kernel; else None."""
-        if type(X) is not np.ndarray or X.dtype is not self.dtype:
+        targets of that dtype (n, n_out) or int32/int64 labels (n,) of a labels kernel; else
+        None. (Written for the interpreter: locals, no helper calls.)"""
+        dtype = self.dtype
+        if type(X) is not np.ndarray or X.dtype is not dtype:
             return None
         shape = X.shape
         if len(shape) != 2 or shape[1] != self.n_in:
             return None
         n = shape[0]
-        labels = 0
-        if Y is not None:
+        from_buffer = self._from_buffer
+        try:  # the buffer protocol refuses an array that is not C-contiguous (ValueError)
+            px = from_buffer(self._array_type, X)
+            if Y is None:
+                return n, px, self.ffi.NULL, 0
             if type(Y) is not np.ndarray:
                 return None
-            if Y.dtype is self.dtype:
-                if Y.shape != (n, self.n_out):
-                    return None
-            elif self.labels and Y.shape == (n,) and Y.dtype in _LABEL_CODES:
-                labels = _LABEL_CODES[Y.dtype]
-            else:
-                return None
-        try:  # the buffer protocol refuses an array that is not C-contiguous (ValueError)
-            px = self.ffi.from_buffer(self._array_type, X)
-            py = self.ffi.NULL if Y is None else self.ffi.from_buffer("char[]", Y)
+            if Y.dtype is dtype:
+                return (n, px, from_buffer("char[]", Y), 0) if Y.shape == (n, self.n_out) else None
+            code = _LABEL_CODES.get(Y.dtype) if self.labels else None
+            return (n, px, from_buffer("char[]", Y), code) if code and Y.shape == (n,) else None
         except (BufferError, ValueError):
             return None
-        return n, px, py, labels
 
     def _flat_ptr(self, params: FlatParams):
         found = params._handles.get(self._key)  # the buffer's pointer, made once per object
@@ -214,6 +215,8 @@ class CKernelModule:
         n, px, py, labels = ready
         loss, work, work_len, _, lab32 = self._scratch(n)
         kernel = 1 if grad is None else 2
+        if grad is not None and not grad._flat.flags.writeable:
+            return None  # the checked path refuses a read-only out=
         pg = self.ffi.NULL if grad is None else self._flat_ptr(grad)
         status = self._py_run(kernel, check, pp, px, py, labels, lab32, n, loss, pg, work, work_len)
         # anything else: the checked path decides, and names what is wrong (a kernel that
@@ -237,28 +240,25 @@ class CKernelModule:
     def fast_train_step(self, theta: object, state: object, X: object, Y: object, step: int, seed: int,
                         check: bool) -> float | None:
         """``train_step`` on ready buffers; the C kernel refuses overlapping buffers itself
-        (SYMNN_ERR_ALIAS, raised as the DataError the checked path raises)."""
-        size = self.n_params
-        if self._py_train is None:
-            return None
-        if type(theta) is not np.ndarray or theta.dtype is not self.dtype or theta.shape != (size,):
-            return None
-        if type(state) is not np.ndarray or state.dtype is not self.dtype or state.shape != (self.n_state or 0, size):
-            return None
-        if not (theta.flags.writeable and state.flags.writeable):
+        (SYMNN_ERR_ALIAS; the checked path then raises the DataError it always raised)."""
+        dtype, train = self.dtype, self._py_train
+        if (train is None or type(theta) is not np.ndarray or type(state) is not np.ndarray
+                or theta.dtype is not dtype or state.dtype is not dtype or theta.shape != self._theta_shape
+                or state.shape != self._state_shape or not theta.flags.writeable or not state.flags.writeable):
             return None
         ready = self._buffers(X, Y)
         if ready is None:
             return None
         n, px, py, labels = ready
+        from_buffer = self._from_buffer
         try:
-            pt = self.ffi.from_buffer(self._array_type, theta)
-            ps = self.ffi.from_buffer(self._array_type, state) if state.size else self.ffi.NULL
+            pt = from_buffer(self._array_type, theta)
+            ps = from_buffer(self._array_type, state) if self.n_state else self.ffi.NULL
         except (BufferError, ValueError):
             return None
-        loss, work, work_len, _, lab32 = self._scratch(n)
-        status = self._py_train(check, pt, ps, px, py, labels, lab32, n, step, seed, loss, work, work_len)
-        return loss[0] if status == Status.OK else None
+        s = self._scratch(n)
+        status = train(check, pt, ps, px, py, labels, s[4], n, step, seed, s[0], s[1], s[2])
+        return s[0][0] if status == 0 else None  # 0: SYMNN_OK
 
     def raw_loss_and_grad(self, params: Mapping[str, np.ndarray], X: np.ndarray, Y: np.ndarray):
         """A zero-argument callable running the C loss-and-gradient on buffers prepared once
