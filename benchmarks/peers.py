@@ -365,7 +365,10 @@ def casadi_c_system(cfg: Config, params, X, Y, kind: str):
 
 
 #: symnn's columns timed through the public call, by backend and build options
-SYMNN_PUBLIC = {"symnn NumPy": ("numpy", {}), "symnn C": ("c", {}), "symnn C+BLAS": ("c", {"blas": True})}
+#: (backend, build options, gradients into out=): C writes into the caller's buffer for free,
+#: NumPy computes new arrays, which out= would only copy
+SYMNN_PUBLIC = {"symnn NumPy": ("numpy", {}, False), "symnn C": ("c", {}, True),
+                "symnn C+BLAS": ("c", {"blas": True}, True)}
 #: the plain C build's kernel called raw: buffers prepared once, no checks (issue 21's baseline)
 SYMNN_RAW = "symnn C (raw call)"
 #: the column every other system's loss and gradients are checked against
@@ -376,18 +379,20 @@ def symnn_systems(net, params, X, Y, dtype: str) -> tuple[dict[str, Grad], dict[
     """(timed calls, compile seconds, calls that return ``(loss, grads)`` for the check).
 
     The SYMNN_PUBLIC columns time what a user runs, ``k.loss_and_grad(params, X, Y, out=grads)``
-    with ``params`` and ``grads`` from ``k.new_params`` (a partial, so no frame of ours is timed); the raw column is there to show what that call
+    with ``params`` and ``grads`` from ``k.new_params`` (NumPy: without ``out=``, which would
+    only copy its new arrays) (a partial, so no frame of ours is timed); the raw column is there to show what that call
     costs over the kernel, not as symnn's headline figure. The raw call returns only the C
     status, so its check runs the same C function through the module's unpacking call."""
     systems, setup, kernels = {}, {}, {}
-    for name, (backend, options) in SYMNN_PUBLIC.items():
+    for name, (backend, options, into_out) in SYMNN_PUBLIC.items():
         t = time.perf_counter()
         kernels[name] = sn.compile(net, backend=backend, dtype=dtype, **options)
         setup[name] = time.perf_counter() - t
         k = kernels[name]
         # the documented fast form: parameters as views of one buffer, gradients into a
         # caller-owned buffer (docs/training.md, "The call, without copies")
-        systems[name] = functools.partial(k.loss_and_grad, k.new_params(params), X, Y, out=k.new_params())
+        out = {"out": k.new_params()} if into_out else {}
+        systems[name] = functools.partial(k.loss_and_grad, k.new_params(params), X, Y, **out)
     kc = kernels["symnn C"]
     p, x, y = kc.params(params), kc.inputs(X), kc.targets(Y, X.shape[0])
     systems[SYMNN_RAW] = kc.module.raw_loss_and_grad(p, x, y)

@@ -156,8 +156,19 @@ def _probabilities(name: str, arr: np.ndarray) -> None:
         raise DataError(f"{name} targets must lie in [0, 1]")
 
 
+#: how far a class row's sum may be from 1: numpy.allclose's rule (atol 1e-6 + rtol 1e-5 * 1)
+ROW_SUM_TOLERANCE = 1e-6 + 1e-5
+
+
+def simplex_rows(arr: np.ndarray) -> bool:
+    """Every entry in [0, 1] and every row summing to 1 within :data:`ROW_SUM_TOLERANCE`
+    (NaN fails every comparison; written out rather than ``np.allclose``, which costs 15 µs a
+    call on small arrays)."""
+    return bool(((arr >= 0) & (arr <= 1)).all() and (np.abs(arr.sum(axis=1) - 1.0) <= ROW_SUM_TOLERANCE).all())
+
+
 def _simplex_rows(name: str, arr: np.ndarray) -> None:
-    if (arr < 0).any() or (arr > 1).any() or not np.allclose(arr.sum(axis=1), 1.0, atol=1e-6):
+    if (arr < 0).any() or (arr > 1).any() or not (np.abs(arr.sum(axis=1) - 1.0) <= ROW_SUM_TOLERANCE).all():
         raise DataError(f"{name} targets must be one-hot or probability rows summing to 1")
 
 

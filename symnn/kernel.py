@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import naming
-from .capabilities import Targets, check_target_values
+from .capabilities import Targets, check_target_values, simplex_rows
 from .flat import FlatParams, layout_of
 from .declare import Network
 from .optim import Optimizer
@@ -56,14 +56,29 @@ def first_bad_label(labels: np.ndarray, n_classes: int) -> int | None:
     (a fraction, NaN, infinity or out of range), else None. The one rule for class labels:
     :meth:`Kernel.targets` and ``symnn train``'s CSV reader both apply it, so the command line
     cannot truncate 2.9 to 2 where the Python API refuses it."""
-    values = np.asarray(labels).astype(np.float64)
+    values = np.asarray(labels)
+    if values.dtype.kind in "iu" and values.size:  # integers: only the range can be wrong
+        if values.min() >= 0 and values.max() < n_classes:
+            return None
+    values = values.astype(np.float64)
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0) | (values >= n_classes)
     return int(np.argmax(bad)) if bad.any() else None
 
 
+def all_finite(arr: np.ndarray) -> bool:
+    """Whether every entry of a float array is finite. A sum is non-finite when an entry is
+    (infinity or NaN carry through addition), and runs without a temporary array; a finite
+    array whose sum overflows is told apart by the exact test."""
+    if arr.size < 2048:  # small: the exact test costs less than setting up the sum
+        return bool(np.isfinite(arr).all())
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(arr, axis=None)
+    return bool(np.isfinite(total)) or bool(np.isfinite(arr).all())
+
+
 def _require_finite(arr: np.ndarray, what: str) -> None:
-    if np.isfinite(arr).all():  # the common case, in one pass and no index arithmetic
+    if all_finite(arr):  # the common case: one pass, no temporary, no index arithmetic
         return
     bad = ~np.isfinite(arr)
     if bad.any():
@@ -78,7 +93,7 @@ _SEEDS = 2**64  # dropout seeds are uint64
 
 
 def _finite_targets(Y: np.ndarray, check_finite: bool) -> bool:
-    return not check_finite or bool(np.isfinite(Y).all())
+    return not check_finite or all_finite(Y)
 
 
 def _unit_targets(Y: np.ndarray, check_finite: bool) -> bool:
@@ -86,11 +101,14 @@ def _unit_targets(Y: np.ndarray, check_finite: bool) -> bool:
     return bool(((Y >= 0) & (Y <= 1)).all())
 
 
+def _class_rows(Y: np.ndarray, check_finite: bool) -> bool:
+    return simplex_rows(Y)  # NaN and infinity fail it too
+
+
 #: per declared kind of targets, a quick test that dense targets pass every check (finite and
-#: in range); False sends them to the full checks, which decide and name what is wrong. Class
-#: rows (their sums) always take the full checks.
+#: in range); False sends them to the full checks, which decide and name what is wrong
 _QUICK_TARGET_CHECKS = {Targets.REAL: _finite_targets, Targets.PROBABILITY: _unit_targets,
-                        Targets.ONE_HOT_OR_LABELS: None}
+                        Targets.ONE_HOT_OR_LABELS: _class_rows}
 
 
 def _refuse_overlap(theta: np.ndarray, state: np.ndarray, X: object, Y: object) -> None:
@@ -137,7 +155,7 @@ class Arguments:
             raise DTypeError(f"params must be a dict of arrays, got {type(params).__name__}")
         if type(params) is FlatParams and params.layout is self.flat_layout:
             # its views have the layout's shapes and dtype by construction: one scan of its buffer
-            if self.check_finite and not np.isfinite(params._flat).all():
+            if self.check_finite and not all_finite(params._flat):
                 for k, v in params.items():
                     _require_finite(v, f"parameter {k}")
             return params
@@ -164,7 +182,7 @@ class Arguments:
         inputs' names (``sn.Input(..., name=)``), packed side by side in the order of
         ``inputs=`` (the layout the emitted code takes)."""
         if (type(X) is np.ndarray and X.dtype is self.dtype and X.ndim == 2 and X.shape[1] == self._n_in
-                and X.flags.c_contiguous and (not self.check_finite or np.isfinite(X).all())):
+                and X.flags.c_contiguous and (not self.check_finite or all_finite(X))):
             return X  # ready as it is: nothing to convert, every entry finite
         net = self.network
         if isinstance(X, Mapping):
