@@ -183,8 +183,9 @@ def write_report(results, peaks, bounds, configs, out: Path, png: Path, scaling,
              f"{os.cpu_count()} logical CPUs, Python {platform.python_version()}.", "",
              "Method, systems and what each one computes: the docstring of `benchmarks/peers.py`. "
              "The symnn C, symnn C+BLAS and symnn NumPy columns (and every ratio and GFLOP/s figure "
-             "built from them) time the public call a user makes, `k.loss_and_grad(params, X, Y)`, "
-             "checks and conversions included; symnn C (raw call) times the same C kernel through "
+             "built from them) time the public call a user makes, `k.loss_and_grad(params, X, Y, "
+             "out=grads)` with `params` and `grads` from `k.new_params` (docs/training.md; NumPy "
+             "without `out=`), every check included; symnn C (raw call) times the same C kernel through "
              "`k.module.raw_loss_and_grad`, one cffi call on buffers prepared once (what an "
              "application embedding the C pays), and \"symnn C / raw call\" is the public call's "
              "cost over it. Peers are timed through their own compiled entry points. "

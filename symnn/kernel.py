@@ -67,14 +67,9 @@ def first_bad_label(labels: np.ndarray, n_classes: int) -> int | None:
 
 
 def all_finite(arr: np.ndarray) -> bool:
-    """Whether every entry of a float array is finite. A sum is non-finite when an entry is
-    (infinity or NaN carry through addition), and runs without a temporary array; a finite
-    array whose sum overflows is told apart by the exact test."""
-    if arr.size < 2048:  # small: the exact test costs less than setting up the sum
-        return bool(np.isfinite(arr).all())
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = np.add.reduce(arr, axis=None)
-    return bool(np.isfinite(total)) or bool(np.isfinite(arr).all())
+    """Whether every entry of a float array is finite (one pass; measured no slower than a
+    sum, which needs no temporary but runs no faster)."""
+    return bool(np.isfinite(arr).all())
 
 
 def _require_finite(arr: np.ndarray, what: str) -> None:

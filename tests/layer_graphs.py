@@ -159,3 +159,29 @@ TORCH_MODULES: dict[str, Callable[[], torch.nn.Module]] = {
     "resln": lambda: _Res(6, 8, 3, lambda z: torch.softmax(z, dim=1)),
     "resbce": lambda: _Res(5, 7, 2, torch.sigmoid),
     "lnplain": _Plain, "shared": _Shared}
+
+
+def run_emitted_numpy(tmp_path, net: sn.Network, p, X: np.ndarray, Y: np.ndarray):
+    """The network's emitted NumPy module imported in a fresh interpreter in which any import of
+    symnn fails, run on ``(p, X, Y)`` (the packed layout): its ``.npz`` of ``L``, ``y`` (the
+    forward output) and the gradients by parameter name."""
+    import os
+    import subprocess
+    import sys
+
+    (path,) = sn.emit(net, tmp_path, backend="numpy")
+    np.savez(tmp_path / "case.npz", X=X, Y=Y, **{f"p_{k}": v for k, v in p.items()})
+    script = (
+        "import sys, numpy as np\n"
+        "sys.modules['symnn'] = None  # any import of symnn now fails\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        f"import {path.stem} as m\n"
+        f"c = np.load({str(tmp_path / 'case.npz')!r})\n"
+        "p = {k[2:]: c[k] for k in c.files if k.startswith('p_')}\n"
+        "L, g = m.loss_and_grad(p, c['X'], c['Y'])\n"
+        f"np.savez({str(tmp_path / 'out.npz')!r}, L=L, y=m.forward(p, c['X']), **g)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 0, r.stderr
+    return np.load(tmp_path / "out.npz")

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,8 @@ from tests import latex_checks
 
 torch = pytest.importorskip("torch")
 
-from tests.layer_graphs import NAMES, NETS, TORCH_MODULES, case, rel, resln, shared, torch_loss_and_grad  # noqa: E402
+from tests.layer_graphs import (NAMES, NETS, TORCH_MODULES, case, rel, resln, run_emitted_numpy,  # noqa: E402
+                                 shared, torch_loss_and_grad)
 
 ROOT = Path(__file__).resolve().parents[2]
 DTYPES = ["float64", "float32"]
@@ -174,22 +174,7 @@ def test_emitted_c_builds_with_its_makefile_and_computes_the_kernel(tmp_path: Pa
 
 def test_emitted_numpy_imports_without_symnn_and_computes_the_kernel(tmp_path: Path, kernels) -> None:
     net, p, X, Y = case("resln", seed=6)
-    (path,) = sn.emit(net, tmp_path, backend="numpy")
-    np.savez(tmp_path / "case.npz", X=X, Y=Y, **{f"p_{k}": v for k, v in p.items()})
-    script = (
-        "import sys, numpy as np\n"
-        "sys.modules['symnn'] = None  # any import of symnn now fails\n"
-        f"sys.path.insert(0, {str(tmp_path)!r})\n"
-        f"import {path.stem} as m\n"
-        f"c = np.load({str(tmp_path / 'case.npz')!r})\n"
-        "p = {k[2:]: c[k] for k in c.files if k.startswith('p_')}\n"
-        "L, g = m.loss_and_grad(p, c['X'], c['Y'])\n"
-        f"np.savez({str(tmp_path / 'out.npz')!r}, L=L, y=m.forward(p, c['X']), **g)\n"
-    )
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": ""})
-    assert r.returncode == 0, r.stderr
-    out = np.load(tmp_path / "out.npz")
+    out = run_emitted_numpy(tmp_path, net, p, X, Y)
     k = kernels["numpy", "float64"]["resln"]
     L, g = k.loss_and_grad(p, X, Y)
     assert float(out["L"]) == L

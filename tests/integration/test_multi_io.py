@@ -22,10 +22,8 @@ the gradient checks and the training tests), and both networks in float32 in one
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -40,7 +38,7 @@ from tests import latex_checks
 
 torch = pytest.importorskip("torch")
 
-from tests.layer_graphs import rel  # noqa: E402
+from tests.layer_graphs import rel, run_emitted_numpy  # noqa: E402
 
 F = torch.nn.functional
 DTYPES = ["float64", "float32"]
@@ -570,22 +568,7 @@ def test_emitted_numpy_imports_without_symnn_and_computes_the_kernel(tmp_path: P
     loss, gradients and (packed) outputs bit for bit."""
     net, p, X, Y = case(name, seed=6)
     Xp, Yp = packed(net, X, Y)
-    (path,) = sn.emit(net, tmp_path, backend="numpy")
-    np.savez(tmp_path / "case.npz", X=Xp, Y=Yp, **{f"p_{k}": v for k, v in p.items()})
-    script = (
-        "import sys, numpy as np\n"
-        "sys.modules['symnn'] = None  # any import of symnn now fails\n"
-        f"sys.path.insert(0, {str(tmp_path)!r})\n"
-        f"import {path.stem} as m\n"
-        f"c = np.load({str(tmp_path / 'case.npz')!r})\n"
-        "p = {k[2:]: c[k] for k in c.files if k.startswith('p_')}\n"
-        "L, g = m.loss_and_grad(p, c['X'], c['Y'])\n"
-        f"np.savez({str(tmp_path / 'out.npz')!r}, L=L, y=m.forward(p, c['X']), **g)\n"
-    )
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": ""})
-    assert r.returncode == 0, r.stderr
-    out = np.load(tmp_path / "out.npz")
+    out = run_emitted_numpy(tmp_path, net, p, Xp, Yp)
     k = kernels["numpy", "float64"][name]
     L, g = k.loss_and_grad(p, X, Y)
     assert float(out["L"]) == L

@@ -202,17 +202,22 @@ class CKernelModule:
     def _from_flat(self, flat: np.ndarray):
         return self.ffi.from_buffer(self._array_type, flat)
 
-    def fast_loss(self, params: object, X: object, Y: object, grad: FlatParams | None, check: bool,
-                  layout) -> float | None:
-        """Loss (and, with ``grad``, its gradient written into ``grad``'s buffer) on buffers in
-        the kernel's layout, or None where they are not (see above)."""
+    def _call_buffers(self, params: object, X: object, Y: object, layout) -> tuple | None:
+        """``(params pointer, n, X pointer, Y pointer, labels)``, or None (see :meth:`_buffers`)."""
         ready = self._buffers(X, Y)
         if ready is None:
             return None
         pp = self._params_ptr(params, layout)
-        if pp is None:
+        return None if pp is None else (pp, *ready)
+
+    def fast_loss(self, params: object, X: object, Y: object, grad: FlatParams | None, check: bool,
+                  layout) -> float | None:
+        """Loss (and, with ``grad``, its gradient written into ``grad``'s buffer) on buffers in
+        the kernel's layout, or None where they are not (see above)."""
+        ready = self._call_buffers(params, X, Y, layout)
+        if ready is None:
             return None
-        n, px, py, labels = ready
+        pp, n, px, py, labels = ready
         loss, work, work_len, _, lab32 = self._scratch(n)
         kernel = 1 if grad is None else 2
         if grad is not None and not grad._flat.flags.writeable:
@@ -224,13 +229,10 @@ class CKernelModule:
         return loss[0] if status == Status.OK else None
 
     def fast_forward(self, params: object, X: object, check: bool, layout) -> np.ndarray | None:
-        ready = self._buffers(X, None)
+        ready = self._call_buffers(params, X, None, layout)
         if ready is None:
             return None
-        pp = self._params_ptr(params, layout)
-        if pp is None:
-            return None
-        n, px, _, _ = ready
+        pp, n, px, _, _ = ready
         out = np.empty((n, self.n_out), dtype=self.dtype)
         loss, work, work_len, _, _ = self._scratch(n)
         status = self._py_run(0, check, pp, px, self.ffi.NULL, 0, self.ffi.NULL, n, loss,
