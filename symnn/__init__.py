@@ -14,7 +14,7 @@ from .errors import *  # noqa: F403 - the exception hierarchy is public
 from .expressions import NonSmoothWarning
 from .flat import FlatParams
 from .gradcheck import GradcheckReport, gradcheck, sample_point
-from .layers import Concat, Input, Layer, LayerNorm, Tensor, concat, register_layer
+from .layers import Concat, Dropout, Input, Layer, LayerNorm, Tensor, concat, register_layer
 from .interop import from_onnx, from_torch, from_torch_state_dict, load_torch, to_state_dict
 from .persist import Model, Standardizer, export_c_params, load, save
 from .train import History, TrainResult, train
@@ -26,6 +26,7 @@ from .spec_toml import dumps_spec, load_spec, loads_spec
 __version__ = "0.1.0"
 
 __all__ = [
+    "Dropout",
     "FlatParams",
     "SGD",
     "AdaGrad",

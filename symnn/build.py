@@ -316,14 +316,15 @@ def _run_group(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run ``cmd`` in a session of its own with its output captured. On a time-out
     (``subprocess.TimeoutExpired``) or an interruption (Ctrl-C no longer reaches a process in
     another session) the whole group is killed and reaped before the exception goes on."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace", start_new_session=True)
+    proc: subprocess.Popen | None = None
     finished = False
-    try:
+    try:  # Popen inside: a Ctrl-C the moment it returns must still find the group killed
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, errors="replace", start_new_session=True)
         out, err = proc.communicate(timeout=timeout)
         finished = True
     finally:  # TimeoutExpired, KeyboardInterrupt, SystemExit: kill the group, let the error go on
-        if not finished:
+        if not finished and proc is not None:
             _kill_group(proc)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 

@@ -379,6 +379,10 @@ class Dense(Layer):
             w = rng.uniform(-a, a, size=(fan_out, fan_in))
         return {"weight": w, "bias": np.zeros(fan_out)}
 
+    @property
+    def drop_probability(self) -> float:
+        return self.dropout
+
     def describe(self) -> str:
         drop = f", dropout {self.dropout:g} in training" if self.dropout else ""
         return f"Dense({self.in_features} -> {self.out_features}), {self.activation.name}{drop}"
@@ -478,10 +482,11 @@ class Network:
         losses = _per_output_losses(loss, len(outs))
         weights = _loss_weights(loss_weights, len(outs))
         graph = trace(ins, outs)
-        for layer, lname in zip(graph.layers, graph.names):
-            if isinstance(layer, Dense) and layer.dropout:
-                raise SpecError(f"layer {lname}: dropout in a layer graph is not supported yet")
         out_calls = [graph.calls[v - len(graph.inputs)] for v in graph.outputs]
+        for call, out_name in zip(out_calls, graph.output_names):
+            if graph.layers[call.layer].drop_probability:
+                raise SpecError(f"output {out_name} is made with dropout: dropout applies to hidden values only "
+                                "(at inference it is the identity; drop it there)")
         for call in graph.calls:
             layer = graph.layers[call.layer]
             if isinstance(layer, Dense) and layer.activation.is_rowwise and call not in out_calls:
@@ -588,7 +593,7 @@ class Network:
 
     @property
     def has_dropout(self) -> bool:
-        return any(getattr(layer, "dropout", 0.0) for layer in self.layers)
+        return any(layer.drop_probability for layer in self.layers)
 
     @property
     def is_concrete(self) -> bool:

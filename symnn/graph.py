@@ -145,11 +145,23 @@ def mask_name(layer: int) -> str:
 
 
 def dropout_masks(net: Network) -> list[tuple[str, int, int, float]]:
-    """``[(mask name, layer, width, drop probability)]`` for the layers with dropout."""
-    if net.graph is not None:  # refused at construction: no dropout in a layer graph yet
-        return []
+    """``[(mask name, key, width, drop probability)]`` for the layers with dropout: a
+    Sequential network's by layer number; a layer graph's by call, numbered 1, 2, ... in call
+    order (a layer called twice draws a mask per call)."""
+    if net.graph is not None:
+        g = net.graph
+        drops = [(call, g.layers[call.layer].drop_probability) for call in g.calls]
+        return [(mask_name(k), k, int(call.shape[0]), p)
+                for k, (call, p) in enumerate(((c, p) for c, p in drops if p), 1)]
     return [(mask_name(i), i, int(layer.out_features), layer.dropout)
             for i, layer in enumerate(net.layers, 1) if layer.dropout]
+
+
+def _dropped(a: ir.Node, mask: ir.Node, p: float) -> ir.Node:
+    """Inverted dropout: ``a * M / (1 - p)`` with the 0/1 mask ``M`` an input of the training graph."""
+    u, k = sp.Symbol("u", real=True), sp.Symbol("k", real=True)
+    keep = sp.Float(1 / (1 - p), 17)
+    return ir.map_(ir.Elementwise("dropout", (u, k), u * k * keep), a, mask)
 
 
 def _head_loss(loss, width: object, a: ir.Node, Y: ir.Node) -> ir.Node:
@@ -200,7 +212,7 @@ def _loss_terms(net: Network, a: ir.Node, Y: ir.Node, weights: list[ir.Node]) ->
     return data_loss, _with_penalties(net, data_loss, weights)
 
 
-def _graph_forward(net: Network) -> ForwardGraph:
+def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
     """A layer graph lowered call by call: each layer builds its IR from its inputs' nodes and
     its parameters; the values it names become labels (``Z^{(dense1)}``)."""
     g = net.graph
@@ -228,6 +240,7 @@ def _graph_forward(net: Network) -> ForwardGraph:
         values.append(X)
     zs, acts, activations = [], [], []
     pre_of: dict[int, ir.Node | None] = {}
+    drops = 0
     for call, tag in zip(g.calls, g.call_tags):
         layer = g.layers[call.layer]
         built = layer.build([values[i] for i in call.inputs], by_layer[call.layer])
@@ -242,7 +255,12 @@ def _graph_forward(net: Network) -> ForwardGraph:
                                 f"{tag}.delta" if pre else f"{tag}.v{i}.ct", pre))
         labels.append(Label(built.output, f"{tag}__out", layer.OUTPUT_TEX, sup, tag, f"{tag}.ct"))
         pre_of[len(values)] = next((node for node, letter in built.named if letter == "Z"), None)
-        values.append(built.output)
+        out_node = built.output
+        if layer.drop_probability:
+            drops += 1
+            if training:  # the mask of the k-th call with dropout (dropout_masks numbers them alike)
+                out_node = _dropped(out_node, ir.input_(mask_name(drops), out_node.shape), layer.drop_probability)
+        values.append(out_node)
     weights = [params[naming.param_ident(f"{lname}.weight")] for layer, lname in zip(g.layers, g.names)
                if isinstance(layer, Dense)]
     heads = []
@@ -287,7 +305,7 @@ def build_forward(net: Network, training: bool = False) -> ForwardGraph:
     mask into the gradient like any element-wise factor.
     """
     if net.graph is not None:
-        return _graph_forward(net)
+        return _graph_forward(net, training)
     N = naming.N
     X = ir.input_("X", (N, net.n_in))
     Y = ir.input_("Y", (N, net.n_out))
@@ -302,10 +320,7 @@ def build_forward(net: Network, training: bool = False) -> ForwardGraph:
         zs.append(z)
         acts.append(a)
         if training and layer.dropout:
-            mask = ir.input_(mask_name(i), (N, layer.out_features))
-            u, k = sp.Symbol("u", real=True), sp.Symbol("k", real=True)
-            keep = sp.Float(1 / (1 - layer.dropout), 17)
-            a = ir.map_(ir.Elementwise("dropout", (u, k), u * k * keep), a, mask)
+            a = _dropped(a, ir.input_(mask_name(i), (N, layer.out_features)), layer.dropout)
     weights = [params[naming.weight(i)] for i in range(1, len(net.layers) + 1)]
     data_loss, loss = _loss_terms(net, a, Y, weights)
     heads = (Head("Y", a, zs[-1], Y, net.loss, 1.0, data_loss),)

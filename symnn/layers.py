@@ -25,7 +25,7 @@ import numpy as np
 import sympy as sp
 
 from . import ir, naming
-from .errors import LayerSizeMismatchError, SpecError, SpecTypeError
+from .errors import ConfigError, LayerSizeMismatchError, SpecError, SpecTypeError
 
 Shape = tuple[int, ...]
 
@@ -123,6 +123,14 @@ class Layer:
 
     def describe(self) -> str:
         return type(self).__name__
+
+    @property
+    def drop_probability(self) -> float:
+        """The probability with which training zeroes each entry of this layer's output (inverted
+        dropout: the kept entries are scaled by 1/(1 - p)); 0 for a layer without dropout. The
+        training graph multiplies the output by a mask input (:func:`symnn.graph.dropout_masks`);
+        forward, loss and loss_and_grad leave it out, as PyTorch's ``eval()``."""
+        return 0.0
 
     @property
     def layer_name(self) -> str | None:
@@ -255,6 +263,44 @@ class Concat(Layer):
         return "Concat"
 
 
+@dataclass(frozen=True)
+class Dropout(Layer):
+    """Inverted dropout with probability ``p``, as ``torch.nn.Dropout(p)``: in ``train_step``
+    each entry is zeroed with probability p and the rest scaled by 1/(1 - p), with masks drawn
+    by the emitted counter-based generator (keyed by seed, step and the dropout's place); in
+    ``forward``, ``loss`` and ``loss_and_grad`` it is the identity (``eval()``)."""
+
+    p: float = 0.5
+    name: str | None = None
+
+    KIND: ClassVar[str] = "dropout"
+
+    def __init__(self, p: float = 0.5, *, name: str | None = None) -> None:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):
+            raise SpecTypeError(f"Dropout p must be a real number in [0, 1), got {p!r}")
+        if not 0.0 <= p < 1.0:  # refuses NaN too
+            raise ConfigError(f"Dropout p must be in [0, 1), got {p!r}")
+        object.__setattr__(self, "p", float(p))
+        object.__setattr__(self, "name", _check_name(name))
+
+    @property
+    def drop_probability(self) -> float:
+        return self.p
+
+    def output_shape(self, *shapes: Shape) -> Shape:
+        if len(shapes) != 1:
+            raise SpecError(f"Dropout takes one tensor, got {len(shapes)}")
+        if len(shapes[0]) != 1:
+            raise LayerSizeMismatchError(f"Dropout applies to a tensor of features, got shape {shapes[0]}")
+        return shapes[0]
+
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+        return Emitted(inputs[0])  # the identity; training adds the mask (symnn.graph)
+
+    def describe(self) -> str:
+        return f"Dropout({self.p:g}) in training"
+
+
 def concat(tensors: Sequence[Tensor], *, name: str | None = None) -> Tensor:
     """``tensors`` joined along the features (``torch.cat(tensors, dim=1)``): shapes (d1,),
     (d2,), ... give (d1 + d2 + ...,)."""
@@ -265,7 +311,7 @@ def concat(tensors: Sequence[Tensor], *, name: str | None = None) -> Tensor:
 
 
 #: every layer class a graph may hold (the spec reader and the importers look layers up here)
-LAYERS: dict[str, type[Layer]] = {"add": Add, "layernorm": LayerNorm, "concat": Concat}
+LAYERS: dict[str, type[Layer]] = {"add": Add, "layernorm": LayerNorm, "concat": Concat, "dropout": Dropout}
 
 
 def register_layer(cls: type[Layer]) -> type[Layer]:
@@ -420,5 +466,5 @@ def _names(layers: Sequence[Layer]) -> list[str]:
     return names
 
 
-__all__ = ["Add", "Call", "Concat", "Emitted", "Graph", "Input", "LAYERS", "Layer", "LayerNorm", "Tensor",
+__all__ = ["Add", "Call", "Concat", "Dropout", "Emitted", "Graph", "Input", "LAYERS", "Layer", "LayerNorm", "Tensor",
            "concat", "register_layer", "trace"]

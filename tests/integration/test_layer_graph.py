@@ -291,7 +291,7 @@ def _duplicate_names():
 
 def _dropout():
     x = sn.Input(3)
-    return sn.Network(inputs=x, outputs=sn.Dense(3, 2)(sn.Dense(3, 3, "relu", dropout=0.5)(x)), loss="mse")
+    return sn.Network(inputs=x, outputs=sn.Dense(3, 2, dropout=0.5)(sn.Dense(3, 3, "relu")(x)), loss="mse")
 
 
 BAD = {
@@ -307,7 +307,7 @@ BAD = {
     "several unnamed inputs": (_two_unnamed_inputs, SpecError, "named"),
     "several outputs, one loss": (_two_outputs_one_loss, SpecError, "one loss per output"),
     "an input no output reads": (_unused_input, SpecError, "no output reads"),
-    "dropout in a graph": (_dropout, SpecError, "dropout in a layer graph"),
+    "dropout on an output": (_dropout, SpecError, "dropout applies to hidden values only"),
     "a layer called on an array": (lambda: sn.Dense(3, 2)(np.zeros((4, 3))), SpecTypeError, "ndarray"),
     "a layer called on a number": (lambda: sn.LayerNorm(3)(1.0), SpecTypeError, "float"),
     "both forms at once": (lambda: sn.Network([sn.Dense(3, 2)], inputs=sn.Input(3),

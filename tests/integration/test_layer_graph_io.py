@@ -188,7 +188,7 @@ TAMPERED = {
     "neither layer nor reuse": (_drop(1, "layer"), "node 2", "either layer"),
     "a missing constructor argument": (_drop(0, "out_features"), "node 1", "out_features"),
     "a bad activation": (_set(0, "activation", {"name": "rm_rf", "user": False}), "node 1", "rm_rf"),
-    "dropout in a graph": (_set(0, "dropout", 0.5), "graph", "dropout in a layer graph"),
+    "dropout on an output": (_set(-1, "dropout", 0.5), "graph", "dropout applies to hidden values only"),
 }
 
 
@@ -287,7 +287,8 @@ BAD_SPECS = {
     "an undefined operand": (HAND_WRITTEN.replace('inputs = ["h", "n"]', 'inputs = ["h", "m"]'), "node 3"),
     "two outputs, one loss": (HAND_WRITTEN.replace('outputs = ["head"]', 'outputs = ["head", "h"]'), "one loss per output"),
     "two losses, one output": (HAND_WRITTEN.replace('loss = "cross_entropy"', 'loss = ["cross_entropy", "mse"]'), "2 losses for 1 output"),
-    "dropout": (HAND_WRITTEN.replace('id = "h"\n', 'id = "h"\ndropout = 0.5\n'), "dropout in a layer graph"),
+    "dropout on an output": (HAND_WRITTEN.replace('id = "head"\n', 'id = "head"\ndropout = 0.5\n'),
+                             "dropout applies to hidden values only"),
     "a Sequential key in a graph": (HAND_WRITTEN.replace('normalized_shape = 6', 'in = 6'), "node 2"),
 }
 
