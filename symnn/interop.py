@@ -1,5 +1,6 @@
-"""Interop: ``from_torch`` turns an ``nn.Sequential`` of Linear, activation and Dropout layers,
-and ``from_onnx`` an ONNX MLP, into a :class:`~symnn.declare.Network` and its parameters;
+"""Interop: ``from_torch`` turns an ``nn.Sequential`` of Linear, activation and Dropout layers
+(or a module ``torch.fx`` traces: symnn/torch_fx.py), and ``from_onnx`` an ONNX MLP, into a
+:class:`~symnn.declare.Network` and its parameters;
 ``load_torch``/``from_torch_state_dict`` read a saved ``state_dict`` for a network described
 by a symnn spec; ``to_state_dict`` goes back to PyTorch.
 
@@ -21,7 +22,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -39,9 +40,12 @@ _ACTIVATIONS = {
 }
 
 
-def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp",
-               dtype: str = "float64") -> tuple[Network, dict[str, np.ndarray]]:
-    """``(network, params)`` from ``nn.Sequential(Linear, act, Dropout, Linear, act, ...)``.
+def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dtype: str = "float64",
+               input_shapes: Sequence[int] | None = None) -> tuple[Network, dict[str, np.ndarray]]:
+    """``(network, params)`` from ``nn.Sequential(Linear, act, Dropout, Linear, act, ...)``, or
+    from any module whose ``forward`` ``torch.fx`` can trace, built from the supported layers.
+
+    **nn.Sequential** (a Sequential network, parameters ``W1, b1, ...``):
 
     Each Linear may be followed by at most one activation (none means identity), then at most
     one ``nn.Dropout(p)``, which becomes the layer's ``dropout=p``: the identity in ``forward``,
@@ -52,16 +56,37 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp",
     one output, else ``"mse"``). ``Softmax`` must act on the last dimension; ``Softplus`` must
     have its default beta and threshold; ``GELU`` must be exact.
 
+    **Another module** is traced with ``torch.fx.symbolic_trace`` and rebuilt as a layer graph
+    (docs/layer_graphs.md): ``nn.Linear`` becomes ``sn.Dense``, with the activation module or
+    function right after it folded in when the Linear's output feeds only that activation;
+    ``nn.LayerNorm`` (one normalized dimension) ``sn.LayerNorm``; ``nn.Dropout`` ``sn.Dropout``;
+    ``a + b`` an add; ``torch.cat(..., dim=1)`` ``sn.concat``. Each layer is named after the
+    attribute holding its module (``self.fc1`` -> ``fc1``), so the parameters are keyed
+    ``fc1.weight``... and ``to_state_dict(net, params)`` has exactly ``module.state_dict()``'s
+    keys and shapes; a module called twice shares its parameters. forward's arguments are the
+    inputs (named by the arguments when there are several), its returned tensor or tuple the
+    outputs (several need one loss each: ``loss=[...]``, or the defaults per output). An input's
+    width is read from the Linear or LayerNorm that reads it; when none does, pass
+    ``input_shapes=[width, ...]``, one per forward argument.
+
     Raises:
-        SpecTypeError: not an ``nn.Sequential`` / an unsupported layer (named, with its index).
-        SpecError: a structural problem (activation first, two activations in a row...).
+        SpecTypeError: not a module / an unsupported layer (named, with its index or its fx
+            node) / a module torch.fx cannot trace (control flow on tensor values).
+        SpecError: a structural problem (activation first, two activations in a row, an
+            activation that follows no Linear, a nested submodule ``block.0``, a parameter or
+            buffer no layer maps, an input width that is not known...).
     """
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - only without the oracle extra
         raise SpecTypeError('from_torch needs PyTorch: pip install "symnn[oracle]"') from exc
     if not isinstance(module, torch.nn.Sequential):
-        raise SpecTypeError(f"from_torch expects an nn.Sequential, got {type(module).__name__}")
+        from .torch_fx import from_traced
+
+        return from_traced(torch, module, loss, name, dtype, input_shapes)
+    if input_shapes is not None:
+        raise ConfigError("input_shapes= is for a traced module; an nn.Sequential's first Linear "
+                          "gives its width")
     layers: list[_TorchLayer] = []
     for idx, child in enumerate(module):
         kind = type(child).__name__
@@ -79,7 +104,7 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp",
             after = " (a Dropout goes after the activation)" if dropped else ""
             raise SpecError(f"layer {idx} ({kind}) must follow a Linear layer{after}")
         act_name, carried = _ACTIVATIONS[kind]
-        _check_variant(child, kind, idx)
+        _check_variant(child, kind, f"layer {idx}")
         params = {ours: float(getattr(child, theirs)) for ours, theirs in carried.items()}
         layers[-1].activation = Activation.builtin(act_name, **params)
     if not layers:
@@ -127,18 +152,22 @@ def _assemble(layers: list, loss: object, name: str, dtype: str) -> tuple[Networ
         values[f"W{i}"] = _weights(w, f"W{i}", dtype)
         values[f"b{i}"] = _weights(b, f"b{i}", dtype)
     if loss is None:
-        last = dense[-1].activation
-        loss = ("cross_entropy" if last.is_rowwise else
-                "bce" if last.link is Link.LOGISTIC and dense[-1].out_features == 1 else "mse")
+        loss = default_loss(dense[-1].activation, dense[-1].out_features)
     return Network(dense, loss=loss, name=name), values
+
+
+def default_loss(last: Activation, width: object) -> str:
+    """The loss an imported output gets without ``loss=`` (a torch module has none): cross-entropy
+    after a softmax, BCE after a sigmoid with one output, else MSE."""
+    return ("cross_entropy" if last.is_rowwise else
+            "bce" if last.link is Link.LOGISTIC and width == 1 else "mse")
 
 
 def _weights(values: Any, what: str, dtype: str) -> np.ndarray:
     """``values`` as a fresh C-ordered ``dtype`` array (never sharing the source's memory),
     refused if an entry is not finite there: NaN or infinite weights (or float64 weights beyond
     float32's range) would make every output NaN, or print as a literal no C compiler takes."""
-    if dtype not in ("float64", "float32"):
-        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    _check_dtype(dtype)
     from .kernel import as_real_array  # complex weights are refused, not cast to their real part
 
     with np.errstate(over="ignore"):
@@ -150,13 +179,20 @@ def _weights(values: Any, what: str, dtype: str) -> np.ndarray:
     return out
 
 
-def _check_variant(child: Any, kind: str, idx: int) -> None:
+def _check_dtype(dtype: object) -> None:
+    if dtype not in ("float64", "float32"):
+        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+
+
+def _check_variant(child: Any, kind: str, where: str) -> None:
+    """Refuse a torch activation whose settings symnn's activation of that name does not match
+    (``where`` says which layer or fx node it is)."""
     if kind == "Softmax" and child.dim not in (-1, 1, None):
-        raise SpecTypeError(f"layer {idx}: Softmax(dim={child.dim}) is not row-wise; use dim=-1")
+        raise SpecTypeError(f"{where}: Softmax(dim={child.dim}) is not row-wise; use dim=-1")
     if kind == "Softplus" and (child.beta != 1 or child.threshold != 20):
-        raise SpecTypeError(f"layer {idx}: only Softplus(beta=1, threshold=20) is supported")
+        raise SpecTypeError(f"{where}: only Softplus(beta=1, threshold=20) is supported")
     if kind == "GELU" and child.approximate != "none":
-        raise SpecTypeError(f"layer {idx}: only the exact GELU is supported (approximate='none')")
+        raise SpecTypeError(f"{where}: only the exact GELU is supported (approximate='none')")
 
 
 def to_state_dict(net: Network, params: Mapping[str, Any]) -> dict[str, Any]:

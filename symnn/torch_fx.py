@@ -1,0 +1,410 @@
+"""``sn.from_torch`` for a module that is not an ``nn.Sequential``: its ``forward`` is traced
+with ``torch.fx.symbolic_trace`` and the traced graph is rebuilt as a symnn layer graph.
+
+Each supported node becomes the symnn layer with PyTorch's semantics: ``nn.Linear`` (with the
+activation right after it folded in) an ``sn.Dense``, ``nn.LayerNorm`` an ``sn.LayerNorm``,
+``nn.Dropout`` an ``sn.Dropout``, ``a + b`` an add and ``torch.cat(dim=1)`` an ``sn.concat``.
+A layer is named after the attribute that holds its module, so the network's parameter names
+are the module's ``state_dict()`` keys, checked one for one: anything the module holds that
+symnn would not map is refused rather than dropped.
+
+Everything is classified before any layer is built: an unsupported node is reported, with what
+is supported, before any work.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from . import naming
+from .declare import Activation, Dense, Network
+from .errors import ModelFormatError, SpecError, SpecTypeError
+from .layers import Dropout, Input, Layer, LayerNorm, Tensor, concat
+from .naming import shown
+
+_SUPPORTED = ("nn.Linear (with the activation module or function right after it), nn.LayerNorm "
+              "(one normalized dimension), nn.Dropout, nn.Identity, a + b (operator.add, torch.add), "
+              "torch.cat(dim=1 or -1), and as a Linear's activation {activations}")
+
+
+class _Kind(enum.Enum):
+    """What a traced node becomes."""
+
+    INPUT = enum.auto()
+    LINEAR = enum.auto()
+    LAYERNORM = enum.auto()
+    DROPOUT = enum.auto()
+    IDENTITY = enum.auto()
+    ACTIVATION = enum.auto()
+    ADD = enum.auto()
+    CAT = enum.auto()
+    OUTPUT = enum.auto()
+
+
+@dataclass(frozen=True)
+class _Role:
+    """A classified node: its kind, the tensor nodes it reads (in order), the torch module it
+    calls (call_module) and, for an activation, the symnn activation it is."""
+
+    kind: _Kind
+    operands: tuple[Any, ...] = ()
+    module: Any = None
+    activation: Activation | None = None
+
+
+def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
+                input_shapes: Sequence[int] | None) -> tuple[Network, dict[str, np.ndarray]]:
+    """``(network, params)`` for a module ``torch.fx`` can trace (see :func:`symnn.from_torch`)."""
+    from .interop import _check_dtype
+
+    if not isinstance(module, torch.nn.Module):
+        raise SpecTypeError(f"from_torch expects an nn.Sequential or an nn.Module that torch.fx can trace, "
+                            f"got {type(module).__name__}")
+    _check_dtype(dtype)
+    graph = _trace(torch, module)
+    roles = {node: _role(torch, module, node) for node in graph.nodes}
+    placeholders = [node for node in graph.nodes if roles[node].kind is _Kind.INPUT]
+    widths = _input_widths(placeholders, roles, input_shapes)
+    inputs, outputs = _build(graph, roles, placeholders, widths)
+    if loss is None:
+        defaults = [_default_loss(t) for t in outputs]
+        loss = defaults[0] if len(defaults) == 1 else defaults
+    net = Network(inputs=inputs, outputs=outputs if len(outputs) > 1 else outputs[0], loss=loss, name=name)
+    return net, _params(torch, module, net, dtype)
+
+
+def _trace(torch: Any, module: Any) -> Any:
+    """The fx graph of ``module.forward``; a failed trace is a :class:`SpecTypeError` naming the
+    module (data-dependent control flow, an unsupported Python construct...)."""
+    try:
+        return torch.fx.symbolic_trace(module).graph
+    # what user code run on proxies raises: TraceError (a ValueError) for control flow, and
+    # whatever the module's own code throws at a proxy
+    except (ValueError, TypeError, RuntimeError, AttributeError, NotImplementedError, IndexError,
+            KeyError, AssertionError) as exc:
+        raise SpecTypeError(f"torch.fx cannot trace {type(module).__name__}: {_one_line(exc)}. from_torch "
+                            "reads an nn.Sequential, or a module whose forward torch.fx.symbolic_trace can "
+                            "follow (no control flow on tensor values)") from exc
+
+
+def _where(node: Any) -> str:
+    target = node.target
+    if not isinstance(target, str):
+        target = getattr(target, "__name__", repr(target))
+    return f"node {shown(node.name)} ({node.op} {shown(target)})"
+
+
+def _unsupported(node: Any, what: str = "") -> SpecTypeError:
+    from .interop import _ACTIVATIONS
+
+    listed = _SUPPORTED.format(activations=", ".join(sorted(_ACTIVATIONS)))
+    return SpecTypeError(f"{_where(node)}{what} is not supported; from_torch reads an nn.Sequential, or a "
+                         f"traced module built from {listed}")
+
+
+def _role(torch: Any, root: Any, node: Any) -> _Role:
+    """Classify one node, refusing what symnn has no layer for."""
+    if node.op == "placeholder":
+        return _Role(_Kind.INPUT)
+    if node.op == "output":
+        outs = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
+        if not outs or not all(isinstance(o, torch.fx.Node) for o in outs):
+            raise SpecTypeError(f"{_where(node)}: forward must return a tensor or a tuple of tensors")
+        return _Role(_Kind.OUTPUT, tuple(outs))
+    if node.op == "call_module":
+        return _module_role(torch, root, node)
+    if node.op == "call_function":
+        return _function_role(torch, node)
+    if node.op == "call_method":
+        return _method_role(torch, node)
+    raise _unsupported(node)
+
+
+def _single_operand(torch: Any, node: Any) -> tuple[Any]:
+    if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], torch.fx.Node):
+        raise _unsupported(node, " with arguments other than one tensor")
+    return (node.args[0],)
+
+
+def _module_role(torch: Any, root: Any, node: Any) -> _Role:
+    from .interop import _ACTIVATIONS, _check_variant
+
+    sub = root.get_submodule(node.target)
+    nn = torch.nn
+    cls = type(sub)
+    if isinstance(sub, nn.Linear):
+        if sub.bias is None:
+            raise SpecTypeError(f"{_where(node)}: Linear(bias=False) is not supported (a symnn Dense has a bias)")
+        return _Role(_Kind.LINEAR, _single_operand(torch, node), sub)
+    if cls is nn.LayerNorm:
+        if len(sub.normalized_shape) != 1:
+            raise SpecTypeError(f"{_where(node)}: LayerNorm over {len(sub.normalized_shape)} dimensions; "
+                                "symnn normalises the features of rank-1 samples only")
+        if sub.elementwise_affine and sub.bias is None:
+            raise SpecTypeError(f"{_where(node)}: LayerNorm(bias=False) is not supported")
+        return _Role(_Kind.LAYERNORM, _single_operand(torch, node), sub)
+    if cls is nn.Dropout:  # the exact class: AlphaDropout, Dropout1d... differ
+        return _Role(_Kind.DROPOUT, _single_operand(torch, node), sub)
+    if cls is nn.Identity:
+        return _Role(_Kind.IDENTITY, _single_operand(torch, node), sub)
+    kind = cls.__name__
+    if kind in _ACTIVATIONS and cls is getattr(nn, kind):
+        _check_variant(sub, kind, _where(node))
+        return _Role(_Kind.ACTIVATION, _single_operand(torch, node), sub, _activation(sub, kind))
+    raise _unsupported(node, f": {kind}")
+
+
+def _activation(settings: Any, kind: str) -> Activation:
+    """The symnn activation for torch activation ``kind`` with the settings on ``settings``."""
+    from .interop import _ACTIVATIONS
+
+    act_name, carried = _ACTIVATIONS[kind]
+    values = {ours: float(getattr(settings, theirs)) for ours, theirs in carried.items()}
+    return Activation.builtin(act_name, **values)
+
+
+def _function_table(torch: Any) -> dict[Callable, tuple[str, tuple[str, ...]]]:
+    """Activation functions -> (torch module class name, their arguments after the input in order)."""
+    F = torch.nn.functional
+    return {
+        torch.relu: ("ReLU", ()), F.relu: ("ReLU", ("inplace",)), torch.tanh: ("Tanh", ()),
+        F.tanh: ("Tanh", ()), torch.sigmoid: ("Sigmoid", ()), F.sigmoid: ("Sigmoid", ()),
+        F.leaky_relu: ("LeakyReLU", ("negative_slope", "inplace")), F.elu: ("ELU", ("alpha", "inplace")),
+        F.softplus: ("Softplus", ("beta", "threshold")), F.silu: ("SiLU", ("inplace",)),
+        F.gelu: ("GELU", ("approximate",)), F.softsign: ("Softsign", ()),
+        F.softmax: ("Softmax", ("dim", "_stacklevel", "dtype")), torch.softmax: ("Softmax", ("dim", "dtype")),
+    }
+
+
+#: tensor methods that are activations -> (torch module class name, arguments after self)
+_METHODS = {"relu": ("ReLU", ()), "tanh": ("Tanh", ()), "sigmoid": ("Sigmoid", ()),
+            "softmax": ("Softmax", ("dim", "dtype"))}
+#: arguments that do not change the value (``inplace``) or the call's bookkeeping
+_IGNORED_ARGS = ("inplace", "_stacklevel")
+
+
+def _function_role(torch: Any, node: Any) -> _Role:
+    target = node.target
+    if target in (operator.add, torch.add):
+        return _add_role(torch, node)
+    if target in (torch.cat, torch.concat):
+        return _cat_role(torch, node)
+    table = _function_table(torch)
+    if target in table:
+        kind, names = table[target]
+        return _activation_call(torch, node, kind, names)
+    raise _unsupported(node)
+
+
+def _method_role(torch: Any, node: Any) -> _Role:
+    if node.target == "add":
+        return _add_role(torch, node)
+    if node.target in _METHODS:
+        kind, names = _METHODS[node.target]
+        return _activation_call(torch, node, kind, names)
+    raise _unsupported(node)
+
+
+def _activation_call(torch: Any, node: Any, kind: str, names: tuple[str, ...]) -> _Role:
+    """An activation function or method: its arguments set on a default torch module of that
+    kind, so the module path's variant checks and carried parameters apply unchanged."""
+    from .interop import _check_variant
+
+    if not node.args or not isinstance(node.args[0], torch.fx.Node) or len(node.args) - 1 > len(names):
+        raise _unsupported(node, " with these arguments")
+    given = dict(zip(names, node.args[1:]))
+    for key, value in node.kwargs.items():
+        if key not in names or key in given:
+            raise _unsupported(node, f" with argument {shown(key)}")
+        given[key] = value
+    settings = getattr(torch.nn, kind)()
+    for key, value in given.items():
+        if isinstance(value, torch.fx.Node):  # a setting computed from tensors: not a constant
+            raise _unsupported(node, f" with {key} computed in forward")
+        if key == "dtype" and value is not None:
+            raise _unsupported(node, f" with dtype={value}")
+        if key not in _IGNORED_ARGS and key != "dtype":
+            setattr(settings, key, value)
+    _check_variant(settings, kind, _where(node))
+    return _Role(_Kind.ACTIVATION, (node.args[0],), activation=_activation(settings, kind))
+
+
+def _add_role(torch: Any, node: Any) -> _Role:
+    args = node.args
+    alpha = node.kwargs.get("alpha", 1)
+    if (len(args) != 2 or set(node.kwargs) - {"alpha"} or alpha != 1
+            or not all(isinstance(a, torch.fx.Node) for a in args)):
+        raise _unsupported(node, " other than the sum of two tensors (a constant offset is a Linear's bias)")
+    return _Role(_Kind.ADD, tuple(args))
+
+
+def _cat_role(torch: Any, node: Any) -> _Role:
+    given = dict(zip(("tensors", "dim"), node.args))
+    for key, value in node.kwargs.items():
+        if key not in ("tensors", "dim") or key in given:
+            raise _unsupported(node, f" with argument {shown(key)}")
+        given[key] = value
+    tensors, dim = given.get("tensors"), given.get("dim", 0)
+    if not isinstance(tensors, (list, tuple)) or not all(isinstance(t, torch.fx.Node) for t in tensors):
+        raise _unsupported(node, " on something other than a list of tensors")
+    if dim not in (1, -1):
+        raise SpecError(f"{_where(node)}: torch.cat(dim={dim}) does not join features; symnn joins along "
+                        "dim=1 (or -1) of batch-first (N, features) tensors")
+    return _Role(_Kind.CAT, tuple(tensors))
+
+
+def _input_widths(placeholders: Sequence[Any], roles: Mapping[Any, _Role],
+                  input_shapes: Sequence[int] | None) -> list[int]:
+    """One width per forward argument: ``input_shapes`` if given, else read off a Linear's
+    ``in_features`` or a LayerNorm's size among the argument's consumers (the fx graph has no
+    shapes)."""
+    if input_shapes is not None:
+        if isinstance(input_shapes, (str, bytes)) or not isinstance(input_shapes, Sequence):
+            raise SpecTypeError(f"input_shapes must be a list of widths, one per forward argument, got "
+                                f"{type(input_shapes).__name__}")
+        if len(input_shapes) != len(placeholders):
+            raise SpecError(f"input_shapes gives {len(input_shapes)} width(s); forward takes "
+                            f"{len(placeholders)} argument(s): {', '.join(str(p.target) for p in placeholders)}")
+        return list(input_shapes)
+    widths = []
+    for p in placeholders:
+        width = None
+        for user in p.users:
+            role = roles[user]
+            if role.kind is _Kind.LINEAR and role.operands[0] is p:
+                width = int(role.module.in_features)
+            elif role.kind is _Kind.LAYERNORM:
+                width = int(role.module.normalized_shape[0])
+            if width is not None:
+                break
+        if width is None:
+            raise SpecError(f"the width of forward argument {shown(p.target)} is not in the traced graph (no "
+                            "Linear or LayerNorm reads it directly); pass input_shapes=[...], one width per "
+                            "forward argument, in order")
+        widths.append(width)
+    return widths
+
+
+def _layer_name(node: Any) -> str:
+    """The symnn name of the layer a call_module node calls: the module's attribute name, so
+    that its parameters are keyed as in ``state_dict()``."""
+    path = str(node.target)
+    if "." in path:
+        raise SpecError(f"{_where(node)}: {shown(path)} is a nested submodule; from_torch reads modules whose "
+                        "layers are direct attributes (self.fc1 = nn.Linear(...)) so that the network's "
+                        "parameter names are the state_dict keys; nested submodules are not supported yet")
+    try:
+        return naming.layer_name(path)
+    except SpecError as exc:  # not a plain name: it could not key the parameters as the state_dict does
+        raise SpecError(f"{_where(node)}: the attribute {shown(path)} cannot name a symnn layer "
+                        f"({exc})") from exc
+
+
+def _layer(cache: dict[str, Layer], node: Any, made: Layer) -> Layer:
+    """The layer for a module called at ``node``: one layer per module, so a module called twice
+    shares its parameters, as in torch."""
+    key = str(node.target)
+    held = cache.setdefault(key, made)
+    if held != made:
+        raise SpecError(f"{_where(node)}: the module {shown(key)} is called twice as different symnn layers "
+                        f"({held.describe()} and {made.describe()}: e.g. with different activations)")
+    return held
+
+
+def _build(graph: Any, roles: Mapping[Any, _Role], placeholders: Sequence[Any],
+           widths: Sequence[int]) -> tuple[list[Tensor], list[Tensor]]:
+    """Call symnn layers on tensors in the traced order: ``(inputs, outputs)``, the inputs in
+    the order of forward's arguments."""
+    names = [str(p.target) for p in placeholders]
+    values: dict[Any, Tensor] = {
+        p: Input(w, name=None if len(placeholders) == 1 else n) for p, w, n in zip(placeholders, widths, names)}
+    layers: dict[str, Layer] = {}
+    for node in graph.nodes:
+        role = roles[node]
+        if role.kind in (_Kind.INPUT, _Kind.ACTIVATION):
+            if node not in values:  # a placeholder's input, or an activation folded into its Linear
+                raise SpecError(f"{_where(node)} does not directly follow a Linear whose output only it reads; "
+                                "symnn has no stand-alone activation layer yet (an activation folds into the "
+                                "Linear before it)")
+            continue
+        if role.kind is _Kind.OUTPUT:
+            return [values[p] for p in placeholders], [values[o] for o in role.operands]
+        args = [values[a] for a in role.operands]
+        if role.kind is _Kind.LINEAR:
+            user = _folded_activation(node, roles)
+            act = roles[user].activation if user is not None else Activation.builtin("identity")
+            lin = role.module
+            made = Dense(int(lin.in_features), int(lin.out_features), act, name=_layer_name(node))
+            dense = _layer(layers, node, made)
+            values[user if user is not None else node] = dense(*args)
+        elif role.kind is _Kind.LAYERNORM:
+            mod = role.module
+            ln = LayerNorm(int(mod.normalized_shape[0]), float(mod.eps), bool(mod.elementwise_affine),
+                           name=_layer_name(node))
+            values[node] = _layer(layers, node, ln)(*args)
+        elif role.kind is _Kind.DROPOUT:
+            values[node] = _layer(layers, node, Dropout(float(role.module.p), name=_layer_name(node)))(*args)
+        elif role.kind is _Kind.IDENTITY:
+            values[node] = args[0]
+        elif role.kind is _Kind.ADD:
+            values[node] = args[0] + args[1]
+        elif role.kind is _Kind.CAT:
+            values[node] = concat(args)
+    raise SpecError("the traced graph has no output")  # pragma: no cover - fx always ends with one
+
+
+def _folded_activation(node: Any, roles: Mapping[Any, _Role]) -> Any:
+    """The activation node a Linear's output feeds when it feeds only that (it folds into the
+    Dense), else None."""
+    users = list(node.users)
+    if len(users) == 1 and roles[users[0]].kind is _Kind.ACTIVATION and roles[users[0]].operands[0] is node:
+        return users[0]
+    return None
+
+
+def _default_loss(output: Tensor) -> str:
+    """The loss an output gets without ``loss=``: by the activation that makes it, as for a
+    Sequential (identity for a layer without one)."""
+    from .interop import default_loss
+
+    layer = output.layer
+    act = layer.activation if isinstance(layer, Dense) else Activation.builtin("identity")
+    return default_loss(act, output.shape[0])
+
+
+def _params(torch: Any, module: Any, net: Network, dtype: str) -> dict[str, np.ndarray]:
+    """The module's ``state_dict()`` as the network's parameters, after checking that the two
+    name the same tensors with the same shapes: a parameter or buffer symnn would not map is
+    refused (``to_state_dict`` would silently lack it)."""
+    from .interop import _weights
+
+    state = module.state_dict()
+    shapes = net.param_shapes()
+    unmapped = [k for k in state if k not in shapes]
+    if unmapped:
+        raise SpecError(f"the module holds {shown(unmapped, 160)}, which no traced layer uses or which symnn "
+                        "does not map (a parameter used through get_attr, a buffer, an unused submodule); "
+                        "from_torch keeps the state_dict exact, so it refuses rather than drop them")
+    missing = [k for k in shapes if k not in state]
+    if missing:  # pragma: no cover - every layer's parameters come from its module
+        raise SpecError(f"the module's state_dict lacks {shown(missing, 160)}")
+    params = {}
+    for key, shape in shapes.items():
+        tensor = state[key].detach().cpu()
+        if tuple(tensor.shape) != tuple(shape):
+            raise ModelFormatError(f"{key}: shape {tuple(tensor.shape)}, the layer needs {tuple(shape)}")
+        if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
+            tensor = tensor.double()  # float16/bfloat16 (NumPy has no bfloat16) are exact in float64
+        params[key] = _weights(tensor.numpy(), key, dtype)
+    return params
+
+
+def _one_line(exc: BaseException) -> str:
+    from .interop import _one_line as one_line
+
+    return one_line(exc)

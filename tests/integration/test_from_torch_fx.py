@@ -1,0 +1,304 @@
+"""``sn.from_torch`` of modules that are not an ``nn.Sequential`` (issue 20, DESIGN.md "Layer
+graphs"): the module is traced with ``torch.fx`` and rebuilt as a symnn layer graph whose layers
+are named after the module's attributes.
+
+Each imported network is checked against the module itself: PyTorch autograd through the
+module's own ``forward`` gives the reference loss and gradients (float64, 1e-10), and
+``sn.to_state_dict`` must give back exactly ``module.state_dict()``'s keys and values. The
+refusals must be symnn errors that name what is wrong, raised before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import symnn as sn
+from symnn.errors import ConfigError, SpecError, SpecTypeError
+
+torch = pytest.importorskip("torch")
+
+nn, F = torch.nn, torch.nn.functional
+BACKENDS = ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)]
+#: float64 loss and gradients against autograd: a few hundred roundings at u = 2**-53
+TOL = 1e-10
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def _ready(module: nn.Module, seed: int = 0) -> nn.Module:
+    """The module in float64 with every parameter away from its initial value (LayerNorm's
+    weight 1 and bias 0 would hide a dropped or swapped affine term)."""
+    torch.manual_seed(seed)
+    module = module.double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return module
+
+
+def _torch_loss_and_grad(module: nn.Module, loss_of,
+                         *inputs: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    """Loss and gradients by autograd through the module's own forward."""
+    module.zero_grad()
+    loss = loss_of(module(*(torch.tensor(x) for x in inputs)))
+    loss.backward()
+    return float(loss.detach()), {k: p.grad.numpy() for k, p in module.named_parameters()}
+
+
+def _assert_matches(net, params, grads, loss, ref_loss, ref_grads, module) -> None:
+    assert abs(loss - ref_loss) <= TOL * abs(ref_loss)
+    back = sn.to_state_dict(net, grads)
+    assert list(back) == list(ref_grads) == list(module.state_dict())
+    for key, g in ref_grads.items():
+        assert rel(back[key].numpy(), g) <= TOL, key
+    state = sn.to_state_dict(net, params)
+    for key, value in module.state_dict().items():
+        assert state[key].shape == value.shape and torch.equal(state[key], value), key
+
+
+# -- a residual MLP: Linear, LayerNorm, skip add, softmax head ------------------------------------
+class ResMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(5, 8)
+        self.norm = nn.LayerNorm(8)
+        self.fc2 = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc1(x))
+        r = F.tanh(self.fc2(self.norm(h)))  # traced as the method x.tanh()
+        return F.softmax(self.head(h + r), dim=-1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_residual_mlp_matches_autograd(backend: str) -> None:
+    module = _ready(ResMLP())
+    net, params = sn.from_torch(module, name="resmlp")
+    assert net.graph.names == ("fc1", "norm", "fc2", "add1", "head")
+    assert [layer.activation.name for layer in net.layers if isinstance(layer, sn.Dense)] == [
+        "relu", "tanh", "softmax"]
+    assert net.loss.name == "cross_entropy"  # the default after a softmax output
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(9, 5)), rng.integers(0, 3, 9)
+    k = sn.compile(net, backend=backend)
+    loss, grads = k.loss_and_grad(params, X, y)
+    # symnn's cross-entropy reads the softmax's probabilities; the module returns them too
+    ref_loss, ref_grads = _torch_loss_and_grad(module, lambda p: F.nll_loss(torch.log(p), torch.tensor(y)), X)
+    _assert_matches(net, params, grads, loss, ref_loss, ref_grads, module)
+    assert rel(k.forward(params, X), module(torch.tensor(X)).detach().numpy()) <= TOL
+
+
+# -- several inputs, several outputs, a shared layer, dropout --------------------------------------
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fa = nn.Linear(3, 4)
+        self.fb = nn.Linear(2, 5)
+        self.head = nn.Linear(9, 2)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([torch.sigmoid(self.fa(a)), self.fb(b)], dim=1))
+
+
+class RawInput(nn.Module):
+    """The second input goes straight into torch.cat: its width is not in the traced graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fa = nn.Linear(3, 4)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat((self.fa(a), b), -1))
+
+
+def test_two_inputs_keyed_by_forward_arguments() -> None:
+    module = _ready(TwoInputs())
+    net, params = sn.from_torch(module, name="two_in")
+    assert net.input_names == ("a", "b") and net.loss.name == "mse"
+    rng = np.random.default_rng(2)
+    A, B, Y = rng.normal(size=(6, 3)), rng.normal(size=(6, 2)), rng.normal(size=(6, 2))
+    loss, grads = sn.compile(net).loss_and_grad(params, {"a": A, "b": B}, Y)
+    ref_loss, ref_grads = _torch_loss_and_grad(module, lambda out: F.mse_loss(out, torch.tensor(Y)), A, B)
+    _assert_matches(net, params, grads, loss, ref_loss, ref_grads, module)
+
+    raw = _ready(RawInput())
+    with pytest.raises(SpecError, match="'b'.*input_shapes="):
+        sn.from_torch(raw)
+    net, params = sn.from_torch(raw, input_shapes=[3, 2], name="raw_in")
+    out = sn.compile(net).forward(params, {"a": A, "b": B})
+    assert rel(out, raw(torch.tensor(A), torch.tensor(B)).detach().numpy()) <= TOL
+
+
+class TwoOutputs(nn.Module):
+    """Two heads on one trunk, the trunk's Linear called twice (one set of parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Linear(4, 4)
+        self.cls = nn.Linear(4, 3)
+        self.box = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.tanh(self.trunk(torch.tanh(self.trunk(x))))
+        return torch.softmax(self.cls(h), 1), self.box(h)
+
+
+def test_two_outputs_and_a_shared_layer() -> None:
+    module = _ready(TwoOutputs())
+    net, params = sn.from_torch(module, loss=["cross_entropy", "mse"], name="two_out")
+    assert net.output_names == ("cls", "box") and sorted(params) == sorted(module.state_dict())
+    with pytest.raises(SpecError, match="one loss per output"):
+        sn.from_torch(module, loss="mse")
+    rng = np.random.default_rng(3)
+    X, y, B = rng.normal(size=(7, 4)), rng.integers(0, 3, 7), rng.normal(size=(7, 2))
+    k = sn.compile(net)
+    loss, grads = k.loss_and_grad(params, X, {"cls": y, "box": B})
+
+    def ref(outs):
+        return F.nll_loss(torch.log(outs[0]), torch.tensor(y)) + F.mse_loss(outs[1], torch.tensor(B))
+
+    ref_loss, ref_grads = _torch_loss_and_grad(module, ref, X)
+    _assert_matches(net, params, grads, loss, ref_loss, ref_grads, module)
+    out, ref_out = k.forward(params, X), module(torch.tensor(X))
+    assert rel(out["cls"], ref_out[0].detach().numpy()) <= TOL
+    assert rel(out["box"], ref_out[1].detach().numpy()) <= TOL
+    # without loss=, each output gets the default for its activation
+    assert [loss.name for loss in sn.from_torch(module)[0].losses] == ["cross_entropy", "mse"]
+
+
+class WithDropout(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 6)
+        self.drop = nn.Dropout(0.25)
+        self.fc2 = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(F.silu(self.fc1(x))))
+
+
+def test_dropout_in_the_module() -> None:
+    """The Dropout becomes an sn.Dropout in the same place: the training gradient with symnn's
+    masks equals autograd through the module in train() mode with those masks in place of
+    torch's own (x * M / (1 - p)); outside training it is the identity, as eval()."""
+    module = _ready(WithDropout())
+    net, params = sn.from_torch(module, name="drop_fx")
+    drops = [layer for layer in net.layers if isinstance(layer, sn.Dropout)]
+    assert [(d.p, d.name) for d in drops] == [(0.25, "drop")]
+    k = sn.compile(net, optimizer="sgd")
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(8, 4)), rng.normal(size=(8, 2))
+    mask = k.module._dropout_mask(3, 5, 1, 8, 6, 0.25)
+    assert 0 < mask.mean() < 1
+    loss, grads = k.module._loss_and_grad_train(params, X, Y, [mask])
+    module.train()
+    hook = module.drop.register_forward_hook(lambda mod, args, out: args[0] * torch.tensor(mask) / 0.75)
+    try:
+        ref_loss, ref_grads = _torch_loss_and_grad(module, lambda out: F.mse_loss(out, torch.tensor(Y)), X)
+    finally:
+        hook.remove()
+    _assert_matches(net, params, grads, loss, ref_loss, ref_grads, module)
+    module.eval()
+    assert rel(k.forward(params, X), module(torch.tensor(X)).detach().numpy()) <= TOL
+
+
+# -- refusals --------------------------------------------------------------------------------------
+class WithConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class ReluAfterAdd(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(3, 3), nn.Linear(3, 3)
+
+    def forward(self, x):
+        return torch.relu(self.fc1(x) + self.fc2(x))
+
+
+class Nested(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(3, 3), nn.Tanh())
+        self.head = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.head(self.block(x))
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+            return self.fc(x)
+        return self.fc(-x)
+
+
+class Unused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.spare = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class Reused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.fc(x)))
+
+
+def test_refusals_name_the_problem() -> None:
+    with pytest.raises(SpecTypeError, match=r"'conv'.*Conv2d.*not supported.*nn\.Linear"):
+        sn.from_torch(WithConv())
+    with pytest.raises(SpecError, match=r"'relu'.*stand-alone activation"):
+        sn.from_torch(ReluAfterAdd())
+    with pytest.raises(SpecError, match=r"'block\.0' is a nested submodule.*not supported yet"):
+        sn.from_torch(Nested())
+    with pytest.raises(SpecTypeError, match="torch.fx cannot trace Branchy"):
+        sn.from_torch(Branchy())
+    with pytest.raises(SpecError, match=r"spare\.weight.*spare\.bias"):
+        sn.from_torch(Unused())
+    with pytest.raises(SpecError, match="'fc' is called twice as different symnn layers"):
+        sn.from_torch(Reused())
+    with pytest.raises(SpecError, match="input_shapes gives 1 width"):
+        sn.from_torch(TwoInputs(), input_shapes=[3])
+    with pytest.raises(SpecTypeError, match=r"Softmax\(dim=0\)"):
+        sn.from_torch(_Lambda(lambda m, x: F.softmax(m.fc(x), dim=0)))
+    with pytest.raises(SpecError, match=r"torch\.cat\(dim=0\)"):
+        sn.from_torch(_Lambda(lambda m, x: torch.cat([m.fc(x), m.fc(x)])))
+    with pytest.raises(ConfigError, match="input_shapes= is for a traced module"):
+        sn.from_torch(nn.Sequential(nn.Linear(2, 2)), input_shapes=[2])
+    with pytest.raises(SpecTypeError, match="nn.Module that torch.fx can trace, got dict"):
+        sn.from_torch({"fc.weight": torch.zeros(2, 2)})
+
+
+class _Lambda(nn.Module):
+    """A module whose forward is ``body(self, x)`` around one Linear ``fc``."""
+
+    def __init__(self, body) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.body = body
+
+    def forward(self, x):
+        return self.body(self, x)
