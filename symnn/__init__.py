@@ -7,7 +7,7 @@ Public surface: :class:`Network`, :class:`Dense`, :class:`Activation`, :class:`L
 from __future__ import annotations
 
 from . import errors
-from .declare import Activation, Dense, Loss, Network, activation
+from .declare import Activate, Activation, Dense, Loss, Network, activation
 from .derivation import Derivation, derive
 from .driver import compile, compile_many, emit, emit_source
 from .errors import *  # noqa: F403 - the exception hierarchy is public
@@ -26,6 +26,7 @@ from .spec_toml import dumps_spec, load_spec, loads_spec
 __version__ = "0.1.0"
 
 __all__ = [
+    "Activate",
     "Dropout",
     "FlatParams",
     "SGD",

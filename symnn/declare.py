@@ -383,9 +383,58 @@ class Dense(Layer):
     def drop_probability(self) -> float:
         return self.dropout
 
+    @property
+    def output_activation(self) -> "Activation":
+        return self.activation
+
     def describe(self) -> str:
         drop = f", dropout {self.dropout:g} in training" if self.dropout else ""
         return f"Dense({self.in_features} -> {self.out_features}), {self.activation.name}{drop}"
+
+
+@register_layer
+@dataclass(frozen=True)
+class Activate(Layer):
+    """An activation applied on its own, as ``torch.nn.ReLU()`` or ``F.relu`` after an addition
+    (``sn.Activate("relu")(a + b)``): no parameters; any registry name or ``sn.Activation``.
+    Softmax only on an output, as for a Dense."""
+
+    activation: Activation
+    name: str | None = None
+
+    KIND = "activation"
+    OUTPUT_TEX = "A"
+
+    def __init__(self, activation: object, *, name: str | None = None) -> None:
+        object.__setattr__(self, "name", None if name is None else naming.layer_name(name))
+        if isinstance(activation, str):
+            activation = Activation.builtin(activation)
+        elif not isinstance(activation, Activation):
+            raise SpecTypeError("Activate takes a registry name or an sn.Activation, got "
+                                f"{type(activation).__name__}")
+        object.__setattr__(self, "activation", activation)
+
+    @property
+    def output_activation(self) -> Activation:
+        return self.activation
+
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shapes) != 1:
+            raise SpecError(f"Activate takes one tensor, got {len(shapes)}")
+        if len(shapes[0]) != 1:
+            raise LayerSizeMismatchError(f"Activate applies to a tensor of features, got shape {shapes[0]}")
+        if self.activation.is_rowwise and shapes[0][0] == 1:
+            raise SpecError("softmax over a single feature is constant 1")
+        return shapes[0]
+
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+        from .graph import apply_activation
+
+        (x,) = inputs
+        return Emitted(apply_activation(self.activation, x), ((x, "Z"),))
+
+    def describe(self) -> str:
+        return self.activation.name
 
 
 @dataclass(frozen=True)
@@ -489,13 +538,14 @@ class Network:
                                 "(at inference it is the identity; drop it there)")
         for call in graph.calls:
             layer = graph.layers[call.layer]
-            if isinstance(layer, Dense) and layer.activation.is_rowwise and call not in out_calls:
+            act = layer.output_activation
+            if act is not None and act.is_rowwise and call not in out_calls:
                 raise SpecError(f"layer {graph.names[call.layer]}: softmax is only supported on an output layer")
         _check_penalties(l1, l2)
         naming.network_name(name)
         for call, out_name, head_loss in zip(out_calls, graph.output_names, losses):
             out_layer = graph.layers[call.layer]
-            last = out_layer.activation if isinstance(out_layer, Dense) else Activation.builtin("identity")
+            last = out_layer.output_activation or Activation.builtin("identity")
             where = f"output {out_name}" if len(outs) > 1 else f"output layer {out_name}"
             capabilities.check_output(last, head_loss, call.shape[0], f"the {where}")
             if head_loss.domain is not None:
@@ -529,7 +579,7 @@ class Network:
         acts = []
         for v in self.graph.outputs:
             layer = self.graph.layers[self.graph.calls[v - len(self.graph.inputs)].layer]
-            acts.append(layer.activation if isinstance(layer, Dense) else Activation.builtin("identity"))
+            acts.append(layer.output_activation or Activation.builtin("identity"))
         return tuple(acts)
 
     @property

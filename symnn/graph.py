@@ -244,10 +244,10 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
     for call, tag in zip(g.calls, g.call_tags):
         layer = g.layers[call.layer]
         built = layer.build([values[i] for i in call.inputs], by_layer[call.layer])
-        if isinstance(layer, Dense):
+        if layer.output_activation is not None:  # a Dense, an Activate: its pre-activation is named first
             zs.append(built.named[0][0])
             acts.append(built.output)
-            activations.append(layer.activation)
+            activations.append(layer.output_activation)
         sup = f"^{{({_tex_name(tag)})}}"
         for i, (node, letter) in enumerate(built.named):
             pre = letter == "Z"  # a pre-activation: its cotangent is the layer's delta

@@ -125,6 +125,14 @@ class Layer:
         return type(self).__name__
 
     @property
+    def output_activation(self) -> "object | None":
+        """The element-wise (or softmax) activation this layer ends with (a Dense's, an
+        Activate's), else None: an output made by it fuses with a loss declared for its link,
+        its pre-activation is where gradient checks look for kinks, and softmax is refused
+        anywhere but on an output."""
+        return None
+
+    @property
     def drop_probability(self) -> float:
         """The probability with which training zeroes each entry of this layer's output (inverted
         dropout: the kept entries are scaled by 1/(1 - p)); 0 for a layer without dropout. The

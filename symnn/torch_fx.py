@@ -22,14 +22,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import naming
-from .declare import Activation, Dense, Network
+from .declare import Activate, Activation, Dense, Network
 from .errors import ModelFormatError, SpecError, SpecTypeError
 from .layers import Dropout, Input, Layer, LayerNorm, Tensor, concat
 from .naming import shown
 
-_SUPPORTED = ("nn.Linear (with the activation module or function right after it), nn.LayerNorm "
-              "(one normalized dimension), nn.Dropout, nn.Identity, a + b (operator.add, torch.add), "
-              "torch.cat(dim=1 or -1), and as a Linear's activation {activations}")
+_SUPPORTED = ("nn.Linear, nn.LayerNorm (one normalized dimension), nn.Dropout, nn.Identity, a + b "
+              "(operator.add, torch.add), torch.cat(dim=1 or -1), and the activations {activations} "
+              "(folded into the Linear right before them, else an sn.Activate layer)")
 
 
 class _Kind(enum.Enum):
@@ -326,11 +326,11 @@ def _build(graph: Any, roles: Mapping[Any, _Role], placeholders: Sequence[Any],
     layers: dict[str, Layer] = {}
     for node in graph.nodes:
         role = roles[node]
-        if role.kind in (_Kind.INPUT, _Kind.ACTIVATION):
-            if node not in values:  # a placeholder's input, or an activation folded into its Linear
-                raise SpecError(f"{_where(node)} does not directly follow a Linear whose output only it reads; "
-                                "symnn has no stand-alone activation layer yet (an activation folds into the "
-                                "Linear before it)")
+        if role.kind is _Kind.INPUT:
+            continue
+        if role.kind is _Kind.ACTIVATION:
+            if node not in values:  # not folded into the Linear before it: a layer of its own
+                values[node] = Activate(role.activation)(values[role.operands[0]])
             continue
         if role.kind is _Kind.OUTPUT:
             return [values[p] for p in placeholders], [values[o] for o in role.operands]
@@ -372,8 +372,7 @@ def _default_loss(output: Tensor) -> str:
     Sequential (identity for a layer without one)."""
     from .interop import default_loss
 
-    layer = output.layer
-    act = layer.activation if isinstance(layer, Dense) else Activation.builtin("identity")
+    act = output.layer.output_activation or Activation.builtin("identity")
     return default_loss(act, output.shape[0])
 
 

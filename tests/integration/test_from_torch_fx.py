@@ -93,6 +93,33 @@ def test_residual_mlp_matches_autograd(backend: str) -> None:
     assert rel(k.forward(params, X), module(torch.tensor(X)).detach().numpy()) <= TOL
 
 
+# -- a ResNet-style block: the activation after the addition is a layer of its own ---------------
+class ResBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(x + self.fc2(torch.relu(self.fc1(x)))))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_activation_after_an_addition_is_its_own_layer(backend: str) -> None:
+    module = _ready(ResBlock())
+    net, params = sn.from_torch(module, name="resblock")
+    acts = [layer for layer in net.layers if isinstance(layer, sn.Activate)]
+    assert [a.activation.name for a in acts] == ["relu"] and net.loss.name == "mse"
+    rng = np.random.default_rng(2)
+    X, Y = rng.normal(size=(7, 4)), rng.normal(size=(7, 2))
+    k = sn.compile(net, backend=backend)
+    loss, grads = k.loss_and_grad(params, X, Y)
+    ref_loss, ref_grads = _torch_loss_and_grad(module, lambda out: F.mse_loss(out, torch.tensor(Y)), X)
+    _assert_matches(net, params, grads, loss, ref_loss, ref_grads, module)
+    assert sn.gradcheck(k, params, X, Y).ok  # the relu's kink is seen through the Activate layer
+
+
 # -- several inputs, several outputs, a shared layer, dropout --------------------------------------
 class TwoInputs(nn.Module):
     def __init__(self) -> None:
@@ -218,15 +245,6 @@ class WithConv(nn.Module):
         return self.conv(x)
 
 
-class ReluAfterAdd(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(3, 3), nn.Linear(3, 3)
-
-    def forward(self, x):
-        return torch.relu(self.fc1(x) + self.fc2(x))
-
-
 class Nested(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -270,8 +288,6 @@ class Reused(nn.Module):
 def test_refusals_name_the_problem() -> None:
     with pytest.raises(SpecTypeError, match=r"'conv'.*Conv2d.*not supported.*nn\.Linear"):
         sn.from_torch(WithConv())
-    with pytest.raises(SpecError, match=r"'relu'.*stand-alone activation"):
-        sn.from_torch(ReluAfterAdd())
     with pytest.raises(SpecError, match=r"'block\.0' is a nested submodule.*not supported yet"):
         sn.from_torch(Nested())
     with pytest.raises(SpecTypeError, match="torch.fx cannot trace Branchy"):

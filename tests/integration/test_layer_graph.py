@@ -382,3 +382,36 @@ def test_a_tensor_is_added_only_to_a_tensor() -> None:
             x + other
         with pytest.raises(sn.SpecTypeError, match="added only to another tensor"):
             other + x
+
+
+def _activate_net() -> sn.Network:
+    """relu after a residual addition, and a softmax applied on its own to a Dense's output."""
+    x = sn.Input(4)
+    h = sn.Dense(4, 4)(x)
+    r = sn.Activate("relu")(h + x)
+    y = sn.Activate("softmax")(sn.Dense(4, 3)(r))
+    return sn.Network(inputs=x, outputs=y, loss="cross_entropy", name="act")
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)])
+def test_an_activation_on_its_own_is_a_layer(backend: str, tmp_path: Path) -> None:
+    """sn.Activate: the same kernel as the activation folded into the Dense before it (softmax +
+    cross-entropy still fused, so the gradient is A - Y), gradcheck through the relu's kink
+    detection, and spec and model-file round trips."""
+    net = _activate_net()
+    x = sn.Input(4)
+    h = sn.Dense(4, 4)(x)
+    folded = sn.Network(inputs=x, outputs=sn.Dense(4, 3, "softmax")(sn.Activate("relu")(h + x)),
+                        loss="cross_entropy", name="act")
+    k, kf = sn.compile(net, backend=backend), sn.compile(folded, backend=backend)
+    p, X, Y = sn.sample_point(net)
+    L, g = k.loss_and_grad(p, X, Y)
+    Lf, gf = kf.loss_and_grad(p, X, Y)
+    assert abs(L - Lf) <= 1e-14 * abs(Lf) and all(rel(g[n], gf[n]) <= 1e-13 for n in g)
+    assert sn.gradcheck(k, p, X, Y).ok
+    assert sn.emit_source(sn.loads_spec(sn.dumps_spec(net)).network) == sn.emit_source(net)
+    assert sn.emit_source(sn.load(sn.save(tmp_path / "m", net, p)).network) == sn.emit_source(net)
+    with pytest.raises(SpecError, match="softmax is only supported on an output"):
+        sn.Network(inputs=x, outputs=sn.Dense(4, 2)(sn.Activate("softmax")(h)), loss="mse")
+    with pytest.raises(SpecTypeError, match="Activate takes a registry name"):
+        sn.Activate(3)
