@@ -88,9 +88,13 @@ class Model:
         classifier (softmax rows, or one sigmoid per output)."""
         from .driver import compile as compile_kernel
 
-        x = self.standardizer.transform(X) if self.standardizer is not None else X
         dtype = str(next(iter(self.params.values())).dtype)
-        return compile_kernel(self.network, backend=backend, dtype=dtype).forward(self.params, x)
+        kernel = compile_kernel(self.network, backend=backend, dtype=dtype)
+        if self.standardizer is None:
+            return kernel.forward(self.params, X)
+        # several inputs come as a dict: standardised in the packed layout the statistics were taken in
+        packed = kernel.inputs(X) if isinstance(X, Mapping) else X
+        return kernel.forward(self.params, self.standardizer.transform(packed))
 
     def predict(self, X: object, backend: str = "numpy") -> np.ndarray:
         """Predictions for raw inputs, as scikit-learn's ``predict``: class labels (N,) for

@@ -85,8 +85,11 @@ class TrainResult:
     def predict_proba(self, X: object) -> np.ndarray:
         """Network output for raw inputs (standardised as in training): class probabilities
         for a classifier (softmax rows, or one sigmoid per output)."""
-        x = self.standardizer.transform(X) if self.standardizer is not None else X
-        return self.kernel.forward(self.params, x)
+        if self.standardizer is None:
+            return self.kernel.forward(self.params, X)
+        # several inputs come as a dict: standardised in the packed layout the statistics were taken in
+        packed = self.kernel.inputs(X) if isinstance(X, Mapping) else X
+        return self.kernel.forward(self.params, self.standardizer.transform(packed))
 
     def predict(self, X: object) -> np.ndarray:
         """Predictions for raw inputs, as scikit-learn's ``predict``: class labels (N,) for

@@ -110,6 +110,38 @@ def test_train_a_spec_on_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert list((model.predict([[0, 0], [0, 1], [1, 0], [1, 1]])[:, 0] > 0.5)) == [False, True, True, False]
 
 
+def test_train_a_two_output_spec_on_a_packed_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/two_heads.toml from the command line: the CSV holds the packed layout (the two
+    inputs' 3 + 2 columns, then the class output's one-hot rows and the box's 2 targets), the
+    loss falls, no single accuracy is printed, and the saved model predicts each output."""
+    import numpy as np
+
+    import symnn as sn
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(96, 5))
+    cls = np.concatenate([X[:, :3], X[:, 3:4]], axis=1).argmax(axis=1)
+    box = np.stack([X[:, 0] + X[:, 4], 0.5 * X[:, 1] - X[:, 3]], axis=1)
+    data = tmp_path / "two_heads.csv"
+    np.savetxt(data, np.column_stack([X, np.eye(4)[cls], box]), delimiter=",")
+    out = tmp_path / "model.npz"
+    assert main(["train", str(EXAMPLES / "two_heads.toml"), "--data", str(data), "--backend", "numpy",
+                 "--epochs", "30", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "on 96 rows" in text and "accuracy" not in text
+    model = sn.load(out)
+    net = model.network
+    k = sn.compile(net, backend="numpy")
+    Xd = {"image": X[:, :3], "meta": X[:, 3:]}
+    start = k.loss(net.init_params(seed=0), Xd, {"cls": cls, "box": box})
+    assert k.loss(model.params, Xd, {"cls": cls, "box": box}) < 0.8 * start
+    predicted = model.predict(Xd)
+    assert set(predicted) == {"cls", "box"} and predicted["cls"].shape == (96,)
+    np.savetxt(data, np.column_stack([X, cls, box]), delimiter=",")  # a label column: not the packed layout
+    assert main(["train", str(EXAMPLES / "two_heads.toml"), "--data", str(data), "--backend", "numpy"]) == 2
+    assert "expected 11 columns (5 inputs, 6 targets (cls: 4, box: 2))" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,match", [
     (["latex", "no/such/spec.toml"], "cannot read spec"),
     (["emit", "README.md", "--out", "x"], "invalid TOML"),

@@ -520,6 +520,23 @@ def test_sn_train_takes_dicts(kernels, name: str, backend: str) -> None:
     assert (first.argmax(axis=1) == labels).mean() >= 0.75
 
 
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_standardised_training_predicts_from_dicts(kernels, tmp_path: Path, backend: str) -> None:
+    """With standardize=True the statistics are taken in the packed layout; predicting from a
+    dict of inputs (the result, and the model saved and loaded) standardises it the same way."""
+    k = kernels[backend, "float64"]["multi_io"]
+    X, Y = _task("multi_io")
+    res = sn.train(k.network, X, Y, kernel=k, epochs=3, batch_size=16, seed=0, standardize=True)
+    Xp, _ = packed(k.network, X, Y)
+    direct = outputs_as_dict(k.network, k.forward(res.params, res.standardizer.transform(Xp)))
+    for got in (res.predict_proba(X), sn.load(res.save(tmp_path / "m")).predict_proba(X, backend=backend)):
+        got = outputs_as_dict(k.network, got)
+        assert set(got) == set(direct)
+        for key in direct:
+            np.testing.assert_array_equal(got[key], direct[key])
+
+
 # -- 6. the printed derivation ---------------------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", NAMES)
