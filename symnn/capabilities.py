@@ -168,7 +168,7 @@ def simplex_rows(arr: np.ndarray) -> bool:
 
 
 def _simplex_rows(name: str, arr: np.ndarray) -> None:
-    if (arr < 0).any() or (arr > 1).any() or not (np.abs(arr.sum(axis=1) - 1.0) <= ROW_SUM_TOLERANCE).all():
+    if not simplex_rows(arr):
         raise DataError(f"{name} targets must be one-hot or probability rows summing to 1")
 
 

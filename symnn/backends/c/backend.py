@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from ...capabilities import Targets
 from ...declare import Network
 from ...kernel import Kernel
@@ -61,7 +63,7 @@ def _pycheck(net: Network, result, dtype: str, optimizer: Optimizer | None) -> t
     prefix, real = result.prefix, f"{result.prefix}_real"
     blocks = [(lo, hi, _TARGET_CHECK_KIND[loss.targets])
               for loss, (lo, hi) in zip(net.losses or (net.loss,), net.column_blocks(net.output_widths))]
-    real_bits = 64 if dtype == "float64" else 32
+    real_bits = 8 * np.dtype(dtype).itemsize  # the width of the float the finiteness test reads as bits
     source = render("c/_pycheck.c.jinja", prefix=prefix, real=real, real_bits=real_bits, blocks=blocks,
                     labels=result.labels,
                     n_in=int(net.n_in), n_out=int(net.n_out), n_params=net.param_layout()[-1][2],

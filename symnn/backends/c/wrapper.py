@@ -197,7 +197,7 @@ class CKernelModule:
             if type(arr) is not np.ndarray or arr.dtype is not self.dtype or arr.shape != shape:
                 return None
             flat[lo:hi] = arr.reshape(-1)
-        return self.ffi.from_buffer(self._array_type, flat)
+        return self._from_flat(flat)
 
     def _from_flat(self, flat: np.ndarray):
         return self.ffi.from_buffer(self._array_type, flat)
