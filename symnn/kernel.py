@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import naming
-from .capabilities import Targets, check_target_values, simplex_rows
+from .capabilities import Targets, check_target_values, simplex_rows, unit_interval
 from .flat import FlatParams, layout_of
 from .declare import Network
 from .optim import Optimizer
@@ -68,7 +68,9 @@ def first_bad_label(labels: np.ndarray, n_classes: int) -> int | None:
 
 def all_finite(arr: np.ndarray) -> bool:
     """Whether every entry of a float array is finite (one pass; measured no slower than a
-    sum, which needs no temporary but runs no faster)."""
+    sum, which needs no temporary but runs no faster and warns where finite values overflow
+    or infinities of both signs meet: under ``-W error`` that warning would replace the
+    NonFiniteInputError)."""
     return bool(np.isfinite(arr).all())
 
 
@@ -92,8 +94,7 @@ def _finite_targets(Y: np.ndarray, check_finite: bool) -> bool:
 
 
 def _unit_targets(Y: np.ndarray, check_finite: bool) -> bool:
-    # NaN and infinity fail one comparison or the other: finite and in [0, 1] in one pass
-    return bool(((Y >= 0) & (Y <= 1)).all())
+    return unit_interval(Y)  # NaN and infinity fail it too
 
 
 def _class_rows(Y: np.ndarray, check_finite: bool) -> bool:
@@ -146,14 +147,14 @@ class Arguments:
 
     # -- validation ------------------------------------------------------------------------
     def params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        if not isinstance(params, Mapping):
-            raise DTypeError(f"params must be a dict of arrays, got {type(params).__name__}")
         if type(params) is FlatParams and params.layout is self.flat_layout:
             # its views have the layout's shapes and dtype by construction: one scan of its buffer
             if self.check_finite and not all_finite(params._flat):
                 for k, v in params.items():
                     _require_finite(v, f"parameter {k}")
             return params
+        if not isinstance(params, Mapping):
+            raise DTypeError(f"params must be a dict of arrays, got {type(params).__name__}")
         if len(params) != len(self.param_shapes) or not all(k in params for k in self.param_shapes):
             missing = [k for k in self.param_shapes if k not in params]
             extra = [k for k in params if k not in self.param_shapes]
