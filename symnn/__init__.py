@@ -15,6 +15,7 @@ from .expressions import NonSmoothWarning
 from .flat import FlatParams
 from .gradcheck import GradcheckReport, gradcheck, sample_point
 from .layers import Concat, Dropout, Input, Layer, LayerNorm, Tensor, concat, register_layer
+from .spatial_layers import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d, MaxPool2d
 from .interop import from_onnx, from_torch, from_torch_state_dict, load_torch, to_state_dict
 from .persist import Model, Standardizer, export_c_params, load, save
 from .train import History, TrainResult, train
@@ -57,6 +58,14 @@ __all__ = [
     "Input",
     "Layer",
     "LayerNorm",
+    "AvgPool1d",
+    "AvgPool2d",
+    "Conv1d",
+    "Conv2d",
+    "Flatten",
+    "GlobalAvgPool",
+    "MaxPool1d",
+    "MaxPool2d",
     "Tensor",
     "register_layer",
     "Derivation",

@@ -34,7 +34,7 @@ from .expressions import (
     require_symbols,
     warn_non_smooth,
 )
-from .layers import Emitted, Graph, Layer, Tensor, register_layer, trace
+from .layers import Emitted, Graph, Layer, Shape, Tensor, register_layer, trace
 
 _MAX_WIDTH = 2**31 - 1
 Width = int | sp.Symbol
@@ -329,6 +329,7 @@ class Dense(Layer):
 
     KIND = "dense"
     PARAM_TEX = {"weight": "W", "bias": "b"}
+    REGULARISED = ("weight",)
     OUTPUT_TEX = "A"
 
     def __init__(self, in_features: object, out_features: object, activation: object = "identity",
@@ -362,7 +363,8 @@ class Dense(Layer):
                                          f"tensor of shape {shapes[0]}: it expects ({self.in_features},)")
         return (self.out_features,)
 
-    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
+              shapes: Sequence[Shape] = ()) -> Emitted:
         from .graph import apply_activation
 
         (x,) = inputs
@@ -421,13 +423,15 @@ class Activate(Layer):
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
         if len(shapes) != 1:
             raise SpecError(f"Activate takes one tensor, got {len(shapes)}")
-        if len(shapes[0]) != 1:
-            raise LayerSizeMismatchError(f"Activate applies to a tensor of features, got shape {shapes[0]}")
+        if len(shapes[0]) != 1 and self.activation.is_rowwise:
+            raise LayerSizeMismatchError(f"softmax applies to a tensor of features, got shape {shapes[0]}: "
+                                         "flatten it first")
         if self.activation.is_rowwise and shapes[0][0] == 1:
             raise SpecError("softmax over a single feature is constant 1")
         return shapes[0]
 
-    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
+              shapes: Sequence[Shape] = ()) -> Emitted:
         from .graph import apply_activation
 
         (x,) = inputs
@@ -536,6 +540,10 @@ class Network:
             if graph.layers[call.layer].drop_probability:
                 raise SpecError(f"output {out_name} is made with dropout: dropout applies to hidden values only "
                                 "(at inference it is the identity; drop it there)")
+        for call, out_name in zip(out_calls, graph.output_names):
+            if len(call.shape) != 1:
+                raise SpecError(f"output {out_name} has samples of shape {call.shape}: an output is features; "
+                                "apply sn.Flatten() (or a GlobalAvgPool) before it")
         for call in graph.calls:
             layer = graph.layers[call.layer]
             act = layer.output_activation
@@ -594,10 +602,18 @@ class Network:
         return ("Y",) if self.graph is None else self.graph.output_names
 
     @property
+    def input_shapes(self) -> tuple[tuple[str, tuple[Width, ...]], ...]:
+        """``((name, sample shape), ...)``: each input's name and one sample's shape."""
+        if self.graph is None:
+            return (("X", (self.layers[0].in_features,)),)
+        return self.graph.inputs
+
+    @property
     def input_widths(self) -> tuple[Width, ...]:
+        """Each input's entries per sample (an image (C, H, W): C*H*W, its row in the kernels)."""
         if self.graph is None:
             return (self.layers[0].in_features,)
-        return tuple(shape[0] for _, shape in self.graph.inputs)
+        return tuple(int(np.prod(shape)) for _, shape in self.graph.inputs)
 
     @property
     def output_widths(self) -> tuple[Width, ...]:

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 import sympy as sp
 
-from . import naming
+from . import ir, naming
 from .declare import Network
 from .functions import plain
 from .autodiff import algebra
@@ -143,7 +143,8 @@ class Derivation:
         env: dict[sp.Basic, Any] = {naming.N: x.shape[0], self.inputs["X"]: x, self.inputs["Y"]: y}
         for name, value in p.items():
             sym = self.inputs[naming.param_ident(name)]
-            env[sym] = value.reshape(-1, 1) if value.ndim == 1 else value
+            # a vector as a column; a convolution's weight as its IR matrix (O, C/g*kh*kw)
+            env[sym] = value.reshape(-1, 1) if value.ndim == 1 else value.reshape(ir.matrix_shape(value.shape))
         for eq in self.equations:
             env[eq.lhs] = algebra.evaluate(eq.rhs, env)
         loss = float(env[self.equation("loss").lhs])

@@ -42,7 +42,7 @@ pass while a well-resolved entry 1e-6 off still fails.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -53,6 +53,7 @@ from .capabilities import Targets
 from .errors import DataError, GradientCheckError, SpecTypeError
 from .functions import plain
 from .graph import build_forward
+from .backends.numpy.spatial import _max_pool_index
 from .interpret import FUNCTIONS, evaluate
 
 _KINKS = (sp.Abs, sp.sign, sp.Max, sp.Min, sp.Heaviside, sp.Piecewise, sp.floor, sp.ceiling)
@@ -712,8 +713,12 @@ class _Kinks:
             (lo, hi, sp.lambdify((registry.P, registry.T), g, modules="numpy"))
             for loss, (lo, hi) in zip(net.losses, net.column_blocks(net.output_widths)) if loss.user
             for g in _kink_arguments(loss.expr)]
+        #: the max poolings: a window's gradient goes to its maximum, so the loss has a kink
+        #: wherever another tap overtakes it (:meth:`_pool_arguments`)
+        self.pools = [n for n in ir.toposort([self.fwd.loss]) if n.op is ir.Op.MAX_POOL]
+        self._pool_anchor: list[np.ndarray] | None = None
         weights = ([naming.weight(i) for i in range(1, len(net.layers) + 1)] if net.graph is None else
-                   [n for n in net.param_shapes() if n.endswith(".weight") and len(net.param_shapes()[n]) == 2])
+                   [n for n in net.param_shapes() if n.endswith(".weight") and len(net.param_shapes()[n]) >= 2])
         self.weights = weights if net.l1 else []
         # a dense chain runs as a plain loop; a layer graph through the interpreter
         self.chain = ([(naming.weight(i), naming.bias(i), _activation(a)) for i, a in enumerate(self.fwd.a, 1)]
@@ -722,7 +727,24 @@ class _Kinks:
     @property
     def any(self) -> bool:
         """Whether the network has a kink anywhere (else no stencil needs probing)."""
-        return bool(self.layers or self.loss or self.weights)
+        return bool(self.layers or self.loss or self.weights or self.pools)
+
+    def _pool_arguments(self, vals: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Per max pooling, (rows, windows * taps): each window's maximum tap minus every tap,
+        the maximum's place fixed at the first point probed (the check's centre, which the
+        oracle probes first). A sign change is another tap overtaking it, the kink."""
+        out, anchor = [], []
+        for i, node in enumerate(self.pools):
+            _, taps = _max_pool_index(np.real(vals[f"pool{i}"]), astuple(node.arg))
+            n = taps.shape[0]
+            taps = taps.reshape(n, -1, taps.shape[-1])
+            idx = (self._pool_anchor[i] if self._pool_anchor is not None
+                   else np.argmax(taps, axis=-1))
+            anchor.append(idx)
+            out.append((np.take_along_axis(taps, idx[..., None], axis=-1) - taps).reshape(n, -1))
+        if self._pool_anchor is None:
+            self._pool_anchor = anchor
+        return out
 
     def rows(self, X: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
         """Per row of ``X``: the smallest |g(z)| over every kinked pre-activation z and kink
@@ -744,12 +766,14 @@ class _Kinks:
         The forward graph's dense chain runs as a plain loop (``interpret.evaluate`` walks the
         graph on every call, 5x slower on a 20-layer network; a check probes thousands of
         times), each activation being its graph node's map with the interpreter's functions."""
-        if not (self.layers or self.loss):
+        if not (self.layers or self.loss or self.pools):
             return []
         if self.chain is None:  # a layer graph
             wanted = {str(i): self.fwd.z[i] for i, _ in self.layers}
+            wanted |= {f"pool{i}": node.src[0] for i, node in enumerate(self.pools)}
             vals = evaluate({**wanted, "out": self.fwd.output}, {**theta, "X": X})
             groups = [_full(f(vals[str(i)]), vals[str(i)].shape) for i, fns in self.layers for f in fns]
+            groups += self._pool_arguments(vals)
             out = vals["out"]
         else:
             last = len(self.chain) if self.loss else max(i for i, _ in self.layers) + 1

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from . import ir, naming, registry, saturate
-from .declare import Dense, Network
+from .declare import Network
 from .expressions import Domain, derivative, exact_bound
 from .functions import Guard
 
@@ -226,7 +226,7 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
         mine = {}
         for p, shape in layer.param_shapes().items():
             ident = naming.param_ident(f"{lname}.{p}")
-            mine[p] = params[ident] = ir.param(ident, tuple(shape))
+            mine[p] = params[ident] = ir.param(ident, ir.matrix_shape(shape))
             param_tex.append((ident, f"{layer.PARAM_TEX.get(p, p)}^{{({_tex_name(lname)})}}"))
         by_layer.append(mine)
     labels: list[Label] = []
@@ -243,7 +243,8 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
     drops = 0
     for call, tag in zip(g.calls, g.call_tags):
         layer = g.layers[call.layer]
-        built = layer.build([values[i] for i in call.inputs], by_layer[call.layer])
+        built = layer.build([values[i] for i in call.inputs], by_layer[call.layer],
+                            [g.value_shape(i) for i in call.inputs])
         if layer.output_activation is not None:  # a Dense, an Activate: its pre-activation is named first
             zs.append(built.named[0][0])
             acts.append(built.output)
@@ -261,8 +262,8 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
             if training:  # the mask of the k-th call with dropout (dropout_masks numbers them alike)
                 out_node = _dropped(out_node, ir.input_(mask_name(drops), out_node.shape), layer.drop_probability)
         values.append(out_node)
-    weights = [params[naming.param_ident(f"{lname}.weight")] for layer, lname in zip(g.layers, g.names)
-               if isinstance(layer, Dense)]
+    weights = [params[naming.param_ident(f"{lname}.{p}")] for layer, lname in zip(g.layers, g.names)
+               for p in layer.REGULARISED]
     heads = []
     several = net.several_outputs
     for v, oname, loss, w, width, (lo, hi) in zip(g.outputs, net.output_names, net.losses, net.loss_weights,

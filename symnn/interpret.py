@@ -8,13 +8,14 @@ pullback tests. It is deliberately simple and slow; emitted kernels are the fast
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from functools import lru_cache
 
 import numpy as np
 import sympy as sp
 
 from . import ir, naming
+from .backends.numpy import spatial
 from .functions import plain
 
 
@@ -134,6 +135,46 @@ def _slice(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
     return s[0][:, lo:hi]
 
 
+def _geometry(node: ir.Node) -> tuple:
+    return astuple(node.arg)
+
+
+def _conv(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._conv(s[0], s[1], _geometry(node))
+
+
+def _conv_grad_input(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._conv_grad_input(s[0], s[1], _geometry(node))
+
+
+def _conv_grad_weight(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._conv_grad_weight(s[0], s[1], _geometry(node))
+
+
+def _channel_bias(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._channel_bias(s[0], s[1], *node.arg)
+
+
+def _channel_sum(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._channel_sum(s[0], *node.arg)
+
+
+def _max_pool(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._max_pool(s[0], _geometry(node))
+
+
+def _max_pool_grad(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._max_pool_grad(s[0], s[1], _geometry(node))
+
+
+def _avg_pool(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._avg_pool(s[0], _geometry(node))
+
+
+def _avg_pool_grad(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._avg_pool_grad(s[0], _geometry(node))
+
+
 #: the semantics of every op, leaves included (``tests/unit/test_dispatch_tables.py`` checks
 #: that none is missing)
 RULES: dict[ir.Op, Rule] = {
@@ -151,6 +192,15 @@ RULES: dict[ir.Op, Rule] = {
     ir.Op.SUM: _sum,
     ir.Op.CONCAT: _concat,
     ir.Op.SLICE: _slice,
+    ir.Op.CONV: _conv,
+    ir.Op.CONV_GRAD_INPUT: _conv_grad_input,
+    ir.Op.CONV_GRAD_WEIGHT: _conv_grad_weight,
+    ir.Op.CHANNEL_BIAS: _channel_bias,
+    ir.Op.CHANNEL_SUM: _channel_sum,
+    ir.Op.MAX_POOL: _max_pool,
+    ir.Op.MAX_POOL_GRAD: _max_pool_grad,
+    ir.Op.AVG_POOL: _avg_pool,
+    ir.Op.AVG_POOL_GRAD: _avg_pool_grad,
 }
 
 

@@ -44,6 +44,17 @@ class Op(Enum):
     # column blocks
     CONCAT = auto()  # src (A_1, ..., A_k), each (N, d_i) -> (N, sum d_i): side by side
     SLICE = auto()  # arg: (lo, hi); (N, D) -> (N, hi - lo): columns lo..hi-1
+    # spatial (arg: a ConvGeometry or PoolGeometry; each sample's (C, H, W) stored row-major as
+    # one row of C*H*W, the layout of a contiguous NCHW tensor)
+    CONV = auto()  # src (X, W): (N, C*H*W), (O, C/g*kh*kw) -> (N, O*Ho*Wo), cross-correlation
+    CONV_GRAD_INPUT = auto()  # src (G, W): (N, O*Ho*Wo) -> (N, C*H*W), the transposed convolution
+    CONV_GRAD_WEIGHT = auto()  # src (X, G) -> (O, C/g*kh*kw)
+    CHANNEL_BIAS = auto()  # src (Z, b), arg (C, P): Z + b[c] on each channel's P positions
+    CHANNEL_SUM = auto()  # src (A,), arg (C, P): (N, C*P) -> (C,), summed over N and positions
+    MAX_POOL = auto()  # src (X,): (N, C*H*W) -> (N, C*Ho*Wo), each window's maximum
+    MAX_POOL_GRAD = auto()  # src (X, G): G routed to each window's first maximum, summed
+    AVG_POOL = auto()  # src (X,): each window's mean (zeros of the padding counted, as PyTorch)
+    AVG_POOL_GRAD = auto()  # src (G,): (N, C*Ho*Wo) -> (N, C*H*W), G spread over each window
 
 
 #: the ops of leaves: data, parameters, constants, which plans name and never compute (every
@@ -73,6 +84,131 @@ class Elementwise:
     def __post_init__(self) -> None:
         if self.grads is not None and len(self.grads) != len(self.args):
             raise ValueError("Elementwise.grads needs one entry per argument")
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """The sizes of a 2-D convolution (a 1-D one has ``h = kh = 1``), fixed at compile time:
+    ``c`` input channels of ``h`` x ``w``, ``o`` output channels, a ``kh`` x ``kw`` kernel,
+    strides, zero padding on each side (top, bottom, left, right: "same" may pad one more
+    on the far side, as PyTorch), dilations and groups. PyTorch's ``conv2d`` semantics:
+    ``y[o, i, j] = sum_{c, a, b} w[o, c, a, b] x[g*C/G + c, i*sh + a*dh - pt, j*sw + b*dw - pl]``
+    for output channel ``o`` of group ``g``."""
+
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    sh: int = 1
+    sw: int = 1
+    pt: int = 0
+    pb: int = 0
+    pl: int = 0
+    pr: int = 0
+    dh: int = 1
+    dw: int = 1
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        if min(self.c, self.h, self.w, self.o, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw,
+               self.groups) < 1 or min(self.pt, self.pb, self.pl, self.pr) < 0:
+            raise ValueError(f"invalid convolution geometry {self}")
+        if self.c % self.groups or self.o % self.groups:
+            raise ValueError(f"groups={self.groups} must divide the channels in ({self.c}) and out ({self.o})")
+        if self.ho < 1 or self.wo < 1:
+            raise ValueError(f"the kernel ({self.kh}x{self.kw}, dilation {self.dh}x{self.dw}) is larger than "
+                             f"the padded input ({self.h + self.pt + self.pb}x{self.w + self.pl + self.pr})")
+
+    @property
+    def ho(self) -> int:
+        return (self.h + self.pt + self.pb - self.dh * (self.kh - 1) - 1) // self.sh + 1
+
+    @property
+    def wo(self) -> int:
+        return (self.w + self.pl + self.pr - self.dw * (self.kw - 1) - 1) // self.sw + 1
+
+    @property
+    def in_size(self) -> int:
+        """Entries of one input sample: C*H*W."""
+        return self.c * self.h * self.w
+
+    @property
+    def out_size(self) -> int:
+        return self.o * self.ho * self.wo
+
+    @property
+    def weight_cols(self) -> int:
+        """Columns of the weight as a matrix (O, C/g*kh*kw): one output channel's taps."""
+        return self.c // self.groups * self.kh * self.kw
+
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    """The sizes of a 2-D pooling window over ``c`` channels of ``h`` x ``w`` (1-D: ``h = kh =
+    1``): a ``kh`` x ``kw`` window, strides, padding on each side, dilations (max pooling),
+    ``ceil_mode`` and, for average pooling, whether the padding's zeros count in the divisor
+    (PyTorch's ``count_include_pad``, default True). PyTorch's output sizes and semantics."""
+
+    c: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    pt: int = 0
+    pb: int = 0
+    pl: int = 0
+    pr: int = 0
+    dh: int = 1
+    dw: int = 1
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+    def __post_init__(self) -> None:
+        if min(self.c, self.h, self.w, self.kh, self.kw, self.sh, self.sw, self.dh, self.dw) < 1 \
+                or min(self.pt, self.pb, self.pl, self.pr) < 0:
+            raise ValueError(f"invalid pooling geometry {self}")
+        if self.ho < 1 or self.wo < 1:
+            raise ValueError(f"the pooling window ({self.kh}x{self.kw}) is larger than the padded input "
+                             f"({self.h + self.pt + self.pb}x{self.w + self.pl + self.pr})")
+
+    @staticmethod
+    def _out(size: int, lo: int, hi: int, k: int, s: int, d: int, ceil: bool) -> int:
+        span = size + lo + hi - d * (k - 1) - 1
+        out = (span + (s - 1 if ceil else 0)) // s + 1
+        if ceil and (out - 1) * s >= size + lo:  # PyTorch: the last window must start inside
+            out -= 1
+        return out
+
+    @property
+    def ho(self) -> int:
+        return self._out(self.h, self.pt, self.pb, self.kh, self.sh, self.dh, self.ceil_mode)
+
+    @property
+    def wo(self) -> int:
+        return self._out(self.w, self.pl, self.pr, self.kw, self.sw, self.dw, self.ceil_mode)
+
+    @property
+    def in_size(self) -> int:
+        return self.c * self.h * self.w
+
+    @property
+    def out_size(self) -> int:
+        return self.c * self.ho * self.wo
+
+    @property
+    def has_empty_window(self) -> bool:
+        """Whether a window sees only padding along an axis (its maximum would be -inf: PyTorch
+        itself writes out of bounds in that case's backward pass)."""
+        for out, size, lo, k, s, d in ((self.ho, self.h, self.pt, self.kh, self.sh, self.dh),
+                                       (self.wo, self.w, self.pl, self.kw, self.sw, self.dw)):
+            for i in range(out):
+                if not any(0 <= i * s - lo + a * d < size for a in range(k)):
+                    return True
+        return False
 
 
 class _Interned(type):
@@ -110,6 +246,17 @@ class Node(metaclass=_Interned):
     @property
     def is_leaf(self) -> bool:
         return self.op in LEAF_OPS
+
+
+def matrix_shape(shape: Shape) -> Shape:
+    """A parameter's shape as the IR holds it: a tensor of rank > 2 (a convolution's weight
+    (O, C/g, kh, kw)) as the matrix of its rows, (O, C/g*kh*kw); the same memory, row-major."""
+    if len(shape) <= 2:
+        return tuple(shape)
+    cols = 1
+    for d in shape[1:]:
+        cols *= int(d)
+    return (shape[0], cols)
 
 
 # -- constructors with shape inference ----------------------------------------------------------
@@ -185,6 +332,79 @@ def slice_(a: Node, lo: int, hi: int) -> Node:
     return Node(Op.SLICE, (a,), (int(lo), int(hi)), (a.shape[0], int(hi) - int(lo)))
 
 
+def conv(x: Node, w: Node, geom: ConvGeometry) -> Node:
+    """The cross-correlation of the samples ``x`` (N, C*H*W) with the weight ``w`` (O, C/g*kh*kw)."""
+    _require(x, geom.in_size, "conv input")
+    if tuple(w.shape) != (geom.o, geom.weight_cols):
+        raise ValueError(f"conv weight of shape {w.shape}, the geometry needs {(geom.o, geom.weight_cols)}")
+    return Node(Op.CONV, (x, w), geom, (x.shape[0], geom.out_size))
+
+
+def conv_grad_input(g: Node, w: Node, geom: ConvGeometry) -> Node:
+    _require(g, geom.out_size, "conv cotangent")
+    return Node(Op.CONV_GRAD_INPUT, (g, w), geom, (g.shape[0], geom.in_size))
+
+
+def conv_grad_weight(x: Node, g: Node, geom: ConvGeometry) -> Node:
+    _require(x, geom.in_size, "conv input")
+    _require(g, geom.out_size, "conv cotangent")
+    return Node(Op.CONV_GRAD_WEIGHT, (x, g), geom, (geom.o, geom.weight_cols))
+
+
+def channel_bias(z: Node, b: Node, channels: int, positions: int) -> Node:
+    """``z`` (N, C*P) plus ``b[c]`` on each of channel c's P positions (a convolution's bias)."""
+    _require(z, channels * positions, "channel bias operand")
+    if tuple(b.shape) != (channels,):
+        raise ValueError(f"channel bias of shape {b.shape}, expected ({channels},)")
+    return Node(Op.CHANNEL_BIAS, (z, b), (int(channels), int(positions)), z.shape)
+
+
+def channel_sum(a: Node, channels: int, positions: int) -> Node:
+    """Per channel, the sum of ``a`` (N, C*P) over the batch and the channel's P positions."""
+    _require(a, channels * positions, "channel sum operand")
+    return Node(Op.CHANNEL_SUM, (a,), (int(channels), int(positions)), (int(channels),))
+
+
+def max_pool(x: Node, geom: PoolGeometry) -> Node:
+    _require(x, geom.in_size, "max pool input")
+    return Node(Op.MAX_POOL, (x,), geom, (x.shape[0], geom.out_size))
+
+
+def max_pool_grad(x: Node, g: Node, geom: PoolGeometry) -> Node:
+    _require(x, geom.in_size, "max pool input")
+    _require(g, geom.out_size, "max pool cotangent")
+    return Node(Op.MAX_POOL_GRAD, (x, g), geom, x.shape)
+
+
+def avg_pool(x: Node, geom: PoolGeometry) -> Node:
+    _require(x, geom.in_size, "average pool input")
+    return Node(Op.AVG_POOL, (x,), geom, (x.shape[0], geom.out_size))
+
+
+def avg_pool_grad(g: Node, geom: PoolGeometry) -> Node:
+    _require(g, geom.out_size, "average pool cotangent")
+    return Node(Op.AVG_POOL_GRAD, (g,), geom, (g.shape[0], geom.in_size))
+
+
+def _require(a: Node, width: int, what: str) -> None:
+    if len(a.shape) != 2 or a.shape[1] != width:
+        raise ValueError(f"{what} of shape {a.shape}, expected (N, {width})")
+
+
+#: the spatial ops and their geometry's type (``validate`` checks the arg)
+SPATIAL_OPS: dict[Op, type] = {
+    Op.CONV: ConvGeometry, Op.CONV_GRAD_INPUT: ConvGeometry, Op.CONV_GRAD_WEIGHT: ConvGeometry,
+    Op.MAX_POOL: PoolGeometry, Op.MAX_POOL_GRAD: PoolGeometry, Op.AVG_POOL: PoolGeometry,
+    Op.AVG_POOL_GRAD: PoolGeometry,
+}
+
+
+#: the ops that only pullbacks build (never a forward pass): nothing differentiates them, since
+#: symnn derives first derivatives (``symnn.autodiff.vjp.PULLBACKS`` has every other op)
+PULLBACK_OPS: frozenset[Op] = frozenset({Op.CONV_GRAD_INPUT, Op.CONV_GRAD_WEIGHT, Op.CHANNEL_SUM,
+                                         Op.MAX_POOL_GRAD, Op.AVG_POOL_GRAD})
+
+
 # -- traversal and validation -------------------------------------------------------------------
 def toposort(outputs: Iterable[Node]) -> list[Node]:
     """Nodes reachable from ``outputs``, operands before users, in a deterministic order."""
@@ -226,7 +446,8 @@ def count_ops(outputs: Iterable[Node]) -> tuple[int, int]:
 _ARITY = {
     Op.INPUT: 0, Op.PARAM: 0, Op.CONST: 0, Op.MATMUL: 2, Op.ADD_BIAS: 2, Op.SUM_ROWS: 1,
     Op.SOFTMAX: 1, Op.LOGSUMEXP: 1, Op.ROWSUM: 1, Op.SOFTMAX_CE: 2, Op.SUM: 1,
-    Op.SLICE: 1,
+    Op.SLICE: 1, Op.CONV: 2, Op.CONV_GRAD_INPUT: 2, Op.CONV_GRAD_WEIGHT: 2, Op.CHANNEL_BIAS: 2,
+    Op.CHANNEL_SUM: 1, Op.MAX_POOL: 1, Op.MAX_POOL_GRAD: 2, Op.AVG_POOL: 1, Op.AVG_POOL_GRAD: 1,
 }  # fmt: skip
 
 
@@ -248,7 +469,10 @@ def validate(outputs: Iterable[Node]) -> None:
                 raise ValueError(f"{n}: CONCAT needs two or more matrices of one row count")
         elif len(n.src) != _ARITY[n.op]:
             raise ValueError(f"{n}: {n.op.name} takes {_ARITY[n.op]} operands, got {len(n.src)}")
-        if n.op in (Op.MATMUL, Op.SOFTMAX, Op.LOGSUMEXP, Op.ROWSUM, Op.SUM_ROWS, Op.CONCAT, Op.SLICE):
+        if n.op in SPATIAL_OPS and not isinstance(n.arg, SPATIAL_OPS[n.op]):
+            raise ValueError(f"{n}: {n.op.name} needs a {SPATIAL_OPS[n.op].__name__}")
+        if n.op in (Op.MATMUL, Op.SOFTMAX, Op.LOGSUMEXP, Op.ROWSUM, Op.SUM_ROWS, Op.CONCAT, Op.SLICE,
+                    *SPATIAL_OPS, Op.CHANNEL_SUM) or n.op is Op.CHANNEL_BIAS and len(n.src[0].shape) != 2:
             if any(len(s.shape) != 2 for s in n.src):
                 raise ValueError(f"{n}: operands must be matrices")
 

@@ -182,21 +182,28 @@ class Arguments:
             return X  # ready as it is: nothing to convert, every entry finite
         net = self.network
         if isinstance(X, Mapping):
-            blocks = [self._input_block(a, f"X[{name!r}]", w)
-                      for name, w, a in zip(net.input_names, net.input_widths,
-                                            _entries(X, net.input_names, "X", "inputs"))]
+            blocks = [self._input_block(a, f"X[{name!r}]", w, shape)
+                      for (name, shape), w, a in zip(net.input_shapes, net.input_widths,
+                                                     _entries(X, net.input_names, "X", "inputs"))]
             _same_rows(blocks, "X")
             return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
         if net.several_inputs and not isinstance(X, np.ndarray):
             raise DTypeError(f"this network has several inputs: give X as a dict keyed by "
                              f"{list(net.input_names)}, got {type(X).__name__}")
-        return self._input_block(X, "X", net.n_in)
+        return self._input_block(X, "X", net.n_in, net.input_shapes[0][1])
 
-    def _input_block(self, value: object, what: str, width: object) -> np.ndarray:
+    def _input_block(self, value: object, what: str, width: object, shape: tuple = ()) -> np.ndarray:
+        """One input checked: (n, width), or (n, *shape) for samples of rank > 1 (images), which
+        become their rows, row-major (a view where the batch is C-contiguous)."""
         arr = _as_float_array(value, what, self.dtype)
         n_in = int(width)  # type: ignore[call-overload]
+        if len(shape) > 1 and arr.ndim == len(shape) + 1:
+            if tuple(arr.shape[1:]) != tuple(int(d) for d in shape):
+                raise ShapeError(f"expected {what} of shape (n, {', '.join(str(d) for d in shape)}), got {arr.shape}")
+            arr = np.ascontiguousarray(arr).reshape(arr.shape[0], n_in)
         if arr.ndim != 2:
-            raise ShapeError(f"expected {what} of shape (n, {n_in}), got {arr.shape}")
+            form = f"(n, {', '.join(str(d) for d in shape)}) or " if len(shape) > 1 else ""
+            raise ShapeError(f"expected {what} of shape {form}(n, {n_in}), got {arr.shape}")
         if arr.shape[1] != n_in:
             raise ShapeError(f"{what} has {arr.shape[1]} features, the network expects {n_in}")
         if self.check_finite:

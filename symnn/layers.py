@@ -67,15 +67,17 @@ def _tensor(value: object) -> "Tensor":
 
 def Input(*shape: int, name: str | None = None) -> Tensor:  # noqa: N802 - a constructor, as in Keras
     """An input of a layer graph: ``shape`` is one sample's shape (``sn.Input(64)`` for 64
-    features); ``name`` keys the input where a kernel takes several (default ``X``)."""
+    features, ``sn.Input(1, 8, 8)`` for one-channel 8x8 images, ``sn.Input(3, 100)`` for three
+    channels of 100 steps); ``name`` keys the input where a kernel takes several (default
+    ``X``). Kernels take a batch (N, *shape), or (N, prod(shape)) with each sample row-major."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     if not shape:
         raise SpecError("sn.Input needs the shape of one sample, e.g. sn.Input(64)")
     dims = tuple(_dim(d, "sn.Input") for d in shape)
-    if len(dims) != 1:
-        raise SpecError(f"sn.Input{dims}: inputs of rank {len(dims)} need the convolution layers "
-                        "(not available yet); give the number of features, e.g. sn.Input(64)")
+    if len(dims) > 3:
+        raise SpecError(f"sn.Input{dims}: a sample is features (F,), a sequence of channels (C, L) or an "
+                        f"image (C, H, W); rank {len(dims)} has no layer")
     if name is not None:
         naming.identifier(name, "input name")
     return Tensor(dims, None, (), name)
@@ -108,6 +110,8 @@ class Layer:
     PARAM_TEX: ClassVar[dict[str, str]] = {}
     #: LaTeX letter of the layer's output
     OUTPUT_TEX: ClassVar[str] = "H"
+    #: the parameters that the network's l1/l2 penalties apply to (weights, never biases)
+    REGULARISED: ClassVar[tuple[str, ...]] = ()
 
     def param_shapes(self) -> dict[str, Shape]:
         return {}
@@ -115,7 +119,8 @@ class Layer:
     def output_shape(self, *shapes: Shape) -> Shape:
         raise NotImplementedError
 
-    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
+              shapes: Sequence[Shape] = ()) -> Emitted:
         raise NotImplementedError
 
     def init(self, rng: np.random.Generator, scheme: str | None) -> dict[str, np.ndarray]:
@@ -174,7 +179,8 @@ class Add(Layer):
             raise LayerSizeMismatchError(f"cannot add tensors of shapes {shapes[0]} and {shapes[1]}")
         return shapes[0]
 
-    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
+              shapes: Sequence[Shape] = ()) -> Emitted:
         u, v = sp.symbols("u v", real=True)
         return Emitted(ir.map_(ir.Elementwise("add", (u, v), u + v), *inputs))
 
@@ -217,7 +223,8 @@ class LayerNorm(Layer):
             raise LayerSizeMismatchError(f"LayerNorm({self.normalized_shape}) applied to a tensor of shape {shapes[0]}")
         return shapes[0]
 
-    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
+              shapes: Sequence[Shape] = ()) -> Emitted:
         (x,) = inputs
         d = self.normalized_shape
         u, m, v = sp.symbols("u m v", real=True)
@@ -264,7 +271,8 @@ class Concat(Layer):
                                          f"axis; got shapes {', '.join(map(str, shapes))}")
         return (sum(s[0] for s in shapes),)
 
-    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
+              shapes: Sequence[Shape] = ()) -> Emitted:
         return Emitted(ir.concat(*inputs))
 
     def describe(self) -> str:
@@ -298,11 +306,10 @@ class Dropout(Layer):
     def output_shape(self, *shapes: Shape) -> Shape:
         if len(shapes) != 1:
             raise SpecError(f"Dropout takes one tensor, got {len(shapes)}")
-        if len(shapes[0]) != 1:
-            raise LayerSizeMismatchError(f"Dropout applies to a tensor of features, got shape {shapes[0]}")
-        return shapes[0]
+        return shapes[0]  # element-wise: features or images alike
 
-    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node]) -> Emitted:
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
+              shapes: Sequence[Shape] = ()) -> Emitted:
         return Emitted(inputs[0])  # the identity; training adds the mask (symnn.graph)
 
     def describe(self) -> str:

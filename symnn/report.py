@@ -96,6 +96,11 @@ class SymnnLatexPrinter(LatexPrinter):
     def _print_RowOp(self, expr) -> str:
         return r"%s\left(%s\right)" % (expr.KINDS[expr.kind], self._print(expr.args[1]))
 
+    def _print_Spatial(self, expr) -> str:
+        from .autodiff.algebra import SPATIAL_TEX
+
+        return r"%s\left(%s\right)" % (SPATIAL_TEX[expr.op], ", ".join(self._print(o) for o in expr.operands))
+
     def _print_BlockRow(self, expr) -> str:
         return r"\left[%s\right]" % r" \;\; ".join(self._print(b) for b in expr.args)
 
@@ -232,6 +237,9 @@ class PlainPrinter(StrPrinter):
 
     def _print_RowOp(self, expr) -> str:
         return f"{expr.kind}({self._print(expr.args[1])})"
+
+    def _print_Spatial(self, expr) -> str:
+        return f"{expr.op}({', '.join(self._print(o) for o in expr.operands)})"
 
     def _print_BlockRow(self, expr) -> str:
         return f"[{', '.join(self._print(b) for b in expr.args)}]"

@@ -91,6 +91,58 @@ class RowOp(sp.MatrixExpr):
         return (rows, cols) if self.kind == "softmax" else (rows, sp.Integer(1))
 
 
+class Spatial(sp.MatrixExpr):
+    """A spatial op of the IR on matrices whose rows are images (C*H*W, row-major): a
+    convolution, its two pullbacks, a pooling and its pullback, a per-channel bias or sum.
+    Printed as the named operator of :data:`SPATIAL_TEX` applied to its operands; evaluated by
+    the very functions the NumPy backend emits (:mod:`symnn.backends.numpy.spatial`), with the
+    geometry as the node holds it."""
+
+    def __new__(cls, kind: str | sp.Symbol, geometry: tuple[int, ...], shape: Shape,
+                *operands: sp.Basic) -> "Spatial":
+        kind = _sym(kind)
+        if kind.name not in SPATIAL_TEX:
+            raise ValueError(f"unknown spatial op {kind}")
+        return sp.Basic.__new__(cls, kind, sp.Tuple(*(sp.Integer(int(g)) for g in geometry)),
+                                sp.Tuple(*shape), *operands)
+
+    def doit(self, **hints) -> "Spatial":
+        return self
+
+    @property
+    def op(self) -> str:
+        """The op's name (not ``kind``: SymPy's ``kind`` says what sort of object this is)."""
+        return self.args[0].name
+
+    @property
+    def geometry(self) -> tuple[int, ...]:
+        return tuple(int(g) for g in self.args[1])
+
+    @property
+    def shape(self):
+        return tuple(self.args[2])
+
+    @property
+    def operands(self) -> tuple[sp.Basic, ...]:
+        return tuple(self.args[3:])
+
+    def _entry(self, i, j, **kwargs) -> sp.Expr:
+        from sympy.matrices.expressions.matexpr import MatrixElement
+
+        return MatrixElement(self, i, j)
+
+
+#: each spatial op's LaTeX operator (its IR op's function name in the NumPy backend, without
+#: the underscore, keys it)
+SPATIAL_TEX = {
+    "conv": r"\operatorname{conv}", "conv_grad_input": r"\operatorname{conv}^{	op}",
+    "conv_grad_weight": r"\operatorname{corr}", "channel_bias": r"\operatorname{addch}",
+    "channel_sum": r"\operatorname{sumch}", "max_pool": r"\operatorname{maxpool}",
+    "max_pool_grad": r"\operatorname{maxpool}^{	op}", "avg_pool": r"\operatorname{avgpool}",
+    "avg_pool_grad": r"\operatorname{avgpool}^{	op}",
+}
+
+
 class BlockRow(sp.MatrixExpr):
     """Matrices of one row count side by side, ``[A \\; B]`` (a concatenation of features)."""
 
@@ -341,6 +393,16 @@ def _rowop(e: RowOp, env: Mapping) -> np.ndarray:
     return ex / s if e.kind == "softmax" else m + np.log(s)
 
 
+def _spatial(e: Spatial, env: Mapping) -> np.ndarray:
+    from ..backends.numpy import spatial
+
+    args = [np.asarray(evaluate(o, env), dtype=float) for o in e.operands]
+    fn = getattr(spatial, f"_{e.op}")
+    if e.op in ("channel_bias", "channel_sum"):  # their geometry is (channels, positions)
+        return fn(*args, *e.geometry)
+    return fn(*args, e.geometry)
+
+
 _EVAL: dict[type, Callable[[sp.Basic, Mapping], object]] = {
     sp.MatMul: _matmul,
     sp.MatAdd: lambda e, env: sum(evaluate(a, env) for a in e.args),
@@ -351,6 +413,7 @@ _EVAL: dict[type, Callable[[sp.Basic, Mapping], object]] = {
     sp.ZeroMatrix: lambda e, env: np.zeros((_dim(e.shape[0], env), _dim(e.shape[1], env))),
     Apply: _apply,
     RowOp: _rowop,
+    Spatial: _spatial,
     Total: lambda e, env: float(np.sum(evaluate(e.args[0], env))),
     BlockRow: lambda e, env: np.concatenate([np.asarray(evaluate(b, env), dtype=float) for b in e.args], axis=1),
     ColSlice: lambda e, env: evaluate(e.args[0], env)[:, e.bounds[0]:e.bounds[1]],

@@ -67,7 +67,9 @@ def sweep(loss: ir.Node, wrt: dict[str, ir.Node]) -> Sweep:
             continue
         rule = PULLBACKS.get(node.op)
         if rule is None:
-            raise NotImplementedError(f"no pullback rule for {node.op.name}")
+            why = " (a pullback's own op: symnn derives first derivatives only)" \
+                if node.op in ir.PULLBACK_OPS else ""
+            raise NotImplementedError(f"no pullback rule for {node.op.name}{why}")
         grads = rule(node, ct)
         if len(grads) != len(node.src):
             raise AssertionError(f"{node.op.name} pullback returned {len(grads)} cotangents")

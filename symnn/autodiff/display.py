@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from enum import Enum
 from typing import Callable
 
@@ -25,6 +25,7 @@ import sympy as sp
 
 from .. import ir, naming
 from . import algebra as al
+from ..backends.numpy.config import SPATIAL_FUNCTIONS
 from .algebra import Term
 from .chain import Sweep
 from .elementwise import partial_tex
@@ -442,6 +443,22 @@ def _slice_matrix(p: _Printer, node: ir.Node) -> Term:
     return Term(t.coeff, al.ColSlice(t.mat, *node.arg), _shape(node.shape))
 
 
+def _spatial_matrix(p: _Printer, node: ir.Node) -> Term:
+    """A spatial op as its named operator on its operands (rows are images: the geometry the
+    equation's note gives)."""
+    geometry = astuple(node.arg) if not isinstance(node.arg, tuple) else node.arg
+    operands = [al.as_matrix(p.ref(s), _shape(s.shape)).expr() for s in node.src]
+    shape = _shape(node.shape)
+    return al.matrix(al.Spatial(SPATIAL_FUNCTIONS[node.op][1:], geometry, shape, *operands), shape)
+
+
+def _spatial_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    """An entry of a spatial op: the entry of its operator's matrix (the operator's index sums
+    run over windows of the geometry, which the matrix form names)."""
+    mat = _spatial_matrix(p, node).expr()
+    return mat[idx] if len(idx) == 2 else mat[idx[0], 0] if mat.shape[1] == 1 else mat[0, idx[0]]
+
+
 MATRIX_FORM: dict[ir.Op, Callable[[_Printer, ir.Node], Term]] = {
     ir.Op.MATMUL: _matmul_matrix,
     ir.Op.ADD_BIAS: _add_bias_matrix,
@@ -454,6 +471,7 @@ MATRIX_FORM: dict[ir.Op, Callable[[_Printer, ir.Node], Term]] = {
     ir.Op.SUM: _sum_matrix,
     ir.Op.CONCAT: _concat_matrix,
     ir.Op.SLICE: _slice_matrix,
+    **{op: _spatial_matrix for op in SPATIAL_FUNCTIONS},
 }
 
 
@@ -600,6 +618,7 @@ INDEX_FORM: dict[ir.Op, Callable] = {
     ir.Op.SUM: _sum_index,
     ir.Op.CONCAT: _concat_index,
     ir.Op.SLICE: _slice_index,
+    **{op: _spatial_index for op in SPATIAL_FUNCTIONS},
 }
 
 
@@ -628,6 +647,15 @@ RULE_NOTE: dict[ir.Op, str] = {
     ir.Op.SUM: "sum of every entry",
     ir.Op.CONCAT: "blocks of columns side by side",
     ir.Op.SLICE: "a block of columns",
+    ir.Op.CONV: "convolution (cross-correlation) of each image",
+    ir.Op.CONV_GRAD_INPUT: "transposed convolution: the cotangent back through the kernel",
+    ir.Op.CONV_GRAD_WEIGHT: "correlation of the images with the cotangent, summed over the batch",
+    ir.Op.CHANNEL_BIAS: "bias added to every position of its channel",
+    ir.Op.CHANNEL_SUM: "sum over the batch and each channel's positions",
+    ir.Op.MAX_POOL: "maximum of each window",
+    ir.Op.MAX_POOL_GRAD: "the cotangent routed to each window's first maximum",
+    ir.Op.AVG_POOL: "mean of each window",
+    ir.Op.AVG_POOL_GRAD: "the cotangent spread evenly over each window",
 }
 
 

@@ -139,6 +139,31 @@ def _slice(node: ir.Node, ct: ir.Node) -> tuple[ir.Node]:
     return (blocks[0] if len(blocks) == 1 else ir.concat(*blocks),)
 
 
+def _conv(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ir.Node]:
+    # Y = W * X (cross-correlation):  dX = the transposed convolution of ct with W,
+    # dW = the correlation of X with ct, summed over the batch
+    x, w = node.src
+    dx = None if x.op is ir.Op.INPUT else ir.conv_grad_input(ct, w, node.arg)
+    return dx, ir.conv_grad_weight(x, ct, node.arg)
+
+
+def _channel_bias(node: ir.Node, ct: ir.Node) -> tuple[ir.Node, ir.Node]:
+    # Z + b[c] on channel c's positions:  dZ = ct,  db_c = the sum of ct over the batch and c's positions
+    return ct, ir.channel_sum(ct, *node.arg)
+
+
+def _max_pool(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None]:
+    # each window's maximum:  dX = ct routed to the window's first maximum (summed where windows overlap)
+    (x,) = node.src
+    return (None if x.op is ir.Op.INPUT else ir.max_pool_grad(x, ct, node.arg),)
+
+
+def _avg_pool(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None]:
+    # each window's mean:  dX = ct / (the window's divisor) on each of its taps
+    (x,) = node.src
+    return (None if x.op is ir.Op.INPUT else ir.avg_pool_grad(ct, node.arg),)
+
+
 PULLBACKS: dict[ir.Op, Pullback] = {
     ir.Op.MATMUL: _matmul,
     ir.Op.ADD_BIAS: _add_bias,
@@ -151,4 +176,10 @@ PULLBACKS: dict[ir.Op, Pullback] = {
     ir.Op.SUM: _sum,
     ir.Op.CONCAT: _concat,
     ir.Op.SLICE: _slice,
+    ir.Op.CONV: _conv,
+    ir.Op.CHANNEL_BIAS: _channel_bias,
+    ir.Op.MAX_POOL: _max_pool,
+    ir.Op.AVG_POOL: _avg_pool,
 }
+#: every op has a pullback but the pullbacks' own (:data:`symnn.ir.PULLBACK_OPS`): symnn
+#: derives first derivatives, and the chain rule names such an op if it ever meets one

@@ -52,7 +52,19 @@ def _cases():
         "SLICE": ir.slice_(A, 1, 3),  # zeros on both sides of the cotangent
         "SLICE_left": ir.slice_(A, 0, 2),
         "SLICE_right": ir.slice_(A, 2, 4),
+        # spatial: odd sizes, groups, stride, dilation and padding on one side only
+        "CONV": ir.conv(ir.param("I", (N, 4 * 5 * 4)), ir.param("K", (6, 2 * 2 * 3)), _CONV),
+        "CHANNEL_BIAS": ir.channel_bias(ir.param("Z", (N, 3 * 5)), ir.param("c", (3,)), 3, 5),
+        "MAX_POOL": ir.max_pool(ir.param("M", (N, 2 * 5 * 6)), _POOL),
+        "AVG_POOL": ir.avg_pool(ir.param("M", (N, 2 * 5 * 6)), _AVG),
     }
+
+
+#: a grouped, strided, dilated convolution padded unevenly (4 channels of 5x4 -> 6)
+_CONV = ir.ConvGeometry(4, 5, 4, 6, 2, 3, sh=2, sw=1, pt=1, pb=0, pl=2, pr=1, dh=1, dw=2, groups=2)
+#: overlapping windows (stride 1 < window 3), padding, and a ceil_mode partial window
+_POOL = ir.PoolGeometry(2, 5, 6, 3, 2, 1, 2, pt=1, pb=1, pl=0, pr=0, ceil_mode=True)
+_AVG = ir.PoolGeometry(2, 5, 6, 3, 2, 2, 2, pt=1, pb=1, pl=1, pr=1, ceil_mode=True, count_include_pad=False)
 
 
 def test_every_op_has_a_case() -> None:

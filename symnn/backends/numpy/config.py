@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import sympy as sp
 
@@ -225,6 +225,33 @@ class _KernelPrinter:
         return None
 
 
+def _geometry_code(st: Stmt) -> str:
+    """A spatial statement's geometry as the tuple literal the functions of
+    :mod:`symnn.backends.numpy.spatial` take (the dataclass's fields in order)."""
+    return repr(tuple(int(v) for v in astuple(st.payload)))
+
+
+def _spatial_rule(function: str) -> Callable[[_KernelPrinter, Stmt], None]:
+    """The rule printing ``target = function(operands..., geometry)``: a call of the function of
+    :mod:`symnn.backends.numpy.spatial` that the module carries (:data:`SPATIAL_FUNCTIONS`)."""
+
+    def rule(self: _KernelPrinter, st: Stmt) -> None:
+        args = ", ".join(st.operands)
+        extra = _geometry_code(st) if not isinstance(st.payload, tuple) else ", ".join(map(str, st.payload))
+        self.owned.add(st.target)
+        self._put(f"{st.target} = {function}({args}, {extra})")
+
+    return rule
+
+
+#: the spatial ops' functions (:mod:`symnn.backends.numpy.spatial`), which the module copies
+SPATIAL_FUNCTIONS: dict[ir.Op, str] = {
+    ir.Op.CONV: "_conv", ir.Op.CONV_GRAD_INPUT: "_conv_grad_input", ir.Op.CONV_GRAD_WEIGHT: "_conv_grad_weight",
+    ir.Op.CHANNEL_BIAS: "_channel_bias", ir.Op.CHANNEL_SUM: "_channel_sum", ir.Op.MAX_POOL: "_max_pool",
+    ir.Op.MAX_POOL_GRAD: "_max_pool_grad", ir.Op.AVG_POOL: "_avg_pool", ir.Op.AVG_POOL_GRAD: "_avg_pool_grad",
+}
+
+
 #: how the NumPy backend prints each statement kind: one rule per op that reaches a plan
 #: (``tests/unit/test_dispatch_tables.py`` checks that none is missing)
 STATEMENTS: dict[ir.Op, Callable[[_KernelPrinter, Stmt], None]] = {
@@ -239,6 +266,7 @@ STATEMENTS: dict[ir.Op, Callable[[_KernelPrinter, Stmt], None]] = {
     ir.Op.SUM: _KernelPrinter._sum,
     ir.Op.CONCAT: _KernelPrinter._concat,
     ir.Op.SLICE: _KernelPrinter._slice,
+    **{op: _spatial_rule(fn) for op, fn in SPATIAL_FUNCTIONS.items()},
 }
 
 

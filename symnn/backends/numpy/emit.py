@@ -26,7 +26,8 @@ class EmitResult:
 
 def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None = None,
                train_prog: Program | None = None) -> EmitResult:
-    from .config import NumPyConfig, kernel_body, uses_batch_size
+    from .config import SPATIAL_FUNCTIONS, NumPyConfig, kernel_body, uses_batch_size
+    from .spatial import sources as spatial_sources
 
     naming.check_declared_names(net)  # the names are printed into the module's docstring
     printer = NumPyConfig(dtype=dtype).printer()
@@ -36,6 +37,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
     from ...graph import dropout_masks
 
     masks = dropout_masks(net) if optimizer is not None else []
+    spatial: set[str] = set()
     jobs = [(k, plan_kernel(prog, k)) for k in KERNELS]
     if masks:
         if train_prog is None:
@@ -44,8 +46,10 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
     for kname, plan in jobs:
         body, origins[kname] = kernel_body(plan, printer)
         used = {w for line in body for w in _words(line)}
-        prologue = [f'{naming.param_ident(p)} = params["{p}"]' for p in net.param_shapes()
-                    if naming.param_ident(p) in used]
+        spatial |= used & set(SPATIAL_FUNCTIONS.values())
+        # a parameter of rank > 2 (a convolution's weight) is read as the matrix the plan uses
+        prologue = [f'{naming.param_ident(p)} = params["{p}"]' + _as_matrix(shape)
+                    for p, shape in net.param_shapes().items() if naming.param_ident(p) in used]
         if kname == "loss_and_grad_train":
             prologue += [f"{m[0]} = masks[{i}]" for i, m in enumerate(masks) if m[0] in used]
         if uses_batch_size(body) or (labels and "Y" in plan.inputs):
@@ -61,8 +65,8 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         elif kname == "loss":
             returns, doc = f"float({plan.outputs['loss']})", "Mean loss (plus penalties) as a float."
         else:
-            grads = ", ".join(f'"{p}": {plan.outputs[naming.grad(naming.param_ident(p))]}'
-                              for p in net.param_shapes())
+            grads = ", ".join(f'"{p}": {plan.outputs[naming.grad(naming.param_ident(p))]}{_as_shape(shape)}'
+                              for p, shape in net.param_shapes().items())
             returns = f"float({plan.outputs['loss']}), {{{grads}}}"
             doc = "(loss, {name: dL/dname}) with gradients shaped like the parameters."
         kernels.append(
@@ -104,6 +108,8 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         param_names=list(net.param_shapes()),
         param_shapes=param_shapes,
         kernels=kernels,
+        spatial_source=spatial_sources(spatial) if spatial else "",
+        input_shapes=[(name, shape) for name, shape in net.input_shapes if len(shape) > 1],
     )
     # each body line is printed by the template as 4 spaces + line, after its function's
     # signature and prologue and before its return
@@ -113,6 +119,23 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         for k in kernels
     }
     return EmitResult(source, provenance)
+
+
+def _as_matrix(shape: tuple) -> str:
+    """``.reshape(O, K)``: how the module reads a parameter of rank > 2 (nothing for others)."""
+    return f".reshape({int(shape[0])}, {_prod(shape[1:])})" if len(shape) > 2 else ""
+
+
+def _as_shape(shape: tuple) -> str:
+    """``.reshape(O, C, kh, kw)``: a gradient of rank > 2 returned in its parameter's shape."""
+    return f".reshape({', '.join(str(int(d)) for d in shape)})" if len(shape) > 2 else ""
+
+
+def _prod(dims: tuple) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out
 
 
 def _words(line: str) -> set[str]:
