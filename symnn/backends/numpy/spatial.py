@@ -161,7 +161,8 @@ def _avg_divisor(geom):
 def _avg_pool(x, geom):
     """Each window's mean: (N, C*H*W) -> (N, C*Ho*Wo)."""
     win = _pool_windows(x, geom, 0)
-    return (win.sum(axis=(2, 3)) / _avg_divisor(geom)).reshape(x.shape[0], -1)
+    total = win.sum(axis=(2, 3))
+    return (total / _avg_divisor(geom).astype(total.real.dtype)).reshape(x.shape[0], -1)
 
 
 def _avg_pool_grad(gy, geom):
@@ -169,7 +170,7 @@ def _avg_pool_grad(gy, geom):
     c, h, w, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil, _ = geom
     ho, wo = _pool_out(geom)
     n = gy.shape[0]
-    g = gy.reshape(n, c, ho, wo) / _avg_divisor(geom)
+    g = gy.reshape(n, c, ho, wo) / _avg_divisor(geom).astype(gy.real.dtype)
     hp = max(h + pt + pb, (ho - 1) * sh + (kh - 1) + 1)
     wp = max(w + pl + pr, (wo - 1) * sw + (kw - 1) + 1)
     dxp = np.zeros((n, c, hp, wp), dtype=g.dtype)
