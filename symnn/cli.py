@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a spec on a CSV file")
     train.add_argument("spec", help="TOML network spec (its [train] table gives the settings)")
     train.add_argument("--data", required=True, help="CSV: inputs, then targets (or one integer label); "
+                       "an image input [C, H, W] is C*H*W columns, row-major (x.reshape(N, -1) of NCHW); "
                        "a first line that is not numbers is taken for column names")
     train.add_argument("--header", action="store_true",
                        help="skip the first line of the CSV whatever it holds (default: only if not numbers)")
@@ -96,8 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     onnx.add_argument("--dtype", choices=["float64", "float32"], default="float64")
 
     demo = sub.add_parser("demo", help="train the bundled digits network and print test accuracy")
-    demo.add_argument("--epochs", type=int, default=40)
+    demo.add_argument("--epochs", type=int, default=None,
+                      help="training epochs (default 40; 20 with --cnn)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--cnn", action="store_true",
+                      help="a convolutional network on the digits as 1x8x8 images instead of the dense one")
     demo.add_argument("--backend", choices=[*backends.names(), "auto"], default="auto",
                       help="kernel backend (default auto: C through cffi, NumPy without a compiler)")
     regen = sub.add_parser("regen", help="rewrite generated/ from generated/MANIFEST.toml")
@@ -409,9 +413,12 @@ def _from_onnx(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run
+    from .demo import run, run_cnn
 
-    run(epochs=args.epochs, seed=args.seed, backend=args.backend)
+    if args.cnn:
+        run_cnn(**({"epochs": args.epochs} if args.epochs is not None else {}), seed=args.seed, backend=args.backend)
+    else:
+        run(**({"epochs": args.epochs} if args.epochs is not None else {}), seed=args.seed, backend=args.backend)
     return 0
 
 
