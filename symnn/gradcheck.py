@@ -806,7 +806,9 @@ class _Kinks:
         float64 one: some kink argument's float64 value is within 4x the largest float32
         deviation seen for that argument (over all rows) of its kink. The deviation is
         measured by running the forward graph in both dtypes (the kernel rounds differently,
-        hence the margin and the worst case over rows)."""
+        hence the margin and the worst case over rows). An argument that is exactly 0 in both
+        dtypes is no such place: both sides take the same branch (a max-pool window's maximum
+        less itself, a tie of taps that a ReLU set to 0)."""
         near = np.zeros(X.shape[0], dtype=bool)
         p32 = {k: v.astype(np.float32) for k, v in params.items()}
         y32 = Y.astype(np.float32)
@@ -815,7 +817,8 @@ class _Kinks:
             for g64, g32 in pairs:
                 dev = np.abs(g64 - g32.astype(np.float64))
                 dev = float(np.max(dev[np.isfinite(dev)], initial=0.0))
-                near |= (np.abs(g64) < 4 * dev).any(axis=1)
+                same_tie = (g64 == 0) & (g32 == 0)
+                near |= ((np.abs(g64) < 4 * dev) & ~same_tie).any(axis=1)
         return near
 
 

@@ -13,12 +13,15 @@ A record is built from JSON/TOML values only (tables, lists, strings, numbers, b
 Each node is one call of a layer, after the nodes it reads (``inputs`` name inputs or earlier
 nodes): either a new layer (``layer`` is its kind in :data:`symnn.layers.LAYERS`, then its
 constructor's keywords: the layer's dataclass fields, those at their default left out, ``name``
-only where the layer was given one), or another call of an earlier node's layer (``reuse``).
+only where the layer was given one, each as the constructor takes it (:meth:`Layer.given`): a
+size tuple such as a convolution's ``kernel_size`` as a list of integers, ``[3, 3]``, its
+padding ``[1, 1]`` or ``"same"``), or another call of an earlier node's layer (``reuse``).
 
 Reading trusts nothing: every key is checked against the kind's fields (a whitelist), every id
-is a plain name, an operand must be defined before it is read, values are JSON scalars, and the
-layers and the network are made by their public constructors and by calling the layers on
-tensors, so every check a declaration in Python makes runs on the record. Every node must reach
+is a plain name, an operand must be defined before it is read, values are JSON scalars (or
+lists of at most two integers), and the layers and the network are made by their public
+constructors and by calling the layers on tensors, so every check a declaration in Python makes
+runs on the record. Every node must reach
 an output. Problems raise the caller's error class, located at ``where``.
 """
 
@@ -38,6 +41,8 @@ Make = Callable[[list[Tensor], list[Tensor]], Any]
 
 _NODE_KEYS = frozenset({"id", "inputs", "layer", "reuse"})
 _SCALARS = (bool, int, float, str, type(None))
+#: the longest list of sizes a field holds: one per spatial axis of a 2-D layer
+_MAX_SIZES = 2
 
 
 def _kind(layer: Layer) -> str:
@@ -56,14 +61,25 @@ def _layer_fields(layer: Layer, encode: Codec) -> dict[str, Any]:
         value = getattr(layer, f.name)
         if f.default is not dataclasses.MISSING and value == f.default and f.name not in encode:
             continue
+        value = layer.given(f.name)
         if f.name in encode:
             out[f.name] = encode[f.name](value)
         elif isinstance(value, _SCALARS):
             out[f.name] = value
+        elif _is_sizes(value):
+            out[f.name] = [int(v) for v in value]
         else:
             raise SpecError(f"layer field {type(layer).__name__}.{f.name} = {naming.shown(value)} is not a "
-                            "number, string or boolean, so it cannot be written to a spec or model file")
+                            "number, string, boolean or list of integers, so it cannot be written to a spec or "
+                            "model file")
     return out
+
+
+def _is_sizes(value: Any) -> bool:
+    """Whether ``value`` is a short tuple or list of integers (sizes: ``kernel_size = [3, 3]``);
+    a file's list is handed to the constructor as a tuple, whose checks then apply."""
+    return (isinstance(value, (tuple, list)) and 1 <= len(value) <= _MAX_SIZES
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
 
 
 def graph_record(net: Any, encode: Codec) -> dict[str, Any]:
@@ -142,8 +158,11 @@ def _new_layer(node: dict, where: str, decode: Codec, error: type[SymnnError]) -
             kwargs[key] = decode[key](value, f"{where}.{key}")
         elif isinstance(value, _SCALARS):
             kwargs[key] = value
+        elif isinstance(value, list) and _is_sizes(value):
+            kwargs[key] = tuple(value)
         else:
-            raise error(f"{where}.{key}: expected a number, string or boolean, got {type(value).__name__}")
+            raise error(f"{where}.{key}: expected a number, string, boolean or a list of at most {_MAX_SIZES} "
+                        f"integers, got {type(value).__name__} {naming.shown(value)}")
     try:
         return cls(**kwargs)
     except SymnnError as exc:

@@ -1,5 +1,6 @@
 """Interop: ``from_torch`` turns an ``nn.Sequential`` of Linear, activation and Dropout layers
-(or a module ``torch.fx`` traces: symnn/torch_fx.py), and ``from_onnx`` an ONNX MLP, into a
+(or of convolutions, pooling and flatten too, or a module ``torch.fx`` traces: both
+symnn/torch_fx.py), and ``from_onnx`` an ONNX MLP, into a
 :class:`~symnn.declare.Network` and its parameters;
 ``load_torch``/``from_torch_state_dict`` read a saved ``state_dict`` for a network described
 by a symnn spec; ``to_state_dict`` goes back to PyTorch.
@@ -41,7 +42,8 @@ _ACTIVATIONS = {
 
 
 def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dtype: str = "float64",
-               input_shapes: Sequence[int] | None = None) -> tuple[Network, dict[str, np.ndarray]]:
+               input_shape: Sequence[int] | None = None,
+               input_shapes: Sequence[object] | None = None) -> tuple[Network, dict[str, np.ndarray]]:
     """``(network, params)`` from ``nn.Sequential(Linear, act, Dropout, Linear, act, ...)``, or
     from any module whose ``forward`` ``torch.fx`` can trace, built from the supported layers.
 
@@ -56,9 +58,22 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
     one output, else ``"mse"``). ``Softmax`` must act on the last dimension; ``Softplus`` must
     have its default beta and threshold; ``GELU`` must be exact.
 
+    **nn.Sequential with convolution, pooling or flatten modules** (``nn.Conv1d/2d``,
+    ``nn.MaxPool1d/2d``, ``nn.AvgPool1d/2d``, ``nn.AdaptiveAvgPool1d/2d(1)`` then ``nn.Flatten()``,
+    ``nn.Flatten()``) becomes a layer graph as a traced module does (below), its module ``i``
+    the layer ``_i`` (a name cannot start with a digit): the parameters are keyed ``_0.weight``,
+    ``_0.bias``... and :func:`to_state_dict` gives back ``0.weight``.... A module has no
+    image size, so ``input_shape=(C, H, W)`` (``(C, L)`` for 1-D) is required there; for a
+    Sequential of Linear layers it is optional and must be ``(in_features,)``. A Sequential
+    holding an ``nn.Identity`` is read as a layer graph too, so that its indices stay exact.
+
     **Another module** is traced with ``torch.fx.symbolic_trace`` and rebuilt as a layer graph
-    (docs/layer_graphs.md): ``nn.Linear`` becomes ``sn.Dense``, with the activation module or
-    function right after it folded in when the Linear's output feeds only that activation;
+    (docs/layer_graphs.md): ``nn.Linear`` becomes ``sn.Dense`` and ``nn.Conv1d/2d`` (zero
+    padding, "same" included) ``sn.Conv1d/2d``, each with the activation module or function
+    right after it folded in when its output feeds only that activation; the pooling modules
+    their ``sn`` namesakes (``return_indices`` and ``divisor_override`` left at their
+    defaults); ``nn.AdaptiveAvgPool1d/2d(1)`` followed by ``nn.Flatten()`` or
+    ``torch.flatten(x, 1)`` one ``sn.GlobalAvgPool``; a flatten of each sample ``sn.Flatten``;
     ``nn.LayerNorm`` (one normalized dimension) ``sn.LayerNorm``; ``nn.Dropout`` ``sn.Dropout``;
     ``a + b`` an add; ``torch.cat(..., dim=1)`` ``sn.concat``. Each layer is named after the
     attribute holding its module (``self.fc1`` -> ``fc1``), so the parameters are keyed
@@ -66,27 +81,38 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
     keys and shapes; a module called twice shares its parameters. forward's arguments are the
     inputs (named by the arguments when there are several), its returned tensor or tuple the
     outputs (several need one loss each: ``loss=[...]``, or the defaults per output). An input's
-    width is read from the Linear or LayerNorm that reads it; when none does, pass
-    ``input_shapes=[width, ...]``, one per forward argument.
+    width is read from the Linear or LayerNorm that reads it; when none does (an image read by
+    a Conv), pass ``input_shapes=[shape, ...]``, one width or (C, L) / (C, H, W) per forward
+    argument, or ``input_shape=`` for a forward of one argument.
 
     Raises:
         SpecTypeError: not a module / an unsupported layer (named, with its index or its fx
             node) / a module torch.fx cannot trace (control flow on tensor values).
         SpecError: a structural problem (activation first, two activations in a row, an
             activation that follows no Linear, a nested submodule ``block.0``, a parameter or
-            buffer no layer maps, an input width that is not known...).
+            buffer no layer maps, an input shape that is not known, an AdaptiveAvgPool not
+            followed by a flatten...).
+        ConfigError: ``input_shapes=`` for an nn.Sequential, or both keywords.
     """
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - only without the oracle extra
         raise SpecTypeError('from_torch needs PyTorch: pip install "symnn[oracle]"') from exc
-    if not isinstance(module, torch.nn.Sequential):
-        from .torch_fx import from_traced
+    from .torch_fx import from_traced, needs_graph
 
-        return from_traced(torch, module, loss, name, dtype, input_shapes)
+    if not isinstance(module, torch.nn.Sequential):
+        if input_shape is not None and input_shapes is not None:
+            raise ConfigError("give input_shape= (a forward of one argument) or input_shapes= (one per "
+                              "argument), not both")
+        shapes = [input_shape] if input_shape is not None else input_shapes
+        return from_traced(torch, module, loss, name, dtype, shapes)
     if input_shapes is not None:
-        raise ConfigError("input_shapes= is for a traced module; an nn.Sequential's first Linear "
-                          "gives its width")
+        raise ConfigError("input_shapes= is for a traced module; an nn.Sequential takes input_shape=(C, H, W) "
+                          "(its first Linear gives a width)")
+    if needs_graph(torch, module):
+        return from_traced(torch, module, loss, name, dtype, None if input_shape is None else [input_shape],
+                           shape_hint="input_shape=(C, H, W) (or (C, L) for a Conv1d): the module holds no "
+                           "image size")
     layers: list[_TorchLayer] = []
     for idx, child in enumerate(module):
         kind = type(child).__name__
@@ -97,7 +123,8 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
             _add_dropout(layers, child, idx)
             continue
         if kind not in _ACTIVATIONS:
-            raise SpecTypeError(f"layer {idx} ({kind}) is not supported; from_torch handles Linear, Dropout "
+            raise SpecTypeError(f"layer {idx} ({kind}) is not supported; from_torch handles Linear, Conv1d/2d, "
+                                "MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d(1) + Flatten, Flatten, Dropout "
                                 f"and {', '.join(sorted(_ACTIVATIONS))}")
         if not layers or layers[-1].activation is not None or layers[-1].dropout_at is not None:
             dropped = bool(layers) and layers[-1].dropout_at is not None
@@ -109,6 +136,7 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
         layers[-1].activation = Activation.builtin(act_name, **params)
     if not layers:
         raise SpecError("the Sequential has no Linear layer")
+    _check_input_shape(input_shape, int(layers[0].linear.in_features))
     if layers[-1].dropout_at is not None:
         raise SpecError(f"layer {layers[-1].dropout_at} (Dropout) follows the output layer; symnn applies "
                         "dropout to hidden layers only (remove it: at inference it is the identity)")
@@ -119,6 +147,16 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
         b = linear.bias.detach().cpu().numpy() if linear.bias is not None else np.zeros(linear.out_features)
         rows.append((w, b, layer.activation, layer.dropout))
     return _assemble(rows, loss, name, dtype)
+
+
+def _check_input_shape(input_shape: object, width: int) -> None:
+    """``input_shape`` of a Sequential of Linear layers: None, or the first Linear's (width,)."""
+    if input_shape is None:
+        return
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
+    if shape != (width,):
+        raise SpecError(f"input_shape={shown(input_shape)}, but the Sequential's first Linear reads samples of "
+                        f"{width} features: input_shape=({width},)")
 
 
 @dataclass
@@ -199,15 +237,20 @@ def to_state_dict(net: Network, params: Mapping[str, Any]) -> dict[str, Any]:
     """Parameters as the ``state_dict`` of the ``nn.Sequential`` that ``from_torch`` reads
     (keys ``"0.weight"``, ``"0.bias"``, ``"2.weight"``... with one module per activation and
     one ``nn.Dropout`` per layer with dropout). For a layer graph the keys are its parameter
-    names, ``"dense1.weight"``..., those of a module whose attributes are named like the layers.
+    names, ``"dense1.weight"``..., those of a module whose attributes are named like the layers,
+    except that a layer named ``_3`` (an nn.Sequential's module 3, as ``from_torch`` names it)
+    gives ``"3.weight"``: so a module ``from_torch`` imported gets exactly its ``state_dict()``
+    keys back, in the network's order of parameters (the module's, for an imported one).
     ``params`` may also be gradients (``loss_and_grad``'s), keyed the same."""
     import torch
+
+    from .torch_fx import state_dict_key
 
     if net.graph is not None:
         missing = [name for name in net.param_shapes() if name not in params]
         if missing:
             raise ShapeError(f"params lack {shown(missing, 120)}")
-        return {name: torch.tensor(np.asarray(params[name])) for name in net.param_shapes()}
+        return {state_dict_key(name): torch.tensor(np.asarray(params[name])) for name in net.param_shapes()}
     out, idx = {}, 0
     for i, layer in enumerate(net.layers, 1):
         out[f"{idx}.weight"] = torch.tensor(np.asarray(params[f"W{i}"]))
@@ -332,10 +375,11 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], net: Network, *,
     weight must be a floating-point tensor of shape (out, in) of its layer, each bias (out,),
     all finite in ``dtype``; a missing bias is zero (``nn.Linear(bias=False)``).
 
-    For a layer graph the keys must be exactly the network's parameter names
-    (``"dense1.weight"``, ``"layernorm1.bias"``...: the ``state_dict`` of a module whose
-    attributes are named like the layers), each a floating-point tensor of its shape, finite
-    in ``dtype``.
+    For a layer graph the keys must be exactly the network's parameter names as
+    :func:`to_state_dict` writes them (``"dense1.weight"``, ``"layernorm1.bias"``...: the
+    ``state_dict`` of a module whose attributes are named like the layers; ``"3.weight"`` for
+    a layer ``_3``, an nn.Sequential's module 3), each a floating-point tensor of its shape,
+    finite in ``dtype``.
 
     Raises:
         ModelFormatError: a key that is no Linear weight or bias, a layer count, shape or
@@ -381,28 +425,31 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], net: Network, *,
 
 
 def _graph_state_dict(state_dict: Mapping[str, Any], net: Network, dtype: str) -> dict[str, np.ndarray]:
-    """A layer graph's parameters from a state_dict keyed by its parameter names, no more, no
-    fewer; each key named in the error that refuses it."""
+    """A layer graph's parameters from a state_dict keyed by its parameter names (the keys
+    :func:`to_state_dict` writes: ``3.weight`` for layer ``_3``), no more, no fewer; each key
+    named in the error that refuses it."""
     import torch
+
+    from .torch_fx import state_dict_key
 
     if not isinstance(state_dict, Mapping):
         raise ModelFormatError("expected a state_dict (a mapping of names to tensors), got "
                                f"{type(state_dict).__name__}")
-    shapes = net.param_shapes()
+    shapes = {state_dict_key(name): (name, shape) for name, shape in net.param_shapes().items()}
     extra = [key for key in state_dict if key not in shapes]
     if extra:
         raise ModelFormatError(f"state_dict entry {shown(extra[0])} is not a parameter of the network; "
                                f"its parameters are {shown(list(shapes), 200)}")
     params: dict[str, np.ndarray] = {}
-    for name, shape in shapes.items():
-        if name not in state_dict:
-            raise ModelFormatError(f"state_dict has no {shown(name)}; the network's parameters are "
+    for key, (name, shape) in shapes.items():
+        if key not in state_dict:
+            raise ModelFormatError(f"state_dict has no {shown(key)}; the network's parameters are "
                                    f"{shown(list(shapes), 200)}")
-        value = state_dict[name]
+        value = state_dict[key]
         if not isinstance(value, torch.Tensor):
-            raise ModelFormatError(f"state_dict entry {shown(name)} is a {type(value).__name__}, not a tensor")
+            raise ModelFormatError(f"state_dict entry {shown(key)} is a {type(value).__name__}, not a tensor")
         want = tuple(int(d) for d in shape)
-        params[name] = _weights(_tensor_values(value, name, want, name.rpartition(".")[0]), shown(name), dtype)
+        params[name] = _weights(_tensor_values(value, key, want, key.rpartition(".")[0]), shown(key), dtype)
     return params
 
 

@@ -129,6 +129,13 @@ class Layer:
     def describe(self) -> str:
         return type(self).__name__
 
+    def given(self, field: str) -> object:
+        """Dataclass field ``field`` in the form the constructor takes it: what a spec or model
+        file writes so that the constructor rebuilds this layer (:mod:`symnn.graph_spec`). The
+        field itself, unless the constructor normalises its argument (a convolution stores its
+        padding per side and a 1-D layer's sizes with a height of 1)."""
+        return getattr(self, field)
+
     @property
     def output_activation(self) -> "object | None":
         """The element-wise (or softmax) activation this layer ends with (a Dense's, an

@@ -60,6 +60,8 @@ class Standardizer:
     @classmethod
     def fit(cls, X: object) -> "Standardizer":
         arr = as_real_array(X, "X").astype(np.float64)
+        if arr.ndim > 2 and arr.shape[0]:  # images (N, C, H, W): per entry of the row C*H*W
+            arr = arr.reshape(arr.shape[0], -1)
         if arr.ndim != 2 or arr.shape[0] == 0:
             raise ShapeError(f"Standardizer.fit needs a non-empty 2-D array, got shape {arr.shape}")
         if not np.isfinite(arr).all():
@@ -68,7 +70,11 @@ class Standardizer:
         return cls(arr.mean(axis=0), np.where(std > 0, std, 1.0))
 
     def transform(self, X: object) -> np.ndarray:
+        """``X`` standardised, as rows: a batch of images (N, C, H, W) is taken as the rows of
+        C*H*W entries the statistics were fitted on (the kernels' layout, row-major)."""
         arr = as_real_array(X, "X").astype(np.float64)
+        if arr.ndim > 2 and arr.shape[0]:
+            arr = arr.reshape(arr.shape[0], -1)
         if arr.ndim != 2 or arr.shape[1] != self.mean.shape[0]:
             raise ShapeError(f"expected X with {self.mean.shape[0]} features, got shape {arr.shape}")
         return (arr - self.mean) / self.std

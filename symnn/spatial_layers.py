@@ -113,6 +113,16 @@ class _Conv(Layer):
         ph, pw = _pair(padding, f"{what} padding", self.RANK, minimum=0)
         return (ph, ph, pw, pw)
 
+    def given(self, field: str) -> object:
+        """Sizes as the constructor takes them: ``(k,)`` for a 1-D layer's kernel, stride and
+        dilation; the padding as ``(ph, pw)`` (``(p,)``), or "same" where only it pads unevenly."""
+        if field == "padding":
+            pt, pb, pl, pr = self.padding
+            if (pt, pl) == (pb, pr):
+                return (pt, pl) if self.RANK == 2 else (pl,)
+            return "same"  # the only padding that differs between the sides (_padding)
+        return _given_sizes(self, field)
+
     def geometry(self, shape: Shape) -> ir.ConvGeometry:
         """The geometry of this layer on samples of ``shape`` ((C, H, W) or (C, L))."""
         c, h, w = _image(shape, self.RANK, type(self).__name__)
@@ -173,6 +183,16 @@ class _Conv(Layer):
                 f", {self.activation.name}")
 
 
+#: the fields a 1-D layer stores as (height, width) with a height of 1 (0 for a padding)
+_PAIRS = ("kernel_size", "stride", "padding", "dilation")
+
+
+def _given_sizes(layer: "_Conv | _Pool", field: str) -> object:
+    """A field of ``layer`` as its constructor takes it: a 1-D layer's sizes without their height."""
+    value = getattr(layer, field)
+    return value[1:] if field in _PAIRS and layer.RANK == 1 else value
+
+
 def _image(shape: Shape, rank: int, what: str) -> tuple[int, int, int]:
     """(C, H, W) of a sample of ``shape``: (C, H, W) for a 2-D layer, (C, L) as (C, 1, L) for a
     1-D one."""
@@ -231,6 +251,9 @@ class _Pool(Layer):
             if 2 * p > k:  # PyTorch's rule: a window never lies more than half in the padding
                 raise ConfigError(f"{what}: padding {self.padding} must be at most half the window {self.kernel_size}")
         set_(self, "name", _check_name(name))
+
+    def given(self, field: str) -> object:
+        return _given_sizes(self, field)
 
     def geometry(self, shape: Shape) -> ir.PoolGeometry:
         c, h, w = _image(shape, self.RANK, type(self).__name__)

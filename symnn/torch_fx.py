@@ -2,10 +2,14 @@
 with ``torch.fx.symbolic_trace`` and the traced graph is rebuilt as a symnn layer graph.
 
 Each supported node becomes the symnn layer with PyTorch's semantics: ``nn.Linear`` (with the
-activation right after it folded in) an ``sn.Dense``, ``nn.LayerNorm`` an ``sn.LayerNorm``,
-``nn.Dropout`` an ``sn.Dropout``, ``a + b`` an add and ``torch.cat(dim=1)`` an ``sn.concat``.
-A layer is named after the attribute that holds its module, so the network's parameter names
-are the module's ``state_dict()`` keys, checked one for one: anything the module holds that
+activation right after it folded in) an ``sn.Dense``, ``nn.Conv1d``/``Conv2d`` (the same) an
+``sn.Conv1d``/``Conv2d``, the pooling modules their ``sn`` namesakes, ``nn.AdaptiveAvgPool(1)``
+with the flatten after it an ``sn.GlobalAvgPool``, ``nn.Flatten``/``torch.flatten(x, 1)`` an
+``sn.Flatten``, ``nn.LayerNorm`` an ``sn.LayerNorm``, ``nn.Dropout`` an ``sn.Dropout``,
+``a + b`` an add and ``torch.cat(dim=1)`` an ``sn.concat``. A layer is named after the
+attribute that holds its module (:func:`layer_name_of`: an ``nn.Sequential``'s module ``3`` is
+layer ``_3``), so the network's parameter names are the module's ``state_dict()`` keys up to
+that one rule (:func:`state_dict_key`), checked one for one: anything the module holds that
 symnn would not map is refused rather than dropped.
 
 Everything is classified before any layer is built: an unsupported node is reported, with what
@@ -15,21 +19,31 @@ is supported, before any work.
 from __future__ import annotations
 
 import enum
+import numbers
 import operator
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import naming
+from . import ir, naming
 from .declare import Activate, Activation, Dense, Network
 from .errors import ModelFormatError, SpecError, SpecTypeError
 from .layers import Dropout, Input, Layer, LayerNorm, Tensor, concat
 from .naming import shown
+from .spatial_layers import (AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d,
+                             MaxPool2d)
 
-_SUPPORTED = ("nn.Linear, nn.LayerNorm (one normalized dimension), nn.Dropout, nn.Identity, a + b "
+_SUPPORTED = ("nn.Linear, nn.Conv1d/2d (padding_mode='zeros'), nn.MaxPool1d/2d, nn.AvgPool1d/2d, "
+              "nn.AdaptiveAvgPool1d/2d(1) followed by a flatten, nn.Flatten and torch.flatten(x, 1), "
+              "nn.LayerNorm (one normalized dimension), nn.Dropout, nn.Identity, a + b "
               "(operator.add, torch.add), torch.cat(dim=1 or -1), and the activations {activations} "
-              "(folded into the Linear right before them, else an sn.Activate layer)")
+              "(folded into the Linear or Conv right before them, else an sn.Activate layer)")
+
+#: an nn.Sequential's module index ("3"), a layer named "_3" (a name cannot start with a digit)
+_INDEX = re.compile(r"[0-9]{1,18}")
+_INDEX_LAYER = re.compile(r"_[0-9]{1,18}")
 
 
 class _Kind(enum.Enum):
@@ -37,6 +51,10 @@ class _Kind(enum.Enum):
 
     INPUT = enum.auto()
     LINEAR = enum.auto()
+    CONV = enum.auto()  # nn.Conv1d/2d
+    POOL = enum.auto()  # nn.MaxPool1d/2d, nn.AvgPool1d/2d
+    GLOBAL_POOL = enum.auto()  # nn.AdaptiveAvgPool1d/2d(1): with the flatten after it, a GlobalAvgPool
+    FLATTEN = enum.auto()
     LAYERNORM = enum.auto()
     DROPOUT = enum.auto()
     IDENTITY = enum.auto()
@@ -58,8 +76,12 @@ class _Role:
 
 
 def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
-                input_shapes: Sequence[int] | None) -> tuple[Network, dict[str, np.ndarray]]:
-    """``(network, params)`` for a module ``torch.fx`` can trace (see :func:`symnn.from_torch`)."""
+                input_shapes: Sequence[object] | None,
+                shape_hint: str = ("input_shape=(C, H, W) for a forward of one argument, or input_shapes=[...], "
+                                   "one shape per forward argument, in order")
+                ) -> tuple[Network, dict[str, np.ndarray]]:
+    """``(network, params)`` for a module ``torch.fx`` can trace (see :func:`symnn.from_torch`);
+    ``shape_hint`` is how the error for an unknown input shape tells the caller to give it."""
     from .interop import _check_dtype
 
     if not isinstance(module, torch.nn.Module):
@@ -68,9 +90,10 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
     _check_dtype(dtype)
     graph = _trace(torch, module)
     roles = {node: _role(torch, module, node) for node in graph.nodes}
+    _check_global_pools(roles)
     placeholders = [node for node in graph.nodes if roles[node].kind is _Kind.INPUT]
-    widths = _input_widths(placeholders, roles, input_shapes)
-    inputs, outputs = _build(graph, roles, placeholders, widths)
+    shapes = _input_shapes(placeholders, roles, input_shapes, shape_hint)
+    inputs, outputs = _build(torch, graph, roles, placeholders, shapes)
     if loss is None:
         defaults = [_default_loss(t) for t in outputs]
         loss = defaults[0] if len(defaults) == 1 else defaults
@@ -141,6 +164,9 @@ def _module_role(torch: Any, root: Any, node: Any) -> _Role:
         if sub.bias is None:
             raise SpecTypeError(f"{_where(node)}: Linear(bias=False) is not supported (a symnn Dense has a bias)")
         return _Role(_Kind.LINEAR, _single_operand(torch, node), sub)
+    spatial = _spatial_role(torch, sub, node)
+    if spatial is not None:
+        return spatial
     if cls is nn.LayerNorm:
         if len(sub.normalized_shape) != 1:
             raise SpecTypeError(f"{_where(node)}: LayerNorm over {len(sub.normalized_shape)} dimensions; "
@@ -157,6 +183,56 @@ def _module_role(torch: Any, root: Any, node: Any) -> _Role:
         _check_variant(sub, kind, _where(node))
         return _Role(_Kind.ACTIVATION, _single_operand(torch, node), sub, _activation(sub, kind))
     raise _unsupported(node, f": {kind}")
+
+
+def _spatial_table(torch: Any) -> dict[type, tuple[_Kind, type[Layer]]]:
+    """torch module class -> (its kind, the symnn layer it becomes); the exact classes (a
+    ``LazyConv2d`` or a ``ConvTranspose2d`` is another layer)."""
+    nn = torch.nn
+    return {nn.Conv1d: (_Kind.CONV, Conv1d), nn.Conv2d: (_Kind.CONV, Conv2d),
+            nn.MaxPool1d: (_Kind.POOL, MaxPool1d), nn.MaxPool2d: (_Kind.POOL, MaxPool2d),
+            nn.AvgPool1d: (_Kind.POOL, AvgPool1d), nn.AvgPool2d: (_Kind.POOL, AvgPool2d),
+            nn.AdaptiveAvgPool1d: (_Kind.GLOBAL_POOL, GlobalAvgPool),
+            nn.AdaptiveAvgPool2d: (_Kind.GLOBAL_POOL, GlobalAvgPool), nn.Flatten: (_Kind.FLATTEN, Flatten)}
+
+
+def needs_graph(torch: Any, sequential: Any) -> bool:
+    """Whether an ``nn.Sequential`` is imported as a traced layer graph rather than as a
+    Sequential of Dense layers: it holds a convolution, pooling or flatten module (images need
+    a graph), or an ``nn.Identity`` (the Sequential form keeps no trace of it, so
+    ``to_state_dict`` could not count it among the module indices)."""
+    table = _spatial_table(torch)
+    return any(type(child) in table or type(child) is torch.nn.Identity for child in sequential)
+
+
+def _spatial_role(torch: Any, sub: Any, node: Any) -> _Role | None:
+    """The role of a convolution, pooling or flatten module, after refusing the settings symnn's
+    layer does not have (each named); None for another module."""
+    entry = _spatial_table(torch).get(type(sub))
+    if entry is None:
+        return None
+    kind, _ = entry
+    what = f"{_where(node)}: {type(sub).__name__}"
+    if kind is _Kind.CONV and sub.padding_mode != "zeros":
+        raise SpecTypeError(f"{what}(padding_mode={sub.padding_mode!r}) is not supported; symnn pads with zeros "
+                            "(padding_mode='zeros')")
+    if kind is _Kind.POOL and getattr(sub, "return_indices", False):
+        raise SpecTypeError(f"{what}(return_indices=True) is not supported: the layer returns one tensor")
+    if kind is _Kind.POOL and getattr(sub, "divisor_override", None) is not None:
+        raise SpecTypeError(f"{what}(divisor_override={sub.divisor_override}) is not supported; symnn divides "
+                            "by the window (count_include_pad as PyTorch)")
+    if kind is _Kind.GLOBAL_POOL and _sizes(sub.output_size) != {1}:
+        raise SpecTypeError(f"{what}(output_size={sub.output_size!r}) is not supported; symnn pools globally: "
+                            "output_size=1, followed by a flatten (an sn.GlobalAvgPool)")
+    if kind is _Kind.FLATTEN and (sub.start_dim, sub.end_dim) != (1, -1):
+        raise SpecTypeError(f"{what}(start_dim={sub.start_dim}, end_dim={sub.end_dim}) is not supported; a "
+                            "sample's features are flattened with start_dim=1, end_dim=-1")
+    return _Role(kind, _single_operand(torch, node), sub)
+
+
+def _sizes(value: object) -> set[object]:
+    """The distinct entries of an int-or-tuple size (``1``, ``(1, 1)``, ``(1, None)``)."""
+    return set(value) if isinstance(value, (tuple, list)) else {value}
 
 
 def _activation(settings: Any, kind: str) -> Activation:
@@ -194,6 +270,8 @@ def _function_role(torch: Any, node: Any) -> _Role:
         return _add_role(torch, node)
     if target in (torch.cat, torch.concat):
         return _cat_role(torch, node)
+    if target is torch.flatten:
+        return _flatten_role(torch, node)
     table = _function_table(torch)
     if target in table:
         kind, names = table[target]
@@ -204,6 +282,8 @@ def _function_role(torch: Any, node: Any) -> _Role:
 def _method_role(torch: Any, node: Any) -> _Role:
     if node.target == "add":
         return _add_role(torch, node)
+    if node.target == "flatten":
+        return _flatten_role(torch, node)
     if node.target in _METHODS:
         kind, names = _METHODS[node.target]
         return _activation_call(torch, node, kind, names)
@@ -243,6 +323,23 @@ def _add_role(torch: Any, node: Any) -> _Role:
     return _Role(_Kind.ADD, tuple(args))
 
 
+def _flatten_role(torch: Any, node: Any) -> _Role:
+    """``torch.flatten(x, 1)`` or ``x.flatten(1)`` (end_dim -1): each sample's features, as
+    ``nn.Flatten()``; other dimensions would fold the batch in or keep an image axis."""
+    given = dict(zip(("input", "start_dim", "end_dim"), node.args))
+    for key, value in node.kwargs.items():
+        if key not in ("start_dim", "end_dim") or key in given:
+            raise _unsupported(node, f" with argument {shown(key)}")
+        given[key] = value
+    if not isinstance(given.get("input"), torch.fx.Node) or len(node.args) > 3:
+        raise _unsupported(node, " on something other than one tensor")
+    dims = (given.get("start_dim", 0), given.get("end_dim", -1))
+    if dims != (1, -1):
+        raise SpecError(f"{_where(node)}: flatten(start_dim={dims[0]}, end_dim={dims[1]}) does not flatten each "
+                        "sample: use torch.flatten(x, 1) (start_dim=1, end_dim=-1)")
+    return _Role(_Kind.FLATTEN, (given["input"],))
+
+
 def _cat_role(torch: Any, node: Any) -> _Role:
     given = dict(zip(("tensors", "dim"), node.args))
     for key, value in node.kwargs.items():
@@ -258,20 +355,21 @@ def _cat_role(torch: Any, node: Any) -> _Role:
     return _Role(_Kind.CAT, tuple(tensors))
 
 
-def _input_widths(placeholders: Sequence[Any], roles: Mapping[Any, _Role],
-                  input_shapes: Sequence[int] | None) -> list[int]:
-    """One width per forward argument: ``input_shapes`` if given, else read off a Linear's
-    ``in_features`` or a LayerNorm's size among the argument's consumers (the fx graph has no
-    shapes)."""
+def _input_shapes(placeholders: Sequence[Any], roles: Mapping[Any, _Role],
+                  input_shapes: Sequence[object] | None, hint: str) -> list[tuple[int, ...]]:
+    """One sample shape per forward argument: ``input_shapes`` if given (a width, or a shape
+    (C, L) / (C, H, W)), else read off a Linear's ``in_features`` or a LayerNorm's size among
+    the argument's consumers (the fx graph has no shapes; a convolution's input has a height
+    and width that no module holds)."""
     if input_shapes is not None:
         if isinstance(input_shapes, (str, bytes)) or not isinstance(input_shapes, Sequence):
-            raise SpecTypeError(f"input_shapes must be a list of widths, one per forward argument, got "
+            raise SpecTypeError(f"input_shapes must be a list of shapes, one per forward argument, got "
                                 f"{type(input_shapes).__name__}")
         if len(input_shapes) != len(placeholders):
-            raise SpecError(f"input_shapes gives {len(input_shapes)} width(s); forward takes "
+            raise SpecError(f"input_shapes gives {len(input_shapes)} shape(s); forward takes "
                             f"{len(placeholders)} argument(s): {', '.join(str(p.target) for p in placeholders)}")
-        return list(input_shapes)
-    widths = []
+        return [_shape(s) for s in input_shapes]
+    shapes = []
     for p in placeholders:
         width = None
         for user in p.users:
@@ -283,26 +381,55 @@ def _input_widths(placeholders: Sequence[Any], roles: Mapping[Any, _Role],
             if width is not None:
                 break
         if width is None:
-            raise SpecError(f"the width of forward argument {shown(p.target)} is not in the traced graph (no "
-                            "Linear or LayerNorm reads it directly); pass input_shapes=[...], one width per "
-                            "forward argument, in order")
-        widths.append(width)
-    return widths
+            raise SpecError(f"the shape of forward argument {shown(p.target)} is not in the traced graph (no "
+                            "Linear or LayerNorm reads it directly; a Conv or pooling layer's input has a height "
+                            f"and width no module holds): pass {hint}")
+        shapes.append((width,))
+    return shapes
+
+
+def _shape(value: object) -> tuple[int, ...]:
+    """A sample shape as given: a width, or a sequence of positive sizes ((C, L), (C, H, W))."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if not 1 <= len(items) <= 3 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1
+                                       for v in items):
+        raise SpecTypeError(f"an input shape is a width or a tuple (C, L) or (C, H, W) of positive integers, "
+                            f"got {shown(value)}")
+    return tuple(int(v) for v in items)
 
 
 def _layer_name(node: Any) -> str:
-    """The symnn name of the layer a call_module node calls: the module's attribute name, so
-    that its parameters are keyed as in ``state_dict()``."""
+    """The symnn name of the layer a call_module node calls: the module's attribute name
+    (:func:`layer_name_of`), so that its parameters are keyed as in ``state_dict()``."""
     path = str(node.target)
     if "." in path:
         raise SpecError(f"{_where(node)}: {shown(path)} is a nested submodule; from_torch reads modules whose "
                         "layers are direct attributes (self.fc1 = nn.Linear(...)) so that the network's "
                         "parameter names are the state_dict keys; nested submodules are not supported yet")
+    if _INDEX_LAYER.fullmatch(path):
+        raise SpecError(f"{_where(node)}: the attribute {shown(path)} is the name symnn gives an nn.Sequential's "
+                        f"module {path[1:]}, so its parameters could not be told apart from that one's in "
+                        "to_state_dict; rename the attribute")
     try:
-        return naming.layer_name(path)
+        return layer_name_of(path)
     except SpecError as exc:  # not a plain name: it could not key the parameters as the state_dict does
         raise SpecError(f"{_where(node)}: the attribute {shown(path)} cannot name a symnn layer "
                         f"({exc})") from exc
+
+
+def layer_name_of(attribute: str) -> str:
+    """The symnn layer name of a module held under ``attribute``: the attribute itself, or
+    ``_3`` for an ``nn.Sequential``'s module ``3`` (a layer name cannot start with a digit).
+    :func:`state_dict_key` undoes it."""
+    return naming.layer_name(f"_{attribute}" if _INDEX.fullmatch(attribute) else attribute)
+
+
+def state_dict_key(param: str) -> str:
+    """The ``state_dict()`` key of a layer graph's parameter ``param``: ``fc1.weight`` is its
+    own key, an nn.Sequential's ``_3.weight`` is ``3.weight`` (the inverse of
+    :func:`layer_name_of`, which refuses an attribute named ``_3``, so the two are one to one)."""
+    layer, dot, leaf = param.rpartition(".")
+    return f"{layer[1:]}{dot}{leaf}" if _INDEX_LAYER.fullmatch(layer) else param
 
 
 def _layer(cache: dict[str, Layer], node: Any, made: Layer) -> Layer:
@@ -316,13 +443,26 @@ def _layer(cache: dict[str, Layer], node: Any, made: Layer) -> Layer:
     return held
 
 
-def _build(graph: Any, roles: Mapping[Any, _Role], placeholders: Sequence[Any],
-           widths: Sequence[int]) -> tuple[list[Tensor], list[Tensor]]:
+def _check_global_pools(roles: Mapping[Any, _Role]) -> None:
+    """An ``nn.AdaptiveAvgPool(1)`` must feed one flatten and nothing else: the pair is one
+    ``sn.GlobalAvgPool``, (C, H, W) -> (C,); alone its output would be a (C, 1, 1) image."""
+    for node, role in roles.items():
+        if role.kind is not _Kind.GLOBAL_POOL:
+            continue
+        users = list(node.users)
+        if len(users) != 1 or roles[users[0]].kind is not _Kind.FLATTEN:
+            raise SpecError(f"{_where(node)}: an AdaptiveAvgPool(1) must be followed by nn.Flatten() or "
+                            "torch.flatten(x, 1), and feed nothing else: symnn reads the pair as one "
+                            "sn.GlobalAvgPool, (C, H, W) -> (C,)")
+
+
+def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Sequence[Any],
+           shapes: Sequence[tuple[int, ...]]) -> tuple[list[Tensor], list[Tensor]]:
     """Call symnn layers on tensors in the traced order: ``(inputs, outputs)``, the inputs in
     the order of forward's arguments."""
     names = [str(p.target) for p in placeholders]
     values: dict[Any, Tensor] = {
-        p: Input(w, name=None if len(placeholders) == 1 else n) for p, w, n in zip(placeholders, widths, names)}
+        p: Input(*s, name=None if len(placeholders) == 1 else n) for p, s, n in zip(placeholders, shapes, names)}
     layers: dict[str, Layer] = {}
     for node in graph.nodes:
         role = roles[node]
@@ -334,6 +474,8 @@ def _build(graph: Any, roles: Mapping[Any, _Role], placeholders: Sequence[Any],
             continue
         if role.kind is _Kind.OUTPUT:
             return [values[p] for p in placeholders], [values[o] for o in role.operands]
+        if role.kind is _Kind.FLATTEN and node in values:  # a global pool's flatten, made with it
+            continue
         args = [values[a] for a in role.operands]
         if role.kind is _Kind.LINEAR:
             user = _folded_activation(node, roles)
@@ -342,6 +484,23 @@ def _build(graph: Any, roles: Mapping[Any, _Role], placeholders: Sequence[Any],
             made = Dense(int(lin.in_features), int(lin.out_features), act, name=_layer_name(node))
             dense = _layer(layers, node, made)
             values[user if user is not None else node] = dense(*args)
+        elif role.kind is _Kind.CONV:
+            user = _folded_activation(node, roles)
+            if user is not None and roles[user].activation.is_rowwise:  # softmax: over features only
+                user = None
+            act = roles[user].activation if user is not None else Activation.builtin("identity")
+            conv = _layer(layers, node, _conv(torch, role.module, act, _layer_name(node)))
+            values[user if user is not None else node] = conv(*args)
+        elif role.kind is _Kind.POOL:
+            values[node] = _layer(layers, node, _pool(torch, role.module, _layer_name(node)))(*args)
+        elif role.kind is _Kind.GLOBAL_POOL:  # with its flatten (_check_global_pools)
+            (flatten,) = node.users
+            values[flatten] = _layer(layers, node, GlobalAvgPool(name=_layer_name(node)))(*args)
+        elif role.kind is _Kind.FLATTEN:
+            if node.op == "call_module":  # nn.Flatten: named after its attribute, as every module
+                values[node] = _layer(layers, node, Flatten(name=_layer_name(node)))(*args)
+            else:  # torch.flatten(x, 1), x.flatten(1)
+                values[node] = Flatten()(*args)
         elif role.kind is _Kind.LAYERNORM:
             mod = role.module
             ln = LayerNorm(int(mod.normalized_shape[0]), float(mod.eps), bool(mod.elementwise_affine),
@@ -358,9 +517,28 @@ def _build(graph: Any, roles: Mapping[Any, _Role], placeholders: Sequence[Any],
     raise SpecError("the traced graph has no output")  # pragma: no cover - fx always ends with one
 
 
+def _conv(torch: Any, mod: Any, activation: Activation, name: str) -> Layer:
+    """The ``sn.Conv1d``/``Conv2d`` of a torch convolution (its attributes are PyTorch's
+    arguments; ``padding`` may be "same" or "valid")."""
+    cls = _spatial_table(torch)[type(mod)][1]
+    padding = mod.padding if isinstance(mod.padding, str) else tuple(mod.padding)
+    return cls(int(mod.in_channels), int(mod.out_channels), tuple(mod.kernel_size), tuple(mod.stride), padding,
+               tuple(mod.dilation), int(mod.groups), mod.bias is not None, activation, name=name)
+
+
+def _pool(torch: Any, mod: Any, name: str) -> Layer:
+    """The symnn pooling layer of a torch ``MaxPool``/``AvgPool`` module, settings carried over
+    (checked by the layer's constructor as any user's)."""
+    cls = _spatial_table(torch)[type(mod)][1]
+    if cls.OP is ir.Op.MAX_POOL:  # type: ignore[attr-defined]
+        return cls(mod.kernel_size, mod.stride, mod.padding, mod.dilation, bool(mod.ceil_mode), name=name)
+    return cls(mod.kernel_size, mod.stride, mod.padding, bool(mod.ceil_mode), bool(mod.count_include_pad),
+               name=name)
+
+
 def _folded_activation(node: Any, roles: Mapping[Any, _Role]) -> Any:
-    """The activation node a Linear's output feeds when it feeds only that (it folds into the
-    Dense), else None."""
+    """The activation node a Linear's or Conv's output feeds when it feeds only that (it folds
+    into the layer), else None."""
     users = list(node.users)
     if len(users) == 1 and roles[users[0]].kind is _Kind.ACTIVATION and roles[users[0]].operands[0] is node:
         return users[0]
@@ -383,7 +561,7 @@ def _params(torch: Any, module: Any, net: Network, dtype: str) -> dict[str, np.n
     from .interop import _weights
 
     state = module.state_dict()
-    shapes = net.param_shapes()
+    shapes = {state_dict_key(name): (name, shape) for name, shape in net.param_shapes().items()}
     unmapped = [k for k in state if k not in shapes]
     if unmapped:
         raise SpecError(f"the module holds {shown(unmapped, 160)}, which no traced layer uses or which symnn "
@@ -393,13 +571,13 @@ def _params(torch: Any, module: Any, net: Network, dtype: str) -> dict[str, np.n
     if missing:  # pragma: no cover - every layer's parameters come from its module
         raise SpecError(f"the module's state_dict lacks {shown(missing, 160)}")
     params = {}
-    for key, shape in shapes.items():
+    for key, (name, shape) in shapes.items():
         tensor = state[key].detach().cpu()
         if tuple(tensor.shape) != tuple(shape):
             raise ModelFormatError(f"{key}: shape {tuple(tensor.shape)}, the layer needs {tuple(shape)}")
         if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
             tensor = tensor.double()  # float16/bfloat16 (NumPy has no bfloat16) are exact in float64
-        params[key] = _weights(tensor.numpy(), key, dtype)
+        params[name] = _weights(tensor.numpy(), key, dtype)
     return params
 
 

@@ -236,13 +236,13 @@ def test_dropout_in_the_module() -> None:
 
 
 # -- refusals --------------------------------------------------------------------------------------
-class WithConv(nn.Module):
+class WithConvTranspose(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(1, 2, 3)
+        self.up = nn.ConvTranspose2d(1, 2, 3)
 
     def forward(self, x):
-        return self.conv(x)
+        return self.up(x)
 
 
 class Nested(nn.Module):
@@ -286,8 +286,8 @@ class Reused(nn.Module):
 
 
 def test_refusals_name_the_problem() -> None:
-    with pytest.raises(SpecTypeError, match=r"'conv'.*Conv2d.*not supported.*nn\.Linear"):
-        sn.from_torch(WithConv())
+    with pytest.raises(SpecTypeError, match=r"'up'.*ConvTranspose2d.*not supported.*nn\.Linear"):
+        sn.from_torch(WithConvTranspose())
     with pytest.raises(SpecError, match=r"'block\.0' is a nested submodule.*not supported yet"):
         sn.from_torch(Nested())
     with pytest.raises(SpecTypeError, match="torch.fx cannot trace Branchy"):
@@ -296,7 +296,7 @@ def test_refusals_name_the_problem() -> None:
         sn.from_torch(Unused())
     with pytest.raises(SpecError, match="'fc' is called twice as different symnn layers"):
         sn.from_torch(Reused())
-    with pytest.raises(SpecError, match="input_shapes gives 1 width"):
+    with pytest.raises(SpecError, match="input_shapes gives 1 shape"):
         sn.from_torch(TwoInputs(), input_shapes=[3])
     with pytest.raises(SpecTypeError, match=r"Softmax\(dim=0\)"):
         sn.from_torch(_Lambda(lambda m, x: F.softmax(m.fc(x), dim=0)))
