@@ -122,7 +122,10 @@ def _max_pool_index(x, geom):
 
 
 def _max_pool(x, geom):
-    """Each window's maximum: (N, C*H*W) -> (N, C*Ho*Wo)."""
+    """Each window's maximum: (N, C*H*W) -> (N, C*Ho*Wo) (NaN propagates, as in PyTorch; a
+    complex step's maximum is the tap whose real part is largest)."""
+    if not np.iscomplexobj(x):
+        return _pool_windows(x, geom, -np.inf).max(axis=(2, 3)).reshape(x.shape[0], -1)
     idx, taps = _max_pool_index(x, geom)
     return np.take_along_axis(taps, idx[..., None], axis=-1).reshape(x.shape[0], -1)
 
