@@ -741,7 +741,9 @@ class _Kinks:
             idx = (self._pool_anchor[i] if self._pool_anchor is not None
                    else np.argmax(taps, axis=-1))
             anchor.append(idx)
-            out.append((np.take_along_axis(taps, idx[..., None], axis=-1) - taps).reshape(n, -1))
+            with np.errstate(invalid="ignore"):  # a tap in the padding is -inf: no kink there
+                gap = np.take_along_axis(taps, idx[..., None], axis=-1) - taps
+            out.append(np.where(np.isfinite(gap), gap, np.nan).reshape(n, -1))
         if self._pool_anchor is None:
             self._pool_anchor = anchor
         return out

@@ -378,11 +378,15 @@ def max_pool_grad(x: Node, g: Node, geom: PoolGeometry) -> Node:
 
 def avg_pool(x: Node, geom: PoolGeometry) -> Node:
     _require(x, geom.in_size, "average pool input")
+    if (geom.dh, geom.dw) != (1, 1):  # PyTorch's average pooling has no dilation
+        raise ValueError(f"an average pool has no dilation, got {(geom.dh, geom.dw)}")
     return Node(Op.AVG_POOL, (x,), geom, (x.shape[0], geom.out_size))
 
 
 def avg_pool_grad(g: Node, geom: PoolGeometry) -> Node:
     _require(g, geom.out_size, "average pool cotangent")
+    if (geom.dh, geom.dw) != (1, 1):
+        raise ValueError(f"an average pool has no dilation, got {(geom.dh, geom.dw)}")
     return Node(Op.AVG_POOL_GRAD, (g,), geom, (g.shape[0], geom.in_size))
 
 

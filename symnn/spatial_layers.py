@@ -38,7 +38,7 @@ def _pair(value: object, what: str, rank: int, minimum: int = 1) -> Pair:
 
 def _activation(value: object, what: str) -> Activation:
     if isinstance(value, str):
-        return Activation.builtin(value)
+        value = Activation.builtin(value)
     if not isinstance(value, Activation):
         raise SpecTypeError(f"{what} activation must be a registry name or an sn.Activation, got "
                             f"{type(value).__name__}")

@@ -18,7 +18,7 @@ per statement kind. Decisions made here, once, for every kernel:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import sympy as sp
 
@@ -26,7 +26,7 @@ from ... import ir, naming
 from ...errors import CodegenError
 from ...lower import KernelPlan, Stmt
 from ..base import BackendConfig
-from .gemm import GEMM_KC, tile_cols
+from .gemm import GEMM_KC, TILE_ROWS, tile_cols
 from .kinds import MATMUL_KINDS, CKind
 from .printer import SymnnCPrinter, c_literal
 
@@ -576,6 +576,101 @@ class _KernelLowering:
         return {"kind": CKind.SLICE, "c": nm.write(t.name), "a": nm.read(a.name), "rows": rows_code(t),
                 "cols": t.cols, "lda": a.cols, "lo": st.payload[0]}
 
+    # -- spatial ops: calls of the functions of templates/c/_spatial.jinja ----------------------
+    def _carve(self, name: str, parts: Sequence[int]) -> list[str]:
+        """One work slot for a convolution's scratch, cut into ``parts`` (their reals): each
+        part's pointer into it, "NULL" for a part of no reals. One slot, since two scratch
+        slots of one statement could be the same (each is free once taken)."""
+        total = sum(parts)
+        base = self.nm.write(self._scratch(name, (0, total))) if total else "NULL"
+        out, offset = [], 0
+        for size in parts:
+            out.append("NULL" if size == 0 else base if offset == 0 else f"{base} + {offset}")
+            offset += size
+        return out
+
+    def _conv_ctx(self, st: Stmt, kind: CKind, roles: tuple[str, str]) -> dict:
+        """A convolution's context: its operands by ``roles`` (``x``, ``w``, ``g``), the rows of
+        the first (the batch), the geometry, no scratch (the gemm forms add theirs: pointers in
+        the order their function takes them)."""
+        nm, g = self.nm, st.payload
+        ctx = {"kind": kind, "c": nm.write(st.target), "rows": rows_code(self.vars[st.operands[0]]),
+               "geom": _geom_init(g), "note": _conv_note(g), "scratch": []}
+        return ctx | {role: nm.read(name) for role, name in zip(roles, st.operands)}
+
+    def _panel(self, k: int) -> int:
+        """Reals of the gemm helper's packed panel for a product over ``k``: a chunk of k and a
+        row spare to align it, by one register tile."""
+        return (min(k, GEMM_KC) + 1) * tile_cols(self.p.dtype)
+
+    def _ct(self, cols: int, rows: int) -> int:
+        """Reals of the space where the gemm helper computes a product of fewer ``cols`` than a
+        register tile as its transpose (``rows`` x ``cols``), or 0 where it does not."""
+        return rows * cols if cols < tile_cols(self.p.dtype) else 0
+
+    def _conv(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        g = st.payload
+        if _direct(g):
+            return self._conv_ctx(st, CKind.CONV_DIRECT, ("x", "w"))
+        ctx = self._conv_ctx(st, CKind.CONV, ("x", "w"))
+        cols = 0 if _pointwise(g) else g.weight_cols * g.ho * g.wo
+        ctx["scratch"] = self._carve(f"{st.target}_cols", [cols, self._panel(g.weight_cols)])
+        return ctx
+
+    def _conv_grad_input(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        g = st.payload
+        if _direct(g):
+            return self._conv_ctx(st, CKind.CONV_GRAD_INPUT_DIRECT, ("g", "w"))
+        ctx = self._conv_ctx(st, CKind.CONV_GRAD_INPUT, ("g", "w"))
+        p, kg = g.ho * g.wo, g.weight_cols
+        cols = 0 if _pointwise(g) else kg * p
+        ctx["scratch"] = self._carve(f"{st.target}_cols",
+                                     [cols, self._ct(p, kg), self._panel(g.o // g.groups)])
+        return ctx
+
+    def _conv_grad_weight(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        g = st.payload
+        if _direct(g):
+            return self._conv_ctx(st, CKind.CONV_GRAD_WEIGHT_DIRECT, ("x", "g"))
+        ctx = self._conv_ctx(st, CKind.CONV_GRAD_WEIGHT, ("x", "g"))
+        p, kg, og = g.ho * g.wo, g.weight_cols, g.o // g.groups
+        cols = 0 if _pointwise(g) else kg * p
+        ctx["scratch"] = self._carve(f"{st.target}_cols",
+                                     [cols, og * kg, self._ct(kg, og), self._panel(p)])
+        return ctx
+
+    def _channel_bias(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        nm, t = self.nm, self.vars[st.target]
+        channels, positions = st.payload
+        return {"kind": CKind.CHANNEL_BIAS, "c": nm.write(t.name), "a": nm.read(st.operands[0]),
+                "b": nm.read(st.operands[1]), "rows": rows_code(t), "channels": channels,
+                "positions": positions}
+
+    def _channel_sum(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        nm, a = self.nm, self.vars[st.operands[0]]
+        channels, positions = st.payload
+        return {"kind": CKind.CHANNEL_SUM, "c": nm.write(st.target), "a": nm.read(a.name),
+                "rows": rows_code(a), "channels": channels, "positions": positions}
+
+    def _pool(self, st: Stmt, kind: CKind, operands: Sequence[str]) -> dict:
+        """A pooling statement: ``operands`` name its sources in order (``x``, ``g``)."""
+        nm, g = self.nm, st.payload
+        ctx = {"kind": kind, "c": nm.write(st.target), "rows": rows_code(self.vars[st.operands[0]]),
+               "geom": _geom_init(g), "note": _pool_note(g)}
+        return ctx | {role: nm.read(name) for role, name in zip(operands, st.operands)}
+
+    def _max_pool(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        return self._pool(st, CKind.MAX_POOL, ("x",))
+
+    def _max_pool_grad(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        return self._pool(st, CKind.MAX_POOL_GRAD, ("x", "g"))
+
+    def _avg_pool(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        return self._pool(st, CKind.AVG_POOL, ("x",))
+
+    def _avg_pool_grad(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        return self._pool(st, CKind.AVG_POOL_GRAD, ("g",))
+
     def _map_stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         return self._map(st)
 
@@ -688,7 +783,67 @@ STATEMENTS: dict[ir.Op, Callable[[_KernelLowering, Stmt, tuple[str, str] | None]
     ir.Op.SUM: _KernelLowering._sum,
     ir.Op.CONCAT: _KernelLowering._concat,
     ir.Op.SLICE: _KernelLowering._slice,
+    ir.Op.CONV: _KernelLowering._conv,
+    ir.Op.CONV_GRAD_INPUT: _KernelLowering._conv_grad_input,
+    ir.Op.CONV_GRAD_WEIGHT: _KernelLowering._conv_grad_weight,
+    ir.Op.CHANNEL_BIAS: _KernelLowering._channel_bias,
+    ir.Op.CHANNEL_SUM: _KernelLowering._channel_sum,
+    ir.Op.MAX_POOL: _KernelLowering._max_pool,
+    ir.Op.MAX_POOL_GRAD: _KernelLowering._max_pool_grad,
+    ir.Op.AVG_POOL: _KernelLowering._avg_pool,
+    ir.Op.AVG_POOL_GRAD: _KernelLowering._avg_pool_grad,
 }
+
+
+#: the fields of the geometry structs of templates/c/_spatial.jinja, in order: the IR
+#: geometry's own, then the output's height and width (computed here, once)
+CONV_FIELDS: tuple[str, ...] = (*(f.name for f in fields(ir.ConvGeometry)), "ho", "wo")
+POOL_FIELDS: tuple[str, ...] = (*(f.name for f in fields(ir.PoolGeometry)), "ho", "wo")
+
+
+def _geom_init(g: ir.ConvGeometry | ir.PoolGeometry) -> str:
+    """The initializer of a geometry struct: its fields' values in order (booleans as 0/1)."""
+    names = CONV_FIELDS if isinstance(g, ir.ConvGeometry) else POOL_FIELDS
+    return ", ".join(str(int(getattr(g, name))) for name in names)
+
+
+def _pointwise(g: ir.ConvGeometry) -> bool:
+    """A 1x1 kernel of stride 1 without padding: each group's im2col is its input itself."""
+    return (g.kh, g.kw, g.sh, g.sw, g.pt, g.pb, g.pl, g.pr) == (1, 1, 1, 1, 0, 0, 0, 0)
+
+
+def _direct(g: ir.ConvGeometry) -> bool:
+    """Fewer output channels per group than the smallest register tile has rows (depthwise):
+    the convolution and its pullbacks as direct loops, which need no work space, where im2col
+    and the gemm helper's packing and tiles cost more than the arithmetic. Measured at the two
+    sides of that line: with one channel per group (Conv2d(64, 64, 3, groups=64) over 25x5)
+    direct loops are about 2x faster, with 16 (Conv2d(1, 16, 3) over 8x8) the gemm is 2.4-3.5x
+    faster."""
+    return g.o // g.groups < TILE_ROWS[1]
+
+
+def _padding_note(g: ir.ConvGeometry | ir.PoolGeometry) -> str:
+    """", padding top,bottom,left,right" in a call's comment, or nothing without padding."""
+    pads = (g.pt, g.pb, g.pl, g.pr)
+    return f", padding {g.pt},{g.pb},{g.pl},{g.pr}" if any(pads) else ""
+
+
+def _conv_note(g: ir.ConvGeometry) -> str:
+    """The comment of a convolution's call: its sizes in words."""
+    extra = "".join([f", stride {g.sh}x{g.sw}" if (g.sh, g.sw) != (1, 1) else "", _padding_note(g),
+                     f", dilation {g.dh}x{g.dw}" if (g.dh, g.dw) != (1, 1) else "",
+                     f", {g.groups} groups" if g.groups != 1 else ""])
+    return f"{g.c}x{g.h}x{g.w} -> {g.o}x{g.ho}x{g.wo}, {g.kh}x{g.kw} kernel{extra}"
+
+
+def _pool_note(g: ir.PoolGeometry) -> str:
+    """The comment of a pooling's call: its sizes in words."""
+    extra = "".join([_padding_note(g),
+                     f", dilation {g.dh}x{g.dw}" if (g.dh, g.dw) != (1, 1) else "",
+                     ", ceil mode" if g.ceil_mode else "",
+                     "" if g.count_include_pad else ", padding not counted"])
+    return (f"{g.c}x{g.h}x{g.w} -> {g.c}x{g.ho}x{g.wo}, {g.kh}x{g.kw} window, "
+            f"stride {g.sh}x{g.sw}{extra}")
 
 
 def _frozen(value: object) -> object:
@@ -729,6 +884,5 @@ def lower_kernel(plan: KernelPlan, printer: SymnnCPrinter, param_shapes: dict,
     return _KernelLowering(plan, printer, param_shapes, input_shapes, outputs, shared).lower()
 
 
-__all__ = ["CConfig", "CKind", "KernelLayout", "STATEMENTS", "Uses", "c_literal", "check_prefix",
-           "lower_kernel", "share_helpers",
-           "size_code"]
+__all__ = ["CONV_FIELDS", "CConfig", "CKind", "KernelLayout", "POOL_FIELDS", "STATEMENTS", "Uses",
+           "c_literal", "check_prefix", "lower_kernel", "share_helpers", "size_code"]

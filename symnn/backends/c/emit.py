@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ... import naming, status
+from ... import ir, naming, status
 from ...capabilities import C_TARGET_KIND
 from . import gemm
-from .config import (SHARED_HELPER_STATEMENTS, CConfig, KernelLayout, check_prefix, lower_kernel,
-                                share_helpers, size_code)
-from .kinds import GEMM_CALLS, ROW_STAT_KINDS
+from .config import (CONV_FIELDS, POOL_FIELDS, SHARED_HELPER_STATEMENTS, CConfig, KernelLayout,
+                     check_prefix, lower_kernel, share_helpers, size_code)
+from .kinds import GEMM_CALLS, ROW_STAT_KINDS, SPATIAL_PARTS, CKind
 from .printer import VMATH, c_literal
 from ...declare import Network
 from ...emit import describe, spec_hash, train_context
@@ -68,9 +68,14 @@ class CEmitResult:
 
 
 def _params_table(net: Network) -> list[dict]:
-    """The parameter table of the C file: name, rows, cols (a bias is rows x 1), offset."""
-    return [{"name": name, "rows": shape[0], "cols": shape[1] if len(shape) == 2 else 1, "offset": lo}
-            for name, lo, _, shape in net.param_layout()]
+    """The parameter table of the C file: name, rows, cols (a bias is rows x 1; a convolution's
+    weight (O, C/g, kh, kw) the matrix of its rows, O x C/g*kh*kw, as the IR holds it), offset."""
+    table = []
+    for name, lo, _, shape in net.param_layout():
+        matrix = ir.matrix_shape(shape)
+        table.append({"name": name, "rows": matrix[0], "cols": matrix[1] if len(matrix) == 2 else 1,
+                      "offset": lo})
+    return table
 
 
 def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None = None,
@@ -89,7 +94,9 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     # the table of names the C API returns keeps the public names
     offsets = {naming.param_ident(p["name"]): p["offset"] for p in params}
     n_in, n_out = int(net.n_in), int(net.n_out)
-    shapes = {naming.param_ident(p): shape for p, shape in net.param_shapes().items()}
+    # a convolution's weight (O, C/g, kh, kw) as the IR holds it: the matrix (O, C/g*kh*kw)
+    shapes = {naming.param_ident(p): ir.matrix_shape(shape)
+              for p, shape in net.param_shapes().items()}
     sz = f"sizeof({real})"
 
     layouts: dict[str, KernelLayout] = {}
@@ -329,12 +336,21 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         helpers.add("exp")
     gemm_plan = gemm.plan(dtype, [GEMM_CALLS[k] for k in kinds if k in GEMM_CALLS])  # what the file calls
     context = dict(kernels=kernels, shared=shared, publics=publics, gemm=gemm_plan, helpers=sorted(helpers),
-                   vmath=[f for f in VMATH if f in helpers], train=train, **common)
+                   vmath=[f for f in VMATH if f in helpers], train=train, **spatial_context(kinds),
+                   **common)
     source = render("c/model.c.jinja", **context)
     cdef = _cdef(common, protos, real)
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     return CEmitResult(files, cdef, prefix, labels, optimizer.describe() if optimizer is not None else None,
                        n_state, bool(masks), _provenance(source, prefix, kernels, context))
+
+
+def spatial_context(kinds: set[CKind]) -> dict:
+    """What ``templates/c/_spatial.jinja`` prints for a file whose contexts are of ``kinds``:
+    the parts they call (none for a dense network, whose file stays as it was) and the fields
+    of the geometry structs, in the order the lowering prints their initializers."""
+    parts = sorted({part for k in kinds if k in SPATIAL_PARTS for part in SPATIAL_PARTS[k]})
+    return {"spatial": parts, "conv_fields": CONV_FIELDS, "pool_fields": POOL_FIELDS}
 
 
 def _provenance(source: str, prefix: str, kernels: list[dict],

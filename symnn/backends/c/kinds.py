@@ -37,6 +37,20 @@ class CKind(StrEnum):
     CALL = "call"  # a call of a shared statement helper
     CONCAT = "concat"  # blocks of columns copied side by side
     SLICE = "slice"  # a block of columns copied out
+    # spatial: each a call of a static function of templates/c/_spatial.jinja
+    CONV = "conv"  # per sample and group: im2col into work, then one gemm (nn)
+    CONV_GRAD_INPUT = "conv_grad_input"  # per sample and group: a gemm (tn), then col2im
+    CONV_GRAD_WEIGHT = "conv_grad_weight"  # per sample and group: im2col, a gemm (nt), summed
+    # the same with few output channels per group (depthwise): direct loops, no work space
+    CONV_DIRECT = "conv_direct"
+    CONV_GRAD_INPUT_DIRECT = "conv_grad_input_direct"
+    CONV_GRAD_WEIGHT_DIRECT = "conv_grad_weight_direct"
+    CHANNEL_BIAS = "channel_bias"
+    CHANNEL_SUM = "channel_sum"
+    MAX_POOL = "max_pool"
+    MAX_POOL_GRAD = "max_pool_grad"
+    AVG_POOL = "avg_pool"
+    AVG_POOL_GRAD = "avg_pool_grad"
 
 
 #: the product of each (trans_a, trans_b): which loop order computes op(A) @ op(B)
@@ -49,7 +63,26 @@ MATMUL_KINDS: dict[tuple[bool, bool], CKind] = {
 
 #: the kinds whose macro calls a gemm routine of the file, by that routine's kind
 #: (:data:`symnn.backends.c.gemm.GEMM_KINDS`): the file defines the routines its contexts call
-GEMM_CALLS: dict[CKind, str] = {CKind.MATMUL_NN: "nn", CKind.MATMUL_NT: "nt", CKind.MATMUL_TN: "tn"}
+GEMM_CALLS: dict[CKind, str] = {CKind.MATMUL_NN: "nn", CKind.MATMUL_NT: "nt", CKind.MATMUL_TN: "tn",
+                                CKind.CONV: "nn", CKind.CONV_GRAD_INPUT: "tn",
+                                CKind.CONV_GRAD_WEIGHT: "nt"}
+
+#: the spatial kinds, by the parts of ``templates/c/_spatial.jinja`` their macros call: a file
+#: prints the parts its contexts need, and nothing of it where it has none (a dense network)
+SPATIAL_PARTS: dict[CKind, tuple[str, ...]] = {
+    CKind.CONV: ("conv_geom", "im2col", "conv"),
+    CKind.CONV_GRAD_INPUT: ("conv_geom", "col2im", "conv_grad_input"),
+    CKind.CONV_GRAD_WEIGHT: ("conv_geom", "im2col", "conv_grad_weight"),
+    CKind.CONV_DIRECT: ("conv_geom", "conv_direct"),
+    CKind.CONV_GRAD_INPUT_DIRECT: ("conv_geom", "conv_grad_input_direct"),
+    CKind.CONV_GRAD_WEIGHT_DIRECT: ("conv_geom", "conv_grad_weight_direct"),
+    CKind.CHANNEL_BIAS: ("channel_bias",),
+    CKind.CHANNEL_SUM: ("channel_sum",),
+    CKind.MAX_POOL: ("pool_geom", "max_pool"),
+    CKind.MAX_POOL_GRAD: ("pool_geom", "max_pool_grad"),
+    CKind.AVG_POOL: ("pool_geom", "avg_pool"),
+    CKind.AVG_POOL_GRAD: ("pool_geom", "avg_pool_grad"),
+}
 
 #: the kinds whose macros use the row-statistics helpers (max-shifted exponentials)
 ROW_STAT_KINDS: frozenset[CKind] = frozenset({CKind.ROWSTATS, CKind.SOFTMAX, CKind.LOGSUMEXP,
