@@ -240,8 +240,11 @@ class LayerNorm(Layer):
         var = ir.map_(ir.Elementwise("var_row", (u,), u / d), ir.rowsum(
             ir.map_(ir.Elementwise("square", (u,), u**2), centred)), shape=(x.shape[0], 1))
         eps = sp.Float(self.eps, 17)
-        normed = ir.map_(ir.Elementwise("normalise", (u, v), u / sp.sqrt(v + eps)), centred, var, shape=x.shape)
-        named = ((mean, r"\mu"), (centred, r"\tilde{X}"), (var, "V"), (normed, r"\hat{X}"))
+        # the reciprocal standard deviation once per row (N, 1), then one product per entry: a
+        # square root and a division per row, not per entry (and its derivative per row too)
+        rstd = ir.map_(ir.Elementwise("rstd", (v,), 1 / sp.sqrt(v + eps)), var, shape=var.shape)
+        normed = ir.map_(ir.Elementwise("normalise", (u, v), u * v), centred, rstd, shape=x.shape)
+        named = ((mean, r"\mu"), (centred, r"\tilde{X}"), (var, "V"), (rstd, "R"), (normed, r"\hat{X}"))
         if not self.elementwise_affine:
             return Emitted(normed, named[:-1])
         g, b = sp.symbols("g b", real=True)
