@@ -324,6 +324,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "format_version": FORMAT_VERSION,
         "work_per_row": per_row,
         "work_fixed": fixed,
+        # each kernel's own need (the *_labels variants add n*N_OUT for the one-hot rows)
+        "work_by_kernel": [(k, _formula(*work_need[k])) for k in (*KERNELS, "train_step") if k in work_need],
         "work_max": need_code(per_row, fixed),
         "max_row": max_row,
         "guard": f"{prefix.upper()}_SYMNN_H",
@@ -343,6 +345,11 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     return CEmitResult(files, cdef, prefix, labels, optimizer.describe() if optimizer is not None else None,
                        n_state, bool(masks), _provenance(source, prefix, kernels, context))
+
+
+def _formula(a: int, b: int) -> str:
+    """``3194*n + 11342``: a work need of a*n + b reals as the header prints it."""
+    return size_code(a, b) if a or b else "0"
 
 
 def spatial_context(kinds: set[CKind]) -> dict:

@@ -17,9 +17,11 @@
  *           and digits_mlp_param_shape() give (torch.nn.Linear: W is (out, in) row-major)
  *   X       n x 64 row-major inputs; n is the run-time batch size
  *   Y       n x 10 row-major targets; the *_labels kernels take
- *           int32_t class labels in [0, 10) instead *
+ *           int32_t class labels in [0, 10) instead
+ *
  *   work    caller-provided scratch of at least digits_mlp_work_size(n) reals
- *           (DIGITS_MLP_WORK_PER_ROW * n + DIGITS_MLP_WORK_FIXED is an upper bound)
+ *           (DIGITS_MLP_WORK_PER_ROW * n + DIGITS_MLP_WORK_FIXED is an upper bound);
+ *           each kernel's own need, in reals: forward 74*n + 1040, loss 74*n + 3088, loss_and_grad 134*n + 3104
  * Outputs must not overlap inputs, each other or the used part of work (SYMNN_ERR_ALIAS).
  * NaN and infinity in inputs propagate; digits_mlp_check_finite() detects them first.
  * Only the C standard library is needed; link with -lm. Both files also compile as C++.

@@ -16,9 +16,11 @@
  *   params  all parameters, flat, in the order and layout xor_mlp_param_offset()
  *           and xor_mlp_param_shape() give (torch.nn.Linear: W is (out, in) row-major)
  *   X       n x 2 row-major inputs; n is the run-time batch size
- *   Y       n x 1 row-major targets *
+ *   Y       n x 1 row-major targets
+ *
  *   work    caller-provided scratch of at least xor_mlp_work_size(n) reals
- *           (XOR_MLP_WORK_PER_ROW * n + XOR_MLP_WORK_FIXED is an upper bound)
+ *           (XOR_MLP_WORK_PER_ROW * n + XOR_MLP_WORK_FIXED is an upper bound);
+ *           each kernel's own need, in reals: forward 8*n, loss 8*n, loss_and_grad 17*n, train_step 17*n + 51
  * Outputs must not overlap inputs, each other or the used part of work (SYMNN_ERR_ALIAS).
  * NaN and infinity in inputs propagate; xor_mlp_check_finite() detects them first.
  * Only the C standard library is needed; link with -lm. Both files also compile as C++.
