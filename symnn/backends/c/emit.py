@@ -57,6 +57,8 @@ class CEmitResult:
     dropout: bool = False  # the train step takes a seed for its dropout masks
     #: kernel name -> the lines of its static implementation, with the derivation step each computes
     provenance: dict[str, list[CodeLine]] = field(default_factory=dict)
+    #: kernel name -> (a, b): its work buffer holds a*n + b reals (``train_step`` with an optimiser)
+    work: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -344,7 +346,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     cdef = _cdef(common, protos, real)
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     return CEmitResult(files, cdef, prefix, labels, optimizer.describe() if optimizer is not None else None,
-                       n_state, bool(masks), _provenance(source, prefix, kernels, context))
+                       n_state, bool(masks), _provenance(source, prefix, kernels, context), dict(work_need))
 
 
 def _formula(a: int, b: int) -> str:

@@ -1,0 +1,96 @@
+"""Work memory: what a kernel's schedule needs at least, against what the C lowering asks for.
+
+The emitted C kernels take one caller-owned work buffer (its size in the header, per kernel).
+The *liveness lower bound* of a kernel is the largest total size of the intermediate values
+its statement order keeps alive at once: a value lives from the statement that computes it to
+the last one that reads it; parameters, inputs and the caller's outputs are not work. No
+allocation of that schedule's values can use less, so ``work / bound`` says how much the slot
+allocator (and the scratch that products, convolutions and the train step's all-or-nothing
+update add) costs over the schedule itself. ``symnn report`` and ``benchmarks/cnn_peers.py``
+print the table; the figures are reals (bytes: times the dtype's size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import naming
+from .lower import KERNELS, KernelPlan, plan_kernel
+
+
+@dataclass(frozen=True)
+class WorkRow:
+    """One kernel at one batch size: ``work`` the C kernel's buffer, ``bound`` the liveness
+    lower bound of its schedule, both in reals."""
+
+    kernel: str
+    work: int
+    bound: int
+
+    @property
+    def ratio(self) -> float:
+        return self.work / self.bound if self.bound else float("inf") if self.work else 1.0
+
+
+def _size(shape: tuple, n: int) -> int:
+    out = 1
+    for d in shape:
+        out *= n if d == naming.N else int(d)
+    return out if shape else 0  # a scalar lives in a register, not in work
+
+
+def live_peak(plan: KernelPlan, n: int, keep_outputs: bool = False) -> int:
+    """Reals: the largest total size of the values alive together in ``plan`` at batch ``n``.
+    ``keep_outputs``: count the plan's outputs as work alive to the end (the train step's
+    gradient, which the update reads after the whole backward pass)."""
+    outputs = set(plan.outputs.values())
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    size: dict[str, int] = {}
+    for i, st in enumerate(plan.stmts):
+        for o in st.operands:
+            if o in first:
+                last[o] = i
+        if st.target not in first:  # an in-place statement (z += b) keeps its value's slot
+            first[st.target] = i
+            size[st.target] = _size(tuple(st.shape), n)
+        last[st.target] = max(last.get(st.target, i), i)
+    end = len(plan.stmts) - 1
+    work = {v for v in first if v not in outputs or keep_outputs}
+    events = [0] * (len(plan.stmts) + 1)
+    for v in work:
+        stop = end if v in outputs else last[v]
+        events[first[v]] += size[v]
+        events[stop + 1] -= size[v]
+    peak = alive = 0
+    for delta in events[:-1]:
+        alive += delta
+        peak = max(peak, alive)
+    return peak
+
+
+def work_table(net, dtype: str = "float64", optimizer=None, n: int = 64) -> list[WorkRow]:
+    """Per kernel of ``net`` (and ``train_step`` with ``optimizer``): the C work buffer and the
+    liveness bound at batch ``n``."""
+    from .backends.c.emit import emit_c
+    from .driver import derive_program
+
+    program = derive_program(net).program
+    result = emit_c(net, program, dtype, optimizer)
+    rows = []
+    for kname in KERNELS:
+        a, b = result.work[kname]
+        rows.append(WorkRow(kname, a * n + b, live_peak(plan_kernel(program, kname), n)))
+    if optimizer is not None and "train_step" in result.work:
+        a, b = result.work["train_step"]
+        bound = live_peak(plan_kernel(program, "loss_and_grad"), n, keep_outputs=True)
+        rows.append(WorkRow("train_step", a * n + b, bound))
+    return rows
+
+
+def format_table(rows: list[WorkRow], itemsize: int, n: int) -> list[str]:
+    """Markdown lines: each kernel's work and bound in bytes at batch ``n``, and their ratio."""
+    lines = [f"| kernel (N = {n}) | C work (bytes) | liveness bound (bytes) | work / bound |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.kernel} | {r.work * itemsize:,} | {r.bound * itemsize:,} | {r.ratio:.2f} |")
+    return lines
