@@ -462,6 +462,9 @@ class Network:
     losses: tuple[Loss, ...] = ()
     #: the weight of each output's loss in the total (all 1.0 unless ``loss_weights=`` says)
     loss_weights: tuple[float, ...] = ()
+    #: the parameters that training leaves as they are (``frozen=``), in the parameters' order:
+    #: no gradient is derived for them (their gradient is 0) and no optimiser step touches them
+    frozen: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -474,12 +477,14 @@ class Network:
         l1: float = 0.0,
         l2: float = 0.0,
         name: str = "mlp",
+        frozen: Sequence[str] = (),
     ) -> None:
         if inputs is not None or outputs is not None:
             if layers is not None:
                 raise SpecError("give either a list of layers (the Sequential form) or inputs= and "
                                 "outputs= (a layer graph), not both")
             self._init_graph(inputs, outputs, loss, loss_weights, l1, l2, name)
+            self._freeze(frozen)
             return
         if loss_weights is not None:
             raise SpecError("loss_weights= weighs the losses of a layer graph's several outputs; a "
@@ -523,6 +528,35 @@ class Network:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "losses", (loss,))
         object.__setattr__(self, "loss_weights", (1.0,))
+        self._freeze(frozen)
+
+    def _freeze(self, frozen: object) -> None:
+        """``frozen``: parameter names (``W1``, ``conv2d1.weight``) or, in a layer graph, layer
+        names (each of its parameters), resolved to the parameters in their order. Freezing
+        every parameter leaves nothing to train, and is refused."""
+        if isinstance(frozen, str) or not isinstance(frozen, (list, tuple)):
+            raise SpecTypeError(f"frozen must be a list of parameter or layer names, got {frozen!r}")
+        shapes = self.param_shapes()
+        layer_names = set(self.graph.names) if self.graph is not None else set()
+        chosen: set[str] = set()
+        for entry in frozen:
+            if not isinstance(entry, str):
+                raise SpecTypeError(f"frozen: a name is a string, got {type(entry).__name__}")
+            if entry in shapes:
+                chosen.add(entry)
+            elif entry in layer_names:
+                chosen |= {p for p in shapes if p.startswith(f"{entry}.")}
+            else:
+                raise SpecError(f"frozen: {naming.shown(entry)} is neither a parameter {list(shapes)} nor a layer"
+                                + (f" {sorted(layer_names)}" if layer_names else ""))
+        if shapes and chosen == set(shapes):
+            raise SpecError("frozen: every parameter is frozen, so there is nothing to train")
+        object.__setattr__(self, "frozen", tuple(p for p in shapes if p in chosen))
+
+    @property
+    def trainable(self) -> tuple[str, ...]:
+        """The parameters that have a gradient and that training updates (all but ``frozen``)."""
+        return tuple(p for p in self.param_shapes() if p not in self.frozen)
 
     def _init_graph(self, inputs: object, outputs: object, loss: object, loss_weights: object,
                     l1: object, l2: object, name: str) -> None:

@@ -148,8 +148,10 @@ class Derivation:
         for eq in self.equations:
             env[eq.lhs] = algebra.evaluate(eq.rhs, env)
         loss = float(env[self.equation("loss").lhs])
+        # a frozen parameter has no equation: its gradient is 0, as the kernels return it
         grads = {name: np.asarray(env[self.equation(naming.grad(naming.param_ident(name))).lhs], dtype=np.float64)
-                 .reshape(value.shape) for name, value in p.items()}
+                 .reshape(value.shape) if name not in net.frozen else np.zeros(value.shape)
+                 for name, value in p.items()}
         return loss, grads
 
 

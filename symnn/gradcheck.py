@@ -417,7 +417,7 @@ def _entry_point(p: Mapping[str, np.ndarray], key: str,
 
 def _line_point(p: Mapping[str, np.ndarray], u: Mapping[str, np.ndarray]) -> Callable[[Any], dict]:
     """``t -> theta + t u``: a random projection's line."""
-    return lambda t: {k: v + t * u[k] for k, v in p.items()}
+    return lambda t: {k: v + t * u[k] if k in u else v for k, v in p.items()}
 
 
 class _ComplexStep:
@@ -586,10 +586,13 @@ def gradcheck(
         oracle = _Differences(lambda theta: kernel.module._loss(theta, x, y), probe, p)
     # Richardson: optimal near eps**(1/5); truncation and round-off ~ 1e-12
     h = 1e-3 * max(1.0, max((float(np.max(np.abs(v))) for v in p.values() if v.size), default=1.0))
-    if sum(v.size for v in p.values()) > max_entries:
-        report = _projections(oracle, analytic, p, h, n_projections, seed, method)
+    # a frozen parameter is a constant of the kernels (its gradient is 0 by declaration): only
+    # the trainable ones are differentiated
+    keys = net.trainable
+    if sum(p[k].size for k in keys) > max_entries:
+        report = _projections(oracle, analytic, p, h, n_projections, seed, method, keys)
     else:
-        report = _entries(oracle, analytic, p, h, method)
+        report = _entries(oracle, analytic, p, h, method, keys)
     return _finish(report, raise_on_fail)
 
 
@@ -603,12 +606,14 @@ def _dense_targets(net, y: np.ndarray, n: int) -> np.ndarray:
 
 
 def _entries(oracle: _Oracle, analytic: Mapping[str, np.ndarray], p: Mapping[str, np.ndarray],
-             h: float, method: str) -> GradcheckReport:
-    """Entry by entry, each step scaled to its entry: NaN where not checkable at a kink."""
+             h: float, method: str, keys: tuple[str, ...]) -> GradcheckReport:
+    """Entry by entry of the parameters ``keys``, each step scaled to its entry: NaN where not
+    checkable at a kink."""
     numeric, resolution = {}, {}
     at_kink: list[tuple[str, tuple[int, ...]]] = []
     shrunk: list[tuple[str, tuple[int, ...]]] = []
-    for k, v in p.items():
+    for k in keys:
+        v = p[k]
         n, r = np.full(v.shape, np.nan), np.full(v.shape, np.nan)
         for idx in np.ndindex(v.shape):
             step = h * max(1.0, abs(float(v[idx])))
@@ -621,13 +626,14 @@ def _entries(oracle: _Oracle, analytic: Mapping[str, np.ndarray], p: Mapping[str
             shrunk += [where] * est.shrunk
         numeric[k], resolution[k] = n, r
     # complex step resolves to rounding: no resolution excuses an entry there
-    report = _compare(analytic, numeric, method, resolution if method == "central" else None)
+    report = _compare({k: analytic[k] for k in keys}, numeric, method,
+                      resolution if method == "central" else None)
     report.at_kink, report.shrunk = tuple(at_kink), tuple(shrunk)
     return report
 
 
 def _projections(oracle: _Oracle, analytic: Mapping[str, np.ndarray], p: Mapping[str, np.ndarray],
-                 h: float, n_projections: int, seed: int, method: str) -> GradcheckReport:
+                 h: float, n_projections: int, seed: int, method: str, keys: tuple[str, ...]) -> GradcheckReport:
     """``n_projections`` random directions u: <grad, u> against the derivative along u. A
     direction at a kink is replaced by a fresh one, up to 3 * n_projections tries."""
     rng = np.random.default_rng(seed)
@@ -637,13 +643,12 @@ def _projections(oracle: _Oracle, analytic: Mapping[str, np.ndarray], p: Mapping
     for j in range(3 * n_projections):
         if len(nu) == n_projections:
             break
-        u = {k: rng.uniform(0.5, 1.5, v.shape) * rng.choice([-1.0, 1.0], v.shape)
-             for k, v in p.items()}
+        u = {k: rng.uniform(0.5, 1.5, p[k].shape) * rng.choice([-1.0, 1.0], p[k].shape) for k in keys}
         est = oracle.estimate(_line_point(p, u), h, _SHRINK_LIMIT["projection"])
         if est is None:
             at_kink.append((f"projection {j}", (0,)))
             continue
-        an[f"projection {j}"] = np.array([sum(float(np.sum(analytic[k] * u[k])) for k in p)])
+        an[f"projection {j}"] = np.array([sum(float(np.sum(analytic[k] * u[k])) for k in u)])
         nu[f"projection {j}"] = np.array([est.value])
         res[f"projection {j}"] = np.array([est.resolution])
         shrunk += [(f"projection {j}", (0,))] * est.shrunk

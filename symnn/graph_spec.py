@@ -259,7 +259,8 @@ def rebuilt(net: Any, **changes: Any) -> Any:
     from .declare import Network
 
     settings = {"loss": list(net.losses) if net.several_outputs else net.loss,
-                "loss_weights": list(net.loss_weights), "l1": net.l1, "l2": net.l2, "name": net.name, **changes}
+                "loss_weights": list(net.loss_weights), "l1": net.l1, "l2": net.l2, "name": net.name,
+                "frozen": list(net.frozen), **changes}
 
     def make(inputs: list[Tensor], outputs: list[Tensor]) -> Any:
         return Network(inputs=inputs[0] if len(inputs) == 1 else inputs,

@@ -145,7 +145,10 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
         linear = layer.linear
         w = linear.weight.detach().cpu().numpy()
         b = linear.bias.detach().cpu().numpy() if linear.bias is not None else np.zeros(linear.out_features)
-        rows.append((w, b, layer.activation, layer.dropout))
+        # what the module does not train stays frozen: requires_grad=False, and a missing bias
+        # (symnn's zero bias, kept at zero)
+        fixed = (not linear.weight.requires_grad, linear.bias is None or not linear.bias.requires_grad)
+        rows.append((w, b, layer.activation, layer.dropout, fixed))
     return _assemble(rows, loss, name, dtype)
 
 
@@ -184,14 +187,23 @@ def _assemble(layers: list, loss: object, name: str, dtype: str) -> tuple[Networ
     """Network and parameters from ``[(W (out, in), b, activation or None, dropout)]``; the
     default loss follows the last activation (softmax: cross-entropy, one sigmoid output: BCE,
     else MSE)."""
-    dense, values = [], {}
-    for i, (w, b, act, dropout) in enumerate(layers, 1):
+    dense, values, frozen = [], {}, []
+    for i, (w, b, act, dropout, *fixed) in enumerate(layers, 1):
         dense.append(Dense(int(w.shape[1]), int(w.shape[0]), act or "identity", dropout=dropout))
         values[f"W{i}"] = _weights(w, f"W{i}", dtype)
         values[f"b{i}"] = _weights(b, f"b{i}", dtype)
+        if fixed:
+            frozen += [name for name, f in zip((f"W{i}", f"b{i}"), fixed[0]) if f]
     if loss is None:
         loss = default_loss(dense[-1].activation, dense[-1].out_features)
-    return Network(dense, loss=loss, name=name), values
+    return Network(dense, loss=loss, name=name, frozen=trainable_or_none(frozen, values)), values
+
+
+def trainable_or_none(frozen: list[str], params: Mapping[str, Any]) -> list[str]:
+    """``frozen``, unless it is every parameter (a module with requires_grad off everywhere, as
+    for inference): a symnn network always has something to train, so it then imports as
+    trainable."""
+    return [] if set(frozen) == set(params) else frozen
 
 
 def default_loss(last: Activation, width: object) -> str:

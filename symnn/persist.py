@@ -326,13 +326,18 @@ def network_to_dict(net: Network) -> dict[str, Any]:
                   "graph": graph_record(net, {"activation": _fields})}
         if net.loss_weights != (1.0,) * len(net.losses):
             record["loss_weights"] = list(net.loss_weights)
+        if net.frozen:
+            record["frozen"] = list(net.frozen)
         return record
-    return {
+    record = {
         "name": net.name, "l1": net.l1, "l2": net.l2,
         "loss": _fields(net.loss),
         "layers": [{"in": int(layer.in_features), "out": int(layer.out_features), "dropout": layer.dropout,
                     "activation": _fields(layer.activation)} for layer in net.layers],
     }
+    if net.frozen:
+        record["frozen"] = list(net.frozen)
+    return record
 
 
 def _field(record: Any, key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
@@ -414,13 +419,14 @@ def network_from_dict(spec: Any, where: str = "network") -> Network:
                              dropout=_field(item, "dropout", (int, float), at, 0.0)))
     loss = _loss(_field(spec, "loss", dict, where), f"{where}.loss")
     return _built(where, Network, layers, loss=loss, l1=_field(spec, "l1", (int, float), where, 0.0),
-                  l2=_field(spec, "l2", (int, float), where, 0.0), name=_field(spec, "name", str, where))
+                  l2=_field(spec, "l2", (int, float), where, 0.0), name=_field(spec, "name", str, where),
+                  frozen=_field(spec, "frozen", list, where, []))
 
 
 def _graph_network(spec: dict, where: str) -> Network:
     from .graph_spec import build_network
 
-    unknown = sorted(set(spec) - {"name", "l1", "l2", "loss", "loss_weights", "graph"})
+    unknown = sorted(set(spec) - {"name", "l1", "l2", "loss", "loss_weights", "graph", "frozen"})
     if unknown:
         raise ModelFormatError(f"{where}: unknown key(s) {naming.shown(unknown)} in a layer graph's record")
     losses = _field(spec, "loss", (dict, list), where)
@@ -428,7 +434,8 @@ def _graph_network(spec: dict, where: str) -> Network:
                  else _loss(losses, f"{where}.loss"))
     weights = _field(spec, "loss_weights", (list, type(None)), where, None)
     settings = {"loss": loss, "loss_weights": weights, "l1": _field(spec, "l1", (int, float), where, 0.0),
-                "l2": _field(spec, "l2", (int, float), where, 0.0), "name": _field(spec, "name", str, where)}
+                "l2": _field(spec, "l2", (int, float), where, 0.0), "name": _field(spec, "name", str, where),
+                "frozen": _field(spec, "frozen", list, where, [])}
 
     def make(inputs: list, outputs: list) -> Network:
         return Network(inputs=inputs[0] if len(inputs) == 1 else inputs,

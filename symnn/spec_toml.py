@@ -254,7 +254,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Spec:
     net_table = _require(doc, "network", dict, source)
     if "input" in doc or "node" in doc:
         return _build_graph(doc, net_table, source)
-    _check_keys(net_table, {"name", "loss", "l1", "l2"}, f"{source}: [network]")
+    _check_keys(net_table, {"name", "loss", "l1", "l2", "frozen"}, f"{source}: [network]")
     layers_raw = _require(doc, "layer", list, source)
     if not layers_raw:
         raise SpecParseError(f"{source}: at least one [[layer]] is needed")
@@ -268,7 +268,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Spec:
         layers.append(Dense(_require(item, "in", int, where), _require(item, "out", int, where),
                             _activation(item.get("activation", "identity"), f"{where}.activation"),
                             dropout=dropout))
-    kw = {k: net_table[k] for k in ("l1", "l2", "name") if k in net_table}
+    kw = {k: net_table[k] for k in ("l1", "l2", "name", "frozen") if k in net_table}
     return Spec(Network(layers, loss=_network_loss(doc, net_table, source), **kw),
                 _train_table(doc.get("train", {}), source))
 
@@ -292,9 +292,9 @@ def _build_graph(doc: Mapping[str, Any], net_table: Mapping[str, Any], source: s
     if "layer" in doc:
         raise SpecParseError(f"{source}: give [[layer]] tables (a chain of dense layers) or [[input]] and "
                              "[[node]] tables (a layer graph), not both")
-    _check_keys(net_table, {"name", "loss", "loss_weights", "l1", "l2", "outputs"}, f"{source}: [network]")
+    _check_keys(net_table, {"name", "loss", "loss_weights", "l1", "l2", "outputs", "frozen"}, f"{source}: [network]")
     loss = _network_loss(doc, net_table, source)
-    kw = {k: net_table[k] for k in ("l1", "l2", "name", "loss_weights") if k in net_table}
+    kw = {k: net_table[k] for k in ("l1", "l2", "name", "loss_weights", "frozen") if k in net_table}
     record = {"inputs": _require(doc, "input", list, source), "nodes": _require(doc, "node", list, source),
               "outputs": _require(net_table, "outputs", list, f"{source}: [network]")}
 
@@ -478,6 +478,8 @@ def dumps_spec(net: Network, train: Mapping[str, Any] | None = None) -> str:
     for key in ("l1", "l2"):
         if getattr(net, key):
             lines.append(f"{key} = {_toml_value(getattr(net, key))}")
+    if net.frozen:
+        lines.append(f"frozen = {_toml_value(list(net.frozen))}")
     if net.graph is not None:
         lines += _graph_lines(net)
     for layer in net.layers if net.graph is None else ():

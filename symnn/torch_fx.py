@@ -98,7 +98,16 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
         defaults = [_default_loss(t) for t in outputs]
         loss = defaults[0] if len(defaults) == 1 else defaults
     net = Network(inputs=inputs, outputs=outputs if len(outputs) > 1 else outputs[0], loss=loss, name=name)
-    return net, _params(torch, module, net, dtype)
+    params = _params(torch, module, net, dtype)
+    # what the module does not train (requires_grad=False) stays frozen
+    fixed = {key for key, value in module.named_parameters() if not value.requires_grad}
+    frozen = [name for name in net.param_shapes() if state_dict_key(name) in fixed]
+    if frozen:
+        from .graph_spec import rebuilt
+        from .interop import trainable_or_none
+
+        net = rebuilt(net, frozen=trainable_or_none(frozen, params))
+    return net, params
 
 
 def _trace(torch: Any, module: Any) -> Any:

@@ -146,7 +146,9 @@ def cut(fwd, derived, sweep: Sweep) -> _Cut:
     forward_nodes = ir.toposort([fwd.loss, fwd.output])
     out.forward_ids = {id(n) for n in forward_nodes}
     for ident in fwd.params:
-        g = derived.outputs[naming.grad(ident)]
+        g = derived.outputs.get(naming.grad(ident))
+        if g is None:  # a frozen parameter: no gradient derived
+            continue
         p = out.named[id(fwd.params[ident])]
         name(g, r"\frac{\partial L}{\partial %s}" % p.symbol.name, naming.grad(ident), Section.BACKWARD)
     cts = sweep.cotangents

@@ -76,7 +76,9 @@ def make_program(fwd: ForwardGraph) -> Program:
 def _swept(fwd: ForwardGraph, everything: bool = False) -> tuple[Program, Sweep]:
     """The chain rule's program; ``everything``: with the gradient of the input too (what
     a sweep that did not prune to the parameters would build, for the dead-code row)."""
-    wrt = dict(fwd.params, **({"X": fwd.X} if everything else {}))
+    # a frozen parameter is a constant to the chain rule: no gradient, none of the work for one
+    frozen = {naming.param_ident(p) for p in fwd.network.frozen}
+    wrt = dict({k: v for k, v in fwd.params.items() if k not in frozen}, **({"X": fwd.X} if everything else {}))
     result = sweep(fwd.loss, wrt)
     grads = result.grads
     outputs = {"yhat": fwd.output, "loss": fwd.loss}

@@ -99,6 +99,12 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     # a convolution's weight (O, C/g, kh, kw) as the IR holds it: the matrix (O, C/g*kh*kw)
     shapes = {naming.param_ident(p): ir.matrix_shape(shape)
               for p, shape in net.param_shapes().items()}
+    # frozen parameters: no gradient derived; the kernels write zeros there, and the train step
+    # updates only the other ranges
+    frozen = {naming.param_ident(p) for p in net.frozen}
+    frozen_ranges = [(p["offset"], p["offset"] + p["rows"] * p["cols"]) for p in params
+                     if naming.param_ident(p["name"]) in frozen]
+    trainable_ranges = _complement(frozen_ranges, n_params)
     sz = f"sizeof({real})"
 
     layouts: dict[str, KernelLayout] = {}
@@ -126,7 +132,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         else:
             outputs = {"loss": "out_loss"}
             outputs.update({naming.grad(p): f"out_grad + {offsets[p]}" if offsets[p] else "out_grad"
-                            for p in shapes})
+                            for p in shapes if p not in frozen})
         layouts[kname] = lower_kernel(plan, printer, shapes, inputs, outputs, shared=shared_helpers)
 
     kernels = []
@@ -164,6 +170,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             "uses_nr": lay.uses_nr,
             "stmts": lay.stmts,
             "scalar_outputs": [(f"out_{o}", v) for o, v in lay.outputs.items()],
+            "frozen": frozen_ranges if kname.startswith("loss_and_grad") else [],
         })
 
     # -- public, checked entry points -------------------------------------------------------
@@ -201,6 +208,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         variants += [("train_step", False)] + ([("train_step", True)] if labels else [])
         train = _train_context(optimizer, printer, real, n_params)
         train["masks"] = masks
+        train["ranges"] = trainable_ranges if frozen_ranges else []
         offset_a, offset_b = 0, fresh
         for m in masks:  # each mask is n x width reals after the gradient
             m["init"] = f"work + {size_code(offset_a, offset_b)}"
@@ -347,6 +355,16 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     return CEmitResult(files, cdef, prefix, labels, optimizer.describe() if optimizer is not None else None,
                        n_state, bool(masks), _provenance(source, prefix, kernels, context), dict(work_need))
+
+
+def _complement(ranges: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    """The ranges of [0, total) outside ``ranges`` (sorted, disjoint)."""
+    out, lo = [], 0
+    for a, b in sorted(ranges):
+        if a > lo:
+            out.append((lo, a))
+        lo = b
+    return out + ([(lo, total)] if lo < total else [])
 
 
 def _formula(a: int, b: int) -> str:

@@ -65,7 +65,8 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         elif kname == "loss":
             returns, doc = f"float({plan.outputs['loss']})", "Mean loss (plus penalties) as a float."
         else:
-            grads = ", ".join(f'"{p}": {plan.outputs[naming.grad(naming.param_ident(p))]}{_as_shape(shape)}'
+            grads = ", ".join(f'"{p}": ' + (f'{plan.outputs[naming.grad(naming.param_ident(p))]}{_as_shape(shape)}'
+                                            if p not in net.frozen else _zeros(shape))
                               for p, shape in net.param_shapes().items())
             returns = f"float({plan.outputs['loss']}), {{{grads}}}"
             doc = "(loss, {name: dL/dname}) with gradients shaped like the parameters."
@@ -93,6 +94,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         "numpy/module.py.jinja",
         spec_hash=spec_hash(net, dtype, optimizer),
         train=train_context(optimizer, printer) if optimizer is not None else None,
+        frozen_slices=[(lo, hi) for name, lo, hi, _ in layout if name in net.frozen],
         masks=[(name, repr(p), width) for name, _, width, p in masks],
         param_slices=offsets,
         n_params=layout[-1][2],
@@ -119,6 +121,11 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         for k in kernels
     }
     return EmitResult(source, provenance)
+
+
+def _zeros(shape: tuple) -> str:
+    """A frozen parameter's gradient: zeros of its shape (nothing was derived for it)."""
+    return f"np.zeros({tuple(int(d) for d in shape)!r}, dtype=DTYPE)"
 
 
 def _as_matrix(shape: tuple) -> str:
