@@ -42,16 +42,25 @@ def run(epochs: int = 40, batch_size: int = 32, lr: float = 0.05, momentum: floa
         print("symnn demo: 64-32-10 ReLU/softmax network on the UCI digits (1,797 images)")
         for step in d.backward[:3]:
             print(f"  {plain(step.matrix)}")
-    opt = Momentum(lr=lr, momentum=momentum)
+    # inputs standardised with statistics of the training split only
+    return _train_and_test(net, (Xtr, ytr, Xte, yte), Momentum(lr=lr, momentum=momentum), epochs, batch_size,
+                           seed, backend, verbose, t0, (20, 40), standardize=True)
+
+
+def _train_and_test(net: Network, split: tuple, opt: Momentum, epochs: int, batch_size: int, seed: int,
+                    backend: str, verbose: bool, t0: float, shown: tuple[int, ...], standardize: bool = False) -> float:
+    """Compile ``net`` with ``opt`` emitted into its train step, train on the split's first half,
+    print the losses of the epochs ``shown`` and the held-out accuracy (the line the README's
+    main job ends with), and return it."""
+    Xtr, ytr, Xte, yte = split
     kernel = compile_kernel(net, backend=backend, dtype="float64", optimizer=opt)
     if verbose:
         where = kernel.source_path or "in memory"
         print(f"  backend: {kernel.backend}, optimiser {opt.describe()} emitted into train_step; source: {where}")
-    # inputs standardised with statistics of the training split only
     result = train(net, Xtr, ytr, kernel=kernel, epochs=epochs, batch_size=batch_size, seed=seed,
-                   standardize=True)
+                   standardize=standardize)
     if verbose:
-        for epoch in (20, 40):
+        for epoch in shown:
             if epoch <= len(result.history.train_loss):
                 print(f"  epoch {epoch:3d}: train loss {result.history.train_loss[epoch - 1]:.4f}")
     accuracy = result.accuracy(Xte, yte)
@@ -85,18 +94,5 @@ def run_cnn(epochs: int = 20, batch_size: int = 32, lr: float = 0.03, momentum: 
               "on the UCI digits as 1x8x8 images")
         for step in derive(net).backward[:2]:
             print(f"  {plain(step.matrix)}")
-    opt = Momentum(lr=lr, momentum=momentum)
-    kernel = compile_kernel(net, backend=backend, dtype="float64", optimizer=opt)
-    if verbose:
-        where = kernel.source_path or "in memory"
-        print(f"  backend: {kernel.backend}, optimiser {opt.describe()} emitted into train_step; source: {where}")
-    result = train(net, Xtr, ytr, kernel=kernel, epochs=epochs, batch_size=batch_size, seed=seed)
-    if verbose:
-        for epoch in (10, 20):
-            if epoch <= len(result.history.train_loss):
-                print(f"  epoch {epoch:3d}: train loss {result.history.train_loss[epoch - 1]:.4f}")
-    accuracy = result.accuracy(Xte, yte)
-    if verbose:
-        print(f"  time: {time.perf_counter() - t0:.2f} s")
-        print(f"test accuracy: {accuracy:.4f}")
-    return accuracy
+    return _train_and_test(net, (Xtr, ytr, Xte, yte), Momentum(lr=lr, momentum=momentum), epochs, batch_size,
+                           seed, backend, verbose, t0, (10, 20))
