@@ -115,7 +115,30 @@ def report_tex(net: Network, dtype: str = "float64", curve: str | None = None, t
                       "c": [f"{line.line:4d}  {line.text}" for line in pair.c]})
     return render("report/report.tex.jinja", title=f"symnn report: {net.name}", summary=summary_math(net),
                   loss_name=", ".join(loss.name for loss in net.losses), dtype=dtype, spec_hash=spec_hash(net, dtype),
-                  derivation=d.latex(document=False), pairs=pairs, curve=curve, training_text=training_text)
+                  derivation=d.latex(document=False), pairs=pairs, curve=curve, training_text=training_text,
+                  work=work_rows(net, dtype, WORK_BATCH), work_batch=WORK_BATCH)
+
+
+#: the batch size at which the report states the C kernels' work memory
+WORK_BATCH = 64
+
+
+def work_rows(net: Network, dtype: str, n: int) -> list[dict]:
+    """The C kernels' work against the liveness bound at batch ``n`` (:mod:`symnn.memory`), as
+    the report prints them: bytes with thousands separators; empty for a network the C backend
+    refuses (a function it cannot print) or with symbolic widths."""
+    from .memory import work_table
+    from .optim import SGD
+
+    if not net.is_concrete:
+        return []
+    try:
+        rows = work_table(net, dtype, optimizer=SGD(lr=0.1), n=n)
+    except (CodegenError, ConfigError):
+        return []
+    size = 4 if dtype == "float32" else 8
+    return [{"kernel": r.kernel, "work": f"{r.work * size:,}", "bound": f"{r.bound * size:,}",
+             "ratio": f"{r.ratio:.2f}"} for r in rows]
 
 
 def build_report(net: Network, out: str | Path, dtype: str = "float64", curve: str | Path | None = None,

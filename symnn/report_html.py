@@ -180,6 +180,7 @@ def derivation_html(d: Derivation) -> str:
 # -- the page's other parts -----------------------------------------------------------------------
 def _summary_html(net: Network, dtype: str) -> str:
     from .emit import spec_hash
+    from .report_doc import WORK_BATCH, work_rows
 
     if net.graph is not None:
         from .emit import describe
@@ -192,6 +193,10 @@ def _summary_html(net: Network, dtype: str) -> str:
     items = [("network", net.name), ("layers", layers), ("loss", ", ".join(loss.name for loss in net.losses)),
              ("L1, L2", f"{net.l1:g}, {net.l2:g}"), ("dtype", dtype),
              ("spec hash", spec_hash(net, dtype))]
+    work = work_rows(net, dtype, WORK_BATCH)
+    if work:
+        items.append((f"C work at N = {WORK_BATCH}, bytes (liveness bound)",
+                      "; ".join(f"{r['kernel']} {r['work']} ({r['bound']})" for r in work)))
     rows = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in items)
     return f'<ul class="symnn-summary">{rows}</ul>'
 

@@ -51,3 +51,16 @@ def test_no_c_kernel_uses_less_work_than_its_schedule_keeps_alive(make, n: int) 
     assert [r.kernel for r in rows] == ["forward", "loss", "loss_and_grad", "train_step"]
     for r in rows:
         assert r.bound > 0 and r.work >= r.bound, r
+
+
+def test_the_reports_state_each_kernels_work_and_its_bound() -> None:
+    from symnn.report_doc import WORK_BATCH, report_tex
+    from symnn.report_html import report_html
+
+    net = _cnn()
+    rows = {r.kernel: r for r in work_table(net, optimizer=sn.SGD(lr=0.1), n=WORK_BATCH)}
+    tex = report_tex(net)
+    assert "Work memory of the C kernels" in tex
+    line = next(x for x in tex.splitlines() if x.startswith(r"\texttt{loss\_and\_grad}"))
+    assert f"{rows['loss_and_grad'].work * 8:,}" in line and f"{rows['loss_and_grad'].bound * 8:,}" in line
+    assert f"train_step {rows['train_step'].work * 8:,}" in report_html(net)
