@@ -1,6 +1,6 @@
 """Interop: ``from_torch`` turns an ``nn.Sequential`` of Linear, activation and Dropout layers
 (or of convolutions, pooling and flatten too, or a module ``torch.fx`` traces: both
-symnn/torch_fx.py), and ``from_onnx`` an ONNX MLP, into a
+symnn/torch_fx.py), and ``from_onnx`` an ONNX MLP or CNN (symnn/onnx_graph.py), into a
 :class:`~symnn.declare.Network` and its parameters;
 ``load_torch``/``from_torch_state_dict`` read a saved ``state_dict`` for a network described
 by a symnn spec; ``to_state_dict`` goes back to PyTorch.
@@ -506,7 +506,12 @@ _ONNX_ACTIVATIONS = {
     "Softplus": ("softplus", {}), "Softsign": ("softsign", {}), "Identity": ("identity", {}),
 }
 
-_FLOAT_ATTR, _INT_ATTR = 1, 2  # onnx.AttributeProto.FLOAT / INT
+_FLOAT_ATTR, _INT_ATTR, _STRING_ATTR, _TENSOR_ATTR, _INTS_ATTR = 1, 2, 3, 4, 7  # onnx.AttributeProto
+#: the longest list or string attribute symnn reads (a 2-D conv's pads have 4 entries): a file
+#: cannot make symnn copy a huge attribute before refusing it
+_MAX_ATTR_ITEMS = 16
+_ATTR_TYPE_NAMES = {_FLOAT_ATTR: "float", _INT_ATTR: "integer", _STRING_ATTR: "string",
+                    _TENSOR_ATTR: "tensor", _INTS_ATTR: "list of integers"}
 
 
 @dataclass(frozen=True)
@@ -516,6 +521,7 @@ class _OnnxOp:
 
     inputs: tuple[int, int]
     attributes: Mapping[str, int]
+    outputs: int = 1  # how many outputs the spec allows (symnn reads the first one only)
 
 
 _ONNX_OPS: dict[str, _OnnxOp] = {
@@ -538,7 +544,10 @@ _EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
 
 def from_onnx(model: Any, *, loss: object = None, name: str = "onnx_mlp",
               dtype: str = "float64") -> tuple[Network, dict[str, np.ndarray]]:
-    """``(network, params)`` from an ONNX MLP: a chain of ``Gemm`` (or ``MatMul`` + ``Add``)
+    """``(network, params)`` from an ONNX model. A graph holding ``Conv``, ``MaxPool``,
+    ``AveragePool``, ``GlobalAveragePool``, ``Flatten``, ``Reshape`` or ``Concat`` becomes a
+    layer graph (symnn/onnx_graph.py: its parameters keyed as the exporting module's state_dict
+    where the initializers are named so); otherwise, an MLP: a chain of ``Gemm`` (or ``MatMul`` + ``Add``)
     with weights in initializers, each optionally followed by one activation (Relu, Sigmoid,
     Tanh, Softmax on the last axis, LeakyRelu, Elu, Softplus, Softsign). ``model`` is an
     ``onnx.ModelProto`` or a path. Needs the optional ``onnx`` package (``symnn[onnx]``).
@@ -568,6 +577,10 @@ def from_onnx(model: Any, *, loss: object = None, name: str = "onnx_mlp",
     proto, base = _onnx_proto(model)
     graph = proto.graph
     init = _initializers(graph)
+    from .onnx_graph import from_onnx_graph, is_layer_graph
+
+    if is_layer_graph(graph):
+        return from_onnx_graph(graph, init, base, loss, name, dtype)
     data_inputs = [i for i in graph.input if i.name not in init]
     if len(data_inputs) != 1:
         raise SpecError(f"the ONNX graph must have exactly one data input, it has {len(data_inputs)}")
@@ -626,13 +639,16 @@ def _initializers(graph: Any) -> dict[str, Any]:
     return init
 
 
-def _node_attributes(node: Any, where: str) -> dict[str, float | int]:
+def _node_attributes(node: Any, where: str, ops: Mapping[str, _OnnxOp] | None = None,
+                     supported: str | None = None) -> dict[str, Any]:
     """The node's attributes after checking its op, domain, arity and attribute types against
-    :data:`_ONNX_OPS`: a file cannot hand symnn an attribute of a type it does not expect."""
-    op = _ONNX_OPS.get(node.op_type)
+    ``ops`` (default :data:`_ONNX_OPS`, an MLP's): a file cannot hand symnn an attribute of a
+    type it does not expect, nor a list or string longer than :data:`_MAX_ATTR_ITEMS`.
+    ``supported`` lists the ops for the error on another one."""
+    op = (_ONNX_OPS if ops is None else ops).get(node.op_type)
     if op is None:
-        raise SpecTypeError(f"{where} is not supported; from_onnx reads Gemm, MatMul, Add and "
-                            f"{', '.join(sorted(_ONNX_ACTIVATIONS))}")
+        listed = supported or f"Gemm, MatMul, Add and {', '.join(sorted(_ONNX_ACTIVATIONS))}"
+        raise SpecTypeError(f"{where} is not supported; from_onnx reads {listed}")
     if node.domain not in ("", "ai.onnx"):
         raise SpecTypeError(f"{where}: op of domain {shown(node.domain)}; from_onnx reads the default "
                             "ONNX domain")
@@ -640,9 +656,13 @@ def _node_attributes(node: Any, where: str) -> dict[str, float | int]:
     if not low <= len(node.input) <= high or not all(node.input[:low]):
         raise ModelFormatError(f"{where}: {len(node.input)} inputs; {node.op_type} takes "
                                f"{low if low == high else f'{low} to {high}'}")
-    if len(node.output) != 1 or not node.output[0]:
-        raise ModelFormatError(f"{where}: {len(node.output)} outputs; symnn reads ops with one output")
-    attrs: dict[str, float | int] = {}
+    if not 1 <= len(node.output) <= op.outputs or not node.output[0]:
+        raise ModelFormatError(f"{where}: {len(node.output)} outputs; {node.op_type} has "
+                               f"{'one' if op.outputs == 1 else f'one to {op.outputs}'}")
+    if len(node.output) > 1:
+        raise SpecTypeError(f"{where}: {len(node.output)} outputs; symnn reads ops with one output (a "
+                            f"{node.op_type}'s first)")
+    attrs: dict[str, Any] = {}
     for attr in node.attribute:
         kind = op.attributes.get(attr.name)
         if kind is None:
@@ -650,9 +670,30 @@ def _node_attributes(node: Any, where: str) -> dict[str, float | int]:
                                 f"({', '.join(sorted(op.attributes)) or 'none'})")
         if attr.type != kind or attr.ref_attr_name or attr.name in attrs:
             raise ModelFormatError(f"{where}: attribute {shown(attr.name)} must be given once, as one "
-                                   f"{'float' if kind == _FLOAT_ATTR else 'integer'}")
-        attrs[attr.name] = attr.f if kind == _FLOAT_ATTR else attr.i
+                                   f"{_ATTR_TYPE_NAMES[kind]}")
+        attrs[attr.name] = _attribute_value(attr, kind, where)
     return attrs
+
+
+def _attribute_value(attr: Any, kind: int, where: str) -> Any:
+    """One attribute's value of its checked ``kind``: a float, an int, a tuple of ints, an
+    ASCII string, or (a Constant's value) the TensorProto itself, decoded by its reader."""
+    if kind == _FLOAT_ATTR:
+        return attr.f
+    if kind == _INT_ATTR:
+        return attr.i
+    if kind == _TENSOR_ATTR:
+        return attr.t
+    held = attr.ints if kind == _INTS_ATTR else attr.s
+    if len(held) > _MAX_ATTR_ITEMS:
+        raise ModelFormatError(f"{where}: attribute {shown(attr.name)} holds {len(held)} items; symnn reads "
+                               f"at most {_MAX_ATTR_ITEMS}")
+    if kind == _INTS_ATTR:
+        return tuple(int(v) for v in held)
+    text = bytes(held)
+    if not all(0x20 <= b < 0x7F for b in text):
+        raise ModelFormatError(f"{where}: attribute {shown(attr.name)} is not a plain ASCII string")
+    return text.decode("ascii")
 
 
 def _onnx_layer(node: Any, attrs: Mapping[str, float | int], init: Mapping[str, Any],
@@ -699,7 +740,7 @@ def _weight(init: Mapping[str, Any], key: str, max_ndim: int, where: str, base: 
     what = f"{where}: initializer {shown(key)}"
     if len(dims) > max_ndim or exact and len(dims) != max_ndim or any(d < 0 for d in dims):
         need = f"exactly {max_ndim}" if exact else f"at most {max_ndim}"
-        raise ModelFormatError(f"{what} has dims {list(dims)}; a dense layer's needs {need} non-negative dims")
+        raise ModelFormatError(f"{what} has dims {list(dims)}; this weight needs {need} non-negative dims")
     if tensor.data_type not in _ONNX_FLOATS:
         raise SpecTypeError(f"{what} has element type {tensor.data_type}; from_onnx reads FLOAT (1), "
                             "DOUBLE (11) and FLOAT16 (10) weights")

@@ -1,0 +1,456 @@
+"""``sn.from_onnx`` for a model with convolutions, pooling, flattening, residual additions or
+concatenations: the ONNX graph is rebuilt as a symnn layer graph (docs/layer_graphs.md).
+
+``Conv`` becomes ``sn.Conv1d``/``Conv2d`` (with the Relu, Tanh, Sigmoid... right after it folded
+in when its output feeds only that), ``MaxPool``/``AveragePool`` their ``sn`` namesakes,
+``GlobalAveragePool`` with the ``Flatten``/``Reshape`` after it one ``sn.GlobalAvgPool``,
+``Flatten(axis=1)`` and ``Reshape`` to (N, -1) an ``sn.Flatten``, ``Gemm`` and ``MatMul`` (+ its
+bias ``Add``) an ``sn.Dense``, ``Add`` of two computed tensors a residual ``a + b``, and
+``Concat(axis=1)`` of feature vectors an ``sn.concat``. A layer with weights is named as the
+PyTorch module that exported them (initializer ``conv1.weight``: layer ``conv1``, so its
+parameters are keyed as the module's ``state_dict``), else ``conv1``, ``dense2``... by kind.
+
+The file is untrusted (RELIABILITY.md U4), as for an MLP (symnn/interop.py): each node is
+checked against its op's spec (domain, arity, attribute names, types and list lengths) and
+every attribute's values against what symnn's layer takes, with an error naming the node,
+before any weight is decoded; weights go through the MLP importer's checked reader; names
+reach the network only through :mod:`symnn.naming`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .declare import Activate, Activation, Dense, Network
+from .errors import ModelFormatError, SpecError, SpecTypeError
+from .interop import (_INT_ATTR, _INTS_ATTR, _ONNX_ACTIVATIONS, _ONNX_OPS, _STRING_ATTR,
+                      _TENSOR_ATTR, _OnnxOp, _check_dtype, _node_attributes, _row_bias, _weight, _weights)
+from .layers import Input, Layer, Tensor, concat
+from .naming import shown
+from .spatial_layers import (AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d,
+                             MaxPool2d)
+
+#: the largest size, stride, padding or dilation symnn reads from a file (a C ``int``)
+_MAX_SIZE = 2**31 - 1
+
+_POOL_ATTRS = {"auto_pad": _STRING_ATTR, "ceil_mode": _INT_ATTR, "dilations": _INTS_ATTR,
+               "kernel_shape": _INTS_ATTR, "pads": _INTS_ATTR, "strides": _INTS_ATTR}
+
+#: the ops of a layer graph: the MLP's, and these (their ONNX spec: inputs, attributes, outputs)
+_GRAPH_OPS: dict[str, _OnnxOp] = {
+    **_ONNX_OPS,
+    "Conv": _OnnxOp((2, 3), {"auto_pad": _STRING_ATTR, "dilations": _INTS_ATTR, "group": _INT_ATTR,
+                             "kernel_shape": _INTS_ATTR, "pads": _INTS_ATTR, "strides": _INTS_ATTR}),
+    "MaxPool": _OnnxOp((1, 1), {**_POOL_ATTRS, "storage_order": _INT_ATTR}, outputs=2),
+    "AveragePool": _OnnxOp((1, 1), {**_POOL_ATTRS, "count_include_pad": _INT_ATTR}),
+    "GlobalAveragePool": _OnnxOp((1, 1), {}),
+    "Flatten": _OnnxOp((1, 1), {"axis": _INT_ATTR}),
+    "Reshape": _OnnxOp((2, 2), {"allowzero": _INT_ATTR}),
+    "Concat": _OnnxOp((1, _MAX_SIZE), {"axis": _INT_ATTR}),
+    "Constant": _OnnxOp((0, 0), {"value": _TENSOR_ATTR}),
+}
+
+#: ops that only a layer graph has: a model holding one is imported by this module
+_GRAPH_ONLY = frozenset(_GRAPH_OPS) - frozenset(_ONNX_OPS)
+
+_SUPPORTED = ("Conv, MaxPool, AveragePool, GlobalAveragePool (then Flatten or Reshape), Flatten (axis=1), "
+              "Reshape to (N, -1), Gemm, MatMul (+ Add), Add, Concat (axis=1), Constant (a Reshape's shape) and "
+              f"{', '.join(sorted(_ONNX_ACTIVATIONS))}")
+
+_INT64 = 7  # onnx.TensorProto.INT64
+
+
+def is_layer_graph(graph: Any) -> bool:
+    """Whether the ONNX graph needs a layer graph (it holds a spatial op, a flatten or a concat);
+    an MLP keeps the Sequential form, parameters ``W1, b1...``."""
+    return any(node.op_type in _GRAPH_ONLY for node in graph.node)
+
+
+@dataclass
+class _Node:
+    """One checked node: its op, attributes, inputs, output and where it is (for errors)."""
+
+    op: str
+    attrs: Mapping[str, Any]
+    inputs: tuple[str, ...]
+    output: str
+    where: str
+
+
+@dataclass
+class _Builder:
+    """The state of one import: tensors and constants by ONNX value name, each value's
+    readers, the parameters and the layer names taken so far."""
+
+    init: Mapping[str, Any]
+    base: Path | None
+    dtype: str
+    users: dict[str, list[_Node]]
+    outputs: frozenset[str]
+    values: dict[str, Tensor]
+    consts: dict[str, tuple[int, ...]]
+    params: dict[str, np.ndarray]
+    names: set[str]
+    done: set[int]  # ids of nodes folded into the layer before them
+
+
+def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss: object, name: str,
+                    dtype: str) -> tuple[Network, dict[str, np.ndarray]]:
+    """``(network, params)`` for an ONNX graph read as a layer graph (see the module doc)."""
+    _check_dtype(dtype)
+    nodes = [_checked(index, node) for index, node in enumerate(graph.node)]
+    data_inputs = [i for i in graph.input if i.name not in init]
+    if len(data_inputs) != 1:
+        raise SpecError(f"the ONNX graph must have exactly one data input, it has {len(data_inputs)}")
+    users: dict[str, list[_Node]] = {}
+    for node in nodes:
+        for key in node.inputs:
+            users.setdefault(key, []).append(node)
+    out_names = [o.name for o in graph.output]
+    b = _Builder(init, base, dtype, users, frozenset(out_names), {data_inputs[0].name: _input(data_inputs[0])},
+                 {}, {}, set(), set())
+    defined = {i.name for i in graph.input} | set(init)
+    for node in nodes:
+        if node.output in defined:
+            raise ModelFormatError(f"{node.where}: output {shown(node.output)} is already defined in the graph")
+        defined.add(node.output)
+        if id(node) not in b.done:
+            _build(b, node)
+    missing = [o for o in out_names if o not in b.values]
+    if not out_names or missing:
+        raise SpecError(f"the ONNX graph's outputs {shown(missing or out_names)} are not tensors it computes")
+    outputs = [b.values[o] for o in out_names]
+    if loss is None:
+        from .torch_fx import _default_loss
+
+        defaults = [_default_loss(t) for t in outputs]
+        loss = defaults[0] if len(defaults) == 1 else defaults
+    net = Network(inputs=[b.values[data_inputs[0].name]], outputs=outputs if len(outputs) > 1 else outputs[0],
+                  loss=loss, name=name)
+    return net, {key: b.params[key] for key in net.param_shapes()}
+
+
+def _checked(index: int, node: Any) -> _Node:
+    where = f"node {index}{f' {shown(node.name)}' if node.name else ''} ({shown(node.op_type)})"
+    attrs = _node_attributes(node, where, _GRAPH_OPS, _SUPPORTED)
+    if node.op_type == "MaxPool" and attrs.get("storage_order", 0) != 0:
+        raise SpecTypeError(f"{where}: storage_order={attrs['storage_order']} is not supported; symnn reads "
+                            "MaxPool with storage_order=0 (row-major indices, and only its first output)")
+    for key, value in attrs.items():
+        if isinstance(value, tuple) and any(abs(v) > _MAX_SIZE for v in value):
+            raise ModelFormatError(f"{where}: attribute {shown(key)}={shown(value)} holds a value beyond "
+                                   f"{_MAX_SIZE}")
+    return _Node(node.op_type, attrs, tuple(node.input), node.output[0], where)
+
+
+def _input(value_info: Any) -> Tensor:
+    """The graph's data input: a tensor declared (N, F), (N, C, L) or (N, C, H, W), N dynamic
+    or fixed, every other dimension a fixed positive size."""
+    tensor_type = value_info.type.tensor_type
+    declared = value_info.type.HasField("tensor_type") and tensor_type.HasField("shape")
+    dims = list(tensor_type.shape.dim) if declared else []
+    sizes = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
+    if not 2 <= len(dims) <= 4 or any(s is None or not 1 <= s <= _MAX_SIZE for s in sizes):
+        raise SpecError(f"the ONNX input {shown(value_info.name)} must declare its shape as (N, C, H, W), "
+                        "(N, C, L) or (N, F) with fixed positive sizes after the batch N; it declares "
+                        f"{shown(_dims_text(dims)) if dims else 'none'}")
+    return Input(*sizes)
+
+
+def _dims_text(dims: Sequence[Any]) -> str:
+    return "(" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?" for d in dims) + ")"
+
+
+def _tensor(b: _Builder, node: _Node, key: str) -> Tensor:
+    """The computed tensor ``key`` that ``node`` reads (not a weight, not a constant)."""
+    if key not in b.values:
+        raise SpecError(f"{node.where}: input {shown(key)} is not a tensor the graph computes before it "
+                        f"(a {node.op} reads the data flowing through the network here)")
+    return b.values[key]
+
+
+def _build(b: _Builder, node: _Node) -> None:
+    if node.op == "Constant":
+        b.consts[node.output] = _int_tensor(node.attrs.get("value"), node.where, "value")
+    elif node.op == "Conv":
+        _conv(b, node)
+    elif node.op in ("MaxPool", "AveragePool"):
+        b.values[node.output] = _pool(b, node)(_tensor(b, node, node.inputs[0]))
+    elif node.op == "GlobalAveragePool":
+        _global_pool(b, node)
+    elif node.op in ("Flatten", "Reshape"):
+        x = _tensor(b, node, node.inputs[0])
+        _check_flatten(b, node, x.shape)
+        b.values[node.output] = Flatten()(x)
+    elif node.op in ("Gemm", "MatMul"):
+        _dense(b, node)
+    elif node.op == "Add":
+        if not all(key in b.values for key in node.inputs):
+            raise SpecError(f"{node.where}: Add must add two computed tensors (a residual) or give a MatMul "
+                            "its bias (an initializer, the MatMul's only reader)")
+        b.values[node.output] = b.values[node.inputs[0]] + b.values[node.inputs[1]]
+    elif node.op == "Concat":
+        if node.attrs.get("axis") not in (1, -1) or len(node.inputs) < 2:
+            raise SpecError(f"{node.where}: Concat must join two or more feature vectors along axis 1, "
+                            f"got axis={node.attrs.get('axis')}")
+        b.values[node.output] = concat([_tensor(b, node, key) for key in node.inputs])
+    else:  # an activation not folded into the layer before it
+        x = _tensor(b, node, node.inputs[0])
+        b.values[node.output] = Activate(_activation(node, len(x.shape)))(x)
+
+
+def _activation(node: _Node, rank: int) -> Activation:
+    """The symnn activation of an ONNX activation node on samples of ``rank`` dimensions."""
+    act_name, params = _ONNX_ACTIVATIONS[node.op]
+    if node.op == "Softmax" and (rank != 1 or node.attrs.get("axis", -1) not in (-1, 1)):
+        raise SpecTypeError(f"{node.where}: Softmax must act on the features (axis 1 of (N, F))")
+    values = {ours: float(node.attrs.get(attr, default)) for ours, (attr, default) in params.items()}
+    return Activation.builtin(act_name, **values)
+
+
+def _folded(b: _Builder, node: _Node, rank: int) -> tuple[Activation, str]:
+    """The activation right after ``node`` when it is the only reader of the node's output
+    (so it folds into the layer, as from_torch folds), and the value name the layer defines."""
+    readers = b.users.get(node.output, [])
+    if len(readers) == 1 and node.output not in b.outputs and readers[0].op in _ONNX_ACTIVATIONS:
+        user = readers[0]
+        if user.op != "Softmax" or rank == 1:
+            b.done.add(id(user))
+            return _activation(user, rank), user.output
+    return Activation.builtin("identity"), node.output
+
+
+def _layer_name(b: _Builder, weight_key: str, bias_key: str | None, kind: str) -> str:
+    """``conv1`` for weights exported from a PyTorch module ``conv1`` (``conv1.weight`` and, if
+    any, ``conv1.bias``), so the parameters keep their state_dict keys; else ``kind`` and a
+    number. A name that is not a plain identifier never becomes one: it falls back."""
+    from .torch_fx import layer_name_of
+
+    prefix, dot, leaf = weight_key.rpartition(".")
+    if dot and leaf == "weight" and bias_key in (None, f"{prefix}.bias"):
+        try:
+            candidate = layer_name_of(prefix)
+        except SpecError:
+            candidate = ""
+        if candidate and candidate not in b.names:
+            b.names.add(candidate)
+            return candidate
+    number = 1
+    while f"{kind}{number}" in b.names:
+        number += 1
+    b.names.add(f"{kind}{number}")
+    return f"{kind}{number}"
+
+
+def _ints(node: _Node, key: str, rank: int, default: int, minimum: int) -> tuple[int, ...]:
+    """A per-axis attribute (strides, dilations, kernel_shape): ``rank`` integers >= ``minimum``."""
+    value = node.attrs.get(key, (default,) * rank)
+    if len(value) != rank or any(v < minimum for v in value):
+        raise SpecError(f"{node.where}: {key}={shown(list(value))} must hold {rank} integer(s) >= {minimum}")
+    return value
+
+
+def _pads(node: _Node, rank: int, spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+          dilations: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """Each axis's (before, after) zero padding, from ``pads`` or ``auto_pad`` (SAME_UPPER puts
+    the odd pixel after, SAME_LOWER before, as the ONNX spec computes them)."""
+    auto = node.attrs.get("auto_pad", "NOTSET")
+    if auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise SpecError(f"{node.where}: auto_pad={shown(auto)} is not NOTSET, VALID, SAME_UPPER or SAME_LOWER")
+    if auto != "NOTSET" and "pads" in node.attrs:
+        raise ModelFormatError(f"{node.where}: pads and auto_pad={auto} are given together")
+    if auto == "NOTSET":
+        pads = node.attrs.get("pads", (0,) * (2 * rank))
+        if len(pads) != 2 * rank or any(p < 0 for p in pads):
+            raise SpecError(f"{node.where}: pads={shown(list(pads))} must hold {2 * rank} integers >= 0 "
+                            "(each axis's start, then each axis's end)")
+        return tuple((pads[i], pads[rank + i]) for i in range(rank))
+    if auto == "VALID":
+        return ((0, 0),) * rank
+    out = []
+    for size, k, s, d in zip(spatial, kernel, strides, dilations):
+        total = max(0, (-(-size // s) - 1) * s + d * (k - 1) + 1 - size)
+        small, large = total // 2, total - total // 2
+        out.append((small, large) if auto == "SAME_UPPER" else (large, small))
+    return tuple(out)
+
+
+def _spatial(b: _Builder, node: _Node, x: Tensor) -> tuple[int, tuple[int, ...]]:
+    """The rank (1 or 2) and the spatial sizes of the images ``node`` reads."""
+    if len(x.shape) not in (2, 3):
+        raise SpecError(f"{node.where}: reads samples of shape {x.shape}; a {node.op} reads (C, L) or (C, H, W)")
+    return len(x.shape) - 1, tuple(x.shape[1:])
+
+
+def _conv(b: _Builder, node: _Node) -> None:
+    x = _tensor(b, node, node.inputs[0])
+    rank, spatial = _spatial(b, node, x)
+    w = _weight(b.init, node.inputs[1], rank + 2, node.where, b.base, exact=True)
+    groups = node.attrs.get("group", 1)
+    out_ch, per_group, kernel = w.shape[0], w.shape[1], tuple(w.shape[2:])
+    if groups < 1 or per_group * groups != x.shape[0] or out_ch % groups or min(w.shape) < 1:
+        raise SpecError(f"{node.where}: weight of shape {w.shape} with group={groups} does not convolve "
+                        f"{x.shape[0]} channels")
+    if node.attrs.get("kernel_shape", kernel) != kernel:
+        raise SpecError(f"{node.where}: kernel_shape={shown(list(node.attrs['kernel_shape']))} differs from "
+                        f"the weight's {list(kernel)}")
+    strides = _ints(node, "strides", rank, 1, 1)
+    dilations = _ints(node, "dilations", rank, 1, 1)
+    pads = _pads(node, rank, spatial, kernel, strides, dilations)
+    bias_key = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    bias = None if bias_key is None else _row_bias(_weight(b.init, bias_key, 1, node.where, b.base), out_ch,
+                                                   node.where)
+    act, defines = _folded(b, node, rank + 1)
+    name = _layer_name(b, node.inputs[1], bias_key, "conv")
+    cls = Conv2d if rank == 2 else Conv1d
+    layer = cls(int(x.shape[0]), int(out_ch), kernel, strides, _conv_padding(node, pads, kernel, strides, dilations),
+                dilations, int(groups), bias is not None, act, name=name)
+    b.params[f"{name}.weight"] = _weights(w, f"{name}.weight", b.dtype)
+    if bias is not None:
+        b.params[f"{name}.bias"] = _weights(bias, f"{name}.bias", b.dtype)
+    b.values[defines] = layer(x)
+
+
+def _conv_padding(node: _Node, pads: Sequence[tuple[int, int]], kernel: Sequence[int], strides: Sequence[int],
+                  dilations: Sequence[int]) -> object:
+    """The padding argument of ``sn.Conv1d/2d``: per-axis sizes when each axis is padded evenly,
+    "same" when the pads are exactly what it gives (stride 1, the odd pixel after), else refused:
+    symnn's convolution pads unevenly only that way."""
+    if all(before == after for before, after in pads):
+        return tuple(before for before, _ in pads)
+    same = tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel, dilations))
+    if tuple(pads) == same and all(s == 1 for s in strides):
+        return "same"
+    raise SpecError(f"{node.where}: pads {shown([list(p) for p in pads])} (before, after per axis) are uneven; "
+                    "symnn's Conv pads each axis evenly, or as padding='same' does (stride 1, the odd pixel after)")
+
+
+def _pool(b: _Builder, node: _Node) -> Layer:
+    x = _tensor(b, node, node.inputs[0])
+    rank, spatial = _spatial(b, node, x)
+    if "kernel_shape" not in node.attrs:
+        raise ModelFormatError(f"{node.where}: a {node.op} needs kernel_shape")
+    kernel = _ints(node, "kernel_shape", rank, 1, 1)
+    strides = _ints(node, "strides", rank, 1, 1)  # ONNX's default stride is 1, not the window
+    dilations = _ints(node, "dilations", rank, 1, 1)
+    pads = _pads(node, rank, spatial, kernel, strides, dilations)
+    flags = {key: node.attrs.get(key, 0) for key in ("ceil_mode", "count_include_pad")}
+    bad = {key: v for key, v in flags.items() if v not in (0, 1)}
+    if bad or any(before != after for before, after in pads):
+        raise SpecError(f"{node.where}: {shown(bad) if bad else f'pads {shown([list(p) for p in pads])}'}: "
+                        "symnn pools with flags 0 or 1 and the same padding before and after each axis")
+    padding = tuple(before for before, _ in pads)
+    if node.op == "MaxPool":
+        cls = MaxPool2d if rank == 2 else MaxPool1d
+        return cls(kernel, strides, padding, dilations, bool(flags["ceil_mode"]))
+    if any(d != 1 for d in dilations):
+        raise SpecTypeError(f"{node.where}: AveragePool with dilations {list(dilations)} is not supported")
+    cls = AvgPool2d if rank == 2 else AvgPool1d
+    return cls(kernel, strides, padding, bool(flags["ceil_mode"]), bool(flags["count_include_pad"]))
+
+
+def _global_pool(b: _Builder, node: _Node) -> None:
+    """GlobalAveragePool and the flatten that must be its one reader: one ``sn.GlobalAvgPool``
+    ((C, H, W) -> (C,)); alone its output would be a (C, 1, 1) image no symnn layer makes."""
+    x = _tensor(b, node, node.inputs[0])
+    _spatial(b, node, x)
+    readers = b.users.get(node.output, [])
+    if (len(readers) != 1 or node.output in b.outputs or readers[0].op not in ("Flatten", "Reshape")
+            or readers[0].inputs[0] != node.output):
+        raise SpecError(f"{node.where}: a GlobalAveragePool must be read by one Flatten(axis=1) or Reshape to "
+                        "(N, -1) and nothing else: symnn reads the pair as one sn.GlobalAvgPool")
+    flatten = readers[0]
+    _check_flatten(b, flatten, (x.shape[0], 1, 1))
+    b.done.add(id(flatten))
+    b.values[flatten.output] = GlobalAvgPool()(x)
+
+
+def _check_flatten(b: _Builder, node: _Node, shape: Sequence[int]) -> None:
+    """A Flatten with axis 1, or a Reshape to (N, -1) of samples of ``shape``: the shape ``0``
+    or ``-1`` then ``-1`` or the features (a fixed batch size is refused)."""
+    if node.op == "Flatten":
+        if node.attrs.get("axis", 1) != 1:
+            raise SpecError(f"{node.where}: Flatten(axis={node.attrs['axis']}) does not flatten each sample; "
+                            "symnn reads axis=1")
+        return
+    if node.attrs.get("allowzero", 0) != 0:
+        raise SpecTypeError(f"{node.where}: Reshape(allowzero={node.attrs['allowzero']}) is not supported")
+    key = node.inputs[1]
+    if key in b.consts:
+        target = b.consts[key]
+    elif key in b.init:
+        target = _int_tensor(b.init[key], node.where, key)
+    else:
+        raise SpecTypeError(f"{node.where}: the shape {shown(key)} must be a constant (an initializer or a "
+                            "Constant node)")
+    features = int(np.prod(shape))
+    if len(target) != 2 or target[0] not in (0, -1) or target[1] not in (-1, features) or target == (-1, -1):
+        raise SpecError(f"{node.where}: Reshape to {shown(list(target))} does not flatten each sample; symnn "
+                        f"reads a Reshape to (N, -1): the shape [0, -1], [-1, {features}] or [0, {features}]")
+
+
+def _int_tensor(tensor: Any, where: str, what: str) -> tuple[int, ...]:
+    """A small INT64 tensor's values (a Reshape's target shape): at most 8 of them, dims and
+    data checked against each other."""
+    if tensor is None or not hasattr(tensor, "dims"):
+        raise ModelFormatError(f"{where}: {shown(what)} is not a tensor")
+    dims = tuple(tensor.dims)
+    if tensor.data_type != _INT64 or len(dims) != 1 or not 0 <= dims[0] <= 8:
+        raise SpecTypeError(f"{where}: {shown(what)} must be a 1-D INT64 tensor of at most 8 values (a shape)")
+    if tensor.data_location == 1 or tensor.HasField("segment"):
+        raise ModelFormatError(f"{where}: {shown(what)} must hold its values in the file")
+    if tensor.raw_data:
+        if len(tensor.raw_data) != 8 * dims[0]:
+            raise ModelFormatError(f"{where}: {shown(what)} declares {dims[0]} values but holds "
+                                   f"{len(tensor.raw_data)} bytes")
+        return tuple(int(v) for v in np.frombuffer(tensor.raw_data, dtype="<i8"))
+    if len(tensor.int64_data) != dims[0]:
+        raise ModelFormatError(f"{where}: {shown(what)} declares {dims[0]} values but holds {len(tensor.int64_data)}")
+    return tuple(int(v) for v in tensor.int64_data)
+
+
+def _dense(b: _Builder, node: _Node) -> None:
+    """Gemm, or MatMul with the bias Add that is its one reader: an ``sn.Dense``."""
+    x = _tensor(b, node, node.inputs[0])
+    if len(x.shape) != 1:
+        raise SpecError(f"{node.where}: reads samples of shape {x.shape}; flatten them first (a {node.op} "
+                        "multiplies feature vectors)")
+    w = _weight(b.init, node.inputs[1], 2, node.where, b.base, exact=True)
+    bias_key, bias = None, None
+    if node.op == "Gemm":
+        attrs = node.attrs
+        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            raise SpecTypeError(f"{node.where}: only Gemm with transA=0, alpha=1, beta=1 is supported")
+        if attrs.get("transB", 0) not in (0, 1):
+            raise ModelFormatError(f"{node.where}: transB must be 0 or 1, got {attrs['transB']}")
+        w = w if attrs.get("transB", 0) else w.T
+        if len(node.inputs) > 2 and node.inputs[2]:
+            bias_key = node.inputs[2]
+            bias = _row_bias(_weight(b.init, bias_key, 2, node.where, b.base), w.shape[0], node.where)
+        defined = node
+    else:
+        w = w.T
+        defined, bias_key, bias = _matmul_bias(b, node, w.shape[0])
+    act, defines = _folded(b, defined, 1)
+    name = _layer_name(b, node.inputs[1], bias_key, "dense")
+    layer = Dense(int(w.shape[1]), int(w.shape[0]), act, name=name)
+    b.params[f"{name}.weight"] = _weights(w, f"{name}.weight", b.dtype)
+    b.params[f"{name}.bias"] = _weights(np.zeros(w.shape[0]) if bias is None else bias, f"{name}.bias", b.dtype)
+    b.values[defines] = layer(x)
+
+
+def _matmul_bias(b: _Builder, node: _Node, width: int) -> tuple[_Node, str | None, np.ndarray | None]:
+    """The Add that gives a MatMul its bias (an initializer), when it is the MatMul's one
+    reader: (the node whose output the Dense defines, the bias's key, the bias)."""
+    readers = b.users.get(node.output, [])
+    if len(readers) == 1 and node.output not in b.outputs and readers[0].op == "Add":
+        add = readers[0]
+        other = [key for key in add.inputs if key != node.output]
+        if len(other) == 1 and other[0] in b.init:
+            b.done.add(id(add))
+            return add, other[0], _row_bias(_weight(b.init, other[0], 2, add.where, b.base), width, add.where)
+    return node, None, None
