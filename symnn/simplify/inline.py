@@ -21,13 +21,18 @@ def fuse_elementwise(prog: Program) -> Program:
     protected = {id(n) for n in prog.name_nodes} | {id(n) for n in prog.outputs.values()}
     origin: dict[int, ir.Node] = {}  # rebuilt node -> the original it replaces
 
-    def absorbable(src: ir.Node) -> bool:
+    def absorbable(src: ir.Node, into: ir.Node) -> bool:
         orig = origin.get(id(src), src)
         if id(orig) in protected:
             return False
         if src.op is ir.Op.CONST:
             return True
         if src.op is not ir.Op.MAP:
+            return False
+        if src.shape not in ((), tuple(into.shape)) and src.src and not _cheap(src.arg.expr):
+            # a row (N, 1) or vector broadcast into a larger map: inlined, its formula would run
+            # once per entry instead of once per row (LayerNorm's -(v + eps)^(-3/2)/2: a power
+            # per entry)
             return False
         return consumers.get(id(orig), 0) == 1 or src.shape == () or not src.src
 
@@ -37,6 +42,8 @@ def fuse_elementwise(prog: Program) -> Program:
         return out
 
     def _visit(node: ir.Node) -> ir.Node:
+        if node.op in _REDUCTIONS:
+            return _scale_out(node)
         if node.op is not ir.Op.MAP:
             return node
         fn: ir.Elementwise = node.arg
@@ -45,7 +52,7 @@ def fuse_elementwise(prog: Program) -> Program:
         subs: dict[sp.Symbol, sp.Expr] = {}
         fresh = 0
         for sym, src in zip(fn.args, node.src):
-            if absorbable(src):
+            if absorbable(src, node):
                 changed = True
                 if src.op is ir.Op.CONST:
                     subs[sym] = src.arg
@@ -65,4 +72,32 @@ def fuse_elementwise(prog: Program) -> Program:
         expr = cheapest(fn.expr.xreplace(subs))
         return make_map(fn.name, expr, operands, node.shape)
 
+    def _scale_out(node: ir.Node) -> ir.Node:
+        """``rowsum(c * A)`` as ``c * rowsum(A)`` (likewise a column or total sum), where the
+        scaled map is read by this sum alone: the factor goes to the small result, and the pass
+        over A that only scaled it is gone (LayerNorm's ``-d`` before its row sum)."""
+        (src,) = node.src
+        if not absorbable(src, src) or len(src.src) != 1:
+            return node
+        (arg,) = src.arg.args
+        coeff, rest = src.arg.expr.as_coeff_Mul()
+        if rest != arg or coeff == 1 or tuple(src.src[0].shape) != tuple(src.shape):
+            return node
+        total = ir.Node(node.op, (src.src[0],), node.arg, node.shape)
+        u = sp.Symbol("u", real=True)
+        return make_map(src.arg.name, coeff * u, [(u, total)], node.shape)
+
     return prog.rewrite(visit)
+
+
+#: the sums a constant factor moves out of (it then scales their smaller result)
+_REDUCTIONS = frozenset({ir.Op.ROWSUM, ir.Op.SUM_ROWS, ir.Op.SUM})
+
+
+def _cheap(expr: sp.Expr) -> bool:
+    """At most one arithmetic operation and no function or non-integer power: as cheap per
+    entry as the load of a broadcast value it replaces."""
+    if any(isinstance(e, sp.Function) or (isinstance(e, sp.Pow) and not e.exp.is_Integer)
+           for e in sp.preorder_traversal(expr)):
+        return False
+    return sp.count_ops(expr) <= 1
