@@ -103,3 +103,34 @@ def test_derivation_cost_does_not_grow_with_width() -> None:
     big = simplify(build_forward(sn.Network([sn.Dense(784, 4096, "tanh"), sn.Dense(4096, 10, "softmax")],
                                             loss="cross_entropy"))).program.op_counts()
     assert small == big
+
+
+def test_row_formulas_stay_per_row_and_factors_leave_the_sums() -> None:
+    """LayerNorm's backward pass: the derivative of 1/sqrt(v + eps) is a formula of the row's
+    variance, so it is computed once per row, not inlined into the (N, d) map that reads it;
+    and the negation before the mean's row sum is applied to the (N, 1) sum, not to (N, d)."""
+    import sympy as sp
+
+    import symnn as sn
+    from symnn import ir, naming
+    from symnn.driver import derive_program
+    from symnn.lower import plan_kernel
+
+    x = sn.Input(6)
+    h = sn.Dense(6, 6, activation="tanh")(x)
+    y = sn.Dense(6, 3, activation="softmax")(h + sn.Dense(6, 6, activation="relu")(sn.LayerNorm(6)(h)))
+    net = sn.Network(inputs=x, outputs=y, loss="cross_entropy")
+    plan = plan_kernel(derive_program(net).program, "loss_and_grad")
+    wide = [st for st in plan.stmts if st.kind is ir.Op.MAP and st.shape == (naming.N, 6)]
+    assert wide and not any(isinstance(e, sp.Pow) and not e.exp.is_Integer
+                            for st in wide for e in sp.preorder_traversal(st.payload))
+    readers = {}
+    for st in plan.stmts:
+        for o in st.operands:
+            readers.setdefault(o, []).append(st.kind)
+    for st in wide:  # no full-width map exists only to scale what a sum then reduces
+        coeff, rest = sp.sympify(st.payload).as_coeff_Mul()
+        assert not (rest.is_Symbol and coeff != 1 and readers.get(st.target) == [ir.Op.ROWSUM]), st
+    # and the gradient is still the chain rule's: the kernel against central differences
+    k = sn.compile(net, backend="numpy")
+    assert sn.gradcheck(k, *sn.sample_point(net, n=4)).passed
