@@ -185,3 +185,34 @@ def run_emitted_numpy(tmp_path, net: sn.Network, p, X: np.ndarray, Y: np.ndarray
                        env={**os.environ, "PYTHONPATH": ""})
     assert r.returncode == 0, r.stderr
     return np.load(tmp_path / "out.npz")
+
+
+# -- modules imported from PyTorch or ONNX, against autograd (test_conv_import, test_conv_onnx) --
+def ready(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """The module in float64, every parameter moved off its initial value (a zero bias would
+    hide a dropped one), in eval mode."""
+    torch.manual_seed(seed)
+    module = module.double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return module.eval()
+
+
+def assert_matches_autograd(module: torch.nn.Module, net: sn.Network, params: dict, X: np.ndarray,
+                            Y: np.ndarray, torch_loss: Callable, tol: float) -> None:
+    """An imported network's loss, gradients (back under the module's state_dict keys through
+    ``sn.to_state_dict``) and forward pass against autograd through the module; ``torch_loss``
+    maps the module's output to its loss on the targets ``Y``."""
+    k = sn.compile(net, backend="numpy")
+    loss, grads = k.loss_and_grad(params, X, Y)
+    module.zero_grad()
+    out = module(torch.tensor(X))
+    ref = torch_loss(out)
+    ref.backward()
+    assert abs(loss - ref.item()) <= tol * abs(ref.item())
+    back = sn.to_state_dict(net, grads)
+    assert list(back) == list(module.state_dict())
+    for key, p in module.named_parameters():
+        assert back[key].shape == p.shape and rel(back[key].numpy(), p.grad.numpy()) <= tol, key
+    assert rel(k.forward(params, X), out.detach().numpy()) <= tol

@@ -26,43 +26,12 @@ torch = pytest.importorskip("torch")
 #: torch's own note on an even kernel padded "same" (it pads a copy): not symnn's concern
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 
+from tests.layer_graphs import assert_matches_autograd, ready, rel  # noqa: E402
+
 nn, F = torch.nn, torch.nn.functional
 ROOT = Path(__file__).resolve().parents[2]
 #: float64 loss and gradients against autograd
 TOL = 1e-10
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
-
-
-def _ready(module: nn.Module, seed: int = 0) -> nn.Module:
-    """The module in float64, every parameter moved off its initial value (a zero bias would
-    hide a dropped one)."""
-    torch.manual_seed(seed)
-    module = module.double()
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return module.eval()
-
-
-def _assert_matches_autograd(module: nn.Module, net: sn.Network, params: dict, X: np.ndarray,
-                             Y: np.ndarray, torch_loss) -> None:
-    """symnn's loss, gradients (through to_state_dict) and forward against the module's."""
-    k = sn.compile(net, backend="numpy")
-    loss, grads = k.loss_and_grad(params, X, Y)
-    module.zero_grad()
-    out = module(torch.tensor(X))
-    ref = torch_loss(out)
-    ref.backward()
-    assert abs(loss - ref.item()) <= TOL * abs(ref.item())
-    back = sn.to_state_dict(net, grads)
-    assert list(back) == list(module.state_dict())
-    for key, p in module.named_parameters():
-        assert back[key].shape == p.shape and rel(back[key].numpy(), p.grad.numpy()) <= TOL, key
-    assert rel(k.forward(params, X), out.detach().numpy()) <= TOL
 
 
 def _lenet() -> nn.Sequential:
@@ -77,7 +46,7 @@ def test_a_lenet_sequential_matches_autograd() -> None:
     """Conv -> ReLU -> MaxPool -> Conv -> Tanh -> AvgPool -> Flatten -> Linear -> ReLU ->
     Dropout -> Linear -> Softmax: module i is layer _i, the activations fold into the layer
     before them, and the gradients come back under the module's own keys."""
-    module = _ready(_lenet())
+    module = ready(_lenet())
     net, params = sn.from_torch(module, input_shape=(1, 8, 8), name="lenet")
     assert net.graph.names == ("_0", "_2", "_3", "_5", "_6", "_7", "_9", "_10")
     assert [type(layer).__name__ for layer in net.layers] == [
@@ -86,7 +55,7 @@ def test_a_lenet_sequential_matches_autograd() -> None:
     assert list(params) == [f"_{k}" for k in module.state_dict()] and net.loss.name == "cross_entropy"
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(5, 1, 8, 8)), rng.integers(0, 3, 5)
-    _assert_matches_autograd(module, net, params, X, y, lambda p: F.nll_loss(torch.log(p), torch.tensor(y)))
+    assert_matches_autograd(module, net, params, X, y, lambda p: F.nll_loss(torch.log(p), torch.tensor(y)), TOL)
 
 
 class ResCNN(nn.Module):
@@ -108,7 +77,7 @@ class ResCNN(nn.Module):
 
 
 def test_a_traced_residual_cnn_block_matches_autograd() -> None:
-    module = _ready(ResCNN())
+    module = ready(ResCNN())
     net, params = sn.from_torch(module, input_shape=(2, 5, 6), name="rescnn")
     assert net.graph.names == ("stem", "conv1", "conv2", "add1", "activation1", "pool", "head")
     kinds = {name: type(layer).__name__ for name, layer in zip(net.graph.names, net.layers)}
@@ -117,7 +86,7 @@ def test_a_traced_residual_cnn_block_matches_autograd() -> None:
     assert list(params) == list(module.state_dict()) and net.loss.name == "mse"
     rng = np.random.default_rng(2)
     X, Y = rng.normal(size=(4, 2, 5, 6)), rng.normal(size=(4, 3))
-    _assert_matches_autograd(module, net, params, X, Y, lambda out: F.mse_loss(out, torch.tensor(Y)))
+    assert_matches_autograd(module, net, params, X, Y, lambda out: F.mse_loss(out, torch.tensor(Y)), TOL)
     # the same with input_shapes= and the image given as rows of C*H*W
     net2, _ = sn.from_torch(module, input_shapes=[(2, 5, 6)], name="rescnn")
     assert net2 == net
@@ -133,13 +102,13 @@ def _conv1d_sequential() -> nn.Sequential:
 
 
 def test_a_conv1d_sequential_matches_autograd() -> None:
-    module = _ready(_conv1d_sequential())
+    module = ready(_conv1d_sequential())
     net, params = sn.from_torch(module, input_shape=(2, 9), name="seq1d")
     assert net.layers[0].padding == (0, 0, 1, 2) and dict(net.layers[0].activation.params) == {"alpha": 0.1}
     assert type(net.layers[3]).__name__ == "GlobalAvgPool" and len(net.layers) == 5  # the Flatten is in it
     rng = np.random.default_rng(3)
     X, Y = rng.normal(size=(3, 2, 9)), rng.normal(size=(3, 2))
-    _assert_matches_autograd(module, net, params, X, Y, lambda out: F.mse_loss(out, torch.tensor(Y)))
+    assert_matches_autograd(module, net, params, X, Y, lambda out: F.mse_loss(out, torch.tensor(Y)), TOL)
 
 
 @pytest.mark.parametrize("make,shape", [
@@ -151,7 +120,7 @@ def test_to_state_dict_gives_back_the_modules_state_dict(make, shape) -> None:
     """from_torch -> to_state_dict is module.state_dict() (keys in order, shapes, values), and
     from_torch_state_dict reads it back to the same parameters; a fresh module loads it
     strictly and computes the same."""
-    module = _ready(make())
+    module = ready(make())
     net, params = sn.from_torch(module, input_shape=shape)
     state = sn.to_state_dict(net, params)
     assert list(state) == list(module.state_dict())

@@ -19,25 +19,12 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from tests.layer_graphs import assert_matches_autograd, ready, rel  # noqa: E402
+
 nn, F = torch.nn, torch.nn.functional
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
 TOL = 1e-10
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
-
-
-def _ready(module: nn.Module, seed: int = 0) -> nn.Module:
-    """float64, every parameter moved off its initial value (a zero bias would hide a dropped one)."""
-    torch.manual_seed(seed)
-    module = module.double()
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return module.eval()
 
 
 def _exported(module: nn.Module, sample_shape: tuple[int, ...]) -> onnx.ModelProto:
@@ -55,18 +42,7 @@ def _check(module: nn.Module, sample_shape: tuple[int, ...], n_out: int, seed: i
     net, params = sn.from_onnx(_exported(module, sample_shape), loss="mse")
     rng = np.random.default_rng(seed)
     X, Y = rng.normal(size=(3, *sample_shape)), rng.normal(size=(3, n_out))
-    k = sn.compile(net, backend="numpy")
-    loss, grads = k.loss_and_grad(params, X, Y)
-    module.zero_grad()
-    out = module(torch.tensor(X))
-    ref = F.mse_loss(out, torch.tensor(Y))
-    ref.backward()
-    assert abs(loss - ref.item()) <= TOL * abs(ref.item())
-    back = sn.to_state_dict(net, grads)
-    assert list(back) == list(module.state_dict())
-    for key, p in module.named_parameters():
-        assert back[key].shape == p.shape and rel(back[key].numpy(), p.grad.numpy()) <= TOL, key
-    assert rel(k.forward(params, X), out.detach().numpy()) <= TOL
+    assert_matches_autograd(module, net, params, X, Y, lambda out: F.mse_loss(out, torch.tensor(Y)), TOL)
     return net
 
 
@@ -89,7 +65,7 @@ class LeNet(nn.Module):
 def test_a_lenet_exported_by_torch_matches_autograd() -> None:
     """Conv+Relu, MaxPool, Conv+Tanh (uneven stride), AveragePool (ceil_mode, count_include_pad=0),
     Flatten, Gemm+Sigmoid, Gemm: activations fold into the layer before them."""
-    net = _check(_ready(LeNet()), (1, 8, 8), 3)
+    net = _check(ready(LeNet()), (1, 8, 8), 3)
     assert [type(layer).__name__ for layer in net.layers] == [
         "Conv2d", "MaxPool2d", "Conv2d", "AvgPool2d", "Flatten", "Dense", "Dense"]
     assert [net.layers[i].activation.name for i in (0, 2, 5, 6)] == ["relu", "tanh", "sigmoid", "identity"]
@@ -108,7 +84,7 @@ class Conv1dNet(nn.Module):
 
 
 def test_a_conv1d_model_with_global_pool_matches_autograd() -> None:
-    net = _check(_ready(Conv1dNet()), (2, 11), 2)
+    net = _check(ready(Conv1dNet()), (2, 11), 2)
     assert "GlobalAvgPool" in [type(layer).__name__ for layer in net.layers]
 
 
@@ -130,7 +106,7 @@ class ResBlock(nn.Module):
 
 
 def test_a_residual_cnn_block_matches_autograd() -> None:
-    net = _check(_ready(ResBlock()), (2, 5, 5), 3)
+    net = _check(ready(ResBlock()), (2, 5, 5), 3)
     assert net.layers[2].padding == (0, 1, 0, 1)  # "same" on a 2x2 kernel: the odd pixel after
 
 
@@ -146,7 +122,7 @@ class Grouped(nn.Module):
 
 
 def test_a_grouped_dilated_conv_matches_autograd() -> None:
-    net = _check(_ready(Grouped()), (4, 7, 7), 2)
+    net = _check(ready(Grouped()), (4, 7, 7), 2)
     assert (net.layers[0].groups, net.layers[0].dilation, net.layers[1].groups) == (2, (2, 2), 6)
 
 
