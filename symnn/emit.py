@@ -32,6 +32,8 @@ def spec_hash(net: Network, dtype: str, optimizer: "Optimizer | None" = None) ->
         parts.append(f"loss weights={net.loss_weights!r}")
     if optimizer is not None:
         parts += [optimizer.describe()]
+    if net.frozen:  # only then: the hashes of networks without frozen parameters are unchanged
+        parts.append(f"frozen={net.frozen!r}")
     if net.graph is not None:
         parts += _graph_parts(net)
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]

@@ -163,3 +163,10 @@ def test_from_torch_freezes_what_the_module_does_not_train() -> None:
     assert net.frozen == ("_0.weight", "_0.bias")
     cnn_module.requires_grad_(False)  # nothing trainable (inference): imported as trainable
     assert sn.from_torch(cnn_module, input_shape=(1, 6, 6))[0].frozen == ()
+
+
+def test_freezing_changes_the_spec_hash_only_when_used() -> None:
+    from symnn.emit import spec_hash
+
+    assert spec_hash(cnn(("conv1",)), "float64") != spec_hash(cnn(), "float64")
+    assert spec_hash(cnn(("conv1",)), "float64") != spec_hash(cnn(("fc",)), "float64")
