@@ -334,6 +334,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "format_version": FORMAT_VERSION,
         "work_per_row": per_row,
         "work_fixed": fixed,
+        "conv_weights": any(len(shape) > 2 for shape in net.param_shapes().values()),
+        "image_inputs": [(name, tuple(int(d) for d in shape)) for name, shape in net.input_shapes if len(shape) > 1],
         # each kernel's own need (the *_labels variants add n*N_OUT for the one-hot rows)
         "work_by_kernel": [(k, _formula(*work_need[k])) for k in (*KERNELS, "train_step") if k in work_need],
         "work_max": need_code(per_row, fixed),
