@@ -50,6 +50,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import symnn as sn  # noqa: E402
 from symnn.bench import interleaved  # noqa: E402
 from symnn.memory import format_table, work_table  # noqa: E402
+from peers import _agree, fma_bound, pin_to_one_cpu  # noqa: E402  (the dense page's check and measures)
+from report import _cpu  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -187,15 +189,6 @@ def jax_system(cfg: Config, params, X, Y):
     return run
 
 
-def _agree(ref, got) -> float:
-    (l0, g0), (l1, g1) = ref, got
-    worst = abs(l0 - l1) / max(1.0, abs(l0))
-    for k in g0:
-        scale = max(1e-30, float(np.abs(g0[k]).max()))
-        worst = max(worst, float(np.abs(np.asarray(g1[k]).reshape(g0[k].shape) - g0[k]).max()) / scale)
-    return worst
-
-
 def run_config(cfg: Config, dtype: str, rounds: int) -> dict:
     net, params, X, Y = problem(cfg, dtype)
     systems, checks, setup = {}, {}, {}
@@ -252,9 +245,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     args = parser.parse_args(argv)
-    from peers import fma_bound, pin_to_one_cpu  # the same measurements as the dense page
-    from report import _cpu
-
     pin_to_one_cpu()
     t0 = time.perf_counter()
     lines = ["# Benchmarks: convolutional and residual networks against PyTorch and JAX", ""]

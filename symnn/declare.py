@@ -553,6 +553,11 @@ class Network:
             raise SpecError("frozen: every parameter is frozen, so there is nothing to train")
         object.__setattr__(self, "frozen", tuple(p for p in shapes if p in chosen))
 
+    def frozen_ranges(self) -> list[tuple[int, int]]:
+        """``[(start, stop)]``: where the frozen parameters sit in the flat vector
+        (:meth:`param_layout`): the ranges both backends' train steps leave alone."""
+        return [(lo, hi) for name, lo, hi, _ in self.param_layout() if name in self.frozen]
+
     @property
     def trainable(self) -> tuple[str, ...]:
         """The parameters that have a gradient and that training updates (all but ``frozen``)."""

@@ -42,7 +42,7 @@ pass while a well-resolved entry 1e-6 off still fails.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -740,7 +740,7 @@ class _Kinks:
         oracle probes first). A sign change is another tap overtaking it, the kink."""
         out, anchor = [], []
         for i, node in enumerate(self.pools):
-            _, taps = _max_pool_index(np.real(vals[f"pool{i}"]), astuple(node.arg))
+            _, taps = _max_pool_index(np.real(vals[f"pool{i}"]), ir.geometry_values(node.arg))
             n = taps.shape[0]
             taps = taps.reshape(n, -1, taps.shape[-1])
             idx = (self._pool_anchor[i] if self._pool_anchor is not None

@@ -8,7 +8,7 @@ pullback tests. It is deliberately simple and slow; emitted kernels are the fast
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -136,7 +136,7 @@ def _slice(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
 
 
 def _geometry(node: ir.Node) -> tuple:
-    return astuple(node.arg)
+    return ir.geometry_values(node.arg)
 
 
 def _conv(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:

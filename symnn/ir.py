@@ -13,7 +13,7 @@ return new nodes. :func:`validate` is the separate structural checker.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum, auto
 from typing import Any, Iterable
 
@@ -393,6 +393,13 @@ def avg_pool_grad(g: Node, geom: PoolGeometry) -> Node:
 def _require(a: Node, width: int, what: str) -> None:
     if len(a.shape) != 2 or a.shape[1] != width:
         raise ValueError(f"{what} of shape {a.shape}, expected (N, {width})")
+
+
+def geometry_values(geom: "ConvGeometry | PoolGeometry") -> tuple[int, ...]:
+    """A geometry as the emitted code takes it: its fields in order, then the output's height
+    and width, which this module alone computes (the C struct's initializer, the tuple the NumPy
+    functions unpack, the derivation's operator)."""
+    return (*(int(getattr(geom, f.name)) for f in fields(geom)), geom.ho, geom.wo)
 
 
 #: the spatial ops and their geometry's type (``validate`` checks the arg)

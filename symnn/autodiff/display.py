@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable
 
@@ -448,7 +448,7 @@ def _slice_matrix(p: _Printer, node: ir.Node) -> Term:
 def _spatial_matrix(p: _Printer, node: ir.Node) -> Term:
     """A spatial op as its named operator on its operands (rows are images: the geometry the
     equation's note gives)."""
-    geometry = astuple(node.arg) if not isinstance(node.arg, tuple) else node.arg
+    geometry = node.arg if isinstance(node.arg, tuple) else ir.geometry_values(node.arg)
     operands = [al.as_matrix(p.ref(s), _shape(s.shape)).expr() for s in node.src]
     shape = _shape(node.shape)
     return al.matrix(al.Spatial(SPATIAL_FUNCTIONS[node.op][1:], geometry, shape, *operands), shape)

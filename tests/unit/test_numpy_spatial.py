@@ -48,7 +48,7 @@ def test_convolution_and_its_pullbacks_are_torchs() -> None:
         padded = F.pad(tx, (geo.pl, geo.pr, geo.pt, geo.pb))  # torch pads evenly: pad first
         ty = F.conv2d(padded, tw, stride=(geo.sh, geo.sw), dilation=(geo.dh, geo.dw), groups=geo.groups)
         ty.backward(torch.tensor(gy.reshape(ty.shape)))
-        t = astuple(geo)
+        t = ir.geometry_values(geo)
         wm = weight.reshape(geo.o, -1)
         assert ty.shape[2:] == (geo.ho, geo.wo), geo
         np.testing.assert_allclose(S._conv(x, wm, t), ty.detach().numpy().reshape(n, -1), atol=TOL, err_msg=str(geo))
@@ -93,7 +93,7 @@ def test_pooling_and_its_pullback_are_torchs(kind: str) -> None:
             ty = F.avg_pool2d(tx, *args, ceil_mode=geo.ceil_mode, count_include_pad=geo.count_include_pad)
         assert ty.shape[2:] == (geo.ho, geo.wo), geo
         ty.backward(torch.tensor(gy.reshape(ty.shape)))
-        t = astuple(geo)
+        t = ir.geometry_values(geo)
         y, dx = (S._max_pool(x, t), S._max_pool_grad(x, gy, t)) if kind == "max" else \
             (S._avg_pool(x, t), S._avg_pool_grad(gy, t))
         np.testing.assert_allclose(y, ty.detach().numpy().reshape(n, -1), atol=TOL, err_msg=str(geo))
@@ -106,7 +106,7 @@ def test_max_pool_nan_wins_its_window_as_in_torch() -> None:
     tx = torch.tensor(x.reshape(1, 1, 2, 4), requires_grad=True)
     ty = F.max_pool2d(tx, 2)
     ty.sum().backward()
-    t = astuple(geo)
+    t = ir.geometry_values(geo)
     np.testing.assert_array_equal(S._max_pool(x, t), ty.detach().numpy().reshape(1, -1))
     np.testing.assert_array_equal(S._max_pool_grad(x, np.ones((1, 2)), t), tx.grad.numpy().reshape(1, -1))
 
@@ -116,5 +116,5 @@ def test_the_complex_step_selects_by_the_real_part() -> None:
     maximum is the tap with the largest real part, carrying its imaginary part."""
     geo = ir.PoolGeometry(1, 1, 4, 1, 2, 1, 2)
     x = np.array([[1.0 + 0.0j, 2.0 + 1e-20j, 3.0 + 2e-20j, 0.5 - 1.0j]])
-    y = S._max_pool(x, astuple(geo))
+    y = S._max_pool(x, ir.geometry_values(geo))
     assert np.array_equal(y, np.array([[2.0 + 1e-20j, 3.0 + 2e-20j]]))

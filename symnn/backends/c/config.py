@@ -803,8 +803,7 @@ POOL_FIELDS: tuple[str, ...] = (*(f.name for f in fields(ir.PoolGeometry)), "ho"
 
 def _geom_init(g: ir.ConvGeometry | ir.PoolGeometry) -> str:
     """The initializer of a geometry struct: its fields' values in order (booleans as 0/1)."""
-    names = CONV_FIELDS if isinstance(g, ir.ConvGeometry) else POOL_FIELDS
-    return ", ".join(str(int(getattr(g, name))) for name in names)
+    return ", ".join(map(str, ir.geometry_values(g)))
 
 
 def _pointwise(g: ir.ConvGeometry) -> bool:

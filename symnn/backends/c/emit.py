@@ -102,8 +102,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     # frozen parameters: no gradient derived; the kernels write zeros there, and the train step
     # updates only the other ranges
     frozen = {naming.param_ident(p) for p in net.frozen}
-    frozen_ranges = [(p["offset"], p["offset"] + p["rows"] * p["cols"]) for p in params
-                     if naming.param_ident(p["name"]) in frozen]
+    frozen_ranges = net.frozen_ranges()
     trainable_ranges = _complement(frozen_ranges, n_params)
     sz = f"sizeof({real})"
 

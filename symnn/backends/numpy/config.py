@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import sympy as sp
 
@@ -228,7 +228,7 @@ class _KernelPrinter:
 def _geometry_code(st: Stmt) -> str:
     """A spatial statement's geometry as the tuple literal the functions of
     :mod:`symnn.backends.numpy.spatial` take (the dataclass's fields in order)."""
-    return repr(tuple(int(v) for v in astuple(st.payload)))
+    return repr(ir.geometry_values(st.payload))
 
 
 def _spatial_rule(function: str) -> Callable[[_KernelPrinter, Stmt], None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ... import naming
+from ... import ir, naming
 from ...declare import Network
 from ...emit import describe, spec_hash, train_context
 from ...lower import KERNELS, dims, plan_kernel
@@ -94,7 +94,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         "numpy/module.py.jinja",
         spec_hash=spec_hash(net, dtype, optimizer),
         train=train_context(optimizer, printer) if optimizer is not None else None,
-        frozen_slices=[(lo, hi) for name, lo, hi, _ in layout if name in net.frozen],
+        frozen_slices=net.frozen_ranges(),
         masks=[(name, repr(p), width) for name, _, width, p in masks],
         param_slices=offsets,
         n_params=layout[-1][2],
@@ -129,20 +129,14 @@ def _zeros(shape: tuple) -> str:
 
 
 def _as_matrix(shape: tuple) -> str:
-    """``.reshape(O, K)``: how the module reads a parameter of rank > 2 (nothing for others)."""
-    return f".reshape({int(shape[0])}, {_prod(shape[1:])})" if len(shape) > 2 else ""
+    """``.reshape(O, K)``: a parameter of rank > 2 read as its IR matrix (:func:`symnn.ir.matrix_shape`);
+    nothing for others."""
+    return ".reshape({}, {})".format(*(int(d) for d in ir.matrix_shape(shape))) if len(shape) > 2 else ""
 
 
 def _as_shape(shape: tuple) -> str:
     """``.reshape(O, C, kh, kw)``: a gradient of rank > 2 returned in its parameter's shape."""
     return f".reshape({', '.join(str(int(d)) for d in shape)})" if len(shape) > 2 else ""
-
-
-def _prod(dims: tuple) -> int:
-    out = 1
-    for d in dims:
-        out *= int(d)
-    return out
 
 
 def _words(line: str) -> set[str]:

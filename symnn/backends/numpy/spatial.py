@@ -7,7 +7,9 @@ So each function is self-contained: it reads only ``np`` and its arguments, and 
 dtype, complex included (the interpreter's complex step: maxima and ties compare real parts).
 
 A sample's (C, H, W) is one row of C*H*W, row-major (a contiguous NCHW tensor); a geometry is
-the tuple of :class:`symnn.ir.ConvGeometry` / :class:`symnn.ir.PoolGeometry`'s fields in order.
+:func:`symnn.ir.geometry_values`: the fields of :class:`symnn.ir.ConvGeometry` /
+:class:`symnn.ir.PoolGeometry` in order, then the output's height and width (computed there
+alone, as the C code gets them).
 Convolutions are im2col and one batched product per group (``np.matmul``); the scatters of the
 pullbacks loop over the kernel's taps (kh*kw vectorised passes), so the code's cost in Python
 does not grow with the image or the batch.
@@ -39,9 +41,7 @@ def _padded(x, c, h, w, pt, pb, pl, pr, fill):
 
 def _conv_cols(x, geom):
     """im2col: (N, groups, C/g*kh*kw, Ho*Wo), the taps of each output position as a column."""
-    c, h, w, o, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, g = geom
-    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    c, h, w, o, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, g, ho, wo = geom
     win = _windows(_padded(x, c, h, w, pt, pb, pl, pr, 0), kh, kw, sh, sw, dh, dw, ho, wo)
     return win.reshape(x.shape[0], g, c // g * kh * kw, ho * wo)
 
@@ -56,9 +56,7 @@ def _conv(x, weight, geom):
 
 def _conv_grad_input(gy, weight, geom):
     """The pullback of ``_conv`` to its input: the transposed convolution of ``gy``."""
-    c, h, w, o, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, g = geom
-    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    c, h, w, o, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, g, ho, wo = geom
     n = gy.shape[0]
     wm = weight.reshape(g, o // g, c // g * kh * kw)
     cols = np.matmul(wm.transpose(0, 2, 1), gy.reshape(n, g, o // g, ho * wo))
@@ -89,26 +87,20 @@ def _channel_sum(a, channels, positions):
     return a.reshape(a.shape[0], channels, positions).sum(axis=(0, 2))
 
 
+def _pool_extent(geom):
+    """(Hp, Wp): the padded image a pooling's windows cover, its padding and, with ceil_mode,
+    as far on the far sides as the last window reaches."""
+    c, h, w, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil, _, ho, wo = geom
+    return (max(h + pt + pb, (ho - 1) * sh + dh * (kh - 1) + 1),
+            max(w + pl + pr, (wo - 1) * sw + dw * (kw - 1) + 1))
+
+
 def _pool_windows(x, geom, fill):
-    """The windows (N, C, kh, kw, Ho, Wo) of a pooling, over ``x`` padded with ``fill`` (and,
-    with ceil_mode, on the far sides as far as the last window reaches)."""
-    c, h, w, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil, _ = geom
-    ho, wo = _pool_out(geom)
-    pb = max(pb, (ho - 1) * sh + dh * (kh - 1) + 1 - h - pt)
-    pr = max(pr, (wo - 1) * sw + dw * (kw - 1) + 1 - w - pl)
-    return _windows(_padded(x, c, h, w, pt, pb, pl, pr, fill), kh, kw, sh, sw, dh, dw, ho, wo)
-
-
-def _pool_out(geom):
-    """(Ho, Wo) of a pooling geometry, as PyTorch computes them."""
-    c, h, w, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil, _ = geom
-    sizes = []
-    for size, lo, hi, k, s, d in ((h, pt, pb, kh, sh, dh), (w, pl, pr, kw, sw, dw)):
-        out = (size + lo + hi - d * (k - 1) - 1 + (s - 1 if ceil else 0)) // s + 1
-        if ceil and (out - 1) * s >= size + lo:
-            out -= 1
-        sizes.append(out)
-    return sizes[0], sizes[1]
+    """The windows (N, C, kh, kw, Ho, Wo) of a pooling, over ``x`` padded with ``fill`` to
+    :func:`_pool_extent`."""
+    c, h, w, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil, _, ho, wo = geom
+    hp, wp = _pool_extent(geom)
+    return _windows(_padded(x, c, h, w, pt, hp - h - pt, pl, wp - w - pl, fill), kh, kw, sh, sw, dh, dw, ho, wo)
 
 
 def _max_pool_index(x, geom):
@@ -132,13 +124,11 @@ def _max_pool(x, geom):
 
 def _max_pool_grad(x, gy, geom):
     """The pullback of ``_max_pool``: each window's cotangent goes to its first maximum."""
-    c, h, w, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil, _ = geom
+    c, h, w, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil, _, ho, wo = geom
     idx, _ = _max_pool_index(x, geom)
     n, _, ho, wo = idx.shape
     g = gy.reshape(n, c, ho, wo)
-    hp = max(h + pt + pb, (ho - 1) * sh + dh * (kh - 1) + 1)
-    wp = max(w + pl + pr, (wo - 1) * sw + dw * (kw - 1) + 1)
-    dxp = np.zeros((n, c, hp, wp), dtype=np.result_type(gy, x))
+    dxp = np.zeros((n, c, *_pool_extent(geom)), dtype=np.result_type(gy, x))
     for a in range(kh):
         for b in range(kw):
             dxp[:, :, a * dh:a * dh + sh * (ho - 1) + 1:sh, b * dw:b * dw + sw * (wo - 1) + 1:sw] += \
@@ -149,8 +139,7 @@ def _max_pool_grad(x, gy, geom):
 def _avg_divisor(geom):
     """(Ho, Wo): each window's divisor, as PyTorch's avg_pool2d counts it (the padding's zeros
     with count_include_pad, never the part of a ceil_mode window past the padding)."""
-    c, h, w, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil, include_pad = geom
-    ho, wo = _pool_out(geom)
+    c, h, w, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil, include_pad, ho, wo = geom
     counts = []
     for out, size, lo, hi, k, s in ((ho, h, pt, pb, kh, sh), (wo, w, pl, pr, kw, sw)):
         start = np.arange(out) * s - lo
@@ -170,13 +159,10 @@ def _avg_pool(x, geom):
 
 def _avg_pool_grad(gy, geom):
     """The pullback of ``_avg_pool``: each window's cotangent over its divisor, on its taps."""
-    c, h, w, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil, _ = geom
-    ho, wo = _pool_out(geom)
+    c, h, w, kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, ceil, _, ho, wo = geom
     n = gy.shape[0]
     g = gy.reshape(n, c, ho, wo) / _avg_divisor(geom).astype(gy.real.dtype)
-    hp = max(h + pt + pb, (ho - 1) * sh + (kh - 1) + 1)
-    wp = max(w + pl + pr, (wo - 1) * sw + (kw - 1) + 1)
-    dxp = np.zeros((n, c, hp, wp), dtype=g.dtype)
+    dxp = np.zeros((n, c, *_pool_extent(geom)), dtype=g.dtype)
     for a in range(kh):
         for b in range(kw):
             dxp[:, :, a:a + sh * (ho - 1) + 1:sh, b:b + sw * (wo - 1) + 1:sw] += g
@@ -186,10 +172,9 @@ def _avg_pool_grad(gy, geom):
 #: per function, the functions of this module it calls (the emitted module copies them too)
 _NEEDS = {
     "_conv": ("_conv_cols",), "_conv_cols": ("_windows", "_padded"), "_conv_grad_weight": ("_conv_cols",),
-    "_pool_windows": ("_pool_out", "_windows", "_padded"), "_max_pool_index": ("_pool_windows",),
+    "_pool_windows": ("_pool_extent", "_windows", "_padded"), "_max_pool_index": ("_pool_windows",),
     "_max_pool": ("_max_pool_index",), "_max_pool_grad": ("_max_pool_index",),
-    "_avg_divisor": ("_pool_out",), "_avg_pool": ("_pool_windows", "_avg_divisor"),
-    "_avg_pool_grad": ("_pool_out", "_avg_divisor"),
+    "_avg_pool": ("_pool_windows", "_avg_divisor"), "_avg_pool_grad": ("_pool_extent", "_avg_divisor"),
 }
 
 
