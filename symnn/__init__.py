@@ -15,6 +15,7 @@ from .expressions import NonSmoothWarning
 from .flat import FlatParams
 from .gradcheck import GradcheckReport, gradcheck, sample_point
 from .layers import Concat, Dropout, Input, Layer, LayerNorm, Tensor, concat, register_layer
+from .batchnorm import BatchNorm1d, BatchNorm2d
 from .spatial_layers import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d, MaxPool2d
 from .interop import from_onnx, from_torch, from_torch_state_dict, load_torch, to_state_dict
 from .persist import Model, Standardizer, export_c_params, load, save
@@ -58,6 +59,8 @@ __all__ = [
     "Input",
     "Layer",
     "LayerNorm",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "AvgPool1d",
     "AvgPool2d",
     "Conv1d",

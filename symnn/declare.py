@@ -539,17 +539,21 @@ class Network:
         shapes = self.param_shapes()
         layer_names = set(self.graph.names) if self.graph is not None else set()
         chosen: set[str] = set()
+        buffers = set(self.buffers)
         for entry in frozen:
             if not isinstance(entry, str):
                 raise SpecTypeError(f"frozen: a name is a string, got {type(entry).__name__}")
+            if entry in buffers:
+                raise SpecError(f"frozen: {naming.shown(entry)} is a running statistic, which training "
+                                "updates from the batches and never by a gradient; freeze its layer's parameters")
             if entry in shapes:
                 chosen.add(entry)
             elif entry in layer_names:
-                chosen |= {p for p in shapes if p.startswith(f"{entry}.")}
+                chosen |= {p for p in shapes if p.startswith(f"{entry}.") and p not in buffers}
             else:
                 raise SpecError(f"frozen: {naming.shown(entry)} is neither a parameter {list(shapes)} nor a layer"
                                 + (f" {sorted(layer_names)}" if layer_names else ""))
-        if shapes and chosen == set(shapes):
+        if shapes and chosen == set(shapes) - buffers:
             raise SpecError("frozen: every parameter is frozen, so there is nothing to train")
         object.__setattr__(self, "frozen", tuple(p for p in shapes if p in chosen))
 
@@ -560,8 +564,29 @@ class Network:
 
     @property
     def trainable(self) -> tuple[str, ...]:
-        """The parameters that have a gradient and that training updates (all but ``frozen``)."""
-        return tuple(p for p in self.param_shapes() if p not in self.frozen)
+        """The parameters that have a gradient and that training updates (all but ``frozen``
+        and the ``buffers``)."""
+        skip = set(self.frozen) | set(self.buffers)
+        return tuple(p for p in self.param_shapes() if p not in skip)
+
+    @property
+    def buffers(self) -> tuple[str, ...]:
+        """The state entries of the flat vector (a BatchNorm's ``running_mean``,
+        ``running_var`` and ``num_batches_tracked``, as in PyTorch's ``state_dict``): no
+        gradient (a kernel returns zeros there); ``forward`` reads them and ``train_step``
+        writes their new values after each successful step."""
+        if self.graph is None:
+            return ()
+        return tuple(f"{lname}.{b}" for layer, lname in zip(self.graph.layers, self.graph.names)
+                     for b in layer.buffers())
+
+    def buffer_ranges(self) -> list[tuple[int, int]]:
+        """``[(start, stop)]``: where the :attr:`buffers` sit in the flat vector."""
+        return [(lo, hi) for name, lo, hi, _ in self.param_layout() if name in self.buffers]
+
+    @property
+    def has_buffers(self) -> bool:
+        return bool(self.buffers)
 
     def _init_graph(self, inputs: object, outputs: object, loss: object, loss_weights: object,
                     l1: object, l2: object, name: str) -> None:

@@ -48,8 +48,10 @@ def _optimizer(opt: object) -> Optimizer | None:
 
 
 def _train_program(net: Network, opt: Optimizer | None):
-    """The training program (dropout masks as inputs) when a train step needs one."""
-    return derive_program(net, training=True).program if opt is not None and net.has_dropout else None
+    """The training program (dropout masks as inputs, the buffers' new values in their
+    gradients' places) when a train step needs one."""
+    needed = opt is not None and (net.has_dropout or net.has_buffers)
+    return derive_program(net, training=True).program if needed else None
 
 
 def emit_files(net: Network, backend: str = "numpy", dtype: str = "float64",

@@ -85,6 +85,9 @@ class ForwardGraph:
     activations: tuple = ()
     #: each output with its loss (one for a Sequential network)
     heads: tuple[Head, ...] = ()
+    #: ``(parameter identifier, new value)`` of each buffer: what a training step writes (the
+    #: training graph only; a BatchNorm's running statistics)
+    updates: tuple[tuple[str, ir.Node], ...] = ()
 
     @property
     def output(self) -> ir.Node:
@@ -241,10 +244,22 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
     zs, acts, activations = [], [], []
     pre_of: dict[int, ir.Node | None] = {}
     drops = 0
+    # the values at inference (forward): they differ from the values losses and gradients are
+    # computed on from the first layer with an eval_output on (a BatchNorm's running statistics)
+    eval_values = list(values)
+    updates: list[tuple[str, ir.Node]] = []
     for call, tag in zip(g.calls, g.call_tags):
         layer = g.layers[call.layer]
-        built = layer.build([values[i] for i in call.inputs], by_layer[call.layer],
-                            [g.value_shape(i) for i in call.inputs])
+        shapes = [g.value_shape(i) for i in call.inputs]
+        built = layer.build([values[i] for i in call.inputs], by_layer[call.layer], shapes)
+        if any(eval_values[i] is not values[i] for i in call.inputs):
+            built_eval = layer.build([eval_values[i] for i in call.inputs], by_layer[call.layer], shapes)
+        else:
+            built_eval = built
+        eval_values.append(built_eval.eval_output if built_eval.eval_output is not None else built_eval.output)
+        if training:
+            lname = g.names[call.layer]
+            updates += [(naming.param_ident(f"{lname}.{b}"), node) for b, node in built.updates]
         if layer.output_activation is not None:  # a Dense, an Activate: its pre-activation is named first
             zs.append(built.named[0][0])
             acts.append(built.output)
@@ -277,10 +292,11 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
             labels.append(Label(data, f"{oname}__loss", "L", sup, f"{oname}.loss", f"{oname}.loss.ct"))
     data_loss = weighted_total([h.data for h in heads], net.loss_weights)
     loss = _with_penalties(net, data_loss, weights)
-    out = heads[0].out if not several else ir.concat(*(h.out for h in heads))
+    outs = [eval_values[v] for v in g.outputs]
+    out = outs[0] if not several else ir.concat(*outs)
     return ForwardGraph(net, X, Y, params, tuple(zs), tuple(acts), data_loss, loss, tuple(_unique(labels)),
                         tuple(param_tex), out, heads[0].pre if not several else None, tuple(activations),
-                        tuple(heads))
+                        tuple(heads), tuple(updates))
 
 
 def _unique(labels: list[Label]) -> list[Label]:

@@ -159,6 +159,10 @@ def _channel_sum(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
     return spatial._channel_sum(s[0], *node.arg)
 
 
+def _channel_expand(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._channel_expand(s[0], *node.arg)
+
+
 def _max_pool(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
     return spatial._max_pool(s[0], _geometry(node))
 
@@ -197,6 +201,7 @@ RULES: dict[ir.Op, Rule] = {
     ir.Op.CONV_GRAD_WEIGHT: _conv_grad_weight,
     ir.Op.CHANNEL_BIAS: _channel_bias,
     ir.Op.CHANNEL_SUM: _channel_sum,
+    ir.Op.CHANNEL_EXPAND: _channel_expand,
     ir.Op.MAX_POOL: _max_pool,
     ir.Op.MAX_POOL_GRAD: _max_pool_grad,
     ir.Op.AVG_POOL: _avg_pool,

@@ -50,7 +50,8 @@ class Op(Enum):
     CONV_GRAD_INPUT = auto()  # src (G, W): (N, O*Ho*Wo) -> (N, C*H*W), the transposed convolution
     CONV_GRAD_WEIGHT = auto()  # src (X, G) -> (O, C/g*kh*kw)
     CHANNEL_BIAS = auto()  # src (Z, b), arg (C, P): Z + b[c] on each channel's P positions
-    CHANNEL_SUM = auto()  # src (A,), arg (C, P): (N, C*P) -> (C,), summed over N and positions
+    CHANNEL_SUM = auto()  # src (A,), arg (C, P): (N, C*P) or (C*P,) -> (C,), summed over N and positions
+    CHANNEL_EXPAND = auto()  # src (v,), arg (C, P): (C,) -> (C*P,), v[c] on each of channel c's positions
     MAX_POOL = auto()  # src (X,): (N, C*H*W) -> (N, C*Ho*Wo), each window's maximum
     MAX_POOL_GRAD = auto()  # src (X, G): G routed to each window's first maximum, summed
     AVG_POOL = auto()  # src (X,): each window's mean (zeros of the padding counted, as PyTorch)
@@ -250,7 +251,11 @@ class Node(metaclass=_Interned):
 
 def matrix_shape(shape: Shape) -> Shape:
     """A parameter's shape as the IR holds it: a tensor of rank > 2 (a convolution's weight
-    (O, C/g, kh, kw)) as the matrix of its rows, (O, C/g*kh*kw); the same memory, row-major."""
+    (O, C/g, kh, kw)) as the matrix of its rows, (O, C/g*kh*kw); the same memory, row-major.
+    A scalar (a BatchNorm's ``num_batches_tracked``) as a vector of one entry, so that every
+    backend holds each parameter behind a pointer."""
+    if len(shape) == 0:
+        return (1,)
     if len(shape) <= 2:
         return tuple(shape)
     cols = 1
@@ -360,9 +365,23 @@ def channel_bias(z: Node, b: Node, channels: int, positions: int) -> Node:
 
 
 def channel_sum(a: Node, channels: int, positions: int) -> Node:
-    """Per channel, the sum of ``a`` (N, C*P) over the batch and the channel's P positions."""
-    _require(a, channels * positions, "channel sum operand")
+    """Per channel, the sum of ``a`` (N, C*P), or of the vector ``a`` (C*P,), over the batch
+    and the channel's P positions."""
+    if len(a.shape) == 1:
+        if int(a.shape[0]) != channels * positions:
+            raise ValueError(f"channel sum of a vector of shape {a.shape}, expected ({channels * positions},)")
+    else:
+        _require(a, channels * positions, "channel sum operand")
     return Node(Op.CHANNEL_SUM, (a,), (int(channels), int(positions)), (int(channels),))
+
+
+def channel_expand(v: Node, channels: int, positions: int) -> Node:
+    """The vector ``v`` (C,) spread over each channel's P positions: (C*P,), ``v[c]`` at
+    ``c*P .. c*P + P - 1``. An element-wise map then broadcasts it over the rows of an image
+    batch (N, C*P): a per-channel statistic or affine factor, as batch normalisation needs."""
+    if tuple(v.shape) != (channels,):
+        raise ValueError(f"channel expand of shape {v.shape}, expected ({channels},)")
+    return Node(Op.CHANNEL_EXPAND, (v,), (int(channels), int(positions)), (int(channels) * int(positions),))
 
 
 def max_pool(x: Node, geom: PoolGeometry) -> Node:
@@ -412,7 +431,7 @@ SPATIAL_OPS: dict[Op, type] = {
 
 #: the ops that only pullbacks build (never a forward pass): nothing differentiates them, since
 #: symnn derives first derivatives (``symnn.autodiff.vjp.PULLBACKS`` has every other op)
-PULLBACK_OPS: frozenset[Op] = frozenset({Op.CONV_GRAD_INPUT, Op.CONV_GRAD_WEIGHT, Op.CHANNEL_SUM,
+PULLBACK_OPS: frozenset[Op] = frozenset({Op.CONV_GRAD_INPUT, Op.CONV_GRAD_WEIGHT,
                                          Op.MAX_POOL_GRAD, Op.AVG_POOL_GRAD})
 
 
@@ -458,7 +477,7 @@ _ARITY = {
     Op.INPUT: 0, Op.PARAM: 0, Op.CONST: 0, Op.MATMUL: 2, Op.ADD_BIAS: 2, Op.SUM_ROWS: 1,
     Op.SOFTMAX: 1, Op.LOGSUMEXP: 1, Op.ROWSUM: 1, Op.SOFTMAX_CE: 2, Op.SUM: 1,
     Op.SLICE: 1, Op.CONV: 2, Op.CONV_GRAD_INPUT: 2, Op.CONV_GRAD_WEIGHT: 2, Op.CHANNEL_BIAS: 2,
-    Op.CHANNEL_SUM: 1, Op.MAX_POOL: 1, Op.MAX_POOL_GRAD: 2, Op.AVG_POOL: 1, Op.AVG_POOL_GRAD: 1,
+    Op.CHANNEL_SUM: 1, Op.CHANNEL_EXPAND: 1, Op.MAX_POOL: 1, Op.MAX_POOL_GRAD: 2, Op.AVG_POOL: 1, Op.AVG_POOL_GRAD: 1,
 }  # fmt: skip
 
 
@@ -483,7 +502,7 @@ def validate(outputs: Iterable[Node]) -> None:
         if n.op in SPATIAL_OPS and not isinstance(n.arg, SPATIAL_OPS[n.op]):
             raise ValueError(f"{n}: {n.op.name} needs a {SPATIAL_OPS[n.op].__name__}")
         if n.op in (Op.MATMUL, Op.SOFTMAX, Op.LOGSUMEXP, Op.ROWSUM, Op.SUM_ROWS, Op.CONCAT, Op.SLICE,
-                    *SPATIAL_OPS, Op.CHANNEL_SUM) or n.op is Op.CHANNEL_BIAS and len(n.src[0].shape) != 2:
+                    *SPATIAL_OPS) or n.op is Op.CHANNEL_BIAS and len(n.src[0].shape) != 2:
             if any(len(s.shape) != 2 for s in n.src):
                 raise ValueError(f"{n}: operands must be matrices")
 

@@ -96,6 +96,11 @@ class Emitted:
 
     output: ir.Node
     named: tuple[tuple[ir.Node, str], ...] = ()
+    #: the output at inference (``forward``), where it differs from the output that losses
+    #: and gradients are computed on (a BatchNorm: running against batch statistics)
+    eval_output: ir.Node | None = None
+    #: ``(buffer, new value)``: what a training step writes into the layer's buffers
+    updates: tuple[tuple[str, ir.Node], ...] = ()
 
 
 class Layer:
@@ -125,6 +130,11 @@ class Layer:
 
     def init(self, rng: np.random.Generator, scheme: str | None) -> dict[str, np.ndarray]:
         return {}
+
+    def buffers(self) -> tuple[str, ...]:
+        """The entries of :meth:`param_shapes` that are state, not parameters: no gradient,
+        updated by training from :attr:`Emitted.updates` (a BatchNorm's running statistics)."""
+        return ()
 
     def describe(self) -> str:
         return type(self).__name__

@@ -135,11 +135,11 @@ class Spatial(sp.MatrixExpr):
 #: each spatial op's LaTeX operator (its IR op's function name in the NumPy backend, without
 #: the underscore, keys it)
 SPATIAL_TEX = {
-    "conv": r"\operatorname{conv}", "conv_grad_input": r"\operatorname{conv}^{	op}",
+    "conv": r"\operatorname{conv}", "conv_grad_input": r"\operatorname{conv}^{\top}",
     "conv_grad_weight": r"\operatorname{corr}", "channel_bias": r"\operatorname{addch}",
-    "channel_sum": r"\operatorname{sumch}", "max_pool": r"\operatorname{maxpool}",
-    "max_pool_grad": r"\operatorname{maxpool}^{	op}", "avg_pool": r"\operatorname{avgpool}",
-    "avg_pool_grad": r"\operatorname{avgpool}^{	op}",
+    "channel_sum": r"\operatorname{sumch}", "channel_expand": r"\operatorname{expch}", "max_pool": r"\operatorname{maxpool}",
+    "max_pool_grad": r"\operatorname{maxpool}^{\top}", "avg_pool": r"\operatorname{avgpool}",
+    "avg_pool_grad": r"\operatorname{avgpool}^{\top}",
 }
 
 
@@ -398,7 +398,7 @@ def _spatial(e: Spatial, env: Mapping) -> np.ndarray:
 
     args = [np.asarray(evaluate(o, env), dtype=float) for o in e.operands]
     fn = getattr(spatial, f"_{e.op}")
-    if e.op in ("channel_bias", "channel_sum"):  # their geometry is (channels, positions)
+    if e.op in ("channel_bias", "channel_sum", "channel_expand"):  # their geometry is (channels, positions)
         return fn(*args, *e.geometry)
     return fn(*args, e.geometry)
 

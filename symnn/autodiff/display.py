@@ -654,6 +654,7 @@ RULE_NOTE: dict[ir.Op, str] = {
     ir.Op.CONV_GRAD_WEIGHT: "correlation of the images with the cotangent, summed over the batch",
     ir.Op.CHANNEL_BIAS: "bias added to every position of its channel",
     ir.Op.CHANNEL_SUM: "sum over the batch and each channel's positions",
+    ir.Op.CHANNEL_EXPAND: "each channel's entry repeated over its positions",
     ir.Op.MAX_POOL: "maximum of each window",
     ir.Op.MAX_POOL_GRAD: "the cotangent routed to each window's first maximum",
     ir.Op.AVG_POOL: "mean of each window",

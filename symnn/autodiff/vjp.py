@@ -152,6 +152,18 @@ def _channel_bias(node: ir.Node, ct: ir.Node) -> tuple[ir.Node, ir.Node]:
     return ct, ir.channel_sum(ct, *node.arg)
 
 
+def _channel_sum(node: ir.Node, ct: ir.Node) -> tuple[ir.Node]:
+    # s_c = the sum of A over the batch and channel c's positions:  dA = ct_c on each of them
+    (a,) = node.src
+    spread = ir.channel_expand(ct, *node.arg)
+    return (spread if len(a.shape) == 1 else broadcast(spread, a.shape),)
+
+
+def _channel_expand(node: ir.Node, ct: ir.Node) -> tuple[ir.Node]:
+    # v[c] on each of channel c's positions:  dv_c = the sum of ct over them
+    return (ir.channel_sum(ct, *node.arg),)
+
+
 def _max_pool(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None]:
     # each window's maximum:  dX = ct routed to the window's first maximum (summed where windows overlap)
     (x,) = node.src
@@ -178,6 +190,8 @@ PULLBACKS: dict[ir.Op, Pullback] = {
     ir.Op.SLICE: _slice,
     ir.Op.CONV: _conv,
     ir.Op.CHANNEL_BIAS: _channel_bias,
+    ir.Op.CHANNEL_SUM: _channel_sum,
+    ir.Op.CHANNEL_EXPAND: _channel_expand,
     ir.Op.MAX_POOL: _max_pool,
     ir.Op.AVG_POOL: _avg_pool,
 }

@@ -77,12 +77,15 @@ def _swept(fwd: ForwardGraph, everything: bool = False) -> tuple[Program, Sweep]
     """The chain rule's program; ``everything``: with the gradient of the input too (what
     a sweep that did not prune to the parameters would build, for the dead-code row)."""
     # a frozen parameter is a constant to the chain rule: no gradient, none of the work for one
-    frozen = {naming.param_ident(p) for p in fwd.network.frozen}
+    # and so is a buffer (a running statistic): training writes its new value instead, into
+    # its gradient's slot of the training program (the train steps copy it from there)
+    frozen = {naming.param_ident(p) for p in (*fwd.network.frozen, *fwd.network.buffers)}
     wrt = dict({k: v for k, v in fwd.params.items() if k not in frozen}, **({"X": fwd.X} if everything else {}))
     result = sweep(fwd.loss, wrt)
     grads = result.grads
     outputs = {"yhat": fwd.output, "loss": fwd.loss}
     outputs.update({naming.grad(k): v for k, v in grads.items()})
+    outputs.update({naming.grad(k): v for k, v in fwd.updates})
     names: dict[int, str] = {}
     keep = []
     for label in fwd.labels:  # z1, a1, ... (Sequential); dense1_z, dense1_out, ... (graph)

@@ -112,6 +112,8 @@ def _ops(cases: list[Case]) -> dict[str, ir.Node]:
             f"conv_grad_weight{i}": ir.conv_grad_weight(X, G, conv),
             f"channel_bias{i}": ir.channel_bias(G, b, conv.o, positions),
             f"channel_sum{i}": ir.channel_sum(G, conv.o, positions),
+            f"channel_sum_vector{i}": ir.channel_sum(ir.param(f"v{i}", (conv.o * positions,)), conv.o, positions),
+            f"channel_expand{i}": ir.channel_expand(b, conv.o, positions),
             f"max_pool{i}": ir.max_pool(P, maxp),
             f"max_pool_grad{i}": ir.max_pool_grad(P, Q, maxp),
             f"avg_pool{i}": ir.avg_pool(A, avgp),

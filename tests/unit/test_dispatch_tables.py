@@ -90,6 +90,7 @@ def _spatial_cases() -> dict[str, ir.Node]:
         "CONV_GRAD_WEIGHT": ir.conv_grad_weight(X, G, CONV),
         "CHANNEL_BIAS": ir.channel_bias(G, ir.param("bc", (CONV.o,)), CONV.o, positions),
         "CHANNEL_SUM": ir.channel_sum(G, CONV.o, positions),
+        "CHANNEL_EXPAND": ir.channel_expand(ir.param("bc", (CONV.o,)), CONV.o, positions),
         "MAX_POOL": ir.max_pool(P, MAX_POOL),
         "MAX_POOL_GRAD": ir.max_pool_grad(P, Q, MAX_POOL),
         "AVG_POOL": ir.avg_pool(ir.param("Xa", (N, AVG_POOL.in_size)), AVG_POOL),

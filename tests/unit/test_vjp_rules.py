@@ -55,6 +55,9 @@ def _cases():
         # spatial: odd sizes, groups, stride, dilation and padding on one side only
         "CONV": ir.conv(ir.param("I", (N, 4 * 5 * 4)), ir.param("K", (6, 2 * 2 * 3)), _CONV),
         "CHANNEL_BIAS": ir.channel_bias(ir.param("Z", (N, 3 * 5)), ir.param("c", (3,)), 3, 5),
+        "CHANNEL_SUM": ir.channel_sum(ir.param("Z", (N, 3 * 5)), 3, 5),
+        "CHANNEL_SUM_VECTOR": ir.channel_sum(ir.param("z", (3 * 5,)), 3, 5),
+        "CHANNEL_EXPAND": ir.channel_expand(ir.param("c", (3,)), 3, 5),
         "MAX_POOL": ir.max_pool(ir.param("M", (N, 2 * 5 * 6)), _POOL),
         "AVG_POOL": ir.avg_pool(ir.param("M", (N, 2 * 5 * 6)), _AVG),
     }

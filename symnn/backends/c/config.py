@@ -652,6 +652,12 @@ class _KernelLowering:
         return {"kind": CKind.CHANNEL_SUM, "c": nm.write(st.target), "a": nm.read(a.name),
                 "rows": rows_code(a), "channels": channels, "positions": positions}
 
+    def _channel_expand(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        nm = self.nm
+        channels, positions = st.payload
+        return {"kind": CKind.CHANNEL_EXPAND, "c": nm.write(st.target), "a": nm.read(st.operands[0]),
+                "channels": channels, "positions": positions}
+
     def _pool(self, st: Stmt, kind: CKind, operands: Sequence[str]) -> dict:
         """A pooling statement: ``operands`` name its sources in order (``x``, ``g``)."""
         nm, g = self.nm, st.payload
@@ -788,6 +794,7 @@ STATEMENTS: dict[ir.Op, Callable[[_KernelLowering, Stmt, tuple[str, str] | None]
     ir.Op.CONV_GRAD_WEIGHT: _KernelLowering._conv_grad_weight,
     ir.Op.CHANNEL_BIAS: _KernelLowering._channel_bias,
     ir.Op.CHANNEL_SUM: _KernelLowering._channel_sum,
+    ir.Op.CHANNEL_EXPAND: _KernelLowering._channel_expand,
     ir.Op.MAX_POOL: _KernelLowering._max_pool,
     ir.Op.MAX_POOL_GRAD: _KernelLowering._max_pool_grad,
     ir.Op.AVG_POOL: _KernelLowering._avg_pool,

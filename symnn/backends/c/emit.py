@@ -75,7 +75,7 @@ def _params_table(net: Network) -> list[dict]:
     table = []
     for name, lo, _, shape in net.param_layout():
         matrix = ir.matrix_shape(shape)
-        table.append({"name": name, "rows": matrix[0], "cols": matrix[1] if len(matrix) == 2 else 1,
+        table.append({"name": name, "rows": matrix[0] if matrix else 1, "cols": matrix[1] if len(matrix) == 2 else 1,
                       "offset": lo})
     return table
 
@@ -103,7 +103,12 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     # updates only the other ranges
     frozen = {naming.param_ident(p) for p in net.frozen}
     frozen_ranges = net.frozen_ranges()
-    trainable_ranges = _complement(frozen_ranges, n_params)
+    # buffers (running statistics): no gradient either; the training kernel writes their new
+    # values in their gradient's place, which the train step sets aside and copies in on success
+    buffers = {naming.param_ident(p) for p in net.buffers}
+    buffer_ranges = net.buffer_ranges()
+    still = sorted(frozen_ranges + buffer_ranges)
+    trainable_ranges = _complement(still, n_params)
     sz = f"sizeof({real})"
 
     layouts: dict[str, KernelLayout] = {}
@@ -112,7 +117,10 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
              for name, layer, width, p in dropout_masks(net)] if optimizer is not None else []
     if masks and train_prog is None:
         raise ValueError("a network with dropout needs its training program to emit train_step")
-    kernel_names = list(KERNELS) + (["loss_and_grad_train"] if masks else [])
+    train_kernel = bool(masks) or (optimizer is not None and bool(buffers))
+    if train_kernel and train_prog is None:
+        raise ValueError("a network with buffers needs its training program to emit train_step")
+    kernel_names = list(KERNELS) + (["loss_and_grad_train"] if train_kernel else [])
     for kname in kernel_names:
         plans[kname] = (plan_kernel(train_prog, "loss_and_grad") if kname == "loss_and_grad_train"
                         else plan_kernel(prog, kname))
@@ -130,8 +138,9 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             outputs = {"loss": "out_loss"}
         else:
             outputs = {"loss": "out_loss"}
+            written = [p for p in shapes if p not in frozen and (p not in buffers or kname == "loss_and_grad_train")]
             outputs.update({naming.grad(p): f"out_grad + {offsets[p]}" if offsets[p] else "out_grad"
-                            for p in shapes if p not in frozen})
+                            for p in written})
         layouts[kname] = lower_kernel(plan, printer, shapes, inputs, outputs, shared=shared_helpers)
 
     kernels = []
@@ -169,7 +178,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             "uses_nr": lay.uses_nr,
             "stmts": lay.stmts,
             "scalar_outputs": [(f"out_{o}", v) for o, v in lay.outputs.items()],
-            "frozen": frozen_ranges if kname.startswith("loss_and_grad") else [],
+            "frozen": ((frozen_ranges if kname == "loss_and_grad_train" else still)
+                       if kname.startswith("loss_and_grad") else []),
         })
 
     # -- public, checked entry points -------------------------------------------------------
@@ -197,23 +207,27 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     n_state = 0
     if optimizer is not None:
         n_state = len(optimizer.state)
-        lg = work_need["loss_and_grad_train" if masks else "loss_and_grad"]
+        lg = work_need["loss_and_grad_train" if train_kernel else "loss_and_grad"]
         mask_rows = sum(m["width"] for m in masks)
-        # work: the gradient (then the new parameters), the new optimiser state, the dropout
-        # masks, then the loss-and-gradient kernel's own work. The update is computed into the
-        # first two and copied out only if every value is finite (all or nothing).
-        fresh = n_params * (1 + n_state)
+        n_buffer = sum(hi - lo for lo, hi in buffer_ranges)
+        # work: the gradient (then the new parameters), the new optimiser state, the buffers'
+        # new values, the dropout masks, then the loss-and-gradient kernel's own work. The
+        # update is computed into the first two and copied out only if every value is finite
+        # (all or nothing).
+        fresh = n_params * (1 + n_state) + n_buffer
         work_need["train_step"] = (lg[0] + mask_rows, lg[1] + fresh)
         variants += [("train_step", False)] + ([("train_step", True)] if labels else [])
         train = _train_context(optimizer, printer, real, n_params)
         train["masks"] = masks
-        train["ranges"] = trainable_ranges if frozen_ranges else []
+        train["ranges"] = trainable_ranges if still else []
+        train["buffers"] = buffer_ranges
+        train["buffer_work"] = f"work + {n_params * (1 + n_state)}"
         offset_a, offset_b = 0, fresh
         for m in masks:  # each mask is n x width reals after the gradient
             m["init"] = f"work + {size_code(offset_a, offset_b)}"
             offset_a += m["width"]
         train["lg_work"] = f"work + {size_code(offset_a, offset_b)}"
-        train["lg_call"] = "loss_and_grad_train" if masks else "loss_and_grad"
+        train["lg_call"] = "loss_and_grad_train" if train_kernel else "loss_and_grad"
     for kname, with_labels in variants:
         a, b = work_need[kname]
         if with_labels:

@@ -47,6 +47,7 @@ class CKind(StrEnum):
     CONV_GRAD_WEIGHT_DIRECT = "conv_grad_weight_direct"
     CHANNEL_BIAS = "channel_bias"
     CHANNEL_SUM = "channel_sum"
+    CHANNEL_EXPAND = "channel_expand"
     MAX_POOL = "max_pool"
     MAX_POOL_GRAD = "max_pool_grad"
     AVG_POOL = "avg_pool"
@@ -78,6 +79,7 @@ SPATIAL_PARTS: dict[CKind, tuple[str, ...]] = {
     CKind.CONV_GRAD_WEIGHT_DIRECT: ("conv_geom", "conv_grad_weight_direct"),
     CKind.CHANNEL_BIAS: ("channel_bias",),
     CKind.CHANNEL_SUM: ("channel_sum",),
+    CKind.CHANNEL_EXPAND: ("channel_expand",),
     CKind.MAX_POOL: ("pool_geom", "max_pool"),
     CKind.MAX_POOL_GRAD: ("pool_geom", "max_pool_grad"),
     CKind.AVG_POOL: ("pool_geom", "avg_pool"),

@@ -247,7 +247,8 @@ def _spatial_rule(function: str) -> Callable[[_KernelPrinter, Stmt], None]:
 #: the spatial ops' functions (:mod:`symnn.backends.numpy.spatial`), which the module copies
 SPATIAL_FUNCTIONS: dict[ir.Op, str] = {
     ir.Op.CONV: "_conv", ir.Op.CONV_GRAD_INPUT: "_conv_grad_input", ir.Op.CONV_GRAD_WEIGHT: "_conv_grad_weight",
-    ir.Op.CHANNEL_BIAS: "_channel_bias", ir.Op.CHANNEL_SUM: "_channel_sum", ir.Op.MAX_POOL: "_max_pool",
+    ir.Op.CHANNEL_BIAS: "_channel_bias", ir.Op.CHANNEL_SUM: "_channel_sum",
+    ir.Op.CHANNEL_EXPAND: "_channel_expand", ir.Op.MAX_POOL: "_max_pool",
     ir.Op.MAX_POOL_GRAD: "_max_pool_grad", ir.Op.AVG_POOL: "_avg_pool", ir.Op.AVG_POOL_GRAD: "_avg_pool_grad",
 }
 

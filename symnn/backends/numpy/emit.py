@@ -39,9 +39,9 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
     masks = dropout_masks(net) if optimizer is not None else []
     spatial: set[str] = set()
     jobs = [(k, plan_kernel(prog, k)) for k in KERNELS]
-    if masks:
+    if masks or (optimizer is not None and net.has_buffers):
         if train_prog is None:
-            raise ValueError("a network with dropout needs its training program to emit train_step")
+            raise ValueError("a network with dropout or buffers needs its training program to emit train_step")
         jobs.append(("loss_and_grad_train", plan_kernel(train_prog, "loss_and_grad")))
     for kname, plan in jobs:
         body, origins[kname] = kernel_body(plan, printer)
@@ -65,8 +65,11 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         elif kname == "loss":
             returns, doc = f"float({plan.outputs['loss']})", "Mean loss (plus penalties) as a float."
         else:
+            # no gradient for a frozen parameter or a buffer: zeros; the training kernel gives
+            # a buffer's new value in its place (the train step takes it from there)
+            written = set(net.trainable) | (set(net.buffers) if kname == "loss_and_grad_train" else set())
             grads = ", ".join(f'"{p}": ' + (f'{plan.outputs[naming.grad(naming.param_ident(p))]}{_as_shape(shape)}'
-                                            if p not in net.frozen else _zeros(shape))
+                                            if p in written else _zeros(shape))
                               for p, shape in net.param_shapes().items())
             returns = f"float({plan.outputs['loss']}), {{{grads}}}"
             doc = "(loss, {name: dL/dname}) with gradients shaped like the parameters."
@@ -94,7 +97,9 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         "numpy/module.py.jinja",
         spec_hash=spec_hash(net, dtype, optimizer),
         train=train_context(optimizer, printer) if optimizer is not None else None,
-        frozen_slices=net.frozen_ranges(),
+        frozen_slices=sorted(net.frozen_ranges() + net.buffer_ranges()),
+        buffer_slices=net.buffer_ranges(),
+        train_kernel=masks or net.has_buffers,
         masks=[(name, repr(p), width) for name, _, width, p in masks],
         param_slices=offsets,
         n_params=layout[-1][2],
@@ -130,7 +135,9 @@ def _zeros(shape: tuple) -> str:
 
 def _as_matrix(shape: tuple) -> str:
     """``.reshape(O, K)``: a parameter of rank > 2 read as its IR matrix (:func:`symnn.ir.matrix_shape`);
-    nothing for others."""
+    ``.reshape(1)`` for a scalar (a vector of one entry there); nothing for others."""
+    if len(shape) == 0:
+        return ".reshape(1)"
     return ".reshape({}, {})".format(*(int(d) for d in ir.matrix_shape(shape))) if len(shape) > 2 else ""
 
 

@@ -83,8 +83,14 @@ def _channel_bias(z, b, channels, positions):
 
 
 def _channel_sum(a, channels, positions):
-    """Per channel, the sum of ``a`` (N, C*P) over the batch and the channel's positions."""
-    return a.reshape(a.shape[0], channels, positions).sum(axis=(0, 2))
+    """Per channel, the sum of ``a`` (N, C*P), or of a vector (C*P,), over the batch and the
+    channel's positions."""
+    return a.reshape(-1, channels, positions).sum(axis=(0, 2))
+
+
+def _channel_expand(v, channels, positions):
+    """The vector ``v`` (C,) spread over each channel's positions: (C*P,)."""
+    return np.repeat(v, positions)
 
 
 def _pool_extent(geom):
