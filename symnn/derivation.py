@@ -148,9 +148,9 @@ class Derivation:
         for eq in self.equations:
             env[eq.lhs] = algebra.evaluate(eq.rhs, env)
         loss = float(env[self.equation("loss").lhs])
-        # a frozen parameter has no equation: its gradient is 0, as the kernels return it
+        # a frozen parameter or a buffer has no equation: its gradient is 0, as the kernels return it
         grads = {name: np.asarray(env[self.equation(naming.grad(naming.param_ident(name))).lhs], dtype=np.float64)
-                 .reshape(value.shape) if name not in net.frozen else np.zeros(value.shape)
+                 .reshape(value.shape) if name in net.trainable else np.zeros(value.shape)
                  for name, value in p.items()}
         return loss, grads
 

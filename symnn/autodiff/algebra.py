@@ -139,7 +139,8 @@ SPATIAL_TEX = {
     "conv_grad_weight": r"\operatorname{corr}", "channel_bias": r"\operatorname{addch}",
     "channel_sum": r"\operatorname{sumch}", "channel_expand": r"\operatorname{expch}", "max_pool": r"\operatorname{maxpool}",
     "max_pool_grad": r"\operatorname{maxpool}^{\top}", "avg_pool": r"\operatorname{avgpool}",
-    "avg_pool_grad": r"\operatorname{avgpool}^{\top}",
+    "avg_pool_grad": r"\operatorname{avgpool}^{\top}", "gather": r"\operatorname{gather}",
+    "gather_grad": r"\operatorname{gather}^{\top}",
 }
 
 
@@ -398,8 +399,10 @@ def _spatial(e: Spatial, env: Mapping) -> np.ndarray:
 
     args = [np.asarray(evaluate(o, env), dtype=float) for o in e.operands]
     fn = getattr(spatial, f"_{e.op}")
-    if e.op in ("channel_bias", "channel_sum", "channel_expand"):  # their geometry is (channels, positions)
-        return fn(*args, *e.geometry)
+    if e.op in ("channel_bias", "channel_sum", "channel_expand", "gather", "gather_grad"):  # a tuple of sizes
+        # a vector is a column here: the result takes the expression's shape ((C, 1), (C*P, 1))
+        out = fn(*args, *e.geometry)
+        return out.reshape(out.shape[0], -1) if out.ndim == 2 else out.reshape(-1, 1)
     return fn(*args, e.geometry)
 
 
