@@ -246,6 +246,40 @@ def jax_system(cfg: Config, params, X, Y):
     return run
 
 
+def torch_peak(cfg: Config) -> int | None:
+    """Bytes: PyTorch's peak of memory allocated during one training step of ``cfg`` (float64:
+    loss, ``backward`` and ``torch.optim.SGD`` with momentum 0.9), beyond the tensors that exist
+    before it (parameters, inputs, the optimiser's state after a first step). Read from the
+    profiler's memory timeline (``profile_memory=True``), which follows every tensor allocation
+    of the CPU allocator and sorts it into categories; None without PyTorch."""
+    try:
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+        from torch.profiler._memory_profiler import MemoryProfileTimeline
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    F = torch.nn.functional
+    net, params, X, Y = problem(cfg, "float64")
+    buffers = set(net.buffers)
+    tp = {k: torch.tensor(v, requires_grad=k not in buffers) for k, v in params.items()}
+    opt = torch.optim.SGD([v for k, v in tp.items() if k not in buffers], lr=0.01, momentum=0.9)
+    tx, ty = torch.from_numpy(X), torch.from_numpy(Y)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(cfg.torch_forward(F, tp, tx), ty).backward()
+        opt.step()
+
+    step()  # the momentum buffers exist from here on, as symnn's state does
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        step()
+    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
+    totals = np.asarray(sizes, dtype=np.int64).sum(axis=1)
+    return int(totals.max() - totals[0]) if totals.size else None
+
+
 def run_config(cfg: Config, dtype: str, rounds: int) -> dict:
     net, params, X, Y = problem(cfg, dtype)
     systems, checks, setup = {}, {}, {}
@@ -311,12 +345,20 @@ def main(argv: list[str] | None = None) -> None:
         body += table(results, dtype, fma_bound(dtype))
     body += ["## Work memory (float64, the C train step with SGD momentum)", "",
              "The C kernels' work buffer against the liveness lower bound of their schedule (the largest "
-             "total size of intermediate values alive at once: `symnn.memory`). The train step's extra is "
-             "its all-or-nothing update, which keeps the old parameters and state until every new value is "
-             "known to be finite.", ""]
+             "total size of intermediate values alive at once: `symnn.memory`); the train step keeps the "
+             "gradient in its work, and its bound counts it from where each gradient is computed. "
+             "PyTorch's peak is what one training step (loss, `backward`, `torch.optim.SGD` with momentum) "
+             "allocates beyond the parameters, inputs and optimiser state that exist before it, from its "
+             "profiler's memory timeline.", ""]
     for cfg in CONFIGS:
         rows = work_table(cfg.build(), optimizer=sn.Momentum(lr=0.01, momentum=0.9), n=cfg.batch)
-        body += [f"**{cfg.name}**", "", *format_table(rows, 8, cfg.batch), ""]
+        peak = torch_peak(cfg)
+        body += [f"**{cfg.name}**", "", *format_table(rows, 8, cfg.batch)]
+        if peak is not None:
+            train = rows[-1].work * 8
+            body += ["", f"PyTorch's peak for the same training step: {peak:,} bytes; symnn C's train-step work "
+                         f"is {train / peak:.2f} of it."]
+        body += [""]
     lines += [f"Made by `python benchmarks/cnn_peers.py --out docs/benchmarks_cnn.md` in "
               f"{time.perf_counter() - t0:.0f} s on {_cpu()}, Python {platform.python_version()}.", "",
               "Method, configurations and what each system computes: the docstring of "

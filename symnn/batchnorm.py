@@ -50,6 +50,12 @@ class _BatchNorm(Layer):
                                            "running_var": r"\bar{\sigma}^2", "num_batches_tracked": "t"}
     #: the sample ranks the layer takes: (C,) or (C, L) for 1-D, (C, H, W) for 2-D
     RANKS: ClassVar[tuple[int, ...]] = ()
+    #: each output row depends on every row of the batch (the batch statistics): a gradient
+    #: check's sample point draws whole batches (:func:`symnn.gradcheck.sample_point`)
+    COUPLES_ROWS: ClassVar[bool] = True
+    #: the buffers that count (whole numbers): PyTorch keeps them as int64, so ``sn.to_state_dict``
+    #: gives them back as int64 0-d tensors and ``sn.from_torch`` checks they are exact in the dtype
+    COUNTERS: ClassVar[tuple[str, ...]] = ("num_batches_tracked",)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, *, name: str | None = None) -> None:

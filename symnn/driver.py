@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .declare import Network
+from .embedding import check_index_precision
 from .backends import registry
 from .emit import check_backend, require_concrete, write_atomic
 from .errors import CompilerNotFoundError, ConfigError, SpecTypeError
@@ -63,6 +64,7 @@ def emit_files(net: Network, backend: str = "numpy", dtype: str = "float64",
     """
     check_backend(backend, dtype)
     require_concrete(_require_network(net))
+    check_index_precision(net, dtype)
     opt = _optimizer(optimizer)
     return registry.get(backend).files(net, derive_program(net).program, dtype, opt,
                                        _train_program(net, opt), example)
@@ -79,6 +81,8 @@ def emit_source(net: Network, backend: str = "numpy", dtype: str = "float64",
 def _load(backend: str, nets: Sequence[Network], dtype: str, check_finite: bool, opt: Optimizer | None,
           blas: bool = False, openmp: bool = False) -> list[Kernel]:
     """Kernels of ``nets`` from one backend (the C backend builds them in one compiler run)."""
+    for net in nets:
+        check_index_precision(net, dtype)
     programs = [(derive_program(n).program, _train_program(n, opt)) for n in nets]
     return registry.get(backend).load(nets, programs, dtype, check_finite, opt, blas, openmp)
 

@@ -63,6 +63,11 @@ class LabelRangeError(DataError):
     """A class label is out of range, negative or not an integer."""
 
 
+class IndexRangeError(DataError):
+    """An entry of an index input (what an ``sn.Embedding`` reads) is negative, past the
+    vocabulary or not an integer; the C API's ``SYMNN_ERR_INDEX``."""
+
+
 class EmptyBatchError(DataError):
     """A batch has no rows where a mean over rows is needed."""
 

@@ -50,6 +50,7 @@ import sympy as sp
 
 from . import ir, naming, registry
 from .capabilities import Targets
+from .embedding import index_blocks, padding_rows
 from .errors import DataError, GradientCheckError, SpecTypeError
 from .functions import plain
 from .graph import build_forward
@@ -57,8 +58,11 @@ from .backends.numpy.spatial import _max_pool_index
 from .interpret import FUNCTIONS, evaluate
 
 _KINKS = (sp.Abs, sp.sign, sp.Max, sp.Min, sp.Heaviside, sp.Piecewise, sp.floor, sp.ceiling)
-#: (tolerance, floor_rel) per method
-_TOL = {"complex_step": (1e-9, 1e-10), "central": (1e-7, 1e-6), "float64_reference": (1e-5, 1e-3)}
+#: (tolerance, floor_rel) per method. An entry far below the largest one is held to the
+#: absolute error tolerance * floor_rel * scale: for complex step 1e-15 of the scale, a few
+#: float64 roundings of it, which is what a kernel's sum of terms of that size can promise (a
+#: bias before a batch norm has an exactly zero gradient, computed as a cancelling sum)
+_TOL = {"complex_step": (1e-9, 1e-6), "central": (1e-7, 1e-6), "float64_reference": (1e-5, 1e-3)}
 #: RELIABILITY.md's norm criterion for central differences: whole-gradient norm error, and the
 #: worst entry it lets through; float32: the worst parameter (in its own norm)
 _NORM_TOL, _NORM_ENTRY_TOL, _FLOAT32_PARAM_TOL = 1e-7, 1e-5, 1e-3
@@ -589,10 +593,11 @@ def gradcheck(
     # a frozen parameter is a constant of the kernels (its gradient is 0 by declaration): only
     # the trainable ones are differentiated
     keys = net.trainable
+    zero_rows = padding_rows(net)
     if sum(p[k].size for k in keys) > max_entries:
-        report = _projections(oracle, analytic, p, h, n_projections, seed, method, keys)
+        report = _projections(oracle, analytic, p, h, n_projections, seed, method, keys, zero_rows)
     else:
-        report = _entries(oracle, analytic, p, h, method, keys)
+        report = _entries(oracle, analytic, p, h, method, keys, zero_rows)
     return _finish(report, raise_on_fail)
 
 
@@ -606,9 +611,12 @@ def _dense_targets(net, y: np.ndarray, n: int) -> np.ndarray:
 
 
 def _entries(oracle: _Oracle, analytic: Mapping[str, np.ndarray], p: Mapping[str, np.ndarray],
-             h: float, method: str, keys: tuple[str, ...]) -> GradcheckReport:
+             h: float, method: str, keys: tuple[str, ...],
+             zero_rows: Mapping[str, int] | None = None) -> GradcheckReport:
     """Entry by entry of the parameters ``keys``, each step scaled to its entry: NaN where not
-    checkable at a kink."""
+    checkable at a kink. ``zero_rows``: a row of a parameter whose gradient is zero by
+    declaration (an Embedding's padding_idx), where the reference is 0, not a difference."""
+    zero_rows = zero_rows or {}
     numeric, resolution = {}, {}
     at_kink: list[tuple[str, tuple[int, ...]]] = []
     shrunk: list[tuple[str, tuple[int, ...]]] = []
@@ -616,6 +624,9 @@ def _entries(oracle: _Oracle, analytic: Mapping[str, np.ndarray], p: Mapping[str
         v = p[k]
         n, r = np.full(v.shape, np.nan), np.full(v.shape, np.nan)
         for idx in np.ndindex(v.shape):
+            if zero_rows.get(k) == idx[0]:
+                n[idx], r[idx] = 0.0, 0.0
+                continue
             step = h * max(1.0, abs(float(v[idx])))
             est = oracle.estimate(_entry_point(p, k, idx), step, _SHRINK_LIMIT["entry"])
             where = (k, tuple(int(i) for i in idx))
@@ -633,9 +644,11 @@ def _entries(oracle: _Oracle, analytic: Mapping[str, np.ndarray], p: Mapping[str
 
 
 def _projections(oracle: _Oracle, analytic: Mapping[str, np.ndarray], p: Mapping[str, np.ndarray],
-                 h: float, n_projections: int, seed: int, method: str, keys: tuple[str, ...]) -> GradcheckReport:
+                 h: float, n_projections: int, seed: int, method: str, keys: tuple[str, ...],
+                 zero_rows: Mapping[str, int] | None = None) -> GradcheckReport:
     """``n_projections`` random directions u: <grad, u> against the derivative along u. A
-    direction at a kink is replaced by a fresh one, up to 3 * n_projections tries."""
+    direction at a kink is replaced by a fresh one, up to 3 * n_projections tries; u is zero
+    on ``zero_rows`` (see :func:`_entries`)."""
     rng = np.random.default_rng(seed)
     an, nu, res = {}, {}, {}
     at_kink: list[tuple[str, tuple[int, ...]]] = []
@@ -644,6 +657,9 @@ def _projections(oracle: _Oracle, analytic: Mapping[str, np.ndarray], p: Mapping
         if len(nu) == n_projections:
             break
         u = {k: rng.uniform(0.5, 1.5, p[k].shape) * rng.choice([-1.0, 1.0], p[k].shape) for k in keys}
+        for k, row in (zero_rows or {}).items():
+            if k in u:
+                u[k][row] = 0.0
         est = oracle.estimate(_line_point(p, u), h, _SHRINK_LIMIT["projection"])
         if est is None:
             at_kink.append((f"projection {j}", (0,)))
@@ -874,13 +890,17 @@ def min_kink_distance(net, X: np.ndarray, params: Mapping[str, np.ndarray]) -> f
 
 
 def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: int = 500):
-    """``(params, X, Y)`` for a gradient check: seeded parameters, standard-normal input rows,
-    each redrawn until every kink argument of every kinked pre-activation is at least ``margin``
+    """``(params, X, Y)`` for a gradient check: seeded parameters, standard-normal input rows
+    (an index input's columns: integers in [0, its vocabulary), :func:`_draw_inputs`), each
+    redrawn until every kink argument of every kinked pre-activation is at least ``margin``
     from zero (differences must not straddle a kink: single-entry steps of 1e-3 move a
     pre-activation by a few 1e-3), and targets that suit the loss (labels, [0, 1] or normal).
     Raises ``DataError`` if ``tries`` blocks of candidate rows give fewer than ``n`` good rows."""
     rng = np.random.default_rng(seed)
     kinks = _Kinks(net)
+    if _couples_rows(net):
+        params, X = _coupled_point(net, kinks, rng, n, seed, margin, tries)
+        return params, X, _targets(net, kinks, rng, params, X, n, margin, tries)
     rows: list[np.ndarray] = []
     for attempt in range(tries):
         if attempt % 25 == 0:  # tiny first-layer weights can keep every row near a kink: new weights
@@ -890,7 +910,7 @@ def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: in
                 for name, w in params.items():
                     if name.startswith("W") or name.endswith(".weight"):
                         params[name] = np.where(np.abs(w) < margin, np.where(w < 0, -margin, margin), w)
-        cand = rng.normal(size=(max(n, 8), int(net.n_in)))
+        cand = _draw_inputs(net, rng, max(n, 8))
         rows += list(cand[kinks.rows(cand, params) >= margin])
         if len(rows) >= n:
             break
@@ -898,20 +918,62 @@ def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: in
         raise DataError(f"no inputs keep every kinked pre-activation {margin} from its kink "
                         f"after {tries} draws; try fewer rows")
     X = np.array(rows[:n]).reshape(n, int(net.n_in))
+    return params, X, _targets(net, kinks, rng, params, X, n, margin, tries)
+
+
+def _draw_inputs(net, rng: np.random.Generator, rows: int) -> np.ndarray:
+    """``rows`` packed input rows: standard normal, except an index input's columns, which get
+    integers drawn uniformly from [0, vocabulary) (a normal value is no token id: every kernel
+    refuses it). The integers are held as reals, as the packed X carries them."""
+    X = rng.normal(size=(rows, int(net.n_in)))
+    for block in index_blocks(net):
+        X[:, block.lo:block.hi] = rng.integers(0, block.vocab, size=(rows, block.hi - block.lo))
+    return X
+
+
+def _couples_rows(net) -> bool:
+    """A layer whose output row depends on the other rows of the batch (a BatchNorm's batch
+    statistics): rows cannot be drawn one by one."""
+    return net.graph is not None and any(layer.COUPLES_ROWS for layer in net.graph.layers)
+
+
+def _coupled_point(net, kinks: "_Kinks", rng: np.random.Generator, n: int, seed: int, margin: float,
+                   tries: int) -> tuple[dict, np.ndarray]:
+    """Parameters and a batch of ``n`` rows for a network that couples its rows: whole batches
+    are drawn, and the one whose kinked pre-activations lie farthest from their kinks is kept.
+    A batch norm centres each channel at zero, ReLU's kink, so with many entries no batch keeps
+    them all ``margin`` away; the checks then step clear of the kinks on their own (each
+    stencil is probed, and an entry whose stencil still crosses is not checkable)."""
+    best: tuple[float, dict, np.ndarray] | None = None
+    for attempt in range(min(tries, 50)):
+        params = net.init_params(seed=seed + 7919 * attempt)
+        X = _draw_inputs(net, rng, n)
+        score = float(kinks.rows(X, params).min())
+        if best is None or score > best[0]:
+            best = (score, params, X)
+        if score >= margin:
+            break
+    assert best is not None
+    return best[1], best[2]
+
+
+def _targets(net, kinks: "_Kinks", rng: np.random.Generator, params: dict, X: np.ndarray, n: int,
+             margin: float, tries: int) -> np.ndarray:
+    """Targets that suit each output's loss (labels, [0, 1] or normal), kept ``margin`` from
+    a kinked user loss's kinks."""
     if net.takes_labels:
-        Y = np.arange(n) % int(net.n_out)
-    else:
-        Y = _draw_targets(net, rng, n)
-        if kinks.loss:  # a kinked user loss (Huber): targets away from the kinks in p - y too
-            out = np.real(evaluate({"a": kinks.fwd.output}, {**params, "X": X})["a"])
-            for _ in range(tries):
-                bad = kinks.loss_distance(out, Y) < margin
-                if not bad.any():
-                    break
-                Y = np.where(bad, _draw_targets(net, rng, n), Y)
-            else:
-                raise DataError(f"no targets keep the loss {margin} from its kinks after {tries} draws")
-    return params, X, Y
+        return np.arange(n) % int(net.n_out)
+    Y = _draw_targets(net, rng, n)
+    if kinks.loss:  # a kinked user loss (Huber): targets away from the kinks in p - y too
+        out = np.real(evaluate({"a": kinks.fwd.output}, {**params, "X": X})["a"])
+        for _ in range(tries):
+            bad = kinks.loss_distance(out, Y) < margin
+            if not bad.any():
+                break
+            Y = np.where(bad, _draw_targets(net, rng, n), Y)
+        else:
+            raise DataError(f"no targets keep the loss {margin} from its kinks after {tries} draws")
+    return Y
 
 
 def _draw_targets(net, rng: np.random.Generator, n: int) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import sympy as sp
 
 from . import ir, naming, registry, saturate
@@ -154,7 +155,8 @@ def dropout_masks(net: Network) -> list[tuple[str, int, int, float]]:
     if net.graph is not None:
         g = net.graph
         drops = [(call, g.layers[call.layer].drop_probability) for call in g.calls]
-        return [(mask_name(k), k, int(call.shape[0]), p)
+        # a mask has an entry per value of the output: a feature map's (C, H, W) are C*H*W
+        return [(mask_name(k), k, int(np.prod(call.shape)), p)
                 for k, (call, p) in enumerate(((c, p) for c, p in drops if p), 1)]
     return [(mask_name(i), i, int(layer.out_features), layer.dropout)
             for i, layer in enumerate(net.layers, 1) if layer.dropout]

@@ -86,7 +86,10 @@ def graph_record(net: Any, encode: Codec) -> dict[str, Any]:
     """The record of ``net``'s layer graph (``net.graph``); ``encode`` writes the fields that
     are not JSON scalars (a Dense layer's activation)."""
     graph = net.graph
-    inputs = [{"name": name, "shape": [int(d) for d in shape]} for name, shape in graph.inputs]
+    # an index input (an Embedding's) says so; a real one writes nothing more
+    inputs = [{"name": name, "shape": [int(d) for d in shape]} | ({"indices": True} if name in graph.index_inputs
+                                                                   else {})
+              for name, shape in graph.inputs]
     taken = {name for name, _ in graph.inputs} | set(graph.names)
     value_ids = [name for name, _ in graph.inputs]
     first_node: dict[int, str] = {}
@@ -182,13 +185,16 @@ def build_network(record: Any, make: Make, decode: Codec, where: str, error: typ
     inputs = []
     for i, item in enumerate(_get(record, "inputs", list, where, error)):
         at = f"{where}: input {i + 1}"
-        _check_keys(_get_table(item, at, error), {"name", "shape"}, at, error)
+        _check_keys(_get_table(item, at, error), {"name", "shape", "indices"}, at, error)
         name = _ident(_get(item, "name", str, at, error), "input name", at, error)
         shape = _get(item, "shape", list, at, error)
+        indices = item.get("indices", False)
+        if not isinstance(indices, bool):
+            raise error(f"{at}: indices must be true or false, got {naming.shown(indices)}")
         if name in values:
             raise error(f"{at}: input {name!r} is defined twice")
         try:
-            values[name] = Input(*shape, name=name)
+            values[name] = Input(*shape, name=name, indices=indices)
         except SymnnError as exc:
                 raise error(f"{at}: {exc}") from exc
         inputs.append(values[name])

@@ -58,14 +58,16 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
     one output, else ``"mse"``). ``Softmax`` must act on the last dimension; ``Softplus`` must
     have its default beta and threshold; ``GELU`` must be exact.
 
-    **nn.Sequential with convolution, pooling or flatten modules** (``nn.Conv1d/2d``,
+    **nn.Sequential with convolution, pooling, flatten, batch-norm or embedding modules** (``nn.Conv1d/2d``,
     ``nn.MaxPool1d/2d``, ``nn.AvgPool1d/2d``, ``nn.AdaptiveAvgPool1d/2d(1)`` then ``nn.Flatten()``,
-    ``nn.Flatten()``) becomes a layer graph as a traced module does (below), its module ``i``
+    ``nn.Flatten()``, ``nn.BatchNorm1d/2d``) becomes a layer graph as a traced module does (below), its module ``i``
     the layer ``_i`` (a name cannot start with a digit): the parameters are keyed ``_0.weight``,
     ``_0.bias``... and :func:`to_state_dict` gives back ``0.weight``.... A module has no
     image size, so ``input_shape=(C, H, W)`` (``(C, L)`` for 1-D) is required there; for a
     Sequential of Linear layers it is optional and must be ``(in_features,)``. A Sequential
-    holding an ``nn.Identity`` is read as a layer graph too, so that its indices stay exact.
+    holding an ``nn.Identity`` is read as a layer graph too, so that its indices stay exact. An
+    ``nn.Embedding`` (first, reading the Sequential's input) makes that input an index input of
+    T token ids: ``input_shape=(T,)``.
 
     **Another module** is traced with ``torch.fx.symbolic_trace`` and rebuilt as a layer graph
     (docs/layer_graphs.md): ``nn.Linear`` becomes ``sn.Dense`` and ``nn.Conv1d/2d`` (zero
@@ -74,7 +76,14 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
     their ``sn`` namesakes (``return_indices`` and ``divisor_override`` left at their
     defaults); ``nn.AdaptiveAvgPool1d/2d(1)`` followed by ``nn.Flatten()`` or
     ``torch.flatten(x, 1)`` one ``sn.GlobalAvgPool``; a flatten of each sample ``sn.Flatten``;
-    ``nn.LayerNorm`` (one normalized dimension) ``sn.LayerNorm``; ``nn.Dropout`` ``sn.Dropout``;
+    ``nn.LayerNorm`` (one normalized dimension) ``sn.LayerNorm``; ``nn.BatchNorm1d/2d``
+    ``sn.BatchNorm1d/2d`` with its settings (``momentum=None`` included) and its buffers
+    ``running_mean``, ``running_var``, ``num_batches_tracked`` as entries of the parameters
+    (no gradient; ``loss``/``loss_and_grad`` use batch statistics as ``train()`` does,
+    ``forward`` the running ones as ``eval()``); ``nn.Embedding`` reading a forward argument
+    ``sn.Embedding`` (``padding_idx`` carried over; ``max_norm``, ``scale_grad_by_freq`` and
+    ``sparse=True`` refused), that argument an index input ``sn.Input(T, indices=True)`` whose
+    T comes from ``input_shapes``/``input_shape``; ``nn.Dropout`` ``sn.Dropout``;
     ``a + b`` an add; ``torch.cat(..., dim=1)`` ``sn.concat``. Each layer is named after the
     attribute holding its module (``self.fc1`` -> ``fc1``), so the parameters are keyed
     ``fc1.weight``... and ``to_state_dict(net, params)`` has exactly ``module.state_dict()``'s
@@ -111,8 +120,8 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
                           "(its first Linear gives a width)")
     if needs_graph(torch, module):
         return from_traced(torch, module, loss, name, dtype, None if input_shape is None else [input_shape],
-                           shape_hint="input_shape=(C, H, W) (or (C, L) for a Conv1d): the module holds no "
-                           "image size")
+                           shape_hint="input_shape=(C, H, W) (or (C, L) for a Conv1d, (T,) for an Embedding "
+                           "reading T tokens): the module holds no image size or sequence length")
     layers: list[_TorchLayer] = []
     for idx, child in enumerate(module):
         kind = type(child).__name__
@@ -124,7 +133,8 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
             continue
         if kind not in _ACTIVATIONS:
             raise SpecTypeError(f"layer {idx} ({kind}) is not supported; from_torch handles Linear, Conv1d/2d, "
-                                "MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d(1) + Flatten, Flatten, Dropout "
+                                "MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d(1) + Flatten, Flatten, "
+                                "BatchNorm1d/2d, Embedding, Dropout "
                                 f"and {', '.join(sorted(_ACTIVATIONS))}")
         if not layers or layers[-1].activation is not None or layers[-1].dropout_at is not None:
             dropped = bool(layers) and layers[-1].dropout_at is not None
@@ -150,6 +160,23 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
         fixed = (not linear.weight.requires_grad, linear.bias is None or not linear.bias.requires_grad)
         rows.append((w, b, layer.activation, layer.dropout, fixed))
     return _assemble(rows, loss, name, dtype)
+
+
+def counter_params(net: Network) -> set[str]:
+    """The network's buffers that count batches (a BatchNorm's ``num_batches_tracked``): whole
+    numbers in symnn's flat vector, int64 tensors in PyTorch's ``state_dict``."""
+    if net.graph is None:
+        return set()
+    return {f"{lname}.{c}" for layer, lname in zip(net.graph.layers, net.graph.names)
+            for c in layer.COUNTERS if c in layer.buffers()}
+
+
+def _counter_tensor(torch: Any, value: Any, name: str) -> Any:
+    """A count of symnn's flat vector as the int64 0-d tensor PyTorch keeps (``num_batches_tracked``)."""
+    count = np.asarray(value, dtype=np.float64)
+    if count.shape != () or not np.isfinite(count) or count != np.rint(count) or count < 0 or count >= 2**63:
+        raise ShapeError(f"{name} counts batches: a whole number >= 0 as a 0-d array, got {shown(value)}")
+    return torch.tensor(int(count), dtype=torch.int64)
 
 
 def _check_input_shape(input_shape: object, width: int) -> None:
@@ -199,11 +226,11 @@ def _assemble(layers: list, loss: object, name: str, dtype: str) -> tuple[Networ
     return Network(dense, loss=loss, name=name, frozen=trainable_or_none(frozen, values)), values
 
 
-def trainable_or_none(frozen: list[str], params: Mapping[str, Any]) -> list[str]:
+def trainable_or_none(frozen: list[str], params: Mapping[str, Any], buffers: Sequence[str] = ()) -> list[str]:
     """``frozen``, unless it is every parameter (a module with requires_grad off everywhere, as
     for inference): a symnn network always has something to train, so it then imports as
-    trainable."""
-    return [] if set(frozen) == set(params) else frozen
+    trainable. ``buffers`` (running statistics) are in ``params`` but are never parameters."""
+    return [] if set(frozen) == set(params) - set(buffers) else frozen
 
 
 def default_loss(last: Activation, width: object) -> str:
@@ -253,7 +280,10 @@ def to_state_dict(net: Network, params: Mapping[str, Any]) -> dict[str, Any]:
     except that a layer named ``_3`` (an nn.Sequential's module 3, as ``from_torch`` names it)
     gives ``"3.weight"``: so a module ``from_torch`` imported gets exactly its ``state_dict()``
     keys back, in the network's order of parameters (the module's, for an imported one).
-    ``params`` may also be gradients (``loss_and_grad``'s), keyed the same."""
+    ``params`` may also be gradients (``loss_and_grad``'s), keyed the same. A BatchNorm's
+    buffers are entries too, as in ``state_dict()``: ``running_mean`` and ``running_var`` in
+    the dtype of ``params``, ``num_batches_tracked`` an int64 0-d tensor as torch keeps it
+    (a count, so it must be a whole number >= 0; a gradient's zero is one)."""
     import torch
 
     from .torch_fx import state_dict_key
@@ -262,7 +292,9 @@ def to_state_dict(net: Network, params: Mapping[str, Any]) -> dict[str, Any]:
         missing = [name for name in net.param_shapes() if name not in params]
         if missing:
             raise ShapeError(f"params lack {shown(missing, 120)}")
-        return {state_dict_key(name): torch.tensor(np.asarray(params[name])) for name in net.param_shapes()}
+        counters = counter_params(net)
+        return {state_dict_key(name): _counter_tensor(torch, params[name], name) if name in counters
+                else torch.tensor(np.asarray(params[name])) for name in net.param_shapes()}
     out, idx = {}, 0
     for i, layer in enumerate(net.layers, 1):
         out[f"{idx}.weight"] = torch.tensor(np.asarray(params[f"W{i}"]))
@@ -545,9 +577,11 @@ _EXTERNAL_KEYS = {"location", "offset", "length", "checksum"}
 def from_onnx(model: Any, *, loss: object = None, name: str = "onnx_mlp",
               dtype: str = "float64") -> tuple[Network, dict[str, np.ndarray]]:
     """``(network, params)`` from an ONNX model. A graph holding ``Conv``, ``MaxPool``,
-    ``AveragePool``, ``GlobalAveragePool``, ``Flatten``, ``Reshape`` or ``Concat`` becomes a
-    layer graph (symnn/onnx_graph.py: its parameters keyed as the exporting module's state_dict
-    where the initializers are named so); otherwise, an MLP: a chain of ``Gemm`` (or ``MatMul`` + ``Add``)
+    ``AveragePool``, ``GlobalAveragePool``, ``Flatten``, ``Reshape``, ``Concat``,
+    ``BatchNormalization`` (inference form) or ``LayerNormalization`` becomes a layer graph
+    (symnn/onnx_graph.py: its parameters keyed as the exporting module's state_dict where the
+    initializers are named so; a batch norm's running statistics are buffers, its
+    ``num_batches_tracked`` 0); otherwise, an MLP: a chain of ``Gemm`` (or ``MatMul`` + ``Add``)
     with weights in initializers, each optionally followed by one activation (Relu, Sigmoid,
     Tanh, Softmax on the last axis, LeakyRelu, Elu, Softplus, Softsign). ``model`` is an
     ``onnx.ModelProto`` or a path. Needs the optional ``onnx`` package (``symnn[onnx]``).

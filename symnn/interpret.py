@@ -74,7 +74,12 @@ Rule = Callable[[ir.Node, list[np.ndarray], _Env], np.ndarray]
 
 # -- one rule per op (:data:`RULES`): the value of ``node`` from its operands' values ``s`` -----
 def _leaf(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
-    return env.leaves[node.arg]
+    # a parameter as the IR holds it (ir.matrix_shape): a convolution's 4-D weight as its
+    # matrix, a scalar as a vector of one entry
+    value = np.asarray(env.leaves[node.arg])
+    if node.op is ir.Op.PARAM and len(value.shape) != len(node.shape):
+        return value.reshape(tuple(env.nrows if d == naming.N else int(d) for d in node.shape))
+    return value
 
 
 def _const(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
@@ -179,6 +184,14 @@ def _avg_pool_grad(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
     return spatial._avg_pool_grad(s[0], _geometry(node))
 
 
+def _gather(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._gather(s[0], s[1], *node.arg)
+
+
+def _gather_grad(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return spatial._gather_grad(s[0], s[1], *node.arg)
+
+
 #: the semantics of every op, leaves included (``tests/unit/test_dispatch_tables.py`` checks
 #: that none is missing)
 RULES: dict[ir.Op, Rule] = {
@@ -206,6 +219,8 @@ RULES: dict[ir.Op, Rule] = {
     ir.Op.MAX_POOL_GRAD: _max_pool_grad,
     ir.Op.AVG_POOL: _avg_pool,
     ir.Op.AVG_POOL_GRAD: _avg_pool_grad,
+    ir.Op.GATHER: _gather,
+    ir.Op.GATHER_GRAD: _gather_grad,
 }
 
 

@@ -56,6 +56,10 @@ class Op(Enum):
     MAX_POOL_GRAD = auto()  # src (X, G): G routed to each window's first maximum, summed
     AVG_POOL = auto()  # src (X,): each window's mean (zeros of the padding counted, as PyTorch)
     AVG_POOL_GRAD = auto()  # src (G,): (N, C*Ho*Wo) -> (N, C*H*W), G spread over each window
+    # embeddings (arg (V, D, the padding row or -1)): indices travel as
+    # reals holding integers in [0, V), checked before any kernel runs
+    GATHER = auto()  # src (I, W): (N, T), (V, D) -> (N, T*D), row n is W[I[n,0]], ..., W[I[n,T-1]]
+    GATHER_GRAD = auto()  # src (I, G): (N, T), (N, T*D) -> (V, D), G's D-blocks added into rows I
 
 
 #: the ops of leaves: data, parameters, constants, which plans name and never compute (every
@@ -409,6 +413,27 @@ def avg_pool_grad(g: Node, geom: PoolGeometry) -> Node:
     return Node(Op.AVG_POOL_GRAD, (g,), geom, (g.shape[0], geom.in_size))
 
 
+def gather(idx: Node, w: Node, padding_idx: int = -1) -> Node:
+    """The rows of ``w`` (V, D) that the indices ``idx`` (N, T) name, side by side: (N, T*D),
+    an embedding's output in PyTorch's (N, T, D) layout. ``padding_idx`` (or -1) is the row
+    the pullback leaves without gradient; the forward pass reads it as any other."""
+    if len(idx.shape) != 2 or len(w.shape) != 2:
+        raise ValueError(f"gather of indices {idx.shape} from a table {w.shape}: both must be matrices")
+    v, d = int(w.shape[0]), int(w.shape[1])
+    if not -1 <= padding_idx < v:
+        raise ValueError(f"padding row {padding_idx} of a table of {v} rows")
+    return Node(Op.GATHER, (idx, w), (v, d, int(padding_idx)), (idx.shape[0], int(idx.shape[1]) * d))
+
+
+def gather_grad(idx: Node, g: Node, vocab: int, dim: int, padding_idx: int = -1) -> Node:
+    """The pullback of :func:`gather` to its table: (V, D), each D-block of ``g`` (N, T*D) added
+    into the row its index names; row ``padding_idx`` (if >= 0) stays zero, as PyTorch's."""
+    _require(g, int(idx.shape[1]) * dim, "gather cotangent")
+    if not -1 <= padding_idx < vocab:
+        raise ValueError(f"padding row {padding_idx} of a table of {vocab} rows")
+    return Node(Op.GATHER_GRAD, (idx, g), (int(vocab), int(dim), int(padding_idx)), (int(vocab), int(dim)))
+
+
 def _require(a: Node, width: int, what: str) -> None:
     if len(a.shape) != 2 or a.shape[1] != width:
         raise ValueError(f"{what} of shape {a.shape}, expected (N, {width})")
@@ -432,7 +457,7 @@ SPATIAL_OPS: dict[Op, type] = {
 #: the ops that only pullbacks build (never a forward pass): nothing differentiates them, since
 #: symnn derives first derivatives (``symnn.autodiff.vjp.PULLBACKS`` has every other op)
 PULLBACK_OPS: frozenset[Op] = frozenset({Op.CONV_GRAD_INPUT, Op.CONV_GRAD_WEIGHT,
-                                         Op.MAX_POOL_GRAD, Op.AVG_POOL_GRAD})
+                                         Op.MAX_POOL_GRAD, Op.AVG_POOL_GRAD, Op.GATHER_GRAD})
 
 
 # -- traversal and validation -------------------------------------------------------------------
@@ -478,6 +503,7 @@ _ARITY = {
     Op.SOFTMAX: 1, Op.LOGSUMEXP: 1, Op.ROWSUM: 1, Op.SOFTMAX_CE: 2, Op.SUM: 1,
     Op.SLICE: 1, Op.CONV: 2, Op.CONV_GRAD_INPUT: 2, Op.CONV_GRAD_WEIGHT: 2, Op.CHANNEL_BIAS: 2,
     Op.CHANNEL_SUM: 1, Op.CHANNEL_EXPAND: 1, Op.MAX_POOL: 1, Op.MAX_POOL_GRAD: 2, Op.AVG_POOL: 1, Op.AVG_POOL_GRAD: 1,
+    Op.GATHER: 2, Op.GATHER_GRAD: 2,
 }  # fmt: skip
 
 
@@ -502,7 +528,7 @@ def validate(outputs: Iterable[Node]) -> None:
         if n.op in SPATIAL_OPS and not isinstance(n.arg, SPATIAL_OPS[n.op]):
             raise ValueError(f"{n}: {n.op.name} needs a {SPATIAL_OPS[n.op].__name__}")
         if n.op in (Op.MATMUL, Op.SOFTMAX, Op.LOGSUMEXP, Op.ROWSUM, Op.SUM_ROWS, Op.CONCAT, Op.SLICE,
-                    *SPATIAL_OPS) or n.op is Op.CHANNEL_BIAS and len(n.src[0].shape) != 2:
+                    Op.GATHER, Op.GATHER_GRAD, *SPATIAL_OPS) or n.op is Op.CHANNEL_BIAS and len(n.src[0].shape) != 2:
             if any(len(s.shape) != 2 for s in n.src):
                 raise ValueError(f"{n}: operands must be matrices")
 

@@ -16,12 +16,14 @@ from . import naming
 from .capabilities import Targets, check_target_values, simplex_rows, unit_interval
 from .flat import FlatParams, layout_of
 from .declare import Network
+from .embedding import first_bad_index, index_blocks
 from .optim import Optimizer
 from .errors import (
     ConfigError,
     DataError,
     DTypeError,
     EmptyBatchError,
+    IndexRangeError,
     LabelRangeError,
     NonFiniteError,
     NonFiniteInputError,
@@ -48,7 +50,9 @@ def as_real_array(value: object, what: str) -> np.ndarray:
 
 
 def _as_float_array(value: object, what: str, dtype: np.dtype) -> np.ndarray:
-    return np.ascontiguousarray(as_real_array(value, what), dtype=dtype)
+    # np.asarray with order="C", not np.ascontiguousarray: that one makes a 0-d array (a
+    # BatchNorm's num_batches_tracked, as state_dict gives it) a vector of one entry
+    return np.asarray(as_real_array(value, what), dtype=dtype, order="C")
 
 
 def first_bad_label(labels: np.ndarray, n_classes: int) -> int | None:
@@ -144,6 +148,8 @@ class Arguments:
         #: a one-pass check that dense targets are fine (None: the full checks always run)
         self._quick_target_check = (_QUICK_TARGET_CHECKS[net.loss.targets]
                                     if not net.several_outputs and net.is_concrete else None)
+        #: the index inputs' columns of X and vocabularies (an Embedding's), checked on every call
+        self._index_blocks = index_blocks(net)
 
     # -- validation ------------------------------------------------------------------------
     def params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -176,7 +182,18 @@ class Arguments:
     def inputs(self, X: object) -> np.ndarray:
         """``X`` checked and in the kernel's dtype: an array (N, n_in), or a dict keyed by the
         inputs' names (``sn.Input(..., name=)``), packed side by side in the order of
-        ``inputs=`` (the layout the emitted code takes)."""
+        ``inputs=`` (the layout the emitted code takes). Index inputs (an Embedding's) must
+        hold integers in [0, vocabulary): IndexRangeError names the first that does not."""
+        x = self._packed_inputs(X)
+        for block in self._index_blocks:
+            bad = first_bad_index(x[:, block.lo:block.hi], block.vocab)
+            if bad is not None:
+                n, t = bad
+                raise IndexRangeError(f"X[{block.name!r}]: index {float(x[n, block.lo + t]):.17g} of sample {n} (position "
+                                      f"{t}) is not an integer in [0, {block.vocab}), the embedding's rows")
+        return x
+
+    def _packed_inputs(self, X: object) -> np.ndarray:
         if (type(X) is np.ndarray and X.dtype is self.dtype and X.ndim == 2 and X.shape[1] == self._n_in
                 and X.flags.c_contiguous and (not self.check_finite or all_finite(X))):
             return X  # ready as it is: nothing to convert, every entry finite

@@ -35,16 +35,18 @@ class Tensor:
     first), the layer call that produces it (None for an input) and that call's inputs.
 
     Tensors are values of a graph being declared; they hold no data. ``a + b`` adds two tensors
-    of one shape (a residual connection)."""
+    of one shape (a residual connection). ``indices``: an input whose samples are integer
+    indices (what an :class:`symnn.Embedding` reads), not reals."""
 
-    __slots__ = ("shape", "layer", "inputs", "name")
+    __slots__ = ("shape", "layer", "inputs", "name", "indices")
 
     def __init__(self, shape: Shape, layer: "Layer | None", inputs: tuple["Tensor", ...],
-                 name: str | None = None) -> None:
+                 name: str | None = None, indices: bool = False) -> None:
         self.shape = tuple(shape)
         self.layer = layer
         self.inputs = tuple(inputs)
         self.name = name
+        self.indices = indices
 
     def __repr__(self) -> str:
         what = f"input {self.name!r}" if self.layer is None else type(self.layer).__name__
@@ -65,11 +67,14 @@ def _tensor(value: object) -> "Tensor":
     return value
 
 
-def Input(*shape: int, name: str | None = None) -> Tensor:  # noqa: N802 - a constructor, as in Keras
+def Input(*shape: int, name: str | None = None, indices: bool = False) -> Tensor:  # noqa: N802 - a constructor, as in Keras
     """An input of a layer graph: ``shape`` is one sample's shape (``sn.Input(64)`` for 64
     features, ``sn.Input(1, 8, 8)`` for one-channel 8x8 images, ``sn.Input(3, 100)`` for three
     channels of 100 steps); ``name`` keys the input where a kernel takes several (default
-    ``X``). Kernels take a batch (N, *shape), or (N, prod(shape)) with each sample row-major."""
+    ``X``). Kernels take a batch (N, *shape), or (N, prod(shape)) with each sample row-major.
+    ``indices=True``: each sample is ``shape[0]`` integer indices (a token sequence), which only
+    an :class:`symnn.Embedding` reads; kernels take them as any integer dtype or as reals
+    holding integers, and refuse one outside the embedding's vocabulary before any work."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     if not shape:
@@ -80,7 +85,12 @@ def Input(*shape: int, name: str | None = None) -> Tensor:  # noqa: N802 - a con
                         f"image (C, H, W); rank {len(dims)} has no layer")
     if name is not None:
         naming.identifier(name, "input name")
-    return Tensor(dims, None, (), name)
+    if not isinstance(indices, bool):
+        raise SpecTypeError(f"sn.Input indices must be True or False, got {indices!r}")
+    if indices and len(dims) != 1:
+        raise SpecError(f"sn.Input{dims}, indices=True: a sample of indices is a sequence (T,), "
+                        f"rank 1; got rank {len(dims)}")
+    return Tensor(dims, None, (), name, indices)
 
 
 def _dim(value: object, what: str) -> int:
@@ -115,6 +125,13 @@ class Layer:
     PARAM_TEX: ClassVar[dict[str, str]] = {}
     #: LaTeX letter of the layer's output
     OUTPUT_TEX: ClassVar[str] = "H"
+    #: whether the layer reads an index input (``sn.Input(..., indices=True)``) and nothing
+    #: else: an index input may feed only such a layer, and such a layer only an index input
+    READS_INDICES: ClassVar[bool] = False
+    #: each output row depends on the batch's other rows (a BatchNorm's batch statistics)
+    COUPLES_ROWS: ClassVar[bool] = False
+    #: the buffers that count batches: whole numbers, which PyTorch keeps as int64
+    COUNTERS: ClassVar[tuple[str, ...]] = ()
     #: the parameters that the network's l1/l2 penalties apply to (weights, never biases)
     REGULARISED: ClassVar[tuple[str, ...]] = ()
 
@@ -375,6 +392,8 @@ class Graph:
     names: tuple[str, ...]
     calls: tuple[Call, ...]
     outputs: tuple[int, ...]
+    #: the names of the inputs whose samples are integer indices (``sn.Input(..., indices=True)``)
+    index_inputs: tuple[str, ...] = ()
 
     def value_shape(self, v: int) -> Shape:
         if v < len(self.inputs):
@@ -476,8 +495,29 @@ def trace(inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> Graph:
         raise SpecError("a network with several inputs needs each sn.Input(..., name=...) named")
     if len(set(input_names)) != len(input_names):
         raise SpecError(f"input names repeat: {input_names}")
+    _check_index_reads(inputs, layers, names, calls)
     return Graph(tuple((n, t.shape) for n, t in zip(input_names, inputs)), tuple(layers), tuple(names),
-                 tuple(calls), tuple(value_of[id(t)] for t in outputs))
+                 tuple(calls), tuple(value_of[id(t)] for t in outputs),
+                 tuple(n for n, t in zip(input_names, inputs) if t.indices))
+
+
+def _check_index_reads(inputs: Sequence[Tensor], layers: Sequence[Layer], names: Sequence[str],
+                       calls: Sequence[Call]) -> None:
+    """An index input feeds only layers that read indices (an Embedding), and those read an
+    index input directly: indices are not reals (a Dense on them would compute on token ids),
+    and an embedding of reals would truncate them."""
+    n_in = len(inputs)
+    for call in calls:
+        layer, lname = layers[call.layer], names[call.layer]
+        for v in call.inputs:
+            index = v < n_in and inputs[v].indices
+            if layer.READS_INDICES and not index:
+                raise SpecError(f"layer {lname} ({type(layer).__name__}) reads integer indices: call it on "
+                                f"an sn.Input(T, indices=True) directly, not on "
+                                f"{'a real input' if v < n_in else 'a layer output'}")
+            if index and not layer.READS_INDICES:
+                raise SpecError(f"layer {lname} ({type(layer).__name__}) is called on the index input "
+                                f"{inputs[v].name or 'X'!r}: integer indices are read only by an sn.Embedding")
 
 
 def _names(layers: Sequence[Layer]) -> list[str]:

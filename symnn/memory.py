@@ -5,8 +5,7 @@ The *liveness lower bound* of a kernel is the largest total size of the intermed
 its statement order keeps alive at once: a value lives from the statement that computes it to
 the last one that reads it; parameters, inputs and the caller's outputs are not work. No
 allocation of that schedule's values can use less, so ``work / bound`` says how much the slot
-allocator (and the scratch that products, convolutions and the train step's all-or-nothing
-update add) costs over the schedule itself. ``symnn report`` and ``benchmarks/cnn_peers.py``
+allocator (and the scratch that products and convolutions add) costs over the schedule itself. ``symnn report`` and ``benchmarks/cnn_peers.py``
 print the table; the figures are reals (bytes: times the dtype's size).
 """
 
@@ -73,17 +72,18 @@ def work_table(net, dtype: str = "float64", optimizer=None, n: int = 64) -> list
     """Per kernel of ``net`` (and ``train_step`` with ``optimizer``): the C work buffer and the
     liveness bound at batch ``n``."""
     from .backends.c.emit import emit_c
-    from .driver import derive_program
+    from .driver import _train_program, derive_program
 
     program = derive_program(net).program
-    result = emit_c(net, program, dtype, optimizer)
+    train = _train_program(net, optimizer)  # with dropout masks and buffers' updates, where it has them
+    result = emit_c(net, program, dtype, optimizer, train)
     rows = []
     for kname in KERNELS:
         a, b = result.work[kname]
         rows.append(WorkRow(kname, a * n + b, live_peak(plan_kernel(program, kname), n)))
     if optimizer is not None and "train_step" in result.work:
         a, b = result.work["train_step"]
-        bound = live_peak(plan_kernel(program, "loss_and_grad"), n, keep_outputs=True)
+        bound = live_peak(plan_kernel(train or program, "loss_and_grad"), n, keep_outputs=True)
         rows.append(WorkRow("train_step", a * n + b, bound))
     return rows
 

@@ -6,9 +6,14 @@ in when its output feeds only that), ``MaxPool``/``AveragePool`` their ``sn`` na
 ``GlobalAveragePool`` with the ``Flatten``/``Reshape`` after it one ``sn.GlobalAvgPool``,
 ``Flatten(axis=1)`` and ``Reshape`` to (N, -1) an ``sn.Flatten``, ``Gemm`` and ``MatMul`` (+ its
 bias ``Add``) an ``sn.Dense``, ``Add`` of two computed tensors a residual ``a + b``, and
-``Concat(axis=1)`` of feature vectors an ``sn.concat``. A layer with weights is named as the
-PyTorch module that exported them (initializer ``conv1.weight``: layer ``conv1``, so its
-parameters are keyed as the module's ``state_dict``), else ``conv1``, ``dense2``... by kind.
+``Concat(axis=1)`` of feature vectors an ``sn.concat``, ``BatchNormalization`` (inference form)
+an ``sn.BatchNorm1d``/``BatchNorm2d``, ``LayerNormalization`` over the features an
+``sn.LayerNorm``, and ``Gather(axis=0)`` of an initializer (the table) by the graph's integer
+input (token ids, declared (N, T)) an ``sn.Embedding`` on an index input. A layer with weights is named as the PyTorch module that exported them
+(initializer ``conv1.weight``: layer ``conv1``, so its parameters are keyed as the module's
+``state_dict``), else ``conv1``, ``dense2``... by kind. An ``Identity`` of a weight (what
+torch's exporter writes for two equal initializers) names the same weight; a ``Constant`` of
+floating-point values is a weight like an initializer.
 
 The file is untrusted (RELIABILITY.md U4), as for an MLP (symnn/interop.py): each node is
 checked against its op's spec (domain, arity, attribute names, types and list lengths) and
@@ -19,7 +24,7 @@ reach the network only through :mod:`symnn.naming`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,9 +32,12 @@ import numpy as np
 
 from .declare import Activate, Activation, Dense, Network
 from .errors import ModelFormatError, SpecError, SpecTypeError
-from .interop import (_INT_ATTR, _INTS_ATTR, _ONNX_ACTIVATIONS, _ONNX_OPS, _STRING_ATTR,
-                      _TENSOR_ATTR, _OnnxOp, _check_dtype, _node_attributes, _row_bias, _weight, _weights)
-from .layers import Input, Layer, Tensor, concat
+from .batchnorm import BatchNorm1d, BatchNorm2d
+from .embedding import Embedding
+from .interop import (_FLOAT_ATTR, _INT_ATTR, _INTS_ATTR, _ONNX_ACTIVATIONS, _ONNX_FLOATS, _ONNX_OPS,
+                      _STRING_ATTR, _TENSOR_ATTR, _OnnxOp, _check_dtype, _node_attributes, _row_bias, _weight,
+                      _weights)
+from .layers import Input, Layer, LayerNorm, Tensor, concat
 from .naming import shown
 from .spatial_layers import (AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d,
                              MaxPool2d)
@@ -52,16 +60,26 @@ _GRAPH_OPS: dict[str, _OnnxOp] = {
     "Reshape": _OnnxOp((2, 2), {"allowzero": _INT_ATTR}),
     "Concat": _OnnxOp((1, _MAX_SIZE), {"axis": _INT_ATTR}),
     "Constant": _OnnxOp((0, 0), {"value": _TENSOR_ATTR}),
+    # inference form only: training_mode=1 (three outputs) is refused by _checked
+    "BatchNormalization": _OnnxOp((5, 5), {"epsilon": _FLOAT_ATTR, "momentum": _FLOAT_ATTR,
+                                           "training_mode": _INT_ATTR}, outputs=3),
+    "LayerNormalization": _OnnxOp((2, 3), {"axis": _INT_ATTR, "epsilon": _FLOAT_ATTR, "stash_type": _INT_ATTR},
+                                  outputs=3),
+    "Gather": _OnnxOp((2, 2), {"axis": _INT_ATTR}),
 }
 
 #: ops that only a layer graph has: a model holding one is imported by this module
 _GRAPH_ONLY = frozenset(_GRAPH_OPS) - frozenset(_ONNX_OPS)
 
 _SUPPORTED = ("Conv, MaxPool, AveragePool, GlobalAveragePool (then Flatten or Reshape), Flatten (axis=1), "
-              "Reshape to (N, -1), Gemm, MatMul (+ Add), Add, Concat (axis=1), Constant (a Reshape's shape) and "
-              f"{', '.join(sorted(_ONNX_ACTIVATIONS))}")
+              "Reshape to (N, -1), Gemm, MatMul (+ Add), Add, Concat (axis=1), BatchNormalization (inference "
+              "form), LayerNormalization (over the features), Gather (axis 0 of an initializer by the integer "
+              "input: an embedding), Constant (a shape or a weight) and "
+              f"{', '.join(sorted(_ONNX_ACTIVATIONS))} (an Identity of a weight is that weight)")
 
 _INT64 = 7  # onnx.TensorProto.INT64
+#: element types of an input of token ids (onnx.TensorProto.INT32, INT64): an index input
+_INDEX_TYPES = frozenset({6, _INT64})
 
 
 def is_layer_graph(graph: Any) -> bool:
@@ -86,7 +104,7 @@ class _Builder:
     """The state of one import: tensors and constants by ONNX value name, each value's
     readers, the parameters and the layer names taken so far."""
 
-    init: Mapping[str, Any]
+    init: dict[str, Any]  # initializers, and the Constant and Identity weights found on the way
     base: Path | None
     dtype: str
     users: dict[str, list[_Node]]
@@ -96,6 +114,9 @@ class _Builder:
     params: dict[str, np.ndarray]
     names: set[str]
     done: set[int]  # ids of nodes folded into the layer before them
+    #: weights that Constant nodes define (not initializers): an all-ones scale and all-zeros
+    #: bias there are how torch's exporter writes a normalisation without affine parameters
+    constants: set[str] = field(default_factory=set)
 
 
 def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss: object, name: str,
@@ -111,8 +132,11 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
         for key in node.inputs:
             users.setdefault(key, []).append(node)
     out_names = [o.name for o in graph.output]
-    b = _Builder(init, base, dtype, users, frozenset(out_names), {data_inputs[0].name: _input(data_inputs[0])},
-                 {}, {}, set(), set())
+    x = _input(data_inputs[0])
+    if x.indices:
+        _check_index_readers(data_inputs[0].name, users.get(data_inputs[0].name, []))
+    b = _Builder(dict(init), base, dtype, users, frozenset(out_names), {data_inputs[0].name: x}, {}, {}, set(),
+                 set())
     defined = {i.name for i in graph.input} | set(init)
     for node in nodes:
         if node.output in defined:
@@ -136,6 +160,11 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
 
 def _checked(index: int, node: Any) -> _Node:
     where = f"node {index}{f' {shown(node.name)}' if node.name else ''} ({shown(node.op_type)})"
+    if node.op_type == "BatchNormalization" and any(
+            a.name == "training_mode" and a.type == _INT_ATTR and a.i != 0 for a in node.attribute):
+        raise SpecTypeError(f"{where}: training_mode=1 is not supported; symnn reads the inference form "
+                            "(scale, B, input_mean, input_var; one output) and computes batch statistics "
+                            "itself in training")
     attrs = _node_attributes(node, where, _GRAPH_OPS, _SUPPORTED)
     if node.op_type == "MaxPool" and attrs.get("storage_order", 0) != 0:
         raise SpecTypeError(f"{where}: storage_order={attrs['storage_order']} is not supported; symnn reads "
@@ -149,16 +178,29 @@ def _checked(index: int, node: Any) -> _Node:
 
 def _input(value_info: Any) -> Tensor:
     """The graph's data input: a tensor declared (N, F), (N, C, L) or (N, C, H, W), N dynamic
-    or fixed, every other dimension a fixed positive size."""
+    or fixed, every other dimension a fixed positive size; an INT64 or INT32 one is T token ids
+    per sample, declared (N, T): an index input, which only an embedding (a Gather) reads."""
     tensor_type = value_info.type.tensor_type
     declared = value_info.type.HasField("tensor_type") and tensor_type.HasField("shape")
     dims = list(tensor_type.shape.dim) if declared else []
     sizes = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
-    if not 2 <= len(dims) <= 4 or any(s is None or not 1 <= s <= _MAX_SIZE for s in sizes):
-        raise SpecError(f"the ONNX input {shown(value_info.name)} must declare its shape as (N, C, H, W), "
-                        "(N, C, L) or (N, F) with fixed positive sizes after the batch N; it declares "
-                        f"{shown(_dims_text(dims)) if dims else 'none'}")
-    return Input(*sizes)
+    indices = declared and tensor_type.elem_type in _INDEX_TYPES
+    most = 2 if indices else 4
+    if not 2 <= len(dims) <= most or any(s is None or not 1 <= s <= _MAX_SIZE for s in sizes):
+        wanted = ("(N, T) (T token ids per sample: it has an integer element type)" if indices else
+                  "(N, C, H, W), (N, C, L) or (N, F)")
+        raise SpecError(f"the ONNX input {shown(value_info.name)} must declare its shape as {wanted} with fixed "
+                        f"positive sizes after the batch N; it declares {shown(_dims_text(dims)) if dims else 'none'}")
+    return Input(*sizes, indices=indices)
+
+
+def _check_index_readers(name: str, readers: Sequence[_Node]) -> None:
+    """An integer input holds token ids: every node reading it must be a Gather taking it as its
+    indices (an embedding), or the ids would be computed on as reals."""
+    for node in readers:
+        if node.op != "Gather" or node.inputs[1] != name or node.inputs[0] == name:
+            raise SpecError(f"{node.where}: reads the integer input {shown(name)} (token ids); symnn reads "
+                            "token ids only as the indices of a Gather(axis=0) of an embedding table")
 
 
 def _dims_text(dims: Sequence[Any]) -> str:
@@ -175,7 +217,17 @@ def _tensor(b: _Builder, node: _Node, key: str) -> Tensor:
 
 def _build(b: _Builder, node: _Node) -> None:
     if node.op == "Constant":
-        b.consts[node.output] = _int_tensor(node.attrs.get("value"), node.where, "value")
+        _constant(b, node)
+    elif node.op == "Identity" and node.inputs[0] in b.init:  # torch's exporter: one weight, two names
+        b.init[node.output] = b.init[node.inputs[0]]
+        if node.inputs[0] in b.constants:
+            b.constants.add(node.output)
+    elif node.op == "BatchNormalization":
+        _batchnorm(b, node)
+    elif node.op == "LayerNormalization":
+        _layernorm(b, node)
+    elif node.op == "Gather":
+        _gather(b, node)
     elif node.op == "Conv":
         _conv(b, node)
     elif node.op in ("MaxPool", "AveragePool"):
@@ -201,6 +253,127 @@ def _build(b: _Builder, node: _Node) -> None:
     else:  # an activation not folded into the layer before it
         x = _tensor(b, node, node.inputs[0])
         b.values[node.output] = Activate(_activation(node, len(x.shape)))(x)
+
+
+def _constant(b: _Builder, node: _Node) -> None:
+    """A Constant node: a floating-point tensor is a weight (read as an initializer is, when a
+    layer uses it), anything else a shape (a Reshape's target)."""
+    value = node.attrs.get("value")
+    if value is not None and hasattr(value, "data_type") and value.data_type in _ONNX_FLOATS:
+        b.init[node.output] = value
+        b.constants.add(node.output)
+    else:
+        b.consts[node.output] = _int_tensor(value, node.where, "value")
+
+
+def _float_attr(node: _Node, key: str, default: float, closed: bool) -> float:
+    """A float attribute in [0, 1] (``closed``) or (0, 1), NaN refused: a momentum, an
+    epsilon. Taken exactly as the file's float32, as ONNX's reference evaluator does (so an
+    exported 1e-5 reads as 9.99999975e-06)."""
+    value = float(node.attrs.get(key, default))
+    if not (0 <= value <= 1 if closed else 0 < value < 1):
+        raise SpecError(f"{node.where}: {key}={value!r} is outside {'[0, 1]' if closed else '(0, 1)'}")
+    return value
+
+
+def _norm_vectors(b: _Builder, node: _Node, keys: Sequence[str], size: int) -> list[np.ndarray]:
+    """The per-channel (or per-feature) weights ``keys`` of a normalisation, each of shape (size,)."""
+    out = []
+    for key in keys:
+        v = _weight(b.init, key, 1, node.where, b.base, exact=True)
+        if v.shape != (size,):
+            raise SpecError(f"{node.where}: {shown(key)} has shape {v.shape}; the {node.op} reads {size} "
+                            "channel(s)")
+        out.append(v)
+    return out
+
+
+def _affine(b: _Builder, scale_key: str, bias_key: str, scale: np.ndarray, bias: np.ndarray) -> bool:
+    """Whether a normalisation has weight and bias: not when both come from Constant nodes as
+    ones and zeros (torch's export of ``affine=False`` / ``elementwise_affine=False``)."""
+    return not ({scale_key, bias_key} <= b.constants and np.all(scale == 1) and np.all(bias == 0))
+
+
+def _batchnorm(b: _Builder, node: _Node) -> None:
+    """BatchNormalization in inference form, ``(X - input_mean) / sqrt(input_var + epsilon) *
+    scale + B``: an ``sn.BatchNorm1d`` on (C,) or (C, L) samples, ``BatchNorm2d`` on (C, H, W),
+    tracking running statistics (the file's mean and variance; ``num_batches_tracked``, which
+    ONNX has not, starts at 0). ONNX's ``momentum`` weighs the running value, PyTorch's the
+    batch's: the layer's momentum is ``1 - momentum`` (default 0.9, so 0.1)."""
+    x = _tensor(b, node, node.inputs[0])
+    if len(x.shape) not in (1, 2, 3):
+        raise SpecError(f"{node.where}: reads samples of shape {x.shape}; symnn normalises (C,), (C, L) or (C, H, W)")
+    c = int(x.shape[0])
+    scale, bias, mean, var = _norm_vectors(b, node, node.inputs[1:5], c)
+    if np.any(var < 0):
+        raise ModelFormatError(f"{node.where}: the running variance {shown(node.inputs[4])} has negative entries")
+    eps = _float_attr(node, "epsilon", float(np.float32(1e-5)), closed=False)
+    momentum = 1.0 - _float_attr(node, "momentum", float(np.float32(0.9)), closed=True)
+    affine = _affine(b, node.inputs[1], node.inputs[2], scale, bias)
+    prefix = node.inputs[3].rpartition(".")[0]
+    own = (node.inputs[3] == f"{prefix}.running_mean" and node.inputs[4] == f"{prefix}.running_var"
+           and (not affine or node.inputs[1:3] == (f"{prefix}.weight", f"{prefix}.bias")))
+    name = _layer_name(b, f"{prefix}.weight" if own else "", None, "batchnorm")
+    cls = BatchNorm2d if len(x.shape) == 3 else BatchNorm1d
+    layer = cls(c, eps, momentum, affine, True, name=name)
+    values = {"weight": scale, "bias": bias} if affine else {}
+    values.update(running_mean=mean, running_var=var, num_batches_tracked=np.zeros(()))
+    for leaf, v in values.items():
+        b.params[f"{name}.{leaf}"] = _weights(v, f"{name}.{leaf}", b.dtype)
+    b.values[node.output] = layer(x)
+
+
+def _layernorm(b: _Builder, node: _Node) -> None:
+    """LayerNormalization over the features of (N, F): an ``sn.LayerNorm`` (``B`` must be
+    given when the scale is a weight: symnn's LayerNorm has both or neither)."""
+    x = _tensor(b, node, node.inputs[0])
+    axis = node.attrs.get("axis", -1)
+    if len(x.shape) != 1 or axis not in (-1, 1):
+        raise SpecError(f"{node.where}: normalises axis {axis} of samples of shape {x.shape}; symnn's LayerNorm "
+                        "normalises the features of (N, F): axis=-1 or 1 on rank-1 samples")
+    if node.attrs.get("stash_type", 1) not in (1, 11):
+        raise SpecTypeError(f"{node.where}: stash_type={node.attrs['stash_type']} is not supported; symnn computes "
+                            "the mean and variance in the kernel's dtype (stash_type 1 or 11)")
+    if len(node.inputs) < 3 or not node.inputs[2]:
+        raise SpecTypeError(f"{node.where}: a LayerNormalization without B (a bias) is not supported; symnn's "
+                            "LayerNorm has a weight and a bias, or neither")
+    d = int(x.shape[0])
+    scale, bias = _norm_vectors(b, node, node.inputs[1:3], d)
+    eps = _float_attr(node, "epsilon", float(np.float32(1e-5)), closed=False)
+    affine = _affine(b, node.inputs[1], node.inputs[2], scale, bias)
+    name = _layer_name(b, node.inputs[1] if affine else "", node.inputs[2], "layernorm")
+    if affine:
+        b.params[f"{name}.weight"] = _weights(scale, f"{name}.weight", b.dtype)
+        b.params[f"{name}.bias"] = _weights(bias, f"{name}.bias", b.dtype)
+    b.values[node.output] = LayerNorm(d, eps, affine, name=name)(x)
+
+
+def _gather(b: _Builder, node: _Node) -> None:
+    """``Gather(data, indices, axis=0)`` with ``data`` an initializer (V, D) and ``indices`` the
+    graph's integer input (N, T): the rows the ids name, (N, T, D), which is an ``sn.Embedding``
+    (named after the module when the table is ``emb.weight``). ONNX has no ``padding_idx``:
+    every row the batch names gets its gradient. A negative id, which ONNX's Gather counts from
+    the end and ``nn.Embedding`` refuses, is refused by the kernels, as any id outside [0, V)."""
+    data, ids = node.inputs
+    axis = node.attrs.get("axis", 0)
+    if axis != 0:
+        raise SpecTypeError(f"{node.where}: Gather(axis={axis}) is not supported; symnn reads Gather(axis=0), "
+                            "the rows of an embedding table")
+    if data not in b.init:
+        raise SpecError(f"{node.where}: the data {shown(data)} is not an initializer; symnn reads a Gather "
+                        "whose data is an embedding table (a weight) and whose indices are the graph's integer "
+                        "input")
+    x = b.values.get(ids)
+    if x is None or not x.indices:
+        raise SpecError(f"{node.where}: the indices {shown(ids)} are not the graph's integer input; symnn reads "
+                        "a Gather of an embedding table by the token ids the graph takes (INT64 or INT32, "
+                        "declared (N, T))")
+    w = _weight(b.init, data, 2, node.where, b.base, exact=True)
+    if min(w.shape) < 1:
+        raise SpecError(f"{node.where}: the table {shown(data)} has shape {w.shape}; an embedding has rows")
+    name = _layer_name(b, data, None, "embedding")
+    b.params[f"{name}.weight"] = _weights(w, f"{name}.weight", b.dtype)
+    b.values[node.output] = Embedding(int(w.shape[0]), int(w.shape[1]), name=name)(x)
 
 
 def _activation(node: _Node, rank: int) -> Activation:

@@ -42,6 +42,13 @@ class SymnnLatexPrinter(LatexPrinter):
             return self._as_tex[expr]
         return super()._print_Symbol(expr, style=style)
 
+    def _print_Mul(self, expr) -> str:
+        # a scalar product holding a matrix (an operand of a named operator, substituted into an
+        # index form) is a scaled matrix: print it as one, its scalar factors multiplied out
+        if any(getattr(a, "is_Matrix", False) for a in expr.args):
+            return self._print_MatMul(expr)
+        return super()._print_Mul(expr)
+
     def _print_MatMul(self, expr) -> str:
         coeff = sp.Mul(*[a for a in expr.args if not getattr(a, "is_Matrix", False)])
         mats = [a for a in expr.args if getattr(a, "is_Matrix", False)]

@@ -216,6 +216,25 @@ def _activation(value: Any, where: str) -> Activation:
     return Activation.builtin(name, **params)
 
 
+#: how a spec writes a batch norm's ``momentum=None`` (the cumulative average): TOML has no null
+MOMENTUM_NONE = "none"
+
+
+def _momentum(value: Any, where: str) -> Any:
+    """A batch norm's momentum as the spec writes it: a number (checked by the layer), or
+    ``"none"`` for PyTorch's ``momentum=None``, the cumulative average of the batches seen."""
+    if value == MOMENTUM_NONE:
+        return None
+    if isinstance(value, str):
+        raise SpecParseError(f"{where}: expected a number in [0, 1] or {MOMENTUM_NONE!r} (the cumulative "
+                             f"average, PyTorch's momentum=None), got {naming.shown(value)}")
+    return value
+
+
+def _momentum_value(value: float | None) -> float | str:
+    return MOMENTUM_NONE if value is None else value
+
+
 def _loss(value: Any, where: str) -> Loss:
     if isinstance(value, str):
         return Loss.builtin(value)
@@ -302,7 +321,7 @@ def _build_graph(doc: Mapping[str, Any], net_table: Mapping[str, Any], source: s
         return Network(inputs=inputs[0] if len(inputs) == 1 else inputs,
                        outputs=outputs[0] if len(outputs) == 1 else outputs, loss=loss, **kw)
 
-    net = build_network(record, make, {"activation": _activation}, source, SpecParseError)
+    net = build_network(record, make, {"activation": _activation, "momentum": _momentum}, source, SpecParseError)
     return Spec(net, _train_table(doc.get("train", {}), source))
 
 
@@ -456,7 +475,7 @@ def _graph_lines(net: Network) -> list[str]:
     """A layer graph's ``outputs`` (the [network] line), ``[[input]]`` and ``[[node]]`` tables."""
     from .graph_spec import graph_record
 
-    record = graph_record(net, {"activation": _activation_value})
+    record = graph_record(net, {"activation": _activation_value, "momentum": _momentum_value})
     lines = [f"outputs = {_toml_value(record['outputs'])}"]
     for item in record["inputs"]:
         lines += ["", "[[input]]"] + [f"{k} = {_toml_value(v)}" for k, v in item.items()]

@@ -32,7 +32,7 @@ class Status(IntEnum):
     ERR_ALIAS = 5, "an output buffer overlaps another buffer"
     ERR_WORK = 6, "work buffer too small"
     ERR_NONFINITE = 7, "non-finite value (NaN or infinity)"
-    ERR_INDEX = 8, "index out of range"
+    ERR_INDEX = 8, "index out of range (or not an integer)"
     ERR_ARG = 9, "invalid argument (a step count below 1)"
 
     @property

@@ -5,7 +5,10 @@ Each supported node becomes the symnn layer with PyTorch's semantics: ``nn.Linea
 activation right after it folded in) an ``sn.Dense``, ``nn.Conv1d``/``Conv2d`` (the same) an
 ``sn.Conv1d``/``Conv2d``, the pooling modules their ``sn`` namesakes, ``nn.AdaptiveAvgPool(1)``
 with the flatten after it an ``sn.GlobalAvgPool``, ``nn.Flatten``/``torch.flatten(x, 1)`` an
-``sn.Flatten``, ``nn.LayerNorm`` an ``sn.LayerNorm``, ``nn.Dropout`` an ``sn.Dropout``,
+``sn.Flatten``, ``nn.LayerNorm`` an ``sn.LayerNorm``, ``nn.BatchNorm1d``/``BatchNorm2d`` an
+``sn.BatchNorm1d``/``BatchNorm2d`` (its running statistics are buffers of the flat vector, keyed
+as in ``state_dict()``), ``nn.Embedding`` on a forward argument an ``sn.Embedding`` on an index
+input (``sn.Input(T, indices=True)``), ``nn.Dropout`` an ``sn.Dropout``,
 ``a + b`` an add and ``torch.cat(dim=1)`` an ``sn.concat``. A layer is named after the
 attribute that holds its module (:func:`layer_name_of`: an ``nn.Sequential``'s module ``3`` is
 layer ``_3``), so the network's parameter names are the module's ``state_dict()`` keys up to
@@ -32,12 +35,15 @@ from .declare import Activate, Activation, Dense, Network
 from .errors import ModelFormatError, SpecError, SpecTypeError
 from .layers import Dropout, Input, Layer, LayerNorm, Tensor, concat
 from .naming import shown
+from .batchnorm import BatchNorm1d, BatchNorm2d
+from .embedding import Embedding
 from .spatial_layers import (AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d,
                              MaxPool2d)
 
 _SUPPORTED = ("nn.Linear, nn.Conv1d/2d (padding_mode='zeros'), nn.MaxPool1d/2d, nn.AvgPool1d/2d, "
               "nn.AdaptiveAvgPool1d/2d(1) followed by a flatten, nn.Flatten and torch.flatten(x, 1), "
-              "nn.LayerNorm (one normalized dimension), nn.Dropout, nn.Identity, a + b "
+              "nn.LayerNorm (one normalized dimension), nn.BatchNorm1d/2d, nn.Embedding (on a forward argument), "
+              "nn.Dropout, nn.Identity, a + b "
               "(operator.add, torch.add), torch.cat(dim=1 or -1), and the activations {activations} "
               "(folded into the Linear or Conv right before them, else an sn.Activate layer)")
 
@@ -56,6 +62,8 @@ class _Kind(enum.Enum):
     GLOBAL_POOL = enum.auto()  # nn.AdaptiveAvgPool1d/2d(1): with the flatten after it, a GlobalAvgPool
     FLATTEN = enum.auto()
     LAYERNORM = enum.auto()
+    BATCHNORM = enum.auto()  # nn.BatchNorm1d/2d
+    EMBEDDING = enum.auto()  # nn.Embedding on a forward argument: its indices
     DROPOUT = enum.auto()
     IDENTITY = enum.auto()
     ACTIVATION = enum.auto()
@@ -106,7 +114,7 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
         from .graph_spec import rebuilt
         from .interop import trainable_or_none
 
-        net = rebuilt(net, frozen=trainable_or_none(frozen, params))
+        net = rebuilt(net, frozen=trainable_or_none(frozen, params, net.buffers))
     return net, params
 
 
@@ -185,6 +193,8 @@ def _module_role(torch: Any, root: Any, node: Any) -> _Role:
         return _Role(_Kind.LAYERNORM, _single_operand(torch, node), sub)
     if cls is nn.Dropout:  # the exact class: AlphaDropout, Dropout1d... differ
         return _Role(_Kind.DROPOUT, _single_operand(torch, node), sub)
+    if cls is nn.Embedding:  # the exact class: an EmbeddingBag pools, a subclass may do anything
+        return _embedding_role(torch, sub, node)
     if cls is nn.Identity:
         return _Role(_Kind.IDENTITY, _single_operand(torch, node), sub)
     kind = cls.__name__
@@ -192,6 +202,31 @@ def _module_role(torch: Any, root: Any, node: Any) -> _Role:
         _check_variant(sub, kind, _where(node))
         return _Role(_Kind.ACTIVATION, _single_operand(torch, node), sub, _activation(sub, kind))
     raise _unsupported(node, f": {kind}")
+
+
+#: nn.Embedding's settings symnn's Embedding does not model: (attribute, its default, why)
+_EMBEDDING_REFUSED = (
+    ("max_norm", None, "symnn does not renormalise the rows a batch reads (the forward pass would "
+                       "write to the table)"),
+    ("scale_grad_by_freq", False, "symnn's gradient is the plain sum over the batch, not scaled by how "
+                                  "often each index occurs"),
+    ("sparse", False, "symnn's gradient of the table is a dense (V, D) array"),
+)
+
+
+def _embedding_role(torch: Any, sub: Any, node: Any) -> _Role:
+    """An ``nn.Embedding``: refused with a setting symnn's layer lacks (each named), and unless
+    it reads a forward argument directly (that argument becomes an index input, whose token
+    ids the kernels check; a computed tensor holds reals)."""
+    for attr, default, why in _EMBEDDING_REFUSED:
+        if getattr(sub, attr) != default:
+            raise SpecTypeError(f"{_where(node)}: Embedding({attr}={getattr(sub, attr)!r}) is not supported: "
+                                f"{why}; use {attr}={default!r}")
+    (operand,) = _single_operand(torch, node)
+    if operand.op != "placeholder":
+        raise SpecError(f"{_where(node)}: an nn.Embedding must read a forward argument directly (its token "
+                        f"ids, an index input of the network); it reads {_where(operand)}")
+    return _Role(_Kind.EMBEDDING, (operand,), sub)
 
 
 def _spatial_table(torch: Any) -> dict[type, tuple[_Kind, type[Layer]]]:
@@ -202,21 +237,24 @@ def _spatial_table(torch: Any) -> dict[type, tuple[_Kind, type[Layer]]]:
             nn.MaxPool1d: (_Kind.POOL, MaxPool1d), nn.MaxPool2d: (_Kind.POOL, MaxPool2d),
             nn.AvgPool1d: (_Kind.POOL, AvgPool1d), nn.AvgPool2d: (_Kind.POOL, AvgPool2d),
             nn.AdaptiveAvgPool1d: (_Kind.GLOBAL_POOL, GlobalAvgPool),
-            nn.AdaptiveAvgPool2d: (_Kind.GLOBAL_POOL, GlobalAvgPool), nn.Flatten: (_Kind.FLATTEN, Flatten)}
+            nn.AdaptiveAvgPool2d: (_Kind.GLOBAL_POOL, GlobalAvgPool), nn.Flatten: (_Kind.FLATTEN, Flatten),
+            nn.BatchNorm1d: (_Kind.BATCHNORM, BatchNorm1d), nn.BatchNorm2d: (_Kind.BATCHNORM, BatchNorm2d)}
 
 
 def needs_graph(torch: Any, sequential: Any) -> bool:
     """Whether an ``nn.Sequential`` is imported as a traced layer graph rather than as a
-    Sequential of Dense layers: it holds a convolution, pooling or flatten module (images need
-    a graph), or an ``nn.Identity`` (the Sequential form keeps no trace of it, so
+    Sequential of Dense layers: it holds a convolution, pooling, flatten or batch-norm module
+    (images, and a layer with buffers, need a graph), an ``nn.Embedding`` (its input is an index
+    input), or an ``nn.Identity`` (the Sequential form keeps no trace of it, so
     ``to_state_dict`` could not count it among the module indices)."""
     table = _spatial_table(torch)
-    return any(type(child) in table or type(child) is torch.nn.Identity for child in sequential)
+    graph_only = (torch.nn.Identity, torch.nn.Embedding)
+    return any(type(child) in table or type(child) in graph_only for child in sequential)
 
 
 def _spatial_role(torch: Any, sub: Any, node: Any) -> _Role | None:
-    """The role of a convolution, pooling or flatten module, after refusing the settings symnn's
-    layer does not have (each named); None for another module."""
+    """The role of a convolution, pooling, flatten or batch-norm module, after refusing the
+    settings symnn's layer does not have (each named); None for another module."""
     entry = _spatial_table(torch).get(type(sub))
     if entry is None:
         return None
@@ -236,7 +274,24 @@ def _spatial_role(torch: Any, sub: Any, node: Any) -> _Role | None:
     if kind is _Kind.FLATTEN and (sub.start_dim, sub.end_dim) != (1, -1):
         raise SpecTypeError(f"{what}(start_dim={sub.start_dim}, end_dim={sub.end_dim}) is not supported; a "
                             "sample's features are flattened with start_dim=1, end_dim=-1")
+    if kind is _Kind.BATCHNORM:
+        _check_batchnorm(sub, what)
     return _Role(kind, _single_operand(torch, node), sub)
+
+
+def _check_batchnorm(sub: Any, what: str) -> None:
+    """Refuse a batch norm whose state symnn would not reproduce: running statistics tracked
+    but absent (set to None after construction, which torch then treats as untracked), or
+    statistics present while ``track_running_stats`` is off (torch then ignores them in
+    ``train()`` but uses them in ``eval()``: a mode symnn's layer has no field for)."""
+    held = sub.running_mean is not None
+    if held != bool(sub.track_running_stats):
+        raise SpecTypeError(f"{what}(track_running_stats={sub.track_running_stats}) "
+                            f"{'holds' if held else 'lacks'} running statistics; symnn reads a BatchNorm "
+                            "that tracks them and holds them, or neither")
+    if (sub.weight is None) != (not sub.affine):
+        raise SpecTypeError(f"{what}(affine={sub.affine}) {'lacks' if sub.weight is None else 'holds'} "
+                            "weight and bias; symnn reads a BatchNorm with both (affine=True) or neither")
 
 
 def _sizes(value: object) -> set[object]:
@@ -392,7 +447,8 @@ def _input_shapes(placeholders: Sequence[Any], roles: Mapping[Any, _Role],
         if width is None:
             raise SpecError(f"the shape of forward argument {shown(p.target)} is not in the traced graph (no "
                             "Linear or LayerNorm reads it directly; a Conv or pooling layer's input has a height "
-                            f"and width no module holds): pass {hint}")
+                            "and width, an Embedding's input a number of tokens T, that no module holds): pass "
+                            f"{hint}")
         shapes.append((width,))
     return shapes
 
@@ -471,7 +527,8 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Seq
     the order of forward's arguments."""
     names = [str(p.target) for p in placeholders]
     values: dict[Any, Tensor] = {
-        p: Input(*s, name=None if len(placeholders) == 1 else n) for p, s, n in zip(placeholders, shapes, names)}
+        p: Input(*s, name=None if len(placeholders) == 1 else n, indices=_reads_indices(p, roles))
+        for p, s, n in zip(placeholders, shapes, names)}
     layers: dict[str, Layer] = {}
     for node in graph.nodes:
         role = roles[node]
@@ -515,8 +572,15 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Seq
             ln = LayerNorm(int(mod.normalized_shape[0]), float(mod.eps), bool(mod.elementwise_affine),
                            name=_layer_name(node))
             values[node] = _layer(layers, node, ln)(*args)
+        elif role.kind is _Kind.BATCHNORM:
+            values[node] = _layer(layers, node, _batchnorm(torch, role.module, _layer_name(node)))(*args)
         elif role.kind is _Kind.DROPOUT:
             values[node] = _layer(layers, node, Dropout(float(role.module.p), name=_layer_name(node)))(*args)
+        elif role.kind is _Kind.EMBEDDING:
+            mod = role.module
+            emb = Embedding(int(mod.num_embeddings), int(mod.embedding_dim), mod.padding_idx,
+                            name=_layer_name(node))
+            values[node] = _layer(layers, node, emb)(*args)
         elif role.kind is _Kind.IDENTITY:
             values[node] = args[0]
         elif role.kind is _Kind.ADD:
@@ -524,6 +588,12 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Seq
         elif role.kind is _Kind.CAT:
             values[node] = concat(args)
     raise SpecError("the traced graph has no output")  # pragma: no cover - fx always ends with one
+
+
+def _reads_indices(placeholder: Any, roles: Mapping[Any, _Role]) -> bool:
+    """Whether a forward argument holds token ids: an nn.Embedding reads it (then nothing else
+    may: the layer graph refuses a Linear on indices, naming it)."""
+    return any(roles[user].kind is _Kind.EMBEDDING for user in placeholder.users)
 
 
 def _conv(torch: Any, mod: Any, activation: Activation, name: str) -> Layer:
@@ -542,6 +612,15 @@ def _pool(torch: Any, mod: Any, name: str) -> Layer:
     if cls.OP is ir.Op.MAX_POOL:  # type: ignore[attr-defined]
         return cls(mod.kernel_size, mod.stride, mod.padding, mod.dilation, bool(mod.ceil_mode), name=name)
     return cls(mod.kernel_size, mod.stride, mod.padding, bool(mod.ceil_mode), bool(mod.count_include_pad),
+               name=name)
+
+
+def _batchnorm(torch: Any, mod: Any, name: str) -> Layer:
+    """The ``sn.BatchNorm1d``/``BatchNorm2d`` of a torch batch norm, its settings carried over
+    (``momentum=None``, the cumulative average, included); the constructor checks them."""
+    cls = _spatial_table(torch)[type(mod)][1]
+    momentum = None if mod.momentum is None else float(mod.momentum)
+    return cls(int(mod.num_features), float(mod.eps), momentum, bool(mod.affine), bool(mod.track_running_stats),
                name=name)
 
 
@@ -579,6 +658,9 @@ def _params(torch: Any, module: Any, net: Network, dtype: str) -> dict[str, np.n
     missing = [k for k in shapes if k not in state]
     if missing:  # pragma: no cover - every layer's parameters come from its module
         raise SpecError(f"the module's state_dict lacks {shown(missing, 160)}")
+    from .interop import counter_params
+
+    counters = counter_params(net)
     params = {}
     for key, (name, shape) in shapes.items():
         tensor = state[key].detach().cpu()
@@ -587,6 +669,9 @@ def _params(torch: Any, module: Any, net: Network, dtype: str) -> dict[str, np.n
         if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
             tensor = tensor.double()  # float16/bfloat16 (NumPy has no bfloat16) are exact in float64
         params[name] = _weights(tensor.numpy(), key, dtype)
+        if name in counters and params[name].item() != tensor.item():  # a count past 2**24 in float32
+            raise ModelFormatError(f"{key} = {tensor.item()} is not exact in {dtype}: the cumulative average "
+                                   "(momentum=None) would divide by another count")
     return params
 
 

@@ -659,6 +659,8 @@ RULE_NOTE: dict[ir.Op, str] = {
     ir.Op.MAX_POOL_GRAD: "the cotangent routed to each window's first maximum",
     ir.Op.AVG_POOL: "mean of each window",
     ir.Op.AVG_POOL_GRAD: "the cotangent spread evenly over each window",
+    ir.Op.GATHER: "the table's rows that each sample's indices name, side by side",
+    ir.Op.GATHER_GRAD: "each block of the cotangent added into the row its index names",
 }
 
 

@@ -176,6 +176,13 @@ def _avg_pool(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None]:
     return (None if x.op is ir.Op.INPUT else ir.avg_pool_grad(ct, node.arg),)
 
 
+def _gather(node: ir.Node, ct: ir.Node) -> tuple[None, ir.Node]:
+    # Y[n, t*D:(t+1)*D] = W[I[n, t]]:  no gradient to the indices (integers); dW = each
+    # D-block of ct added into the row its index names (repeats accumulate)
+    idx, _ = node.src
+    return None, ir.gather_grad(idx, ct, *node.arg)
+
+
 PULLBACKS: dict[ir.Op, Pullback] = {
     ir.Op.MATMUL: _matmul,
     ir.Op.ADD_BIAS: _add_bias,
@@ -194,6 +201,7 @@ PULLBACKS: dict[ir.Op, Pullback] = {
     ir.Op.CHANNEL_EXPAND: _channel_expand,
     ir.Op.MAX_POOL: _max_pool,
     ir.Op.AVG_POOL: _avg_pool,
+    ir.Op.GATHER: _gather,
 }
 #: every op has a pullback but the pullbacks' own (:data:`symnn.ir.PULLBACK_OPS`): symnn
 #: derives first derivatives, and the chain rule names such an op if it ever meets one

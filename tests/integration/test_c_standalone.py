@@ -31,14 +31,30 @@ NETS = {**CATALOGUE, "digits": None,
         "dropout": sn.Network([sn.Dense(3, 6, "relu", dropout=0.25), sn.Dense(6, 4, "tanh", dropout=0.5),
                                sn.Dense(4, 3, "softmax")], loss="cross_entropy", name="dropnet"),
         # two inputs and two outputs (packed X and Y), LayerNorm, concat and a residual add
-        "two_heads": sn.load_spec(Path(__file__).resolve().parents[2] / "examples" / "two_heads.toml").network}
+        "two_heads": sn.load_spec(Path(__file__).resolve().parents[2] / "examples" / "two_heads.toml").network,
+        # an index input read by an Embedding: the harness feeds valid token ids, so the gradient
+        # check and the sanitizers run through the gather and its scatter, and bad ids are refused
+        "embedding_bag": sn.load_spec(Path(__file__).resolve().parents[2] / "examples" / "embedding_bag.toml").network}
 
 
 #: RELIABILITY.md: the sanitizers run on the catalogue plus 20 random architectures
 RANDOM = {f"random{i}": random_network(1000 + i, f"random{i}") for i in range(20)}
 
 
+def _ids_and_features() -> sn.Network:
+    """Real features and token ids side by side in X (the ids in columns 3..6)."""
+    feats, ids = sn.Input(3, name="feats"), sn.Input(4, name="ids", indices=True)
+    h = sn.concat([sn.Dense(3, 5, "tanh")(feats), sn.Flatten()(sn.Embedding(11, 2, padding_idx=1)(ids))])
+    return sn.Network(inputs=[feats, ids], outputs=sn.Dense(13, 2, "sigmoid")(h), loss="bce", name="mixed_ids")
+
+
+#: networks only the sanitizer harness runs (one dtype)
+HARNESS_ONLY = {"mixed_ids": _ids_and_features}
+
+
 def _net(name: str) -> sn.Network:
+    if name in HARNESS_ONLY:
+        return HARNESS_ONLY[name]()
     return digits_network() if name == "digits" else NETS[name] if name in NETS else RANDOM[name]
 
 
@@ -126,6 +142,13 @@ def test_harness_under_asan_ubsan(tmp_path: Path, name: str, dtype: str) -> None
     values = _harness(tmp_path, name, dtype, ["-O1", "-g", *SANITIZE])
     tol = 1e-6 if dtype == "float64" else 1e-2  # float32 differences are only ~3 digits good
     assert float(values["gradcheck_rel"]) <= tol
+
+
+def test_harness_with_ids_beside_features_under_asan_ubsan(tmp_path: Path) -> None:
+    """Real features first, then token ids: the index columns start past 0 and the NaN check
+    has a real column to use."""
+    values = _harness(tmp_path, "mixed_ids", "float64", ["-O1", "-g", *SANITIZE])
+    assert float(values["gradcheck_rel"]) <= 1e-6
 
 
 @pytest.mark.parametrize("name", sorted(RANDOM))

@@ -4,7 +4,8 @@ per-channel bias and sum, max and average pooling and their pullbacks, each lowe
 with the strict warnings of the emitted files and run, against the interpreter
 (:func:`symnn.interpret.evaluate`, whose rules are ``backends/numpy/spatial.py``) on geometries
 hypothesis draws: groups, strides, dilations, asymmetric padding, ceil mode, padding left out
-of an average, ties, NaN and -inf in a max pool's windows, batches of one to a few samples.
+of an average, ties, NaN and -inf in a max pool's windows, batches of one to a few samples; and an
+embedding's gather and its scatter-add pullback (repeated indices, a padding row).
 
 Each op is one kernel of one translation unit per example (float64 and float32 side by side,
 two prefixes), called through ctypes with its arrays; the work buffer starts as NaN, so a part
@@ -92,6 +93,7 @@ void {{ k.name }}(const {{ real }} *const *args, ptrdiff_t n, {{ real }} *out, {
 
 
 Case = tuple[ir.ConvGeometry, ir.PoolGeometry, ir.PoolGeometry]  # conv, max pool, average pool
+VOCAB = 4  # an embedding's rows: few, so that a batch's indices repeat
 
 
 def _ops(cases: list[Case]) -> dict[str, ir.Node]:
@@ -106,7 +108,13 @@ def _ops(cases: list[Case]) -> dict[str, ir.Node]:
         P, Q = ir.param(f"P{i}", (N, maxp.in_size)), ir.param(f"Q{i}", (N, maxp.out_size))
         A, B = ir.param(f"A{i}", (N, avgp.in_size)), ir.param(f"B{i}", (N, avgp.out_size))
         positions = conv.ho * conv.wo
+        # an embedding of VOCAB rows of kw, read by kh + 1 indices per sample (I: integers, see
+        # _values), with no padding row, row 0 or row 1
+        t, d, pad = conv.kh + 1, conv.kw, i % 3 - 1
+        idx = ir.param(f"I{i}", (N, t))
         ops |= {
+            f"gather{i}": ir.gather(idx, ir.param(f"E{i}", (VOCAB, d)), pad),
+            f"gather_grad{i}": ir.gather_grad(idx, ir.param(f"H{i}", (N, t * d)), VOCAB, d, pad),
             f"conv{i}": ir.conv(X, W, conv),
             f"conv_grad_input{i}": ir.conv_grad_input(G, W, conv),
             f"conv_grad_weight{i}": ir.conv_grad_weight(X, G, conv),
@@ -205,6 +213,8 @@ def _values(ops: dict[str, ir.Node], n: int, seed: int) -> dict[str, np.ndarray]
         shape = tuple(n if d == N else int(d) for d in x.shape)
         ties = name[0] in "PA"
         values[name] = rng.integers(-3, 4, shape).astype(float) if ties else rng.normal(size=shape)
+        if name[0] == "I":  # an embedding's indices: in range, as the public entry points ensure
+            values[name] = rng.integers(0, VOCAB, shape).astype(float)
         for special in (np.nan, -np.inf) if name[0] == "P" else ():  # NaN wins; -inf ties with padding
             if rng.random() < 0.5:
                 values[name].flat[rng.integers(values[name].size)] = special

@@ -95,6 +95,10 @@ def _spatial_cases() -> dict[str, ir.Node]:
         "MAX_POOL_GRAD": ir.max_pool_grad(P, Q, MAX_POOL),
         "AVG_POOL": ir.avg_pool(ir.param("Xa", (N, AVG_POOL.in_size)), AVG_POOL),
         "AVG_POOL_GRAD": ir.avg_pool_grad(ir.param("Ga", (N, AVG_POOL.out_size)), AVG_POOL),
+        # the indices a parameter here (so every backend reads them as the buffer of a leaf),
+        # given integer values by _values
+        "GATHER": ir.gather(ir.param("Ig", (N, 3)), ir.param("Wg", (5, 4)), 2),
+        "GATHER_GRAD": ir.gather_grad(ir.param("Ig", (N, 3)), ir.param("Gg", (N, 3 * 4)), 5, 4, 2),
     }
 
 
@@ -108,7 +112,8 @@ def _values(n: int = 3) -> dict[str, np.ndarray]:
     y[np.arange(n), [0, 2, 3]] = 1.0
     leaves = [x for out in _cases().values() for x in ir.toposort([out]) if x.op is ir.Op.PARAM]
     values = {x.arg: rng.normal(size=tuple(n if d == N else int(d) for d in x.shape)) for x in leaves}
-    return values | {"Y": y, "X": np.zeros((n, 1))}  # the interpreter reads the batch size from X
+    indices = np.array([[0, 2, 4], [4, 4, 1], [2, 0, 3]], dtype=float)[:n]  # repeats, the padding row 2
+    return values | {"Y": y, "X": np.zeros((n, 1)), "Ig": indices}  # the interpreter reads the batch size from X
 
 
 def test_every_plan_op_has_a_rule_in_every_table() -> None:

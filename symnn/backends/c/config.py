@@ -677,6 +677,19 @@ class _KernelLowering:
     def _avg_pool_grad(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         return self._pool(st, CKind.AVG_POOL_GRAD, ("g",))
 
+    def _gather(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        nm, idx = self.nm, self.vars[st.operands[0]]
+        vocab, dim, _ = st.payload
+        return {"kind": CKind.GATHER, "c": nm.write(st.target), "i": nm.read(idx.name),
+                "w": nm.read(st.operands[1]), "rows": rows_code(idx), "t": idx.cols, "vocab": vocab, "dim": dim}
+
+    def _gather_grad(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        nm, idx = self.nm, self.vars[st.operands[0]]
+        vocab, dim, padding = st.payload
+        return {"kind": CKind.GATHER_GRAD, "c": nm.write(st.target), "i": nm.read(idx.name),
+                "g": nm.read(st.operands[1]), "rows": rows_code(idx), "t": idx.cols, "vocab": vocab,
+                "dim": dim, "padding": padding}
+
     def _map_stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         return self._map(st)
 
@@ -799,6 +812,8 @@ STATEMENTS: dict[ir.Op, Callable[[_KernelLowering, Stmt, tuple[str, str] | None]
     ir.Op.MAX_POOL_GRAD: _KernelLowering._max_pool_grad,
     ir.Op.AVG_POOL: _KernelLowering._avg_pool,
     ir.Op.AVG_POOL_GRAD: _KernelLowering._avg_pool_grad,
+    ir.Op.GATHER: _KernelLowering._gather,
+    ir.Op.GATHER_GRAD: _KernelLowering._gather_grad,
 }
 
 

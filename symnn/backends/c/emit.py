@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ... import ir, naming, status
 from ...capabilities import C_TARGET_KIND
 from . import gemm
@@ -25,6 +27,7 @@ from .config import (CONV_FIELDS, POOL_FIELDS, SHARED_HELPER_STATEMENTS, CConfig
 from .kinds import GEMM_CALLS, ROW_STAT_KINDS, SPATIAL_PARTS, CKind
 from .printer import VMATH, c_literal
 from ...declare import Network
+from ...embedding import index_blocks
 from ...emit import describe, spec_hash, train_context
 from ...graph import dropout_masks
 from ...optim import Optimizer
@@ -210,18 +213,17 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         lg = work_need["loss_and_grad_train" if train_kernel else "loss_and_grad"]
         mask_rows = sum(m["width"] for m in masks)
         n_buffer = sum(hi - lo for lo, hi in buffer_ranges)
-        # work: the gradient (then the new parameters), the new optimiser state, the buffers'
-        # new values, the dropout masks, then the loss-and-gradient kernel's own work. The
-        # update is computed into the first two and copied out only if every value is finite
-        # (all or nothing).
-        fresh = n_params * (1 + n_state) + n_buffer
+        # work: the gradient, the buffers' new values, the dropout masks, then the
+        # loss-and-gradient kernel's own work. The update is written only after a first pass
+        # over it has found every new value finite (all or nothing), so it keeps no old values.
+        fresh = n_params + n_buffer
         work_need["train_step"] = (lg[0] + mask_rows, lg[1] + fresh)
         variants += [("train_step", False)] + ([("train_step", True)] if labels else [])
         train = _train_context(optimizer, printer, real, n_params)
         train["masks"] = masks
         train["ranges"] = trainable_ranges if still else []
         train["buffers"] = buffer_ranges
-        train["buffer_work"] = f"work + {n_params * (1 + n_state)}"
+        train["buffer_work"] = f"work + {n_params}"
         offset_a, offset_b = 0, fresh
         for m in masks:  # each mask is n x width reals after the gradient
             m["init"] = f"work + {size_code(offset_a, offset_b)}"
@@ -348,6 +350,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "work_per_row": per_row,
         "work_fixed": fixed,
         "conv_weights": any(len(shape) > 2 for shape in net.param_shapes().values()),
+        # the index inputs (an Embedding's): every public entry checks them (SYMNN_ERR_INDEX)
+        "index_blocks": index_blocks(net),
         "image_inputs": [(name, tuple(int(d) for d in shape)) for name, shape in net.input_shapes if len(shape) > 1],
         # each kernel's own need (the *_labels variants add n*N_OUT for the one-hot rows)
         "work_by_kernel": [(k, _formula(*work_need[k])) for k in (*KERNELS, "train_step") if k in work_need],
@@ -410,6 +414,18 @@ def _provenance(source: str, prefix: str, kernels: list[dict],
     }
 
 
+def _start_values(net: Network) -> list[str]:
+    """How ``train_main.c`` starts each parameter tensor, in order: the constant its layer
+    starts it at (a bias's 0, a BatchNorm weight's and running variance's 1), or ``"NAN"`` for
+    a random start (uniform, scaled by its fan-in: a weight)."""
+    out = []
+    for value in net.init_params(seed=0).values():
+        flat = np.asarray(value, dtype=np.float64).reshape(-1)
+        constant = flat.size > 0 and bool(np.all(flat == flat[0])) and (value.ndim < 2 or flat.size == 1)
+        out.append(repr(float(flat[0])) if constant else "NAN")
+    return out
+
+
 def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, str]:
     """``main.c`` (evaluates the network with no Python), with a train step also
     ``train_main.c`` (trains it with no Python), and their ``Makefile``."""
@@ -428,6 +444,7 @@ def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, s
         "batch": 32,
         "statuses": STATUSES,
         "dropout": result.dropout,
+        "starts": _start_values(net),
     }
     files = {"main.c": render("c/main.c.jinja", **common), "Makefile": render("c/Makefile.jinja", **common)}
     if result.optimizer is not None:
@@ -454,7 +471,22 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         dropout=result.dropout,
         fd_step="1e-3" if dtype == "float32" else "1e-6",
         n_in=int(net.n_in),
+        # index inputs get valid token ids (random reals would be refused with SYMNN_ERR_INDEX),
+        # so the gradient check runs through the gathers; the NaN check uses a real column
+        index_blocks=index_blocks(net),
+        real_column=_real_column(net),
     )
+
+
+def _real_column(net: Network) -> int | None:
+    """A column of the packed X that holds reals, not an index input's ids: the harness puts
+    its NaN there (in an index column NaN is SYMNN_ERR_INDEX). The middle column, as always,
+    when it is real; else the first real one; None when every input is indices."""
+    taken = {c for block in index_blocks(net) for c in range(block.lo, block.hi)}
+    middle = int(net.n_in) // 2
+    if middle not in taken:
+        return middle
+    return next((c for c in range(int(net.n_in)) if c not in taken), None)
 
 
 def _train_context(optimizer: Optimizer, printer, real: str, n_params: int) -> dict:

@@ -52,6 +52,8 @@ class CKind(StrEnum):
     MAX_POOL_GRAD = "max_pool_grad"
     AVG_POOL = "avg_pool"
     AVG_POOL_GRAD = "avg_pool_grad"
+    GATHER = "gather"  # an embedding's rows copied out, per index
+    GATHER_GRAD = "gather_grad"  # the cotangent's blocks added into the rows the indices name
 
 
 #: the product of each (trans_a, trans_b): which loop order computes op(A) @ op(B)
@@ -84,6 +86,8 @@ SPATIAL_PARTS: dict[CKind, tuple[str, ...]] = {
     CKind.MAX_POOL_GRAD: ("pool_geom", "max_pool_grad"),
     CKind.AVG_POOL: ("pool_geom", "avg_pool"),
     CKind.AVG_POOL_GRAD: ("pool_geom", "avg_pool_grad"),
+    CKind.GATHER: ("gather",),
+    CKind.GATHER_GRAD: ("gather_grad",),
 }
 
 #: the kinds whose macros use the row-statistics helpers (max-shifted exponentials)

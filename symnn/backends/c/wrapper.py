@@ -17,13 +17,15 @@ from typing import Mapping
 
 import numpy as np
 
-from ...errors import DataError, EmptyBatchError, KernelStatusError, LabelRangeError, NonFiniteError, ShapeError
+from ...errors import (DataError, EmptyBatchError, IndexRangeError, KernelStatusError, LabelRangeError,
+                       NonFiniteError, ShapeError)
 from ...flat import FlatParams
 from ...status import Status
 
 #: status -> error; SYMNN_ERR_ALIAS is the DataError that Kernel.train_step raises for both backends
 _STATUS_ERRORS = {Status.ERR_SIZE: ShapeError, Status.ERR_EMPTY: EmptyBatchError, Status.ERR_LABEL: LabelRangeError,
-                  Status.ERR_ALIAS: DataError, Status.ERR_NONFINITE: NonFiniteError}
+                  Status.ERR_ALIAS: DataError, Status.ERR_NONFINITE: NonFiniteError,
+                  Status.ERR_INDEX: IndexRangeError}
 
 
 #: integer labels the checking entries take: int32 as they are, int64 range-checked into int32

@@ -250,6 +250,7 @@ SPATIAL_FUNCTIONS: dict[ir.Op, str] = {
     ir.Op.CHANNEL_BIAS: "_channel_bias", ir.Op.CHANNEL_SUM: "_channel_sum",
     ir.Op.CHANNEL_EXPAND: "_channel_expand", ir.Op.MAX_POOL: "_max_pool",
     ir.Op.MAX_POOL_GRAD: "_max_pool_grad", ir.Op.AVG_POOL: "_avg_pool", ir.Op.AVG_POOL_GRAD: "_avg_pool_grad",
+    ir.Op.GATHER: "_gather", ir.Op.GATHER_GRAD: "_gather_grad",
 }
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ... import ir, naming
 from ...declare import Network
+from ...embedding import index_blocks
 from ...emit import describe, spec_hash, train_context
 from ...lower import KERNELS, dims, plan_kernel
 from ...optim import Optimizer
@@ -98,6 +99,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         spec_hash=spec_hash(net, dtype, optimizer),
         train=train_context(optimizer, printer) if optimizer is not None else None,
         frozen_slices=sorted(net.frozen_ranges() + net.buffer_ranges()),
+        index_blocks=index_blocks(net),
         buffer_slices=net.buffer_ranges(),
         train_kernel=masks or net.has_buffers,
         masks=[(name, repr(p), width) for name, _, width, p in masks],

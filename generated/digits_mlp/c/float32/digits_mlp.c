@@ -1741,7 +1741,7 @@ const char *digits_mlp_status_string(int status)
     case SYMNN_ERR_ALIAS: return "an output buffer overlaps another buffer";
     case SYMNN_ERR_WORK: return "work buffer too small";
     case SYMNN_ERR_NONFINITE: return "non-finite value (NaN or infinity)";
-    case SYMNN_ERR_INDEX: return "index out of range";
+    case SYMNN_ERR_INDEX: return "index out of range (or not an integer)";
     case SYMNN_ERR_ARG: return "invalid argument (a step count below 1)";
     default: return "unknown status";
     }

@@ -233,12 +233,17 @@ int main(int argc, char **argv)
     order = (ptrdiff_t *)malloc(sizeof *order*(size_t)rows);
     if (!xb || !yb || !yhat || !order) return 3;
 
-    for (int t = 0; t < xor_mlp_n_param_tensors(); ++t) {
-        ptrdiff_t r = 0, c = 0;
-        const ptrdiff_t off = xor_mlp_param_offset(t);
-        xor_mlp_param_shape(t, &r, &c);
-        for (ptrdiff_t e = 0; e < r*c; ++e)
-            params[off + e] = (real_t)(c > 1 ? urand()/sqrt((double)c) : 0.0);
+    {
+        /* each tensor's start: the constant its layer starts it at (a bias's 0, a batch norm's
+           weight and running variance's 1), or NAN for a weight's random start scaled by its fan-in */
+        static const double start[] = { NAN, 0.0, NAN, 0.0 };
+        for (int t = 0; t < xor_mlp_n_param_tensors(); ++t) {
+            ptrdiff_t r = 0, c = 0;
+            const ptrdiff_t off = xor_mlp_param_offset(t);
+            xor_mlp_param_shape(t, &r, &c);
+            for (ptrdiff_t e = 0; e < r*c; ++e)
+                params[off + e] = (real_t)(isnan(start[t]) ? urand()/sqrt((double)c) : start[t]);
+        }
     }
     status = xor_mlp_work_size(rows > BATCH ? rows : BATCH, &work_len);
     if (status != SYMNN_OK) return fail("work size", status);

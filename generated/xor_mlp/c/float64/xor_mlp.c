@@ -35,7 +35,7 @@ static const ptrdiff_t xor_mlp__offset[4] = { 0, 8, 12, 16 };
 /* Largest batch whose every index and byte count fits in ptrdiff_t. */
 static ptrdiff_t xor_mlp__max_n(void)
 {
-    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 68) / 17;
+    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 34) / 17;
 }
 
 /* Do the byte ranges [a, a + na) and [b, b + nb) overlap? (Empty ranges never do.) */
@@ -402,7 +402,7 @@ static int xor_mlp__train_step(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real
     const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, int64_t step, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT work)
 {
     xor_mlp_real *SYMNN_RESTRICT grad = work;
-    xor_mlp__loss_and_grad(params, X, Y, n, out_loss, grad, work + 51);
+    xor_mlp__loss_and_grad(params, X, Y, n, out_loss, grad, work + 17);
     /* a non-finite loss or gradient updates nothing */
     if (!isfinite(*out_loss)) return SYMNN_ERR_NONFINITE;
     {
@@ -415,12 +415,11 @@ static int xor_mlp__train_step(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real
         const xor_mlp_real h0 = 1.0/(1.0 - pow(0.9, t));
         const xor_mlp_real h1 = (1.0/sqrt(1.0 - pow(0.999, t)));
         /* All or nothing, as for a non-finite gradient: a finite gradient can still overflow the
-           update. The old values are saved in work as the new ones are written (the old
-           parameters over the gradient, the old state after it, all through grad, one restrict
-           pointer); if any new value is not finite, the old ones go back before returning. The
-           check is a separate OR loop (it vectorises): inside the update loop, which libm's
-           sqrt keeps scalar, it slowed Adam's step down, and so did computing into work and
-           copying on success. */
+           update. So the update runs twice over the same formulas: the first pass writes
+           nothing and ORs together whether each new parameter and state entry is finite; the
+           second, run only if all are, writes them. No old value is kept anywhere, so the train
+           step's work is the gradient and the loss-and-gradient kernel's own; the price is a
+           second pass over an update that costs a small fraction of the backward pass. */
         int bad = 0;
         for (ptrdiff_t e = 0; e < 17; ++e) {
             const xor_mlp_real p = params[e];
@@ -430,19 +429,20 @@ static int xor_mlp__train_step(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real
             const xor_mlp_real m_new = 0.09999999999999998*g + 0.9*m;
             const xor_mlp_real v_new = 0.0010000000000000009*(g*g) + 0.999*v;
             const xor_mlp_real p_new = -0.05*h0*m_new/(h1*sqrt(v_new) + 1e-08) + p;
-            grad[17 + e] = m;
-            state[0 + e] = m_new;
-            grad[34 + e] = v;
-            state[17 + e] = v_new;
-            grad[e] = p;
-            params[e] = p_new;
+            bad |= !isfinite(p_new) | !isfinite(m_new) | !isfinite(v_new);
         }
-        for (ptrdiff_t e = 0; e < 17; ++e) bad |= !isfinite(params[e]);
-        for (ptrdiff_t e = 0; e < 34; ++e) bad |= !isfinite(state[e]);
-        if (bad) { /* put every old value back */
-            for (ptrdiff_t e = 0; e < 17; ++e) params[e] = grad[e];
-            for (ptrdiff_t e = 0; e < 34; ++e) state[e] = grad[17 + e];
-            return SYMNN_ERR_NONFINITE;
+        if (bad) return SYMNN_ERR_NONFINITE;
+        for (ptrdiff_t e = 0; e < 17; ++e) {
+            const xor_mlp_real p = params[e];
+            const xor_mlp_real g = grad[e];
+            const xor_mlp_real m = state[0 + e];
+            const xor_mlp_real v = state[17 + e];
+            const xor_mlp_real m_new = 0.09999999999999998*g + 0.9*m;
+            const xor_mlp_real v_new = 0.0010000000000000009*(g*g) + 0.999*v;
+            const xor_mlp_real p_new = -0.05*h0*m_new/(h1*sqrt(v_new) + 1e-08) + p;
+            state[0 + e] = m_new;
+            state[17 + e] = v_new;
+            params[e] = p_new;
         }
     }
     return SYMNN_OK;
@@ -522,7 +522,7 @@ int xor_mlp_train_step(xor_mlp_real *params, xor_mlp_real *state, const xor_mlp_
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
     if (step < 1) return SYMNN_ERR_ARG;
-    need = (size_t)n*17 + 51;
+    need = (size_t)n*17 + 17;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(params, (size_t)17*sizeof(xor_mlp_real), X, (size_t)n*2*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -547,7 +547,7 @@ int xor_mlp_work_size(ptrdiff_t n, size_t *work_len)
 {
     if (work_len == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
-    *work_len = (size_t)n*17 + 51;
+    *work_len = (size_t)n*17 + 17;
     return SYMNN_OK;
 }
 
@@ -603,7 +603,7 @@ const char *xor_mlp_status_string(int status)
     case SYMNN_ERR_ALIAS: return "an output buffer overlaps another buffer";
     case SYMNN_ERR_WORK: return "work buffer too small";
     case SYMNN_ERR_NONFINITE: return "non-finite value (NaN or infinity)";
-    case SYMNN_ERR_INDEX: return "index out of range";
+    case SYMNN_ERR_INDEX: return "index out of range (or not an integer)";
     case SYMNN_ERR_ARG: return "invalid argument (a step count below 1)";
     default: return "unknown status";
     }
