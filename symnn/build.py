@@ -74,9 +74,12 @@ from .render import CODEGEN_VERSION
 
 #: Flags for the in-process build. Emitted files for shipping use portable flags (the
 #: generated Makefile). Never -ffast-math: it breaks NaN checks and, loaded into Python,
-#: would flush subnormals process-wide.
+#: would flush subnormals process-wide. -fno-math-errno (after -fno-fast-math, which turns
+#: errno back on) changes no result: sqrt is correctly rounded either way, and no kernel reads
+#: errno; without it GCC keeps every loop with a sqrt scalar (the optimisers' updates: Adam's
+#: ran 4x slower) to set errno for a negative argument.
 NATIVE_FLAGS = ("-O3", "-march=native")
-BASE_FLAGS = ("-fPIC", "-shared", "-fvisibility=hidden", "-fno-fast-math")
+BASE_FLAGS = ("-fPIC", "-shared", "-fvisibility=hidden", "-fno-fast-math", "-fno-math-errno")
 
 _loaded: dict[str, types.ModuleType] = {}
 _loaded_lock = threading.Lock()

@@ -251,14 +251,12 @@ def test_numpy_loss_gradients_forward_and_a_step_match_torch(case: Case) -> None
 
 
 @pytest.mark.needs_cc
-@settings(max_examples=1, **SETTINGS)
-@given(drawn=st.lists(cases(), min_size=1, max_size=1))
-def test_c_loss_gradients_and_forward_match_torch(drawn: list[Case]) -> None:
-    """The pinned cases and a drawn one in float64, two pinned ones (2-D with affine, features
-    without running statistics) also in float32, each dtype's networks in one compiler run (the
-    NumPy test above covers the draws; compiling is most of this test's time)."""
-    nets = [(case, build(case, f"bn{i}")) for i, case in enumerate(PINNED + drawn)]
-    in32 = (0, 2)
+def test_c_loss_gradients_and_forward_match_torch() -> None:
+    """Two pinned cases (2-D with affine, features without running statistics) in float64 and
+    the first in float32, each dtype's networks in one compiler run: the NumPy test above covers
+    the draws, and C equals NumPy to 1e-14 below (compiling is most of this test's time)."""
+    nets = [(case, build(case, f"bn{i}")) for i, case in enumerate([PINNED[0], PINNED[2]])]
+    in32 = (0,)
     k64 = sn.compile_many([net for _, net in nets], backend="c", dtype="float64")
     k32 = dict(zip(in32, sn.compile_many([nets[i][1] for i in in32], backend="c", dtype="float32")))
     for i, (case, net) in enumerate(nets):
@@ -291,7 +289,7 @@ def batches(case: Case, k: int, seed: int = 7) -> list[tuple[np.ndarray, np.ndar
 
 
 @pytest.mark.parametrize("backend, name", [("numpy", n) for n in sorted(STEPPERS)] + [
-    pytest.param("c", n, marks=pytest.mark.needs_cc) for n in ("adam_clip", "adamw", "sgd")])  # adam_clip steps Adam
+    pytest.param("c", n, marks=pytest.mark.needs_cc) for n in ("adam_clip",)])  # C equals NumPy below, step for step
 def test_steps_move_parameters_and_buffers_as_torch(backend: str, name: str) -> None:
     """Four steps on batches of mean 1, variance 4: the running statistics move towards them,
     the count reaches 4, and the clipping norm and the weight decay leave the buffers alone."""
@@ -543,6 +541,8 @@ def test_the_emitted_c_trainer_trains_a_batch_norm_cnn(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     losses = [float(line.split()[3]) for line in out.stdout.splitlines() if line.startswith("epoch ")]
     assert losses[-1] < losses[0], out.stdout
+    # it learns: the batch norm's weight starts at 1 (at 0 it would stay at chance, 0.1)
+    assert float(out.stdout.split("accuracy")[1].split()[0].strip(":")) > 0.5, out.stdout
     flat = np.fromfile(tmp_path / "p.bin", dtype=np.float64)
     p = {name: flat[lo:hi] for name, lo, hi, _ in net.param_layout()}
     batch = int(next(line.split()[2] for line in (ship / "train_main.c").read_text().splitlines()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import io
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -379,22 +378,15 @@ def test_the_cli_checks_trains_emits_and_prints_the_bn_example(tmp_path: Path,
     assert (tmp_path / "r.html").stat().st_size > 0
 
 
-def test_symnn_check_takes_a_relu_after_a_batchnorm(tmp_path: Path) -> None:
-    spec = tmp_path / "relu_bn.toml"
-    spec.write_text(EXAMPLE.read_text().replace('activation = "silu"', 'activation = "relu"'))
-    assert main(["check", str(spec), "--backend", "numpy"]) == 0
+def test_a_gradient_check_takes_a_relu_after_a_batchnorm() -> None:
+    """A batch norm centres each channel at 0, ReLU's kink, and couples the rows: no batch keeps
+    every pre-activation away from the kink, so ``sample_point`` (what ``symnn check`` draws)
+    keeps the farthest batch and the check steps clear of the kinks entry by entry."""
+    x = sn.Input(1, 5, 5)
+    h = sn.BatchNorm2d(3, name="bn")(sn.Conv2d(1, 3, 3, padding=1, bias=False, name="conv")(x))
+    net = sn.Network(inputs=x, outputs=sn.Dense(75, 3, "softmax", name="fc")(sn.Flatten()(sn.Activate("relu")(h))),
+                     loss="cross_entropy", name="relubn")
+    params, X, Y = sn.sample_point(net, n=4)
+    report = sn.gradcheck(sn.compile(net), params, X, Y)
+    assert report.passed and report.n_checked > 0, report
 
-
-def test_the_emitted_c_train_demo_learns_the_bn_example(tmp_path: Path) -> None:
-    import shutil
-
-    if shutil.which("cc") is None or shutil.which("make") is None:
-        pytest.skip("needs a C compiler and make")
-    X, y = datasets.load_digits()
-    csv = tmp_path / "digits.csv"
-    np.savetxt(csv, np.column_stack([X[:320], y[:320]]), delimiter=",", fmt="%g")
-    assert main(["emit", str(EXAMPLE), "--backend", "c", "--with-train-step", "--out", str(tmp_path / "ship")]) == 0
-    subprocess.run(["make", "-s"], cwd=tmp_path / "ship", check=True, capture_output=True, timeout=120)
-    out = subprocess.run([str(tmp_path / "ship" / "cnn_bn_digits_train"), str(csv), "4"], capture_output=True,
-                         text=True, check=True, timeout=120).stdout
-    assert float(out.split("accuracy")[1]) > 0.5, out

@@ -57,6 +57,13 @@ def test_sequential_embedding_matches_autograd_and_round_trips_its_state_dict() 
     module.load_state_dict(sn.to_state_dict(net, params))  # the module's own keys and shapes
 
 
+def test_a_frozen_pretrained_table_stays_frozen() -> None:
+    table = torch.from_numpy(np.random.default_rng(0).normal(size=(V, D)))
+    module = nn.Sequential(nn.Embedding.from_pretrained(table, freeze=True), nn.Flatten(), nn.Linear(T * D, K))
+    net, params = sn.from_torch(module.double(), input_shape=(T,), loss="mse")
+    assert "_0.weight" not in net.trainable and np.array_equal(params["_0.weight"], table.numpy())
+
+
 def test_float32_import_matches_float64_autograd() -> None:
     module = ready(_bag(padding_idx=None), seed=1)
     net, params = sn.from_torch(module, input_shape=(T,), dtype="float32")

@@ -27,7 +27,7 @@ from .config import (CONV_FIELDS, POOL_FIELDS, SHARED_HELPER_STATEMENTS, CConfig
 from .kinds import GEMM_CALLS, ROW_STAT_KINDS, SPATIAL_PARTS, CKind
 from .printer import VMATH, c_literal
 from ...declare import Network
-from ...embedding import index_blocks
+from ...embedding import index_blocks, padding_rows
 from ...emit import describe, spec_hash, train_context
 from ...graph import dropout_masks
 from ...optim import Optimizer
@@ -475,7 +475,16 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         # so the gradient check runs through the gathers; the NaN check uses a real column
         index_blocks=index_blocks(net),
         real_column=_real_column(net),
+        padding_ranges=_padding_ranges(net),
     )
+
+
+def _padding_ranges(net: Network) -> list[tuple[int, int]]:
+    """[lo, hi) in the flat parameters of each embedding's padding row: its gradient is zero by
+    declaration, so the harness's difference check expects exactly zero there."""
+    rows = padding_rows(net)
+    return [(p["offset"] + rows[p["name"]] * p["cols"], p["offset"] + (rows[p["name"]] + 1) * p["cols"])
+            for p in _params_table(net) if p["name"] in rows]
 
 
 def _real_column(net: Network) -> int | None:
