@@ -476,6 +476,10 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         index_blocks=index_blocks(net),
         real_column=_real_column(net),
         padding_ranges=_padding_ranges(net),
+        # a buffer starts at its layer's value plus up to 0.5 (a positive running variance); "NAN":
+        # a parameter, drawn at random
+        buffer_starts=[start if name in net.buffers else "NAN"
+                       for name, start in zip(net.param_shapes(), _start_values(net))] if net.buffers else [],
     )
 
 
