@@ -100,6 +100,9 @@ def plan_kernel(prog: Program, kernel: str) -> KernelPlan:
         if node.op is ir.Op.ADD_BIAS:
             mm = node.src[0]
             inplace = mm.op is ir.Op.MATMUL and consumers.get(id(mm)) == 1 and id(mm) not in out_of
+        elif node.op is ir.Op.CHANNEL_BIAS:  # a convolution's bias, added where it wrote
+            conv = node.src[0]
+            inplace = conv.op is ir.Op.CONV and consumers.get(id(conv)) == 1 and id(conv) not in out_of
         elif node.op is ir.Op.MAP:
             payload = node.arg.expr.xreplace(
                 {
@@ -113,17 +116,17 @@ def plan_kernel(prog: Program, kernel: str) -> KernelPlan:
                  prog.equation_of(node))
         )
     plan.outputs = {k: names[id(v)] for k, v in outs.items()}
-    # an in-place bias add renames its matmul's target to the bias add's target
+    # an in-place bias add renames its matmul's (convolution's) target to the bias add's target
     stmts: list[Stmt] = []
     for st in plan.stmts:
-        if st.kind is ir.Op.ADD_BIAS and st.inplace:
+        if st.kind in (ir.Op.ADD_BIAS, ir.Op.CHANNEL_BIAS) and st.inplace:
             prev = stmts.pop()
             stmts.append(
                 Stmt(prev.kind, st.target, prev.operands, prev.shape, prev.payload, False, prev.src_shapes,
                      prev.origin)
             )
             stmts.append(
-                Stmt(ir.Op.ADD_BIAS, st.target, (st.target, st.operands[1]), st.shape, None, True, st.src_shapes,
+                Stmt(st.kind, st.target, (st.target, st.operands[1]), st.shape, st.payload, True, st.src_shapes,
                      st.origin)
             )
         else:

@@ -3,7 +3,9 @@
 The emitted C kernels take one caller-owned work buffer (its size in the header, per kernel).
 The *liveness lower bound* of a kernel is the largest total size of the intermediate values
 its statement order keeps alive at once: a value lives from the statement that computes it to
-the last one that reads it; parameters, inputs and the caller's outputs are not work. No
+the last one that reads it, and an element-wise map that reads an operand of its shape for the
+last time may write over it (one memory for both, as the C lowering does); parameters, inputs
+and the caller's outputs are not work. No
 allocation of that schedule's values can use less, so ``work / bound`` says how much the slot
 allocator (and the scratch that products and convolutions add) costs over the schedule itself. ``symnn report`` and ``benchmarks/cnn_peers.py``
 print the table; the figures are reals (bytes: times the dtype's size).
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import naming
+from . import ir, naming
 from .lower import KERNELS, KernelPlan, plan_kernel
 
 
@@ -46,6 +48,7 @@ def live_peak(plan: KernelPlan, n: int, keep_outputs: bool = False) -> int:
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     size: dict[str, int] = {}
+    shape: dict[str, tuple] = {}
     for i, st in enumerate(plan.stmts):
         for o in st.operands:
             if o in first:
@@ -53,14 +56,35 @@ def live_peak(plan: KernelPlan, n: int, keep_outputs: bool = False) -> int:
         if st.target not in first:  # an in-place statement (z += b) keeps its value's slot
             first[st.target] = i
             size[st.target] = _size(tuple(st.shape), n)
+            shape[st.target] = tuple(st.shape)
         last[st.target] = max(last.get(st.target, i), i)
+    # an element-wise map may write over an operand of its shape that it reads last (the C
+    # lowering does): the two values are one memory, from the operand's first statement to the
+    # map's value's last
+    owner: dict[str, str] = {}
+    for i, st in enumerate(plan.stmts):
+        if st.kind is ir.Op.MAP and first.get(st.target) == i and st.target not in outputs:
+            for o in st.operands:
+                if o in first and o not in outputs and o != st.target and last[o] == i \
+                        and shape[o] == shape[st.target] and o not in owner.values():
+                    owner[st.target] = o
+                    break
+    def root(v: str) -> str:
+        while v in owner:
+            v = owner[v]
+        return v
     end = len(plan.stmts) - 1
     work = {v for v in first if v not in outputs or keep_outputs}
-    events = [0] * (len(plan.stmts) + 1)
+    span: dict[str, tuple[int, int, int]] = {}  # root -> (start, stop, size)
     for v in work:
         stop = end if v in outputs else last[v]
-        events[first[v]] += size[v]
-        events[stop + 1] -= size[v]
+        r = root(v)
+        start, stop0, sz = span.get(r, (first[r], stop, size[r]))
+        span[r] = (min(start, first[v]), max(stop0, stop), max(sz, size[v]))
+    events = [0] * (len(plan.stmts) + 1)
+    for start, stop, sz in span.values():
+        events[start] += sz
+        events[stop + 1] -= sz
     peak = alive = 0
     for delta in events[:-1]:
         alive += delta

@@ -345,6 +345,8 @@ class _KernelLowering:
                               "store": nm.write(store) if store is not None else None,
                               "rows": rows_code(zv), "cols": zv.cols}, self._origins(*shared_stats[z]))
             target = self.vars[st.target]
+            if st.kind is ir.Op.MAP:
+                self._take_over(target, st, i, last)
             self._allocate(target)
             # each context's "origins": the plan statements it computes (a fused loop several)
             colsum_of = [sums[i][0]] if i in sums else []
@@ -392,6 +394,20 @@ class _KernelLowering:
         context this one absorbs (a fused bias add): what a statement context computes, for the
         emitted file's provenance (:mod:`symnn.provenance`)."""
         return list(dict.fromkeys([*merged, *(self.plan.stmts[i].origin for i in indices)]))
+
+    def _take_over(self, target: Var, st: Stmt, i: int, last: dict[str, int]) -> None:
+        """An element-wise map writes into the slot of an operand of its own shape whose last
+        read it is: each entry is read before the same entry is written, so no second buffer
+        is needed (a convolution's output and its activation share one)."""
+        if target.storage != "work" or target.slot is not None:
+            return
+        for name in st.operands:
+            o = self.vars.get(name)
+            if (o is not None and o is not target and o.storage == "work" and o.slot is not None
+                    and last.get(name) == i and (o.rows, o.cols) == (target.rows, target.cols)):
+                target.slot, o.slot = o.slot, None  # the operand's slot is the target's now: not released
+                self.layout.pointers.append({"name": target.name, "slot": target.slot, "const": False})
+                return
 
     def _allocate(self, var: Var) -> None:
         if var.storage == "work" and var.slot is None:

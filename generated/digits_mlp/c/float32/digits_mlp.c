@@ -35,7 +35,7 @@ static const ptrdiff_t digits_mlp__offset[4] = { 0, 2048, 2080, 2400 };
 /* Largest batch whose every index and byte count fits in ptrdiff_t. */
 static ptrdiff_t digits_mlp__max_n(void)
 {
-    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(digits_mlp_real) - 4522) / 160;
+    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(digits_mlp_real) - 4522) / 138;
 }
 
 /* Do the byte ranges [a, a + na) and [b, b + nb) overlap? (Empty ranges never do.) */
@@ -1304,7 +1304,7 @@ static inline digits_mlp_real digits_mlp__max(digits_mlp_real a, digits_mlp_real
     return (a < b || b != b) ? b : a;
 }
 
-/* forward: ops: 6 tensor, 1 scalar; work: 74*n + 2080 reals. Arguments already checked. */
+/* forward: ops: 6 tensor, 1 scalar; work: 52*n + 2080 reals. Arguments already checked. */
 static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_yhat, digits_mlp_real *SYMNN_RESTRICT work)
 {
     const digits_mlp_real *W1 = params;
@@ -1313,10 +1313,10 @@ static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, co
     const digits_mlp_real *b2 = params + 2400;
     digits_mlp_real *z1 = work;
     digits_mlp_real *z1_bp = work + 32*n;
-    digits_mlp_real *a1 = work + 32*n + 2080;
-    digits_mlp_real *z2 = work;
+    digits_mlp_real *a1 = work;
+    digits_mlp_real *z2 = work + 32*n + 2080;
     digits_mlp_real *z2_bp = work + 32*n;
-    digits_mlp_real *z2_ct = work + 64*n + 2080;
+    digits_mlp_real *z2_ct = work + 42*n + 2080;
     digits_mlp_real *a2 = out_yhat;
     digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
@@ -1347,7 +1347,7 @@ static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, co
     }
 }
 
-/* loss: ops: 12 tensor, 10 scalar; work: 74*n + 2080 reals. Arguments already checked. */
+/* loss: ops: 12 tensor, 10 scalar; work: 52*n + 2080 reals. Arguments already checked. */
 static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, const digits_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_loss, digits_mlp_real *SYMNN_RESTRICT work)
 {
     const digits_mlp_real *W1 = params;
@@ -1356,11 +1356,11 @@ static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const
     const digits_mlp_real *b2 = params + 2400;
     digits_mlp_real *z1 = work;
     digits_mlp_real *z1_bp = work + 32*n;
-    digits_mlp_real *a1 = work + 32*n + 2080;
-    digits_mlp_real *z2 = work;
+    digits_mlp_real *a1 = work;
+    digits_mlp_real *z2 = work + 32*n + 2080;
     digits_mlp_real *z2_bp = work + 32*n;
-    digits_mlp_real *z2_ct = work + 64*n + 2080;
-    digits_mlp_real *t2 = work + 64*n + 2080;
+    digits_mlp_real *z2_ct = work + 42*n + 2080;
+    digits_mlp_real *t2 = work + 42*n + 2080;
     digits_mlp_real *t4 = work + 32*n;
     digits_mlp_real *t6 = work + 32*n;
     digits_mlp_real t3;
@@ -1416,7 +1416,7 @@ static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const
     *out_loss = loss;
 }
 
-/* loss_and_grad: ops: 22 tensor, 18 scalar; work: 150*n + 2112 reals. Arguments already checked. */
+/* loss_and_grad: ops: 22 tensor, 18 scalar; work: 128*n + 2112 reals. Arguments already checked. */
 static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, const digits_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_loss, digits_mlp_real *SYMNN_RESTRICT out_grad, digits_mlp_real *SYMNN_RESTRICT work)
 {
     const digits_mlp_real *W1 = params;
@@ -1425,24 +1425,24 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
     const digits_mlp_real *b2 = params + 2400;
     digits_mlp_real *z1 = work;
     digits_mlp_real *z1_bp = work + 32*n;
-    digits_mlp_real *a1 = work + 32*n + 2080;
-    digits_mlp_real *z2 = work;
+    digits_mlp_real *a1 = work;
+    digits_mlp_real *z2 = work + 32*n + 2080;
     digits_mlp_real *z2_bp = work + 32*n;
-    digits_mlp_real *z2_ct = work + 64*n + 2080;
-    digits_mlp_real *z2_max = work + 64*n + 2080;
-    digits_mlp_real *z2_sum = work + 74*n + 2080;
-    digits_mlp_real *a2 = work + 75*n + 2080;
-    digits_mlp_real *t2 = work + 85*n + 2080;
+    digits_mlp_real *z2_ct = work + 42*n + 2080;
+    digits_mlp_real *z2_max = work + 42*n + 2080;
+    digits_mlp_real *z2_sum = work + 52*n + 2080;
+    digits_mlp_real *a2 = work + 53*n + 2080;
+    digits_mlp_real *t2 = work + 63*n + 2080;
     digits_mlp_real *t4 = work + 32*n;
     digits_mlp_real *t6 = work + 32*n;
-    digits_mlp_real *t8 = work + 64*n + 2080;
-    digits_mlp_real *t9 = work;
+    digits_mlp_real *t8 = work + 53*n + 2080;
+    digits_mlp_real *t9 = work + 64*n + 2080;
     digits_mlp_real *t9_bp = work + 32*n;
-    digits_mlp_real *t10 = work + 86*n + 2080;
+    digits_mlp_real *t10 = work + 64*n + 2080;
     digits_mlp_real *t11 = work + 32*n;
-    digits_mlp_real *t11_bp = work + 118*n + 2080;
+    digits_mlp_real *t11_bp = work + 96*n + 2080;
     digits_mlp_real *t12 = work + 32*n;
-    digits_mlp_real *t12_bp = work + 118*n + 2080;
+    digits_mlp_real *t12_bp = work + 96*n + 2080;
     digits_mlp_real *dL_dW1 = out_grad;
     digits_mlp_real *dL_db1 = out_grad + 2048;
     digits_mlp_real *dL_dW2 = out_grad + 2080;
@@ -1552,7 +1552,7 @@ int digits_mlp_forward(const digits_mlp_real *params, const digits_mlp_real *X, 
     size_t need;
     if (params == NULL || X == NULL || yhat == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
-    need = (size_t)n*74 + 2080;
+    need = (size_t)n*52 + 2080;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(yhat, (size_t)n*10*sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1572,7 +1572,7 @@ int digits_mlp_loss(const digits_mlp_real *params, const digits_mlp_real *X, con
     if (params == NULL || X == NULL || Y == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*74 + 2080;
+    need = (size_t)n*52 + 2080;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1593,7 +1593,7 @@ int digits_mlp_loss_and_grad(const digits_mlp_real *params, const digits_mlp_rea
     if (params == NULL || X == NULL || Y == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*150 + 2112;
+    need = (size_t)n*128 + 2112;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1619,7 +1619,7 @@ int digits_mlp_loss_labels(const digits_mlp_real *params, const digits_mlp_real 
     if (params == NULL || X == NULL || labels == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*84 + 2080;
+    need = (size_t)n*62 + 2080;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1636,7 +1636,7 @@ int digits_mlp_loss_labels(const digits_mlp_real *params, const digits_mlp_real 
         }
     {
         /* one-hot targets after the dense kernel's work */
-        digits_mlp_real *onehot = work + (74*n + 2080);
+        digits_mlp_real *onehot = work + (52*n + 2080);
         for (ptrdiff_t e = 0; e < n*10; ++e) onehot[e] = 0.0F;
         for (ptrdiff_t i = 0; i < n; ++i) onehot[i*10 + labels[i]] = 1.0F;
         digits_mlp__loss(params, X, onehot, n, loss, work);
@@ -1651,7 +1651,7 @@ int digits_mlp_loss_and_grad_labels(const digits_mlp_real *params, const digits_
     if (params == NULL || X == NULL || labels == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*160 + 2112;
+    need = (size_t)n*138 + 2112;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1673,7 +1673,7 @@ int digits_mlp_loss_and_grad_labels(const digits_mlp_real *params, const digits_
         }
     {
         /* one-hot targets after the dense kernel's work */
-        digits_mlp_real *onehot = work + (150*n + 2112);
+        digits_mlp_real *onehot = work + (128*n + 2112);
         for (ptrdiff_t e = 0; e < n*10; ++e) onehot[e] = 0.0F;
         for (ptrdiff_t i = 0; i < n; ++i) onehot[i*10 + labels[i]] = 1.0F;
         digits_mlp__loss_and_grad(params, X, onehot, n, loss, grad, work);
@@ -1685,7 +1685,7 @@ int digits_mlp_work_size(ptrdiff_t n, size_t *work_len)
 {
     if (work_len == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
-    *work_len = (size_t)n*160 + 2112;
+    *work_len = (size_t)n*138 + 2112;
     return SYMNN_OK;
 }
 

@@ -21,7 +21,7 @@
  *
  *   work    caller-provided scratch of at least digits_mlp_work_size(n) reals
  *           (DIGITS_MLP_WORK_PER_ROW * n + DIGITS_MLP_WORK_FIXED is an upper bound);
- *           each kernel's own need, in reals: forward 74*n + 2080, loss 74*n + 2080, loss_and_grad 150*n + 2112
+ *           each kernel's own need, in reals: forward 52*n + 2080, loss 52*n + 2080, loss_and_grad 128*n + 2112
  * Outputs must not overlap inputs, each other or the used part of work (SYMNN_ERR_ALIAS).
  * NaN and infinity in inputs propagate; digits_mlp_check_finite() detects them first.
  * Only the C standard library is needed; link with -lm. Both files also compile as C++.
@@ -60,7 +60,7 @@ extern "C" {
 #define DIGITS_MLP_N_PARAMS 2410
 #define DIGITS_MLP_N_PARAM_TENSORS 4
 #define DIGITS_MLP_N_STATE 0
-#define DIGITS_MLP_WORK_PER_ROW 160
+#define DIGITS_MLP_WORK_PER_ROW 138
 #define DIGITS_MLP_WORK_FIXED 2112
 
 /* The scalar type of every real array (float32). */

@@ -35,7 +35,7 @@ static const ptrdiff_t xor_mlp__offset[4] = { 0, 8, 12, 16 };
 /* Largest batch whose every index and byte count fits in ptrdiff_t. */
 static ptrdiff_t xor_mlp__max_n(void)
 {
-    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 34) / 17;
+    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 34) / 10;
 }
 
 /* Do the byte ranges [a, a + na) and [b, b + nb) overlap? (Empty ranges never do.) */
@@ -163,7 +163,7 @@ static inline xor_mlp_real xor_mlp__softplus(xor_mlp_real x)
     return (x > 0.0 ? x : 0.0) + log1p(xor_mlp__exp(-fabs(x)));
 }
 
-/* forward: ops: 6 tensor, 2 scalar; work: 8*n reals. Arguments already checked. */
+/* forward: ops: 6 tensor, 2 scalar; work: 5*n reals. Arguments already checked. */
 static void xor_mlp__forward(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X, ptrdiff_t n, xor_mlp_real *SYMNN_RESTRICT out_yhat, xor_mlp_real *SYMNN_RESTRICT work)
 {
     const xor_mlp_real *W1 = params;
@@ -171,8 +171,8 @@ static void xor_mlp__forward(const xor_mlp_real *SYMNN_RESTRICT params, const xo
     const xor_mlp_real *W2 = params + 12;
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
-    xor_mlp_real *a1 = work + 4*n;
-    xor_mlp_real *z2 = work;
+    xor_mlp_real *a1 = work;
+    xor_mlp_real *z2 = work + 4*n;
     xor_mlp_real *a2 = out_yhat;
     { /* z1 = X @ W1.T, in place */
         const xor_mlp_real *SYMNN_RESTRICT A = X;
@@ -212,7 +212,7 @@ static void xor_mlp__forward(const xor_mlp_real *SYMNN_RESTRICT params, const xo
     }
 }
 
-/* loss: ops: 8 tensor, 5 scalar; work: 8*n reals. Arguments already checked. */
+/* loss: ops: 8 tensor, 5 scalar; work: 5*n reals. Arguments already checked. */
 static void xor_mlp__loss(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X, const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT work)
 {
     const xor_mlp_real *W1 = params;
@@ -220,8 +220,8 @@ static void xor_mlp__loss(const xor_mlp_real *SYMNN_RESTRICT params, const xor_m
     const xor_mlp_real *W2 = params + 12;
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
-    xor_mlp_real *a1 = work + 4*n;
-    xor_mlp_real *z2 = work;
+    xor_mlp_real *a1 = work;
+    xor_mlp_real *z2 = work + 4*n;
     xor_mlp_real *t2 = work + 4*n;
     xor_mlp_real t3;
     xor_mlp_real loss;
@@ -270,7 +270,7 @@ static void xor_mlp__loss(const xor_mlp_real *SYMNN_RESTRICT params, const xor_m
     *out_loss = loss;
 }
 
-/* loss_and_grad: ops: 16 tensor, 11 scalar; work: 17*n reals. Arguments already checked. */
+/* loss_and_grad: ops: 16 tensor, 11 scalar; work: 10*n reals. Arguments already checked. */
 static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X, const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT out_grad, xor_mlp_real *SYMNN_RESTRICT work)
 {
     const xor_mlp_real *W1 = params;
@@ -278,13 +278,13 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, co
     const xor_mlp_real *W2 = params + 12;
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
-    xor_mlp_real *a1 = work + 4*n;
-    xor_mlp_real *z2 = work;
-    xor_mlp_real *t2 = work + 8*n;
-    xor_mlp_real *a2 = work + 8*n;
-    xor_mlp_real *t4 = work;
-    xor_mlp_real *t5 = work + 9*n;
-    xor_mlp_real *t6 = work + 13*n;
+    xor_mlp_real *a1 = work;
+    xor_mlp_real *z2 = work + 4*n;
+    xor_mlp_real *t2 = work + 5*n;
+    xor_mlp_real *a2 = work + 4*n;
+    xor_mlp_real *t4 = work + 4*n;
+    xor_mlp_real *t5 = work + 6*n;
+    xor_mlp_real *t6 = work + 6*n;
     xor_mlp_real *dL_dW1 = out_grad;
     xor_mlp_real *dL_db1 = out_grad + 8;
     xor_mlp_real *dL_dW2 = out_grad + 12;
@@ -454,7 +454,7 @@ int xor_mlp_forward(const xor_mlp_real *params, const xor_mlp_real *X, ptrdiff_t
     size_t need;
     if (params == NULL || X == NULL || yhat == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
-    need = (size_t)n*8;
+    need = (size_t)n*5;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(yhat, (size_t)n*1*sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -474,7 +474,7 @@ int xor_mlp_loss(const xor_mlp_real *params, const xor_mlp_real *X, const xor_ml
     if (params == NULL || X == NULL || Y == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*8;
+    need = (size_t)n*5;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -495,7 +495,7 @@ int xor_mlp_loss_and_grad(const xor_mlp_real *params, const xor_mlp_real *X, con
     if (params == NULL || X == NULL || Y == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*17;
+    need = (size_t)n*10;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -522,7 +522,7 @@ int xor_mlp_train_step(xor_mlp_real *params, xor_mlp_real *state, const xor_mlp_
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
     if (step < 1) return SYMNN_ERR_ARG;
-    need = (size_t)n*17 + 17;
+    need = (size_t)n*10 + 17;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(params, (size_t)17*sizeof(xor_mlp_real), X, (size_t)n*2*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -547,7 +547,7 @@ int xor_mlp_work_size(ptrdiff_t n, size_t *work_len)
 {
     if (work_len == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
-    *work_len = (size_t)n*17 + 17;
+    *work_len = (size_t)n*10 + 17;
     return SYMNN_OK;
 }
 

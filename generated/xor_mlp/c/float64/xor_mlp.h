@@ -20,7 +20,7 @@
  *
  *   work    caller-provided scratch of at least xor_mlp_work_size(n) reals
  *           (XOR_MLP_WORK_PER_ROW * n + XOR_MLP_WORK_FIXED is an upper bound);
- *           each kernel's own need, in reals: forward 8*n, loss 8*n, loss_and_grad 17*n, train_step 17*n + 17
+ *           each kernel's own need, in reals: forward 5*n, loss 5*n, loss_and_grad 10*n, train_step 10*n + 17
  * Outputs must not overlap inputs, each other or the used part of work (SYMNN_ERR_ALIAS).
  * NaN and infinity in inputs propagate; xor_mlp_check_finite() detects them first.
  * Only the C standard library is needed; link with -lm. Both files also compile as C++.
@@ -60,7 +60,7 @@ extern "C" {
 #define XOR_MLP_N_PARAM_TENSORS 4
 /* train_step: adam(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-08); its state is N_STATE rows of N_PARAMS reals */
 #define XOR_MLP_N_STATE 2
-#define XOR_MLP_WORK_PER_ROW 17
+#define XOR_MLP_WORK_PER_ROW 10
 #define XOR_MLP_WORK_FIXED 17
 
 /* The scalar type of every real array (float64). */
