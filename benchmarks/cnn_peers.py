@@ -64,7 +64,7 @@ from report import _cpu  # noqa: E402
 class Config:
     name: str
     batch: int
-    build: Callable[[], sn.Network]
+    build: Callable[..., sn.Network]  # frozen=(parameter names) -> the network
     torch_forward: Callable  # (F, params, x) -> logits
     jax_forward: Callable  # (jax, jnp, params, x) -> logits
     input_shape: tuple[int, ...]
@@ -76,32 +76,32 @@ class Config:
     f32_tol: float = 1e-3
 
 
-def _cnn_digits() -> sn.Network:
+def _cnn_digits(frozen: tuple[str, ...] = ()) -> sn.Network:
     x = sn.Input(1, 8, 8)
     h = sn.Conv2d(1, 16, 3, padding=1, activation="relu", name="c1")(x)
     h = sn.MaxPool2d(2)(sn.Conv2d(16, 32, 3, padding=1, activation="relu", name="c2")(h))
     y = sn.Dense(512, 10, activation="softmax", name="fc")(sn.Flatten()(h))
-    return sn.Network(inputs=x, outputs=y, loss="cross_entropy", name="b_cnn_digits")
+    return sn.Network(inputs=x, outputs=y, loss="cross_entropy", name="b_cnn_digits", frozen=list(frozen))
 
 
-def _cnn_small() -> sn.Network:
+def _cnn_small(frozen: tuple[str, ...] = ()) -> sn.Network:
     x = sn.Input(3, 32, 32)
     h = sn.MaxPool2d(2)(sn.Conv2d(3, 16, 3, padding=1, activation="relu", name="c1")(x))
     h = sn.MaxPool2d(2)(sn.Conv2d(16, 32, 3, padding=1, activation="relu", name="c2")(h))
     y = sn.Dense(2048, 10, activation="softmax", name="fc")(sn.Flatten()(h))
-    return sn.Network(inputs=x, outputs=y, loss="cross_entropy", name="b_cnn_small")
+    return sn.Network(inputs=x, outputs=y, loss="cross_entropy", name="b_cnn_small", frozen=list(frozen))
 
 
-def _resmlp() -> sn.Network:
+def _resmlp(frozen: tuple[str, ...] = ()) -> sn.Network:
     x = sn.Input(256)
     h = x
     for i in range(5):
         h = h + sn.Dense(256, 256, activation="relu", name=f"d{i}")(sn.LayerNorm(256, name=f"n{i}")(h))
     y = sn.Dense(256, 10, activation="softmax", name="fc")(h)
-    return sn.Network(inputs=x, outputs=y, loss="cross_entropy", name="b_resmlp_ln")
+    return sn.Network(inputs=x, outputs=y, loss="cross_entropy", name="b_resmlp_ln", frozen=list(frozen))
 
 
-def _dscnn() -> sn.Network:
+def _dscnn(frozen: tuple[str, ...] = ()) -> sn.Network:
     x = sn.Input(1, 49, 10)
     h = sn.Conv2d(1, 64, (10, 4), stride=2, padding=(5, 1), bias=False, name="c0")(x)
     h = sn.Activate("relu")(sn.BatchNorm2d(64, name="b0")(h))
@@ -111,7 +111,7 @@ def _dscnn() -> sn.Network:
         h = sn.Conv2d(64, 64, 1, bias=False, name=f"pw{i}")(h)
         h = sn.Activate("relu")(sn.BatchNorm2d(64, name=f"bpw{i}")(h))
     y = sn.Dense(64, 12, activation="softmax", name="fc")(sn.GlobalAvgPool()(h))
-    return sn.Network(inputs=x, outputs=y, loss="cross_entropy", name="b_dscnn_kws")
+    return sn.Network(inputs=x, outputs=y, loss="cross_entropy", name="b_dscnn_kws", frozen=list(frozen))
 
 
 def _dscnn_blocks():
@@ -280,6 +280,22 @@ def torch_peak(cfg: Config) -> int | None:
     return int(totals.max() - totals[0]) if totals.size else None
 
 
+def _frozen_line(cfg: Config, optimizer, full: int) -> str:
+    """The C train step's work (bytes, float64) with only the output layer trained (fine-tuning
+    a classifier) and with only the biases trained (the Tiny Training Engine's bias-only
+    updates), against ``full``, the step training everything."""
+    net = cfg.build()
+    trained = [p for p in net.param_shapes() if p not in net.buffers]
+    cases = {"only the output layer trained": [p for p in trained if not p.startswith("fc.")],
+             "only the biases trained": [p for p in trained if p.endswith(".weight")]}
+    parts = []
+    for what, frozen in cases.items():
+        rows = work_table(cfg.build(frozen=tuple(frozen)), optimizer=optimizer, n=cfg.batch)
+        work = rows[-1].work * 8
+        parts.append(f"{what}, {work:,} bytes ({work / full:.2f} of the full step)")
+    return "; ".join(parts) + "."
+
+
 def run_config(cfg: Config, dtype: str, rounds: int) -> dict:
     net, params, X, Y = problem(cfg, dtype)
     systems, checks, setup = {}, {}, {}
@@ -351,14 +367,15 @@ def main(argv: list[str] | None = None) -> None:
              "allocates beyond the parameters, inputs and optimiser state that exist before it, from its "
              "profiler's memory timeline.", ""]
     for cfg in CONFIGS:
-        rows = work_table(cfg.build(), optimizer=sn.Momentum(lr=0.01, momentum=0.9), n=cfg.batch)
+        momentum = sn.Momentum(lr=0.01, momentum=0.9)
+        rows = work_table(cfg.build(), optimizer=momentum, n=cfg.batch)
         peak = torch_peak(cfg)
         body += [f"**{cfg.name}**", "", *format_table(rows, 8, cfg.batch)]
+        train = rows[-1].work * 8
         if peak is not None:
-            train = rows[-1].work * 8
             body += ["", f"PyTorch's peak for the same training step: {peak:,} bytes; symnn C's train-step work "
                          f"is {train / peak:.2f} of it."]
-        body += [""]
+        body += ["", f"Freezing (the pruned backward graph): {_frozen_line(cfg, momentum, train)}", ""]
     lines += [f"Made by `python benchmarks/cnn_peers.py --out docs/benchmarks_cnn.md` in "
               f"{time.perf_counter() - t0:.0f} s on {_cpu()}, Python {platform.python_version()}.", "",
               "Method, configurations and what each system computes: the docstring of "

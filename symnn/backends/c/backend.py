@@ -46,9 +46,15 @@ def load(nets: Sequence[Network], programs: Sequence[tuple[Program, Program | No
     ext = build(prefix, sources, "\n".join(cdef) + "\n", blas=blas, openmp=openmp)
     n_state = len(optimizer.state) if optimizer is not None else None
     return [Kernel(n, CKernelModule(ext, r.prefix, dtype, n.param_layout(), r.labels, n_state=n_state,
-                                    dropout=n.has_dropout),
+                                    dropout=n.has_dropout, sample_shape=_image_shape(n)),
                    "c", dtype, r.source, check_finite=check_finite, optimizer=optimizer,
                    build={"blas": blas, "openmp": openmp}) for n, r in zip(nets, results)]
+
+
+def _image_shape(net: Network) -> tuple[int, ...] | None:
+    """The sample shape of a network's one input, when it is an image or a sequence (rank > 1)."""
+    shapes = net.input_shapes
+    return tuple(int(d) for d in shapes[0][1]) if len(shapes) == 1 and len(shapes[0][1]) > 1 else None
 
 
 #: what the extension's C checks of a loss's targets (templates/c/_pycheck.c.jinja) take as kind

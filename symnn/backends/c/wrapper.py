@@ -37,7 +37,8 @@ class CKernelModule:
 
     def __init__(self, module: types.ModuleType, prefix: str, dtype: str,
                  layout: list[tuple[str, int, int, tuple[int, ...]]], labels: bool,
-                 n_state: int | None = None, dropout: bool = False) -> None:
+                 n_state: int | None = None, dropout: bool = False,
+                 sample_shape: tuple[int, ...] | None = None) -> None:
         self.ffi, self.lib = module.ffi, module.lib
         origin = getattr(module, "__file__", None)
         self.source_path = str(__import__("pathlib").Path(origin).with_name(f"{prefix}.c")) if origin else None
@@ -62,6 +63,9 @@ class CKernelModule:
                 self._fn["train_step_labels"] = getattr(self.lib, f"{prefix}_train_step_labels")
         self._layout = layout
         self.n_in = int(getattr(self.lib, f"{prefix.upper()}_N_IN"))
+        #: one image input's sample shape (C, H, W): the fast path also takes X as (n, C, H, W),
+        #: whose C-ordered memory is the (n, C*H*W) rows the kernels read
+        self._sample = tuple(sample_shape) if sample_shape is not None and len(sample_shape) > 1 else None
         # the checking entries (absent from a build of the emitted files alone: then every call
         # takes the checked path)
         self._py_run = getattr(self.lib, f"{prefix}__py_run", None)
@@ -164,7 +168,7 @@ class CKernelModule:
         if type(X) is not np.ndarray or X.dtype is not dtype:
             return None
         shape = X.shape
-        if len(shape) != 2 or shape[1] != self.n_in:
+        if (len(shape) != 2 or shape[1] != self.n_in) and (self._sample is None or shape[1:] != self._sample):
             return None
         n = shape[0]
         from_buffer = self._from_buffer
