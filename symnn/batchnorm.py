@@ -47,7 +47,7 @@ class _BatchNorm(Layer):
 
     KIND: ClassVar[str] = "batchnorm"
     PARAM_TEX: ClassVar[dict[str, str]] = {"weight": r"\gamma", "bias": r"\beta", "running_mean": r"\bar{\mu}",
-                                           "running_var": r"\bar{\sigma}^2", "num_batches_tracked": "t"}
+                                           "running_var": r"\bar{V}", "num_batches_tracked": "t"}
     #: the sample ranks the layer takes: (C,) or (C, L) for 1-D, (C, H, W) for 2-D
     RANKS: ClassVar[tuple[int, ...]] = ()
     #: each output row depends on every row of the batch (the batch statistics): a gradient
@@ -144,7 +144,7 @@ class _BatchNorm(Layer):
         tracked = params["num_batches_tracked"]  # the IR holds the scalar as a vector of one entry
         unbiased = count / (count - 1)
         if self.momentum is None:  # factor 1/t with t the batches tracked after this one
-            t = ir.sum_(tracked)
+            t = ir.channel_expand(tracked, 1, self.num_features)  # the count beside each channel
             new_mean = _map("bn_running_mean", (_r, _u, _t), _r + (_u - _r) / (_t + 1), params["running_mean"],
                             mean, t, shape=mean.shape)
             new_var = _map("bn_running_var", (_r, _u, _t), _r + (_u * unbiased - _r) / (_t + 1),

@@ -25,7 +25,7 @@ from . import ir, naming
 from .declare import Network
 from .functions import plain
 from .autodiff import algebra
-from .autodiff.display import Equation, FunctionDef, Named, Section, equations
+from .autodiff.display import Equation, FunctionDef, Named, Section, equations, state_equations
 from .simplify.pipeline import PassReport, Simplified
 
 #: what the old record called an equation; ``d.backward[0]`` and friends are Equations
@@ -83,6 +83,12 @@ class Derivation:
     def backward(self) -> list[Equation]:
         return [e for e in self.equations if e.section is Section.BACKWARD]
 
+    @property
+    def state(self) -> list[Equation]:
+        """What a training step writes into the buffers (a BatchNorm's running statistics, from
+        the batch's mean and variance of the forward pass); empty without buffers."""
+        return [e for e in self.equations if e.section is Section.STATE]
+
     def equation(self, eq_id: str) -> Equation:
         """The equation with id ``eq_id`` ("z1", "loss", "delta2", "dL_dW1")."""
         for e in self.equations:
@@ -125,6 +131,26 @@ class Derivation:
         comparing it with ``sn.compile(net).loss_and_grad`` checks that what is printed is what
         is computed. Arguments are checked as the kernels check them.
         """
+        env, p = self._environment(params, X, Y)
+        net = self.network
+        loss = float(env[self.equation("loss").lhs])
+        # a frozen parameter or a buffer has no equation: its gradient is 0, as the kernels return it
+        grads = {name: np.asarray(env[self.equation(naming.grad(naming.param_ident(name))).lhs], dtype=np.float64)
+                 .reshape(value.shape) if name in net.trainable else np.zeros(value.shape)
+                 for name, value in p.items()}
+        return loss, grads
+
+    def evaluate_state(self, params: Mapping[str, Any], X: Any, Y: Any) -> dict[str, np.ndarray]:
+        """The buffers' values after a training step on ``(X, Y)``, from the printed
+        :attr:`state` equations (a train step writes the same: compare with its ``theta``)."""
+        env, p = self._environment(params, X, Y)
+        by_ident = {naming.param_ident(name): name for name in p}
+        return {by_ident[e.id[:-len(".new")]]: np.asarray(env[e.lhs], dtype=np.float64)
+                .reshape(p[by_ident[e.id[:-len(".new")]]].shape) for e in self.state}
+
+    def _environment(self, params: Mapping[str, Any], X: Any, Y: Any) -> tuple[dict, dict[str, np.ndarray]]:
+        """Every equation's value at ``(params, X, Y)``, by its left-hand side, and the checked
+        parameters."""
         from .kernel import Arguments
 
         net = self.network
@@ -143,16 +169,12 @@ class Derivation:
         env: dict[sp.Basic, Any] = {naming.N: x.shape[0], self.inputs["X"]: x, self.inputs["Y"]: y}
         for name, value in p.items():
             sym = self.inputs[naming.param_ident(name)]
-            # a vector as a column; a convolution's weight as its IR matrix (O, C/g*kh*kw)
-            env[sym] = value.reshape(-1, 1) if value.ndim == 1 else value.reshape(ir.matrix_shape(value.shape))
+            # a vector (or a scalar parameter: a vector of one) as a column; a convolution's
+            # weight as its IR matrix (O, C/g*kh*kw)
+            env[sym] = value.reshape(-1, 1) if value.ndim <= 1 else value.reshape(ir.matrix_shape(value.shape))
         for eq in self.equations:
             env[eq.lhs] = algebra.evaluate(eq.rhs, env)
-        loss = float(env[self.equation("loss").lhs])
-        # a frozen parameter or a buffer has no equation: its gradient is 0, as the kernels return it
-        grads = {name: np.asarray(env[self.equation(naming.grad(naming.param_ident(name))).lhs], dtype=np.float64)
-                 .reshape(value.shape) if name in net.trainable else np.zeros(value.shape)
-                 for name, value in p.items()}
-        return loss, grads
+        return env, p
 
 
 def _simplifications(s: Simplified) -> list[Simplification]:
@@ -170,9 +192,16 @@ def _simplifications(s: Simplified) -> list[Simplification]:
 
 
 def from_program(net: Network, simplified: Simplified) -> Derivation:
-    """The derivation printed from a simplified program's records."""
+    """The derivation printed from a simplified program's records; with buffers, also their
+    updates, printed from the training graph's own update nodes (what the train steps emit)."""
     eqs = equations(simplified.forward, simplified.derived, simplified.sweep)
-    return Derivation(net, eqs.equations, eqs.functions, _simplifications(simplified),
+    state: list[Equation] = []
+    if net.has_buffers:
+        from .graph import build_forward
+
+        updates = build_forward(net, training=True).updates
+        state = state_equations(simplified.forward, simplified.derived, simplified.sweep, updates)
+    return Derivation(net, eqs.equations + state, eqs.functions, _simplifications(simplified),
                       list(simplified.reports), eqs.symbols, eqs.inputs, list(simplified.reuses))
 
 

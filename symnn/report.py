@@ -369,6 +369,7 @@ def derivation_latex(d: Derivation, document: bool = True) -> str:
         functions=function_rows(d),
         loss=equation_rows(d.loss),
         backward=equation_rows(d.backward),
+        state=equation_rows(d.state),
         simplifications=[
             {"title": s.title, "before": tex(s.before), "after": tex(s.after),
              "how": s.how} for s in d.simplifications
@@ -391,7 +392,8 @@ def derivation_text(d: Derivation) -> str:
     """The derivation as plain text: one line per equation under its section, the functions,
     and the legend's key fact (delta = N dL/dZ)."""
     out = [f"Derivation of the gradient of {d.network.name}"]
-    for title, eqs in (("forward", d.forward), ("loss", d.loss), ("backward", d.backward)):
+    for title, eqs in (("forward", d.forward), ("loss", d.loss), ("backward", d.backward),
+                       *((("training step, the buffers", d.state),) if d.state else ())):
         out.append(f"{title}:")
         out += [f"  {plain(e.lhs)} = {plain(e.rhs)}" for e in eqs]
     reuse = {f"d{r.activation}": r for r in d.reuses}

@@ -170,7 +170,8 @@ def derivation_html(d: Derivation) -> str:
     naming.check_declared_names(d.network)
     out = ['<div class="symnn-derivation">',
            f"<h3>Derivation of the gradient of {html.escape(d.network.name)}</h3>", _legend_html()]
-    for title, eqs in (("Forward pass", d.forward), ("Loss", d.loss), ("Backward pass", d.backward)):
+    for title, eqs in (("Forward pass", d.forward), ("Loss", d.loss), ("Backward pass", d.backward),
+                       *((("Training step: the buffers", d.state),) if d.state else ())):
         out.append(f"<h4>{title}</h4>")
         out += [_equation_html(row) for row in equation_rows(eqs)]
     out += [_functions_html(d), "</div>"]

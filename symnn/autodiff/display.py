@@ -35,6 +35,7 @@ class Section(Enum):
     FORWARD = "forward"
     LOSS = "loss"
     BACKWARD = "backward"
+    STATE = "state"  # what a training step writes into the buffers (running statistics)
 
 
 @dataclass(frozen=True)
@@ -773,6 +774,27 @@ def equations(fwd, derived, sweep: Sweep, cut_: _Cut | None = None) -> Equations
     inputs["X"], inputs["Y"] = cut_.named[id(fwd.X)].symbol, cut_.named[id(fwd.Y)].symbol
     symbols = {n.eq_id: n for n in cut_.named.values() if n.eq_id is not None}
     return Equations(out, list(functions.values()), symbols, inputs)
+
+
+def state_equations(fwd, derived, sweep: Sweep, updates) -> list[Equation]:
+    """The buffers' new values after a training step (a BatchNorm's running statistics):
+    ``(identifier, node)`` of the training graph's updates, each printed from its IR node with
+    the derivation's symbols (the batch mean and variance it reads are the forward pass's
+    named values), so the printed update is the one the train steps compute."""
+    cut_ = cut(fwd, derived, sweep)
+    printer = _Printer(cut_, fwd)
+    out = []
+    for ident, node in updates:
+        named = cut_.named[id(fwd.params[ident])]
+        # a subscript, not a prime: TeX takes {X^{(a)}}' as a second superscript of X
+        name = r"%s_{\mathrm{new}}" % named.symbol.name
+        lhs = sp.Symbol(name) if named.shape == () else sp.MatrixSymbol(name, *named.symbol.shape)
+        rhs = printer.formula(node)
+        refs = tuple(sorted({cut_.named[id(n)].eq_id for n in _reads(node, cut_)}))
+        out.append(Equation(f"{ident}.new", Section.STATE, lhs, rhs.expr(), None,
+                            "its value after a training step, from this batch's statistics", (),
+                            sp.Integer(1), refs))
+    return out
 
 
 def _guard_note(expr: sp.Expr) -> str:

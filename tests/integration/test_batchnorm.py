@@ -597,3 +597,29 @@ def test_derivation_evaluates_to_the_kernel_and_names_the_statistics() -> None:
                   r"R^{(\mathrm{bn})}", r"\hat{X}{}^{(\mathrm{bnf})}", r"\gamma^{(\mathrm{bn})}"):
         assert named in tex, named
     assert "BatchNorm2d(3" in tex and "BatchNorm1d(60" in tex
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_the_printed_buffer_updates_are_what_the_train_step_writes(momentum) -> None:
+    """The derivation's "training step: the buffers" equations, evaluated from their printed
+    form, give the running statistics and count a train step writes (both batch norms, the
+    momentum average and the cumulative one), and the LaTeX shows them."""
+    x = sn.Input(2, 4, 4)
+    h = sn.BatchNorm2d(3, momentum=momentum, name="bn")(sn.Conv2d(2, 3, 3, padding=1, name="conv")(x))
+    h = sn.BatchNorm1d(48, name="bnf")(sn.Flatten()(h))
+    net = sn.Network(inputs=x, outputs=sn.Dense(48, 4, "softmax", name="fc")(h), loss="cross_entropy",
+                     name="bnstate")
+    rng = np.random.default_rng(0)
+    params = {k: v + (3.0 if k.endswith("num_batches_tracked") else 0.1 * rng.normal(size=v.shape))
+              for k, v in net.init_params().items()}
+    X, Y = rng.normal(size=(5, 2, 4, 4)), rng.integers(0, 4, 5)
+    d = sn.derive(net)
+    printed = d.evaluate_state(params, X, Y)
+    assert sorted(printed) == sorted(net.buffers)
+    k = sn.compile(net, optimizer=sn.SGD(lr=0.1))
+    theta = k.pack(params)
+    k.train_step(theta, k.init_state(), X, Y, 1)
+    written = k.unpack(theta)
+    for name, value in printed.items():
+        assert rel_max(value, written[name]) <= 1e-14, name
+    assert "Training step: the buffers" in d.latex() and r"\bar{\mu}^{(\mathrm{bn})}_{\mathrm{new}}" in d.latex()
