@@ -216,3 +216,16 @@ def assert_matches_autograd(module: torch.nn.Module, net: sn.Network, params: di
     for key, p in module.named_parameters():
         assert back[key].shape == p.shape and rel(back[key].numpy(), p.grad.numpy()) <= tol, key
     assert rel(k.forward(params, X), out.detach().numpy()) <= tol
+
+
+def rel_max(a: object, b: object, scale: float | None = None) -> float:
+    """Largest entry of ``|a - b|`` relative to ``scale``, by default the largest entry of the
+    reference ``b``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = float(np.abs(b).max()) if scale is None else scale
+    return float(np.abs(a - b).max() / max(scale, np.finfo(np.float64).tiny))
+
+
+def largest(grads: dict[str, np.ndarray]) -> float:
+    """The largest entry of a gradient, over every parameter."""
+    return max(float(np.abs(g).max()) for g in grads.values())

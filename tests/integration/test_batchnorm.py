@@ -30,6 +30,8 @@ from symnn.errors import LayerSizeMismatchError, SpecError, SymnnError
 
 torch = pytest.importorskip("torch")
 
+from tests.layer_graphs import largest, rel_max  # noqa: E402
+
 F = torch.nn.functional
 BACKENDS = ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)]
 SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
@@ -43,17 +45,6 @@ TOL = {"float64": 1e-10, "float32": 1e-5}
 SAME = 1e-14
 N_CLASSES = 3
 BUFFERS = ("bn.running_mean", "bn.running_var", "bn.num_batches_tracked")
-
-
-def rel_max(a: object, b: object, scale: float | None = None) -> float:
-    """Largest entry of ``|a - b|`` relative to ``scale``, by default the largest entry of ``b``."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    scale = float(np.abs(b).max()) if scale is None else scale
-    return float(np.abs(a - b).max() / max(scale, np.finfo(np.float64).tiny))
-
-
-def largest(grads: dict[str, np.ndarray]) -> float:
-    return max(float(np.abs(g).max()) for g in grads.values())
 
 
 # -- one drawn network: a Dense or convolution, the batch norm, an activation, a Dense head --------

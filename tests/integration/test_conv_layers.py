@@ -28,7 +28,7 @@ from symnn.errors import ConfigError, LayerSizeMismatchError, ShapeError, SpecEr
 
 torch = pytest.importorskip("torch")
 
-from tests.layer_graphs import run_emitted_numpy  # noqa: E402
+from tests.layer_graphs import largest, rel_max, run_emitted_numpy  # noqa: E402
 
 F = torch.nn.functional
 HAS_CC = bool(shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"))
@@ -42,19 +42,6 @@ SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
 #: cancellation, came out 1.5e-5 off in its own scale in float32 (PyTorch's float32: 7e-6)
 TOL = {"float64": 1e-10, "float32": 1e-5}
 N_CLASSES = 3
-
-
-def rel_max(a: object, b: object, scale: float | None = None) -> float:
-    """Largest entry of ``|a - b|`` relative to ``scale``, by default the largest entry of the
-    reference ``b``."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    scale = float(np.abs(b).max()) if scale is None else scale
-    return float(np.abs(a - b).max() / max(scale, np.finfo(np.float64).tiny))
-
-
-def largest(grads: dict[str, np.ndarray]) -> float:
-    """The largest entry of a gradient, over every parameter."""
-    return max(float(np.abs(g).max()) for g in grads.values())
 
 
 # -- one drawn network: a convolution, a pooling, Flatten, Dense, a loss ---------------------------

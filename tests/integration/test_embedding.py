@@ -43,13 +43,19 @@ def _data(n: int = 6) -> tuple[np.ndarray, np.ndarray]:
     return X, np.arange(n) % K
 
 
-def _torch_grads(params: dict, X: np.ndarray, Y: np.ndarray, padding_idx: int | None) -> tuple[float, dict]:
+def _torch_modules(params: dict, padding_idx: int | None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The torch twin of the test network (nn.Embedding, nn.Linear) at ``params``, float64."""
     emb = torch.nn.Embedding(V, D, padding_idx=padding_idx).double()
     lin = torch.nn.Linear(T * D, K).double()
     with torch.no_grad():
         emb.weight.copy_(torch.from_numpy(params["embedding1.weight"]))
         lin.weight.copy_(torch.from_numpy(params["dense1.weight"]))
         lin.bias.copy_(torch.from_numpy(params["dense1.bias"]))
+    return emb, lin
+
+
+def _torch_grads(params: dict, X: np.ndarray, Y: np.ndarray, padding_idx: int | None) -> tuple[float, dict]:
+    emb, lin = _torch_modules(params, padding_idx)
     z = lin(torch.flatten(emb(torch.from_numpy(X)), 1))
     loss = torch.nn.functional.cross_entropy(z, torch.from_numpy(Y))
     loss.backward()
@@ -113,12 +119,7 @@ def test_train_step_moves_the_weights_like_torch_sgd(backend: str) -> None:
     theta, state = k.pack(params), k.init_state()
     for step in (1, 2):
         k.train_step(theta, state, X, Y, step)
-    emb = torch.nn.Embedding(V, D, padding_idx=PAD).double()
-    lin = torch.nn.Linear(T * D, K).double()
-    with torch.no_grad():
-        emb.weight.copy_(torch.from_numpy(params["embedding1.weight"]))
-        lin.weight.copy_(torch.from_numpy(params["dense1.weight"]))
-        lin.bias.copy_(torch.from_numpy(params["dense1.bias"]))
+    emb, lin = _torch_modules(params, PAD)
     opt = torch.optim.SGD([*emb.parameters(), *lin.parameters()], lr=0.5)
     for _ in range(2):
         opt.zero_grad()
