@@ -239,6 +239,7 @@ class _KernelLowering:
         self.out_buffer = outputs  # output name -> C expression of its buffer ("grad + 8")
         self.layout = KernelLayout()
         self.alloc = _SlotAllocator()
+        self._held: list[int] = []  # scratch slots of the statement being lowered, not yet released
         self.stored: set[str] = set()  # softmax outputs that their row statistics filled with exp(z - max)
         self.shared = shared
         self.nm = _Names(False)  # the names of the context being lowered
@@ -523,12 +524,15 @@ class _KernelLowering:
             # small device can afford
             jb = tile_cols(self.p.dtype)
             size = (jb, jb) if k == "n" else (0, (min(int(k), GEMM_KC) + 1) * jb)
-            ctx["scratch"] = nm.write(self._scratch(f"{t.name}_bp", size))
+            ctx["scratch"] = nm.write(self._scratch(f"{t.name}_bp", size, hold=True))
             if kind is not CKind.MATMUL_NN and nc != "n" and int(nc) < jb:
                 # fewer columns than a tile (an output layer's classes): the helper computes
                 # C.T = op(B).T @ op(A).T, whose tiles are full, into this Nc x M slot
                 ctx["ct"] = nm.write(self._scratch(f"{t.name}_ct",
                                                    (int(nc), 0) if m == "n" else (0, int(nc) * int(m))))
+            # the panel's slot was held while the tile's was taken: two scratch slots of one
+            # statement are never the same slot
+            self.alloc.release(self._held.pop())
         return ctx
 
     def _add_bias(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
@@ -709,11 +713,17 @@ class _KernelLowering:
     def _map_stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         return self._map(st)
 
-    def _scratch(self, name: str, size: tuple[int, int]) -> str:
-        """A work slot of ``size`` (a, b): a*n + b reals, live for the current statement only."""
+    def _scratch(self, name: str, size: tuple[int, int], hold: bool = False) -> str:
+        """A work slot of ``size`` (a, b): a*n + b reals, live for the current statement only.
+        Released at once (the statement's target was taken before it), so a later statement
+        may take it; ``hold``: kept (in ``_held``) until the caller releases it, so that a second
+        scratch slot of the same statement cannot be given the same slot."""
         slot = self.alloc.take(*size)
         self.layout.pointers.append({"name": name, "slot": slot, "const": False})
-        self.alloc.release(slot)  # freed once this statement is done (taken before its target)
+        if hold:
+            self._held.append(slot)
+        else:
+            self.alloc.release(slot)
         return name
 
     def _access(self, name: str, printed: str, target: Var, flat: bool) -> str:
