@@ -190,4 +190,20 @@ class BatchNorm2d(_BatchNorm):
     RANKS: ClassVar[tuple[int, ...]] = (3,)
 
 
-__all__ = ["BatchNorm1d", "BatchNorm2d"]
+def single_value_channel(net, rows: int) -> str | None:
+    """The name of a batch norm that keeps running statistics and would see a single value per
+    channel in a training batch of ``rows`` rows (features, P = 1, and one row), else None:
+    its unbiased batch variance divides by zero, so a train step cannot update it."""
+    if rows > 1 or net.graph is None:
+        return None
+    g = net.graph
+    for call in g.calls:
+        layer = g.layers[call.layer]
+        if isinstance(layer, _BatchNorm) and layer.track_running_stats:
+            shape = g.value_shape(call.inputs[0])
+            if rows * int(np.prod(shape[1:])) <= 1:
+                return f"{type(layer).__name__} {g.names[call.layer]}"
+    return None
+
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "single_value_channel"]

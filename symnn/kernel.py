@@ -16,6 +16,7 @@ from . import naming
 from .capabilities import Targets, check_target_values, simplex_rows, unit_interval
 from .flat import FlatParams, layout_of
 from .declare import Network
+from .batchnorm import single_value_channel
 from .embedding import first_bad_index, index_blocks
 from .optim import Optimizer
 from .errors import (
@@ -412,6 +413,11 @@ class Kernel(Arguments):
             raise ConfigError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         x = self.inputs(X)
         y = self.targets(Y, x.shape[0])
+        short = single_value_channel(self.network, x.shape[0])
+        if short is not None:  # (the fast path refused it too: its running variance is infinite)
+            raise DataError(f"{short} has a single value per channel in a batch of {x.shape[0]} row(s): its "
+                            "running variance (the batch's unbiased variance) is undefined, as in PyTorch; "
+                            "train on batches of at least 2 rows")
         extra = (int(seed),) if self.network.has_dropout else ()
         try:
             return float(self.module._train_step(theta, state, x, y, int(step), *extra))

@@ -18,7 +18,7 @@ import numpy as np
 
 from .decision import is_classifier
 from .declare import Network
-from .errors import ConfigError, NonFiniteError, ShapeError
+from .errors import ConfigError, DataError, NonFiniteError, ShapeError
 from .kernel import Kernel
 from .optim import Optimizer
 from .persist import Standardizer
@@ -237,11 +237,12 @@ def train(
     stale = 0
     bar = _progress_bar(epochs) if progress else None
     dropout_seed = (seed % 2**64,) if net.has_dropout else ()  # masks keyed by (seed, step)
+    bounds = _batch_bounds(net, n, batch_size)
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n)
         total = 0.0
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+        for start, stop in bounds:
+            idx = order[start:stop]
             step += 1
             try:
                 loss = kernel.module._train_step(theta, state, x_tr[idx], y_tr[idx], step, *dropout_seed)
@@ -291,6 +292,22 @@ def _progress_bar(epochs: int):
                       RuntimeWarning, stacklevel=3)
         return None
     return tqdm(total=epochs, unit="epoch", desc="symnn train")
+
+
+def _batch_bounds(net, n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop)]`` of each step's rows: batches of ``batch_size``, the last smaller. A
+    last batch of one row joins the one before where a batch norm would see a single value per
+    channel in it (its running variance is undefined there, as in PyTorch)."""
+    from .batchnorm import single_value_channel
+
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1 and single_value_channel(net, 1) is not None:
+        starts.pop()
+    short = single_value_channel(net, n) if len(starts) == 1 else None
+    if short is not None:
+        raise DataError(f"{short} has a single value per channel in a training set of {n} row(s); "
+                        "train on at least 2 rows")
+    return [(s, min(s + batch_size, n) if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
 
 
 def _non_finite(kernel: Kernel, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, epoch: int, step: int) -> str:

@@ -614,3 +614,25 @@ def test_the_printed_buffer_updates_are_what_the_train_step_writes(momentum) -> 
     for name, value in printed.items():
         assert rel_max(value, written[name]) <= 1e-14, name
     assert "Training step: the buffers" in d.latex() and r"\bar{\mu}^{(\mathrm{bn})}_{\mathrm{new}}" in d.latex()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_single_value_per_channel_is_refused_clearly_and_train_merges_a_last_row(backend: str) -> None:
+    """A batch norm on features sees one value per channel in a batch of one row: its unbiased
+    variance is undefined (PyTorch raises). train_step refuses it with a DataError naming the
+    layer, before any work; sn.train joins a last batch of one row to the batch before it."""
+    x = sn.Input(4)
+    h = sn.BatchNorm1d(6, name="bn")(sn.Dense(4, 6, "relu", name="d")(x))
+    net = sn.Network(inputs=x, outputs=sn.Dense(6, 3, "softmax", name="fc")(h), loss="cross_entropy",
+                     name=f"single_{backend}")
+    k = sn.compile(net, backend=backend, optimizer=sn.SGD(lr=0.1))
+    theta, state = k.pack(net.init_params(seed=0)), k.init_state()
+    before = theta.copy()
+    rng = np.random.default_rng(0)
+    with pytest.raises(sn.DataError, match="BatchNorm1d bn has a single value per channel"):
+        k.train_step(theta, state, rng.normal(size=(1, 4)), np.array([1]), 1)
+    assert np.array_equal(theta, before)
+    X, y = rng.normal(size=(33, 4)), np.arange(33) % 3
+    result = sn.train(net, X, y, epochs=2, batch_size=32, backend=backend, optimizer=sn.SGD(lr=0.1))
+    assert np.isfinite(result.history.train_loss).all()
+    assert float(result.params["bn.num_batches_tracked"]) == 2  # one batch of 33 rows per epoch
