@@ -559,8 +559,17 @@ class Network:
 
     def frozen_ranges(self) -> list[tuple[int, int]]:
         """``[(start, stop)]``: where the frozen parameters sit in the flat vector
-        (:meth:`param_layout`): the ranges both backends' train steps leave alone."""
-        return [(lo, hi) for name, lo, hi, _ in self.param_layout() if name in self.frozen]
+        (:meth:`param_layout`)."""
+        return self._ranges(self.frozen)
+
+    def _ranges(self, names: Sequence[str]) -> list[tuple[int, int]]:
+        chosen = set(names)
+        return [(lo, hi) for name, lo, hi, _ in self.param_layout() if name in chosen]
+
+    def untrained_ranges(self) -> list[tuple[int, int]]:
+        """``[(start, stop)]``, in order: the frozen parameters and the buffers, the ranges
+        both backends' optimiser updates leave alone (a buffer is then written on its own)."""
+        return self._ranges((*self.frozen, *self.buffers))
 
     @property
     def trainable(self) -> tuple[str, ...]:
@@ -582,7 +591,7 @@ class Network:
 
     def buffer_ranges(self) -> list[tuple[int, int]]:
         """``[(start, stop)]``: where the :attr:`buffers` sit in the flat vector."""
-        return [(lo, hi) for name, lo, hi, _ in self.param_layout() if name in self.buffers]
+        return self._ranges(self.buffers)
 
     @property
     def has_buffers(self) -> bool:

@@ -110,7 +110,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     # values in their gradient's place, which the train step sets aside and copies in on success
     buffers = {naming.param_ident(p) for p in net.buffers}
     buffer_ranges = net.buffer_ranges()
-    still = sorted(frozen_ranges + buffer_ranges)
+    still = net.untrained_ranges()
     trainable_ranges = _complement(still, n_params)
     sz = f"sizeof({real})"
 

@@ -98,7 +98,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         "numpy/module.py.jinja",
         spec_hash=spec_hash(net, dtype, optimizer),
         train=train_context(optimizer, printer) if optimizer is not None else None,
-        frozen_slices=sorted(net.frozen_ranges() + net.buffer_ranges()),
+        frozen_slices=net.untrained_ranges(),
         index_blocks=index_blocks(net),
         buffer_slices=net.buffer_ranges(),
         train_kernel=masks or net.has_buffers,
