@@ -17,6 +17,7 @@ from .gradcheck import GradcheckReport, gradcheck, sample_point
 from .layers import Concat, Dropout, Input, Layer, LayerNorm, Tensor, concat, register_layer
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .embedding import Embedding
+from .recurrent import GRU, LSTM, RNN
 from .spatial_layers import AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d, MaxPool2d
 from .interop import from_onnx, from_torch, from_torch_state_dict, load_torch, to_state_dict
 from .persist import Model, Standardizer, export_c_params, load, save
@@ -63,6 +64,9 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "Embedding",
+    "RNN",
+    "GRU",
+    "LSTM",
     "AvgPool1d",
     "AvgPool2d",
     "Conv1d",

@@ -192,12 +192,43 @@ def _gather_grad(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
     return spatial._gather_grad(s[0], s[1], *node.arg)
 
 
+def _reshape(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    return s[0].reshape(_concrete(node.shape, env))
+
+
+def _concrete(shape: ir.Shape, env: _Env) -> tuple[int, ...]:
+    return tuple(int(sp.sympify(d).subs(naming.N, env.nrows)) for d in shape)
+
+
+def _scan(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
+    """The loop: the body evaluated once per step on the carry, the step's columns of each
+    sequence and the invariants; each step's output written at its columns."""
+    body: ir.Scan = node.arg
+    T, k = body.length, len(body.steps)
+    carry, seqs, invs = s[0], s[1:1 + k], s[1 + k:]
+    widths = [int(p.shape[1]) for p in body.steps]
+    width = int(body.out.shape[1])
+    out = np.zeros((env.nrows, T * width), dtype=np.result_type(carry, *seqs, *invs))
+    order = body.nodes()
+    for t in (range(T - 1, -1, -1) if body.reverse else range(T)):
+        bound = {body.carry.arg: carry, **{p.arg: v for p, v in zip(body.invariants, invs)},
+                 **{p.arg: x[:, t * w:(t + 1) * w] for p, x, w in zip(body.steps, seqs, widths)}}
+        inner = _Env({**env.leaves, **bound}, env.nrows)
+        values: dict[int, np.ndarray] = {}
+        for n in order:
+            values[id(n)] = np.asarray(RULES[n.op](n, [values[id(x)] for x in n.src], inner))
+        out[:, t * width:(t + 1) * width] = np.broadcast_to(values[id(body.out)], (env.nrows, width))
+        carry = np.broadcast_to(values[id(body.new_carry)], carry.shape)
+    return out
+
+
 #: the semantics of every op, leaves included (``tests/unit/test_dispatch_tables.py`` checks
 #: that none is missing)
 RULES: dict[ir.Op, Rule] = {
     ir.Op.INPUT: _leaf,
     ir.Op.PARAM: _leaf,
     ir.Op.CONST: _const,
+    ir.Op.VAR: _leaf,
     ir.Op.MATMUL: _matmul,
     ir.Op.ADD_BIAS: _add_bias,
     ir.Op.SUM_ROWS: _sum_rows,
@@ -221,6 +252,8 @@ RULES: dict[ir.Op, Rule] = {
     ir.Op.AVG_POOL_GRAD: _avg_pool_grad,
     ir.Op.GATHER: _gather,
     ir.Op.GATHER_GRAD: _gather_grad,
+    ir.Op.RESHAPE: _reshape,
+    ir.Op.SCAN: _scan,
 }
 
 

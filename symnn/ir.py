@@ -13,9 +13,9 @@ return new nodes. :func:`validate` is the separate structural checker.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum, auto
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import sympy as sp
 
@@ -28,6 +28,7 @@ class Op(Enum):
     INPUT = auto()  # arg: name ("X", "Y"); data fed by the caller
     PARAM = auto()  # arg: name ("W1", "b1"); differentiable parameters
     CONST = auto()  # arg: a SymPy number (scalar)
+    VAR = auto()  # arg: name; a loop body's placeholder: its carry, a step of a sequence, an invariant
     # linear algebra
     MATMUL = auto()  # arg: (trans_a, trans_b); op(A) @ op(B)
     ADD_BIAS = auto()  # src (Z, b): Z + b broadcast over rows
@@ -60,12 +61,16 @@ class Op(Enum):
     # reals holding integers in [0, V), checked before any kernel runs
     GATHER = auto()  # src (I, W): (N, T), (V, D) -> (N, T*D), row n is W[I[n,0]], ..., W[I[n,T-1]]
     GATHER_GRAD = auto()  # src (I, G): (N, T), (N, T*D) -> (V, D), G's D-blocks added into rows I
+    # sequences: a sample's (T, F) stored row-major as one row of T*F (PyTorch's batch-first
+    # (N, T, F) layout, contiguous)
+    RESHAPE = auto()  # src (A,): the same entries in row-major order, (N, T*F) <-> (N*T, F); a view
+    SCAN = auto()  # src (C0, S_1.., V_1..), arg Scan: (N, T*E), a loop over the T steps (recurrence)
 
 
 #: the ops of leaves: data, parameters, constants, which plans name and never compute (every
 #: other op has a rule in each backend, the interpreter, the pullbacks and the derivation's
 #: printers: ``tests/unit/test_dispatch_tables.py``)
-LEAF_OPS: frozenset[Op] = frozenset({Op.INPUT, Op.PARAM, Op.CONST})
+LEAF_OPS: frozenset[Op] = frozenset({Op.INPUT, Op.PARAM, Op.CONST, Op.VAR})
 
 
 @dataclass(frozen=True)
@@ -253,6 +258,42 @@ class Node(metaclass=_Interned):
         return self.op in LEAF_OPS
 
 
+@dataclass(frozen=True)
+class Scan:
+    """A loop over ``length`` steps, the arg of a SCAN node: a recurrence written once, as a
+    graph of one step (its *body*), so that neither a derivation nor emitted code grows with
+    the number of steps.
+
+    The body computes ``new_carry`` (N, S) and ``out`` (N, E) from placeholders (``VAR``
+    leaves, which only the body holds): ``carry``, the value the previous step left (the SCAN's
+    first operand before the first step); ``steps[i]``, step t of sequence operand i (a sample's
+    (T, F_i) block, row-major); ``invariants[j]``, operand j, the same at every step (a
+    recurrent weight). The SCAN's value stacks each step's ``out``: row n is
+    ``out_0[n] | out_1[n] | ... | out_{T-1}[n]``, step t at columns t*E .. t*E + E - 1 whichever
+    the direction (``reverse`` runs t = T-1 down to 0). A forward pass's scan outputs its carries
+    (``out is new_carry``), which its pullback, another SCAN run the other way, reads back.
+    ``label`` names the layer that made it; ``record`` keeps the reverse sweep that derived a
+    pullback's body, for the derivation (it takes no part in equality)."""
+
+    length: int
+    carry: "Node"
+    steps: tuple["Node", ...]
+    invariants: tuple["Node", ...]
+    new_carry: "Node"
+    out: "Node"
+    reverse: bool = False
+    label: str = "scan"
+    record: Any = field(default=None, compare=False)
+
+    def placeholders(self) -> tuple["Node", ...]:
+        """The body's leaves in operand order: the carry, the steps, the invariants."""
+        return (self.carry, *self.steps, *self.invariants)
+
+    def nodes(self) -> list["Node"]:
+        """The body's nodes, operands first."""
+        return toposort([self.new_carry, self.out])
+
+
 def matrix_shape(shape: Shape) -> Shape:
     """A parameter's shape as the IR holds it: a tensor of rank > 2 (a convolution's weight
     (O, C/g, kh, kw)) as the matrix of its rows, (O, C/g*kh*kw); the same memory, row-major.
@@ -434,6 +475,55 @@ def gather_grad(idx: Node, g: Node, vocab: int, dim: int, padding_idx: int = -1)
     return Node(Op.GATHER_GRAD, (idx, g), (int(vocab), int(dim), int(padding_idx)), (int(vocab), int(dim)))
 
 
+def reshape(a: Node, shape: Shape) -> Node:
+    """The entries of ``a`` in row-major order as a tensor of ``shape``: a sequence batch
+    (N, T*F) as the matrix of its steps (N*T, F), whose rows a product with a weight works on
+    at once, and back. No entry moves, so the backends read the operand's storage."""
+    size = lambda sh: sp.expand(sp.Mul(*(sp.sympify(d) for d in sh)))  # noqa: E731
+    if len(shape) != 2 or len(a.shape) != 2 or sp.simplify(size(a.shape) - size(shape)) != 0:
+        raise ValueError(f"reshape of {a.shape} to {shape}: both matrices of the same size")
+    if tuple(a.shape) == tuple(shape):
+        return a
+    return Node(Op.RESHAPE, (a,), None, tuple(shape))
+
+
+def scan(body: Scan, init: Node, seqs: Sequence[Node], invariants: Sequence[Node]) -> Node:
+    """The loop ``body`` over its steps: ``init`` the carry before the first, ``seqs`` the
+    sequences (N, T*F_i) it reads a step of at a time, ``invariants`` what every step reads
+    whole. Its value (N, T*E) stacks each step's ``body.out``."""
+    T = int(body.length)
+    if T < 1:
+        raise ValueError(f"a scan of {T} steps")
+    if tuple(init.shape) != tuple(body.carry.shape):
+        raise ValueError(f"scan carry of shape {body.carry.shape}, its first value {init.shape}")
+    if tuple(body.new_carry.shape) != tuple(body.carry.shape):
+        raise ValueError(f"scan body gives a carry of shape {body.new_carry.shape}, not {body.carry.shape}")
+    if len(seqs) != len(body.steps) or len(invariants) != len(body.invariants):
+        raise ValueError(f"scan of {len(body.steps)} sequences and {len(body.invariants)} invariants, "
+                         f"given {len(seqs)} and {len(invariants)}")
+    for seq, step in zip(seqs, body.steps):
+        if len(step.shape) != 2 or tuple(seq.shape) != (step.shape[0], T * int(step.shape[1])):
+            raise ValueError(f"scan sequence of shape {seq.shape} for steps of shape {step.shape} "
+                             f"over {T} steps")
+    for inv, ph in zip(invariants, body.invariants):
+        if tuple(inv.shape) != tuple(ph.shape):
+            raise ValueError(f"scan invariant of shape {inv.shape} for a placeholder {ph.shape}")
+    own = {id(v) for v in body.placeholders()}
+    if any(v.op is not Op.VAR for v in body.placeholders()) or len(own) != len(body.placeholders()):
+        raise ValueError("a scan's placeholders are distinct VAR leaves")
+    for n in body.nodes():
+        if n.is_leaf and n.op is not Op.CONST and id(n) not in own:
+            raise ValueError(f"a scan body reads {n.op.name} {n.arg!r}: only its placeholders and constants")
+    if len(body.out.shape) != 2 or body.out.shape[0] != init.shape[0]:
+        raise ValueError(f"scan body output of shape {body.out.shape}")
+    return Node(Op.SCAN, (init, *seqs, *invariants), body, (init.shape[0], T * int(body.out.shape[1])))
+
+
+def var(name: str, shape: Shape) -> Node:
+    """A loop body's placeholder (:class:`Scan`)."""
+    return Node(Op.VAR, (), name, tuple(shape))
+
+
 def _require(a: Node, width: int, what: str) -> None:
     if len(a.shape) != 2 or a.shape[1] != width:
         raise ValueError(f"{what} of shape {a.shape}, expected (N, {width})")
@@ -503,7 +593,7 @@ _ARITY = {
     Op.SOFTMAX: 1, Op.LOGSUMEXP: 1, Op.ROWSUM: 1, Op.SOFTMAX_CE: 2, Op.SUM: 1,
     Op.SLICE: 1, Op.CONV: 2, Op.CONV_GRAD_INPUT: 2, Op.CONV_GRAD_WEIGHT: 2, Op.CHANNEL_BIAS: 2,
     Op.CHANNEL_SUM: 1, Op.CHANNEL_EXPAND: 1, Op.MAX_POOL: 1, Op.MAX_POOL_GRAD: 2, Op.AVG_POOL: 1, Op.AVG_POOL_GRAD: 1,
-    Op.GATHER: 2, Op.GATHER_GRAD: 2,
+    Op.GATHER: 2, Op.GATHER_GRAD: 2, Op.VAR: 0, Op.RESHAPE: 1,
 }  # fmt: skip
 
 
@@ -523,6 +613,11 @@ def validate(outputs: Iterable[Node]) -> None:
             if len(n.src) < 2 or len({s.shape[0] for s in n.src}) != 1 \
                     or sum(int(s.shape[1]) for s in n.src) != n.shape[1]:
                 raise ValueError(f"{n}: CONCAT needs two or more matrices of one row count")
+        elif n.op is Op.SCAN:
+            body = n.arg
+            if not isinstance(body, Scan) or len(n.src) != 1 + len(body.steps) + len(body.invariants):
+                raise ValueError(f"{n}: SCAN needs a Scan with one placeholder per operand")
+            validate([body.new_carry, body.out])
         elif len(n.src) != _ARITY[n.op]:
             raise ValueError(f"{n}: {n.op.name} takes {_ARITY[n.op]} operands, got {len(n.src)}")
         if n.op in SPATIAL_OPS and not isinstance(n.arg, SPATIAL_OPS[n.op]):

@@ -9,11 +9,13 @@ graph. Three kernels are planned from one program: ``forward`` (yhat), ``loss`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum, auto
 from typing import Any
 
 import sympy as sp
 
 from . import ir, naming
+from .errors import CodegenError
 from .program import Program
 
 KERNELS = {
@@ -30,7 +32,7 @@ class Stmt:
     ``kind`` is the IR op the statement computes (never a leaf: leaves are names); backends
     dispatch on it through tables keyed by :class:`~symnn.ir.Op`."""
 
-    kind: ir.Op
+    kind: "ir.Op | Loop"
     target: str
     operands: tuple[str, ...]
     shape: ir.Shape
@@ -53,6 +55,36 @@ class KernelPlan:
     n_scalar_ops: int = 0
 
 
+class Loop(Enum):
+    """The plan statements of a loop (an IR ``SCAN``), which no graph node is: the loop's
+    statements lie between its ``BEGIN`` and ``END`` and run once per step.
+
+    ``CARRY``: ``target`` (the carried value) = operand 0 (its first value), before the loop.
+    ``BEGIN``: opens the loop over the steps of ``target`` (the stacked output, (N, T*E)).
+    ``STEP``: ``target`` = step t's columns of the sequence operand 0 (N, F).
+    ``END``: writes operand 0 (the step's output) into step t's columns of ``target``, then
+    operand 1 (the new carry) into operand 2 (the carried value), and closes the loop. Its
+    further operands are the values from before the loop that the loop reads: they stay live
+    until it ends, which every liveness analysis of a plan then sees."""
+
+    CARRY = auto()
+    BEGIN = auto()
+    STEP = auto()
+    END = auto()
+
+
+@dataclass(frozen=True)
+class LoopHead:
+    """A loop's payload: its steps, its direction, the name of its step index, the width of
+    each step's output and of its carried value."""
+
+    length: int
+    reverse: bool
+    index: str
+    width: int
+    carried: int
+
+
 def _is_identity(node: ir.Node) -> bool:
     return (
         node.op is ir.Op.MAP
@@ -60,6 +92,133 @@ def _is_identity(node: ir.Node) -> bool:
         and node.arg.expr == node.arg.args[0]
         and tuple(node.src[0].shape) == tuple(node.shape)
     )
+
+
+def alias_roots(plan: KernelPlan) -> dict[str, str]:
+    """Each name a ``RESHAPE`` made (a view of its operand's storage) -> the stored name it views."""
+    roots: dict[str, str] = {}
+    for st in plan.stmts:
+        if st.kind is ir.Op.RESHAPE:
+            roots[st.target] = roots.get(st.operands[0], st.operands[0])
+    return roots
+
+
+def last_uses(plan: KernelPlan) -> dict[str, int]:
+    """The index of the statement that reads each name last (or makes it, if none reads it). A
+    view's reads count as reads of what it views, and a loop's ``END`` reads what the loop reads
+    (:class:`Loop`), so storage is free only when nothing can read it any more."""
+    last: dict[str, int] = {}
+    for i, st in enumerate(plan.stmts):
+        for o in st.operands:
+            last[o] = i
+        last.setdefault(st.target, i)
+    for view, root in alias_roots(plan).items():
+        if view in last:
+            last[root] = max(last.get(root, -1), last[view])
+    return last
+
+
+class _Planner:
+    """Statements of one kernel in execution order; a SCAN becomes a loop of its body's."""
+
+    def __init__(self, prog: Program, out_of: dict[int, str], plan: KernelPlan) -> None:
+        self.prog = prog
+        self.out_of = out_of
+        self.plan = plan
+        self.temps = iter(f"t{i}" for i in range(10**6))
+        self.loops = 0
+
+    def name_of(self, n: ir.Node) -> str:
+        if id(n) in self.out_of:
+            return self.out_of[id(n)] if self.out_of[id(n)] != "yhat" else self.prog.names.get(id(n), "yhat")
+        return self.prog.names.get(id(n)) or next(self.temps)
+
+    def nodes(self, order: list[ir.Node], names: dict[int, str], consumers: dict[int, int],
+              body: bool = False) -> None:
+        for node in order:
+            if id(node) in names:
+                continue
+            if node.op in (ir.Op.INPUT, ir.Op.PARAM):
+                names[id(node)] = node.arg
+                continue
+            if node.op is ir.Op.CONST:
+                names[id(node)] = repr(float(node.arg))
+                continue
+            if node.op is ir.Op.VAR:
+                raise CodegenError(f"internal error: the placeholder {node.arg!r} outside its loop")
+            if _is_identity(node) and id(node) not in self.out_of:
+                names[id(node)] = names[id(node.src[0])]
+                continue
+            target = next(self.temps) if body else self.name_of(node)
+            names[id(node)] = target
+            ops = tuple(names[id(s)] for s in node.src)
+            if node.op is ir.Op.SCAN:
+                if body:
+                    raise CodegenError("internal error: a loop inside a loop's body")
+                self.scan(node, target, ops)
+                continue
+            payload: Any = node.arg
+            inplace = False
+            if node.op is ir.Op.ADD_BIAS:
+                mm = node.src[0]
+                inplace = mm.op is ir.Op.MATMUL and consumers.get(id(mm)) == 1 and id(mm) not in self.out_of
+            elif node.op is ir.Op.CHANNEL_BIAS:  # a convolution's bias, added where it wrote
+                conv = node.src[0]
+                inplace = conv.op is ir.Op.CONV and consumers.get(id(conv)) == 1 and id(conv) not in self.out_of
+            elif node.op is ir.Op.MAP:
+                payload = node.arg.expr.xreplace(
+                    {
+                        a: (s.arg if s.op is ir.Op.CONST else sp.Symbol(nm, real=True))
+                        for a, nm, s in zip(node.arg.args, ops, node.src)
+                    }
+                )
+            shapes = tuple(tuple(s.shape) for s in node.src)
+            self.plan.stmts.append(
+                Stmt(node.op, target, ops, tuple(node.shape), payload, inplace, shapes,
+                     self.prog.equation_of(node))
+            )
+
+    def scan(self, node: ir.Node, target: str, ops: tuple[str, ...]) -> None:
+        """The loop of a SCAN: its carried value set to the first, then per step its sequences'
+        columns, the body's statements and the step's output written into ``target``."""
+        loop: ir.Scan = node.arg
+        origin = self.prog.equation_of(node)
+        k = len(loop.steps)
+        head = LoopHead(loop.length, loop.reverse, f"s{self.loops}", int(loop.out.shape[1]),
+                        int(loop.carry.shape[1]))
+        self.loops += 1
+        carry = next(self.temps)
+        init, seqs, invs = ops[0], ops[1:1 + k], ops[1 + k:]
+        src = node.src
+        stmts = self.plan.stmts
+        stmts.append(Stmt(Loop.CARRY, carry, (init,), tuple(loop.carry.shape), head, False,
+                          (tuple(src[0].shape),), origin))
+        stmts.append(Stmt(Loop.BEGIN, target, (), tuple(node.shape), head, False, (), origin))
+        first = len(stmts)
+        names: dict[int, str] = {id(loop.carry): carry}
+        names.update({id(p): v for p, v in zip(loop.invariants, invs)})
+        for p, seq, s in zip(loop.steps, seqs, src[1:1 + k]):
+            names[id(p)] = step = next(self.temps)
+            stmts.append(Stmt(Loop.STEP, step, (seq,), tuple(p.shape), head, False, (tuple(s.shape),), origin))
+        order = loop.nodes()
+        consumers: dict[int, int] = {}
+        for n in order:
+            for s in n.src:
+                consumers[id(s)] = consumers.get(id(s), 0) + 1
+        self.nodes(order, names, consumers, body=True)
+        inside = {st.target for st in stmts[first:]}
+        outer = sorted({o for st in stmts[first:] for o in st.operands if o not in inside} | {carry} | set(invs))
+        outer = [o for o in outer if not _is_literal(o)]
+        stmts.append(Stmt(Loop.END, target, (names[id(loop.out)], names[id(loop.new_carry)], carry, *outer),
+                          tuple(node.shape), head, False, (), origin))
+
+
+def _is_literal(name: str) -> bool:
+    try:
+        float(name)
+    except ValueError:
+        return False
+    return True
 
 
 def plan_kernel(prog: Program, kernel: str) -> KernelPlan:
@@ -72,49 +231,10 @@ def plan_kernel(prog: Program, kernel: str) -> KernelPlan:
             consumers[id(s)] = consumers.get(id(s), 0) + 1
     out_of = {id(v): k for k, v in outs.items()}
     names: dict[int, str] = {}
-    temps = iter(f"t{i}" for i in range(10**6))
     inputs = tuple(sorted({n.arg for n in order if n.op is ir.Op.INPUT}))
     plan = KernelPlan(kernel, inputs)
     plan.n_tensor_ops, plan.n_scalar_ops = ir.count_ops(outs.values())
-
-    def name_of(n: ir.Node) -> str:
-        if id(n) in out_of:
-            return out_of[id(n)] if out_of[id(n)] != "yhat" else prog.names.get(id(n), "yhat")
-        return prog.names.get(id(n)) or next(temps)
-
-    for node in order:
-        if node.op in (ir.Op.INPUT, ir.Op.PARAM):
-            names[id(node)] = node.arg
-            continue
-        if node.op is ir.Op.CONST:
-            names[id(node)] = repr(float(node.arg))
-            continue
-        if _is_identity(node) and id(node) not in out_of:
-            names[id(node)] = names[id(node.src[0])]
-            continue
-        target = name_of(node)
-        names[id(node)] = target
-        ops = tuple(names[id(s)] for s in node.src)
-        payload: Any = node.arg
-        inplace = False
-        if node.op is ir.Op.ADD_BIAS:
-            mm = node.src[0]
-            inplace = mm.op is ir.Op.MATMUL and consumers.get(id(mm)) == 1 and id(mm) not in out_of
-        elif node.op is ir.Op.CHANNEL_BIAS:  # a convolution's bias, added where it wrote
-            conv = node.src[0]
-            inplace = conv.op is ir.Op.CONV and consumers.get(id(conv)) == 1 and id(conv) not in out_of
-        elif node.op is ir.Op.MAP:
-            payload = node.arg.expr.xreplace(
-                {
-                    a: (s.arg if s.op is ir.Op.CONST else sp.Symbol(nm, real=True))
-                    for a, nm, s in zip(node.arg.args, ops, node.src)
-                }
-            )
-        shapes = tuple(tuple(s.shape) for s in node.src)
-        plan.stmts.append(
-            Stmt(node.op, target, ops, tuple(node.shape), payload, inplace, shapes,
-                 prog.equation_of(node))
-        )
+    _Planner(prog, out_of, plan).nodes(order, names, consumers)
     plan.outputs = {k: names[id(v)] for k, v in outs.items()}
     # an in-place bias add renames its matmul's (convolution's) target to the bias add's target
     stmts: list[Stmt] = []

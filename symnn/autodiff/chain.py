@@ -49,8 +49,10 @@ class Sweep:
     steps: tuple[SweepStep, ...]
 
 
-def sweep(loss: ir.Node, wrt: dict[str, ir.Node]) -> Sweep:
-    """The reverse sweep from ``loss`` to every entry of ``wrt``, with its record."""
+def sweep(loss: ir.Node, wrt: dict[str, ir.Node], seed: ir.Node | None = None) -> Sweep:
+    """The reverse sweep from ``loss`` to every entry of ``wrt``, with its record. ``seed``: the
+    cotangent of ``loss`` (1 for a scalar loss; a loop body's pullback seeds its step's output
+    with the cotangent that reaches it)."""
     order = ir.toposort([loss])
     # phase 1: which nodes depend on a target
     targets = {id(n) for n in wrt.values()}
@@ -59,7 +61,7 @@ def sweep(loss: ir.Node, wrt: dict[str, ir.Node]) -> Sweep:
         if id(node) in targets or any(id(s) in needed for s in node.src):
             needed.add(id(node))
     # phase 2: reverse sweep
-    cts: dict[int, ir.Node] = {id(loss): ir.const(1)}
+    cts: dict[int, ir.Node] = {id(loss): ir.const(1) if seed is None else seed}
     steps: list[SweepStep] = []
     for node in reversed(order):
         ct = cts.get(id(node))

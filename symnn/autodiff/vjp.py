@@ -15,6 +15,7 @@ import sympy as sp
 
 from .. import ir
 from .elementwise import make_map, partial, partial_tex
+from .scan import pullback_reshape, pullback_scan
 
 Pullback = Callable[[ir.Node, ir.Node], tuple[ir.Node | None, ...]]
 
@@ -202,6 +203,8 @@ PULLBACKS: dict[ir.Op, Pullback] = {
     ir.Op.MAX_POOL: _max_pool,
     ir.Op.AVG_POOL: _avg_pool,
     ir.Op.GATHER: _gather,
+    ir.Op.RESHAPE: pullback_reshape,
+    ir.Op.SCAN: pullback_scan,
 }
 #: every op has a pullback but the pullbacks' own (:data:`symnn.ir.PULLBACK_OPS`): symnn
 #: derives first derivatives, and the chain rule names such an op if it ever meets one

@@ -13,7 +13,7 @@ import sympy as sp
 
 from ... import ir, naming
 from ...errors import CodegenError
-from ...lower import KernelPlan, Stmt, dims
+from ...lower import KernelPlan, Loop, LoopHead, Stmt, dims, last_uses
 from ..base import BackendConfig
 from ..kinks import minmax_args, split_step
 from .printer import SymnnNumPyPrinter
@@ -62,13 +62,11 @@ class _KernelPrinter:
         # for in-place maps: where each name is last read, and the arrays a statement made
         # (a product or a bias add: fresh, owned by this kernel, never an input, parameter,
         # output or view of another array)
-        self.last: dict[str, int] = {}
+        self.last: dict[str, int] = last_uses(plan)
         self.owned: set[str] = set()
         self.outputs = set(plan.outputs.values())
-        for i, st in enumerate(plan.stmts):
-            for o in st.operands:
-                self.last[o] = i
         self.index = -1
+        self.depth = 0  # loops open around the statement being printed
         # softmax-CE rows whose only use may be a total: printed lazily, so that
         # sum(lse - rowsum(y*z)) becomes sum(lse) - sum(y*z) without (N, 1) temporaries
         self.deferred: dict[str, tuple[str, str]] = {}
@@ -78,7 +76,7 @@ class _KernelPrinter:
     def _put(self, line: str, *also: str | None) -> None:
         """Print ``line`` for the current statement and for ``also`` (deferred statements whose
         value it completes)."""
-        self.lines.append(line)
+        self.lines.append("    " * self.depth + line)
         self.line_origins.append((self.origin, *also))
 
     def _row_stats(self, z: str) -> tuple[str, str, str]:
@@ -162,6 +160,37 @@ class _KernelPrinter:
         lo, hi = st.payload
         self.owned.add(st.target)
         self._put(f"{st.target} = {st.operands[0]}[:, {lo}:{hi}].copy()")
+
+    def _reshape(self, st: Stmt) -> None:
+        # a view: ``last_uses`` keeps what it views from being overwritten while it is read
+        self._put(f"{st.target} = {st.operands[0]}.reshape({_shape_code(st.shape)[1:-1]})")
+
+    # -- a loop (lower.Loop) ----------------------------------------------------------------
+    def _carry(self, st: Stmt) -> None:
+        # rebound each step to the body's new array, never written in place (the loop's END
+        # reads it): the first value needs no copy
+        self._put(f"{st.target} = {st.operands[0]}")
+
+    def _begin(self, st: Stmt) -> None:
+        head: LoopHead = st.payload
+        self.owned.add(st.target)
+        self._put(f"{st.target} = np.empty({_shape_code(st.shape)}, dtype=_f)")
+        steps = f"range({head.length - 1}, -1, -1)" if head.reverse else f"range({head.length})"
+        self._put(f"for {head.index} in {steps}:")
+        self.depth += 1
+
+    def _step(self, st: Stmt) -> None:
+        head: LoopHead = st.payload
+        w, t = int(st.shape[1]), head.index
+        self._put(f"{st.target} = {st.operands[0]}[:, {t}*{w}:{t}*{w} + {w}]")
+
+    def _end(self, st: Stmt) -> None:
+        head: LoopHead = st.payload
+        out, new, carry = st.operands[:3]
+        w, t = head.width, head.index
+        self._put(f"{st.target}[:, {t}*{w}:{t}*{w} + {w}] = {out}")
+        self._put(f"{carry} = {new}")
+        self.depth -= 1
 
     def finish(self) -> None:
         """Print the softmax-CE rows nobody summed (an output), each for its own statement."""
@@ -256,7 +285,7 @@ SPATIAL_FUNCTIONS: dict[ir.Op, str] = {
 
 #: how the NumPy backend prints each statement kind: one rule per op that reaches a plan
 #: (``tests/unit/test_dispatch_tables.py`` checks that none is missing)
-STATEMENTS: dict[ir.Op, Callable[[_KernelPrinter, Stmt], None]] = {
+STATEMENTS: dict[ir.Op | Loop, Callable[[_KernelPrinter, Stmt], None]] = {
     ir.Op.MATMUL: _KernelPrinter._matmul,
     ir.Op.ADD_BIAS: _KernelPrinter._add_bias,
     ir.Op.SUM_ROWS: _KernelPrinter._sum_rows,
@@ -269,6 +298,11 @@ STATEMENTS: dict[ir.Op, Callable[[_KernelPrinter, Stmt], None]] = {
     ir.Op.CONCAT: _KernelPrinter._concat,
     ir.Op.SLICE: _KernelPrinter._slice,
     **{op: _spatial_rule(fn) for op, fn in SPATIAL_FUNCTIONS.items()},
+    ir.Op.RESHAPE: _KernelPrinter._reshape,
+    Loop.CARRY: _KernelPrinter._carry,
+    Loop.BEGIN: _KernelPrinter._begin,
+    Loop.STEP: _KernelPrinter._step,
+    Loop.END: _KernelPrinter._end,
 }
 
 

@@ -1,0 +1,179 @@
+"""The pullback of a loop (``SCAN``): backpropagation through time, derived from one step.
+
+A forward scan computes ``C_t = f(C_{t-1}, x_t; V)`` for t = 0 .. T-1 and outputs every
+``C_t``. Its pullback is a second scan, run the other way, whose body is the reverse sweep of
+``f`` (the chain rule of :mod:`symnn.autodiff.chain`, seeded with the step's cotangent):
+
+    g_t = dL/dC_t (from the outputs) + delta_{t+1}       (what later steps sent back)
+    delta_t, dx_t, dV_t = the pullback of f at (C_{t-1}, x_t) of g_t
+
+so the backward recurrence ``delta_t`` from ``delta_{t+1}`` is printed and emitted from the
+records of the same rules as every other gradient. The steps' cotangents of an invariant
+``V`` (a recurrent weight) are summed outside the loop, as one product over all N*T rows:
+``sum_t A_t^T B_t = A^T B`` with A and B the steps stacked, which is what the rules give for a
+weight of a product (``h W^T``) and a bias (``z + b``). The backward scan outputs the steps'
+``A``, ``B`` and ``dx``; where one is a step of a sequence the loop already has (the carry the
+step started from), the sum reads that sequence instead.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from .. import ir
+from .elementwise import make_map
+
+_a, _b = sp.symbols("g h", real=True)
+
+
+def _needs(node: ir.Node) -> bool:
+    """Whether a cotangent can matter for ``node``: not data, a constant, or zeros."""
+    return node.op not in (ir.Op.INPUT, ir.Op.CONST) and not (node.op is ir.Op.MAP and not node.src)
+
+
+def _is_sum(node: ir.Node) -> bool:
+    return (node.op is ir.Op.MAP and len(node.src) == 2
+            and sp.expand(node.arg.expr - node.arg.args[0] - node.arg.args[1]) == 0)
+
+
+def _terms(g: ir.Node) -> list[tuple[ir.Op, tuple[ir.Node, ...]]]:
+    """An invariant's cotangent at one step as a sum of terms that add up over the steps as one
+    product or one column sum: ``(MATMUL, (A, B))`` for ``A^T B``, ``(SUM_ROWS, (A,))``."""
+    if g.op is ir.Op.MAP and not g.src and g.arg.expr == 0:
+        return []
+    if _is_sum(g):
+        return _terms(g.src[0]) + _terms(g.src[1])
+    if g.op is ir.Op.MATMUL and g.arg == (True, False):
+        return [(ir.Op.MATMUL, g.src)]
+    if g.op is ir.Op.SUM_ROWS:
+        return [(ir.Op.SUM_ROWS, g.src)]
+    raise NotImplementedError(f"a scan invariant whose cotangent at one step is a {g.op.name}: symnn sums a "
+                              "recurrent weight's (a product's) or bias's cotangents over the steps")
+
+
+def _shifted(node: ir.Node, init: ir.Node, width: int) -> ir.Node:
+    """The carry each step started from, as a sequence: the first value, then the outputs but
+    the last (for a reverse scan: the outputs but the first, then the first value)."""
+    body: ir.Scan = node.arg
+    T = body.length
+    if T == 1:
+        return init
+    if body.reverse:
+        return ir.concat(ir.slice_(node, width, T * width), init)
+    return ir.concat(init, ir.slice_(node, 0, (T - 1) * width))
+
+
+class _Stacks:
+    """The backward scan's output and where each step value lies in it, and the sequences the
+    loop reads a step of (a value that is such a step is read from its sequence)."""
+
+    def __init__(self, rows: ir.Shape, steps: tuple[ir.Node, ...], seqs: tuple[ir.Node, ...], T: int) -> None:
+        self.rows = rows
+        self.seq_of = {id(p): s for p, s in zip(steps, seqs)}
+        self.T = T
+        self.pieces: list[ir.Node] = []
+        self.offset: dict[int, int] = {}
+        self.width = 0
+        self.scan: ir.Node | None = None
+
+    def add(self, piece: ir.Node) -> None:
+        if id(piece) in self.offset or self._direct(piece) is not None:
+            return
+        self.offset[id(piece)] = self.width
+        self.pieces.append(piece)
+        self.width += int(piece.shape[1])
+
+    def _direct(self, piece: ir.Node) -> ir.Node | None:
+        """A step of a sequence the loop reads (or a block of its columns): that sequence, stacked."""
+        lo, hi, base = 0, None, piece
+        if piece.op is ir.Op.SLICE:
+            (base,), (lo, hi) = piece.src, piece.arg
+        seq = self.seq_of.get(id(base))
+        if seq is None:
+            return None
+        width = int(base.shape[1])
+        stacked = ir.reshape(seq, (self.rows * self.T, width))
+        return stacked if hi is None else ir.slice_(stacked, lo, hi)
+
+    def stacked(self, piece: ir.Node) -> ir.Node:
+        """The steps' values of ``piece`` as one matrix (N*T, width): step t of sample n in row n*T + t."""
+        direct = self._direct(piece)
+        if direct is not None:
+            return direct
+        assert self.scan is not None
+        off, width = self.offset[id(piece)], int(piece.shape[1])
+        whole = ir.reshape(self.scan, (self.rows * self.T, self.width))
+        return whole if width == self.width else ir.slice_(whole, off, off + width)
+
+    def sequence(self, piece: ir.Node) -> ir.Node:
+        """The steps' values of ``piece`` as a sequence (N, T*width)."""
+        assert self.scan is not None
+        if self.width == int(piece.shape[1]) and id(piece) in self.offset:
+            return self.scan
+        return ir.reshape(self.stacked(piece), (self.rows, self.T * int(piece.shape[1])))
+
+
+def pullback_scan(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
+    """The cotangents of a forward scan's operands (its first carry, sequences, invariants) from
+    ``ct``, the cotangent of its stacked carries."""
+    body: ir.Scan = node.arg
+    if body.out is not body.new_carry:
+        raise NotImplementedError("symnn differentiates a scan whose steps output their carry")
+    T, k = body.length, len(body.steps)
+    init, seqs, invs = node.src[0], node.src[1:1 + k], node.src[1 + k:]
+    rows, width = body.carry.shape[0], int(body.carry.shape[1])
+    shape = tuple(body.carry.shape)
+    delta = ir.var(f"{body.label}.dC", shape)  # the cotangent later steps sent back
+    dout = ir.var(f"{body.label}.dY", shape)  # this step's own, from the outputs
+    seed = make_map("accumulate", _a + _b, [(_a, dout), (_b, delta)], shape)
+    wrt = {"carry": body.carry}
+    wrt.update({f"step{i}": p for i, (p, s) in enumerate(zip(body.steps, seqs)) if _needs(s)})
+    wrt.update({f"invariant{j}": p for j, (p, v) in enumerate(zip(body.invariants, invs)) if _needs(v)})
+    from .chain import sweep  # the chain rule's sweep applies this module's rule: imported here
+
+    rec = sweep(body.new_carry, wrt, seed=seed)
+    prev = _shifted(node, init, width)
+    steps = (dout, body.carry, *body.steps)
+    stacks = _Stacks(rows, steps, (ct, prev, *seqs), T)
+    terms = {j: _terms(rec.grads[f"invariant{j}"]) for j in range(len(invs)) if f"invariant{j}" in wrt}
+    for i in range(k):
+        if f"step{i}" in wrt:
+            stacks.add(rec.grads[f"step{i}"])
+    for ts in terms.values():
+        for _, operands in ts:
+            for x in operands:
+                stacks.add(x)
+    new_delta = rec.grads["carry"]
+    if _needs(init) or not stacks.pieces:
+        stacks.add(new_delta)
+    out = stacks.pieces[0] if len(stacks.pieces) == 1 else ir.concat(*stacks.pieces)
+    back = ir.Scan(T, delta, steps, body.invariants, new_delta, out, not body.reverse, f"{body.label}'", rec)
+    stacks.scan = ir.scan(back, make_map("zero", sp.Integer(0), [], shape), (ct, prev, *seqs), invs)
+
+    d_init = None
+    if _needs(init):
+        first = (T - 1 if body.reverse else 0) * stacks.width + stacks.offset[id(new_delta)]
+        d_init = ir.slice_(stacks.scan, first, first + width)
+    d_seqs = [stacks.sequence(rec.grads[f"step{i}"]) if f"step{i}" in wrt else None for i in range(k)]
+    d_invs: list[ir.Node | None] = []
+    for j, inv in enumerate(invs):
+        if j not in terms:
+            d_invs.append(None)
+            continue
+        parts = []
+        for op, operands in terms[j]:
+            if op is ir.Op.MATMUL:
+                parts.append(ir.matmul(stacks.stacked(operands[0]), stacks.stacked(operands[1]), True, False))
+            else:
+                parts.append(ir.sum_rows(stacks.stacked(operands[0])))
+        total = parts[0] if parts else make_map("zero", sp.Integer(0), [], inv.shape)
+        for p in parts[1:]:
+            total = make_map("accumulate", _a + _b, [(_a, total), (_b, p)], inv.shape)
+        d_invs.append(total)
+    return (d_init, *d_seqs, *d_invs)
+
+
+def pullback_reshape(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None]:
+    """The same entries, in the operand's shape."""
+    (a,) = node.src
+    return (None if a.op is ir.Op.INPUT else ir.reshape(ct, a.shape),)

@@ -1,0 +1,289 @@
+"""Recurrent layers (``torch.nn.RNN``, ``GRU``, ``LSTM`` with ``batch_first=True``) as loops.
+
+Each layer of the stack is two parts. Outside the loop, the inputs' share of every gate for all
+T steps at once: one product of the steps stacked as rows (N*T, I) with ``weight_ih`` plus the
+biases. Inside, one step of the recurrence (a :class:`symnn.ir.Scan` body), written once as IR:
+the carried state's product with ``weight_hh`` and the gates' element-wise formulas in
+PyTorch's order and equations. The chain rule derives backpropagation through time from that
+one step (:mod:`symnn.autodiff.scan`), and both backends emit the loop as a loop, so neither
+the derivation nor the code grows with T.
+
+A sample is a sequence (T, F), stored as one row of T*F (PyTorch's contiguous (N, T, F)). The
+layer returns the last step's hidden state (H,), or with ``return_sequences=True`` every
+step's (T, H), as ``output`` of PyTorch's modules. Optional initial states are further inputs:
+``layer(x, h0)`` (``layer(x, h0, c0)`` for an LSTM), each of shape (num_layers, H) per sample
+(or (H,) for one layer): PyTorch's ``h_0`` with the batch first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+import sympy as sp
+
+from . import ir
+from .declare import activation
+from .autodiff.elementwise import make_map
+from .errors import LayerSizeMismatchError, SpecError, SpecTypeError
+from .graph import apply_activation
+from .layers import Emitted, Layer, Shape, _check_name, _dim, register_layer
+
+_u, _v, _w, _x = sp.symbols("u v w x", real=True)
+
+
+def _sigmoid(z: ir.Node) -> ir.Node:
+    return apply_activation(activation("sigmoid"), z)
+
+
+def _tanh(z: ir.Node) -> ir.Node:
+    return apply_activation(activation("tanh"), z)
+
+
+def _add(a: ir.Node, b: ir.Node) -> ir.Node:
+    return make_map("add", _u + _v, [(_u, a), (_v, b)], a.shape)
+
+
+@dataclass(frozen=True, init=False)
+class _Recurrent(Layer):
+    """What the three recurrent layers share: sizes, PyTorch's parameter names and layout
+    (``weight_ih_l{k}`` (G*H, I), ``weight_hh_l{k}`` (G*H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``
+    (G*H,) for layer k of the stack, the gates stacked in PyTorch's order) and the loop."""
+
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bias: bool = True
+    return_sequences: bool = False
+    name: str | None = None
+
+    #: the gates stacked in each weight (PyTorch's G: 1, 3, 4)
+    GATES: ClassVar[int] = 1
+    #: the state each step carries, in hidden sizes (an LSTM carries h and c)
+    CARRIED: ClassVar[int] = 1
+    PARAM_TEX: ClassVar[dict[str, str]] = {}
+    OUTPUT_TEX: ClassVar[str] = "H"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 return_sequences: bool = False, *, name: str | None = None) -> None:
+        kind = type(self).__name__
+        object.__setattr__(self, "input_size", _dim(input_size, f"{kind} input_size"))
+        object.__setattr__(self, "hidden_size", _dim(hidden_size, f"{kind} hidden_size"))
+        object.__setattr__(self, "num_layers", _dim(num_layers, f"{kind} num_layers"))
+        for field_name, value in (("bias", bias), ("return_sequences", return_sequences)):
+            if not isinstance(value, bool):
+                raise SpecTypeError(f"{kind} {field_name} must be True or False, got {value!r}")
+            object.__setattr__(self, field_name, value)
+        object.__setattr__(self, "name", _check_name(name))
+
+    # -- the layer protocol -------------------------------------------------------------------
+    def param_shapes(self) -> dict[str, Shape]:
+        gh, h = self.GATES * self.hidden_size, self.hidden_size
+        shapes: dict[str, Shape] = {}
+        for k in range(self.num_layers):
+            shapes[f"weight_ih_l{k}"] = (gh, self.input_size if k == 0 else h)
+            shapes[f"weight_hh_l{k}"] = (gh, h)
+            if self.bias:
+                shapes[f"bias_ih_l{k}"] = (gh,)
+                shapes[f"bias_hh_l{k}"] = (gh,)
+        return shapes
+
+    @property
+    def REGULARISED(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The weights (never the biases) of every layer of the stack, for l1/l2."""
+        return tuple(p for k in range(self.num_layers) for p in (f"weight_ih_l{k}", f"weight_hh_l{k}"))
+
+    def output_shape(self, *shapes: Shape) -> Shape:
+        kind = type(self).__name__
+        states = self.CARRIED
+        if not 1 <= len(shapes) <= 1 + states or len(shapes) not in (1, 1 + states):
+            what = "h0" if states == 1 else "h0 and c0"
+            raise SpecError(f"{kind} takes a sequence, optionally with its initial {what}; got {len(shapes)} tensors")
+        seq = shapes[0]
+        if len(seq) != 2:
+            raise LayerSizeMismatchError(f"{kind} takes sequences of shape (T, {self.input_size}), got {seq}")
+        if seq[1] != self.input_size:
+            raise LayerSizeMismatchError(f"{kind}(input_size={self.input_size}) applied to steps of {seq[1]} "
+                                         f"features (shape {seq})")
+        for s in shapes[1:]:
+            if tuple(s) not in self._state_shapes():
+                raise LayerSizeMismatchError(f"{kind} initial state of shape {s}, expected "
+                                             f"{' or '.join(map(str, self._state_shapes()))}")
+        return (seq[0], self.hidden_size) if self.return_sequences else (self.hidden_size,)
+
+    def _state_shapes(self) -> tuple[Shape, ...]:
+        h, L = self.hidden_size, self.num_layers
+        return ((L, h),) if L > 1 else ((h,), (1, h))
+
+    def init(self, rng: np.random.Generator, scheme: str | None) -> dict[str, np.ndarray]:
+        """U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as PyTorch's ``reset_parameters``."""
+        k = 1.0 / math.sqrt(self.hidden_size)
+        return {name: rng.uniform(-k, k, size=shape) for name, shape in self.param_shapes().items()}
+
+    def describe(self) -> str:
+        extra = f", num_layers={self.num_layers}" if self.num_layers != 1 else ""
+        extra += "" if self.bias else ", bias=False"
+        extra += ", return_sequences=True" if self.return_sequences else ""
+        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
+
+    # -- the forward pass -------------------------------------------------------------------
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
+              shapes: Sequence[Shape] = ()) -> Emitted:
+        x = inputs[0]
+        rows = x.shape[0]
+        T = int(shapes[0][0]) if shapes else int(x.shape[1]) // self.input_size
+        h = self.hidden_size
+        carried = self.CARRIED * h
+        states = list(inputs[1:])
+        seq, width = x, self.input_size
+        named: list[tuple[ir.Node, str]] = []
+        last = None
+        for k in range(self.num_layers):
+            init = self._initial(states, k, rows)
+            projected = self._projection(seq, width, T, k, params)
+            label = params[f"weight_hh_l{k}"].arg.removesuffix(f"weight_hh_l{k}").rstrip("_") or "rnn"
+            label = f"{label}_l{k}"
+            body = self._body(label, rows, T)
+            invariants = [params[f"weight_hh_l{k}"]] + ([params[f"bias_hh_l{k}"]] if self._bias_inside() else [])
+            carries = ir.scan(body, init, [projected], invariants)
+            named.append((projected, "P"))
+            named.append((carries, "C"))
+            if carried == h:
+                seq = carries
+            else:  # each step's hidden state: the first h of its carried columns
+                steps = ir.reshape(carries, (rows * T, carried))
+                seq = ir.reshape(ir.slice_(steps, 0, h), (rows, T * h))
+            width = h
+            last = carries
+        assert last is not None
+        if self.return_sequences:
+            out = seq
+        else:
+            start = (T - 1) * carried
+            out = ir.slice_(last, start, start + h)
+        return Emitted(out, tuple(named))
+
+    def _initial(self, states: list[ir.Node], k: int, rows) -> ir.Node:
+        """Layer k's first carried state: zeros, or its rows of the given h0 (and c0)."""
+        h = self.hidden_size
+        if not states:
+            return make_map("zero", sp.Integer(0), [], (rows, self.CARRIED * h))
+        parts = []
+        for s in states:
+            parts.append(s if int(s.shape[1]) == h else ir.slice_(s, k * h, (k + 1) * h))
+        return parts[0] if len(parts) == 1 else ir.concat(*parts)
+
+    def _bias_inside(self) -> bool:
+        """Whether ``bias_hh`` enters the step itself (a GRU's, inside its reset gate's product)
+        rather than the projection outside the loop."""
+        return False
+
+    def _projection(self, seq: ir.Node, width: int, T: int, k: int, params: dict[str, ir.Node]) -> ir.Node:
+        """Every step's input share of the gates, for all steps at once: (N, T*G*H)."""
+        rows = seq.shape[0]
+        steps = ir.reshape(seq, (rows * T, width))
+        z = ir.matmul(steps, params[f"weight_ih_l{k}"], False, True)
+        if self.bias:
+            z = ir.add_bias(z, params[f"bias_ih_l{k}"])
+            if not self._bias_inside():
+                z = ir.add_bias(z, params[f"bias_hh_l{k}"])
+        return ir.reshape(z, (rows, T * self.GATES * self.hidden_size))
+
+    def _body(self, label: str, rows, T: int) -> ir.Scan:
+        raise NotImplementedError
+
+
+@register_layer
+@dataclass(frozen=True, init=False)
+class RNN(_Recurrent):
+    """``torch.nn.RNN(batch_first=True)``: ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``
+    with ``nonlinearity`` tanh (the default) or relu."""
+
+    nonlinearity: str = "tanh"
+
+    KIND: ClassVar[str] = "rnn"
+    GATES: ClassVar[int] = 1
+    CARRIED: ClassVar[int] = 1
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, return_sequences: bool = False, *, name: str | None = None) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias, return_sequences, name=name)
+        if nonlinearity not in ("tanh", "relu"):
+            raise SpecTypeError(f"RNN nonlinearity must be 'tanh' or 'relu' (as PyTorch), got {nonlinearity!r}")
+        object.__setattr__(self, "nonlinearity", nonlinearity)
+
+    def describe(self) -> str:
+        base = super().describe()
+        return base if self.nonlinearity == "tanh" else base[:-1] + ", nonlinearity='relu')"
+
+    def _body(self, label: str, rows, T: int) -> ir.Scan:
+        h = self.hidden_size
+        carry = ir.var(f"{label}.h", (rows, h))
+        p = ir.var(f"{label}.p", (rows, h))
+        w = ir.var(f"{label}.W_hh", (h, h))
+        z = _add(p, ir.matmul(carry, w, False, True))
+        new = apply_activation(activation(self.nonlinearity), z)
+        return ir.Scan(T, carry, (p,), (w,), new, new, label=label)
+
+
+@register_layer
+@dataclass(frozen=True, init=False)
+class GRU(_Recurrent):
+    """``torch.nn.GRU(batch_first=True)``, gates (r, z, n) in PyTorch's order:
+    ``r = σ(x W_ir^T + b_ir + h W_hr^T + b_hr)``, ``z`` likewise,
+    ``n = tanh(x W_in^T + b_in + r ⊙ (h W_hn^T + b_hn))``, ``h' = (1 - z) ⊙ n + z ⊙ h``."""
+
+    KIND: ClassVar[str] = "gru"
+    GATES: ClassVar[int] = 3
+    CARRIED: ClassVar[int] = 1
+
+    def _bias_inside(self) -> bool:
+        return self.bias
+
+    def _body(self, label: str, rows, T: int) -> ir.Scan:
+        h = self.hidden_size
+        carry = ir.var(f"{label}.h", (rows, h))
+        p = ir.var(f"{label}.p", (rows, 3 * h))
+        w = ir.var(f"{label}.W_hh", (3 * h, h))
+        invariants = [w]
+        q = ir.matmul(carry, w, False, True)
+        if self.bias:
+            b = ir.var(f"{label}.b_hh", (3 * h,))
+            invariants.append(b)
+            q = ir.add_bias(q, b)
+        r = _sigmoid(_add(ir.slice_(p, 0, h), ir.slice_(q, 0, h)))
+        z = _sigmoid(_add(ir.slice_(p, h, 2 * h), ir.slice_(q, h, 2 * h)))
+        n = _tanh(make_map("gru_candidate", _u + _v * _w, [(_u, ir.slice_(p, 2 * h, 3 * h)), (_v, r),
+                                                            (_w, ir.slice_(q, 2 * h, 3 * h))], (rows, h)))
+        new = make_map("gru_state", (1 - _u) * _v + _u * _w, [(_u, z), (_v, n), (_w, carry)], (rows, h))
+        return ir.Scan(T, carry, (p,), tuple(invariants), new, new, label=label)
+
+
+@register_layer
+@dataclass(frozen=True, init=False)
+class LSTM(_Recurrent):
+    """``torch.nn.LSTM(batch_first=True)``, gates (i, f, g, o) in PyTorch's order:
+    ``c' = σ(f) ⊙ c + σ(i) ⊙ tanh(g)``, ``h' = σ(o) ⊙ tanh(c')``. Each step carries (h, c)."""
+
+    KIND: ClassVar[str] = "lstm"
+    GATES: ClassVar[int] = 4
+    CARRIED: ClassVar[int] = 2
+
+    def _body(self, label: str, rows, T: int) -> ir.Scan:
+        h = self.hidden_size
+        carry = ir.var(f"{label}.hc", (rows, 2 * h))
+        p = ir.var(f"{label}.p", (rows, 4 * h))
+        w = ir.var(f"{label}.W_hh", (4 * h, h))
+        z = _add(p, ir.matmul(ir.slice_(carry, 0, h), w, False, True))
+        i, f = _sigmoid(ir.slice_(z, 0, h)), _sigmoid(ir.slice_(z, h, 2 * h))
+        g, o = _tanh(ir.slice_(z, 2 * h, 3 * h)), _sigmoid(ir.slice_(z, 3 * h, 4 * h))
+        c = make_map("lstm_cell", _u * _v + _w * _x, [(_u, f), (_v, ir.slice_(carry, h, 2 * h)), (_w, i), (_x, g)],
+                     (rows, h))
+        hidden = make_map("lstm_hidden", _u * sp.tanh(_v), [(_u, o), (_v, c)], (rows, h))
+        new = ir.concat(hidden, c)
+        return ir.Scan(T, carry, (p,), (w,), new, new, label=label)
+
+
+__all__ = ["RNN", "GRU", "LSTM"]
