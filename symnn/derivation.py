@@ -70,6 +70,10 @@ class Derivation:
     symbols: dict[str, Named] = field(default_factory=dict)
     inputs: dict[str, sp.Basic] = field(default_factory=dict)
     reuses: list = field(default_factory=list)  # the reuse pass's records (Reuse)
+    #: each loop's body, printed once for step t (:class:`~symnn.autodiff.display.Loop`): the
+    #: recurrence of a recurrent layer and its backpropagation through time; the loop's
+    #: equation in the forward or backward pass applies its operator, which runs these per step
+    loops: list = field(default_factory=list)
 
     @property
     def forward(self) -> list[Equation]:
@@ -202,7 +206,7 @@ def from_program(net: Network, simplified: Simplified) -> Derivation:
         updates = build_forward(net, training=True).updates
         state = state_equations(simplified.forward, simplified.derived, simplified.sweep, updates)
     return Derivation(net, eqs.equations + state, eqs.functions, _simplifications(simplified),
-                      list(simplified.reports), eqs.symbols, eqs.inputs, list(simplified.reuses))
+                      list(simplified.reports), eqs.symbols, eqs.inputs, list(simplified.reuses), eqs.loops)
 
 
 def derive(net: Network) -> Derivation:

@@ -538,12 +538,14 @@ _ONNX_ACTIVATIONS = {
     "Softplus": ("softplus", {}), "Softsign": ("softsign", {}), "Identity": ("identity", {}),
 }
 
-_FLOAT_ATTR, _INT_ATTR, _STRING_ATTR, _TENSOR_ATTR, _INTS_ATTR = 1, 2, 3, 4, 7  # onnx.AttributeProto
+_FLOAT_ATTR, _INT_ATTR, _STRING_ATTR, _TENSOR_ATTR, _FLOATS_ATTR, _INTS_ATTR, _STRINGS_ATTR = 1, 2, 3, 4, 6, 7, 8
+# (onnx.AttributeProto's types)
 #: the longest list or string attribute symnn reads (a 2-D conv's pads have 4 entries): a file
 #: cannot make symnn copy a huge attribute before refusing it
 _MAX_ATTR_ITEMS = 16
 _ATTR_TYPE_NAMES = {_FLOAT_ATTR: "float", _INT_ATTR: "integer", _STRING_ATTR: "string",
-                    _TENSOR_ATTR: "tensor", _INTS_ATTR: "list of integers"}
+                    _TENSOR_ATTR: "tensor", _INTS_ATTR: "list of integers", _FLOATS_ATTR: "list of floats",
+                    _STRINGS_ATTR: "list of strings"}
 
 
 @dataclass(frozen=True)
@@ -554,6 +556,8 @@ class _OnnxOp:
     inputs: tuple[int, int]
     attributes: Mapping[str, int]
     outputs: int = 1  # how many outputs the spec allows (symnn reads the first one only)
+    #: whether symnn reads outputs after the first (a recurrent op's final states), else refused
+    several: bool = False
 
 
 _ONNX_OPS: dict[str, _OnnxOp] = {
@@ -690,10 +694,10 @@ def _node_attributes(node: Any, where: str, ops: Mapping[str, _OnnxOp] | None = 
     if not low <= len(node.input) <= high or not all(node.input[:low]):
         raise ModelFormatError(f"{where}: {len(node.input)} inputs; {node.op_type} takes "
                                f"{low if low == high else f'{low} to {high}'}")
-    if not 1 <= len(node.output) <= op.outputs or not node.output[0]:
+    if not 1 <= len(node.output) <= op.outputs or not (any(node.output) if op.several else node.output[0]):
         raise ModelFormatError(f"{where}: {len(node.output)} outputs; {node.op_type} has "
                                f"{'one' if op.outputs == 1 else f'one to {op.outputs}'}")
-    if len(node.output) > 1:
+    if len(node.output) > 1 and not op.several:
         raise SpecTypeError(f"{where}: {len(node.output)} outputs; symnn reads ops with one output (a "
                             f"{node.op_type}'s first)")
     attrs: dict[str, Any] = {}
@@ -718,15 +722,23 @@ def _attribute_value(attr: Any, kind: int, where: str) -> Any:
         return attr.i
     if kind == _TENSOR_ATTR:
         return attr.t
-    held = attr.ints if kind == _INTS_ATTR else attr.s
+    held = {_INTS_ATTR: attr.ints, _FLOATS_ATTR: attr.floats, _STRINGS_ATTR: attr.strings}.get(kind, attr.s)
     if len(held) > _MAX_ATTR_ITEMS:
         raise ModelFormatError(f"{where}: attribute {shown(attr.name)} holds {len(held)} items; symnn reads "
                                f"at most {_MAX_ATTR_ITEMS}")
     if kind == _INTS_ATTR:
         return tuple(int(v) for v in held)
-    text = bytes(held)
+    if kind == _FLOATS_ATTR:
+        return tuple(float(v) for v in held)
+    if kind == _STRINGS_ATTR:
+        return tuple(_ascii(bytes(item), attr.name, where) for item in held)
+    return _ascii(bytes(held), attr.name, where)
+
+
+def _ascii(text: bytes, name: str, where: str) -> str:
+    """A string attribute's bytes as text: plain printable ASCII only."""
     if not all(0x20 <= b < 0x7F for b in text):
-        raise ModelFormatError(f"{where}: attribute {shown(attr.name)} is not a plain ASCII string")
+        raise ModelFormatError(f"{where}: attribute {shown(name)} is not a plain ASCII string")
     return text.decode("ascii")
 
 

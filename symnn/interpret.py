@@ -193,11 +193,7 @@ def _gather_grad(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
 
 
 def _reshape(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
-    return s[0].reshape(_concrete(node.shape, env))
-
-
-def _concrete(shape: ir.Shape, env: _Env) -> tuple[int, ...]:
-    return tuple(int(sp.sympify(d).subs(naming.N, env.nrows)) for d in shape)
+    return s[0].reshape(-1, int(node.shape[1]))  # the rows follow (a multiple of the batch)
 
 
 def _scan(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
@@ -208,16 +204,17 @@ def _scan(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
     carry, seqs, invs = s[0], s[1:1 + k], s[1 + k:]
     widths = [int(p.shape[1]) for p in body.steps]
     width = int(body.out.shape[1])
-    out = np.zeros((env.nrows, T * width), dtype=np.result_type(carry, *seqs, *invs))
+    rows = carry.shape[0]
+    out = np.zeros((rows, T * width), dtype=np.result_type(carry, *seqs, *invs))
     order = body.nodes()
     for t in (range(T - 1, -1, -1) if body.reverse else range(T)):
         bound = {body.carry.arg: carry, **{p.arg: v for p, v in zip(body.invariants, invs)},
                  **{p.arg: x[:, t * w:(t + 1) * w] for p, x, w in zip(body.steps, seqs, widths)}}
-        inner = _Env({**env.leaves, **bound}, env.nrows)
+        inner = _Env({**env.leaves, **bound}, rows)
         values: dict[int, np.ndarray] = {}
         for n in order:
             values[id(n)] = np.asarray(RULES[n.op](n, [values[id(x)] for x in n.src], inner))
-        out[:, t * width:(t + 1) * width] = np.broadcast_to(values[id(body.out)], (env.nrows, width))
+        out[:, t * width:(t + 1) * width] = np.broadcast_to(values[id(body.out)], (rows, width))
         carry = np.broadcast_to(values[id(body.new_carry)], carry.shape)
     return out
 

@@ -111,7 +111,7 @@ def last_uses(plan: KernelPlan) -> dict[str, int]:
     for i, st in enumerate(plan.stmts):
         for o in st.operands:
             last[o] = i
-        last.setdefault(st.target, i)
+        last[st.target] = i  # a statement writing an existing value (a loop's END) keeps it live
     for view, root in alias_roots(plan).items():
         if view in last:
             last[root] = max(last.get(root, -1), last[view])

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sympy as sp
+
 from . import ir, naming
-from .lower import KERNELS, KernelPlan, plan_kernel
+from .lower import KERNELS, KernelPlan, last_uses, plan_kernel
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class WorkRow:
 def _size(shape: tuple, n: int) -> int:
     out = 1
     for d in shape:
-        out *= n if d == naming.N else int(d)
+        out *= int(sp.sympify(d).subs(naming.N, n))
     return out if shape else 0  # a scalar lives in a register, not in work
 
 
@@ -49,15 +51,15 @@ def live_peak(plan: KernelPlan, n: int, keep_outputs: bool = False) -> int:
     last: dict[str, int] = {}
     size: dict[str, int] = {}
     shape: dict[str, tuple] = {}
+    uses = last_uses(plan)  # a view's reads are its storage's, a loop's END reads what the loop does
     for i, st in enumerate(plan.stmts):
-        for o in st.operands:
-            if o in first:
-                last[o] = i
         if st.target not in first:  # an in-place statement (z += b) keeps its value's slot
             first[st.target] = i
-            size[st.target] = _size(tuple(st.shape), n)
+            # a view (a reshape) is its operand's storage: no memory of its own
+            size[st.target] = 0 if st.kind is ir.Op.RESHAPE else _size(tuple(st.shape), n)
             shape[st.target] = tuple(st.shape)
-        last[st.target] = max(last.get(st.target, i), i)
+    for v in first:
+        last[v] = uses.get(v, first[v])
     # an element-wise map may write over an operand of its shape that it reads last (the C
     # lowering does): the two values are one memory, from the operand's first statement to the
     # map's value's last

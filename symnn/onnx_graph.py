@@ -9,7 +9,9 @@ bias ``Add``) an ``sn.Dense``, ``Add`` of two computed tensors a residual ``a + 
 ``Concat(axis=1)`` of feature vectors an ``sn.concat``, ``BatchNormalization`` (inference form)
 an ``sn.BatchNorm1d``/``BatchNorm2d``, ``LayerNormalization`` over the features an
 ``sn.LayerNorm``, and ``Gather(axis=0)`` of an initializer (the table) by the graph's integer
-input (token ids, declared (N, T)) an ``sn.Embedding`` on an index input. A layer with weights is named as the PyTorch module that exported them
+input (token ids, declared (N, T)) an ``sn.Embedding`` on an index input, and ``RNN``/``GRU``/``LSTM``
+(direction "forward", batch-first ``layout=1``, default activations) an ``sn.RNN``/``GRU``/``LSTM``
+with its weights in PyTorch's gate order (:func:`_recurrent`). A layer with weights is named as the PyTorch module that exported them
 (initializer ``conv1.weight``: layer ``conv1``, so its parameters are keyed as the module's
 ``state_dict``), else ``conv1``, ``dense2``... by kind. An ``Identity`` of a weight (what
 torch's exporter writes for two equal initializers) names the same weight; a ``Constant`` of
@@ -34,11 +36,12 @@ from .declare import Activate, Activation, Dense, Network
 from .errors import ModelFormatError, SpecError, SpecTypeError
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .embedding import Embedding
-from .interop import (_FLOAT_ATTR, _INT_ATTR, _INTS_ATTR, _ONNX_ACTIVATIONS, _ONNX_FLOATS, _ONNX_OPS,
-                      _STRING_ATTR, _TENSOR_ATTR, _OnnxOp, _check_dtype, _node_attributes, _row_bias, _weight,
+from .interop import (_FLOAT_ATTR, _FLOATS_ATTR, _INT_ATTR, _INTS_ATTR, _ONNX_ACTIVATIONS, _ONNX_FLOATS, _ONNX_OPS,
+                      _STRING_ATTR, _STRINGS_ATTR, _TENSOR_ATTR, _OnnxOp, _check_dtype, _node_attributes, _row_bias, _weight,
                       _weights)
 from .layers import Input, Layer, LayerNorm, Tensor, concat
 from .naming import shown
+from .recurrent import GRU, LSTM, RNN
 from .spatial_layers import (AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d,
                              MaxPool2d)
 
@@ -47,6 +50,10 @@ _MAX_SIZE = 2**31 - 1
 
 _POOL_ATTRS = {"auto_pad": _STRING_ATTR, "ceil_mode": _INT_ATTR, "dilations": _INTS_ATTR,
                "kernel_shape": _INTS_ATTR, "pads": _INTS_ATTR, "strides": _INTS_ATTR}
+
+_RECURRENT_ATTRS = {"activation_alpha": _FLOATS_ATTR, "activation_beta": _FLOATS_ATTR,
+                    "activations": _STRINGS_ATTR, "clip": _FLOAT_ATTR, "direction": _STRING_ATTR,
+                    "hidden_size": _INT_ATTR, "layout": _INT_ATTR}
 
 #: the ops of a layer graph: the MLP's, and these (their ONNX spec: inputs, attributes, outputs)
 _GRAPH_OPS: dict[str, _OnnxOp] = {
@@ -66,6 +73,11 @@ _GRAPH_OPS: dict[str, _OnnxOp] = {
     "LayerNormalization": _OnnxOp((2, 3), {"axis": _INT_ATTR, "epsilon": _FLOAT_ATTR, "stash_type": _INT_ATTR},
                                   outputs=3),
     "Gather": _OnnxOp((2, 2), {"axis": _INT_ATTR}),
+    # inputs X, W, R, B, sequence_lens, initial_h (LSTM: initial_c, P); outputs Y, Y_h (LSTM: Y_c)
+    "RNN": _OnnxOp((3, 6), _RECURRENT_ATTRS, outputs=2, several=True),
+    "GRU": _OnnxOp((3, 6), {**_RECURRENT_ATTRS, "linear_before_reset": _INT_ATTR}, outputs=2, several=True),
+    "LSTM": _OnnxOp((3, 8), {**_RECURRENT_ATTRS, "input_forget": _INT_ATTR}, outputs=3, several=True),
+    "Squeeze": _OnnxOp((1, 2), {"axes": _INTS_ATTR}),  # only of a recurrent op's output (_squeezed)
 }
 
 #: ops that only a layer graph has: a model holding one is imported by this module
@@ -74,7 +86,8 @@ _GRAPH_ONLY = frozenset(_GRAPH_OPS) - frozenset(_ONNX_OPS)
 _SUPPORTED = ("Conv, MaxPool, AveragePool, GlobalAveragePool (then Flatten or Reshape), Flatten (axis=1), "
               "Reshape to (N, -1), Gemm, MatMul (+ Add), Add, Concat (axis=1), BatchNormalization (inference "
               "form), LayerNormalization (over the features), Gather (axis 0 of an initializer by the integer "
-              "input: an embedding), Constant (a shape or a weight) and "
+              "input: an embedding), RNN, GRU, LSTM (forward, layout=1; their Y flattened or squeezed, or Y_h "
+              "flattened or squeezed), Constant (a shape or a weight) and "
               f"{', '.join(sorted(_ONNX_ACTIVATIONS))} (an Identity of a weight is that weight)")
 
 _INT64 = 7  # onnx.TensorProto.INT64
@@ -97,6 +110,7 @@ class _Node:
     inputs: tuple[str, ...]
     output: str
     where: str
+    outputs: tuple[str, ...] = ()  # every output ("" for an omitted one), where the op has several
 
 
 @dataclass
@@ -139,9 +153,10 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
                  set())
     defined = {i.name for i in graph.input} | set(init)
     for node in nodes:
-        if node.output in defined:
-            raise ModelFormatError(f"{node.where}: output {shown(node.output)} is already defined in the graph")
-        defined.add(node.output)
+        for output in node.outputs or (node.output,):
+            if output and output in defined:
+                raise ModelFormatError(f"{node.where}: output {shown(output)} is already defined in the graph")
+            defined.add(output)
         if id(node) not in b.done:
             _build(b, node)
     missing = [o for o in out_names if o not in b.values]
@@ -170,10 +185,11 @@ def _checked(index: int, node: Any) -> _Node:
         raise SpecTypeError(f"{where}: storage_order={attrs['storage_order']} is not supported; symnn reads "
                             "MaxPool with storage_order=0 (row-major indices, and only its first output)")
     for key, value in attrs.items():
-        if isinstance(value, tuple) and any(abs(v) > _MAX_SIZE for v in value):
+        if isinstance(value, tuple) and any(not isinstance(v, str) and abs(v) > _MAX_SIZE for v in value):
             raise ModelFormatError(f"{where}: attribute {shown(key)}={shown(value)} holds a value beyond "
                                    f"{_MAX_SIZE}")
-    return _Node(node.op_type, attrs, tuple(node.input), node.output[0], where)
+    outputs = tuple(node.output) if _GRAPH_OPS[node.op_type].several else ()
+    return _Node(node.op_type, attrs, tuple(node.input), node.output[0], where, outputs)
 
 
 def _input(value_info: Any) -> Tensor:
@@ -228,6 +244,11 @@ def _build(b: _Builder, node: _Node) -> None:
         _layernorm(b, node)
     elif node.op == "Gather":
         _gather(b, node)
+    elif node.op in _RECURRENT_LAYERS:
+        _recurrent(b, node)
+    elif node.op == "Squeeze":
+        raise SpecTypeError(f"{node.where}: symnn reads a Squeeze only of an RNN/GRU/LSTM's Y (axis 2) or Y_h "
+                            "(axis 1), where it drops the direction axis")
     elif node.op == "Conv":
         _conv(b, node)
     elif node.op in ("MaxPool", "AveragePool"):
@@ -627,3 +648,159 @@ def _matmul_bias(b: _Builder, node: _Node, width: int) -> tuple[_Node, str | Non
             b.done.add(id(add))
             return add, other[0], _row_bias(_weight(b.init, other[0], 2, add.where, b.base), width, add.where)
     return node, None, None
+
+
+#: ONNX recurrent op -> (the symnn layer, each PyTorch gate's block in ONNX's order, the
+#: default activations). ONNX stacks an LSTM's gates i, o, f, c and a GRU's z, r, h; PyTorch
+#: stacks i, f, g, o and r, z, n: PyTorch's gate k is ONNX's block ``order[k]``.
+_RECURRENT_LAYERS: dict[str, tuple[type[Layer], tuple[int, ...], tuple[str, ...]]] = {
+    "RNN": (RNN, (0,), ("Tanh",)),
+    "GRU": (GRU, (1, 0, 2), ("Sigmoid", "Tanh")),
+    "LSTM": (LSTM, (0, 2, 3, 1), ("Sigmoid", "Tanh", "Tanh")),
+}
+#: the recurrent ops' optional inputs after X, W, R, in the spec's order
+_RECURRENT_INPUTS = ("B", "sequence_lens", "initial_h", "initial_c", "P")
+#: optional inputs symnn refuses, and why
+_RECURRENT_REFUSED_INPUTS = {
+    "sequence_lens": "every sequence runs all T steps (pad them to one length)",
+    "initial_h": "the state starts at zero",
+    "initial_c": "the cell state starts at zero",
+    "P": "symnn's LSTM has no peephole connections",
+}
+
+
+def _recurrent(b: _Builder, node: _Node) -> None:
+    """``RNN``/``GRU``/``LSTM`` (direction "forward", ``layout=1``: X (N, T, F)) as an
+    ``sn.RNN``/``GRU``/``LSTM``: W (1, G*H, F), R (1, G*H, H) and B (1, 2*G*H: Wb then Rb)
+    become ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0`` with the gates
+    moved to PyTorch's order; no B is a layer without biases. The layer returns the sequence
+    when Y is read (flattened, or squeezed to (N, T, H)), the last state when Y_h is."""
+    cls, order, defaults = _RECURRENT_LAYERS[node.op]
+    x = _tensor(b, node, node.inputs[0])
+    if len(x.shape) != 2:
+        raise SpecError(f"{node.where}: reads samples of shape {x.shape}; a {node.op} reads sequences (T, F): "
+                        "X declared (N, T, F)")
+    nonlinearity = _recurrent_settings(node, defaults)
+    optional = dict(zip(_RECURRENT_INPUTS, node.inputs[3:]))
+    for key, why in _RECURRENT_REFUSED_INPUTS.items():
+        if optional.get(key):
+            raise SpecTypeError(f"{node.where}: the input {key} ({shown(optional[key])}) is not supported: {why}")
+    w = _weight(b.init, node.inputs[1], 3, node.where, b.base, exact=True)
+    r = _weight(b.init, node.inputs[2], 3, node.where, b.base, exact=True)
+    gates, h = len(order), int(r.shape[2])
+    if (h < 1 or w.shape != (1, gates * h, x.shape[1]) or r.shape != (1, gates * h, h)
+            or node.attrs.get("hidden_size", h) != h):
+        raise SpecError(f"{node.where}: W of shape {w.shape}, R of shape {r.shape} and hidden_size="
+                        f"{node.attrs.get('hidden_size')} do not make a forward {node.op} of {gates} gate(s) "
+                        f"on {x.shape[1]} features")
+    sequences, readers = _recurrent_readers(b, node, (x.shape[0], h))
+    name = _layer_name(b, "", None, node.op.lower())
+    sizes = (int(x.shape[1]), h, 1)
+    has_bias = bool(optional.get("B"))
+    layer = (RNN(*sizes, nonlinearity, has_bias, sequences, name=name) if cls is RNN
+             else cls(*sizes, has_bias, sequences, name=name))
+    values = {"weight_ih_l0": _gates(w[0], order, h), "weight_hh_l0": _gates(r[0], order, h)}
+    if has_bias:
+        bias = _weight(b.init, optional["B"], 2, node.where, b.base, exact=True)
+        if bias.shape != (1, 2 * gates * h):
+            raise SpecError(f"{node.where}: B has shape {bias.shape}; a forward {node.op} of hidden size {h} "
+                            f"takes (1, {2 * gates * h})")
+        values["bias_ih_l0"] = _gates(bias[0, :gates * h], order, h)
+        values["bias_hh_l0"] = _gates(bias[0, gates * h:], order, h)
+    for leaf, v in values.items():
+        b.params[f"{name}.{leaf}"] = _weights(v, f"{name}.{leaf}", b.dtype)
+    out = layer(x)
+    for reader in readers:  # a flattened sequence is (T*H,); a squeeze, or Y_h flattened, the layer's own
+        flat = sequences and reader.op != "Squeeze"
+        b.values[reader.output] = Flatten()(out) if flat else out
+
+
+def _gates(a: np.ndarray, order: Sequence[int], h: int) -> np.ndarray:
+    """ONNX's stacked gate blocks (rows of ``a``) in PyTorch's order."""
+    return np.concatenate([a[k * h:(k + 1) * h] for k in order])
+
+
+def _recurrent_settings(node: _Node, defaults: tuple[str, ...]) -> str:
+    """Refuse a recurrent op's settings that symnn's layers (PyTorch's equations) lack, each by
+    name; the RNN's nonlinearity ("tanh", or "relu" for ``activations=["Relu"]``)."""
+    attrs, what = node.attrs, f"{node.where}: {node.op}"
+    if attrs.get("direction", "forward") != "forward":
+        raise SpecTypeError(f"{what}(direction={shown(attrs['direction'])}) is not supported: symnn's recurrent "
+                            "layers run forward in time (direction='forward')")
+    if attrs.get("layout", 0) != 1:
+        raise SpecTypeError(f"{what}(layout={attrs.get('layout', 0)}) is not supported: symnn reads batch-first "
+                            "sequences, layout=1 with X (N, T, F) (a time-major X (T, N, F) and the Transposes "
+                            "around it, as torch.onnx.export writes, are not read)")
+    if "clip" in attrs:
+        raise SpecTypeError(f"{what}(clip={attrs['clip']}) is not supported: symnn's gates are not clipped")
+    for key in ("activation_alpha", "activation_beta"):
+        if key in attrs:
+            raise SpecTypeError(f"{what}({key}={list(attrs[key])}) is not supported: symnn's {node.op} uses the "
+                                f"default activations {list(defaults)}")
+    acts = tuple(attrs.get("activations", defaults))
+    relu = node.op == "RNN" and acts == ("Relu",)
+    if acts != defaults and not relu:
+        extra = " (or ['Relu'])" if node.op == "RNN" else ""
+        raise SpecTypeError(f"{what}(activations={list(acts)}) is not supported: symnn's {node.op} uses "
+                            f"{list(defaults)}{extra}, as PyTorch's")
+    if node.op == "GRU" and attrs.get("linear_before_reset", 0) != 1:
+        raise SpecTypeError(f"{what}(linear_before_reset={attrs.get('linear_before_reset', 0)}) is not supported: "
+                            "symnn's GRU is PyTorch's, whose reset gate multiplies the recurrent product after "
+                            "its bias: linear_before_reset=1")
+    if node.op == "LSTM" and attrs.get("input_forget", 0) != 0:
+        raise SpecTypeError(f"{what}(input_forget={attrs['input_forget']}) is not supported: symnn's LSTM has "
+                            "separate input and forget gates")
+    return "relu" if relu else "tanh"
+
+
+def _recurrent_readers(b: _Builder, node: _Node, seq_shape: tuple[int, int]) -> tuple[bool, list[_Node]]:
+    """Whether the layer returns the sequence (Y is read) or the last state (Y_h is), and the
+    nodes that read it: each a Flatten(axis=1), a Reshape to (N, -1) or a Squeeze of the
+    direction axis (Y: 2, Y_h: 1), which the layer's value defines. Y_c, both Y and Y_h,
+    another reader, or Y/Y_h as a graph output (they keep the direction axis) are refused."""
+    y, y_h, y_c = (node.outputs + ("", "", ""))[:3]
+    if y_c and (b.users.get(y_c) or y_c in b.outputs):
+        raise SpecError(f"{node.where}: its final cell state Y_c {shown(y_c)} is read; symnn's LSTM returns the "
+                        "hidden state (Y or Y_h)")
+    for key in (y, y_h):
+        if key and key in b.outputs:
+            raise SpecError(f"{node.where}: its output {shown(key)} is a graph output; symnn reads it through a "
+                            "Flatten(axis=1), a Reshape to (N, -1) or a Squeeze of the direction axis")
+    seq_readers = b.users.get(y, []) if y else []
+    last_readers = b.users.get(y_h, []) if y_h else []
+    if seq_readers and last_readers:
+        raise SpecError(f"{node.where}: both Y (every step) and Y_h (the last) are read; symnn's {node.op} "
+                        "returns one of them (return_sequences)")
+    if not seq_readers and not last_readers:
+        raise SpecError(f"{node.where}: neither Y nor Y_h is read")
+    key, axis = (y, 2) if seq_readers else (y_h, 1)
+    t, h = seq_shape
+    shape = (t, 1, h) if seq_readers else (1, h)
+    for reader in seq_readers or last_readers:
+        if reader.op not in ("Flatten", "Reshape", "Squeeze") or reader.inputs[0] != key:
+            raise SpecError(f"{reader.where} reads {shown(key)}, the {'Y' if seq_readers else 'Y_h'} of "
+                            f"{node.where}; symnn reads it through a Flatten(axis=1), a Reshape to (N, -1) or a "
+                            f"Squeeze of axis {axis}")
+        if reader.op == "Squeeze":
+            _check_squeeze(b, reader, axis, len(shape) + 1)
+        else:
+            _check_flatten(b, reader, shape)
+        b.done.add(id(reader))
+    return bool(seq_readers), list(seq_readers or last_readers)
+
+
+def _check_squeeze(b: _Builder, node: _Node, axis: int, rank: int) -> None:
+    """A Squeeze of exactly the direction axis (``axes`` an attribute, or a constant input)."""
+    if len(node.inputs) > 1 and node.inputs[1]:
+        key = node.inputs[1]
+        if key in b.consts:
+            axes = b.consts[key]
+        elif key in b.init:
+            axes = _int_tensor(b.init[key], node.where, key)
+        else:
+            raise SpecTypeError(f"{node.where}: the axes {shown(key)} must be a constant")
+    else:
+        axes = node.attrs.get("axes", ())
+    if tuple(axes) not in ((axis,), (axis - rank,)):
+        raise SpecError(f"{node.where}: Squeeze of axes {shown(list(axes))}; symnn reads a Squeeze of the "
+                        f"direction axis {axis} only")

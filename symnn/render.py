@@ -112,7 +112,7 @@ _TEX_MATH_CHARS = {"∘": r"\ensuremath{\circ}", "∂": r"\ensuremath{\partial}"
 
 #: combining accents the derivation's plain names use (X̂, X̃), as LaTeX math accents on the
 #: letter before them; another combining mark after a non-letter is dropped
-_TEX_ACCENTS = {"\u0302": "hat", "\u0303": "tilde"}
+_TEX_ACCENTS = {"\u0302": "hat", "\u0303": "tilde", "\u0304": "bar"}
 
 
 def _greek(c: str) -> str | None:

@@ -111,6 +111,12 @@ class SymnnLatexPrinter(LatexPrinter):
     def _print_BlockRow(self, expr) -> str:
         return r"\left[%s\right]" % r" \;\; ".join(self._print(b) for b in expr.args)
 
+    def _print_Reshape(self, expr) -> str:
+        return r"%s\left(%s\right)" % (expr.KINDS[expr.form], self._print(expr.args[0]))
+
+    def _print_Recurrence(self, expr) -> str:
+        return r"%s\left(%s\right)" % (expr.name, ", ".join(self._print(o) for o in expr.operands))
+
     def _print_ColSlice(self, expr) -> str:
         arg = expr.args[0]
         inner = self._print(arg)
@@ -159,6 +165,8 @@ _PLAIN_NAMES = (
     (re.compile(r"\\delta"), "δ"),
     (re.compile(r"\\sigma"), "σ"),
     (re.compile(r"\\ell"), "ℓ"),
+    (re.compile(r"\\mathcal\{R\}"), "R"),
+    (re.compile(r"\\bar\{(\w)\}(?:\{\})?"), "\\1\u0304"),
 
     (re.compile(r"\\operatorname\{(\w+)\}"), r"\1"),
     (re.compile(r"\\(\w+)"), r"\1"),
@@ -251,6 +259,12 @@ class PlainPrinter(StrPrinter):
     def _print_BlockRow(self, expr) -> str:
         return f"[{', '.join(self._print(b) for b in expr.args)}]"
 
+    def _print_Reshape(self, expr) -> str:
+        return f"{expr.form}({self._print(expr.args[0])})"
+
+    def _print_Recurrence(self, expr) -> str:
+        return f"{plain_name(expr.name)}({', '.join(self._print(o) for o in expr.operands)})"
+
     def _print_ColSlice(self, expr) -> str:
         lo, hi = expr.bounds
         return f"{self.parenthesize(expr.args[0], 100)}[:, {lo}:{hi}]"
@@ -333,6 +347,13 @@ def function_rows(d: Derivation) -> list[dict]:
     return rows
 
 
+def loop_rows(d: Derivation) -> list[dict]:
+    """Each loop's section: its operator, what it is, its body's equations for step t (matrix
+    and index form) and, for a pullback, each invariant's share from step t."""
+    return [{"name": loop.name, "label": loop.label, "note": loop.note, "equations": equation_rows(loop.equations),
+             "contributions": equation_rows(loop.contributions)} for loop in d.loops]
+
+
 def passes_rows(d: Derivation) -> list[dict]:
     return [{"name": p.name, "before": p.before, "after": p.after,
              "forward": getattr(p, "forward", None), "backward": getattr(p, "backward", None)}
@@ -370,6 +391,7 @@ def derivation_latex(d: Derivation, document: bool = True) -> str:
         loss=equation_rows(d.loss),
         backward=equation_rows(d.backward),
         state=equation_rows(d.state),
+        loops=loop_rows(d),
         simplifications=[
             {"title": s.title, "before": tex(s.before), "after": tex(s.after),
              "how": s.how} for s in d.simplifications
@@ -396,6 +418,9 @@ def derivation_text(d: Derivation) -> str:
                        *((("training step, the buffers", d.state),) if d.state else ())):
         out.append(f"{title}:")
         out += [f"  {plain(e.lhs)} = {plain(e.rhs)}" for e in eqs]
+    for loop in d.loops:
+        out.append(f"recurrence {plain_name(loop.name)} ({loop.note}), for step t:")
+        out += [f"  {plain(e.lhs)} = {plain(e.rhs)}" for e in (*loop.equations, *loop.contributions)]
     reuse = {f"d{r.activation}": r for r in d.reuses}
     lines = []
     for f in d.functions:

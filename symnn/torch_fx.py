@@ -9,7 +9,10 @@ with the flatten after it an ``sn.GlobalAvgPool``, ``nn.Flatten``/``torch.flatte
 ``sn.BatchNorm1d``/``BatchNorm2d`` (its running statistics are buffers of the flat vector, keyed
 as in ``state_dict()``), ``nn.Embedding`` on a forward argument an ``sn.Embedding`` on an index
 input (``sn.Input(T, indices=True)``), ``nn.Dropout`` an ``sn.Dropout``,
-``a + b`` an add and ``torch.cat(dim=1)`` an ``sn.concat``. A layer is named after the
+``a + b`` an add and ``torch.cat(dim=1)`` an ``sn.concat``. ``nn.RNN``/``GRU``/``LSTM``
+(``batch_first=True``) become ``sn.RNN``/``GRU``/``LSTM``, their ``return_sequences`` read off
+how forward uses the result (:func:`_recurrent_modes`): the last step (``out[:, -1]``, the
+last layer's ``h_n[-1]``) or the whole output sequence (flattened, or fed to the next module). A layer is named after the
 attribute that holds its module (:func:`layer_name_of`: an ``nn.Sequential``'s module ``3`` is
 layer ``_3``), so the network's parameter names are the module's ``state_dict()`` keys up to
 that one rule (:func:`state_dict_key`), checked one for one: anything the module holds that
@@ -37,12 +40,14 @@ from .layers import Dropout, Input, Layer, LayerNorm, Tensor, concat
 from .naming import shown
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .embedding import Embedding
+from .recurrent import GRU, LSTM, RNN
 from .spatial_layers import (AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d,
                              MaxPool2d)
 
 _SUPPORTED = ("nn.Linear, nn.Conv1d/2d (padding_mode='zeros'), nn.MaxPool1d/2d, nn.AvgPool1d/2d, "
               "nn.AdaptiveAvgPool1d/2d(1) followed by a flatten, nn.Flatten and torch.flatten(x, 1), "
               "nn.LayerNorm (one normalized dimension), nn.BatchNorm1d/2d, nn.Embedding (on a forward argument), "
+              "nn.RNN/GRU/LSTM (batch_first=True; out[:, -1], h_n[-1] or the whole output), "
               "nn.Dropout, nn.Identity, a + b "
               "(operator.add, torch.add), torch.cat(dim=1 or -1), and the activations {activations} "
               "(folded into the Linear or Conv right before them, else an sn.Activate layer)")
@@ -70,6 +75,14 @@ class _Kind(enum.Enum):
     ADD = enum.auto()
     CAT = enum.auto()
     OUTPUT = enum.auto()
+    RECURRENT = enum.auto()  # nn.RNN/GRU/LSTM: (output, h_n) or (output, (h_n, c_n))
+    RNN_OUTPUT = enum.auto()  # result[0]: the output sequence (N, T, H)
+    RNN_STATE = enum.auto()  # result[1]: h_n (num_layers, N, H), or an LSTM's (h_n, c_n)
+    RNN_HIDDEN = enum.auto()  # an LSTM's (h_n, c_n)[0]
+    RNN_CELL = enum.auto()  # an LSTM's (h_n, c_n)[1]: refused if used
+    LAST_STEP = enum.auto()  # output[:, -1], h_n[-1], h_n.squeeze(0): the last state (N, H)
+    SHAPE = enum.auto()  # x.shape / x.size(): only for a batch size
+    BATCH_SIZE = enum.auto()  # x.shape[0], x.size(0): only as reshape(n, -1)'s first size
 
 
 @dataclass(frozen=True)
@@ -97,11 +110,14 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
                             f"got {type(module).__name__}")
     _check_dtype(dtype)
     graph = _trace(torch, module)
-    roles = {node: _role(torch, module, node) for node in graph.nodes}
+    roles: dict[Any, _Role] = {}
+    for node in graph.nodes:  # in order: a getitem is classified by what it indexes
+        roles[node] = _role(torch, module, node, roles)
     _check_global_pools(roles)
+    modes = _recurrent_modes(roles)
     placeholders = [node for node in graph.nodes if roles[node].kind is _Kind.INPUT]
     shapes = _input_shapes(placeholders, roles, input_shapes, shape_hint)
-    inputs, outputs = _build(torch, graph, roles, placeholders, shapes)
+    inputs, outputs = _build(torch, graph, roles, placeholders, shapes, modes)
     if loss is None:
         defaults = [_default_loss(t) for t in outputs]
         loss = defaults[0] if len(defaults) == 1 else defaults
@@ -147,8 +163,8 @@ def _unsupported(node: Any, what: str = "") -> SpecTypeError:
                          f"traced module built from {listed}")
 
 
-def _role(torch: Any, root: Any, node: Any) -> _Role:
-    """Classify one node, refusing what symnn has no layer for."""
+def _role(torch: Any, root: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
+    """Classify one node (those before it in ``roles``), refusing what symnn has no layer for."""
     if node.op == "placeholder":
         return _Role(_Kind.INPUT)
     if node.op == "output":
@@ -159,9 +175,9 @@ def _role(torch: Any, root: Any, node: Any) -> _Role:
     if node.op == "call_module":
         return _module_role(torch, root, node)
     if node.op == "call_function":
-        return _function_role(torch, node)
+        return _function_role(torch, node, roles)
     if node.op == "call_method":
-        return _method_role(torch, node)
+        return _method_role(torch, node, roles)
     raise _unsupported(node)
 
 
@@ -197,6 +213,8 @@ def _module_role(torch: Any, root: Any, node: Any) -> _Role:
         return _embedding_role(torch, sub, node)
     if cls is nn.Identity:
         return _Role(_Kind.IDENTITY, _single_operand(torch, node), sub)
+    if cls in _recurrent_table(torch):  # the exact classes: a subclass may change forward
+        return _recurrent_role(torch, sub, node)
     kind = cls.__name__
     if kind in _ACTIVATIONS and cls is getattr(nn, kind):
         _check_variant(sub, kind, _where(node))
@@ -229,6 +247,161 @@ def _embedding_role(torch: Any, sub: Any, node: Any) -> _Role:
     return _Role(_Kind.EMBEDDING, (operand,), sub)
 
 
+def _recurrent_table(torch: Any) -> dict[type, type[Layer]]:
+    """torch recurrent module class -> the symnn layer it becomes (the exact classes)."""
+    nn = torch.nn
+    return {nn.RNN: RNN, nn.GRU: GRU, nn.LSTM: LSTM}
+
+
+#: recurrent settings symnn's layers do not model: (attribute, whether the module's value is
+#: refused, why); each is refused naming the module and the setting
+_RECURRENT_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("batch_first", lambda m: not m.batch_first,
+     "symnn's recurrent layers read batch-first sequences (N, T, F); construct it with batch_first=True"),
+    ("bidirectional", lambda m: bool(m.bidirectional),
+     "symnn's recurrent layers run forward in time only"),
+    ("dropout", lambda m: float(m.dropout) > 0 and int(m.num_layers) > 1,
+     "symnn's stacked recurrent layers have no dropout between them; use dropout=0"),
+    ("proj_size", lambda m: int(getattr(m, "proj_size", 0)) > 0,
+     "symnn's LSTM has no projection of the hidden state; use proj_size=0"),
+)
+
+
+def _recurrent_role(torch: Any, sub: Any, node: Any) -> _Role:
+    """An ``nn.RNN``/``GRU``/``LSTM`` called on one tensor: refused with a setting symnn's layer
+    lacks (each named), or with an initial state passed in (PyTorch's ``h_0`` is
+    (num_layers, N, H), not batch-first: symnn's layers start from zeros here)."""
+    kind = type(sub).__name__
+    for attr, refused, why in _RECURRENT_REFUSED:
+        if refused(sub):
+            raise SpecTypeError(f"{_where(node)}: {kind}({attr}={getattr(sub, attr)!r}) is not supported: {why}")
+    if len(node.args) != 1 or node.kwargs:
+        raise SpecError(f"{_where(node)}: {kind} is called with an initial state; from_torch reads a recurrent "
+                        "module called on the sequence alone (its state starts at zero)")
+    return _Role(_Kind.RECURRENT, _single_operand(torch, node), sub)
+
+
+def _getitem_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
+    """``result[i]`` of a recurrent module and of its state, ``out[:, -1]``, ``h_n[-1]``,
+    ``x.shape[0]``: each becomes what it selects; every other subscript is refused."""
+    base, index = node.args
+    role = roles.get(base)
+    kind = None if role is None else role.kind
+    if kind is _Kind.RECURRENT and index in (0, 1):
+        return _Role(_Kind.RNN_OUTPUT if index == 0 else _Kind.RNN_STATE, (base,), role.module)
+    if kind is _Kind.RNN_STATE and isinstance(role.module, torch.nn.LSTM) and index in (0, 1):
+        if index == 1 and node.users:
+            raise SpecError(f"{_where(node)}: the final cell state c_n of {_module_of(role)} is used; symnn's "
+                            "LSTM returns the hidden state only (out[:, -1] or h_n[-1])")
+        return _Role(_Kind.RNN_HIDDEN if index == 0 else _Kind.RNN_CELL, role.operands, role.module)
+    if kind in (_Kind.RNN_STATE, _Kind.RNN_HIDDEN):
+        return _last_layer(node, role, index)
+    if kind is _Kind.RNN_OUTPUT:
+        if index != (slice(None), -1):
+            raise SpecError(f"{_where(node)}: output[{_subscript(index)}] of {_module_of(role)} is not "
+                            "supported; from_torch reads the last step out[:, -1] or the whole sequence")
+        return _Role(_Kind.LAST_STEP, role.operands, role.module)
+    if kind is _Kind.SHAPE and index == 0:
+        return _Role(_Kind.BATCH_SIZE)
+    raise _unsupported(node, f" (subscript [{_subscript(index)}])")
+
+
+def _module_of(role: _Role) -> str:
+    """The recurrent module a part of a result comes from, by class and attribute, for an error."""
+    return f"{type(role.module).__name__} {shown(str(role.operands[0].target))}"
+
+
+def _subscript(index: object) -> str:
+    """A subscript as written (``:, -1``), for an error."""
+    def one(item: object) -> str:
+        if isinstance(item, slice):
+            parts = ["" if v is None else str(v) for v in (item.start, item.stop, item.step)]
+            return ":".join(parts[:2] if item.step is None else parts)
+        return shown(item)
+    return ", ".join(one(i) for i in index) if isinstance(index, tuple) else one(index)
+
+
+def _last_layer(node: Any, role: _Role, index: object) -> _Role:
+    """``h_n[-1]`` (or ``h_n[L-1]``): the last layer's final state, which is ``out[:, -1]``;
+    another layer's is not an output of symnn's stacked layer."""
+    layers = int(role.module.num_layers)
+    if isinstance(index, int) and not isinstance(index, bool) and index in (-1, layers - 1):
+        return _Role(_Kind.LAST_STEP, role.operands, role.module)
+    raise SpecError(f"{_where(node)}: h_n[{_subscript(index)}] of {_module_of(role)} "
+                    f"(num_layers={layers}) is not supported; symnn's layer returns the last layer's final "
+                    "state, h_n[-1]")
+
+
+def _squeeze_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
+    """``h_n.squeeze(0)`` of a one-layer recurrent module: its final state (N, H)."""
+    role = roles.get(node.args[0])
+    if role is None or role.kind not in (_Kind.RNN_STATE, _Kind.RNN_HIDDEN) or (
+            role.kind is _Kind.RNN_STATE and isinstance(role.module, torch.nn.LSTM)):
+        raise _unsupported(node)
+    return _last_layer(node, role, 0)
+
+
+def _reshape_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
+    """``t.reshape(n, -1)`` / ``t.view(n, -1)`` with ``n`` the batch size (``x.shape[0]``,
+    ``x.size(0)``): each sample flattened, as ``torch.flatten(t, 1)``."""
+    args = node.args
+    sizes = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+    if (node.kwargs or not isinstance(args[0], torch.fx.Node) or len(sizes) != 2 or sizes[1] != -1
+            or not isinstance(sizes[0], torch.fx.Node) or roles[sizes[0]].kind is not _Kind.BATCH_SIZE):
+        raise _unsupported(node, " other than t.reshape(n, -1) with n the batch size (x.shape[0] or x.size(0))")
+    return _Role(_Kind.FLATTEN, (args[0],))
+
+
+#: what may read each part of a recurrent module's result (everything else is refused)
+_RECURRENT_USERS = {
+    _Kind.RECURRENT: (frozenset({_Kind.RNN_OUTPUT, _Kind.RNN_STATE}), "unpacked: out, h_n = rnn(x)"),
+    _Kind.RNN_STATE: (frozenset({_Kind.RNN_HIDDEN, _Kind.RNN_CELL, _Kind.LAST_STEP}),
+                      "indexed: h_n[-1] (the last layer's final state)"),
+    _Kind.RNN_HIDDEN: (frozenset({_Kind.LAST_STEP}), "indexed: h_n[-1] (the last layer's final state)"),
+    _Kind.SHAPE: (frozenset({_Kind.BATCH_SIZE}), "x.shape[0], the batch size"),
+    _Kind.BATCH_SIZE: (frozenset({_Kind.FLATTEN}), "t.reshape(n, -1)"),
+}
+
+
+def _recurrent_modes(roles: Mapping[Any, _Role]) -> dict[Any, bool]:
+    """Each recurrent module call's ``return_sequences``: True when forward uses its output
+    sequence whole, False when it uses the last state only (``out[:, -1]``, ``h_n[-1]``);
+    both at once is refused (symnn's layer returns one), as is any other use of the result."""
+    for node, role in roles.items():
+        allowed = _RECURRENT_USERS.get(role.kind)
+        if allowed is None:
+            continue
+        for user in node.users:
+            if roles[user].kind not in allowed[0]:
+                part = role.module is not None and role.kind is not _Kind.RECURRENT  # its node names the module
+                source = f" (of {_module_of(role)})" if part else ""
+                raise SpecError(f"{_where(user)} reads {_where(node)}{source} directly; from_torch reads it "
+                                f"{allowed[1]}")
+    modes: dict[Any, bool] = {}
+    for node, role in roles.items():
+        if role.kind is not _Kind.RECURRENT:
+            continue
+        parts = [n for n, r in roles.items() if r.operands[:1] == (node,) and r.kind is not _Kind.RECURRENT]
+        last = any(roles[n].kind is _Kind.LAST_STEP for n in parts)
+        whole = any(roles[n].kind is _Kind.RNN_OUTPUT and any(roles[u].kind is not _Kind.LAST_STEP for u in n.users)
+                    for n in parts)
+        if last and whole:
+            raise SpecError(f"{_where(node)}: forward uses both the whole output sequence and the last state; "
+                            f"symnn's {type(role.module).__name__} returns one of them (return_sequences)")
+        modes[node] = whole
+    return modes
+
+
+def _recurrent(torch: Any, mod: Any, sequences: bool, name: str) -> Layer:
+    """The ``sn.RNN``/``GRU``/``LSTM`` of a torch recurrent module (its settings checked by
+    :func:`_recurrent_role`), returning the whole sequence or the last state."""
+    cls = _recurrent_table(torch)[type(mod)]
+    sizes = (int(mod.input_size), int(mod.hidden_size), int(mod.num_layers))
+    if cls is RNN:
+        return RNN(*sizes, mod.nonlinearity, bool(mod.bias), sequences, name=name)
+    return cls(*sizes, bool(mod.bias), sequences, name=name)
+
+
 def _spatial_table(torch: Any) -> dict[type, tuple[_Kind, type[Layer]]]:
     """torch module class -> (its kind, the symnn layer it becomes); the exact classes (a
     ``LazyConv2d`` or a ``ConvTranspose2d`` is another layer)."""
@@ -247,7 +420,7 @@ def needs_graph(torch: Any, sequential: Any) -> bool:
     (images, and a layer with buffers, need a graph), an ``nn.Embedding`` (its input is an index
     input), or an ``nn.Identity`` (the Sequential form keeps no trace of it, so
     ``to_state_dict`` could not count it among the module indices)."""
-    table = _spatial_table(torch)
+    table = {**_spatial_table(torch), **_recurrent_table(torch)}
     graph_only = (torch.nn.Identity, torch.nn.Embedding)
     return any(type(child) in table or type(child) in graph_only for child in sequential)
 
@@ -328,8 +501,12 @@ _METHODS = {"relu": ("ReLU", ()), "tanh": ("Tanh", ()), "sigmoid": ("Sigmoid", (
 _IGNORED_ARGS = ("inplace", "_stacklevel")
 
 
-def _function_role(torch: Any, node: Any) -> _Role:
+def _function_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
     target = node.target
+    if target is operator.getitem:
+        return _getitem_role(torch, node, roles)
+    if target is getattr and len(node.args) == 2 and node.args[1] == "shape" and not node.kwargs:
+        return _Role(_Kind.SHAPE)
     if target in (operator.add, torch.add):
         return _add_role(torch, node)
     if target in (torch.cat, torch.concat):
@@ -343,7 +520,13 @@ def _function_role(torch: Any, node: Any) -> _Role:
     raise _unsupported(node)
 
 
-def _method_role(torch: Any, node: Any) -> _Role:
+def _method_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
+    if node.target == "size" and not node.kwargs and len(node.args) <= 2:
+        return _Role(_Kind.BATCH_SIZE if node.args[1:] == (0,) else _Kind.SHAPE)
+    if node.target in ("reshape", "view"):
+        return _reshape_role(torch, node, roles)
+    if node.target == "squeeze" and node.args[1:] == (0,) and not node.kwargs:
+        return _squeeze_role(torch, node, roles)
     if node.target == "add":
         return _add_role(torch, node)
     if node.target == "flatten":
@@ -447,7 +630,8 @@ def _input_shapes(placeholders: Sequence[Any], roles: Mapping[Any, _Role],
         if width is None:
             raise SpecError(f"the shape of forward argument {shown(p.target)} is not in the traced graph (no "
                             "Linear or LayerNorm reads it directly; a Conv or pooling layer's input has a height "
-                            "and width, an Embedding's input a number of tokens T, that no module holds): pass "
+                            "and width, an Embedding's input a number of tokens T, an RNN/GRU/LSTM's input T "
+                            "steps of F features, that no module holds): pass "
                             f"{hint}")
         shapes.append((width,))
     return shapes
@@ -522,9 +706,9 @@ def _check_global_pools(roles: Mapping[Any, _Role]) -> None:
 
 
 def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Sequence[Any],
-           shapes: Sequence[tuple[int, ...]]) -> tuple[list[Tensor], list[Tensor]]:
+           shapes: Sequence[tuple[int, ...]], modes: Mapping[Any, bool]) -> tuple[list[Tensor], list[Tensor]]:
     """Call symnn layers on tensors in the traced order: ``(inputs, outputs)``, the inputs in
-    the order of forward's arguments."""
+    the order of forward's arguments; ``modes`` is each recurrent call's ``return_sequences``."""
     names = [str(p.target) for p in placeholders]
     values: dict[Any, Tensor] = {
         p: Input(*s, name=None if len(placeholders) == 1 else n, indices=_reads_indices(p, roles))
@@ -541,6 +725,9 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Seq
         if role.kind is _Kind.OUTPUT:
             return [values[p] for p in placeholders], [values[o] for o in role.operands]
         if role.kind is _Kind.FLATTEN and node in values:  # a global pool's flatten, made with it
+            continue
+        if role.kind in _RECURRENT_PARTS:
+            _recurrent_part(torch, node, role, values, layers, modes)
             continue
         args = [values[a] for a in role.operands]
         if role.kind is _Kind.LINEAR:
@@ -588,6 +775,24 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Seq
         elif role.kind is _Kind.CAT:
             values[node] = concat(args)
     raise SpecError("the traced graph has no output")  # pragma: no cover - fx always ends with one
+
+
+#: the nodes of a recurrent call and of what reads its result (:func:`_recurrent_part`)
+_RECURRENT_PARTS = frozenset({_Kind.RECURRENT, _Kind.RNN_OUTPUT, _Kind.RNN_STATE, _Kind.RNN_HIDDEN, _Kind.RNN_CELL,
+                              _Kind.LAST_STEP, _Kind.SHAPE, _Kind.BATCH_SIZE})
+
+
+def _recurrent_part(torch: Any, node: Any, role: _Role, values: dict[Any, Tensor], layers: dict[str, Layer],
+                    modes: Mapping[Any, bool]) -> None:
+    """The value of a recurrent call (the symnn layer applied) or of a part of its result: the
+    output sequence when the layer returns it, the last state for ``out[:, -1]``/``h_n[-1]``;
+    the state tuple, ``c_n`` (unused) and batch sizes have none (:func:`_recurrent_modes`
+    checked who reads them)."""
+    if role.kind is _Kind.RECURRENT:
+        made = _recurrent(torch, role.module, modes[node], _layer_name(node))
+        values[node] = _layer(layers, node, made)(values[role.operands[0]])
+    elif role.kind is _Kind.LAST_STEP or (role.kind is _Kind.RNN_OUTPUT and modes[role.operands[0]]):
+        values[node] = values[role.operands[0]]
 
 
 def _reads_indices(placeholder: Any, roles: Mapping[Any, _Role]) -> bool:

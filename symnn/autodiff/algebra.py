@@ -1,9 +1,11 @@
 """The SymPy objects a derivation is printed in, and their numeric meaning.
 
 Matrix form uses SymPy's matrix expressions (``MatMul``, ``MatAdd``, ``HadamardProduct``,
-``Transpose``, ``OneMatrix``) plus six classes of our own: :class:`Apply` (a scalar function
+``Transpose``, ``OneMatrix``) plus classes of our own: :class:`Apply` (a scalar function
 applied element-wise, ``\\tanh'(Z)``), :class:`RowOp` (softmax and log-sum-exp of each row),
 :class:`BlockRow` and :class:`ColSlice` (matrices side by side, and a block of columns),
+:class:`Reshape` (a batch of sequences as its steps' rows, and back), :class:`Recurrence` (a
+loop over the steps, with its printed body, :class:`Loop`),
 :class:`Total` (the sum of a matrix's entries, a scalar) and, for index form,
 :class:`Applied` (a named scalar function of scalars). :func:`evaluate` gives every one of them
 its NumPy meaning, so the printed formulas can be run as they are printed.
@@ -175,6 +177,115 @@ class ColSlice(sp.MatrixExpr):
     def shape(self):
         lo, hi = self.bounds
         return (self.args[0].shape[0], sp.Integer(hi - lo))
+
+
+class Reshape(sp.MatrixExpr):
+    """The entries of a matrix, row-major, as a matrix of another shape (an IR ``RESHAPE``): a
+    batch of sequences (N, T*F) as its steps stacked as rows (N*T, F), ``steps`` (sample n's
+    step t is row n*T + t), or those rows back as the samples' sequences, ``seq``."""
+
+    KINDS = {"steps": r"\operatorname{steps}", "seq": r"\operatorname{seq}"}
+
+    def __new__(cls, arg: sp.MatrixExpr, rows: sp.Expr, cols: sp.Expr) -> "Reshape":
+        return sp.Basic.__new__(cls, arg, sp.sympify(rows), sp.sympify(cols))
+
+    def doit(self, **hints) -> "Reshape":
+        return self
+
+    @property
+    def form(self) -> str:
+        """``steps`` when it makes more rows (one per step), ``seq`` when fewer (not ``kind``:
+        SymPy's ``kind`` says what sort of object this is)."""
+        more = sp.simplify(self.args[1] / self.args[0].shape[0])
+        return "seq" if more.is_number and more < 1 else "steps"
+
+    @property
+    def shape(self):
+        return (self.args[1], self.args[2])
+
+    def _entry(self, i, j, **kwargs) -> sp.Expr:
+        from sympy.matrices.expressions.matexpr import MatrixElement
+
+        return MatrixElement(self, i, j)
+
+
+class Loop(sp.Basic):
+    """A loop's body as printed, for :class:`Recurrence` to run: the placeholders' symbols (the
+    carry, each sequence's step t, the invariants), the body's equations ``(lhs, rhs)`` in
+    order, the symbols of the new carry and of the step's output, the number of steps and its
+    direction. The same equations are the derivation's "Recurrence" section."""
+
+    def __new__(cls, carry: sp.Basic, steps: tuple, invariants: tuple, equations: tuple,
+                new_carry: sp.Basic, out: sp.Basic, length: int, reverse: bool) -> "Loop":
+        eqs = sp.Tuple(*(sp.Tuple(lhs, rhs) for lhs, rhs in equations))
+        return sp.Basic.__new__(cls, carry, sp.Tuple(*steps), sp.Tuple(*invariants), eqs, new_carry, out,
+                                sp.Integer(length), sp.Integer(int(reverse)))
+
+    @property
+    def carry(self) -> sp.Basic:
+        return self.args[0]
+
+    @property
+    def steps(self) -> tuple[sp.Basic, ...]:
+        return tuple(self.args[1])
+
+    @property
+    def invariants(self) -> tuple[sp.Basic, ...]:
+        return tuple(self.args[2])
+
+    @property
+    def equations(self) -> tuple[tuple[sp.Basic, sp.Basic], ...]:
+        return tuple((e[0], e[1]) for e in self.args[3])
+
+    @property
+    def new_carry(self) -> sp.Basic:
+        return self.args[4]
+
+    @property
+    def out(self) -> sp.Basic:
+        return self.args[5]
+
+    @property
+    def length(self) -> int:
+        return int(self.args[6])
+
+    @property
+    def reverse(self) -> bool:
+        return bool(self.args[7])
+
+
+class Recurrence(sp.MatrixExpr):
+    """A loop (an IR ``SCAN``) applied to its operands (first carry, sequences, invariants),
+    printed as its named operator (``\\mathcal{R}_{1}``) whose body the derivation's
+    "Recurrence" section prints; its value stacks each step's output, step t at columns
+    t*E .. t*E + E - 1, as the SCAN's. :func:`evaluate` runs the printed body per step."""
+
+    def __new__(cls, name: str | sp.Symbol, loop: Loop, shape: Shape, *operands: sp.Basic) -> "Recurrence":
+        return sp.Basic.__new__(cls, _sym(name), loop, sp.Tuple(*shape), *operands)
+
+    def doit(self, **hints) -> "Recurrence":
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.args[0].name
+
+    @property
+    def loop(self) -> Loop:
+        return self.args[1]
+
+    @property
+    def shape(self):
+        return tuple(self.args[2])
+
+    @property
+    def operands(self) -> tuple[sp.Basic, ...]:
+        return tuple(self.args[3:])
+
+    def _entry(self, i, j, **kwargs) -> sp.Expr:
+        from sympy.matrices.expressions.matexpr import MatrixElement
+
+        return MatrixElement(self, i, j)
 
 
 class Total(sp.Expr):
@@ -406,6 +517,35 @@ def _spatial(e: Spatial, env: Mapping) -> np.ndarray:
     return fn(*args, e.geometry)
 
 
+def _reshape(e: Reshape, env: Mapping) -> np.ndarray:
+    return np.asarray(evaluate(e.args[0], env), dtype=float).reshape(_dim(e.shape[0], env), _dim(e.shape[1], env))
+
+
+def _recurrence(e: Recurrence, env: Mapping) -> np.ndarray:
+    """The loop run as printed: per step, its placeholders bound (the carry the previous step
+    left, column block t of each sequence, the invariants), its body's equations evaluated in
+    order, the new carry kept and the step's output stacked at its columns."""
+    loop = e.loop
+    values = [np.asarray(evaluate(o, env), dtype=float) for o in e.operands]
+    k = len(loop.steps)
+    carry, seqs, invs = values[0], values[1:1 + k], values[1 + k:]
+    local = dict(env)
+    local.update(zip(loop.invariants, invs))
+    outs: list[np.ndarray] = [np.empty(0)] * loop.length
+    order = range(loop.length - 1, -1, -1) if loop.reverse else range(loop.length)
+    for t in order:
+        local[loop.carry] = carry
+        for step, seq in zip(loop.steps, seqs):
+            width = _dim(step.shape[1], env)
+            local[step] = seq[:, t * width:(t + 1) * width]
+        for lhs, rhs in loop.equations:
+            local[lhs] = evaluate(rhs, local)
+        carry = np.asarray(evaluate(loop.new_carry, local), dtype=float)
+        outs[t] = np.asarray(evaluate(loop.out, local), dtype=float)
+    rows = _dim(e.shape[0], env)
+    return np.concatenate([np.broadcast_to(o, (rows, o.shape[-1])) for o in outs], axis=1)
+
+
 _EVAL: dict[type, Callable[[sp.Basic, Mapping], object]] = {
     sp.MatMul: _matmul,
     sp.MatAdd: lambda e, env: sum(evaluate(a, env) for a in e.args),
@@ -417,6 +557,8 @@ _EVAL: dict[type, Callable[[sp.Basic, Mapping], object]] = {
     Apply: _apply,
     RowOp: _rowop,
     Spatial: _spatial,
+    Reshape: _reshape,
+    Recurrence: _recurrence,
     Total: lambda e, env: float(np.sum(evaluate(e.args[0], env))),
     BlockRow: lambda e, env: np.concatenate([np.asarray(evaluate(b, env), dtype=float) for b in e.args], axis=1),
     ColSlice: lambda e, env: evaluate(e.args[0], env)[:, e.bounds[0]:e.bounds[1]],

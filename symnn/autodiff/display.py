@@ -36,6 +36,7 @@ class Section(Enum):
     LOSS = "loss"
     BACKWARD = "backward"
     STATE = "state"  # what a training step writes into the buffers (running statistics)
+    RECURRENCE = "recurrence"  # a loop's body, once per step t (:class:`Loop`)
 
 
 @dataclass(frozen=True)
@@ -125,11 +126,16 @@ def cut(fwd, derived, sweep: Sweep) -> _Cut:
     which equation every node belongs to."""
     out = _Cut()
     consumers = derived.consumers()
+    used: dict[str, int] = {}
 
     def name(node: ir.Node, tex: str, eq_id: str | None, section: Section | None,
              scale: sp.Expr = sp.Integer(1)) -> None:
         if id(node) in out.named:
             return
+        # a name a layer gives twice (each layer of a recurrent stack its P and C) is numbered
+        used[tex] = used.get(tex, 0) + 1
+        if used[tex] > 1:
+            tex = _at(tex, str(used[tex]))
         shape = _shape(node.shape)
         out.named[id(node)] = Named(_symbol(tex, shape), _base(tex, shape), scale, eq_id, section, shape)
 
@@ -162,8 +168,9 @@ def cut(fwd, derived, sweep: Sweep) -> _Cut:
     shared = itertools.count(1)
     ct_ids = {id(c) for c in cts.values()}
     for node in ir.toposort(derived.outputs.values()):
+        # a loop is always named: its equation is the one place its body runs
         if (id(node) not in out.named and not node.is_leaf and node.shape != ()
-                and consumers.get(id(node), 0) > 1 and not _spread_scalar(node)):
+                and (consumers.get(id(node), 0) > 1 or node.op is ir.Op.SCAN) and not _spread_scalar(node)):
             k = next(shared)
             section = Section.FORWARD if id(node) in out.forward_ids else Section.BACKWARD
             scale = _batch_scale(node) if id(node) in ct_ids else sp.Integer(1)
@@ -257,9 +264,10 @@ def _equation_order(nodes: list[ir.Node], cut_: _Cut, sweep: Sweep) -> list[ir.N
 class _Printer:
     """Builds each equation's right-hand side from the named nodes (matrix and index form)."""
 
-    def __init__(self, cut_: _Cut, fwd) -> None:
+    def __init__(self, cut_: _Cut, fwd, loops: "_Loops | None" = None) -> None:
         self.cut = cut_
-        self.values = _forward_values(fwd, cut_)
+        self.values = _forward_values(fwd, cut_) if fwd is not None else {}
+        self.loops = loops if loops is not None else _Loops(cut_, fwd)
 
     def ref(self, node: ir.Node) -> Term:
         """A node as an operand: its symbol (over its scale) if named, else its formula."""
@@ -455,6 +463,34 @@ def _spatial_matrix(p: _Printer, node: ir.Node) -> Term:
     return al.matrix(al.Spatial(SPATIAL_FUNCTIONS[node.op][1:], geometry, shape, *operands), shape)
 
 
+def _reshape_matrix(p: _Printer, node: ir.Node) -> Term:
+    """The same entries in another shape: a named operator (``steps`` or ``seq``)."""
+    (a,) = node.src
+    t = al.as_matrix(p.ref(a), _shape(a.shape))
+    rows, cols = _shape(node.shape)
+    return Term(t.coeff, al.Reshape(t.mat, rows, cols), (rows, cols))
+
+
+def _reshape_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    """An entry of the reshaped matrix: the entry of its operator's matrix (the operator's
+    note says which of the operand's entries it is: the same row-major position)."""
+    return _reshape_matrix(p, node).expr()[idx]
+
+
+def _scan_matrix(p: _Printer, node: ir.Node) -> Term:
+    """A loop as its operator applied to its operands; the operator's body is its own section."""
+    loop = p.loops.of(node)
+    operands = [_block(p, s) for s in node.src]
+    shape = _shape(node.shape)
+    return al.matrix(al.Recurrence(loop.name, loop.body, shape, *operands), shape)
+
+
+def _scan_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
+    """An entry of a loop's value: the entry of its operator's matrix (the body, per step t,
+    is printed in index form in its section)."""
+    return _scan_matrix(p, node).expr()[idx]
+
+
 def _spatial_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
     """An entry of a spatial op: the entry of its operator's matrix (the operator's index sums
     run over windows of the geometry, which the matrix form names)."""
@@ -474,6 +510,8 @@ MATRIX_FORM: dict[ir.Op, Callable[[_Printer, ir.Node], Term]] = {
     ir.Op.SUM: _sum_matrix,
     ir.Op.CONCAT: _concat_matrix,
     ir.Op.SLICE: _slice_matrix,
+    ir.Op.RESHAPE: _reshape_matrix,
+    ir.Op.SCAN: _scan_matrix,
     **{op: _spatial_matrix for op in SPATIAL_FUNCTIONS},
 }
 
@@ -621,6 +659,8 @@ INDEX_FORM: dict[ir.Op, Callable] = {
     ir.Op.SUM: _sum_index,
     ir.Op.CONCAT: _concat_index,
     ir.Op.SLICE: _slice_index,
+    ir.Op.RESHAPE: _reshape_index,
+    ir.Op.SCAN: _scan_index,
     **{op: _spatial_index for op in SPATIAL_FUNCTIONS},
 }
 
@@ -662,6 +702,8 @@ RULE_NOTE: dict[ir.Op, str] = {
     ir.Op.AVG_POOL_GRAD: "the cotangent spread evenly over each window",
     ir.Op.GATHER: "the table's rows that each sample's indices name, side by side",
     ir.Op.GATHER_GRAD: "each block of the cotangent added into the row its index names",
+    ir.Op.RESHAPE: "the same entries row-major: each sample's steps as rows, or the rows back as its sequence",
+    ir.Op.SCAN: "a loop over the steps (its body: the recurrence below)",
 }
 
 
@@ -739,12 +781,16 @@ class Equations:
     functions: list[FunctionDef]
     symbols: dict[str, Named]  # equation id -> how its lhs is printed
     inputs: dict[str, sp.Basic]  # "X", "Y", "W1", "dense1_weight"... -> symbol (vectors as columns)
+    loops: list["Loop"] = field(default_factory=list)  # each loop's body, once per step (forward loops first)
 
 
 def equations(fwd, derived, sweep: Sweep, cut_: _Cut | None = None) -> Equations:
     """Every equation of the derivation, in order, with the functions they apply."""
     cut_ = cut_ or cut(fwd, derived, sweep)
     printer = _Printer(cut_, fwd)
+    scans = [n for n in ir.toposort(derived.outputs.values()) if n.op is ir.Op.SCAN]
+    for node in sorted(scans, key=lambda n: n.arg.record is not None):  # forward loops first: their names
+        printer.loops.of(node)
     out: list[Equation] = []
     for node in cut_.order:
         named = cut_.named[id(node)]
@@ -760,6 +806,7 @@ def equations(fwd, derived, sweep: Sweep, cut_: _Cut | None = None) -> Equations
         refs = sorted({cut_.named[id(n)].eq_id for n in _reads(node, cut_)})
         out.append(Equation(named.eq_id, named.section, named.symbol, rhs.expr(),
                             sp.Eq(ilhs, irhs, evaluate=False), note, steps, named.scale, tuple(refs)))
+    out = _shared_gradients(fwd, derived, cut_, printer, out)
     functions: dict[str, FunctionDef] = {}
     for node in ir.toposort(derived.outputs.values()):
         if node.op is ir.Op.MAP and node.arg.tex is not None and node.arg.tex not in functions:
@@ -773,7 +820,34 @@ def equations(fwd, derived, sweep: Sweep, cut_: _Cut | None = None) -> Equations
         inputs[ident] = cut_.named[id(node)].symbol
     inputs["X"], inputs["Y"] = cut_.named[id(fwd.X)].symbol, cut_.named[id(fwd.Y)].symbol
     symbols = {n.eq_id: n for n in cut_.named.values() if n.eq_id is not None}
-    return Equations(out, list(functions.values()), symbols, inputs)
+    for scan in scans:  # the functions a loop's body applies
+        for node in scan.arg.nodes():
+            if node.op is ir.Op.MAP and node.arg.tex is not None and node.arg.tex not in functions:
+                fn = node.arg
+                functions[fn.tex] = FunctionDef(fn.tex, fn.args, plain_value(fn.expr), fn.name, _guard_note(fn.expr))
+    return Equations(out, list(functions.values()), symbols, inputs, printer.loops.all())
+
+
+def _shared_gradients(fwd, derived, cut_: _Cut, printer: _Printer, eqs: list[Equation]) -> list[Equation]:
+    """An equation for each parameter whose gradient is the very node another's is (two biases
+    added to the same sum, as a recurrent layer's ``bias_ih`` and ``bias_hh``): the node has one
+    name, so the second gradient reads the first's, right after it."""
+    out = list(eqs)
+    for ident, p in fwd.params.items():
+        g = derived.outputs.get(naming.grad(ident))
+        named = cut_.named.get(id(g)) if g is not None else None
+        if named is None or named.eq_id == naming.grad(ident):
+            continue
+        tex = r"\frac{\partial L}{\partial %s}" % cut_.named[id(p)].symbol.name
+        out_idx = _out_index(g)
+        lhs = _symbol(tex, named.shape)
+        ilhs = lhs if named.shape == () else _base(tex, named.shape)[out_idx]
+        irhs = printer.iref(g, out_idx, _Fresh(out_idx))
+        at = next(i for i, e in enumerate(out) if e.id == named.eq_id) + 1
+        out.insert(at, Equation(naming.grad(ident), Section.BACKWARD, lhs, printer.ref(g).expr(),
+                                sp.Eq(ilhs, irhs, evaluate=False), f"the same value as ({named.eq_id})",
+                                (), sp.Integer(1), (named.eq_id,)))
+    return out
 
 
 def state_equations(fwd, derived, sweep: Sweep, updates) -> list[Equation]:
@@ -825,3 +899,226 @@ def _reads(node: ir.Node, cut_: _Cut) -> list[ir.Node]:
 def equation_owners(fwd, derived, sweep: Sweep) -> dict[int, str]:
     """id(node of ``derived``) -> the id of the equation it belongs to (for provenance)."""
     return cut(fwd, derived, sweep).owners
+
+
+# -- loops: a SCAN's body printed once, for step t ----------------------------------------------
+@dataclass(frozen=True)
+class Loop:
+    """One loop of the derivation (an IR ``SCAN``), its body printed once, for step t.
+
+    ``equations`` are the body's in the order a step computes them: the very objects
+    :attr:`body` runs per step when the derivation is evaluated (the loop's equation in the
+    forward or backward pass applies the operator :attr:`name` to its operands). For the
+    pullback of a loop (``pullback_of``: the forward loop's id), ``contributions`` are each
+    invariant's cotangent from step t, printed from the inner sweep's records: the loop outputs
+    their factors, and the backward pass sums them over t outside the loop, as one product."""
+
+    id: str
+    name: str
+    label: str
+    length: int
+    reverse: bool
+    equations: tuple[Equation, ...]
+    contributions: tuple[Equation, ...]
+    body: al.Loop
+    note: str
+    pullback_of: str | None = None
+
+
+def _at(name: str, sub: str) -> str:
+    """``name`` with the subscript ``sub`` (a name that has one already is grouped first)."""
+    return "{%s}_{%s}" % (name, sub) if "_" in name else "%s_{%s}" % (name, sub)
+
+
+def _view(node: ir.Node) -> bool:
+    """A block of columns, or a named function of one (a gate): short enough to print where
+    each reader reads it, so a body names only the values that say something."""
+    if node.op is ir.Op.MAP and node.arg.tex is not None and len(node.src) == 1:
+        node = node.src[0]
+    return node.op is ir.Op.SLICE
+
+
+def _is_zero(node: ir.Node) -> bool:
+    return node.op is ir.Op.MAP and not node.src and node.arg.expr == 0
+
+
+class _Loops:
+    """The loops of one derivation, each built once, when first printed. A forward loop names
+    its body's values after its layer's (the carry ``C^{(1)}_{t-1}``, a step ``P^{(1)}_{t}``,
+    an invariant by the parameter it is), its pullback the cotangents (what step t+1 sent back,
+    ``\\delta^{(1)}_{t+1}``); the values a pullback recomputes keep the names the forward loop
+    gave them (names are shared by node)."""
+
+    def __init__(self, cut_: _Cut, fwd) -> None:
+        self.cut = cut_
+        self.labels = {id(label.node): label for label in fwd.labels} if fwd is not None else {}
+        self.names: dict[int, Named] = {}
+        self.built: dict[int, Loop] = {}
+        #: a forward scan's label -> (letter, superscript, loop id), for its pullback's names
+        self.tags: dict[str, tuple[str, str, str]] = {}
+
+    def all(self) -> list[Loop]:
+        return list(self.built.values())
+
+    def of(self, node: ir.Node) -> Loop:
+        loop = self.built.get(id(node))
+        if loop is None:
+            loop = self._build(node)
+            self.built[id(node)] = loop
+        return loop
+
+    def _name(self, node: ir.Node, tex: str, eq_id: str | None, section: Section | None) -> None:
+        if id(node) not in self.names:
+            shape = _shape(node.shape)
+            self.names[id(node)] = Named(_symbol(tex, shape), _base(tex, shape), sp.Integer(1), eq_id, section, shape)
+
+    def _outer(self, operand: ir.Node, tex: str, sub: str | None) -> str:
+        """A placeholder's name after its operand's, when the operand is named (unscaled)."""
+        named = self.cut.named.get(id(operand))
+        if named is None or named.scale != 1 or named.shape == ():
+            return tex
+        return named.symbol.name if sub is None else _at(named.symbol.name, sub)
+
+    def _build(self, node: ir.Node) -> Loop:
+        body: ir.Scan = node.arg
+        rec: Sweep | None = body.record
+        number = len(self.built) + 1
+        loop_id = f"loop{number}"
+        # the carry is named after the loop's value (C^{(1)}); the body's other values are
+        # marked by the forward loop's number, [1], which its pullback shares
+        generic = (f"S^{{[{number}]}}", "S", f"^{{[{number}]}}")
+        of = None
+        if rec is None:
+            label, named = self.labels.get(id(node)), self.cut.named.get(id(node))
+            base = named.symbol.name if named is not None and named.scale == 1 else generic[0]
+            letter = label.letter if label is not None else "S"
+            sup = f"^{{[{number}]}}"
+            self.tags[body.label] = (letter, sup, loop_id)
+        else:
+            letter, sup, of = self.tags.get(body.label.removesuffix("'"), (*generic[1:], None))
+        before = "t+1" if body.reverse else "t-1"
+        k = len(body.steps)
+        seqs, invs = node.src[1:1 + k], node.src[1 + k:]
+        if rec is None:
+            self._name(body.carry, _at(base, before), None, None)
+            self._name(body.new_carry, _at(base, "t"), f"{loop_id}.carry", Section.FORWARD)
+        else:
+            self._name(body.carry, _at(r"\delta" + sup, before), None, None)
+            self._name(body.steps[0], _at(r"\bar{%s}{}%s" % (letter, sup), "t"), None, None)
+        for i, (ph, seq) in enumerate(zip(body.steps, seqs)):
+            self._name(ph, self._outer(seq, _at("X" + sup, f"{i + 1},t"), "t"), None, None)
+        for j, (ph, inv) in enumerate(zip(body.invariants, invs)):
+            self._name(ph, self._outer(inv, _at("V" + sup, str(j + 1)), None), None, None)
+        forward_ids = ({id(n) for n in ir.toposort([st.node for st in rec.steps])} if rec is not None
+                       else {id(n) for n in body.nodes()})
+        self._name_values(body, rec, loop_id, letter, sup, forward_ids)
+        return self._print(node, body, rec, loop_id, number, forward_ids, of)
+
+    def _name_values(self, body: ir.Scan, rec: Sweep | None, loop_id: str, letter: str, sup: str,
+                     forward_ids: set[int]) -> None:
+        """Name the body's new carry, its output, a pullback's seed (the cotangent of the step's
+        carry) and every value read twice; the rest is written where it is read."""
+        nodes = body.nodes()
+        consumers: dict[int, int] = {}
+        for n in nodes:
+            for s in n.src:
+                consumers[id(s)] = consumers.get(id(s), 0) + 1
+        seed = rec.steps[0].ct_in if rec is not None and rec.steps else None
+        back = rec is not None
+        shared = itertools.count(1)
+        for n in nodes:
+            if id(n) in self.names or n.is_leaf:
+                continue
+            section = Section.FORWARD if id(n) in forward_ids else Section.BACKWARD
+            if n is body.new_carry:  # a pullback's (a forward loop's is named after its value)
+                tex, eq = _at(r"\delta" + sup, "t"), "carry"
+            elif n is body.out:
+                tex, eq = _at(r"\bar{O}{}" + sup, "t"), "out"
+            elif n is seed:
+                tex, eq = _at("G" + sup, "t"), "g"
+            elif consumers.get(id(n), 0) > 1 and n.shape != () and not _spread_scalar(n) and not _view(n):
+                kk = next(shared)
+                tex, eq = _at((r"\bar{U}{}" if back else "U") + sup, f"{kk},t"), f"u{kk}"
+            else:
+                continue
+            self._name(n, tex, f"{loop_id}.{eq}", section)
+
+    def _body_cut(self, body: ir.Scan, rec: Sweep | None, forward_ids: set[int]) -> _Cut:
+        """The body's naming decisions, as :func:`cut` makes them for the whole program (which
+        equation each node is written into, which step of the inner sweep made it)."""
+        out = _Cut(named=self.names, forward_ids=forward_ids)
+        eq_nodes = [n for n in body.nodes() if id(n) in self.names and self.names[id(n)].eq_id is not None]
+        out.order = eq_nodes
+        for n in eq_nodes:
+            eq = self.names[id(n)].eq_id
+            out.owners[id(n)] = eq
+            stack = list(n.src)
+            while stack:
+                s = stack.pop()
+                if id(s) in self.names or id(s) in out.owners:
+                    continue
+                out.owners[id(s)] = eq
+                stack.extend(s.src)
+        for step in rec.steps if rec is not None else ():
+            stack = [g for g in step.cts_out + step.totals if g is not None]
+            while stack:
+                n = stack.pop()
+                if id(n) in out.made_by or id(n) in forward_ids or n.is_leaf:
+                    continue
+                out.made_by[id(n)] = step.index
+                stack.extend(n.src)
+        return out
+
+    def _print(self, node: ir.Node, body: ir.Scan, rec: Sweep | None, loop_id: str, number: int,
+               forward_ids: set[int], of: str | None) -> Loop:
+        cut_ = self._body_cut(body, rec, forward_ids)
+        printer = _Printer(cut_, None, self)
+        sweep_ = rec if rec is not None else Sweep({}, {}, ())
+        eqs = []
+        for n in cut_.order:
+            named = self.names[id(n)]
+            eqs.append(_body_equation(printer, n, named, cut_, sweep_, loop_id))
+        contributions = []
+        if rec is not None:
+            for j, ph in enumerate(body.invariants):
+                g = rec.grads.get(f"invariant{j}")
+                if g is None or _is_zero(g):
+                    continue
+                w = self.names[id(ph)].symbol.name
+                tex = r"\frac{\partial L}{\partial %s}" % _at(w, "t")  # W_t: the copy of W step t reads
+                named = Named(_symbol(tex, _shape(g.shape)), _base(tex, _shape(g.shape)), sp.Integer(1),
+                              f"{loop_id}.d{j + 1}", Section.BACKWARD, _shape(g.shape))
+                eq = _body_equation(printer, g, named, cut_, sweep_, loop_id)
+                how = f" ({eq.note})" if eq.note else ""
+                note = (f"step t's share of the gradient of {_plain_tex(w)}{how}; the loop outputs its "
+                        "factors, and the backward pass sums the steps' shares outside the loop, as one "
+                        "product over every sample's steps")
+                contributions.append(Equation(eq.id, eq.section, eq.lhs, eq.rhs, eq.index, note, eq.steps))
+        ref = lambda n: printer.ref(n).expr()  # noqa: E731
+        loop = al.Loop(ref(body.carry), tuple(ref(s) for s in body.steps), tuple(ref(v) for v in body.invariants),
+                       tuple((e.lhs, e.rhs) for e in eqs), ref(body.new_carry), ref(body.out), body.length,
+                       body.reverse)
+        direction = "t = T-1 down to 0" if body.reverse else "t = 0 up to T-1"
+        what = ("backpropagation through time of " + (f"loop {of.removeprefix('loop')}" if of else body.label)
+                if rec is not None else f"the recurrence of {body.label}")
+        note = f"{what}: {body.length} steps, {direction}"
+        return Loop(loop_id, r"\mathcal{R}_{%d}" % number, body.label, body.length, body.reverse, tuple(eqs),
+                    tuple(contributions), loop, note, of)
+
+
+def _body_equation(printer: _Printer, node: ir.Node, named: Named, cut_: _Cut, sweep_: Sweep,
+                   loop_id: str) -> Equation:
+    """One equation of a loop's body (matrix and index form, note), printed by the rules every
+    other equation is printed by."""
+    rhs = printer.formula(node)
+    out_idx = _out_index(node)
+    irhs = INDEX_FORM[node.op](printer, node, out_idx, _Fresh(out_idx))
+    ilhs = named.symbol if named.shape == () else named.base[out_idx]
+    note, steps = _note(node, named, cut_, sweep_, printer)
+    eq_id = named.eq_id if named.eq_id.startswith(loop_id + ".") else f"{loop_id}.{named.eq_id}"
+    if eq_id != named.eq_id:
+        note = f"recomputed as in {named.eq_id.split('.')[0]}" + (f"; {note}" if note else "")
+    refs = tuple(sorted({cut_.named[id(n)].eq_id for n in _reads(node, cut_)}))
+    return Equation(eq_id, Section.RECURRENCE, named.symbol, rhs.expr(), sp.Eq(ilhs, irhs, evaluate=False),
+                    note, steps, sp.Integer(1), refs)
+

@@ -24,12 +24,14 @@ from symnn.backends.c.kinds import GEMM_CALLS, MATMUL_KINDS, CKind
 from symnn.backends.numpy import config as numpy_config
 from symnn.backends.numpy import spatial
 from symnn.errors import CodegenError
-from symnn.lower import KernelPlan, Stmt, plan_kernel
+from symnn.lower import KernelPlan, Loop, Stmt, plan_kernel
 from symnn.program import Program
 from symnn.render import macros
 
 N = naming.N
 PLAN_OPS = frozenset(ir.Op) - ir.LEAF_OPS
+#: the statement kinds of plans: every op but a loop, which is planned as a loop's statements
+PLAN_KINDS = (PLAN_OPS - {ir.Op.SCAN}) | frozenset(Loop)
 K, O = 12, 8  # a width and an output width: K*O is past the C lowering's in-place small product
 
 #: each backend's statement table, by its name in the registry
@@ -64,8 +66,20 @@ def _cases() -> dict[str, ir.Node]:
         "SUM": ir.sum_(A),
         "CONCAT": ir.concat(A, D, A),
         "SLICE": ir.slice_(A, 3, 7),
+        "RESHAPE": ir.reshape(A, (3 * N, 4)),
+        "SCAN": _scan_case(A, Y),
         **_spatial_cases(),
     }
+
+
+def _scan_case(A: ir.Node, Y: ir.Node) -> ir.Node:
+    """A recurrence over 3 steps of 4 columns of A, read backwards, carrying a (N, 4) state
+    through a product with an invariant, starting from a block of the data Y."""
+    c, x = ir.var("case.c", (N, 4)), ir.var("case.x", (N, 4))
+    w = ir.var("case.w", (4, 4))
+    new = ir.map_(ir.Elementwise("cell", (u, v), sp.tanh(u + v)), x, ir.matmul(c, w, False, True))
+    body = ir.Scan(3, c, (x,), (w,), new, new, reverse=True, label="case")
+    return ir.scan(body, ir.slice_(Y, 0, 4), [A], [ir.param("Wr", (4, 4))])
 
 
 #: a convolution of 2 groups, stride 2 down, dilation 2 down, asymmetric padding (2 above, 0
@@ -119,7 +133,7 @@ def _values(n: int = 3) -> dict[str, np.ndarray]:
 def test_every_plan_op_has_a_rule_in_every_table() -> None:
     assert set(BACKEND_TABLES) == set(registry.BUILTIN), "a built-in backend without its table here"
     for name, table in BACKEND_TABLES.items():
-        assert set(table) == PLAN_OPS, name
+        assert set(table) == PLAN_KINDS, name
     assert set(interpret.RULES) == set(ir.Op)  # the interpreter evaluates leaves too
     assert set(PULLBACKS) == PLAN_OPS - ir.PULLBACK_OPS
     assert set(MATRIX_FORM) == PLAN_OPS
@@ -128,8 +142,8 @@ def test_every_plan_op_has_a_rule_in_every_table() -> None:
 
 def test_the_cases_plan_every_op_as_its_kind() -> None:
     kinds = {st.kind for out in _cases().values() for st in _plan(out).stmts}
-    assert kinds == PLAN_OPS
-    assert all(isinstance(k, ir.Op) for k in kinds)
+    assert kinds == PLAN_KINDS
+    assert all(isinstance(k, (ir.Op, Loop)) for k in kinds)
 
 
 @pytest.mark.parametrize("name", sorted(_cases()))

@@ -195,8 +195,8 @@ def test_edited_template_comments_are_followed(backend: str, edited_templates: P
 
 def test_a_template_that_breaks_the_contract_fails_loudly(edited_templates: Path) -> None:
     # the statements' blocks indented by 2, not 4: the C still compiles, the contract is broken
-    _edit(edited_templates / "c" / "model.c.jinja", "| trim | indent(4) }}",
-          "| trim | indent(2) }}")
+    _edit(edited_templates / "c" / "model.c.jinja", '| trim | indent(4 + 4 * s.get("depth", 0)) }}',
+          '| trim | indent(2 + 4 * s.get("depth", 0)) }}')
     with pytest.raises(AssertionError, match="not found in order"):
         _emit("xor", "c")
 

@@ -26,6 +26,35 @@ def _project(out: ir.Node) -> ir.Node:
     return ir.sum_(ir.map_(ir.Elementwise("proj", (r, o), r * o), R, out, shape=out.shape))
 
 
+def _scan_cases() -> dict[str, ir.Node]:
+    """Loops: a recurrence through a product with an invariant weight and bias, from a carry
+    that is a parameter (its cotangent is the backward loop's last), run forwards and backwards,
+    over 3 steps and over 1; a carry of two blocks (an LSTM's h and c) with two sequences."""
+    x = ir.param("Xs", (N, 3 * 2))
+    c, xt = ir.var("t.c", (N, 2)), ir.var("t.x", (N, 2))
+    w, bb = ir.var("t.w", (2, 2)), ir.var("t.b", (2,))
+    z = ir.add_bias(ir.matmul(c, w, False, True), bb)
+    new = ir.map_(ir.Elementwise("cell", (u, v), sp.tanh(u) * v + u), xt, z)
+    W, bias, c0 = ir.param("Wr", (2, 2)), ir.param("br", (2,)), ir.param("C0", (N, 2))
+    cases = {}
+    for name, T, reverse in (("SCAN", 3, False), ("SCAN_reverse", 3, True), ("SCAN_one_step", 1, False)):
+        body = ir.Scan(T, c, (xt,), (w, bb), new, new, reverse=reverse, label="t")
+        seq = x if T == 3 else ir.slice_(x, 0, 2)
+        cases[name] = ir.scan(body, c0, [seq], [W, bias])
+    # two blocks carried, two sequences, a weight read by a transposed product
+    hc, p, q = ir.var("l.hc", (N, 4)), ir.var("l.p", (N, 2)), ir.var("l.q", (N, 2))
+    wl = ir.var("l.w", (2, 2))
+    h, cc = ir.slice_(hc, 0, 2), ir.slice_(hc, 2, 4)
+    gate = ir.map_(ir.Elementwise("gate", (u, v), 1 / (1 + sp.exp(-u - v))), p, ir.matmul(h, wl))
+    cell = ir.map_(ir.Elementwise("cellc", (u, v), u * v), gate, cc)
+    hidden = ir.map_(ir.Elementwise("hid", (u, v), sp.tanh(u) + v), cell, q)
+    both = ir.concat(hidden, cell)
+    body = ir.Scan(3, hc, (p, q), (wl,), both, both, label="l")
+    cases["SCAN_two_blocks"] = ir.scan(body, ir.param("HC0", (N, 4)), [x, ir.param("Qs", (N, 6))],
+                                       [ir.param("Wl", (2, 2))])
+    return cases
+
+
 def _cases():
     A = ir.param("A", (N, 4))
     B = ir.param("B", (4, 2))
@@ -52,6 +81,8 @@ def _cases():
         "SLICE": ir.slice_(A, 1, 3),  # zeros on both sides of the cotangent
         "SLICE_left": ir.slice_(A, 0, 2),
         "SLICE_right": ir.slice_(A, 2, 4),
+        "RESHAPE": ir.reshape(A, (2 * N, 2)),
+        **_scan_cases(),
         # spatial: odd sizes, groups, stride, dilation and padding on one side only
         "CONV": ir.conv(ir.param("I", (N, 4 * 5 * 4)), ir.param("K", (6, 2 * 2 * 3)), _CONV),
         "CHANNEL_BIAS": ir.channel_bias(ir.param("Z", (N, 3 * 5)), ir.param("c", (3,)), 3, 5),

@@ -24,7 +24,7 @@ import sympy as sp
 
 from ... import ir, naming
 from ...errors import CodegenError
-from ...lower import KernelPlan, Stmt
+from ...lower import KernelPlan, Loop, LoopHead, Stmt, last_uses
 from ..base import BackendConfig
 from .gemm import GEMM_KC, TILE_ROWS, tile_cols
 from .kinds import MATMUL_KINDS, CKind
@@ -54,22 +54,31 @@ class CConfig(BackendConfig):
 
 @dataclass
 class Var:
-    """A tensor in a kernel: ``rows`` x ``cols`` (``rows`` may be the batch), or a scalar."""
+    """A tensor in a kernel: ``rows`` x ``cols`` (``rows`` may be the batch, or a multiple of it:
+    a sequence's steps stacked as rows, N*T), or a scalar."""
 
     name: str
-    storage: str  # "param" | "input" | "output" | "work" | "scalar"
+    storage: str  # "param" | "input" | "output" | "work" | "scalar" | "view" (a reshape's)
     rows: sp.Expr | int
     cols: int
     ndim: int
     slot: int | None = None
 
     @property
+    def per(self) -> int:
+        """The rows per batch row (1 for (N, d), T for (N*T, d)); 0 for a fixed row count."""
+        rows = sp.sympify(self.rows)
+        if not rows.has(naming.N):
+            return 0
+        return int(sp.simplify(rows / naming.N))
+
+    @property
     def batch(self) -> bool:
-        return self.rows == naming.N
+        return self.per > 0
 
     def size(self) -> tuple[int, int]:
         """(a, b): the tensor holds a*n + b reals."""
-        return (self.cols, 0) if self.batch else (0, int(self.rows) * self.cols)
+        return (self.per * self.cols, 0) if self.batch else (0, int(self.rows) * self.cols)
 
 
 def _var_from_shape(name: str, shape, storage: str) -> Var:
@@ -78,9 +87,13 @@ def _var_from_shape(name: str, shape, storage: str) -> Var:
         return Var(name, storage, 1, 1, 0)
     if len(shape) == 1:
         return Var(name, storage, 1, int(shape[0]), 1)
-    rows = shape[0] if shape[0] == naming.N else int(shape[0])
+    rows = shape[0] if sp.sympify(shape[0]).has(naming.N) else int(shape[0])
     return Var(name, storage, rows, int(shape[1]), 2)
 
+
+#: the statements that print as lines of the kernel itself, never as a call of a shared helper:
+#: a loop's opening and closing lines, and a view (a pointer the kernel declares)
+KERNEL_LINES: frozenset = frozenset({ir.Op.RESHAPE, Loop.CARRY, Loop.BEGIN, Loop.STEP, Loop.END})
 
 #: the plan's row-wise ops on logits z, which share z's row statistics (max, sum of exponentials)
 ROW_OPS: frozenset[ir.Op] = frozenset({ir.Op.SOFTMAX, ir.Op.LOGSUMEXP, ir.Op.SOFTMAX_CE})
@@ -90,7 +103,14 @@ SMALL_PRODUCT = 64
 
 
 def rows_code(v: Var) -> str:
-    return "n" if v.batch else str(int(v.rows))
+    if v.batch:
+        return "n" if v.per == 1 else f"{v.per}*n"
+    return str(int(v.rows))
+
+
+def fixed(code: str) -> int | None:
+    """A size printed by :func:`rows_code` as an int, or None where it is a multiple of the batch."""
+    return None if "n" in code else int(code)
 
 
 def size_code(a: int, b: int) -> str:
@@ -243,6 +263,9 @@ class _KernelLowering:
         self.stored: set[str] = set()  # softmax outputs that their row statistics filled with exp(z - max)
         self.shared = shared
         self.nm = _Names(False)  # the names of the context being lowered
+        self._views: list[dict] = []  # a reshape's pointer to what it views
+        self.depth = 0  # loops open around the statement being lowered
+        self._last: dict[str, int] = {}
 
     def _begin(self, scalar_target: bool = False) -> _Names:
         """A fresh record for the next context: its names as helper parameters in a long kernel,
@@ -253,6 +276,7 @@ class _KernelLowering:
     def _append(self, ctx: dict, origins: list[str | None]) -> None:
         """Add a finished context and its record; a shared one becomes a call of its helper."""
         nm = self.nm
+        ctx["depth"] = self.depth
         # a batch-sized array prints n in its loops or sizes; nothing else does
         batch = any(x in self.vars and self.vars[x].ndim > 0 and self.vars[x].batch for x in nm.printed)
         uses = nm.uses(batch)
@@ -293,7 +317,7 @@ class _KernelLowering:
         for st in self.plan.stmts:
             if st.target in self.vars:
                 continue
-            var = _var_from_shape(st.target, st.shape, "work")
+            var = _var_from_shape(st.target, st.shape, "view" if st.kind is ir.Op.RESHAPE else "work")
             if st.target in output_of:
                 var.storage = "output" if var.ndim else "scalar"
             elif var.ndim == 0:
@@ -301,12 +325,7 @@ class _KernelLowering:
             self.vars[st.target] = var
 
     def _last_uses(self) -> dict[str, int]:
-        last: dict[str, int] = {}
-        for i, st in enumerate(self.plan.stmts):
-            for o in st.operands:
-                last[o] = i
-            last.setdefault(st.target, i)
-        return last
+        return last_uses(self.plan)
 
     def _row_ops(self) -> dict[str, list[int]]:
         users: dict[str, list[int]] = {}
@@ -318,7 +337,7 @@ class _KernelLowering:
     # -- lowering ----------------------------------------------------------------------------
     def lower(self) -> KernelLayout:
         self._declare_targets()
-        last = self._last_uses()
+        last = self._last = self._last_uses()
         shared_stats = {z: idx for z, idx in self._row_ops().items() if len(idx) > 1}
         stats_of: dict[str, tuple[str, str]] = {}
         stats_slots: dict[str, tuple[int, int]] = {}
@@ -366,8 +385,11 @@ class _KernelLowering:
                 self._begin()
                 self._append(self._map(st, colsum=sums[i][1]), self._origins(i, *colsum_of))
             else:
-                self._begin(scalar_target=target.ndim == 0)
+                # a loop's bounds and a view are the kernel's own lines, never a shared helper
+                self._begin(scalar_target=target.ndim == 0 or st.kind in KERNEL_LINES)
                 self._append(self._stmt(st, stats_of.get(z) if z else None), self._origins(i))
+                if st.kind is Loop.BEGIN:  # the statements up to its END are inside the loop
+                    self.depth += 1
             for name in sorted(set(st.operands) | {st.target}):
                 dead = self.vars.get(name)
                 if dead is not None and dead.storage == "work" and dead.slot is not None \
@@ -378,6 +400,8 @@ class _KernelLowering:
                     for sl in stats_slots[zz]:
                         self.alloc.release(sl)
         self._outputs()
+        # views last: what they view is declared by then (a work slot, an input, an output)
+        self.layout.pointers += self._views
         offsets = self.alloc.offsets()
         for ptr in self.layout.pointers:
             if "slot" in ptr:
@@ -484,7 +508,7 @@ class _KernelLowering:
             nm = _Names(False)
             self.nm = nm
             self._append({"kind": CKind.COPY, "dst": buf, "src": nm.read(var_name),
-                          "size": f"{rows}*{cols}" if rows == "n" else str(int(v.rows) * cols)},
+                          "size": f"{rows}*{cols}" if v.batch else str(int(v.rows) * cols)},
                          self._origins(*made[-1:]))
 
     # -- statements ---------------------------------------------------------------------------
@@ -510,8 +534,8 @@ class _KernelLowering:
         kind = MATMUL_KINDS[ta, tb]
         ctx = {"kind": kind, "c": nm.write(t.name), "a": nm.read(a.name), "b": nm.read(b.name),
                "M": m, "K": k, "Nc": nc, "lda": a.cols, "ldb": b.cols, "ct": None, "ta": ta, "tb": tb}
-        fixed = [int(d) for d in (m, k) if d != "n"] + [int(nc)]
-        if len(fixed) == 2 and fixed[0] * fixed[1] <= SMALL_PRODUCT:
+        sizes = [fixed(d) for d in (m, k) if fixed(d) is not None] + [int(nc)]
+        if len(sizes) == 2 and sizes[0] * sizes[1] <= SMALL_PRODUCT:
             # a product with a tiny fixed part (xor's 2x4 weights): constant-size loops in
             # place, which the compiler unrolls; a gemm call costs more than the arithmetic
             ctx.update(kind=CKind.MATMUL_SMALL, a_at=f"k*{a.cols} + i" if ta else f"i*{a.cols} + k",
@@ -523,13 +547,13 @@ class _KernelLowering:
             # boundary; where k is the batch (A.T @ B), n + 1 rows, which a small batch on a
             # small device can afford
             jb = tile_cols(self.p.dtype)
-            size = (jb, jb) if k == "n" else (0, (min(int(k), GEMM_KC) + 1) * jb)
+            size = (a.per * jb, jb) if fixed(k) is None else (0, (min(int(k), GEMM_KC) + 1) * jb)
             ctx["scratch"] = nm.write(self._scratch(f"{t.name}_bp", size, hold=True))
             if kind is not CKind.MATMUL_NN and nc != "n" and int(nc) < jb:
                 # fewer columns than a tile (an output layer's classes): the helper computes
                 # C.T = op(B).T @ op(A).T, whose tiles are full, into this Nc x M slot
                 ctx["ct"] = nm.write(self._scratch(f"{t.name}_ct",
-                                                   (int(nc), 0) if m == "n" else (0, int(nc) * int(m))))
+                                                   (t.per * int(nc), 0) if t.batch else (0, int(nc) * int(m))))
             # the panel's slot was held while the tile's was taken: two scratch slots of one
             # statement are never the same slot
             self.alloc.release(self._held.pop())
@@ -557,7 +581,7 @@ class _KernelLowering:
         if a.ndim == 0:
             return {"kind": CKind.ASSIGN, "c": nm.write(st.target), "value": nm.read(a.name)}
         rows = rows_code(a)
-        size = f"n*{a.cols}" if rows == "n" else str(int(a.rows) * a.cols)
+        size = f"{rows}*{a.cols}" if a.batch else str(int(a.rows) * a.cols)
         return {"kind": CKind.SUM, "c": nm.write(st.target), "a": nm.read(a.name), "size": size}
 
     def _row_op(self, st: Stmt, stats: tuple[str, str] | None, kind: CKind) -> dict:
@@ -710,6 +734,56 @@ class _KernelLowering:
                 "g": nm.read(st.operands[1]), "rows": rows_code(idx), "t": idx.cols, "vocab": vocab,
                 "dim": dim, "padding": padding}
 
+    # -- sequences: a view, and a loop's statements (lower.Loop) ---------------------------------
+    def _reshape(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        """The operand's storage under the target's name; into an output's buffer, a copy."""
+        nm, t, a = self.nm, self.vars[st.target], self.vars[st.operands[0]]
+        if t.storage == "output":
+            return {"kind": CKind.COPY, "dst": nm.write(t.name), "src": nm.read(a.name),
+                    "size": f"{rows_code(a)}*{a.cols}" if a.batch else str(int(a.rows) * a.cols)}
+        self._views.append({"name": t.name, "init": a.name, "const": True})
+        return {"kind": CKind.VIEW, "c": nm.label(t.name, "view"), "a": nm.label(a.name, "viewed"),
+                "rows": rows_code(t), "cols": t.cols}
+
+    def _carry(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        """The carried value starts as the first: the first's slot where this is its last read,
+        else a copy."""
+        nm, t, a = self.nm, self.vars[st.target], self.vars[st.operands[0]]
+        i = self.plan.stmts.index(st)
+        if a.storage == "work" and a.slot is not None and self._last.get(a.name) == i \
+                and (a.rows, a.cols) == (t.rows, t.cols) and t.slot is not None:
+            self.alloc.release(t.slot)
+            t.slot, a.slot = a.slot, None
+            for ptr in self.layout.pointers:
+                if ptr["name"] == t.name:
+                    ptr["slot"] = t.slot
+            return {"kind": CKind.VIEW, "c": nm.label(t.name, "carry"), "a": nm.label(a.name, "first"),
+                    "rows": rows_code(t), "cols": t.cols}
+        return {"kind": CKind.COPY, "dst": nm.write(t.name), "src": nm.read(a.name),
+                "size": f"{rows_code(t)}*{t.cols}" if t.batch else str(int(t.rows) * t.cols)}
+
+    def _loop_begin(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        head: LoopHead = st.payload
+        return {"kind": CKind.LOOP_BEGIN, "index": head.index, "length": head.length, "reverse": head.reverse,
+                "target": self.nm.label(st.target, "out")}
+
+    def _loop_step(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        head: LoopHead = st.payload
+        nm, t = self.nm, self.vars[st.target]
+        return {"kind": CKind.LOOP_STEP, "c": nm.write(t.name), "a": nm.read(st.operands[0]), "rows": rows_code(t),
+                "cols": t.cols, "stride": head.length * t.cols, "index": head.index}
+
+    def _loop_end(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
+        head: LoopHead = st.payload
+        nm, y = self.nm, self.vars[st.target]
+        out, new, carry = st.operands[:3]
+        c = self.vars[carry]
+        self.depth -= 1
+        return {"kind": CKind.LOOP_END, "y": nm.write(y.name), "out": nm.read(out), "rows": rows_code(y),
+                "width": head.width, "stride": head.length * head.width, "index": head.index,
+                "carry": nm.write(carry), "new": nm.read(new),
+                "size": f"{rows_code(c)}*{c.cols}" if c.batch else str(int(c.rows) * c.cols)}
+
     def _map_stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         return self._map(st)
 
@@ -807,7 +881,7 @@ class _KernelLowering:
             dest = f"{target}[e]"
         else:
             dest = f"{target}[i*{t.cols} + j]" if t.ndim == 2 else f"{target}[j]"
-        size = (f"n*{t.cols}" if t.batch else str(int(t.rows) * t.cols)) if t.ndim else "1"
+        size = (f"{rows_code(t)}*{t.cols}" if t.batch else str(int(t.rows) * t.cols)) if t.ndim else "1"
         return {"kind": CKind.MAP, "loop": loop, "dest": dest, "cse": cse, "value": value,
                 "size": size, "rows": rows_code(t), "cols": t.cols, "target": target,
                 "colsum": nm.write(colsum) if colsum is not None else None, "loads": loads,
@@ -816,7 +890,12 @@ class _KernelLowering:
 
 #: how the C backend lowers each statement kind to a context: one rule per op that reaches a
 #: plan (``tests/unit/test_dispatch_tables.py`` checks that none is missing)
-STATEMENTS: dict[ir.Op, Callable[[_KernelLowering, Stmt, tuple[str, str] | None], dict]] = {
+STATEMENTS: dict[ir.Op | Loop, Callable[[_KernelLowering, Stmt, tuple[str, str] | None], dict]] = {
+    ir.Op.RESHAPE: _KernelLowering._reshape,
+    Loop.CARRY: _KernelLowering._carry,
+    Loop.BEGIN: _KernelLowering._loop_begin,
+    Loop.STEP: _KernelLowering._loop_step,
+    Loop.END: _KernelLowering._loop_end,
     ir.Op.MATMUL: _KernelLowering._matmul,
     ir.Op.ADD_BIAS: _KernelLowering._add_bias,
     ir.Op.SUM_ROWS: _KernelLowering._sum_rows,

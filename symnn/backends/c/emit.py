@@ -403,12 +403,13 @@ def _provenance(source: str, prefix: str, kernels: list[dict],
                 context: dict) -> dict[str, list[CodeLine]]:
     """Each kernel's statement blocks located in ``source``: every block printed on its own by
     the macro ``model.c.jinja`` prints it with (``{{ m[s.kind](s) | trim | indent(4) }}``, on a
-    line of its own indented by 4), with the same context, so comments and layout are the
+    line of its own indented by 4, and 4 more per loop around it), with the same context, so comments and layout are the
     template's and nothing is parsed back."""
     m = macros("c/_macros.jinja", "c/model.c.jinja", **context)
     return {
         k["name"]: locate(source, f"static void {prefix}__{k['name']}(", "\n}\n",
-                          (("    " + trim_indent(getattr(m, s["kind"])(s), 4), s["origins"])
+                          ((" " * (4 + 4 * s.get("depth", 0)) + trim_indent(getattr(m, s["kind"])(s), 4 + 4 * s.get("depth", 0)),
+                            s["origins"])
                            for s in k["stmts"]))
         for k in kernels
     }

@@ -54,6 +54,11 @@ class CKind(StrEnum):
     AVG_POOL_GRAD = "avg_pool_grad"
     GATHER = "gather"  # an embedding's rows copied out, per index
     GATHER_GRAD = "gather_grad"  # the cotangent's blocks added into the rows the indices name
+    # sequences
+    VIEW = "view"  # a reshape: a pointer the kernel declares to what it views; no loop
+    LOOP_BEGIN = "loop_begin"  # a loop over a sequence's steps opens
+    LOOP_STEP = "loop_step"  # step t's columns of a sequence copied out
+    LOOP_END = "loop_end"  # the step's output written into its columns, the carry replaced; the loop closes
 
 
 #: the product of each (trans_a, trans_b): which loop order computes op(A) @ op(B)
