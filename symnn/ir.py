@@ -271,7 +271,10 @@ class Scan:
     recurrent weight). The SCAN's value stacks each step's ``out``: row n is
     ``out_0[n] | out_1[n] | ... | out_{T-1}[n]``, step t at columns t*E .. t*E + E - 1 whichever
     the direction (``reverse`` runs t = T-1 down to 0). A forward pass's scan outputs its carries
-    (``out is new_carry``), which its pullback, another SCAN run the other way, reads back.
+    (``out is new_carry``), which its pullback, another SCAN run the other way, reads back;
+    it may also store ``residuals``, values of the step its pullback reads instead of computing
+    them again (an LSTM's gates): ``out`` is then ``CONCAT(new_carry, *residuals)``. Residual
+    columns are the pullback's own: nothing else reads them, and no cotangent flows from them.
     ``label`` names the layer that made it; ``record`` keeps the reverse sweep that derived a
     pullback's body, for the derivation (it takes no part in equality)."""
 
@@ -283,7 +286,13 @@ class Scan:
     out: "Node"
     reverse: bool = False
     label: str = "scan"
+    residuals: tuple["Node", ...] = ()
     record: Any = field(default=None, compare=False)
+
+    @property
+    def carried(self) -> int:
+        """The columns of the carried value (the first of each step's output, for a forward scan)."""
+        return int(self.carry.shape[1])
 
     def placeholders(self) -> tuple["Node", ...]:
         """The body's leaves in operand order: the carry, the steps, the invariants."""
@@ -516,6 +525,9 @@ def scan(body: Scan, init: Node, seqs: Sequence[Node], invariants: Sequence[Node
             raise ValueError(f"a scan body reads {n.op.name} {n.arg!r}: only its placeholders and constants")
     if len(body.out.shape) != 2 or body.out.shape[0] != init.shape[0]:
         raise ValueError(f"scan body output of shape {body.out.shape}")
+    if body.residuals and (body.out.op is not Op.CONCAT
+                           or tuple(body.out.src) != (body.new_carry, *body.residuals)):
+        raise ValueError("a scan with residuals outputs CONCAT(new_carry, *residuals)")
     return Node(Op.SCAN, (init, *seqs, *invariants), body, (init.shape[0], T * int(body.out.shape[1])))
 
 
@@ -577,7 +589,8 @@ def toposort(outputs: Iterable[Node]) -> list[Node]:
 
 
 def count_ops(outputs: Iterable[Node]) -> tuple[int, int]:
-    """(tensor ops, scalar ops inside MAP expressions) of the graph reaching ``outputs``."""
+    """(tensor ops, scalar ops inside MAP expressions) of the graph reaching ``outputs``, a loop's
+    body included once."""
     tensor, scalar = 0, 0
     for n in toposort(outputs):
         if n.is_leaf:
@@ -585,6 +598,9 @@ def count_ops(outputs: Iterable[Node]) -> tuple[int, int]:
         tensor += 1
         if n.op is Op.MAP:
             scalar += int(sp.count_ops(n.arg.expr))
+        elif n.op is Op.SCAN:  # a loop's body counts once: the code written, not the steps run
+            inner = count_ops([n.arg.new_carry, n.arg.out])
+            tensor, scalar = tensor + inner[0], scalar + inner[1]
     return tensor, scalar
 
 

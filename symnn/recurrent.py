@@ -46,6 +46,12 @@ def _add(a: ir.Node, b: ir.Node) -> ir.Node:
     return make_map("add", _u + _v, [(_u, a), (_v, b)], a.shape)
 
 
+def _stored(T: int, carry: ir.Node, steps: tuple[ir.Node, ...], invariants: tuple[ir.Node, ...],
+            new: ir.Node, residuals: tuple[ir.Node, ...], label: str) -> ir.Scan:
+    """A step that outputs its new carried state and stores ``residuals`` beside it."""
+    return ir.Scan(T, carry, steps, invariants, new, ir.concat(new, *residuals), label=label, residuals=residuals)
+
+
 @dataclass(frozen=True, init=False)
 class _Recurrent(Layer):
     """What the three recurrent layers share: sizes, PyTorch's parameter names and layout
@@ -147,21 +153,22 @@ class _Recurrent(Layer):
             label = f"{label}_l{k}"
             body = self._body(label, rows, T)
             invariants = [params[f"weight_hh_l{k}"]] + ([params[f"bias_hh_l{k}"]] if self._bias_inside() else [])
-            carries = ir.scan(body, init, [projected], invariants)
+            loop = ir.scan(body, init, [projected], invariants)
             named.append((projected, "P"))
-            named.append((carries, "C"))
-            if carried == h:
-                seq = carries
-            else:  # each step's hidden state: the first h of its carried columns
-                steps = ir.reshape(carries, (rows * T, carried))
+            named.append((loop, "C"))
+            stored = int(body.out.shape[1])  # each step's carried state, then its residuals
+            if stored == h:
+                seq = loop
+            else:  # each step's hidden state: the first h of its stored columns
+                steps = ir.reshape(loop, (rows * T, stored))
                 seq = ir.reshape(ir.slice_(steps, 0, h), (rows, T * h))
             width = h
-            last = carries
+            last = loop
         assert last is not None
         if self.return_sequences:
             out = seq
         else:
-            start = (T - 1) * carried
+            start = (T - 1) * int(last.arg.out.shape[1])
             out = ir.slice_(last, start, start + h)
         return Emitted(out, tuple(named))
 
@@ -255,10 +262,12 @@ class GRU(_Recurrent):
             q = ir.add_bias(q, b)
         r = _sigmoid(_add(ir.slice_(p, 0, h), ir.slice_(q, 0, h)))
         z = _sigmoid(_add(ir.slice_(p, h, 2 * h), ir.slice_(q, h, 2 * h)))
-        n = _tanh(make_map("gru_candidate", _u + _v * _w, [(_u, ir.slice_(p, 2 * h, 3 * h)), (_v, r),
-                                                            (_w, ir.slice_(q, 2 * h, 3 * h))], (rows, h)))
+        qn = ir.slice_(q, 2 * h, 3 * h)
+        n = _tanh(make_map("gru_candidate", _u + _v * _w, [(_u, ir.slice_(p, 2 * h, 3 * h)), (_v, r), (_w, qn)],
+                           (rows, h)))
         new = make_map("gru_state", (1 - _u) * _v + _u * _w, [(_u, z), (_v, n), (_w, carry)], (rows, h))
-        return ir.Scan(T, carry, (p,), tuple(invariants), new, new, label=label)
+        # stored for the backward step: the gates and the reset gate's operand (no product again)
+        return _stored(T, carry, (p,), tuple(invariants), new, (r, z, n, qn), label)
 
 
 @register_layer
@@ -281,9 +290,11 @@ class LSTM(_Recurrent):
         g, o = _tanh(ir.slice_(z, 2 * h, 3 * h)), _sigmoid(ir.slice_(z, 3 * h, 4 * h))
         c = make_map("lstm_cell", _u * _v + _w * _x, [(_u, f), (_v, ir.slice_(carry, h, 2 * h)), (_w, i), (_x, g)],
                      (rows, h))
-        hidden = make_map("lstm_hidden", _u * sp.tanh(_v), [(_u, o), (_v, c)], (rows, h))
+        tc = _tanh(c)
+        hidden = make_map("lstm_hidden", _u * _v, [(_u, o), (_v, tc)], (rows, h))
         new = ir.concat(hidden, c)
-        return ir.Scan(T, carry, (p,), (w,), new, new, label=label)
+        # stored for the backward step: the gates and tanh(c) (no product or function again)
+        return _stored(T, carry, (p,), (w,), new, (i, f, g, o, tc), label)
 
 
 __all__ = ["RNN", "GRU", "LSTM"]

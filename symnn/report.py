@@ -114,6 +114,9 @@ class SymnnLatexPrinter(LatexPrinter):
     def _print_Reshape(self, expr) -> str:
         return r"%s\left(%s\right)" % (expr.KINDS[expr.form], self._print(expr.args[0]))
 
+    def _print_Entry(self, expr) -> str:
+        return r"{\left(%s\right)}_{%s, %s}" % tuple(self._print(a) for a in expr.args)
+
     def _print_Recurrence(self, expr) -> str:
         return r"%s\left(%s\right)" % (expr.name, ", ".join(self._print(o) for o in expr.operands))
 
@@ -261,6 +264,9 @@ class PlainPrinter(StrPrinter):
 
     def _print_Reshape(self, expr) -> str:
         return f"{expr.form}({self._print(expr.args[0])})"
+
+    def _print_Entry(self, expr) -> str:
+        return f"({self._print(expr.args[0])})[{self._print(expr.args[1])}, {self._print(expr.args[2])}]"
 
     def _print_Recurrence(self, expr) -> str:
         return f"{plain_name(expr.name)}({', '.join(self._print(o) for o in expr.operands)})"

@@ -288,6 +288,21 @@ class Recurrence(sp.MatrixExpr):
         return MatrixElement(self, i, j)
 
 
+class Entry(sp.Expr):
+    """Entry (i, j) of a matrix operator (the index form of a reshape or a loop), kept whole:
+    an atom, so rewriting the index form's scalars (``factor_terms``) never rebuilds the
+    operator's scaled operands as scalar products."""
+
+    is_commutative = True
+    is_Atom = True
+
+    def __new__(cls, mat: sp.Basic, i: sp.Expr, j: sp.Expr) -> "Entry":
+        return sp.Basic.__new__(cls, mat, sp.sympify(i), sp.sympify(j))
+
+    def doit(self, **hints) -> "Entry":
+        return self
+
+
 class Total(sp.Expr):
     """The sum of every entry of a matrix (a scalar), printed ``1^T M 1``."""
 

@@ -474,7 +474,8 @@ def _reshape_matrix(p: _Printer, node: ir.Node) -> Term:
 def _reshape_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
     """An entry of the reshaped matrix: the entry of its operator's matrix (the operator's
     note says which of the operand's entries it is: the same row-major position)."""
-    return _reshape_matrix(p, node).expr()[idx]
+    t = _reshape_matrix(p, node)
+    return t.coeff * al.Entry(t.mat, *idx)
 
 
 def _scan_matrix(p: _Printer, node: ir.Node) -> Term:
@@ -488,7 +489,8 @@ def _scan_matrix(p: _Printer, node: ir.Node) -> Term:
 def _scan_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
     """An entry of a loop's value: the entry of its operator's matrix (the body, per step t,
     is printed in index form in its section)."""
-    return _scan_matrix(p, node).expr()[idx]
+    t = _scan_matrix(p, node)
+    return t.coeff * al.Entry(t.mat, *idx)
 
 
 def _spatial_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:

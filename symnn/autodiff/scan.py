@@ -51,16 +51,34 @@ def _terms(g: ir.Node) -> list[tuple[ir.Op, tuple[ir.Node, ...]]]:
                               "recurrent weight's (a product's) or bias's cotangents over the steps")
 
 
+def carries(node: ir.Node) -> ir.Node:
+    """A forward scan's carried values, stacked (N, T*S): its output, less any residual columns."""
+    body: ir.Scan = node.arg
+    T, S, E = body.length, body.carried, int(body.out.shape[1])
+    if E == S:
+        return node
+    rows = node.shape[0]
+    return ir.reshape(ir.slice_(ir.reshape(node, (rows * T, E)), 0, S), (rows, T * S))
+
+
 def _shifted(node: ir.Node, init: ir.Node, width: int) -> ir.Node:
-    """The carry each step started from, as a sequence: the first value, then the outputs but
-    the last (for a reverse scan: the outputs but the first, then the first value)."""
+    """The carry each step started from, as a sequence: the first value, then the carries but
+    the last (for a reverse scan: the carries but the first, then the first value)."""
     body: ir.Scan = node.arg
     T = body.length
     if T == 1:
         return init
+    stacked = carries(node)
     if body.reverse:
-        return ir.concat(ir.slice_(node, width, T * width), init)
-    return ir.concat(init, ir.slice_(node, 0, (T - 1) * width))
+        return ir.concat(ir.slice_(stacked, width, T * width), init)
+    return ir.concat(init, ir.slice_(stacked, 0, (T - 1) * width))
+
+
+#: the step of a pullback scan that reads the forward scan's own output (step t of the carries
+#: and residuals the forward loop stored): its steps are (the output's cotangent, the carry the
+#: forward step started from, the stored output, the forward steps...), and its ``record`` is the
+#: reverse sweep of the forward step that made its body
+STORED_STEP = 2
 
 
 class _Stacks:
@@ -117,15 +135,19 @@ def pullback_scan(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
     """The cotangents of a forward scan's operands (its first carry, sequences, invariants) from
     ``ct``, the cotangent of its stacked carries."""
     body: ir.Scan = node.arg
-    if body.out is not body.new_carry:
+    if body.out is not body.new_carry and not body.residuals:
         raise NotImplementedError("symnn differentiates a scan whose steps output their carry")
     T, k = body.length, len(body.steps)
     init, seqs, invs = node.src[0], node.src[1:1 + k], node.src[1 + k:]
-    rows, width = body.carry.shape[0], int(body.carry.shape[1])
+    rows, width = body.carry.shape[0], body.carried
     shape = tuple(body.carry.shape)
+    out_shape = tuple(body.out.shape)
     delta = ir.var(f"{body.label}.dC", shape)  # the cotangent later steps sent back
-    dout = ir.var(f"{body.label}.dY", shape)  # this step's own, from the outputs
-    seed = make_map("accumulate", _a + _b, [(_a, dout), (_b, delta)], shape)
+    dout = ir.var(f"{body.label}.dY", out_shape)  # this step's own, from the outputs
+    stored = ir.var(f"{body.label}.Y", out_shape)  # what the forward loop stored at this step
+    # only the carried columns' cotangent: a residual's columns are the pullback's own
+    own = dout if out_shape == shape else ir.slice_(dout, 0, width)
+    seed = make_map("accumulate", _a + _b, [(_a, own), (_b, delta)], shape)
     wrt = {"carry": body.carry}
     wrt.update({f"step{i}": p for i, (p, s) in enumerate(zip(body.steps, seqs)) if _needs(s)})
     wrt.update({f"invariant{j}": p for j, (p, v) in enumerate(zip(body.invariants, invs)) if _needs(v)})
@@ -133,8 +155,9 @@ def pullback_scan(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
 
     rec = sweep(body.new_carry, wrt, seed=seed)
     prev = _shifted(node, init, width)
-    steps = (dout, body.carry, *body.steps)
-    stacks = _Stacks(rows, steps, (ct, prev, *seqs), T)
+    steps = (dout, body.carry, stored, *body.steps)
+    assert steps[STORED_STEP] is stored
+    stacks = _Stacks(rows, steps, (ct, prev, node, *seqs), T)
     terms = {j: _terms(rec.grads[f"invariant{j}"]) for j in range(len(invs)) if f"invariant{j}" in wrt}
     for i in range(k):
         if f"step{i}" in wrt:
@@ -147,8 +170,9 @@ def pullback_scan(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
     if _needs(init) or not stacks.pieces:
         stacks.add(new_delta)
     out = stacks.pieces[0] if len(stacks.pieces) == 1 else ir.concat(*stacks.pieces)
-    back = ir.Scan(T, delta, steps, body.invariants, new_delta, out, not body.reverse, f"{body.label}'", rec)
-    stacks.scan = ir.scan(back, make_map("zero", sp.Integer(0), [], shape), (ct, prev, *seqs), invs)
+    back = ir.Scan(T, delta, steps, body.invariants, new_delta, out, not body.reverse, f"{body.label}'",
+                   record=rec)
+    stacks.scan = ir.scan(back, make_map("zero", sp.Integer(0), [], shape), (ct, prev, node, *seqs), invs)
 
     d_init = None
     if _needs(init):

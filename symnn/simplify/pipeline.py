@@ -20,6 +20,7 @@ from ..graph import ForwardGraph
 from ..program import Program
 from .fuse import Fusion, fuse_losses
 from .inline import fuse_elementwise
+from .loops import simplify_loops
 from .reuse import Reuse, reuse_forward_values
 from .stable import Stabilised, stabilise
 
@@ -110,6 +111,7 @@ def simplify(fwd: ForwardGraph) -> Simplified:
         ("reuse_forward_values", lambda p: reuse_forward_values(p, out.reuses)),
         ("fuse_elementwise", fuse_elementwise),
         ("stabilise", lambda p: stabilise(p, out.stabilised)),
+        ("simplify_loops", simplify_loops),
     ]
     for name, fn in steps:
         before = prog

@@ -74,7 +74,7 @@ def test_pipeline_reports_and_reduces_op_counts(net, fused) -> None:
     s = simplify(build_forward(net))
     names = [r.name for r in s.reports]
     assert names == ["eliminate_dead_code", "fuse_losses", "fuse_elementwise", "reuse_forward_values",
-                     "fuse_elementwise", "stabilise"]
+                     "fuse_elementwise", "stabilise", "simplify_loops"]
     first, last = s.reports[0].before, s.reports[-1].after
     assert last[0] < first[0] and last[1] < first[1]
     # each row starts where the previous one ended, for the whole program and per kernel

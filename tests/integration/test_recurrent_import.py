@@ -1,0 +1,409 @@
+"""``nn.RNN``/``GRU``/``LSTM`` brought in from PyTorch (``sn.from_torch``) and ONNX
+(``sn.from_onnx``), and declared in TOML specs (issue 23, item 4).
+
+An imported network's loss and gradients are held to autograd through the original module
+(float64: 1e-10; a step's gate sums and the chain through T = 5 steps are a few hundred
+roundings at u = 2**-53 per entry, far below it), its parameters keyed as the module's
+``state_dict``. Each supported way of reading the result maps to ``return_sequences``
+(``out[:, -1]``, ``h_n[-1]``, ``h_n.squeeze(0)``: the last state; the output flattened or fed
+to the next module: the sequence); what symnn does not model is refused naming the module
+and the setting, before any work.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pytest
+
+import symnn as sn
+from symnn.errors import SpecError, SpecTypeError
+
+torch = pytest.importorskip("torch")
+
+from tests.layer_graphs import ready, rel  # noqa: E402
+
+nn = torch.nn
+N, T, F, H, K = 6, 5, 3, 4, 2  # samples, steps, features, hidden size, outputs
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(N, T, F))
+Y = RNG.normal(size=(N, K))
+
+
+class LastStep(nn.Module):
+    """``out[:, -1]`` of an LSTM: its last step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(F, H, batch_first=True)
+        self.fc = nn.Linear(H, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return self.fc(out[:, -1])
+
+
+class StackedHidden(nn.Module):
+    """``h_n[-1]`` of a two-layer LSTM: the last layer's final state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(F, H, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(H, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h, c) = self.lstm(x)
+        return self.fc(h[-1])
+
+
+class GruReshaped(nn.Module):
+    """A GRU's whole output sequence, each sample flattened by ``reshape(n, -1)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(F, H, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(T * H, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, h = self.gru(x)
+        return self.fc(out.reshape(x.shape[0], -1))
+
+
+class GruFlattened(GruReshaped):
+    """The same sequence through ``flatten(1)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(x)
+        return self.fc(out.flatten(1))
+
+
+class ReluRnnSqueezed(nn.Module):
+    """A relu RNN without biases, its ``h_n.squeeze(0)`` (one layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(F, H, nonlinearity="relu", bias=False, batch_first=True)
+        self.fc = nn.Linear(H, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, h = self.rnn(x)
+        return self.fc(h.squeeze(0))
+
+
+class TwoModules(nn.Module):
+    """A tanh RNN's sequence fed to an LSTM (whose last step is read), and a tanh after the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(F, H, batch_first=True)
+        self.lstm = nn.LSTM(H, 3, batch_first=True)
+        self.fc = nn.Linear(3, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seq, _ = self.rnn(x)
+        out, _ = self.lstm(seq)
+        return torch.tanh(self.fc(out[:, -1]))
+
+
+def _mse(out: torch.Tensor) -> torch.Tensor:
+    return ((out - torch.tensor(Y)) ** 2).mean()
+
+
+@pytest.mark.parametrize("make, sequences", [(LastStep, [False]), (StackedHidden, [False]),
+                                             (GruReshaped, [True]), (GruFlattened, [True]),
+                                             (ReluRnnSqueezed, [False]), (TwoModules, [True, False])])
+def test_imported_recurrent_nets_match_autograd(make: Callable[[], nn.Module], sequences: list[bool]) -> None:
+    module = ready(make())
+    net, params = sn.from_torch(module, input_shape=(T, F), loss="mse")
+    recurrent = [layer for layer in net.graph.layers if isinstance(layer, (sn.RNN, sn.GRU, sn.LSTM))]
+    assert [layer.return_sequences for layer in recurrent] == sequences
+    k = sn.compile(net, backend="numpy")
+    loss, grads = k.loss_and_grad(params, X.reshape(N, -1), Y)
+    module.zero_grad()
+    out = module(torch.tensor(X))
+    ref = _mse(out)
+    ref.backward()
+    assert abs(loss - ref.item()) <= 1e-10 * abs(ref.item())
+    back = sn.to_state_dict(net, grads)
+    assert list(back) == list(module.state_dict())
+    for key, p in module.named_parameters():
+        assert back[key].shape == p.shape and rel(back[key].numpy(), p.grad.numpy()) <= 1e-10, key
+    assert rel(k.forward(params, X.reshape(N, -1)), out.detach().numpy()) <= 1e-10
+    module.load_state_dict(sn.to_state_dict(net, params))  # the module's own keys and shapes
+
+
+class _Calls(nn.Module):
+    """A one-module net whose forward is given: the refusals below."""
+
+    def __init__(self, rnn: nn.Module, forward: Callable, width: int = H) -> None:
+        super().__init__()
+        self.lstm = rnn
+        self.fc = nn.Linear(width, K)
+        self.fc2 = nn.Linear(T * H, K)
+        self._forward = forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(self, x)
+
+
+def _last(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return m.fc(m.lstm(x)[0][:, -1])
+
+
+def _both(m: nn.Module, out: torch.Tensor) -> torch.Tensor:
+    """One call's output read twice: its last step and the whole sequence."""
+    return m.fc(out[:, -1]) + m.fc2(out.flatten(1))
+
+
+@pytest.mark.parametrize("rnn, forward, error, words", [
+    (nn.LSTM(F, H), _last, SpecTypeError, "batch_first=False"),
+    (nn.GRU(F, H, batch_first=True, bidirectional=True), _last, SpecTypeError, "bidirectional=True"),
+    (nn.LSTM(F, H, num_layers=2, dropout=0.5, batch_first=True), _last, SpecTypeError, "dropout=0.5"),
+    (nn.LSTM(F, H, proj_size=2, batch_first=True), _last, SpecTypeError, "proj_size=2"),
+    (nn.LSTM(F, H, batch_first=True), lambda m, x: m.fc(m.lstm(x)[1][1][-1]), SpecError, "c_n"),
+    (nn.LSTM(F, H, num_layers=2, batch_first=True), lambda m, x: m.fc(m.lstm(x)[1][0][0]), SpecError, "h_n[0]"),
+    (nn.RNN(F, H, batch_first=True), lambda m, x: m.fc(m.lstm(x)[0][:, 0]), SpecError, "out[:, -1]"),
+    (nn.GRU(F, H, batch_first=True), lambda m, x: m.fc(m.lstm(x)[1]), SpecError, "h_n[-1]"),
+    (nn.GRU(F, H, batch_first=True), lambda m, x: _both(m, m.lstm(x)[0]), SpecError,
+     "both the whole output sequence and the last state"),
+])
+def test_unsupported_recurrent_modules_are_refused_by_name(rnn: nn.Module, forward: Callable, error: type,
+                                                           words: str) -> None:
+    with pytest.raises(error) as info:
+        sn.from_torch(_Calls(rnn, forward).double(), input_shape=(T, F), loss="mse")
+    assert "lstm" in str(info.value) and words in str(info.value)
+
+
+class _WithState(nn.Module):
+    """An LSTM given its initial state (h_0, c_0) as forward arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(F, H, batch_first=True)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+        return self.lstm(x, (h0, c0))[0][:, -1]
+
+
+def test_an_initial_state_passed_in_is_refused() -> None:
+    with pytest.raises(SpecError, match="'lstm'.*initial state"):
+        sn.from_torch(_WithState().double(), input_shapes=[(T, F), (H,), (H,)], loss="mse")
+
+
+def test_a_sequence_length_is_asked_for_and_a_sequential_lstm_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"steps"):
+        sn.from_torch(_Calls(nn.LSTM(F, H, batch_first=True), _last).double(), loss="mse")
+    with pytest.raises(SpecError, match="unpacked"):
+        sn.from_torch(nn.Sequential(nn.LSTM(F, H, batch_first=True), nn.Linear(H, K)), input_shape=(T, F))
+
+
+# -- ONNX -------------------------------------------------------------------------------------------
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+#: PyTorch's gate k is ONNX's block ORDER[k] (LSTM: ONNX i, o, f, c; GRU: ONNX z, r, h)
+_TO_ONNX = {"RNN": (0,), "GRU": (1, 0, 2), "LSTM": (0, 3, 1, 2)}  # ONNX block j is PyTorch's gate _TO_ONNX[j]
+
+
+def _onnx_gates(a: np.ndarray, op: str) -> np.ndarray:
+    """PyTorch's stacked gates in ONNX's order."""
+    return np.concatenate([a[k * H:(k + 1) * H] for k in _TO_ONNX[op]])
+
+
+def _onnx_model(module: nn.Module, op: str, read: str, attrs: dict | None = None,
+                extra_inputs: dict[int, np.ndarray] | None = None) -> onnx.ModelProto:
+    """The ONNX graph of ``module`` (a one-layer torch recurrent ``rnn`` then ``fc``), written by
+    hand after the operator spec: layout=1, the gates and biases in ONNX's layout, the head a
+    Gemm; ``read`` is "Y_h" (the last state, flattened) or "Y" (the sequence, flattened)."""
+    sd = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    inits = [numpy_helper.from_array(_onnx_gates(sd["rnn.weight_ih_l0"], op)[None], "W"),
+             numpy_helper.from_array(_onnx_gates(sd["rnn.weight_hh_l0"], op)[None], "R"),
+             numpy_helper.from_array(np.concatenate([_onnx_gates(sd["rnn.bias_ih_l0"], op),
+                                                     _onnx_gates(sd["rnn.bias_hh_l0"], op)])[None], "B"),
+             numpy_helper.from_array(sd["fc.weight"], "fc.weight"), numpy_helper.from_array(sd["fc.bias"], "fc.bias")]
+    inputs = ["X", "W", "R", "B"]
+    for index, value in (extra_inputs or {}).items():
+        inputs += [""] * (index - len(inputs)) + [f"extra{index}"]
+        inits.append(numpy_helper.from_array(value, f"extra{index}"))
+    settings = {"hidden_size": H, "layout": 1, **({"linear_before_reset": 1} if op == "GRU" else {}),
+                **(attrs or {})}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+    nodes = [helper.make_node(op, inputs, outputs, **settings),
+             helper.make_node("Flatten", [read], ["flat"], axis=1),
+             helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["out"], transB=1)]
+    graph = helper.make_graph(nodes, "rec", [helper.make_tensor_value_info("X", TensorProto.DOUBLE, ["N", T, F])],
+                              [helper.make_tensor_value_info("out", TensorProto.DOUBLE, ["N", K])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+class _Onnxed(nn.Module):
+    """The torch twin of :func:`_onnx_model`'s graph: ``rnn`` then ``fc`` on its last state or
+    its flattened sequence."""
+
+    def __init__(self, rnn: nn.Module, read: str) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.fc = nn.Linear(H if read == "Y_h" else T * H, K)
+        self.read = read
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1] if self.read == "Y_h" else out.flatten(1))
+
+
+_ONNX_CASES = [("RNN", {}, lambda: nn.RNN(F, H, batch_first=True), "Y_h"),
+               ("RNN", {"activations": ["Relu"]}, lambda: nn.RNN(F, H, nonlinearity="relu", batch_first=True), "Y"),
+               ("GRU", {}, lambda: nn.GRU(F, H, batch_first=True), "Y_h"),
+               ("GRU", {}, lambda: nn.GRU(F, H, batch_first=True), "Y"),
+               ("LSTM", {}, lambda: nn.LSTM(F, H, batch_first=True), "Y_h"),
+               ("LSTM", {}, lambda: nn.LSTM(F, H, batch_first=True), "Y")]
+
+
+@pytest.mark.parametrize("op, attrs, make, read", _ONNX_CASES)
+def test_onnx_recurrent_ops_match_the_reference_evaluator_and_autograd(op: str, attrs: dict, make: Callable,
+                                                                       read: str) -> None:
+    module = ready(_Onnxed(make(), read))
+    model = _onnx_model(module, op, read, attrs)
+    onnx.checker.check_model(model)
+    net, params = sn.from_onnx(model, loss="mse")
+    (layer,) = [la for la in net.graph.layers if isinstance(la, (sn.RNN, sn.GRU, sn.LSTM))]
+    assert type(layer).__name__ == op and layer.return_sequences == (read == "Y")
+    k = sn.compile(net, backend="numpy")
+    if attrs.get("activations") != ["Relu"]:  # onnx's reference RNN implements Tanh only
+        (ref,) = ReferenceEvaluator(model).run(None, {"X": X})
+        assert rel(k.forward(params, X.reshape(N, -1)), ref) <= 1e-10
+    twin = module(torch.tensor(X)).detach().numpy()
+    assert rel(k.forward(params, X.reshape(N, -1)), twin) <= 1e-10
+    # the weights moved to PyTorch's gate order: gradients are autograd's through the torch twin
+    rename = {key: key.replace(f"{op.lower()}1.", "rnn.") for key in params}
+    loss, grads = k.loss_and_grad(params, X.reshape(N, -1), Y)
+    module.zero_grad()
+    torch_loss = _mse(module(torch.tensor(X)))
+    torch_loss.backward()
+    assert abs(loss - torch_loss.item()) <= 1e-10 * abs(torch_loss.item())
+    named = dict(module.named_parameters())
+    for key, g in grads.items():
+        assert rel(g, named[rename[key]].grad.numpy()) <= 1e-10, key
+
+
+@pytest.mark.parametrize("op, attrs, extra, words", [
+    ("LSTM", {"direction": "reverse"}, None, "direction='reverse'"),
+    ("GRU", {"direction": "bidirectional"}, None, "direction='bidirectional'"),
+    ("LSTM", {"layout": 0}, None, "layout=0"),
+    ("GRU", {"linear_before_reset": None}, None, "linear_before_reset=0"),
+    ("GRU", {"linear_before_reset": 0}, None, "linear_before_reset=0"),
+    ("LSTM", {"activations": ["Sigmoid", "Tanh", "Relu"]}, None, "activations="),
+    ("RNN", {"activations": ["Sigmoid"]}, None, "activations="),
+    ("RNN", {"activation_alpha": [0.5]}, None, "activation_alpha"),
+    ("LSTM", {"clip": 3.0}, None, "clip"),
+    ("LSTM", {"input_forget": 1}, None, "input_forget"),
+    ("LSTM", {}, {4: np.full(N, T, dtype=np.int32)}, "sequence_lens"),
+    ("GRU", {}, {5: np.zeros((1, N, H))}, "initial_h"),
+    ("LSTM", {}, {7: np.zeros((1, 3 * H))}, "P"),
+])
+def test_onnx_recurrent_settings_symnn_lacks_are_refused_by_name(op: str, attrs: dict, extra: dict | None,
+                                                                  words: str) -> None:
+    make = {"RNN": nn.RNN, "GRU": nn.GRU, "LSTM": nn.LSTM}[op]
+    model = _onnx_model(_Onnxed(make(F, H, batch_first=True), "Y_h").double(), op, "Y_h", attrs, extra)
+    with pytest.raises(SpecTypeError) as info:
+        sn.from_onnx(model, loss="mse")
+    assert words in str(info.value) and f"'{op}'" in str(info.value)
+
+
+def test_onnx_cell_state_and_both_outputs_are_refused() -> None:
+    model = _onnx_model(_Onnxed(nn.LSTM(F, H, batch_first=True), "Y_h").double(), "LSTM", "Y_h")
+    model.graph.node[1].input[0] = "Y_c"
+    with pytest.raises(SpecError, match="Y_c"):
+        sn.from_onnx(model, loss="mse")
+    model.graph.node[1].input[0] = "Y_h"
+    model.graph.node.append(helper.make_node("Flatten", ["Y"], ["flat2"], axis=1))
+    with pytest.raises(SpecError, match="both Y"):
+        sn.from_onnx(model, loss="mse")
+
+
+# -- TOML specs and saved models --------------------------------------------------------------------
+_SPEC = """
+[network]
+name = "recurrent_spec"
+loss = "mse"
+outputs = ["head"]
+
+[[input]]
+name = "X"
+shape = [5, 3]
+
+[[node]]
+id = "rnn"
+layer = "rnn"
+input_size = 3
+hidden_size = 4
+num_layers = 2
+nonlinearity = "relu"
+bias = false
+return_sequences = true
+inputs = ["X"]
+
+[[node]]
+id = "gru"
+layer = "gru"
+input_size = 4
+hidden_size = 4
+return_sequences = true
+inputs = ["rnn"]
+
+[[node]]
+id = "lstm"
+layer = "lstm"
+input_size = 4
+hidden_size = 3
+num_layers = 2
+inputs = ["gru"]
+
+[[node]]
+id = "head"
+layer = "dense"
+in_features = 3
+out_features = 2
+inputs = ["lstm"]
+"""
+
+
+def test_recurrent_layers_declared_in_a_spec_round_trip_through_spec_and_model_files(tmp_path) -> None:
+    net = sn.loads_spec(_SPEC).network
+    rnn, gru, lstm = net.graph.layers[:3]
+    assert rnn == sn.RNN(3, 4, 2, "relu", False, True)
+    assert gru == sn.GRU(4, 4, return_sequences=True)
+    assert lstm == sn.LSTM(4, 3, num_layers=2)
+    again = sn.loads_spec(sn.dumps_spec(net)).network
+    assert again.graph.layers == net.graph.layers and again.param_shapes() == net.param_shapes()
+    params = net.init_params(seed=1)
+    k = sn.compile(net, backend="numpy")
+    want = k.forward(params, X.reshape(N, -1))
+    path = sn.save(tmp_path / "rec.json", net, params)
+    model = sn.load(path)
+    assert model.network.graph.layers == net.graph.layers
+    assert all(np.array_equal(model.params[key], params[key]) for key in params)
+    assert np.array_equal(sn.compile(model.network, backend="numpy").forward(model.params, X.reshape(N, -1)), want)
+
+
+def test_a_bad_recurrent_option_in_a_spec_names_the_node() -> None:
+    bad = _SPEC.replace('nonlinearity = "relu"', 'nonlinearity = "sigmoid"')
+    with pytest.raises(sn.errors.SymnnError, match=r"(?s)node.*nonlinearity"):
+        sn.loads_spec(bad)
+
+
+def test_the_cli_emits_and_trains_the_lstm_digits_example(tmp_path, capsys) -> None:
+    from pathlib import Path
+
+    from symnn.cli import main
+
+    spec = str(Path(__file__).resolve().parents[2] / "examples" / "lstm_digits.toml")
+    assert main(["emit", spec, "--backend", "numpy", "--out", str(tmp_path)]) == 0
+    rows = np.hstack([RNG.normal(size=(40, 64)), (np.arange(40) % 10)[:, None]])
+    data = tmp_path / "digits.csv"
+    np.savetxt(data, rows, delimiter=",", fmt="%.6g")
+    assert main(["train", spec, "--data", str(data), "--backend", "numpy", "--epochs", "1"]) == 0
+    assert "trained 1 epochs" in capsys.readouterr().out
