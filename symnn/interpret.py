@@ -216,6 +216,8 @@ def _scan(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
             values[id(n)] = np.asarray(RULES[n.op](n, [values[id(x)] for x in n.src], inner))
         out[:, t * width:(t + 1) * width] = np.broadcast_to(values[id(body.out)], (rows, width))
         carry = np.broadcast_to(values[id(body.new_carry)], carry.shape)
+        if body.reset and t % body.reset == 0:  # a truncated recurrence: nothing carried on
+            carry = np.zeros_like(carry)
     return out
 
 

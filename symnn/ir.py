@@ -287,6 +287,12 @@ class Scan:
     reverse: bool = False
     label: str = "scan"
     residuals: tuple["Node", ...] = ()
+    #: its pullback lets no cotangent through the carry entering steps 0, k, 2k, ... (truncated
+    #: backpropagation through time); 0: none truncated
+    truncate: int = 0
+    #: the carry restarts from zeros (not the body's new carry) after each step t with
+    #: t % reset == 0: how a truncated pullback cuts its recurrence; 0: never
+    reset: int = 0
     record: Any = field(default=None, compare=False)
 
     @property

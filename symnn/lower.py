@@ -83,6 +83,7 @@ class LoopHead:
     index: str
     width: int
     carried: int
+    reset: int = 0  # the carry restarts from zeros after each step t with t % reset == 0
 
 
 def _is_identity(node: ir.Node) -> bool:
@@ -92,6 +93,11 @@ def _is_identity(node: ir.Node) -> bool:
         and node.arg.expr == node.arg.args[0]
         and tuple(node.src[0].shape) == tuple(node.shape)
     )
+
+
+def has_loop(plan: KernelPlan) -> bool:
+    """Whether the plan runs a loop (a recurrence's steps)."""
+    return any(st.kind is Loop.BEGIN for st in plan.stmts)
 
 
 def alias_roots(plan: KernelPlan) -> dict[str, str]:
@@ -185,7 +191,7 @@ class _Planner:
         origin = self.prog.equation_of(node)
         k = len(loop.steps)
         head = LoopHead(loop.length, loop.reverse, f"s{self.loops}", int(loop.out.shape[1]),
-                        int(loop.carry.shape[1]))
+                        int(loop.carry.shape[1]), loop.reset)
         self.loops += 1
         carry = next(self.temps)
         init, seqs, invs = ops[0], ops[1:1 + k], ops[1 + k:]

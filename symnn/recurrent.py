@@ -13,6 +13,16 @@ layer returns the last step's hidden state (H,), or with ``return_sequences=True
 step's (T, H), as ``output`` of PyTorch's modules. Optional initial states are further inputs:
 ``layer(x, h0)`` (``layer(x, h0, c0)`` for an LSTM), each of shape (num_layers, H) per sample
 (or (H,) for one layer): PyTorch's ``h_0`` with the batch first.
+
+Padded batches: with ``masked=True`` the layer takes a mask after the sequence, ``layer(x, m)``
+(``layer(x, m, h0, c0)``), of shape (T,) per sample: 1 for a step of the sample's sequence, 0
+for padding. A padded step leaves the state as it was, so the last state is the state after the
+sample's last real step and the sequence output is 0 at padded steps: what PyTorch gives for a
+``pack_padded_sequence`` of the samples' lengths.
+
+Truncated backpropagation through time: ``truncate=k`` lets no gradient through the state
+entering steps 0, k, 2k, ...: the gradient of the loss as PyTorch computes it when the state is
+``detach()``-ed every k steps (the forward pass is the whole sequence's).
 """
 
 from __future__ import annotations
@@ -46,10 +56,17 @@ def _add(a: ir.Node, b: ir.Node) -> ir.Node:
     return make_map("add", _u + _v, [(_u, a), (_v, b)], a.shape)
 
 
-def _stored(T: int, carry: ir.Node, steps: tuple[ir.Node, ...], invariants: tuple[ir.Node, ...],
-            new: ir.Node, residuals: tuple[ir.Node, ...], label: str) -> ir.Scan:
-    """A step that outputs its new carried state and stores ``residuals`` beside it."""
-    return ir.Scan(T, carry, steps, invariants, new, ir.concat(new, *residuals), label=label, residuals=residuals)
+@dataclass(frozen=True)
+class _Step:
+    """One step of a layer's recurrence, before the loop is made of it: the carried state's
+    placeholder, the step's projected inputs, the recurrent weights (placeholders), the new
+    state, and what the forward loop stores for the backward step beside it (``residuals``)."""
+
+    carry: ir.Node
+    projected: ir.Node
+    invariants: tuple[ir.Node, ...]
+    new: ir.Node
+    residuals: tuple[ir.Node, ...] = ()
 
 
 @dataclass(frozen=True, init=False)
@@ -63,6 +80,8 @@ class _Recurrent(Layer):
     num_layers: int = 1
     bias: bool = True
     return_sequences: bool = False
+    masked: bool = False
+    truncate: int | None = None
     name: str | None = None
 
     #: the gates stacked in each weight (PyTorch's G: 1, 3, 4)
@@ -73,15 +92,17 @@ class _Recurrent(Layer):
     OUTPUT_TEX: ClassVar[str] = "H"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 return_sequences: bool = False, *, name: str | None = None) -> None:
+                 return_sequences: bool = False, *, masked: bool = False, truncate: int | None = None,
+                 name: str | None = None) -> None:
         kind = type(self).__name__
         object.__setattr__(self, "input_size", _dim(input_size, f"{kind} input_size"))
         object.__setattr__(self, "hidden_size", _dim(hidden_size, f"{kind} hidden_size"))
         object.__setattr__(self, "num_layers", _dim(num_layers, f"{kind} num_layers"))
-        for field_name, value in (("bias", bias), ("return_sequences", return_sequences)):
+        for field_name, value in (("bias", bias), ("return_sequences", return_sequences), ("masked", masked)):
             if not isinstance(value, bool):
                 raise SpecTypeError(f"{kind} {field_name} must be True or False, got {value!r}")
             object.__setattr__(self, field_name, value)
+        object.__setattr__(self, "truncate", None if truncate is None else _dim(truncate, f"{kind} truncate"))
         object.__setattr__(self, "name", _check_name(name))
 
     # -- the layer protocol -------------------------------------------------------------------
@@ -104,16 +125,22 @@ class _Recurrent(Layer):
     def output_shape(self, *shapes: Shape) -> Shape:
         kind = type(self).__name__
         states = self.CARRIED
-        if not 1 <= len(shapes) <= 1 + states or len(shapes) not in (1, 1 + states):
+        first = 2 if self.masked else 1  # the sequence, and its mask when masked
+        if len(shapes) not in (first, first + states):
             what = "h0" if states == 1 else "h0 and c0"
-            raise SpecError(f"{kind} takes a sequence, optionally with its initial {what}; got {len(shapes)} tensors")
+            mask = " and its mask (T,)" if self.masked else ""
+            raise SpecError(f"{kind} takes a sequence{mask}, optionally with its initial {what}; "
+                            f"got {len(shapes)} tensors")
         seq = shapes[0]
         if len(seq) != 2:
             raise LayerSizeMismatchError(f"{kind} takes sequences of shape (T, {self.input_size}), got {seq}")
         if seq[1] != self.input_size:
             raise LayerSizeMismatchError(f"{kind}(input_size={self.input_size}) applied to steps of {seq[1]} "
                                          f"features (shape {seq})")
-        for s in shapes[1:]:
+        if self.masked and tuple(shapes[1]) != (seq[0],):
+            raise LayerSizeMismatchError(f"{kind} mask of shape {shapes[1]}, expected ({seq[0]},): one entry per "
+                                         "step, 1 for a step of the sequence and 0 for padding")
+        for s in shapes[first:]:
             if tuple(s) not in self._state_shapes():
                 raise LayerSizeMismatchError(f"{kind} initial state of shape {s}, expected "
                                              f"{' or '.join(map(str, self._state_shapes()))}")
@@ -132,6 +159,8 @@ class _Recurrent(Layer):
         extra = f", num_layers={self.num_layers}" if self.num_layers != 1 else ""
         extra += "" if self.bias else ", bias=False"
         extra += ", return_sequences=True" if self.return_sequences else ""
+        extra += ", masked=True" if self.masked else ""
+        extra += f", truncate={self.truncate}" if self.truncate else ""
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
 
     # -- the forward pass -------------------------------------------------------------------
@@ -141,8 +170,8 @@ class _Recurrent(Layer):
         rows = x.shape[0]
         T = int(shapes[0][0]) if shapes else int(x.shape[1]) // self.input_size
         h = self.hidden_size
-        carried = self.CARRIED * h
-        states = list(inputs[1:])
+        mask = inputs[1] if self.masked else None
+        states = list(inputs[2 if self.masked else 1:])
         seq, width = x, self.input_size
         named: list[tuple[ir.Node, str]] = []
         last = None
@@ -151,9 +180,9 @@ class _Recurrent(Layer):
             projected = self._projection(seq, width, T, k, params)
             label = params[f"weight_hh_l{k}"].arg.removesuffix(f"weight_hh_l{k}").rstrip("_") or "rnn"
             label = f"{label}_l{k}"
-            body = self._body(label, rows, T)
+            body = self._loop(label, rows, T, mask is not None)
             invariants = [params[f"weight_hh_l{k}"]] + ([params[f"bias_hh_l{k}"]] if self._bias_inside() else [])
-            loop = ir.scan(body, init, [projected], invariants)
+            loop = ir.scan(body, init, [projected] + ([mask] if mask is not None else []), invariants)
             named.append((projected, "P"))
             named.append((loop, "C"))
             stored = int(body.out.shape[1])  # each step's carried state, then its residuals
@@ -167,6 +196,10 @@ class _Recurrent(Layer):
         assert last is not None
         if self.return_sequences:
             out = seq
+            if mask is not None:  # zeros at the padded steps, as PyTorch's pad_packed_sequence
+                held = make_map("padded", _u * _v, [(_u, ir.reshape(seq, (rows * T, h))),
+                                                    (_v, ir.reshape(mask, (rows * T, 1)))], (rows * T, h))
+                out = ir.reshape(held, (rows, T * h))
         else:
             start = (T - 1) * int(last.arg.out.shape[1])
             out = ir.slice_(last, start, start + h)
@@ -198,8 +231,23 @@ class _Recurrent(Layer):
                 z = ir.add_bias(z, params[f"bias_hh_l{k}"])
         return ir.reshape(z, (rows, T * self.GATES * self.hidden_size))
 
-    def _body(self, label: str, rows, T: int) -> ir.Scan:
+    def _body(self, label: str, rows, T: int) -> _Step:
         raise NotImplementedError
+
+    def _loop(self, label: str, rows, T: int, masked: bool) -> ir.Scan:
+        """The loop of one layer of the stack: its step, held where the mask is 0 (a padded
+        step leaves the state as it was, as PyTorch's packed sequences do), and stored."""
+        step = self._body(label, rows, T)
+        steps: tuple[ir.Node, ...] = (step.projected,)
+        new = step.new
+        if masked:
+            m = ir.var(f"{label}.m", (rows, 1))
+            steps += (m,)
+            new = make_map("held", _u * _v + (1 - _u) * _w, [(_u, m), (_v, new), (_w, step.carry)],
+                           tuple(step.carry.shape))
+        out = ir.concat(new, *step.residuals) if step.residuals else new
+        return ir.Scan(T, step.carry, steps, step.invariants, new, out, label=label, residuals=step.residuals,
+                       truncate=self.truncate or 0)
 
 
 @register_layer
@@ -215,8 +263,10 @@ class RNN(_Recurrent):
     CARRIED: ClassVar[int] = 1
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
-                 bias: bool = True, return_sequences: bool = False, *, name: str | None = None) -> None:
-        super().__init__(input_size, hidden_size, num_layers, bias, return_sequences, name=name)
+                 bias: bool = True, return_sequences: bool = False, *, masked: bool = False,
+                 truncate: int | None = None, name: str | None = None) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias, return_sequences, masked=masked,
+                         truncate=truncate, name=name)
         if nonlinearity not in ("tanh", "relu"):
             raise SpecTypeError(f"RNN nonlinearity must be 'tanh' or 'relu' (as PyTorch), got {nonlinearity!r}")
         object.__setattr__(self, "nonlinearity", nonlinearity)
@@ -225,14 +275,14 @@ class RNN(_Recurrent):
         base = super().describe()
         return base if self.nonlinearity == "tanh" else base[:-1] + ", nonlinearity='relu')"
 
-    def _body(self, label: str, rows, T: int) -> ir.Scan:
+    def _body(self, label: str, rows, T: int) -> _Step:
         h = self.hidden_size
         carry = ir.var(f"{label}.h", (rows, h))
         p = ir.var(f"{label}.p", (rows, h))
         w = ir.var(f"{label}.W_hh", (h, h))
         z = _add(p, ir.matmul(carry, w, False, True))
         new = apply_activation(activation(self.nonlinearity), z)
-        return ir.Scan(T, carry, (p,), (w,), new, new, label=label)
+        return _Step(carry, p, (w,), new)
 
 
 @register_layer
@@ -249,7 +299,7 @@ class GRU(_Recurrent):
     def _bias_inside(self) -> bool:
         return self.bias
 
-    def _body(self, label: str, rows, T: int) -> ir.Scan:
+    def _body(self, label: str, rows, T: int) -> _Step:
         h = self.hidden_size
         carry = ir.var(f"{label}.h", (rows, h))
         p = ir.var(f"{label}.p", (rows, 3 * h))
@@ -267,7 +317,7 @@ class GRU(_Recurrent):
                            (rows, h)))
         new = make_map("gru_state", (1 - _u) * _v + _u * _w, [(_u, z), (_v, n), (_w, carry)], (rows, h))
         # stored for the backward step: the gates and the reset gate's operand (no product again)
-        return _stored(T, carry, (p,), tuple(invariants), new, (r, z, n, qn), label)
+        return _Step(carry, p, tuple(invariants), new, (r, z, n, qn))
 
 
 @register_layer
@@ -280,7 +330,7 @@ class LSTM(_Recurrent):
     GATES: ClassVar[int] = 4
     CARRIED: ClassVar[int] = 2
 
-    def _body(self, label: str, rows, T: int) -> ir.Scan:
+    def _body(self, label: str, rows, T: int) -> _Step:
         h = self.hidden_size
         carry = ir.var(f"{label}.hc", (rows, 2 * h))
         p = ir.var(f"{label}.p", (rows, 4 * h))
@@ -294,7 +344,7 @@ class LSTM(_Recurrent):
         hidden = make_map("lstm_hidden", _u * _v, [(_u, o), (_v, tc)], (rows, h))
         new = ir.concat(hidden, c)
         # stored for the backward step: the gates and tanh(c) (no product or function again)
-        return _stored(T, carry, (p,), (w,), new, (i, f, g, o, tc), label)
+        return _Step(carry, p, (w,), new, (i, f, g, o, tc))
 
 
 __all__ = ["RNN", "GRU", "LSTM"]

@@ -216,10 +216,10 @@ class Loop(sp.Basic):
     direction. The same equations are the derivation's "Recurrence" section."""
 
     def __new__(cls, carry: sp.Basic, steps: tuple, invariants: tuple, equations: tuple,
-                new_carry: sp.Basic, out: sp.Basic, length: int, reverse: bool) -> "Loop":
+                new_carry: sp.Basic, out: sp.Basic, length: int, reverse: bool, reset: int = 0) -> "Loop":
         eqs = sp.Tuple(*(sp.Tuple(lhs, rhs) for lhs, rhs in equations))
         return sp.Basic.__new__(cls, carry, sp.Tuple(*steps), sp.Tuple(*invariants), eqs, new_carry, out,
-                                sp.Integer(length), sp.Integer(int(reverse)))
+                                sp.Integer(length), sp.Integer(int(reverse)), sp.Integer(reset))
 
     @property
     def carry(self) -> sp.Basic:
@@ -252,6 +252,12 @@ class Loop(sp.Basic):
     @property
     def reverse(self) -> bool:
         return bool(self.args[7])
+
+    @property
+    def reset(self) -> int:
+        """The carry restarts from zeros after each step t with t % reset == 0 (0: never): a
+        truncated backpropagation through time."""
+        return int(self.args[8])
 
 
 class Recurrence(sp.MatrixExpr):
@@ -556,6 +562,8 @@ def _recurrence(e: Recurrence, env: Mapping) -> np.ndarray:
         for lhs, rhs in loop.equations:
             local[lhs] = evaluate(rhs, local)
         carry = np.asarray(evaluate(loop.new_carry, local), dtype=float)
+        if loop.reset and t % loop.reset == 0:
+            carry = np.zeros_like(carry)
         outs[t] = np.asarray(evaluate(loop.out, local), dtype=float)
     rows = _dim(e.shape[0], env)
     return np.concatenate([np.broadcast_to(o, (rows, o.shape[-1])) for o in outs], axis=1)

@@ -1099,8 +1099,11 @@ class _Loops:
         ref = lambda n: printer.ref(n).expr()  # noqa: E731
         loop = al.Loop(ref(body.carry), tuple(ref(s) for s in body.steps), tuple(ref(v) for v in body.invariants),
                        tuple((e.lhs, e.rhs) for e in eqs), ref(body.new_carry), ref(body.out), body.length,
-                       body.reverse)
+                       body.reverse, body.reset)
         direction = "t = T-1 down to 0" if body.reverse else "t = 0 up to T-1"
+        if body.reset:
+            direction += (f"; truncated: the carried cotangent restarts from 0 after steps 0, {body.reset}, "
+                          f"{2 * body.reset}, ...")
         what = ("backpropagation through time of " + (f"loop {of.removeprefix('loop')}" if of else body.label)
                 if rec is not None else f"the recurrence of {body.label}")
         note = f"{what}: {body.length} steps, {direction}"

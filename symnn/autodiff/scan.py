@@ -167,15 +167,15 @@ def pullback_scan(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
             for x in operands:
                 stacks.add(x)
     new_delta = rec.grads["carry"]
-    if _needs(init) or not stacks.pieces:
+    if (_needs(init) and not body.truncate) or not stacks.pieces:
         stacks.add(new_delta)
     out = stacks.pieces[0] if len(stacks.pieces) == 1 else ir.concat(*stacks.pieces)
     back = ir.Scan(T, delta, steps, body.invariants, new_delta, out, not body.reverse, f"{body.label}'",
-                   record=rec)
+                   reset=body.truncate, record=rec)
     stacks.scan = ir.scan(back, make_map("zero", sp.Integer(0), [], shape), (ct, prev, node, *seqs), invs)
 
     d_init = None
-    if _needs(init):
+    if _needs(init) and not body.truncate:  # truncated: nothing flows into the first carry
         first = (T - 1 if body.reverse else 0) * stacks.width + stacks.offset[id(new_delta)]
         d_init = ir.slice_(stacks.scan, first, first + width)
     d_seqs = [stacks.sequence(rec.grads[f"step{i}"]) if f"step{i}" in wrt else None for i in range(k)]

@@ -20,6 +20,8 @@ program); only the emitted program changes, and the tests compare the two.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy as sp
 
 from .. import ir
@@ -165,7 +167,7 @@ def _pruned(node: ir.Node, body: ir.Scan, new_carry: ir.Node, out: ir.Node,
     keep_v = [j for j, p in enumerate(body.invariants) if id(p) in used]
     if body.record is not None:  # a pullback keeps the layout of its first steps (STORED_STEP)
         keep_s = sorted({*keep_s, *range(STORED_STEP + 1)})
-    new = ir.Scan(body.length, body.carry, tuple(body.steps[i] for i in keep_s),
-                  tuple(body.invariants[j] for j in keep_v), new_carry, out, body.reverse, body.label,
-                  residuals, body.record)
+    new = replace(body, steps=tuple(body.steps[i] for i in keep_s),
+                  invariants=tuple(body.invariants[j] for j in keep_v), new_carry=new_carry, out=out,
+                  residuals=residuals)
     return ir.scan(new, node.src[0], [seqs[i] for i in keep_s], [invs[j] for j in keep_v])

@@ -781,7 +781,7 @@ class _KernelLowering:
         self.depth -= 1
         return {"kind": CKind.LOOP_END, "y": nm.write(y.name), "out": nm.read(out), "rows": rows_code(y),
                 "width": head.width, "stride": head.length * head.width, "index": head.index,
-                "carry": nm.write(carry), "new": nm.read(new),
+                "carry": nm.write(carry), "new": nm.read(new), "reset": head.reset,
                 "size": f"{rows_code(c)}*{c.cols}" if c.batch else str(int(c.rows) * c.cols)}
 
     def _map_stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:

@@ -31,9 +31,10 @@ from ...embedding import index_blocks, padding_rows
 from ...emit import describe, spec_hash, train_context
 from ...graph import dropout_masks
 from ...optim import Optimizer
-from ...lower import KERNELS, plan_kernel
+from ...lower import KERNELS, has_loop, plan_kernel
 from ...program import Program
 from ...provenance import CodeLine, locate
+from ...recurrent import GRU, LSTM, RNN
 from ...render import macros, render, trim_indent
 
 #: Emitted C API format; bump when a signature or the parameter layout changes.
@@ -127,8 +128,10 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     for kname in kernel_names:
         plans[kname] = (plan_kernel(train_prog, "loss_and_grad") if kname == "loss_and_grad_train"
                         else plan_kernel(prog, kname))
-    # a network with a long kernel prints its statements as shared helpers, in every kernel
-    shared_helpers = any(len(plan.stmts) > SHARED_HELPER_STATEMENTS for plan in plans.values())
+    # a network with a long kernel prints its statements as shared helpers, in every kernel; so
+    # does one with a loop, whose body every kernel runs (forward, loss, gradient, train step):
+    # each distinct statement compiled once, not once per kernel
+    shared_helpers = any(len(plan.stmts) > SHARED_HELPER_STATEMENTS or has_loop(plan) for plan in plans.values())
     for kname, plan in plans.items():
         inputs = {"X": (naming.N, n_in)}
         if kname != "forward":
@@ -427,6 +430,23 @@ def _start_values(net: Network) -> list[str]:
     return out
 
 
+#: layers that start every parameter tensor uniform in +-1/sqrt(hidden_size), not by each
+#: tensor's fan-in: PyTorch's ``reset_parameters`` of its recurrent layers (and their ``init``)
+_HIDDEN_SIZE_START = (RNN, GRU, LSTM)
+
+
+def _start_fans(net: Network) -> list[str]:
+    """The n of each parameter tensor's random start U(-1, 1)/sqrt(n) in ``train_main.c``, in
+    order (a constant start ignores it): the columns of its matrix (a weight's fan-in), or for
+    every tensor of a recurrent layer, its input weights and biases too, the hidden size H."""
+    fans: dict[str, int] = {}
+    if net.graph is not None:
+        for layer, lname in zip(net.graph.layers, net.graph.names):
+            if isinstance(layer, _HIDDEN_SIZE_START):
+                fans.update({f"{lname}.{p}": layer.hidden_size for p in layer.param_shapes()})
+    return [repr(float(fans.get(p["name"], p["cols"]))) for p in _params_table(net)]
+
+
 def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, str]:
     """``main.c`` (evaluates the network with no Python), with a train step also
     ``train_main.c`` (trains it with no Python), and their ``Makefile``."""
@@ -446,6 +466,7 @@ def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, s
         "statuses": STATUSES,
         "dropout": result.dropout,
         "starts": _start_values(net),
+        "fans": _start_fans(net),
     }
     files = {"main.c": render("c/main.c.jinja", **common), "Makefile": render("c/Makefile.jinja", **common)}
     if result.optimizer is not None:

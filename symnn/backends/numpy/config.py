@@ -189,7 +189,10 @@ class _KernelPrinter:
         out, new, carry = st.operands[:3]
         w, t = head.width, head.index
         self._put(f"{st.target}[:, {t}*{w}:{t}*{w} + {w}] = {out}")
-        self._put(f"{carry} = {new}")
+        if head.reset:  # a truncated recurrence: after steps 0, k, 2k, ... nothing is carried on
+            self._put(f"{carry} = {new} if {t} % {head.reset} else np.zeros_like({new})")
+        else:
+            self._put(f"{carry} = {new}")
         self.depth -= 1
 
     def finish(self) -> None:
