@@ -31,7 +31,7 @@ from ...embedding import index_blocks, padding_rows
 from ...emit import describe, spec_hash, train_context
 from ...graph import dropout_masks
 from ...optim import Optimizer
-from ...lower import KERNELS, has_loop, plan_kernel
+from ...lower import KERNELS, KernelPlan, Loop, has_loop, plan_kernel
 from ...program import Program
 from ...provenance import CodeLine, locate
 from ...recurrent import GRU, LSTM, RNN
@@ -358,6 +358,10 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "image_inputs": [(name, tuple(int(d) for d in shape)) for name, shape in net.input_shapes if len(shape) > 1],
         # each kernel's own need (the *_labels variants add n*N_OUT for the one-hot rows)
         "work_by_kernel": [(k, _formula(*work_need[k])) for k in (*KERNELS, "train_step") if k in work_need],
+        # each kernel's own need as macros, and how much of it per row is the steps its loops
+        # store (a recurrence's outputs and residuals: it grows with T; the rest does not)
+        "kernel_work": [(k.upper(), *work_need[k], _stored_per_row(plans, k))
+                        for k in (*KERNELS, "train_step") if k in work_need],
         "work_max": need_code(per_row, fixed),
         "max_row": max_row,
         "guard": f"{prefix.upper()}_SYMNN_H",
@@ -387,6 +391,14 @@ def _complement(ranges: list[tuple[int, int]], total: int) -> list[tuple[int, in
             out.append((lo, a))
         lo = b
     return out + ([(lo, total)] if lo < total else [])
+
+
+def _stored_per_row(plans: dict[str, KernelPlan], kname: str) -> int:
+    """Reals per batch row of the values a kernel's loops store, one per step (what grows with
+    the sequence's length): each loop's stacked output, (T*E) per row. The train step's is its
+    loss-and-gradient kernel's."""
+    plan = plans.get(kname) or plans.get("loss_and_grad_train") or plans["loss_and_grad"]
+    return sum(int(st.shape[1]) for st in plan.stmts if st.kind is Loop.BEGIN)
 
 
 def _formula(a: int, b: int) -> str:
