@@ -109,18 +109,51 @@ def alias_roots(plan: KernelPlan) -> dict[str, str]:
     return roots
 
 
-def last_uses(plan: KernelPlan) -> dict[str, int]:
+#: the statements that read an operand's columns where they lie, rows apart by the operand's row
+#: stride: an element-wise map indexes each operand by its stride, a product takes leading
+#: dimensions. A block of columns only they read needs no copy (:func:`column_views`).
+READS_IN_PLACE: frozenset = frozenset({ir.Op.MAP, ir.Op.MATMUL})
+
+
+def column_views(plan: KernelPlan) -> set[str]:
+    """The blocks of columns (``SLICE``) and a loop's steps of a sequence (``Loop.STEP``) that can
+    be read where they lie instead of copied: every statement reading one reads in place
+    (:data:`READS_IN_PLACE`, or is such a block itself), and it is no output. A backend may read
+    them in place; :func:`last_uses` then keeps what they view alive while they are read."""
+    readers: dict[str, list[Stmt]] = {}
+    for st in plan.stmts:
+        # a loop's END copies its first three operands; the rest only keeps values alive
+        for o in (st.operands[:3] if st.kind is Loop.END else st.operands):
+            readers.setdefault(o, []).append(st)
+    outputs = set(plan.outputs.values())
+    views = {st.target for st in plan.stmts if st.kind in (ir.Op.SLICE, Loop.STEP) and st.target not in outputs}
+    changed = True
+    while changed:  # a block read by a block that is copied must be copied too
+        changed = False
+        for v in sorted(views):
+            if not all(r.kind in READS_IN_PLACE or r.kind is ir.Op.SLICE and r.target in views
+                       for r in readers.get(v, [])):
+                views.discard(v)
+                changed = True
+    return views
+
+
+def last_uses(plan: KernelPlan, views: set[str] = frozenset()) -> dict[str, int]:
     """The index of the statement that reads each name last (or makes it, if none reads it). A
-    view's reads count as reads of what it views, and a loop's ``END`` reads what the loop reads
-    (:class:`Loop`), so storage is free only when nothing can read it any more."""
+    view's reads count as reads of what it views (a reshape's, and the ``views`` read in place:
+    :func:`column_views`), and a loop's ``END`` reads what the loop reads (:class:`Loop`), so
+    storage is free only when nothing can read it any more."""
     last: dict[str, int] = {}
     for i, st in enumerate(plan.stmts):
         for o in st.operands:
             last[o] = i
         last[st.target] = i  # a statement writing an existing value (a loop's END) keeps it live
-    for view, root in alias_roots(plan).items():
-        if view in last:
-            last[root] = max(last.get(root, -1), last[view])
+    viewed = {st.target: st.operands[0] for st in plan.stmts
+              if st.kind is ir.Op.RESHAPE or st.target in views}
+    for st in reversed(plan.stmts):  # a view of a view keeps both alive
+        root = viewed.get(st.target)
+        if root is not None and st.target in last:
+            last[root] = max(last.get(root, -1), last[st.target])
     return last
 
 

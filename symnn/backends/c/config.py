@@ -24,7 +24,7 @@ import sympy as sp
 
 from ... import ir, naming
 from ...errors import CodegenError
-from ...lower import KernelPlan, Loop, LoopHead, Stmt, last_uses
+from ...lower import KernelPlan, Loop, LoopHead, Stmt, column_views, last_uses
 from ..base import BackendConfig
 from .gemm import GEMM_KC, TILE_ROWS, tile_cols
 from .kinds import MATMUL_KINDS, CKind
@@ -63,6 +63,13 @@ class Var:
     cols: int
     ndim: int
     slot: int | None = None
+    #: the distance between rows where it differs from ``cols``: a block of another array's
+    #: columns read in place (:func:`symnn.lower.column_views`)
+    ld: int | None = None
+
+    @property
+    def stride(self) -> int:
+        return self.cols if self.ld is None else self.ld
 
     @property
     def per(self) -> int:
@@ -264,6 +271,7 @@ class _KernelLowering:
         self.shared = shared
         self.nm = _Names(False)  # the names of the context being lowered
         self._views: list[dict] = []  # a reshape's pointer to what it views
+        self.views = column_views(plan)  # blocks of columns and steps read where they lie
         self.depth = 0  # loops open around the statement being lowered
         self._last: dict[str, int] = {}
 
@@ -276,12 +284,12 @@ class _KernelLowering:
     def _append(self, ctx: dict, origins: list[str | None]) -> None:
         """Add a finished context and its record; a shared one becomes a call of its helper."""
         nm = self.nm
-        ctx["depth"] = self.depth
         # a batch-sized array prints n in its loops or sizes; nothing else does
         batch = any(x in self.vars and self.vars[x].ndim > 0 and self.vars[x].batch for x in nm.printed)
         uses = nm.uses(batch)
         if nm.shared:
             ctx = self._call(ctx, uses)
+        ctx["depth"] = self.depth  # the loops around it: its indentation
         ctx["origins"] = origins
         self.layout.stmts.append(ctx)
         self.layout.uses.append(uses)
@@ -317,7 +325,8 @@ class _KernelLowering:
         for st in self.plan.stmts:
             if st.target in self.vars:
                 continue
-            var = _var_from_shape(st.target, st.shape, "view" if st.kind is ir.Op.RESHAPE else "work")
+            view = st.kind is ir.Op.RESHAPE or st.target in self.views
+            var = _var_from_shape(st.target, st.shape, "view" if view else "work")
             if st.target in output_of:
                 var.storage = "output" if var.ndim else "scalar"
             elif var.ndim == 0:
@@ -325,7 +334,7 @@ class _KernelLowering:
             self.vars[st.target] = var
 
     def _last_uses(self) -> dict[str, int]:
-        return last_uses(self.plan)
+        return last_uses(self.plan, self.views)
 
     def _row_ops(self) -> dict[str, list[int]]:
         users: dict[str, list[int]] = {}
@@ -386,10 +395,14 @@ class _KernelLowering:
                 self._append(self._map(st, colsum=sums[i][1]), self._origins(i, *colsum_of))
             else:
                 # a loop's bounds and a view are the kernel's own lines, never a shared helper
-                self._begin(scalar_target=target.ndim == 0 or st.kind in KERNEL_LINES)
+                self._begin(scalar_target=target.ndim == 0 or st.kind in KERNEL_LINES or st.target in self.views)
                 self._append(self._stmt(st, stats_of.get(z) if z else None), self._origins(i))
                 if st.kind is Loop.BEGIN:  # the statements up to its END are inside the loop
                     self.depth += 1
+                elif st.kind is Loop.END:  # the step's output written: the loop closes
+                    self.depth -= 1
+                    self._begin(scalar_target=True)
+                    self._append({"kind": CKind.LOOP_CLOSE}, self._origins(i))
             for name in sorted(set(st.operands) | {st.target}):
                 dead = self.vars.get(name)
                 if dead is not None and dead.storage == "work" and dead.slot is not None \
@@ -533,13 +546,13 @@ class _KernelLowering:
         nc = t.cols
         kind = MATMUL_KINDS[ta, tb]
         ctx = {"kind": kind, "c": nm.write(t.name), "a": nm.read(a.name), "b": nm.read(b.name),
-               "M": m, "K": k, "Nc": nc, "lda": a.cols, "ldb": b.cols, "ct": None, "ta": ta, "tb": tb}
+               "M": m, "K": k, "Nc": nc, "lda": a.stride, "ldb": b.stride, "ct": None, "ta": ta, "tb": tb}
         sizes = [fixed(d) for d in (m, k) if fixed(d) is not None] + [int(nc)]
         if len(sizes) == 2 and sizes[0] * sizes[1] <= SMALL_PRODUCT:
             # a product with a tiny fixed part (xor's 2x4 weights): constant-size loops in
             # place, which the compiler unrolls; a gemm call costs more than the arithmetic
-            ctx.update(kind=CKind.MATMUL_SMALL, a_at=f"k*{a.cols} + i" if ta else f"i*{a.cols} + k",
-                       b_at=f"j*{b.cols} + k" if tb else f"k*{b.cols} + j")
+            ctx.update(kind=CKind.MATMUL_SMALL, a_at=f"k*{a.stride} + i" if ta else f"i*{a.stride} + k",
+                       b_at=f"j*{b.stride} + k" if tb else f"k*{b.stride} + j")
             return ctx
         if kind is not CKind.MATMUL_TT:
             # the gemm helper packs B's panels (a chunk of k, at most min(K, GEMM_KC) rows, by
@@ -617,8 +630,13 @@ class _KernelLowering:
 
     def _slice(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         nm, t, a = self.nm, self.vars[st.target], self.vars[st.operands[0]]
+        lo = st.payload[0]
+        if st.target in self.views:  # read where it lies: a pointer to its first column
+            t.ld = a.stride
+            return {"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(a.name), "at": str(lo),
+                    "what": f"{a.name}[:, {lo}:{lo + t.cols}]", "ld": t.ld}
         return {"kind": CKind.SLICE, "c": nm.write(t.name), "a": nm.read(a.name), "rows": rows_code(t),
-                "cols": t.cols, "lda": a.cols, "lo": st.payload[0]}
+                "cols": t.cols, "lda": a.stride, "lo": lo}
 
     # -- spatial ops: calls of the functions of templates/c/_spatial.jinja ----------------------
     def _carve(self, name: str, parts: Sequence[int]) -> list[str]:
@@ -769,16 +787,19 @@ class _KernelLowering:
 
     def _loop_step(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         head: LoopHead = st.payload
-        nm, t = self.nm, self.vars[st.target]
-        return {"kind": CKind.LOOP_STEP, "c": nm.write(t.name), "a": nm.read(st.operands[0]), "rows": rows_code(t),
-                "cols": t.cols, "stride": head.length * t.cols, "index": head.index}
+        nm, t, a = self.nm, self.vars[st.target], self.vars[st.operands[0]]
+        if st.target in self.views:  # read where it lies: a pointer to the step's first column
+            t.ld = a.stride
+            return {"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(a.name), "at": f"{head.index}*{t.cols}",
+                    "what": f"step {head.index} of {a.name}", "ld": t.ld}
+        return {"kind": CKind.LOOP_STEP, "c": nm.write(t.name), "a": nm.read(a.name), "rows": rows_code(t),
+                "cols": t.cols, "stride": a.stride, "index": head.index}
 
     def _loop_end(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         head: LoopHead = st.payload
         nm, y = self.nm, self.vars[st.target]
         out, new, carry = st.operands[:3]
         c = self.vars[carry]
-        self.depth -= 1
         return {"kind": CKind.LOOP_END, "y": nm.write(y.name), "out": nm.read(out), "rows": rows_code(y),
                 "width": head.width, "stride": head.length * head.width, "index": head.index,
                 "carry": nm.write(carry), "new": nm.read(new), "reset": head.reset,
@@ -811,8 +832,8 @@ class _KernelLowering:
                                                  and target.batch):
             return f"{printed}[j]"
         if o.cols == 1 and target.cols != 1:
-            return f"{printed}[i]"
-        return f"{printed}[i*{o.cols} + j]"
+            return f"{printed}[i]" if o.stride == 1 else f"{printed}[i*{o.stride}]"
+        return f"{printed}[i*{o.stride} + j]"
 
     def _map(self, st: Stmt, bias: Stmt | None = None, keep: bool = True,
              colsum: str | None = None) -> dict:
@@ -823,7 +844,7 @@ class _KernelLowering:
         t = self.vars[st.target]
         operands = [o for o in dict.fromkeys(st.operands) if o in self.vars]
         arrays = [self.vars[o] for o in operands if self.vars[o].ndim]
-        flat = all((o.ndim, o.rows, o.cols) == (t.ndim, t.rows, t.cols) for o in arrays) \
+        flat = all((o.ndim, o.rows, o.cols) == (t.ndim, t.rows, t.cols) and o.stride == o.cols for o in arrays) \
             and bias is None and colsum is None
         if t.ndim == 0:
             loop = "scalar"

@@ -56,9 +56,11 @@ class CKind(StrEnum):
     GATHER_GRAD = "gather_grad"  # the cotangent's blocks added into the rows the indices name
     # sequences
     VIEW = "view"  # a reshape: a pointer the kernel declares to what it views; no loop
+    COLUMN_VIEW = "column_view"  # a block of columns (or a loop's step) read where it lies: a pointer
     LOOP_BEGIN = "loop_begin"  # a loop over a sequence's steps opens
     LOOP_STEP = "loop_step"  # step t's columns of a sequence copied out
-    LOOP_END = "loop_end"  # the step's output written into its columns, the carry replaced; the loop closes
+    LOOP_END = "loop_end"  # the step's output written into its columns, the carry replaced
+    LOOP_CLOSE = "loop_close"  # the loop's closing brace
 
 
 #: the product of each (trans_a, trans_b): which loop order computes op(A) @ op(B)
