@@ -863,6 +863,97 @@ def section_regularisation() -> list[str]:
             *regularisation_adam(*split), *regularisation_l1_l2(*split), *early_stopping(*split)]
 
 
+def adding_examples():
+    """examples/adding_problem.py as a module (examples/ is not a package): its data generator,
+    networks and per-step gradient norms are the ones this section measures."""
+    import importlib.util
+
+    path = ROOT / "examples" / "adding_problem.py"
+    spec = importlib.util.spec_from_file_location("adding_problem_example", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def section_sequences() -> list[str]:
+    """The recurrence and its backward recurrence as printed, the vanishing of dL/dh_t through
+    T = 100 steps at initialisation measured here (the printed equations evaluated, about 2 s),
+    and the two examples' figures, which take minutes and are quoted with their command."""
+    adding = adding_examples()
+    norms = adding._digits_example().step_gradient_norms
+    T, hidden = 100, 32
+    X, y = adding.adding_data(8, T, np.random.default_rng(0))
+    ratio = {}
+    for kind in ("rnn", "lstm"):
+        net = adding.regressor(kind, T, hidden)
+        n = norms(sn.derive(net), net.init_params(seed=0), X, y, hidden, adding.LAYER)
+        ratio[kind] = n[0] / n[-1]
+    rnn = adding.regressor("rnn", 4, 3)
+    d = sn.derive(rnn)
+    forward, backward = d.loops[0], d.loops[1]
+    return [
+        "## 10. Sequences: recurrences and backpropagation through time", "",
+        "`sn.RNN`, `sn.GRU` and `sn.LSTM` take a sequence (T, F) per sample (PyTorch's equations "
+        "and parameter layouts, `batch_first=True`). symnn derives the backward pass from one "
+        "step of the recurrence, so the derivation and the emitted code are a loop over t, the "
+        "same for T = 8 as for T = 512. For a tanh RNN, `sn.derive(net)` prints the step (C_t, "
+        "the state it carries, is h_t; P_t, the inputs' share x_t W_ihᵀ + b, is computed for all "
+        "steps before the loop)",
+        "", *[eq(e) for e in forward.equations], "",
+        "and, from it, backpropagation through time, a loop from t = T − 1 down to 0 whose carry "
+        "δ_t passes the error of step t back to step t − 1:", "",
+        *[eq(e) for e in backward.equations], "",
+        "G_t adds what the loss reads from step t itself to what step t + 1 passes back: it is "
+        "the whole ∂L/∂h_t. `d.values(params, X, y)` evaluates every printed equation and returns "
+        "each loop equation's value at every step, (N, T, width); the norm of G_t over t shows "
+        "how much of the error at the output reaches each step "
+        "(`step_gradient_norms` in `examples/lstm_digits.py`, checked against PyTorch autograd "
+        "with `retain_grad` on every h_t in `tests/integration/test_sequence_examples.py`).", "",
+        "**Vanishing gradients through time.** For the adding problem below (T = 100) at "
+        "initialisation, ‖∂L/∂h_0‖ / ‖∂L/∂h_99‖ is "
+        f"{g(ratio['rnn'])} for a tanh RNN(2, 32) and {g(ratio['lstm'])} for an LSTM(2, 32). "
+        + claim(ratio["rnn"] < 1e-6 and ratio["lstm"] < 1e-6,
+                "At initialisation neither passes the error back through 100 steps: each step "
+                "multiplies it by tanh' ∘ W_hh (the RNN) or by the forget gate, about σ(0) = 1/2 "
+                "(the LSTM). The LSTM can learn to hold its forget gate near 1 and its cell "
+                "state then carries the error back unchanged; the RNN has no such path."), "",
+        "**The digits row by row.** `python examples/lstm_digits.py --plot "
+        "docs/lstm_gradient_norms.png` reads each 8×8 digit as 8 steps of 8 pixels (scaled "
+        "to [0, 1]) and trains LSTM(8, 32) → Dense(32, 10) softmax with Adam (lr 0.01, batches "
+        "of 32) through the emitted C `train_step`: test accuracy 0.973 after 15 epochs, in 7.4 s "
+        "including the C compile (an Intel Xeon, 2 cores shared, one BLAS thread). It then trains "
+        "a tanh RNN and the LSTM again without and with `clip_norm=1` and plots ‖∂L/∂h_t‖ on the "
+        "test split before and after training (21 s in all):", "",
+        "![gradient norm per time step on the digits](lstm_gradient_norms.png)", "",
+        "Before training the norm falls by a factor of 70 (RNN) and 160 (LSTM) from the last row "
+        "back to the first; after training it is nearly flat (within a factor of 2), since the "
+        "early rows of a digit matter to its class. With T = 8 no gradient explodes at this "
+        "learning rate: clipping at 1 changes the test accuracy by less than 0.01 (RNN 0.969 → "
+        "0.973, LSTM 0.973 → 0.980).", "",
+        *ADDING_PROBLEM_QUOTE,
+    ]
+
+
+#: what ``python examples/adding_problem.py --plot docs/adding_problem.png`` printed when the
+#: figure was made (it trains for minutes, so it is quoted, not rerun here)
+ADDING_PROBLEM_QUOTE = [
+    "**The adding problem.** Each sequence has T = 100 steps of two features, a number drawn "
+    "uniformly from [0, 1) and a marker that is 1 at exactly two steps (one in each half); the "
+    "target is the sum of the two marked numbers, so the first one must be carried across 50 "
+    "steps or more. Always predicting 1 gives an MSE of 1/6. `python examples/adding_problem.py "
+    "--plot docs/adding_problem.png` trains a tanh RNN(2, 32) and an LSTM(2, 32), last state → "
+    "Dense(32, 1), MSE, on 10,000 sequences with the same Adam (lr 0.005, `clip_norm=1`, "
+    "batches of 32) through the C train step (float32), 12 epochs each, and tests on 1,000 "
+    "(51 s in all on the same Xeon; `--quick` runs every part in 20 s but is too short to "
+    "learn). The RNN stays at the baseline (best test MSE 0.152, that of predicting 1 on this "
+    "test set is 0.153); the LSTM leaves it at epoch 6 and reaches 0.0003. Right: "
+    "‖∂L/∂h_t‖ before (dashed) and after (solid) training. After training the LSTM's first "
+    "step gets 3e-2 of the last step's gradient, the RNN's 5e-10:", "",
+    "![adding problem: test MSE per epoch and gradient norm per step](adding_problem.png)", "",
+]
+
+
 def main(out: Path | None = None) -> Path:
     warnings.simplefilter("ignore")
     lines = ["# symnn tutorial: from one neuron to training a network", "",
@@ -870,7 +961,7 @@ def main(out: Path | None = None) -> Path:
              "(NumPy backend, float64, fixed seeds); do not edit by hand.", ""]
     for part in (section_single_layer, section_activations, section_softmax, section_chain_rule,
                  section_problems, section_initialisation, section_optimisers,
-                 section_regularisation):
+                 section_regularisation, section_sequences):
         lines += part()
     out = out or ROOT / "docs" / "tutorial.md"
     out.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")

@@ -152,6 +152,39 @@ class Derivation:
         return {by_ident[e.id[:-len(".new")]]: np.asarray(env[e.lhs], dtype=np.float64)
                 .reshape(p[by_ident[e.id[:-len(".new")]]].shape) for e in self.state}
 
+    def values(self, params: Mapping[str, Any], X: Any, Y: Any) -> dict[str, np.ndarray]:
+        """Every printed equation's value at ``(params, X, Y)``, by its id, in float64.
+
+        The same evaluation as :meth:`evaluate` (the printed right-hand sides, run in order),
+        kept whole: what happens inside the network, not only the loss and the gradients. An
+        equation of the forward, loss or backward pass has its matrix as printed ("lstm.v1",
+        "head.delta"; the loss a 0-d array). An equation of a loop's body (the "Recurrence"
+        section, ids such as "loop2.g") has one value per step, stacked batch first as
+        ``(N, T, width)``, step t at ``[:, t]``: the printed body run again for each step, with
+        the operands its loop is applied to. That is the one public place a per-step quantity
+        lives; e.g. the backward recurrence's ``G_t`` is the loss's gradient with respect to the
+        state carried out of step t (an LSTM's ``[h_t, c_t]``), whose norm over t shows
+        vanishing or exploding gradients. A loop's ``contributions`` (step t's share of a weight
+        gradient) are left out: the backward pass sums them over t, as ``values`` has them.
+        Arguments are checked as the kernels check them.
+        """
+        env, _ = self._environment(params, X, Y)
+        out = {e.id: np.asarray(env[e.lhs], dtype=np.float64) for e in self.equations}
+        for loop in self.loops:
+            applied = self._application(loop)
+            for eq in loop.equations:
+                out[eq.id] = _per_step(applied, eq.lhs, env)
+        return out
+
+    def _application(self, loop: Any) -> algebra.Recurrence:
+        """The operator ``loop`` is applied as in the printed passes (each loop is applied
+        once: one IR ``SCAN`` node)."""
+        for eq in self.equations:
+            for found in eq.rhs.atoms(algebra.Recurrence):
+                if found.loop == loop.body:
+                    return found
+        raise KeyError(f"loop {loop.id!r} is applied in no equation")
+
     def _environment(self, params: Mapping[str, Any], X: Any, Y: Any) -> tuple[dict, dict[str, np.ndarray]]:
         """Every equation's value at ``(params, X, Y)``, by its left-hand side, and the checked
         parameters."""
@@ -179,6 +212,20 @@ class Derivation:
         for eq in self.equations:
             env[eq.lhs] = algebra.evaluate(eq.rhs, env)
         return env, p
+
+
+def _per_step(applied: algebra.Recurrence, lhs: sp.Basic, env: Mapping) -> np.ndarray:
+    """Each step's value of the body equation ``lhs`` of the loop ``applied`` runs, as
+    ``(N, T, width)``: the same loop with ``lhs`` as its step output, evaluated by
+    :func:`symnn.autodiff.algebra.evaluate` (which stacks each step's output), so the steps run
+    exactly as when the printed equations are evaluated, not in a second implementation."""
+    body = applied.loop
+    probe = algebra.Loop(body.carry, body.steps, body.invariants, body.equations, body.new_carry, lhs,
+                         body.length, body.reverse)
+    rows = applied.shape[0]
+    stacked = np.asarray(algebra.evaluate(algebra.Recurrence(applied.name, probe, (rows, body.length * lhs.shape[1]),
+                                                             *applied.operands), env), dtype=np.float64)
+    return stacked.reshape(stacked.shape[0], body.length, -1)
 
 
 def _simplifications(s: Simplified) -> list[Simplification]:

@@ -236,10 +236,13 @@ class _Planner:
         first = len(stmts)
         names: dict[int, str] = {id(loop.carry): carry}
         names.update({id(p): v for p, v in zip(loop.invariants, invs)})
+        order = loop.nodes()
+        read = {id(s) for n in order for s in n.src} | {id(loop.out), id(loop.new_carry)}
         for p, seq, s in zip(loop.steps, seqs, src[1:1 + k]):
+            if id(p) not in read:  # a sequence the loop passes on whole (a pullback's sums read it)
+                continue
             names[id(p)] = step = next(self.temps)
             stmts.append(Stmt(Loop.STEP, step, (seq,), tuple(p.shape), head, False, (tuple(s.shape),), origin))
-        order = loop.nodes()
         consumers: dict[int, int] = {}
         for n in order:
             for s in n.src:

@@ -43,7 +43,9 @@ def test_tutorial_is_generated_and_in_sync(fresh: str) -> None:
                     "chain rule, step by step", "Check one entry", "Vanishing gradients",
                     "clipping", "Learning rate", "Batch size", "Feature scaling",
                     "Initialisation: small weights, Xavier and He", "Optimisers compared",
-                    "Regularisation and dropout", "L1 versus L2", "Early stopping"):
+                    "Regularisation and dropout", "L1 versus L2", "Early stopping",
+                    "Sequences: recurrences and backpropagation through time",
+                    "Vanishing gradients through time", "The adding problem"):
         assert heading in fresh, heading
     assert "False" not in fresh and "diverged" in fresh
 

@@ -37,7 +37,31 @@ NETS = {**CATALOGUE, "digits": None,
         "embedding_bag": sn.load_spec(Path(__file__).resolve().parents[2] / "examples" / "embedding_bag.toml").network,
         # every spatial layer and a batch norm: a strided, dilated, grouped convolution, both
         # poolings with padding, BatchNorm2d and BatchNorm1d (the train step writes their buffers)
-        "cnn_bn": None}
+        "cnn_bn": None,
+        # the three recurrent layers stacked, their loops forwards and backwards through time
+        "recurrent": None}
+
+
+def _recurrent() -> sn.Network:
+    """RNN (relu, 2 layers, every step's state) -> GRU (1 layer, every step's) -> LSTM
+    (2 layers, the last state) -> softmax over labels."""
+    x = sn.Input(4, 3, name="x")
+    h = sn.RNN(3, 4, num_layers=2, nonlinearity="relu", return_sequences=True, name="rnn")(x)
+    h = sn.GRU(4, 3, return_sequences=True, name="gru")(h)
+    h = sn.LSTM(3, 4, num_layers=2, name="lstm")(h)
+    return sn.Network(inputs=x, outputs=sn.Dense(4, 3, "softmax", name="fc")(h), loss="cross_entropy",
+                      name="recs")
+
+
+def _recurrent_states() -> sn.Network:
+    """The other half of the recurrent cases: an LSTM (1 layer, every step's state) from initial
+    states h0, c0 given as inputs (packed into X beside the sequence), feeding a tanh RNN
+    (1 layer, last state) and a GRU without biases (2 layers, last state): two MSE outputs."""
+    x, h0, c0 = sn.Input(3, 2, name="x"), sn.Input(3, name="h0"), sn.Input(3, name="c0")
+    h = sn.LSTM(2, 3, return_sequences=True, name="lstm")(x, h0, c0)
+    r = sn.RNN(3, 2, name="rnn")(h)
+    g = sn.GRU(3, 2, num_layers=2, bias=False, name="gru")(h)
+    return sn.Network(inputs=[x, h0, c0], outputs=[r, g], loss=["mse", "mse"], name="recst")
 
 
 def _cnn_bn() -> sn.Network:
@@ -63,7 +87,7 @@ def _ids_and_features() -> sn.Network:
 
 
 #: networks only the sanitizer harness runs (one dtype)
-HARNESS_ONLY = {"mixed_ids": _ids_and_features}
+HARNESS_ONLY = {"mixed_ids": _ids_and_features, "recurrent_states": _recurrent_states}
 
 
 def _net(name: str) -> sn.Network:
@@ -71,6 +95,8 @@ def _net(name: str) -> sn.Network:
         return HARNESS_ONLY[name]()
     if name == "cnn_bn":
         return _cnn_bn()
+    if name == "recurrent":
+        return _recurrent()
     return digits_network() if name == "digits" else NETS[name] if name in NETS else RANDOM[name]
 
 
@@ -105,6 +131,19 @@ def test_C12_compiles_clean_at_O0_and_O3(tmp_path: Path, name: str, dtype: str) 
             for src in (f"{r.prefix}.c", "main.c"):
                 out = _run([cc, *STRICT, opt, "-c", str(tmp_path / src), "-o", str(tmp_path / "x.o")])
                 assert out.returncode == 0, f"{cc} {opt} {src}:\n{out.stderr}"
+
+
+def test_C12_an_rnn_pullback_loop_declares_only_the_steps_it_reads(tmp_path: Path) -> None:
+    """An RNN's pullback loop passes the carries it started from on whole (the recurrent weight's
+    gradient reads them outside the loop): its body never reads their step, which the loop then
+    neither copies nor declares (an unused variable is an error under -Werror)."""
+    x = sn.Input(3, 2, name="x")
+    net = sn.Network(inputs=x, outputs=sn.RNN(2, 3, name="rec")(x), loss="mse", name="rnn_view")
+    r = emit_c(net, derive_program(net).program, "float64")
+    for fname, text in r.files.items():
+        (tmp_path / fname).write_text(text)
+    out = _run([CC, *STRICT, "-O0", "-c", str(tmp_path / f"{r.prefix}.c"), "-o", str(tmp_path / "x.o")])
+    assert out.returncode == 0, out.stderr
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -163,6 +202,14 @@ def test_harness_with_ids_beside_features_under_asan_ubsan(tmp_path: Path) -> No
     """Real features first, then token ids: the index columns start past 0 and the NaN check
     has a real column to use."""
     values = _harness(tmp_path, "mixed_ids", "float64", ["-O1", "-g", *SANITIZE])
+    assert float(values["gradcheck_rel"]) <= 1e-6
+
+
+def test_recurrent_harness_with_initial_states_and_two_outputs_under_asan_ubsan(tmp_path: Path) -> None:
+    """Recurrent layers from initial states given as inputs, under two losses: every entry point
+    of the loops' kernels, their bad arguments refused, 0 sanitizer reports (both dtypes of the
+    loops run in the "recurrent" case above)."""
+    values = _harness(tmp_path, "recurrent_states", "float64", ["-O1", "-g", *SANITIZE])
     assert float(values["gradcheck_rel"]) <= 1e-6
 
 

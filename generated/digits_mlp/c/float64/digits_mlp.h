@@ -62,6 +62,17 @@ extern "C" {
 #define DIGITS_MLP_N_STATE 0
 #define DIGITS_MLP_WORK_PER_ROW 122
 #define DIGITS_MLP_WORK_FIXED 3104
+/* Each kernel's own work: PER_ROW * n + FIXED reals (the *_labels variants add n * N_OUT), of
+   which STORED_PER_ROW * n are the steps its loops store (a recurrence's: T times a step's) */
+#define DIGITS_MLP_FORWARD_WORK_PER_ROW 52
+#define DIGITS_MLP_FORWARD_WORK_FIXED 1040
+#define DIGITS_MLP_FORWARD_STORED_PER_ROW 0
+#define DIGITS_MLP_LOSS_WORK_PER_ROW 52
+#define DIGITS_MLP_LOSS_WORK_FIXED 3088
+#define DIGITS_MLP_LOSS_STORED_PER_ROW 0
+#define DIGITS_MLP_LOSS_AND_GRAD_WORK_PER_ROW 112
+#define DIGITS_MLP_LOSS_AND_GRAD_WORK_FIXED 3104
+#define DIGITS_MLP_LOSS_AND_GRAD_STORED_PER_ROW 0
 
 /* The scalar type of every real array (float64). */
 typedef double digits_mlp_real;

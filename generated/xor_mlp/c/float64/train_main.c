@@ -10,8 +10,9 @@
  * DATA.csv holds one example per line: 2 inputs, then 1 target values: the CSV `symnn train --data` reads (separated by commas,
  * or blanks; a first line of column names, blank lines and # comments are skipped; a row with
  * more or fewer numbers stops the program with its line number). Parameters start from a fixed LCG
- * (uniform in +-1/sqrt(fan_in)); mini-batches of up to 32 rows are drawn in a fixed shuffled
- * order, so a run is reproducible. Prints the loss now and then, and the final accuracy.
+ * (uniform in +-1/sqrt(fan_in); a recurrent layer's, as PyTorch's, in +-1/sqrt(hidden size));
+ * mini-batches of up to 32 rows are drawn in a fixed shuffled order, so a run is
+ * reproducible. Prints the loss now and then, and the final accuracy.
  */
 #include <ctype.h>
 #include <math.h>
@@ -235,14 +236,16 @@ int main(int argc, char **argv)
 
     {
         /* each tensor's start: the constant its layer starts it at (a bias's 0, a batch norm's
-           weight and running variance's 1), or NAN for a weight's random start scaled by its fan-in */
+           weight and running variance's 1), or NAN for a random start uniform in +-1/sqrt(fan[t]):
+           a weight's fan-in, or for every tensor of a recurrent layer its hidden size */
         static const double start[] = { NAN, 0.0, NAN, 0.0 };
+        static const double fan[] = { 2.0, 1.0, 4.0, 1.0 };
         for (int t = 0; t < xor_mlp_n_param_tensors(); ++t) {
             ptrdiff_t r = 0, c = 0;
             const ptrdiff_t off = xor_mlp_param_offset(t);
             xor_mlp_param_shape(t, &r, &c);
             for (ptrdiff_t e = 0; e < r*c; ++e)
-                params[off + e] = (real_t)(isnan(start[t]) ? urand()/sqrt((double)c) : start[t]);
+                params[off + e] = (real_t)(isnan(start[t]) ? urand()/sqrt(fan[t]) : start[t]);
         }
     }
     status = xor_mlp_work_size(rows > BATCH ? rows : BATCH, &work_len);

@@ -62,6 +62,20 @@ extern "C" {
 #define XOR_MLP_N_STATE 2
 #define XOR_MLP_WORK_PER_ROW 10
 #define XOR_MLP_WORK_FIXED 17
+/* Each kernel's own work: PER_ROW * n + FIXED reals (the *_labels variants add n * N_OUT), of
+   which STORED_PER_ROW * n are the steps its loops store (a recurrence's: T times a step's) */
+#define XOR_MLP_FORWARD_WORK_PER_ROW 5
+#define XOR_MLP_FORWARD_WORK_FIXED 0
+#define XOR_MLP_FORWARD_STORED_PER_ROW 0
+#define XOR_MLP_LOSS_WORK_PER_ROW 5
+#define XOR_MLP_LOSS_WORK_FIXED 0
+#define XOR_MLP_LOSS_STORED_PER_ROW 0
+#define XOR_MLP_LOSS_AND_GRAD_WORK_PER_ROW 10
+#define XOR_MLP_LOSS_AND_GRAD_WORK_FIXED 0
+#define XOR_MLP_LOSS_AND_GRAD_STORED_PER_ROW 0
+#define XOR_MLP_TRAIN_STEP_WORK_PER_ROW 10
+#define XOR_MLP_TRAIN_STEP_WORK_FIXED 17
+#define XOR_MLP_TRAIN_STEP_STORED_PER_ROW 0
 
 /* The scalar type of every real array (float64). */
 typedef double xor_mlp_real;
