@@ -282,11 +282,12 @@ def plan_kernel(prog: Program, kernel: str) -> KernelPlan:
     stmts: list[Stmt] = []
     for st in plan.stmts:
         if st.kind in (ir.Op.ADD_BIAS, ir.Op.CHANNEL_BIAS) and st.inplace:
-            prev = stmts.pop()
-            stmts.append(
-                Stmt(prev.kind, st.target, prev.operands, prev.shape, prev.payload, False, prev.src_shapes,
-                     prev.origin)
-            )
+            # the product (convolution) it adds to: not always the statement just before (the
+            # bias itself may be computed in between), and read by nothing else
+            at = max(j for j, p in enumerate(stmts) if p.target == st.operands[0])
+            prev = stmts[at]
+            stmts[at] = Stmt(prev.kind, st.target, prev.operands, prev.shape, prev.payload, False, prev.src_shapes,
+                             prev.origin)
             stmts.append(
                 Stmt(st.kind, st.target, (st.target, st.operands[1]), st.shape, st.payload, True, st.src_shapes,
                      st.origin)

@@ -226,9 +226,10 @@ class _Recurrent(Layer):
         steps = ir.reshape(seq, (rows * T, width))
         z = ir.matmul(steps, params[f"weight_ih_l{k}"], False, True)
         if self.bias:
-            z = ir.add_bias(z, params[f"bias_ih_l{k}"])
-            if not self._bias_inside():
-                z = ir.add_bias(z, params[f"bias_hh_l{k}"])
+            b = params[f"bias_ih_l{k}"]
+            if not self._bias_inside():  # both biases add to every step: their sum, added once
+                b = _add(b, params[f"bias_hh_l{k}"])
+            z = ir.add_bias(z, b)
         return ir.reshape(z, (rows, T * self.GATES * self.hidden_size))
 
     def _body(self, label: str, rows, T: int) -> _Step:

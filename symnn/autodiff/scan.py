@@ -61,6 +61,73 @@ def carries(node: ir.Node) -> ir.Node:
     return ir.reshape(ir.slice_(ir.reshape(node, (rows * T, E)), 0, S), (rows, T * S))
 
 
+def _is_zero(node: ir.Node) -> bool:
+    return node.op is ir.Op.MAP and not node.src and node.arg.expr == 0
+
+
+def _zero(rows, cols: int) -> ir.Node:
+    return make_map("zero", sp.Integer(0), [], (rows, cols))
+
+
+def _columns(x: ir.Node, lo: int, hi: int) -> ir.Node:
+    """Columns lo..hi-1 of the matrix ``x``, folded through zeros and concatenations (a slice's
+    padded cotangent): the blocks that lie there, not a copy of the whole."""
+    rows, width = x.shape[0], int(x.shape[1])
+    if (lo, hi) == (0, width):
+        return x
+    if _is_zero(x):
+        return _zero(rows, hi - lo)
+    if x.op is ir.Op.CONCAT:
+        parts, at = [], 0
+        for part in x.src:
+            w = int(part.shape[1])
+            a, b = max(lo, at), min(hi, at + w)
+            if a < b:
+                parts.append(_columns(part, a - at, b - at))
+            at += w
+        return parts[0] if len(parts) == 1 else ir.concat(*parts)
+    return ir.slice_(x, lo, hi)
+
+
+def step_columns(seq: ir.Node, T: int, width: int, lo: int, hi: int) -> ir.Node:
+    """Columns lo..hi-1 of each step of the sequence ``seq`` (N, T*width), as a sequence
+    (N, T*(hi - lo)). Where ``seq`` is zeros but for blocks that each lie inside one step (the
+    cotangent of a loop's last step), or its steps stacked as rows (of every step), the result is
+    built from those blocks: no sequence of mostly zeros is made to be read a block a step."""
+    rows, w = seq.shape[0], hi - lo
+    if (lo, hi) == (0, width):
+        return seq
+    if _is_zero(seq):
+        return _zero(rows, T * w)
+    if seq.op is ir.Op.RESHAPE and tuple(seq.src[0].shape) == (rows * T, width):
+        return ir.reshape(_columns(seq.src[0], lo, hi), (rows, T * w))
+    if seq.op is ir.Op.CONCAT:
+        placed: list[tuple[int, ir.Node]] = []  # (first column in the result, block)
+        at, simple = 0, True
+        for part in seq.src:
+            pw = int(part.shape[1])
+            if not _is_zero(part):
+                t = at // width
+                if (at + pw - 1) // width != t:
+                    simple = False
+                    break
+                a, b = max(lo, at - t * width), min(hi, at + pw - t * width)
+                if a < b:
+                    placed.append((t * w + a - lo, _columns(part, a - (at - t * width), b - (at - t * width))))
+            at += pw
+        if simple:
+            parts, col = [], 0
+            for start, block in placed:
+                if start > col:
+                    parts.append(_zero(rows, start - col))
+                parts.append(block)
+                col = start + int(block.shape[1])
+            if col < T * w:
+                parts.append(_zero(rows, T * w - col))
+            return parts[0] if len(parts) == 1 else ir.concat(*parts)
+    return ir.reshape(ir.slice_(ir.reshape(seq, (rows * T, width)), lo, hi), (rows, T * w))
+
+
 def _shifted(node: ir.Node, init: ir.Node, width: int) -> ir.Node:
     """The carry each step started from, as a sequence: the first value, then the carries but
     the last (for a reverse scan: the carries but the first, then the first value)."""
@@ -69,7 +136,7 @@ def _shifted(node: ir.Node, init: ir.Node, width: int) -> ir.Node:
     if T == 1:
         return init
     stacked = carries(node)
-    if body.reverse:
+    if body.reverse:  # noqa: SIM108
         return ir.concat(ir.slice_(stacked, width, T * width), init)
     return ir.concat(init, ir.slice_(stacked, 0, (T - 1) * width))
 
@@ -143,11 +210,11 @@ def pullback_scan(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
     shape = tuple(body.carry.shape)
     out_shape = tuple(body.out.shape)
     delta = ir.var(f"{body.label}.dC", shape)  # the cotangent later steps sent back
-    dout = ir.var(f"{body.label}.dY", out_shape)  # this step's own, from the outputs
+    dout = ir.var(f"{body.label}.dY", shape)  # this step's own, from the outputs
     stored = ir.var(f"{body.label}.Y", out_shape)  # what the forward loop stored at this step
     # only the carried columns' cotangent: a residual's columns are the pullback's own
-    own = dout if out_shape == shape else ir.slice_(dout, 0, width)
-    seed = make_map("accumulate", _a + _b, [(_a, own), (_b, delta)], shape)
+    d_carries = step_columns(ct, T, int(out_shape[1]), 0, width)
+    seed = make_map("accumulate", _a + _b, [(_a, dout), (_b, delta)], shape)
     wrt = {"carry": body.carry}
     wrt.update({f"step{i}": p for i, (p, s) in enumerate(zip(body.steps, seqs)) if _needs(s)})
     wrt.update({f"invariant{j}": p for j, (p, v) in enumerate(zip(body.invariants, invs)) if _needs(v)})
@@ -157,7 +224,7 @@ def pullback_scan(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
     prev = _shifted(node, init, width)
     steps = (dout, body.carry, stored, *body.steps)
     assert steps[STORED_STEP] is stored
-    stacks = _Stacks(rows, steps, (ct, prev, node, *seqs), T)
+    stacks = _Stacks(rows, steps, (d_carries, prev, node, *seqs), T)
     terms = {j: _terms(rec.grads[f"invariant{j}"]) for j in range(len(invs)) if f"invariant{j}" in wrt}
     for i in range(k):
         if f"step{i}" in wrt:
@@ -172,7 +239,7 @@ def pullback_scan(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
     out = stacks.pieces[0] if len(stacks.pieces) == 1 else ir.concat(*stacks.pieces)
     back = ir.Scan(T, delta, steps, body.invariants, new_delta, out, not body.reverse, f"{body.label}'",
                    reset=body.truncate, record=rec)
-    stacks.scan = ir.scan(back, make_map("zero", sp.Integer(0), [], shape), (ct, prev, node, *seqs), invs)
+    stacks.scan = ir.scan(back, make_map("zero", sp.Integer(0), [], shape), (d_carries, prev, node, *seqs), invs)
 
     d_init = None
     if _needs(init) and not body.truncate:  # truncated: nothing flows into the first carry
