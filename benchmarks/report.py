@@ -198,5 +198,10 @@ def write_report(results, peaks, bounds, configs, out: Path, png: Path, scaling,
         lines += [f"![symnn C / fastest peer]({png.name})", ""]
     lines += ["The core compiler's own figures (derivation time, build, training throughput, the C "
               "against the NumPy kernel): [benchmarks_core.md](benchmarks_core.md), from "
-              "`python benchmarks/run.py`.", ""]
+              "`python benchmarks/run.py`.", "",
+              "Convolutional and residual networks against PyTorch and JAX: "
+              "[benchmarks_cnn.md](benchmarks_cnn.md), from `python benchmarks/cnn_peers.py`; recurrent "
+              "networks (LSTM, GRU: loops over time) against PyTorch, JAX and PyTensor, and the cold "
+              "compile time of an LSTM: [benchmarks_rnn.md](benchmarks_rnn.md), from "
+              "`python benchmarks/rnn_peers.py`.", ""]
     write_atomic(out, "\n".join(lines))

@@ -602,10 +602,11 @@ def _check_build_names(prefix: str, files: dict[str, str]) -> None:
 
 
 def build(prefix: str, files: dict[str, str], cdef: str, *, blas: bool = False,
-          openmp: bool = False) -> types.ModuleType:
+          openmp: bool = False, flush_denormals: bool = False) -> types.ModuleType:
     """The cffi extension module for ``files`` (``NAME.h``/``NAME.c``), built at most once;
     ``blas`` links NumPy's OpenBLAS for the large products (:func:`numpy_blas_flags`),
-    ``openmp`` builds with ``-fopenmp`` (the large products split over OpenMP threads)."""
+    ``openmp`` builds with ``-fopenmp`` (the large products split over OpenMP threads),
+    ``flush_denormals`` with ``-DSYMNN_FLUSH_DENORMALS`` (the kernels run with subnormals as 0)."""
     _check_build_names(prefix, files)
     timeout = cc_timeout()
     compiler = find_compiler()
@@ -617,6 +618,8 @@ def build(prefix: str, files: dict[str, str], cdef: str, *, blas: bool = False,
     if openmp:
         flags += ("-fopenmp",)
         link += ("-fopenmp",)
+    if flush_denormals:
+        flags += ("-DSYMNN_FLUSH_DENORMALS",)
     key = cache_key(files, cdef, compiler, flags + link)
     modname = f"_symnn_{prefix}_{key[:20]}"
     with _loaded_lock:

@@ -79,16 +79,22 @@ def emit_source(net: Network, backend: str = "numpy", dtype: str = "float64",
 
 
 def _load(backend: str, nets: Sequence[Network], dtype: str, check_finite: bool, opt: Optimizer | None,
-          blas: bool = False, openmp: bool = False) -> list[Kernel]:
+          blas: bool = False, openmp: bool = False, flush_denormals: bool = False) -> list[Kernel]:
     """Kernels of ``nets`` from one backend (the C backend builds them in one compiler run)."""
     for net in nets:
         check_index_precision(net, dtype)
+    if not isinstance(flush_denormals, bool):
+        raise ConfigError(f"flush_denormals must be True or False, not {flush_denormals!r}")
+    if flush_denormals and backend == "numpy":
+        raise ConfigError("flush_denormals=True is for the C backend: NumPy has no control of the CPU's "
+                          "handling of subnormal numbers")
     programs = [(derive_program(n).program, _train_program(n, opt)) for n in nets]
-    return registry.get(backend).load(nets, programs, dtype, check_finite, opt, blas, openmp)
+    return registry.get(backend).load(nets, programs, dtype, check_finite, opt, blas, openmp, flush_denormals)
 
 
 def compile_many(nets: Sequence[Network], backend: str = "c", dtype: str = "float64", *,
-                 check_finite: bool = True, blas: bool = False, openmp: bool = False) -> list[Kernel]:
+                 check_finite: bool = True, blas: bool = False, openmp: bool = False,
+                 flush_denormals: bool = False) -> list[Kernel]:
     """Kernels for several networks; with ``backend="c"`` they share one compiled module (one
     compiler run instead of one per network, for test suites and model zoos). The networks
     need distinct names: every C symbol is prefixed with its network's name."""
@@ -102,7 +108,7 @@ def compile_many(nets: Sequence[Network], backend: str = "c", dtype: str = "floa
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"compile_many needs distinct network names; repeated: {', '.join(dupes)}")
-    return _load(backend, nets, dtype, check_finite, None, *_threading(blas, openmp))
+    return _load(backend, nets, dtype, check_finite, None, *_threading(blas, openmp), flush_denormals)
 
 
 def _threading(blas: object, openmp: object) -> tuple[bool, bool]:
@@ -117,7 +123,7 @@ def _threading(blas: object, openmp: object) -> tuple[bool, bool]:
 
 def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
             check_finite: bool = True, optimizer: Optimizer | str | None = None,
-            blas: bool = False, openmp: bool = False) -> Kernel:  # noqa: A001
+            blas: bool = False, openmp: bool = False, flush_denormals: bool = False) -> Kernel:  # noqa: A001
     """Derive, simplify, emit and load the kernels of ``net``.
 
     ``backend="c"`` compiles the emitted C through cffi into the module cache (see
@@ -129,7 +135,11 @@ def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
     C99 unless built with ``-DSYMNN_BLAS`` (see docs/c_backend.md). ``openmp=True`` (C only)
     builds with ``-fopenmp``: products of at least 262,144 multiply-adds split their rows over
     the OpenMP threads (``OMP_NUM_THREADS``, or threadpoolctl), with results that do not depend
-    on the thread count.
+    on the thread count. ``flush_denormals=True`` (C only) runs the kernels with subnormal numbers
+    read and written as zero (x86's DAZ/FTZ, set on entry and restored on return; emitted files
+    do the same built with ``-DSYMNN_FLUSH_DENORMALS``): values below 1.2e-38 (float32) or
+    2.2e-308 (float64) become 0, which a float32 recurrence over hundreds of steps, whose
+    backward cotangents decay there, runs several times faster for.
 
     Example:
         >>> import numpy as np, symnn as sn
@@ -143,10 +153,10 @@ def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
     opt = _optimizer(optimizer)
     blas, openmp = _threading(blas, openmp)
     if backend != "auto":
-        return _load(backend, [net], dtype, check_finite, opt, blas, openmp)[0]
+        return _load(backend, [net], dtype, check_finite, opt, blas, openmp, flush_denormals)[0]
     first, *rest = registry.AUTO_ORDER
     try:
-        return _load(first, [net], dtype, check_finite, opt, blas, openmp)[0]
+        return _load(first, [net], dtype, check_finite, opt, blas, openmp, flush_denormals)[0]
     except CompilerNotFoundError as exc:
         warnings.warn(f"backend='auto': {exc}; using the {rest[0]} backend", RuntimeWarning, stacklevel=2)
         return _load(rest[0], [net], dtype, check_finite, opt)[0]

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 #: (network, program, dtype, optimizer, training program, with the example files) -> files
 Files = Callable[["Network", "Program", str, "Optimizer | None", "Program | None", bool], dict[str, str]]
-#: (networks, their (program, training program), dtype, check_finite, optimizer, blas, openmp) -> kernels
+#: (networks, their (program, training program), dtype, check_finite, optimizer, blas, openmp,
+#: flush_denormals) -> kernels
 Load = Callable[[Sequence["Network"], Sequence[tuple["Program", "Program | None"]], str, bool,
                  "Optimizer | None", bool, bool], list["Kernel"]]
 

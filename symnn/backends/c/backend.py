@@ -27,7 +27,8 @@ def files(net: Network, program: Program, dtype: str, optimizer: Optimizer | Non
 
 
 def load(nets: Sequence[Network], programs: Sequence[tuple[Program, Program | None]], dtype: str,
-         check_finite: bool, optimizer: Optimizer | None, blas: bool, openmp: bool) -> list[Kernel]:
+         check_finite: bool, optimizer: Optimizer | None, blas: bool, openmp: bool,
+         flush_denormals: bool = False) -> list[Kernel]:
     """Emit every network's C and build them into one extension (one compiler run)."""
     from ...build import build
     from .wrapper import CKernelModule
@@ -43,12 +44,13 @@ def load(nets: Sequence[Network], programs: Sequence[tuple[Program, Program | No
         cdef += [line for line in r.cdef.splitlines() if line not in cdef]  # shared status codes once
         cdef += decls
     prefix = results[0].prefix if len(results) == 1 else "group_" + "_".join(r.prefix for r in results)[:40]
-    ext = build(prefix, sources, "\n".join(cdef) + "\n", blas=blas, openmp=openmp)
+    ext = build(prefix, sources, "\n".join(cdef) + "\n", blas=blas, openmp=openmp, flush_denormals=flush_denormals)
     n_state = len(optimizer.state) if optimizer is not None else None
     return [Kernel(n, CKernelModule(ext, r.prefix, dtype, n.param_layout(), r.labels, n_state=n_state,
                                     dropout=n.has_dropout, sample_shape=_image_shape(n)),
                    "c", dtype, r.source, check_finite=check_finite, optimizer=optimizer,
-                   build={"blas": blas, "openmp": openmp}) for n, r in zip(nets, results)]
+                   build={"blas": blas, "openmp": openmp, "flush_denormals": flush_denormals})
+            for n, r in zip(nets, results)]
 
 
 def _image_shape(net: Network) -> tuple[int, ...] | None:

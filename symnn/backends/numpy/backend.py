@@ -21,7 +21,8 @@ def files(net: Network, program: Program, dtype: str, optimizer: Optimizer | Non
 
 
 def load(nets: Sequence[Network], programs: Sequence[tuple[Program, Program | None]], dtype: str,
-         check_finite: bool, optimizer: Optimizer | None, blas: bool, openmp: bool) -> list[Kernel]:
+         check_finite: bool, optimizer: Optimizer | None, blas: bool, openmp: bool,
+         flush_denormals: bool = False) -> list[Kernel]:
     kernels = []
     for net, (program, train_prog) in zip(nets, programs):
         source = emit_numpy(net, program, dtype, optimizer, train_prog).source
