@@ -221,7 +221,7 @@ def _per_step(applied: algebra.Recurrence, lhs: sp.Basic, env: Mapping) -> np.nd
     exactly as when the printed equations are evaluated, not in a second implementation."""
     body = applied.loop
     probe = algebra.Loop(body.carry, body.steps, body.invariants, body.equations, body.new_carry, lhs,
-                         body.length, body.reverse)
+                         body.length, body.reverse, body.reset)
     rows = applied.shape[0]
     stacked = np.asarray(algebra.evaluate(algebra.Recurrence(applied.name, probe, (rows, body.length * lhs.shape[1]),
                                                              *applied.operands), env), dtype=np.float64)

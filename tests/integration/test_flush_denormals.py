@@ -5,6 +5,7 @@ below 1.2e-38, runs several times faster so (docs/benchmarks_rnn.md)."""
 
 from __future__ import annotations
 
+import pickle
 import platform
 
 import numpy as np
@@ -36,6 +37,10 @@ def test_subnormal_results_are_zero_only_when_asked() -> None:
     # the caller's own arithmetic keeps its subnormals after a flushed call
     assert np.float32(1e-30) * np.float32(1e-10) != 0
     assert flushed.build["flush_denormals"] and not exact.build["flush_denormals"]
+    # a pickled kernel is rebuilt as it was built
+    again = pickle.loads(pickle.dumps(flushed))
+    np.testing.assert_array_equal(again.forward(params, X), flushed.forward(params, X))
+    assert again.build == flushed.build
 
 
 def test_normal_values_are_the_same_either_way() -> None:

@@ -69,7 +69,7 @@ def test_openmp_is_a_bool_and_excludes_blas() -> None:
 def test_pickled_kernel_keeps_its_build() -> None:
     net = sn.Network([sn.Dense(2, 3, "tanh"), sn.Dense(3, 1, "sigmoid")], loss="bce", name="omppickle")
     k = pickle.loads(pickle.dumps(sn.compile(net, backend="c", openmp=True)))
-    assert k.build == {"blas": False, "openmp": True}
+    assert k.build == {"blas": False, "openmp": True, "flush_denormals": False}
 
 
 def test_emitted_c_has_the_pragma_only_under_openmp() -> None:

@@ -62,7 +62,7 @@ def test_numpy_backend_gradients(net: sn.Network, batch: int, dtype: str, seed: 
 
 
 @pytest.mark.needs_cc
-@settings(max_examples=examples(3), **SETTINGS)
+@settings(max_examples=examples(2), **SETTINGS)
 @given(nets=st.lists(networks(), min_size=10, max_size=10), batch=st.integers(1, 32),
        dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 2**16))
 def test_c_backend_gradients_ten_networks_per_compile(nets, batch: int, dtype: str, seed: int) -> None:
