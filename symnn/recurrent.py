@@ -88,7 +88,6 @@ class _Recurrent(Layer):
     GATES: ClassVar[int] = 1
     #: the state each step carries, in hidden sizes (an LSTM carries h and c)
     CARRIED: ClassVar[int] = 1
-    PARAM_TEX: ClassVar[dict[str, str]] = {}
     OUTPUT_TEX: ClassVar[str] = "H"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -116,6 +115,14 @@ class _Recurrent(Layer):
                 shapes[f"bias_ih_l{k}"] = (gh,)
                 shapes[f"bias_hh_l{k}"] = (gh,)
         return shapes
+
+    @property
+    def PARAM_TEX(self) -> dict[str, str]:  # type: ignore[override]
+        """How the derivation writes layer k's parameters: ``W_{ih,k}``, ``W_{hh,k}``, ``b_{ih,k}``,
+        ``b_{hh,k}`` (PyTorch's ``weight_ih_l{k}`` ...)."""
+        return {f"{kind}_{part}_l{k}": "%s_{%s,%d}" % (letter, part, k)
+                for k in range(self.num_layers) for kind, letter in (("weight", "W"), ("bias", "b"))
+                for part in ("ih", "hh")}
 
     @property
     def REGULARISED(self) -> tuple[str, ...]:  # type: ignore[override]

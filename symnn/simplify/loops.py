@@ -29,10 +29,9 @@ from ..autodiff.elementwise import make_map
 from ..autodiff.scan import STORED_STEP
 from ..program import Program
 from .inline import fuse_elementwise
-from .reuse import express_in_output
+from .reuse import in_outputs
 from .stable import stabilise
 
-_A = sp.Symbol("a", real=True)
 
 
 def simplify_loops(prog: Program) -> Program:
@@ -124,26 +123,10 @@ def _read_stored(prog: Program, stored: dict[int, tuple[ir.Node, int]], step: ir
     producers = {id(v.src[0]): v for v, _ in stored.values()
                  if v.op is ir.Op.MAP and len(v.src) == 1 and len(v.arg.args) == 1}
 
-    def in_outputs(node: ir.Node, orig: ir.Node) -> ir.Node:
-        if node.op is not ir.Op.MAP or id(orig) in stored:
-            return node
-        fn: ir.Elementwise = node.arg
-        expr, operands, changed = fn.expr, list(zip(fn.args, node.src)), False
-        for i, (sym, src) in enumerate(list(operands)):
-            act = producers.get(id(src))
-            if act is None:
-                continue
-            f = act.arg.expr.xreplace({act.arg.args[0]: sym})
-            found = express_in_output(expr, f, sym)
-            if found is None:
-                continue
-            a_sym = sp.Symbol(f"{sym.name}_out", real=True)
-            expr = found[0].xreplace({_A: a_sym})
-            operands[i] = (a_sym, act)
-            changed = True
-        return make_map(fn.name, expr, operands, node.shape) if changed else node
+    def derivatives(node: ir.Node, orig: ir.Node) -> ir.Node:
+        return node if id(orig) in stored else in_outputs(node, producers)
 
-    prog = prog.rewrite(in_outputs)
+    prog = prog.rewrite(derivatives)
     width = int(step.shape[1])
 
     def read(node: ir.Node, orig: ir.Node) -> ir.Node:

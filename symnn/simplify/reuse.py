@@ -171,33 +171,41 @@ def reuse_forward_values(prog: Program, log: list[Reuse] | None = None) -> Progr
                 producers[id(node.src[0])] = node
 
     def visit(node: ir.Node, orig: ir.Node) -> ir.Node:
-        if node.op is not ir.Op.MAP or id(orig) in prog.names:
+        if id(orig) in prog.names:
             return node
-        fn: ir.Elementwise = node.arg
-        expr = fn.expr
-        operands = list(zip(fn.args, node.src))
-        changed = False
-        for i, (sym, src) in enumerate(list(operands)):
-            act = producers.get(id(src))
-            if act is None:
-                continue
-            f = act.arg.expr.xreplace({act.arg.args[0]: sym})
-            found = express_in_output(expr, f, sym)
-            if found is None:
-                continue
-            new_expr, pieces = found
-            a_sym = sp.Symbol(f"{sym.name}_out", real=True)
-            expr = new_expr.xreplace({_A: a_sym})
-            operands[i] = (a_sym, act)
-            changed = True
-            if log is not None:
-                for before, after, how in pieces:
-                    log.append(Reuse(act.arg.name, before.xreplace({sym: _Z}), after, how))
-        if not changed:
-            return node
-        return make_map(fn.name, expr, operands, node.shape)
+        return in_outputs(node, producers, log)
 
     return prog.rewrite(visit)
+
+
+def in_outputs(node: ir.Node, producers: dict[int, ir.Node], log: list[Reuse] | None = None) -> ir.Node:
+    """The map ``node`` with each operand z that only ``f'(z)`` reads written in ``a = f(z)``, where
+    ``producers[id(z)]`` is the map computing a (a forward activation; a value a loop stored)."""
+    if node.op is not ir.Op.MAP:
+        return node
+    fn: ir.Elementwise = node.arg
+    expr = fn.expr
+    operands = list(zip(fn.args, node.src))
+    changed = False
+    for i, (sym, src) in enumerate(list(operands)):
+        act = producers.get(id(src))
+        if act is None:
+            continue
+        f = act.arg.expr.xreplace({act.arg.args[0]: sym})
+        found = express_in_output(expr, f, sym)
+        if found is None:
+            continue
+        new_expr, pieces = found
+        a_sym = sp.Symbol(f"{sym.name}_out", real=True)
+        expr = new_expr.xreplace({_A: a_sym})
+        operands[i] = (a_sym, act)
+        changed = True
+        if log is not None:
+            for before, after, how in pieces:
+                log.append(Reuse(act.arg.name, before.xreplace({sym: _Z}), after, how))
+    if not changed:
+        return node
+    return make_map(fn.name, expr, operands, node.shape)
 
 
 _Z = sp.Symbol("z", real=True)

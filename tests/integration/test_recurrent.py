@@ -215,7 +215,7 @@ def check_against_torch(case: Case, net: sn.Network, kernels: dict[str, sn.Kerne
 
 
 # -- 1: loss, gradients and forward against PyTorch --------------------------------------------------
-@settings(max_examples=20, **SETTINGS)
+@settings(max_examples=12, **SETTINGS)
 @given(case=cases())
 @example(case=PINNED[0])
 @example(case=PINNED[1])
@@ -336,7 +336,7 @@ def torch_steps(case: Case, params, batches, optimizer: str, **kw) -> dict[str, 
 
 
 @pytest.mark.parametrize("backend, name", [("numpy", n) for n in sorted(STEPPERS)] + [
-    pytest.param("c", n, marks=pytest.mark.needs_cc) for n in ("adam_clip", "sgd")])  # C equals NumPy above
+    pytest.param("c", n, marks=pytest.mark.needs_cc) for n in ("adam_clip",)])  # C equals NumPy above
 def test_three_steps_move_parameters_as_torch(backend: str, name: str) -> None:
     net = build(TRAIN, f"train_{name}")
     opt, torch_name, kw = STEPPERS[name]

@@ -51,7 +51,7 @@ def check_network(k, net: sn.Network, batch: int, seed: int) -> None:
                 (name, err)
 
 
-@settings(max_examples=examples(100), **SETTINGS)
+@settings(max_examples=examples(60), **SETTINGS)
 @given(net=networks(), batch=st.integers(1, 32), dtype=st.sampled_from(["float64", "float32"]),
        seed=st.integers(0, 2**16))
 def test_numpy_backend_gradients(net: sn.Network, batch: int, dtype: str, seed: int) -> None:
