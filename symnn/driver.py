@@ -85,9 +85,9 @@ def _load(backend: str, nets: Sequence[Network], dtype: str, check_finite: bool,
         check_index_precision(net, dtype)
     if not isinstance(flush_denormals, bool):
         raise ConfigError(f"flush_denormals must be True or False, not {flush_denormals!r}")
-    if flush_denormals and backend == "numpy":
-        raise ConfigError("flush_denormals=True is for the C backend: NumPy has no control of the CPU's "
-                          "handling of subnormal numbers")
+    if flush_denormals and not registry.get(backend).flushes_denormals:
+        raise ConfigError(f"flush_denormals=True is for the C backend: the {backend} backend has no control of "
+                          "the CPU's handling of subnormal numbers")
     programs = [(derive_program(n).program, _train_program(n, opt)) for n in nets]
     return registry.get(backend).load(nets, programs, dtype, check_finite, opt, blas, openmp, flush_denormals)
 

@@ -23,18 +23,20 @@ Files = Callable[["Network", "Program", str, "Optimizer | None", "Program | None
 #: (networks, their (program, training program), dtype, check_finite, optimizer, blas, openmp,
 #: flush_denormals) -> kernels
 Load = Callable[[Sequence["Network"], Sequence[tuple["Program", "Program | None"]], str, bool,
-                 "Optimizer | None", bool, bool], list["Kernel"]]
+                 "Optimizer | None", bool, bool, bool], list["Kernel"]]
 
 
 @dataclass(frozen=True)
 class Backend:
     """One backend: its name (``sn.compile(..., backend=name)``), the suffix of the file
-    ``sn.emit_source`` returns, how it emits files and how it loads kernels."""
+    ``sn.emit_source`` returns, how it emits files and how it loads kernels; whether its kernels
+    can run with subnormal numbers as zero (``sn.compile(..., flush_denormals=True)``)."""
 
     name: str
     source_suffix: str
     files: Files
     load: Load
+    flushes_denormals: bool = False
 
 
 #: the order ``backend="auto"`` tries them in: the first that can load wins

@@ -85,4 +85,4 @@ def _pycheck(net: Network, result, dtype: str, optimizer: Optimizer | None) -> t
     return source, decls
 
 
-C = Backend("c", ".c", files, load)
+C = Backend("c", ".c", files, load, flushes_denormals=True)
