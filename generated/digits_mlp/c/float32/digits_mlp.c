@@ -28,10 +28,10 @@
 #endif
 
 /* Built with -DSYMNN_FLUSH_DENORMALS, every entry point runs its kernel with subnormal numbers
- * read and written as zero (x86's DAZ and FTZ), and gives the caller's setting back on return.
- * Arithmetic on subnormals takes a hundred cycles on x86: the long backward recurrences of float32
- * sequences, whose cotangents decay below 1e-38, spend most of their time there without it. Off
- * by default (IEEE arithmetic); where the compiler or the CPU lacks the control, no effect. */
+ * read and written as zero (x86's DAZ and FTZ), and gives the caller's setting back on return:
+ * arithmetic on subnormals is slow on x86, and the cotangents of a long float32 recurrence decay
+ * into them. Off by default (IEEE arithmetic); where the compiler or the CPU lacks the control,
+ * it has no effect. */
 #if defined(SYMNN_FLUSH_DENORMALS) && defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
 #define SYMNN_FLUSH_BEGIN const unsigned int symnn_csr = __builtin_ia32_stmxcsr(); \
     __builtin_ia32_ldmxcsr(symnn_csr | 0x8040u);
