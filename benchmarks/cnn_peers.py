@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import symnn as sn  # noqa: E402
 from symnn.bench import interleaved  # noqa: E402
 from symnn.memory import format_table, work_table  # noqa: E402
-from peers import _agree, fma_bound, pin_to_one_cpu  # noqa: E402  (the dense page's check and measures)
+from peers import _agree, fma_bound, pin_to_one_cpu, torch_step_peak  # noqa: E402  (the dense page's check and measures)
 from report import _cpu  # noqa: E402
 
 
@@ -254,8 +254,6 @@ def torch_peak(cfg: Config) -> int | None:
     of the CPU allocator and sorts it into categories; None without PyTorch."""
     try:
         import torch
-        from torch.profiler import ProfilerActivity, profile
-        from torch.profiler._memory_profiler import MemoryProfileTimeline
     except ImportError:
         return None
     torch.set_num_threads(1)
@@ -271,13 +269,7 @@ def torch_peak(cfg: Config) -> int | None:
         F.cross_entropy(cfg.torch_forward(F, tp, tx), ty).backward()
         opt.step()
 
-    step()  # the momentum buffers exist from here on, as symnn's state does
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
-        step()
-    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
-    totals = np.asarray(sizes, dtype=np.int64).sum(axis=1)
-    return int(totals.max() - totals[0]) if totals.size else None
+    return torch_step_peak(step)
 
 
 def _frozen_line(cfg: Config, optimizer, full: int) -> str:

@@ -459,6 +459,24 @@ double fma_chains(long n)
 """
 
 
+def torch_step_peak(step: Callable[[], None]) -> int | None:
+    """Bytes: PyTorch's peak of memory allocated during ``step`` (one training step), beyond the
+    tensors that exist before it: one step first (the optimiser's state exists from there on, as
+    symnn's does), then the profiler's memory timeline (``profile_memory=True``), which follows
+    every tensor allocation of the CPU allocator, over a second. The CNN and RNN pages' measure."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import MemoryProfileTimeline
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        step()
+    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
+    totals = np.asarray(sizes, dtype=np.int64).sum(axis=1)
+    return int(totals.max() - totals[0]) if totals.size else None
+
+
 def fma_bound(dtype: str) -> float:
     """GFLOP/s of 12 independent chains of 64-byte multiply-adds (GCC vector extensions,
     -O3 -march=native, one thread): what one core's FMA units allow, with no memory traffic.

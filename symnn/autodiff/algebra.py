@@ -93,7 +93,39 @@ class RowOp(sp.MatrixExpr):
         return (rows, cols) if self.kind == "softmax" else (rows, sp.Integer(1))
 
 
-class Spatial(sp.MatrixExpr):
+class _Operator(sp.MatrixExpr):
+    """A matrix operator the derivation keeps whole (a spatial op, a reshape, a loop): it stays
+    as written (``doit``), and its entries are entries of it, which the index form names."""
+
+    def doit(self, **hints) -> "_Operator":
+        return self
+
+    def _entry(self, i, j, **kwargs) -> sp.Expr:
+        from sympy.matrices.expressions.matexpr import MatrixElement
+
+        return MatrixElement(self, i, j)
+
+
+class _Applied(_Operator):
+    """An operator applied to operands, its args ``(what, how, shape, *operands)``: the op's
+    name or symbol, what it needs beyond its operands (a geometry, a loop's body), its shape."""
+
+    @property
+    def shape(self):
+        return tuple(self.args[2])
+
+    @property
+    def operands(self) -> tuple[sp.Basic, ...]:
+        return tuple(self.args[3:])
+
+
+def _size(x: object) -> sp.Basic:
+    """A size or an index as SymPy holds it: an int as an Integer, a SymPy expression as it is
+    (``N*T``); never parsed from text."""
+    return x if isinstance(x, sp.Basic) else sp.Integer(int(x))
+
+
+class Spatial(_Applied):
     """A spatial op of the IR on matrices whose rows are images (C*H*W, row-major): a
     convolution, its two pullbacks, a pooling and its pullback, a per-channel bias or sum.
     Printed as the named operator of :data:`SPATIAL_TEX` applied to its operands; evaluated by
@@ -108,9 +140,6 @@ class Spatial(sp.MatrixExpr):
         return sp.Basic.__new__(cls, kind, sp.Tuple(*(sp.Integer(int(g)) for g in geometry)),
                                 sp.Tuple(*shape), *operands)
 
-    def doit(self, **hints) -> "Spatial":
-        return self
-
     @property
     def op(self) -> str:
         """The op's name (not ``kind``: SymPy's ``kind`` says what sort of object this is)."""
@@ -119,19 +148,6 @@ class Spatial(sp.MatrixExpr):
     @property
     def geometry(self) -> tuple[int, ...]:
         return tuple(int(g) for g in self.args[1])
-
-    @property
-    def shape(self):
-        return tuple(self.args[2])
-
-    @property
-    def operands(self) -> tuple[sp.Basic, ...]:
-        return tuple(self.args[3:])
-
-    def _entry(self, i, j, **kwargs) -> sp.Expr:
-        from sympy.matrices.expressions.matexpr import MatrixElement
-
-        return MatrixElement(self, i, j)
 
 
 #: each spatial op's LaTeX operator (its IR op's function name in the NumPy backend, without
@@ -179,7 +195,7 @@ class ColSlice(sp.MatrixExpr):
         return (self.args[0].shape[0], sp.Integer(hi - lo))
 
 
-class Reshape(sp.MatrixExpr):
+class Reshape(_Operator):
     """The entries of a matrix, row-major, as a matrix of another shape (an IR ``RESHAPE``): a
     batch of sequences (N, T*F) as its steps stacked as rows (N*T, F), ``steps`` (sample n's
     step t is row n*T + t), or those rows back as the samples' sequences, ``seq``."""
@@ -187,10 +203,7 @@ class Reshape(sp.MatrixExpr):
     KINDS = {"steps": r"\operatorname{steps}", "seq": r"\operatorname{seq}"}
 
     def __new__(cls, arg: sp.MatrixExpr, rows: sp.Expr, cols: sp.Expr) -> "Reshape":
-        return sp.Basic.__new__(cls, arg, sp.sympify(rows), sp.sympify(cols))
-
-    def doit(self, **hints) -> "Reshape":
-        return self
+        return sp.Basic.__new__(cls, arg, _size(rows), _size(cols))
 
     @property
     def form(self) -> str:
@@ -202,11 +215,6 @@ class Reshape(sp.MatrixExpr):
     @property
     def shape(self):
         return (self.args[1], self.args[2])
-
-    def _entry(self, i, j, **kwargs) -> sp.Expr:
-        from sympy.matrices.expressions.matexpr import MatrixElement
-
-        return MatrixElement(self, i, j)
 
 
 class Loop(sp.Basic):
@@ -260,7 +268,7 @@ class Loop(sp.Basic):
         return int(self.args[8])
 
 
-class Recurrence(sp.MatrixExpr):
+class Recurrence(_Applied):
     """A loop (an IR ``SCAN``) applied to its operands (first carry, sequences, invariants),
     printed as its named operator (``\\mathcal{R}_{1}``) whose body the derivation's
     "Recurrence" section prints; its value stacks each step's output, step t at columns
@@ -269,9 +277,6 @@ class Recurrence(sp.MatrixExpr):
     def __new__(cls, name: str | sp.Symbol, loop: Loop, shape: Shape, *operands: sp.Basic) -> "Recurrence":
         return sp.Basic.__new__(cls, _sym(name), loop, sp.Tuple(*shape), *operands)
 
-    def doit(self, **hints) -> "Recurrence":
-        return self
-
     @property
     def name(self) -> str:
         return self.args[0].name
@@ -279,19 +284,6 @@ class Recurrence(sp.MatrixExpr):
     @property
     def loop(self) -> Loop:
         return self.args[1]
-
-    @property
-    def shape(self):
-        return tuple(self.args[2])
-
-    @property
-    def operands(self) -> tuple[sp.Basic, ...]:
-        return tuple(self.args[3:])
-
-    def _entry(self, i, j, **kwargs) -> sp.Expr:
-        from sympy.matrices.expressions.matexpr import MatrixElement
-
-        return MatrixElement(self, i, j)
 
 
 class Entry(sp.Expr):
@@ -303,7 +295,7 @@ class Entry(sp.Expr):
     is_Atom = True
 
     def __new__(cls, mat: sp.Basic, i: sp.Expr, j: sp.Expr) -> "Entry":
-        return sp.Basic.__new__(cls, mat, sp.sympify(i), sp.sympify(j))
+        return sp.Basic.__new__(cls, mat, _size(i), _size(j))
 
     def doit(self, **hints) -> "Entry":
         return self
