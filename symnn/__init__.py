@@ -26,6 +26,8 @@ from .optim import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMS
 from .registry import register_activation, register_loss
 from . import spec_toml
 from .spec_toml import dumps_spec, load_spec, loads_spec
+from .distributed.sweep import sweep
+from .distributed.sweep_result import SweepResult
 
 __version__ = "0.1.0"
 
@@ -55,6 +57,8 @@ __all__ = [
     "save",
     "TrainResult",
     "train",
+    "SweepResult",
+    "sweep",
     "Activation",
     "Concat",
     "Dense",

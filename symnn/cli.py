@@ -1,6 +1,6 @@
 """The ``symnn`` command.
 
-``latex SPEC``, ``emit SPEC``, ``check SPEC`` and ``train SPEC --data CSV`` work on TOML spec
+``latex SPEC``, ``emit SPEC``, ``check SPEC``, ``train SPEC --data CSV`` and ``sweep SPEC`` work on TOML spec
 files (:mod:`symnn.spec_toml`, examples in ``examples/``); ``demo``, ``regen`` and ``cache``
 need none. A user mistake prints one line ``symnn: error: ...`` and exits with status 2;
 a failed gradient check exits with status 1.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .backends import registry as backends
-from .errors import SymnnError
+from .errors import ConfigError, SymnnError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a spec on a CSV file")
     train.add_argument("spec", help="TOML network spec (its [train] table gives the settings)")
-    train.add_argument("--data", required=True, help="CSV: inputs, then targets (or one integer label); "
+    train.add_argument("--data", required=True, help="CSV, or Parquet files (a path or a quoted glob ending in "
+                       ".parquet: one part per file, read by the workers): inputs, then targets (or one integer label); "
                        "an image input [C, H, W] is C*H*W columns, row-major (x.reshape(N, -1) of NCHW); "
                        "a first line that is not numbers is taken for column names")
     train.add_argument("--header", action="store_true",
@@ -55,6 +56,28 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--backend", choices=[*backends.names(), "auto"], help="overrides [train] backend")
     train.add_argument("--epochs", type=int, help="overrides [train] epochs")
     train.add_argument("--progress", action="store_true", help="show a progress bar (needs tqdm)")
+    train.add_argument("--scheduler", help="train data-parallel on Dask: local:N (N worker processes here) or a "
+                       "scheduler address such as tcp://10.0.0.1:8786 (needs symnn[distributed])")
+    train.add_argument("--parts", type=int, help="gradient blocks per step for CSV data (default with --scheduler: "
+                       "one per worker); Parquet data are parted by file")
+    train.add_argument("--checkpoint", help="keep the run's state in this file; an existing one is resumed")
+    train.add_argument("--checkpoint-every", type=int, default=1, metavar="K",
+                       help="write the checkpoint every K epochs (default 1)")
+
+    sweep = sub.add_parser("sweep", help="train a spec once per point of a hyperparameter grid; print "
+                           "the table of results")
+    sweep.add_argument("spec", help="TOML network spec (its [train] table gives the settings not swept)")
+    sweep.add_argument("--data", required=True, help="CSV, as symnn train reads it")
+    sweep.add_argument("--header", action="store_true", help="skip the first line of the CSV whatever it holds")
+    sweep.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                       help="a swept key and its values (repeat for more keys; the first is slowest): "
+                       "optimizer, its hyperparameters (lr, momentum, ...), l1, l2, epochs, batch_size, seed")
+    sweep.add_argument("--scheduler", help="run the points on Dask: local:N (N worker processes here) or a "
+                       "scheduler address (needs symnn[distributed]); default: in turn, in this process")
+    sweep.add_argument("--epochs", type=int, help="overrides [train] epochs")
+    sweep.add_argument("--backend", choices=[*backends.names(), "auto"], help="overrides [train] backend")
+    sweep.add_argument("--out", help="write the table here as CSV")
+    sweep.add_argument("--plot", help="write a PNG of the metric over the grid here (needs matplotlib)")
 
     report = sub.add_parser("report", help="an HTML page or PDF of the derivation beside the emitted code")
     report.add_argument("spec", help="TOML network spec")
@@ -271,22 +294,40 @@ def _data_line(data_path: str, skip: int, row: int) -> int:
     return skip + row + 1  # not reached for a file loadtxt read; a plain count otherwise
 
 
-def _train_from_csv(spec, data_path: str, progress: bool, backend: str | None = None,
-                    epochs: int | None = None, header: bool = False):
+def _read_csv(net, data_path: str, header: bool):
+    """``(X, Y)`` for ``net`` from the CSV file at ``data_path`` (see :func:`_csv_columns`)."""
     import numpy as np
 
     from .errors import DataError
-    from .optim import optimizer
-    from .train import train
 
-    net, settings = spec.network, dict(spec.train)
     skip = _header_lines(data_path, header)
     try:
         data = np.loadtxt(data_path, delimiter=",", ndmin=2, skiprows=skip, encoding="utf-8-sig")
     except ValueError as exc:
         raise DataError(f"{data_path} is not a numeric CSV file (only a first line of column names may "
                         f"hold text; --header skips the first line whatever it holds): {exc}") from exc
-    X, Y = _csv_columns(net, data, data_path, skip)
+    return _csv_columns(net, data, data_path, skip)
+
+
+def _is_parquet(data_path: str) -> bool:
+    return data_path.endswith(".parquet")
+
+
+def _train_from_csv(spec, data_path: str, progress: bool, backend: str | None = None,
+                    epochs: int | None = None, header: bool = False, **parallel):
+    from .optim import optimizer
+    from .train import train
+
+    net, settings = spec.network, dict(spec.train)
+    if _is_parquet(data_path):
+        from .distributed.parts import read_parquet
+
+        if len(net.input_shapes) != 1:
+            raise ConfigError("Parquet data are read by column position into one input; this network has "
+                              f"{len(net.input_shapes)} inputs")
+        X, Y = read_parquet(data_path, int(net.n_in))
+    else:
+        X, Y = _read_csv(net, data_path, header)
     kw = {k: settings[k] for k in ("epochs", "batch_size", "seed", "validation_split", "patience",
                                      "standardize", "backend", "dtype") if k in settings}
     if backend:
@@ -294,8 +335,9 @@ def _train_from_csv(spec, data_path: str, progress: bool, backend: str | None = 
     if epochs:
         kw["epochs"] = epochs
     kw.setdefault("backend", "auto")
+    kw.update({k: v for k, v in parallel.items() if v is not None})
     result = train(net, X, Y, optimizer=optimizer(**_optimizer_table(settings)), progress=progress, **kw)
-    result.data = (X, Y)
+    result.data = None if _is_parquet(data_path) else (X, Y)
     return result
 
 
@@ -304,19 +346,43 @@ def _train(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     net = spec.network
-    result = _train_from_csv(spec, args.data, args.progress, args.backend, args.epochs, args.header)
+    result = _train_from_csv(spec, args.data, args.progress, args.backend, args.epochs, args.header,
+                             client=args.scheduler, parts=args.parts, checkpoint=args.checkpoint,
+                             checkpoint_every=args.checkpoint_every)
     from .decision import is_classifier
 
-    X, Y = result.data
     h = result.history
-    rows = len(next(iter(X.values()))) if isinstance(X, dict) else len(X)
-    print(f"trained {len(h.train_loss)} epochs ({result.steps} steps) on {rows} rows with "
+    where = f" on {args.scheduler}" if args.scheduler else ""
+    if result.data is None:
+        rows = "the Parquet data"
+    else:
+        X, Y = result.data
+        rows = f"{len(next(iter(X.values()))) if isinstance(X, dict) else len(X)} rows"
+    print(f"trained {len(h.train_loss)} epochs ({result.steps} steps) on {rows}{where} with "
           f"{result.kernel.optimizer.describe()}, backend {result.kernel.backend}")
     print(f"final train loss {h.train_loss[-1]:.6f}; best epoch {result.best_epoch}")
-    if is_classifier(net):
+    if is_classifier(net) and result.data is not None:
         print(f"training accuracy: {result.accuracy(X, Y):.4f}")
     if args.out:
         print(f"saved {result.save(Path(args.out))}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .distributed.sweep import sweep
+    from .distributed.sweep_grid import parse_grid
+    from .spec_toml import load_spec
+
+    spec = load_spec(args.spec)
+    grid = parse_grid(args.grid)
+    X, Y = _read_csv(spec.network, args.data, args.header)
+    kw = {k: v for k, v in (("epochs", args.epochs), ("backend", args.backend)) if v is not None}
+    result = sweep(spec, grid, X, Y, client=args.scheduler, **kw)
+    print(result.text())
+    if args.out:
+        print(f"saved {result.to_csv(args.out)}")
+    if args.plot:
+        print(f"saved {result.plot(args.plot)}")
     return 0
 
 
@@ -332,8 +398,6 @@ def _report(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.suffix not in _REPORT_SUFFIXES:  # before the spec is read or anything trained
-        from .errors import ConfigError
-
         raise ConfigError(f"report output must end in {', '.join(_REPORT_SUFFIXES)}, got {out.name!r}")
     spec = load_spec(args.spec)
     result = _train_from_csv(spec, args.train, progress=False) if args.train else None
@@ -445,7 +509,7 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"latex": _latex, "emit": _emit, "check": _check, "train": _train, "report": _report,
+_COMMANDS = {"latex": _latex, "emit": _emit, "check": _check, "train": _train, "sweep": _sweep, "report": _report,
              "bench": _bench, "from-torch": _from_torch, "from-onnx": _from_onnx,
              "demo": _demo,
              "regen": _regen, "cache": _cache}

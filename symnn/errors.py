@@ -127,3 +127,9 @@ class UntrustedInputError(SpecError):
     """A string or number from a file would reach emitted code, a path, a LaTeX document or a
     process in a form symnn does not accept (a name that is not a plain identifier, a LaTeX
     command outside the math whitelist, an expression over the size budget)."""
+
+
+class WorkerLostError(SymnnError, RuntimeError):
+    """Data-parallel training could not finish a step: its workers kept dying on every retry,
+    or the Dask cluster has no worker left. The parameters are those before the step (resume
+    from the last checkpoint, ``checkpoint=``)."""

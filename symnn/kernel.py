@@ -424,6 +424,63 @@ class Kernel(Arguments):
         except FloatingPointError as exc:  # the NumPy module's refusal; C returns a status
             raise NonFiniteError(str(exc)) from exc
 
+    def train_gradient(self, theta: np.ndarray, X: object, Y: object, step: int = 1,
+                       seed: int = 0) -> tuple[float, np.ndarray]:
+        """The loss and flat gradient (laid out as ``theta``) that :meth:`train_step` would take
+        for this batch, with nothing updated: the training program's (dropout masks keyed by
+        ``seed`` and ``step``; a batch norm's new running statistics in its buffers' places).
+
+        With :meth:`apply_gradient` it splits a train step in two, so that gradients of several
+        batches can be summed first (weighted by their share of the rows): data-parallel
+        training (:mod:`symnn.distributed`), gradient accumulation. A non-finite loss or
+        gradient raises :class:`NonFiniteError`."""
+        self._require_optimizer()
+        theta = self._in_place(theta, "theta", (self.n_params,))
+        step, seed = self._step_and_seed(step, seed)
+        if self.check_finite:
+            _require_finite(theta, "theta")
+        x = self.inputs(X)
+        y = self.targets(Y, x.shape[0])
+        extra = (seed,) if self.network.has_dropout else ()
+        try:
+            loss, grad = self.module._train_gradient(theta, x, y, step, *extra)
+        except FloatingPointError as exc:
+            raise NonFiniteError(str(exc)) from exc
+        return float(loss), grad
+
+    def apply_gradient(self, theta: np.ndarray, state: np.ndarray, grad: object, step: int) -> None:
+        """One optimiser step, in place on ``theta`` and ``state``, on a gradient already
+        computed (:meth:`train_gradient`'s, or a row-weighted sum of several). The emitted
+        update of :meth:`train_step`, with its clipping and all-or-nothing rule: an update that
+        would make a parameter or state entry non-finite raises :class:`NonFiniteError` and
+        changes nothing. ``grad`` is not modified."""
+        opt = self._require_optimizer()
+        theta = self._in_place(theta, "theta", (self.n_params,))
+        state = self._in_place(state, "state", (len(opt.state), self.n_params))
+        step, _ = self._step_and_seed(step, 0)
+        g = as_real_array(grad, "grad")
+        if g.shape != (self.n_params,):
+            raise ShapeError(f"grad must have shape ({self.n_params},), got {g.shape}")
+        for a, b, arr_a, arr_b in (("theta", "state", theta, state), ("theta", "grad", theta, g),
+                                   ("state", "grad", state, g)):
+            if np.may_share_memory(arr_a, arr_b):
+                raise DataError(f"apply_gradient: {a} and {b} overlap in memory; theta and state are updated in "
+                                "place (the C API's SYMNN_ERR_ALIAS)")
+        if not all_finite(g):  # train_step refuses such a gradient the same way
+            raise NonFiniteError("apply_gradient: grad holds NaN or infinity; nothing was updated")
+        try:
+            self.module._apply_gradient(theta, state, g.astype(self.dtype, copy=False), step)
+        except FloatingPointError as exc:
+            raise NonFiniteError(str(exc)) from exc
+
+    @staticmethod
+    def _step_and_seed(step: object, seed: object) -> tuple[int, int]:
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+            raise ConfigError(f"step must be an integer >= 1 (it counts from 1), got {step!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+            raise ConfigError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        return int(step), int(seed)
+
     # -- kernels -----------------------------------------------------------------------------
     def forward(self, params: Mapping[str, Any], X: object) -> "np.ndarray | dict[str, np.ndarray]":
         """Network output for a batch ``X`` of shape (N, n_in); with several outputs, a dict

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import numbers
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -151,12 +152,19 @@ def train(
     standardize: bool = False,
     progress: bool = False,
     verbose: bool = False,
+    client: object = None,
+    parts: int | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 1,
 ) -> TrainResult:
     """Train ``net`` on (X, Y) with an emitted optimiser step.
 
     Args:
         net: the network.
-        X, Y: training data (Y: targets, or integer labels for the built-in cross-entropy).
+        X, Y: training data (Y: targets, or integer labels for the built-in cross-entropy):
+            arrays, or dask arrays / DataFrames partitioned alike along rows (data-parallel
+            training: each partition is a part, see ``parts``; :func:`symnn.distributed.read_parquet`
+            reads a Parquet dataset so).
         optimizer: an :class:`~symnn.optim.Optimizer` (``sn.Adam(lr=1e-3)``) or a name.
         epochs, batch_size: passes over the data and rows per step (the last batch is smaller).
         backend, dtype: as in :func:`symnn.compile`.
@@ -175,10 +183,25 @@ def train(
         progress: show a tqdm progress bar over the epochs (``pip install "symnn[progress]"``;
             without tqdm a warning says so and training goes on without a bar).
         verbose: print one line per epoch.
+        client: train data-parallel on Dask (``pip install "symnn[distributed]"``): a
+            ``distributed.Client``, ``"local:N"`` (a LocalCluster of N processes for this call)
+            or a scheduler address. Each worker builds the kernel from its recipe and computes
+            the gradient of its parts' blocks; the blocks' gradients are summed along one fixed
+            tree, so the parameters are bitwise equal to ``client=None`` with the same ``parts``,
+            on any number of workers (docs/scale_out.md).
+        parts: split in-memory training rows into this many contiguous parts; each step trains
+            on a block of every part (``numpy.array_split`` of a seeded shuffle of the part), one
+            gradient per block, summed along the fixed tree. Without ``client`` this is the
+            single-process reference of a data-parallel run. Default: one part per worker with a
+            client; the classic single-batch step (a global shuffle) without one.
+        checkpoint: a file that keeps the run's state every ``checkpoint_every`` epochs (written
+            atomically); if it exists when training starts, the run resumes from it and ends with
+            the parameters an undisturbed run gives. A checkpoint of other settings is refused.
 
     Raises:
         ConfigError: bad settings, before any work.
         NonFiniteError: a non-finite loss or parameter, naming the epoch, step and tensor.
+        WorkerLostError: data-parallel training lost its workers on every retry of a step.
     """
     from .driver import compile as compile_kernel
 
@@ -194,13 +217,19 @@ def train(
         raise ConfigError("pass validation=(X, Y) or validation_split, not both")
     if patience is not None and validation is None and not validation_split:
         raise ConfigError("early stopping (patience) needs validation data or a validation_split")
+    plan = _parallel_plan(X, Y, client, parts, validation_split, standardize)
+    every = _checkpoint_plan(checkpoint, checkpoint_every)
     if kernel is None:
         kernel = compile_kernel(net, backend=backend, dtype=dtype, optimizer=optimizer)
     elif kernel.optimizer is None:
         raise ConfigError("kernel= must be compiled with an optimizer")
-    x_all = kernel.inputs(X)
-    y_all = kernel.targets(Y, x_all.shape[0])
     rng = np.random.default_rng(seed)
+    if plan.dask:
+        x_tr = y_tr = None
+    else:
+        x_all = kernel.inputs(X)
+        y_all = kernel.targets(Y, x_all.shape[0])
+    x_val = y_val = None
     if validation_split:
         order = rng.permutation(x_all.shape[0])
         n_val = int(round(float(validation_split) * x_all.shape[0]))
@@ -211,8 +240,8 @@ def train(
         x_val, y_val = x_all[val_idx], y_all[val_idx]
         x_tr, y_tr = x_all[tr_idx], y_all[tr_idx]
     else:
-        x_tr, y_tr = x_all, y_all
-        x_val = y_val = None
+        if not plan.dask:
+            x_tr, y_tr = x_all, y_all
         if validation is not None:
             x_val = kernel.inputs(validation[0])
             y_val = kernel.targets(validation[1], x_val.shape[0])
@@ -227,29 +256,200 @@ def train(
     elif classification and net.several_outputs:
         raise ConfigError("classification=True reports one accuracy; this network has several outputs "
                           "(use predict for each output's labels)")
-    if y_tr.dtype.kind == "i" and kernel.backend == "c":
+    if y_tr is not None and y_tr.dtype.kind == "i" and kernel.backend == "c":
         y_tr = y_tr.astype(np.int32)  # the C labels kernels take int32: convert once
     theta = kernel.pack(params if params is not None else net.init_params(seed=seed, dtype=dtype))
     state = kernel.init_state()
-    history = History()
-    best = (math.inf, theta.copy(), 0)
-    step, n = 0, x_tr.shape[0]
-    stale = 0
-    bar = _progress_bar(epochs) if progress else None
-    dropout_seed = (seed % 2**64,) if net.has_dropout else ()  # masks keyed by (seed, step)
-    bounds = _batch_bounds(net, n, batch_size)
-    for epoch in range(1, epochs + 1):
-        order = rng.permutation(n)
+    with _steps(plan, kernel, X, Y, x_tr, y_tr, batch_size, seed, rng) as steps:
+        return _epochs(kernel, steps, theta, state, epochs, x_val, y_val, classification, patience,
+                       progress, verbose, standardizer, checkpoint, every)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the steps of a run are computed: the classic one-batch step, or blocks of parts (in
+    this process, or on a Dask cluster)."""
+
+    client: object
+    parts: int | None
+    dask: bool
+
+    @property
+    def blocks(self) -> bool:
+        return self.client is not None or self.parts is not None or self.dask
+
+
+def _parallel_plan(X: object, Y: object, client: object, parts: object, validation_split: object,
+                   standardize: bool) -> _Plan:
+    """Check the data-parallel settings before any work."""
+    from .distributed.cluster import check_client_argument
+    from .distributed.parts import is_distributed_source
+
+    check_client_argument(client)
+    dask = is_distributed_source(X, Y)
+    if parts is not None and (isinstance(parts, bool) or not isinstance(parts, numbers.Integral) or int(parts) < 1):
+        raise ConfigError(f"parts must be a positive integer (gradient blocks per step), got {parts!r}")
+    if dask and parts is not None:
+        raise ConfigError("parts= is for in-memory arrays; dask data are parted by their row chunks or partitions "
+                          "(rechunk or repartition to choose them)")
+    if dask and (validation_split or standardize):
+        raise ConfigError("validation_split and standardize need the training rows in memory; with dask data pass "
+                          "validation=(X, Y) and standardise the data beforehand")
+    return _Plan(client, None if parts is None else int(parts), dask)
+
+
+def _checkpoint_plan(checkpoint: object, every: object) -> int:
+    from .checkpoint import positive_every
+
+    if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
+        raise ConfigError(f"checkpoint must be a file path, got {type(checkpoint).__name__}")
+    return positive_every(every)
+
+
+class _OneBatchSteps:
+    """The classic step: a global shuffle each epoch, each batch one call of the emitted
+    ``train_step``."""
+
+    def __init__(self, kernel: Kernel, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
+                 rng: np.random.Generator) -> None:
+        self.kernel, self.x, self.y, self.rng = kernel, x, y, rng
+        self.n = x.shape[0]
+        self.bounds = _batch_bounds(kernel.network, self.n, batch_size)
+        self.dropout_seed = (seed % 2**64,) if kernel.network.has_dropout else ()  # masks keyed by (seed, step)
+        self.settings = {"rows": self.n, "batch_size": batch_size, "seed": seed}
+
+    def epoch(self, epoch: int, theta: np.ndarray, state: np.ndarray, step: int) -> tuple[float, int]:
+        order = self.rng.permutation(self.n)
         total = 0.0
-        for start, stop in bounds:
+        module = self.kernel.module
+        for start, stop in self.bounds:
             idx = order[start:stop]
             step += 1
             try:
-                loss = kernel.module._train_step(theta, state, x_tr[idx], y_tr[idx], step, *dropout_seed)
+                loss = module._train_step(theta, state, self.x[idx], self.y[idx], step, *self.dropout_seed)
             except (FloatingPointError, NonFiniteError):  # refused: nothing was updated
-                raise NonFiniteError(_non_finite(kernel, theta, x_tr[idx], y_tr[idx], epoch, step)) from None
+                raise NonFiniteError(_non_finite(self.kernel, theta, self.x[idx], self.y[idx], epoch, step)) from None
             total += loss * len(idx)
-        history.train_loss.append(total / n)
+        return total / self.n, step
+
+    def rng_state(self) -> dict | None:
+        return self.rng.bit_generator.state
+
+    def restore(self, state: dict | None) -> None:
+        if state is not None:
+            self.rng.bit_generator.state = state
+
+
+class _BlockSteps:
+    """Data-parallel steps: every part gives a block, the blocks' gradients are summed along
+    the schedule's tree (:mod:`symnn.distributed.schedule`), then the emitted update runs
+    (``apply_gradient``) here, on the driver."""
+
+    def __init__(self, kernel: Kernel, runner, batch_size: int, seed: int) -> None:
+        from .distributed.schedule import Schedule
+
+        self.kernel, self.runner = kernel, runner
+        self.schedule = Schedule(tuple(runner.sizes), batch_size, seed)
+        from .batchnorm import single_value_channel
+
+        smallest = min(n // self.schedule.steps_per_epoch for n in self.schedule.sizes)
+        short = single_value_channel(kernel.network, max(smallest, 1)) if smallest < 2 else None
+        if short is not None:
+            raise DataError(f"{short} would see a block of {smallest} row(s) of a part (parts of {min(runner.sizes)} "
+                            f"rows dealt into {self.schedule.steps_per_epoch} steps): its running variance is "
+                            "undefined there; use fewer parts or a larger batch_size")
+        self.settings = {"sizes": list(self.schedule.sizes), "batch_size": batch_size, "seed": seed, "blocks": True}
+
+    def epoch(self, epoch: int, theta: np.ndarray, state: np.ndarray, step: int) -> tuple[float, int]:
+        schedule = self.schedule
+        total = 0.0
+        for s in range(schedule.steps_per_epoch):
+            rows = sum(schedule.step_rows(epoch, s))
+            if rows == 0:  # no part has a row left for this step (tiny parts, batch_size 1)
+                continue
+            step += 1
+            vec = self.runner.step(schedule, theta, epoch, s, step)
+            loss = float(vec[-1])
+            try:
+                self.kernel.module._apply_gradient(theta, state, vec[:-1], step, loss)
+            except (FloatingPointError, NonFiniteError) as exc:
+                raise NonFiniteError(f"epoch {epoch}, step {step}: {exc}") from None
+            total += loss * rows
+        return total / schedule.n_rows, step
+
+    def rng_state(self) -> dict | None:
+        return None  # the blocks depend on (seed, epoch, part) only
+
+    def restore(self, state: dict | None) -> None:
+        pass
+
+
+@contextmanager
+def _steps(plan: _Plan, kernel: Kernel, X: object, Y: object, x_tr, y_tr, batch_size: int, seed: int,
+           rng: np.random.Generator) -> Iterator[object]:
+    """The run's step strategy, with the cluster (and the parts on it) open for the run."""
+    if not plan.blocks:
+        yield _OneBatchSteps(kernel, x_tr, y_tr, batch_size, seed, rng)
+        return
+    from .distributed import parts as parts_mod
+    from .distributed.executor import ClusterSteps, LocalSteps
+    from .distributed.worker import recipe_of
+
+    recipe = recipe_of(kernel, seed)
+    if plan.client is None:
+        source = (parts_mod.from_dask(X, Y) if plan.dask else parts_mod.in_memory(x_tr, y_tr, plan.parts))
+        runner = LocalSteps(recipe, source)
+        try:
+            yield _BlockSteps(kernel, runner, batch_size, seed)
+        finally:
+            runner.close()
+        return
+    from .distributed.cluster import connect
+
+    with connect(plan.client) as client:
+        if plan.dask:
+            source = parts_mod.from_dask(X, Y)
+        else:
+            n_parts = plan.parts if plan.parts is not None else len(client.scheduler_info(n_workers=-1)["workers"])
+            source = parts_mod.in_memory(x_tr, y_tr, n_parts)
+        runner = ClusterSteps(client, recipe, source)
+        try:
+            yield _BlockSteps(kernel, runner, batch_size, seed)
+        finally:
+            runner.close()
+
+
+def _epochs(kernel: Kernel, steps, theta: np.ndarray, state: np.ndarray, epochs: int, x_val, y_val,
+            classification: bool, patience: int | None, progress: bool, verbose: bool,
+            standardizer: Standardizer | None, checkpoint: str | Path | None, every: int) -> TrainResult:
+    """The epochs: steps, validation, early stopping, history, checkpoints."""
+    from . import checkpoint as ckpt
+
+    history = History()
+    best = (math.inf, theta.copy(), 0)
+    step, stale, first = 0, 0, 1
+    digest = ""
+    if checkpoint is not None:
+        digest = ckpt.fingerprint(source=kernel.source, backend=kernel.backend, **steps.settings,
+                                  validation=None if x_val is None else int(x_val.shape[0]))
+        saved = ckpt.load(checkpoint, digest, theta, state)
+        if saved is not None:
+            theta[...], state[...] = saved.theta, saved.state
+            history = History(saved.train_loss, saved.val_loss, saved.val_accuracy)
+            best = (saved.best_loss, saved.best_theta, saved.best_epoch)
+            step, stale, first = saved.step, saved.stale, saved.epoch + 1
+            steps.restore(saved.rng_state)
+            if verbose:
+                print(f"  resumed from {checkpoint} after epoch {saved.epoch}")
+    bar = _progress_bar(epochs) if progress else None
+    if bar is not None and first > 1:
+        bar.update(first - 1)  # the epochs the checkpoint already holds
+    stopped = patience is not None and stale >= patience and first > 1
+    for epoch in range(first, epochs + 1):
+        if stopped:
+            break
+        mean_loss, step = steps.epoch(epoch, theta, state, step)
+        history.train_loss.append(mean_loss)
         val_loss = val_acc = math.nan
         if x_val is not None:
             current = kernel.unpack(theta)
@@ -260,18 +460,21 @@ def train(
         history.val_accuracy.append(val_acc)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{total / n:.4f}", **({"val": f"{val_loss:.4f}"} if x_val is not None else {}))
+            bar.set_postfix(loss=f"{mean_loss:.4f}", **({"val": f"{val_loss:.4f}"} if x_val is not None else {}))
         if verbose:
             extra = f", val loss {val_loss:.4f}" if x_val is not None else ""
             extra += f", val accuracy {val_acc:.4f}" if classification and x_val is not None else ""
-            print(f"  epoch {epoch:3d}: train loss {total / n:.4f}{extra}")
+            print(f"  epoch {epoch:3d}: train loss {mean_loss:.4f}{extra}")
         if x_val is not None:
             if val_loss < best[0]:  # False for NaN: never an improvement
                 best, stale = (val_loss, theta.copy(), epoch), 0
             else:
                 stale += 1
-                if patience is not None and stale >= patience:
-                    break
+                stopped = patience is not None and stale >= patience
+        if checkpoint is not None and (epoch % every == 0 or epoch == epochs or stopped):
+            ckpt.save(checkpoint, digest, ckpt.Checkpoint(epoch, step, theta, state, history.train_loss,
+                                                          history.val_loss, history.val_accuracy, best[0],
+                                                          best[1], best[2], stale, steps.rng_state()))
     if bar is not None:
         bar.close()
     if x_val is not None and best[2] > 0:

@@ -215,23 +215,24 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         n_state = len(optimizer.state)
         lg = work_need["loss_and_grad_train" if train_kernel else "loss_and_grad"]
         mask_rows = sum(m["width"] for m in masks)
-        n_buffer = sum(hi - lo for lo, hi in buffer_ranges)
-        # work: the gradient, the buffers' new values, the dropout masks, then the
-        # loss-and-gradient kernel's own work. The update is written only after a first pass
-        # over it has found every new value finite (all or nothing), so it keeps no old values.
-        fresh = n_params + n_buffer
-        work_need["train_step"] = (lg[0] + mask_rows, lg[1] + fresh)
+        # train_gradient's work: the dropout masks, then the loss-and-gradient kernel's own;
+        # train_step's: the gradient, then train_gradient's. The update is written only after a
+        # first pass over it has found every new value finite (all or nothing), so it keeps no
+        # old values; the buffers' new values go from the gradient to the parameters.
+        work_need["train_gradient"] = (lg[0] + mask_rows, lg[1])
+        work_need["train_step"] = (lg[0] + mask_rows, lg[1] + n_params)
         variants += [("train_step", False)] + ([("train_step", True)] if labels else [])
+        variants += [("train_gradient", False)] + ([("train_gradient", True)] if labels else [])
         train = _train_context(optimizer, printer, real, n_params)
         train["masks"] = masks
         train["ranges"] = trainable_ranges if still else []
         train["buffers"] = buffer_ranges
-        train["buffer_work"] = f"work + {n_params}"
-        offset_a, offset_b = 0, fresh
-        for m in masks:  # each mask is n x width reals after the gradient
-            m["init"] = f"work + {size_code(offset_a, offset_b)}"
+        train["clip_ranges"] = _complement(buffer_ranges, n_params)
+        offset_a, offset_b = 0, 0
+        for m in masks:  # each mask is n x width reals at the start of train_gradient's work
+            m["init"] = f"work + {size_code(offset_a, offset_b)}" if offset_a else "work"
             offset_a += m["width"]
-        train["lg_work"] = f"work + {size_code(offset_a, offset_b)}"
+        train["lg_work"] = f"work + {size_code(offset_a, offset_b)}" if offset_a else "work"
         train["lg_call"] = "loss_and_grad_train" if train_kernel else "loss_and_grad"
     for kname, with_labels in variants:
         a, b = work_need[kname]
@@ -239,6 +240,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             a, b = a + one_hot[0], b + one_hot[1]
         fname = f"{prefix}_{kname}" + ("_labels" if with_labels else "")
         is_train = kname == "train_step"
+        stepped = kname in ("train_step", "train_gradient")  # takes the step (and the dropout seed)
         sig = [f"{real} *params"] if is_train else [f"{rp}params"]
         nulls = ["params == NULL"]
         ins = [] if is_train else [p_rng]
@@ -260,7 +262,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
                 nulls.append("Y == NULL")
                 ins.append(y_rng)
         sig.append("ptrdiff_t n")
-        if is_train:
+        if stepped:
             sig.append("int64_t step")
             if masks:
                 sig.append("uint64_t seed")
@@ -272,7 +274,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             sig.append(f"{real} *loss")
             nulls.append("loss == NULL")
             outs.append(("loss", sz))
-        if kname == "loss_and_grad":
+        if kname in ("loss_and_grad", "train_gradient"):
             sig.append(f"{real} *grad")
             nulls.append("grad == NULL")
             outs.append(("grad", f"(size_t){n_params}*{sz}"))
@@ -287,9 +289,9 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         y_arg = "onehot" if with_labels else "Y"
         call_args = ["params"] + (["state" if n_state else "NULL"] if is_train else [])
         call_args += ["X"] + ([y_arg] if kname != "forward" else []) + ["n"]
-        call_args += (["step"] + (["seed"] if masks else [])) if is_train else []
+        call_args += (["step"] + (["seed"] if masks else [])) if stepped else []
         call_args += ["yhat"] if kname == "forward" else ["loss"]
-        call_args += ["grad"] if kname == "loss_and_grad" else []
+        call_args += ["grad"] if kname in ("loss_and_grad", "train_gradient") else []
         call_args.append("work")
         decl = f"int {fname}({', '.join(sig)})"
         publics.append({
@@ -302,10 +304,17 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             "dense_need": size_code(*work_need[kname]),
             "alias_pairs": pairs,
             "labels": with_labels,
-            "step_check": is_train,
+            "step_check": stepped,
             "call": f"{prefix}__{kname}({', '.join(call_args)})",
         })
         protos.append({"doc": _proto_doc(kname, with_labels, n_out), "decl": decl})
+    if optimizer is not None:
+        protos.append({"doc": ["One optimiser step on a gradient already computed: train_gradient's, or the sum of",
+                               "several batches' weighted by their share of the rows (data-parallel training).",
+                               "params and state are updated in place, grad[N_PARAMS] is overwritten (clipping).",
+                               "All or nothing, as train_step; step counts from 1."],
+                       "decl": f"int {prefix}_apply_gradient({real} *params, {f'{real} *state, ' if n_state else ''}"
+                               f"{real} *grad, int64_t step)"})
 
     per_row = max([w[0] + (one_hot[0] if labels and k != "forward" else 0) for k, w in work_need.items()])
     fixed = max(w[1] for w in work_need.values())
@@ -357,11 +366,11 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "index_blocks": index_blocks(net),
         "image_inputs": [(name, tuple(int(d) for d in shape)) for name, shape in net.input_shapes if len(shape) > 1],
         # each kernel's own need (the *_labels variants add n*N_OUT for the one-hot rows)
-        "work_by_kernel": [(k, _formula(*work_need[k])) for k in (*KERNELS, "train_step") if k in work_need],
+        "work_by_kernel": [(k, _formula(*work_need[k])) for k in (*KERNELS, "train_step", "train_gradient") if k in work_need],
         # each kernel's own need as macros, and how much of it per row is the steps its loops
         # store (a recurrence's outputs and residuals: it grows with T; the rest does not)
         "kernel_work": [(k.upper(), *work_need[k], _stored_per_row(plans, k))
-                        for k in (*KERNELS, "train_step") if k in work_need],
+                        for k in (*KERNELS, "train_step", "train_gradient") if k in work_need],
         "work_max": need_code(per_row, fixed),
         "max_row": max_row,
         "guard": f"{prefix.upper()}_SYMNN_H",
@@ -560,11 +569,29 @@ def _doc(kname: str, labels: bool, n_out: int) -> str:
         "loss": "mean loss plus penalties",
         "loss_and_grad": "loss and its gradient with respect to every parameter",
         "train_step": "one optimiser step in place on params and state; returns the loss before it",
+        "train_gradient": "the loss and gradient a train step takes (dropout masks from seed and step)",
         "loss_and_grad_train": "loss and gradient with dropout masks",
     }[kname] + (f"; int32_t labels in [0, {n_out})" if labels else "")
 
 
+def _complement(ranges: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The parts of [0, n) outside the sorted, disjoint ``ranges``."""
+    out, at = [], 0
+    for lo, hi in sorted(ranges):
+        if lo > at:
+            out.append((at, lo))
+        at = max(at, hi)
+    return out + ([(at, n)] if at < n else [])
+
+
 def _proto_doc(kname: str, labels: bool, n_out: int) -> list[str]:
+    if kname == "train_gradient":
+        lines = ["*loss and grad[N_PARAMS] of the training program, as train_step takes them (dropout masks",
+                 "from seed and step; a batch norm's new running statistics in its buffers' places); nothing",
+                 "is updated. step counts from 1; a non-finite loss or gradient returns SYMNN_ERR_NONFINITE."]
+        if labels:
+            lines.append(f"Targets are int32_t class labels in [0, {n_out}).")
+        return lines
     if kname == "train_step":
         lines = ["One optimiser step in place: params[N_PARAMS] and state[N_STATE x N_PARAMS] are updated",
                  "(state starts at zero); step counts from 1 (step < 1 returns SYMNN_ERR_ARG).",

@@ -59,8 +59,11 @@ class CKernelModule:
         self.dropout = dropout
         if n_state is not None:
             self._fn["train_step"] = getattr(self.lib, f"{prefix}_train_step")
+            self._fn["train_gradient"] = getattr(self.lib, f"{prefix}_train_gradient")
+            self._fn["apply_gradient"] = getattr(self.lib, f"{prefix}_apply_gradient")
             if labels:
                 self._fn["train_step_labels"] = getattr(self.lib, f"{prefix}_train_step_labels")
+                self._fn["train_gradient_labels"] = getattr(self.lib, f"{prefix}_train_gradient_labels")
         self._layout = layout
         self.n_in = int(getattr(self.lib, f"{prefix.upper()}_N_IN"))
         #: one image input's sample shape (C, H, W): the fast path also takes X as (n, C, H, W),
@@ -109,7 +112,7 @@ class CKernelModule:
         text = self.ffi.string(getattr(self.lib, f"{self.prefix}_status_string")(status)).decode()
         if status == Status.ERR_LABEL and bad_row is not None:
             text += f" (row {bad_row[0]})"
-        if status == Status.ERR_NONFINITE and kernel.startswith("train_step"):
+        if status == Status.ERR_NONFINITE and kernel.startswith(("train_step", "train_gradient", "apply_gradient")):
             text += ("; nothing was updated (a non-finite loss or gradient, or an update that would "
                      "overflow a parameter or the optimiser state)")
         raise _STATUS_ERRORS.get(status, KernelStatusError)(f"{self.prefix}_{kernel}: {text}")
@@ -315,3 +318,22 @@ class CKernelModule:
         head = [self._ptr(theta, c)] + ([self._ptr(state, c)] if self.n_state else [])
         middle = [step] + ([seed] if self.dropout else [])
         return self._run("train_step", head, self._ready(X, self.dtype), Y, middle)
+
+    def _train_gradient(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, step: int,
+                        seed: int = 0) -> tuple[float, np.ndarray]:
+        """The loss and flat gradient a train step takes (the training program); nothing updated."""
+        c = self.ctype
+        grad = np.empty(self.n_params, dtype=self.dtype)
+        middle = [step] + ([seed] if self.dropout else [])
+        loss = self._run("train_gradient", [self._ptr(self._ready(theta, self.dtype), c)], self._ready(X, self.dtype),
+                         Y, middle, grad)
+        return loss, grad
+
+    def _apply_gradient(self, theta: np.ndarray, state: np.ndarray, grad: np.ndarray, step: int,
+                        loss: float | None = None) -> None:
+        """The optimiser's update in place on ``theta``/``state`` from a flat gradient (not modified:
+        the C entry clips a copy)."""
+        c = self.ctype
+        g = np.array(grad, dtype=self.dtype, order="C")  # the C entry scales its argument in place
+        head = [self._ptr(theta, c)] + ([self._ptr(state, c)] if self.n_state else [])
+        self._check(self._fn["apply_gradient"](*head, self._ptr(g, c), step), "apply_gradient")

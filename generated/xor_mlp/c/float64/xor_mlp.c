@@ -411,12 +411,15 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, co
     *out_loss = loss;
 }
 
-/* train_step: adam(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-08), formulas printed from symnn.optim. Arguments already checked. */
-static int xor_mlp__train_step(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real *SYMNN_RESTRICT state, const xor_mlp_real *SYMNN_RESTRICT X,
-    const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, int64_t step, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT work)
+/* train_gradient: the loss and gradient that a train step takes (the training program: dropout
+ * masks drawn from (seed, step), the buffers' new values where their gradients would be). A
+ * non-finite loss or gradient returns SYMNN_ERR_NONFINITE. Arguments already checked. */
+static int xor_mlp__train_gradient(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X,
+    const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, int64_t step, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT grad,
+    xor_mlp_real *SYMNN_RESTRICT work)
 {
-    xor_mlp_real *SYMNN_RESTRICT grad = work;
-    xor_mlp__loss_and_grad(params, X, Y, n, out_loss, grad, work + 17);
+    (void)step;
+    xor_mlp__loss_and_grad(params, X, Y, n, out_loss, grad, work);
     /* a non-finite loss or gradient updates nothing */
     if (!isfinite(*out_loss)) return SYMNN_ERR_NONFINITE;
     {
@@ -424,6 +427,15 @@ static int xor_mlp__train_step(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real
         for (ptrdiff_t e = 0; e < 17; ++e) bad |= !isfinite(grad[e]);
         if (bad) return SYMNN_ERR_NONFINITE;
     }
+    return SYMNN_OK;
+}
+
+/* apply_gradient: adam(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-08), formulas printed from symnn.optim, on a
+ * gradient from train_gradient (or a sum of such, weighted by rows). grad is scratch: clipping
+ * scales it in place. Arguments already checked. */
+static int xor_mlp__apply_gradient(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real *SYMNN_RESTRICT state,
+    xor_mlp_real *SYMNN_RESTRICT grad, int64_t step)
+{
     {
         const xor_mlp_real t = (xor_mlp_real)step;
         const xor_mlp_real h0 = 1.0/(1.0 - pow(0.9, t));
@@ -460,6 +472,36 @@ static int xor_mlp__train_step(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real
         }
     }
     return SYMNN_OK;
+}
+
+/* train_step: train_gradient, then apply_gradient. Arguments already checked. */
+static int xor_mlp__train_step(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real *SYMNN_RESTRICT state, const xor_mlp_real *SYMNN_RESTRICT X,
+    const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, int64_t step, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT work)
+{
+    xor_mlp_real *SYMNN_RESTRICT grad = work;
+    const int status = xor_mlp__train_gradient(params, X, Y, n, step, out_loss, grad, work + 17);
+    if (status != SYMNN_OK) return status;
+    return xor_mlp__apply_gradient(params, state, grad, step);
+}
+
+/* One optimiser step on a gradient already computed (train_gradient's, or a sum of several
+ * batches' weighted by their rows: data-parallel training): params and state are updated in
+ * place, grad is overwritten (clipping). All or nothing, as train_step. */
+int xor_mlp_apply_gradient(xor_mlp_real *params, xor_mlp_real *state, xor_mlp_real *grad, int64_t step)
+{
+    if (params == NULL || grad == NULL || state == NULL) return SYMNN_ERR_NULL;
+    if (step < 1) return SYMNN_ERR_ARG;
+    if (xor_mlp__overlap(params, (size_t)17*sizeof(xor_mlp_real), grad, (size_t)17*sizeof(xor_mlp_real))
+        || xor_mlp__overlap(state, (size_t)34*sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))
+        || xor_mlp__overlap(state, (size_t)34*sizeof(xor_mlp_real), grad, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    for (ptrdiff_t e = 0; e < 17; ++e)
+        if (!isfinite(grad[e])) return SYMNN_ERR_NONFINITE;
+    {
+        SYMNN_FLUSH_BEGIN
+        const int status = xor_mlp__apply_gradient(params, state, grad, step);
+        SYMNN_FLUSH_END
+        return status;
+    }
 }
 
 /* network output yhat (n x N_OUT) */
@@ -568,6 +610,38 @@ int xor_mlp_train_step(xor_mlp_real *params, xor_mlp_real *state, const xor_mlp_
     {
         SYMNN_FLUSH_BEGIN
         const int status = xor_mlp__train_step(params, state, X, Y, n, step, loss, work);
+        SYMNN_FLUSH_END
+        return status;
+    }
+    return SYMNN_OK;
+}
+
+/* the loss and gradient a train step takes (dropout masks from seed and step) */
+int xor_mlp_train_gradient(const xor_mlp_real *params, const xor_mlp_real *X, const xor_mlp_real *Y, ptrdiff_t n, int64_t step, xor_mlp_real *loss, xor_mlp_real *grad, xor_mlp_real *work, size_t work_len)
+{
+    size_t need;
+    if (params == NULL || X == NULL || Y == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
+    if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
+    if (n == 0) return SYMNN_ERR_EMPTY;
+    if (step < 1) return SYMNN_ERR_ARG;
+    need = (size_t)n*10;
+    if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
+    if (work_len < need) return SYMNN_ERR_WORK;
+    if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), X, (size_t)n*2*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), Y, (size_t)n*1*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), grad, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), work, need*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    if (xor_mlp__overlap(grad, (size_t)17*sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    if (xor_mlp__overlap(grad, (size_t)17*sizeof(xor_mlp_real), X, (size_t)n*2*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    if (xor_mlp__overlap(grad, (size_t)17*sizeof(xor_mlp_real), Y, (size_t)n*1*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    if (xor_mlp__overlap(grad, (size_t)17*sizeof(xor_mlp_real), work, need*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    if (xor_mlp__overlap(work, need*sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    if (xor_mlp__overlap(work, need*sizeof(xor_mlp_real), X, (size_t)n*2*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    if (xor_mlp__overlap(work, need*sizeof(xor_mlp_real), Y, (size_t)n*1*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
+    {
+        SYMNN_FLUSH_BEGIN
+        const int status = xor_mlp__train_gradient(params, X, Y, n, step, loss, grad, work);
         SYMNN_FLUSH_END
         return status;
     }

@@ -20,7 +20,7 @@
  *
  *   work    caller-provided scratch of at least xor_mlp_work_size(n) reals
  *           (XOR_MLP_WORK_PER_ROW * n + XOR_MLP_WORK_FIXED is an upper bound);
- *           each kernel's own need, in reals: forward 5*n, loss 5*n, loss_and_grad 10*n, train_step 10*n + 17
+ *           each kernel's own need, in reals: forward 5*n, loss 5*n, loss_and_grad 10*n, train_step 10*n + 17, train_gradient 10*n
  * Outputs must not overlap inputs, each other or the used part of work (SYMNN_ERR_ALIAS).
  * NaN and infinity in inputs propagate; xor_mlp_check_finite() detects them first.
  * Only the C standard library is needed; link with -lm. Both files also compile as C++.
@@ -76,6 +76,9 @@ extern "C" {
 #define XOR_MLP_TRAIN_STEP_WORK_PER_ROW 10
 #define XOR_MLP_TRAIN_STEP_WORK_FIXED 17
 #define XOR_MLP_TRAIN_STEP_STORED_PER_ROW 0
+#define XOR_MLP_TRAIN_GRADIENT_WORK_PER_ROW 10
+#define XOR_MLP_TRAIN_GRADIENT_WORK_FIXED 0
+#define XOR_MLP_TRAIN_GRADIENT_STORED_PER_ROW 0
 
 /* The scalar type of every real array (float64). */
 typedef double xor_mlp_real;
@@ -95,6 +98,17 @@ int xor_mlp_loss_and_grad(const xor_mlp_real *params, const xor_mlp_real *X, con
 /* (state starts at zero); step counts from 1 (step < 1 returns SYMNN_ERR_ARG). */
 /* *loss is the loss before the update. */
 int xor_mlp_train_step(xor_mlp_real *params, xor_mlp_real *state, const xor_mlp_real *X, const xor_mlp_real *Y, ptrdiff_t n, int64_t step, xor_mlp_real *loss, xor_mlp_real *work, size_t work_len);
+
+/* *loss and grad[N_PARAMS] of the training program, as train_step takes them (dropout masks */
+/* from seed and step; a batch norm's new running statistics in its buffers' places); nothing */
+/* is updated. step counts from 1; a non-finite loss or gradient returns SYMNN_ERR_NONFINITE. */
+int xor_mlp_train_gradient(const xor_mlp_real *params, const xor_mlp_real *X, const xor_mlp_real *Y, ptrdiff_t n, int64_t step, xor_mlp_real *loss, xor_mlp_real *grad, xor_mlp_real *work, size_t work_len);
+
+/* One optimiser step on a gradient already computed: train_gradient's, or the sum of */
+/* several batches' weighted by their share of the rows (data-parallel training). */
+/* params and state are updated in place, grad[N_PARAMS] is overwritten (clipping). */
+/* All or nothing, as train_step; step counts from 1. */
+int xor_mlp_apply_gradient(xor_mlp_real *params, xor_mlp_real *state, xor_mlp_real *grad, int64_t step);
 
 /* Number of reals the work buffer needs for a batch of n (an upper bound for every kernel). */
 int xor_mlp_work_size(ptrdiff_t n, size_t *work_len);

@@ -1,0 +1,118 @@
+"""What runs inside a Dask worker: the kernel (compiled once per worker process), a part made
+ready for it, and one step's gradient over the worker's parts.
+
+A kernel travels as its recipe (:class:`Recipe`: the network, backend, dtype, optimiser and
+build options, never a compiled ``.so``): each worker derives and emits the source itself and
+builds it through its own module cache (a cache hit after the first time on that machine). A
+worker with no C compiler builds the NumPy kernel instead, and its results say so, so that the
+driver can warn once (its blocks are then no longer bitwise equal to a C run).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import CompilerNotFoundError, NonFiniteError
+from ..kernel import Kernel
+from .schedule import Node, Schedule, cover, leaf, node_sum
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a worker needs to build the driver's kernel."""
+
+    network: Any
+    backend: str
+    dtype: str
+    optimizer: Any
+    build: tuple[tuple[str, bool], ...]
+    check_finite: bool
+    #: the training seed (each part's dropout masks are keyed by it and the part)
+    seed: int
+    #: a stable key for the per-process kernel memo (the optimiser's description is hashable)
+    key: tuple = field(default=(), compare=False)
+
+
+_LOCK = threading.Lock()
+_KERNELS: dict[tuple, tuple[Kernel, str]] = {}
+
+
+def kernel_for(recipe: Recipe) -> tuple[Kernel, str]:
+    """This process's kernel for ``recipe`` and the backend it runs on (``"numpy"`` where the C
+    backend was asked for and there is no compiler). Built once per process, under a lock
+    (threads of one worker share it)."""
+    with _LOCK:
+        found = _KERNELS.get(recipe.key)
+        if found is not None:
+            return found
+        from ..driver import compile as compile_kernel
+
+        options = dict(recipe.build)
+        try:
+            kernel = compile_kernel(recipe.network, backend=recipe.backend, dtype=recipe.dtype,
+                                    check_finite=recipe.check_finite, optimizer=recipe.optimizer, **options)
+            used = recipe.backend
+        except CompilerNotFoundError:
+            kernel = compile_kernel(recipe.network, backend="numpy", dtype=recipe.dtype,
+                                    check_finite=recipe.check_finite, optimizer=recipe.optimizer)
+            used = "numpy"
+        _KERNELS[recipe.key] = (kernel, used)
+        return kernel, used
+
+
+def ready_part(recipe: Recipe, raw: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A part's raw (X, Y) checked and converted once, as ``sn.train`` converts its data."""
+    kernel, used = kernel_for(recipe)
+    x = kernel.inputs(raw[0])
+    y = raw[1]
+    if kernel.network.takes_labels and getattr(y, "ndim", 1) == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # one column of class labels, as a CSV file's last column is read
+    y = kernel.targets(y, x.shape[0])
+    if y.dtype.kind == "i" and used == "c":
+        y = y.astype(np.int32)  # the C labels kernels take int32: convert once
+    return x, y
+
+
+def part_rows(part: tuple[np.ndarray, np.ndarray]) -> int:
+    return int(part[0].shape[0])
+
+
+@functools.lru_cache(maxsize=256)
+def _order(schedule: Schedule, epoch: int, j: int) -> list[np.ndarray]:
+    return schedule.order(epoch, j)
+
+
+def step_nodes(recipe: Recipe, schedule: Schedule, theta: np.ndarray, epoch: int, s: int, step: int, a: int, b: int,
+               *parts: tuple[np.ndarray, np.ndarray]) -> tuple[dict[Node, np.ndarray | None], str]:
+    """Step ``s`` of ``epoch`` (global step ``step``) over parts [a, b): each block's weighted
+    gradient-and-loss, summed into the tree's nodes inside [a, b). Returns those nodes and the
+    backend that computed them."""
+    kernel, used = kernel_for(recipe)
+    counts = schedule.step_rows(epoch, s)
+    total = sum(counts)
+    dropout = kernel.network.has_dropout
+    leaves: dict[int, np.ndarray | None] = {}
+    for j, (x, y) in zip(range(a, b), parts):
+        rows = _order(schedule, epoch, j)[s]
+        try:
+            leaves[j] = leaf(kernel, theta, x, y, rows, step, recipe.seed, j, counts[j] / total, dropout)
+        except (FloatingPointError, NonFiniteError) as exc:
+            raise NonFiniteError(f"part {j}, epoch {epoch}, step {step}: {exc}") from None
+    n = len(schedule.sizes)
+    return {node: node_sum(node, leaves.__getitem__) for node in cover(a, b, 0, n)}, used
+
+
+def recipe_of(kernel: Kernel, seed: int) -> Recipe:
+    """The recipe of a compiled kernel; the kernel itself is remembered in this process, so that
+    the single-process run (and workers that are threads of this process) use it as it is."""
+    build = tuple(sorted(kernel.build.items()))
+    key = (kernel.network, kernel.backend, str(kernel.dtype), repr(kernel.optimizer), build, kernel.check_finite)
+    with _LOCK:
+        _KERNELS.setdefault(key, (kernel, kernel.backend))
+    return Recipe(kernel.network, kernel.backend, str(kernel.dtype), kernel.optimizer, build, kernel.check_finite,
+                  seed, key)
