@@ -203,5 +203,9 @@ def write_report(results, peaks, bounds, configs, out: Path, png: Path, scaling,
               "[benchmarks_cnn.md](benchmarks_cnn.md), from `python benchmarks/cnn_peers.py`; recurrent "
               "networks (LSTM, GRU: loops over time) against PyTorch, JAX and PyTensor, and the cold "
               "compile time of an LSTM: [benchmarks_rnn.md](benchmarks_rnn.md), from "
-              "`python benchmarks/rnn_peers.py`.", ""]
+              "`python benchmarks/rnn_peers.py`.", "",
+              "Data-parallel training on Dask against one process (samples per second, the step-time "
+              "breakdown): [benchmarks_scale_out.md](benchmarks_scale_out.md), from "
+              "`python benchmarks/scale_out.py`; a model of W machines: "
+              "[scale_out.md](scale_out.md#a-model-of-step-time-on-w-machines).", ""]
     write_atomic(out, "\n".join(lines))

@@ -404,13 +404,10 @@ class Kernel(Arguments):
         opt = self._require_optimizer()
         theta = self._in_place(theta, "theta", (self.n_params,))
         state = self._in_place(state, "state", (len(opt.state), self.n_params))
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-            raise ConfigError(f"step must be an integer >= 1 (it counts from 1), got {step!r}")
+        step, seed = self._step_and_seed(step, seed)
         _refuse_overlap(theta, state, X, Y)
         if self.check_finite:
             _require_finite(theta, "theta")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-            raise ConfigError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         x = self.inputs(X)
         y = self.targets(Y, x.shape[0])
         short = single_value_channel(self.network, x.shape[0])
@@ -418,9 +415,9 @@ class Kernel(Arguments):
             raise DataError(f"{short} has a single value per channel in a batch of {x.shape[0]} row(s): its "
                             "running variance (the batch's unbiased variance) is undefined, as in PyTorch; "
                             "train on batches of at least 2 rows")
-        extra = (int(seed),) if self.network.has_dropout else ()
+        extra = (seed,) if self.network.has_dropout else ()
         try:
-            return float(self.module._train_step(theta, state, x, y, int(step), *extra))
+            return float(self.module._train_step(theta, state, x, y, step, *extra))
         except FloatingPointError as exc:  # the NumPy module's refusal; C returns a status
             raise NonFiniteError(str(exc)) from exc
 

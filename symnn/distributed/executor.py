@@ -54,6 +54,8 @@ class ClusterSteps:
 
     #: how many times one step is tried again after workers died under it
     RETRIES = 4
+    #: parameters up to this size travel inside each step's tasks rather than scattered apart
+    INLINE_BYTES = 1 << 20
 
     def __init__(self, client: Any, recipe: Recipe, source: Source, pieces: list[Any] | None = None) -> None:
         self.client = client
@@ -108,8 +110,10 @@ class ClusterSteps:
 
     def _try_step(self, schedule: Schedule, theta: np.ndarray, epoch: int, s: int, step: int) -> np.ndarray | None:
         client = self.client
-        theta_future = client.scatter(theta, hash=False)
-        futures = [client.submit(step_nodes, self._recipe_future, schedule, theta_future, epoch, s, step, a, b,
+        # small parameters ride in the tasks themselves (one round trip a step); large ones are
+        # scattered once a step and fetched by the workers from where they landed
+        sent = theta.copy() if theta.nbytes <= self.INLINE_BYTES else client.scatter(theta, hash=False)
+        futures = [client.submit(step_nodes, self._recipe_future, schedule, sent, epoch, s, step, a, b,
                                  *self.parts[a:b], workers=[worker], allow_other_workers=True, pure=False)
                    for (a, b), worker in self.assignment]
         known: dict[Node, np.ndarray | None] = {}
@@ -118,7 +122,7 @@ class ClusterSteps:
                 known.update(nodes)
                 self._note_backend(used)
         finally:
-            client.cancel([theta_future, *futures])
+            client.cancel(futures + ([] if isinstance(sent, np.ndarray) else [sent]))
         return tree_sum(self.n, known)
 
     def _note_backend(self, used: str) -> None:

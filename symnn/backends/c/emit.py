@@ -584,21 +584,20 @@ def _complement(ranges: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
     return out + ([(at, n)] if at < n else [])
 
 
+#: the header's comment on the stepped kernels (their labels twins add one line)
+_STEPPED_DOCS = {
+    "train_gradient": ["*loss and grad[N_PARAMS] of the training program, as train_step takes them (dropout masks",
+                       "from seed and step; a batch norm's new running statistics in its buffers' places); nothing",
+                       "is updated. step counts from 1; a non-finite loss or gradient returns SYMNN_ERR_NONFINITE."],
+    "train_step": ["One optimiser step in place: params[N_PARAMS] and state[N_STATE x N_PARAMS] are updated",
+                   "(state starts at zero); step counts from 1 (step < 1 returns SYMNN_ERR_ARG).",
+                   "*loss is the loss before the update."],
+}
+
+
 def _proto_doc(kname: str, labels: bool, n_out: int) -> list[str]:
-    if kname == "train_gradient":
-        lines = ["*loss and grad[N_PARAMS] of the training program, as train_step takes them (dropout masks",
-                 "from seed and step; a batch norm's new running statistics in its buffers' places); nothing",
-                 "is updated. step counts from 1; a non-finite loss or gradient returns SYMNN_ERR_NONFINITE."]
-        if labels:
-            lines.append(f"Targets are int32_t class labels in [0, {n_out}).")
-        return lines
-    if kname == "train_step":
-        lines = ["One optimiser step in place: params[N_PARAMS] and state[N_STATE x N_PARAMS] are updated",
-                 "(state starts at zero); step counts from 1 (step < 1 returns SYMNN_ERR_ARG).",
-                 "*loss is the loss before the update."]
-        if labels:
-            lines.append(f"Targets are int32_t class labels in [0, {n_out}).")
-        return lines
+    if kname in _STEPPED_DOCS:
+        return _STEPPED_DOCS[kname] + ([f"Targets are int32_t class labels in [0, {n_out})."] if labels else [])
     if kname == "forward":
         return ["yhat[n x N_OUT] = network(X[n x N_IN]). n = 0 is valid and writes nothing."]
     lines = ["*loss = mean loss plus penalties"
