@@ -286,7 +286,7 @@ def local_clients(counts: Sequence[int],
             t = time.perf_counter()
             extra = {"env": _worker_env()} if processes else {}
             cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
+                n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=":0",
                 silence_logs=40, **extra))
             clients[n] = stack.enter_context(distributed.Client(cluster, set_as_default=False))
             started[n] = time.perf_counter() - t

@@ -17,8 +17,9 @@ from ..errors import ConfigError, SpecTypeError
 
 #: ``local:N``: an embedded LocalCluster of N worker processes, one thread each
 _LOCAL = re.compile(r"local:([1-9][0-9]{0,2})")
-#: a scheduler address: tcp/tls/inproc/ws URL, or host:port
-_ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss|inproc|ucx)://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}(?:/[0-9]+)?")
+#: a scheduler address: a tcp/tls/ws/ucx URL or host:port, or an in-process scheduler's
+#: inproc://host/pid/n (a LocalCluster of threads)
+_ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss|ucx)://)?[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}|inproc://[0-9A-Za-z_.\-]+/[0-9]+/[0-9]+")
 
 INSTALL_HINT = 'pip install "symnn[distributed]"'
 
@@ -71,7 +72,7 @@ def connect(client: object) -> Iterator[Any]:
     cores = os.cpu_count() or 1
     if n > 4 * cores:
         raise ConfigError(f"local:{n} asks for {n} worker processes on a machine with {cores} cores")
-    with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   env=_worker_env(), silence_logs=40) as cluster:
         with distributed.Client(cluster, set_as_default=False) as c:
             yield c

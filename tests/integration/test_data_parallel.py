@@ -52,7 +52,7 @@ def clusters():
     opened = []
     for n in (1, 2, 3):
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=False,
-                                           dashboard_address=None)
+                                           dashboard_address=":0")
         opened.append((cluster, distributed.Client(cluster, set_as_default=False)))
     yield {n: client for n, (_, client) in zip((1, 2, 3), opened)}
     for cluster, client in opened:
@@ -132,9 +132,7 @@ def test_a_worker_killed_mid_epoch_loses_nothing(net, data, monkeypatch) -> None
         return original(self, *args)
 
     monkeypatch.setattr(executor.ClusterSteps, "_try_step", kill_one_then_step)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
-        result = sn.train(net, X, y, backend="c", parts=4, client=client, **SETTINGS)
+    result = sn.train(net, X, y, backend="c", parts=4, client="local:2", **SETTINGS)  # 2 worker processes
     assert _same(result, ref)
     assert len(tries) > result.steps and tries.count(tries[3]) >= 2  # the killed step ran again
 
@@ -218,3 +216,30 @@ def test_bad_settings_are_refused_before_any_work(net, data, monkeypatch) -> Non
     bn = sn.Network(inputs=x, outputs=sn.Dense(5, 3, "softmax")(sn.BatchNorm1d(5)(x)), loss="cross_entropy")
     with pytest.raises(DataError, match="running variance"):
         sn.train(bn, X, y, backend="numpy", parts=45, batch_size=45, epochs=1)  # blocks of one row
+
+
+def test_the_cli_trains_parquet_shards_on_a_scheduler_and_checkpoints(tmp_path, clusters, capsys) -> None:
+    from symnn.cli import main
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 2))
+    y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
+    for j in range(3):
+        frame = pd.DataFrame({"a": X[20 * j:20 * j + 20, 0], "b": X[20 * j:20 * j + 20, 1],
+                              "label": y[20 * j:20 * j + 20]})
+        frame.to_parquet(tmp_path / f"s{j}.parquet")
+    spec = tmp_path / "xor.toml"
+    spec.write_text('[network]\nname = "xor_mlp"\nloss = "bce"\n\n[[layer]]\nin = 2\nout = 4\nactivation = "tanh"\n\n'
+                    '[[layer]]\nin = 4\nout = 1\nactivation = "sigmoid"\n\n'
+                    '[train]\noptimizer = { name = "adam", lr = 0.05 }\nepochs = 3\nbatch_size = 8\n')
+    address = clusters[2].scheduler.address
+    ckpt = tmp_path / "run.ckpt"
+    assert main(["train", str(spec), "--data", str(tmp_path / "*.parquet"), "--scheduler", address, "--backend", "c",
+                 "--checkpoint", str(ckpt), "--out", str(tmp_path / "model.npz")]) == 0
+    out = capsys.readouterr().out
+    assert f"on {address}" in out and ckpt.exists()
+    ref = sn.train(sn.load_spec(spec).network, X, y.reshape(-1, 1).astype(float), optimizer=sn.Adam(lr=0.05),
+                   epochs=3, batch_size=8, backend="c", parts=3)
+    saved = sn.load(tmp_path / "model.npz")
+    assert all(np.array_equal(saved.params[k], ref.params[k]) for k in ref.params)
+    assert f"final train loss {ref.history.train_loss[-1]:.6f}" in out

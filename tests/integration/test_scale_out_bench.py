@@ -25,7 +25,7 @@ TINY = scale_out.Config("tiny", (4, 5, 3), (8,), rows=40)
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0",
                                   silence_logs=40) as cluster, distributed.Client(cluster, set_as_default=False) as c:
         yield c
 

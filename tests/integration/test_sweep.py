@@ -49,7 +49,7 @@ def in_process(net, data) -> sn.SweepResult:
 @pytest.fixture(scope="module")
 def client():
     # worker processes: the network, data and results cross a pickle, as on other machines
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   silence_logs=40) as cluster, distributed.Client(cluster) as c:
         yield c
 
