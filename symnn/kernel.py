@@ -322,12 +322,17 @@ class Kernel(Arguments):
         self.flat_layout = layout_of(tuple(self.layout), str(self.dtype))
         #: the backend module's calls on ready buffers (C), or None (every call is checked in Python)
         self._fast = module if getattr(module, "fast", False) else None
+        #: what the backend emitted (its ``rebuild`` loads the kernel again from it alone), set by
+        #: the backend; None where it has nothing to ship
+        self.emitted: object = None
 
     def __reduce__(self):
-        """Pickled as its recipe: unpickling recompiles (a cache hit for the C backend), so
-        kernels can be sent to ``multiprocessing`` workers started with spawn."""
-        return (_recompile, (self.network, self.backend, str(self.dtype), self.check_finite, self.optimizer,
-                             self.build))
+        """Pickled as its recipe and its emitted source, never a compiled module: unpickling
+        builds that source again (through the module cache: a hit where this machine built it
+        before), with no derivation, so kernels can be sent to ``multiprocessing`` workers
+        started with spawn and to Dask workers."""
+        return (_rebuild, (self.network, self.backend, str(self.dtype), self.check_finite, self.optimizer,
+                           self.build, self.emitted))
 
     def __repr__(self) -> str:
         return f"<symnn.Kernel {self.network.name} backend={self.backend} dtype={self.dtype}>"
@@ -534,6 +539,20 @@ class Kernel(Arguments):
         for name, g in grads.items():
             out[name][...] = g
         return out
+
+
+def _rebuild(net: Network, backend: str, dtype: str, check_finite: bool, optimizer=None,
+             build: Mapping[str, bool] | None = None, emitted: object = None) -> "Kernel":
+    """A pickled kernel again: from its emitted source where its backend can load that alone,
+    else compiled again from the network."""
+    from .backends import registry
+
+    again = registry.get(backend).rebuild
+    if emitted is None or again is None:
+        return _recompile(net, backend, dtype, check_finite, optimizer, build)
+    options = dict(build or {})
+    return again(net, emitted, dtype, check_finite, optimizer, options.get("blas", False), options.get("openmp", False),
+                 options.get("flush_denormals", False))
 
 
 def _recompile(net: Network, backend: str, dtype: str, check_finite: bool, optimizer=None,

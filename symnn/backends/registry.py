@@ -24,19 +24,25 @@ Files = Callable[["Network", "Program", str, "Optimizer | None", "Program | None
 #: flush_denormals) -> kernels
 Load = Callable[[Sequence["Network"], Sequence[tuple["Program", "Program | None"]], str, bool,
                  "Optimizer | None", bool, bool, bool], list["Kernel"]]
+#: (network, a kernel's ``emitted`` source, dtype, check_finite, optimizer, blas, openmp,
+#: flush_denormals) -> the kernel again, from its emitted source alone (no derivation)
+Rebuild = Callable[["Network", object, str, bool, "Optimizer | None", bool, bool, bool], "Kernel"]
 
 
 @dataclass(frozen=True)
 class Backend:
     """One backend: its name (``sn.compile(..., backend=name)``), the suffix of the file
-    ``sn.emit_source`` returns, how it emits files and how it loads kernels; whether its kernels
-    can run with subnormal numbers as zero (``sn.compile(..., flush_denormals=True)``)."""
+    ``sn.emit_source`` returns, how it emits files and how it loads kernels; how it loads a
+    kernel again from the source a pickled kernel carries (``rebuild``: None where it cannot,
+    and the kernel is then compiled again from its network); whether its kernels can run with
+    subnormal numbers as zero (``sn.compile(..., flush_denormals=True)``)."""
 
     name: str
     source_suffix: str
     files: Files
     load: Load
     flushes_denormals: bool = False
+    rebuild: Rebuild | None = None
 
 
 #: the order ``backend="auto"`` tries them in: the first that can load wins

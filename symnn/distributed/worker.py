@@ -1,11 +1,12 @@
 """What runs inside a Dask worker: the kernel (compiled once per worker process), a part made
 ready for it, and one step's gradient over the worker's parts.
 
-A kernel travels as its recipe (:class:`Recipe`: the network, backend, dtype, optimiser and
-build options, never a compiled ``.so``): each worker derives and emits the source itself and
-builds it through its own module cache (a cache hit after the first time on that machine). A
-worker with no C compiler builds the NumPy kernel instead, and its results say so, so that the
-driver can warn once (its blocks are then no longer bitwise equal to a C run).
+A kernel travels as its recipe and its emitted source (:class:`Recipe`: the network, backend,
+dtype, optimiser, build options and the C or NumPy source, never a compiled ``.so``): each
+worker builds that source through its own module cache (a cache hit after the first time on
+that machine), with no derivation. A worker with no C compiler derives and builds the NumPy
+kernel instead, and its results say so, so that the driver can warn once (its blocks are then
+no longer bitwise equal to a C run).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Recipe:
     optimizer: Any
     build: tuple[tuple[str, bool], ...]
     check_finite: bool
+    #: what the driver's backend emitted (Kernel.emitted): the source the worker builds
+    emitted: Any
     #: the training seed (each part's dropout masks are keyed by it and the part)
     seed: int
     #: a stable key for the per-process kernel memo (the optimiser's description is hashable)
@@ -51,11 +54,11 @@ def kernel_for(recipe: Recipe) -> tuple[Kernel, str]:
         if found is not None:
             return found
         from ..driver import compile as compile_kernel
+        from ..kernel import _rebuild
 
-        options = dict(recipe.build)
         try:
-            kernel = compile_kernel(recipe.network, backend=recipe.backend, dtype=recipe.dtype,
-                                    check_finite=recipe.check_finite, optimizer=recipe.optimizer, **options)
+            kernel = _rebuild(recipe.network, recipe.backend, recipe.dtype, recipe.check_finite, recipe.optimizer,
+                              dict(recipe.build), recipe.emitted)
             used = recipe.backend
         except CompilerNotFoundError:
             kernel = compile_kernel(recipe.network, backend="numpy", dtype=recipe.dtype,
@@ -115,4 +118,4 @@ def recipe_of(kernel: Kernel, seed: int) -> Recipe:
     with _LOCK:
         _KERNELS.setdefault(key, (kernel, kernel.backend))
     return Recipe(kernel.network, kernel.backend, str(kernel.dtype), kernel.optimizer, build, kernel.check_finite,
-                  seed, key)
+                  kernel.emitted, seed, key)

@@ -186,7 +186,7 @@ def test_a_worker_without_a_compiler_trains_on_numpy_and_the_driver_says_so_once
     kernel = sn.compile(net, backend="c", optimizer="adam")
     recipe = worker.recipe_of(kernel, 0)
     fresh = worker.Recipe(*[getattr(recipe, f) for f in ("network", "backend", "dtype", "optimizer", "build",
-                                                        "check_finite", "seed")], key=("no-compiler-test",))
+                                                        "check_finite", "emitted", "seed")], key=("no-compiler-test",))
     monkeypatch.setattr("symnn.build.find_compiler", missing)
     built, used = worker.kernel_for(fresh)
     assert used == "numpy" and built.backend == "numpy"
@@ -243,3 +243,24 @@ def test_the_cli_trains_parquet_shards_on_a_scheduler_and_checkpoints(tmp_path, 
     saved = sn.load(tmp_path / "model.npz")
     assert all(np.array_equal(saved.params[k], ref.params[k]) for k in ref.params)
     assert f"final train loss {ref.history.train_loss[-1]:.6f}" in out
+
+
+@pytest.mark.parametrize("backend", ["c", "numpy"])
+def test_a_pickled_kernel_carries_its_source_not_a_module_and_builds_without_derivation(net, data, backend,
+                                                                                       monkeypatch) -> None:
+    import pickle
+
+    X, y = data
+    k = sn.compile(net, backend=backend, dtype="float32", optimizer="adam")
+    blob = pickle.dumps(k)
+    assert b"\x7fELF" not in blob and k.source.encode() in blob  # the source travels, not the .so
+
+    def no_derivation(*args, **kwargs):
+        raise AssertionError("derived again")
+
+    monkeypatch.setattr("symnn.driver.derive_program", no_derivation)
+    again = pickle.loads(blob)
+    params = net.init_params(seed=2, dtype="float32")
+    (l1, g1), (l2, g2) = k.loss_and_grad(params, X, y), again.loss_and_grad(params, X, y)
+    assert l1 == l2 and all(np.array_equal(g1[name], g2[name]) for name in g1)
+    assert again.source == k.source and again.optimizer == k.optimizer and again.backend == backend

@@ -14,7 +14,7 @@ from ...kernel import Kernel
 from ...optim import Optimizer
 from ...program import Program
 from ..registry import Backend
-from .emit import emit_c, emit_c_example
+from .emit import CEmitResult, emit_c, emit_c_example
 
 
 def files(net: Network, program: Program, dtype: str, optimizer: Optimizer | None,
@@ -30,10 +30,23 @@ def load(nets: Sequence[Network], programs: Sequence[tuple[Program, Program | No
          check_finite: bool, optimizer: Optimizer | None, blas: bool, openmp: bool,
          flush_denormals: bool = False) -> list[Kernel]:
     """Emit every network's C and build them into one extension (one compiler run)."""
+    results = [emit_c(n, program, dtype, optimizer, train_prog) for n, (program, train_prog) in zip(nets, programs)]
+    return _build(nets, results, dtype, check_finite, optimizer, blas, openmp, flush_denormals)
+
+
+def rebuild(net: Network, emitted: object, dtype: str, check_finite: bool, optimizer: Optimizer | None,
+            blas: bool = False, openmp: bool = False, flush_denormals: bool = False) -> Kernel:
+    """The kernel of emitted C (what a pickled kernel carries): built through the module cache
+    (a hit where this machine built it before), with no derivation."""
+    assert isinstance(emitted, CEmitResult)
+    return _build([net], [emitted], dtype, check_finite, optimizer, blas, openmp, flush_denormals)[0]
+
+
+def _build(nets: Sequence[Network], results: Sequence[CEmitResult], dtype: str, check_finite: bool,
+           optimizer: Optimizer | None, blas: bool, openmp: bool, flush_denormals: bool) -> list[Kernel]:
     from ...build import build
     from .wrapper import CKernelModule
 
-    results = [emit_c(n, program, dtype, optimizer, train_prog) for n, (program, train_prog) in zip(nets, programs)]
     sources: dict[str, str] = {}
     cdef: list[str] = []
     net_of = {r.prefix: n for n, r in zip(nets, results)}
@@ -46,11 +59,15 @@ def load(nets: Sequence[Network], programs: Sequence[tuple[Program, Program | No
     prefix = results[0].prefix if len(results) == 1 else "group_" + "_".join(r.prefix for r in results)[:40]
     ext = build(prefix, sources, "\n".join(cdef) + "\n", blas=blas, openmp=openmp, flush_denormals=flush_denormals)
     n_state = len(optimizer.state) if optimizer is not None else None
-    return [Kernel(n, CKernelModule(ext, r.prefix, dtype, n.param_layout(), r.labels, n_state=n_state,
-                                    dropout=n.has_dropout, sample_shape=_image_shape(n)),
-                   "c", dtype, r.source, check_finite=check_finite, optimizer=optimizer,
-                   build={"blas": blas, "openmp": openmp, "flush_denormals": flush_denormals})
-            for n, r in zip(nets, results)]
+    kernels = []
+    for n, r in zip(nets, results):
+        kernel = Kernel(n, CKernelModule(ext, r.prefix, dtype, n.param_layout(), r.labels, n_state=n_state,
+                                         dropout=n.has_dropout, sample_shape=_image_shape(n)),
+                        "c", dtype, r.source, check_finite=check_finite, optimizer=optimizer,
+                        build={"blas": blas, "openmp": openmp, "flush_denormals": flush_denormals})
+        kernel.emitted = r
+        kernels.append(kernel)
+    return kernels
 
 
 def _image_shape(net: Network) -> tuple[int, ...] | None:
@@ -85,4 +102,4 @@ def _pycheck(net: Network, result, dtype: str, optimizer: Optimizer | None) -> t
     return source, decls
 
 
-C = Backend("c", ".c", files, load, flushes_denormals=True)
+C = Backend("c", ".c", files, load, flushes_denormals=True, rebuild=rebuild)

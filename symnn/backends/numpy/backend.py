@@ -23,14 +23,20 @@ def files(net: Network, program: Program, dtype: str, optimizer: Optimizer | Non
 def load(nets: Sequence[Network], programs: Sequence[tuple[Program, Program | None]], dtype: str,
          check_finite: bool, optimizer: Optimizer | None, blas: bool, openmp: bool,
          flush_denormals: bool = False) -> list[Kernel]:
-    kernels = []
-    for net, (program, train_prog) in zip(nets, programs):
-        source = emit_numpy(net, program, dtype, optimizer, train_prog).source
-        module = types.ModuleType(f"symnn_kernel_{net.name}")
-        module.__file__ = f"<symnn {net.name} numpy {dtype}>"
-        exec(builtins.compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our emitted code
-        kernels.append(Kernel(net, module, "numpy", dtype, source, check_finite=check_finite, optimizer=optimizer))
-    return kernels
+    return [rebuild(net, emit_numpy(net, program, dtype, optimizer, train_prog).source, dtype, check_finite, optimizer)
+            for net, (program, train_prog) in zip(nets, programs)]
 
 
-NUMPY = Backend("numpy", ".py", files, load)
+def rebuild(net: Network, source: object, dtype: str, check_finite: bool, optimizer: Optimizer | None,
+            blas: bool = False, openmp: bool = False, flush_denormals: bool = False) -> Kernel:
+    """The kernel of an emitted module's source (what a pickled kernel carries)."""
+    assert isinstance(source, str)
+    module = types.ModuleType(f"symnn_kernel_{net.name}")
+    module.__file__ = f"<symnn {net.name} numpy {dtype}>"
+    exec(builtins.compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our emitted code
+    kernel = Kernel(net, module, "numpy", dtype, source, check_finite=check_finite, optimizer=optimizer)
+    kernel.emitted = source
+    return kernel
+
+
+NUMPY = Backend("numpy", ".py", files, load, rebuild=rebuild)
