@@ -2,9 +2,10 @@
 
 A point is an ordinary single-process ``sn.train`` call (see :mod:`.sweep_grid`), so a sweep
 adds no numerics of its own: the same point gives the same bits in this process, in a Dask
-worker, or trained again alone from its row. With a client, the data are scattered once and
-every point is one task that compiles (or finds in its cache) the kernel and trains; the
-workers share nothing else, which is why sweeps scale with the number of workers.
+worker, or trained again alone from its row. With a client, the data are scattered once (a
+copy on every worker) and every point is one task that compiles (or finds in its cache) the
+kernel and trains; the workers share nothing else, which is why sweeps scale with the number
+of workers. A worker that dies takes no data with it: Dask runs its points again elsewhere.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def _run(todo: list[Point], data: SweepData, client: object) -> list[Outcome]:
     if client is None:
         return [run_point(p.network, data, p.train_kwargs()) for p in todo]
     with connect(client) as c:
-        shared = c.scatter(data, hash=False)  # once: every task reads the same copy
+        # once, to every worker: a point whose worker dies runs again on another, which has the data
+        shared = c.scatter(data, hash=False, broadcast=True)
         run = uuid.uuid4().hex[:12]
         futures = [c.submit(run_point, p.network, shared, p.train_kwargs(), key=f"symnn-sweep-{run}-{p.index}",
                             pure=False) for p in todo]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import os
+import signal
 from pathlib import Path
 
 import distributed
@@ -127,9 +129,16 @@ def test_a_diverging_point_is_a_row_not_an_exception(in_process):
 
 def test_a_sweep_on_a_local_cluster_equals_the_sweep_in_this_process(net, data, in_process, client, monkeypatch):
     scattered, submitted = [], []
-    scatter, submit = client.scatter, client.submit
+    scatter, submit, gather = client.scatter, client.submit, client.gather
     monkeypatch.setattr(client, "scatter", lambda *a, **k: scattered.append(a) or scatter(*a, **k))
     monkeypatch.setattr(client, "submit", lambda *a, **k: submitted.append(a) or submit(*a, **k))
+
+    def kill_a_worker_then_gather(*args, **kwargs):  # points in flight on it run again elsewhere
+        pids = client.run(os.getpid)
+        os.kill(pids[sorted(pids)[0]], signal.SIGKILL)
+        return gather(*args, **kwargs)
+
+    monkeypatch.setattr(client, "gather", kill_a_worker_then_gather)
     with np.errstate(over="ignore", invalid="ignore"):
         on_dask = sn.sweep(net, GRID, *data, client=client, **SETTINGS)
     assert (len(scattered), len(submitted)) == (1, 4)  # the data once, one task per point
