@@ -14,7 +14,8 @@ Throughput is training samples per second of whole epochs of the emitted C train
 - ``Dask 1 worker`` and ``Dask 2 workers``: ``sn.train(..., parts=2, client=c)`` on a
   LocalCluster of 1 or 2 worker processes (``processes=True``, one thread each), started once
   for the whole run and passed as a ``distributed.Client``, so that cluster start-up is not in
-  the figures (it is reported apart). Each step is one task per worker (scatter theta, submit,
+  the figures (it is reported apart). Each step is one task per worker (theta inside the
+  tasks up to ``ClusterSteps.INLINE_BYTES``, as for both networks here, else scattered; submit,
   gather, tree sum and update on the driver).
 
 The three block systems use the same two parts, so they give the same parameters bit for bit:
@@ -29,7 +30,8 @@ make about 0.1 s; the figure is the median over rounds.
 The step-time breakdown (2 workers, float64) times the pieces of one Dask step separately:
 the kernel on one block (B/2 rows: what each worker computes), the classic ``train_step`` on B
 rows, the update on the driver, an empty task's round trip (``client.submit(f, pure=False)
-.result()``), the scatter of theta and a round trip that brings back a gradient-sized vector,
+.result()``), the scatter of theta (what a step adds for a theta above ``INLINE_BYTES``) and a
+round trip that brings back a gradient-sized vector,
 against the measured step (epoch time / steps). ``benchmarks/scale_out_model.py`` builds its
 model of W machines on these figures.
 

@@ -12,11 +12,23 @@ measured speed), n parameters of ``bytes`` = 8 (float64) or 4 (float32) bytes ea
 - **one machine**: T1(B) = c B + u, with c the kernel's seconds per sample (train_gradient on a
   block, measured) and u the optimiser update (apply_gradient, measured per parameter);
 - **Dask, driver-centred** (what ``sn.train(client=...)`` does): T(W, B) = c B / W + o +
-  (W - 1) tau + comm + u, where o is one step's latency (an empty task's round trip plus the
-  scatter of theta, measured), tau each further task's cost at the central scheduler (measured:
-  100 tasks at once) and comm = 2 W n bytes / bandwidth + 3 latency: theta goes to one worker
-  and the W - 1 others fetch it from there (W - 1 copies out of one link, plus the first), and
-  the W gradients (the tree's nodes, n + 1 values each) come back through the driver's link;
+  (W - 1) tau + comm + u, where tau is each further task's cost at the central scheduler
+  (measured: 100 tasks at once) and o one step's latency, which depends on how the step sends
+  theta (n ``bytes``-byte values, ``theta.nbytes``): up to ``ClusterSteps.INLINE_BYTES``
+  (read from symnn/distributed/executor.py; 1 MiB) theta rides inside each of the step's W
+  tasks, and o is an empty task's round trip (measured); above it theta is scattered once a
+  step, and o adds the scatter's own cost (measured on the benchmark's theta, a fixed cost:
+  the bytes are in comm). comm = W (theta + gradient) bytes / bandwidth + h latency, the bytes
+  of one step through the busiest link, sent one after the other: inline, the driver sends
+  theta once per task (W copies out of its link; the tasks pass through the scheduler, which
+  this counts as the driver's link, as when it runs on the driver's machine) and h = 2 (the
+  tasks out, the gradients back); scattered, theta goes to one worker and the W - 1 others
+  fetch it from there (W copies, counted as one link's) and h = 3 (scatter, fetch, gather).
+  Either way the W gradients (the tree's nodes, n + 1 values each) come back through the
+  driver's link, so it carries about 2 W gradient-sized messages a step. Not in o: pickling
+  theta into the W tasks on the driver and out of them on the workers (a memory copy each,
+  the benchmark's theta at most 0.8 MB); the check table (:func:`check`) shows what the model
+  leaves out on the measured steps;
 - **ring all-reduce** (Horovod, ``torch.distributed`` with NCCL/Gloo): every worker keeps theta
   and applies the update itself; T(W, B) = c B / W + 2 (W - 1) / W n bytes / bandwidth +
   2 (W - 1) latency + u, and no scheduler in the loop.
@@ -46,6 +58,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from symnn.distributed.executor import ClusterSteps  # noqa: E402  (no Dask import: the constant only)
+
 MEASURED = ROOT / "benchmarks" / "scale_out_measured.json"
 WORKERS = (2, 4, 8, 16, 32, 64)
 DTYPE_BYTES = {"float64": 8, "float32": 4}
@@ -97,10 +112,22 @@ class Inputs:
     per_sample: Mapping[str, float]
     #: update seconds per parameter
     update_per_param: float
-    #: one Dask step's latency: an empty task's round trip plus the scatter of theta
-    dask_step: float
+    #: an empty task's round trip: one Dask step's latency when theta rides in the tasks
+    round_trip: float
+    #: the scatter of theta, which a step's latency adds when theta is scattered
+    scatter: float
     #: seconds per further task at the scheduler
     dask_task: float
+
+    def step_latency(self, theta_bytes: int) -> float:
+        """o: one Dask step's latency with a theta of ``theta_bytes`` bytes."""
+        return self.round_trip + (self.scatter if scatters(theta_bytes) else 0.0)
+
+
+def scatters(theta_bytes: int) -> bool:
+    """Whether a cluster step scatters theta rather than sending it inside its tasks: the
+    executor's own rule (``ClusterSteps._try_step``), on its own constant."""
+    return theta_bytes > ClusterSteps.INLINE_BYTES
 
 
 def load(path: Path = MEASURED) -> dict:
@@ -122,10 +149,11 @@ def inputs(raw: Mapping, dtype: str) -> Inputs:
         if r["batch"] == max(x["batch"] for x in rows if x["config"] == r["config"]):
             per_sample[r["config"]] = r["breakdown"]["kernel, one block"] / max(1, r["batch"] // 2)
             update.append(r["breakdown"]["update on the driver"] / r["n_params"])
-    every = raw["results"]
-    step = statistics.median(r["breakdown"]["empty task round trip"] + r["breakdown"]["scatter theta"] for r in every)
-    task = statistics.median(r["breakdown"]["per task, 100 at once"] for r in every)
-    return Inputs(dtype, per_sample, max(update), step, task)
+    every = [r["breakdown"] for r in raw["results"]]
+    return Inputs(dtype, per_sample, max(update),
+                  round_trip=statistics.median(b["empty task round trip"] for b in every),
+                  scatter=statistics.median(b["scatter theta"] for b in every),
+                  dask_task=statistics.median(b["per task, 100 at once"] for b in every))
 
 
 class Transport(enum.Enum):
@@ -146,6 +174,8 @@ class Model:
             self.c = given.per_sample[base.measured] * net.flops_per_sample / base.flops_per_sample
         self.net, self.given, self.link = net, given, link
         self.u = given.update_per_param * net.n_params
+        #: theta's bytes (what the executor compares with INLINE_BYTES) and a gradient's (n + 1 values)
+        self.theta_bytes = DTYPE_BYTES[given.dtype] * net.n_params
         self.bytes = DTYPE_BYTES[given.dtype] * (net.n_params + 1)
 
     def one(self, batch: float) -> float:
@@ -155,8 +185,9 @@ class Model:
         """The step's seconds that do not depend on the batch size (the update included)."""
         link = self.link
         if transport is Transport.DASK:
-            comm = 2 * w * self.bytes / link.bandwidth + 3 * link.latency
-            return self.given.dask_step + (w - 1) * self.given.dask_task + comm + self.u
+            hops = 3 if scatters(self.theta_bytes) else 2
+            comm = w * (self.theta_bytes + self.bytes) / link.bandwidth + hops * link.latency
+            return self.given.step_latency(self.theta_bytes) + (w - 1) * self.given.dask_task + comm + self.u
         return 2 * (w - 1) / w * self.bytes / link.bandwidth + 2 * (w - 1) * link.latency + self.u
 
     def step(self, transport: Transport, w: int, batch: float) -> float:
@@ -181,13 +212,14 @@ def min_batch(c: float, u: float, fixed: float, w: int, k: float) -> int:
 
 
 #: Dask's own figure for its per-task overhead, "about 1ms" (https://distributed.dask.org/en/latest/,
-#: "Low latency"): a step then costs two such (the scatter of theta and the task) plus 1 ms per further task
+#: "Low latency"): a step then costs one such (the task; two with a scattered theta) plus 1 ms per further task
 DOCUMENTED_TASK = 1e-3
 
 
 def scenarios(given: Inputs) -> list[tuple[str, Transport, Inputs]]:
     """The tables' cases: Dask as measured here, Dask at its documented overhead, a ring all-reduce."""
-    documented = dataclasses.replace(given, dask_step=2 * DOCUMENTED_TASK, dask_task=DOCUMENTED_TASK)
+    documented = dataclasses.replace(given, round_trip=DOCUMENTED_TASK, scatter=DOCUMENTED_TASK,
+                                     dask_task=DOCUMENTED_TASK)
     return [(f"{Transport.DASK.value}, overheads as measured here", Transport.DASK, given),
             (f"{Transport.DASK.value}, at Dask's documented 1 ms per task", Transport.DASK, documented),
             (Transport.RING.value, Transport.RING, given)]
@@ -215,8 +247,9 @@ def check(raw: Mapping) -> list[tuple[str, str, int, int, float, float]]:
             b = r["breakdown"]
             c = b["kernel, one block"] / max(1, r["batch"] // 2)
             u = b["update on the driver"]
+            o = given.step_latency(DTYPE_BYTES[dtype] * r["n_params"])
             for w, name in ((1, "Dask 1 worker"), (2, "Dask 2 workers")):
-                modelled = c * r["batch"] / w + given.dask_step + (w - 1) * given.dask_task + u
+                modelled = c * r["batch"] / w + o + (w - 1) * given.dask_task + u
                 rows.append((r["config"], dtype, r["batch"], w, modelled, b[f"step, {name}"]))
     return rows
 
@@ -239,10 +272,13 @@ def render(raw: Mapping, dtypes: Sequence[str] = ("float64", "float32"), link: L
             cells += [f"{m.c * 1e6:.3f}", _count(m.bytes)]
         lines.append(f"| {net.name} | {_count(net.n_params)} | {_count(net.flops_per_sample)} | " + " | ".join(cells)
                      + " |")
-    lines += ["", "Dask per step (o: empty-task round trip + scatter of theta) and per further task (tau), "
-              "update per parameter (u / n): " + "; ".join(
-                  f"{d}: o {g.dask_step * 1e3:.2f} ms, tau {g.dask_task * 1e3:.2f} ms, u / n "
-                  f"{g.update_per_param * 1e9:.2f} ns" for d, g in given.items()), ""]
+    inline = {d: [n.name for n in NETWORKS if not scatters(DTYPE_BYTES[d] * n.n_params)] for d in dtypes}
+    lines += ["", "Dask's step latency o is an empty task's round trip while theta rides in the tasks (up to "
+              f"{_count(ClusterSteps.INLINE_BYTES)} bytes), plus the scatter of theta above; tau is each further "
+              "task's cost and u / n the update per parameter: " + "; ".join(
+                  f"{d}: round trip {g.round_trip * 1e3:.2f} ms, scatter {g.scatter * 1e3:.2f} ms, tau "
+                  f"{g.dask_task * 1e3:.2f} ms, u / n {g.update_per_param * 1e9:.2f} ns, theta in the tasks: "
+                  f"{', '.join(inline[d]) or 'none'}" for d, g in given.items()), ""]
     lines += ["The model against the steps measured here (loopback, no link term; each row's own kernel and "
               "update times):", "", "| config | dtype | batch | W | modelled step (ms) | measured step (ms) | "
               "measured / modelled |", "|---|---|---|---|---|---|---|"]

@@ -92,3 +92,25 @@ def test_min_batch_is_the_speedup_threshold(transport) -> None:
                     b = model.min_batch(transport, w, k)
                     assert model.speedup(transport, w, b) > k
                     assert b == w or model.speedup(transport, w, b - 1) <= k
+
+
+def test_step_latency_follows_the_executors_inline_rule() -> None:
+    """The model's step latency o is the empty-task round trip while theta fits in
+    ``ClusterSteps.INLINE_BYTES`` (it rides in the tasks) and adds the scatter one byte above,
+    and each further worker costs the link one more theta and one more gradient (theta once per
+    task), whichever way theta travels."""
+    from symnn.distributed.executor import ClusterSteps
+
+    given = scale_out_model.inputs(scale_out_model.load(), "float64")
+    limit = ClusterSteps.INLINE_BYTES
+    assert given.step_latency(limit) == given.round_trip
+    assert given.step_latency(limit + 1) == given.round_trip + given.scatter
+    assert [n.name for n in scale_out_model.NETWORKS if 8 * n.n_params > limit] == ["10M MLP"]
+    link = scale_out_model.Link("test", bandwidth=1e6, latency=0.0)
+    for net in scale_out_model.NETWORKS:
+        model = scale_out_model.Model(net, given, link)
+        per_worker = given.dask_task + (model.theta_bytes + model.bytes) / link.bandwidth
+        fixed = [model.fixed(scale_out_model.Transport.DASK, w) for w in (1, 2)]
+        assert fixed[1] - fixed[0] == pytest.approx(per_worker, rel=1e-9)
+        one = given.step_latency(model.theta_bytes) + (model.theta_bytes + model.bytes) / link.bandwidth + model.u
+        assert fixed[0] == pytest.approx(one, rel=1e-9)
