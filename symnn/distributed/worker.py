@@ -11,7 +11,6 @@ no longer bitwise equal to a C run).
 
 from __future__ import annotations
 
-import functools
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +64,18 @@ def kernel_for(recipe: Recipe) -> tuple[Kernel, str]:
                                     check_finite=recipe.check_finite, optimizer=recipe.optimizer)
             used = "numpy"
         _KERNELS[recipe.key] = (kernel, used)
+        _forget_oldest()
         return kernel, used
+
+
+#: how many kernels a process keeps for data-parallel steps (a long-lived worker serves many runs)
+_MAX_KERNELS = 16
+
+
+def _forget_oldest() -> None:
+    """Drop the oldest kernels past :data:`_MAX_KERNELS` (called under the lock)."""
+    while len(_KERNELS) > _MAX_KERNELS:
+        del _KERNELS[next(iter(_KERNELS))]
 
 
 def ready_part(recipe: Recipe, raw: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -85,9 +95,25 @@ def part_rows(part: tuple[np.ndarray, np.ndarray]) -> int:
     return int(part[0].shape[0])
 
 
-@functools.lru_cache(maxsize=256)
+#: (schedule, part) -> (epoch, that epoch's rows of the part for each step): one permutation per
+#: part this process trains on, replaced when the epoch moves on (a part may have many rows)
+_ORDERS: dict[tuple[Schedule, int], tuple[int, list[np.ndarray]]] = {}
+#: how many (schedule, part) orders a process keeps (the oldest go first)
+_MAX_ORDERS = 1024
+
+
 def _order(schedule: Schedule, epoch: int, j: int) -> list[np.ndarray]:
-    return schedule.order(epoch, j)
+    with _LOCK:
+        found = _ORDERS.get((schedule, j))
+        if found is not None and found[0] == epoch:
+            return found[1]
+    order = schedule.order(epoch, j)
+    with _LOCK:
+        _ORDERS.pop((schedule, j), None)
+        _ORDERS[(schedule, j)] = (epoch, order)
+        while len(_ORDERS) > _MAX_ORDERS:
+            del _ORDERS[next(iter(_ORDERS))]
+    return order
 
 
 def step_nodes(recipe: Recipe, schedule: Schedule, theta: np.ndarray, epoch: int, s: int, step: int, a: int, b: int,
@@ -116,6 +142,8 @@ def recipe_of(kernel: Kernel, seed: int) -> Recipe:
     build = tuple(sorted(kernel.build.items()))
     key = (kernel.network, kernel.backend, str(kernel.dtype), repr(kernel.optimizer), build, kernel.check_finite)
     with _LOCK:
-        _KERNELS.setdefault(key, (kernel, kernel.backend))
+        _KERNELS.pop(key, None)
+        _KERNELS[key] = (kernel, kernel.backend)  # the newest: the driver's own kernel for this run
+        _forget_oldest()
     return Recipe(kernel.network, kernel.backend, str(kernel.dtype), kernel.optimizer, build, kernel.check_finite,
                   kernel.emitted, seed, key)
