@@ -14,9 +14,9 @@ Throughput is training samples per second of whole epochs of the emitted C train
 - ``Dask 1 worker`` and ``Dask 2 workers``: ``sn.train(..., parts=2, client=c)`` on a
   LocalCluster of 1 or 2 worker processes (``processes=True``, one thread each), started once
   for the whole run and passed as a ``distributed.Client``, so that cluster start-up is not in
-  the figures (it is reported apart). Each step is one task per worker (theta inside the
-  tasks up to ``ClusterSteps.INLINE_BYTES``, as for both networks here, else scattered; submit,
-  gather, tree sum and update on the driver).
+  the figures (it is reported apart). The parts stay in the worker processes and each worker
+  runs one Dask actor; a step is one actor call per worker with theta inside it (the calls,
+  the gathering of the tree's nodes, the tree sum and the update on the driver): no task.
 
 The three block systems use the same two parts, so they give the same parameters bit for bit:
 after the warm-up epoch the script compares them and stops before printing any figure if they
@@ -27,13 +27,23 @@ first epoch) are reported apart. Rounds are interleaved (every system timed in e
 slow phase of this shared machine hits them all alike); a sample is whole epochs, as many as
 make about 0.1 s; the figure is the median over rounds.
 
-The step-time breakdown (2 workers, float64) times the pieces of one Dask step separately:
-the kernel on one block (B/2 rows: what each worker computes), the classic ``train_step`` on B
-rows, the update on the driver, an empty task's round trip (``client.submit(f, pure=False)
-.result()``), the scatter of theta (what a step adds for a theta above ``INLINE_BYTES``) and a
-round trip that brings back a gradient-sized vector,
-against the measured step (epoch time / steps). ``benchmarks/scale_out_model.py`` builds its
-model of W machines on these figures.
+The step-time breakdown (on the 2-worker cluster) times the pieces of one Dask step
+separately, against the measured step (epoch time / steps): the kernel on one block (B/2 rows:
+what each worker computes), the classic ``train_step`` on B rows, the update on the driver, and
+what a step's actor calls cost, on actors of the same kind as the step's (one per worker,
+made for the measurement): an empty call's round trip (``actor.noop().result()``, o in the
+model), both workers' actors called at once and waited for (the second one's extra is tau, the
+cost of each further actor), a call that carries theta out and brings a gradient-sized vector
+(n_params + 1 values) back (an empty call plus a step's payload), and the driver process's CPU
+time per empty call (``time.process_time``: the work the driver, and with a LocalCluster the
+scheduler in the same process, does per call in one event loop, so in turn for W calls). An
+actor's calls pass through the scheduler, which forwards them to the worker (Dask's
+``proxy``), unless the Client was made with ``direct_to_workers=True``: the benchmark's Client
+is a default one, as ``sn.train(client="local:N")``'s is, and ``empty actor call, direct
+client`` is the same call through a second Client made with ``direct_to_workers=True``, for
+comparison, as is an empty task's round trip (``client.submit(f, pure=False).result()``, what a
+step cost when it was one task per worker). ``benchmarks/scale_out_model.py`` builds its model
+of W machines on these figures.
 
 Configurations: ``digits`` is ``symnn demo``'s 64-32-10 relu/softmax network on the bundled
 UCI digits (1,797 rows, standardised), batch 32 and 512; ``mnist`` is the 784-128-10
@@ -61,7 +71,7 @@ import time  # noqa: E402
 import warnings  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Iterator, Mapping, Sequence  # noqa: E402
+from typing import Any, Callable, Iterator, Mapping, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -236,6 +246,67 @@ def _noop() -> int:
     return 0
 
 
+class Echo:
+    """A Dask actor like the step's (one per worker, methods run in the worker's actor thread)
+    that computes nothing: what an actor call costs, apart from the step's computation."""
+
+    def noop(self) -> int:
+        return 0
+
+    def echo(self, theta: np.ndarray, n: int) -> np.ndarray:
+        """Takes theta and gives back n values, as a step takes theta and gives back its nodes."""
+        return np.zeros(n, dtype=theta.dtype)
+
+
+@contextlib.contextmanager
+def echo_actors(client: Any) -> Iterator[list[Any]]:
+    """One :class:`Echo` actor on each of ``client``'s workers (in worker order), for the block.
+    A handle calls through the client it was made under: its scheduler's proxy, or straight to
+    the worker when that client has ``direct_to_workers``."""
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    futures = [client.submit(Echo, workers=[w], actor=True, pure=False) for w in workers]
+    try:
+        with client.as_current():  # an actor's handle binds the client current where it is made
+            actors = [f.result() for f in futures]
+        yield actors
+    finally:
+        client.cancel(futures)
+
+
+def cpu_per_call(fn: Callable[[], object], min_time: float = 0.02) -> float:
+    """This process's CPU seconds (all its threads: the client's event loop, and a LocalCluster's
+    scheduler) per call of ``fn``, from a run of at least ``min_time`` wall seconds."""
+    n = 1
+    while True:
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            fn()
+        if time.perf_counter() - wall >= min_time:
+            return (time.process_time() - cpu) / n
+        n *= 2
+
+
+def actor_calls(client: Any, theta: np.ndarray, n_values: int) -> dict[str, float]:
+    """Seconds per call of an actor call in its forms (see the module docstring), through
+    ``client`` as the step's calls go, and an empty call through a ``direct_to_workers`` Client
+    and an empty task's round trip for comparison."""
+    import distributed
+
+    out: dict[str, float] = {}
+    with echo_actors(client) as actors:
+        first = actors[0]
+        out["empty actor call"] = sample(lambda: first.noop().result())
+        if len(actors) > 1:
+            out["2 actors at once"] = sample(lambda: [f.result() for f in [a.noop() for a in actors[:2]]])
+        out["actor call, theta out, gradient back"] = sample(lambda: first.echo(theta, n_values).result())
+        out["driver CPU per actor call"] = cpu_per_call(lambda: first.noop().result())
+    with distributed.Client(client.scheduler.address, direct_to_workers=True, set_as_default=False) as direct, \
+            echo_actors(direct) as actors:
+        out["empty actor call, direct client"] = sample(lambda: actors[0].noop().result())
+    out["empty task round trip"] = sample(lambda: client.submit(_noop, pure=False).result())
+    return out
+
+
 def breakdown(run: Trainer, client: Any, batch: int, epoch_seconds: Mapping[str, float]) -> dict[str, float]:
     """Seconds per step of the pieces of a data-parallel step on ``run``'s system."""
     module = run.kernel.module
@@ -250,12 +321,7 @@ def breakdown(run: Trainer, client: Any, batch: int, epoch_seconds: Mapping[str,
         "update on the driver": sample(lambda: module._apply_gradient(theta, state, grad, 1, loss)),
     }
     if client is not None:
-        vec = np.zeros(run.kernel.n_params + 1, dtype=theta.dtype)
-        out["empty task round trip"] = sample(lambda: client.submit(_noop, pure=False).result())
-        out["scatter theta"] = sample(lambda: client.scatter(theta, hash=False))
-        out["round trip of a gradient"] = sample(lambda: client.submit(np.copy, vec, pure=False).result())
-        out["per task, 100 at once"] = sample(lambda: client.gather([client.submit(_noop, pure=False)
-                                                                   for _ in range(100)])) / 100
+        out.update(actor_calls(client, theta, run.kernel.n_params + 1))
     steps = run.steps_per_epoch
     out.update({f"step, {name}": seconds / steps for name, seconds in epoch_seconds.items()})
     return out
@@ -317,8 +383,9 @@ def throughput_table(results: Sequence[dict], dtype: str, rounds: int) -> list[s
     return lines + [""]
 
 
-BREAKDOWN = ("kernel, one block", "train_step, whole batch", "update on the driver", "empty task round trip",
-             "scatter theta", "round trip of a gradient", "per task, 100 at once")
+BREAKDOWN = ("kernel, one block", "train_step, whole batch", "update on the driver", "empty actor call",
+             "2 actors at once", "actor call, theta out, gradient back", "driver CPU per actor call",
+             "empty actor call, direct client", "empty task round trip")
 
 
 def breakdown_table(results: Sequence[dict]) -> list[str]:
@@ -395,17 +462,22 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["### Step-time breakdown (µs per step; Dask figures on the 2-worker cluster)", "",
               "`kernel, one block`: `train_gradient` on B/2 rows (what each worker computes per step); "
               "`train_step, whole batch`: the classic step on B rows; `update on the driver`: "
-              "`apply_gradient`; `empty task round trip`: `client.submit(f, pure=False).result()`; "
-              "`scatter theta`: `client.scatter(theta)`; `round trip of a gradient`: a task that "
-              "returns a vector of n_params + 1 values; `per task, 100 at once`: 100 empty tasks submitted "
-              "together and gathered, over 100 (the scheduler's throughput); `step, ...`: each system's "
-              "measured epoch time / "
-              "steps per epoch. `kernel µs / sample`: the block's time over its rows.", "",
+              "`apply_gradient`; `empty actor call`: an actor method that does nothing, called and waited "
+              "for (`actor.noop().result()`), through the benchmark's default Client as the step's calls go "
+              "(the scheduler forwards them to the worker); `2 actors at once`: both workers' actors called "
+              "together and waited for; `actor call, theta out, gradient back`: a call that takes theta and "
+              "returns n_params + 1 values; `driver CPU per actor call`: this process's CPU time per empty "
+              "call (the client's event loop and the LocalCluster's scheduler); `empty actor call, direct "
+              "client`: the empty call through a Client made with `direct_to_workers=True` (no scheduler on "
+              "the way); `empty task round trip`: `client.submit(f, pure=False).result()` (a step was one "
+              "task per worker before the actors); `step, ...`: each system's measured epoch time / steps "
+              "per epoch. `kernel µs / sample`: the block's time over its rows.", "",
               *breakdown_table(results),
               "### One-time costs (s)", "",
               "`compile`: `sn.compile(net, backend=\"c\", optimizer=...)` in this process, on an empty "
-              "cache; `setup`: placing the parts (scatter to the workers) and loading the kernel there "
-              "from the cache; `first epoch`: the warm-up epoch.", "",
+              "cache; `setup`: placing the parts (scattered to the workers, made ready and kept in the "
+              "worker processes, the kernel loaded there from the cache) and starting one actor per "
+              "worker; `first epoch`: the warm-up epoch.", "",
               *costs_table(results, compiled)]
     text = "\n".join(lines)
     print(text)

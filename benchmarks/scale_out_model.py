@@ -1,6 +1,6 @@
 """A model of data-parallel step time on W machines, built on measured figures (issue 24, item 4).
 
-    python benchmarks/scale_out_model.py [--measured benchmarks/scale_out_measured.json] [--out FILE]
+    python benchmarks/scale_out_model.py [--measured benchmarks/scale_out_measured.json] [--bandwidth B/s --latency s]
 
 prints the tables of docs/scale_out.md's "A model of step time on W machines" from the figures
 ``benchmarks/scale_out.py --json`` measured (the file in the repository is the run behind
@@ -11,27 +11,26 @@ measured speed), n parameters of ``bytes`` = 8 (float64) or 4 (float32) bytes ea
 
 - **one machine**: T1(B) = c B + u, with c the kernel's seconds per sample (train_gradient on a
   block, measured) and u the optimiser update (apply_gradient, measured per parameter);
-- **Dask, driver-centred** (what ``sn.train(client=...)`` does): T(W, B) = c B / W + o +
-  (W - 1) tau + comm + u, where tau is each further task's cost at the central scheduler
-  (measured: 100 tasks at once) and o one step's latency, which depends on how the step sends
-  theta (n ``bytes``-byte values, ``theta.nbytes``): up to ``ClusterSteps.INLINE_BYTES``
-  (read from symnn/distributed/executor.py; 1 MiB) theta rides inside each of the step's W
-  tasks, and o is an empty task's round trip (measured); above it theta is scattered once a
-  step, and o adds the scatter's own cost (measured on the benchmark's theta, a fixed cost:
-  the bytes are in comm). comm = W (theta + gradient) bytes / bandwidth + h latency, the bytes
-  of one step through the busiest link, sent one after the other: inline, the driver sends
-  theta once per task (W copies out of its link; the tasks pass through the scheduler, which
-  this counts as the driver's link, as when it runs on the driver's machine) and h = 2 (the
-  tasks out, the gradients back); scattered, theta goes to one worker and the W - 1 others
-  fetch it from there (W copies, counted as one link's) and h = 3 (scatter, fetch, gather).
-  Either way the W gradients (the tree's nodes, n + 1 values each) come back through the
-  driver's link, so it carries about 2 W gradient-sized messages a step. Not in o: pickling
-  theta into the W tasks on the driver and out of them on the workers (a memory copy each,
-  the benchmark's theta at most 0.8 MB); the check table (:func:`check`) shows what the model
-  leaves out on the measured steps;
+- **Dask actors, driver-centred** (what ``sn.train(client=...)`` does): T(W, B) = c B / W + o +
+  (W - 1) tau + comm + u. Each worker keeps its parts and runs one Dask actor; a step is one
+  actor call per worker, theta inside every call, and the driver gathers the W replies (the
+  tree's nodes and the loss, n + 1 values each), sums them and applies the update. o is an
+  empty actor call's round trip (measured) and tau each further actor's cost (measured: both
+  workers' actors called at once, less one call: the driver, and the scheduler that forwards a
+  default Client's actor calls, serve the W calls in turn in one event loop each). comm = W
+  (theta + gradient) bytes / bandwidth + 2 latency: the driver sends theta once per call and
+  receives W gradients, all through its own link, one after the other (the scheduler, when it
+  forwards the calls, is counted on the driver's machine, as a LocalCluster's is). Not in o:
+  pickling theta into the W calls and the gradients out of the replies (memory copies; on
+  loopback the check table charges each call its measured payload cost, the theta-carrying
+  call less an empty one);
 - **ring all-reduce** (Horovod, ``torch.distributed`` with NCCL/Gloo): every worker keeps theta
   and applies the update itself; T(W, B) = c B / W + 2 (W - 1) / W n bytes / bandwidth +
   2 (W - 1) latency + u, and no scheduler in the loop.
+
+Dask's o and tau are taken as measured here (a shared 2-core machine: driver, scheduler and
+workers compete for the cores) and at Dask's documented latency of an actor call, about 1 ms
+(:data:`DOCUMENTED_ACTOR_CALL`), for dedicated machines.
 
 The speed-up is S = T1(B) / T(W, B). Every term but c B / W is independent of B, so S > k holds
 from a batch size on, in closed form (:func:`min_batch`): c B (1 - k / W) > k R - u, with R the
@@ -58,9 +57,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from symnn.distributed.executor import ClusterSteps  # noqa: E402  (no Dask import: the constant only)
-
 MEASURED = ROOT / "benchmarks" / "scale_out_measured.json"
 WORKERS = (2, 4, 8, 16, 32, 64)
 DTYPE_BYTES = {"float64": 8, "float32": 4}
@@ -112,22 +108,15 @@ class Inputs:
     per_sample: Mapping[str, float]
     #: update seconds per parameter
     update_per_param: float
-    #: an empty task's round trip: one Dask step's latency when theta rides in the tasks
+    #: o: an empty actor call's round trip, through the Client as the step's calls go
     round_trip: float
-    #: the scatter of theta, which a step's latency adds when theta is scattered
-    scatter: float
-    #: seconds per further task at the scheduler
-    dask_task: float
-
-    def step_latency(self, theta_bytes: int) -> float:
-        """o: one Dask step's latency with a theta of ``theta_bytes`` bytes."""
-        return self.round_trip + (self.scatter if scatters(theta_bytes) else 0.0)
-
-
-def scatters(theta_bytes: int) -> bool:
-    """Whether a cluster step scatters theta rather than sending it inside its tasks: the
-    executor's own rule (``ClusterSteps._try_step``), on its own constant."""
-    return theta_bytes > ClusterSteps.INLINE_BYTES
+    #: tau: each further actor called at once (both workers' actors at once, less one call)
+    further_actor: float
+    #: for comparison (the inputs' line): the empty call through a ``direct_to_workers`` Client, the
+    #: driver process's CPU per call, and an empty task's round trip (a step before the actors)
+    direct_call: float = math.nan
+    driver_cpu: float = math.nan
+    task_round_trip: float = math.nan
 
 
 def load(path: Path = MEASURED) -> dict:
@@ -151,15 +140,24 @@ def inputs(raw: Mapping, dtype: str) -> Inputs:
             update.append(r["breakdown"]["update on the driver"] / r["n_params"])
     every = [r["breakdown"] for r in raw["results"]]
     return Inputs(dtype, per_sample, max(update),
-                  round_trip=statistics.median(b["empty task round trip"] for b in every),
-                  scatter=statistics.median(b["scatter theta"] for b in every),
-                  dask_task=statistics.median(b["per task, 100 at once"] for b in every))
+                  round_trip=statistics.median(b["empty actor call"] for b in every),
+                  further_actor=statistics.median(max(0.0, b["2 actors at once"] - b["empty actor call"])
+                                                  for b in every),
+                  direct_call=statistics.median(b["empty actor call, direct client"] for b in every),
+                  driver_cpu=statistics.median(b["driver CPU per actor call"] for b in every),
+                  task_round_trip=statistics.median(b["empty task round trip"] for b in every))
+
+
+def payload(breakdown: Mapping[str, float]) -> float:
+    """One actor call's cost of carrying theta out and a gradient back, measured on loopback:
+    the theta-carrying call less an empty one (at least 0)."""
+    return max(0.0, breakdown["actor call, theta out, gradient back"] - breakdown["empty actor call"])
 
 
 class Transport(enum.Enum):
     """How a step's gradients are summed and theta shared; the value is the tables' title."""
 
-    DASK = "Dask, driver-centred (sn.train(client=...))"
+    DASK = "Dask actors, driver-centred (sn.train(client=...))"
     RING = "ring all-reduce"
 
 
@@ -174,7 +172,7 @@ class Model:
             self.c = given.per_sample[base.measured] * net.flops_per_sample / base.flops_per_sample
         self.net, self.given, self.link = net, given, link
         self.u = given.update_per_param * net.n_params
-        #: theta's bytes (what the executor compares with INLINE_BYTES) and a gradient's (n + 1 values)
+        #: theta's bytes (in every actor call) and a gradient's (n + 1 values: the tree's nodes and the loss)
         self.theta_bytes = DTYPE_BYTES[given.dtype] * net.n_params
         self.bytes = DTYPE_BYTES[given.dtype] * (net.n_params + 1)
 
@@ -185,9 +183,8 @@ class Model:
         """The step's seconds that do not depend on the batch size (the update included)."""
         link = self.link
         if transport is Transport.DASK:
-            hops = 3 if scatters(self.theta_bytes) else 2
-            comm = w * (self.theta_bytes + self.bytes) / link.bandwidth + hops * link.latency
-            return self.given.step_latency(self.theta_bytes) + (w - 1) * self.given.dask_task + comm + self.u
+            comm = w * (self.theta_bytes + self.bytes) / link.bandwidth + 2 * link.latency
+            return self.given.round_trip + (w - 1) * self.given.further_actor + comm + self.u
         return 2 * (w - 1) / w * self.bytes / link.bandwidth + 2 * (w - 1) * link.latency + self.u
 
     def step(self, transport: Transport, w: int, batch: float) -> float:
@@ -211,17 +208,18 @@ def min_batch(c: float, u: float, fixed: float, w: int, k: float) -> int:
 
 
 
-#: Dask's own figure for its per-task overhead, "about 1ms" (https://distributed.dask.org/en/latest/,
-#: "Low latency"): a step then costs one such (the task; two with a scattered theta) plus 1 ms per further task
-DOCUMENTED_TASK = 1e-3
+#: Dask's own figure for an actor call, "Worker operations currently have about 1ms of latency, on top
+#: of any network latency" (https://distributed.dask.org/en/stable/actors.html, "Performance"): o is one
+#: such, and each further actor one more, since the driver serves the W calls in turn in one event loop
+#: (its CPU time per call, measured, is of that order); a dedicated driver, scheduler and workers
+DOCUMENTED_ACTOR_CALL = 1e-3
 
 
 def scenarios(given: Inputs) -> list[tuple[str, Transport, Inputs]]:
-    """The tables' cases: Dask as measured here, Dask at its documented overhead, a ring all-reduce."""
-    documented = dataclasses.replace(given, round_trip=DOCUMENTED_TASK, scatter=DOCUMENTED_TASK,
-                                     dask_task=DOCUMENTED_TASK)
+    """The tables' cases: Dask as measured here, Dask at its documented actor latency, a ring all-reduce."""
+    documented = dataclasses.replace(given, round_trip=DOCUMENTED_ACTOR_CALL, further_actor=DOCUMENTED_ACTOR_CALL)
     return [(f"{Transport.DASK.value}, overheads as measured here", Transport.DASK, given),
-            (f"{Transport.DASK.value}, at Dask's documented 1 ms per task", Transport.DASK, documented),
+            (f"{Transport.DASK.value}, at Dask's documented 1 ms per actor call", Transport.DASK, documented),
             (Transport.RING.value, Transport.RING, given)]
 
 
@@ -238,8 +236,9 @@ def tables(raw: Mapping, dtypes: Sequence[str] = ("float64", "float32"), link: L
 
 def check(raw: Mapping) -> list[tuple[str, str, int, int, float, float]]:
     """The model against the measurement it was built on: (config, dtype, batch, W, modelled
-    step, measured step) for the local Dask runs, with no link term (loopback) and each row's
-    own kernel and update times; W = 1 computes both parts, W = 2 one each."""
+    step, measured step) for the local Dask runs, with each row's own kernel and update times and,
+    for the link (loopback), W times the row's measured :func:`payload`; W = 1 computes both
+    parts, W = 2 one each."""
     rows = []
     for dtype in ("float64", "float32"):
         given = inputs(raw, dtype)
@@ -247,9 +246,8 @@ def check(raw: Mapping) -> list[tuple[str, str, int, int, float, float]]:
             b = r["breakdown"]
             c = b["kernel, one block"] / max(1, r["batch"] // 2)
             u = b["update on the driver"]
-            o = given.step_latency(DTYPE_BYTES[dtype] * r["n_params"])
             for w, name in ((1, "Dask 1 worker"), (2, "Dask 2 workers")):
-                modelled = c * r["batch"] / w + o + (w - 1) * given.dask_task + u
+                modelled = c * r["batch"] / w + given.round_trip + (w - 1) * given.further_actor + w * payload(b) + u
                 rows.append((r["config"], dtype, r["batch"], w, modelled, b[f"step, {name}"]))
     return rows
 
@@ -272,16 +270,19 @@ def render(raw: Mapping, dtypes: Sequence[str] = ("float64", "float32"), link: L
             cells += [f"{m.c * 1e6:.3f}", _count(m.bytes)]
         lines.append(f"| {net.name} | {_count(net.n_params)} | {_count(net.flops_per_sample)} | " + " | ".join(cells)
                      + " |")
-    inline = {d: [n.name for n in NETWORKS if not scatters(DTYPE_BYTES[d] * n.n_params)] for d in dtypes}
-    lines += ["", "Dask's step latency o is an empty task's round trip while theta rides in the tasks (up to "
-              f"{_count(ClusterSteps.INLINE_BYTES)} bytes), plus the scatter of theta above; tau is each further "
-              "task's cost and u / n the update per parameter: " + "; ".join(
-                  f"{d}: round trip {g.round_trip * 1e3:.2f} ms, scatter {g.scatter * 1e3:.2f} ms, tau "
-                  f"{g.dask_task * 1e3:.2f} ms, u / n {g.update_per_param * 1e9:.2f} ns, theta in the tasks: "
-                  f"{', '.join(inline[d]) or 'none'}" for d, g in given.items()), ""]
-    lines += ["The model against the steps measured here (loopback, no link term; each row's own kernel and "
-              "update times):", "", "| config | dtype | batch | W | modelled step (ms) | measured step (ms) | "
-              "measured / modelled |", "|---|---|---|---|---|---|---|"]
+    first = given[dtypes[0]]
+    lines += ["", "Dask's step latency o is an empty actor call's round trip (through a default Client, as the "
+              "step's calls go), tau each further actor's cost (both workers' actors called at once, less one "
+              "call), u / n the update per parameter: " + "; ".join(
+                  f"{d}: o {g.round_trip * 1e3:.2f} ms, tau {g.further_actor * 1e3:.2f} ms, u / n "
+                  f"{g.update_per_param * 1e9:.2f} ns" for d, g in given.items())
+              + f". For comparison (medians over every run, as o and tau): an empty call through a "
+              f"direct_to_workers Client {first.direct_call * 1e3:.2f} ms, the driver's CPU per call "
+              f"{first.driver_cpu * 1e3:.2f} ms, an empty task's round trip {first.task_round_trip * 1e3:.2f} ms.", ""]
+    lines += ["The model against the steps measured here (each row's own kernel and update times; for the "
+              "loopback link, each call's measured payload cost):", "",
+              "| config | dtype | batch | W | modelled step (ms) | measured step (ms) | measured / modelled |",
+              "|---|---|---|---|---|---|---|"]
     for config, dtype, batch, w, modelled, measured in check(raw):
         lines.append(f"| {config} | {dtype} | {batch} | {w} | {modelled * 1e3:.1f} | {measured * 1e3:.1f} | "
                      f"{measured / modelled:.2f} |")

@@ -74,5 +74,6 @@ def connect(client: object) -> Iterator[Any]:
         raise ConfigError(f"local:{n} asks for {n} worker processes on a machine with {cores} cores")
     with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   env=_worker_env(), silence_logs=40) as cluster:
-        with distributed.Client(cluster, set_as_default=False) as c:
+        # the workers are on this machine: actor calls (a step) go to them directly, not through the scheduler
+        with distributed.Client(cluster, set_as_default=False, direct_to_workers=True) as c:
             yield c

@@ -3,16 +3,18 @@ workers of a Dask cluster (:class:`ClusterSteps`). Both return the same vector, 
 the weighted gradient of the step's blocks with their weighted loss last, summed along the
 schedule's tree (:mod:`symnn.distributed.schedule`).
 
-A cluster step is one task per worker, pinned to the worker that holds its parts (loosely: it
-may run elsewhere if that worker is gone). A step whose tasks fail because a worker died is
-run again from the same parameters after the lost parts are made again (re-scattered from the
-driver's arrays, or recomputed by Dask from their graph), on the workers still alive: the
-result is the undisturbed run's, since neither the batches nor the order of the sum depend
-on the workers.
+On a cluster the parts are made once on their workers and kept there, and each worker runs a
+Dask actor (:class:`~symnn.distributed.worker.PartsActor`): a step is one actor call per worker,
+straight from the driver to the worker (no scheduler in the loop), carrying theta. A step
+whose calls fail because a worker died is run again from the same parameters after the parts
+are placed again (re-scattered from the driver's arrays, or recomputed by Dask from their
+graph) on the workers still alive: the result is the undisturbed run's, since neither the
+batches nor the order of the sum depend on the workers.
 """
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from typing import Any
 
@@ -21,7 +23,7 @@ import numpy as np
 from ..errors import WorkerLostError
 from .parts import Source
 from .schedule import Node, Schedule, ranges, tree_sum
-from .worker import Recipe, part_rows, ready_part, step_nodes
+from .worker import PartMissing, PartsActor, Recipe, forget_run, part_rows, ready_part, step_nodes, store_part
 
 
 class LocalSteps:
@@ -46,28 +48,26 @@ def _failures() -> tuple[type[BaseException], ...]:
     from distributed.client import FutureCancelledError
     from distributed.comm.core import CommClosedError
 
-    return (distributed.KilledWorker, FutureCancelledError, CommClosedError, OSError, TimeoutError)
+    return (distributed.KilledWorker, FutureCancelledError, CommClosedError, OSError, TimeoutError, PartMissing)
 
 
 class ClusterSteps:
-    """Parts materialised on the cluster's workers, one task per worker per step."""
+    """Parts kept on the cluster's workers, one actor per worker stepping over its parts."""
 
     #: how many times one step is tried again after workers died under it
     RETRIES = 4
-    #: parameters up to this size travel inside each step's tasks rather than scattered apart
-    INLINE_BYTES = 1 << 20
 
-    def __init__(self, client: Any, recipe: Recipe, source: Source, pieces: list[Any] | None = None) -> None:
+    def __init__(self, client: Any, recipe: Recipe, source: Source) -> None:
         self.client = client
         self.source = source
-        self.pieces = pieces if pieces is not None else (source.local() if source.in_memory else None)
+        self.pieces = source.local() if source.in_memory else None
         self.n = source.n_parts
+        self.run = uuid.uuid4().hex
         self._warned = False
-        self._recipe_future = None
         self._recipe = recipe
-        self._place()
-        self.sizes = tuple(int(r) for r in client.gather([client.submit(part_rows, f, pure=False)
-                                                          for f in self.parts]))
+        self._held: list[Any] = []
+        self.sizes: tuple[int, ...] = ()
+        self._retrying(self._place)
 
     # -- placement -----------------------------------------------------------------------------
     def _workers(self) -> list[str]:
@@ -76,53 +76,69 @@ class ClusterSteps:
             raise WorkerLostError("the Dask cluster has no workers")
         return workers
 
+    def _retrying(self, attempt: Any) -> Any:
+        """``attempt()``, placed again and retried while workers die under it (at most
+        :data:`RETRIES` times more; then :class:`WorkerLostError`)."""
+        failures = _failures()
+        for tries in range(self.RETRIES + 1):
+            try:
+                if tries and attempt != self._place:
+                    self._place()  # the parts again, on the workers alive now
+                return attempt()
+            except failures as exc:
+                if tries == self.RETRIES:
+                    raise WorkerLostError(f"{tries + 1} tries failed as Dask workers died: {exc}") from exc
+        raise AssertionError("unreachable")
+
     def _place(self) -> None:
-        """Assign contiguous part ranges to the live workers and make every part on its worker."""
+        """Assign contiguous part ranges to the live workers, make every part on its worker and
+        keep it there, and start one actor per worker. Tasks may run elsewhere if their worker
+        died meanwhile; a part that is then not where its actor is fails the next step
+        (PartMissing), which places everything again."""
         client = self.client
+        self._release()
         workers = self._workers()
         self.assignment = list(zip(ranges(self.n, len(workers)), workers))
-        self._recipe_future = client.scatter(self._recipe, hash=False)
-        self.parts: list[Any] = [None] * self.n
+        recipe = client.scatter(self._recipe, hash=False)
+        stored, actors = [], []
         for (a, b), worker in self.assignment:
             for j in range(a, b):
-                self.parts[j] = self._make_part(j, worker)
+                part = self._make_part(j, worker, recipe)
+                self._held.append(part)  # kept referenced: Dask makes it again if its worker dies
+                stored.append(client.submit(store_part, self.run, j, part, workers=[worker], allow_other_workers=True,
+                                            pure=False))
+            actors.append(client.submit(PartsActor, recipe, self.run, workers=[worker], allow_other_workers=True,
+                                        actor=True, pure=False))
+        self._held += [recipe, *actors]
+        rows = tuple(int(r) for r in client.gather(stored))
+        if self.sizes and rows != self.sizes:
+            raise WorkerLostError(f"the parts came back with other sizes ({rows}, not {self.sizes}): the data changed "
+                                  "under the run")
+        self.sizes = rows
+        with client.as_current():  # an actor's handle binds the client current where it is made
+            self.actors = [f.result() for f in actors]
 
-    def _make_part(self, j: int, worker: str) -> Any:
+    def _make_part(self, j: int, worker: str, recipe: Any) -> Any:
         client = self.client
         if self.source.in_memory:
             raw = client.scatter(self.pieces[j], workers=[worker], hash=False)
         else:
             raw = client.compute(self.source.tasks[j], workers=[worker], allow_other_workers=True)
-        return client.submit(ready_part, self._recipe_future, raw, workers=[worker], allow_other_workers=True,
-                             pure=False)
+        return client.submit(ready_part, recipe, raw, workers=[worker], allow_other_workers=True, pure=False)
 
     # -- steps ---------------------------------------------------------------------------------
     def step(self, schedule: Schedule, theta: np.ndarray, epoch: int, s: int, step: int) -> np.ndarray | None:
-        failures = _failures()
-        for attempt in range(self.RETRIES + 1):
-            try:
-                return self._try_step(schedule, theta, epoch, s, step)
-            except failures as exc:
-                if attempt == self.RETRIES:
-                    raise WorkerLostError(f"step {step} failed {attempt + 1} times as workers died: {exc}") from exc
-                self._place()  # the parts again, on the workers alive now
-        raise AssertionError("unreachable")
+        return self._retrying(lambda: self._try_step(schedule, theta, epoch, s, step))
 
     def _try_step(self, schedule: Schedule, theta: np.ndarray, epoch: int, s: int, step: int) -> np.ndarray | None:
-        client = self.client
-        # small parameters ride in the tasks themselves (one round trip a step); large ones are
-        # scattered once a step and fetched by the workers from where they landed
-        sent = theta.copy() if theta.nbytes <= self.INLINE_BYTES else client.scatter(theta, hash=False)
-        futures = [client.submit(step_nodes, self._recipe_future, schedule, sent, epoch, s, step, a, b,
-                                 *self.parts[a:b], workers=[worker], allow_other_workers=True, pure=False)
-                   for (a, b), worker in self.assignment]
+        # one actor call per worker, straight to it (theta travels in the call)
+        calls = [actor.step(schedule, theta, epoch, s, step, a, b)
+                 for actor, ((a, b), _) in zip(self.actors, self.assignment)]
         known: dict[Node, np.ndarray | None] = {}
-        try:
-            for nodes, used in client.gather(futures):
-                known.update(nodes)
-                self._note_backend(used)
-        finally:
-            client.cancel(futures + ([] if isinstance(sent, np.ndarray) else [sent]))
+        for call in calls:
+            nodes, used = call.result()
+            known.update(nodes)
+            self._note_backend(used)
         return tree_sum(self.n, known)
 
     def _note_backend(self, used: str) -> None:
@@ -132,8 +148,14 @@ class ClusterSteps:
                           f"(results are then not bitwise equal to a {self._recipe.backend} run)",
                           RuntimeWarning, stacklevel=3)
 
-    def close(self) -> None:
-        futures = [f for f in self.parts if f is not None] + ([self._recipe_future] if self._recipe_future else [])
-        self.client.cancel(futures)
-        self.parts = []
+    def _release(self) -> None:
+        """Drop the parts kept on the workers (those still alive) and the run's futures."""
+        if getattr(self, "actors", None):  # on every live worker; a dead one took its parts with it
+            self.client.run(forget_run, self.run, on_error="ignore")
+        self.actors = []
+        if self._held:
+            self.client.cancel(self._held)
+        self._held = []
 
+    def close(self) -> None:
+        self._release()

@@ -264,3 +264,21 @@ def test_a_pickled_kernel_carries_its_source_not_a_module_and_builds_without_der
     (l1, g1), (l2, g2) = k.loss_and_grad(params, X, y), again.loss_and_grad(params, X, y)
     assert l1 == l2 and all(np.array_equal(g1[name], g2[name]) for name in g1)
     assert again.source == k.source and again.optimizer == k.optimizer and again.backend == backend
+
+
+def test_a_step_that_keeps_failing_raises_worker_lost_after_placing_the_parts_again() -> None:
+    from symnn.errors import WorkerLostError
+
+    steps = executor.ClusterSteps.__new__(executor.ClusterSteps)  # no cluster: the retry rule alone
+    placed: list[int] = []
+    steps._place = lambda: placed.append(1)
+
+    def dying():
+        raise OSError("Unable to contact Actor's worker")
+
+    with pytest.raises(WorkerLostError, match=f"{executor.ClusterSteps.RETRIES + 1} tries failed"):
+        steps._retrying(dying)
+    assert len(placed) == executor.ClusterSteps.RETRIES  # placed again before every retry
+    with pytest.raises(ValueError):  # anything but a lost worker is not retried
+        steps._retrying(lambda: int("x"))
+    assert len(placed) == executor.ClusterSteps.RETRIES
