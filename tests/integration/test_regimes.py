@@ -57,8 +57,14 @@ def _reference(expr: sp.Expr, x: float, dtype: str) -> float:
     these functions, to far below a float's resolution)."""
     with mpmath.workdps(500):
         at = mpmath.mpf("1e1000") * (1 if x > 0 else -1) if np.isinf(x) else mpmath.mpf(float(x))
-        v = sp.lambdify(registry.X, expr, "mpmath")(at)
+        v = _mpmath_function(expr)(at)
         return float(np.array(float(v), dtype=np.float64).astype(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _mpmath_function(expr: sp.Expr):
+    """``expr`` as an mpmath function of x, made once per formula (lambdify is the slow part)."""
+    return sp.lambdify(registry.X, expr, "mpmath")
 
 
 def _ok(got: float, ref: float, dtype: str) -> bool:
