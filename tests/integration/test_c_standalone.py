@@ -75,7 +75,7 @@ def _cnn_bn() -> sn.Network:
 
 
 #: RELIABILITY.md: the sanitizers run on the catalogue plus random architectures (100 nightly;
-#: 14 here, which keeps the README's test command within its time on 2 cores)
+#: 8 here, which keeps the README's test command near its time on 2 cores)
 RANDOM = {f"random{i}": random_network(1000 + i, f"random{i}") for i in range(8)}
 
 
