@@ -426,6 +426,12 @@ class Kernel(Arguments):
         except FloatingPointError as exc:  # the NumPy module's refusal; C returns a status
             raise NonFiniteError(str(exc)) from exc
 
+    def training_targets(self, Y: np.ndarray) -> np.ndarray:
+        """Checked targets made ready for many training calls: integer labels converted once to
+        the integers the backend's kernels take as they are (the C kernels' int32), not per call."""
+        native = getattr(self.module, "label_dtype", None)
+        return Y.astype(native) if native is not None and Y.dtype.kind == "i" else Y
+
     def train_gradient(self, theta: np.ndarray, X: object, Y: object, step: int = 1,
                        seed: int = 0) -> tuple[float, np.ndarray]:
         """The loss and flat gradient (laid out as ``theta``) that :meth:`train_step` would take

@@ -256,8 +256,8 @@ def train(
     elif classification and net.several_outputs:
         raise ConfigError("classification=True reports one accuracy; this network has several outputs "
                           "(use predict for each output's labels)")
-    if y_tr is not None and y_tr.dtype.kind == "i" and kernel.backend == "c":
-        y_tr = y_tr.astype(np.int32)  # the C labels kernels take int32: convert once
+    if y_tr is not None:
+        y_tr = kernel.training_targets(y_tr)
     theta = kernel.pack(params if params is not None else net.init_params(seed=seed, dtype=dtype))
     state = kernel.init_state()
     with _steps(plan, kernel, X, Y, x_tr, y_tr, batch_size, seed, rng) as steps:
@@ -283,12 +283,12 @@ def _parallel_plan(X: object, Y: object, client: object, parts: object, validati
                    standardize: bool) -> _Plan:
     """Check the data-parallel settings before any work."""
     from .distributed.cluster import check_client_argument
-    from .distributed.parts import is_distributed_source
+    from .distributed.parts import is_distributed_source, positive_parts
 
     check_client_argument(client)
     dask = is_distributed_source(X, Y)
-    if parts is not None and (isinstance(parts, bool) or not isinstance(parts, numbers.Integral) or int(parts) < 1):
-        raise ConfigError(f"parts must be a positive integer (gradient blocks per step), got {parts!r}")
+    if parts is not None:
+        positive_parts(parts)
     if dask and parts is not None:
         raise ConfigError("parts= is for in-memory arrays; dask data are parted by their row chunks or partitions "
                           "(rechunk or repartition to choose them)")

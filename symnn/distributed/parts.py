@@ -49,7 +49,7 @@ def is_distributed_source(X: object, Y: object) -> bool:
     return _is_dask_collection(X) or _is_dask_collection(Y)
 
 
-def _positive_parts(parts: object) -> int:
+def positive_parts(parts: object) -> int:
     if isinstance(parts, bool) or not isinstance(parts, numbers.Integral) or int(parts) < 1:
         raise ConfigError(f"parts must be a positive integer (the number of gradient blocks per step), got {parts!r}")
     return int(parts)
@@ -57,7 +57,7 @@ def _positive_parts(parts: object) -> int:
 
 def in_memory(x: np.ndarray, y: np.ndarray, parts: object) -> Source:
     """``parts`` contiguous pieces of packed in-memory arrays (rows split as numpy.array_split)."""
-    p = _positive_parts(parts)
+    p = positive_parts(parts)
     if p > x.shape[0]:
         raise ConfigError(f"parts={p} is more than the {x.shape[0]} training rows")
     bounds = np.linspace(0, x.shape[0], p + 1).round().astype(int)

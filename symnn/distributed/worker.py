@@ -80,15 +80,12 @@ def _forget_oldest() -> None:
 
 def ready_part(recipe: Recipe, raw: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
     """A part's raw (X, Y) checked and converted once, as ``sn.train`` converts its data."""
-    kernel, used = kernel_for(recipe)
+    kernel, _ = kernel_for(recipe)
     x = kernel.inputs(raw[0])
     y = raw[1]
     if kernel.network.takes_labels and getattr(y, "ndim", 1) == 2 and y.shape[1] == 1:
         y = y[:, 0]  # one column of class labels, as a CSV file's last column is read
-    y = kernel.targets(y, x.shape[0])
-    if y.dtype.kind == "i" and used == "c":
-        y = y.astype(np.int32)  # the C labels kernels take int32: convert once
-    return x, y
+    return x, kernel.training_targets(kernel.targets(y, x.shape[0]))
 
 
 def part_rows(part: tuple[np.ndarray, np.ndarray]) -> int:

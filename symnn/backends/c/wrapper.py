@@ -35,6 +35,9 @@ _LABEL_CODES = {np.dtype(np.int32): 1, np.dtype(np.int64): 2}
 class CKernelModule:
     """Calls one compiled model's C API with NumPy arrays."""
 
+    #: the integer labels the C kernels take as they are (others are range-checked and converted per call)
+    label_dtype = np.dtype(np.int32)
+
     def __init__(self, module: types.ModuleType, prefix: str, dtype: str,
                  layout: list[tuple[str, int, int, tuple[int, ...]]], labels: bool,
                  n_state: int | None = None, dropout: bool = False,
