@@ -41,6 +41,7 @@ from .interop import (_FLOAT_ATTR, _FLOATS_ATTR, _INT_ATTR, _INTS_ATTR, _ONNX_AC
                       _weights)
 from .layers import Input, Layer, LayerNorm, Tensor, concat
 from .naming import shown
+from . import onnx_sequences as seq
 from .recurrent import GRU, LSTM, RNN
 from .spatial_layers import (AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d,
                              MaxPool2d)
@@ -78,6 +79,13 @@ _GRAPH_OPS: dict[str, _OnnxOp] = {
     "GRU": _OnnxOp((3, 6), {**_RECURRENT_ATTRS, "linear_before_reset": _INT_ATTR}, outputs=2, several=True),
     "LSTM": _OnnxOp((3, 8), {**_RECURRENT_ATTRS, "input_forget": _INT_ATTR}, outputs=3, several=True),
     "Squeeze": _OnnxOp((1, 2), {"axes": _INTS_ATTR}),  # only of a recurrent op's output (_squeezed)
+    # around a time-major (layout=0) recurrent op, as torch.onnx.export writes it (onnx_sequences)
+    "Transpose": _OnnxOp((1, 1), {"perm": _INTS_ATTR}),
+    "Shape": _OnnxOp((1, 1), {"start": _INT_ATTR, "end": _INT_ATTR}),
+    "Unsqueeze": _OnnxOp((1, 2), {"axes": _INTS_ATTR}),
+    "ConstantOfShape": _OnnxOp((1, 1), {"value": _TENSOR_ATTR}),
+    "Expand": _OnnxOp((2, 2), {}),
+    "Slice": _OnnxOp((1, 5), {"axes": _INTS_ATTR, "ends": _INTS_ATTR, "starts": _INTS_ATTR}),
 }
 
 #: ops that only a layer graph has: a model holding one is imported by this module
@@ -86,8 +94,10 @@ _GRAPH_ONLY = frozenset(_GRAPH_OPS) - frozenset(_ONNX_OPS)
 _SUPPORTED = ("Conv, MaxPool, AveragePool, GlobalAveragePool (then Flatten or Reshape), Flatten (axis=1), "
               "Reshape to (N, -1), Gemm, MatMul (+ Add), Add, Concat (axis=1), BatchNormalization (inference "
               "form), LayerNormalization (over the features), Gather (axis 0 of an initializer by the integer "
-              "input: an embedding), RNN, GRU, LSTM (forward, layout=1; their Y flattened or squeezed, or Y_h "
-              "flattened or squeezed), Constant (a shape or a weight) and "
+              "input: an embedding), RNN, GRU, LSTM (forward; layout=1 with Y flattened or squeezed, or Y_h "
+              "flattened or squeezed; layout=0 as torch.onnx.export writes it: the Transposes, Squeezes, zero "
+              "initial states from Shape, and the Gather of the last step or layer around it), Constant (a "
+              "shape or a weight) and "
               f"{', '.join(sorted(_ONNX_ACTIVATIONS))} (an Identity of a weight is that weight)")
 
 _INT64 = 7  # onnx.TensorProto.INT64
@@ -131,6 +141,8 @@ class _Builder:
     #: weights that Constant nodes define (not initializers): an all-ones scale and all-zeros
     #: bias there are how torch's exporter writes a normalisation without affine parameters
     constants: set[str] = field(default_factory=set)
+    #: the values around time-major recurrent ops: views, shapes, zeros (symnn/onnx_sequences.py)
+    seq: seq.SequenceState = field(default_factory=seq.SequenceState)
 
 
 def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss: object, name: str,
@@ -159,6 +171,9 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
             defined.add(output)
         if id(node) not in b.done:
             _build(b, node)
+    for o in out_names:  # a batch-first sequence returned as it is: the layer returns every step
+        if o in b.seq.views:
+            b.values[o] = seq.as_data(b.seq, "the graph's outputs", o)
     missing = [o for o in out_names if o not in b.values]
     if not out_names or missing:
         raise SpecError(f"the ONNX graph's outputs {shown(missing or out_names)} are not tensors it computes")
@@ -225,6 +240,9 @@ def _dims_text(dims: Sequence[Any]) -> str:
 
 def _tensor(b: _Builder, node: _Node, key: str) -> Tensor:
     """The computed tensor ``key`` that ``node`` reads (not a weight, not a constant)."""
+    sequence = seq.as_data(b.seq, node.where, key)
+    if sequence is not None:
+        return sequence
     if key not in b.values:
         raise SpecError(f"{node.where}: input {shown(key)} is not a tensor the graph computes before it "
                         f"(a {node.op} reads the data flowing through the network here)")
@@ -238,6 +256,10 @@ def _build(b: _Builder, node: _Node) -> None:
         b.init[node.output] = b.init[node.inputs[0]]
         if node.inputs[0] in b.constants:
             b.constants.add(node.output)
+    elif seq.follows(b.seq, node.op, node.inputs):
+        step = seq.Step(node.op, dict(node.attrs), node.inputs, node.output, node.where)
+        seq.build(b.seq, step, b.values, b.consts, lambda key: _zero_weight(b, node, key),
+                  lambda _: _squeeze_axes(b, node))
     elif node.op == "BatchNormalization":
         _batchnorm(b, node)
     elif node.op == "LayerNormalization":
@@ -283,6 +305,8 @@ def _constant(b: _Builder, node: _Node) -> None:
     if value is not None and hasattr(value, "data_type") and value.data_type in _ONNX_FLOATS:
         b.init[node.output] = value
         b.constants.add(node.output)
+    elif (index := seq.int_scalar(value, node.where, "value")) is not None:  # a Gather's index
+        b.seq.scalars[node.output] = index
     else:
         b.consts[node.output] = _int_tensor(value, node.where, "value")
 
@@ -670,20 +694,25 @@ _RECURRENT_REFUSED_INPUTS = {
 
 
 def _recurrent(b: _Builder, node: _Node) -> None:
-    """``RNN``/``GRU``/``LSTM`` (direction "forward", ``layout=1``: X (N, T, F)) as an
-    ``sn.RNN``/``GRU``/``LSTM``: W (1, G*H, F), R (1, G*H, H) and B (1, 2*G*H: Wb then Rb)
-    become ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0`` with the gates
-    moved to PyTorch's order; no B is a layer without biases. The layer returns the sequence
-    when Y is read (flattened, or squeezed to (N, T, H)), the last state when Y_h is."""
+    """``RNN``/``GRU``/``LSTM`` (direction "forward") as an ``sn.RNN``/``GRU``/``LSTM``: W (1, G*H,
+    F), R (1, G*H, H) and B (1, 2*G*H: Wb then Rb) become ``weight_ih_l0``, ``weight_hh_l0``,
+    ``bias_ih_l0``, ``bias_hh_l0`` with the gates moved to PyTorch's order; no B is a layer
+    without biases. With ``layout=1`` (X (N, T, F)) the layer returns the sequence when Y is read
+    (flattened, or squeezed to (N, T, H)), the last state when Y_h is. With ``layout=0`` (X
+    (T, N, F), what torch.onnx.export writes) X is a transposed batch-first tensor and the
+    outputs are followed as views until read (symnn/onnx_sequences.py); an initial state of
+    broadcast zeros is no initial state."""
     cls, order, defaults = _RECURRENT_LAYERS[node.op]
-    x = _tensor(b, node, node.inputs[0])
+    nonlinearity = _recurrent_settings(node, defaults)
+    time_major = node.attrs.get("layout", 0) == 0
+    x = (seq.time_major_input(b.seq, node.where, node.inputs[0]) if time_major
+         else _tensor(b, node, node.inputs[0]))
     if len(x.shape) != 2:
         raise SpecError(f"{node.where}: reads samples of shape {x.shape}; a {node.op} reads sequences (T, F): "
                         "X declared (N, T, F)")
-    nonlinearity = _recurrent_settings(node, defaults)
     optional = dict(zip(_RECURRENT_INPUTS, node.inputs[3:]))
     for key, why in _RECURRENT_REFUSED_INPUTS.items():
-        if optional.get(key):
+        if optional.get(key) and not (key in ("initial_h", "initial_c") and optional[key] in b.seq.zeros):
             raise SpecTypeError(f"{node.where}: the input {key} ({shown(optional[key])}) is not supported: {why}")
     w = _weight(b.init, node.inputs[1], 3, node.where, b.base, exact=True)
     r = _weight(b.init, node.inputs[2], 3, node.where, b.base, exact=True)
@@ -693,12 +722,17 @@ def _recurrent(b: _Builder, node: _Node) -> None:
         raise SpecError(f"{node.where}: W of shape {w.shape}, R of shape {r.shape} and hidden_size="
                         f"{node.attrs.get('hidden_size')} do not make a forward {node.op} of {gates} gate(s) "
                         f"on {x.shape[1]} features")
-    sequences, readers = _recurrent_readers(b, node, (x.shape[0], h))
+    _refuse_unread_outputs(b, node)
+    sequences, readers = (None, []) if time_major else _recurrent_readers(b, node, (x.shape[0], h))
     name = _layer_name(b, "", None, node.op.lower())
     sizes = (int(x.shape[1]), h, 1)
     has_bias = bool(optional.get("B"))
-    layer = (RNN(*sizes, nonlinearity, has_bias, sequences, name=name) if cls is RNN
-             else cls(*sizes, has_bias, sequences, name=name))
+
+    def make(sequences: bool) -> Tensor:
+        layer = (RNN(*sizes, nonlinearity, has_bias, sequences, name=name) if cls is RNN
+                 else cls(*sizes, has_bias, sequences, name=name))
+        return layer(x)
+
     values = {"weight_ih_l0": _gates(w[0], order, h), "weight_hh_l0": _gates(r[0], order, h)}
     if has_bias:
         bias = _weight(b.init, optional["B"], 2, node.where, b.base, exact=True)
@@ -709,7 +743,10 @@ def _recurrent(b: _Builder, node: _Node) -> None:
         values["bias_hh_l0"] = _gates(bias[0, gates * h:], order, h)
     for leaf, v in values.items():
         b.params[f"{name}.{leaf}"] = _weights(v, f"{name}.{leaf}", b.dtype)
-    out = layer(x)
+    if time_major:
+        seq.declare_outputs(b.seq, seq.Pending(node.where, node.op, int(x.shape[0]), make), *node.outputs[:2])
+        return
+    out = make(bool(sequences))
     for reader in readers:  # a flattened sequence is (T*H,); a squeeze, or Y_h flattened, the layer's own
         flat = sequences and reader.op != "Squeeze"
         b.values[reader.output] = Flatten()(out) if flat else out
@@ -727,10 +764,8 @@ def _recurrent_settings(node: _Node, defaults: tuple[str, ...]) -> str:
     if attrs.get("direction", "forward") != "forward":
         raise SpecTypeError(f"{what}(direction={shown(attrs['direction'])}) is not supported: symnn's recurrent "
                             "layers run forward in time (direction='forward')")
-    if attrs.get("layout", 0) != 1:
-        raise SpecTypeError(f"{what}(layout={attrs.get('layout', 0)}) is not supported: symnn reads batch-first "
-                            "sequences, layout=1 with X (N, T, F) (a time-major X (T, N, F) and the Transposes "
-                            "around it, as torch.onnx.export writes, are not read)")
+    if attrs.get("layout", 0) not in (0, 1):
+        raise ModelFormatError(f"{what}(layout={attrs['layout']}): ONNX's layout is 0 or 1")
     if "clip" in attrs:
         raise SpecTypeError(f"{what}(clip={attrs['clip']}) is not supported: symnn's gates are not clipped")
     for key in ("activation_alpha", "activation_beta"):
@@ -753,11 +788,9 @@ def _recurrent_settings(node: _Node, defaults: tuple[str, ...]) -> str:
     return "relu" if relu else "tanh"
 
 
-def _recurrent_readers(b: _Builder, node: _Node, seq_shape: tuple[int, int]) -> tuple[bool, list[_Node]]:
-    """Whether the layer returns the sequence (Y is read) or the last state (Y_h is), and the
-    nodes that read it: each a Flatten(axis=1), a Reshape to (N, -1) or a Squeeze of the
-    direction axis (Y: 2, Y_h: 1), which the layer's value defines. Y_c, both Y and Y_h,
-    another reader, or Y/Y_h as a graph output (they keep the direction axis) are refused."""
+def _refuse_unread_outputs(b: _Builder, node: _Node) -> None:
+    """A recurrent op's Y_c read, or its Y or Y_h a graph output (they keep the direction
+    axis), is refused."""
     y, y_h, y_c = (node.outputs + ("", "", ""))[:3]
     if y_c and (b.users.get(y_c) or y_c in b.outputs):
         raise SpecError(f"{node.where}: its final cell state Y_c {shown(y_c)} is read; symnn's LSTM returns the "
@@ -766,6 +799,14 @@ def _recurrent_readers(b: _Builder, node: _Node, seq_shape: tuple[int, int]) -> 
         if key and key in b.outputs:
             raise SpecError(f"{node.where}: its output {shown(key)} is a graph output; symnn reads it through a "
                             "Flatten(axis=1), a Reshape to (N, -1) or a Squeeze of the direction axis")
+
+
+def _recurrent_readers(b: _Builder, node: _Node, seq_shape: tuple[int, int]) -> tuple[bool, list[_Node]]:
+    """Whether the layer returns the sequence (Y is read) or the last state (Y_h is), and the
+    nodes that read it: each a Flatten(axis=1), a Reshape to (N, -1) or a Squeeze of the
+    direction axis (Y: 2, Y_h: 1), which the layer's value defines. Y_c, both Y and Y_h,
+    another reader, or Y/Y_h as a graph output (they keep the direction axis) are refused."""
+    y, y_h = (node.outputs + ("", ""))[:2]
     seq_readers = b.users.get(y, []) if y else []
     last_readers = b.users.get(y_h, []) if y_h else []
     if seq_readers and last_readers:
@@ -789,18 +830,27 @@ def _recurrent_readers(b: _Builder, node: _Node, seq_shape: tuple[int, int]) -> 
     return bool(seq_readers), list(seq_readers or last_readers)
 
 
-def _check_squeeze(b: _Builder, node: _Node, axis: int, rank: int) -> None:
-    """A Squeeze of exactly the direction axis (``axes`` an attribute, or a constant input)."""
+def _squeeze_axes(b: _Builder, node: _Node) -> tuple[int, ...]:
+    """A Squeeze's (or Unsqueeze's) axes: an attribute, or a constant input."""
     if len(node.inputs) > 1 and node.inputs[1]:
         key = node.inputs[1]
         if key in b.consts:
-            axes = b.consts[key]
-        elif key in b.init:
-            axes = _int_tensor(b.init[key], node.where, key)
-        else:
-            raise SpecTypeError(f"{node.where}: the axes {shown(key)} must be a constant")
-    else:
-        axes = node.attrs.get("axes", ())
+            return tuple(b.consts[key])
+        if key in b.init:
+            return _int_tensor(b.init[key], node.where, key)
+        raise SpecTypeError(f"{node.where}: the axes {shown(key)} must be a constant")
+    return tuple(node.attrs.get("axes", ()))
+
+
+def _zero_weight(b: _Builder, node: _Node, key: str) -> bool:
+    """Whether ``key`` is a floating-point constant holding only zeros (what an Expand
+    broadcasts into a zero initial state)."""
+    return key in b.init and not np.any(_weight(b.init, key, 8, node.where, b.base))
+
+
+def _check_squeeze(b: _Builder, node: _Node, axis: int, rank: int) -> None:
+    """A Squeeze of exactly the direction axis (``axes`` an attribute, or a constant input)."""
+    axes = _squeeze_axes(b, node)
     if tuple(axes) not in ((axis,), (axis - rank,)):
         raise SpecError(f"{node.where}: Squeeze of axes {shown(list(axes))}; symnn reads a Squeeze of the "
                         f"direction axis {axis} only")

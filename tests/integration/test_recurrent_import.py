@@ -292,7 +292,6 @@ def test_onnx_recurrent_ops_match_the_reference_evaluator_and_autograd(op: str, 
 @pytest.mark.parametrize("op, attrs, extra, words", [
     ("LSTM", {"direction": "reverse"}, None, "direction='reverse'"),
     ("GRU", {"direction": "bidirectional"}, None, "direction='bidirectional'"),
-    ("LSTM", {"layout": 0}, None, "layout=0"),
     ("GRU", {"linear_before_reset": None}, None, "linear_before_reset=0"),
     ("GRU", {"linear_before_reset": 0}, None, "linear_before_reset=0"),
     ("LSTM", {"activations": ["Sigmoid", "Tanh", "Relu"]}, None, "activations="),

@@ -1,0 +1,169 @@
+"""``sn.from_onnx`` of recurrent modules as ``torch.onnx.export`` writes them (issue 23, item 4):
+the time-major op (``layout=0``) between ``Transpose(perm=[1, 0, 2])`` nodes, zero initial
+states built from the input's ``Shape`` (``ConstantOfShape``; ``Slice`` per layer when stacked),
+``Y`` squeezed and transposed back, ``out[:, -1]`` and ``h_n[-1]`` as ``Gather`` nodes.
+
+Each exported file is read back and held to the module it came from: the forward output and,
+through ``loss_and_grad``, every gradient against autograd (float64, 1e-10 relative: a step's
+gate sums and the chain through T = 5 steps are a few hundred roundings at u = 2**-53, far
+below it), and the forward against ONNX's reference evaluator of the file itself. What symnn's
+layers do not model is refused naming the node, before any work.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+
+import symnn as sn
+from symnn.errors import SpecError, SpecTypeError
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+from onnx import numpy_helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+from tests.layer_graphs import ready, rel  # noqa: E402
+
+nn = torch.nn
+N, T, F, H, K = 6, 5, 3, 4, 2  # samples, steps, features, hidden size, outputs
+RNG = np.random.default_rng(3)
+X = RNG.normal(size=(N, T, F))
+Y = RNG.normal(size=(N, K))
+
+
+class Reader(nn.Module):
+    """A batch-first recurrent module ``rnn`` and a head ``fc`` reading its result ``read``:
+    "last" ``out[:, -1]``, "h" ``h_n[-1]``, "squeeze" ``h_n.squeeze(0)``, "flat" the sequence
+    flattened, "first" ``out[:, 0]`` (refused), "both" the last step plus the flattened
+    sequence (refused)."""
+
+    def __init__(self, rnn: nn.Module, read: str) -> None:
+        super().__init__()
+        self.rnn, self.read = rnn, read
+        self.fc = nn.Linear(H * (T if read == "flat" else 1), K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, h = self.rnn(x)
+        h = h[0] if isinstance(h, tuple) else h
+        if self.read == "last":
+            return self.fc(out[:, -1])
+        if self.read == "h":
+            return self.fc(h[-1])
+        if self.read == "squeeze":
+            return self.fc(h.squeeze(0))
+        if self.read == "first":
+            return self.fc(out[:, 0])
+        if self.read == "both":
+            return self.fc(out[:, -1]) + out.flatten(1)[:, :K]
+        return self.fc(out.flatten(1))
+
+
+def _exported(module: nn.Module) -> onnx.ModelProto:
+    """The module (in float64) as torch.onnx.export writes it (TorchScript exporter, dynamic batch)."""
+    module = module.double().eval()
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.tensor(X),), f, dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    return onnx.load_from_string(f.getvalue())
+
+
+def _mse(out: torch.Tensor) -> torch.Tensor:
+    return ((out - torch.tensor(Y)) ** 2).mean()
+
+
+CASES = [  # (module, its readers' return_sequences in layer order)
+    (lambda: nn.LSTM(F, H, batch_first=True), "last", [False]),
+    (lambda: nn.GRU(F, H, num_layers=2, batch_first=True), "h", [True, False]),
+    (lambda: nn.RNN(F, H, nonlinearity="relu", batch_first=True), "flat", [True]),
+    (lambda: nn.LSTM(F, H, num_layers=2, batch_first=True), "last", [True, False]),
+    (lambda: nn.GRU(F, H, batch_first=True), "squeeze", [False]),
+]
+
+
+@pytest.mark.parametrize("make, read, sequences", CASES)
+def test_exported_recurrent_modules_match_the_module_the_file_and_autograd(make, read: str,
+                                                                            sequences: list[bool]) -> None:
+    module = ready(Reader(make(), read))
+    model = _exported(module)
+    assert any(node.op_type in ("LSTM", "GRU", "RNN") and any(a.name == "layout" and a.i == 1 for a in node.attribute)
+               for node in model.graph.node) is False  # the exporter's time-major form, not layout=1
+    net, params = sn.from_onnx(model, loss="mse")
+    layers = [la for la in net.graph.layers if isinstance(la, (sn.RNN, sn.GRU, sn.LSTM))]
+    assert [la.return_sequences for la in layers] == sequences
+    k = sn.compile(net, backend="numpy")
+    twin = module(torch.tensor(X)).detach().numpy()
+    assert rel(k.forward(params, X.reshape(N, -1)), twin) <= 1e-10
+    if not isinstance(module.rnn, nn.RNN):  # onnx's reference RNN implements Tanh only
+        (ref,) = ReferenceEvaluator(model).run(None, {"x": X})
+        assert rel(k.forward(params, X.reshape(N, -1)), ref) <= 1e-10
+    loss, grads = k.loss_and_grad(params, X.reshape(N, -1), Y)
+    module.zero_grad()
+    torch_loss = _mse(module(torch.tensor(X)))
+    torch_loss.backward()
+    assert abs(loss - torch_loss.item()) <= 1e-10 * abs(torch_loss.item())
+    named = dict(module.named_parameters())
+    kind = type(module.rnn).__name__.lower()
+    for key, g in grads.items():  # layer i+1 of symnn is layer i of the torch module
+        layer, _, leaf = key.partition(".")
+        torch_key = (f"rnn.{leaf[:-1]}{int(layer[len(kind):]) - 1}" if layer.startswith(kind)
+                     else key)
+        assert rel(g, named[torch_key].grad.numpy()) <= 1e-10, key
+
+
+def test_an_exported_lstm_ships_as_c_through_the_cli(tmp_path) -> None:
+    """``symnn from-onnx`` emits the exported file's network and its weights as C."""
+    from symnn.cli import main
+
+    path = tmp_path / "lstm.onnx"
+    path.write_bytes(_exported(ready(Reader(nn.LSTM(F, H, batch_first=True), "last"))).SerializeToString())
+    assert main(["from-onnx", str(path), "--out", str(tmp_path / "c"), "--name", "seq", "--loss", "mse"]) == 0
+    source = (tmp_path / "c" / "seq.c").read_text()
+    assert "lstm1" in source and (tmp_path / "c" / "seq_params.h").exists()
+
+
+def _with_fill(model: onnx.ModelProto, value: float) -> onnx.ModelProto:
+    """The model with its zero initial state's ConstantOfShape filling ``value`` instead."""
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    attr.t.CopyFrom(numpy_helper.from_array(np.array([value], dtype=np.float32)))
+    return model
+
+
+def _with_perm(model: onnx.ModelProto, perm: list[int]) -> onnx.ModelProto:
+    """The model with its first Transpose permuting by ``perm``."""
+    node = next(n for n in model.graph.node if n.op_type == "Transpose")
+    next(a for a in node.attribute if a.name == "perm").ints[:] = perm
+    return model
+
+
+@pytest.mark.parametrize("make, error, words", [
+    (lambda: _with_fill(_exported(Reader(nn.LSTM(F, H, batch_first=True), "last")), 1.0), SpecTypeError,
+     "ConstantOfShape fills with [1.0]"),
+    (lambda: _exported(Reader(nn.LSTM(F, H, batch_first=True), "first")), SpecError, "not step 0 alone"),
+    (lambda: _exported(Reader(nn.GRU(F, H, batch_first=True), "both")), SpecError, "return_sequences"),
+    (lambda: _with_perm(_exported(Reader(nn.LSTM(F, H, batch_first=True), "last")), [0, 2, 1]), SpecTypeError,
+     "Transpose(perm=[0, 2, 1])"),
+    (lambda: _exported(Reader(nn.LSTM(F, H // 2, batch_first=True, bidirectional=True), "last")), SpecTypeError,
+     "direction='bidirectional'"),
+])
+def test_what_symnn_does_not_model_is_refused_naming_the_node(make, error: type, words: str) -> None:
+    with pytest.raises(error) as info:
+        sn.from_onnx(make(), loss="mse")
+    assert words in str(info.value) and "node " in str(info.value)
+
+
+def test_a_layout_0_op_reading_a_batch_first_x_is_refused() -> None:
+    """layout=0 reads X as (T, N, F): the graph's batch-first input read directly is refused."""
+    from tests.integration.test_recurrent_import import _onnx_model, _Onnxed
+
+    model = _onnx_model(_Onnxed(nn.LSTM(F, H, batch_first=True), "Y_h").double(), "LSTM", "Y_h", {"layout": 0})
+    with pytest.raises(SpecError, match=r"layout=0 its X 'X' must be time-major"):
+        sn.from_onnx(model, loss="mse")
