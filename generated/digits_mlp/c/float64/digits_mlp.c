@@ -27,6 +27,16 @@
 #endif
 #endif
 
+/* acc + a*b, rounded once where the target has a fast fused multiply-add (FP_FAST_FMA), else
+ * twice: the same on every term of a sum. Written as acc += a*b in a loop, GCC vectorises the
+ * products of a sum over k and adds them in order, fusing only the scalar tail's: the last bits
+ * then depended on the sum's length and on the vector width. */
+#ifdef FP_FAST_FMA
+#define DIGITS_MLP__MADD(a, b, acc) fma((a), (b), (acc))
+#else
+#define DIGITS_MLP__MADD(a, b, acc) ((acc) + (a)*(b))
+#endif
+
 /* Built with -DSYMNN_FLUSH_DENORMALS, every entry point runs its kernel with subnormal numbers
  * read and written as zero (x86's DAZ and FTZ), and gives the caller's setting back on return:
  * arithmetic on subnormals is slow on x86, and the cotangents of a long float32 recurrence decay
@@ -1337,7 +1347,7 @@ static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const
                 for (ptrdiff_t j = 0; j < jn; ++j) si += ev[j];
             }
             digits_mlp_real yz = 0.0;
-            for (ptrdiff_t j = 0; j < 10; ++j) yz += yi[j]*zi[j];
+            for (ptrdiff_t j = 0; j < 10; ++j) yz = DIGITS_MLP__MADD(yi[j], zi[j], yz);
             t2[i] = (mi + log(si)) - yz;
         }
     }
@@ -1427,7 +1437,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
             const digits_mlp_real mi = z2_max[i];
             const digits_mlp_real si = z2_sum[i];
             digits_mlp_real yz = 0.0;
-            for (ptrdiff_t j = 0; j < 10; ++j) yz += yi[j]*zi[j];
+            for (ptrdiff_t j = 0; j < 10; ++j) yz = DIGITS_MLP__MADD(yi[j], zi[j], yz);
             t2[i] = (mi + log(si)) - yz;
         }
     }

@@ -27,6 +27,16 @@
 #endif
 #endif
 
+/* acc + a*b, rounded once where the target has a fast fused multiply-add (FP_FAST_FMA), else
+ * twice: the same on every term of a sum. Written as acc += a*b in a loop, GCC vectorises the
+ * products of a sum over k and adds them in order, fusing only the scalar tail's: the last bits
+ * then depended on the sum's length and on the vector width. */
+#ifdef FP_FAST_FMA
+#define XOR_MLP__MADD(a, b, acc) fma((a), (b), (acc))
+#else
+#define XOR_MLP__MADD(a, b, acc) ((acc) + (a)*(b))
+#endif
+
 /* Built with -DSYMNN_FLUSH_DENORMALS, every entry point runs its kernel with subnormal numbers
  * read and written as zero (x86's DAZ and FTZ), and gives the caller's setting back on return:
  * arithmetic on subnormals is slow on x86, and the cotangents of a long float32 recurrence decay
@@ -195,7 +205,7 @@ static void xor_mlp__forward(const xor_mlp_real *SYMNN_RESTRICT params, const xo
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) {
                 xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 2; ++k) dot += A[i*2 + k]*B[j*2 + k];
+                for (ptrdiff_t k = 0; k < 2; ++k) dot = XOR_MLP__MADD(A[i*2 + k], B[j*2 + k], dot);
                 C[i*4 + j] = dot;
             }
     }
@@ -213,7 +223,7 @@ static void xor_mlp__forward(const xor_mlp_real *SYMNN_RESTRICT params, const xo
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 1; ++j) {
                 xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 4; ++k) dot += A[i*4 + k]*B[j*4 + k];
+                for (ptrdiff_t k = 0; k < 4; ++k) dot = XOR_MLP__MADD(A[i*4 + k], B[j*4 + k], dot);
                 C[i*1 + j] = dot;
             }
     }
@@ -247,7 +257,7 @@ static void xor_mlp__loss(const xor_mlp_real *SYMNN_RESTRICT params, const xor_m
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) {
                 xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 2; ++k) dot += A[i*2 + k]*B[j*2 + k];
+                for (ptrdiff_t k = 0; k < 2; ++k) dot = XOR_MLP__MADD(A[i*2 + k], B[j*2 + k], dot);
                 C[i*4 + j] = dot;
             }
     }
@@ -265,7 +275,7 @@ static void xor_mlp__loss(const xor_mlp_real *SYMNN_RESTRICT params, const xor_m
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 1; ++j) {
                 xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 4; ++k) dot += A[i*4 + k]*B[j*4 + k];
+                for (ptrdiff_t k = 0; k < 4; ++k) dot = XOR_MLP__MADD(A[i*4 + k], B[j*4 + k], dot);
                 C[i*1 + j] = dot;
             }
     }
@@ -313,7 +323,7 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, co
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) {
                 xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 2; ++k) dot += A[i*2 + k]*B[j*2 + k];
+                for (ptrdiff_t k = 0; k < 2; ++k) dot = XOR_MLP__MADD(A[i*2 + k], B[j*2 + k], dot);
                 C[i*4 + j] = dot;
             }
     }
@@ -331,7 +341,7 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, co
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 1; ++j) {
                 xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 4; ++k) dot += A[i*4 + k]*B[j*4 + k];
+                for (ptrdiff_t k = 0; k < 4; ++k) dot = XOR_MLP__MADD(A[i*4 + k], B[j*4 + k], dot);
                 C[i*1 + j] = dot;
             }
     }
@@ -370,7 +380,7 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, co
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) {
                 xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < 1; ++k) dot += A[i*1 + k]*B[k*4 + j];
+                for (ptrdiff_t k = 0; k < 1; ++k) dot = XOR_MLP__MADD(A[i*1 + k], B[k*4 + j], dot);
                 C[i*4 + j] = dot;
             }
     }
@@ -393,7 +403,7 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, co
         for (ptrdiff_t i = 0; i < 4; ++i)
             for (ptrdiff_t j = 0; j < 2; ++j) {
                 xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < n; ++k) dot += A[k*4 + i]*B[k*2 + j];
+                for (ptrdiff_t k = 0; k < n; ++k) dot = XOR_MLP__MADD(A[k*4 + i], B[k*2 + j], dot);
                 C[i*2 + j] = dot;
             }
     }
@@ -404,7 +414,7 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, co
         for (ptrdiff_t i = 0; i < 1; ++i)
             for (ptrdiff_t j = 0; j < 4; ++j) {
                 xor_mlp_real dot = 0.0;
-                for (ptrdiff_t k = 0; k < n; ++k) dot += A[k*1 + i]*B[k*4 + j];
+                for (ptrdiff_t k = 0; k < n; ++k) dot = XOR_MLP__MADD(A[k*1 + i], B[k*4 + j], dot);
                 C[i*4 + j] = dot;
             }
     }

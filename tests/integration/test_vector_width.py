@@ -1,0 +1,48 @@
+"""The in-process build asks for 512-bit loops where the CPU has AVX-512
+(``symnn.build.WIDE_VECTOR_FLAGS``): a speed choice only. The element-wise maps do the same
+operations on every element at either width, so the kernels' results are bitwise those of the
+256-bit build (which ``SYMNN_CFLAGS`` can still ask for: a later ``-mprefer-vector-width`` wins)."""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+
+import symnn as sn
+from symnn import build
+
+
+def test_wide_vectors_only_on_x86_with_avx512() -> None:
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    wanted = x86 and "avx512f" in build.cpu_flags().split()
+    assert (set(build.WIDE_VECTOR_FLAGS) <= set(build.build_flags())) == wanted
+
+
+def test_the_wide_build_gives_the_bits_of_the_narrow_one(monkeypatch) -> None:
+    """Element-wise maps (tanh and its derivative: the loops the width changes), a softmax head on
+    one-hot targets (the loss's sum of y * z) and Adam with clip_norm (its sum of squares):
+    loss, every gradient and a train step bitwise equal across the two builds (float64; the
+    float32 file prints the same loops with fmaf).
+    Before the sums over k were written as fused multiply-adds (``__MADD``), a product's sum
+    of batch rows differed here in its last bit."""
+    x = sn.Input(18)
+    h = sn.Dense(18, 8, activation="tanh", name="hidden")(x)
+    y = sn.Dense(8, 4, activation="softmax", name="fc")(h)
+    net = sn.Network(inputs=x, outputs=y, loss="cross_entropy", name="widths")
+    rng = np.random.default_rng(5)
+    X, labels = rng.normal(size=(7, 18)), rng.integers(0, 4, 7)
+    onehot = np.eye(4)[labels]
+    for dtype in ("float64",):
+        results = []
+        for width in ("", "-mprefer-vector-width=256"):
+            monkeypatch.setenv("SYMNN_CFLAGS", width)
+            k = sn.compile(net, backend="c", dtype=dtype, optimizer=sn.Adam(lr=0.01, clip_norm=0.5))
+            params = k.new_params(seed=1)
+            loss, grads = k.loss_and_grad(params, X.astype(dtype), onehot.astype(dtype))
+            theta, state = k.pack(params), k.init_state()
+            k.train_step(theta, state, X.astype(dtype), labels, 1)
+            results.append((loss, {key: g.copy() for key, g in grads.items()}, theta.copy(), state.copy()))
+        (l0, g0, t0, s0), (l1, g1, t1, s1) = results
+        assert l0 == l1 and np.array_equal(t0, t1) and np.array_equal(s0, s1)
+        assert all(np.array_equal(g0[key], g1[key]) for key in g0)
