@@ -10,7 +10,7 @@ import math
 import numbers
 import sys
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import sympy as sp
@@ -465,6 +465,9 @@ class Network:
     #: the parameters that training leaves as they are (``frozen=``), in the parameters' order:
     #: no gradient is derived for them (their gradient is 0) and no optimiser step touches them
     frozen: tuple[str, ...] = ()
+    #: ``((layer name, module path), ...)``: the layers imported from a nested PyTorch module
+    #: (``blocks.0.conv``), whose parameters :meth:`state_dict_key` keys under that path
+    module_paths: tuple[tuple[str, str], ...] = ()
 
     def __init__(
         self,
@@ -556,6 +559,42 @@ class Network:
         if shapes and chosen == set(shapes) - buffers:
             raise SpecError("frozen: every parameter is frozen, so there is nothing to train")
         object.__setattr__(self, "frozen", tuple(p for p in shapes if p in chosen))
+
+    def state_dict_key(self, param: str) -> str:
+        """The PyTorch ``state_dict()`` key of parameter ``param``: ``<module path>.<leaf>`` for a
+        layer imported from a nested module (:attr:`module_paths`), else the parameter's name
+        (an nn.Sequential's module ``_3.weight`` is ``3.weight``: :func:`symnn.torch_fx.state_dict_key`)."""
+        from .torch_fx import state_dict_key
+
+        layer, dot, leaf = param.rpartition(".")
+        path = dict(self.module_paths).get(layer)
+        return f"{path}.{leaf}" if path is not None and dot else state_dict_key(param)
+
+    def set_module_paths(self, paths: Mapping[str, str]) -> None:
+        """Record the PyTorch module each of the layers ``paths`` names came from (``from_torch``
+        of a nested module, or a spec's ``module =``), after checking that each is a layer of
+        the graph, each path a module's qualified name (:func:`symnn.naming.module_path`), and
+        that no two parameters get one ``state_dict`` key. Called once, right after the network
+        is made (a network is a value: nothing else changes it)."""
+        if self.graph is None:
+            raise SpecError("module paths name the layers of a layer graph; a Sequential network has none")
+        names = set(self.graph.names)
+        if len(set(paths.values())) != len(paths):
+            raise SpecError(f"module paths {naming.shown(sorted(paths.values()), 120)}: a module is one layer, but "
+                            "two layers name the same module")
+        for layer, path in paths.items():
+            if layer not in names:
+                raise SpecError(f"module path {naming.shown(path)}: {naming.shown(layer)} is not a layer of the network")
+            naming.module_path(path, f"the module path of layer {naming.shown(layer)}")
+        object.__setattr__(self, "module_paths", tuple((n, paths[n]) for n in self.graph.names if n in paths))
+        keys: dict[str, str] = {}
+        for param in self.param_shapes():
+            key = self.state_dict_key(param)
+            if key in keys:
+                object.__setattr__(self, "module_paths", ())
+                raise SpecError(f"parameters {naming.shown(keys[key])} and {naming.shown(param)} would both be the "
+                                f"state_dict entry {naming.shown(key)}")
+            keys[key] = param
 
     def frozen_ranges(self) -> list[tuple[int, int]]:
         """``[(start, stop)]``: where the frozen parameters sit in the flat vector

@@ -39,7 +39,9 @@ Codec = Mapping[str, Callable[[Any], Any]]
 #: ``make(inputs, outputs)``: the network around the traced tensors (loss, penalties, name)
 Make = Callable[[list[Tensor], list[Tensor]], Any]
 
-_NODE_KEYS = frozenset({"id", "inputs", "layer", "reuse"})
+#: ``module``: the PyTorch module a layer came from (``blocks.0.conv``), where it is nested
+#: (:attr:`symnn.declare.Network.module_paths`)
+_NODE_KEYS = frozenset({"id", "inputs", "layer", "reuse", "module"})
 _SCALARS = (bool, int, float, str, type(None))
 #: the longest list of sizes a field holds: one per spatial axis of a 2-D layer
 _MAX_SIZES = 2
@@ -94,6 +96,7 @@ def graph_record(net: Any, encode: Codec) -> dict[str, Any]:
     value_ids = [name for name, _ in graph.inputs]
     first_node: dict[int, str] = {}
     calls_so_far: dict[int, int] = {}
+    paths = dict(getattr(net, "module_paths", ()))
     nodes = []
     for call in graph.calls:
         layer, lname = graph.layers[call.layer], graph.names[call.layer]
@@ -102,6 +105,8 @@ def graph_record(net: Any, encode: Codec) -> dict[str, Any]:
             node_id = lname if lname not in value_ids else _fresh(lname, taken)
             first_node[call.layer] = node_id
             node = {"id": node_id, "layer": _kind(layer), **_layer_fields(layer, encode)}
+            if lname in paths:
+                node["module"] = paths[lname]
         else:
             node_id = _fresh(f"{lname}_{calls_so_far[call.layer]}", taken)
             node = {"id": node_id, "reuse": first_node[call.layer]}
@@ -199,6 +204,7 @@ def build_network(record: Any, make: Make, decode: Codec, where: str, error: typ
                 raise error(f"{at}: {exc}") from exc
         inputs.append(values[name])
     layer_of: dict[str, Layer] = {}
+    module_of: dict[int, str] = {}  # id(layer) -> its module path
     nodes = _get(record, "nodes", list, where, error)
     for i, node in enumerate(nodes):
         at = f"{where}: node {i + 1}"
@@ -216,6 +222,11 @@ def build_network(record: Any, make: Make, decode: Codec, where: str, error: typ
             layer = layer_of[shared]
         else:
             layer = _new_layer(node, at, decode, error)
+            if "module" in node:
+                try:
+                    module_of[id(layer)] = naming.module_path(node["module"], f"{at}.module")
+                except SymnnError as exc:
+                    raise error(str(exc)) from exc
         operands = []
         for ref in _get(node, "inputs", list, at, error):
             if not isinstance(ref, str) or ref not in values:
@@ -233,6 +244,9 @@ def build_network(record: Any, make: Make, decode: Codec, where: str, error: typ
         outputs.append(values[ref])
     try:
         net = make(inputs, outputs)
+        if module_of:
+            net.set_module_paths({name: module_of[id(layer)] for layer, name in zip(net.graph.layers, net.graph.names)
+                                  if id(layer) in module_of})
     except SymnnError as exc:
         raise error(f"{where}: {exc}") from exc
     if len(net.graph.calls) != len(nodes):

@@ -102,7 +102,7 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
         SpecTypeError: not a module / an unsupported layer (named, with its index or its fx
             node) / a module torch.fx cannot trace (control flow on tensor values).
         SpecError: a structural problem (activation first, two activations in a row, an
-            activation that follows no Linear, a nested submodule ``block.0``, a parameter or
+            activation that follows no Linear, a parameter or
             buffer no layer maps, an input shape that is not known, an AdaptiveAvgPool not
             followed by a flatten...).
         ConfigError: ``input_shapes=`` for an nn.Sequential, or both keywords.
@@ -290,14 +290,13 @@ def to_state_dict(net: Network, params: Mapping[str, Any]) -> dict[str, Any]:
     (a count, so it must be a whole number >= 0; a gradient's zero is one)."""
     import torch
 
-    from .torch_fx import state_dict_key
 
     if net.graph is not None:
         missing = [name for name in net.param_shapes() if name not in params]
         if missing:
             raise ShapeError(f"params lack {shown(missing, 120)}")
         counters = counter_params(net)
-        return {state_dict_key(name): _counter_tensor(torch, params[name], name) if name in counters
+        return {net.state_dict_key(name): _counter_tensor(torch, params[name], name) if name in counters
                 else torch.tensor(np.asarray(params[name])) for name in net.param_shapes()}
     out, idx = {}, 0
     for i, layer in enumerate(net.layers, 1):
@@ -478,12 +477,11 @@ def _graph_state_dict(state_dict: Mapping[str, Any], net: Network, dtype: str) -
     named in the error that refuses it."""
     import torch
 
-    from .torch_fx import state_dict_key
 
     if not isinstance(state_dict, Mapping):
         raise ModelFormatError("expected a state_dict (a mapping of names to tensors), got "
                                f"{type(state_dict).__name__}")
-    shapes = {state_dict_key(name): (name, shape) for name, shape in net.param_shapes().items()}
+    shapes = {net.state_dict_key(name): (name, shape) for name, shape in net.param_shapes().items()}
     extra = [key for key in state_dict if key not in shapes]
     if extra:
         raise ModelFormatError(f"state_dict entry {shown(extra[0])} is not a parameter of the network; "

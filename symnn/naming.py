@@ -152,6 +152,24 @@ def identifier(value: object, what: str) -> str:
     return value
 
 
+#: a PyTorch module's qualified name: attribute names and nn.Sequential indices, dot-separated
+_MODULE_PATH = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]{1,18})(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]{1,18}))*")
+MAX_MODULE_PATH_LENGTH = 256
+
+
+def module_path(value: object, what: str) -> str:
+    """``value`` if it is a PyTorch module's qualified name (``blocks.0.conv``: attribute names
+    and nn.Sequential indices joined by dots, at most :data:`MAX_MODULE_PATH_LENGTH` characters),
+    else :class:`~symnn.errors.UntrustedInputError`. It keys a ``state_dict()`` entry only; it
+    never reaches emitted code."""
+    if not isinstance(value, str):
+        raise SpecTypeError(f"{what} must be a string, got {type(value).__name__} {shown(value)}")
+    if len(value) > MAX_MODULE_PATH_LENGTH or not _MODULE_PATH.fullmatch(value):
+        raise UntrustedInputError(f"{what} {shown(value)} is not a module's qualified name (attribute names "
+                                  f"and indices joined by dots, at most {MAX_MODULE_PATH_LENGTH} characters)")
+    return value
+
+
 def layer_name(value: object) -> str:
     """A layer's name in a graph: a plain name (:func:`identifier`, so no ``__``: the emitted
     code names a layer's second call and its values ``<name>__2``, ``<name>__out``) that does

@@ -16,7 +16,9 @@ last layer's ``h_n[-1]``) or the whole output sequence (flattened, or fed to the
 attribute that holds its module (:func:`layer_name_of`: an ``nn.Sequential``'s module ``3`` is
 layer ``_3``), so the network's parameter names are the module's ``state_dict()`` keys up to
 that one rule (:func:`state_dict_key`), checked one for one: anything the module holds that
-symnn would not map is refused rather than dropped.
+symnn would not map is refused rather than dropped. A nested module (``blocks.0.conv``) is layer
+``blocks_0_conv`` and the network keeps its path (``Network.module_paths``), which keys its
+parameters in ``state_dict()`` (``Network.state_dict_key``).
 
 Everything is classified before any layer is built: an unsupported node is reported, with what
 is supported, before any work.
@@ -122,10 +124,15 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
         defaults = [_default_loss(t) for t in outputs]
         loss = defaults[0] if len(defaults) == 1 else defaults
     net = Network(inputs=inputs, outputs=outputs if len(outputs) > 1 else outputs[0], loss=loss, name=name)
+    nested = {_layer_name(node): str(node.target) for node in graph.nodes
+              if node.op == "call_module" and "." in str(node.target)}
+    paths = {layer: path for layer, path in nested.items() if layer in net.graph.names}
+    if paths:  # layers of nested modules: their parameters keyed under the module's path
+        net.set_module_paths(paths)
     params = _params(torch, module, net, dtype)
     # what the module does not train (requires_grad=False) stays frozen
     fixed = {key for key, value in module.named_parameters() if not value.requires_grad}
-    frozen = [name for name in net.param_shapes() if state_dict_key(name) in fixed]
+    frozen = [name for name in net.param_shapes() if net.state_dict_key(name) in fixed]
     if frozen:
         from .graph_spec import rebuilt
         from .interop import trainable_or_none
@@ -649,12 +656,17 @@ def _shape(value: object) -> tuple[int, ...]:
 
 def _layer_name(node: Any) -> str:
     """The symnn name of the layer a call_module node calls: the module's attribute name
-    (:func:`layer_name_of`), so that its parameters are keyed as in ``state_dict()``."""
+    (:func:`layer_name_of`), so that its parameters are keyed as in ``state_dict()``; for a
+    nested module (``blocks.0.conv``) its path's parts joined by ``_`` (``blocks_0_conv``), the
+    network then keying its parameters under the path (:attr:`Network.module_paths`)."""
     path = str(node.target)
     if "." in path:
-        raise SpecError(f"{_where(node)}: {shown(path)} is a nested submodule; from_torch reads modules whose "
-                        "layers are direct attributes (self.fc1 = nn.Linear(...)) so that the network's "
-                        "parameter names are the state_dict keys; nested submodules are not supported yet")
+        name = re.sub(r"_{2,}", "_", path.replace(".", "_")).strip("_")  # a layer name holds no "__"
+        name = name if name[:1].isalpha() else f"m_{name}"
+        try:
+            return naming.layer_name(name)
+        except SpecError as exc:
+            raise SpecError(f"{_where(node)}: the module {shown(path)} cannot name a symnn layer ({exc})") from exc
     if _INDEX_LAYER.fullmatch(path):
         raise SpecError(f"{_where(node)}: the attribute {shown(path)} is the name symnn gives an nn.Sequential's "
                         f"module {path[1:]}, so its parameters could not be told apart from that one's in "
@@ -854,7 +866,7 @@ def _params(torch: Any, module: Any, net: Network, dtype: str) -> dict[str, np.n
     from .interop import _weights
 
     state = module.state_dict()
-    shapes = {state_dict_key(name): (name, shape) for name, shape in net.param_shapes().items()}
+    shapes = {net.state_dict_key(name): (name, shape) for name, shape in net.param_shapes().items()}
     unmapped = [k for k in state if k not in shapes]
     if unmapped:
         raise SpecError(f"the module holds {shown(unmapped, 160)}, which no traced layer uses or which symnn "

@@ -245,16 +245,6 @@ class WithConvTranspose(nn.Module):
         return self.up(x)
 
 
-class Nested(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.block = nn.Sequential(nn.Linear(3, 3), nn.Tanh())
-        self.head = nn.Linear(3, 1)
-
-    def forward(self, x):
-        return self.head(self.block(x))
-
-
 class Branchy(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -288,8 +278,6 @@ class Reused(nn.Module):
 def test_refusals_name_the_problem() -> None:
     with pytest.raises(SpecTypeError, match=r"'up'.*ConvTranspose2d.*not supported.*nn\.Linear"):
         sn.from_torch(WithConvTranspose())
-    with pytest.raises(SpecError, match=r"'block\.0' is a nested submodule.*not supported yet"):
-        sn.from_torch(Nested())
     with pytest.raises(SpecTypeError, match="torch.fx cannot trace Branchy"):
         sn.from_torch(Branchy())
     with pytest.raises(SpecError, match=r"spare\.weight.*spare\.bias"):
