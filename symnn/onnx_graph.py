@@ -143,6 +143,8 @@ class _Builder:
     constants: set[str] = field(default_factory=set)
     #: the values around time-major recurrent ops: views, shapes, zeros (symnn/onnx_sequences.py)
     seq: seq.SequenceState = field(default_factory=seq.SequenceState)
+    #: layer name -> the nested PyTorch module its weights were exported from (``stem.0``)
+    paths: dict[str, str] = field(default_factory=dict)
 
 
 def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss: object, name: str,
@@ -185,6 +187,9 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
         loss = defaults[0] if len(defaults) == 1 else defaults
     net = Network(inputs=[b.values[data_inputs[0].name]], outputs=outputs if len(outputs) > 1 else outputs[0],
                   loss=loss, name=name)
+    paths = {layer: path for layer, path in b.paths.items() if layer in net.graph.names}
+    if paths:  # weights exported from nested modules: keyed under the module's path
+        net.set_module_paths(paths)
     return net, {key: b.params[key] for key in net.param_shapes()}
 
 
@@ -446,16 +451,19 @@ def _layer_name(b: _Builder, weight_key: str, bias_key: str | None, kind: str) -
     """``conv1`` for weights exported from a PyTorch module ``conv1`` (``conv1.weight`` and, if
     any, ``conv1.bias``), so the parameters keep their state_dict keys; else ``kind`` and a
     number. A name that is not a plain identifier never becomes one: it falls back."""
-    from .torch_fx import layer_name_of
+    from .torch_fx import layer_name_of, nested_layer_name
 
     prefix, dot, leaf = weight_key.rpartition(".")
     if dot and leaf == "weight" and bias_key in (None, f"{prefix}.bias"):
+        nested = "." in prefix and prefix not in b.paths.values()
         try:
-            candidate = layer_name_of(prefix)
+            candidate = nested_layer_name(prefix) if nested else layer_name_of(prefix)
         except SpecError:
             candidate = ""
         if candidate and candidate not in b.names:
             b.names.add(candidate)
+            if nested:  # a nested module's weights (stem.0.weight): keyed under its path again
+                b.paths[candidate] = prefix
             return candidate
     number = 1
     while f"{kind}{number}" in b.names:

@@ -661,10 +661,8 @@ def _layer_name(node: Any) -> str:
     network then keying its parameters under the path (:attr:`Network.module_paths`)."""
     path = str(node.target)
     if "." in path:
-        name = re.sub(r"_{2,}", "_", path.replace(".", "_")).strip("_")  # a layer name holds no "__"
-        name = name if name[:1].isalpha() else f"m_{name}"
         try:
-            return naming.layer_name(name)
+            return nested_layer_name(path)
         except SpecError as exc:
             raise SpecError(f"{_where(node)}: the module {shown(path)} cannot name a symnn layer ({exc})") from exc
     if _INDEX_LAYER.fullmatch(path):
@@ -676,6 +674,14 @@ def _layer_name(node: Any) -> str:
     except SpecError as exc:  # not a plain name: it could not key the parameters as the state_dict does
         raise SpecError(f"{_where(node)}: the attribute {shown(path)} cannot name a symnn layer "
                         f"({exc})") from exc
+
+
+def nested_layer_name(path: str) -> str:
+    """The layer name of a nested module ``path`` (``blocks.0.conv``): its parts joined by ``_``
+    (``blocks_0_conv``), runs of ``_`` made one (a layer name holds no ``__``), ``m_`` before a
+    name that would not start with a letter; checked as every layer name."""
+    name = re.sub(r"_{2,}", "_", naming.module_path(path, "module path").replace(".", "_")).strip("_")
+    return naming.layer_name(name if name[:1].isalpha() else f"m_{name}")
 
 
 def layer_name_of(attribute: str) -> str:

@@ -132,3 +132,25 @@ def test_bad_module_paths_in_a_spec_are_refused(changes: list[tuple[str, str]], 
     with pytest.raises(SpecError) as info:
         loads_spec(text)
     assert words in str(info.value)
+
+
+def test_an_exported_nested_module_keeps_its_state_dict_keys_through_onnx() -> None:
+    """torch.onnx.export names the initializers after the nested modules (``blocks.0.conv.weight``):
+    ``sn.from_onnx`` keys the layers under those paths too."""
+    import io
+    import warnings
+
+    onnx = pytest.importorskip("onnx")
+    module = ready(Nested()).eval()
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.tensor(X),), f, dynamo=False, opset_version=17, input_names=["x"],
+                          dynamic_axes={"x": {0: "N"}})
+    net, params = sn.from_onnx(onnx.load_from_string(f.getvalue()), loss="mse")
+    assert dict(net.module_paths)["blocks_1_conv"] == "blocks.1.conv"
+    state = sn.to_state_dict(net, params)
+    assert sorted(state) == sorted(module.state_dict())
+    assert all(torch.equal(state[key], value) for key, value in module.state_dict().items())
+    got = sn.compile(net, backend="numpy").forward(params, X.reshape(5, -1))
+    assert rel(got, module(torch.tensor(X)).detach().numpy()) <= 1e-12
