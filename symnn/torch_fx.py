@@ -3,7 +3,7 @@ with ``torch.fx.symbolic_trace`` and the traced graph is rebuilt as a symnn laye
 
 Each supported node becomes the symnn layer with PyTorch's semantics: ``nn.Linear`` (with the
 activation right after it folded in) an ``sn.Dense``, ``nn.Conv1d``/``Conv2d`` (the same) an
-``sn.Conv1d``/``Conv2d``, the pooling modules their ``sn`` namesakes, ``nn.AdaptiveAvgPool(1)``
+``sn.Conv1d``/``Conv2d``, the pooling modules (and ``F.max_pool2d``... with constant sizes) their ``sn`` namesakes, ``nn.AdaptiveAvgPool(1)``
 with the flatten after it an ``sn.GlobalAvgPool``, ``nn.Flatten``/``torch.flatten(x, 1)`` an
 ``sn.Flatten``, ``nn.LayerNorm`` an ``sn.LayerNorm``, ``nn.BatchNorm1d``/``BatchNorm2d`` an
 ``sn.BatchNorm1d``/``BatchNorm2d`` (its running statistics are buffers of the flat vector, keyed
@@ -47,7 +47,8 @@ from .spatial_layers import (AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, Glob
                              MaxPool2d)
 
 _SUPPORTED = ("nn.Linear, nn.Conv1d/2d (padding_mode='zeros'), nn.MaxPool1d/2d, nn.AvgPool1d/2d, "
-              "nn.AdaptiveAvgPool1d/2d(1) followed by a flatten, nn.Flatten and torch.flatten(x, 1), "
+              "nn.AdaptiveAvgPool1d/2d(1) followed by a flatten (and F.max_pool1d/2d, F.avg_pool1d/2d, "
+              "F.adaptive_avg_pool1d/2d with constant sizes), nn.Flatten and torch.flatten(x, 1), "
               "nn.LayerNorm (one normalized dimension), nn.BatchNorm1d/2d, nn.Embedding (on a forward argument), "
               "nn.RNN/GRU/LSTM (batch_first=True; out[:, -1], h_n[-1] or the whole output), "
               "nn.Dropout, nn.Identity, a + b "
@@ -439,7 +440,13 @@ def _spatial_role(torch: Any, sub: Any, node: Any) -> _Role | None:
     if entry is None:
         return None
     kind, _ = entry
-    what = f"{_where(node)}: {type(sub).__name__}"
+    _check_spatial(kind, sub, f"{_where(node)}: {type(sub).__name__}")
+    return _Role(kind, _single_operand(torch, node), sub)
+
+
+def _check_spatial(kind: _Kind, sub: Any, what: str) -> None:
+    """Refuse the settings of a spatial module (or of the module a functional call stands
+    for) that symnn's layer does not have, each named."""
     if kind is _Kind.CONV and sub.padding_mode != "zeros":
         raise SpecTypeError(f"{what}(padding_mode={sub.padding_mode!r}) is not supported; symnn pads with zeros "
                             "(padding_mode='zeros')")
@@ -456,7 +463,32 @@ def _spatial_role(torch: Any, sub: Any, node: Any) -> _Role | None:
                             "sample's features are flattened with start_dim=1, end_dim=-1")
     if kind is _Kind.BATCHNORM:
         _check_batchnorm(sub, what)
-    return _Role(kind, _single_operand(torch, node), sub)
+
+
+def _functional_pools(torch: Any) -> dict[Any, Any]:
+    """``F.max_pool2d``, ``F.avg_pool2d``, ``F.adaptive_avg_pool2d`` (and the 1-D ones) -> the
+    module class each call stands for: its arguments after the input are that module's."""
+    F, nn = torch.nn.functional, torch.nn
+    return {F.max_pool1d: nn.MaxPool1d, F.max_pool2d: nn.MaxPool2d, F.avg_pool1d: nn.AvgPool1d,
+            F.avg_pool2d: nn.AvgPool2d, F.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d,
+            F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d}
+
+
+def _functional_pool_role(torch: Any, node: Any, cls: Any) -> _Role:
+    """A functional pooling call as the module it stands for (``F.max_pool2d(x, 2)`` is
+    ``nn.MaxPool2d(2)`` on x), its settings checked as the module's; sizes must be constants."""
+    settings = (*node.args[1:], *node.kwargs.values())
+    if not node.args or not isinstance(node.args[0], torch.fx.Node) or any(
+            isinstance(v, torch.fx.Node) or not isinstance(v, (numbers.Number, tuple, list, type(None)))
+            for v in settings):
+        raise _unsupported(node, " with arguments other than a tensor and constant sizes")
+    try:
+        sub = cls(*node.args[1:], **node.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SpecTypeError(f"{_where(node)}: {shown(str(exc), 160)}") from exc
+    kind = _spatial_table(torch)[cls][0]
+    _check_spatial(kind, sub, f"{_where(node)}: {node.target.__name__}")
+    return _Role(kind, (node.args[0],), sub)
 
 
 def _check_batchnorm(sub: Any, what: str) -> None:
@@ -520,6 +552,9 @@ def _function_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
         return _cat_role(torch, node)
     if target is torch.flatten:
         return _flatten_role(torch, node)
+    pools = _functional_pools(torch)
+    if target in pools:
+        return _functional_pool_role(torch, node, pools[target])
     table = _function_table(torch)
     if target in table:
         kind, names = table[target]
@@ -762,11 +797,15 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Seq
             act = roles[user].activation if user is not None else Activation.builtin("identity")
             conv = _layer(layers, node, _conv(torch, role.module, act, _layer_name(node)))
             values[user if user is not None else node] = conv(*args)
+        elif role.kind is _Kind.POOL and node.op == "call_function":  # F.max_pool2d...: a layer per call
+            values[node] = _pool(torch, role.module, None)(*args)
         elif role.kind is _Kind.POOL:
             values[node] = _layer(layers, node, _pool(torch, role.module, _layer_name(node)))(*args)
         elif role.kind is _Kind.GLOBAL_POOL:  # with its flatten (_check_global_pools)
             (flatten,) = node.users
-            values[flatten] = _layer(layers, node, GlobalAvgPool(name=_layer_name(node)))(*args)
+            pool = (GlobalAvgPool() if node.op == "call_function"
+                    else _layer(layers, node, GlobalAvgPool(name=_layer_name(node))))
+            values[flatten] = pool(*args)
         elif role.kind is _Kind.FLATTEN:
             if node.op == "call_module":  # nn.Flatten: named after its attribute, as every module
                 values[node] = _layer(layers, node, Flatten(name=_layer_name(node)))(*args)
@@ -828,7 +867,7 @@ def _conv(torch: Any, mod: Any, activation: Activation, name: str) -> Layer:
                tuple(mod.dilation), int(mod.groups), mod.bias is not None, activation, name=name)
 
 
-def _pool(torch: Any, mod: Any, name: str) -> Layer:
+def _pool(torch: Any, mod: Any, name: str | None) -> Layer:
     """The symnn pooling layer of a torch ``MaxPool``/``AvgPool`` module, settings carried over
     (checked by the layer's constructor as any user's)."""
     cls = _spatial_table(torch)[type(mod)][1]

@@ -93,6 +93,32 @@ def test_residual_mlp_matches_autograd(backend: str) -> None:
     assert rel(k.forward(params, X), module(torch.tensor(X)).detach().numpy()) <= TOL
 
 
+# -- functional pooling: F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d as the modules -------
+class FunctionalPools(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.max_pool2d(torch.tanh(self.conv(x)), 2, stride=2)
+        h = F.avg_pool2d(h, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+        return self.head(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+def test_functional_pooling_calls_are_the_pooling_layers() -> None:
+    module = _ready(FunctionalPools())
+    net, params = sn.from_torch(module, input_shape=(1, 6, 6), loss="mse")
+    assert [type(layer).__name__ for layer in net.graph.layers] == ["Conv2d", "MaxPool2d", "AvgPool2d",
+                                                                    "GlobalAvgPool", "Dense"]
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(5, 36)), rng.normal(size=(5, 2))
+    loss, grads = sn.compile(net, backend="numpy").loss_and_grad(params, X, Y)
+    ref_loss, ref_grads = _torch_loss_and_grad(module, lambda out: ((out - torch.tensor(Y)) ** 2).mean(),
+                                               X.reshape(5, 1, 6, 6))
+    _assert_matches(net, params, grads, loss, ref_loss, ref_grads, module)
+
+
 # -- a ResNet-style block: the activation after the addition is a layer of its own ---------------
 class ResBlock(nn.Module):
     def __init__(self) -> None:
@@ -275,6 +301,16 @@ class Reused(nn.Module):
         return self.fc(torch.tanh(self.fc(x)))
 
 
+class ComputedWindow(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return F.max_pool2d(h, h.size(2)).flatten(1)
+
+
 def test_refusals_name_the_problem() -> None:
     with pytest.raises(SpecTypeError, match=r"'up'.*ConvTranspose2d.*not supported.*nn\.Linear"):
         sn.from_torch(WithConvTranspose())
@@ -286,6 +322,8 @@ def test_refusals_name_the_problem() -> None:
         sn.from_torch(Reused())
     with pytest.raises(SpecError, match="input_shapes gives 1 shape"):
         sn.from_torch(TwoInputs(), input_shapes=[3])
+    with pytest.raises(SpecTypeError, match=r"'max_pool2d'.*arguments other than a tensor and constant sizes"):
+        sn.from_torch(ComputedWindow(), input_shape=(1, 6, 6))
     with pytest.raises(SpecTypeError, match=r"Softmax\(dim=0\)"):
         sn.from_torch(_Lambda(lambda m, x: F.softmax(m.fc(x), dim=0)))
     with pytest.raises(SpecError, match=r"torch\.cat\(dim=0\)"):
