@@ -314,3 +314,28 @@ def test_the_c_trainer_trains_the_cnn_example_on_digit_images(tmp_path: Path) ->
         _make(tmp_path / "cpp", cxx=True)
         cpp = _run([str(tmp_path / "cpp" / "cnn_digits_train"), str(csv), "4"])
         assert cpp.returncode == 0 and float(cpp.stdout.splitlines()[-1].split()[1]) > 0.95, cpp.stdout
+
+
+@NEEDS_MAKE
+@pytest.mark.needs_cc
+def test_the_c_trainer_trains_the_embedding_example_on_token_ids(tmp_path: Path) -> None:
+    """examples/embedding_bag.toml (an index input read by an embedding) trained by the emitted
+    train_main.c from a CSV of token ids and labels, no Python in the loop: the label is the
+    first token mod 3, which the embedding's rows must learn (loss down tenfold, training
+    accuracy above 0.95 in 30 epochs); an id outside the vocabulary stops the run with the
+    kernel's SYMNN_ERR_INDEX named, not a wild read."""
+    ship = tmp_path / "c"
+    assert main(["emit", str(ROOT / "examples" / "embedding_bag.toml"), "--backend", "c", "--with-train-step",
+                 "--out", str(ship)]) == 0
+    _make(ship)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50, (400, 6))
+    csv = tmp_path / "tokens.csv"
+    csv.write_text(_rows(ids, ids[:, 0] % 3, sep=","))
+    out = _run([str(ship / "embedding_bag_train"), str(csv), "30"])
+    assert out.returncode == 0, out.stderr
+    losses = [float(line.split()[3]) for line in out.stdout.splitlines() if line.startswith("epoch ")]
+    assert losses[-1] < losses[0] / 10 and float(out.stdout.splitlines()[-1].split()[1]) > 0.95, out.stdout
+    (tmp_path / "bad.csv").write_text("1,2,3,4,5,77,0\n")
+    bad = _run([str(ship / "embedding_bag_train"), str(tmp_path / "bad.csv"), "2"])
+    assert bad.returncode != 0 and "SYMNN_ERR_INDEX" in bad.stderr
