@@ -170,12 +170,34 @@ def derivation_html(d: Derivation) -> str:
     naming.check_declared_names(d.network)
     out = ['<div class="symnn-derivation">',
            f"<h3>Derivation of the gradient of {html.escape(d.network.name)}</h3>", _legend_html()]
-    for title, eqs in (("Forward pass", d.forward), ("Loss", d.loss), ("Backward pass", d.backward),
-                       *((("Training step: the buffers", d.state),) if d.state else ())):
+    for title, eqs in (("Forward pass", d.forward), ("Loss", d.loss), ("Backward pass", d.backward)):
         out.append(f"<h4>{title}</h4>")
         out += [_equation_html(row) for row in equation_rows(eqs)]
+    out += _recurrences_html(d)
+    if d.state:
+        out.append("<h4>Training step: the buffers</h4>")
+        out += [_equation_html(row) for row in equation_rows(d.state)]
     out += [_functions_html(d), "</div>"]
     return "\n".join(part for part in out if part)
+
+
+def _recurrences_html(d: Derivation) -> list[str]:
+    """Each loop's section, as the LaTeX report prints it: the body for step t of a recurrence
+    (forward) or of its backpropagation through time, and each invariant's share from step t."""
+    from .report import loop_rows
+
+    out = []
+    for loop in loop_rows(d):
+        out.append(f"<h4>Recurrence {mathml(loop['name'], 'inline')} ({html.escape(loop['label'])})</h4>")
+        out.append(f'<p class="symnn-note">{html.escape(loop["note"])}. The loop\'s equation above applies '
+                   f"{mathml(loop['name'], 'inline')} to its first carry, its sequences and the values every "
+                   "step reads; each step computes, for its step t:</p>")
+        out += [_equation_html(row) for row in loop["equations"]]
+        if loop["contributions"]:
+            out.append('<p class="symnn-note">Each step\'s share of the gradients of the values every step '
+                       "reads (summed over t outside the loop):</p>")
+            out += [_equation_html(row) for row in loop["contributions"]]
+    return out
 
 
 # -- the page's other parts -----------------------------------------------------------------------
@@ -402,6 +424,7 @@ def report_html(net: Network, dtype: str = "float64", history: History | Sequenc
             f"<p>Line numbers are those of the files <code>symnn emit</code> writes for {dtype} "
             f"(<code>{html.escape(net.name)}.py</code>, <code>{html.escape(net.name)}.c</code>).</p>",
             _pairs_html(d, pairs, net),
+            "\n".join(["<h2>Recurrences</h2>", *_recurrences_html(d)]) if d.loops else "",
             _functions_html(d, level=2),
             _simplifications_html(d), _passes_html(d), _training_html(history, training_text)]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

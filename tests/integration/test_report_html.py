@@ -205,6 +205,24 @@ def test_notebook_views() -> None:
     assert "merror" not in convert(latex.strip("$"), display="block")
 
 
+def test_the_notebook_view_shows_each_recurrence() -> None:
+    """A recurrent network's fragment has a section per loop (the forward recurrence and its
+    backpropagation through time), every formula of their bodies and shares converted: the
+    same equations the LaTeX report prints for step t."""
+    x = sn.Input(3, 2)
+    y = sn.Dense(4, 1, name="fc")(sn.GRU(2, 4, name="gru")(x))
+    d = sn.derive(sn.Network(inputs=x, outputs=y, loss="mse", name="seq"))
+    fragment = d._repr_html_()
+    page = _parse(fragment)
+    assert page.merror == 0 and not [t for t in page.math_text if "\\" in t]
+    assert len(d.loops) == 2 and fragment.count("<h4>Recurrence ") == 2
+    bodies = [e for loop in d.loops for e in (*loop.equations, *loop.contributions)]
+    assert bodies and all(f'data-eq="{e.id}"' in fragment for e in bodies)
+    names = 2 * len(d.loops)  # each loop's name, in its heading and in its note
+    assert len(page.maths) == _expected_maths(d, fragment=True) + names + sum(
+        1 + (e.index is not None) for e in bodies)
+
+
 def test_mathml_escapes_what_latex2mathml_leaves_raw() -> None:
     """latex2mathml's convert() returns ``\\text{<b>}`` as a live tag; ours is text."""
     from symnn.report_html import mathml
