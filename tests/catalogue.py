@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import numpy as np
 import sympy as sp
 
@@ -33,6 +36,21 @@ CATALOGUE: dict[str, sn.Network] = {
     "bce_on_tanh_hidden_sigmoid_user": _net("tanh", "sigmoid", "mse", 1),
     "softmax_mse": _net("tanh", "softmax", "mse", 3),
 }
+
+
+@functools.lru_cache(maxsize=None)
+def c_catalogue(dtype: str = "float64") -> dict[str, sn.Kernel]:
+    """Every catalogue network's C kernel of ``dtype``, all in one compiler run
+    (``sn.compile_many``, each network named after its key, as compile_many needs distinct
+    names). The modules that run catalogue networks in C take them from here: one module, one
+    cache key, so a session compiles it once per dtype (the xdist workers share the module
+    cache), and the wrapper and Python's headers once, not once per network."""
+    named = [sn.Network(net.layers, loss=net.loss, l1=net.l1, l2=net.l2, name=name)
+             for name, net in sorted(CATALOGUE.items())]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sn.NonSmoothWarning)  # the user loss and activation
+        kernels = sn.compile_many(named, backend="c", dtype=dtype)
+    return dict(zip(sorted(CATALOGUE), kernels))
 
 
 def _min_kink_distance(net: sn.Network, X: np.ndarray, params) -> float:

@@ -34,11 +34,19 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session", autouse=True)
 def _private_module_cache(tmp_path_factory: pytest.TempPathFactory):
     """Compiled C modules go to a per-session cache, never the user's (tests of the cache
-    itself point SYMNN_CACHE_DIR at their own directories)."""
+    itself point SYMNN_CACHE_DIR at their own directories). Under pytest-xdist the workers
+    share one (the folder above each worker's temp folder is the session's): a network that
+    modules on both workers compile is compiled once, the cache's lock making the other wait
+    for it (K1 in tests/unit/test_build_cache.py)."""
     import os
 
     old = os.environ.get("SYMNN_CACHE_DIR")
-    os.environ["SYMNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("symnn-cache"))
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # no xdist, or -n 0
+        root = tmp_path_factory.mktemp("symnn-cache")
+    else:
+        root = tmp_path_factory.getbasetemp().parent / "symnn-cache"
+        root.mkdir(mode=0o700, exist_ok=True)
+    os.environ["SYMNN_CACHE_DIR"] = str(root)
     yield
     if old is None:
         os.environ.pop("SYMNN_CACHE_DIR", None)

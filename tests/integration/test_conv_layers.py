@@ -354,6 +354,10 @@ def digit_images() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return X[:400], y[:400], X[400:], y[400:800]
 
 
+#: the optimiser digits_cnn trains with (sn.train compiles with it)
+ADAM = sn.Adam(lr=1e-2)
+
+
 def digits_cnn() -> sn.Network:
     x = sn.Input(1, 8, 8)
     h = sn.MaxPool2d(2)(sn.Conv2d(1, 4, 3, padding="same", activation="relu")(x))
@@ -366,7 +370,7 @@ def test_train_lowers_the_loss_on_digit_images(digit_images, backend: str) -> No
     X, y, X_test, y_test = digit_images
     net = digits_cnn()
     start = net.init_params(seed=0)
-    result = sn.train(net, X, y, optimizer=sn.Adam(lr=1e-2), epochs=4, batch_size=32, backend=backend,
+    result = sn.train(net, X, y, optimizer=ADAM, epochs=4, batch_size=32, backend=backend,
                       params=start)
     k = result.kernel
     before, after = k.loss(start, X, y), k.loss(result.params, X, y)
@@ -391,7 +395,7 @@ def test_emitted_numpy_module_matches_the_kernel(tmp_path: Path) -> None:
 def test_images_of_the_wrong_shape_raise_shape_error(backend: str, shape) -> None:
     """Channels-last (N, H, W, C) of the same size is refused, never read as (N, C, H, W)."""
     net = digits_cnn()
-    k = sn.compile(net, backend=backend)
+    k = sn.compile(net, backend=backend, optimizer=ADAM)  # the training test's kernel: one C build for both
     params, y = net.init_params(seed=0), np.arange(4)
     with pytest.raises(ShapeError, match="expected X of shape|features"):
         k.loss_and_grad(params, np.zeros(shape), y)

@@ -10,6 +10,10 @@ import symnn as sn
 from symnn.errors import ConfigError, SpecError, SpecTypeError
 
 BACKENDS = ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)]
+#: the optimiser of the training tests (sn.train compiles with it); the tests of the kernels
+#: outside training use it too, so in C they load the kernel the training test compiles (one
+#: compiler run, not two): the forward and loss they test do not depend on the optimiser
+ADAM = sn.Adam(lr=0.01)
 
 
 def _net(p1: float = 0.3, p2: float = 0.5) -> sn.Network:
@@ -30,7 +34,7 @@ def test_declaration_errors() -> None:
 def test_dropout_is_off_outside_training(backend: str) -> None:
     plain = sn.Network([sn.Dense(4, 16, "relu"), sn.Dense(16, 8, "tanh"), sn.Dense(8, 3, "softmax")],
                        loss="cross_entropy", name="drop")
-    k, k0 = sn.compile(_net(), backend=backend, optimizer="sgd"), sn.compile(plain, backend=backend)
+    k, k0 = sn.compile(_net(), backend=backend, optimizer=ADAM), sn.compile(plain, backend=backend)
     p = _net().init_params(seed=0)
     X, y = np.random.default_rng(0).normal(size=(7, 4)), np.arange(7) % 3
     np.testing.assert_array_equal(k.forward(p, X), k0.forward(p, X))
@@ -76,7 +80,7 @@ def _trained(make, backends=("numpy", "c")):
     """``(X, y, {backend: result})``: 4 epochs of Adam on one seeded problem (masks keyed by seed 5)."""
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(80, 4)), rng.integers(0, 3, 80)
-    return X, y, {be: sn.train(make(), X, y, optimizer=sn.Adam(lr=0.01), epochs=4, batch_size=16, seed=5,
+    return X, y, {be: sn.train(make(), X, y, optimizer=ADAM, epochs=4, batch_size=16, seed=5,
                                backend=be) for be in backends}
 
 
@@ -88,7 +92,7 @@ def test_backends_train_identically_with_dropout() -> None:
         assert np.array_equal(runs["c"].params[name], again.params[name])
         a, b = runs["c"].params[name], runs["numpy"].params[name]
         assert np.linalg.norm(a - b) <= 1e-12 * max(np.linalg.norm(b), 1.0), name
-    other_seed = sn.train(_net(), X, y, optimizer=sn.Adam(lr=0.01), epochs=4, batch_size=16, seed=6, backend="c",
+    other_seed = sn.train(_net(), X, y, optimizer=ADAM, epochs=4, batch_size=16, seed=6, backend="c",
                           params=_net().init_params(seed=5))
     assert not np.array_equal(other_seed.params["W1"], runs["c"].params["W1"])
 
@@ -136,8 +140,8 @@ def test_graph_masks_are_numbered_by_call() -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_graph_dropout_is_off_outside_training(backend: str) -> None:
-    k = sn.compile(_graph(), backend=backend, optimizer="sgd")
-    k0 = sn.compile(_graph(with_dropout=False), backend=backend)
+    k = sn.compile(_graph(), backend=backend, optimizer=ADAM)
+    k0 = sn.compile(_graph(with_dropout=False), backend=backend, optimizer=ADAM)
     p = _graph().init_params(seed=0)
     X, y = np.random.default_rng(0).normal(size=(7, 4)), np.arange(7) % 3
     np.testing.assert_array_equal(k.forward(p, X), k0.forward(p, X))

@@ -46,7 +46,7 @@ import symnn as sn
 from symnn import naming, registry
 from symnn.autodiff import algebra
 from symnn.autodiff.display import Section
-from tests.catalogue import CATALOGUE, data
+from tests.catalogue import CATALOGUE, c_catalogue, data
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
@@ -189,17 +189,21 @@ def test_printed_derivation_is_the_numpy_kernel(name: str) -> None:
         assert disagreements(d, k, params, X, Y) == [], name
 
 
-#: networks checked against the C backend too: one compiler run for all of them
+#: networks checked against the C backend too: their kernels from the catalogue's one C module
+#: (tests/catalogue.py, which test_backends.py builds too: one compiler run in a session), and
+#: the custom activation's own
 C_NETS = ("xor", "softmax_ce_gelu_l2", "mse_softplus_out", "user_activation_huber", "softmax_mse")
 
 
 @pytest.mark.needs_cc
 def test_printed_derivation_is_the_c_kernel() -> None:
     nets = [_named(CATALOGUE[n], n) for n in C_NETS]
-    custom = sn.load_spec(ROOT / "examples" / "custom_activation.toml").network
-    nets.append(_named(custom, "custom_act"))
-    kernels = _quiet(sn.compile_many, nets, backend="c", dtype="float64")
+    kernels = [c_catalogue("float64")[n] for n in C_NETS]
+    custom = _named(sn.load_spec(ROOT / "examples" / "custom_activation.toml").network, "custom_act")
+    nets.append(custom)
+    kernels.append(_quiet(sn.compile, custom, backend="c", dtype="float64"))
     for net, k in zip(nets, kernels):
+        assert k.network == net
         params = net.init_params(3)
         X, Y = data(net, n=7, seed=3)
         assert disagreements(sn.derive(net), k, params, X, Y) == [], net.name

@@ -51,13 +51,17 @@ def _entry(root: Path) -> Path:
     return entry
 
 
-def _real_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(scope="module")
+def real_entry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A genuine cache entry for :func:`_net`, built in a scratch cache: same key, same name,
-    as the entry the test's own cache will look for."""
-    scratch = tmp_path / "scratch"
-    monkeypatch.setenv("SYMNN_CACHE_DIR", str(scratch))
-    sn.compile(_net(), backend="c")
-    build_mod._loaded.clear()
+    as the entry the test's own cache will look for. Built once for the module (one compiler
+    run, not one per test): the tests only read it (copy it, take its name), and nothing of it
+    stays loaded (its own ``_loaded``)."""
+    scratch = tmp_path_factory.mktemp("scratch")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SYMNN_CACHE_DIR", str(scratch))
+        mp.setattr(build_mod, "_loaded", {})
+        sn.compile(_net(), backend="c")
     return _entry(scratch)
 
 
@@ -103,11 +107,11 @@ def _unwritable_configured_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 # -- the fallback directory ------------------------------------------------------------------------
 @as_root
 def test_U_foreign_fallback_dir_with_planted_extension_is_refused_never_loaded(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, real_entry: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 18 item 3: uid 1002 pre-creates /tmp/symnn-cache-<your uid> (mode 0700, so only
     the owner check can catch it) holding an entry whose .so runs code when loaded."""
     monkeypatch.setattr(build_mod, "_loaded", {})
-    entry = _real_entry(tmp_path, monkeypatch)
+    entry = real_entry
     fallback = _unwritable_configured_root(monkeypatch, tmp_path)
     marker = tmp_path / "MARKER"
     fallback.mkdir(mode=0o700)
@@ -202,9 +206,9 @@ def test_U_new_configured_root_is_created_0700(tmp_path: Path, monkeypatch: pyte
 # -- entries, logs and locks inside the cache ------------------------------------------------------
 @as_root
 def test_U_entry_owned_by_another_user_is_refused_never_loaded(
-        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cache: Path, tmp_path: Path, real_entry: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sticky shared root: another user may create the entry's name before you build it."""
-    entry = _real_entry(tmp_path, monkeypatch)
+    entry = real_entry
     monkeypatch.setenv("SYMNN_CACHE_DIR", str(cache))
     marker = tmp_path / "MARKER"
     _plant(entry, cache / entry.name, marker)
@@ -217,8 +221,9 @@ def test_U_entry_owned_by_another_user_is_refused_never_loaded(
 
 @pytest.mark.parametrize("what", ["entry", "extension"])
 def test_U_symlinked_entry_or_extension_is_refused_never_loaded(
-        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str) -> None:
-    entry = _real_entry(tmp_path, monkeypatch)
+        cache: Path, tmp_path: Path, real_entry: Path, monkeypatch: pytest.MonkeyPatch,
+        what: str) -> None:
+    entry = real_entry
     monkeypatch.setenv("SYMNN_CACHE_DIR", str(cache))
     marker = tmp_path / "MARKER"
     evil = tmp_path / "evil_entry"
@@ -250,9 +255,9 @@ def test_U_symlinked_build_log_is_not_followed(cache: Path, tmp_path: Path) -> N
     assert not dangling.exists()
 
 
-def test_U_symlinked_lock_file_is_not_followed(cache: Path, tmp_path: Path,
+def test_U_symlinked_lock_file_is_not_followed(cache: Path, tmp_path: Path, real_entry: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    entry = _real_entry(tmp_path, monkeypatch)
+    entry = real_entry
     monkeypatch.setenv("SYMNN_CACHE_DIR", str(cache))
     dangling = tmp_path / "created_through_link"
     (cache / f"{entry.name}.lock").symlink_to(dangling)
@@ -292,11 +297,11 @@ def _stale_dirs(root: Path, modname: str) -> list[Path]:
     return made
 
 
-def test_U_stale_temp_dirs_are_swept_under_the_lock(cache: Path, tmp_path: Path,
+def test_U_stale_temp_dirs_are_swept_under_the_lock(cache: Path, tmp_path: Path, real_entry: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A builder SIGKILLed mid-compile leaves its private temp dir; the next build of that
     key (which holds the key's lock, so no live builder owns the dir) removes it."""
-    entry = _real_entry(tmp_path, monkeypatch)
+    entry = real_entry
     monkeypatch.setenv("SYMNN_CACHE_DIR", str(cache))
     stale = _stale_dirs(cache, entry.name)
     victim = tmp_path / "victim_dir"
