@@ -79,12 +79,6 @@ from .render import CODEGEN_VERSION
 #: errno; without it GCC keeps every loop with a sqrt scalar (the optimisers' updates: Adam's
 #: ran 4x slower) to set errno for a negative argument.
 NATIVE_FLAGS = ("-O3", "-march=native")
-#: Where the CPU has AVX-512: GCC's -march=native still vectorises loops 256 bits wide there (its
-#: tuning for Intel's server cores), while the gemm tiles already use 64-byte vectors by hand.
-#: 512-bit element-wise maps (an LSTM step's gates, transcendental functions, the optimisers'
-#: updates) made lstm-seq's loss-and-gradient 3-8 % faster in float64 and 7 % in float32, with
-#: the same operations on every element: the results are bitwise those of 256-bit loops.
-WIDE_VECTOR_FLAGS = ("-mprefer-vector-width=512",)
 BASE_FLAGS = ("-fPIC", "-shared", "-fvisibility=hidden", "-fno-fast-math", "-fno-math-errno")
 
 _loaded: dict[str, types.ModuleType] = {}
@@ -391,15 +385,9 @@ def _cpu_ident() -> str:
     return f"{platform.machine()} {hashlib.sha256(cpu_flags().encode()).hexdigest()[:16]}"
 
 
-def _wide_vectors() -> tuple[str, ...]:
-    """:data:`WIDE_VECTOR_FLAGS` on an x86 CPU with AVX-512 (the flag is x86's alone), else none."""
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
-    return WIDE_VECTOR_FLAGS if x86 and "avx512f" in cpu_flags().split() else ()
-
-
 def build_flags() -> tuple[str, ...]:
     extra = tuple(shlex.split(os.environ.get("SYMNN_CFLAGS", "")))
-    return NATIVE_FLAGS + _wide_vectors() + BASE_FLAGS + extra
+    return NATIVE_FLAGS + BASE_FLAGS + extra
 
 
 def numpy_blas_flags() -> tuple[tuple[str, ...], tuple[str, ...]]:
