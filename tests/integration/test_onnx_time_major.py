@@ -26,13 +26,10 @@ onnx = pytest.importorskip("onnx")
 from onnx import numpy_helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
+from tests.integration.test_recurrent_import import F, H, K, N, T, X, Y, _onnx_model, _Onnxed, autograd_mse  # noqa: E402
 from tests.layer_graphs import ready, rel  # noqa: E402
 
-nn = torch.nn
-N, T, F, H, K = 6, 5, 3, 4, 2  # samples, steps, features, hidden size, outputs
-RNG = np.random.default_rng(3)
-X = RNG.normal(size=(N, T, F))
-Y = RNG.normal(size=(N, K))
+nn = torch.nn  # the sizes and data are the torch-import tests' (N samples, T steps, F features...)
 
 
 class Reader(nn.Module):
@@ -73,10 +70,6 @@ def _exported(module: nn.Module) -> onnx.ModelProto:
     return onnx.load_from_string(f.getvalue())
 
 
-def _mse(out: torch.Tensor) -> torch.Tensor:
-    return ((out - torch.tensor(Y)) ** 2).mean()
-
-
 CASES = [  # (module, its readers' return_sequences in layer order)
     (lambda: nn.LSTM(F, H, batch_first=True), "last", [False]),
     (lambda: nn.GRU(F, H, num_layers=2, batch_first=True), "h", [True, False]),
@@ -103,17 +96,14 @@ def test_exported_recurrent_modules_match_the_module_the_file_and_autograd(make,
         (ref,) = ReferenceEvaluator(model).run(None, {"x": X})
         assert rel(k.forward(params, X.reshape(N, -1)), ref) <= 1e-10
     loss, grads = k.loss_and_grad(params, X.reshape(N, -1), Y)
-    module.zero_grad()
-    torch_loss = _mse(module(torch.tensor(X)))
-    torch_loss.backward()
-    assert abs(loss - torch_loss.item()) <= 1e-10 * abs(torch_loss.item())
-    named = dict(module.named_parameters())
+    torch_loss, torch_grads = autograd_mse(module)
+    assert abs(loss - torch_loss) <= 1e-10 * abs(torch_loss)
     kind = type(module.rnn).__name__.lower()
     for key, g in grads.items():  # layer i+1 of symnn is layer i of the torch module
         layer, _, leaf = key.partition(".")
         torch_key = (f"rnn.{leaf[:-1]}{int(layer[len(kind):]) - 1}" if layer.startswith(kind)
                      else key)
-        assert rel(g, named[torch_key].grad.numpy()) <= 1e-10, key
+        assert rel(g, torch_grads[torch_key]) <= 1e-10, key
 
 
 def test_an_exported_lstm_ships_as_c_through_the_cli(tmp_path) -> None:
@@ -162,8 +152,6 @@ def test_what_symnn_does_not_model_is_refused_naming_the_node(make, error: type,
 
 def test_a_layout_0_op_reading_a_batch_first_x_is_refused() -> None:
     """layout=0 reads X as (T, N, F): the graph's batch-first input read directly is refused."""
-    from tests.integration.test_recurrent_import import _onnx_model, _Onnxed
-
     model = _onnx_model(_Onnxed(nn.LSTM(F, H, batch_first=True), "Y_h").double(), "LSTM", "Y_h", {"layout": 0})
     with pytest.raises(SpecError, match=r"layout=0 its X 'X' must be time-major"):
         sn.from_onnx(model, loss="mse")

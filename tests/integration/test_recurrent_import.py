@@ -110,6 +110,15 @@ def _mse(out: torch.Tensor) -> torch.Tensor:
     return ((out - torch.tensor(Y)) ** 2).mean()
 
 
+def autograd_mse(module: nn.Module) -> tuple[float, dict[str, np.ndarray]]:
+    """Autograd's mean squared error of ``module`` on X against Y, and each named parameter's
+    gradient (the reference the imported networks are held to)."""
+    module.zero_grad()
+    loss = _mse(module(torch.tensor(X)))
+    loss.backward()
+    return loss.item(), {key: p.grad.numpy() for key, p in module.named_parameters()}
+
+
 @pytest.mark.parametrize("make, sequences", [(LastStep, [False]), (StackedHidden, [False]),
                                              (GruReshaped, [True]), (GruFlattened, [True]),
                                              (ReluRnnSqueezed, [False]), (TwoModules, [True, False])])
@@ -280,13 +289,10 @@ def test_onnx_recurrent_ops_match_the_reference_evaluator_and_autograd(op: str, 
     # the weights moved to PyTorch's gate order: gradients are autograd's through the torch twin
     rename = {key: key.replace(f"{op.lower()}1.", "rnn.") for key in params}
     loss, grads = k.loss_and_grad(params, X.reshape(N, -1), Y)
-    module.zero_grad()
-    torch_loss = _mse(module(torch.tensor(X)))
-    torch_loss.backward()
-    assert abs(loss - torch_loss.item()) <= 1e-10 * abs(torch_loss.item())
-    named = dict(module.named_parameters())
+    torch_loss, torch_grads = autograd_mse(module)
+    assert abs(loss - torch_loss) <= 1e-10 * abs(torch_loss)
     for key, g in grads.items():
-        assert rel(g, named[rename[key]].grad.numpy()) <= 1e-10, key
+        assert rel(g, torch_grads[rename[key]]) <= 1e-10, key
 
 
 @pytest.mark.parametrize("op, attrs, extra, words", [
