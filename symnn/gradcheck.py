@@ -645,13 +645,13 @@ def _entries(oracle: _Oracle, analytic: Mapping[str, np.ndarray], p: Mapping[str
     checkable at a kink. ``zero_rows``: a row of a parameter whose gradient is zero by
     declaration (an Embedding's padding_idx), where the reference is 0, not a difference.
     ``memo``: the key under which the numeric values are kept and found (:func:`_memo_key`)."""
-    numeric, resolution, at_kink, shrunk = (_NUMERIC[memo] if memo in _NUMERIC
-                                            else _numeric_entries(oracle, p, h, keys, zero_rows or {}))
-    if memo is not None:
+    kept = _NUMERIC.get(memo) if memo is not None else None
+    numeric, resolution, at_kink, shrunk = kept or _numeric_entries(oracle, p, h, keys, zero_rows or {})
+    if memo is not None:  # the newest last; the oldest beyond _NUMERIC_KEEP dropped
+        _NUMERIC.pop(memo, None)
         _NUMERIC[memo] = (numeric, resolution, at_kink, shrunk)
-        _NUMERIC.move_to_end(memo)
         while len(_NUMERIC) > _NUMERIC_KEEP:
-            _NUMERIC.popitem(last=False)
+            _NUMERIC.pop(next(iter(_NUMERIC)), None)
     report = _compare({k: analytic[k] for k in keys}, numeric, method,
                       resolution if method == "central" else None)
     report.at_kink, report.shrunk = tuple(at_kink), tuple(shrunk)
