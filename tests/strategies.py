@@ -30,18 +30,28 @@ _BINARY = [lambda a, b: a + b, lambda a, b: a - b, lambda a, b: a * b, lambda a,
            lambda a, b: a ** b, lambda a, b: sp.Max(a, b)]
 
 
+#: SymPy evaluation is exact; these arise while building a random tree and are not symnn's errors
+#: (``Max`` of a complex value such as log(-2) = log(2) + i*pi is a ValueError: not comparable)
+BUILD_ERRORS = (ZeroDivisionError, OverflowError, RecursionError, ValueError, TypeError)
+
+
+def _built(make, *args) -> sp.Expr | None:
+    """``make(*args)``, or None where SymPy refuses to build it (:data:`BUILD_ERRORS`)."""
+    try:
+        return make(*args)
+    except BUILD_ERRORS:
+        return None
+
+
 def _extend(children: st.SearchStrategy) -> st.SearchStrategy:
-    unary = st.tuples(st.sampled_from(range(len(_UNARY))), children).map(lambda t: _UNARY[t[0]](t[1]))
+    unary = st.tuples(st.sampled_from(range(len(_UNARY))), children).map(lambda t: _built(_UNARY[t[0]], t[1]))
     binary = st.tuples(st.sampled_from(range(len(_BINARY))), children, children).map(
-        lambda t: _BINARY[t[0]](t[1], t[2]))
-    return st.one_of(unary, binary)
+        lambda t: _built(_BINARY[t[0]], t[1], t[2]))
+    return st.one_of(unary, binary).filter(lambda e: e is not None)
 
 
 #: random scalar expressions in x: +, -, *, /, pow, exp, log, tanh, sin, abs, max; leaves x, -2..2
 EXPRESSIONS = st.recursive(LEAVES, _extend, max_leaves=5)
-
-#: SymPy evaluation is exact; these arise while building a random tree and are not symnn's errors
-BUILD_ERRORS = (ZeroDivisionError, OverflowError, RecursionError)
 
 
 def try_activation(expr: sp.Expr, name: str = "rand") -> sn.Activation | None:
