@@ -97,6 +97,8 @@ class _Role:
     operands: tuple[Any, ...] = ()
     module: Any = None
     activation: Activation | None = None
+    #: ``t.view(-1, k)``: the features k a flatten must give each sample (checked once shapes are known)
+    features: int | None = None
 
 
 def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
@@ -351,12 +353,17 @@ def _squeeze_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
 
 def _reshape_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
     """``t.reshape(n, -1)`` / ``t.view(n, -1)`` with ``n`` the batch size (``x.shape[0]``,
-    ``x.size(0)``): each sample flattened, as ``torch.flatten(t, 1)``."""
+    ``x.size(0)``): each sample flattened, as ``torch.flatten(t, 1)``; so is ``t.view(-1, k)``
+    where k is a sample's size (checked when the network is built: another k would mix samples)."""
     args = node.args
     sizes = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+    if (not node.kwargs and isinstance(args[0], torch.fx.Node) and len(sizes) == 2 and sizes[0] == -1
+            and isinstance(sizes[1], numbers.Integral) and not isinstance(sizes[1], bool) and sizes[1] > 0):
+        return _Role(_Kind.FLATTEN, (args[0],), features=int(sizes[1]))
     if (node.kwargs or not isinstance(args[0], torch.fx.Node) or len(sizes) != 2 or sizes[1] != -1
             or not isinstance(sizes[0], torch.fx.Node) or roles[sizes[0]].kind is not _Kind.BATCH_SIZE):
-        raise _unsupported(node, " other than t.reshape(n, -1) with n the batch size (x.shape[0] or x.size(0))")
+        raise _unsupported(node, " other than t.reshape(n, -1) with n the batch size (x.shape[0] or x.size(0)), or "
+                           "t.view(-1, k) with k a sample's size")
     return _Role(_Kind.FLATTEN, (args[0],))
 
 
@@ -809,8 +816,12 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Seq
         elif role.kind is _Kind.FLATTEN:
             if node.op == "call_module":  # nn.Flatten: named after its attribute, as every module
                 values[node] = _layer(layers, node, Flatten(name=_layer_name(node)))(*args)
-            else:  # torch.flatten(x, 1), x.flatten(1)
+            else:  # torch.flatten(x, 1), x.flatten(1), t.view(-1, k)
                 values[node] = Flatten()(*args)
+                if role.features is not None and values[node].shape != (role.features,):
+                    raise SpecError(f"{_where(node)}: view(-1, {role.features}) of samples of shape "
+                                    f"{tuple(args[0].shape)} ({values[node].shape[0]} values each) would not keep "
+                                    "one sample per row; symnn reads view(-1, k) with k a sample's size")
         elif role.kind is _Kind.LAYERNORM:
             mod = role.module
             ln = LayerNorm(int(mod.normalized_shape[0]), float(mod.eps), bool(mod.elementwise_affine),

@@ -119,6 +119,34 @@ def test_functional_pooling_calls_are_the_pooling_layers() -> None:
     _assert_matches(net, params, grads, loss, ref_loss, ref_grads, module)
 
 
+class ViewFlatten(nn.Module):
+    """``h.view(-1, 32)``: the flatten written with a sample's size (32 = 2 x 4 x 4)."""
+
+    def __init__(self, k: int = 32) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.head = nn.Linear(32, 2)
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.conv(x)).view(-1, self.k).view(-1, 32))
+
+
+def test_view_with_a_sample_size_is_a_flatten() -> None:
+    module = _ready(ViewFlatten())
+    net, params = sn.from_torch(module, input_shape=(1, 6, 6), loss="mse")
+    # the tanh folds into the convolution; each view is a flatten of the samples it is given
+    assert [type(layer).__name__ for layer in net.graph.layers] == ["Conv2d", "Flatten", "Flatten", "Dense"]
+    rng = np.random.default_rng(6)
+    X, Y = rng.normal(size=(5, 36)), rng.normal(size=(5, 2))
+    loss, grads = sn.compile(net, backend="numpy").loss_and_grad(params, X, Y)
+    ref_loss, ref_grads = _torch_loss_and_grad(module, lambda out: ((out - torch.tensor(Y)) ** 2).mean(),
+                                               X.reshape(5, 1, 6, 6))
+    _assert_matches(net, params, grads, loss, ref_loss, ref_grads, module)
+    with pytest.raises(SpecError, match=r"view\(-1, 16\) of samples of shape \(2, 4, 4\).*one sample per row"):
+        sn.from_torch(ViewFlatten(16), input_shape=(1, 6, 6))
+
+
 # -- a ResNet-style block: the activation after the addition is a layer of its own ---------------
 class ResBlock(nn.Module):
     def __init__(self) -> None:
