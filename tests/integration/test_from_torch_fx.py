@@ -106,17 +106,21 @@ class FunctionalPools(nn.Module):
         return self.head(F.adaptive_avg_pool2d(h, 1).flatten(1))
 
 
-def test_functional_pooling_calls_are_the_pooling_layers() -> None:
-    module = _ready(FunctionalPools())
+def _check_image_module(module: nn.Module, layers: list[str], seed: int) -> None:
+    """``module`` (1x6x6 images -> 2 outputs) imported as the ``layers`` kinds, its MSE loss and
+    gradients held to autograd and its state_dict given back (NumPy backend)."""
     net, params = sn.from_torch(module, input_shape=(1, 6, 6), loss="mse")
-    assert [type(layer).__name__ for layer in net.graph.layers] == ["Conv2d", "MaxPool2d", "AvgPool2d",
-                                                                    "GlobalAvgPool", "Dense"]
-    rng = np.random.default_rng(4)
+    assert [type(layer).__name__ for layer in net.graph.layers] == layers
+    rng = np.random.default_rng(seed)
     X, Y = rng.normal(size=(5, 36)), rng.normal(size=(5, 2))
     loss, grads = sn.compile(net, backend="numpy").loss_and_grad(params, X, Y)
     ref_loss, ref_grads = _torch_loss_and_grad(module, lambda out: ((out - torch.tensor(Y)) ** 2).mean(),
                                                X.reshape(5, 1, 6, 6))
     _assert_matches(net, params, grads, loss, ref_loss, ref_grads, module)
+
+
+def test_functional_pooling_calls_are_the_pooling_layers() -> None:
+    _check_image_module(_ready(FunctionalPools()), ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool", "Dense"], 4)
 
 
 class ViewFlatten(nn.Module):
@@ -133,16 +137,8 @@ class ViewFlatten(nn.Module):
 
 
 def test_view_with_a_sample_size_is_a_flatten() -> None:
-    module = _ready(ViewFlatten())
-    net, params = sn.from_torch(module, input_shape=(1, 6, 6), loss="mse")
     # the tanh folds into the convolution; each view is a flatten of the samples it is given
-    assert [type(layer).__name__ for layer in net.graph.layers] == ["Conv2d", "Flatten", "Flatten", "Dense"]
-    rng = np.random.default_rng(6)
-    X, Y = rng.normal(size=(5, 36)), rng.normal(size=(5, 2))
-    loss, grads = sn.compile(net, backend="numpy").loss_and_grad(params, X, Y)
-    ref_loss, ref_grads = _torch_loss_and_grad(module, lambda out: ((out - torch.tensor(Y)) ** 2).mean(),
-                                               X.reshape(5, 1, 6, 6))
-    _assert_matches(net, params, grads, loss, ref_loss, ref_grads, module)
+    _check_image_module(_ready(ViewFlatten()), ["Conv2d", "Flatten", "Flatten", "Dense"], 6)
     with pytest.raises(SpecError, match=r"view\(-1, 16\) of samples of shape \(2, 4, 4\).*one sample per row"):
         sn.from_torch(ViewFlatten(16), input_shape=(1, 6, 6))
 
