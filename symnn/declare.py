@@ -441,6 +441,16 @@ class Activate(Layer):
         return self.activation.name
 
 
+def _state_dict_key(paths: Mapping[str, str], param: str) -> str:
+    """``param``'s ``state_dict()`` key given the module path of each nested layer (``paths``):
+    ``<path>.<leaf>`` for those, else :func:`symnn.torch_fx.state_dict_key`'s rule."""
+    from .torch_fx import state_dict_key
+
+    layer, dot, leaf = param.rpartition(".")
+    path = paths.get(layer)
+    return f"{path}.{leaf}" if path is not None and dot else state_dict_key(param)
+
+
 @dataclass(frozen=True)
 class Network:
     """A stack of dense layers and a loss, optionally with L1/L2 weight penalties.
@@ -564,11 +574,7 @@ class Network:
         """The PyTorch ``state_dict()`` key of parameter ``param``: ``<module path>.<leaf>`` for a
         layer imported from a nested module (:attr:`module_paths`), else the parameter's name
         (an nn.Sequential's module ``_3.weight`` is ``3.weight``: :func:`symnn.torch_fx.state_dict_key`)."""
-        from .torch_fx import state_dict_key
-
-        layer, dot, leaf = param.rpartition(".")
-        path = dict(self.module_paths).get(layer)
-        return f"{path}.{leaf}" if path is not None and dot else state_dict_key(param)
+        return _state_dict_key(dict(self.module_paths), param)
 
     def set_module_paths(self, paths: Mapping[str, str]) -> None:
         """Record the PyTorch module each of the layers ``paths`` names came from (``from_torch``
@@ -586,15 +592,14 @@ class Network:
             if layer not in names:
                 raise SpecError(f"module path {naming.shown(path)}: {naming.shown(layer)} is not a layer of the network")
             naming.module_path(path, f"the module path of layer {naming.shown(layer)}")
-        object.__setattr__(self, "module_paths", tuple((n, paths[n]) for n in self.graph.names if n in paths))
         keys: dict[str, str] = {}
         for param in self.param_shapes():
-            key = self.state_dict_key(param)
+            key = _state_dict_key(paths, param)
             if key in keys:
-                object.__setattr__(self, "module_paths", ())
                 raise SpecError(f"parameters {naming.shown(keys[key])} and {naming.shown(param)} would both be the "
                                 f"state_dict entry {naming.shown(key)}")
             keys[key] = param
+        object.__setattr__(self, "module_paths", tuple((n, paths[n]) for n in self.graph.names if n in paths))
 
     def frozen_ranges(self) -> list[tuple[int, int]]:
         """``[(start, stop)]``: where the frozen parameters sit in the flat vector

@@ -262,9 +262,8 @@ def _build(b: _Builder, node: _Node) -> None:
         if node.inputs[0] in b.constants:
             b.constants.add(node.output)
     elif seq.follows(b.seq, node.op, node.inputs):
-        step = seq.Step(node.op, dict(node.attrs), node.inputs, node.output, node.where)
-        seq.build(b.seq, step, b.values, b.consts, lambda key: _zero_weight(b, node, key),
-                  lambda _: _squeeze_axes(b, node))
+        seq.build(b.seq, node, b.values, b.consts, lambda key: _zero_weight(b, node, key),
+                  lambda: _squeeze_axes(b, node))
     elif node.op == "BatchNormalization":
         _batchnorm(b, node)
     elif node.op == "LayerNormalization":

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -150,22 +150,21 @@ def follows(s: SequenceState, op: str, inputs: tuple[str, ...]) -> bool:
     return op in _WHEN_READING and any(key in ours for key in inputs if key)
 
 
-@dataclass
-class Step:
-    """One node as this module needs it (a view of symnn/onnx_graph.py's checked node)."""
+class Step(Protocol):
+    """What this module reads of a node: symnn/onnx_graph.py's checked node is one."""
 
     op: str
-    attrs: dict
+    attrs: Mapping[str, Any]
     inputs: tuple[str, ...]
     output: str
     where: str
 
 
 def build(s: SequenceState, node: Step, values: dict[str, Tensor], consts: dict[str, tuple[int, ...]],
-          zero_weight: Callable[[str], bool], axes_of: Callable[[Step], tuple[int, ...]]) -> None:
+          zero_weight: Callable[[str], bool], axes_of: Callable[[], tuple[int, ...]]) -> None:
     """Follow one node that :func:`follows` claims: ``values`` the computed tensors (a last
     state or a batch-first tensor is defined there), ``consts`` the 1-D integer constants,
-    ``zero_weight(key)`` whether an initializer holds only zeros, ``axes_of`` a Squeeze's axes."""
+    ``zero_weight(key)`` whether an initializer holds only zeros, ``axes_of()`` a Squeeze's axes."""
     op, ins, out, where = node.op, node.inputs, node.output, node.where
     if op == "Shape":
         s.shapes.add(out)
@@ -186,7 +185,7 @@ def build(s: SequenceState, node: Step, values: dict[str, Tensor], consts: dict[
     elif op == "Transpose":
         _transpose(s, node, values)
     elif op == "Squeeze":
-        _squeeze(s, node, values, axes_of(node))
+        _squeeze(s, node, values, axes_of())
     elif op == "Gather":
         _gather(s, node, values)
     elif op == "Concat":

@@ -353,6 +353,14 @@ def function_rows(d: Derivation) -> list[dict]:
     return rows
 
 
+#: the words around a loop's equations, one wording for the LaTeX report and the HTML views:
+#: ``{note}`` the loop's note, ``{name}`` its operator and ``{t}`` the step, in each format's math
+LOOP_INTRO = ("{note}. The loop's equation above applies {name} to its first carry, its sequences and the "
+              "values every step reads; each step computes, for its step {t}:")
+LOOP_SHARES = ("Each step's share of the gradients of the values every step reads (summed over {t} outside "
+               "the loop):")
+
+
 def loop_rows(d: Derivation) -> list[dict]:
     """Each loop's section: its operator, what it is, its body's equations for step t (matrix
     and index form) and, for a pullback, each invariant's share from step t."""
@@ -398,6 +406,8 @@ def derivation_latex(d: Derivation, document: bool = True) -> str:
         backward=equation_rows(d.backward),
         state=equation_rows(d.state),
         loops=loop_rows(d),
+        loop_intro=LOOP_INTRO,
+        loop_shares=LOOP_SHARES,
         simplifications=[
             {"title": s.title, "before": tex(s.before), "after": tex(s.after),
              "how": s.how} for s in d.simplifications

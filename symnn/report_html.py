@@ -184,18 +184,16 @@ def derivation_html(d: Derivation) -> str:
 def _recurrences_html(d: Derivation) -> list[str]:
     """Each loop's section, as the LaTeX report prints it: the body for step t of a recurrence
     (forward) or of its backpropagation through time, and each invariant's share from step t."""
-    from .report import loop_rows
+    from .report import LOOP_INTRO, LOOP_SHARES, loop_rows
 
     out = []
     for loop in loop_rows(d):
-        out.append(f"<h4>Recurrence {mathml(loop['name'], 'inline')} ({html.escape(loop['label'])})</h4>")
-        out.append(f'<p class="symnn-note">{html.escape(loop["note"])}. The loop\'s equation above applies '
-                   f"{mathml(loop['name'], 'inline')} to its first carry, its sequences and the values every "
-                   "step reads; each step computes, for its step t:</p>")
+        name = mathml(loop["name"], "inline")
+        out.append(f"<h4>Recurrence {name} ({html.escape(loop['label'])})</h4>")
+        out.append(f'<p class="symnn-note">{LOOP_INTRO.format(note=html.escape(loop["note"]), name=name, t="t")}</p>')
         out += [_equation_html(row) for row in loop["equations"]]
         if loop["contributions"]:
-            out.append('<p class="symnn-note">Each step\'s share of the gradients of the values every step '
-                       "reads (summed over t outside the loop):</p>")
+            out.append(f'<p class="symnn-note">{html.escape(LOOP_SHARES.format(t="t"))}</p>')
             out += [_equation_html(row) for row in loop["contributions"]]
     return out
 
