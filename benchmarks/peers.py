@@ -401,6 +401,38 @@ def symnn_systems(net, params, X, Y, dtype: str) -> tuple[dict[str, Grad], dict[
     return systems, setup, checked
 
 
+#: the network whose per-call cost issue 21 bounds: the smallest, where the call is all there is
+OVERHEAD_CONFIG = "xor"
+#: issue 21's bound on the public call's cost over the C entry it runs, in seconds
+OVERHEAD_TARGET = 1.5e-6
+
+
+def call_overhead(dtype: str, rounds: int) -> dict[str, tuple[float, float]]:
+    """Per kernel (forward, loss_and_grad, train_step with Adam): median seconds of the public
+    call a user makes (``k.forward(params, X)``, ``k.loss_and_grad(params, X, Y, out=grads)``,
+    ``k.train_step(theta, state, X, Y, step)``, with ``params``/``grads`` from ``k.new_params``)
+    and of the same C entry called raw through cffi on buffers prepared once, timed in turn.
+    Their difference is what the Python API costs per call, every check included."""
+    cfg = next(c for c in CONFIGS if c.name == OVERHEAD_CONFIG)
+    net, params, X, Y = problem(cfg, dtype)
+    # a tiny rate: a million steps at step 1 leave the parameters where they were, near enough
+    k = sn.compile(net, backend="c", dtype=dtype, optimizer=sn.Adam(1e-9))
+    p, out = k.new_params(params), k.new_params()
+    theta, state = k.pack(params), k.init_state()
+    theta_raw, state_raw = theta.copy(), state.copy()
+    x, y = k.inputs(X), k.targets(Y, X.shape[0])
+    systems = {
+        "forward": functools.partial(k.forward, p, X),
+        "forward raw": k.module.raw_forward(p, x),
+        "loss_and_grad": functools.partial(k.loss_and_grad, p, X, Y, out=out),
+        "loss_and_grad raw": k.module.raw_loss_and_grad(p, x, y),
+        "train_step": functools.partial(k.train_step, theta, state, X, Y, 1),
+        "train_step raw": k.module.raw_train_step(theta_raw, state_raw, x, y, 1),
+    }
+    times = interleaved(systems, rounds)
+    return {name: (times[name], times[f"{name} raw"]) for name in ("forward", "loss_and_grad", "train_step")}
+
+
 def _agree(ref, got) -> float:
     """Largest relative error (loss and each gradient, by norm) of ``got`` against ``ref``."""
     (l0, g0), (l1, g1) = ref, got
@@ -647,12 +679,13 @@ def main(argv: list[str] | None = None) -> None:
                     results[cfg.name, dtype] = run_config(cfg, dtype, rounds, skip)
                     r = results[cfg.name, dtype]["times"]
                     print(cfg.name, dtype, {k: f"{v * 1e6:.1f}" for k, v in r.items()}, flush=True)
+        overhead = {dt: call_overhead(dt, rounds) for dt in dtypes}
     if cpus is not None:
         os.sched_setaffinity(0, cpus)  # the child below inherits this thread's CPUs
     scaling = {} if args.quick else scaling_in_fresh_process(rounds)
     from benchmarks.report import write_report
 
-    write_report(results, peaks, bounds, CONFIGS, Path(args.out), Path(args.chart), scaling,
+    write_report(results, peaks, bounds, CONFIGS, Path(args.out), Path(args.chart), scaling, overhead,
                  command="python benchmarks/peers.py " + " ".join(argv or sys.argv[1:]),
                  wall=time.perf_counter() - start)
 

@@ -177,7 +177,31 @@ def scaling_table(scaling) -> list[str]:
     return lines + [""]
 
 
-def write_report(results, peaks, bounds, configs, out: Path, png: Path, scaling, command: str, wall: float) -> None:
+def overhead_table(overhead) -> list[str]:
+    """Issue 21's per-call cost: each kernel's public call against its C entry called raw."""
+    if not overhead:
+        return []
+    from benchmarks.peers import OVERHEAD_CONFIG, OVERHEAD_TARGET
+
+    lines = [f"### The public call's cost over the C kernel ({OVERHEAD_CONFIG}, one thread)", "",
+             "Median µs per call of the public call (`k.forward(params, X)`, `k.loss_and_grad(params, X, Y, "
+             "out=grads)`, `k.train_step(theta, state, X, Y, step)` with Adam; `params` and `grads` from "
+             "`k.new_params`, every check included) and of the same C entry called raw through cffi on "
+             "buffers prepared once (`call_overhead` in benchmarks/peers.py). Issue 21's bound on the "
+             f"difference: {OVERHEAD_TARGET * 1e6:.1f} µs.", "",
+             "| dtype | kernel | public call (µs) | raw C entry (µs) | cost of the call (µs) | bound |",
+             "|---|---|---|---|---|---|"]
+    for dtype, rows in overhead.items():
+        for kernel, (public, raw) in rows.items():
+            cost = public - raw
+            met = "met" if cost <= OVERHEAD_TARGET else "**missed**"
+            lines.append(f"| {dtype} | {kernel} | {public * 1e6:.2f} | {raw * 1e6:.2f} | **{cost * 1e6:.2f}** | "
+                         f"<= {OVERHEAD_TARGET * 1e6:.1f} ({met}) |")
+    return lines + [""]
+
+
+def write_report(results, peaks, bounds, configs, out: Path, png: Path, scaling, overhead, command: str,
+                 wall: float) -> None:
     lines = ["# Benchmarks: loss and gradient against PyTorch, JAX, PyTensor, CasADi and NumPy", "",
              "Made by `" + command.strip() + f"` in {wall:.0f} s on {_cpu()}, "
              f"{os.cpu_count()} logical CPUs, Python {platform.python_version()}.", "",
@@ -192,6 +216,7 @@ def write_report(results, peaks, bounds, configs, out: Path, png: Path, scaling,
              "Ratios within one run are what count; absolute figures move by ±20 % between runs "
              "on shared machines.", ""]
     lines += tables(results, peaks, bounds, configs)
+    lines += overhead_table(overhead)
     lines += scaling_table(scaling)
     lines += gpu_paragraph(results)
     if chart(results, configs, png):

@@ -320,8 +320,10 @@ class Kernel(Arguments):
         self.n_params = self.layout[-1][2]
         #: the layout's one object: a FlatParams of it goes to the emitted code as it is
         self.flat_layout = layout_of(tuple(self.layout), str(self.dtype))
-        #: the backend module's calls on ready buffers (C), or None (every call is checked in Python)
-        self._fast = module if getattr(module, "fast", False) else None
+        #: the backend module's calls on ready buffers (C: backends/c/fast.py), or None (every
+        #: call is checked in Python)
+        calls = getattr(module, "fast_calls", None)
+        self._fast = calls(self.flat_layout) if calls is not None else None
         #: what the backend emitted (its ``rebuild`` loads the kernel again from it alone), set by
         #: the backend; None where it has nothing to ship
         self.emitted: object = None
@@ -402,8 +404,9 @@ class Kernel(Arguments):
         unchanged. ``theta`` and ``state`` must not share memory with each other, ``X`` or ``Y``
         (:class:`DataError` on both backends, C's ``SYMNN_ERR_ALIAS`` rule)."""
         fast = self._fast
-        if fast is not None and type(step) is int and type(seed) is int and step >= 1 and 0 <= seed < _SEEDS:
-            loss = fast.fast_train_step(theta, state, X, Y, step, seed, self.check_finite)
+        if fast is not None and fast.train_step is not None and type(step) is int and type(seed) is int \
+                and step >= 1 and 0 <= seed < _SEEDS:
+            loss = fast.train_step(theta, state, X, Y, step, seed, self.check_finite)
             if loss is not None:
                 return loss
         opt = self._require_optimizer()
@@ -495,7 +498,7 @@ class Kernel(Arguments):
         keyed by the outputs' names (each output's columns of the packed output)."""
         out = None
         if self._fast is not None:
-            out = self._fast.fast_forward(params, X, self.check_finite, self.flat_layout)
+            out = self._fast.forward(params, X, self.check_finite)
         if out is None:
             out = self.module._forward(self.params(params), self.inputs(X))
         net = self.network
@@ -506,7 +509,7 @@ class Kernel(Arguments):
     def loss(self, params: Mapping[str, Any], X: object, Y: object) -> float:
         """Mean loss plus penalties."""
         if self._fast is not None:
-            loss = self._fast.fast_loss(params, X, Y, None, self.check_finite, self.flat_layout)
+            loss = self._fast.loss(params, X, Y, None, self.check_finite)
             if loss is not None:
                 return loss
         p, x = self.params(params), self.inputs(X)
@@ -523,7 +526,7 @@ class Kernel(Arguments):
         if self._fast is not None and (out is None or (type(out) is FlatParams and out.layout is self.flat_layout)):
             grads = out if out is not None else FlatParams(np.empty(self.n_params, dtype=self.dtype),
                                                            self.flat_layout)
-            loss = self._fast.fast_loss(params, X, Y, grads, self.check_finite, self.flat_layout)
+            loss = self._fast.loss(params, X, Y, grads, self.check_finite)
             if loss is not None:
                 return loss, grads
         p, x = self.params(params), self.inputs(X)

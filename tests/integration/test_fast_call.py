@@ -23,6 +23,7 @@ the same values, so any difference is a wrong argument, not rounding.
 from __future__ import annotations
 
 import pickle
+import weakref
 import sys
 import threading
 import tracemalloc
@@ -686,3 +687,67 @@ def test_new_params_checks_values_and_copies(kernels) -> None:
         k.new_params(values)
     with pytest.raises(ShapeError):
         k.unpack(np.zeros(k.n_params + 1))
+
+
+# -- the pointers a C kernel keeps between calls (backends/c/fast.py, _holdable) ---------------------
+@pytest.mark.needs_cc
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # setting strides in place (NumPy 2.4)
+def test_held_inputs_are_tested_again_at_every_call(kernels) -> None:
+    """X and Y called again are the same objects, so their pointers from the last call are used
+    again; what can change in place is tested anew: new values are read, strides set in place
+    (the same memory in Fortran order, no longer C-contiguous) send the call to the checked
+    path, and NumPy refuses to resize a held array, the one way its memory could move."""
+    k = kernels("c", "float64")["ce"]
+    X, Y = batch("ce", 6, "float64")
+    fp = k.new_params(seed=1)
+    first = k.loss(fp, X, Y)
+    assert weakref.getweakrefcount(X) == 1 and weakref.getweakrefcount(Y) == 1  # held
+    X *= 2.0
+    again = k.loss(fp, X, Y)
+    assert again != first and same_bits(again, k.loss(plain(fp), strided(X), Y))
+    with pytest.raises(ValueError):
+        X.resize((12, 2), refcheck=False)
+    X.strides = (8, 48)
+    assert not X.flags.c_contiguous
+    assert same_bits(k.loss(fp, X, Y), k.loss(plain(fp), np.ascontiguousarray(X), Y))
+    L, g = k.loss_and_grad(fp, X, Y, out=k.new_params())
+    L2, g2 = k.loss_and_grad(plain(fp), np.ascontiguousarray(X), Y)
+    assert same_bits(L, L2) and same_bits(dict(g), g2)
+
+
+@pytest.mark.needs_cc
+def test_a_held_array_that_dies_is_never_matched_again(kernels) -> None:
+    """A kernel holds the arrays of its last call (so their memory lives); a new array in place
+    of one that was dropped gets a pointer of its own. Views and large arrays are not held (a
+    view would keep a whole data set alive behind one batch)."""
+    k = kernels("c", "float64")["xor"]
+    fp = k.new_params(seed=1)
+    for seed in range(5):  # each X dies when the next one is made: its address may come back
+        X, Y = batch("xor", 4, "float64", seed=seed)
+        assert same_bits(k.forward(fp, X), k.forward(plain(fp), strided(X)))
+    data = np.random.default_rng(7).normal(size=(100, 2))
+    view = data[10:20]
+    k.forward(fp, view)
+    assert weakref.getweakrefcount(view) == 0 and weakref.getweakrefcount(data) == 0
+    big = np.random.default_rng(8).normal(size=((1 << 20) // 16 + 1, 2))  # just over 1 MiB
+    k.forward(fp, big)
+    assert weakref.getweakrefcount(big) == 0
+
+
+@pytest.mark.needs_cc
+def test_train_step_on_held_theta_tests_writeable_again(kernels) -> None:
+    """theta and state of the last train_step are held; made read-only afterwards, they are
+    refused as before (the checked path's DTypeError), and nothing is written."""
+    k = kernels("c", "float64")["ce"]
+    X, Y = batch("ce", 5, "float64")
+    theta, state = k.pack(plain(k.new_params(seed=1))), k.init_state()
+    k.train_step(theta, state, X, Y, 1)
+    k.train_step(theta, state, X, Y, 2)
+    assert weakref.getweakrefcount(theta) == 1 and weakref.getweakrefcount(state) == 1
+    for arr in (theta, state):
+        kept = theta.copy(), state.copy()
+        arr.flags.writeable = False
+        with pytest.raises(DTypeError, match="writeable"):
+            k.train_step(theta, state, X, Y, 3)
+        assert same_bits(theta, kept[0]) and same_bits(state, kept[1])
+        arr.flags.writeable = True

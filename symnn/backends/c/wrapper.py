@@ -21,6 +21,7 @@ from ...errors import (DataError, EmptyBatchError, IndexRangeError, KernelStatus
                        NonFiniteError, ShapeError)
 from ...flat import FlatParams
 from ...status import Status
+from .fast import FastCalls, fast_calls
 
 #: status -> error; SYMNN_ERR_ALIAS is the DataError that Kernel.train_step raises for both backends
 _STATUS_ERRORS = {Status.ERR_SIZE: ShapeError, Status.ERR_EMPTY: EmptyBatchError, Status.ERR_LABEL: LabelRangeError,
@@ -71,18 +72,22 @@ class CKernelModule:
         self.n_in = int(getattr(self.lib, f"{prefix.upper()}_N_IN"))
         #: one image input's sample shape (C, H, W): the fast path also takes X as (n, C, H, W),
         #: whose C-ordered memory is the (n, C*H*W) rows the kernels read
-        self._sample = tuple(sample_shape) if sample_shape is not None and len(sample_shape) > 1 else None
+        self.sample_shape = tuple(sample_shape) if sample_shape is not None and len(sample_shape) > 1 else None
         # the checking entries (absent from a build of the emitted files alone: then every call
         # takes the checked path)
-        self._py_run = getattr(self.lib, f"{prefix}__py_run", None)
-        self._py_train = getattr(self.lib, f"{prefix}__py_train_step", None)
-        self.fast = self._py_run is not None
-        self._theta_shape = (self.n_params,)
-        self._state_shape = (n_state or 0, self.n_params)
+        self.py_run = getattr(self.lib, f"{prefix}__py_run", None)
+        self.py_train = getattr(self.lib, f"{prefix}__py_train_step", None)
         self._array_type = f"{self.ctype}[]"
-        self._tls = threading.local()
-        self._key = id(self)
+        #: per thread: the scratch of :meth:`scratch`
+        self.tls = threading.local()
+        #: the key of this module's pointer to a FlatParams' buffer (FlatParams.handle), and of a
+        #: writable one (an out= gradient)
+        self.handle_key = id(self)
+        self.writable_key = -id(self)
         self._from_buffer = self.ffi.from_buffer
+        #: the integer label dtypes the fast entries take, with the code py_run reads (none
+        #: where the kernel takes no labels)
+        self.label_codes = _LABEL_CODES if labels else {}
 
     # -- buffers -------------------------------------------------------------------------------
     def _ready(self, arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -154,53 +159,36 @@ class CKernelModule:
     # that does not clearly pass (the entries answer -1, "unsure", or a kernel's error status)
     # answers None, and Kernel takes the checked path, which raises the precise error (or
     # computes, where the C check was only unsure).
-    def _scratch(self, n: int) -> tuple:
+    def scratch(self, n: int) -> tuple:
         """This thread's (loss pointer, work pointer, work length, rows, int32 labels): grown,
         never shrunk, so a loop at one batch size allocates nothing; one per thread keeps
         kernels shareable."""
-        s = getattr(self._tls, "s", None)
+        s = getattr(self.tls, "s", None)
         if s is None or s[3] < n:
             rows = max(n, 2 * s[3]) if s is not None else n
             work = self._work(rows)
-            s = self._tls.s = (self.ffi.new(f"{self.ctype} *"), self.ffi.from_buffer(self._array_type, work),
+            s = self.tls.s = (self.ffi.new(f"{self.ctype} *"), self.ffi.from_buffer(self._array_type, work),
                                work.size, rows, self.ffi.new("int32_t[]", max(rows, 1)))
         return s
 
-    def _buffers(self, X: object, Y: object) -> tuple | None:
-        """``(n, X pointer, Y pointer, labels)`` for an (n, n_in) X of the kernel's dtype and
-        targets of that dtype (n, n_out) or int32/int64 labels (n,) of a labels kernel; else
-        None. (Written for the interpreter: locals, no helper calls.)"""
-        dtype = self.dtype
-        if type(X) is not np.ndarray or X.dtype is not dtype:
-            return None
-        shape = X.shape
-        if (len(shape) != 2 or shape[1] != self.n_in) and (self._sample is None or shape[1:] != self._sample):
-            return None
-        n = shape[0]
-        from_buffer = self._from_buffer
-        try:  # the buffer protocol refuses an array that is not C-contiguous (ValueError)
-            px = from_buffer(self._array_type, X)
-            if Y is None:
-                return n, px, self.ffi.NULL, 0
-            if type(Y) is not np.ndarray:
+    def out_ptr(self, grad: FlatParams):
+        """A writable pointer to ``grad``'s buffer (made once per object), or None where it is
+        read-only: its private view's flag is fixed when the FlatParams is made."""
+        found = grad._handles.get(self.writable_key)
+        if found is None:
+            try:
+                found = grad.handle(self.writable_key, self._from_writable)
+            except (BufferError, ValueError):  # cffi: ValueError for a read-only buffer
                 return None
-            if Y.dtype is dtype:
-                return (n, px, from_buffer("char[]", Y), 0) if Y.shape == (n, self.n_out) else None
-            code = _LABEL_CODES.get(Y.dtype) if self.labels else None
-            return (n, px, from_buffer("char[]", Y), code) if code and Y.shape == (n,) else None
-        except (BufferError, ValueError):
-            return None
+        return found
 
-    def _flat_ptr(self, params: FlatParams):
-        found = params._handles.get(self._key)  # the buffer's pointer, made once per object
-        return found if found is not None else params.handle(self._key, self._from_flat)
-
-    def _params_ptr(self, params: object, layout):
+    def params_ptr(self, params: object, layout):
         """A pointer to the parameters in the flat layout: a FlatParams of it as it is, a dict
         whose arrays all have the kernel's dtype and their shapes packed into a new buffer
         (values are not read here: the C check reads them); None for anything else."""
         if type(params) is FlatParams and params.layout is layout:
-            return self._flat_ptr(params)
+            found = params._handles.get(self.handle_key)
+            return found if found is not None else params.handle(self.handle_key, self._from_flat)
         if not isinstance(params, dict) or len(params) != len(self._layout):
             return None
         flat = np.empty(self.n_params, dtype=self.dtype)
@@ -212,67 +200,16 @@ class CKernelModule:
         return self._from_flat(flat)
 
     def _from_flat(self, flat: np.ndarray):
-        return self.ffi.from_buffer(self._array_type, flat)
+        return self._from_buffer(self._array_type, flat)
 
-    def _call_buffers(self, params: object, X: object, Y: object, layout) -> tuple | None:
-        """``(params pointer, n, X pointer, Y pointer, labels)``, or None (see :meth:`_buffers`)."""
-        ready = self._buffers(X, Y)
-        if ready is None:
-            return None
-        pp = self._params_ptr(params, layout)
-        return None if pp is None else (pp, *ready)
+    def _from_writable(self, flat: np.ndarray):
+        return self._from_buffer(self._array_type, flat, True)
 
-    def fast_loss(self, params: object, X: object, Y: object, grad: FlatParams | None, check: bool,
-                  layout) -> float | None:
-        """Loss (and, with ``grad``, its gradient written into ``grad``'s buffer) on buffers in
-        the kernel's layout, or None where they are not (see above)."""
-        ready = self._call_buffers(params, X, Y, layout)
-        if ready is None:
-            return None
-        pp, n, px, py, labels = ready
-        loss, work, work_len, _, lab32 = self._scratch(n)
-        kernel = 1 if grad is None else 2
-        if grad is not None and not grad._flat.flags.writeable:
-            return None  # the checked path refuses a read-only out=
-        pg = self.ffi.NULL if grad is None else self._flat_ptr(grad)
-        status = self._py_run(kernel, check, pp, px, py, labels, lab32, n, loss, pg, work, work_len)
-        # anything else: the checked path decides, and names what is wrong (a kernel that
-        # refused wrote nothing, so running the call again there is safe)
-        return loss[0] if status == Status.OK else None
-
-    def fast_forward(self, params: object, X: object, check: bool, layout) -> np.ndarray | None:
-        ready = self._call_buffers(params, X, None, layout)
-        if ready is None:
-            return None
-        pp, n, px, _, _ = ready
-        out = np.empty((n, self.n_out), dtype=self.dtype)
-        loss, work, work_len, _, _ = self._scratch(n)
-        status = self._py_run(0, check, pp, px, self.ffi.NULL, 0, self.ffi.NULL, n, loss,
-                              self.ffi.from_buffer(self._array_type, out), work, work_len)
-        return out if status == Status.OK else None
-
-    def fast_train_step(self, theta: object, state: object, X: object, Y: object, step: int, seed: int,
-                        check: bool) -> float | None:
-        """``train_step`` on ready buffers; the C kernel refuses overlapping buffers itself
-        (SYMNN_ERR_ALIAS; the checked path then raises the DataError it always raised)."""
-        dtype, train = self.dtype, self._py_train
-        if (train is None or type(theta) is not np.ndarray or type(state) is not np.ndarray
-                or theta.dtype is not dtype or state.dtype is not dtype or theta.shape != self._theta_shape
-                or state.shape != self._state_shape or not theta.flags.writeable or not state.flags.writeable):
-            return None
-        ready = self._buffers(X, Y)
-        if ready is None:
-            return None
-        n, px, py, labels = ready
-        from_buffer = self._from_buffer
-        try:
-            pt = from_buffer(self._array_type, theta)
-            ps = from_buffer(self._array_type, state) if self.n_state else self.ffi.NULL
-        except (BufferError, ValueError):
-            return None
-        s = self._scratch(n)
-        status = train(check, pt, ps, px, py, labels, s[4], n, step, seed, s[0], s[1], s[2])
-        return s[0][0] if status == 0 else None  # 0: SYMNN_OK
+    def fast_calls(self, layout) -> FastCalls | None:
+        """The public call's fast entries for parameters in ``layout`` (:mod:`.fast`), or None
+        for a build of the emitted files alone (no checking entries: every call is checked in
+        Python)."""
+        return fast_calls(self, layout) if self.py_run is not None else None
 
     def raw_loss_and_grad(self, params: Mapping[str, np.ndarray], X: np.ndarray, Y: np.ndarray):
         """A zero-argument callable running the C loss-and-gradient on buffers prepared once
@@ -289,6 +226,28 @@ class CKernelModule:
         # a partial, not a lambda: the call goes straight to cffi, one Python frame fewer
         # (xor float64: 366 -> 349 ns a call, against CasADi SX C's 363)
         return functools.partial(self._fn["loss_and_grad" + suffix], *args)
+
+    def raw_forward(self, params: Mapping[str, np.ndarray], X: np.ndarray):
+        """A zero-argument callable running the C forward on buffers prepared once (the raw
+        baseline of ``Kernel.forward``'s overhead, for benchmarks; inputs already validated)."""
+        x = self._ready(X, self.dtype)
+        flat, out, work = self.pack(params), np.empty((x.shape[0], self.n_out), dtype=self.dtype), self._work(x.shape[0])
+        c = self.ctype
+        return functools.partial(self._fn["forward"], self._ptr(flat, c), self._ptr(x, c), x.shape[0],
+                                 self._ptr(out, c), self._ptr(work, c), work.size)
+
+    def raw_train_step(self, theta: np.ndarray, state: np.ndarray, X: np.ndarray, Y: np.ndarray, step: int = 1):
+        """A zero-argument callable running the C train step in place on ``theta``/``state``
+        (exact dtype, C order) on buffers prepared once, at a fixed ``step`` (seed 0): the raw
+        baseline of ``Kernel.train_step``'s overhead, for benchmarks."""
+        x = self._ready(X, self.dtype)
+        y, y_ctype, suffix = self._targets(Y)
+        loss, work = np.empty(1, dtype=self.dtype), self._work(x.shape[0])
+        c = self.ctype
+        args = [self._ptr(theta, c)] + ([self._ptr(state, c)] if self.n_state else [])
+        args += [self._ptr(x, c), self._ptr(y, y_ctype), x.shape[0], step] + ([0] if self.dropout else [])
+        args += [self._ptr(loss, c)] + ([self.ffi.NULL] if suffix else []) + [self._ptr(work, c), work.size]
+        return functools.partial(self._fn["train_step" + suffix], *args)
 
     def _run(self, kernel: str, head: list, x: np.ndarray, Y: np.ndarray, middle: list,
              grad: np.ndarray | None = None) -> float:
