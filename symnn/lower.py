@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum, auto
-from typing import Any
+from typing import Any, Mapping
 
 import sympy as sp
 
@@ -138,11 +138,95 @@ def column_views(plan: KernelPlan) -> set[str]:
     return views
 
 
-def last_uses(plan: KernelPlan, views: set[str] = frozenset()) -> dict[str, int]:
+class StepRole(Enum):
+    """Where a loop's step writes a value that its ``END`` would otherwise copy."""
+
+    OUT = auto()  # straight into step t's columns of the loop's output
+    CARRY = auto()  # straight into the carried value's memory
+
+
+@dataclass(frozen=True)
+class StepWrite:
+    """A value written in place (:func:`step_writes`): ``into`` is the storage it lies in (the
+    loop's output, or the carried value) and ``head`` the loop's payload."""
+
+    role: StepRole
+    into: str
+    head: LoopHead
+
+
+def _loop_ends(plan: KernelPlan) -> dict[int, int]:
+    """Each loop's ``BEGIN`` index -> its ``END`` index."""
+    ends, open_ = {}, []
+    for i, st in enumerate(plan.stmts):
+        if st.kind is Loop.BEGIN:
+            open_.append(i)
+        elif st.kind is Loop.END:
+            ends[open_.pop()] = i
+    return ends
+
+
+def step_writes(plan: KernelPlan, views: set[str] = frozenset()) -> dict[str, StepWrite]:
+    """The concatenations of a loop's step that can be written where the loop's ``END`` would
+    copy them, so that the copy goes: an LSTM's step stacks its gates and states into one block
+    of its output, and its new state (h, c) into the carried value, a copy of each at every
+    step otherwise.
+
+    * The step's output (``END``'s operand 0) goes straight into step t's columns of the loop's
+      output when everything else that reads it reads in place (:data:`READS_IN_PLACE`, rows
+      the output's row apart) and inside the loop.
+    * The new carried value (operand 1) goes straight into the carried value (operand 2) when no
+      statement from the concatenation to the ``END`` reads the carried value, itself or
+      through a view: each step reads the state it was given, then writes the next. (A value
+      both output and new state takes the second; a truncated loop, which zeroes the carried
+      value after some steps, keeps its copy.)
+
+    Outputs of the plan are never written in place. ``views``: the blocks read in place
+    (:func:`column_views`), which read what they view."""
+    outputs = set(plan.outputs.values())
+    readers: dict[str, list[int]] = {}
+    for i, st in enumerate(plan.stmts):
+        for o in st.operands:
+            readers.setdefault(o, []).append(i)
+    made = {st.target: i for i, st in reversed(list(enumerate(plan.stmts)))}
+    found: dict[str, StepWrite] = {}
+    for begin, end in _loop_ends(plan).items():
+        end_st = plan.stmts[end]
+        out, new, carry = end_st.operands[:3]
+        head = end_st.payload
+        # the carried value and every view of it: reading one of them reads the carried value
+        seen = {carry}
+        for st in plan.stmts[begin:end]:
+            if (st.kind is ir.Op.RESHAPE or st.target in views) and st.operands and st.operands[0] in seen:
+                seen.add(st.target)
+        for name, role in ((new, StepRole.CARRY), (out, StepRole.OUT)):
+            i = made.get(name, -1)
+            if not begin < i < end or plan.stmts[i].kind is not ir.Op.CONCAT or name in outputs or name in found \
+                    or name in views:
+                continue
+            if role is StepRole.CARRY:
+                st = plan.stmts[i]
+                # truncation zeroes the carried value after some steps, where the new one is
+                # still to be read after the loop
+                if head.reset or tuple(st.shape) != tuple(plan.stmts[made[carry]].shape) or \
+                        any(o in seen for later in plan.stmts[i:end] for o in later.operands):
+                    continue
+                found[name] = StepWrite(role, carry, head)
+            else:
+                others = [j for j in readers.get(name, []) if j != end]
+                if new == out or not all(begin < j < end and plan.stmts[j].kind in READS_IN_PLACE for j in others):
+                    continue
+                found[name] = StepWrite(role, end_st.target, head)
+    return found
+
+
+def last_uses(plan: KernelPlan, views: set[str] = frozenset(),
+              in_place: Mapping[str, StepWrite] | None = None) -> dict[str, int]:
     """The index of the statement that reads each name last (or makes it, if none reads it). A
     view's reads count as reads of what it views (a reshape's, and the ``views`` read in place:
-    :func:`column_views`), and a loop's ``END`` reads what the loop reads (:class:`Loop`), so
-    storage is free only when nothing can read it any more."""
+    :func:`column_views`; a value written in place, ``in_place`` (:func:`step_writes`), is a
+    view of the storage it lies in), and a loop's ``END`` reads what the loop reads
+    (:class:`Loop`), so storage is free only when nothing can read it any more."""
     last: dict[str, int] = {}
     for i, st in enumerate(plan.stmts):
         for o in st.operands:
@@ -150,6 +234,7 @@ def last_uses(plan: KernelPlan, views: set[str] = frozenset()) -> dict[str, int]
         last[st.target] = i  # a statement writing an existing value (a loop's END) keeps it live
     viewed = {st.target: st.operands[0] for st in plan.stmts
               if st.kind is ir.Op.RESHAPE or st.target in views}
+    viewed.update({name: w.into for name, w in (in_place or {}).items()})
     for st in reversed(plan.stmts):  # a view of a view keeps both alive
         root = viewed.get(st.target)
         if root is not None and st.target in last:

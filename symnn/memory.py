@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from . import ir, naming
-from .lower import KERNELS, KernelPlan, last_uses, plan_kernel
+from .lower import KERNELS, KernelPlan, column_views, last_uses, plan_kernel, step_writes
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,15 @@ def live_peak(plan: KernelPlan, n: int, keep_outputs: bool = False) -> int:
     last: dict[str, int] = {}
     size: dict[str, int] = {}
     shape: dict[str, tuple] = {}
-    uses = last_uses(plan)  # a view's reads are its storage's, a loop's END reads what the loop does
+    # a step's value written where its loop's END would copy it (step_writes) lies in that
+    # storage: no memory of its own, like a reshape's view
+    in_place = step_writes(plan, column_views(plan))
+    uses = last_uses(plan, in_place=in_place)  # a view's reads are its storage's, a loop's END reads what the loop does
     for i, st in enumerate(plan.stmts):
         if st.target not in first:  # an in-place statement (z += b) keeps its value's slot
             first[st.target] = i
             # a view (a reshape) is its operand's storage: no memory of its own
-            size[st.target] = 0 if st.kind is ir.Op.RESHAPE else _size(tuple(st.shape), n)
+            size[st.target] = 0 if st.kind is ir.Op.RESHAPE or st.target in in_place else _size(tuple(st.shape), n)
             shape[st.target] = tuple(st.shape)
     for v in first:
         last[v] = uses.get(v, first[v])

@@ -24,7 +24,7 @@ import sympy as sp
 
 from ... import ir, naming
 from ...errors import CodegenError
-from ...lower import KernelPlan, Loop, LoopHead, Stmt, column_views, last_uses
+from ...lower import KernelPlan, Loop, LoopHead, StepRole, StepWrite, Stmt, column_views, last_uses, step_writes
 from ..base import BackendConfig
 from .gemm import GEMM_KC, TILE_ROWS, tile_cols
 from .kinds import MATMUL_KINDS, CKind
@@ -272,6 +272,8 @@ class _KernelLowering:
         self.nm = _Names(False)  # the names of the context being lowered
         self._views: list[dict] = []  # a reshape's pointer to what it views
         self.views = column_views(plan)  # blocks of columns and steps read where they lie
+        #: a loop step's concatenations written where its END would copy them
+        self.in_place = step_writes(plan, self.views)
         self.depth = 0  # loops open around the statement being lowered
         self._last: dict[str, int] = {}
 
@@ -325,7 +327,7 @@ class _KernelLowering:
         for st in self.plan.stmts:
             if st.target in self.vars:
                 continue
-            view = st.kind is ir.Op.RESHAPE or st.target in self.views
+            view = st.kind is ir.Op.RESHAPE or st.target in self.views or st.target in self.in_place
             var = _var_from_shape(st.target, st.shape, "view" if view else "work")
             if st.target in output_of:
                 var.storage = "output" if var.ndim else "scalar"
@@ -334,7 +336,7 @@ class _KernelLowering:
             self.vars[st.target] = var
 
     def _last_uses(self) -> dict[str, int]:
-        return last_uses(self.plan, self.views)
+        return last_uses(self.plan, self.views, self.in_place)
 
     def _row_ops(self) -> dict[str, list[int]]:
         users: dict[str, list[int]] = {}
@@ -620,13 +622,35 @@ class _KernelLowering:
 
     def _concat(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         nm, t = self.nm, self.vars[st.target]
+        written = self.in_place.get(st.target)
+        if written is not None:
+            self._lies_in(t, written, self.plan.stmts.index(st))
         parts, offset = [], 0
         for name in st.operands:
             cols = self.vars[name].cols
             parts.append({"a": nm.read(name), "cols": cols, "offset": offset})
             offset += cols
         return {"kind": CKind.CONCAT, "c": nm.write(t.name), "parts": parts, "rows": rows_code(t),
-                "cols": t.cols}
+                "cols": t.cols, "ldc": t.stride}
+
+    def _lies_in(self, t: Var, written: StepWrite, i: int) -> None:
+        """Point ``t`` (a loop step's value written in place, :func:`symnn.lower.step_writes`)
+        at where it lies: the carried value's memory (declared with the kernel's pointers), or
+        step t's columns of the loop's output, rows the output's row apart (a pointer declared
+        in the loop, like a step read in place)."""
+        into = self.vars[written.into]
+        if written.role is StepRole.CARRY:
+            t.ld = into.ld
+            self._views.append({"name": t.name, "init": written.into, "const": False})
+            return
+        head = written.head
+        t.ld = head.length * head.width
+        outer = self.nm
+        nm = self._begin(scalar_target=True)  # a line of the kernel, before the statement's own
+        self._append({"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(into.name), "at": f"{head.index}*{head.width}",
+                      "what": f"step {head.index} of {into.name}, written in place", "ld": t.ld, "writes": True},
+                     self._origins(i))
+        self.nm = outer
 
     def _slice(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         nm, t, a = self.nm, self.vars[st.target], self.vars[st.operands[0]]
@@ -634,7 +658,7 @@ class _KernelLowering:
         if st.target in self.views:  # read where it lies: a pointer to its first column
             t.ld = a.stride
             return {"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(a.name), "at": str(lo),
-                    "what": f"{a.name}[:, {lo}:{lo + t.cols}]", "ld": t.ld}
+                    "what": f"{a.name}[:, {lo}:{lo + t.cols}]", "ld": t.ld, "writes": False}
         return {"kind": CKind.SLICE, "c": nm.write(t.name), "a": nm.read(a.name), "rows": rows_code(t),
                 "cols": t.cols, "lda": a.stride, "lo": lo}
 
@@ -791,7 +815,7 @@ class _KernelLowering:
         if st.target in self.views:  # read where it lies: a pointer to the step's first column
             t.ld = a.stride
             return {"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(a.name), "at": f"{head.index}*{t.cols}",
-                    "what": f"step {head.index} of {a.name}", "ld": t.ld}
+                    "what": f"step {head.index} of {a.name}", "ld": t.ld, "writes": False}
         return {"kind": CKind.LOOP_STEP, "c": nm.write(t.name), "a": nm.read(a.name), "rows": rows_code(t),
                 "cols": t.cols, "stride": a.stride, "index": head.index}
 
@@ -800,10 +824,14 @@ class _KernelLowering:
         nm, y = self.nm, self.vars[st.target]
         out, new, carry = st.operands[:3]
         c = self.vars[carry]
+        # a step's value written in place (step_writes) is where this would copy it already
+        out_there = getattr(self.in_place.get(out), "role", None) is StepRole.OUT
+        new_there = getattr(self.in_place.get(new), "role", None) is StepRole.CARRY
         return {"kind": CKind.LOOP_END, "y": nm.write(y.name), "out": nm.read(out), "rows": rows_code(y),
                 "width": head.width, "stride": head.length * head.width, "index": head.index,
                 "carry": nm.write(carry), "new": nm.read(new), "reset": head.reset,
-                "size": f"{rows_code(c)}*{c.cols}" if c.batch else str(int(c.rows) * c.cols)}
+                "size": f"{rows_code(c)}*{c.cols}" if c.batch else str(int(c.rows) * c.cols),
+                "copy_out": not out_there, "copy_new": not new_there}
 
     def _map_stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         return self._map(st)

@@ -1,0 +1,72 @@
+"""A loop step's concatenations written where its END would copy them (``lower.step_writes``).
+
+An LSTM's step stacks its gates and states into one block of the loop's output and its new
+(h, c) into the carried value; the C lowering writes both in place instead of copying each at
+every step. What may be written in place is a property of the plan: these tests pin which
+values qualify, that the C kernels then copy nothing at the loop's end, and that a value is
+left alone where writing it in place would be wrong (a truncated loop zeroes its carried
+value; a masked step's new state is no concatenation). The numbers (C against NumPy and
+PyTorch, sanitizers) are the recurrent tests' (test_recurrent*.py), which run these kernels."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+import symnn as sn
+from symnn.driver import derive_program
+from symnn.lower import StepRole, column_views, plan_kernel, step_writes
+
+
+def _net(layer: sn.Layer, masked: bool = False) -> sn.Network:
+    x = sn.Input(6, 3, name="x")
+    if masked:
+        m = sn.Input(6, name="m")
+        return sn.Network(inputs=[x, m], outputs=sn.Dense(5, 1, name="fc")(layer(x, m)), loss="mse", name="sw")
+    return sn.Network(inputs=x, outputs=sn.Dense(5, 1, name="fc")(layer(x)), loss="mse", name="sw")
+
+
+def _roles(net: sn.Network, kernel: str = "loss_and_grad") -> list[StepRole]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = plan_kernel(derive_program(net).program, kernel)
+    return sorted((w.role for w in step_writes(plan, column_views(plan)).values()), key=lambda r: r.name)
+
+
+def test_an_lstm_writes_each_step_in_place_both_ways() -> None:
+    """Forward loop and backpropagation through time: the step's block of the output and the
+    new carried value, in each of a stacked LSTM's layers."""
+    assert _roles(_net(sn.LSTM(3, 5, name="r")), "forward") == [StepRole.CARRY, StepRole.OUT]
+    assert _roles(_net(sn.LSTM(3, 5, name="r"))) == [StepRole.CARRY] * 2 + [StepRole.OUT] * 2
+    assert _roles(_net(sn.LSTM(3, 5, num_layers=2, name="r"))) == [StepRole.CARRY] * 4 + [StepRole.OUT] * 4
+
+
+def test_what_would_be_wrong_in_place_keeps_its_copy() -> None:
+    """A truncated loop zeroes its carried value after some steps, so backpropagation's new
+    carry keeps its copy; a masked step's new state holds the old one at padded steps (an
+    element-wise choice reading it, no concatenation); a plain RNN's step is one map."""
+    assert _roles(_net(sn.LSTM(3, 5, truncate=2, name="r"))) == [StepRole.CARRY, StepRole.OUT, StepRole.OUT]
+    assert StepRole.CARRY not in _roles(_net(sn.LSTM(3, 5, masked=True, name="r"), masked=True))
+    assert _roles(_net(sn.RNN(3, 5, name="r"))) == []
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_c_loop_end_copies_nothing_and_work_shrinks(dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LSTM's emitted loops end with no copy, and the loss-and-gradient kernel's work per
+    batch row is smaller than the same lowering's with every value copied at the END."""
+    from symnn.backends.c import config
+    from symnn.backends.c.emit import emit_c
+
+    net = _net(sn.LSTM(3, 5, name="r"))
+    source = sn.emit_source(net, backend="c", dtype=dtype)
+    # the forward loops of forward, loss and loss_and_grad, and backpropagation through time
+    assert source.count("each written there in place") == 4
+    assert "[e] = t22[e]" not in source
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = derive_program(net).program
+    in_place = emit_c(net, program, dtype).work["loss_and_grad"]
+    monkeypatch.setattr(config, "step_writes", lambda plan, views: {})
+    copied = emit_c(net, program, dtype).work["loss_and_grad"]
+    assert in_place[0] < copied[0]
