@@ -404,8 +404,7 @@ class Kernel(Arguments):
         unchanged. ``theta`` and ``state`` must not share memory with each other, ``X`` or ``Y``
         (:class:`DataError` on both backends, C's ``SYMNN_ERR_ALIAS`` rule)."""
         fast = self._fast
-        if fast is not None and fast.train_step is not None and type(step) is int and type(seed) is int \
-                and step >= 1 and 0 <= seed < _SEEDS:
+        if fast is not None and type(step) is int and type(seed) is int and step >= 1 and 0 <= seed < _SEEDS:
             loss = fast.train_step(theta, state, X, Y, step, seed, self.check_finite)
             if loss is not None:
                 return loss

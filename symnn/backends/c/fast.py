@@ -57,12 +57,12 @@ class FastCalls:
 
     ``forward(params, X, check) -> out``; ``loss(params, X, Y, grads, check) -> loss`` (the
     gradient written into ``grads``, a FlatParams of the layout, when it is not None);
-    ``train_step(theta, state, X, Y, step, seed, check) -> loss`` (None where the kernel has no
-    train step)."""
+    ``train_step(theta, state, X, Y, step, seed, check) -> loss`` (always None where the kernel
+    has no train step)."""
 
     forward: Callable[..., "np.ndarray | None"]
     loss: Callable[..., "float | None"]
-    train_step: Callable[..., "float | None"] | None
+    train_step: Callable[..., "float | None"]
 
 
 def fast_calls(m: "CKernelModule", layout: Layout) -> FastCalls:
@@ -189,7 +189,10 @@ def fast_calls(m: "CKernelModule", layout: Layout) -> FastCalls:
         status = train(check, pt, ps, ready[1], ready[2], ready[3], s[4], n, step, seed, s[0], s[1], s[2])
         return s[0][0] if status == _OK else None
 
-    return FastCalls(forward, loss, train_step if train is not None else None)
+    def no_train_step(*args: object) -> None:
+        return None  # a kernel built without an optimiser: the checked path says so
+
+    return FastCalls(forward, loss, train_step if train is not None else no_train_step)
 
 
 __all__ = ["FastCalls", "fast_calls"]

@@ -174,21 +174,17 @@ class CKernelModule:
     def out_ptr(self, grad: FlatParams):
         """A writable pointer to ``grad``'s buffer (made once per object), or None where it is
         read-only: its private view's flag is fixed when the FlatParams is made."""
-        found = grad._handles.get(self.writable_key)
-        if found is None:
-            try:
-                found = grad.handle(self.writable_key, self._from_writable)
-            except (BufferError, ValueError):  # cffi: ValueError for a read-only buffer
-                return None
-        return found
+        try:
+            return grad.handle(self.writable_key, self._from_writable)
+        except (BufferError, ValueError):  # cffi: ValueError for a read-only buffer
+            return None
 
     def params_ptr(self, params: object, layout):
         """A pointer to the parameters in the flat layout: a FlatParams of it as it is, a dict
         whose arrays all have the kernel's dtype and their shapes packed into a new buffer
         (values are not read here: the C check reads them); None for anything else."""
         if type(params) is FlatParams and params.layout is layout:
-            found = params._handles.get(self.handle_key)
-            return found if found is not None else params.handle(self.handle_key, self._from_flat)
+            return params.handle(self.handle_key, self._from_flat)
         if not isinstance(params, dict) or len(params) != len(self._layout):
             return None
         flat = np.empty(self.n_params, dtype=self.dtype)
@@ -216,16 +212,12 @@ class CKernelModule:
         (what an application embedding the C pays per call; for benchmarks). The cffi buffer
         objects keep the arrays alive; inputs must already be validated (``Kernel.params``/
         ``inputs``/``targets``)."""
-        x = self._ready(X, self.dtype)
-        y, y_ctype, suffix = self._targets(Y)
-        flat, grad = self.pack(params), np.empty(self.n_params, dtype=self.dtype)
-        loss, work = np.empty(1, dtype=self.dtype), self._work(x.shape[0])
-        c = self.ctype
-        args = [self._ptr(flat, c), self._ptr(x, c), self._ptr(y, y_ctype), x.shape[0], self._ptr(loss, c),
-                self._ptr(grad, c)] + ([self.ffi.NULL] if suffix else []) + [self._ptr(work, c), work.size]
+        grad = np.empty(self.n_params, dtype=self.dtype)
+        name, args, _, _ = self._call_args("loss_and_grad", [self._ptr(self.pack(params), self.ctype)],
+                                           self._ready(X, self.dtype), Y, [], grad)
         # a partial, not a lambda: the call goes straight to cffi, one Python frame fewer
         # (xor float64: 366 -> 349 ns a call, against CasADi SX C's 363)
-        return functools.partial(self._fn["loss_and_grad" + suffix], *args)
+        return functools.partial(self._fn[name], *args)
 
     def raw_forward(self, params: Mapping[str, np.ndarray], X: np.ndarray):
         """A zero-argument callable running the C forward on buffers prepared once (the raw
@@ -240,19 +232,15 @@ class CKernelModule:
         """A zero-argument callable running the C train step in place on ``theta``/``state``
         (exact dtype, C order) on buffers prepared once, at a fixed ``step`` (seed 0): the raw
         baseline of ``Kernel.train_step``'s overhead, for benchmarks."""
-        x = self._ready(X, self.dtype)
-        y, y_ctype, suffix = self._targets(Y)
-        loss, work = np.empty(1, dtype=self.dtype), self._work(x.shape[0])
-        c = self.ctype
-        args = [self._ptr(theta, c)] + ([self._ptr(state, c)] if self.n_state else [])
-        args += [self._ptr(x, c), self._ptr(y, y_ctype), x.shape[0], step] + ([0] if self.dropout else [])
-        args += [self._ptr(loss, c)] + ([self.ffi.NULL] if suffix else []) + [self._ptr(work, c), work.size]
-        return functools.partial(self._fn["train_step" + suffix], *args)
+        name, args, _, _ = self._call_args("train_step", self._train_head(theta, state), self._ready(X, self.dtype),
+                                           Y, self._train_middle(step, 0))
+        return functools.partial(self._fn[name], *args)
 
-    def _run(self, kernel: str, head: list, x: np.ndarray, Y: np.ndarray, middle: list,
-             grad: np.ndarray | None = None) -> float:
-        """Call ``kernel`` (or its ``_labels`` twin) as ``head, X, Y, n, middle, loss, [grad],
-        [bad_row], work, work_len``; return the loss."""
+    def _call_args(self, kernel: str, head: list, x: np.ndarray, Y: np.ndarray, middle: list,
+                   grad: np.ndarray | None = None) -> tuple:
+        """``(function name, arguments, loss buffer, bad-row pointer or None)`` of ``kernel`` (or
+        its ``_labels`` twin for integer labels), called as ``head, X, Y, n, middle, loss, [grad],
+        [bad_row], work, work_len``; the cffi buffers keep the arrays alive."""
         y, y_ctype, suffix = self._targets(Y)
         n, c = x.shape[0], self.ctype
         loss = np.empty(1, dtype=self.dtype)
@@ -264,8 +252,20 @@ class CKernelModule:
         if bad_row is not None:
             args.append(bad_row)
         args += [self._ptr(work, c), work.size]
-        self._check(self._fn[kernel + suffix](*args), kernel + suffix, bad_row)
+        return kernel + suffix, args, loss, bad_row
+
+    def _run(self, kernel: str, head: list, x: np.ndarray, Y: np.ndarray, middle: list,
+             grad: np.ndarray | None = None) -> float:
+        """Call ``kernel`` (see :meth:`_call_args`); return the loss."""
+        name, args, loss, bad_row = self._call_args(kernel, head, x, Y, middle, grad)
+        self._check(self._fn[name](*args), name, bad_row)
         return float(loss[0])
+
+    def _train_head(self, theta: np.ndarray, state: np.ndarray) -> list:
+        return [self._ptr(theta, self.ctype)] + ([self._ptr(state, self.ctype)] if self.n_state else [])
+
+    def _train_middle(self, step: int, seed: int) -> list:
+        return [step] + ([seed] if self.dropout else [])
 
     def _call_loss(self, params, X, Y, with_grad: bool):
         grad = np.empty(self.n_params, dtype=self.dtype) if with_grad else None
@@ -276,26 +276,21 @@ class CKernelModule:
     def _train_step(self, theta: np.ndarray, state: np.ndarray, X: np.ndarray, Y: np.ndarray,
                     step: int, seed: int = 0) -> float:
         """In place on ``theta``/``state`` (exact dtype, C order: checked by Kernel.train_step)."""
-        c = self.ctype
-        head = [self._ptr(theta, c)] + ([self._ptr(state, c)] if self.n_state else [])
-        middle = [step] + ([seed] if self.dropout else [])
-        return self._run("train_step", head, self._ready(X, self.dtype), Y, middle)
+        return self._run("train_step", self._train_head(theta, state), self._ready(X, self.dtype), Y,
+                         self._train_middle(step, seed))
 
     def _train_gradient(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, step: int,
                         seed: int = 0) -> tuple[float, np.ndarray]:
         """The loss and flat gradient a train step takes (the training program); nothing updated."""
-        c = self.ctype
         grad = np.empty(self.n_params, dtype=self.dtype)
-        middle = [step] + ([seed] if self.dropout else [])
-        loss = self._run("train_gradient", [self._ptr(self._ready(theta, self.dtype), c)], self._ready(X, self.dtype),
-                         Y, middle, grad)
+        loss = self._run("train_gradient", [self._ptr(self._ready(theta, self.dtype), self.ctype)],
+                         self._ready(X, self.dtype), Y, self._train_middle(step, seed), grad)
         return loss, grad
 
     def _apply_gradient(self, theta: np.ndarray, state: np.ndarray, grad: np.ndarray, step: int,
                         loss: float | None = None) -> None:
         """The optimiser's update in place on ``theta``/``state`` from a flat gradient (not modified:
         the C entry clips a copy)."""
-        c = self.ctype
         g = np.array(grad, dtype=self.dtype, order="C")  # the C entry scales its argument in place
-        head = [self._ptr(theta, c)] + ([self._ptr(state, c)] if self.n_state else [])
-        self._check(self._fn["apply_gradient"](*head, self._ptr(g, c), step), "apply_gradient")
+        self._check(self._fn["apply_gradient"](*self._train_head(theta, state), self._ptr(g, self.ctype), step),
+                    "apply_gradient")
