@@ -17,10 +17,10 @@ x, c = sp.symbols("x c", real=True)
 # (expression, float64 text, float32 text)
 CASES = [
     (sp.Max(x, 0), "m__max(x[e], 0.0)", "m__max(x[e], 0.0F)"),
-    (c * sp.Heaviside(x, 0), "(x[e] > 0 ? c : 0.0)", "(x[e] > 0 ? c : 0.0F)"),
-    (sp.Heaviside(x, 0), "(x[e] > 0 ? 1.0 : 0.0)", "(x[e] > 0 ? 1.0F : 0.0F)"),
+    (c * sp.Heaviside(x, 0), "m__pick(x[e] > 0, c, 0.0)", "m__pick(x[e] > 0, c, 0.0F)"),
+    (sp.Heaviside(x, 0), "m__pick(x[e] > 0, 1.0, 0.0)", "m__pick(x[e] > 0, 1.0F, 0.0F)"),
     (sp.Piecewise((x, x > 0), (sp.Rational(1, 100) * x, True)),
-     "(x[e] > 0.0 ? x[e] : 0.01*x[e])", "(x[e] > 0.0F ? x[e] : 0.01F*x[e])"),
+     "m__pick(x[e] > 0.0, x[e], 0.01*x[e])", "m__pick(x[e] > 0.0F, x[e], 0.01F*x[e])"),
     (Sigmoid(x), "m__sigmoid(x[e])", "m__sigmoid(x[e])"),
     (Softplus(x) - x * c, "-c*x[e] + m__softplus(x[e])", "-c*x[e] + m__softplus(x[e])"),
     (sp.tanh(x), "m__tanh(x[e])", "m__tanh(x[e])"),

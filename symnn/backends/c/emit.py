@@ -381,6 +381,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     helpers = set(printer.helpers)
     if kinds & ROW_STAT_KINDS or helpers & {"sigmoid", "softplus"}:
         helpers.add("exp")
+    if helpers & {"sigmoid", "softplus", "clamp", "max", "min", "sign"}:  # they choose by bit masks
+        helpers.add("pick")
     gemm_plan = gemm.plan(dtype, [GEMM_CALLS[k] for k in kinds if k in GEMM_CALLS])  # what the file calls
     context = dict(kernels=kernels, shared=shared, publics=publics, gemm=gemm_plan, helpers=sorted(helpers),
                    vmath=[f for f in VMATH if f in helpers], train=train, **spatial_context(kinds),

@@ -13,10 +13,12 @@ Customisations versus SymPy's ``C99CodePrinter``:
   code is clean under ``-Wdouble-promotion``;
 * integer powers up to 4 print as products (``x*x``), others as ``pow``;
 * ``Max``/``Min`` print as NaN-propagating helpers (``fmax`` would swallow a NaN);
-* ``Heaviside(u, 0)`` prints ``(u > 0 ? 1 : 0)``: the step is 0 at 0 (ReLU'(0) = 0); a
-  product ``c * Heaviside(u, 0)`` prints ``(u > 0 ? c : 0)``, which is 0 even for an infinite
+* every choice prints as the file's ``pick(c, a, b)``, ``c ? a : b`` by bit masks, so that loops
+  vectorise without masked vector instructions (see :meth:`SymnnCPrinter.pick`);
+* ``Heaviside(u, 0)`` prints ``pick(u > 0, 1, 0)``: the step is 0 at 0 (ReLU'(0) = 0); a
+  product ``c * Heaviside(u, 0)`` prints ``pick(u > 0, c, 0)``, which is 0 even for an infinite
   ``c`` (PyTorch's ``threshold_backward`` convention);
-* ``Piecewise`` prints nested ternaries, ``sign`` a NaN-propagating helper;
+* ``Piecewise`` prints nested picks, ``sign`` a NaN-propagating helper;
 * ``Sigmoid``/``Softplus`` print as the file's stable ``exp(-|x|)`` helpers;
 * ``exp``, ``expm1`` and ``tanh`` print as the file's own branch-free versions
   (templates/c/_vmath.jinja), which gcc vectorises where a libm call per element is not;
@@ -154,12 +156,20 @@ class SymnnCPrinter(C99CodePrinter):
         step = split_step(expr)
         if step is not None:
             u, rest = step
-            return f"({self._print(u)} > 0 ? {self._print(rest)} : {self.lit(0.0)})"
+            return self.pick(f"{self._print(u)} > 0", self._print(rest), self.lit(0.0))
         return super()._print_Mul(expr)
 
     # -- kinks (conventions checked in backends/kinks.py) ----------------------------------
+    def pick(self, cond: str, a: str, b: str) -> str:
+        """``cond ? a : b`` as the file's bit-mask select (templates/c/_vmath.jinja): both arms
+        computed, one kept, no branch. A ``?:`` whose arms compute becomes a branch that GCC
+        fills with the arms' arithmetic, which it may not run speculatively (-ftrapping-math):
+        on a target without masked vectors (AVX2, SSE) the loop then stays scalar."""
+        self.helpers.add("pick")
+        return f"{self.prefix}__pick({cond}, {a}, {b})"
+
     def _print_Heaviside(self, expr: sp.Heaviside) -> str:
-        return f"({self._print(require_step(expr))} > 0 ? {self.lit(1.0)} : {self.lit(0.0)})"
+        return self.pick(f"{self._print(require_step(expr))} > 0", self.lit(1.0), self.lit(0.0))
 
     def _minmax(self, expr: sp.Expr, helper: str) -> str:
         self.helpers.add(helper)
@@ -179,7 +189,7 @@ class SymnnCPrinter(C99CodePrinter):
         pairs, last = piecewise_parts(expr)
         out = self._print(last)
         for value, c in reversed(pairs):
-            out = f"({self._print(c)} ? {self._print(value)} : {out})"
+            out = self.pick(self._print(c), self._print(value), out)
         return out
 
     def _print_sign(self, expr: sp.sign) -> str:

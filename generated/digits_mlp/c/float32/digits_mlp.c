@@ -1282,6 +1282,20 @@ static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
     digits_mlp__gemm_tn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work));
 }
 
+/* c ? a : b chosen by bit masks, not by a branch. GCC turns a ?: whose arms compute into a
+ * branch and moves the arms' arithmetic into it; under the default -ftrapping-math that
+ * arithmetic may not be executed speculatively, so without masked vector instructions (AVX2,
+ * SSE) the loop is not vectorised. Both arms here are computed, one kept. */
+static inline digits_mlp_real digits_mlp__pick(int c, digits_mlp_real a, digits_mlp_real b)
+{
+    union { digits_mlp_real f; uint32_t u; } va, vb;
+    const uint32_t m = (uint32_t)0 - (uint32_t)c;
+    va.f = a;
+    vb.f = b;
+    va.u = (va.u & m) | (vb.u & ~m);
+    return va.f;
+}
+
 /* 2**k for an integral k with a normal result: adding 1.5 * 2**23 leaves k in the low bits
  * (two's complement), so k + 127 is the biased exponent. */
 static inline digits_mlp_real digits_mlp__pow2(digits_mlp_real k)
@@ -1316,7 +1330,7 @@ static inline digits_mlp_real digits_mlp__expm1_poly(digits_mlp_real r)
 static inline digits_mlp_real digits_mlp__exp(digits_mlp_real x)
 {
     digits_mlp_real k;
-    const digits_mlp_real xc = x < -104.0F ? -104.0F : (x > 89.0F ? 89.0F : x);  /* 0 / inf past these */
+    const digits_mlp_real xc = digits_mlp__pick(x < -104.0F, -104.0F, digits_mlp__pick(x > 89.0F, 89.0F, x));  /* 0 / inf past these */
     const digits_mlp_real r = digits_mlp__reduce(xc, &k);
     const digits_mlp_real k1 = (k*0.5F + 12582912.0F) - 12582912.0F;
     return ((1.0F + digits_mlp__expm1_poly(r))*digits_mlp__pow2(k1))*digits_mlp__pow2(k - k1);
@@ -1325,7 +1339,7 @@ static inline digits_mlp_real digits_mlp__exp(digits_mlp_real x)
 /* max that propagates NaN from either argument (fmax would drop it). */
 static inline digits_mlp_real digits_mlp__max(digits_mlp_real a, digits_mlp_real b)
 {
-    return (a < b || b != b) ? b : a;
+    return digits_mlp__pick((a < b) | (b != b), b, a);
 }
 
 /* forward: ops: 6 tensor, 1 scalar; work: 52*n + 2080 reals. Arguments already checked. */
@@ -1554,7 +1568,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
             for (ptrdiff_t j = 0; j < 32; ++j) {
                 const digits_mlp_real t9_e = t9[i*32 + j];
                 const digits_mlp_real a1_e = a1[i*32 + j];
-                const digits_mlp_real value = (a1_e > 0 ? t9_e : 0.0F);
+                const digits_mlp_real value = digits_mlp__pick(a1_e > 0, t9_e, 0.0F);
                 t10[i*32 + j] = value;
                 dL_db1[j] += value;
             }

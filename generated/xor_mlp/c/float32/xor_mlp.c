@@ -107,6 +107,20 @@ static xor_mlp_real xor_mlp__sum(const xor_mlp_real *x, ptrdiff_t count)
 #ifdef XOR_MLP__GVEC
 #endif
 
+/* c ? a : b chosen by bit masks, not by a branch. GCC turns a ?: whose arms compute into a
+ * branch and moves the arms' arithmetic into it; under the default -ftrapping-math that
+ * arithmetic may not be executed speculatively, so without masked vector instructions (AVX2,
+ * SSE) the loop is not vectorised. Both arms here are computed, one kept. */
+static inline xor_mlp_real xor_mlp__pick(int c, xor_mlp_real a, xor_mlp_real b)
+{
+    union { xor_mlp_real f; uint32_t u; } va, vb;
+    const uint32_t m = (uint32_t)0 - (uint32_t)c;
+    va.f = a;
+    vb.f = b;
+    va.u = (va.u & m) | (vb.u & ~m);
+    return va.f;
+}
+
 /* 2**k for an integral k with a normal result: adding 1.5 * 2**23 leaves k in the low bits
  * (two's complement), so k + 127 is the biased exponent. */
 static inline xor_mlp_real xor_mlp__pow2(xor_mlp_real k)
@@ -141,7 +155,7 @@ static inline xor_mlp_real xor_mlp__expm1_poly(xor_mlp_real r)
 static inline xor_mlp_real xor_mlp__exp(xor_mlp_real x)
 {
     xor_mlp_real k;
-    const xor_mlp_real xc = x < -104.0F ? -104.0F : (x > 89.0F ? 89.0F : x);  /* 0 / inf past these */
+    const xor_mlp_real xc = xor_mlp__pick(x < -104.0F, -104.0F, xor_mlp__pick(x > 89.0F, 89.0F, x));  /* 0 / inf past these */
     const xor_mlp_real r = xor_mlp__reduce(xc, &k);
     const xor_mlp_real k1 = (k*0.5F + 12582912.0F) - 12582912.0F;
     return ((1.0F + xor_mlp__expm1_poly(r))*xor_mlp__pow2(k1))*xor_mlp__pow2(k - k1);
@@ -152,13 +166,13 @@ static inline xor_mlp_real xor_mlp__exp(xor_mlp_real x)
 static inline xor_mlp_real xor_mlp__expm1(xor_mlp_real x)
 {
     xor_mlp_real k;
-    const xor_mlp_real xc = x < -20.0F ? -20.0F : (x > 89.0F ? 89.0F : x);  /* expm1 is -1 below */
+    const xor_mlp_real xc = xor_mlp__pick(x < -20.0F, -20.0F, xor_mlp__pick(x > 89.0F, 89.0F, x));  /* expm1 is -1 below */
     const xor_mlp_real r = xor_mlp__reduce(xc, &k);
     const xor_mlp_real q = xor_mlp__expm1_poly(r);
     const xor_mlp_real k1 = (k*0.5F + 12582912.0F) - 12582912.0F;
     const xor_mlp_real big = ((1.0F + q)*xor_mlp__pow2(k1))*xor_mlp__pow2(k - k1) - 1.0F;
-    const xor_mlp_real t = xor_mlp__pow2(k > 25.0F ? 0.0F : k);
-    return k > 25.0F ? big : (x == 0.0F ? x : t*q + (t - 1.0F));
+    const xor_mlp_real t = xor_mlp__pow2(xor_mlp__pick(k > 25.0F, 0.0F, k));
+    return xor_mlp__pick(k > 25.0F, big, xor_mlp__pick(x == 0.0F, x, t*q + (t - 1.0F)));
 }
 
 /* tanh(x) = -t/(t + 2), t = expm1(-2|x|) in [-1, 0], signed like x: one form for every x. */
@@ -168,17 +182,18 @@ static inline xor_mlp_real xor_mlp__tanh(xor_mlp_real x)
     return copysignf(-t/(t + 2.0F), x);
 }
 
-/* 1/(1 + exp(-x)) in the exp(-|x|) form: no overflow, exact saturation, NaN in -> NaN out. */
+/* 1/(1 + exp(-x)) in the exp(-|x|) form: no overflow, exact saturation, NaN in -> NaN out.
+ * 1/(1 + e) for x >= 0, e/(1 + e) below: the numerator picked, one division for both. */
 static inline xor_mlp_real xor_mlp__sigmoid(xor_mlp_real x)
 {
     const xor_mlp_real e = xor_mlp__exp(-fabsf(x));
-    return x >= 0.0F ? 1.0F/(1.0F + e) : e/(1.0F + e);
+    return xor_mlp__pick(x >= 0.0F, 1.0F, e)/(1.0F + e);
 }
 
 /* log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): finite for every finite x. */
 static inline xor_mlp_real xor_mlp__softplus(xor_mlp_real x)
 {
-    return (x > 0.0F ? x : 0.0F) + log1pf(xor_mlp__exp(-fabsf(x)));
+    return xor_mlp__pick(x > 0.0F, x, 0.0F) + log1pf(xor_mlp__exp(-fabsf(x)));
 }
 
 /* forward: ops: 6 tensor, 2 scalar; work: 5*n reals. Arguments already checked. */

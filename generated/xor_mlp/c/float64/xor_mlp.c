@@ -107,6 +107,20 @@ static xor_mlp_real xor_mlp__sum(const xor_mlp_real *x, ptrdiff_t count)
 #ifdef XOR_MLP__GVEC
 #endif
 
+/* c ? a : b chosen by bit masks, not by a branch. GCC turns a ?: whose arms compute into a
+ * branch and moves the arms' arithmetic into it; under the default -ftrapping-math that
+ * arithmetic may not be executed speculatively, so without masked vector instructions (AVX2,
+ * SSE) the loop is not vectorised. Both arms here are computed, one kept. */
+static inline xor_mlp_real xor_mlp__pick(int c, xor_mlp_real a, xor_mlp_real b)
+{
+    union { xor_mlp_real f; uint64_t u; } va, vb;
+    const uint64_t m = (uint64_t)0 - (uint64_t)c;
+    va.f = a;
+    vb.f = b;
+    va.u = (va.u & m) | (vb.u & ~m);
+    return va.f;
+}
+
 /* 2**k for an integral k with a normal result: adding 1.5 * 2**52 leaves k in the low bits
  * (two's complement), so k + 1023 is the biased exponent. */
 static inline xor_mlp_real xor_mlp__pow2(xor_mlp_real k)
@@ -147,7 +161,7 @@ static inline xor_mlp_real xor_mlp__expm1_poly(xor_mlp_real r)
 static inline xor_mlp_real xor_mlp__exp(xor_mlp_real x)
 {
     xor_mlp_real k;
-    const xor_mlp_real xc = x < -746.0 ? -746.0 : (x > 710.0 ? 710.0 : x);  /* 0 / inf past these */
+    const xor_mlp_real xc = xor_mlp__pick(x < -746.0, -746.0, xor_mlp__pick(x > 710.0, 710.0, x));  /* 0 / inf past these */
     const xor_mlp_real r = xor_mlp__reduce(xc, &k);
     const xor_mlp_real k1 = (k*0.5 + 6755399441055744.0) - 6755399441055744.0;
     return ((1.0 + xor_mlp__expm1_poly(r))*xor_mlp__pow2(k1))*xor_mlp__pow2(k - k1);
@@ -158,13 +172,13 @@ static inline xor_mlp_real xor_mlp__exp(xor_mlp_real x)
 static inline xor_mlp_real xor_mlp__expm1(xor_mlp_real x)
 {
     xor_mlp_real k;
-    const xor_mlp_real xc = x < -60.0 ? -60.0 : (x > 710.0 ? 710.0 : x);  /* expm1 is -1 below */
+    const xor_mlp_real xc = xor_mlp__pick(x < -60.0, -60.0, xor_mlp__pick(x > 710.0, 710.0, x));  /* expm1 is -1 below */
     const xor_mlp_real r = xor_mlp__reduce(xc, &k);
     const xor_mlp_real q = xor_mlp__expm1_poly(r);
     const xor_mlp_real k1 = (k*0.5 + 6755399441055744.0) - 6755399441055744.0;
     const xor_mlp_real big = ((1.0 + q)*xor_mlp__pow2(k1))*xor_mlp__pow2(k - k1) - 1.0;
-    const xor_mlp_real t = xor_mlp__pow2(k > 56.0 ? 0.0 : k);
-    return k > 56.0 ? big : (x == 0.0 ? x : t*q + (t - 1.0));
+    const xor_mlp_real t = xor_mlp__pow2(xor_mlp__pick(k > 56.0, 0.0, k));
+    return xor_mlp__pick(k > 56.0, big, xor_mlp__pick(x == 0.0, x, t*q + (t - 1.0)));
 }
 
 /* tanh(x) = -t/(t + 2), t = expm1(-2|x|) in [-1, 0], signed like x: one form for every x. */
@@ -174,17 +188,18 @@ static inline xor_mlp_real xor_mlp__tanh(xor_mlp_real x)
     return copysign(-t/(t + 2.0), x);
 }
 
-/* 1/(1 + exp(-x)) in the exp(-|x|) form: no overflow, exact saturation, NaN in -> NaN out. */
+/* 1/(1 + exp(-x)) in the exp(-|x|) form: no overflow, exact saturation, NaN in -> NaN out.
+ * 1/(1 + e) for x >= 0, e/(1 + e) below: the numerator picked, one division for both. */
 static inline xor_mlp_real xor_mlp__sigmoid(xor_mlp_real x)
 {
     const xor_mlp_real e = xor_mlp__exp(-fabs(x));
-    return x >= 0.0 ? 1.0/(1.0 + e) : e/(1.0 + e);
+    return xor_mlp__pick(x >= 0.0, 1.0, e)/(1.0 + e);
 }
 
 /* log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): finite for every finite x. */
 static inline xor_mlp_real xor_mlp__softplus(xor_mlp_real x)
 {
-    return (x > 0.0 ? x : 0.0) + log1p(xor_mlp__exp(-fabs(x)));
+    return xor_mlp__pick(x > 0.0, x, 0.0) + log1p(xor_mlp__exp(-fabs(x)));
 }
 
 /* forward: ops: 6 tensor, 2 scalar; work: 5*n reals. Arguments already checked. */
