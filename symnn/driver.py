@@ -80,7 +80,7 @@ def emit_source(net: Network, backend: str = "numpy", dtype: str = "float64",
 
 def _load(backend: str, nets: Sequence[Network], dtype: str, check_finite: bool, opt: Optimizer | None,
           blas: bool = False, openmp: bool = False, flush_denormals: bool = False) -> list[Kernel]:
-    """Kernels of ``nets`` from one backend (the C backend builds them in one compiler run)."""
+    """Kernels of ``nets`` from one backend (the C backend builds them into one extension)."""
     for net in nets:
         check_index_precision(net, dtype)
     if not isinstance(flush_denormals, bool):

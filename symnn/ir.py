@@ -337,10 +337,18 @@ def const(value: sp.Expr | float) -> Node:
     return Node(Op.CONST, (), sp.sympify(value), ())
 
 
+def _differ(a: sp.Expr, b: sp.Expr) -> bool:
+    """Whether the sizes ``a`` and ``b`` differ: ``expand`` decides the products and sums of
+    symbols sizes are made of; SymPy's ``simplify`` (slow, and its first call imports
+    sympy.physics) only where that leaves something."""
+    d = sp.expand(sp.sympify(a) - sp.sympify(b))
+    return d != 0 and sp.simplify(d) != 0
+
+
 def matmul(a: Node, b: Node, trans_a: bool = False, trans_b: bool = False) -> Node:
     (m, k1) = a.shape[::-1] if trans_a else a.shape
     (k2, n) = b.shape[::-1] if trans_b else b.shape
-    if sp.simplify(sp.sympify(k1) - sp.sympify(k2)) != 0:
+    if _differ(k1, k2):
         raise ValueError(f"matmul inner dimensions differ: {a.shape} x {b.shape}")
     return Node(Op.MATMUL, (a, b), (trans_a, trans_b), (m, n))
 
@@ -495,7 +503,7 @@ def reshape(a: Node, shape: Shape) -> Node:
     (N, T*F) as the matrix of its steps (N*T, F), whose rows a product with a weight works on
     at once, and back. No entry moves, so the backends read the operand's storage."""
     size = lambda sh: sp.expand(sp.Mul(*(sp.sympify(d) for d in sh)))  # noqa: E731
-    if len(shape) != 2 or len(a.shape) != 2 or sp.simplify(size(a.shape) - size(shape)) != 0:
+    if len(shape) != 2 or len(a.shape) != 2 or _differ(size(a.shape), size(shape)):
         raise ValueError(f"reshape of {a.shape} to {shape}: both matrices of the same size")
     if tuple(a.shape) == tuple(shape):
         return a

@@ -209,7 +209,7 @@ class Reshape(_Operator):
     def form(self) -> str:
         """``steps`` when it makes more rows (one per step), ``seq`` when fewer (not ``kind``:
         SymPy's ``kind`` says what sort of object this is)."""
-        more = sp.simplify(self.args[1] / self.args[0].shape[0])
+        more = sp.cancel(self.args[1] / self.args[0].shape[0])  # a quotient of products of sizes
         return "seq" if more.is_number and more < 1 else "steps"
 
     @property

@@ -1,6 +1,6 @@
 """The C backend's entry in :mod:`symnn.backends.registry`: emit ``NAME.h``/``NAME.c`` (and
 the example ``main.c``, ``train_main.c``, ``Makefile``), load through a cffi build into the
-locked module cache (several networks share one compiler run)."""
+locked module cache (several networks share one build)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def files(net: Network, program: Program, dtype: str, optimizer: Optimizer | Non
 def load(nets: Sequence[Network], programs: Sequence[tuple[Program, Program | None]], dtype: str,
          check_finite: bool, optimizer: Optimizer | None, blas: bool, openmp: bool,
          flush_denormals: bool = False) -> list[Kernel]:
-    """Emit every network's C and build them into one extension (one compiler run)."""
+    """Emit every network's C and build them into one extension (the kernels of all and cffi's
+    glue compiled at the same time, then linked)."""
     results = [emit_c(n, program, dtype, optimizer, train_prog) for n, (program, train_prog) in zip(nets, programs)]
     return _build(nets, results, dtype, check_finite, optimizer, blas, openmp, flush_denormals)
 
@@ -54,6 +55,10 @@ def _build(nets: Sequence[Network], results: Sequence[CEmitResult], dtype: str, 
         sources.update(r.files)
         # the Python API's checks in C, built into the extension only (not the emitted files)
         sources[f"{r.prefix}__pycheck.c"], decls = _pycheck(net_of[r.prefix], r, dtype, optimizer)
+        # their declarations for cffi's glue, which is compiled apart and sees headers only
+        guard = f"{r.prefix.upper()}__PYCHECK_H"
+        sources[f"{r.prefix}__pycheck.h"] = (f'#ifndef {guard}\n#define {guard}\n#include "{r.prefix}.h"\n'
+                                             + "\n".join(decls) + "\n#endif\n")
         cdef += [line for line in r.cdef.splitlines() if line not in cdef]  # shared status codes once
         cdef += decls
     prefix = results[0].prefix if len(results) == 1 else "group_" + "_".join(r.prefix for r in results)[:40]

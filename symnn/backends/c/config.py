@@ -77,7 +77,7 @@ class Var:
         rows = sp.sympify(self.rows)
         if not rows.has(naming.N):
             return 0
-        return int(sp.simplify(rows / naming.N))
+        return int(sp.cancel(rows / naming.N))
 
     @property
     def batch(self) -> bool:
