@@ -475,7 +475,14 @@ def measure_peak(dtype: str, skip: set[str] = frozenset()) -> dict[str, float]:
 
 
 _FMA_SOURCE = """
-typedef {real} vec __attribute__((vector_size(64)));
+/* a vector register's width: 12 chains of two 32-byte halves would spill AVX2's 16 registers */
+#ifdef __AVX512F__
+#define VBYTES 64
+#else
+#define VBYTES 32
+#endif
+typedef {real} vec __attribute__((vector_size(VBYTES)));
+int vec_bytes(void) {{ return VBYTES; }}
 double fma_chains(long n)
 {{
     const vec zero = {{0}}, x = zero + ({real})0.999999, y = zero + ({real})1e-7;
@@ -485,7 +492,7 @@ double fma_chains(long n)
     }}
     vec s = {total};
     double out = 0;
-    for (int l = 0; l < (int)(64/sizeof({real})); ++l) out += s[l];
+    for (int l = 0; l < (int)(VBYTES/sizeof({real})); ++l) out += s[l];
     return out;
 }}
 """
@@ -510,8 +517,9 @@ def torch_step_peak(step: Callable[[], None]) -> int | None:
 
 
 def fma_bound(dtype: str) -> float:
-    """GFLOP/s of 12 independent chains of 64-byte multiply-adds (GCC vector extensions,
-    -O3 -march=native, one thread): what one core's FMA units allow, with no memory traffic.
+    """GFLOP/s of 12 independent chains of multiply-adds on vectors of the register width
+    (64 bytes with AVX-512, else 32; GCC vector extensions, -O3 -march=native, one thread):
+    what one core's FMA units allow, with no memory traffic.
     Above what the libraries' matmuls reach on a CPU they do not tune for (Zen 5's full-width
     AVX-512 under OpenBLAS's Haswell kernels), so the page gives both."""
     from symnn.bench import sample
@@ -521,10 +529,10 @@ def fma_bound(dtype: str) -> float:
     source = _FMA_SOURCE.format(real=real, decl=", ".join(f"a{i} = zero + {i}" for i in chains),
                                 body=" ".join(f"a{i} = a{i}*x + y;" for i in chains),
                                 total=" + ".join(f"a{i}" for i in chains))
-    _, lib = _cffi_module(f"fma_bound_{dtype}", "double fma_chains(long n);", source)
+    _, lib = _cffi_module(f"fma_bound_{dtype}", "double fma_chains(long n); int vec_bytes(void);", source)
     n = 200_000
     best = min(sample(lambda: lib.fma_chains(n), 0.05) for _ in range(5))
-    return 12 * n * (64 // np.dtype(dtype).itemsize) * 2 / best / 1e9
+    return 12 * n * (lib.vec_bytes() // np.dtype(dtype).itemsize) * 2 / best / 1e9
 
 
 PEERS = {"hand-written NumPy": None, "PyTorch": torch_system, "JAX": jax_system,
