@@ -340,8 +340,9 @@ def const(value: sp.Expr | float) -> Node:
 def _differ(a: sp.Expr, b: sp.Expr) -> bool:
     """Whether the sizes ``a`` and ``b`` differ: ``expand`` decides the products and sums of
     symbols sizes are made of; SymPy's ``simplify`` (slow, and its first call imports
-    sympy.physics) only where that leaves something."""
-    d = sp.expand(sp.sympify(a) - sp.sympify(b))
+    sympy.physics) only where that leaves something. ``strict``: a size is a number or a SymPy
+    expression, never a string to parse."""
+    d = sp.expand(sp.sympify(a, strict=True) - sp.sympify(b, strict=True))
     return d != 0 and sp.simplify(d) != 0
 
 
@@ -502,7 +503,7 @@ def reshape(a: Node, shape: Shape) -> Node:
     """The entries of ``a`` in row-major order as a tensor of ``shape``: a sequence batch
     (N, T*F) as the matrix of its steps (N*T, F), whose rows a product with a weight works on
     at once, and back. No entry moves, so the backends read the operand's storage."""
-    size = lambda sh: sp.expand(sp.Mul(*(sp.sympify(d) for d in sh)))  # noqa: E731
+    size = lambda sh: sp.expand(sp.Mul(*(sp.sympify(d, strict=True) for d in sh)))  # noqa: E731
     if len(shape) != 2 or len(a.shape) != 2 or _differ(size(a.shape), size(shape)):
         raise ValueError(f"reshape of {a.shape} to {shape}: both matrices of the same size")
     if tuple(a.shape) == tuple(shape):
