@@ -520,6 +520,7 @@ def check_elementwise(
         if v.is_number and not _is_bad_number(v) and sp.im(v) != 0:
             raise InvalidExpressionError(f"{what} {show} is not real at {var} = {at} (value {v}); "
                                          + _domain_hint(var, domain))
+    _refuse_complex_parts(expr, var, points, what, show)
     slopes = _probe_values(d, var, points)
     for at in points:
         for label, val in (("value", values[at]), ("derivative", slopes[at])):
@@ -531,6 +532,29 @@ def check_elementwise(
                     + ("" if domain is None else f" or narrow its domain {domain_text(domain)}")
                 )
     return expr
+
+
+#: the functions that make a real number of a complex one: an expression real on the real line
+#: only through one of them (re((-2)**x) = 2**x*cos(pi*x)) computes a complex value inside,
+#: which the kernels' real arithmetic cannot (NumPy's (-2.0)**0.5 is NaN, as is C's pow)
+_REAL_OF_COMPLEX = (sp.re, sp.im, sp.Abs, sp.arg, sp.conjugate)
+
+
+def _refuse_complex_parts(expr: sp.Expr, var: sp.Symbol, points: tuple[sp.Rational, ...], what: str,
+                          show: sp.Expr) -> None:
+    """S9 inside the expression: the argument of a re/im/Abs/arg/conjugate that is complex at a
+    probe point. The whole is real there, so the check on its values passes, but the kernels
+    compute in real arithmetic and would give NaN (silently: the value check saw a number)."""
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, _REAL_OF_COMPLEX) and var in node.free_symbols:
+            inner = node.args[0]
+            for at, v in _probe_values(inner, var, points).items():
+                if v.is_number and not _is_bad_number(v) and sp.im(v) != 0:
+                    raise InvalidExpressionError(
+                        f"{what} {show}: its part {inner} is not real at {var} = {at} (value {v}), and "
+                        f"symnn's kernels compute in real arithmetic, so {node.func.__name__}() of it "
+                        "cannot be computed; write the expression in real terms "
+                        "(re((-2)**x) is 2**x*cos(pi*x))")
 
 
 #: where an output activation's values are sampled (both signs) to see whether they stay in a
