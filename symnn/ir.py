@@ -12,6 +12,8 @@ return new nodes. :func:`validate` is the separate structural checker.
 
 from __future__ import annotations
 
+import functools
+
 import weakref
 from dataclasses import dataclass, field, fields
 from enum import Enum, auto
@@ -603,6 +605,13 @@ def toposort(outputs: Iterable[Node]) -> list[Node]:
     return order
 
 
+@functools.lru_cache(maxsize=8192)
+def _scalar_ops(expr: sp.Expr) -> int:
+    """SymPy's operation count of one map's expression: remembered, since every pass's report
+    counts the same maps again (a third of a derivation's time before)."""
+    return int(sp.count_ops(expr))
+
+
 def count_ops(outputs: Iterable[Node]) -> tuple[int, int]:
     """(tensor ops, scalar ops inside MAP expressions) of the graph reaching ``outputs``, a loop's
     body included once."""
@@ -612,7 +621,7 @@ def count_ops(outputs: Iterable[Node]) -> tuple[int, int]:
             continue
         tensor += 1
         if n.op is Op.MAP:
-            scalar += int(sp.count_ops(n.arg.expr))
+            scalar += _scalar_ops(n.arg.expr)
         elif n.op is Op.SCAN:  # a loop's body counts once: the code written, not the steps run
             inner = count_ops([n.arg.new_carry, n.arg.out])
             tensor, scalar = tensor + inner[0], scalar + inner[1]

@@ -38,6 +38,29 @@ CATALOGUE: dict[str, sn.Network] = {
 }
 
 
+def recurrent() -> sn.Network:
+    """RNN (relu, 2 layers, every step's state) -> GRU (1 layer, every step's) -> LSTM
+    (2 layers, the last state) -> softmax over labels."""
+    x = sn.Input(4, 3, name="x")
+    h = sn.RNN(3, 4, num_layers=2, nonlinearity="relu", return_sequences=True, name="rnn")(x)
+    h = sn.GRU(4, 3, return_sequences=True, name="gru")(h)
+    h = sn.LSTM(3, 4, num_layers=2, name="lstm")(h)
+    return sn.Network(inputs=x, outputs=sn.Dense(4, 3, "softmax", name="fc")(h), loss="cross_entropy",
+                      name="recs")
+
+
+def cnn_bn() -> sn.Network:
+    """Every spatial layer and a batch norm: a strided, dilated, grouped convolution, both
+    poolings with padding, BatchNorm2d and BatchNorm1d (a train step writes their buffers)."""
+    x = sn.Input(2, 7, 6)
+    h = sn.Conv2d(2, 4, 3, stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=2, bias=False, name="conv")(x)
+    h = sn.MaxPool2d(2, padding=1)(sn.Activate("tanh")(sn.BatchNorm2d(4, name="bn")(h)))
+    h = sn.AvgPool2d(2, stride=1, ceil_mode=True)(sn.Conv2d(4, 4, 1, activation="relu", name="pw")(h))
+    h = sn.BatchNorm1d(sn.Flatten()(h).shape[0], momentum=None, name="bnf")(sn.Flatten()(h))
+    return sn.Network(inputs=x, outputs=sn.Dense(h.shape[0], 3, "softmax", name="fc")(h), loss="cross_entropy",
+                      name="cnn_bn")
+
+
 @functools.lru_cache(maxsize=None)
 def c_catalogue(dtype: str = "float64") -> dict[str, sn.Kernel]:
     """Every catalogue network's C kernel of ``dtype``, all in one compiler run

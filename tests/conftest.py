@@ -54,6 +54,35 @@ def _private_module_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["SYMNN_CACHE_DIR"] = old
 
 
+#: The optimisation of the suite's in-process C builds (``sn.compile``, the CLI's), appended
+#: through SYMNN_CFLAGS after the default -O3. The compiler is most of the suite's time (on a
+#: 2-core Zen 3 machine, 770 of 1,330 CPU seconds, most of it -O3 on the kernels of some 190
+#: networks): -O1 builds a network in about 40 % of -O3's time. What the tests assert holds at
+#: any level, since no flag may change a result (no -ffast-math; the loops are the same C). The
+#: build users get is compiled and checked too: the modules marked ``native_build`` keep the
+#: default flags (the README's first contact, the public call, the backends' catalogue, the
+#: blocked products' shapes), and test_c_standalone.py builds one network of each kind of code
+#: in both dtypes at -O3 -march=native and runs its C harness (gradient against central
+#: differences, every bad-argument case). The vectorisation tests, the strict-warning and the
+#: sanitizer harnesses choose their own flags.
+SUITE_OPT = "-O1"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _suite_build_optimisation(request: pytest.FixtureRequest):
+    """SYMNN_CFLAGS gains SUITE_OPT for the module's tests unless it is marked ``native_build``.
+    Module-scoped, so that the module's own compiled fixtures are built the same way; a test that
+    sets SYMNN_CFLAGS itself (monkeypatch) replaces it."""
+    old = os.environ.get("SYMNN_CFLAGS")
+    if request.node.get_closest_marker("native_build") is None:
+        os.environ["SYMNN_CFLAGS"] = f"{old or ''} {SUITE_OPT}".strip()
+    yield
+    if old is None:
+        os.environ.pop("SYMNN_CFLAGS", None)
+    else:
+        os.environ["SYMNN_CFLAGS"] = old
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests marked ``needs_cc`` when this machine has no C compiler."""
     import shutil

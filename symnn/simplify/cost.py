@@ -7,6 +7,8 @@ with transcendental calls weighted up) is kept.
 
 from __future__ import annotations
 
+import functools
+
 import sympy as sp
 
 _EXPENSIVE = ("EXP", "LOG", "TANH", "ERF", "SIGMOID", "SOFTPLUS", "POW", "DIV")
@@ -80,8 +82,11 @@ def expanded_terms(expr: sp.Basic, cap: int = MAX_EXPANDED_TERMS) -> int:
     return worst
 
 
+@functools.lru_cache(maxsize=4096)
 def cheapest(expr: sp.Expr) -> sp.Expr:
     """The cheapest of a few bounded algebraic rewrites of ``expr`` (ties keep the original).
+    Remembered: a pure function of an immutable expression, asked again for the same maps by
+    every pass, kernel and network that has them.
 
     The rewrites that multiply out (``cancel``, ``together``, ``expand``) run only when
     :func:`expanded_terms` stays within :data:`MAX_EXPANDED_TERMS`: their cost is that of their

@@ -10,6 +10,10 @@ import pytest
 import symnn as sn
 from tests.catalogue import CATALOGUE, c_catalogue, data
 from tests.oracles import HAS_TORCH, torch_loss_and_grad
+
+# the catalogue's C against NumPy on the build users get (-O3; the suite builds others at -O1: tests/conftest.py)
+pytestmark = pytest.mark.native_build
+
 BACKENDS = ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)]
 
 

@@ -17,12 +17,13 @@ import symnn as sn
 from symnn.demo import digits_network
 from symnn.driver import _train_program, derive_program
 from symnn.backends.c.emit import emit_c, emit_c_example, emit_c_test_harness
-from tests.catalogue import CATALOGUE
+from tests.catalogue import CATALOGUE, cnn_bn, recurrent
 from tests.strategies import random_network
 
 pytestmark = pytest.mark.needs_cc
 
 CC = shutil.which("gcc") or shutil.which("cc") or "cc"
+X86 = platform.machine() in ("x86_64", "AMD64")
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow", "-Wvla",
           "-Wdouble-promotion", "-Wconversion"]
 SANITIZE = ["-fsanitize=address,undefined,float-cast-overflow,float-divide-by-zero",
@@ -48,17 +49,6 @@ NETS = {**CATALOGUE, "digits": None,
         "recurrent": None}
 
 
-def _recurrent() -> sn.Network:
-    """RNN (relu, 2 layers, every step's state) -> GRU (1 layer, every step's) -> LSTM
-    (2 layers, the last state) -> softmax over labels."""
-    x = sn.Input(4, 3, name="x")
-    h = sn.RNN(3, 4, num_layers=2, nonlinearity="relu", return_sequences=True, name="rnn")(x)
-    h = sn.GRU(4, 3, return_sequences=True, name="gru")(h)
-    h = sn.LSTM(3, 4, num_layers=2, name="lstm")(h)
-    return sn.Network(inputs=x, outputs=sn.Dense(4, 3, "softmax", name="fc")(h), loss="cross_entropy",
-                      name="recs")
-
-
 def _recurrent_states() -> sn.Network:
     """The other half of the recurrent cases: an LSTM (1 layer, every step's state) from initial
     states h0, c0 given as inputs (packed into X beside the sequence), feeding a tanh RNN
@@ -68,16 +58,6 @@ def _recurrent_states() -> sn.Network:
     r = sn.RNN(3, 2, name="rnn")(h)
     g = sn.GRU(3, 2, num_layers=2, bias=False, name="gru")(h)
     return sn.Network(inputs=[x, h0, c0], outputs=[r, g], loss=["mse", "mse"], name="recst")
-
-
-def _cnn_bn() -> sn.Network:
-    x = sn.Input(2, 7, 6)
-    h = sn.Conv2d(2, 4, 3, stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=2, bias=False, name="conv")(x)
-    h = sn.MaxPool2d(2, padding=1)(sn.Activate("tanh")(sn.BatchNorm2d(4, name="bn")(h)))
-    h = sn.AvgPool2d(2, stride=1, ceil_mode=True)(sn.Conv2d(4, 4, 1, activation="relu", name="pw")(h))
-    h = sn.BatchNorm1d(sn.Flatten()(h).shape[0], momentum=None, name="bnf")(sn.Flatten()(h))
-    return sn.Network(inputs=x, outputs=sn.Dense(h.shape[0], 3, "softmax", name="fc")(h), loss="cross_entropy",
-                      name="cnn_bn")
 
 
 #: RELIABILITY.md: the sanitizers run on the catalogue plus random architectures (100 nightly;
@@ -109,9 +89,9 @@ def _net(name: str) -> sn.Network:
     if name in HARNESS_ONLY:
         return HARNESS_ONLY[name]()
     if name == "cnn_bn":
-        return _cnn_bn()
+        return cnn_bn()
     if name == "recurrent":
-        return _recurrent()
+        return recurrent()
     return digits_network() if name == "digits" else NETS[name] if name in NETS else RANDOM[name]
 
 
@@ -143,14 +123,21 @@ C12_O3 = [(name, dtype) for name in FLOAT32_NETS for dtype in ("float64", "float
 
 
 @pytest.mark.parametrize("name,dtype", C12_O3)
-def test_C12_compiles_clean_at_O0_and_O3(tmp_path: Path, name: str, dtype: str) -> None:
+def test_C12_compiles_clean_at_O0_and_O3_and_the_O3_build_runs_the_harness(tmp_path: Path, name: str,
+                                                                          dtype: str) -> None:
+    """The example program strict-clean at -O0 and -O3; the model file strict-clean at -O3 and,
+    so built, linked with the harness and run: the gradient against central differences and
+    every bad-argument case on the optimised build users ship (the suite's in-process builds are
+    -O1: tests/conftest.py), one network of each kind of code in both dtypes."""
     r = _emit(tmp_path, name, dtype, example=True)
     compilers = [CC] + ([shutil.which("clang")] if shutil.which("clang") else [])
     for cc in compilers:
-        for opt, sources in (("-O0", ("main.c",)), ("-O3", (f"{r.prefix}.c", "main.c"))):
+        for opt, sources in (("-O0", ("main.c",)), ("-O3", ("main.c",) if cc == CC else (f"{r.prefix}.c", "main.c"))):
             for src in sources:
                 out = _run([cc, *STRICT, opt, "-c", str(tmp_path / src), "-o", str(tmp_path / "x.o")])
                 assert out.returncode == 0, f"{cc} {opt} {src}:\n{out.stderr}"
+    values = _harness(tmp_path / "o3", name, dtype, ["-O3", "-march=native"] if X86 else ["-O3"])
+    assert float(values["gradcheck_rel"]) <= (1e-6 if dtype == "float64" else 1e-2)
 
 
 def test_C12_an_rnn_pullback_loop_declares_only_the_steps_it_reads(tmp_path: Path) -> None:

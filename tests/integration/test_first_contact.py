@@ -17,6 +17,9 @@ import pytest
 import symnn as sn
 from symnn.cli import EXIT_BROKEN_PIPE, main
 
+# the README's first contact builds what a user's first sn.compile builds (-O3; the suite builds others at -O1: tests/conftest.py)
+pytestmark = pytest.mark.native_build
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
