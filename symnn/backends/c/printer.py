@@ -37,6 +37,7 @@ from ... import naming
 from ...errors import UnsupportedFunctionError
 from ...functions import Clamp, Guard, Sigmoid, Softplus, guard_bounds
 from ..kinks import minmax_args, piecewise_parts, require_step, split_step
+from ..literals import folded
 
 try:  # SymPy >= 1.13
     from sympy.printing.codeprinter import PrintMethodNotImplementedError
@@ -88,7 +89,7 @@ class SymnnCPrinter(C99CodePrinter):
         return c_literal(value, self.dtype)
 
     def doprint_expr(self, expr: sp.Expr) -> str:
-        expr = sp.nfloat(expr, 17, exponent=False)
+        expr = folded(expr)
         try:
             return self.doprint(expr)
         except PrintMethodNotImplementedError as exc:

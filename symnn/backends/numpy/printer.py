@@ -31,6 +31,7 @@ from sympy.printing.numpy import NumPyPrinter
 from ...errors import UnsupportedFunctionError
 from ...functions import Clamp, Guard, Sigmoid, Softplus, guard_bounds
 from ..kinks import minmax_args, piecewise_parts, require_step, split_step
+from ..literals import folded
 
 try:  # SymPy >= 1.13
     from sympy.printing.codeprinter import PrintMethodNotImplementedError
@@ -55,7 +56,7 @@ class SymnnNumPyPrinter(NumPyPrinter):
 
     def doprint_expr(self, expr: sp.Expr) -> str:
         # fold every constant into one 17-digit literal (exponents stay integers)
-        expr = sp.nfloat(expr, 17, exponent=False)
+        expr = folded(expr)
         try:
             text = self.doprint(expr)
         except PrintMethodNotImplementedError as exc:
