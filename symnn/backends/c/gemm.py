@@ -10,7 +10,8 @@ permutation, a tile loads each row once) without rendering C.
 Sizes (the reasons behind them, with figures, are in docs/benchmarks_core.md):
 
 * a register tile is :func:`tile_cols` columns (128 bytes of an output row, two 64-byte vectors)
-  by 6 rows with AVX-512's 32 vector registers, else 4; the rows left over go one at a time;
+  by 6 rows with AVX-512's 32 vector registers, by 2 rows of four 32-byte vectors where GCC
+  targets AVX2 without AVX-512, else 4; the rows left over go one at a time;
 * k is taken in chunks of equal length of at most :data:`GEMM_KC`, so a packed panel of B is
   at most ``GEMM_KC`` x 128 bytes (64 KiB);
 * ``A @ B.T`` packs B's rows transposed, square blocks of one vector's width at a time, in
@@ -32,6 +33,11 @@ GEMM_KINDS = ("nn", "nt", "tn")
 
 #: rows of the register tiles: 6 with AVX-512 (``__ROWS6``), 4 otherwise, 1 for the last rows
 TILE_ROWS = (6, 4, 1)
+
+#: rows of the tiles of 32-byte vectors GCC gets where it targets AVX2 without AVX-512
+#: (``__TILE32``): a row of a tile is four such vectors, so 2 rows take 8 of the 16 registers
+#: for accumulators, 4 for a panel row and 2 for op(A)'s values
+TILE32_ROWS = 2
 
 #: CBLAS's CblasNoTrans and CblasTrans
 _CBLAS_TRANS = {False: 111, True: 112}
@@ -133,6 +139,7 @@ class GemmFn:
     cblas_b: int
     tiles: tuple[RowTile, ...]  # the 6- and 4-row tiles, in that order
     last_row: RowTile  # the rows left over, one at a time
+    tile32: RowTile  # the 2-row tiles of 32-byte vectors (AVX2 without AVX-512)
 
     @property
     def via_transpose(self) -> bool:
@@ -153,6 +160,8 @@ class GemmPlan:
     blas_macro: str  # SYMNN_CBLAS_DGEMM / SYMNN_CBLAS_SGEMM
     blas_name: str  # cblas_dgemm / cblas_sgemm
     tile_fns: tuple[TileFn, ...]
+    tile32_fns: tuple[TileFn, ...]  # the 2-row tiles of 32-byte vectors, one per form
+    lanes32: int  # reals in one 32-byte vector: a tile row is cols // lanes32 of them
     gemms: tuple[GemmFn, ...]
     stages: tuple[ShuffleStage, ...]
     blocks: tuple[TransposeBlock, ...]
@@ -167,6 +176,11 @@ class GemmPlan:
     def cols_ceil(self) -> int:
         """``cols - 1``: what rounds a column count up to whole tiles."""
         return self.cols - 1
+
+    @property
+    def vecs32(self) -> tuple[int, ...]:
+        """The 32-byte vectors of a tile row, by index."""
+        return tuple(range(self.cols // self.lanes32))
 
     @property
     def own_panel(self) -> int:
@@ -220,17 +234,19 @@ def plan(dtype: str, kinds: Iterable[str]) -> GemmPlan | None:
     tile_fns = tuple(TileFn(rows, form, form == "t", a_loads(rows, form == "t", "a", ""),
                             rows == 1 and form == "n")
                      for form in forms for rows in TILE_ROWS)
+    tile32_fns = tuple(TileFn(TILE32_ROWS, form, form == "t", a_loads(TILE32_ROWS, form == "t", "a", ""), False)
+                       for form in forms)
     gemms = tuple(GemmFn(kind, kind[0] == "t", kind[1] == "t", _CBLAS_TRANS[kind[0] == "t"],
                          _CBLAS_TRANS[kind[1] == "t"],
                          tuple(_row_tile(r, kind[0] == "t") for r in TILE_ROWS if r > 1),
-                         _row_tile(1, kind[0] == "t"))
+                         _row_tile(1, kind[0] == "t"), _row_tile(TILE32_ROWS, kind[0] == "t"))
                   for kind in wanted)
     return GemmPlan(
         cols=cols, lanes=lanes, kc=GEMM_KC, real_bytes=4 if single else 8,
         mask_int="int32_t" if single else "int64_t",
         blas_macro="SYMNN_CBLAS_SGEMM" if single else "SYMNN_CBLAS_DGEMM",
         blas_name="cblas_sgemm" if single else "cblas_dgemm",
-        tile_fns=tile_fns, gemms=gemms, stages=shuffle_stages(lanes),
+        tile_fns=tile_fns, tile32_fns=tile32_fns, lanes32=32 // (4 if single else 8), gemms=gemms, stages=shuffle_stages(lanes),
         blocks=(_transpose_block(0, lanes, cols), _transpose_block(lanes, lanes, cols)),
         renames=" ".join(f"r{i} = s{i};" for i in range(lanes)),
     )

@@ -164,6 +164,22 @@ typedef int64_t digits_mlp__vmask __attribute__((vector_size(64)));
 #endif
 #endif
 
+/* Where GCC targets AVX2 without AVX-512 (16 vector registers of 32 bytes), a 64-byte vector
+ * goes through the stack, and a 4-row tile of 128-byte rows would need all 16 registers for its
+ * accumulators: full-width rows go in 2-row tiles of 32-byte vectors (8 accumulators, a panel
+ * row's 4 vectors, op(A)'s 2 values). The same multiply-adds in the same order: the results are
+ * bitwise unchanged. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX2__) && !defined(DIGITS_MLP__ROWS6) \
+    && !defined(SYMNN_GEMM_NO_TILE32)
+#define DIGITS_MLP__TILE32 1
+typedef digits_mlp_real digits_mlp__vec32 __attribute__((vector_size(32), aligned(8)));
+#ifdef __cplusplus
+#define DIGITS_MLP__VZERO32 digits_mlp__vec32{}
+#else
+#define DIGITS_MLP__VZERO32 (digits_mlp__vec32){ 0.0 }
+#endif
+#endif
+
 /* The first 64-byte boundary in p: a packed panel there never splits a row of it over two cache
  * lines. Kept out of the _cols helpers' sight: knowing the alignment, GCC made them slower. */
 static digits_mlp_real *digits_mlp__align64(digits_mlp_real *p)
@@ -480,6 +496,101 @@ __attribute__((noinline)) static void digits_mlp__tile1t(const digits_mlp_real *
     *(digits_mlp__vec *)&c[0*ldc + 8] = c0b;
 }
 #endif
+#ifdef DIGITS_MLP__TILE32
+
+/* One 2-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
+ * full width, in 32-byte vectors (__TILE32); a: op(A)'s first value, k next to each other and the tile's rows lda apart.
+ * load: add to what C holds (a chunk of k after the first). */
+__attribute__((noinline)) static void digits_mlp__tile2n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+{
+    digits_mlp__vec32 c0_0, c0_1, c0_2, c0_3, c1_0, c1_1, c1_2, c1_3;
+    if (!load) {
+        c0_0 = c0_1 = c0_2 = c0_3 = DIGITS_MLP__VZERO32;
+        c1_0 = c1_1 = c1_2 = c1_3 = DIGITS_MLP__VZERO32;
+    } else {
+        c0_0 = *(const digits_mlp__vec32 *)&c[0*ldc];
+        c0_1 = *(const digits_mlp__vec32 *)&c[0*ldc + 4];
+        c0_2 = *(const digits_mlp__vec32 *)&c[0*ldc + 8];
+        c0_3 = *(const digits_mlp__vec32 *)&c[0*ldc + 12];
+        c1_0 = *(const digits_mlp__vec32 *)&c[1*ldc];
+        c1_1 = *(const digits_mlp__vec32 *)&c[1*ldc + 4];
+        c1_2 = *(const digits_mlp__vec32 *)&c[1*ldc + 8];
+        c1_3 = *(const digits_mlp__vec32 *)&c[1*ldc + 12];
+    }
+    for (ptrdiff_t k = 0; k < nk; ++k) {
+        const digits_mlp__vec32 b0 = *(const digits_mlp__vec32 *)(pb + k*ps);
+        const digits_mlp__vec32 b1 = *(const digits_mlp__vec32 *)(pb + k*ps + 4);
+        const digits_mlp__vec32 b2 = *(const digits_mlp__vec32 *)(pb + k*ps + 8);
+        const digits_mlp__vec32 b3 = *(const digits_mlp__vec32 *)(pb + k*ps + 12);
+        const digits_mlp_real u0 = a[k];
+        const digits_mlp_real u1 = a[1*lda + k];
+        c0_0 += u0*b0;
+        c0_1 += u0*b1;
+        c0_2 += u0*b2;
+        c0_3 += u0*b3;
+        c1_0 += u1*b0;
+        c1_1 += u1*b1;
+        c1_2 += u1*b2;
+        c1_3 += u1*b3;
+    }
+    *(digits_mlp__vec32 *)&c[0*ldc] = c0_0;
+    *(digits_mlp__vec32 *)&c[0*ldc + 4] = c0_1;
+    *(digits_mlp__vec32 *)&c[0*ldc + 8] = c0_2;
+    *(digits_mlp__vec32 *)&c[0*ldc + 12] = c0_3;
+    *(digits_mlp__vec32 *)&c[1*ldc] = c1_0;
+    *(digits_mlp__vec32 *)&c[1*ldc + 4] = c1_1;
+    *(digits_mlp__vec32 *)&c[1*ldc + 8] = c1_2;
+    *(digits_mlp__vec32 *)&c[1*ldc + 12] = c1_3;
+}
+
+/* One 2-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
+ * full width, in 32-byte vectors (__TILE32); a: op(A)'s first value, the tile's rows next to each other and k lda apart.
+ * load: add to what C holds (a chunk of k after the first). */
+__attribute__((noinline)) static void digits_mlp__tile2t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+{
+    digits_mlp__vec32 c0_0, c0_1, c0_2, c0_3, c1_0, c1_1, c1_2, c1_3;
+    if (!load) {
+        c0_0 = c0_1 = c0_2 = c0_3 = DIGITS_MLP__VZERO32;
+        c1_0 = c1_1 = c1_2 = c1_3 = DIGITS_MLP__VZERO32;
+    } else {
+        c0_0 = *(const digits_mlp__vec32 *)&c[0*ldc];
+        c0_1 = *(const digits_mlp__vec32 *)&c[0*ldc + 4];
+        c0_2 = *(const digits_mlp__vec32 *)&c[0*ldc + 8];
+        c0_3 = *(const digits_mlp__vec32 *)&c[0*ldc + 12];
+        c1_0 = *(const digits_mlp__vec32 *)&c[1*ldc];
+        c1_1 = *(const digits_mlp__vec32 *)&c[1*ldc + 4];
+        c1_2 = *(const digits_mlp__vec32 *)&c[1*ldc + 8];
+        c1_3 = *(const digits_mlp__vec32 *)&c[1*ldc + 12];
+    }
+    for (ptrdiff_t k = 0; k < nk; ++k) {
+        const digits_mlp__vec32 b0 = *(const digits_mlp__vec32 *)(pb + k*ps);
+        const digits_mlp__vec32 b1 = *(const digits_mlp__vec32 *)(pb + k*ps + 4);
+        const digits_mlp__vec32 b2 = *(const digits_mlp__vec32 *)(pb + k*ps + 8);
+        const digits_mlp__vec32 b3 = *(const digits_mlp__vec32 *)(pb + k*ps + 12);
+        const digits_mlp_real *ak = a + k*lda;
+        const digits_mlp_real u0 = ak[0];
+        const digits_mlp_real u1 = ak[1];
+        c0_0 += u0*b0;
+        c0_1 += u0*b1;
+        c0_2 += u0*b2;
+        c0_3 += u0*b3;
+        c1_0 += u1*b0;
+        c1_1 += u1*b1;
+        c1_2 += u1*b2;
+        c1_3 += u1*b3;
+    }
+    *(digits_mlp__vec32 *)&c[0*ldc] = c0_0;
+    *(digits_mlp__vec32 *)&c[0*ldc + 4] = c0_1;
+    *(digits_mlp__vec32 *)&c[0*ldc + 8] = c0_2;
+    *(digits_mlp__vec32 *)&c[0*ldc + 12] = c0_3;
+    *(digits_mlp__vec32 *)&c[1*ldc] = c1_0;
+    *(digits_mlp__vec32 *)&c[1*ldc + 4] = c1_1;
+    *(digits_mlp__vec32 *)&c[1*ldc + 8] = c1_2;
+    *(digits_mlp__vec32 *)&c[1*ldc + 12] = c1_3;
+}
+#endif
 
 /* C (M x Nc, leading dimension Nc) = A @ B; A is M x K, B K x Nc, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
@@ -555,6 +666,10 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                 }
                 #endif
 
+#endif
+#ifdef DIGITS_MLP__TILE32
+                for (; i0 + 2 <= M; i0 += 2)
+                    digits_mlp__tile2n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
 #endif
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 4 <= M; i0 += 4)
@@ -844,6 +959,10 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                 #endif
 
 #endif
+#ifdef DIGITS_MLP__TILE32
+                for (; i0 + 2 <= M; i0 += 2)
+                    digits_mlp__tile2n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
+#endif
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 4 <= M; i0 += 4)
                     digits_mlp__tile4n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
@@ -1058,6 +1177,10 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                 }
                 #endif
 
+#endif
+#ifdef DIGITS_MLP__TILE32
+                for (; i0 + 2 <= M; i0 += 2)
+                    digits_mlp__tile2t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
 #endif
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 4 <= M; i0 += 4)
