@@ -115,6 +115,7 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
                             f"got {type(module).__name__}")
     _check_dtype(dtype)
     graph = _trace(torch, module)
+    _name_nested_modules(graph)
     roles: dict[Any, _Role] = {}
     for node in graph.nodes:  # in order: a getitem is classified by what it indexes
         roles[node] = _role(torch, module, node, roles)
@@ -696,17 +697,48 @@ def _shape(value: object) -> tuple[int, ...]:
     return tuple(int(v) for v in items)
 
 
+#: the key of a call_module node's ``meta`` under which :func:`_name_nested_modules` leaves the
+#: layer name of a nested module
+_NESTED_NAME = "symnn_layer_name"
+
+
+def _name_nested_modules(graph: Any) -> None:
+    """Give every nested module a call_module node calls (``blocks.0.conv``) its layer name,
+    in ``node.meta``: its path's parts joined by ``_`` (:func:`nested_layer_name`), and where
+    that is already a top-level module's name or another nested module's (``a.0`` and an
+    attribute ``a_0`` both give ``a_0``), the first of ``_2``, ``_3``, ... after it that is
+    free. A top-level module keeps its attribute name, which keys its parameters; a nested
+    one's are keyed under its path (:attr:`Network.module_paths`), whatever its name."""
+    calls = [node for node in graph.nodes if node.op == "call_module"]
+    taken = {str(node.target) for node in calls if "." not in str(node.target)}
+    named: dict[str, str] = {}
+    for node in calls:
+        path = str(node.target)
+        if "." not in path:
+            continue
+        if path not in named:
+            try:
+                base = nested_layer_name(path)
+            except SpecError as exc:
+                raise SpecError(f"{_where(node)}: the module {shown(path)} cannot name a symnn layer "
+                                f"({exc})") from exc
+            name, number = base, 2
+            while name in taken:
+                name, number = f"{base}_{number}", number + 1
+            taken.add(name)
+            named[path] = naming.layer_name(name)
+        node.meta[_NESTED_NAME] = named[path]
+
+
 def _layer_name(node: Any) -> str:
     """The symnn name of the layer a call_module node calls: the module's attribute name
     (:func:`layer_name_of`), so that its parameters are keyed as in ``state_dict()``; for a
-    nested module (``blocks.0.conv``) its path's parts joined by ``_`` (``blocks_0_conv``), the
-    network then keying its parameters under the path (:attr:`Network.module_paths`)."""
+    nested module (``blocks.0.conv``) the name :func:`_name_nested_modules` gave it
+    (``blocks_0_conv``), the network then keying its parameters under the path
+    (:attr:`Network.module_paths`)."""
     path = str(node.target)
     if "." in path:
-        try:
-            return nested_layer_name(path)
-        except SpecError as exc:
-            raise SpecError(f"{_where(node)}: the module {shown(path)} cannot name a symnn layer ({exc})") from exc
+        return node.meta[_NESTED_NAME]
     if _INDEX_LAYER.fullmatch(path):
         raise SpecError(f"{_where(node)}: the attribute {shown(path)} is the name symnn gives an nn.Sequential's "
                         f"module {path[1:]}, so its parameters could not be told apart from that one's in "

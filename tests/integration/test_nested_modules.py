@@ -82,6 +82,37 @@ def test_nested_modules_match_autograd_and_map_back_to_the_state_dict() -> None:
     assert list(sn.to_state_dict(net, grads)) == list(module.state_dict())
 
 
+class Colliding(nn.Module):
+    """A nested module ``a.0`` whose joined name is another attribute's, ``a_0``, and a nested
+    ``b.c`` beside an attribute ``b_c_2``: the layer names must differ, the keys stay each own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+        self.a_0 = nn.Linear(4, 3)
+        self.b = nn.ModuleDict({"c": nn.Linear(3, 3)})
+        self.b_c_2 = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b_c_2(torch.tanh(self.b["c"](torch.tanh(self.a_0(self.a(x))))))
+
+
+def test_a_nested_name_that_is_an_attributes_name_gets_a_free_one() -> None:
+    module = ready(Colliding())
+    net, params = sn.from_torch(module, input_shape=(4,), loss="mse")
+    assert dict(net.module_paths) == {"a_0_2": "a.0", "b_c": "b.c"}
+    x, y = RNG.normal(size=(5, 4)), RNG.normal(size=(5, 2))
+    loss, grads = sn.compile(net, backend="numpy").loss_and_grad(params, x, y)
+    module.zero_grad()
+    torch_loss = ((module(torch.tensor(x)) - torch.tensor(y)) ** 2).mean()
+    torch_loss.backward()
+    assert abs(loss - torch_loss.item()) <= 1e-10 * abs(torch_loss.item())
+    named = dict(module.named_parameters())
+    for key, g in grads.items():
+        assert rel(g, named[net.state_dict_key(key)].grad.numpy()) <= 1e-10, key
+    assert list(sn.to_state_dict(net, params)) == list(module.state_dict())
+
+
 def test_nested_buffers_frozen_parameters_and_load_state_dict() -> None:
     module = ready(NestedNorm())
     module.features[0].weight.requires_grad_(False)
