@@ -87,29 +87,37 @@ int main(void) {
 """
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_six_and_four_row_tiles_give_identical_bits(tmp_path: Path, dtype: str) -> None:
-    """Each element sums over k in order whatever tile computes it: the tile never shows."""
+def _same_bits(tmp_path: Path, dtype: str, flags: list[str], variant: str, cpu_needs: set[str], why: str) -> None:
+    """The edge cases' losses and gradients (main.c above, printed exactly) from two builds of the
+    emitted C with ``flags``, one also with ``variant``, run where this CPU has ``cpu_needs``
+    (else skipped with ``why`` once both are built): every value the same bits."""
     r = emit_c(_net(), derive_program(_net()).program, dtype)
     for fname, text in r.files.items():
         (tmp_path / fname).write_text(text)
     (tmp_path / "main.c").write_text(_MAIN)
     outputs = []
-    for extra in ([], ["-DSYMNN_GEMM_ROWS4"]):
+    for extra in ([], [variant]):
         exe = tmp_path / f"edges{len(extra)}"
-        build = subprocess.run([CC, "-std=c99", "-O3", "-mavx512f", "-mfma", *extra, "-o", str(exe),
+        build = subprocess.run([CC, "-std=c99", "-O3", *flags, *extra, "-o", str(exe),
                                 str(tmp_path / "main.c"), str(tmp_path / "edges.c"), "-lm"],
                                capture_output=True, text=True, timeout=300)
         assert build.returncode == 0, build.stderr
-        if "avx512f" not in cpu_flags().split():
-            pytest.skip("built, but this CPU has no AVX-512 to run the 6-row tiles")
+        if not cpu_needs <= set(cpu_flags().split()):
+            pytest.skip(why)
         ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
         assert ran.returncode == 0, ran.stderr
         outputs.append(ran.stdout)
-    six, four = (out.splitlines() for out in outputs)
-    assert len(six) == len(four) == 5 * (1 + 600 * 37 + 37 + 37 * 10 + 10)
-    differ = [i for i, (a, b) in enumerate(zip(six, four)) if a != b]  # (no diff of 113,090 lines)
-    assert not differ, f"{len(differ)} values differ, first at line {differ[0]}: {six[differ[0]]} vs {four[differ[0]]}"
+    one, other = (out.splitlines() for out in outputs)
+    assert len(one) == len(other) == 5 * (1 + 600 * 37 + 37 + 37 * 10 + 10)
+    differ = [i for i, (a, b) in enumerate(zip(one, other)) if a != b]  # (no diff of 113,090 lines)
+    assert not differ, f"{len(differ)} values differ, first at line {differ[0]}: {one[differ[0]]} vs {other[differ[0]]}"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_six_and_four_row_tiles_give_identical_bits(tmp_path: Path, dtype: str) -> None:
+    """Each element sums over k in order whatever tile computes it: the tile never shows."""
+    _same_bits(tmp_path, dtype, ["-mavx512f", "-mfma"], "-DSYMNN_GEMM_ROWS4", {"avx512f"},
+               "built, but this CPU has no AVX-512 to run the 6-row tiles")
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="AVX2 is an x86 extension")
@@ -119,26 +127,8 @@ def test_avx2_two_row_tiles_give_the_bits_of_the_four_row_arrays(tmp_path: Path,
     fleet runs), full-width rows go in 2-row tiles of 32-byte vectors (__TILE32); without them
     (-DSYMNN_GEMM_NO_TILE32), in the 4-row arrays. Each element sums over k in order either way:
     the same bits, at every batch of the edge cases."""
-    r = emit_c(_net(), derive_program(_net()).program, dtype)
-    for fname, text in r.files.items():
-        (tmp_path / fname).write_text(text)
-    (tmp_path / "main.c").write_text(_MAIN)
-    outputs = []
-    for extra in ([], ["-DSYMNN_GEMM_NO_TILE32"]):
-        exe = tmp_path / f"edges{len(extra)}"
-        build = subprocess.run([CC, "-std=c99", "-O3", "-march=x86-64-v3", *extra, "-o", str(exe),
-                                str(tmp_path / "main.c"), str(tmp_path / "edges.c"), "-lm"],
-                               capture_output=True, text=True, timeout=300)
-        assert build.returncode == 0, build.stderr
-        if not {"avx2", "fma"} <= set(cpu_flags().split()):
-            pytest.skip("built, but this CPU has no AVX2 and FMA to run them")
-        ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
-        assert ran.returncode == 0, ran.stderr
-        outputs.append(ran.stdout)
-    two, four = (out.splitlines() for out in outputs)
-    assert len(two) == len(four) == 5 * (1 + 600 * 37 + 37 + 37 * 10 + 10)
-    differ = [i for i, (a, b) in enumerate(zip(two, four)) if a != b]
-    assert not differ, f"{len(differ)} values differ, first at line {differ[0]}: {two[differ[0]]} vs {four[differ[0]]}"
+    _same_bits(tmp_path, dtype, ["-march=x86-64-v3"], "-DSYMNN_GEMM_NO_TILE32", {"avx2", "fma"},
+               "built, but this CPU has no AVX2 and FMA to run them")
     assert "__TILE32 1" in (tmp_path / "edges.c").read_text()
 
 

@@ -62,20 +62,26 @@ class NestedNorm(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-def test_nested_modules_match_autograd_and_map_back_to_the_state_dict() -> None:
-    module = ready(Nested())
-    net, params = sn.from_torch(module, input_shape=(1, 6, 6), loss="mse")
-    assert dict(net.module_paths) == {"stem_0": "stem.0", "blocks_0_conv": "blocks.0.conv",
-                                      "blocks_1_conv": "blocks.1.conv", "head_0": "head.0", "head_1": "head.1"}
-    k = sn.compile(net, backend="numpy")
-    loss, grads = k.loss_and_grad(params, X.reshape(5, -1), Y)
+def _matches_autograd(module: nn.Module, net: sn.Network, params: dict, x: np.ndarray, y: np.ndarray) -> dict:
+    """The NumPy kernel's MSE loss and gradients against autograd through the module's own
+    forward (1e-10), each gradient found under its parameter's state_dict key; the gradients."""
+    loss, grads = sn.compile(net, backend="numpy").loss_and_grad(params, x.reshape(len(x), -1), y)
     module.zero_grad()
-    torch_loss = ((module(torch.tensor(X)) - torch.tensor(Y)) ** 2).mean()
+    torch_loss = ((module(torch.tensor(x)) - torch.tensor(y)) ** 2).mean()
     torch_loss.backward()
     assert abs(loss - torch_loss.item()) <= 1e-10 * abs(torch_loss.item())
     named = dict(module.named_parameters())
     for key, g in grads.items():
         assert rel(g, named[net.state_dict_key(key)].grad.numpy()) <= 1e-10, key
+    return grads
+
+
+def test_nested_modules_match_autograd_and_map_back_to_the_state_dict() -> None:
+    module = ready(Nested())
+    net, params = sn.from_torch(module, input_shape=(1, 6, 6), loss="mse")
+    assert dict(net.module_paths) == {"stem_0": "stem.0", "blocks_0_conv": "blocks.0.conv",
+                                      "blocks_1_conv": "blocks.1.conv", "head_0": "head.0", "head_1": "head.1"}
+    grads = _matches_autograd(module, net, params, X, Y)
     state = sn.to_state_dict(net, params)
     assert list(state) == list(module.state_dict())
     assert all(torch.equal(state[key], value) for key, value in module.state_dict().items())
@@ -101,15 +107,7 @@ def test_a_nested_name_that_is_an_attributes_name_gets_a_free_one() -> None:
     module = ready(Colliding())
     net, params = sn.from_torch(module, input_shape=(4,), loss="mse")
     assert dict(net.module_paths) == {"a_0_2": "a.0", "b_c": "b.c"}
-    x, y = RNG.normal(size=(5, 4)), RNG.normal(size=(5, 2))
-    loss, grads = sn.compile(net, backend="numpy").loss_and_grad(params, x, y)
-    module.zero_grad()
-    torch_loss = ((module(torch.tensor(x)) - torch.tensor(y)) ** 2).mean()
-    torch_loss.backward()
-    assert abs(loss - torch_loss.item()) <= 1e-10 * abs(torch_loss.item())
-    named = dict(module.named_parameters())
-    for key, g in grads.items():
-        assert rel(g, named[net.state_dict_key(key)].grad.numpy()) <= 1e-10, key
+    _matches_autograd(module, net, params, RNG.normal(size=(5, 4)), RNG.normal(size=(5, 2)))
     assert list(sn.to_state_dict(net, params)) == list(module.state_dict())
 
 
