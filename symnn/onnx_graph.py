@@ -145,6 +145,9 @@ class _Builder:
     seq: seq.SequenceState = field(default_factory=seq.SequenceState)
     #: layer name -> the nested PyTorch module its weights were exported from (``stem.0``)
     paths: dict[str, str] = field(default_factory=dict)
+    #: the top-level modules whose weights the initializers hold (``a_0`` of ``a_0.weight``): their
+    #: layers take those names, so a nested module's joined name (``a.0`` -> ``a_0``) avoids them
+    reserved: frozenset[str] = frozenset()
 
 
 def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss: object, name: str,
@@ -164,7 +167,8 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
     if x.indices:
         _check_index_readers(data_inputs[0].name, users.get(data_inputs[0].name, []))
     b = _Builder(dict(init), base, dtype, users, frozenset(out_names), {data_inputs[0].name: x}, {}, {}, set(),
-                 set())
+                 set(), reserved=frozenset(k.rpartition(".")[0] for k in init
+                                           if k.endswith(".weight") and k.count(".") == 1))
     defined = {i.name for i in graph.input} | set(init)
     for node in nodes:
         for output in node.outputs or (node.output,):
@@ -459,6 +463,10 @@ def _layer_name(b: _Builder, weight_key: str, bias_key: str | None, kind: str) -
             candidate = nested_layer_name(prefix) if nested else layer_name_of(prefix)
         except SpecError:
             candidate = ""
+        if candidate and nested:  # a joined name already taken: the first free _2, _3, ... after it
+            base, number = candidate, 2
+            while candidate in b.names or candidate in b.reserved:
+                candidate, number = f"{base}_{number}", number + 1
         if candidate and candidate not in b.names:
             b.names.add(candidate)
             if nested:  # a nested module's weights (stem.0.weight): keyed under its path again

@@ -183,3 +183,38 @@ def test_an_exported_nested_module_keeps_its_state_dict_keys_through_onnx() -> N
     assert all(torch.equal(state[key], value) for key, value in module.state_dict().items())
     got = sn.compile(net, backend="numpy").forward(params, X.reshape(5, -1))
     assert rel(got, module(torch.tensor(X)).detach().numpy()) <= 1e-12
+
+
+class CollidingConv(nn.Module):
+    """Convolutions this time (the ONNX import of a layer graph): ``a.0`` beside ``a_0``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1))
+        self.a_0 = nn.Conv2d(2, 2, 3, padding=1)
+        self.head = nn.Linear(2 * 6 * 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(torch.tanh(self.a_0(torch.tanh(self.a(x)))), 1))
+
+
+def test_an_exported_nested_name_that_is_an_attributes_name_keeps_both_keys_through_onnx() -> None:
+    """Its ONNX file: ``a.0``'s joined name is the attribute ``a_0``'s, so the nested one takes
+    ``a_0_2``, and every state_dict key comes back (it took a generic name and lost its keys)."""
+    import io
+    import warnings
+
+    onnx = pytest.importorskip("onnx")
+    module = ready(CollidingConv()).eval()
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.tensor(X),), f, dynamo=False, opset_version=17, input_names=["x"],
+                          dynamic_axes={"x": {0: "N"}})
+    net, params = sn.from_onnx(onnx.load_from_string(f.getvalue()), loss="mse")
+    assert dict(net.module_paths) == {"a_0_2": "a.0"}
+    state = sn.to_state_dict(net, params)
+    assert sorted(state) == sorted(module.state_dict())
+    assert all(torch.equal(state[key], value) for key, value in module.state_dict().items())
+    got = sn.compile(net, backend="numpy").forward(params, X.reshape(5, -1))
+    assert rel(got, module(torch.tensor(X)).detach().numpy()) <= 1e-12
