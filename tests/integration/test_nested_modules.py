@@ -163,20 +163,26 @@ def test_bad_module_paths_in_a_spec_are_refused(changes: list[tuple[str, str]], 
     assert words in str(info.value)
 
 
-def test_an_exported_nested_module_keeps_its_state_dict_keys_through_onnx() -> None:
-    """torch.onnx.export names the initializers after the nested modules (``blocks.0.conv.weight``):
-    ``sn.from_onnx`` keys the layers under those paths too."""
+def _through_onnx(module: nn.Module) -> tuple[sn.Network, dict]:
+    """``sn.from_onnx`` of the file ``torch.onnx.export`` writes of ``module`` (input X, batch
+    dynamic), with an MSE loss."""
     import io
     import warnings
 
     onnx = pytest.importorskip("onnx")
-    module = ready(Nested()).eval()
     f = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (torch.tensor(X),), f, dynamo=False, opset_version=17, input_names=["x"],
                           dynamic_axes={"x": {0: "N"}})
-    net, params = sn.from_onnx(onnx.load_from_string(f.getvalue()), loss="mse")
+    return sn.from_onnx(onnx.load_from_string(f.getvalue()), loss="mse")
+
+
+def test_an_exported_nested_module_keeps_its_state_dict_keys_through_onnx() -> None:
+    """torch.onnx.export names the initializers after the nested modules (``blocks.0.conv.weight``):
+    ``sn.from_onnx`` keys the layers under those paths too."""
+    module = ready(Nested()).eval()
+    net, params = _through_onnx(module)
     assert dict(net.module_paths)["blocks_1_conv"] == "blocks.1.conv"
     state = sn.to_state_dict(net, params)
     assert sorted(state) == sorted(module.state_dict())
@@ -201,17 +207,8 @@ class CollidingConv(nn.Module):
 def test_an_exported_nested_name_that_is_an_attributes_name_keeps_both_keys_through_onnx() -> None:
     """Its ONNX file: ``a.0``'s joined name is the attribute ``a_0``'s, so the nested one takes
     ``a_0_2``, and every state_dict key comes back (it took a generic name and lost its keys)."""
-    import io
-    import warnings
-
-    onnx = pytest.importorskip("onnx")
     module = ready(CollidingConv()).eval()
-    f = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.tensor(X),), f, dynamo=False, opset_version=17, input_names=["x"],
-                          dynamic_axes={"x": {0: "N"}})
-    net, params = sn.from_onnx(onnx.load_from_string(f.getvalue()), loss="mse")
+    net, params = _through_onnx(module)
     assert dict(net.module_paths) == {"a_0_2": "a.0"}
     state = sn.to_state_dict(net, params)
     assert sorted(state) == sorted(module.state_dict())
