@@ -336,7 +336,8 @@ def param(name: str, shape: Shape) -> Node:
 
 
 def const(value: sp.Expr | float) -> Node:
-    return Node(Op.CONST, (), sp.sympify(value), ())
+    """A scalar constant: a number or a SymPy expression (``strict``: never a string to parse)."""
+    return Node(Op.CONST, (), sp.sympify(value, strict=True), ())
 
 
 def _differ(a: sp.Expr, b: sp.Expr) -> bool:
