@@ -108,12 +108,10 @@ def work_table(net, dtype: str = "float64", optimizer=None, n: int = 64) -> list
     result = emit_c(net, program, dtype, optimizer, train)
     rows = []
     for kname in KERNELS:
-        a, b = result.work[kname]
-        rows.append(WorkRow(kname, a * n + b, live_peak(plan_kernel(program, kname), n)))
+        rows.append(WorkRow(kname, result.work[kname].at(n), live_peak(plan_kernel(program, kname), n)))
     if optimizer is not None and "train_step" in result.work:
-        a, b = result.work["train_step"]
         bound = live_peak(plan_kernel(train or program, "loss_and_grad"), n, keep_outputs=True)
-        rows.append(WorkRow("train_step", a * n + b, bound))
+        rows.append(WorkRow("train_step", result.work["train_step"].at(n), bound))
     return rows
 
 

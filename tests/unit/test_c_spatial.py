@@ -68,11 +68,20 @@ static void {{ h.name }}({{ h.params | join(", ") }})
     {{ m[h.ctx.kind](h.ctx) | trim | indent(4) }}
 }
 {% endfor %}
+
+static ptrdiff_t {{ prefix }}__zmax(ptrdiff_t a, ptrdiff_t b)
+{
+    return a > b ? a : b;
+}
 {% for k in kernels %}
 
 void {{ k.name }}(const {{ real }} *const *args, ptrdiff_t n, {{ real }} *out, {{ real }} *work);
 void {{ k.name }}(const {{ real }} *const *args, ptrdiff_t n, {{ real }} *out, {{ real }} *work)
 {
+    (void){{ prefix }}__zmax;
+{% for line in k.offset_lines %}
+    {{ line }}
+{% endfor %}
 {% for leaf in k.leaves %}
     const {{ real }} *{{ leaf }} = args[{{ loop.index0 }}];
 {% endfor %}
@@ -153,7 +162,8 @@ def _unit(ops: dict[str, ir.Node], dtype: str) -> dict:
     kinds |= {h["ctx"]["kind"] for h in helpers}
     kernels = [{"name": f"{prefix}_{name}" + ("_shared" if shared else ""), "op": name,
                 "leaves": [x.arg for x in _leaves(ops[name])], "pointers": lay.pointers,
-                "stmts": lay.stmts, "calls": lay.calls, "work": lay.work}
+                "stmts": lay.stmts, "calls": lay.calls, "work": lay.work,
+                "offset_lines": lay.offset_lines}
                for (name, shared), lay in layouts.items()]
     fsuf = "f" if dtype == "float32" else ""
     return {"prefix": prefix, "real": f"{prefix}_real", "ctype": "float" if fsuf else "double",
@@ -192,14 +202,14 @@ def _run(lib: ctypes.CDLL, kernel: dict, out: ir.Node, values: dict[str, np.ndar
     args = [_guarded(values[leaf], values[leaf].size, dtype) for leaf in kernel["leaves"]]
     shape = tuple(n if d == N else int(d) for d in out.shape)
     size = int(np.prod(shape))
-    a, b = kernel["work"]
-    work = _guarded(None, a * n + b, dtype)
+    need = kernel["work"].at(n)
+    work = _guarded(None, need, dtype)
     result = _guarded(None, size, dtype)
     table = (ptr * len(args))(*(x.ctypes.data_as(ptr) for x in args))
     fn = getattr(lib, kernel["name"])
     fn.restype = None
     fn(table, ctypes.c_ssize_t(n), result.ctypes.data_as(ptr), work.ctypes.data_as(ptr))
-    for buf, used in [(result, size), (work, a * n + b)] + [(x, x.size - GUARD) for x in args]:
+    for buf, used in [(result, size), (work, need)] + [(x, x.size - GUARD) for x in args]:
         assert (buf[used:] == 12345.0).all(), f"{kernel['name']} wrote past a buffer's end"
     return result[:size].reshape(shape)
 

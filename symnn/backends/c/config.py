@@ -6,8 +6,9 @@ per statement kind. Decisions made here, once, for every kernel:
 * storage: parameters are views into one flat ``params`` vector (the layout of
   ``<model>_param_offset``), gradients views into ``grad``; tensors of shape () are C locals;
   every other temporary gets a slot of the caller's work buffer;
-* slots are reused once a temporary is dead (greedy, by liveness), so the work size is the
-  peak, not the sum; each slot's size is ``a*n + b`` reals, ``n`` the run-time batch size;
+* temporaries share the work buffer where their lifetimes do not overlap (:mod:`.arena`: laid
+  out at a design batch and valid at every batch ``n``, each offset the largest of a few linear
+  functions of ``n``), so the work size is near the live peak, not the sum;
 * loops keep the innermost index contiguous in every array they touch: ``A @ B`` as row
   updates (axpy), ``A @ B.T`` as dot products with eight explicit partial sums (vectorisable
   without reassociation, and deterministic), ``A.T @ B`` as rank-1 updates of the output;
@@ -26,6 +27,7 @@ from ... import ir, naming
 from ...errors import CodegenError
 from ...lower import KernelPlan, Loop, LoopHead, StepRole, StepWrite, Stmt, column_views, last_uses, step_writes
 from ..base import BackendConfig
+from .arena import Arena, Need
 from .gemm import GEMM_KC, TILE_ROWS, tile_cols
 from .kinds import MATMUL_KINDS, CKind
 from .printer import SymnnCPrinter, c_literal
@@ -206,7 +208,11 @@ class KernelLayout:
     stmts: list[dict] = field(default_factory=list)
     pointers: list[dict] = field(default_factory=list)  # work/param/output views to declare
     scalars: list[str] = field(default_factory=list)
-    work: tuple[int, int] = (0, 0)
+    work: Need = field(default_factory=lambda: Need.linear(0, 0))
+    #: the work offsets that take the larger of two forms (:mod:`.arena`), declared first
+    offset_lines: list[str] = field(default_factory=list)
+    #: output name -> the work pointer that holds it (``keep_outputs``: a train step's gradients)
+    kept: dict[str, str] = field(default_factory=dict)
     uses_nr: bool = False
     outputs: dict[str, str] = field(default_factory=dict)
     uses: list[Uses] = field(default_factory=list)
@@ -221,42 +227,16 @@ class KernelLayout:
         return set().union(*(u.names for u in self.uses))
 
 
-class _SlotAllocator:
-    """Greedy reuse of dead work slots; each slot is (a, b) reals (a per batch row)."""
-
-    def __init__(self) -> None:
-        self.slots: list[tuple[int, int]] = []
-        self.free: list[int] = []
-
-    def take(self, a: int, b: int) -> int:
-        fits = [s for s in self.free if self.slots[s][0] >= a and self.slots[s][1] >= b]
-        if fits:
-            best = min(fits, key=lambda s: (self.slots[s], s))
-            self.free.remove(best)
-            return best
-        self.slots.append((a, b))
-        return len(self.slots) - 1
-
-    def release(self, slot: int) -> None:
-        self.free.append(slot)
-
-    def offsets(self) -> list[tuple[int, int]]:
-        out, a, b = [], 0, 0
-        for sa, sb in self.slots:
-            out.append((a, b))
-            a, b = a + sa, b + sb
-        return out
-
-    def total(self) -> tuple[int, int]:
-        return (sum(s[0] for s in self.slots), sum(s[1] for s in self.slots))
-
-
 class _KernelLowering:
     """Lowers one plan; ``outputs`` maps output names to the C buffers that receive them."""
 
     def __init__(self, plan: KernelPlan, printer: SymnnCPrinter, param_shapes: dict,
-                 input_shapes: dict, outputs: dict[str, str], shared: bool) -> None:
+                 input_shapes: dict, outputs: dict[str, str], shared: bool, keep_outputs: bool = False) -> None:
         self.plan = plan
+        #: the array outputs (a train step's gradients) kept in work to the kernel's end, each
+        #: where the arena puts it, instead of written to the caller's buffers
+        self.keep_outputs = keep_outputs
+        self.kept_vars: set[str] = set()
         self.p = printer
         self.vars: dict[str, Var] = {}
         for name, shape in param_shapes.items():
@@ -265,7 +245,7 @@ class _KernelLowering:
             self.vars[name] = _var_from_shape(name, shape, "input")
         self.out_buffer = outputs  # output name -> C expression of its buffer ("grad + 8")
         self.layout = KernelLayout()
-        self.alloc = _SlotAllocator()
+        self.alloc = Arena()
         self._held: list[int] = []  # scratch slots of the statement being lowered, not yet released
         self.stored: set[str] = set()  # softmax outputs that their row statistics filled with exp(z - max)
         self.shared = shared
@@ -330,13 +310,22 @@ class _KernelLowering:
             view = st.kind is ir.Op.RESHAPE or st.target in self.views or st.target in self.in_place
             var = _var_from_shape(st.target, st.shape, "view" if view else "work")
             if st.target in output_of:
-                var.storage = "output" if var.ndim else "scalar"
+                var.storage = "scalar" if not var.ndim else "work" if self.keep_outputs else "output"
+                if var.storage == "work":
+                    self.kept_vars.add(st.target)
             elif var.ndim == 0:
                 var.storage = "scalar"
             self.vars[st.target] = var
 
     def _last_uses(self) -> dict[str, int]:
-        return last_uses(self.plan, self.views, self.in_place)
+        last = last_uses(self.plan, self.views, self.in_place)
+        for name in self.kept_vars:  # read after the kernel: never released
+            last[name] = len(self.plan.stmts)
+        return last
+
+    def _is_output(self, var: Var) -> bool:
+        """An output: in the caller's buffer, or kept in work to the end."""
+        return var.storage == "output" or var.name in self.kept_vars
 
     def _row_ops(self) -> dict[str, list[int]]:
         users: dict[str, list[int]] = {}
@@ -379,6 +368,8 @@ class _KernelLowering:
             if st.kind is ir.Op.MAP:
                 self._take_over(target, st, i, last)
             self._allocate(target)
+            if i in sums:  # its column sum is written in this loop: its storage lives from here
+                self._allocate(self.vars[sums[i][1]])
             # each context's "origins": the plan statements it computes (a fused loop several)
             colsum_of = [sums[i][0]] if i in sums else []
             if i in summed_away:
@@ -387,7 +378,7 @@ class _KernelLowering:
                 pass  # a bias add done in the loop of the map after it
             elif self._fuses_bias(i):
                 biased = self.plan.stmts[i - 1].target
-                keep = last[biased] > i or self.vars[biased].storage == "output"
+                keep = last[biased] > i or self._is_output(self.vars[biased])
                 self._begin()
                 ctx = self._map(st, bias=self.plan.stmts[i - 1], keep=keep,
                                 colsum=sums.get(i, (0, None))[1])
@@ -417,14 +408,14 @@ class _KernelLowering:
         self._outputs()
         # views last: what they view is declared by then (a work slot, an input, an output)
         self.layout.pointers += self._views
-        offsets = self.alloc.offsets()
+        placed = self.alloc.place(self.p.prefix)
         for ptr in self.layout.pointers:
             if "slot" in ptr:
-                a, b = offsets[ptr["slot"]]
-                ptr["init"] = "work" if (a, b) == (0, 0) else f"work + {size_code(a, b)}"
+                ptr["init"] = placed.inits[ptr["slot"]]
                 self.layout.uses_work = True
-                self.layout.uses_n |= a > 0
-        self.layout.work = self.alloc.total()
+                self.layout.uses_n |= placed.uses_n
+        self.layout.offset_lines = placed.lines
+        self.layout.work = placed.need
         self.layout.uses_nr = any(u.nr for u in self.layout.uses)
         self.layout.uses_n |= self.layout.uses_nr or any(u.batch for u in self.layout.uses)
         return self.layout
@@ -498,7 +489,7 @@ class _KernelLowering:
             if i is None or i in out or self.plan.stmts[i].kind is not ir.Op.MAP \
                     or not self._grid_shaped(st.operands[0]):
                 continue
-            if self.vars[st.target].storage == "output":
+            if self._is_output(self.vars[st.target]):
                 out[i] = (j, st.target)
         return out
 
@@ -507,15 +498,24 @@ class _KernelLowering:
         produced = {st.target for st in self.plan.stmts}
         bound: set[str] = set()
         for out, var_name in self.plan.outputs.items():
-            buf = self.out_buffer[out]
+            buf = self.out_buffer.get(out, "")
             v = self.vars[var_name]
             if v.ndim == 0:
                 self.layout.outputs[out] = var_name
+                continue
+            if var_name in produced and var_name in self.kept_vars and var_name not in bound:
+                self.layout.kept[out] = var_name  # where the arena put it
+                bound.add(var_name)
                 continue
             if var_name in produced and v.storage == "output" and var_name not in bound:
                 self.layout.pointers.append({"name": var_name, "init": buf, "const": False})
                 bound.add(var_name)
                 continue
+            if self.keep_outputs:  # a copy into a work value of its own, alive to the end
+                kept = Var(f"{out}_g", "work", v.rows, v.cols, v.ndim)
+                self.vars[kept.name] = kept
+                self._allocate(kept)
+                self.layout.kept[out] = buf = kept.name
             # an output equal to an input, a parameter or another output: copy it
             # (in the kernel's body: the destination is an argument, not a name of the kernel)
             rows, cols = rows_code(v), v.cols
@@ -780,7 +780,7 @@ class _KernelLowering:
     def _reshape(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         """The operand's storage under the target's name; into an output's buffer, a copy."""
         nm, t, a = self.nm, self.vars[st.target], self.vars[st.operands[0]]
-        if t.storage == "output":
+        if self._is_output(t):
             return {"kind": CKind.COPY, "dst": nm.write(t.name), "src": nm.read(a.name),
                     "size": f"{rows_code(a)}*{a.cols}" if a.batch else str(int(a.rows) * a.cols)}
         self._views.append({"name": t.name, "init": a.name, "const": True})
@@ -1051,12 +1051,14 @@ def share_helpers(layouts: Sequence[KernelLayout], prefix: str) -> list[dict]:
 
 def lower_kernel(plan: KernelPlan, printer: SymnnCPrinter, param_shapes: dict,
                  input_shapes: dict, outputs: dict[str, str], *,
-                 shared: bool | None = None) -> KernelLayout:
+                 shared: bool | None = None, keep_outputs: bool = False) -> KernelLayout:
     """``shared``: print the array statements as calls of shared helpers (default: where the
-    plan is longer than :data:`SHARED_HELPER_STATEMENTS`; an emitter decides once per file)."""
+    plan is longer than :data:`SHARED_HELPER_STATEMENTS`; an emitter decides once per file).
+    ``keep_outputs``: the array outputs stay in work (:attr:`KernelLayout.kept`), laid out with
+    the temporaries; ``outputs`` then names only the scalar ones' buffers."""
     if shared is None:
         shared = len(plan.stmts) > SHARED_HELPER_STATEMENTS
-    return _KernelLowering(plan, printer, param_shapes, input_shapes, outputs, shared).lower()
+    return _KernelLowering(plan, printer, param_shapes, input_shapes, outputs, shared, keep_outputs).lower()
 
 
 __all__ = ["CONV_FIELDS", "CConfig", "CKind", "KernelLayout", "POOL_FIELDS", "STATEMENTS", "Uses",

@@ -22,6 +22,7 @@ import numpy as np
 from ... import ir, naming, status
 from ...capabilities import C_TARGET_KIND
 from . import gemm
+from .arena import Need, pareto
 from .config import (CONV_FIELDS, POOL_FIELDS, SHARED_HELPER_STATEMENTS, CConfig, KernelLayout,
                      check_prefix, lower_kernel, share_helpers, size_code)
 from .kinds import GEMM_CALLS, ROW_STAT_KINDS, SPATIAL_PARTS, CKind
@@ -61,8 +62,9 @@ class CEmitResult:
     dropout: bool = False  # the train step takes a seed for its dropout masks
     #: kernel name -> the lines of its static implementation, with the derivation step each computes
     provenance: dict[str, list[CodeLine]] = field(default_factory=dict)
-    #: kernel name -> (a, b): its work buffer holds a*n + b reals (``train_step`` with an optimiser)
-    work: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: kernel name -> the reals its work buffer needs, a function of the batch (``train_step``
+    #: with an optimiser)
+    work: dict[str, Need] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -110,9 +112,9 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     # buffers (running statistics): no gradient either; the training kernel writes their new
     # values in their gradient's place, which the train step sets aside and copies in on success
     buffers = {naming.param_ident(p) for p in net.buffers}
-    buffer_ranges = net.buffer_ranges()
     still = net.untrained_ranges()
-    trainable_ranges = _complement(still, n_params)
+    # each parameter's [lo, hi) in params (and grad)
+    span = {naming.param_ident(name): (lo, hi) for name, lo, hi, _ in net.param_layout()}
     sz = f"sizeof({real})"
 
     layouts: dict[str, KernelLayout] = {}
@@ -124,10 +126,12 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     train_kernel = bool(masks) or (optimizer is not None and bool(buffers))
     if train_kernel and train_prog is None:
         raise ValueError("a network with buffers needs its training program to emit train_step")
-    kernel_names = list(KERNELS) + (["loss_and_grad_train"] if train_kernel else [])
+    # with an optimiser, the train step's own loss-and-gradient kernel: the training program's
+    # (dropout masks, buffers' new values) where the network has one, its gradients kept in work
+    kernel_names = list(KERNELS) + (["loss_and_grad_train"] if optimizer is not None else [])
     for kname in kernel_names:
-        plans[kname] = (plan_kernel(train_prog, "loss_and_grad") if kname == "loss_and_grad_train"
-                        else plan_kernel(prog, kname))
+        plans[kname] = (plan_kernel(train_prog if train_kernel else prog, "loss_and_grad")
+                        if kname == "loss_and_grad_train" else plan_kernel(prog, kname))
     # a network with a long kernel prints its statements as shared helpers, in every kernel; so
     # does one with a loop, whose body every kernel runs (forward, loss, gradient, train step):
     # each distinct statement compiled once, not once per kernel
@@ -147,7 +151,13 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             written = [p for p in shapes if p not in frozen and (p not in buffers or kname == "loss_and_grad_train")]
             outputs.update({naming.grad(p): f"out_grad + {offsets[p]}" if offsets[p] else "out_grad"
                             for p in written})
-        layouts[kname] = lower_kernel(plan, printer, shapes, inputs, outputs, shared=shared_helpers)
+        layouts[kname] = lower_kernel(plan, printer, shapes, inputs, outputs, shared=shared_helpers,
+                                      keep_outputs=kname == "loss_and_grad_train")
+    # what the train step writes, in the order of its gradient pointers g[r]: the trained
+    # parameters, then the buffers (their new values), each in the parameter layout's order
+    in_work = layouts["loss_and_grad_train"].kept if optimizer is not None else {}
+    written = ([p for p in shapes if naming.grad(p) in in_work and p not in buffers]
+               + [p for p in shapes if naming.grad(p) in in_work and p in buffers])
 
     kernels = []
     shared = share_helpers(list(layouts.values()), prefix)  # long kernels' statements as helpers
@@ -168,8 +178,10 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             args.append((f"{real} *{RESTRICT} out_yhat", "out_yhat", True))
         else:
             args.append((f"{real} *{RESTRICT} out_loss", "out_loss", True))
-        if kname.startswith("loss_and_grad"):
+        if kname == "loss_and_grad":
             args.append((f"{real} *{RESTRICT} out_grad", "out_grad", True))
+        elif kname == "loss_and_grad_train":
+            args.append((f"{real} **out_g", "out_g", True))
         args.append((f"{real} *{RESTRICT} work", "work", lay.uses_work))
         plan = plans[kname]
         kernels.append({
@@ -177,22 +189,31 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             "impl_args": ", ".join(decl for decl, _, _ in args),
             "arg_names": [name for _, name, used in args if not used],
             "op_line": f"ops: {plan.n_tensor_ops} tensor, {plan.n_scalar_ops} scalar",
-            "work_code": size_code(*lay.work),
+            "work_code": _formula(lay.work),
+            "offset_lines": lay.offset_lines,
             "pointers": param_ptrs + lay.pointers,
             "scalars": lay.scalars,
             "calls": lay.calls,
             "uses_nr": lay.uses_nr,
             "stmts": lay.stmts,
             "scalar_outputs": [(f"out_{o}", v) for o, v in lay.outputs.items()],
-            "frozen": ((frozen_ranges if kname == "loss_and_grad_train" else still)
-                       if kname.startswith("loss_and_grad") else []),
+            "frozen": still if kname == "loss_and_grad" else [],
+            # where each gradient the train step reads lies (its g[r])
+            "grad_ptrs": [(r, lay.kept[naming.grad(p)]) for r, p in enumerate(written)]
+                         if kname == "loss_and_grad_train" else [],
         })
 
     # -- public, checked entry points -------------------------------------------------------
-    def need_code(a: int, b: int) -> str:
-        if a == 0:
-            return f"(size_t){b}"
-        return f"(size_t)n*{a}" + (f" + {b}" if b else "")
+    need_fns: dict[Need, str] = {}  # each need of several terms: its function's name
+
+    def need_code(need: Need) -> str:
+        """The C expression (size_t) of a need at the batch ``n``."""
+        if need.single is not None:
+            a, b = need.single
+            return f"(size_t){b}" if a == 0 else f"(size_t)n*{a}" + (f" + {b}" if b else "")
+        if need not in need_fns:
+            need_fns[need] = f"{prefix}__need{len(need_fns)}"
+        return f"{need_fns[need]}(n)"
 
     def bytes_n(width: int) -> str:
         return f"(size_t)n*{width}*{sz}"
@@ -213,31 +234,28 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     n_state = 0
     if optimizer is not None:
         n_state = len(optimizer.state)
-        lg = work_need["loss_and_grad_train" if train_kernel else "loss_and_grad"]
+        lg = work_need["loss_and_grad_train"]
         mask_rows = sum(m["width"] for m in masks)
-        # train_gradient's work: the dropout masks, then the loss-and-gradient kernel's own;
-        # train_step's: the gradient, then train_gradient's. The update is written only after a
+        # train_gradient's and train_step's work: the dropout masks, then the loss-and-gradient
+        # kernel's own, the gradients among its temporaries. The update is written only after a
         # first pass over it has found every new value finite (all or nothing), so it keeps no
         # old values; the buffers' new values go from the gradient to the parameters.
-        work_need["train_gradient"] = (lg[0] + mask_rows, lg[1])
-        work_need["train_step"] = (lg[0] + mask_rows, lg[1] + n_params)
+        work_need["train_gradient"] = lg.plus(mask_rows, 0)
+        work_need["train_step"] = lg.plus(mask_rows, 0)
         variants += [("train_step", False)] + ([("train_step", True)] if labels else [])
         variants += [("train_gradient", False)] + ([("train_gradient", True)] if labels else [])
         train = _train_context(optimizer, printer, real, n_params)
         train["masks"] = masks
-        train["ranges"] = trainable_ranges if still else []
-        train["buffers"] = buffer_ranges
-        train["clip_ranges"] = _complement(buffer_ranges, n_params)
+        train["written"] = [span[p] for p in written]
+        train["n_trained"] = sum(p not in buffers for p in written)
+        train["frozen"] = frozen_ranges
         offset_a, offset_b = 0, 0
         for m in masks:  # each mask is n x width reals at the start of train_gradient's work
             m["init"] = f"work + {size_code(offset_a, offset_b)}" if offset_a else "work"
             offset_a += m["width"]
         train["lg_work"] = f"work + {size_code(offset_a, offset_b)}" if offset_a else "work"
-        train["lg_call"] = "loss_and_grad_train" if train_kernel else "loss_and_grad"
     for kname, with_labels in variants:
-        a, b = work_need[kname]
-        if with_labels:
-            a, b = a + one_hot[0], b + one_hot[1]
+        need = work_need[kname].plus(*one_hot) if with_labels else work_need[kname]
         fname = f"{prefix}_{kname}" + ("_labels" if with_labels else "")
         is_train = kname == "train_step"
         stepped = kname in ("train_step", "train_gradient")  # takes the step (and the dropout seed)
@@ -300,8 +318,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             "nulls": nulls,
             "empty_is_error": kname != "forward",
             "empty_ok": kname == "forward",
-            "need": need_code(a, b),
-            "dense_need": size_code(*work_need[kname]),
+            "need": need_code(need),
+            "dense_need": need_code(work_need[kname]),
             "alias_pairs": pairs,
             "labels": with_labels,
             "step_check": stepped,
@@ -316,11 +334,13 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
                        "decl": f"int {prefix}_apply_gradient({real} *params, {f'{real} *state, ' if n_state else ''}"
                                f"{real} *grad, int64_t step)"})
 
-    per_row = max([w[0] + (one_hot[0] if labels and k != "forward" else 0) for k, w in work_need.items()])
-    fixed = max(w[1] for w in work_need.values())
+    # every kernel's need (with its labels variant's one-hot rows): what work_size returns
+    need_max = Need(pareto(set().union(*((w.plus(*one_hot) if labels and k != "forward" else w).terms
+                                          for k, w in work_need.items()))))
+    per_row, fixed = need_max.bound()  # the header's macros: a bound of the form a*n + b
     max_row = max(per_row, n_in, n_out, 1)
     protos += [
-        {"doc": ["Number of reals the work buffer needs for a batch of n (an upper bound for every kernel)."],
+        {"doc": ["Number of reals the work buffer needs for a batch of n: the most that any kernel needs."],
          "decl": f"int {prefix}_work_size(ptrdiff_t n, size_t *work_len)"},
         {"doc": ["SYMNN_ERR_NONFINITE (and the first bad index) if data[0..count) holds NaN or infinity."],
          "decl": f"int {prefix}_check_finite(const {real} *data, ptrdiff_t count, ptrdiff_t *first_bad)"},
@@ -366,12 +386,12 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "index_blocks": index_blocks(net),
         "image_inputs": [(name, tuple(int(d) for d in shape)) for name, shape in net.input_shapes if len(shape) > 1],
         # each kernel's own need (the *_labels variants add n*N_OUT for the one-hot rows)
-        "work_by_kernel": [(k, _formula(*work_need[k])) for k in (*KERNELS, "train_step", "train_gradient") if k in work_need],
+        "work_by_kernel": [(k, _formula(work_need[k])) for k in (*KERNELS, "train_step", "train_gradient") if k in work_need],
         # each kernel's own need as macros, and how much of it per row is the steps its loops
         # store (a recurrence's outputs and residuals: it grows with T; the rest does not)
-        "kernel_work": [(k.upper(), *work_need[k], _stored_per_row(plans, k))
+        "kernel_work": [(k.upper(), *work_need[k].bound(), _stored_per_row(plans, k))
                         for k in (*KERNELS, "train_step", "train_gradient") if k in work_need],
-        "work_max": need_code(per_row, fixed),
+        "work_max": need_code(need_max),
         "max_row": max_row,
         "guard": f"{prefix.upper()}_SYMNN_H",
         "prototypes": protos,
@@ -384,7 +404,9 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     if helpers & {"sigmoid", "softplus", "clamp", "max", "min", "sign"}:  # they choose by bit masks
         helpers.add("pick")
     gemm_plan = gemm.plan(dtype, [GEMM_CALLS[k] for k in kinds if k in GEMM_CALLS])  # what the file calls
-    context = dict(kernels=kernels, shared=shared, publics=publics, gemm=gemm_plan, helpers=sorted(helpers),
+    context = dict(kernels=kernels, shared=shared, publics=publics,
+                   zmax=any(k["offset_lines"] for k in kernels),
+                   need_fns=[(name, need.sorted_terms()) for need, name in need_fns.items()], gemm=gemm_plan, helpers=sorted(helpers),
                    vmath=[f for f in VMATH if f in helpers], train=train, **spatial_context(kinds),
                    **common)
     source = render("c/model.c.jinja", **context)
@@ -392,16 +414,6 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     files = {f"{prefix}.h": header, f"{prefix}.c": source}
     return CEmitResult(files, cdef, prefix, labels, optimizer.describe() if optimizer is not None else None,
                        n_state, bool(masks), _provenance(source, prefix, kernels, context), dict(work_need))
-
-
-def _complement(ranges: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
-    """The ranges of [0, total) outside ``ranges`` (sorted, disjoint)."""
-    out, lo = [], 0
-    for a, b in sorted(ranges):
-        if a > lo:
-            out.append((lo, a))
-        lo = b
-    return out + ([(lo, total)] if lo < total else [])
 
 
 def _stored_per_row(plans: dict[str, KernelPlan], kname: str) -> int:
@@ -412,9 +424,10 @@ def _stored_per_row(plans: dict[str, KernelPlan], kname: str) -> int:
     return sum(int(st.shape[1]) for st in plan.stmts if st.kind is Loop.BEGIN)
 
 
-def _formula(a: int, b: int) -> str:
-    """``3194*n + 11342``: a work need of a*n + b reals as the header prints it."""
-    return size_code(a, b) if a or b else "0"
+def _formula(need: Need) -> str:
+    """``3194*n + 11342`` (or ``max(256*n, 65536)``): a work need as the header prints it."""
+    parts = [size_code(a, b) if a or b else "0" for a, b in need.sorted_terms()]
+    return parts[0] if len(parts) == 1 else f"max({', '.join(parts)})"
 
 
 def spatial_context(kinds: set[CKind]) -> dict:

@@ -54,6 +54,7 @@ class CKernelModule:
         self.n_out = int(getattr(self.lib, f"{prefix.upper()}_N_OUT"))
         self._per_row = int(getattr(self.lib, f"{prefix.upper()}_WORK_PER_ROW"))
         self._fixed = int(getattr(self.lib, f"{prefix.upper()}_WORK_FIXED"))
+        self._work_size = getattr(self.lib, f"{prefix}_work_size")
         self._fn = {name: getattr(self.lib, f"{prefix}_{name}")
                     for name in ("forward", "loss", "loss_and_grad")}
         if labels:
@@ -112,6 +113,11 @@ class CKernelModule:
         return {name: flat[lo:hi].reshape(shape) for name, lo, hi, shape in self._layout}
 
     def _work(self, n: int) -> np.ndarray:
+        """The work buffer for ``n`` rows: the header's exact need (``work_size``), or its bound
+        ``PER_ROW * n + FIXED`` for a batch the kernels refuse anyway (they say why)."""
+        length = self.ffi.new("size_t *")  # one per call: threads share the kernel
+        if self._work_size(n, length) == Status.OK:
+            return np.empty(max(int(length[0]), 1), dtype=self.dtype)
         return np.empty(max(self._per_row * n + self._fixed, 1), dtype=self.dtype)
 
     def _check(self, status: int, kernel: str, bad_row=None) -> None:

@@ -59,7 +59,7 @@ static const ptrdiff_t digits_mlp__offset[4] = { 0, 2048, 2080, 2400 };
 /* Largest batch whose every index and byte count fits in ptrdiff_t. */
 static ptrdiff_t digits_mlp__max_n(void)
 {
-    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(digits_mlp_real) - 4522) / 138;
+    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(digits_mlp_real) - 6538) / 116;
 }
 
 /* Do the byte ranges [a, a + na) and [b, b + nb) overlap? (Empty ranges never do.) */
@@ -1465,19 +1465,81 @@ static inline digits_mlp_real digits_mlp__max(digits_mlp_real a, digits_mlp_real
     return digits_mlp__pick((a < b) | (b != b), b, a);
 }
 
-/* forward: ops: 6 tensor, 1 scalar; work: 52*n + 2080 reals. Arguments already checked. */
+/* The larger of two work offsets: where a temporary lies can depend on the batch (a gradient of
+ * fixed size where dead activations of n rows lay). */
+static ptrdiff_t digits_mlp__zmax(ptrdiff_t a, ptrdiff_t b)
+{
+    return a > b ? a : b;
+}
+
+/* A work need at batch n: the largest of 2 linear functions of n. */
+static size_t digits_mlp__need0(ptrdiff_t n)
+{
+    size_t need = (size_t)n*42 + 2080, t;
+    t = (size_t)n*52 + 1056;
+    if (t > need) need = t;
+    return need;
+}
+
+/* A work need at batch n: the largest of 3 linear functions of n. */
+static size_t digits_mlp__need1(ptrdiff_t n)
+{
+    size_t need = (size_t)n*42 + 2080, t;
+    t = (size_t)n*52 + 1056;
+    if (t > need) need = t;
+    t = (size_t)n*53 + 0;
+    if (t > need) need = t;
+    return need;
+}
+
+/* A work need at batch n: the largest of 3 linear functions of n. */
+static size_t digits_mlp__need2(ptrdiff_t n)
+{
+    size_t need = (size_t)n*74 + 4128, t;
+    t = (size_t)n*84 + 3104;
+    if (t > need) need = t;
+    t = (size_t)n*106 + 2080;
+    if (t > need) need = t;
+    return need;
+}
+
+/* A work need at batch n: the largest of 3 linear functions of n. */
+static size_t digits_mlp__need3(ptrdiff_t n)
+{
+    size_t need = (size_t)n*52 + 2080, t;
+    t = (size_t)n*62 + 1056;
+    if (t > need) need = t;
+    t = (size_t)n*63 + 0;
+    if (t > need) need = t;
+    return need;
+}
+
+/* A work need at batch n: the largest of 3 linear functions of n. */
+static size_t digits_mlp__need4(ptrdiff_t n)
+{
+    size_t need = (size_t)n*84 + 4128, t;
+    t = (size_t)n*94 + 3104;
+    if (t > need) need = t;
+    t = (size_t)n*116 + 2080;
+    if (t > need) need = t;
+    return need;
+}
+
+/* forward: ops: 6 tensor, 1 scalar; work: max(42*n + 2080, 52*n + 1056) reals. Arguments already checked. */
 static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_yhat, digits_mlp_real *SYMNN_RESTRICT work)
 {
+    const ptrdiff_t w0 = digits_mlp__zmax(2080, 10*n + 1056);
+    const ptrdiff_t w1 = digits_mlp__zmax(32*n + 2080, 42*n + 1056);
     const digits_mlp_real *W1 = params;
     const digits_mlp_real *b1 = params + 2048;
     const digits_mlp_real *W2 = params + 2080;
     const digits_mlp_real *b2 = params + 2400;
-    digits_mlp_real *z1 = work;
-    digits_mlp_real *z1_bp = work + 32*n;
-    digits_mlp_real *a1 = work;
-    digits_mlp_real *z2 = work + 32*n + 2080;
-    digits_mlp_real *z2_bp = work + 32*n;
-    digits_mlp_real *z2_ct = work + 42*n + 2080;
+    digits_mlp_real *z1 = work + w0;
+    digits_mlp_real *z1_bp = work;
+    digits_mlp_real *a1 = work + w0;
+    digits_mlp_real *z2 = work + 1056;
+    digits_mlp_real *z2_bp = work;
+    digits_mlp_real *z2_ct = work + w1;
     digits_mlp_real *a2 = out_yhat;
     digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
@@ -1508,22 +1570,25 @@ static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, co
     }
 }
 
-/* loss: ops: 12 tensor, 10 scalar; work: 52*n + 2080 reals. Arguments already checked. */
+/* loss: ops: 12 tensor, 10 scalar; work: max(42*n + 2080, 52*n + 1056, 53*n) reals. Arguments already checked. */
 static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, const digits_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_loss, digits_mlp_real *SYMNN_RESTRICT work)
 {
+    const ptrdiff_t w0 = digits_mlp__zmax(digits_mlp__zmax(2080, 10*n + 1056), 11*n);
+    const ptrdiff_t w1 = digits_mlp__zmax(1056, n);
+    const ptrdiff_t w2 = digits_mlp__zmax(digits_mlp__zmax(32*n + 2080, 42*n + 1056), 43*n);
     const digits_mlp_real *W1 = params;
     const digits_mlp_real *b1 = params + 2048;
     const digits_mlp_real *W2 = params + 2080;
     const digits_mlp_real *b2 = params + 2400;
-    digits_mlp_real *z1 = work;
-    digits_mlp_real *z1_bp = work + 32*n;
-    digits_mlp_real *a1 = work;
-    digits_mlp_real *z2 = work + 32*n + 2080;
-    digits_mlp_real *z2_bp = work + 32*n;
-    digits_mlp_real *z2_ct = work + 42*n + 2080;
-    digits_mlp_real *t2 = work + 42*n + 2080;
-    digits_mlp_real *t4 = work + 32*n;
-    digits_mlp_real *t6 = work + 32*n;
+    digits_mlp_real *z1 = work + w0;
+    digits_mlp_real *z1_bp = work;
+    digits_mlp_real *a1 = work + w0;
+    digits_mlp_real *z2 = work + w1;
+    digits_mlp_real *z2_bp = work;
+    digits_mlp_real *z2_ct = work + w2;
+    digits_mlp_real *t2 = work;
+    digits_mlp_real *t4 = work;
+    digits_mlp_real *t6 = work;
     digits_mlp_real t3;
     digits_mlp_real t5;
     digits_mlp_real t7;
@@ -1577,33 +1642,39 @@ static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const
     *out_loss = loss;
 }
 
-/* loss_and_grad: ops: 22 tensor, 18 scalar; work: 128*n + 2112 reals. Arguments already checked. */
+/* loss_and_grad: ops: 22 tensor, 18 scalar; work: max(74*n + 4128, 84*n + 3104, 106*n + 2080) reals. Arguments already checked. */
 static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, const digits_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_loss, digits_mlp_real *SYMNN_RESTRICT out_grad, digits_mlp_real *SYMNN_RESTRICT work)
 {
+    const ptrdiff_t w0 = digits_mlp__zmax(digits_mlp__zmax(2080, 10*n + 1056), 32*n + 32);
+    const ptrdiff_t w1 = digits_mlp__zmax(digits_mlp__zmax(32*n + 2080, 42*n + 1056), 64*n + 32);
+    const ptrdiff_t w2 = digits_mlp__zmax(digits_mlp__zmax(42*n + 2080, 52*n + 1056), 74*n + 32);
+    const ptrdiff_t w3 = digits_mlp__zmax(digits_mlp__zmax(43*n + 2080, 53*n + 1056), 75*n + 32);
+    const ptrdiff_t w4 = digits_mlp__zmax(digits_mlp__zmax(64*n + 4128, 74*n + 3104), 96*n + 2080);
+    const ptrdiff_t w5 = digits_mlp__zmax(digits_mlp__zmax(64*n + 2080, 74*n + 1056), 96*n + 32);
     const digits_mlp_real *W1 = params;
     const digits_mlp_real *b1 = params + 2048;
     const digits_mlp_real *W2 = params + 2080;
     const digits_mlp_real *b2 = params + 2400;
-    digits_mlp_real *z1 = work;
-    digits_mlp_real *z1_bp = work + 32*n;
-    digits_mlp_real *a1 = work;
-    digits_mlp_real *z2 = work + 32*n + 2080;
-    digits_mlp_real *z2_bp = work + 32*n;
-    digits_mlp_real *z2_ct = work + 42*n + 2080;
-    digits_mlp_real *z2_max = work + 42*n + 2080;
-    digits_mlp_real *z2_sum = work + 52*n + 2080;
-    digits_mlp_real *a2 = work + 53*n + 2080;
-    digits_mlp_real *t2 = work + 63*n + 2080;
-    digits_mlp_real *t4 = work + 32*n;
-    digits_mlp_real *t6 = work + 32*n;
-    digits_mlp_real *t8 = work + 53*n + 2080;
-    digits_mlp_real *t9 = work + 64*n + 2080;
-    digits_mlp_real *t9_bp = work + 32*n;
-    digits_mlp_real *t10 = work + 64*n + 2080;
-    digits_mlp_real *t11 = work + 32*n;
-    digits_mlp_real *t11_bp = work + 96*n + 2080;
-    digits_mlp_real *t12 = work + 32*n;
-    digits_mlp_real *t12_bp = work + 96*n + 2080;
+    digits_mlp_real *z1 = work + w0;
+    digits_mlp_real *z1_bp = work;
+    digits_mlp_real *a1 = work + w0;
+    digits_mlp_real *z2 = work + w1;
+    digits_mlp_real *z2_bp = work;
+    digits_mlp_real *z2_ct = work + 1056;
+    digits_mlp_real *z2_max = work + w2;
+    digits_mlp_real *z2_sum = work + w3;
+    digits_mlp_real *a2 = work + w4;
+    digits_mlp_real *t2 = work;
+    digits_mlp_real *t4 = work;
+    digits_mlp_real *t6 = work;
+    digits_mlp_real *t8 = work + w4;
+    digits_mlp_real *t9 = work + w1;
+    digits_mlp_real *t9_bp = work;
+    digits_mlp_real *t10 = work + w1;
+    digits_mlp_real *t11 = work + w5;
+    digits_mlp_real *t11_bp = work;
+    digits_mlp_real *t12 = work + w1;
+    digits_mlp_real *t12_bp = work;
     digits_mlp_real *dL_dW1 = out_grad;
     digits_mlp_real *dL_db1 = out_grad + 2048;
     digits_mlp_real *dL_dW2 = out_grad + 2080;
@@ -1713,7 +1784,7 @@ int digits_mlp_forward(const digits_mlp_real *params, const digits_mlp_real *X, 
     size_t need;
     if (params == NULL || X == NULL || yhat == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
-    need = (size_t)n*52 + 2080;
+    need = digits_mlp__need0(n);
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(yhat, (size_t)n*10*sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1737,7 +1808,7 @@ int digits_mlp_loss(const digits_mlp_real *params, const digits_mlp_real *X, con
     if (params == NULL || X == NULL || Y == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*52 + 2080;
+    need = digits_mlp__need1(n);
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1762,7 +1833,7 @@ int digits_mlp_loss_and_grad(const digits_mlp_real *params, const digits_mlp_rea
     if (params == NULL || X == NULL || Y == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*128 + 2112;
+    need = digits_mlp__need2(n);
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1792,7 +1863,7 @@ int digits_mlp_loss_labels(const digits_mlp_real *params, const digits_mlp_real 
     if (params == NULL || X == NULL || labels == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*62 + 2080;
+    need = digits_mlp__need3(n);
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1809,7 +1880,7 @@ int digits_mlp_loss_labels(const digits_mlp_real *params, const digits_mlp_real 
         }
     {
         /* one-hot targets after the dense kernel's work */
-        digits_mlp_real *onehot = work + (52*n + 2080);
+        digits_mlp_real *onehot = work + (digits_mlp__need1(n));
         for (ptrdiff_t e = 0; e < n*10; ++e) onehot[e] = 0.0F;
         for (ptrdiff_t i = 0; i < n; ++i) onehot[i*10 + labels[i]] = 1.0F;
         {
@@ -1828,7 +1899,7 @@ int digits_mlp_loss_and_grad_labels(const digits_mlp_real *params, const digits_
     if (params == NULL || X == NULL || labels == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*138 + 2112;
+    need = digits_mlp__need4(n);
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1850,7 +1921,7 @@ int digits_mlp_loss_and_grad_labels(const digits_mlp_real *params, const digits_
         }
     {
         /* one-hot targets after the dense kernel's work */
-        digits_mlp_real *onehot = work + (128*n + 2112);
+        digits_mlp_real *onehot = work + (digits_mlp__need2(n));
         for (ptrdiff_t e = 0; e < n*10; ++e) onehot[e] = 0.0F;
         for (ptrdiff_t i = 0; i < n; ++i) onehot[i*10 + labels[i]] = 1.0F;
         {
@@ -1866,7 +1937,7 @@ int digits_mlp_work_size(ptrdiff_t n, size_t *work_len)
 {
     if (work_len == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
-    *work_len = (size_t)n*138 + 2112;
+    *work_len = digits_mlp__need4(n);
     return SYMNN_OK;
 }
 

@@ -59,7 +59,7 @@ static const ptrdiff_t digits_mlp__offset[4] = { 0, 2048, 2080, 2400 };
 /* Largest batch whose every index and byte count fits in ptrdiff_t. */
 static ptrdiff_t digits_mlp__max_n(void)
 {
-    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(digits_mlp_real) - 5514) / 122;
+    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(digits_mlp_real) - 4474) / 100;
 }
 
 /* Do the byte ranges [a, a + na) and [b, b + nb) overlap? (Empty ranges never do.) */
@@ -1391,7 +1391,45 @@ static inline digits_mlp_real digits_mlp__max(digits_mlp_real a, digits_mlp_real
     return digits_mlp__pick((a < b) | (b != b), b, a);
 }
 
-/* forward: ops: 6 tensor, 1 scalar; work: 52*n + 1040 reals. Arguments already checked. */
+/* The larger of two work offsets: where a temporary lies can depend on the batch (a gradient of
+ * fixed size where dead activations of n rows lay). */
+static ptrdiff_t digits_mlp__zmax(ptrdiff_t a, ptrdiff_t b)
+{
+    return a > b ? a : b;
+}
+
+/* A work need at batch n: the largest of 2 linear functions of n. */
+static size_t digits_mlp__need0(ptrdiff_t n)
+{
+    size_t need = (size_t)n*32 + 1040, t;
+    t = (size_t)n*52 + 528;
+    if (t > need) need = t;
+    return need;
+}
+
+/* A work need at batch n: the largest of 3 linear functions of n. */
+static size_t digits_mlp__need1(ptrdiff_t n)
+{
+    size_t need = (size_t)n*0 + 2048, t;
+    t = (size_t)n*32 + 1040;
+    if (t > need) need = t;
+    t = (size_t)n*52 + 528;
+    if (t > need) need = t;
+    return need;
+}
+
+/* A work need at batch n: the largest of 3 linear functions of n. */
+static size_t digits_mlp__need2(ptrdiff_t n)
+{
+    size_t need = (size_t)n*10 + 2048, t;
+    t = (size_t)n*42 + 1040;
+    if (t > need) need = t;
+    t = (size_t)n*62 + 528;
+    if (t > need) need = t;
+    return need;
+}
+
+/* forward: ops: 6 tensor, 1 scalar; work: max(32*n + 1040, 52*n + 528) reals. Arguments already checked. */
 static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_yhat, digits_mlp_real *SYMNN_RESTRICT work)
 {
     const digits_mlp_real *W1 = params;
@@ -1401,9 +1439,9 @@ static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, co
     digits_mlp_real *z1 = work;
     digits_mlp_real *z1_bp = work + 32*n;
     digits_mlp_real *a1 = work;
-    digits_mlp_real *z2 = work + 32*n + 1040;
-    digits_mlp_real *z2_bp = work + 32*n;
-    digits_mlp_real *z2_ct = work + 42*n + 1040;
+    digits_mlp_real *z2 = work + 32*n;
+    digits_mlp_real *z2_bp = work + 52*n;
+    digits_mlp_real *z2_ct = work + 42*n;
     digits_mlp_real *a2 = out_yhat;
     digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
@@ -1434,7 +1472,7 @@ static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, co
     }
 }
 
-/* loss: ops: 12 tensor, 10 scalar; work: 52*n + 3088 reals. Arguments already checked. */
+/* loss: ops: 12 tensor, 10 scalar; work: max(2048, 32*n + 1040, 52*n + 528) reals. Arguments already checked. */
 static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, const digits_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_loss, digits_mlp_real *SYMNN_RESTRICT work)
 {
     const digits_mlp_real *W1 = params;
@@ -1444,12 +1482,12 @@ static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const
     digits_mlp_real *z1 = work;
     digits_mlp_real *z1_bp = work + 32*n;
     digits_mlp_real *a1 = work;
-    digits_mlp_real *z2 = work + 32*n + 1040;
-    digits_mlp_real *z2_bp = work + 32*n;
-    digits_mlp_real *z2_ct = work + 42*n + 1040;
-    digits_mlp_real *t2 = work + 42*n + 1040;
-    digits_mlp_real *t4 = work + 52*n + 1040;
-    digits_mlp_real *t6 = work + 32*n;
+    digits_mlp_real *z2 = work + 32*n;
+    digits_mlp_real *z2_bp = work + 52*n;
+    digits_mlp_real *z2_ct = work + 42*n;
+    digits_mlp_real *t2 = work;
+    digits_mlp_real *t4 = work;
+    digits_mlp_real *t6 = work;
     digits_mlp_real t3;
     digits_mlp_real t5;
     digits_mlp_real t7;
@@ -1503,9 +1541,12 @@ static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const
     *out_loss = loss;
 }
 
-/* loss_and_grad: ops: 22 tensor, 18 scalar; work: 112*n + 3104 reals. Arguments already checked. */
+/* loss_and_grad: ops: 22 tensor, 18 scalar; work: 90*n + 2064 reals. Arguments already checked. */
 static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT params, const digits_mlp_real *SYMNN_RESTRICT X, const digits_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, digits_mlp_real *SYMNN_RESTRICT out_loss, digits_mlp_real *SYMNN_RESTRICT out_grad, digits_mlp_real *SYMNN_RESTRICT work)
 {
+    const ptrdiff_t w0 = digits_mlp__zmax(32*n + 2048, 42*n + 528);
+    const ptrdiff_t w1 = digits_mlp__zmax(42*n + 2048, 52*n + 528);
+    const ptrdiff_t w2 = digits_mlp__zmax(43*n + 2048, 53*n + 528);
     const digits_mlp_real *W1 = params;
     const digits_mlp_real *b1 = params + 2048;
     const digits_mlp_real *W2 = params + 2080;
@@ -1513,23 +1554,23 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
     digits_mlp_real *z1 = work;
     digits_mlp_real *z1_bp = work + 32*n;
     digits_mlp_real *a1 = work;
-    digits_mlp_real *z2 = work + 32*n + 1040;
-    digits_mlp_real *z2_bp = work + 32*n;
-    digits_mlp_real *z2_ct = work + 42*n + 1040;
-    digits_mlp_real *z2_max = work + 42*n + 1040;
-    digits_mlp_real *z2_sum = work + 52*n + 1040;
-    digits_mlp_real *a2 = work + 53*n + 1040;
-    digits_mlp_real *t2 = work + 63*n + 1040;
-    digits_mlp_real *t4 = work + 64*n + 1040;
+    digits_mlp_real *z2 = work + w0;
+    digits_mlp_real *z2_bp = work + 42*n;
+    digits_mlp_real *z2_ct = work + 32*n;
+    digits_mlp_real *z2_max = work + w1;
+    digits_mlp_real *z2_sum = work + w2;
+    digits_mlp_real *a2 = work + 80*n + 2064;
+    digits_mlp_real *t2 = work + 32*n;
+    digits_mlp_real *t4 = work + 32*n;
     digits_mlp_real *t6 = work + 32*n;
-    digits_mlp_real *t8 = work + 53*n + 1040;
-    digits_mlp_real *t9 = work + 64*n + 3088;
-    digits_mlp_real *t9_bp = work + 32*n;
-    digits_mlp_real *t10 = work + 64*n + 3088;
-    digits_mlp_real *t11 = work + 64*n + 1040;
-    digits_mlp_real *t11_bp = work + 96*n + 3088;
-    digits_mlp_real *t12 = work + 32*n;
-    digits_mlp_real *t12_bp = work + 96*n + 3088;
+    digits_mlp_real *t8 = work + 80*n + 2064;
+    digits_mlp_real *t9 = work + 32*n;
+    digits_mlp_real *t9_bp = work + 64*n;
+    digits_mlp_real *t10 = work + 32*n;
+    digits_mlp_real *t11 = work + 64*n;
+    digits_mlp_real *t11_bp = work + 64*n + 2048;
+    digits_mlp_real *t12 = work + 48*n + 16;
+    digits_mlp_real *t12_bp = work + 32*n;
     digits_mlp_real *dL_dW1 = out_grad;
     digits_mlp_real *dL_db1 = out_grad + 2048;
     digits_mlp_real *dL_dW2 = out_grad + 2080;
@@ -1639,7 +1680,7 @@ int digits_mlp_forward(const digits_mlp_real *params, const digits_mlp_real *X, 
     size_t need;
     if (params == NULL || X == NULL || yhat == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
-    need = (size_t)n*52 + 1040;
+    need = digits_mlp__need0(n);
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(yhat, (size_t)n*10*sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1663,7 +1704,7 @@ int digits_mlp_loss(const digits_mlp_real *params, const digits_mlp_real *X, con
     if (params == NULL || X == NULL || Y == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*52 + 3088;
+    need = digits_mlp__need1(n);
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1688,7 +1729,7 @@ int digits_mlp_loss_and_grad(const digits_mlp_real *params, const digits_mlp_rea
     if (params == NULL || X == NULL || Y == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*112 + 3104;
+    need = (size_t)n*90 + 2064;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1718,7 +1759,7 @@ int digits_mlp_loss_labels(const digits_mlp_real *params, const digits_mlp_real 
     if (params == NULL || X == NULL || labels == NULL || loss == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*62 + 3088;
+    need = digits_mlp__need2(n);
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1735,7 +1776,7 @@ int digits_mlp_loss_labels(const digits_mlp_real *params, const digits_mlp_real 
         }
     {
         /* one-hot targets after the dense kernel's work */
-        digits_mlp_real *onehot = work + (52*n + 3088);
+        digits_mlp_real *onehot = work + (digits_mlp__need1(n));
         for (ptrdiff_t e = 0; e < n*10; ++e) onehot[e] = 0.0;
         for (ptrdiff_t i = 0; i < n; ++i) onehot[i*10 + labels[i]] = 1.0;
         {
@@ -1754,7 +1795,7 @@ int digits_mlp_loss_and_grad_labels(const digits_mlp_real *params, const digits_
     if (params == NULL || X == NULL || labels == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*122 + 3104;
+    need = (size_t)n*100 + 2064;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (digits_mlp__overlap(loss, sizeof(digits_mlp_real), params, (size_t)2410*sizeof(digits_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -1776,7 +1817,7 @@ int digits_mlp_loss_and_grad_labels(const digits_mlp_real *params, const digits_
         }
     {
         /* one-hot targets after the dense kernel's work */
-        digits_mlp_real *onehot = work + (112*n + 3104);
+        digits_mlp_real *onehot = work + ((size_t)n*90 + 2064);
         for (ptrdiff_t e = 0; e < n*10; ++e) onehot[e] = 0.0;
         for (ptrdiff_t i = 0; i < n; ++i) onehot[i*10 + labels[i]] = 1.0;
         {
@@ -1792,7 +1833,7 @@ int digits_mlp_work_size(ptrdiff_t n, size_t *work_len)
 {
     if (work_len == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > digits_mlp__max_n()) return SYMNN_ERR_SIZE;
-    *work_len = (size_t)n*122 + 3104;
+    *work_len = (size_t)n*100 + 2064;
     return SYMNN_OK;
 }
 

@@ -21,7 +21,7 @@
  *
  *   work    caller-provided scratch of at least digits_mlp_work_size(n) reals
  *           (DIGITS_MLP_WORK_PER_ROW * n + DIGITS_MLP_WORK_FIXED is an upper bound);
- *           each kernel's own need, in reals: forward 52*n + 1040, loss 52*n + 3088, loss_and_grad 112*n + 3104
+ *           each kernel's own need, in reals: forward max(32*n + 1040, 52*n + 528), loss max(2048, 32*n + 1040, 52*n + 528), loss_and_grad 90*n + 2064
  * Outputs must not overlap inputs, each other or the used part of work (SYMNN_ERR_ALIAS).
  * NaN and infinity in inputs propagate; digits_mlp_check_finite() detects them first.
  * Only the C standard library is needed; link with -lm. Both files also compile as C++.
@@ -60,18 +60,19 @@ extern "C" {
 #define DIGITS_MLP_N_PARAMS 2410
 #define DIGITS_MLP_N_PARAM_TENSORS 4
 #define DIGITS_MLP_N_STATE 0
-#define DIGITS_MLP_WORK_PER_ROW 122
-#define DIGITS_MLP_WORK_FIXED 3104
-/* Each kernel's own work: PER_ROW * n + FIXED reals (the *_labels variants add n * N_OUT), of
-   which STORED_PER_ROW * n are the steps its loops store (a recurrence's: T times a step's) */
+#define DIGITS_MLP_WORK_PER_ROW 100
+#define DIGITS_MLP_WORK_FIXED 2064
+/* Each kernel's own work: at most PER_ROW * n + FIXED reals (the *_labels variants add n * N_OUT;
+   the exact need is in the comment at the top), of which STORED_PER_ROW * n are the steps its
+   loops store (a recurrence's: T times a step's) */
 #define DIGITS_MLP_FORWARD_WORK_PER_ROW 52
 #define DIGITS_MLP_FORWARD_WORK_FIXED 1040
 #define DIGITS_MLP_FORWARD_STORED_PER_ROW 0
 #define DIGITS_MLP_LOSS_WORK_PER_ROW 52
-#define DIGITS_MLP_LOSS_WORK_FIXED 3088
+#define DIGITS_MLP_LOSS_WORK_FIXED 2048
 #define DIGITS_MLP_LOSS_STORED_PER_ROW 0
-#define DIGITS_MLP_LOSS_AND_GRAD_WORK_PER_ROW 112
-#define DIGITS_MLP_LOSS_AND_GRAD_WORK_FIXED 3104
+#define DIGITS_MLP_LOSS_AND_GRAD_WORK_PER_ROW 90
+#define DIGITS_MLP_LOSS_AND_GRAD_WORK_FIXED 2064
 #define DIGITS_MLP_LOSS_AND_GRAD_STORED_PER_ROW 0
 
 /* The scalar type of every real array (float64). */
@@ -98,7 +99,7 @@ int digits_mlp_loss_labels(const digits_mlp_real *params, const digits_mlp_real 
 /* n = 0 returns SYMNN_ERR_EMPTY. */
 int digits_mlp_loss_and_grad_labels(const digits_mlp_real *params, const digits_mlp_real *X, const int32_t *labels, ptrdiff_t n, digits_mlp_real *loss, digits_mlp_real *grad, ptrdiff_t *bad_row, digits_mlp_real *work, size_t work_len);
 
-/* Number of reals the work buffer needs for a batch of n (an upper bound for every kernel). */
+/* Number of reals the work buffer needs for a batch of n: the most that any kernel needs. */
 int digits_mlp_work_size(ptrdiff_t n, size_t *work_len);
 
 /* SYMNN_ERR_NONFINITE (and the first bad index) if data[0..count) holds NaN or infinity. */

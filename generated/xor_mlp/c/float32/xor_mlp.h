@@ -4,6 +4,7 @@
  * forward: ops: 6 tensor, 2 scalar
  * loss: ops: 8 tensor, 5 scalar
  * loss_and_grad: ops: 16 tensor, 11 scalar
+ * loss_and_grad_train: ops: 16 tensor, 11 scalar
  *
  * symnn float32 kernels for 'xor_mlp'.
  *     layer 1: Dense(2 -> 4), tanh
@@ -20,7 +21,7 @@
  *
  *   work    caller-provided scratch of at least xor_mlp_work_size(n) reals
  *           (XOR_MLP_WORK_PER_ROW * n + XOR_MLP_WORK_FIXED is an upper bound);
- *           each kernel's own need, in reals: forward 5*n, loss 5*n, loss_and_grad 10*n, train_step 10*n + 17, train_gradient 10*n
+ *           each kernel's own need, in reals: forward 5*n, loss 5*n, loss_and_grad 9*n, train_step max(5*n + 17, 9*n + 13), train_gradient max(5*n + 17, 9*n + 13)
  * Outputs must not overlap inputs, each other or the used part of work (SYMNN_ERR_ALIAS).
  * NaN and infinity in inputs propagate; xor_mlp_check_finite() detects them first.
  * Only the C standard library is needed; link with -lm. Both files also compile as C++.
@@ -60,24 +61,25 @@ extern "C" {
 #define XOR_MLP_N_PARAM_TENSORS 4
 /* train_step: adam(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-08); its state is N_STATE rows of N_PARAMS reals */
 #define XOR_MLP_N_STATE 2
-#define XOR_MLP_WORK_PER_ROW 10
+#define XOR_MLP_WORK_PER_ROW 9
 #define XOR_MLP_WORK_FIXED 17
-/* Each kernel's own work: PER_ROW * n + FIXED reals (the *_labels variants add n * N_OUT), of
-   which STORED_PER_ROW * n are the steps its loops store (a recurrence's: T times a step's) */
+/* Each kernel's own work: at most PER_ROW * n + FIXED reals (the *_labels variants add n * N_OUT;
+   the exact need is in the comment at the top), of which STORED_PER_ROW * n are the steps its
+   loops store (a recurrence's: T times a step's) */
 #define XOR_MLP_FORWARD_WORK_PER_ROW 5
 #define XOR_MLP_FORWARD_WORK_FIXED 0
 #define XOR_MLP_FORWARD_STORED_PER_ROW 0
 #define XOR_MLP_LOSS_WORK_PER_ROW 5
 #define XOR_MLP_LOSS_WORK_FIXED 0
 #define XOR_MLP_LOSS_STORED_PER_ROW 0
-#define XOR_MLP_LOSS_AND_GRAD_WORK_PER_ROW 10
+#define XOR_MLP_LOSS_AND_GRAD_WORK_PER_ROW 9
 #define XOR_MLP_LOSS_AND_GRAD_WORK_FIXED 0
 #define XOR_MLP_LOSS_AND_GRAD_STORED_PER_ROW 0
-#define XOR_MLP_TRAIN_STEP_WORK_PER_ROW 10
+#define XOR_MLP_TRAIN_STEP_WORK_PER_ROW 9
 #define XOR_MLP_TRAIN_STEP_WORK_FIXED 17
 #define XOR_MLP_TRAIN_STEP_STORED_PER_ROW 0
-#define XOR_MLP_TRAIN_GRADIENT_WORK_PER_ROW 10
-#define XOR_MLP_TRAIN_GRADIENT_WORK_FIXED 0
+#define XOR_MLP_TRAIN_GRADIENT_WORK_PER_ROW 9
+#define XOR_MLP_TRAIN_GRADIENT_WORK_FIXED 17
 #define XOR_MLP_TRAIN_GRADIENT_STORED_PER_ROW 0
 
 /* The scalar type of every real array (float32). */
@@ -110,7 +112,7 @@ int xor_mlp_train_gradient(const xor_mlp_real *params, const xor_mlp_real *X, co
 /* All or nothing, as train_step; step counts from 1. */
 int xor_mlp_apply_gradient(xor_mlp_real *params, xor_mlp_real *state, xor_mlp_real *grad, int64_t step);
 
-/* Number of reals the work buffer needs for a batch of n (an upper bound for every kernel). */
+/* Number of reals the work buffer needs for a batch of n: the most that any kernel needs. */
 int xor_mlp_work_size(ptrdiff_t n, size_t *work_len);
 
 /* SYMNN_ERR_NONFINITE (and the first bad index) if data[0..count) holds NaN or infinity. */

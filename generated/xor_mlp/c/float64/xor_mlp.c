@@ -4,6 +4,7 @@
  * forward: ops: 6 tensor, 2 scalar
  * loss: ops: 8 tensor, 5 scalar
  * loss_and_grad: ops: 16 tensor, 11 scalar
+ * loss_and_grad_train: ops: 16 tensor, 11 scalar
  *
  * symnn float64 kernels for 'xor_mlp'. See xor_mlp.h for the API.
  * Build: cc -std=c99 -O3 -c xor_mlp.c (never -ffast-math), or as C++: c++ -x c++ -O3 -c xor_mlp.c;
@@ -59,7 +60,7 @@ static const ptrdiff_t xor_mlp__offset[4] = { 0, 8, 12, 16 };
 /* Largest batch whose every index and byte count fits in ptrdiff_t. */
 static ptrdiff_t xor_mlp__max_n(void)
 {
-    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 34) / 10;
+    return (PTRDIFF_MAX / (ptrdiff_t)sizeof(xor_mlp_real) - 34) / 9;
 }
 
 /* Do the byte ranges [a, a + na) and [b, b + nb) overlap? (Empty ranges never do.) */
@@ -202,6 +203,22 @@ static inline xor_mlp_real xor_mlp__softplus(xor_mlp_real x)
     return xor_mlp__pick(x > 0.0, x, 0.0) + log1p(xor_mlp__exp(-fabs(x)));
 }
 
+/* The larger of two work offsets: where a temporary lies can depend on the batch (a gradient of
+ * fixed size where dead activations of n rows lay). */
+static ptrdiff_t xor_mlp__zmax(ptrdiff_t a, ptrdiff_t b)
+{
+    return a > b ? a : b;
+}
+
+/* A work need at batch n: the largest of 2 linear functions of n. */
+static size_t xor_mlp__need0(ptrdiff_t n)
+{
+    size_t need = (size_t)n*5 + 17, t;
+    t = (size_t)n*9 + 13;
+    if (t > need) need = t;
+    return need;
+}
+
 /* forward: ops: 6 tensor, 2 scalar; work: 5*n reals. Arguments already checked. */
 static void xor_mlp__forward(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X, ptrdiff_t n, xor_mlp_real *SYMNN_RESTRICT out_yhat, xor_mlp_real *SYMNN_RESTRICT work)
 {
@@ -309,7 +326,7 @@ static void xor_mlp__loss(const xor_mlp_real *SYMNN_RESTRICT params, const xor_m
     *out_loss = loss;
 }
 
-/* loss_and_grad: ops: 16 tensor, 11 scalar; work: 10*n reals. Arguments already checked. */
+/* loss_and_grad: ops: 16 tensor, 11 scalar; work: 9*n reals. Arguments already checked. */
 static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X, const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT out_grad, xor_mlp_real *SYMNN_RESTRICT work)
 {
     const xor_mlp_real *W1 = params;
@@ -318,12 +335,12 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, co
     const xor_mlp_real *b2 = params + 16;
     xor_mlp_real *z1 = work;
     xor_mlp_real *a1 = work;
-    xor_mlp_real *z2 = work + 4*n;
-    xor_mlp_real *t2 = work + 5*n;
-    xor_mlp_real *a2 = work + 4*n;
-    xor_mlp_real *t4 = work + 4*n;
-    xor_mlp_real *t5 = work + 6*n;
-    xor_mlp_real *t6 = work + 6*n;
+    xor_mlp_real *z2 = work + 8*n;
+    xor_mlp_real *t2 = work + 4*n;
+    xor_mlp_real *a2 = work + 8*n;
+    xor_mlp_real *t4 = work + 8*n;
+    xor_mlp_real *t5 = work + 4*n;
+    xor_mlp_real *t6 = work + 4*n;
     xor_mlp_real *dL_dW1 = out_grad;
     xor_mlp_real *dL_db1 = out_grad + 8;
     xor_mlp_real *dL_dW2 = out_grad + 12;
@@ -436,30 +453,192 @@ static void xor_mlp__loss_and_grad(const xor_mlp_real *SYMNN_RESTRICT params, co
     *out_loss = loss;
 }
 
-/* train_gradient: the loss and gradient that a train step takes (the training program: dropout
- * masks drawn from (seed, step), the buffers' new values where their gradients would be). A
- * non-finite loss or gradient returns SYMNN_ERR_NONFINITE. Arguments already checked. */
-static int xor_mlp__train_gradient(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X,
-    const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, int64_t step, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT grad,
+/* loss_and_grad_train: ops: 16 tensor, 11 scalar; work: max(5*n + 17, 9*n + 13) reals. Arguments already checked. */
+static void xor_mlp__loss_and_grad_train(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X, const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real **out_g, xor_mlp_real *SYMNN_RESTRICT work)
+{
+    const ptrdiff_t w0 = xor_mlp__zmax(4*n + 4, 8*n);
+    const ptrdiff_t w1 = xor_mlp__zmax(5*n + 16, 9*n + 12);
+    const ptrdiff_t w2 = xor_mlp__zmax(5*n + 12, 9*n + 8);
+    const ptrdiff_t w3 = xor_mlp__zmax(5*n + 4, 9*n);
+    const xor_mlp_real *W1 = params;
+    const xor_mlp_real *b1 = params + 8;
+    const xor_mlp_real *W2 = params + 12;
+    const xor_mlp_real *b2 = params + 16;
+    xor_mlp_real *z1 = work;
+    xor_mlp_real *a1 = work;
+    xor_mlp_real *z2 = work + w0;
+    xor_mlp_real *t2 = work + 4*n;
+    xor_mlp_real *a2 = work + w0;
+    xor_mlp_real *t4 = work + w0;
+    xor_mlp_real *dL_db2 = work + w1;
+    xor_mlp_real *t5 = work + 4*n;
+    xor_mlp_real *t6 = work + 4*n;
+    xor_mlp_real *dL_db1 = work + w2;
+    xor_mlp_real *dL_dW1 = work + w3;
+    xor_mlp_real *dL_dW2 = work + 4*n;
+    out_g[0] = dL_dW1;
+    out_g[1] = dL_db1;
+    out_g[2] = dL_dW2;
+    out_g[3] = dL_db2;
+    xor_mlp_real t3;
+    xor_mlp_real loss;
+    const xor_mlp_real Nr = (xor_mlp_real)n;
+    { /* z1 = X @ W1.T, in place */
+        const xor_mlp_real *SYMNN_RESTRICT A = X;
+        const xor_mlp_real *SYMNN_RESTRICT B = W1;
+        xor_mlp_real *SYMNN_RESTRICT C = z1;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                xor_mlp_real dot = 0.0;
+                for (ptrdiff_t k = 0; k < 2; ++k) dot = XOR_MLP__MADD(A[i*2 + k], B[j*2 + k], dot);
+                C[i*4 + j] = dot;
+            }
+    }
+    { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                const xor_mlp_real biased = z1[i*4 + j] + b1[j];
+                a1[i*4 + j] = xor_mlp__tanh(biased);
+            }
+    }
+    { /* z2 = a1 @ W2.T, in place */
+        const xor_mlp_real *SYMNN_RESTRICT A = a1;
+        const xor_mlp_real *SYMNN_RESTRICT B = W2;
+        xor_mlp_real *SYMNN_RESTRICT C = z2;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 1; ++j) {
+                xor_mlp_real dot = 0.0;
+                for (ptrdiff_t k = 0; k < 4; ++k) dot = XOR_MLP__MADD(A[i*4 + k], B[j*4 + k], dot);
+                C[i*1 + j] = dot;
+            }
+    }
+    { /* t2 = f(z2) with z2 = z2 + b2: one pass */
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 1; ++j) {
+                const xor_mlp_real biased = z2[i*1 + j] + b2[j];
+                z2[i*1 + j] = biased;
+                const xor_mlp_real Y_e = Y[i*1 + j];
+                t2[i*1 + j] = -Y_e*biased + xor_mlp__softplus(biased);
+            }
+    }
+    t3 = xor_mlp__sum(t2, n*1);
+    {
+        loss = t3/Nr;
+    }
+    for (ptrdiff_t e = 0; e < n*1; ++e) {
+        a2[e] = xor_mlp__sigmoid(z2[e]);
+    }
+    { /* t4 = element-wise map, one pass with its column sums */
+        /* dL_db2 = t4.sum(axis=0) */
+        for (ptrdiff_t j = 0; j < 1; ++j) dL_db2[j] = 0.0;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 1; ++j) {
+                const xor_mlp_real a2_e = a2[i*1 + j];
+                const xor_mlp_real Y_e = Y[i*1 + j];
+                const xor_mlp_real value = (-Y_e + a2_e)/Nr;
+                t4[i*1 + j] = value;
+                dL_db2[j] += value;
+            }
+    }
+    { /* t5 = t4 @ W2, in place */
+        const xor_mlp_real *SYMNN_RESTRICT A = t4;
+        const xor_mlp_real *SYMNN_RESTRICT B = W2;
+        xor_mlp_real *SYMNN_RESTRICT C = t5;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                xor_mlp_real dot = 0.0;
+                for (ptrdiff_t k = 0; k < 1; ++k) dot = XOR_MLP__MADD(A[i*1 + k], B[k*4 + j], dot);
+                C[i*4 + j] = dot;
+            }
+    }
+    { /* t6 = element-wise map, one pass with its column sums */
+        /* dL_db1 = t6.sum(axis=0) */
+        for (ptrdiff_t j = 0; j < 4; ++j) dL_db1[j] = 0.0;
+        for (ptrdiff_t i = 0; i < n; ++i)
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                const xor_mlp_real t5_e = t5[i*4 + j];
+                const xor_mlp_real a1_e = a1[i*4 + j];
+                const xor_mlp_real value = t5_e*(1.0 - (a1_e*a1_e));
+                t6[i*4 + j] = value;
+                dL_db1[j] += value;
+            }
+    }
+    { /* dL_dW1 = t6.T @ X, in place */
+        const xor_mlp_real *SYMNN_RESTRICT A = t6;
+        const xor_mlp_real *SYMNN_RESTRICT B = X;
+        xor_mlp_real *SYMNN_RESTRICT C = dL_dW1;
+        for (ptrdiff_t i = 0; i < 4; ++i)
+            for (ptrdiff_t j = 0; j < 2; ++j) {
+                xor_mlp_real dot = 0.0;
+                for (ptrdiff_t k = 0; k < n; ++k) dot = XOR_MLP__MADD(A[k*4 + i], B[k*2 + j], dot);
+                C[i*2 + j] = dot;
+            }
+    }
+    { /* dL_dW2 = t4.T @ a1, in place */
+        const xor_mlp_real *SYMNN_RESTRICT A = t4;
+        const xor_mlp_real *SYMNN_RESTRICT B = a1;
+        xor_mlp_real *SYMNN_RESTRICT C = dL_dW2;
+        for (ptrdiff_t i = 0; i < 1; ++i)
+            for (ptrdiff_t j = 0; j < 4; ++j) {
+                xor_mlp_real dot = 0.0;
+                for (ptrdiff_t k = 0; k < n; ++k) dot = XOR_MLP__MADD(A[k*1 + i], B[k*4 + j], dot);
+                C[i*4 + j] = dot;
+            }
+    }
+    *out_loss = loss;
+}
+
+/* The parameters a train step writes, [lo, hi) of params: the 4 trained ones, then
+ * 0 buffers (a batch norm's running statistics, whose new values stand where their
+ * gradients would). Frozen ones are absent. The gradient of entry r lies at grads[r], in work. */
+static const ptrdiff_t xor_mlp__written[4][2] = { { 0, 8 }, { 8, 12 }, { 12, 16 }, { 16, 17 } };
+
+/* The loss and gradient that a train step takes (the training program: dropout masks drawn from
+ * (seed, step), the buffers' new values where their gradients would be), each gradient left in
+ * work where the layout of the kernel put it (grads[r]): it shares the space of the activations
+ * that die before it. A non-finite loss or gradient returns SYMNN_ERR_NONFINITE. */
+static int xor_mlp__train_gradient_in_work(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X,
+    const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, int64_t step, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real **grads,
     xor_mlp_real *SYMNN_RESTRICT work)
 {
     (void)step;
-    xor_mlp__loss_and_grad(params, X, Y, n, out_loss, grad, work);
+    xor_mlp__loss_and_grad_train(params, X, Y, n, out_loss, grads, work);
     /* a non-finite loss or gradient updates nothing */
     if (!isfinite(*out_loss)) return SYMNN_ERR_NONFINITE;
     {
-        int bad = 0; /* an OR over the whole vector, not an early exit, so that it vectorises */
-        for (ptrdiff_t e = 0; e < 17; ++e) bad |= !isfinite(grad[e]);
+        int bad = 0; /* an OR over each gradient, not an early exit, so that it vectorises */
+        for (int r = 0; r < 4; ++r) {
+            const xor_mlp_real *SYMNN_RESTRICT gr = grads[r];
+            for (ptrdiff_t e = 0; e < xor_mlp__written[r][1] - xor_mlp__written[r][0]; ++e) bad |= !isfinite(gr[e]);
+        }
         if (bad) return SYMNN_ERR_NONFINITE;
     }
     return SYMNN_OK;
 }
 
-/* apply_gradient: adam(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-08), formulas printed from symnn.optim, on a
- * gradient from train_gradient (or a sum of such, weighted by rows). grad is scratch: clipping
- * scales it in place. Arguments already checked. */
+/* train_gradient: train_gradient_in_work, the gradient then copied into grad[N_PARAMS] (zero
+ * where frozen). Arguments already checked. */
+static int xor_mlp__train_gradient(const xor_mlp_real *SYMNN_RESTRICT params, const xor_mlp_real *SYMNN_RESTRICT X,
+    const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, int64_t step, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT grad,
+    xor_mlp_real *SYMNN_RESTRICT work)
+{
+    xor_mlp_real *grads[4];
+    const int status = xor_mlp__train_gradient_in_work(params, X, Y, n, step, out_loss, grads, work);
+    if (status != SYMNN_OK) return status;
+    for (int r = 0; r < 4; ++r) {
+        const xor_mlp_real *SYMNN_RESTRICT gr = grads[r];
+        for (ptrdiff_t e = xor_mlp__written[r][0]; e < xor_mlp__written[r][1]; ++e)
+            grad[e] = gr[e - xor_mlp__written[r][0]];
+    }
+    return SYMNN_OK;
+}
+
+/* apply_gradient: adam(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-08), formulas printed from symnn.optim, on the
+ * gradient grads[r] of each entry of xor_mlp__written (train_gradient_in_work's, or the slices of a
+ * gradient vector). The gradients are scratch: clipping scales them in place. Arguments already
+ * checked. */
 static int xor_mlp__apply_gradient(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real *SYMNN_RESTRICT state,
-    xor_mlp_real *SYMNN_RESTRICT grad, int64_t step)
+    xor_mlp_real **grads, int64_t step)
 {
     {
         const xor_mlp_real t = (xor_mlp_real)step;
@@ -469,44 +648,59 @@ static int xor_mlp__apply_gradient(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_
            update. So the update runs twice over the same formulas: the first pass writes
            nothing and ORs together whether each new parameter and state entry is finite; the
            second, run only if all are, writes them. No old value is kept anywhere, so the train
-           step's work is the gradient and the loss-and-gradient kernel's own; the price is a
-           second pass over an update that costs a small fraction of the backward pass. */
+           step's work is the loss-and-gradient kernel's own, gradients included; the price is
+           a second pass over an update that costs a small fraction of the backward pass.
+           Frozen parameters and buffers are not in the loops: they and their state keep their
+           values. */
         int bad = 0;
-        for (ptrdiff_t e = 0; e < 17; ++e) {
-            const xor_mlp_real p = params[e];
-            const xor_mlp_real g = grad[e];
-            const xor_mlp_real m = state[0 + e];
-            const xor_mlp_real v = state[17 + e];
-            const xor_mlp_real m_new = 0.09999999999999998*g + 0.9*m;
-            const xor_mlp_real v_new = 0.0010000000000000009*(g*g) + 0.999*v;
-            const xor_mlp_real p_new = -0.05*h0*m_new/(h1*sqrt(v_new) + 1e-08) + p;
-            bad |= !isfinite(p_new) | !isfinite(m_new) | !isfinite(v_new);
+        for (int r = 0; r < 4; ++r) {
+            xor_mlp_real *SYMNN_RESTRICT gr = grads[r];
+            const ptrdiff_t lo = xor_mlp__written[r][0], len = xor_mlp__written[r][1] - lo;
+            (void)lo;
+            for (ptrdiff_t e = 0; e < len; ++e) {
+                const xor_mlp_real p = params[lo + e];
+                const xor_mlp_real g = gr[e];
+                const xor_mlp_real m = state[0 + lo + e];
+                const xor_mlp_real v = state[17 + lo + e];
+                const xor_mlp_real m_new = 0.09999999999999998*g + 0.9*m;
+                const xor_mlp_real v_new = 0.0010000000000000009*(g*g) + 0.999*v;
+                const xor_mlp_real p_new = -0.05*h0*m_new/(h1*sqrt(v_new) + 1e-08) + p;
+                bad |= !isfinite(p_new) | !isfinite(m_new) | !isfinite(v_new);
+
+            }
         }
         if (bad) return SYMNN_ERR_NONFINITE;
-        for (ptrdiff_t e = 0; e < 17; ++e) {
-            const xor_mlp_real p = params[e];
-            const xor_mlp_real g = grad[e];
-            const xor_mlp_real m = state[0 + e];
-            const xor_mlp_real v = state[17 + e];
-            const xor_mlp_real m_new = 0.09999999999999998*g + 0.9*m;
-            const xor_mlp_real v_new = 0.0010000000000000009*(g*g) + 0.999*v;
-            const xor_mlp_real p_new = -0.05*h0*m_new/(h1*sqrt(v_new) + 1e-08) + p;
-            state[0 + e] = m_new;
-            state[17 + e] = v_new;
-            params[e] = p_new;
+        for (int r = 0; r < 4; ++r) {
+            xor_mlp_real *SYMNN_RESTRICT gr = grads[r];
+            const ptrdiff_t lo = xor_mlp__written[r][0], len = xor_mlp__written[r][1] - lo;
+            (void)lo;
+            for (ptrdiff_t e = 0; e < len; ++e) {
+                const xor_mlp_real p = params[lo + e];
+                const xor_mlp_real g = gr[e];
+                const xor_mlp_real m = state[0 + lo + e];
+                const xor_mlp_real v = state[17 + lo + e];
+                const xor_mlp_real m_new = 0.09999999999999998*g + 0.9*m;
+                const xor_mlp_real v_new = 0.0010000000000000009*(g*g) + 0.999*v;
+                const xor_mlp_real p_new = -0.05*h0*m_new/(h1*sqrt(v_new) + 1e-08) + p;
+                state[0 + lo + e] = m_new;
+                state[17 + lo + e] = v_new;
+                params[lo + e] = p_new;
+
+            }
         }
     }
     return SYMNN_OK;
 }
 
-/* train_step: train_gradient, then apply_gradient. Arguments already checked. */
+/* train_step: train_gradient_in_work, then apply_gradient on the gradients where they lie.
+ * Arguments already checked. */
 static int xor_mlp__train_step(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real *SYMNN_RESTRICT state, const xor_mlp_real *SYMNN_RESTRICT X,
     const xor_mlp_real *SYMNN_RESTRICT Y, ptrdiff_t n, int64_t step, xor_mlp_real *SYMNN_RESTRICT out_loss, xor_mlp_real *SYMNN_RESTRICT work)
 {
-    xor_mlp_real *SYMNN_RESTRICT grad = work;
-    const int status = xor_mlp__train_gradient(params, X, Y, n, step, out_loss, grad, work + 17);
+    xor_mlp_real *grads[4];
+    const int status = xor_mlp__train_gradient_in_work(params, X, Y, n, step, out_loss, grads, work);
     if (status != SYMNN_OK) return status;
-    return xor_mlp__apply_gradient(params, state, grad, step);
+    return xor_mlp__apply_gradient(params, state, grads, step);
 }
 
 /* One optimiser step on a gradient already computed (train_gradient's, or a sum of several
@@ -514,6 +708,7 @@ static int xor_mlp__train_step(xor_mlp_real *SYMNN_RESTRICT params, xor_mlp_real
  * place, grad is overwritten (clipping). All or nothing, as train_step. */
 int xor_mlp_apply_gradient(xor_mlp_real *params, xor_mlp_real *state, xor_mlp_real *grad, int64_t step)
 {
+    xor_mlp_real *grads[4];
     if (params == NULL || grad == NULL || state == NULL) return SYMNN_ERR_NULL;
     if (step < 1) return SYMNN_ERR_ARG;
     if (xor_mlp__overlap(params, (size_t)17*sizeof(xor_mlp_real), grad, (size_t)17*sizeof(xor_mlp_real))
@@ -521,9 +716,10 @@ int xor_mlp_apply_gradient(xor_mlp_real *params, xor_mlp_real *state, xor_mlp_re
         || xor_mlp__overlap(state, (size_t)34*sizeof(xor_mlp_real), grad, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
     for (ptrdiff_t e = 0; e < 17; ++e)
         if (!isfinite(grad[e])) return SYMNN_ERR_NONFINITE;
+    for (int r = 0; r < 4; ++r) grads[r] = grad + xor_mlp__written[r][0];
     {
         SYMNN_FLUSH_BEGIN
-        const int status = xor_mlp__apply_gradient(params, state, grad, step);
+        const int status = xor_mlp__apply_gradient(params, state, grads, step);
         SYMNN_FLUSH_END
         return status;
     }
@@ -584,7 +780,7 @@ int xor_mlp_loss_and_grad(const xor_mlp_real *params, const xor_mlp_real *X, con
     if (params == NULL || X == NULL || Y == NULL || loss == NULL || grad == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
-    need = (size_t)n*10;
+    need = (size_t)n*9;
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -615,7 +811,7 @@ int xor_mlp_train_step(xor_mlp_real *params, xor_mlp_real *state, const xor_mlp_
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
     if (step < 1) return SYMNN_ERR_ARG;
-    need = (size_t)n*10 + 17;
+    need = xor_mlp__need0(n);
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(params, (size_t)17*sizeof(xor_mlp_real), X, (size_t)n*2*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -649,7 +845,7 @@ int xor_mlp_train_gradient(const xor_mlp_real *params, const xor_mlp_real *X, co
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
     if (n == 0) return SYMNN_ERR_EMPTY;
     if (step < 1) return SYMNN_ERR_ARG;
-    need = (size_t)n*10;
+    need = xor_mlp__need0(n);
     if (need > 0 && work == NULL) return SYMNN_ERR_NULL;
     if (work_len < need) return SYMNN_ERR_WORK;
     if (xor_mlp__overlap(loss, sizeof(xor_mlp_real), params, (size_t)17*sizeof(xor_mlp_real))) return SYMNN_ERR_ALIAS;
@@ -677,7 +873,7 @@ int xor_mlp_work_size(ptrdiff_t n, size_t *work_len)
 {
     if (work_len == NULL) return SYMNN_ERR_NULL;
     if (n < 0 || n > xor_mlp__max_n()) return SYMNN_ERR_SIZE;
-    *work_len = (size_t)n*10 + 17;
+    *work_len = xor_mlp__need0(n);
     return SYMNN_OK;
 }
 
