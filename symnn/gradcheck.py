@@ -57,7 +57,7 @@ from .errors import DataError, GradientCheckError, SpecTypeError
 from .functions import plain
 from .graph import build_forward
 from .backends.numpy.spatial import _max_pool_index
-from .interpret import FUNCTIONS, evaluate
+from .interpret import FUNCTIONS, NUMPY, evaluate
 
 _KINKS = (sp.Abs, sp.sign, sp.Max, sp.Min, sp.Heaviside, sp.Piecewise, sp.floor, sp.ceiling)
 #: (tolerance, floor_rel) per method. An entry far below the largest one is held to the
@@ -896,7 +896,7 @@ def _activation(node: ir.Node) -> Callable[[np.ndarray], np.ndarray]:
             return e / e.sum(axis=1, keepdims=True)
 
         return softmax
-    fn = sp.lambdify(node.arg.args, plain(node.arg.expr), modules=[FUNCTIONS, "numpy"])
+    fn = sp.lambdify(node.arg.args, plain(node.arg.expr), modules=[FUNCTIONS, NUMPY])
     return lambda z: _full(fn(z), z.shape)
 
 

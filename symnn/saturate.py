@@ -35,7 +35,7 @@ import numpy as np
 import sympy as sp
 
 from .functions import Clamp
-from .interpret import FUNCTIONS
+from .interpret import FUNCTIONS, NUMPY
 
 _PROBES = (math.inf, 1.7976931348623157e308, 1.3e308, 1e300, 1e200, 1.4e154, 1e100, 1e20)
 
@@ -54,9 +54,10 @@ def _np_erfc(v: np.ndarray) -> np.ndarray:
 
 
 #: the interpreter's functions (erf, Heaviside(x, 0), Max, Abs...) plus the stable ones
-#: the simplifier introduces, so the probe evaluates what the printers emit
+#: the simplifier introduces, so the probe evaluates what the printers emit; NumPy as the
+#: module object (interpret.NUMPY)
 _NP_MODULES = [{**FUNCTIONS, "Sigmoid": _np_sigmoid, "Softplus": _np_softplus, "erfc": _np_erfc,
-                "OnePlusErf": lambda v: _np_erfc(-v), "expm1": np.expm1}, "numpy"]
+                "OnePlusErf": lambda v: _np_erfc(-v), "expm1": np.expm1}, NUMPY]
 
 
 def _float_formula(stable: sp.Expr, x: sp.Symbol):

@@ -479,7 +479,9 @@ def _scalar_fn(params: tuple[sp.Symbol, ...], body: sp.Expr) -> Callable:
     are, not to NaN or inf; a declared domain's guard is kept, as the kernels keep it."""
     from ..simplify.stable import stabilise_expr
 
-    return sp.lambdify(params, stabilise_expr(body), modules=[_functions(), "numpy"])
+    from ..interpret import NUMPY
+
+    return sp.lambdify(params, stabilise_expr(body), modules=[_functions(), NUMPY])
 
 
 def _dim(d: sp.Expr | int, env: Mapping) -> int:
