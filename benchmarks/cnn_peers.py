@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
             body += ["", f"PyTorch's peak for the same training step: {peak:,} bytes; symnn C's train-step work "
                          f"is {train / peak:.2f} of it."]
         body += ["", f"Freezing (the pruned backward graph): {_frozen_line(cfg, momentum, train)}", ""]
-    lines += [f"Made by `python benchmarks/cnn_peers.py --out docs/benchmarks_cnn.md` in "
+    lines += [f"Made by `python benchmarks/cnn_peers.py {' '.join(argv if argv is not None else sys.argv[1:])}` in "
               f"{time.perf_counter() - t0:.0f} s on {_cpu()}, Python {platform.python_version()}.", "",
               "Method, configurations and what each system computes: the docstring of "
               "`benchmarks/cnn_peers.py`. Ratios within one run are what count.", "", *body]
