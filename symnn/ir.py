@@ -509,6 +509,8 @@ def reshape(a: Node, shape: Shape) -> Node:
     size = lambda sh: sp.expand(sp.Mul(*(sp.sympify(d, strict=True) for d in sh)))  # noqa: E731
     if len(shape) != 2 or len(a.shape) != 2 or _differ(size(a.shape), size(shape)):
         raise ValueError(f"reshape of {a.shape} to {shape}: both matrices of the same size")
+    if a.op is Op.RESHAPE:  # one view of the same row-major entries: no chain of views
+        a = a.src[0]
     if tuple(a.shape) == tuple(shape):
         return a
     return Node(Op.RESHAPE, (a,), None, tuple(shape))

@@ -109,3 +109,15 @@ def test_layers_alike_share_helpers_whatever_the_depth() -> None:
         layouts = _layouts(_deep(depth), shared=True)
         counts.append(len(share_helpers(list(layouts.values()), "deepnet")))
     assert counts[0] == counts[1] > 0
+
+
+def test_a_reshape_of_a_reshape_is_one_view() -> None:
+    """A gradient that reshapes a sequence's stacked steps to a matrix and back is the stored
+    value itself, and a chain of reshapes one view of the first operand: no copy, no storage."""
+    from symnn import ir
+
+    x = ir.param("x", (naming.N, 12))
+    steps = ir.reshape(x, (3 * naming.N, 4))
+    assert ir.reshape(steps, (naming.N, 12)) is x
+    flat = ir.reshape(steps, (6 * naming.N, 2))
+    assert flat.op is ir.Op.RESHAPE and flat.src == (x,)

@@ -338,6 +338,9 @@ class _KernelLowering:
     def lower(self) -> KernelLayout:
         self._declare_targets()
         last = self._last = self._last_uses()
+        dying: dict[int, list[str]] = {}
+        for name, i in sorted(last.items()):
+            dying.setdefault(i, []).append(name)
         shared_stats = {z: idx for z, idx in self._row_ops().items() if len(idx) > 1}
         stats_of: dict[str, tuple[str, str]] = {}
         stats_slots: dict[str, tuple[int, int]] = {}
@@ -396,10 +399,11 @@ class _KernelLowering:
                     self.depth -= 1
                     self._begin(scalar_target=True)
                     self._append({"kind": CKind.LOOP_CLOSE}, self._origins(i))
-            for name in sorted(set(st.operands) | {st.target}):
+            # what is read last here is free: operands, and storage read last through a view
+            # (a reshape's, a step's columns), which is no operand of this statement
+            for name in dying.get(i, ()):
                 dead = self.vars.get(name)
-                if dead is not None and dead.storage == "work" and dead.slot is not None \
-                        and last.get(name) == i:
+                if dead is not None and dead.storage == "work" and dead.slot is not None:
                     self.alloc.release(dead.slot)
             for zz, li in stats_last.items():
                 if li == i:
@@ -586,7 +590,8 @@ class _KernelLowering:
                 "cols": a.cols}
 
     def _sum_rows(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
-        return self._row_reduction(st, CKind.SUM_ROWS)
+        # a block of another array's columns is summed where it lies, rows ``lda`` apart
+        return self._row_reduction(st, CKind.SUM_ROWS) | {"lda": self.vars[st.operands[0]].stride}
 
     def _rowsum(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         return self._row_reduction(st, CKind.ROWSUM)
