@@ -42,6 +42,7 @@ Why it is safe on a machine shared with other users (issue 18, RELIABILITY.md U-
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -62,6 +63,7 @@ import threading
 import time
 import types
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -322,6 +324,25 @@ def _kill_group(proc: subprocess.Popen) -> None:
             pipe.close()
 
 
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C back while the compilers start, and deliver it after: one that lands
+    inside ``Popen`` after its fork leaves a running compiler that no list holds, which then
+    outlives the interruption (every group started is in the list before it goes on). Only
+    the main thread receives SIGINT's handler, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)
+
+
 def _run_group(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run ``cmd`` in a session of its own with its output captured (:func:`_run_groups`)."""
     return _run_groups([cmd], timeout)[0]
@@ -336,10 +357,11 @@ def _run_groups(cmds: list[list[str]], timeout: float) -> list[subprocess.Comple
     results: list[subprocess.CompletedProcess] = []
     deadline = time.monotonic() + timeout
     try:  # Popen inside: a Ctrl-C the moment one returns must still find every group killed
-        for cmd in cmds:
-            procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True, errors="replace",
-                                          start_new_session=True))
+        with _interrupts_deferred():
+            for cmd in cmds:
+                procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, text=True, errors="replace",
+                                              start_new_session=True))
         for cmd, proc in zip(cmds, procs):
             out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 0.0))
             results.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
