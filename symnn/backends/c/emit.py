@@ -589,16 +589,6 @@ def _doc(kname: str, labels: bool, n_out: int) -> str:
     }[kname] + (f"; int32_t labels in [0, {n_out})" if labels else "")
 
 
-def _complement(ranges: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
-    """The parts of [0, n) outside the sorted, disjoint ``ranges``."""
-    out, at = [], 0
-    for lo, hi in sorted(ranges):
-        if lo > at:
-            out.append((at, lo))
-        at = max(at, hi)
-    return out + ([(at, n)] if at < n else [])
-
-
 #: the header's comment on the stepped kernels (their labels twins add one line)
 _STEPPED_DOCS = {
     "train_gradient": ["*loss and grad[N_PARAMS] of the training program, as train_step takes them (dropout masks",
