@@ -20,6 +20,18 @@ for padding. A padded step leaves the state as it was, so the last state is the 
 sample's last real step and the sequence output is 0 at padded steps: what PyTorch gives for a
 ``pack_padded_sequence`` of the samples' lengths.
 
+Bidirectional layers: with ``bidirectional=True`` each layer of the stack runs a second loop
+over the same steps backwards in time (t = T-1 down to 0), with its own parameters
+``weight_ih_l{k}_reverse``... as PyTorch's ``bidirectional=True``. Step t's output is the two
+directions' hidden states side by side, (2H,), and the next layer of the stack reads those; the
+last state is the forward direction's after step T-1 and the reverse direction's after step 0,
+side by side: PyTorch's ``torch.cat((h_n[-2], h_n[-1]), dim=1)``. Initial states then hold
+2*num_layers rows, in PyTorch's order (layer 0 forward, layer 0 reverse, layer 1 forward...).
+The reverse loop is the same :class:`symnn.ir.Scan`, run the other way, so its pullback is a
+loop forward in time, derived and emitted by the same rules. With a mask, the reverse
+direction starts from its initial state at each sample's last real step, as over a packed
+sequence.
+
 Truncated backpropagation through time: ``truncate=k`` lets no gradient through the state
 entering steps 0, k, 2k, ...: the gradient of the loss as PyTorch computes it when the state is
 ``detach()``-ed every k steps (the forward pass is the whole sequence's).
@@ -83,6 +95,7 @@ class _Recurrent(Layer):
     masked: bool = False
     truncate: int | None = None
     name: str | None = None
+    bidirectional: bool = False
 
     #: the gates stacked in each weight (PyTorch's G: 1, 3, 4)
     GATES: ClassVar[int] = 1
@@ -92,42 +105,65 @@ class _Recurrent(Layer):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  return_sequences: bool = False, *, masked: bool = False, truncate: int | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, bidirectional: bool = False) -> None:
         kind = type(self).__name__
         object.__setattr__(self, "input_size", _dim(input_size, f"{kind} input_size"))
         object.__setattr__(self, "hidden_size", _dim(hidden_size, f"{kind} hidden_size"))
         object.__setattr__(self, "num_layers", _dim(num_layers, f"{kind} num_layers"))
-        for field_name, value in (("bias", bias), ("return_sequences", return_sequences), ("masked", masked)):
+        for field_name, value in (("bias", bias), ("return_sequences", return_sequences), ("masked", masked),
+                                  ("bidirectional", bidirectional)):
             if not isinstance(value, bool):
                 raise SpecTypeError(f"{kind} {field_name} must be True or False, got {value!r}")
             object.__setattr__(self, field_name, value)
         object.__setattr__(self, "truncate", None if truncate is None else _dim(truncate, f"{kind} truncate"))
+        if bidirectional and truncate is not None:
+            raise SpecError(f"{kind}(bidirectional=True, truncate={truncate}): truncated backpropagation through "
+                            "time is defined for a loop forward in time; use one or the other")
         object.__setattr__(self, "name", _check_name(name))
 
     # -- the layer protocol -------------------------------------------------------------------
+    @property
+    def directions(self) -> int:
+        """PyTorch's D: 2 for a bidirectional layer, else 1."""
+        return 2 if self.bidirectional else 1
+
+    def _suffixes(self) -> tuple[str, ...]:
+        """The parameter names' suffix of each direction (PyTorch's ``_reverse``)."""
+        return ("", "_reverse") if self.bidirectional else ("",)
+
     def param_shapes(self) -> dict[str, Shape]:
+        """PyTorch's ``state_dict`` order: per layer of the stack, per direction, ``weight_ih``,
+        ``weight_hh``, ``bias_ih``, ``bias_hh``; layer k > 0 reads D*H features a step."""
         gh, h = self.GATES * self.hidden_size, self.hidden_size
         shapes: dict[str, Shape] = {}
         for k in range(self.num_layers):
-            shapes[f"weight_ih_l{k}"] = (gh, self.input_size if k == 0 else h)
-            shapes[f"weight_hh_l{k}"] = (gh, h)
-            if self.bias:
-                shapes[f"bias_ih_l{k}"] = (gh,)
-                shapes[f"bias_hh_l{k}"] = (gh,)
+            for sfx in self._suffixes():
+                shapes[f"weight_ih_l{k}{sfx}"] = (gh, self.input_size if k == 0 else self.directions * h)
+                shapes[f"weight_hh_l{k}{sfx}"] = (gh, h)
+                if self.bias:
+                    shapes[f"bias_ih_l{k}{sfx}"] = (gh,)
+                    shapes[f"bias_hh_l{k}{sfx}"] = (gh,)
         return shapes
 
     @property
     def PARAM_TEX(self) -> dict[str, str]:  # type: ignore[override]
         """How the derivation writes layer k's parameters: ``W_{ih,k}``, ``W_{hh,k}``, ``b_{ih,k}``,
-        ``b_{hh,k}`` (PyTorch's ``weight_ih_l{k}`` ...)."""
-        return {f"{kind}_{part}_l{k}": "%s_{%s,%d}" % (letter, part, k)
-                for k in range(self.num_layers) for kind, letter in (("weight", "W"), ("bias", "b"))
-                for part in ("ih", "hh")}
+        ``b_{hh,k}`` (PyTorch's ``weight_ih_l{k}`` ...), the reverse direction's with an arrow
+        over them (``weight_ih_l{k}_reverse``)."""
+        tex = {}
+        for k in range(self.num_layers):
+            for sfx in self._suffixes():
+                for kind, letter in (("weight", "W"), ("bias", "b")):
+                    head = r"\overleftarrow{%s}" % letter if sfx else letter
+                    for part in ("ih", "hh"):
+                        tex[f"{kind}_{part}_l{k}{sfx}"] = "%s_{%s,%d}" % (head, part, k)
+        return tex
 
     @property
     def REGULARISED(self) -> tuple[str, ...]:  # type: ignore[override]
         """The weights (never the biases) of every layer of the stack, for l1/l2."""
-        return tuple(p for k in range(self.num_layers) for p in (f"weight_ih_l{k}", f"weight_hh_l{k}"))
+        return tuple(p for k in range(self.num_layers) for sfx in self._suffixes()
+                     for p in (f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}"))
 
     def output_shape(self, *shapes: Shape) -> Shape:
         kind = type(self).__name__
@@ -151,11 +187,12 @@ class _Recurrent(Layer):
             if tuple(s) not in self._state_shapes():
                 raise LayerSizeMismatchError(f"{kind} initial state of shape {s}, expected "
                                              f"{' or '.join(map(str, self._state_shapes()))}")
-        return (seq[0], self.hidden_size) if self.return_sequences else (self.hidden_size,)
+        out = self.directions * self.hidden_size
+        return (seq[0], out) if self.return_sequences else (out,)
 
     def _state_shapes(self) -> tuple[Shape, ...]:
-        h, L = self.hidden_size, self.num_layers
-        return ((L, h),) if L > 1 else ((h,), (1, h))
+        h, rows = self.hidden_size, self.directions * self.num_layers
+        return ((rows, h),) if rows > 1 else ((h,), (1, h))
 
     def init(self, rng: np.random.Generator, scheme: str | None) -> dict[str, np.ndarray]:
         """U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as PyTorch's ``reset_parameters``."""
@@ -168,6 +205,7 @@ class _Recurrent(Layer):
         extra += ", return_sequences=True" if self.return_sequences else ""
         extra += ", masked=True" if self.masked else ""
         extra += f", truncate={self.truncate}" if self.truncate else ""
+        extra += ", bidirectional=True" if self.bidirectional else ""
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
 
     # -- the forward pass -------------------------------------------------------------------
@@ -176,44 +214,47 @@ class _Recurrent(Layer):
         x = inputs[0]
         rows = x.shape[0]
         T = int(shapes[0][0]) if shapes else int(x.shape[1]) // self.input_size
-        h = self.hidden_size
+        h, D = self.hidden_size, self.directions
         mask = inputs[1] if self.masked else None
         states = list(inputs[2 if self.masked else 1:])
         seq, width = x, self.input_size
         named: list[tuple[ir.Node, str]] = []
-        last = None
+        finals: list[ir.Node] = []
         for k in range(self.num_layers):
-            init = self._initial(states, k, rows)
-            projected = self._projection(seq, width, T, k, params)
-            label = params[f"weight_hh_l{k}"].arg.removesuffix(f"weight_hh_l{k}").rstrip("_") or "rnn"
-            label = f"{label}_l{k}"
-            body = self._loop(label, rows, T, mask is not None)
-            invariants = [params[f"weight_hh_l{k}"]] + ([params[f"bias_hh_l{k}"]] if self._bias_inside() else [])
-            loop = ir.scan(body, init, [projected] + ([mask] if mask is not None else []), invariants)
-            named.append((projected, "P"))
-            named.append((loop, "C"))
-            stored = int(body.out.shape[1])  # each step's carried state, then its residuals
-            if stored == h:
-                seq = loop
-            else:  # each step's hidden state: the first h of its stored columns
-                steps = ir.reshape(loop, (rows * T, stored))
-                seq = ir.reshape(ir.slice_(steps, 0, h), (rows, T * h))
-            width = h
-            last = loop
-        assert last is not None
+            hidden, finals = [], []
+            for d, sfx in enumerate(self._suffixes()):
+                init = self._initial(states, k * D + d, rows)
+                projected = self._projection(seq, width, T, f"l{k}{sfx}", params)
+                hh = f"weight_hh_l{k}{sfx}"
+                label = f"{params[hh].arg.removesuffix(hh).rstrip('_') or 'rnn'}_l{k}{sfx}"
+                body = self._loop(label, rows, T, mask is not None, reverse=d == 1)
+                invariants = [params[hh]] + ([params[f"bias_hh_l{k}{sfx}"]] if self._bias_inside() else [])
+                loop = ir.scan(body, init, [projected] + ([mask] if mask is not None else []), invariants)
+                arrow = r"\overleftarrow{%s}" if d else "%s"
+                named.append((projected, arrow % "P"))
+                named.append((loop, arrow % "C"))
+                stored = int(body.out.shape[1])  # each step's carried state, then its residuals
+                # each step's hidden state: the first h of its stored columns, steps as rows
+                hidden.append(ir.slice_(ir.reshape(loop, (rows * T, stored)), 0, h) if stored != h
+                              else ir.reshape(loop, (rows * T, h)))
+                last = 0 if d else T - 1  # the step a direction ends at
+                finals.append(ir.slice_(loop, last * stored, last * stored + h))
+            # step t of the next layer's sequence: the directions' states at t, side by side
+            seq = ir.reshape(hidden[0] if D == 1 else ir.concat(*hidden), (rows, T * D * h))
+            width = D * h
         if self.return_sequences:
             out = seq
             if mask is not None:  # zeros at the padded steps, as PyTorch's pad_packed_sequence
-                held = make_map("padded", _u * _v, [(_u, ir.reshape(seq, (rows * T, h))),
-                                                    (_v, ir.reshape(mask, (rows * T, 1)))], (rows * T, h))
-                out = ir.reshape(held, (rows, T * h))
+                held = make_map("padded", _u * _v, [(_u, ir.reshape(seq, (rows * T, width))),
+                                                    (_v, ir.reshape(mask, (rows * T, 1)))], (rows * T, width))
+                out = ir.reshape(held, (rows, T * width))
         else:
-            start = (T - 1) * int(last.arg.out.shape[1])
-            out = ir.slice_(last, start, start + h)
+            out = finals[0] if D == 1 else ir.concat(*finals)
         return Emitted(out, tuple(named))
 
     def _initial(self, states: list[ir.Node], k: int, rows) -> ir.Node:
-        """Layer k's first carried state: zeros, or its rows of the given h0 (and c0)."""
+        """The first carried state of loop k (layer k // D, direction k % D): zeros, or row k of
+        the given h0 (and c0)."""
         h = self.hidden_size
         if not states:
             return make_map("zero", sp.Integer(0), [], (rows, self.CARRIED * h))
@@ -227,24 +268,26 @@ class _Recurrent(Layer):
         rather than the projection outside the loop."""
         return False
 
-    def _projection(self, seq: ir.Node, width: int, T: int, k: int, params: dict[str, ir.Node]) -> ir.Node:
-        """Every step's input share of the gates, for all steps at once: (N, T*G*H)."""
+    def _projection(self, seq: ir.Node, width: int, T: int, tag: str, params: dict[str, ir.Node]) -> ir.Node:
+        """Every step's input share of the gates, for all steps at once: (N, T*G*H), from the
+        parameters ``weight_ih_{tag}``... (``tag``: ``l0``, ``l0_reverse``...)."""
         rows = seq.shape[0]
         steps = ir.reshape(seq, (rows * T, width))
-        z = ir.matmul(steps, params[f"weight_ih_l{k}"], False, True)
+        z = ir.matmul(steps, params[f"weight_ih_{tag}"], False, True)
         if self.bias:
-            b = params[f"bias_ih_l{k}"]
+            b = params[f"bias_ih_{tag}"]
             if not self._bias_inside():  # both biases add to every step: their sum, added once
-                b = _add(b, params[f"bias_hh_l{k}"])
+                b = _add(b, params[f"bias_hh_{tag}"])
             z = ir.add_bias(z, b)
         return ir.reshape(z, (rows, T * self.GATES * self.hidden_size))
 
     def _body(self, label: str, rows, T: int) -> _Step:
         raise NotImplementedError
 
-    def _loop(self, label: str, rows, T: int, masked: bool) -> ir.Scan:
-        """The loop of one layer of the stack: its step, held where the mask is 0 (a padded
-        step leaves the state as it was, as PyTorch's packed sequences do), and stored."""
+    def _loop(self, label: str, rows, T: int, masked: bool, reverse: bool = False) -> ir.Scan:
+        """The loop of one layer of the stack (one direction: ``reverse`` runs t = T-1 down to
+        0): its step, held where the mask is 0 (a padded step leaves the state as it was, as
+        PyTorch's packed sequences do), and stored."""
         step = self._body(label, rows, T)
         steps: tuple[ir.Node, ...] = (step.projected,)
         new = step.new
@@ -254,8 +297,8 @@ class _Recurrent(Layer):
             new = make_map("held", _u * _v + (1 - _u) * _w, [(_u, m), (_v, new), (_w, step.carry)],
                            tuple(step.carry.shape))
         out = ir.concat(new, *step.residuals) if step.residuals else new
-        return ir.Scan(T, step.carry, steps, step.invariants, new, out, label=label, residuals=step.residuals,
-                       truncate=self.truncate or 0)
+        return ir.Scan(T, step.carry, steps, step.invariants, new, out, reverse=reverse, label=label,
+                       residuals=step.residuals, truncate=self.truncate or 0)
 
 
 @register_layer
@@ -272,9 +315,9 @@ class RNN(_Recurrent):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, return_sequences: bool = False, *, masked: bool = False,
-                 truncate: int | None = None, name: str | None = None) -> None:
+                 truncate: int | None = None, name: str | None = None, bidirectional: bool = False) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, return_sequences, masked=masked,
-                         truncate=truncate, name=name)
+                         truncate=truncate, name=name, bidirectional=bidirectional)
         if nonlinearity not in ("tanh", "relu"):
             raise SpecTypeError(f"RNN nonlinearity must be 'tanh' or 'relu' (as PyTorch), got {nonlinearity!r}")
         object.__setattr__(self, "nonlinearity", nonlinearity)

@@ -110,9 +110,9 @@ _TEX_MATH_CHARS = {"∘": r"\ensuremath{\circ}", "∂": r"\ensuremath{\partial}"
                    "−": "-", "Σ": r"\ensuremath{\Sigma}"}
 
 
-#: combining accents the derivation's plain names use (X̂, X̃), as LaTeX math accents on the
-#: letter before them; another combining mark after a non-letter is dropped
-_TEX_ACCENTS = {"\u0302": "hat", "\u0303": "tilde", "\u0304": "bar"}
+#: combining accents the derivation's plain names use (X̂, X̃, a reverse direction's C⃖), as LaTeX
+#: math accents on the letter before them; another combining mark after a non-letter is dropped
+_TEX_ACCENTS = {"\u0302": "hat", "\u0303": "tilde", "\u0304": "bar", "\u20d6": "overleftarrow"}
 
 
 def _greek(c: str) -> str | None:

@@ -170,6 +170,7 @@ _PLAIN_NAMES = (
     (re.compile(r"\\ell"), "ℓ"),
     (re.compile(r"\\mathcal\{R\}"), "R"),
     (re.compile(r"\\bar\{(\w)\}(?:\{\})?"), "\\1\u0304"),
+    (re.compile(r"\\overleftarrow\{(\w)\}(?:\{\})?"), "\\1\u20d6"),  # a reverse direction's (P⃖)
 
     (re.compile(r"\\operatorname\{(\w+)\}"), r"\1"),
     (re.compile(r"\\(\w+)"), r"\1"),

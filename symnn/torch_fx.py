@@ -10,9 +10,11 @@ with the flatten after it an ``sn.GlobalAvgPool``, ``nn.Flatten``/``torch.flatte
 as in ``state_dict()``), ``nn.Embedding`` on a forward argument an ``sn.Embedding`` on an index
 input (``sn.Input(T, indices=True)``), ``nn.Dropout`` an ``sn.Dropout``,
 ``a + b`` an add and ``torch.cat(dim=1)`` an ``sn.concat``. ``nn.RNN``/``GRU``/``LSTM``
-(``batch_first=True``) become ``sn.RNN``/``GRU``/``LSTM``, their ``return_sequences`` read off
-how forward uses the result (:func:`_recurrent_modes`): the last step (``out[:, -1]``, the
-last layer's ``h_n[-1]``) or the whole output sequence (flattened, or fed to the next module). A layer is named after the
+(``batch_first=True``, ``bidirectional`` carried over) become ``sn.RNN``/``GRU``/``LSTM``, their
+``return_sequences`` read off how forward uses the result (:func:`_recurrent_modes`): the last
+step (``out[:, -1]``, the last layer's ``h_n[-1]``; of a bidirectional module
+``torch.cat((h_n[-2], h_n[-1]), dim=1)``) or the whole output sequence (flattened, or fed to the
+next module). A layer is named after the
 attribute that holds its module (:func:`layer_name_of`: an ``nn.Sequential``'s module ``3`` is
 layer ``_3``), so the network's parameter names are the module's ``state_dict()`` keys up to
 that one rule (:func:`state_dict_key`), checked one for one: anything the module holds that
@@ -50,7 +52,8 @@ _SUPPORTED = ("nn.Linear, nn.Conv1d/2d (padding_mode='zeros'), nn.MaxPool1d/2d, 
               "nn.AdaptiveAvgPool1d/2d(1) followed by a flatten (and F.max_pool1d/2d, F.avg_pool1d/2d, "
               "F.adaptive_avg_pool1d/2d with constant sizes), nn.Flatten and torch.flatten(x, 1), "
               "nn.LayerNorm (one normalized dimension), nn.BatchNorm1d/2d, nn.Embedding (on a forward argument), "
-              "nn.RNN/GRU/LSTM (batch_first=True; out[:, -1], h_n[-1] or the whole output), "
+              "nn.RNN/GRU/LSTM (batch_first=True; out[:, -1], h_n[-1] or the whole output; bidirectional: "
+              "torch.cat((h_n[-2], h_n[-1]), dim=1) or the whole output), "
               "nn.Dropout, nn.Identity, a + b "
               "(operator.add, torch.add), torch.cat(dim=1 or -1), and the activations {activations} "
               "(folded into the Linear or Conv right before them, else an sn.Activate layer)")
@@ -84,6 +87,9 @@ class _Kind(enum.Enum):
     RNN_HIDDEN = enum.auto()  # an LSTM's (h_n, c_n)[0]
     RNN_CELL = enum.auto()  # an LSTM's (h_n, c_n)[1]: refused if used
     LAST_STEP = enum.auto()  # output[:, -1], h_n[-1], h_n.squeeze(0): the last state (N, H)
+    # h_n[-2], h_n[-1] of a bidirectional module: one direction's final state (``index``: 0
+    # forward, 1 reverse), read only as torch.cat((h_n[-2], h_n[-1]), dim=1), its LAST_STEP
+    RNN_FINAL = enum.auto()
     SHAPE = enum.auto()  # x.shape / x.size(): only for a batch size
     BATCH_SIZE = enum.auto()  # x.shape[0], x.size(0): only as reshape(n, -1)'s first size
 
@@ -99,6 +105,8 @@ class _Role:
     activation: Activation | None = None
     #: ``t.view(-1, k)``: the features k a flatten must give each sample (checked once shapes are known)
     features: int | None = None
+    #: RNN_FINAL: the direction of a bidirectional module's final state (0 forward, 1 reverse)
+    index: int | None = None
 
 
 def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
@@ -269,8 +277,6 @@ def _recurrent_table(torch: Any) -> dict[type, type[Layer]]:
 _RECURRENT_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("batch_first", lambda m: not m.batch_first,
      "symnn's recurrent layers read batch-first sequences (N, T, F); construct it with batch_first=True"),
-    ("bidirectional", lambda m: bool(m.bidirectional),
-     "symnn's recurrent layers run forward in time only"),
     ("dropout", lambda m: float(m.dropout) > 0 and int(m.num_layers) > 1,
      "symnn's stacked recurrent layers have no dropout between them; use dropout=0"),
     ("proj_size", lambda m: int(getattr(m, "proj_size", 0)) > 0,
@@ -305,9 +311,16 @@ def _getitem_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
             raise SpecError(f"{_where(node)}: the final cell state c_n of {_module_of(role)} is used; symnn's "
                             "LSTM returns the hidden state only (out[:, -1] or h_n[-1])")
         return _Role(_Kind.RNN_HIDDEN if index == 0 else _Kind.RNN_CELL, role.operands, role.module)
+    if kind in (_Kind.RNN_STATE, _Kind.RNN_HIDDEN) and role.module.bidirectional:
+        return _final_state(node, role, index)
     if kind in (_Kind.RNN_STATE, _Kind.RNN_HIDDEN):
         return _last_layer(node, role, index)
     if kind is _Kind.RNN_OUTPUT:
+        if index == (slice(None), -1) and role.module.bidirectional:
+            raise SpecError(f"{_where(node)}: output[:, -1] of the bidirectional {_module_of(role)} holds the "
+                            "reverse direction's state after a single step; symnn's bidirectional layer returns "
+                            "each direction's final state, torch.cat((h_n[-2], h_n[-1]), dim=1), or the whole "
+                            "output")
         if index != (slice(None), -1):
             raise SpecError(f"{_where(node)}: output[{_subscript(index)}] of {_module_of(role)} is not "
                             "supported; from_torch reads the last step out[:, -1] or the whole sequence")
@@ -332,9 +345,26 @@ def _subscript(index: object) -> str:
     return ", ".join(one(i) for i in index) if isinstance(index, tuple) else one(index)
 
 
+_BIDI_LAST = "torch.cat((h_n[-2], h_n[-1]), dim=1)"
+
+
+def _final_state(node: Any, role: _Role, index: object) -> _Role:
+    """``h_n[-2]`` or ``h_n[-1]`` (``h_n[2L-2]``, ``h_n[2L-1]``) of a bidirectional module: the
+    last layer's forward or reverse final state, which symnn's layer returns side by side."""
+    rows = 2 * int(role.module.num_layers)
+    if isinstance(index, int) and not isinstance(index, bool) and index in (-2, -1, rows - 2, rows - 1):
+        return _Role(_Kind.RNN_FINAL, role.operands, role.module, index=0 if index in (-2, rows - 2) else 1)
+    raise SpecError(f"{_where(node)}: h_n[{_subscript(index)}] of the bidirectional {_module_of(role)} "
+                    f"(num_layers={rows // 2}) is not supported; symnn's layer returns the last layer's final "
+                    f"states of both directions, {_BIDI_LAST}")
+
+
 def _last_layer(node: Any, role: _Role, index: object) -> _Role:
     """``h_n[-1]`` (or ``h_n[L-1]``): the last layer's final state, which is ``out[:, -1]``;
     another layer's is not an output of symnn's stacked layer."""
+    if role.module.bidirectional:
+        raise SpecError(f"{_where(node)}: h_n of the bidirectional {_module_of(role)} holds two final states per "
+                        f"layer; symnn's layer returns the last layer's, {_BIDI_LAST}")
     layers = int(role.module.num_layers)
     if isinstance(index, int) and not isinstance(index, bool) and index in (-1, layers - 1):
         return _Role(_Kind.LAST_STEP, role.operands, role.module)
@@ -371,9 +401,11 @@ def _reshape_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
 #: what may read each part of a recurrent module's result (everything else is refused)
 _RECURRENT_USERS = {
     _Kind.RECURRENT: (frozenset({_Kind.RNN_OUTPUT, _Kind.RNN_STATE}), "unpacked: out, h_n = rnn(x)"),
-    _Kind.RNN_STATE: (frozenset({_Kind.RNN_HIDDEN, _Kind.RNN_CELL, _Kind.LAST_STEP}),
+    _Kind.RNN_STATE: (frozenset({_Kind.RNN_HIDDEN, _Kind.RNN_CELL, _Kind.LAST_STEP, _Kind.RNN_FINAL}),
                       "indexed: h_n[-1] (the last layer's final state)"),
-    _Kind.RNN_HIDDEN: (frozenset({_Kind.LAST_STEP}), "indexed: h_n[-1] (the last layer's final state)"),
+    _Kind.RNN_HIDDEN: (frozenset({_Kind.LAST_STEP, _Kind.RNN_FINAL}),
+                       "indexed: h_n[-1] (the last layer's final state)"),
+    _Kind.RNN_FINAL: (frozenset({_Kind.LAST_STEP}), f"joined with the other direction's: {_BIDI_LAST}"),
     _Kind.SHAPE: (frozenset({_Kind.BATCH_SIZE}), "x.shape[0], the batch size"),
     _Kind.BATCH_SIZE: (frozenset({_Kind.FLATTEN}), "t.reshape(n, -1)"),
 }
@@ -414,8 +446,9 @@ def _recurrent(torch: Any, mod: Any, sequences: bool, name: str) -> Layer:
     cls = _recurrent_table(torch)[type(mod)]
     sizes = (int(mod.input_size), int(mod.hidden_size), int(mod.num_layers))
     if cls is RNN:
-        return RNN(*sizes, mod.nonlinearity, bool(mod.bias), sequences, name=name)
-    return cls(*sizes, bool(mod.bias), sequences, name=name)
+        return RNN(*sizes, mod.nonlinearity, bool(mod.bias), sequences, name=name,
+                   bidirectional=bool(mod.bidirectional))
+    return cls(*sizes, bool(mod.bias), sequences, name=name, bidirectional=bool(mod.bidirectional))
 
 
 def _spatial_table(torch: Any) -> dict[type, tuple[_Kind, type[Layer]]]:
@@ -557,7 +590,7 @@ def _function_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
     if target in (operator.add, torch.add):
         return _add_role(torch, node)
     if target in (torch.cat, torch.concat):
-        return _cat_role(torch, node)
+        return _cat_role(torch, node, roles)
     if target is torch.flatten:
         return _flatten_role(torch, node)
     pools = _functional_pools(torch)
@@ -637,7 +670,7 @@ def _flatten_role(torch: Any, node: Any) -> _Role:
     return _Role(_Kind.FLATTEN, (given["input"],))
 
 
-def _cat_role(torch: Any, node: Any) -> _Role:
+def _cat_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
     given = dict(zip(("tensors", "dim"), node.args))
     for key, value in node.kwargs.items():
         if key not in ("tensors", "dim") or key in given:
@@ -649,6 +682,13 @@ def _cat_role(torch: Any, node: Any) -> _Role:
     if dim not in (1, -1):
         raise SpecError(f"{_where(node)}: torch.cat(dim={dim}) does not join features; symnn joins along "
                         "dim=1 (or -1) of batch-first (N, features) tensors")
+    finals = [roles[t] for t in tensors if roles[t].kind is _Kind.RNN_FINAL]
+    if finals:  # a bidirectional layer's last states: both directions of one call, in order
+        if (len(finals) != 2 or len(tensors) != 2 or finals[0].operands != finals[1].operands
+                or (finals[0].index, finals[1].index) != (0, 1)):
+            raise SpecError(f"{_where(node)}: joins final states of a bidirectional recurrent module other than "
+                            f"as {_BIDI_LAST}, which symnn's layer returns")
+        return _Role(_Kind.LAST_STEP, finals[0].operands, finals[0].module)
     return _Role(_Kind.CAT, tuple(tensors))
 
 
@@ -879,7 +919,7 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Seq
 
 #: the nodes of a recurrent call and of what reads its result (:func:`_recurrent_part`)
 _RECURRENT_PARTS = frozenset({_Kind.RECURRENT, _Kind.RNN_OUTPUT, _Kind.RNN_STATE, _Kind.RNN_HIDDEN, _Kind.RNN_CELL,
-                              _Kind.LAST_STEP, _Kind.SHAPE, _Kind.BATCH_SIZE})
+                              _Kind.RNN_FINAL, _Kind.LAST_STEP, _Kind.SHAPE, _Kind.BATCH_SIZE})
 
 
 def _recurrent_part(torch: Any, node: Any, role: _Role, values: dict[Any, Tensor], layers: dict[str, Layer],

@@ -45,7 +45,8 @@ NETS = {**CATALOGUE, "digits": None,
         # every spatial layer and a batch norm: a strided, dilated, grouped convolution, both
         # poolings with padding, BatchNorm2d and BatchNorm1d (the train step writes their buffers)
         "cnn_bn": None,
-        # the three recurrent layers stacked, their loops forwards and backwards through time
+        # the three recurrent layers stacked (the GRU bidirectional), their loops forwards and
+        # backwards through time
         "recurrent": None}
 
 

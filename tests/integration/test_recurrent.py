@@ -62,6 +62,11 @@ class Case:
     flat_state: bool = False
     loss: str = "mse"
     n: int = 3
+    bidi: bool = False
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidi else 1
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -71,27 +76,29 @@ class Case:
 
     @property
     def state_shape(self) -> tuple[int, ...]:
-        return (self.hidden,) if self.flat_state else (self.layers, self.hidden)
+        return (self.hidden,) if self.flat_state else (self.directions * self.layers, self.hidden)
 
     @property
     def width(self) -> int:
         """The recurrent layer's output per sample, flattened."""
-        return self.T * self.hidden if self.seqs else self.hidden
+        return (self.T if self.seqs else 1) * self.directions * self.hidden
 
 
 @st.composite
 def cases(draw) -> Case:
     layers = draw(st.integers(1, 3))
     states = draw(st.booleans())
+    bidi = draw(st.booleans())
     return Case(draw(st.sampled_from(sorted(TORCH))), draw(st.integers(1, 6)), draw(st.integers(1, 6)),
                 draw(st.integers(1, 7)), layers, draw(st.booleans()), draw(st.booleans()), states,
-                states and layers == 1 and draw(st.booleans()), draw(st.sampled_from(["mse", "ce"])),
-                draw(st.integers(1, 4)))
+                states and layers == 1 and not bidi and draw(st.booleans()), draw(st.sampled_from(["mse", "ce"])),
+                draw(st.integers(1, 4)), bidi)
 
 
 #: drawn every run (and the C test's cases): each kind; stacked with both states and the
 #: whole sequence; one layer's state as (H,); no bias (the GRU's bias_hh sits inside its step);
-#: T = 1 with sizes of one; a relu stack of three under a softmax head
+#: T = 1 with sizes of one; a relu stack of three under a softmax head; bidirectional stacks (their
+#: initial states, 2*layers rows, in PyTorch's order)
 PINNED = [
     Case("lstm", 3, 4, 5, layers=2, seqs=True, states=True),
     Case("gru", 2, 3, 4, states=True, flat_state=True, loss="ce"),
@@ -99,6 +106,8 @@ PINNED = [
     Case("rnn_tanh", 1, 1, 1, seqs=True, n=2),
     Case("gru", 2, 4, 3, layers=2, bias=False, seqs=True, states=True),
     Case("lstm", 2, 3, 7, bias=False, loss="ce"),
+    Case("lstm", 3, 4, 5, layers=2, states=True, loss="ce", bidi=True),
+    Case("gru", 2, 3, 4, layers=2, seqs=True, states=True, bidi=True),
 ]
 
 
@@ -107,7 +116,7 @@ def build(case: Case, name: str = "recnet") -> sn.Network:
     inputs = [x] + [sn.Input(*case.state_shape, name=s) for s in case.state_names]
     cls, kw = TORCH[case.kind]
     layer = getattr(sn, cls)(case.inp, case.hidden, num_layers=case.layers, bias=case.bias,
-                             return_sequences=case.seqs, name="rec", **kw)
+                             return_sequences=case.seqs, name="rec", bidirectional=case.bidi, **kw)
     y = layer(*inputs)
     if case.seqs:
         y = sn.Flatten()(y)
@@ -125,7 +134,7 @@ class TorchRec(torch.nn.Module):
         super().__init__()
         cls, kw = TORCH[case.kind]
         self.rec = getattr(torch.nn, cls)(case.inp, case.hidden, num_layers=case.layers, bias=case.bias,
-                                          batch_first=True, **kw)
+                                          batch_first=True, bidirectional=case.bidi, **kw)
         if case.loss == "ce":
             self.head = torch.nn.Linear(case.width, N_CLASSES)
         self.case = case
@@ -134,11 +143,18 @@ class TorchRec(torch.nn.Module):
         """The network's output before the head's softmax: (N, width) or the logits."""
         c = self.case
         n = x.shape[0]
-        # symnn's initial states are batch first, (N, layers, H); PyTorch's (layers, N, H)
-        given = tuple(s.reshape(n, c.layers, c.hidden).transpose(0, 1).contiguous() for s in states)
+        # symnn's initial states are batch first, (N, D*layers, H); PyTorch's (D*layers, N, H)
+        rows = c.directions * c.layers
+        given = tuple(s.reshape(n, rows, c.hidden).transpose(0, 1).contiguous() for s in states)
         hx = None if not given else (given if c.kind == "lstm" else given[0])
-        out, _ = self.rec(x.reshape(n, c.T, c.inp), hx)
-        out = out.reshape(n, -1) if c.seqs else out[:, -1]
+        out, state = self.rec(x.reshape(n, c.T, c.inp), hx)
+        if c.seqs:
+            out = out.reshape(n, -1)
+        elif c.bidi:  # symnn's last state: each direction's final one, side by side
+            h = state[0] if c.kind == "lstm" else state
+            out = torch.cat((h[-2], h[-1]), 1)
+        else:
+            out = out[:, -1]
         return self.head(out) if c.loss == "ce" else out
 
     def loss(self, x: torch.Tensor, states: tuple[torch.Tensor, ...], y: torch.Tensor) -> torch.Tensor:
@@ -223,16 +239,19 @@ def check_against_torch(case: Case, net: sn.Network, kernels: dict[str, sn.Kerne
 @example(case=PINNED[3])
 @example(case=PINNED[4])
 @example(case=PINNED[5])
+@example(case=PINNED[6])
+@example(case=PINNED[7])
 def test_numpy_loss_gradients_and_forward_match_torch(case: Case) -> None:
     net = build(case)
     check_against_torch(case, net, {dtype: sn.compile(net, dtype=dtype) for dtype in TOL})
 
 
-#: the pinned cases C runs in float32 too (an LSTM stack with its states, a GRU under a head)
-IN32 = (0, 1)
-#: the pinned cases C runs in float64: every kind, stacks, states, no bias, a single step (the rest
-#: run on NumPy, which C equals to 1e-14 below)
-IN64 = (0, 1, 2, 3)
+#: the pinned cases C runs in float32 too (an LSTM stack with its states, a GRU under a head, a
+#: bidirectional GRU stack)
+IN32 = (0, 1, 7)
+#: the pinned cases C runs in float64: every kind, stacks, states, no bias, a single step, a
+#: bidirectional LSTM stack (the rest run on NumPy, which C equals to 1e-14 below)
+IN64 = (0, 1, 2, 3, 6)
 
 
 @functools.lru_cache(maxsize=None)
@@ -296,7 +315,7 @@ def test_sequences_of_another_shape_are_refused(shape: tuple[int, ...]) -> None:
 # -- 2: numeric differentiation ------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", [Case("lstm", 2, 3, 4, layers=2, states=True, loss="ce"),
-                                  Case("gru", 3, 2, 5, seqs=True)], ids=["lstm", "gru"])
+                                  Case("gru", 3, 2, 5, seqs=True, bidi=True)], ids=["lstm", "bigru"])
 def test_central_differences_agree(backend: str, case: Case) -> None:
     """Central differences, float64: every checked entry within 1e-7 relative (the report's
     per-entry tolerance), and the whole gradient norm-wise too."""

@@ -6,8 +6,9 @@ An imported network's loss and gradients are held to autograd through the origin
 roundings at u = 2**-53 per entry, far below it), its parameters keyed as the module's
 ``state_dict``. Each supported way of reading the result maps to ``return_sequences``
 (``out[:, -1]``, ``h_n[-1]``, ``h_n.squeeze(0)``: the last state; the output flattened or fed
-to the next module: the sequence); what symnn does not model is refused naming the module
-and the setting, before any work.
+to the next module: the sequence; of a bidirectional module ``torch.cat((h_n[-2], h_n[-1]), 1)``
+or the whole output); what symnn does not model is refused naming the module and the setting,
+before any work.
 """
 
 from __future__ import annotations
@@ -106,6 +107,36 @@ class TwoModules(nn.Module):
         return torch.tanh(self.fc(out[:, -1]))
 
 
+class BiLstmClassifier(nn.Module):
+    """A two-layer bidirectional LSTM read as its last layer's final states of both directions,
+    ``torch.cat((h_n[-2], h_n[-1]), dim=1)`` (the BiLSTM classifier's idiom)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(F, H, num_layers=2, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * H, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h, _) = self.lstm(x)
+        return self.fc(torch.cat((h[-2], h[-1]), dim=1))
+
+
+class BiGruTagger(nn.Module):
+    """A bidirectional GRU's whole output (each step both directions' states), fed to a
+    bidirectional relu RNN whose final states are read by index (h_n[2L-2], h_n[2L-1])."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(F, H, batch_first=True, bidirectional=True)
+        self.rnn = nn.RNN(2 * H, 3, nonlinearity="relu", batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(6, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seq, _ = self.gru(x)
+        _, h = self.rnn(seq)
+        return self.fc(torch.cat([h[0], h[1]], -1))
+
+
 def _mse(out: torch.Tensor) -> torch.Tensor:
     return ((out - torch.tensor(Y)) ** 2).mean()
 
@@ -121,7 +152,8 @@ def autograd_mse(module: nn.Module) -> tuple[float, dict[str, np.ndarray]]:
 
 @pytest.mark.parametrize("make, sequences", [(LastStep, [False]), (StackedHidden, [False]),
                                              (GruReshaped, [True]), (GruFlattened, [True]),
-                                             (ReluRnnSqueezed, [False]), (TwoModules, [True, False])])
+                                             (ReluRnnSqueezed, [False]), (TwoModules, [True, False]),
+                                             (BiLstmClassifier, [False]), (BiGruTagger, [True, False])])
 def test_imported_recurrent_nets_match_autograd(make: Callable[[], nn.Module], sequences: list[bool]) -> None:
     module = ready(make())
     net, params = sn.from_torch(module, input_shape=(T, F), loss="mse")
@@ -167,7 +199,14 @@ def _both(m: nn.Module, out: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("rnn, forward, error, words", [
     (nn.LSTM(F, H), _last, SpecTypeError, "batch_first=False"),
-    (nn.GRU(F, H, batch_first=True, bidirectional=True), _last, SpecTypeError, "bidirectional=True"),
+    (nn.GRU(F, H, batch_first=True, bidirectional=True), _last, SpecError, "reverse direction's state after a "
+     "single step"),
+    (nn.GRU(F, H, batch_first=True, bidirectional=True), lambda m, x: m.fc(m.lstm(x)[1][-1]), SpecError,
+     "torch.cat((h_n[-2], h_n[-1]), dim=1)"),
+    (nn.GRU(F, H, num_layers=2, batch_first=True, bidirectional=True), lambda m, x: m.fc(m.lstm(x)[1][0]),
+     SpecError, "h_n[0]"),
+    (nn.RNN(F, H, batch_first=True, bidirectional=True), lambda m, x: m.fc(m.lstm(x)[1].squeeze(0)), SpecError,
+     "two final states per layer"),
     (nn.LSTM(F, H, num_layers=2, dropout=0.5, batch_first=True), _last, SpecTypeError, "dropout=0.5"),
     (nn.LSTM(F, H, proj_size=2, batch_first=True), _last, SpecTypeError, "proj_size=2"),
     (nn.LSTM(F, H, batch_first=True), lambda m, x: m.fc(m.lstm(x)[1][1][-1]), SpecError, "c_n"),
@@ -357,12 +396,13 @@ layer = "gru"
 input_size = 4
 hidden_size = 4
 return_sequences = true
+bidirectional = true
 inputs = ["rnn"]
 
 [[node]]
 id = "lstm"
 layer = "lstm"
-input_size = 4
+input_size = 8
 hidden_size = 3
 num_layers = 2
 inputs = ["gru"]
@@ -380,8 +420,9 @@ def test_recurrent_layers_declared_in_a_spec_round_trip_through_spec_and_model_f
     net = sn.loads_spec(_SPEC).network
     rnn, gru, lstm = net.graph.layers[:3]
     assert rnn == sn.RNN(3, 4, 2, "relu", False, True)
-    assert gru == sn.GRU(4, 4, return_sequences=True)
-    assert lstm == sn.LSTM(4, 3, num_layers=2)
+    assert gru == sn.GRU(4, 4, return_sequences=True, bidirectional=True)
+    assert lstm == sn.LSTM(8, 3, num_layers=2)
+    assert net.param_shapes()["gru1.weight_hh_l0_reverse"] == (12, 4)
     again = sn.loads_spec(sn.dumps_spec(net)).network
     assert again.graph.layers == net.graph.layers and again.param_shapes() == net.param_shapes()
     params = net.init_params(seed=1)

@@ -1,6 +1,8 @@
-"""Padded batches (``masked=True``) and truncated backpropagation through time (``truncate=k``)
-of the recurrent layers, against PyTorch: ``pack_padded_sequence`` of the samples' lengths, and
-the state ``detach()``-ed every k steps. Both backends, the printed derivation, float64.
+"""Padded batches (``masked=True``), truncated backpropagation through time (``truncate=k``) and
+bidirectional layers of the recurrent layers, against PyTorch: ``pack_padded_sequence`` of the
+samples' lengths, the state ``detach()``-ed every k steps, ``bidirectional=True`` (over packed
+sequences too: the reverse direction starts at each sample's last real step). Both backends, the
+printed derivation, float64.
 
 A padded step leaves the state as it was: the last state is the one after a sample's last real
 step and the sequence output is 0 at the padding (``pad_packed_sequence``). A truncated pullback
@@ -21,24 +23,34 @@ from tests.layer_graphs import rel_max
 T, I, H, N = 7, 3, 4, 5
 LENGTHS = np.array([7, 3, 5, 1, 6])  # unsorted, one of a single step, one whole
 
-#: (name, kind, layers, whole sequence out, masked, truncate): each kind masked and truncated once
+#: (name, kind, layers, whole sequence out, masked, truncate, bidirectional): each kind masked,
+#: truncated and bidirectional once
 CASES = [
-    ("rnn_masked_seq", "RNN", 2, True, True, None),
-    ("gru_masked_last", "GRU", 1, False, True, None),
-    ("lstm_masked_last", "LSTM", 2, False, True, None),
-    ("lstm_masked_seq", "LSTM", 1, True, True, None),
-    ("rnn_truncated", "RNN", 1, False, False, 3),
-    ("gru_truncated_seq", "GRU", 1, True, False, 2),
-    ("lstm_truncated", "LSTM", 2, False, False, 3),
-    ("lstm_truncated_masked", "LSTM", 1, True, True, 1),
+    ("rnn_masked_seq", "RNN", 2, True, True, None, False),
+    ("gru_masked_last", "GRU", 1, False, True, None, False),
+    ("lstm_masked_last", "LSTM", 2, False, True, None, False),
+    ("lstm_masked_seq", "LSTM", 1, True, True, None, False),
+    ("rnn_truncated", "RNN", 1, False, False, 3, False),
+    ("gru_truncated_seq", "GRU", 1, True, False, 2, False),
+    ("lstm_truncated", "LSTM", 2, False, False, 3, False),
+    ("lstm_truncated_masked", "LSTM", 1, True, True, 1, False),
+    ("rnn_bidi_seq", "RNN", 2, True, False, None, True),
+    ("gru_bidi_masked_seq", "GRU", 1, True, True, None, True),
+    ("lstm_bidi_masked_last", "LSTM", 2, False, True, None, True),
 ]
 
 
+def _width(case) -> int:
+    """The layer's output per step: both directions' states side by side when bidirectional."""
+    return 2 * H if case[6] else H
+
+
 def _net(case) -> sn.Network:
-    name, kind, layers, seqs, masked, truncate = case
+    name, kind, layers, seqs, masked, truncate, bidi = case
     x = sn.Input(T, I, name="x")
     inputs = [x, sn.Input(T, name="m")] if masked else [x]
-    y = getattr(sn, kind)(I, H, num_layers=layers, return_sequences=seqs, masked=masked, truncate=truncate)(*inputs)
+    y = getattr(sn, kind)(I, H, num_layers=layers, return_sequences=seqs, masked=masked, truncate=truncate,
+                          bidirectional=bidi)(*inputs)
     out = sn.Flatten()(y) if seqs else y
     return sn.Network(inputs=inputs if masked else x, outputs=out, loss="mse", name=name)
 
@@ -47,15 +59,16 @@ def _data(case, seed: int = 0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(N, T, I))
     M = (np.arange(T)[None, :] < LENGTHS[:, None]).astype(float)
-    Y = rng.normal(size=(N, T * H if case[3] else H))
+    Y = rng.normal(size=(N, T * _width(case) if case[3] else _width(case)))
     return X, M, Y
 
 
 def _torch(case, net: sn.Network, params: dict, X, Y) -> tuple[float, dict[str, np.ndarray]]:
     """Loss and gradients as PyTorch computes them: packed sequences where masked, the state
-    detached every ``truncate`` steps where truncated."""
-    _, kind, layers, seqs, masked, truncate = case
-    mod = getattr(torch.nn, kind)(I, H, num_layers=layers, batch_first=True).double()
+    detached every ``truncate`` steps where truncated; symnn's last state of a bidirectional
+    layer is ``torch.cat((h_n[-2], h_n[-1]), 1)``."""
+    _, kind, layers, seqs, masked, truncate, bidi = case
+    mod = getattr(torch.nn, kind)(I, H, num_layers=layers, batch_first=True, bidirectional=bidi).double()
     layer = net.graph.names[0]
     with torch.no_grad():
         for k, v in mod.named_parameters():
@@ -91,14 +104,14 @@ def _torch(case, net: sn.Network, params: dict, X, Y) -> tuple[float, dict[str, 
         pred = out.reshape(N, -1)
     else:
         h = state[0] if kind == "LSTM" else state
-        pred = h[-1]
+        pred = torch.cat((h[-2], h[-1]), 1) if bidi else h[-1]
     loss = ((pred - torch.tensor(Y)) ** 2).mean()
     loss.backward()
     return loss.item(), {f"{layer}.{k}": v.grad.numpy() for k, v in mod.named_parameters()}
 
 
 #: the cases C runs too, in one compiler run (each kind masked, a truncated stack); NumPy runs all
-IN_C = ("rnn_masked_seq", "gru_masked_last", "lstm_masked_last", "lstm_truncated")
+IN_C = ("rnn_masked_seq", "gru_masked_last", "lstm_masked_last", "lstm_truncated", "lstm_bidi_masked_last")
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +165,7 @@ def test_bad_masks_and_truncations_are_refused() -> None:
         sn.RNN(I, H, truncate=0)
     with pytest.raises(SpecTypeError, match="masked"):
         sn.LSTM(I, H, masked="yes")
+    with pytest.raises(SpecTypeError, match="bidirectional"):
+        sn.GRU(I, H, bidirectional=1)
+    with pytest.raises(SpecError, match="bidirectional=True, truncate=3"):
+        sn.LSTM(I, H, bidirectional=True, truncate=3)

@@ -283,7 +283,7 @@ def test_filters_keep_text_inside_its_context(text: str) -> None:
                 r"\ensuremath{^{\top}}"):
         escaped = escaped.replace(seq, "")
     # Greek letters and math signs become a fixed \ensuremath{\name}, never text from the input
-    escaped = re.sub(r"\\ensuremath\{\\(?:[A-Za-z]+|(?:hat|tilde)\{[A-Za-z]\})\}", "", escaped)
+    escaped = re.sub(r"\\ensuremath\{\\(?:[A-Za-z]+|(?:hat|tilde|bar|overleftarrow)\{[A-Za-z]\})\}", "", escaped)
     assert not set(escaped) & set("\\_&%#${}^~") and "\n" not in escaped and "\u2028" not in escaped
     assert "\\end{verbatim}" not in tex_verbatim(text + "\\end{verbatim}") and tex_verbatim(text).isprintable()
 
