@@ -10,8 +10,9 @@ bias ``Add``) an ``sn.Dense``, ``Add`` of two computed tensors a residual ``a + 
 an ``sn.BatchNorm1d``/``BatchNorm2d``, ``LayerNormalization`` over the features an
 ``sn.LayerNorm``, and ``Gather(axis=0)`` of an initializer (the table) by the graph's integer
 input (token ids, declared (N, T)) an ``sn.Embedding`` on an index input, and ``RNN``/``GRU``/``LSTM``
-(direction "forward", batch-first ``layout=1``, default activations) an ``sn.RNN``/``GRU``/``LSTM``
-with its weights in PyTorch's gate order (:func:`_recurrent`). A layer with weights is named as the PyTorch module that exported them
+(direction "forward" or "bidirectional", batch-first ``layout=1`` or time-major as
+torch.onnx.export writes it, default activations) an ``sn.RNN``/``GRU``/``LSTM`` with its weights
+in PyTorch's gate order and names (:func:`_recurrent`). A layer with weights is named as the PyTorch module that exported them
 (initializer ``conv1.weight``: layer ``conv1``, so its parameters are keyed as the module's
 ``state_dict``), else ``conv1``, ``dense2``... by kind. An ``Identity`` of a weight (what
 torch's exporter writes for two equal initializers) names the same weight; a ``Constant`` of
@@ -94,9 +95,10 @@ _GRAPH_ONLY = frozenset(_GRAPH_OPS) - frozenset(_ONNX_OPS)
 _SUPPORTED = ("Conv, MaxPool, AveragePool, GlobalAveragePool (then Flatten or Reshape), Flatten (axis=1), "
               "Reshape to (N, -1), Gemm, MatMul (+ Add), Add, Concat (axis=1), BatchNormalization (inference "
               "form), LayerNormalization (over the features), Gather (axis 0 of an initializer by the integer "
-              "input: an embedding), RNN, GRU, LSTM (forward; layout=1 with Y flattened or squeezed, or Y_h "
-              "flattened or squeezed; layout=0 as torch.onnx.export writes it: the Transposes, Squeezes, zero "
-              "initial states from Shape, and the Gather of the last step or layer around it), Constant (a "
+              "input: an embedding), RNN, GRU, LSTM (forward or bidirectional; layout=1 with Y flattened or squeezed, "
+              "or Y_h flattened or squeezed; layout=0 as torch.onnx.export writes it: the Transposes, Squeezes, "
+              "zero initial states from Shape, the Gather of the last step or layer around it, a bidirectional "
+              "op's Reshape of its steps and Concat of its two final states), Constant (a "
               "shape or a weight) and "
               f"{', '.join(sorted(_ONNX_ACTIVATIONS))} (an Identity of a weight is that weight)")
 
@@ -709,16 +711,18 @@ _RECURRENT_REFUSED_INPUTS = {
 
 
 def _recurrent(b: _Builder, node: _Node) -> None:
-    """``RNN``/``GRU``/``LSTM`` (direction "forward") as an ``sn.RNN``/``GRU``/``LSTM``: W (1, G*H,
-    F), R (1, G*H, H) and B (1, 2*G*H: Wb then Rb) become ``weight_ih_l0``, ``weight_hh_l0``,
-    ``bias_ih_l0``, ``bias_hh_l0`` with the gates moved to PyTorch's order; no B is a layer
-    without biases. With ``layout=1`` (X (N, T, F)) the layer returns the sequence when Y is read
+    """``RNN``/``GRU``/``LSTM`` (direction "forward", or "bidirectional": a layer with
+    ``bidirectional=True``) as an ``sn.RNN``/``GRU``/``LSTM``: W (D, G*H, F), R (D, G*H, H) and B
+    (D, 2*G*H: Wb then Rb) become ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``,
+    ``bias_hh_l0`` (direction 1: the same with ``_reverse``) with the gates moved to PyTorch's
+    order; no B is a layer without biases. With ``layout=1`` (X (N, T, F)) the layer returns the sequence when Y is read
     (flattened, or squeezed to (N, T, H)), the last state when Y_h is. With ``layout=0`` (X
     (T, N, F), what torch.onnx.export writes) X is a transposed batch-first tensor and the
     outputs are followed as views until read (symnn/onnx_sequences.py); an initial state of
     broadcast zeros is no initial state."""
     cls, order, defaults = _RECURRENT_LAYERS[node.op]
     nonlinearity = _recurrent_settings(node, defaults)
+    directions = 2 if node.attrs.get("direction") == "bidirectional" else 1
     time_major = node.attrs.get("layout", 0) == 0
     x = (seq.time_major_input(b.seq, node.where, node.inputs[0]) if time_major
          else _tensor(b, node, node.inputs[0]))
@@ -732,34 +736,41 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     w = _weight(b.init, node.inputs[1], 3, node.where, b.base, exact=True)
     r = _weight(b.init, node.inputs[2], 3, node.where, b.base, exact=True)
     gates, h = len(order), int(r.shape[2])
-    if (h < 1 or w.shape != (1, gates * h, x.shape[1]) or r.shape != (1, gates * h, h)
+    D = directions
+    if (h < 1 or w.shape != (D, gates * h, x.shape[1]) or r.shape != (D, gates * h, h)
             or node.attrs.get("hidden_size", h) != h):
         raise SpecError(f"{node.where}: W of shape {w.shape}, R of shape {r.shape} and hidden_size="
-                        f"{node.attrs.get('hidden_size')} do not make a forward {node.op} of {gates} gate(s) "
-                        f"on {x.shape[1]} features")
+                        f"{node.attrs.get('hidden_size')} do not make a {node.attrs.get('direction', 'forward')} "
+                        f"{node.op} of {gates} gate(s) on {x.shape[1]} features")
     _refuse_unread_outputs(b, node)
-    sequences, readers = (None, []) if time_major else _recurrent_readers(b, node, (x.shape[0], h))
+    sequences, readers = (None, []) if time_major else _recurrent_readers(b, node, (x.shape[0], h), D)
     name = _layer_name(b, "", None, node.op.lower())
     sizes = (int(x.shape[1]), h, 1)
     has_bias = bool(optional.get("B"))
 
     def make(sequences: bool) -> Tensor:
-        layer = (RNN(*sizes, nonlinearity, has_bias, sequences, name=name) if cls is RNN
-                 else cls(*sizes, has_bias, sequences, name=name))
+        both = D == 2
+        layer = (RNN(*sizes, nonlinearity, has_bias, sequences, name=name, bidirectional=both) if cls is RNN
+                 else cls(*sizes, has_bias, sequences, name=name, bidirectional=both))
         return layer(x)
 
-    values = {"weight_ih_l0": _gates(w[0], order, h), "weight_hh_l0": _gates(r[0], order, h)}
+    bias = None
     if has_bias:
         bias = _weight(b.init, optional["B"], 2, node.where, b.base, exact=True)
-        if bias.shape != (1, 2 * gates * h):
-            raise SpecError(f"{node.where}: B has shape {bias.shape}; a forward {node.op} of hidden size {h} "
-                            f"takes (1, {2 * gates * h})")
-        values["bias_ih_l0"] = _gates(bias[0, :gates * h], order, h)
-        values["bias_hh_l0"] = _gates(bias[0, gates * h:], order, h)
+        if bias.shape != (D, 2 * gates * h):
+            raise SpecError(f"{node.where}: B has shape {bias.shape}; a {node.attrs.get('direction', 'forward')} "
+                            f"{node.op} of hidden size {h} takes ({D}, {2 * gates * h})")
+    values = {}
+    for d, sfx in enumerate(("", "_reverse")[:D]):  # ONNX's direction d: PyTorch's names for it
+        values[f"weight_ih_l0{sfx}"] = _gates(w[d], order, h)
+        values[f"weight_hh_l0{sfx}"] = _gates(r[d], order, h)
+        if bias is not None:
+            values[f"bias_ih_l0{sfx}"] = _gates(bias[d, :gates * h], order, h)
+            values[f"bias_hh_l0{sfx}"] = _gates(bias[d, gates * h:], order, h)
     for leaf, v in values.items():
         b.params[f"{name}.{leaf}"] = _weights(v, f"{name}.{leaf}", b.dtype)
     if time_major:
-        seq.declare_outputs(b.seq, seq.Pending(node.where, node.op, int(x.shape[0]), make), *node.outputs[:2])
+        seq.declare_outputs(b.seq, seq.Pending(node.where, node.op, int(x.shape[0]), make, D), *node.outputs[:2])
         return
     out = make(bool(sequences))
     for reader in readers:  # a flattened sequence is (T*H,); a squeeze, or Y_h flattened, the layer's own
@@ -774,11 +785,12 @@ def _gates(a: np.ndarray, order: Sequence[int], h: int) -> np.ndarray:
 
 def _recurrent_settings(node: _Node, defaults: tuple[str, ...]) -> str:
     """Refuse a recurrent op's settings that symnn's layers (PyTorch's equations) lack, each by
-    name; the RNN's nonlinearity ("tanh", or "relu" for ``activations=["Relu"]``)."""
+    name; the RNN's nonlinearity ("tanh", or "relu" for ``activations=["Relu"]``, one per direction)."""
     attrs, what = node.attrs, f"{node.where}: {node.op}"
-    if attrs.get("direction", "forward") != "forward":
+    if attrs.get("direction", "forward") not in ("forward", "bidirectional"):
         raise SpecTypeError(f"{what}(direction={shown(attrs['direction'])}) is not supported: symnn's recurrent "
-                            "layers run forward in time (direction='forward')")
+                            "layers run forward in time (direction='forward'), or both ways "
+                            "(direction='bidirectional')")
     if attrs.get("layout", 0) not in (0, 1):
         raise ModelFormatError(f"{what}(layout={attrs['layout']}): ONNX's layout is 0 or 1")
     if "clip" in attrs:
@@ -787,8 +799,10 @@ def _recurrent_settings(node: _Node, defaults: tuple[str, ...]) -> str:
         if key in attrs:
             raise SpecTypeError(f"{what}({key}={list(attrs[key])}) is not supported: symnn's {node.op} uses the "
                                 f"default activations {list(defaults)}")
+    per = 2 if attrs.get("direction") == "bidirectional" else 1  # ONNX lists each direction's
+    defaults = defaults * per
     acts = tuple(attrs.get("activations", defaults))
-    relu = node.op == "RNN" and acts == ("Relu",)
+    relu = node.op == "RNN" and acts == ("Relu",) * per
     if acts != defaults and not relu:
         extra = " (or ['Relu'])" if node.op == "RNN" else ""
         raise SpecTypeError(f"{what}(activations={list(acts)}) is not supported: symnn's {node.op} uses "
@@ -816,11 +830,14 @@ def _refuse_unread_outputs(b: _Builder, node: _Node) -> None:
                             "Flatten(axis=1), a Reshape to (N, -1) or a Squeeze of the direction axis")
 
 
-def _recurrent_readers(b: _Builder, node: _Node, seq_shape: tuple[int, int]) -> tuple[bool, list[_Node]]:
+def _recurrent_readers(b: _Builder, node: _Node, seq_shape: tuple[int, int],
+                       directions: int = 1) -> tuple[bool, list[_Node]]:
     """Whether the layer returns the sequence (Y is read) or the last state (Y_h is), and the
     nodes that read it: each a Flatten(axis=1), a Reshape to (N, -1) or a Squeeze of the
-    direction axis (Y: 2, Y_h: 1), which the layer's value defines. Y_c, both Y and Y_h,
-    another reader, or Y/Y_h as a graph output (they keep the direction axis) are refused."""
+    direction axis (Y: 2, Y_h: 1), which the layer's value defines (of a bidirectional op, no
+    Squeeze: Y (N, T, 2, H) flattened is each step's directions side by side, Y_h (N, 2, H) the
+    two final states, symnn's layout). Y_c, both Y and Y_h, another reader, or Y/Y_h as a graph
+    output (they keep the direction axis) are refused."""
     y, y_h = (node.outputs + ("", ""))[:2]
     seq_readers = b.users.get(y, []) if y else []
     last_readers = b.users.get(y_h, []) if y_h else []
@@ -831,9 +848,10 @@ def _recurrent_readers(b: _Builder, node: _Node, seq_shape: tuple[int, int]) -> 
         raise SpecError(f"{node.where}: neither Y nor Y_h is read")
     key, axis = (y, 2) if seq_readers else (y_h, 1)
     t, h = seq_shape
-    shape = (t, 1, h) if seq_readers else (1, h)
+    shape = (t, directions, h) if seq_readers else (directions, h)
+    readable = ("Flatten", "Reshape", "Squeeze") if directions == 1 else ("Flatten", "Reshape")
     for reader in seq_readers or last_readers:
-        if reader.op not in ("Flatten", "Reshape", "Squeeze") or reader.inputs[0] != key:
+        if reader.op not in readable or reader.inputs[0] != key:
             raise SpecError(f"{reader.where} reads {shown(key)}, the {'Y' if seq_readers else 'Y_h'} of "
                             f"{node.where}; symnn reads it through a Flatten(axis=1), a Reshape to (N, -1) or a "
                             f"Squeeze of axis {axis}")

@@ -7,6 +7,10 @@ from the input's ``Shape`` (``Gather``, ``Unsqueeze``, ``Concat``, then ``Consta
 ``Expand``, one ``Slice`` per layer when stacked); ``Y`` (T, 1, N, H) is squeezed to (T, N, H) and
 transposed back; ``out[:, -1]`` is a ``Gather`` of step -1, ``h[-1]`` a ``Gather`` of the last layer
 of the ``Concat`` of the layers' ``Y_h``; a stacked layer reads the squeezed ``Y`` of the one before.
+A bidirectional module's op (``direction="bidirectional"``) has Y (T, 2, N, H), which the exporter
+turns into steps (T, N, 2H) with ``Transpose(perm=[0, 2, 1, 3])`` and ``Reshape([0, 0, -1])``, and
+Y_h (2, N, H), whose ``Gather``s of rows -2 and -1 (each direction's final state) a ``Concat``
+along axis 1 joins: ``torch.cat((h_n[-2], h_n[-1]), dim=1)``, the layer's last state.
 
 None of these values is data symnn computes on. They are followed here as *views*: which layout-0
 op's output a value is and along which axes, or a shape computation, or a broadcast of zeros.
@@ -31,6 +35,8 @@ from .naming import shown
 _INT64 = 7  # onnx.TensorProto.INT64
 #: the one transposition read: (T, N, F) <-> (N, T, F)
 _SWAP = (1, 0, 2)
+#: a bidirectional op's Y (T, 2, N, H) to (T, N, 2, H): each step's directions side by side
+_STEPS_FIRST = (0, 2, 1, 3)
 
 
 class Form(Enum):
@@ -42,6 +48,10 @@ class Form(Enum):
     SEQUENCE = "batch-first sequence (N, T, H): the transposed Y of a layout-0 recurrent op"
     HIDDEN = "final state Y_h (1, N, H) of a layout-0 recurrent op"
     HIDDEN_STACK = "final states (L, N, H) of stacked layout-0 recurrent ops (a Concat of their Y_h)"
+    Y_BI = "Y (T, 2, N, H) of a bidirectional layout-0 recurrent op"
+    Y_BI_STEPS = "Y (T, N, 2, H) of a bidirectional layout-0 recurrent op: Transpose(perm=[0, 2, 1, 3]) of its Y"
+    FINAL = ("one direction's final state (N, H) of a bidirectional layout-0 recurrent op (a Gather of its "
+             "Y_h)")
 
 
 @dataclass
@@ -53,6 +63,7 @@ class Pending:
     op: str
     steps: int
     make: Callable[[bool], Tensor]
+    directions: int = 1  # 2: direction="bidirectional"
     sequences: bool | None = None
     out: Tensor | None = None
 
@@ -74,6 +85,7 @@ class View:
     form: Form
     roots: tuple[Pending, ...] = ()
     tensor: Tensor | None = None  # TIME_MAJOR_INPUT: the batch-first tensor it transposes
+    direction: int | None = None  # FINAL: 0 the forward direction's, 1 the reverse one's
 
 
 @dataclass
@@ -109,6 +121,10 @@ def refuse_as_data(s: SequenceState, where: str, key: str) -> None:
         raise SpecError(f"{where}: reads {shown(key)}, a broadcast of zeros, as data; symnn reads one only as "
                         "the initial state of a recurrent op")
     view = s.views.get(key)
+    if view is not None and view.form is Form.FINAL:
+        raise SpecError(f"{where}: reads {shown(key)}, a {view.form.value}, as data; symnn's bidirectional layer "
+                        "returns both directions' final states, joined by a Concat along axis 1 (forward, then "
+                        "reverse): torch.cat((h_n[-2], h_n[-1]), dim=1)")
     if view is not None and view.form is not Form.SEQUENCE:
         raise SpecError(f"{where}: reads {shown(key)}, a {view.form.value}, as data; symnn reads it through "
                         "the Squeeze, Transpose(perm=[1, 0, 2]) and Gather of the last step that "
@@ -142,9 +158,12 @@ _WHEN_READING = frozenset({"Gather", "Unsqueeze", "Concat", "Squeeze", "Slice"})
 
 def follows(s: SequenceState, op: str, inputs: tuple[str, ...]) -> bool:
     """Whether a node of ``op`` reading ``inputs`` belongs to this module: a Shape, Transpose,
-    ConstantOfShape or Expand, or a Gather, Unsqueeze, Concat, Squeeze or Slice of a view, a
-    shape or zeros. Any other node reading one of those reads it as data (:func:`as_data`)."""
+    ConstantOfShape or Expand, a Gather, Unsqueeze, Concat, Squeeze or Slice of a view, a
+    shape or zeros, or the Reshape of a bidirectional op's steps. Any other node reading one of
+    those reads it as data (:func:`as_data`)."""
     if op in _ALWAYS:
+        return True
+    if op == "Reshape" and inputs and inputs[0] in s.views and s.views[inputs[0]].form is Form.Y_BI_STEPS:
         return True
     ours = s.shapes | s.zeros | set(s.views)
     return op in _WHEN_READING and any(key in ours for key in inputs if key)
@@ -189,7 +208,9 @@ def build(s: SequenceState, node: Step, values: dict[str, Tensor], consts: dict[
     elif op == "Gather":
         _gather(s, node, values)
     elif op == "Concat":
-        _concat(s, node)
+        _concat(s, node, values)
+    elif op == "Reshape":
+        _reshape_steps(s, node, consts)
     else:  # an Unsqueeze of a view or of zeros
         raise SpecError(f"{where}: symnn reads no {op} of {shown(ins[0])} (a recurrent op's output or "
                         "its initial state)")
@@ -219,6 +240,10 @@ def _constant_of_shape(s: SequenceState, node: Step, consts: dict) -> None:
 def _transpose(s: SequenceState, node: Step, values: dict[str, Tensor]) -> None:
     perm = tuple(node.attrs.get("perm", ()))
     key = node.inputs[0]
+    view = s.views.get(key)
+    if view is not None and view.form is Form.Y_BI and perm == _STEPS_FIRST:
+        s.views[node.output] = View(Form.Y_BI_STEPS, view.roots)
+        return
     if perm != _SWAP:
         raise SpecTypeError(f"{node.where}: Transpose(perm={list(perm)}) is not supported; symnn reads the "
                             "Transpose(perm=[1, 0, 2]) that torch.onnx.export writes around a time-major "
@@ -242,7 +267,7 @@ def _squeeze(s: SequenceState, node: Step, values: dict[str, Tensor], axes: tupl
     view = s.views.get(node.inputs[0])
     if view is not None and view.form is Form.Y and axes in ((1,), (-3,)):
         s.views[node.output] = View(Form.TIME_MAJOR, view.roots)
-    elif view is not None and view.form is Form.HIDDEN and axes in ((0,), (-3,)):
+    elif view is not None and view.form is Form.HIDDEN and axes in ((0,), (-3,)) and view.roots[0].directions == 1:
         values[node.output] = view.roots[0].value(False, node.where)
     else:
         what = view.form.value if view is not None else "not a recurrent op's output"
@@ -260,33 +285,68 @@ def _gather(s: SequenceState, node: Step, values: dict[str, Tensor]) -> None:
         raise SpecError(f"{node.where}: gathers {shown(data)} by {shown(index_key)}; symnn reads a Gather of one "
                         "step or layer of a recurrent op's output by a constant scalar index")
     roots = view.roots
-    last = {Form.TIME_MAJOR: (0, roots[0].steps), Form.SEQUENCE: (1, roots[0].steps), Form.HIDDEN: (0, 1),
-            Form.HIDDEN_STACK: (0, len(roots))}.get(view.form)
+    rows = sum(root.directions for root in roots)  # of final states: a bidirectional op has two
+    last = {Form.TIME_MAJOR: (0, roots[0].steps), Form.SEQUENCE: (1, roots[0].steps), Form.HIDDEN: (0, rows),
+            Form.HIDDEN_STACK: (0, rows)}.get(view.form)
     if last is None or axis not in (last[0], last[0] - 3) or not -last[1] <= index < last[1]:
         raise SpecError(f"{node.where}: Gather(axis={axis}) of index {index} from a {view.form.value}; symnn reads "
                         "the last step (index -1 or T-1 along the time axis) or one layer's final state")
-    if view.form is Form.HIDDEN_STACK:
-        values[node.output] = roots[index].value(False, node.where)
+    if view.form in (Form.HIDDEN, Form.HIDDEN_STACK):
+        row = index % rows
+        for root in roots:  # the op whose Y_h holds that row, and which of its directions
+            if row < root.directions:
+                break
+            row -= root.directions
+        if root.directions == 1:
+            values[node.output] = root.value(False, node.where)
+        else:
+            s.views[node.output] = View(Form.FINAL, (root,), direction=row)
         return
     if index % last[1] != last[1] - 1:
         raise SpecError(f"{node.where}: Gather of step {index} of a {view.form.value}; symnn's recurrent layers "
                         "return the last step (index -1) or every step, not step "
                         f"{index} alone")
+    if roots[0].directions == 2:
+        raise SpecError(f"{node.where}: Gather of the last step of a bidirectional {roots[0].op}'s output, whose "
+                        "reverse half has seen one step; symnn's bidirectional layer returns each direction's final "
+                        "state (a Concat of Y_h's rows -2 and -1 along axis 1), or every step")
     values[node.output] = roots[0].value(False, node.where)
 
 
-def _concat(s: SequenceState, node: Step) -> None:
+def _concat(s: SequenceState, node: Step, values: dict[str, Tensor]) -> None:
     views = [s.views.get(key) for key in node.inputs if key]
-    if node.attrs.get("axis") not in (0, -3) or any(v is None or v.form not in (Form.HIDDEN, Form.HIDDEN_STACK)
-                                                    for v in views):
+    axis = node.attrs.get("axis")
+    if axis in (1, -1) and views and all(v is not None and v.form is Form.FINAL for v in views):
+        # a bidirectional op's final states, forward then reverse: the layer's last state
+        if len(views) != 2 or views[0].roots != views[1].roots or (views[0].direction, views[1].direction) != (0, 1):
+            raise SpecError(f"{node.where}: a Concat of final states of bidirectional recurrent ops other than one "
+                            "op's forward and reverse, in that order (torch.cat((h_n[-2], h_n[-1]), dim=1)), which "
+                            "symnn's layer returns")
+        values[node.output] = views[0].roots[0].value(False, node.where)
+        return
+    if axis not in (0, -3) or any(v is None or v.form not in (Form.HIDDEN, Form.HIDDEN_STACK) for v in views):
         raise SpecError(f"{node.where}: a Concat of recurrent outputs; symnn reads one only of final states Y_h "
-                        "along axis 0 (the layers of a stacked recurrent module)")
+                        "along axis 0 (the layers of a stacked recurrent module), or of a bidirectional op's "
+                        "two final states along axis 1")
     s.views[node.output] = View(Form.HIDDEN_STACK, tuple(root for v in views if v for root in v.roots))
+
+
+def _reshape_steps(s: SequenceState, node: Step, consts: dict[str, tuple[int, ...]]) -> None:
+    """``Reshape([0, 0, -1])`` of a bidirectional op's (T, N, 2, H) steps: (T, N, 2H), each step
+    the two directions' states side by side, which the layer's sequence is."""
+    view = s.views[node.inputs[0]]
+    shape = consts.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    root = view.roots[0]
+    if (shape is None or len(shape) != 3 or tuple(shape[:2]) not in ((0, 0), (root.steps, 0))
+            or shape[2] != -1 or node.attrs.get("allowzero", 0) != 0):
+        raise SpecError(f"{node.where}: a Reshape of a {view.form.value} to {shown(shape)}; symnn reads the "
+                        "Reshape([0, 0, -1]) that torch.onnx.export writes, joining each step's two directions")
+    s.views[node.output] = View(Form.TIME_MAJOR, view.roots)
 
 
 def declare_outputs(s: SequenceState, pending: Pending, y: str, y_h: str) -> None:
     """A layout-0 op's Y and Y_h as views of ``pending``."""
     if y:
-        s.views[y] = View(Form.Y, (pending,))
+        s.views[y] = View(Form.Y if pending.directions == 1 else Form.Y_BI, (pending,))
     if y_h:
         s.views[y_h] = View(Form.HIDDEN, (pending,))

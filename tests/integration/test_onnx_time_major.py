@@ -1,7 +1,9 @@
 """``sn.from_onnx`` of recurrent modules as ``torch.onnx.export`` writes them (issue 23, item 4):
 the time-major op (``layout=0``) between ``Transpose(perm=[1, 0, 2])`` nodes, zero initial
 states built from the input's ``Shape`` (``ConstantOfShape``; ``Slice`` per layer when stacked),
-``Y`` squeezed and transposed back, ``out[:, -1]`` and ``h_n[-1]`` as ``Gather`` nodes.
+``Y`` squeezed and transposed back, ``out[:, -1]`` and ``h_n[-1]`` as ``Gather`` nodes; a
+bidirectional module's op with its steps' ``Transpose(perm=[0, 2, 1, 3])`` and ``Reshape``, and
+``torch.cat((h_n[-2], h_n[-1]), 1)`` as a ``Concat`` of two ``Gather``s.
 
 Each exported file is read back and held to the module it came from: the forward output and,
 through ``loss_and_grad``, every gradient against autograd (float64, 1e-10 relative: a step's
@@ -35,13 +37,15 @@ nn = torch.nn  # the sizes and data are the torch-import tests' (N samples, T st
 class Reader(nn.Module):
     """A batch-first recurrent module ``rnn`` and a head ``fc`` reading its result ``read``:
     "last" ``out[:, -1]``, "h" ``h_n[-1]``, "squeeze" ``h_n.squeeze(0)``, "flat" the sequence
-    flattened, "first" ``out[:, 0]`` (refused), "both" the last step plus the flattened
-    sequence (refused)."""
+    flattened, "cat" ``torch.cat((h_n[-2], h_n[-1]), 1)`` (a bidirectional module's final
+    states), "first" ``out[:, 0]`` (refused), "both" the last step plus the flattened sequence
+    (refused)."""
 
     def __init__(self, rnn: nn.Module, read: str) -> None:
         super().__init__()
         self.rnn, self.read = rnn, read
-        self.fc = nn.Linear(H * (T if read == "flat" else 1), K)
+        width = (2 if rnn.bidirectional and read != "h" else 1) * rnn.hidden_size
+        self.fc = nn.Linear(width * (T if read == "flat" else 1), K)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, h = self.rnn(x)
@@ -52,6 +56,8 @@ class Reader(nn.Module):
             return self.fc(h[-1])
         if self.read == "squeeze":
             return self.fc(h.squeeze(0))
+        if self.read == "cat":
+            return self.fc(torch.cat((h[-2], h[-1]), dim=1))
         if self.read == "first":
             return self.fc(out[:, 0])
         if self.read == "both":
@@ -76,6 +82,9 @@ CASES = [  # (module, its readers' return_sequences in layer order)
     (lambda: nn.RNN(F, H, nonlinearity="relu", batch_first=True), "flat", [True]),
     (lambda: nn.LSTM(F, H, num_layers=2, batch_first=True), "last", [True, False]),
     (lambda: nn.GRU(F, H, batch_first=True), "squeeze", [False]),
+    (lambda: nn.LSTM(F, H, num_layers=2, batch_first=True, bidirectional=True), "cat", [True, False]),
+    (lambda: nn.GRU(F, H, batch_first=True, bidirectional=True), "flat", [True]),
+    (lambda: nn.RNN(F, H, num_layers=2, batch_first=True, bidirectional=True), "cat", [True, False]),
 ]
 
 
@@ -101,7 +110,7 @@ def test_exported_recurrent_modules_match_the_module_the_file_and_autograd(make,
     kind = type(module.rnn).__name__.lower()
     for key, g in grads.items():  # layer i+1 of symnn is layer i of the torch module
         layer, _, leaf = key.partition(".")
-        torch_key = (f"rnn.{leaf[:-1]}{int(layer[len(kind):]) - 1}" if layer.startswith(kind)
+        torch_key = (f"rnn.{leaf.replace('_l0', f'_l{int(layer[len(kind):]) - 1}')}" if layer.startswith(kind)
                      else key)
         assert rel(g, torch_grads[torch_key]) <= 1e-10, key
 
@@ -141,8 +150,10 @@ def _with_perm(model: onnx.ModelProto, perm: list[int]) -> onnx.ModelProto:
     (lambda: _exported(Reader(nn.GRU(F, H, batch_first=True), "both")), SpecError, "return_sequences"),
     (lambda: _with_perm(_exported(Reader(nn.LSTM(F, H, batch_first=True), "last")), [0, 2, 1]), SpecTypeError,
      "Transpose(perm=[0, 2, 1])"),
-    (lambda: _exported(Reader(nn.LSTM(F, H // 2, batch_first=True, bidirectional=True), "last")), SpecTypeError,
-     "direction='bidirectional'"),
+    (lambda: _exported(Reader(nn.LSTM(F, H // 2, batch_first=True, bidirectional=True), "last")), SpecError,
+     "reverse half has seen one step"),
+    (lambda: _exported(Reader(nn.GRU(F, H, batch_first=True, bidirectional=True), "h")), SpecError,
+     "both directions' final states"),
 ])
 def test_what_symnn_does_not_model_is_refused_naming_the_node(make, error: type, words: str) -> None:
     with pytest.raises(error) as info:
