@@ -10,11 +10,14 @@ with the flatten after it an ``sn.GlobalAvgPool``, ``nn.Flatten``/``torch.flatte
 as in ``state_dict()``), ``nn.Embedding`` on a forward argument an ``sn.Embedding`` on an index
 input (``sn.Input(T, indices=True)``), ``nn.Dropout`` an ``sn.Dropout``,
 ``a + b`` an add and ``torch.cat(dim=1)`` an ``sn.concat``. ``nn.RNN``/``GRU``/``LSTM``
-(``batch_first=True``, ``bidirectional`` carried over) become ``sn.RNN``/``GRU``/``LSTM``, their
-``return_sequences`` read off how forward uses the result (:func:`_recurrent_modes`): the last
-step (``out[:, -1]``, the last layer's ``h_n[-1]``; of a bidirectional module
-``torch.cat((h_n[-2], h_n[-1]), dim=1)``) or the whole output sequence (flattened, or fed to the
-next module). A layer is named after the
+(``bidirectional`` carried over) become ``sn.RNN``/``GRU``/``LSTM``, their ``return_sequences``
+read off how forward uses the result (:func:`_recurrent_modes`): the last step (``out[:, -1]``,
+the last layer's ``h_n[-1]``; of a bidirectional module ``torch.cat((h_n[-2], h_n[-1]), dim=1)``)
+or the whole output sequence (flattened, or fed to the next module). A time-major module
+(``batch_first=False``) reads and writes (T, N, F) sequences: its last step is ``out[-1]``, and
+``transpose(0, 1)``/``permute(1, 0, 2)`` swap a sequence between the two layouts
+(:func:`_check_time_major`); symnn's sequences are batch-first throughout, so a forward argument
+that a time-major module reads is the network's batch-first input (N, T, F). A layer is named after the
 attribute that holds its module (:func:`layer_name_of`: an ``nn.Sequential``'s module ``3`` is
 layer ``_3``), so the network's parameter names are the module's ``state_dict()`` keys up to
 that one rule (:func:`state_dict_key`), checked one for one: anything the module holds that
@@ -52,8 +55,9 @@ _SUPPORTED = ("nn.Linear, nn.Conv1d/2d (padding_mode='zeros'), nn.MaxPool1d/2d, 
               "nn.AdaptiveAvgPool1d/2d(1) followed by a flatten (and F.max_pool1d/2d, F.avg_pool1d/2d, "
               "F.adaptive_avg_pool1d/2d with constant sizes), nn.Flatten and torch.flatten(x, 1), "
               "nn.LayerNorm (one normalized dimension), nn.BatchNorm1d/2d, nn.Embedding (on a forward argument), "
-              "nn.RNN/GRU/LSTM (batch_first=True; out[:, -1], h_n[-1] or the whole output; bidirectional: "
-              "torch.cat((h_n[-2], h_n[-1]), dim=1) or the whole output), "
+              "nn.RNN/GRU/LSTM (out[:, -1], h_n[-1] or the whole output; bidirectional: "
+              "torch.cat((h_n[-2], h_n[-1]), dim=1) or the whole output; batch_first=False: out[-1], and "
+              "transpose(0, 1) or permute(1, 0, 2) between time-major and batch-first), "
               "nn.Dropout, nn.Identity, a + b "
               "(operator.add, torch.add), torch.cat(dim=1 or -1), and the activations {activations} "
               "(folded into the Linear or Conv right before them, else an sn.Activate layer)")
@@ -90,6 +94,9 @@ class _Kind(enum.Enum):
     # h_n[-2], h_n[-1] of a bidirectional module: one direction's final state (``index``: 0
     # forward, 1 reverse), read only as torch.cat((h_n[-2], h_n[-1]), dim=1), its LAST_STEP
     RNN_FINAL = enum.auto()
+    # t.transpose(0, 1), t.permute(1, 0, 2): a sequence between batch-first (N, T, F) and the
+    # time-major (T, N, F) of a batch_first=False module; symnn's value is the same sequence
+    TIME_SWAP = enum.auto()
     SHAPE = enum.auto()  # x.shape / x.size(): only for a batch size
     BATCH_SIZE = enum.auto()  # x.shape[0], x.size(0): only as reshape(n, -1)'s first size
 
@@ -128,6 +135,7 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
     for node in graph.nodes:  # in order: a getitem is classified by what it indexes
         roles[node] = _role(torch, module, node, roles)
     _check_global_pools(roles)
+    _check_time_major(roles)
     modes = _recurrent_modes(roles)
     placeholders = [node for node in graph.nodes if roles[node].kind is _Kind.INPUT]
     shapes = _input_shapes(placeholders, roles, input_shapes, shape_hint)
@@ -275,8 +283,6 @@ def _recurrent_table(torch: Any) -> dict[type, type[Layer]]:
 #: recurrent settings symnn's layers do not model: (attribute, whether the module's value is
 #: refused, why); each is refused naming the module and the setting
 _RECURRENT_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    ("batch_first", lambda m: not m.batch_first,
-     "symnn's recurrent layers read batch-first sequences (N, T, F); construct it with batch_first=True"),
     ("dropout", lambda m: float(m.dropout) > 0 and int(m.num_layers) > 1,
      "symnn's stacked recurrent layers have no dropout between them; use dropout=0"),
     ("proj_size", lambda m: int(getattr(m, "proj_size", 0)) > 0,
@@ -315,6 +321,17 @@ def _getitem_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
         return _final_state(node, role, index)
     if kind in (_Kind.RNN_STATE, _Kind.RNN_HIDDEN):
         return _last_layer(node, role, index)
+    if kind is _Kind.RNN_OUTPUT and not role.module.batch_first:  # time-major: (T, N, D*H)
+        if index != -1:
+            raise SpecError(f"{_where(node)}: output[{_subscript(index)}] of the time-major (batch_first=False) "
+                            f"{_module_of(role)} is not supported; from_torch reads its last step out[-1], or the "
+                            "whole sequence")
+        if role.module.bidirectional:
+            raise SpecError(f"{_where(node)}: output[-1] of the bidirectional {_module_of(role)} holds the "
+                            "reverse direction's state after a single step; symnn's bidirectional layer returns "
+                            "each direction's final state, torch.cat((h_n[-2], h_n[-1]), dim=1), or the whole "
+                            "output")
+        return _Role(_Kind.LAST_STEP, role.operands, role.module)
     if kind is _Kind.RNN_OUTPUT:
         if index == (slice(None), -1) and role.module.bidirectional:
             raise SpecError(f"{_where(node)}: output[:, -1] of the bidirectional {_module_of(role)} holds the "
@@ -593,6 +610,8 @@ def _function_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
         return _cat_role(torch, node, roles)
     if target is torch.flatten:
         return _flatten_role(torch, node)
+    if target in (torch.transpose, torch.permute, torch.swapaxes, torch.swapdims):
+        return _time_swap_role(node, target.__name__)
     pools = _functional_pools(torch)
     if target in pools:
         return _functional_pool_role(torch, node, pools[target])
@@ -612,12 +631,77 @@ def _method_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
         return _squeeze_role(torch, node, roles)
     if node.target == "add":
         return _add_role(torch, node)
+    if node.target in _SWAP_METHODS:
+        return _time_swap_role(node, node.target)
     if node.target == "flatten":
         return _flatten_role(torch, node)
     if node.target in _METHODS:
         kind, names = _METHODS[node.target]
         return _activation_call(torch, node, kind, names)
     raise _unsupported(node)
+
+
+#: the tensor methods that can swap a sequence's batch and time axes
+_SWAP_METHODS = frozenset({"transpose", "permute", "swapaxes", "swapdims"})
+
+
+def _time_swap_role(node: Any, what: str) -> _Role:
+    """``t.transpose(0, 1)`` (``torch.transpose``, ``swapaxes``, ``swapdims``) or
+    ``t.permute(1, 0, 2)``: the batch and time axes of a sequence swapped, what a module does
+    around a time-major (``batch_first=False``) recurrent module; every other axis order is
+    refused (:func:`_check_time_major` checks what it is applied to and who reads it)."""
+    args = node.args[1:]
+    if what == "permute":
+        order = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
+        swaps = order == (1, 0, 2) and not node.kwargs
+    else:
+        swaps = not node.kwargs and tuple(args) in ((0, 1), (1, 0))
+    if not swaps or not node.args or not hasattr(node.args[0], "op"):
+        raise SpecError(f"{_where(node)}: {what}{tuple(args)} is not supported; from_torch reads the swap of a "
+                        "sequence's batch and time axes, transpose(0, 1) or permute(1, 0, 2), around a "
+                        "batch_first=False recurrent module")
+    return _Role(_Kind.TIME_SWAP, (node.args[0],))
+
+
+def _time_major(node: Any, roles: Mapping[Any, _Role]) -> bool:
+    """Whether PyTorch holds ``node``'s value time-major, (T, N, F): the output sequence of a
+    batch_first=False module, or a batch-first sequence's axes swapped (and back)."""
+    role = roles[node]
+    if role.kind is _Kind.RNN_OUTPUT:
+        return not role.module.batch_first
+    if role.kind is _Kind.TIME_SWAP:
+        return not _time_major(role.operands[0], roles)
+    return False
+
+
+def _check_time_major(roles: Mapping[Any, _Role]) -> None:
+    """Time-major values meet only what reads them as PyTorch does: a batch_first=False module
+    reads a time-major sequence (or a forward argument that nothing else reads: the network's
+    input is then that sequence batch-first, (N, T, F)), a batch-first module a batch-first one;
+    a time-major value is read only by such a module, as its last step ``out[-1]`` or swapped
+    back to batch-first."""
+    for node, role in roles.items():
+        if role.kind is _Kind.RECURRENT:
+            (operand,) = role.operands
+            want = not role.module.batch_first
+            if _time_major(operand, roles) == want:
+                continue
+            if want and operand.op == "placeholder" and all(
+                    roles[u].kind is _Kind.RECURRENT and not roles[u].module.batch_first for u in operand.users):
+                continue  # a time-major forward argument: the network reads it batch-first
+            layout = ("time-major (T, N, F)", "batch-first (N, T, F)")
+            raise SpecError(f"{_where(node)}: the {'time-major' if want else 'batch-first'} "
+                            f"{type(role.module).__name__} (batch_first={role.module.batch_first}) reads "
+                            f"{_where(operand)}, a {layout[1] if want else layout[0]} sequence; swap its axes "
+                            "with transpose(0, 1) first")
+        if _time_major(node, roles):
+            source = f" (the output of {_module_of(role)})" if role.kind is _Kind.RNN_OUTPUT else ""
+            for user in node.users:
+                ok = roles[user].kind in (_Kind.RECURRENT, _Kind.TIME_SWAP, _Kind.LAST_STEP)
+                if not ok:
+                    raise SpecError(f"{_where(user)} reads {_where(node)}{source}, a time-major (T, N, ...) sequence; "
+                                    "from_torch reads one only as the input of a batch_first=False recurrent "
+                                    "module, its last step out[-1], or swapped to batch-first (transpose(0, 1))")
 
 
 def _activation_call(torch: Any, node: Any, kind: str, names: tuple[str, ...]) -> _Role:
@@ -908,7 +992,7 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Seq
             emb = Embedding(int(mod.num_embeddings), int(mod.embedding_dim), mod.padding_idx,
                             name=_layer_name(node))
             values[node] = _layer(layers, node, emb)(*args)
-        elif role.kind is _Kind.IDENTITY:
+        elif role.kind in (_Kind.IDENTITY, _Kind.TIME_SWAP):  # a swap: symnn's sequences are batch-first
             values[node] = args[0]
         elif role.kind is _Kind.ADD:
             values[node] = args[0] + args[1]

@@ -174,6 +174,79 @@ def test_imported_recurrent_nets_match_autograd(make: Callable[[], nn.Module], s
     module.load_state_dict(sn.to_state_dict(net, params))  # the module's own keys and shapes
 
 
+class TimeMajorLast(nn.Module):
+    """PyTorch's default layout, batch_first=False: forward reads (T, N, F) and the last step is
+    ``out[-1]``; a second module reads the first's time-major output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(F, H)
+        self.lstm = nn.LSTM(H, 3, num_layers=2)
+        self.fc = nn.Linear(3, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seq, _ = self.gru(x)
+        out, _ = self.lstm(seq)
+        return self.fc(out[-1])
+
+
+class TimeMajorSwapped(nn.Module):
+    """A batch-first forward argument swapped to time-major for a bidirectional batch_first=False
+    LSTM (``permute(1, 0, 2)``), its output swapped back (``transpose(0, 1)``) and flattened; a
+    relu RNN reads the time-major output too, its ``h_n[-1]`` joined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(F, H, bidirectional=True)
+        self.rnn = nn.RNN(2 * H, 3, nonlinearity="relu")
+        self.fc = nn.Linear(T * 2 * H, K)
+        self.fc2 = nn.Linear(3, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x.permute(1, 0, 2))
+        _, h = self.rnn(out)
+        return self.fc(out.transpose(0, 1).flatten(1)) + self.fc2(h[-1])
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)])
+@pytest.mark.parametrize("make, time_major_input, sequences", [(TimeMajorLast, True, [True, False]),
+                                                               (TimeMajorSwapped, False, [True, False])])
+def test_time_major_modules_import_as_batch_first_networks(make: Callable[[], nn.Module], time_major_input: bool,
+                                                           sequences: list[bool], backend: str) -> None:
+    """A batch_first=False module's network reads batch-first sequences (N, T, F): where its
+    forward takes time-major ones, the same data transposed; loss, gradients and forward are
+    autograd's, on both backends."""
+    module = ready(make())
+    net, params = sn.from_torch(module, input_shape=(T, F), loss="mse")
+    recurrent = [layer for layer in net.graph.layers if isinstance(layer, (sn.RNN, sn.GRU, sn.LSTM))]
+    assert [layer.return_sequences for layer in recurrent] == sequences
+    x = torch.tensor(X.transpose(1, 0, 2).copy() if time_major_input else X)
+    module.zero_grad()
+    out = module(x)
+    ref = _mse(out)
+    ref.backward()
+    k = sn.compile(net, backend=backend)
+    loss, grads = k.loss_and_grad(params, X, Y)
+    assert abs(loss - ref.item()) <= 1e-10 * abs(ref.item())
+    back = sn.to_state_dict(net, grads)
+    for key, p in module.named_parameters():
+        assert rel(back[key].numpy(), p.grad.numpy()) <= 1e-10, key
+    assert rel(k.forward(params, X), out.detach().numpy()) <= 1e-10
+
+
+def test_another_axis_order_around_a_time_major_module_is_refused() -> None:
+    class Permuted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru, self.fc = nn.GRU(T, H), nn.Linear(H, K)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.gru(x.permute(2, 0, 1))[0][-1])
+
+    with pytest.raises(SpecError, match=r"permute\(2, 0, 1\) is not supported.*transpose\(0, 1\) or permute\(1, 0, 2\)"):
+        sn.from_torch(Permuted(), input_shape=(T, F), loss="mse")
+
+
 class _Calls(nn.Module):
     """A one-module net whose forward is given: the refusals below."""
 
@@ -198,7 +271,10 @@ def _both(m: nn.Module, out: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("rnn, forward, error, words", [
-    (nn.LSTM(F, H), _last, SpecTypeError, "batch_first=False"),
+    (nn.LSTM(F, H), _last, SpecError, "output[:, -1] of the time-major (batch_first=False)"),
+    (nn.GRU(F, H), lambda m, x: m.fc(m.lstm(x)[0].flatten(1)), SpecError, "a time-major (T, N, ...) sequence"),
+    (nn.GRU(F, H, batch_first=True), lambda m, x: m.fc(m.lstm(x.transpose(0, 1))[0][:, -1]), SpecError,
+     "the batch-first GRU (batch_first=True) reads node 'transpose'"),
     (nn.GRU(F, H, batch_first=True, bidirectional=True), _last, SpecError, "reverse direction's state after a "
      "single step"),
     (nn.GRU(F, H, batch_first=True, bidirectional=True), lambda m, x: m.fc(m.lstm(x)[1][-1]), SpecError,
