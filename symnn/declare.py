@@ -776,7 +776,7 @@ class Network:
 
     @property
     def has_dropout(self) -> bool:
-        return any(layer.drop_probability for layer in self.layers)
+        return any(layer.drop_probability or layer.drops_inside for layer in self.layers)
 
     @property
     def is_concrete(self) -> bool:

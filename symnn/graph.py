@@ -151,18 +151,24 @@ def mask_name(layer: int) -> str:
 def dropout_masks(net: Network) -> list[tuple[str, int, int, float]]:
     """``[(mask name, key, width, drop probability)]`` for the layers with dropout: a
     Sequential network's by layer number; a layer graph's by call, numbered 1, 2, ... in call
-    order (a layer called twice draws a mask per call)."""
+    order (a layer called twice draws a mask per call); a call's masks inside its layer (a
+    stacked recurrent layer's, :meth:`symnn.layers.Layer.inner_masks`) before its output's."""
     if net.graph is not None:
         g = net.graph
-        drops = [(call, g.layers[call.layer].drop_probability) for call in g.calls]
-        # a mask has an entry per value of the output: a feature map's (C, H, W) are C*H*W
-        return [(mask_name(k), k, int(np.prod(call.shape)), p)
-                for k, (call, p) in enumerate(((c, p) for c, p in drops if p), 1)]
+        masks: list[tuple[str, int, int, float]] = []
+        for call in g.calls:
+            layer = g.layers[call.layer]
+            drops = list(layer.inner_masks(*(g.value_shape(i) for i in call.inputs)))
+            if layer.drop_probability:  # an entry per value of the output: a feature map's C*H*W
+                drops.append((int(np.prod(call.shape)), layer.drop_probability))
+            for width, p in drops:
+                masks.append((mask_name(len(masks) + 1), len(masks) + 1, int(width), p))
+        return masks
     return [(mask_name(i), i, int(layer.out_features), layer.dropout)
             for i, layer in enumerate(net.layers, 1) if layer.dropout]
 
 
-def _dropped(a: ir.Node, mask: ir.Node, p: float) -> ir.Node:
+def dropped(a: ir.Node, mask: ir.Node, p: float) -> ir.Node:
     """Inverted dropout: ``a * M / (1 - p)`` with the 0/1 mask ``M`` an input of the training graph."""
     u, k = sp.Symbol("u", real=True), sp.Symbol("k", real=True)
     keep = sp.Float(1 / (1 - p), 17)
@@ -253,8 +259,15 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
     for call, tag in zip(g.calls, g.call_tags):
         layer = g.layers[call.layer]
         shapes = [g.value_shape(i) for i in call.inputs]
-        built = layer.build([values[i] for i in call.inputs], by_layer[call.layer], shapes)
-        if any(eval_values[i] is not values[i] for i in call.inputs):
+        inner = layer.inner_masks(*shapes) if training else ()
+        if inner:  # masks inside the layer (between a recurrent stack's layers), numbered first
+            rows = values[call.inputs[0]].shape[0]
+            masks = tuple(ir.input_(mask_name(drops + k), (rows, width)) for k, (width, _) in enumerate(inner, 1))
+            drops += len(inner)
+            built = layer.build([values[i] for i in call.inputs], by_layer[call.layer], shapes, masks=masks)
+        else:
+            built = layer.build([values[i] for i in call.inputs], by_layer[call.layer], shapes)
+        if inner or any(eval_values[i] is not values[i] for i in call.inputs):
             built_eval = layer.build([eval_values[i] for i in call.inputs], by_layer[call.layer], shapes)
         else:
             built_eval = built
@@ -277,7 +290,7 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
         if layer.drop_probability:
             drops += 1
             if training:  # the mask of the k-th call with dropout (dropout_masks numbers them alike)
-                out_node = _dropped(out_node, ir.input_(mask_name(drops), out_node.shape), layer.drop_probability)
+                out_node = dropped(out_node, ir.input_(mask_name(drops), out_node.shape), layer.drop_probability)
         values.append(out_node)
     weights = [params[naming.param_ident(f"{lname}.{p}")] for layer, lname in zip(g.layers, g.names)
                for p in layer.REGULARISED]
@@ -339,7 +352,7 @@ def build_forward(net: Network, training: bool = False) -> ForwardGraph:
         zs.append(z)
         acts.append(a)
         if training and layer.dropout:
-            a = _dropped(a, ir.input_(mask_name(i), (N, layer.out_features)), layer.dropout)
+            a = dropped(a, ir.input_(mask_name(i), (N, layer.out_features)), layer.dropout)
     weights = [params[naming.weight(i)] for i in range(1, len(net.layers) + 1)]
     data_loss, loss = _loss_terms(net, a, Y, weights)
     heads = (Head("Y", a, zs[-1], Y, net.loss, 1.0, data_loss),)

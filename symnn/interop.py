@@ -90,8 +90,8 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
     ``torch.cat((h_n[-2], h_n[-1]), dim=1)``) and the sequence where it uses the output whole
     (``input_shape=(T, F)``; a ``batch_first=False`` module's last step is ``out[-1]``, and
     ``transpose(0, 1)`` swaps a sequence between its time-major layout and batch-first: a forward
-    argument it reads is the network's batch-first input (N, T, F); projected, dropout between
-    layers, an initial state and ``c_n`` are refused by name). Each layer is named after the
+    argument it reads is the network's batch-first input (N, T, F); ``dropout`` between stacked
+    layers is carried over; projected, an initial state and ``c_n`` are refused by name). Each layer is named after the
     attribute holding its module (``self.fc1`` -> ``fc1``), so the parameters are keyed
     ``fc1.weight``... and ``to_state_dict(net, params)`` has exactly ``module.state_dict()``'s
     keys and shapes; a module called twice shares its parameters. forward's arguments are the

@@ -179,6 +179,18 @@ class Layer:
         forward, loss and loss_and_grad leave it out, as PyTorch's ``eval()``."""
         return 0.0
 
+    def inner_masks(self, *shapes: Shape) -> tuple[tuple[int, float], ...]:
+        """``(width, p)`` of each dropout mask that training applies inside this layer, given
+        its inputs' shapes (a stacked recurrent layer's, between its layers, as PyTorch's
+        ``dropout=``): the training graph gives ``build`` them as ``masks=``, numbered before the
+        mask of the layer's own output (:func:`symnn.graph.dropout_masks`); none by default."""
+        return ()
+
+    @property
+    def drops_inside(self) -> bool:
+        """Whether training applies dropout inside this layer (:meth:`inner_masks`)."""
+        return False
+
     @property
     def layer_name(self) -> str | None:
         return getattr(self, "name", None)

@@ -32,6 +32,11 @@ loop forward in time, derived and emitted by the same rules. With a mask, the re
 direction starts from its initial state at each sample's last real step, as over a packed
 sequence.
 
+Dropout between stacked layers: ``dropout=p`` (PyTorch's ``dropout``) multiplies each layer's
+output sequence but the last one's by an inverted-dropout mask while training (``train_step``:
+masks drawn as every dropout's, :func:`symnn.graph.dropout_masks`); ``forward``, ``loss`` and
+``loss_and_grad`` leave it out, as PyTorch's ``eval()``.
+
 Truncated backpropagation through time: ``truncate=k`` lets no gradient through the state
 entering steps 0, k, 2k, ...: the gradient of the loss as PyTorch computes it when the state is
 ``detach()``-ed every k steps (the forward pass is the whole sequence's).
@@ -49,8 +54,8 @@ import sympy as sp
 from . import ir
 from .declare import activation
 from .autodiff.elementwise import make_map
-from .errors import LayerSizeMismatchError, SpecError, SpecTypeError
-from .graph import apply_activation
+from .errors import ConfigError, LayerSizeMismatchError, SpecError, SpecTypeError
+from .graph import apply_activation, dropped
 from .layers import Emitted, Layer, Shape, _check_name, _dim, register_layer
 
 _u, _v, _w, _x = sp.symbols("u v w x", real=True)
@@ -96,6 +101,7 @@ class _Recurrent(Layer):
     truncate: int | None = None
     name: str | None = None
     bidirectional: bool = False
+    dropout: float = 0.0
 
     #: the gates stacked in each weight (PyTorch's G: 1, 3, 4)
     GATES: ClassVar[int] = 1
@@ -105,7 +111,7 @@ class _Recurrent(Layer):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  return_sequences: bool = False, *, masked: bool = False, truncate: int | None = None,
-                 name: str | None = None, bidirectional: bool = False) -> None:
+                 name: str | None = None, bidirectional: bool = False, dropout: float = 0.0) -> None:
         kind = type(self).__name__
         object.__setattr__(self, "input_size", _dim(input_size, f"{kind} input_size"))
         object.__setattr__(self, "hidden_size", _dim(hidden_size, f"{kind} hidden_size"))
@@ -120,6 +126,11 @@ class _Recurrent(Layer):
             raise SpecError(f"{kind}(bidirectional=True, truncate={truncate}): truncated backpropagation through "
                             "time is defined for a loop forward in time; use one or the other")
         object.__setattr__(self, "name", _check_name(name))
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise SpecTypeError(f"{kind} dropout must be a number in [0, 1), got {dropout!r}")
+        if not 0 <= dropout < 1:  # NaN fails too
+            raise ConfigError(f"{kind} dropout must be in [0, 1), got {dropout!r}")
+        object.__setattr__(self, "dropout", float(dropout))
 
     # -- the layer protocol -------------------------------------------------------------------
     @property
@@ -190,6 +201,17 @@ class _Recurrent(Layer):
         out = self.directions * self.hidden_size
         return (seq[0], out) if self.return_sequences else (out,)
 
+    def inner_masks(self, *shapes: Shape) -> tuple[tuple[int, float], ...]:
+        """One mask per layer of the stack but the last, over its output sequence (T*D*H)."""
+        if not self.drops_inside:
+            return ()
+        width = int(shapes[0][0]) * self.directions * self.hidden_size
+        return ((width, self.dropout),) * (self.num_layers - 1)
+
+    @property
+    def drops_inside(self) -> bool:
+        return self.dropout > 0 and self.num_layers > 1
+
     def _state_shapes(self) -> tuple[Shape, ...]:
         h, rows = self.hidden_size, self.directions * self.num_layers
         return ((rows, h),) if rows > 1 else ((h,), (1, h))
@@ -206,11 +228,14 @@ class _Recurrent(Layer):
         extra += ", masked=True" if self.masked else ""
         extra += f", truncate={self.truncate}" if self.truncate else ""
         extra += ", bidirectional=True" if self.bidirectional else ""
+        extra += f", dropout={self.dropout!r}" if self.dropout else ""
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
 
     # -- the forward pass -------------------------------------------------------------------
     def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
-              shapes: Sequence[Shape] = ()) -> Emitted:
+              shapes: Sequence[Shape] = (), masks: Sequence[ir.Node] = ()) -> Emitted:
+        """``masks``: the training graph's dropout masks between the stack's layers
+        (:meth:`inner_masks`); none outside training."""
         x = inputs[0]
         rows = x.shape[0]
         T = int(shapes[0][0]) if shapes else int(x.shape[1]) // self.input_size
@@ -242,6 +267,8 @@ class _Recurrent(Layer):
             # step t of the next layer's sequence: the directions' states at t, side by side
             seq = ir.reshape(hidden[0] if D == 1 else ir.concat(*hidden), (rows, T * D * h))
             width = D * h
+            if masks and k < self.num_layers - 1:  # dropout on what the next layer reads
+                seq = dropped(seq, masks[k], self.dropout)
         if self.return_sequences:
             out = seq
             if mask is not None:  # zeros at the padded steps, as PyTorch's pad_packed_sequence
@@ -315,9 +342,10 @@ class RNN(_Recurrent):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, return_sequences: bool = False, *, masked: bool = False,
-                 truncate: int | None = None, name: str | None = None, bidirectional: bool = False) -> None:
+                 truncate: int | None = None, name: str | None = None, bidirectional: bool = False,
+                 dropout: float = 0.0) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, return_sequences, masked=masked,
-                         truncate=truncate, name=name, bidirectional=bidirectional)
+                         truncate=truncate, name=name, bidirectional=bidirectional, dropout=dropout)
         if nonlinearity not in ("tanh", "relu"):
             raise SpecTypeError(f"RNN nonlinearity must be 'tanh' or 'relu' (as PyTorch), got {nonlinearity!r}")
         object.__setattr__(self, "nonlinearity", nonlinearity)

@@ -283,8 +283,6 @@ def _recurrent_table(torch: Any) -> dict[type, type[Layer]]:
 #: recurrent settings symnn's layers do not model: (attribute, whether the module's value is
 #: refused, why); each is refused naming the module and the setting
 _RECURRENT_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    ("dropout", lambda m: float(m.dropout) > 0 and int(m.num_layers) > 1,
-     "symnn's stacked recurrent layers have no dropout between them; use dropout=0"),
     ("proj_size", lambda m: int(getattr(m, "proj_size", 0)) > 0,
      "symnn's LSTM has no projection of the hidden state; use proj_size=0"),
 )
@@ -464,8 +462,9 @@ def _recurrent(torch: Any, mod: Any, sequences: bool, name: str) -> Layer:
     sizes = (int(mod.input_size), int(mod.hidden_size), int(mod.num_layers))
     if cls is RNN:
         return RNN(*sizes, mod.nonlinearity, bool(mod.bias), sequences, name=name,
-                   bidirectional=bool(mod.bidirectional))
-    return cls(*sizes, bool(mod.bias), sequences, name=name, bidirectional=bool(mod.bidirectional))
+                   bidirectional=bool(mod.bidirectional), dropout=float(mod.dropout))
+    return cls(*sizes, bool(mod.bias), sequences, name=name, bidirectional=bool(mod.bidirectional),
+               dropout=float(mod.dropout))
 
 
 def _spatial_table(torch: Any) -> dict[type, tuple[_Kind, type[Layer]]]:
