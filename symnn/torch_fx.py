@@ -57,7 +57,8 @@ _SUPPORTED = ("nn.Linear, nn.Conv1d/2d (padding_mode='zeros'), nn.MaxPool1d/2d, 
               "nn.LayerNorm (one normalized dimension), nn.BatchNorm1d/2d, nn.Embedding (on a forward argument), "
               "nn.RNN/GRU/LSTM (out[:, -1], h_n[-1] or the whole output; bidirectional: "
               "torch.cat((h_n[-2], h_n[-1]), dim=1) or the whole output; batch_first=False: out[-1], and "
-              "transpose(0, 1) or permute(1, 0, 2) between time-major and batch-first), "
+              "transpose(0, 1) or permute(1, 0, 2) between time-major and batch-first; an initial state from "
+              "forward arguments or a one-layer GRU/RNN's h_n), "
               "nn.Dropout, nn.Identity, a + b "
               "(operator.add, torch.add), torch.cat(dim=1 or -1), and the activations {activations} "
               "(folded into the Linear or Conv right before them, else an sn.Activate layer)")
@@ -136,6 +137,7 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
         roles[node] = _role(torch, module, node, roles)
     _check_global_pools(roles)
     _check_time_major(roles)
+    _check_states(torch, roles)
     modes = _recurrent_modes(roles)
     placeholders = [node for node in graph.nodes if roles[node].kind is _Kind.INPUT]
     shapes = _input_shapes(placeholders, roles, input_shapes, shape_hint)
@@ -289,17 +291,30 @@ _RECURRENT_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
 
 
 def _recurrent_role(torch: Any, sub: Any, node: Any) -> _Role:
-    """An ``nn.RNN``/``GRU``/``LSTM`` called on one tensor: refused with a setting symnn's layer
-    lacks (each named), or with an initial state passed in (PyTorch's ``h_0`` is
-    (num_layers, N, H), not batch-first: symnn's layers start from zeros here)."""
+    """An ``nn.RNN``/``GRU``/``LSTM`` called on a sequence, optionally with its initial state
+    ``hx`` (an LSTM's ``(h_0, c_0)``): refused with a setting symnn's layer lacks (each named).
+    Its operands are the sequence, then the initial states (what they may be:
+    :func:`_check_states`)."""
     kind = type(sub).__name__
     for attr, refused, why in _RECURRENT_REFUSED:
         if refused(sub):
             raise SpecTypeError(f"{_where(node)}: {kind}({attr}={getattr(sub, attr)!r}) is not supported: {why}")
-    if len(node.args) != 1 or node.kwargs:
-        raise SpecError(f"{_where(node)}: {kind} is called with an initial state; from_torch reads a recurrent "
-                        "module called on the sequence alone (its state starts at zero)")
-    return _Role(_Kind.RECURRENT, _single_operand(torch, node), sub)
+    args = list(node.args)
+    for key, value in node.kwargs.items():
+        if key not in ("input", "hx")[len(args):]:
+            raise _unsupported(node, f" with argument {shown(key)}")
+        args.append(value)
+    if not 1 <= len(args) <= 2 or not isinstance(args[0], torch.fx.Node):
+        raise _unsupported(node, " with arguments other than a sequence and its initial state")
+    states: tuple = ()
+    if len(args) == 2 and args[1] is not None:
+        hx = args[1]
+        want = 2 if isinstance(sub, torch.nn.LSTM) else 1
+        states = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+        if len(states) != want or not all(isinstance(h, torch.fx.Node) for h in states):
+            what = "a tuple (h_0, c_0)" if want == 2 else "one tensor h_0"
+            raise SpecError(f"{_where(node)}: the initial state of {kind} must be {what}")
+    return _Role(_Kind.RECURRENT, (args[0], *states), sub)
 
 
 def _getitem_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
@@ -416,8 +431,9 @@ def _reshape_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
 #: what may read each part of a recurrent module's result (everything else is refused)
 _RECURRENT_USERS = {
     _Kind.RECURRENT: (frozenset({_Kind.RNN_OUTPUT, _Kind.RNN_STATE}), "unpacked: out, h_n = rnn(x)"),
-    _Kind.RNN_STATE: (frozenset({_Kind.RNN_HIDDEN, _Kind.RNN_CELL, _Kind.LAST_STEP, _Kind.RNN_FINAL}),
-                      "indexed: h_n[-1] (the last layer's final state)"),
+    _Kind.RNN_STATE: (frozenset({_Kind.RNN_HIDDEN, _Kind.RNN_CELL, _Kind.LAST_STEP, _Kind.RNN_FINAL,
+                                 _Kind.RECURRENT}),
+                      "indexed: h_n[-1] (the last layer's final state), or as another module's initial state"),
     _Kind.RNN_HIDDEN: (frozenset({_Kind.LAST_STEP, _Kind.RNN_FINAL}),
                        "indexed: h_n[-1] (the last layer's final state)"),
     _Kind.RNN_FINAL: (frozenset({_Kind.LAST_STEP}), f"joined with the other direction's: {_BIDI_LAST}"),
@@ -445,7 +461,8 @@ def _recurrent_modes(roles: Mapping[Any, _Role]) -> dict[Any, bool]:
         if role.kind is not _Kind.RECURRENT:
             continue
         parts = [n for n, r in roles.items() if r.operands[:1] == (node,) and r.kind is not _Kind.RECURRENT]
-        last = any(roles[n].kind is _Kind.LAST_STEP for n in parts)
+        last = any(roles[n].kind is _Kind.LAST_STEP or (roles[n].kind is _Kind.RNN_STATE and any(
+            roles[u].kind is _Kind.RECURRENT for u in n.users)) for n in parts)
         whole = any(roles[n].kind is _Kind.RNN_OUTPUT and any(roles[u].kind is not _Kind.LAST_STEP for u in n.users)
                     for n in parts)
         if last and whole:
@@ -681,12 +698,13 @@ def _check_time_major(roles: Mapping[Any, _Role]) -> None:
     back to batch-first."""
     for node, role in roles.items():
         if role.kind is _Kind.RECURRENT:
-            (operand,) = role.operands
+            operand = role.operands[0]
             want = not role.module.batch_first
             if _time_major(operand, roles) == want:
                 continue
             if want and operand.op == "placeholder" and all(
-                    roles[u].kind is _Kind.RECURRENT and not roles[u].module.batch_first for u in operand.users):
+                    roles[u].kind is _Kind.RECURRENT and not roles[u].module.batch_first
+                    and roles[u].operands[0] is operand for u in operand.users):
                 continue  # a time-major forward argument: the network reads it batch-first
             layout = ("time-major (T, N, F)", "batch-first (N, T, F)")
             raise SpecError(f"{_where(node)}: the {'time-major' if want else 'batch-first'} "
@@ -701,6 +719,32 @@ def _check_time_major(roles: Mapping[Any, _Role]) -> None:
                     raise SpecError(f"{_where(user)} reads {_where(node)}{source}, a time-major (T, N, ...) sequence; "
                                     "from_torch reads one only as the input of a batch_first=False recurrent "
                                     "module, its last step out[-1], or swapped to batch-first (transpose(0, 1))")
+
+
+def _check_states(torch: Any, roles: Mapping[Any, _Role]) -> None:
+    """A recurrent module's initial state is a forward argument that only initial states read
+    (the network's input, batch-first: each sample's (num_layers*D, H), PyTorch's ``h_0``
+    transposed to (N, num_layers*D, H)), or the final state ``h_n`` of a one-layer,
+    one-direction GRU or RNN read whole (an encoder's state handed to a decoder: symnn's
+    encoder then returns its last state, which is that ``h_n``). An LSTM's ``(h_n, c_n)``, or
+    the state of a stack or of a bidirectional module, is not a value symnn's layers return."""
+    for node, role in roles.items():
+        if role.kind is not _Kind.RECURRENT:
+            continue
+        for state in role.operands[1:]:
+            made = roles[state]
+            if made.kind is _Kind.INPUT:
+                if all(roles[u].kind is _Kind.RECURRENT and state in roles[u].operands[1:] for u in state.users):
+                    continue
+                raise SpecError(f"forward argument {shown(state.target)} is the initial state of {_where(node)} and is "
+                                "read otherwise too; from_torch reads an initial state only as one")
+            if (made.kind is _Kind.RNN_STATE and not isinstance(made.module, torch.nn.LSTM)
+                    and int(made.module.num_layers) == 1 and not made.module.bidirectional):
+                continue
+            raise SpecError(f"{_where(node)} starts from {_where(state)}; from_torch reads an initial state that is "
+                            "a forward argument, or the whole h_n of a one-layer, one-direction GRU or RNN (an "
+                            "LSTM's (h_n, c_n), a stack's or a bidirectional module's final states are not values "
+                            "symnn's layers return)")
 
 
 def _activation_call(torch: Any, node: Any, kind: str, names: tuple[str, ...]) -> _Role:
@@ -1013,8 +1057,10 @@ def _recurrent_part(torch: Any, node: Any, role: _Role, values: dict[Any, Tensor
     checked who reads them)."""
     if role.kind is _Kind.RECURRENT:
         made = _recurrent(torch, role.module, modes[node], _layer_name(node))
-        values[node] = _layer(layers, node, made)(values[role.operands[0]])
+        values[node] = _layer(layers, node, made)(*(values[o] for o in role.operands))
     elif role.kind is _Kind.LAST_STEP or (role.kind is _Kind.RNN_OUTPUT and modes[role.operands[0]]):
+        values[node] = values[role.operands[0]]
+    elif role.kind is _Kind.RNN_STATE and not modes[role.operands[0]]:  # h_n as another's initial state
         values[node] = values[role.operands[0]]
 
 

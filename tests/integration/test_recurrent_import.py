@@ -13,6 +13,7 @@ before any work.
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import numpy as np
@@ -234,6 +235,93 @@ def test_time_major_modules_import_as_batch_first_networks(make: Callable[[], nn
     assert rel(k.forward(params, X), out.detach().numpy()) <= 1e-10
 
 
+class GivenStates(nn.Module):
+    """A two-layer LSTM started from the forward arguments h0, c0 (PyTorch's (L, N, H))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(F, H, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(H, K)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x, (h0, c0))
+        return self.fc(out[:, -1])
+
+
+class EncoderDecoder(nn.Module):
+    """A GRU encoder's h_n as the initial state of a GRU decoder reading a second sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.GRU(F, H, batch_first=True)
+        self.dec = nn.GRU(2, H, batch_first=True)
+        self.fc = nn.Linear(T * H, K)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _, h = self.enc(x)
+        out, _ = self.dec(y, h)
+        return self.fc(out.flatten(1))
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)])
+def test_initial_states_from_forward_arguments_and_an_encoder(backend: str) -> None:
+    """An initial state that is a forward argument is an input of the network, batch-first (PyTorch's
+    h_0 transposed to (N, L, H)); an encoder's h_n handed to a decoder is the encoder's last state."""
+    rng = np.random.default_rng(3)
+    h0, c0, seq = rng.normal(size=(2, N, H)), rng.normal(size=(2, N, H)), rng.normal(size=(N, T, 2))
+    cases = [(GivenStates, [(T, F), (2, H), (2, H)], (X, h0, c0), {"x": X, "h0": h0.transpose(1, 0, 2),
+                                                                  "c0": c0.transpose(1, 0, 2)}),
+             (EncoderDecoder, [(T, F), (T, 2)], (X, seq), {"x": X, "y": seq})]
+    for make, shapes, torch_args, data in cases:
+        module = ready(make())
+        net, params = sn.from_torch(module, input_shapes=shapes, loss="mse")
+        module.zero_grad()
+        out = module(*(torch.tensor(a) for a in torch_args))
+        ref = _mse(out)
+        ref.backward()
+        k = sn.compile(net, backend=backend)
+        loss, grads = k.loss_and_grad(params, data, Y)
+        assert abs(loss - ref.item()) <= 1e-10 * abs(ref.item()), make
+        back = sn.to_state_dict(net, grads)
+        for key, p in module.named_parameters():
+            assert rel(back[key].numpy(), p.grad.numpy()) <= 1e-10, (make, key)
+        assert rel(k.forward(params, data), out.detach().numpy()) <= 1e-10, make
+
+
+def test_initial_states_symnn_cannot_give_are_refused() -> None:
+    class LstmHandOver(nn.Module):  # c_n is not a value of symnn's LSTM
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc, self.dec, self.fc = nn.LSTM(F, H, batch_first=True), nn.LSTM(2, H, batch_first=True), nn.Linear(H, K)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            _, state = self.enc(x)
+            return self.fc(self.dec(y, state)[0][:, -1])
+
+    class StackHandOver(nn.Module):  # a stack's h_n holds every layer's final state
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc, self.dec = nn.GRU(F, H, num_layers=2, batch_first=True), nn.GRU(2, H, num_layers=2, batch_first=True)
+            self.fc = nn.Linear(H, K)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            _, h = self.enc(x)
+            return self.fc(self.dec(y, h)[0][:, -1])
+
+    class StateReadTwice(nn.Module):  # the state argument read by a Linear too
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru, self.fc, self.fc2 = nn.GRU(F, H, batch_first=True), nn.Linear(H, K), nn.Linear(H, K)
+
+        def forward(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.gru(x, h0)[0][:, -1]) + self.fc2(h0)
+
+    for make, words in ((LstmHandOver, "a tuple (h_0, c_0)"), (StackHandOver, "one-layer, one-direction GRU or RNN"),
+                        (StateReadTwice, "read otherwise too")):
+        with pytest.raises(SpecError, match=re.escape(words)):
+            sn.from_torch(make(), input_shapes=[(T, F), (T, 2)], loss="mse")
+
+
 def test_another_axis_order_around_a_time_major_module_is_refused() -> None:
     class Permuted(nn.Module):
         def __init__(self) -> None:
@@ -309,9 +397,14 @@ class _WithState(nn.Module):
         return self.lstm(x, (h0, c0))[0][:, -1]
 
 
-def test_an_initial_state_passed_in_is_refused() -> None:
-    with pytest.raises(SpecError, match="'lstm'.*initial state"):
-        sn.from_torch(_WithState().double(), input_shapes=[(T, F), (H,), (H,)], loss="mse")
+def test_a_one_layer_state_may_be_declared_as_a_vector() -> None:
+    """A one-layer module's h_0 (1, N, H) is each sample's (H,) where input_shapes says so."""
+    module = _WithState().double()
+    net, params = sn.from_torch(module, input_shapes=[(T, F), (H,), (H,)], loss="mse")
+    h0, c0 = np.random.default_rng(4).normal(size=(2, 1, N, H))
+    want = module(torch.tensor(X), torch.tensor(h0), torch.tensor(c0)).detach().numpy()
+    got = sn.compile(net).forward(params, {"x": X, "h0": h0[0], "c0": c0[0]})
+    assert rel(got, want) <= 1e-10
 
 
 def test_a_sequence_length_is_asked_for_and_a_sequential_lstm_is_refused() -> None:
