@@ -79,7 +79,15 @@ def _gru() -> sn.Network:
     return sn.Network(inputs=x, outputs=y, loss="cross_entropy")
 
 
-@pytest.mark.parametrize("make", [_cnn, _residual, _lstm, _gru])
+def _bidirectional() -> sn.Network:
+    """A two-layer bidirectional LSTM with dropout between its layers: four loops, two of them
+    backwards in time (whose pullbacks run forwards), and the masks of the training program."""
+    x = sn.Input(5, 3)
+    h = sn.LSTM(3, 6, num_layers=2, bidirectional=True, dropout=0.2, name="r")(x)
+    return sn.Network(inputs=x, outputs=sn.Dense(12, 1, name="fc")(h), loss="mse")
+
+
+@pytest.mark.parametrize("make", [_cnn, _residual, _lstm, _gru, _bidirectional])
 @pytest.mark.parametrize("n", [64, 200])
 def test_the_train_step_needs_no_more_than_its_schedule_keeps_alive(make, n: int) -> None:
     """From the arena's design batch up, the loss-and-gradient kernel and the train step (its
