@@ -726,8 +726,7 @@ class _KernelLowering:
         ctx = self._conv_ctx(st, CKind.CONV_GRAD_WEIGHT, ("x", "g"))
         p, kg, og = g.ho * g.wo, g.weight_cols, g.o // g.groups
         cols = 0 if _pointwise(g) else kg * p
-        ctx["scratch"] = self._carve(f"{st.target}_cols",
-                                     [cols, og * kg, self._ct(kg, og), self._panel(p)])
+        ctx["scratch"] = self._carve(f"{st.target}_cols", [cols, self._ct(kg, og), self._panel(p)])
         return ctx
 
     def _channel_bias(self, st: Stmt, stats: tuple[str, str] | None) -> dict:

@@ -600,10 +600,11 @@ __attribute__((noinline)) static void digits_mlp__tile2t(const digits_mlp_real *
  * rows (with AVX-512's 32 vector registers) or 4 rows
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
- * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. */
+ * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. acc: add
+ * to what C holds (C += ...), its sum over k continuing from C's value. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
-    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp)
+    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc)
 {
     const ptrdiff_t ldc = Nc;
     const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
@@ -615,6 +616,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
 #endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
         const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc;
+        const int load = acc || k0 > 0;  /* C's value is the sum so far */
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
             const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
             /* the panel: B's rows k0..k1, columns j0.., one after another; with at most 3 tiles
@@ -638,12 +640,12 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
 #ifdef DIGITS_MLP__ROWS6
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 6 <= m6; i0 += 6)
-                    digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
+                    digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
                 #else
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real u0 = A[i0*lda + k];
@@ -669,16 +671,16 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
 #endif
 #ifdef DIGITS_MLP__TILE32
                 for (; i0 + 2 <= M; i0 += 2)
-                    digits_mlp__tile2n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
+                    digits_mlp__tile2n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
 #endif
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 4 <= M; i0 += 4)
-                    digits_mlp__tile4n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
+                    digits_mlp__tile4n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
                 #else
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real u0 = A[i0*lda + k];
@@ -703,7 +705,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real u0 = A[i0*lda + k];
@@ -729,7 +731,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real u0 = A[i0*lda + k];
@@ -751,7 +753,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
             for (; i0 < M; ++i0) {  /* the last rows, one at a time */
                 digits_mlp_real c[32];
                 for (int l = 0; l < 32; ++l) c[l] = 0.0F;
-                if (k0 > 0)
+                if (load)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
 #ifdef DIGITS_MLP__GVEC
                 digits_mlp__tile1n(A + i0*lda + k0, lda, pb, ps, k1 - k0, c, 32, 1);
@@ -771,14 +773,15 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
 
 /* digits_mlp__gemm_nn_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
  * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
- * work: one panel, (min(K, 512) + 1) x 32 reals (a row spare to align it). */
+ * work: one panel, (min(K, 512) + 1) x 32 reals (a row spare to align it). acc: C +=
+ * the product (C's entries summed on from their value), not C =. */
 static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work)
+    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, int acc)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
         SYMNN_CBLAS_SGEMM(101, 111, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0F, C, (SYMNN_BLAS_INT)Nc);
+            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, acc ? 1.0F : 0.0F, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
@@ -792,12 +795,12 @@ static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
             digits_mlp_real own[16416];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;
-            if (c1 > c0) digits_mlp__gemm_nn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own));
+            if (c1 > c0) digits_mlp__gemm_nn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own), acc);
         }
         return;
     }
 #endif
-    digits_mlp__gemm_nn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work));
+    digits_mlp__gemm_nn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc);
 }
 
 /* C (M x Nc, leading dimension Nc) = A @ B.T; A is M x K, B Nc x K, row-major
@@ -806,10 +809,11 @@ static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
  * full width (a transpose, so A @ B.T needs no transposed copy of B); register tiles of 6 rows (with AVX-512's 32 vector registers) or 4 rows
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
- * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. */
+ * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. acc: add
+ * to what C holds (C += ...), its sum over k continuing from C's value. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
-    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp)
+    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc)
 {
     const ptrdiff_t ldc = Nc;
     const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
@@ -821,6 +825,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
 #endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
         const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc;
+        const int load = acc || k0 > 0;  /* C's value is the sum so far */
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
             const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
             const digits_mlp_real *const pb = bp;
@@ -1010,12 +1015,12 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
 #ifdef DIGITS_MLP__ROWS6
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 6 <= m6; i0 += 6)
-                    digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
+                    digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
                 #else
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real u0 = A[i0*lda + k];
@@ -1041,16 +1046,16 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
 #endif
 #ifdef DIGITS_MLP__TILE32
                 for (; i0 + 2 <= M; i0 += 2)
-                    digits_mlp__tile2n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
+                    digits_mlp__tile2n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
 #endif
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 4 <= M; i0 += 4)
-                    digits_mlp__tile4n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
+                    digits_mlp__tile4n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
                 #else
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real u0 = A[i0*lda + k];
@@ -1075,7 +1080,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real u0 = A[i0*lda + k];
@@ -1101,7 +1106,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real u0 = A[i0*lda + k];
@@ -1123,7 +1128,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
             for (; i0 < M; ++i0) {  /* the last rows, one at a time */
                 digits_mlp_real c[32];
                 for (int l = 0; l < 32; ++l) c[l] = 0.0F;
-                if (k0 > 0)
+                if (load)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
 #ifdef DIGITS_MLP__GVEC
                 digits_mlp__tile1n(A + i0*lda + k0, lda, pb, ps, k1 - k0, c, 32, 1);
@@ -1143,25 +1148,26 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
 
 /* digits_mlp__gemm_nt_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
  * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
- * work: one panel, (min(K, 512) + 1) x 32 reals (a row spare to align it).
+ * work: one panel, (min(K, 512) + 1) x 32 reals (a row spare to align it). acc: C +=
+ * the product (C's entries summed on from their value), not C =.
  * ct: NULL, or Nc x M reals where C has fewer columns than a tile: with at least a tile of
  * rows, C.T = B @ A.T is computed there, full-width tiles over the rows of C
  * instead of 10 columns of 16 (an output layer's classes), and copied into C. The same
  * products of the same values, summed over k in the same order: bitwise the same C. */
 static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, digits_mlp_real *SYMNN_RESTRICT ct)
+    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, digits_mlp_real *SYMNN_RESTRICT ct, int acc)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
         SYMNN_CBLAS_SGEMM(101, 111, 112, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0F, C, (SYMNN_BLAS_INT)Nc);
+            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, acc ? 1.0F : 0.0F, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
     if (ct != NULL && M >= 32) {  /* (the caller gives ct only where Nc < 32) */
-        digits_mlp__gemm_nt(Nc, K, M, B, ldb, A, lda, ct, work, NULL);
+        digits_mlp__gemm_nt(Nc, K, M, B, ldb, A, lda, ct, work, NULL, 0);
         for (ptrdiff_t i = 0; i < M; ++i)
-            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = ct[j*M + i];
+            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = acc ? C[i*Nc + j] + ct[j*M + i] : ct[j*M + i];
         return;
     }
 #ifdef DIGITS_MLP__OMP
@@ -1174,12 +1180,12 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
             digits_mlp_real own[16416];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;
-            if (c1 > c0) digits_mlp__gemm_nt_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own));
+            if (c1 > c0) digits_mlp__gemm_nt_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own), acc);
         }
         return;
     }
 #endif
-    digits_mlp__gemm_nt_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work));
+    digits_mlp__gemm_nt_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc);
 }
 
 /* C (M x Nc, leading dimension Nc) = A.T @ B; A is K x M, B K x Nc, row-major
@@ -1190,10 +1196,11 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
  * rows (with AVX-512's 32 vector registers) or 4 rows
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
- * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. */
+ * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. acc: add
+ * to what C holds (C += ...), its sum over k continuing from C's value. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
-    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp)
+    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc)
 {
     const ptrdiff_t ldc = Nc;
     const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
@@ -1205,6 +1212,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
 #endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
         const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc;
+        const int load = acc || k0 > 0;  /* C's value is the sum so far */
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
             const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
             /* the panel: B's rows k0..k1, columns j0.., one after another; with at most 3 tiles
@@ -1228,12 +1236,12 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
 #ifdef DIGITS_MLP__ROWS6
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 6 <= m6; i0 += 6)
-                    digits_mlp__tile6t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
+                    digits_mlp__tile6t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
                 #else
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real *ak = A + k*lda + i0;
@@ -1260,16 +1268,16 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
 #endif
 #ifdef DIGITS_MLP__TILE32
                 for (; i0 + 2 <= M; i0 += 2)
-                    digits_mlp__tile2t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
+                    digits_mlp__tile2t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
 #endif
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 4 <= M; i0 += 4)
-                    digits_mlp__tile4t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, k0 > 0);
+                    digits_mlp__tile4t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
                 #else
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real *ak = A + k*lda + i0;
@@ -1295,7 +1303,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real *ak = A + k*lda + i0;
@@ -1322,7 +1330,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) c[r][l] = k0 == 0 || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
+                        for (int l = 0; l < 32; ++l) c[r][l] = !load || l >= jw ? 0.0F : C[(i0 + r)*ldc + j0 + l];
                     for (ptrdiff_t k = k0; k < k1; ++k) {
                         const digits_mlp_real *bk = pb + (k - k0)*ps;
                         const digits_mlp_real *ak = A + k*lda + i0;
@@ -1345,7 +1353,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
             for (; i0 < M; ++i0) {  /* the last rows, one at a time */
                 digits_mlp_real c[32];
                 for (int l = 0; l < 32; ++l) c[l] = 0.0F;
-                if (k0 > 0)
+                if (load)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
 #ifdef DIGITS_MLP__GVEC
                 digits_mlp__tile1t(A + k0*lda + i0, lda, pb, ps, k1 - k0, c, 32, 1);
@@ -1366,25 +1374,26 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
 
 /* digits_mlp__gemm_tn_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
  * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
- * work: one panel, (min(K, 512) + 1) x 32 reals (a row spare to align it).
+ * work: one panel, (min(K, 512) + 1) x 32 reals (a row spare to align it). acc: C +=
+ * the product (C's entries summed on from their value), not C =.
  * ct: NULL, or Nc x M reals where C has fewer columns than a tile: with at least a tile of
  * rows, C.T = B.T @ A is computed there, full-width tiles over the rows of C
  * instead of 10 columns of 16 (an output layer's classes), and copied into C. The same
  * products of the same values, summed over k in the same order: bitwise the same C. */
 static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, digits_mlp_real *SYMNN_RESTRICT ct)
+    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, digits_mlp_real *SYMNN_RESTRICT ct, int acc)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
         SYMNN_CBLAS_SGEMM(101, 112, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, 0.0F, C, (SYMNN_BLAS_INT)Nc);
+            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, acc ? 1.0F : 0.0F, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
     if (ct != NULL && M >= 32) {  /* (the caller gives ct only where Nc < 32) */
-        digits_mlp__gemm_tn(Nc, K, M, B, ldb, A, lda, ct, work, NULL);
+        digits_mlp__gemm_tn(Nc, K, M, B, ldb, A, lda, ct, work, NULL, 0);
         for (ptrdiff_t i = 0; i < M; ++i)
-            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = ct[j*M + i];
+            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = acc ? C[i*Nc + j] + ct[j*M + i] : ct[j*M + i];
         return;
     }
 #ifdef DIGITS_MLP__OMP
@@ -1397,12 +1406,12 @@ static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
             digits_mlp_real own[16416];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;
-            if (c1 > c0) digits_mlp__gemm_tn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own));
+            if (c1 > c0) digits_mlp__gemm_tn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own), acc);
         }
         return;
     }
 #endif
-    digits_mlp__gemm_tn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work));
+    digits_mlp__gemm_tn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc);
 }
 
 /* c ? a : b chosen by bit masks, not by a branch. GCC turns a ?: whose arms compute into a
@@ -1541,7 +1550,7 @@ static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, co
     digits_mlp_real *z2_bp = work;
     digits_mlp_real *z2_ct = work + w1;
     digits_mlp_real *a2 = out_yhat;
-    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL); /* z1 = X @ W1.T */
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL, 0); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -1549,7 +1558,7 @@ static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, co
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
             }
     }
-    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct); /* z2 = a1 @ W2.T */
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct, 0); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
         digits_mlp_real *SYMNN_RESTRICT C = z2;
         const digits_mlp_real *SYMNN_RESTRICT b = b2;
@@ -1594,7 +1603,7 @@ static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const
     digits_mlp_real t7;
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
-    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL); /* z1 = X @ W1.T */
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL, 0); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -1602,7 +1611,7 @@ static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
             }
     }
-    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct); /* z2 = a1 @ W2.T */
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct, 0); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
         digits_mlp_real *SYMNN_RESTRICT C = z2;
         const digits_mlp_real *SYMNN_RESTRICT b = b2;
@@ -1684,7 +1693,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
     digits_mlp_real t7;
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
-    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL); /* z1 = X @ W1.T */
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL, 0); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -1692,7 +1701,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
             }
     }
-    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct); /* z2 = a1 @ W2.T */
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct, 0); /* z2 = a1 @ W2.T */
     { /* z2 += b2 */
         digits_mlp_real *SYMNN_RESTRICT C = z2;
         const digits_mlp_real *SYMNN_RESTRICT b = b2;
@@ -1754,7 +1763,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
                 dL_db2[j] += value;
             }
     }
-    digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9, t9_bp); /* t9 = t8 @ W2 */
+    digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9, t9_bp, 0); /* t9 = t8 @ W2 */
     { /* t10 = element-wise map, one pass with its column sums */
         /* dL_db1 = t10.sum(axis=0) */
         for (ptrdiff_t j = 0; j < 32; ++j) dL_db1[j] = 0.0F;
@@ -1767,11 +1776,11 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
                 dL_db1[j] += value;
             }
     }
-    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11, t11_bp, NULL); /* t11 = t10.T @ X */
+    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11, t11_bp, NULL, 0); /* t11 = t10.T @ X */
     for (ptrdiff_t e = 0; e < 2048; ++e) {
         dL_dW1[e] = 1e-04F*W1[e] + t11[e];
     }
-    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12, t12_bp, NULL); /* t12 = t8.T @ a1 */
+    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12, t12_bp, NULL, 0); /* t12 = t8.T @ a1 */
     for (ptrdiff_t e = 0; e < 320; ++e) {
         dL_dW2[e] = 1e-04F*W2[e] + t12[e];
     }
