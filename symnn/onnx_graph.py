@@ -852,9 +852,10 @@ def _recurrent_readers(b: _Builder, node: _Node, seq_shape: tuple[int, int],
     readable = ("Flatten", "Reshape", "Squeeze") if directions == 1 else ("Flatten", "Reshape")
     for reader in seq_readers or last_readers:
         if reader.op not in readable or reader.inputs[0] != key:
+            squeeze = f" or a Squeeze of axis {axis}" if directions == 1 else " (both directions side by side)"
             raise SpecError(f"{reader.where} reads {shown(key)}, the {'Y' if seq_readers else 'Y_h'} of "
-                            f"{node.where}; symnn reads it through a Flatten(axis=1), a Reshape to (N, -1) or a "
-                            f"Squeeze of axis {axis}")
+                            f"{node.where}; symnn reads it through a Flatten(axis=1) or a Reshape to (N, -1)"
+                            f"{squeeze}")
         if reader.op == "Squeeze":
             _check_squeeze(b, reader, axis, len(shape) + 1)
         else:
