@@ -25,6 +25,11 @@ symnn would not map is refused rather than dropped. A nested module (``blocks.0.
 ``blocks_0_conv`` and the network keeps its path (``Network.module_paths``), which keys its
 parameters in ``state_dict()`` (``Network.state_dict_key``).
 
+A module written with the functional API, ``F.linear(x, self.weight, self.bias)`` or
+``F.conv2d(x, self.weight, self.bias, ...)`` on its own parameters (read by ``get_attr``), is the
+Dense or Conv layer of that module (:func:`_functional_layer_role`), named and keyed as a call of
+it would be.
+
 Everything is classified before any layer is built: an unsupported node is reported, with what
 is supported, before any work.
 """
@@ -51,7 +56,8 @@ from .recurrent import GRU, LSTM, RNN
 from .spatial_layers import (AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d,
                              MaxPool2d)
 
-_SUPPORTED = ("nn.Linear, nn.Conv1d/2d (padding_mode='zeros'), nn.MaxPool1d/2d, nn.AvgPool1d/2d, "
+_SUPPORTED = ("nn.Linear, nn.Conv1d/2d (padding_mode='zeros'), F.linear and F.conv1d/2d on a submodule's "
+              "weight and bias, nn.MaxPool1d/2d, nn.AvgPool1d/2d, "
               "nn.AdaptiveAvgPool1d/2d(1) followed by a flatten (and F.max_pool1d/2d, F.avg_pool1d/2d, "
               "F.adaptive_avg_pool1d/2d with constant sizes), nn.Flatten and torch.flatten(x, 1), "
               "nn.LayerNorm (one normalized dimension), nn.BatchNorm1d/2d, nn.Embedding (on a forward argument), "
@@ -98,6 +104,9 @@ class _Kind(enum.Enum):
     # t.transpose(0, 1), t.permute(1, 0, 2): a sequence between batch-first (N, T, F) and the
     # time-major (T, N, F) of a batch_first=False module; symnn's value is the same sequence
     TIME_SWAP = enum.auto()
+    # a parameter read by get_attr: only as the weight or bias of F.linear / F.conv1d / F.conv2d,
+    # which then make the layer of the module that holds them (_functional_layer_role)
+    PARAM_ATTR = enum.auto()
     SHAPE = enum.auto()  # x.shape / x.size(): only for a batch size
     BATCH_SIZE = enum.auto()  # x.shape[0], x.size(0): only as reshape(n, -1)'s first size
 
@@ -131,6 +140,7 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
                             f"got {type(module).__name__}")
     _check_dtype(dtype)
     graph = _trace(torch, module)
+    _mark_functional_layers(torch, graph)
     _name_nested_modules(graph)
     roles: dict[Any, _Role] = {}
     for node in graph.nodes:  # in order: a getitem is classified by what it indexes
@@ -138,6 +148,7 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
     _check_global_pools(roles)
     _check_time_major(roles)
     _check_states(torch, roles)
+    _check_param_attrs(roles)
     modes = _recurrent_modes(roles)
     placeholders = [node for node in graph.nodes if roles[node].kind is _Kind.INPUT]
     shapes = _input_shapes(placeholders, roles, input_shapes, shape_hint)
@@ -146,8 +157,8 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
         defaults = [_default_loss(t) for t in outputs]
         loss = defaults[0] if len(defaults) == 1 else defaults
     net = Network(inputs=inputs, outputs=outputs if len(outputs) > 1 else outputs[0], loss=loss, name=name)
-    nested = {_layer_name(node): str(node.target) for node in graph.nodes
-              if node.op == "call_module" and "." in str(node.target)}
+    nested = {_layer_name(node): _module_path(node) for node in graph.nodes
+              if _module_path(node) is not None and "." in _module_path(node)}
     paths = {layer: path for layer, path in nested.items() if layer in net.graph.names}
     if paths:  # layers of nested modules: their parameters keyed under the module's path
         net.set_module_paths(paths)
@@ -203,6 +214,10 @@ def _role(torch: Any, root: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role
         return _Role(_Kind.OUTPUT, tuple(outs))
     if node.op == "call_module":
         return _module_role(torch, root, node)
+    if node.op == "get_attr":
+        return _Role(_Kind.PARAM_ATTR)
+    if node.op == "call_function" and node.target in _functional_layers(torch):
+        return _functional_layer_role(torch, root, node)
     if node.op == "call_function":
         return _function_role(torch, node, roles)
     if node.op == "call_method":
@@ -721,6 +736,98 @@ def _check_time_major(roles: Mapping[Any, _Role]) -> None:
                                     "module, its last step out[-1], or swapped to batch-first (transpose(0, 1))")
 
 
+#: node.meta key: the module path of the parameters a functional layer reads
+_FUNCTIONAL_PATH = "symnn_functional_path"
+
+
+def _functional_layers(torch: Any) -> dict[Callable, tuple[str, ...]]:
+    """F.linear, F.conv1d, F.conv2d -> their arguments in order (input, weight, bias, ...)."""
+    F = torch.nn.functional
+    conv = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    return {F.linear: ("input", "weight", "bias"), F.conv1d: conv, F.conv2d: conv}
+
+
+def _call_arguments(node: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """A call's arguments by name (positional ones in ``names``' order), any other refused."""
+    given = dict(zip(names, node.args))
+    if len(node.args) > len(names):
+        raise _unsupported(node, " with more arguments than it takes")
+    for key, value in node.kwargs.items():
+        if key not in names or key in given:
+            raise _unsupported(node, f" with argument {shown(key)}")
+        given[key] = value
+    return given
+
+
+def _mark_functional_layers(torch: Any, graph: Any) -> None:
+    """Note, in ``node.meta``, the module path of each F.linear / F.conv1d / F.conv2d whose
+    weight is a parameter read by get_attr (``blocks.0.weight``: ``blocks.0``): the layer it
+    makes is that module's, named and keyed as a call of it would be."""
+    table = _functional_layers(torch)
+    for node in graph.nodes:
+        if node.op != "call_function" or node.target not in table:
+            continue
+        weight = _call_arguments(node, table[node.target]).get("weight")
+        if isinstance(weight, torch.fx.Node) and weight.op == "get_attr":
+            path, _, leaf = str(weight.target).rpartition(".")
+            node.meta[_FUNCTIONAL_PATH] = path if leaf == "weight" and path else None
+
+
+def _functional_layer_role(torch: Any, root: Any, node: Any) -> _Role:
+    """``F.linear(x, m.weight, m.bias)`` or ``F.conv1d/2d(x, m.weight, m.bias, stride, padding,
+    dilation, groups)`` on parameters of a submodule ``m`` read by get_attr (a module written
+    with the functional API): the Dense or Conv layer of ``m``, its sizes read off the weight,
+    keyed ``m.weight`` and ``m.bias`` as ``state_dict()`` keys them. A bias must be ``m.bias``
+    (a Linear's is required, as a Dense has one); the settings must be constants."""
+    F = torch.nn.functional
+    given = _call_arguments(node, _functional_layers(torch)[node.target])
+    x, weight, bias = given.get("input"), given.get("weight"), given.get("bias")
+    path = node.meta.get(_FUNCTIONAL_PATH)
+    if not isinstance(x, torch.fx.Node) or path is None:
+        raise SpecError(f"{_where(node)}: from_torch reads {node.target.__name__} of a tensor with the parameters "
+                        "'weight' (and 'bias') of a submodule, read as attributes (m.weight, m.bias), which key "
+                        "them as state_dict() does")
+    if bias is not None and not (isinstance(bias, torch.fx.Node) and bias.op == "get_attr"
+                                 and str(bias.target) == f"{path}.bias"):
+        raise SpecError(f"{_where(node)}: its bias must be {shown(path + '.bias')}, the parameter beside its weight")
+    if node.target is F.linear and bias is None:
+        raise SpecTypeError(f"{_where(node)}: F.linear without a bias is not supported (a symnn Dense has a bias)")
+    w = root.get_parameter(str(weight.target))
+    settings = {k: v for k, v in given.items() if k not in ("input", "weight", "bias")}
+    for key, value in settings.items():
+        if isinstance(value, torch.fx.Node):
+            raise SpecTypeError(f"{_where(node)}: its {key} is computed; from_torch reads constant settings")
+    nn = torch.nn
+    try:  # the module these calls stand for, on the meta device (no memory), with their settings
+        if node.target is F.linear:
+            if w.dim() != 2:
+                raise SpecError(f"{_where(node)}: F.linear of a weight of shape {tuple(w.shape)}")
+            return _Role(_Kind.LINEAR, (x,), nn.Linear(w.shape[1], w.shape[0], device="meta"))
+        cls, rank = (nn.Conv1d, 3) if node.target is F.conv1d else (nn.Conv2d, 4)
+        groups = int(settings.get("groups", 1))
+        if w.dim() != rank:
+            raise SpecError(f"{_where(node)}: {node.target.__name__} of a weight of shape {tuple(w.shape)}")
+        stand_in = cls(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), settings.get("stride", 1),
+                       settings.get("padding", 0), settings.get("dilation", 1), groups, bias is not None,
+                       device="meta")
+    except (TypeError, ValueError, RuntimeError) as exc:  # settings PyTorch itself refuses
+        raise SpecError(f"{_where(node)}: {_one_line(exc)}") from exc
+    return _Role(_Kind.CONV, (x,), stand_in)
+
+
+def _check_param_attrs(roles: Mapping[Any, _Role]) -> None:
+    """A parameter read by get_attr is read only as the weight or bias of a functional layer."""
+    for node, role in roles.items():
+        if role.kind is not _Kind.PARAM_ATTR:
+            continue
+        for user in node.users:
+            if _module_path(user) is None or roles[user].kind not in (_Kind.LINEAR, _Kind.CONV) or (
+                    node in roles[user].operands):
+                raise SpecError(f"{_where(user)} reads the parameter {shown(str(node.target))} directly; from_torch "
+                                "reads a parameter only as the weight or bias of its module's call, or of "
+                                "F.linear / F.conv1d / F.conv2d")
+
+
 def _check_states(torch: Any, roles: Mapping[Any, _Role]) -> None:
     """A recurrent module's initial state is a forward argument that only initial states read
     (the network's input, batch-first: each sample's (num_layers*D, H), PyTorch's ``h_0``
@@ -876,11 +983,11 @@ def _name_nested_modules(graph: Any) -> None:
     attribute ``a_0`` both give ``a_0``), the first of ``_2``, ``_3``, ... after it that is
     free. A top-level module keeps its attribute name, which keys its parameters; a nested
     one's are keyed under its path (:attr:`Network.module_paths`), whatever its name."""
-    calls = [node for node in graph.nodes if node.op == "call_module"]
-    taken = {str(node.target) for node in calls if "." not in str(node.target)}
+    calls = [node for node in graph.nodes if _module_path(node) is not None]
+    taken = {_module_path(node) for node in calls if "." not in _module_path(node)}
     named: dict[str, str] = {}
     for node in calls:
-        path = str(node.target)
+        path = _module_path(node)
         if "." not in path:
             continue
         if path not in named:
@@ -897,13 +1004,25 @@ def _name_nested_modules(graph: Any) -> None:
         node.meta[_NESTED_NAME] = named[path]
 
 
+def _module_path(node: Any) -> str | None:
+    """The path of the module whose layer ``node`` makes: a call_module's target, or the module
+    holding the weight that F.linear / F.conv1d / F.conv2d reads by get_attr (``blocks.0`` of
+    ``blocks.0.weight``); None for another node."""
+    if node.op == "call_module":
+        return str(node.target)
+    if node.op == "call_function" and node.meta.get(_FUNCTIONAL_PATH) is not None:
+        return node.meta[_FUNCTIONAL_PATH]
+    return None
+
+
 def _layer_name(node: Any) -> str:
-    """The symnn name of the layer a call_module node calls: the module's attribute name
-    (:func:`layer_name_of`), so that its parameters are keyed as in ``state_dict()``; for a
-    nested module (``blocks.0.conv``) the name :func:`_name_nested_modules` gave it
-    (``blocks_0_conv``), the network then keying its parameters under the path
-    (:attr:`Network.module_paths`)."""
-    path = str(node.target)
+    """The symnn name of the layer a call_module node calls (or a functional layer makes, of the
+    module holding its parameters): the module's attribute name (:func:`layer_name_of`), so
+    that its parameters are keyed as in ``state_dict()``; for a nested module
+    (``blocks.0.conv``) the name :func:`_name_nested_modules` gave it (``blocks_0_conv``), the
+    network then keying its parameters under the path (:attr:`Network.module_paths`)."""
+    path = _module_path(node)
+    assert path is not None
     if "." in path:
         return node.meta[_NESTED_NAME]
     if _INDEX_LAYER.fullmatch(path):
@@ -941,9 +1060,9 @@ def state_dict_key(param: str) -> str:
 
 
 def _layer(cache: dict[str, Layer], node: Any, made: Layer) -> Layer:
-    """The layer for a module called at ``node``: one layer per module, so a module called twice
-    shares its parameters, as in torch."""
-    key = str(node.target)
+    """The layer for a module called at ``node`` (or whose parameters a functional layer reads):
+    one layer per module, so a module called twice shares its parameters, as in torch."""
+    key = _module_path(node) or str(node.target)
     held = cache.setdefault(key, made)
     if held != made:
         raise SpecError(f"{_where(node)}: the module {shown(key)} is called twice as different symnn layers "
@@ -975,7 +1094,7 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Seq
     layers: dict[str, Layer] = {}
     for node in graph.nodes:
         role = roles[node]
-        if role.kind is _Kind.INPUT:
+        if role.kind in (_Kind.INPUT, _Kind.PARAM_ATTR):
             continue
         if role.kind is _Kind.ACTIVATION:
             if node not in values:  # not folded into the Linear before it: a layer of its own

@@ -368,3 +368,108 @@ class _Lambda(nn.Module):
 
     def forward(self, x):
         return self.body(self, x)
+
+
+# -- modules written with the functional API: F.linear / F.conv1d / F.conv2d on a submodule's -----------
+# -- parameters read by get_attr ------------------------------------------------------------------------
+class _FLinear(nn.Module):
+    """A linear layer written with F.linear on its own parameters ``weight`` and ``bias``."""
+
+    def __init__(self, i: int, o: int) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.randn(o, i)), nn.Parameter(torch.randn(o))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class _FConv(nn.Module):
+    """A convolution written with F.conv1d/F.conv2d and constant settings."""
+
+    def __init__(self, c: int, o: int, k: int, dims: int = 2, bias: bool = True, **settings) -> None:
+        super().__init__()
+        groups = settings.get("groups", 1)
+        self.weight = nn.Parameter(torch.randn(o, c // groups, *([k] * dims)))
+        self.bias = nn.Parameter(torch.randn(o)) if bias else None
+        self.fn, self.settings = (F.conv1d if dims == 1 else F.conv2d), settings
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x, self.weight, self.bias, **self.settings)
+
+
+class _Functional(nn.Module):
+    """Functional layers at the top level and nested (``blocks.0``), with activations to fold and
+    a layer called twice (its parameters shared)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = _FConv(2, 4, 3, padding=1)
+        self.blocks = nn.Sequential(_FConv(4, 4, 3, bias=False, stride=2, padding=1, groups=2))
+        self.fc = _FLinear(36, 5)
+        self.mix = _FLinear(5, 5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.blocks(torch.relu(self.conv(x))))
+        h = torch.relu(self.fc(h.flatten(1)))
+        return self.head(self.mix(self.mix(h)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_functional_layers_on_get_attr_parameters_match_autograd(backend: str) -> None:
+    module = _ready(_Functional())
+    net, params = sn.from_torch(module, input_shape=(2, 6, 6), loss="mse")
+    assert [type(layer).__name__ for layer in net.graph.layers] == ["Conv2d", "Conv2d", "Flatten", "Dense",
+                                                                   "Dense", "Dense"]
+    assert dict(net.module_paths) == {"blocks_0": "blocks.0"}
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4, 2, 6, 6))
+    out = module(torch.tensor(X))
+    Y = rng.normal(size=tuple(out.shape))
+    ref = F.mse_loss(out, torch.tensor(Y))
+    ref.backward()
+    loss, grads = sn.compile(net, backend=backend).loss_and_grad(params, X, Y)
+    assert abs(loss - ref.item()) <= TOL * abs(ref.item())
+    back = sn.to_state_dict(net, grads)
+    assert list(back) == list(module.state_dict())
+    for key, p in module.named_parameters():
+        assert rel(back[key], p.grad) <= TOL, key
+
+
+def test_a_functional_conv1d_is_a_conv1d() -> None:
+    module = _ready(nn.Sequential(_FConv(2, 3, 3, dims=1, dilation=2), nn.Flatten(), nn.Linear(3 * 4, 2)))
+    net, params = sn.from_torch(module, input_shape=(2, 8), loss="mse")
+    assert isinstance(net.graph.layers[0], sn.Conv1d) and net.graph.layers[0].dilation[-1] == 2
+    X = np.random.default_rng(1).normal(size=(3, 2, 8))
+    assert rel(sn.compile(net).forward(params, X), module(torch.tensor(X)).detach().numpy()) <= TOL
+
+
+def test_functional_layers_symnn_cannot_key_are_refused() -> None:
+    class RootParams(nn.Module):  # parameters of the root module: no module path to key them by
+        def __init__(self) -> None:
+            super().__init__()
+            self.w, self.b = nn.Parameter(torch.randn(3, 4)), nn.Parameter(torch.randn(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.linear(x, self.w, self.b)
+
+    class ParamAsData(nn.Module):  # a parameter added to data
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = _FLinear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) + self.fc.bias
+
+    class ForeignBias(nn.Module):  # a bias that is not the weight's module's
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = _FLinear(4, 3), _FLinear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.linear(x, self.a.weight, self.b.bias)
+
+    for module, words in ((RootParams(), "of a submodule"), (ParamAsData(), "reads the parameter 'fc.bias' directly"),
+                          (ForeignBias(), "its bias must be 'a.bias'")):
+        with pytest.raises(SpecError, match=words):
+            sn.from_torch(module, input_shape=(4,), loss="mse")
