@@ -142,7 +142,7 @@ def _loss_and_grad(params, X, Y):
     t7 = t6.sum()
     loss = 0.0001*t5 + 0.0001*t7 + t3/N
     a2 = z2_exp / z2_sum
-    t8 = (-Y + a2)/N
+    t8 = (a2 - Y)/N
     t9 = t8 @ W2
     t10 = np.multiply(t9, a1 > 0, out=t9)
     t11 = t10.T @ X

@@ -106,7 +106,7 @@ def _loss(params, X, Y):
     a1 = np.tanh(z1, out=z1)
     z2 = a1 @ W2.T
     z2 += b2
-    t2 = -Y*z2 + _softplus(z2)
+    t2 = _softplus(z2) - Y*z2
     t3 = t2.sum()
     loss = t3/N
     return float(loss)
@@ -124,11 +124,11 @@ def _loss_and_grad(params, X, Y):
     a1 = np.tanh(z1, out=z1)
     z2 = a1 @ W2.T
     z2 += b2
-    t2 = -Y*z2 + _softplus(z2)
+    t2 = _softplus(z2) - Y*z2
     t3 = t2.sum()
     loss = t3/N
     a2 = _sigmoid(z2)
-    t4 = (-Y + a2)/N
+    t4 = (a2 - Y)/N
     t5 = t4 @ W2
     t6 = np.multiply(t5, 1.0 - a1**2, out=t5)
     dL_dW1 = t6.T @ X

@@ -65,6 +65,16 @@ class SymnnNumPyPrinter(NumPyPrinter):
             ) from exc
         return text.replace("numpy.", "np.")
 
+    def _as_ordered_terms(self, expr: sp.Expr, order: str | None = None) -> list[sp.Expr]:
+        """A sum's terms in SymPy's order, but a term without a minus sign first where there is
+        one: ``a - y`` is one NumPy operation where ``-y + a`` is two (a negation, then a sum),
+        and both give the same bits (negation is exact, IEEE addition commutes)."""
+        terms = list(super()._as_ordered_terms(expr, order=order))
+        for i, term in enumerate(terms):
+            if not term.could_extract_minus_sign():
+                return [term] + terms[:i] + terms[i + 1:]
+        return terms
+
     # -- numbers -----------------------------------------------------------------------
     def _print_Float(self, expr: sp.Float) -> str:
         return py_literal(float(expr))
