@@ -783,10 +783,9 @@ def _functional_layer_role(torch: Any, root: Any, node: Any) -> _Role:
     given = _call_arguments(node, _functional_layers(torch)[node.target])
     x, weight, bias = given.get("input"), given.get("weight"), given.get("bias")
     path = node.meta.get(_FUNCTIONAL_PATH)
-    if not isinstance(x, torch.fx.Node) or path is None:
-        raise SpecError(f"{_where(node)}: from_torch reads {node.target.__name__} of a tensor with the parameters "
-                        "'weight' (and 'bias') of a submodule, read as attributes (m.weight, m.bias), which key "
-                        "them as state_dict() does")
+    if not isinstance(x, torch.fx.Node) or path is None:  # the root module's own (an nn.Linear itself)
+        raise _unsupported(node, " other than on a tensor with the parameters 'weight' (and 'bias') of a submodule, "
+                           "read as attributes (m.weight, m.bias), which key them as state_dict() does")
     if bias is not None and not (isinstance(bias, torch.fx.Node) and bias.op == "get_attr"
                                  and str(bias.target) == f"{path}.bias"):
         raise SpecError(f"{_where(node)}: its bias must be {shown(path + '.bias')}, the parameter beside its weight")

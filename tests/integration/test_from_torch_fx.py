@@ -471,5 +471,5 @@ def test_functional_layers_symnn_cannot_key_are_refused() -> None:
 
     for module, words in ((RootParams(), "of a submodule"), (ParamAsData(), "reads the parameter 'fc.bias' directly"),
                           (ForeignBias(), "its bias must be 'a.bias'")):
-        with pytest.raises(SpecError, match=words):
+        with pytest.raises((SpecError, SpecTypeError), match=words):
             sn.from_torch(module, input_shape=(4,), loss="mse")
