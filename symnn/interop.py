@@ -91,9 +91,9 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
     (``input_shape=(T, F)``; a ``batch_first=False`` module's last step is ``out[-1]``, and
     ``transpose(0, 1)`` swaps a sequence between its time-major layout and batch-first: a forward
     argument it reads is the network's batch-first input (N, T, F); ``dropout`` between stacked
-    layers is carried over; an initial state is a forward argument (an input of the network,
-    batch-first: PyTorch's ``h_0`` transposed) or a one-layer GRU/RNN encoder's ``h_n``;
-    projected modules and ``c_n`` are refused by name). Each layer is named after the
+    layers and an LSTM's ``proj_size`` are carried over; an initial state is a forward argument
+    (an input of the network, batch-first: PyTorch's ``h_0`` transposed) or a one-layer GRU/RNN
+    encoder's ``h_n``; ``c_n`` used is refused by name). Each layer is named after the
     attribute holding its module (``self.fc1`` -> ``fc1``), so the parameters are keyed
     ``fc1.weight``... and ``to_state_dict(net, params)`` has exactly ``module.state_dict()``'s
     keys and shapes; a module called twice shares its parameters. forward's arguments are the

@@ -142,10 +142,29 @@ class _Recurrent(Layer):
         """The parameter names' suffix of each direction (PyTorch's ``_reverse``)."""
         return ("", "_reverse") if self.bidirectional else ("",)
 
+    @property
+    def out_size(self) -> int:
+        """The size of a direction's hidden state at each step (an LSTM's ``proj_size`` when it
+        projects it)."""
+        return self.hidden_size
+
+    def _state_widths(self) -> tuple[int, ...]:
+        """The width of each carried state: h, and an LSTM's c."""
+        return (self.out_size,)
+
+    def _loop_params(self, k: int, sfx: str) -> list[str]:
+        """The parameters each step of loop (k, sfx) reads whole, in its body's invariants' order."""
+        return [f"weight_hh_l{k}{sfx}"] + ([f"bias_hh_l{k}{sfx}"] if self._bias_inside() else [])
+
+    def _extra_shapes(self, sfx: str, k: int) -> dict[str, Shape]:
+        """Parameters of layer k's direction after its biases (an LSTM's projection)."""
+        return {}
+
     def param_shapes(self) -> dict[str, Shape]:
         """PyTorch's ``state_dict`` order: per layer of the stack, per direction, ``weight_ih``,
-        ``weight_hh``, ``bias_ih``, ``bias_hh``; layer k > 0 reads D*H features a step."""
-        gh, h = self.GATES * self.hidden_size, self.hidden_size
+        ``weight_hh``, ``bias_ih``, ``bias_hh`` (an LSTM's ``weight_hr`` then); layer k > 0 reads
+        D*H features a step (H: the output size)."""
+        gh, h = self.GATES * self.hidden_size, self.out_size
         shapes: dict[str, Shape] = {}
         for k in range(self.num_layers):
             for sfx in self._suffixes():
@@ -154,6 +173,7 @@ class _Recurrent(Layer):
                 if self.bias:
                     shapes[f"bias_ih_l{k}{sfx}"] = (gh,)
                     shapes[f"bias_hh_l{k}{sfx}"] = (gh,)
+                shapes.update(self._extra_shapes(sfx, k))
         return shapes
 
     @property
@@ -166,15 +186,16 @@ class _Recurrent(Layer):
             for sfx in self._suffixes():
                 for kind, letter in (("weight", "W"), ("bias", "b")):
                     head = r"\overleftarrow{%s}" % letter if sfx else letter
-                    for part in ("ih", "hh"):
+                    for part in ("ih", "hh", "hr"):
                         tex[f"{kind}_{part}_l{k}{sfx}"] = "%s_{%s,%d}" % (head, part, k)
         return tex
 
     @property
     def REGULARISED(self) -> tuple[str, ...]:  # type: ignore[override]
         """The weights (never the biases) of every layer of the stack, for l1/l2."""
+        shapes = self.param_shapes()
         return tuple(p for k in range(self.num_layers) for sfx in self._suffixes()
-                     for p in (f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}"))
+                     for p in (f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}", f"weight_hr_l{k}{sfx}") if p in shapes)
 
     def output_shape(self, *shapes: Shape) -> Shape:
         kind = type(self).__name__
@@ -194,27 +215,28 @@ class _Recurrent(Layer):
         if self.masked and tuple(shapes[1]) != (seq[0],):
             raise LayerSizeMismatchError(f"{kind} mask of shape {shapes[1]}, expected ({seq[0]},): one entry per "
                                          "step, 1 for a step of the sequence and 0 for padding")
-        for s in shapes[first:]:
-            if tuple(s) not in self._state_shapes():
+        for s, width in zip(shapes[first:], self._state_widths()):
+            if tuple(s) not in self._state_shapes(width):
                 raise LayerSizeMismatchError(f"{kind} initial state of shape {s}, expected "
-                                             f"{' or '.join(map(str, self._state_shapes()))}")
-        out = self.directions * self.hidden_size
+                                             f"{' or '.join(map(str, self._state_shapes(width)))}")
+        out = self.directions * self.out_size
         return (seq[0], out) if self.return_sequences else (out,)
 
     def inner_masks(self, *shapes: Shape) -> tuple[tuple[int, float], ...]:
         """One mask per layer of the stack but the last, over its output sequence (T*D*H)."""
         if not self.drops_inside:
             return ()
-        width = int(shapes[0][0]) * self.directions * self.hidden_size
+        width = int(shapes[0][0]) * self.directions * self.out_size
         return ((width, self.dropout),) * (self.num_layers - 1)
 
     @property
     def drops_inside(self) -> bool:
         return self.dropout > 0 and self.num_layers > 1
 
-    def _state_shapes(self) -> tuple[Shape, ...]:
-        h, rows = self.hidden_size, self.directions * self.num_layers
-        return ((rows, h),) if rows > 1 else ((h,), (1, h))
+    def _state_shapes(self, width: int) -> tuple[Shape, ...]:
+        """A given initial state's shapes per sample: a row of ``width`` per layer and direction."""
+        rows = self.directions * self.num_layers
+        return ((rows, width),) if rows > 1 else ((width,), (1, width))
 
     def init(self, rng: np.random.Generator, scheme: str | None) -> dict[str, np.ndarray]:
         """U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as PyTorch's ``reset_parameters``."""
@@ -239,7 +261,7 @@ class _Recurrent(Layer):
         x = inputs[0]
         rows = x.shape[0]
         T = int(shapes[0][0]) if shapes else int(x.shape[1]) // self.input_size
-        h, D = self.hidden_size, self.directions
+        h, D = self.out_size, self.directions
         mask = inputs[1] if self.masked else None
         states = list(inputs[2 if self.masked else 1:])
         seq, width = x, self.input_size
@@ -253,7 +275,7 @@ class _Recurrent(Layer):
                 hh = f"weight_hh_l{k}{sfx}"
                 label = f"{params[hh].arg.removesuffix(hh).rstrip('_') or 'rnn'}_l{k}{sfx}"
                 body = self._loop(label, rows, T, mask is not None, reverse=d == 1)
-                invariants = [params[hh]] + ([params[f"bias_hh_l{k}{sfx}"]] if self._bias_inside() else [])
+                invariants = [params[name] for name in self._loop_params(k, sfx)]
                 loop = ir.scan(body, init, [projected] + ([mask] if mask is not None else []), invariants)
                 arrow = r"\overleftarrow{%s}" if d else "%s"
                 named.append((projected, arrow % "P"))
@@ -282,12 +304,12 @@ class _Recurrent(Layer):
     def _initial(self, states: list[ir.Node], k: int, rows) -> ir.Node:
         """The first carried state of loop k (layer k // D, direction k % D): zeros, or row k of
         the given h0 (and c0)."""
-        h = self.hidden_size
+        widths = self._state_widths()
         if not states:
-            return make_map("zero", sp.Integer(0), [], (rows, self.CARRIED * h))
+            return make_map("zero", sp.Integer(0), [], (rows, sum(widths)))
         parts = []
-        for s in states:
-            parts.append(s if int(s.shape[1]) == h else ir.slice_(s, k * h, (k + 1) * h))
+        for s, w in zip(states, widths):
+            parts.append(s if int(s.shape[1]) == w else ir.slice_(s, k * w, (k + 1) * w))
         return parts[0] if len(parts) == 1 else ir.concat(*parts)
 
     def _bias_inside(self) -> bool:
@@ -403,27 +425,64 @@ class GRU(_Recurrent):
 @dataclass(frozen=True, init=False)
 class LSTM(_Recurrent):
     """``torch.nn.LSTM(batch_first=True)``, gates (i, f, g, o) in PyTorch's order:
-    ``c' = σ(f) ⊙ c + σ(i) ⊙ tanh(g)``, ``h' = σ(o) ⊙ tanh(c')``. Each step carries (h, c)."""
+    ``c' = σ(f) ⊙ c + σ(i) ⊙ tanh(g)``, ``h' = σ(o) ⊙ tanh(c')``. Each step carries (h, c). With
+    ``proj_size`` P > 0, ``h' = (σ(o) ⊙ tanh(c')) W_hr^T``, of P entries (PyTorch's projected
+    LSTM: ``weight_hr_l{k}`` (P, H), ``weight_hh_l{k}`` (4H, P), h_0 (.., P), c_0 (.., H))."""
+
+    proj_size: int = 0
 
     KIND: ClassVar[str] = "lstm"
     GATES: ClassVar[int] = 4
     CARRIED: ClassVar[int] = 2
 
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 return_sequences: bool = False, *, masked: bool = False, truncate: int | None = None,
+                 name: str | None = None, bidirectional: bool = False, dropout: float = 0.0,
+                 proj_size: int = 0) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias, return_sequences, masked=masked,
+                         truncate=truncate, name=name, bidirectional=bidirectional, dropout=dropout)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or not 0 <= proj_size < hidden_size:
+            raise SpecTypeError(f"LSTM proj_size must be an integer in [0, hidden_size={hidden_size}), as PyTorch's, "
+                                f"got {proj_size!r}")
+        object.__setattr__(self, "proj_size", proj_size)
+
+    @property
+    def out_size(self) -> int:
+        return self.proj_size or self.hidden_size
+
+    def _state_widths(self) -> tuple[int, ...]:
+        return (self.out_size, self.hidden_size)
+
+    def _loop_params(self, k: int, sfx: str) -> list[str]:
+        return super()._loop_params(k, sfx) + ([f"weight_hr_l{k}{sfx}"] if self.proj_size else [])
+
+    def _extra_shapes(self, sfx: str, k: int) -> dict[str, Shape]:
+        return {f"weight_hr_l{k}{sfx}": (self.proj_size, self.hidden_size)} if self.proj_size else {}
+
+    def describe(self) -> str:
+        base = super().describe()
+        return base if not self.proj_size else base[:-1] + f", proj_size={self.proj_size})"
+
     def _body(self, label: str, rows, T: int) -> _Step:
-        h = self.hidden_size
-        carry = ir.var(f"{label}.hc", (rows, 2 * h))
+        h, p_out = self.hidden_size, self.out_size
+        carry = ir.var(f"{label}.hc", (rows, p_out + h))
         p = ir.var(f"{label}.p", (rows, 4 * h))
-        w = ir.var(f"{label}.W_hh", (4 * h, h))
-        z = _add(p, ir.matmul(ir.slice_(carry, 0, h), w, False, True))
+        w = ir.var(f"{label}.W_hh", (4 * h, p_out))
+        z = _add(p, ir.matmul(ir.slice_(carry, 0, p_out), w, False, True))
         i, f = _sigmoid(ir.slice_(z, 0, h)), _sigmoid(ir.slice_(z, h, 2 * h))
         g, o = _tanh(ir.slice_(z, 2 * h, 3 * h)), _sigmoid(ir.slice_(z, 3 * h, 4 * h))
-        c = make_map("lstm_cell", _u * _v + _w * _x, [(_u, f), (_v, ir.slice_(carry, h, 2 * h)), (_w, i), (_x, g)],
+        c = make_map("lstm_cell", _u * _v + _w * _x, [(_u, f), (_v, ir.slice_(carry, p_out, p_out + h)), (_w, i), (_x, g)],
                      (rows, h))
         tc = _tanh(c)
         hidden = make_map("lstm_hidden", _u * _v, [(_u, o), (_v, tc)], (rows, h))
+        invariants: tuple[ir.Node, ...] = (w,)
+        if self.proj_size:  # the projection of the hidden state, PyTorch's h_t = (o * tanh(c_t)) W_hr^T
+            w_hr = ir.var(f"{label}.W_hr", (p_out, h))
+            hidden = ir.matmul(hidden, w_hr, False, True)
+            invariants += (w_hr,)
         new = ir.concat(hidden, c)
         # stored for the backward step: the gates and tanh(c) (no product or function again)
-        return _Step(carry, p, (w,), new, (i, f, g, o, tc))
+        return _Step(carry, p, invariants, new, (i, f, g, o, tc))
 
 
 __all__ = ["RNN", "GRU", "LSTM"]

@@ -297,23 +297,12 @@ def _recurrent_table(torch: Any) -> dict[type, type[Layer]]:
     return {nn.RNN: RNN, nn.GRU: GRU, nn.LSTM: LSTM}
 
 
-#: recurrent settings symnn's layers do not model: (attribute, whether the module's value is
-#: refused, why); each is refused naming the module and the setting
-_RECURRENT_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    ("proj_size", lambda m: int(getattr(m, "proj_size", 0)) > 0,
-     "symnn's LSTM has no projection of the hidden state; use proj_size=0"),
-)
-
-
 def _recurrent_role(torch: Any, sub: Any, node: Any) -> _Role:
     """An ``nn.RNN``/``GRU``/``LSTM`` called on a sequence, optionally with its initial state
-    ``hx`` (an LSTM's ``(h_0, c_0)``): refused with a setting symnn's layer lacks (each named).
-    Its operands are the sequence, then the initial states (what they may be:
-    :func:`_check_states`)."""
+    ``hx`` (an LSTM's ``(h_0, c_0)``); every setting of the module (batch_first, bidirectional,
+    dropout, proj_size) has its symnn counterpart. Its operands are the sequence, then the
+    initial states (what they may be: :func:`_check_states`)."""
     kind = type(sub).__name__
-    for attr, refused, why in _RECURRENT_REFUSED:
-        if refused(sub):
-            raise SpecTypeError(f"{_where(node)}: {kind}({attr}={getattr(sub, attr)!r}) is not supported: {why}")
     args = list(node.args)
     for key, value in node.kwargs.items():
         if key not in ("input", "hx")[len(args):]:
@@ -495,8 +484,9 @@ def _recurrent(torch: Any, mod: Any, sequences: bool, name: str) -> Layer:
     if cls is RNN:
         return RNN(*sizes, mod.nonlinearity, bool(mod.bias), sequences, name=name,
                    bidirectional=bool(mod.bidirectional), dropout=float(mod.dropout))
+    extra = {"proj_size": int(mod.proj_size)} if cls is LSTM else {}
     return cls(*sizes, bool(mod.bias), sequences, name=name, bidirectional=bool(mod.bidirectional),
-               dropout=float(mod.dropout))
+               dropout=float(mod.dropout), **extra)
 
 
 def _spatial_table(torch: Any) -> dict[type, tuple[_Kind, type[Layer]]]:

@@ -371,7 +371,6 @@ def _both(m: nn.Module, out: torch.Tensor) -> torch.Tensor:
      SpecError, "h_n[0]"),
     (nn.RNN(F, H, batch_first=True, bidirectional=True), lambda m, x: m.fc(m.lstm(x)[1].squeeze(0)), SpecError,
      "two final states per layer"),
-    (nn.LSTM(F, H, proj_size=2, batch_first=True), _last, SpecTypeError, "proj_size=2"),
     (nn.LSTM(F, H, batch_first=True), lambda m, x: m.fc(m.lstm(x)[1][1][-1]), SpecError, "c_n"),
     (nn.LSTM(F, H, num_layers=2, batch_first=True), lambda m, x: m.fc(m.lstm(x)[1][0][0]), SpecError, "h_n[0]"),
     (nn.RNN(F, H, batch_first=True), lambda m, x: m.fc(m.lstm(x)[0][:, 0]), SpecError, "out[:, -1]"),
