@@ -41,12 +41,13 @@ CATALOGUE: dict[str, sn.Network] = {
 def recurrent() -> sn.Network:
     """RNN (relu, 2 layers with dropout between them while training, every step's state) ->
     bidirectional GRU (1 layer, every step's states of both directions: a loop backwards in
-    time, whose pullback runs forwards) -> LSTM (2 layers, the last state) -> softmax over labels."""
+    time, whose pullback runs forwards) -> projected LSTM (2 layers, hidden states of 3 projected
+    from 4, the last state) -> softmax over labels."""
     x = sn.Input(4, 3, name="x")
     h = sn.RNN(3, 4, num_layers=2, nonlinearity="relu", return_sequences=True, dropout=0.25, name="rnn")(x)
     h = sn.GRU(4, 3, return_sequences=True, bidirectional=True, name="gru")(h)
-    h = sn.LSTM(6, 4, num_layers=2, name="lstm")(h)
-    return sn.Network(inputs=x, outputs=sn.Dense(4, 3, "softmax", name="fc")(h), loss="cross_entropy",
+    h = sn.LSTM(6, 4, num_layers=2, proj_size=3, name="lstm")(h)
+    return sn.Network(inputs=x, outputs=sn.Dense(3, 3, "softmax", name="fc")(h), loss="cross_entropy",
                       name="recs")
 
 
