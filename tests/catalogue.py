@@ -57,7 +57,9 @@ def cnn_bn() -> sn.Network:
     x = sn.Input(2, 7, 6)
     h = sn.Conv2d(2, 4, 3, stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=2, bias=False, name="conv")(x)
     h = sn.MaxPool2d(2, padding=1)(sn.Activate("tanh")(sn.BatchNorm2d(4, name="bn")(h)))
-    h = sn.AvgPool2d(2, stride=1, ceil_mode=True)(sn.Conv2d(4, 4, 1, activation="relu", name="pw")(h))
+    # a depthwise convolution of stride 1 (its taps run over padded planes), dilated, padded unevenly
+    h = sn.Conv2d(4, 4, 3, padding=(1, 2), dilation=(1, 2), groups=4, activation="tanh", name="pw")(h)
+    h = sn.AvgPool2d(2, stride=1, ceil_mode=True)(h)
     h = sn.BatchNorm1d(sn.Flatten()(h).shape[0], momentum=None, name="bnf")(sn.Flatten()(h))
     return sn.Network(inputs=x, outputs=sn.Dense(h.shape[0], 3, "softmax", name="fc")(h), loss="cross_entropy",
                       name="cnn_bn")

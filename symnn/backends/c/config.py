@@ -699,10 +699,20 @@ class _KernelLowering:
         register tile as its transpose (``rows`` x ``cols``), or 0 where it does not."""
         return rows * cols if cols < tile_cols(self.p.dtype) else 0
 
+    def _direct_scratch(self, st: Stmt, ctx: dict) -> dict:
+        """A direct convolution's scratch: for stride 1 the padded input plane and the output
+        rows widened to the padded width (``pad_plane`` in _spatial.jinja), else none."""
+        g = st.payload
+        wp, hp = g.w + g.pl + g.pr, g.h + g.pt + g.pb
+        stride1 = (g.sh, g.sw) == (1, 1)
+        ctx["scratch"] = self._carve(f"{st.target}_pad", [hp * wp + (g.kw - 1) * g.dw if stride1 else 0,
+                                                          g.ho * wp if stride1 else 0])
+        return ctx
+
     def _conv(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         g = st.payload
         if _direct(g):
-            return self._conv_ctx(st, CKind.CONV_DIRECT, ("x", "w"))
+            return self._direct_scratch(st, self._conv_ctx(st, CKind.CONV_DIRECT, ("x", "w")))
         ctx = self._conv_ctx(st, CKind.CONV, ("x", "w"))
         cols = 0 if _pointwise(g) else g.weight_cols * g.ho * g.wo
         ctx["scratch"] = self._carve(f"{st.target}_cols", [cols, self._panel(g.weight_cols)])
@@ -711,7 +721,7 @@ class _KernelLowering:
     def _conv_grad_input(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         g = st.payload
         if _direct(g):
-            return self._conv_ctx(st, CKind.CONV_GRAD_INPUT_DIRECT, ("g", "w"))
+            return self._direct_scratch(st, self._conv_ctx(st, CKind.CONV_GRAD_INPUT_DIRECT, ("g", "w")))
         ctx = self._conv_ctx(st, CKind.CONV_GRAD_INPUT, ("g", "w"))
         p, kg = g.ho * g.wo, g.weight_cols
         cols = 0 if _pointwise(g) else kg * p
@@ -722,7 +732,7 @@ class _KernelLowering:
     def _conv_grad_weight(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         g = st.payload
         if _direct(g):
-            return self._conv_ctx(st, CKind.CONV_GRAD_WEIGHT_DIRECT, ("x", "g"))
+            return self._direct_scratch(st, self._conv_ctx(st, CKind.CONV_GRAD_WEIGHT_DIRECT, ("x", "g")))
         ctx = self._conv_ctx(st, CKind.CONV_GRAD_WEIGHT, ("x", "g"))
         p, kg, og = g.ho * g.wo, g.weight_cols, g.o // g.groups
         cols = 0 if _pointwise(g) else kg * p
