@@ -1003,7 +1003,8 @@ def _pointwise(g: ir.ConvGeometry) -> bool:
 
 def _direct(g: ir.ConvGeometry) -> bool:
     """Fewer output channels per group than the smallest register tile has rows (depthwise):
-    the convolution and its pullbacks as direct loops, which need no work space, where im2col
+    the convolution and its pullbacks as direct loops (of stride 1 over a padded plane, a few
+    reals of work space: :meth:`_KernelLowering._direct_scratch`), where im2col
     and the gemm helper's packing and tiles cost more than the arithmetic. Measured at the two
     sides of that line: with one channel per group (Conv2d(64, 64, 3, groups=64) over 25x5)
     direct loops are about 2x faster, with 16 (Conv2d(1, 16, 3) over 8x8) the gemm is 2.4-3.5x
