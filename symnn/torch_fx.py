@@ -11,12 +11,12 @@ as in ``state_dict()``), ``nn.Embedding`` on a forward argument an ``sn.Embeddin
 input (``sn.Input(T, indices=True)``), ``nn.Dropout`` an ``sn.Dropout``,
 ``a + b`` an add and ``torch.cat(dim=1)`` an ``sn.concat``. ``nn.RNN``/``GRU``/``LSTM``
 (``bidirectional`` carried over) become ``sn.RNN``/``GRU``/``LSTM``, their ``return_sequences``
-read off how forward uses the result (:func:`_recurrent_modes`): the last step (``out[:, -1]``,
+read off how forward uses the result (:func:`recurrent_modes`): the last step (``out[:, -1]``,
 the last layer's ``h_n[-1]``; of a bidirectional module ``torch.cat((h_n[-2], h_n[-1]), dim=1)``)
 or the whole output sequence (flattened, or fed to the next module). A time-major module
 (``batch_first=False``) reads and writes (T, N, F) sequences: its last step is ``out[-1]``, and
 ``transpose(0, 1)``/``permute(1, 0, 2)`` swap a sequence between the two layouts
-(:func:`_check_time_major`); symnn's sequences are batch-first throughout, so a forward argument
+(:func:`check_time_major`); symnn's sequences are batch-first throughout, so a forward argument
 that a time-major module reads is the network's batch-first input (N, T, F). A layer is named after the
 attribute that holds its module (:func:`layer_name_of`: an ``nn.Sequential``'s module ``3`` is
 layer ``_3``), so the network's parameter names are the module's ``state_dict()`` keys up to
@@ -27,7 +27,7 @@ parameters in ``state_dict()`` (``Network.state_dict_key``).
 
 A module written with the functional API, ``F.linear(x, self.weight, self.bias)`` or
 ``F.conv2d(x, self.weight, self.bias, ...)`` on its own parameters (read by ``get_attr``), is the
-Dense or Conv layer of that module (:func:`_functional_layer_role`), named and keyed as a call of
+Dense or Conv layer of that module (:func:`functional_layer_role`), named and keyed as a call of
 it would be.
 
 Everything is classified before any layer is built: an unsupported node is reported, with what
@@ -36,11 +36,9 @@ is supported, before any work.
 
 from __future__ import annotations
 
-import enum
 import numbers
 import operator
 import re
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -52,78 +50,19 @@ from .layers import Dropout, Input, Layer, LayerNorm, Tensor, concat
 from .naming import shown
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .embedding import Embedding
-from .recurrent import GRU, LSTM, RNN
 from .spatial_layers import (AvgPool1d, AvgPool2d, Conv1d, Conv2d, Flatten, GlobalAvgPool, MaxPool1d,
                              MaxPool2d)
+from .torch_fx_functional import (check_param_attrs, functional_layer_role, functional_layers, mark_functional_layers,
+                                  module_path)
+from .torch_fx_recurrent import (RECURRENT_PARTS, SWAP_METHODS, check_states, check_time_major, final_states_cat,
+                                 getitem_role, recurrent_layer, recurrent_modes, recurrent_role, recurrent_table,
+                                 squeeze_role, time_swap_role)
+from .torch_fx_roles import Kind, Role, one_line, unsupported, where
 
-_SUPPORTED = ("nn.Linear, nn.Conv1d/2d (padding_mode='zeros'), F.linear and F.conv1d/2d on a submodule's "
-              "weight and bias, nn.MaxPool1d/2d, nn.AvgPool1d/2d, "
-              "nn.AdaptiveAvgPool1d/2d(1) followed by a flatten (and F.max_pool1d/2d, F.avg_pool1d/2d, "
-              "F.adaptive_avg_pool1d/2d with constant sizes), nn.Flatten and torch.flatten(x, 1), "
-              "nn.LayerNorm (one normalized dimension), nn.BatchNorm1d/2d, nn.Embedding (on a forward argument), "
-              "nn.RNN/GRU/LSTM (out[:, -1], h_n[-1] or the whole output; bidirectional: "
-              "torch.cat((h_n[-2], h_n[-1]), dim=1) or the whole output; batch_first=False: out[-1], and "
-              "transpose(0, 1) or permute(1, 0, 2) between time-major and batch-first; an initial state from "
-              "forward arguments or a one-layer GRU/RNN's h_n), "
-              "nn.Dropout, nn.Identity, a + b "
-              "(operator.add, torch.add), torch.cat(dim=1 or -1), and the activations {activations} "
-              "(folded into the Linear or Conv right before them, else an sn.Activate layer)")
 
 #: an nn.Sequential's module index ("3"), a layer named "_3" (a name cannot start with a digit)
 _INDEX = re.compile(r"[0-9]{1,18}")
 _INDEX_LAYER = re.compile(r"_[0-9]{1,18}")
-
-
-class _Kind(enum.Enum):
-    """What a traced node becomes."""
-
-    INPUT = enum.auto()
-    LINEAR = enum.auto()
-    CONV = enum.auto()  # nn.Conv1d/2d
-    POOL = enum.auto()  # nn.MaxPool1d/2d, nn.AvgPool1d/2d
-    GLOBAL_POOL = enum.auto()  # nn.AdaptiveAvgPool1d/2d(1): with the flatten after it, a GlobalAvgPool
-    FLATTEN = enum.auto()
-    LAYERNORM = enum.auto()
-    BATCHNORM = enum.auto()  # nn.BatchNorm1d/2d
-    EMBEDDING = enum.auto()  # nn.Embedding on a forward argument: its indices
-    DROPOUT = enum.auto()
-    IDENTITY = enum.auto()
-    ACTIVATION = enum.auto()
-    ADD = enum.auto()
-    CAT = enum.auto()
-    OUTPUT = enum.auto()
-    RECURRENT = enum.auto()  # nn.RNN/GRU/LSTM: (output, h_n) or (output, (h_n, c_n))
-    RNN_OUTPUT = enum.auto()  # result[0]: the output sequence (N, T, H)
-    RNN_STATE = enum.auto()  # result[1]: h_n (num_layers, N, H), or an LSTM's (h_n, c_n)
-    RNN_HIDDEN = enum.auto()  # an LSTM's (h_n, c_n)[0]
-    RNN_CELL = enum.auto()  # an LSTM's (h_n, c_n)[1]: refused if used
-    LAST_STEP = enum.auto()  # output[:, -1], h_n[-1], h_n.squeeze(0): the last state (N, H)
-    # h_n[-2], h_n[-1] of a bidirectional module: one direction's final state (``index``: 0
-    # forward, 1 reverse), read only as torch.cat((h_n[-2], h_n[-1]), dim=1), its LAST_STEP
-    RNN_FINAL = enum.auto()
-    # t.transpose(0, 1), t.permute(1, 0, 2): a sequence between batch-first (N, T, F) and the
-    # time-major (T, N, F) of a batch_first=False module; symnn's value is the same sequence
-    TIME_SWAP = enum.auto()
-    # a parameter read by get_attr: only as the weight or bias of F.linear / F.conv1d / F.conv2d,
-    # which then make the layer of the module that holds them (_functional_layer_role)
-    PARAM_ATTR = enum.auto()
-    SHAPE = enum.auto()  # x.shape / x.size(): only for a batch size
-    BATCH_SIZE = enum.auto()  # x.shape[0], x.size(0): only as reshape(n, -1)'s first size
-
-
-@dataclass(frozen=True)
-class _Role:
-    """A classified node: its kind, the tensor nodes it reads (in order), the torch module it
-    calls (call_module) and, for an activation, the symnn activation it is."""
-
-    kind: _Kind
-    operands: tuple[Any, ...] = ()
-    module: Any = None
-    activation: Activation | None = None
-    #: ``t.view(-1, k)``: the features k a flatten must give each sample (checked once shapes are known)
-    features: int | None = None
-    #: RNN_FINAL: the direction of a bidirectional module's final state (0 forward, 1 reverse)
-    index: int | None = None
 
 
 def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
@@ -140,25 +79,25 @@ def from_traced(torch: Any, module: Any, loss: object, name: str, dtype: str,
                             f"got {type(module).__name__}")
     _check_dtype(dtype)
     graph = _trace(torch, module)
-    _mark_functional_layers(torch, graph)
+    mark_functional_layers(torch, graph)
     _name_nested_modules(graph)
-    roles: dict[Any, _Role] = {}
+    roles: dict[Any, Role] = {}
     for node in graph.nodes:  # in order: a getitem is classified by what it indexes
         roles[node] = _role(torch, module, node, roles)
     _check_global_pools(roles)
-    _check_time_major(roles)
-    _check_states(torch, roles)
-    _check_param_attrs(roles)
-    modes = _recurrent_modes(roles)
-    placeholders = [node for node in graph.nodes if roles[node].kind is _Kind.INPUT]
+    check_time_major(roles)
+    check_states(torch, roles)
+    check_param_attrs(roles)
+    modes = recurrent_modes(roles)
+    placeholders = [node for node in graph.nodes if roles[node].kind is Kind.INPUT]
     shapes = _input_shapes(placeholders, roles, input_shapes, shape_hint)
     inputs, outputs = _build(torch, graph, roles, placeholders, shapes, modes)
     if loss is None:
         defaults = [_default_loss(t) for t in outputs]
         loss = defaults[0] if len(defaults) == 1 else defaults
     net = Network(inputs=inputs, outputs=outputs if len(outputs) > 1 else outputs[0], loss=loss, name=name)
-    nested = {_layer_name(node): _module_path(node) for node in graph.nodes
-              if _module_path(node) is not None and "." in _module_path(node)}
+    nested = {_layer_name(node): module_path(node) for node in graph.nodes
+              if module_path(node) is not None and "." in module_path(node)}
     paths = {layer: path for layer, path in nested.items() if layer in net.graph.names}
     if paths:  # layers of nested modules: their parameters keyed under the module's path
         net.set_module_paths(paths)
@@ -183,55 +122,40 @@ def _trace(torch: Any, module: Any) -> Any:
     # whatever the module's own code throws at a proxy
     except (ValueError, TypeError, RuntimeError, AttributeError, NotImplementedError, IndexError,
             KeyError, AssertionError) as exc:
-        raise SpecTypeError(f"torch.fx cannot trace {type(module).__name__}: {_one_line(exc)}. from_torch "
+        raise SpecTypeError(f"torch.fx cannot trace {type(module).__name__}: {one_line(exc)}. from_torch "
                             "reads an nn.Sequential, or a module whose forward torch.fx.symbolic_trace can "
                             "follow (no control flow on tensor values)") from exc
 
 
-def _where(node: Any) -> str:
-    target = node.target
-    if not isinstance(target, str):
-        target = getattr(target, "__name__", repr(target))
-    return f"node {shown(node.name)} ({node.op} {shown(target)})"
-
-
-def _unsupported(node: Any, what: str = "") -> SpecTypeError:
-    from .interop import _ACTIVATIONS
-
-    listed = _SUPPORTED.format(activations=", ".join(sorted(_ACTIVATIONS)))
-    return SpecTypeError(f"{_where(node)}{what} is not supported; from_torch reads an nn.Sequential, or a "
-                         f"traced module built from {listed}")
-
-
-def _role(torch: Any, root: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
+def _role(torch: Any, root: Any, node: Any, roles: Mapping[Any, Role]) -> Role:
     """Classify one node (those before it in ``roles``), refusing what symnn has no layer for."""
     if node.op == "placeholder":
-        return _Role(_Kind.INPUT)
+        return Role(Kind.INPUT)
     if node.op == "output":
         outs = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
         if not outs or not all(isinstance(o, torch.fx.Node) for o in outs):
-            raise SpecTypeError(f"{_where(node)}: forward must return a tensor or a tuple of tensors")
-        return _Role(_Kind.OUTPUT, tuple(outs))
+            raise SpecTypeError(f"{where(node)}: forward must return a tensor or a tuple of tensors")
+        return Role(Kind.OUTPUT, tuple(outs))
     if node.op == "call_module":
         return _module_role(torch, root, node)
     if node.op == "get_attr":
-        return _Role(_Kind.PARAM_ATTR)
-    if node.op == "call_function" and node.target in _functional_layers(torch):
-        return _functional_layer_role(torch, root, node)
+        return Role(Kind.PARAM_ATTR)
+    if node.op == "call_function" and node.target in functional_layers(torch):
+        return functional_layer_role(torch, root, node)
     if node.op == "call_function":
         return _function_role(torch, node, roles)
     if node.op == "call_method":
         return _method_role(torch, node, roles)
-    raise _unsupported(node)
+    raise unsupported(node)
 
 
 def _single_operand(torch: Any, node: Any) -> tuple[Any]:
     if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], torch.fx.Node):
-        raise _unsupported(node, " with arguments other than one tensor")
+        raise unsupported(node, " with arguments other than one tensor")
     return (node.args[0],)
 
 
-def _module_role(torch: Any, root: Any, node: Any) -> _Role:
+def _module_role(torch: Any, root: Any, node: Any) -> Role:
     from .interop import _ACTIVATIONS, _check_variant
 
     sub = root.get_submodule(node.target)
@@ -239,31 +163,31 @@ def _module_role(torch: Any, root: Any, node: Any) -> _Role:
     cls = type(sub)
     if isinstance(sub, nn.Linear):
         if sub.bias is None:
-            raise SpecTypeError(f"{_where(node)}: Linear(bias=False) is not supported (a symnn Dense has a bias)")
-        return _Role(_Kind.LINEAR, _single_operand(torch, node), sub)
+            raise SpecTypeError(f"{where(node)}: Linear(bias=False) is not supported (a symnn Dense has a bias)")
+        return Role(Kind.LINEAR, _single_operand(torch, node), sub)
     spatial = _spatial_role(torch, sub, node)
     if spatial is not None:
         return spatial
     if cls is nn.LayerNorm:
         if len(sub.normalized_shape) != 1:
-            raise SpecTypeError(f"{_where(node)}: LayerNorm over {len(sub.normalized_shape)} dimensions; "
+            raise SpecTypeError(f"{where(node)}: LayerNorm over {len(sub.normalized_shape)} dimensions; "
                                 "symnn normalises the features of rank-1 samples only")
         if sub.elementwise_affine and sub.bias is None:
-            raise SpecTypeError(f"{_where(node)}: LayerNorm(bias=False) is not supported")
-        return _Role(_Kind.LAYERNORM, _single_operand(torch, node), sub)
+            raise SpecTypeError(f"{where(node)}: LayerNorm(bias=False) is not supported")
+        return Role(Kind.LAYERNORM, _single_operand(torch, node), sub)
     if cls is nn.Dropout:  # the exact class: AlphaDropout, Dropout1d... differ
-        return _Role(_Kind.DROPOUT, _single_operand(torch, node), sub)
+        return Role(Kind.DROPOUT, _single_operand(torch, node), sub)
     if cls is nn.Embedding:  # the exact class: an EmbeddingBag pools, a subclass may do anything
         return _embedding_role(torch, sub, node)
     if cls is nn.Identity:
-        return _Role(_Kind.IDENTITY, _single_operand(torch, node), sub)
-    if cls in _recurrent_table(torch):  # the exact classes: a subclass may change forward
-        return _recurrent_role(torch, sub, node)
+        return Role(Kind.IDENTITY, _single_operand(torch, node), sub)
+    if cls in recurrent_table(torch):  # the exact classes: a subclass may change forward
+        return recurrent_role(torch, sub, node)
     kind = cls.__name__
     if kind in _ACTIVATIONS and cls is getattr(nn, kind):
-        _check_variant(sub, kind, _where(node))
-        return _Role(_Kind.ACTIVATION, _single_operand(torch, node), sub, _activation(sub, kind))
-    raise _unsupported(node, f": {kind}")
+        _check_variant(sub, kind, where(node))
+        return Role(Kind.ACTIVATION, _single_operand(torch, node), sub, _activation(sub, kind))
+    raise unsupported(node, f": {kind}")
 
 
 #: nn.Embedding's settings symnn's Embedding does not model: (attribute, its default, why)
@@ -276,147 +200,22 @@ _EMBEDDING_REFUSED = (
 )
 
 
-def _embedding_role(torch: Any, sub: Any, node: Any) -> _Role:
+def _embedding_role(torch: Any, sub: Any, node: Any) -> Role:
     """An ``nn.Embedding``: refused with a setting symnn's layer lacks (each named), and unless
     it reads a forward argument directly (that argument becomes an index input, whose token
     ids the kernels check; a computed tensor holds reals)."""
     for attr, default, why in _EMBEDDING_REFUSED:
         if getattr(sub, attr) != default:
-            raise SpecTypeError(f"{_where(node)}: Embedding({attr}={getattr(sub, attr)!r}) is not supported: "
+            raise SpecTypeError(f"{where(node)}: Embedding({attr}={getattr(sub, attr)!r}) is not supported: "
                                 f"{why}; use {attr}={default!r}")
     (operand,) = _single_operand(torch, node)
     if operand.op != "placeholder":
-        raise SpecError(f"{_where(node)}: an nn.Embedding must read a forward argument directly (its token "
-                        f"ids, an index input of the network); it reads {_where(operand)}")
-    return _Role(_Kind.EMBEDDING, (operand,), sub)
+        raise SpecError(f"{where(node)}: an nn.Embedding must read a forward argument directly (its token "
+                        f"ids, an index input of the network); it reads {where(operand)}")
+    return Role(Kind.EMBEDDING, (operand,), sub)
 
 
-def _recurrent_table(torch: Any) -> dict[type, type[Layer]]:
-    """torch recurrent module class -> the symnn layer it becomes (the exact classes)."""
-    nn = torch.nn
-    return {nn.RNN: RNN, nn.GRU: GRU, nn.LSTM: LSTM}
-
-
-def _recurrent_role(torch: Any, sub: Any, node: Any) -> _Role:
-    """An ``nn.RNN``/``GRU``/``LSTM`` called on a sequence, optionally with its initial state
-    ``hx`` (an LSTM's ``(h_0, c_0)``); every setting of the module (batch_first, bidirectional,
-    dropout, proj_size) has its symnn counterpart. Its operands are the sequence, then the
-    initial states (what they may be: :func:`_check_states`)."""
-    kind = type(sub).__name__
-    args = list(node.args)
-    for key, value in node.kwargs.items():
-        if key not in ("input", "hx")[len(args):]:
-            raise _unsupported(node, f" with argument {shown(key)}")
-        args.append(value)
-    if not 1 <= len(args) <= 2 or not isinstance(args[0], torch.fx.Node):
-        raise _unsupported(node, " with arguments other than a sequence and its initial state")
-    states: tuple = ()
-    if len(args) == 2 and args[1] is not None:
-        hx = args[1]
-        want = 2 if isinstance(sub, torch.nn.LSTM) else 1
-        states = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
-        if len(states) != want or not all(isinstance(h, torch.fx.Node) for h in states):
-            what = "a tuple (h_0, c_0)" if want == 2 else "one tensor h_0"
-            raise SpecError(f"{_where(node)}: the initial state of {kind} must be {what}")
-    return _Role(_Kind.RECURRENT, (args[0], *states), sub)
-
-
-def _getitem_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
-    """``result[i]`` of a recurrent module and of its state, ``out[:, -1]``, ``h_n[-1]``,
-    ``x.shape[0]``: each becomes what it selects; every other subscript is refused."""
-    base, index = node.args
-    role = roles.get(base)
-    kind = None if role is None else role.kind
-    if kind is _Kind.RECURRENT and index in (0, 1):
-        return _Role(_Kind.RNN_OUTPUT if index == 0 else _Kind.RNN_STATE, (base,), role.module)
-    if kind is _Kind.RNN_STATE and isinstance(role.module, torch.nn.LSTM) and index in (0, 1):
-        if index == 1 and node.users:
-            raise SpecError(f"{_where(node)}: the final cell state c_n of {_module_of(role)} is used; symnn's "
-                            "LSTM returns the hidden state only (out[:, -1] or h_n[-1])")
-        return _Role(_Kind.RNN_HIDDEN if index == 0 else _Kind.RNN_CELL, role.operands, role.module)
-    if kind in (_Kind.RNN_STATE, _Kind.RNN_HIDDEN) and role.module.bidirectional:
-        return _final_state(node, role, index)
-    if kind in (_Kind.RNN_STATE, _Kind.RNN_HIDDEN):
-        return _last_layer(node, role, index)
-    if kind is _Kind.RNN_OUTPUT and not role.module.batch_first:  # time-major: (T, N, D*H)
-        if index != -1:
-            raise SpecError(f"{_where(node)}: output[{_subscript(index)}] of the time-major (batch_first=False) "
-                            f"{_module_of(role)} is not supported; from_torch reads its last step out[-1], or the "
-                            "whole sequence")
-        if role.module.bidirectional:
-            raise SpecError(f"{_where(node)}: output[-1] of the bidirectional {_module_of(role)} holds the "
-                            "reverse direction's state after a single step; symnn's bidirectional layer returns "
-                            "each direction's final state, torch.cat((h_n[-2], h_n[-1]), dim=1), or the whole "
-                            "output")
-        return _Role(_Kind.LAST_STEP, role.operands, role.module)
-    if kind is _Kind.RNN_OUTPUT:
-        if index == (slice(None), -1) and role.module.bidirectional:
-            raise SpecError(f"{_where(node)}: output[:, -1] of the bidirectional {_module_of(role)} holds the "
-                            "reverse direction's state after a single step; symnn's bidirectional layer returns "
-                            "each direction's final state, torch.cat((h_n[-2], h_n[-1]), dim=1), or the whole "
-                            "output")
-        if index != (slice(None), -1):
-            raise SpecError(f"{_where(node)}: output[{_subscript(index)}] of {_module_of(role)} is not "
-                            "supported; from_torch reads the last step out[:, -1] or the whole sequence")
-        return _Role(_Kind.LAST_STEP, role.operands, role.module)
-    if kind is _Kind.SHAPE and index == 0:
-        return _Role(_Kind.BATCH_SIZE)
-    raise _unsupported(node, f" (subscript [{_subscript(index)}])")
-
-
-def _module_of(role: _Role) -> str:
-    """The recurrent module a part of a result comes from, by class and attribute, for an error."""
-    return f"{type(role.module).__name__} {shown(str(role.operands[0].target))}"
-
-
-def _subscript(index: object) -> str:
-    """A subscript as written (``:, -1``), for an error."""
-    def one(item: object) -> str:
-        if isinstance(item, slice):
-            parts = ["" if v is None else str(v) for v in (item.start, item.stop, item.step)]
-            return ":".join(parts[:2] if item.step is None else parts)
-        return shown(item)
-    return ", ".join(one(i) for i in index) if isinstance(index, tuple) else one(index)
-
-
-_BIDI_LAST = "torch.cat((h_n[-2], h_n[-1]), dim=1)"
-
-
-def _final_state(node: Any, role: _Role, index: object) -> _Role:
-    """``h_n[-2]`` or ``h_n[-1]`` (``h_n[2L-2]``, ``h_n[2L-1]``) of a bidirectional module: the
-    last layer's forward or reverse final state, which symnn's layer returns side by side."""
-    rows = 2 * int(role.module.num_layers)
-    if isinstance(index, int) and not isinstance(index, bool) and index in (-2, -1, rows - 2, rows - 1):
-        return _Role(_Kind.RNN_FINAL, role.operands, role.module, index=0 if index in (-2, rows - 2) else 1)
-    raise SpecError(f"{_where(node)}: h_n[{_subscript(index)}] of the bidirectional {_module_of(role)} "
-                    f"(num_layers={rows // 2}) is not supported; symnn's layer returns the last layer's final "
-                    f"states of both directions, {_BIDI_LAST}")
-
-
-def _last_layer(node: Any, role: _Role, index: object) -> _Role:
-    """``h_n[-1]`` (or ``h_n[L-1]``): the last layer's final state, which is ``out[:, -1]``;
-    another layer's is not an output of symnn's stacked layer."""
-    if role.module.bidirectional:
-        raise SpecError(f"{_where(node)}: h_n of the bidirectional {_module_of(role)} holds two final states per "
-                        f"layer; symnn's layer returns the last layer's, {_BIDI_LAST}")
-    layers = int(role.module.num_layers)
-    if isinstance(index, int) and not isinstance(index, bool) and index in (-1, layers - 1):
-        return _Role(_Kind.LAST_STEP, role.operands, role.module)
-    raise SpecError(f"{_where(node)}: h_n[{_subscript(index)}] of {_module_of(role)} "
-                    f"(num_layers={layers}) is not supported; symnn's layer returns the last layer's final "
-                    "state, h_n[-1]")
-
-
-def _squeeze_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
-    """``h_n.squeeze(0)`` of a one-layer recurrent module: its final state (N, H)."""
-    role = roles.get(node.args[0])
-    if role is None or role.kind not in (_Kind.RNN_STATE, _Kind.RNN_HIDDEN) or (
-            role.kind is _Kind.RNN_STATE and isinstance(role.module, torch.nn.LSTM)):
-        raise _unsupported(node)
-    return _last_layer(node, role, 0)
-
-
-def _reshape_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
+def _reshape_role(torch: Any, node: Any, roles: Mapping[Any, Role]) -> Role:
     """``t.reshape(n, -1)`` / ``t.view(n, -1)`` with ``n`` the batch size (``x.shape[0]``,
     ``x.size(0)``): each sample flattened, as ``torch.flatten(t, 1)``; so is ``t.view(-1, k)``
     where k is a sample's size (checked when the network is built: another k would mix samples)."""
@@ -424,81 +223,24 @@ def _reshape_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
     sizes = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
     if (not node.kwargs and isinstance(args[0], torch.fx.Node) and len(sizes) == 2 and sizes[0] == -1
             and isinstance(sizes[1], numbers.Integral) and not isinstance(sizes[1], bool) and sizes[1] > 0):
-        return _Role(_Kind.FLATTEN, (args[0],), features=int(sizes[1]))
+        return Role(Kind.FLATTEN, (args[0],), features=int(sizes[1]))
     if (node.kwargs or not isinstance(args[0], torch.fx.Node) or len(sizes) != 2 or sizes[1] != -1
-            or not isinstance(sizes[0], torch.fx.Node) or roles[sizes[0]].kind is not _Kind.BATCH_SIZE):
-        raise _unsupported(node, " other than t.reshape(n, -1) with n the batch size (x.shape[0] or x.size(0)), or "
+            or not isinstance(sizes[0], torch.fx.Node) or roles[sizes[0]].kind is not Kind.BATCH_SIZE):
+        raise unsupported(node, " other than t.reshape(n, -1) with n the batch size (x.shape[0] or x.size(0)), or "
                            "t.view(-1, k) with k a sample's size")
-    return _Role(_Kind.FLATTEN, (args[0],))
+    return Role(Kind.FLATTEN, (args[0],))
 
 
-#: what may read each part of a recurrent module's result (everything else is refused)
-_RECURRENT_USERS = {
-    _Kind.RECURRENT: (frozenset({_Kind.RNN_OUTPUT, _Kind.RNN_STATE}), "unpacked: out, h_n = rnn(x)"),
-    _Kind.RNN_STATE: (frozenset({_Kind.RNN_HIDDEN, _Kind.RNN_CELL, _Kind.LAST_STEP, _Kind.RNN_FINAL,
-                                 _Kind.RECURRENT}),
-                      "indexed: h_n[-1] (the last layer's final state), or as another module's initial state"),
-    _Kind.RNN_HIDDEN: (frozenset({_Kind.LAST_STEP, _Kind.RNN_FINAL}),
-                       "indexed: h_n[-1] (the last layer's final state)"),
-    _Kind.RNN_FINAL: (frozenset({_Kind.LAST_STEP}), f"joined with the other direction's: {_BIDI_LAST}"),
-    _Kind.SHAPE: (frozenset({_Kind.BATCH_SIZE}), "x.shape[0], the batch size"),
-    _Kind.BATCH_SIZE: (frozenset({_Kind.FLATTEN}), "t.reshape(n, -1)"),
-}
-
-
-def _recurrent_modes(roles: Mapping[Any, _Role]) -> dict[Any, bool]:
-    """Each recurrent module call's ``return_sequences``: True when forward uses its output
-    sequence whole, False when it uses the last state only (``out[:, -1]``, ``h_n[-1]``);
-    both at once is refused (symnn's layer returns one), as is any other use of the result."""
-    for node, role in roles.items():
-        allowed = _RECURRENT_USERS.get(role.kind)
-        if allowed is None:
-            continue
-        for user in node.users:
-            if roles[user].kind not in allowed[0]:
-                part = role.module is not None and role.kind is not _Kind.RECURRENT  # its node names the module
-                source = f" (of {_module_of(role)})" if part else ""
-                raise SpecError(f"{_where(user)} reads {_where(node)}{source} directly; from_torch reads it "
-                                f"{allowed[1]}")
-    modes: dict[Any, bool] = {}
-    for node, role in roles.items():
-        if role.kind is not _Kind.RECURRENT:
-            continue
-        parts = [n for n, r in roles.items() if r.operands[:1] == (node,) and r.kind is not _Kind.RECURRENT]
-        last = any(roles[n].kind is _Kind.LAST_STEP or (roles[n].kind is _Kind.RNN_STATE and any(
-            roles[u].kind is _Kind.RECURRENT for u in n.users)) for n in parts)
-        whole = any(roles[n].kind is _Kind.RNN_OUTPUT and any(roles[u].kind is not _Kind.LAST_STEP for u in n.users)
-                    for n in parts)
-        if last and whole:
-            raise SpecError(f"{_where(node)}: forward uses both the whole output sequence and the last state; "
-                            f"symnn's {type(role.module).__name__} returns one of them (return_sequences)")
-        modes[node] = whole
-    return modes
-
-
-def _recurrent(torch: Any, mod: Any, sequences: bool, name: str) -> Layer:
-    """The ``sn.RNN``/``GRU``/``LSTM`` of a torch recurrent module (its settings checked by
-    :func:`_recurrent_role`), returning the whole sequence or the last state."""
-    cls = _recurrent_table(torch)[type(mod)]
-    sizes = (int(mod.input_size), int(mod.hidden_size), int(mod.num_layers))
-    if cls is RNN:
-        return RNN(*sizes, mod.nonlinearity, bool(mod.bias), sequences, name=name,
-                   bidirectional=bool(mod.bidirectional), dropout=float(mod.dropout))
-    extra = {"proj_size": int(mod.proj_size)} if cls is LSTM else {}
-    return cls(*sizes, bool(mod.bias), sequences, name=name, bidirectional=bool(mod.bidirectional),
-               dropout=float(mod.dropout), **extra)
-
-
-def _spatial_table(torch: Any) -> dict[type, tuple[_Kind, type[Layer]]]:
+def _spatial_table(torch: Any) -> dict[type, tuple[Kind, type[Layer]]]:
     """torch module class -> (its kind, the symnn layer it becomes); the exact classes (a
     ``LazyConv2d`` or a ``ConvTranspose2d`` is another layer)."""
     nn = torch.nn
-    return {nn.Conv1d: (_Kind.CONV, Conv1d), nn.Conv2d: (_Kind.CONV, Conv2d),
-            nn.MaxPool1d: (_Kind.POOL, MaxPool1d), nn.MaxPool2d: (_Kind.POOL, MaxPool2d),
-            nn.AvgPool1d: (_Kind.POOL, AvgPool1d), nn.AvgPool2d: (_Kind.POOL, AvgPool2d),
-            nn.AdaptiveAvgPool1d: (_Kind.GLOBAL_POOL, GlobalAvgPool),
-            nn.AdaptiveAvgPool2d: (_Kind.GLOBAL_POOL, GlobalAvgPool), nn.Flatten: (_Kind.FLATTEN, Flatten),
-            nn.BatchNorm1d: (_Kind.BATCHNORM, BatchNorm1d), nn.BatchNorm2d: (_Kind.BATCHNORM, BatchNorm2d)}
+    return {nn.Conv1d: (Kind.CONV, Conv1d), nn.Conv2d: (Kind.CONV, Conv2d),
+            nn.MaxPool1d: (Kind.POOL, MaxPool1d), nn.MaxPool2d: (Kind.POOL, MaxPool2d),
+            nn.AvgPool1d: (Kind.POOL, AvgPool1d), nn.AvgPool2d: (Kind.POOL, AvgPool2d),
+            nn.AdaptiveAvgPool1d: (Kind.GLOBAL_POOL, GlobalAvgPool),
+            nn.AdaptiveAvgPool2d: (Kind.GLOBAL_POOL, GlobalAvgPool), nn.Flatten: (Kind.FLATTEN, Flatten),
+            nn.BatchNorm1d: (Kind.BATCHNORM, BatchNorm1d), nn.BatchNorm2d: (Kind.BATCHNORM, BatchNorm2d)}
 
 
 def needs_graph(torch: Any, sequential: Any) -> bool:
@@ -507,40 +249,40 @@ def needs_graph(torch: Any, sequential: Any) -> bool:
     (images, and a layer with buffers, need a graph), an ``nn.Embedding`` (its input is an index
     input), or an ``nn.Identity`` (the Sequential form keeps no trace of it, so
     ``to_state_dict`` could not count it among the module indices)."""
-    table = {**_spatial_table(torch), **_recurrent_table(torch)}
+    table = {**_spatial_table(torch), **recurrent_table(torch)}
     graph_only = (torch.nn.Identity, torch.nn.Embedding)
     return any(type(child) in table or type(child) in graph_only for child in sequential)
 
 
-def _spatial_role(torch: Any, sub: Any, node: Any) -> _Role | None:
+def _spatial_role(torch: Any, sub: Any, node: Any) -> Role | None:
     """The role of a convolution, pooling, flatten or batch-norm module, after refusing the
     settings symnn's layer does not have (each named); None for another module."""
     entry = _spatial_table(torch).get(type(sub))
     if entry is None:
         return None
     kind, _ = entry
-    _check_spatial(kind, sub, f"{_where(node)}: {type(sub).__name__}")
-    return _Role(kind, _single_operand(torch, node), sub)
+    _check_spatial(kind, sub, f"{where(node)}: {type(sub).__name__}")
+    return Role(kind, _single_operand(torch, node), sub)
 
 
-def _check_spatial(kind: _Kind, sub: Any, what: str) -> None:
+def _check_spatial(kind: Kind, sub: Any, what: str) -> None:
     """Refuse the settings of a spatial module (or of the module a functional call stands
     for) that symnn's layer does not have, each named."""
-    if kind is _Kind.CONV and sub.padding_mode != "zeros":
+    if kind is Kind.CONV and sub.padding_mode != "zeros":
         raise SpecTypeError(f"{what}(padding_mode={sub.padding_mode!r}) is not supported; symnn pads with zeros "
                             "(padding_mode='zeros')")
-    if kind is _Kind.POOL and getattr(sub, "return_indices", False):
+    if kind is Kind.POOL and getattr(sub, "return_indices", False):
         raise SpecTypeError(f"{what}(return_indices=True) is not supported: the layer returns one tensor")
-    if kind is _Kind.POOL and getattr(sub, "divisor_override", None) is not None:
+    if kind is Kind.POOL and getattr(sub, "divisor_override", None) is not None:
         raise SpecTypeError(f"{what}(divisor_override={sub.divisor_override}) is not supported; symnn divides "
                             "by the window (count_include_pad as PyTorch)")
-    if kind is _Kind.GLOBAL_POOL and _sizes(sub.output_size) != {1}:
+    if kind is Kind.GLOBAL_POOL and _sizes(sub.output_size) != {1}:
         raise SpecTypeError(f"{what}(output_size={sub.output_size!r}) is not supported; symnn pools globally: "
                             "output_size=1, followed by a flatten (an sn.GlobalAvgPool)")
-    if kind is _Kind.FLATTEN and (sub.start_dim, sub.end_dim) != (1, -1):
+    if kind is Kind.FLATTEN and (sub.start_dim, sub.end_dim) != (1, -1):
         raise SpecTypeError(f"{what}(start_dim={sub.start_dim}, end_dim={sub.end_dim}) is not supported; a "
                             "sample's features are flattened with start_dim=1, end_dim=-1")
-    if kind is _Kind.BATCHNORM:
+    if kind is Kind.BATCHNORM:
         _check_batchnorm(sub, what)
 
 
@@ -553,21 +295,21 @@ def _functional_pools(torch: Any) -> dict[Any, Any]:
             F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d}
 
 
-def _functional_pool_role(torch: Any, node: Any, cls: Any) -> _Role:
+def _functional_pool_role(torch: Any, node: Any, cls: Any) -> Role:
     """A functional pooling call as the module it stands for (``F.max_pool2d(x, 2)`` is
     ``nn.MaxPool2d(2)`` on x), its settings checked as the module's; sizes must be constants."""
     settings = (*node.args[1:], *node.kwargs.values())
     if not node.args or not isinstance(node.args[0], torch.fx.Node) or any(
             isinstance(v, torch.fx.Node) or not isinstance(v, (numbers.Number, tuple, list, type(None)))
             for v in settings):
-        raise _unsupported(node, " with arguments other than a tensor and constant sizes")
+        raise unsupported(node, " with arguments other than a tensor and constant sizes")
     try:
         sub = cls(*node.args[1:], **node.kwargs)
     except (TypeError, ValueError) as exc:
-        raise SpecTypeError(f"{_where(node)}: {shown(str(exc), 160)}") from exc
+        raise SpecTypeError(f"{where(node)}: {shown(str(exc), 160)}") from exc
     kind = _spatial_table(torch)[cls][0]
-    _check_spatial(kind, sub, f"{_where(node)}: {node.target.__name__}")
-    return _Role(kind, (node.args[0],), sub)
+    _check_spatial(kind, sub, f"{where(node)}: {node.target.__name__}")
+    return Role(kind, (node.args[0],), sub)
 
 
 def _check_batchnorm(sub: Any, what: str) -> None:
@@ -619,12 +361,12 @@ _METHODS = {"relu": ("ReLU", ()), "tanh": ("Tanh", ()), "sigmoid": ("Sigmoid", (
 _IGNORED_ARGS = ("inplace", "_stacklevel")
 
 
-def _function_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
+def _function_role(torch: Any, node: Any, roles: Mapping[Any, Role]) -> Role:
     target = node.target
     if target is operator.getitem:
-        return _getitem_role(torch, node, roles)
+        return getitem_role(torch, node, roles)
     if target is getattr and len(node.args) == 2 and node.args[1] == "shape" and not node.kwargs:
-        return _Role(_Kind.SHAPE)
+        return Role(Kind.SHAPE)
     if target in (operator.add, torch.add):
         return _add_role(torch, node)
     if target in (torch.cat, torch.concat):
@@ -632,7 +374,7 @@ def _function_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
     if target is torch.flatten:
         return _flatten_role(torch, node)
     if target in (torch.transpose, torch.permute, torch.swapaxes, torch.swapdims):
-        return _time_swap_role(node, target.__name__)
+        return time_swap_role(node, target.__name__)
     pools = _functional_pools(torch)
     if target in pools:
         return _functional_pool_role(torch, node, pools[target])
@@ -640,282 +382,95 @@ def _function_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
     if target in table:
         kind, names = table[target]
         return _activation_call(torch, node, kind, names)
-    raise _unsupported(node)
+    raise unsupported(node)
 
 
-def _method_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
+def _method_role(torch: Any, node: Any, roles: Mapping[Any, Role]) -> Role:
     if node.target == "size" and not node.kwargs and len(node.args) <= 2:
-        return _Role(_Kind.BATCH_SIZE if node.args[1:] == (0,) else _Kind.SHAPE)
+        return Role(Kind.BATCH_SIZE if node.args[1:] == (0,) else Kind.SHAPE)
     if node.target in ("reshape", "view"):
         return _reshape_role(torch, node, roles)
     if node.target == "squeeze" and node.args[1:] == (0,) and not node.kwargs:
-        return _squeeze_role(torch, node, roles)
+        return squeeze_role(torch, node, roles)
     if node.target == "add":
         return _add_role(torch, node)
-    if node.target in _SWAP_METHODS:
-        return _time_swap_role(node, node.target)
+    if node.target in SWAP_METHODS:
+        return time_swap_role(node, node.target)
     if node.target == "flatten":
         return _flatten_role(torch, node)
     if node.target in _METHODS:
         kind, names = _METHODS[node.target]
         return _activation_call(torch, node, kind, names)
-    raise _unsupported(node)
+    raise unsupported(node)
 
 
-#: the tensor methods that can swap a sequence's batch and time axes
-_SWAP_METHODS = frozenset({"transpose", "permute", "swapaxes", "swapdims"})
-
-
-def _time_swap_role(node: Any, what: str) -> _Role:
-    """``t.transpose(0, 1)`` (``torch.transpose``, ``swapaxes``, ``swapdims``) or
-    ``t.permute(1, 0, 2)``: the batch and time axes of a sequence swapped, what a module does
-    around a time-major (``batch_first=False``) recurrent module; every other axis order is
-    refused (:func:`_check_time_major` checks what it is applied to and who reads it)."""
-    args = node.args[1:]
-    if what == "permute":
-        order = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
-        swaps = order == (1, 0, 2) and not node.kwargs
-    else:
-        swaps = not node.kwargs and tuple(args) in ((0, 1), (1, 0))
-    if not swaps or not node.args or not hasattr(node.args[0], "op"):
-        raise SpecError(f"{_where(node)}: {what}{tuple(args)} is not supported; from_torch reads the swap of a "
-                        "sequence's batch and time axes, transpose(0, 1) or permute(1, 0, 2), around a "
-                        "batch_first=False recurrent module")
-    return _Role(_Kind.TIME_SWAP, (node.args[0],))
-
-
-def _time_major(node: Any, roles: Mapping[Any, _Role]) -> bool:
-    """Whether PyTorch holds ``node``'s value time-major, (T, N, F): the output sequence of a
-    batch_first=False module, or a batch-first sequence's axes swapped (and back)."""
-    role = roles[node]
-    if role.kind is _Kind.RNN_OUTPUT:
-        return not role.module.batch_first
-    if role.kind is _Kind.TIME_SWAP:
-        return not _time_major(role.operands[0], roles)
-    return False
-
-
-def _check_time_major(roles: Mapping[Any, _Role]) -> None:
-    """Time-major values meet only what reads them as PyTorch does: a batch_first=False module
-    reads a time-major sequence (or a forward argument that nothing else reads: the network's
-    input is then that sequence batch-first, (N, T, F)), a batch-first module a batch-first one;
-    a time-major value is read only by such a module, as its last step ``out[-1]`` or swapped
-    back to batch-first."""
-    for node, role in roles.items():
-        if role.kind is _Kind.RECURRENT:
-            operand = role.operands[0]
-            want = not role.module.batch_first
-            if _time_major(operand, roles) == want:
-                continue
-            if want and operand.op == "placeholder" and all(
-                    roles[u].kind is _Kind.RECURRENT and not roles[u].module.batch_first
-                    and roles[u].operands[0] is operand for u in operand.users):
-                continue  # a time-major forward argument: the network reads it batch-first
-            layout = ("time-major (T, N, F)", "batch-first (N, T, F)")
-            raise SpecError(f"{_where(node)}: the {'time-major' if want else 'batch-first'} "
-                            f"{type(role.module).__name__} (batch_first={role.module.batch_first}) reads "
-                            f"{_where(operand)}, a {layout[1] if want else layout[0]} sequence; swap its axes "
-                            "with transpose(0, 1) first")
-        if _time_major(node, roles):
-            source = f" (the output of {_module_of(role)})" if role.kind is _Kind.RNN_OUTPUT else ""
-            for user in node.users:
-                ok = roles[user].kind in (_Kind.RECURRENT, _Kind.TIME_SWAP, _Kind.LAST_STEP)
-                if not ok:
-                    raise SpecError(f"{_where(user)} reads {_where(node)}{source}, a time-major (T, N, ...) sequence; "
-                                    "from_torch reads one only as the input of a batch_first=False recurrent "
-                                    "module, its last step out[-1], or swapped to batch-first (transpose(0, 1))")
-
-
-#: node.meta key: the module path of the parameters a functional layer reads
-_FUNCTIONAL_PATH = "symnn_functional_path"
-
-
-def _functional_layers(torch: Any) -> dict[Callable, tuple[str, ...]]:
-    """F.linear, F.conv1d, F.conv2d -> their arguments in order (input, weight, bias, ...)."""
-    F = torch.nn.functional
-    conv = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-    return {F.linear: ("input", "weight", "bias"), F.conv1d: conv, F.conv2d: conv}
-
-
-def _call_arguments(node: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    """A call's arguments by name (positional ones in ``names``' order), any other refused."""
-    given = dict(zip(names, node.args))
-    if len(node.args) > len(names):
-        raise _unsupported(node, " with more arguments than it takes")
-    for key, value in node.kwargs.items():
-        if key not in names or key in given:
-            raise _unsupported(node, f" with argument {shown(key)}")
-        given[key] = value
-    return given
-
-
-def _mark_functional_layers(torch: Any, graph: Any) -> None:
-    """Note, in ``node.meta``, the module path of each F.linear / F.conv1d / F.conv2d whose
-    weight is a parameter read by get_attr (``blocks.0.weight``: ``blocks.0``): the layer it
-    makes is that module's, named and keyed as a call of it would be."""
-    table = _functional_layers(torch)
-    for node in graph.nodes:
-        if node.op != "call_function" or node.target not in table:
-            continue
-        weight = _call_arguments(node, table[node.target]).get("weight")
-        if isinstance(weight, torch.fx.Node) and weight.op == "get_attr":
-            path, _, leaf = str(weight.target).rpartition(".")
-            node.meta[_FUNCTIONAL_PATH] = path if leaf == "weight" and path else None
-
-
-def _functional_layer_role(torch: Any, root: Any, node: Any) -> _Role:
-    """``F.linear(x, m.weight, m.bias)`` or ``F.conv1d/2d(x, m.weight, m.bias, stride, padding,
-    dilation, groups)`` on parameters of a submodule ``m`` read by get_attr (a module written
-    with the functional API): the Dense or Conv layer of ``m``, its sizes read off the weight,
-    keyed ``m.weight`` and ``m.bias`` as ``state_dict()`` keys them. A bias must be ``m.bias``
-    (a Linear's is required, as a Dense has one); the settings must be constants."""
-    F = torch.nn.functional
-    given = _call_arguments(node, _functional_layers(torch)[node.target])
-    x, weight, bias = given.get("input"), given.get("weight"), given.get("bias")
-    path = node.meta.get(_FUNCTIONAL_PATH)
-    if not isinstance(x, torch.fx.Node) or path is None:  # the root module's own (an nn.Linear itself)
-        raise _unsupported(node, " other than on a tensor with the parameters 'weight' (and 'bias') of a submodule, "
-                           "read as attributes (m.weight, m.bias), which key them as state_dict() does")
-    if bias is not None and not (isinstance(bias, torch.fx.Node) and bias.op == "get_attr"
-                                 and str(bias.target) == f"{path}.bias"):
-        raise SpecError(f"{_where(node)}: its bias must be {shown(path + '.bias')}, the parameter beside its weight")
-    if node.target is F.linear and bias is None:
-        raise SpecTypeError(f"{_where(node)}: F.linear without a bias is not supported (a symnn Dense has a bias)")
-    w = root.get_parameter(str(weight.target))
-    settings = {k: v for k, v in given.items() if k not in ("input", "weight", "bias")}
-    for key, value in settings.items():
-        if isinstance(value, torch.fx.Node):
-            raise SpecTypeError(f"{_where(node)}: its {key} is computed; from_torch reads constant settings")
-    nn = torch.nn
-    try:  # the module these calls stand for, on the meta device (no memory), with their settings
-        if node.target is F.linear:
-            if w.dim() != 2:
-                raise SpecError(f"{_where(node)}: F.linear of a weight of shape {tuple(w.shape)}")
-            return _Role(_Kind.LINEAR, (x,), nn.Linear(w.shape[1], w.shape[0], device="meta"))
-        cls, rank = (nn.Conv1d, 3) if node.target is F.conv1d else (nn.Conv2d, 4)
-        groups = int(settings.get("groups", 1))
-        if w.dim() != rank:
-            raise SpecError(f"{_where(node)}: {node.target.__name__} of a weight of shape {tuple(w.shape)}")
-        stand_in = cls(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), settings.get("stride", 1),
-                       settings.get("padding", 0), settings.get("dilation", 1), groups, bias is not None,
-                       device="meta")
-    except (TypeError, ValueError, RuntimeError) as exc:  # settings PyTorch itself refuses
-        raise SpecError(f"{_where(node)}: {_one_line(exc)}") from exc
-    return _Role(_Kind.CONV, (x,), stand_in)
-
-
-def _check_param_attrs(roles: Mapping[Any, _Role]) -> None:
-    """A parameter read by get_attr is read only as the weight or bias of a functional layer."""
-    for node, role in roles.items():
-        if role.kind is not _Kind.PARAM_ATTR:
-            continue
-        for user in node.users:
-            if _module_path(user) is None or roles[user].kind not in (_Kind.LINEAR, _Kind.CONV) or (
-                    node in roles[user].operands):
-                raise SpecError(f"{_where(user)} reads the parameter {shown(str(node.target))} directly; from_torch "
-                                "reads a parameter only as the weight or bias of its module's call, or of "
-                                "F.linear / F.conv1d / F.conv2d")
-
-
-def _check_states(torch: Any, roles: Mapping[Any, _Role]) -> None:
-    """A recurrent module's initial state is a forward argument that only initial states read
-    (the network's input, batch-first: each sample's (num_layers*D, H), PyTorch's ``h_0``
-    transposed to (N, num_layers*D, H)), or the final state ``h_n`` of a one-layer,
-    one-direction GRU or RNN read whole (an encoder's state handed to a decoder: symnn's
-    encoder then returns its last state, which is that ``h_n``). An LSTM's ``(h_n, c_n)``, or
-    the state of a stack or of a bidirectional module, is not a value symnn's layers return."""
-    for node, role in roles.items():
-        if role.kind is not _Kind.RECURRENT:
-            continue
-        for state in role.operands[1:]:
-            made = roles[state]
-            if made.kind is _Kind.INPUT:
-                if all(roles[u].kind is _Kind.RECURRENT and state in roles[u].operands[1:] for u in state.users):
-                    continue
-                raise SpecError(f"forward argument {shown(state.target)} is the initial state of {_where(node)} and is "
-                                "read otherwise too; from_torch reads an initial state only as one")
-            if (made.kind is _Kind.RNN_STATE and not isinstance(made.module, torch.nn.LSTM)
-                    and int(made.module.num_layers) == 1 and not made.module.bidirectional):
-                continue
-            raise SpecError(f"{_where(node)} starts from {_where(state)}; from_torch reads an initial state that is "
-                            "a forward argument, or the whole h_n of a one-layer, one-direction GRU or RNN (an "
-                            "LSTM's (h_n, c_n), a stack's or a bidirectional module's final states are not values "
-                            "symnn's layers return)")
-
-
-def _activation_call(torch: Any, node: Any, kind: str, names: tuple[str, ...]) -> _Role:
+def _activation_call(torch: Any, node: Any, kind: str, names: tuple[str, ...]) -> Role:
     """An activation function or method: its arguments set on a default torch module of that
     kind, so the module path's variant checks and carried parameters apply unchanged."""
     from .interop import _check_variant
 
     if not node.args or not isinstance(node.args[0], torch.fx.Node) or len(node.args) - 1 > len(names):
-        raise _unsupported(node, " with these arguments")
+        raise unsupported(node, " with these arguments")
     given = dict(zip(names, node.args[1:]))
     for key, value in node.kwargs.items():
         if key not in names or key in given:
-            raise _unsupported(node, f" with argument {shown(key)}")
+            raise unsupported(node, f" with argument {shown(key)}")
         given[key] = value
     settings = getattr(torch.nn, kind)()
     for key, value in given.items():
         if isinstance(value, torch.fx.Node):  # a setting computed from tensors: not a constant
-            raise _unsupported(node, f" with {key} computed in forward")
+            raise unsupported(node, f" with {key} computed in forward")
         if key == "dtype" and value is not None:
-            raise _unsupported(node, f" with dtype={value}")
+            raise unsupported(node, f" with dtype={value}")
         if key not in _IGNORED_ARGS and key != "dtype":
             setattr(settings, key, value)
-    _check_variant(settings, kind, _where(node))
-    return _Role(_Kind.ACTIVATION, (node.args[0],), activation=_activation(settings, kind))
+    _check_variant(settings, kind, where(node))
+    return Role(Kind.ACTIVATION, (node.args[0],), activation=_activation(settings, kind))
 
 
-def _add_role(torch: Any, node: Any) -> _Role:
+def _add_role(torch: Any, node: Any) -> Role:
     args = node.args
     alpha = node.kwargs.get("alpha", 1)
     if (len(args) != 2 or set(node.kwargs) - {"alpha"} or alpha != 1
             or not all(isinstance(a, torch.fx.Node) for a in args)):
-        raise _unsupported(node, " other than the sum of two tensors (a constant offset is a Linear's bias)")
-    return _Role(_Kind.ADD, tuple(args))
+        raise unsupported(node, " other than the sum of two tensors (a constant offset is a Linear's bias)")
+    return Role(Kind.ADD, tuple(args))
 
 
-def _flatten_role(torch: Any, node: Any) -> _Role:
+def _flatten_role(torch: Any, node: Any) -> Role:
     """``torch.flatten(x, 1)`` or ``x.flatten(1)`` (end_dim -1): each sample's features, as
     ``nn.Flatten()``; other dimensions would fold the batch in or keep an image axis."""
     given = dict(zip(("input", "start_dim", "end_dim"), node.args))
     for key, value in node.kwargs.items():
         if key not in ("start_dim", "end_dim") or key in given:
-            raise _unsupported(node, f" with argument {shown(key)}")
+            raise unsupported(node, f" with argument {shown(key)}")
         given[key] = value
     if not isinstance(given.get("input"), torch.fx.Node) or len(node.args) > 3:
-        raise _unsupported(node, " on something other than one tensor")
+        raise unsupported(node, " on something other than one tensor")
     dims = (given.get("start_dim", 0), given.get("end_dim", -1))
     if dims != (1, -1):
-        raise SpecError(f"{_where(node)}: flatten(start_dim={dims[0]}, end_dim={dims[1]}) does not flatten each "
+        raise SpecError(f"{where(node)}: flatten(start_dim={dims[0]}, end_dim={dims[1]}) does not flatten each "
                         "sample: use torch.flatten(x, 1) (start_dim=1, end_dim=-1)")
-    return _Role(_Kind.FLATTEN, (given["input"],))
+    return Role(Kind.FLATTEN, (given["input"],))
 
 
-def _cat_role(torch: Any, node: Any, roles: Mapping[Any, _Role]) -> _Role:
+def _cat_role(torch: Any, node: Any, roles: Mapping[Any, Role]) -> Role:
     given = dict(zip(("tensors", "dim"), node.args))
     for key, value in node.kwargs.items():
         if key not in ("tensors", "dim") or key in given:
-            raise _unsupported(node, f" with argument {shown(key)}")
+            raise unsupported(node, f" with argument {shown(key)}")
         given[key] = value
     tensors, dim = given.get("tensors"), given.get("dim", 0)
     if not isinstance(tensors, (list, tuple)) or not all(isinstance(t, torch.fx.Node) for t in tensors):
-        raise _unsupported(node, " on something other than a list of tensors")
+        raise unsupported(node, " on something other than a list of tensors")
     if dim not in (1, -1):
-        raise SpecError(f"{_where(node)}: torch.cat(dim={dim}) does not join features; symnn joins along "
+        raise SpecError(f"{where(node)}: torch.cat(dim={dim}) does not join features; symnn joins along "
                         "dim=1 (or -1) of batch-first (N, features) tensors")
-    finals = [roles[t] for t in tensors if roles[t].kind is _Kind.RNN_FINAL]
-    if finals:  # a bidirectional layer's last states: both directions of one call, in order
-        if (len(finals) != 2 or len(tensors) != 2 or finals[0].operands != finals[1].operands
-                or (finals[0].index, finals[1].index) != (0, 1)):
-            raise SpecError(f"{_where(node)}: joins final states of a bidirectional recurrent module other than "
-                            f"as {_BIDI_LAST}, which symnn's layer returns")
-        return _Role(_Kind.LAST_STEP, finals[0].operands, finals[0].module)
-    return _Role(_Kind.CAT, tuple(tensors))
+    joined = final_states_cat(node, tensors, roles)  # a bidirectional layer's last state
+    return joined if joined is not None else Role(Kind.CAT, tuple(tensors))
 
 
-def _input_shapes(placeholders: Sequence[Any], roles: Mapping[Any, _Role],
+def _input_shapes(placeholders: Sequence[Any], roles: Mapping[Any, Role],
                   input_shapes: Sequence[object] | None, hint: str) -> list[tuple[int, ...]]:
     """One sample shape per forward argument: ``input_shapes`` if given (a width, or a shape
     (C, L) / (C, H, W)), else read off a Linear's ``in_features`` or a LayerNorm's size among
@@ -934,9 +489,9 @@ def _input_shapes(placeholders: Sequence[Any], roles: Mapping[Any, _Role],
         width = None
         for user in p.users:
             role = roles[user]
-            if role.kind is _Kind.LINEAR and role.operands[0] is p:
+            if role.kind is Kind.LINEAR and role.operands[0] is p:
                 width = int(role.module.in_features)
-            elif role.kind is _Kind.LAYERNORM:
+            elif role.kind is Kind.LAYERNORM:
                 width = int(role.module.normalized_shape[0])
             if width is not None:
                 break
@@ -972,18 +527,18 @@ def _name_nested_modules(graph: Any) -> None:
     attribute ``a_0`` both give ``a_0``), the first of ``_2``, ``_3``, ... after it that is
     free. A top-level module keeps its attribute name, which keys its parameters; a nested
     one's are keyed under its path (:attr:`Network.module_paths`), whatever its name."""
-    calls = [node for node in graph.nodes if _module_path(node) is not None]
-    taken = {_module_path(node) for node in calls if "." not in _module_path(node)}
+    calls = [node for node in graph.nodes if module_path(node) is not None]
+    taken = {module_path(node) for node in calls if "." not in module_path(node)}
     named: dict[str, str] = {}
     for node in calls:
-        path = _module_path(node)
+        path = module_path(node)
         if "." not in path:
             continue
         if path not in named:
             try:
                 base = nested_layer_name(path)
             except SpecError as exc:
-                raise SpecError(f"{_where(node)}: the module {shown(path)} cannot name a symnn layer "
+                raise SpecError(f"{where(node)}: the module {shown(path)} cannot name a symnn layer "
                                 f"({exc})") from exc
             name, number = base, 2
             while name in taken:
@@ -993,35 +548,24 @@ def _name_nested_modules(graph: Any) -> None:
         node.meta[_NESTED_NAME] = named[path]
 
 
-def _module_path(node: Any) -> str | None:
-    """The path of the module whose layer ``node`` makes: a call_module's target, or the module
-    holding the weight that F.linear / F.conv1d / F.conv2d reads by get_attr (``blocks.0`` of
-    ``blocks.0.weight``); None for another node."""
-    if node.op == "call_module":
-        return str(node.target)
-    if node.op == "call_function" and node.meta.get(_FUNCTIONAL_PATH) is not None:
-        return node.meta[_FUNCTIONAL_PATH]
-    return None
-
-
 def _layer_name(node: Any) -> str:
     """The symnn name of the layer a call_module node calls (or a functional layer makes, of the
     module holding its parameters): the module's attribute name (:func:`layer_name_of`), so
     that its parameters are keyed as in ``state_dict()``; for a nested module
     (``blocks.0.conv``) the name :func:`_name_nested_modules` gave it (``blocks_0_conv``), the
     network then keying its parameters under the path (:attr:`Network.module_paths`)."""
-    path = _module_path(node)
+    path = module_path(node)
     assert path is not None
     if "." in path:
         return node.meta[_NESTED_NAME]
     if _INDEX_LAYER.fullmatch(path):
-        raise SpecError(f"{_where(node)}: the attribute {shown(path)} is the name symnn gives an nn.Sequential's "
+        raise SpecError(f"{where(node)}: the attribute {shown(path)} is the name symnn gives an nn.Sequential's "
                         f"module {path[1:]}, so its parameters could not be told apart from that one's in "
                         "to_state_dict; rename the attribute")
     try:
         return layer_name_of(path)
     except SpecError as exc:  # not a plain name: it could not key the parameters as the state_dict does
-        raise SpecError(f"{_where(node)}: the attribute {shown(path)} cannot name a symnn layer "
+        raise SpecError(f"{where(node)}: the attribute {shown(path)} cannot name a symnn layer "
                         f"({exc})") from exc
 
 
@@ -1051,28 +595,28 @@ def state_dict_key(param: str) -> str:
 def _layer(cache: dict[str, Layer], node: Any, made: Layer) -> Layer:
     """The layer for a module called at ``node`` (or whose parameters a functional layer reads):
     one layer per module, so a module called twice shares its parameters, as in torch."""
-    key = _module_path(node) or str(node.target)
+    key = module_path(node) or str(node.target)
     held = cache.setdefault(key, made)
     if held != made:
-        raise SpecError(f"{_where(node)}: the module {shown(key)} is called twice as different symnn layers "
+        raise SpecError(f"{where(node)}: the module {shown(key)} is called twice as different symnn layers "
                         f"({held.describe()} and {made.describe()}: e.g. with different activations)")
     return held
 
 
-def _check_global_pools(roles: Mapping[Any, _Role]) -> None:
+def _check_global_pools(roles: Mapping[Any, Role]) -> None:
     """An ``nn.AdaptiveAvgPool(1)`` must feed one flatten and nothing else: the pair is one
     ``sn.GlobalAvgPool``, (C, H, W) -> (C,); alone its output would be a (C, 1, 1) image."""
     for node, role in roles.items():
-        if role.kind is not _Kind.GLOBAL_POOL:
+        if role.kind is not Kind.GLOBAL_POOL:
             continue
         users = list(node.users)
-        if len(users) != 1 or roles[users[0]].kind is not _Kind.FLATTEN:
-            raise SpecError(f"{_where(node)}: an AdaptiveAvgPool(1) must be followed by nn.Flatten() or "
+        if len(users) != 1 or roles[users[0]].kind is not Kind.FLATTEN:
+            raise SpecError(f"{where(node)}: an AdaptiveAvgPool(1) must be followed by nn.Flatten() or "
                             "torch.flatten(x, 1), and feed nothing else: symnn reads the pair as one "
                             "sn.GlobalAvgPool, (C, H, W) -> (C,)")
 
 
-def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Sequence[Any],
+def _build(torch: Any, graph: Any, roles: Mapping[Any, Role], placeholders: Sequence[Any],
            shapes: Sequence[tuple[int, ...]], modes: Mapping[Any, bool]) -> tuple[list[Tensor], list[Tensor]]:
     """Call symnn layers on tensors in the traced order: ``(inputs, outputs)``, the inputs in
     the order of forward's arguments; ``modes`` is each recurrent call's ``return_sequences``."""
@@ -1083,99 +627,94 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, _Role], placeholders: Seq
     layers: dict[str, Layer] = {}
     for node in graph.nodes:
         role = roles[node]
-        if role.kind in (_Kind.INPUT, _Kind.PARAM_ATTR):
+        if role.kind in (Kind.INPUT, Kind.PARAM_ATTR):
             continue
-        if role.kind is _Kind.ACTIVATION:
+        if role.kind is Kind.ACTIVATION:
             if node not in values:  # not folded into the Linear before it: a layer of its own
                 values[node] = Activate(role.activation)(values[role.operands[0]])
             continue
-        if role.kind is _Kind.OUTPUT:
+        if role.kind is Kind.OUTPUT:
             return [values[p] for p in placeholders], [values[o] for o in role.operands]
-        if role.kind is _Kind.FLATTEN and node in values:  # a global pool's flatten, made with it
+        if role.kind is Kind.FLATTEN and node in values:  # a global pool's flatten, made with it
             continue
-        if role.kind in _RECURRENT_PARTS:
+        if role.kind in RECURRENT_PARTS:
             _recurrent_part(torch, node, role, values, layers, modes)
             continue
         args = [values[a] for a in role.operands]
-        if role.kind is _Kind.LINEAR:
+        if role.kind is Kind.LINEAR:
             user = _folded_activation(node, roles)
             act = roles[user].activation if user is not None else Activation.builtin("identity")
             lin = role.module
             made = Dense(int(lin.in_features), int(lin.out_features), act, name=_layer_name(node))
             dense = _layer(layers, node, made)
             values[user if user is not None else node] = dense(*args)
-        elif role.kind is _Kind.CONV:
+        elif role.kind is Kind.CONV:
             user = _folded_activation(node, roles)
             if user is not None and roles[user].activation.is_rowwise:  # softmax: over features only
                 user = None
             act = roles[user].activation if user is not None else Activation.builtin("identity")
             conv = _layer(layers, node, _conv(torch, role.module, act, _layer_name(node)))
             values[user if user is not None else node] = conv(*args)
-        elif role.kind is _Kind.POOL and node.op == "call_function":  # F.max_pool2d...: a layer per call
+        elif role.kind is Kind.POOL and node.op == "call_function":  # F.max_pool2d...: a layer per call
             values[node] = _pool(torch, role.module, None)(*args)
-        elif role.kind is _Kind.POOL:
+        elif role.kind is Kind.POOL:
             values[node] = _layer(layers, node, _pool(torch, role.module, _layer_name(node)))(*args)
-        elif role.kind is _Kind.GLOBAL_POOL:  # with its flatten (_check_global_pools)
+        elif role.kind is Kind.GLOBAL_POOL:  # with its flatten (_check_global_pools)
             (flatten,) = node.users
             pool = (GlobalAvgPool() if node.op == "call_function"
                     else _layer(layers, node, GlobalAvgPool(name=_layer_name(node))))
             values[flatten] = pool(*args)
-        elif role.kind is _Kind.FLATTEN:
+        elif role.kind is Kind.FLATTEN:
             if node.op == "call_module":  # nn.Flatten: named after its attribute, as every module
                 values[node] = _layer(layers, node, Flatten(name=_layer_name(node)))(*args)
             else:  # torch.flatten(x, 1), x.flatten(1), t.view(-1, k)
                 values[node] = Flatten()(*args)
                 if role.features is not None and values[node].shape != (role.features,):
-                    raise SpecError(f"{_where(node)}: view(-1, {role.features}) of samples of shape "
+                    raise SpecError(f"{where(node)}: view(-1, {role.features}) of samples of shape "
                                     f"{tuple(args[0].shape)} ({values[node].shape[0]} values each) would not keep "
                                     "one sample per row; symnn reads view(-1, k) with k a sample's size")
-        elif role.kind is _Kind.LAYERNORM:
+        elif role.kind is Kind.LAYERNORM:
             mod = role.module
             ln = LayerNorm(int(mod.normalized_shape[0]), float(mod.eps), bool(mod.elementwise_affine),
                            name=_layer_name(node))
             values[node] = _layer(layers, node, ln)(*args)
-        elif role.kind is _Kind.BATCHNORM:
+        elif role.kind is Kind.BATCHNORM:
             values[node] = _layer(layers, node, _batchnorm(torch, role.module, _layer_name(node)))(*args)
-        elif role.kind is _Kind.DROPOUT:
+        elif role.kind is Kind.DROPOUT:
             values[node] = _layer(layers, node, Dropout(float(role.module.p), name=_layer_name(node)))(*args)
-        elif role.kind is _Kind.EMBEDDING:
+        elif role.kind is Kind.EMBEDDING:
             mod = role.module
             emb = Embedding(int(mod.num_embeddings), int(mod.embedding_dim), mod.padding_idx,
                             name=_layer_name(node))
             values[node] = _layer(layers, node, emb)(*args)
-        elif role.kind in (_Kind.IDENTITY, _Kind.TIME_SWAP):  # a swap: symnn's sequences are batch-first
+        elif role.kind in (Kind.IDENTITY, Kind.TIME_SWAP):  # a swap: symnn's sequences are batch-first
             values[node] = args[0]
-        elif role.kind is _Kind.ADD:
+        elif role.kind is Kind.ADD:
             values[node] = args[0] + args[1]
-        elif role.kind is _Kind.CAT:
+        elif role.kind is Kind.CAT:
             values[node] = concat(args)
     raise SpecError("the traced graph has no output")  # pragma: no cover - fx always ends with one
 
 
-#: the nodes of a recurrent call and of what reads its result (:func:`_recurrent_part`)
-_RECURRENT_PARTS = frozenset({_Kind.RECURRENT, _Kind.RNN_OUTPUT, _Kind.RNN_STATE, _Kind.RNN_HIDDEN, _Kind.RNN_CELL,
-                              _Kind.RNN_FINAL, _Kind.LAST_STEP, _Kind.SHAPE, _Kind.BATCH_SIZE})
-
-
-def _recurrent_part(torch: Any, node: Any, role: _Role, values: dict[Any, Tensor], layers: dict[str, Layer],
+def _recurrent_part(torch: Any, node: Any, role: Role, values: dict[Any, Tensor], layers: dict[str, Layer],
                     modes: Mapping[Any, bool]) -> None:
     """The value of a recurrent call (the symnn layer applied) or of a part of its result: the
     output sequence when the layer returns it, the last state for ``out[:, -1]``/``h_n[-1]``;
-    the state tuple, ``c_n`` (unused) and batch sizes have none (:func:`_recurrent_modes`
+    the state tuple, ``c_n`` (unused) and batch sizes have none (:func:`recurrent_modes`
     checked who reads them)."""
-    if role.kind is _Kind.RECURRENT:
-        made = _recurrent(torch, role.module, modes[node], _layer_name(node))
+    if role.kind is Kind.RECURRENT:
+        made = recurrent_layer(torch, role.module, modes[node], _layer_name(node))
         values[node] = _layer(layers, node, made)(*(values[o] for o in role.operands))
-    elif role.kind is _Kind.LAST_STEP or (role.kind is _Kind.RNN_OUTPUT and modes[role.operands[0]]):
+    elif role.kind is Kind.LAST_STEP or (role.kind is Kind.RNN_OUTPUT and modes[role.operands[0]]):
         values[node] = values[role.operands[0]]
-    elif role.kind is _Kind.RNN_STATE and not modes[role.operands[0]]:  # h_n as another's initial state
+    elif role.kind is Kind.RNN_STATE and not modes[role.operands[0]]:  # h_n as another's initial state
         values[node] = values[role.operands[0]]
 
 
-def _reads_indices(placeholder: Any, roles: Mapping[Any, _Role]) -> bool:
+def _reads_indices(placeholder: Any, roles: Mapping[Any, Role]) -> bool:
     """Whether a forward argument holds token ids: an nn.Embedding reads it (then nothing else
     may: the layer graph refuses a Linear on indices, naming it)."""
-    return any(roles[user].kind is _Kind.EMBEDDING for user in placeholder.users)
+    return any(roles[user].kind is Kind.EMBEDDING for user in placeholder.users)
 
 
 def _conv(torch: Any, mod: Any, activation: Activation, name: str) -> Layer:
@@ -1206,11 +745,11 @@ def _batchnorm(torch: Any, mod: Any, name: str) -> Layer:
                name=name)
 
 
-def _folded_activation(node: Any, roles: Mapping[Any, _Role]) -> Any:
+def _folded_activation(node: Any, roles: Mapping[Any, Role]) -> Any:
     """The activation node a Linear's or Conv's output feeds when it feeds only that (it folds
     into the layer), else None."""
     users = list(node.users)
-    if len(users) == 1 and roles[users[0]].kind is _Kind.ACTIVATION and roles[users[0]].operands[0] is node:
+    if len(users) == 1 and roles[users[0]].kind is Kind.ACTIVATION and roles[users[0]].operands[0] is node:
         return users[0]
     return None
 
@@ -1257,7 +796,3 @@ def _params(torch: Any, module: Any, net: Network, dtype: str) -> dict[str, np.n
     return params
 
 
-def _one_line(exc: BaseException) -> str:
-    from .interop import _one_line as one_line
-
-    return one_line(exc)
