@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sympy as sp
@@ -16,6 +17,9 @@ from . import ir, naming, registry, saturate
 from .declare import Network
 from .expressions import Domain, derivative, exact_bound
 from .functions import Guard
+
+if TYPE_CHECKING:
+    from .layers import Graph
 
 
 @dataclass(frozen=True)
@@ -148,22 +152,39 @@ def mask_name(layer: int) -> str:
     return f"M{layer}"
 
 
+#: one dropout mask of a call: its input's name, its width per row, the drop probability
+_Mask = tuple[str, int, float]
+
+
+def _masks_by_call(g: Graph) -> list[tuple[tuple[_Mask, ...], _Mask | None]]:
+    """Per call of a layer graph, in call order: the masks inside its layer (a stacked recurrent
+    layer's, :meth:`symnn.layers.Layer.inner_masks`), then its output's (None without dropout),
+    named ``M1``, ``M2``, ... in that order: the one numbering :func:`dropout_masks` lists and the
+    training graph reads."""
+    out: list[tuple[tuple[_Mask, ...], _Mask | None]] = []
+    count = 0
+    for call in g.calls:
+        layer = g.layers[call.layer]
+        inner = []
+        for width, p in layer.inner_masks(*(g.value_shape(i) for i in call.inputs)):
+            count += 1
+            inner.append((mask_name(count), int(width), p))
+        own = None
+        if layer.drop_probability:  # an entry per value of the output: a feature map's C*H*W
+            count += 1
+            own = (mask_name(count), int(np.prod(call.shape)), layer.drop_probability)
+        out.append((tuple(inner), own))
+    return out
+
+
 def dropout_masks(net: Network) -> list[tuple[str, int, int, float]]:
     """``[(mask name, key, width, drop probability)]`` for the layers with dropout: a
     Sequential network's by layer number; a layer graph's by call, numbered 1, 2, ... in call
     order (a layer called twice draws a mask per call); a call's masks inside its layer (a
     stacked recurrent layer's, :meth:`symnn.layers.Layer.inner_masks`) before its output's."""
     if net.graph is not None:
-        g = net.graph
-        masks: list[tuple[str, int, int, float]] = []
-        for call in g.calls:
-            layer = g.layers[call.layer]
-            drops = list(layer.inner_masks(*(g.value_shape(i) for i in call.inputs)))
-            if layer.drop_probability:  # an entry per value of the output: a feature map's C*H*W
-                drops.append((int(np.prod(call.shape)), layer.drop_probability))
-            for width, p in drops:
-                masks.append((mask_name(len(masks) + 1), len(masks) + 1, int(width), p))
-        return masks
+        masks = [m for inner, own in _masks_by_call(net.graph) for m in (*inner, *([own] if own else []))]
+        return [(name, key, width, p) for key, (name, width, p) in enumerate(masks, 1)]
     return [(mask_name(i), i, int(layer.out_features), layer.dropout)
             for i, layer in enumerate(net.layers, 1) if layer.dropout]
 
@@ -251,19 +272,17 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
         values.append(X)
     zs, acts, activations = [], [], []
     pre_of: dict[int, ir.Node | None] = {}
-    drops = 0
+    by_call = _masks_by_call(g) if training else [((), None)] * len(g.calls)
     # the values at inference (forward): they differ from the values losses and gradients are
     # computed on from the first layer with an eval_output on (a BatchNorm's running statistics)
     eval_values = list(values)
     updates: list[tuple[str, ir.Node]] = []
-    for call, tag in zip(g.calls, g.call_tags):
+    for call, tag, (inner, own) in zip(g.calls, g.call_tags, by_call):
         layer = g.layers[call.layer]
         shapes = [g.value_shape(i) for i in call.inputs]
-        inner = layer.inner_masks(*shapes) if training else ()
-        if inner:  # masks inside the layer (between a recurrent stack's layers), numbered first
+        if inner:  # masks inside the layer (between a recurrent stack's layers)
             rows = values[call.inputs[0]].shape[0]
-            masks = tuple(ir.input_(mask_name(drops + k), (rows, width)) for k, (width, _) in enumerate(inner, 1))
-            drops += len(inner)
+            masks = tuple(ir.input_(name, (rows, width)) for name, width, _ in inner)
             built = layer.build([values[i] for i in call.inputs], by_layer[call.layer], shapes, masks=masks)
         else:
             built = layer.build([values[i] for i in call.inputs], by_layer[call.layer], shapes)
@@ -287,10 +306,8 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
         labels.append(Label(built.output, f"{tag}__out", layer.OUTPUT_TEX, sup, tag, f"{tag}.ct"))
         pre_of[len(values)] = next((node for node, letter in built.named if letter == "Z"), None)
         out_node = built.output
-        if layer.drop_probability:
-            drops += 1
-            if training:  # the mask of the k-th call with dropout (dropout_masks numbers them alike)
-                out_node = dropped(out_node, ir.input_(mask_name(drops), out_node.shape), layer.drop_probability)
+        if own is not None:  # training: the call's own mask (dropout_masks numbers them alike)
+            out_node = dropped(out_node, ir.input_(own[0], out_node.shape), own[2])
         values.append(out_node)
     weights = [params[naming.param_ident(f"{lname}.{p}")] for layer, lname in zip(g.layers, g.names)
                for p in layer.REGULARISED]

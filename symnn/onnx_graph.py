@@ -722,7 +722,7 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     broadcast zeros is no initial state."""
     cls, order, defaults = _RECURRENT_LAYERS[node.op]
     nonlinearity = _recurrent_settings(node, defaults)
-    directions = 2 if node.attrs.get("direction") == "bidirectional" else 1
+    D = 2 if node.attrs.get("direction") == "bidirectional" else 1  # PyTorch's directions
     time_major = node.attrs.get("layout", 0) == 0
     x = (seq.time_major_input(b.seq, node.where, node.inputs[0]) if time_major
          else _tensor(b, node, node.inputs[0]))
@@ -736,7 +736,6 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     w = _weight(b.init, node.inputs[1], 3, node.where, b.base, exact=True)
     r = _weight(b.init, node.inputs[2], 3, node.where, b.base, exact=True)
     gates, h = len(order), int(r.shape[2])
-    D = directions
     if (h < 1 or w.shape != (D, gates * h, x.shape[1]) or r.shape != (D, gates * h, h)
             or node.attrs.get("hidden_size", h) != h):
         raise SpecError(f"{node.where}: W of shape {w.shape}, R of shape {r.shape} and hidden_size="
