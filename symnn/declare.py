@@ -730,7 +730,7 @@ class Network:
         """Each input's entries per sample (an image (C, H, W): C*H*W, its row in the kernels)."""
         if self.graph is None:
             return (self.layers[0].in_features,)
-        return tuple(int(np.prod(shape)) for _, shape in self.graph.inputs)
+        return tuple(naming.entries(shape) for _, shape in self.graph.inputs)
 
     @property
     def output_widths(self) -> tuple[Width, ...]:
@@ -757,7 +757,7 @@ class Network:
     def n_in(self) -> Width:
         """Input features; with several inputs, their sum (the kernels' packed ``X``)."""
         widths = self.input_widths
-        return widths[0] if len(widths) == 1 else sum(int(w) for w in widths)
+        return widths[0] if len(widths) == 1 else naming.concrete(sum(widths))
 
     @property
     def n_out(self) -> Width:
@@ -770,13 +770,19 @@ class Network:
         in the order of ``inputs=``, outputs in the order of ``outputs=``)."""
         out, lo = [], 0
         for w in widths:
-            out.append((lo, lo + int(w)))
-            lo += int(w)
+            out.append((lo, naming.concrete(lo + w)))
+            lo = naming.concrete(lo + w)
         return out
 
     @property
     def has_dropout(self) -> bool:
         return any(layer.drop_probability or layer.drops_inside for layer in self.layers)
+
+    @property
+    def has_run_time_length(self) -> bool:
+        """Whether the network's sequences have a length given only at each call
+        (``sn.Input(None, F)``): the symbol ``T`` in its sizes."""
+        return naming.has_length(self.n_in)
 
     @property
     def is_concrete(self) -> bool:

@@ -204,6 +204,8 @@ class Derivation:
             onehot[np.arange(x.shape[0]), y] = 1.0
             y = onehot
         env: dict[sp.Basic, Any] = {naming.N: x.shape[0], self.inputs["X"]: x, self.inputs["Y"]: y}
+        if args.length(x):  # sequences of run-time length: this call's T
+            env[naming.T] = args.length(x)
         for name, value in p.items():
             sym = self.inputs[naming.param_ident(name)]
             # a vector (or a scalar parameter: a vector of one) as a column; a convolution's
@@ -225,7 +227,7 @@ def _per_step(applied: algebra.Recurrence, lhs: sp.Basic, env: Mapping) -> np.nd
     rows = applied.shape[0]
     stacked = np.asarray(algebra.evaluate(algebra.Recurrence(applied.name, probe, (rows, body.length * lhs.shape[1]),
                                                              *applied.operands), env), dtype=np.float64)
-    return stacked.reshape(stacked.shape[0], body.length, -1)
+    return stacked.reshape(stacked.shape[0], algebra._dim(body.length, env), -1)
 
 
 def _simplifications(s: Simplified) -> list[Simplification]:

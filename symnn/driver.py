@@ -55,6 +55,16 @@ def _train_program(net: Network, opt: Optimizer | None):
     return derive_program(net, training=True).program if needed else None
 
 
+def check_length(net: Network, backend: str) -> None:
+    """A network whose sequences' length is given at each call (``sn.Input(None, F)``) needs a
+    backend whose kernels take it then: refused, before any work, by one whose kernels fix it."""
+    if net.has_run_time_length and not registry.get(backend).runs_any_length:
+        raise ConfigError(f"network {net.name!r} reads sequences of run-time length (sn.Input(None, ...)); the "
+                          f"{backend} backend's kernels fix every size but the batch when they are emitted: "
+                          "give the length (sn.Input(T, F), with a mask for shorter sequences), or use the "
+                          "numpy backend, whose kernels take any T")
+
+
 def emit_files(net: Network, backend: str = "numpy", dtype: str = "float64",
                example: bool = False, optimizer: Optimizer | str | None = None) -> dict[str, str]:
     """File name -> text of everything ``emit`` would write (nothing is written).
@@ -65,6 +75,7 @@ def emit_files(net: Network, backend: str = "numpy", dtype: str = "float64",
     check_backend(backend, dtype)
     require_concrete(_require_network(net))
     check_index_precision(net, dtype)
+    check_length(net, backend)
     opt = _optimizer(optimizer)
     return registry.get(backend).files(net, derive_program(net).program, dtype, opt,
                                        _train_program(net, opt), example)
@@ -83,6 +94,7 @@ def _load(backend: str, nets: Sequence[Network], dtype: str, check_finite: bool,
     """Kernels of ``nets`` from one backend (the C backend builds them into one extension)."""
     for net in nets:
         check_index_precision(net, dtype)
+        check_length(net, backend)
     if not isinstance(flush_denormals, bool):
         raise ConfigError(f"flush_denormals must be True or False, not {flush_denormals!r}")
     if flush_denormals and not registry.get(backend).flushes_denormals:
@@ -154,7 +166,7 @@ def compile(net: Network, backend: str = "numpy", dtype: str = "float64", *,
     blas, openmp = _threading(blas, openmp)
     if backend != "auto":
         return _load(backend, [net], dtype, check_finite, opt, blas, openmp, flush_denormals)[0]
-    first, *rest = registry.AUTO_ORDER
+    first, *rest = [b for b in registry.AUTO_ORDER if registry.get(b).runs_any_length or not net.has_run_time_length]
     try:
         return _load(first, [net], dtype, check_finite, opt, blas, openmp, flush_denormals)[0]
     except CompilerNotFoundError as exc:

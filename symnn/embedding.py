@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import ClassVar, NamedTuple, Sequence
 
 import numpy as np
+import sympy as sp
 
 from . import ir
+from .naming import T
 from .errors import ConfigError, LayerSizeMismatchError, SpecError, SpecTypeError
 from .layers import Emitted, Layer, Shape, _check_name, _dim, register_layer
 
@@ -97,9 +99,14 @@ class IndexBlock(NamedTuple):
     and the vocabulary its indices must be below (the smallest of the embeddings reading it)."""
 
     name: str
-    lo: int
-    hi: int
+    lo: "int | sp.Expr"  # a multiple of T where sequences before it have a run-time length
+    hi: "int | sp.Expr"
     vocab: int
+
+    def columns(self, length: int) -> tuple[int, int]:
+        """[lo, hi) in a call whose sequences have ``length`` steps (T; ignored for fixed sizes)."""
+        at = lambda c: c if isinstance(c, int) else int(c.subs(T, length))  # noqa: E731
+        return at(self.lo), at(self.hi)
 
 
 def index_blocks(net: object) -> tuple[IndexBlock, ...]:

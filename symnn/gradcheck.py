@@ -959,7 +959,7 @@ def sample_point(net, n: int = 4, seed: int = 0, margin: float = 0.01, tries: in
     else:
         raise DataError(f"no inputs keep every kinked pre-activation {margin} from its kink "
                         f"after {tries} draws; try fewer rows")
-    X = np.array(rows[:n]).reshape(n, int(net.n_in))
+    X = np.array(rows[:n]).reshape(n, _drawn_width(net))
     return params, X, _targets(net, kinks, rng, params, X, n, margin, tries)
 
 
@@ -967,10 +967,21 @@ def _draw_inputs(net, rng: np.random.Generator, rows: int) -> np.ndarray:
     """``rows`` packed input rows: standard normal, except an index input's columns, which get
     integers drawn uniformly from [0, vocabulary) (a normal value is no token id: every kernel
     refuses it). The integers are held as reals, as the packed X carries them."""
-    X = rng.normal(size=(rows, int(net.n_in)))
+    X = rng.normal(size=(rows, _drawn_width(net)))
     for block in index_blocks(net):
-        X[:, block.lo:block.hi] = rng.integers(0, block.vocab, size=(rows, block.hi - block.lo))
+        lo, hi = block.columns(DRAWN_LENGTH)
+        X[:, lo:hi] = rng.integers(0, block.vocab, size=(rows, hi - lo))
     return X
+
+
+#: the number of steps of the sequences drawn for a network whose sequences have a run-time
+#: length (``sn.Input(None, F)``): enough for a loop's first, middle and last steps to differ
+DRAWN_LENGTH = 5
+
+
+def _drawn_width(net) -> int:
+    """The entries of a drawn input row (sequences of run-time length: of DRAWN_LENGTH steps)."""
+    return int(sp.sympify(net.n_in).subs(naming.T, DRAWN_LENGTH))
 
 
 def _couples_rows(net) -> bool:

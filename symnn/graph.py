@@ -152,8 +152,9 @@ def mask_name(layer: int) -> str:
     return f"M{layer}"
 
 
-#: one dropout mask of a call: its input's name, its width per row, the drop probability
-_Mask = tuple[str, int, float]
+#: one dropout mask of a call: its input's name, its width per row (a multiple of the run-time
+#: sequence length T over such a sequence), the drop probability
+_Mask = tuple[str, "int | sp.Expr", float]
 
 
 def _masks_by_call(g: Graph) -> list[tuple[tuple[_Mask, ...], _Mask | None]]:
@@ -168,11 +169,11 @@ def _masks_by_call(g: Graph) -> list[tuple[tuple[_Mask, ...], _Mask | None]]:
         inner = []
         for width, p in layer.inner_masks(*(g.value_shape(i) for i in call.inputs)):
             count += 1
-            inner.append((mask_name(count), int(width), p))
+            inner.append((mask_name(count), naming.concrete(width), p))
         own = None
         if layer.drop_probability:  # an entry per value of the output: a feature map's C*H*W
             count += 1
-            own = (mask_name(count), int(np.prod(call.shape)), layer.drop_probability)
+            own = (mask_name(count), naming.entries(call.shape), layer.drop_probability)
         out.append((tuple(inner), own))
     return out
 

@@ -84,12 +84,21 @@ def _is_sizes(value: Any) -> bool:
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
 
 
+#: how a record writes the run-time length of a sequence input (``sn.Input(None, F)``): TOML has
+#: no null, and "T" reads as the derivation writes it (``shape = ["T", 8]``)
+LENGTH = "T"
+
+
+def _size_record(d: Any) -> int | str:
+    return LENGTH if d == naming.T else int(d)
+
+
 def graph_record(net: Any, encode: Codec) -> dict[str, Any]:
     """The record of ``net``'s layer graph (``net.graph``); ``encode`` writes the fields that
     are not JSON scalars (a Dense layer's activation)."""
     graph = net.graph
     # an index input (an Embedding's) says so; a real one writes nothing more
-    inputs = [{"name": name, "shape": [int(d) for d in shape]} | ({"indices": True} if name in graph.index_inputs
+    inputs = [{"name": name, "shape": [_size_record(d) for d in shape]} | ({"indices": True} if name in graph.index_inputs
                                                                    else {})
               for name, shape in graph.inputs]
     taken = {name for name, _ in graph.inputs} | set(graph.names)
@@ -198,6 +207,8 @@ def build_network(record: Any, make: Make, decode: Codec, where: str, error: typ
             raise error(f"{at}: indices must be true or false, got {naming.shown(indices)}")
         if name in values:
             raise error(f"{at}: input {name!r} is defined twice")
+        if shape and shape[0] == LENGTH:  # a sequence of run-time length: sn.Input(None, ...)
+            shape = [None, *shape[1:]]
         try:
             values[name] = Input(*shape, name=name, indices=indices)
         except SymnnError as exc:

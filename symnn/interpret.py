@@ -7,7 +7,7 @@ pullback tests. It is deliberately simple and slow; emitted kernels are the fast
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -71,6 +71,15 @@ class _Env:
 
     leaves: Mapping[str, np.ndarray]
     nrows: int
+    #: the sequences' run-time length T where the graph's sizes hold it, else 0
+    length: int = 0
+
+    def size(self, d) -> int:
+        """A size of the graph (an int, or an expression in N and T) in this evaluation."""
+        if isinstance(d, int):
+            return d
+        d = sp.sympify(d)
+        return int(d.xreplace({naming.N: self.nrows, naming.T: self.length})) if d.free_symbols else int(d)
 
 
 Rule = Callable[[ir.Node, list[np.ndarray], _Env], np.ndarray]
@@ -82,7 +91,7 @@ def _leaf(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
     # matrix, a scalar as a vector of one entry
     value = np.asarray(env.leaves[node.arg])
     if node.op is ir.Op.PARAM and len(value.shape) != len(node.shape):
-        return value.reshape(tuple(env.nrows if d == naming.N else int(d) for d in node.shape))
+        return value.reshape(tuple(env.size(d) for d in node.shape))
     return value
 
 
@@ -105,7 +114,7 @@ def _sum_rows(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
 
 
 def _map(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
-    shape = tuple(env.nrows if d == naming.N else int(d) for d in node.shape)
+    shape = tuple(env.size(d) for d in node.shape)
     return np.broadcast_to(_lambdify(node.arg)(*s, env.nrows), shape)
 
 
@@ -141,7 +150,7 @@ def _concat(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
 
 def _slice(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
     lo, hi = node.arg
-    return s[0][:, lo:hi]
+    return s[0][:, env.size(lo):env.size(hi)]
 
 
 def _geometry(node: ir.Node) -> tuple:
@@ -197,14 +206,14 @@ def _gather_grad(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
 
 
 def _reshape(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
-    return s[0].reshape(-1, int(node.shape[1]))  # the rows follow (a multiple of the batch)
+    return s[0].reshape(-1, env.size(node.shape[1]))  # the rows follow (a multiple of the batch)
 
 
 def _scan(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
     """The loop: the body evaluated once per step on the carry, the step's columns of each
     sequence and the invariants; each step's output written at its columns."""
     body: ir.Scan = node.arg
-    T, k = body.length, len(body.steps)
+    T, k = env.size(body.length), len(body.steps)
     carry, seqs, invs = s[0], s[1:1 + k], s[1 + k:]
     widths = [int(p.shape[1]) for p in body.steps]
     width = int(body.out.shape[1])
@@ -214,7 +223,7 @@ def _scan(node: ir.Node, s: list[np.ndarray], env: _Env) -> np.ndarray:
     for t in (range(T - 1, -1, -1) if body.reverse else range(T)):
         bound = {body.carry.arg: carry, **{p.arg: v for p, v in zip(body.invariants, invs)},
                  **{p.arg: x[:, t * w:(t + 1) * w] for p, x, w in zip(body.steps, seqs, widths)}}
-        inner = _Env({**env.leaves, **bound}, rows)
+        inner = _Env({**env.leaves, **bound}, rows, env.length)
         values: dict[int, np.ndarray] = {}
         for n in order:
             values[id(n)] = np.asarray(RULES[n.op](n, [values[id(x)] for x in n.src], inner))
@@ -265,11 +274,22 @@ def evaluate(outputs: Mapping[str, ir.Node], leaves: Mapping[str, np.ndarray]) -
     values: dict[int, np.ndarray] = {}
     # parameters by their name (``dense1.weight``) or their identifier in the graph (``dense1_weight``)
     leaves = {naming.param_ident(k): v for k, v in leaves.items()}
-    env = _Env(leaves, leaves["X"].shape[0] if "X" in leaves else 1)
-    for node in ir.toposort(outputs.values()):
+    order = ir.toposort(outputs.values())
+    env = _Env(leaves, leaves["X"].shape[0] if "X" in leaves else 1, _length(order, leaves))
+    for node in order:
         rule = RULES.get(node.op)
         if rule is None:
             raise NotImplementedError(f"internal error: the IR interpreter has no rule for op "
                                       f"{node.op!r}")
         values[id(node)] = np.asarray(rule(node, [values[id(x)] for x in node.src], env))
     return {k: values[id(n)] for k, n in outputs.items()}
+
+
+def _length(nodes: Sequence[ir.Node], leaves: Mapping[str, np.ndarray]) -> int:
+    """The run-time sequence length T that the input X's columns give (``sn.Input(None, F)``:
+    X is (N, a*T + b)); 0 where the graph's sizes are fixed."""
+    for node in nodes:
+        if node.op is ir.Op.INPUT and node.arg == "X" and naming.has_length(node.shape[1]) and "X" in leaves:
+            a, b = naming.length_form(node.shape[1])
+            return (np.shape(leaves["X"])[1] - b) // a
+    return 0

@@ -399,14 +399,45 @@ def concat(*src: Node) -> Node:
         raise ValueError(f"concat joins at least two operands, got {len(src)}")
     if any(len(s.shape) != 2 for s in src) or len({s.shape[0] for s in src}) != 1:
         raise ValueError(f"concat needs matrices of one row count: {[s.shape for s in src]}")
-    return Node(Op.CONCAT, tuple(src), None, (src[0].shape[0], sum(int(s.shape[1]) for s in src)))
+    return Node(Op.CONCAT, tuple(src), None, (src[0].shape[0], column(sum(s.shape[1] for s in src))))
 
 
 def slice_(a: Node, lo: int, hi: int) -> Node:
     """Columns ``lo`` to ``hi - 1`` of the matrix ``a`` (NumPy's ``a[:, lo:hi]``)."""
-    if len(a.shape) != 2 or not 0 <= lo < hi <= int(a.shape[1]):
+    lo, hi = column(lo), column(hi)
+    if len(a.shape) != 2 or not _ordered(0, lo, hi, a.shape[1]) or lo == hi:
         raise ValueError(f"slice [:, {lo}:{hi}] of a tensor of shape {a.shape}")
-    return Node(Op.SLICE, (a,), (int(lo), int(hi)), (a.shape[0], int(hi) - int(lo)))
+    return Node(Op.SLICE, (a,), (lo, hi), (a.shape[0], column(hi - lo)))
+
+
+def column(c) -> "int | sp.Expr":
+    """A column index or width: an int, or a polynomial in the run-time sequence length T."""
+    if isinstance(c, (int, sp.Integer)):
+        return int(c)
+    c = sp.expand(sp.sympify(c))
+    return int(c) if c.is_Integer else c
+
+
+def _ordered(*points) -> bool:
+    """Whether ``points`` never decrease, for every value of the run-time dimensions (each
+    difference a polynomial in T >= 1 with non-negative coefficients once T - 1 is put for T)."""
+    if all(isinstance(p, int) for p in points):
+        return all(a <= b for a, b in zip(points, points[1:]))
+    s = sp.Symbol("s", nonnegative=True)
+    for a, b in zip(points, points[1:]):
+        d = sp.Poly(sp.expand(sp.sympify(b - a).subs(_length_symbol(), s + 1)), s) if sp.sympify(b - a).free_symbols \
+            else None
+        if d is None:
+            if int(b - a) < 0:
+                return False
+        elif any(c < 0 for c in d.coeffs()):
+            return False
+    return True
+
+
+def _length_symbol() -> sp.Symbol:
+    from .naming import T  # naming imports nothing of the IR; a late import keeps ir a leaf
+    return T
 
 
 def conv(x: Node, w: Node, geom: ConvGeometry) -> Node:
@@ -490,13 +521,13 @@ def gather(idx: Node, w: Node, padding_idx: int = -1) -> Node:
     v, d = int(w.shape[0]), int(w.shape[1])
     if not -1 <= padding_idx < v:
         raise ValueError(f"padding row {padding_idx} of a table of {v} rows")
-    return Node(Op.GATHER, (idx, w), (v, d, int(padding_idx)), (idx.shape[0], int(idx.shape[1]) * d))
+    return Node(Op.GATHER, (idx, w), (v, d, int(padding_idx)), (idx.shape[0], column(idx.shape[1] * d)))
 
 
 def gather_grad(idx: Node, g: Node, vocab: int, dim: int, padding_idx: int = -1) -> Node:
     """The pullback of :func:`gather` to its table: (V, D), each D-block of ``g`` (N, T*D) added
     into the row its index names; row ``padding_idx`` (if >= 0) stays zero, as PyTorch's."""
-    _require(g, int(idx.shape[1]) * dim, "gather cotangent")
+    _require(g, column(idx.shape[1] * dim), "gather cotangent")
     if not -1 <= padding_idx < vocab:
         raise ValueError(f"padding row {padding_idx} of a table of {vocab} rows")
     return Node(Op.GATHER_GRAD, (idx, g), (int(vocab), int(dim), int(padding_idx)), (int(vocab), int(dim)))
@@ -520,8 +551,8 @@ def scan(body: Scan, init: Node, seqs: Sequence[Node], invariants: Sequence[Node
     """The loop ``body`` over its steps: ``init`` the carry before the first, ``seqs`` the
     sequences (N, T*F_i) it reads a step of at a time, ``invariants`` what every step reads
     whole. Its value (N, T*E) stacks each step's ``body.out``."""
-    T = int(body.length)
-    if T < 1:
+    T = body.length
+    if not isinstance(T, sp.Symbol) and int(T) < 1:
         raise ValueError(f"a scan of {T} steps")
     if tuple(init.shape) != tuple(body.carry.shape):
         raise ValueError(f"scan carry of shape {body.carry.shape}, its first value {init.shape}")
@@ -531,7 +562,7 @@ def scan(body: Scan, init: Node, seqs: Sequence[Node], invariants: Sequence[Node
         raise ValueError(f"scan of {len(body.steps)} sequences and {len(body.invariants)} invariants, "
                          f"given {len(seqs)} and {len(invariants)}")
     for seq, step in zip(seqs, body.steps):
-        if len(step.shape) != 2 or tuple(seq.shape) != (step.shape[0], T * int(step.shape[1])):
+        if len(step.shape) != 2 or seq.shape[0] != step.shape[0] or _differ(seq.shape[1], T * int(step.shape[1])):
             raise ValueError(f"scan sequence of shape {seq.shape} for steps of shape {step.shape} "
                              f"over {T} steps")
     for inv, ph in zip(invariants, body.invariants):
@@ -548,7 +579,7 @@ def scan(body: Scan, init: Node, seqs: Sequence[Node], invariants: Sequence[Node
     if body.residuals and (body.out.op is not Op.CONCAT
                            or tuple(body.out.src) != (body.new_carry, *body.residuals)):
         raise ValueError("a scan with residuals outputs CONCAT(new_carry, *residuals)")
-    return Node(Op.SCAN, (init, *seqs, *invariants), body, (init.shape[0], T * int(body.out.shape[1])))
+    return Node(Op.SCAN, (init, *seqs, *invariants), body, (init.shape[0], column(T * int(body.out.shape[1]))))
 
 
 def var(name: str, shape: Shape) -> Node:
@@ -654,7 +685,7 @@ def validate(outputs: Iterable[Node]) -> None:
                     raise ValueError(f"{n}: operand shape {s.shape} does not broadcast to {n.shape}")
         elif n.op is Op.CONCAT:
             if len(n.src) < 2 or len({s.shape[0] for s in n.src}) != 1 \
-                    or sum(int(s.shape[1]) for s in n.src) != n.shape[1]:
+                    or _differ(sum(s.shape[1] for s in n.src), n.shape[1]):
                 raise ValueError(f"{n}: CONCAT needs two or more matrices of one row count")
         elif n.op is Op.SCAN:
             body = n.arg
@@ -672,7 +703,7 @@ def validate(outputs: Iterable[Node]) -> None:
 
 
 def _is_dim_symbol(s: sp.Symbol) -> bool:
-    return s.name in ("N",) or s.name.startswith("n_")
+    return s.name in ("N", "T") or s.name.startswith("n_")
 
 
 def _broadcasts(src: Shape, dst: Shape) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import types
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -162,7 +162,10 @@ class Arguments:
         self.check_finite = check_finite
         self.param_shapes = {k: tuple(int(d) for d in v) for k, v in net.param_shapes().items()}
         self._labels = net.takes_labels
-        self._n_in, self._n_out = int(net.n_in), int(net.n_out)
+        #: X's row a*T + b entries for sequences of run-time length T (``sn.Input(None, F)``): (a, b)
+        self._length = naming.length_form(net.n_in) if naming.has_length(net.n_in) else None
+        self._n_in = None if self._length else int(net.n_in)
+        self._n_out = int(net.n_out)
         #: a one-pass check that dense targets are fine (None: the full checks always run)
         self._quick_target_check = (_QUICK_TARGET_CHECKS[net.loss.targets]
                                     if not net.several_outputs and net.is_concrete else None)
@@ -204,15 +207,17 @@ class Arguments:
         hold integers in [0, vocabulary): IndexRangeError names the first that does not."""
         x = self._packed_inputs(X)
         for block in self._index_blocks:
-            bad = first_bad_index(x[:, block.lo:block.hi], block.vocab)
+            lo, hi = block.columns(self.length(x))
+            bad = first_bad_index(x[:, lo:hi], block.vocab)
             if bad is not None:
                 n, t = bad
-                raise IndexRangeError(f"X[{block.name!r}]: index {float(x[n, block.lo + t]):.17g} of sample {n} (position "
+                raise IndexRangeError(f"X[{block.name!r}]: index {float(x[n, lo + t]):.17g} of sample {n} (position "
                                       f"{t}) is not an integer in [0, {block.vocab}), the embedding's rows")
         return x
 
     def _packed_inputs(self, X: object) -> np.ndarray:
-        if (type(X) is np.ndarray and X.dtype is self.dtype and X.ndim == 2 and X.shape[1] == self._n_in
+        if (type(X) is np.ndarray and X.dtype is self.dtype and X.ndim == 2
+                and (X.shape[1] == self._n_in if self._length is None else self._fits_length(X.shape[1]))
                 and X.flags.c_contiguous and (not self.check_finite or all_finite(X))):
             return X  # ready as it is: nothing to convert, every entry finite
         net = self.network
@@ -221,16 +226,27 @@ class Arguments:
                       for (name, shape), w, a in zip(net.input_shapes, net.input_widths,
                                                      _entries(X, net.input_names, "X", "inputs"))]
             _same_rows(blocks, "X")
+            _same_length(blocks, net.input_widths, net.input_names)
             return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
         if net.several_inputs and not isinstance(X, np.ndarray):
             raise DTypeError(f"this network has several inputs: give X as a dict keyed by "
                              f"{list(net.input_names)}, got {type(X).__name__}")
         return self._input_block(X, "X", net.n_in, net.input_shapes[0][1])
 
+    def _fits_length(self, cols: int) -> bool:
+        a, b = self._length
+        return cols >= a + b and (cols - b) % a == 0
+
+    def length(self, X: np.ndarray) -> int:
+        """The sequences' run-time length T of a checked, packed ``X``; 0 for fixed sizes."""
+        return 0 if self._length is None else (X.shape[1] - self._length[1]) // self._length[0]
+
     def _input_block(self, value: object, what: str, width: object, shape: tuple = ()) -> np.ndarray:
         """One input checked: (n, width), or (n, *shape) for samples of rank > 1 (images), which
         become their rows, row-major (a view where the batch is C-contiguous)."""
         arr = _as_float_array(value, what, self.dtype)
+        if naming.has_length(width):
+            return self._sequence_block(arr, what, width, shape)
         n_in = int(width)  # type: ignore[call-overload]
         if len(shape) > 1 and arr.ndim == len(shape) + 1:
             if tuple(arr.shape[1:]) != tuple(int(d) for d in shape):
@@ -241,6 +257,28 @@ class Arguments:
             raise ShapeError(f"expected {what} of shape {form}(n, {n_in}), got {arr.shape}")
         if arr.shape[1] != n_in:
             raise ShapeError(f"{what} has {arr.shape[1]} features, the network expects {n_in}")
+        if self.check_finite:
+            _require_finite(arr, what)
+        return arr
+
+    def _sequence_block(self, arr: np.ndarray, what: str, width: object, shape: tuple) -> np.ndarray:
+        """A batch of sequences of run-time length (``sn.Input(None, F)``): (n, T, F), or its
+        rows (n, T*F) for any T >= 1 (a mask or index sequence (T,): (n, T))."""
+        per_step, fixed = naming.length_form(width)
+        steps = ", ".join(["T", *(str(d) for d in shape[1:])])
+        if len(shape) > 1 and arr.ndim == len(shape) + 1:
+            if tuple(arr.shape[2:]) != tuple(int(d) for d in shape[1:]) or arr.shape[1] < 1:
+                raise ShapeError(f"expected {what} of shape (n, {steps}) with T >= 1, got {arr.shape}")
+            arr = np.ascontiguousarray(arr).reshape(arr.shape[0], -1)
+        row = f"{per_step}*T" + (f" + {fixed}" if fixed else "")
+        if arr.ndim != 2:
+            form = f"(n, {steps}) or " if len(shape) > 1 else ""
+            raise ShapeError(f"expected {what} of shape {form}(n, {row}), got {arr.shape}")
+        if arr.shape[1] < per_step + fixed or (arr.shape[1] - fixed) % per_step:
+            raise ShapeError(f"{what} has {arr.shape[1]} entries a sample, not {row} for any T >= 1")
+        if self.check_finite:
+            _require_finite(arr, what)
+        return arr
         if self.check_finite:
             _require_finite(arr, what)
         return arr
@@ -299,6 +337,14 @@ class Arguments:
         if loss is not None:
             check_target_values(loss, arr, None if what == "Y" else what)
         return arr
+
+
+def _same_length(blocks: list[np.ndarray], widths: Sequence[Any], names: Sequence[str]) -> None:
+    """Every sequence of run-time length in one call has the same number of steps T."""
+    lengths = {name: b.shape[1] // naming.length_form(w)[0]
+               for b, w, name in zip(blocks, widths, names) if naming.has_length(w)}
+    if len(set(lengths.values())) > 1:
+        raise ShapeError(f"the sequences of one call have one length T; got {lengths}")
 
 
 def _entries(values: Mapping[Any, Any], names: tuple[str, ...], what: str, kind: str) -> list[Any]:

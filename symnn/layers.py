@@ -74,12 +74,23 @@ def Input(*shape: int, name: str | None = None, indices: bool = False) -> Tensor
     ``X``). Kernels take a batch (N, *shape), or (N, prod(shape)) with each sample row-major.
     ``indices=True``: each sample is ``shape[0]`` integer indices (a token sequence), which only
     an :class:`symnn.Embedding` reads; kernels take them as any integer dtype or as reals
-    holding integers, and refuse one outside the embedding's vocabulary before any work."""
+    holding integers, and refuse one outside the embedding's vocabulary before any work.
+
+    A sequence whose length is not fixed at compile time: ``sn.Input(None, F)`` (its mask
+    ``sn.Input(None)``). The length is then the symbol ``T`` in every shape and in the
+    derivation, and the kernels run any length: (N, T, F) batches of whatever T, all of a
+    network's sequences of one length per call. Only recurrent layers read such a sequence."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     if not shape:
         raise SpecError("sn.Input needs the shape of one sample, e.g. sn.Input(64)")
-    dims = tuple(_dim(d, "sn.Input") for d in shape)
+    if any(d is None for d in shape[1:]):
+        raise SpecError(f"sn.Input{tuple(shape)}: only a sequence's length, the first size, may be None")
+    dims = ((naming.T,) if shape[0] is None else (_dim(shape[0], "sn.Input"),)) + tuple(
+        _dim(d, "sn.Input") for d in shape[1:])
+    if shape[0] is None and len(dims) > 2:
+        raise SpecError(f"sn.Input{tuple(shape)}: a sequence of run-time length is (None, F) steps of F "
+                        "features, or (None,) for its mask or its indices")
     if len(dims) > 3:
         raise SpecError(f"sn.Input{dims}: a sample is features (F,), a sequence of channels (C, L) or an "
                         f"image (C, H, W); rank {len(dims)} has no layer")

@@ -13,8 +13,39 @@ import sympy as sp
 
 from .errors import SpecTypeError, UntrustedInputError
 
-#: Batch size: the only run-time dimension.
+#: Batch size: a run-time dimension of every kernel.
 N = sp.Symbol("N", integer=True, positive=True)
+
+#: Sequence length where a network's sequences have no length fixed at compile time
+#: (``sn.Input(None, F)``): the other run-time dimension, one for all sequences of a network.
+T = sp.Symbol("T", integer=True, positive=True)
+
+
+def entries(shape) -> "int | sp.Expr":
+    """The entries of one sample of ``shape``: an int, or a multiple of :data:`T` for a sequence
+    of run-time length."""
+    return concrete(sp.Mul(*(sp.sympify(d) for d in shape)))
+
+
+def concrete(size) -> "int | sp.Expr":
+    """``size`` as an int where it has no run-time dimension, else the SymPy expression."""
+    size = sp.expand(sp.sympify(size))
+    return int(size) if size.is_Integer else size
+
+
+def has_length(size) -> bool:
+    """Whether ``size`` depends on the run-time sequence length :data:`T`."""
+    return sp.sympify(size).has(T)
+
+
+def length_form(size) -> tuple[int, int]:
+    """``(a, b)`` with ``size = a*T + b``: a row of sequences of run-time length (``a == 0``
+    for a fixed size)."""
+    size = sp.expand(sp.sympify(size))
+    a, b = size.coeff(T, 1), size.coeff(T, 0)
+    if sp.expand(a * T + b - size) != 0 or not a.is_Integer or not b.is_Integer:
+        raise ValueError(f"{size} is not linear in the sequence length T")
+    return int(a), int(b)
 
 
 def weight(layer: int) -> str:

@@ -41,6 +41,7 @@ from .interop import (_FLOAT_ATTR, _FLOATS_ATTR, _INT_ATTR, _INTS_ATTR, _ONNX_AC
                       _STRING_ATTR, _STRINGS_ATTR, _TENSOR_ATTR, _OnnxOp, _check_dtype, _node_attributes, _row_bias, _weight,
                       _weights)
 from .layers import Input, Layer, LayerNorm, Tensor, concat
+from . import naming
 from .naming import shown
 from . import onnx_sequences as seq
 from .recurrent import GRU, LSTM, RNN
@@ -228,12 +229,17 @@ def _input(value_info: Any) -> Tensor:
     sizes = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
     indices = declared and tensor_type.elem_type in _INDEX_TYPES
     most = 2 if indices else 4
+    # a sequence whose length is a run-time dimension (N, T, F), or (N, T) token ids: T dynamic
+    length = len(dims) == (2 if indices else 3) and sizes[0] is None
+    if length:
+        sizes = sizes[1:]
     if not 2 <= len(dims) <= most or any(s is None or not 1 <= s <= _MAX_SIZE for s in sizes):
         wanted = ("(N, T) (T token ids per sample: it has an integer element type)" if indices else
                   "(N, C, H, W), (N, C, L) or (N, F)")
         raise SpecError(f"the ONNX input {shown(value_info.name)} must declare its shape as {wanted} with fixed "
-                        f"positive sizes after the batch N; it declares {shown(_dims_text(dims)) if dims else 'none'}")
-    return Input(*sizes, indices=indices)
+                        f"positive sizes after the batch N (but a sequence's length T of (N, T, F)); it declares "
+                        f"{shown(_dims_text(dims)) if dims else 'none'}")
+    return Input(*([None] if length else []), *sizes, indices=indices)
 
 
 def _check_index_readers(name: str, readers: Sequence[_Node]) -> None:
@@ -769,7 +775,7 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     for leaf, v in values.items():
         b.params[f"{name}.{leaf}"] = _weights(v, f"{name}.{leaf}", b.dtype)
     if time_major:
-        seq.declare_outputs(b.seq, seq.Pending(node.where, node.op, int(x.shape[0]), make, D), *node.outputs[:2])
+        seq.declare_outputs(b.seq, seq.Pending(node.where, node.op, naming.concrete(x.shape[0]), make, D), *node.outputs[:2])
         return
     out = make(bool(sequences))
     for reader in readers:  # a flattened sequence is (T*H,); a squeeze, or Y_h flattened, the layer's own

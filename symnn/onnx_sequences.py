@@ -27,6 +27,7 @@ from enum import Enum
 from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
+import sympy as sp
 
 from .errors import ModelFormatError, SpecError, SpecTypeError
 from .layers import Tensor
@@ -61,7 +62,7 @@ class Pending:
 
     where: str
     op: str
-    steps: int
+    steps: "int | sp.Expr"  # the run-time length T for a sequence input (N, T, F) of a dynamic T
     make: Callable[[bool], Tensor]
     directions: int = 1  # 2: direction="bidirectional"
     sequences: bool | None = None
@@ -275,6 +276,14 @@ def _squeeze(s: SequenceState, node: Step, values: dict[str, Tensor], axes: tupl
                         "symnn reads a Squeeze of the direction axis: 1 of a layout-0 Y, 0 of its Y_h")
 
 
+def _within(index: int, size: "int | sp.Expr", last: bool = False) -> bool:
+    """Whether ``index`` names an entry of an axis of ``size`` (with ``last``: its last entry).
+    A run-time sequence length T has one index known to lie in it: -1, its last step."""
+    if not isinstance(size, int):
+        return index == -1
+    return -size <= index < size and (not last or index % size == size - 1)
+
+
 def _gather(s: SequenceState, node: Step, values: dict[str, Tensor]) -> None:
     data, index_key = node.inputs
     view = s.views.get(data)
@@ -288,7 +297,7 @@ def _gather(s: SequenceState, node: Step, values: dict[str, Tensor]) -> None:
     rows = sum(root.directions for root in roots)  # of final states: a bidirectional op has two
     last = {Form.TIME_MAJOR: (0, roots[0].steps), Form.SEQUENCE: (1, roots[0].steps), Form.HIDDEN: (0, rows),
             Form.HIDDEN_STACK: (0, rows)}.get(view.form)
-    if last is None or axis not in (last[0], last[0] - 3) or not -last[1] <= index < last[1]:
+    if last is None or axis not in (last[0], last[0] - 3) or not _within(index, last[1]):
         raise SpecError(f"{node.where}: Gather(axis={axis}) of index {index} from a {view.form.value}; symnn reads "
                         "the last step (index -1 or T-1 along the time axis) or one layer's final state")
     if view.form in (Form.HIDDEN, Form.HIDDEN_STACK):
@@ -302,7 +311,7 @@ def _gather(s: SequenceState, node: Step, values: dict[str, Tensor]) -> None:
         else:
             s.views[node.output] = View(Form.FINAL, (root,), direction=row)
         return
-    if index % last[1] != last[1] - 1:
+    if not _within(index, last[1], last=True):
         raise SpecError(f"{node.where}: Gather of step {index} of a {view.form.value}; symnn's recurrent layers "
                         "return the last step (index -1) or every step, not step "
                         f"{index} alone")

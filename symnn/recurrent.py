@@ -51,7 +51,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 import sympy as sp
 
-from . import ir
+from . import ir, naming
 from .declare import activation
 from .autodiff.elementwise import make_map
 from .errors import ConfigError, LayerSizeMismatchError, SpecError, SpecTypeError
@@ -226,7 +226,7 @@ class _Recurrent(Layer):
         """One mask per layer of the stack but the last, over its output sequence (T*D*H)."""
         if not self.drops_inside:
             return ()
-        width = int(shapes[0][0]) * self.directions * self.out_size
+        width = naming.concrete(shapes[0][0] * self.directions * self.out_size)
         return ((width, self.dropout),) * (self.num_layers - 1)
 
     @property
@@ -260,7 +260,7 @@ class _Recurrent(Layer):
         (:meth:`inner_masks`); none outside training."""
         x = inputs[0]
         rows = x.shape[0]
-        T = int(shapes[0][0]) if shapes else int(x.shape[1]) // self.input_size
+        T = naming.concrete(shapes[0][0] if shapes else sp.sympify(x.shape[1]) / self.input_size)
         h, D = self.out_size, self.directions
         mask = inputs[1] if self.masked else None
         states = list(inputs[2 if self.masked else 1:])

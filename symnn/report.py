@@ -124,8 +124,8 @@ class SymnnLatexPrinter(LatexPrinter):
         arg = expr.args[0]
         inner = self._print(arg)
         inner = "{%s}" % inner if isinstance(arg, sp.MatrixSymbol) else r"\left(%s\right)" % inner
-        lo, hi = expr.bounds
-        return r"%s_{:, %d:%d}" % (inner, lo, hi)
+        lo, hi = (self._print(b) for b in expr.bounds)
+        return r"%s_{:, %s:%s}" % (inner, lo, hi)
 
     def _print_Total(self, expr) -> str:
         m = expr.args[0]
@@ -273,7 +273,7 @@ class PlainPrinter(StrPrinter):
         return f"{plain_name(expr.name)}({', '.join(self._print(o) for o in expr.operands)})"
 
     def _print_ColSlice(self, expr) -> str:
-        lo, hi = expr.bounds
+        lo, hi = (self._print(b) for b in expr.bounds)
         return f"{self.parenthesize(expr.args[0], 100)}[:, {lo}:{hi}]"
 
     def _print_Total(self, expr) -> str:

@@ -17,7 +17,7 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from . import ir
+from . import ir, naming
 from .declare import _SCHEMES, Activation
 from .errors import ConfigError, LayerSizeMismatchError, SpecError, SpecTypeError
 from .layers import Emitted, Layer, Shape, _check_name, _dim, register_layer
@@ -371,7 +371,12 @@ class Flatten(Layer):
         object.__setattr__(self, "name", _check_name(name))
 
     def output_shape(self, *shapes: Shape) -> Shape:
-        return (int(np.prod(_one(shapes, "Flatten"))),)
+        shape = _one(shapes, "Flatten")
+        if naming.has_length(naming.entries(shape)):
+            raise LayerSizeMismatchError(f"Flatten of a sequence of run-time length (shape {shape}): the features "
+                                         "it gives would have no fixed number; read its last state, or fix T "
+                                         "(sn.Input(T, F))")
+        return (int(np.prod(shape)),)
 
     def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
               shapes: Sequence[Shape] = ()) -> Emitted:

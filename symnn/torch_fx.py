@@ -505,14 +505,16 @@ def _input_shapes(placeholders: Sequence[Any], roles: Mapping[Any, Role],
     return shapes
 
 
-def _shape(value: object) -> tuple[int, ...]:
-    """A sample shape as given: a width, or a sequence of positive sizes ((C, L), (C, H, W))."""
+def _shape(value: object) -> tuple[int | None, ...]:
+    """A sample shape as given: a width, or a sequence of positive sizes ((C, L), (C, H, W)); a
+    sequence of run-time length (T, F) as (None, F) (or (None,) for token indices)."""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    sized = items[1:] if items and items[0] is None else items
     if not 1 <= len(items) <= 3 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1
-                                       for v in items):
-        raise SpecTypeError(f"an input shape is a width or a tuple (C, L) or (C, H, W) of positive integers, "
-                            f"got {shown(value)}")
-    return tuple(int(v) for v in items)
+                                       for v in sized):
+        raise SpecTypeError(f"an input shape is a width or a tuple (C, L) or (C, H, W) of positive integers "
+                            f"(a sequence of run-time length: (None, F)), got {shown(value)}")
+    return tuple(None if v is None else int(v) for v in items)
 
 
 #: the key of a call_module node's ``meta`` under which :func:`_name_nested_modules` leaves the

@@ -217,6 +217,10 @@ def train(
         raise ConfigError("pass validation=(X, Y) or validation_split, not both")
     if patience is not None and validation is None and not validation_split:
         raise ConfigError("early stopping (patience) needs validation data or a validation_split")
+    if standardize and net.has_run_time_length:
+        raise ConfigError("standardize=True fits each input column's mean and deviation; the sequences of "
+                          f"network {net.name!r} have a run-time length, so their columns differ from call "
+                          "to call: standardize the features before fit")
     plan = _parallel_plan(X, Y, client, parts, validation_split, standardize)
     every = _checkpoint_plan(checkpoint, checkpoint_every)
     if kernel is None:

@@ -180,19 +180,21 @@ class ColSlice(sp.MatrixExpr):
     """Columns ``lo`` to ``hi - 1`` (counted from 0, as NumPy's ``A[:, lo:hi]``) of a matrix."""
 
     def __new__(cls, arg: sp.MatrixExpr, lo: int, hi: int) -> "ColSlice":
-        return sp.Basic.__new__(cls, arg, sp.Integer(lo), sp.Integer(hi))
+        return sp.Basic.__new__(cls, arg, sp.sympify(lo, strict=True), sp.sympify(hi, strict=True))
 
     def doit(self, **hints) -> "ColSlice":
         return self
 
     @property
-    def bounds(self) -> tuple[int, int]:
-        return int(self.args[1]), int(self.args[2])
+    def bounds(self) -> tuple[sp.Expr, sp.Expr]:
+        """The first column and one past the last: integers, or polynomials in the run-time
+        sequence length T."""
+        return self.args[1], self.args[2]
 
     @property
     def shape(self):
         lo, hi = self.bounds
-        return (self.args[0].shape[0], sp.Integer(hi - lo))
+        return (self.args[0].shape[0], sp.expand(hi - lo))
 
 
 class Reshape(_Operator):
@@ -227,7 +229,7 @@ class Loop(sp.Basic):
                 new_carry: sp.Basic, out: sp.Basic, length: int, reverse: bool, reset: int = 0) -> "Loop":
         eqs = sp.Tuple(*(sp.Tuple(lhs, rhs) for lhs, rhs in equations))
         return sp.Basic.__new__(cls, carry, sp.Tuple(*steps), sp.Tuple(*invariants), eqs, new_carry, out,
-                                sp.Integer(length), sp.Integer(int(reverse)), sp.Integer(reset))
+                                sp.sympify(length, strict=True), sp.Integer(int(reverse)), sp.Integer(reset))
 
     @property
     def carry(self) -> sp.Basic:
@@ -254,8 +256,10 @@ class Loop(sp.Basic):
         return self.args[5]
 
     @property
-    def length(self) -> int:
-        return int(self.args[6])
+    def length(self) -> "int | sp.Expr":
+        """The number of steps: an int, or the run-time sequence length T."""
+        n = self.args[6]
+        return int(n) if n.is_Integer else n
 
     @property
     def reverse(self) -> bool:
@@ -546,8 +550,9 @@ def _recurrence(e: Recurrence, env: Mapping) -> np.ndarray:
     carry, seqs, invs = values[0], values[1:1 + k], values[1 + k:]
     local = dict(env)
     local.update(zip(loop.invariants, invs))
-    outs: list[np.ndarray] = [np.empty(0)] * loop.length
-    order = range(loop.length - 1, -1, -1) if loop.reverse else range(loop.length)
+    length = _dim(loop.length, env)
+    outs: list[np.ndarray] = [np.empty(0)] * length
+    order = range(length - 1, -1, -1) if loop.reverse else range(length)
     for t in order:
         local[loop.carry] = carry
         for step, seq in zip(loop.steps, seqs):
@@ -578,7 +583,7 @@ _EVAL: dict[type, Callable[[sp.Basic, Mapping], object]] = {
     Recurrence: _recurrence,
     Total: lambda e, env: float(np.sum(evaluate(e.args[0], env))),
     BlockRow: lambda e, env: np.concatenate([np.asarray(evaluate(b, env), dtype=float) for b in e.args], axis=1),
-    ColSlice: lambda e, env: evaluate(e.args[0], env)[:, e.bounds[0]:e.bounds[1]],
+    ColSlice: lambda e, env: evaluate(e.args[0], env)[:, _dim(e.bounds[0], env):_dim(e.bounds[1], env)],
     sp.Add: lambda e, env: sum(evaluate(a, env) for a in e.args),
     sp.Mul: lambda e, env: functools.reduce(np.multiply, [evaluate(a, env) for a in e.args]),
     sp.Pow: lambda e, env: evaluate(e.base, env) ** evaluate(e.exp, env),

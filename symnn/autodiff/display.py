@@ -637,7 +637,7 @@ def _concat_index(p: _Printer, node: ir.Node, idx: tuple, fresh) -> sp.Expr:
     n, j = idx
     pieces, lo = [], 0
     for k, s in enumerate(node.src):
-        hi = lo + int(s.shape[1])
+        hi = sp.expand(lo + s.shape[1])
         cond = sp.true if k == len(node.src) - 1 else sp.Le(j, hi)
         pieces.append((p.iref(s, (n, j - lo), fresh), cond))
         lo = hi

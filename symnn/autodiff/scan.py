@@ -102,30 +102,45 @@ def step_columns(seq: ir.Node, T: int, width: int, lo: int, hi: int) -> ir.Node:
     if seq.op is ir.Op.RESHAPE and tuple(seq.src[0].shape) == (rows * T, width):
         return ir.reshape(_columns(seq.src[0], lo, hi), (rows, T * w))
     if seq.op is ir.Op.CONCAT:
-        placed: list[tuple[int, ir.Node]] = []  # (first column in the result, block)
-        at, simple = 0, True
+        placed: list[tuple[int | sp.Expr, ir.Node]] = []  # (first column in the result, block)
+        at: int | sp.Expr = 0
+        simple = True
         for part in seq.src:
-            pw = int(part.shape[1])
+            pw = part.shape[1]
             if not _is_zero(part):
-                t = at // width
-                if (at + pw - 1) // width != t:
+                t, off = _step_of(at, width)
+                if t is None or not isinstance(pw, int) or off + pw > width:
                     simple = False
                     break
-                a, b = max(lo, at - t * width), min(hi, at + pw - t * width)
+                a, b = max(lo, off), min(hi, off + pw)
                 if a < b:
-                    placed.append((t * w + a - lo, _columns(part, a - (at - t * width), b - (at - t * width))))
-            at += pw
+                    placed.append((ir.column(t * w + a - lo), _columns(part, a - off, b - off)))
+            at = ir.column(at + pw)
         if simple:
             parts, col = [], 0
             for start, block in placed:
-                if start > col:
-                    parts.append(_zero(rows, start - col))
+                if ir.column(start - col) != 0:
+                    parts.append(_zero(rows, ir.column(start - col)))
                 parts.append(block)
-                col = start + int(block.shape[1])
-            if col < T * w:
-                parts.append(_zero(rows, T * w - col))
+                col = ir.column(start + block.shape[1])
+            if ir.column(T * w - col) != 0:
+                parts.append(_zero(rows, ir.column(T * w - col)))
             return parts[0] if len(parts) == 1 else ir.concat(*parts)
     return ir.reshape(ir.slice_(ir.reshape(seq, (rows * T, width)), lo, hi), (rows, T * w))
+
+
+def _step_of(at: int | sp.Expr, width: int) -> tuple[int | sp.Expr | None, int]:
+    """``(t, off)`` with ``at = t*width + off``, ``0 <= off < width``: the step a column of a
+    sequence of steps of ``width`` lies in and its place there; ``(None, 0)`` where no such t
+    holds for every run-time length (a multiple of T that is not one of ``width``)."""
+    if isinstance(at, int):
+        return at // width, at % width
+    poly = sp.Poly(at, *sorted(at.free_symbols, key=str))
+    head = sp.expand(at - poly.coeff_monomial(1))
+    if any(int(c) % width for c in sp.Poly(head, *poly.gens).coeffs()):
+        return None, 0
+    const = int(poly.coeff_monomial(1))
+    return ir.column(head / width + const // width), const % width
 
 
 def _shifted(node: ir.Node, init: ir.Node, width: int) -> ir.Node:

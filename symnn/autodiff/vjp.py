@@ -122,7 +122,7 @@ def _concat(node: ir.Node, ct: ir.Node) -> tuple[ir.Node | None, ...]:
     out: list[ir.Node | None] = []
     lo = 0
     for src in node.src:
-        hi = lo + int(src.shape[1])
+        hi = ir.column(lo + src.shape[1])
         out.append(None if src.op is ir.Op.INPUT else ir.slice_(ct, lo, hi))
         lo = hi
     return tuple(out)
@@ -132,11 +132,11 @@ def _slice(node: ir.Node, ct: ir.Node) -> tuple[ir.Node]:
     # S = A[:, lo:hi]:  dA = [0 ct 0], ct in columns lo..hi-1 and zeros on either side
     (a,) = node.src
     lo, hi = node.arg
-    rows, width = a.shape[0], int(a.shape[1])
-    blocks = [make_map("zero", sp.Integer(0), [], (rows, lo))] if lo > 0 else []
+    rows, width = a.shape[0], a.shape[1]
+    blocks = [make_map("zero", sp.Integer(0), [], (rows, lo))] if lo != 0 else []
     blocks.append(ct)
-    if hi < width:
-        blocks.append(make_map("zero", sp.Integer(0), [], (rows, width - hi)))
+    if sp.expand(width - hi) != 0:
+        blocks.append(make_map("zero", sp.Integer(0), [], (rows, ir.column(width - hi))))
     return (blocks[0] if len(blocks) == 1 else ir.concat(*blocks),)
 
 

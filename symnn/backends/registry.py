@@ -35,7 +35,8 @@ class Backend:
     ``sn.emit_source`` returns, how it emits files and how it loads kernels; how it loads a
     kernel again from the source a pickled kernel carries (``rebuild``: None where it cannot,
     and the kernel is then compiled again from its network); whether its kernels can run with
-    subnormal numbers as zero (``sn.compile(..., flush_denormals=True)``)."""
+    subnormal numbers as zero (``sn.compile(..., flush_denormals=True)``); whether its kernels
+    take sequences of a length fixed only when they are called (``sn.Input(None, F)``)."""
 
     name: str
     source_suffix: str
@@ -43,6 +44,7 @@ class Backend:
     load: Load
     flushes_denormals: bool = False
     rebuild: Rebuild | None = None
+    runs_any_length: bool = False
 
 
 #: the order ``backend="auto"`` tries them in: the first that can load wins

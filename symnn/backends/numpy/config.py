@@ -322,3 +322,8 @@ def kernel_body(plan: KernelPlan,
 
 def uses_batch_size(lines: list[str]) -> bool:
     return any(re.search(rf"\b{naming.N}\b", line) for line in lines)
+
+
+def uses_length(lines: list[str]) -> bool:
+    """Whether a kernel's body reads the run-time sequence length ``T``."""
+    return any(re.search(rf"(?<![.\w]){naming.T}\b", line) for line in lines)  # not a transpose's .T

@@ -27,7 +27,7 @@ class EmitResult:
 
 def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None = None,
                train_prog: Program | None = None) -> EmitResult:
-    from .config import SPATIAL_FUNCTIONS, NumPyConfig, kernel_body, uses_batch_size
+    from .config import SPATIAL_FUNCTIONS, NumPyConfig, kernel_body, uses_batch_size, uses_length
     from .spatial import sources as spatial_sources
 
     naming.check_declared_names(net)  # the names are printed into the module's docstring
@@ -55,6 +55,8 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
             prologue += [f"{m[0]} = masks[{i}]" for i, m in enumerate(masks) if m[0] in used]
         if uses_batch_size(body) or (labels and "Y" in plan.inputs):
             prologue.append("N = X.shape[0]")
+        if uses_length(body):
+            prologue.append("T = _length(X)")
         if labels and "Y" in plan.inputs:
             prologue += ["if Y.ndim == 1:", "    Y = _onehot(Y, N)"]
         has_y = "Y" in plan.inputs or kname != "forward"
@@ -112,6 +114,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         needs_erf="erf" in printer.helpers,
         helpers=sorted(printer.helpers),
         n_in=net.n_in,
+        length=naming.length_form(net.n_in) if naming.has_length(net.n_in) else None,
         n_out=net.n_out,
         labels=labels,
         param_names=list(net.param_shapes()),
