@@ -171,6 +171,9 @@ class Arguments:
                                     if not net.several_outputs and net.is_concrete else None)
         #: the index inputs' columns of X and vocabularies (an Embedding's), checked on every call
         self._index_blocks = index_blocks(net)
+        #: the layout of the flat parameter buffers whose views need no check of their shapes (a
+        #: kernel's; none for the derivation's checks, which check every parameter)
+        self.flat_layout: object = None
 
     # -- validation ------------------------------------------------------------------------
     def params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -1,0 +1,252 @@
+"""Sequences whose length is given at each call (``sn.Input(None, F)``, issue 23 item 1: "a
+sequence length fixed at compile time or a symbol").
+
+The length is the symbol T in every shape of the IR and of the printed derivation, so one
+compiled NumPy kernel runs batches of any T. Held to PyTorch autograd at several lengths from one
+kernel (float64, 1e-10 relative: a few hundred roundings per entry at u = 2**-53), through the
+printed derivation evaluated at each length, to central differences of the training loss with
+dropout between stacked layers, and imported from PyTorch (``input_shape=(None, F)``) and ONNX
+(a dynamic sequence axis). The C backend fixes every size but the batch when it emits: it
+refuses such a network, naming why, before any work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import symnn as sn
+from symnn.errors import ConfigError, LayerSizeMismatchError, ShapeError, SpecError
+
+torch = pytest.importorskip("torch")
+
+from tests.layer_graphs import rel  # noqa: E402
+
+nn = torch.nn
+F, H, N = 3, 5, 4
+LENGTHS = (1, 4, 11)  # one step, a few, more than the hidden size
+CELLS = {"rnn": (sn.RNN, nn.RNN), "gru": (sn.GRU, nn.GRU), "lstm": (sn.LSTM, nn.LSTM)}
+
+
+def _net(cell: str, layers: int, bidirectional: bool, masked: bool = False) -> sn.Network:
+    x = sn.Input(None, F, name="x")
+    inputs = [x, sn.Input(None, name="m")] if masked else [x]
+    h = CELLS[cell][0](F, H, num_layers=layers, bidirectional=bidirectional, masked=masked, name="rec")(*inputs)
+    y = sn.Dense(H * (2 if bidirectional else 1), 2, name="fc")(h)
+    return sn.Network(inputs=inputs if masked else x, outputs=y, loss="mse", name=f"{cell}_any")
+
+
+def _torch(cell: str, layers: int, bidirectional: bool, params: dict) -> tuple[nn.Module, nn.Module]:
+    rec = CELLS[cell][1](F, H, num_layers=layers, bidirectional=bidirectional, batch_first=True).double()
+    fc = nn.Linear(H * (2 if bidirectional else 1), 2).double()
+    with torch.no_grad():
+        for name, p in rec.named_parameters():
+            p.copy_(torch.from_numpy(np.asarray(params[f"rec.{name}"])))
+        fc.weight.copy_(torch.from_numpy(np.asarray(params["fc.weight"])))
+        fc.bias.copy_(torch.from_numpy(np.asarray(params["fc.bias"])))
+    return rec, fc
+
+
+def _autograd(rec: nn.Module, fc: nn.Module, X: np.ndarray, Y: np.ndarray, bidirectional: bool,
+              lengths: np.ndarray | None = None) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
+    rec.zero_grad()
+    fc.zero_grad()
+    x = torch.from_numpy(X)
+    if lengths is not None:
+        x = nn.utils.rnn.pack_padded_sequence(x, torch.from_numpy(lengths), batch_first=True, enforce_sorted=False)
+    _, h_n = rec(x)
+    h_n = h_n[0] if isinstance(h_n, tuple) else h_n
+    last = torch.cat((h_n[-2], h_n[-1]), dim=1) if bidirectional else h_n[-1]
+    out = fc(last)
+    loss = nn.functional.mse_loss(out, torch.from_numpy(Y))
+    loss.backward()
+    grads = {f"rec.{k}": p.grad.numpy() for k, p in rec.named_parameters()}
+    grads.update({"fc.weight": fc.weight.grad.numpy(), "fc.bias": fc.bias.grad.numpy()})
+    return float(loss.detach()), grads, out.detach().numpy()
+
+
+@pytest.mark.parametrize("cell,layers,bidirectional", [("rnn", 1, False), ("gru", 2, True), ("lstm", 2, False)])
+def test_one_kernel_runs_every_length_as_autograd(cell: str, layers: int, bidirectional: bool) -> None:
+    net = _net(cell, layers, bidirectional)
+    k = sn.compile(net, backend="numpy")
+    params = {name: np.asarray(v) for name, v in k.new_params(seed=3).items()}
+    rec, fc = _torch(cell, layers, bidirectional, params)
+    rng = np.random.default_rng(7)
+    for T in LENGTHS:
+        X, Y = rng.normal(size=(N, T, F)), rng.normal(size=(N, 2))
+        loss, grads = k.loss_and_grad(params, X, Y)
+        ref_loss, ref_grads, ref_out = _autograd(rec, fc, X, Y, bidirectional)
+        assert abs(loss - ref_loss) <= 1e-10 * abs(ref_loss), T
+        for name, g in ref_grads.items():
+            assert rel(grads[name], g) <= 1e-10, (T, name)
+        assert rel(k.forward(params, X.reshape(N, T * F)), ref_out) <= 1e-10, T  # rows (N, T*F) as well
+
+
+def test_masked_batches_of_any_length_are_packed_sequences() -> None:
+    net = _net("gru", 1, True, masked=True)
+    k = sn.compile(net, backend="numpy")
+    params = {name: np.asarray(v) for name, v in k.new_params(seed=5).items()}
+    rec, fc = _torch("gru", 1, True, params)
+    rng = np.random.default_rng(11)
+    for T in (3, 8):
+        lengths = rng.integers(1, T + 1, size=N)
+        lengths[0] = T
+        mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.float64)
+        X, Y = rng.normal(size=(N, T, F)), rng.normal(size=(N, 2))
+        loss, grads = k.loss_and_grad(params, {"x": X, "m": mask}, Y)
+        ref_loss, ref_grads, _ = _autograd(rec, fc, X, Y, True, lengths)
+        assert abs(loss - ref_loss) <= 1e-10 * abs(ref_loss)
+        assert max(rel(grads[name], g) for name, g in ref_grads.items()) <= 1e-10
+
+
+def test_the_printed_derivation_has_T_and_evaluates_at_each_length() -> None:
+    net = _net("lstm", 1, False)
+    d = sn.derive(net)
+    tex = d.latex()
+    assert " T" in tex or "T}" in tex  # the steps of the loop and the last step's columns are in T
+    k = sn.compile(net, backend="numpy")
+    params = k.new_params(seed=1)
+    rng = np.random.default_rng(2)
+    for T in (2, 6):
+        X, Y = rng.normal(size=(N, T, F)), rng.normal(size=(N, 2))
+        loss, grads = k.loss_and_grad(params, X, Y)
+        printed_loss, printed = d.evaluate(params, X, Y)
+        assert abs(printed_loss - loss) <= 1e-12 * abs(loss)
+        assert max(rel(printed[name], g) for name, g in grads.items()) <= 1e-12
+
+
+def test_training_with_dropout_and_embeddings_at_two_lengths() -> None:
+    """Token sequences of run-time length through an Embedding and a stacked LSTM with dropout
+    between its layers: the train step's gradient (masks drawn for this T, keyed by the step) is
+    the central difference of its own training loss."""
+    tokens = sn.Input(None, indices=True, name="tok")
+    h = sn.LSTM(3, 4, num_layers=2, dropout=0.4, name="rec")(sn.Embedding(7, 3, name="emb")(tokens))
+    net = sn.Network(inputs=tokens, outputs=sn.Dense(4, 3, activation="softmax", name="fc")(h),
+                     loss="cross_entropy", name="tagger_any")
+    k = sn.compile(net, backend="numpy", optimizer=sn.SGD(lr=0.1))
+    theta = k.pack(k.new_params(seed=0))
+    rng = np.random.default_rng(4)
+    for T in (2, 5):
+        X, Y = rng.integers(0, 7, size=(6, T)), rng.integers(0, 3, size=6)
+        loss, grad = k.train_gradient(theta, X, Y, step=3)
+        assert np.isfinite(loss) and grad.shape == theta.shape
+        picks = rng.choice(theta.size, size=8, replace=False)
+        for i in picks:
+            e = np.zeros_like(theta)
+            e[i] = 1e-6
+            up, down = k.train_gradient(theta + e, X, Y, step=3)[0], k.train_gradient(theta - e, X, Y, step=3)[0]
+            assert abs((up - down) / 2e-6 - grad[i]) <= 1e-7 * max(1.0, abs(grad[i])), (T, i)
+        state = k.init_state()
+        before = theta.copy()
+        k.train_step(theta, state, X, Y, 1)
+        assert not np.array_equal(theta, before)
+
+
+def test_imported_from_torch_and_onnx_with_a_run_time_length() -> None:
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(F, H, batch_first=True)
+            self.fc = nn.Linear(H, 2)
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            return self.fc(out[:, -1])
+
+    module = Model().double().eval()
+    net, params = sn.from_torch(module, input_shape=(None, F))
+    assert net.has_run_time_length
+    k = sn.compile(net, backend="numpy")
+    for T in (2, 9):
+        X = np.random.default_rng(T).normal(size=(N, T, F))
+        assert rel(k.forward(params, X), module(torch.from_numpy(X)).detach().numpy()) <= 1e-12
+
+
+def test_onnx_dynamic_sequence_axis(tmp_path) -> None:
+    pytest.importorskip("onnx")
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(F, H, batch_first=True)
+            self.fc = nn.Linear(H, 2)
+
+        def forward(self, x):
+            _, (h, _) = self.rnn(x)
+            return self.fc(h[-1])
+
+    module = Model().double().eval()
+    path = tmp_path / "lstm.onnx"
+    torch.onnx.export(module, torch.zeros(2, 4, F, dtype=torch.float64), str(path), input_names=["x"],
+                      dynamic_axes={"x": {0: "n", 1: "t"}}, dynamo=False)
+    net, params = sn.from_onnx(path)
+    assert net.input_shapes[0][1][1] == F and net.has_run_time_length
+    k = sn.compile(net, backend="numpy")
+    for T in (1, 7):
+        X = np.random.default_rng(T).normal(size=(N, T, F))
+        assert rel(k.forward(params, X), module(torch.from_numpy(X)).detach().numpy()) <= 1e-12
+
+
+SPEC = """
+[network]
+name = "seq_any"
+loss = "mse"
+outputs = ["fc"]
+
+[[input]]
+name = "x"
+shape = ["T", 3]
+
+[[node]]
+id = "rec"
+layer = "gru"
+name = "rec"
+input_size = 3
+hidden_size = 5
+inputs = ["x"]
+
+[[node]]
+id = "fc"
+layer = "dense"
+name = "fc"
+in_features = 5
+out_features = 2
+inputs = ["rec"]
+"""
+
+
+def test_spec_and_saved_model_keep_the_run_time_length(tmp_path) -> None:
+    path = tmp_path / "seq.toml"
+    path.write_text(SPEC)
+    net = sn.load_spec(path).network
+    assert net.input_shapes == (("x", (sn.naming.T, 3)),)
+    params = net.init_params(seed=0)
+    sn.save(tmp_path / "m", net, params)
+    model = sn.load(next(tmp_path.glob("m*")))
+    assert model.network.input_shapes == net.input_shapes
+    X = np.random.default_rng(0).normal(size=(2, 6, 3))
+    k = sn.compile(net, backend="numpy")
+    assert rel(k.forward(model.params, X), k.forward(params, X)) == 0.0
+
+
+def test_refusals_name_the_run_time_length() -> None:
+    net = _net("rnn", 1, False, masked=True)
+    with pytest.raises(ConfigError, match="run-time length"):
+        sn.compile(net, backend="c")
+    with pytest.raises(ConfigError, match="run-time length"):
+        sn.emit_source(net, backend="c")
+    k = sn.compile(net, backend="numpy")
+    params = k.new_params(seed=0)
+    X, Y = np.zeros((2, 4, F)), np.zeros((2, 2))
+    with pytest.raises(ShapeError, match="one length"):
+        k.loss(params, {"x": X, "m": np.ones((2, 5))}, Y)  # the mask of another length
+    single = sn.compile(_net("rnn", 1, False), backend="numpy")
+    with pytest.raises(ShapeError, match="T >= 1"):
+        single.loss(single.new_params(seed=0), np.zeros((2, 7)), Y)  # 7 entries: no T steps of 3
+    with pytest.raises(ShapeError):
+        single.loss(single.new_params(seed=0), np.zeros((2, 0, F)), Y)  # no step
+    with pytest.raises(LayerSizeMismatchError, match="run-time length"):
+        sn.Flatten()(sn.Input(None, F))
+    with pytest.raises(SpecError, match="first size"):
+        sn.Input(F, None)
+    with pytest.raises(ConfigError, match="standardize"):
+        sn.train(_net("rnn", 1, False), np.zeros((4, 3, F)), np.zeros((4, 2)), standardize=True, backend="numpy")
