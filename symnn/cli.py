@@ -250,8 +250,9 @@ def _csv_columns(net, data, data_path: str, skip: int):
     inputs, then every output's targets side by side (class targets as one-hot rows)."""
     from .errors import DataError
 
-    n_in, n_out = int(net.n_in), int(net.n_out)
+    n_out = int(net.n_out)
     labels = net.takes_labels
+    n_in = _csv_input_columns(net, data.shape[1] - (1 if labels else n_out))
     width = n_in + (1 if labels else n_out)
     if data.shape[1] != width:
         what = "1 label" if labels else f"{n_out} targets"
@@ -261,8 +262,26 @@ def _csv_columns(net, data, data_path: str, skip: int):
     X = data[:, :n_in]
     Y = _csv_labels(data[:, n_in], n_out, data_path, skip) if labels else data[:, n_in:]
     if net.several_inputs:
-        X = {name: X[:, lo:hi] for name, (lo, hi) in zip(net.input_names, net.column_blocks(net.input_widths))}
+        import sympy as sp
+
+        from . import naming
+
+        a, b = naming.length_form(net.n_in)
+        at = {naming.T: (n_in - b) // a} if a else {}
+        X = {name: X[:, int(sp.sympify(lo).subs(at)):int(sp.sympify(hi).subs(at))]
+             for name, (lo, hi) in zip(net.input_names, net.column_blocks(net.input_widths))}
     return X, Y
+
+
+def _csv_input_columns(net, available: int) -> int:
+    """The input columns of a CSV row: the network's inputs, or for sequences of run-time length
+    (``shape = ["T", F]``) the most that make whole steps, every row of one length T."""
+    if not net.has_run_time_length:
+        return int(net.n_in)
+    from . import naming
+
+    a, b = naming.length_form(net.n_in)
+    return max(available - (available - b) % a, a + b) if available >= a + b else a + b
 
 
 def _csv_labels(column, n_classes: int, data_path: str, skip: int):

@@ -141,7 +141,10 @@ class SymnnLatexPrinter(LatexPrinter):
 
     def _print_Indexed(self, expr) -> str:
         base = self._print(expr.base)
-        idx = "".join(self._print(i) for i in expr.indices)
+        # "nj" where each index is one letter; "n, j + 15" where one is a sum, which written
+        # together would read as another index ("nj + 15")
+        sep = "" if all(isinstance(i, sp.Symbol) for i in expr.indices) else ", "
+        idx = sep.join(self._print(i) for i in expr.indices)
         return r"{%s}_{%s}" % (base, idx)
 
 

@@ -250,3 +250,28 @@ def test_refusals_name_the_run_time_length() -> None:
         sn.Input(F, None)
     with pytest.raises(ConfigError, match="standardize"):
         sn.train(_net("rnn", 1, False), np.zeros((4, 3, F)), np.zeros((4, 2)), standardize=True, backend="numpy")
+
+
+def test_cli_trains_and_checks_a_spec_of_run_time_length(tmp_path) -> None:
+    """``symnn train`` reads T from the CSV's width (whole steps of F, then the targets)."""
+    from symnn.cli import main
+
+    spec = tmp_path / "seq.toml"
+    spec.write_text(SPEC + "\n[train]\nepochs = 2\nbatch_size = 8\n")
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.normal(size=(24, 7 * 3)), rng.normal(size=(24, 2))])
+    data = tmp_path / "seq.csv"
+    np.savetxt(data, rows, delimiter=",")
+    assert main(["train", str(spec), "--data", str(data), "--backend", "numpy", "--out", str(tmp_path / "m.npz")]) == 0
+    model = sn.load(tmp_path / "m.npz")
+    assert model.network.has_run_time_length
+    assert main(["check", str(spec), "--backend", "numpy"]) == 0
+    np.savetxt(data, rows[:, 1:], delimiter=",")  # 20 input columns: no whole number of steps of 3
+    assert main(["train", str(spec), "--data", str(data), "--backend", "numpy"]) != 0
+
+
+def test_an_entry_whose_column_is_a_sum_prints_with_a_comma() -> None:
+    """``X_{n, 3T + j}``, not ``X_{n3T + j}``: an index that is a sum is set off from the row's."""
+    net = _net("rnn", 1, False, masked=True)
+    tex = sn.derive(net).latex()
+    assert "{X}_{n, 3 T + j}" in tex and "{X}_{n3 T" not in tex
