@@ -275,3 +275,12 @@ def test_an_entry_whose_column_is_a_sum_prints_with_a_comma() -> None:
     net = _net("rnn", 1, False, masked=True)
     tex = sn.derive(net).latex()
     assert "{X}_{n, 3 T + j}" in tex and "{X}_{n3 T" not in tex
+
+
+def test_the_report_pairs_each_equation_with_numpy_lines_only() -> None:
+    """The report's code beside each equation: NumPy's lines, and no C column (every path to C
+    code refuses a run-time length, the report's too) rather than a crash."""
+    from symnn.report_doc import code_pairs
+
+    pairs = code_pairs(_net("lstm", 1, False))
+    assert any(p.numpy for p in pairs) and not any(p.c for p in pairs)

@@ -90,7 +90,10 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
            train_prog: Program | None = None) -> CEmitResult:
     """``train_prog``: the training program (dropout masks as inputs ``M1``...), needed when the
     network has dropout and an optimiser is given."""
+    from ...driver import check_length  # the driver imports the backends: imported here
+
     naming.check_declared_names(net)  # the name prefixes C symbols; every name is printed in comments
+    check_length(net, "c")  # every path to C code, the report's too
     prefix = check_prefix(net.name)
     cfg = CConfig(dtype=dtype, prefix=prefix)
     printer = cfg.printer()
