@@ -21,6 +21,8 @@ from typing import Any, Iterable, Sequence
 
 import sympy as sp
 
+from .naming import T  # naming imports nothing of the IR
+
 Dim = int | sp.Expr
 Shape = tuple[Dim, ...]
 
@@ -425,19 +427,13 @@ def _ordered(*points) -> bool:
         return all(a <= b for a, b in zip(points, points[1:]))
     s = sp.Symbol("s", nonnegative=True)
     for a, b in zip(points, points[1:]):
-        d = sp.Poly(sp.expand(sp.sympify(b - a).subs(_length_symbol(), s + 1)), s) if sp.sympify(b - a).free_symbols \
-            else None
-        if d is None:
-            if int(b - a) < 0:
+        d = sp.expand(sp.sympify(b - a))
+        if not d.free_symbols:
+            if int(d) < 0:
                 return False
-        elif any(c < 0 for c in d.coeffs()):
+        elif any(c < 0 for c in sp.Poly(sp.expand(d.subs(T, s + 1)), s).coeffs()):
             return False
     return True
-
-
-def _length_symbol() -> sp.Symbol:
-    from .naming import T  # naming imports nothing of the IR; a late import keeps ir a leaf
-    return T
 
 
 def conv(x: Node, w: Node, geom: ConvGeometry) -> Node:
