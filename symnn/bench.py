@@ -55,7 +55,8 @@ def bench(net: Network, batch: int = 64, dtype: str = "float64", rounds: int = 5
     systems: dict[str, Callable[[], object]] = {}
     for backend in backends:
         k = compile_kernel(net, backend=backend, dtype=dtype)
-        p, x, y = k.params(params), k.inputs(X), k.targets(Y, batch)
+        p, x = k.params(params), k.inputs(X)
+        y = k.targets(Y, batch, k.length(x))
         systems[f"symnn {backend}"] = functools.partial(k.loss_and_grad, k.new_params(params), X, Y,
                                                         out=k.new_params())
         if backend == "c":

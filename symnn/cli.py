@@ -245,57 +245,68 @@ def _is_number(field: str) -> bool:
 
 def _csv_columns(net, data, data_path: str, skip: int):
     """``(X, Y)`` from the CSV's columns: the inputs, then the targets (one integer label
-    column where the loss takes class labels). With several inputs or outputs the columns are
-    the packed layout the kernels take: the inputs side by side in the order of the spec's
-    inputs, then every output's targets side by side (class targets as one-hot rows)."""
+    column where the loss takes class labels; one per step for a sequence output, a tagger's).
+    With several inputs or outputs the columns are the packed layout the kernels take: the
+    inputs side by side in the order of the spec's inputs, then every output's targets side by
+    side (class targets as one-hot rows). Sequences of run-time length (``shape = ["T", F]``)
+    take their T from the row's width, every row of one length."""
+    from . import naming
     from .errors import DataError
 
-    n_out = int(net.n_out)
-    labels = net.takes_labels
-    n_in = _csv_input_columns(net, data.shape[1] - (1 if labels else n_out))
-    width = n_in + (1 if labels else n_out)
+    step_labels = not net.several_outputs and net.loss.takes_labels and net.has_sequence_output
+    labels = net.takes_labels or step_labels
+    x_form = _form(net.n_in)
+    y_form = (0, 1) if net.takes_labels else _form(net.output_steps[0]) if step_labels else _form(net.n_out)
+    per_step, fixed = x_form[0] + y_form[0], x_form[1] + y_form[1]
+    # the run-time T the row's width gives (a width of no whole number of steps fails below)
+    length = max((data.shape[1] - fixed) // per_step, 1) if per_step else 0
+    n_in, n_y = (a * length + b for a, b in (x_form, y_form))
+    width = n_in + n_y
     if data.shape[1] != width:
-        what = "1 label" if labels else f"{n_out} targets"
+        what = f"{n_y} label{'s' if n_y > 1 else ''}" if labels else f"{n_y} targets"
         if net.several_outputs:
-            what += " (" + ", ".join(f"{name}: {int(w)}" for name, w in zip(net.output_names, net.output_widths)) + ")"
-        raise DataError(f"{data_path}: expected {width} columns ({n_in} inputs, {what}), got {data.shape[1]}")
+            what += " (" + ", ".join(f"{name}: {w}" for name, w in zip(net.output_names, net.output_widths)) + ")"
+        steps = f" for sequences of T = {length} steps" if per_step else ""
+        raise DataError(f"{data_path}: expected {width} columns ({n_in} inputs, {what}){steps}, got {data.shape[1]}")
     X = data[:, :n_in]
-    Y = _csv_labels(data[:, n_in], n_out, data_path, skip) if labels else data[:, n_in:]
+    k = int(net.output_shapes[0][-1])
+    if net.takes_labels:
+        Y = _csv_labels(data[:, n_in], k, data_path, skip)
+    elif step_labels:
+        Y = _csv_labels(data[:, n_in:].reshape(-1), k, data_path, skip, n_y).reshape(len(data), n_y)
+    else:
+        Y = data[:, n_in:]
     if net.several_inputs:
         import sympy as sp
 
-        from . import naming
-
-        a, b = naming.length_form(net.n_in)
-        at = {naming.T: (n_in - b) // a} if a else {}
+        at = {naming.T: length}
         X = {name: X[:, int(sp.sympify(lo).subs(at)):int(sp.sympify(hi).subs(at))]
              for name, (lo, hi) in zip(net.input_names, net.column_blocks(net.input_widths))}
     return X, Y
 
 
-def _csv_input_columns(net, available: int) -> int:
-    """The input columns of a CSV row: the network's inputs, or for sequences of run-time length
-    (``shape = ["T", F]``) the most that make whole steps, every row of one length T."""
-    if not net.has_run_time_length:
-        return int(net.n_in)
+def _form(size) -> tuple[int, int]:
+    """``size`` as (a, b) for a*T + b: a run-time sequence length's multiple, or (0, size)."""
     from . import naming
 
-    a, b = naming.length_form(net.n_in)
-    return max(available - (available - b) % a, a + b) if available >= a + b else a + b
+    return naming.length_form(size) if naming.has_length(size) else (0, int(size))
 
 
-def _csv_labels(column, n_classes: int, data_path: str, skip: int):
+def _csv_labels(column, n_classes: int, data_path: str, skip: int, per_row: int = 1):
     """The label column as integers, once every entry passes the kernels' own label rule
     (:func:`symnn.kernel.first_bad_label`): a cast alone would truncate 2.9 to 2 and -0.9 to 0
-    and train on it. A bad label is named by its line in the file, as the C trainer names it."""
+    and train on it. A bad label is named by its line in the file, as the C trainer names it.
+    ``per_row``: the labels of each line (a tagger's, one per step), read row after row."""
     import numpy as np
 
     from .errors import LabelRangeError
     from .kernel import first_bad_label
 
-    row = first_bad_label(column, n_classes)
-    if row is not None:
-        raise LabelRangeError(f"{data_path}: line {_data_line(data_path, skip, row)}: label {column[row]} "
+    entry = first_bad_label(column, n_classes)
+    if entry is not None:
+        row, step = divmod(entry, per_row)
+        where = f", step {step}" if per_row > 1 else ""
+        raise LabelRangeError(f"{data_path}: line {_data_line(data_path, skip, row)}{where}: label {column[entry]} "
                               f"out of range [0, {n_classes}) (a class label is an integer)")
     return column.astype(np.int64)
 

@@ -19,7 +19,7 @@ from .declare import Network
 
 
 def _argmax(out: np.ndarray) -> np.ndarray:
-    return out.argmax(axis=1)
+    return out.argmax(axis=-1)  # (N, K) -> (N,); a sequence's (N, T, K) -> (N, T)
 
 
 def _threshold(out: np.ndarray) -> np.ndarray:
@@ -40,7 +40,8 @@ def is_classifier(net: Network) -> bool:
 
 
 def labels(net: Network, out: "np.ndarray | dict[str, np.ndarray]") -> "np.ndarray | dict[str, np.ndarray]":
-    """``predict``'s answer for the output ``out``: class indices (N,) for cross-entropy,
+    """``predict``'s answer for the output ``out``: class indices (N,) for cross-entropy
+    ((N, T) for a sequence output),
     0/1 per output (N, K) for binary cross-entropy, ``out`` itself for a regression; with
     several outputs (a dict keyed by their names), each output's answer by its own loss."""
     if isinstance(out, dict):

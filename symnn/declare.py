@@ -34,7 +34,8 @@ from .expressions import (
     require_symbols,
     warn_non_smooth,
 )
-from .layers import Emitted, Graph, Layer, Shape, Tensor, register_layer, trace
+from .layers import (Emitted, Graph, Layer, Shape, Tensor, is_sequence_of, register_layer, rows_as_steps,
+                     steps_as_rows, trace)
 
 _MAX_WIDTH = 2**31 - 1
 Width = int | sp.Symbol
@@ -358,9 +359,12 @@ class Dense(Layer):
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
         if len(shapes) != 1:
             raise SpecError(f"Dense takes one tensor, got {len(shapes)}")
+        if is_sequence_of(shapes[0], self.in_features):  # each step of a sequence, as nn.Linear on (N, T, F)
+            return (shapes[0][0], self.out_features)
         if shapes[0] != (self.in_features,):
             raise LayerSizeMismatchError(f"Dense({self.in_features}, {self.out_features}) applied to a "
-                                         f"tensor of shape {shapes[0]}: it expects ({self.in_features},)")
+                                         f"tensor of shape {shapes[0]}: it expects ({self.in_features},), or a "
+                                         f"sequence of steps (T, {self.in_features})")
         return (self.out_features,)
 
     def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
@@ -368,9 +372,11 @@ class Dense(Layer):
         from .graph import apply_activation
 
         (x,) = inputs
-        z = ir.add_bias(ir.matmul(x, params["weight"], trans_b=True), params["bias"])
+        steps = bool(shapes) and len(shapes[0]) == 2  # a sequence: every step's product at once
+        rows = steps_as_rows(x, self.in_features) if steps else x
+        z = ir.add_bias(ir.matmul(rows, params["weight"], trans_b=True), params["bias"])
         a = apply_activation(self.activation, z)
-        return Emitted(a, ((z, "Z"),))
+        return Emitted(rows_as_steps(a, x.shape[0]) if steps else a, ((z, "Z"),))
 
     def init(self, rng: np.random.Generator, scheme: str | None) -> dict[str, np.ndarray]:
         fan_in, fan_out = int(self.in_features), int(self.out_features)
@@ -423,10 +429,10 @@ class Activate(Layer):
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
         if len(shapes) != 1:
             raise SpecError(f"Activate takes one tensor, got {len(shapes)}")
-        if len(shapes[0]) != 1 and self.activation.is_rowwise:
-            raise LayerSizeMismatchError(f"softmax applies to a tensor of features, got shape {shapes[0]}: "
-                                         "flatten it first")
-        if self.activation.is_rowwise and shapes[0][0] == 1:
+        if len(shapes[0]) > 2 and self.activation.is_rowwise:
+            raise LayerSizeMismatchError(f"softmax applies to a tensor of features or to each step of a sequence "
+                                         f"(T, F), got shape {shapes[0]}: flatten it first")
+        if self.activation.is_rowwise and shapes[0][-1] == 1:
             raise SpecError("softmax over a single feature is constant 1")
         return shapes[0]
 
@@ -435,6 +441,9 @@ class Activate(Layer):
         from .graph import apply_activation
 
         (x,) = inputs
+        if self.activation.is_rowwise and shapes and len(shapes[0]) == 2:  # each step's softmax
+            rows = steps_as_rows(x, shapes[0][1])
+            return Emitted(rows_as_steps(apply_activation(self.activation, rows), x.shape[0]), ((x, "Z"),))
         return Emitted(apply_activation(self.activation, x), ((x, "Z"),))
 
     def describe(self) -> str:
@@ -658,9 +667,9 @@ class Network:
                 raise SpecError(f"output {out_name} is made with dropout: dropout applies to hidden values only "
                                 "(at inference it is the identity; drop it there)")
         for call, out_name in zip(out_calls, graph.output_names):
-            if len(call.shape) != 1:
-                raise SpecError(f"output {out_name} has samples of shape {call.shape}: an output is features; "
-                                "apply sn.Flatten() (or a GlobalAvgPool) before it")
+            if len(call.shape) not in (1, 2):
+                raise SpecError(f"output {out_name} has samples of shape {call.shape}: an output is features (K,) "
+                                "or a sequence of them (T, K); apply sn.Flatten() (or a GlobalAvgPool) before it")
         for call in graph.calls:
             layer = graph.layers[call.layer]
             act = layer.output_activation
@@ -672,7 +681,7 @@ class Network:
             out_layer = graph.layers[call.layer]
             last = out_layer.output_activation or Activation.builtin("identity")
             where = f"output {out_name}" if len(outs) > 1 else f"output layer {out_name}"
-            capabilities.check_output(last, head_loss, call.shape[0], f"the {where}")
+            capabilities.check_output(last, head_loss, call.shape[-1], f"the {where}")
             if head_loss.domain is not None:
                 _require_output_in_domain(last, head_loss, out_name)
         object.__setattr__(self, "layers", graph.layers)
@@ -733,10 +742,28 @@ class Network:
         return tuple(naming.entries(shape) for _, shape in self.graph.inputs)
 
     @property
-    def output_widths(self) -> tuple[Width, ...]:
+    def output_shapes(self) -> tuple[tuple[Width, ...], ...]:
+        """Each output's sample shape: features (K,), or a sequence of them (T, K), one row of
+        targets per step (sequence tagging: a Dense applied to each step of a recurrent
+        layer's ``return_sequences=True``)."""
         if self.graph is None:
-            return (self.layers[-1].out_features,)
-        return tuple(self.graph.value_shape(v)[0] for v in self.graph.outputs)
+            return ((self.layers[-1].out_features,),)
+        return tuple(tuple(self.graph.value_shape(v)) for v in self.graph.outputs)
+
+    @property
+    def output_widths(self) -> tuple[Width, ...]:
+        """Each output's entries per sample (a sequence (T, K): T*K, its row in the kernels)."""
+        return tuple(naming.entries(shape) for shape in self.output_shapes)
+
+    @property
+    def output_steps(self) -> tuple[Width, ...]:
+        """Each output's rows of targets per sample: T for a sequence (T, K), else 1. A loss is
+        the mean over every sample's every step of the loss of that step's K entries."""
+        return tuple(naming.entries(shape[:-1]) for shape in self.output_shapes)
+
+    @property
+    def has_sequence_output(self) -> bool:
+        return any(len(shape) == 2 for shape in self.output_shapes)
 
     @property
     def several_inputs(self) -> bool:
@@ -750,8 +777,9 @@ class Network:
     def takes_labels(self) -> bool:
         """The kernels take integer class labels (N,) as ``Y``: one output whose loss takes them.
         With several outputs the kernels take the targets packed side by side, and a label
-        array in a dict is turned into one-hot rows before the call."""
-        return not self.several_outputs and self.loss.takes_labels
+        array in a dict is turned into one-hot rows before the call; so are the labels (N, T)
+        of a sequence output (one class per step)."""
+        return not self.several_outputs and self.loss.takes_labels and not self.has_sequence_output
 
     @property
     def n_in(self) -> Width:

@@ -198,7 +198,7 @@ class Derivation:
         args = Arguments(net, "float64")
         p = args.params(params)
         x = args.inputs(X)
-        y = args.targets(Y, x.shape[0])
+        y = args.targets(Y, x.shape[0], args.length(x))
         if y.ndim == 1:  # integer labels: the one-hot rows the kernels build
             onehot = np.zeros((x.shape[0], int(net.n_out)))
             onehot[np.arange(x.shape[0]), y] = 1.0

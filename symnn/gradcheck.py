@@ -569,7 +569,7 @@ def gradcheck(
     net = kernel.network
     p = kernel.params(params)
     x = kernel.inputs(X)
-    y = kernel.targets(Y, x.shape[0])
+    y = kernel.targets(Y, x.shape[0], kernel.length(x))
     options = {"method": method, "max_entries": max_entries, "n_projections": n_projections,
                "seed": seed}
     if kernel.dtype != np.float64:
@@ -1033,12 +1033,12 @@ def _draw_targets(net, rng: np.random.Generator, n: int) -> np.ndarray:
     """Targets for every output, side by side: class rows one-hot (cycling through the
     classes), others drawn from what the output's loss declares."""
     blocks = []
-    for loss, width in zip(net.losses, net.output_widths):
-        k = int(width)
+    for loss, width, shape in zip(net.losses, net.output_widths, net.output_shapes):
+        k, rows = int(shape[-1]), n * int(width) // int(shape[-1])  # a sequence (T, K): n*T rows of K
         if loss.takes_labels:
-            blocks.append(np.eye(k)[np.arange(n) % k])
+            blocks.append(np.eye(k)[np.arange(rows) % k].reshape(n, -1))
         else:
-            blocks.append(_TARGET_DRAWS[loss.targets](rng, (n, k)))
+            blocks.append(_TARGET_DRAWS[loss.targets](rng, (rows, k)).reshape(n, -1))
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
 
 

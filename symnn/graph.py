@@ -197,13 +197,19 @@ def dropped(a: ir.Node, mask: ir.Node, p: float) -> ir.Node:
     return ir.map_(ir.Elementwise("dropout", (u, k), u * k * keep), a, mask)
 
 
-def _head_loss(loss, width: object, a: ir.Node, Y: ir.Node) -> ir.Node:
+def _head_loss(loss, width: object, a: ir.Node, Y: ir.Node, steps: object = 1) -> ir.Node:
     """The mean of one output's loss terms (over N, or N times its width for a loss reduced
-    by the mean over every entry)."""
+    by the mean over every entry). An output of ``steps`` > 1 rows of targets per sample (a
+    sequence (T, K)) is the loss of every step: its entries are taken as the (N*T, K) rows of
+    its steps, so a row-wise loss (cross entropy on a softmax) reads each step's K classes, and
+    the mean is over the N*T steps, as PyTorch's loss of ``(N*T, K)``."""
+    if steps != 1:
+        rows = naming.concrete(naming.N * steps)
+        a, Y = (v if tuple(v.shape) == (rows, width) else ir.reshape(v, (rows, width)) for v in (a, Y))
     term_expr = guarded(loss.expr, registry.P, loss.domain)
     term = ir.map_(ir.Elementwise(loss.name, (registry.P, registry.T), term_expr, tex=r"\ell"), a, Y)
     s = sp.Symbol("s")
-    count = naming.N * width if loss.reduction == "mean" else naming.N
+    count = naming.N * steps * width if loss.reduction == "mean" else naming.N * steps
     return scalar_map("mean", s / count, [(s, ir.sum_(term))])
 
 
@@ -314,10 +320,13 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
                for p in layer.REGULARISED]
     heads = []
     several = net.several_outputs
-    for v, oname, loss, w, width, (lo, hi) in zip(g.outputs, net.output_names, net.losses, net.loss_weights,
-                                                   net.output_widths, net.column_blocks(net.output_widths)):
+    for v, oname, loss, w, shape, steps, (lo, hi) in zip(
+            g.outputs, net.output_names, net.losses, net.loss_weights, net.output_shapes, net.output_steps,
+            net.column_blocks(net.output_widths)):
         y = ir.slice_(Y, lo, hi) if several else Y
-        data = _head_loss(loss, width, values[v], y)
+        if steps != 1:  # a sequence's targets as the rows of its steps, as its logits are
+            y = ir.reshape(y, (naming.concrete(N * steps), shape[-1]))
+        data = _head_loss(loss, shape[-1], values[v], y, steps)
         heads.append(Head(oname, values[v], pre_of[v], y, loss, w, data))
         if several:
             sup = f"^{{({_tex_name(oname)})}}"

@@ -165,7 +165,14 @@ class Arguments:
         #: X's row a*T + b entries for sequences of run-time length T (``sn.Input(None, F)``): (a, b)
         self._length = naming.length_form(net.n_in) if naming.has_length(net.n_in) else None
         self._n_in = None if self._length else int(net.n_in)
-        self._n_out = int(net.n_out)
+        #: the output's row a*T + b entries for a sequence output of run-time length (a, b)
+        self._out_length = naming.length_form(net.n_out) if naming.has_length(net.n_out) else None
+        self._n_out = None if self._out_length else int(net.n_out)
+        #: each output's sample shape, each size a*T + b as (a, b) (a = 0: a fixed size)
+        self._out_forms = [tuple(naming.length_form(d) if naming.has_length(d) else (0, int(d)) for d in shape)
+                           for shape in net.output_shapes]
+        #: the entries of one row of targets: an output's K, also for a sequence (T, K) of them
+        self._step_width = int(net.output_shapes[0][-1]) if not net.several_outputs else self._n_out
         #: a one-pass check that dense targets are fine (None: the full checks always run)
         self._quick_target_check = (_QUICK_TARGET_CHECKS[net.loss.targets]
                                     if not net.several_outputs and net.is_concrete else None)
@@ -286,59 +293,80 @@ class Arguments:
             _require_finite(arr, what)
         return arr
 
-    def targets(self, Y: object, n: int) -> np.ndarray:
+    def targets(self, Y: object, n: int, length: int = 0) -> np.ndarray:
         """``Y`` checked against each output's loss: an array, or a dict keyed by the outputs'
         names; several outputs' targets are packed side by side (class labels (N,) of an
-        output whose loss takes them become one-hot rows there)."""
+        output whose loss takes them become one-hot rows there). A sequence output (T, K)
+        takes (N, T, K) or its rows (N, T*K), or class labels (N, T). ``length``: the call's
+        run-time sequence length T (:meth:`length` of its X), for outputs whose T it is."""
         net = self.network
         if n == 0:
             raise EmptyBatchError("the batch is empty (N = 0): the mean loss is undefined")
-        if (type(Y) is np.ndarray and Y.dtype is self.dtype and Y.shape == (n, self._n_out)
+        n_out = self._n_out if self._out_length is None else self._out_length[0] * length + self._out_length[1]
+        if (type(Y) is np.ndarray and Y.dtype is self.dtype and Y.shape == (n, n_out)
                 and Y.flags.c_contiguous and self._quick_target_check is not None
-                and self._quick_target_check(Y, self.check_finite)):
+                and self._quick_target_check(Y.reshape(-1, self._step_width), self.check_finite)):
             return Y  # ready as it is, and its values clearly what the loss declares
         if isinstance(Y, Mapping):
             entries = _entries(Y, net.output_names, "Y", "outputs")
+        shapes = [tuple(a * length + b for a, b in form) for form in self._out_forms]
+        if isinstance(Y, Mapping):
+            entries = _entries(Y, net.output_names, "Y", "outputs")
             if not net.several_outputs:
-                return self._target_block(entries[0], f"Y[{net.output_names[0]!r}]", n, net.loss, net.n_out,
+                return self._target_block(entries[0], f"Y[{net.output_names[0]!r}]", n, net.loss, shapes[0],
                                           self._labels)
-            blocks = [self._target_block(a, f"Y[{name!r}]", n, loss, w, labels_ok=True, one_hot=True)
-                      for a, name, loss, w in zip(entries, net.output_names, net.losses, net.output_widths)]
+            blocks = [self._target_block(a, f"Y[{name!r}]", n, loss, shape, labels_ok=True, one_hot=True)
+                      for a, name, loss, shape in zip(entries, net.output_names, net.losses, shapes)]
             return np.concatenate(blocks, axis=1)
         if not net.several_outputs:
-            return self._target_block(Y, "Y", n, net.loss, net.n_out, self._labels)
+            return self._target_block(Y, "Y", n, net.loss, shapes[0], self._labels)
         if not isinstance(Y, np.ndarray):
             raise DTypeError(f"this network has several outputs: give Y as a dict keyed by "
                              f"{list(net.output_names)}, got {type(Y).__name__}")
-        arr = self._target_block(Y, "Y", n, None, net.n_out, False)
-        for (lo, hi), loss, name in zip(net.column_blocks(net.output_widths), net.losses, net.output_names):
-            check_target_values(loss, arr[:, lo:hi], f"Y[:, {lo}:{hi}] (output {name!r})")
+        arr = self._target_block(Y, "Y", n, None, (n_out,), False)
+        lo = 0
+        for loss, name, shape in zip(net.losses, net.output_names, shapes):
+            hi = lo + int(np.prod(shape))
+            check_target_values(loss, arr[:, lo:hi].reshape(-1, shape[-1]), f"Y[:, {lo}:{hi}] (output {name!r})")
+            lo = hi
         return arr
 
-    def _target_block(self, value: object, what: str, n: int, loss, width: object, labels_ok: bool,
+    def _target_block(self, value: object, what: str, n: int, loss, shape: tuple, labels_ok: bool,
                       one_hot: bool = False) -> np.ndarray:
-        k = int(width)  # type: ignore[call-overload]
+        """One output's targets for ``n`` samples of ``shape``: (K,), or a sequence (T, K)
+        whose targets are (n, T, K) or (n, T*K), or labels (n, T) that become one-hot rows (the
+        kernels take labels (n,) of a features output only)."""
+        k = int(shape[-1])
+        seq = len(shape) == 2
+        steps = int(shape[0]) if seq else 1
+        width = steps * k
         raw = as_real_array(value, what)
-        if labels_ok and loss is not None and loss.takes_labels and raw.ndim == 1:
+        takes_labels = loss is not None and loss.takes_labels and (labels_ok or seq)
+        if takes_labels and raw.ndim == 1 + seq and raw.shape[1:] == ((steps,) if seq else ()):
             if raw.shape[0] != n:
-                raise ShapeError(f"{what} has {raw.shape[0]} labels for {n} rows of X")
-            row = first_bad_label(raw, k)
+                raise ShapeError(f"{what} has {raw.shape[0]} {'rows of ' if seq else ''}labels for {n} rows of X")
+            flat = raw.reshape(-1)
+            row = first_bad_label(flat, k)
             if row is not None:
-                raise LabelRangeError(f"{what}: label {raw[row]} at row {row} out of range [0, {k})")
-            labels = np.asarray(raw, dtype=np.intp)
-            if not one_hot:
+                where = f"sample {row // steps}, step {row % steps}" if seq else f"row {row}"
+                raise LabelRangeError(f"{what}: label {flat[row]} at {where} out of range [0, {k})")
+            labels = np.asarray(flat, dtype=np.intp)
+            if not one_hot and not seq:
                 return np.ascontiguousarray(labels)
-            rows = np.zeros((n, k), dtype=self.dtype)
-            rows[np.arange(n), labels] = 1
-            return rows
+            rows = np.zeros((n * steps, k), dtype=self.dtype)
+            rows[np.arange(n * steps), labels] = 1
+            return rows.reshape(n, width)
         arr = _as_float_array(raw, what, self.dtype)
-        if arr.shape != (n, k):
-            hint = " or integer labels (N,)" if labels_ok and loss is not None and loss.takes_labels else ""
-            raise ShapeError(f"expected {what} of shape ({n}, {k}){hint}, got {arr.shape}")
+        if seq and arr.shape == (n, steps, k):
+            arr = np.ascontiguousarray(arr).reshape(n, width)
+        if arr.shape != (n, width):
+            form = f"({n}, {steps}, {k}) or " if seq else ""
+            labels = f" or integer labels ({n},{f' {steps}' if seq else ''})" if takes_labels else ""
+            raise ShapeError(f"expected {what} of shape {form}({n}, {width}){labels}, got {arr.shape}")
         if self.check_finite:
             _require_finite(arr, what)
         if loss is not None:
-            check_target_values(loss, arr, None if what == "Y" else what)
+            check_target_values(loss, arr.reshape(-1, k), None if what == "Y" else what)
         return arr
 
 
@@ -482,7 +510,7 @@ class Kernel(Arguments):
         if self.check_finite:
             _require_finite(theta, "theta")
         x = self.inputs(X)
-        y = self.targets(Y, x.shape[0])
+        y = self.targets(Y, x.shape[0], self.length(x))
         short = single_value_channel(self.network, x.shape[0])
         if short is not None:  # (the fast path refused it too: its running variance is infinite)
             raise DataError(f"{short} has a single value per channel in a batch of {x.shape[0]} row(s): its "
@@ -516,7 +544,7 @@ class Kernel(Arguments):
         if self.check_finite:
             _require_finite(theta, "theta")
         x = self.inputs(X)
-        y = self.targets(Y, x.shape[0])
+        y = self.targets(Y, x.shape[0], self.length(x))
         extra = (seed,) if self.network.has_dropout else ()
         try:
             loss, grad = self.module._train_gradient(theta, x, y, step, *extra)
@@ -568,8 +596,15 @@ class Kernel(Arguments):
             out = self.module._forward(self.params(params), self.inputs(X))
         net = self.network
         if not net.several_outputs:
-            return out
-        return {name: out[:, lo:hi] for name, (lo, hi) in zip(net.output_names, net.column_blocks(net.output_widths))}
+            return self._as_output(out, net.output_shapes[0])
+        return {name: self._as_output(out[:, lo:hi], shape) for name, (lo, hi), shape
+                in zip(net.output_names, net.column_blocks(net.output_widths), net.output_shapes)}
+
+    @staticmethod
+    def _as_output(out: np.ndarray, shape: tuple) -> np.ndarray:
+        """One output's columns as its samples' shape: (N, K), or (N, T, K) for a sequence (as
+        PyTorch's modules return it; a view where the columns are contiguous)."""
+        return out if len(shape) == 1 else out.reshape(out.shape[0], -1, int(shape[-1]))
 
     def loss(self, params: Mapping[str, Any], X: object, Y: object) -> float:
         """Mean loss plus penalties."""
@@ -578,7 +613,7 @@ class Kernel(Arguments):
             if loss is not None:
                 return loss
         p, x = self.params(params), self.inputs(X)
-        return self.module._loss(p, x, self.targets(Y, x.shape[0]))
+        return self.module._loss(p, x, self.targets(Y, x.shape[0], self.length(x)))
 
     def loss_and_grad(self, params: Mapping[str, Any], X: object, Y: object, *,
                       out: Mapping[str, np.ndarray] | None = None) -> tuple[float, Mapping[str, np.ndarray]]:
@@ -595,7 +630,7 @@ class Kernel(Arguments):
             if loss is not None:
                 return loss, grads
         p, x = self.params(params), self.inputs(X)
-        loss, grads = self.module._loss_and_grad(p, x, self.targets(Y, x.shape[0]))
+        loss, grads = self.module._loss_and_grad(p, x, self.targets(Y, x.shape[0], self.length(x)))
         if out is None:
             return loss, grads
         return loss, self._written(out, grads)

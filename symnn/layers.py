@@ -215,6 +215,24 @@ class Layer:
         return Tensor(shape, self, tensors)
 
 
+def is_sequence_of(shape: Shape, width: object) -> bool:
+    """``shape`` is one sample's sequence of steps of ``width`` features, (T, width): what a
+    recurrent layer returns with ``return_sequences=True``, and what a layer applied to the last
+    axis (a Dense, LayerNorm, softmax) maps step by step, as PyTorch's modules on (N, T, F)."""
+    return len(shape) == 2 and shape[1] == width
+
+
+def steps_as_rows(x: ir.Node, width: object) -> ir.Node:
+    """A batch of sequences (N, T*width) as its steps stacked as rows (N*T, width): one product
+    or row-wise op works on every step at once. A view: no entry moves."""
+    return ir.reshape(x, (naming.concrete(x.shape[0] * x.shape[1] / width), width))
+
+
+def rows_as_steps(x: ir.Node, rows: object) -> ir.Node:
+    """The inverse of :func:`steps_as_rows`: (N*T, width) back to the batch's ``rows`` (N)."""
+    return ir.reshape(x, (rows, naming.concrete(x.shape[0] * x.shape[1] / rows)))
+
+
 def _check_name(name: object) -> str | None:
     if name is None:
         return None
@@ -276,14 +294,19 @@ class LayerNorm(Layer):
     def output_shape(self, *shapes: Shape) -> Shape:
         if len(shapes) != 1:
             raise SpecError(f"LayerNorm takes one tensor, got {len(shapes)}")
-        if shapes[0] != (self.normalized_shape,):
-            raise LayerSizeMismatchError(f"LayerNorm({self.normalized_shape}) applied to a tensor of shape {shapes[0]}")
+        if shapes[0] != (self.normalized_shape,) and not is_sequence_of(shapes[0], self.normalized_shape):
+            raise LayerSizeMismatchError(f"LayerNorm({self.normalized_shape}) applied to a tensor of shape {shapes[0]}: "
+                                         f"it normalises ({self.normalized_shape},), or each step of a sequence "
+                                         f"(T, {self.normalized_shape})")
         return shapes[0]
 
     def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
               shapes: Sequence[Shape] = ()) -> Emitted:
         (x,) = inputs
         d = self.normalized_shape
+        if shapes and len(shapes[0]) == 2:  # a sequence: each step normalised, steps as rows
+            built = self.build([steps_as_rows(x, d)], params)
+            return Emitted(rows_as_steps(built.output, x.shape[0]), built.named)
         u, m, v = sp.symbols("u m v", real=True)
         mean = ir.map_(ir.Elementwise("mean_row", (u,), u / d), ir.rowsum(x), shape=(x.shape[0], 1))
         centred = ir.map_(ir.Elementwise("centre", (u, m), u - m), x, mean, shape=x.shape)

@@ -385,20 +385,21 @@ def _batchnorm(b: _Builder, node: _Node) -> None:
 
 
 def _layernorm(b: _Builder, node: _Node) -> None:
-    """LayerNormalization over the features of (N, F): an ``sn.LayerNorm`` (``B`` must be
-    given when the scale is a weight: symnn's LayerNorm has both or neither)."""
+    """LayerNormalization over the features of (N, F), or of each step of a sequence (N, T, F):
+    an ``sn.LayerNorm`` (``B`` must be given when the scale is a weight: symnn's LayerNorm has
+    both or neither)."""
     x = _tensor(b, node, node.inputs[0])
     axis = node.attrs.get("axis", -1)
-    if len(x.shape) != 1 or axis not in (-1, 1):
+    if len(x.shape) not in (1, 2) or axis not in (-1, len(x.shape)):
         raise SpecError(f"{node.where}: normalises axis {axis} of samples of shape {x.shape}; symnn's LayerNorm "
-                        "normalises the features of (N, F): axis=-1 or 1 on rank-1 samples")
+                        "normalises the last axis of (N, F) or of a sequence's (N, T, F)")
     if node.attrs.get("stash_type", 1) not in (1, 11):
         raise SpecTypeError(f"{node.where}: stash_type={node.attrs['stash_type']} is not supported; symnn computes "
                             "the mean and variance in the kernel's dtype (stash_type 1 or 11)")
     if len(node.inputs) < 3 or not node.inputs[2]:
         raise SpecTypeError(f"{node.where}: a LayerNormalization without B (a bias) is not supported; symnn's "
                             "LayerNorm has a weight and a bias, or neither")
-    d = int(x.shape[0])
+    d = int(x.shape[-1])
     scale, bias = _norm_vectors(b, node, node.inputs[1:3], d)
     eps = _float_attr(node, "epsilon", float(np.float32(1e-5)), closed=False)
     affine = _affine(b, node.inputs[1], node.inputs[2], scale, bias)
@@ -440,8 +441,9 @@ def _gather(b: _Builder, node: _Node) -> None:
 def _activation(node: _Node, rank: int) -> Activation:
     """The symnn activation of an ONNX activation node on samples of ``rank`` dimensions."""
     act_name, params = _ONNX_ACTIVATIONS[node.op]
-    if node.op == "Softmax" and (rank != 1 or node.attrs.get("axis", -1) not in (-1, 1)):
-        raise SpecTypeError(f"{node.where}: Softmax must act on the features (axis 1 of (N, F))")
+    if node.op == "Softmax" and (rank not in (1, 2) or node.attrs.get("axis", -1) not in (-1, rank)):
+        raise SpecTypeError(f"{node.where}: Softmax must act on the features (axis 1 of (N, F), or axis 2 of "
+                            "a sequence's (N, T, F))")
     values = {ours: float(node.attrs.get(attr, default)) for ours, (attr, default) in params.items()}
     return Activation.builtin(act_name, **values)
 
@@ -452,7 +454,7 @@ def _folded(b: _Builder, node: _Node, rank: int) -> tuple[Activation, str]:
     readers = b.users.get(node.output, [])
     if len(readers) == 1 and node.output not in b.outputs and readers[0].op in _ONNX_ACTIVATIONS:
         user = readers[0]
-        if user.op != "Softmax" or rank == 1:
+        if user.op != "Softmax" or rank in (1, 2):
             b.done.add(id(user))
             return _activation(user, rank), user.output
     return Activation.builtin("identity"), node.output
@@ -657,9 +659,9 @@ def _int_tensor(tensor: Any, where: str, what: str) -> tuple[int, ...]:
 def _dense(b: _Builder, node: _Node) -> None:
     """Gemm, or MatMul with the bias Add that is its one reader: an ``sn.Dense``."""
     x = _tensor(b, node, node.inputs[0])
-    if len(x.shape) != 1:
+    if len(x.shape) != 1 and not (node.op == "MatMul" and len(x.shape) == 2):
         raise SpecError(f"{node.where}: reads samples of shape {x.shape}; flatten them first (a {node.op} "
-                        "multiplies feature vectors)")
+                        "multiplies feature vectors, a MatMul also each step of a sequence (T, F))")
     w = _weight(b.init, node.inputs[1], 2, node.where, b.base, exact=True)
     bias_key, bias = None, None
     if node.op == "Gemm":
@@ -676,7 +678,7 @@ def _dense(b: _Builder, node: _Node) -> None:
     else:
         w = w.T
         defined, bias_key, bias = _matmul_bias(b, node, w.shape[0])
-    act, defines = _folded(b, defined, 1)
+    act, defines = _folded(b, defined, len(x.shape))
     name = _layer_name(b, node.inputs[1], bias_key, "dense")
     layer = Dense(int(w.shape[1]), int(w.shape[0]), act, name=name)
     b.params[f"{name}.weight"] = _weights(w, f"{name}.weight", b.dtype)

@@ -117,11 +117,17 @@ class TrainResult:
 
 
 def _accuracy(out: np.ndarray, y: np.ndarray) -> float:
-    if y.ndim == 2 and y.shape[1] > 1:
-        y = y.argmax(axis=1)
-    if out.shape[1] == 1:
-        return float(((out[:, 0] > 0.5) == (y.reshape(-1) > 0.5)).mean())
-    return float((out.argmax(axis=1) == y.reshape(-1)).mean())
+    """The fraction of rows (of a sequence output (N, T, K): of steps) whose arg-max output is
+    the label (one-hot rows: their arg-max), or that are on its side of 0.5 for one output."""
+    k = out.shape[-1]
+    if k > 1 and y.size == out.size:  # one-hot targets
+        y = y.reshape(out.shape).argmax(axis=-1)
+    if y.size != out.size // k:
+        raise ShapeError(f"accuracy: {y.shape} labels for outputs of shape {out.shape}")
+    y = y.reshape(out.shape[:-1])
+    if k == 1:
+        return float(((out[..., 0] > 0.5) == (y > 0.5)).mean())
+    return float((out.argmax(axis=-1) == y).mean())
 
 
 def _positive_int(value: object, what: str, allow_none: bool = False) -> int | None:
@@ -232,7 +238,7 @@ def train(
         x_tr = y_tr = None
     else:
         x_all = kernel.inputs(X)
-        y_all = kernel.targets(Y, x_all.shape[0])
+        y_all = kernel.targets(Y, x_all.shape[0], kernel.length(x_all))
     x_val = y_val = None
     if validation_split:
         order = rng.permutation(x_all.shape[0])
@@ -248,7 +254,7 @@ def train(
             x_tr, y_tr = x_all, y_all
         if validation is not None:
             x_val = kernel.inputs(validation[0])
-            y_val = kernel.targets(validation[1], x_val.shape[0])
+            y_val = kernel.targets(validation[1], x_val.shape[0], kernel.length(x_val))
     standardizer = None
     if standardize:
         standardizer = Standardizer.fit(x_tr)

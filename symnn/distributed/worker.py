@@ -85,7 +85,7 @@ def ready_part(recipe: Recipe, raw: tuple[Any, Any]) -> tuple[np.ndarray, np.nda
     y = raw[1]
     if kernel.network.takes_labels and getattr(y, "ndim", 1) == 2 and y.shape[1] == 1:
         y = y[:, 0]  # one column of class labels, as a CSV file's last column is read
-    return x, kernel.training_targets(kernel.targets(y, x.shape[0]))
+    return x, kernel.training_targets(kernel.targets(y, x.shape[0], kernel.length(x)))
 
 
 def part_rows(part: tuple[np.ndarray, np.ndarray]) -> int:

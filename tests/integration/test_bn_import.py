@@ -306,8 +306,9 @@ def test_an_onnx_layernorm_over_another_axis_is_refused() -> None:
              numpy_helper.from_array(np.zeros(3, np.float32), "ln.bias")]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3])
-    node = helper.make_node("LayerNormalization", ["x", "ln.weight", "ln.bias"], ["y"], axis=-1)
-    with pytest.raises(SpecError, match="symnn's LayerNorm normalises the features of"):
+    # axis 1 of (N, 2, 3): the whole sample (2, 3) normalised at once, not each step's 3 features
+    node = helper.make_node("LayerNormalization", ["x", "ln.weight", "ln.bias"], ["y"], axis=1)
+    with pytest.raises(SpecError, match="symnn's LayerNorm normalises the last axis of"):
         sn.from_onnx(_graph([node], [x], [y], inits), loss="mse")
 
 

@@ -73,8 +73,21 @@ def _ids_and_features() -> sn.Network:
     return sn.Network(inputs=[feats, ids], outputs=sn.Dense(13, 2, "sigmoid")(h), loss="bce", name="mixed_ids")
 
 
+def _tagger() -> sn.Network:
+    """Sequence outputs: token ids into an Embedding and an LSTM whose every step's state is
+    normalised (LayerNorm per step) and tagged (a softmax over 3 classes per step, cross
+    entropy), beside a per-step sigmoid output (BCE): targets one row per step of each output,
+    the row statistics of the N*T rows of logits."""
+    ids = sn.Input(4, name="ids", indices=True)
+    h = sn.LSTM(3, 5, return_sequences=True, name="lstm")(sn.Embedding(9, 3, name="emb")(ids))
+    h = sn.LayerNorm(5, name="ln")(h)
+    tags = sn.Dense(5, 3, "softmax", name="tags")(h)
+    flags = sn.Dense(5, 2, "sigmoid", name="flags")(h)
+    return sn.Network(inputs=ids, outputs=[tags, flags], loss=["cross_entropy", "bce"], name="tagger")
+
+
 #: networks only the sanitizer harness runs (one dtype)
-HARNESS_ONLY = {"mixed_ids": _ids_and_features, "recurrent_states": _recurrent_states}
+HARNESS_ONLY = {"mixed_ids": _ids_and_features, "recurrent_states": _recurrent_states, "tagger": _tagger}
 
 
 #: the catalogue networks whose float32 build is compiled and sanitized too: one of each kind of
@@ -225,6 +238,14 @@ def test_recurrent_harness_with_initial_states_and_two_outputs_under_asan_ubsan(
     loops run in the "recurrent" case above)."""
     values = _harness(tmp_path, "recurrent_states", "float64", SAN_BUILD)
     assert float(values["gradcheck_rel"]) <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sequence_outputs_harness_under_asan_ubsan(tmp_path: Path, dtype: str) -> None:
+    """A tagger (a softmax and a sigmoid output per step of an LSTM over token ids): the gradient
+    against central differences in C, every bad argument refused, 0 sanitizer reports."""
+    values = _harness(tmp_path, "tagger", dtype, SAN_BUILD)
+    assert float(values["gradcheck_rel"]) <= (1e-6 if dtype == "float64" else 1e-2)
 
 
 @pytest.mark.parametrize("name", sorted(RANDOM))

@@ -91,8 +91,10 @@ def _pycheck(net: Network, result, dtype: str, optimizer: Optimizer | None) -> t
     from ...render import render
 
     prefix, real = result.prefix, f"{result.prefix}_real"
-    blocks = [(lo, hi, _TARGET_CHECK_KIND[loss.targets])
-              for loss, (lo, hi) in zip(net.losses or (net.loss,), net.column_blocks(net.output_widths))]
+    # (lo, hi, kind, K): a block's rows of K entries each (a sequence output's steps) checked alike
+    blocks = [(lo, hi, _TARGET_CHECK_KIND[loss.targets], int(shape[-1]))
+              for loss, (lo, hi), shape in zip(net.losses or (net.loss,), net.column_blocks(net.output_widths),
+                                               net.output_shapes)]
     real_bits = 8 * np.dtype(dtype).itemsize  # the width of the float the finiteness test reads as bits
     source = render("c/_pycheck.c.jinja", prefix=prefix, real=real, real_bits=real_bits, blocks=blocks,
                     labels=result.labels,

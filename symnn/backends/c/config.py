@@ -352,7 +352,9 @@ class _KernelLowering:
             if z in shared_stats and z not in stats_of and st.kind in ROW_OPS:
                 zv = self.vars[z]
                 m, s = f"{z}_max", f"{z}_sum"
-                sm, ss = self.alloc.take(1, 0), self.alloc.take(1, 0)
+                # one max and one sum per row of z: per batch row, or per step of a sequence's rows
+                per_row = (zv.per, 0) if zv.batch else (0, int(zv.rows))
+                sm, ss = self.alloc.take(*per_row), self.alloc.take(*per_row)
                 stats_of[z] = (m, s)
                 stats_slots[z] = (sm, ss)
                 self.layout.pointers += [

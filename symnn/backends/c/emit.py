@@ -498,6 +498,11 @@ def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, s
         "n_in": int(net.n_in),
         "n_out": int(net.n_out),
         "several_outputs": net.several_outputs,  # no one accuracy to print
+        # the outputs of one row of targets: all of them, or a sequence output's per step
+        "step_width": int(net.output_shapes[0][-1]),
+        # a tagger's CSV rows: one class label per step (the train program stores them one-hot)
+        "step_labels": int(net.output_steps[0]) if not net.several_outputs and net.has_sequence_output
+        and net.loss.takes_labels else 0,
         "fmt": "%.9g" if dtype == "float32" else "%.17g",
         "optimizer": result.optimizer,
         "n_state": result.n_state,
@@ -523,10 +528,12 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         real=f"{result.prefix}_real",
         labels=result.labels,
         target_kind=C_TARGET_KIND[net.loss.targets],
-        # several outputs: each output's columns filled as its own loss declares
-        target_blocks=[(lo, hi, C_TARGET_KIND[loss.targets])
-                       for loss, (lo, hi) in zip(net.losses, net.column_blocks(net.output_widths))]
-        if net.several_outputs else [],
+        # several outputs, or a sequence output: each output's columns filled as its own loss
+        # declares, k at a time (a sequence's steps; k = its width for features)
+        target_blocks=[(lo, hi, C_TARGET_KIND[loss.targets], int(shape[-1]))
+                       for loss, (lo, hi), shape in zip(net.losses, net.column_blocks(net.output_widths),
+                                                        net.output_shapes)]
+        if net.several_outputs or net.has_sequence_output else [],
         optimizer=result.optimizer,
         n_state=result.n_state,
         dropout=result.dropout,

@@ -116,6 +116,7 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         n_in=net.n_in,
         length=naming.length_form(net.n_in) if naming.has_length(net.n_in) else None,
         n_out=net.n_out,
+        out_length=naming.length_form(net.n_out) if naming.has_length(net.n_out) else None,
         labels=labels,
         param_names=list(net.param_shapes()),
         param_shapes=param_shapes,

@@ -27,6 +27,7 @@
 #define NI XOR_MLP_N_IN
 #define NO XOR_MLP_N_OUT
 #define NT NO  /* numbers in a row's target */
+#define NY NO  /* entries of a row's target as stored */
 #define BATCH 32
 #define PROGRAM "xor_mlp_train"  /* in messages */
 
@@ -184,7 +185,7 @@ static ptrdiff_t read_data(const char *path, real_t **X, target_t **Y)
             cap = cap > 0 ? 2*cap : 256;
             x = (real_t *)realloc(*X, sizeof *x*(size_t)cap*NI);
             if (x != NULL) *X = x;
-            y = (target_t *)realloc(*Y, sizeof *y*(size_t)cap*NT);
+            y = (target_t *)realloc(*Y, sizeof *y*(size_t)cap*NY);
             if (y != NULL) *Y = y;
             if (x == NULL || y == NULL) {
                 count = -1;
@@ -229,7 +230,7 @@ int main(int argc, char **argv)
         return 2;
     }
     xb = (real_t *)malloc(sizeof *xb*NI*BATCH);
-    yb = (target_t *)malloc(sizeof *yb*NT*BATCH);
+    yb = (target_t *)malloc(sizeof *yb*NY*BATCH);
     yhat = (real_t *)malloc(sizeof *yhat*NO*(size_t)rows);
     order = (ptrdiff_t *)malloc(sizeof *order*(size_t)rows);
     if (!xb || !yb || !yhat || !order) return 3;
@@ -281,7 +282,8 @@ int main(int argc, char **argv)
     {
         ptrdiff_t right = 0;
         for (ptrdiff_t i = 0; i < rows; ++i) {
-            right += (yhat[i] > (xor_mlp_real)0.5) == (Y[i] > (xor_mlp_real)0.5);
+            for (ptrdiff_t j = 0; j < NO; ++j)
+                right += (yhat[i*NO + j] > (xor_mlp_real)0.5) == (Y[i*NO + j] > (xor_mlp_real)0.5);
         }
         printf("accuracy %.4f\n", (double)right/(double)rows);
     }
