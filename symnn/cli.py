@@ -302,12 +302,18 @@ def _csv_labels(column, n_classes: int, data_path: str, skip: int, per_row: int 
     from .errors import LabelRangeError
     from .kernel import first_bad_label
 
-    entry = first_bad_label(column, n_classes)
+    from .kernel import IGNORE_LABEL
+
+    # a sequence's labels: -100 marks a padded step (PyTorch's ignore_index), which no loss reads
+    kept = np.flatnonzero(column != IGNORE_LABEL) if per_row > 1 else np.arange(len(column))
+    entry = first_bad_label(column[kept], n_classes)
     if entry is not None:
+        entry = int(kept[entry])
         row, step = divmod(entry, per_row)
         where = f", step {step}" if per_row > 1 else ""
         raise LabelRangeError(f"{data_path}: line {_data_line(data_path, skip, row)}{where}: label {column[entry]} "
-                              f"out of range [0, {n_classes}) (a class label is an integer)")
+                              f"out of range [0, {n_classes}) (a class label is an integer"
+                              f"{f'; {IGNORE_LABEL} a padded step' if per_row > 1 else ''})")
     return column.astype(np.int64)
 
 

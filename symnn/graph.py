@@ -64,6 +64,9 @@ class Head:
     loss: object  # declare.Loss
     weight: float
     data: ir.Node
+    #: each row of targets's sum (N*T, 1), where a row of zeros is a padded step that the loss
+    #: leaves out (a sequence output of class targets); None elsewhere
+    labelled: ir.Node | None = None
 
 
 @dataclass(frozen=True)
@@ -197,20 +200,31 @@ def dropped(a: ir.Node, mask: ir.Node, p: float) -> ir.Node:
     return ir.map_(ir.Elementwise("dropout", (u, k), u * k * keep), a, mask)
 
 
-def _head_loss(loss, width: object, a: ir.Node, Y: ir.Node, steps: object = 1) -> ir.Node:
+def _head_loss(loss, width: object, a: ir.Node, Y: ir.Node, steps: object = 1,
+               sequence: bool = False) -> tuple[ir.Node, ir.Node | None]:
     """The mean of one output's loss terms (over N, or N times its width for a loss reduced
-    by the mean over every entry). An output of ``steps`` > 1 rows of targets per sample (a
-    sequence (T, K)) is the loss of every step: its entries are taken as the (N*T, K) rows of
-    its steps, so a row-wise loss (cross entropy on a softmax) reads each step's K classes, and
-    the mean is over the N*T steps, as PyTorch's loss of ``(N*T, K)``."""
-    if steps != 1:
+    by the mean over every entry), and for a padded sequence (below) each row's target sum.
+
+    A ``sequence`` output, ``steps`` (T) rows of targets per sample (T, K), is the loss of every
+    step: its entries are taken as the (N*T, K) rows of its steps, so a row-wise loss (cross
+    entropy on a softmax) reads each step's K classes, and the mean is over the N*T steps, as
+    PyTorch's loss of ``(N*T, K)``. With class targets (one-hot or probability rows, each
+    summing to 1) a row of zeros is a padded step, PyTorch's ``ignore_index``: each row's loss
+    terms are multiplied by the row's sum r (1, or 0 for padding) and the mean is over the sum of
+    every target, the number of labelled steps."""
+    if sequence:
         rows = naming.concrete(naming.N * steps)
         a, Y = (v if tuple(v.shape) == (rows, width) else ir.reshape(v, (rows, width)) for v in (a, Y))
     term_expr = guarded(loss.expr, registry.P, loss.domain)
     term = ir.map_(ir.Elementwise(loss.name, (registry.P, registry.T), term_expr, tex=r"\ell"), a, Y)
     s = sp.Symbol("s")
+    if sequence and loss.takes_labels:
+        labelled = ir.rowsum(Y)
+        u, r, c = sp.Symbol("u", real=True), sp.Symbol("r", real=True), sp.Symbol("c")
+        kept = ir.map_(ir.Elementwise("labelled", (u, r), u * r), term, labelled, shape=term.shape)
+        return scalar_map("mean", s / c, [(s, ir.sum_(kept)), (c, ir.sum_(Y))]), labelled
     count = naming.N * steps * width if loss.reduction == "mean" else naming.N * steps
-    return scalar_map("mean", s / count, [(s, ir.sum_(term))])
+    return scalar_map("mean", s / count, [(s, ir.sum_(term))]), None
 
 
 def _coefficient(value: float) -> sp.Expr:
@@ -247,7 +261,7 @@ def _with_penalties(net: Network, data_loss: ir.Node, weights: list[ir.Node]) ->
 
 def _loss_terms(net: Network, a: ir.Node, Y: ir.Node, weights: list[ir.Node]) -> tuple[ir.Node, ir.Node]:
     """(data loss, total loss) of a one-output network."""
-    data_loss = _head_loss(net.loss, net.n_out, a, Y)
+    data_loss, _ = _head_loss(net.loss, net.n_out, a, Y)
     return data_loss, _with_penalties(net, data_loss, weights)
 
 
@@ -324,10 +338,11 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
             g.outputs, net.output_names, net.losses, net.loss_weights, net.output_shapes, net.output_steps,
             net.column_blocks(net.output_widths)):
         y = ir.slice_(Y, lo, hi) if several else Y
-        if steps != 1:  # a sequence's targets as the rows of its steps, as its logits are
+        sequence = len(shape) == 2
+        if sequence:  # a sequence's targets as the rows of its steps, as its logits are
             y = ir.reshape(y, (naming.concrete(N * steps), shape[-1]))
-        data = _head_loss(loss, shape[-1], values[v], y, steps)
-        heads.append(Head(oname, values[v], pre_of[v], y, loss, w, data))
+        data, labelled = _head_loss(loss, shape[-1], values[v], y, steps, sequence)
+        heads.append(Head(oname, values[v], pre_of[v], y, loss, w, data, labelled))
         if several:
             sup = f"^{{({_tex_name(oname)})}}"
             labels.append(Label(y, f"{oname}__y", "Y", sup, f"{oname}.y", f"{oname}.y.ct"))

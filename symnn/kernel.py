@@ -346,15 +346,21 @@ class Arguments:
             if raw.shape[0] != n:
                 raise ShapeError(f"{what} has {raw.shape[0]} {'rows of ' if seq else ''}labels for {n} rows of X")
             flat = raw.reshape(-1)
-            row = first_bad_label(flat, k)
+            kept = flat != IGNORE_LABEL if seq else slice(None)  # a sequence's padded steps: no class
+            row = first_bad_label(flat[kept], k)
             if row is not None:
+                row = int(np.flatnonzero(kept)[row]) if seq else row
                 where = f"sample {row // steps}, step {row % steps}" if seq else f"row {row}"
-                raise LabelRangeError(f"{what}: label {flat[row]} at {where} out of range [0, {k})")
+                padding = f" (or {IGNORE_LABEL} for a padded step)" if seq else ""
+                raise LabelRangeError(f"{what}: label {flat[row]} at {where} out of range [0, {k}){padding}")
             labels = np.asarray(flat, dtype=np.intp)
             if not one_hot and not seq:
                 return np.ascontiguousarray(labels)
             rows = np.zeros((n * steps, k), dtype=self.dtype)
-            rows[np.arange(n * steps), labels] = 1
+            at = np.flatnonzero(kept) if seq else np.arange(n * steps)
+            rows[at, labels[at]] = 1
+            if seq:
+                _some_step_labelled(rows, what)
             return rows.reshape(n, width)
         arr = _as_float_array(raw, what, self.dtype)
         if seq and arr.shape == (n, steps, k):
@@ -366,8 +372,25 @@ class Arguments:
         if self.check_finite:
             _require_finite(arr, what)
         if loss is not None:
-            check_target_values(loss, arr.reshape(-1, k), None if what == "Y" else what)
+            rows = arr.reshape(-1, k)
+            if seq and loss.takes_labels:  # rows of zeros are padded steps: the others are checked
+                rows = rows[(rows != 0).any(axis=1)]  # NaN is not 0: kept, and refused below
+                _some_step_labelled(rows, what)
+            check_target_values(loss, rows, None if what == "Y" else what)
         return arr
+
+
+#: a sequence output's class label for a padded step, which the loss leaves out: PyTorch's
+#: default ``ignore_index`` of ``cross_entropy``. The kernels take it as a row of zero targets.
+IGNORE_LABEL = -100
+
+
+def _some_step_labelled(rows: np.ndarray, what: str) -> None:
+    """A batch of a sequence output's class targets names a class at some step: the loss is the
+    mean over the labelled steps, undefined (0/0) for a batch of padding only."""
+    if not rows.any():
+        raise DataError(f"{what}: every step is padding (labels {IGNORE_LABEL}, or rows of zero targets): "
+                        "the mean loss over the labelled steps is undefined")
 
 
 def _same_length(blocks: list[np.ndarray], widths: Sequence[Any], names: Sequence[str]) -> None:

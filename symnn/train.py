@@ -20,7 +20,7 @@ import numpy as np
 from .decision import is_classifier
 from .declare import Network
 from .errors import ConfigError, DataError, NonFiniteError, ShapeError
-from .kernel import Kernel
+from .kernel import IGNORE_LABEL, Kernel
 from .optim import Optimizer
 from .persist import Standardizer
 
@@ -120,14 +120,20 @@ def _accuracy(out: np.ndarray, y: np.ndarray) -> float:
     """The fraction of rows (of a sequence output (N, T, K): of steps) whose arg-max output is
     the label (one-hot rows: their arg-max), or that are on its side of 0.5 for one output."""
     k = out.shape[-1]
-    if k > 1 and y.size == out.size:  # one-hot targets
-        y = y.reshape(out.shape).argmax(axis=-1)
+    labelled = None
+    if k > 1 and y.size == out.size:  # one-hot targets (a sequence's rows of zeros: padded steps)
+        rows = y.reshape(out.shape)
+        labelled = rows.any(axis=-1) if out.ndim == 3 else None
+        y = rows.argmax(axis=-1)
     if y.size != out.size // k:
         raise ShapeError(f"accuracy: {y.shape} labels for outputs of shape {out.shape}")
     y = y.reshape(out.shape[:-1])
+    if out.ndim == 3 and labelled is None:  # a sequence's labels: IGNORE_LABEL at a padded step
+        labelled = y != IGNORE_LABEL
     if k == 1:
         return float(((out[..., 0] > 0.5) == (y > 0.5)).mean())
-    return float((out.argmax(axis=-1) == y).mean())
+    right = out.argmax(axis=-1) == y
+    return float(right.mean() if labelled is None else right[labelled].mean())
 
 
 def _positive_int(value: object, what: str, allow_none: bool = False) -> int | None:

@@ -160,10 +160,16 @@ def fuse_losses(fwd: ForwardGraph, log: list[Fusion] | None = None) -> ForwardGr
             raise SpecError(f"loss {loss.name!r} declares link={loss.link.value!r}, but its fused rewrite on the "
                             f"{last.name!r} output does not hold: {exc}; declare no link to train it unfused") from exc
         term = rule.term(head.pre, head.Y, proof)
+        if head.labelled is not None:
+            # a padded step (a row of zero targets) adds nothing: the fused term times the row's
+            # target sum r, 1 or 0. The proof assumed sum y = 1; at r = 0 both forms are 0 (y = 0)
+            u, r = sp.Symbol("u", real=True), sp.Symbol("r", real=True)
+            term = ir.map_(ir.Elementwise("labelled", (u, r), u * r), term, head.labelled, shape=term.shape)
         if log is not None:
             log.append(proof)
         old_mean: ir.Elementwise = head.data.arg
-        data = fused[id(head.data)] = ir.map_(old_mean, ir.sum_(term), shape=())
+        # the mean's other operands (the count of labelled steps of a padded sequence) kept
+        data = fused[id(head.data)] = ir.map_(old_mean, ir.sum_(term), *head.data.src[1:], shape=())
         heads.append(replace(head, data=data))
     if not fused:
         return fwd

@@ -125,8 +125,9 @@ def test_per_step_regression_from_a_bidirectional_gru(backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_targets_are_labels_one_hot_or_rows_and_bad_ones_are_named(backend: str) -> None:
     """Labels (N, T), one-hot (N, T, K) and its rows (N, T*K) give one loss; a label out of
-    range names its sample and step; rows that sum to 1 over the whole row but not per step are
-    refused (the C fast path checks each step's K entries, then defers to the full checks)."""
+    range names its sample and step; a step's row that sums to neither 1 nor 0 is refused,
+    though the sample's whole row sums to 1 (the C fast path checks each step's K entries, then
+    defers to the full checks)."""
     net, params = sn.from_torch(_tagger(), input_shape=(T,), loss="cross_entropy")
     k = sn.compile(net, backend=backend)
     ids, labels = _data()
@@ -141,9 +142,61 @@ def test_targets_are_labels_one_hot_or_rows_and_bad_ones_are_named(backend: str)
     with pytest.raises(ShapeError, match=rf"\({N}, {T}, {K}\) or \({N}, {T * K}\) or integer labels \({N}, {T}\)"):
         k.loss(params, X, onehot[:, :-1])
     spread = np.zeros((N, T * K))
-    spread[:, 0] = 1.0  # each row sums to 1, its steps past the first to 0
+    spread[:, 0] = spread[:, K] = 0.5  # each sample's row sums to 1, its first two steps to 0.5
     with pytest.raises(DataError):
         k.loss_and_grad(params, X, spread)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_padded_steps_are_left_out_as_pytorch_ignore_index(backend: str) -> None:
+    """Sequences of several lengths padded to T with a mask (``masked=True``), the padded steps'
+    labels -100: the loss is the mean over the labelled steps and every gradient is PyTorch's
+    for ``pack_padded_sequence`` and ``cross_entropy(..., ignore_index=-100)``; rows of zero
+    targets say the same; ``accuracy`` counts labelled steps only; a batch of padding only is a
+    DataError (0/0), in C too."""
+    x, m = sn.Input(T, 3, name="x"), sn.Input(T, name="m")
+    h = sn.LSTM(3, H, return_sequences=True, masked=True, name="lstm")(x, m)
+    net = sn.Network(inputs=[x, m], outputs=sn.Dense(H, K, "softmax", name="fc")(h), loss="cross_entropy",
+                     name="padded_tagger")
+    params = net.init_params(seed=2)
+    rng = np.random.default_rng(6)
+    X, lengths = rng.normal(size=(N, T, 3)), np.array([5, 3, 1, 4, 2, 5, 1])
+    M = (np.arange(T)[None, :] < lengths[:, None]).astype(np.float64)
+    labels = rng.integers(0, K, size=(N, T))
+    labels[M == 0] = -100
+    lstm, fc = nn.LSTM(3, H, batch_first=True).double(), nn.Linear(H, K).double()
+    modules = {"lstm": lstm, "fc": fc}
+    with torch.no_grad():
+        for prefix, module in modules.items():
+            for name, p in module.named_parameters():
+                p.copy_(torch.from_numpy(params[f"{prefix}.{name}"]))
+    packed = nn.utils.rnn.pack_padded_sequence(torch.from_numpy(X), torch.from_numpy(lengths), batch_first=True,
+                                               enforce_sorted=False)
+    out, _ = nn.utils.rnn.pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=T)
+    loss_ref = nn.functional.cross_entropy(fc(out).reshape(-1, K), torch.from_numpy(labels).reshape(-1),
+                                           ignore_index=-100)
+    loss_ref.backward()
+    k = sn.compile(net, backend=backend)
+    data = {"x": X, "m": M}
+    loss, grads = k.loss_and_grad(params, data, labels)
+    assert abs(loss - float(loss_ref)) <= 1e-12 * float(loss_ref)
+    for prefix, module in modules.items():
+        for name, p in module.named_parameters():
+            assert rel(grads[f"{prefix}.{name}"], p.grad.numpy()) <= 1e-10, (prefix, name)
+    onehot = np.zeros((N, T, K))
+    rows, steps = np.nonzero(M)
+    onehot[rows, steps, labels[rows, steps]] = 1
+    assert k.loss(params, data, onehot) == pytest.approx(loss, rel=1e-15)
+    with pytest.raises(DataError, match="every step is padding"):
+        k.loss(params, data, np.full((N, T), -100))
+    with pytest.raises(DataError, match="every step is padding"):
+        k.loss_and_grad(params, data, np.zeros((N, T, K)))
+    with pytest.raises(LabelRangeError, match=r"or -100 for a padded step"):
+        k.loss(params, data, np.where(M == 0, -1, labels))
+    predicted = k.forward(params, data).argmax(axis=-1)
+    result = sn.train(net, data, labels, epochs=1, backend=backend)
+    result.params = params
+    assert result.accuracy(data, labels) == pytest.approx((predicted == labels)[M == 1].mean())
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -230,8 +283,12 @@ def test_an_output_of_images_is_still_refused() -> None:
 
 
 def _tagged_csv(path: Path, rows: int) -> None:
+    """The digits row by row, each step labelled with the digit; every fourth sample's last three
+    steps are padding (label -100)."""
     X, y = datasets.load_digits()
-    table = np.hstack([X[:rows] / 16.0, np.repeat(y[:rows, None], 8, axis=1)])
+    labels = np.repeat(y[:rows, None], 8, axis=1)
+    labels[::4, 5:] = -100
+    table = np.hstack([X[:rows] / 16.0, labels])
     path.write_text("".join(",".join(repr(float(v)) for v in r) + "\n" for r in table))
 
 

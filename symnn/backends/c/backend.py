@@ -92,7 +92,9 @@ def _pycheck(net: Network, result, dtype: str, optimizer: Optimizer | None) -> t
 
     prefix, real = result.prefix, f"{result.prefix}_real"
     # (lo, hi, kind, K): a block's rows of K entries each (a sequence output's steps) checked alike
-    blocks = [(lo, hi, _TARGET_CHECK_KIND[loss.targets], int(shape[-1]))
+    # kind 3: a sequence output's class rows, where a row of zeros is a padded step
+    blocks = [(lo, hi, 3 if len(shape) == 2 and loss.takes_labels else _TARGET_CHECK_KIND[loss.targets],
+               int(shape[-1]))
               for loss, (lo, hi), shape in zip(net.losses or (net.loss,), net.column_blocks(net.output_widths),
                                                net.output_shapes)]
     real_bits = 8 * np.dtype(dtype).itemsize  # the width of the float the finiteness test reads as bits
