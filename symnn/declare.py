@@ -791,7 +791,7 @@ class Network:
     def n_out(self) -> Width:
         """Output features; with several outputs, their sum (the kernels' packed output)."""
         widths = self.output_widths
-        return widths[0] if len(widths) == 1 else sum(int(w) for w in widths)
+        return widths[0] if len(widths) == 1 else naming.concrete(sum(widths))
 
     def column_blocks(self, widths: Sequence[Width]) -> list[tuple[int, int]]:
         """``[(lo, hi)]``: where each of ``widths`` sits in the packed array (inputs side by side

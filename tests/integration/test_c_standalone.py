@@ -86,8 +86,22 @@ def _tagger() -> sn.Network:
     return sn.Network(inputs=ids, outputs=[tags, flags], loss=["cross_entropy", "bce"], name="tagger")
 
 
+def _any_length() -> sn.Network:
+    """Sequences whose length is given at each call (the harness's: 5 steps), three inputs of
+    that length side by side in X: token ids into an Embedding and a bidirectional 2-layer GRU
+    with dropout between its layers, tagged per step (a softmax, cross entropy); a sequence of
+    features and its mask into a masked LSTM whose last state is regressed (MSE)."""
+    ids, x, m = sn.Input(None, name="ids", indices=True), sn.Input(None, 2, name="x"), sn.Input(None, name="m")
+    h = sn.GRU(3, 3, num_layers=2, bidirectional=True, dropout=0.25, return_sequences=True,
+               name="gru")(sn.Embedding(9, 3, name="emb")(ids))
+    tags = sn.Dense(6, 3, "softmax", name="tags")(h)
+    last = sn.Dense(4, 1, name="last")(sn.LSTM(2, 4, masked=True, name="lstm")(x, m))
+    return sn.Network(inputs=[ids, x, m], outputs=[tags, last], loss=["cross_entropy", "mse"], name="any_length")
+
+
 #: networks only the sanitizer harness runs (one dtype)
-HARNESS_ONLY = {"mixed_ids": _ids_and_features, "recurrent_states": _recurrent_states, "tagger": _tagger}
+HARNESS_ONLY = {"mixed_ids": _ids_and_features, "recurrent_states": _recurrent_states, "tagger": _tagger,
+                "any_length": _any_length}
 
 
 #: the catalogue networks whose float32 build is compiled and sanitized too: one of each kind of
@@ -245,6 +259,14 @@ def test_sequence_outputs_harness_under_asan_ubsan(tmp_path: Path, dtype: str) -
     """A tagger (a softmax and a sigmoid output per step of an LSTM over token ids): the gradient
     against central differences in C, every bad argument refused, 0 sanitizer reports."""
     values = _harness(tmp_path, "tagger", dtype, SAN_BUILD)
+    assert float(values["gradcheck_rel"]) <= (1e-6 if dtype == "float64" else 1e-2)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_run_time_length_harness_under_asan_ubsan(tmp_path: Path, dtype: str) -> None:
+    """Sequences of a length given at each call (``steps``): the gradient against central
+    differences in C, the bad arguments (steps = 0 too) refused, 0 sanitizer reports."""
+    values = _harness(tmp_path, "any_length", dtype, SAN_BUILD)
     assert float(values["gradcheck_rel"]) <= (1e-6 if dtype == "float64" else 1e-2)
 
 

@@ -25,6 +25,7 @@ nn = torch.nn
 F, H, N = 3, 5, 4
 LENGTHS = (1, 4, 11)  # one step, a few, more than the hidden size
 CELLS = {"rnn": (sn.RNN, nn.RNN), "gru": (sn.GRU, nn.GRU), "lstm": (sn.LSTM, nn.LSTM)}
+BACKENDS = ["numpy", pytest.param("c", marks=pytest.mark.needs_cc)]
 
 
 def _net(cell: str, layers: int, bidirectional: bool, masked: bool = False) -> sn.Network:
@@ -64,10 +65,11 @@ def _autograd(rec: nn.Module, fc: nn.Module, X: np.ndarray, Y: np.ndarray, bidir
     return float(loss.detach()), grads, out.detach().numpy()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell,layers,bidirectional", [("rnn", 1, False), ("gru", 2, True), ("lstm", 2, False)])
-def test_one_kernel_runs_every_length_as_autograd(cell: str, layers: int, bidirectional: bool) -> None:
+def test_one_kernel_runs_every_length_as_autograd(cell: str, layers: int, bidirectional: bool, backend: str) -> None:
     net = _net(cell, layers, bidirectional)
-    k = sn.compile(net, backend="numpy")
+    k = sn.compile(net, backend=backend)
     params = {name: np.asarray(v) for name, v in k.new_params(seed=3).items()}
     rec, fc = _torch(cell, layers, bidirectional, params)
     rng = np.random.default_rng(7)
@@ -81,9 +83,10 @@ def test_one_kernel_runs_every_length_as_autograd(cell: str, layers: int, bidire
         assert rel(k.forward(params, X.reshape(N, T * F)), ref_out) <= 1e-10, T  # rows (N, T*F) as well
 
 
-def test_masked_batches_of_any_length_are_packed_sequences() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_masked_batches_of_any_length_are_packed_sequences(backend: str) -> None:
     net = _net("gru", 1, True, masked=True)
-    k = sn.compile(net, backend="numpy")
+    k = sn.compile(net, backend=backend)
     params = {name: np.asarray(v) for name, v in k.new_params(seed=5).items()}
     rec, fc = _torch("gru", 1, True, params)
     rng = np.random.default_rng(11)
@@ -114,21 +117,24 @@ def test_the_printed_derivation_has_T_and_evaluates_at_each_length() -> None:
         assert max(rel(printed[name], g) for name, g in grads.items()) <= 1e-12
 
 
-def test_training_with_dropout_and_embeddings_at_two_lengths() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_with_dropout_and_embeddings_at_two_lengths(backend: str) -> None:
     """Token sequences of run-time length through an Embedding and a stacked LSTM with dropout
     between its layers: the train step's gradient (masks drawn for this T, keyed by the step) is
-    the central difference of its own training loss."""
+    the central difference of its own training loss; C's and NumPy's the same masks."""
     tokens = sn.Input(None, indices=True, name="tok")
     h = sn.LSTM(3, 4, num_layers=2, dropout=0.4, name="rec")(sn.Embedding(7, 3, name="emb")(tokens))
     net = sn.Network(inputs=tokens, outputs=sn.Dense(4, 3, activation="softmax", name="fc")(h),
                      loss="cross_entropy", name="tagger_any")
-    k = sn.compile(net, backend="numpy", optimizer=sn.SGD(lr=0.1))
+    k = sn.compile(net, backend=backend, optimizer=sn.SGD(lr=0.1))
     theta = k.pack(k.new_params(seed=0))
+    other = sn.compile(net, backend="numpy", optimizer=sn.SGD(lr=0.1))
     rng = np.random.default_rng(4)
     for T in (2, 5):
         X, Y = rng.integers(0, 7, size=(6, T)), rng.integers(0, 3, size=6)
         loss, grad = k.train_gradient(theta, X, Y, step=3)
         assert np.isfinite(loss) and grad.shape == theta.shape
+        assert rel(grad, other.train_gradient(theta, X, Y, step=3)[1]) <= 1e-13
         picks = rng.choice(theta.size, size=8, replace=False)
         for i in picks:
             e = np.zeros_like(theta)
@@ -230,10 +236,6 @@ def test_spec_and_saved_model_keep_the_run_time_length(tmp_path) -> None:
 
 def test_refusals_name_the_run_time_length() -> None:
     net = _net("rnn", 1, False, masked=True)
-    with pytest.raises(ConfigError, match="run-time length"):
-        sn.compile(net, backend="c")
-    with pytest.raises(ConfigError, match="run-time length"):
-        sn.emit_source(net, backend="c")
     k = sn.compile(net, backend="numpy")
     params = k.new_params(seed=0)
     X, Y = np.zeros((2, 4, F)), np.zeros((2, 2))
@@ -277,10 +279,31 @@ def test_an_entry_whose_column_is_a_sum_prints_with_a_comma() -> None:
     assert "{X}_{n, 3 T + j}" in tex and "{X}_{n3 T" not in tex
 
 
-def test_the_report_pairs_each_equation_with_numpy_lines_only() -> None:
-    """The report's code beside each equation: NumPy's lines, and no C column (every path to C
-    code refuses a run-time length, the report's too) rather than a crash."""
+def test_the_report_pairs_each_equation_with_both_backends_lines() -> None:
+    """The report's code beside each equation: NumPy's and C's lines, each in the length T
+    (``steps`` in C)."""
     from symnn.report_doc import code_pairs
 
     pairs = code_pairs(_net("lstm", 1, False))
-    assert any(p.numpy for p in pairs) and not any(p.c for p in pairs)
+    assert any(p.numpy for p in pairs) and any(p.c for p in pairs)
+    assert any("steps" in line.text for p in pairs for line in p.c)
+
+
+@pytest.mark.needs_cc
+def test_the_c_api_takes_the_length_after_the_batch() -> None:
+    """The emitted C: every kernel takes ``steps`` after ``n``, the header gives the rows as
+    ``N_IN_PER_STEP * steps + N_IN_FIXED``, the work as a function of both, and the loops run
+    ``steps`` times: one source for every T (no size of T is printed)."""
+    net = _net("lstm", 1, False, masked=True)
+    from symnn.driver import emit_files
+
+    files = emit_files(net, backend="c")
+    header, source = files[f"{net.name}.h"], files[f"{net.name}.c"]
+    assert f"int {net.name}_forward(const {net.name}_real *params, const {net.name}_real *X, ptrdiff_t n, " \
+           "ptrdiff_t steps, " in header
+    assert f"{net.name.upper()}_N_IN_PER_STEP 4" in header and f"{net.name.upper()}_N_IN_FIXED 0" in header
+    assert f"int {net.name}_work_size(ptrdiff_t n, ptrdiff_t steps, size_t *work_len)" in header
+    assert "s0 < steps" in source
+    k = sn.compile(net, backend="c")
+    with pytest.raises(ShapeError):
+        k.loss(k.new_params(seed=0), {"x": np.zeros((2, 4, F)), "m": np.ones((2, 5))}, np.zeros((2, 2)))

@@ -322,12 +322,26 @@ def test_the_c_trainer_reads_a_label_per_step(tmp_path: Path) -> None:
     assert built.returncode == 0, built.stderr
     csv = tmp_path / "tagged.csv"
     _tagged_csv(csv, 400)
-    out = subprocess.run([str(ship / "lstm_tagger_train"), str(csv), "6"], capture_output=True, text=True,
-                         timeout=300)
+    trained = tmp_path / "trained.bin"
+    out = subprocess.run([str(ship / "lstm_tagger_train"), str(csv), "6", str(trained)], capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     losses = [float(line.split()[3]) for line in out.stdout.splitlines() if line.startswith("epoch ")]
     accuracy = float(out.stdout.split("accuracy")[1])
     assert losses[-1] < 0.8 * losses[0] and accuracy > 0.3, out.stdout
+    # the demo program reads the same rows (a label per step, -100 padding) and the trained
+    # parameters: its loss is the Python kernel's on them
+    built = subprocess.run(["make", "-C", str(ship), "lstm_tagger_demo"], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    demo = subprocess.run([str(ship / "lstm_tagger_demo"), str(trained)], stdin=csv.open(), capture_output=True,
+                          text=True, timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    printed = float(next(line for line in demo.stdout.splitlines() if line.startswith("loss ")).split()[1])
+    net = sn.load_spec(ROOT / "examples" / "lstm_tagger.toml").network
+    table = np.loadtxt(csv, delimiter=",")
+    params = sn.compile(net).unpack(np.fromfile(trained, dtype=np.float64))
+    expected = sn.compile(net).loss(params, table[:, :64], table[:, 64:])
+    assert abs(printed - expected) <= 1e-12 * expected
     lines = csv.read_text().splitlines()
     fields = lines[2].split(",")
     fields[64 + 7] = "2.5"

@@ -26,14 +26,34 @@ from dataclasses import dataclass
 #: the batch at which the layout is planned; every batch gets a valid layout, batches near this
 #: one the tightest
 LAYOUT_BATCH = 64
+#: the sequence length at which a network of run-time length (``sn.Input(None, F)``) is planned
+LAYOUT_LENGTH = 16
 
-Term = tuple[int, int]  # (a, b): a*n + b reals
+#: a size's coefficients: (a, b) for a*n + b reals, or for a network whose sequences' length t
+#: is given at each call (a, b, c) for a*n*t + b*n + c reals
+Term = tuple[int, ...]
+
+#: what each coefficient but the last multiplies in C, by the length of the terms
+_VARIABLES = {2: ("n",), 3: ("n*steps", "n")}
+
+
+def design_point(width: int) -> tuple[int, ...]:
+    """The values of the terms' variables (and 1) where a layout of terms of ``width`` is planned."""
+    return (LAYOUT_BATCH, 1) if width == 2 else (LAYOUT_BATCH * LAYOUT_LENGTH, LAYOUT_BATCH, 1)
+
+
+def value_at(term: Term, point: tuple[int, ...]) -> int:
+    return sum(c * x for c, x in zip(term, point))
 
 
 def pareto(terms) -> frozenset[Term]:
-    """The terms no other term bounds from above at every n >= 0 (both coefficients >=): the
-    largest ``b`` of each ``a``, then by decreasing ``a`` each kept term has a larger ``b`` than
-    every one kept before it."""
+    """The terms no other term bounds from above at every n (and t) >= 0, every coefficient >=.
+    For (a, b): the largest ``b`` of each ``a``, then by decreasing ``a`` each kept term has a
+    larger ``b`` than every one kept before it."""
+    terms = set(terms)
+    if any(len(t) != 2 for t in terms):
+        return frozenset(t for t in terms
+                         if not any(o != t and all(x >= y for x, y in zip(o, t)) for o in terms))
     best: dict[int, int] = {}
     for a, b in terms:
         if b > best.get(a, -1):
@@ -46,33 +66,35 @@ def pareto(terms) -> frozenset[Term]:
     return frozenset(out)
 
 
-def term_code(a: int, b: int) -> str:
-    """``3*n + 5`` in C (``n`` a ptrdiff_t)."""
-    if a == 0:
-        return str(b)
-    term = "n" if a == 1 else f"{a}*n"
-    return term if b == 0 else f"{term} + {b}"
+def term_code(*term: int) -> str:
+    """``3*n + 5`` (or ``2*n*t + 3*n + 5``) in C (``n``, ``t`` ptrdiff_t)."""
+    parts = [var if c == 1 else f"{c}*{var}" for c, var in zip(term, _VARIABLES[len(term)]) if c]
+    if term[-1] or not parts:
+        parts.append(str(term[-1]))
+    return " + ".join(parts)
 
 
 @dataclass(frozen=True)
 class Need:
-    """A work size in reals: the largest of linear functions ``a*n + b`` of the batch ``n``."""
+    """A work size in reals: the largest of linear functions ``a*n + b`` of the batch ``n`` (of
+    ``a*n*t + b*n + c`` for sequences of run-time length ``t``)."""
 
     terms: frozenset[Term]
 
     @staticmethod
-    def linear(a: int, b: int) -> Need:
-        return Need(frozenset({(a, b)}))
+    def linear(*term: int) -> Need:
+        return Need(frozenset({tuple(term)}))
 
-    def at(self, n: int) -> int:
-        return max(a * n + b for a, b in self.terms)
+    def at(self, n: int, t: int = 1) -> int:
+        return max(value_at(term, (n, 1) if len(term) == 2 else (n * t, n, 1)) for term in self.terms)
 
     def bound(self) -> Term:
-        """(a, b) with ``a*n + b >= self.at(n)`` for every ``n >= 0``: the header's macros."""
-        return (max(a for a, _ in self.terms), max(b for _, b in self.terms))
+        """The term with every coefficient the largest of the terms': at least ``self.at`` at
+        every ``n`` (and ``t``) >= 0, the header's macros."""
+        return tuple(max(column) for column in zip(*self.terms))
 
-    def plus(self, a: int, b: int) -> Need:
-        return Need(frozenset((x + a, y + b) for x, y in self.terms))
+    def plus(self, *term: int) -> Need:
+        return Need(frozenset(tuple(x + y for x, y in zip(old, term)) for old in self.terms))
 
     @property
     def single(self) -> Term | None:
@@ -85,13 +107,12 @@ class Need:
 
 @dataclass
 class _Value:
-    a: int
-    b: int
+    term: Term
     start: int
     stop: int  # the clock of its release; alive through [start, stop]
 
-    def size(self, n: int) -> int:
-        return self.a * n + self.b
+    def size(self, point: tuple[int, ...]) -> int:
+        return value_at(self.term, point)
 
 
 @dataclass(frozen=True)
@@ -119,22 +140,24 @@ class Arena:
     kernel of more than :data:`PLAN_LIMIT` values, and the yardstick of the plan: where the
     plan would need more at the design batch, the slots are used."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 2) -> None:
+        #: the terms' length: 2 (a*n + b), or 3 for a run-time sequence length (a*n*t + b*n + c)
+        self.width = width
         self._values: list[_Value] = []
         self._clock = 0
         self._slots: list[Term] = []
         self._slot_of: list[int] = []
         self._free: list[int] = []
 
-    def take(self, a: int, b: int) -> int:
+    def take(self, *term: int) -> int:
         self._clock += 1
-        self._values.append(_Value(a, b, self._clock, 1 << 62))
-        fits = [s for s in self._free if self._slots[s][0] >= a and self._slots[s][1] >= b]
+        self._values.append(_Value(tuple(term), self._clock, 1 << 62))
+        fits = [s for s in self._free if all(x >= y for x, y in zip(self._slots[s], term))]
         if fits:
             slot = min(fits, key=lambda s: (self._slots[s], s))
             self._free.remove(slot)
         else:
-            self._slots.append((a, b))
+            self._slots.append(tuple(term))
             slot = len(self._slots) - 1
         self._slot_of.append(slot)
         return len(self._values) - 1
@@ -158,20 +181,24 @@ class Arena:
             active.append(i)
         return out
 
+    def _width(self) -> int:
+        return self.width
+
     def _by_slots(self) -> tuple[list[frozenset[Term]], Need]:
         """Each value at its slot's offset, the sum of the slots before it."""
-        starts, a, b = [], 0, 0
-        for sa, sb in self._slots:
-            starts.append((a, b))
-            a, b = a + sa, b + sb
-        return [frozenset({starts[s]}) for s in self._slot_of], Need.linear(a, b)
+        starts, at = [], (0,) * self._width()
+        for slot in self._slots:
+            starts.append(at)
+            at = tuple(x + y for x, y in zip(at, slot))
+        return [frozenset({starts[s]}) for s in self._slot_of], Need.linear(*at)
 
     def _planned(self) -> tuple[list[frozenset[Term]], Need]:
-        """Greedy by size at the design batch, first fit, then lifted to every batch."""
+        """Greedy by size at the design batch (and length), first fit, then lifted to every
+        batch (and length)."""
         vals = self._values
-        n = LAYOUT_BATCH
+        point = design_point(self._width())
         conflicts = self._conflicts()
-        size = [v.size(n) for v in vals]
+        size = [v.size(point) for v in vals]
         order = sorted((i for i in range(len(vals)) if size[i] > 0), key=lambda i: (-size[i], i))
         offset: dict[int, int] = {}
         placed: list[tuple[int, int]] = []  # (offset, value), by offset
@@ -191,7 +218,7 @@ class Arena:
         # them count: j below k (alive together) means j's end <= k's offset at every n. Sets of
         # values as bits of an int.
         below = [0] * len(vals)
-        terms: list[frozenset[Term]] = [frozenset({(0, 0)})] * len(vals)
+        terms: list[frozenset[Term]] = [frozenset({(0,) * self._width()})] * len(vals)
         for o, i in placed:
             mask = 0
             for j in conflicts[i]:
@@ -207,11 +234,11 @@ class Arena:
             while top:
                 j = top.bit_length() - 1
                 top ^= 1 << j
-                ends += [(a + vals[j].a, b + vals[j].b) for a, b in terms[j]]
+                ends += [tuple(x + y for x, y in zip(t, vals[j].term)) for t in terms[j]]
             if ends:
                 terms[i] = pareto(ends)
-        need = pareto((a + vals[i].a, b + vals[i].b) for i in offset for a, b in terms[i])
-        return terms, Need(need) if need else Need.linear(0, 0)
+        need = pareto(tuple(x + y for x, y in zip(t, vals[i].term)) for i in offset for t in terms[i])
+        return terms, Need(need) if need else Need.linear(*(0,) * self._width())
 
     def place(self, prefix: str) -> Placement:
         """The layout (the module's docstring); ``prefix`` names the C helper that takes the
@@ -220,7 +247,8 @@ class Arena:
         terms, need = self._by_slots()
         if len(vals) <= PLAN_LIMIT:
             planned, planned_need = self._planned()
-            if planned_need.at(LAYOUT_BATCH) <= need.at(LAYOUT_BATCH):
+            point = design_point(self._width())
+            if max(value_at(t, point) for t in planned_need.terms) <= max(value_at(t, point) for t in need.terms):
                 terms, need = planned, planned_need
         lines: list[str] = []
         local: dict[frozenset[Term], str] = {}
@@ -229,12 +257,12 @@ class Arena:
         for i in range(len(vals)):
             t = terms[i]
             if len(t) == 1:
-                (a, b), = t
-                inits.append("work" if (a, b) == (0, 0) else f"work + {term_code(a, b)}")
-                uses_n |= a > 0
+                (term,) = t
+                inits.append("work" if not any(term) else f"work + {term_code(*term)}")
+                uses_n |= any(term[:-1])
                 continue
             if t not in local:
-                parts = [term_code(a, b) for a, b in sorted(t)]
+                parts = [term_code(*term) for term in sorted(t)]
                 expr = parts[0]
                 for p in parts[1:]:
                     expr = f"{prefix}__zmax({expr}, {p})"

@@ -53,13 +53,15 @@ def _build(nets: Sequence[Network], results: Sequence[CEmitResult], dtype: str, 
     net_of = {r.prefix: n for n, r in zip(nets, results)}
     for r in results:
         sources.update(r.files)
+        cdef += [line for line in r.cdef.splitlines() if line not in cdef]  # shared status codes once
+        if net_of[r.prefix].has_run_time_length:
+            continue  # no fast entries: every call is checked in Python, then calls the C API
         # the Python API's checks in C, built into the extension only (not the emitted files)
         sources[f"{r.prefix}__pycheck.c"], decls = _pycheck(net_of[r.prefix], r, dtype, optimizer)
         # their declarations for cffi's glue, which is compiled apart and sees headers only
         guard = f"{r.prefix.upper()}__PYCHECK_H"
         sources[f"{r.prefix}__pycheck.h"] = (f'#ifndef {guard}\n#define {guard}\n#include "{r.prefix}.h"\n'
                                              + "\n".join(decls) + "\n#endif\n")
-        cdef += [line for line in r.cdef.splitlines() if line not in cdef]  # shared status codes once
         cdef += decls
     prefix = results[0].prefix if len(results) == 1 else "group_" + "_".join(r.prefix for r in results)[:40]
     ext = build(prefix, sources, "\n".join(cdef) + "\n", blas=blas, openmp=openmp, flush_denormals=flush_denormals)
@@ -78,7 +80,9 @@ def _build(nets: Sequence[Network], results: Sequence[CEmitResult], dtype: str, 
 def _image_shape(net: Network) -> tuple[int, ...] | None:
     """The sample shape of a network's one input, when it is an image or a sequence (rank > 1)."""
     shapes = net.input_shapes
-    return tuple(int(d) for d in shapes[0][1]) if len(shapes) == 1 and len(shapes[0][1]) > 1 else None
+    if len(shapes) != 1 or len(shapes[0][1]) < 2 or net.has_run_time_length:
+        return None
+    return tuple(int(d) for d in shapes[0][1])
 
 
 #: what the extension's C checks of a loss's targets (templates/c/_pycheck.c.jinja) take as kind
@@ -111,4 +115,4 @@ def _pycheck(net: Network, result, dtype: str, optimizer: Optimizer | None) -> t
     return source, decls
 
 
-C = Backend("c", ".c", files, load, flushes_denormals=True, rebuild=rebuild)
+C = Backend("c", ".c", files, load, flushes_denormals=True, rebuild=rebuild, runs_any_length=True)

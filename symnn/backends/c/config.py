@@ -18,6 +18,7 @@ per statement kind. Decisions made here, once, for every kernel:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
@@ -57,37 +58,68 @@ class CConfig(BackendConfig):
 @dataclass
 class Var:
     """A tensor in a kernel: ``rows`` x ``cols`` (``rows`` may be the batch, or a multiple of it:
-    a sequence's steps stacked as rows, N*T), or a scalar."""
+    a sequence's steps stacked as rows, N*T), or a scalar. For sequences whose length T is given
+    at each call (``sn.Input(None, F)``) ``rows``, ``cols`` and ``ld`` may be multiples of T
+    (SymPy expressions, printed by :func:`dim_code` with the kernel's argument ``steps``)."""
 
     name: str
     storage: str  # "param" | "input" | "output" | "work" | "scalar" | "view" (a reshape's)
     rows: sp.Expr | int
-    cols: int
+    cols: sp.Expr | int
     ndim: int
     slot: int | None = None
     #: the distance between rows where it differs from ``cols``: a block of another array's
     #: columns read in place (:func:`symnn.lower.column_views`)
-    ld: int | None = None
+    ld: sp.Expr | int | None = None
 
     @property
-    def stride(self) -> int:
+    def stride(self) -> sp.Expr | int:
         return self.cols if self.ld is None else self.ld
 
     @property
-    def per(self) -> int:
+    def per(self) -> sp.Expr | int:
         """The rows per batch row (1 for (N, d), T for (N*T, d)); 0 for a fixed row count."""
         rows = sp.sympify(self.rows)
         if not rows.has(naming.N):
             return 0
-        return int(sp.cancel(rows / naming.N))
+        return naming.concrete(sp.cancel(rows / naming.N))
 
     @property
     def batch(self) -> bool:
-        return self.per > 0
+        return self.per != 0
 
-    def size(self) -> tuple[int, int]:
-        """(a, b): the tensor holds a*n + b reals."""
-        return (self.per * self.cols, 0) if self.batch else (0, int(self.rows) * self.cols)
+    def entries(self) -> sp.Expr:
+        """The reals it holds, an expression in N (and T)."""
+        return sp.expand(sp.sympify(self.rows) * self.cols)
+
+
+#: the run-time sizes as the C kernels name them: the batch ``n``, the sequences' length ``steps``
+_C_SIZES = {naming.N: sp.Symbol("n"), naming.T: sp.Symbol("steps")}
+
+
+def dim_code(size: object) -> str:
+    """A size as C: an int as itself, else its expression in ``n`` and ``steps`` (a sum in
+    parentheses, so that it can be a factor: ``i*(3*steps + 2) + j``)."""
+    e = sp.sympify(size)
+    if e.is_Integer:
+        return str(int(e))
+    text = str(sp.expand(e).xreplace(_C_SIZES))
+    return f"({text})" if sp.expand(e).is_Add else text
+
+
+def coefficients(size: object, length: bool) -> tuple[int, ...]:
+    """A size in reals as the work buffer's layout takes it (:mod:`.arena`): (a, b) for
+    ``a*n + b``, or where the kernel takes a run-time length (``length``) (a, b, c) for
+    ``a*n*steps + b*n + c``."""
+    poly = sp.Poly(sp.expand(sp.sympify(size)), naming.N, naming.T)
+    a, b, c = (int(poly.coeff_monomial(m)) for m in (naming.N * naming.T, naming.N, 1))
+    if poly.total_degree() > 2 or any(m not in ((1, 1), (1, 0), (0, 0)) for m in poly.monoms()):
+        raise CodegenError(f"internal error: the size {size} is not a*N*T + b*N + c")
+    if not length:
+        if a:
+            raise CodegenError(f"internal error: the size {size} has the run-time length T")
+        return (b, c)
+    return (a, b, c)
 
 
 def _var_from_shape(name: str, shape, storage: str) -> Var:
@@ -95,9 +127,9 @@ def _var_from_shape(name: str, shape, storage: str) -> Var:
     if len(shape) == 0:
         return Var(name, storage, 1, 1, 0)
     if len(shape) == 1:
-        return Var(name, storage, 1, int(shape[0]), 1)
-    rows = shape[0] if sp.sympify(shape[0]).has(naming.N) else int(shape[0])
-    return Var(name, storage, rows, int(shape[1]), 2)
+        return Var(name, storage, 1, naming.concrete(shape[0]), 1)
+    rows = naming.concrete(shape[0])
+    return Var(name, storage, rows, naming.concrete(shape[1]), 2)
 
 
 #: the statements that print as lines of the kernel itself, never as a call of a shared helper:
@@ -113,8 +145,15 @@ SMALL_PRODUCT = 64
 
 def rows_code(v: Var) -> str:
     if v.batch:
-        return "n" if v.per == 1 else f"{v.per}*n"
+        return "n" if v.per == 1 else f"{dim_code(v.per)}*n"
     return str(int(v.rows))
+
+
+def _size(v: Var) -> str:
+    """The reals ``v`` holds, as C: ``n*64`` (rows times columns), or an int for fixed sizes."""
+    if v.batch:
+        return f"{rows_code(v)}*{dim_code(v.cols)}"
+    return dim_code(sp.sympify(v.rows) * v.cols)
 
 
 def fixed(code: str) -> int | None:
@@ -127,6 +166,32 @@ def size_code(a: int, b: int) -> str:
         return str(b)
     term = "n" if a == 1 else f"{a}*n"
     return term if b == 0 else f"{term} + {b}"
+
+
+_STEPS = re.compile(r"\bsteps\b")
+
+
+def _printed(value: object) -> object:
+    """A statement context with every size that is a SymPy expression printed as C
+    (:func:`dim_code`), in its lists and dicts too; other values as they are."""
+    if isinstance(value, sp.Basic):
+        return int(value) if value.is_Integer else dim_code(value)
+    if isinstance(value, dict):
+        return {k: _printed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printed(v) for v in value]
+    return value
+
+
+def _prints_steps(value: object) -> bool:
+    """Some string of a printed context names the run-time length ``steps``."""
+    if isinstance(value, str):
+        return bool(_STEPS.search(value))
+    if isinstance(value, dict):
+        return any(_prints_steps(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_prints_steps(v) for v in value)
+    return False
 
 
 #: a network with a kernel of more plan statements than this prints each array statement of
@@ -146,13 +211,15 @@ class Uses:
 
     ``reads``/``writes``: the names whose value (a scalar) or elements (an array) the context
     reads / writes (an in-place update does both); ``order``: every name in the order first
-    printed; ``batch``: it prints the run-time batch size ``n``; ``nr``: it prints ``Nr``."""
+    printed; ``batch``: it prints the run-time batch size ``n``; ``nr``: it prints ``Nr``;
+    ``steps``: it prints the sequences' run-time length ``steps``."""
 
     order: tuple[str, ...]
     reads: frozenset[str]
     writes: frozenset[str]
     batch: bool
     nr: bool
+    steps: bool = False
 
     @property
     def names(self) -> frozenset[str]:
@@ -192,8 +259,8 @@ class _Names:
         parameter) ``placeholder``."""
         return placeholder if self.shared else name
 
-    def uses(self, batch: bool) -> Uses:
-        return Uses(tuple(self.printed), frozenset(self.reads), frozenset(self.writes), batch, self.nr)
+    def uses(self, batch: bool, steps: bool = False) -> Uses:
+        return Uses(tuple(self.printed), frozenset(self.reads), frozenset(self.writes), batch, self.nr, steps)
 
 
 @dataclass
@@ -208,7 +275,7 @@ class KernelLayout:
     stmts: list[dict] = field(default_factory=list)
     pointers: list[dict] = field(default_factory=list)  # work/param/output views to declare
     scalars: list[str] = field(default_factory=list)
-    work: Need = field(default_factory=lambda: Need.linear(0, 0))
+    work: Need = field(default_factory=lambda: Need.linear(0, 0))  # (0, 0, 0) with a run-time length
     #: the work offsets that take the larger of two forms (:mod:`.arena`), declared first
     offset_lines: list[str] = field(default_factory=list)
     #: output name -> the work pointer that holds it (``keep_outputs``: a train step's gradients)
@@ -221,6 +288,7 @@ class KernelLayout:
 
     uses_n: bool = False  # the body prints the batch size n: a loop or size, Nr, a work offset
     uses_work: bool = False  # some view lies in the work buffer
+    uses_steps: bool = False  # the body prints the sequences' run-time length ``steps``
 
     def names(self) -> set[str]:
         """Every kernel-level name some statement prints."""
@@ -231,8 +299,11 @@ class _KernelLowering:
     """Lowers one plan; ``outputs`` maps output names to the C buffers that receive them."""
 
     def __init__(self, plan: KernelPlan, printer: SymnnCPrinter, param_shapes: dict,
-                 input_shapes: dict, outputs: dict[str, str], shared: bool, keep_outputs: bool = False) -> None:
+                 input_shapes: dict, outputs: dict[str, str], shared: bool, keep_outputs: bool = False,
+                 length: bool = False) -> None:
         self.plan = plan
+        #: the kernel takes the sequences' length at each call (``steps``): sizes a*n*steps + b*n + c
+        self.length = length
         #: the array outputs (a train step's gradients) kept in work to the kernel's end, each
         #: where the arena puts it, instead of written to the caller's buffers
         self.keep_outputs = keep_outputs
@@ -244,8 +315,8 @@ class _KernelLowering:
         for name, shape in input_shapes.items():
             self.vars[name] = _var_from_shape(name, shape, "input")
         self.out_buffer = outputs  # output name -> C expression of its buffer ("grad + 8")
-        self.layout = KernelLayout()
-        self.alloc = Arena()
+        self.layout = KernelLayout(work=Need.linear(*(0,) * (3 if length else 2)))
+        self.alloc = Arena(3 if length else 2)
         self._held: list[int] = []  # scratch slots of the statement being lowered, not yet released
         self.stored: set[str] = set()  # softmax outputs that their row statistics filled with exp(z - max)
         self.shared = shared
@@ -268,7 +339,9 @@ class _KernelLowering:
         nm = self.nm
         # a batch-sized array prints n in its loops or sizes; nothing else does
         batch = any(x in self.vars and self.vars[x].ndim > 0 and self.vars[x].batch for x in nm.printed)
-        uses = nm.uses(batch)
+        ctx = _printed(ctx)  # its sizes as C (a run-time length's multiples: of ``steps``)
+        steps = _prints_steps(ctx)
+        uses = nm.uses(batch, steps)
         if nm.shared:
             ctx = self._call(ctx, uses)
         ctx["depth"] = self.depth  # the loops around it: its indentation
@@ -294,6 +367,9 @@ class _KernelLowering:
         if uses.batch:
             params.append("ptrdiff_t n")
             args.append("n")
+        if uses.steps:
+            params.append("ptrdiff_t steps")
+            args.append("steps")
         if uses.nr:
             params.append(f"{real} Nr")
             args.append("Nr")
@@ -353,7 +429,7 @@ class _KernelLowering:
                 zv = self.vars[z]
                 m, s = f"{z}_max", f"{z}_sum"
                 # one max and one sum per row of z: per batch row, or per step of a sequence's rows
-                per_row = (zv.per, 0) if zv.batch else (0, int(zv.rows))
+                per_row = self._coefficients(zv.rows)
                 sm, ss = self.alloc.take(*per_row), self.alloc.take(*per_row)
                 stats_of[z] = (m, s)
                 stats_slots[z] = (sm, ss)
@@ -424,6 +500,8 @@ class _KernelLowering:
         self.layout.work = placed.need
         self.layout.uses_nr = any(u.nr for u in self.layout.uses)
         self.layout.uses_n |= self.layout.uses_nr or any(u.batch for u in self.layout.uses)
+        self.layout.uses_steps = any(u.steps for u in self.layout.uses) or any(
+            _STEPS.search(text) for text in [*self.layout.offset_lines, *(str(p.get("init", "")) for p in self.layout.pointers)])
         return self.layout
 
     def _origins(self, *indices: int, merged: Sequence[str | None] = ()) -> list[str | None]:
@@ -446,9 +524,13 @@ class _KernelLowering:
                 self.layout.pointers.append({"name": target.name, "slot": target.slot, "const": False})
                 return
 
+    def _coefficients(self, size: object) -> tuple[int, ...]:
+        """A size in reals as the work layout takes it (:func:`coefficients`)."""
+        return coefficients(size, self.length)
+
     def _allocate(self, var: Var) -> None:
         if var.storage == "work" and var.slot is None:
-            var.slot = self.alloc.take(*var.size())
+            var.slot = self.alloc.take(*self._coefficients(var.entries()))
             self.layout.pointers.append({"name": var.name, "slot": var.slot, "const": False})
         elif var.storage == "scalar" and var.name not in self.layout.scalars:
             self.layout.scalars.append(var.name)
@@ -524,12 +606,10 @@ class _KernelLowering:
                 self.layout.kept[out] = buf = kept.name
             # an output equal to an input, a parameter or another output: copy it
             # (in the kernel's body: the destination is an argument, not a name of the kernel)
-            rows, cols = rows_code(v), v.cols
             made = [i for i, st in enumerate(self.plan.stmts) if st.target == var_name]
             nm = _Names(False)
             self.nm = nm
-            self._append({"kind": CKind.COPY, "dst": buf, "src": nm.read(var_name),
-                          "size": f"{rows}*{cols}" if v.batch else str(int(v.rows) * cols)},
+            self._append({"kind": CKind.COPY, "dst": buf, "src": nm.read(var_name), "size": _size(v)},
                          self._origins(*made[-1:]))
 
     # -- statements ---------------------------------------------------------------------------
@@ -550,7 +630,7 @@ class _KernelLowering:
         a, b = v[st.operands[0]], v[st.operands[1]]
         # op(A) is (M, K), op(B) is (K, Nc)
         m = rows_code(t)
-        k = rows_code(a) if ta else str(a.cols)
+        k = rows_code(a) if ta else dim_code(a.cols)
         nc = t.cols
         kind = MATMUL_KINDS[ta, tb]
         ctx = {"kind": kind, "c": nm.write(t.name), "a": nm.read(a.name), "b": nm.read(b.name),
@@ -559,8 +639,9 @@ class _KernelLowering:
         if len(sizes) == 2 and sizes[0] * sizes[1] <= SMALL_PRODUCT:
             # a product with a tiny fixed part (xor's 2x4 weights): constant-size loops in
             # place, which the compiler unrolls; a gemm call costs more than the arithmetic
-            ctx.update(kind=CKind.MATMUL_SMALL, a_at=f"k*{a.stride} + i" if ta else f"i*{a.stride} + k",
-                       b_at=f"j*{b.stride} + k" if tb else f"k*{b.stride} + j")
+            sa, sb = dim_code(a.stride), dim_code(b.stride)
+            ctx.update(kind=CKind.MATMUL_SMALL, a_at=f"k*{sa} + i" if ta else f"i*{sa} + k",
+                       b_at=f"j*{sb} + k" if tb else f"k*{sb} + j")
             return ctx
         if kind is not CKind.MATMUL_TT:
             # the gemm helper packs B's panels (a chunk of k, at most min(K, GEMM_KC) rows, by
@@ -568,13 +649,12 @@ class _KernelLowering:
             # boundary; where k is the batch (A.T @ B), n + 1 rows, which a small batch on a
             # small device can afford
             jb = tile_cols(self.p.dtype)
-            size = (a.per * jb, jb) if fixed(k) is None else (0, (min(int(k), GEMM_KC) + 1) * jb)
+            size = (a.per * naming.N * jb + jb) if fixed(k) is None else (min(int(k), GEMM_KC) + 1) * jb
             ctx["scratch"] = nm.write(self._scratch(f"{t.name}_bp", size, hold=True))
             if kind is not CKind.MATMUL_NN and nc != "n" and int(nc) < jb:
                 # fewer columns than a tile (an output layer's classes): the helper computes
                 # C.T = op(B).T @ op(A).T, whose tiles are full, into this Nc x M slot
-                ctx["ct"] = nm.write(self._scratch(f"{t.name}_ct",
-                                                   (t.per * int(nc), 0) if t.batch else (0, int(nc) * int(m))))
+                ctx["ct"] = nm.write(self._scratch(f"{t.name}_ct", t.entries()))
             # the panel's slot was held while the tile's was taken: two scratch slots of one
             # statement are never the same slot
             self.alloc.release(self._held.pop())
@@ -602,9 +682,7 @@ class _KernelLowering:
         nm, a = self.nm, self.vars[st.operands[0]]
         if a.ndim == 0:
             return {"kind": CKind.ASSIGN, "c": nm.write(st.target), "value": nm.read(a.name)}
-        rows = rows_code(a)
-        size = f"{rows}*{a.cols}" if a.batch else str(int(a.rows) * a.cols)
-        return {"kind": CKind.SUM, "c": nm.write(st.target), "a": nm.read(a.name), "size": size}
+        return {"kind": CKind.SUM, "c": nm.write(st.target), "a": nm.read(a.name), "size": _size(a)}
 
     def _row_op(self, st: Stmt, stats: tuple[str, str] | None, kind: CKind) -> dict:
         nm, z = self.nm, self.vars[st.operands[0]]
@@ -664,10 +742,10 @@ class _KernelLowering:
         lo = st.payload[0]
         if st.target in self.views:  # read where it lies: a pointer to its first column
             t.ld = a.stride
-            return {"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(a.name), "at": str(lo),
-                    "what": f"{a.name}[:, {lo}:{lo + t.cols}]", "ld": t.ld, "writes": False}
+            return {"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(a.name), "at": dim_code(lo),
+                    "what": f"{a.name}[:, {dim_code(lo)}:{dim_code(lo + t.cols)}]", "ld": t.ld, "writes": False}
         return {"kind": CKind.SLICE, "c": nm.write(t.name), "a": nm.read(a.name), "rows": rows_code(t),
-                "cols": t.cols, "lda": a.stride, "lo": lo}
+                "cols": t.cols, "lda": a.stride, "lo": lo, "hi": dim_code(lo + t.cols)}
 
     # -- spatial ops: calls of the functions of templates/c/_spatial.jinja ----------------------
     def _carve(self, name: str, parts: Sequence[int]) -> list[str]:
@@ -675,7 +753,7 @@ class _KernelLowering:
         part's pointer into it, "NULL" for a part of no reals. One slot, since two scratch
         slots of one statement could be the same (each is free once taken)."""
         total = sum(parts)
-        base = self.nm.write(self._scratch(name, (0, total))) if total else "NULL"
+        base = self.nm.write(self._scratch(name, total)) if total else "NULL"
         out, offset = [], 0
         for size in parts:
             out.append("NULL" if size == 0 else base if offset == 0 else f"{base} + {offset}")
@@ -797,8 +875,7 @@ class _KernelLowering:
         """The operand's storage under the target's name; into an output's buffer, a copy."""
         nm, t, a = self.nm, self.vars[st.target], self.vars[st.operands[0]]
         if self._is_output(t):
-            return {"kind": CKind.COPY, "dst": nm.write(t.name), "src": nm.read(a.name),
-                    "size": f"{rows_code(a)}*{a.cols}" if a.batch else str(int(a.rows) * a.cols)}
+            return {"kind": CKind.COPY, "dst": nm.write(t.name), "src": nm.read(a.name), "size": _size(a)}
         self._views.append({"name": t.name, "init": a.name, "const": True})
         return {"kind": CKind.VIEW, "c": nm.label(t.name, "view"), "a": nm.label(a.name, "viewed"),
                 "rows": rows_code(t), "cols": t.cols}
@@ -817,12 +894,12 @@ class _KernelLowering:
                     ptr["slot"] = t.slot
             return {"kind": CKind.VIEW, "c": nm.label(t.name, "carry"), "a": nm.label(a.name, "first"),
                     "rows": rows_code(t), "cols": t.cols}
-        return {"kind": CKind.COPY, "dst": nm.write(t.name), "src": nm.read(a.name),
-                "size": f"{rows_code(t)}*{t.cols}" if t.batch else str(int(t.rows) * t.cols)}
+        return {"kind": CKind.COPY, "dst": nm.write(t.name), "src": nm.read(a.name), "size": _size(t)}
 
     def _loop_begin(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         head: LoopHead = st.payload
         return {"kind": CKind.LOOP_BEGIN, "index": head.index, "length": head.length, "reverse": head.reverse,
+                "last": dim_code(head.length - 1),
                 "target": self.nm.label(st.target, "out")}
 
     def _loop_step(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
@@ -846,18 +923,18 @@ class _KernelLowering:
         return {"kind": CKind.LOOP_END, "y": nm.write(y.name), "out": nm.read(out), "rows": rows_code(y),
                 "width": head.width, "stride": head.length * head.width, "index": head.index,
                 "carry": nm.write(carry), "new": nm.read(new), "reset": head.reset,
-                "size": f"{rows_code(c)}*{c.cols}" if c.batch else str(int(c.rows) * c.cols),
+                "size": _size(c),
                 "copy_out": not out_there, "copy_new": not new_there}
 
     def _map_stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         return self._map(st)
 
-    def _scratch(self, name: str, size: tuple[int, int], hold: bool = False) -> str:
-        """A work slot of ``size`` (a, b): a*n + b reals, live for the current statement only.
+    def _scratch(self, name: str, size: object, hold: bool = False) -> str:
+        """A work slot of ``size`` reals (an expression in N), live for the current statement only.
         Released at once (the statement's target was taken before it), so a later statement
         may take it; ``hold``: kept (in ``_held``) until the caller releases it, so that a second
         scratch slot of the same statement cannot be given the same slot."""
-        slot = self.alloc.take(*size)
+        slot = self.alloc.take(*self._coefficients(size))
         self.layout.pointers.append({"name": name, "slot": slot, "const": False})
         if hold:
             self._held.append(slot)
@@ -876,8 +953,8 @@ class _KernelLowering:
                                                  and target.batch):
             return f"{printed}[j]"
         if o.cols == 1 and target.cols != 1:
-            return f"{printed}[i]" if o.stride == 1 else f"{printed}[i*{o.stride}]"
-        return f"{printed}[i*{o.stride} + j]"
+            return f"{printed}[i]" if o.stride == 1 else f"{printed}[i*{dim_code(o.stride)}]"
+        return f"{printed}[i*{dim_code(o.stride)} + j]"
 
     def _map(self, st: Stmt, bias: Stmt | None = None, keep: bool = True,
              colsum: str | None = None) -> dict:
@@ -945,8 +1022,8 @@ class _KernelLowering:
         elif loop == "flat":
             dest = f"{target}[e]"
         else:
-            dest = f"{target}[i*{t.cols} + j]" if t.ndim == 2 else f"{target}[j]"
-        size = (f"{rows_code(t)}*{t.cols}" if t.batch else str(int(t.rows) * t.cols)) if t.ndim else "1"
+            dest = f"{target}[i*{dim_code(t.cols)} + j]" if t.ndim == 2 else f"{target}[j]"
+        size = _size(t) if t.ndim else "1"
         return {"kind": CKind.MAP, "loop": loop, "dest": dest, "cse": cse, "value": value,
                 "size": size, "rows": rows_code(t), "cols": t.cols, "target": target,
                 "colsum": nm.write(colsum) if colsum is not None else None, "loads": loads,
@@ -1068,14 +1145,15 @@ def share_helpers(layouts: Sequence[KernelLayout], prefix: str) -> list[dict]:
 
 def lower_kernel(plan: KernelPlan, printer: SymnnCPrinter, param_shapes: dict,
                  input_shapes: dict, outputs: dict[str, str], *,
-                 shared: bool | None = None, keep_outputs: bool = False) -> KernelLayout:
+                 shared: bool | None = None, keep_outputs: bool = False, length: bool = False) -> KernelLayout:
     """``shared``: print the array statements as calls of shared helpers (default: where the
     plan is longer than :data:`SHARED_HELPER_STATEMENTS`; an emitter decides once per file).
     ``keep_outputs``: the array outputs stay in work (:attr:`KernelLayout.kept`), laid out with
-    the temporaries; ``outputs`` then names only the scalar ones' buffers."""
+    the temporaries; ``outputs`` then names only the scalar ones' buffers. ``length``: the
+    network's sequences have a run-time length, the kernel's argument ``steps``."""
     if shared is None:
         shared = len(plan.stmts) > SHARED_HELPER_STATEMENTS
-    return _KernelLowering(plan, printer, param_shapes, input_shapes, outputs, shared, keep_outputs).lower()
+    return _KernelLowering(plan, printer, param_shapes, input_shapes, outputs, shared, keep_outputs, length).lower()
 
 
 __all__ = ["CONV_FIELDS", "CConfig", "CKind", "KernelLayout", "POOL_FIELDS", "STATEMENTS", "Uses",

@@ -18,13 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import sympy as sp
 
 from ... import ir, naming, status
+from ...errors import ConfigError
 from ...capabilities import C_TARGET_KIND
 from . import gemm
-from .arena import Need, pareto
+from .arena import Need, pareto, term_code
 from .config import (CONV_FIELDS, POOL_FIELDS, SHARED_HELPER_STATEMENTS, CConfig, KernelLayout,
-                     check_prefix, lower_kernel, share_helpers, size_code)
+                     check_prefix, coefficients, dim_code, lower_kernel, share_helpers, size_code)
 from .kinds import GEMM_CALLS, ROW_STAT_KINDS, SPATIAL_PARTS, CKind
 from .printer import VMATH, c_literal
 from ...declare import Network
@@ -95,6 +97,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     naming.check_declared_names(net)  # the name prefixes C symbols; every name is printed in comments
     check_length(net, "c")  # every path to C code, the report's too
     prefix = check_prefix(net.name)
+    #: the sequences' length is given at each call: every kernel takes it, ``steps``, after n
+    length = net.has_run_time_length
     cfg = CConfig(dtype=dtype, prefix=prefix)
     printer = cfg.printer()
     real = f"{prefix}_real"
@@ -104,7 +108,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     # parameters by their identifier in code (W1; dense1_weight for a graph's dense1.weight);
     # the table of names the C API returns keeps the public names
     offsets = {naming.param_ident(p["name"]): p["offset"] for p in params}
-    n_in, n_out = int(net.n_in), int(net.n_out)
+    n_in, n_out = net.n_in, net.n_out  # ints, or a*T + b for a run-time length
     # a convolution's weight (O, C/g, kh, kw) as the IR holds it: the matrix (O, C/g*kh*kw)
     shapes = {naming.param_ident(p): ir.matrix_shape(shape)
               for p, shape in net.param_shapes().items()}
@@ -122,7 +126,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
 
     layouts: dict[str, KernelLayout] = {}
     plans = {}
-    masks = [{"name": name, "layer": layer, "width": width, "p": repr(p)}
+    masks = [{"name": name, "layer": layer, "width": width, "width_code": dim_code(width), "p": repr(p)}
              for name, layer, width, p in dropout_masks(net)] if optimizer is not None else []
     if masks and train_prog is None:
         raise ValueError("a network with dropout needs its training program to emit train_step")
@@ -155,7 +159,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             outputs.update({naming.grad(p): f"out_grad + {offsets[p]}" if offsets[p] else "out_grad"
                             for p in written})
         layouts[kname] = lower_kernel(plan, printer, shapes, inputs, outputs, shared=shared_helpers,
-                                      keep_outputs=kname == "loss_and_grad_train")
+                                      keep_outputs=kname == "loss_and_grad_train", length=length)
     # what the train step writes, in the order of its gradient pointers g[r]: the trained
     # parameters, then the buffers (their new values), each in the parameter layout's order
     in_work = layouts["loss_and_grad_train"].kept if optimizer is not None else {}
@@ -176,6 +180,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         if kname == "loss_and_grad_train":
             args += [(f"const {real} *{RESTRICT} {m['name']}", m["name"], m["name"] in printed) for m in masks]
         args.append(("ptrdiff_t n", "n", lay.uses_n))
+        if length:
+            args.append(("ptrdiff_t steps", "steps", lay.uses_steps))
         # every output is written: through a view, a copy or (a scalar) at the end
         if kname == "forward":
             args.append((f"{real} *{RESTRICT} out_yhat", "out_yhat", True))
@@ -210,16 +216,16 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     need_fns: dict[Need, str] = {}  # each need of several terms: its function's name
 
     def need_code(need: Need) -> str:
-        """The C expression (size_t) of a need at the batch ``n``."""
+        """The C expression (size_t) of a need at the batch ``n`` (and run-time length ``steps``)."""
         if need.single is not None:
-            a, b = need.single
-            return f"(size_t){b}" if a == 0 else f"(size_t)n*{a}" + (f" + {b}" if b else "")
+            return _term_code(need.single)
         if need not in need_fns:
             need_fns[need] = f"{prefix}__need{len(need_fns)}"
-        return f"{need_fns[need]}(n)"
+        return f"{need_fns[need]}(n{', steps' if length else ''})"
 
-    def bytes_n(width: int) -> str:
-        return f"(size_t)n*{width}*{sz}"
+    def bytes_n(width: object) -> str:
+        code = dim_code(width)
+        return f"(size_t)n*{code if code.isdigit() else f'(size_t)({code.strip(chr(40) + chr(41))})'}*{sz}"
 
     rp = f"const {real} *"
     x_rng = ("X", bytes_n(n_in))
@@ -228,7 +234,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     lab_rng = ("labels", "(size_t)n*sizeof(int32_t)")
     work_rng = ("work", f"need*{sz}")
     publics, protos = [], []
-    one_hot = (n_out, 0)
+    one_hot = coefficients(naming.N * n_out, length)  # a labels kernel's one-hot rows (n_out an int)
     work_need = {k: lay.work for k, lay in layouts.items()}
     variants = [("forward", False), ("loss", False), ("loss_and_grad", False)]
     if labels:
@@ -238,13 +244,13 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     if optimizer is not None:
         n_state = len(optimizer.state)
         lg = work_need["loss_and_grad_train"]
-        mask_rows = sum(m["width"] for m in masks)
+        mask_rows = coefficients(naming.N * sum(m["width"] for m in masks), length)
         # train_gradient's and train_step's work: the dropout masks, then the loss-and-gradient
         # kernel's own, the gradients among its temporaries. The update is written only after a
         # first pass over it has found every new value finite (all or nothing), so it keeps no
         # old values; the buffers' new values go from the gradient to the parameters.
-        work_need["train_gradient"] = lg.plus(mask_rows, 0)
-        work_need["train_step"] = lg.plus(mask_rows, 0)
+        work_need["train_gradient"] = lg.plus(*mask_rows)
+        work_need["train_step"] = lg.plus(*mask_rows)
         variants += [("train_step", False)] + ([("train_step", True)] if labels else [])
         variants += [("train_gradient", False)] + ([("train_gradient", True)] if labels else [])
         train = _train_context(optimizer, printer, real, n_params)
@@ -252,11 +258,11 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         train["written"] = [span[p] for p in written]
         train["n_trained"] = sum(p not in buffers for p in written)
         train["frozen"] = frozen_ranges
-        offset_a, offset_b = 0, 0
+        offset = 0
         for m in masks:  # each mask is n x width reals at the start of train_gradient's work
-            m["init"] = f"work + {size_code(offset_a, offset_b)}" if offset_a else "work"
-            offset_a += m["width"]
-        train["lg_work"] = f"work + {size_code(offset_a, offset_b)}" if offset_a else "work"
+            m["init"] = f"work + {_term_code(coefficients(naming.N * offset, length), cast=False)}" if offset else "work"
+            offset = offset + m["width"]
+        train["lg_work"] = f"work + {_term_code(coefficients(naming.N * offset, length), cast=False)}" if offset else "work"
     for kname, with_labels in variants:
         need = work_need[kname].plus(*one_hot) if with_labels else work_need[kname]
         fname = f"{prefix}_{kname}" + ("_labels" if with_labels else "")
@@ -283,6 +289,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
                 nulls.append("Y == NULL")
                 ins.append(y_rng)
         sig.append("ptrdiff_t n")
+        if length:
+            sig.append("ptrdiff_t steps")
         if stepped:
             sig.append("int64_t step")
             if masks:
@@ -309,7 +317,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
                 pairs.append((o, other))
         y_arg = "onehot" if with_labels else "Y"
         call_args = ["params"] + (["state" if n_state else "NULL"] if is_train else [])
-        call_args += ["X"] + ([y_arg] if kname != "forward" else []) + ["n"]
+        call_args += ["X"] + ([y_arg] if kname != "forward" else []) + ["n"] + (["steps"] if length else [])
         call_args += (["step"] + (["seed"] if masks else [])) if stepped else []
         call_args += ["yhat"] if kname == "forward" else ["loss"]
         call_args += ["grad"] if kname in ("loss_and_grad", "train_gradient") else []
@@ -340,11 +348,18 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     # every kernel's need (with its labels variant's one-hot rows): what work_size returns
     need_max = Need(pareto(set().union(*((w.plus(*one_hot) if labels and k != "forward" else w).terms
                                           for k, w in work_need.items()))))
-    per_row, fixed = need_max.bound()  # the header's macros: a bound of the form a*n + b
-    max_row = max(per_row, n_in, n_out, 1)
+    bound = need_max.bound()  # the header's macros: a bound of the form a*n + b (a*n*steps + b*n + c)
+    per_row, fixed = bound[-2:]
+    in_form, out_form = _form(n_in), _form(n_out)
+    # the most reals per row (per row and step) of any array a kernel indexes: the sizes that must
+    # fit in ptrdiff_t at the largest batch (and length) the kernels take
+    max_row = max(per_row, in_form[1], out_form[1], 1)
+    max_step = max(bound[0], in_form[0], out_form[0], 1) if length else 0
+    steps_arg = "ptrdiff_t steps, " if length else ""
     protos += [
-        {"doc": ["Number of reals the work buffer needs for a batch of n: the most that any kernel needs."],
-         "decl": f"int {prefix}_work_size(ptrdiff_t n, size_t *work_len)"},
+        {"doc": ["Number of reals the work buffer needs for a batch of n"
+                 + (" sequences of steps steps" if length else "") + ": the most that any kernel needs."],
+         "decl": f"int {prefix}_work_size(ptrdiff_t n, {steps_arg}size_t *work_len)"},
         {"doc": ["SYMNN_ERR_NONFINITE (and the first bad index) if data[0..count) holds NaN or infinity."],
          "decl": f"int {prefix}_check_finite(const {real} *data, ptrdiff_t count, ptrdiff_t *first_bad)"},
         {"doc": ["Total number of parameters (the length of params and grad)."],
@@ -375,6 +390,14 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "labels": labels,
         "n_in": n_in,
         "n_out": n_out,
+        # the sequences' length is an argument (steps): X's rows are N_IN_PER_STEP*steps + N_IN_FIXED
+        "length": length,
+        "n_in_code": dim_code(n_in),
+        "n_out_code": dim_code(n_out),
+        "in_form": in_form,
+        "out_form": out_form,
+        "work_per_step": bound[0] if length else 0,
+        "max_step": max_step,
         "n_params": n_params,
         "n_state": n_state,
         "optimizer": optimizer.describe() if optimizer is not None else None,
@@ -386,13 +409,14 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "work_fixed": fixed,
         "conv_weights": any(len(shape) > 2 for shape in net.param_shapes().values()),
         # the index inputs (an Embedding's): every public entry checks them (SYMNN_ERR_INDEX)
-        "index_blocks": index_blocks(net),
-        "image_inputs": [(name, tuple(int(d) for d in shape)) for name, shape in net.input_shapes if len(shape) > 1],
+        "index_blocks": [dict(b._asdict(), lo_code=dim_code(b.lo), hi_code=dim_code(b.hi)) for b in index_blocks(net)],
+        "image_inputs": [(name, tuple(naming.concrete(d) for d in shape)) for name, shape in net.input_shapes
+                         if len(shape) > 1],
         # each kernel's own need (the *_labels variants add n*N_OUT for the one-hot rows)
         "work_by_kernel": [(k, _formula(work_need[k])) for k in (*KERNELS, "train_step", "train_gradient") if k in work_need],
         # each kernel's own need as macros, and how much of it per row is the steps its loops
         # store (a recurrence's outputs and residuals: it grows with T; the rest does not)
-        "kernel_work": [(k.upper(), *work_need[k].bound(), _stored_per_row(plans, k))
+        "kernel_work": [(k.upper(), *work_need[k].bound(), _stored_per_row(plans, k, length))
                         for k in (*KERNELS, "train_step", "train_gradient") if k in work_need],
         "work_max": need_code(need_max),
         "max_row": max_row,
@@ -419,17 +443,40 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
                        n_state, bool(masks), _provenance(source, prefix, kernels, context), dict(work_need))
 
 
-def _stored_per_row(plans: dict[str, KernelPlan], kname: str) -> int:
+def _stored_per_row(plans: dict[str, KernelPlan], kname: str, length: bool = False) -> int:
     """Reals per batch row of the values a kernel's loops store, one per step (what grows with
     the sequence's length): each loop's stacked output, (T*E) per row. The train step's is its
-    loss-and-gradient kernel's."""
+    loss-and-gradient kernel's. With a run-time length: per row and step, sum of the E."""
     plan = plans.get(kname) or plans.get("loss_and_grad_train") or plans["loss_and_grad"]
-    return sum(int(st.shape[1]) for st in plan.stmts if st.kind is Loop.BEGIN)
+    widths = [st.shape[1] for st in plan.stmts if st.kind is Loop.BEGIN]
+    if length:
+        return sum(_form(w)[0] for w in widths)
+    return sum(int(w) for w in widths)
+
+
+def _form(size: object) -> tuple[int, int]:
+    """``size`` as (a, b) for a*T + b: a run-time sequence length's multiple, or (0, size)."""
+    return naming.length_form(size) if naming.has_length(size) else (0, int(size))
+
+
+def _term_code(term: tuple[int, ...], cast: bool = True) -> str:
+    """A work size as C: ``(size_t)n*3 + 5`` (``cast``) or ``3*n + 5``; with a run-time length
+    (a, b, c): ``(size_t)n*steps*a + (size_t)n*b + c``."""
+    if len(term) == 2:
+        a, b = term
+        if not cast:
+            return size_code(a, b)
+        return f"(size_t){b}" if a == 0 else f"(size_t)n*{a}" + (f" + {b}" if b else "")
+    pre = "(size_t)" if cast else ""
+    parts = [code for coef, code in ((term[0], f"{pre}n*{pre}steps*{term[0]}"), (term[1], f"{pre}n*{term[1]}")) if coef]
+    if term[2] or not parts:
+        parts.append(f"{pre}{term[2]}" if not parts else str(term[2]))
+    return " + ".join(parts)
 
 
 def _formula(need: Need) -> str:
     """``3194*n + 11342`` (or ``max(256*n, 65536)``): a work need as the header prints it."""
-    parts = [size_code(a, b) if a or b else "0" for a, b in need.sorted_terms()]
+    parts = [term_code(*term) for term in need.sorted_terms()]
     return parts[0] if len(parts) == 1 else f"max({', '.join(parts)})"
 
 
@@ -489,6 +536,10 @@ def _start_fans(net: Network) -> list[str]:
 def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, str]:
     """``main.c`` (evaluates the network with no Python), with a train step also
     ``train_main.c`` (trains it with no Python), and their ``Makefile``."""
+    if net.has_run_time_length:
+        raise ConfigError(f"network {net.name!r} reads sequences of run-time length: the example programs "
+                          "(main.c, train_main.c) read rows of a fixed width; emit the kernels alone "
+                          "(without the example), or give the length (sn.Input(T, F))")
     common = {
         "spec_hash": spec_hash(net, dtype),
         "op_summary": [],
@@ -518,8 +569,18 @@ def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, s
     return files
 
 
+#: the sequences' length in the C harness of a network whose length is given at each call
+HARNESS_STEPS = 5
+
+
+def _at_harness_length(size: object) -> int:
+    """A column or size at the harness's sequence length (:data:`HARNESS_STEPS`)."""
+    return int(sp.sympify(size).subs(naming.T, HARNESS_STEPS))
+
+
 def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
     """``test_main.c``: gradient check by central differences in C, and the bad-argument cases."""
+    at = _at_harness_length
     return render(
         "c/test_main.c.jinja",
         spec_hash=spec_hash(net, dtype),
@@ -530,19 +591,22 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         target_kind=C_TARGET_KIND[net.loss.targets],
         # several outputs, or a sequence output: each output's columns filled as its own loss
         # declares, k at a time (a sequence's steps; k = its width for features)
-        target_blocks=[(lo, hi, C_TARGET_KIND[loss.targets], int(shape[-1]))
+        target_blocks=[(at(lo), at(hi), C_TARGET_KIND[loss.targets], int(shape[-1]))
                        for loss, (lo, hi), shape in zip(net.losses, net.column_blocks(net.output_widths),
                                                         net.output_shapes)]
         if net.several_outputs or net.has_sequence_output else [],
+        # a run-time length: the harness's sequences have HARNESS_STEPS steps
+        length=net.has_run_time_length,
+        steps=HARNESS_STEPS,
         optimizer=result.optimizer,
         n_state=result.n_state,
         dropout=result.dropout,
         fd_step="1e-3" if dtype == "float32" else "1e-6",
-        n_in=int(net.n_in),
+        n_in=at(net.n_in),
         # index inputs get valid token ids (random reals would be refused with SYMNN_ERR_INDEX),
         # so the gradient check runs through the gathers; the NaN check uses a real column
-        index_blocks=index_blocks(net),
-        real_column=_real_column(net),
+        index_blocks=[b._replace(lo=at(b.lo), hi=at(b.hi)) for b in index_blocks(net)],
+        real_column=_real_column(net, at),
         padding_ranges=_padding_ranges(net),
         # a buffer starts at its layer's value plus up to 0.5 (a positive running variance); "NAN":
         # a parameter, drawn at random
@@ -559,15 +623,16 @@ def _padding_ranges(net: Network) -> list[tuple[int, int]]:
             for p in _params_table(net) if p["name"] in rows]
 
 
-def _real_column(net: Network) -> int | None:
+def _real_column(net: Network, at=int) -> int | None:
     """A column of the packed X that holds reals, not an index input's ids: the harness puts
     its NaN there (in an index column NaN is SYMNN_ERR_INDEX). The middle column, as always,
-    when it is real; else the first real one; None when every input is indices."""
-    taken = {c for block in index_blocks(net) for c in range(block.lo, block.hi)}
-    middle = int(net.n_in) // 2
+    when it is real; else the first real one; None when every input is indices. ``at``: a size
+    at the harness's sequence length."""
+    taken = {c for block in index_blocks(net) for c in range(at(block.lo), at(block.hi))}
+    middle = at(net.n_in) // 2
     if middle not in taken:
         return middle
-    return next((c for c in range(int(net.n_in)) if c not in taken), None)
+    return next((c for c in range(at(net.n_in)) if c not in taken), None)
 
 
 def _train_context(optimizer: Optimizer, printer, real: str, n_params: int) -> dict:
@@ -630,7 +695,17 @@ def _cdef(common: dict, protos: list[dict], real: str) -> str:
     p = common["prefix"].upper()
     for name, code, _ in STATUSES:
         lines.append(f"#define {name} {code}")
-    for key in ("n_in", "n_out", "n_params", "n_state", "work_per_row", "work_fixed"):
-        lines.append(f"#define {p}_{key.upper()} {common[key]}")
+    macros = {"n_params": common["n_params"], "n_state": common["n_state"], "work_per_row": common["work_per_row"],
+              "work_fixed": common["work_fixed"]}
+    if common["length"]:  # a run-time length: rows a*steps + b
+        macros.update(n_in_per_step=common["in_form"][0], n_in_fixed=common["in_form"][1],
+                      n_out_per_step=common["out_form"][0], n_out_fixed=common["out_form"][1],
+                      work_per_row_step=common["work_per_step"])
+    else:
+        macros.update(n_in=common["n_in"], n_out=common["n_out"])
+    for key in ("n_in", "n_out", "n_in_per_step", "n_in_fixed", "n_out_per_step", "n_out_fixed", "n_params",
+                "n_state", "work_per_row_step", "work_per_row", "work_fixed"):
+        if key in macros:
+            lines.append(f"#define {p}_{key.upper()} {macros[key]}")
     lines += [f"{proto['decl']};" for proto in protos]
     return "\n".join(lines) + "\n"

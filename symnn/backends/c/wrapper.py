@@ -51,7 +51,15 @@ class CKernelModule:
         self.ctype = f"{prefix}_real"
         self.labels = labels
         self.n_params = int(getattr(self.lib, f"{prefix.upper()}_N_PARAMS"))
-        self.n_out = int(getattr(self.lib, f"{prefix.upper()}_N_OUT"))
+        macro = functools.partial(getattr, self.lib)
+        P = prefix.upper()
+        #: a network of run-time sequence length (``sn.Input(None, F)``): its kernels take the
+        #: length ``steps`` after n, X's row is N_IN_PER_STEP*steps + N_IN_FIXED (else None)
+        self.length = ((int(macro(f"{P}_N_IN_PER_STEP")), int(macro(f"{P}_N_IN_FIXED"))),
+                       (int(macro(f"{P}_N_OUT_PER_STEP")), int(macro(f"{P}_N_OUT_FIXED")))) \
+            if hasattr(self.lib, f"{P}_N_IN_PER_STEP") else None
+        self.n_out = int(macro(f"{P}_N_OUT")) if self.length is None else None
+        self._per_step = int(macro(f"{P}_WORK_PER_ROW_STEP")) if self.length is not None else 0
         self._per_row = int(getattr(self.lib, f"{prefix.upper()}_WORK_PER_ROW"))
         self._fixed = int(getattr(self.lib, f"{prefix.upper()}_WORK_FIXED"))
         self._work_size = getattr(self.lib, f"{prefix}_work_size")
@@ -70,7 +78,7 @@ class CKernelModule:
                 self._fn["train_step_labels"] = getattr(self.lib, f"{prefix}_train_step_labels")
                 self._fn["train_gradient_labels"] = getattr(self.lib, f"{prefix}_train_gradient_labels")
         self._layout = layout
-        self.n_in = int(getattr(self.lib, f"{prefix.upper()}_N_IN"))
+        self.n_in = int(macro(f"{P}_N_IN")) if self.length is None else None
         #: one image input's sample shape (C, H, W): the fast path also takes X as (n, C, H, W),
         #: whose C-ordered memory is the (n, C*H*W) rows the kernels read
         self.sample_shape = tuple(sample_shape) if sample_shape is not None and len(sample_shape) > 1 else None
@@ -112,13 +120,29 @@ class CKernelModule:
         """Views of a flat vector as named parameter arrays (no copy)."""
         return {name: flat[lo:hi].reshape(shape) for name, lo, hi, shape in self._layout}
 
-    def _work(self, n: int) -> np.ndarray:
-        """The work buffer for ``n`` rows: the header's exact need (``work_size``), or its bound
-        ``PER_ROW * n + FIXED`` for a batch the kernels refuse anyway (they say why)."""
+    def _steps(self, x: np.ndarray) -> list[int]:
+        """The kernels' arguments after n for the rows ``x``: the sequences' length ``steps`` for
+        a network of run-time length (X's row is a*steps + b), else none."""
+        if self.length is None:
+            return []
+        a, b = self.length[0]
+        return [(x.shape[1] - b) // a]
+
+    def _n_out(self, steps: list[int]) -> int:
+        if self.length is None:
+            return self.n_out
+        a, b = self.length[1]
+        return a * steps[0] + b
+
+    def _work(self, n: int, steps: list[int] = ()) -> np.ndarray:
+        """The work buffer for ``n`` rows (of ``steps`` steps): the header's exact need
+        (``work_size``), or its bound ``PER_ROW * n + FIXED`` for a batch the kernels refuse
+        anyway (they say why)."""
         length = self.ffi.new("size_t *")  # one per call: threads share the kernel
-        if self._work_size(n, length) == Status.OK:
+        if self._work_size(n, *steps, length) == Status.OK:
             return np.empty(max(int(length[0]), 1), dtype=self.dtype)
-        return np.empty(max(self._per_row * n + self._fixed, 1), dtype=self.dtype)
+        t = steps[0] if steps else 0
+        return np.empty(max(self._per_step * n * t + self._per_row * n + self._fixed, 1), dtype=self.dtype)
 
     def _check(self, status: int, kernel: str, bad_row=None) -> None:
         if status == Status.OK:
@@ -135,11 +159,11 @@ class CKernelModule:
     def _forward(self, params: Mapping[str, np.ndarray], X: np.ndarray) -> np.ndarray:
         p = self.pack(params)
         x = self._ready(X, self.dtype)
-        n = x.shape[0]
-        out = np.empty((n, self.n_out), dtype=self.dtype)
-        work = self._work(n)
+        n, steps = x.shape[0], self._steps(x)
+        out = np.empty((n, self._n_out(steps)), dtype=self.dtype)
+        work = self._work(n, steps)
         c = self.ctype
-        status = self._fn["forward"](self._ptr(p, c), self._ptr(x, c), n, self._ptr(out, c),
+        status = self._fn["forward"](self._ptr(p, c), self._ptr(x, c), n, *steps, self._ptr(out, c),
                                      self._ptr(work, c), work.size)
         self._check(status, "forward")
         return out
@@ -211,7 +235,7 @@ class CKernelModule:
         """The public call's fast entries for parameters in ``layout`` (:mod:`.fast`), or None
         for a build of the emitted files alone (no checking entries: every call is checked in
         Python)."""
-        return fast_calls(self, layout) if self.py_run is not None else None
+        return fast_calls(self, layout) if self.py_run is not None and self.length is None else None
 
     def raw_loss_and_grad(self, params: Mapping[str, np.ndarray], X: np.ndarray, Y: np.ndarray):
         """A zero-argument callable running the C loss-and-gradient on buffers prepared once
@@ -229,9 +253,11 @@ class CKernelModule:
         """A zero-argument callable running the C forward on buffers prepared once (the raw
         baseline of ``Kernel.forward``'s overhead, for benchmarks; inputs already validated)."""
         x = self._ready(X, self.dtype)
-        flat, out, work = self.pack(params), np.empty((x.shape[0], self.n_out), dtype=self.dtype), self._work(x.shape[0])
+        steps = self._steps(x)
+        flat, out = self.pack(params), np.empty((x.shape[0], self._n_out(steps)), dtype=self.dtype)
+        work = self._work(x.shape[0], steps)
         c = self.ctype
-        return functools.partial(self._fn["forward"], self._ptr(flat, c), self._ptr(x, c), x.shape[0],
+        return functools.partial(self._fn["forward"], self._ptr(flat, c), self._ptr(x, c), x.shape[0], *steps,
                                  self._ptr(out, c), self._ptr(work, c), work.size)
 
     def raw_train_step(self, theta: np.ndarray, state: np.ndarray, X: np.ndarray, Y: np.ndarray, step: int = 1):
@@ -248,10 +274,10 @@ class CKernelModule:
         its ``_labels`` twin for integer labels), called as ``head, X, Y, n, middle, loss, [grad],
         [bad_row], work, work_len``; the cffi buffers keep the arrays alive."""
         y, y_ctype, suffix = self._targets(Y)
-        n, c = x.shape[0], self.ctype
+        n, c, steps = x.shape[0], self.ctype, self._steps(x)
         loss = np.empty(1, dtype=self.dtype)
-        work = self._work(n)
-        args = [*head, self._ptr(x, c), self._ptr(y, y_ctype), n, *middle, self._ptr(loss, c)]
+        work = self._work(n, steps)
+        args = [*head, self._ptr(x, c), self._ptr(y, y_ctype), n, *steps, *middle, self._ptr(loss, c)]
         if grad is not None:
             args.append(self._ptr(grad, c))
         bad_row = self.ffi.new("ptrdiff_t *") if suffix else None
