@@ -11,6 +11,9 @@ refuses such a network, naming why, before any work."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -307,3 +310,42 @@ def test_the_c_api_takes_the_length_after_the_batch() -> None:
     k = sn.compile(net, backend="c")
     with pytest.raises(ShapeError):
         k.loss(k.new_params(seed=0), {"x": np.zeros((2, 4, F)), "m": np.ones((2, 5))}, np.zeros((2, 2)))
+
+
+@pytest.mark.needs_cc
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_the_example_programs_are_built_for_a_length(tmp_path) -> None:
+    """The kernels take any length; the emitted example programs read rows of one, which they are
+    built for (``make STEPS=T``; without it make stops, naming it). The trainer trains on rows of
+    7 steps, the demo's loss on the trained parameters is the Python kernel's, and a file of
+    another length is refused naming the length built for."""
+    from symnn.cli import main
+
+    spec = tmp_path / "seq.toml"
+    spec.write_text(SPEC)
+    ship = tmp_path / "c"
+    assert main(["emit", str(spec), "--backend", "c", "--with-train-step", "--out", str(ship)]) == 0
+    unset = subprocess.run(["make", "-C", str(ship)], capture_output=True, text=True, timeout=300)
+    assert unset.returncode != 0 and "make STEPS=T" in unset.stderr
+    built = subprocess.run(["make", "-C", str(ship), "STEPS=7"], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(48, 7, 3))
+    rows = np.column_stack([X.reshape(48, -1), np.column_stack([X[:, :, 0].mean(axis=1), X[:, -1, 1]])])
+    data = tmp_path / "seq.csv"
+    np.savetxt(data, rows, delimiter=",")
+    trained = tmp_path / "p.bin"
+    out = subprocess.run([str(ship / "seq_any_train"), str(data), "30", str(trained)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    losses = [float(line.split()[3]) for line in out.stdout.splitlines() if line.startswith("epoch ")]
+    assert losses[-1] < 0.9 * losses[0] and losses == sorted(losses, reverse=True), out.stdout
+    demo = subprocess.run([str(ship / "seq_any_demo"), str(trained)], stdin=data.open(), capture_output=True,
+                          text=True, timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    printed = float(next(line for line in demo.stdout.splitlines() if line.startswith("loss ")).split()[1])
+    k = sn.compile(sn.load_spec(spec).network, backend="c")
+    assert abs(printed - k.loss(k.unpack(np.fromfile(trained)), X, rows[:, 21:])) <= 1e-12 * printed
+    np.savetxt(data, np.column_stack([X[:, :5].reshape(48, -1), rows[:, 21:]]), delimiter=",")
+    short = subprocess.run([str(ship / "seq_any_train"), str(data), "1"], capture_output=True, text=True, timeout=300)
+    assert short.returncode != 0 and "7 steps" in short.stderr

@@ -218,8 +218,9 @@ def test_training_tags_every_step_of_the_digits(backend: str) -> None:
 
 
 def test_the_derivation_evaluates_to_the_kernel_at_a_run_time_length() -> None:
-    """``sn.Input(None, E)``: one NumPy kernel tags sequences of any T, as autograd does, and the
-    printed derivation (its loss over the N*T steps) evaluates to the kernel's numbers."""
+    """``sn.Input(None, E)``: one kernel tags sequences of any T, as autograd does (NumPy; C the
+    same to rounding), and the printed derivation (its loss over the N*T steps) evaluates to the
+    kernel's numbers."""
     module = _tagger()
     ids = sn.Input(None, indices=True, name="x")
     h = sn.LSTM(E, H, return_sequences=True, name="lstm")(sn.Embedding(V, E, name="emb")(ids))
@@ -227,6 +228,7 @@ def test_the_derivation_evaluates_to_the_kernel_at_a_run_time_length() -> None:
     net = sn.Network(inputs=ids, outputs=tags, loss="cross_entropy", name="tagger_any")
     params = {f"{name}": p.detach().numpy().copy() for name, p in module.named_parameters()}
     k = sn.compile(net)
+    c = sn.compile(net, backend="c") if shutil.which("gcc") or shutil.which("cc") else None
     derivation = sn.derive(net)
     for length in (1, 4, 9):
         X, labels = _data(length, length)
@@ -237,6 +239,10 @@ def test_the_derivation_evaluates_to_the_kernel_at_a_run_time_length() -> None:
         assert abs(loss - loss_ref) <= 1e-12 * loss_ref
         for name, g in grads_ref.items():
             assert rel(grads[name], g) <= 1e-10, name
+        if c is not None:  # the C kernels take the length too: the same numbers to rounding
+            c_loss, c_grads = c.loss_and_grad(params, X, labels)
+            assert abs(c_loss - loss) <= 1e-13 * loss
+            assert all(rel(c_grads[name], grads[name]) <= 1e-12 for name in grads)
         printed_loss, printed_grads = derivation.evaluate(params, X, labels)
         assert abs(printed_loss - loss) <= 1e-13 * loss
         assert all(rel(printed_grads[name], grads[name]) <= 1e-12 for name in grads)

@@ -21,7 +21,6 @@ import numpy as np
 import sympy as sp
 
 from ... import ir, naming, status
-from ...errors import ConfigError
 from ...capabilities import C_TARGET_KIND
 from . import gemm
 from .arena import Need, pareto, term_code
@@ -536,23 +535,31 @@ def _start_fans(net: Network) -> list[str]:
 def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, str]:
     """``main.c`` (evaluates the network with no Python), with a train step also
     ``train_main.c`` (trains it with no Python), and their ``Makefile``."""
-    if net.has_run_time_length:
-        raise ConfigError(f"network {net.name!r} reads sequences of run-time length: the example programs "
-                          "(main.c, train_main.c) read rows of a fixed width; emit the kernels alone "
-                          "(without the example), or give the length (sn.Input(T, F))")
+    length = net.has_run_time_length  # the programs are built for one length: make STEPS=T
+
+    def doc(size: object) -> str:
+        """A row's width as the programs' comments give it (``3*STEPS``)."""
+        return dim_code(size).replace("steps", "STEPS").strip("()")
+
+    steps = net.output_steps[0]
     common = {
         "spec_hash": spec_hash(net, dtype),
         "op_summary": [],
         "prefix": result.prefix,
         "real": f"{result.prefix}_real",
         "labels": result.labels,
-        "n_in": int(net.n_in),
-        "n_out": int(net.n_out),
+        "length": length,
+        "n_in": net.n_in,
+        "n_out": net.n_out,
+        "n_in_doc": doc(net.n_in),
+        "n_out_doc": doc(net.n_out),
+        "many_outputs": naming.has_length(net.n_out) or int(net.n_out) > 1,
         "several_outputs": net.several_outputs,  # no one accuracy to print
         # the outputs of one row of targets: all of them, or a sequence output's per step
         "step_width": int(net.output_shapes[0][-1]),
+        "many_steps": net.has_sequence_output,
         # a tagger's CSV rows: one class label per step (the train program stores them one-hot)
-        "step_labels": int(net.output_steps[0]) if not net.several_outputs and net.has_sequence_output
+        "step_labels": doc(steps) if not net.several_outputs and net.has_sequence_output
         and net.loss.takes_labels else 0,
         "fmt": "%.9g" if dtype == "float32" else "%.17g",
         "optimizer": result.optimizer,
