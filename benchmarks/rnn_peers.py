@@ -36,6 +36,10 @@ subnormals to zero; symnn C, PyTorch and PyTensor compute them by default (PyTor
 subnormal handling more than the loop. ``symnn C flush`` is the same kernel compiled with
 ``sn.compile(..., flush_denormals=True)``: subnormals read and written as zero, as JAX runs; its
 ratio is the like-for-like comparison with JAX there.
+
+``symnn C any T``: the same network declared with ``sn.Input(None, F)``, its C kernel taking the
+sequences' length at each call (sizes ``a*n*steps + b*n + c``): what one kernel for every T costs
+against the kernel fixed at T.
 """
 
 from __future__ import annotations
@@ -119,11 +123,14 @@ class Config:
     def gates(self) -> int:
         return self.cell.layer.GATES * self.hidden
 
-    def build(self) -> sn.Network:
-        x = sn.Input(self.steps, self.features, name="x")
+    def build(self, any_length: bool = False) -> sn.Network:
+        """The network; ``any_length``: its length given at each call (``sn.Input(None, F)``), one
+        kernel for every T, the same parameters."""
+        x = sn.Input(None if any_length else self.steps, self.features, name="x")
         h = self.cell.layer(self.features, self.hidden, name="rnn")(x)
         y = sn.Dense(self.hidden, 1, name="fc")(h)
-        return sn.Network(inputs=x, outputs=y, loss="mse", name=f"b_{self.name.replace('-', '_')}")
+        suffix = "_any" if any_length else ""
+        return sn.Network(inputs=x, outputs=y, loss="mse", name=f"b_{self.name.replace('-', '_')}{suffix}")
 
     def macs(self) -> int:
         """Multiply-adds of the products per sample: forward (the inputs' share of the gates,
@@ -273,7 +280,7 @@ PEER_SYSTEMS: dict[str, Callable[..., System]] = {"PyTorch": torch_system, "JAX"
 
 # -- the check, then the timing -------------------------------------------------------------------
 def prepare(cfg: Config, dtype: str, peers: dict[str, Callable[..., System]] = PEER_SYSTEMS,
-            backends: Sequence[str] = ("numpy", "c", "c-flush")) -> dict:
+            backends: Sequence[str] = ("numpy", "c", "c-flush", "c-any")) -> dict:
     """Every system of ``cfg`` ready to time, each checked against symnn NumPy first.
 
     Returns ``{"systems": timed calls, "checks": relative errors, "setup": seconds to compile
@@ -289,7 +296,8 @@ def prepare(cfg: Config, dtype: str, peers: dict[str, Callable[..., System]] = P
         name = SYMNN_SYSTEMS[backend]
         t = time.perf_counter()
         flush = backend == "c-flush"  # subnormals as zero, as JAX runs (sn.compile(flush_denormals=True))
-        k = sn.compile(net, backend="numpy" if backend == "numpy" else "c", dtype=dtype, flush_denormals=flush)
+        built = cfg.build(any_length=True) if backend == "c-any" else net  # T an argument of each call
+        k = sn.compile(built, backend="numpy" if backend == "numpy" else "c", dtype=dtype, flush_denormals=flush)
         setup[name] = time.perf_counter() - t
         out = {"out": k.new_params()} if backend != "numpy" else {}
         systems[name] = functools.partial(k.loss_and_grad, k.new_params(params), X, Y, **out)
@@ -316,7 +324,7 @@ def prepare(cfg: Config, dtype: str, peers: dict[str, Callable[..., System]] = P
 
 
 #: symnn's timed systems, by the backend they compile for
-SYMNN_SYSTEMS = {"numpy": "symnn NumPy", "c": "symnn C", "c-flush": "symnn C flush"}
+SYMNN_SYSTEMS = {"numpy": "symnn NumPy", "c": "symnn C", "c-flush": "symnn C flush", "c-any": "symnn C any T"}
 
 
 def run_config(cfg: Config, dtype: str, rounds: int) -> dict:
@@ -463,7 +471,9 @@ def main(argv: list[str] | None = None) -> None:
              "run are what count. float32 gru-long: its gradient through 256 steps decays into float32's "
              "subnormal range, which JAX flushes to zero and the others compute at x86's subnormal "
              "penalty (the docstring); `symnn C flush` is symnn C compiled with `flush_denormals=True`, "
-             "subnormals as zero as JAX runs.", "", *body]
+             "subnormals as zero as JAX runs. `symnn C any T` is the same network declared with "
+             "`sn.Input(None, F)`: one C kernel for every sequence length, T an argument of each call "
+             "(through the checked path: no C fast entries for it yet).", "", *body]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -38,15 +38,16 @@ class WorkRow:
         return self.work / self.bound if self.bound else float("inf") if self.work else 1.0
 
 
-def _size(shape: tuple, n: int) -> int:
+def _size(shape: tuple, n: int, t: int = 1) -> int:
     out = 1
     for d in shape:
-        out *= int(sp.sympify(d).subs(naming.N, n))
+        out *= int(sp.sympify(d).subs({naming.N: n, naming.T: t}))
     return out if shape else 0  # a scalar lives in a register, not in work
 
 
-def live_peak(plan: KernelPlan, n: int, keep_outputs: bool = False) -> int:
-    """Reals: the largest total size of the values alive together in ``plan`` at batch ``n``.
+def live_peak(plan: KernelPlan, n: int, keep_outputs: bool = False, t: int = 1) -> int:
+    """Reals: the largest total size of the values alive together in ``plan`` at batch ``n``
+    (and sequence length ``t``, for a network whose length is given at each call).
     ``keep_outputs``: count the plan's outputs as work alive to the end (the train step's
     gradient, which the update reads after the whole backward pass)."""
     outputs = set(plan.outputs.values())
@@ -62,7 +63,7 @@ def live_peak(plan: KernelPlan, n: int, keep_outputs: bool = False) -> int:
         if st.target not in first:  # an in-place statement (z += b) keeps its value's slot
             first[st.target] = i
             # a view (a reshape) is its operand's storage: no memory of its own
-            size[st.target] = 0 if st.kind is ir.Op.RESHAPE or st.target in in_place else _size(tuple(st.shape), n)
+            size[st.target] = 0 if st.kind is ir.Op.RESHAPE or st.target in in_place else _size(tuple(st.shape), n, t)
             shape[st.target] = tuple(st.shape)
     for v in first:
         last[v] = uses.get(v, first[v])
@@ -100,9 +101,10 @@ def live_peak(plan: KernelPlan, n: int, keep_outputs: bool = False) -> int:
     return peak
 
 
-def work_table(net, dtype: str = "float64", optimizer=None, n: int = 64) -> list[WorkRow]:
+def work_table(net, dtype: str = "float64", optimizer=None, n: int = 64, t: int = 16) -> list[WorkRow]:
     """Per kernel of ``net`` (and ``train_step`` with ``optimizer``): the C work buffer and the
-    liveness bound at batch ``n``."""
+    liveness bound at batch ``n`` (and, for sequences whose length is given at each call,
+    length ``t``)."""
     from .backends.c.emit import emit_c
     from .driver import _train_program, derive_program
 
@@ -111,10 +113,10 @@ def work_table(net, dtype: str = "float64", optimizer=None, n: int = 64) -> list
     result = emit_c(net, program, dtype, optimizer, train)
     rows = []
     for kname in KERNELS:
-        rows.append(WorkRow(kname, result.work[kname].at(n), live_peak(plan_kernel(program, kname), n)))
+        rows.append(WorkRow(kname, result.work[kname].at(n, t), live_peak(plan_kernel(program, kname), n, t=t)))
     if optimizer is not None and "train_step" in result.work:
-        bound = live_peak(plan_kernel(train or program, "loss_and_grad"), n, keep_outputs=True)
-        rows.append(WorkRow("train_step", result.work["train_step"].at(n), bound))
+        bound = live_peak(plan_kernel(train or program, "loss_and_grad"), n, keep_outputs=True, t=t)
+        rows.append(WorkRow("train_step", result.work["train_step"].at(n, t), bound))
     return rows
 
 

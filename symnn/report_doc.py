@@ -116,11 +116,14 @@ def report_tex(net: Network, dtype: str = "float64", curve: str | None = None, t
     return render("report/report.tex.jinja", title=f"symnn report: {net.name}", summary=summary_math(net),
                   loss_name=", ".join(loss.name for loss in net.losses), dtype=dtype, spec_hash=spec_hash(net, dtype),
                   derivation=d.latex(document=False), pairs=pairs, curve=curve, training_text=training_text,
-                  work=work_rows(net, dtype, WORK_BATCH), work_batch=WORK_BATCH)
+                  work=work_rows(net, dtype, WORK_BATCH), work_batch=WORK_BATCH,
+                  work_length=WORK_LENGTH if net.has_run_time_length else 0)
 
 
 #: the batch size at which the report states the C kernels' work memory
 WORK_BATCH = 64
+#: the sequence length at which it states it, for a network whose length is given at each call
+WORK_LENGTH = 16
 
 
 def work_rows(net: Network, dtype: str, n: int) -> list[dict]:
@@ -133,7 +136,7 @@ def work_rows(net: Network, dtype: str, n: int) -> list[dict]:
     if not net.is_concrete:
         return []
     try:
-        rows = work_table(net, dtype, optimizer=SGD(lr=0.1), n=n)
+        rows = work_table(net, dtype, optimizer=SGD(lr=0.1), n=n, t=WORK_LENGTH)
     except (CodegenError, ConfigError):
         return []
     size = 4 if dtype == "float32" else 8

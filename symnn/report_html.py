@@ -201,7 +201,7 @@ def _recurrences_html(d: Derivation) -> list[str]:
 # -- the page's other parts -----------------------------------------------------------------------
 def _summary_html(net: Network, dtype: str) -> str:
     from .emit import spec_hash
-    from .report_doc import WORK_BATCH, work_rows
+    from .report_doc import WORK_BATCH, WORK_LENGTH, work_rows
 
     if net.graph is not None:
         from .emit import describe
@@ -216,7 +216,8 @@ def _summary_html(net: Network, dtype: str) -> str:
              ("spec hash", spec_hash(net, dtype))]
     work = work_rows(net, dtype, WORK_BATCH)
     if work:
-        items.append((f"C work at N = {WORK_BATCH}, bytes (liveness bound)",
+        at = f"N = {WORK_BATCH}" + (f", T = {WORK_LENGTH}" if net.has_run_time_length else "")
+        items.append((f"C work at {at}, bytes (liveness bound)",
                       "; ".join(f"{r['kernel']} {r['work']} ({r['bound']})" for r in work)))
     rows = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in items)
     return f'<ul class="symnn-summary">{rows}</ul>'

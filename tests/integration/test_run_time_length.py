@@ -349,3 +349,24 @@ def test_the_example_programs_are_built_for_a_length(tmp_path) -> None:
     np.savetxt(data, np.column_stack([X[:, :5].reshape(48, -1), rows[:, 21:]]), delimiter=",")
     short = subprocess.run([str(ship / "seq_any_train"), str(data), "1"], capture_output=True, text=True, timeout=300)
     assert short.returncode != 0 and "7 steps" in short.stderr
+
+
+@pytest.mark.needs_cc
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_one_work_layout_for_every_length_is_near_each_lengths_own(cell: str) -> None:
+    """The C work of a run-time-length kernel, laid out once in n*steps and n (planned at
+    T = 16): at T = 16 it is the work of the kernel emitted for T = 16, and at other lengths
+    within 5 % of the kernel emitted for that length (measured: 0 to 2 %)."""
+    from symnn.memory import work_table
+
+    def net(length):
+        x = sn.Input(length, F, name="x")
+        h = CELLS[cell][0](F, H, name="rec")(x)
+        return sn.Network(inputs=x, outputs=sn.Dense(H, 2, name="fc")(h), loss="mse", name="rec_work")
+
+    for n, t in ((64, 16), (3, 40), (64, 4), (256, 8), (16, 64)):
+        fixed = {r.kernel: r.work for r in work_table(net(t), n=n)}
+        any_length = {r.kernel: r.work for r in work_table(net(None), n=n, t=t)}
+        for kernel, work in any_length.items():
+            slack = 0.0 if t == 16 else 0.05
+            assert (1 - slack) * fixed[kernel] <= work <= (1 + slack) * fixed[kernel], (n, t, kernel)
