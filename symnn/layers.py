@@ -336,8 +336,10 @@ class LayerNorm(Layer):
 @dataclass(frozen=True)
 class Concat(Layer):
     """Tensors of shapes (d1,), (d2,), ... joined along the features into one of shape
-    (d1 + d2 + ...,), as ``torch.cat(dim=1)`` on batch-first inputs. No parameters; its
-    forward pass is the IR's ``CONCAT`` and its pullback hands each operand its columns."""
+    (d1 + d2 + ...,), as ``torch.cat(dim=1)`` on batch-first inputs; sequences of one length
+    (T, d1), (T, d2), ... step by step into (T, d1 + d2 + ...), as ``torch.cat(dim=-1)`` on
+    (N, T, F). No parameters; its forward pass is the IR's ``CONCAT`` (of the steps as rows, for
+    sequences) and its pullback hands each operand its columns."""
 
     name: str | None = None
 
@@ -349,13 +351,19 @@ class Concat(Layer):
     def output_shape(self, *shapes: Shape) -> Shape:
         if len(shapes) < 2:
             raise SpecError(f"concat joins two or more tensors, got {len(shapes)}")
+        if all(len(s) == 2 for s in shapes) and len({naming.concrete(s[0]) for s in shapes}) == 1:
+            return (shapes[0][0], sum(s[1] for s in shapes))  # sequences of one length, step by step
         if any(len(s) != 1 for s in shapes):
-            raise LayerSizeMismatchError(f"concat joins tensors of rank 1 (features) along their one "
-                                         f"axis; got shapes {', '.join(map(str, shapes))}")
+            raise LayerSizeMismatchError(f"concat joins tensors of rank 1 (features) along their one axis, or "
+                                         f"sequences (T, d) of one length along their features; got shapes "
+                                         f"{', '.join(map(str, shapes))}")
         return (sum(s[0] for s in shapes),)
 
     def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
               shapes: Sequence[Shape] = ()) -> Emitted:
+        if shapes and len(shapes[0]) == 2:  # sequences: each step's features side by side
+            rows = ir.concat(*(steps_as_rows(x, shape[1]) for x, shape in zip(inputs, shapes)))
+            return Emitted(rows_as_steps(rows, inputs[0].shape[0]))
         return Emitted(ir.concat(*inputs))
 
     def describe(self) -> str:
@@ -401,7 +409,7 @@ class Dropout(Layer):
 
 def concat(tensors: Sequence[Tensor], *, name: str | None = None) -> Tensor:
     """``tensors`` joined along the features (``torch.cat(tensors, dim=1)``): shapes (d1,),
-    (d2,), ... give (d1 + d2 + ...,)."""
+    (d2,), ... give (d1 + d2 + ...,); sequences (T, d1), (T, d2), ... give (T, d1 + d2 + ...)."""
     if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
         raise SpecTypeError(f"sn.concat takes a list of tensors, e.g. sn.concat([a, b]); got "
                             f"{type(tensors).__name__}")

@@ -305,10 +305,12 @@ def _build(b: _Builder, node: _Node) -> None:
                             "its bias (an initializer, the MatMul's only reader)")
         b.values[node.output] = b.values[node.inputs[0]] + b.values[node.inputs[1]]
     elif node.op == "Concat":
-        if node.attrs.get("axis") not in (1, -1) or len(node.inputs) < 2:
-            raise SpecError(f"{node.where}: Concat must join two or more feature vectors along axis 1, "
-                            f"got axis={node.attrs.get('axis')}")
-        b.values[node.output] = concat([_tensor(b, node, key) for key in node.inputs])
+        parts = [_tensor(b, node, key) for key in node.inputs] if len(node.inputs) >= 2 else []
+        last = len(parts[0].shape) if parts else 1  # the features' axis: 1 of (N, F), 2 of a sequence's (N, T, F)
+        if not parts or node.attrs.get("axis") not in (last, -1):
+            raise SpecError(f"{node.where}: Concat must join two or more feature vectors along axis 1 (sequences "
+                            f"(N, T, F) along axis 2), got axis={node.attrs.get('axis')}")
+        b.values[node.output] = concat(parts)
     else:  # an activation not folded into the layer before it
         x = _tensor(b, node, node.inputs[0])
         b.values[node.output] = Activate(_activation(node, len(x.shape)))(x)

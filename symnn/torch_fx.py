@@ -463,11 +463,12 @@ def _cat_role(torch: Any, node: Any, roles: Mapping[Any, Role]) -> Role:
     tensors, dim = given.get("tensors"), given.get("dim", 0)
     if not isinstance(tensors, (list, tuple)) or not all(isinstance(t, torch.fx.Node) for t in tensors):
         raise unsupported(node, " on something other than a list of tensors")
-    if dim not in (1, -1):
+    if dim not in (1, 2, -1):
         raise SpecError(f"{where(node)}: torch.cat(dim={dim}) does not join features; symnn joins along "
-                        "dim=1 (or -1) of batch-first (N, features) tensors")
+                        "dim=1 (or -1) of batch-first (N, features) tensors, dim=2 (or -1) of sequences (N, T, F)")
     joined = final_states_cat(node, tensors, roles)  # a bidirectional layer's last state
-    return joined if joined is not None else Role(Kind.CAT, tuple(tensors))
+    # the dim, checked against the tensors' rank once shapes are known: it must be their last
+    return joined if joined is not None else Role(Kind.CAT, tuple(tensors), index=dim)
 
 
 def _input_shapes(placeholders: Sequence[Any], roles: Mapping[Any, Role],
@@ -694,6 +695,11 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, Role], placeholders: Sequ
         elif role.kind is Kind.ADD:
             values[node] = args[0] + args[1]
         elif role.kind is Kind.CAT:
+            rank = len(args[0].shape) + 1  # with the batch
+            if role.index not in (-1, rank - 1):
+                raise SpecError(f"{where(node)}: torch.cat(dim={role.index}) of tensors of shape (N, "
+                                f"{', '.join(map(str, args[0].shape))}) joins along another axis than their last; "
+                                "symnn joins features (dim=1 of (N, F), dim=2 of a sequence's (N, T, F))")
             values[node] = concat(args)
     raise SpecError("the traced graph has no output")  # pragma: no cover - fx always ends with one
 

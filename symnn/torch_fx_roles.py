@@ -77,7 +77,8 @@ class Role:
     activation: Activation | None = None
     #: ``t.view(-1, k)``: the features k a flatten must give each sample (checked once shapes are known)
     features: int | None = None
-    #: RNN_FINAL: the direction of a bidirectional module's final state (0 forward, 1 reverse)
+    #: RNN_FINAL: the direction of a bidirectional module's final state (0 forward, 1 reverse);
+    #: CAT: the dim it joins along
     index: int | None = None
 
 

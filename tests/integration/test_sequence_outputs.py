@@ -356,3 +356,68 @@ def test_the_c_trainer_reads_a_label_per_step(tmp_path: Path) -> None:
     bad = subprocess.run([str(ship / "lstm_tagger_train"), str(csv), "1"], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode != 0 and "line 3, step 7" in bad.stderr
+
+
+class _Joined(nn.Module):
+    """Token embeddings beside per-step features (``torch.cat(dim=-1)``), two per-step Linears
+    joined (``dim=2``), a GRU over the result."""
+
+    def __init__(self, dim: int = 2) -> None:
+        super().__init__()
+        self.emb, self.a, self.b = nn.Embedding(V, 3), nn.Linear(5, 2), nn.Linear(5, 3)
+        self.gru, self.fc, self.dim = nn.GRU(5, H, batch_first=True), nn.Linear(H, 2), dim
+
+    def forward(self, ids, x):
+        h = torch.cat((self.emb(ids), x), dim=-1)
+        h = torch.cat((torch.tanh(self.a(h)), self.b(h)), dim=self.dim)
+        return self.fc(self.gru(h)[0][:, -1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concat_joins_sequences_step_by_step(backend: str) -> None:
+    """``torch.cat`` along the features of sequences (N, T, F) (``dim=-1`` or ``2``): each step's
+    features side by side, as PyTorch's; output and every gradient as autograd's. Along another
+    axis (``dim=1``: time) it is refused, naming it; so are sequences of two lengths."""
+    torch.manual_seed(3)
+    module = _Joined().double()
+    net, params = sn.from_torch(module, input_shapes=[(T,), (T, 2)], loss="mse")
+    rng = np.random.default_rng(8)
+    ids, x, Y = rng.integers(0, V, size=(N, T)), rng.normal(size=(N, T, 2)), rng.normal(size=(N, 2))
+    data = dict(zip(net.input_names, (ids.astype(np.float64), x)))
+    k = sn.compile(net, backend=backend)
+    out = module(torch.from_numpy(ids), torch.from_numpy(x))
+    nn.functional.mse_loss(out, torch.from_numpy(Y)).backward()
+    assert rel(k.forward(params, data), out.detach().numpy()) <= 1e-12
+    grads = sn.to_state_dict(net, k.loss_and_grad(params, data, Y)[1])
+    for name, p in module.named_parameters():
+        assert rel(np.asarray(grads[name]), p.grad.numpy()) <= 1e-10, name
+    with pytest.raises(SpecError, match="dim=1"):
+        sn.from_torch(_Joined(dim=1).double(), input_shapes=[(T,), (T, 2)], loss="mse")
+    with pytest.raises(sn.errors.LayerSizeMismatchError):
+        sn.concat([sn.Input(T, 2), sn.Input(T + 1, 2)])
+
+
+def test_onnx_concat_of_sequences() -> None:
+    """ONNX ``Concat(axis=2)`` of two per-step MatMuls of the input sequence, read by a GRU."""
+    pytest.importorskip("onnx")
+    import io
+
+    import onnx
+
+    class Both(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(2, 3), nn.Linear(2, 2)
+            self.gru, self.fc = nn.GRU(5, H, batch_first=True), nn.Linear(H, 2)
+
+        def forward(self, x):
+            h = torch.cat((torch.tanh(self.a(x)), self.b(x)), dim=2)
+            return self.fc(self.gru(h)[0][:, -1])
+
+    torch.manual_seed(4)
+    module = Both().double()
+    X = np.random.default_rng(9).normal(size=(N, T, 2))
+    buf = io.BytesIO()
+    torch.onnx.export(module, (torch.from_numpy(X),), buf, input_names=["x"], dynamo=False)
+    net, params = sn.from_onnx(onnx.load_from_string(buf.getvalue()))
+    assert rel(sn.compile(net).forward(params, X), module(torch.from_numpy(X)).detach().numpy()) <= 1e-12
