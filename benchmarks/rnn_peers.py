@@ -472,8 +472,8 @@ def main(argv: list[str] | None = None) -> None:
              "subnormal range, which JAX flushes to zero and the others compute at x86's subnormal "
              "penalty (the docstring); `symnn C flush` is symnn C compiled with `flush_denormals=True`, "
              "subnormals as zero as JAX runs. `symnn C any T` is the same network declared with "
-             "`sn.Input(None, F)`: one C kernel for every sequence length, T an argument of each call "
-             "(through the checked path: no C fast entries for it yet).", "", *body]
+             "`sn.Input(None, F)`: one C kernel for every sequence length, T an argument of each call.",
+             "", *body]
     text = "\n".join(lines)
     print(text)
     if args.out:

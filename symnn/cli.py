@@ -255,8 +255,8 @@ def _csv_columns(net, data, data_path: str, skip: int):
 
     step_labels = not net.several_outputs and net.loss.takes_labels and net.has_sequence_output
     labels = net.takes_labels or step_labels
-    x_form = _form(net.n_in)
-    y_form = (0, 1) if net.takes_labels else _form(net.output_steps[0]) if step_labels else _form(net.n_out)
+    x_form = naming.length_form(net.n_in)
+    y_form = (0, 1) if net.takes_labels else naming.length_form(net.output_steps[0] if step_labels else net.n_out)
     per_step, fixed = x_form[0] + y_form[0], x_form[1] + y_form[1]
     # the run-time T the row's width gives (a width of no whole number of steps fails below)
     length = max((data.shape[1] - fixed) // per_step, 1) if per_step else 0
@@ -285,11 +285,6 @@ def _csv_columns(net, data, data_path: str, skip: int):
     return X, Y
 
 
-def _form(size) -> tuple[int, int]:
-    """``size`` as (a, b) for a*T + b: a run-time sequence length's multiple, or (0, size)."""
-    from . import naming
-
-    return naming.length_form(size) if naming.has_length(size) else (0, int(size))
 
 
 def _csv_labels(column, n_classes: int, data_path: str, skip: int, per_row: int = 1):

@@ -582,6 +582,50 @@ def test_images_take_the_fast_path_with_no_copy() -> None:
     assert peak - start < 4096, f"{peak - start} bytes at peak"
 
 
+@pytest.mark.needs_cc
+def test_sequences_of_any_length_take_the_fast_path() -> None:
+    """A C kernel whose sequences' length is given at each call (``sn.Input(None, F)``): X as
+    (N, T, F) or its rows, at lengths that change from call to call, runs the fast path (no
+    NumPy call, nothing allocated in steady state once the longest T was seen) with the bits of
+    the checked path; the C checks refuse what Python refuses (a row of no whole number of steps,
+    NaN targets), and the checked path then names it."""
+    x = sn.Input(None, 3, name="x")
+    h = sn.GRU(3, 5, name="rec")(x)
+    net = sn.Network(inputs=x, outputs=sn.Dense(5, 2, name="fc")(h), loss="mse", name="fastany")
+    k = sn.compile(net, backend="c", optimizer=sn.SGD(lr=0.01))
+    fp, out, ref = k.new_params(seed=1), k.new_params(), k.new_params()
+    rng = np.random.default_rng(0)
+    for T in (7, 2, 11, 7):
+        X, Y = rng.normal(size=(16, T, 3)), rng.normal(size=(16, 2))
+        loss = k.loss_and_grad(fp, X, Y, out=out)[0]
+        checked = k.module._loss_and_grad(k.params(fp), k.inputs(X), k.targets(Y, 16, T))
+        assert loss == checked[0] and np.array_equal(out._flat, k.pack(checked[1]))
+        assert np.array_equal(k.forward(fp, X), k.module._forward(k.params(fp), k.inputs(X)))
+    assert _numpy_calls(lambda: k.loss_and_grad(fp, X, Y, out=out)) == []
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        for T in (3, 11, 5):
+            X = rng.normal(size=(16, T, 3))
+            k.loss_and_grad(fp, X, Y, out=out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - start < 16 * 11 * 3 * 8 + 4096, f"{peak - start} bytes at peak"  # X itself, no work buffer
+    with pytest.raises(ShapeError):
+        k.loss(fp, np.zeros((4, 8)), np.zeros((4, 2)))  # 8 entries: no whole number of steps of 3
+    bad = Y.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(NonFiniteInputError):
+        k.loss(fp, X, bad)
+    theta, state = k.pack(k.new_params(seed=2)), k.init_state()
+    fast = k.train_step(theta, state, X, Y, 1)
+    again = k.pack(k.new_params(seed=2))
+    assert fast == k.module._train_step(again, k.init_state(), k.inputs(X), k.targets(Y, 16, 5), 1)
+    assert np.array_equal(theta, again)
+
+
 def _numpy_calls(call: Callable[[], Any]) -> list[str]:
     """The NumPy functions and array methods that ``call`` runs (sys.setprofile's c_call events)."""
     seen: list[str] = []

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ... import naming
 from ...capabilities import Targets
 from ...declare import Network
 from ...kernel import Kernel
@@ -54,8 +55,6 @@ def _build(nets: Sequence[Network], results: Sequence[CEmitResult], dtype: str, 
     for r in results:
         sources.update(r.files)
         cdef += [line for line in r.cdef.splitlines() if line not in cdef]  # shared status codes once
-        if net_of[r.prefix].has_run_time_length:
-            continue  # no fast entries: every call is checked in Python, then calls the C API
         # the Python API's checks in C, built into the extension only (not the emitted files)
         sources[f"{r.prefix}__pycheck.c"], decls = _pycheck(net_of[r.prefix], r, dtype, optimizer)
         # their declarations for cffi's glue, which is compiled apart and sees headers only
@@ -77,12 +76,15 @@ def _build(nets: Sequence[Network], results: Sequence[CEmitResult], dtype: str, 
     return kernels
 
 
+
+
 def _image_shape(net: Network) -> tuple[int, ...] | None:
     """The sample shape of a network's one input, when it is an image or a sequence (rank > 1)."""
     shapes = net.input_shapes
-    if len(shapes) != 1 or len(shapes[0][1]) < 2 or net.has_run_time_length:
+    if len(shapes) != 1 or len(shapes[0][1]) < 2:
         return None
-    return tuple(int(d) for d in shapes[0][1])
+    # a sequence of run-time length (T, F): (None, F), X (n, T, F) for any T
+    return tuple(None if naming.has_length(d) else int(d) for d in shapes[0][1])
 
 
 #: what the extension's C checks of a loss's targets (templates/c/_pycheck.c.jinja) take as kind
@@ -96,22 +98,24 @@ def _pycheck(net: Network, result, dtype: str, optimizer: Optimizer | None) -> t
 
     prefix, real = result.prefix, f"{result.prefix}_real"
     # (lo, hi, kind, K): a block's rows of K entries each (a sequence output's steps) checked alike
-    # kind 3: a sequence output's class rows, where a row of zeros is a padded step
-    blocks = [(lo, hi, 3 if len(shape) == 2 and loss.takes_labels else _TARGET_CHECK_KIND[loss.targets],
-               int(shape[-1]))
+    # kind 3: a sequence output's class rows, where a row of zeros is a padded step; columns as
+    # (a, b) for a*steps + b (a run-time sequence length's multiples; a = 0 for fixed sizes)
+    blocks = [(naming.length_form(lo), naming.length_form(hi),
+               3 if len(shape) == 2 and loss.takes_labels else _TARGET_CHECK_KIND[loss.targets], int(shape[-1]))
               for loss, (lo, hi), shape in zip(net.losses or (net.loss,), net.column_blocks(net.output_widths),
                                                net.output_shapes)]
     real_bits = 8 * np.dtype(dtype).itemsize  # the width of the float the finiteness test reads as bits
     source = render("c/_pycheck.c.jinja", prefix=prefix, real=real, real_bits=real_bits, blocks=blocks,
-                    labels=result.labels,
-                    n_in=int(net.n_in), n_out=int(net.n_out), n_params=net.param_layout()[-1][2],
+                    labels=result.labels, length=net.has_run_time_length, in_form=naming.length_form(net.n_in),
+                    out_form=naming.length_form(net.n_out), n_out=naming.length_form(net.n_out)[1],
+                    n_params=net.param_layout()[-1][2],
                     train=optimizer is not None, n_state=bool(optimizer is not None and optimizer.state),
                     dropout=net.has_dropout)
     decls = [f"int {prefix}__py_run(int, int, const {real} *, const {real} *, const void *, int, int32_t *, "
-             f"ptrdiff_t, {real} *, {real} *, {real} *, size_t);"]
+             f"ptrdiff_t, ptrdiff_t, {real} *, {real} *, {real} *, size_t);"]
     if optimizer is not None:
         decls.append(f"int {prefix}__py_train_step(int, {real} *, {real} *, const {real} *, const void *, int, "
-                     f"int32_t *, ptrdiff_t, int64_t, uint64_t, {real} *, {real} *, size_t);")
+                     f"int32_t *, ptrdiff_t, ptrdiff_t, int64_t, uint64_t, {real} *, {real} *, size_t);")
     return source, decls
 
 

@@ -349,7 +349,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
                                           for k, w in work_need.items()))))
     bound = need_max.bound()  # the header's macros: a bound of the form a*n + b (a*n*steps + b*n + c)
     per_row, fixed = bound[-2:]
-    in_form, out_form = _form(n_in), _form(n_out)
+    in_form, out_form = naming.length_form(n_in), naming.length_form(n_out)
     # the most reals per row (per row and step) of any array a kernel indexes: the sizes that must
     # fit in ptrdiff_t at the largest batch (and length) the kernels take
     max_row = max(per_row, in_form[1], out_form[1], 1)
@@ -449,13 +449,10 @@ def _stored_per_row(plans: dict[str, KernelPlan], kname: str, length: bool = Fal
     plan = plans.get(kname) or plans.get("loss_and_grad_train") or plans["loss_and_grad"]
     widths = [st.shape[1] for st in plan.stmts if st.kind is Loop.BEGIN]
     if length:
-        return sum(_form(w)[0] for w in widths)
+        return sum(naming.length_form(w)[0] for w in widths)
     return sum(int(w) for w in widths)
 
 
-def _form(size: object) -> tuple[int, int]:
-    """``size`` as (a, b) for a*T + b: a run-time sequence length's multiple, or (0, size)."""
-    return naming.length_form(size) if naming.has_length(size) else (0, int(size))
 
 
 def _term_code(term: tuple[int, ...], cast: bool = True) -> str:

@@ -69,6 +69,9 @@ def fast_calls(m: "CKernelModule", layout: Layout) -> FastCalls:
     """The fast entries of the built module ``m`` for parameters in ``layout``."""
     ndarray = np.ndarray
     dtype, n_in, n_out, sample = m.dtype, m.n_in, m.n_out, m.sample_shape
+    # sequences of a length given at each call: X's row a*steps + b, the output's c*steps + d
+    length = m.length
+    (in_step, in_fixed), (out_step, out_fixed) = length if length is not None else ((0, 0), (0, 0))
     # cffi types, not their names: a name is parsed (looked up) at every call
     from_buffer, null = m.ffi.from_buffer, m.ffi.NULL
     array_type, bytes_type = m.ffi.typeof(f"{m.ctype}[]"), m.ffi.typeof("char[]")
@@ -84,22 +87,33 @@ def fast_calls(m: "CKernelModule", layout: Layout) -> FastCalls:
     updated: list = [None]
 
     def inputs(X: object, Y: object) -> tuple | None:
-        """``(n, X pointer, Y pointer, labels code)`` for an (n, n_in) X of the kernel's dtype
-        (or (n, C, H, W) for one image input, whose C-ordered memory is the same rows) and
-        targets of that dtype (n, n_out) or int32/int64 labels (n,) of a labels kernel (Y None:
-        no targets)."""
+        """``(n, X pointer, Y pointer, labels code, steps)`` for an (n, n_in) X of the kernel's
+        dtype (or (n, C, H, W) for one image input, whose C-ordered memory is the same rows; or
+        rows of sequences of any length ``steps`` where the network's length is given at each
+        call, else steps 0) and targets of that dtype (n, n_out) or int32/int64 labels (n,) of a
+        labels kernel (Y None: no targets)."""
         if type(X) is not ndarray or X.dtype is not dtype:
             return None
         shape = X.shape
-        if (len(shape) != 2 or shape[1] != n_in) and shape[1:] != sample:
-            return None
+        if length is None:
+            if (len(shape) != 2 or shape[1] != n_in) and shape[1:] != sample:
+                return None
+            steps, width = 0, n_out
+        else:
+            if len(shape) == 3 and sample is not None and shape[2:] == sample[1:] and shape[1] > 0:
+                steps = shape[1]  # one sequence input (n, T, F): its C-ordered memory is the rows
+            elif len(shape) != 2 or shape[1] < in_step + in_fixed or (shape[1] - in_fixed) % in_step:
+                return None
+            else:
+                steps = (shape[1] - in_fixed) // in_step
+            width = out_step * steps + out_fixed
         n = shape[0]
         if Y is None:
             code = 0
         elif type(Y) is not ndarray:
             return None
         elif Y.dtype is dtype:
-            if Y.shape != (n, n_out):
+            if Y.shape != (n, width):
                 return None
             code = 0
         else:
@@ -109,7 +123,7 @@ def fast_calls(m: "CKernelModule", layout: Layout) -> FastCalls:
         held = seen[0]
         if held is not None and held[0] is X and held[1] is Y:
             if X.flags.c_contiguous and (Y is None or Y.flags.c_contiguous):
-                return n, held[2], held[3], code
+                return n, held[2], held[3], code, steps
             return None
         try:  # the buffer protocol refuses an array that is not C-contiguous (ValueError)
             px = from_buffer(array_type, X)
@@ -118,7 +132,7 @@ def fast_calls(m: "CKernelModule", layout: Layout) -> FastCalls:
             return None
         if _holdable(X) and (Y is None or _holdable(Y)):
             seen[0] = (X, Y, px, py, weakref.ref(X), None if Y is None else weakref.ref(Y))
-        return n, px, py, code
+        return n, px, py, code, steps
 
     def forward(params: object, X: object, check: bool) -> np.ndarray | None:
         ready = inputs(X, None)
@@ -128,12 +142,12 @@ def fast_calls(m: "CKernelModule", layout: Layout) -> FastCalls:
         pp = params._handles.get(key) if type(params) is FlatParams and params.layout is layout else None
         if pp is None and (pp := params_ptr(params, layout)) is None:
             return None
-        n = ready[0]
-        out = np.empty((n, n_out), dtype=dtype)
+        n, steps = ready[0], ready[4]
+        out = np.empty((n, out_step * steps + out_fixed if steps else n_out), dtype=dtype)
         s = getattr(tls, "s", None)
-        if s is None or s[3] < n:
-            s = scratch(n)
-        status = run(0, check, pp, ready[1], null, 0, null, n, s[0], from_buffer(array_type, out), s[1], s[2])
+        if s is None or s[3] < n or s[5] < steps:
+            s = scratch(n, steps)
+        status = run(0, check, pp, ready[1], null, 0, null, n, steps, s[0], from_buffer(array_type, out), s[1], s[2])
         return out if status == _OK else None
 
     def loss(params: object, X: object, Y: object, grads: FlatParams | None, check: bool) -> float | None:
@@ -149,11 +163,11 @@ def fast_calls(m: "CKernelModule", layout: Layout) -> FastCalls:
             kernel, pg = 2, grads._handles.get(wkey)
             if pg is None and (pg := out_ptr(grads)) is None:
                 return None  # a read-only out=: the checked path refuses it
-        n = ready[0]
+        n, steps = ready[0], ready[4]
         s = getattr(tls, "s", None)
-        if s is None or s[3] < n:
-            s = scratch(n)
-        status = run(kernel, check, pp, ready[1], ready[2], ready[3], s[4], n, s[0], pg, s[1], s[2])
+        if s is None or s[3] < n or s[5] < steps:
+            s = scratch(n, steps)
+        status = run(kernel, check, pp, ready[1], ready[2], ready[3], s[4], n, steps, s[0], pg, s[1], s[2])
         return s[0][0] if status == _OK else None
 
     def train_step(theta: object, state: object, X: object, Y: object, step: int, seed: int,
@@ -182,11 +196,11 @@ def fast_calls(m: "CKernelModule", layout: Layout) -> FastCalls:
                 return None
             if _holdable(theta) and _holdable(state):
                 updated[0] = (theta, state, pt, ps, weakref.ref(theta), weakref.ref(state))
-        n = ready[0]
+        n, steps = ready[0], ready[4]
         s = getattr(tls, "s", None)
-        if s is None or s[3] < n:
-            s = scratch(n)
-        status = train(check, pt, ps, ready[1], ready[2], ready[3], s[4], n, step, seed, s[0], s[1], s[2])
+        if s is None or s[3] < n or s[5] < steps:
+            s = scratch(n, steps)
+        status = train(check, pt, ps, ready[1], ready[2], ready[3], s[4], n, steps, step, seed, s[0], s[1], s[2])
         return s[0][0] if status == _OK else None
 
     def no_train_step(*args: object) -> None:

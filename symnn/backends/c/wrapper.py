@@ -189,16 +189,18 @@ class CKernelModule:
     # that does not clearly pass (the entries answer -1, "unsure", or a kernel's error status)
     # answers None, and Kernel takes the checked path, which raises the precise error (or
     # computes, where the C check was only unsure).
-    def scratch(self, n: int) -> tuple:
-        """This thread's (loss pointer, work pointer, work length, rows, int32 labels): grown,
-        never shrunk, so a loop at one batch size allocates nothing; one per thread keeps
-        kernels shareable."""
+    def scratch(self, n: int, steps: int = 0) -> tuple:
+        """This thread's (loss pointer, work pointer, work length, rows, int32 labels, steps):
+        grown, never shrunk, so a loop at one batch size (and sequence length ``steps``, where
+        the network's length is given at each call; the work grows with both) allocates nothing;
+        one per thread keeps kernels shareable."""
         s = getattr(self.tls, "s", None)
-        if s is None or s[3] < n:
+        if s is None or s[3] < n or s[5] < steps:
             rows = max(n, 2 * s[3]) if s is not None else n
-            work = self._work(rows)
+            longest = max(steps, s[5]) if s is not None else steps
+            work = self._work(rows, [longest] if self.length is not None else [])
             s = self.tls.s = (self.ffi.new(f"{self.ctype} *"), self.ffi.from_buffer(self._array_type, work),
-                               work.size, rows, self.ffi.new("int32_t[]", max(rows, 1)))
+                               work.size, rows, self.ffi.new("int32_t[]", max(rows, 1)), longest)
         return s
 
     def out_ptr(self, grad: FlatParams):
@@ -235,7 +237,7 @@ class CKernelModule:
         """The public call's fast entries for parameters in ``layout`` (:mod:`.fast`), or None
         for a build of the emitted files alone (no checking entries: every call is checked in
         Python)."""
-        return fast_calls(self, layout) if self.py_run is not None and self.length is None else None
+        return fast_calls(self, layout) if self.py_run is not None else None
 
     def raw_loss_and_grad(self, params: Mapping[str, np.ndarray], X: np.ndarray, Y: np.ndarray):
         """A zero-argument callable running the C loss-and-gradient on buffers prepared once
