@@ -294,10 +294,10 @@ def prepare(cfg: Config, dtype: str, peers: dict[str, Callable[..., System]] = P
     ref = None
     for backend in backends:
         name = SYMNN_SYSTEMS[backend]
+        compiled_for, flush, any_length = SYMNN_BUILDS[backend]
         t = time.perf_counter()
-        flush = backend == "c-flush"  # subnormals as zero, as JAX runs (sn.compile(flush_denormals=True))
-        built = cfg.build(any_length=True) if backend == "c-any" else net  # T an argument of each call
-        k = sn.compile(built, backend="numpy" if backend == "numpy" else "c", dtype=dtype, flush_denormals=flush)
+        built = cfg.build(any_length=True) if any_length else net  # T an argument of each call
+        k = sn.compile(built, backend=compiled_for, dtype=dtype, flush_denormals=flush)
         setup[name] = time.perf_counter() - t
         out = {"out": k.new_params()} if backend != "numpy" else {}
         systems[name] = functools.partial(k.loss_and_grad, k.new_params(params), X, Y, **out)
@@ -325,6 +325,10 @@ def prepare(cfg: Config, dtype: str, peers: dict[str, Callable[..., System]] = P
 
 #: symnn's timed systems, by the backend they compile for
 SYMNN_SYSTEMS = {"numpy": "symnn NumPy", "c": "symnn C", "c-flush": "symnn C flush", "c-any": "symnn C any T"}
+#: how each is built: (sn.compile's backend, flush_denormals: subnormals as zero as JAX runs,
+#: the network declared with sn.Input(None, F): its length given at each call)
+SYMNN_BUILDS = {"numpy": ("numpy", False, False), "c": ("c", False, False), "c-flush": ("c", True, False),
+                "c-any": ("c", False, True)}
 
 
 def run_config(cfg: Config, dtype: str, rounds: int) -> dict:

@@ -111,10 +111,14 @@ def coefficients(size: object, length: bool) -> tuple[int, ...]:
     """A size in reals as the work buffer's layout takes it (:mod:`.arena`): (a, b) for
     ``a*n + b``, or where the kernel takes a run-time length (``length``) (a, b, c) for
     ``a*n*steps + b*n + c``."""
-    poly = sp.Poly(sp.expand(sp.sympify(size)), naming.N, naming.T)
-    a, b, c = (int(poly.coeff_monomial(m)) for m in (naming.N * naming.T, naming.N, 1))
-    if poly.total_degree() > 2 or any(m not in ((1, 1), (1, 0), (0, 0)) for m in poly.monoms()):
+    if isinstance(size, int):  # a fixed size: most of them, and no SymPy needed
+        return (0, size) if not length else (0, 0, size)
+    e = sp.expand(sp.sympify(size))
+    with_n, c = e.coeff(naming.N, 1), e.coeff(naming.N, 0)
+    a, b = with_n.coeff(naming.T, 1), with_n.coeff(naming.T, 0)
+    if not all(v.is_Integer for v in (a, b, c)) or sp.expand(a * naming.N * naming.T + b * naming.N + c - e) != 0:
         raise CodegenError(f"internal error: the size {size} is not a*N*T + b*N + c")
+    a, b, c = int(a), int(b), int(c)
     if not length:
         if a:
             raise CodegenError(f"internal error: the size {size} has the run-time length T")
