@@ -253,10 +253,10 @@ def _csv_columns(net, data, data_path: str, skip: int):
     from . import naming
     from .errors import DataError
 
-    step_labels = not net.several_outputs and net.loss.takes_labels and net.has_sequence_output
-    labels = net.takes_labels or step_labels
+    step_labels, labels = net.step_labels, net.takes_labels
     x_form = naming.length_form(net.n_in)
-    y_form = (0, 1) if net.takes_labels else naming.length_form(net.output_steps[0] if step_labels else net.n_out)
+    y_form = naming.length_form(net.output_steps[0]) if step_labels else (0, 1) if labels else \
+        naming.length_form(net.n_out)
     per_step, fixed = x_form[0] + y_form[0], x_form[1] + y_form[1]
     # the run-time T the row's width gives (a width of no whole number of steps fails below)
     length = max((data.shape[1] - fixed) // per_step, 1) if per_step else 0
@@ -270,10 +270,10 @@ def _csv_columns(net, data, data_path: str, skip: int):
         raise DataError(f"{data_path}: expected {width} columns ({n_in} inputs, {what}){steps}, got {data.shape[1]}")
     X = data[:, :n_in]
     k = int(net.output_shapes[0][-1])
-    if net.takes_labels:
-        Y = _csv_labels(data[:, n_in], k, data_path, skip)
-    elif step_labels:
+    if step_labels:
         Y = _csv_labels(data[:, n_in:].reshape(-1), k, data_path, skip, n_y).reshape(len(data), n_y)
+    elif labels:
+        Y = _csv_labels(data[:, n_in], k, data_path, skip)
     else:
         Y = data[:, n_in:]
     if net.several_inputs:

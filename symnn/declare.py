@@ -775,11 +775,16 @@ class Network:
 
     @property
     def takes_labels(self) -> bool:
-        """The kernels take integer class labels (N,) as ``Y``: one output whose loss takes them.
-        With several outputs the kernels take the targets packed side by side, and a label
-        array in a dict is turned into one-hot rows before the call; so are the labels (N, T)
-        of a sequence output (one class per step)."""
-        return not self.several_outputs and self.loss.takes_labels and not self.has_sequence_output
+        """The kernels take integer class labels as ``Y``: one output whose loss takes them,
+        (N,) for features, (N, T) for a sequence output (one class per step, -100 for a padded
+        step). With several outputs the kernels take the targets packed side by side, and a label
+        array in a dict is turned into one-hot rows before the call."""
+        return not self.several_outputs and self.loss.takes_labels
+
+    @property
+    def step_labels(self) -> bool:
+        """The kernels' labels are a sequence output's, one per step (N, T)."""
+        return self.takes_labels and self.has_sequence_output
 
     @property
     def n_in(self) -> Width:

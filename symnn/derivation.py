@@ -198,11 +198,7 @@ class Derivation:
         args = Arguments(net, "float64")
         p = args.params(params)
         x = args.inputs(X)
-        y = args.targets(Y, x.shape[0], args.length(x))
-        if y.ndim == 1:  # integer labels: the one-hot rows the kernels build
-            onehot = np.zeros((x.shape[0], int(net.n_out)))
-            onehot[np.arange(x.shape[0]), y] = 1.0
-            y = onehot
+        y = args.dense_targets(args.targets(Y, x.shape[0], args.length(x)))  # labels: the kernels' one-hot rows
         env: dict[sp.Basic, Any] = {naming.N: x.shape[0], self.inputs["X"]: x, self.inputs["Y"]: y}
         if args.length(x):  # sequences of run-time length: this call's T
             env[naming.T] = args.length(x)

@@ -1014,7 +1014,7 @@ def _targets(net, kinks: "_Kinks", rng: np.random.Generator, params: dict, X: np
              margin: float, tries: int) -> np.ndarray:
     """Targets that suit each output's loss (labels, [0, 1] or normal), kept ``margin`` from
     a kinked user loss's kinks."""
-    if net.takes_labels:
+    if net.takes_labels and not net.step_labels:
         return np.arange(n) % int(net.n_out)
     Y = _draw_targets(net, rng, n)
     if kinks.loss:  # a kinked user loss (Huber): targets away from the kinks in p - y too

@@ -171,6 +171,8 @@ class Arguments:
         #: each output's sample shape, each size a*T + b as (a, b) (a = 0: a fixed size)
         self._out_forms = [tuple(naming.length_form(d) if naming.has_length(d) else (0, int(d)) for d in shape)
                            for shape in net.output_shapes]
+        #: the kernels take a sequence output's labels, (n, T) (see Network.step_labels)
+        self._step_labels = net.step_labels
         #: the entries of one row of targets: an output's K, also for a sequence (T, K) of them
         self._step_width = int(net.output_shapes[0][-1]) if not net.several_outputs else self._n_out
         #: a one-pass check that dense targets are fine (None: the full checks always run)
@@ -331,6 +333,19 @@ class Arguments:
             lo = hi
         return arr
 
+    def dense_targets(self, y: np.ndarray) -> np.ndarray:
+        """Checked targets (:meth:`targets`) as the one-hot rows the kernels build from labels:
+        (N,) labels, or a sequence output's (N, T) with -100 at a padded step (a row of zeros);
+        dense targets as they are."""
+        if y.dtype.kind not in "iu":
+            return y
+        k = int(self.network.output_shapes[0][-1])
+        flat = y.reshape(-1)
+        rows = np.zeros((flat.shape[0], k), dtype=self.dtype)
+        kept = np.flatnonzero(flat >= 0)
+        rows[kept, flat[kept]] = 1
+        return rows.reshape(y.shape[0], -1)
+
     def _target_block(self, value: object, what: str, n: int, loss, shape: tuple, labels_ok: bool,
                       one_hot: bool = False) -> np.ndarray:
         """One output's targets for ``n`` samples of ``shape``: (K,), or a sequence (T, K)
@@ -354,13 +369,13 @@ class Arguments:
                 padding = f" (or {IGNORE_LABEL} for a padded step)" if seq else ""
                 raise LabelRangeError(f"{what}: label {flat[row]} at {where} out of range [0, {k}){padding}")
             labels = np.asarray(flat, dtype=np.intp)
-            if not one_hot and not seq:
-                return np.ascontiguousarray(labels)
+            if seq and not kept.any():
+                _some_step_labelled(np.zeros((0, k)), what)
+            if not one_hot:  # the kernels take them: (n,), or a sequence's (n, T) with -100 at padding
+                return np.ascontiguousarray(labels.reshape(raw.shape))
             rows = np.zeros((n * steps, k), dtype=self.dtype)
             at = np.flatnonzero(kept) if seq else np.arange(n * steps)
             rows[at, labels[at]] = 1
-            if seq:
-                _some_step_labelled(rows, what)
             return rows.reshape(n, width)
         arr = _as_float_array(raw, what, self.dtype)
         if seq and arr.shape == (n, steps, k):

@@ -99,9 +99,19 @@ def _any_length() -> sn.Network:
     return sn.Network(inputs=[ids, x, m], outputs=[tags, last], loss=["cross_entropy", "mse"], name="any_length")
 
 
+def _step_tagger() -> sn.Network:
+    """One sequence output of classes, its length given at each call: the *_labels kernels take a
+    label per step (n*steps int32, -100 a padded step), the harness checks them against the
+    one-hot kernels and refuses a bad one."""
+    ids = sn.Input(None, name="ids", indices=True)
+    h = sn.GRU(3, 4, return_sequences=True, name="gru")(sn.Embedding(7, 3, name="emb")(ids))
+    return sn.Network(inputs=ids, outputs=sn.Dense(4, 3, "softmax", name="tags")(h), loss="cross_entropy",
+                      name="step_tagger")
+
+
 #: networks only the sanitizer harness runs (one dtype)
 HARNESS_ONLY = {"mixed_ids": _ids_and_features, "recurrent_states": _recurrent_states, "tagger": _tagger,
-                "any_length": _any_length}
+                "any_length": _any_length, "step_tagger": _step_tagger}
 
 
 #: the catalogue networks whose float32 build is compiled and sanitized too: one of each kind of
@@ -268,6 +278,13 @@ def test_run_time_length_harness_under_asan_ubsan(tmp_path: Path, dtype: str) ->
     differences in C, the bad arguments (steps = 0 too) refused, 0 sanitizer reports."""
     values = _harness(tmp_path, "any_length", dtype, SAN_BUILD)
     assert float(values["gradcheck_rel"]) <= (1e-6 if dtype == "float64" else 1e-2)
+
+
+def test_labels_per_step_harness_under_asan_ubsan(tmp_path: Path) -> None:
+    """A tagger's *_labels kernels (a label per step of a run-time length): equal to the one-hot
+    kernels, bad labels refused with their index, 0 sanitizer reports."""
+    values = _harness(tmp_path, "step_tagger", "float64", SAN_BUILD)
+    assert float(values["gradcheck_rel"]) <= 1e-6
 
 
 @pytest.mark.parametrize("name", sorted(RANDOM))

@@ -68,7 +68,8 @@ def _build(nets: Sequence[Network], results: Sequence[CEmitResult], dtype: str, 
     kernels = []
     for n, r in zip(nets, results):
         kernel = Kernel(n, CKernelModule(ext, r.prefix, dtype, n.param_layout(), r.labels, n_state=n_state,
-                                         dropout=n.has_dropout, sample_shape=_image_shape(n)),
+                                         dropout=n.has_dropout, sample_shape=_image_shape(n),
+                                         label_rows=naming.length_form(n.output_steps[0]) if n.step_labels else (0, 1)),
                         "c", dtype, r.source, check_finite=check_finite, optimizer=optimizer,
                         build={"blas": blas, "openmp": openmp, "flush_denormals": flush_denormals})
         kernel.emitted = r
@@ -76,6 +77,15 @@ def _build(nets: Sequence[Network], results: Sequence[CEmitResult], dtype: str, 
     return kernels
 
 
+
+
+def _label_rows(net: Network) -> str:
+    """The labels of a row as C: 1, or a sequence output's steps (``8``, or ``steps`` for a
+    run-time length)."""
+    if not net.step_labels:
+        return "1"
+    a, b = naming.length_form(net.output_steps[0])
+    return "steps" if (a, b) == (1, 0) else str(b)
 
 
 def _image_shape(net: Network) -> tuple[int, ...] | None:
@@ -108,6 +118,9 @@ def _pycheck(net: Network, result, dtype: str, optimizer: Optimizer | None) -> t
     source = render("c/_pycheck.c.jinja", prefix=prefix, real=real, real_bits=real_bits, blocks=blocks,
                     labels=result.labels, length=net.has_run_time_length, in_form=naming.length_form(net.n_in),
                     out_form=naming.length_form(net.n_out), n_out=naming.length_form(net.n_out)[1],
+                    # labels per row (a sequence output's: one per step) and the classes of each
+                    step_labels=net.step_labels, label_rows=_label_rows(net),
+                    label_classes=int(net.output_shapes[0][-1]),
                     n_params=net.param_layout()[-1][2],
                     train=optimizer is not None, n_state=bool(optimizer is not None and optimizer.state),
                     dropout=net.has_dropout)

@@ -230,7 +230,13 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     x_rng = ("X", bytes_n(n_in))
     p_rng = ("params", f"(size_t){n_params}*{sz}")
     y_rng = ("Y", bytes_n(n_out))
-    lab_rng = ("labels", "(size_t)n*sizeof(int32_t)")
+    # what a label is, in the comments: "[0, 10)", or a sequence output's "[0, 5) per step ..."
+    label_range = (f"[0, {int(net.output_shapes[0][-1])}), one per step (n*{dim_code(net.output_steps[0])}), -100 "
+                   "a padded step" if net.step_labels else f"[0, {n_out})")
+    # a sequence output's labels: one per step, (size_t)n*T of them
+    per_row_labels = dim_code(net.output_steps[0]) if net.step_labels else None
+    lab_rng = ("labels", f"(size_t)n*(size_t){per_row_labels}*sizeof(int32_t)" if per_row_labels
+               else "(size_t)n*sizeof(int32_t)")
     work_rng = ("work", f"need*{sz}")
     publics, protos = [], []
     one_hot = coefficients(naming.N * n_out, length)  # a labels kernel's one-hot rows (n_out an int)
@@ -323,7 +329,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         call_args.append("work")
         decl = f"int {fname}({', '.join(sig)})"
         publics.append({
-            "doc_line": f"/* {_doc(kname, with_labels, n_out)} */",
+            "doc_line": f"/* {_doc(kname, with_labels, label_range)} */",
             "decl": decl,
             "nulls": nulls,
             "empty_is_error": kname != "forward",
@@ -335,7 +341,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             "step_check": stepped,
             "call": f"{prefix}__{kname}({', '.join(call_args)})",
         })
-        protos.append({"doc": _proto_doc(kname, with_labels, n_out), "decl": decl})
+        protos.append({"doc": _proto_doc(kname, with_labels, label_range), "decl": decl})
     if optimizer is not None:
         protos.append({"doc": ["One optimiser step on a gradient already computed: train_gradient's, or the sum of",
                                "several batches' weighted by their share of the rows (data-parallel training).",
@@ -391,6 +397,10 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "n_out": n_out,
         # the sequences' length is an argument (steps): X's rows are N_IN_PER_STEP*steps + N_IN_FIXED
         "length": length,
+        # the kernels' labels of a sequence output: labels per row (C), and the classes of a step
+        "step_labels": per_row_labels,
+        "label_range": label_range,
+        "step_classes": int(net.output_shapes[0][-1]) if net.step_labels else 0,
         "n_in_code": dim_code(n_in),
         "n_out_code": dim_code(n_out),
         "in_form": in_form,
@@ -544,7 +554,8 @@ def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, s
         "op_summary": [],
         "prefix": result.prefix,
         "real": f"{result.prefix}_real",
-        "labels": result.labels,
+        # a tagger's programs read a label per step and call the kernels on one-hot rows
+        "labels": result.labels and not net.step_labels,
         "length": length,
         "n_in": net.n_in,
         "n_out": net.n_out,
@@ -592,6 +603,9 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         prefix=result.prefix,
         real=f"{result.prefix}_real",
         labels=result.labels,
+        # a sequence output's labels, one per step: per row (the harness's length) and their classes
+        step_labels=at(net.output_steps[0]) if net.step_labels else 0,
+        step_classes=int(net.output_shapes[0][-1]) if net.step_labels else 0,
         target_kind=C_TARGET_KIND[net.loss.targets],
         # several outputs, or a sequence output: each output's columns filled as its own loss
         # declares, k at a time (a sequence's steps; k = its width for features)
@@ -657,7 +671,7 @@ def _train_context(optimizer: Optimizer, printer, real: str, n_params: int) -> d
     return ctx
 
 
-def _doc(kname: str, labels: bool, n_out: int) -> str:
+def _doc(kname: str, labels: bool, label_range: str) -> str:
     return {
         "forward": "network output yhat (n x N_OUT)",
         "loss": "mean loss plus penalties",
@@ -665,7 +679,7 @@ def _doc(kname: str, labels: bool, n_out: int) -> str:
         "train_step": "one optimiser step in place on params and state; returns the loss before it",
         "train_gradient": "the loss and gradient a train step takes (dropout masks from seed and step)",
         "loss_and_grad_train": "loss and gradient with dropout masks",
-    }[kname] + (f"; int32_t labels in [0, {n_out})" if labels else "")
+    }[kname] + (f"; int32_t labels in {label_range}" if labels else "")
 
 
 #: the header's comment on the stepped kernels (their labels twins add one line)
@@ -679,15 +693,15 @@ _STEPPED_DOCS = {
 }
 
 
-def _proto_doc(kname: str, labels: bool, n_out: int) -> list[str]:
+def _proto_doc(kname: str, labels: bool, label_range: str) -> list[str]:
     if kname in _STEPPED_DOCS:
-        return _STEPPED_DOCS[kname] + ([f"Targets are int32_t class labels in [0, {n_out})."] if labels else [])
+        return _STEPPED_DOCS[kname] + ([f"Targets are int32_t class labels in {label_range}."] if labels else [])
     if kname == "forward":
         return ["yhat[n x N_OUT] = network(X[n x N_IN]). n = 0 is valid and writes nothing."]
     lines = ["*loss = mean loss plus penalties"
              + (", grad[N_PARAMS] = its gradient, laid out like params." if kname == "loss_and_grad" else ".")]
     if labels:
-        lines.append(f"Targets are int32_t class labels in [0, {n_out}); a bad one returns SYMNN_ERR_LABEL "
+        lines.append(f"Targets are int32_t class labels in {label_range}; a bad one returns SYMNN_ERR_LABEL "
                      "with its row in *bad_row (if bad_row is not NULL).")
     lines.append("n = 0 returns SYMNN_ERR_EMPTY.")
     return lines

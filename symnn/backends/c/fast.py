@@ -71,6 +71,8 @@ def fast_calls(m: "CKernelModule", layout: Layout) -> FastCalls:
     dtype, n_in, n_out, sample = m.dtype, m.n_in, m.n_out, m.sample_shape
     # sequences of a length given at each call: X's row a*steps + b, the output's c*steps + d
     length = m.length
+    # a sequence output's labels (n, T), one per step: T = a*steps + b (else (n,) labels)
+    (step_a, step_b), step_labels = m.label_rows, m.label_rows != (0, 1)
     (in_step, in_fixed), (out_step, out_fixed) = length if length is not None else ((0, 0), (0, 0))
     # cffi types, not their names: a name is parsed (looked up) at every call
     from_buffer, null = m.ffi.from_buffer, m.ffi.NULL
@@ -118,7 +120,7 @@ def fast_calls(m: "CKernelModule", layout: Layout) -> FastCalls:
             code = 0
         else:
             code = codes.get(Y.dtype)
-            if not code or Y.shape != (n,):
+            if not code or Y.shape != ((n,) if not step_labels else (n, step_a * steps + step_b)):
                 return None
         held = seen[0]
         if held is not None and held[0] is X and held[1] is Y:

@@ -42,7 +42,7 @@ class CKernelModule:
     def __init__(self, module: types.ModuleType, prefix: str, dtype: str,
                  layout: list[tuple[str, int, int, tuple[int, ...]]], labels: bool,
                  n_state: int | None = None, dropout: bool = False,
-                 sample_shape: tuple[int, ...] | None = None) -> None:
+                 sample_shape: tuple[int, ...] | None = None, label_rows: tuple[int, int] = (0, 1)) -> None:
         self.ffi, self.lib = module.ffi, module.lib
         origin = getattr(module, "__file__", None)
         self.source_path = str(__import__("pathlib").Path(origin).with_name(f"{prefix}.c")) if origin else None
@@ -50,6 +50,8 @@ class CKernelModule:
         self.dtype = np.dtype(dtype)
         self.ctype = f"{prefix}_real"
         self.labels = labels
+        #: the labels of a row, a*steps + b: 1, or a sequence output's one per step (N, T)
+        self.label_rows = label_rows
         self.n_params = int(getattr(self.lib, f"{prefix.upper()}_N_PARAMS"))
         macro = functools.partial(getattr, self.lib)
         P = prefix.upper()
@@ -169,7 +171,7 @@ class CKernelModule:
         return out
 
     def _targets(self, Y: np.ndarray):
-        if self.labels and Y.ndim == 1:
+        if self.labels and Y.dtype.kind in "iu":  # labels (n,), or a sequence output's (n, T)
             return self._ready(Y, np.dtype(np.int32)), "int32_t", "_labels"
         return self._ready(Y, self.dtype), self.ctype, ""
 
@@ -199,8 +201,9 @@ class CKernelModule:
             rows = max(n, 2 * s[3]) if s is not None else n
             longest = max(steps, s[5]) if s is not None else steps
             work = self._work(rows, [longest] if self.length is not None else [])
+            a, b = self.label_rows  # int32 room for a row's labels: 1, or one per step
             s = self.tls.s = (self.ffi.new(f"{self.ctype} *"), self.ffi.from_buffer(self._array_type, work),
-                               work.size, rows, self.ffi.new("int32_t[]", max(rows, 1)), longest)
+                               work.size, rows, self.ffi.new("int32_t[]", max(rows * (a * longest + b), 1)), longest)
         return s
 
     def out_ptr(self, grad: FlatParams):

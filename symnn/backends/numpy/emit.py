@@ -57,8 +57,9 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
             prologue.append("N = X.shape[0]")
         if uses_length(body):
             prologue.append("T = _length(X)")
-        if labels and "Y" in plan.inputs:
-            prologue += ["if Y.ndim == 1:", "    Y = _onehot(Y, N)"]
+        if labels and "Y" in plan.inputs:  # class labels: (N,), or a sequence output's (N, T)
+            prologue += [f"if Y.{'dtype.kind in ' + repr('iu') if net.step_labels else 'ndim == 1'}:",
+                         "    Y = _onehot(Y, N)"]
         has_y = "Y" in plan.inputs or kname != "forward"
         sig = "params, X, Y" if has_y else "params, X"
         if kname == "loss_and_grad_train":
@@ -118,6 +119,8 @@ def emit_numpy(net: Network, prog: Program, dtype: str, optimizer: Optimizer | N
         n_out=net.n_out,
         out_length=naming.length_form(net.n_out) if naming.has_length(net.n_out) else None,
         labels=labels,
+        # a sequence output's labels (N, T): each step's class among these, -100 a padded step
+        step_classes=int(net.output_shapes[0][-1]) if net.step_labels else 0,
         param_names=list(net.param_shapes()),
         param_shapes=param_shapes,
         kernels=kernels,
