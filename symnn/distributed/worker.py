@@ -83,7 +83,8 @@ def ready_part(recipe: Recipe, raw: tuple[Any, Any]) -> tuple[np.ndarray, np.nda
     kernel, _ = kernel_for(recipe)
     x = kernel.inputs(raw[0])
     y = raw[1]
-    if kernel.network.takes_labels and getattr(y, "ndim", 1) == 2 and y.shape[1] == 1:
+    if kernel.network.takes_labels and not kernel.network.step_labels and getattr(y, "ndim", 1) == 2 \
+            and y.shape[1] == 1:
         y = y[:, 0]  # one column of class labels, as a CSV file's last column is read
     return x, kernel.training_targets(kernel.targets(y, x.shape[0], kernel.length(x)))
 
