@@ -169,10 +169,7 @@ class Arguments:
         self._out_length = naming.length_form(net.n_out) if naming.has_length(net.n_out) else None
         self._n_out = None if self._out_length else int(net.n_out)
         #: each output's sample shape, each size a*T + b as (a, b) (a = 0: a fixed size)
-        self._out_forms = [tuple(naming.length_form(d) if naming.has_length(d) else (0, int(d)) for d in shape)
-                           for shape in net.output_shapes]
-        #: the kernels take a sequence output's labels, (n, T) (see Network.step_labels)
-        self._step_labels = net.step_labels
+        self._out_forms = [tuple(naming.length_form(d) for d in shape) for shape in net.output_shapes]
         #: the entries of one row of targets: an output's K, also for a sequence (T, K) of them
         self._step_width = int(net.output_shapes[0][-1]) if not net.several_outputs else self._n_out
         #: a one-pass check that dense targets are fine (None: the full checks always run)
