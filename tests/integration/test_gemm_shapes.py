@@ -5,7 +5,9 @@ then single rows; k runs in equal chunks of at most 512; each chunk of B is pack
 columns at a time, into a panel zero-padded to the full tile width. One network reaches every
 edge: 600 inputs (two chunks of k in X @ W1.T), 37 hidden units (two full column blocks of 16
 and a narrow one of 5 in A.T @ B, 6*6 + 1 rows), 10 classes (a narrow block), and batches that
-leave each possible remainder of 6 and 4 rows, up to 600 (two chunks of k in A.T @ B).
+leave each possible remainder of 6 and 4 rows, up to 600 (two chunks of k in A.T @ B: there,
+with AVX-512, whole blocks of columns four at a time in shorter chunks, ``_blocks``, 37 rows of
+it, 6*6 + 1, over 37 blocks of 16 inputs, nine groups of four and one, before the narrow block).
 """
 
 from __future__ import annotations

@@ -27,6 +27,12 @@ from dataclasses import dataclass
 #: than K): a packed panel of B is at most GEMM_KC x 128 bytes (64 KiB)
 GEMM_KC = 512
 
+#: where A.T @ B has K beyond one chunk, the ``_blocks`` helper packs this many blocks of columns
+#: side by side in chunks of k of at most GEMM_GROUP_K / blocks (GEMM_GROUP_K x 128 bytes of
+#: panel: 32 KiB, the L1 cache), so each chunk of A is read once rather than once per block
+GEMM_GROUP_PANELS = 4
+GEMM_GROUP_K = 256
+
 #: the products the helpers compute, as (op(A), op(B)) transposition letters; ``tt`` is done in
 #: place by the statement macro (no derivation produces it)
 GEMM_KINDS = ("nn", "nt", "tn")
@@ -166,6 +172,8 @@ class GemmPlan:
     stages: tuple[ShuffleStage, ...]
     blocks: tuple[TransposeBlock, ...]
     renames: str  # "r0 = s0; r1 = s1; ...": a stage's results back into the row registers
+    group_panels: int = GEMM_GROUP_PANELS  # blocks of columns the ``_blocks`` helper takes at once
+    group_k: int = GEMM_GROUP_K  # k of its packed panels, all blocks together
 
     @property
     def kc_ceil(self) -> int:
@@ -252,4 +260,4 @@ def plan(dtype: str, kinds: Iterable[str]) -> GemmPlan | None:
     )
 
 
-__all__ = ["GEMM_KC", "GEMM_KINDS", "GemmPlan", "a_loads", "plan", "shuffle_stages", "tile_cols"]
+__all__ = ["GEMM_GROUP_K", "GEMM_GROUP_PANELS", "GEMM_KC", "GEMM_KINDS", "GemmPlan", "a_loads", "plan", "shuffle_stages", "tile_cols"]
