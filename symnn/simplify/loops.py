@@ -41,19 +41,85 @@ def simplify_loops(prog: Program) -> Program:
         body: ir.Scan = node.arg
         # the forward loop as the chain rule saw it (``orig``: this pass may have rebuilt its body)
         stored = _stored(orig) if body.record is not None else {}
-        outputs = {"carry": body.new_carry, "out": body.out}
-        outputs.update({f"residual{i}": r for i, r in enumerate(body.residuals)})
-        mini = Program(outputs)
-        if stored:
-            mini = _read_stored(mini, stored, body.steps[STORED_STEP])
-        mini = stabilise(fuse_elementwise(mini)).rewrite(_joined)
-        residuals = tuple(mini.outputs[f"residual{i}"] for i in range(len(body.residuals)))
-        out = mini.outputs["out"]
-        if residuals:  # the residuals' maps were protected as outputs: the concat is theirs
-            out = ir.concat(mini.outputs["carry"], *residuals)
-        return _pruned(node, body, mini.outputs["carry"], out, residuals)
+        seed = _first_step_seed(node) if body.record is not None else None
+        if seed is not None:
+            pruned = _body(node, body, stored, seed)
+            if pruned is not None:
+                return pruned
+        return _body(node, body, stored, None)
 
     return prog.rewrite(visit)
+
+
+def _body(node: ir.Node, body: ir.Scan, stored: dict[int, tuple[ir.Node, int]],
+          seed: ir.Node | None) -> ir.Node | None:
+    """The loop on its simplified body; ``seed``: a pullback whose outputs' cotangent lies in the
+    first step it runs alone (:func:`_first_step_seed`) starts from it as its carry and reads no
+    step of that cotangent (None where the body then needs no previous carry: see below)."""
+    outputs = {"carry": body.new_carry, "out": body.out}
+    outputs.update({f"residual{i}": r for i, r in enumerate(body.residuals)})
+    mini = Program(outputs)
+    if seed is not None:
+        dout = body.steps[0]
+        zero = make_map("zero", sp.Integer(0), [], dout.shape)
+        mini = mini.rewrite(lambda n, orig: zero if orig is dout else n)
+    if stored:
+        mini = _read_stored(mini, stored, body.steps[STORED_STEP])
+    mini = stabilise(fuse_elementwise(mini)).rewrite(_joined)
+    residuals = tuple(mini.outputs[f"residual{i}"] for i in range(len(body.residuals)))
+    out = mini.outputs["out"]
+    if residuals:  # the residuals' maps were protected as outputs: the concat is theirs
+        out = ir.concat(mini.outputs["carry"], *residuals)
+    if seed is None:
+        return _pruned(node, body, mini.outputs["carry"], out, residuals)
+    # the unread step keeps the pullback's layout (STORED_STEP) and reads, in place, the sequence
+    # of the carries each step started from, which the body reads anyway: the mostly-zero
+    # cotangent sequence is never made. Where the body reads no previous carry, that sequence
+    # would be made for this step alone: the cotangent is read as before.
+    if id(body.steps[1]) not in {id(n) for n in ir.toposort([mini.outputs["carry"], out])}:
+        return None
+    k = len(body.steps)
+    seeded = ir.scan(body, seed, [node.src[2], *node.src[2:1 + k]], node.src[1 + k:])
+    return _pruned(seeded, body, mini.outputs["carry"], out, residuals)
+
+
+def _first_step_seed(node: ir.Node) -> ir.Node | None:
+    """For a pullback loop whose outputs' cotangent (its first step sequence, zeros and blocks)
+    is zero but in the first step the loop runs (the step T-1 of a network that reads a forward
+    loop's last state), that step's block, (N, S); else None.
+
+    Then ``g_t = dL/dC_t + delta_{t+1}`` is ``delta_{t+1}`` at every step but the first, whose
+    ``delta`` is the zero the loop starts from: starting from ``dL/dC_{T-1}`` instead, the loop
+    computes the same values and neither builds the T-step sequence (T - 1 steps of zeros) nor
+    adds a step of it to the carry at every step. As PyTorch's backward of ``h_n`` does."""
+    body: ir.Scan = node.arg
+    if body.reset or not _is_zero(node.src[0]):
+        return None
+    seq = node.src[1]
+    width = int(body.steps[0].shape[1])
+    rows = seq.shape[0]
+    first = ir.column((body.length - 1) * width) if body.reverse else 0
+    parts = seq.src if seq.op is ir.Op.CONCAT else (seq,)
+    blocks: list[tuple[int, ir.Node]] = []
+    at: int | sp.Expr = 0
+    for part in parts:
+        if not _is_zero(part):
+            lo, hi = sp.expand(at - first), sp.expand(at + part.shape[1] - first)
+            if not (lo.is_Integer and hi.is_Integer and 0 <= int(lo) and int(hi) <= width):
+                return None
+            blocks.append((int(lo), part))
+        at = ir.column(at + part.shape[1])
+    if not blocks:
+        return None
+    pieces, col = [], 0
+    for lo, part in blocks:
+        if lo > col:
+            pieces.append(make_map("zero", sp.Integer(0), [], (rows, lo - col)))
+        pieces.append(part)
+        col = lo + int(part.shape[1])
+    if col < width:
+        pieces.append(make_map("zero", sp.Integer(0), [], (rows, width - col)))
+    return pieces[0] if len(pieces) == 1 else ir.concat(*pieces)
 
 
 def _is_zero(node: ir.Node) -> bool:

@@ -591,7 +591,6 @@ __attribute__((noinline)) static void digits_mlp__tile2t(const digits_mlp_real *
     *(digits_mlp__vec32 *)&c[1*ldc + 24] = c1_3;
 }
 #endif
-
 /* C (M x Nc, leading dimension Nc) = A @ B; A is M x K, B K x Nc, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
  * and each 32 columns, B's part is first packed into bp, contiguous and zero-padded to the
@@ -802,7 +801,6 @@ static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
 #endif
     digits_mlp__gemm_nn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc);
 }
-
 /* C (M x Nc, leading dimension Nc) = A @ B.T; A is M x K, B Nc x K, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
  * and each 32 columns, B's part is first packed into bp, contiguous and zero-padded to the
@@ -1187,7 +1185,48 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
 #endif
     digits_mlp__gemm_nt_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc);
 }
+#ifdef DIGITS_MLP__VEC
 
+/* C's columns [c0, c1), 4 or fewer whole blocks of 32, = A.T @ B where K spans several
+ * chunks (a weight's gradient summed over a long batch of steps or pixels): A.T's rows are A's
+ * columns, 24 bytes of every row of A, so the chunk of A that a block of columns reads
+ * is as large as A's rows there; read once per block from beyond the L2 cache, it made these
+ * products half as fast as a square one. Here the blocks are packed side by side, in chunks
+ * of k short enough that A's chunk stays in the L2 cache and the packed panels in the L1, and
+ * each tile of rows goes over every block before the next: A's chunk is read once. Every
+ * element still sums over k in order, so the result is bitwise that of digits_mlp__gemm_tn_cols.
+ * bp: 256 x 32 reals. */
+static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_blocks(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
+    ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
+    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc)
+{
+    const ptrdiff_t ldc = Nc, blocks = (c1 - c0)/32;
+    const ptrdiff_t most = 256/blocks, chunks = (K + most - 1)/most, kc = (K + chunks - 1)/chunks;
+    const ptrdiff_t m6 = M/6*6 - ((M % 6 == 2 && M >= 8) ? 6 : 0);
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += kc) {
+        const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc, nk = k1 - k0;
+        const int load = acc || k0 > 0;  /* C's value is the sum so far */
+        for (ptrdiff_t b = 0; b < blocks; ++b)
+            for (ptrdiff_t k = k0; k < k1; ++k)
+                for (int l = 0; l < 32; ++l) bp[(b*nk + k - k0)*32 + l] = B[k*ldb + c0 + b*32 + l];
+        ptrdiff_t i0 = 0;
+        for (; i0 + 6 <= m6; i0 += 6)
+            for (ptrdiff_t b = 0; b < blocks; ++b)
+                digits_mlp__tile6t(A + k0*lda + i0, lda, bp + b*nk*32, 32, nk, C + i0*ldc + c0 + b*32, ldc, load);
+        for (; i0 + 4 <= M; i0 += 4)
+            for (ptrdiff_t b = 0; b < blocks; ++b)
+                digits_mlp__tile4t(A + k0*lda + i0, lda, bp + b*nk*32, 32, nk, C + i0*ldc + c0 + b*32, ldc, load);
+        for (; i0 < M; ++i0)  /* the last rows, one at a time */
+            for (ptrdiff_t b = 0; b < blocks; ++b) {
+                digits_mlp_real c[32];
+                digits_mlp_real *const cr = C + i0*ldc + c0 + b*32;
+                for (int l = 0; l < 32; ++l) c[l] = load ? cr[l] : 0.0F;
+                digits_mlp__tile1t(A + k0*lda + i0, lda, bp + b*nk*32, 32, nk, c, 32, 1);
+                for (int l = 0; l < 32; ++l) cr[l] = c[l];
+            }
+    }
+}
+#endif
 /* C (M x Nc, leading dimension Nc) = A.T @ B; A is K x M, B K x Nc, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
  * and each 32 columns, B's part is first packed into bp, contiguous and zero-padded to the
@@ -1202,6 +1241,15 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
     ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
     ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc)
 {
+#ifdef DIGITS_MLP__VEC
+    if (K > 512 && M >= 18) {  /* K beyond a chunk: whole blocks of columns 4 at a time */
+        const ptrdiff_t whole = c0 + (c1 - c0)/32*32;
+        for (ptrdiff_t g0 = c0; g0 < whole; g0 += 128)
+            digits_mlp__gemm_tn_blocks(M, K, Nc, g0, whole - g0 < 128 ? whole : g0 + 128, A, lda, B, ldb, C, bp, acc);
+        if (whole == c1) return;
+        c0 = whole;  /* the narrower block left, as below */
+    }
+#endif
     const ptrdiff_t ldc = Nc;
     const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
     const ptrdiff_t kc = (K + chunks - 1)/chunks;
