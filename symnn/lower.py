@@ -111,9 +111,11 @@ def alias_roots(plan: KernelPlan) -> dict[str, str]:
 
 #: the statements that read an operand's columns where they lie, rows apart by the operand's row
 #: stride: an element-wise map indexes each operand by its stride, a product takes leading
-#: dimensions, a column sum (a bias's gradient) steps its rows by it. A block of columns only
-#: they read needs no copy (:func:`column_views`).
-READS_IN_PLACE: frozenset = frozenset({ir.Op.MAP, ir.Op.MATMUL, ir.Op.SUM_ROWS})
+#: dimensions, a column sum (a bias's gradient) steps its rows by it, a concatenation copies each
+#: part's rows from where they lie (the carries each step of a loop started from: the first
+#: carry, then a block of the stored steps). A block of columns only they read needs no copy
+#: (:func:`column_views`).
+READS_IN_PLACE: frozenset = frozenset({ir.Op.MAP, ir.Op.MATMUL, ir.Op.SUM_ROWS, ir.Op.CONCAT})
 
 
 def column_views(plan: KernelPlan) -> set[str]:

@@ -35,6 +35,8 @@ from .stable import stabilise
 
 
 def simplify_loops(prog: Program) -> Program:
+    consumers = prog.consumers()
+
     def visit(node: ir.Node, orig: ir.Node) -> ir.Node:
         if node.op is not ir.Op.SCAN:
             return node
@@ -43,7 +45,9 @@ def simplify_loops(prog: Program) -> Program:
         stored = _stored(orig) if body.record is not None else {}
         seed = _first_step_seed(node) if body.record is not None else None
         if seed is not None:
-            pruned = _body(node, body, stored, seed)
+            # the previous carries' sequence, which that step will read: made anyway where
+            # something besides this loop reads it (the recurrent weight's product)
+            pruned = _body(node, body, stored, seed, consumers.get(id(orig.src[2]), 0) > 1)
             if pruned is not None:
                 return pruned
         return _body(node, body, stored, None)
@@ -52,7 +56,7 @@ def simplify_loops(prog: Program) -> Program:
 
 
 def _body(node: ir.Node, body: ir.Scan, stored: dict[int, tuple[ir.Node, int]],
-          seed: ir.Node | None) -> ir.Node | None:
+          seed: ir.Node | None, prev_made: bool = False) -> ir.Node | None:
     """The loop on its simplified body; ``seed``: a pullback whose outputs' cotangent lies in the
     first step it runs alone (:func:`_first_step_seed`) starts from it as its carry and reads no
     step of that cotangent (None where the body then needs no previous carry: see below)."""
@@ -73,10 +77,10 @@ def _body(node: ir.Node, body: ir.Scan, stored: dict[int, tuple[ir.Node, int]],
     if seed is None:
         return _pruned(node, body, mini.outputs["carry"], out, residuals)
     # the unread step keeps the pullback's layout (STORED_STEP) and reads, in place, the sequence
-    # of the carries each step started from, which the body reads anyway: the mostly-zero
-    # cotangent sequence is never made. Where the body reads no previous carry, that sequence
-    # would be made for this step alone: the cotangent is read as before.
-    if id(body.steps[1]) not in {id(n) for n in ir.toposort([mini.outputs["carry"], out])}:
+    # of the carries each step started from, which is made anyway (``prev_made``, or the body
+    # reads it): the mostly-zero cotangent sequence is never made. Where nothing else reads the
+    # previous carries, they would be made for this step alone: the cotangent is read as before.
+    if not prev_made and id(body.steps[1]) not in {id(n) for n in ir.toposort([mini.outputs["carry"], out])}:
         return None
     k = len(body.steps)
     seeded = ir.scan(body, seed, [node.src[2], *node.src[2:1 + k]], node.src[1 + k:])

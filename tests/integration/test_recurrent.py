@@ -459,3 +459,37 @@ def test_a_long_sequence_stays_finite_and_exact(backend: str, kind: str) -> None
     loss, grads = k.loss_and_grad(params, X, Y)
     assert np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads.values())
     check_against_torch(case, net, {"float64": k}, seed=7)
+
+
+def _pullbacks(net: sn.Network) -> list:
+    from symnn import ir
+    from symnn.driver import derive_program
+
+    prog = derive_program(net).program
+    return [n for n in ir.toposort(list(prog.outputs.values()))
+            if n.op is ir.Op.SCAN and n.arg.record is not None]
+
+
+def _is_zeros(node) -> bool:
+    from symnn import ir
+
+    return node.op is ir.Op.MAP and not node.src and node.arg.expr == 0
+
+
+@pytest.mark.parametrize("kind,layers", [("LSTM", 1), ("GRU", 2), ("RNN", 1)])
+def test_a_last_state_pullback_starts_from_its_cotangent(kind: str, layers: int) -> None:
+    """Reading the last state only, the outputs' cotangent lies in the step the backward loop
+    runs first: the emitted loop starts from it (its carry's first value) and builds no T-step
+    sequence of zeros to read a step of (its first step reads the previous carries, which it
+    reads anyway); every other pullback and a tagger's, whose every step has a cotangent, keep
+    the sequence. The gradients stay PyTorch's (the tests above)."""
+    x = sn.Input(6, 3)
+    h = getattr(sn, kind)(3, 5, num_layers=layers)(x)
+    last = _pullbacks(sn.Network(inputs=x, outputs=sn.Dense(5, 2)(h), loss="mse"))
+    assert len(last) == layers
+    seeded = [p for p in last if not _is_zeros(p.src[0]) and p.src[1] is p.src[2]]
+    assert len(seeded) == 1  # the top layer's: a lower layer's cotangent is every step's
+    x = sn.Input(6, 3)
+    h = getattr(sn, kind)(3, 5, return_sequences=True)(x)
+    (tagger,) = _pullbacks(sn.Network(inputs=x, outputs=sn.Dense(5, 2)(h), loss="mse"))
+    assert _is_zeros(tagger.src[0]) and tagger.src[1] is not tagger.src[2]

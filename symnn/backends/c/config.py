@@ -717,7 +717,8 @@ class _KernelLowering:
         parts, offset = [], 0
         for name in st.operands:
             cols = self.vars[name].cols
-            parts.append({"a": nm.read(name), "cols": cols, "offset": offset})
+            parts.append({"a": nm.read(name), "cols": cols, "offset": offset,
+                          "ld": dim_code(self.vars[name].stride)})  # a part read where it lies
             offset += cols
         return {"kind": CKind.CONCAT, "c": nm.write(t.name), "parts": parts, "rows": rows_code(t),
                 "cols": t.cols, "ldc": t.stride}
