@@ -146,6 +146,7 @@ class StepRole(Enum):
 
     OUT = auto()  # straight into step t's columns of the loop's output
     CARRY = auto()  # straight into the carried value's memory
+    PART = auto()  # a part of a step's output written in place: straight into its columns there
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,8 @@ class StepWrite:
     role: StepRole
     into: str
     head: LoopHead
+    #: a ``PART``'s first column within the step
+    offset: "int | sp.Expr" = 0
 
 
 def _loop_ends(plan: KernelPlan) -> dict[int, int]:
@@ -220,7 +223,29 @@ def step_writes(plan: KernelPlan, views: set[str] = frozenset()) -> dict[str, St
                 if new == out or not all(begin < j < end and plan.stmts[j].kind in READS_IN_PLACE for j in others):
                     continue
                 found[name] = StepWrite(role, end_st.target, head)
+                found.update(_parts_in_place(plan, i, begin, end, readers, made, outputs | views | set(found)))
     return found
+
+
+def _parts_in_place(plan: KernelPlan, i: int, begin: int, end: int, readers: dict[str, list[int]],
+                    made: dict[str, int], taken: set[str]) -> dict[str, StepWrite]:
+    """The parts of the step's output (the concatenation ``i``, written in place) that their own
+    element-wise maps can write straight into their columns of it: an LSTM's gates and tanh(c),
+    copied into the stored step at every step otherwise. A part qualifies when a map of this
+    step makes it, it appears once, and everything else that reads it reads in place, later in
+    the step (its rows are then the output's row apart). ``taken``: names that may not (outputs,
+    views, values already written in place)."""
+    st, head = plan.stmts[i], plan.stmts[end].payload
+    out: dict[str, StepWrite] = {}
+    offset = 0
+    for name, shape in zip(st.operands, st.src_shapes):
+        j = made.get(name, -1)
+        if (begin < j < i and plan.stmts[j].kind is ir.Op.MAP and name not in taken
+                and st.operands.count(name) == 1
+                and all(j < r < end and (r == i or plan.stmts[r].kind in READS_IN_PLACE) for r in readers[name])):
+            out[name] = StepWrite(StepRole.PART, plan.stmts[end].target, head, offset)
+        offset = ir.column(offset + shape[1])
+    return out
 
 
 def last_uses(plan: KernelPlan, views: set[str] = frozenset(),

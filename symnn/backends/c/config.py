@@ -450,6 +450,9 @@ class _KernelLowering:
                               "store": nm.write(store) if store is not None else None,
                               "rows": rows_code(zv), "cols": zv.cols}, self._origins(*shared_stats[z]))
             target = self.vars[st.target]
+            written = self.in_place.get(st.target)
+            if written is not None and written.role is StepRole.PART:  # its map writes it there
+                self._lies_in(target, written, i)
             if st.kind is ir.Op.MAP:
                 self._take_over(target, st, i, last)
             self._allocate(target)
@@ -717,9 +720,17 @@ class _KernelLowering:
         parts, offset = [], 0
         for name in st.operands:
             cols = self.vars[name].cols
-            parts.append({"a": nm.read(name), "cols": cols, "offset": offset,
-                          "ld": dim_code(self.vars[name].stride)})  # a part read where it lies
+            there = self.in_place.get(name)
+            # a part its map wrote into its columns of this step already needs no copy
+            if not (written is not None and there is not None and there.role is StepRole.PART
+                    and there.into == written.into):
+                parts.append({"a": nm.read(name), "cols": cols, "offset": offset,
+                              "ld": dim_code(self.vars[name].stride)})  # a part read where it lies
             offset += cols
+        if not parts:  # a line of the kernel that copies nothing
+            nm = self._begin(scalar_target=True)
+            return {"kind": CKind.IN_PLACE, "c": nm.label(t.name, "c"),
+                    "parts": [nm.label(o, "part") for o in st.operands]}
         return {"kind": CKind.CONCAT, "c": nm.write(t.name), "parts": parts, "rows": rows_code(t),
                 "cols": t.cols, "ldc": t.stride}
 
@@ -735,10 +746,13 @@ class _KernelLowering:
             return
         head = written.head
         t.ld = head.length * head.width
+        at, what = f"{head.index}*{head.width}", f"step {head.index} of {into.name}"
+        if written.role is StepRole.PART:  # its columns of the step
+            at, what = f"{at} + {dim_code(written.offset)}", f"{what}'s columns from {dim_code(written.offset)}"
         outer = self.nm
         nm = self._begin(scalar_target=True)  # a line of the kernel, before the statement's own
-        self._append({"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(into.name), "at": f"{head.index}*{head.width}",
-                      "what": f"step {head.index} of {into.name}, written in place", "ld": t.ld, "writes": True},
+        self._append({"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(into.name), "at": at,
+                      "what": f"{what}, written in place", "ld": t.ld, "writes": True},
                      self._origins(i))
         self.nm = outer
 
@@ -971,7 +985,7 @@ class _KernelLowering:
         operands = [o for o in dict.fromkeys(st.operands) if o in self.vars]
         arrays = [self.vars[o] for o in operands if self.vars[o].ndim]
         flat = all((o.ndim, o.rows, o.cols) == (t.ndim, t.rows, t.cols) and o.stride == o.cols for o in arrays) \
-            and bias is None and colsum is None
+            and bias is None and colsum is None and t.stride == t.cols
         if t.ndim == 0:
             loop = "scalar"
         elif flat:
@@ -1027,7 +1041,7 @@ class _KernelLowering:
         elif loop == "flat":
             dest = f"{target}[e]"
         else:
-            dest = f"{target}[i*{dim_code(t.cols)} + j]" if t.ndim == 2 else f"{target}[j]"
+            dest = f"{target}[i*{dim_code(t.stride)} + j]" if t.ndim == 2 else f"{target}[j]"
         size = _size(t) if t.ndim else "1"
         return {"kind": CKind.MAP, "loop": loop, "dest": dest, "cse": cse, "value": value,
                 "size": size, "rows": rows_code(t), "cols": t.cols, "target": target,

@@ -36,6 +36,7 @@ class CKind(StrEnum):
     COPY = "copy"  # an output no statement computed into its buffer
     CALL = "call"  # a call of a shared statement helper
     CONCAT = "concat"  # blocks of columns copied side by side
+    IN_PLACE = "in_place"  # a concatenation whose every part its map wrote where it lies: a comment
     SLICE = "slice"  # a block of columns copied out
     # spatial: each a call of a static function of templates/c/_spatial.jinja
     CONV = "conv"  # per sample and group: im2col into work, then one gemm (nn)
