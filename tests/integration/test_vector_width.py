@@ -46,3 +46,26 @@ def test_the_wide_build_gives_the_bits_of_the_narrow_one(monkeypatch) -> None:
         (l0, g0, t0, s0), (l1, g1, t1, s1) = results
         assert l0 == l1 and np.array_equal(t0, t1) and np.array_equal(s0, s1)
         assert all(np.array_equal(g0[key], g1[key]) for key in g0)
+
+
+def test_wide_map_helpers_give_the_bits_of_the_tuned_width(monkeypatch) -> None:
+    """A recurrent network's element-wise maps are helpers vectorised 512 bits wide where the
+    target has AVX-512 (``NAME__WIDE``); built with -DSYMNN_MAPS_256 they follow GCC's tuning.
+    An LSTM's loss and every gradient (sigmoids, tanhs, their derivatives at every step) are
+    bitwise the same from both builds, in both dtypes."""
+    x = sn.Input(5, 3)
+    h = sn.LSTM(3, 6, name="lstm")(x)
+    net = sn.Network(inputs=x, outputs=sn.Dense(6, 2, name="fc")(h), loss="mse", name="wide_maps")
+    source = sn.emit_source(net, backend="c", dtype="float64")
+    assert "static WIDE_MAPS__WIDE void" in source and "prefer-vector-width=512" in source
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(9, 5, 3)), rng.normal(size=(9, 2))
+    for dtype in ("float64", "float32"):
+        results = []
+        for flags in ("", "-DSYMNN_MAPS_256"):
+            monkeypatch.setenv("SYMNN_CFLAGS", flags)
+            k = sn.compile(net, backend="c", dtype=dtype)
+            loss, grads = k.loss_and_grad(k.new_params(seed=2), X.astype(dtype), Y.astype(dtype))
+            results.append((loss, {key: g.copy() for key, g in grads.items()}))
+        (l0, g0), (l1, g1) = results
+        assert l0 == l1 and all(np.array_equal(g0[key], g1[key]) for key in g0), dtype

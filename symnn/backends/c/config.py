@@ -1155,7 +1155,9 @@ def share_helpers(layouts: Sequence[KernelLayout], prefix: str) -> list[dict]:
             helper = lay.helpers[ctx["helper"]]
             key = (_frozen(helper["params"]), _frozen(helper["ctx"]))
             if key not in found:
-                found[key] = dict(helper, name=f"{prefix}__stmt{len(found) + 1}")
+                # an element-wise map's helper is vectorised at the full width (``__WIDE``)
+                found[key] = dict(helper, name=f"{prefix}__stmt{len(found) + 1}",
+                                  wide=helper["ctx"]["kind"] is CKind.MAP)
             ctx["fn"] = found[key]["name"]
             if ctx["fn"] not in lay.calls:
                 lay.calls.append(ctx["fn"])
