@@ -161,7 +161,7 @@ class StepWrite:
     offset: "int | sp.Expr" = 0
 
 
-def _loop_ends(plan: KernelPlan) -> dict[int, int]:
+def loop_ends(plan: KernelPlan) -> dict[int, int]:
     """Each loop's ``BEGIN`` index -> its ``END`` index."""
     ends, open_ = {}, []
     for i, st in enumerate(plan.stmts):
@@ -196,7 +196,7 @@ def step_writes(plan: KernelPlan, views: set[str] = frozenset()) -> dict[str, St
             readers.setdefault(o, []).append(i)
     made = {st.target: i for i, st in reversed(list(enumerate(plan.stmts)))}
     found: dict[str, StepWrite] = {}
-    for begin, end in _loop_ends(plan).items():
+    for begin, end in loop_ends(plan).items():
         end_st = plan.stmts[end]
         out, new, carry = end_st.operands[:3]
         head = end_st.payload

@@ -493,3 +493,32 @@ def test_a_last_state_pullback_starts_from_its_cotangent(kind: str, layers: int)
     h = getattr(sn, kind)(3, 5, return_sequences=True)(x)
     (tagger,) = _pullbacks(sn.Network(inputs=x, outputs=sn.Dense(5, 2)(h), loss="mse"))
     assert _is_zeros(tagger.src[0]) and tagger.src[1] is not tagger.src[2]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_loops_weight_is_packed_once(dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The products with the recurrent weight inside the loops (h @ W_hh.T forward, delta @ W_hh
+    back through time) read W_hh's panels packed once before each loop, not packed again at
+    every step: the emitted C packs before the loop and calls the packed product in it, and
+    its loss and gradients are bitwise those of the lowering that packs at every step."""
+    from symnn.backends.c import config
+
+    x = sn.Input(7, 3)
+    net = sn.Network(inputs=x, outputs=sn.Dense(20, 2, name="fc")(sn.LSTM(3, 20, num_layers=2, name="lstm")(x)),
+                     loss="mse", name="packed")
+    source = sn.emit_source(net, backend="c", dtype=dtype)
+    assert "packed before the loop" in source
+    body = source[source.index("static void packed__loss_and_grad("):]
+    packs, loop = body.index("_nt_pack("), body.index("for (ptrdiff_t s0")
+    assert packs < loop  # before the forward loop, once
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(6, 7, 3)).astype(dtype), rng.normal(size=(6, 2)).astype(dtype)
+    results = []
+    for pack in (True, False):
+        if not pack:
+            monkeypatch.setattr(config._KernelLowering, "_pack_invariants", lambda self, begin, end: None)
+        k = sn.compile(net, backend="c", dtype=dtype)
+        loss, grads = k.loss_and_grad(k.new_params(seed=3), X, Y)
+        results.append((loss, {key: g.copy() for key, g in grads.items()}))
+    (l0, g0), (l1, g1) = results
+    assert l0 == l1 and all(np.array_equal(g0[key], g1[key]) for key in g0)

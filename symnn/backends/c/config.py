@@ -26,7 +26,7 @@ import sympy as sp
 
 from ... import ir, naming
 from ...errors import CodegenError
-from ...lower import KernelPlan, Loop, LoopHead, StepRole, StepWrite, Stmt, column_views, last_uses, step_writes
+from ...lower import KernelPlan, Loop, LoopHead, StepRole, StepWrite, Stmt, column_views, last_uses, loop_ends, step_writes
 from ..base import BackendConfig
 from .arena import Arena, Need
 from .gemm import GEMM_KC, TILE_ROWS, tile_cols
@@ -331,6 +331,10 @@ class _KernelLowering:
         self.in_place = step_writes(plan, self.views)
         self.depth = 0  # loops open around the statement being lowered
         self._last: dict[str, int] = {}
+        #: a loop's products with an invariant B (a recurrent weight): statement -> the buffer of
+        #: B's panels, packed before the loop (:meth:`_pack_invariants`); per loop END, their slots
+        self._packed: dict[int, str] = {}
+        self._packed_slots: dict[int, list[int]] = {}
 
     def _begin(self, scalar_target: bool = False) -> _Names:
         """A fresh record for the next context: its names as helper parameters in a long kernel,
@@ -427,7 +431,10 @@ class _KernelLowering:
         stats_last = {z: idx[-1] for z, idx in shared_stats.items()}
         sums = self._column_sums()  # map index -> (index of the sum it does, the output summed into)
         summed_away = {j for j, _ in sums.values()}
+        ends = loop_ends(self.plan)
         for i, st in enumerate(self.plan.stmts):
+            if st.kind is Loop.BEGIN:  # its products' invariant panels, packed before it opens
+                self._pack_invariants(i, ends[i])
             z = st.operands[0] if st.operands else None
             if z in shared_stats and z not in stats_of and st.kind in ROW_OPS:
                 zv = self.vars[z]
@@ -494,6 +501,8 @@ class _KernelLowering:
                 if li == i:
                     for sl in stats_slots[zz]:
                         self.alloc.release(sl)
+            for sl in self._packed_slots.pop(i, ()):  # the loop is over: its packed panels too
+                self.alloc.release(sl)
         self._outputs()
         # views last: what they view is declared by then (a work slot, an input, an output)
         self.layout.pointers += self._views
@@ -510,6 +519,35 @@ class _KernelLowering:
         self.layout.uses_steps = any(u.steps for u in self.layout.uses) or any(
             _STEPS.search(text) for text in [*self.layout.offset_lines, *(str(p.get("init", "")) for p in self.layout.pointers)])
         return self.layout
+
+    def _pack_invariants(self, begin: int, end: int) -> None:
+        """The products inside the loop ``begin``..``end`` whose B is a parameter (a recurrent
+        weight: h @ W_hh.T forward, delta @ W_hh back through time), of fixed K and at least a tile
+        of columns: B's panels are packed once, here, before the loop, into a work slot live to
+        the loop's end, and each step's product reads them (``gemm_*_packed``) instead of packing
+        B again at every step. One buffer per weight and form."""
+        jb = tile_cols(self.p.dtype)
+        made: dict[tuple[str, bool], str] = {}
+        for j in range(begin + 1, end):
+            st = self.plan.stmts[j]
+            if st.kind is not ir.Op.MATMUL or st.payload[0]:
+                continue
+            b, tb = self.vars[st.operands[1]], st.payload[1]
+            k, nc = (b.cols, b.rows) if tb else (b.rows, b.cols)
+            if b.storage != "param" or fixed(dim_code(k)) is None or fixed(dim_code(nc)) is None \
+                    or int(nc) < jb or int(k) * int(nc) <= SMALL_PRODUCT:
+                continue
+            key = (b.name, tb)
+            if key not in made:
+                name = made[key] = f"{b.name}_pk{'t' if tb else 'n'}"
+                ncp = -(-int(nc) // jb) * jb
+                slot = self.alloc.take(*self._coefficients(int(k) * ncp + jb))
+                self._packed_slots.setdefault(end, []).append(slot)
+                self.layout.pointers.append({"name": name, "slot": slot, "const": False})
+                nm = self._begin(scalar_target=True)  # a line of the kernel, before the loop
+                self._append({"kind": CKind.GEMM_PACK, "gemm": "nt" if tb else "nn", "K": int(k), "Nc": int(nc),
+                              "b": nm.read(b.name), "ldb": b.stride, "packed": nm.write(name)}, self._origins(j))
+            self._packed[j] = made[key]
 
     def _origins(self, *indices: int, merged: Sequence[str | None] = ()) -> list[str | None]:
         """The distinct origins of the plan statements ``indices`` after those ``merged`` from a
@@ -641,7 +679,8 @@ class _KernelLowering:
         nc = t.cols
         kind = MATMUL_KINDS[ta, tb]
         ctx = {"kind": kind, "c": nm.write(t.name), "a": nm.read(a.name), "b": nm.read(b.name),
-               "M": m, "K": k, "Nc": nc, "lda": a.stride, "ldb": b.stride, "ct": None, "ta": ta, "tb": tb}
+               "M": m, "K": k, "Nc": nc, "lda": a.stride, "ldb": b.stride, "ct": None, "ta": ta, "tb": tb,
+               "packed": None}
         sizes = [fixed(d) for d in (m, k) if fixed(d) is not None] + [int(nc)]
         if len(sizes) == 2 and sizes[0] * sizes[1] <= SMALL_PRODUCT:
             # a product with a tiny fixed part (xor's 2x4 weights): constant-size loops in
@@ -649,6 +688,10 @@ class _KernelLowering:
             sa, sb = dim_code(a.stride), dim_code(b.stride)
             ctx.update(kind=CKind.MATMUL_SMALL, a_at=f"k*{sa} + i" if ta else f"i*{sa} + k",
                        b_at=f"j*{sb} + k" if tb else f"k*{sb} + j")
+            return ctx
+        packed = self._packed.get(self.plan.stmts.index(st))
+        if packed is not None:  # B's panels packed before the loop (_pack_invariants)
+            ctx["packed"] = nm.read(packed)
             return ctx
         if kind is not CKind.MATMUL_TT:
             # the gemm helper packs B's panels (a chunk of k, at most min(K, GEMM_KC) rows, by

@@ -146,6 +146,11 @@ class GemmFn:
     tiles: tuple[RowTile, ...]  # the 6- and 4-row tiles, in that order
     last_row: RowTile  # the rows left over, one at a time
     tile32: RowTile  # the 2-row tiles of 32-byte vectors (AVX2 without AVX-512)
+    #: the file also calls it on panels packed before a loop (``_pack``, ``_packed``): a loop's
+    #: product with an invariant B
+    packed: bool = False
+    #: the file calls ``PREFIX__gemm_KIND`` itself (not only its packed form)
+    plain: bool = True
 
     @property
     def via_transpose(self) -> bool:
@@ -229,10 +234,12 @@ def _row_tile(rows: int, trans_a: bool) -> RowTile:
                    a_loads(rows, trans_a, "A", "i0"))
 
 
-def plan(dtype: str, kinds: Iterable[str]) -> GemmPlan | None:
+def plan(dtype: str, kinds: Iterable[str], packed: Iterable[str] = ()) -> GemmPlan | None:
     """The plan of the gemm helpers for ``kinds`` (a subset of :data:`GEMM_KINDS`, in that
-    order), or None where the file has no gemm call."""
-    wanted = [k for k in GEMM_KINDS if k in set(kinds)]
+    order), or None where the file has no gemm call; ``packed``: the kinds (``nn``, ``nt``) also
+    called on panels packed before a loop."""
+    packed, kinds = set(packed), set(kinds)
+    wanted = [k for k in GEMM_KINDS if k in kinds | packed]
     if not wanted:
         return None
     cols = tile_cols(dtype)
@@ -247,7 +254,8 @@ def plan(dtype: str, kinds: Iterable[str]) -> GemmPlan | None:
     gemms = tuple(GemmFn(kind, kind[0] == "t", kind[1] == "t", _CBLAS_TRANS[kind[0] == "t"],
                          _CBLAS_TRANS[kind[1] == "t"],
                          tuple(_row_tile(r, kind[0] == "t") for r in TILE_ROWS if r > 1),
-                         _row_tile(1, kind[0] == "t"), _row_tile(TILE32_ROWS, kind[0] == "t"))
+                         _row_tile(1, kind[0] == "t"), _row_tile(TILE32_ROWS, kind[0] == "t"),
+                         kind in packed, kind in set(kinds))
                   for kind in wanted)
     return GemmPlan(
         cols=cols, lanes=lanes, kc=GEMM_KC, real_bytes=4 if single else 8,

@@ -35,6 +35,7 @@ class CKind(StrEnum):
     MAP = "map"  # an element-wise loop, with a fused bias add and column sum where planned
     COPY = "copy"  # an output no statement computed into its buffer
     CALL = "call"  # a call of a shared statement helper
+    GEMM_PACK = "gemm_pack"  # a loop's invariant B packed into panels before the loop, for its products
     CONCAT = "concat"  # blocks of columns copied side by side
     IN_PLACE = "in_place"  # a concatenation whose every part its map wrote where it lies: a comment
     SLICE = "slice"  # a block of columns copied out

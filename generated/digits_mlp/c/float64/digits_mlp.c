@@ -826,7 +826,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
         const int load = acc || k0 > 0;  /* C's value is the sum so far */
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 16) {
             const ptrdiff_t jw = c1 - j0 < 16 ? c1 - j0 : 16;
-            const digits_mlp_real *const pb = bp;
+            const digits_mlp_real *pb = bp;
             const ptrdiff_t ps = 16;
             /* the panel: B's rows j0.. transposed */
             ptrdiff_t kb = k0;
