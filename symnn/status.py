@@ -27,7 +27,7 @@ class Status(IntEnum):
     OK = 0, "ok"
     ERR_NULL = 1, "a required pointer is NULL"
     ERR_SIZE = 2, "batch size is negative or too large"
-    ERR_EMPTY = 3, "empty batch: the mean loss is undefined"
+    ERR_EMPTY = 3, "empty batch (or every step padded): the mean loss is undefined"
     ERR_LABEL = 4, "class label out of range"
     ERR_ALIAS = 5, "an output buffer overlaps another buffer"
     ERR_WORK = 6, "work buffer too small"

@@ -232,7 +232,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     y_rng = ("Y", bytes_n(n_out))
     # what a label is, in the comments: "[0, 10)", or a sequence output's "[0, 5) per step ..."
     label_range = (f"[0, {int(net.output_shapes[0][-1])}), one per step (n*{dim_code(net.output_steps[0])}), -100 "
-                   "a padded step" if net.step_labels else f"[0, {n_out})")
+                   "a padded step (every step padded: SYMNN_ERR_EMPTY)" if net.step_labels else f"[0, {n_out})")
     # a sequence output's labels: one per step, (size_t)n*T of them
     per_row_labels = dim_code(net.output_steps[0]) if net.step_labels else None
     lab_rng = ("labels", f"(size_t)n*(size_t){per_row_labels}*sizeof(int32_t)" if per_row_labels

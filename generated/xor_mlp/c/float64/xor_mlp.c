@@ -924,7 +924,7 @@ const char *xor_mlp_status_string(int status)
     case SYMNN_OK: return "ok";
     case SYMNN_ERR_NULL: return "a required pointer is NULL";
     case SYMNN_ERR_SIZE: return "batch size is negative or too large";
-    case SYMNN_ERR_EMPTY: return "empty batch: the mean loss is undefined";
+    case SYMNN_ERR_EMPTY: return "empty batch (or every step padded): the mean loss is undefined";
     case SYMNN_ERR_LABEL: return "class label out of range";
     case SYMNN_ERR_ALIAS: return "an output buffer overlaps another buffer";
     case SYMNN_ERR_WORK: return "work buffer too small";
