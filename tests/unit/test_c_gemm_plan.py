@@ -62,11 +62,11 @@ def test_plan_covers_the_products_asked_for(dtype: str, cols: int, mask: str) ->
     assert p is not None
     assert [g.kind for g in p.gemms] == ["nt", "tn"]  # in GEMM_KINDS order, whatever was asked
     assert (p.cols, p.lanes, p.mask_int) == (cols, cols // 2, mask)
-    assert {(t.form, t.rows) for t in p.tile_fns} == {(f, r) for f in "nt" for r in gemm.TILE_ROWS}
+    assert {(t.form, t.rows) for t in p.tile_fns} == {(f, r) for f in "nt" for r in (gemm.TILE8_ROWS, *gemm.TILE_ROWS)}
     only_n = gemm.plan(dtype, ["nn"])
     assert only_n is not None and {t.form for t in only_n.tile_fns} == {"n"}
     for g in p.gemms:
-        assert [t.rows for t in g.tiles] == [6, 4] and g.last_row.rows == 1
+        assert [t.rows for t in g.tiles] == [6, 4] and g.last_row.rows == 1 and g.tile8.rows == 8
         assert (g.cblas_a, g.cblas_b) == (112 if g.trans_a else 111, 112 if g.trans_b else 111)
     assert p.own_panel == (gemm.GEMM_KC + 1) * cols
     assert [b.first for b in p.blocks] == [0, p.lanes]

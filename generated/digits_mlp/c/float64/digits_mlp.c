@@ -189,6 +189,92 @@ static digits_mlp_real *digits_mlp__align64(digits_mlp_real *p)
 #ifdef DIGITS_MLP__GVEC
 #ifdef DIGITS_MLP__VEC
 
+/* One 8-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
+ * full width; a: op(A)'s first value, k next to each other and the tile's rows lda apart.
+ * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
+ * allocates its registers alone: inlined into the helpers, whose other counters left float32's
+ * A @ B without general registers, an accumulator lived on the stack. The 1-row tile takes the
+ * rows left over, on any GCC target: on an array, GCC vectorised their loop over k as in-order
+ * sums, multiplying and adding apart
+ * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
+__attribute__((noinline)) static void digits_mlp__tile8n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+{
+    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b, c6a, c6b, c7a, c7b;
+    if (!load) {
+        c0a = c0b = DIGITS_MLP__VZERO;
+        c1a = c1b = DIGITS_MLP__VZERO;
+        c2a = c2b = DIGITS_MLP__VZERO;
+        c3a = c3b = DIGITS_MLP__VZERO;
+        c4a = c4b = DIGITS_MLP__VZERO;
+        c5a = c5b = DIGITS_MLP__VZERO;
+        c6a = c6b = DIGITS_MLP__VZERO;
+        c7a = c7b = DIGITS_MLP__VZERO;
+    } else {
+        c0a = *(const digits_mlp__vec *)&c[0*ldc];
+        c0b = *(const digits_mlp__vec *)&c[0*ldc + 8];
+        c1a = *(const digits_mlp__vec *)&c[1*ldc];
+        c1b = *(const digits_mlp__vec *)&c[1*ldc + 8];
+        c2a = *(const digits_mlp__vec *)&c[2*ldc];
+        c2b = *(const digits_mlp__vec *)&c[2*ldc + 8];
+        c3a = *(const digits_mlp__vec *)&c[3*ldc];
+        c3b = *(const digits_mlp__vec *)&c[3*ldc + 8];
+        c4a = *(const digits_mlp__vec *)&c[4*ldc];
+        c4b = *(const digits_mlp__vec *)&c[4*ldc + 8];
+        c5a = *(const digits_mlp__vec *)&c[5*ldc];
+        c5b = *(const digits_mlp__vec *)&c[5*ldc + 8];
+        c6a = *(const digits_mlp__vec *)&c[6*ldc];
+        c6b = *(const digits_mlp__vec *)&c[6*ldc + 8];
+        c7a = *(const digits_mlp__vec *)&c[7*ldc];
+        c7b = *(const digits_mlp__vec *)&c[7*ldc + 8];
+    }
+    for (ptrdiff_t k = 0; k < nk; ++k) {
+        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + k*ps), bb = *(const digits_mlp__vec *)(pb + k*ps + 8);
+        const digits_mlp_real u0 = a[k];
+        const digits_mlp_real u1 = a[1*lda + k];
+        const digits_mlp_real u2 = a[2*lda + k];
+        const digits_mlp_real u3 = a[3*lda + k];
+        const digits_mlp_real u4 = a[4*lda + k];
+        const digits_mlp_real u5 = a[5*lda + k];
+        const digits_mlp_real u6 = a[6*lda + k];
+        const digits_mlp_real u7 = a[7*lda + k];
+        c0a += u0*ba;
+        c0b += u0*bb;
+        c1a += u1*ba;
+        c1b += u1*bb;
+        c2a += u2*ba;
+        c2b += u2*bb;
+        c3a += u3*ba;
+        c3b += u3*bb;
+        c4a += u4*ba;
+        c4b += u4*bb;
+        c5a += u5*ba;
+        c5b += u5*bb;
+        c6a += u6*ba;
+        c6b += u6*bb;
+        c7a += u7*ba;
+        c7b += u7*bb;
+    }
+    *(digits_mlp__vec *)&c[0*ldc] = c0a;
+    *(digits_mlp__vec *)&c[0*ldc + 8] = c0b;
+    *(digits_mlp__vec *)&c[1*ldc] = c1a;
+    *(digits_mlp__vec *)&c[1*ldc + 8] = c1b;
+    *(digits_mlp__vec *)&c[2*ldc] = c2a;
+    *(digits_mlp__vec *)&c[2*ldc + 8] = c2b;
+    *(digits_mlp__vec *)&c[3*ldc] = c3a;
+    *(digits_mlp__vec *)&c[3*ldc + 8] = c3b;
+    *(digits_mlp__vec *)&c[4*ldc] = c4a;
+    *(digits_mlp__vec *)&c[4*ldc + 8] = c4b;
+    *(digits_mlp__vec *)&c[5*ldc] = c5a;
+    *(digits_mlp__vec *)&c[5*ldc + 8] = c5b;
+    *(digits_mlp__vec *)&c[6*ldc] = c6a;
+    *(digits_mlp__vec *)&c[6*ldc + 8] = c6b;
+    *(digits_mlp__vec *)&c[7*ldc] = c7a;
+    *(digits_mlp__vec *)&c[7*ldc + 8] = c7b;
+}
+#endif
+#ifdef DIGITS_MLP__VEC
+
 /* One 6-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
  * full width; a: op(A)'s first value, k next to each other and the tile's rows lda apart.
  * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
@@ -340,6 +426,93 @@ __attribute__((noinline)) static void digits_mlp__tile1n(const digits_mlp_real *
     *(digits_mlp__vec *)&c[0*ldc] = c0a;
     *(digits_mlp__vec *)&c[0*ldc + 8] = c0b;
 }
+#ifdef DIGITS_MLP__VEC
+
+/* One 8-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
+ * full width; a: op(A)'s first value, the tile's rows next to each other and k lda apart.
+ * load: add to what C holds (a chunk of k after the first). A function of its own, so that GCC
+ * allocates its registers alone: inlined into the helpers, whose other counters left float32's
+ * A @ B without general registers, an accumulator lived on the stack. The 1-row tile takes the
+ * rows left over, on any GCC target: on an array, GCC vectorised their loop over k as in-order
+ * sums, multiplying and adding apart
+ * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
+__attribute__((noinline)) static void digits_mlp__tile8t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+{
+    digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b, c6a, c6b, c7a, c7b;
+    if (!load) {
+        c0a = c0b = DIGITS_MLP__VZERO;
+        c1a = c1b = DIGITS_MLP__VZERO;
+        c2a = c2b = DIGITS_MLP__VZERO;
+        c3a = c3b = DIGITS_MLP__VZERO;
+        c4a = c4b = DIGITS_MLP__VZERO;
+        c5a = c5b = DIGITS_MLP__VZERO;
+        c6a = c6b = DIGITS_MLP__VZERO;
+        c7a = c7b = DIGITS_MLP__VZERO;
+    } else {
+        c0a = *(const digits_mlp__vec *)&c[0*ldc];
+        c0b = *(const digits_mlp__vec *)&c[0*ldc + 8];
+        c1a = *(const digits_mlp__vec *)&c[1*ldc];
+        c1b = *(const digits_mlp__vec *)&c[1*ldc + 8];
+        c2a = *(const digits_mlp__vec *)&c[2*ldc];
+        c2b = *(const digits_mlp__vec *)&c[2*ldc + 8];
+        c3a = *(const digits_mlp__vec *)&c[3*ldc];
+        c3b = *(const digits_mlp__vec *)&c[3*ldc + 8];
+        c4a = *(const digits_mlp__vec *)&c[4*ldc];
+        c4b = *(const digits_mlp__vec *)&c[4*ldc + 8];
+        c5a = *(const digits_mlp__vec *)&c[5*ldc];
+        c5b = *(const digits_mlp__vec *)&c[5*ldc + 8];
+        c6a = *(const digits_mlp__vec *)&c[6*ldc];
+        c6b = *(const digits_mlp__vec *)&c[6*ldc + 8];
+        c7a = *(const digits_mlp__vec *)&c[7*ldc];
+        c7b = *(const digits_mlp__vec *)&c[7*ldc + 8];
+    }
+    for (ptrdiff_t k = 0; k < nk; ++k) {
+        const digits_mlp__vec ba = *(const digits_mlp__vec *)(pb + k*ps), bb = *(const digits_mlp__vec *)(pb + k*ps + 8);
+        const digits_mlp_real *ak = a + k*lda;
+        const digits_mlp_real u0 = ak[0];
+        const digits_mlp_real u1 = ak[1];
+        const digits_mlp_real u2 = ak[2];
+        const digits_mlp_real u3 = ak[3];
+        const digits_mlp_real u4 = ak[4];
+        const digits_mlp_real u5 = ak[5];
+        const digits_mlp_real u6 = ak[6];
+        const digits_mlp_real u7 = ak[7];
+        c0a += u0*ba;
+        c0b += u0*bb;
+        c1a += u1*ba;
+        c1b += u1*bb;
+        c2a += u2*ba;
+        c2b += u2*bb;
+        c3a += u3*ba;
+        c3b += u3*bb;
+        c4a += u4*ba;
+        c4b += u4*bb;
+        c5a += u5*ba;
+        c5b += u5*bb;
+        c6a += u6*ba;
+        c6b += u6*bb;
+        c7a += u7*ba;
+        c7b += u7*bb;
+    }
+    *(digits_mlp__vec *)&c[0*ldc] = c0a;
+    *(digits_mlp__vec *)&c[0*ldc + 8] = c0b;
+    *(digits_mlp__vec *)&c[1*ldc] = c1a;
+    *(digits_mlp__vec *)&c[1*ldc + 8] = c1b;
+    *(digits_mlp__vec *)&c[2*ldc] = c2a;
+    *(digits_mlp__vec *)&c[2*ldc + 8] = c2b;
+    *(digits_mlp__vec *)&c[3*ldc] = c3a;
+    *(digits_mlp__vec *)&c[3*ldc + 8] = c3b;
+    *(digits_mlp__vec *)&c[4*ldc] = c4a;
+    *(digits_mlp__vec *)&c[4*ldc + 8] = c4b;
+    *(digits_mlp__vec *)&c[5*ldc] = c5a;
+    *(digits_mlp__vec *)&c[5*ldc + 8] = c5b;
+    *(digits_mlp__vec *)&c[6*ldc] = c6a;
+    *(digits_mlp__vec *)&c[6*ldc + 8] = c6b;
+    *(digits_mlp__vec *)&c[7*ldc] = c7a;
+    *(digits_mlp__vec *)&c[7*ldc + 8] = c7b;
+}
+#endif
 #ifdef DIGITS_MLP__VEC
 
 /* One 6-row tile of C (c, leading dimension ldc) over nk rows of the panel pb (row stride ps),
@@ -637,6 +810,41 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
             ptrdiff_t i0 = 0;
             if (jw == 16) {  /* constant width: the stores vectorise */
 #ifdef DIGITS_MLP__ROWS6
+                if (M % 8 == 0)  /* 8-row tiles take every row */
+                    #ifdef DIGITS_MLP__VEC
+                    for (; i0 + 8 <= M; i0 += 8)
+                        digits_mlp__tile8n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    #else
+                    for (; i0 + 8 <= M; i0 += 8) {
+                        digits_mlp_real c[8][16];
+                        for (int r = 0; r < 8; ++r)
+                            for (int l = 0; l < 16; ++l) c[r][l] = !load ? 0.0 : C[(i0 + r)*ldc + j0 + l];
+                        for (ptrdiff_t k = k0; k < k1; ++k) {
+                            const digits_mlp_real *bk = pb + (k - k0)*ps;
+                            const digits_mlp_real u0 = A[i0*lda + k];
+                            const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
+                            const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
+                            const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
+                            const digits_mlp_real u4 = A[(i0 + 4)*lda + k];
+                            const digits_mlp_real u5 = A[(i0 + 5)*lda + k];
+                            const digits_mlp_real u6 = A[(i0 + 6)*lda + k];
+                            const digits_mlp_real u7 = A[(i0 + 7)*lda + k];
+                            for (int l = 0; l < 16; ++l) {
+                                c[0][l] += u0*bk[l];
+                                c[1][l] += u1*bk[l];
+                                c[2][l] += u2*bk[l];
+                                c[3][l] += u3*bk[l];
+                                c[4][l] += u4*bk[l];
+                                c[5][l] += u5*bk[l];
+                                c[6][l] += u6*bk[l];
+                                c[7][l] += u7*bk[l];
+                            }
+                        }
+                        for (int r = 0; r < 8; ++r)
+                            for (int l = 0; l < 16; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                    }
+                    #endif
+
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 6 <= m6; i0 += 6)
                     digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
@@ -931,6 +1139,41 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
             ptrdiff_t i0 = 0;
             if (jw == 16) {  /* constant width: the stores vectorise */
 #ifdef DIGITS_MLP__ROWS6
+                if (M % 8 == 0)  /* 8-row tiles take every row */
+                    #ifdef DIGITS_MLP__VEC
+                    for (; i0 + 8 <= M; i0 += 8)
+                        digits_mlp__tile8n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    #else
+                    for (; i0 + 8 <= M; i0 += 8) {
+                        digits_mlp_real c[8][16];
+                        for (int r = 0; r < 8; ++r)
+                            for (int l = 0; l < 16; ++l) c[r][l] = !load ? 0.0 : C[(i0 + r)*ldc + j0 + l];
+                        for (ptrdiff_t k = k0; k < k1; ++k) {
+                            const digits_mlp_real *bk = pb + (k - k0)*ps;
+                            const digits_mlp_real u0 = A[i0*lda + k];
+                            const digits_mlp_real u1 = A[(i0 + 1)*lda + k];
+                            const digits_mlp_real u2 = A[(i0 + 2)*lda + k];
+                            const digits_mlp_real u3 = A[(i0 + 3)*lda + k];
+                            const digits_mlp_real u4 = A[(i0 + 4)*lda + k];
+                            const digits_mlp_real u5 = A[(i0 + 5)*lda + k];
+                            const digits_mlp_real u6 = A[(i0 + 6)*lda + k];
+                            const digits_mlp_real u7 = A[(i0 + 7)*lda + k];
+                            for (int l = 0; l < 16; ++l) {
+                                c[0][l] += u0*bk[l];
+                                c[1][l] += u1*bk[l];
+                                c[2][l] += u2*bk[l];
+                                c[3][l] += u3*bk[l];
+                                c[4][l] += u4*bk[l];
+                                c[5][l] += u5*bk[l];
+                                c[6][l] += u6*bk[l];
+                                c[7][l] += u7*bk[l];
+                            }
+                        }
+                        for (int r = 0; r < 8; ++r)
+                            for (int l = 0; l < 16; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                    }
+                    #endif
+
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 6 <= m6; i0 += 6)
                     digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
@@ -1130,6 +1373,10 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_blocks(ptrdiff_t M, pt
             for (ptrdiff_t k = k0; k < k1; ++k)
                 for (int l = 0; l < 16; ++l) bp[(b*nk + k - k0)*16 + l] = B[k*ldb + c0 + b*16 + l];
         ptrdiff_t i0 = 0;
+        if (M % 8 == 0)  /* 8-row tiles take every row */
+            for (; i0 + 8 <= M; i0 += 8)
+                for (ptrdiff_t b = 0; b < blocks; ++b)
+                    digits_mlp__tile8t(A + k0*lda + i0, lda, bp + b*nk*16, 16, nk, C + i0*ldc + c0 + b*16, ldc, load);
         for (; i0 + 6 <= m6; i0 += 6)
             for (ptrdiff_t b = 0; b < blocks; ++b)
                 digits_mlp__tile6t(A + k0*lda + i0, lda, bp + b*nk*16, 16, nk, C + i0*ldc + c0 + b*16, ldc, load);
@@ -1202,6 +1449,42 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
             ptrdiff_t i0 = 0;
             if (jw == 16) {  /* constant width: the stores vectorise */
 #ifdef DIGITS_MLP__ROWS6
+                if (M % 8 == 0)  /* 8-row tiles take every row */
+                    #ifdef DIGITS_MLP__VEC
+                    for (; i0 + 8 <= M; i0 += 8)
+                        digits_mlp__tile8t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    #else
+                    for (; i0 + 8 <= M; i0 += 8) {
+                        digits_mlp_real c[8][16];
+                        for (int r = 0; r < 8; ++r)
+                            for (int l = 0; l < 16; ++l) c[r][l] = !load ? 0.0 : C[(i0 + r)*ldc + j0 + l];
+                        for (ptrdiff_t k = k0; k < k1; ++k) {
+                            const digits_mlp_real *bk = pb + (k - k0)*ps;
+                            const digits_mlp_real *ak = A + k*lda + i0;
+                            const digits_mlp_real u0 = ak[0];
+                            const digits_mlp_real u1 = ak[1];
+                            const digits_mlp_real u2 = ak[2];
+                            const digits_mlp_real u3 = ak[3];
+                            const digits_mlp_real u4 = ak[4];
+                            const digits_mlp_real u5 = ak[5];
+                            const digits_mlp_real u6 = ak[6];
+                            const digits_mlp_real u7 = ak[7];
+                            for (int l = 0; l < 16; ++l) {
+                                c[0][l] += u0*bk[l];
+                                c[1][l] += u1*bk[l];
+                                c[2][l] += u2*bk[l];
+                                c[3][l] += u3*bk[l];
+                                c[4][l] += u4*bk[l];
+                                c[5][l] += u5*bk[l];
+                                c[6][l] += u6*bk[l];
+                                c[7][l] += u7*bk[l];
+                            }
+                        }
+                        for (int r = 0; r < 8; ++r)
+                            for (int l = 0; l < 16; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                    }
+                    #endif
+
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 6 <= m6; i0 += 6)
                     digits_mlp__tile6t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
