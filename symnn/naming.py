@@ -29,19 +29,19 @@ def entries(shape) -> "int | sp.Expr":
 
 def concrete(size) -> "int | sp.Expr":
     """``size`` as an int where it has no run-time dimension, else the SymPy expression."""
-    size = sp.expand(sp.sympify(size))
+    size = sp.expand(sp.sympify(size, strict=True))
     return int(size) if size.is_Integer else size
 
 
 def has_length(size) -> bool:
     """Whether ``size`` depends on the run-time sequence length :data:`T`."""
-    return sp.sympify(size).has(T)
+    return sp.sympify(size, strict=True).has(T)
 
 
 def length_form(size) -> tuple[int, int]:
     """``(a, b)`` with ``size = a*T + b``: a row of sequences of run-time length (``a == 0``
     for a fixed size)."""
-    size = sp.expand(sp.sympify(size))
+    size = sp.expand(sp.sympify(size, strict=True))
     a, b = size.coeff(T, 1), size.coeff(T, 0)
     if sp.expand(a * T + b - size) != 0 or not a.is_Integer or not b.is_Integer:
         raise ValueError(f"{size} is not linear in the sequence length T")

@@ -100,7 +100,7 @@ _C_SIZES = {naming.N: sp.Symbol("n"), naming.T: sp.Symbol("steps")}
 def dim_code(size: object) -> str:
     """A size as C: an int as itself, else its expression in ``n`` and ``steps`` (a sum in
     parentheses, so that it can be a factor: ``i*(3*steps + 2) + j``)."""
-    e = sp.sympify(size)
+    e = sp.sympify(size, strict=True)
     if e.is_Integer:
         return str(int(e))
     text = str(sp.expand(e).xreplace(_C_SIZES))
@@ -113,7 +113,7 @@ def coefficients(size: object, length: bool) -> tuple[int, ...]:
     ``a*n*steps + b*n + c``."""
     if isinstance(size, int):  # a fixed size: most of them, and no SymPy needed
         return (0, size) if not length else (0, 0, size)
-    e = sp.expand(sp.sympify(size))
+    e = sp.expand(sp.sympify(size, strict=True))
     with_n, c = e.coeff(naming.N, 1), e.coeff(naming.N, 0)
     a, b = with_n.coeff(naming.T, 1), with_n.coeff(naming.T, 0)
     if not all(v.is_Integer for v in (a, b, c)) or sp.expand(a * naming.N * naming.T + b * naming.N + c - e) != 0:
@@ -331,9 +331,10 @@ class _KernelLowering:
         self.in_place = step_writes(plan, self.views)
         self.depth = 0  # loops open around the statement being lowered
         self._last: dict[str, int] = {}
-        #: a loop's products with an invariant B (a recurrent weight): statement -> the buffer of
-        #: B's panels, packed before the loop (:meth:`_pack_invariants`); per loop END, their slots
-        self._packed: dict[int, str] = {}
+        #: a loop's products with an invariant B (a recurrent weight): the product's target -> the
+        #: buffer of B's panels, packed before the loop (:meth:`_pack_invariants`); per loop END,
+        #: their slots
+        self._packed: dict[str, str] = {}
         self._packed_slots: dict[int, list[int]] = {}
 
     def _begin(self, scalar_target: bool = False) -> _Names:
@@ -547,7 +548,7 @@ class _KernelLowering:
                 nm = self._begin(scalar_target=True)  # a line of the kernel, before the loop
                 self._append({"kind": CKind.GEMM_PACK, "gemm": "nt" if tb else "nn", "K": int(k), "Nc": int(nc),
                               "b": nm.read(b.name), "ldb": b.stride, "packed": nm.write(name)}, self._origins(j))
-            self._packed[j] = made[key]
+            self._packed[st.target] = made[key]
 
     def _origins(self, *indices: int, merged: Sequence[str | None] = ()) -> list[str | None]:
         """The distinct origins of the plan statements ``indices`` after those ``merged`` from a
@@ -689,7 +690,7 @@ class _KernelLowering:
             ctx.update(kind=CKind.MATMUL_SMALL, a_at=f"k*{sa} + i" if ta else f"i*{sa} + k",
                        b_at=f"j*{sb} + k" if tb else f"k*{sb} + j")
             return ctx
-        packed = self._packed.get(self.plan.stmts.index(st))
+        packed = self._packed.get(st.target)
         if packed is not None:  # B's panels packed before the loop (_pack_invariants)
             ctx["packed"] = nm.read(packed)
             return ctx

@@ -593,7 +593,7 @@ HARNESS_STEPS = 5
 
 def _at_harness_length(size: object) -> int:
     """A column or size at the harness's sequence length (:data:`HARNESS_STEPS`)."""
-    return int(sp.sympify(size).subs(naming.T, HARNESS_STEPS))
+    return int(sp.sympify(size, strict=True).subs(naming.T, HARNESS_STEPS))
 
 
 def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
