@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .declare import Activate, Activation, Dense, Network
-from .errors import ModelFormatError, SpecError, SpecTypeError
+from .errors import ModelFormatError, SpecError, SpecTypeError, UntrustedInputError
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .embedding import Embedding
 from .interop import (_FLOAT_ATTR, _FLOATS_ATTR, _INT_ATTR, _INTS_ATTR, _ONNX_ACTIVATIONS, _ONNX_FLOATS, _ONNX_OPS,
@@ -98,7 +98,8 @@ _SUPPORTED = ("Conv, MaxPool, AveragePool, GlobalAveragePool (then Flatten or Re
               "form), LayerNormalization (over the features), Gather (axis 0 of an initializer by the integer "
               "input: an embedding), RNN, GRU, LSTM (forward or bidirectional; layout=1 with Y flattened or squeezed, "
               "or Y_h flattened or squeezed; layout=0 as torch.onnx.export writes it: the Transposes, Squeezes, "
-              "zero initial states from Shape, the Gather of the last step or layer around it, a bidirectional "
+              "zero initial states from Shape, or a one-layer op's initial states as graph inputs, the Gather of "
+              "the last step or layer around it, a bidirectional "
               "op's Reshape of its steps and Concat of its two final states), Constant (a "
               "shape or a weight) and "
               f"{', '.join(sorted(_ONNX_ACTIVATIONS))} (an Identity of a weight is that weight)")
@@ -151,6 +152,10 @@ class _Builder:
     #: the top-level modules whose weights the initializers hold (``a_0`` of ``a_0.weight``): their
     #: layers take those names, so a nested module's joined name (``a.0`` -> ``a_0``) avoids them
     reserved: frozenset[str] = frozenset()
+    #: graph inputs read only as a recurrent op's initial_h or initial_c, by name: their
+    #: declarations, and the network input each became once its op was read
+    states: dict[str, Any] = field(default_factory=dict)
+    state_tensors: dict[str, Tensor] = field(default_factory=dict)
 
 
 def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss: object, name: str,
@@ -158,20 +163,24 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
     """``(network, params)`` for an ONNX graph read as a layer graph (see the module doc)."""
     _check_dtype(dtype)
     nodes = [_checked(index, node) for index, node in enumerate(graph.node)]
-    data_inputs = [i for i in graph.input if i.name not in init]
-    if len(data_inputs) != 1:
-        raise SpecError(f"the ONNX graph must have exactly one data input, it has {len(data_inputs)}")
     users: dict[str, list[_Node]] = {}
     for node in nodes:
         for key in node.inputs:
             users.setdefault(key, []).append(node)
+    states = {i.name: i for i in graph.input if i.name not in init and _is_initial_state(i.name, users)}
+    data_inputs = [i for i in graph.input if i.name not in init and i.name not in states]
+    if len(data_inputs) != 1:
+        raise SpecError(f"the ONNX graph must have exactly one data input, it has {len(data_inputs)} "
+                        f"({shown([i.name for i in data_inputs])}); symnn reads another graph input only as "
+                        "the initial_h or initial_c of one RNN/GRU/LSTM op and nothing else (a one-layer "
+                        "module's h_0/c_0: a stacked module's, sliced per layer, is not supported)")
     out_names = [o.name for o in graph.output]
-    x = _input(data_inputs[0])
+    x = _input(data_inputs[0], named=bool(states))
     if x.indices:
         _check_index_readers(data_inputs[0].name, users.get(data_inputs[0].name, []))
     b = _Builder(dict(init), base, dtype, users, frozenset(out_names), {data_inputs[0].name: x}, {}, {}, set(),
                  set(), reserved=frozenset(k.rpartition(".")[0] for k in init
-                                           if k.endswith(".weight") and k.count(".") == 1))
+                                           if k.endswith(".weight") and k.count(".") == 1), states=states)
     defined = {i.name for i in graph.input} | set(init)
     for node in nodes:
         for output in node.outputs or (node.output,):
@@ -192,8 +201,8 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
 
         defaults = [_default_loss(t) for t in outputs]
         loss = defaults[0] if len(defaults) == 1 else defaults
-    net = Network(inputs=[b.values[data_inputs[0].name]], outputs=outputs if len(outputs) > 1 else outputs[0],
-                  loss=loss, name=name)
+    inputs = [b.values[data_inputs[0].name]] + [b.state_tensors[i.name] for i in graph.input if i.name in states]
+    net = Network(inputs=inputs, outputs=outputs if len(outputs) > 1 else outputs[0], loss=loss, name=name)
     paths = {layer: path for layer, path in b.paths.items() if layer in net.graph.names}
     if paths:  # weights exported from nested modules: keyed under the module's path
         net.set_module_paths(paths)
@@ -219,10 +228,12 @@ def _checked(index: int, node: Any) -> _Node:
     return _Node(node.op_type, attrs, tuple(node.input), node.output[0], where, outputs)
 
 
-def _input(value_info: Any) -> Tensor:
+def _input(value_info: Any, named: bool = False) -> Tensor:
     """The graph's data input: a tensor declared (N, F), (N, C, L) or (N, C, H, W), N dynamic
     or fixed, every other dimension a fixed positive size; an INT64 or INT32 one is T token ids
-    per sample, declared (N, T): an index input, which only an embedding (a Gather) reads."""
+    per sample, declared (N, T): an index input, which only an embedding (a Gather) reads.
+    ``named``: the network has other inputs (initial states), so this one is keyed by its name
+    (:func:`_input_name`)."""
     tensor_type = value_info.type.tensor_type
     declared = value_info.type.HasField("tensor_type") and tensor_type.HasField("shape")
     dims = list(tensor_type.shape.dim) if declared else []
@@ -239,7 +250,18 @@ def _input(value_info: Any) -> Tensor:
         raise SpecError(f"the ONNX input {shown(value_info.name)} must declare its shape as {wanted} with fixed "
                         f"positive sizes after the batch N (but a sequence's length T of (N, T, F)); it declares "
                         f"{shown(_dims_text(dims)) if dims else 'none'}")
-    return Input(*([None] if length else []), *sizes, indices=indices)
+    return Input(*([None] if length else []), *sizes, indices=indices,
+                 name=_input_name(value_info.name, "x") if named else None)
+
+
+def _input_name(name: str, fallback: str) -> str:
+    """The key of a graph input where the network has several: its ONNX name where that is a
+    plain name (:func:`symnn.naming.identifier`), else ``fallback`` (torch's exporter names an
+    input ``input.1`` where no ``input_names`` were given)."""
+    try:
+        return naming.identifier(name, "input name")
+    except (UntrustedInputError, SpecTypeError):
+        return fallback
 
 
 def _check_index_readers(name: str, readers: Sequence[_Node]) -> None:
@@ -714,10 +736,56 @@ _RECURRENT_INPUTS = ("B", "sequence_lens", "initial_h", "initial_c", "P")
 #: optional inputs symnn refuses, and why
 _RECURRENT_REFUSED_INPUTS = {
     "sequence_lens": "every sequence runs all T steps (pad them to one length)",
-    "initial_h": "the state starts at zero",
-    "initial_c": "the cell state starts at zero",
+    "initial_h": "symnn reads an initial state that is zeros or a graph input read only there",
+    "initial_c": "symnn reads an initial cell state that is zeros or a graph input read only there",
     "P": "symnn's LSTM has no peephole connections",
 }
+
+
+#: where a recurrent op reads its initial states: initial_h, and an LSTM's initial_c
+_STATE_SLOTS = {"RNN": (5,), "GRU": (5,), "LSTM": (5, 6)}
+
+
+def _is_initial_state(name: str, users: Mapping[str, Sequence[_Node]]) -> bool:
+    """Whether the graph input ``name`` is read by one node only, a recurrent op, and there only
+    as its initial_h or initial_c: a module's ``h_0``/``c_0`` passed in, which becomes an input
+    of the network (:func:`_initial_states`)."""
+    readers = users.get(name, [])
+    if len(readers) != 1 or readers[0].op not in _STATE_SLOTS:
+        return False
+    slots = [k for k, key in enumerate(readers[0].inputs) if key == name]
+    return len(slots) == 1 and slots[0] in _STATE_SLOTS[readers[0].op]
+
+
+def _initial_states(b: _Builder, node: _Node, layer: str, directions: int, hidden: int,
+                    time_major: bool) -> list[Tensor]:
+    """The initial states a recurrent op reads from graph inputs, as inputs of the network: each
+    sample's (D, H), so a kernel takes the ONNX tensor batch-first, (N, D, H) (time-major ``h_0``
+    (D, N, H) transposed, as from_torch takes it), keyed by its ONNX name where that is a plain
+    name, else ``<layer>_h0``/``<layer>_c0``. None given: []. An LSTM takes both or neither
+    (one alone would start the other at zero, which symnn's layer does not model)."""
+    given = [key for k, key in enumerate(node.inputs) if k in _STATE_SLOTS[node.op] and key in b.states]
+    if not given:
+        return []
+    wanted = len(_STATE_SLOTS[node.op])
+    if len(given) != wanted:
+        raise SpecTypeError(f"{node.where}: reads {shown(given[0])} as an initial state but not the other; symnn's "
+                            "LSTM takes initial_h and initial_c together (as PyTorch's (h_0, c_0)), or neither")
+    out = []
+    for key, part in zip(given, ("h0", "c0")):
+        declared = b.states[key].type.tensor_type
+        dims = list(declared.shape.dim) if declared.HasField("shape") else []
+        fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        at = 1 if time_major else 0  # the batch's axis
+        if dims and (len(dims) != 3 or [fixed[k] for k in range(3) if k != at] != [directions, hidden]):
+            want = "(D, N, H)" if time_major else "(N, D, H)"
+            raise SpecError(f"{node.where}: the initial state {shown(key)} declares {shown(_dims_text(dims))}; "
+                            f"a {node.op} of {directions} direction(s) and hidden size {hidden} takes {want} = "
+                            f"{want.replace('D', str(directions)).replace('H', str(hidden))}")
+        tensor = Input(directions, hidden, name=_input_name(key, f"{layer}_{part}"))
+        b.state_tensors[key] = tensor
+        out.append(tensor)
+    return out
 
 
 def _recurrent(b: _Builder, node: _Node) -> None:
@@ -729,7 +797,8 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     (flattened, or squeezed to (N, T, H)), the last state when Y_h is. With ``layout=0`` (X
     (T, N, F), what torch.onnx.export writes) X is a transposed batch-first tensor and the
     outputs are followed as views until read (symnn/onnx_sequences.py); an initial state of
-    broadcast zeros is no initial state."""
+    broadcast zeros is no initial state, one that is a graph input an input of the network
+    (:func:`_initial_states`)."""
     cls, order, defaults = _RECURRENT_LAYERS[node.op]
     nonlinearity = _recurrent_settings(node, defaults)
     D = 2 if node.attrs.get("direction") == "bidirectional" else 1  # PyTorch's directions
@@ -741,7 +810,8 @@ def _recurrent(b: _Builder, node: _Node) -> None:
                         "X declared (N, T, F)")
     optional = dict(zip(_RECURRENT_INPUTS, node.inputs[3:]))
     for key, why in _RECURRENT_REFUSED_INPUTS.items():
-        if optional.get(key) and not (key in ("initial_h", "initial_c") and optional[key] in b.seq.zeros):
+        if optional.get(key) and not (key in ("initial_h", "initial_c")
+                                      and (optional[key] in b.seq.zeros or optional[key] in b.states)):
             raise SpecTypeError(f"{node.where}: the input {key} ({shown(optional[key])}) is not supported: {why}")
     w = _weight(b.init, node.inputs[1], 3, node.where, b.base, exact=True)
     r = _weight(b.init, node.inputs[2], 3, node.where, b.base, exact=True)
@@ -754,6 +824,7 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     _refuse_unread_outputs(b, node)
     sequences, readers = (None, []) if time_major else _recurrent_readers(b, node, (x.shape[0], h), D)
     name = _layer_name(b, "", None, node.op.lower())
+    states = _initial_states(b, node, name, D, h, time_major)
     sizes = (int(x.shape[1]), h, 1)
     has_bias = bool(optional.get("B"))
 
@@ -761,7 +832,7 @@ def _recurrent(b: _Builder, node: _Node) -> None:
         both = D == 2
         layer = (RNN(*sizes, nonlinearity, has_bias, sequences, name=name, bidirectional=both) if cls is RNN
                  else cls(*sizes, has_bias, sequences, name=name, bidirectional=both))
-        return layer(x)
+        return layer(x, *states)
 
     bias = None
     if has_bias:
