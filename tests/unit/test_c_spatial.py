@@ -29,7 +29,7 @@ from symnn import interpret, ir, naming
 from symnn.backends.c import config as c_config
 from symnn.backends.c import gemm
 from symnn.backends.c.emit import spatial_context
-from symnn.backends.c.kinds import GEMM_CALLS, SPATIAL_PARTS
+from symnn.backends.c.kinds import GEMM_CALLS, SPATIAL_PARTS, CKind
 from symnn.lower import plan_kernel
 from symnn.program import Program
 from symnn.render import environment
@@ -346,3 +346,8 @@ def test_the_sharp_cases_lower_to_every_spatial_kind() -> None:
         kinds = {ctx["kind"] for k in unit["kernels"] for ctx in k["stmts"]}
         kinds |= {h["ctx"]["kind"] for h in unit["shared"]}
         assert set(SPATIAL_PARTS) <= kinds, set(SPATIAL_PARTS) - kinds
+        # the weight's pullback both ways: as DW = G @ cols.T (9 taps, 32 output channels) and,
+        # with fewer output channels than taps, as its transpose (a scratch DW.T, last)
+        transposed = {ctx["scratch"][-1] != "NULL" for k in unit["kernels"] for ctx in k["stmts"]
+                      if ctx["kind"] is CKind.CONV_GRAD_WEIGHT}
+        assert transposed == {True, False}

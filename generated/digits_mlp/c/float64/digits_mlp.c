@@ -788,14 +788,14 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
 #endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
         const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc;
-        const int load = acc || k0 > 0;  /* C's value is the sum so far */
+        const int load = (acc & 1) || k0 > 0;  /* C's value is the sum so far */
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 16) {
             const ptrdiff_t jw = c1 - j0 < 16 ? c1 - j0 : 16;
             /* the panel: B's rows k0..k1, columns j0.., one after another; with at most 3 tiles
-               of rows to read it, B itself */
+               of rows to read it, or where the caller says so (acc & 2), B itself */
             const digits_mlp_real *pb = bp;
             ptrdiff_t ps = 16;
-            if (jw == 16 && M < 18) {
+            if (jw == 16 && (M < 18 || (acc & 2))) {
                 pb = B + k0*ldb + j0;
                 ps = ldb;
             } else if (jw == 16) {
@@ -980,15 +980,18 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
 
 /* digits_mlp__gemm_nn_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
  * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
- * work: one panel, (min(K, 512) + 1) x 16 reals (a row spare to align it). acc: C +=
- * the product (C's entries summed on from their value), not C =. */
+ * work: one panel, (min(K, 512) + 1) x 16 reals (a row spare to align it). acc & 1: C +=
+ * the product (C's entries summed on from their value), not C =. acc & 2: B's full-width
+ * panels are read where B lies, not packed (a convolution's im2col columns: just written, a
+ * few hundred short rows, read by a few tiles of rows; packing them cost more than it saved);
+ * the same values through the same tiles, so the same C. */
 static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda,
     const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, int acc)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
         SYMNN_CBLAS_DGEMM(101, 111, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, acc ? 1.0 : 0.0, C, (SYMNN_BLAS_INT)Nc);
+            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, (acc & 1) ? 1.0 : 0.0, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
@@ -1031,7 +1034,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
 #endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
         const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc;
-        const int load = acc || k0 > 0;  /* C's value is the sum so far */
+        const int load = (acc & 1) || k0 > 0;  /* C's value is the sum so far */
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 16) {
             const ptrdiff_t jw = c1 - j0 < 16 ? c1 - j0 : 16;
             const digits_mlp_real *pb = bp;
@@ -1309,7 +1312,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
 
 /* digits_mlp__gemm_nt_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
  * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
- * work: one panel, (min(K, 512) + 1) x 16 reals (a row spare to align it). acc: C +=
+ * work: one panel, (min(K, 512) + 1) x 16 reals (a row spare to align it). acc & 1: C +=
  * the product (C's entries summed on from their value), not C =.
  * ct: NULL, or Nc x M reals where C has fewer columns than a tile: with at least a tile of
  * rows, C.T = B @ A.T is computed there, full-width tiles over the rows of C
@@ -1321,14 +1324,14 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
         SYMNN_CBLAS_DGEMM(101, 111, 112, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, acc ? 1.0 : 0.0, C, (SYMNN_BLAS_INT)Nc);
+            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, (acc & 1) ? 1.0 : 0.0, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
     if (ct != NULL && M >= 16) {  /* (the caller gives ct only where Nc < 16) */
         digits_mlp__gemm_nt(Nc, K, M, B, ldb, A, lda, ct, work, NULL, 0);
         for (ptrdiff_t i = 0; i < M; ++i)
-            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = acc ? C[i*Nc + j] + ct[j*M + i] : ct[j*M + i];
+            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = (acc & 1) ? C[i*Nc + j] + ct[j*M + i] : ct[j*M + i];
         return;
     }
 #ifdef DIGITS_MLP__OMP
@@ -1368,7 +1371,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_blocks(ptrdiff_t M, pt
     const ptrdiff_t m6 = M/6*6 - ((M % 6 == 2 && M >= 8) ? 6 : 0);
     for (ptrdiff_t k0 = 0; k0 < K; k0 += kc) {
         const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc, nk = k1 - k0;
-        const int load = acc || k0 > 0;  /* C's value is the sum so far */
+        const int load = (acc & 1) || k0 > 0;  /* C's value is the sum so far */
         for (ptrdiff_t b = 0; b < blocks; ++b)
             for (ptrdiff_t k = k0; k < k1; ++k)
                 for (int l = 0; l < 16; ++l) bp[(b*nk + k - k0)*16 + l] = B[k*ldb + c0 + b*16 + l];
@@ -1427,14 +1430,14 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
 #endif
     for (ptrdiff_t k0 = 0; k0 < K || k0 == 0; k0 += kc) {
         const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc;
-        const int load = acc || k0 > 0;  /* C's value is the sum so far */
+        const int load = (acc & 1) || k0 > 0;  /* C's value is the sum so far */
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 16) {
             const ptrdiff_t jw = c1 - j0 < 16 ? c1 - j0 : 16;
             /* the panel: B's rows k0..k1, columns j0.., one after another; with at most 3 tiles
-               of rows to read it, B itself */
+               of rows to read it, or where the caller says so (acc & 2), B itself */
             const digits_mlp_real *pb = bp;
             ptrdiff_t ps = 16;
-            if (jw == 16 && M < 18) {
+            if (jw == 16 && (M < 18 || (acc & 2))) {
                 pb = B + k0*ldb + j0;
                 ps = ldb;
             } else if (jw == 16) {
@@ -1625,7 +1628,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
 
 /* digits_mlp__gemm_tn_cols over all of C's columns: through BLAS with -DSYMNN_BLAS (large products), split
  * over the OpenMP threads in whole tiles with -fopenmp (large products, at least two tiles).
- * work: one panel, (min(K, 512) + 1) x 16 reals (a row spare to align it). acc: C +=
+ * work: one panel, (min(K, 512) + 1) x 16 reals (a row spare to align it). acc & 1: C +=
  * the product (C's entries summed on from their value), not C =.
  * ct: NULL, or Nc x M reals where C has fewer columns than a tile: with at least a tile of
  * rows, C.T = B.T @ A is computed there, full-width tiles over the rows of C
@@ -1637,14 +1640,14 @@ static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
         SYMNN_CBLAS_DGEMM(101, 112, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, acc ? 1.0 : 0.0, C, (SYMNN_BLAS_INT)Nc);
+            1.0, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, (acc & 1) ? 1.0 : 0.0, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
     if (ct != NULL && M >= 16) {  /* (the caller gives ct only where Nc < 16) */
         digits_mlp__gemm_tn(Nc, K, M, B, ldb, A, lda, ct, work, NULL, 0);
         for (ptrdiff_t i = 0; i < M; ++i)
-            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = acc ? C[i*Nc + j] + ct[j*M + i] : ct[j*M + i];
+            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = (acc & 1) ? C[i*Nc + j] + ct[j*M + i] : ct[j*M + i];
         return;
     }
 #ifdef DIGITS_MLP__OMP
