@@ -98,7 +98,7 @@ _SUPPORTED = ("Conv, MaxPool, AveragePool, GlobalAveragePool (then Flatten or Re
               "form), LayerNormalization (over the features), Gather (axis 0 of an initializer by the integer "
               "input: an embedding), RNN, GRU, LSTM (forward or bidirectional; layout=1 with Y flattened or squeezed, "
               "or Y_h flattened or squeezed; layout=0 as torch.onnx.export writes it: the Transposes, Squeezes, "
-              "zero initial states from Shape, or a one-layer op's initial states as graph inputs, the Gather of "
+              "zero initial states from Shape, or initial states as graph inputs (a stack's sliced per layer), the Gather of "
               "the last step or layer around it, a bidirectional "
               "op's Reshape of its steps and Concat of its two final states), Constant (a "
               "shape or a weight) and "
@@ -156,6 +156,8 @@ class _Builder:
     #: declarations, and the network input each became once its op was read
     states: dict[str, Any] = field(default_factory=dict)
     state_tensors: dict[str, Tensor] = field(default_factory=dict)
+    #: a Slice of a state input (a stacked module's layer's rows): (the input, first row, end row)
+    state_slices: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
 
 def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss: object, name: str,
@@ -172,8 +174,8 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
     if len(data_inputs) != 1:
         raise SpecError(f"the ONNX graph must have exactly one data input, it has {len(data_inputs)} "
                         f"({shown([i.name for i in data_inputs])}); symnn reads another graph input only as "
-                        "the initial_h or initial_c of one RNN/GRU/LSTM op and nothing else (a one-layer "
-                        "module's h_0/c_0: a stacked module's, sliced per layer, is not supported)")
+                        "the initial_h or initial_c of RNN/GRU/LSTM ops and nothing else: one op's, or a stacked "
+                        "module's h_0/c_0 whose rows each layer's op reads through a Slice")
     out_names = [o.name for o in graph.output]
     x = _input(data_inputs[0], named=bool(states))
     if x.indices:
@@ -295,6 +297,8 @@ def _build(b: _Builder, node: _Node) -> None:
         b.init[node.output] = b.init[node.inputs[0]]
         if node.inputs[0] in b.constants:
             b.constants.add(node.output)
+    elif node.op == "Slice" and node.inputs[0] in b.states:
+        _state_slice(b, node)
     elif seq.follows(b.seq, node.op, node.inputs):
         seq.build(b.seq, node, b.values, b.consts, lambda key: _zero_weight(b, node, key),
                   lambda: _squeeze_axes(b, node))
@@ -747,45 +751,105 @@ _STATE_SLOTS = {"RNN": (5,), "GRU": (5,), "LSTM": (5, 6)}
 
 
 def _is_initial_state(name: str, users: Mapping[str, Sequence[_Node]]) -> bool:
-    """Whether the graph input ``name`` is read by one node only, a recurrent op, and there only
-    as its initial_h or initial_c: a module's ``h_0``/``c_0`` passed in, which becomes an input
-    of the network (:func:`_initial_states`)."""
+    """Whether the graph input ``name`` is read only as an initial state: by one recurrent op as
+    its initial_h or initial_c, or by Slices each read so (a stacked module's ``h_0``, its rows
+    sliced per layer: :func:`_state_slice`). It becomes an input of the network
+    (:func:`_initial_states`)."""
     readers = users.get(name, [])
-    if len(readers) != 1 or readers[0].op not in _STATE_SLOTS:
-        return False
-    slots = [k for k, key in enumerate(readers[0].inputs) if key == name]
-    return len(slots) == 1 and slots[0] in _STATE_SLOTS[readers[0].op]
+    if len(readers) == 1 and _reads_as_state(readers[0], name):
+        return True
+    return bool(readers) and all(
+        r.op == "Slice" and r.inputs[0] == name and name not in r.inputs[1:] and len(users.get(r.output, [])) == 1
+        and _reads_as_state(users[r.output][0], r.output) for r in readers)
+
+
+def _reads_as_state(node: _Node, key: str) -> bool:
+    """Whether ``node`` is a recurrent op reading ``key`` once, as its initial_h or initial_c."""
+    slots = [k for k, value in enumerate(node.inputs) if value == key]
+    return node.op in _STATE_SLOTS and len(slots) == 1 and slots[0] in _STATE_SLOTS[node.op]
+
+
+def _state_slice(b: _Builder, node: _Node) -> None:
+    """A Slice of a state input's rows, ``h_0[k*D:(k+1)*D]`` (axis 0, step 1, constant bounds
+    within its declared rows): what torch.onnx.export writes for layer k of a stack, whose op
+    then reads it as its initial state."""
+    declared = _state_dims(b, node.inputs[0])
+    total = declared[0] if declared else None
+    bounds = [_slice_ints(b, node, k) for k in range(1, 5)]
+    starts, ends, axes, steps = bounds
+    if (starts is None or ends is None or len(starts) != 1 or len(ends) != 1 or (axes or (0,)) not in ((0,), (-3,))
+            or (steps or (1,)) != (1,) or total is None):
+        raise SpecTypeError(f"{node.where}: symnn reads a Slice of the initial state {shown(node.inputs[0])} only "
+                            "along its first axis, with constant starts and ends and step 1, from a state "
+                            "declared (L*D, N, H) with L*D fixed")
+    first, end = (max(0, min(v + total if v < 0 else v, total)) for v in (starts[0], ends[0]))
+    if end <= first:
+        raise SpecError(f"{node.where}: the Slice [{starts[0]}:{ends[0]}] of {shown(node.inputs[0])} holds no row")
+    b.state_slices[node.output] = (node.inputs[0], first, end)
+
+
+def _slice_ints(b: _Builder, node: _Node, k: int) -> tuple[int, ...] | None:
+    """Input k of a Slice (starts, ends, axes, steps) as constant integers; None where absent."""
+    if len(node.inputs) <= k or not node.inputs[k]:
+        return None
+    key = node.inputs[k]
+    if key in b.consts:
+        return tuple(b.consts[key])
+    if key in b.init:
+        return _int_tensor(b.init[key], node.where, key)
+    raise SpecTypeError(f"{node.where}: input {k} {shown(key)} must be a constant")
+
+
+def _state_dims(b: _Builder, key: str) -> list[int | None]:
+    """The declared dims of the state input ``key`` (None for a dynamic one), [] undeclared."""
+    declared = b.states[key].type.tensor_type
+    dims = list(declared.shape.dim) if declared.HasField("shape") else []
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
 
 def _initial_states(b: _Builder, node: _Node, layer: str, directions: int, hidden: int,
-                    time_major: bool) -> list[Tensor]:
-    """The initial states a recurrent op reads from graph inputs, as inputs of the network: each
-    sample's (D, H), so a kernel takes the ONNX tensor batch-first, (N, D, H) (time-major ``h_0``
-    (D, N, H) transposed, as from_torch takes it), keyed by its ONNX name where that is a plain
-    name, else ``<layer>_h0``/``<layer>_c0``. None given: []. An LSTM takes both or neither
-    (one alone would start the other at zero, which symnn's layer does not model)."""
-    given = [key for k, key in enumerate(node.inputs) if k in _STATE_SLOTS[node.op] and key in b.states]
+                    time_major: bool) -> tuple[list[Tensor], tuple[int, int] | None]:
+    """The initial states a recurrent op reads from graph inputs, as inputs of the network, and
+    the rows of them it reads (``state_rows``; None: all). Each input is each sample's (R, H),
+    R = D, or L*D for a stack's ``h_0`` whose rows each op reads through a Slice, so a kernel
+    takes the ONNX tensor batch-first, (N, R, H) (time-major ``h_0`` (R, N, H) transposed, as
+    from_torch takes it); keyed by its ONNX name where that is a plain name, else
+    ``<layer>_h0``/``<layer>_c0``. None given: []. An LSTM takes both or neither, from the same
+    rows (one alone would start the other at zero, which symnn's layer does not model)."""
+    given = [(k, key) for k, key in enumerate(node.inputs) if k in _STATE_SLOTS[node.op]
+             and (key in b.states or key in b.state_slices)]
     if not given:
-        return []
-    wanted = len(_STATE_SLOTS[node.op])
-    if len(given) != wanted:
-        raise SpecTypeError(f"{node.where}: reads {shown(given[0])} as an initial state but not the other; symnn's "
-                            "LSTM takes initial_h and initial_c together (as PyTorch's (h_0, c_0)), or neither")
-    out = []
-    for key, part in zip(given, ("h0", "c0")):
-        declared = b.states[key].type.tensor_type
-        dims = list(declared.shape.dim) if declared.HasField("shape") else []
-        fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        return [], None
+    if len(given) != len(_STATE_SLOTS[node.op]):
+        raise SpecTypeError(f"{node.where}: reads {shown(given[0][1])} as an initial state but not the other; "
+                            "symnn's LSTM takes initial_h and initial_c together (as PyTorch's (h_0, c_0)), or "
+                            "neither")
+    out, spans = [], set()
+    for (_, key), part in zip(given, ("h0", "c0")):
+        source, first, end = b.state_slices.get(key, (key, 0, None))
+        dims = _state_dims(b, source)
         at = 1 if time_major else 0  # the batch's axis
-        if dims and (len(dims) != 3 or [fixed[k] for k in range(3) if k != at] != [directions, hidden]):
+        total = directions if end is None else (dims[0] if dims else None)
+        if dims and (len(dims) != 3 or [dims[k] for k in range(3) if k != at] != [total, hidden]):
             want = "(D, N, H)" if time_major else "(N, D, H)"
-            raise SpecError(f"{node.where}: the initial state {shown(key)} declares {shown(_dims_text(dims))}; "
-                            f"a {node.op} of {directions} direction(s) and hidden size {hidden} takes {want} = "
-                            f"{want.replace('D', str(directions)).replace('H', str(hidden))}")
-        tensor = Input(directions, hidden, name=_input_name(key, f"{layer}_{part}"))
-        b.state_tensors[key] = tensor
+            raise SpecError(f"{node.where}: the initial state {shown(source)} declares "
+                            f"{shown(_dims_text(b.states[source].type.tensor_type.shape.dim))}; a {node.op} of "
+                            f"{directions} direction(s) and hidden size {hidden} takes {want} = "
+                            f"{want.replace('D', str(total)).replace('H', str(hidden))}")
+        if end is not None and end - first != directions:
+            raise SpecError(f"{node.where}: reads rows {first}:{end} of {shown(source)} as its initial state; a "
+                            f"{node.op} of {directions} direction(s) reads {directions}")
+        tensor = b.state_tensors.get(source)
+        if tensor is None:
+            tensor = Input(total, hidden, name=_input_name(source, f"{layer}_{part}"))
+            b.state_tensors[source] = tensor
         out.append(tensor)
-    return out
+        spans.add((first, total))
+    if len(spans) != 1:
+        raise SpecError(f"{node.where}: reads its initial_h and initial_c from different rows; symnn's LSTM reads "
+                        "both states' rows alike")
+    (span,) = spans
+    return out, (None if span == (0, directions) else span)
 
 
 def _recurrent(b: _Builder, node: _Node) -> None:
@@ -811,7 +875,8 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     optional = dict(zip(_RECURRENT_INPUTS, node.inputs[3:]))
     for key, why in _RECURRENT_REFUSED_INPUTS.items():
         if optional.get(key) and not (key in ("initial_h", "initial_c")
-                                      and (optional[key] in b.seq.zeros or optional[key] in b.states)):
+                                      and (optional[key] in b.seq.zeros or optional[key] in b.states
+                                           or optional[key] in b.state_slices)):
             raise SpecTypeError(f"{node.where}: the input {key} ({shown(optional[key])}) is not supported: {why}")
     w = _weight(b.init, node.inputs[1], 3, node.where, b.base, exact=True)
     r = _weight(b.init, node.inputs[2], 3, node.where, b.base, exact=True)
@@ -824,14 +889,14 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     _refuse_unread_outputs(b, node)
     sequences, readers = (None, []) if time_major else _recurrent_readers(b, node, (x.shape[0], h), D)
     name = _layer_name(b, "", None, node.op.lower())
-    states = _initial_states(b, node, name, D, h, time_major)
+    states, rows = _initial_states(b, node, name, D, h, time_major)
     sizes = (int(x.shape[1]), h, 1)
     has_bias = bool(optional.get("B"))
 
     def make(sequences: bool) -> Tensor:
         both = D == 2
-        layer = (RNN(*sizes, nonlinearity, has_bias, sequences, name=name, bidirectional=both) if cls is RNN
-                 else cls(*sizes, has_bias, sequences, name=name, bidirectional=both))
+        layer = (RNN(*sizes, nonlinearity, has_bias, sequences, name=name, bidirectional=both, state_rows=rows)
+                 if cls is RNN else cls(*sizes, has_bias, sequences, name=name, bidirectional=both, state_rows=rows))
         return layer(x, *states)
 
     bias = None

@@ -12,7 +12,9 @@ A sample is a sequence (T, F), stored as one row of T*F (PyTorch's contiguous (N
 layer returns the last step's hidden state (H,), or with ``return_sequences=True`` every
 step's (T, H), as ``output`` of PyTorch's modules. Optional initial states are further inputs:
 ``layer(x, h0)`` (``layer(x, h0, c0)`` for an LSTM), each of shape (num_layers, H) per sample
-(or (H,) for one layer): PyTorch's ``h_0`` with the batch first.
+(or (H,) for one layer): PyTorch's ``h_0`` with the batch first. ``state_rows=(first, total)``:
+the states given hold ``total`` rows a sample, of which the layer reads its own from row
+``first`` on (one ``h_0`` shared by layers built apart: the ONNX ops of an exported stack).
 
 Padded batches: with ``masked=True`` the layer takes a mask after the sequence, ``layer(x, m)``
 (``layer(x, m, h0, c0)``), of shape (T,) per sample: 1 for a step of the sample's sequence, 0
@@ -102,6 +104,7 @@ class _Recurrent(Layer):
     name: str | None = None
     bidirectional: bool = False
     dropout: float = 0.0
+    state_rows: tuple[int, int] | None = None
 
     #: the gates stacked in each weight (PyTorch's G: 1, 3, 4)
     GATES: ClassVar[int] = 1
@@ -111,7 +114,8 @@ class _Recurrent(Layer):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  return_sequences: bool = False, *, masked: bool = False, truncate: int | None = None,
-                 name: str | None = None, bidirectional: bool = False, dropout: float = 0.0) -> None:
+                 name: str | None = None, bidirectional: bool = False, dropout: float = 0.0,
+                 state_rows: Sequence[int] | None = None) -> None:
         kind = type(self).__name__
         object.__setattr__(self, "input_size", _dim(input_size, f"{kind} input_size"))
         object.__setattr__(self, "hidden_size", _dim(hidden_size, f"{kind} hidden_size"))
@@ -131,6 +135,23 @@ class _Recurrent(Layer):
         if not 0 <= dropout < 1:  # NaN fails too
             raise ConfigError(f"{kind} dropout must be in [0, 1), got {dropout!r}")
         object.__setattr__(self, "dropout", float(dropout))
+        object.__setattr__(self, "state_rows", self._rows_read(state_rows))
+
+    def _rows_read(self, state_rows: Sequence[int] | None) -> tuple[int, int] | None:
+        """``state_rows`` checked: (first, total), the given initial states holding ``total`` rows
+        a sample of which this layer reads its num_layers*D from row ``first`` on."""
+        if state_rows is None:
+            return None
+        kind = type(self).__name__
+        if (not isinstance(state_rows, (tuple, list)) or len(state_rows) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in state_rows)):
+            raise SpecTypeError(f"{kind} state_rows must be two integers (first, total), got {state_rows!r}")
+        first, total = state_rows
+        rows = self.directions * self.num_layers
+        if not 0 <= first <= total - rows:
+            raise SpecError(f"{kind} state_rows=({first}, {total}): its {rows} row(s) of initial state "
+                            f"(num_layers x directions) must lie within the {total} given")
+        return (first, total)
 
     # -- the layer protocol -------------------------------------------------------------------
     @property
@@ -234,8 +255,9 @@ class _Recurrent(Layer):
         return self.dropout > 0 and self.num_layers > 1
 
     def _state_shapes(self, width: int) -> tuple[Shape, ...]:
-        """A given initial state's shapes per sample: a row of ``width`` per layer and direction."""
-        rows = self.directions * self.num_layers
+        """A given initial state's shapes per sample: a row of ``width`` per layer and direction
+        (with ``state_rows``, the rows given: this layer's and others')."""
+        rows = self.directions * self.num_layers if self.state_rows is None else self.state_rows[1]
         return ((rows, width),) if rows > 1 else ((width,), (1, width))
 
     def init(self, rng: np.random.Generator, scheme: str | None) -> dict[str, np.ndarray]:
@@ -251,6 +273,7 @@ class _Recurrent(Layer):
         extra += f", truncate={self.truncate}" if self.truncate else ""
         extra += ", bidirectional=True" if self.bidirectional else ""
         extra += f", dropout={self.dropout!r}" if self.dropout else ""
+        extra += f", state_rows={self.state_rows}" if self.state_rows is not None else ""
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
 
     # -- the forward pass -------------------------------------------------------------------
@@ -303,13 +326,14 @@ class _Recurrent(Layer):
 
     def _initial(self, states: list[ir.Node], k: int, rows) -> ir.Node:
         """The first carried state of loop k (layer k // D, direction k % D): zeros, or row k of
-        the given h0 (and c0)."""
+        the given h0 (and c0), counted from ``state_rows``' first."""
         widths = self._state_widths()
         if not states:
             return make_map("zero", sp.Integer(0), [], (rows, sum(widths)))
+        first = 0 if self.state_rows is None else self.state_rows[0]
         parts = []
         for s, w in zip(states, widths):
-            parts.append(s if int(s.shape[1]) == w else ir.slice_(s, k * w, (k + 1) * w))
+            parts.append(s if int(s.shape[1]) == w else ir.slice_(s, (first + k) * w, (first + k + 1) * w))
         return parts[0] if len(parts) == 1 else ir.concat(*parts)
 
     def _bias_inside(self) -> bool:
@@ -365,9 +389,10 @@ class RNN(_Recurrent):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, return_sequences: bool = False, *, masked: bool = False,
                  truncate: int | None = None, name: str | None = None, bidirectional: bool = False,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, state_rows: Sequence[int] | None = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, return_sequences, masked=masked,
-                         truncate=truncate, name=name, bidirectional=bidirectional, dropout=dropout)
+                         truncate=truncate, name=name, bidirectional=bidirectional, dropout=dropout,
+                         state_rows=state_rows)
         if nonlinearity not in ("tanh", "relu"):
             raise SpecTypeError(f"RNN nonlinearity must be 'tanh' or 'relu' (as PyTorch), got {nonlinearity!r}")
         object.__setattr__(self, "nonlinearity", nonlinearity)
@@ -438,9 +463,10 @@ class LSTM(_Recurrent):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  return_sequences: bool = False, *, masked: bool = False, truncate: int | None = None,
                  name: str | None = None, bidirectional: bool = False, dropout: float = 0.0,
-                 proj_size: int = 0) -> None:
+                 proj_size: int = 0, state_rows: Sequence[int] | None = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, bias, return_sequences, masked=masked,
-                         truncate=truncate, name=name, bidirectional=bidirectional, dropout=dropout)
+                         truncate=truncate, name=name, bidirectional=bidirectional, dropout=dropout,
+                         state_rows=state_rows)
         if isinstance(proj_size, bool) or not isinstance(proj_size, int) or not 0 <= proj_size < hidden_size:
             raise SpecTypeError(f"LSTM proj_size must be an integer in [0, hidden_size={hidden_size}), as PyTorch's, "
                                 f"got {proj_size!r}")

@@ -1,15 +1,17 @@
 """``sn.from_onnx`` of recurrent ops whose initial states are graph inputs (issue 23, item 4): what
 ``torch.onnx.export`` writes for ``rnn(x, h0)`` / ``lstm(x, (h0, c0))``, the time-major
-``initial_h`` (D, N, H) read straight from a graph input, and the same with ``layout=1``
-((N, D, H)). Each becomes an input of the network, each sample's (D, H), so a kernel takes the
-state batch-first, as ``sn.from_torch`` does (PyTorch's ``h_0`` transposed to (N, D, H)).
+``initial_h`` (D, N, H) read straight from a graph input, or for a stack (L*D, N, H) through a
+``Slice`` of its rows per layer's op; and the same with ``layout=1`` ((N, D, H)). Each becomes an
+input of the network, each sample's (L*D, H), so a kernel takes the state batch-first, as
+``sn.from_torch`` does (PyTorch's ``h_0`` transposed to (N, L*D, H)); each op's layer reads its
+rows of it (``state_rows``).
 
 Every file is held to the module it came from: the forward output and, through
 ``loss_and_grad``, the loss and every gradient against autograd (float64, 1e-10 relative: the
 chain through T = 5 steps is a few hundred roundings at u = 2**-53), the forward against ONNX's
 reference evaluator of the file itself, and the emitted C against NumPy. What symnn does not
-model (a stacked module's state sliced per layer, a state read elsewhere too, an LSTM given only
-one of its states, a state declared with the wrong shape) is refused naming it, before any work.
+model (a state read elsewhere too, an LSTM given only one of its states, a state declared with the
+wrong shape, a Slice that is not of whole rows) is refused naming it, before any work.
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ CASES = [
     lambda: nn.RNN(F, H, batch_first=True),
     lambda: nn.LSTM(F, H, batch_first=True, bidirectional=True),
     lambda: nn.GRU(F, H, batch_first=True, bidirectional=True),
+    # stacks: one op per layer, each reading its rows of h_0 through a Slice
+    lambda: nn.GRU(F, H, num_layers=2, batch_first=True),
+    lambda: nn.RNN(F, H, num_layers=3, batch_first=True),
+    lambda: nn.LSTM(F, H, num_layers=2, batch_first=True, bidirectional=True),
 ]
 
 
@@ -104,8 +110,11 @@ def test_exported_initial_states_become_inputs_held_to_the_module_the_file_and_a
     net, params = sn.from_onnx(model, loss="mse")
     names = net.input_names
     assert names == ("x", "h0", "c0")[:1 + len(states)]
-    (layer,) = [la for la in net.graph.layers if isinstance(la, (sn.RNN, sn.GRU, sn.LSTM))]
-    assert layer.bidirectional == module.rnn.bidirectional
+    layers = [la for la in net.graph.layers if isinstance(la, (sn.RNN, sn.GRU, sn.LSTM))]
+    rows = states[0].shape[0]
+    D = 2 if module.rnn.bidirectional else 1
+    assert [(la.bidirectional, la.state_rows) for la in layers] == [
+        (module.rnn.bidirectional, None if rows == D else (k * D, rows)) for k in range(module.rnn.num_layers)]
     k = sn.compile(net, backend="numpy")
     inputs = _batch_first(states, names)
     torch_loss, torch_grads, twin = _autograd(module, states)
@@ -116,16 +125,19 @@ def test_exported_initial_states_become_inputs_held_to_the_module_the_file_and_a
     loss, grads = k.loss_and_grad(params, inputs, Y)
     assert abs(loss - torch_loss) <= 1e-10 * abs(torch_loss)
     kind = type(module.rnn).__name__.lower()
-    for key, g in grads.items():  # symnn's layer is lstm1 (its kind, numbered), the torch module rnn
-        assert rel(g, torch_grads[key.replace(f"{kind}1.", "rnn.")]) <= 1e-10, key
+    for key, g in grads.items():  # symnn's layer k+1 (lstm1, lstm2...) is the torch module's layer k
+        layer, _, leaf = key.partition(".")
+        torch_key = (f"rnn.{leaf.replace('_l0', f'_l{int(layer[len(kind):]) - 1}')}" if layer.startswith(kind)
+                     else key)
+        assert rel(g, torch_grads[torch_key]) <= 1e-10, key
     other = _states(module)  # the states are inputs, not constants folded in: other states, other output
     assert rel(k.forward(params, _batch_first(other, names)), _autograd(module, other)[2]) <= 1e-10
 
 
 def test_an_exported_lstm_with_its_states_runs_in_c_as_in_numpy() -> None:
-    """The emitted C takes the state inputs as NumPy does (float64: the same sums in the same
-    order up to the gemm's blocking, 1e-14 relative)."""
-    module = ready(Started(nn.LSTM(F, H, batch_first=True)))
+    """The emitted C takes the state inputs as NumPy does, each layer of a stack its rows
+    (float64: the same sums in the same order up to the gemm's blocking, 1e-14 relative)."""
+    module = ready(Started(nn.LSTM(F, H, num_layers=2, batch_first=True)))
     states = _states(module)
     net, params = sn.from_onnx(_exported(module, states), loss="mse")
     inputs = _batch_first(states, net.input_names)
@@ -194,11 +206,17 @@ def test_states_symnn_does_not_model_are_refused_by_name() -> None:
     gru = ready(Started(nn.GRU(F, H, batch_first=True)))
     with pytest.raises(SpecError, match=r"state.*declares.*\(N, 2, 4\).*takes \(N, D, H\) = \(N, 1, 4\)"):
         sn.from_onnx(_layout1_model(gru, ["N", 2, H]), loss="mse")
-    with pytest.raises(SpecError, match="exactly one data input, it has 2.*initial_h or initial_c of one"):
+    with pytest.raises(SpecError, match="exactly one data input, it has 2.*initial_h or initial_c of RNN/GRU/LSTM ops and nothing else"):
         sn.from_onnx(_layout1_model(gru, extra_reader=True), loss="mse")
     stacked = ready(Started(nn.GRU(F, H, num_layers=2, batch_first=True)))
-    with pytest.raises(SpecError, match="stacked module's, sliced per layer, is not supported"):
-        sn.from_onnx(_exported(stacked, _states(stacked)), loss="mse")
+    model = _exported(stacked, _states(stacked))
+    (cut,) = [node for node in model.graph.node if node.op_type == "Slice" and node.input[0] == "h0"][:1]
+    steps = numpy_helper.from_array(np.array([2], np.int64), "two")
+    model.graph.initializer.append(steps)
+    del cut.input[4:]
+    cut.input.append("two")  # every other row: no layer's rows
+    with pytest.raises(SpecTypeError, match="Slice of the initial state 'h0' only along its first axis.*step 1"):
+        sn.from_onnx(model, loss="mse")
     lstm = ready(Started(nn.LSTM(F, H, batch_first=True)))
     model = _exported(lstm, _states(lstm))
     (op,) = [node for node in model.graph.node if node.op_type == "LSTM"]
@@ -206,3 +224,33 @@ def test_states_symnn_does_not_model_are_refused_by_name() -> None:
     del model.graph.input[2]
     with pytest.raises(SpecTypeError, match="reads 'h0' as an initial state but not the other"):
         sn.from_onnx(model, loss="mse")
+
+
+def test_a_stack_started_from_its_state_ships_as_a_spec_and_c(tmp_path) -> None:
+    """``symnn from-onnx`` writes the stack's layers with their ``state_rows`` into the spec,
+    which reads back as the same network."""
+    from symnn.cli import main
+    from symnn.spec_toml import load_spec
+
+    module = ready(Started(nn.LSTM(F, H, num_layers=2, batch_first=True)))
+    path = tmp_path / "stack.onnx"
+    path.write_bytes(_exported(module, _states(module)).SerializeToString())
+    assert main(["from-onnx", str(path), "--out", str(tmp_path / "c"), "--name", "stack", "--loss", "mse"]) == 0
+    net, _ = sn.from_onnx(onnx.load(str(path)), loss="mse")
+    spec = load_spec(tmp_path / "c" / "stack.toml")
+    assert [la.describe() for la in spec.network.graph.layers] == [la.describe() for la in net.graph.layers]
+    assert "state_rows=(1, 2)" in " ".join(la.describe() for la in net.graph.layers)
+
+
+def test_state_rows_are_checked_before_any_work() -> None:
+    """``state_rows=(first, total)``: two integers, the layer's num_layers*D rows within the
+    total; the states it is called on must hold that total."""
+    with pytest.raises(SpecTypeError, match="state_rows must be two integers"):
+        sn.GRU(F, H, state_rows=(0, 1.5))
+    with pytest.raises(SpecError, match=r"state_rows=\(1, 2\): its 2 row\(s\).*within the 2 given"):
+        sn.GRU(F, H, num_layers=2, state_rows=(1, 2))
+    layer = sn.LSTM(F, H, state_rows=(1, 3))
+    x, h0, c0 = sn.Input(T, F), sn.Input(3, H), sn.Input(2, H)
+    with pytest.raises(sn.errors.LayerSizeMismatchError, match=r"initial state of shape \(2, 4\), expected \(3, 4\)"):
+        layer(x, h0, c0)
+    assert layer(x, h0, sn.Input(3, H)).shape == (H,)
