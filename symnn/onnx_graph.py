@@ -299,6 +299,8 @@ def _build(b: _Builder, node: _Node) -> None:
             b.constants.add(node.output)
     elif node.op == "Slice" and node.inputs[0] in b.states:
         _state_slice(b, node)
+    elif node.op == "Concat" and _joins_sequences(b, node):
+        _concat_node(b, node)
     elif seq.follows(b.seq, node.op, node.inputs):
         seq.build(b.seq, node, b.values, b.consts, lambda key: _zero_weight(b, node, key),
                   lambda: _squeeze_axes(b, node))
@@ -331,15 +333,29 @@ def _build(b: _Builder, node: _Node) -> None:
                             "its bias (an initializer, the MatMul's only reader)")
         b.values[node.output] = b.values[node.inputs[0]] + b.values[node.inputs[1]]
     elif node.op == "Concat":
-        parts = [_tensor(b, node, key) for key in node.inputs] if len(node.inputs) >= 2 else []
-        last = len(parts[0].shape) if parts else 1  # the features' axis: 1 of (N, F), 2 of a sequence's (N, T, F)
-        if not parts or node.attrs.get("axis") not in (last, -1):
-            raise SpecError(f"{node.where}: Concat must join two or more feature vectors along axis 1 (sequences "
-                            f"(N, T, F) along axis 2), got axis={node.attrs.get('axis')}")
-        b.values[node.output] = concat(parts)
+        _concat_node(b, node)
     else:  # an activation not folded into the layer before it
         x = _tensor(b, node, node.inputs[0])
         b.values[node.output] = Activate(_activation(node, len(x.shape)))(x)
+
+
+def _concat_node(b: _Builder, node: _Node) -> None:
+    """``Concat`` of computed tensors along their features: an ``sn.concat``."""
+    parts = [_tensor(b, node, key) for key in node.inputs] if len(node.inputs) >= 2 else []
+    last = len(parts[0].shape) if parts else 1  # the features' axis: 1 of (N, F), 2 of a sequence's (N, T, F)
+    if not parts or node.attrs.get("axis") not in (last, -1):
+        raise SpecError(f"{node.where}: Concat must join two or more feature vectors along axis 1 (sequences "
+                        f"(N, T, F) along axis 2), got axis={node.attrs.get('axis')}")
+    b.values[node.output] = concat(parts)
+
+
+def _joins_sequences(b: _Builder, node: _Node) -> bool:
+    """A Concat along the features (axis 2) of batch-first sequences, of which some are recurrent
+    ops' outputs transposed back (``torch.cat((out1, out2), dim=2)``): each such output is read as
+    data (its layer returns every step), and the join is an ``sn.concat`` as of any sequences."""
+    views = [b.seq.views[key] for key in node.inputs if key in b.seq.views]
+    return (node.attrs.get("axis") in (2, -1) and bool(views)
+            and all(view.form is seq.Form.SEQUENCE for view in views))
 
 
 def _constant(b: _Builder, node: _Node) -> None:

@@ -166,3 +166,45 @@ def test_a_layout_0_op_reading_a_batch_first_x_is_refused() -> None:
     model = _onnx_model(_Onnxed(nn.LSTM(F, H, batch_first=True), "Y_h").double(), "LSTM", "Y_h", {"layout": 0})
     with pytest.raises(SpecError, match=r"layout=0 its X 'X' must be time-major"):
         sn.from_onnx(model, loss="mse")
+
+
+class Joined(nn.Module):
+    """Two recurrent modules over the same sequence, their outputs joined step by step
+    (``torch.cat((a, b), dim=2)``, the second a bidirectional one's, or the input itself), then
+    flattened into ``fc``."""
+
+    def __init__(self, second: str) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(F, H, batch_first=True)
+        if second != "input":
+            self.gru = nn.GRU(F, H + 1, batch_first=True, bidirectional=second == "bidirectional")
+        self.second = second
+        width = H + (F if second == "input" else (2 if second == "bidirectional" else 1) * (H + 1))
+        self.fc = nn.Linear(T * width, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, _ = self.lstm(x)
+        b = x if self.second == "input" else self.gru(x)[0]
+        return self.fc(torch.cat((a, b), dim=2).flatten(1))
+
+
+@pytest.mark.parametrize("second", ["gru", "bidirectional", "input"])
+def test_recurrent_outputs_joined_step_by_step_match_the_module_the_file_and_autograd(second: str) -> None:
+    """A Concat along axis 2 of sequences some recurrent ops return (transposed back to
+    batch-first): each op's layer returns every step, and the join is an ``sn.concat``."""
+    module = ready(Joined(second))
+    model = _exported(module)
+    net, params = sn.from_onnx(model, loss="mse")
+    assert [la.return_sequences for la in net.graph.layers if isinstance(la, (sn.GRU, sn.LSTM))] == [True] * (
+        1 if second == "input" else 2)
+    k = sn.compile(net, backend="numpy")
+    twin = module(torch.tensor(X)).detach().numpy()
+    assert rel(k.forward(params, X.reshape(N, -1)), twin) <= 1e-10
+    (ref,) = ReferenceEvaluator(model).run(None, {"x": X})
+    assert rel(k.forward(params, X.reshape(N, -1)), ref) <= 1e-10
+    loss, grads = k.loss_and_grad(params, X.reshape(N, -1), Y)
+    torch_loss, torch_grads = autograd_mse(module)
+    assert abs(loss - torch_loss) <= 1e-10 * abs(torch_loss)
+    for key, g in grads.items():  # the layers are named by kind (lstm1, gru1), the modules lstm, gru
+        layer, _, leaf = key.partition(".")
+        assert rel(g, torch_grads[f"{layer.rstrip('1')}.{leaf}" if layer in ("lstm1", "gru1") else key]) <= 1e-10, key
