@@ -596,6 +596,9 @@ def from_onnx(model: Any, *, loss: object = None, name: str = "onnx_mlp",
     with weights in initializers, each optionally followed by one activation (Relu, Sigmoid,
     Tanh, Softmax on the last axis, LeakyRelu, Elu, Softplus, Softsign). ``model`` is an
     ``onnx.ModelProto`` or a path. Needs the optional ``onnx`` package (``symnn[onnx]``).
+    A recurrent op's ``initial_h``/``initial_c`` given as graph inputs (a module exported as
+    ``lstm(x, (h0, c0))``) become inputs of the network, keyed by their names, each taken
+    batch-first (N, L*D, H).
     A Gemm's bias ``C`` may have any shape that broadcasts to its output (M, N) (scalar, (N,),
     (1, N), (M, N)...) as long as every row is the same: a dense layer adds one bias per output.
 
