@@ -105,8 +105,13 @@ class IndexBlock(NamedTuple):
 
     def columns(self, length: int) -> tuple[int, int]:
         """[lo, hi) in a call whose sequences have ``length`` steps (T; ignored for fixed sizes)."""
-        at = lambda c: c if isinstance(c, int) else int(c.subs(T, length))  # noqa: E731
-        return at(self.lo), at(self.hi)
+        return column_at(self.lo, length), column_at(self.hi, length)
+
+
+def column_at(c: "int | sp.Expr", length: int) -> int:
+    """A column of the packed X, a multiple of T where sequences of run-time length come before
+    it, in a call whose sequences have ``length`` steps."""
+    return c if isinstance(c, int) else int(c.subs(T, length))
 
 
 def index_blocks(net: object) -> tuple[IndexBlock, ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import sympy as sp
@@ -64,8 +64,9 @@ class Head:
     loss: object  # declare.Loss
     weight: float
     data: ir.Node
-    #: each row of targets's sum (N*T, 1), where a row of zeros is a padded step that the loss
-    #: leaves out (a sequence output of class targets); None elsewhere
+    #: each step's weight in the loss (N*T, 1): a sequence output of class targets' row sums,
+    #: where a row of zeros is a padded step that the loss leaves out, or a masked sequence's
+    #: mask (real targets, :func:`step_masks`); None elsewhere
     labelled: ir.Node | None = None
 
 
@@ -200,8 +201,68 @@ def dropped(a: ir.Node, mask: ir.Node, p: float) -> ir.Node:
     return ir.map_(ir.Elementwise("dropout", (u, k), u * k * keep), a, mask)
 
 
+def step_masks(g: "Graph") -> dict[int, int]:
+    """The padding mask of each sequence value that has one: value index -> the value that is
+    its mask (N, T). A masked recurrent layer's sequence (``masked=True``,
+    ``return_sequences=True``) has its mask input; a layer that maps each step on its own (Dense,
+    LayerNorm, Activate, Dropout on a sequence) passes its operand's mask on; anything else (a
+    Flatten, a join, a last state) has none. A sequence output with a mask leaves its padded
+    steps out of a loss on real targets (:func:`_head_loss`), as Keras's masks do."""
+    from .declare import Activate, Dense
+    from .layers import Dropout, LayerNorm
+    from .recurrent import _Recurrent
+
+    stepwise = (Dense, LayerNorm, Activate, Dropout)
+    masks: dict[int, int] = {}
+    first = len(g.inputs)
+    for k, call in enumerate(g.calls):
+        layer, v = g.layers[call.layer], first + k
+        if isinstance(layer, _Recurrent) and layer.masked and layer.return_sequences:
+            masks[v] = call.inputs[1]
+        elif (isinstance(layer, stepwise) and len(call.inputs) == 1 and call.inputs[0] in masks
+              and len(call.shape) == 2 and call.shape[0] == g.value_shape(call.inputs[0])[0]):
+            masks[v] = masks[call.inputs[0]]
+    return masks
+
+
+def loss_masks(net: Network) -> tuple[int, ...]:
+    """The inputs (their indices) whose values mask the loss of a sequence output on real
+    targets (:func:`step_masks`): a batch whose masks hold no step is 0/0."""
+    if net.graph is None:
+        return ()
+    g, masks = net.graph, step_masks(net.graph)
+    return tuple(sorted({masks[v] for v, loss in zip(g.outputs, net.losses)
+                         if v in masks and len(g.value_shape(v)) == 2 and not loss.takes_labels
+                         and masks[v] < len(g.inputs)}))
+
+
+class MaskBlock(NamedTuple):
+    """A mask input that weighs a sequence output's loss, as the kernels see it: its name and
+    its columns [lo, hi) of the packed X (multiples of T after sequences of run-time length)."""
+
+    name: str
+    lo: "int | sp.Expr"
+    hi: "int | sp.Expr"
+
+    def columns(self, length: int) -> tuple[int, int]:
+        """[lo, hi) in a call whose sequences have ``length`` steps."""
+        from .embedding import column_at
+
+        return column_at(self.lo, length), column_at(self.hi, length)
+
+
+def loss_mask_blocks(net: Network) -> tuple[MaskBlock, ...]:
+    """The columns of X that hold the masks of :func:`loss_masks`: a batch whose masks there
+    sum to 0 has no step to average over (a DataError; the C kernels' SYMNN_ERR_EMPTY)."""
+    masks = loss_masks(net)
+    if not masks:
+        return ()
+    columns = net.column_blocks(net.input_widths)
+    return tuple(MaskBlock(net.graph.inputs[i][0], *columns[i]) for i in masks)
+
+
 def _head_loss(loss, width: object, a: ir.Node, Y: ir.Node, steps: object = 1,
-               sequence: bool = False) -> tuple[ir.Node, ir.Node | None]:
+               sequence: bool = False, mask: ir.Node | None = None) -> tuple[ir.Node, ir.Node | None]:
     """The mean of one output's loss terms (over N, or N times its width for a loss reduced
     by the mean over every entry), and for a padded sequence (below) each row's target sum.
 
@@ -211,13 +272,22 @@ def _head_loss(loss, width: object, a: ir.Node, Y: ir.Node, steps: object = 1,
     PyTorch's loss of ``(N*T, K)``. With class targets (one-hot or probability rows, each
     summing to 1) a row of zeros is a padded step, PyTorch's ``ignore_index``: each row's loss
     terms are multiplied by the row's sum r (1, or 0 for padding) and the mean is over the sum of
-    every target, the number of labelled steps."""
+    every target, the number of labelled steps. With real targets, a sequence whose steps carry
+    a padding ``mask`` (N, T) (:func:`step_masks`) weighs each step's loss terms by its mask m
+    (1, or 0 for padding) and the mean is over the steps' mask sum (times the width for a mean
+    over entries): PyTorch's ``((pred - y)**2 * m).sum() / (m.sum() * K)`` of a masked MSE."""
     if sequence:
         rows = naming.concrete(naming.N * steps)
         a, Y = (v if tuple(v.shape) == (rows, width) else ir.reshape(v, (rows, width)) for v in (a, Y))
     term_expr = guarded(loss.expr, registry.P, loss.domain)
     term = ir.map_(ir.Elementwise(loss.name, (registry.P, registry.T), term_expr, tex=r"\ell"), a, Y)
     s = sp.Symbol("s")
+    if sequence and mask is not None and not loss.takes_labels:
+        weights = ir.reshape(mask, (rows, 1))
+        u, r, c = sp.Symbol("u", real=True), sp.Symbol("r", real=True), sp.Symbol("c")
+        kept = ir.map_(ir.Elementwise("on_steps", (u, r), u * r), term, weights, shape=term.shape)
+        per_step = width if loss.reduction == "mean" else 1
+        return scalar_map("mean", s / (per_step * c), [(s, ir.sum_(kept)), (c, ir.sum_(weights))]), weights
     if sequence and loss.takes_labels:
         labelled = ir.rowsum(Y)
         u, r, c = sp.Symbol("u", real=True), sp.Symbol("r", real=True), sp.Symbol("c")
@@ -334,6 +404,7 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
                for p in layer.REGULARISED]
     heads = []
     several = net.several_outputs
+    masks = step_masks(g)
     for v, oname, loss, w, shape, steps, (lo, hi) in zip(
             g.outputs, net.output_names, net.losses, net.loss_weights, net.output_shapes, net.output_steps,
             net.column_blocks(net.output_widths)):
@@ -341,7 +412,8 @@ def _graph_forward(net: Network, training: bool = False) -> ForwardGraph:
         sequence = len(shape) == 2
         if sequence:  # a sequence's targets as the rows of its steps, as its logits are
             y = ir.reshape(y, (naming.concrete(N * steps), shape[-1]))
-        data, labelled = _head_loss(loss, shape[-1], values[v], y, steps, sequence)
+        data, labelled = _head_loss(loss, shape[-1], values[v], y, steps, sequence,
+                                    values[masks[v]] if v in masks else None)
         heads.append(Head(oname, values[v], pre_of[v], y, loss, w, data, labelled))
         if several:
             sup = f"^{{({_tex_name(oname)})}}"

@@ -19,6 +19,7 @@ from .flat import FlatParams, layout_of
 from .declare import Network
 from .batchnorm import single_value_channel
 from .embedding import first_bad_index, index_blocks
+from .graph import loss_mask_blocks
 from .optim import Optimizer
 from .errors import (
     ConfigError,
@@ -177,6 +178,8 @@ class Arguments:
                                     if not net.several_outputs and net.is_concrete else None)
         #: the index inputs' columns of X and vocabularies (an Embedding's), checked on every call
         self._index_blocks = index_blocks(net)
+        #: the mask inputs' columns of X that weigh a sequence output's loss (graph.step_masks)
+        self._mask_blocks = loss_mask_blocks(net)
         #: the layout of the flat parameter buffers whose views need no check of their shapes (a
         #: kernel's; none for the derivation's checks, which check every parameter)
         self.flat_layout: object = None
@@ -292,15 +295,27 @@ class Arguments:
             _require_finite(arr, what)
         return arr
 
-    def targets(self, Y: object, n: int, length: int = 0) -> np.ndarray:
+    def _some_step_masked(self, x: np.ndarray) -> None:
+        """A sequence output's loss over its masked steps is a mean over the masks' sum: 0/0
+        where the batch's masks hold no step (DataError, before any work)."""
+        for block in self._mask_blocks:
+            lo, hi = block.columns(self.length(x))
+            if not x[:, lo:hi].sum() > 0:  # NaN fails too
+                raise DataError(f"X[{block.name!r}]: every step is padding (the masks sum to "
+                                f"{float(x[:, lo:hi].sum()):.17g}): the mean loss over the masked steps is undefined")
+
+    def targets(self, Y: object, n: int, length: int = 0, x: np.ndarray | None = None) -> np.ndarray:
         """``Y`` checked against each output's loss: an array, or a dict keyed by the outputs'
         names; several outputs' targets are packed side by side (class labels (N,) of an
         output whose loss takes them become one-hot rows there). A sequence output (T, K)
         takes (N, T, K) or its rows (N, T*K), or class labels (N, T). ``length``: the call's
-        run-time sequence length T (:meth:`length` of its X), for outputs whose T it is."""
+        run-time sequence length T (:meth:`length` of its X), for outputs whose T it is. ``x``:
+        the checked X of the call, whose masks of a sequence output's loss must hold a step."""
         net = self.network
         if n == 0:
             raise EmptyBatchError("the batch is empty (N = 0): the mean loss is undefined")
+        if x is not None and self._mask_blocks:
+            self._some_step_masked(x)
         n_out = self._n_out if self._out_length is None else self._out_length[0] * length + self._out_length[1]
         if (type(Y) is np.ndarray and Y.dtype is self.dtype and Y.shape == (n, n_out)
                 and Y.flags.c_contiguous and self._quick_target_check is not None
@@ -545,7 +560,7 @@ class Kernel(Arguments):
         if self.check_finite:
             _require_finite(theta, "theta")
         x = self.inputs(X)
-        y = self.targets(Y, x.shape[0], self.length(x))
+        y = self.targets(Y, x.shape[0], self.length(x), x)
         short = single_value_channel(self.network, x.shape[0])
         if short is not None:  # (the fast path refused it too: its running variance is infinite)
             raise DataError(f"{short} has a single value per channel in a batch of {x.shape[0]} row(s): its "
@@ -579,7 +594,7 @@ class Kernel(Arguments):
         if self.check_finite:
             _require_finite(theta, "theta")
         x = self.inputs(X)
-        y = self.targets(Y, x.shape[0], self.length(x))
+        y = self.targets(Y, x.shape[0], self.length(x), x)
         extra = (seed,) if self.network.has_dropout else ()
         try:
             loss, grad = self.module._train_gradient(theta, x, y, step, *extra)
@@ -648,7 +663,7 @@ class Kernel(Arguments):
             if loss is not None:
                 return loss
         p, x = self.params(params), self.inputs(X)
-        return self.module._loss(p, x, self.targets(Y, x.shape[0], self.length(x)))
+        return self.module._loss(p, x, self.targets(Y, x.shape[0], self.length(x), x))
 
     def loss_and_grad(self, params: Mapping[str, Any], X: object, Y: object, *,
                       out: Mapping[str, np.ndarray] | None = None) -> tuple[float, Mapping[str, np.ndarray]]:
@@ -665,7 +680,7 @@ class Kernel(Arguments):
             if loss is not None:
                 return loss, grads
         p, x = self.params(params), self.inputs(X)
-        loss, grads = self.module._loss_and_grad(p, x, self.targets(Y, x.shape[0], self.length(x)))
+        loss, grads = self.module._loss_and_grad(p, x, self.targets(Y, x.shape[0], self.length(x), x))
         if out is None:
             return loss, grads
         return loss, self._written(out, grads)

@@ -20,7 +20,8 @@ Padded batches: with ``masked=True`` the layer takes a mask after the sequence, 
 (``layer(x, m, h0, c0)``), of shape (T,) per sample: 1 for a step of the sample's sequence, 0
 for padding. A padded step leaves the state as it was, so the last state is the state after the
 sample's last real step and the sequence output is 0 at padded steps: what PyTorch gives for a
-``pack_padded_sequence`` of the samples' lengths.
+``pack_padded_sequence`` of the samples' lengths. A loss on real targets of that sequence (or of
+what maps its steps one by one after it) leaves the padded steps out: :func:`symnn.graph.step_masks`.
 
 Bidirectional layers: with ``bidirectional=True`` each layer of the stack runs a second loop
 over the same steps backwards in time (t = T-1 down to 0), with its own parameters

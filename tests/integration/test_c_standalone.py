@@ -90,13 +90,17 @@ def _any_length() -> sn.Network:
     """Sequences whose length is given at each call (the harness's: 5 steps), three inputs of
     that length side by side in X: token ids into an Embedding and a bidirectional 2-layer GRU
     with dropout between its layers, tagged per step (a softmax, cross entropy); a sequence of
-    features and its mask into a masked LSTM whose last state is regressed (MSE)."""
+    features and its mask into a masked LSTM whose last state is regressed (MSE), and into a
+    masked GRU whose every step is (MSE over the masked steps: the mask in X, columns 3T..4T, is
+    the loss's, and a batch of padding only is SYMNN_ERR_EMPTY)."""
     ids, x, m = sn.Input(None, name="ids", indices=True), sn.Input(None, 2, name="x"), sn.Input(None, name="m")
     h = sn.GRU(3, 3, num_layers=2, bidirectional=True, dropout=0.25, return_sequences=True,
                name="gru")(sn.Embedding(9, 3, name="emb")(ids))
     tags = sn.Dense(6, 3, "softmax", name="tags")(h)
     last = sn.Dense(4, 1, name="last")(sn.LSTM(2, 4, masked=True, name="lstm")(x, m))
-    return sn.Network(inputs=[ids, x, m], outputs=[tags, last], loss=["cross_entropy", "mse"], name="any_length")
+    steps = sn.Dense(3, 2, name="steps")(sn.GRU(2, 3, masked=True, return_sequences=True, name="gru2")(x, m))
+    return sn.Network(inputs=[ids, x, m], outputs=[tags, last, steps], loss=["cross_entropy", "mse", "mse"],
+                      name="any_length")
 
 
 def _step_tagger() -> sn.Network:

@@ -30,6 +30,7 @@ from .kinds import GEMM_CALLS, ROW_STAT_KINDS, SPATIAL_PARTS, CKind
 from .printer import VMATH, c_literal
 from ...declare import Network
 from ...embedding import index_blocks, padding_rows
+from ...graph import loss_mask_blocks
 from ...emit import describe, spec_hash, train_context
 from ...graph import dropout_masks
 from ...optim import Optimizer
@@ -268,6 +269,8 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             m["init"] = f"work + {_term_code(coefficients(naming.N * offset, length), cast=False)}" if offset else "work"
             offset = offset + m["width"]
         train["lg_work"] = f"work + {_term_code(coefficients(naming.N * offset, length), cast=False)}" if offset else "work"
+    # the masks of a sequence output's loss, named in the loss entries' comments
+    masks = ", ".join(f"X[:, {dim_code(b.lo)}:{dim_code(b.hi)}] ({b.name})" for b in loss_mask_blocks(net))
     for kname, with_labels in variants:
         need = work_need[kname].plus(*one_hot) if with_labels else work_need[kname]
         fname = f"{prefix}_{kname}" + ("_labels" if with_labels else "")
@@ -341,7 +344,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             "step_check": stepped,
             "call": f"{prefix}__{kname}({', '.join(call_args)})",
         })
-        protos.append({"doc": _proto_doc(kname, with_labels, label_range), "decl": decl})
+        protos.append({"doc": _proto_doc(kname, with_labels, label_range, masks), "decl": decl})
     if optimizer is not None:
         protos.append({"doc": ["One optimiser step on a gradient already computed: train_gradient's, or the sum of",
                                "several batches' weighted by their share of the rows (data-parallel training).",
@@ -419,6 +422,9 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         "conv_weights": any(len(shape) > 2 for shape in net.param_shapes().values()),
         # the index inputs (an Embedding's): every public entry checks them (SYMNN_ERR_INDEX)
         "index_blocks": [dict(b._asdict(), lo_code=dim_code(b.lo), hi_code=dim_code(b.hi)) for b in index_blocks(net)],
+        # the masks of a sequence output's loss: the loss entries refuse a batch of padding only
+        "mask_blocks": [dict(b._asdict(), lo_code=dim_code(b.lo), hi_code=dim_code(b.hi))
+                        for b in loss_mask_blocks(net)],
         "image_inputs": [(name, tuple(naming.concrete(d) for d in shape)) for name, shape in net.input_shapes
                          if len(shape) > 1],
         # each kernel's own need (the *_labels variants add n*N_OUT for the one-hot rows)
@@ -627,6 +633,8 @@ def emit_c_test_harness(net: Network, result: CEmitResult, dtype: str) -> str:
         # index inputs get valid token ids (random reals would be refused with SYMNN_ERR_INDEX),
         # so the gradient check runs through the gathers; the NaN check uses a real column
         index_blocks=[b._replace(lo=at(b.lo), hi=at(b.hi)) for b in index_blocks(net)],
+        # masks of a sequence output's loss get ones (every step real); zeros must be refused
+        mask_blocks=[b._replace(lo=at(b.lo), hi=at(b.hi)) for b in loss_mask_blocks(net)],
         real_column=_real_column(net, at),
         padding_ranges=_padding_ranges(net),
         # a buffer starts at its layer's value plus up to 0.5 (a positive running variance); "NAN":
@@ -696,9 +704,13 @@ _STEPPED_DOCS = {
 }
 
 
-def _proto_doc(kname: str, labels: bool, label_range: str) -> list[str]:
+def _proto_doc(kname: str, labels: bool, label_range: str, masks: str = "") -> list[str]:
+    """A public entry's comment; ``masks``: the columns of X that mask a sequence output's loss."""
+    masked = [f"The loss averages over the steps the masks {masks} hold; masks summing to 0 return "
+              "SYMNN_ERR_EMPTY."] if masks and kname != "forward" else []
     if kname in _STEPPED_DOCS:
-        return _STEPPED_DOCS[kname] + ([f"Targets are int32_t class labels in {label_range}."] if labels else [])
+        return (_STEPPED_DOCS[kname] + ([f"Targets are int32_t class labels in {label_range}."] if labels else [])
+                + masked)
     if kname == "forward":
         return ["yhat[n x N_OUT] = network(X[n x N_IN]). n = 0 is valid and writes nothing."]
     lines = ["*loss = mean loss plus penalties"
@@ -707,7 +719,7 @@ def _proto_doc(kname: str, labels: bool, label_range: str) -> list[str]:
         lines.append(f"Targets are int32_t class labels in {label_range}; a bad one returns SYMNN_ERR_LABEL "
                      "with its row in *bad_row (if bad_row is not NULL).")
     lines.append("n = 0 returns SYMNN_ERR_EMPTY.")
-    return lines
+    return lines + masked
 
 
 def _cdef(common: dict, protos: list[dict], real: str) -> str:

@@ -1,0 +1,167 @@
+"""Padded batches of sequences with real targets (issue 23): a masked recurrent layer's every-step
+output (``masked=True, return_sequences=True``), and what maps its steps one by one after it
+(Dense, LayerNorm, Activate, Dropout), carry the layer's mask to the output's loss, as Keras's
+masks do: each step's loss terms are weighed by its mask and the mean is over the masked steps
+(times the width for a mean over entries), so padding adds nothing. PyTorch's counterpart is
+``pack_padded_sequence`` and ``((pred - y)**2 * m).sum() / (m.sum() * K)``; each case is held to
+it (loss and every gradient, float64, 1e-10 relative: a few hundred roundings at u = 2**-53
+through T = 5 steps) on both backends, float32 within its error analysis, and to central
+differences. A batch of padding only is 0/0: a DataError, SYMNN_ERR_EMPTY in C (the harness of
+tests/integration/test_c_standalone.py). A flattened sequence is features, not steps: no mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import symnn as sn
+from symnn.errors import DataError
+
+torch = pytest.importorskip("torch")
+from tests.layer_graphs import rel  # noqa: E402
+
+nn = torch.nn
+N, T, F, H, K = 7, 5, 3, 4, 2
+LENGTHS = np.array([5, 3, 1, 4, 2, 5, 1])
+BACKENDS = ["numpy", "c"]
+
+
+def _net(head: str, length: int | None = T) -> sn.Network:
+    """A masked LSTM's every step, then per step: ``mse`` a Dense (MSE), ``bce`` LayerNorm,
+    tanh and a sigmoid Dense (BCE: the fused logits form), ``flat`` the steps flattened into
+    the loss (features: no mask)."""
+    x, m = sn.Input(length, F, name="x"), sn.Input(length, name="m")
+    h = sn.LSTM(F, H, return_sequences=True, masked=True, name="lstm")(x, m)
+    if head == "bce":
+        h = sn.Activate("tanh")(sn.LayerNorm(H, name="ln")(h))
+        out = sn.Dense(H, K, "sigmoid", name="fc")(h)
+    elif head == "flat":
+        out = sn.Flatten()(sn.Dense(H, K, name="fc")(h))
+    else:
+        out = sn.Dense(H, K, name="fc")(h)
+    return sn.Network(inputs=[x, m], outputs=out, loss="bce" if head == "bce" else "mse", name=f"masked_{head}")
+
+
+def _data(seed: int = 6, steps: int = T, lengths: np.ndarray = LENGTHS, head: str = "mse"):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, steps, F))
+    M = (np.arange(steps)[None, :] < np.minimum(lengths, steps)[:, None]).astype(np.float64)
+    Y = rng.uniform(size=(N, steps, K)) if head == "bce" else rng.normal(size=(N, steps, K))
+    return X, M, (Y.reshape(N, -1) if head == "flat" else Y)
+
+
+def _torch(head: str, params: dict, X: np.ndarray, M: np.ndarray, Y: np.ndarray) -> tuple[float, dict]:
+    """PyTorch's loss and gradients: the packed LSTM, zeros at the padded steps
+    (``pad_packed_sequence``), the head per step, the loss masked (mse, bce) or over every entry
+    (flat)."""
+    modules = {"lstm": nn.LSTM(F, H, batch_first=True).double(), "fc": nn.Linear(H, K).double()}
+    if head == "bce":
+        modules["ln"] = nn.LayerNorm(H).double()
+    with torch.no_grad():
+        for prefix, module in modules.items():
+            for name, p in module.named_parameters():
+                p.copy_(torch.from_numpy(params[f"{prefix}.{name}"]))
+    lengths = torch.from_numpy(M.sum(axis=1).astype(np.int64))
+    packed = nn.utils.rnn.pack_padded_sequence(torch.from_numpy(X), lengths, batch_first=True, enforce_sorted=False)
+    out, _ = nn.utils.rnn.pad_packed_sequence(modules["lstm"](packed)[0], batch_first=True, total_length=X.shape[1])
+    y, m = torch.from_numpy(Y), torch.from_numpy(M)[..., None]
+    if head == "bce":
+        z = modules["fc"](torch.tanh(modules["ln"](out)))
+        terms = nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")
+        loss = (terms * m).sum() / (m.sum() * K)
+    elif head == "flat":
+        loss = ((modules["fc"](out).reshape(N, -1) - y) ** 2).mean()
+    else:
+        loss = (((modules["fc"](out) - y) ** 2) * m).sum() / (m.sum() * K)
+    loss.backward()
+    return loss.item(), {f"{prefix}.{name}": p.grad.numpy() for prefix, module in modules.items()
+                         for name, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("head", ["mse", "bce", "flat"])
+def test_padded_steps_of_real_targets_are_left_out_as_pytorch_masks_them(backend: str, head: str) -> None:
+    net = _net(head)
+    params = net.init_params(seed=2)
+    X, M, Y = _data(head=head)
+    loss_ref, grads_ref = _torch(head, params, X, M, Y)
+    k = sn.compile(net, backend=backend)
+    data = {"x": X, "m": M}
+    loss, grads = k.loss_and_grad(params, data, Y)
+    assert abs(loss - loss_ref) <= 1e-10 * abs(loss_ref)
+    assert k.loss(params, data, Y) == pytest.approx(loss, rel=1e-14)
+    for key, g in grads_ref.items():
+        assert rel(grads[key], g) <= 1e-10, key
+    junk = Y.copy()  # what the targets hold at padded steps does not matter, but for a flattened output
+    if head == "flat":
+        junk[:, 0] += 1.0
+        assert k.loss(params, data, junk) != pytest.approx(loss, rel=1e-6)
+    else:
+        junk[M == 0] = 1e3 if head == "mse" else 0.5
+        assert k.loss(params, data, junk) == pytest.approx(loss, rel=1e-13)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_within_its_error_analysis(backend: str) -> None:
+    """float32 against PyTorch's float64: each gradient entry a chain of T (F + H) products at
+    u = 2**-24 through gates of derivative <= 1, T (F + H) u ~ 1.4e-5 by norm; 1e-4 is that with
+    room for the mask's mean."""
+    net = _net("mse")
+    params = net.init_params(seed=2)
+    X, M, Y = _data()
+    loss_ref, grads_ref = _torch("mse", params, X, M, Y)
+    k = sn.compile(net, backend=backend, dtype="float32")
+    loss, grads = k.loss_and_grad({p: v.astype(np.float32) for p, v in params.items()},
+                                  {"x": X.astype(np.float32), "m": M.astype(np.float32)}, Y.astype(np.float32))
+    assert abs(loss - loss_ref) <= 1e-4 * abs(loss_ref)
+    for key, g in grads_ref.items():
+        assert rel(grads[key], g) <= 1e-4, key
+
+
+def test_any_length_takes_each_calls_masks() -> None:
+    """One C kernel for every T (``sn.Input(None, F)``): each call's masks weigh its steps."""
+    net = _net("mse", length=None)
+    params = net.init_params(seed=2)
+    k = sn.compile(net, backend="c")
+    for steps in (3, 8):
+        X, M, Y = _data(seed=steps, steps=steps, lengths=np.minimum(LENGTHS + steps - 5, steps).clip(1))
+        loss_ref, grads_ref = _torch("mse", params, X, M, Y)
+        loss, grads = k.loss_and_grad(params, {"x": X, "m": M}, Y)
+        assert abs(loss - loss_ref) <= 1e-10 * abs(loss_ref)
+        assert all(rel(grads[key], g) <= 1e-10 for key, g in grads_ref.items())
+
+
+def test_against_central_differences() -> None:
+    net = _net("bce")
+    params = net.init_params(seed=3)
+    X, M, Y = _data(head="bce")
+    report = sn.gradcheck(sn.compile(net, backend="numpy"), params, {"x": X, "m": M}, Y)
+    assert report.passed, report
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_batch_of_padding_only_is_refused_before_any_work(backend: str) -> None:
+    net = _net("mse")
+    params = net.init_params(seed=2)
+    X, M, Y = _data()
+    k = sn.compile(net, backend=backend)
+    data = {"x": X, "m": np.zeros_like(M)}
+    grads = k.new_params() if backend == "c" else None
+    for g in (grads or {}).values():
+        g[...] = 7.0
+    with pytest.raises(DataError, match=r"X\['m'\]: every step is padding"):
+        k.loss(params, data, Y)
+    with pytest.raises(DataError, match="every step is padding"):
+        k.loss_and_grad(params, data, Y, **({"out": grads} if grads is not None else {}))
+    if grads is not None:  # nothing written where the batch was refused
+        assert all((g == 7.0).all() for g in grads.values())
+    assert k.forward(params, data).shape == (N, T, K)  # forward needs no step: it computes no mean
+
+
+def test_the_derivation_prints_the_mean_over_the_masked_steps() -> None:
+    """The loss and its delta are printed from the records the kernels come from: the steps'
+    loss terms times the mask, over the mask's sum (times K = 2 for MSE's mean over entries)."""
+    tex = sn.derive(_net("mse")).latex()
+    delta = next(line for line in tex.split("\n") if line.startswith(r"{\delta^{(\mathrm{fc})}}"))
+    assert r"\frac{" in delta and r"{2 \sum_{k=1}^{5 N}" in delta
