@@ -30,13 +30,11 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
+from tests.integration.test_recurrent_import import F, H, K, N, T, X, Y  # noqa: E402
 from tests.layer_graphs import ready, rel  # noqa: E402
 
-nn = torch.nn
-N, T, F, H, K = 6, 5, 3, 4, 2  # samples, steps, features, hidden size, outputs
+nn = torch.nn  # the sizes and data are the torch-import tests'; the initial states drawn here
 RNG = np.random.default_rng(3)
-X = RNG.normal(size=(N, T, F))
-Y = RNG.normal(size=(N, K))
 
 
 class Started(nn.Module):

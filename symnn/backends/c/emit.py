@@ -270,7 +270,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             offset = offset + m["width"]
         train["lg_work"] = f"work + {_term_code(coefficients(naming.N * offset, length), cast=False)}" if offset else "work"
     # the masks of a sequence output's loss, named in the loss entries' comments
-    masks = ", ".join(f"X[:, {dim_code(b.lo)}:{dim_code(b.hi)}] ({b.name})" for b in loss_mask_blocks(net))
+    loss_masks = ", ".join(f"X[:, {dim_code(b.lo)}:{dim_code(b.hi)}] ({b.name})" for b in loss_mask_blocks(net))
     for kname, with_labels in variants:
         need = work_need[kname].plus(*one_hot) if with_labels else work_need[kname]
         fname = f"{prefix}_{kname}" + ("_labels" if with_labels else "")
@@ -344,7 +344,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
             "step_check": stepped,
             "call": f"{prefix}__{kname}({', '.join(call_args)})",
         })
-        protos.append({"doc": _proto_doc(kname, with_labels, label_range, masks), "decl": decl})
+        protos.append({"doc": _proto_doc(kname, with_labels, label_range, loss_masks), "decl": decl})
     if optimizer is not None:
         protos.append({"doc": ["One optimiser step on a gradient already computed: train_gradient's, or the sum of",
                                "several batches' weighted by their share of the rows (data-parallel training).",
