@@ -380,10 +380,11 @@ def test_U_compiler_hanging_on_version_is_killed(cache: Path, tmp_path: Path,
 def test_U_ctrl_c_during_compile_kills_the_compiler(cache: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The compiler runs in its own session, so the terminal's SIGINT no longer reaches it:
-    symnn must kill it itself when it is interrupted. The signal goes to the thread waiting on
-    the compiler (this one, the main thread): sent to the process, the kernel may hand it to the
-    thread that sent it, and the waiting thread's poll then sleeps on to the time-out (a CI run
-    failed so)."""
+    symnn must kill it itself when it is interrupted. Python's own Ctrl-C handler is installed
+    for the test: a process started in the background by a shell without job control inherits
+    SIGINT ignored, and Python then installs none (a fresh-clone run of .ci/run started with
+    ``&`` failed so). The signal goes to the thread waiting on the compiler (this one, the main
+    thread), not to the process, which the kernel may hand to the sending thread."""
     pidfile = tmp_path / "child.pid"
     monkeypatch.setenv("CC", str(_hanging_cc(tmp_path, pidfile)))
     monkeypatch.setenv("SYMNN_CC_TIMEOUT", "60")
@@ -395,9 +396,13 @@ def test_U_ctrl_c_during_compile_kills_the_compiler(cache: Path, tmp_path: Path,
             time.sleep(0.05)
         signal.pthread_kill(waiting, signal.SIGINT)
 
-    threading.Thread(target=interrupt, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        sn.compile(_net(), backend="c")
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            sn.compile(_net(), backend="c")
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert _wait_gone(int(pidfile.read_text())), "the compiler's child outlived Ctrl-C"
 
 
