@@ -286,15 +286,21 @@ def _head_loss(loss, width: object, a: ir.Node, Y: ir.Node, steps: object = 1,
         weights = ir.reshape(mask, (rows, 1))
         u, r, c = sp.Symbol("u", real=True), sp.Symbol("r", real=True), sp.Symbol("c")
         kept = ir.map_(ir.Elementwise("on_steps", (u, r), u * r), term, weights, shape=term.shape)
-        per_step = width if loss.reduction == "mean" else 1
-        return scalar_map("mean", s / (per_step * c), [(s, ir.sum_(kept)), (c, ir.sum_(weights))]), weights
+        return scalar_map("mean", s / (_terms_per_row(loss, width) * c),
+                          [(s, ir.sum_(kept)), (c, ir.sum_(weights))]), weights
     if sequence and loss.takes_labels:
         labelled = ir.rowsum(Y)
         u, r, c = sp.Symbol("u", real=True), sp.Symbol("r", real=True), sp.Symbol("c")
         kept = ir.map_(ir.Elementwise("labelled", (u, r), u * r), term, labelled, shape=term.shape)
         return scalar_map("mean", s / c, [(s, ir.sum_(kept)), (c, ir.sum_(Y))]), labelled
-    count = naming.N * steps * width if loss.reduction == "mean" else naming.N * steps
+    count = naming.N * steps * _terms_per_row(loss, width)
     return scalar_map("mean", s / count, [(s, ir.sum_(term))]), None
+
+
+def _terms_per_row(loss, width: object) -> object:
+    """The loss terms a row of ``width`` outputs adds to its mean's count: every entry for a
+    loss reduced by the mean over entries, else one."""
+    return width if loss.reduction == "mean" else 1
 
 
 def _coefficient(value: float) -> sp.Expr:

@@ -791,7 +791,7 @@ def _state_slice(b: _Builder, node: _Node) -> None:
     then reads it as its initial state."""
     declared = _state_dims(b, node.inputs[0])
     total = declared[0] if declared else None
-    bounds = [_slice_ints(b, node, k) for k in range(1, 5)]
+    bounds = [_const_ints(b, node, k) for k in range(1, 5)]
     starts, ends, axes, steps = bounds
     if (starts is None or ends is None or len(starts) != 1 or len(ends) != 1 or (axes or (0,)) not in ((0,), (-3,))
             or (steps or (1,)) != (1,) or total is None):
@@ -804,8 +804,9 @@ def _state_slice(b: _Builder, node: _Node) -> None:
     b.state_slices[node.output] = (node.inputs[0], first, end)
 
 
-def _slice_ints(b: _Builder, node: _Node, k: int) -> tuple[int, ...] | None:
-    """Input k of a Slice (starts, ends, axes, steps) as constant integers; None where absent."""
+def _const_ints(b: _Builder, node: _Node, k: int) -> tuple[int, ...] | None:
+    """Input k of a node as constant integers (a Slice's starts, ends, axes, steps; a Squeeze's
+    axes); None where absent."""
     if len(node.inputs) <= k or not node.inputs[k]:
         return None
     key = node.inputs[k]
@@ -1027,14 +1028,8 @@ def _recurrent_readers(b: _Builder, node: _Node, seq_shape: tuple[int, int],
 
 def _squeeze_axes(b: _Builder, node: _Node) -> tuple[int, ...]:
     """A Squeeze's (or Unsqueeze's) axes: an attribute, or a constant input."""
-    if len(node.inputs) > 1 and node.inputs[1]:
-        key = node.inputs[1]
-        if key in b.consts:
-            return tuple(b.consts[key])
-        if key in b.init:
-            return _int_tensor(b.init[key], node.where, key)
-        raise SpecTypeError(f"{node.where}: the axes {shown(key)} must be a constant")
-    return tuple(node.attrs.get("axes", ()))
+    axes = _const_ints(b, node, 1)
+    return axes if axes is not None else tuple(node.attrs.get("axes", ()))
 
 
 def _zero_weight(b: _Builder, node: _Node, key: str) -> bool:
