@@ -298,6 +298,11 @@ class Loss:
         """Whether the kernels accept integer class labels (N,) for ``Y``."""
         return self.targets is Targets.ONE_HOT_OR_LABELS
 
+    @property
+    def averages_entries(self) -> bool:
+        """Whether the mean is over every output entry (``reduction="mean"``), not over the rows."""
+        return self.reduction == "mean"
+
 
 def _loss_capabilities(targets: object, classification: object, min_outputs: object, requires: object,
                        link: object, what: str) -> dict[str, object]:

@@ -300,7 +300,7 @@ def _head_loss(loss, width: object, a: ir.Node, Y: ir.Node, steps: object = 1,
 def _terms_per_row(loss, width: object) -> object:
     """The loss terms a row of ``width`` outputs adds to its mean's count: every entry for a
     loss reduced by the mean over entries, else one."""
-    return width if loss.reduction == "mean" else 1
+    return width if loss.averages_entries else 1
 
 
 def _coefficient(value: float) -> sp.Expr:
