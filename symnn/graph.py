@@ -15,6 +15,7 @@ import sympy as sp
 
 from . import ir, naming, registry, saturate
 from .declare import Network
+from .errors import SpecError
 from .expressions import Domain, derivative, exact_bound
 from .functions import Guard
 
@@ -205,11 +206,12 @@ def step_masks(g: "Graph") -> dict[int, int]:
     """The padding mask of each sequence value that has one: value index -> the value that is
     its mask (N, T). A masked recurrent layer's sequence (``masked=True``,
     ``return_sequences=True``) has its mask input; a layer that maps each step on its own (Dense,
-    LayerNorm, Activate, Dropout on a sequence) passes its operand's mask on; anything else (a
-    Flatten, a join, a last state) has none. A sequence output with a mask leaves its padded
+    LayerNorm, Activate, Dropout on a sequence) passes its operand's mask on, and so does a join of
+    sequences step by step (``Add``, ``concat``) whose masked operands share one mask; anything
+    else (a Flatten, a last state) has none. A sequence output with a mask leaves its padded
     steps out of a loss on real targets (:func:`_head_loss`), as Keras's masks do."""
     from .declare import Activate, Dense
-    from .layers import Dropout, LayerNorm
+    from .layers import Add, Concat, Dropout, LayerNorm
     from .recurrent import _Recurrent
 
     stepwise = (Dense, LayerNorm, Activate, Dropout)
@@ -222,7 +224,22 @@ def step_masks(g: "Graph") -> dict[int, int]:
         elif (isinstance(layer, stepwise) and len(call.inputs) == 1 and call.inputs[0] in masks
               and len(call.shape) == 2 and call.shape[0] == g.value_shape(call.inputs[0])[0]):
             masks[v] = masks[call.inputs[0]]
+        elif isinstance(layer, (Add, Concat)) and len(call.shape) == 2:
+            # sequences joined step by step: Keras's merge layers AND their operands' masks (an
+            # operand without one counts as all steps): here every masked operand has one mask
+            joined = {masks[u] for u in call.inputs if u in masks}
+            if len(joined) > 1:
+                raise SpecError(f"layer {g.names[call.layer]!r} joins sequences padded by different masks "
+                                f"({', '.join(repr(_value_name(g, m)) for m in sorted(joined))}); their "
+                                f"steps' padding must be one mask input")
+            if joined:
+                masks[v] = joined.pop()
     return masks
+
+
+def _value_name(g: "Graph", v: int) -> str:
+    """An input's name, or the layer whose call gives value ``v``."""
+    return g.inputs[v][0] if v < len(g.inputs) else g.names[g.calls[v - len(g.inputs)].layer]
 
 
 def loss_masks(net: Network) -> tuple[int, ...]:

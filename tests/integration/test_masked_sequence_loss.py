@@ -30,16 +30,22 @@ BACKENDS = ["numpy", "c"]
 def _net(head: str, length: int | None = T) -> sn.Network:
     """A masked LSTM's every step, then per step: ``mse`` a Dense (MSE), ``bce`` LayerNorm,
     tanh and a sigmoid Dense (BCE: the fused logits form), ``flat`` the steps flattened into
-    the loss (features: no mask)."""
+    the loss (features: no mask), ``add`` a residual tanh Dense added to the steps, ``cat`` the
+    steps joined with the unmasked input's (Keras ANDs the masks of a join: the LSTM's), then a
+    Dense (MSE)."""
     x, m = sn.Input(length, F, name="x"), sn.Input(length, name="m")
     h = sn.LSTM(F, H, return_sequences=True, masked=True, name="lstm")(x, m)
+    if head == "add":
+        h = h + sn.Dense(H, H, "tanh", name="res")(h)
+    elif head == "cat":
+        h = sn.concat([h, x])
     if head == "bce":
         h = sn.Activate("tanh")(sn.LayerNorm(H, name="ln")(h))
         out = sn.Dense(H, K, "sigmoid", name="fc")(h)
     elif head == "flat":
         out = sn.Flatten()(sn.Dense(H, K, name="fc")(h))
     else:
-        out = sn.Dense(H, K, name="fc")(h)
+        out = sn.Dense(H + F if head == "cat" else H, K, name="fc")(h)
     return sn.Network(inputs=[x, m], outputs=out, loss="bce" if head == "bce" else "mse", name=f"masked_{head}")
 
 
@@ -55,9 +61,12 @@ def _torch(head: str, params: dict, X: np.ndarray, M: np.ndarray, Y: np.ndarray)
     """PyTorch's loss and gradients: the packed LSTM, zeros at the padded steps
     (``pad_packed_sequence``), the head per step, the loss masked (mse, bce) or over every entry
     (flat)."""
-    modules = {"lstm": nn.LSTM(F, H, batch_first=True).double(), "fc": nn.Linear(H, K).double()}
+    modules = {"lstm": nn.LSTM(F, H, batch_first=True).double(),
+               "fc": nn.Linear(H + F if head == "cat" else H, K).double()}
     if head == "bce":
         modules["ln"] = nn.LayerNorm(H).double()
+    if head == "add":
+        modules["res"] = nn.Linear(H, H).double()
     with torch.no_grad():
         for prefix, module in modules.items():
             for name, p in module.named_parameters():
@@ -66,6 +75,10 @@ def _torch(head: str, params: dict, X: np.ndarray, M: np.ndarray, Y: np.ndarray)
     packed = nn.utils.rnn.pack_padded_sequence(torch.from_numpy(X), lengths, batch_first=True, enforce_sorted=False)
     out, _ = nn.utils.rnn.pad_packed_sequence(modules["lstm"](packed)[0], batch_first=True, total_length=X.shape[1])
     y, m = torch.from_numpy(Y), torch.from_numpy(M)[..., None]
+    if head == "add":
+        out = out + torch.tanh(modules["res"](out))
+    elif head == "cat":
+        out = torch.cat((out, torch.from_numpy(X)), dim=-1)
     if head == "bce":
         z = modules["fc"](torch.tanh(modules["ln"](out)))
         terms = nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")
@@ -80,7 +93,7 @@ def _torch(head: str, params: dict, X: np.ndarray, M: np.ndarray, Y: np.ndarray)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("head", ["mse", "bce", "flat"])
+@pytest.mark.parametrize("head", ["mse", "bce", "flat", "add", "cat"])
 def test_padded_steps_of_real_targets_are_left_out_as_pytorch_masks_them(backend: str, head: str) -> None:
     net = _net(head)
     params = net.init_params(seed=2)
@@ -165,3 +178,15 @@ def test_the_derivation_prints_the_mean_over_the_masked_steps() -> None:
     tex = sn.derive(_net("mse")).latex()
     delta = next(line for line in tex.split("\n") if line.startswith(r"{\delta^{(\mathrm{fc})}}"))
     assert r"\frac{" in delta and r"{2 \sum_{k=1}^{5 N}" in delta
+
+
+def test_sequences_of_different_masks_are_not_joined() -> None:
+    """Two masks meeting in a join would need their AND (Keras's merge layers): refused by name,
+    before any kernel is built, rather than a loss over steps one of them pads."""
+    x, m1, m2 = sn.Input(T, F, name="x"), sn.Input(T, name="m1"), sn.Input(T, name="m2")
+    a = sn.GRU(F, H, return_sequences=True, masked=True, name="a")(x, m1)
+    b = sn.GRU(F, H, return_sequences=True, masked=True, name="b")(x, m2)
+    out = sn.Dense(H, K, name="fc")(a + b)
+    net = sn.Network(inputs=[x, m1, m2], outputs=out, loss="mse")
+    with pytest.raises(sn.SpecError, match=r"layer '\w+' joins sequences padded by different masks \('m1', 'm2'\)"):
+        sn.compile(net, backend="numpy")
