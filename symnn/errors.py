@@ -59,6 +59,11 @@ class NonFiniteInputError(DataError):
     """An input array holds NaN or infinity."""
 
 
+class PaddingOnlyError(DataError):
+    """A batch of padded sequences whose every step a loss leaves out (masks of 0, labels
+    -100): its mean loss over the steps it keeps is 0/0. ``sn.train`` skips such a batch."""
+
+
 class LabelRangeError(DataError):
     """A class label is out of range, negative or not an integer."""
 

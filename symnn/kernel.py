@@ -30,6 +30,7 @@ from .errors import (
     LabelRangeError,
     NonFiniteError,
     NonFiniteInputError,
+    PaddingOnlyError,
     ShapeError,
 )
 
@@ -301,8 +302,23 @@ class Arguments:
         for block in self._mask_blocks:
             lo, hi = block.columns(self.length(x))
             if not x[:, lo:hi].sum() > 0:  # NaN fails too
-                raise DataError(f"X[{block.name!r}]: every step is padding (the masks sum to "
+                raise PaddingOnlyError(f"X[{block.name!r}]: every step is padding (the masks sum to "
                                 f"{float(x[:, lo:hi].sum()):.17g}): the mean loss over the masked steps is undefined")
+
+    def holds_a_step(self, x: np.ndarray, y: np.ndarray) -> bool:
+        """Whether a checked batch (``x`` as :meth:`inputs` gives it, ``y`` as :meth:`targets` or
+        :meth:`training_targets` do) holds a step its loss keeps: False for padded sequences
+        whose every step is padding (masks of 0, labels -100 or rows of zeros), whose mean loss
+        is 0/0; always True for a network without padded steps. ``sn.train`` skips such a
+        mini-batch (a check per batch, as the data was checked once before the epochs)."""
+        for block in self._mask_blocks:
+            lo, hi = block.columns(self.length(x))
+            if not x[:, lo:hi].sum() > 0:
+                return False
+        net = self.network
+        if not net.several_outputs and len(net.output_shapes[0]) == 2 and net.loss.takes_labels:
+            return bool((y != IGNORE_LABEL).any() if y.dtype.kind == "i" else y.any())
+        return True
 
     def targets(self, Y: object, n: int, length: int = 0, x: np.ndarray | None = None) -> np.ndarray:
         """``Y`` checked against each output's loss: an array, or a dict keyed by the outputs'
@@ -416,7 +432,7 @@ def _some_step_labelled(rows: np.ndarray, what: str) -> None:
     """A batch of a sequence output's class targets names a class at some step: the loss is the
     mean over the labelled steps, undefined (0/0) for a batch of padding only."""
     if not rows.any():
-        raise DataError(f"{what}: every step is padding (labels {IGNORE_LABEL}, or rows of zero targets): "
+        raise PaddingOnlyError(f"{what}: every step is padding (labels {IGNORE_LABEL}, or rows of zero targets): "
                         "the mean loss over the labelled steps is undefined")
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .decision import is_classifier
 from .declare import Network
-from .errors import ConfigError, DataError, NonFiniteError, ShapeError
+from .errors import ConfigError, DataError, NonFiniteError, PaddingOnlyError, ShapeError
 from .kernel import IGNORE_LABEL, Kernel
 from .optim import Optimizer
 from .persist import Standardizer
@@ -333,20 +333,33 @@ class _OneBatchSteps:
         self.bounds = _batch_bounds(kernel.network, self.n, batch_size)
         self.dropout_seed = (seed % 2**64,) if kernel.network.has_dropout else ()  # masks keyed by (seed, step)
         self.settings = {"rows": self.n, "batch_size": batch_size, "seed": seed}
+        # a batch of padded steps only can be drawn: each batch is looked at (Kernel.holds_a_step)
+        self.padded = not kernel.holds_a_step(x[:0], y[:0])
 
     def epoch(self, epoch: int, theta: np.ndarray, state: np.ndarray, step: int) -> tuple[float, int]:
+        """One pass: each batch one step, but a batch of padded sequences that holds no step
+        the loss keeps (PaddingOnlyError: its mean loss is 0/0), which teaches nothing and is
+        skipped, no step counted (Adam's bias correction, the dropout masks' keys); the epoch's
+        loss is the mean over the rows of the batches taken. (The C kernel would refuse it with
+        SYMNN_ERR_EMPTY, the NumPy module compute NaN: the data were checked once, not per batch.)"""
         order = self.rng.permutation(self.n)
-        total = 0.0
-        module = self.kernel.module
+        total, rows = 0.0, 0
+        kernel, module = self.kernel, self.kernel.module
         for start, stop in self.bounds:
             idx = order[start:stop]
+            x, y = self.x[idx], self.y[idx]
+            if self.padded and not kernel.holds_a_step(x, y):
+                continue
             step += 1
             try:
-                loss = module._train_step(theta, state, self.x[idx], self.y[idx], step, *self.dropout_seed)
+                loss = module._train_step(theta, state, x, y, step, *self.dropout_seed)
             except (FloatingPointError, NonFiniteError):  # refused: nothing was updated
-                raise NonFiniteError(_non_finite(self.kernel, theta, self.x[idx], self.y[idx], epoch, step)) from None
+                raise NonFiniteError(_non_finite(kernel, theta, x, y, epoch, step)) from None
             total += loss * len(idx)
-        return total / self.n, step
+            rows += len(idx)
+        if rows == 0:
+            raise PaddingOnlyError(f"epoch {epoch}: every batch is padding only (no step the loss keeps)")
+        return total / rows, step
 
     def rng_state(self) -> dict | None:
         return self.rng.bit_generator.state

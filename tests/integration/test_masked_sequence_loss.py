@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import symnn as sn
-from symnn.errors import DataError
+from symnn.errors import DataError, PaddingOnlyError
 
 torch = pytest.importorskip("torch")
 from tests.layer_graphs import rel  # noqa: E402
@@ -190,3 +190,42 @@ def test_sequences_of_different_masks_are_not_joined() -> None:
     net = sn.Network(inputs=[x, m1, m2], outputs=out, loss="mse")
     with pytest.raises(sn.SpecError, match=r"layer '\w+' joins sequences padded by different masks \('m1', 'm2'\)"):
         sn.compile(net, backend="numpy")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_skips_a_batch_of_padding_only(backend: str) -> None:
+    """``sn.train`` takes no step on a mini-batch whose every step is padding (its mean loss is
+    0/0): nothing to learn, no step counted (Adam's bias correction), the epoch's loss over the
+    batches taken. A whole epoch of padding only is refused."""
+    net = _net("mse")
+    X, M, Y = _data()
+    M[[1, 4]] = 0.0  # two samples with no real step
+    res = sn.train(net, {"x": X, "m": M}, Y, batch_size=1, epochs=2, backend=backend, seed=3)
+    assert res.steps == 2 * (N - 2)
+    assert np.isfinite(res.history.train_loss).all()
+    # the same run, step by step: the batches of one sample each, in the run's order, the padded
+    # ones left out; each step's Adam count the number of steps taken before it, plus one
+    k = res.kernel
+    theta, state = k.pack(net.init_params(seed=3)), k.init_state()
+    rng, step = np.random.default_rng(3), 0
+    for _ in range(2):
+        for i in rng.permutation(N):
+            if M[i].any():
+                step += 1
+                k.train_step(theta, state, {"x": X[i:i + 1], "m": M[i:i + 1]}, Y[i:i + 1], step)
+    assert all(np.array_equal(res.params[name], value) for name, value in k.unpack(theta).items())
+    with pytest.raises(PaddingOnlyError, match="every step is padding|every batch is padding only"):
+        sn.train(net, {"x": X, "m": np.zeros_like(M)}, Y, batch_size=2, epochs=1, backend=backend)
+
+
+def test_training_skips_a_batch_of_padded_labels_only() -> None:
+    """The same for a tagger's class labels: a sample whose every label is -100 (PyTorch's
+    ignore_index) is no step on its own; the C kernel would refuse it (SYMNN_ERR_EMPTY)."""
+    x = sn.Input(T, F, name="x")
+    out = sn.Dense(H, 3, "softmax", name="fc")(sn.GRU(F, H, return_sequences=True, name="gru")(x))
+    net = sn.Network(inputs=x, outputs=out, loss="cross_entropy")
+    rng = np.random.default_rng(4)
+    X, labels = rng.normal(size=(N, T, F)), rng.integers(0, 3, size=(N, T))
+    labels[[0, 5]] = -100
+    res = sn.train(net, X, labels, batch_size=1, epochs=1, backend="c", seed=1)
+    assert res.steps == N - 2 and np.isfinite(res.history.train_loss).all()
