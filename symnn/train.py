@@ -555,6 +555,9 @@ def _non_finite(kernel: Kernel, theta: np.ndarray, X: np.ndarray, Y: np.ndarray,
                    f"the update, which would overflow the weights or the optimiser state (loss {loss!r}; "
                    "nothing was changed)"]
     name = bad[0]
-    layer = f" (layer {name.rstrip(')').split()[-1][1:]})" if "parameter" in name or "gradient" in name else ""
+    layer = ""
+    if "parameter" in name or "gradient" in name:  # a layer graph's "fc.weight", a list of Dense's "W1"
+        key = name.split()[-1]
+        layer = f" (layer {key.rsplit('.', 1)[0] if '.' in key else key[1:]})"
     return (f"non-finite value at epoch {epoch}, step {step}: {name}{layer}; lower the learning rate, "
             "standardise the inputs, or clip gradients (clip_norm=...)")

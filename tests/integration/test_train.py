@@ -60,6 +60,17 @@ def test_non_finite_training_names_epoch_step_and_tensor(backend: str) -> None:
         sn.train(net, X * 100, X[:, :1], optimizer=sn.SGD(lr=10.0), epochs=50, backend=backend)
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_non_finite_training_names_the_layer_of_a_graph() -> None:
+    """A layer graph's tensors are ``<layer>.<param>``: the message names the layer whole."""
+    x = sn.Input(4, name="x")
+    net = sn.Network(inputs=x, outputs=sn.Dense(8, 1, name="fc")(sn.Dense(4, 8, "relu", name="hidden")(x)),
+                     loss="mse")
+    X = np.random.default_rng(0).normal(size=(16, 4)) * 1e170
+    with pytest.raises(NonFiniteError, match=r"gradient of hidden\.weight \(layer hidden\)"):
+        sn.train(net, X, np.ones((16, 1)), epochs=1, optimizer=sn.SGD(lr=1e10))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(epochs=0), "epochs"), (dict(batch_size=-1), "batch_size"), (dict(epochs=True), "epochs"),
     (dict(validation_split=1.0), "validation_split"), (dict(patience=2), "patience"),
