@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     port.add_argument("--dtype", choices=["float64", "float32"], default="float64")
 
     onnx = sub.add_parser("from-onnx", help="ship an ONNX MLP or CNN as standalone C")
-    onnx.add_argument("model", help="an .onnx file: Gemm or MatMul+Add layers with activations")
+    onnx.add_argument("model", help="an .onnx file: dense, convolutional, normalising and recurrent layers (docs/layer_graphs.md lists the ops)")
     onnx.add_argument("--out", required=True, help="output directory")
     onnx.add_argument("--name", default="onnx_mlp", help="C symbol prefix")
     onnx.add_argument("--loss", help="loss for the spec (default from the last activation)")

@@ -171,16 +171,16 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
             users.setdefault(key, []).append(node)
     states = {i.name: i for i in graph.input if i.name not in init and _is_initial_state(i.name, users)}
     data_inputs = [i for i in graph.input if i.name not in init and i.name not in states]
-    if len(data_inputs) != 1:
-        raise SpecError(f"the ONNX graph must have exactly one data input, it has {len(data_inputs)} "
-                        f"({shown([i.name for i in data_inputs])}); symnn reads another graph input only as "
-                        "the initial_h or initial_c of RNN/GRU/LSTM ops and nothing else: one op's, or a stacked "
-                        "module's h_0/c_0 whose rows each layer's op reads through a Slice")
+    if not data_inputs:
+        raise SpecError("the ONNX graph has no data input (every graph input is an initializer or an initial "
+                        "state)")
     out_names = [o.name for o in graph.output]
-    x = _input(data_inputs[0], named=bool(states))
-    if x.indices:
-        _check_index_readers(data_inputs[0].name, users.get(data_inputs[0].name, []))
-    b = _Builder(dict(init), base, dtype, users, frozenset(out_names), {data_inputs[0].name: x}, {}, {}, set(),
+    named = bool(states) or len(data_inputs) > 1  # several inputs: each keyed by its name
+    data = {i.name: _input(i, named, "x" if k == 0 else f"x{k}") for k, i in enumerate(data_inputs)}
+    for i in data_inputs:
+        if data[i.name].indices:
+            _check_index_readers(i.name, users.get(i.name, []))
+    b = _Builder(dict(init), base, dtype, users, frozenset(out_names), dict(data), {}, {}, set(),
                  set(), reserved=frozenset(k.rpartition(".")[0] for k in init
                                            if k.endswith(".weight") and k.count(".") == 1), states=states)
     defined = {i.name for i in graph.input} | set(init)
@@ -203,7 +203,11 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
 
         defaults = [_default_loss(t) for t in outputs]
         loss = defaults[0] if len(defaults) == 1 else defaults
-    inputs = [b.values[data_inputs[0].name]] + [b.state_tensors[i.name] for i in graph.input if i.name in states]
+    inputs = [data[i.name] for i in data_inputs] + [b.state_tensors[i.name] for i in graph.input if i.name in states]
+    keys = [t.name for t in inputs]
+    if named and len(set(keys)) != len(keys):
+        raise SpecError(f"the ONNX graph's inputs {shown([i.name for i in graph.input if i.name not in init])} "
+                        f"would be keyed {shown(keys)}, twice by one key; name them apart (input_names)")
     net = Network(inputs=inputs, outputs=outputs if len(outputs) > 1 else outputs[0], loss=loss, name=name)
     paths = {layer: path for layer, path in b.paths.items() if layer in net.graph.names}
     if paths:  # weights exported from nested modules: keyed under the module's path
@@ -230,12 +234,12 @@ def _checked(index: int, node: Any) -> _Node:
     return _Node(node.op_type, attrs, tuple(node.input), node.output[0], where, outputs)
 
 
-def _input(value_info: Any, named: bool = False) -> Tensor:
-    """The graph's data input: a tensor declared (N, F), (N, C, L) or (N, C, H, W), N dynamic
+def _input(value_info: Any, named: bool = False, fallback: str = "x") -> Tensor:
+    """A data input of the graph: a tensor declared (N, F), (N, C, L) or (N, C, H, W), N dynamic
     or fixed, every other dimension a fixed positive size; an INT64 or INT32 one is T token ids
     per sample, declared (N, T): an index input, which only an embedding (a Gather) reads.
-    ``named``: the network has other inputs (initial states), so this one is keyed by its name
-    (:func:`_input_name`)."""
+    ``named``: the network has other inputs (initial states, other data), so this one is keyed
+    by its name, or ``fallback`` (:func:`_input_name`)."""
     tensor_type = value_info.type.tensor_type
     declared = value_info.type.HasField("tensor_type") and tensor_type.HasField("shape")
     dims = list(tensor_type.shape.dim) if declared else []
@@ -253,7 +257,7 @@ def _input(value_info: Any, named: bool = False) -> Tensor:
                         f"positive sizes after the batch N (but a sequence's length T of (N, T, F)); it declares "
                         f"{shown(_dims_text(dims)) if dims else 'none'}")
     return Input(*([None] if length else []), *sizes, indices=indices,
-                 name=_input_name(value_info.name, "x") if named else None)
+                 name=_input_name(value_info.name, fallback) if named else None)
 
 
 def _input_name(name: str, fallback: str) -> str:
@@ -756,7 +760,8 @@ _RECURRENT_INPUTS = ("B", "sequence_lens", "initial_h", "initial_c", "P")
 #: optional inputs symnn refuses, and why
 _RECURRENT_REFUSED_INPUTS = {
     "sequence_lens": "every sequence runs all T steps (pad them to one length)",
-    "initial_h": "symnn reads an initial state that is zeros or a graph input read only there",
+    "initial_h": "symnn reads an initial state that is zeros, a graph input read only there, or the Y_h of a "
+                 "one-direction GRU or RNN op",
     "initial_c": "symnn reads an initial cell state that is zeros or a graph input read only there",
     "P": "symnn's LSTM has no peephole connections",
 }
@@ -890,10 +895,11 @@ def _recurrent(b: _Builder, node: _Node) -> None:
         raise SpecError(f"{node.where}: reads samples of shape {x.shape}; a {node.op} reads sequences (T, F): "
                         "X declared (N, T, F)")
     optional = dict(zip(_RECURRENT_INPUTS, node.inputs[3:]))
+    handed = seq.handed_state(b.seq, node.where, optional.get("initial_h"), node.op, D)  # an encoder's Y_h
     for key, why in _RECURRENT_REFUSED_INPUTS.items():
         if optional.get(key) and not (key in ("initial_h", "initial_c")
                                       and (optional[key] in b.seq.zeros or optional[key] in b.states
-                                           or optional[key] in b.state_slices)):
+                                           or optional[key] in b.state_slices or handed is not None)):
             raise SpecTypeError(f"{node.where}: the input {key} ({shown(optional[key])}) is not supported: {why}")
     w = _weight(b.init, node.inputs[1], 3, node.where, b.base, exact=True)
     r = _weight(b.init, node.inputs[2], 3, node.where, b.base, exact=True)
@@ -906,7 +912,7 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     _refuse_unread_outputs(b, node)
     sequences, readers = (None, []) if time_major else _recurrent_readers(b, node, (x.shape[0], h), D)
     name = _layer_name(b, "", None, node.op.lower())
-    states, rows = _initial_states(b, node, name, D, h, time_major)
+    states, rows = ([handed], None) if handed is not None else _initial_states(b, node, name, D, h, time_major)
     sizes = (int(x.shape[1]), h, 1)
     has_bias = bool(optional.get("B"))
 

@@ -132,6 +132,26 @@ def refuse_as_data(s: SequenceState, where: str, key: str) -> None:
                         "torch.onnx.export writes")
 
 
+def handed_state(s: SequenceState, where: str, key: str | None, op: str, directions: int) -> Tensor | None:
+    """The initial state ``key`` of the recurrent op at ``where`` where it is another layout-0
+    op's final state Y_h (1, N, H): an encoder's state handed to a decoder (``_, h = enc(x)``,
+    ``dec(y, h)``). That op's layer then returns its last state, which is the decoder's initial
+    state; None where ``key`` is no view. As ``sn.from_torch``, only the whole Y_h of a
+    one-direction GRU or RNN, for a one-direction GRU or RNN: an LSTM's state is (Y_h, Y_c),
+    and a stack's or a bidirectional op's final states are not a value symnn's layers return."""
+    view = s.views.get(key) if key else None
+    if view is None:
+        return None
+    root = view.roots[0] if view.roots else None
+    if (view.form is not Form.HIDDEN or root is None or root.directions != 1 or root.op == "LSTM"
+            or directions != 1 or op == "LSTM"):
+        raise SpecError(f"{where}: starts from {shown(key)}, a {view.form.value}; symnn reads a recurrent op's "
+                        "initial state from another op only as the whole Y_h of a one-direction GRU or RNN op, "
+                        "for a one-direction GRU or RNN (an LSTM's (Y_h, Y_c), a stack's or a bidirectional "
+                        "op's final states are not values symnn's layers return)")
+    return root.value(False, where)
+
+
 def as_data(s: SequenceState, where: str, key: str) -> Tensor | None:
     """``key`` read as data: the batch-first sequence a SEQUENCE view is (the layer returns
     every step), None where ``key`` is no view; anything else of this module's refused."""
