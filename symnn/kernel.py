@@ -15,7 +15,7 @@ import numpy as np
 
 from . import naming
 from .capabilities import Targets, check_target_values, simplex_rows, unit_interval
-from .flat import FlatParams, layout_of
+from .flat import FlatParams, aligned_empty, layout_of
 from .declare import Network
 from .batchnorm import single_value_channel
 from .embedding import first_bad_index, index_blocks
@@ -522,9 +522,10 @@ class Kernel(Arguments):
     def new_params(self, values: Mapping[str, Any] | None = None, seed: int | None = 0) -> FlatParams:
         """Parameters in one new flat buffer (:meth:`unpack` of it): ``values`` copied in
         (checked as every call checks them), or the network's initial parameters for ``seed``.
-        Also the buffer to pass as ``out=`` for gradients."""
+        Also the buffer to pass as ``out=`` for gradients. 64-byte aligned, as the C kernels'
+        loops like it (:data:`symnn.flat.ALIGN`)."""
         src = self.params(values) if values is not None else self.network.init_params(seed=seed, dtype=str(self.dtype))
-        flat = np.empty(self.n_params, dtype=self.dtype)
+        flat = aligned_empty(self.n_params, self.dtype)
         for name, lo, hi, _ in self.layout:
             flat[lo:hi] = src[name].reshape(-1)
         return FlatParams(flat, self.flat_layout)
@@ -690,7 +691,7 @@ class Kernel(Arguments):
         :meth:`unpack` or :meth:`new_params`, a call copies nothing and, on the C backend,
         allocates nothing in steady state; every check still runs (in C where it reads data)."""
         if self._fast is not None and (out is None or (type(out) is FlatParams and out.layout is self.flat_layout)):
-            grads = out if out is not None else FlatParams(np.empty(self.n_params, dtype=self.dtype),
+            grads = out if out is not None else FlatParams(aligned_empty(self.n_params, self.dtype),
                                                            self.flat_layout)
             loss = self._fast.loss(params, X, Y, grads, self.check_finite)
             if loss is not None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import (DataError, EmptyBatchError, IndexRangeError, KernelStatusError, LabelRangeError,
                        NonFiniteError, ShapeError)
-from ...flat import FlatParams
+from ...flat import FlatParams, aligned_empty
 from ...status import Status
 from .fast import FastCalls, fast_calls
 
@@ -113,7 +113,7 @@ class CKernelModule:
 
     def pack(self, params: Mapping[str, np.ndarray]) -> np.ndarray:
         """Parameters as one flat vector in the C layout (``<model>_param_offset``)."""
-        flat = np.empty(self.n_params, dtype=self.dtype)
+        flat = aligned_empty(self.n_params, self.dtype)
         for name, lo, hi, _ in self._layout:
             flat[lo:hi] = np.asarray(params[name], dtype=self.dtype).reshape(-1)
         return flat
@@ -139,12 +139,12 @@ class CKernelModule:
     def _work(self, n: int, steps: list[int] = ()) -> np.ndarray:
         """The work buffer for ``n`` rows (of ``steps`` steps): the header's exact need
         (``work_size``), or its bound ``PER_ROW * n + FIXED`` for a batch the kernels refuse
-        anyway (they say why)."""
+        anyway (they say why); 64-byte aligned (:data:`symnn.flat.ALIGN`)."""
         length = self.ffi.new("size_t *")  # one per call: threads share the kernel
         if self._work_size(n, *steps, length) == Status.OK:
-            return np.empty(max(int(length[0]), 1), dtype=self.dtype)
+            return aligned_empty(max(int(length[0]), 1), self.dtype)
         t = steps[0] if steps else 0
-        return np.empty(max(self._per_step * n * t + self._per_row * n + self._fixed, 1), dtype=self.dtype)
+        return aligned_empty(max(self._per_step * n * t + self._per_row * n + self._fixed, 1), self.dtype)
 
     def _check(self, status: int, kernel: str, bad_row=None) -> None:
         if status == Status.OK:
@@ -247,7 +247,7 @@ class CKernelModule:
         (what an application embedding the C pays per call; for benchmarks). The cffi buffer
         objects keep the arrays alive; inputs must already be validated (``Kernel.params``/
         ``inputs``/``targets``)."""
-        grad = np.empty(self.n_params, dtype=self.dtype)
+        grad = aligned_empty(self.n_params, self.dtype)
         name, args, _, _ = self._call_args("loss_and_grad", [self._ptr(self.pack(params), self.ctype)],
                                            self._ready(X, self.dtype), Y, [], grad)
         # a partial, not a lambda: the call goes straight to cffi, one Python frame fewer
@@ -305,7 +305,7 @@ class CKernelModule:
         return [step] + ([seed] if self.dropout else [])
 
     def _call_loss(self, params, X, Y, with_grad: bool):
-        grad = np.empty(self.n_params, dtype=self.dtype) if with_grad else None
+        grad = aligned_empty(self.n_params, self.dtype) if with_grad else None
         head = [self._ptr(self.pack(params), self.ctype)]
         loss = self._run("loss_and_grad" if with_grad else "loss", head, self._ready(X, self.dtype), Y, [], grad)
         return loss, grad
@@ -319,7 +319,7 @@ class CKernelModule:
     def _train_gradient(self, theta: np.ndarray, X: np.ndarray, Y: np.ndarray, step: int,
                         seed: int = 0) -> tuple[float, np.ndarray]:
         """The loss and flat gradient a train step takes (the training program); nothing updated."""
-        grad = np.empty(self.n_params, dtype=self.dtype)
+        grad = aligned_empty(self.n_params, self.dtype)
         loss = self._run("train_gradient", [self._ptr(self._ready(theta, self.dtype), self.ctype)],
                          self._ready(X, self.dtype), Y, self._train_middle(step, seed), grad)
         return loss, grad

@@ -21,7 +21,9 @@
  *
  *   work    caller-provided scratch of at least digits_mlp_work_size(n) reals
  *           (DIGITS_MLP_WORK_PER_ROW * n + DIGITS_MLP_WORK_FIXED is an upper bound);
- *           each kernel's own need, in reals: forward max(42*n + 2080, 52*n + 1056), loss max(42*n + 2080, 52*n + 1056, 53*n), loss_and_grad max(74*n + 4128, 84*n + 3104, 106*n + 2080)
+ *           each kernel's own need, in reals: forward max(42*n + 2080, 52*n + 1056), loss max(42*n + 2080, 52*n + 1056, 53*n), loss_and_grad max(74*n + 4128, 84*n + 3104, 106*n + 2080);
+ *           any alignment of a real works, 64 bytes (a cache line) runs fastest
+
  * Outputs must not overlap inputs, each other or the used part of work (SYMNN_ERR_ALIAS).
  * NaN and infinity in inputs propagate; digits_mlp_check_finite() detects them first.
  * Only the C standard library is needed; link with -lm. Both files also compile as C++.

@@ -21,7 +21,9 @@
  *
  *   work    caller-provided scratch of at least xor_mlp_work_size(n) reals
  *           (XOR_MLP_WORK_PER_ROW * n + XOR_MLP_WORK_FIXED is an upper bound);
- *           each kernel's own need, in reals: forward 5*n, loss 5*n, loss_and_grad 9*n, train_step max(5*n + 17, 9*n + 13), train_gradient max(5*n + 17, 9*n + 13)
+ *           each kernel's own need, in reals: forward 5*n, loss 5*n, loss_and_grad 9*n, train_step max(5*n + 17, 9*n + 13), train_gradient max(5*n + 17, 9*n + 13);
+ *           any alignment of a real works, 64 bytes (a cache line) runs fastest
+
  * Outputs must not overlap inputs, each other or the used part of work (SYMNN_ERR_ALIAS).
  * NaN and infinity in inputs propagate; xor_mlp_check_finite() detects them first.
  * Only the C standard library is needed; link with -lm. Both files also compile as C++.
