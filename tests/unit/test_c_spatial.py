@@ -351,3 +351,32 @@ def test_the_sharp_cases_lower_to_every_spatial_kind() -> None:
         transposed = {ctx["scratch"][-1] != "NULL" for k in unit["kernels"] for ctx in k["stmts"]
                       if ctx["kind"] is CKind.CONV_GRAD_WEIGHT}
         assert transposed == {True, False}
+
+
+def test_a_max_pool_whose_windows_tile_the_plane_takes_nan_and_ties_as_the_interpreter(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Windows that tile the plane (stride = kernel, no padding: the usual 2x2 pooling) take a
+    path of their own in C: NaN at any tap of a window, not only its first, is the window's
+    maximum; -inf and ties are maxima like any value; rows and columns no window reads (7 rows
+    of 3-row windows) are left out; each output against the interpreter, both dtypes."""
+    geoms = [ir.PoolGeometry(2, 4, 6, 2, 2, 2, 2), ir.PoolGeometry(1, 7, 5, 3, 2, 3, 2)]
+    ops = {f"max_pool{i}": ir.max_pool(ir.param(f"P{i}", (N, g.in_size)), g) for i, g in enumerate(geoms)}
+    lib, units = _build(ops, tmp_path_factory.mktemp("tiles"))
+    rng = np.random.default_rng(5)
+    n = 2
+    values = {"X": np.zeros((n, 1))}
+    for i, g in enumerate(geoms):
+        p = rng.integers(-3, 4, (n, g.c, g.h, g.w)).astype(float)
+        p[0, 0, 0, 1] = np.nan  # the second tap of the first window
+        p[0, 0, 1, 1] = np.nan  # and its last: the window is NaN whichever comes first
+        p[1, 0, g.kh, g.kw + 1] = np.nan  # the last-but-one tap of another window
+        p[1, -1, 0, 0] = -np.inf
+        values[f"P{i}"] = p.reshape(n, -1)
+    for dtype, unit in units.items():
+        for kernel in unit["kernels"]:
+            out = ops[kernel["op"]]
+            cast = {k: v.astype(dtype) for k, v in values.items()}
+            want = np.asarray(interpret.evaluate({"yhat": out}, {k: v.astype(np.float64) for k, v in cast.items()})["yhat"])
+            got = _run(lib, kernel, out, cast, n, dtype).astype(np.float64)
+            assert np.isnan(got).sum() == 2, kernel["name"]  # two windows hold a NaN
+            _check(got, want, dtype, kernel["name"])
