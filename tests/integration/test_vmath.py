@@ -30,11 +30,17 @@ def _source(dtype: str) -> str:
     real = "float" if dtype == "float32" else "double"
     body = render("c/_vmath.jinja", prefix="t", vmath=list(FUNCS), real=real,
                   fsuf="f" if dtype == "float32" else "")
-    calls = {f: f"t__{f}(x[i])" for f in FUNCS} | {"sigmoid_exp": f"t__exp(-fabs{'f' if real == 'float' else ''}(x[i]))"}
+    f = "f" if real == "float" else ""
+    calls = {fn: f"t__{fn}(x[i])" for fn in FUNCS} | {"sigmoid_exp": f"t__exp(-fabs{f}(x[i]))",
+                                                       "tanh_expm1": "tanh_expm1(x[i])"}
     loops = "".join(
         f"void loop_{f}(const {real} *restrict x, {real} *restrict y, long n)\n"
         f"{{\n    for (long i = 0; i < n; ++i) y[i] = {call};\n}}\n" for f, call in calls.items())
-    return f"#include <math.h>\n#include <stdint.h>\n{body}\n{loops}"
+    # tanh's form through the general expm1, which tanh's own expm1 of a non-positive argument
+    # must equal bit for bit
+    via = (f"static {real} tanh_expm1({real} x)\n{{\n    const {real} t = t__expm1(-2*fabs{f}(x));\n"
+           f"    return copysign{f}(-t/(t + 2), x);\n}}\n")
+    return f"#include <math.h>\n#include <stdint.h>\n{body}\n{via}{loops}"
 
 
 @pytest.fixture(scope="module", params=["float64", "float32"])
@@ -97,6 +103,15 @@ def test_accuracy_against_mpmath(lib, name: str) -> None:
     errors = np.array([_ulp_error(g, _exact(name, v), dtype) for v, g in zip(x, got)])
     worst = int(np.argmax(errors))
     assert errors[worst] <= ULPS[name], (name, dtype, x[worst], got[worst], errors[worst])
+
+
+def test_tanh_is_the_expm1_form_bit_for_bit(lib) -> None:
+    """tanh takes expm1 of -2|x| through a form for non-positive arguments only (fewer
+    instructions): the same bits as the general expm1's, NaN, zeros and infinities included."""
+    dtype, so, _ = lib
+    x = np.concatenate([_points(dtype), np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype=dtype)])
+    bits = np.uint32 if dtype == "float32" else np.uint64
+    assert np.array_equal(_call(so, "tanh", x).view(bits), _call(so, "tanh_expm1", x).view(bits))
 
 
 @pytest.mark.parametrize("name,special", [

@@ -341,7 +341,7 @@ static int evaluate(const real_t *params, const rows_t *rows)
     if (status != SYMNN_OK) return fail("work_size", status);
     yhat = (real_t *)malloc(sizeof *yhat*(size_t)rows->n*NO);
     /* the work on a 64-byte boundary (a cache line, an AVX-512 register): malloc's large blocks
-       start 16 bytes past one, where the kernels' vector loops straddle two lines (5-10 % slower) */
+       start 16 bytes past one, where the kernels' vector loops straddle two lines */
     block = malloc(sizeof *work*(work_len > 0 ? work_len : 1) + 64);
     work = block == NULL ? NULL : (real_t *)(void *)((char *)block + (64 - (uintptr_t)block % 64) % 64);
     failed = yhat == NULL || work == NULL;

@@ -253,7 +253,7 @@ int main(int argc, char **argv)
     status = xor_mlp_work_size(rows > BATCH ? rows : BATCH, &work_len);
     if (status != SYMNN_OK) return fail("work size", status);
     /* the work on a 64-byte boundary (a cache line, an AVX-512 register): malloc's large blocks
-       start 16 bytes past one, where the kernels' vector loops straddle two lines (5-10 % slower) */
+       start 16 bytes past one, where the kernels' vector loops straddle two lines */
     block = malloc(sizeof *work*(work_len > 0 ? work_len : 1) + 64);
     if (block == NULL) return 3;
     work = (real_t *)(void *)((char *)block + (64 - (uintptr_t)block % 64) % 64);

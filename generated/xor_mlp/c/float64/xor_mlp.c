@@ -168,24 +168,23 @@ static inline xor_mlp_real xor_mlp__exp(xor_mlp_real x)
     return ((1.0 + xor_mlp__expm1_poly(r))*xor_mlp__pow2(k1))*xor_mlp__pow2(k - k1);
 }
 
-/* expm1(x) = 2**k expm1(r) + (2**k - 1): no cancellation near 0, where k = 0. From k > 56
- * on the -1 no longer counts, and exp's form is used. expm1(-0) is -0. */
-static inline xor_mlp_real xor_mlp__expm1(xor_mlp_real x)
+/* expm1(x) for x <= 0 (or NaN), tanh's argument: the same value as expm1(x), without the parts
+ * only a positive x takes (its clamp above, exp's form past k = 56, 2**k in two halves:
+ * here k <= 0 and 2**k is normal). */
+static inline xor_mlp_real xor_mlp__expm1_neg(xor_mlp_real x)
 {
     xor_mlp_real k;
-    const xor_mlp_real xc = xor_mlp__pick(x < -60.0, -60.0, xor_mlp__pick(x > 710.0, 710.0, x));  /* expm1 is -1 below */
+    const xor_mlp_real xc = xor_mlp__pick(x < -60.0, -60.0, x);  /* expm1 is -1 below */
     const xor_mlp_real r = xor_mlp__reduce(xc, &k);
     const xor_mlp_real q = xor_mlp__expm1_poly(r);
-    const xor_mlp_real k1 = (k*0.5 + 6755399441055744.0) - 6755399441055744.0;
-    const xor_mlp_real big = ((1.0 + q)*xor_mlp__pow2(k1))*xor_mlp__pow2(k - k1) - 1.0;
-    const xor_mlp_real t = xor_mlp__pow2(xor_mlp__pick(k > 56.0, 0.0, k));
-    return xor_mlp__pick(k > 56.0, big, xor_mlp__pick(x == 0.0, x, t*q + (t - 1.0)));
+    const xor_mlp_real t = xor_mlp__pow2(k);
+    return xor_mlp__pick(x == 0.0, x, t*q + (t - 1.0));
 }
 
 /* tanh(x) = -t/(t + 2), t = expm1(-2|x|) in [-1, 0], signed like x: one form for every x. */
 static inline xor_mlp_real xor_mlp__tanh(xor_mlp_real x)
 {
-    const xor_mlp_real t = xor_mlp__expm1(-2.0*fabs(x));
+    const xor_mlp_real t = xor_mlp__expm1_neg(-2.0*fabs(x));
     return copysign(-t/(t + 2.0), x);
 }
 
