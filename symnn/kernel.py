@@ -299,11 +299,21 @@ class Arguments:
     def _some_step_masked(self, x: np.ndarray) -> None:
         """A sequence output's loss over its masked steps is a mean over the masks' sum: 0/0
         where the batch's masks hold no step (DataError, before any work)."""
+        block = self._padding_only(x)
+        if block is not None:
+            lo, hi = block.columns(self.length(x))
+            raise PaddingOnlyError(f"X[{block.name!r}]: every step is padding (the masks sum to "
+                                   f"{float(x[:, lo:hi].sum()):.17g}): the mean loss over the masked steps is "
+                                   "undefined")
+
+    def _padding_only(self, x: np.ndarray):
+        """The first mask block of a sequence output's loss whose masks hold no step in ``x``
+        (sum to 0, or NaN), or None."""
         for block in self._mask_blocks:
             lo, hi = block.columns(self.length(x))
             if not x[:, lo:hi].sum() > 0:  # NaN fails too
-                raise PaddingOnlyError(f"X[{block.name!r}]: every step is padding (the masks sum to "
-                                f"{float(x[:, lo:hi].sum()):.17g}): the mean loss over the masked steps is undefined")
+                return block
+        return None
 
     def holds_a_step(self, x: np.ndarray, y: np.ndarray) -> bool:
         """Whether a checked batch (``x`` as :meth:`inputs` gives it, ``y`` as :meth:`targets` or
@@ -311,10 +321,8 @@ class Arguments:
         whose every step is padding (masks of 0, labels -100 or rows of zeros), whose mean loss
         is 0/0; always True for a network without padded steps. ``sn.train`` skips such a
         mini-batch (a check per batch, as the data was checked once before the epochs)."""
-        for block in self._mask_blocks:
-            lo, hi = block.columns(self.length(x))
-            if not x[:, lo:hi].sum() > 0:
-                return False
+        if self._padding_only(x) is not None:
+            return False
         net = self.network
         if not net.several_outputs and len(net.output_shapes[0]) == 2 and net.loss.takes_labels:
             return bool((y != IGNORE_LABEL).any() if y.dtype.kind == "i" else y.any())
@@ -433,7 +441,7 @@ def _some_step_labelled(rows: np.ndarray, what: str) -> None:
     mean over the labelled steps, undefined (0/0) for a batch of padding only."""
     if not rows.any():
         raise PaddingOnlyError(f"{what}: every step is padding (labels {IGNORE_LABEL}, or rows of zero targets): "
-                        "the mean loss over the labelled steps is undefined")
+                               "the mean loss over the labelled steps is undefined")
 
 
 def _same_length(blocks: list[np.ndarray], widths: Sequence[Any], names: Sequence[str]) -> None:
