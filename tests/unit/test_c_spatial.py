@@ -346,11 +346,11 @@ def test_the_sharp_cases_lower_to_every_spatial_kind() -> None:
         kinds = {ctx["kind"] for k in unit["kernels"] for ctx in k["stmts"]}
         kinds |= {h["ctx"]["kind"] for h in unit["shared"]}
         assert set(SPATIAL_PARTS) <= kinds, set(SPATIAL_PARTS) - kinds
-        # the weight's pullback both ways: as DW = G @ cols.T (9 taps, 32 output channels) and,
-        # with fewer output channels than taps, as its transpose (a scratch DW.T, last)
-        transposed = {ctx["scratch"][-1] != "NULL" for k in unit["kernels"] for ctx in k["stmts"]
-                      if ctx["kind"] is CKind.CONV_GRAD_WEIGHT}
-        assert transposed == {True, False}
+        # the weight's pullback three ways: as DW = G @ cols.T (9 taps, 32 output channels),
+        # with fewer output channels than taps as its transpose (a scratch DW.T, the fourth), and
+        # for a group of few weights summed directly (the partial sums, last)
+        grads = [ctx["scratch"] for k in unit["kernels"] for ctx in k["stmts"] if ctx["kind"] is CKind.CONV_GRAD_WEIGHT]
+        assert {(sc[3] != "NULL", sc[4] != "NULL") for sc in grads} == {(False, False), (True, False), (False, True)}
 
 
 def test_a_max_pool_whose_windows_tile_the_plane_takes_nan_and_ties_as_the_interpreter(
