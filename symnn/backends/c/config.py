@@ -1156,8 +1156,8 @@ def _pointwise(g: ir.ConvGeometry) -> bool:
 #: (``conv_grad_weight``'s ``parts``: eight partial sums each) instead of a product per sample
 #: through the gemm helper, whose packed panels and register tiles cost more than the arithmetic
 #: there: cnn-digits' first convolution (16 x 9 weights, 64 positions a sample, 64 samples)
-#: 84 -> 26 us float32, 57 -> 37 us float64 (Xeon family 6 model 167). Its 8 reals a weight are work space (16 KiB in
-#: float64 at this bound), and the partial sums stay in the L1 cache.
+#: 84 -> 26 us float32, 57 -> 37 us float64 (Xeon family 6 model 167). Its 8 reals a weight
+#: are work space (16 KiB in float64 at this bound), and the partial sums stay in the L1 cache.
 SMALL_WEIGHT_GRAD = 256
 
 
