@@ -1041,7 +1041,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
             const ptrdiff_t ps = 32;
             /* the panel: B's rows j0.. transposed */
             ptrdiff_t kb = k0;
-            #ifdef DIGITS_MLP__VEC
+#ifdef DIGITS_MLP__VEC
             if (jw == 32)  /* square blocks of vectors, transposed in registers */
                 for (; kb + 16 <= k1; kb += 16) {
                     { /* rows j0 + 0.. of B */
@@ -1209,7 +1209,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                         *(digits_mlp__vec *)&bp[(kb - k0 + 15)*32 + 16] = r15;
                     }
                 }
-            #endif
+#endif
             /* the rest 8 k at a time, so each read stays in a few lines of B and each write in
                a few rows of the panel */
             for (; kb < k1; kb += 8) {

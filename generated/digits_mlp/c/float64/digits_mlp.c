@@ -1041,7 +1041,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
             const ptrdiff_t ps = 16;
             /* the panel: B's rows j0.. transposed */
             ptrdiff_t kb = k0;
-            #ifdef DIGITS_MLP__VEC
+#ifdef DIGITS_MLP__VEC
             if (jw == 16)  /* square blocks of vectors, transposed in registers */
                 for (; kb + 8 <= k1; kb += 8) {
                     { /* rows j0 + 0.. of B */
@@ -1129,7 +1129,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                         *(digits_mlp__vec *)&bp[(kb - k0 + 7)*16 + 8] = r7;
                     }
                 }
-            #endif
+#endif
             /* the rest 8 k at a time, so each read stays in a few lines of B and each write in
                a few rows of the panel */
             for (; kb < k1; kb += 8) {
