@@ -391,19 +391,24 @@ class _BlockSteps:
 
     def epoch(self, epoch: int, theta: np.ndarray, state: np.ndarray, step: int) -> tuple[float, int]:
         schedule = self.schedule
-        total = 0.0
+        total, taken = 0.0, 0
         for s in range(schedule.steps_per_epoch):
             rows = sum(schedule.step_rows(epoch, s))
             if rows == 0:  # no part has a row left for this step (tiny parts, batch_size 1)
                 continue
+            vec = self.runner.step(schedule, theta, epoch, s, step + 1)
+            if vec is None:  # every block of the step is padding only: no step (as _OneBatchSteps)
+                continue
             step += 1
-            vec = self.runner.step(schedule, theta, epoch, s, step)
             loss = float(vec[-1])
             try:
                 self.kernel.module._apply_gradient(theta, state, vec[:-1], step, loss)
             except (FloatingPointError, NonFiniteError) as exc:
                 raise NonFiniteError(f"epoch {epoch}, step {step}: {exc}") from None
             total += loss * rows
+            taken += 1
+        if taken == 0:
+            raise PaddingOnlyError(f"epoch {epoch}: every block is padding only (no step the loss keeps)")
         return total / schedule.n_rows, step
 
     def rng_state(self) -> dict | None:

@@ -129,8 +129,10 @@ def block_seed(seed: int, j: int) -> int:
 def leaf(kernel, theta: np.ndarray, x: np.ndarray, y: np.ndarray, rows: np.ndarray, step: int,
          seed: int, j: int, weight: float, dropout: bool) -> np.ndarray | None:
     """Block (j, step)'s training gradient times its share of the step's rows, with the
-    weighted loss appended (one vector, so one tree sums both); None for an empty block."""
-    if rows.size == 0:
+    weighted loss appended (one vector, so one tree sums both); None for an empty block, and
+    for a block of padded sequences whose every step is padding (its mean loss is 0/0,
+    ``Kernel.holds_a_step``): its rows' share of the step's gradient is zero."""
+    if rows.size == 0 or not kernel.holds_a_step(x[rows], y[rows]):
         return None
     extra = (block_seed(seed, j),) if dropout else ()
     loss, grad = kernel.module._train_gradient(theta, x[rows], y[rows], step, *extra)

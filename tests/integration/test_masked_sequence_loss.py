@@ -229,3 +229,18 @@ def test_training_skips_a_batch_of_padded_labels_only() -> None:
     labels[[0, 5]] = -100
     res = sn.train(net, X, labels, batch_size=1, epochs=1, backend="c", seed=1)
     assert res.steps == N - 2 and np.isfinite(res.history.train_loss).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_data_parallel_training_leaves_out_blocks_of_padding_only(backend: str) -> None:
+    """Data-parallel steps (``parts=``): a part's block whose every step is padding adds
+    nothing to the step's gradient (its share is zero, not NaN); a step of such blocks only is
+    no step. Before, the run stopped with a NonFiniteError (0/0) at the first such block."""
+    net = _net("mse")
+    X, M, Y = _data()
+    M[[0, 1, 4]] = 0.0  # parts of 4 and 3 samples, one row of each a step: 4 steps an epoch
+    res = sn.train(net, {"x": X, "m": M}, Y, batch_size=2, epochs=3, parts=2, backend=backend, seed=1)
+    assert np.isfinite(res.history.train_loss).all() and 0 < res.steps < 3 * 4  # some steps had no step
+    assert all(np.isfinite(v).all() for v in res.params.values())
+    with pytest.raises(PaddingOnlyError, match="every block is padding only"):
+        sn.train(net, {"x": X, "m": np.zeros_like(M)}, Y, batch_size=2, epochs=1, parts=2, backend=backend)
