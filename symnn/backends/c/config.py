@@ -323,6 +323,7 @@ class _KernelLowering:
         self.alloc = Arena(3 if length else 2)
         self._held: list[int] = []  # scratch slots of the statement being lowered, not yet released
         self.stored: set[str] = set()  # softmax outputs that their row statistics filled with exp(z - max)
+        self._relu_masked: set[str] = set()  # max pool pullbacks that mask by their input's sign
         self.shared = shared
         self.nm = _Names(False)  # the names of the context being lowered
         self._views: list[dict] = []  # a reshape's pointer to what it views
@@ -432,6 +433,8 @@ class _KernelLowering:
         stats_last = {z: idx[-1] for z, idx in shared_stats.items()}
         sums = self._column_sums()  # map index -> (index of the sum it does, the output summed into)
         summed_away = {j for j, _ in sums.values()}
+        pool_masks = self._masked_pool_grads()
+        masked_away = set(pool_masks.values())
         ends = loop_ends(self.plan)
         for i, st in enumerate(self.plan.stmts):
             if st.kind is Loop.BEGIN:  # its products' invariant panels, packed before it opens
@@ -457,6 +460,9 @@ class _KernelLowering:
                 self._append({"kind": CKind.ROWSTATS, "z": nm.read(z), "m": nm.write(m), "s": nm.write(s),
                               "store": nm.write(store) if store is not None else None,
                               "rows": rows_code(zv), "cols": zv.cols}, self._origins(*shared_stats[z]))
+            if i in pool_masks:  # the masked pullback writes the map's result (the map goes)
+                st = Stmt(st.kind, self.plan.stmts[pool_masks[i]].target, st.operands, st.shape, st.payload)
+                self._relu_masked.add(st.target)
             target = self.vars[st.target]
             written = self.in_place.get(st.target)
             if written is not None and written.role is StepRole.PART:  # its map writes it there
@@ -470,6 +476,8 @@ class _KernelLowering:
             colsum_of = [sums[i][0]] if i in sums else []
             if i in summed_away:
                 pass  # summed in the loop that computed its operand
+            elif i in masked_away:
+                pass  # masked in the max pool's pullback before it
             elif i + 1 < len(self.plan.stmts) and self._fuses_bias(i + 1):
                 pass  # a bias add done in the loop of the map after it
             elif self._fuses_bias(i):
@@ -485,7 +493,8 @@ class _KernelLowering:
             else:
                 # a loop's bounds and a view are the kernel's own lines, never a shared helper
                 self._begin(scalar_target=target.ndim == 0 or st.kind in KERNEL_LINES or st.target in self.views)
-                self._append(self._stmt(st, stats_of.get(z) if z else None), self._origins(i))
+                fused = [pool_masks[i]] if i in pool_masks else []  # the masking map's equation too
+                self._append(self._stmt(st, stats_of.get(z) if z else None), self._origins(i, *fused))
                 if st.kind is Loop.BEGIN:  # the statements up to its END are inside the loop
                     self.depth += 1
                 elif st.kind is Loop.END:  # the step's output written: the loop closes
@@ -609,6 +618,29 @@ class _KernelLowering:
         z, t = self.vars[prev.target], self.vars[st.target]
         return (prev.target in st.operands and st.target != prev.target and self._grid_shaped(st.target)
                 and (z.rows, z.cols) == (t.rows, t.cols))
+
+    def _masked_pool_grads(self) -> dict[int, int]:
+        """MAX_POOL_GRAD index -> the index of the map right after it, ``t * Heaviside(x, 0)``
+        of its result t and its input x (a ReLU before the pool, back through it), t read by
+        nothing else: the pool's pullback adds a window's gradient only where the window's
+        maximum is positive, and the map's pass goes. The same values: t is 0 but at windows'
+        maxima, and at a maximum x > 0 is what the map tested (NaN and x <= 0 give 0 both ways)."""
+        reads: dict[str, int] = {}
+        for st in self.plan.stmts:
+            for o in st.operands:
+                reads[o] = reads.get(o, 0) + 1
+        out: dict[int, int] = {}
+        for i, (st, nxt) in enumerate(zip(self.plan.stmts, self.plan.stmts[1:])):
+            if st.kind is not ir.Op.MAX_POOL_GRAD or nxt.kind is not ir.Op.MAP:
+                continue
+            x, t = st.operands[0], st.target
+            if sorted(nxt.operands) != sorted((x, t)) or reads.get(t) != 1 or x == t \
+                    or self._is_output(self.vars[nxt.target]) or not isinstance(nxt.payload, sp.Expr):
+                continue
+            sym = {v.name: v for v in nxt.payload.free_symbols}
+            if set(sym) == {x, t} and nxt.payload == sym[t] * sp.Heaviside(sym[x], 0):
+                out[i] = i + 1
+        return out
 
     def _column_sums(self) -> dict[int, tuple[int, str]]:
         """map index -> (index of a later ``c = A.sum(axis=0)`` of its output, c): the bias
@@ -921,7 +953,9 @@ class _KernelLowering:
         return self._pool(st, CKind.MAX_POOL, ("x",))
 
     def _max_pool_grad(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
-        return self._pool(st, CKind.MAX_POOL_GRAD, ("x", "g"))
+        ctx = self._pool(st, CKind.MAX_POOL_GRAD, ("x", "g"))
+        ctx["relu"] = int(st.target in self._relu_masked)  # _masked_pool_grads
+        return ctx
 
     def _avg_pool(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         return self._pool(st, CKind.AVG_POOL, ("x",))
