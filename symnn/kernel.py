@@ -181,6 +181,11 @@ class Arguments:
         self._index_blocks = index_blocks(net)
         #: the mask inputs' columns of X that weigh a sequence output's loss (graph.step_masks)
         self._mask_blocks = loss_mask_blocks(net)
+        #: a sequence output's class labels whose padded steps (-100, rows of zeros) its loss leaves out
+        self._step_labels = (not net.several_outputs and len(net.output_shapes[0]) == 2
+                             and net.loss.takes_labels)
+        #: whether a batch can hold no step its loss keeps (:meth:`holds_a_step`)
+        self.padded_steps = bool(self._mask_blocks) or self._step_labels
         #: the layout of the flat parameter buffers whose views need no check of their shapes (a
         #: kernel's; none for the derivation's checks, which check every parameter)
         self.flat_layout: object = None
@@ -321,10 +326,11 @@ class Arguments:
         whose every step is padding (masks of 0, labels -100 or rows of zeros), whose mean loss
         is 0/0; always True for a network without padded steps. ``sn.train`` skips such a
         mini-batch (a check per batch, as the data was checked once before the epochs)."""
+        if not self.padded_steps:
+            return True
         if self._padding_only(x) is not None:
             return False
-        net = self.network
-        if not net.several_outputs and len(net.output_shapes[0]) == 2 and net.loss.takes_labels:
+        if self._step_labels:
             return bool((y != IGNORE_LABEL).any() if y.dtype.kind == "i" else y.any())
         return True
 

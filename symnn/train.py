@@ -333,8 +333,6 @@ class _OneBatchSteps:
         self.bounds = _batch_bounds(kernel.network, self.n, batch_size)
         self.dropout_seed = (seed % 2**64,) if kernel.network.has_dropout else ()  # masks keyed by (seed, step)
         self.settings = {"rows": self.n, "batch_size": batch_size, "seed": seed}
-        # a batch of padded steps only can be drawn: each batch is looked at (Kernel.holds_a_step)
-        self.padded = not kernel.holds_a_step(x[:0], y[:0])
 
     def epoch(self, epoch: int, theta: np.ndarray, state: np.ndarray, step: int) -> tuple[float, int]:
         """One pass: each batch one step, but a batch of padded sequences that holds no step
@@ -348,7 +346,7 @@ class _OneBatchSteps:
         for start, stop in self.bounds:
             idx = order[start:stop]
             x, y = self.x[idx], self.y[idx]
-            if self.padded and not kernel.holds_a_step(x, y):
+            if kernel.padded_steps and not kernel.holds_a_step(x, y):
                 continue
             step += 1
             try:

@@ -132,10 +132,13 @@ def leaf(kernel, theta: np.ndarray, x: np.ndarray, y: np.ndarray, rows: np.ndarr
     weighted loss appended (one vector, so one tree sums both); None for an empty block, and
     for a block of padded sequences whose every step is padding (its mean loss is 0/0,
     ``Kernel.holds_a_step``): its rows' share of the step's gradient is zero."""
-    if rows.size == 0 or not kernel.holds_a_step(x[rows], y[rows]):
+    if rows.size == 0:
+        return None
+    xb, yb = x[rows], y[rows]
+    if kernel.padded_steps and not kernel.holds_a_step(xb, yb):
         return None
     extra = (block_seed(seed, j),) if dropout else ()
-    loss, grad = kernel.module._train_gradient(theta, x[rows], y[rows], step, *extra)
+    loss, grad = kernel.module._train_gradient(theta, xb, yb, step, *extra)
     out = np.empty(grad.size + 1, dtype=grad.dtype)
     out[:-1] = grad
     out[-1] = loss
