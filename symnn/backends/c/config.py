@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import sympy as sp
 
@@ -299,13 +299,34 @@ class KernelLayout:
         return set().union(*(u.names for u in self.uses))
 
 
+def _biases_first(plan: KernelPlan, given: set[str]) -> KernelPlan:
+    """The plan with each map of the kernel's parameters and inputs alone that lies between a
+    product and the bias add of that product which reads it (a recurrent layer's
+    ``b_ih + b_hh``, made after its input projection) moved to just before the product: then
+    the add follows the product, and the product's gemm adds the bias as it stores
+    (:meth:`_KernelLowering._added_products`). What the map reads no statement writes, and
+    nothing before it read its new value: every value is unchanged."""
+    stmts = list(plan.stmts)
+    moved = False
+    for j, st in enumerate(stmts):
+        if st.kind is not ir.Op.ADD_BIAS or j < 2:
+            continue
+        k, i = j - 1, j - 2
+        bias, between, prod = st.operands[1], stmts[k], stmts[i]
+        if (prod.kind is ir.Op.MATMUL and prod.target == st.operands[0] and between.kind is ir.Op.MAP
+                and between.target == bias and set(between.operands) <= given):
+            stmts[i], stmts[k] = between, prod
+            moved = True
+    return replace(plan, stmts=stmts) if moved else plan
+
+
 class _KernelLowering:
     """Lowers one plan; ``outputs`` maps output names to the C buffers that receive them."""
 
     def __init__(self, plan: KernelPlan, printer: SymnnCPrinter, param_shapes: dict,
                  input_shapes: dict, outputs: dict[str, str], shared: bool, keep_outputs: bool = False,
                  length: bool = False) -> None:
-        self.plan = plan
+        self.plan = _biases_first(plan, set(param_shapes) | set(input_shapes))
         #: the kernel takes the sequences' length at each call (``steps``): sizes a*n*steps + b*n + c
         self.length = length
         #: the array outputs (a train step's gradients) kept in work to the kernel's end, each
@@ -337,6 +358,9 @@ class _KernelLowering:
         #: their slots
         self._packed: dict[str, str] = {}
         self._packed_slots: dict[int, list[int]] = {}
+        #: a product's target -> (D, D's leading dimension) where its gemm stores C = D + op(A) @ op(B)
+        #: (:meth:`_added_products`)
+        self._plus: dict[str, tuple[str, object]] = {}
 
     def _begin(self, scalar_target: bool = False) -> _Names:
         """A fresh record for the next context: its names as helper parameters in a long kernel,
@@ -435,6 +459,8 @@ class _KernelLowering:
         summed_away = {j for j, _ in sums.values()}
         pool_masks = self._masked_pool_grads()
         masked_away = set(pool_masks.values())
+        added = self._added_products(sums, pool_masks)
+        added_away = set(added.values())
         ends = loop_ends(self.plan)
         for i, st in enumerate(self.plan.stmts):
             if st.kind is Loop.BEGIN:  # its products' invariant panels, packed before it opens
@@ -463,6 +489,13 @@ class _KernelLowering:
             if i in pool_masks:  # the masked pullback writes the map's result (the map goes)
                 st = Stmt(st.kind, self.plan.stmts[pool_masks[i]].target, st.operands, st.shape, st.payload)
                 self._relu_masked.add(st.target)
+            if i in added:  # the product's gemm writes the sum's result (the add goes)
+                total = self.plan.stmts[added[i]]
+                d = next(o for o in total.operands if o != st.target)
+                if st.target in self._packed:
+                    self._packed[total.target] = self._packed[st.target]
+                self._plus[total.target] = (d, 0 if total.kind is ir.Op.ADD_BIAS else self.vars[d].stride)
+                st = Stmt(st.kind, total.target, st.operands, st.shape, st.payload)
             target = self.vars[st.target]
             written = self.in_place.get(st.target)
             if written is not None and written.role is StepRole.PART:  # its map writes it there
@@ -478,6 +511,8 @@ class _KernelLowering:
                 pass  # summed in the loop that computed its operand
             elif i in masked_away:
                 pass  # masked in the max pool's pullback before it
+            elif i in added_away:
+                pass  # added by the gemm of the product before it
             elif i + 1 < len(self.plan.stmts) and self._fuses_bias(i + 1):
                 pass  # a bias add done in the loop of the map after it
             elif self._fuses_bias(i):
@@ -493,7 +528,8 @@ class _KernelLowering:
             else:
                 # a loop's bounds and a view are the kernel's own lines, never a shared helper
                 self._begin(scalar_target=target.ndim == 0 or st.kind in KERNEL_LINES or st.target in self.views)
-                fused = [pool_masks[i]] if i in pool_masks else []  # the masking map's equation too
+                # the masking map's equation too, or the sum's
+                fused = [pool_masks[i]] if i in pool_masks else [added[i]] if i in added else []
                 self._append(self._stmt(st, stats_of.get(z) if z else None), self._origins(i, *fused))
                 if st.kind is Loop.BEGIN:  # the statements up to its END are inside the loop
                     self.depth += 1
@@ -611,7 +647,7 @@ class _KernelLowering:
     def _fuses_bias(self, i: int) -> bool:
         """Statement ``i`` is an element-wise map right after ``z = A + b`` (or ``z += b``), reading
         z, with z's shape: one loop adds the bias and evaluates the map."""
-        if i == 0 or self.plan.stmts[i].kind is not ir.Op.MAP \
+        if not 0 < i < len(self.plan.stmts) or self.plan.stmts[i].kind is not ir.Op.MAP \
                 or self.plan.stmts[i - 1].kind is not ir.Op.ADD_BIAS:
             return False
         st, prev = self.plan.stmts[i], self.plan.stmts[i - 1]
@@ -641,6 +677,53 @@ class _KernelLowering:
             if set(sym) == {x, t} and nxt.payload == sym[t] * sp.Heaviside(sym[x], 0):
                 out[i] = i + 1
         return out
+
+    def _added_products(self, sums: dict[int, tuple[int, str]], pool_masks: dict[int, int]) -> dict[int, int]:
+        """MATMUL index -> the index of the statement right after it that adds something to its
+        result P and is P's only reader: ``P += b`` (a bias row: the input projection of a
+        recurrent layer, whose add no activation follows), or a map ``D + P`` of D and P of one
+        shape (a recurrent step's gates: the input's projection plus h @ W_hh.T). The gemm
+        stores C = D + P in the sum's target and the add's pass goes: each entry is D's plus the
+        product's whole sum, the same bits as the pass computed. Not where an activation's loop
+        already adds the bias (``_fuses_bias``), for a product of a tiny fixed part (in place,
+        no gemm), nor where the sum is written in place in a loop's step or read as a view."""
+        reads: dict[str, int] = {}
+        for st in self.plan.stmts:
+            for o in st.operands:
+                reads[o] = reads.get(o, 0) + 1
+        taken = set(sums) | {j for j, _ in sums.values()} | set(pool_masks) | set(pool_masks.values())
+        out: dict[int, int] = {}
+        for i, (st, nxt) in enumerate(zip(self.plan.stmts, self.plan.stmts[1:])):
+            # P read by the add alone (an add in place, z += b, gives later readers the sum)
+            alone = reads.get(st.target) == 1 or (nxt.target == st.target and st.target in nxt.operands)
+            if st.kind is not ir.Op.MATMUL or self._small_product(st) or i + 1 in taken \
+                    or all(st.payload) or not alone:
+                continue
+            p, t = self.vars[st.target], self.vars[nxt.target]
+            if st.target in self.views or st.target in self.in_place or (self._is_output(p) and p is not t) \
+                    or nxt.target in self.views or nxt.target in self.in_place or t.storage != p.storage \
+                    or (t.rows, t.cols) != (p.rows, p.cols):
+                continue
+            if nxt.kind is ir.Op.ADD_BIAS:
+                if nxt.operands[0] == st.target and not self._fuses_bias(i + 2):
+                    out[i] = i + 1
+            elif nxt.kind is ir.Op.MAP and isinstance(nxt.payload, sp.Expr) and len(nxt.operands) == 2 \
+                    and st.target in nxt.operands and len(set(nxt.operands)) == 2:
+                d = self.vars.get(next(o for o in nxt.operands if o != st.target))
+                sym = {v.name: v for v in nxt.payload.free_symbols}
+                if d is not None and d.ndim == 2 and (d.rows, d.cols) == (p.rows, p.cols) \
+                        and set(sym) == set(nxt.operands) and nxt.payload == sym[d.name] + sym[st.target]:
+                    out[i] = i + 1
+        return out
+
+    def _small_product(self, st: Stmt) -> bool:
+        """A product with a tiny fixed part (xor's 2x4 weights), laid out in place: constant-size
+        loops, which the compiler unrolls; a gemm call costs more than the arithmetic."""
+        t, a = self.vars[st.target], self.vars[st.operands[0]]
+        ta = st.payload[0]
+        sizes = [fixed(d) for d in (rows_code(t), rows_code(a) if ta else dim_code(a.cols)) if fixed(d) is not None]
+        sizes.append(int(t.cols))
+        return len(sizes) == 2 and sizes[0] * sizes[1] <= SMALL_PRODUCT
 
     def _column_sums(self) -> dict[int, tuple[int, str]]:
         """map index -> (index of a later ``c = A.sum(axis=0)`` of its output, c): the bias
@@ -713,15 +796,15 @@ class _KernelLowering:
         kind = MATMUL_KINDS[ta, tb]
         ctx = {"kind": kind, "c": nm.write(t.name), "a": nm.read(a.name), "b": nm.read(b.name),
                "M": m, "K": k, "Nc": nc, "lda": a.stride, "ldb": b.stride, "ct": None, "ta": ta, "tb": tb,
-               "packed": None}
-        sizes = [fixed(d) for d in (m, k) if fixed(d) is not None] + [int(nc)]
-        if len(sizes) == 2 and sizes[0] * sizes[1] <= SMALL_PRODUCT:
-            # a product with a tiny fixed part (xor's 2x4 weights): constant-size loops in
-            # place, which the compiler unrolls; a gemm call costs more than the arithmetic
+               "packed": None, "d": None, "ldd": 0}
+        if self._small_product(st):
             sa, sb = dim_code(a.stride), dim_code(b.stride)
             ctx.update(kind=CKind.MATMUL_SMALL, a_at=f"k*{sa} + i" if ta else f"i*{sa} + k",
                        b_at=f"j*{sb} + k" if tb else f"k*{sb} + j")
             return ctx
+        plus = self._plus.get(st.target)
+        if plus is not None:  # C = D + the product (_added_products)
+            ctx.update(d=nm.read(plus[0]), ldd=plus[1])
         packed = self._packed.get(st.target)
         if packed is not None:  # B's panels packed before the loop (_pack_invariants)
             ctx["packed"] = nm.read(packed)

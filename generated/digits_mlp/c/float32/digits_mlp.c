@@ -198,9 +198,28 @@ static digits_mlp_real *digits_mlp__align64(digits_mlp_real *p)
  * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile8n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load,
+    const digits_mlp_real *SYMNN_RESTRICT d, ptrdiff_t ldd)
 {
     digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b, c6a, c6b, c7a, c7b;
+    if (d != NULL) {  /* D's rows fetched while the tile sums (they may lie far apart) */
+        __builtin_prefetch(&d[0*ldd]);
+        __builtin_prefetch(&d[0*ldd + 16]);
+        __builtin_prefetch(&d[1*ldd]);
+        __builtin_prefetch(&d[1*ldd + 16]);
+        __builtin_prefetch(&d[2*ldd]);
+        __builtin_prefetch(&d[2*ldd + 16]);
+        __builtin_prefetch(&d[3*ldd]);
+        __builtin_prefetch(&d[3*ldd + 16]);
+        __builtin_prefetch(&d[4*ldd]);
+        __builtin_prefetch(&d[4*ldd + 16]);
+        __builtin_prefetch(&d[5*ldd]);
+        __builtin_prefetch(&d[5*ldd + 16]);
+        __builtin_prefetch(&d[6*ldd]);
+        __builtin_prefetch(&d[6*ldd + 16]);
+        __builtin_prefetch(&d[7*ldd]);
+        __builtin_prefetch(&d[7*ldd + 16]);
+    }
     if (!load) {
         c0a = c0b = DIGITS_MLP__VZERO;
         c1a = c1b = DIGITS_MLP__VZERO;
@@ -255,6 +274,24 @@ __attribute__((noinline)) static void digits_mlp__tile8n(const digits_mlp_real *
         c7a += u7*ba;
         c7b += u7*bb;
     }
+    if (d != NULL) {  /* C = D + the product, rows of D ldd apart (0: one row for all) */
+        c0a += *(const digits_mlp__vec *)&d[0*ldd];
+        c0b += *(const digits_mlp__vec *)&d[0*ldd + 16];
+        c1a += *(const digits_mlp__vec *)&d[1*ldd];
+        c1b += *(const digits_mlp__vec *)&d[1*ldd + 16];
+        c2a += *(const digits_mlp__vec *)&d[2*ldd];
+        c2b += *(const digits_mlp__vec *)&d[2*ldd + 16];
+        c3a += *(const digits_mlp__vec *)&d[3*ldd];
+        c3b += *(const digits_mlp__vec *)&d[3*ldd + 16];
+        c4a += *(const digits_mlp__vec *)&d[4*ldd];
+        c4b += *(const digits_mlp__vec *)&d[4*ldd + 16];
+        c5a += *(const digits_mlp__vec *)&d[5*ldd];
+        c5b += *(const digits_mlp__vec *)&d[5*ldd + 16];
+        c6a += *(const digits_mlp__vec *)&d[6*ldd];
+        c6b += *(const digits_mlp__vec *)&d[6*ldd + 16];
+        c7a += *(const digits_mlp__vec *)&d[7*ldd];
+        c7b += *(const digits_mlp__vec *)&d[7*ldd + 16];
+    }
     *(digits_mlp__vec *)&c[0*ldc] = c0a;
     *(digits_mlp__vec *)&c[0*ldc + 16] = c0b;
     *(digits_mlp__vec *)&c[1*ldc] = c1a;
@@ -284,9 +321,24 @@ __attribute__((noinline)) static void digits_mlp__tile8n(const digits_mlp_real *
  * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile6n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load,
+    const digits_mlp_real *SYMNN_RESTRICT d, ptrdiff_t ldd)
 {
     digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b;
+    if (d != NULL) {  /* D's rows fetched while the tile sums (they may lie far apart) */
+        __builtin_prefetch(&d[0*ldd]);
+        __builtin_prefetch(&d[0*ldd + 16]);
+        __builtin_prefetch(&d[1*ldd]);
+        __builtin_prefetch(&d[1*ldd + 16]);
+        __builtin_prefetch(&d[2*ldd]);
+        __builtin_prefetch(&d[2*ldd + 16]);
+        __builtin_prefetch(&d[3*ldd]);
+        __builtin_prefetch(&d[3*ldd + 16]);
+        __builtin_prefetch(&d[4*ldd]);
+        __builtin_prefetch(&d[4*ldd + 16]);
+        __builtin_prefetch(&d[5*ldd]);
+        __builtin_prefetch(&d[5*ldd + 16]);
+    }
     if (!load) {
         c0a = c0b = DIGITS_MLP__VZERO;
         c1a = c1b = DIGITS_MLP__VZERO;
@@ -329,6 +381,20 @@ __attribute__((noinline)) static void digits_mlp__tile6n(const digits_mlp_real *
         c5a += u5*ba;
         c5b += u5*bb;
     }
+    if (d != NULL) {  /* C = D + the product, rows of D ldd apart (0: one row for all) */
+        c0a += *(const digits_mlp__vec *)&d[0*ldd];
+        c0b += *(const digits_mlp__vec *)&d[0*ldd + 16];
+        c1a += *(const digits_mlp__vec *)&d[1*ldd];
+        c1b += *(const digits_mlp__vec *)&d[1*ldd + 16];
+        c2a += *(const digits_mlp__vec *)&d[2*ldd];
+        c2b += *(const digits_mlp__vec *)&d[2*ldd + 16];
+        c3a += *(const digits_mlp__vec *)&d[3*ldd];
+        c3b += *(const digits_mlp__vec *)&d[3*ldd + 16];
+        c4a += *(const digits_mlp__vec *)&d[4*ldd];
+        c4b += *(const digits_mlp__vec *)&d[4*ldd + 16];
+        c5a += *(const digits_mlp__vec *)&d[5*ldd];
+        c5b += *(const digits_mlp__vec *)&d[5*ldd + 16];
+    }
     *(digits_mlp__vec *)&c[0*ldc] = c0a;
     *(digits_mlp__vec *)&c[0*ldc + 16] = c0b;
     *(digits_mlp__vec *)&c[1*ldc] = c1a;
@@ -354,9 +420,20 @@ __attribute__((noinline)) static void digits_mlp__tile6n(const digits_mlp_real *
  * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile4n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load,
+    const digits_mlp_real *SYMNN_RESTRICT d, ptrdiff_t ldd)
 {
     digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b;
+    if (d != NULL) {  /* D's rows fetched while the tile sums (they may lie far apart) */
+        __builtin_prefetch(&d[0*ldd]);
+        __builtin_prefetch(&d[0*ldd + 16]);
+        __builtin_prefetch(&d[1*ldd]);
+        __builtin_prefetch(&d[1*ldd + 16]);
+        __builtin_prefetch(&d[2*ldd]);
+        __builtin_prefetch(&d[2*ldd + 16]);
+        __builtin_prefetch(&d[3*ldd]);
+        __builtin_prefetch(&d[3*ldd + 16]);
+    }
     if (!load) {
         c0a = c0b = DIGITS_MLP__VZERO;
         c1a = c1b = DIGITS_MLP__VZERO;
@@ -387,6 +464,16 @@ __attribute__((noinline)) static void digits_mlp__tile4n(const digits_mlp_real *
         c3a += u3*ba;
         c3b += u3*bb;
     }
+    if (d != NULL) {  /* C = D + the product, rows of D ldd apart (0: one row for all) */
+        c0a += *(const digits_mlp__vec *)&d[0*ldd];
+        c0b += *(const digits_mlp__vec *)&d[0*ldd + 16];
+        c1a += *(const digits_mlp__vec *)&d[1*ldd];
+        c1b += *(const digits_mlp__vec *)&d[1*ldd + 16];
+        c2a += *(const digits_mlp__vec *)&d[2*ldd];
+        c2b += *(const digits_mlp__vec *)&d[2*ldd + 16];
+        c3a += *(const digits_mlp__vec *)&d[3*ldd];
+        c3b += *(const digits_mlp__vec *)&d[3*ldd + 16];
+    }
     *(digits_mlp__vec *)&c[0*ldc] = c0a;
     *(digits_mlp__vec *)&c[0*ldc + 16] = c0b;
     *(digits_mlp__vec *)&c[1*ldc] = c1a;
@@ -407,10 +494,15 @@ __attribute__((noinline)) static void digits_mlp__tile4n(const digits_mlp_real *
  * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile1n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load,
+    const digits_mlp_real *SYMNN_RESTRICT d, ptrdiff_t ldd)
 {
     (void)lda;  /* one row of A: its k lie next to each other */
     digits_mlp__vec c0a, c0b;
+    if (d != NULL) {  /* D's rows fetched while the tile sums (they may lie far apart) */
+        __builtin_prefetch(&d[0*ldd]);
+        __builtin_prefetch(&d[0*ldd + 16]);
+    }
     if (!load) {
         c0a = c0b = DIGITS_MLP__VZERO;
     } else {
@@ -422,6 +514,10 @@ __attribute__((noinline)) static void digits_mlp__tile1n(const digits_mlp_real *
         const digits_mlp_real u0 = a[k];
         c0a += u0*ba;
         c0b += u0*bb;
+    }
+    if (d != NULL) {  /* C = D + the product, rows of D ldd apart (0: one row for all) */
+        c0a += *(const digits_mlp__vec *)&d[0*ldd];
+        c0b += *(const digits_mlp__vec *)&d[0*ldd + 16];
     }
     *(digits_mlp__vec *)&c[0*ldc] = c0a;
     *(digits_mlp__vec *)&c[0*ldc + 16] = c0b;
@@ -437,9 +533,28 @@ __attribute__((noinline)) static void digits_mlp__tile1n(const digits_mlp_real *
  * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile8t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load,
+    const digits_mlp_real *SYMNN_RESTRICT d, ptrdiff_t ldd)
 {
     digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b, c6a, c6b, c7a, c7b;
+    if (d != NULL) {  /* D's rows fetched while the tile sums (they may lie far apart) */
+        __builtin_prefetch(&d[0*ldd]);
+        __builtin_prefetch(&d[0*ldd + 16]);
+        __builtin_prefetch(&d[1*ldd]);
+        __builtin_prefetch(&d[1*ldd + 16]);
+        __builtin_prefetch(&d[2*ldd]);
+        __builtin_prefetch(&d[2*ldd + 16]);
+        __builtin_prefetch(&d[3*ldd]);
+        __builtin_prefetch(&d[3*ldd + 16]);
+        __builtin_prefetch(&d[4*ldd]);
+        __builtin_prefetch(&d[4*ldd + 16]);
+        __builtin_prefetch(&d[5*ldd]);
+        __builtin_prefetch(&d[5*ldd + 16]);
+        __builtin_prefetch(&d[6*ldd]);
+        __builtin_prefetch(&d[6*ldd + 16]);
+        __builtin_prefetch(&d[7*ldd]);
+        __builtin_prefetch(&d[7*ldd + 16]);
+    }
     if (!load) {
         c0a = c0b = DIGITS_MLP__VZERO;
         c1a = c1b = DIGITS_MLP__VZERO;
@@ -495,6 +610,24 @@ __attribute__((noinline)) static void digits_mlp__tile8t(const digits_mlp_real *
         c7a += u7*ba;
         c7b += u7*bb;
     }
+    if (d != NULL) {  /* C = D + the product, rows of D ldd apart (0: one row for all) */
+        c0a += *(const digits_mlp__vec *)&d[0*ldd];
+        c0b += *(const digits_mlp__vec *)&d[0*ldd + 16];
+        c1a += *(const digits_mlp__vec *)&d[1*ldd];
+        c1b += *(const digits_mlp__vec *)&d[1*ldd + 16];
+        c2a += *(const digits_mlp__vec *)&d[2*ldd];
+        c2b += *(const digits_mlp__vec *)&d[2*ldd + 16];
+        c3a += *(const digits_mlp__vec *)&d[3*ldd];
+        c3b += *(const digits_mlp__vec *)&d[3*ldd + 16];
+        c4a += *(const digits_mlp__vec *)&d[4*ldd];
+        c4b += *(const digits_mlp__vec *)&d[4*ldd + 16];
+        c5a += *(const digits_mlp__vec *)&d[5*ldd];
+        c5b += *(const digits_mlp__vec *)&d[5*ldd + 16];
+        c6a += *(const digits_mlp__vec *)&d[6*ldd];
+        c6b += *(const digits_mlp__vec *)&d[6*ldd + 16];
+        c7a += *(const digits_mlp__vec *)&d[7*ldd];
+        c7b += *(const digits_mlp__vec *)&d[7*ldd + 16];
+    }
     *(digits_mlp__vec *)&c[0*ldc] = c0a;
     *(digits_mlp__vec *)&c[0*ldc + 16] = c0b;
     *(digits_mlp__vec *)&c[1*ldc] = c1a;
@@ -524,9 +657,24 @@ __attribute__((noinline)) static void digits_mlp__tile8t(const digits_mlp_real *
  * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile6t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load,
+    const digits_mlp_real *SYMNN_RESTRICT d, ptrdiff_t ldd)
 {
     digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b;
+    if (d != NULL) {  /* D's rows fetched while the tile sums (they may lie far apart) */
+        __builtin_prefetch(&d[0*ldd]);
+        __builtin_prefetch(&d[0*ldd + 16]);
+        __builtin_prefetch(&d[1*ldd]);
+        __builtin_prefetch(&d[1*ldd + 16]);
+        __builtin_prefetch(&d[2*ldd]);
+        __builtin_prefetch(&d[2*ldd + 16]);
+        __builtin_prefetch(&d[3*ldd]);
+        __builtin_prefetch(&d[3*ldd + 16]);
+        __builtin_prefetch(&d[4*ldd]);
+        __builtin_prefetch(&d[4*ldd + 16]);
+        __builtin_prefetch(&d[5*ldd]);
+        __builtin_prefetch(&d[5*ldd + 16]);
+    }
     if (!load) {
         c0a = c0b = DIGITS_MLP__VZERO;
         c1a = c1b = DIGITS_MLP__VZERO;
@@ -570,6 +718,20 @@ __attribute__((noinline)) static void digits_mlp__tile6t(const digits_mlp_real *
         c5a += u5*ba;
         c5b += u5*bb;
     }
+    if (d != NULL) {  /* C = D + the product, rows of D ldd apart (0: one row for all) */
+        c0a += *(const digits_mlp__vec *)&d[0*ldd];
+        c0b += *(const digits_mlp__vec *)&d[0*ldd + 16];
+        c1a += *(const digits_mlp__vec *)&d[1*ldd];
+        c1b += *(const digits_mlp__vec *)&d[1*ldd + 16];
+        c2a += *(const digits_mlp__vec *)&d[2*ldd];
+        c2b += *(const digits_mlp__vec *)&d[2*ldd + 16];
+        c3a += *(const digits_mlp__vec *)&d[3*ldd];
+        c3b += *(const digits_mlp__vec *)&d[3*ldd + 16];
+        c4a += *(const digits_mlp__vec *)&d[4*ldd];
+        c4b += *(const digits_mlp__vec *)&d[4*ldd + 16];
+        c5a += *(const digits_mlp__vec *)&d[5*ldd];
+        c5b += *(const digits_mlp__vec *)&d[5*ldd + 16];
+    }
     *(digits_mlp__vec *)&c[0*ldc] = c0a;
     *(digits_mlp__vec *)&c[0*ldc + 16] = c0b;
     *(digits_mlp__vec *)&c[1*ldc] = c1a;
@@ -595,9 +757,20 @@ __attribute__((noinline)) static void digits_mlp__tile6t(const digits_mlp_real *
  * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile4t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load,
+    const digits_mlp_real *SYMNN_RESTRICT d, ptrdiff_t ldd)
 {
     digits_mlp__vec c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b;
+    if (d != NULL) {  /* D's rows fetched while the tile sums (they may lie far apart) */
+        __builtin_prefetch(&d[0*ldd]);
+        __builtin_prefetch(&d[0*ldd + 16]);
+        __builtin_prefetch(&d[1*ldd]);
+        __builtin_prefetch(&d[1*ldd + 16]);
+        __builtin_prefetch(&d[2*ldd]);
+        __builtin_prefetch(&d[2*ldd + 16]);
+        __builtin_prefetch(&d[3*ldd]);
+        __builtin_prefetch(&d[3*ldd + 16]);
+    }
     if (!load) {
         c0a = c0b = DIGITS_MLP__VZERO;
         c1a = c1b = DIGITS_MLP__VZERO;
@@ -629,6 +802,16 @@ __attribute__((noinline)) static void digits_mlp__tile4t(const digits_mlp_real *
         c3a += u3*ba;
         c3b += u3*bb;
     }
+    if (d != NULL) {  /* C = D + the product, rows of D ldd apart (0: one row for all) */
+        c0a += *(const digits_mlp__vec *)&d[0*ldd];
+        c0b += *(const digits_mlp__vec *)&d[0*ldd + 16];
+        c1a += *(const digits_mlp__vec *)&d[1*ldd];
+        c1b += *(const digits_mlp__vec *)&d[1*ldd + 16];
+        c2a += *(const digits_mlp__vec *)&d[2*ldd];
+        c2b += *(const digits_mlp__vec *)&d[2*ldd + 16];
+        c3a += *(const digits_mlp__vec *)&d[3*ldd];
+        c3b += *(const digits_mlp__vec *)&d[3*ldd + 16];
+    }
     *(digits_mlp__vec *)&c[0*ldc] = c0a;
     *(digits_mlp__vec *)&c[0*ldc + 16] = c0b;
     *(digits_mlp__vec *)&c[1*ldc] = c1a;
@@ -649,9 +832,14 @@ __attribute__((noinline)) static void digits_mlp__tile4t(const digits_mlp_real *
  * sums, multiplying and adding apart
  * where the tiles fuse the two (FMA), so a row's last bits depended on its batch. */
 __attribute__((noinline)) static void digits_mlp__tile1t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load,
+    const digits_mlp_real *SYMNN_RESTRICT d, ptrdiff_t ldd)
 {
     digits_mlp__vec c0a, c0b;
+    if (d != NULL) {  /* D's rows fetched while the tile sums (they may lie far apart) */
+        __builtin_prefetch(&d[0*ldd]);
+        __builtin_prefetch(&d[0*ldd + 16]);
+    }
     if (!load) {
         c0a = c0b = DIGITS_MLP__VZERO;
     } else {
@@ -665,6 +853,10 @@ __attribute__((noinline)) static void digits_mlp__tile1t(const digits_mlp_real *
         c0a += u0*ba;
         c0b += u0*bb;
     }
+    if (d != NULL) {  /* C = D + the product, rows of D ldd apart (0: one row for all) */
+        c0a += *(const digits_mlp__vec *)&d[0*ldd];
+        c0b += *(const digits_mlp__vec *)&d[0*ldd + 16];
+    }
     *(digits_mlp__vec *)&c[0*ldc] = c0a;
     *(digits_mlp__vec *)&c[0*ldc + 16] = c0b;
 }
@@ -675,9 +867,16 @@ __attribute__((noinline)) static void digits_mlp__tile1t(const digits_mlp_real *
  * full width, in 32-byte vectors (__TILE32); a: op(A)'s first value, k next to each other and the tile's rows lda apart.
  * load: add to what C holds (a chunk of k after the first). */
 __attribute__((noinline)) static void digits_mlp__tile2n(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load,
+    const digits_mlp_real *SYMNN_RESTRICT d, ptrdiff_t ldd)
 {
     digits_mlp__vec32 c0_0, c0_1, c0_2, c0_3, c1_0, c1_1, c1_2, c1_3;
+    if (d != NULL) {  /* D's rows fetched while the tile sums (they may lie far apart) */
+        __builtin_prefetch(&d[0*ldd]);
+        __builtin_prefetch(&d[0*ldd + 16]);
+        __builtin_prefetch(&d[1*ldd]);
+        __builtin_prefetch(&d[1*ldd + 16]);
+    }
     if (!load) {
         c0_0 = c0_1 = c0_2 = c0_3 = DIGITS_MLP__VZERO32;
         c1_0 = c1_1 = c1_2 = c1_3 = DIGITS_MLP__VZERO32;
@@ -707,6 +906,16 @@ __attribute__((noinline)) static void digits_mlp__tile2n(const digits_mlp_real *
         c1_2 += u1*b2;
         c1_3 += u1*b3;
     }
+    if (d != NULL) {  /* C = D + the product, rows of D ldd apart (0: one row for all) */
+        c0_0 += *(const digits_mlp__vec32 *)&d[0*ldd];
+        c0_1 += *(const digits_mlp__vec32 *)&d[0*ldd + 8];
+        c0_2 += *(const digits_mlp__vec32 *)&d[0*ldd + 16];
+        c0_3 += *(const digits_mlp__vec32 *)&d[0*ldd + 24];
+        c1_0 += *(const digits_mlp__vec32 *)&d[1*ldd];
+        c1_1 += *(const digits_mlp__vec32 *)&d[1*ldd + 8];
+        c1_2 += *(const digits_mlp__vec32 *)&d[1*ldd + 16];
+        c1_3 += *(const digits_mlp__vec32 *)&d[1*ldd + 24];
+    }
     *(digits_mlp__vec32 *)&c[0*ldc] = c0_0;
     *(digits_mlp__vec32 *)&c[0*ldc + 8] = c0_1;
     *(digits_mlp__vec32 *)&c[0*ldc + 16] = c0_2;
@@ -721,9 +930,16 @@ __attribute__((noinline)) static void digits_mlp__tile2n(const digits_mlp_real *
  * full width, in 32-byte vectors (__TILE32); a: op(A)'s first value, the tile's rows next to each other and k lda apart.
  * load: add to what C holds (a chunk of k after the first). */
 __attribute__((noinline)) static void digits_mlp__tile2t(const digits_mlp_real *SYMNN_RESTRICT a, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load)
+    const digits_mlp_real *SYMNN_RESTRICT pb, ptrdiff_t ps, ptrdiff_t nk, digits_mlp_real *SYMNN_RESTRICT c, ptrdiff_t ldc, int load,
+    const digits_mlp_real *SYMNN_RESTRICT d, ptrdiff_t ldd)
 {
     digits_mlp__vec32 c0_0, c0_1, c0_2, c0_3, c1_0, c1_1, c1_2, c1_3;
+    if (d != NULL) {  /* D's rows fetched while the tile sums (they may lie far apart) */
+        __builtin_prefetch(&d[0*ldd]);
+        __builtin_prefetch(&d[0*ldd + 16]);
+        __builtin_prefetch(&d[1*ldd]);
+        __builtin_prefetch(&d[1*ldd + 16]);
+    }
     if (!load) {
         c0_0 = c0_1 = c0_2 = c0_3 = DIGITS_MLP__VZERO32;
         c1_0 = c1_1 = c1_2 = c1_3 = DIGITS_MLP__VZERO32;
@@ -754,6 +970,16 @@ __attribute__((noinline)) static void digits_mlp__tile2t(const digits_mlp_real *
         c1_2 += u1*b2;
         c1_3 += u1*b3;
     }
+    if (d != NULL) {  /* C = D + the product, rows of D ldd apart (0: one row for all) */
+        c0_0 += *(const digits_mlp__vec32 *)&d[0*ldd];
+        c0_1 += *(const digits_mlp__vec32 *)&d[0*ldd + 8];
+        c0_2 += *(const digits_mlp__vec32 *)&d[0*ldd + 16];
+        c0_3 += *(const digits_mlp__vec32 *)&d[0*ldd + 24];
+        c1_0 += *(const digits_mlp__vec32 *)&d[1*ldd];
+        c1_1 += *(const digits_mlp__vec32 *)&d[1*ldd + 8];
+        c1_2 += *(const digits_mlp__vec32 *)&d[1*ldd + 16];
+        c1_3 += *(const digits_mlp__vec32 *)&d[1*ldd + 24];
+    }
     *(digits_mlp__vec32 *)&c[0*ldc] = c0_0;
     *(digits_mlp__vec32 *)&c[0*ldc + 8] = c0_1;
     *(digits_mlp__vec32 *)&c[0*ldc + 16] = c0_2;
@@ -773,10 +999,13 @@ __attribute__((noinline)) static void digits_mlp__tile2t(const digits_mlp_real *
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
  * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. acc: add
- * to what C holds (C += ...), its sum over k continuing from C's value. */
+ * to what C holds (C += ...), its sum over k continuing from C's value. D: NULL, or C = D + the
+ * product, D's rows ldd apart (0: one row, a bias, for every row), added to each entry's whole
+ * sum as it is stored: the value a separate pass C + D gave, bitwise, without that pass. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
-    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc)
+    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc,
+    const digits_mlp_real *SYMNN_RESTRICT D, ptrdiff_t ldd)
 {
     const ptrdiff_t ldc = Nc;
     const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
@@ -791,6 +1020,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
         const int load = (acc & 1) || k0 > 0;  /* C's value is the sum so far */
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
             const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
+            const digits_mlp_real *const dj = D != NULL && k1 == K ? D + j0 : NULL;  /* D added to the whole sum */
             /* the panel: B's rows k0..k1, columns j0.., one after another; with at most 3 tiles
                of rows to read it, or where the caller says so (acc & 2), B itself */
             const digits_mlp_real *pb = bp;
@@ -813,7 +1043,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                 if (M % 8 == 0)  /* 8-row tiles take every row */
                     #ifdef DIGITS_MLP__VEC
                     for (; i0 + 8 <= M; i0 += 8)
-                        digits_mlp__tile8n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                        digits_mlp__tile8n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
                     #else
                     for (; i0 + 8 <= M; i0 += 8) {
                         digits_mlp_real c[8][32];
@@ -841,13 +1071,14 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                             }
                         }
                         for (int r = 0; r < 8; ++r)
-                            for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                            for (int l = 0; l < 32; ++l)
+                                C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                     }
                     #endif
 
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 6 <= m6; i0 += 6)
-                    digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
                 #else
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
@@ -871,18 +1102,19 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (int l = 0; l < 32; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
                 #endif
 
 #endif
 #ifdef DIGITS_MLP__TILE32
                 for (; i0 + 2 <= M; i0 += 2)
-                    digits_mlp__tile2n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    digits_mlp__tile2n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
 #endif
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 4 <= M; i0 += 4)
-                    digits_mlp__tile4n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    digits_mlp__tile4n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
                 #else
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
@@ -902,7 +1134,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (int l = 0; l < 32; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
                 #endif
 
@@ -931,7 +1164,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
 
 #endif
@@ -953,7 +1187,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
 
             }
@@ -963,7 +1198,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                 if (load)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
 #ifdef DIGITS_MLP__GVEC
-                digits_mlp__tile1n(A + i0*lda + k0, lda, pb, ps, k1 - k0, c, 32, 1);
+                digits_mlp__tile1n(A + i0*lda + k0, lda, pb, ps, k1 - k0, c, 32, 1, NULL, 0);
 #else
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real u0 = A[i0*lda + k];
@@ -971,7 +1206,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
                     for (int l = 0; l < 32; ++l) c[l] += u0*bk[l];
                 }
 #endif
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = c[l];
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = dj != NULL ? c[l] + dj[i0*ldd + l] : c[l];
             }
         }
         if (K == 0) break;
@@ -984,14 +1219,18 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
  * the product (C's entries summed on from their value), not C =. acc & 2: B's full-width
  * panels are read where B lies, not packed (a convolution's im2col columns: just written, a
  * few hundred short rows, read by a few tiles of rows; packing them cost more than it saved);
- * the same values through the same tiles, so the same C. */
+ * the same values through the same tiles, so the same C. * D, ldd: as digits_mlp__gemm_nn_cols (C = D + the product; not with acc & 1). */
 static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, int acc)
+    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, int acc,
+    const digits_mlp_real *SYMNN_RESTRICT D, ptrdiff_t ldd)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
+        if (D != NULL)  /* C = D, then C += the product */
+            for (ptrdiff_t i = 0; i < M; ++i)
+                for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = D[i*ldd + j];
         SYMNN_CBLAS_SGEMM(101, 111, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, (acc & 1) ? 1.0F : 0.0F, C, (SYMNN_BLAS_INT)Nc);
+            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, (acc & 1) || D != NULL ? 1.0F : 0.0F, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
@@ -1005,12 +1244,12 @@ static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
             digits_mlp_real own[16416];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;
-            if (c1 > c0) digits_mlp__gemm_nn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own), acc);
+            if (c1 > c0) digits_mlp__gemm_nn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own), acc, D, ldd);
         }
         return;
     }
 #endif
-    digits_mlp__gemm_nn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc);
+    digits_mlp__gemm_nn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc, D, ldd);
 }
 /* C (M x Nc, leading dimension Nc) = A @ B.T; A is M x K, B Nc x K, row-major
  * with leading dimensions lda, ldb. For each chunk of at most 512 k (chunks of equal length)
@@ -1019,10 +1258,13 @@ static void digits_mlp__gemm_nn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
  * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. acc: add
- * to what C holds (C += ...), its sum over k continuing from C's value. */
+ * to what C holds (C += ...), its sum over k continuing from C's value. D: NULL, or C = D + the
+ * product, D's rows ldd apart (0: one row, a bias, for every row), added to each entry's whole
+ * sum as it is stored: the value a separate pass C + D gave, bitwise, without that pass. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
-    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc)
+    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc,
+    const digits_mlp_real *SYMNN_RESTRICT D, ptrdiff_t ldd)
 {
     const ptrdiff_t ldc = Nc;
     const ptrdiff_t chunks = K > 512 ? (K + 511)/512 : 1;
@@ -1037,6 +1279,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
         const int load = (acc & 1) || k0 > 0;  /* C's value is the sum so far */
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
             const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
+            const digits_mlp_real *const dj = D != NULL && k1 == K ? D + j0 : NULL;  /* D added to the whole sum */
             const digits_mlp_real *pb = bp;
             const ptrdiff_t ps = 32;
             /* the panel: B's rows j0.. transposed */
@@ -1225,7 +1468,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                 if (M % 8 == 0)  /* 8-row tiles take every row */
                     #ifdef DIGITS_MLP__VEC
                     for (; i0 + 8 <= M; i0 += 8)
-                        digits_mlp__tile8n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                        digits_mlp__tile8n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
                     #else
                     for (; i0 + 8 <= M; i0 += 8) {
                         digits_mlp_real c[8][32];
@@ -1253,13 +1496,14 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                             }
                         }
                         for (int r = 0; r < 8; ++r)
-                            for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                            for (int l = 0; l < 32; ++l)
+                                C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                     }
                     #endif
 
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 6 <= m6; i0 += 6)
-                    digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    digits_mlp__tile6n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
                 #else
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
@@ -1283,18 +1527,19 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (int l = 0; l < 32; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
                 #endif
 
 #endif
 #ifdef DIGITS_MLP__TILE32
                 for (; i0 + 2 <= M; i0 += 2)
-                    digits_mlp__tile2n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    digits_mlp__tile2n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
 #endif
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 4 <= M; i0 += 4)
-                    digits_mlp__tile4n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    digits_mlp__tile4n(A + i0*lda + k0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
                 #else
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
@@ -1314,7 +1559,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (int l = 0; l < 32; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
                 #endif
 
@@ -1343,7 +1589,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
 
 #endif
@@ -1365,7 +1612,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
 
             }
@@ -1375,7 +1623,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                 if (load)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
 #ifdef DIGITS_MLP__GVEC
-                digits_mlp__tile1n(A + i0*lda + k0, lda, pb, ps, k1 - k0, c, 32, 1);
+                digits_mlp__tile1n(A + i0*lda + k0, lda, pb, ps, k1 - k0, c, 32, 1, NULL, 0);
 #else
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real u0 = A[i0*lda + k];
@@ -1383,7 +1631,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
                     for (int l = 0; l < 32; ++l) c[l] += u0*bk[l];
                 }
 #endif
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = c[l];
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = dj != NULL ? c[l] + dj[i0*ldd + l] : c[l];
             }
         }
         if (K == 0) break;
@@ -1397,21 +1645,26 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nt_cols(ptrdiff_t M, ptrd
  * ct: NULL, or Nc x M reals where C has fewer columns than a tile: with at least a tile of
  * rows, C.T = B @ A.T is computed there, full-width tiles over the rows of C
  * instead of 10 columns of 16 (an output layer's classes), and copied into C. The same
- * products of the same values, summed over k in the same order: bitwise the same C. */
+ * products of the same values, summed over k in the same order: bitwise the same C. * D, ldd: as digits_mlp__gemm_nt_cols (C = D + the product; not with acc & 1). */
 static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, digits_mlp_real *SYMNN_RESTRICT ct, int acc)
+    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, digits_mlp_real *SYMNN_RESTRICT ct, int acc,
+    const digits_mlp_real *SYMNN_RESTRICT D, ptrdiff_t ldd)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
+        if (D != NULL)  /* C = D, then C += the product */
+            for (ptrdiff_t i = 0; i < M; ++i)
+                for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = D[i*ldd + j];
         SYMNN_CBLAS_SGEMM(101, 111, 112, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, (acc & 1) ? 1.0F : 0.0F, C, (SYMNN_BLAS_INT)Nc);
+            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, (acc & 1) || D != NULL ? 1.0F : 0.0F, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
     if (ct != NULL && M >= 32) {  /* (the caller gives ct only where Nc < 32) */
-        digits_mlp__gemm_nt(Nc, K, M, B, ldb, A, lda, ct, work, NULL, 0);
+        digits_mlp__gemm_nt(Nc, K, M, B, ldb, A, lda, ct, work, NULL, 0, NULL, 0);
         for (ptrdiff_t i = 0; i < M; ++i)
-            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = (acc & 1) ? C[i*Nc + j] + ct[j*M + i] : ct[j*M + i];
+            for (ptrdiff_t j = 0; j < Nc; ++j)
+                C[i*Nc + j] = (acc & 1) ? C[i*Nc + j] + ct[j*M + i] : D != NULL ? ct[j*M + i] + D[i*ldd + j] : ct[j*M + i];
         return;
     }
 #ifdef DIGITS_MLP__OMP
@@ -1424,12 +1677,12 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
             digits_mlp_real own[16416];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;
-            if (c1 > c0) digits_mlp__gemm_nt_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own), acc);
+            if (c1 > c0) digits_mlp__gemm_nt_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own), acc, D, ldd);
         }
         return;
     }
 #endif
-    digits_mlp__gemm_nt_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc);
+    digits_mlp__gemm_nt_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc, D, ldd);
 }
 #ifdef DIGITS_MLP__VEC
 
@@ -1444,7 +1697,8 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
  * bp: 256 x 32 reals. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_blocks(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
-    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc)
+    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc,
+    const digits_mlp_real *SYMNN_RESTRICT D, ptrdiff_t ldd)
 {
     const ptrdiff_t ldc = Nc, blocks = (c1 - c0)/32;
     const ptrdiff_t most = 256/blocks, chunks = (K + most - 1)/most, kc = (K + chunks - 1)/chunks;
@@ -1452,6 +1706,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_blocks(ptrdiff_t M, pt
     for (ptrdiff_t k0 = 0; k0 < K; k0 += kc) {
         const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc, nk = k1 - k0;
         const int load = (acc & 1) || k0 > 0;  /* C's value is the sum so far */
+        const digits_mlp_real *const dk = k1 == K ? D : NULL;  /* D added to the whole sum */
         for (ptrdiff_t b = 0; b < blocks; ++b)
             for (ptrdiff_t k = k0; k < k1; ++k)
                 for (int l = 0; l < 32; ++l) bp[(b*nk + k - k0)*32 + l] = B[k*ldb + c0 + b*32 + l];
@@ -1459,20 +1714,23 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_blocks(ptrdiff_t M, pt
         if (M % 8 == 0)  /* 8-row tiles take every row */
             for (; i0 + 8 <= M; i0 += 8)
                 for (ptrdiff_t b = 0; b < blocks; ++b)
-                    digits_mlp__tile8t(A + k0*lda + i0, lda, bp + b*nk*32, 32, nk, C + i0*ldc + c0 + b*32, ldc, load);
+                    digits_mlp__tile8t(A + k0*lda + i0, lda, bp + b*nk*32, 32, nk, C + i0*ldc + c0 + b*32, ldc, load,
+                    dk != NULL ? dk + i0*ldd + c0 + b*32 : NULL, ldd);
         for (; i0 + 6 <= m6; i0 += 6)
             for (ptrdiff_t b = 0; b < blocks; ++b)
-                digits_mlp__tile6t(A + k0*lda + i0, lda, bp + b*nk*32, 32, nk, C + i0*ldc + c0 + b*32, ldc, load);
+                digits_mlp__tile6t(A + k0*lda + i0, lda, bp + b*nk*32, 32, nk, C + i0*ldc + c0 + b*32, ldc, load,
+                    dk != NULL ? dk + i0*ldd + c0 + b*32 : NULL, ldd);
         for (; i0 + 4 <= M; i0 += 4)
             for (ptrdiff_t b = 0; b < blocks; ++b)
-                digits_mlp__tile4t(A + k0*lda + i0, lda, bp + b*nk*32, 32, nk, C + i0*ldc + c0 + b*32, ldc, load);
+                digits_mlp__tile4t(A + k0*lda + i0, lda, bp + b*nk*32, 32, nk, C + i0*ldc + c0 + b*32, ldc, load,
+                    dk != NULL ? dk + i0*ldd + c0 + b*32 : NULL, ldd);
         for (; i0 < M; ++i0)  /* the last rows, one at a time */
             for (ptrdiff_t b = 0; b < blocks; ++b) {
                 digits_mlp_real c[32];
                 digits_mlp_real *const cr = C + i0*ldc + c0 + b*32;
                 for (int l = 0; l < 32; ++l) c[l] = load ? cr[l] : 0.0F;
-                digits_mlp__tile1t(A + k0*lda + i0, lda, bp + b*nk*32, 32, nk, c, 32, 1);
-                for (int l = 0; l < 32; ++l) cr[l] = c[l];
+                digits_mlp__tile1t(A + k0*lda + i0, lda, bp + b*nk*32, 32, nk, c, 32, 1, NULL, 0);
+                for (int l = 0; l < 32; ++l) cr[l] = dk != NULL ? c[l] + dk[i0*ldd + c0 + b*32 + l] : c[l];
             }
     }
 }
@@ -1486,16 +1744,19 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_blocks(ptrdiff_t M, pt
  * then accumulate over the panel, always full width, storing only the columns C has. Every
  * element sums over k in order, whatever tile or thread computes it, so neither changes a
  * result. bp: a panel of at least min(K, 512) x 32 reals, 64-byte aligned. acc: add
- * to what C holds (C += ...), its sum over k continuing from C's value. */
+ * to what C holds (C += ...), its sum over k continuing from C's value. D: NULL, or C = D + the
+ * product, D's rows ldd apart (0: one row, a bias, for every row), added to each entry's whole
+ * sum as it is stored: the value a separate pass C + D gave, bitwise, without that pass. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
-    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc)
+    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc,
+    const digits_mlp_real *SYMNN_RESTRICT D, ptrdiff_t ldd)
 {
 #ifdef DIGITS_MLP__VEC
     if (K > 512 && M >= 18) {  /* K beyond a chunk: whole blocks of columns 4 at a time */
         const ptrdiff_t whole = c0 + (c1 - c0)/32*32;
         for (ptrdiff_t g0 = c0; g0 < whole; g0 += 128)
-            digits_mlp__gemm_tn_blocks(M, K, Nc, g0, whole - g0 < 128 ? whole : g0 + 128, A, lda, B, ldb, C, bp, acc);
+            digits_mlp__gemm_tn_blocks(M, K, Nc, g0, whole - g0 < 128 ? whole : g0 + 128, A, lda, B, ldb, C, bp, acc, D, ldd);
         if (whole == c1) return;
         c0 = whole;  /* the narrower block left, as below */
     }
@@ -1513,6 +1774,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
         const int load = (acc & 1) || k0 > 0;  /* C's value is the sum so far */
         for (ptrdiff_t j0 = c0; j0 < c1; j0 += 32) {
             const ptrdiff_t jw = c1 - j0 < 32 ? c1 - j0 : 32;
+            const digits_mlp_real *const dj = D != NULL && k1 == K ? D + j0 : NULL;  /* D added to the whole sum */
             /* the panel: B's rows k0..k1, columns j0.., one after another; with at most 3 tiles
                of rows to read it, or where the caller says so (acc & 2), B itself */
             const digits_mlp_real *pb = bp;
@@ -1535,7 +1797,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                 if (M % 8 == 0)  /* 8-row tiles take every row */
                     #ifdef DIGITS_MLP__VEC
                     for (; i0 + 8 <= M; i0 += 8)
-                        digits_mlp__tile8t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                        digits_mlp__tile8t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
                     #else
                     for (; i0 + 8 <= M; i0 += 8) {
                         digits_mlp_real c[8][32];
@@ -1564,13 +1826,14 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                             }
                         }
                         for (int r = 0; r < 8; ++r)
-                            for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                            for (int l = 0; l < 32; ++l)
+                                C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                     }
                     #endif
 
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 6 <= m6; i0 += 6)
-                    digits_mlp__tile6t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    digits_mlp__tile6t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
                 #else
                 for (; i0 + 6 <= m6; i0 += 6) {
                     digits_mlp_real c[6][32];
@@ -1595,18 +1858,19 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 6; ++r)
-                        for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (int l = 0; l < 32; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
                 #endif
 
 #endif
 #ifdef DIGITS_MLP__TILE32
                 for (; i0 + 2 <= M; i0 += 2)
-                    digits_mlp__tile2t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    digits_mlp__tile2t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
 #endif
                 #ifdef DIGITS_MLP__VEC
                 for (; i0 + 4 <= M; i0 += 4)
-                    digits_mlp__tile4t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load);
+                    digits_mlp__tile4t(A + k0*lda + i0, lda, pb, ps, k1 - k0, C + i0*ldc + j0, ldc, load, dj != NULL ? dj + i0*ldd : NULL, ldd);
                 #else
                 for (; i0 + 4 <= M; i0 += 4) {
                     digits_mlp_real c[4][32];
@@ -1627,7 +1891,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 4; ++r)
-                        for (int l = 0; l < 32; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (int l = 0; l < 32; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
                 #endif
 
@@ -1657,7 +1922,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 6; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
 
 #endif
@@ -1680,7 +1946,8 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                         }
                     }
                     for (int r = 0; r < 4; ++r)
-                        for (ptrdiff_t l = 0; l < jw; ++l) C[(i0 + r)*ldc + j0 + l] = c[r][l];
+                        for (ptrdiff_t l = 0; l < jw; ++l)
+                            C[(i0 + r)*ldc + j0 + l] = dj != NULL ? c[r][l] + dj[(i0 + r)*ldd + l] : c[r][l];
                 }
 
             }
@@ -1690,7 +1957,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                 if (load)
                     for (ptrdiff_t l = 0; l < jw; ++l) c[l] = C[i0*ldc + j0 + l];
 #ifdef DIGITS_MLP__GVEC
-                digits_mlp__tile1t(A + k0*lda + i0, lda, pb, ps, k1 - k0, c, 32, 1);
+                digits_mlp__tile1t(A + k0*lda + i0, lda, pb, ps, k1 - k0, c, 32, 1, NULL, 0);
 #else
                 for (ptrdiff_t k = k0; k < k1; ++k) {
                     const digits_mlp_real *ak = A + k*lda + i0;
@@ -1699,7 +1966,7 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                     for (int l = 0; l < 32; ++l) c[l] += u0*bk[l];
                 }
 #endif
-                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = c[l];
+                for (ptrdiff_t l = 0; l < jw; ++l) C[i0*ldc + j0 + l] = dj != NULL ? c[l] + dj[i0*ldd + l] : c[l];
             }
         }
         if (K == 0) break;
@@ -1713,21 +1980,26 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
  * ct: NULL, or Nc x M reals where C has fewer columns than a tile: with at least a tile of
  * rows, C.T = B.T @ A is computed there, full-width tiles over the rows of C
  * instead of 10 columns of 16 (an output layer's classes), and copied into C. The same
- * products of the same values, summed over k in the same order: bitwise the same C. */
+ * products of the same values, summed over k in the same order: bitwise the same C. * D, ldd: as digits_mlp__gemm_tn_cols (C = D + the product; not with acc & 1). */
 static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda,
-    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, digits_mlp_real *SYMNN_RESTRICT ct, int acc)
+    const digits_mlp_real *SYMNN_RESTRICT B, ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT work, digits_mlp_real *SYMNN_RESTRICT ct, int acc,
+    const digits_mlp_real *SYMNN_RESTRICT D, ptrdiff_t ldd)
 {
 #ifdef SYMNN_BLAS
     if (M*K*Nc >= SYMNN_BLAS_MIN) {  /* 101 row-major, 111 no transpose, 112 transpose */
+        if (D != NULL)  /* C = D, then C += the product */
+            for (ptrdiff_t i = 0; i < M; ++i)
+                for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = D[i*ldd + j];
         SYMNN_CBLAS_SGEMM(101, 112, 111, (SYMNN_BLAS_INT)M, (SYMNN_BLAS_INT)Nc, (SYMNN_BLAS_INT)K,
-            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, (acc & 1) ? 1.0F : 0.0F, C, (SYMNN_BLAS_INT)Nc);
+            1.0F, A, (SYMNN_BLAS_INT)lda, B, (SYMNN_BLAS_INT)ldb, (acc & 1) || D != NULL ? 1.0F : 0.0F, C, (SYMNN_BLAS_INT)Nc);
         return;
     }
 #endif
     if (ct != NULL && M >= 32) {  /* (the caller gives ct only where Nc < 32) */
-        digits_mlp__gemm_tn(Nc, K, M, B, ldb, A, lda, ct, work, NULL, 0);
+        digits_mlp__gemm_tn(Nc, K, M, B, ldb, A, lda, ct, work, NULL, 0, NULL, 0);
         for (ptrdiff_t i = 0; i < M; ++i)
-            for (ptrdiff_t j = 0; j < Nc; ++j) C[i*Nc + j] = (acc & 1) ? C[i*Nc + j] + ct[j*M + i] : ct[j*M + i];
+            for (ptrdiff_t j = 0; j < Nc; ++j)
+                C[i*Nc + j] = (acc & 1) ? C[i*Nc + j] + ct[j*M + i] : D != NULL ? ct[j*M + i] + D[i*ldd + j] : ct[j*M + i];
         return;
     }
 #ifdef DIGITS_MLP__OMP
@@ -1740,12 +2012,12 @@ static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
             digits_mlp_real own[16416];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*32, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*32;
-            if (c1 > c0) digits_mlp__gemm_tn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own), acc);
+            if (c1 > c0) digits_mlp__gemm_tn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own), acc, D, ldd);
         }
         return;
     }
 #endif
-    digits_mlp__gemm_tn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc);
+    digits_mlp__gemm_tn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc, D, ldd);
 }
 
 /* c ? a : b chosen by bit masks, not by a branch. GCC turns a ?: whose arms compute into a
@@ -1884,7 +2156,7 @@ static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, co
     digits_mlp_real *z2_bp = work;
     digits_mlp_real *z2_ct = work + w1;
     digits_mlp_real *a2 = out_yhat;
-    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL, 0); /* z1 = X @ W1.T */
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL, 0, NULL, 0); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -1892,13 +2164,7 @@ static void digits_mlp__forward(const digits_mlp_real *SYMNN_RESTRICT params, co
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
             }
     }
-    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct, 0); /* z2 = a1 @ W2.T */
-    { /* z2 += b2 */
-        digits_mlp_real *SYMNN_RESTRICT C = z2;
-        const digits_mlp_real *SYMNN_RESTRICT b = b2;
-        for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 10; ++j) C[i*10 + j] += b[j];
-    }
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct, 0, b2, 0); /* z2 = b2 + a1 @ W2.T */
     { /* a2 = softmax(z2), max-shifted */
         for (ptrdiff_t i = 0; i < n; ++i) {
             const digits_mlp_real *zi = z2 + i*10;
@@ -1937,7 +2203,7 @@ static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const
     digits_mlp_real t7;
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
-    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL, 0); /* z1 = X @ W1.T */
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL, 0, NULL, 0); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -1945,13 +2211,7 @@ static void digits_mlp__loss(const digits_mlp_real *SYMNN_RESTRICT params, const
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
             }
     }
-    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct, 0); /* z2 = a1 @ W2.T */
-    { /* z2 += b2 */
-        digits_mlp_real *SYMNN_RESTRICT C = z2;
-        const digits_mlp_real *SYMNN_RESTRICT b = b2;
-        for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 10; ++j) C[i*10 + j] += b[j];
-    }
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct, 0, b2, 0); /* z2 = b2 + a1 @ W2.T */
     { /* t2 = logsumexp(z2) - rowsum(Y * z2) */
         for (ptrdiff_t i = 0; i < n; ++i) {
             const digits_mlp_real *zi = z2 + i*10;
@@ -2027,7 +2287,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
     digits_mlp_real t7;
     digits_mlp_real loss;
     const digits_mlp_real Nr = (digits_mlp_real)n;
-    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL, 0); /* z1 = X @ W1.T */
+    digits_mlp__gemm_nt(n, 64, 32, X, 64, W1, 64, z1, z1_bp, NULL, 0, NULL, 0); /* z1 = X @ W1.T */
     { /* a1 = f(z1) with z1 = z1 + b1: one pass, z1 not stored */
         for (ptrdiff_t i = 0; i < n; ++i)
             for (ptrdiff_t j = 0; j < 32; ++j) {
@@ -2035,13 +2295,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
                 a1[i*32 + j] = digits_mlp__max(biased, 0.0F);
             }
     }
-    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct, 0); /* z2 = a1 @ W2.T */
-    { /* z2 += b2 */
-        digits_mlp_real *SYMNN_RESTRICT C = z2;
-        const digits_mlp_real *SYMNN_RESTRICT b = b2;
-        for (ptrdiff_t i = 0; i < n; ++i)
-            for (ptrdiff_t j = 0; j < 10; ++j) C[i*10 + j] += b[j];
-    }
+    digits_mlp__gemm_nt(n, 32, 10, a1, 32, W2, 32, z2, z2_bp, z2_ct, 0, b2, 0); /* z2 = b2 + a1 @ W2.T */
     { /* row statistics of z2, exp(z2 - max) kept in a2 */
         for (ptrdiff_t i = 0; i < n; ++i) {
             const digits_mlp_real *zi = z2 + i*10;
@@ -2097,7 +2351,7 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
                 dL_db2[j] += value;
             }
     }
-    digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9, t9_bp, 0); /* t9 = t8 @ W2 */
+    digits_mlp__gemm_nn(n, 10, 32, t8, 10, W2, 32, t9, t9_bp, 0, NULL, 0); /* t9 = t8 @ W2 */
     { /* t10 = element-wise map, one pass with its column sums */
         /* dL_db1 = t10.sum(axis=0) */
         for (ptrdiff_t j = 0; j < 32; ++j) dL_db1[j] = 0.0F;
@@ -2110,11 +2364,11 @@ static void digits_mlp__loss_and_grad(const digits_mlp_real *SYMNN_RESTRICT para
                 dL_db1[j] += value;
             }
     }
-    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11, t11_bp, NULL, 0); /* t11 = t10.T @ X */
+    digits_mlp__gemm_tn(32, n, 64, t10, 32, X, 64, t11, t11_bp, NULL, 0, NULL, 0); /* t11 = t10.T @ X */
     for (ptrdiff_t e = 0; e < 2048; ++e) {
         dL_dW1[e] = 1e-04F*W1[e] + t11[e];
     }
-    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12, t12_bp, NULL, 0); /* t12 = t8.T @ a1 */
+    digits_mlp__gemm_tn(10, n, 32, t8, 10, a1, 32, t12, t12_bp, NULL, 0, NULL, 0); /* t12 = t8.T @ a1 */
     for (ptrdiff_t e = 0; e < 320; ++e) {
         dL_dW2[e] = 1e-04F*W2[e] + t12[e];
     }

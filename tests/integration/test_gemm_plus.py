@@ -1,0 +1,105 @@
+"""A product's gemm that stores C = D + op(A) @ op(B) (issue 23: the passes of a recurrent step).
+
+A recurrent layer adds its two biases to the input's projection of every step (``z += b``, with
+no activation after it to add them in its loop), and each step adds that projection to
+``h @ W_hh.T``. The C backend has the gemm add D as it stores each entry's whole sum
+(``_KernelLowering._added_products``), and the separate pass goes. Each entry is then D's plus
+the product's sum, which is what the pass computed: the results must be the same bits as with
+the passes, at every tile edge (6-, 4-, 8- and 1-row tiles, a narrow block of columns, the
+``C.T`` path of a product with fewer columns than a tile, the packed panels of a loop), and
+through BLAS the same values to rounding.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import symnn as sn
+from symnn.backends.c import config as c_config
+from symnn.build import numpy_blas_flags
+from symnn.errors import ConfigError
+
+pytestmark = pytest.mark.needs_cc
+
+#: remainders of 6, 4 and 8 rows (with AVX-512) and single rows, and a batch of several tiles
+BATCHES = [1, 5, 7, 13, 33]
+
+
+def _net(cell: type, features: int, hidden: int, steps: int, name: str) -> sn.Network:
+    x = sn.Input(steps, features, name="x")
+    h = cell(features, hidden, name="rnn")(x)
+    y = sn.Dense(hidden, 2, name="fc")(h)
+    return sn.Network(inputs=x, outputs=y, loss="mse", name=name)
+
+
+#: (cell, features, hidden, steps): an LSTM whose gates (40) are a full block and a narrow one in
+#: float32 and two and a narrow one in float64; a GRU of 37 (111 gate columns); an RNN of 12
+#: units, fewer columns than a tile, whose input projection (M = N*T rows) takes the C.T path
+CASES = [(sn.LSTM, 5, 10, 6), (sn.GRU, 5, 37, 4), (sn.RNN, 8, 12, 9)]
+
+
+def _unfused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(c_config._KernelLowering, "_added_products", lambda self, sums, pool_masks: {})
+
+
+def _plus_calls(kernel) -> list[str]:
+    """The gemm calls of the kernel's source that add a D: ``... /* c = d + a @ b ...``."""
+    return re.findall(r"__gemm_\w+\(.*\); /\* \w+ = \w+ \+ ", open(kernel.source_path).read())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", CASES, ids=["lstm", "gru", "rnn"])
+def test_the_added_product_is_bitwise_the_separate_pass(case, dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cell, features, hidden, steps = case
+    net = _net(cell, features, hidden, steps, f"plus_{cell.__name__.lower()}")
+    fused = sn.compile(net, backend="c", dtype=dtype)
+    calls = _plus_calls(fused)
+    # the input projection's bias (D one row, ldd 0) and, for the gated cells, each step's
+    # projection plus h @ W_hh.T (the LSTM's) or + b_hh (the GRU's, inside its reset gate)
+    assert any(re.search(r", 0\); /\*", c) for c in calls), calls
+    if cell is sn.LSTM:
+        assert any(re.search(r", [1-9]\d*\); /\*", c) for c in calls), calls
+    with monkeypatch.context() as m:
+        _unfused(m)
+        apart = sn.compile(net, backend="c", dtype=dtype)
+    assert _plus_calls(apart) == [] and apart.source_path != fused.source_path
+    params = {k: v.astype(dtype) for k, v in net.init_params(seed=2).items()}
+    rng = np.random.default_rng(7)
+    for n in BATCHES:
+        X = rng.normal(size=(n, steps, features)).astype(dtype)
+        Y = rng.normal(size=(n, 2)).astype(dtype)
+        lf, gf = fused.loss_and_grad(params, X, Y)
+        la, ga = apart.loss_and_grad(params, X, Y)
+        assert lf == la, n
+        for name in ga:
+            np.testing.assert_array_equal(gf[name], ga[name], err_msg=f"{name} at n={n}")
+        np.testing.assert_array_equal(fused.forward(params, X), apart.forward(params, X))
+
+
+def _have_numpy_blas() -> bool:
+    try:
+        numpy_blas_flags()
+    except ConfigError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _have_numpy_blas(), reason="NumPy without its bundled OpenBLAS")
+def test_the_added_product_through_blas_agrees_with_numpy() -> None:
+    # LSTM(16 -> 32), T = 8, N = 32: the projection (256 x 16 x 128) and each step's product
+    # (32 x 32 x 128) are past SYMNN_BLAS_MIN, so BLAS computes C = D, then C += the product
+    net = _net(sn.LSTM, 16, 32, 8, "plus_blas")
+    kb = sn.compile(net, backend="c", dtype="float64", blas=True)
+    assert len(_plus_calls(kb)) >= 2
+    kn = sn.compile(net, backend="numpy", dtype="float64")
+    params = net.init_params(seed=4)
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(32, 8, 16)), rng.normal(size=(32, 2))
+    lb, gb = kb.loss_and_grad(params, X, Y)
+    ln, gn = kn.loss_and_grad(params, X, Y)
+    assert abs(lb - ln) <= 1e-13 * abs(ln)
+    for name in gn:
+        assert np.linalg.norm(gb[name] - gn[name]) <= 1e-12 * np.linalg.norm(gn[name]), name
