@@ -186,6 +186,8 @@ class Arguments:
                              and net.loss.takes_labels)
         #: whether a batch can hold no step its loss keeps (:meth:`holds_a_step`)
         self.padded_steps = bool(self._mask_blocks) or self._step_labels
+        #: whether the whole loss is a mean over one count of kept steps (:meth:`kept_steps`)
+        self.counts_steps = self.padded_steps and not net.several_outputs
         #: the layout of the flat parameter buffers whose views need no check of their shapes (a
         #: kernel's; none for the derivation's checks, which check every parameter)
         self.flat_layout: object = None
@@ -333,6 +335,24 @@ class Arguments:
         if self._step_labels:
             return bool((y != IGNORE_LABEL).any() if y.dtype.kind == "i" else y.any())
         return True
+
+    def kept_steps(self, x: np.ndarray, y: np.ndarray) -> float | None:
+        """The count a checked batch's mean loss is over (``x`` as :meth:`inputs` gives it, ``y``
+        as :meth:`targets` or :meth:`training_targets` do), where one count normalises the whole
+        loss (:attr:`counts_steps`): a single sequence output whose steps are masked (the masks'
+        sum) or class-labelled (the labelled steps: targets' sum, labels other than -100). None
+        where the mean is over rows, or several outputs' means are added. Data-parallel training
+        weighs each block's gradient by it (:func:`symnn.distributed.schedule.leaf`), so that a
+        step's gradient is that of the mean over all of the step's kept steps, as one process
+        takes it, however the padding falls between the parts."""
+        if not self.counts_steps:
+            return None
+        if self._mask_blocks:
+            lo, hi = self._mask_blocks[0].columns(self.length(x))
+            return float(x[:, lo:hi].sum())
+        if y.dtype.kind == "i":
+            return float(np.count_nonzero(y != IGNORE_LABEL))
+        return float(y.sum())
 
     def targets(self, Y: object, n: int, length: int = 0, x: np.ndarray | None = None) -> np.ndarray:
         """``Y`` checked against each output's loss: an array, or a dict keyed by the outputs'
@@ -616,7 +636,8 @@ class Kernel(Arguments):
         ``seed`` and ``step``; a batch norm's new running statistics in its buffers' places).
 
         With :meth:`apply_gradient` it splits a train step in two, so that gradients of several
-        batches can be summed first (weighted by their share of the rows): data-parallel
+        batches can be summed first (weighted by their share of the rows, or of the kept steps
+        where the loss is a mean over them: :meth:`kept_steps`): data-parallel
         training (:mod:`symnn.distributed`), gradient accumulation. A non-finite loss or
         gradient raises :class:`NonFiniteError`."""
         self._require_optimizer()

@@ -388,6 +388,8 @@ class _BlockSteps:
         self.settings = {"sizes": list(self.schedule.sizes), "batch_size": batch_size, "seed": seed, "blocks": True}
 
     def epoch(self, epoch: int, theta: np.ndarray, state: np.ndarray, step: int) -> tuple[float, int]:
+        from .distributed.schedule import step_mean
+
         schedule = self.schedule
         total, taken = 0.0, 0
         for s in range(schedule.steps_per_epoch):
@@ -397,6 +399,7 @@ class _BlockSteps:
             vec = self.runner.step(schedule, theta, epoch, s, step + 1)
             if vec is None:  # every block of the step is padding only: no step (as _OneBatchSteps)
                 continue
+            vec = step_mean(self.kernel, vec)
             step += 1
             loss = float(vec[-1])
             try:

@@ -10,7 +10,8 @@ things make that so:
   batch_size): step ``s`` trains on block ``(j, s)`` of every part, about ``batch_size`` rows
   in all, and every row once an epoch. A block is a batch to the emitted kernel.
 - **The sum does not depend on the workers.** Block j's gradient is weighted by its share of
-  the step's rows and the P weighted gradients are added along one fixed binary tree over
+  the step's rows (of its kept steps, where the loss is a mean over padded sequences' kept
+  steps: :func:`leaf`) and the P weighted gradients are added along one fixed binary tree over
   j = 0..P-1 (:func:`tree_sum`): a node [lo, hi) is the sum of [lo, mid) and [mid, hi), mid
   = lo + the largest power of two below hi - lo. A worker holding parts [a, b) adds the
   tree's nodes inside [a, b) (:func:`cover`) and sends only those; the driver finishes the
@@ -131,18 +132,37 @@ def leaf(kernel, theta: np.ndarray, x: np.ndarray, y: np.ndarray, rows: np.ndarr
     """Block (j, step)'s training gradient times its share of the step's rows, with the
     weighted loss appended (one vector, so one tree sums both); None for an empty block, and
     for a block of padded sequences whose every step is padding (its mean loss is 0/0,
-    ``Kernel.holds_a_step``): its rows' share of the step's gradient is zero."""
+    ``Kernel.holds_a_step``): its rows' share of the step's gradient is zero.
+
+    Where the loss is the mean over one count of kept steps (``Kernel.counts_steps``: padded
+    sequences, masked or labelled), a block's rows are not its share: its gradient and loss are
+    times its kept steps c instead, and c is appended too, so that the tree's sum divided by
+    its last entry (:func:`step_mean`) is the gradient of the mean over every kept step of the
+    step, whichever part holds the padding."""
     if rows.size == 0:
         return None
     xb, yb = x[rows], y[rows]
-    if kernel.padded_steps and not kernel.holds_a_step(xb, yb):
+    kept = kernel.kept_steps(xb, yb)
+    if kept is not None:
+        if not kept > 0:
+            return None
+        weight = kept
+    elif kernel.padded_steps and not kernel.holds_a_step(xb, yb):
         return None
     extra = (block_seed(seed, j),) if dropout else ()
     loss, grad = kernel.module._train_gradient(theta, xb, yb, step, *extra)
-    out = np.empty(grad.size + 1, dtype=grad.dtype)
-    out[:-1] = grad
-    out[-1] = loss
+    out = np.empty(grad.size + 1 + (kept is not None), dtype=grad.dtype)
+    out[:grad.size] = grad
+    out[grad.size] = loss
+    if kept is not None:
+        out[-1] = 1
     return out * out.dtype.type(weight)
+
+
+def step_mean(kernel, vec: np.ndarray) -> np.ndarray:
+    """The step's gradient with its loss appended, from the tree's sum of the blocks
+    (:func:`leaf`): as it is, or divided by the kept steps summed in its last entry."""
+    return vec[:-1] / vec[-1] if kernel.counts_steps else vec
 
 
 def weights(counts: Sequence[int]) -> list[float]:

@@ -244,3 +244,32 @@ def test_data_parallel_training_leaves_out_blocks_of_padding_only(backend: str) 
     assert all(np.isfinite(v).all() for v in res.params.values())
     with pytest.raises(PaddingOnlyError, match="every block is padding only"):
         sn.train(net, {"x": X, "m": np.zeros_like(M)}, Y, batch_size=2, epochs=1, parts=2, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("target", ["masks", "labels"])
+def test_a_data_parallel_step_is_the_mean_over_every_kept_step(backend: str, target: str) -> None:
+    """A data-parallel step weighs each part's block by its kept steps (masks' sum, labelled
+    steps), not its rows: its gradient is that of the mean over every kept step of the step, as
+    one process takes it on the whole batch, wherever the padding lies. One step an epoch (each
+    part's block is the whole part) under SGD: the update of ``parts=2`` is the whole batch's
+    (float64, summed in another order). By rows, the parts of 4 and 3 samples would weigh 4/7 and
+    3/7 where their 13 and 8 kept steps of 21 weigh 13/21 and 8/21."""
+    if target == "masks":
+        net = _net("mse")
+        X, M, Y = _data()
+        data, y = {"x": X, "m": M}, Y
+    else:  # a tagger's labels, -100 at padded steps (LENGTHS' steps labelled)
+        x = sn.Input(T, F, name="x")
+        out = sn.Dense(H, 3, "softmax", name="fc")(sn.GRU(F, H, return_sequences=True, name="gru")(x))
+        net = sn.Network(inputs=x, outputs=out, loss="cross_entropy", name="tagger")
+        rng = np.random.default_rng(8)
+        data, y = rng.normal(size=(N, T, F)), rng.integers(0, 3, size=(N, T))
+        y[np.arange(T)[None, :] >= LENGTHS[:, None]] = -100
+    kw = dict(batch_size=N, epochs=1, optimizer=sn.SGD(lr=0.5), backend=backend, seed=1)
+    start = net.init_params(seed=1)
+    whole = sn.train(net, data, y, **kw)
+    split = sn.train(net, data, y, parts=2, **kw)
+    assert whole.steps == split.steps == 1
+    for name, p0 in start.items():
+        assert rel(split.params[name] - p0, whole.params[name] - p0) <= 1e-12, name
