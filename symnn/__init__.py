@@ -14,7 +14,7 @@ from .errors import *  # noqa: F403 - the exception hierarchy is public
 from .expressions import NonSmoothWarning
 from .flat import FlatParams
 from .gradcheck import GradcheckReport, gradcheck, sample_point
-from .layers import Concat, Dropout, Input, Layer, LayerNorm, Tensor, concat, register_layer
+from .layers import Concat, Dropout, Input, LastStep, Layer, LayerNorm, Tensor, concat, register_layer
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .embedding import Embedding
 from .recurrent import GRU, LSTM, RNN
@@ -63,6 +63,7 @@ __all__ = [
     "Concat",
     "Dense",
     "Input",
+    "LastStep",
     "Layer",
     "LayerNorm",
     "BatchNorm1d",

@@ -87,7 +87,8 @@ def from_torch(module: Any, *, loss: object = None, name: str = "torch_mlp", dty
     ``a + b`` an add; ``torch.cat(..., dim=1)`` ``sn.concat``; ``nn.RNN``/``GRU``/``LSTM``
     (called on the sequence alone) ``sn.RNN``/``GRU``/``LSTM``, returning
     the last state where forward reads ``out[:, -1]`` or ``h_n[-1]`` (of a bidirectional module
-    ``torch.cat((h_n[-2], h_n[-1]), dim=1)``) and the sequence where it uses the output whole
+    ``torch.cat((h_n[-2], h_n[-1]), dim=1)``; its ``out[:, -1]`` is the sequence's last step, an
+    ``sn.LastStep``) and the sequence where it uses the output whole
     (``input_shape=(T, F)``; a ``batch_first=False`` module's last step is ``out[-1]``, and
     ``transpose(0, 1)`` swaps a sequence between its time-major layout and batch-first: a forward
     argument it reads is the network's batch-first input (N, T, F); ``dropout`` between stacked

@@ -371,6 +371,42 @@ class Concat(Layer):
 
 
 @dataclass(frozen=True)
+class LastStep(Layer):
+    """A sequence's last step, ``out[:, -1]`` of PyTorch's (N, T, F): shape (T, F) -> (F,); the
+    last step of the call's length for a sequence of run-time length (``sn.Input(None, F)``).
+    A recurrent layer gives its own last state without it (``return_sequences=False``); this
+    takes the last step of any sequence: a bidirectional layer's, whose step T - 1 holds the
+    forward direction's final state beside the reverse direction's state after its first step
+    (what ``out[:, -1]`` reads in PyTorch, which ``sn.from_torch`` turns into this), or a
+    per-step layer's. Padded steps are not skipped: after a masked layer a shorter sample's last
+    step is padding (zeros, as PyTorch's ``pad_packed_sequence``). No parameters; its forward
+    pass is the IR's ``SLICE`` of the step's columns, its pullback puts the cotangent there."""
+
+    name: str | None = None
+
+    KIND: ClassVar[str] = "last_step"
+
+    def __init__(self, *, name: str | None = None) -> None:
+        object.__setattr__(self, "name", _check_name(name))
+
+    def output_shape(self, *shapes: Shape) -> Shape:
+        if len(shapes) != 1:
+            raise SpecError(f"LastStep takes one sequence, got {len(shapes)} tensors")
+        if len(shapes[0]) != 2:
+            raise LayerSizeMismatchError(f"LastStep takes a sequence of shape (T, F), got shape {shapes[0]}")
+        return (shapes[0][1],)
+
+    def build(self, inputs: Sequence[ir.Node], params: dict[str, ir.Node],
+              shapes: Sequence[Shape] = ()) -> Emitted:
+        steps, width = shapes[0]
+        first = naming.concrete((steps - 1) * width)
+        return Emitted(ir.slice_(inputs[0], first, naming.concrete(first + width)))
+
+    def describe(self) -> str:
+        return "LastStep"
+
+
+@dataclass(frozen=True)
 class Dropout(Layer):
     """Inverted dropout with probability ``p``, as ``torch.nn.Dropout(p)``: in ``train_step``
     each entry is zeroed with probability p and the rest scaled by 1/(1 - p), with masks drawn
@@ -417,7 +453,8 @@ def concat(tensors: Sequence[Tensor], *, name: str | None = None) -> Tensor:
 
 
 #: every layer class a graph may hold (the spec reader and the importers look layers up here)
-LAYERS: dict[str, type[Layer]] = {"add": Add, "layernorm": LayerNorm, "concat": Concat, "dropout": Dropout}
+LAYERS: dict[str, type[Layer]] = {"add": Add, "layernorm": LayerNorm, "concat": Concat, "dropout": Dropout,
+                                  "last_step": LastStep}
 
 
 def register_layer(cls: type[Layer]) -> type[Layer]:

@@ -30,7 +30,7 @@ import numpy as np
 import sympy as sp
 
 from .errors import ModelFormatError, SpecError, SpecTypeError
-from .layers import Tensor
+from .layers import LastStep, Tensor
 from .naming import shown
 
 _INT64 = 7  # onnx.TensorProto.INT64
@@ -335,10 +335,9 @@ def _gather(s: SequenceState, node: Step, values: dict[str, Tensor]) -> None:
         raise SpecError(f"{node.where}: Gather of step {index} of a {view.form.value}; symnn's recurrent layers "
                         "return the last step (index -1) or every step, not step "
                         f"{index} alone")
-    if roots[0].directions == 2:
-        raise SpecError(f"{node.where}: Gather of the last step of a bidirectional {roots[0].op}'s output, whose "
-                        "reverse half has seen one step; symnn's bidirectional layer returns each direction's final "
-                        "state (a Concat of Y_h's rows -2 and -1 along axis 1), or every step")
+    if roots[0].directions == 2:  # the whole sequence's last step: the reverse half has seen one step
+        values[node.output] = LastStep()(roots[0].value(True, node.where))
+        return
     values[node.output] = roots[0].value(False, node.where)
 
 

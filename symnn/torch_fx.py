@@ -13,7 +13,8 @@ input (``sn.Input(T, indices=True)``), ``nn.Dropout`` an ``sn.Dropout``,
 (``bidirectional`` carried over) become ``sn.RNN``/``GRU``/``LSTM``, their ``return_sequences``
 read off how forward uses the result (:func:`recurrent_modes`): the last step (``out[:, -1]``,
 the last layer's ``h_n[-1]``; of a bidirectional module ``torch.cat((h_n[-2], h_n[-1]), dim=1)``)
-or the whole output sequence (flattened, or fed to the next module). A time-major module
+or the whole output sequence (flattened, or fed to the next module; a bidirectional module's
+``out[:, -1]``: the sequence, then an ``sn.LastStep``). A time-major module
 (``batch_first=False``) reads and writes (T, N, F) sequences: its last step is ``out[-1]``, and
 ``transpose(0, 1)``/``permute(1, 0, 2)`` swap a sequence between the two layouts
 (:func:`check_time_major`); symnn's sequences are batch-first throughout, so a forward argument
@@ -46,7 +47,7 @@ import numpy as np
 from . import ir, naming
 from .declare import Activate, Activation, Dense, Network
 from .errors import ModelFormatError, SpecError, SpecTypeError
-from .layers import Dropout, Input, Layer, LayerNorm, Tensor, concat
+from .layers import Dropout, Input, LastStep, Layer, LayerNorm, Tensor, concat
 from .naming import shown
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .embedding import Embedding
@@ -707,7 +708,8 @@ def _build(torch: Any, graph: Any, roles: Mapping[Any, Role], placeholders: Sequ
 def _recurrent_part(torch: Any, node: Any, role: Role, values: dict[Any, Tensor], layers: dict[str, Layer],
                     modes: Mapping[Any, bool]) -> None:
     """The value of a recurrent call (the symnn layer applied) or of a part of its result: the
-    output sequence when the layer returns it, the last state for ``out[:, -1]``/``h_n[-1]``;
+    output sequence when the layer returns it, the last state for ``out[:, -1]``/``h_n[-1]`` (a
+    bidirectional module's ``out[:, -1]``: the sequence's last step, an ``sn.LastStep``);
     the state tuple, ``c_n`` (unused) and batch sizes have none (:func:`recurrent_modes`
     checked who reads them)."""
     if role.kind is Kind.RECURRENT:
@@ -715,6 +717,8 @@ def _recurrent_part(torch: Any, node: Any, role: Role, values: dict[Any, Tensor]
         values[node] = _layer(layers, node, made)(*(values[o] for o in role.operands))
     elif role.kind is Kind.LAST_STEP or (role.kind is Kind.RNN_OUTPUT and modes[role.operands[0]]):
         values[node] = values[role.operands[0]]
+    elif role.kind is Kind.SEQUENCE_LAST:  # a bidirectional module's out[:, -1]: its sequence's last step
+        values[node] = LastStep()(values[role.operands[0]])
     elif role.kind is Kind.RNN_STATE and not modes[role.operands[0]]:  # h_n as another's initial state
         values[node] = values[role.operands[0]]
 

@@ -67,18 +67,12 @@ def getitem_role(torch: Any, node: Any, roles: Mapping[Any, Role]) -> Role:
             raise SpecError(f"{where(node)}: output[{subscript(index)}] of the time-major (batch_first=False) "
                             f"{module_of(role)} is not supported; from_torch reads its last step out[-1], or the "
                             "whole sequence")
-        if role.module.bidirectional:
-            raise SpecError(f"{where(node)}: output[-1] of the bidirectional {module_of(role)} holds the "
-                            "reverse direction's state after a single step; symnn's bidirectional layer returns "
-                            "each direction's final state, torch.cat((h_n[-2], h_n[-1]), dim=1), or the whole "
-                            "output")
+        if role.module.bidirectional:  # the whole output's last step (the reverse state after one step)
+            return Role(Kind.SEQUENCE_LAST, role.operands, role.module)
         return Role(Kind.LAST_STEP, role.operands, role.module)
     if kind is Kind.RNN_OUTPUT:
-        if index == (slice(None), -1) and role.module.bidirectional:
-            raise SpecError(f"{where(node)}: output[:, -1] of the bidirectional {module_of(role)} holds the "
-                            "reverse direction's state after a single step; symnn's bidirectional layer returns "
-                            "each direction's final state, torch.cat((h_n[-2], h_n[-1]), dim=1), or the whole "
-                            "output")
+        if index == (slice(None), -1) and role.module.bidirectional:  # as the time-major out[-1] above
+            return Role(Kind.SEQUENCE_LAST, role.operands, role.module)
         if index != (slice(None), -1):
             raise SpecError(f"{where(node)}: output[{subscript(index)}] of {module_of(role)} is not "
                             "supported; from_torch reads the last step out[:, -1] or the whole sequence")
@@ -244,7 +238,7 @@ def check_time_major(roles: Mapping[Any, Role]) -> None:
         if is_time_major(node, roles):
             source = f" (the output of {module_of(role)})" if role.kind is Kind.RNN_OUTPUT else ""
             for user in node.users:
-                ok = roles[user].kind in (Kind.RECURRENT, Kind.TIME_SWAP, Kind.LAST_STEP)
+                ok = roles[user].kind in (Kind.RECURRENT, Kind.TIME_SWAP, Kind.LAST_STEP, Kind.SEQUENCE_LAST)
                 if not ok:
                     raise SpecError(f"{where(user)} reads {where(node)}{source}, a time-major (T, N, ...) sequence; "
                                     "from_torch reads one only as the input of a batch_first=False recurrent "
@@ -279,7 +273,7 @@ def check_states(torch: Any, roles: Mapping[Any, Role]) -> None:
 
 #: the nodes of a recurrent call and of what reads its result (:func:`_recurrent_part`)
 RECURRENT_PARTS = frozenset({Kind.RECURRENT, Kind.RNN_OUTPUT, Kind.RNN_STATE, Kind.RNN_HIDDEN, Kind.RNN_CELL,
-                              Kind.RNN_FINAL, Kind.LAST_STEP, Kind.SHAPE, Kind.BATCH_SIZE})
+                              Kind.RNN_FINAL, Kind.LAST_STEP, Kind.SEQUENCE_LAST, Kind.SHAPE, Kind.BATCH_SIZE})
 
 
 def final_states_cat(node: Any, tensors: Sequence[Any], roles: Mapping[Any, Role]) -> Role | None:

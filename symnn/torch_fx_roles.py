@@ -21,7 +21,7 @@ SUPPORTED = ("nn.Linear, nn.Conv1d/2d (padding_mode='zeros'), F.linear and F.con
               "F.adaptive_avg_pool1d/2d with constant sizes), nn.Flatten and torch.flatten(x, 1), "
               "nn.LayerNorm (one normalized dimension), nn.BatchNorm1d/2d, nn.Embedding (on a forward argument), "
               "nn.RNN/GRU/LSTM (out[:, -1], h_n[-1] or the whole output; bidirectional: "
-              "torch.cat((h_n[-2], h_n[-1]), dim=1) or the whole output; batch_first=False: out[-1], and "
+              "torch.cat((h_n[-2], h_n[-1]), dim=1), out[:, -1] or the whole output; batch_first=False: out[-1], and "
               "transpose(0, 1) or permute(1, 0, 2) between time-major and batch-first; an initial state from "
               "forward arguments or a one-layer GRU/RNN's h_n), "
               "nn.Dropout, nn.Identity, a + b "
@@ -56,6 +56,9 @@ class Kind(enum.Enum):
     # h_n[-2], h_n[-1] of a bidirectional module: one direction's final state (``index``: 0
     # forward, 1 reverse), read only as torch.cat((h_n[-2], h_n[-1]), dim=1), its LAST_STEP
     RNN_FINAL = enum.auto()
+    # out[:, -1] (batch_first=False: out[-1]) of a bidirectional module: the last step of its
+    # whole output sequence, an sn.LastStep (the reverse direction's state there is after one step)
+    SEQUENCE_LAST = enum.auto()
     # t.transpose(0, 1), t.permute(1, 0, 2): a sequence between batch-first (N, T, F) and the
     # time-major (T, N, F) of a batch_first=False module; symnn's value is the same sequence
     TIME_SWAP = enum.auto()

@@ -363,8 +363,6 @@ def _both(m: nn.Module, out: torch.Tensor) -> torch.Tensor:
     (nn.GRU(F, H), lambda m, x: m.fc(m.lstm(x)[0].flatten(1)), SpecError, "a time-major (T, N, ...) sequence"),
     (nn.GRU(F, H, batch_first=True), lambda m, x: m.fc(m.lstm(x.transpose(0, 1))[0][:, -1]), SpecError,
      "the batch-first GRU (batch_first=True) reads node 'transpose'"),
-    (nn.GRU(F, H, batch_first=True, bidirectional=True), _last, SpecError, "reverse direction's state after a "
-     "single step"),
     (nn.GRU(F, H, batch_first=True, bidirectional=True), lambda m, x: m.fc(m.lstm(x)[1][-1]), SpecError,
      "torch.cat((h_n[-2], h_n[-1]), dim=1)"),
     (nn.GRU(F, H, num_layers=2, batch_first=True, bidirectional=True), lambda m, x: m.fc(m.lstm(x)[1][0]),
