@@ -103,3 +103,31 @@ def test_the_added_product_through_blas_agrees_with_numpy() -> None:
     assert abs(lb - ln) <= 1e-13 * abs(ln)
     for name in gn:
         assert np.linalg.norm(gb[name] - gn[name]) <= 1e-12 * np.linalg.norm(gn[name]), name
+
+
+def test_the_added_product_split_over_openmp_threads_is_the_same_bits() -> None:
+    # LSTM(16 -> 32), T = 8, N = 64: the projection (512 x 16 x 128) and each step's product
+    # (64 x 32 x 128) are at least SYMNN_OMP_MIN, so their columns, D's with them, go to the threads
+    import ctypes
+
+    try:
+        gomp = ctypes.CDLL("libgomp.so.1")
+    except OSError:
+        pytest.skip("no libgomp (GCC's OpenMP runtime)")
+    net = _net(sn.LSTM, 16, 32, 8, "plus_omp")
+    ko = sn.compile(net, backend="c", dtype="float64", openmp=True)
+    ks = sn.compile(net, backend="c", dtype="float64")
+    assert len(_plus_calls(ko)) >= 2
+    params = net.init_params(seed=6)
+    rng = np.random.default_rng(9)
+    X, Y = rng.normal(size=(64, 8, 16)), rng.normal(size=(64, 2))
+    ls, gs = ks.loss_and_grad(params, X, Y)
+    try:
+        for threads in (1, 2, 3):
+            gomp.omp_set_num_threads(threads)
+            lo, go = ko.loss_and_grad(params, X, Y)
+            assert lo == ls, threads
+            for name in gs:
+                np.testing.assert_array_equal(go[name], gs[name], err_msg=f"{name}, {threads} threads")
+    finally:
+        gomp.omp_set_num_threads(1)
