@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -43,6 +46,26 @@ def test_blas_build_agrees_with_numpy_and_numeric_differences(dtype: str, rtol: 
         report = sn.gradcheck(kb, p, X, Y, method="central", max_entries=20000)  # per entry: kinks stay clear
         assert report.passed or report.passed_norm, str(report)
     np.testing.assert_allclose(kb.forward(p, X.astype(dtype)), kn.forward(p, X.astype(dtype)), rtol=rtol * 10)
+
+@pytest.mark.skipif(not _have_numpy_blas(), reason="NumPy without its bundled OpenBLAS")
+def test_a_recurrent_layers_added_products_through_blas_agree_with_numpy() -> None:
+    # LSTM(16 -> 32), T = 8, N = 32: the input projection (256 x 16 x 128) and each step's product
+    # (32 x 32 x 128) are past SYMNN_BLAS_MIN; their gemms add the biases and the step's input
+    # (C = D + A @ B.T: tests/integration/test_gemm_plus.py), through BLAS as C = D, then C += A @ B.T
+    x = sn.Input(8, 16, name="x")
+    net = sn.Network(inputs=x, outputs=sn.Dense(32, 2, name="fc")(sn.LSTM(16, 32, name="rnn")(x)), loss="mse",
+                     name="blas_lstm")
+    kb = sn.compile(net, backend="c", dtype="float64", blas=True)
+    assert len(re.findall(r"__gemm_\w+\(.*\); /\* \w+ = \w+ \+ ", Path(kb.source_path).read_text())) >= 2
+    kn = sn.compile(net, backend="numpy", dtype="float64")
+    params = net.init_params(seed=4)
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(32, 8, 16)), rng.normal(size=(32, 2))
+    lb, gb = kb.loss_and_grad(params, X, Y)
+    ln, gn = kn.loss_and_grad(params, X, Y)
+    assert abs(lb - ln) <= 1e-13 * abs(ln)
+    for name in gn:
+        assert np.linalg.norm(gb[name] - gn[name]) <= 1e-12 * np.linalg.norm(gn[name]), name
 
 
 def test_blas_must_be_a_bool() -> None:

@@ -6,21 +6,21 @@ no activation after it to add them in its loop), and each step adds that project
 (``_KernelLowering._added_products``), and the separate pass goes. Each entry is then D's plus
 the product's sum, which is what the pass computed: the results must be the same bits as with
 the passes, at every tile edge (6-, 4-, 8- and 1-row tiles, a narrow block of columns, the
-``C.T`` path of a product with fewer columns than a tile, the packed panels of a loop), and
-through BLAS the same values to rounding.
+``C.T`` path of a product with fewer columns than a tile, the packed panels of a loop, the
+columns split over OpenMP threads); through BLAS (tests/integration/test_blas.py) the same values
+to rounding.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import symnn as sn
 from symnn.backends.c import config as c_config
-from symnn.build import numpy_blas_flags
-from symnn.errors import ConfigError
 
 pytestmark = pytest.mark.needs_cc
 
@@ -47,7 +47,7 @@ def _unfused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _plus_calls(kernel) -> list[str]:
     """The gemm calls of the kernel's source that add a D: ``... /* c = d + a @ b ...``."""
-    return re.findall(r"__gemm_\w+\(.*\); /\* \w+ = \w+ \+ ", open(kernel.source_path).read())
+    return re.findall(r"__gemm_\w+\(.*\); /\* \w+ = \w+ \+ ", Path(kernel.source_path).read_text())
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -77,32 +77,6 @@ def test_the_added_product_is_bitwise_the_separate_pass(case, dtype: str, monkey
         for name in ga:
             np.testing.assert_array_equal(gf[name], ga[name], err_msg=f"{name} at n={n}")
         np.testing.assert_array_equal(fused.forward(params, X), apart.forward(params, X))
-
-
-def _have_numpy_blas() -> bool:
-    try:
-        numpy_blas_flags()
-    except ConfigError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _have_numpy_blas(), reason="NumPy without its bundled OpenBLAS")
-def test_the_added_product_through_blas_agrees_with_numpy() -> None:
-    # LSTM(16 -> 32), T = 8, N = 32: the projection (256 x 16 x 128) and each step's product
-    # (32 x 32 x 128) are past SYMNN_BLAS_MIN, so BLAS computes C = D, then C += the product
-    net = _net(sn.LSTM, 16, 32, 8, "plus_blas")
-    kb = sn.compile(net, backend="c", dtype="float64", blas=True)
-    assert len(_plus_calls(kb)) >= 2
-    kn = sn.compile(net, backend="numpy", dtype="float64")
-    params = net.init_params(seed=4)
-    rng = np.random.default_rng(5)
-    X, Y = rng.normal(size=(32, 8, 16)), rng.normal(size=(32, 2))
-    lb, gb = kb.loss_and_grad(params, X, Y)
-    ln, gn = kn.loss_and_grad(params, X, Y)
-    assert abs(lb - ln) <= 1e-13 * abs(ln)
-    for name in gn:
-        assert np.linalg.norm(gb[name] - gn[name]) <= 1e-12 * np.linalg.norm(gn[name]), name
 
 
 def test_the_added_product_split_over_openmp_threads_is_the_same_bits() -> None:
