@@ -13,7 +13,10 @@ to rounding.
 
 from __future__ import annotations
 
+import platform
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,9 @@ import pytest
 
 import symnn as sn
 from symnn.backends.c import config as c_config
+from symnn.backends.c.emit import emit_c
+from symnn.build import cpu_flags
+from symnn.driver import derive_program
 
 pytestmark = pytest.mark.needs_cc
 
@@ -105,3 +111,58 @@ def test_the_added_product_split_over_openmp_threads_is_the_same_bits() -> None:
                 np.testing.assert_array_equal(go[name], gs[name], err_msg=f"{name}, {threads} threads")
     finally:
         gomp.omp_set_num_threads(1)
+
+
+_MAIN = r"""#include <stdio.h>
+#include <stdlib.h>
+#include "plus_avx2.h"
+int main(void) {
+    static const ptrdiff_t batches[] = {1, 5, 13, 33};
+    for (int b = 0; b < 4; ++b) {
+        const ptrdiff_t n = batches[b];
+        size_t wl = 0;
+        plus_avx2_real *p = malloc(PLUS_AVX2_N_PARAMS*sizeof *p), *g = malloc(PLUS_AVX2_N_PARAMS*sizeof *g);
+        plus_avx2_real *x = malloc((size_t)n*PLUS_AVX2_N_IN*sizeof *x), *y = malloc((size_t)n*2*sizeof *y), loss = 0, *w;
+        if (plus_avx2_work_size(n, &wl) != SYMNN_OK) return 3;
+        w = malloc(wl*sizeof *w);
+        if (!p || !g || !x || !y || !w) return 4;
+        for (ptrdiff_t e = 0; e < PLUS_AVX2_N_PARAMS; ++e) p[e] = (plus_avx2_real)((e*7919 % 1000) - 500)/2500;
+        for (ptrdiff_t e = 0; e < n*PLUS_AVX2_N_IN; ++e) x[e] = (plus_avx2_real)((e*104729 % 2001) - 1000)/1000;
+        for (ptrdiff_t e = 0; e < n*2; ++e) y[e] = (plus_avx2_real)((e*31 % 7) - 3)/3;
+        if (plus_avx2_loss_and_grad(p, x, y, n, &loss, g, w, wl) != SYMNN_OK) return 5;
+        printf("%a\n", (double)loss);
+        for (ptrdiff_t e = 0; e < PLUS_AVX2_N_PARAMS; ++e) printf("%a\n", (double)g[e]);
+        free(p); free(g); free(x); free(y); free(w);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="AVX2 is an x86 extension")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_avx2_tiles_add_d_as_the_four_row_arrays_do(tmp_path: Path, dtype: str) -> None:
+    """Where GCC targets AVX2 without AVX-512 (-march=x86-64-v3), full-width rows go in 2-row
+    tiles of 32-byte vectors (__TILE32), which add D as they store; without them
+    (-DSYMNN_GEMM_NO_TILE32) the 4-row arrays add it: the same bits, at each batch."""
+    net = _net(sn.LSTM, 5, 10, 6, "plus_avx2")
+    files = emit_c(net, derive_program(net).program, dtype).files
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert "__TILE32 1" in files["plus_avx2.c"] and re.search(r"__gemm_\w+\(.*\); /\* \w+ = \w+ \+ ", files["plus_avx2.c"])
+    (tmp_path / "main.c").write_text(_MAIN)
+    cc = shutil.which("gcc") or shutil.which("cc") or "cc"
+    outputs = []
+    for extra in ([], ["-DSYMNN_GEMM_NO_TILE32"]):
+        exe = tmp_path / f"plus{len(extra)}"
+        build = subprocess.run([cc, "-std=c99", "-O3", "-march=x86-64-v3", *extra, "-o", str(exe),
+                                str(tmp_path / "main.c"), str(tmp_path / "plus_avx2.c"), "-lm"],
+                               capture_output=True, text=True, timeout=300)
+        assert build.returncode == 0, build.stderr
+        if not {"avx2", "fma"} <= set(cpu_flags().split()):
+            pytest.skip("built, but this CPU has no AVX2 and FMA to run them")
+        ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0, ran.stderr
+        outputs.append(ran.stdout)
+    n_params = sum(int(np.prod(shape)) for shape in net.param_shapes().values())
+    assert outputs[0] == outputs[1] and len(outputs[0].splitlines()) == 4 * (1 + n_params)
