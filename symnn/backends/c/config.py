@@ -361,6 +361,11 @@ class _KernelLowering:
         #: a product's target -> (D, D's leading dimension) where its gemm stores C = D + op(A) @ op(B)
         #: (:meth:`_added_products`)
         self._plus: dict[str, tuple[str, object]] = {}
+        #: a concatenation's part that is whole steps of a column block of a sequence (the
+        #: carries a loop's steps started from): the part's name -> where it lies in the
+        #: sequence (:meth:`_step_blocks`); the statements that would have copied it out
+        self._blocks: dict[str, dict] = {}
+        self._blocks_away: set[int] = set()
 
     def _begin(self, scalar_target: bool = False) -> _Names:
         """A fresh record for the next context: its names as helper parameters in a long kernel,
@@ -448,6 +453,9 @@ class _KernelLowering:
     def lower(self) -> KernelLayout:
         self._declare_targets()
         last = self._last = self._last_uses()
+        self._blocks, self._blocks_away, read_at = self._step_blocks()
+        for name, i in read_at.items():  # the sequence, read by the concatenation itself
+            last[name] = max(last.get(name, i), i)
         dying: dict[int, list[str]] = {}
         for name, i in sorted(last.items()):
             dying.setdefault(i, []).append(name)
@@ -502,7 +510,8 @@ class _KernelLowering:
                 self._lies_in(target, written, i)
             if st.kind is ir.Op.MAP:
                 self._take_over(target, st, i, last)
-            self._allocate(target)
+            if i not in self._blocks_away:
+                self._allocate(target)
             if i in sums:  # its column sum is written in this loop: its storage lives from here
                 self._allocate(self.vars[sums[i][1]])
             # each context's "origins": the plan statements it computes (a fused loop several)
@@ -513,6 +522,8 @@ class _KernelLowering:
                 pass  # masked in the max pool's pullback before it
             elif i in added_away:
                 pass  # added by the gemm of the product before it
+            elif i in self._blocks_away:
+                pass  # a block of steps, read where it lies by the concatenation after it
             elif i + 1 < len(self.plan.stmts) and self._fuses_bias(i + 1):
                 pass  # a bias add done in the loop of the map after it
             elif self._fuses_bias(i):
@@ -716,6 +727,67 @@ class _KernelLowering:
                     out[i] = i + 1
         return out
 
+    def _step_blocks(self) -> tuple[dict[str, dict], set[int], dict[str, int]]:
+        """The parts of concatenations that are whole steps of a column block of a sequence X
+        (N, T*W): X's steps stacked as rows (RESHAPE to (N*T, W)), columns lo:lo+w of them
+        (SLICE), back to a sequence (RESHAPE to (N, T*w)), then steps a/w .. b/w of it (SLICE, or
+        every step): the carries a loop's steps started from (the first carry, then the stored
+        steps' carries but the last: ``symnn.autodiff.scan``), which an LSTM's or GRU's backward
+        loop and its weight gradient read. The block of columns was copied out of the stored
+        sequence, then copied again into the concatenation; here the concatenation reads each
+        step's block where it lies in X, and the copy, its storage and the views of it go. The
+        same values in the same places: the concatenation's bits are unchanged. Returns the
+        parts, the statements that go, and X -> the concatenation's index (X lives to it)."""
+        stmts = self.plan.stmts
+        made = {st.target: i for i, st in enumerate(stmts)}
+        readers: dict[str, list[int]] = {}
+        for i, st in enumerate(stmts):
+            for o in (st.operands[:3] if st.kind is Loop.END else st.operands):
+                readers.setdefault(o, []).append(i)
+        outputs = set(self.plan.outputs.values())
+
+        def only(name: str, reader: int) -> bool:
+            return readers.get(name) == [reader] and name not in outputs and name not in self.in_place
+
+        blocks: dict[str, dict] = {}
+        away: set[int] = set()
+        read_at: dict[str, int] = {}
+        for ci, st in enumerate(stmts):
+            if st.kind is not ir.Op.CONCAT or self.in_place.get(st.target) is not None:
+                continue
+            for part in st.operands:
+                seq, first, chain, k = part, sp.Integer(0), [], made.get(part)
+                if k is not None and stmts[k].kind is ir.Op.SLICE:  # some of the steps
+                    if part not in self.views:
+                        continue
+                    seq, first = stmts[k].operands[0], sp.sympify(stmts[k].payload[0])
+                    chain.append(k)
+                r2 = made.get(seq)
+                if r2 is None or stmts[r2].kind is not ir.Op.RESHAPE or not only(seq, chain[0] if chain else ci):
+                    continue
+                s1 = made.get(stmts[r2].operands[0])
+                if s1 is None or stmts[s1].kind is not ir.Op.SLICE or not only(stmts[s1].target, r2):
+                    continue
+                r1 = made.get(stmts[s1].operands[0])
+                if r1 is None or stmts[r1].kind is not ir.Op.RESHAPE:
+                    continue
+                if only(stmts[r1].target, s1):  # the stacked view, read by nothing else
+                    chain.append(r1)
+                x = self.vars[stmts[r1].operands[0]]
+                stacked, block, steps = self.vars[stmts[r1].target], self.vars[stmts[s1].target], self.vars[seq]
+                lo, w, big = sp.sympify(stmts[s1].payload[0]), sp.sympify(block.cols), sp.sympify(stacked.cols)
+                count = sp.cancel(sp.sympify(self.vars[part].cols) / w)
+                at = sp.cancel(first / w)
+                if x.ndim != 2 or x.stride != x.cols or st.operands.count(part) != 1 \
+                        or (steps.rows, sp.sympify(steps.cols)) != (x.rows, sp.cancel(sp.sympify(x.cols) / big * w)) \
+                        or not all(sp.fraction(v)[1] == 1 for v in (count, at)):
+                    continue
+                blocks[part] = {"x": x.name, "at": lo + at * big, "ld": x.stride, "steps": count,
+                                "w": w, "step_ld": big}
+                away.update([s1, r2, *chain])
+                read_at[x.name] = ci
+        return blocks, away, read_at
+
     def _small_product(self, st: Stmt) -> bool:
         """A product with a tiny fixed part (xor's 2x4 weights), laid out in place: constant-size
         loops, which the compiler unrolls; a gemm call costs more than the arithmetic."""
@@ -881,10 +953,15 @@ class _KernelLowering:
             cols = self.vars[name].cols
             there = self.in_place.get(name)
             # a part its map wrote into its columns of this step already needs no copy
-            if not (written is not None and there is not None and there.role is StepRole.PART
-                    and there.into == written.into):
+            block = self._blocks.get(name)
+            if block is not None:  # whole steps of a block of a sequence's columns, where they lie
+                parts.append({"a": nm.read(block["x"]), "cols": block["w"], "offset": offset,
+                              "ld": dim_code(block["ld"]), "at": block["at"], "steps": block["steps"],
+                              "step_ld": block["step_ld"]})
+            elif not (written is not None and there is not None and there.role is StepRole.PART
+                      and there.into == written.into):
                 parts.append({"a": nm.read(name), "cols": cols, "offset": offset,
-                              "ld": dim_code(self.vars[name].stride)})  # a part read where it lies
+                              "ld": dim_code(self.vars[name].stride), "steps": None})  # a part read where it lies
             offset += cols
         if not parts:  # a line of the kernel that copies nothing
             nm = self._begin(scalar_target=True)

@@ -1,0 +1,72 @@
+"""The carries a loop's steps started from, read where they lie in the stored sequence (issue 23).
+
+An LSTM's or GRU's backward loop, and its recurrent weight's gradient, read the carry each step
+started from: the first carry, then the stored steps' carries but the last (the reverse
+direction's: all but the first, then the first carry). That sequence was made by copying the
+carries' columns out of the stored sequence, then copying them again into the concatenation with
+the first carry; the C lowering now has the concatenation read each step's block where it lies
+(``_KernelLowering._step_blocks``). The same values land in the same places: every result must
+be the same bits as with the copy, for a fixed and a run-time length, both directions, both
+dtypes, at several batch sizes; and the work buffer is never larger (the copy took a slot).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import symnn as sn
+from symnn.backends.c import config as c_config
+
+pytestmark = pytest.mark.needs_cc
+
+F, H = 3, 5
+
+
+def _net(cell: type, steps: int | None, bidirectional: bool, name: str) -> sn.Network:
+    x = sn.Input(steps, F, name="x")
+    h = cell(F, H, bidirectional=bidirectional, name="rnn")(x)
+    return sn.Network(inputs=x, outputs=sn.Dense(H * (2 if bidirectional else 1), 2, name="fc")(h), loss="mse",
+                      name=name)
+
+
+#: the comment of a concatenation's part read as steps where they lie
+BLOCK = r"/\* ([^*]+) steps of \d+ columns, \d+ apart in \w+ \*/"
+#: (cell, T (None: given at each call), bidirectional)
+CASES = [(sn.LSTM, 6, False), (sn.GRU, 5, True), (sn.LSTM, None, True)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", CASES, ids=["lstm", "gru-bidirectional", "lstm-any-length-bidirectional"])
+def test_the_carries_read_in_place_are_the_same_bits(case, dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cell, steps, bidirectional = case
+    net = _net(cell, steps, bidirectional, f"blocks_{cell.__name__.lower()}")
+    inplace = sn.compile(net, backend="c", dtype=dtype)
+    blocks = re.findall(BLOCK, Path(inplace.source_path).read_text())
+    assert len(blocks) >= (2 if bidirectional else 1), blocks  # a block per direction's backward loop
+    with monkeypatch.context() as m:
+        m.setattr(c_config._KernelLowering, "_step_blocks", lambda self: ({}, set(), {}))
+        copied = sn.compile(net, backend="c", dtype=dtype)
+    assert not re.findall(BLOCK, Path(copied.source_path).read_text())
+    rng = np.random.default_rng(3)
+    params = {k: v.astype(dtype) for k, v in net.init_params(seed=1).items()}
+    for n, t in ((1, 4), (7, 6), (13, 2)):
+        X = rng.normal(size=(n, steps or t, F)).astype(dtype)
+        Y = rng.normal(size=(n, 2)).astype(dtype)
+        got, want = inplace.loss_and_grad(params, X, Y), copied.loss_and_grad(params, X, Y)
+        assert got[0] == want[0], n
+        for name in want[1]:
+            np.testing.assert_array_equal(got[1][name], want[1][name], err_msg=f"{name} at n={n}")
+        lengths = [] if steps else [t]
+        assert _work(inplace, n, lengths) <= _work(copied, n, lengths)  # the copy took a slot of its own
+
+
+def _work(kernel, n: int, lengths: list[int]) -> int:
+    """The work its loss_and_grad needs, in reals (the header's ``work_size``)."""
+    module = kernel.module
+    need = module.ffi.new("size_t *")
+    assert module._work_size(n, *lengths, need) == 0
+    return int(need[0])
