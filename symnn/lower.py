@@ -223,27 +223,43 @@ def step_writes(plan: KernelPlan, views: set[str] = frozenset()) -> dict[str, St
                 if new == out or not all(begin < j < end and plan.stmts[j].kind in READS_IN_PLACE for j in others):
                     continue
                 found[name] = StepWrite(role, end_st.target, head)
-                found.update(_parts_in_place(plan, i, begin, end, readers, made, outputs | views | set(found)))
+                carried = found.get(new)  # the new carry, written into the carried value
+                found.update(_parts_in_place(plan, i, begin, end, readers, made, outputs | views | set(found),
+                                             new if carried is not None and carried.role is StepRole.CARRY else None))
     return found
 
 
 def _parts_in_place(plan: KernelPlan, i: int, begin: int, end: int, readers: dict[str, list[int]],
-                    made: dict[str, int], taken: set[str]) -> dict[str, StepWrite]:
+                    made: dict[str, int], taken: set[str], carry: str | None = None) -> dict[str, StepWrite]:
     """The parts of the step's output (the concatenation ``i``, written in place) that their own
     element-wise maps can write straight into their columns of it: an LSTM's gates and tanh(c),
     copied into the stored step at every step otherwise. A part qualifies when a map of this
     step makes it, it appears once, and everything else that reads it reads in place, later in
     the step (its rows are then the output's row apart). ``taken``: names that may not (outputs,
-    views, values already written in place)."""
+    views, values already written in place). ``carry``: the new carry (a concatenation written
+    into the carried value), a part of the output too: its own parts qualify alike, written
+    into their columns of the stored step, from where the carry's concatenation reads them (an
+    LSTM's h and c: the step's output copied (h, c) from the carried value at every step)."""
     st, head = plan.stmts[i], plan.stmts[end].payload
+    into = plan.stmts[end].target
     out: dict[str, StepWrite] = {}
+
+    def qualifies(name: str, j: int, within: Stmt, last: int) -> bool:
+        return (begin < j < last and plan.stmts[j].kind is ir.Op.MAP and name not in taken
+                and within.operands.count(name) == 1 and name not in out
+                and all(j < r < end and (r == i or plan.stmts[r].kind in READS_IN_PLACE) for r in readers[name]))
+
     offset = 0
     for name, shape in zip(st.operands, st.src_shapes):
         j = made.get(name, -1)
-        if (begin < j < i and plan.stmts[j].kind is ir.Op.MAP and name not in taken
-                and st.operands.count(name) == 1
-                and all(j < r < end and (r == i or plan.stmts[r].kind in READS_IN_PLACE) for r in readers[name])):
-            out[name] = StepWrite(StepRole.PART, plan.stmts[end].target, head, offset)
+        if name == carry and st.operands.count(name) == 1 and begin < j < i:
+            inner, at = plan.stmts[j], offset
+            for part, part_shape in zip(inner.operands, inner.src_shapes):
+                if part not in st.operands and qualifies(part, made.get(part, -1), inner, j):
+                    out[part] = StepWrite(StepRole.PART, into, head, at)
+                at = ir.column(at + part_shape[1])
+        elif qualifies(name, j, st, i):
+            out[name] = StepWrite(StepRole.PART, into, head, offset)
         offset = ir.column(offset + shape[1])
     return out
 

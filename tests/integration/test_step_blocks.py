@@ -70,3 +70,33 @@ def _work(kernel, n: int, lengths: list[int]) -> int:
     need = module.ffi.new("size_t *")
     assert module._work_size(n, *lengths, need) == 0
     return int(need[0])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_new_carrys_parts_written_in_the_stored_step_are_the_same_bits(dtype: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """An LSTM's h and c: their maps write them into their columns of the stored step, from
+    where the new carry's concatenation reads them (``symnn.lower._parts_in_place``'s
+    ``carry``), where the step's output copied (h, c) back from the carried value at every step.
+    The same bits as with the copy, stacked layers and both directions included."""
+    from symnn import lower
+
+    x = sn.Input(5, F, name="x")
+    h = sn.LSTM(F, H, num_layers=2, bidirectional=True, name="rnn")(x)
+    net = sn.Network(inputs=x, outputs=sn.Dense(2 * H, 2, name="fc")(h), loss="mse", name="carry_parts")
+    written = sn.compile(net, backend="c", dtype=dtype)
+    plain = lower._parts_in_place
+    with monkeypatch.context() as m:
+        m.setattr(lower, "_parts_in_place", lambda *args: plain(*args[:7]))  # no carry
+        copied = sn.compile(net, backend="c", dtype=dtype)
+    count = [Path(k.source_path).read_text().count("'s columns from ") for k in (written, copied)]
+    assert count[0] == count[1] + 3 * 4 * 2  # h and c, in the 4 forward loops of forward, loss, loss_and_grad
+    rng = np.random.default_rng(4)
+    params = {k: v.astype(dtype) for k, v in net.init_params(seed=2).items()}
+    for n in (1, 6, 11):
+        X, Y = rng.normal(size=(n, 5, F)).astype(dtype), rng.normal(size=(n, 2)).astype(dtype)
+        got, want = written.loss_and_grad(params, X, Y), copied.loss_and_grad(params, X, Y)
+        assert got[0] == want[0], n
+        for name in want[1]:
+            np.testing.assert_array_equal(got[1][name], want[1][name], err_msg=f"{name} at n={n}")
+        np.testing.assert_array_equal(written.forward(params, X), copied.forward(params, X))

@@ -45,14 +45,15 @@ def _parts(net: sn.Network, kernel: str = "loss_and_grad") -> list[int]:
 
 
 def test_the_parts_of_a_step_are_written_in_their_columns() -> None:
-    """An LSTM's step output stacks (h, c) (the new carry, which lies in the carried value: one
-    copy), its four gates and tanh(c), each made by a map read in place: the maps write them
-    straight into their columns (H = 5: 10, 15, 20, 25, 30), and backpropagation's step output,
+    """An LSTM's step output stacks (h, c) (the new carry, a concatenation written into the
+    carried value), its four gates and tanh(c), each made by a map read in place: the maps write
+    them straight into their columns (H = 5: 10, 15, 20, 25, 30), and h's and c's maps theirs
+    too (0, 5), from where the carry's concatenation reads them; backpropagation's step output,
     the four gates' cotangents, likewise (0, 5, 10, 15). A plain RNN's step is one map, its own
     output: no parts."""
     lstm = _net(sn.LSTM(3, 5, name="r"))
-    assert _parts(lstm, "forward") == [10, 15, 20, 25, 30]
-    assert _parts(lstm) == [0, 5, 10, 10, 15, 15, 20, 25, 30]
+    assert _parts(lstm, "forward") == [0, 5, 10, 15, 20, 25, 30]
+    assert _parts(lstm) == [0, 0, 5, 5, 10, 10, 15, 15, 20, 25, 30]
     assert _parts(_net(sn.RNN(3, 5, name="r"))) == []
 
 
@@ -86,9 +87,9 @@ def test_the_c_loop_end_copies_nothing_and_work_shrinks(dtype: str, monkeypatch:
     # the forward loops of forward, loss and loss_and_grad, and backpropagation through time
     assert source.count("each written there in place") == 4
     assert "[e] = t22[e]" not in source
-    # each gate and tanh(c) written by its map into its columns of the stored step, in the three
-    # kernels' forward loops (5 each), and the gates' cotangents in backpropagation's (4)
-    assert source.count("'s columns from ") == 3 * 5 + 4
+    # each gate, tanh(c), h and c written by its map into its columns of the stored step, in
+    # the three kernels' forward loops (7 each), and the gates' cotangents in backpropagation's (4)
+    assert source.count("'s columns from ") == 3 * 7 + 4
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = derive_program(net).program

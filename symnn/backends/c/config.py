@@ -958,8 +958,7 @@ class _KernelLowering:
                 parts.append({"a": nm.read(block["x"]), "cols": block["w"], "offset": offset,
                               "ld": dim_code(block["ld"]), "at": block["at"], "steps": block["steps"],
                               "step_ld": block["step_ld"]})
-            elif not (written is not None and there is not None and there.role is StepRole.PART
-                      and there.into == written.into):
+            elif not (written is not None and self._lies_in_step(name, written.into)):
                 parts.append({"a": nm.read(name), "cols": cols, "offset": offset,
                               "ld": dim_code(self.vars[name].stride), "steps": None})  # a part read where it lies
             offset += cols
@@ -969,6 +968,16 @@ class _KernelLowering:
                     "parts": [nm.label(o, "part") for o in st.operands]}
         return {"kind": CKind.CONCAT, "c": nm.write(t.name), "parts": parts, "rows": rows_code(t),
                 "cols": t.cols, "ldc": t.stride}
+
+    def _lies_in_step(self, name: str, into: str) -> bool:
+        """Whether ``name`` lies in its columns of the stored step ``into`` already: written
+        there by its map (``StepRole.PART``), or a concatenation whose every part is (a new carry
+        whose maps wrote its parts there: :func:`symnn.lower.step_writes`)."""
+        there = self.in_place.get(name)
+        if there is not None and there.role is StepRole.PART:
+            return there.into == into
+        made = next((st for st in self.plan.stmts if st.target == name), None)
+        return made is not None and made.kind is ir.Op.CONCAT and all(self._lies_in_step(o, into) for o in made.operands)
 
     def _lies_in(self, t: Var, written: StepWrite, i: int) -> None:
         """Point ``t`` (a loop step's value written in place, :func:`symnn.lower.step_writes`)
