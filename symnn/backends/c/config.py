@@ -327,6 +327,13 @@ class _KernelLowering:
                  input_shapes: dict, outputs: dict[str, str], shared: bool, keep_outputs: bool = False,
                  length: bool = False) -> None:
         self.plan = _biases_first(plan, set(param_shapes) | set(input_shapes))
+        #: the statement that makes each value (the last, for a value updated in place), and how
+        #: many statements read it: what the fusions below ask of the plan
+        self._made = {st.target: i for i, st in enumerate(self.plan.stmts)}
+        self._reads: dict[str, int] = {}
+        for st in self.plan.stmts:
+            for o in st.operands:
+                self._reads[o] = self._reads.get(o, 0) + 1
         #: the kernel takes the sequences' length at each call (``steps``): sizes a*n*steps + b*n + c
         self.length = length
         #: the array outputs (a train step's gradients) kept in work to the kernel's end, each
@@ -672,10 +679,7 @@ class _KernelLowering:
         nothing else: the pool's pullback adds a window's gradient only where the window's
         maximum is positive, and the map's pass goes. The same values: t is 0 but at windows'
         maxima, and at a maximum x > 0 is what the map tested (NaN and x <= 0 give 0 both ways)."""
-        reads: dict[str, int] = {}
-        for st in self.plan.stmts:
-            for o in st.operands:
-                reads[o] = reads.get(o, 0) + 1
+        reads = self._reads
         out: dict[int, int] = {}
         for i, (st, nxt) in enumerate(zip(self.plan.stmts, self.plan.stmts[1:])):
             if st.kind is not ir.Op.MAX_POOL_GRAD or nxt.kind is not ir.Op.MAP:
@@ -698,10 +702,7 @@ class _KernelLowering:
         product's whole sum, the same bits as the pass computed. Not where an activation's loop
         already adds the bias (``_fuses_bias``), for a product of a tiny fixed part (in place,
         no gemm), nor where the sum is written in place in a loop's step or read as a view."""
-        reads: dict[str, int] = {}
-        for st in self.plan.stmts:
-            for o in st.operands:
-                reads[o] = reads.get(o, 0) + 1
+        reads = self._reads
         taken = set(sums) | {j for j, _ in sums.values()} | set(pool_masks) | set(pool_masks.values())
         out: dict[int, int] = {}
         for i, (st, nxt) in enumerate(zip(self.plan.stmts, self.plan.stmts[1:])):
@@ -738,8 +739,7 @@ class _KernelLowering:
         step's block where it lies in X, and the copy, its storage and the views of it go. The
         same values in the same places: the concatenation's bits are unchanged. Returns the
         parts, the statements that go, and X -> the concatenation's index (X lives to it)."""
-        stmts = self.plan.stmts
-        made = {st.target: i for i, st in enumerate(stmts)}
+        stmts, made = self.plan.stmts, self._made
         readers: dict[str, list[int]] = {}
         for i, st in enumerate(stmts):
             for o in (st.operands[:3] if st.kind is Loop.END else st.operands):
@@ -801,7 +801,7 @@ class _KernelLowering:
         """map index -> (index of a later ``c = A.sum(axis=0)`` of its output, c): the bias
         gradient summed in the loop that computes the layer's delta instead of a pass of its own.
         Only for an output c (a gradient), which nothing reads in between."""
-        made = {st.target: i for i, st in enumerate(self.plan.stmts)}
+        made = self._made
         out: dict[int, tuple[int, str]] = {}
         for j, st in enumerate(self.plan.stmts):
             if st.kind is not ir.Op.SUM_ROWS:
@@ -976,7 +976,8 @@ class _KernelLowering:
         there = self.in_place.get(name)
         if there is not None and there.role is StepRole.PART:
             return there.into == into
-        made = next((st for st in self.plan.stmts if st.target == name), None)
+        i = self._made.get(name)
+        made = self.plan.stmts[i] if i is not None else None
         return made is not None and made.kind is ir.Op.CONCAT and all(self._lies_in_step(o, into) for o in made.operands)
 
     def _lies_in(self, t: Var, written: StepWrite, i: int) -> None:
