@@ -299,6 +299,12 @@ class KernelLayout:
         return set().union(*(u.names for u in self.uses))
 
 
+def _sized(value: object) -> sp.Expr:
+    """A size or column of the plan (an int, or a SymPy expression in N and T) as a SymPy
+    expression. ``strict``: anything else, a string above all, is refused, never parsed."""
+    return sp.sympify(value, strict=True)
+
+
 def _biases_first(plan: KernelPlan, given: set[str]) -> KernelPlan:
     """The plan with each map of the kernel's parameters and inputs alone that lies between a
     product and the bias add of that product which reads it (a recurrent layer's
@@ -760,7 +766,7 @@ class _KernelLowering:
                 if k is not None and stmts[k].kind is ir.Op.SLICE:  # some of the steps
                     if part not in self.views:
                         continue
-                    seq, first = stmts[k].operands[0], sp.sympify(stmts[k].payload[0])
+                    seq, first = stmts[k].operands[0], _sized(stmts[k].payload[0])
                     chain.append(k)
                 r2 = made.get(seq)
                 if r2 is None or stmts[r2].kind is not ir.Op.RESHAPE or not only(seq, chain[0] if chain else ci):
@@ -775,11 +781,11 @@ class _KernelLowering:
                     chain.append(r1)
                 x = self.vars[stmts[r1].operands[0]]
                 stacked, block, steps = self.vars[stmts[r1].target], self.vars[stmts[s1].target], self.vars[seq]
-                lo, w, big = sp.sympify(stmts[s1].payload[0]), sp.sympify(block.cols), sp.sympify(stacked.cols)
-                count = sp.cancel(sp.sympify(self.vars[part].cols) / w)
+                lo, w, big = _sized(stmts[s1].payload[0]), _sized(block.cols), _sized(stacked.cols)
+                count = sp.cancel(_sized(self.vars[part].cols) / w)
                 at = sp.cancel(first / w)
                 if x.ndim != 2 or x.stride != x.cols or st.operands.count(part) != 1 \
-                        or (steps.rows, sp.sympify(steps.cols)) != (x.rows, sp.cancel(sp.sympify(x.cols) / big * w)) \
+                        or (steps.rows, _sized(steps.cols)) != (x.rows, sp.cancel(_sized(x.cols) / big * w)) \
                         or not all(sp.fraction(v)[1] == 1 for v in (count, at)):
                     continue
                 blocks[part] = {"x": x.name, "at": lo + at * big, "ld": x.stride, "steps": count,
