@@ -358,9 +358,14 @@ def test_a_max_pool_whose_windows_tile_the_plane_takes_nan_and_ties_as_the_inter
     """Windows that tile the plane (stride = kernel, no padding: the usual 2x2 pooling) take a
     path of their own in C: NaN at any tap of a window, not only its first, is the window's
     maximum; -inf and ties are maxima like any value; rows and columns no window reads (7 rows
-    of 3-row windows) are left out; each output against the interpreter, both dtypes."""
+    of 3-row windows) are left out; each output against the interpreter, both dtypes. The
+    pullback's path of its own too: the gradient at the window's first maximum (its NaN), zero at
+    every other tap and in the rows and columns no window reads (the buffers start as NaN), a -0
+    gradient +0 as the sum into zeros gives it."""
     geoms = [ir.PoolGeometry(2, 4, 6, 2, 2, 2, 2), ir.PoolGeometry(1, 7, 5, 3, 2, 3, 2)]
     ops = {f"max_pool{i}": ir.max_pool(ir.param(f"P{i}", (N, g.in_size)), g) for i, g in enumerate(geoms)}
+    ops |= {f"max_pool_grad{i}": ir.max_pool_grad(ir.param(f"P{i}", (N, g.in_size)), ir.param(f"Q{i}", (N, g.out_size)), g)
+            for i, g in enumerate(geoms)}
     lib, units = _build(ops, tmp_path_factory.mktemp("tiles"))
     rng = np.random.default_rng(5)
     n = 2
@@ -372,11 +377,22 @@ def test_a_max_pool_whose_windows_tile_the_plane_takes_nan_and_ties_as_the_inter
         p[1, 0, g.kh, g.kw + 1] = np.nan  # the last-but-one tap of another window
         p[1, -1, 0, 0] = -np.inf
         values[f"P{i}"] = p.reshape(n, -1)
+        q = rng.normal(size=(n, g.out_size))
+        q[0, 0] = -0.0  # the window of the NaN taps
+        values[f"Q{i}"] = q
     for dtype, unit in units.items():
         for kernel in unit["kernels"]:
             out = ops[kernel["op"]]
             cast = {k: v.astype(dtype) for k, v in values.items()}
             want = np.asarray(interpret.evaluate({"yhat": out}, {k: v.astype(np.float64) for k, v in cast.items()})["yhat"])
             got = _run(lib, kernel, out, cast, n, dtype).astype(np.float64)
+            if kernel["op"].startswith("max_pool_grad"):
+                g = geoms[int(kernel["op"][-1])]
+                planes = got.reshape(n, g.c, g.h, g.w)
+                assert np.isfinite(got).all(), kernel["name"]  # every tap written
+                assert (planes[:, :, g.ho * g.kh:] == 0).all() and (planes[:, :, :, g.wo * g.kw:] == 0).all()
+                assert planes[0, 0, 0, 1] == 0 and not np.signbit(planes[0, 0, 0, 1]), kernel["name"]
+                np.testing.assert_array_equal(got, want, err_msg=kernel["name"])  # a copy: exact
+                continue
             assert np.isnan(got).sum() == 2, kernel["name"]  # two windows hold a NaN
             _check(got, want, dtype, kernel["name"])
