@@ -298,6 +298,16 @@ SHARP = [
      ir.PoolGeometry(1, 2, 2, 2, 2, 1, 1), ir.PoolGeometry(1, 3, 3, 3, 3, 3, 3)),
     (ir.ConvGeometry(64, 3, 3, 4, 3, 3, pt=1, pb=1, pl=1, pr=1),
      ir.PoolGeometry(1, 2, 2, 2, 2, 1, 1), ir.PoolGeometry(1, 3, 3, 3, 3, 3, 3)),
+    # 3x3 of stride 1 over 8 channels and more: Winograd's F(2x2, 3x3), the convolution (8 -> 16)
+    # and its pullback to the input (16 -> 8) over odd heights and widths (a last tile half
+    # outside), asymmetric and no padding, 2 of padding (the pullback's correlation from row 0),
+    # 3 samples in one block of tiles and a block of one (n = 1, 2, 3)
+    (ir.ConvGeometry(8, 5, 7, 16, 3, 3, pt=2, pb=0, pl=0, pr=1),
+     ir.PoolGeometry(1, 2, 2, 2, 2, 1, 1), ir.PoolGeometry(1, 3, 3, 3, 3, 3, 3)),
+    (ir.ConvGeometry(9, 9, 4, 8, 3, 3),
+     ir.PoolGeometry(1, 2, 2, 2, 2, 1, 1), ir.PoolGeometry(1, 3, 3, 3, 3, 3, 3)),
+    (ir.ConvGeometry(16, 12, 12, 8, 3, 3, pt=1, pb=2, pl=2, pr=1),
+     ir.PoolGeometry(1, 2, 2, 2, 2, 1, 1), ir.PoolGeometry(1, 3, 3, 3, 3, 3, 3)),
     # "same" padding of an even kernel (one more below) and of a dilated one: im2col's and
     # col2im's runs over whole images
     (ir.ConvGeometry(2, 6, 7, 4, 2, 3, pt=0, pb=1, pl=2, pr=2, dh=1, dw=2),

@@ -24,7 +24,7 @@ from ... import ir, naming, status
 from ...capabilities import C_TARGET_KIND
 from . import gemm
 from .arena import Need, pareto, term_code
-from .config import (CONV_FIELDS, POOL_FIELDS, SHARED_HELPER_STATEMENTS, CConfig, KernelLayout,
+from .config import (CONV_FIELDS, POOL_FIELDS, WINOGRAD_PANELS, SHARED_HELPER_STATEMENTS, CConfig, KernelLayout,
                      check_prefix, coefficients, dim_code, lower_kernel, share_helpers, size_code)
 from .kinds import GEMM_CALLS, ROW_STAT_KINDS, SPATIAL_PARTS, CKind
 from .printer import VMATH, c_literal
@@ -500,7 +500,8 @@ def spatial_context(kinds: set[CKind]) -> dict:
     the parts they call (none for a dense network, whose file stays as it was) and the fields
     of the geometry structs, in the order the lowering prints their initializers."""
     parts = sorted({part for k in kinds if k in SPATIAL_PARTS for part in SPATIAL_PARTS[k]})
-    return {"spatial": parts, "conv_fields": CONV_FIELDS, "pool_fields": POOL_FIELDS}
+    return {"spatial": parts, "conv_fields": CONV_FIELDS, "pool_fields": POOL_FIELDS,
+            "winograd_panels": WINOGRAD_PANELS}
 
 
 def _provenance(source: str, prefix: str, kernels: list[dict],

@@ -47,6 +47,9 @@ class CKind(StrEnum):
     CONV_DIRECT = "conv_direct"
     CONV_GRAD_INPUT_DIRECT = "conv_grad_input_direct"
     CONV_GRAD_WEIGHT_DIRECT = "conv_grad_weight_direct"
+    # a 3x3 kernel of stride 1 (one group, no dilation, channels enough): Winograd's F(2x2, 3x3)
+    CONV_WINOGRAD = "conv_winograd"
+    CONV_GRAD_INPUT_WINOGRAD = "conv_grad_input_winograd"
     CHANNEL_BIAS = "channel_bias"
     CHANNEL_SUM = "channel_sum"
     CHANNEL_EXPAND = "channel_expand"
@@ -77,7 +80,8 @@ MATMUL_KINDS: dict[tuple[bool, bool], CKind] = {
 #: (:data:`symnn.backends.c.gemm.GEMM_KINDS`): the file defines the routines its contexts call
 GEMM_CALLS: dict[CKind, str] = {CKind.MATMUL_NN: "nn", CKind.MATMUL_NT: "nt", CKind.MATMUL_TN: "tn",
                                 CKind.CONV: "nn", CKind.CONV_GRAD_INPUT: "tn",
-                                CKind.CONV_GRAD_WEIGHT: "nt"}
+                                CKind.CONV_GRAD_WEIGHT: "nt", CKind.CONV_WINOGRAD: "nn",
+                                CKind.CONV_GRAD_INPUT_WINOGRAD: "nn"}
 
 #: the spatial kinds, by the parts of ``templates/c/_spatial.jinja`` their macros call: a file
 #: prints the parts its contexts need, and nothing of it where it has none (a dense network)
@@ -88,6 +92,8 @@ SPATIAL_PARTS: dict[CKind, tuple[str, ...]] = {
     CKind.CONV_DIRECT: ("conv_geom", "conv_direct"),
     CKind.CONV_GRAD_INPUT_DIRECT: ("conv_geom", "conv_grad_input_direct"),
     CKind.CONV_GRAD_WEIGHT_DIRECT: ("conv_geom", "conv_grad_weight_direct"),
+    CKind.CONV_WINOGRAD: ("conv_geom", "winograd", "conv_winograd"),
+    CKind.CONV_GRAD_INPUT_WINOGRAD: ("conv_geom", "winograd", "conv_grad_input_winograd"),
     CKind.CHANNEL_BIAS: ("channel_bias",),
     CKind.CHANNEL_SUM: ("channel_sum",),
     CKind.CHANNEL_EXPAND: ("channel_expand",),
