@@ -28,7 +28,9 @@ Configurations (batch-first, PyTorch layouts):
 
 "% of the FMA bound" divides the multiply-adds of the forward and backward products (two for
 each weight gradient and input gradient, one forward) by the time and by the one-thread FMA bound
-that ``benchmarks/peers.py`` measures.
+that ``benchmarks/peers.py`` measures. These are the direct convolution's multiply-adds: where
+symnn C takes Winograd's F(2x2, 3x3) (a 3x3 convolution of stride 1 between 8 channels or more,
+and its input pullback) it does 2.25x fewer there, so its figure is an effective rate.
 """
 
 from __future__ import annotations
