@@ -27,7 +27,7 @@ from .arena import Need, pareto, term_code
 from .config import (CONV_FIELDS, POOL_FIELDS, WINOGRAD_PANELS, SHARED_HELPER_STATEMENTS, CConfig, KernelLayout,
                      check_prefix, coefficients, dim_code, lower_kernel, share_helpers, size_code)
 from .kinds import GEMM_CALLS, ROW_STAT_KINDS, SPATIAL_PARTS, CKind
-from .printer import VMATH, c_literal
+from .printer import VMATH_HELPERS, c_literal
 from ...declare import Network
 from ...embedding import index_blocks, padding_rows
 from ...graph import loss_mask_blocks
@@ -441,8 +441,10 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     header = render("c/model.h.jinja", **common)
     kinds = {st["kind"] for k in kernels for st in k["stmts"]} | {h["ctx"]["kind"] for h in shared}
     helpers = set(printer.helpers)
-    if kinds & ROW_STAT_KINDS or helpers & {"sigmoid", "softplus"}:
+    if kinds & ROW_STAT_KINDS:
         helpers.add("exp")
+    if helpers & {"sigmoid", "softplus"}:  # their exp(-|x|)
+        helpers.add("exp_neg")
     if helpers & {"sigmoid", "softplus", "clamp", "max", "min", "sign"}:  # they choose by bit masks
         helpers.add("pick")
     contexts = [*(st for k in kernels for st in k["stmts"]), *(h["ctx"] for h in shared)]
@@ -452,7 +454,7 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
     context = dict(kernels=kernels, shared=shared, publics=publics,
                    zmax=any(k["offset_lines"] for k in kernels),
                    need_fns=[(name, need.sorted_terms()) for need, name in need_fns.items()], gemm=gemm_plan, helpers=sorted(helpers),
-                   vmath=[f for f in VMATH if f in helpers], train=train, **spatial_context(kinds),
+                   vmath=[f for f in VMATH_HELPERS if f in helpers], train=train, **spatial_context(kinds),
                    **common)
     source = render("c/model.c.jinja", **context)
     cdef = _cdef(common, protos, real)

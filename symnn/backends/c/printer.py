@@ -245,6 +245,9 @@ class SymnnCPrinter(C99CodePrinter):
 
 #: functions printed as the file's vectorisable helpers rather than libm calls
 VMATH = ("exp", "expm1", "tanh")
+#: the functions of templates/c/_vmath.jinja a file may define: VMATH, and exp_neg (exp of a
+#: non-positive argument, the sigmoid's and softplus's exp(-|x|))
+VMATH_HELPERS = (*VMATH, "exp_neg")
 
 for _name in _LIBM:
     setattr(SymnnCPrinter, f"_print_{_name}", SymnnCPrinter._print_Function)

@@ -152,14 +152,15 @@ static inline xor_mlp_real xor_mlp__expm1_poly(xor_mlp_real r)
     return r + r*r*c;
 }
 
-/* exp(x) = 2**k (1 + expm1(r)), the power applied in two halves. */
-static inline xor_mlp_real xor_mlp__exp(xor_mlp_real x)
+/* exp(x) for x <= 0 (or NaN), the sigmoid's and softplus's exp(-|x|): the same value as exp(x)
+ * with fewer operations, no clamp above and 2**k applied as 2**(k + 64), normal for every k
+ * here, times 2**-64: one rounding of the same exact product as exp's two halves. */
+static inline xor_mlp_real xor_mlp__exp_neg(xor_mlp_real x)
 {
     xor_mlp_real k;
-    const xor_mlp_real xc = xor_mlp__pick(x < -104.0F, -104.0F, xor_mlp__pick(x > 89.0F, 89.0F, x));  /* 0 / inf past these */
+    const xor_mlp_real xc = xor_mlp__pick(x < -104.0F, -104.0F, x);  /* 0 past it */
     const xor_mlp_real r = xor_mlp__reduce(xc, &k);
-    const xor_mlp_real k1 = (k*0.5F + 12582912.0F) - 12582912.0F;
-    return ((1.0F + xor_mlp__expm1_poly(r))*xor_mlp__pow2(k1))*xor_mlp__pow2(k - k1);
+    return ((1.0F + xor_mlp__expm1_poly(r))*xor_mlp__pow2(k + 64.0F))*5.42101086242752217e-20F;  /* 2**-64 */
 }
 
 /* expm1(x) for x <= 0 (or NaN), tanh's argument: the same value as expm1(x), without the parts
@@ -186,14 +187,14 @@ static inline xor_mlp_real xor_mlp__tanh(xor_mlp_real x)
  * 1/(1 + e) for x >= 0, e/(1 + e) below: the numerator picked, one division for both. */
 static inline xor_mlp_real xor_mlp__sigmoid(xor_mlp_real x)
 {
-    const xor_mlp_real e = xor_mlp__exp(-fabsf(x));
+    const xor_mlp_real e = xor_mlp__exp_neg(-fabsf(x));
     return xor_mlp__pick(x >= 0.0F, 1.0F, e)/(1.0F + e);
 }
 
 /* log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): finite for every finite x. */
 static inline xor_mlp_real xor_mlp__softplus(xor_mlp_real x)
 {
-    return xor_mlp__pick(x > 0.0F, x, 0.0F) + log1pf(xor_mlp__exp(-fabsf(x)));
+    return xor_mlp__pick(x > 0.0F, x, 0.0F) + log1pf(xor_mlp__exp_neg(-fabsf(x)));
 }
 
 /* The larger of two work offsets: where a temporary lies can depend on the batch (a gradient of
