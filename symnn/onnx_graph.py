@@ -158,6 +158,10 @@ class _Builder:
     state_tensors: dict[str, Tensor] = field(default_factory=dict)
     #: a Slice of a state input (a stacked module's layer's rows): (the input, first row, end row)
     state_slices: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    #: graph inputs read only as recurrent ops' sequence_lens, by name: their declarations, and
+    #: the mask input of the network each became once its first op was read
+    lengths: dict[str, Any] = field(default_factory=dict)
+    length_masks: dict[str, Tensor] = field(default_factory=dict)
 
 
 def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss: object, name: str,
@@ -170,19 +174,23 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
         for key in node.inputs:
             users.setdefault(key, []).append(node)
     states = {i.name: i for i in graph.input if i.name not in init and _is_initial_state(i.name, users)}
-    data_inputs = [i for i in graph.input if i.name not in init and i.name not in states]
+    lengths = {i.name: i for i in graph.input if i.name not in init and _is_sequence_lens(i.name, users)}
+    for i in lengths.values():
+        _check_lengths_input(i)
+    data_inputs = [i for i in graph.input if i.name not in init and i.name not in states and i.name not in lengths]
     if not data_inputs:
         raise SpecError("the ONNX graph has no data input (every graph input is an initializer or an initial "
                         "state)")
     out_names = [o.name for o in graph.output]
-    named = bool(states) or len(data_inputs) > 1  # several inputs: each keyed by its name
+    named = bool(states) or bool(lengths) or len(data_inputs) > 1  # several inputs: each keyed by its name
     data = {i.name: _input(i, named, "x" if k == 0 else f"x{k}") for k, i in enumerate(data_inputs)}
     for i in data_inputs:
         if data[i.name].indices:
             _check_index_readers(i.name, users.get(i.name, []))
     b = _Builder(dict(init), base, dtype, users, frozenset(out_names), dict(data), {}, {}, set(),
                  set(), reserved=frozenset(k.rpartition(".")[0] for k in init
-                                           if k.endswith(".weight") and k.count(".") == 1), states=states)
+                                           if k.endswith(".weight") and k.count(".") == 1), states=states,
+                 lengths=lengths)
     defined = {i.name for i in graph.input} | set(init)
     for node in nodes:
         for output in node.outputs or (node.output,):
@@ -204,6 +212,7 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
         defaults = [_default_loss(t) for t in outputs]
         loss = defaults[0] if len(defaults) == 1 else defaults
     inputs = [data[i.name] for i in data_inputs] + [b.state_tensors[i.name] for i in graph.input if i.name in states]
+    inputs += [b.length_masks[i.name] for i in graph.input if i.name in lengths]
     keys = [t.name for t in inputs]
     if named and len(set(keys)) != len(keys):
         raise SpecError(f"the ONNX graph's inputs {shown([i.name for i in graph.input if i.name not in init])} "
@@ -759,7 +768,8 @@ _RECURRENT_LAYERS: dict[str, tuple[type[Layer], tuple[int, ...], tuple[str, ...]
 _RECURRENT_INPUTS = ("B", "sequence_lens", "initial_h", "initial_c", "P")
 #: optional inputs symnn refuses, and why
 _RECURRENT_REFUSED_INPUTS = {
-    "sequence_lens": "every sequence runs all T steps (pad them to one length)",
+    "sequence_lens": "symnn reads sequence_lens only as a graph input (N,) of integers that recurrent ops "
+                     "alone read (it becomes a mask input of the network, (T,) a sample)",
     "initial_h": "symnn reads an initial state that is zeros, a graph input read only there, or the Y_h of a "
                  "one-direction GRU or RNN op",
     "initial_c": "symnn reads an initial cell state that is zeros or a graph input read only there",
@@ -769,6 +779,40 @@ _RECURRENT_REFUSED_INPUTS = {
 
 #: where a recurrent op reads its initial states: initial_h, and an LSTM's initial_c
 _STATE_SLOTS = {"RNN": (5,), "GRU": (5,), "LSTM": (5, 6)}
+
+
+def _is_sequence_lens(name: str, users: Mapping[str, Sequence[_Node]]) -> bool:
+    """Whether the graph input ``name`` is read only as recurrent ops' sequence_lens (input 4,
+    once each): the samples' lengths, which become a mask input of the network."""
+    readers = users.get(name, [])
+    return bool(readers) and all(
+        r.op in _STATE_SLOTS and [k for k, value in enumerate(r.inputs) if value == name] == [4] for r in readers)
+
+
+def _check_lengths_input(value_info: Any) -> None:
+    """A sequence_lens graph input must be declared (N,) with an integer element type."""
+    tensor_type = value_info.type.tensor_type
+    declared = value_info.type.HasField("tensor_type") and tensor_type.HasField("shape")
+    if not declared or len(tensor_type.shape.dim) != 1 or tensor_type.elem_type not in _INDEX_TYPES:
+        raise SpecError(f"the ONNX input {shown(value_info.name)}, read as sequence_lens, must declare its shape "
+                        "as (N,) with an integer element type (each sample's length)")
+
+
+def _length_mask(b: _Builder, key: str, length: object, layer: str) -> Tensor:
+    """The mask input (T,) a sample that a recurrent op's sequence_lens ``key`` becomes: 1 for
+    the sample's first sequence_lens steps, 0 after (symnn's ``masked=True``: a padded step
+    leaves the state as it was and its output 0, ONNX's semantics of sequence_lens). One input
+    for every op reading ``key``; keyed by its ONNX name where that is a plain name, else
+    ``<layer>_mask``."""
+    mask = b.length_masks.get(key)
+    if mask is None:
+        steps = naming.concrete(length)
+        mask = Input(steps if isinstance(steps, int) else None, name=_input_name(key, f"{layer}_mask"))
+        b.length_masks[key] = mask
+    elif mask.shape[0] != length:
+        raise SpecError(f"the sequence_lens {shown(key)} is read by recurrent ops over sequences of "
+                        f"{mask.shape[0]} and {length} steps; symnn's mask has one length")
+    return mask
 
 
 def _is_initial_state(name: str, users: Mapping[str, Sequence[_Node]]) -> bool:
@@ -899,7 +943,8 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     for key, why in _RECURRENT_REFUSED_INPUTS.items():
         if optional.get(key) and not (key in ("initial_h", "initial_c")
                                       and (optional[key] in b.seq.zeros or optional[key] in b.states
-                                           or optional[key] in b.state_slices or handed is not None)):
+                                           or optional[key] in b.state_slices or handed is not None)) \
+                and not (key == "sequence_lens" and optional[key] in b.lengths):
             raise SpecTypeError(f"{node.where}: the input {key} ({shown(optional[key])}) is not supported: {why}")
     w = _weight(b.init, node.inputs[1], 3, node.where, b.base, exact=True)
     r = _weight(b.init, node.inputs[2], 3, node.where, b.base, exact=True)
@@ -915,12 +960,16 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     states, rows = ([handed], None) if handed is not None else _initial_states(b, node, name, D, h, time_major)
     sizes = (int(x.shape[1]), h, 1)
     has_bias = bool(optional.get("B"))
+    mask = _length_mask(b, optional["sequence_lens"], x.shape[0], name) if optional.get("sequence_lens") else None
+    masks = [mask] if mask is not None else []
 
     def make(sequences: bool) -> Tensor:
-        both = D == 2
-        layer = (RNN(*sizes, nonlinearity, has_bias, sequences, name=name, bidirectional=both, state_rows=rows)
-                 if cls is RNN else cls(*sizes, has_bias, sequences, name=name, bidirectional=both, state_rows=rows))
-        return layer(x, *states)
+        both, masked = D == 2, mask is not None
+        layer = (RNN(*sizes, nonlinearity, has_bias, sequences, name=name, bidirectional=both, state_rows=rows,
+                     masked=masked)
+                 if cls is RNN else cls(*sizes, has_bias, sequences, name=name, bidirectional=both, state_rows=rows,
+                                        masked=masked))
+        return layer(x, *masks, *states)
 
     bias = None
     if has_bias:
@@ -938,7 +987,8 @@ def _recurrent(b: _Builder, node: _Node) -> None:
     for leaf, v in values.items():
         b.params[f"{name}.{leaf}"] = _weights(v, f"{name}.{leaf}", b.dtype)
     if time_major:
-        seq.declare_outputs(b.seq, seq.Pending(node.where, node.op, naming.concrete(x.shape[0]), make, D), *node.outputs[:2])
+        seq.declare_outputs(b.seq, seq.Pending(node.where, node.op, naming.concrete(x.shape[0]), make, D,
+                                               masked=mask is not None), *node.outputs[:2])
         return
     out = make(bool(sequences))
     for reader in readers:  # a flattened sequence is (T*H,); a squeeze, or Y_h flattened, the layer's own

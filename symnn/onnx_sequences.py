@@ -65,6 +65,7 @@ class Pending:
     steps: "int | sp.Expr"  # the run-time length T for a sequence input (N, T, F) of a dynamic T
     make: Callable[[bool], Tensor]
     directions: int = 1  # 2: direction="bidirectional"
+    masked: bool = False  # it reads sequence_lens: a padded sample's last step is 0, not its last state
     sequences: bool | None = None
     out: Tensor | None = None
 
@@ -335,7 +336,9 @@ def _gather(s: SequenceState, node: Step, values: dict[str, Tensor]) -> None:
         raise SpecError(f"{node.where}: Gather of step {index} of a {view.form.value}; symnn's recurrent layers "
                         "return the last step (index -1) or every step, not step "
                         f"{index} alone")
-    if roots[0].directions == 2:  # the whole sequence's last step: the reverse half has seen one step
+    if roots[0].directions == 2 or roots[0].masked:
+        # the whole sequence's last step: the reverse half has seen one step; over padded
+        # samples (sequence_lens) a shorter sample's last step is padding, 0, not its last state
         values[node.output] = LastStep()(roots[0].value(True, node.where))
         return
     values[node.output] = roots[0].value(False, node.where)

@@ -115,6 +115,62 @@ def test_exported_recurrent_modules_match_the_module_the_file_and_autograd(make,
         assert rel(g, torch_grads[torch_key]) <= 1e-10, key
 
 
+#: each sample's length for sequence_lens (LENGTHS of the torch-import tests, N samples)
+LENGTHS = np.array([T, 1, 3, T, 2, 4], dtype=np.int32)
+
+
+def _packed(module: Reader, x: torch.Tensor) -> torch.Tensor:
+    """``module`` over the samples packed to LENGTHS: its sequence 0 after each sample's length,
+    its final states each sample's after its last step."""
+    packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor(LENGTHS.astype(np.int64)), batch_first=True,
+                                               enforce_sorted=False)
+    out, h = module.rnn(packed)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
+    h = h[0] if isinstance(h, tuple) else h
+    read = {"last": lambda: out[:, -1], "h": lambda: h[-1], "cat": lambda: torch.cat((h[-2], h[-1]), dim=1),
+            "flat": lambda: out.flatten(1)}[module.read]
+    return module.fc(read())
+
+
+@pytest.mark.parametrize("make, read", [(lambda: nn.LSTM(F, H, batch_first=True), "last"),
+                                        (lambda: nn.GRU(F, H, num_layers=2, batch_first=True), "h"),
+                                        (lambda: nn.LSTM(F, H, num_layers=2, batch_first=True, bidirectional=True),
+                                         "cat"),
+                                        (lambda: nn.GRU(F, H, batch_first=True, bidirectional=True), "flat")])
+def test_exported_ops_reading_sequence_lens_match_the_packed_module(make, read: str) -> None:
+    """The exporter's time-major ops, each given the graph input ``lens`` (N,) as its
+    sequence_lens: a mask input of the network; the sequence's last step a padded sample's 0 (a
+    LastStep of the sequence, not the last state), final states each sample's own: outputs and
+    gradients PyTorch's over the packed samples (1e-10)."""
+    module = ready(Reader(make(), read))
+    model = _exported(module)
+    ops = [node for node in model.graph.node if node.op_type in ("LSTM", "GRU", "RNN")]
+    for node in ops:
+        while len(node.input) < 5:
+            node.input.append("")
+        node.input[4] = "lens"
+    model.graph.input.append(onnx.helper.make_tensor_value_info("lens", onnx.TensorProto.INT32, ["N"]))
+    net, params = sn.from_onnx(model, loss="mse")
+    layers = [la for la in net.graph.layers if isinstance(la, (sn.RNN, sn.GRU, sn.LSTM))]
+    assert len(layers) == len(ops) and all(la.masked for la in layers)
+    inputs = {"x": X.reshape(N, -1), "lens": (np.arange(T) < LENGTHS[:, None]).astype(float)}
+    module.zero_grad()
+    twin = _packed(module, torch.tensor(X))
+    loss_ref = ((twin - torch.tensor(Y)) ** 2).mean()
+    loss_ref.backward()
+    k = sn.compile(net, backend="numpy")
+    assert rel(k.forward(params, inputs), twin.detach().numpy()) <= 1e-10
+    loss, grads = k.loss_and_grad(params, inputs, Y)
+    assert abs(loss - loss_ref.item()) <= 1e-10 * loss_ref.item()
+    kind = type(module.rnn).__name__.lower()
+    torch_grads = {key: p.grad.numpy() for key, p in module.named_parameters()}
+    for key, g in grads.items():
+        layer, _, leaf = key.partition(".")
+        torch_key = (f"rnn.{leaf.replace('_l0', f'_l{int(layer[len(kind):]) - 1}')}" if layer.startswith(kind)
+                     else key)
+        assert rel(g, torch_grads[torch_key]) <= 1e-10, key
+
+
 def test_an_exported_lstm_ships_as_c_through_the_cli(tmp_path) -> None:
     """``symnn from-onnx`` emits the exported file's network and its weights as C."""
     from symnn.cli import main

@@ -507,6 +507,64 @@ def test_onnx_recurrent_ops_match_the_reference_evaluator_and_autograd(op: str, 
         assert rel(g, torch_grads[rename[key]]) <= 1e-10, key
 
 
+#: each sample's length for sequence_lens: the full T, one step, and lengths between
+LENGTHS = np.array([T, 1, 3, T, 2, 4], dtype=np.int32)
+
+
+def _packed_twin(module: _Onnxed, x: torch.Tensor) -> torch.Tensor:
+    """PyTorch's run of ``module`` over the samples packed to LENGTHS (pack_padded_sequence):
+    the sequence padded with zeros after each sample's length, the last state each sample's
+    after its last step (a bidirectional module's reverse direction starting there)."""
+    packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor(LENGTHS.astype(np.int64)), batch_first=True,
+                                               enforce_sorted=False)
+    out, h = module.rnn(packed)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
+    h = h[0] if isinstance(h, tuple) else h
+    if module.read == "Y_h":
+        return module.fc(torch.cat((h[-2], h[-1]), 1) if module.rnn.bidirectional else h[-1])
+    return module.fc(out.flatten(1))
+
+
+@pytest.mark.parametrize("op, attrs, make, read", _ONNX_CASES)
+def test_onnx_sequence_lens_becomes_a_mask_input(op: str, attrs: dict, make: Callable, read: str) -> None:
+    """A recurrent op's sequence_lens read from a graph input (N,) of integers: the network takes
+    it as a mask input (T,) a sample (1 for the sample's first sequence_lens steps), its layer
+    ``masked=True``: outputs and gradients those of PyTorch over the packed samples (1e-10)."""
+    module = ready(_Onnxed(make(), read))
+    model = _onnx_model(module, op, read, attrs)
+    model.graph.node[0].input.append("lens")
+    model.graph.input.append(helper.make_tensor_value_info("lens", TensorProto.INT32, ["N"]))
+    onnx.checker.check_model(model)
+    net, params = sn.from_onnx(model, loss="mse")
+    (layer,) = [la for la in net.graph.layers if isinstance(la, (sn.RNN, sn.GRU, sn.LSTM))]
+    assert layer.masked and net.input_shapes == (("X", (T, F)), ("lens", (T,)))
+    mask = (np.arange(T) < LENGTHS[:, None]).astype(float)
+    inputs = {"X": X.reshape(N, -1), "lens": mask}
+    module.zero_grad()
+    twin = _packed_twin(module, torch.tensor(X))
+    loss_ref = _mse(twin)
+    loss_ref.backward()
+    grads_ref = {key: p.grad.numpy() for key, p in module.named_parameters()}
+    rename = {key: key.replace(f"{op.lower()}1.", "rnn.") for key in params}
+    for backend in ("numpy", "c"):
+        k = sn.compile(net, backend=backend)
+        assert rel(k.forward(params, inputs), twin.detach().numpy()) <= 1e-10, backend
+        loss, grads = k.loss_and_grad(params, inputs, Y)
+        assert abs(loss - loss_ref.item()) <= 1e-10 * loss_ref.item(), backend
+        for key, g in grads.items():
+            assert rel(g, grads_ref[rename[key]]) <= 1e-10, (backend, key)
+
+
+def test_onnx_sequence_lens_not_a_length_input_is_refused() -> None:
+    """sequence_lens declared as reals, or read by another node too, is refused by name."""
+    module = ready(_Onnxed(nn.GRU(F, H, batch_first=True), "Y_h"))
+    model = _onnx_model(module, "GRU", "Y_h")
+    model.graph.node[0].input.append("lens")
+    model.graph.input.append(helper.make_tensor_value_info("lens", TensorProto.DOUBLE, ["N"]))
+    with pytest.raises(SpecError, match="sequence_lens"):
+        sn.from_onnx(model, loss="mse")
+
+
 @pytest.mark.parametrize("op, attrs, extra, words", [
     ("LSTM", {"direction": "reverse"}, None, "direction='reverse'"),
     ("GRU", {"linear_before_reset": None}, None, "linear_before_reset=0"),

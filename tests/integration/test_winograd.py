@@ -13,6 +13,8 @@ relative to the largest entry (a few hundred terms, unit roundoff 1.1e-16), floa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -63,7 +65,7 @@ def test_winograd_convolutions_match_numpy_and_torch_autograd(dtype: str) -> Non
     kernels = sn.compile_many(nets, backend="c", dtype=dtype)
     rng = np.random.default_rng(3)
     for (size, pad), net, kc in zip(CASES, nets, kernels):
-        source = open(kc.source_path).read()
+        source = Path(kc.source_path).read_text()
         for form in ("conv_winograd", "conv_grad_input_winograd"):
             assert f"{form}(&geom" in source, (net.name, form)
         params = {k: (v + 0.3 * rng.normal(size=v.shape)).astype(dtype) for k, v in net.init_params(seed=1).items()}
