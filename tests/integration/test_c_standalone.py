@@ -113,9 +113,21 @@ def _step_tagger() -> sn.Network:
                       name="step_tagger")
 
 
+def _winograd() -> sn.Network:
+    """3x3 convolutions of stride 1 between 8 channels (Winograd's form: both forwards and the
+    second's pullback to its input, with its transforms' scratch) over a 5x6 image, whose last
+    2x2 output blocks lie half outside; then the 2x2 max pool that tiles the image but for its
+    last row (the pullback's path of its own, that row zeroed apart)."""
+    x = sn.Input(8, 5, 6)
+    h = sn.Conv2d(8, 8, 3, padding=1, activation="tanh", name="c1")(x)  # smooth: float32's central differences
+    h = sn.MaxPool2d(2, name="pool")(sn.Conv2d(8, 8, 3, padding=1, activation="tanh", name="c2")(h))
+    return sn.Network(inputs=x, outputs=sn.Dense(48, 3, "softmax", name="fc")(sn.Flatten()(h)),
+                      loss="cross_entropy", name="wino")
+
+
 #: networks only the sanitizer harness runs (one dtype)
 HARNESS_ONLY = {"mixed_ids": _ids_and_features, "recurrent_states": _recurrent_states, "tagger": _tagger,
-                "any_length": _any_length, "step_tagger": _step_tagger}
+                "any_length": _any_length, "step_tagger": _step_tagger, "winograd": _winograd}
 
 
 #: the catalogue networks whose float32 build is compiled and sanitized too: one of each kind of
@@ -291,6 +303,15 @@ def test_labels_per_step_harness_under_asan_ubsan(tmp_path: Path) -> None:
     assert float(values["gradcheck_rel"]) <= 1e-6
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_winograd_harness_under_asan_ubsan(tmp_path: Path, dtype: str) -> None:
+    """Winograd's convolutions and the tiling max pool's pullback: the gradient against central
+    differences in C, every bad argument refused, 0 sanitizer reports."""
+    values = _harness(tmp_path, "winograd", dtype, SAN_BUILD)
+    assert "conv_grad_input_winograd(&geom" in (tmp_path / "wino.c").read_text()
+    assert float(values["gradcheck_rel"]) <= (1e-6 if dtype == "float64" else 1e-2)
+
+
 @pytest.mark.parametrize("name", sorted(RANDOM))
 def test_random_architectures_under_asan_ubsan(tmp_path: Path, name: str) -> None:
     dtype = "float64" if int(name[6:]) % 2 == 0 else "float32"
@@ -299,7 +320,7 @@ def test_random_architectures_under_asan_ubsan(tmp_path: Path, name: str) -> Non
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed (.ci/run installs it)")
-@pytest.mark.parametrize("name", list(FLOAT32_NETS) + sorted(RANDOM)[:3])
+@pytest.mark.parametrize("name", [*FLOAT32_NETS, "winograd", *sorted(RANDOM)[:3]])
 def test_harness_under_valgrind(tmp_path: Path, name: str) -> None:
     """Memcheck on one network of each kind of code (its allocations, loops and index inputs;
     the other catalogue networks differ from these by an activation's arithmetic only) and on
