@@ -1407,10 +1407,11 @@ def _direct(g: ir.ConvGeometry) -> bool:
 #: float32 against im2col and one product (Xeon family 6 model 167, one thread)
 WINOGRAD_CHANNELS = 8
 #: the register tiles of columns (2x2 output blocks) a block of samples fills in the 16 products:
-#: two (32 blocks in float32, 16 in float64), so that the block's transformed inputs and products
-#: (16 x channels x blocks reals each) stay in the L2 cache. cnn-digits' loss_and_grad, float64:
-#: 2209 us with four tiles, 2053 with two; float32: 2112 us with one, 1305 with two, 1289 with four
-WINOGRAD_PANELS = 2
+#: one (32 blocks in float32, 16 in float64), so that the block's transformed inputs and products
+#: (16 x channels x blocks reals each) stay near the L1 cache. cnn-digits' loss_and_grad (a C
+#: driver, alternating runs, Intel family 6 model 167): float64 2260 us with two, 2071 with one;
+#: float32 1333 and 1331 us
+WINOGRAD_PANELS = 1
 
 
 def _winograd(g: ir.ConvGeometry, ci: int, co: int) -> bool:
