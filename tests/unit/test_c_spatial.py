@@ -315,7 +315,19 @@ SHARP = [
 ]
 
 
-CASES = st.tuples(conv_geometries(), pool_geometries(dilation=True), pool_geometries(dilation=False))
+@st.composite
+def winograd_geometries(draw: st.DrawFn) -> ir.ConvGeometry:
+    """3x3 of stride 1 over 8 channels and more, one group: what takes Winograd's F(2x2, 3x3)
+    (its forward and its pullback to the input), any size from 1x1 and padding 0 to 2 each side."""
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    pt, pb, pl, pr = (draw(st.integers(0, 2)) for _ in range(4))
+    pb += max(0, 3 - h - pt - pb)  # at least one output row and column
+    pr += max(0, 3 - w - pl - pr)
+    return ir.ConvGeometry(draw(st.integers(8, 12)), h, w, draw(st.integers(8, 12)), 3, 3, pt=pt, pb=pb, pl=pl, pr=pr)
+
+
+CASES = st.tuples(st.one_of(conv_geometries(), winograd_geometries()), pool_geometries(dilation=True),
+                  pool_geometries(dilation=False))
 
 
 #: Each example is one compiler run (most of this test's time), so the drawn geometries come
