@@ -179,8 +179,8 @@ def from_onnx_graph(graph: Any, init: Mapping[str, Any], base: Path | None, loss
         _check_lengths_input(i)
     data_inputs = [i for i in graph.input if i.name not in init and i.name not in states and i.name not in lengths]
     if not data_inputs:
-        raise SpecError("the ONNX graph has no data input (every graph input is an initializer or an initial "
-                        "state)")
+        raise SpecError("the ONNX graph has no data input (every graph input is an initializer, an initial "
+                        "state or a sequence_lens)")
     out_names = [o.name for o in graph.output]
     named = bool(states) or bool(lengths) or len(data_inputs) > 1  # several inputs: each keyed by its name
     data = {i.name: _input(i, named, "x" if k == 0 else f"x{k}") for k, i in enumerate(data_inputs)}
