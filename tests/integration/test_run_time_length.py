@@ -11,6 +11,7 @@ refuses such a network, naming why, before any work."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -314,41 +315,101 @@ def test_the_c_api_takes_the_length_after_the_batch() -> None:
 
 @pytest.mark.needs_cc
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
-def test_the_example_programs_are_built_for_a_length(tmp_path) -> None:
-    """The kernels take any length; the emitted example programs read rows of one, which they are
-    built for (``make STEPS=T``; without it make stops, naming it). The trainer trains on rows of
-    7 steps, the demo's loss on the trained parameters is the Python kernel's, and a file of
-    another length is refused naming the length built for."""
+def test_the_example_programs_read_the_length_of_their_rows(tmp_path) -> None:
+    """The kernels take any length, and so do the emitted example programs, built with no length:
+    each run reads rows of one length, the first row's (its count of numbers, a whole number of
+    steps with or without the target). One build trains on rows of 7 steps and of 5, the demo's
+    loss on the trained parameters is the Python kernel's at each length, and a row of another
+    length than the first, or of no whole number of steps, is refused with its line. Built for a
+    length (``make STEPS=T``) a program refuses rows of another, naming it."""
     from symnn.cli import main
 
     spec = tmp_path / "seq.toml"
     spec.write_text(SPEC)
     ship = tmp_path / "c"
     assert main(["emit", str(spec), "--backend", "c", "--with-train-step", "--out", str(ship)]) == 0
-    unset = subprocess.run(["make", "-C", str(ship)], capture_output=True, text=True, timeout=300)
-    assert unset.returncode != 0 and "make STEPS=T" in unset.stderr
-    built = subprocess.run(["make", "-C", str(ship), "STEPS=7"], capture_output=True, text=True, timeout=300)
+    built = subprocess.run(["make", "-C", str(ship)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(48, 7, 3))
-    rows = np.column_stack([X.reshape(48, -1), np.column_stack([X[:, :, 0].mean(axis=1), X[:, -1, 1]])])
-    data = tmp_path / "seq.csv"
-    np.savetxt(data, rows, delimiter=",")
-    trained = tmp_path / "p.bin"
-    out = subprocess.run([str(ship / "seq_any_train"), str(data), "30", str(trained)], capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    losses = [float(line.split()[3]) for line in out.stdout.splitlines() if line.startswith("epoch ")]
-    assert losses[-1] < 0.9 * losses[0] and losses == sorted(losses, reverse=True), out.stdout
-    demo = subprocess.run([str(ship / "seq_any_demo"), str(trained)], stdin=data.open(), capture_output=True,
-                          text=True, timeout=300)
-    assert demo.returncode == 0, demo.stderr
-    printed = float(next(line for line in demo.stdout.splitlines() if line.startswith("loss ")).split()[1])
     k = sn.compile(sn.load_spec(spec).network, backend="c")
-    assert abs(printed - k.loss(k.unpack(np.fromfile(trained)), X, rows[:, 21:])) <= 1e-12 * printed
-    np.savetxt(data, np.column_stack([X[:, :5].reshape(48, -1), rows[:, 21:]]), delimiter=",")
-    short = subprocess.run([str(ship / "seq_any_train"), str(data), "1"], capture_output=True, text=True, timeout=300)
-    assert short.returncode != 0 and "7 steps" in short.stderr
+    env = {k: v for k, v in os.environ.items() if k != "STEPS"}  # the length from the rows
+    rng = np.random.default_rng(0)
+    for steps in (7, 5):
+        X = rng.normal(size=(48, steps, 3))
+        rows = np.column_stack([X.reshape(48, -1), np.column_stack([X[:, :, 0].mean(axis=1), X[:, -1, 1]])])
+        data = tmp_path / f"seq{steps}.csv"
+        np.savetxt(data, rows, delimiter=",")
+        trained = tmp_path / f"p{steps}.bin"
+        out = subprocess.run([str(ship / "seq_any_train"), str(data), "30", str(trained)], capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        losses = [float(line.split()[3]) for line in out.stdout.splitlines() if line.startswith("epoch ")]
+        assert losses[-1] < 0.9 * losses[0] and losses == sorted(losses, reverse=True), out.stdout
+        demo = subprocess.run([str(ship / "seq_any_demo"), str(trained)], stdin=data.open(), capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert demo.returncode == 0, demo.stderr
+        printed = float(next(line for line in demo.stdout.splitlines() if line.startswith("loss ")).split()[1])
+        assert abs(printed - k.loss(k.unpack(np.fromfile(trained)), X, rows[:, 3 * steps:])) <= 1e-12 * printed
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text((tmp_path / "seq7.csv").read_text().splitlines()[0] + "\n"
+                     + (tmp_path / "seq5.csv").read_text().splitlines()[0] + "\n")
+    for program, stdin in (("seq_any_train", None), ("seq_any_demo", mixed)):
+        args = [str(ship / program)] + ([str(mixed), "1"] if stdin is None else [])
+        refused = subprocess.run(args, stdin=stdin.open() if stdin else None, capture_output=True, text=True,
+                                 timeout=300, env=env)
+        assert refused.returncode != 0 and "line 2: 17 numbers" in refused.stderr \
+            and "7 steps, the first row's length" in refused.stderr, refused.stderr
+    odd = tmp_path / "odd.csv"
+    odd.write_text(",".join(["0.5"] * 22) + "\n")
+    refused = subprocess.run([str(ship / "seq_any_train"), str(odd), "1"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "22 numbers are no whole number of steps" in refused.stderr, refused.stderr
+    assert subprocess.run(["make", "-C", str(ship), "clean"], capture_output=True, timeout=300).returncode == 0
+    fixed = subprocess.run(["make", "-C", str(ship), "STEPS=7", "seq_any_train"], capture_output=True, text=True,
+                           timeout=300)
+    assert fixed.returncode == 0, fixed.stderr
+    short = subprocess.run([str(ship / "seq_any_train"), str(tmp_path / "seq5.csv"), "1"], capture_output=True,
+                           text=True, timeout=300)
+    assert short.returncode != 0 and "7 steps, the length this program is built for" in short.stderr
+
+
+@pytest.mark.needs_cc
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_the_example_demo_asks_for_the_length_where_a_row_reads_two_ways(tmp_path) -> None:
+    """One feature a step and one target: a row of 4 numbers is 4 steps of inputs or 3 steps and
+    the target. The demo built with no length refuses to guess, naming both and how to give the
+    length; given it, by STEPS=3 in the environment or by building for 3 steps, it reads the rows
+    and its loss is the Python kernel's. A STEPS that is no length is refused."""
+    from symnn.cli import main
+
+    spec = tmp_path / "one.toml"
+    spec.write_text(SPEC.replace('"seq_any"', '"seq_one"').replace('["T", 3]', '["T", 1]')
+                    .replace("input_size = 3", "input_size = 1").replace("out_features = 2", "out_features = 1"))
+    ship = tmp_path / "c"
+    assert main(["emit", str(spec), "--backend", "c", "--out", str(ship)]) == 0
+    X = np.random.default_rng(1).normal(size=(6, 3, 1))
+    rows = np.column_stack([X.reshape(6, -1), X[:, :, 0].sum(axis=1)])
+    data = tmp_path / "one.csv"
+    np.savetxt(data, rows, delimiter=",")
+    k = sn.compile(sn.load_spec(spec).network, backend="c")
+    params = k.new_params(seed=0)
+    packed = tmp_path / "p.bin"
+    k.pack(params).tofile(packed)
+    env = {k: v for k, v in os.environ.items() if k != "STEPS"}
+    for make, given, verdict in (([], None, "guess"), ([], "3", "read"), ([], "3x", "bad"), (["STEPS=3"], None, "read")):
+        if given is None:  # a fresh build
+            subprocess.run(["make", "-C", str(ship), "clean"], capture_output=True, timeout=300)
+            built = subprocess.run(["make", "-C", str(ship), *make], capture_output=True, text=True, timeout=300)
+            assert built.returncode == 0, built.stderr
+        demo = subprocess.run([str(ship / "seq_one_demo"), str(packed)], stdin=data.open(), capture_output=True,
+                              text=True, timeout=300, env={**env, **({"STEPS": given} if given else {})})
+        if verdict == "guess":
+            assert demo.returncode != 0 and "4 numbers are 4 steps of inputs, or 3 steps of inputs and a target" \
+                in demo.stderr and "STEPS=T in the environment" in demo.stderr, demo.stderr
+        elif verdict == "bad":
+            assert demo.returncode != 0 and "STEPS=3x is not a length" in demo.stderr, demo.stderr
+        else:
+            assert demo.returncode == 0, demo.stderr
+            printed = float(next(line for line in demo.stdout.splitlines() if line.startswith("loss ")).split()[1])
+            assert abs(printed - k.loss(params, X, rows[:, 3:])) <= 1e-12 * printed
 
 
 @pytest.mark.needs_cc

@@ -554,7 +554,7 @@ def _start_fans(net: Network) -> list[str]:
 def emit_c_example(net: Network, result: CEmitResult, dtype: str) -> dict[str, str]:
     """``main.c`` (evaluates the network with no Python), with a train step also
     ``train_main.c`` (trains it with no Python), and their ``Makefile``."""
-    length = net.has_run_time_length  # the programs are built for one length: make STEPS=T
+    length = net.has_run_time_length  # the programs read rows of one length: the first row's
 
     def doc(size: object) -> str:
         """A row's width as the programs' comments give it (``3*STEPS``)."""
