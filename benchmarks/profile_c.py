@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -155,9 +156,26 @@ def instrument(source: str, prefix: str) -> tuple[str, list[str]]:
     return "\n".join(out), labels
 
 
-def profile(name: str, dtype: str, calls: int) -> str:
-    module, cfg = configuration(name)
-    net, params, X, Y = module.problem(cfg, dtype)
+@dataclass(frozen=True)
+class Profile:
+    """One run of the instrumented kernel: the mean call and each timed statement's share of it
+    (seconds per call, largest first), and the loss of its last call (the counters change no
+    result: tests/integration/test_profile_c.py holds it to the public call's)."""
+
+    call: float
+    statements: list[tuple[float, str]]
+    loss: float
+    calls: int
+    n: int
+
+    @property
+    def rest(self) -> float:
+        """What no counter covers: the checks, scalar lines, the counters themselves."""
+        return self.call - sum(t for t, _ in self.statements)
+
+
+def measure(net: sn.Network, params: dict, X: np.ndarray, Y: np.ndarray, dtype: str, calls: int) -> Profile:
+    """Each statement of ``net``'s emitted C ``loss_and_grad`` timed over ``calls`` calls on (X, Y)."""
     k = sn.compile(net, backend="c", dtype=dtype)
     if k.source_path is None:
         raise SystemExit("the C build left no source to profile")
@@ -181,17 +199,22 @@ def profile(name: str, dtype: str, calls: int) -> str:
         pin = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if shutil.which("taskset") else []
         out = subprocess.run([*pin, str(work / "prof"), str(X.shape[0]), str(calls), *files],
                              check=True, capture_output=True, text=True).stdout
-    call = float(next(line.split()[1] for line in out.splitlines() if line.startswith("call ")))
-    each = {int(f[1]): float(f[2]) for f in (line.split() for line in out.splitlines()) if f[0] == "stmt"}
+    fields = [line.split() for line in out.splitlines()]
+    call = next(float(f[1]) for f in fields if f[0] == "call")
+    each = {int(f[1]): float(f[2]) for f in fields if f[0] == "stmt"}
+    loss = next(float(f[1]) for f in fields if f[0] == "loss")
     rows = sorted(((each.get(i, 0.0), label) for i, label in enumerate(labels)), reverse=True)
-    rest = call - sum(t for t, _ in rows)
-    title = (f"`{name}` {dtype}, n = {X.shape[0]}: {call * 1e6:.1f} us per `loss_and_grad` call "
-             f"(mean of {calls}), on {_cpu()}; `{' '.join(build_flags())}`.")
-    lines = [title, "",
-             "| us per call | % | statement |", "|---|---|---|"]
-    for t, label in rows:
-        lines.append(f"| {t * 1e6:.1f} | {100 * t / call:.1f} | `{label.replace('|', '/')}` |")
-    lines.append(f"| {rest * 1e6:.1f} | {100 * rest / call:.1f} | the rest |")
+    return Profile(call, rows, loss, calls, int(X.shape[0]))
+
+
+def table(name: str, dtype: str, prof: Profile) -> str:
+    """The profile as a markdown table, with the CPU and the flags it ran under."""
+    title = (f"`{name}` {dtype}, n = {prof.n}: {prof.call * 1e6:.1f} us per `loss_and_grad` call "
+             f"(mean of {prof.calls}), on {_cpu()}; `{' '.join(build_flags())}`.")
+    lines = [title, "", "| us per call | % | statement |", "|---|---|---|"]
+    for t, label in prof.statements:
+        lines.append(f"| {t * 1e6:.1f} | {100 * t / prof.call:.1f} | `{label.replace('|', '/')}` |")
+    lines.append(f"| {prof.rest * 1e6:.1f} | {100 * prof.rest / prof.call:.1f} | the rest |")
     return "\n".join(lines)
 
 
@@ -201,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     ap.add_argument("--calls", type=int, default=400, help="timed calls (after 20 to warm up)")
     args = ap.parse_args(argv)
-    print(profile(args.config, args.dtype, args.calls))
+    module, cfg = configuration(args.config)
+    net, params, X, Y = module.problem(cfg, args.dtype)
+    print(table(args.config, args.dtype, measure(net, params, X, Y, args.dtype, args.calls)))
 
 
 if __name__ == "__main__":
