@@ -301,8 +301,12 @@ class KernelLayout:
 
 def _sized(value: object) -> sp.Expr:
     """A size or column of the plan (an int, or a SymPy expression in N and T) as a SymPy
-    expression. ``strict``: anything else, a string above all, is refused, never parsed."""
-    return sp.sympify(value, strict=True)
+    expression. Anything else, a string above all, is refused, never parsed."""
+    if isinstance(value, sp.Expr):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return sp.Integer(value)
+    raise CodegenError(f"internal error: a plan size {value!r} is neither an int nor a SymPy expression")
 
 
 def _biases_first(plan: KernelPlan, given: set[str]) -> KernelPlan:
