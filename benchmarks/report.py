@@ -226,9 +226,9 @@ def write_report(results, peaks, bounds, configs, out: Path, png: Path, scaling,
               "`python benchmarks/run.py`.", "",
               "Convolutional and residual networks against PyTorch and JAX: "
               "[benchmarks_cnn.md](benchmarks_cnn.md), from `python benchmarks/cnn_peers.py`; recurrent "
-              "networks (LSTM, GRU: loops over time) against PyTorch, JAX and PyTensor, and the cold "
-              "compile time of an LSTM: [benchmarks_rnn.md](benchmarks_rnn.md), from "
-              "`python benchmarks/rnn_peers.py`.", "",
+              "networks (LSTM, GRU: loops over time) against PyTorch, JAX and PyTensor, at issue 23's two "
+              "configurations and the sizes around them, and the cold compile time of an LSTM: "
+              "[benchmarks_rnn.md](benchmarks_rnn.md), from `python benchmarks/rnn_peers.py --sizes`.", "",
               "Data-parallel training on Dask against one process (samples per second, the step-time "
               "breakdown): [benchmarks_scale_out.md](benchmarks_scale_out.md), from "
               "`python benchmarks/scale_out.py`; a model of W machines: "

@@ -1,7 +1,7 @@
 """Recurrent networks: symnn's loss-and-gradient call against PyTorch eager, JAX jit (``lax.scan``)
 and PyTensor (``scan``), one thread, both dtypes, the same run (issue 23's configurations).
 
-    SYMNN_CACHE_DIR=/tmp/benchcache python benchmarks/rnn_peers.py --out docs/benchmarks_rnn.md
+    SYMNN_CACHE_DIR=/tmp/benchcache python benchmarks/rnn_peers.py --sizes --out docs/benchmarks_rnn.md
 
 Each system computes the mean squared error of one batch and its gradient with respect to every
 parameter, from the same arrays, and the results are checked against symnn NumPy's before any
@@ -40,6 +40,11 @@ ratio is the like-for-like comparison with JAX there.
 ``symnn C any T``: the same network declared with ``sn.Input(None, F)``, its C kernel taking the
 sequences' length at each call (sizes ``a*n*steps + b*n + c``): what one kernel for every T costs
 against the kernel fixed at T.
+
+``--sizes`` adds a table of the sizes around them (:data:`SIZES`: hidden sizes 20 to 256, one
+that fills no vector evenly (100), T from 16 to 100, N from 1 to 128), symnn C against the same
+peers, each checked against symnn NumPy first: how far the two tuned configurations speak for
+the rest.
 """
 
 from __future__ import annotations
@@ -116,8 +121,8 @@ class Config:
     hidden: int
     steps: int
     batch: int
-    #: issue 23's target for symnn C / fastest peer
-    target: float
+    #: issue 23's target for symnn C / fastest peer (None: a size measured without one)
+    target: float | None = None
 
     @property
     def gates(self) -> int:
@@ -145,6 +150,18 @@ class Config:
 CONFIGS = [
     Config("lstm-seq", LSTM, 8, 64, 32, 32, target=0.5),
     Config("gru-long", GRU, 16, 128, 256, 16, target=1.0),
+]
+#: the sizes around them a user trains (``--sizes``): no target, the same systems and checks, to
+#: show where the ratio moves with the hidden size, the length and the batch (a tuned pair of
+#: configurations says nothing of the rest); names say cell-F-H (F -> H), T, N
+SIZES = [
+    Config("lstm-8-32-T100-N8", LSTM, 8, 32, 100, 8),
+    Config("lstm-8-64-T32-N1", LSTM, 8, 64, 32, 1),
+    Config("lstm-16-100-T50-N16", LSTM, 16, 100, 50, 16),
+    Config("lstm-32-128-T64-N64", LSTM, 32, 128, 64, 64),
+    Config("lstm-64-256-T32-N32", LSTM, 64, 256, 32, 32),
+    Config("gru-10-20-T16-N128", GRU, 10, 20, 16, 128),
+    Config("gru-16-128-T32-N32", GRU, 16, 128, 32, 32),
 ]
 #: the configuration whose cold C compile issue 23 bounds (< 3 s)
 COMPILED = "lstm-seq"
@@ -331,9 +348,15 @@ SYMNN_BUILDS = {"numpy": ("numpy", False, False), "c": ("c", False, False), "c-f
                 "c-any": ("c", False, True)}
 
 
-def run_config(cfg: Config, dtype: str, rounds: int) -> dict:
-    ready = prepare(cfg, dtype)
-    ready["times"] = interleaved(ready.pop("systems"), rounds)
+def run_config(cfg: Config, dtype: str, rounds: int, backends: Sequence[str] = tuple(SYMNN_SYSTEMS),
+               timed_numpy: bool = True, peers: dict[str, Callable[..., System]] | None = None) -> dict:
+    """``cfg``'s systems checked (:func:`prepare`), then timed; ``timed_numpy``: False leaves symnn
+    NumPy, the checks' reference, untimed (slow at the larger sizes, and no one's peer)."""
+    ready = prepare(cfg, dtype, PEER_SYSTEMS if peers is None else peers, backends)
+    systems = ready.pop("systems")
+    if not timed_numpy:
+        systems.pop(SYMNN_SYSTEMS["numpy"], None)
+    ready["times"] = interleaved(systems, rounds)
     return ready
 
 
@@ -352,7 +375,7 @@ def table(results: dict[str, dict], dtype: str, fma: float | None) -> list[str]:
         flops = 2 * cfg.macs() * cfg.batch
         fma_pct = f"{100 * flops / t['symnn C'] / 1e9 / fma:.0f} %" if fma else "—"
         cells = [f"{t[s] * 1e6:.1f}" if s in t else "—" for s in systems]
-        met = "—" if ratio is None else ("met" if ratio <= cfg.target else "**missed**")
+        met = "—" if ratio is None or cfg.target is None else ("met" if ratio <= cfg.target else "**missed**")
         lines.append("| " + " | ".join([cfg.name, *cells, best or "—", f"**{ratio:.2f}**" if best else "—",
                                          f"**{flushed:.2f}**" if flushed is not None else "—",
                                          f"<= {cfg.target} ({met})", fma_pct]) + " |")
@@ -365,6 +388,30 @@ def table(results: dict[str, dict], dtype: str, fma: float | None) -> list[str]:
         lines.append(f"- {cfg.name} (tolerance {tolerance(cfg, dtype):.0e}): {errs}; setup: {setup}"
                      + "".join(f"; {n}" for n in r["notes"]))
     return lines + [""]
+
+
+def sizes_table(results: dict[str, dict], dtype: str, fma: float | None) -> list[str]:
+    """The ``--sizes`` configurations: symnn C (checked against symnn NumPy, which is not timed)
+    against each peer, the ratio to the fastest."""
+    head = ["config", "symnn C", *PEERS, "fastest peer", "symnn C / fastest peer", "% of FMA bound (symnn C)"]
+    lines = [f"### {dtype}: other sizes, median µs per loss-and-gradient call (one thread)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    worst = 0.0
+    for cfg in SIZES:
+        t = results[cfg.name]["times"]
+        peers = {k: v for k, v in t.items() if k in PEERS}
+        best = min(peers, key=peers.get) if peers else None
+        ratio = t["symnn C"] / peers[best] if best else None
+        worst = max(worst, ratio or 0.0)
+        fma_pct = f"{100 * 2 * cfg.macs() * cfg.batch / t['symnn C'] / 1e9 / fma:.0f} %" if fma else "—"
+        cells = [f"{t[s] * 1e6:.1f}" if s in t else "—" for s in ("symnn C", *PEERS)]
+        lines.append("| " + " | ".join([cfg.name, *cells, best or "—", f"**{ratio:.2f}**" if best else "—",
+                                         fma_pct]) + " |")
+    errs = "; ".join(f"{cfg.name} " + ", ".join(f"{k} {v:.1e}" for k, v in results[cfg.name]["checks"].items())
+                     for cfg in SIZES)
+    note = (f"Largest symnn C / fastest peer here: {worst:.2f}. Relative errors against symnn NumPy "
+            f"(by norm), checked before timing: {errs}.")
+    return [*lines, "", note, ""]
 
 
 # -- memory and compile time ----------------------------------------------------------------------
@@ -454,6 +501,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the page here (markdown)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    parser.add_argument("--sizes", action="store_true",
+                        help="also time symnn C against the peers at the sizes of SIZES")
     args = parser.parse_args(argv)
     pin_to_one_cpu()
     t0 = time.perf_counter()
@@ -461,6 +510,10 @@ def main(argv: list[str] | None = None) -> None:
     for dtype in args.dtypes:
         results = {cfg.name: run_config(cfg, dtype, args.rounds) for cfg in CONFIGS}
         body += table(results, dtype, fma_bound(dtype))
+        if args.sizes:
+            sized = {cfg.name: run_config(cfg, dtype, args.rounds, ("numpy", "c"), timed_numpy=False)
+                     for cfg in SIZES}
+            body += sizes_table(sized, dtype, fma_bound(dtype))
     body += memory_section()
     lines = ["# Benchmarks: recurrent networks against PyTorch, JAX and PyTensor", "",
              f"Made by `SYMNN_CACHE_DIR=/tmp/benchcache python benchmarks/rnn_peers.py "

@@ -63,3 +63,20 @@ def test_missing_peer_is_a_note() -> None:
     ready = rnn_peers.prepare(TINY["gru"], "float64", peers={"JAX": absent}, backends=("numpy",))
     assert "JAX" not in ready["systems"] and ready["notes"] == ["JAX: not installed (No module named 'jax')"]
 
+
+
+@pytest.mark.needs_cc
+def test_sizes_table_times_symnn_c_against_the_checked_peers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--sizes``: each size's systems are checked against symnn NumPy as the issue's
+    configurations are, NumPy (the reference) is not timed, and the table gives symnn C's ratio to
+    the fastest peer, with no target column (these sizes have none)."""
+    monkeypatch.setattr(rnn_peers, "SIZES", [rnn_peers.Config("tiny-gru-sized", rnn_peers.GRU, 2, 3, 4, 3)])
+    cfg = rnn_peers.SIZES[0]
+    ready = rnn_peers.run_config(cfg, "float64", 1, ("numpy", "c"), timed_numpy=False, peers=PEERS)
+    assert set(ready["times"]) == {"symnn C", "PyTorch"}
+    assert ready["checks"]["symnn C"] <= 1e-9 and ready["checks"]["PyTorch"] <= 1e-9
+    lines = rnn_peers.sizes_table({cfg.name: ready}, "float64", None)
+    row = next(line for line in lines if line.startswith(f"| {cfg.name} |"))
+    ratio = ready["times"]["symnn C"] / ready["times"]["PyTorch"]
+    assert f"| PyTorch | **{ratio:.2f}** |" in row and "target" not in lines[2]
+    assert any(line.startswith("Largest symnn C / fastest peer here") for line in lines)
