@@ -6,7 +6,6 @@ where it was made and names the layer concerned (RELIABILITY.md S1-S14).
 
 from __future__ import annotations
 
-import math
 import numbers
 import sys
 from dataclasses import dataclass, field

@@ -10,7 +10,6 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
 import sympy as sp
 
 from . import ir, naming, registry, saturate

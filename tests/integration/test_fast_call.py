@@ -593,7 +593,7 @@ def test_sequences_of_any_length_take_the_fast_path() -> None:
     h = sn.GRU(3, 5, name="rec")(x)
     net = sn.Network(inputs=x, outputs=sn.Dense(5, 2, name="fc")(h), loss="mse", name="fastany")
     k = sn.compile(net, backend="c", optimizer=sn.SGD(lr=0.01))
-    fp, out, ref = k.new_params(seed=1), k.new_params(), k.new_params()
+    fp, out = k.new_params(seed=1), k.new_params()
     rng = np.random.default_rng(0)
     for T in (7, 2, 11, 7):
         X, Y = rng.normal(size=(16, T, 3)), rng.normal(size=(16, 2))

@@ -961,7 +961,6 @@ class _KernelLowering:
         parts, offset = [], 0
         for name in st.operands:
             cols = self.vars[name].cols
-            there = self.in_place.get(name)
             # a part its map wrote into its columns of this step already needs no copy
             block = self._blocks.get(name)
             if block is not None:  # whole steps of a block of a sequence's columns, where they lie
