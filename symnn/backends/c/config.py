@@ -32,6 +32,7 @@ from .arena import Arena, Need
 from .gemm import GEMM_KC, TILE_ROWS, tile_cols
 from .kinds import MATMUL_KINDS, CKind
 from .printer import SymnnCPrinter, c_literal
+from .slots import SlotLoop, slotted_loops
 
 def check_prefix(prefix: str) -> str:
     """A network name usable as a C symbol prefix: :func:`symnn.naming.network_name`, the one
@@ -71,6 +72,12 @@ class Var:
     #: the distance between rows where it differs from ``cols``: a block of another array's
     #: columns read in place (:func:`symnn.lower.column_views`)
     ld: sp.Expr | int | None = None
+    #: a sequence whose steps lie this far apart, not ``cols / T`` (the states a loop's steps
+    #: started from, in the slots of its stored steps: :mod:`.slots`)
+    step: int | None = None
+    #: rows in groups of ``group``, the groups ``group_ld`` apart (those states as N*T rows)
+    group: sp.Expr | int | None = None
+    group_ld: sp.Expr | int | None = None
 
     @property
     def stride(self) -> sp.Expr | int:
@@ -368,6 +375,18 @@ class _KernelLowering:
         self.views = column_views(plan)  # blocks of columns and steps read where they lie
         #: a loop step's concatenations written where its END would copy them
         self.in_place = step_writes(plan, self.views)
+        #: the loops whose output takes a leading slot for the first state (:mod:`.slots`)
+        self._slots: dict[str, SlotLoop] = slotted_loops(self.plan, self.views, self.in_place,
+                                                         tile_cols(printer.dtype))
+        self._slot_carry = {sl.carry: sl for sl in self._slots.values()}
+        self._slot_prev = {sl.prev: sl for sl in self._slots.values() if sl.prev is not None}
+        self._slot_away = {i for sl in self._slots.values() for i in sl.chain}
+        for sl in self._slots.values():  # the new carry lies in the stored step: no carry to write
+            w = self.in_place.get(sl.new)
+            if w is not None and w.role is StepRole.CARRY:
+                self.in_place[sl.new] = StepWrite(StepRole.PART, sl.y, w.head, 0)
+            for name in sl.parts:  # maps that write straight into the stored step's first columns
+                self.in_place[name] = StepWrite(StepRole.PART, sl.y, sl.head, 0)
         self.depth = 0  # loops open around the statement being lowered
         self._last: dict[str, int] = {}
         #: a loop's products with an invariant B (a recurrent weight): the product's target -> the
@@ -448,9 +467,29 @@ class _KernelLowering:
             elif var.ndim == 0:
                 var.storage = "scalar"
             self.vars[st.target] = var
+        for sl in self._slots.values():  # :mod:`.slots`: the output's slots, pointers into them
+            ld = _sized(sl.head.length + 1) * sl.width
+            self.vars[sl.y].ld = ld
+            carry = self.vars[sl.carry]
+            carry.storage, carry.ld = "view", ld
+            for i in sl.chain:
+                self.vars[self.plan.stmts[i].target].storage = "view"
+            if sl.prev is not None:
+                prev = self.vars[sl.prev]
+                prev.storage, prev.ld, prev.step = "view", ld, sl.width
+                for name in sl.grouped:
+                    rows = self.vars[name]
+                    rows.ld, rows.group, rows.group_ld = sl.width, sl.head.length, ld
 
     def _last_uses(self) -> dict[str, int]:
         last = last_uses(self.plan, self.views, self.in_place)
+        for sl in self._slots.values():  # prev and its row views read the output's slots
+            seen = [sl.prev, *sl.grouped] if sl.prev is not None else []
+            last[sl.y] = max([last.get(sl.y, 0), *(last.get(name, 0) for name in seen)])
+            if sl.prev is not None:  # the concatenation that read the first state is gone
+                cc = self._made[sl.prev]
+                reads = [i for i, st in enumerate(self.plan.stmts) if sl.init in st.operands and i != cc]
+                last[sl.init] = max(reads, default=sl.carry_at)
         for name in self.kept_vars:  # read after the kernel: never released
             last[name] = len(self.plan.stmts)
         return last
@@ -527,7 +566,7 @@ class _KernelLowering:
                 self._lies_in(target, written, i)
             if st.kind is ir.Op.MAP:
                 self._take_over(target, st, i, last)
-            if i not in self._blocks_away:
+            if i not in self._blocks_away and i not in self._slot_away:
                 self._allocate(target)
             if i in sums:  # its column sum is written in this loop: its storage lives from here
                 self._allocate(self.vars[sums[i][1]])
@@ -541,6 +580,8 @@ class _KernelLowering:
                 pass  # added by the gemm of the product before it
             elif i in self._blocks_away:
                 pass  # a block of steps, read where it lies by the concatenation after it
+            elif i in self._slot_away:
+                pass  # the stored states, read where they lie in the loop's slots (.slots)
             elif i + 1 < len(self.plan.stmts) and self._fuses_bias(i + 1):
                 pass  # a bias add done in the loop of the map after it
             elif self._fuses_bias(i):
@@ -583,7 +624,7 @@ class _KernelLowering:
         placed = self.alloc.place(self.p.prefix)
         for ptr in self.layout.pointers:
             if "slot" in ptr:
-                ptr["init"] = placed.inits[ptr["slot"]]
+                ptr["init"] = placed.inits[ptr["slot"]] + (f" + {ptr['offset']}" if ptr.get("offset") else "")
                 self.layout.uses_work = True
                 self.layout.uses_n |= placed.uses_n
         self.layout.offset_lines = placed.lines
@@ -638,7 +679,8 @@ class _KernelLowering:
         for name in st.operands:
             o = self.vars.get(name)
             if (o is not None and o is not target and o.storage == "work" and o.slot is not None
-                    and last.get(name) == i and (o.rows, o.cols) == (target.rows, target.cols)):
+                    and last.get(name) == i and (o.rows, o.cols) == (target.rows, target.cols)
+                    and name not in self._slots):
                 target.slot, o.slot = o.slot, None  # the operand's slot is the target's now: not released
                 self.layout.pointers.append({"name": target.name, "slot": target.slot, "const": False})
                 return
@@ -649,8 +691,12 @@ class _KernelLowering:
 
     def _allocate(self, var: Var) -> None:
         if var.storage == "work" and var.slot is None:
-            var.slot = self.alloc.take(*self._coefficients(var.entries()))
-            self.layout.pointers.append({"name": var.name, "slot": var.slot, "const": False})
+            sl = self._slots.get(var.name)
+            # a loop's output with a leading slot (.slots): its pointer is one step in
+            size = var.entries() if sl is None else sp.expand(sp.sympify(var.rows) * var.stride)
+            var.slot = self.alloc.take(*self._coefficients(size))
+            self.layout.pointers.append({"name": var.name, "slot": var.slot, "const": False,
+                                         "offset": sl.width if sl is not None else 0})
         elif var.storage == "scalar" and var.name not in self.layout.scalars:
             self.layout.scalars.append(var.name)
 
@@ -879,6 +925,12 @@ class _KernelLowering:
         ctx = {"kind": kind, "c": nm.write(t.name), "a": nm.read(a.name), "b": nm.read(b.name),
                "M": m, "K": k, "Nc": nc, "lda": a.stride, "ldb": b.stride, "ct": None, "ta": ta, "tb": tb,
                "packed": None, "d": None, "ldd": 0}
+        if b.group is not None:  # B's rows in groups (.slots): their gemm packs them from there
+            jb = tile_cols(self.p.dtype)
+            size = (a.per * naming.N * jb + jb) if fixed(k) is None else (min(int(k), GEMM_KC) + 1) * jb
+            ctx.update(group=dim_code(b.group), ldg=dim_code(b.group_ld),
+                       scratch=nm.write(self._scratch(f"{t.name}_bp", size)))
+            return ctx
         if self._small_product(st):
             sa, sb = dim_code(a.stride), dim_code(b.stride)
             ctx.update(kind=CKind.MATMUL_SMALL, a_at=f"k*{sa} + i" if ta else f"i*{sa} + k",
@@ -955,8 +1007,14 @@ class _KernelLowering:
 
     def _concat(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         nm, t = self.nm, self.vars[st.target]
+        sl = self._slot_prev.get(st.target)
+        if sl is not None:  # the states each step started from: slots 0..T-1 of the loop's output
+            nm = self._begin(scalar_target=True)  # a comment of the kernel; the pointer is declared
+            self._views.append({"name": t.name, "init": f"{sl.y} - {sl.width}", "const": True})
+            return {"kind": CKind.STEP_SLOTS, "c": nm.label(t.name, "c"), "y": nm.label(sl.y, "y"),
+                    "cols": sl.carried, "step": sl.width, "ld": dim_code(t.stride), "first": nm.label(sl.init, "first")}
         written = self.in_place.get(st.target)
-        if written is not None:
+        if written is not None and written.role is not StepRole.PART:  # a part's: pointed there already
             self._lies_in(t, written, self.plan.stmts.index(st))
         parts, offset = [], 0
         for name in st.operands:
@@ -1000,7 +1058,7 @@ class _KernelLowering:
             self._views.append({"name": t.name, "init": written.into, "const": False})
             return
         head = written.head
-        t.ld = head.length * head.width
+        t.ld = into.stride
         at, what = f"{head.index}*{head.width}", f"step {head.index} of {into.name}"
         if written.role is StepRole.PART:  # its columns of the step
             at, what = f"{at} + {dim_code(written.offset)}", f"{what}'s columns from {dim_code(written.offset)}"
@@ -1016,6 +1074,7 @@ class _KernelLowering:
         lo = st.payload[0]
         if st.target in self.views:  # read where it lies: a pointer to its first column
             t.ld = a.stride
+            t.group, t.group_ld = a.group, a.group_ld
             return {"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(a.name), "at": dim_code(lo),
                     "what": f"{a.name}[:, {dim_code(lo)}:{dim_code(lo + t.cols)}]", "ld": t.ld, "writes": False}
         return {"kind": CKind.SLICE, "c": nm.write(t.name), "a": nm.read(a.name), "rows": rows_code(t),
@@ -1186,6 +1245,14 @@ class _KernelLowering:
         """The carried value starts as the first: the first's slot where this is its last read,
         else a copy."""
         nm, t, a = self.nm, self.vars[st.target], self.vars[st.operands[0]]
+        sl = self._slot_carry.get(st.target)
+        if sl is not None:  # a pointer to slot 0 of the loop's output, which holds a copy of the first
+            y = self.vars[sl.y]
+            self._allocate(y)
+            self._views.append({"name": t.name, "init": f"{y.name} - {sl.width}", "const": False})
+            return {"kind": CKind.CONCAT, "c": nm.write(t.name), "rows": rows_code(t), "cols": t.cols,
+                    "ldc": t.stride, "parts": [{"a": nm.read(a.name), "cols": t.cols, "offset": 0,
+                                                 "ld": dim_code(a.stride), "steps": None}]}
         i = self.plan.stmts.index(st)
         if a.storage == "work" and a.slot is not None and self._last.get(a.name) == i \
                 and (a.rows, a.cols) == (t.rows, t.cols) and t.slot is not None:
@@ -1209,7 +1276,8 @@ class _KernelLowering:
         nm, t, a = self.nm, self.vars[st.target], self.vars[st.operands[0]]
         if st.target in self.views:  # read where it lies: a pointer to the step's first column
             t.ld = a.stride
-            return {"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(a.name), "at": f"{head.index}*{t.cols}",
+            return {"kind": CKind.COLUMN_VIEW, "c": t.name, "a": nm.read(a.name),
+                    "at": f"{head.index}*{a.step or t.cols}",
                     "what": f"step {head.index} of {a.name}", "ld": t.ld, "writes": False}
         return {"kind": CKind.LOOP_STEP, "c": nm.write(t.name), "a": nm.read(a.name), "rows": rows_code(t),
                 "cols": t.cols, "stride": a.stride, "index": head.index}
@@ -1220,13 +1288,14 @@ class _KernelLowering:
         out, new, carry = st.operands[:3]
         c = self.vars[carry]
         # a step's value written in place (step_writes) is where this would copy it already
-        out_there = getattr(self.in_place.get(out), "role", None) is StepRole.OUT
+        slotted = y.name in self._slots  # the new carry lies in the step stored: the carry points there
+        out_there = getattr(self.in_place.get(out), "role", None) is StepRole.OUT or slotted
         new_there = getattr(self.in_place.get(new), "role", None) is StepRole.CARRY
         return {"kind": CKind.LOOP_END, "y": nm.write(y.name), "out": nm.read(out), "rows": rows_code(y),
                 "width": head.width, "stride": head.length * head.width, "index": head.index,
                 "carry": nm.write(carry), "new": nm.read(new), "reset": head.reset,
-                "size": _size(c),
-                "copy_out": not out_there, "copy_new": not new_there}
+                "size": _size(c), "advance": slotted,
+                "copy_out": not out_there, "copy_new": not (new_there or slotted)}
 
     def _map_stmt(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         return self._map(st)

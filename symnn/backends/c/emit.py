@@ -449,8 +449,10 @@ def emit_c(net: Network, prog: Program, dtype: str, optimizer: Optimizer | None 
         helpers.add("pick")
     contexts = [*(st for k in kernels for st in k["stmts"]), *(h["ctx"] for h in shared)]
     packed = {c["gemm"] for c in contexts if c["kind"] is CKind.GEMM_PACK}  # forms called on panels packed before a loop
-    plain = {GEMM_CALLS[c["kind"]] for c in contexts if c["kind"] in GEMM_CALLS and not c.get("packed")}
-    gemm_plan = gemm.plan(dtype, plain, packed)  # what the file calls
+    plain = {GEMM_CALLS[c["kind"]] for c in contexts
+             if c["kind"] in GEMM_CALLS and not c.get("packed") and not c.get("group")}
+    grouped = {GEMM_CALLS[c["kind"]] for c in contexts if c["kind"] in GEMM_CALLS and c.get("group")}
+    gemm_plan = gemm.plan(dtype, plain, packed, grouped)  # what the file calls
     context = dict(kernels=kernels, shared=shared, publics=publics,
                    zmax=any(k["offset_lines"] for k in kernels),
                    need_fns=[(name, need.sorted_terms()) for need, name in need_fns.items()], gemm=gemm_plan, helpers=sorted(helpers),

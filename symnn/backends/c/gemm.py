@@ -158,6 +158,9 @@ class GemmFn:
     packed: bool = False
     #: the file calls ``PREFIX__gemm_KIND`` itself (not only its packed form)
     plain: bool = True
+    #: the file calls ``PREFIX__gemm_tn_grouped``: A.T @ B with B's rows in groups (the states a
+    #: loop's steps started from, read where the loop stored them)
+    grouped: bool = False
 
     @property
     def via_transpose(self) -> bool:
@@ -241,12 +244,13 @@ def _row_tile(rows: int, trans_a: bool) -> RowTile:
                    a_loads(rows, trans_a, "A", "i0"))
 
 
-def plan(dtype: str, kinds: Iterable[str], packed: Iterable[str] = ()) -> GemmPlan | None:
+def plan(dtype: str, kinds: Iterable[str], packed: Iterable[str] = (), grouped: Iterable[str] = ()) -> GemmPlan | None:
     """The plan of the gemm helpers for ``kinds`` (a subset of :data:`GEMM_KINDS`, in that
     order), or None where the file has no gemm call; ``packed``: the kinds (``nn``, ``nt``) also
-    called on panels packed before a loop."""
-    packed, kinds = set(packed), set(kinds)
-    wanted = [k for k in GEMM_KINDS if k in kinds | packed]
+    called on panels packed before a loop; ``grouped``: ``tn`` where it is also called on rows of
+    B in groups (``_grouped``)."""
+    packed, kinds, grouped = set(packed), set(kinds), set(grouped)
+    wanted = [k for k in GEMM_KINDS if k in kinds | packed | grouped]
     if not wanted:
         return None
     cols = tile_cols(dtype)
@@ -262,7 +266,7 @@ def plan(dtype: str, kinds: Iterable[str], packed: Iterable[str] = ()) -> GemmPl
                          _CBLAS_TRANS[kind[1] == "t"],
                          tuple(_row_tile(r, kind[0] == "t") for r in TILE_ROWS if r > 1),
                          _row_tile(1, kind[0] == "t"), _row_tile(TILE32_ROWS, kind[0] == "t"),
-                         _row_tile(TILE8_ROWS, kind[0] == "t"), kind in packed, kind in kinds)
+                         _row_tile(TILE8_ROWS, kind[0] == "t"), kind in packed, kind in kinds, kind in grouped)
                   for kind in wanted)
     return GemmPlan(
         cols=cols, lanes=lanes, kc=GEMM_KC, real_bytes=4 if single else 8,

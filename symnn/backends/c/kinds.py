@@ -62,6 +62,7 @@ class CKind(StrEnum):
     # sequences
     VIEW = "view"  # a reshape: a pointer the kernel declares to what it views; no loop
     COLUMN_VIEW = "column_view"  # a block of columns (or a loop's step) read where it lies: a pointer
+    STEP_SLOTS = "step_slots"  # the states a loop's steps started from, in its slots: a comment
     LOOP_BEGIN = "loop_begin"  # a loop over a sequence's steps opens
     LOOP_STEP = "loop_step"  # step t's columns of a sequence copied out
     LOOP_END = "loop_end"  # the step's output written into its columns, the carry replaced

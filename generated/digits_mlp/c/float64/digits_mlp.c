@@ -1028,13 +1028,16 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_nn_cols(ptrdiff_t M, ptrd
             if (jw == 16 && (M < 18 || (acc & 2))) {
                 pb = B + k0*ldb + j0;
                 ps = ldb;
-            } else if (jw == 16) {
-                for (ptrdiff_t k = k0; k < k1; ++k)
-                    for (int l = 0; l < 16; ++l) bp[(k - k0)*16 + l] = B[k*ldb + j0 + l];
             } else {
+                const digits_mlp_real *bk = B + k0*ldb;
                 for (ptrdiff_t k = k0; k < k1; ++k) {
-                    for (ptrdiff_t l = 0; l < jw; ++l) bp[(k - k0)*16 + l] = B[k*ldb + j0 + l];
-                    for (ptrdiff_t l = jw; l < 16; ++l) bp[(k - k0)*16 + l] = 0.0;
+                    if (jw == 16)
+                        for (int l = 0; l < 16; ++l) bp[(k - k0)*16 + l] = bk[j0 + l];
+                    else {
+                        for (ptrdiff_t l = 0; l < jw; ++l) bp[(k - k0)*16 + l] = bk[j0 + l];
+                        for (ptrdiff_t l = jw; l < 16; ++l) bp[(k - k0)*16 + l] = 0.0;
+                    }
+                    bk += ldb;
                 }
             }
             ptrdiff_t i0 = 0;
@@ -1617,7 +1620,7 @@ static void digits_mlp__gemm_nt(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
  * bp: 256 x 16 reals. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_blocks(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
-    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc,
+    ptrdiff_t ldb, ptrdiff_t g, ptrdiff_t ldg, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc,
     const digits_mlp_real *SYMNN_RESTRICT D, ptrdiff_t ldd)
 {
     const ptrdiff_t ldc = Nc, blocks = (c1 - c0)/16;
@@ -1627,9 +1630,14 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_blocks(ptrdiff_t M, pt
         const ptrdiff_t k1 = K - k0 < kc ? K : k0 + kc, nk = k1 - k0;
         const int load = (acc & 1) || k0 > 0;  /* C's value is the sum so far */
         const digits_mlp_real *const dk = k1 == K ? D : NULL;  /* D added to the whole sum */
-        for (ptrdiff_t b = 0; b < blocks; ++b)
-            for (ptrdiff_t k = k0; k < k1; ++k)
-                for (int l = 0; l < 16; ++l) bp[(b*nk + k - k0)*16 + l] = B[k*ldb + c0 + b*16 + l];
+        for (ptrdiff_t b = 0; b < blocks; ++b) {
+            const digits_mlp_real *bk = B + k0/g*ldg + k0%g*ldb;  /* row k0: rows in groups of g, ldg apart */
+            ptrdiff_t kg = k0%g;
+            for (ptrdiff_t k = k0; k < k1; ++k) {
+                for (int l = 0; l < 16; ++l) bp[(b*nk + k - k0)*16 + l] = bk[c0 + b*16 + l];
+                if (++kg == g) { kg = 0; bk += ldg - (g - 1)*ldb; } else bk += ldb;
+            }
+        }
         ptrdiff_t i0 = 0;
         if (M % 8 == 0)  /* 8-row tiles take every row */
             for (; i0 + 8 <= M; i0 += 8)
@@ -1669,14 +1677,14 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_blocks(ptrdiff_t M, pt
  * sum as it is stored: the value a separate pass C + D gave, bitwise, without that pass. */
 static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc,
     ptrdiff_t c0, ptrdiff_t c1, const digits_mlp_real *SYMNN_RESTRICT A, ptrdiff_t lda, const digits_mlp_real *SYMNN_RESTRICT B,
-    ptrdiff_t ldb, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc,
+    ptrdiff_t ldb, ptrdiff_t g, ptrdiff_t ldg, digits_mlp_real *SYMNN_RESTRICT C, digits_mlp_real *SYMNN_RESTRICT bp, int acc,
     const digits_mlp_real *SYMNN_RESTRICT D, ptrdiff_t ldd)
 {
 #ifdef DIGITS_MLP__VEC
     if (K > 512 && M >= 18) {  /* K beyond a chunk: whole blocks of columns 4 at a time */
         const ptrdiff_t whole = c0 + (c1 - c0)/16*16;
         for (ptrdiff_t g0 = c0; g0 < whole; g0 += 64)
-            digits_mlp__gemm_tn_blocks(M, K, Nc, g0, whole - g0 < 64 ? whole : g0 + 64, A, lda, B, ldb, C, bp, acc, D, ldd);
+            digits_mlp__gemm_tn_blocks(M, K, Nc, g0, whole - g0 < 64 ? whole : g0 + 64, A, lda, B, ldb, g, ldg, C, bp, acc, D, ldd);
         if (whole == c1) return;
         c0 = whole;  /* the narrower block left, as below */
     }
@@ -1699,16 +1707,20 @@ static DIGITS_MLP__RUNTIME_SIZES void digits_mlp__gemm_tn_cols(ptrdiff_t M, ptrd
                of rows to read it, or where the caller says so (acc & 2), B itself */
             const digits_mlp_real *pb = bp;
             ptrdiff_t ps = 16;
-            if (jw == 16 && (M < 18 || (acc & 2))) {
+            if (jw == 16 && ldg == g*ldb && (M < 18 || (acc & 2))) {
                 pb = B + k0*ldb + j0;
                 ps = ldb;
-            } else if (jw == 16) {
-                for (ptrdiff_t k = k0; k < k1; ++k)
-                    for (int l = 0; l < 16; ++l) bp[(k - k0)*16 + l] = B[k*ldb + j0 + l];
             } else {
+                const digits_mlp_real *bk = B + k0/g*ldg + k0%g*ldb;  /* row k0: rows in groups of g, ldg apart */
+                ptrdiff_t kg = k0%g;
                 for (ptrdiff_t k = k0; k < k1; ++k) {
-                    for (ptrdiff_t l = 0; l < jw; ++l) bp[(k - k0)*16 + l] = B[k*ldb + j0 + l];
-                    for (ptrdiff_t l = jw; l < 16; ++l) bp[(k - k0)*16 + l] = 0.0;
+                    if (jw == 16)
+                        for (int l = 0; l < 16; ++l) bp[(k - k0)*16 + l] = bk[j0 + l];
+                    else {
+                        for (ptrdiff_t l = 0; l < jw; ++l) bp[(k - k0)*16 + l] = bk[j0 + l];
+                        for (ptrdiff_t l = jw; l < 16; ++l) bp[(k - k0)*16 + l] = 0.0;
+                    }
+                    if (++kg == g) { kg = 0; bk += ldg - (g - 1)*ldb; } else bk += ldb;
                 }
             }
             ptrdiff_t i0 = 0;
@@ -1932,12 +1944,12 @@ static void digits_mlp__gemm_tn(ptrdiff_t M, ptrdiff_t K, ptrdiff_t Nc, const di
             digits_mlp_real own[8208];
             const ptrdiff_t T = omp_get_num_threads(), t = omp_get_thread_num();
             const ptrdiff_t c0 = tiles*t/T*16, c1 = t == T - 1 ? Nc : tiles*(t + 1)/T*16;
-            if (c1 > c0) digits_mlp__gemm_tn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, C, digits_mlp__align64(own), acc, D, ldd);
+            if (c1 > c0) digits_mlp__gemm_tn_cols(M, K, Nc, c0, c1, A, lda, B, ldb, 1, ldb, C, digits_mlp__align64(own), acc, D, ldd);
         }
         return;
     }
 #endif
-    digits_mlp__gemm_tn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, C, digits_mlp__align64(work), acc, D, ldd);
+    digits_mlp__gemm_tn_cols(M, K, Nc, 0, Nc, A, lda, B, ldb, 1, ldb, C, digits_mlp__align64(work), acc, D, ldd);
 }
 
 /* c ? a : b chosen by bit masks, not by a branch. GCC turns a ?: whose arms compute into a
