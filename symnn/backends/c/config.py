@@ -928,8 +928,10 @@ class _KernelLowering:
         if b.group is not None:  # B's rows in groups (.slots): their gemm packs them from there
             jb = tile_cols(self.p.dtype)
             size = (a.per * naming.N * jb + jb) if fixed(k) is None else (min(int(k), GEMM_KC) + 1) * jb
+            plus = self._plus.get(st.target)
             ctx.update(group=dim_code(b.group), ldg=dim_code(b.group_ld),
-                       scratch=nm.write(self._scratch(f"{t.name}_bp", size)))
+                       scratch=nm.write(self._scratch(f"{t.name}_bp", size)),
+                       d=nm.read(plus[0]) if plus is not None else None, ldd=plus[1] if plus is not None else 0)
             return ctx
         if self._small_product(st):
             sa, sb = dim_code(a.stride), dim_code(b.stride)
