@@ -37,7 +37,6 @@ CASES = [
     ("lstm", sn.LSTM, 40, 6, 1, False, False, "float64", True),
     ("lstm-narrow", sn.LSTM, 5, 6, 1, False, False, "float64", False),
     ("gru-bidirectional", sn.GRU, 20, 5, 1, True, False, "float64", True),
-    ("gru-bidirectional", sn.GRU, 20, 5, 1, True, False, "float32", False),
     ("rnn", sn.RNN, 8, 4, 1, False, False, "float32", True),
     ("lstm-any-length", sn.LSTM, 20, None, 1, False, False, "float64", True),
     ("lstm-stacked", sn.LSTM, 40, 5, 2, False, False, "float32", True),
@@ -96,10 +95,10 @@ def test_the_slots_give_the_same_bits(case, monkeypatch: pytest.MonkeyPatch) -> 
         assert _work(slots, n, lengths) <= _work(plain, n, lengths) + n * E
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_the_train_step_trains_alike(dtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_train_step_trains_alike(monkeypatch: pytest.MonkeyPatch) -> None:
     """The C train step (its own loss-and-gradient kernel, gradients kept in work) through a few
     SGD-momentum steps: the same parameters, bit for bit, with and without slots."""
+    dtype = "float32"
     net = _net(sn.LSTM, 40, 6, 1, False, "slots_train")
     opt = sn.Momentum(lr=0.05, momentum=0.9)
     slots = sn.compile(net, backend="c", dtype=dtype, optimizer=opt)
