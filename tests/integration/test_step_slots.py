@@ -125,3 +125,30 @@ def test_a_lower_layers_loop_keeps_its_carry() -> None:
     stacked = _net(sn.GRU, 32, 5, 3, False, "slots_stack")
     source = sn.emit_source(stacked, backend="c")
     assert source.count(MOVED) == 3 and source.count("for (ptrdiff_t s") == 3 * 3 + 3
+
+
+def test_a_layer_applied_twice_packs_its_weight_before_each_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One LSTM read by two inputs: two loops over time share its weights, each with its own
+    packed panels of W_hh (one buffer name per loop: the same name twice did not compile), its own
+    slots and grouped weight gradients, summed; the same bits as without slots, and NumPy's
+    result to float64's rounding."""
+    x1, x2 = sn.Input(5, F, name="a"), sn.Input(5, F, name="b")
+    lstm = sn.LSTM(F, 20, name="r")
+    net = sn.Network(inputs=[x1, x2], outputs=sn.Dense(40, 1, name="fc")(sn.Concat()(lstm(x1), lstm(x2))),
+                     loss="mse", name="slots_shared")
+    slots = sn.compile(net, backend="c")
+    source = Path(slots.source_path).read_text()
+    assert source.count(MOVED) == 6 and "r_weight_hh_l0_pkn2" in source
+    with monkeypatch.context() as m:
+        m.setattr(c_config, "slotted_loops", lambda *args: {})
+        plain = sn.compile(net, backend="c")
+    reference = sn.compile(net, backend="numpy")
+    rng = np.random.default_rng(7)
+    X = {"a": rng.normal(size=(6, 5, F)), "b": rng.normal(size=(6, 5, F))}
+    Y = rng.normal(size=(6, 1))
+    params = net.init_params(seed=5)
+    got, want, ref = (k.loss_and_grad(params, X, Y) for k in (slots, plain, reference))
+    assert got[0] == want[0] and abs(got[0] - ref[0]) <= 1e-13 * abs(ref[0])
+    for p in ref[1]:
+        np.testing.assert_array_equal(got[1][p], want[1][p], err_msg=p)
+        np.testing.assert_allclose(got[1][p], ref[1][p], rtol=1e-12, atol=1e-15, err_msg=p)

@@ -393,6 +393,7 @@ class _KernelLowering:
         #: buffer of B's panels, packed before the loop (:meth:`_pack_invariants`); per loop END,
         #: their slots
         self._packed: dict[str, str] = {}
+        self._pack_names: dict[str, int] = {}  # a weight's packed panels: the loops packing them so far
         self._packed_slots: dict[int, list[int]] = {}
         #: a product's target -> (D, D's leading dimension) where its gemm stores C = D + op(A) @ op(B)
         #: (:meth:`_added_products`)
@@ -654,7 +655,10 @@ class _KernelLowering:
                 continue
             key = (b.name, tb)
             if key not in made:
-                name = made[key] = f"{b.name}_pk{'t' if tb else 'n'}"
+                # one name per loop: a layer applied twice packs its weight before each of its loops
+                base = f"{b.name}_pk{'t' if tb else 'n'}"
+                self._pack_names[base] = uses = self._pack_names.get(base, 0) + 1
+                name = made[key] = base if uses == 1 else f"{base}{uses}"
                 ncp = -(-int(nc) // jb) * jb
                 slot = self.alloc.take(*self._coefficients(int(k) * ncp + jb))
                 self._packed_slots.setdefault(end, []).append(slot)
