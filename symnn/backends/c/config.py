@@ -697,7 +697,7 @@ class _KernelLowering:
         if var.storage == "work" and var.slot is None:
             sl = self._slots.get(var.name)
             # a loop's output with a leading slot (.slots): its pointer is one step in
-            size = var.entries() if sl is None else sp.expand(sp.sympify(var.rows) * var.stride)
+            size = var.entries() if sl is None else sp.expand(_sized(var.rows) * var.stride)
             var.slot = self.alloc.take(*self._coefficients(size))
             self.layout.pointers.append({"name": var.name, "slot": var.slot, "const": False,
                                          "offset": sl.width if sl is not None else 0})
