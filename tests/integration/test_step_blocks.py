@@ -95,10 +95,10 @@ def test_the_new_carrys_parts_written_in_the_stored_step_are_the_same_bits(dtype
     sources = [Path(k.source_path).read_text() for k in (written, copied)]
     count = [source.count("'s columns from ") for source in sources]
     # h and c, in the 4 forward loops of forward, loss, loss_and_grad; and where a loop keeps its
-    # carry in its stored steps (backends/c/slots.py: the last layer's forward direction, in the
+    # carry in its stored steps (backends/c/slots.py: the last layer's two directions, in the
     # forward and loss kernels), the new carry (h, c) lying there too
     slotted = sources[0].count("the next step starts from its state")
-    assert slotted == 2 and "the next step starts from its state" not in sources[1]
+    assert slotted == 4 and "the next step starts from its state" not in sources[1]
     assert count[0] == count[1] + 3 * 4 * 2 + slotted
     rng = np.random.default_rng(4)
     params = {k: v.astype(dtype) for k, v in net.init_params(seed=2).items()}

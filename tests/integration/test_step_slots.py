@@ -1,8 +1,9 @@
 """A forward loop's carried state kept in the steps it stores (issue 23; backends/c/slots.py).
 
-The C lowering gives such a loop's output one step more, in front: slot 0 holds the first state,
-step t lies in slot t + 1. The carry is a pointer to the previous slot (no copy at each step), and
-the pullback's states-each-step-started-from are slots 0..T-1 where they lie (no copy at all),
+The C lowering gives such a loop's output one step more: in front for a forward loop (slot 0
+holds the first state, step t lies in slot t + 1), at the end for a reverse one (the first state
+in slot T). The carry is a pointer to the slot of the step before (no copy at each step), and
+the pullback's states-each-step-started-from are T slots where they lie (no copy at all),
 the recurrent weight's gradient reading those rows in groups of T (``gemm_tn_grouped``); where
 that weight has fewer columns than a register tile, the rows would have to be copied out, and the
 loss-and-gradient kernel's loop keeps its carry (the forward and loss kernels' loops take slots).
@@ -39,6 +40,7 @@ CASES = [
     ("gru-bidirectional", sn.GRU, 20, 5, 1, True, False, "float64", True),
     ("rnn", sn.RNN, 8, 4, 1, False, False, "float32", True),
     ("lstm-any-length", sn.LSTM, 20, None, 1, False, False, "float64", True),
+    ("lstm-any-length-bidirectional", sn.LSTM, 20, None, 1, True, False, "float32", False),
     ("lstm-stacked", sn.LSTM, 40, 5, 2, False, False, "float32", True),
     ("gru-masked", sn.GRU, 16, 5, 1, False, True, "float64", True),
 ]
@@ -69,8 +71,8 @@ def test_the_slots_give_the_same_bits(case, monkeypatch: pytest.MonkeyPatch) -> 
     net = _net(cell, hidden, steps, layers, bidirectional, f"slots_{name.replace('-', '_')}", masked)
     slots = sn.compile(net, backend="c", dtype=dtype)
     source = Path(slots.source_path).read_text()
-    # forward, loss and loss_and_grad each run the loop (the last layer's, its forward direction)
-    assert source.count(MOVED) == 2 + whole, source.count(MOVED)
+    # forward, loss and loss_and_grad each run the loop (the last layer's; each direction's)
+    assert source.count(MOVED) == (2 + whole) * (2 if bidirectional else 1), source.count(MOVED)
     assert (GROUPED in source) == (whole and cell is not sn.RNN)  # an RNN's states are its steps
     with monkeypatch.context() as m:
         m.setattr(c_config, "slotted_loops", lambda *args: {})

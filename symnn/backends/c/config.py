@@ -306,6 +306,12 @@ class KernelLayout:
         return set().union(*(u.names for u in self.uses))
 
 
+def _pointer(base: str, at: "int | sp.Expr") -> str:
+    """``base`` moved by ``at`` reals, as C: ``y - 448``, ``y + 32*448``, ``y + 448*steps``."""
+    at = _sized(at)
+    return f"{base} - {dim_code(-at)}" if at.could_extract_minus_sign() else f"{base} + {dim_code(at)}"
+
+
 def _sized(value: object) -> sp.Expr:
     """A size or column of the plan (an int, or a SymPy expression in N and T) as a SymPy
     expression. Anything else, a string above all, is refused, never parsed."""
@@ -699,8 +705,9 @@ class _KernelLowering:
             # a loop's output with a leading slot (.slots): its pointer is one step in
             size = var.entries() if sl is None else sp.expand(_sized(var.rows) * var.stride)
             var.slot = self.alloc.take(*self._coefficients(size))
-            self.layout.pointers.append({"name": var.name, "slot": var.slot, "const": False,
-                                         "offset": sl.width if sl is not None else 0})
+            # (a forward loop's: one step in, past the first state's slot)
+            offset = sl.width if sl is not None and not sl.head.reverse else 0
+            self.layout.pointers.append({"name": var.name, "slot": var.slot, "const": False, "offset": offset})
         elif var.storage == "scalar" and var.name not in self.layout.scalars:
             self.layout.scalars.append(var.name)
 
@@ -1016,9 +1023,10 @@ class _KernelLowering:
         sl = self._slot_prev.get(st.target)
         if sl is not None:  # the states each step started from: slots 0..T-1 of the loop's output
             nm = self._begin(scalar_target=True)  # a comment of the kernel; the pointer is declared
-            self._views.append({"name": t.name, "init": f"{sl.y} - {sl.width}", "const": True})
+            self._views.append({"name": t.name, "init": _pointer(sl.y, sl.prev_at), "const": True})
             return {"kind": CKind.STEP_SLOTS, "c": nm.label(t.name, "c"), "y": nm.label(sl.y, "y"),
-                    "cols": sl.carried, "step": sl.width, "ld": dim_code(t.stride), "first": nm.label(sl.init, "first")}
+                    "cols": sl.carried, "step": sl.width, "ld": dim_code(t.stride), "first": nm.label(sl.init, "first"),
+                    "slot": dim_code(sl.head.length) if sl.head.reverse else "0"}
         written = self.in_place.get(st.target)
         if written is not None and written.role is not StepRole.PART:  # a part's: pointed there already
             self._lies_in(t, written, self.plan.stmts.index(st))
@@ -1255,7 +1263,7 @@ class _KernelLowering:
         if sl is not None:  # a pointer to slot 0 of the loop's output, which holds a copy of the first
             y = self.vars[sl.y]
             self._allocate(y)
-            self._views.append({"name": t.name, "init": f"{y.name} - {sl.width}", "const": False})
+            self._views.append({"name": t.name, "init": _pointer(y.name, sl.first_slot), "const": False})
             return {"kind": CKind.CONCAT, "c": nm.write(t.name), "rows": rows_code(t), "cols": t.cols,
                     "ldc": t.stride, "parts": [{"a": nm.read(a.name), "cols": t.cols, "offset": 0,
                                                  "ld": dim_code(a.stride), "steps": None}]}

@@ -1,22 +1,23 @@
 """Which loops of a plan keep their carried state in the steps they store (the C backend's layout).
 
-A forward loop over time stores each step's output, (N, T*E), and its carry (an LSTM's (h, c))
-is the first S columns of that output. Laid out as the plan says, the carry is a buffer of its
+A loop over time stores each step's output, (N, T*E), and its carry (an LSTM's (h, c)) is the
+first S columns of that output. Laid out as the plan says, the carry is a buffer of its
 own: the step writes the new state into its stored step and the loop copies it into the carry
 at every step, and the pullback copies the first state and the stored steps' states but the
 last into one more sequence, the states each step started from, which the backward loop and
 the recurrent weight's gradient read (``symnn.autodiff.scan``: ``_shifted``).
 
-Here the loop's output gets one step more, in front: slot 0 holds the first state, step t lies in
-slot t + 1, rows (T + 1)*E apart. The carry is then a pointer to the previous slot (no copy at
-each step), and the states each step started from are slots 0..T-1 where they lie (no copy at
-all): the backward loop reads its step there, and the weight's gradient sums over those rows in
-groups of T, one group a sample (``PREFIX__gemm_tn_grouped``). The same values in the same order:
-every result is bitwise the one the copies gave.
+Here the loop's output gets one step more, rows (T + 1)*E apart: in front for a forward loop
+(slot 0 holds the first state, step t lies in slot t + 1), at the end for a reverse one (step t
+in slot t, the first state in slot T). The carry is then a pointer to the slot of the step before
+(no copy at each step), and the states each step started from are T slots where they lie (no copy
+at all): the backward loop reads its step there, and the weight's gradient sums over those rows
+in groups of T, one group a sample (``PREFIX__gemm_tn_grouped``). The same values in the same
+order: every result is bitwise the one the copies gave.
 
 A loop qualifies when every reader of its output, its carry and those states reads them where
 they lie (:func:`slotted_loops`); any other reader (a stacked layer's input projection reading
-the output as N*T rows, a masked step that blends the carry) leaves the loop as it was.
+the output as N*T rows) leaves the loop as it was.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ...lower import READS_IN_PLACE, KernelPlan, Loop, LoopHead, StepRole, StepW
 
 @dataclass(frozen=True)
 class SlotLoop:
-    """A loop whose output ``y`` takes a leading slot (:mod:`symnn.backends.c.slots`)."""
+    """A loop whose output ``y`` takes a slot for its first state (:mod:`symnn.backends.c.slots`)."""
 
     y: str
     head: LoopHead
@@ -53,6 +54,18 @@ class SlotLoop:
     @property
     def width(self) -> int:
         return self.head.width
+
+    @property
+    def first_slot(self) -> int | sp.Expr:
+        """Where the first state lies, in reals from ``y``'s pointer: a step before step 0 (forward),
+        or after step T - 1 (reverse)."""
+        return self.head.length * self.width if self.head.reverse else -self.width
+
+    @property
+    def prev_at(self) -> int:
+        """Where the states each step started from begin, from ``y``'s pointer: the first state's
+        slot (forward), or step 1 (reverse: step t started from step t + 1's state)."""
+        return self.width if self.head.reverse else -self.width
 
     @property
     def carried(self) -> int:
@@ -159,11 +172,15 @@ def _prev_chain(plan: KernelPlan, readers: dict[str, list[int]], made: dict[str,
     if r2 is None or stmts[r2].kind is not ir.Op.RESHAPE:
         return None
     s2 = only(stmts[r2].target)
-    if s2 is None or stmts[s2].kind is not ir.Op.SLICE or stmts[s2].payload[0] != 0 \
-            or sp.expand(sp.sympify(stmts[s2].payload[1]) - (T - 1) * S) != 0:
+    # forward: steps 0..T-2, after the first state; reverse: steps 1..T-1, before it
+    lo, hi = (S, T * S) if head.reverse else (0, (T - 1) * S)
+    if s2 is None or stmts[s2].kind is not ir.Op.SLICE \
+            or any(sp.expand(sp.Integer(a) - b if isinstance(a, int) else a - b) != 0
+                   for a, b in zip(stmts[s2].payload, (lo, hi))):
         return None
     cc = only(stmts[s2].target)
-    if cc is None or stmts[cc].kind is not ir.Op.CONCAT or stmts[cc].operands != (init, stmts[s2].target):
+    parts = (stmts[s2].target, init) if head.reverse else (init, stmts[s2].target)
+    if cc is None or stmts[cc].kind is not ir.Op.CONCAT or stmts[cc].operands != parts:
         return None
     prev = stmts[cc].target
     grouped: list[str] = []
@@ -182,9 +199,9 @@ def _prev_chain(plan: KernelPlan, readers: dict[str, list[int]], made: dict[str,
 
 def slotted_loops(plan: KernelPlan, views: set[str], in_place: dict[str, StepWrite],
                   tile: int) -> dict[str, SlotLoop]:
-    """The loops of ``plan`` whose output takes a leading slot, by their output's name.
+    """The loops of ``plan`` whose output takes a slot for its first state, by their output's name.
 
-    A loop qualifies when it runs forward, untruncated, over a fixed or run-time length of at
+    A loop qualifies when it runs untruncated (either way) over a fixed or run-time length of at
     least 2, its output is no output of the kernel, the step writes its new carry into the stored
     step's first S columns, the carry is read only inside the loop and in place (views of its
     columns, element-wise maps, products), and the output is read only in place: blocks of its
@@ -201,7 +218,7 @@ def slotted_loops(plan: KernelPlan, views: set[str], in_place: dict[str, StepWri
         y = stmts[begin].target
         new, carry = stmts[end].operands[1:3]
         c = made.get(carry, -1)
-        if head.reverse or head.reset or (isinstance(head.length, int) and head.length < 2) or y in outputs \
+        if head.reset or (isinstance(head.length, int) and head.length < 2) or y in outputs \
                 or c != begin - 1 or stmts[c].kind is not Loop.CARRY or head.carried > head.width:
             continue
         parts = _new_in_step(plan, made, readers, in_place, y, begin, end)
