@@ -204,7 +204,7 @@ def slotted_loops(plan: KernelPlan, views: set[str], in_place: dict[str, StepWri
     A loop qualifies when it runs untruncated (either way) over a fixed or run-time length of at
     least 2, its output is no output of the kernel, the step writes its new carry into the stored
     step's first S columns, the carry is read only inside the loop and in place (views of its
-    columns, element-wise maps, products), and the output is read only in place: blocks of its
+    columns, element-wise maps, products of at least ``tile`` k), and the output is read only in place: blocks of its
     columns (``views``), a later loop's steps, and the pullback's states-each-step-started-from,
     whose readers are a loop's steps and its reshapes to N*T rows, read in groups by products
     ``A.T @ rows`` of at least ``tile`` columns."""
@@ -227,6 +227,14 @@ def slotted_loops(plan: KernelPlan, views: set[str], in_place: dict[str, StepWri
         if not all(begin < j <= end and (j == end or stmts[j].kind in READS_IN_PLACE
                                          or stmts[j].kind is ir.Op.SLICE and stmts[j].target in views)
                    for j in readers.get(carry, [])):
+            continue
+        # the state's products (h @ W_hh.T) of fewer than a tile of k: the weight's gradient, as
+        # many columns, could not read the states in groups; every kernel then leaves the loop as
+        # it was, so that the kernels' loops stay alike and share their statements' helpers
+        state = {carry} | {stmts[j].target for j in readers.get(carry, []) if stmts[j].kind is ir.Op.SLICE}
+        if any(st.kind is ir.Op.MATMUL and st.operands[0] in state and not st.payload[0]
+               and not (isinstance(st.src_shapes[0][1], int) and st.src_shapes[0][1] >= tile)
+               for st in stmts[begin + 1:end]):
             continue
         prev, chain, grouped, ok = None, (), (), True
         for j in readers.get(y, []):
