@@ -89,7 +89,8 @@ def _map_in_step(plan: KernelPlan, made: dict[str, int], readers: dict[str, list
     (or is the step's concatenation ``concat``, or the loop's END, which then copies nothing)."""
     i = made.get(name, -1)
     return begin < i < end and plan.stmts[i].kind is ir.Op.MAP and all(
-        i < r <= end and (r in (end, concat) or plan.stmts[r].kind in READS_IN_PLACE) for r in readers.get(name, []))
+        i < r <= end and (r in (end, concat) or plan.stmts[r].kind in READS_IN_PLACE)
+        for r in readers.get(name, []))
 
 
 def _new_in_step(plan: KernelPlan, made: dict[str, int], readers: dict[str, list[int]],
@@ -103,7 +104,8 @@ def _new_in_step(plan: KernelPlan, made: dict[str, int], readers: dict[str, list
     head: LoopHead = plan.stmts[end].payload
     ow = in_place.get(out)
     if ow is None:  # one map, the step's output and its carry
-        ok = new == out and head.carried == head.width and _map_in_step(plan, made, readers, out, begin, end, None)
+        ok = new == out and head.carried == head.width \
+            and _map_in_step(plan, made, readers, out, begin, end, None)
         return (out,) if ok else None
     if ow.role is not StepRole.OUT or ow.into != y:
         return None
@@ -204,10 +206,10 @@ def slotted_loops(plan: KernelPlan, views: set[str], in_place: dict[str, StepWri
     A loop qualifies when it runs untruncated (either way) over a fixed or run-time length of at
     least 2, its output is no output of the kernel, the step writes its new carry into the stored
     step's first S columns, the carry is read only inside the loop and in place (views of its
-    columns, element-wise maps, products of at least ``tile`` k), and the output is read only in place: blocks of its
-    columns (``views``), a later loop's steps, and the pullback's states-each-step-started-from,
-    whose readers are a loop's steps and its reshapes to N*T rows, read in groups by products
-    ``A.T @ rows`` of at least ``tile`` columns."""
+    columns, element-wise maps, products of at least ``tile`` k), and the output is read only in
+    place: blocks of its columns (``views``), a later loop's steps, and the pullback's
+    states-each-step-started-from, whose readers are a loop's steps and its reshapes to N*T rows,
+    read in groups by products ``A.T @ rows`` of at least ``tile`` columns."""
     stmts = plan.stmts
     outputs = set(plan.outputs.values())
     made = {st.target: i for i, st in enumerate(stmts)}
