@@ -118,16 +118,22 @@ def alias_roots(plan: KernelPlan) -> dict[str, str]:
 READS_IN_PLACE: frozenset = frozenset({ir.Op.MAP, ir.Op.MATMUL, ir.Op.SUM_ROWS, ir.Op.CONCAT})
 
 
+def readers_of(plan: KernelPlan) -> dict[str, list[int]]:
+    """Each name -> the indices of the statements that read it. A loop's END copies its first
+    three operands; the rest only keep values alive (:class:`Loop`), which is no read."""
+    readers: dict[str, list[int]] = {}
+    for i, st in enumerate(plan.stmts):
+        for o in (st.operands[:3] if st.kind is Loop.END else st.operands):
+            readers.setdefault(o, []).append(i)
+    return readers
+
+
 def column_views(plan: KernelPlan) -> set[str]:
     """The blocks of columns (``SLICE``) and a loop's steps of a sequence (``Loop.STEP``) that can
     be read where they lie instead of copied: every statement reading one reads in place
     (:data:`READS_IN_PLACE`, or is such a block itself), and it is no output. A backend may read
     them in place; :func:`last_uses` then keeps what they view alive while they are read."""
-    readers: dict[str, list[Stmt]] = {}
-    for st in plan.stmts:
-        # a loop's END copies its first three operands; the rest only keeps values alive
-        for o in (st.operands[:3] if st.kind is Loop.END else st.operands):
-            readers.setdefault(o, []).append(st)
+    readers = {name: [plan.stmts[i] for i in idx] for name, idx in readers_of(plan).items()}
     outputs = set(plan.outputs.values())
     views = {st.target for st in plan.stmts if st.kind in (ir.Op.SLICE, Loop.STEP) and st.target not in outputs}
     changed = True

@@ -26,7 +26,8 @@ import sympy as sp
 
 from ... import ir, naming
 from ...errors import CodegenError
-from ...lower import KernelPlan, Loop, LoopHead, StepRole, StepWrite, Stmt, column_views, last_uses, loop_ends, step_writes
+from ...lower import (KernelPlan, Loop, LoopHead, StepRole, StepWrite, Stmt, column_views, last_uses, loop_ends,
+                      readers_of, step_writes)
 from ..base import BackendConfig
 from .arena import Arena, Need
 from .gemm import GEMM_KC, TILE_ROWS, tile_cols
@@ -807,10 +808,7 @@ class _KernelLowering:
         same values in the same places: the concatenation's bits are unchanged. Returns the
         parts, the statements that go, and X -> the concatenation's index (X lives to it)."""
         stmts, made = self.plan.stmts, self._made
-        readers: dict[str, list[int]] = {}
-        for i, st in enumerate(stmts):
-            for o in (st.operands[:3] if st.kind is Loop.END else st.operands):
-                readers.setdefault(o, []).append(i)
+        readers = readers_of(self.plan)
         outputs = set(self.plan.outputs.values())
 
         def only(name: str, reader: int) -> bool:
@@ -937,11 +935,9 @@ class _KernelLowering:
                "M": m, "K": k, "Nc": nc, "lda": a.stride, "ldb": b.stride, "ct": None, "ta": ta, "tb": tb,
                "packed": None, "d": None, "ldd": 0}
         if b.group is not None:  # B's rows in groups (.slots): their gemm packs them from there
-            jb = tile_cols(self.p.dtype)
-            size = (a.per * naming.N * jb + jb) if fixed(k) is None else (min(int(k), GEMM_KC) + 1) * jb
             plus = self._plus.get(st.target)
             ctx.update(group=dim_code(b.group), ldg=dim_code(b.group_ld),
-                       scratch=nm.write(self._scratch(f"{t.name}_bp", size)),
+                       scratch=nm.write(self._scratch(f"{t.name}_bp", self._panel_reals(a, k))),
                        d=nm.read(plus[0]) if plus is not None else None, ldd=plus[1] if plus is not None else 0)
             return ctx
         if self._small_product(st):
@@ -957,13 +953,8 @@ class _KernelLowering:
             ctx["packed"] = nm.read(packed)
             return ctx
         if kind is not CKind.MATMUL_TT:
-            # the gemm helper packs B's panels (a chunk of k, at most min(K, GEMM_KC) rows, by
-            # one register tile) into work space, with a row spare to put it on a 64-byte
-            # boundary; where k is the batch (A.T @ B), n + 1 rows, which a small batch on a
-            # small device can afford
             jb = tile_cols(self.p.dtype)
-            size = (a.per * naming.N * jb + jb) if fixed(k) is None else (min(int(k), GEMM_KC) + 1) * jb
-            ctx["scratch"] = nm.write(self._scratch(f"{t.name}_bp", size, hold=True))
+            ctx["scratch"] = nm.write(self._scratch(f"{t.name}_bp", self._panel_reals(a, k), hold=True))
             if kind is not CKind.MATMUL_NN and nc != "n" and int(nc) < jb:
                 # fewer columns than a tile (an output layer's classes): the helper computes
                 # C.T = op(B).T @ op(A).T, whose tiles are full, into this Nc x M slot
@@ -972,6 +963,13 @@ class _KernelLowering:
             # statement are never the same slot
             self.alloc.release(self._held.pop())
         return ctx
+
+    def _panel_reals(self, a: Var, k: str) -> object:
+        """The reals of a gemm helper's panel of B: a chunk of k, at most min(K, GEMM_KC) rows, by
+        one register tile, with a row spare to put it on a 64-byte boundary; where k is the batch
+        (A.T @ B), n + 1 rows, which a small batch on a small device can afford."""
+        jb = tile_cols(self.p.dtype)
+        return (a.per * naming.N * jb + jb) if fixed(k) is None else (min(int(k), GEMM_KC) + 1) * jb
 
     def _add_bias(self, st: Stmt, stats: tuple[str, str] | None) -> dict:
         # in place (z += b), a is c

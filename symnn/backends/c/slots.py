@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ... import ir
-from ...lower import READS_IN_PLACE, KernelPlan, Loop, LoopHead, StepRole, StepWrite, loop_ends
+from ...lower import READS_IN_PLACE, KernelPlan, Loop, LoopHead, StepRole, StepWrite, loop_ends, readers_of
 
 
 @dataclass(frozen=True)
@@ -70,16 +70,6 @@ class SlotLoop:
     @property
     def carried(self) -> int:
         return self.head.carried
-
-
-def _readers(plan: KernelPlan) -> dict[str, list[int]]:
-    """Each name -> the statements that read it (a loop END's operands past its third only keep
-    values alive: no read)."""
-    out: dict[str, list[int]] = {}
-    for i, st in enumerate(plan.stmts):
-        for o in (st.operands[:3] if st.kind is Loop.END else st.operands):
-            out.setdefault(o, []).append(i)
-    return out
 
 
 def _map_in_step(plan: KernelPlan, made: dict[str, int], readers: dict[str, list[int]], name: str,
@@ -213,7 +203,7 @@ def slotted_loops(plan: KernelPlan, views: set[str], in_place: dict[str, StepWri
     stmts = plan.stmts
     outputs = set(plan.outputs.values())
     made = {st.target: i for i, st in enumerate(stmts)}
-    readers = _readers(plan)
+    readers = readers_of(plan)
     found: dict[str, SlotLoop] = {}
     for begin, end in loop_ends(plan).items():
         head: LoopHead = stmts[begin].payload
